@@ -1,0 +1,551 @@
+"""``ModelCheckpoint``: save the model periodically, keep the best ``k`` files and ``last.ckpt``.
+
+Differences from Lightning 2.6 (see docs/compat.md): ``last.ckpt`` is rewritten at every
+checkpoint trigger, so it is always the latest state; every file is written atomically; an evicted
+top-k file is deleted only after the new file and ``last.ckpt`` are in place.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import warnings
+from copy import deepcopy
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from weakref import proxy
+
+import torch
+from torch import Tensor
+
+from ember import checkpoint_io
+from ember.callbacks.checkpoint import Checkpoint
+from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+if TYPE_CHECKING:
+    from ember.module import LightningModule
+    from ember.trainer.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+class ModelCheckpoint(Checkpoint):
+    r"""Save the model periodically, ranking files by a monitored metric.
+
+    Args:
+        dirpath: folder for the files. ``None``: ``<logger save_dir>/<name>/<version>/checkpoints``
+            with a logger, else ``<default_root_dir>/checkpoints``.
+        filename: a template such as ``"{epoch}-{val_loss:.2f}"``; ``None`` means ``"{epoch}-{step}"``.
+        monitor: the logged metric that ranks checkpoints; ``None`` keeps the latest one(s).
+        verbose: log each decision.
+        save_last: ``True`` keeps a copy ``last.ckpt`` of the latest state, ``"link"`` a symlink.
+        save_top_k: keep the best ``k`` files; ``0`` none, ``-1`` all.
+        save_on_exception: save a checkpoint when training is interrupted by an exception.
+        save_weights_only: save only the model weights (no optimizer, scheduler, callback state).
+        mode: ``"min"`` or ``"max"``: which direction of ``monitor`` is better.
+        auto_insert_metric_name: write ``{epoch}`` as ``epoch=3``; turn off for names with ``/``.
+        every_n_train_steps: save every N optimizer steps.
+        train_time_interval: save at most once per interval of wall time.
+        every_n_epochs: save every N epochs (default 1 when no other trigger is set).
+        save_on_train_epoch_end: save in ``on_train_epoch_end`` rather than after validation.
+        enable_version_counter: add ``-v1``, ``-v2``... instead of overwriting an existing file.
+
+    Example::
+
+        checkpoint = ModelCheckpoint(monitor="val_loss", filename="{epoch}-{val_loss:.2f}", save_last=True)
+        trainer = Trainer(callbacks=[checkpoint])
+        trainer.fit(model)
+        checkpoint.best_model_path  # e.g. ".../epoch=7-val_loss=0.12.ckpt"
+    """
+
+    CHECKPOINT_JOIN_CHAR = "-"
+    CHECKPOINT_EQUALS_CHAR = "="
+    CHECKPOINT_NAME_LAST = "last"
+    FILE_EXTENSION = ".ckpt"
+    STARTING_VERSION = 1
+
+    def __init__(
+        self,
+        dirpath: str | Path | None = None,
+        filename: str | None = None,
+        monitor: str | None = None,
+        verbose: bool = False,
+        save_last: bool | Literal["link"] | None = None,
+        save_top_k: int = 1,
+        save_on_exception: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "min",
+        auto_insert_metric_name: bool = True,
+        every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
+        every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = None,
+        enable_version_counter: bool = True,
+    ) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.verbose = verbose
+        self.save_last = save_last
+        self.save_top_k = save_top_k
+        self.save_on_exception = save_on_exception
+        self.save_weights_only = save_weights_only
+        self.auto_insert_metric_name = auto_insert_metric_name
+        self._save_on_train_epoch_end = save_on_train_epoch_end
+        self._enable_version_counter = enable_version_counter
+        self._last_global_step_saved = 0  # nothing to save before the first step
+        self._last_time_checked: float | None = None
+        self._defer_save_until_validation = False
+        self._last_topk_saved: tuple[str, int] | None = None  # (path, global_step) of the newest top-k file
+        self._pending_removals: list[str] = []
+        self._warned: set[str] = set()
+        self.current_score: Tensor | None = None
+        self.best_k_models: dict[str, Tensor] = {}
+        self.kth_best_model_path = ""
+        self.best_model_score: Tensor | None = None
+        self.best_model_path = ""
+        self.last_model_path = ""
+        self._last_checkpoint_saved = ""
+
+        if mode not in ("min", "max"):
+            raise MisconfigurationException(f"`mode` can be min, max but got {mode}")
+        self.mode = mode
+        self.kth_value = torch.tensor(torch.inf if mode == "min" else -torch.inf)
+
+        self._fs = checkpoint_io.get_filesystem(dirpath or "")
+        if dirpath and checkpoint_io.is_local(dirpath):
+            dirpath = os.path.realpath(os.path.expanduser(dirpath))
+        self.dirpath: str | Path | None = dirpath
+        self.filename = filename
+
+        if every_n_train_steps is None and every_n_epochs is None and train_time_interval is None:
+            every_n_epochs, every_n_train_steps = 1, 0
+        self._every_n_epochs: int = every_n_epochs or 0
+        self._every_n_train_steps: int = every_n_train_steps or 0
+        self._train_time_interval: timedelta | None = train_time_interval
+        self._validate_init_configuration()
+
+    def _validate_init_configuration(self) -> None:
+        if self.save_top_k < -1:
+            raise MisconfigurationException(f"Invalid value for save_top_k={self.save_top_k}. Must be >= -1")
+        if self._every_n_train_steps < 0:
+            raise MisconfigurationException(
+                f"Invalid value for every_n_train_steps={self._every_n_train_steps}. Must be >= 0"
+            )
+        if self._every_n_epochs < 0:
+            raise MisconfigurationException(f"Invalid value for every_n_epochs={self._every_n_epochs}. Must be >= 0")
+        triggers = (self._every_n_train_steps >= 1) + (self._every_n_epochs >= 1) + (self._train_time_interval is not None)
+        if triggers > 1:
+            raise MisconfigurationException(
+                f"Combination of parameters every_n_train_steps={self._every_n_train_steps}, "
+                f"every_n_epochs={self._every_n_epochs} and train_time_interval={self._train_time_interval} "
+                "should be mutually exclusive."
+            )
+        if self.monitor is None and self.save_top_k not in (-1, 0, 1):
+            raise MisconfigurationException(
+                f"ModelCheckpoint(save_top_k={self.save_top_k}, monitor=None) is not a valid"
+                " configuration. No quantity for top_k to track."
+            )
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            monitor=self.monitor,
+            mode=self.mode,
+            every_n_train_steps=self._every_n_train_steps,
+            every_n_epochs=self._every_n_epochs,
+            train_time_interval=self._train_time_interval,
+        )
+
+    @property
+    def every_n_epochs(self) -> int | None:
+        return self._every_n_epochs
+
+    # ---- hooks ----------------------------------------------------------------------------
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        dirpath = trainer.strategy.broadcast(self._resolve_ckpt_dir(trainer))  # all ranks: same folder
+        self.dirpath = dirpath
+        self._fs = checkpoint_io.get_filesystem(dirpath or "")
+        if trainer.is_global_zero and stage == "fit":
+            self._warn_if_dir_not_empty(dirpath)
+        if self.save_last == "link" and not checkpoint_io.is_local(dirpath):
+            raise ValueError(
+                f"`ModelCheckpoint(save_last='link')` is only supported for local file paths, got `dirpath={dirpath}`."
+            )
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._last_time_checked = time.monotonic()
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Save when ``every_n_train_steps`` or ``train_time_interval`` says so."""
+        if not self._every_n_train_steps and self._train_time_interval is None:
+            return  # the common case costs one check per step
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        skip_batch = self._every_n_train_steps < 1 or trainer.global_step % self._every_n_train_steps != 0
+        skip_time = True
+        now = time.monotonic()
+        if self._train_time_interval is not None:
+            previous = self._last_time_checked
+            skip_time = previous is None or (now - previous) < self._train_time_interval.total_seconds()
+            # all ranks: clocks differ between processes, so rank 0 decides for everyone.
+            skip_time = trainer.strategy.broadcast(skip_time)
+        if skip_batch and skip_time:
+            return
+        if not skip_time:
+            self._last_time_checked = now
+        if self._monitor_is_val_only(trainer):
+            # The monitored metric comes from validation, which has not produced it yet: save
+            # when validation ends instead of ranking a file by a missing or stale value.
+            self._defer_save_until_validation = True
+            return
+        self._save_at_trigger(trainer, topk=True)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Save at the end of the training epoch (when validation does not decide instead)."""
+        if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
+            self._save_at_trigger(trainer, topk=self._epoch_is_due(trainer))
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Save after validation, including a step/time-triggered save that waited for its metric."""
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        if self._defer_save_until_validation:
+            self._defer_save_until_validation = False
+            self._save_at_trigger(trainer, topk=True)
+        elif not self._should_save_on_train_epoch_end(trainer):
+            self._save_at_trigger(trainer, topk=self._epoch_is_due(trainer))
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Training can end between triggers (max_steps, a stop signal); keep `last` the latest state.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_at_trigger(trainer, topk=False)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """With ``save_on_exception``, save the state reached when the exception was raised."""
+        if not self._should_save_on_exception(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        filepath = self._get_metric_interpolated_filepath_name(candidates, trainer)
+        self._save_checkpoint(trainer, filepath)
+        self._save_last_checkpoint(trainer, candidates)
+        self._flush_removals(trainer)
+        rank_zero_info(
+            f"An {type(exception).__name__} was raised with message: {exception}, saved checkpoint to {filepath}"
+        )
+
+    def _should_save_on_exception(self, trainer: Trainer) -> bool:
+        return (
+            self.save_on_exception
+            and not bool(trainer.fast_dev_run)
+            and not trainer.sanity_checking
+            and self._last_global_step_saved != trainer.global_step
+        )
+
+    # ---- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "monitor": self.monitor,
+            "best_model_score": self.best_model_score,
+            "best_model_path": self.best_model_path,
+            "current_score": self.current_score,
+            "dirpath": self.dirpath,
+            "best_k_models": self.best_k_models,
+            "kth_best_model_path": self.kth_best_model_path,
+            "kth_value": self.kth_value,
+            "last_model_path": self.last_model_path,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        dirpath_from_ckpt = state_dict.get("dirpath", self.dirpath)
+        if self.dirpath == dirpath_from_ckpt:
+            self.best_model_score = state_dict["best_model_score"]
+            self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
+            self.kth_value = state_dict.get("kth_value", self.kth_value)
+            self.best_k_models = state_dict.get("best_k_models", self.best_k_models)
+            self.last_model_path = state_dict.get("last_model_path", self.last_model_path)
+        else:
+            warnings.warn(
+                f"The dirpath has changed from {dirpath_from_ckpt!r} to {self.dirpath!r},"
+                " therefore `best_model_score`, `kth_best_model_path`, `kth_value`, `last_model_path` and"
+                " `best_k_models` won't be reloaded. Only `best_model_path` will be reloaded."
+            )
+        self.best_model_path = state_dict["best_model_path"]
+
+    # ---- when to save ---------------------------------------------------------------------
+    def _should_skip_saving_checkpoint(self, trainer: Trainer) -> bool:
+        return (
+            bool(trainer.fast_dev_run)
+            or trainer.state.fn != "fit"
+            or trainer.sanity_checking
+            or self._last_global_step_saved == trainer.global_step
+        )
+
+    def _should_save_on_train_epoch_end(self, trainer: Trainer) -> bool:
+        if self._save_on_train_epoch_end is not None:
+            return self._save_on_train_epoch_end
+        if not isinstance(trainer.val_check_interval, (int, float)):
+            return False  # a time-based validation interval: save after validation
+        if trainer.check_val_every_n_epoch != 1:
+            return False
+        num_val_batches = trainer.num_val_batches
+        if (sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches) == 0:
+            return True
+        return trainer.val_check_interval == 1.0
+
+    def _epoch_is_due(self, trainer: Trainer) -> bool:
+        return self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+
+    def _monitor_is_val_only(self, trainer: Trainer) -> bool:
+        if self.monitor is None or self.save_top_k == 0 or self.monitor in trainer.callback_metrics:
+            return False
+        num_val_batches = trainer.num_val_batches
+        total = sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches
+        return bool(total) and getattr(trainer, "enable_validation", True) is not False
+
+    # ---- saving ---------------------------------------------------------------------------
+    def _save_at_trigger(self, trainer: Trainer, topk: bool) -> None:
+        candidates = self._monitor_candidates(trainer)
+        if topk:
+            self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+        self._flush_removals(trainer)
+
+    def _monitor_candidates(self, trainer: Trainer) -> dict[str, Tensor]:
+        candidates = deepcopy(trainer.callback_metrics)
+        # `self.log("epoch", 3)` stores a float; names want the integer.
+        epoch, step = candidates.get("epoch"), candidates.get("step")
+        candidates["epoch"] = epoch.int() if isinstance(epoch, Tensor) else torch.tensor(trainer.current_epoch)
+        candidates["step"] = step.int() if isinstance(step, Tensor) else torch.tensor(trainer.global_step)
+        return candidates
+
+    def _save_topk_checkpoint(self, trainer: Trainer, candidates: dict[str, Tensor]) -> None:
+        if self.save_top_k == 0:
+            return
+        if self.monitor is None:
+            self._save_none_monitor_checkpoint(trainer, candidates)
+            return
+        if self.monitor not in candidates:
+            message = (
+                f"`ModelCheckpoint(monitor={self.monitor!r})` could not find the monitored key in the returned"
+                f" metrics: {list(candidates)}."
+                f" HINT: Did you call `log({self.monitor!r}, value)` in the `LightningModule`?"
+            )
+            if getattr(trainer, "_evaluation_has_run", False):
+                raise MisconfigurationException(message)
+            if message not in self._warned:
+                self._warned.add(message)
+                rank_zero_warn(message)
+        self._save_monitor_checkpoint(trainer, candidates)
+
+    def check_monitor_top_k(self, trainer: Trainer, current: Tensor | None = None) -> bool:
+        """Whether ``current`` earns a place among the best ``save_top_k`` checkpoints."""
+        if current is None:
+            return False
+        if self.save_top_k == -1 or len(self.best_k_models) < self.save_top_k:
+            return True
+        monitor_op = torch.lt if self.mode == "min" else torch.gt
+        # host sync: reads the comparison at a checkpoint trigger only.
+        better = bool(monitor_op(current, self.best_k_models[self.kth_best_model_path]))
+        return trainer.strategy.reduce_boolean_decision(better)  # all ranks: unanimous
+
+    def _save_monitor_checkpoint(self, trainer: Trainer, candidates: dict[str, Tensor]) -> None:
+        current = candidates.get(self.monitor)  # type: ignore[arg-type]
+        if self.check_monitor_top_k(trainer, current):
+            self._update_best_and_save(current, trainer, candidates)  # type: ignore[arg-type]
+        elif self.verbose:
+            epoch, step = candidates["epoch"], candidates["step"]
+            rank_zero_info(f"Epoch {epoch:d}, global step {step:d}: {self.monitor!r} was not in top {self.save_top_k}")
+
+    def _save_none_monitor_checkpoint(self, trainer: Trainer, candidates: dict[str, Tensor]) -> None:
+        filepath = self._get_metric_interpolated_filepath_name(candidates, trainer, self.best_model_path)
+        # Set before saving: the path is part of the state written into the file.
+        previous, self.best_model_path = self.best_model_path, filepath
+        self._save_checkpoint(trainer, filepath, topk=True)
+        if self.save_top_k == 1 and previous and self._should_remove_checkpoint(trainer, previous, filepath):
+            self._pending_removals.append(previous)
+
+    def _update_best_and_save(self, current: Tensor, trainer: Trainer, candidates: dict[str, Tensor]) -> None:
+        k = len(self.best_k_models) + 1 if self.save_top_k == -1 else self.save_top_k
+        del_filepath = None
+        if len(self.best_k_models) == k and k > 0:
+            del_filepath = self.kth_best_model_path
+            self.best_k_models.pop(del_filepath)
+        if torch.isnan(current):  # a NaN ranks last, never first
+            current = torch.tensor(float("inf" if self.mode == "min" else "-inf"), device=current.device)
+        filepath = self._get_metric_interpolated_filepath_name(candidates, trainer, del_filepath)
+        self.current_score = current
+        self.best_k_models[filepath] = current
+        if len(self.best_k_models) == k:
+            worst = max if self.mode == "min" else min
+            self.kth_best_model_path = worst(self.best_k_models, key=self.best_k_models.get)  # type: ignore[arg-type]
+            self.kth_value = self.best_k_models[self.kth_best_model_path]
+        best = min if self.mode == "min" else max
+        self.best_model_path = best(self.best_k_models, key=self.best_k_models.get)  # type: ignore[arg-type]
+        self.best_model_score = self.best_k_models[self.best_model_path]
+        if self.verbose:
+            epoch, step = candidates["epoch"], candidates["step"]
+            rank_zero_info(
+                f"Epoch {epoch:d}, global step {step:d}: {self.monitor!r} reached {current:0.5f}"
+                f" (best {self.best_model_score:0.5f}), saving model to {filepath!r} as top {k}"
+            )
+        self._save_checkpoint(trainer, filepath, topk=True)
+        if del_filepath and self._should_remove_checkpoint(trainer, del_filepath, filepath):
+            self._pending_removals.append(del_filepath)
+
+    def _save_last_checkpoint(self, trainer: Trainer, candidates: dict[str, Tensor]) -> None:
+        if not self.save_last:
+            return
+        filepath = self.format_checkpoint_name(candidates, self.CHECKPOINT_NAME_LAST)
+        if self._enable_version_counter:
+            version = self.STARTING_VERSION
+            while self.file_exists(filepath, trainer) and filepath != self.last_model_path:
+                filepath = self.format_checkpoint_name(candidates, self.CHECKPOINT_NAME_LAST, ver=version)
+                version += 1
+        previous, self.last_model_path = self.last_model_path, filepath
+        linked = self._last_topk_saved
+        if self.save_last == "link" and linked is not None and linked[1] == trainer.global_step:
+            # A top-k file holds exactly this state: point at it instead of writing it twice.
+            self._link_checkpoint(trainer, linked[0], filepath)
+        else:
+            self._save_checkpoint(trainer, filepath)
+        if previous and self._should_remove_checkpoint(trainer, previous, filepath):
+            self._pending_removals.append(previous)
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str, topk: bool = False) -> None:
+        trainer.save_checkpoint(filepath, self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if topk:
+            self._last_topk_saved = (filepath, trainer.global_step)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    @staticmethod
+    def _link_checkpoint(trainer: Trainer, filepath: str, linkpath: str) -> None:
+        if trainer.is_global_zero:
+            checkpoint_io.atomic_link(filepath, linkpath)
+        trainer.strategy.barrier("ModelCheckpoint._link_checkpoint")  # all ranks: barrier
+
+    def _flush_removals(self, trainer: Trainer) -> None:
+        # Runs only after the new top-k file and `last` are written, so a crash in between
+        # leaves an extra file, never a missing one.
+        pending, self._pending_removals = self._pending_removals, []
+        keep = {self.last_model_path, self.best_model_path, *self.best_k_models}
+        for path in pending:
+            if path not in keep:
+                self._remove_checkpoint(trainer, path)
+
+    def _should_remove_checkpoint(self, trainer: Trainer, previous: str, current: str) -> bool:
+        """Never delete the file just written, the file resumed from, or a file outside ``dirpath``."""
+        if previous == current:
+            return False
+        if not checkpoint_io.is_local(previous):
+            return True
+        previous_path = Path(previous).absolute()
+        resume_path = Path(trainer.ckpt_path).absolute() if trainer.ckpt_path is not None else None
+        if resume_path is not None and previous_path == resume_path:
+            return False
+        assert self.dirpath is not None
+        return Path(self.dirpath).absolute() in previous_path.parents
+
+    def _remove_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        if trainer.is_global_zero:
+            checkpoint_io.remove_checkpoint(filepath)
+
+    # ---- names ----------------------------------------------------------------------------
+    def _format_checkpoint_name(
+        self, filename: str | None, metrics: dict[str, Any], prefix: str = "", auto_insert_metric_name: bool = True
+    ) -> str:
+        if not filename:
+            filename = "{epoch}" + self.CHECKPOINT_JOIN_CHAR + "{step}"
+        # Longest names first, so "{epoch}" does not clobber "{epoch_test}".
+        groups = sorted(re.findall(r"(\{.*?)[:\}]", filename), key=len, reverse=True)
+        for group in groups:
+            name = group[1:]
+            if auto_insert_metric_name:
+                filename = filename.replace(group, name + self.CHECKPOINT_EQUALS_CHAR + "{" + name)
+            # `{0[name]}` indexes the dict, so names with "." or "/" format too.
+            filename = filename.replace(group, f"{{0[{name}]")
+            if name not in metrics:
+                metrics[name] = torch.tensor(0)
+        filename = filename.format(metrics)
+        if prefix:
+            filename = self.CHECKPOINT_JOIN_CHAR.join([prefix, filename])
+        return filename
+
+    def format_checkpoint_name(
+        self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None
+    ) -> str:
+        """The file path for ``metrics`` under the filename template.
+
+        Example::
+
+            >>> ckpt = ModelCheckpoint(dirpath="/tmp", filename="{epoch}-{val_loss:.2f}")
+            >>> os.path.basename(ckpt.format_checkpoint_name(dict(epoch=2, val_loss=0.123456)))
+            'epoch=2-val_loss=0.12.ckpt'
+        """
+        filename = self._format_checkpoint_name(
+            filename or self.filename, metrics, auto_insert_metric_name=self.auto_insert_metric_name
+        )
+        if ver is not None:
+            filename = self.CHECKPOINT_JOIN_CHAR.join((filename, f"v{ver}"))
+        name = f"{filename}{self.FILE_EXTENSION}"
+        return os.path.join(self.dirpath, name) if self.dirpath else name
+
+    def _get_metric_interpolated_filepath_name(
+        self, candidates: dict[str, Tensor], trainer: Trainer, del_filepath: str | None = None
+    ) -> str:
+        filepath = self.format_checkpoint_name(candidates)
+        if self._enable_version_counter:
+            version = self.STARTING_VERSION
+            while self.file_exists(filepath, trainer) and filepath != del_filepath:
+                filepath = self.format_checkpoint_name(candidates, ver=version)
+                version += 1
+        return filepath
+
+    def file_exists(self, filepath: str | Path, trainer: Trainer) -> bool:
+        """Whether ``filepath`` exists, as rank 0 sees it (so all ranks pick the same names)."""
+        return trainer.strategy.broadcast(self._fs.exists(filepath))
+
+    def _resolve_ckpt_dir(self, trainer: Trainer) -> str | Path:
+        if self.dirpath is not None:
+            return self.dirpath
+        if len(trainer.loggers) > 0:
+            logger = trainer.loggers[0]
+            save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+            version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+            return os.path.join(save_dir, str(logger.name), version, "checkpoints")
+        return os.path.join(trainer.default_root_dir, "checkpoints")
+
+    def _find_last_checkpoints(self, trainer: Trainer) -> set[str]:
+        """The ``last*.ckpt`` files in this callback's folder (for ``ckpt_path="last"``)."""
+        folder = self._resolve_ckpt_dir(trainer)
+        pattern = rf"^{self.CHECKPOINT_NAME_LAST}(-(\d+))?"
+
+        def is_last(path: Path) -> bool:
+            return path.suffix == self.FILE_EXTENSION and bool(re.match(pattern, path.stem))
+
+        if self._fs.exists(folder):
+            return {os.path.normpath(p) for p in self._fs.ls(folder, detail=False) if is_last(Path(p))}
+        return set()
+
+    def _warn_if_dir_not_empty(self, dirpath: str | Path) -> None:
+        if self.save_top_k != 0 and self._fs.isdir(dirpath) and len(self._fs.ls(dirpath)) > 0:
+            rank_zero_warn(f"Checkpoint directory {dirpath} exists and is not empty.")
+
+    def to_yaml(self, filepath: str | Path | None = None) -> None:
+        """Write ``best_k_models`` (path -> score) to a YAML file, by default ``best_k_models.yaml`` in ``dirpath``."""
+        import yaml
+
+        best_k = {k: v.item() for k, v in self.best_k_models.items()}
+        if filepath is None:
+            assert self.dirpath
+            filepath = os.path.join(self.dirpath, "best_k_models.yaml")
+        with self._fs.open(filepath, "w") as file:
+            yaml.dump(best_k, file)
