@@ -1,0 +1,281 @@
+"""Checkpoint files: atomic writes, safe loads, clear errors."""
+import argparse
+import enum
+import os
+import pickle
+
+import pytest
+import torch
+
+from ember import checkpoint_io
+from ember.checkpoint_io import (
+    CheckpointLoadError,
+    atomic_link,
+    atomic_save,
+    get_filesystem,
+    is_local,
+    load_checkpoint,
+    remove_checkpoint,
+    unsafe_hparam_values,
+)
+
+
+def _leftovers(folder):
+    return [name for name in os.listdir(folder) if ".tmp-" in name]
+
+
+def test_atomic_save_round_trip_and_no_temp_files(tmp_path):
+    path = tmp_path / "sub" / "dir" / "model.ckpt"
+    atomic_save({"epoch": 3, "w": torch.arange(4.0)}, path)
+    loaded = load_checkpoint(path)
+    assert loaded["epoch"] == 3
+    assert torch.equal(loaded["w"], torch.arange(4.0))
+    assert _leftovers(path.parent) == []
+    # the file has the permissions a plain open() would give, not mkstemp's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_atomic_save_overwrites_in_place(tmp_path):
+    path = tmp_path / "a.ckpt"
+    atomic_save({"v": 1}, path)
+    atomic_save({"v": 2}, str(path))
+    assert load_checkpoint(path)["v"] == 2
+    assert _leftovers(tmp_path) == []
+
+
+def test_failing_save_keeps_previous_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "a.ckpt"
+    atomic_save({"v": 1}, path)
+    real_save = torch.save
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a checkpoint")  # some bytes reach the temp file first
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"v": 2}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(path)["v"] == 1
+    assert _leftovers(tmp_path) == []
+
+
+def test_interrupt_during_save_cleans_up(tmp_path, monkeypatch):
+    def interrupted(obj, f, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"v": 2}, tmp_path / "a.ckpt")
+    assert os.listdir(tmp_path) == []
+
+
+def test_memory_filesystem_round_trip():
+    path = "memory://ember-tests/run/model.ckpt"
+    atomic_save({"w": torch.ones(2)}, path)
+    fs = get_filesystem(path)
+    assert fs.exists(path)
+    assert not any(".tmp-" in p for p in fs.ls("memory://ember-tests/run", detail=False))
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(2))
+    remove_checkpoint(path)
+    assert not fs.exists(path)
+    remove_checkpoint(path)  # already gone: not an error
+
+
+def test_memory_filesystem_failed_save_leaves_nothing(monkeypatch):
+    path = "memory://ember-tests/fail/model.ckpt"
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_save({"w": 1}, path)
+    fs = get_filesystem(path)
+    assert not fs.exists(path)
+    assert not fs.exists("memory://ember-tests/fail") or fs.ls("memory://ember-tests/fail") == []
+
+
+def test_is_local():
+    assert is_local("/a/b.ckpt")
+    assert is_local("rel/b.ckpt")
+    assert is_local("file:///a/b.ckpt")
+    assert not is_local("memory://a/b.ckpt")
+    assert not is_local("s3://bucket/b.ckpt")
+
+
+def test_missing_file_error_names_the_file(tmp_path):
+    path = tmp_path / "nope.ckpt"
+    with pytest.raises(FileNotFoundError, match="Checkpoint file not found: .*nope.ckpt"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="Checkpoint file not found: memory://x/nope.ckpt"):
+        load_checkpoint("memory://x/nope.ckpt")
+
+
+@pytest.mark.parametrize("weights_only", [True, False])
+def test_truncated_file_error_names_the_file(tmp_path, weights_only):
+    path = tmp_path / "cut.ckpt"
+    atomic_save({"w": torch.zeros(1000)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointLoadError, match="cut.ckpt is not a readable checkpoint \\(truncated or corrupt\\)"):
+        load_checkpoint(path, weights_only=weights_only)
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointLoadError, match="cut.ckpt"):
+        load_checkpoint(path)
+    assert issubclass(CheckpointLoadError, RuntimeError)
+
+
+class _Malicious:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": _Malicious(marker)}, path)
+    with pytest.raises(pickle.UnpicklingError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "weights_only=False" in message
+    assert "trust" in message
+    assert "evil.ckpt" in message
+    assert "system" in message  # names the blocked global
+    assert isinstance(info.value.__cause__, pickle.UnpicklingError)
+    assert not marker.exists()
+
+
+def test_blocked_class_error_names_it_and_weights_only_false_loads(tmp_path):
+    path = tmp_path / "ns.ckpt"
+    torch.save({"hyper_parameters": {"args": argparse.Namespace(lr=0.1)}}, path)
+    with pytest.raises(pickle.UnpicklingError, match="argparse.Namespace"):
+        load_checkpoint(path)
+    assert load_checkpoint(path, weights_only=False)["hyper_parameters"]["args"].lr == 0.1
+
+
+def test_lightning_early_stopping_reason_loads_safely(tmp_path):
+    """A Lightning 2.6 checkpoint stores its EarlyStoppingReason enum; it maps to Ember's by name."""
+    from ember.callbacks.early_stopping import EarlyStoppingReason
+
+    class FakeReason(enum.Enum):
+        PATIENCE_EXHAUSTED = 3
+
+    FakeReason.__module__ = "pytorch_lightning.callbacks.early_stopping"
+    FakeReason.__qualname__ = "EarlyStoppingReason"
+    import sys
+    import types
+
+    module = types.ModuleType("pytorch_lightning.callbacks.early_stopping")
+    module.EarlyStoppingReason = FakeReason
+    saved = {k: sys.modules.get(k) for k in ("pytorch_lightning", "pytorch_lightning.callbacks",
+                                              "pytorch_lightning.callbacks.early_stopping")}
+    for name in saved:
+        sys.modules[name] = module
+    try:
+        torch.save({"callbacks": {"EarlyStopping": {"stopping_reason": FakeReason.PATIENCE_EXHAUSTED}}},
+                   tmp_path / "pl.ckpt")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = value
+    loaded = load_checkpoint(tmp_path / "pl.ckpt")
+    assert loaded["callbacks"]["EarlyStopping"]["stopping_reason"] is EarlyStoppingReason.PATIENCE_EXHAUSTED
+
+
+def test_default_map_location_moves_unavailable_devices_to_cpu():
+    storage = torch.zeros(1).untyped_storage()
+    if not torch.cuda.is_available():
+        assert checkpoint_io._default_map_location(storage, "cuda:0").device.type == "cpu"
+    assert checkpoint_io._default_map_location(storage, "cpu") is None
+
+
+def test_map_location_is_passed_through(tmp_path):
+    path = tmp_path / "m.ckpt"
+    atomic_save({"w": torch.ones(1)}, path)
+    assert load_checkpoint(path, map_location="cpu")["w"].device.type == "cpu"
+
+
+def test_load_from_open_file(tmp_path):
+    path = tmp_path / "f.ckpt"
+    atomic_save({"a": 1}, path)
+    with open(path, "rb") as file:
+        assert load_checkpoint(file) == {"a": 1}
+
+
+def test_atomic_link_is_relative_and_replaces(tmp_path):
+    target = tmp_path / "epoch=0.ckpt"
+    atomic_save({"v": 0}, target)
+    link = tmp_path / "last.ckpt"
+    atomic_save({"v": "old"}, link)
+    atomic_link(target, link)
+    assert link.is_symlink()
+    assert os.readlink(link) == "epoch=0.ckpt"
+    assert load_checkpoint(link)["v"] == 0
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_link_falls_back_to_copy(tmp_path, monkeypatch):
+    target = tmp_path / "epoch=0.ckpt"
+    atomic_save({"v": 0}, target)
+
+    def no_symlinks(*args, **kwargs):
+        raise OSError("symlinks not permitted")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)
+    atomic_link(target, tmp_path / "last.ckpt")
+    assert not (tmp_path / "last.ckpt").is_symlink()
+    assert load_checkpoint(tmp_path / "last.ckpt")["v"] == 0
+
+
+def test_remove_checkpoint_ignores_missing(tmp_path):
+    path = tmp_path / "x.ckpt"
+    atomic_save({}, path)
+    remove_checkpoint(path)
+    assert not path.exists()
+    remove_checkpoint(path)
+
+
+class _Color(enum.Enum):
+    RED = 1
+
+
+def test_unsafe_hparam_values():
+    hparams = {
+        "lr": 0.1,
+        "layers": [1, 2, (3, 4)],
+        "name": "x",
+        "flag": None,
+        "t": torch.ones(2),
+        "dtype": torch.float16,
+        "device": torch.device("cpu"),
+        "nested": {"ok": {1, 2}, "bad": argparse.Namespace(a=1)},
+        "color": _Color.RED,
+        "obj": object(),
+        "in_list": [1, object()],
+    }
+    assert unsafe_hparam_values(hparams) == [
+        "nested.bad (Namespace)",
+        "color (_Color)",
+        "obj (object)",
+        "in_list[1] (object)",
+    ]
+    assert unsafe_hparam_values({"a": 1, "b": {"c": [1.0, "s"]}}) == []
+
+
+def test_unsafe_hparam_values_agrees_with_torch_load(tmp_path):
+    """Whatever the helper calls safe does load with weights_only=True, and vice versa."""
+    values = [1, 2.5, True, "s", None, b"x", [1], (1,), {"a": 1}, {1}, torch.ones(1), torch.float32,
+              torch.device("cpu"), torch.Size([2]), frozenset([1]), argparse.Namespace(a=1), _Color.RED]
+    for value in values:
+        path = tmp_path / "h.ckpt"
+        torch.save({"v": value}, path)
+        try:
+            torch.load(path, weights_only=True)
+            loads = True
+        except pickle.UnpicklingError:
+            loads = False
+        assert (unsafe_hparam_values({"v": value}) == []) == loads, value
