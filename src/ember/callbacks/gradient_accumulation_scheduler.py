@@ -1,0 +1,89 @@
+"""``GradientAccumulationScheduler``: change ``accumulate_grad_batches`` from epoch to epoch."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ember.callbacks.callback import Callback
+from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import rank_zero_warn
+
+if TYPE_CHECKING:
+    from ember.module import LightningModule
+    from ember.trainer.trainer import Trainer
+
+
+def _is_overridden(name: str, pl_module: Any) -> bool:
+    # compare with the LightningModule base found in the MRO, without importing the module class here
+    for base in type(pl_module).__mro__:
+        if base.__name__ == "LightningModule" and name in vars(base):
+            return getattr(type(pl_module), name) is not vars(base)[name]
+    return False
+
+
+class GradientAccumulationScheduler(Callback):
+    """Set ``trainer.accumulate_grad_batches`` at the start of each epoch from a schedule.
+
+    Args:
+        scheduling: ``{epoch: factor}`` with zero-based epochs; a factor holds until the next key.
+            Epochs before the first key accumulate 1 batch.
+
+    Raises:
+        TypeError: if ``scheduling`` is empty.
+        MisconfigurationException: if a key is not an int >= 0 or a factor not an int >= 1.
+
+    Example::
+
+        # from the fifth epoch (index 4) on, accumulate 2 batches per optimizer step
+        trainer = Trainer(callbacks=[GradientAccumulationScheduler(scheduling={4: 2})])
+    """
+
+    def __init__(self, scheduling: dict[int, int]) -> None:
+        super().__init__()
+        if not scheduling:
+            raise TypeError("Empty dict cannot be interpreted correct")
+        if any(not isinstance(key, int) or key < 0 for key in scheduling):
+            raise MisconfigurationException(
+                f"Epoch should be an int greater than or equal to 0. Got {list(scheduling.keys())}."
+            )
+        if any(not isinstance(value, int) or value < 1 for value in scheduling.values()):
+            raise MisconfigurationException(
+                f"Accumulation factor should be an int greater than 0. Got {list(scheduling.values())}."
+            )
+        scheduling = dict(scheduling)
+        if min(scheduling) != 0:
+            scheduling[0] = 1
+        self.scheduling = scheduling
+        self.epochs = sorted(scheduling)
+
+    def going_to_accumulate_grad_batches(self) -> bool:
+        return any(value > 1 for value in self.scheduling.values())
+
+    def get_accumulate_grad_batches(self, epoch: int) -> int:
+        """The factor in force at ``epoch``."""
+        for scheduled_epoch in reversed(self.epochs):
+            if epoch >= scheduled_epoch:
+                return self.scheduling[scheduled_epoch]
+        return 1
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Refuse settings the schedule cannot work with."""
+        if not pl_module.automatic_optimization:
+            raise RuntimeError(
+                "Automatic gradient accumulation and the `GradientAccumulationScheduler` is not supported for manual"
+                " optimization. Please remove the callback or switch to automatic optimization."
+            )
+        overridden = _is_overridden("optimizer_step", pl_module) or _is_overridden("optimizer_zero_grad", pl_module)
+        if overridden and self.going_to_accumulate_grad_batches():
+            rank_zero_warn(
+                "When using `Trainer(accumulate_grad_batches != 1)` and overriding"
+                " `LightningModule.optimizer_{step,zero_grad}`, the hooks will not be called on every batch"
+                " (rather, they are called on every optimization step)."
+            )
+        if trainer.accumulate_grad_batches != 1:
+            raise ValueError(
+                "You have set `accumulate_grad_batches` and are using the `GradientAccumulationScheduler`"
+                " callback. Either remove `accumulate_grad_batches` from the Trainer or remove the callback."
+            )
+
+    def on_train_epoch_start(self, trainer: Trainer, *_: Any) -> None:
+        trainer.accumulate_grad_batches = self.get_accumulate_grad_batches(trainer.current_epoch)

@@ -1,0 +1,42 @@
+"""``LambdaCallback``: a callback made of plain functions, one per hook, without writing a class."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from ember.callbacks.callback import Callback
+
+# every event hook of Callback (not state_dict/load_state_dict or helpers)
+_HOOKS = tuple(
+    name
+    for name, member in vars(Callback).items()
+    if inspect.isfunction(member) and (name.startswith("on_") or name in ("setup", "teardown"))
+)
+
+
+class LambdaCallback(Callback):
+    """Build a callback on the fly from functions, passed by hook name.
+
+    Each function receives the hook's arguments (``trainer, pl_module, ...``).
+
+    Raises:
+        TypeError: if a keyword is not a hook name or its value is not callable.
+
+    Example::
+
+        trainer = Trainer(callbacks=[LambdaCallback(on_train_epoch_end=lambda trainer, pl_module: print("done"))])
+    """
+
+    def __init__(self, **hook_functions: Callable[..., Any] | None) -> None:
+        for name, function in hook_functions.items():
+            if name not in _HOOKS:
+                raise TypeError(
+                    f"`LambdaCallback` got an unexpected hook {name!r}. Pass functions for callback hooks such as"
+                    f" `on_train_start`, `on_train_batch_end` or `setup`."
+                )
+            if function is None:
+                continue
+            if not callable(function):
+                raise TypeError(f"`LambdaCallback({name}=...)` must be a function, got {type(function).__name__}.")
+            # an instance attribute shadows the no-op method of the base class
+            setattr(self, name, function)

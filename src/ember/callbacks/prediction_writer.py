@@ -1,0 +1,130 @@
+"""``BasePredictionWriter``: the base class for writing predictions to disk during ``trainer.predict``."""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from ember.callbacks.callback import Callback
+from ember.utilities.exceptions import MisconfigurationException
+
+if TYPE_CHECKING:
+    from ember.module import LightningModule
+    from ember.trainer.trainer import Trainer
+
+_INTERVALS = ("batch", "epoch", "batch_and_epoch")
+
+
+def _to_cpu(data: Any) -> Any:
+    if isinstance(data, torch.Tensor):
+        return data.cpu()
+    if isinstance(data, dict):
+        return {k: _to_cpu(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)) and not hasattr(data, "_fields"):
+        return type(data)(_to_cpu(v) for v in data)
+    return data
+
+
+class BasePredictionWriter(Callback):
+    """Subclass it to store predictions: per batch, once per epoch, or both.
+
+    Args:
+        write_interval: ``"batch"`` calls :meth:`write_on_batch_end` after every predict batch;
+            ``"epoch"`` calls :meth:`write_on_epoch_end` with all predictions; ``"batch_and_epoch"`` both.
+
+    Example::
+
+        class TorchWriter(BasePredictionWriter):
+            def __init__(self, output_dir):
+                super().__init__(write_interval="epoch")
+                self.output_dir = output_dir
+
+            def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+                torch.save(predictions, f"{self.output_dir}/predictions_{trainer.global_rank}.pt")
+
+        trainer = Trainer(callbacks=[TorchWriter("out")])
+        trainer.predict(model, dataloaders=loader, return_predictions=False)
+    """
+
+    def __init__(self, write_interval: Literal["batch", "epoch", "batch_and_epoch"] = "batch") -> None:
+        if write_interval not in _INTERVALS:
+            raise MisconfigurationException(f"`write_interval` should be one of {list(_INTERVALS)}.")
+        self.interval = write_interval
+        self._predictions: dict[int, list[Any]] = {}
+        self._batch_indices: dict[int, list[Any]] = {}
+
+    @property
+    def _on_batch(self) -> bool:
+        return self.interval in ("batch", "batch_and_epoch")
+
+    @property
+    def _on_epoch(self) -> bool:
+        return self.interval in ("epoch", "batch_and_epoch")
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if "dataloader_iter" in inspect.signature(pl_module.predict_step).parameters:
+            raise NotImplementedError("The `PredictionWriterCallback` does not support using `dataloader_iter`.")
+
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Override with the logic to write one batch's prediction."""
+        raise NotImplementedError()
+
+    def write_on_epoch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any],
+    ) -> None:
+        """Override with the logic to write all predictions (a list per dataloader when there are several);
+        ``batch_indices`` holds one list per dataloader."""
+        raise NotImplementedError()
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._predictions = {}
+        self._batch_indices = {}
+
+    def on_predict_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        batch_indices = self._current_batch_indices(trainer)
+        if self._on_batch:
+            self.write_on_batch_end(trainer, pl_module, outputs, batch_indices, batch, batch_idx, dataloader_idx)
+        if self._on_epoch:
+            # host sync: predictions are kept on the CPU so a long predict run does not fill the device
+            self._predictions.setdefault(dataloader_idx, []).append(_to_cpu(outputs))
+            self._batch_indices.setdefault(dataloader_idx, []).append(batch_indices or [])
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._on_epoch:
+            return
+        num = max(len(getattr(trainer, "num_predict_batches", None) or [None]), len(self._predictions))
+        predictions = [self._predictions.get(i, []) for i in range(num)]
+        indices = [self._batch_indices.get(i, []) for i in range(num)]
+        if num == 1:
+            # as in Lightning: predictions flat for one dataloader, batch indices always one list per dataloader
+            predictions = predictions[0]
+        self.write_on_epoch_end(trainer, pl_module, predictions, indices)
+        self._predictions, self._batch_indices = {}, {}
+
+    @staticmethod
+    def _current_batch_indices(trainer: Trainer) -> Sequence[int] | None:
+        loop = getattr(trainer, "predict_loop", None)
+        return getattr(loop, "current_batch_indices", None)

@@ -1,0 +1,346 @@
+"""``TQDMProgressBar``: the default progress bar, drawn with tqdm on stderr.
+
+The bar redraws every ``refresh_rate`` batches and on the last batch. Only a redraw reads
+``trainer.progress_bar_metrics`` (which copies logged tensors to the host); the batches in
+between cost one modulo and one comparison.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm as _tqdm
+
+from ember.callbacks.progress_bar import ProgressBar
+from ember.utilities.rank_zero import rank_zero_debug
+
+if TYPE_CHECKING:
+    from ember.module import LightningModule
+    from ember.trainer.trainer import Trainer
+
+_PAD_SIZE = 5
+
+
+class Tqdm(_tqdm):
+    """A tqdm bar that pads numbers in the postfix so the line does not flicker as digits change."""
+
+    @staticmethod
+    def format_num(n: int | float | str) -> str:
+        """Format ``n`` like tqdm, then pad floats and numeric strings with zeros to five characters."""
+        should_be_padded = isinstance(n, (float, str))
+        if not isinstance(n, str):
+            n = _tqdm.format_num(n)
+        if should_be_padded and "e" not in n:
+            if "." not in n and len(n) < _PAD_SIZE:
+                try:
+                    float(n)
+                except ValueError:
+                    return n
+                n += "."
+            n += "0" * (_PAD_SIZE - len(n))
+        return n
+
+
+class TQDMProgressBar(ProgressBar):
+    """The default progress bar: training, validation, sanity-check, test and predict bars drawn with tqdm.
+
+    Args:
+        refresh_rate: redraw every this many batches; ``0`` disables the bar.
+        process_position: offset the bars by this many lines (to stack with other bars).
+        leave: keep each finished epoch's bar on screen instead of reusing one line.
+
+    Example::
+
+        trainer = Trainer(callbacks=[TQDMProgressBar(refresh_rate=10)])
+    """
+
+    BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
+
+    def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
+        super().__init__()
+        self._refresh_rate = self._resolve_refresh_rate(refresh_rate)
+        self._process_position = process_position
+        self._leave = leave
+        self._enabled = True
+        self._train_progress_bar: _tqdm | None = None
+        self._val_progress_bar: _tqdm | None = None
+        self._test_progress_bar: _tqdm | None = None
+        self._predict_progress_bar: _tqdm | None = None
+
+    def __getstate__(self) -> dict:
+        # tqdm objects hold the output stream and cannot be pickled
+        return {k: (None if isinstance(v, _tqdm) else v) for k, v in vars(self).items()}
+
+    # ---- the four bars ---------------------------------------------------------------------
+    def _bar(self, name: str) -> _tqdm:
+        bar = getattr(self, f"_{name}_progress_bar")
+        if bar is None:
+            raise TypeError(f"The `{self.__class__.__name__}._{name}_progress_bar` reference has not been set yet.")
+        return bar
+
+    @property
+    def train_progress_bar(self) -> _tqdm:
+        return self._bar("train")
+
+    @train_progress_bar.setter
+    def train_progress_bar(self, bar: _tqdm) -> None:
+        self._train_progress_bar = bar
+
+    @property
+    def val_progress_bar(self) -> _tqdm:
+        return self._bar("val")
+
+    @val_progress_bar.setter
+    def val_progress_bar(self, bar: _tqdm) -> None:
+        self._val_progress_bar = bar
+
+    @property
+    def test_progress_bar(self) -> _tqdm:
+        return self._bar("test")
+
+    @test_progress_bar.setter
+    def test_progress_bar(self, bar: _tqdm) -> None:
+        self._test_progress_bar = bar
+
+    @property
+    def predict_progress_bar(self) -> _tqdm:
+        return self._bar("predict")
+
+    @predict_progress_bar.setter
+    def predict_progress_bar(self, bar: _tqdm) -> None:
+        self._predict_progress_bar = bar
+
+    # ---- settings ----------------------------------------------------------------------------
+    @property
+    def refresh_rate(self) -> int:
+        return self._refresh_rate
+
+    @property
+    def process_position(self) -> int:
+        return self._process_position
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled and self.refresh_rate > 0
+
+    @property
+    def is_disabled(self) -> bool:
+        return not self.is_enabled
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    # ---- bar factories (override to customise) -----------------------------------------------
+    def _new_bar(self, desc: str, position: int, leave: bool, **kwargs: Any) -> Tqdm:
+        return Tqdm(
+            desc=desc,
+            position=position,
+            disable=self.is_disabled,
+            leave=leave,
+            dynamic_ncols=True,
+            # looked up now, not at import, so redirected or captured stderr is honoured
+            file=sys.stderr,
+            bar_format=self.BAR_FORMAT,
+            **kwargs,
+        )
+
+    def init_sanity_tqdm(self) -> Tqdm:
+        """The bar for the validation sanity check."""
+        return self._new_bar(self.sanity_check_description, 2 * self.process_position, leave=False)
+
+    def init_train_tqdm(self) -> Tqdm:
+        """The bar for training."""
+        return self._new_bar(self.train_description, 2 * self.process_position, leave=True, smoothing=0)
+
+    def init_predict_tqdm(self) -> Tqdm:
+        """The bar for prediction."""
+        return self._new_bar(self.predict_description, 2 * self.process_position, leave=True, smoothing=0)
+
+    def init_validation_tqdm(self) -> Tqdm:
+        """The bar for validation: below the training bar during fit, alone under ``trainer.validate``."""
+        has_main_bar = self.trainer.state.fn != "validate"
+        return self._new_bar(
+            self.validation_description, 2 * self.process_position + has_main_bar, leave=not has_main_bar
+        )
+
+    def init_test_tqdm(self) -> Tqdm:
+        """The bar for testing."""
+        return self._new_bar(self.test_description, 2 * self.process_position, leave=True)
+
+    # ---- sanity check --------------------------------------------------------------------------
+    def on_sanity_check_start(self, *_: Any) -> None:
+        self.val_progress_bar = self.init_sanity_tqdm()
+        self.train_progress_bar = Tqdm(disable=True)  # placeholder until training starts
+
+    def on_sanity_check_end(self, *_: Any) -> None:
+        self.val_progress_bar.close()
+        self.train_progress_bar.close()
+
+    # ---- training ------------------------------------------------------------------------------
+    def on_train_start(self, *_: Any) -> None:
+        self.train_progress_bar = self.init_train_tqdm()
+
+    def on_train_epoch_start(self, trainer: Trainer, *_: Any) -> None:
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar.reset(convert_inf(self.total_train_batches))
+        self.train_progress_bar.initial = 0
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        n = batch_idx + 1
+        if self._should_update(n, self.train_progress_bar.total):
+            _update_n(self.train_progress_bar, n)
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.train_progress_bar.disable:
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+        if self._leave:
+            self.train_progress_bar.close()
+
+    def on_train_end(self, *_: Any) -> None:
+        self.train_progress_bar.close()
+
+    # ---- validation ----------------------------------------------------------------------------
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.val_progress_bar = self.init_validation_tqdm()
+
+    def on_validation_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if not self.has_dataloader_changed(dataloader_idx):
+            return
+        bar = self.val_progress_bar
+        bar.reset(convert_inf(self.total_val_batches_current_dataloader))
+        bar.initial = 0
+        desc = self.sanity_check_description if trainer.sanity_checking else self.validation_description
+        bar.set_description(f"{desc} DataLoader {dataloader_idx}")
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        n = batch_idx + 1
+        if self._should_update(n, self.val_progress_bar.total):
+            _update_n(self.val_progress_bar, n)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.val_progress_bar.close()
+        self.reset_dataloader_idx_tracker()
+        if self._train_progress_bar is not None and trainer.state.fn == "fit":
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    # ---- test ----------------------------------------------------------------------------------
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.test_progress_bar = self.init_test_tqdm()
+
+    def on_test_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if not self.has_dataloader_changed(dataloader_idx):
+            return
+        bar = self.test_progress_bar
+        bar.reset(convert_inf(self.total_test_batches_current_dataloader))
+        bar.initial = 0
+        bar.set_description(f"{self.test_description} DataLoader {dataloader_idx}")
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        n = batch_idx + 1
+        if self._should_update(n, self.test_progress_bar.total):
+            _update_n(self.test_progress_bar, n)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.test_progress_bar.close()
+        self.reset_dataloader_idx_tracker()
+
+    # ---- predict -------------------------------------------------------------------------------
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.predict_progress_bar = self.init_predict_tqdm()
+
+    def on_predict_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if not self.has_dataloader_changed(dataloader_idx):
+            return
+        bar = self.predict_progress_bar
+        bar.reset(convert_inf(self.total_predict_batches_current_dataloader))
+        bar.initial = 0
+        bar.set_description(f"{self.predict_description} DataLoader {dataloader_idx}")
+
+    def on_predict_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        n = batch_idx + 1
+        if self._should_update(n, self.predict_progress_bar.total):
+            _update_n(self.predict_progress_bar, n)
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.predict_progress_bar.close()
+        self.reset_dataloader_idx_tracker()
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def print(self, *args: Any, sep: str = " ", **kwargs: Any) -> None:
+        """Print through the active bar so the message appears above it rather than inside it."""
+        for bar in (
+            self._train_progress_bar,
+            self._val_progress_bar,
+            self._test_progress_bar,
+            self._predict_progress_bar,
+        ):
+            if bar is not None and not bar.disable:
+                bar.write(sep.join(map(str, args)), **kwargs)
+                return
+
+    def _should_update(self, current: int, total: int | None) -> bool:
+        return self.is_enabled and (current % self.refresh_rate == 0 or current == total)
+
+    @staticmethod
+    def _resolve_refresh_rate(refresh_rate: int) -> int:
+        if os.getenv("COLAB_GPU") and refresh_rate == 1:
+            # redrawing every batch crashes Colab's output cell
+            rank_zero_debug("Using a higher refresh rate on Colab. Setting it to `20`")
+            return 20
+        if "TQDM_MINITERS" in os.environ:
+            return max(int(os.environ["TQDM_MINITERS"]), refresh_rate)
+        return refresh_rate
+
+
+def convert_inf(x: int | float | None) -> int | float | None:
+    """tqdm cannot show an infinite or NaN total: turn those into ``None`` (an open-ended bar)."""
+    if x is None or math.isinf(x) or math.isnan(x):
+        return None
+    return x
+
+
+def _update_n(bar: _tqdm, value: int) -> None:
+    if not bar.disable:
+        bar.n = value
+        bar.refresh()
