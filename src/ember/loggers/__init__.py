@@ -1,0 +1,37 @@
+"""Experiment loggers. Each lives in its own module, imported on first use so that
+``import ember`` never pays for tensorboard, mlflow or wandb.
+
+Example::
+
+    from ember.loggers import CSVLogger, TensorBoardLogger
+
+    trainer = Trainer(logger=[CSVLogger("logs"), TensorBoardLogger("logs")])
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Logger": "ember.loggers.logger",
+    "DummyLogger": "ember.loggers.logger",
+    "CSVLogger": "ember.loggers.csv_logs",
+    "TensorBoardLogger": "ember.loggers.tensorboard",
+    "MLFlowLogger": "ember.loggers.mlflow",
+    "WandbLogger": "ember.loggers.wandb",
+}
+
+__all__ = ["CSVLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ember.loggers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

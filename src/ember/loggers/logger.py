@@ -1,0 +1,185 @@
+"""``Logger``: the base class of experiment loggers, and the do-nothing ``DummyLogger``.
+
+The trainer calls, on every rank: ``log_hyperparams`` and ``log_graph`` once at the start of
+fitting, ``log_metrics(metrics, step)`` followed by ``save()`` every ``log_every_n_steps`` and at
+epoch ends, ``after_save_checkpoint`` after a checkpoint is written, and ``finalize(status)`` at
+the end ("success", "failed" or "aborted"). Subclasses decorate these with ``rank_zero_only`` so
+only global rank 0 writes, and wrap ``experiment`` with ``rank_zero_experiment`` so other ranks
+get a ``DummyExperiment`` that accepts any call.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from argparse import Namespace
+from collections.abc import Callable, Mapping
+from functools import wraps
+from typing import Any
+
+from torch import Tensor
+from torch.nn import Module
+
+from ember.loggers.utilities import _check_writable
+from ember.utilities.rank_zero import rank_zero_only
+
+
+class DummyExperiment:
+    """Stands in for the real experiment object on non-zero ranks: every attribute is a no-op.
+
+    Example::
+
+        >>> DummyExperiment().add_scalar("loss", 1.0)  # does nothing
+    """
+
+    def nop(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __getattr__(self, _: str) -> Callable:
+        return self.nop
+
+    def __getitem__(self, idx: int) -> DummyExperiment:
+        # lets ``logger.experiment[0].add_image(...)`` run on every rank
+        return self
+
+    def __setitem__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+# Lightning's private name, kept so code written against it keeps working.
+_DummyExperiment = DummyExperiment
+
+
+def rank_zero_experiment(fn: Callable) -> Callable:
+    """Decorate an ``experiment`` property getter: rank 0 gets the real object, others a ``DummyExperiment``."""
+
+    @wraps(fn)
+    def experiment(self: Logger) -> Any:
+        if rank_zero_only.rank > 0:  # type: ignore[attr-defined]
+            return DummyExperiment()
+        return fn(self)
+
+    return experiment
+
+
+class Logger(ABC):
+    """Base class for experiment loggers.
+
+    Subclasses implement ``name``, ``version``, ``log_metrics`` and ``log_hyperparams``; the rest
+    has working defaults.
+
+    Example::
+
+        class PrintLogger(Logger):
+            name = "print"
+            version = 0
+
+            @rank_zero_only
+            def log_metrics(self, metrics, step=None):
+                print(step, metrics)
+
+            @rank_zero_only
+            def log_hyperparams(self, params, *args, **kwargs):
+                print(params)
+
+        trainer = Trainer(logger=PrintLogger())
+    """
+
+    @property
+    @abstractmethod
+    def name(self) -> str | None:
+        """The experiment name."""
+
+    @property
+    @abstractmethod
+    def version(self) -> int | str | None:
+        """The experiment version."""
+
+    @property
+    def root_dir(self) -> str | None:
+        """The folder that holds every version of this experiment, or ``None`` if nothing is saved locally."""
+        return None
+
+    @property
+    def log_dir(self) -> str | None:
+        """The folder of this version of the experiment, or ``None`` if nothing is saved locally."""
+        return None
+
+    @property
+    def save_dir(self) -> str | None:
+        """The folder the logger was asked to save into, or ``None`` if nothing is saved locally."""
+        return None
+
+    @property
+    def group_separator(self) -> str:
+        """The separator loggers use to group metrics into sections, e.g. ``train/loss``."""
+        return "/"
+
+    @abstractmethod
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Record ``metrics`` (name -> number) at ``step``."""
+
+    @abstractmethod
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        """Record hyperparameters (a dict, ``Namespace`` or ``AttributeDict``)."""
+
+    def log_graph(self, model: Module, input_array: Tensor | None = None) -> None:
+        """Record the model's computational graph (a no-op unless the logger supports it)."""
+
+    def save(self) -> None:
+        """Write buffered data to disk."""
+
+    def finalize(self, status: str) -> None:
+        """Finish the experiment; ``status`` is "success", "failed" or "aborted"."""
+        self.save()
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """Called after ``checkpoint_callback`` (a ``ModelCheckpoint``) wrote a checkpoint."""
+
+    def _check_save_dir_writable(self) -> None:
+        """Raise ``PermissionError``/``OSError`` naming the path if this logger's folder cannot be written.
+
+        The trainer calls this before training starts so that a bad ``save_dir`` fails in the first
+        second rather than at the first log write. Loggers that save nothing locally pass.
+        """
+        for path in (self.save_dir, self.root_dir):
+            if path:
+                _check_writable(path, type(self).__name__)
+
+
+class DummyLogger(Logger):
+    """A logger that does nothing; the trainer uses it for ``fast_dev_run``.
+
+    Example::
+
+        >>> DummyLogger().log_metrics({"loss": 1.0})  # does nothing
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._experiment = DummyExperiment()
+
+    @property
+    def experiment(self) -> DummyExperiment:
+        return self._experiment
+
+    def log_metrics(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    @property
+    def name(self) -> str:
+        return ""
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    def __getitem__(self, idx: int) -> DummyLogger:
+        return self
+
+    def __getattr__(self, name: str) -> Callable:
+        def method(*args: Any, **kwargs: Any) -> None:
+            return None
+
+        return method

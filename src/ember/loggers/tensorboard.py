@@ -1,0 +1,232 @@
+"""``TensorBoardLogger``: event files through ``torch.utils.tensorboard.SummaryWriter``.
+
+Layout (as Lightning): ``save_dir/name/version_N[/sub_dir]`` holding the event files and, after
+``save()``, ``hparams.yaml``. The ``tensorboard`` package is imported when the writer is created.
+"""
+from __future__ import annotations
+
+import os
+from argparse import Namespace
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+from torch.nn import Module
+
+from ember.loggers.logger import Logger, rank_zero_experiment
+from ember.loggers.utilities import (
+    _add_prefix,
+    _check_writable,
+    _convert_params,
+    _flatten_dict,
+    _next_version,
+    _require,
+    _sanitize_params,
+    _save_hparams_to_yaml,
+)
+from ember.utilities.rank_zero import rank_zero_only, rank_zero_warn
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+
+class TensorBoardLogger(Logger):
+    r"""Log to TensorBoard event files (the trainer's default logger when ``tensorboard`` is installed).
+
+    Args:
+        save_dir: folder under which ``name/version_N`` is created.
+        name: experiment name; ``""`` or ``None`` puts the versions directly in ``save_dir``.
+        version: an int gives ``version_<int>``; a str is the folder name; ``None`` picks the next free one.
+        log_graph: add the model graph (needs ``model.example_input_array`` or ``input_array``).
+        default_hp_metric: log a placeholder ``hp_metric`` of -1 with the hyperparameters, so they
+            show in TensorBoard's HPARAMS tab.
+        prefix: string put in front of every metric key (joined with ``"-"``).
+        sub_dir: extra folder inside the version folder.
+        \**kwargs: passed to ``SummaryWriter`` (e.g. ``max_queue``, ``flush_secs``).
+
+    Example::
+
+        from ember.loggers import TensorBoardLogger
+
+        trainer = Trainer(logger=TensorBoardLogger("tb_logs", name="my_model"))
+    """
+
+    NAME_HPARAMS_FILE = "hparams.yaml"
+    LOGGER_JOIN_CHAR = "-"
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        name: str | None = "lightning_logs",
+        version: int | str | None = None,
+        log_graph: bool = False,
+        default_hp_metric: bool = True,
+        prefix: str = "",
+        sub_dir: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _require("tensorboard", "TensorBoardLogger", "tensorboard")
+        super().__init__()
+        self._save_dir = os.fspath(save_dir)
+        self._name = name or ""
+        self._version = version
+        self._sub_dir = None if sub_dir is None else os.fspath(sub_dir)
+        self._log_graph = log_graph
+        self._default_hp_metric = default_hp_metric
+        self._prefix = prefix
+        self._kwargs = kwargs
+        self._experiment: SummaryWriter | None = None
+        self.hparams: dict[str, Any] = {}
+        _check_writable(self._save_dir, type(self).__name__)
+
+    @property
+    def name(self) -> str:
+        """The experiment name."""
+        return self._name
+
+    @property
+    def version(self) -> int | str:
+        """The version given, or the next free ``version_N`` number (decided on first use)."""
+        if self._version is None:
+            self._version = _next_version(self.root_dir)
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        """The folder given as ``save_dir``."""
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        """``save_dir/name``: the parent of all versions."""
+        return os.path.join(self.save_dir, self.name)
+
+    @property
+    def sub_dir(self) -> str | None:
+        """The extra folder inside the version folder, if any."""
+        return self._sub_dir
+
+    @property
+    def log_dir(self) -> str:
+        """``root_dir/version_N[/sub_dir]``, with ``~`` and environment variables expanded."""
+        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
+        log_dir = os.path.join(self.root_dir, version)
+        if isinstance(self.sub_dir, str):
+            log_dir = os.path.join(log_dir, self.sub_dir)
+        return os.path.expanduser(os.path.expandvars(log_dir))
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> SummaryWriter:
+        """The ``SummaryWriter`` (a ``DummyExperiment`` on non-zero ranks)."""
+        if self._experiment is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._experiment = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
+        return self._experiment
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Add one scalar per metric (a dict value becomes ``add_scalars``)."""
+        metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
+        for key, value in metrics.items():
+            if isinstance(value, Tensor):
+                # host sync: loggers are written only every `log_every_n_steps`
+                value = value.item()
+            if isinstance(value, dict):
+                self.experiment.add_scalars(key, value, step)
+                continue
+            try:
+                self.experiment.add_scalar(key, value, step)
+            except Exception as ex:
+                raise ValueError(
+                    f"TensorBoardLogger could not log the metric {key!r} with value {value!r}:"
+                    " log a number, a one-element tensor or a dict of numbers."
+                ) from ex
+
+    @rank_zero_only
+    def log_hyperparams(
+        self, params: dict[str, Any] | Namespace | None, metrics: dict[str, Any] | float | None = None
+    ) -> None:
+        """Record ``params`` (kept for ``hparams.yaml``) and add them to TensorBoard's HPARAMS tab."""
+        params = _convert_params(params)
+        self.hparams.update(params)
+        flat = _sanitize_params(_flatten_dict(params))
+        if metrics is None:
+            metrics = {"hp_metric": -1} if self._default_hp_metric else None
+        elif not isinstance(metrics, dict):
+            metrics = {"hp_metric": metrics}
+        if metrics:
+            self.log_metrics(metrics, 0)
+            from torch.utils.tensorboard.summary import hparams
+
+            exp, ssi, sei = hparams(flat, metrics)
+            writer = self.experiment._get_file_writer()
+            writer.add_summary(exp)
+            writer.add_summary(ssi)
+            writer.add_summary(sei)
+
+    @rank_zero_only
+    def log_graph(self, model: Module, input_array: Tensor | None = None) -> None:
+        """Trace ``model`` with ``input_array`` (default ``model.example_input_array``) when ``log_graph=True``."""
+        if not self._log_graph:
+            return
+        input_array = getattr(model, "example_input_array", None) if input_array is None else input_array
+        if input_array is None:
+            rank_zero_warn(
+                "Could not log computational graph to TensorBoard: The `model.example_input_array` attribute"
+                " is not set or `input_array` was not given."
+            )
+            return
+        if not isinstance(input_array, (Tensor, tuple)):
+            rank_zero_warn(
+                "Could not log computational graph to TensorBoard: The `input_array` or `model.example_input_array`"
+                f" has type {type(input_array)} which can't be traced by TensorBoard. Make the input array a tuple"
+                " representing the positional arguments to the model's `forward()` implementation."
+            )
+            return
+        device = _module_device(model)
+        if device is not None:
+            input_array = _move(input_array, device)
+        self.experiment.add_graph(model, input_array)
+
+    @rank_zero_only
+    def save(self) -> None:
+        """Flush the event file and write ``hparams.yaml`` once the log folder exists."""
+        if self._experiment is not None:
+            self._experiment.flush()
+        import fsspec
+
+        fs, _ = fsspec.core.url_to_fs(self.log_dir)
+        hparams_file = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
+        if fs.isdir(self.log_dir) and not fs.isfile(hparams_file):
+            _save_hparams_to_yaml(hparams_file, self.hparams)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        """Flush and close the writer; on success also write ``hparams.yaml``."""
+        if self._experiment is not None:
+            self._experiment.flush()
+            self._experiment.close()
+        if status == "success":
+            self.save()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the SummaryWriter holds a thread and an open file: recreate it after unpickling
+        state = self.__dict__.copy()
+        state["_experiment"] = None
+        return state
+
+
+def _module_device(model: Module) -> Any:
+    for parameter in model.parameters():
+        return parameter.device
+    return None
+
+
+def _move(value: Any, device: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(_move(v, device) for v in value)
+    return value

@@ -1,0 +1,236 @@
+"""Helpers shared by the loggers: hyperparameter cleaning, optional-package checks, paths.
+
+Nothing here imports a heavy package at module import; the loggers call these helpers lazily.
+"""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import sys
+from argparse import Namespace
+from collections.abc import Mapping, MutableMapping
+from dataclasses import asdict, is_dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ember.utilities.rank_zero import rank_zero_warn
+
+
+# ---------------------------------------------------------------------------------------------
+# optional packages
+# ---------------------------------------------------------------------------------------------
+def _package_available(name: str) -> bool:
+    """Whether ``name`` can be imported, without importing it."""
+    if name in sys.modules:
+        # ``sys.modules[name] = None`` is how Python (and tests) mark a package as unimportable.
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _require(package: str, owner: str, extra: str) -> None:
+    """Raise ``ModuleNotFoundError`` naming the pip extra when ``package`` is missing."""
+    if not _package_available(package):
+        raise ModuleNotFoundError(
+            f"{owner} needs the `{package}` package, which is not installed."
+            f" Install it with: pip install 'ember[{extra}]' (or pip install {package})."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# hyperparameters (same conversions as Lightning's ``fabric/utilities/logger.py``)
+# ---------------------------------------------------------------------------------------------
+def _convert_params(params: Mapping[str, Any] | Namespace | None) -> dict[str, Any]:
+    """Turn a dict, ``Namespace``, ``AttributeDict`` or ``None`` into a plain ``dict``."""
+    if params is None:
+        return {}
+    if isinstance(params, Namespace):
+        return dict(vars(params))
+    if isinstance(params, Mapping):
+        return dict(params)
+    raise TypeError(
+        f"Hyperparameters must be a dict, an argparse.Namespace or an AttributeDict, got {type(params).__name__}."
+        " Wrap them in a dict before logging."
+    )
+
+
+def _flatten_dict(params: Mapping[Any, Any], delimiter: str = "/", parent_key: str = "") -> dict[str, Any]:
+    """Flatten nested mappings: ``{'a': {'b': 1}}`` -> ``{'a/b': 1}``; dataclasses and Namespaces too."""
+    result: dict[str, Any] = {}
+    for key, value in params.items():
+        new_key = f"{parent_key}{delimiter}{key}" if parent_key else str(key)
+        if is_dataclass(value) and not isinstance(value, type):
+            value = asdict(value)
+        elif isinstance(value, Namespace):
+            value = vars(value)
+        if isinstance(value, MutableMapping):
+            result.update(_flatten_dict(value, delimiter=delimiter, parent_key=new_key))
+        else:
+            result[new_key] = value
+    return result
+
+
+def _sanitize_callable_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace classes by their name and call zero-argument callables once, as Lightning does."""
+
+    def sanitize(value: Any) -> Any:
+        if inspect.isclass(value):
+            return getattr(value, "__name__", None)
+        if callable(value) and not isinstance(value, torch.nn.Module):
+            try:
+                result = value()
+            except Exception:
+                return getattr(value, "__name__", None)
+            return getattr(value, "__name__", None) if callable(result) else result
+        return value
+
+    return {key: sanitize(value) for key, value in params.items()}
+
+
+def _sanitize_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep bool/int/float/str/Tensor values; numpy scalars become python ones; the rest ``str()``."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+            value = value.item()
+        if isinstance(value, torch.Tensor) and value.ndim > 1:
+            value = str(value)
+        elif type(value) not in (bool, int, float, str, torch.Tensor):
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def _add_prefix(metrics: Mapping[str, Any], prefix: str, separator: str) -> Mapping[str, Any]:
+    """``{'loss': 1}`` with prefix ``'train'`` and separator ``'-'`` -> ``{'train-loss': 1}``."""
+    if not prefix:
+        return metrics
+    return {f"{prefix}{separator}{key}": value for key, value in metrics.items()}
+
+
+def _to_python(value: Any) -> Any:
+    """A logged value as a python scalar."""
+    if isinstance(value, torch.Tensor):
+        # host sync: loggers write only every `log_every_n_steps`, so this is off the per-step path
+        return value.item()
+    return value
+
+
+def _yaml_safe(value: Any) -> Any:
+    """``value`` made of plain YAML types; anything else becomes its ``str`` (with the reason warned)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, Namespace):
+        value = vars(value)
+    if isinstance(value, Mapping):
+        return {(k if isinstance(k, (str, int, float, bool)) else str(k)): _yaml_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_yaml_safe(v) for v in value]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return _yaml_safe(value.tolist())
+    if inspect.isclass(value) or inspect.isfunction(value):
+        return f"{value.__module__}.{value.__qualname__}"
+    return str(value)
+
+
+def _save_hparams_to_yaml(path: str, hparams: Mapping[str, Any] | Namespace) -> None:
+    """Write ``hparams.yaml``.
+
+    Unlike Lightning (which dumps arbitrary objects as ``!!python/object`` tags that only an
+    unsafe loader can read), values that are not plain data are written as strings, so the file
+    always loads with ``yaml.safe_load``.
+    """
+    import fsspec
+    import yaml
+
+    data = _yaml_safe(_convert_params(hparams))
+    with fsspec.open(path, "w", newline="") as file:
+        yaml.safe_dump(data, file, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# paths
+# ---------------------------------------------------------------------------------------------
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _check_writable(path: str | os.PathLike | None, owner: str) -> None:
+    """Raise ``PermissionError``/``NotADirectoryError`` if ``path`` cannot be created or written.
+
+    Only local paths are checked (remote file systems report their own errors). Nothing is created.
+    """
+    if path is None:
+        return
+    path = os.fspath(path)
+    if not _is_local(path):
+        return
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    target = Path(os.path.expanduser(os.path.expandvars(path))).absolute()
+    existing = target
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise NotADirectoryError(
+            f"{owner} cannot write logs to '{target}': '{existing}' is a file, not a directory."
+            " Pass a `save_dir` that is a directory (or does not exist yet)."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"{owner} cannot write logs to '{target}': the directory '{existing}' is not writable."
+            " Pass a writable `save_dir` (or `default_root_dir`) or fix the folder's permissions."
+        )
+
+
+def _next_version(root: str) -> int:
+    """The next free ``version_N`` number under ``root`` (0 when ``root`` is missing)."""
+    import fsspec
+
+    fs, local_root = fsspec.core.url_to_fs(root)
+    try:
+        listing = fs.listdir(local_root, detail=True)
+    except (FileNotFoundError, NotADirectoryError, OSError):
+        return 0
+    versions = []
+    for entry in listing:
+        name = os.path.basename(entry["name"].rstrip("/"))
+        suffix = name[len("version_") :] if name.startswith("version_") else ""
+        if entry.get("type") == "directory" and suffix.isdigit():
+            versions.append(int(suffix))
+    return max(versions) + 1 if versions else 0
+
+
+def _scan_checkpoints(checkpoint_callback: Any, logged_model_time: dict[str, float]) -> list[tuple[float, str, Any, str]]:
+    """Checkpoint files of ``checkpoint_callback`` not logged yet (or rewritten since): (mtime, path, score, tag)."""
+    found: dict[str, tuple[Any, str]] = {}
+    last = getattr(checkpoint_callback, "last_model_path", "")
+    if last:
+        found[last] = (getattr(checkpoint_callback, "current_score", None), "latest")
+    best = getattr(checkpoint_callback, "best_model_path", "")
+    if best:
+        found[best] = (getattr(checkpoint_callback, "best_model_score", None), "best")
+    for path, score in (getattr(checkpoint_callback, "best_k_models", None) or {}).items():
+        found[path] = (score, "best_k")
+    entries = sorted(
+        (Path(path).stat().st_mtime, path, score, tag) for path, (score, tag) in found.items() if Path(path).is_file()
+    )
+    return [e for e in entries if e[1] not in logged_model_time or logged_model_time[e[1]] < e[0]]
+
+
+def _warn_once(cache: set[str], message: str, category: type[Warning] = UserWarning) -> None:
+    if message not in cache:
+        cache.add(message)
+        rank_zero_warn(message, category=category)

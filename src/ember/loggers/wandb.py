@@ -1,0 +1,210 @@
+"""``WandbLogger``: Weights & Biases runs; the ``wandb`` package is imported when the run starts."""
+from __future__ import annotations
+
+import os
+from argparse import Namespace
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import nn
+
+from ember.loggers.logger import Logger, rank_zero_experiment
+from ember.loggers.utilities import (
+    _add_prefix,
+    _convert_params,
+    _require,
+    _sanitize_callable_params,
+    _scan_checkpoints,
+    _to_python,
+)
+from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import rank_zero_only, rank_zero_warn
+
+
+class WandbLogger(Logger):
+    r"""Log to `Weights & Biases <https://wandb.ai>`_.
+
+    Args:
+        name: display name of the run.
+        save_dir: folder wandb writes its files to (``save_dir/wandb/...``).
+        version: id of a run to resume (same as ``id``).
+        offline: run offline; sync later with ``wandb sync``.
+        dir: same as ``save_dir`` (used when ``save_dir`` is None).
+        id: same as ``version``.
+        anonymous: log anonymously.
+        project: the project; default ``$WANDB_PROJECT`` or ``"lightning_logs"``.
+        log_model: ``"all"`` uploads every checkpoint as it is saved; ``True`` the final ones at the
+            end (every one when ``save_top_k == -1``); ``False`` none. Not allowed with ``offline``.
+        experiment: an existing ``wandb`` run to log to.
+        prefix: string put in front of every metric key (joined with ``"-"``).
+        checkpoint_name: name of the model artifact (default ``model-<run id>``).
+        \**kwargs: passed to ``wandb.init`` (``entity``, ``group``, ``tags``, ...).
+
+    Example::
+
+        from ember.loggers import WandbLogger
+
+        trainer = Trainer(logger=WandbLogger(project="mnist", offline=True))
+    """
+
+    LOGGER_JOIN_CHAR = "-"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        save_dir: str | os.PathLike = ".",
+        version: str | None = None,
+        offline: bool = False,
+        dir: str | os.PathLike | None = None,
+        id: str | None = None,
+        anonymous: bool | None = None,
+        project: str | None = None,
+        log_model: Literal["all"] | bool = False,
+        experiment: Any = None,
+        prefix: str = "",
+        checkpoint_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _require("wandb", "WandbLogger", "wandb")
+        if offline and log_model:
+            raise MisconfigurationException(
+                f"Providing log_model={log_model} and offline={offline} is an invalid configuration"
+                " since model checkpoints cannot be uploaded in offline mode.\n"
+                "Hint: Set `offline=False` to log your model."
+            )
+        super().__init__()
+        self._offline = offline
+        self._log_model = log_model
+        self._prefix = prefix
+        self._experiment = experiment
+        self._logged_model_time: dict[str, float] = {}
+        self._checkpoint_callback: Any = None
+        if save_dir is not None:
+            save_dir = os.fspath(save_dir)
+        elif dir is not None:
+            dir = os.fspath(dir)
+        project = project or os.environ.get("WANDB_PROJECT", "lightning_logs")
+        self._wandb_init: dict[str, Any] = {
+            "name": name,
+            "project": project,
+            "dir": save_dir or dir,
+            "id": version or id,
+            "resume": "allow",
+            "anonymous": ("allow" if anonymous else None),
+        }
+        if not anonymous:
+            # wandb warns that a passed `anonymous` setting is deprecated; pass it only when asked for
+            del self._wandb_init["anonymous"]
+        if offline:
+            # per-run setting instead of Lightning's process-wide WANDB_MODE change
+            self._wandb_init["mode"] = "offline"
+        self._wandb_init.update(**kwargs)
+        self._project = self._wandb_init.get("project")
+        self._save_dir = self._wandb_init.get("dir")
+        self._name = self._wandb_init.get("name")
+        self._id = self._wandb_init.get("id")
+        self._checkpoint_name = checkpoint_name
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a live run cannot be pickled; keep its id so the copy resumes the same run
+        state = self.__dict__.copy()
+        if self._experiment is not None:
+            state["_id"] = getattr(self._experiment, "id", None)
+            state["_wandb_init"] = dict(self._wandb_init, id=state["_id"])
+            state["_name"] = getattr(self._experiment, "name", self._name)
+        state["_experiment"] = None
+        return state
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        """The ``wandb`` run (started on first access; a ``DummyExperiment`` on non-zero ranks)."""
+        if self._experiment is None:
+            import wandb
+
+            if wandb.run is not None:
+                rank_zero_warn(
+                    "There is a wandb run already in progress and newly created instances of `WandbLogger` will reuse"
+                    " this run. If this is not desired, call `wandb.finish()` before instantiating `WandbLogger`."
+                )
+                self._experiment = wandb.run
+            else:
+                if self._save_dir:
+                    os.makedirs(self._save_dir, exist_ok=True)
+                self._experiment = wandb.init(**self._wandb_init)
+                if getattr(self._experiment, "define_metric", None):
+                    # plot every metric against the trainer step, not wandb's own call counter
+                    self._experiment.define_metric("trainer/global_step")
+                    self._experiment.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+        return self._experiment
+
+    def watch(self, model: nn.Module, log: str = "gradients", log_freq: int = 100, log_graph: bool = True) -> None:
+        """Log gradients/parameters of ``model`` every ``log_freq`` steps (wandb's ``watch``)."""
+        self.experiment.watch(model, log=log, log_freq=log_freq, log_graph=log_graph)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace | None) -> None:
+        """Update the run config with ``params`` (callables and classes by name)."""
+        params = _sanitize_callable_params(_convert_params(params))
+        self.experiment.config.update(params, allow_val_change=True)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log ``metrics``; with a ``step`` it is logged as ``trainer/global_step``."""
+        metrics = {k: _to_python(v) for k, v in _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR).items()}
+        if step is not None:
+            self.experiment.log(dict(metrics, **{"trainer/global_step": step}))
+        else:
+            self.experiment.log(metrics)
+
+    @property
+    def save_dir(self) -> str | None:
+        """The folder wandb writes to."""
+        return self._save_dir
+
+    @property
+    def name(self) -> str | None:
+        """The project name (the run's own name is ``logger.experiment.name``)."""
+        return self._project
+
+    @property
+    def version(self) -> str | None:
+        """The run id (without starting a run if none exists yet)."""
+        return self._experiment.id if self._experiment else self._id
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """Upload checkpoints now (``log_model="all"``, or ``True`` with ``save_top_k=-1``) or remember them for the end."""
+        if self._log_model == "all" or (self._log_model is True and getattr(checkpoint_callback, "save_top_k", None) == -1):
+            self._scan_and_log_checkpoints(checkpoint_callback)
+        elif self._log_model is True:
+            self._checkpoint_callback = checkpoint_callback
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        """On success, upload the checkpoints remembered for the end (``log_model=True``)."""
+        if status != "success":
+            return
+        if self._checkpoint_callback and self._experiment is not None:
+            self._scan_and_log_checkpoints(self._checkpoint_callback)
+
+    def _scan_and_log_checkpoints(self, checkpoint_callback: Any) -> None:
+        import wandb
+
+        for mtime, path, score, _tag in _scan_checkpoints(checkpoint_callback, self._logged_model_time):
+            metadata = {
+                "score": _to_python(score),
+                "original_filename": Path(path).name,
+                type(checkpoint_callback).__name__: {
+                    k: getattr(checkpoint_callback, k)
+                    for k in ("monitor", "mode", "save_last", "save_top_k", "save_weights_only", "_every_n_train_steps")
+                    if hasattr(checkpoint_callback, k)
+                },
+            }
+            if not self._checkpoint_name:
+                self._checkpoint_name = f"model-{self.experiment.id}"
+            artifact = wandb.Artifact(name=self._checkpoint_name, type="model", metadata=metadata)
+            artifact.add_file(path, name="model.ckpt")
+            best = path == getattr(checkpoint_callback, "best_model_path", None)
+            self.experiment.log_artifact(artifact, aliases=["latest", "best"] if best else ["latest"])
+            self._logged_model_time[path] = mtime
