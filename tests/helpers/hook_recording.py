@@ -128,9 +128,11 @@ def make_recording_classes(pl: Any) -> tuple[type, type]:
     class RecordingModule(pl.LightningModule):
         """Tiny ``Linear(32, 2)`` model recording ``("LightningModule", hook, args)`` per hook."""
 
-        def __init__(self, calls: list, batch_size: int = 2, length: int = 64) -> None:
+        def __init__(self, calls: list, batch_size: int = 2, length: int = 64,
+                     fail_at_batch: int | None = None) -> None:
             super().__init__()
             self.calls = calls
+            self.fail_at_batch = fail_at_batch  # training_step raises RuntimeError there
             self.layer = nn.Linear(32, 2)
             self.batch_size = batch_size
             self.length = length
@@ -148,6 +150,8 @@ def make_recording_classes(pl: Any) -> tuple[type, type]:
         # --- steps -------------------------------------------------------------------------
         def training_step(self, batch, batch_idx):
             self._rec("training_step", batch_idx=batch_idx)
+            if batch_idx == self.fail_at_batch:
+                raise RuntimeError("planned failure")
             return {"loss": self._loss(batch)}
 
         def validation_step(self, batch, batch_idx):
