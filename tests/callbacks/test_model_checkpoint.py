@@ -1,0 +1,632 @@
+"""ModelCheckpoint: names, top-k, triggers, last.ckpt, state; hook by hook and end to end."""
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+
+import pytest
+import torch
+
+import ember
+from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.checkpoint_io import load_checkpoint
+from ember.utilities.exceptions import MisconfigurationException
+from tests.helpers.checkpoint_models import QUIET, FakeLogger, FakeTrainer, SequenceModel
+
+needs_trainer = pytest.mark.skipif(not hasattr(ember, "Trainer"), reason="needs ember.Trainer")
+
+
+def _names(folder) -> list[str]:
+    return sorted(p for p in os.listdir(folder) if not p.startswith("."))
+
+
+def _setup(tmp_path, **kwargs):
+    trainer = FakeTrainer(tmp_path)
+    callback = ModelCheckpoint(dirpath=tmp_path, **kwargs)
+    trainer.callbacks = [callback]
+    callback.setup(trainer, None, "fit")
+    callback.on_train_start(trainer, None)
+    return trainer, callback
+
+
+def _epoch(trainer, callback, epoch, steps=4, **metrics):
+    """One epoch: ``steps`` optimizer steps, then the end-of-epoch save."""
+    trainer.advance(steps=steps, epoch=epoch, metrics=metrics)
+    callback.on_train_epoch_end(trainer, None)
+
+
+# ---- configuration -------------------------------------------------------------------------
+def test_defaults_and_constants():
+    callback = ModelCheckpoint()
+    assert (callback.CHECKPOINT_JOIN_CHAR, callback.CHECKPOINT_EQUALS_CHAR) == ("-", "=")
+    assert (callback.CHECKPOINT_NAME_LAST, callback.FILE_EXTENSION, callback.STARTING_VERSION) == ("last", ".ckpt", 1)
+    assert callback.every_n_epochs == 1
+    assert callback._every_n_train_steps == 0
+    assert callback.kth_value == torch.tensor(float("inf"))
+    assert ModelCheckpoint(mode="max").kth_value == torch.tensor(float("-inf"))
+    assert ModelCheckpoint(every_n_train_steps=5).every_n_epochs == 0
+    assert (callback.best_model_path, callback.last_model_path, callback.best_k_models) == ("", "", {})
+
+
+def test_bad_mode():
+    with pytest.raises(MisconfigurationException, match="`mode` can be min, max but got avg"):
+        ModelCheckpoint(mode="avg")
+
+
+def test_top_k_without_monitor():
+    with pytest.raises(MisconfigurationException, match="save_top_k=3, monitor=None.*No quantity for top_k"):
+        ModelCheckpoint(save_top_k=3)
+    for k in (-1, 0, 1):
+        ModelCheckpoint(save_top_k=k)
+
+
+def test_invalid_counts():
+    with pytest.raises(MisconfigurationException, match="save_top_k=-2. Must be >= -1"):
+        ModelCheckpoint(save_top_k=-2)
+    with pytest.raises(MisconfigurationException, match="every_n_train_steps=-1. Must be >= 0"):
+        ModelCheckpoint(every_n_train_steps=-1)
+    with pytest.raises(MisconfigurationException, match="every_n_epochs=-1. Must be >= 0"):
+        ModelCheckpoint(every_n_epochs=-1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"every_n_train_steps": 2, "every_n_epochs": 1},
+        {"every_n_train_steps": 2, "train_time_interval": timedelta(seconds=1)},
+        {"every_n_epochs": 2, "train_time_interval": timedelta(seconds=1)},
+    ],
+)
+def test_triggers_are_mutually_exclusive(kwargs):
+    with pytest.raises(MisconfigurationException, match="should be mutually exclusive"):
+        ModelCheckpoint(**kwargs)
+
+
+def test_state_key_distinguishes_instances():
+    a = ModelCheckpoint(monitor="val_loss")
+    assert a.state_key == (
+        "ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min', 'every_n_train_steps': 0,"
+        " 'every_n_epochs': 1, 'train_time_interval': None}"
+    )
+    assert a.state_key != ModelCheckpoint(monitor="val_loss", mode="max").state_key
+
+
+def test_local_dirpath_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert ModelCheckpoint(dirpath="ckpts").dirpath == os.path.realpath(tmp_path / "ckpts")
+    assert ModelCheckpoint(dirpath="memory://x/ckpts").dirpath == "memory://x/ckpts"
+
+
+# ---- names ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("filename", "metrics", "auto", "expected"),
+    [
+        (None, {"epoch": 1, "step": 8}, True, "epoch=1-step=8.ckpt"),
+        ("{epoch}", {"epoch": 0}, True, "epoch=0.ckpt"),
+        ("{epoch:03d}", {"epoch": 5}, True, "epoch=005.ckpt"),
+        ("{epoch}-{val_loss:.2f}", {"epoch": 2, "val_loss": 0.123456}, True, "epoch=2-val_loss=0.12.ckpt"),
+        ("{epoch}-{val_loss:.2f}", {"epoch": 2, "val_loss": torch.tensor(0.123456)}, True, "epoch=2-val_loss=0.12.ckpt"),
+        ("{missing:d}", {}, True, "missing=0.ckpt"),
+        ("epoch={epoch}-validation_loss={val_loss:.2f}", {"epoch": 2, "val_loss": 0.123}, False,
+         "epoch=2-validation_loss=0.12.ckpt"),
+        ("{epoch}-{epoch_test}", {"epoch": 1, "epoch_test": 7}, True, "epoch=1-epoch_test=7.ckpt"),
+        ("{val.acc:.1f}", {"val.acc": 0.51}, True, "val.acc=0.5.ckpt"),
+        ("e{epoch}-{val/acc:.1f}", {"epoch": 3, "val/acc": 0.5}, False, "e3-0.5.ckpt"),
+    ],
+)
+def test_format_checkpoint_name(tmp_path, filename, metrics, auto, expected):
+    callback = ModelCheckpoint(dirpath=tmp_path, filename=filename, auto_insert_metric_name=auto)
+    assert callback.format_checkpoint_name(dict(metrics)) == os.path.join(str(tmp_path), expected)
+
+
+def test_format_with_slash_makes_a_folder(tmp_path):
+    callback = ModelCheckpoint(dirpath=tmp_path, filename="{val/acc:.1f}")
+    assert callback.format_checkpoint_name({"val/acc": 0.5}) == os.path.join(str(tmp_path), "val/acc=0.5.ckpt")
+
+
+def test_format_version_and_no_dirpath():
+    assert ModelCheckpoint(filename="{step}").format_checkpoint_name({"step": 0}) == "step=0.ckpt"
+    assert ModelCheckpoint(filename="{step}").format_checkpoint_name({"step": 0}, ver=2) == "step=0-v2.ckpt"
+    assert ModelCheckpoint().format_checkpoint_name({"epoch": 2, "step": 3}, filename="{epoch:d}") == "epoch=2.ckpt"
+
+
+# ---- top-k ---------------------------------------------------------------------------------
+def test_top_k_keeps_best_and_evicts(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", save_top_k=2, filename="{epoch}-{val_loss:.1f}")
+    for epoch, loss in enumerate([3.0, 2.0, 4.0, 1.0, 1.5]):
+        _epoch(trainer, callback, epoch, val_loss=loss)
+    assert _names(tmp_path) == ["epoch=3-val_loss=1.0.ckpt", "epoch=4-val_loss=1.5.ckpt"]
+    assert callback.best_model_path == str(tmp_path / "epoch=3-val_loss=1.0.ckpt")
+    assert callback.best_model_score == torch.tensor(1.0)
+    assert callback.kth_best_model_path == str(tmp_path / "epoch=4-val_loss=1.5.ckpt")
+    assert callback.kth_value == torch.tensor(1.5)
+    assert {os.path.basename(p): float(v) for p, v in callback.best_k_models.items()} == {
+        "epoch=3-val_loss=1.0.ckpt": 1.0, "epoch=4-val_loss=1.5.ckpt": 1.5}
+    assert callback.current_score == torch.tensor(1.5)
+    # epoch 2 (4.0) did not enter the top 2 and was never written
+    assert [os.path.basename(p) for p, _ in trainer.saved] == [
+        "epoch=0-val_loss=3.0.ckpt", "epoch=1-val_loss=2.0.ckpt", "epoch=3-val_loss=1.0.ckpt",
+        "epoch=4-val_loss=1.5.ckpt"]
+
+
+def test_max_mode(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="acc", mode="max", filename="{epoch}")
+    for epoch, acc in enumerate([0.1, 0.5, 0.3]):
+        _epoch(trainer, callback, epoch, acc=acc)
+    assert _names(tmp_path) == ["epoch=1.ckpt"]
+    assert callback.best_model_score == torch.tensor(0.5)
+
+
+def test_equal_score_does_not_replace(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", filename="{epoch}")
+    _epoch(trainer, callback, 0, val_loss=1.0)
+    _epoch(trainer, callback, 1, val_loss=1.0)
+    assert _names(tmp_path) == ["epoch=0.ckpt"]
+
+
+def test_save_top_k_all_and_zero(tmp_path):
+    trainer, callback = _setup(tmp_path / "all", monitor="val_loss", save_top_k=-1, filename="{epoch}")
+    for epoch, loss in enumerate([3.0, 4.0, 5.0]):
+        _epoch(trainer, callback, epoch, val_loss=loss)
+    assert _names(tmp_path / "all") == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"]
+    assert callback.best_model_path.endswith("epoch=0.ckpt")
+
+    trainer, callback = _setup(tmp_path / "none", monitor="val_loss", save_top_k=0)
+    _epoch(trainer, callback, 0, val_loss=1.0)
+    assert not (tmp_path / "none").exists() or _names(tmp_path / "none") == []
+
+
+def test_no_monitor_keeps_latest(tmp_path):
+    trainer, callback = _setup(tmp_path)
+    for epoch in range(3):
+        _epoch(trainer, callback, epoch)
+    assert _names(tmp_path) == ["epoch=2-step=12.ckpt"]
+    assert callback.best_model_path == str(tmp_path / "epoch=2-step=12.ckpt")
+
+
+def test_no_monitor_save_all(tmp_path):
+    trainer, callback = _setup(tmp_path, save_top_k=-1)
+    for epoch in range(3):
+        _epoch(trainer, callback, epoch)
+    assert _names(tmp_path) == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt", "epoch=2-step=12.ckpt"]
+
+
+def test_nan_score_is_stored_as_worst(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", save_top_k=2, filename="{epoch}")
+    _epoch(trainer, callback, 0, val_loss=float("nan"))
+    assert callback.best_k_models[str(tmp_path / "epoch=0.ckpt")] == torch.tensor(float("inf"))
+    _epoch(trainer, callback, 1, val_loss=2.0)
+    _epoch(trainer, callback, 2, val_loss=3.0)
+    assert _names(tmp_path) == ["epoch=1.ckpt", "epoch=2.ckpt"]
+
+
+def test_version_counter(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", save_top_k=-1, filename="constant")
+    _epoch(trainer, callback, 0, val_loss=1.0)
+    _epoch(trainer, callback, 1, val_loss=2.0)
+    _epoch(trainer, callback, 2, val_loss=3.0)
+    assert _names(tmp_path) == ["constant-v1.ckpt", "constant-v2.ckpt", "constant.ckpt"]
+
+
+def test_version_counter_disabled_overwrites(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", save_top_k=-1, filename="constant",
+                               enable_version_counter=False)
+    _epoch(trainer, callback, 0, val_loss=1.0)
+    _epoch(trainer, callback, 1, val_loss=2.0)
+    assert _names(tmp_path) == ["constant.ckpt"]
+    assert load_checkpoint(tmp_path / "constant.ckpt")["epoch"] == 1
+
+
+def test_same_name_top1_is_replaced_not_versioned(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", filename="best")
+    _epoch(trainer, callback, 0, val_loss=2.0)
+    _epoch(trainer, callback, 1, val_loss=1.0)
+    assert _names(tmp_path) == ["best.ckpt"]
+    assert load_checkpoint(tmp_path / "best.ckpt")["epoch"] == 1
+
+
+def test_resumed_file_and_foreign_files_are_never_deleted(tmp_path):
+    trainer, callback = _setup(tmp_path / "ckpts", monitor="val_loss", filename="{epoch}")
+    _epoch(trainer, callback, 0, val_loss=2.0)
+    trainer.ckpt_path = str(tmp_path / "ckpts" / "epoch=0.ckpt")
+    _epoch(trainer, callback, 1, val_loss=1.0)
+    assert _names(tmp_path / "ckpts") == ["epoch=0.ckpt", "epoch=1.ckpt"]
+    outside = tmp_path / "outside.ckpt"
+    outside.write_bytes(b"x")
+    callback.best_k_models = {str(outside): torch.tensor(0.5)}
+    callback.kth_best_model_path = str(outside)
+    trainer.ckpt_path = None
+    _epoch(trainer, callback, 2, val_loss=0.1)
+    assert outside.exists()
+
+
+# ---- missing monitor -----------------------------------------------------------------------
+def test_missing_monitor_warns_before_validation(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss")
+    with pytest.warns(UserWarning, match=r"could not find the monitored key in the returned metrics: \['epoch', 'step'\]"):
+        _epoch(trainer, callback, 0)
+    assert _names(tmp_path) == []
+
+
+def test_missing_monitor_raises_after_validation(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss")
+    trainer._evaluation_has_run = True
+    with pytest.raises(MisconfigurationException) as info:
+        _epoch(trainer, callback, 0, other=1.0)
+    message = str(info.value)
+    assert "`ModelCheckpoint(monitor='val_loss')` could not find the monitored key" in message
+    assert "['other', 'epoch', 'step']" in message
+    assert "HINT: Did you call `log('val_loss', value)` in the `LightningModule`?" in message
+
+
+# ---- triggers ------------------------------------------------------------------------------
+def test_every_n_train_steps_counts_optimizer_steps(tmp_path):
+    trainer, callback = _setup(tmp_path, every_n_train_steps=3, save_top_k=-1, filename="{step}")
+    for _ in range(7):  # one batch at a time; global_step only moves on optimizer steps
+        trainer.advance(steps=1)
+        callback.on_train_batch_end(trainer, None, None, None, 0)
+        callback.on_train_batch_end(trainer, None, None, None, 0)  # an accumulation batch: same step
+    callback.on_train_epoch_end(trainer, None)
+    assert _names(tmp_path) == ["step=3.ckpt", "step=6.ckpt"]
+
+
+def test_every_n_epochs(tmp_path):
+    trainer, callback = _setup(tmp_path, every_n_epochs=2, save_top_k=-1, filename="{epoch}")
+    for epoch in range(5):
+        _epoch(trainer, callback, epoch)
+    assert _names(tmp_path) == ["epoch=1.ckpt", "epoch=3.ckpt"]
+
+
+def test_train_time_interval(tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    trainer, callback = _setup(tmp_path, train_time_interval=timedelta(seconds=10), save_top_k=-1, filename="{step}")
+    for _ in range(6):
+        clock[0] += 4.0
+        trainer.advance(steps=1)
+        callback.on_train_batch_end(trainer, None, None, None, 0)
+    # 104, 108, 112 (>=10 s: save), 116, 120, 124 (>=10 s since 112: save)
+    assert _names(tmp_path) == ["step=3.ckpt", "step=6.ckpt"]
+    assert trainer.strategy.broadcasts >= 6  # rank 0's decision is broadcast
+
+
+def test_no_save_during_sanity_check_fast_dev_run_or_outside_fit(tmp_path):
+    trainer, callback = _setup(tmp_path)
+    trainer.advance(steps=1)
+    trainer.sanity_checking = True
+    callback.on_validation_end(trainer, None)
+    trainer.sanity_checking = False
+    trainer.state.fn = "validate"
+    callback.on_validation_end(trainer, None)
+    trainer.state.fn = "fit"
+    trainer.fast_dev_run = 1
+    callback.on_train_epoch_end(trainer, None)
+    assert trainer.saved == []
+    trainer.fast_dev_run = False
+    callback.on_train_epoch_end(trainer, None)
+    callback.on_train_epoch_end(trainer, None)  # same global step: already saved
+    assert len(trainer.saved) == 1
+
+
+def test_save_on_train_epoch_end_rule(tmp_path):
+    callback = ModelCheckpoint(dirpath=tmp_path)
+    assert callback._should_save_on_train_epoch_end(FakeTrainer(tmp_path))
+    assert not callback._should_save_on_train_epoch_end(FakeTrainer(tmp_path, val_check_interval=0.5))
+    assert not callback._should_save_on_train_epoch_end(FakeTrainer(tmp_path, check_val_every_n_epoch=2))
+    assert callback._should_save_on_train_epoch_end(FakeTrainer(tmp_path, val_check_interval=0.5, num_val_batches=[0]))
+    assert not callback._should_save_on_train_epoch_end(FakeTrainer(tmp_path, val_check_interval=timedelta(1)))
+    assert not ModelCheckpoint(save_on_train_epoch_end=False)._should_save_on_train_epoch_end(FakeTrainer(tmp_path))
+
+
+def test_validation_end_saves_when_validation_decides(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", filename="{epoch}-{step}", save_top_k=-1)
+    trainer.val_check_interval = 0.5
+    trainer.advance(steps=2, metrics={"val_loss": 2.0})
+    callback.on_validation_end(trainer, None)
+    trainer.advance(steps=2, metrics={"val_loss": 1.0})
+    callback.on_validation_end(trainer, None)
+    callback.on_train_epoch_end(trainer, None)  # not the saving hook here
+    assert _names(tmp_path) == ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt"]
+
+
+def test_step_trigger_defers_until_validation_metric_exists(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", every_n_train_steps=2, filename="{step}-{val_loss:.1f}")
+    trainer.val_check_interval = 0.5
+    trainer.advance(steps=2)
+    callback.on_train_batch_end(trainer, None, None, None, 1)
+    assert trainer.saved == []  # val_loss not logged yet: wait for validation
+    trainer.advance(metrics={"val_loss": 0.5})
+    callback.on_validation_end(trainer, None)
+    assert _names(tmp_path) == ["step=2-val_loss=0.5.ckpt"]
+
+
+def test_step_trigger_with_train_metric_saves_at_once(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="train_metric", every_n_train_steps=2, filename="{step}")
+    trainer.advance(steps=2, metrics={"train_metric": 1.0})
+    callback.on_train_batch_end(trainer, None, None, None, 1)
+    assert _names(tmp_path) == ["step=2.ckpt"]
+
+
+# ---- last.ckpt -----------------------------------------------------------------------------
+def test_last_is_the_latest_state_when_metric_worsens(tmp_path):
+    """Deliberate difference 1: Lightning 2.6 leaves last.ckpt at the best epoch here."""
+    trainer, callback = _setup(tmp_path, monitor="val_loss", save_last=True, filename="{epoch}")
+    for epoch, loss in enumerate([1.0, 2.0, 3.0]):
+        _epoch(trainer, callback, epoch, val_loss=loss)
+    assert _names(tmp_path) == ["epoch=0.ckpt", "last.ckpt"]
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "epoch=0.ckpt")["epoch"] == 0
+    assert callback.last_model_path == str(tmp_path / "last.ckpt")
+
+
+def test_last_written_at_every_trigger_even_if_topk_not_due(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", save_last=True, every_n_epochs=2, filename="{epoch}")
+    _epoch(trainer, callback, 0, val_loss=1.0)
+    assert _names(tmp_path) == ["last.ckpt"]
+    assert load_checkpoint(tmp_path / "last.ckpt")["global_step"] == 4
+
+
+def test_last_with_save_top_k_zero(tmp_path):
+    trainer, callback = _setup(tmp_path, save_top_k=0, save_last=True)
+    _epoch(trainer, callback, 0)
+    _epoch(trainer, callback, 1)
+    assert _names(tmp_path) == ["last.ckpt"]
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 1
+
+
+def test_last_link_points_to_new_topk_file_else_copies(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", save_last="link", filename="{epoch}")
+    _epoch(trainer, callback, 0, val_loss=1.0)
+    last = tmp_path / "last.ckpt"
+    assert last.is_symlink() and os.readlink(last) == "epoch=0.ckpt"
+    _epoch(trainer, callback, 1, val_loss=5.0)  # not a top-k save: last must still be the latest
+    assert not last.is_symlink()
+    assert load_checkpoint(last)["epoch"] == 1
+    _epoch(trainer, callback, 2, val_loss=0.5)
+    assert last.is_symlink() and os.readlink(last) == "epoch=2.ckpt"
+    assert _names(tmp_path) == ["epoch=2.ckpt", "last.ckpt"]
+
+
+def test_last_link_needs_local_dirpath():
+    trainer = FakeTrainer("memory://root")
+    callback = ModelCheckpoint(dirpath="memory://root/ckpts", save_last="link")
+    with pytest.raises(ValueError, match="save_last='link'.*only supported for local file paths"):
+        callback.setup(trainer, None, "fit")
+
+
+def test_last_version_counter_and_template(tmp_path):
+    (tmp_path / "last.ckpt").write_bytes(b"from an older run")
+    trainer, callback = _setup(tmp_path, save_last=True, save_top_k=0)
+    _epoch(trainer, callback, 0)
+    _epoch(trainer, callback, 1)
+    assert _names(tmp_path) == ["last-v1.ckpt", "last.ckpt"]
+    assert (tmp_path / "last.ckpt").read_bytes() == b"from an older run"
+
+    trainer, callback = _setup(tmp_path / "t", save_last=True, save_top_k=0)
+    callback.CHECKPOINT_NAME_LAST = "{epoch}-last"
+    _epoch(trainer, callback, 0)
+    _epoch(trainer, callback, 1)
+    assert _names(tmp_path / "t") == ["epoch=1-last.ckpt"]  # the previous last is removed
+
+
+def test_on_train_end_writes_last_if_training_stopped_between_triggers(tmp_path):
+    trainer, callback = _setup(tmp_path, save_last=True, every_n_epochs=5)
+    _epoch(trainer, callback, 0)
+    trainer.advance(steps=2)  # e.g. max_steps reached mid-epoch
+    callback.on_train_end(trainer, None)
+    assert load_checkpoint(tmp_path / "last.ckpt")["global_step"] == 6
+
+
+def test_eviction_happens_after_new_file_and_last(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", save_last=True, filename="{epoch}")
+    order = []
+    real_save = trainer.save_checkpoint
+
+    def recording_save(filepath, weights_only=False, storage_options=None):
+        order.append(("save", os.path.basename(filepath), sorted(_names(tmp_path))))
+        real_save(filepath, weights_only)
+
+    trainer.save_checkpoint = recording_save
+    _epoch(trainer, callback, 0, val_loss=2.0)
+    _epoch(trainer, callback, 1, val_loss=1.0)
+    # when last.ckpt of epoch 1 is written, epoch=0.ckpt is still there
+    assert order[-1] == ("save", "last.ckpt", ["epoch=0.ckpt", "epoch=1.ckpt", "last.ckpt"])
+    assert _names(tmp_path) == ["epoch=1.ckpt", "last.ckpt"]
+
+
+# ---- weights only, exception, loggers, state -----------------------------------------------
+def test_save_weights_only_is_passed(tmp_path):
+    trainer, callback = _setup(tmp_path, save_weights_only=True, save_last=True)
+    _epoch(trainer, callback, 0)
+    assert trainer.saved and all(weights_only for _, weights_only in trainer.saved)
+
+
+def test_save_on_exception(tmp_path):
+    trainer, callback = _setup(tmp_path, save_on_exception=True, filename="{step}")
+    trainer.advance(steps=3)
+    callback.on_exception(trainer, None, RuntimeError("boom"))
+    assert _names(tmp_path) == ["step=3.ckpt"]
+    callback.on_exception(trainer, None, RuntimeError("again"))  # nothing new since
+    assert len(trainer.saved) == 1
+    trainer2, off = _setup(tmp_path / "off")
+    trainer2.advance(steps=3)
+    off.on_exception(trainer2, None, RuntimeError("boom"))
+    assert trainer2.saved == []
+
+
+def test_loggers_are_told_after_each_save(tmp_path):
+    trainer, callback = _setup(tmp_path, save_last=True)
+    logger = FakeLogger(tmp_path)
+    trainer.loggers = [logger]
+    _epoch(trainer, callback, 0)
+    assert len(logger.saved) == 2  # the top-k file and last.ckpt
+
+
+def test_dirpath_resolution(tmp_path):
+    callback = ModelCheckpoint()
+    trainer = FakeTrainer(tmp_path)
+    callback.setup(trainer, None, "fit")
+    assert callback.dirpath == os.path.join(str(tmp_path), "checkpoints")
+
+    callback = ModelCheckpoint()
+    trainer.loggers = [FakeLogger(save_dir=str(tmp_path / "logs"), name="exp", version=3)]
+    callback.setup(trainer, None, "fit")
+    assert callback.dirpath == os.path.join(str(tmp_path), "logs", "exp", "version_3", "checkpoints")
+
+    callback = ModelCheckpoint()
+    trainer.loggers = [FakeLogger(save_dir=None, name="exp", version="run-a")]
+    callback.setup(trainer, None, "fit")
+    assert callback.dirpath == os.path.join(str(tmp_path), "exp", "run-a", "checkpoints")
+
+
+def test_warns_when_dirpath_not_empty(tmp_path):
+    (tmp_path / "old.ckpt").write_bytes(b"x")
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        _setup(tmp_path)
+
+
+def test_state_dict_round_trip(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", save_top_k=2, save_last=True)
+    for epoch, loss in enumerate([3.0, 1.0, 2.0]):
+        _epoch(trainer, callback, epoch, val_loss=loss)
+    state = callback.state_dict()
+    assert set(state) == {"monitor", "best_model_score", "best_model_path", "current_score", "dirpath",
+                          "best_k_models", "kth_best_model_path", "kth_value", "last_model_path"}
+    restored = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_top_k=2)
+    restored.load_state_dict(state)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        assert getattr(restored, key) == getattr(callback, key)
+    assert restored.best_k_models == callback.best_k_models
+    assert restored.best_model_score == callback.best_model_score
+    # and the checkpoint file itself carries the state, loadable safely
+    saved = load_checkpoint(tmp_path / "last.ckpt")["callbacks"][callback.state_key]
+    assert saved["best_model_path"] == callback.best_model_path
+
+
+def test_load_state_dict_with_changed_dirpath_warns(tmp_path):
+    trainer, callback = _setup(tmp_path / "a", monitor="val_loss")
+    _epoch(trainer, callback, 0, val_loss=1.0)
+    moved = ModelCheckpoint(dirpath=tmp_path / "b", monitor="val_loss")
+    with pytest.warns(UserWarning, match="The dirpath has changed from .* Only `best_model_path` will be reloaded"):
+        moved.load_state_dict(callback.state_dict())
+    assert moved.best_model_path == callback.best_model_path
+    assert moved.best_k_models == {}
+
+
+def test_to_yaml(tmp_path):
+    import yaml
+
+    trainer, callback = _setup(tmp_path, monitor="val_loss", save_top_k=2, filename="{epoch}")
+    _epoch(trainer, callback, 0, val_loss=1.5)
+    _epoch(trainer, callback, 1, val_loss=0.5)
+    callback.to_yaml()
+    data = yaml.safe_load((tmp_path / "best_k_models.yaml").read_text())
+    assert data == {str(tmp_path / "epoch=0.ckpt"): 1.5, str(tmp_path / "epoch=1.ckpt"): 0.5}
+
+
+def test_verbose_messages(tmp_path, caplog):
+    import logging
+
+    trainer, callback = _setup(tmp_path, monitor="val_loss", verbose=True, filename="{epoch}")
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("ember").addHandler(caplog.handler)
+        try:
+            _epoch(trainer, callback, 0, val_loss=1.0)
+            _epoch(trainer, callback, 1, val_loss=2.0)
+        finally:
+            logging.getLogger("ember").removeHandler(caplog.handler)
+    text = caplog.text
+    assert "Epoch 0, global step 4: 'val_loss' reached 1.00000 (best 1.00000), saving model to" in text
+    assert "as top 1" in text
+    assert "Epoch 1, global step 8: 'val_loss' was not in top 1" in text
+
+
+def test_top_k_decision_is_reduced_across_ranks(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss")
+    _epoch(trainer, callback, 0, val_loss=1.0)
+    _epoch(trainer, callback, 1, val_loss=0.5)
+    assert trainer.strategy.reduced == [(True, True)]
+
+
+def test_files_only_written_on_rank_zero(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", save_last="link")
+    trainer.is_global_zero = False
+    _epoch(trainer, callback, 0, val_loss=1.0)
+    assert _names(tmp_path) == []
+    assert callback.best_model_path  # the bookkeeping still follows rank 0's
+
+
+# ---- end to end ----------------------------------------------------------------------------
+@needs_trainer
+def test_fit_topk_names_and_last(tmp_path):
+    callback = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_top_k=2, save_last=True,
+                               filename="{epoch}-{val_loss:.2f}")
+    model = SequenceModel(val_losses=[3.0, 1.0, 2.0, 4.0])
+    trainer = ember.Trainer(max_epochs=4, callbacks=[callback], **QUIET)
+    trainer.fit(model)
+    assert _names(tmp_path) == ["epoch=1-val_loss=1.00.ckpt", "epoch=2-val_loss=2.00.ckpt", "last.ckpt"]
+    assert callback.best_model_score == torch.tensor(1.0)
+    last = load_checkpoint(tmp_path / "last.ckpt")
+    assert (last["epoch"], last["global_step"]) == (3, 16)
+    assert trainer.checkpoint_callback is callback
+
+
+@needs_trainer
+def test_fit_default_dirpath_and_name(tmp_path):
+    model = SequenceModel(val_losses=[1.0])
+    args = dict(QUIET, logger=False)
+    trainer = ember.Trainer(max_epochs=2, default_root_dir=tmp_path, **args)
+    trainer.fit(model)
+    assert _names(tmp_path / "checkpoints") == ["epoch=1-step=8.ckpt"]
+
+
+@needs_trainer
+def test_fit_every_n_train_steps_with_accumulation(tmp_path):
+    callback = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1, filename="{step}")
+    model = SequenceModel(val_losses=[1.0], train_batches=8)
+    trainer = ember.Trainer(max_epochs=1, accumulate_grad_batches=2, limit_val_batches=0,
+                            callbacks=[callback], **QUIET)
+    trainer.fit(model)
+    assert trainer.global_step == 4
+    assert _names(tmp_path) == ["step=2.ckpt", "step=4.ckpt"]
+
+
+@needs_trainer
+def test_fit_save_weights_only_contents(tmp_path):
+    callback = ModelCheckpoint(dirpath=tmp_path, save_weights_only=True, filename="w")
+    trainer = ember.Trainer(max_epochs=1, callbacks=[callback], **QUIET)
+    trainer.fit(SequenceModel(val_losses=[1.0]))
+    checkpoint = load_checkpoint(tmp_path / "w.ckpt")
+    assert "state_dict" in checkpoint
+    assert "optimizer_states" not in checkpoint and "callbacks" not in checkpoint and "lr_schedulers" not in checkpoint
+
+    full = ModelCheckpoint(dirpath=tmp_path / "full", filename="f")
+    trainer = ember.Trainer(max_epochs=1, callbacks=[full], **QUIET)
+    trainer.fit(SequenceModel(val_losses=[1.0]))
+    checkpoint = load_checkpoint(tmp_path / "full" / "f.ckpt")
+    assert "optimizer_states" in checkpoint and full.state_key in checkpoint["callbacks"]
+
+
+@needs_trainer
+def test_fit_last_is_latest_and_resumes(tmp_path):
+    callback = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_last=True, filename="{epoch}")
+    trainer = ember.Trainer(max_epochs=3, callbacks=[callback], **QUIET)
+    trainer.fit(SequenceModel(val_losses=[1.0, 2.0, 3.0]))
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 2
+    assert _names(tmp_path) == ["epoch=0.ckpt", "last.ckpt"]
+
+    resumed = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_last=True, filename="{epoch}")
+    trainer = ember.Trainer(max_epochs=4, callbacks=[resumed], **QUIET)
+    trainer.fit(SequenceModel(val_losses=[5.0]), ckpt_path="last")
+    assert trainer.current_epoch == 4
+    assert resumed.best_model_path == str(tmp_path / "epoch=0.ckpt")  # state came back
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 3
+
+
+@needs_trainer
+def test_fit_missing_monitor_raises_after_validation(tmp_path):
+    callback = ModelCheckpoint(dirpath=tmp_path, monitor="nope")
+    trainer = ember.Trainer(max_epochs=1, callbacks=[callback], **QUIET)
+    with pytest.raises(MisconfigurationException, match="could not find the monitored key.*'val_loss'"):
+        trainer.fit(SequenceModel(val_losses=[1.0]))
