@@ -6,6 +6,7 @@ Layout (as Lightning): ``save_dir/name/version_N[/sub_dir]`` holding the event f
 from __future__ import annotations
 
 import os
+import warnings
 from argparse import Namespace
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -188,7 +189,10 @@ class TensorBoardLogger(Logger):
         device = _module_device(model)
         if device is not None:
             input_array = _move(input_array, device)
-        self.experiment.add_graph(model, input_array)
+        with warnings.catch_warnings():
+            # add_graph traces with torch.jit, which torch now flags as deprecated on every call
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
+            self.experiment.add_graph(model, input_array)
 
     @rank_zero_only
     def save(self) -> None:

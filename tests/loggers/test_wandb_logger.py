@@ -1,0 +1,80 @@
+"""WandbLogger in offline mode: no network, files under tmp_path."""
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("wandb")
+
+from ember.loggers import WandbLogger  # noqa: E402
+from ember.utilities import MisconfigurationException  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def offline_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    yield
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def test_offline_run_records_config_and_summary(tmp_path):
+    logger = WandbLogger(save_dir=tmp_path / "wb", offline=True, project="proj", name="trial")
+    assert logger.name == "proj"
+    assert logger.version is None  # no run started yet
+    logger.log_hyperparams({"lr": 0.1, "act": torch.nn.ReLU})
+    logger.log_metrics({"ember_probe": torch.tensor(1.5)}, step=3)
+    logger.log_metrics({"ember_probe": 2.5}, step=4)
+    run = logger.experiment
+    assert logger.version == run.id
+    assert run.name == "trial"
+    assert dict(run.config) == {"lr": 0.1, "act": "ReLU"}
+    assert run.summary["ember_probe"] == 2.5
+    assert run.summary["trainer/global_step"] == 4
+    run_files = glob.glob(str(tmp_path / "wb" / "wandb" / "offline-run-*" / f"run-{run.id}.wandb"))
+    logger.finalize("success")
+    run.finish()
+    assert len(run_files) == 1
+    assert b"ember_probe" in open(run_files[0], "rb").read()
+
+
+def test_init_arguments():
+    logger = WandbLogger(save_dir=None, dir="d", version="abc", anonymous=True, entity="team", group="g")
+    init = logger._wandb_init
+    assert init["dir"] == "d" and init["id"] == "abc" and init["resume"] == "allow"
+    assert init["anonymous"] == "allow" and init["entity"] == "team" and init["group"] == "g"
+    assert init["project"] == "lightning_logs"
+    assert logger.version == "abc" and logger.save_dir == "d"
+    assert "anonymous" not in WandbLogger()._wandb_init
+    assert WandbLogger(offline=True)._wandb_init["mode"] == "offline"
+
+
+def test_project_from_environment(monkeypatch):
+    monkeypatch.setenv("WANDB_PROJECT", "from_env")
+    assert WandbLogger().name == "from_env"
+
+
+def test_offline_with_log_model_is_rejected():
+    with pytest.raises(MisconfigurationException, match="cannot be uploaded in offline mode"):
+        WandbLogger(offline=True, log_model=True)
+
+
+def test_non_zero_rank_starts_no_run(monkeypatch, tmp_path):
+    from ember.loggers.logger import DummyExperiment
+    from ember.utilities import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    logger = WandbLogger(save_dir=tmp_path / "r1", offline=True)
+    logger.log_metrics({"a": 1.0}, 0)
+    assert isinstance(logger.experiment, DummyExperiment)
+    assert not os.path.exists(tmp_path / "r1")
