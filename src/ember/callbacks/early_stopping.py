@@ -194,7 +194,9 @@ class EarlyStopping(Callback):
         if self.divergence_threshold is not None and self.monitor_op(-current, -self.divergence_threshold):
             return True, EarlyStoppingReason.DIVERGENCE_THRESHOLD, (
                 "Divergence threshold reached:"
-                f" {self.monitor} = {current} {self.order_dict[self.mode]} {self.divergence_threshold}."
+                # Lightning prints the stopping-threshold sign here ("11.0 < 10.0"); say it right.
+                f" {self.monitor} = {current} {self.order_dict['max' if self.mode == 'min' else 'min']}"
+                f" {self.divergence_threshold}."
                 " Signaling Trainer to stop."
             )
         if self.monitor_op(current - self.min_delta, self.best_score.to(current.device)):
