@@ -404,7 +404,7 @@ class ModelSummary(Callback):
         trainable_parameters: int,
         model_size: float,
         total_training_modes: dict[str, int],
-        total_flops: int = 0,
+        total_flops: int,
         **summarize_kwargs: Any,
     ) -> None:
         """Log the table at INFO level (override to print it elsewhere)."""

@@ -40,7 +40,7 @@ class RichModelSummary(ModelSummary):
         trainable_parameters: int,
         model_size: float,
         total_training_modes: dict[str, int],
-        total_flops: int = 0,
+        total_flops: int,
         **summarize_kwargs: Any,
     ) -> None:
         from rich import get_console
