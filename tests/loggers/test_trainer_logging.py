@@ -1,0 +1,109 @@
+"""Loggers driven by a real Trainer: files, columns, rows and cadence as Lightning writes them."""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+
+import pytest
+import yaml
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "helpers"))
+
+import ember as pl  # noqa: E402
+from ember.loggers import CSVLogger  # noqa: E402
+
+if not hasattr(pl, "Trainer"):
+    pytest.skip("ember.Trainer is not available in this build", allow_module_level=True)
+
+from logger_models import BATCHES_PER_EPOCH, LoggedRegressor, train_loader, val_loader  # noqa: E402
+
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def read_rows(path):
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        return reader.fieldnames, [{k: v for k, v in row.items() if v != ""} for row in reader]
+
+
+def expected_rows(epochs, every):
+    rows = []
+    for epoch in range(epochs):
+        for step in range(epoch * BATCHES_PER_EPOCH, (epoch + 1) * BATCHES_PER_EPOCH):
+            if (step + 1) % every == 0:
+                rows.append((str(epoch), str(step), "train_loss"))
+        rows.append((str(epoch), str((epoch + 1) * BATCHES_PER_EPOCH - 1), "val_loss"))
+    return rows
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_csv_logger_columns_rows_and_cadence(tmp_path, every):
+    logger = CSVLogger(tmp_path)
+    trainer = pl.Trainer(max_epochs=2, log_every_n_steps=every, logger=logger, default_root_dir=tmp_path,
+                         enable_checkpointing=False, **QUIET)
+    trainer.fit(LoggedRegressor(), train_loader(), val_loader())
+    header, rows = read_rows(os.path.join(logger.log_dir, "metrics.csv"))
+    assert header == ["epoch", "step", "train_loss", "val_loss"]
+    got = [(r["epoch"], r["step"], next(k for k in r if k.endswith("loss"))) for r in rows]
+    assert got == expected_rows(2, every)
+    assert all(set(r) == {"epoch", "step", "train_loss"} or set(r) == {"epoch", "step", "val_loss"} for r in rows)
+    with open(os.path.join(logger.log_dir, "hparams.yaml")) as file:
+        assert yaml.safe_load(file) == {"lr": 0.05}
+
+
+def test_log_every_n_steps_zero_logs_only_epoch_metrics(tmp_path):
+    logger = CSVLogger(tmp_path)
+    trainer = pl.Trainer(max_epochs=2, log_every_n_steps=0, logger=logger, enable_checkpointing=False, **QUIET)
+    trainer.fit(LoggedRegressor(), train_loader(), val_loader())
+    _, rows = read_rows(os.path.join(logger.log_dir, "metrics.csv"))
+    assert [sorted(r) for r in rows] == [["epoch", "step", "val_loss"]] * 2
+
+
+def test_resumed_fit_appends_to_the_same_csv(tmp_path):
+    first = pl.Trainer(max_epochs=1, log_every_n_steps=2, logger=CSVLogger(tmp_path, version=0),
+                       default_root_dir=tmp_path, **QUIET)
+    first.fit(LoggedRegressor(), train_loader(), val_loader())
+    ckpt = first.checkpoint_callback.best_model_path
+    with pytest.warns(UserWarning, match="appended"):
+        second = pl.Trainer(max_epochs=2, log_every_n_steps=2, logger=CSVLogger(tmp_path, version=0),
+                            default_root_dir=tmp_path, **QUIET)
+        second.fit(LoggedRegressor(), train_loader(), val_loader(), ckpt_path=ckpt)
+    _, rows = read_rows(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")
+    got = [(r["epoch"], r["step"], next(k for k in r if k.endswith("loss"))) for r in rows]
+    assert got == expected_rows(2, 2)
+
+
+def test_default_logger_writes_tensorboard_events_and_hparams(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = pl.Trainer(max_epochs=2, log_every_n_steps=2, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(LoggedRegressor(), train_loader(), val_loader())
+    assert type(trainer.logger).__name__ == "TensorBoardLogger"
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    assert trainer.logger.log_dir == str(log_dir)
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    steps = {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    assert steps["train_loss"] == [1, 3, 5, 7]
+    assert steps["val_loss"] == [3, 7]
+    assert steps["hp_metric"] == [0]
+    assert "epoch" in steps
+    with open(log_dir / "hparams.yaml") as file:
+        assert yaml.safe_load(file) == {"lr": 0.05}
+    assert (log_dir / "checkpoints").is_dir()
+
+
+def test_plot_of_a_real_run_marks_the_best_checkpoint(tmp_path):
+    pytest.importorskip("matplotlib")
+    from ember.callbacks import ModelCheckpoint
+    from ember.plot import plot_metrics
+
+    logger = CSVLogger(tmp_path)
+    trainer = pl.Trainer(max_epochs=2, log_every_n_steps=1, logger=logger,
+                         callbacks=[ModelCheckpoint(monitor="val_loss")], **QUIET)
+    trainer.fit(LoggedRegressor(), train_loader(), val_loader())
+    path = plot_metrics(logger.log_dir)
+    assert path == os.path.join(logger.log_dir, "metrics.png")
+    assert os.path.getsize(path) > 0
