@@ -1,0 +1,202 @@
+"""The ``Callback`` base class: every hook a callback can receive, each a no-op by default.
+
+The trainer calls only the hooks a callback overrides, so an unused hook costs nothing.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch.optim import Optimizer
+
+    from ember.module import LightningModule
+    from ember.trainer.trainer import Trainer
+
+
+class Callback:
+    """Hooks into the training loop: subclass it and override the events you need.
+
+    Example::
+
+        class PrintEpochs(Callback):
+            def on_train_epoch_end(self, trainer, pl_module):
+                print("finished epoch", trainer.current_epoch)
+
+        Trainer(callbacks=[PrintEpochs()])
+    """
+
+    @property
+    def state_key(self) -> str:
+        """The key of this callback's state in a checkpoint's ``callbacks`` dict.
+
+        Override it (see :meth:`_generate_state_key`) when several instances of one class
+        must keep separate state.
+        """
+        return self.__class__.__qualname__
+
+    @property
+    def _legacy_state_key(self) -> type[Callback]:
+        return type(self)
+
+    def _generate_state_key(self, **kwargs: Any) -> str:
+        """A state key made of the class name and the given arguments, e.g. ``Cls{'monitor': 'x'}``."""
+        return f"{self.__class__.__qualname__}{repr(kwargs)}"
+
+    # ---- setup and teardown -------------------------------------------------------------
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Called when fit, validate, test or predict begins."""
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Called when fit, validate, test or predict ends."""
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when fit begins."""
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when fit ends."""
+
+    def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the validation sanity check starts."""
+
+    def on_sanity_check_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the validation sanity check ends."""
+
+    # ---- training ---------------------------------------------------------------------
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the train begins."""
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the train ends."""
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the train epoch begins."""
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the train epoch ends (after the end-of-epoch validation)."""
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        """Called when the train batch begins."""
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Called when the train batch ends; ``outputs`` is what ``training_step`` returned."""
+
+    # ---- validation ---------------------------------------------------------------------
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the validation loop begins."""
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the validation loop ends."""
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the val epoch begins."""
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the val epoch ends."""
+
+    def on_validation_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Called when the validation batch begins."""
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Called when the validation batch ends."""
+
+    # ---- test ---------------------------------------------------------------------------
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the test begins."""
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the test ends."""
+
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the test epoch begins."""
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the test epoch ends."""
+
+    def on_test_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Called when the test batch begins."""
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Called when the test batch ends."""
+
+    # ---- predict ------------------------------------------------------------------------
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the predict begins."""
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when predict ends."""
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the predict epoch begins."""
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called when the predict epoch ends."""
+
+    def on_predict_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Called when the predict batch begins."""
+
+    def on_predict_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Called when the predict batch ends."""
+
+    # ---- failures -----------------------------------------------------------------------
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """Called when any trainer execution is interrupted by an exception."""
+
+    # ---- state and checkpoints -----------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The callback's state to put in a checkpoint (empty means nothing is saved)."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state returned by :meth:`state_dict`."""
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Called when saving a checkpoint; the callback may add to ``checkpoint``."""
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Called when loading a checkpoint, with the whole checkpoint dict."""
+
+    # ---- optimization -------------------------------------------------------------------
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        """Called before ``loss.backward()``."""
+
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called after ``loss.backward()`` and before optimizers are stepped."""
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
+        """Called before ``optimizer.step()``, after gradients are unscaled under AMP."""
+
+    def on_before_zero_grad(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
+        """Called before ``optimizer.zero_grad()``."""

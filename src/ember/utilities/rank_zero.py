@@ -1,0 +1,76 @@
+"""Run or print only on the process with global rank 0."""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from functools import wraps
+from typing import Any, Callable, TypeVar
+
+log = logging.getLogger("ember")
+T = TypeVar("T")
+
+
+def _rank_from_env() -> int:
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "JSM_NAMESPACE_RANK"):
+        value = os.environ.get(key)
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def rank_zero_only(fn: Callable[..., T], default: Any = None) -> Callable[..., T | None]:
+    """Decorate ``fn`` so that it runs only on global rank 0 and returns ``default`` elsewhere.
+
+    Example::
+
+        @rank_zero_only
+        def save_report(path): ...
+    """
+
+    @wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> T | None:
+        if rank_zero_only.rank == 0:
+            return fn(*args, **kwargs)
+        return default
+
+    return wrapped
+
+
+rank_zero_only.rank = _rank_from_env()  # type: ignore[attr-defined]
+
+
+def _set_rank(rank: int) -> None:
+    rank_zero_only.rank = rank  # type: ignore[attr-defined]
+
+
+@rank_zero_only
+def rank_zero_info(*args: Any, stacklevel: int = 4, **kwargs: Any) -> None:
+    """Log at INFO level on rank 0 only."""
+    log.info(*args, stacklevel=stacklevel, **kwargs)
+
+
+@rank_zero_only
+def rank_zero_debug(*args: Any, stacklevel: int = 4, **kwargs: Any) -> None:
+    """Log at DEBUG level on rank 0 only."""
+    log.debug(*args, stacklevel=stacklevel, **kwargs)
+
+
+@rank_zero_only
+def rank_zero_warn(message: str | Warning, stacklevel: int = 4, category: type[Warning] = UserWarning, **kwargs: Any) -> None:
+    """Issue a warning on rank 0 only."""
+    warnings.warn(message, category=category, stacklevel=stacklevel, **kwargs)
+
+
+def _ensure_log_handler() -> None:
+    # Lightning prints its info messages ("GPU available: ...") through a stream handler on its
+    # logger; do the same unless the user configured logging themselves.
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+_ensure_log_handler()

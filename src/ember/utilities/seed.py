@@ -1,0 +1,128 @@
+"""Seeding and RNG state capture, as Lightning's ``seed_everything`` does it."""
+from __future__ import annotations
+
+import os
+import random
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+
+from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+_MAX_SEED = 2**32 - 1
+_MIN_SEED = 0
+
+
+def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
+    """Seed python's ``random``, numpy and torch, and export ``PL_GLOBAL_SEED``.
+
+    With ``workers=True`` the dataloader workers are seeded from it too (``PL_SEED_WORKERS=1``).
+    Returns the seed used.
+
+    Example::
+
+        seed_everything(42)
+    """
+    if seed is None:
+        env_seed = os.environ.get("PL_GLOBAL_SEED")
+        if env_seed is None:
+            seed = 0
+            rank_zero_warn(f"No seed found, seed set to {seed}")
+        else:
+            try:
+                seed = int(env_seed)
+            except ValueError:
+                seed = 0
+                rank_zero_warn(f"Invalid seed found: {env_seed!r}, seed set to {seed}")
+    elif not isinstance(seed, int):
+        seed = int(seed)
+    if not (_MIN_SEED <= seed <= _MAX_SEED):
+        rank_zero_warn(f"{seed} is not in bounds, numpy accepts from {_MIN_SEED} to {_MAX_SEED}")
+        seed = 0
+    if verbose:
+        rank_zero_info(f"Seed set to {seed}")
+    os.environ["PL_GLOBAL_SEED"] = str(seed)
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+    torch.manual_seed(seed)
+    os.environ["PL_SEED_WORKERS"] = f"{int(workers)}"
+    return seed
+
+
+def reset_seed() -> None:
+    """Seed again from ``PL_GLOBAL_SEED`` when it was set (used by spawned processes)."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    if seed is None:
+        return
+    workers = os.environ.get("PL_SEED_WORKERS", "0")
+    seed_everything(int(seed), workers=bool(int(workers)), verbose=False)
+
+
+def pl_worker_init_function(worker_id: int, rank: int | None = None) -> None:
+    """Seed each dataloader worker differently but reproducibly (used when ``workers=True``)."""
+    global_rank = rank if rank is not None else int(os.environ.get("RANK", 0))
+    process_seed = torch.initial_seed()
+    base_seed = process_seed - worker_id
+    seed_sequence = _generate_seed_sequence(base_seed, worker_id, global_rank, count=4)
+    torch.manual_seed(seed_sequence[0])
+    random.seed((seed_sequence[1] << 32) | seed_sequence[2])
+    try:
+        import numpy as np
+
+        ss = np.random.SeedSequence([base_seed, worker_id, global_rank])
+        np.random.seed(ss.generate_state(4))
+    except ImportError:
+        pass
+
+
+def _generate_seed_sequence(base_seed: int, worker_id: int, global_rank: int, count: int) -> list[int]:
+    # A small linear congruential generator, as in numpy's SeedSequence mixing, without numpy.
+    combined_seed = (base_seed << 32) | (worker_id << 16) | global_rank
+    seeds = []
+    for _ in range(count):
+        combined_seed = (combined_seed * 6364136223846793005 + 1) & ((1 << 64) - 1)
+        seeds.append(combined_seed)
+    return seeds
+
+
+def collect_rng_states(include_cuda: bool = True) -> dict[str, Any]:
+    """Every global RNG state of this process: torch, CUDA, numpy and python."""
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    try:
+        import numpy as np
+
+        states["numpy"] = np.random.get_state()
+    except ImportError:
+        pass
+    if include_cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["torch.cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore states captured by :func:`collect_rng_states`."""
+    torch.set_rng_state(states["torch"])
+    if "torch.cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["torch.cuda"])
+    if "numpy" in states:
+        import numpy as np
+
+        np.random.set_state(states["numpy"])
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
+
+
+@contextmanager
+def isolate_rng(include_cuda: bool = True) -> Iterator[None]:
+    """Run the body, then put every global RNG back as it was."""
+    states = collect_rng_states(include_cuda)
+    try:
+        yield
+    finally:
+        set_rng_states(states)
