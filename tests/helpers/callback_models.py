@@ -12,6 +12,7 @@ Example::
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 import torch
@@ -90,38 +91,28 @@ def make_regressor(pl: Any) -> type:
     return Regressor
 
 
-class RecordingLogger:
-    """The smallest logger: remembers every ``log_metrics(metrics, step)`` call."""
+def make_recording_logger(pl: Any) -> Any:
+    """A logger (subclass of the framework's ``Logger``) that remembers every ``log_metrics`` call."""
+    base = importlib.import_module(f"{pl.__name__}.loggers").Logger
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[dict[str, float], int | None]] = []
+    class RecordingLogger(base):
+        def __init__(self, version: int | str = 7) -> None:
+            super().__init__()
+            self.calls: list[tuple[dict[str, float], int | None]] = []
+            self._version = version
 
-    # the attributes trainers read from a logger
-    name = "recording"
-    version = 7
-    save_dir = None
-    log_dir = None
-    root_dir = None
-    experiment = None
+        @property
+        def name(self) -> str:
+            return "recording"
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.calls.append((dict(metrics), step))
+        @property
+        def version(self) -> int | str:
+            return self._version
 
-    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
-        pass
+        def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+            self.calls.append((dict(metrics), step))
 
-    def log_graph(self, *args: Any, **kwargs: Any) -> None:
-        pass
+        def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+            pass
 
-    def save(self) -> None:
-        pass
-
-    def finalize(self, status: str) -> None:
-        pass
-
-    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        pass
-
-    @property
-    def group_separator(self) -> str:
-        return "/"
+    return RecordingLogger

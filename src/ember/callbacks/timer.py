@@ -30,8 +30,8 @@ def _parse_duration(duration: str | timedelta | dict[str, int] | None) -> float 
         match = re.fullmatch(r"(\d+):(\d\d):(\d\d):(\d\d)", duration.strip())
         if not match:
             raise MisconfigurationException(
-                f"`Timer(duration={duration!r})` is not a valid duration. Expected DD:HH:MM:SS format,"
-                " e.g. '00:12:00:00' for twelve hours."
+                f"`Timer(duration={duration!r})` is not a valid duration. Expected a string in the format"
+                " DD:HH:MM:SS, e.g. '00:12:00:00' for twelve hours."
             )
         days, hours, minutes, seconds = (int(g) for g in match.groups())
         duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
@@ -87,7 +87,7 @@ class Timer(Callback):
     def _stage(stage: Any) -> str:
         value = getattr(stage, "value", stage)
         if value not in _STAGES:
-            raise ValueError(f"{stage!r} is not a stage; expected one of {', '.join(_STAGES)}.")
+            raise ValueError(f"{stage!r} is not a valid RunningStage; expected one of {', '.join(_STAGES)}.")
         return value
 
     def start_time(self, stage: str = "train") -> float | None:

@@ -1,0 +1,130 @@
+"""Timer: duration formats, elapsed/remaining time, stopping a long run, and resuming the budget."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+
+import ember as pl
+import ember.callbacks.timer as timer_module
+from ember.callbacks import Timer
+from ember.utilities.exceptions import MisconfigurationException
+from tests.helpers.callback_models import QUIET, make_regressor, train_loader
+
+Regressor = make_regressor(pl)
+
+
+class FakeClock:
+    """``time.monotonic`` that advances ``tick`` seconds each time it is read."""
+
+    def __init__(self, tick: float = 1.0) -> None:
+        self.now = 1000.0
+        self.tick = tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(timer_module.time, "monotonic", fake)
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("duration", "seconds"),
+    [
+        ("00:00:00:05", 5),
+        ("01:02:03:04", 93784),
+        (timedelta(minutes=2), 120),
+        ({"hours": 1, "minutes": 1}, 3660),
+        (None, None),
+    ],
+)
+def test_duration_formats(duration, seconds):
+    assert Timer(duration=duration).time_remaining() == seconds
+
+
+@pytest.mark.parametrize("bad", ["5 minutes", "00:00:5", "1:2:3:4"])
+def test_bad_duration_string(bad):
+    with pytest.raises(MisconfigurationException, match="Expected a string in the format DD:HH:MM:SS"):
+        Timer(duration=bad)
+
+
+def test_bad_interval():
+    with pytest.raises(MisconfigurationException, match=r"Timer\(interval=batch\)"):
+        Timer(interval="batch")
+
+
+def test_elapsed_and_remaining_per_stage(clock):
+    timer = Timer(duration="00:00:01:00")
+    assert timer.start_time() is None and timer.time_elapsed() == 0
+    timer.on_train_start(None, None)  # reads 1001
+    assert timer.start_time("train") == 1001
+    assert timer.time_elapsed("train") == 1  # reads 1002
+    timer.on_train_end(None, None)  # 1003
+    assert timer.end_time() == 1003
+    assert timer.time_elapsed() == 2
+    assert timer.time_remaining() == 58
+    assert timer.time_elapsed("validate") == 0
+    timer.on_validation_start(None, None)
+    timer.on_validation_end(None, None)
+    assert timer.time_elapsed("validate") == 1
+    with pytest.raises(ValueError, match="is not a valid RunningStage"):
+        timer.time_elapsed("training")
+
+
+def test_stops_a_long_run_mid_epoch(clock, caplog):
+    timer = Timer(duration="00:00:00:10")
+    trainer = pl.Trainer(**QUIET, max_epochs=1000, limit_val_batches=0, callbacks=[timer])
+    with caplog.at_level(logging.INFO):
+        trainer.fit(Regressor(), train_loader())
+    # one clock read per check after the start: the 10-second budget runs out within 10 steps
+    assert 0 < trainer.global_step <= 10
+    assert trainer.current_epoch < 5
+    assert timer.time_elapsed() >= 10
+
+
+def test_epoch_interval_finishes_the_epoch(clock):
+    timer = Timer(duration="00:00:00:02", interval="epoch")
+    trainer = pl.Trainer(**QUIET, max_epochs=100, limit_val_batches=0, callbacks=[timer])
+    trainer.fit(Regressor(), train_loader())  # 4 batches per epoch
+    assert trainer.global_step % 4 == 0
+    assert trainer.global_step < 400
+
+
+def test_state_dict_and_resumed_budget(clock):
+    timer = Timer(duration="00:00:01:00")
+    timer.on_train_start(None, None)
+    timer.on_train_end(None, None)
+    state = timer.state_dict()
+    assert set(state["time_elapsed"]) == {"train", "sanity_check", "validate", "test", "predict"}
+    assert state["time_elapsed"]["train"] == 1
+
+    resumed = Timer(duration="00:00:01:00")
+    resumed.load_state_dict({"time_elapsed": {"train": 50}})
+    assert resumed.time_elapsed() == 50
+    assert resumed.time_remaining() == 10
+
+
+def test_spent_budget_stops_before_training(clock):
+    timer = Timer(duration="00:00:00:30")
+    timer.load_state_dict({"time_elapsed": {"train": 40}})
+    trainer = pl.Trainer(**QUIET, max_epochs=10, limit_val_batches=0, callbacks=[timer])
+    trainer.fit(Regressor(), train_loader())
+    assert trainer.global_step == 0
+
+
+def test_timer_state_is_saved_in_checkpoints(tmp_path, clock):
+    timer = Timer(duration="00:01:00:00")
+    trainer = pl.Trainer(**QUIET, max_epochs=1, limit_val_batches=0, callbacks=[timer], default_root_dir=tmp_path)
+    trainer.fit(Regressor(), train_loader())
+    path = tmp_path / "t.ckpt"
+    trainer.save_checkpoint(path)
+    import torch
+
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["callbacks"]["Timer"]["time_elapsed"]["train"] == pytest.approx(timer.time_elapsed(), abs=2)
