@@ -279,3 +279,19 @@ def test_unsafe_hparam_values_agrees_with_torch_load(tmp_path):
         except pickle.UnpicklingError:
             loads = False
         assert (unsafe_hparam_values({"v": value}) == []) == loads, value
+
+
+def test_cut_pickle_inside_valid_zip_is_corrupt_not_unsafe(tmp_path):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save({"a": list(range(100)), "t": torch.ones(3)}, buffer)
+    source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
+    path = tmp_path / "cut.ckpt"
+    with zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            target.writestr(info, data[: len(data) // 2] if info.filename.endswith("data.pkl") else data)
+    with pytest.raises(CheckpointLoadError, match="cut.ckpt is not a readable checkpoint"):
+        load_checkpoint(path)

@@ -278,7 +278,10 @@ def _torch_load(file: IO[bytes], name: str, map_location: Any, weights_only: boo
         return torch.load(file, map_location=map_location, weights_only=False)
     except pickle.UnpicklingError as err:
         message = str(err)
-        if weights_only and "Weights only load failed" in message:
+        # A file cut short inside its pickle also surfaces as an UnpicklingError; that is damage,
+        # not a refusal, and must not send the user to weights_only=False.
+        truncated = isinstance(err.__context__, EOFError) or re.search(r"EOF|ran out of input|truncated", message, re.I)
+        if weights_only and "Weights only load failed" in message and not truncated:
             blocked = _blocked_global(message)
             what = f"`{blocked}`" if blocked else "an object that is not plain data"
             raise pickle.UnpicklingError(
