@@ -155,37 +155,6 @@ def test_blocked_class_error_names_it_and_weights_only_false_loads(tmp_path):
     assert load_checkpoint(path, weights_only=False)["hyper_parameters"]["args"].lr == 0.1
 
 
-def test_lightning_early_stopping_reason_loads_safely(tmp_path):
-    """A Lightning 2.6 checkpoint stores its EarlyStoppingReason enum; it maps to Ember's by name."""
-    from ember.callbacks.early_stopping import EarlyStoppingReason
-
-    class FakeReason(enum.Enum):
-        PATIENCE_EXHAUSTED = 3
-
-    FakeReason.__module__ = "pytorch_lightning.callbacks.early_stopping"
-    FakeReason.__qualname__ = "EarlyStoppingReason"
-    import sys
-    import types
-
-    module = types.ModuleType("pytorch_lightning.callbacks.early_stopping")
-    module.EarlyStoppingReason = FakeReason
-    saved = {k: sys.modules.get(k) for k in ("pytorch_lightning", "pytorch_lightning.callbacks",
-                                              "pytorch_lightning.callbacks.early_stopping")}
-    for name in saved:
-        sys.modules[name] = module
-    try:
-        torch.save({"callbacks": {"EarlyStopping": {"stopping_reason": FakeReason.PATIENCE_EXHAUSTED}}},
-                   tmp_path / "pl.ckpt")
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = value
-    loaded = load_checkpoint(tmp_path / "pl.ckpt")
-    assert loaded["callbacks"]["EarlyStopping"]["stopping_reason"] is EarlyStoppingReason.PATIENCE_EXHAUSTED
-
-
 def test_default_map_location_moves_unavailable_devices_to_cpu():
     storage = torch.zeros(1).untyped_storage()
     if not torch.cuda.is_available():

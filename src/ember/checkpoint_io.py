@@ -30,14 +30,6 @@ import torch
 
 _PATH = Union[str, Path]
 
-# Names that Lightning gives to classes inside its checkpoints, mapped (by name only, nothing is
-# imported) to Ember's equivalents so that Lightning files load under ``weights_only=True``.
-_LIGHTNING_ALIASES = (
-    "lightning.pytorch.callbacks.early_stopping.EarlyStoppingReason",
-    "pytorch_lightning.callbacks.early_stopping.EarlyStoppingReason",
-)
-
-
 class CheckpointLoadError(RuntimeError):
     """A checkpoint file exists but cannot be read: it is truncated, corrupt, or not a checkpoint."""
 
@@ -222,14 +214,6 @@ def _default_map_location(storage: Any, location: str) -> Any:
     return None  # torch's default placement
 
 
-def _safe_aliases() -> list[Any]:
-    from ember.callbacks.early_stopping import EarlyStoppingReason
-
-    aliases: list[Any] = [EarlyStoppingReason]
-    aliases.extend((EarlyStoppingReason, name) for name in _LIGHTNING_ALIASES)
-    return aliases
-
-
 def load_checkpoint(
     path: _PATH | IO[bytes],
     map_location: Any = None,
@@ -272,10 +256,7 @@ def load_checkpoint(
 
 def _torch_load(file: IO[bytes], name: str, map_location: Any, weights_only: bool) -> Any:
     try:
-        if weights_only:
-            with torch.serialization.safe_globals(_safe_aliases()):
-                return torch.load(file, map_location=map_location, weights_only=True)
-        return torch.load(file, map_location=map_location, weights_only=False)
+        return torch.load(file, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as err:
         message = str(err)
         # A file cut short inside its pickle also surfaces as an UnpicklingError; that is damage,

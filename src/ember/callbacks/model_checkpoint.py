@@ -288,8 +288,9 @@ class ModelCheckpoint(Checkpoint):
     def _should_save_on_train_epoch_end(self, trainer: Trainer) -> bool:
         if self._save_on_train_epoch_end is not None:
             return self._save_on_train_epoch_end
-        if not isinstance(trainer.val_check_interval, (int, float)):
-            return False  # a time-based validation interval: save after validation
+        time_based = getattr(trainer, "_val_check_time_interval", None) is not None
+        if time_based or not isinstance(trainer.val_check_interval, (int, float)):
+            return False  # validation runs on a clock: save after it
         if trainer.check_val_every_n_epoch != 1:
             return False
         num_val_batches = trainer.num_val_batches
