@@ -241,8 +241,11 @@ class TQDMProgressBar(ProgressBar):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.val_progress_bar.close()
         self.reset_dataloader_idx_tracker()
-        if self._train_progress_bar is not None and trainer.state.fn == "fit":
-            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+        # a disabled bar (the sanity check's placeholder, refresh_rate=0, other ranks) shows nothing:
+        # skip the metrics read, which copies every logged value to the host
+        bar = self._train_progress_bar
+        if bar is not None and not bar.disable and trainer.state.fn == "fit":
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
 
     # ---- test ----------------------------------------------------------------------------------
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

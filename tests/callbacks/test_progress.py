@@ -1,0 +1,178 @@
+"""Progress bars: what the TQDM bar prints, and that it reads metrics (a host sync) only when it redraws."""
+from __future__ import annotations
+
+import io
+import pickle
+from types import SimpleNamespace
+
+import pytest
+
+import ember as pl
+from ember.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
+from ember.callbacks.progress_bar import get_standard_metrics
+from ember.callbacks.tqdm_progress import Tqdm
+from tests.helpers.callback_models import QUIET, make_recording_logger, make_regressor, train_loader, val_loader
+
+Regressor = make_regressor(pl)
+RecordingLogger = make_recording_logger(pl)
+
+
+def _trainer(bar, **kwargs):
+    args = {**QUIET, "enable_progress_bar": True, "logger": RecordingLogger(), "callbacks": [bar], **kwargs}
+    return pl.Trainer(**args)
+
+
+@pytest.fixture
+def metric_reads(monkeypatch):
+    """Record (global_step, stage) at every read of ``trainer.progress_bar_metrics``."""
+    reads: list[tuple[int, str]] = []
+    cls = pl.Trainer
+    original = cls.progress_bar_metrics
+
+    def counting(self):
+        stage = "sanity" if self.sanity_checking else "train" if self.training else "eval"
+        reads.append((self.global_step, stage))
+        return original.fget(self)
+
+    monkeypatch.setattr(cls, "progress_bar_metrics", property(counting))
+    return reads
+
+
+def test_output_shows_epochs_metrics_and_version(capsys):
+    trainer = _trainer(TQDMProgressBar(), max_epochs=2)
+    trainer.fit(Regressor(), train_loader(), val_loader())
+    err = capsys.readouterr().err
+    for text in ("Sanity Checking DataLoader 0", "Epoch 0:", "Epoch 1:", "Validation DataLoader 0",
+                 "4/4", "v_num=7", "train_loss=", "val_loss="):
+        assert text in err
+    # the postfix lists the version first, then the prog_bar metrics, padded to 3 decimals
+    line = [ln for ln in err.replace("\r", "\n").splitlines() if "Epoch 1: 100%" in ln][-1]
+    postfix = line[line.index("v_num"):]
+    assert postfix.startswith("v_num=7, train_loss=") and ", val_loss=" in postfix
+    value = postfix.split("train_loss=")[1].split(",")[0]
+    assert len(value.split(".")[1]) == 3
+
+
+def test_test_validate_and_predict_bars(capsys):
+    trainer = _trainer(TQDMProgressBar())
+    model = Regressor()
+    trainer.validate(model, val_loader())
+    trainer.test(model, val_loader())
+    trainer.predict(model, val_loader())
+    err = capsys.readouterr().err
+    for text in ("Validation DataLoader 0", "Testing DataLoader 0", "Predicting DataLoader 0", "2/2"):
+        assert text in err
+
+
+def test_metrics_are_read_only_on_refresh_batches(metric_reads):
+    bar = TQDMProgressBar(refresh_rate=4)
+    trainer = _trainer(bar, max_epochs=2, num_sanity_val_steps=0)
+    trainer.fit(Regressor(), train_loader(n=40), val_loader())  # 10 batches per epoch
+    # redraws on batches 4, 8 and the last (10), once after validation and once at epoch end (as Lightning)
+    assert metric_reads == [
+        (4, "train"), (8, "train"), (10, "train"), (10, "eval"), (10, "train"),
+        (14, "train"), (18, "train"), (20, "train"), (20, "eval"), (20, "train"),
+    ]
+
+
+def test_refresh_rate_one_reads_every_batch(metric_reads):
+    trainer = _trainer(TQDMProgressBar(refresh_rate=1), max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(Regressor(), train_loader())
+    assert [step for step, _ in metric_reads] == [1, 2, 3, 4, 4]
+
+
+def test_refresh_rate_zero_disables_output(capsys, metric_reads):
+    # Lightning still reads the metrics after each validation here; a disabled bar reads nothing
+    trainer = _trainer(TQDMProgressBar(refresh_rate=0), max_epochs=1)
+    trainer.fit(Regressor(), train_loader(), val_loader())
+    assert "Epoch" not in capsys.readouterr().err
+    assert metric_reads == []
+
+
+def test_no_bar_means_no_metric_reads(metric_reads):
+    trainer = pl.Trainer(**QUIET, max_epochs=1)
+    trainer.fit(Regressor(), train_loader(), val_loader())
+    assert metric_reads == []
+
+
+def test_leave_keeps_one_line_per_epoch(capsys):
+    trainer = _trainer(TQDMProgressBar(leave=True), max_epochs=2, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(Regressor(), train_loader())
+    lines = capsys.readouterr().err.split("\n")
+    assert any("Epoch 0: 100%" in ln for ln in lines) and any("Epoch 1: 100%" in ln for ln in lines)
+
+
+def test_tqdm_miniters_env_raises_refresh_rate(monkeypatch):
+    monkeypatch.setenv("TQDM_MINITERS", "5")
+    assert TQDMProgressBar(refresh_rate=2).refresh_rate == 5
+    assert TQDMProgressBar(refresh_rate=9).refresh_rate == 9
+
+
+def test_disabled_on_non_zero_ranks():
+    bar = TQDMProgressBar()
+    bar.setup(SimpleNamespace(is_global_zero=False), None, "fit")
+    assert bar.is_disabled
+    bar.enable()
+    assert bar.is_enabled
+
+
+def test_format_num_pads_floats():
+    assert Tqdm.format_num(1.5) == "1.500"
+    assert Tqdm.format_num(10) == "10"
+    assert Tqdm.format_num("abc") == "abc"
+    assert Tqdm.format_num(1e-8) == "1e-8"
+
+
+def test_version_in_standard_metrics():
+    def trainer_with(*versions):
+        return SimpleNamespace(loggers=[SimpleNamespace(version=v) for v in versions])
+
+    assert get_standard_metrics(trainer_with(3)) == {"v_num": 3}
+    assert get_standard_metrics(trainer_with("version_12345")) == {"v_num": "2345"}
+    assert get_standard_metrics(trainer_with(1, 2)) == {"v_num": "1_2"}
+    assert get_standard_metrics(trainer_with(None)) == {}
+    assert get_standard_metrics(SimpleNamespace(loggers=[])) == {}
+
+
+def test_get_metrics_override_and_duplicate_warning():
+    bar = TQDMProgressBar()
+    trainer = SimpleNamespace(loggers=[SimpleNamespace(version=1)], progress_bar_metrics={"v_num": 5, "loss": 0.5})
+    with pytest.warns(UserWarning, match="already tracks a metric with the name\\(s\\) 'v_num'"):
+        assert bar.get_metrics(trainer, None) == {"v_num": 5, "loss": 0.5}
+
+
+def test_base_class_requires_enable_disable():
+    with pytest.raises(NotImplementedError):
+        ProgressBar().disable()
+
+
+def test_bar_can_be_pickled_mid_run():
+    bar = TQDMProgressBar()
+    bar.train_progress_bar = Tqdm(disable=True)
+    restored = pickle.loads(pickle.dumps(bar))
+    assert restored._train_progress_bar is None
+
+
+def test_rich_progress_bar_draws_epochs_and_metrics():
+    out = io.StringIO()
+    bar = RichProgressBar(console_kwargs={"file": out, "force_terminal": True, "width": 200})
+    trainer = _trainer(bar, max_epochs=2)
+    trainer.fit(Regressor(), train_loader(), val_loader())
+    text = out.getvalue()
+    assert "Epoch 1/1" in text and "4/4" in text and "v_num: 7" in text and "train_loss:" in text
+
+
+def test_rich_progress_bar_reads_metrics_only_on_refresh(metric_reads):
+    bar = RichProgressBar(refresh_rate=4, console_kwargs={"file": io.StringIO()})
+    trainer = _trainer(bar, max_epochs=1, num_sanity_val_steps=0)
+    trainer.fit(Regressor(), train_loader(n=40), val_loader())
+    assert metric_reads == [(4, "train"), (8, "train"), (10, "train"), (10, "eval"), (10, "train")]
+
+
+def test_rich_progress_bar_without_rich(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rich" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'ember\[rich\]'"):
+        RichProgressBar()
