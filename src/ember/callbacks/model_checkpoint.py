@@ -524,6 +524,8 @@ class ModelCheckpoint(Checkpoint):
             return os.path.join(save_dir, str(logger.name), version, "checkpoints")
         return os.path.join(trainer.default_root_dir, "checkpoints")
 
+    _resolve_dirpath = _resolve_ckpt_dir  # the name the trainer's ckpt_path="last" lookup uses
+
     def _find_last_checkpoints(self, trainer: Trainer) -> set[str]:
         """The ``last*.ckpt`` files in this callback's folder (for ``ckpt_path="last"``)."""
         folder = self._resolve_ckpt_dir(trainer)
