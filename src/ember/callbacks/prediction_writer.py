@@ -104,7 +104,7 @@ class BasePredictionWriter(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        batch_indices = self._current_batch_indices(trainer)
+        batch_indices = self._current_batch_indices(trainer, dataloader_idx)
         if self._on_batch:
             self.write_on_batch_end(trainer, pl_module, outputs, batch_indices, batch, batch_idx, dataloader_idx)
         if self._on_epoch:
@@ -116,7 +116,7 @@ class BasePredictionWriter(Callback):
         if not self._on_epoch:
             return
         num = max(len(getattr(trainer, "num_predict_batches", None) or [None]), len(self._predictions))
-        predictions = [self._predictions.get(i, []) for i in range(num)]
+        predictions: Any = [self._predictions.get(i, []) for i in range(num)]
         indices = [self._batch_indices.get(i, []) for i in range(num)]
         if num == 1:
             # as in Lightning: predictions flat for one dataloader, batch indices always one list per dataloader
@@ -125,6 +125,9 @@ class BasePredictionWriter(Callback):
         self._predictions, self._batch_indices = {}, {}
 
     @staticmethod
-    def _current_batch_indices(trainer: Trainer) -> Sequence[int] | None:
-        loop = getattr(trainer, "predict_loop", None)
-        return getattr(loop, "current_batch_indices", None)
+    def _current_batch_indices(trainer: Trainer, dataloader_idx: int) -> Sequence[int] | None:
+        """The dataset indices of the batch just predicted (None when the loader has no batch sampler)."""
+        per_loader = getattr(trainer, "predict_batch_indices", None)
+        if per_loader and dataloader_idx < len(per_loader) and per_loader[dataloader_idx]:
+            return per_loader[dataloader_idx][-1]
+        return None
