@@ -630,3 +630,22 @@ def test_fit_missing_monitor_raises_after_validation(tmp_path):
     trainer = ember.Trainer(max_epochs=1, callbacks=[callback], **QUIET)
     with pytest.raises(MisconfigurationException, match="could not find the monitored key.*'val_loss'"):
         trainer.fit(SequenceModel(val_losses=[1.0]))
+
+
+def test_find_last_checkpoints(tmp_path):
+    for name in ("last.ckpt", "last-v1.ckpt", "epoch=0.ckpt", "last.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    callback = ModelCheckpoint(dirpath=tmp_path)
+    found = {os.path.basename(p) for p in callback._find_last_checkpoints(FakeTrainer(tmp_path))}
+    assert found == {"last.ckpt", "last-v1.ckpt"}
+    assert ModelCheckpoint(dirpath=tmp_path / "missing")._find_last_checkpoints(FakeTrainer(tmp_path)) == set()
+
+
+def test_exception_save_never_overwrites_a_topk_file(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", filename="best", save_on_exception=True)
+    _epoch(trainer, callback, 0, val_loss=1.0)
+    trainer.advance(steps=2)
+    callback.on_exception(trainer, None, RuntimeError("boom"))
+    assert _names(tmp_path) == ["best-v1.ckpt", "best.ckpt"]
+    assert load_checkpoint(tmp_path / "best.ckpt")["global_step"] == 4
+    assert load_checkpoint(tmp_path / "best-v1.ckpt")["global_step"] == 6
