@@ -1,0 +1,93 @@
+"""StochasticWeightAveraging: the averaged weights, the SWA learning rate, BatchNorm statistics, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ember as pl
+from ember.callbacks import Callback, StochasticWeightAveraging
+from ember.utilities.exceptions import MisconfigurationException
+from tests.helpers.callback_models import QUIET, make_regressor, train_loader
+
+Regressor = make_regressor(pl)
+
+
+class Snapshots(Callback):
+    """Parameters and learning rate at the start of every epoch (runs after the SWA callback)."""
+
+    def __init__(self):
+        self.params, self.lrs = [], []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.params.append([p.detach().clone() for p in pl_module.parameters()])
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def _fit(swa, model, max_epochs=4):
+    snaps = Snapshots()
+    trainer = pl.Trainer(**QUIET, max_epochs=max_epochs, limit_val_batches=0, callbacks=[swa, snaps])
+    torch.manual_seed(0)
+    trainer.fit(model, train_loader(n=16, batch_size=4))
+    return trainer, snaps
+
+
+def test_final_weights_are_the_average_of_epoch_starts():
+    swa = StochasticWeightAveraging(swa_lrs=0.01, swa_epoch_start=2, annealing_epochs=1)
+    model = Regressor()
+    trainer, snaps = _fit(swa, model)
+    # swa_epoch_start=2 (1-based) averages the weights at the start of epochs 1, 2 and 3
+    expected = [torch.stack(ps).mean(0) for ps in zip(*snaps.params[1:4])]
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.detach(), e)
+    assert int(swa.n_averaged) == 3
+    # epoch 0 trains at the optimizer's lr; from the SWA epoch on, SWALR anneals to swa_lrs in one epoch
+    assert snaps.lrs[0] == pytest.approx(0.05)
+    assert snaps.lrs[1:] == pytest.approx([0.01, 0.01, 0.01])
+
+
+def test_float_start_and_state_dict():
+    swa = StochasticWeightAveraging(swa_lrs=[0.02], swa_epoch_start=0.5)
+    _fit(swa, Regressor())
+    assert swa.swa_start == 1
+    state = swa.state_dict()
+    assert state["n_averaged"] == 3 and state["latest_update_epoch"] == 3
+    assert set(state) == {"n_averaged", "latest_update_epoch", "scheduler_state", "average_model_state"}
+
+
+def test_batch_norm_statistics_are_recomputed_for_the_average():
+    swa = StochasticWeightAveraging(swa_lrs=0.01, swa_epoch_start=2)
+    model = Regressor(batch_norm=True)
+    _fit(swa, model)
+    bn = model.net[1]
+    with torch.no_grad():
+        means = [model.net[0](x).mean(0) for x, _ in train_loader(n=16, batch_size=4)]
+    # momentum None: the running mean is the plain average of the batch means under the averaged weights
+    torch.testing.assert_close(bn.running_mean, torch.stack(means).mean(0))
+    assert bn.momentum == 0.1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"swa_lrs": 0.1, "swa_epoch_start": 0}, "swa_epoch_start should be a >0 integer or a float between 0 and 1"),
+        ({"swa_lrs": 0.1, "swa_epoch_start": 1.5}, "swa_epoch_start should be a >0 integer"),
+        ({"swa_lrs": -1.0}, "The `swa_lrs` should a positive float, or a list of positive floats"),
+        ({"swa_lrs": [0.1, 1]}, "The `swa_lrs` should a positive float"),
+        ({"swa_lrs": 0.1, "avg_fn": 3}, "The `avg_fn` should be callable."),
+        ({"swa_lrs": 0.1, "device": 3}, "device is expected to be a torch.device or a str"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(MisconfigurationException, match=message):
+        StochasticWeightAveraging(**kwargs)
+
+
+def test_more_than_one_scheduler_is_refused():
+    def two_schedulers(m):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        return [opt], [torch.optim.lr_scheduler.StepLR(opt, 1), torch.optim.lr_scheduler.StepLR(opt, 2)]
+
+    with pytest.raises(MisconfigurationException, match="SWA currently not supported for more than 1 `lr_scheduler`"):
+        _fit(StochasticWeightAveraging(swa_lrs=0.1), Regressor(optimizers=two_schedulers))
