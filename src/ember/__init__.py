@@ -1,0 +1,18 @@
+"""Ember: PyTorch Lightning's API without the overhead.
+
+Example::
+
+    import ember as pl
+
+    trainer = pl.Trainer(max_epochs=3)
+    trainer.fit(model, train_loader)
+"""
+__version__ = "0.1.0"
+
+from ember.callbacks.callback import Callback
+from ember.datamodule import LightningDataModule
+from ember.module import LightningModule
+from ember.trainer.trainer import Trainer
+from ember.utilities.seed import seed_everything
+
+__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "seed_everything", "__version__"]

@@ -1,0 +1,121 @@
+"""``LightningDataModule``: the data of an experiment, its preparation and its dataloaders."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from ember.hparams import HyperparametersMixin
+
+
+class LightningDataModule(HyperparametersMixin):
+    """Groups ``prepare_data``, ``setup`` and the ``*_dataloader`` methods of one dataset.
+
+    Example::
+
+        class Digits(LightningDataModule):
+            def setup(self, stage):
+                self.train_set, self.val_set = ...
+
+            def train_dataloader(self):
+                return DataLoader(self.train_set, batch_size=64, shuffle=True)
+
+        trainer.fit(model, datamodule=Digits())
+    """
+
+    name: str | None = None
+    CHECKPOINT_HYPER_PARAMS_KEY = "datamodule_hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "datamodule_hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "datamodule_hparams_type"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trainer: Any = None
+        self.prepare_data_per_node = True
+
+    def prepare_data(self) -> None:
+        """Download and save data once (per node); don't set state here."""
+
+    def setup(self, stage: str) -> None:
+        """Build datasets; called on every process with "fit", "validate", "test" or "predict"."""
+
+    def teardown(self, stage: str) -> None:
+        """Clean up after fit, validate, test or predict."""
+
+    def train_dataloader(self) -> Any:
+        raise NotImplementedError("`train_dataloader` must be implemented to be used with the Trainer")
+
+    def val_dataloader(self) -> Any:
+        raise NotImplementedError("`val_dataloader` must be implemented to be used with the Trainer")
+
+    def test_dataloader(self) -> Any:
+        raise NotImplementedError("`test_dataloader` must be implemented to be used with the Trainer")
+
+    def predict_dataloader(self) -> Any:
+        raise NotImplementedError("`predict_dataloader` must be implemented to be used with the Trainer")
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Called when a run is interrupted by an exception."""
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to save in checkpoints (empty by default)."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    @classmethod
+    def from_datasets(
+        cls,
+        train_dataset: Dataset | Iterable[Dataset] | None = None,
+        val_dataset: Dataset | Iterable[Dataset] | None = None,
+        test_dataset: Dataset | Iterable[Dataset] | None = None,
+        predict_dataset: Dataset | Iterable[Dataset] | None = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        **datamodule_kwargs: Any,
+    ) -> LightningDataModule:
+        """A datamodule serving the given datasets (training ones shuffled).
+
+        Example::
+
+            dm = LightningDataModule.from_datasets(train_set, val_set, batch_size=32)
+        """
+
+        def loader(ds: Dataset, shuffle: bool) -> DataLoader:
+            shuffle &= not isinstance(ds, IterableDataset)
+            return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, persistent_workers=False)
+
+        def loaders(ds: Any, shuffle: bool) -> Any:
+            if isinstance(ds, Mapping):
+                return {key: loader(d, shuffle) for key, d in ds.items()}
+            if isinstance(ds, (list, tuple)):
+                return [loader(d, shuffle) for d in ds]
+            return loader(ds, shuffle)
+
+        datamodule = cls(**datamodule_kwargs)
+        if train_dataset is not None:
+            datamodule.train_dataloader = lambda: loaders(train_dataset, True)  # type: ignore[method-assign]
+        if val_dataset is not None:
+            datamodule.val_dataloader = lambda: loaders(val_dataset, False)  # type: ignore[method-assign]
+        if test_dataset is not None:
+            datamodule.test_dataloader = lambda: loaders(test_dataset, False)  # type: ignore[method-assign]
+        if predict_dataset is not None:
+            datamodule.predict_dataloader = lambda: loaders(predict_dataset, False)  # type: ignore[method-assign]
+        return datamodule
+
+    @classmethod
+    def load_from_checkpoint(
+        cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+        weights_only: bool | None = None, **kwargs: Any,
+    ) -> LightningDataModule:
+        """Rebuild the datamodule from the hyperparameters saved in a checkpoint."""
+        from ember.saving import load_from_checkpoint
+
+        return load_from_checkpoint(cls, checkpoint_path, map_location, hparams_file, None, weights_only, **kwargs)

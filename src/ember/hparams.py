@@ -1,0 +1,180 @@
+"""``save_hyperparameters``: record a module's constructor arguments so it can be rebuilt.
+
+Shared by ``LightningModule`` and ``LightningDataModule``.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import types
+from argparse import Namespace
+from dataclasses import fields, is_dataclass
+from typing import Any, MutableMapping, Sequence
+
+from ember.utilities.parsing import AttributeDict
+from ember.utilities.rank_zero import rank_zero_warn
+
+_PRIMITIVES = (bool, int, float, str)
+
+
+class HyperparametersMixin:
+    """Gives a class ``save_hyperparameters``, ``hparams`` and ``hparams_initial``."""
+
+    __jit_unused_properties__: list[str] = ["hparams", "hparams_initial"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._log_hyperparams = False
+
+    def save_hyperparameters(
+        self,
+        *args: Any,
+        ignore: Sequence[str] | str | None = None,
+        frame: types.FrameType | None = None,
+        logger: bool = True,
+    ) -> None:
+        """Save the ``__init__`` arguments into ``self.hparams`` (and into checkpoints).
+
+        With no arguments, every ``__init__`` argument of the class and its parents is saved; with
+        names, only those; with one dict, Namespace or dataclass, that object. ``ignore`` drops names.
+        ``logger=False`` keeps them from being sent to the loggers.
+
+        Example::
+
+            class Model(LightningModule):
+                def __init__(self, lr=0.1, hidden=32):
+                    super().__init__()
+                    self.save_hyperparameters()   # self.hparams.lr == 0.1
+        """
+        self._log_hyperparams = logger
+        if frame is None:
+            current = inspect.currentframe()
+            frame = current.f_back if current is not None else None
+        _save_hyperparameters(self, *args, ignore=ignore, frame=frame)
+
+    def _set_hparams(self, hp: Any) -> None:
+        if isinstance(hp, Namespace):
+            hp = vars(hp)
+        if isinstance(hp, dict):
+            hp = AttributeDict(hp)
+        elif isinstance(hp, _PRIMITIVES):
+            raise ValueError(f"Primitives {_PRIMITIVES} are not allowed as hyperparameters: pass a dict or names.")
+        elif is_dataclass(hp) and not isinstance(hp, type):
+            hp = AttributeDict({f.name: getattr(hp, f.name) for f in fields(hp)})
+        elif not isinstance(hp, MutableMapping):
+            raise ValueError(f"Unsupported hyperparameters type {type(hp).__name__}: pass a dict, Namespace or dataclass.")
+        self._hparams = hp
+
+    @property
+    def hparams(self) -> AttributeDict | MutableMapping:
+        """The saved hyperparameters (mutable)."""
+        if not hasattr(self, "_hparams"):
+            self._hparams = AttributeDict()
+        return self._hparams
+
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        """A frozen copy of the hyperparameters as they were saved (what the loggers receive)."""
+        if not hasattr(self, "_hparams_initial"):
+            return AttributeDict()
+        return copy.deepcopy(self._hparams_initial)
+
+
+def _init_args_of(frame: types.FrameType) -> tuple[Any, dict[str, Any]]:
+    local_vars = frame.f_locals
+    cls = local_vars.get("__class__")
+    if cls is None:
+        return None, {}
+    parameters = inspect.signature(cls.__init__).parameters
+    names = list(parameters)
+    self_name = names[0] if names else None
+    var_positional = next((n for n, p in parameters.items() if p.kind is p.VAR_POSITIONAL), None)
+    var_keyword = next((n for n, p in parameters.items() if p.kind is p.VAR_KEYWORD), None)
+    args = {name: local_vars[name] for name in parameters if name in local_vars}
+    if var_keyword and isinstance(args.get(var_keyword), dict):
+        args.update(args[var_keyword])
+    excluded = {self_name, var_positional, var_keyword, "__class__", "frame", "frame_args"}
+    return local_vars.get(self_name), {k: v for k, v in args.items() if k not in excluded}
+
+
+def _collect_init_args(frame: types.FrameType | None) -> list[dict[str, Any]]:
+    # Walk up from the caller through every __init__ of a HyperparametersMixin subclass
+    # (a parent's __init__ is called from the child's, so the child's frame is further up).
+    collected: list[dict[str, Any]] = []
+    inside = False
+    while frame is not None and isinstance(frame.f_back, types.FrameType):
+        cls = frame.f_locals.get("__class__")
+        if isinstance(cls, type) and issubclass(cls, HyperparametersMixin):
+            collected.append(_init_args_of(frame)[1])
+            inside = True
+        elif inside:
+            break
+        frame = frame.f_back
+    return collected
+
+
+def _save_hyperparameters(obj: HyperparametersMixin, *args: Any, ignore: Any, frame: types.FrameType | None) -> None:
+    if is_dataclass(obj):
+        init_args = {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}
+    else:
+        init_args = {}
+        for local_args in _collect_init_args(frame):
+            # the innermost frame (the base class) comes first: the subclass's values win
+            init_args.update(local_args)
+    if ignore is None:
+        ignore_set: set[str] = set()
+    elif isinstance(ignore, str):
+        ignore_set = {ignore}
+    else:
+        ignore_set = {name for name in ignore if isinstance(name, str)}
+    init_args = {k: v for k, v in init_args.items() if k not in ignore_set}
+
+    if not args:
+        hp: Any = init_args
+        obj._hparams_name = "kwargs" if hp else None
+    else:
+        non_str = [arg for arg in args if not isinstance(arg, str)]
+        if len(non_str) == 1:
+            hp = non_str[0]
+            names = [k for k, v in init_args.items() if v is hp or _safe_eq(v, hp)]
+            obj._hparams_name = names[0] if names else None
+        else:
+            missing = [arg for arg in args if isinstance(arg, str) and arg not in init_args]
+            if missing:
+                raise ValueError(
+                    f"save_hyperparameters({', '.join(map(repr, missing))}): no such `__init__` argument."
+                    f" The arguments are: {sorted(init_args)}."
+                )
+            hp = {arg: init_args[arg] for arg in args if isinstance(arg, str)}
+            obj._hparams_name = "kwargs"
+    obj._set_hparams(hp)
+
+    import torch.nn as nn
+
+    for key, value in obj._hparams.items():
+        if isinstance(value, nn.Module):
+            rank_zero_warn(
+                f"Attribute {key!r} is an instance of `nn.Module` and is already saved during checkpointing."
+                f" It is recommended to ignore them using `self.save_hyperparameters(ignore=[{key!r}])`."
+            )
+    _warn_unsafe_values(obj._hparams)
+    obj._hparams_initial = copy.deepcopy(obj._hparams)
+
+
+def _warn_unsafe_values(hparams: Any) -> None:
+    from ember.checkpoint_io import unsafe_hparam_values
+
+    unsafe = unsafe_hparam_values(dict(hparams))
+    if unsafe:
+        rank_zero_warn(
+            "These hyperparameters are not plain data and will not load from a checkpoint with the safe default"
+            f" `weights_only=True`: {', '.join(unsafe)}. Save plain values (numbers, strings, lists, dicts) instead,"
+            " ignore them with `save_hyperparameters(ignore=[...])`, or load trusted files with `weights_only=False`."
+        )
+
+
+def _safe_eq(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return False

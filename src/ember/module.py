@@ -1,0 +1,741 @@
+"""``LightningModule``: the user's model, its steps, its optimizers and its hooks.
+
+The trainer attaches itself as ``module.trainer`` while it runs; that attribute is the only way this
+file reaches the trainer.
+"""
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Generator, Iterator, Union
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from ember.hooks import LOG_RULES
+from ember.hparams import HyperparametersMixin
+from ember.trainer.logging import normalize_reduce_fx
+from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import rank_zero_warn
+
+if TYPE_CHECKING:
+    from ember.trainer.trainer import Trainer
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+class LightningModule(HyperparametersMixin, nn.Module):
+    """A ``torch.nn.Module`` that also says how to train, validate, test and predict with itself.
+
+    Example::
+
+        class Classifier(LightningModule):
+            def __init__(self, lr=1e-3):
+                super().__init__()
+                self.save_hyperparameters()
+                self.net = nn.Linear(32, 10)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                loss = nn.functional.cross_entropy(self.net(x), y)
+                self.log("train_loss", loss)
+                return loss
+
+            def configure_optimizers(self):
+                return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+    """
+
+    __jit_unused_properties__: list[str] = [
+        "trainer", "device", "dtype", "current_epoch", "global_step", "global_rank", "local_rank",
+        "logger", "loggers", "automatic_optimization", "hparams", "hparams_initial", "example_input_array",
+    ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._trainer: Trainer | None = None
+        self._current_fx_name: str | None = None
+        self._automatic_optimization = True
+        self._strict_loading: bool | None = None
+        self._example_input_array: Any = None
+        self._device = torch.device("cpu")
+        self._dtype: torch.dtype = torch.get_default_dtype()
+        self.prepare_data_per_node = True
+        self.allow_zero_length_dataloader_with_multiple_devices = False
+
+    # ---- properties ----------------------------------------------------------------------
+    @property
+    def trainer(self) -> Trainer:
+        if self._trainer is None:
+            raise RuntimeError(f"{self.__class__.__qualname__} is not attached to a `Trainer`.")
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer: Trainer | None) -> None:
+        for child in self.modules():
+            if isinstance(child, LightningModule):
+                child._trainer = trainer
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def current_epoch(self) -> int:
+        return self._trainer.current_epoch if self._trainer is not None else 0
+
+    @property
+    def global_step(self) -> int:
+        return self._trainer.global_step if self._trainer is not None else 0
+
+    @property
+    def global_rank(self) -> int:
+        return self._trainer.global_rank if self._trainer is not None else 0
+
+    @property
+    def local_rank(self) -> int:
+        return self._trainer.local_rank if self._trainer is not None else 0
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def automatic_optimization(self) -> bool:
+        """False to call ``optimizer.step()`` and ``self.manual_backward`` yourself."""
+        return self._automatic_optimization
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        self._automatic_optimization = value
+
+    @property
+    def strict_loading(self) -> bool:
+        """Whether ``load_state_dict`` from a checkpoint must match every key (default True)."""
+        return True if self._strict_loading is None else self._strict_loading
+
+    @strict_loading.setter
+    def strict_loading(self, value: bool) -> None:
+        self._strict_loading = value
+
+    @property
+    def example_input_array(self) -> Any:
+        """An input for the summary's sizes and for graph logging."""
+        return self._example_input_array
+
+    @example_input_array.setter
+    def example_input_array(self, example: Any) -> None:
+        self._example_input_array = example
+
+    @property
+    def logger(self) -> Any:
+        return self._trainer.logger if self._trainer is not None else None
+
+    @property
+    def loggers(self) -> list[Any]:
+        return self._trainer.loggers if self._trainer is not None else []
+
+    # ---- device moves keep `device`/`dtype` current -----------------------------------------
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> LightningModule:
+        result = super()._apply(fn, *args, **kwargs)
+        for tensor in self.parameters(recurse=True):
+            self._device = tensor.device
+            if tensor.is_floating_point():
+                self._dtype = tensor.dtype
+            break
+        else:
+            for tensor in self.buffers():
+                self._device = tensor.device
+                break
+        for child in self.modules():
+            if isinstance(child, LightningModule) and child is not self:
+                child._device, child._dtype = self._device, self._dtype
+        return result
+
+    # ---- the steps -----------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Same as ``torch.nn.Module.forward``."""
+        return super().forward(*args, **kwargs)
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        """One training step: return the loss (a tensor, or a dict with ``"loss"``), or None to skip."""
+        raise MisconfigurationException(
+            "`training_step` must be implemented to be used with the Trainer: define"
+            " `def training_step(self, batch, batch_idx)` returning the loss."
+        )
+
+    def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        """One validation step; log metrics with ``self.log``."""
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        """One test step; log metrics with ``self.log``."""
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        """One prediction step; by default ``self(batch)``."""
+        batch = kwargs.get("batch", args[0] if args else None)
+        return self(batch)
+
+    def configure_optimizers(self) -> Any:
+        """Return the optimizer(s) and optionally LR scheduler(s); see the docs for the formats."""
+        rank_zero_warn("`configure_optimizers` must be implemented to be used with the Trainer")
+        return None
+
+    def configure_callbacks(self) -> Any:
+        """Callbacks the model needs; they replace trainer callbacks of the same type."""
+        return []
+
+    def configure_model(self) -> None:
+        """Create layers here to build them directly on the device (or sharded)."""
+
+    def configure_sharded_model(self) -> None:
+        """Deprecated name of :meth:`configure_model`."""
+
+    # ---- logging -------------------------------------------------------------------------
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: Any = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any | None = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        metric_attribute: str | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
+        """Record a value for loggers, callbacks and the progress bar.
+
+        ``on_step``/``on_epoch`` default by hook (step in ``training_step``, epoch in
+        ``validation_step``); epoch values are batch-size-weighted means unless ``reduce_fx`` says
+        otherwise. Values stay on the device until something reads them.
+
+        Example::
+
+            self.log("val_loss", loss, prog_bar=True)
+        """
+        trainer = self._trainer
+        results = trainer._results if trainer is not None else None
+        if results is not None and type(value) is Tensor:
+            metric = results.metrics.get((self._current_fx_name, name, results.dataloader_idx))
+            if (
+                metric is not None
+                and metric.args == (prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
+                                    sync_dist_group, add_dataloader_idx, metric_attribute, rank_zero_only)
+                and value.dtype in _FLOATS
+                and value.ndim == 0
+            ):
+                # the hot path: this key was validated when it was first logged
+                if not enable_graph:
+                    value = value.detach() if value.requires_grad else value.clone()
+                size = 1
+                if metric.on_epoch and metric.reduce == "mean":
+                    size = batch_size if batch_size is not None else results.current_batch_size()
+                metric.update(value, size, results.sync)
+                return
+        self._log_checked(
+            name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
+            sync_dist_group, add_dataloader_idx, batch_size, metric_attribute, rank_zero_only,
+        )
+
+    def _log_checked(
+        self, name: str, value: Any, prog_bar: bool, logger: bool | None, on_step: bool | None,
+        on_epoch: bool | None, reduce_fx: Any, enable_graph: bool, sync_dist: bool, sync_dist_group: Any,
+        add_dataloader_idx: bool, batch_size: int | None, metric_attribute: str | None, rank_zero_only: bool,
+    ) -> None:
+        args = (prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, sync_dist_group,
+                add_dataloader_idx, metric_attribute, rank_zero_only)
+        metric_type = _torchmetrics_metric_type()
+        is_metric = metric_type is not None and isinstance(value, metric_type)
+        if not is_metric:
+            value = self._check_log_value(name, value)
+        trainer = self._trainer
+        if trainer is None:
+            rank_zero_warn(
+                "You are trying to `self.log()` but the `self.trainer` reference is not registered on the model yet."
+                " This is most likely because the model hasn't been passed to the `Trainer`"
+            )
+            return
+        if trainer.barebones:
+            rank_zero_warn(
+                "You are trying to `self.log()` but `Trainer(barebones=True)` is configured."
+                " Logging can impact raw speed so it is disabled under this setting."
+            )
+            return
+        results = trainer._results
+        if results is None:
+            raise MisconfigurationException(
+                "You are trying to `self.log()` but the loop's result collection is not registered yet. This is most"
+                " likely because you are trying to log in a `predict` hook, but it doesn't support logging."
+            )
+        fx = self._current_fx_name
+        if fx is None:
+            raise MisconfigurationException(
+                "You are trying to `self.log()` but it is not managed by the `Trainer` control flow:"
+                " call it from a LightningModule or Callback hook."
+            )
+        on_step, on_epoch = _resolve_log_levels(fx, name, on_step, on_epoch)
+        if "/dataloader_idx_" in name:
+            raise MisconfigurationException(
+                f"You called `self.log` with the key `{name}` but it should not contain information about"
+                " `dataloader_idx`: Ember adds the suffix itself."
+            )
+        reduce = normalize_reduce_fx(reduce_fx)
+        if is_metric and metric_attribute is None:
+            metric_attribute = next((n for n, m in self.named_modules() if m is value), None)
+            if metric_attribute is None:
+                raise MisconfigurationException(
+                    "Could not find the `LightningModule` attribute for the `torchmetrics.Metric` logged."
+                    f" You can fix this by calling `self.log({name}, ..., metric_attribute=name)` where `name` is one"
+                    " of the metric attributes."
+                )
+        if logger and not trainer.loggers:
+            rank_zero_warn(
+                f"You called `self.log({name!r}, ..., logger=True)` but have no logger configured. You can enable one"
+                " by doing `Trainer(logger=ALogger(...))`. Remove `logger=True` to remove this warning."
+            )
+        resolved = (prog_bar, True if logger is None else logger, on_step, on_epoch, reduce, enable_graph,
+                    sync_dist, sync_dist_group, add_dataloader_idx, metric_attribute, rank_zero_only)
+        known = results.get(fx, name, add_dataloader_idx) is not None
+        metric = results.register(fx, name, args, resolved, is_tensor=not is_metric)  # raises on different arguments
+        if not known:
+            results.restore_pending(metric)
+        if not is_metric:
+            if not enable_graph:
+                value = value.detach() if value.requires_grad else value.clone()
+            if value.dtype not in _FLOATS:
+                value = value.to(_default_float())
+        size = 1
+        if not is_metric and on_epoch and reduce == "mean":
+            size = batch_size if batch_size is not None else results.current_batch_size()
+        metric.update(value, size, results.sync)
+
+    def _check_log_value(self, name: str, value: Any) -> Tensor:
+        if isinstance(value, Mapping):
+            if any(isinstance(v, Mapping) for v in value.values()):
+                raise ValueError(f"`self.log({name}, {value})` was called, but nested dictionaries cannot be logged")
+            raise ValueError(
+                f"`self.log({name}, {value})` was called with a dict: log each value under its own name,"
+                " or use `self.log_dict(...)`."
+            )
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"`self.log({name}, {value})` was called, but the tensor must have a single element."
+                    f" You can try doing `self.log({name}, {value}.mean())`"
+                )
+            if not value.is_floating_point():
+                rank_zero_warn(
+                    f"You called `self.log({name!r}, ...)` with a value of type {value.dtype}: it is cast to"
+                    f" {_default_float()} to be accumulated."
+                )
+            return value.squeeze()
+        if isinstance(value, numbers.Number) and not isinstance(value, complex):
+            return torch.tensor(value, device=self.device, dtype=_default_float())
+        raise ValueError(
+            f"`self.log({name}, {value})` was called, but `{type(value).__name__}` values cannot be logged:"
+            " log a number, a one-element tensor or a torchmetrics `Metric`."
+        )
+
+    def log_dict(
+        self,
+        dictionary: Mapping[str, Any] | Any,
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: Any = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any | None = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
+        """``self.log`` for every item of a dict (or a torchmetrics ``MetricCollection``).
+
+        Example::
+
+            self.log_dict({"acc": acc, "recall": recall})
+        """
+        collection_type = _torchmetrics_collection_type()
+        if collection_type is not None and isinstance(dictionary, collection_type):
+            items = [(key, metric) for key, metric in dictionary.items(keep_base=False)]
+            attributes = {id(m): n for n, m in self.named_modules()}
+            for key, metric in items:
+                self.log(key, metric, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
+                         sync_dist_group, add_dataloader_idx, batch_size, attributes.get(id(metric)), rank_zero_only)
+            return
+        for key, value in dictionary.items():
+            self.log(key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
+                     sync_dist_group, add_dataloader_idx, batch_size, None, rank_zero_only)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` on the process with global rank 0 only."""
+        if self._trainer is None or self._trainer.is_global_zero:
+            print(*args, **kwargs)
+
+    # ---- default hooks (the trainer calls a no-op hook only when it is overridden) -----------
+    def setup(self, stage: str) -> None:
+        """Called at the beginning of fit, validate, test and predict, on every process."""
+
+    def teardown(self, stage: str) -> None:
+        """Called at the end of fit, validate, test and predict."""
+
+    def prepare_data(self) -> None:
+        """Download or prepare data, once per node (or once in all with ``prepare_data_per_node=False``)."""
+
+    def on_fit_start(self) -> None:
+        """Called at the very beginning of fit."""
+
+    def on_fit_end(self) -> None:
+        """Called at the very end of fit."""
+
+    def on_train_start(self) -> None:
+        """Called at the beginning of training after the sanity check."""
+
+    def on_train_end(self) -> None:
+        """Called at the end of training before the logger experiment is closed."""
+
+    def on_validation_start(self) -> None:
+        """Called at the beginning of validation."""
+
+    def on_validation_end(self) -> None:
+        """Called at the end of validation."""
+
+    def on_test_start(self) -> None:
+        """Called at the beginning of testing."""
+
+    def on_test_end(self) -> None:
+        """Called at the end of testing."""
+
+    def on_predict_start(self) -> None:
+        """Called at the beginning of predicting."""
+
+    def on_predict_end(self) -> None:
+        """Called at the end of predicting."""
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        """Called before the training batch; returning -1 skips the rest of the epoch."""
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Called after the training batch."""
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called before the validation batch."""
+
+    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called after the validation batch."""
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called before the test batch."""
+
+    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called after the test batch."""
+
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called before the predict batch."""
+
+    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called after the predict batch."""
+
+    def on_validation_model_zero_grad(self) -> None:
+        """Called before validation inside fit: zeroes gradients (as ``set_to_none``)."""
+        self.zero_grad(set_to_none=True)
+
+    def on_validation_model_eval(self) -> None:
+        """Puts the model in eval mode before validation."""
+        self.trainer.model.eval()
+
+    def on_validation_model_train(self) -> None:
+        """Puts the model back in train mode after validation (when overridden; else modes are restored)."""
+        self.trainer.model.train()
+
+    def on_test_model_eval(self) -> None:
+        """Puts the model in eval mode before testing."""
+        self.trainer.model.eval()
+
+    def on_test_model_train(self) -> None:
+        """Puts the model back in train mode after testing."""
+        self.trainer.model.train()
+
+    def on_predict_model_eval(self) -> None:
+        """Puts the model in eval mode before predicting."""
+        self.trainer.model.eval()
+
+    def on_train_epoch_start(self) -> None:
+        """Called at the start of a training epoch."""
+
+    def on_train_epoch_end(self) -> None:
+        """Called at the end of a training epoch, after its validation."""
+
+    def on_validation_epoch_start(self) -> None:
+        """Called at the start of a validation epoch."""
+
+    def on_validation_epoch_end(self) -> None:
+        """Called at the end of a validation epoch."""
+
+    def on_test_epoch_start(self) -> None:
+        """Called at the start of a test epoch."""
+
+    def on_test_epoch_end(self) -> None:
+        """Called at the end of a test epoch."""
+
+    def on_predict_epoch_start(self) -> None:
+        """Called at the start of predicting."""
+
+    def on_predict_epoch_end(self) -> None:
+        """Called at the end of predicting."""
+
+    def on_before_zero_grad(self, optimizer: Optimizer) -> None:
+        """Called before ``optimizer.zero_grad()``."""
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        """Called before ``loss.backward()``."""
+
+    def on_after_backward(self) -> None:
+        """Called after ``loss.backward()`` and before the optimizer steps."""
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Called before ``optimizer.step()`` (after AMP unscaling)."""
+
+    def on_sanity_check_start(self) -> None:
+        """Not a module hook in Lightning; kept for symmetry (never called)."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add to the checkpoint dict before it is written."""
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Read from the checkpoint dict before the state is restored."""
+
+    # ---- data hooks ----------------------------------------------------------------------
+    def train_dataloader(self) -> Any:
+        """The training dataloader (or any iterable of batches)."""
+        raise MisconfigurationException("`train_dataloader` must be implemented to be used with the Trainer")
+
+    def val_dataloader(self) -> Any:
+        """The validation dataloader(s)."""
+        raise MisconfigurationException("`val_dataloader` must be implemented to be used with the Trainer")
+
+    def test_dataloader(self) -> Any:
+        """The test dataloader(s)."""
+        raise MisconfigurationException("`test_dataloader` must be implemented to be used with the Trainer")
+
+    def predict_dataloader(self) -> Any:
+        """The prediction dataloader(s)."""
+        raise MisconfigurationException("`predict_dataloader` must be implemented to be used with the Trainer")
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Alter the batch before it moves to the device."""
+        return batch
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move the batch to ``device`` (tensors in lists, tuples, dicts, dataclasses; objects with ``.to``)."""
+        from ember.trainer.data import move_to_device
+
+        return move_to_device(batch, device)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Alter the batch after it moved to the device."""
+        return batch
+
+    # ---- optimization --------------------------------------------------------------------
+    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
+        """The optimizer (or list of optimizers) from ``configure_optimizers``, for manual optimization."""
+        trainer = self.trainer
+        opts = trainer._lightning_optimizers if use_pl_optimizer else trainer.optimizers
+        if isinstance(opts, list) and len(opts) == 1:
+            return opts[0]
+        return opts
+
+    def lr_schedulers(self) -> Any:
+        """The LR scheduler (or list of them), or None, for manual optimization."""
+        configs = self.trainer.lr_scheduler_configs
+        if not configs:
+            return None
+        schedulers = [config.scheduler for config in configs]
+        return schedulers[0] if len(schedulers) == 1 else schedulers
+
+    def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """``loss.backward()`` with precision scaling and the backward hooks, for manual optimization."""
+        if self.automatic_optimization:
+            raise MisconfigurationException(
+                "`manual_backward` is only for manual optimization: set `self.automatic_optimization = False`"
+                " in `__init__`, or return the loss from `training_step` and let the trainer call backward."
+            )
+        self.trainer._manual_backward(loss, *args, **kwargs)
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Run backward on ``loss``; override for custom backward."""
+        loss.backward(*args, **kwargs)
+
+    def toggle_optimizer(self, optimizer: Optimizer | Any) -> None:
+        """Only the parameters of ``optimizer`` keep ``requires_grad``; the others are frozen."""
+        optimizer = getattr(optimizer, "_optimizer", optimizer)
+        own = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        saved: dict[int, tuple[nn.Parameter, bool]] = {}
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                for param in group["params"]:
+                    if id(param) in own or id(param) in saved:
+                        continue
+                    saved[id(param)] = (param, param.requires_grad)
+                    param.requires_grad = False
+        self._param_requires_grad_state = saved
+
+    def untoggle_optimizer(self, optimizer: Optimizer | Any) -> None:
+        """Undo :meth:`toggle_optimizer`."""
+        for param, requires_grad in getattr(self, "_param_requires_grad_state", {}).values():
+            param.requires_grad = requires_grad
+        self._param_requires_grad_state = {}
+
+    @contextmanager
+    def toggled_optimizer(self, optimizer: Optimizer | Any) -> Generator[None, None, None]:
+        """``with self.toggled_optimizer(opt):`` toggles on entry and untoggles on exit."""
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
+
+    def clip_gradients(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the gradients of ``optimizer``'s parameters by norm (default) or value."""
+        from ember.trainer.optim import clip_gradients
+
+        clip_gradients(self.trainer, optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Called before the optimizer step with the Trainer's clipping settings."""
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
+        """Step one scheduler; override for schedulers that are not ``torch.optim.lr_scheduler`` ones."""
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Optimizer | Any, optimizer_closure: Any = None) -> None:
+        """Step the optimizer; ``optimizer_closure`` runs training_step, zero_grad and backward.
+
+        Example (learning-rate warm-up)::
+
+            def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure):
+                optimizer.step(closure=optimizer_closure)
+        """
+        optimizer.step(closure=optimizer_closure)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Optimizer) -> None:
+        """Zero the gradients (``optimizer.zero_grad()``)."""
+        optimizer.zero_grad()
+
+    # ---- distributed ---------------------------------------------------------------------
+    def all_gather(self, data: Any, group: Any | None = None, sync_grads: bool = False) -> Any:
+        """Gather tensors from every process: each tensor gains a leading world-size dimension."""
+        from ember.trainer.data import apply_to_tensors
+
+        strategy = self.trainer.strategy
+        return apply_to_tensors(data, lambda t: strategy.all_gather(t, group=group, sync_grads=sync_grads))
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> LightningModule:
+        """Rebuild the module from a checkpoint's hyperparameters and load its weights.
+
+        ``kwargs`` override saved hyperparameters. Loading uses ``torch.load(weights_only=True)``
+        unless ``weights_only=False`` is passed for a file you trust.
+
+        Example::
+
+            model = Classifier.load_from_checkpoint("checkpoints/best.ckpt")
+        """
+        from ember.saving import load_from_checkpoint
+
+        return load_from_checkpoint(cls, checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs)
+
+    def to_torchscript(self, file_path: Any = None, method: str = "script", example_inputs: Any = None, **kwargs: Any) -> Any:
+        """Export with TorchScript (``method="script"`` or ``"trace"``)."""
+        mode = self.training
+        self.eval()
+        if method == "script":
+            exported = torch.jit.script(self, **kwargs)
+        elif method == "trace":
+            inputs = example_inputs if example_inputs is not None else self.example_input_array
+            exported = torch.jit.trace(self, example_inputs=inputs, **kwargs)
+        else:
+            raise ValueError(f"The 'method' parameter only supports 'script' or 'trace', but value given was: {method}")
+        self.train(mode)
+        if file_path is not None:
+            torch.jit.save(exported, file_path)
+        return exported
+
+
+def _resolve_log_levels(fx: str, name: str, on_step: bool | None, on_epoch: bool | None) -> tuple[bool, bool]:
+    if fx not in LOG_RULES:
+        raise RuntimeError(f"Logging inside `{fx}` is not implemented: log from a training/validation/test hook.")
+    rule = LOG_RULES[fx]
+    if rule is None:
+        raise MisconfigurationException(f"You can't `self.log()` inside `{fx}`.")
+    on_step = rule.default_on_step if on_step is None else on_step
+    on_epoch = rule.default_on_epoch if on_epoch is None else on_epoch
+    if on_step not in rule.allowed_on_step:
+        raise MisconfigurationException(
+            f"You can't `self.log({name!r}, on_step={on_step})` inside `{fx}`: there it must be on_step={rule.allowed_on_step[0]}."
+        )
+    if on_epoch not in rule.allowed_on_epoch:
+        raise MisconfigurationException(
+            f"You can't `self.log({name!r}, on_epoch={on_epoch})` inside `{fx}`: there it must be on_epoch={rule.allowed_on_epoch[0]}."
+        )
+    if not on_step and not on_epoch:
+        raise MisconfigurationException(
+            f"`self.log({name!r}, on_step=False, on_epoch=False)` is not useful: the value would go nowhere."
+            " Set on_step=True, on_epoch=True, or both."
+        )
+    return on_step, on_epoch
+
+
+def _default_float() -> torch.dtype:
+    dtype = torch.get_default_dtype()
+    return dtype if dtype in _FLOATS else torch.float32
+
+
+def _torchmetrics_metric_type() -> type | None:
+    # torchmetrics is optional and slow to import: only look it up if the user imported it.
+    import sys
+
+    module = sys.modules.get("torchmetrics")
+    return getattr(module, "Metric", None) if module is not None else None
+
+
+def _torchmetrics_collection_type() -> type | None:
+    import sys
+
+    module = sys.modules.get("torchmetrics")
+    return getattr(module, "MetricCollection", None) if module is not None else None

@@ -1,0 +1,127 @@
+"""Numeric precision: autocast for the mixed modes, GradScaler for fp16 on CUDA, casts for the true modes."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from ember.utilities.exceptions import MisconfigurationException
+
+_ALIASES = {
+    "64": "64-true", 64: "64-true", "64-true": "64-true", "double": "64-true",
+    "32": "32-true", 32: "32-true", "32-true": "32-true",
+    "16": "16-mixed", 16: "16-mixed", "16-mixed": "16-mixed",
+    "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed",
+    "16-true": "16-true", "bf16-true": "bf16-true",
+}
+PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+
+
+def normalize_precision(precision: Any) -> str:
+    if precision is None:
+        return "32-true"
+    try:
+        return _ALIASES[precision]
+    except (KeyError, TypeError):
+        raise MisconfigurationException(
+            f"Precision {precision!r} is invalid. Allowed precision values: {PRECISIONS}"
+            " (or the aliases 64, 32, 16, 'bf16')."
+        ) from None
+
+
+class Precision:
+    """Everything precision changes in a step, decided once when the run starts."""
+
+    def __init__(self, precision: str, device: torch.device) -> None:
+        self.precision = precision
+        self.device = device
+        self.scaler: Any = None
+        self._autocast_dtype: torch.dtype | None = None
+        if precision == "16-mixed":
+            if device.type == "cpu":
+                # fp16 autocast on CPU is slow and unsupported for many ops: bf16 is what CPUs run well
+                raise MisconfigurationException(
+                    "You passed `Trainer(accelerator='cpu', precision='16-mixed')` but AMP with fp16 is not supported"
+                    " on CPU. Consider using `precision='bf16-mixed'` instead."
+                )
+            self._autocast_dtype = torch.float16
+            if device.type == "cuda":
+                self.scaler = torch.amp.GradScaler("cuda")
+        elif precision == "bf16-mixed":
+            self._autocast_dtype = torch.bfloat16
+        self._module_dtype = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}.get(precision)
+
+    @property
+    def is_identity(self) -> bool:
+        """Full precision: the step runs with no context and no scaling."""
+        return self._autocast_dtype is None and self.scaler is None
+
+    def convert_module(self, module: nn.Module) -> nn.Module:
+        if self._module_dtype is not None:
+            return module.to(dtype=self._module_dtype)
+        return module
+
+    def convert_input(self, batch: Any) -> Any:
+        if self._module_dtype is None:
+            return batch
+        from ember.trainer.data import apply_to_tensors
+
+        dtype = self._module_dtype
+        return apply_to_tensors(batch, lambda t: t.to(dtype) if t.is_floating_point() else t)
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        if self._autocast_dtype is not None:
+            return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+        if self._module_dtype is not None:
+            return _default_dtype(self._module_dtype)
+        return contextlib.nullcontext()
+
+    def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        return self.scaler.scale(loss) if self.scaler is not None else loss
+
+    def unscale_for_clipping(self, optimizer: Optimizer) -> None:
+        if self.scaler is not None:
+            state = self.scaler._per_optimizer_states[id(optimizer)]
+            if state["stage"].name == "READY":
+                self.scaler.unscale_(optimizer)
+
+    def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any], before_step: Callable[[], None]) -> Any:
+        """Run ``closure`` (forward and backward), ``before_step`` (hooks, clipping), then step."""
+        if self.scaler is None:
+            def wrapped() -> Any:
+                result = closure()
+                before_step()
+                return result
+
+            return optimizer.step(closure=wrapped)
+        # GradScaler cannot step with a closure: run it first, unscale, then step if grads are finite
+        result = closure()
+        self.scaler.unscale_(optimizer)
+        before_step()
+        if result is None:
+            return None  # training_step returned None: no backward ran, nothing to step
+        # host sync: GradScaler reads whether the gradients are finite
+        out = self.scaler.step(optimizer)
+        self.scaler.update()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    if dtype in (torch.float64, torch.float32):
+        torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)

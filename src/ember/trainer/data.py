@@ -1,0 +1,203 @@
+"""Dataloaders: moving batches, counting them, limiting them, and making them resumable."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler
+
+from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.warnings import PossibleUserWarning
+
+
+def apply_to_tensors(data: Any, fn: Callable[[Tensor], Any]) -> Any:
+    """Apply ``fn`` to every tensor inside lists, tuples, namedtuples, dicts and dataclasses."""
+    if isinstance(data, Tensor):
+        return fn(data)
+    if isinstance(data, Mapping):
+        return type(data)({k: apply_to_tensors(v, fn) for k, v in data.items()}) if type(data) is not dict else {
+            k: apply_to_tensors(v, fn) for k, v in data.items()
+        }
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(apply_to_tensors(v, fn) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(apply_to_tensors(v, fn) for v in data)
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        changes = {f.name: apply_to_tensors(getattr(data, f.name), fn) for f in dataclasses.fields(data) if f.init}
+        return dataclasses.replace(data, **changes)
+    return data
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of ``batch`` to ``device`` (non-blocking where it is safe)."""
+    non_blocking = device.type == "cuda"
+
+    def move(t: Tensor) -> Tensor:
+        return t.to(device, non_blocking=non_blocking)
+
+    if isinstance(batch, Tensor):
+        return move(batch)
+    moved = apply_to_tensors(batch, move)
+    if moved is batch and hasattr(batch, "to") and not isinstance(batch, (list, tuple, Mapping)):
+        return batch.to(device)
+    return moved
+
+
+def has_len(loader: Any) -> bool:
+    try:
+        length = len(loader)
+    except (TypeError, NotImplementedError):
+        return False
+    if length == 0:
+        rank_zero_warn(
+            f"`{type(loader).__name__}.__len__` returned 0. This may be a mistake in your dataset or dataloader.",
+            category=PossibleUserWarning,
+        )
+    if isinstance(loader, DataLoader) and isinstance(loader.dataset, IterableDataset):
+        return True
+    return True
+
+
+def limit_batches(loader: Any, limit: int | float, name: str) -> int | float:
+    """How many batches of ``loader`` to use for a ``limit_*_batches`` value (int count or fraction)."""
+    length = len(loader) if has_len(loader) else float("inf")
+    if isinstance(limit, int):
+        return min(length, limit)
+    if length == float("inf"):
+        if limit == 1.0:
+            return length
+        raise MisconfigurationException(
+            f"When using an `IterableDataset` for `{name}`, `Trainer(limit_{name}_batches)` must be `1.0` or an int:"
+            " an int sets the number of batches to use."
+        )
+    batches = int(length * limit)
+    if limit > 0 and batches == 0:
+        min_fraction = 1.0 / length
+        raise MisconfigurationException(
+            f"You requested to check {limit} of the `{name}_dataloader` but {limit} * {length} < 1."
+            f" Please increase the `limit_{name}_batches` argument. Try at least"
+            f" `limit_{name}_batches={min_fraction}`"
+        )
+    return batches
+
+
+def as_loader_list(loaders: Any) -> list[Any]:
+    """Evaluation loops accept one loader, a list/tuple, or a dict of them."""
+    if loaders is None:
+        return []
+    if isinstance(loaders, Mapping):
+        return list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        return list(loaders)
+    return [loaders]
+
+
+def check_loader(loader: Any, name: str) -> None:
+    if not isinstance(loader, Iterable) and not hasattr(loader, "__iter__"):
+        raise TypeError(
+            f"An invalid dataloader was passed to `Trainer.{name}`: found {loader!r}. Pass a"
+            " `torch.utils.data.DataLoader` or any iterable of batches."
+        )
+
+
+def _sampler_of(loader: DataLoader) -> Any:
+    batch_sampler = loader.batch_sampler
+    if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
+        return batch_sampler
+    return loader.sampler
+
+
+def rebuild_dataloader(loader: DataLoader, sampler: Any) -> DataLoader:
+    """A copy of ``loader`` drawing from ``sampler`` instead (for distributed and overfit runs)."""
+    kwargs: dict[str, Any] = {
+        "batch_size": loader.batch_size,
+        "drop_last": loader.drop_last,
+        "num_workers": loader.num_workers,
+        "collate_fn": loader.collate_fn,
+        "pin_memory": loader.pin_memory,
+        "timeout": loader.timeout,
+        "worker_init_fn": loader.worker_init_fn,
+        "multiprocessing_context": loader.multiprocessing_context,
+        "generator": loader.generator,
+        "prefetch_factor": loader.prefetch_factor,
+        "persistent_workers": loader.persistent_workers,
+    }
+    if loader.batch_size is None:
+        # a custom batch sampler: keep it, replacing its sampler where it has one
+        batch_sampler = loader.batch_sampler
+        if hasattr(batch_sampler, "sampler"):
+            batch_sampler.sampler = sampler
+        kwargs.pop("batch_size")
+        kwargs.pop("drop_last")
+        kwargs["batch_sampler"] = batch_sampler
+    else:
+        kwargs["sampler"] = sampler
+    if loader.num_workers == 0:
+        kwargs.pop("prefetch_factor")
+        kwargs["persistent_workers"] = False
+    new = type(loader).__new__(type(loader))
+    try:
+        DataLoader.__init__(new, loader.dataset, **kwargs)
+    except TypeError:
+        new = DataLoader(loader.dataset, **kwargs)
+    return new
+
+
+def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overfit: bool, seed_workers: bool) -> Any:
+    """Inject a DistributedSampler (or a sequential one for ``overfit_batches``) and worker seeding."""
+    if not isinstance(loader, DataLoader):
+        return loader
+    if isinstance(loader.dataset, IterableDataset):
+        return loader
+    changed = False
+    sampler = _sampler_of(loader)
+    if overfit and isinstance(loader.sampler, RandomSampler):
+        rank_zero_warn(
+            "You requested to overfit but enabled train dataloader shuffling. We are turning off the train"
+            " dataloader shuffling for you."
+        )
+        sampler = SequentialSampler(loader.dataset)
+        changed = True
+    if distributed is not None:
+        from torch.utils.data.distributed import DistributedSampler
+
+        if not isinstance(sampler, DistributedSampler):
+            sampler = DistributedSampler(
+                loader.dataset,
+                num_replicas=distributed.world_size,
+                rank=distributed.global_rank,
+                shuffle=shuffle and not overfit and isinstance(loader.sampler, RandomSampler),
+                seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            )
+            changed = True
+    if changed:
+        loader = rebuild_dataloader(loader, sampler)
+    if seed_workers and loader.num_workers > 0 and loader.worker_init_fn is None:
+        from functools import partial
+
+        from ember.utilities.seed import pl_worker_init_function
+
+        loader.worker_init_fn = partial(pl_worker_init_function, rank=distributed.global_rank if distributed else 0)
+    return loader
+
+
+def set_sampler_epoch(loader: Any, epoch: int) -> None:
+    """Call ``set_epoch`` on the loader's sampler(s) so each epoch shuffles differently in DDP."""
+    for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
+                getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        if obj is not None and hasattr(obj, "set_epoch"):
+            obj.set_epoch(epoch)
+
+
+def num_batches(loader: Any, limit: int | float, name: str) -> int | float:
+    return limit_batches(loader, limit, name)
+
+
+def infinite_or(value: int | float) -> int | float:
+    return value if value != float("inf") else math.inf

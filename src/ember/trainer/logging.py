@@ -1,0 +1,294 @@
+"""What ``self.log`` stores: per-step values and per-epoch accumulators, kept on the device.
+
+One ``LoggedResults`` collection exists per loop (training, validation, test). Values stay tensors;
+they become Python numbers only where somebody reads them: a logger write at a log interval, a
+progress-bar refresh, or ``trainer.progress_bar_metrics``.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.warnings import PossibleUserWarning
+
+DATALOADER_SUFFIX = "/dataloader_idx_{}"
+
+_REDUCTIONS: dict[Any, str] = {
+    "mean": "mean", "avg": "mean", torch.mean: "mean",
+    "sum": "sum", torch.sum: "sum", sum: "sum",
+    "max": "max", torch.max: "max", max: "max",
+    "min": "min", torch.min: "min", min: "min",
+}
+
+
+def normalize_reduce_fx(reduce_fx: Any) -> str:
+    """``"mean"``/``"sum"``/``"max"``/``"min"`` for any of the spellings Lightning accepts."""
+    try:
+        return _REDUCTIONS[reduce_fx]
+    except (KeyError, TypeError):
+        raise MisconfigurationException(
+            f"`self.log(..., reduce_fx={reduce_fx!r})` is not supported: only 'mean', 'sum', 'max' and 'min'"
+            " (or torch.mean/sum/max/min) reduce a value over an epoch. For another reduction, log a"
+            " torchmetrics `Metric` that implements it."
+        ) from None
+
+
+class LoggedMetric:
+    """One logged name in one hook: its options, its latest step value and its epoch accumulator."""
+
+    __slots__ = (
+        "fx", "name", "args", "prog_bar", "logger", "on_step", "on_epoch", "reduce", "enable_graph",
+        "sync_dist", "sync_dist_group", "rank_zero_only", "dataloader_idx", "metric_attribute",
+        "plain_name", "step_name", "epoch_name", "is_tensor", "step_value", "total", "count",
+        "metric", "computed", "has_value",
+    )
+
+    def __init__(self, fx: str, name: str, args: tuple, resolved: tuple, dataloader_idx: int | None, is_tensor: bool):
+        (self.prog_bar, self.logger, self.on_step, self.on_epoch, self.reduce, self.enable_graph,
+         self.sync_dist, self.sync_dist_group, add_dataloader_idx, self.metric_attribute,
+         self.rank_zero_only) = resolved
+        self.fx = fx
+        self.name = name
+        self.args = args
+        self.dataloader_idx = dataloader_idx
+        suffix = DATALOADER_SUFFIX.format(dataloader_idx) if add_dataloader_idx and dataloader_idx is not None else ""
+        forked = self.on_step and self.on_epoch
+        self.plain_name = name + suffix
+        self.step_name = f"{name}_step{suffix}" if forked else self.plain_name
+        self.epoch_name = f"{name}_epoch{suffix}" if forked else self.plain_name
+        self.is_tensor = is_tensor
+        self.metric = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.step_value: Tensor | None = None
+        self.total: Tensor | None = None
+        self.count = 0
+        self.computed: Tensor | None = None
+        self.has_value = False
+
+    def update(self, value: Any, batch_size: int, sync: Callable | None) -> None:
+        self.has_value = True
+        if not self.is_tensor:
+            # a torchmetrics Metric: its forward() already computed the batch value
+            self.metric = value
+            if self.on_step:
+                self.step_value = value._forward_cache
+            self.computed = None
+            return
+        if self.on_step:
+            if sync is not None and self.sync_dist and not self.rank_zero_only:
+                value = sync(value.clone(), self.reduce, self.sync_dist_group)
+            self.step_value = value
+        if self.on_epoch:
+            self.computed = None
+            total = self.total
+            if total is None:
+                # the first value of the epoch starts the accumulator (in float32 or float64)
+                if self.reduce == "mean":
+                    self.total = value * batch_size
+                else:
+                    self.total = value.clone()
+            elif self.reduce == "mean":
+                total.add_(value, alpha=batch_size)
+            elif self.reduce == "sum":
+                total.add_(value)
+            elif self.reduce == "max":
+                torch.maximum(total, value, out=total)
+            else:
+                torch.minimum(total, value, out=total)
+            self.count += batch_size if self.reduce == "mean" else 1
+
+    def compute(self, sync: Callable | None) -> Tensor | None:
+        if self.computed is not None:
+            return self.computed
+        if not self.is_tensor:
+            if self.metric is None:
+                return None
+            self.computed = self.metric.compute()
+            return self.computed
+        if self.total is None:
+            return None
+        total = self.total
+        if self.reduce == "mean":
+            count = torch.tensor(float(self.count), device=total.device, dtype=total.dtype)
+            if sync is not None and self.sync_dist and not self.rank_zero_only:
+                # a sample-weighted mean over all ranks: sum the weighted totals and the counts
+                total = sync(total.clone(), "sum", self.sync_dist_group)
+                count = sync(count, "sum", self.sync_dist_group)
+            self.computed = total / count
+        else:
+            if sync is not None and self.sync_dist and not self.rank_zero_only:
+                total = sync(total.clone(), self.reduce, self.sync_dist_group)
+            self.computed = total
+        return self.computed
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "count": self.count, "has_value": self.has_value, "step_value": self.step_value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total = state["total"]
+        self.count = state["count"]
+        self.has_value = state["has_value"]
+        self.step_value = state["step_value"]
+        self.computed = None
+
+
+def extract_batch_size(batch: Any) -> int:
+    """The length of the first tensor found in ``batch`` (what an epoch mean is weighted by)."""
+    size = _find_batch_size(batch)
+    if size is None:
+        raise MisconfigurationException(
+            "Could not infer the batch size for an epoch-level mean from the batch: it holds no tensor."
+            " Pass it explicitly: `self.log(..., batch_size=N)`."
+        )
+    return size
+
+
+def _find_batch_size(batch: Any) -> int | None:
+    if isinstance(batch, Tensor):
+        return 1 if batch.ndim == 0 else batch.size(0)
+    if isinstance(batch, (str, bytes)):
+        return len(batch)
+    if isinstance(batch, Mapping):
+        batch = batch.values()
+    if isinstance(batch, (list, tuple)) or hasattr(batch, "__iter__") and not isinstance(batch, Mapping):
+        try:
+            items = list(batch)
+        except TypeError:
+            return None
+        for item in items:
+            size = _find_batch_size(item)
+            if size is not None:
+                return size
+    if hasattr(batch, "__dataclass_fields__"):
+        for name in batch.__dataclass_fields__:
+            size = _find_batch_size(getattr(batch, name))
+            if size is not None:
+                return size
+    return None
+
+
+class LoggedResults:
+    """All values logged during one loop (``training`` for the fit loop, else an evaluation loop)."""
+
+    def __init__(self, training: bool) -> None:
+        self.training = training
+        self.metrics: dict[tuple, LoggedMetric] = {}
+        self.batch: Any = None
+        self.batch_size: int | None = None
+        self.dataloader_idx: int | None = None
+        self.sync: Callable | None = None  # set by the trainer in a distributed run
+
+    # ---- writing -------------------------------------------------------------------------
+    def current_batch_size(self) -> int:
+        if self.batch_size is None:
+            self.batch_size = extract_batch_size(self.batch) if self.batch is not None else 1
+        return self.batch_size
+
+    def _key(self, fx: str, name: str, add_dataloader_idx: bool) -> tuple:
+        return (fx, name, self.dataloader_idx if add_dataloader_idx else None)
+
+    def get(self, fx: str, name: str, add_dataloader_idx: bool = True) -> LoggedMetric | None:
+        return self.metrics.get(self._key(fx, name, add_dataloader_idx))
+
+    def register(self, fx: str, name: str, args: tuple, resolved: tuple, is_tensor: bool) -> LoggedMetric:
+        key = self._key(fx, name, resolved[8])
+        existing = self.metrics.get(key)
+        if existing is not None and (existing.args != args or existing.dataloader_idx != self.dataloader_idx):
+            raise MisconfigurationException(
+                f"You called `self.log({name}, ...)` twice in `{fx}` with different arguments. This is not allowed."
+                " Log it with the same arguments each time, or under another name."
+            )
+        if existing is not None:
+            return existing
+        metric = LoggedMetric(fx, name, args, resolved, self.dataloader_idx, is_tensor)
+        self.metrics[key] = metric
+        return metric
+
+    # ---- reading -------------------------------------------------------------------------
+    def _valid(self):
+        idx = self.dataloader_idx
+        for metric in self.metrics.values():
+            if metric.has_value and metric.dataloader_idx == idx:
+                yield metric
+
+    def step_metrics(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """``(callback, log, progress_bar)`` dicts of the latest step values."""
+        callback: dict[str, Tensor] = {}
+        log: dict[str, Tensor] = {}
+        pbar: dict[str, Tensor] = {}
+        for metric in self._valid():
+            if not metric.on_step or metric.step_value is None:
+                continue
+            value = metric.step_value
+            if metric.logger:
+                log[metric.step_name] = value
+            if self.training:
+                callback[metric.plain_name] = value
+                callback[metric.step_name] = value
+            if metric.prog_bar:
+                pbar[metric.step_name] = value
+        return callback, log, pbar
+
+    def epoch_metrics(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """``(callback, log, progress_bar)`` dicts of the epoch-level values (computed once)."""
+        callback: dict[str, Tensor] = {}
+        log: dict[str, Tensor] = {}
+        pbar: dict[str, Tensor] = {}
+        distributed = self.sync is not None
+        for metric in self._valid():
+            if not metric.on_epoch:
+                continue
+            if distributed and not metric.sync_dist and metric.is_tensor and metric.computed is None:
+                warnings.warn(
+                    f"It is recommended to use `self.log({metric.name!r}, ..., sync_dist=True)` when logging on"
+                    " epoch level in distributed setting to accumulate the metric across devices.",
+                    PossibleUserWarning,
+                    stacklevel=2,
+                )
+            value = metric.compute(self.sync)
+            if value is None:
+                continue
+            if not isinstance(value, Tensor):
+                raise ValueError(
+                    f"The `.compute()` return of the metric logged as {metric.name!r} must be a tensor. Found {value}"
+                )
+            value = value.detach() if not metric.enable_graph else value
+            if metric.logger:
+                log[metric.epoch_name] = value
+            callback[metric.plain_name] = value
+            callback[metric.epoch_name] = value
+            if metric.prog_bar:
+                pbar[metric.epoch_name] = value
+        return callback, log, pbar
+
+    def reset(self) -> None:
+        for metric in self.metrics.values():
+            if not metric.is_tensor and metric.metric is not None and metric.has_value:
+                metric.metric.reset()
+            metric.reset()
+
+    # ---- exact resume ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            f"{fx}|{name}|{idx}": m.state_dict()
+            for (fx, name, idx), m in self.metrics.items()
+            if m.is_tensor and m.has_value
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # accumulators are restored lazily: when the metric is next logged, its saved state is applied
+        self._pending_state = dict(state)
+
+    def restore_pending(self, metric: LoggedMetric) -> None:
+        pending = getattr(self, "_pending_state", None)
+        if pending:
+            saved = pending.pop(f"{metric.fx}|{metric.name}|{metric.dataloader_idx}", None)
+            if saved is not None:
+                metric.load_state_dict(saved)

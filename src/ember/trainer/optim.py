@@ -1,0 +1,246 @@
+"""``configure_optimizers`` formats, scheduler configs, gradient clipping and the manual-mode optimizer."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch.optim import Optimizer
+
+from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import rank_zero_warn
+
+_SCHEDULER_KEYS = {"scheduler", "name", "interval", "frequency", "reduce_on_plateau", "monitor", "strict", "opt_idx"}
+
+
+@dataclass
+class LRSchedulerConfig:
+    """One scheduler and when to step it (``trainer.lr_scheduler_configs`` holds these)."""
+
+    scheduler: Any
+    name: str | None = None
+    interval: str = "epoch"
+    frequency: int = 1
+    reduce_on_plateau: bool = False
+    monitor: str | None = None
+    strict: bool = True
+    opt_idx: int | None = None
+
+
+class _MockOptimizer(Optimizer):
+    """Stands in when ``configure_optimizers`` returns None, so fit still runs."""
+
+    def __init__(self) -> None:
+        super().__init__([torch.zeros(1)], {})
+
+    def step(self, closure: Callable | None = None) -> Any:
+        if closure is not None:
+            return closure()
+        return None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "No Optimizer"
+
+
+_FORMATS = (
+    "`configure_optimizers` must return one of: an optimizer; a list or tuple of optimizers; two lists"
+    " `([optimizers], [schedulers])`; a dict with an `'optimizer'` key and optionally `'lr_scheduler'` and"
+    " `'monitor'`; a list or tuple of such dicts; or None (no optimizer)."
+)
+
+
+def configure_optimizers(result: Any) -> tuple[list[Optimizer], list[LRSchedulerConfig], str | None]:
+    """Normalise what ``configure_optimizers`` returned into optimizers and scheduler configs."""
+    monitor = None
+    schedulers: list[Any] = []
+    if result is None:
+        rank_zero_warn("`LightningModule.configure_optimizers` returned `None`, this fit will run with no optimizer")
+        return [_MockOptimizer()], [], None
+    if isinstance(result, Optimizer):
+        optimizers = [result]
+    elif isinstance(result, Mapping):
+        optimizers, schedulers, monitor = _from_dict(result)
+        optimizers = [optimizers]
+        schedulers = [schedulers] if schedulers is not None else []
+    elif isinstance(result, (list, tuple)) and len(result) == 2 and isinstance(result[0], (list, tuple)) and all(
+        isinstance(o, Optimizer) for o in result[0]
+    ):
+        optimizers = list(result[0])
+        second = result[1]
+        schedulers = list(second) if isinstance(second, (list, tuple)) else [second]
+    elif isinstance(result, (list, tuple)) and result and all(isinstance(d, Mapping) for d in result):
+        optimizers, schedulers = [], []
+        for item in result:
+            opt, sched, _ = _from_dict(item)
+            optimizers.append(opt)
+            if sched is not None:
+                schedulers.append(sched)
+    elif isinstance(result, (list, tuple)) and all(isinstance(o, Optimizer) for o in result):
+        optimizers = list(result)
+    else:
+        raise MisconfigurationException(f"Unknown configuration for model optimizers: {result!r}. {_FORMATS}")
+    configs = [_scheduler_config(s, monitor) for s in schedulers]
+    _check_schedulers(optimizers, configs)
+    return optimizers, configs, monitor
+
+
+def _from_dict(config: Mapping) -> tuple[Optimizer, Any, str | None]:
+    if "optimizer" not in config:
+        raise MisconfigurationException(f"The dict returned by `configure_optimizers` has no 'optimizer' key: {config!r}. {_FORMATS}")
+    extra = set(config) - {"optimizer", "lr_scheduler", "monitor"}
+    if extra:
+        rank_zero_warn(f"Found unsupported keys in the optimizer configuration: {sorted(extra)}")
+    scheduler = config.get("lr_scheduler")
+    monitor = config.get("monitor")
+    if scheduler is not None and monitor is not None:
+        if isinstance(scheduler, Mapping):
+            scheduler = {"monitor": monitor, **scheduler}
+        else:
+            scheduler = {"scheduler": scheduler, "monitor": monitor}
+    return config["optimizer"], scheduler, monitor
+
+
+def _scheduler_config(scheduler: Any, monitor: str | None) -> LRSchedulerConfig:
+    if isinstance(scheduler, Mapping):
+        if "scheduler" not in scheduler:
+            raise MisconfigurationException(
+                'The lr scheduler dict must have the key "scheduler" with its item being an lr scheduler'
+            )
+        unknown = set(scheduler) - _SCHEDULER_KEYS
+        if unknown:
+            rank_zero_warn(f"Found unsupported keys in the lr scheduler dict: {sorted(unknown)}. They are ignored.")
+        values = {k: v for k, v in scheduler.items() if k in _SCHEDULER_KEYS}
+        interval = values.get("interval", "epoch")
+        if interval not in ("step", "epoch"):
+            raise MisconfigurationException(
+                f'The "interval" key in lr scheduler dict must be "step" or "epoch" but is "{interval}"'
+            )
+        values.setdefault("reduce_on_plateau", _is_plateau(values["scheduler"]))
+        if values["reduce_on_plateau"] and values.get("monitor") is None:
+            raise MisconfigurationException(
+                "The lr scheduler dict must include a monitor when a `ReduceLROnPlateau` scheduler is used."
+                ' For example: {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "your_loss"}}'
+            )
+        if interval == "epoch" and isinstance(values["scheduler"], torch.optim.lr_scheduler.OneCycleLR):
+            rank_zero_warn(
+                "A `OneCycleLR` scheduler is using 'interval': 'epoch'. Are you sure you didn't mean 'interval': 'step'?"
+            )
+        return LRSchedulerConfig(**values)
+    if _is_plateau(scheduler):
+        if monitor is None:
+            raise MisconfigurationException(
+                "`configure_optimizers` must include a monitor when a `ReduceLROnPlateau` scheduler is used."
+                ' For example: {"optimizer": optimizer, "lr_scheduler": scheduler, "monitor": "metric_to_track"}'
+            )
+        return LRSchedulerConfig(scheduler, reduce_on_plateau=True, monitor=monitor)
+    return LRSchedulerConfig(scheduler)
+
+
+def _is_plateau(scheduler: Any) -> bool:
+    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def _check_schedulers(optimizers: list[Optimizer], configs: list[LRSchedulerConfig]) -> None:
+    for config in configs:
+        scheduler = config.scheduler
+        if not hasattr(scheduler, "state_dict") or not hasattr(scheduler, "load_state_dict"):
+            raise TypeError(
+                f"The provided lr scheduler `{type(scheduler).__name__}` is invalid: it needs `state_dict` and"
+                " `load_state_dict` methods so it can be checkpointed."
+            )
+        optimizer = getattr(scheduler, "optimizer", None)
+        if optimizer is not None and not any(optimizer is o for o in optimizers):
+            raise MisconfigurationException(
+                "Some schedulers are attached with an optimizer that wasn't returned from `configure_optimizers`."
+            )
+        if optimizer is not None:
+            config.opt_idx = next(i for i, o in enumerate(optimizers) if o is optimizer)
+
+
+def check_non_torch_schedulers(module: Any, configs: list[LRSchedulerConfig], module_overrides: bool) -> None:
+    for config in configs:
+        if not isinstance(config.scheduler, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)) and not module_overrides:
+            raise MisconfigurationException(
+                f"The provided lr scheduler `{type(config.scheduler).__name__}` doesn't follow PyTorch's LRScheduler"
+                " API. You should override the `LightningModule.lr_scheduler_step` hook with your own logic if"
+                " you are using a custom LR scheduler."
+            )
+
+
+def clip_gradients(trainer: Any, optimizer: Optimizer, value: int | float | None, algorithm: str | None) -> None:
+    """Clip the gradients of ``optimizer``'s parameters (after AMP unscaling)."""
+    if value is None:
+        value = trainer.gradient_clip_val if trainer is not None else None
+        if value is None:
+            return
+    if algorithm is None:
+        algorithm = (trainer.gradient_clip_algorithm if trainer is not None else None) or "norm"
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {value!r}.")
+    if algorithm not in ("norm", "value"):
+        raise MisconfigurationException(
+            f"`gradient_clip_algorithm` {algorithm!r} is invalid. Allowed algorithms: ['value', 'norm']."
+        )
+    if value <= 0:
+        return
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if trainer is not None:
+        trainer._precision.unscale_for_clipping(optimizer)
+    if algorithm == "value":
+        torch.nn.utils.clip_grad_value_(params, value)
+    else:
+        torch.nn.utils.clip_grad_norm_(params, value)
+
+
+class LightningOptimizer:
+    """The optimizer ``self.optimizers()`` returns in manual optimization.
+
+    ``step()`` runs the precision plugin (AMP scaling), ``on_before_optimizer_step`` and counts the
+    global step; everything else is the wrapped optimizer's.
+    """
+
+    def __init__(self, optimizer: Optimizer, trainer: Any) -> None:
+        self._optimizer = optimizer
+        self._trainer = trainer
+        self.__class__ = type("Lightning" + type(optimizer).__name__, (self.__class__, type(optimizer)), {})
+
+    @property
+    def optimizer(self) -> Optimizer:
+        return self._optimizer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_optimizer"], name)
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self._optimizer.param_groups
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self._optimizer.state
+
+    @property
+    def defaults(self) -> Any:  # type: ignore[override]
+        return self._optimizer.defaults
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._optimizer.load_state_dict(state_dict)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+        """Step the optimizer through the trainer (precision scaling, hooks, step counting)."""
+        return self._trainer._manual_optimizer_step(self._optimizer, closure, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"LightningOptimizer({self._optimizer!r})"
+
+

@@ -1,0 +1,50 @@
+"""Preemption: SIGTERM/SIGUSR1 only raise a flag; the loop acts on it at a step boundary."""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s is not None)
+
+
+class StopFlag:
+    """Set by a signal handler, read by the loop after each batch (a plain attribute read)."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers can only be installed from the main thread
+        for signum in _SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handler)
+            except (ValueError, OSError):
+                pass
+
+    def uninstall(self) -> None:
+        for signum, previous in self._previous.items():
+            try:
+                signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+            except (ValueError, OSError):
+                pass
+        self._previous.clear()
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        # only a flag: no I/O, no collectives, nothing that could deadlock inside a handler
+        self.flag = True
+        self.signum = signum
+
+    def requested(self, trainer: Any) -> bool:
+        """Whether to stop now. In a distributed run, the strategy makes every rank agree."""
+        agree = getattr(trainer.strategy, "agree_on_stop", None)
+        if agree is not None:
+            return agree(self.flag, trainer._progress.total_batches)
+        return self.flag
+
+
+class PreemptionExit(SystemExit):
+    """Raised after a preemption signal once the checkpoint is safely written."""
