@@ -128,3 +128,28 @@ def test_timer_state_is_saved_in_checkpoints(tmp_path, clock):
 
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["callbacks"]["Timer"]["time_elapsed"]["train"] == pytest.approx(timer.time_elapsed(), abs=2)
+
+
+def test_trainer_max_time_adds_a_timer(clock):
+    trainer = pl.Trainer(**QUIET, max_epochs=1000, limit_val_batches=0, max_time={"seconds": 10})
+    trainer.fit(Regressor(), train_loader())
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    assert len(timers) == 1 and timers[0].time_remaining() <= 0
+    assert 0 < trainer.global_step <= 10
+
+
+def test_resumed_fit_continues_the_budget(tmp_path, clock):
+    first = Timer(duration="00:00:00:20")
+    trainer = pl.Trainer(**QUIET, max_epochs=1, limit_val_batches=0, callbacks=[first], default_root_dir=tmp_path)
+    trainer.fit(Regressor(), train_loader())
+    spent = first.time_elapsed()
+    assert 0 < spent < 20
+    trainer.save_checkpoint(tmp_path / "one_epoch.ckpt")
+
+    fresh = pl.Trainer(**QUIET, max_epochs=1000, limit_val_batches=0, callbacks=[Timer(duration="00:00:00:20")])
+    fresh.fit(Regressor(), train_loader(), ckpt_path=tmp_path / "one_epoch.ckpt")
+    resumed = [c for c in fresh.callbacks if isinstance(c, Timer)][0]
+    assert resumed.time_elapsed() >= 20
+    # only what was left of the 20 seconds was trained: far fewer steps than a fresh budget allows
+    steps_after_resume = fresh.global_step - trainer.global_step
+    assert 0 < steps_after_resume <= 20 - int(spent)
