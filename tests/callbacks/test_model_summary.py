@@ -144,3 +144,24 @@ def test_rich_model_summary_prints_table(monkeypatch):
     for expected in ("Name", "Sequential", "FLOPs", "[2, 4]", "Trainable params: 49",
                      "Modules in train mode: 4", "Total FLOPs: 160"):
         assert expected in text
+
+
+def test_rich_model_summary_callback_in_a_fit(monkeypatch):
+    from rich.console import Console
+
+    console = Console(record=True, width=200, file=open("/dev/null", "w"))
+    monkeypatch.setattr("rich.get_console", lambda: console)
+    trainer = pl.Trainer(**QUIET, max_epochs=1, limit_train_batches=1, limit_val_batches=0,
+                         callbacks=[RichModelSummary(max_depth=-1)])
+    trainer.fit(Regressor(batch_norm=True), train_loader())
+    text = console.export_text()
+    assert "net.1" in text and "BatchNorm1d" in text and "Total params: 65" in text
+
+
+def test_rich_model_summary_without_rich(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rich" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'ember\[rich\]'"):
+        RichModelSummary()
