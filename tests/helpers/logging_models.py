@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +108,15 @@ def make_logging_module(pl: Any) -> type:
     return LoggingModule
 
 
+def _loggers(pl: Any):
+    """``pl.loggers``, imported if the package loads it lazily."""
+    return importlib.import_module(f"{pl.__name__}.loggers")
+
+
 def make_memory_logger(pl: Any) -> type:
     """Return ``MemoryLogger``: a ``pl.loggers.Logger`` that keeps every call in memory."""
 
-    class MemoryLogger(pl.loggers.Logger):
+    class MemoryLogger(_loggers(pl).Logger):
         """Records ``log_metrics`` calls as ``{"step": step, "metrics": {key: float}}``."""
 
         def __init__(self) -> None:
@@ -157,7 +163,7 @@ def run_logging_case(pl: Any, case: dict, tmp_path: Path) -> dict:
     """Fit, validate and test a ``LoggingModule`` under ``case``; return everything observed."""
     tmp_path = Path(tmp_path)
     memory = make_memory_logger(pl)()
-    csv = pl.loggers.CSVLogger(str(tmp_path), name="csv", version=0)
+    csv = _loggers(pl).CSVLogger(str(tmp_path), name="csv", version=0)
     model = make_logging_module(pl)()
     trainer = pl.Trainer(default_root_dir=str(tmp_path), logger=[memory, csv],
                          **{**BASE_TRAINER_ARGS, **case["trainer_args"]})
