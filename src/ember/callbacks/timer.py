@@ -156,8 +156,9 @@ class Timer(Callback):
     def _check_time_remaining(self, trainer: Trainer) -> None:
         assert self._duration is not None
         should_stop = self.time_elapsed() >= self._duration
-        # all ranks: rank 0's clock decides, so every rank stops at the same step
-        should_stop = trainer.strategy.broadcast(should_stop)
+        if getattr(trainer, "world_size", 1) > 1:
+            # all ranks: rank 0's clock decides, so every rank stops at the same step
+            should_stop = trainer.strategy.broadcast(should_stop)
         trainer.should_stop = trainer.should_stop or should_stop
         if should_stop and self._verbose:
             elapsed = timedelta(seconds=int(self.time_elapsed("train")))
