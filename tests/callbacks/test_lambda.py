@@ -47,3 +47,10 @@ def test_hooks_not_given_stay_the_base_no_ops():
     callback = LambdaCallback(on_fit_start=print)
     assert type(callback).on_train_start is Callback.on_train_start
     assert "on_train_start" not in vars(callback)
+
+
+def test_signature_lists_every_hook_as_a_keyword():
+    import inspect
+
+    params = inspect.signature(LambdaCallback).parameters
+    assert len(params) == 37 and all(p.default is None and p.kind is p.KEYWORD_ONLY for p in params.values())

@@ -40,3 +40,10 @@ class LambdaCallback(Callback):
                 raise TypeError(f"`LambdaCallback({name}=...)` must be a function, got {type(function).__name__}.")
             # an instance attribute shadows the no-op method of the base class
             setattr(self, name, function)
+
+
+# Lightning spells out one keyword per hook; advertise the same signature for introspection (CLIs, help())
+LambdaCallback.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in _HOOKS]
+)
