@@ -176,3 +176,23 @@ def test_rich_progress_bar_without_rich(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rich" else real(name, *a))
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'ember\[rich\]'"):
         RichProgressBar()
+
+
+def test_print_goes_around_the_bar(capsys):
+    from ember.callbacks import LambdaCallback
+
+    say = LambdaCallback(on_train_epoch_end=lambda trainer, pl_module: trainer.progress_bar_callback.print("hello", 1))
+    trainer = pl.Trainer(**{**QUIET, "enable_progress_bar": True, "logger": False}, max_epochs=1, limit_val_batches=0,
+                         callbacks=[TQDMProgressBar(), say])
+    trainer.fit(Regressor(), train_loader())
+    captured = capsys.readouterr()
+    # like tqdm.write (and Lightning): the message goes to stdout, the bars are cleared and redrawn around it
+    assert captured.out == "hello 1\n"
+
+
+def test_validate_bar_is_left_on_screen(capsys):
+    bar = TQDMProgressBar()
+    trainer = _trainer(bar)
+    trainer.validate(Regressor(), val_loader())
+    assert "Validation DataLoader 0: 100%" in capsys.readouterr().err
+    assert bar.val_progress_bar.leave is True

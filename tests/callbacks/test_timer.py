@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 
 import pytest
@@ -153,3 +154,31 @@ def test_resumed_fit_continues_the_budget(tmp_path, clock):
     # only what was left of the 20 seconds was trained: far fewer steps than a fresh budget allows
     steps_after_resume = fresh.global_step - trainer.global_step
     assert 0 < steps_after_resume <= 20 - int(spent)
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+def test_stop_message(clock, verbose):
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect()
+    logger = logging.getLogger("ember")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        trainer = pl.Trainer(**QUIET, max_epochs=1000, limit_val_batches=0,
+                             callbacks=[Timer(duration="00:00:00:10", verbose=verbose)])
+        trainer.fit(Regressor(), train_loader())
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    stops = [m for m in messages if m.startswith("Time limit reached.")]
+    if verbose:
+        assert len(stops) == 1
+        assert re.fullmatch(r"Time limit reached\. Elapsed time is 0:00:1\d\. Signaling Trainer to stop\.", stops[0])
+    else:
+        assert stops == []
