@@ -6,6 +6,7 @@ import pickle
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import ember as pl
 from ember.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
@@ -196,3 +197,18 @@ def test_validate_bar_is_left_on_screen(capsys):
     trainer.validate(Regressor(), val_loader())
     assert "Validation DataLoader 0: 100%" in capsys.readouterr().err
     assert bar.val_progress_bar.leave is True
+
+
+def test_one_bar_reset_per_eval_dataloader(capsys):
+    class TwoLoaders(Regressor):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            x, y = batch
+            self.log("val_loss", torch.nn.functional.mse_loss(self(x), y))
+
+    bar = TQDMProgressBar()
+    trainer = _trainer(bar)
+    trainer.validate(TwoLoaders(), [val_loader(n=8), val_loader(n=12)])
+    err = capsys.readouterr().err
+    assert "Validation DataLoader 0: 100%|██████████| 2/2" in err
+    assert "Validation DataLoader 1: 100%|██████████| 3/3" in err
+    assert bar._current_eval_dataloader_idx is None  # reset after the loop
