@@ -91,3 +91,26 @@ def test_more_than_one_scheduler_is_refused():
 
     with pytest.raises(MisconfigurationException, match="SWA currently not supported for more than 1 `lr_scheduler`"):
         _fit(StochasticWeightAveraging(swa_lrs=0.1), Regressor(optimizers=two_schedulers))
+
+
+def test_resume_inside_the_swa_phase_matches_an_uninterrupted_run(tmp_path):
+    path = tmp_path / "mid_swa.ckpt"
+
+    class SaveAfterEpoch2(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 2:
+                trainer.save_checkpoint(path)
+
+    def run(ckpt_path=None, extra=()):
+        torch.manual_seed(0)
+        model = Regressor()
+        swa = StochasticWeightAveraging(swa_lrs=0.01, swa_epoch_start=2, annealing_epochs=2)
+        trainer = pl.Trainer(**QUIET, max_epochs=5, limit_val_batches=0, callbacks=[swa, *extra])
+        trainer.fit(model, train_loader(), ckpt_path=ckpt_path)
+        return model, swa
+
+    full, _ = run(extra=[SaveAfterEpoch2()])
+    resumed, swa = run(ckpt_path=path)
+    for a, b in zip(full.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b)
+    assert int(swa.n_averaged) == 4
