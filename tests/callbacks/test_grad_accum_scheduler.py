@@ -73,7 +73,8 @@ def test_not_with_manual_optimization():
 def test_not_with_trainer_accumulation():
     trainer = pl.Trainer(**QUIET, max_epochs=1, accumulate_grad_batches=2,
                          callbacks=[GradientAccumulationScheduler({1: 2})])
-    with pytest.raises(ValueError, match="Either remove `accumulate_grad_batches` from the Trainer or remove the callback"):
+    message = "Either remove `accumulate_grad_batches` from the Trainer or remove the callback"
+    with pytest.raises(ValueError, match=message):
         trainer.fit(Regressor(), train_loader())
 
 

@@ -119,7 +119,8 @@ def test_duplicate_optimizer_classes_get_numbered_keys():
 
 def test_requires_a_logger():
     trainer = pl.Trainer(**QUIET, max_epochs=1, limit_train_batches=1, callbacks=[LearningRateMonitor()])
-    with pytest.raises(MisconfigurationException, match="`LearningRateMonitor` callback with `Trainer` that has no logger"):
+    message = "`LearningRateMonitor` callback with `Trainer` that has no logger"
+    with pytest.raises(MisconfigurationException, match=message):
         trainer.fit(Regressor(), train_loader(), val_loader())
 
 

@@ -68,7 +68,8 @@ def test_batch_and_epoch_with_two_dataloaders():
 
 
 def test_invalid_interval():
-    with pytest.raises(MisconfigurationException, match=r"`write_interval` should be one of \['batch', 'epoch', 'batch_and_epoch'\]"):
+    message = r"`write_interval` should be one of \['batch', 'epoch', 'batch_and_epoch'\]"
+    with pytest.raises(MisconfigurationException, match=message):
         BasePredictionWriter("step")
 
 

@@ -178,7 +178,9 @@ class LearningRateMonitor(Callback):
         for config in lr_scheduler_configs:
             optimizer = config.scheduler.optimizer
             name = config.name if config.name is not None else "lr-" + optimizer.__class__.__name__
-            names.append(self._check_duplicates_and_update_name(optimizer, name, seen_optimizers, seen_optimizer_types, config))
+            names.append(
+                self._check_duplicates_and_update_name(optimizer, name, seen_optimizers, seen_optimizer_types, config)
+            )
         return names, seen_optimizers, seen_optimizer_types
 
     def _find_names_from_optimizers(
@@ -195,7 +197,9 @@ class LearningRateMonitor(Callback):
             if optimizer in seen_optimizers:
                 continue
             name = "lr-" + optimizer.__class__.__name__
-            names.append(self._check_duplicates_and_update_name(optimizer, name, seen_optimizers, seen_optimizer_types, None))
+            names.append(
+                self._check_duplicates_and_update_name(optimizer, name, seen_optimizers, seen_optimizer_types, None)
+            )
             unscheduled.append(optimizer)
         return names, unscheduled
 

@@ -144,7 +144,9 @@ class ProgressBar(Callback):
         if not trainer.is_global_zero:
             self.disable()
 
-    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, int | str | float | dict[str, float]]:
+    def get_metrics(
+        self, trainer: Trainer, pl_module: LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
         """The items shown next to the bar: the logger version as ``v_num`` and every ``prog_bar`` metric.
 
         Override it to change what is displayed::

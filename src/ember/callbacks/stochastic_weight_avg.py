@@ -175,7 +175,8 @@ class StochasticWeightAveraging(Callback):
             if old.interval != "epoch" or old.frequency != 1:
                 rank_zero_warn(f"SWA is currently only supported every epoch. Found {old}")
             rank_zero_info(
-                f"Swapping scheduler `{old.scheduler.__class__.__name__}` for `{self._swa_scheduler.__class__.__name__}`"
+                f"Swapping scheduler `{old.scheduler.__class__.__name__}`"
+                f" for `{self._swa_scheduler.__class__.__name__}`"
             )
             trainer.lr_scheduler_configs[0] = swa_config
         else:

@@ -75,7 +75,8 @@ class Timer(Callback):
         self._duration = _parse_duration(duration)
         if interval not in _INTERVALS:
             raise MisconfigurationException(
-                f"Unsupported parameter value `Timer(interval={interval})`. Possible choices are: {', '.join(_INTERVALS)}"
+                f"Unsupported parameter value `Timer(interval={interval})`."
+                f" Possible choices are: {', '.join(_INTERVALS)}"
             )
         self._interval = interval
         self._verbose = verbose
