@@ -16,3 +16,14 @@ from ember.trainer.trainer import Trainer
 from ember.utilities.seed import seed_everything
 
 __all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "seed_everything", "__version__"]
+
+_SUBMODULES = {"loggers", "callbacks", "utilities", "tuner", "cli", "plot", "demos", "strategies", "profilers"}
+
+
+def __getattr__(name: str):
+    # `pl.loggers.CSVLogger` works as in Lightning, without importing every submodule up front
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"ember.{name}")
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")

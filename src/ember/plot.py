@@ -272,14 +272,21 @@ def _best_position(best_checkpoint: Any, run_dir: Path) -> dict[str, float]:
 
 
 def _best_x(position: dict[str, float], x: str, rows: Sequence[Row]) -> float | None:
-    if x in position:
-        return position[x]
-    if x == "step" and "epoch" in position:
-        # last step logged in that epoch
-        steps = [row["step"] for row in rows if row.get("epoch") == position["epoch"] and "step" in row]
+    """Where on the x axis the best checkpoint goes.
+
+    A checkpoint's ``step`` counts optimizer steps taken (``global_step``), while loggers record
+    the step of the batch that was just processed, one less: ``epoch=1-step=8.ckpt`` after
+    4-batch epochs sits at logger step 7, next to that epoch's validation point.
+    """
+    if x == "step":
+        if "step" in position:
+            return max(position["step"] - 1, 0.0)
+        steps = [row["step"] for row in rows if row.get("epoch") == position.get("epoch") and "step" in row]
         return max(steps) if steps else None
-    if x == "epoch" and "step" in position:
-        return _epoch_for({"step": position["step"]}, _epoch_of_step(rows))
+    if "epoch" in position:
+        return position["epoch"]
+    if "step" in position:
+        return _epoch_for({"step": max(position["step"] - 1, 0.0)}, _epoch_of_step(rows))
     return None
 
 

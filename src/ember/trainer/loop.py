@@ -32,6 +32,8 @@ def run_fit(t: Trainer) -> None:
     if t._should_sanity_check():
         run_sanity_check(t)
 
+    if t.limit_train_batches == 0:
+        return  # training disabled: not even the dataloader is requested
     train_loader = t._setup_train_dataloader()
     if t.num_training_batches == 0:
         rank_zero_info("`Trainer.fit` stopped: No training batches.")
@@ -127,8 +129,6 @@ def run_training_epoch(t: Trainer) -> None:
         except StopIteration:
             break
         is_last = batch_idx + 1 >= total
-        progress.epoch_batches = batch_idx + 1
-        progress.total_batches += 1
         if transfer is not None:
             batch = transfer(batch)
         results.batch = batch
@@ -138,11 +138,13 @@ def run_training_epoch(t: Trainer) -> None:
             module._current_fx_name = "on_train_batch_start"
             fn(t, module, batch, batch_idx)
         if module_batch_start and hooks.call_module("on_train_batch_start", batch, batch_idx) == -1:
-            progress.epoch_batches = batch_idx  # this batch was not trained on
             break
 
         accumulating = automatic and (batch_idx + 1) % t.accumulate_grad_batches != 0 and not is_last
         outputs = step_fn(batch, batch_idx, accumulating)
+        # the batch is trained on: a checkpoint from here on resumes after it
+        progress.epoch_batches = batch_idx + 1
+        progress.total_batches += 1
 
         if automatic and not accumulating:
             for config in step_schedulers:
@@ -566,7 +568,9 @@ def run_evaluation(t: Trainer, stage: RunningStage) -> list[dict[str, Any]]:
                 batch_idx += 1
                 if stage != RunningStage.SANITY_CHECKING and fn_stage == RunningStage.VALIDATING:
                     t._evaluation_batches_run = True
-            # this dataloader's epoch values
+            # this dataloader's last step values and its epoch values
+            if stage != RunningStage.SANITY_CHECKING:
+                t._flush_step_metrics(results)
             outputs_per_loader.append(t._eval_epoch_outputs(results, stage))
         del iterator
         results.dataloader_idx = None
@@ -575,7 +579,7 @@ def run_evaluation(t: Trainer, stage: RunningStage) -> list[dict[str, Any]]:
     merged: dict[str, Any] = {}
     for outputs in outputs_per_loader:
         merged.update(outputs)
-    end_outputs.update(merged)
+    merged.update(end_outputs)
     for outputs in outputs_per_loader:
         outputs.update(end_outputs)
     if stage != RunningStage.SANITY_CHECKING:

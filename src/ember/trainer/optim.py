@@ -238,7 +238,7 @@ class LightningOptimizer:
 
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
         """Step the optimizer through the trainer (precision scaling, hooks, step counting)."""
-        return self._trainer._manual_optimizer_step(self._optimizer, closure, **kwargs)
+        return self._trainer._optimizer_step_from_wrapper(self, closure, **kwargs)
 
     def __repr__(self) -> str:
         return f"LightningOptimizer({self._optimizer!r})"

@@ -97,7 +97,9 @@ def collect_rng_states(include_cuda: bool = True) -> dict[str, Any]:
     try:
         import numpy as np
 
-        states["numpy"] = np.random.get_state()
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        # plain data only, so the state loads with torch.load(weights_only=True)
+        states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
     except ImportError:
         pass
     if include_cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -113,7 +115,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
     if "numpy" in states:
         import numpy as np
 
-        np.random.set_state(states["numpy"])
+        name, keys, pos, has_gauss, gauss = states["numpy"]
+        keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+        np.random.set_state((name, keys.astype(np.uint32), pos, has_gauss, gauss))
     version, state, gauss = states["python"]
     random.setstate((version, tuple(state), gauss))
 
