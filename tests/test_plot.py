@@ -113,18 +113,21 @@ def test_best_checkpoint_from_name_state_and_run_folder(tmp_path, monkeypatch):
     real = plot._best_x
     monkeypatch.setattr(plot, "_best_x", lambda pos, x, rows: marks.append((pos, x, real(pos, x, rows))) or real(pos, x, rows))
 
-    plot_metrics(run, tmp_path / "a.png", x="epoch", best_checkpoint="whatever/epoch=1-step=7.ckpt")
-    plot_metrics(run, tmp_path / "b.png", x="step", best_checkpoint={"best_k_models": {"e/epoch=0-step=3.ckpt": 0.4, "e/epoch=2-step=11.ckpt": 0.2}, "mode": "min"})
+    plot_metrics(run, tmp_path / "a.png", x="epoch", best_checkpoint="whatever/epoch=1-step=8.ckpt")
+    plot_metrics(run, tmp_path / "b.png", x="step", best_checkpoint={"best_k_models": {"e/epoch=0-step=4.ckpt": 0.4, "e/epoch=2-step=12.ckpt": 0.2}, "mode": "min"})
     # no argument: read from the newest checkpoint's ModelCheckpoint state in <run>/checkpoints
     (run / "checkpoints").mkdir()
-    state = {"best_model_path": str(run / "checkpoints" / "epoch=1-step=7.ckpt"), "best_k_models": {}}
+    state = {"best_model_path": str(run / "checkpoints" / "epoch=1-step=8.ckpt"), "best_k_models": {}}
     torch.save({"epoch": 2, "global_step": 12, "callbacks": {"ModelCheckpoint{'monitor': 'val_loss'}": state}}, run / "checkpoints" / "last.ckpt")
     plot_metrics(run, tmp_path / "c.png", x="step")
     # a checkpoint whose name has no epoch: read from the file
     torch.save({"epoch": 2, "global_step": 12}, tmp_path / "custom.ckpt")
     plot_metrics(run, tmp_path / "d.png", x="epoch", best_checkpoint=tmp_path / "custom.ckpt")
+    # only an epoch known: the last logged step of that epoch
+    plot_metrics(run, tmp_path / "e.png", x="step", best_checkpoint="my-epoch=0.ckpt")
 
-    assert [m[2] for m in marks] == [1.0, 11.0, 7.0, 2.0]
+    # checkpoint steps count optimizer steps; the logger step of that batch is one less
+    assert [m[2] for m in marks] == [1.0, 11.0, 7.0, 2.0, 3.0]
 
 
 def test_missing_run_folder_message(tmp_path):

@@ -107,3 +107,11 @@ def test_plot_of_a_real_run_marks_the_best_checkpoint(tmp_path):
     path = plot_metrics(logger.log_dir)
     assert path == os.path.join(logger.log_dir, "metrics.png")
     assert os.path.getsize(path) > 0
+    # the mark comes from the ModelCheckpoint state saved in <log_dir>/checkpoints
+    from pathlib import Path
+
+    from ember.plot import _best_position
+
+    best = trainer.checkpoint_callback.best_model_path
+    epoch = int(Path(best).name.split("epoch=")[1].split("-")[0])
+    assert _best_position(None, Path(logger.log_dir)) == {"epoch": epoch, "step": 4.0 * (epoch + 1)}

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import glob
 import os
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,7 +47,11 @@ def test_offline_run_records_config_and_summary(tmp_path):
     logger.finalize("success")
     run.finish()
     assert len(run_files) == 1
-    assert b"ember_probe" in open(run_files[0], "rb").read()
+    # wandb's service process may still be writing the run file when finish() returns
+    deadline = time.monotonic() + 20
+    while b"ember_probe" not in Path(run_files[0]).read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b"ember_probe" in Path(run_files[0]).read_bytes()
 
 
 def test_init_arguments():
