@@ -251,7 +251,7 @@ def test_verbose_messages(tmp_path, caplog):
 @needs_trainer
 def test_fit_stops_at_the_expected_epoch(tmp_path):
     callback = EarlyStopping("val_loss", patience=2)
-    trainer = ember.Trainer(max_epochs=20, callbacks=[callback], **QUIET)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=20, callbacks=[callback], **QUIET)
     trainer.fit(SequenceModel(val_losses=[5.0, 4.0, 4.5, 4.2, 1.0]))
     assert callback.stopped_epoch == 3
     assert trainer.current_epoch == 4  # the stop ends the epoch it was raised in
@@ -261,7 +261,7 @@ def test_fit_stops_at_the_expected_epoch(tmp_path):
 @needs_trainer
 def test_fit_min_epochs_holds_the_stop(tmp_path):
     callback = EarlyStopping("val_loss", stopping_threshold=10.0)
-    trainer = ember.Trainer(max_epochs=20, min_epochs=3, callbacks=[callback], **QUIET)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=20, min_epochs=3, callbacks=[callback], **QUIET)
     trainer.fit(SequenceModel(val_losses=[1.0]))
     assert trainer.current_epoch == 3
     assert callback.stopping_reason is EarlyStoppingReason.STOPPING_THRESHOLD
@@ -273,7 +273,7 @@ def test_fit_state_saved_in_checkpoint(tmp_path):
 
     callback = EarlyStopping("val_loss", patience=1)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    trainer = ember.Trainer(max_epochs=5, callbacks=[callback, checkpoint], **QUIET)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=5, callbacks=[callback, checkpoint], **QUIET)
     trainer.fit(SequenceModel(val_losses=[1.0, 2.0]))
     state = load_checkpoint(tmp_path / "last.ckpt")["callbacks"][callback.state_key]
     assert state["stopping_reason"] == EarlyStoppingReason.PATIENCE_EXHAUSTED.value

@@ -563,7 +563,7 @@ def test_fit_topk_names_and_last(tmp_path):
     callback = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_top_k=2, save_last=True,
                                filename="{epoch}-{val_loss:.2f}")
     model = SequenceModel(val_losses=[3.0, 1.0, 2.0, 4.0])
-    trainer = ember.Trainer(max_epochs=4, callbacks=[callback], **QUIET)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=4, callbacks=[callback], **QUIET)
     trainer.fit(model)
     assert _names(tmp_path) == ["epoch=1-val_loss=1.00.ckpt", "epoch=2-val_loss=2.00.ckpt", "last.ckpt"]
     assert callback.best_model_score == torch.tensor(1.0)
@@ -576,7 +576,7 @@ def test_fit_topk_names_and_last(tmp_path):
 def test_fit_default_dirpath_and_name(tmp_path):
     model = SequenceModel(val_losses=[1.0])
     args = dict(QUIET, logger=False)
-    trainer = ember.Trainer(max_epochs=2, default_root_dir=tmp_path, **args)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=2, **args)
     trainer.fit(model)
     assert _names(tmp_path / "checkpoints") == ["epoch=1-step=8.ckpt"]
 
@@ -585,7 +585,7 @@ def test_fit_default_dirpath_and_name(tmp_path):
 def test_fit_every_n_train_steps_with_accumulation(tmp_path):
     callback = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1, filename="{step}")
     model = SequenceModel(val_losses=[1.0], train_batches=8)
-    trainer = ember.Trainer(max_epochs=1, accumulate_grad_batches=2, limit_val_batches=0,
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, accumulate_grad_batches=2, limit_val_batches=0,
                             callbacks=[callback], **QUIET)
     trainer.fit(model)
     assert trainer.global_step == 4
@@ -595,14 +595,14 @@ def test_fit_every_n_train_steps_with_accumulation(tmp_path):
 @needs_trainer
 def test_fit_save_weights_only_contents(tmp_path):
     callback = ModelCheckpoint(dirpath=tmp_path, save_weights_only=True, filename="w")
-    trainer = ember.Trainer(max_epochs=1, callbacks=[callback], **QUIET)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[callback], **QUIET)
     trainer.fit(SequenceModel(val_losses=[1.0]))
     checkpoint = load_checkpoint(tmp_path / "w.ckpt")
     assert "state_dict" in checkpoint
     assert "optimizer_states" not in checkpoint and "callbacks" not in checkpoint and "lr_schedulers" not in checkpoint
 
     full = ModelCheckpoint(dirpath=tmp_path / "full", filename="f")
-    trainer = ember.Trainer(max_epochs=1, callbacks=[full], **QUIET)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[full], **QUIET)
     trainer.fit(SequenceModel(val_losses=[1.0]))
     checkpoint = load_checkpoint(tmp_path / "full" / "f.ckpt")
     assert "optimizer_states" in checkpoint and full.state_key in checkpoint["callbacks"]
@@ -611,14 +611,15 @@ def test_fit_save_weights_only_contents(tmp_path):
 @needs_trainer
 def test_fit_last_is_latest_and_resumes(tmp_path):
     callback = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_last=True, filename="{epoch}")
-    trainer = ember.Trainer(max_epochs=3, callbacks=[callback], **QUIET)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=3, callbacks=[callback], **QUIET)
     trainer.fit(SequenceModel(val_losses=[1.0, 2.0, 3.0]))
     assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 2
     assert _names(tmp_path) == ["epoch=0.ckpt", "last.ckpt"]
 
     resumed = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_last=True, filename="{epoch}")
-    trainer = ember.Trainer(max_epochs=4, callbacks=[resumed], **QUIET)
-    trainer.fit(SequenceModel(val_losses=[5.0]), ckpt_path="last")
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=4, callbacks=[resumed], **QUIET)
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        trainer.fit(SequenceModel(val_losses=[5.0]), ckpt_path="last")
     assert trainer.current_epoch == 4
     assert resumed.best_model_path == str(tmp_path / "epoch=0.ckpt")  # state came back
     assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 3
@@ -627,7 +628,7 @@ def test_fit_last_is_latest_and_resumes(tmp_path):
 @needs_trainer
 def test_fit_missing_monitor_raises_after_validation(tmp_path):
     callback = ModelCheckpoint(dirpath=tmp_path, monitor="nope")
-    trainer = ember.Trainer(max_epochs=1, callbacks=[callback], **QUIET)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[callback], **QUIET)
     with pytest.raises(MisconfigurationException, match="could not find the monitored key.*'val_loss'"):
         trainer.fit(SequenceModel(val_losses=[1.0]))
 

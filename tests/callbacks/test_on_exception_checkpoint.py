@@ -4,8 +4,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
-
 import ember
 from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
 from ember.checkpoint_io import load_checkpoint
@@ -63,18 +61,28 @@ class _Crash(SequenceModel):
 
 
 @needs_trainer
+@pytest.mark.filterwarnings("ignore:.*there is no last checkpoint available")
 def test_fit_crash_saves_and_resumes_from_last(tmp_path):
     callback = OnExceptionCheckpoint(tmp_path)
-    trainer = ember.Trainer(max_epochs=2, callbacks=[callback], enable_checkpointing=False, **QUIET)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=2, callbacks=[callback], **QUIET)
     with pytest.raises(RuntimeError, match="simulated failure"):
         trainer.fit(_Crash(crash_at_step=5))
     checkpoint = load_checkpoint(callback.ckpt_path)
     assert checkpoint["global_step"] == 5
     assert "optimizer_states" in checkpoint
 
-    model = SequenceModel(val_losses=[1.0])
-    trainer = ember.Trainer(max_epochs=2, callbacks=[OnExceptionCheckpoint(tmp_path)],
-                            enable_checkpointing=False, **QUIET)
+    model = _Counting(val_losses=[1.0])
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=2, callbacks=[OnExceptionCheckpoint(tmp_path)],
+                            **QUIET)
     trainer.fit(model, ckpt_path="last")
     assert trainer.global_step == 8
-    assert torch.is_tensor(model.layer.weight)
+    assert model.steps_run == 3  # resumed at step 5 of 8
+    assert not os.path.exists(callback.ckpt_path)  # a finished fit makes the crash file stale
+
+
+class _Counting(SequenceModel):
+    steps_run = 0
+
+    def training_step(self, batch, batch_idx):
+        self.steps_run += 1
+        return super().training_step(batch, batch_idx)
