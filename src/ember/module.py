@@ -52,6 +52,9 @@ class LightningModule(HyperparametersMixin, nn.Module):
         "logger", "loggers", "automatic_optimization", "hparams", "hparams_initial", "example_input_array",
     ]
 
+    # True while TorchScript inspects the module: it reads every attribute, `trainer` included
+    _jit_is_scripting = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._trainer: Trainer | None = None
@@ -67,9 +70,9 @@ class LightningModule(HyperparametersMixin, nn.Module):
     # ---- properties ----------------------------------------------------------------------
     @property
     def trainer(self) -> Trainer:
-        if self._trainer is None:
+        if self._trainer is None and not LightningModule._jit_is_scripting:
             raise RuntimeError(f"{self.__class__.__qualname__} is not attached to a `Trainer`.")
-        return self._trainer
+        return self._trainer  # type: ignore[return-value]
 
     @trainer.setter
     def trainer(self, trainer: Trainer | None) -> None:
@@ -684,14 +687,25 @@ class LightningModule(HyperparametersMixin, nn.Module):
         """Export with TorchScript (``method="script"`` or ``"trace"``)."""
         mode = self.training
         self.eval()
-        if method == "script":
-            exported = torch.jit.script(self, **kwargs)
-        elif method == "trace":
-            inputs = example_inputs if example_inputs is not None else self.example_input_array
-            exported = torch.jit.trace(self, example_inputs=inputs, **kwargs)
-        else:
-            raise ValueError(f"The 'method' parameter only supports 'script' or 'trace', but value given was: {method}")
-        self.train(mode)
+        LightningModule._jit_is_scripting = True
+        try:
+            if method == "script":
+                exported = torch.jit.script(self, **kwargs)
+            elif method == "trace":
+                inputs = example_inputs if example_inputs is not None else self.example_input_array
+                if inputs is None:
+                    raise ValueError(
+                        "Choosing method=`trace` requires either `example_inputs` or `model.example_input_array`"
+                        " to be defined."
+                    )
+                exported = torch.jit.trace(self, example_inputs=inputs, **kwargs)
+            else:
+                raise ValueError(
+                    f"The 'method' parameter only supports 'script' or 'trace', but value given was: {method}"
+                )
+        finally:
+            LightningModule._jit_is_scripting = False
+            self.train(mode)
         if file_path is not None:
             torch.jit.save(exported, file_path)
         return exported

@@ -1,0 +1,240 @@
+"""LightningModule properties and the defaults of its hooks, as a user sees them."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import ember
+from ember.utilities import AttributeDict
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+
+def test_properties_without_a_trainer():
+    model = CoreModel()
+    with pytest.raises(RuntimeError, match="CoreModel is not attached to a `Trainer`"):
+        _ = model.trainer
+    assert model.device == torch.device("cpu")
+    assert model.dtype == torch.float32
+    assert model.current_epoch == 0
+    assert model.global_step == 0
+    assert model.global_rank == 0
+    assert model.local_rank == 0
+    assert model.automatic_optimization is True
+    assert model.strict_loading is True
+    assert model.logger is None
+    assert model.loggers == []
+    assert model.example_input_array is None
+    assert model.hparams == {} and isinstance(model.hparams, AttributeDict)
+    assert model.hparams_initial == {}
+    assert model.prepare_data_per_node is True
+    assert isinstance(model, nn.Module)
+
+
+def test_settable_properties():
+    model = CoreModel()
+    model.automatic_optimization = False
+    model.strict_loading = False
+    model.example_input_array = torch.zeros(2, 4)
+    assert model.automatic_optimization is False
+    assert model.strict_loading is False
+    assert torch.equal(model.example_input_array, torch.zeros(2, 4))
+
+
+def test_dtype_and_device_follow_moves():
+    model = CoreModel()
+    model.double()
+    assert model.dtype == torch.float64
+    model.to(torch.float32)
+    assert model.dtype == torch.float32
+    model.to("cpu")
+    assert model.device == torch.device("cpu")
+
+
+def test_dtype_and_device_of_a_nested_module():
+    class Outer(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.inner = CoreModel()
+
+    model = Outer().to(torch.float64)
+    assert model.inner.dtype == torch.float64
+
+
+def test_properties_while_fitting(tmp_path):
+    seen = []
+
+    class Watch(CoreModel):
+        def training_step(self, batch, batch_idx):
+            seen.append((self.current_epoch, self.global_step, self.trainer.current_epoch, self.global_rank,
+                         self.local_rank, self.device.type, self.logger is self.trainer.logger,
+                         self.loggers is self.trainer.loggers or self.loggers == self.trainer.loggers))
+            return super().training_step(batch, batch_idx)
+
+    model = Watch()
+    trainer = quiet_trainer(max_epochs=2, default_root_dir=tmp_path)
+    trainer.fit(model, loader(n=8))
+    assert [s[:2] for s in seen] == [(0, 0), (0, 1), (1, 2), (1, 3)]
+    assert all(s[2:] == (s[0], 0, 0, "cpu", True, True) for s in seen)
+    assert model.trainer is trainer
+    assert model.current_epoch == 2 and model.global_step == 4
+
+
+def test_logger_properties_with_a_logger(tmp_path):
+    logger = ember.loggers.CSVLogger(tmp_path)
+    model = CoreModel()
+    trainer = ember.Trainer(max_epochs=1, logger=logger, enable_progress_bar=False, enable_model_summary=False,
+                            enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.fit(model, loader(n=4))
+    assert model.logger is logger
+    assert model.loggers == [logger]
+
+
+def test_print_prints_on_rank_zero(capsys):
+    model = CoreModel()
+    model.print("hello", 1)
+    assert capsys.readouterr().out == "hello 1\n"
+
+
+def test_predict_step_default_calls_forward():
+    class NoPredict(CoreModel):
+        predict_step = ember.LightningModule.predict_step
+
+    model = NoPredict()
+    x = torch.randn(3, 4)
+    assert torch.equal(model.predict_step(x, 0), model(x))
+    out = quiet_trainer().predict(model, torch.utils.data.DataLoader(torch.randn(6, 4), batch_size=3))
+    assert len(out) == 2 and out[0].shape == (3, 1)
+
+
+def test_validation_and_test_step_defaults_return_none():
+    model = ember.LightningModule()
+    assert model.validation_step(torch.zeros(1), 0) is None
+    assert model.test_step(torch.zeros(1), 0) is None
+    assert model.configure_callbacks() == []
+    assert model.configure_model() is None
+
+
+def test_configure_optimizers_default_warns_and_fit_runs_without_optimizer():
+    class NoOptim(CoreModel):
+        configure_optimizers = ember.LightningModule.configure_optimizers
+
+    model = NoOptim()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.warns(UserWarning, match="configure_optimizers"):
+        quiet_trainer(max_epochs=1).fit(model, loader(n=8))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_dataloader_defaults_raise_with_the_fix():
+    model = ember.LightningModule()
+    for name in ("train_dataloader", "val_dataloader", "test_dataloader", "predict_dataloader"):
+        with pytest.raises(ember.utilities.MisconfigurationException, match=f"`{name}` must be implemented"):
+            getattr(model, name)()
+
+
+def test_batch_transfer_defaults():
+    model = CoreModel()
+    batch = {"x": [torch.ones(2)], "y": (torch.zeros(1), "label")}
+    assert model.on_before_batch_transfer(batch, 0) is batch
+    assert model.on_after_batch_transfer(batch, 0) is batch
+    moved = model.transfer_batch_to_device(batch, torch.device("cpu"), 0)
+    assert torch.equal(moved["x"][0], torch.ones(2)) and moved["y"][1] == "label"
+
+
+def test_batch_transfer_hooks_are_used_in_fit():
+    calls = []
+
+    class Transfer(CoreModel):
+        def on_before_batch_transfer(self, batch, dataloader_idx):
+            calls.append(("before", dataloader_idx))
+            return batch
+
+        def transfer_batch_to_device(self, batch, device, dataloader_idx):
+            calls.append(("transfer", device.type))
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            calls.append(("after", dataloader_idx))
+            x, y = batch
+            return x * 0, y * 0  # the loss is 0 for a zero-bias start only if this is applied
+
+    model = Transfer()
+    quiet_trainer(max_steps=1).fit(model, loader(n=4))
+    assert calls == [("before", 0), ("transfer", "cpu"), ("after", 0)]
+
+
+def test_optimization_hook_defaults():
+    model = CoreModel()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    loss = model(torch.ones(1, 4)).sum()
+    model.backward(loss)
+    assert model.layer.weight.grad is not None
+    weight = model.layer.weight.detach().clone()
+    model.optimizer_step(0, 0, opt, optimizer_closure=lambda: None)
+    assert not torch.equal(weight, model.layer.weight)
+    model.optimizer_zero_grad(0, 0, opt)
+    assert model.layer.weight.grad is None
+
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    model.lr_scheduler_step(sched, None)
+    assert opt.param_groups[0]["lr"] == 0.5
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+    model.lr_scheduler_step(plateau, 1.0)
+    model.lr_scheduler_step(plateau, 2.0)
+    assert opt.param_groups[0]["lr"] == 0.25
+
+
+def test_model_mode_hooks_in_validation():
+    modes = []
+
+    class Modes(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.frozen = nn.Dropout()
+
+        def on_train_start(self):
+            self.frozen.eval()  # a submodule the user keeps in eval mode stays so after validation
+
+        def validation_step(self, batch, batch_idx):
+            modes.append((self.training, self.frozen.training))
+            return super().validation_step(batch, batch_idx)
+
+    model = Modes()
+    quiet_trainer(max_epochs=1).fit(model, loader(n=8), loader(n=4))
+    assert modes == [(False, False)]
+    assert model.training and not model.frozen.training
+
+
+def test_validation_model_zero_grad_clears_grads_before_validation():
+    grads = []
+
+    class Grads(CoreModel):
+        def on_validation_start(self):
+            grads.append(self.layer.weight.grad)
+
+    quiet_trainer(max_epochs=1).fit(Grads(), loader(n=8), loader(n=4))
+    assert grads == [None]
+
+
+def test_all_gather_on_one_process_returns_the_data():
+    seen = {}
+
+    class Gather(CoreModel):
+        def training_step(self, batch, batch_idx):
+            seen["out"] = self.all_gather({"a": torch.tensor([1.0, 2.0])})
+            return super().training_step(batch, batch_idx)
+
+    quiet_trainer(max_steps=1).fit(Gather(), loader(n=4))
+    assert torch.equal(seen["out"]["a"], torch.tensor([1.0, 2.0]))
+
+
+def test_to_torchscript_trace(tmp_path):
+    model = CoreModel()
+    model.example_input_array = torch.randn(2, 4)
+    path = tmp_path / "m.pt"
+    scripted = model.to_torchscript(path, method="trace")
+    assert path.exists()
+    assert torch.allclose(scripted(model.example_input_array), model(model.example_input_array))
+    with pytest.raises(ValueError, match="'script' or 'trace'"):
+        model.to_torchscript(method="onnx")
