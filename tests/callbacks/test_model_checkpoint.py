@@ -650,3 +650,39 @@ def test_exception_save_never_overwrites_a_topk_file(tmp_path):
     assert _names(tmp_path) == ["best-v1.ckpt", "best.ckpt"]
     assert load_checkpoint(tmp_path / "best.ckpt")["global_step"] == 4
     assert load_checkpoint(tmp_path / "best-v1.ckpt")["global_step"] == 6
+
+
+def test_step_trigger_waits_for_a_validation_about_to_refresh_the_metric(tmp_path):
+    trainer, callback = _setup(tmp_path, monitor="val_loss", every_n_train_steps=2, save_top_k=-1,
+                               filename="{step}-{val_loss:.1f}")
+    trainer.val_check_batch = 2  # validation after every 2nd batch
+    trainer.advance(steps=2, metrics={"val_loss": 9.0})  # stale value from an earlier validation
+    callback.on_train_batch_end(trainer, None, None, None, 1)
+    assert trainer.saved == []
+    trainer.advance(metrics={"val_loss": 3.0})
+    callback.on_validation_end(trainer, None)
+    assert _names(tmp_path) == ["step=2-val_loss=3.0.ckpt"]
+    trainer.val_check_batch = 3  # validation will not follow batch 3 (index 3 -> 4 % 3 != 0)
+    trainer.advance(steps=2)
+    callback.on_train_batch_end(trainer, None, None, None, 3)
+    assert _names(tmp_path) == ["step=2-val_loss=3.0.ckpt", "step=4-val_loss=3.0.ckpt"]
+
+
+@needs_trainer
+@pytest.mark.parametrize(
+    ("val_check_interval", "expected"),
+    [
+        # Lightning 2.6 names step=6 after the stale 4.0 here; Ember waits for the fresh 3.0.
+        (2, ["step=2-val_loss=5.0.ckpt", "step=4-val_loss=4.0.ckpt", "step=6-val_loss=3.0.ckpt",
+             "step=8-val_loss=2.0.ckpt"]),
+        # One validation per epoch: the step-2 save waits for it and lands at step 4.
+        (1.0, ["step=4-val_loss=5.0.ckpt", "step=6-val_loss=5.0.ckpt", "step=8-val_loss=4.0.ckpt"]),
+    ],
+)
+def test_fit_step_trigger_with_validation_metric(tmp_path, val_check_interval, expected):
+    callback = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, monitor="val_loss", save_top_k=-1,
+                               filename="{step}-{val_loss:.1f}")
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=2, val_check_interval=val_check_interval,
+                            callbacks=[callback], **QUIET)
+    trainer.fit(SequenceModel(val_losses=[5.0, 4.0, 3.0, 2.0, 1.0]))
+    assert _names(tmp_path) == expected

@@ -136,6 +136,8 @@ class FakeTrainer:
         self._evaluation_has_run = False
         self.num_val_batches = [2]
         self.val_check_interval = 1.0
+        self.val_check_batch: float = float("inf")
+        self.num_training_batches: float = 4
         self.check_val_every_n_epoch = 1
         self.enable_validation = True
         self.should_stop = False

@@ -198,9 +198,9 @@ class ModelCheckpoint(Checkpoint):
             return
         if not skip_time:
             self._last_time_checked = now
-        if self._monitor_is_val_only(trainer):
-            # The monitored metric comes from validation, which has not produced it yet: save
-            # when validation ends instead of ranking a file by a missing or stale value.
+        if self._should_defer_to_validation(trainer, batch_idx):
+            # Validation has not produced the monitored metric yet, or is about to refresh it:
+            # save when validation ends instead of ranking a file by a missing or stale value.
             self._defer_save_until_validation = True
             return
         self._save_at_trigger(trainer, topk=True)
@@ -301,12 +301,29 @@ class ModelCheckpoint(Checkpoint):
     def _epoch_is_due(self, trainer: Trainer) -> bool:
         return self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
 
-    def _monitor_is_val_only(self, trainer: Trainer) -> bool:
-        if self.monitor is None or self.save_top_k == 0 or self.monitor in trainer.callback_metrics:
+    def _should_defer_to_validation(self, trainer: Trainer, batch_idx: int) -> bool:
+        if self.monitor is None or self.save_top_k == 0:
             return False
         num_val_batches = trainer.num_val_batches
         total = sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches
-        return bool(total) and getattr(trainer, "enable_validation", True) is not False
+        if not total or getattr(trainer, "enable_validation", True) is False:
+            return False  # no validation will ever come
+        if self.monitor not in trainer.callback_metrics:
+            return True
+        return self._validation_follows(trainer, batch_idx)
+
+    @staticmethod
+    def _validation_follows(trainer: Trainer, batch_idx: int) -> bool:
+        """Whether the trainer validates right after this training batch (per-epoch schedules only)."""
+        every_n = trainer.check_val_every_n_epoch
+        if every_n is None or (trainer.current_epoch + 1) % every_n != 0:
+            return False
+        if getattr(trainer, "_val_check_time_interval", None) is not None:
+            return False
+        val_check_batch = getattr(trainer, "val_check_batch", None)
+        if val_check_batch is None or val_check_batch == float("inf"):
+            return batch_idx + 1 >= trainer.num_training_batches
+        return (batch_idx + 1) % val_check_batch == 0
 
     # ---- saving ---------------------------------------------------------------------------
     def _save_at_trigger(self, trainer: Trainer, topk: bool) -> None:
