@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -212,3 +213,47 @@ def test_one_bar_reset_per_eval_dataloader(capsys):
     assert "Validation DataLoader 0: 100%|██████████| 2/2" in err
     assert "Validation DataLoader 1: 100%|██████████| 3/3" in err
     assert bar._current_eval_dataloader_idx is None  # reset after the loop
+
+
+# Every distinct state the bars went through, observed on Lightning 2.6.6 for the same program
+# (7 train batches, refresh_rate=3, 2 val batches, then a test run; times replaced by "T").
+LIGHTNING_BAR_STATES = [
+    'Sanity Checking: |          | 0/? [T]',
+    'Sanity Checking DataLoader 0:   0%|          | 0/2 [T]',
+    'Sanity Checking DataLoader 0: 100%|##########| 2/2 [T]',
+    'Training: |          | 0/? [T]',
+    'Epoch 0:   0%|          | 0/7 [T]',
+    'Epoch 0:  43%|####2     | 3/7 [T]',
+    'Epoch 0:  43%|####2     | 3/7 [T, v_num=7, train_loss=0.960]',
+    'Epoch 0:  86%|########5 | 6/7 [T, v_num=7, train_loss=0.960]',
+    'Epoch 0:  86%|########5 | 6/7 [T, v_num=7, train_loss=1.140]',
+    'Epoch 0: 100%|##########| 7/7 [T, v_num=7, train_loss=1.140]',
+    'Epoch 0: 100%|##########| 7/7 [T, v_num=7, train_loss=4.000]',
+    'Validation: |          | 0/? [T]',
+    'Validation DataLoader 0:   0%|          | 0/2 [T]',
+    'Validation DataLoader 0: 100%|##########| 2/2 [T]',
+    'Epoch 0: 100%|##########| 7/7 [T, v_num=7, train_loss=4.000, val_loss=4.750]',
+    'Testing: |          | 0/? [T]',
+    'Testing DataLoader 0:   0%|          | 0/2 [T]',
+    'Testing DataLoader 0: 100%|##########| 2/2 [T]',
+]
+
+
+def _bar_states(text: str) -> list[str]:
+    states: list[str] = []
+    for part in re.split(r"[\r\n]", text):
+        part = part.replace("\x1b[A", "").strip()
+        part = re.sub(r"\[\d\d:\d\d<[^,\]]*,\s*[^,\]]*(it/s|s/it)", "[T", part)
+        part = re.sub(r"\|[^|]*\|", "|bar|", part, count=1)  # the drawing depends on the terminal's charset
+        if "|" in part and (not states or states[-1] != part):
+            states.append(part)
+    return states
+
+
+def test_bar_states_match_lightning(capsys):
+    trainer = _trainer(TQDMProgressBar(refresh_rate=3), max_epochs=1)
+    torch.manual_seed(0)
+    trainer.fit(Regressor(), train_loader(n=28), val_loader())
+    torch.manual_seed(0)
+    trainer.test(Regressor(), val_loader())
+    assert _bar_states(capsys.readouterr().err) == _bar_states("\n".join(LIGHTNING_BAR_STATES))

@@ -188,7 +188,10 @@ class TQDMProgressBar(ProgressBar):
     def on_train_epoch_start(self, trainer: Trainer, *_: Any) -> None:
         if self._leave:
             self.train_progress_bar = self.init_train_tqdm()
-        self.train_progress_bar.reset(convert_inf(self.total_train_batches))
+        total = convert_inf(self.total_train_batches)
+        # reset first, then the total: the bar is not redrawn with the old description and new total
+        self.train_progress_bar.reset()
+        self.train_progress_bar.total = total
         self.train_progress_bar.initial = 0
         self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
 
@@ -220,7 +223,9 @@ class TQDMProgressBar(ProgressBar):
         if not self.has_dataloader_changed(dataloader_idx):
             return
         bar = self.val_progress_bar
-        bar.reset(convert_inf(self.total_val_batches_current_dataloader))
+        total = convert_inf(self.total_val_batches_current_dataloader)
+        bar.reset()
+        bar.total = total
         bar.initial = 0
         desc = self.sanity_check_description if trainer.sanity_checking else self.validation_description
         bar.set_description(f"{desc} DataLoader {dataloader_idx}")
@@ -257,7 +262,9 @@ class TQDMProgressBar(ProgressBar):
         if not self.has_dataloader_changed(dataloader_idx):
             return
         bar = self.test_progress_bar
-        bar.reset(convert_inf(self.total_test_batches_current_dataloader))
+        total = convert_inf(self.total_test_batches_current_dataloader)
+        bar.reset()
+        bar.total = total
         bar.initial = 0
         bar.set_description(f"{self.test_description} DataLoader {dataloader_idx}")
 
@@ -288,7 +295,9 @@ class TQDMProgressBar(ProgressBar):
         if not self.has_dataloader_changed(dataloader_idx):
             return
         bar = self.predict_progress_bar
-        bar.reset(convert_inf(self.total_predict_batches_current_dataloader))
+        total = convert_inf(self.total_predict_batches_current_dataloader)
+        bar.reset()
+        bar.total = total
         bar.initial = 0
         bar.set_description(f"{self.predict_description} DataLoader {dataloader_idx}")
 
