@@ -30,6 +30,7 @@ from ember.trainer.logging import LoggedResults
 from ember.trainer.optim import LightningOptimizer, configure_optimizers
 from ember.trainer.signals import PreemptionExit, StopFlag
 from ember.trainer.state import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
+from ember.tuner.exceptions import _TunerExitException
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import _set_rank, rank_zero_info, rank_zero_warn
 from ember.utilities.warnings import PossibleUserWarning
@@ -628,6 +629,12 @@ class Trainer:
             self.state.status = TrainerStatus.INTERRUPTED
             self._teardown()
             raise
+        except _TunerExitException:
+            # a tuner finished its search inside this call: end it as a finished run
+            self._call_teardown_hooks(self.state.fn.value)
+            self._teardown()
+            self.state.status = TrainerStatus.FINISHED
+            self.state.stage = None
         except BaseException as exception:
             self._interrupt(exception)
             self._teardown()
