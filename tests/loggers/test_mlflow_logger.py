@@ -1,7 +1,6 @@
 """MLFlowLogger on a local ``file:`` store, read back with MlflowClient."""
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
 import pytest
