@@ -55,6 +55,7 @@ CASES = {
         _named_groups, {"logging_interval": "step"}, 1, 2,
         [({"my_lr/body": 0.1, "my_lr/head": 0.1}, 1), ({"my_lr/body": 0.1, "my_lr/head": 0.1}, 3)],
     ),
+    "step_logging_off": (_sgd, {}, 2, 0, [({"lr-SGD": 0.1}, 0), ({"lr-SGD": 0.1}, 4)]),
     "epoch_interval": (_sgd, {"logging_interval": "epoch"}, 2, 1, [({"lr-SGD": 0.1}, 0), ({"lr-SGD": 0.1}, 4)]),
 }
 

@@ -86,7 +86,8 @@ class LearningRateMonitor(Callback):
 
     def on_train_batch_start(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
         # the same cadence as the trainer's own step logging; `+ 1` because the step has not run yet
-        if (trainer._logger_step + 1) % trainer.log_every_n_steps != 0 and not trainer.should_stop:
+        every_n = trainer.log_every_n_steps
+        if every_n == 0 or ((trainer._logger_step + 1) % every_n != 0 and not trainer.should_stop):
             return
         if self.logging_interval != "epoch":
             self._log(trainer, "step" if self.logging_interval is None else "any")
