@@ -155,7 +155,16 @@ def test_bar_can_be_pickled_mid_run():
     assert restored._train_progress_bar is None
 
 
-def test_rich_progress_bar_draws_epochs_and_metrics():
+@pytest.fixture
+def fresh_rich_console():
+    """The rich bar reconfigures rich's global console; give later tests a default one back."""
+    import rich
+
+    yield
+    rich.reconfigure()
+
+
+def test_rich_progress_bar_draws_epochs_and_metrics(fresh_rich_console):
     out = io.StringIO()
     bar = RichProgressBar(console_kwargs={"file": out, "force_terminal": True, "width": 200})
     trainer = _trainer(bar, max_epochs=2)
@@ -164,7 +173,7 @@ def test_rich_progress_bar_draws_epochs_and_metrics():
     assert "Epoch 1/1" in text and "4/4" in text and "v_num: 7" in text and "train_loss:" in text
 
 
-def test_rich_progress_bar_reads_metrics_only_on_refresh(metric_reads):
+def test_rich_progress_bar_reads_metrics_only_on_refresh(metric_reads, fresh_rich_console):
     bar = RichProgressBar(refresh_rate=4, console_kwargs={"file": io.StringIO()})
     trainer = _trainer(bar, max_epochs=1, num_sanity_val_steps=0)
     trainer.fit(Regressor(), train_loader(n=40), val_loader())

@@ -123,7 +123,7 @@ class RichProgressBar(ProgressBar):
         self,
         refresh_rate: int = 1,
         leave: bool = False,
-        theme: RichProgressBarTheme | None = None,
+        theme: RichProgressBarTheme = RichProgressBarTheme(),  # noqa: B008 (read-only, as in Lightning)
         console_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if importlib.util.find_spec("rich") is None:
@@ -133,7 +133,7 @@ class RichProgressBar(ProgressBar):
         super().__init__()
         self._refresh_rate = refresh_rate
         self._leave = leave
-        self.theme = theme if theme is not None else RichProgressBarTheme()
+        self.theme = theme
         self._console_kwargs = console_kwargs or {}
         self._console: Any = None
         self._enabled = True
@@ -169,11 +169,15 @@ class RichProgressBar(ProgressBar):
     def _init_progress(self) -> None:
         if self.is_disabled or self.progress is not None:
             return
-        from rich.console import Console
+        from rich import get_console, reconfigure
         from rich.progress import Progress
 
         self._reset_progress_bar_ids()
-        self._console = Console(**self._console_kwargs)
+        # the global console, as in Lightning, so RichModelSummary and user prints share the live display
+        reconfigure(**self._console_kwargs)
+        self._console = get_console()
+        if getattr(self._console, "_live_stack", None) or getattr(self._console, "_live", None):
+            self._console.clear_live()  # a display left over from an interrupted run
         columns, self._metric_component = _columns(self.theme)
         self.progress = Progress(*columns, self._metric_component, auto_refresh=False, console=self._console)
         self.progress.start()
