@@ -113,3 +113,72 @@ def test_plot_of_a_real_run_marks_the_best_checkpoint(tmp_path):
     best = trainer.checkpoint_callback.best_model_path
     epoch = int(Path(best).name.split("epoch=")[1].split("-")[0])
     assert _best_position(None, Path(logger.log_dir)) == {"epoch": epoch, "step": 4.0 * (epoch + 1)}
+
+
+def test_tensorboard_graph_from_example_input_array(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ember.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(tmp_path, log_graph=True)
+    trainer = pl.Trainer(max_epochs=1, logger=logger, enable_checkpointing=False, **QUIET)
+    trainer.fit(LoggedRegressor(), train_loader(), val_loader())
+    acc = EventAccumulator(logger.log_dir)
+    acc.Reload()
+    assert acc.Graph() is not None
+
+
+def test_unwritable_default_root_dir_fails_before_training(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="not_a_folder"):
+        trainer = pl.Trainer(max_epochs=1, default_root_dir=blocker / "runs", **QUIET)
+        trainer.fit(LoggedRegressor(), train_loader(), val_loader())
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return f"file:{tmp_path / 'mlruns'}"
+
+
+def test_mlflow_gets_params_metrics_and_checkpoints(tmp_path, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    from ember.callbacks import ModelCheckpoint
+    from ember.loggers import MLFlowLogger
+
+    logger = MLFlowLogger(tracking_uri=mlflow_uri, log_model="all")
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="val_loss", save_top_k=-1)
+    trainer = pl.Trainer(max_epochs=2, log_every_n_steps=2, logger=logger, callbacks=[checkpoint], **QUIET)
+    trainer.fit(LoggedRegressor(), train_loader(), val_loader())
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(logger.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.05"}
+    assert [m.step for m in client.get_metric_history(logger.run_id, "train_loss")] == [1, 3, 5, 7]
+    assert [m.step for m in client.get_metric_history(logger.run_id, "val_loss")] == [3, 7]
+    folders = sorted(a.path for a in client.list_artifacts(logger.run_id))
+    assert folders == ["epoch=0-step=4", "epoch=1-step=8"]
+    assert "epoch=1-step=8/epoch=1-step=8.ckpt" in [a.path for a in client.list_artifacts(logger.run_id, "epoch=1-step=8")]
+
+
+def test_mlflow_run_marked_failed_when_fit_raises(mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    from ember.loggers import MLFlowLogger
+
+    class Exploding(LoggedRegressor):
+        def training_step(self, batch, batch_idx):
+            if self.current_epoch == 1:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    logger = MLFlowLogger(tracking_uri=mlflow_uri)
+    trainer = pl.Trainer(max_epochs=2, logger=logger, enable_checkpointing=False, **QUIET)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(Exploding(), train_loader(), val_loader())
+    assert MlflowClient(mlflow_uri).get_run(logger.run_id).info.status == "FAILED"

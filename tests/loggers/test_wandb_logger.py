@@ -84,3 +84,22 @@ def test_non_zero_rank_starts_no_run(monkeypatch, tmp_path):
     logger.log_metrics({"a": 1.0}, 0)
     assert isinstance(logger.experiment, DummyExperiment)
     assert not os.path.exists(tmp_path / "r1")
+
+
+def test_fit_logs_config_and_metrics_against_trainer_step(tmp_path):
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "helpers"))
+    import ember as pl
+    from logger_models import LoggedRegressor, train_loader, val_loader
+
+    logger = WandbLogger(save_dir=tmp_path / "fit", offline=True)
+    trainer = pl.Trainer(max_epochs=2, log_every_n_steps=2, logger=logger, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(LoggedRegressor(), train_loader(), val_loader())
+    run = logger.experiment
+    assert dict(run.config) == {"lr": 0.05}
+    assert run.summary["trainer/global_step"] == 7
+    assert run.summary["epoch"] == 1
+    assert set(run.summary.keys()) >= {"train_loss", "val_loss"}
+    run.finish()
