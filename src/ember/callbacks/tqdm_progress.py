@@ -74,15 +74,14 @@ class TQDMProgressBar(ProgressBar):
         return {k: (None if isinstance(v, _tqdm) else v) for k, v in vars(self).items()}
 
     # ---- the four bars ---------------------------------------------------------------------
-    def _bar(self, name: str) -> _tqdm:
-        bar = getattr(self, f"_{name}_progress_bar")
-        if bar is None:
-            raise TypeError(f"The `{self.__class__.__name__}._{name}_progress_bar` reference has not been set yet.")
-        return bar
+    def _unset(self, name: str) -> TypeError:
+        return TypeError(f"The `{self.__class__.__name__}._{name}_progress_bar` reference has not been set yet.")
 
     @property
     def train_progress_bar(self) -> _tqdm:
-        return self._bar("train")
+        if self._train_progress_bar is None:
+            raise self._unset("train")
+        return self._train_progress_bar
 
     @train_progress_bar.setter
     def train_progress_bar(self, bar: _tqdm) -> None:
@@ -90,7 +89,9 @@ class TQDMProgressBar(ProgressBar):
 
     @property
     def val_progress_bar(self) -> _tqdm:
-        return self._bar("val")
+        if self._val_progress_bar is None:
+            raise self._unset("val")
+        return self._val_progress_bar
 
     @val_progress_bar.setter
     def val_progress_bar(self, bar: _tqdm) -> None:
@@ -98,7 +99,9 @@ class TQDMProgressBar(ProgressBar):
 
     @property
     def test_progress_bar(self) -> _tqdm:
-        return self._bar("test")
+        if self._test_progress_bar is None:
+            raise self._unset("test")
+        return self._test_progress_bar
 
     @test_progress_bar.setter
     def test_progress_bar(self, bar: _tqdm) -> None:
@@ -106,7 +109,9 @@ class TQDMProgressBar(ProgressBar):
 
     @property
     def predict_progress_bar(self) -> _tqdm:
-        return self._bar("predict")
+        if self._predict_progress_bar is None:
+            raise self._unset("predict")
+        return self._predict_progress_bar
 
     @predict_progress_bar.setter
     def predict_progress_bar(self, bar: _tqdm) -> None:
