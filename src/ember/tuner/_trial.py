@@ -1,0 +1,199 @@
+"""Short trial runs inside a live ``trainer.fit``/``validate``/``test``/``predict`` call.
+
+The learning rate finder and the batch size finder both run the trainer's own loops for a few
+steps with other settings (their own callbacks, a dummy logger, tighter limits), then put
+everything back: weights, optimizer and scheduler states, loop counters, the scaler, settings and
+the global RNGs. The snapshot lives in memory (deep copies of the state dicts), so no checkpoint
+file is written and no ``on_save_checkpoint`` hook runs for a tuning trial.
+
+Example::
+
+    snapshot = TrainerSnapshot(trainer)
+    with trial_settings(trainer, callbacks=[my_callback], max_steps=10):
+        run_trial(trainer)
+    snapshot.restore(trainer)
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+from copy import deepcopy
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+
+if TYPE_CHECKING:
+    from ember.trainer.trainer import Trainer
+
+
+def is_oom_error(exception: BaseException) -> bool:
+    """Whether ``exception`` reports that the device (or host) ran out of memory."""
+    if isinstance(exception, torch.OutOfMemoryError):
+        return True
+    if not isinstance(exception, RuntimeError) or not exception.args or not isinstance(exception.args[0], str):
+        return False
+    message = exception.args[0]
+    return (
+        "out of memory" in message
+        or "CUBLAS_STATUS_ALLOC_FAILED" in message
+        or "CUDNN_STATUS_NOT_SUPPORTED" in message
+        or "DefaultCPUAllocator: can't allocate memory" in message
+    )
+
+
+def free_memory() -> None:
+    """Drop what a failed trial left behind, so the next one starts with the memory it had before."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class TrainerSnapshot:
+    """Copies of everything a trial run changes in the model, the optimizers and the loops.
+
+    Example::
+
+        snapshot = TrainerSnapshot(trainer)
+        ...  # train a few steps with an experimental setting
+        snapshot.restore(trainer)
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        module = trainer.lightning_module
+        self.module_state = deepcopy(module.state_dict())
+        self.optimizer_states = [deepcopy(opt.state_dict()) for opt in trainer.optimizers]
+        self.scheduler_states = [deepcopy(config.scheduler.state_dict()) for config in trainer.lr_scheduler_configs]
+        self.optimizers = list(trainer.optimizers)
+        self.lr_scheduler_configs = list(trainer.lr_scheduler_configs)
+        self.progress = deepcopy(trainer._progress.state_dict())
+        precision = trainer._precision
+        self.precision_state = deepcopy(precision.state_dict()) if precision is not None else None
+        self.stage = trainer.state.stage
+        self.training_mode = module.training
+
+    def restore(self, trainer: Trainer) -> None:
+        """Put the model, optimizers, schedulers, counters and scaler back as they were."""
+        module = trainer.lightning_module
+        module.load_state_dict(self.module_state)
+        module.zero_grad(set_to_none=True)
+        module.train(self.training_mode)
+        trainer.optimizers = self.optimizers
+        trainer.lr_scheduler_configs = self.lr_scheduler_configs
+        for optimizer, state in zip(self.optimizers, self.optimizer_states):
+            optimizer.load_state_dict(state)
+        for config, state in zip(self.lr_scheduler_configs, self.scheduler_states):
+            config.scheduler.load_state_dict(state)
+        if self.precision_state is not None:
+            trainer._precision.load_state_dict(self.precision_state)
+        self.reset_progress(trainer)
+        trainer.should_stop = False
+        trainer.state.stage = self.stage
+        forget_data_and_metrics(trainer)
+
+    def reset_progress(self, trainer: Trainer) -> None:
+        """Counters back to where the snapshot was taken (each trial starts from the same point)."""
+        trainer._progress.load_state_dict(deepcopy(self.progress))
+
+
+def forget_data_and_metrics(trainer: Trainer) -> None:
+    """Drop loaded dataloaders and logged values, so the next loop asks for fresh ones.
+
+    A trial may have changed ``batch_size``: the dataloader hooks must run again to see it.
+    """
+    trainer.train_dataloader = None
+    trainer._train_iterator = None
+    trainer._epoch_rng = None
+    trainer.num_training_batches = float("inf")
+    trainer._last_train_reload_epoch = None
+    trainer._loaded_eval = {}
+    trainer._eval_batches = {}
+    trainer.val_dataloaders = None
+    trainer.test_dataloaders = None
+    trainer.predict_dataloaders = None
+    trainer._reset_metrics()
+    for results in (trainer._train_results, trainer._val_results, trainer._test_results):
+        results.reset()
+    trainer._results = None
+    trainer._eval_steps_seen = {}
+    trainer._evaluation_has_run = False
+    trainer._evaluation_batches_run = False
+
+
+_SETTINGS = (
+    "callbacks", "loggers", "max_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches",
+    "limit_predict_batches", "num_sanity_val_steps",
+)
+
+
+@contextlib.contextmanager
+def trial_settings(trainer: Trainer, callbacks: list[Any], **settings: Any) -> Iterator[None]:
+    """Run the body with ``callbacks`` as the only callbacks, a dummy logger and ``settings``; then restore.
+
+    The progress bar is disabled for the trial, as in Lightning, and enabled again afterwards.
+    """
+    from ember.hooks import HookDispatcher
+    from ember.loggers.logger import DummyLogger
+
+    saved = {name: getattr(trainer, name) for name in _SETTINGS}
+    saved_hooks = trainer._hooks
+    progress_bar = trainer.progress_bar_callback
+    if progress_bar is not None:
+        progress_bar.disable()
+    try:
+        trainer.callbacks = list(callbacks)
+        trainer.loggers = [DummyLogger()] if trainer.loggers else []
+        trainer.num_sanity_val_steps = 0  # the trials run the loops themselves, not a new fit
+        for name, value in settings.items():
+            setattr(trainer, name, value)
+        # which callback overrides which hook is decided once per run: decide it for the trial's callbacks
+        trainer._hooks = HookDispatcher(trainer, trainer.lightning_module, trainer.callbacks)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(trainer, name, value)
+        trainer._hooks = saved_hooks
+        if progress_bar is not None:
+            progress_bar.enable()
+
+
+def run_trial(trainer: Trainer) -> None:
+    """Run the loop of the current entry point (fit, validate, test or predict) once, with the current settings."""
+    from ember.trainer import loop
+    from ember.trainer.state import RunningStage, TrainerFn
+
+    forget_data_and_metrics(trainer)
+    fn = trainer.state.fn
+    if fn == TrainerFn.FITTING:
+        trainer.should_stop = False
+        loop.run_fit(trainer)
+        trainer.should_stop = False
+    elif fn == TrainerFn.VALIDATING:
+        loop.run_evaluation(trainer, RunningStage.VALIDATING)
+    elif fn == TrainerFn.TESTING:
+        loop.run_evaluation(trainer, RunningStage.TESTING)
+    else:
+        loop.run_predict(trainer, False)
+
+
+def current_dataset_length(trainer: Trainer) -> int | None:
+    """The length of the dataset behind the current entry point's (first) dataloader, or None if unsized."""
+    from ember.trainer.state import RunningStage, TrainerFn
+
+    forget_data_and_metrics(trainer)
+    fn = trainer.state.fn
+    if fn == TrainerFn.FITTING:
+        loaders = [trainer._setup_train_dataloader()]
+    else:
+        stage = {TrainerFn.VALIDATING: RunningStage.VALIDATING, TrainerFn.TESTING: RunningStage.TESTING}.get(
+            fn, RunningStage.PREDICTING
+        )
+        loaders = trainer._setup_eval_dataloaders(stage)
+    total = 0
+    for loader in loaders:
+        dataset = getattr(loader, "dataset", None)
+        try:
+            total += len(dataset)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+    forget_data_and_metrics(trainer)
+    return total

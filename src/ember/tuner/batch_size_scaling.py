@@ -1,0 +1,198 @@
+"""Find the largest batch size that fits: grow it until a trial runs out of memory, then step back.
+
+``_scale_batch_size`` runs inside the hook of the ``BatchSizeFinder`` callback. Each trial runs
+``steps_per_trial`` steps of the current loop with the candidate size; the attribute named
+``batch_arg_name`` (on the model, ``model.hparams``, or the datamodule) is changed, and the
+dataloader hooks are called again to build loaders of the new size. Afterwards weights,
+optimizer, counters and settings are restored; only the batch size stays.
+
+Example::
+
+    new_size = Tuner(trainer).scale_batch_size(model, mode="binsearch", init_val=8)
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ember.tuner._attributes import lightning_getattr, lightning_setattr
+from ember.tuner._trial import (
+    TrainerSnapshot,
+    current_dataset_length,
+    free_memory,
+    is_oom_error,
+    run_trial,
+    trial_settings,
+)
+from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+if TYPE_CHECKING:
+    from ember.trainer.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def _scale_batch_size(
+    trainer: Trainer,
+    mode: str = "power",
+    steps_per_trial: int = 3,
+    init_val: int = 2,
+    max_trials: int = 25,
+    batch_arg_name: str = "batch_size",
+    margin: float = 0.05,
+    max_val: int = 8192,
+) -> int | None:
+    """Search the largest batch size that runs ``steps_per_trial`` steps without running out of memory."""
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"`margin` should be between 0 and 1. Found margin={margin}")
+    if trainer.fast_dev_run:
+        rank_zero_warn("Skipping batch size scaler since `fast_dev_run` is enabled.")
+        return None
+
+    from ember.trainer.state import TrainerFn
+
+    snapshot = TrainerSnapshot(trainer)
+    fn = trainer.state.fn
+    if fn == TrainerFn.FITTING:
+        settings = {
+            "limit_train_batches": 1.0,
+            "limit_val_batches": steps_per_trial,
+            "max_steps": trainer.global_step + steps_per_trial,
+        }
+    else:
+        prefix = {TrainerFn.VALIDATING: "val", TrainerFn.TESTING: "test"}.get(fn, "predict")
+        settings = {f"limit_{prefix}_batches": steps_per_trial}
+    try:
+        with trial_settings(trainer, [], **settings):
+            new_size, _ = _adjust_batch_size(trainer, batch_arg_name, value=init_val)
+            if mode == "power":
+                new_size = _run_power_scaling(trainer, snapshot, new_size, batch_arg_name, max_trials, max_val)
+            else:
+                new_size = _run_binsearch_scaling(trainer, snapshot, new_size, batch_arg_name, max_trials, margin, max_val)
+            free_memory()
+            log.info(f"Finished batch size finder, will continue with full run using batch size {new_size}")
+    finally:
+        snapshot.restore(trainer)
+    return new_size
+
+
+def _run_power_scaling(
+    trainer: Trainer, snapshot: TrainerSnapshot, new_size: int, batch_arg_name: str, max_trials: int, max_val: int
+) -> int:
+    """Double the batch size after every success; after the first failure, halve it and stop."""
+    any_success = False
+    last_successful_size = new_size
+    for i in range(max_trials):
+        free_memory()
+        snapshot.reset_progress(trainer)
+        if new_size >= max_val:
+            rank_zero_info(f"Reached the maximum batch size limit of {max_val}. Stopping search.")
+            break
+        try:
+            run_trial(trainer)
+            last_successful_size = new_size
+            if i + 1 >= max_trials:
+                new_size = last_successful_size
+                break
+            new_size, changed = _adjust_batch_size(trainer, batch_arg_name, factor=2.0, desc="succeeded")
+            if not changed:
+                break
+            any_success = True
+        except RuntimeError as exception:
+            if not is_oom_error(exception):
+                raise
+            _after_oom(trainer)
+            new_size, _ = _adjust_batch_size(trainer, batch_arg_name, factor=0.5, desc="failed")
+            if any_success:
+                break
+    return new_size
+
+
+def _run_binsearch_scaling(
+    trainer: Trainer, snapshot: TrainerSnapshot, new_size: int, batch_arg_name: str, max_trials: int, margin: float,
+    max_val: int,
+) -> int:
+    """Double until the first failure, then bisect between the last success and the failure."""
+    low = 1
+    high = None
+    count = 0
+    last_successful_size = new_size
+    while True:
+        free_memory()
+        snapshot.reset_progress(trainer)
+        if new_size >= max_val:
+            rank_zero_info(f"Reached the maximum batch size limit of {max_val}. Stopping search.")
+            break
+        try:
+            run_trial(trainer)
+            last_successful_size = new_size
+            count += 1
+            if count >= max_trials:
+                new_size = last_successful_size
+                break
+            low = new_size
+            if high:
+                if high - low <= 1:
+                    break
+                midval = (high + low) // 2
+                new_size, changed = _adjust_batch_size(trainer, batch_arg_name, value=midval, desc="succeeded", max_val=max_val)
+            else:
+                new_size, changed = _adjust_batch_size(trainer, batch_arg_name, factor=2.0, desc="succeeded", max_val=max_val)
+            if not changed:
+                break
+        except RuntimeError as exception:
+            if not is_oom_error(exception):
+                raise
+            _after_oom(trainer)
+            high = new_size
+            midval = (high + low) // 2
+            new_size, _ = _adjust_batch_size(trainer, batch_arg_name, value=midval, desc="failed")
+            if high - low <= 1:
+                break
+
+    if margin > 0:
+        reduced = max(1, int(new_size * (1 - margin)))
+        if reduced != new_size:
+            rank_zero_info(f"Applying margin of {margin:.1%}, reducing batch size from {new_size} to {reduced}")
+            new_size = reduced
+            lightning_setattr(trainer.lightning_module, batch_arg_name, new_size)
+    return new_size
+
+
+def _after_oom(trainer: Trainer) -> None:
+    """A trial died mid-step: drop its gradients and half-built state before the next one."""
+    module = trainer.lightning_module
+    module.zero_grad(set_to_none=True)
+    module._current_fx_name = None
+    trainer.should_stop = False
+    free_memory()
+
+
+def _adjust_batch_size(
+    trainer: Trainer,
+    batch_arg_name: str = "batch_size",
+    factor: float = 1.0,
+    value: int | None = None,
+    desc: str | None = None,
+    max_val: int = 8192,
+) -> tuple[int, bool]:
+    """Set the next batch size to try; returns it and whether it differs from the current one.
+
+    A batch size already at least as large as the dataset is not grown any further.
+    """
+    model = trainer.lightning_module
+    batch_size = lightning_getattr(model, batch_arg_name)
+    dataset_length = current_dataset_length(trainer)
+    if dataset_length is not None and batch_size >= dataset_length:
+        rank_zero_info(f"The batch size {batch_size} is greater or equal than the length of your dataset: {dataset_length}.")
+        return batch_size, False
+    new_size = value if value is not None else int(batch_size * factor)
+    if new_size > max_val:
+        if desc:
+            rank_zero_info(f"Batch size {new_size} exceeds max_val limit {max_val}, capping at {max_val}")
+        new_size = max_val
+    if desc:
+        rank_zero_info(f"Batch size {batch_size} {desc}, trying batch size {new_size}")
+    changed = new_size != batch_size
+    lightning_setattr(model, batch_arg_name, new_size)
+    return new_size, changed
