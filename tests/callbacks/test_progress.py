@@ -266,3 +266,10 @@ def test_bar_states_match_lightning(capsys):
     torch.manual_seed(0)
     trainer.test(Regressor(), val_loader())
     assert _bar_states(capsys.readouterr().err) == _bar_states("\n".join(LIGHTNING_BAR_STATES))
+
+
+def test_rich_validation_bar_becomes_visible(fresh_rich_console):
+    out = io.StringIO()
+    trainer = _trainer(RichProgressBar(console_kwargs={"file": out, "width": 150}))
+    trainer.validate(Regressor(), val_loader())
+    assert "Validation" in out.getvalue() and "2/2" in out.getvalue()

@@ -211,7 +211,8 @@ class RichProgressBar(ProgressBar):
             return False
         if not self._should_update(current, self.progress.tasks[task_id].total):
             return False
-        self.progress.update(task_id, completed=current)
+        # eval bars are created hidden and appear with their first redraw
+        self.progress.update(task_id, completed=current, visible=True)
         return True
 
     def _update_metrics(self, trainer: Trainer, pl_module: LightningModule) -> None:
