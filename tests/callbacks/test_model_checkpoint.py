@@ -686,3 +686,23 @@ def test_fit_step_trigger_with_validation_metric(tmp_path, val_check_interval, e
                             callbacks=[callback], **QUIET)
     trainer.fit(SequenceModel(val_losses=[5.0, 4.0, 3.0, 2.0, 1.0]))
     assert _names(tmp_path) == expected
+
+
+@needs_trainer
+def test_fit_train_time_interval_zero_saves_every_batch(tmp_path):
+    callback = ModelCheckpoint(dirpath=tmp_path, train_time_interval=timedelta(0), save_top_k=-1, filename="{step}")
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, limit_val_batches=0, callbacks=[callback], **QUIET)
+    trainer.fit(SequenceModel())
+    assert _names(tmp_path) == ["step=1.ckpt", "step=2.ckpt", "step=3.ckpt", "step=4.ckpt"]
+
+
+@needs_trainer
+def test_fit_save_on_exception(tmp_path):
+    from tests.callbacks.test_on_exception_checkpoint import _Crash
+
+    callback = ModelCheckpoint(dirpath=tmp_path, save_on_exception=True, filename="{step}")
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=2, callbacks=[callback], **QUIET)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        trainer.fit(_Crash(crash_at_step=6))
+    assert _names(tmp_path) == ["step=4.ckpt", "step=6.ckpt"]
+    assert load_checkpoint(tmp_path / "step=6.ckpt")["global_step"] == 6
