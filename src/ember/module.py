@@ -67,6 +67,13 @@ class LightningModule(HyperparametersMixin, nn.Module):
         self.prepare_data_per_node = True
         self.allow_zero_length_dataloader_with_multiple_devices = False
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # the loop sets the running hook's name several times per step: skip nn.Module's checks
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     # ---- properties ----------------------------------------------------------------------
     @property
     def trainer(self) -> Trainer:
@@ -275,12 +282,14 @@ class LightningModule(HyperparametersMixin, nn.Module):
             )
             return
         results = trainer._results
+        fx = self._current_fx_name
         if results is None:
+            if fx is not None and "predict" not in fx and fx in LOG_RULES and LOG_RULES[fx] is None:
+                _resolve_log_levels(fx, name, on_step, on_epoch)  # raises: no logging in this hook
             raise MisconfigurationException(
                 "You are trying to `self.log()` but the loop's result collection is not registered yet. This is most"
                 " likely because you are trying to log in a `predict` hook, but it doesn't support logging."
             )
-        fx = self._current_fx_name
         if fx is None:
             raise MisconfigurationException(
                 "You are trying to `self.log()` but it is not managed by the `Trainer` control flow:"
@@ -716,7 +725,10 @@ def _resolve_log_levels(fx: str, name: str, on_step: bool | None, on_epoch: bool
         raise RuntimeError(f"Logging inside `{fx}` is not implemented: log from a training/validation/test hook.")
     rule = LOG_RULES[fx]
     if rule is None:
-        raise MisconfigurationException(f"You can't `self.log()` inside `{fx}`.")
+        raise MisconfigurationException(
+            f"You can't `self.log()` inside `{fx}`. HINT: You can still log directly to the logger by using"
+            " `self.logger.experiment`."
+        )
     on_step = rule.default_on_step if on_step is None else on_step
     on_epoch = rule.default_on_epoch if on_epoch is None else on_epoch
     if on_step not in rule.allowed_on_step:

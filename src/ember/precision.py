@@ -32,6 +32,13 @@ def normalize_precision(precision: Any) -> str:
         ) from None
 
 
+_SINGLE_EVALUATION = frozenset(
+    getattr(torch.optim, name)
+    for name in ("SGD", "Adam", "AdamW", "Adamax", "Adagrad", "Adadelta", "RMSprop", "Rprop", "NAdam", "RAdam", "ASGD")
+    if hasattr(torch.optim, name)
+)
+
+
 class Precision:
     """Everything precision changes in a step, decided once when the run starts."""
 
@@ -91,6 +98,14 @@ class Precision:
     def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any], before_step: Callable[[], None]) -> Any:
         """Run ``closure`` (forward and backward), ``before_step`` (hooks, clipping), then step."""
         if self.scaler is None:
+            if type(optimizer) in _SINGLE_EVALUATION:
+                # these evaluate the closure exactly once before updating: call it directly and
+                # skip the closure machinery (same arithmetic as `optimizer.step(closure)`)
+                result = closure()
+                before_step()
+                optimizer.step()
+                return result
+
             def wrapped() -> Any:
                 result = closure()
                 before_step()

@@ -120,7 +120,9 @@ def run_training_epoch(t: Trainer) -> None:
     automatic = module.automatic_optimization
     log_every = t.log_every_n_steps
     loggers = t.loggers
-    stop_flag = t._stop_flag
+    stop_requested = t._stop_flag.checker(t)
+    max_steps = t.max_steps
+    validation_this_epoch = t._should_check_val_epoch()
 
     batch_idx = progress.epoch_batches
     while batch_idx < total:
@@ -168,7 +170,7 @@ def run_training_epoch(t: Trainer) -> None:
         ):
             t._log_step_metrics(results)
 
-        if t._should_check_val(batch_idx, is_last):
+        if validation_this_epoch and t._should_check_val(batch_idx, is_last):
             if not accumulating:
                 hooks.call_module("on_validation_model_zero_grad")
             t._flush_step_metrics(results)
@@ -183,10 +185,10 @@ def run_training_epoch(t: Trainer) -> None:
                     _step_plateau(t, config)
         if not accumulating:
             progress.batches_that_stepped += 1
-        if stop_flag.requested(t):
+        if stop_requested():
             t._on_stop_request()
         batch_idx += 1
-        if t.max_steps != -1 and progress.global_step >= t.max_steps:
+        if max_steps != -1 and progress.global_step >= max_steps:
             break
         if t.should_stop and t._can_stop_early():
             break
@@ -218,7 +220,7 @@ def run_training_epoch(t: Trainer) -> None:
     progress.epoch += 1
     progress.epoch_batches = 0
     progress.epoch_done = False
-    if stop_flag.requested(t):
+    if stop_requested():
         t._on_stop_request()
 
 

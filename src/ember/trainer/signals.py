@@ -38,6 +38,14 @@ class StopFlag:
         self.flag = True
         self.signum = signum
 
+    def checker(self, trainer: Any) -> Any:
+        """A no-argument function the loop calls after each batch (chosen once per epoch)."""
+        agree = getattr(trainer.strategy, "agree_on_stop", None)
+        if agree is None:
+            return lambda: self.flag
+        progress = trainer._progress
+        return lambda: agree(self.flag, progress.total_batches)
+
     def requested(self, trainer: Any) -> bool:
         """Whether to stop now. In a distributed run, the strategy makes every rank agree."""
         agree = getattr(trainer.strategy, "agree_on_stop", None)
