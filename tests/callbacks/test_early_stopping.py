@@ -278,3 +278,15 @@ def test_fit_state_saved_in_checkpoint(tmp_path):
     state = load_checkpoint(tmp_path / "last.ckpt")["callbacks"][callback.state_key]
     assert state["stopping_reason"] == EarlyStoppingReason.PATIENCE_EXHAUSTED.value
     assert state["stopped_epoch"] == 1
+
+
+def test_state_from_a_lightning_checkpoint():
+    """Lightning 2.6.6 wrote this file; the state key and the state both carry over."""
+    from pathlib import Path
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "lightning_2.6.6.ckpt"
+    callback = EarlyStopping("val_loss", patience=7)
+    callback.load_state_dict(load_checkpoint(fixture)["callbacks"][callback.state_key])
+    assert callback.patience == 3  # restored, as Lightning does
+    assert callback.stopping_reason is EarlyStoppingReason.NOT_STOPPED
+    assert torch.isfinite(callback.best_score)

@@ -706,3 +706,20 @@ def test_fit_save_on_exception(tmp_path):
         trainer.fit(_Crash(crash_at_step=6))
     assert _names(tmp_path) == ["step=4.ckpt", "step=6.ckpt"]
     assert load_checkpoint(tmp_path / "step=6.ckpt")["global_step"] == 6
+
+
+def test_state_from_a_lightning_checkpoint(tmp_path):
+    """Lightning 2.6.6 wrote this file; the state key and the state both carry over."""
+    from pathlib import Path
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "lightning_2.6.6.ckpt"
+    states = load_checkpoint(fixture)["callbacks"]
+    same_dir = ModelCheckpoint(dirpath="/tmp/ember_lightning_fixture/checkpoints", monitor="val_loss", save_last=True)
+    same_dir.load_state_dict(states[same_dir.state_key])
+    assert same_dir.best_model_path.endswith("epoch=1-step=6.ckpt")
+    assert same_dir.last_model_path.endswith("last.ckpt")
+    assert len(same_dir.best_k_models) == 1 and same_dir.kth_value == same_dir.best_model_score
+    moved = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss")
+    with pytest.warns(UserWarning, match="The dirpath has changed"):
+        moved.load_state_dict(states[moved.state_key])
+    assert moved.best_model_path == same_dir.best_model_path and moved.best_k_models == {}
