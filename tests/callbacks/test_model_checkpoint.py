@@ -723,3 +723,13 @@ def test_state_from_a_lightning_checkpoint(tmp_path):
     with pytest.warns(UserWarning, match="The dirpath has changed"):
         moved.load_state_dict(states[moved.state_key])
     assert moved.best_model_path == same_dir.best_model_path and moved.best_k_models == {}
+
+
+@needs_trainer
+def test_fit_default_dirpath_follows_the_logger(tmp_path):
+    args = {key: value for key, value in QUIET.items() if key != "logger"}
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, **args)
+    trainer.fit(SequenceModel(val_losses=[1.0]))
+    folder = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    assert trainer.checkpoint_callback.dirpath == str(folder)
+    assert _names(folder) == ["epoch=0-step=4.ckpt"]
