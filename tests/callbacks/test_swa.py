@@ -114,3 +114,22 @@ def test_resume_inside_the_swa_phase_matches_an_uninterrupted_run(tmp_path):
     for a, b in zip(full.parameters(), resumed.parameters()):
         torch.testing.assert_close(a, b)
     assert int(swa.n_averaged) == 4
+
+
+def test_batch_norm_pass_runs_training_step_on_any_batch_format():
+    class DictBatches(Regressor):
+        def training_step(self, batch, batch_idx):
+            loss = torch.nn.functional.mse_loss(self(batch["x"]), batch["y"])
+            self.log("train_loss", loss)  # silenced during the BatchNorm pass
+            return loss
+
+    x, y = train_loader().dataset.tensors
+    loader = torch.utils.data.DataLoader([{"x": a, "y": b} for a, b in zip(x, y)], batch_size=4)
+    model = DictBatches(batch_norm=True)
+    swa = StochasticWeightAveraging(swa_lrs=0.01, swa_epoch_start=1)
+    trainer = pl.Trainer(**QUIET, max_epochs=2, limit_val_batches=0, callbacks=[swa])
+    trainer.fit(model, loader)
+    with torch.no_grad():
+        means = [model.net[0](b["x"]).mean(0) for b in loader]
+    torch.testing.assert_close(model.net[1].running_mean, torch.stack(means).mean(0))
+    assert "log" not in vars(model)

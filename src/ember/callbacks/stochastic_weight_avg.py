@@ -3,8 +3,10 @@
 From ``swa_epoch_start`` on, the learning rate follows ``torch.optim.swa_utils.SWALR`` and the
 weights at the start of each epoch are averaged into a copy of the module. When training ends the
 average replaces the module's weights; BatchNorm statistics are then recomputed with one pass
-over the training data (as ``torch.optim.swa_utils.update_bn`` does), because the running
-statistics of the last model do not match the averaged weights.
+of ``training_step`` over the training data, without backward or optimizer step, because the
+running statistics of the last model do not match the averaged weights. (Lightning does this in
+an extra epoch whose last batch still applies an optimizer step; here the weights stay the exact
+average.)
 """
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
 
 _AVG_FN = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def _no_log(*args: Any, **kwargs: Any) -> None:
+    """Stands in for ``self.log`` during the BatchNorm pass after training."""
 
 
 class StochasticWeightAveraging(Callback):
@@ -193,6 +199,11 @@ class StochasticWeightAveraging(Callback):
             self._update_batch_norm(trainer, pl_module)
 
     def _update_batch_norm(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """One pass over the training data without backward, like Lightning's extra SWA epoch.
+
+        Lightning runs ``training_step`` for that pass, so any batch format works; logging is
+        switched off for it because training is over.
+        """
         loader = getattr(trainer, "train_dataloader", None)
         if loader is None:
             rank_zero_warn("SWA could not find the train dataloader; BatchNorm statistics were not recomputed.")
@@ -200,15 +211,29 @@ class StochasticWeightAveraging(Callback):
         self.reset_batch_norm_and_save_state(pl_module)
         was_training = pl_module.training
         pl_module.train()
+        limit = getattr(trainer, "num_training_batches", float("inf"))
+        automatic = getattr(pl_module, "automatic_optimization", True)
         device = pl_module.device
-        with torch.no_grad():
-            for batch in loader:
-                batch = pl_module.transfer_batch_to_device(batch, device, 0)
-                # the forward input, as torch.optim.swa_utils.update_bn takes it
-                inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
-                pl_module(inputs)
-        pl_module.train(was_training)
-        self.reset_momenta()
+        pl_module.__dict__["log"] = pl_module.__dict__["log_dict"] = _no_log
+        try:
+            with torch.no_grad():
+                for batch_idx, batch in enumerate(loader):
+                    if batch_idx >= limit:
+                        break
+                    batch = pl_module.on_before_batch_transfer(batch, 0)
+                    batch = pl_module.transfer_batch_to_device(batch, device, 0)
+                    batch = pl_module.on_after_batch_transfer(batch, 0)
+                    if automatic:
+                        pl_module.training_step(batch, batch_idx)
+                    else:
+                        # manual optimization steps inside training_step: feed the forward pass only,
+                        # as torch.optim.swa_utils.update_bn does
+                        pl_module(batch[0] if isinstance(batch, (list, tuple)) else batch)
+        finally:
+            pl_module.__dict__.pop("log", None)
+            pl_module.__dict__.pop("log_dict", None)
+            pl_module.train(was_training)
+            self.reset_momenta()
 
     @staticmethod
     def transfer_weights(src_pl_module: nn.Module, dst_pl_module: nn.Module) -> None:
