@@ -1,0 +1,407 @@
+"""``self.log`` / ``self.log_dict``: keys, per-hook defaults, epoch reductions and the errors."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember
+from ember.utilities import MisconfigurationException
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+
+def _fit_logging(
+    log: Callable[[ember.LightningModule, str, Any, int], None],
+    hook: str = "training_step",
+    trainer_kwargs: dict | None = None,
+    train: DataLoader | None = None,
+    val: DataLoader | None = None,
+) -> ember.Trainer:
+    """Fit a CoreModel whose ``hook`` calls ``log(module, hook, batch, batch_idx)``."""
+
+    class Logging(CoreModel):
+        pass
+
+    def make(name: str) -> Callable:
+        base = getattr(CoreModel, name)
+
+        def hook_fn(self, *args, **kwargs):
+            batch = args[0] if name.endswith("_step") or "batch_start" in name else None
+            idx = args[1] if name.endswith("_step") or "batch_start" in name else -1
+            log(self, name, batch, idx)
+            return base(self, *args, **kwargs)
+
+        return hook_fn
+
+    setattr(Logging, hook, make(hook))
+    trainer = quiet_trainer(**{"max_epochs": 1, **(trainer_kwargs or {})})
+    trainer.fit(Logging(), train or loader(n=10), val)
+    return trainer
+
+
+class _Batches:
+    """An iterable of ready-made batches (a plain list would mean several dataloaders)."""
+
+    def __init__(self, batches: list) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+# ---- keys and where values go ------------------------------------------------------------------
+def test_training_step_default_is_step_only():
+    trainer = _fit_logging(lambda m, fx, b, i: m.log("a", torch.tensor(float(i))))
+    assert set(trainer.callback_metrics) == {"a"}
+    assert trainer.callback_metrics["a"].item() == 2.0  # the last batch's value
+
+
+def test_forked_keys_on_step_and_on_epoch():
+    values = {}
+
+    def log(m, fx, b, i):
+        m.log("loss", torch.tensor(float(i + 1)), on_step=True, on_epoch=True, prog_bar=True)
+        if i == 1:  # during the epoch, the plain name holds the step value
+            values["during"] = {k: v.item() for k, v in m.trainer.callback_metrics.items()}
+
+    trainer = _fit_logging(log)
+    assert values["during"]["loss"] == 2.0 and values["during"]["loss_step"] == 2.0
+    cm = trainer.callback_metrics
+    assert set(cm) == {"loss", "loss_step", "loss_epoch"}
+    # batches 4, 4, 2 -> weighted mean of 1, 2, 3
+    expected = (1 * 4 + 2 * 4 + 3 * 2) / 10
+    assert cm["loss"].item() == pytest.approx(expected)
+    assert cm["loss_epoch"].item() == pytest.approx(expected)
+    assert cm["loss_step"].item() == 3.0
+    assert set(trainer.progress_bar_metrics) == {"loss_step", "loss_epoch"}
+    assert isinstance(trainer.progress_bar_metrics["loss_epoch"], float)
+
+
+def test_logged_metrics_and_logger_false(tmp_path):
+    def log(m, fx, b, i):
+        m.log("sent", 1.0, on_epoch=True)
+        m.log("hidden", 2.0, logger=False)
+
+    trainer = _fit_logging(log, trainer_kwargs={"logger": ember.loggers.CSVLogger(tmp_path), "log_every_n_steps": 1})
+    assert set(trainer.logged_metrics) >= {"sent_step", "sent_epoch"}
+    assert "hidden" not in trainer.logged_metrics
+    assert trainer.callback_metrics["hidden"].item() == 2.0
+
+
+def test_prog_bar_values_are_python_numbers():
+    trainer = _fit_logging(lambda m, fx, b, i: m.log("p", torch.tensor(3.0), prog_bar=True))
+    assert trainer.progress_bar_metrics == {"p": 3.0}
+    assert "p" not in _fit_logging(lambda m, fx, b, i: m.log("p", 3.0)).progress_bar_metrics
+
+
+def test_validation_defaults_to_epoch_and_eval_step_values_stay_out_of_callback_metrics():
+    class Val(CoreModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("a", float(batch_idx))
+            self.log("b", 1.0, logger=False)
+            self.log("c", float(batch_idx), on_step=True, on_epoch=True)
+
+    trainer = quiet_trainer()
+    out = trainer.validate(Val(), loader(n=8), verbose=False)
+    assert set(out[0]) == {"a", "c_epoch"}
+    assert out[0]["a"] == pytest.approx(0.5)
+    assert set(trainer.callback_metrics) == {"a", "b", "c", "c_epoch"}
+
+
+def test_log_dict_passes_every_argument():
+    def log(m, fx, b, i):
+        m.log_dict({"x": float(i), "y": torch.tensor(2.0)}, prog_bar=True, on_step=False, on_epoch=True,
+                   reduce_fx="max", logger=False, sync_dist=True, batch_size=1, add_dataloader_idx=True,
+                   enable_graph=False, rank_zero_only=False)
+
+    trainer = _fit_logging(log)
+    assert trainer.callback_metrics["x"].item() == 2.0
+    assert trainer.progress_bar_metrics == {"x": 2.0, "y": 2.0}
+
+
+def test_sync_dist_is_a_no_op_on_one_process():
+    trainer = _fit_logging(lambda m, fx, b, i: m.log("s", float(i), sync_dist=True, on_epoch=True))
+    assert trainer.callback_metrics["s_epoch"].item() == pytest.approx((0 * 4 + 1 * 4 + 2 * 2) / 10)
+
+
+def test_logged_values_are_detached_copies():
+    seen = {}
+
+    class Grad(CoreModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("loss", loss)
+            return loss
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            seen["requires_grad"] = self.trainer.callback_metrics["loss"].requires_grad
+
+    quiet_trainer(max_steps=1).fit(Grad(), loader())
+    assert seen["requires_grad"] is False
+
+
+def test_integer_values_are_cast_to_float_with_a_warning():
+    with pytest.warns(UserWarning, match="cast to"):
+        trainer = _fit_logging(lambda m, fx, b, i: m.log("n", torch.tensor(i), on_epoch=True, on_step=False))
+    assert trainer.callback_metrics["n"].dtype == torch.float32
+
+
+def test_python_numbers_and_one_element_tensors_are_accepted():
+    trainer = _fit_logging(lambda m, fx, b, i: (m.log("int", 3), m.log("t", torch.tensor([[5.0]]))))
+    assert trainer.callback_metrics["int"].item() == 3.0
+    assert trainer.callback_metrics["t"].shape == ()
+
+
+# ---- batch-size weighted means -----------------------------------------------------------------
+def test_epoch_mean_weights_by_inferred_batch_size():
+    trainer = _fit_logging(lambda m, fx, b, i: m.log("v", float(i), on_step=False, on_epoch=True))
+    assert trainer.callback_metrics["v"].item() == pytest.approx((0 * 4 + 1 * 4 + 2 * 2) / 10)
+
+
+def test_explicit_batch_size_overrides_inference():
+    sizes = [1, 3, 6]
+    trainer = _fit_logging(lambda m, fx, b, i: m.log("v", float(i), on_step=False, on_epoch=True, batch_size=sizes[i]))
+    assert trainer.callback_metrics["v"].item() == pytest.approx((0 * 1 + 1 * 3 + 2 * 6) / 10)
+
+
+def test_batch_size_is_inferred_from_a_nested_batch():
+    class DictBatch(CoreModel):
+        def training_step(self, batch, batch_idx):
+            self.log("v", float(batch_idx), on_step=False, on_epoch=True)
+            return super().training_step((batch["data"]["x"], batch["y"]), batch_idx)
+
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(DictBatch(), _Batches([{"data": {"x": torch.randn(n, 4)}, "y": torch.randn(n, 1)} for n in (5, 1)]))
+    assert trainer.callback_metrics["v"].item() == pytest.approx(1 / 6)
+
+
+def test_batch_size_that_cannot_be_inferred_raises():
+    class NoTensor(CoreModel):
+        def training_step(self, batch, batch_idx):
+            self.log("v", 1.0, on_epoch=True)
+            return self.layer(torch.ones(1, 4)).sum()
+
+    with pytest.raises(MisconfigurationException, match="batch_size"):
+        quiet_trainer(max_epochs=1).fit(NoTensor(), _Batches([[1, 2]]))
+
+
+def test_sum_max_min_are_not_weighted():
+    def log(m, fx, b, i):
+        v = torch.tensor([3.0, 7.0, 5.0][i])
+        m.log("sum", v, reduce_fx="sum", on_epoch=True, on_step=False)
+        m.log("max", v, reduce_fx=torch.max, on_epoch=True, on_step=False)
+        m.log("min", v, reduce_fx=min, on_epoch=True, on_step=False)
+        m.log("mean", v, reduce_fx=torch.mean, on_epoch=True, on_step=False)
+
+    cm = _fit_logging(log).callback_metrics
+    assert (cm["sum"].item(), cm["max"].item(), cm["min"].item()) == (15.0, 7.0, 3.0)
+    assert cm["mean"].item() == pytest.approx((3 * 4 + 7 * 4 + 5 * 2) / 10)
+
+
+def test_epoch_values_reset_each_epoch():
+    def log(m, fx, b, i):
+        m.log("e", float(m.current_epoch), on_step=False, on_epoch=True, reduce_fx="sum")
+
+    trainer = _fit_logging(log, trainer_kwargs={"max_epochs": 2})
+    assert trainer.callback_metrics["e"].item() == 3.0  # three batches of epoch 1
+
+
+# ---- logging from other hooks ------------------------------------------------------------------
+def test_epoch_end_hook_defaults_to_epoch_and_forbids_on_step():
+    trainer = _fit_logging(lambda m, fx, b, i: m.log("end", 4.0), hook="on_train_epoch_end")
+    assert trainer.callback_metrics["end"].item() == 4.0
+    with pytest.raises(MisconfigurationException, match="on_train_epoch_end"):
+        _fit_logging(lambda m, fx, b, i: m.log("end", 4.0, on_step=True), hook="on_train_epoch_end")
+
+
+def test_logging_from_a_callback_hook():
+    class LogCallback(ember.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            pl_module.log("from_cb", float(batch_idx), on_epoch=True, on_step=False, reduce_fx="max")
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            pl_module.log("val_cb", 9.0)
+
+    trainer = quiet_trainer(max_epochs=1, callbacks=[LogCallback()])
+    trainer.fit(CoreModel(), loader(n=8), loader(n=4))
+    assert trainer.callback_metrics["from_cb"].item() == 1.0
+    assert trainer.callback_metrics["val_cb"].item() == 9.0
+
+
+@pytest.mark.parametrize("hook", ["on_fit_start", "on_train_end", "on_train_batch_start", "configure_optimizers"])
+def test_forbidden_and_allowed_hooks(hook):
+    if hook == "on_train_batch_start":
+        trainer = _fit_logging(lambda m, fx, b, i: m.log("ok", 1.0), hook=hook)
+        assert trainer.callback_metrics["ok"].item() == 1.0
+        return
+    with pytest.raises(MisconfigurationException, match=rf"You can't `self.log\(\)` inside `{hook}`"):
+        _fit_logging(lambda m, fx, b, i: m.log("bad", 1.0), hook=hook)
+
+
+def test_logging_in_predict_is_refused():
+    class Predict(CoreModel):
+        def predict_step(self, batch, batch_idx):
+            self.log("p", 1.0)
+            return batch
+
+    with pytest.raises(MisconfigurationException, match="predict"):
+        quiet_trainer().predict(Predict(), loader(n=4))
+
+
+def test_log_without_a_trainer_only_warns():
+    with pytest.warns(UserWarning, match="not registered on the model yet"):
+        CoreModel().log("x", 1.0)
+
+
+def test_log_with_barebones_only_warns():
+    with pytest.warns(UserWarning, match="barebones=True"):
+        quiet_trainer_bb = ember.Trainer(barebones=True, max_steps=1)
+        model = CoreModel()
+        model.training_step = lambda b, i: (model.log("x", 1.0), CoreModel.training_step(model, b, i))[1]
+        quiet_trainer_bb.fit(model, loader(n=4))
+
+
+# ---- torchmetrics --------------------------------------------------------------------------------
+def test_torchmetrics_metric_is_computed_at_epoch_end_and_reset():
+    torchmetrics = pytest.importorskip("torchmetrics")
+    seen = []
+
+    class WithMetric(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.total = torchmetrics.SumMetric()
+
+        def training_step(self, batch, batch_idx):
+            self.total(torch.tensor(float(batch_idx + 1)))
+            self.log("total", self.total, on_step=True, on_epoch=True)
+            return super().training_step(batch, batch_idx)
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            seen.append(self.trainer.callback_metrics["total_step"].item())
+
+    model = WithMetric()
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.fit(model, loader(n=10))
+    assert seen == [1.0, 2.0, 3.0] * 2  # the step value is the batch's own value
+    assert trainer.callback_metrics["total_epoch"].item() == 6.0  # reset between epochs
+
+
+def test_metric_collection_with_log_dict():
+    torchmetrics = pytest.importorskip("torchmetrics")
+
+    class WithCollection(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.metrics = torchmetrics.MetricCollection(
+                {"mx": torchmetrics.MaxMetric(), "mn": torchmetrics.MinMetric()}, prefix="val_"
+            )
+
+        def validation_step(self, batch, batch_idx):
+            self.metrics(torch.tensor(float(batch_idx)))
+            self.log_dict(self.metrics)
+
+    trainer = quiet_trainer()
+    out = trainer.validate(WithCollection(), loader(n=12), verbose=False)
+    assert out == [{"val_mx": 2.0, "val_mn": 0.0}]
+
+
+def test_metric_that_is_not_an_attribute_is_refused():
+    torchmetrics = pytest.importorskip("torchmetrics")
+
+    def log(m, fx, b, i):
+        metric = torchmetrics.SumMetric()
+        metric(torch.tensor(1.0))
+        m.log("orphan", metric)
+
+    with pytest.raises(MisconfigurationException, match="metric_attribute"):
+        _fit_logging(log)
+
+
+# ---- several dataloaders -------------------------------------------------------------------------
+def test_add_dataloader_idx():
+    class TwoLoaders(CoreModel):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("v", float(dataloader_idx))
+            self.log(f"own_{dataloader_idx}", 1.0, add_dataloader_idx=False)
+
+    trainer = quiet_trainer()
+    out = trainer.validate(TwoLoaders(), [loader(n=4), loader(n=4)], verbose=False)
+    assert out[0]["v/dataloader_idx_0"] == 0.0 and out[1]["v/dataloader_idx_1"] == 1.0
+    assert "own_0" in out[0] and "own_1" in out[1]
+    assert set(trainer.callback_metrics) == {"v/dataloader_idx_0", "v/dataloader_idx_1", "own_0", "own_1"}
+
+
+def test_same_key_without_dataloader_idx_from_two_loaders_raises():
+    class Shared(CoreModel):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("shared", 1.0, add_dataloader_idx=False)
+
+    with pytest.raises(MisconfigurationException, match="twice in `validation_step` with different arguments"):
+        quiet_trainer().validate(Shared(), [loader(n=4), loader(n=4)], verbose=False)
+
+
+def test_dataloader_idx_in_the_name_is_refused():
+    with pytest.raises(MisconfigurationException, match="dataloader_idx"):
+        _fit_logging(lambda m, fx, b, i: m.log("x/dataloader_idx_0", 1.0))
+
+
+# ---- errors ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("text", r"`self.log\(bad, text\)` was called, but `str` values cannot be logged"),
+        ({"a": {"b": 1.0}}, "nested dictionaries cannot be logged"),
+        (torch.tensor([1.0, 2.0]), r"the tensor must have a single element. You can try doing `self.log\(bad, "),
+    ],
+)
+def test_bad_values(value, message):
+    with pytest.raises(ValueError, match=message):
+        _fit_logging(lambda m, fx, b, i: m.log("bad", value))
+
+
+def test_same_key_twice_with_different_arguments():
+    def log(m, fx, b, i):
+        m.log("twice", 1.0)
+        m.log("twice", 1.0, prog_bar=True)
+
+    with pytest.raises(MisconfigurationException, match=r"You called `self.log\(twice, ...\)` twice in `training_step`"):
+        _fit_logging(log)
+
+
+def test_same_key_twice_with_the_same_arguments_keeps_the_last_step_value():
+    def log(m, fx, b, i):
+        m.log("again", 1.0)
+        m.log("again", 2.0)
+
+    assert _fit_logging(log).callback_metrics["again"].item() == 2.0
+
+
+def test_on_step_false_and_on_epoch_false_is_refused():
+    with pytest.raises(MisconfigurationException, match=r"on_step=False, on_epoch=False\)` is not useful"):
+        _fit_logging(lambda m, fx, b, i: m.log("x", 1.0, on_step=False, on_epoch=False))
+
+
+@pytest.mark.parametrize("reduce_fx", ["median", torch.std, lambda x: x])
+def test_bad_reduce_fx(reduce_fx):
+    with pytest.raises(MisconfigurationException, match="reduce_fx"):
+        _fit_logging(lambda m, fx, b, i: m.log("x", 1.0, on_epoch=True, reduce_fx=reduce_fx))
+
+
+def test_log_dict_with_a_nested_value_is_refused():
+    with pytest.raises(ValueError, match="nested dictionaries|dict"):
+        _fit_logging(lambda m, fx, b, i: m.log_dict({"outer": {"inner": 1.0}}))
+
+
+def test_unique_values_per_dataloader_batch_sizes_in_validation():
+    class Sizes(CoreModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("v", float(batch_idx))
+
+    data = DataLoader(TensorDataset(torch.randn(10, 4), torch.randn(10, 1)), batch_size=4)
+    out = quiet_trainer().validate(Sizes(), data, verbose=False)
+    assert out[0]["v"] == pytest.approx((0 * 4 + 1 * 4 + 2 * 2) / 10)
