@@ -105,29 +105,35 @@ def test_single_metric(tmp_path):
         plot_metrics(folder, x="epoch")
 
 
-def test_best_checkpoint_from_name_state_and_run_folder(tmp_path, monkeypatch):
-    import ember.plot as plot
+def test_best_checkpoint_from_name_state_and_run_folder(tmp_path):
+    from ember.plot import _best_position, _best_x, _read_csv
 
     run = write_run(tmp_path / "version_0")
-    marks = []
-    real = plot._best_x
-    monkeypatch.setattr(plot, "_best_x", lambda pos, x, rows: marks.append((pos, x, real(pos, x, rows))) or real(pos, x, rows))
+    rows = _read_csv(run / "metrics.csv")
 
-    plot_metrics(run, tmp_path / "a.png", x="epoch", best_checkpoint="whatever/epoch=1-step=8.ckpt")
-    plot_metrics(run, tmp_path / "b.png", x="step", best_checkpoint={"best_k_models": {"e/epoch=0-step=4.ckpt": 0.4, "e/epoch=2-step=12.ckpt": 0.2}, "mode": "min"})
-    # no argument: read from the newest checkpoint's ModelCheckpoint state in <run>/checkpoints
+    def mark(best, x):
+        return _best_x(_best_position(best, run), x, rows)
+
+    # drawn once end to end; the other cases check where the mark goes
+    assert png_size(plot_metrics(run, tmp_path / "a.png", x="epoch", best_checkpoint="w/epoch=1-step=8.ckpt"))
+    assert mark("w/epoch=1-step=8.ckpt", "epoch") == 1.0
+    # checkpoint steps count optimizer steps; the logger step of that batch is one less
+    assert mark("w/epoch=1-step=8.ckpt", "step") == 7.0
+    best_k = {"best_k_models": {"e/epoch=0-step=4.ckpt": 0.4, "e/epoch=2-step=12.ckpt": 0.2}, "mode": "min"}
+    assert mark(best_k, "step") == 11.0
+    assert mark(dict(best_k, mode="max"), "epoch") == 0.0
+    # only an epoch in the name: the last logged step of that epoch
+    assert mark("my-epoch=0.ckpt", "step") == 3.0
+    # a checkpoint whose name has neither: read from the file
+    torch.save({"epoch": 2, "global_step": 12}, tmp_path / "custom.ckpt")
+    assert mark(tmp_path / "custom.ckpt", "epoch") == 2.0
+    # nothing given: the ModelCheckpoint state in the newest checkpoint of <run>/checkpoints
+    assert mark(None, "step") is None
     (run / "checkpoints").mkdir()
     state = {"best_model_path": str(run / "checkpoints" / "epoch=1-step=8.ckpt"), "best_k_models": {}}
-    torch.save({"epoch": 2, "global_step": 12, "callbacks": {"ModelCheckpoint{'monitor': 'val_loss'}": state}}, run / "checkpoints" / "last.ckpt")
-    plot_metrics(run, tmp_path / "c.png", x="step")
-    # a checkpoint whose name has no epoch: read from the file
-    torch.save({"epoch": 2, "global_step": 12}, tmp_path / "custom.ckpt")
-    plot_metrics(run, tmp_path / "d.png", x="epoch", best_checkpoint=tmp_path / "custom.ckpt")
-    # only an epoch known: the last logged step of that epoch
-    plot_metrics(run, tmp_path / "e.png", x="step", best_checkpoint="my-epoch=0.ckpt")
-
-    # checkpoint steps count optimizer steps; the logger step of that batch is one less
-    assert [m[2] for m in marks] == [1.0, 11.0, 7.0, 2.0, 3.0]
+    torch.save({"epoch": 2, "global_step": 12, "callbacks": {"ModelCheckpoint{'monitor': 'val_loss'}": state}},
+               run / "checkpoints" / "last.ckpt")
+    assert mark(None, "step") == 7.0
 
 
 def test_missing_run_folder_message(tmp_path):
@@ -166,11 +172,3 @@ def test_main_cli(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(run), "--x", "bad"])
-
-
-def test_plot_module_does_not_import_matplotlib_until_used():
-    import subprocess
-    import sys
-
-    code = "import sys, ember.plot; print('matplotlib' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -281,7 +281,9 @@ def _best_x(position: dict[str, float], x: str, rows: Sequence[Row]) -> float | 
     if x == "step":
         if "step" in position:
             return max(position["step"] - 1, 0.0)
-        steps = [row["step"] for row in rows if row.get("epoch") == position.get("epoch") and "step" in row]
+        if "epoch" not in position:
+            return None
+        steps = [row["step"] for row in rows if row.get("epoch") == position["epoch"] and "step" in row]
         return max(steps) if steps else None
     if "epoch" in position:
         return position["epoch"]

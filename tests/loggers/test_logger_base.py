@@ -48,7 +48,7 @@ class RecordingLogger(Logger):
 
 def test_lazy_exports_do_not_import_backends():
     code = (
-        "import sys, ember.loggers as l; l.CSVLogger; l.Logger;"
+        "import sys, ember.loggers as l, ember.plot; l.CSVLogger; l.Logger;"
         "print(any(m in sys.modules for m in ('tensorboard', 'mlflow', 'wandb', 'matplotlib')))"
     )
     import subprocess
