@@ -113,6 +113,12 @@ def test_dummy_logger_accepts_anything():
     assert logger[0] is logger
     assert logger.name == "" and logger.version == ""
     assert isinstance(logger.experiment, DummyExperiment)
+    import copy
+    import pickle
+
+    assert isinstance(copy.deepcopy(logger), DummyLogger)
+    assert isinstance(copy.deepcopy(DummyExperiment()), DummyExperiment)
+    assert isinstance(pickle.loads(pickle.dumps(logger)), DummyLogger)
 
 
 def test_convert_params_accepts_dict_namespace_attributedict_none():

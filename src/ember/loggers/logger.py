@@ -33,7 +33,9 @@ class DummyExperiment:
     def nop(self, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def __getattr__(self, _: str) -> Callable:
+    def __getattr__(self, name: str) -> Callable:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)  # copy/pickle protocols behave as for a plain object
         return self.nop
 
     def __getitem__(self, idx: int) -> DummyExperiment:
@@ -179,6 +181,10 @@ class DummyLogger(Logger):
         return self
 
     def __getattr__(self, name: str) -> Callable:
+        if name.startswith("__") and name.endswith("__"):
+            # keep copy/pickle protocols (``__deepcopy__``, ``__getstate__``...) working normally
+            raise AttributeError(name)
+
         def method(*args: Any, **kwargs: Any) -> None:
             return None
 
