@@ -63,7 +63,11 @@ class HyperparametersMixin:
             hp = AttributeDict({f.name: getattr(hp, f.name) for f in fields(hp)})
         elif not isinstance(hp, MutableMapping):
             raise ValueError(f"Unsupported hyperparameters type {type(hp).__name__}: pass a dict, Namespace or dataclass.")
-        self._hparams = hp
+        if isinstance(hp, dict) and isinstance(getattr(self, "_hparams", None), dict):
+            # a second call adds to what the first saved, as in Lightning
+            self._hparams.update(hp)
+        else:
+            self._hparams = hp
 
     @property
     def hparams(self) -> AttributeDict | MutableMapping:
@@ -141,7 +145,7 @@ def _save_hyperparameters(obj: HyperparametersMixin, *args: Any, ignore: Any, fr
         else:
             missing = [arg for arg in args if isinstance(arg, str) and arg not in init_args]
             if missing:
-                raise ValueError(
+                raise KeyError(
                     f"save_hyperparameters({', '.join(map(repr, missing))}): no such `__init__` argument."
                     f" The arguments are: {sorted(init_args)}."
                 )

@@ -1,0 +1,239 @@
+"""``save_hyperparameters``: what ends up in ``hparams``, ``hparams_initial`` and the loggers."""
+from __future__ import annotations
+
+from argparse import Namespace
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import ember
+from ember.utilities import AttributeDict
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+
+class RecordingLogger(ember.loggers.Logger):
+    """Keeps every ``log_hyperparams`` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hparams_calls: list[dict[str, Any]] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_metrics(self, metrics, step=None) -> None:
+        pass
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        self.hparams_calls.append(dict(params))
+
+
+class AllArgs(CoreModel):
+    def __init__(self, lr: float = 0.1, hidden: int = 8, name: str = "m"):
+        super().__init__(lr=lr)
+        self.save_hyperparameters()
+
+
+def test_all_init_args_are_saved():
+    model = AllArgs(lr=0.5, name="x")
+    assert model.hparams == {"lr": 0.5, "hidden": 8, "name": "x"}
+    assert isinstance(model.hparams, AttributeDict)
+    assert model.hparams.lr == 0.5
+    assert model._hparams_name == "kwargs"
+
+
+def test_named_args_only_and_a_second_call_adds():
+    class Named(CoreModel):
+        def __init__(self, a=1, b=2, c=3):
+            super().__init__()
+            self.save_hyperparameters("a")
+            self.save_hyperparameters("c")
+
+    assert Named().hparams == {"a": 1, "c": 3}
+
+
+def test_unknown_name_is_refused_with_the_known_names():
+    class Unknown(CoreModel):
+        def __init__(self, a=1):
+            super().__init__()
+            self.save_hyperparameters("zzz")
+
+    with pytest.raises(KeyError, match=r"zzz.*\['a'\]"):
+        Unknown()
+
+
+def test_ignore_a_name_or_a_list():
+    class Ignoring(CoreModel):
+        def __init__(self, a=1, b=2, c=3, ignore: Any = "b"):
+            super().__init__()
+            self.save_hyperparameters(ignore=ignore)
+
+    assert Ignoring().hparams == {"a": 1, "c": 3, "ignore": "b"}
+    assert Ignoring(ignore=["a", "c", "ignore"]).hparams == {"b": 2}
+
+
+def test_varargs_are_dropped_and_var_kwargs_are_flattened():
+    class Kw(CoreModel):
+        def __init__(self, a, *args, b=3, **kwargs):
+            super().__init__()
+            self.save_hyperparameters()
+
+    assert Kw(1, 7, 8, c=4).hparams == {"a": 1, "b": 3, "c": 4}
+
+
+def test_parent_and_child_init_args_merge_child_wins():
+    class Parent(CoreModel):
+        def __init__(self, a=1, shared="parent"):
+            super().__init__()
+            self.save_hyperparameters()
+
+    class Child(Parent):
+        def __init__(self, b=2, shared="child"):
+            super().__init__(a=10, shared=shared)
+
+    assert Child().hparams == {"a": 10, "b": 2, "shared": "child"}
+
+
+@pytest.mark.parametrize("config", [{"x": 1, "y": [1, 2]}, Namespace(x=1, y=[1, 2])])
+def test_a_dict_or_namespace_argument_becomes_the_hparams(config):
+    class FromConfig(CoreModel):
+        def __init__(self, cfg, other=5):
+            super().__init__()
+            self.save_hyperparameters(cfg)
+
+    model = FromConfig(config)
+    assert model.hparams == {"x": 1, "y": [1, 2]}
+    assert model._hparams_name == "cfg"
+
+
+def test_a_dataclass_module_saves_its_fields():
+    @dataclass(eq=False)
+    class DataModel(ember.LightningModule):
+        mandatory: int
+        optional: str = "optional"
+        ignore_me: bool = False
+
+        def __post_init__(self):
+            super().__init__()
+            self.save_hyperparameters(ignore=("ignore_me",))
+
+    assert DataModel(33, optional="fruit").hparams == {"mandatory": 33, "optional": "fruit"}
+
+
+def test_a_dataclass_argument_becomes_the_hparams():
+    @dataclass
+    class Config:
+        lr: float = 0.1
+        depth: int = 2
+
+    class FromDataclass(CoreModel):
+        def __init__(self, config: Config):
+            super().__init__()
+            self.save_hyperparameters(config)
+
+    assert FromDataclass(Config(lr=0.3)).hparams == {"lr": 0.3, "depth": 2}
+
+
+def test_primitive_single_argument_is_refused():
+    class Primitive(CoreModel):
+        def __init__(self, a=1):
+            super().__init__()
+            self.save_hyperparameters(a)
+
+    with pytest.raises(ValueError, match="Primitives .* are not allowed"):
+        Primitive()
+
+
+def test_hparams_initial_is_a_frozen_copy():
+    model = AllArgs()
+    model.hparams.lr = 99.0
+    model.hparams["extra"] = 1
+    assert model.hparams_initial == {"lr": 0.1, "hidden": 8, "name": "m"}
+    model.hparams_initial["lr"] = 5.0  # a fresh copy each time
+    assert model.hparams_initial.lr == 0.1
+
+
+def test_module_values_warn_and_can_be_ignored():
+    class WithNet(CoreModel):
+        def __init__(self, net: nn.Module, ignore=()):
+            super().__init__()
+            self.save_hyperparameters(ignore=list(ignore))
+
+    with pytest.warns(UserWarning, match=r"Attribute 'net' is an instance of `nn.Module`.*ignore=\['net'\]"):
+        WithNet(nn.Linear(1, 1))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert WithNet(nn.Linear(1, 1), ignore=["net", "ignore"]).hparams == {}
+
+
+class Custom:
+    """Not plain data: ``torch.load(weights_only=True)`` refuses it."""
+
+    def __init__(self, value: int = 1) -> None:
+        self.value = value
+
+
+def test_values_that_would_not_load_safely_warn_at_save_time():
+    class WithCustom(CoreModel):
+        def __init__(self, cfg=None, fine=(1, "a", None, 2.0, {"k": [True]})):
+            super().__init__()
+            self.save_hyperparameters()
+
+    with pytest.warns(UserWarning, match=r"weights_only=True.*cfg"):
+        WithCustom(Custom())
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # plain data and tensors: no warning
+        WithCustom(cfg=torch.tensor([1.0]))
+
+
+def test_hparams_go_to_the_logger_unless_logger_false():
+    class Quiet(CoreModel):
+        def __init__(self, lr=0.2, send=True):
+            super().__init__(lr=lr)
+            self.save_hyperparameters(logger=send)
+
+    for send, expected in ((True, [{"lr": 0.2, "send": True}]), (False, [])):
+        logger = RecordingLogger()
+        trainer = quiet_trainer(max_steps=1, logger=logger)
+        trainer.fit(Quiet(send=send), loader(n=4))
+        assert logger.hparams_calls == expected
+
+
+def test_module_and_datamodule_hparams_are_merged_for_the_logger():
+    class DM(ember.LightningDataModule):
+        def __init__(self, batch_size=4, lr=0.2):
+            super().__init__()
+            self.save_hyperparameters()
+
+        def train_dataloader(self):
+            return loader(n=4, batch_size=self.hparams.batch_size)
+
+    class M(CoreModel):
+        def __init__(self, lr=0.2):
+            super().__init__(lr=lr)
+            self.save_hyperparameters()
+
+    logger = RecordingLogger()
+    quiet_trainer(max_steps=1, logger=logger).fit(M(), datamodule=DM())
+    assert logger.hparams_calls == [{"lr": 0.2, "batch_size": 4}]
+
+    with pytest.raises(RuntimeError, match=r"\['lr'\].*different values"):
+        quiet_trainer(max_steps=1, logger=RecordingLogger()).fit(M(lr=0.3), datamodule=DM())
+
+
+def test_no_save_hyperparameters_means_empty_hparams_and_no_logger_call():
+    logger = RecordingLogger()
+    quiet_trainer(max_steps=1, logger=logger).fit(CoreModel(), loader(n=4))
+    assert logger.hparams_calls == []
