@@ -172,3 +172,16 @@ def test_main_cli(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(run), "--x", "bad"])
+
+
+def test_steps_logged_again_after_a_resume_are_plotted_once(tmp_path):
+    from ember.plot import _epoch_of_step, _read_csv, _series
+
+    folder = tmp_path / "resumed"
+    folder.mkdir()
+    # crashed after step 2, resumed from the checkpoint at step 1: steps 2 and 3 come from the new run
+    (folder / "metrics.csv").write_text("epoch,loss,step\n0,1.0,0\n0,0.9,1\n0,0.8,2\n0,0.7,2\n0,0.6,3\n")
+    rows = _read_csv(folder / "metrics.csv")
+    assert _series(rows, "loss", "step", _epoch_of_step(rows)) == ([0.0, 1.0, 2.0, 3.0], [1.0, 0.9, 0.7, 0.6])
+    assert _series(rows, "loss", "epoch", _epoch_of_step(rows)) == ([0.0], [pytest.approx(0.8)])
+    assert png_size(plot_metrics(folder)) == expected_size(1, 1)

@@ -177,18 +177,23 @@ def _choose_x(rows: Sequence[Row], keys: Sequence[str]) -> str:
 
 
 def _series(rows: Sequence[Row], key: str, x: str, mapping: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
-    if x == "step":
-        points = [(row["step"], row[key]) for row in rows if key in row and "step" in row]
-        return [p[0] for p in points], [p[1] for p in points]
-    # epoch axis: one point per epoch (the mean when a metric was logged several times in it)
-    sums: dict[float, list[float]] = {}
+    # A run resumed from a checkpoint logs again the steps that came after that checkpoint, so a
+    # step may appear twice in an appended metrics.csv: the later row (the resumed run) wins.
+    latest: dict[tuple[float, float | None], Row] = {}
     for row in rows:
-        if key in row:
-            epoch = _epoch_for(row, mapping)
-            if epoch is not None:
-                sums.setdefault(epoch, []).append(row[key])
-    epochs = sorted(sums)
-    return epochs, [sum(sums[e]) / len(sums[e]) for e in epochs]
+        if key in row and "step" in row:
+            latest[(row["step"], row.get("epoch"))] = row
+    kept = sorted(latest.values(), key=lambda row: row["step"])
+    if x == "step":
+        return [row["step"] for row in kept], [row[key] for row in kept]
+    # epoch axis: one point per epoch (the mean when a metric was logged several times in it)
+    values: dict[float, list[float]] = {}
+    for row in kept:
+        epoch = _epoch_for(row, mapping)
+        if epoch is not None:
+            values.setdefault(epoch, []).append(row[key])
+    epochs = sorted(values)
+    return epochs, [sum(values[e]) / len(values[e]) for e in epochs]
 
 
 # ---------------------------------------------------------------------------------------------
