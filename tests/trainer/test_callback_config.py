@@ -1,0 +1,106 @@
+"""Which callbacks a Trainer runs, and in which order."""
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember
+from ember.callbacks import (
+    Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, ModelSummary, Timer, TQDMProgressBar,
+)
+from ember.utilities.exceptions import MisconfigurationException
+
+
+def _loader():
+    return DataLoader(TensorDataset(torch.randn(16, 4), torch.randn(16, 1)), batch_size=4)
+
+
+class Regressor(ember.LightningModule):
+    def __init__(self, extra_callbacks=()):
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+        self.extra_callbacks = list(extra_callbacks)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.mse_loss(self.layer(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def configure_callbacks(self):
+        return self.extra_callbacks
+
+
+def test_defaults_are_checkpoint_progress_bar_and_summary(tmp_path):
+    trainer = ember.Trainer(default_root_dir=tmp_path)
+    kinds = [type(cb) for cb in trainer.callbacks]
+    assert TQDMProgressBar in kinds and ModelSummary in kinds
+    assert kinds[-1] is ModelCheckpoint  # checkpoint callbacks run last
+    assert trainer.checkpoint_callback is trainer.callbacks[-1]
+    assert isinstance(trainer.progress_bar_callback, TQDMProgressBar)
+
+
+def test_each_default_can_be_turned_off(tmp_path):
+    trainer = ember.Trainer(default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False)
+    assert trainer.callbacks == []
+    assert trainer.checkpoint_callback is None and trainer.progress_bar_callback is None
+
+
+def test_max_time_adds_a_timer(tmp_path):
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_time="00:00:01:00")
+    timers = [cb for cb in trainer.callbacks if isinstance(cb, Timer)]
+    assert len(timers) == 1
+
+
+def test_checkpoint_callbacks_are_moved_last_and_others_keep_their_order(tmp_path):
+    first, second = Callback(), LearningRateMonitor()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path)
+    stopper = EarlyStopping("train_loss")
+    trainer = ember.Trainer(default_root_dir=tmp_path, callbacks=[checkpoint, first, stopper, second],
+                            enable_progress_bar=False, enable_model_summary=False)
+    assert trainer.callbacks == [first, stopper, second, checkpoint]
+
+
+def test_configure_callbacks_replaces_trainer_callbacks_of_the_same_type(tmp_path):
+    trainer_stopper = EarlyStopping("train_loss", patience=1)
+    model_stopper = EarlyStopping("train_loss", patience=7)
+    model_checkpoint = ModelCheckpoint(dirpath=tmp_path / "model")
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[trainer_stopper],
+                            enable_progress_bar=False, enable_model_summary=False, logger=False)
+    trainer.fit(Regressor([model_stopper, model_checkpoint]), _loader())
+    assert trainer_stopper not in trainer.callbacks
+    assert model_stopper in trainer.callbacks
+    assert trainer.callbacks[-1] is model_checkpoint  # the default ModelCheckpoint was replaced too
+    assert sum(isinstance(cb, ModelCheckpoint) for cb in trainer.callbacks) == 1
+
+
+def test_bad_callback_configurations_fail_with_the_fix(tmp_path):
+    with pytest.raises(MisconfigurationException, match="enable_checkpointing=False"):
+        ember.Trainer(callbacks=[ModelCheckpoint()], enable_checkpointing=False)
+    with pytest.raises(MisconfigurationException, match="multiple progress bar"):
+        ember.Trainer(callbacks=[TQDMProgressBar(), TQDMProgressBar()])
+    with pytest.raises(MisconfigurationException, match="enable_progress_bar=False"):
+        ember.Trainer(callbacks=[TQDMProgressBar()], enable_progress_bar=False)
+    with pytest.raises(TypeError, match="not a `Callback`"):
+        ember.Trainer(callbacks=[object()])
+
+
+def test_unused_hooks_are_never_dispatched(tmp_path):
+    """A callback that overrides one hook is called for that hook only."""
+    calls = []
+
+    class OnlyEpochs(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            calls.append(trainer.current_epoch)
+
+    callback = OnlyEpochs()
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=2, callbacks=[callback], logger=False,
+                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(Regressor(), _loader())
+    assert calls == [0, 1]
+    assert trainer._hooks.callback_fns("on_train_batch_end") == []
+    assert len(trainer._hooks.callback_fns("on_train_epoch_end")) == 1
