@@ -182,3 +182,14 @@ def test_mlflow_run_marked_failed_when_fit_raises(mlflow_uri):
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit(Exploding(), train_loader(), val_loader())
     assert MlflowClient(mlflow_uri).get_run(logger.run_id).info.status == "FAILED"
+
+
+def test_default_logger_is_csv_without_tensorboard(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    trainer = pl.Trainer(max_epochs=1, log_every_n_steps=2, default_root_dir=tmp_path, enable_checkpointing=False,
+                         **QUIET)
+    assert isinstance(trainer.logger, CSVLogger)
+    trainer.fit(LoggedRegressor(), train_loader(), val_loader())
+    header, rows = read_rows(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")
+    assert header == ["epoch", "step", "train_loss", "val_loss"]
+    assert len(rows) == len(expected_rows(1, 2))
