@@ -8,7 +8,27 @@ import torch
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy
 from ember.utilities.exceptions import MisconfigurationException
 
-__all__ = ["SingleDeviceStrategy", "Strategy", "create_strategy", "resolve_accelerator"]
+__all__ = [
+    "DDPStrategy", "FSDPStrategy", "ParallelStrategy", "SingleDeviceStrategy", "Strategy", "create_strategy",
+    "resolve_accelerator",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # the multi-process strategies load on first use: `import ember` stays light
+    if name in ("DDPStrategy", "DDPSpawnStrategy"):
+        from ember.distributed import ddp
+
+        return getattr(ddp, name)
+    if name == "FSDPStrategy":
+        from ember.distributed.fsdp import FSDPStrategy
+
+        return FSDPStrategy
+    if name == "ParallelStrategy":
+        from ember.distributed.parallel import ParallelStrategy
+
+        return ParallelStrategy
+    raise AttributeError(f"module 'ember.distributed' has no attribute {name!r}")
 
 
 def resolve_accelerator(accelerator: Any) -> str:
@@ -96,7 +116,11 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
 def create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nodes: int, **options: Any) -> Strategy:
     """The strategy object for the Trainer's ``strategy``/``devices``/``num_nodes`` arguments."""
     if isinstance(strategy, Strategy):
-        return strategy
+        if getattr(strategy, "_configured", True):
+            return strategy
+        from ember.distributed import launch
+
+        return launch.create_distributed_strategy(strategy, accelerator, devices, num_nodes, **options)
     name = strategy.lower() if isinstance(strategy, str) else strategy
     multi = len(devices) > 1 or num_nodes > 1
     if name in ("auto", "single_device") and not multi:

@@ -104,6 +104,10 @@ def dump_checkpoint(t: Trainer, weights_only: bool = False) -> dict[str, Any]:
             "world_size": t.world_size,
             "global_rank": t.global_rank,
         }
+        if t.world_size > 1 and hasattr(t.strategy, "all_gather_object"):
+            # all ranks: every rank's RNG states, so that each one resumes with its own
+            ember_state = checkpoint[EMBER_KEY]
+            ember_state["rank_rng"] = t.strategy.all_gather_object([ember_state["rng"], t._epoch_rng])
     if getattr(module, "_hparams", None):
         checkpoint["hparams_name"] = getattr(module, "_hparams_name", None) or "kwargs"
         checkpoint["hyper_parameters"] = dict(module.hparams)
@@ -322,6 +326,9 @@ def _restore_progress(t: Trainer, checkpoint: dict[str, Any]) -> None:
         progress.epoch_batches = 0
     progress.epoch_done = False
     epoch_rng = ember_state.get("epoch_rng") if ember_state is not None else None
+    rank_rng = ember_state.get("rank_rng") if ember_state is not None and rng is not None else None
+    if rank_rng and t.global_rank < len(rank_rng):
+        rng, epoch_rng = rank_rng[t.global_rank]  # this rank's own states
     if progress.epoch_batches == 0:
         t._resume = {"mode": "epoch_start", "rng": rng}
     elif rng is not None and epoch_rng is not None:

@@ -707,9 +707,12 @@ class Trainer:
         self._eval_steps_seen = {}
         self._evaluation_has_run = False
         model.to(self.strategy.root_device)
-        if fn == TrainerFn.FITTING:
+        optimizers_after = getattr(self.strategy, "setup_optimizers_after_module", False)  # FSDP: sharded params
+        if fn == TrainerFn.FITTING and not optimizers_after:
             self._setup_optimizers(model)
         self.strategy.model = self.strategy.setup_module(model)
+        if fn == TrainerFn.FITTING and optimizers_after:
+            self._setup_optimizers(model)
         if fn == TrainerFn.FITTING:
             self._hooks.call_both("on_fit_start")
         self._log_hyperparams(model)

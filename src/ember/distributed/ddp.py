@@ -1,0 +1,124 @@
+"""``DDPStrategy``: one model replica per process, gradients averaged by ``DistributedDataParallel``."""
+from __future__ import annotations
+
+import contextlib
+import functools
+from datetime import timedelta
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ember.distributed.parallel import ParallelStrategy, default_pg_timeout
+
+
+class _StepForward(nn.Module):
+    """Routes ``forward(name, *args)`` to ``module.<name>(*args)``.
+
+    DDP synchronises gradients only for work done inside its ``forward``; calling
+    ``training_step`` through it keeps the user's step unchanged while DDP sees the forward pass.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.module, name)(*args, **kwargs)
+
+
+class DDPStrategy(ParallelStrategy):
+    """Data-parallel training: every process holds the whole model and trains on its share of the data.
+
+    Example::
+
+        trainer = Trainer(accelerator="cuda", devices=4, strategy=DDPStrategy(find_unused_parameters=True))
+        trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp")  # gloo on CPU
+    """
+
+    strategy_name = "ddp"
+
+    def __init__(
+        self,
+        accelerator: Any = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: Any = None,
+        checkpoint_io: Any = None,
+        precision_plugin: Any = None,
+        ddp_comm_state: Any = None,
+        ddp_comm_hook: Callable | None = None,
+        ddp_comm_wrapper: Callable | None = None,
+        model_averaging_period: int | None = None,
+        process_group_backend: str | None = None,
+        timeout: timedelta | None = default_pg_timeout,
+        start_method: str = "popen",
+        preemption_check_interval: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        if start_method not in ("popen", "spawn", "fork", "forkserver"):
+            raise ValueError(
+                f"`DDPStrategy(start_method={start_method!r})` is not supported: use 'popen' (re-run the script, the"
+                " default), 'spawn', 'fork' or 'forkserver'."
+            )
+        if model_averaging_period is not None:
+            raise ValueError("`model_averaging_period` (post-local SGD) is not supported by Ember's DDPStrategy.")
+        super().__init__(
+            accelerator=accelerator, parallel_devices=parallel_devices, cluster_environment=cluster_environment,
+            checkpoint_io=checkpoint_io, precision_plugin=precision_plugin,
+            process_group_backend=process_group_backend, timeout=timeout, start_method=start_method,
+            preemption_check_interval=preemption_check_interval,
+        )
+        self._ddp_kwargs = kwargs
+        self._ddp_comm_state = ddp_comm_state
+        self._ddp_comm_hook = ddp_comm_hook
+        self._ddp_comm_wrapper = ddp_comm_wrapper
+        self._ddp: DistributedDataParallel | None = None
+
+    @property
+    def find_unused_parameters(self) -> bool:
+        return bool(self._ddp_kwargs.get("find_unused_parameters", False))
+
+    def setup_module(self, module: nn.Module) -> nn.Module:
+        """Move to this rank's device; for fit, convert BatchNorm if asked and wrap in DDP."""
+        module = module.to(self.root_device)
+        self._ddp = None
+        trainer = getattr(module, "_trainer", None)
+        fitting = trainer is not None and trainer.state.fn == "fit"
+        if not fitting:
+            return module
+        if self._sync_batchnorm:
+            # the BatchNorm layers are replaced; their parameters (the optimizer's) are kept
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        if not any(p.requires_grad for p in module.parameters()):
+            return module  # nothing to synchronise (DDP refuses such a module)
+        device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
+        self._ddp = DistributedDataParallel(_StepForward(module), device_ids=device_ids, **self._ddp_kwargs)
+        if self._ddp_comm_hook is not None:
+            hook = self._ddp_comm_hook
+            if self._ddp_comm_wrapper is not None:
+                hook = self._ddp_comm_wrapper(hook)
+            self._ddp.register_comm_hook(self._ddp_comm_state, hook)
+        return self._ddp
+
+    def training_step_fn(self, module: Any) -> Callable[..., Any]:
+        if self._ddp is None:
+            return module.training_step
+        return functools.partial(self._ddp, "training_step")
+
+    def block_backward_sync(self) -> contextlib.AbstractContextManager:
+        """Accumulating: keep gradients local until the step that updates the weights."""
+        return self._ddp.no_sync() if self._ddp is not None else contextlib.nullcontext()
+
+    def teardown(self) -> None:
+        self._ddp = None
+        super().teardown()
+
+
+class DDPSpawnStrategy(DDPStrategy):
+    """``DDPStrategy(start_method="spawn")`` under Lightning 1.x's name."""
+
+    strategy_name = "ddp_spawn"
+
+    def __init__(self, *args: Any, start_method: str = "spawn", **kwargs: Any) -> None:
+        super().__init__(*args, start_method=start_method, **kwargs)

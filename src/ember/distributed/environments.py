@@ -1,0 +1,209 @@
+"""Where the rank of this process comes from: Ember's own launcher, torchrun, or SLURM's ``srun``.
+
+Each environment reads the variables its launcher defines; Ember adds no protocol of its own: the
+processes it starts get the same variables torchrun would set (``RANK``, ``LOCAL_RANK``,
+``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``GROUP_RANK``/``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``).
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+
+__all__ = [
+    "ClusterEnvironment", "LightningEnvironment", "SLURMEnvironment", "TorchElasticEnvironment",
+    "detect_environment", "find_free_network_port",
+]
+
+
+def find_free_network_port() -> int:
+    """A free TCP port on this machine (for the rendezvous of processes Ember starts itself)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+class ClusterEnvironment:
+    """The rank layout of the job: world size, ranks, and where rank 0 listens.
+
+    Example::
+
+        env = detect_environment()
+        print(env.global_rank(), env.world_size())
+    """
+
+    creates_processes_externally = False
+
+    def __init__(self) -> None:
+        self._world_size = 1
+        self._global_rank = 0
+
+    @property
+    def main_address(self) -> str:
+        return os.environ.get("MASTER_ADDR", "127.0.0.1")
+
+    @property
+    def main_port(self) -> int:
+        return int(os.environ.get("MASTER_PORT", 0))
+
+    @staticmethod
+    def detect() -> bool:
+        return False
+
+    def world_size(self) -> int:
+        return self._world_size
+
+    def set_world_size(self, size: int) -> None:
+        self._world_size = size
+
+    def global_rank(self) -> int:
+        return self._global_rank
+
+    def set_global_rank(self, rank: int) -> None:
+        self._global_rank = rank
+
+    def local_rank(self) -> int:
+        return int(os.environ.get("LOCAL_RANK", 0))
+
+    def node_rank(self) -> int:
+        return int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
+
+    def validate_settings(self, num_devices: int, num_nodes: int) -> None:
+        """Raise if the launcher's layout does not match ``Trainer(devices, num_nodes)``."""
+
+
+class LightningEnvironment(ClusterEnvironment):
+    """Processes started by Ember itself (or by hand with the torchrun variables).
+
+    The first process picks a free port and starts the others with ``LOCAL_RANK`` set; a process
+    that finds ``LOCAL_RANK`` already set was started by Ember (or by hand) and joins.
+    """
+
+    @property
+    def creates_processes_externally(self) -> bool:  # type: ignore[override]
+        return "LOCAL_RANK" in os.environ
+
+    @property
+    def main_port(self) -> int:
+        if "MASTER_PORT" not in os.environ:
+            os.environ["MASTER_PORT"] = str(find_free_network_port())
+        return int(os.environ["MASTER_PORT"])
+
+    @staticmethod
+    def detect() -> bool:
+        return True
+
+    def world_size(self) -> int:
+        return int(os.environ.get("WORLD_SIZE", self._world_size))
+
+    def global_rank(self) -> int:
+        return int(os.environ.get("RANK", self._global_rank))
+
+
+class TorchElasticEnvironment(ClusterEnvironment):
+    """Processes started by ``torchrun`` (single or multi node): every variable comes from torchrun."""
+
+    creates_processes_externally = True
+
+    @staticmethod
+    def detect() -> bool:
+        required = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+        return "TORCHELASTIC_RUN_ID" in os.environ and all(k in os.environ for k in required)
+
+    def world_size(self) -> int:
+        return int(os.environ["WORLD_SIZE"])
+
+    def global_rank(self) -> int:
+        return int(os.environ["RANK"])
+
+    def local_rank(self) -> int:
+        return int(os.environ["LOCAL_RANK"])
+
+    def node_rank(self) -> int:
+        return int(os.environ.get("GROUP_RANK", 0))
+
+    def validate_settings(self, num_devices: int, num_nodes: int) -> None:
+        expected = num_devices * num_nodes
+        if self.world_size() != expected:
+            raise ValueError(
+                f"torchrun started {self.world_size()} processes, but `Trainer(devices={num_devices},"
+                f" num_nodes={num_nodes})` expects {expected}: make `--nproc_per_node` equal `devices` and `--nnodes`"
+                " equal `num_nodes`."
+            )
+
+
+def _slurm_interactive() -> bool:
+    return os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
+
+
+class SLURMEnvironment(ClusterEnvironment):
+    """Processes started by ``srun``: one task per device, ranks from ``SLURM_PROCID``/``SLURM_LOCALID``.
+
+    ``MASTER_ADDR`` defaults to the first host of ``SLURM_NODELIST`` and ``MASTER_PORT`` to
+    15000 plus the last four digits of the job id, so every task finds rank 0 without talking first.
+    """
+
+    creates_processes_externally = True
+
+    def __init__(self, auto_requeue: bool = True, requeue_signal: int | None = None) -> None:
+        super().__init__()
+        self.auto_requeue = auto_requeue
+        self.requeue_signal = requeue_signal
+
+    @staticmethod
+    def detect() -> bool:
+        return "SLURM_NTASKS" in os.environ and "SLURM_PROCID" in os.environ and not _slurm_interactive()
+
+    @property
+    def main_address(self) -> str:
+        if "MASTER_ADDR" not in os.environ:
+            os.environ["MASTER_ADDR"] = self.resolve_root_node_address(os.environ.get("SLURM_NODELIST", "127.0.0.1"))
+        return os.environ["MASTER_ADDR"]
+
+    @property
+    def main_port(self) -> int:
+        if "MASTER_PORT" not in os.environ:
+            job_id = os.environ.get("SLURM_JOB_ID")
+            os.environ["MASTER_PORT"] = str(int(job_id[-4:]) + 15000 if job_id and job_id[-4:].isdigit() else 12910)
+        return int(os.environ["MASTER_PORT"])
+
+    def world_size(self) -> int:
+        return int(os.environ["SLURM_NTASKS"])
+
+    def global_rank(self) -> int:
+        return int(os.environ["SLURM_PROCID"])
+
+    def local_rank(self) -> int:
+        return int(os.environ["SLURM_LOCALID"])
+
+    def node_rank(self) -> int:
+        return int(os.environ["SLURM_NODEID"])
+
+    def validate_settings(self, num_devices: int, num_nodes: int) -> None:
+        per_node = os.environ.get("SLURM_NTASKS_PER_NODE")
+        if per_node is not None and per_node.isdigit() and int(per_node) != num_devices:
+            raise ValueError(
+                f"You set `devices={num_devices}`, but the number of tasks per node configured in SLURM"
+                f" `--ntasks-per-node={per_node}` does not match. HINT: Set `devices={per_node}`."
+            )
+        nodes = os.environ.get("SLURM_NNODES")
+        if nodes is not None and nodes.isdigit() and int(nodes) != num_nodes:
+            raise ValueError(
+                f"You set `num_nodes={num_nodes}`, but the number of nodes configured in SLURM `--nodes={nodes}`"
+                f" does not match. HINT: Set `num_nodes={nodes}`."
+            )
+
+    @staticmethod
+    def resolve_root_node_address(nodes: str) -> str:
+        """The first host of a SLURM node list: ``'host[5-9],x'`` -> ``'host5'``."""
+        nodes = re.sub(r"\[(.*?)[,-].*\]", "\\1", nodes)
+        nodes = re.sub(r"\[(.*?)\]", "\\1", nodes)
+        return nodes.split(" ")[0].split(",")[0]
+
+
+def detect_environment() -> ClusterEnvironment:
+    """torchrun first, then SLURM, else Ember's own (which also joins processes started by Ember)."""
+    for env_type in (TorchElasticEnvironment, SLURMEnvironment):
+        if env_type.detect():
+            return env_type()
+    return LightningEnvironment()

@@ -1,0 +1,157 @@
+"""``FSDPStrategy`` on FSDP2 (``torch.distributed.fsdp.fully_shard``): parameters, gradients and
+optimizer state sharded across ranks, gathered layer by layer when needed."""
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from ember.distributed.ddp import _StepForward
+from ember.distributed.parallel import ParallelStrategy, default_pg_timeout
+
+_SHARDING = {"FULL_SHARD": True, "SHARD_GRAD_OP": False}
+
+
+def _as_classes(policy: Any) -> tuple[type, ...]:
+    if policy is None:
+        return ()
+    if isinstance(policy, type):
+        return (policy,)
+    if isinstance(policy, (set, list, tuple, frozenset)):
+        return tuple(policy)
+    raise TypeError(
+        f"The wrapping policy {policy!r} is not supported: pass a set of layer classes, e.g. {{nn.TransformerEncoderLayer}}."
+    )
+
+
+class FSDPStrategy(ParallelStrategy):
+    """Fully sharded data parallel training.
+
+    ``auto_wrap_policy`` and ``activation_checkpointing_policy`` are sets of layer classes: each
+    such layer is sharded (and re-computed in backward) on its own. ``state_dict_type="full"``
+    writes an ordinary checkpoint that loads anywhere (gathered on rank 0).
+
+    Example::
+
+        strategy = FSDPStrategy(auto_wrap_policy={nn.TransformerEncoderLayer},
+                                activation_checkpointing_policy={nn.TransformerEncoderLayer})
+        trainer = Trainer(accelerator="cuda", devices=8, strategy=strategy, precision="bf16-mixed")
+    """
+
+    strategy_name = "fsdp"
+    setup_optimizers_after_module = True  # FSDP2 replaces the parameters with sharded ones
+
+    def __init__(
+        self,
+        accelerator: Any = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: Any = None,
+        checkpoint_io: Any = None,
+        precision_plugin: Any = None,
+        process_group_backend: str | None = None,
+        timeout: timedelta | None = default_pg_timeout,
+        cpu_offload: bool | None = None,
+        mixed_precision: Any = None,
+        auto_wrap_policy: Any = None,
+        activation_checkpointing_policy: Any = None,
+        sharding_strategy: str = "FULL_SHARD",
+        state_dict_type: str = "full",
+        preemption_check_interval: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            accelerator=accelerator, parallel_devices=parallel_devices, cluster_environment=cluster_environment,
+            checkpoint_io=checkpoint_io, precision_plugin=precision_plugin,
+            process_group_backend=process_group_backend, timeout=timeout, start_method="popen",
+            preemption_check_interval=preemption_check_interval,
+        )
+        key = str(sharding_strategy).upper().split(".")[-1]
+        if key not in _SHARDING:
+            raise ValueError(f"`sharding_strategy={sharding_strategy!r}` is not supported: use 'FULL_SHARD' or 'SHARD_GRAD_OP'.")
+        if state_dict_type != "full":
+            raise ValueError(
+                f"`state_dict_type={state_dict_type!r}`: Ember writes full checkpoints (one file, gathered on rank 0);"
+                " use `state_dict_type='full'`."
+            )
+        self.cpu_offload = bool(cpu_offload)
+        self.mixed_precision = mixed_precision
+        self._wrap_classes = _as_classes(auto_wrap_policy)
+        self._checkpoint_classes = _as_classes(activation_checkpointing_policy)
+        self._reshard_after_forward = _SHARDING[key]
+        self.state_dict_type = state_dict_type
+        self.kwargs = kwargs
+        self._wrapper: nn.Module | None = None
+
+    def _policy(self) -> Any:
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        if self.mixed_precision is not None:
+            return self.mixed_precision
+        precision = getattr(self.precision_plugin, "precision", None) or getattr(self.precision_plugin, "name", None)
+        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
+        return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype else MixedPrecisionPolicy()
+
+    def setup_module(self, module: nn.Module) -> nn.Module:
+        """Shard the chosen layers, then the rest; wrap ``training_step`` so the root gathers its parameters."""
+        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+
+        module = module.to(self.root_device)
+        trainer = getattr(module, "_trainer", None)
+        if trainer is None or trainer.state.fn != "fit":
+            return module if self._wrapper is None else self._wrapper
+        if self._checkpoint_classes:
+            from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+            classes = self._checkpoint_classes
+            apply_activation_checkpointing(module, check_fn=lambda m: isinstance(m, classes))
+        options = {
+            "reshard_after_forward": self._reshard_after_forward,
+            "mp_policy": self._policy(),
+            "offload_policy": CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy(),
+        }
+        for layer in module.modules():
+            if self._wrap_classes and isinstance(layer, self._wrap_classes):
+                fully_shard(layer, **options)
+        self._wrapper = fully_shard(_StepForward(module), **options)
+        return self._wrapper
+
+    def training_step_fn(self, module: Any) -> Callable[..., Any]:
+        return functools.partial(self._wrapper, "training_step") if self._wrapper is not None else module.training_step
+
+    def eval_step_fn(self, module: Any, name: str) -> Callable[..., Any]:
+        # the parameters stay sharded after fit: calls must pass through the root to gather them
+        return functools.partial(self._wrapper, name) if self._wrapper is not None else getattr(module, name)
+
+    # ---- checkpoints: full state dicts, gathered (all ranks take part) ---------------------------
+    def _options(self) -> Any:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        if self._wrapper is None:
+            return self._lightning_module.state_dict()
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(self._lightning_module, options=self._options())
+
+    def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
+        if self._wrapper is None:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self._lightning_module, optimizer, options=self._options())
+
+    def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
+        if self._wrapper is None:
+            return super().load_optimizer_state_dict(optimizer, state)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(self._lightning_module, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+    def teardown(self) -> None:
+        super().teardown()

@@ -1,0 +1,368 @@
+"""Starting the processes of a distributed run, and building the strategy the Trainer asked for.
+
+Three ways to get one process per device:
+
+* ``strategy="ddp"`` (``start_method="popen"``): Ember re-runs the user's command once per extra
+  local rank, with the variables torchrun would set; the current process is local rank 0.
+* ``torchrun`` or ``srun`` started every process already: Ember joins (nothing is launched).
+* ``"ddp_spawn"`` / ``"ddp_fork"`` / ``"ddp_notebook"``: ``torch.multiprocessing`` starts one
+  worker per device; rank 0's results, weights and callback states return to the main process.
+"""
+from __future__ import annotations
+
+import atexit
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable
+
+import torch
+
+from ember.distributed import failure
+from ember.distributed.environments import ClusterEnvironment
+from ember.utilities.exceptions import MisconfigurationException
+
+_STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp")
+_IS_INTERACTIVE = hasattr(sys, "ps1") or bool(sys.flags.interactive)
+
+
+def create_distributed_strategy(
+    name: Any, accelerator: str, devices: list[int], num_nodes: int, sync_batchnorm: bool = False,
+    plugins: Any = None, **options: Any,
+) -> Any:
+    """The strategy object for a strategy name (or a ``ParallelStrategy`` to finish configuring)."""
+    from ember.distributed.ddp import DDPStrategy
+    from ember.distributed.parallel import ParallelStrategy
+
+    if isinstance(name, ParallelStrategy):
+        strategy = name
+    elif not isinstance(name, str):
+        raise MisconfigurationException(
+            f"`Trainer(strategy={name!r})` is not supported: pass a strategy name ({', '.join(_STRATEGY_NAMES)})"
+            " or a `Strategy` object."
+        )
+    else:
+        key = name.lower()
+        find_unused: bool | None = None
+        for suffix, value in (("_find_unused_parameters_true", True), ("_find_unused_parameters_false", False)):
+            if key.endswith(suffix):
+                key, find_unused = key[: -len(suffix)], value
+        if key == "auto":
+            key = "ddp_fork" if _IS_INTERACTIVE and accelerator != "cuda" else "ddp"
+        kwargs: dict[str, Any] = {}
+        if find_unused is not None:
+            kwargs["find_unused_parameters"] = find_unused
+        if key == "ddp":
+            strategy = DDPStrategy(start_method="popen", **kwargs)
+        elif key == "ddp_spawn":
+            strategy = DDPStrategy(start_method="spawn", **kwargs)
+        elif key in ("ddp_fork", "ddp_notebook"):
+            strategy = DDPStrategy(start_method="fork", **kwargs)
+        elif key == "fsdp":
+            from ember.distributed.fsdp import FSDPStrategy
+
+            strategy = FSDPStrategy()
+        else:
+            raise MisconfigurationException(
+                f"You selected an invalid strategy name: `strategy={name!r}`. Available names are: auto,"
+                f" single_device, {', '.join(_STRATEGY_NAMES)} (DDP ones also with _find_unused_parameters_true/false)."
+            )
+    if getattr(strategy, "_start_method", None) == "fork" and not hasattr(os, "fork"):
+        raise MisconfigurationException("`strategy='ddp_fork'` needs `os.fork`, which this platform lacks: use 'ddp_spawn'.")
+    if getattr(strategy, "_start_method", None) == "popen" and _IS_INTERACTIVE and not strategy.cluster_environment.creates_processes_externally:
+        raise MisconfigurationException(
+            "`strategy='ddp'` starts the other processes by re-running your script, which an interactive session"
+            " cannot do: use `strategy='ddp_notebook'` (or 'ddp_spawn'), or run a script."
+        )
+    for plugin in plugins if isinstance(plugins, (list, tuple)) else [plugins]:
+        if isinstance(plugin, ClusterEnvironment):
+            strategy.cluster_environment = plugin
+    strategy._configure(accelerator, devices, num_nodes, sync_batchnorm=sync_batchnorm)
+    return strategy
+
+
+def make_launcher(strategy: Any) -> Any:
+    if strategy.cluster_environment.creates_processes_externally and strategy._start_method == "popen":
+        return _JoinedLauncher()
+    if strategy._start_method == "popen":
+        return SubprocessLauncher(strategy)
+    return MultiProcessingLauncher(strategy)
+
+
+class _JoinedLauncher:
+    """torchrun, SLURM, or a process Ember started: every process exists already."""
+
+    is_launched = True
+
+    def launch(self, fn: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    def on_exception(self, exception: BaseException) -> None:
+        pass
+
+
+def _script_command() -> list[str]:
+    """The command that started this program, to run it again for the other local ranks."""
+    import __main__
+
+    spec = getattr(__main__, "__spec__", None)
+    if spec is not None and spec.name.split(".")[0] in ("pytest", "_pytest", "py"):
+        raise MisconfigurationException(
+            "`strategy='ddp'` re-runs the program's command for every extra process, and this program is pytest:"
+            " run DDP from a script (started by the test in a subprocess), or use `strategy='ddp_spawn'`."
+        )
+    if spec is not None and spec.name != "__main__":
+        module = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
+        return [sys.executable, "-m", module, *sys.argv[1:]]
+    main_file = getattr(__main__, "__file__", None)
+    if main_file is None or not sys.argv or sys.argv[0] in ("", "-c"):
+        raise MisconfigurationException(
+            "`strategy='ddp'` starts the other processes by running your script again, but this program was not"
+            " started from a script file (an interactive session or `python -c`): use `strategy='ddp_notebook'`"
+            " (or 'ddp_spawn'), or start it with `torchrun`."
+        )
+    return [sys.executable, os.path.abspath(sys.argv[0]), *sys.argv[1:]]
+
+
+def _die_with_parent() -> None:
+    # Linux: the child gets SIGKILL if the process that started it dies, so none is left behind
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class SubprocessLauncher:
+    """Re-run the user's command for local ranks 1..n-1; this process becomes local rank 0.
+
+    Example (what Ember runs for ``devices=2``)::
+
+        LOCAL_RANK=1 RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=<free> python train.py
+    """
+
+    is_launched = False  # every run of this process passes through `launch`, to track failures
+
+    def __init__(self, strategy: Any) -> None:
+        self._strategy = strategy
+        self.procs: list[subprocess.Popen] = []
+        self._started = False
+        self._in_run = 0
+        self._stopping = False
+        self._failed_here = False
+        self._child_failure: tuple[int, int] | None = None
+        self._failure_dir: str | None = None
+
+    def launch(self, fn: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
+        if not self._started:
+            self._start_children()
+        self._in_run += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._in_run -= 1
+
+    def _start_children(self) -> None:
+        strategy = self._strategy
+        env = strategy.cluster_environment
+        n, node_rank = strategy.num_processes, strategy.node_rank
+        world_size = n * strategy.num_nodes
+        os.environ["MASTER_ADDR"] = env.main_address
+        os.environ["MASTER_PORT"] = str(env.main_port)
+        os.environ["NODE_RANK"] = str(node_rank)
+        os.environ["WORLD_SIZE"] = str(world_size)
+        os.environ["LOCAL_WORLD_SIZE"] = str(n)
+        if failure.ENV_DIR not in os.environ:
+            self._failure_dir = tempfile.mkdtemp(prefix="ember-ranks-")
+            os.environ[failure.ENV_DIR] = self._failure_dir
+        command = _script_command() if n > 1 else []
+        for local_rank in range(1, n):
+            child_env = os.environ.copy()
+            child_env["LOCAL_RANK"] = str(local_rank)
+            child_env["RANK"] = str(node_rank * n + local_rank)
+            preexec = _die_with_parent if sys.platform.startswith("linux") else None
+            self.procs.append(subprocess.Popen(command, env=child_env, preexec_fn=preexec))  # noqa: S603
+        os.environ["LOCAL_RANK"] = "0"
+        os.environ["RANK"] = str(node_rank * n)
+        self._started = True
+        atexit.register(self._at_exit)
+        if self.procs:
+            threading.Thread(target=self._watch, name="ember-rank-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        """Notice a child rank that died; if this rank is stuck in a run, end the job."""
+        while not self._stopping:
+            for index, proc in enumerate(self.procs):
+                code = proc.poll()
+                if code is not None and code != 0 and self._child_failure is None:
+                    self._child_failure = (index + 1, code)
+                    self._end_if_stuck(index + 1, code)
+                    return
+            time.sleep(0.2)
+
+    def _end_if_stuck(self, local_rank: int, code: int) -> None:
+        # most of the time this rank's next collective fails at once and the run ends by itself;
+        # a rank blocked where no error reaches it (e.g. NCCL) is ended after a grace period
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            if self._stopping or not self._in_run:
+                return
+            time.sleep(0.2)
+        if self._stopping or not self._in_run:
+            return
+        self.kill()
+        sys.stderr.write(f"[rank 0] local rank {local_rank} exited with code {code}; ending the job.\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+    def on_exception(self, exception: BaseException) -> None:
+        """This rank failed (or was interrupted): stop the other local ranks now."""
+        self._failed_here = True
+        self.kill()
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _at_exit(self) -> None:
+        uncaught = getattr(sys, "last_value", None) is not None or failure.first_failure() is not None
+        if self._failed_here or uncaught:
+            self.kill()
+        else:
+            for proc in self.procs:
+                proc.wait()  # the other ranks finish their copy of the program
+        self._stopping = True
+        if self._failure_dir is not None:
+            shutil.rmtree(self._failure_dir, ignore_errors=True)
+        codes = [proc.returncode for proc in self.procs if proc.returncode]
+        if codes and not self._failed_here:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)  # a rank failed: so did the job
+
+
+def _rank_env(strategy: Any, local_rank: int) -> dict[str, str]:
+    n = strategy.num_processes
+    node_rank = strategy.node_rank
+    return {
+        "LOCAL_RANK": str(local_rank), "RANK": str(node_rank * n + local_rank),
+        "WORLD_SIZE": str(n * strategy.num_nodes), "LOCAL_WORLD_SIZE": str(n), "NODE_RANK": str(node_rank),
+    }
+
+
+def _worker(process_idx: int, launcher: MultiProcessingLauncher, fn: Callable, args: tuple, kwargs: dict,
+            trainer: Any, queue: Any) -> None:
+    launcher._in_worker = True
+    os.environ.update(_rank_env(launcher._strategy, process_idx))
+    # through the trainer's guard, so a failing worker runs the exception hooks and tears down
+    results = trainer._run_guarded(fn, *args, **kwargs)
+    if trainer.strategy.global_rank == 0:
+        # as bytes: tensors sent through the queue as shared memory would vanish when this worker exits
+        buffer = io.BytesIO()
+        torch.save(_collect(trainer, results), buffer)
+        queue.put(buffer.getvalue())
+
+
+def _to_cpu(value: Any) -> Any:
+    from ember.trainer.data import apply_to_tensors
+
+    return apply_to_tensors(value, lambda t: t.detach().cpu())
+
+
+def _collect(trainer: Any, results: Any) -> dict[str, Any]:
+    """What the main process needs from rank 0: results, weights, progress, metrics, callback states."""
+    module = trainer.lightning_module
+    return {
+        "results": _to_cpu(results),
+        "weights": _to_cpu(module.state_dict()),
+        "fn": trainer.state.fn, "status": trainer.state.status,
+        "progress": trainer._progress.state_dict(),
+        "callback_metrics": _to_cpu(dict(trainer.callback_metrics)),
+        "logged_metrics": _to_cpu(dict(trainer.logged_metrics)),
+        "callbacks": [cb.state_dict() for cb in trainer.callbacks],
+    }
+
+
+class MultiProcessingLauncher:
+    """``ddp_spawn`` / ``ddp_fork``: one worker per local device through ``torch.multiprocessing``.
+
+    Example::
+
+        trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn")
+        trainer.fit(model)  # weights and callback states come back to this process
+    """
+
+    def __init__(self, strategy: Any) -> None:
+        self._strategy = strategy
+        self._in_worker = False
+
+    @property
+    def is_launched(self) -> bool:
+        return self._in_worker
+
+    def launch(self, fn: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
+        import torch.multiprocessing as mp
+
+        strategy = self._strategy
+        env = strategy.cluster_environment
+        os.environ["MASTER_ADDR"] = env.main_address
+        os.environ["MASTER_PORT"] = str(env.main_port)
+        method = strategy._start_method
+        context = mp.get_context(method)
+        queue = context.SimpleQueue()
+        failure_dir = tempfile.mkdtemp(prefix="ember-ranks-")
+        previous_dir = os.environ.get(failure.ENV_DIR)
+        os.environ[failure.ENV_DIR] = failure_dir
+        try:
+            processes = mp.start_processes(
+                _worker, args=(self, fn, args, kwargs, trainer, queue), nprocs=strategy.num_processes,
+                start_method=method, join=False,
+            )
+            while not processes.join(grace_period=5):
+                pass
+            # our own worker's data (not a user file): full unpickling is safe here
+            output = torch.load(io.BytesIO(queue.get()), weights_only=False)
+        finally:
+            shutil.rmtree(failure_dir, ignore_errors=True)
+            if previous_dir is None:
+                os.environ.pop(failure.ENV_DIR, None)
+            else:
+                os.environ[failure.ENV_DIR] = previous_dir
+            if type(env).__name__ == "LightningEnvironment":
+                os.environ.pop("MASTER_PORT", None)  # the next launch picks a fresh free port
+        self._recover(trainer, args[0] if args else None, output)
+        return output["results"]
+
+    def _recover(self, trainer: Any, model: Any, output: dict[str, Any]) -> None:
+        if model is None:
+            model = trainer.lightning_module
+        if model is not None:
+            model.load_state_dict(output["weights"])
+            trainer._module = model
+            trainer.strategy.connect(model)
+        trainer.state.fn = output["fn"]
+        trainer.state.status = output["status"]
+        trainer.state.stage = None
+        trainer._progress.load_state_dict(output["progress"])
+        trainer._callback_metrics = dict(output["callback_metrics"])
+        trainer._logged_metrics = dict(output["logged_metrics"])
+        for cb, state in zip(trainer.callbacks, output["callbacks"]):
+            if state:
+                cb.load_state_dict(state)
+
+    def on_exception(self, exception: BaseException) -> None:
+        pass
+

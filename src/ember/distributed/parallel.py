@@ -1,0 +1,286 @@
+"""``ParallelStrategy``: one process per device, joined in a ``torch.distributed`` process group.
+
+It holds what DDP and FSDP share: the rank layout (from the cluster environment), creating the
+process group, the collectives users and callbacks call, the preemption-flag agreement, and what
+happens when a rank fails.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ember.distributed import failure
+from ember.distributed.environments import ClusterEnvironment, detect_environment
+from ember.distributed.strategy import Strategy
+
+default_pg_timeout = timedelta(minutes=30)
+
+_REDUCE_OPS = {
+    "sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN,
+    "product": dist.ReduceOp.PRODUCT, "prod": dist.ReduceOp.PRODUCT,
+}
+
+
+class ParallelStrategy(Strategy):
+    """Base of the multi-process strategies; use :class:`DDPStrategy` or :class:`FSDPStrategy`.
+
+    Example::
+
+        value = trainer.strategy.reduce(torch.tensor(1.0), reduce_op="sum")  # == world size
+    """
+
+    strategy_name = "parallel"
+
+    def __init__(
+        self,
+        accelerator: Any = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: ClusterEnvironment | None = None,
+        checkpoint_io: Any = None,
+        precision_plugin: Any = None,
+        process_group_backend: str | None = None,
+        timeout: timedelta | None = default_pg_timeout,
+        start_method: str = "popen",
+        preemption_check_interval: int = 10,
+    ) -> None:
+        super().__init__("cpu")
+        self.accelerator = accelerator
+        self.parallel_devices = parallel_devices
+        self.cluster_environment = cluster_environment if cluster_environment is not None else detect_environment()
+        self.checkpoint_io = checkpoint_io
+        self.precision_plugin = precision_plugin
+        self._process_group_backend = process_group_backend
+        self._timeout = timeout if timeout is not None else default_pg_timeout
+        self._start_method = start_method
+        self._num_nodes = 1
+        self._sync_batchnorm = False
+        if not isinstance(preemption_check_interval, int) or preemption_check_interval < 1:
+            raise ValueError(f"`preemption_check_interval` must be an int >= 1, got {preemption_check_interval!r}.")
+        self._stop_every = preemption_check_interval
+        self._stop_last_seen = -1
+        self._launcher: Any = None
+        self._configured = False
+
+    # ---- configuration (filled in by create_distributed_strategy) ----------------------------
+    def _configure(self, accelerator: str, devices: list[int], num_nodes: int, sync_batchnorm: bool = False) -> None:
+        from ember.distributed.launch import make_launcher
+
+        if self.accelerator is None or not isinstance(self.accelerator, str):
+            self.accelerator = accelerator
+        if self.parallel_devices is None:
+            if self.accelerator == "cuda":
+                self.parallel_devices = [torch.device("cuda", i) for i in devices]
+            else:
+                self.parallel_devices = [torch.device("cpu")] * len(devices)
+        self._num_nodes = num_nodes
+        self._sync_batchnorm = sync_batchnorm
+        self.cluster_environment.validate_settings(len(self.parallel_devices), num_nodes)
+        self._launcher = make_launcher(self)
+        self._configured = True
+
+    @property
+    def launcher(self) -> Any:
+        return self._launcher
+
+    @property
+    def process_group_backend(self) -> str:
+        if self._process_group_backend is not None:
+            return self._process_group_backend
+        return "nccl" if self.accelerator == "cuda" and dist.is_nccl_available() else "gloo"
+
+    @property
+    def timeout(self) -> timedelta:
+        return self._timeout
+
+    @property
+    def sync_batchnorm(self) -> bool:
+        return self._sync_batchnorm
+
+    @sync_batchnorm.setter
+    def sync_batchnorm(self, value: bool) -> None:
+        self._sync_batchnorm = value
+
+    # ---- topology ------------------------------------------------------------------------
+    @property
+    def num_nodes(self) -> int:
+        return self._num_nodes
+
+    @num_nodes.setter
+    def num_nodes(self, value: int) -> None:
+        self._num_nodes = value
+
+    @property
+    def num_processes(self) -> int:
+        return len(self.parallel_devices) if self.parallel_devices else 1
+
+    @property
+    def parallel_devices_ids(self) -> list[int]:
+        return [d.index or 0 for d in self.parallel_devices or []]
+
+    @property
+    def global_rank(self) -> int:
+        env = self.cluster_environment
+        if isinstance(env, ClusterEnvironment) and type(env).__name__ == "LightningEnvironment":
+            return int(os.environ.get("RANK", self.node_rank * self.num_processes + self.local_rank))
+        return env.global_rank()
+
+    @property
+    def local_rank(self) -> int:
+        return self.cluster_environment.local_rank()
+
+    @property
+    def node_rank(self) -> int:
+        return self.cluster_environment.node_rank()
+
+    @property
+    def world_size(self) -> int:
+        env = self.cluster_environment
+        if type(env).__name__ == "LightningEnvironment":
+            return int(os.environ.get("WORLD_SIZE", self.num_nodes * self.num_processes))
+        return env.world_size()
+
+    @property
+    def root_device(self) -> torch.device:
+        devices = self.parallel_devices or [torch.device("cpu")]
+        return devices[self.local_rank % len(devices)]
+
+    @property
+    def is_distributed(self) -> bool:
+        return True
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int]:
+        return {"num_replicas": self.world_size, "rank": self.global_rank}
+
+    @property
+    def supports_inference_mode(self) -> bool:
+        # gloo collectives on inference tensors fail ("Inplace update to inference tensor outside InferenceMode")
+        return self.process_group_backend != "gloo"
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def setup_environment(self) -> None:
+        """Join (or create) the process group; every rank must reach this."""
+        if self.root_device.type == "cuda":
+            torch.cuda.set_device(self.root_device)
+        env = self.cluster_environment
+        os.environ["MASTER_ADDR"] = env.main_address
+        os.environ["MASTER_PORT"] = str(env.main_port)
+        failure.install(self.global_rank)
+        if dist.is_available() and not dist.is_initialized():
+            # all ranks: rendezvous at MASTER_ADDR:MASTER_PORT
+            dist.init_process_group(
+                self.process_group_backend, rank=self.global_rank, world_size=self.world_size, timeout=self._timeout,
+            )
+        from ember.utilities.rank_zero import _set_rank
+
+        _set_rank(self.global_rank)
+
+    def on_exception(self, exception: BaseException) -> None:
+        """The first rank to fail is the one whose traceback the user sees; the others end quietly."""
+        failure.on_exception(exception, self.global_rank)
+        if self._launcher is not None:
+            self._launcher.on_exception(exception)
+
+    # ---- collectives -----------------------------------------------------------------------
+    def _collective(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (RuntimeError, dist.DistError) as error:
+            raise failure.collective_error(name, self.global_rank, self.world_size, self._timeout, error) from error
+
+    def barrier(self, name: str | None = None) -> None:
+        """All ranks wait here for each other."""
+        if not dist.is_initialized():
+            return
+        label = f"barrier({name!r})" if name else "barrier()"
+        if self.process_group_backend == "nccl":
+            self._collective(label, dist.barrier, device_ids=[self.root_device.index])
+        else:
+            self._collective(label, dist.barrier)
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """``obj`` from rank ``src`` on every rank (any picklable object)."""
+        if not dist.is_initialized():
+            return obj
+        box = [obj]
+        self._collective(f"broadcast(src={src})", dist.broadcast_object_list, box, src=src)
+        return box[0]
+
+    def reduce(self, tensor: Tensor | Any, group: Any | None = None, reduce_op: Any = "mean") -> Tensor | Any:
+        """Reduce ``tensor`` over all ranks: ``"mean"`` (default), ``"sum"``, ``"max"`` or ``"min"``."""
+        if not isinstance(tensor, Tensor) or not dist.is_initialized():
+            return tensor
+        op = reduce_op if reduce_op is not None else "mean"
+        mean = isinstance(op, str) and op.lower() in ("mean", "avg")
+        if isinstance(op, str) and not mean:
+            if op.lower() not in _REDUCE_OPS:
+                raise ValueError(f"`reduce_op={reduce_op!r}` is not supported: use 'mean', 'sum', 'max' or 'min'.")
+            op = _REDUCE_OPS[op.lower()]
+        result = tensor.clone() if not mean or tensor.is_floating_point() else tensor.float()
+        self._collective("all_reduce", dist.all_reduce, result, op=dist.ReduceOp.SUM if mean else op, group=group)
+        if mean:
+            result = result / dist.get_world_size(group)
+        return result
+
+    def all_gather(self, tensor: Tensor, group: Any | None = None, sync_grads: bool = False) -> Tensor:
+        """Stack ``tensor`` from every rank along a new first dimension (same shape on every rank)."""
+        if not dist.is_initialized():
+            return tensor
+        tensor = tensor.contiguous()
+        if sync_grads:
+            from torch.distributed.nn.functional import all_gather
+
+            parts = self._collective("all_gather", all_gather, tensor, group=group or dist.group.WORLD)
+        else:
+            parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+            self._collective("all_gather", dist.all_gather, parts, tensor, group=group)
+        return torch.stack(parts)
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if not dist.is_initialized():
+            return [obj]
+        out: list[Any] = [None] * dist.get_world_size()
+        self._collective("all_gather_object", dist.all_gather_object, out, obj)
+        return out
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        """True on every rank if all ranks (or, with ``all=False``, any rank) decided True."""
+        if not dist.is_initialized():
+            return decision
+        votes = torch.tensor(int(bool(decision)), device=self.root_device)
+        self._collective("all_reduce(reduce_boolean_decision)", dist.all_reduce, votes, op=dist.ReduceOp.SUM)
+        # host sync: the decision steers Python control flow on every rank
+        count = int(votes.item())
+        return count == self.world_size if all else count > 0
+
+    @property
+    def sync_fn(self) -> Callable[[Tensor, str, Any], Tensor]:
+        return lambda tensor, reduce_op, group: self.reduce(tensor, group=group, reduce_op=reduce_op)
+
+    def agree_on_stop(self, flag: bool, total_batches: int) -> bool:
+        """Whether any rank received a preemption signal, agreed every ``preemption_check_interval`` batches.
+
+        The loop asks after every batch and once more at the end of each epoch (with the same batch
+        count): only those calls run a collective, so a step costs nothing extra. Every rank sees
+        the same counts, so all of them take part in the same collectives.
+        """
+        epoch_end = total_batches == self._stop_last_seen
+        self._stop_last_seen = total_batches
+        if not epoch_end and total_batches % self._stop_every != 0:
+            return False
+        if not dist.is_initialized():
+            return flag
+        raised = torch.tensor(int(flag), device=self.root_device)
+        self._collective("all_reduce(preemption flag)", dist.all_reduce, raised, op=dist.ReduceOp.MAX)
+        # host sync: once every `preemption_check_interval` batches, not every step
+        return bool(raised.item())
+
+    def teardown(self) -> None:
+        self._model = self._lightning_module
+        super().teardown()
