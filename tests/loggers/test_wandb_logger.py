@@ -103,3 +103,21 @@ def test_fit_logs_config_and_metrics_against_trainer_step(tmp_path):
     assert run.summary["epoch"] == 1
     assert set(run.summary.keys()) >= {"train_loss", "val_loss"}
     run.finish()
+
+
+def test_media_and_tables(tmp_path):
+    import numpy as np
+
+    logger = WandbLogger(save_dir=tmp_path / "media", offline=True)
+    logger.log_image("samples", [np.zeros((4, 4, 3), dtype=np.uint8)] * 2, step=1, caption=["a", "b"])
+    logger.log_table("table", columns=["x", "y"], data=[[1, 2], [3, 4]], step=2)
+    logger.log_text("notes", columns=["text"], data=[["hello"]], step=3)
+    summary = logger.experiment.summary
+    assert summary["samples"]["_type"] == "images/separated" and summary["samples"]["count"] == 2
+    assert summary["table"]["_type"] == "table-file" and summary["table"]["nrows"] == 2
+    assert summary["trainer/global_step"] == 3
+    with pytest.raises(TypeError, match='Expected a list as "images"'):
+        logger.log_image("bad", np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="Expected 2 items but only found 1 for caption"):
+        logger.log_image("bad", [np.zeros((4, 4, 3))] * 2, caption=["only one"])
+    logger.experiment.finish()

@@ -158,6 +158,70 @@ class WandbLogger(Logger):
         else:
             self.experiment.log(metrics)
 
+    @rank_zero_only
+    def log_table(
+        self, key: str, columns: list[str] | None = None, data: list[list[Any]] | None = None,
+        dataframe: Any = None, step: int | None = None,
+    ) -> None:
+        """Log a ``wandb.Table`` from ``columns`` + ``data`` or from a ``dataframe``."""
+        import wandb
+
+        self.log_metrics({key: wandb.Table(columns=columns, data=data, dataframe=dataframe)}, step)
+
+    @rank_zero_only
+    def log_text(
+        self, key: str, columns: list[str] | None = None, data: list[list[str]] | None = None,
+        dataframe: Any = None, step: int | None = None,
+    ) -> None:
+        """Log text as a table."""
+        self.log_table(key, columns, data, dataframe, step)
+
+    @rank_zero_only
+    def log_image(self, key: str, images: list[Any], step: int | None = None, **kwargs: Any) -> None:
+        """Log images (tensors, arrays, PIL images or paths); each kwarg is a list with one entry per image."""
+        self._log_media("Image", key, images, step, kwargs)
+
+    @rank_zero_only
+    def log_audio(self, key: str, audios: list[Any], step: int | None = None, **kwargs: Any) -> None:
+        """Log audio clips (arrays or paths); each kwarg is a list with one entry per clip."""
+        self._log_media("Audio", key, audios, step, kwargs)
+
+    @rank_zero_only
+    def log_video(self, key: str, videos: list[Any], step: int | None = None, **kwargs: Any) -> None:
+        """Log videos (arrays or paths); each kwarg is a list with one entry per video."""
+        self._log_media("Video", key, videos, step, kwargs)
+
+    def _log_media(self, kind: str, key: str, items: list[Any], step: int | None, kwargs: dict[str, list]) -> None:
+        if not isinstance(items, list):
+            raise TypeError(f'Expected a list as "{kind.lower()}s", found {type(items)}')
+        n = len(items)
+        for name, values in kwargs.items():
+            if len(values) != n:
+                raise ValueError(f"Expected {n} items but only found {len(values)} for {name}")
+        import wandb
+
+        media = getattr(wandb, kind)
+        self.log_metrics({key: [media(item, **{k: v[i] for k, v in kwargs.items()}) for i, item in enumerate(items)]}, step)
+
+    def use_artifact(self, artifact: str, artifact_type: str | None = None) -> Any:
+        """Record that this run uses ``artifact`` and return it."""
+        return self.experiment.use_artifact(artifact, type=artifact_type)
+
+    @staticmethod
+    @rank_zero_only
+    def download_artifact(
+        artifact: str, save_dir: str | os.PathLike | None = None, artifact_type: str | None = None,
+        use_artifact: bool | None = True,
+    ) -> str:
+        """Download ``artifact`` (through the current run when there is one) and return its folder."""
+        import wandb
+
+        if wandb.run is not None and use_artifact:
+            found = wandb.run.use_artifact(artifact)
+        else:
+            found = wandb.Api().artifact(artifact, type=artifact_type)
+        return found.download(root=None if save_dir is None else os.fspath(save_dir))
+
     @property
     def save_dir(self) -> str | None:
         """The folder wandb writes to."""
