@@ -26,17 +26,27 @@ def _trainer(bar, **kwargs):
 
 @pytest.fixture
 def metric_reads(monkeypatch):
-    """Record (global_step, stage) at every read of ``trainer.progress_bar_metrics``."""
+    """Record (global_step, stage) at every read of the progress-bar metrics (either accessor)."""
     reads: list[tuple[int, str]] = []
     cls = pl.Trainer
     original = cls.progress_bar_metrics
+    original_nowait = getattr(cls, "_progress_bar_metrics_nowait", None)
 
-    def counting(self):
+    def record(self):
         stage = "sanity" if self.sanity_checking else "train" if self.training else "eval"
         reads.append((self.global_step, stage))
+
+    def counting(self):
+        record(self)
         return original.fget(self)
 
     monkeypatch.setattr(cls, "progress_bar_metrics", property(counting))
+    if original_nowait is not None:
+        def counting_nowait(self):
+            record(self)
+            return original_nowait(self)
+
+        monkeypatch.setattr(cls, "_progress_bar_metrics_nowait", counting_nowait)
     return reads
 
 

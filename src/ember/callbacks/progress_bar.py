@@ -157,8 +157,10 @@ class ProgressBar(Callback):
                 return items
         """
         standard_metrics = get_standard_metrics(trainer)
-        # host sync: progress_bar_metrics copies the logged values to python numbers
-        pbar_metrics = trainer.progress_bar_metrics
+        # For display, GPU values are copied to the host asynchronously: the bar never makes the
+        # step wait for the device, and shows each value at most one refresh late.
+        nowait = getattr(trainer, "_progress_bar_metrics_nowait", None)
+        pbar_metrics = nowait() if nowait is not None else trainer.progress_bar_metrics
         duplicates = list(standard_metrics.keys() & pbar_metrics.keys())
         if duplicates:
             rank_zero_warn(

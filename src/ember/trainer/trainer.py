@@ -333,6 +333,7 @@ class Trainer:
         self._callback_metrics: dict[str, Any] = {}
         self._logged_metrics: dict[str, Any] = {}
         self._pbar_metrics: dict[str, Any] = {}
+        self._pbar_copies: dict[str, list[Any]] = {}
         self._module: Any = None
         self._hooks: Any = None
         self._precision: Any = None
@@ -1144,6 +1145,39 @@ class Trainer:
         self._current()
         # host sync: turns the device values into numbers, only when somebody displays them
         return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in self._pbar_metrics.items()}
+
+    def _progress_bar_metrics_nowait(self) -> dict[str, float]:
+        """``progress_bar_metrics`` for display, without waiting for the GPU.
+
+        CUDA values are copied to pinned host memory asynchronously; a refresh shows the newest copy
+        that has completed (at most one refresh behind). CPU values are read directly: reading a
+        CPU tensor never waits for a device.
+        """
+        self._current()
+        cache = self._pbar_copies
+        shown: dict[str, float] = {}
+        for key, value in self._pbar_metrics.items():
+            if not isinstance(value, torch.Tensor):
+                shown[key] = value
+                continue
+            if value.device.type != "cuda":
+                shown[key] = value.item()
+                continue
+            entry = cache.get(key)
+            if entry is None:
+                entry = cache[key] = [torch.empty((), dtype=value.dtype, pin_memory=True), None, None, None]
+            buffer, event, source, last = entry
+            if event is not None and event.query():
+                entry[3] = last = buffer.item()  # the copy finished: a host read, no device wait
+                entry[1] = event = None
+            if event is None and source is not value:
+                buffer.copy_(value.detach(), non_blocking=True)
+                entry[1] = torch.cuda.Event()
+                entry[1].record()
+                entry[2] = value
+            if last is not None:
+                shown[key] = last
+        return shown
 
     def _to_scalars(self, metrics: dict[str, Any]) -> dict[str, Any]:
         # host sync: loggers write numbers; this runs only at a log interval or an epoch end
