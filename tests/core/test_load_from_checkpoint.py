@@ -1,0 +1,216 @@
+"""``LightningModule.load_from_checkpoint``: rebuild from hparams, load weights, safely."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+import ember
+from ember.checkpoint_io import CheckpointLoadError
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+
+class Saved(CoreModel):
+    def __init__(self, lr: float = 0.1, width: int = 1, tag: str = "a"):
+        super().__init__(lr=lr)
+        self.save_hyperparameters()
+        self.layer = nn.Linear(4, width)
+        self.loaded_hooks: list[str] = []
+
+    def configure_model(self):
+        self.loaded_hooks.append("configure_model")
+
+    def on_load_checkpoint(self, checkpoint):
+        self.loaded_hooks.append(f"on_load_checkpoint:{checkpoint['epoch']}")
+
+
+def _trained_checkpoint(tmp_path: Path, model: ember.LightningModule | None = None) -> tuple[Path, ember.LightningModule]:
+    model = model or Saved(lr=0.05, tag="b")
+    trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path)
+    trainer.fit(model, loader(n=8))
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path, model
+
+
+def test_round_trip_rebuilds_from_hparams_and_loads_weights(tmp_path):
+    path, trained = _trained_checkpoint(tmp_path)
+    loaded = Saved.load_from_checkpoint(path)
+    assert loaded.hparams == {"lr": 0.05, "width": 1, "tag": "b"}
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in trained.state_dict().items())
+    assert loaded.training  # not switched to eval mode, like Lightning
+    assert loaded.loaded_hooks == ["configure_model", "on_load_checkpoint:1"]
+
+
+def test_kwargs_override_saved_hparams(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    loaded = Saved.load_from_checkpoint(path, lr=0.5, tag="c")
+    assert loaded.hparams == {"lr": 0.5, "width": 1, "tag": "c"}
+    assert loaded.lr == 0.5
+
+
+def test_kwargs_not_in_init_are_dropped(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    assert "unknown" not in Saved.load_from_checkpoint(path, unknown=3).hparams
+
+
+def test_dict_hparams_are_passed_as_their_argument(tmp_path):
+    class FromConfig(CoreModel):
+        def __init__(self, cfg):
+            super().__init__(lr=cfg["lr"])
+            self.save_hyperparameters(cfg)
+
+    path, _ = _trained_checkpoint(tmp_path, FromConfig({"lr": 0.2, "name": "n"}))
+    assert torch.load(path, weights_only=True)["hparams_name"] == "cfg"
+    loaded = FromConfig.load_from_checkpoint(path)
+    assert loaded.hparams == {"lr": 0.2, "name": "n"} and loaded.lr == 0.2
+
+
+def test_hparams_file_replaces_saved_hparams(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    hparams_file = tmp_path / "hparams.yaml"
+    hparams_file.write_text(yaml.safe_dump({"lr": 0.7, "tag": "yaml"}))
+    loaded = Saved.load_from_checkpoint(path, hparams_file=hparams_file)
+    assert loaded.hparams == {"lr": 0.7, "width": 1, "tag": "yaml"}
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        Saved.load_from_checkpoint(path, hparams_file=tmp_path / "missing.yaml")
+
+
+def test_map_location_is_applied(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    locations = []
+
+    def to_cpu(storage, location):
+        locations.append(location)
+        return storage
+
+    loaded = Saved.load_from_checkpoint(path, map_location=to_cpu)
+    assert locations and set(locations) == {"cpu"}
+    assert loaded.device == torch.device("cpu")
+    assert Saved.load_from_checkpoint(path, map_location="cpu").device.type == "cpu"
+    assert Saved.load_from_checkpoint(path, map_location={"cpu": "cpu"}).device.type == "cpu"
+
+
+def test_state_dict_that_does_not_fit_lists_the_keys(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"]["extra.weight"] = torch.zeros(1)
+    del checkpoint["state_dict"]["layer.bias"]
+    torch.save(checkpoint, path)
+    with pytest.raises(RuntimeError, match=r"missing keys \['layer.bias'\].*unexpected keys \['extra.weight'\].*strict=False"):
+        Saved.load_from_checkpoint(path)
+    with pytest.warns(UserWarning, match="extra.weight"):
+        loaded = Saved.load_from_checkpoint(path, strict=False)
+    assert torch.equal(loaded.layer.weight, checkpoint["state_dict"]["layer.weight"])
+
+
+def test_strict_loading_property_is_the_default(tmp_path):
+    class Lenient(Saved):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.strict_loading = False
+            self.more = nn.Linear(1, 1)
+
+    path, _ = _trained_checkpoint(tmp_path)
+    with pytest.warns(UserWarning, match="more.weight"):
+        Lenient.load_from_checkpoint(path)
+
+
+def test_different_shape_names_the_problem(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        Saved.load_from_checkpoint(path, width=3)
+
+
+class Exploit:
+    """Unpickling this would create a file: proof that code in the checkpoint ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_checkpoint_whose_pickle_runs_code_does_not_run_it(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    marker = tmp_path / "pwned"
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"]["evil"] = Exploit(marker)
+    torch.save(checkpoint, path)
+    assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError, match=r"weights_only=False") as info:
+        Saved.load_from_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_never_selects_a_class_to_import(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"]["_class_path"] = "os.system"
+    checkpoint["hyper_parameters"]["_instantiator"] = "os.system"
+    torch.save(checkpoint, path)
+    with pytest.warns(UserWarning, match="never selects a class"):
+        loaded = Saved.load_from_checkpoint(path)
+    assert type(loaded) is Saved
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointLoadError, match=r"model\.ckpt is not a readable checkpoint \(truncated or corrupt\)") as info:
+        Saved.load_from_checkpoint(path)
+    assert "weights_only=False" not in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
+        Saved.load_from_checkpoint(tmp_path / "nothing.ckpt")
+
+
+def test_hyperparameters_are_saved_as_plain_data(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    checkpoint = torch.load(path, weights_only=True)  # would fail on an AttributeDict
+    assert type(checkpoint["hyper_parameters"]) is dict
+    assert checkpoint["hparams_name"] == "kwargs"
+
+
+class Config:
+    """A custom hyperparameter class: safe loading refuses it."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+
+
+def test_unsafe_hparams_load_with_weights_only_false(tmp_path):
+    class WithCustom(CoreModel):
+        def __init__(self, cfg=None):
+            super().__init__()
+            self.save_hyperparameters()
+
+    with pytest.warns(UserWarning, match=r"cfg \(Config\)"):
+        model = WithCustom(cfg=Config(3))
+    trainer = quiet_trainer(max_steps=1)
+    trainer.fit(model, loader(n=4))
+    path = tmp_path / "custom.ckpt"
+    trainer.save_checkpoint(path)
+    with pytest.raises(pickle.UnpicklingError, match=r"Config.*weights_only=False"):
+        WithCustom.load_from_checkpoint(path)
+    assert WithCustom.load_from_checkpoint(path, weights_only=False).hparams.cfg.depth == 3
+
+
+def test_load_from_checkpoint_of_an_untrained_save(tmp_path):
+    model = Saved(width=2)
+    trainer = quiet_trainer(max_steps=1)
+    trainer.fit(model, loader(n=4))
+    path = tmp_path / "w.ckpt"
+    trainer.save_checkpoint(path, weights_only=True)
+    loaded = Saved.load_from_checkpoint(path)
+    assert loaded.layer.out_features == 2
+    assert torch.equal(loaded.layer.weight, model.layer.weight)
