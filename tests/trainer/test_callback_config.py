@@ -104,3 +104,11 @@ def test_unused_hooks_are_never_dispatched(tmp_path):
     assert calls == [0, 1]
     assert trainer._hooks.callback_fns("on_train_batch_end") == []
     assert len(trainer._hooks.callback_fns("on_train_epoch_end")) == 1
+
+
+def test_lightning_import_paths_resolve():
+    from ember.callbacks.progress import RichProgressBarTheme, TQDMProgressBar as Bar
+    from ember.utilities.model_summary import ModelSummary as Table, summarize
+
+    assert Bar is TQDMProgressBar and RichProgressBarTheme is not None
+    assert isinstance(summarize(Regressor()), Table)
