@@ -109,10 +109,11 @@ def test_checkpoints_uploaded_with_log_model_all(uri, tmp_path):
 def test_log_model_true_uploads_at_the_end(uri, tmp_path):
     ckpt = tmp_path / "last.ckpt"
     torch.save({}, ckpt)
-    logger = MLFlowLogger(tracking_uri=uri, log_model=True)
+    logger = MLFlowLogger(tracking_uri=uri, log_model=True, checkpoint_path_prefix="models")
     logger.log_metrics({"a": 1.0}, 0)
     logger.after_save_checkpoint(_checkpoint_callback(ckpt))
     client = MlflowClient(uri)
     assert client.list_artifacts(logger.run_id) == []
     logger.finalize("success")
-    assert [a.path for a in client.list_artifacts(logger.run_id)] == ["last"]
+    assert [a.path for a in client.list_artifacts(logger.run_id)] == ["models"]
+    assert [a.path for a in client.list_artifacts(logger.run_id, "models")] == ["models/last"]

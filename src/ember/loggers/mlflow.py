@@ -46,6 +46,7 @@ class MLFlowLogger(Logger):
         save_dir: local folder for the ``file:`` store when no ``tracking_uri`` is given.
         log_model: ``"all"`` uploads every checkpoint as it is saved; ``True`` uploads the final ones
             at the end (every one when ``save_top_k == -1``); ``False`` none.
+        checkpoint_path_prefix: artifact folder that uploaded checkpoints go under.
         prefix: string put in front of every metric key (joined with ``"-"``).
         artifact_location: where the new experiment stores artifacts.
         run_id: continue this run instead of starting a new one.
@@ -69,6 +70,7 @@ class MLFlowLogger(Logger):
         tags: dict[str, Any] | None = None,
         save_dir: str | None = "./mlruns",
         log_model: Literal[True, False, "all"] = False,
+        checkpoint_path_prefix: str = "",
         prefix: str = "",
         artifact_location: str | None = None,
         run_id: str | None = None,
@@ -86,6 +88,7 @@ class MLFlowLogger(Logger):
         self._run_id = run_id
         self.tags = tags
         self._log_model = log_model
+        self._checkpoint_path_prefix = checkpoint_path_prefix
         self._logged_model_time: dict[str, float] = {}
         self._checkpoint_callback: Any = None
         self._prefix = prefix
@@ -240,7 +243,7 @@ class MLFlowLogger(Logger):
             }
             best = path == getattr(checkpoint_callback, "best_model_path", None)
             aliases = ["latest", "best"] if best else ["latest"]
-            artifact_path = Path(path).stem
+            artifact_path = str(Path(self._checkpoint_path_prefix) / Path(path).stem)
             self.experiment.log_artifact(self._run_id, path, artifact_path)
             with tempfile.TemporaryDirectory() as tmp_dir:
                 with open(os.path.join(tmp_dir, "metadata.yaml"), "w") as file:
