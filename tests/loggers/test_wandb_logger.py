@@ -121,3 +121,24 @@ def test_media_and_tables(tmp_path):
     with pytest.raises(ValueError, match="Expected 2 items but only found 1 for caption"):
         logger.log_image("bad", [np.zeros((4, 4, 3))] * 2, caption=["only one"])
     logger.experiment.finish()
+
+
+def test_checkpoints_logged_as_model_artifacts(tmp_path):
+    from types import SimpleNamespace
+
+    ckpt = tmp_path / "epoch=0-step=4.ckpt"
+    torch.save({"w": torch.zeros(2)}, ckpt)
+    callback = SimpleNamespace(best_model_path=str(ckpt), best_model_score=torch.tensor(0.5), last_model_path="",
+                               current_score=None, best_k_models={str(ckpt): torch.tensor(0.5)}, monitor="val_loss",
+                               mode="min", save_last=None, save_top_k=1, save_weights_only=False)
+    # wandb queues artifacts of an offline run for a later `wandb sync`
+    logger = WandbLogger(save_dir=tmp_path / "art", log_model="all", mode="offline", checkpoint_name="my-model")
+    logger.after_save_checkpoint(callback)
+    logger.after_save_checkpoint(callback)  # unchanged file: logged once
+    assert list(logger._logged_model_time) == [str(ckpt)]
+    run_file = glob.glob(str(tmp_path / "art" / "wandb" / "offline-run-*" / "run-*.wandb"))[0]
+    logger.experiment.finish()
+    deadline = time.monotonic() + 20
+    while b"my-model" not in Path(run_file).read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b"my-model" in Path(run_file).read_bytes()

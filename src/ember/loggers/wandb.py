@@ -39,6 +39,8 @@ class WandbLogger(Logger):
         experiment: an existing ``wandb`` run to log to.
         prefix: string put in front of every metric key (joined with ``"-"``).
         checkpoint_name: name of the model artifact (default ``model-<run id>``).
+        add_file_policy: ``"mutable"`` copies each checkpoint before upload (safe if it is
+            rewritten meanwhile); ``"immutable"`` uploads the file in place.
         \**kwargs: passed to ``wandb.init`` (``entity``, ``group``, ``tags``, ...).
 
     Example::
@@ -64,6 +66,7 @@ class WandbLogger(Logger):
         experiment: Any = None,
         prefix: str = "",
         checkpoint_name: str | None = None,
+        add_file_policy: Literal["mutable", "immutable"] = "mutable",
         **kwargs: Any,
     ) -> None:
         _require("wandb", "WandbLogger", "wandb")
@@ -105,6 +108,7 @@ class WandbLogger(Logger):
         self._name = self._wandb_init.get("name")
         self._id = self._wandb_init.get("id")
         self._checkpoint_name = checkpoint_name
+        self._add_file_policy = add_file_policy
 
     def __getstate__(self) -> dict[str, Any]:
         # a live run cannot be pickled; keep its id so the copy resumes the same run
@@ -268,7 +272,7 @@ class WandbLogger(Logger):
             if not self._checkpoint_name:
                 self._checkpoint_name = f"model-{self.experiment.id}"
             artifact = wandb.Artifact(name=self._checkpoint_name, type="model", metadata=metadata)
-            artifact.add_file(path, name="model.ckpt")
+            artifact.add_file(path, name="model.ckpt", policy=self._add_file_policy)
             best = path == getattr(checkpoint_callback, "best_model_path", None)
             self.experiment.log_artifact(artifact, aliases=["latest", "best"] if best else ["latest"])
             self._logged_model_time[path] = mtime
