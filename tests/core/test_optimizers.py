@@ -1,0 +1,264 @@
+"""Every return format of ``configure_optimizers`` and its errors."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from ember.utilities import MisconfigurationException
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+
+def _sgd(m, lr=0.1):
+    return torch.optim.SGD(m.parameters(), lr=lr)
+
+
+def _step(opt, **kwargs):
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=1, **kwargs)
+
+
+def _fit(configure: Any, **trainer_kwargs: Any):
+    model = CoreModel(optimizers=configure)
+    trainer = quiet_trainer(**{"max_steps": 1, **trainer_kwargs})
+    trainer.fit(model, loader(n=8))
+    return trainer, model
+
+
+def test_single_optimizer():
+    trainer, model = _fit(_sgd)
+    assert len(trainer.optimizers) == 1 and isinstance(trainer.optimizers[0], torch.optim.SGD)
+    assert trainer.lr_scheduler_configs == []
+    assert model.optimizers() is not trainer.optimizers[0]  # the step-counting wrapper
+    assert model.optimizers(use_pl_optimizer=False) is trainer.optimizers[0]
+    assert model.lr_schedulers() is None
+
+
+@pytest.mark.parametrize("wrap", [list, tuple])
+def test_list_or_tuple_of_one_optimizer(wrap):
+    trainer, _ = _fit(lambda m: wrap([_sgd(m)]))
+    assert len(trainer.optimizers) == 1
+
+
+@pytest.mark.parametrize("second", ["list", "single"])
+def test_two_lists(second):
+    def configure(m):
+        opt = _sgd(m)
+        sched = _step(opt)
+        return [opt], ([sched] if second == "list" else sched)
+
+    trainer, model = _fit(configure)
+    (config,) = trainer.lr_scheduler_configs
+    assert isinstance(config.scheduler, torch.optim.lr_scheduler.StepLR)
+    assert (config.name, config.interval, config.frequency, config.reduce_on_plateau, config.monitor, config.strict) == (
+        None, "epoch", 1, False, None, True,
+    )
+    assert model.lr_schedulers() is config.scheduler
+
+
+def test_dict_with_scheduler_config():
+    def configure(m):
+        opt = _sgd(m)
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": _step(opt), "interval": "step", "frequency": 2, "name": "my_lr"},
+        }
+
+    trainer, _ = _fit(configure)
+    (config,) = trainer.lr_scheduler_configs
+    assert (config.name, config.interval, config.frequency) == ("my_lr", "step", 2)
+
+
+def test_dict_with_plateau_and_monitor():
+    def configure(m):
+        opt = _sgd(m)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt), "monitor": "val_loss"}
+
+    trainer, _ = _fit(configure, limit_val_batches=0)
+    (config,) = trainer.lr_scheduler_configs
+    assert config.reduce_on_plateau and config.monitor == "val_loss"
+
+
+def test_dict_without_scheduler():
+    trainer, _ = _fit(lambda m: {"optimizer": _sgd(m)})
+    assert len(trainer.optimizers) == 1 and trainer.lr_scheduler_configs == []
+
+
+def test_list_of_dicts_in_manual_optimization():
+    class TwoDicts(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.other = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            return None
+
+        def configure_optimizers(self):
+            a, b = _sgd(self.layer), _sgd(self.other)
+            return [{"optimizer": a, "lr_scheduler": _step(a)}, {"optimizer": b}]
+
+    trainer = quiet_trainer(max_epochs=1)
+    model = TwoDicts()
+    trainer.fit(model, loader(n=4))
+    assert len(trainer.optimizers) == 2
+    assert len(trainer.lr_scheduler_configs) == 1
+    assert len(model.optimizers()) == 2
+    assert isinstance(model.lr_schedulers(), torch.optim.lr_scheduler.StepLR)
+
+
+def test_none_warns_and_trains_without_an_optimizer():
+    with pytest.warns(UserWarning, match="returned `None`, this fit will run with no optimizer"):
+        trainer, model = _fit(lambda m: None)
+    assert repr(trainer.optimizers[0]) == "No Optimizer"
+    assert trainer.global_step == 1
+
+
+@pytest.mark.parametrize("bad", ["adam", 3, [1, 2], {"lr": 0.1}, ([], None, None)])
+def test_unknown_formats_are_refused_with_the_formats(bad):
+    with pytest.raises(MisconfigurationException, match="configure_optimizers` must return one of"):
+        _fit(lambda m: bad)
+
+
+def test_unsupported_dict_keys_warn():
+    with pytest.warns(UserWarning, match=r"unsupported keys in the optimizer configuration: \['foo'\]"):
+        _fit(lambda m: {"optimizer": _sgd(m), "foo": 1})
+
+
+def test_several_optimizers_need_manual_optimization():
+    with pytest.raises(RuntimeError, match="multiple optimizers is only supported with manual optimization"):
+        _fit(lambda m: [_sgd(m), _sgd(m)])
+
+
+def test_optimizer_idx_argument_needs_manual_optimization():
+    class OldStyle(CoreModel):
+        def training_step(self, batch, batch_idx, optimizer_idx):
+            return super().training_step(batch, batch_idx)
+
+    with pytest.raises(RuntimeError, match="Remove the `optimizer_idx` argument"):
+        quiet_trainer(max_steps=1).fit(OldStyle(), loader())
+
+
+def test_optimizer_step_counts_global_step():
+    trainer, _ = _fit(_sgd, max_steps=-1, max_epochs=2)
+    assert trainer.global_step == 4
+
+
+def test_optimizer_step_override_must_call_the_closure():
+    calls = []
+
+    class Warmup(CoreModel):
+        def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure):
+            calls.append((epoch, batch_idx, type(optimizer).__name__))
+            for group in optimizer.param_groups:
+                group["lr"] = 0.01 * (self.trainer.global_step + 1)
+            optimizer.step(closure=optimizer_closure)
+
+    model = Warmup()
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, loader(n=8))
+    assert calls == [(0, 0, "LightningSGD"), (0, 1, "LightningSGD")]
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.02)
+    assert trainer.global_step == 2
+
+
+def test_optimizer_zero_grad_override_is_called_at_window_start():
+    calls = []
+
+    class ZeroGrad(CoreModel):
+        def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
+            calls.append(batch_idx)
+            optimizer.zero_grad(set_to_none=True)
+
+    quiet_trainer(max_epochs=1, accumulate_grad_batches=2).fit(ZeroGrad(), loader(n=16))
+    assert calls == [0, 2]
+
+
+# ---- scheduler config errors -------------------------------------------------------------------
+def test_scheduler_dict_without_scheduler_key():
+    with pytest.raises(MisconfigurationException, match='must have the key "scheduler"'):
+        _fit(lambda m: {"optimizer": _sgd(m), "lr_scheduler": {"interval": "step"}})
+
+
+def test_bad_interval():
+    def configure(m):
+        opt = _sgd(m)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": _step(opt), "interval": "batch"}}
+
+    with pytest.raises(MisconfigurationException, match='"interval" key .* must be "step" or "epoch" but is "batch"'):
+        _fit(configure)
+
+
+@pytest.mark.parametrize("form", ["lists", "config"])
+def test_plateau_without_monitor(form):
+    def configure(m):
+        opt = _sgd(m)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+        if form == "lists":
+            return [opt], [plateau]
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau}}
+
+    with pytest.raises(MisconfigurationException, match="must include a monitor"):
+        _fit(configure)
+
+
+def test_unknown_scheduler_keys_warn():
+    def configure(m):
+        opt = _sgd(m)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": _step(opt), "when": "now"}}
+
+    with pytest.warns(UserWarning, match=r"unsupported keys in the lr scheduler dict: \['when'\]"):
+        _fit(configure)
+
+
+def test_one_cycle_with_epoch_interval_warns():
+    def configure(m):
+        opt = _sgd(m)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, 1.0, total_steps=10)}}
+
+    with pytest.warns(UserWarning, match="OneCycleLR.*'interval': 'step'"):
+        _fit(configure)
+
+
+def test_scheduler_of_another_optimizer():
+    def configure(m):
+        other = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
+        return [_sgd(m)], [_step(other)]
+
+    with pytest.raises(MisconfigurationException, match="optimizer that wasn't returned"):
+        _fit(configure)
+
+
+class NoStateScheduler:
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def step(self, *args):
+        pass
+
+
+def test_scheduler_without_state_dict():
+    with pytest.raises(TypeError, match="NoStateScheduler.*state_dict"):
+        _fit(lambda m: ([o := _sgd(m)], [NoStateScheduler(o)]))
+
+
+class CustomScheduler(NoStateScheduler):
+    """Not a torch scheduler: Lightning requires ``lr_scheduler_step`` to be overridden."""
+
+    def __init__(self, optimizer):
+        super().__init__(optimizer)
+        self.steps = 0
+
+    def step(self, *args):
+        self.steps += 1
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.steps = state["steps"]
+
+
+def test_non_torch_scheduler_needs_lr_scheduler_step():
+    with pytest.raises(MisconfigurationException, match="override the `LightningModule.lr_scheduler_step` hook"):
+        _fit(lambda m: ([o := _sgd(m)], [CustomScheduler(o)]))
