@@ -327,6 +327,7 @@ class ModelCheckpoint(Checkpoint):
 
     # ---- saving ---------------------------------------------------------------------------
     def _save_at_trigger(self, trainer: Trainer, topk: bool) -> None:
+        # host sync: naming and ranking read metric values; this runs only at checkpoint triggers.
         candidates = self._monitor_candidates(trainer)
         if topk:
             self._save_topk_checkpoint(trainer, candidates)
@@ -393,7 +394,8 @@ class ModelCheckpoint(Checkpoint):
         if len(self.best_k_models) == k and k > 0:
             del_filepath = self.kth_best_model_path
             self.best_k_models.pop(del_filepath)
-        if torch.isnan(current):  # a NaN ranks last, never first
+        # host sync: reads the score once per checkpoint trigger; a NaN ranks last, never first.
+        if torch.isnan(current):
             current = torch.tensor(float("inf" if self.mode == "min" else "-inf"), device=current.device)
         filepath = self._get_metric_interpolated_filepath_name(candidates, trainer, del_filepath)
         self.current_score = current
@@ -563,7 +565,7 @@ class ModelCheckpoint(Checkpoint):
         """Write ``best_k_models`` (path -> score) to a YAML file, by default ``best_k_models.yaml`` in ``dirpath``."""
         import yaml
 
-        best_k = {k: v.item() for k, v in self.best_k_models.items()}
+        best_k = {k: v.item() for k, v in self.best_k_models.items()}  # host sync: once, on request
         if filepath is None:
             assert self.dirpath
             filepath = os.path.join(self.dirpath, "best_k_models.yaml")
