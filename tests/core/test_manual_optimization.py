@@ -1,0 +1,278 @@
+"""Manual optimization with two optimizers, checked against a hand-written loop."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import ember
+from ember.utilities import MisconfigurationException
+from tests.helpers.core_models import loader, quiet_trainer
+
+
+class TwoNets(ember.LightningModule):
+    """A GAN-shaped module: ``gen`` and ``disc`` with their own optimizers and schedulers."""
+
+    def __init__(self, clip: tuple[float, str] | None = None, use_context: bool = False):
+        super().__init__()
+        self.automatic_optimization = False
+        torch.manual_seed(0)
+        self.gen = nn.Linear(4, 4)
+        self.disc = nn.Linear(4, 1)
+        self.clip = clip
+        self.use_context = use_context
+        self.events: list[str] = []
+        self.requires_grad_seen: list[tuple[bool, bool]] = []
+
+    def training_step(self, batch, batch_idx):
+        x, _ = batch
+        opt_g, opt_d = self.optimizers()
+        sched_g, sched_d = self.lr_schedulers()
+
+        # generator step, discriminator frozen
+        self.toggle_optimizer(opt_g)
+        self.requires_grad_seen.append((self.gen.weight.requires_grad, self.disc.weight.requires_grad))
+        loss_g = self.disc(self.gen(x)).mean()
+        opt_g.zero_grad()
+        self.manual_backward(loss_g)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        # discriminator step
+        if self.use_context:
+            context = self.toggled_optimizer(opt_d)
+        else:
+            self.toggle_optimizer(opt_d)
+            context = None
+        if context is not None:
+            context.__enter__()
+        self.requires_grad_seen.append((self.gen.weight.requires_grad, self.disc.weight.requires_grad))
+        loss_d = (self.disc(x) - self.disc(self.gen(x).detach())).pow(2).mean()
+        opt_d.zero_grad()
+        self.manual_backward(loss_d)
+        if self.clip is not None:
+            self.clip_gradients(opt_d, gradient_clip_val=self.clip[0], gradient_clip_algorithm=self.clip[1])
+        opt_d.step()
+        if context is not None:
+            context.__exit__(None, None, None)
+        else:
+            self.untoggle_optimizer(opt_d)
+
+        sched_g.step()
+        sched_d.step()
+        self.log("loss_d", loss_d)
+        return {"loss": loss_d, "extra": 1}
+
+    def on_before_backward(self, loss):
+        self.events.append("on_before_backward")
+
+    def on_after_backward(self):
+        self.events.append("on_after_backward")
+
+    def on_before_optimizer_step(self, optimizer):
+        self.events.append("on_before_optimizer_step")
+
+    def on_before_zero_grad(self, optimizer):
+        self.events.append("on_before_zero_grad")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.events.append(f"outputs:{sorted(outputs)}")
+
+    def configure_optimizers(self):
+        opt_g = torch.optim.SGD(self.gen.parameters(), lr=0.1)
+        opt_d = torch.optim.SGD(self.disc.parameters(), lr=0.2)
+        return [opt_g, opt_d], [torch.optim.lr_scheduler.StepLR(opt_g, 1, 0.5), torch.optim.lr_scheduler.StepLR(opt_d, 1, 0.9)]
+
+
+def _hand_written(batches, clip=None):
+    torch.manual_seed(0)
+    gen, disc = nn.Linear(4, 4), nn.Linear(4, 1)
+    opt_g = torch.optim.SGD(gen.parameters(), lr=0.1)
+    opt_d = torch.optim.SGD(disc.parameters(), lr=0.2)
+    sched_g = torch.optim.lr_scheduler.StepLR(opt_g, 1, 0.5)
+    sched_d = torch.optim.lr_scheduler.StepLR(opt_d, 1, 0.9)
+    for x, _ in batches:
+        for p in disc.parameters():
+            p.requires_grad_(False)
+        loss_g = disc(gen(x)).mean()
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        for p in disc.parameters():
+            p.requires_grad_(True)
+        for p in gen.parameters():
+            p.requires_grad_(False)
+        loss_d = (disc(x) - disc(gen(x).detach())).pow(2).mean()
+        opt_d.zero_grad()
+        loss_d.backward()
+        if clip is not None:
+            if clip[1] == "value":
+                nn.utils.clip_grad_value_(disc.parameters(), clip[0])
+            else:
+                nn.utils.clip_grad_norm_(disc.parameters(), clip[0])
+        opt_d.step()
+        for p in gen.parameters():
+            p.requires_grad_(True)
+        sched_g.step()
+        sched_d.step()
+    return {**{f"gen.{k}": v for k, v in gen.state_dict().items()}, **{f"disc.{k}": v for k, v in disc.state_dict().items()}}
+
+
+def _fit(model: TwoNets, n: int = 12) -> ember.Trainer:
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, loader(n=n))
+    return trainer
+
+
+@pytest.mark.parametrize("use_context", [False, True])
+def test_two_optimizers_match_a_hand_written_loop(use_context):
+    model = TwoNets(use_context=use_context)
+    trainer = _fit(model)
+    expected = _hand_written(list(loader(n=12)))
+    for key, value in model.state_dict().items():
+        assert torch.allclose(value, expected[key], atol=1e-7), key
+    assert trainer.global_step == 6  # every optimizer step counts: 2 per batch
+    assert model.requires_grad_seen[:2] == [(True, False), (False, True)]
+    assert model.gen.weight.requires_grad and model.disc.weight.requires_grad  # untoggled
+
+
+def test_hooks_in_manual_optimization():
+    model = TwoNets()
+    _fit(model, n=4)
+    assert model.events == [
+        "on_before_backward", "on_after_backward", "on_before_optimizer_step",
+        "on_before_backward", "on_after_backward", "on_before_optimizer_step",
+        "outputs:['extra', 'loss']",
+    ]  # no on_before_zero_grad: the user zeroes the gradients
+
+
+def test_optimizers_and_schedulers_accessors():
+    seen = {}
+
+    class Peek(TwoNets):
+        def training_step(self, batch, batch_idx):
+            seen["opts"] = self.optimizers()
+            seen["raw"] = self.optimizers(use_pl_optimizer=False)
+            seen["scheds"] = self.lr_schedulers()
+            return super().training_step(batch, batch_idx)
+
+    trainer = _fit(Peek(), n=4)
+    opt_g, opt_d = seen["opts"]
+    assert isinstance(opt_g, torch.optim.SGD)  # still an SGD, with a counting step()
+    assert opt_g.optimizer is trainer.optimizers[0]
+    assert opt_g.param_groups is trainer.optimizers[0].param_groups
+    assert seen["raw"] == trainer.optimizers
+    assert [s.optimizer for s in seen["scheds"]] == trainer.optimizers
+
+
+@pytest.mark.parametrize("clip", [(0.01, "value"), (0.05, "norm")])
+def test_clip_gradients_in_manual_optimization(clip):
+    model = TwoNets(clip=clip)
+    _fit(model)
+    expected = _hand_written(list(loader(n=12)), clip=clip)
+    for key, value in model.state_dict().items():
+        assert torch.allclose(value, expected[key], atol=1e-7), key
+
+
+def test_toggle_keeps_shared_and_frozen_parameters():
+    class Shared(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.shared = nn.Linear(1, 1), nn.Linear(1, 1), nn.Linear(1, 1)
+            self.b.bias.requires_grad_(False)  # frozen by the user
+
+    model = Shared()
+    opt_a = torch.optim.SGD([*model.a.parameters(), *model.shared.parameters()], lr=0.1)
+    opt_b = torch.optim.SGD([*model.b.parameters(), *model.shared.parameters()], lr=0.1)
+    trainer = quiet_trainer()
+    trainer.optimizers = [opt_a, opt_b]
+    model.trainer = trainer
+    model.toggle_optimizer(opt_a)
+    assert model.a.weight.requires_grad and model.shared.weight.requires_grad
+    assert not model.b.weight.requires_grad
+    model.untoggle_optimizer(opt_a)
+    assert model.b.weight.requires_grad and not model.b.bias.requires_grad
+    with model.toggled_optimizer(opt_b):
+        assert not model.a.weight.requires_grad and model.shared.weight.requires_grad
+    assert model.a.weight.requires_grad
+
+
+def test_step_with_a_closure_runs_it():
+    class WithClosure(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.layer = nn.Linear(4, 1)
+            self.closure_calls = 0
+
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers()
+            x, y = batch
+
+            def closure():
+                self.closure_calls += 1
+                opt.zero_grad()
+                loss = nn.functional.mse_loss(self.layer(x), y)
+                self.manual_backward(loss)
+                return loss
+
+            opt.step(closure=closure)
+
+        def configure_optimizers(self):
+            return torch.optim.LBFGS(self.parameters(), max_iter=3)
+
+    model = WithClosure()
+    trainer = _fit_plain(model)
+    assert model.closure_calls >= 2  # LBFGS evaluates the closure several times
+    assert trainer.global_step == 2
+
+
+def _fit_plain(model, n=8):
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, loader(n=n))
+    return trainer
+
+
+def test_manual_backward_in_automatic_optimization_raises():
+    class Wrong(TwoNets):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = True
+
+        def training_step(self, batch, batch_idx):
+            self.manual_backward(self.disc(batch[0]).sum())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    with pytest.raises(MisconfigurationException, match="`manual_backward` is only for manual optimization"):
+        _fit(Wrong(), n=4)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"gradient_clip_val": 1.0}, "Automatic gradient clipping is not supported for manual optimization"),
+    ({"accumulate_grad_batches": 2}, "Automatic gradient accumulation is not supported for manual optimization"),
+])
+def test_clipping_or_accumulation_with_manual_optimization_raise(kwargs, message):
+    with pytest.raises(MisconfigurationException, match=message):
+        quiet_trainer(max_epochs=1, **kwargs).fit(TwoNets(), loader(n=4))
+
+
+def test_wrong_return_type_in_manual_optimization():
+    class ReturnsString(TwoNets):
+        def training_step(self, batch, batch_idx):
+            return "loss"
+
+    with pytest.raises(MisconfigurationException, match="must either return a Tensor, a dict or have no return"):
+        _fit(ReturnsString(), n=4)
+
+
+def test_returning_none_or_a_tensor_is_fine():
+    class ReturnsNone(TwoNets):
+        def training_step(self, batch, batch_idx):
+            super().training_step(batch, batch_idx)
+            return None if batch_idx == 0 else torch.tensor(1.0)
+
+    trainer = _fit(ReturnsNone(), n=8)
+    assert trainer.global_step == 4
+
