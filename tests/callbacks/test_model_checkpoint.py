@@ -733,3 +733,20 @@ def test_fit_default_dirpath_follows_the_logger(tmp_path):
     folder = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
     assert trainer.checkpoint_callback.dirpath == str(folder)
     assert _names(folder) == ["epoch=0-step=4.ckpt"]
+
+
+def test_remote_dirpath_saves_and_evicts():
+    from ember.checkpoint_io import get_filesystem
+
+    folder = "memory://ember-model-checkpoint/run"
+    trainer = FakeTrainer("memory://ember-model-checkpoint")
+    callback = ModelCheckpoint(dirpath=folder, monitor="val_loss", save_last=True, filename="{epoch}")
+    trainer.callbacks = [callback]
+    callback.setup(trainer, None, "fit")
+    _epoch(trainer, callback, 0, val_loss=2.0)
+    _epoch(trainer, callback, 1, val_loss=1.0)
+    fs = get_filesystem(folder)
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False))
+    assert names == ["epoch=1.ckpt", "last.ckpt"]
+    assert load_checkpoint(f"{folder}/last.ckpt")["epoch"] == 1
+    fs.rm(folder, recursive=True)
