@@ -383,6 +383,7 @@ def test_last_link_points_to_new_topk_file_else_copies(tmp_path):
     _epoch(trainer, callback, 1, val_loss=5.0)  # not a top-k save: last must still be the latest
     assert not last.is_symlink()
     assert load_checkpoint(last)["epoch"] == 1
+    assert load_checkpoint(tmp_path / "epoch=0.ckpt")["epoch"] == 0  # the link was replaced, not written through
     _epoch(trainer, callback, 2, val_loss=0.5)
     assert last.is_symlink() and os.readlink(last) == "epoch=2.ckpt"
     assert _names(tmp_path) == ["epoch=2.ckpt", "last.ckpt"]
