@@ -336,6 +336,9 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
                 else:
                     optimizer.zero_grad()
             if loss is None:
+                rank_zero_warn(
+                    "`training_step` returned `None`. If this was on purpose, ignore this warning..."
+                )
                 module._current_fx_name = None
                 state["loss"], state["extra"] = None, extra
                 return None
