@@ -69,7 +69,7 @@ def _scale_batch_size(
                 new_size = _run_power_scaling(trainer, snapshot, new_size, batch_arg_name, max_trials, max_val)
             else:
                 new_size = _run_binsearch_scaling(trainer, snapshot, new_size, batch_arg_name, max_trials, margin, max_val)
-            free_memory()
+            free_memory(trainer.strategy.root_device)
             log.info(f"Finished batch size finder, will continue with full run using batch size {new_size}")
     finally:
         snapshot.restore(trainer)
@@ -83,7 +83,7 @@ def _run_power_scaling(
     any_success = False
     last_successful_size = new_size
     for i in range(max_trials):
-        free_memory()
+        free_memory(trainer.strategy.root_device)
         snapshot.reset_progress(trainer)
         if new_size >= max_val:
             rank_zero_info(f"Reached the maximum batch size limit of {max_val}. Stopping search.")
@@ -101,7 +101,7 @@ def _run_power_scaling(
         except RuntimeError as exception:
             if not is_oom_error(exception):
                 raise
-            _after_oom(trainer)
+            _after_oom(trainer, exception)
             new_size, _ = _adjust_batch_size(trainer, batch_arg_name, factor=0.5, desc="failed")
             if any_success:
                 break
@@ -118,7 +118,7 @@ def _run_binsearch_scaling(
     count = 0
     last_successful_size = new_size
     while True:
-        free_memory()
+        free_memory(trainer.strategy.root_device)
         snapshot.reset_progress(trainer)
         if new_size >= max_val:
             rank_zero_info(f"Reached the maximum batch size limit of {max_val}. Stopping search.")
@@ -143,7 +143,7 @@ def _run_binsearch_scaling(
         except RuntimeError as exception:
             if not is_oom_error(exception):
                 raise
-            _after_oom(trainer)
+            _after_oom(trainer, exception)
             high = new_size
             midval = (high + low) // 2
             new_size, _ = _adjust_batch_size(trainer, batch_arg_name, value=midval, desc="failed")
@@ -159,13 +159,13 @@ def _run_binsearch_scaling(
     return new_size
 
 
-def _after_oom(trainer: Trainer) -> None:
+def _after_oom(trainer: Trainer, exception: BaseException) -> None:
     """A trial died mid-step: drop its gradients and half-built state before the next one."""
     module = trainer.lightning_module
     module.zero_grad(set_to_none=True)
     module._current_fx_name = None
     trainer.should_stop = False
-    free_memory()
+    free_memory(trainer.strategy.root_device, exception)
 
 
 def _adjust_batch_size(

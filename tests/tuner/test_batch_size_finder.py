@@ -1,0 +1,117 @@
+"""Batch size finder: power and binsearch search up to an out-of-memory budget, where the size lives, the
+eval loops, restoring the state, and bad input.
+
+Expected sizes were observed on Lightning 2.6.6 with the same budget and data.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ember as pl
+from ember.callbacks import BatchSizeFinder
+from ember.tuner import Tuner
+from ember.utilities.exceptions import MisconfigurationException
+from tests.helpers.tuner_models import QUIET, BatchSizeData, BudgetModel
+
+
+def _trainer(**kwargs) -> pl.Trainer:
+    return pl.Trainer(max_epochs=1, **{**QUIET, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("mode", "margin", "expected"),
+    [("power", 0.05, 32), ("binsearch", 0.0, 40), ("binsearch", 0.05, 38)],
+)
+def test_largest_size_under_the_budget(mode, margin, expected):
+    model = BudgetModel(budget=40)
+    assert Tuner(_trainer()).scale_batch_size(model, mode=mode, margin=margin) == expected
+    assert model.batch_size == expected
+    assert max(model.sizes) > 40  # the search did hit the budget
+    assert 3 in {model.sizes.count(size) for size in (2, 4, 8)}  # steps_per_trial=3 steps per size
+
+
+def test_a_runtime_error_that_says_out_of_memory_counts_too():
+    model = BudgetModel(budget=40, error="cuda-message")
+    assert Tuner(_trainer()).scale_batch_size(model) == 32
+
+
+def test_other_errors_propagate():
+    model = BudgetModel(budget=40, error="bug")
+    with pytest.raises(RuntimeError, match="nothing to do with memory"):
+        Tuner(_trainer()).scale_batch_size(model)
+
+
+def test_size_in_hparams_and_in_the_datamodule():
+    model = BudgetModel(budget=40, where="hparams")
+    assert Tuner(_trainer()).scale_batch_size(model) == 32
+    assert model.hparams.batch_size == 32
+
+    model, data = BudgetModel(budget=40, where="datamodule"), BatchSizeData()
+    assert Tuner(_trainer()).scale_batch_size(model, datamodule=data) == 32
+    assert data.batch_size == 32
+
+
+def test_limits_max_trials_max_val_and_the_dataset_length():
+    assert Tuner(_trainer()).scale_batch_size(BudgetModel(budget=40), max_trials=2) == 4
+    assert Tuner(_trainer()).scale_batch_size(BudgetModel(budget=10**6), max_val=16) == 16
+    assert Tuner(_trainer()).scale_batch_size(BudgetModel(budget=10**6), init_val=8, steps_per_trial=1) == 512
+    small = BudgetModel(budget=10**6, n=20)
+    # a size already larger than the dataset stops growing (32 >= 20 samples), as in Lightning
+    assert Tuner(_trainer()).scale_batch_size(small) == 32
+
+
+def test_state_is_restored_and_the_tuner_leaves_no_trace():
+    model = BudgetModel(budget=40)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = _trainer()
+    callbacks = list(trainer.callbacks)
+    Tuner(trainer).scale_batch_size(model)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert trainer.callbacks == callbacks
+    assert trainer.global_step == 0 and trainer.state.status == "finished"
+
+
+def test_callback_grows_the_batch_then_fits_with_it():
+    model = BudgetModel(budget=40)
+    finder = BatchSizeFinder(mode="binsearch", margin=0.0)
+    trainer = _trainer(limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(model)  # warm-up: without the finder the model trains at size 2
+    trainer = _trainer(callbacks=[finder], limit_train_batches=2, limit_val_batches=1)
+    model.sizes.clear()
+    trainer.fit(model)
+    assert finder.optimal_batch_size == 40
+    assert trainer.train_dataloader.batch_size == 40
+    assert trainer.global_step == 2  # the search's steps are not counted
+    assert model.sizes[-3:] == [40, 40, 40]  # two training batches and one validation batch
+
+
+@pytest.mark.parametrize("method", ["validate", "test", "predict"])
+def test_eval_loops(method):
+    model = BudgetModel(budget=40)
+    assert Tuner(_trainer()).scale_batch_size(model, method=method) == 32
+    assert set(model.sizes) >= {2, 4, 8, 16, 32, 64}
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="`mode` should be either of"):
+        BatchSizeFinder(mode="doubling")
+    with pytest.raises(ValueError, match="`margin` should be between 0 and 1"):
+        Tuner(_trainer()).scale_batch_size(BudgetModel(), margin=1.5)
+    with pytest.raises(ValueError, match="method 'tune' is invalid"):
+        Tuner(_trainer()).scale_batch_size(BudgetModel(), method="tune")
+    with pytest.raises(ValueError, match="already configured with a `BatchSizeFinder`"):
+        Tuner(_trainer(callbacks=[BatchSizeFinder()])).scale_batch_size(BudgetModel())
+    with pytest.raises(MisconfigurationException, match="`train_dataloaders` and `val_dataloaders`"):
+        Tuner(_trainer()).scale_batch_size(BudgetModel(), method="test", train_dataloaders=[])
+    with pytest.raises(MisconfigurationException, match="Field batch_size not found"):
+        Tuner(_trainer()).scale_batch_size(BudgetModel(where="nowhere"))
+    model = BudgetModel()
+    with pytest.raises(MisconfigurationException, match="cannot be used with dataloaders passed directly"):
+        Tuner(_trainer()).scale_batch_size(model, train_dataloaders=model.train_dataloader())
+
+
+def test_fast_dev_run_skips_the_search():
+    with pytest.warns(UserWarning, match="Skipping batch size scaler"):
+        assert Tuner(_trainer(fast_dev_run=True)).scale_batch_size(BudgetModel()) is None

@@ -1,0 +1,167 @@
+"""Learning rate finder: the sweep, its suggestion, early stop on divergence, restoring the state, errors.
+
+Expected numbers were observed on Lightning 2.6.6 with the same model and data.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ember as pl
+from ember.callbacks import LearningRateFinder
+from ember.tuner import Tuner
+from ember.utilities.exceptions import MisconfigurationException
+from tests.helpers.tuner_models import QUIET, LinearRegression
+
+
+def _trainer(**kwargs) -> pl.Trainer:
+    return pl.Trainer(max_epochs=1000, **{**QUIET, **kwargs})
+
+
+def test_exponential_sweep_matches_lightning_and_lands_in_the_good_range():
+    model = LinearRegression(batch_size=160)  # full batch: the loss depends on the learning rate only
+    lr_finder = Tuner(_trainer()).lr_find(model, min_lr=1e-4, max_lr=10, num_training=100)
+    lrs, losses = lr_finder.results["lr"], lr_finder.results["loss"]
+    # SGD diverges above lr=1 on this problem: the sweep stops early, 94 steps in (as Lightning)
+    assert len(lrs) == len(losses) == 94
+    assert lrs[0] == pytest.approx(1e-4)
+    assert lrs[1] == pytest.approx(1e-4 * 1e5 ** (2 / 100))  # Lightning's schedule skips r=1/N
+    assert all(b > a for a, b in zip(lrs, lrs[1:]))
+    assert lr_finder.suggestion() == pytest.approx(0.005623413251903489)
+    assert 1e-3 <= lr_finder.suggestion() <= 1.0
+    assert model.lr == lr_finder.suggestion()  # update_attr=True by default
+
+
+def test_linear_sweep_grows_linearly_and_suggests_the_steepest_descent():
+    model = LinearRegression(batch_size=160)
+    lr_finder = Tuner(_trainer()).lr_find(model, min_lr=1e-3, max_lr=2, num_training=100, mode="linear")
+    lrs = lr_finder.results["lr"]
+    assert len(lrs) == 100 and lrs[-1] == pytest.approx(2.0)
+    steps = [b - a for a, b in zip(lrs[1:], lrs[2:])]
+    assert max(steps) == pytest.approx(min(steps))
+    assert lr_finder.suggestion() == pytest.approx(0.22089)
+    assert 0.05 <= model.lr <= 1.0
+
+
+def test_early_stop_threshold_none_runs_every_step():
+    model = LinearRegression(batch_size=160)
+    lr_finder = Tuner(_trainer()).lr_find(model, min_lr=1e-4, max_lr=10, num_training=100, early_stop_threshold=None)
+    assert len(lr_finder.results["lr"]) == 100
+    assert lr_finder.results["lr"][-1] == pytest.approx(10.0)
+
+
+def test_weights_are_restored_and_the_tuner_leaves_no_trace():
+    model = LinearRegression(batch_size=32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = _trainer()
+    callbacks = list(trainer.callbacks)
+    Tuner(trainer).lr_find(model, num_training=20, update_attr=False)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert model.lr == 1e-3
+    assert trainer.callbacks == callbacks
+    assert trainer.state.status == "finished"
+    assert trainer.global_step == 0
+
+
+def test_callback_in_a_fit_equals_a_fit_at_the_suggested_rate():
+    """The sweep restores weights, optimizer state, counters and RNG: the fit that follows is the same as a
+    fit started directly at the suggested learning rate, bit for bit."""
+    pl.seed_everything(1)
+    tuned = LinearRegression(optimizer="adam", batch_size=32)
+    finder = LearningRateFinder(min_lr=1e-4, max_lr=1.0, num_training_steps=30)
+    trainer = pl.Trainer(max_epochs=8, callbacks=[finder], **QUIET)
+    trainer.fit(tuned)
+    suggestion = finder.optimal_lr.suggestion()
+    assert tuned.lr == suggestion
+    assert trainer.global_step == 40  # 8 epochs of 5 batches, none of the sweep's steps counted
+
+    pl.seed_everything(1)
+    direct = LinearRegression(optimizer="adam", batch_size=32, lr=suggestion)
+    pl.Trainer(max_epochs=8, **QUIET).fit(direct)
+    for (name, a), b in zip(tuned.state_dict().items(), direct.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_attribute_in_hparams_and_custom_name():
+    class WithHparams(LinearRegression):
+        def __init__(self, learning_rate: float = 1e-3, my_lr: float = 1e-3) -> None:
+            super().__init__(batch_size=160)
+            del self.lr
+            self.save_hyperparameters()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.learning_rate)
+
+    model = WithHparams()
+    result = Tuner(_trainer()).lr_find(model, min_lr=1e-4, max_lr=10, num_training=50)
+    assert model.hparams.learning_rate == result.suggestion()
+    model = WithHparams()
+    result = Tuner(_trainer()).lr_find(model, min_lr=1e-4, max_lr=10, num_training=50, attr_name="my_lr")
+    assert model.hparams.my_lr == result.suggestion() and model.hparams.learning_rate == 1e-3
+
+
+def test_plot_returns_a_figure_with_a_log_axis():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    lr_finder = Tuner(_trainer()).lr_find(LinearRegression(batch_size=160), min_lr=1e-4, max_lr=10, num_training=50)
+    fig = lr_finder.plot(suggest=True)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlabel() == "Learning rate" and ax.get_ylabel() == "Loss"
+    assert len(ax.lines) == 2  # the curve and the red suggestion point
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_too_few_points_gives_no_suggestion(caplog):
+    lr_finder = Tuner(_trainer()).lr_find(LinearRegression(batch_size=160), num_training=5)
+    assert lr_finder.suggestion() is None
+    assert "not enough points" in caplog.text
+
+
+def test_missing_learning_rate_attribute():
+    class NoLr(LinearRegression):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    model = NoLr()
+    del model.lr
+    with pytest.raises(AttributeError, match="should have one of these fields"):
+        Tuner(_trainer()).lr_find(model)
+    with pytest.raises(AttributeError, match="was set to nope"):
+        Tuner(_trainer()).lr_find(LinearRegression(), attr_name="nope")
+
+
+def test_bad_configurations():
+    trainer = _trainer()
+    with pytest.raises(MisconfigurationException, match="method='fit' is the only valid"):
+        Tuner(trainer).lr_find(LinearRegression(), method="validate")
+    with pytest.raises(ValueError, match="`mode` should be either of"):
+        LearningRateFinder(mode="cubic")
+    with pytest.raises(ValueError, match="already configured with a `LearningRateFinder`"):
+        Tuner(_trainer(callbacks=[LearningRateFinder()])).lr_find(LinearRegression())
+    with pytest.raises(MisconfigurationException, match="`dataloaders` argument should be None"):
+        Tuner(trainer).lr_find(LinearRegression(), dataloaders=[])
+
+
+def test_two_optimizers_are_refused():
+    class TwoOptimizers(LinearRegression):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            return None
+
+        def configure_optimizers(self):
+            return [torch.optim.SGD(self.parameters(), lr=0.1), torch.optim.SGD(self.parameters(), lr=0.1)]
+
+    with pytest.raises(MisconfigurationException, match="only works with single optimizer"):
+        Tuner(_trainer()).lr_find(TwoOptimizers())
+
+
+def test_fast_dev_run_skips_the_sweep():
+    with pytest.warns(UserWarning, match="Skipping learning rate finder"):
+        assert Tuner(_trainer(fast_dev_run=True)).lr_find(LinearRegression()) is None
