@@ -32,5 +32,15 @@ test: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) bench/run.py
 
+# Lightning for side-by-side figures, in its own venv so Ember's environment never holds it;
+# `make bench` (bench/run.py) picks it up when it exists. tensorboard too, so that both
+# frameworks' default Trainer writes the same default logger.
+PEERS ?= .venv-peers
+bench-peers:
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -c "import torch" 2>/dev/null || $(PEERS)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(PEERS)/bin/python -m pip install -q "pytorch-lightning==2.6.6" "tensorboard>=2.9"
+	@echo "Lightning installed in $(PEERS); \`make bench\` now runs it beside Ember."
+
 clean:
 	rm -rf $(VENV) lightning_logs demo_output

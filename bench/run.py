@@ -1,0 +1,399 @@
+"""``make bench``: a hand-written PyTorch loop, Ember and (when installed) Lightning on the same work.
+
+Each case runs every implementation in its own fresh process, alternating the order from one
+repeat to the next, and reports medians and ratios. The table goes to the terminal and to
+``bench/results.md``.
+
+Cases (see ``bench/workloads.py`` for the programs):
+
+- ``tiny``: MLP 32->64->10, batch 64, Adam, 3000 steps, ``self.log("loss", loss)`` every step,
+  lean trainer (no progress bar, summary, checkpointing, logger or sanity check).
+- ``tiny_defaults``: the same with the Trainer's defaults (progress bar into a file, default
+  logger, checkpointing, model summary, sanity check) and 20 validation batches per epoch,
+  3 epochs; the raw loop runs the same validation passes and a ``torch.save`` per epoch.
+- ``digits``: a small convnet on scikit-learn's digits, 10 epochs, validation,
+  ``ModelCheckpoint(monitor="val_loss")`` and ``EarlyStopping``; the raw loop keeps the best
+  checkpoint and stops by the same rule.
+- ``ddp2``: two processes on gloo, from ``bench/ddp2.py``'s ``run(repeats)`` when that file exists.
+- ``import``: ``python -c "import ember"`` against ``python -c "import torch"``, whole process,
+  median of 7, wall time and peak RSS.
+- ``first_step``: from process start to the first ``training_step`` (the ``tiny_defaults``
+  program), against the raw loop's first step.
+
+Lightning runs from the separate venv ``.venv-peers`` (``make bench-peers`` creates it) so that
+Ember's environment never holds it.
+
+Example::
+
+    python bench/run.py                          # every case, medians of 5
+    python bench/run.py --cases tiny --repeats 3
+    python bench/run.py --cases tiny,digits --accelerator cuda
+
+``bench/ddp2.py`` contract: ``run(repeats: int) -> dict`` with ``"raw"`` and ``"ember"`` (and
+optionally ``"lightning"``) each a list of seconds (or one median), plus optional ``"unit"``
+(default ``"s"``) and ``"note"``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+WORKLOADS = HERE / "workloads.py"
+ALL_CASES = ["tiny", "tiny_defaults", "digits", "ddp2", "import", "first_step"]
+# goals from the speed issue: a ratio to the raw loop, or an added cost in seconds (and MB)
+GOALS: dict[str, tuple[str, float]] = {
+    "tiny": ("ratio", 1.05),
+    "tiny_defaults": ("ratio", 1.10),
+    "digits": ("ratio", 1.05),
+    "ddp2": ("ratio", 1.05),
+    "import": ("delta", 0.1),
+    "first_step": ("delta", 0.1),
+}
+IMPORT_MB_GOAL = 15.0
+
+
+# =====================================================================================
+# running things
+# =====================================================================================
+def _env(impl: str, threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if impl != "lightning":
+        env["PYTHONPATH"] = str(REPO / "src")  # Ember from this checkout even if not installed
+    if threads > 0:
+        # intra-op threads on a small shared CPU add noise far larger than the overheads measured
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def _timed_process(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:
+    """Run ``cmd``; return its wall seconds, peak RSS in MB and exit status."""
+    with open(log, "ab") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)  # keeps Popen from waiting again
+    return seconds, usage.ru_maxrss / 1024.0, proc.returncode  # ru_maxrss is in KiB on Linux
+
+
+class Runner:
+    """Runs one worker process per measurement and keeps its log for the error message."""
+
+    def __init__(self, args: argparse.Namespace, pythons: dict[str, str], workdir: Path) -> None:
+        self.args, self.pythons, self.workdir = args, pythons, workdir
+        self.digits_path: str | None = None
+
+    def worker(self, case: str, impl: str) -> dict[str, Any]:
+        result = self.workdir / f"{case}-{impl}.json"
+        log = self.workdir / f"{case}-{impl}.log"
+        log.write_bytes(b"")
+        cmd = [self.pythons[impl], str(WORKLOADS), case, impl, "--result", str(result),
+               "--accelerator", self.args.accelerator, "--threads", str(self.args.threads)]
+        if self.args.quick:
+            cmd.append("--quick")
+        if case == "digits":
+            cmd += ["--data", self._digits_data()]
+        cmd += ["--t0", repr(time.time())]
+        _, _, status = _timed_process(cmd, _env(impl, self.args.threads), log)
+        if status != 0 or not result.exists():
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{impl} failed on case {case!r} (exit {status}). Its output ends with:\n{tail}")
+        return json.loads(result.read_text())
+
+    def _digits_data(self) -> str:
+        # written once from this venv so the peers venv needs no scikit-learn
+        if self.digits_path is None:
+            import torch
+            from sklearn.datasets import load_digits
+
+            d = load_digits()
+            images = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+            path = self.workdir / "digits.pt"
+            torch.save((images, torch.tensor(d.target, dtype=torch.long)), path)
+            self.digits_path = str(path)
+        return self.digits_path
+
+
+# =====================================================================================
+# cases
+# =====================================================================================
+def _order(impls: list[str], repeat: int) -> list[str]:
+    return impls if repeat % 2 == 0 else impls[::-1]
+
+
+def run_training_case(runner: Runner, case: str, impls: list[str], repeats: int) -> dict[str, Any]:
+    samples: dict[str, list[float]] = {impl: [] for impl in impls}
+    last: dict[str, dict[str, Any]] = {}
+    for repeat in range(repeats):
+        for impl in _order(impls, repeat):
+            out = runner.worker(case, impl)
+            samples[impl].append(out["seconds"])
+            last[impl] = out
+    row: dict[str, Any] = {"case": case, "samples": samples, "medians": {k: statistics.median(v) for k, v in samples.items()}}
+    row["steps"] = {impl: last[impl]["steps"] for impl in impls}
+    row["device"] = last[impls[0]].get("device_name", last[impls[0]]["device"])
+    if case != "first_step":
+        # same math: the same number of optimizer steps and the same final weights
+        sums = {impl: last[impl]["checksum"] for impl in impls}
+        ref = sums["raw"]
+        row["same_math"] = all(
+            last[impl]["steps"] == last["raw"]["steps"] and abs(sums[impl] - ref) <= 1e-4 * max(1.0, abs(ref))
+            for impl in impls
+        )
+        row["checksums"] = sums
+    return row
+
+
+def run_import_case(runner: Runner, impls: list[str], repeats: int) -> dict[str, Any]:
+    """Whole-process ``import`` against ``import torch`` in the same interpreter."""
+    programs = {"raw": ("raw", "import torch"), "ember": ("ember", "import ember")}
+    if "lightning" in impls:
+        programs["lightning"] = ("lightning", "import pytorch_lightning")
+        programs["lightning_torch"] = ("lightning", "import torch")
+    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in programs}
+    log = runner.workdir / "import.log"
+    for repeat in range(repeats):
+        for key in _order(list(programs), repeat):
+            impl, code = programs[key]
+            seconds, mb, status = _timed_process([runner.pythons[impl], "-c", code], _env(impl, runner.args.threads), log)
+            if status != 0:
+                raise RuntimeError(f"`{code}` failed in {runner.pythons[impl]} (exit {status}); see {log}")
+            samples[key].append((seconds, mb))
+    medians = {k: (statistics.median(s for s, _ in v), statistics.median(m for _, m in v)) for k, v in samples.items()}
+    return {"case": "import", "medians": medians, "samples": samples}
+
+
+def run_ddp2_case(repeats: int, path: Path = HERE / "ddp2.py") -> dict[str, Any]:
+    """Medians from ``bench/ddp2.py``'s ``run(repeats)`` (see the contract in this module's docstring)."""
+    if not path.exists():
+        return {"case": "ddp2", "skipped": "bench/ddp2.py is not there yet"}
+    spec = importlib.util.spec_from_file_location("bench_ddp2", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    out = module.run(repeats)
+    medians = {}
+    for impl in ("raw", "ember", "lightning"):
+        value = out.get(impl)
+        if value is None:
+            continue
+        medians[impl] = statistics.median(value) if isinstance(value, (list, tuple)) else float(value)
+    if "raw" not in medians or "ember" not in medians:
+        return {"case": "ddp2", "skipped": f"bench/ddp2.py's run() returned no raw/ember figures: {out!r}"}
+    return {"case": "ddp2", "medians": medians, "unit": out.get("unit", "s"), "note": out.get("note")}
+
+
+# =====================================================================================
+# the table
+# =====================================================================================
+def _fmt_time(seconds: float, steps: int | None = None) -> str:
+    if steps:
+        return f"{seconds * 1e6 / steps:,.0f} µs/step"
+    return f"{seconds:.3f} s"
+
+
+def table_rows(rows: list[dict[str, Any]], impls: list[str]) -> list[list[str]]:
+    lightning = "lightning" in impls
+    out = []
+    for row in rows:
+        case = row["case"]
+        kind, goal = GOALS[case]
+        goal_text = f"≤ {goal:.2f}×" if kind == "ratio" else f"≤ +{goal:.1f} s"
+        if "skipped" in row:
+            out.append([case, "-", "-", "-" if lightning else None, "-", "-" if lightning else None, goal_text, f"skipped: {row['skipped']}"])
+            continue
+        m = row["medians"]
+        if case == "import":
+            raw_s, raw_mb = m["raw"]
+            ember_s, ember_mb = m["ember"]
+            d_s, d_mb = ember_s - raw_s, ember_mb - raw_mb
+            met = d_s <= goal and d_mb <= IMPORT_MB_GOAL
+            cells = [case, f"{raw_s:.3f} s, {raw_mb:.0f} MB", f"{ember_s:.3f} s, {ember_mb:.0f} MB"]
+            lcell = ldelta = None
+            if lightning:
+                l_s, l_mb = m["lightning"]
+                lt_s, lt_mb = m["lightning_torch"]
+                lcell = f"{l_s:.3f} s, {l_mb:.0f} MB"
+                ldelta = f"{l_s - lt_s:+.3f} s, {l_mb - lt_mb:+.0f} MB"
+            out.append(cells + [lcell, f"{d_s:+.3f} s, {d_mb:+.0f} MB", ldelta, f"{goal_text}, ≤ +{IMPORT_MB_GOAL:.0f} MB", "yes" if met else "no"])
+            continue
+        steps = row.get("steps", {}).get("raw") if case == "tiny" else None
+        if kind == "ratio":
+            ratio = m["ember"] / m["raw"]
+            ember_vs = f"{ratio:.3f}×"
+            met = ratio <= goal
+            lvs = f"{m['lightning'] / m['raw']:.3f}×" if lightning and "lightning" in m else ("-" if lightning else None)
+        else:
+            delta = m["ember"] - m["raw"]
+            ember_vs = f"{delta:+.3f} s"
+            met = delta <= goal
+            lvs = f"{m['lightning'] - m['raw']:+.3f} s" if lightning and "lightning" in m else ("-" if lightning else None)
+        lcell = (_fmt_time(m["lightning"], steps) if "lightning" in m else "-") if lightning else None
+        note = "yes" if met else "no"
+        if row.get("same_math") is False:
+            note += " (NOT the same math: see notes)"
+        out.append([case, _fmt_time(m["raw"], steps), _fmt_time(m["ember"], steps), lcell, ember_vs, lvs, goal_text, note])
+    return [[c for c in r if c is not None] for r in out]
+
+
+def render_table(rows: list[dict[str, Any]], impls: list[str]) -> str:
+    header = ["case", "raw loop", "Ember"] + (["Lightning"] if "lightning" in impls else [])
+    header += ["Ember vs raw"] + (["Lightning vs raw"] if "lightning" in impls else []) + ["goal", "met"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(rows, impls)]
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def render_report(rows: list[dict[str, Any]], impls: list[str], args: argparse.Namespace, context: dict[str, str]) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`python bench/run.py {' '.join(context['argv'])}`".replace("` ", "`").rstrip(),
+        "",
+        f"- when: {context['when']}, commit {context['commit']}",
+        f"- machine: {context['machine']}; device: {context['device']}; torch threads per process: {args.threads or 'torch default'}",
+        f"- Python {platform.python_version()}, torch {context['torch']}" + (f", pytorch-lightning {context['lightning']}" if "lightning" in impls else " (Lightning not installed: `make bench-peers`)"),
+        f"- load average before / after: {context['load_before']} / {context['load_after']}",
+        f"- medians of {args.repeats} runs per implementation (import: {args.import_repeats}), each in a fresh process, order alternating",
+        "",
+        render_table(rows, impls),
+        "",
+        "Notes:",
+        "- `tiny` in µs per optimizer step (fit time / steps); `tiny_defaults` and `digits` in seconds of fit"
+        " (Trainer construction through the end of `fit`); `first_step` from process start to the first"
+        " `training_step`; `import` the whole `python -c` process.",
+    ]
+    for row in rows:
+        if "same_math" in row:
+            steps = ", ".join(f"{k} {v}" for k, v in row["steps"].items())
+            verdict = "same final weights" if row["same_math"] else "DIFFERENT final weights or step counts"
+            lines.append(f"- `{row['case']}`: {verdict} (steps: {steps}).")
+        if row.get("note"):
+            lines.append(f"- `{row['case']}`: {row['note']}")
+    if args.quick:
+        lines.append("- `--quick`: a few steps only; the figures say nothing about speed.")
+    return "\n".join(lines) + "\n"
+
+
+# =====================================================================================
+# main
+# =====================================================================================
+def _peers_python(args: argparse.Namespace) -> str | None:
+    if args.no_peers:
+        return None
+    candidate = Path(args.peers_python) if args.peers_python else REPO / ".venv-peers" / "bin" / "python"
+    if not candidate.exists():
+        return None
+    probe = subprocess.run([str(candidate), "-c", "import pytorch_lightning as pl; print(pl.__version__)"],
+                           capture_output=True, text=True, env=_env("lightning", 0), timeout=120)
+    return str(candidate) if probe.returncode == 0 else None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Raw PyTorch loop vs Ember (vs Lightning) on the same work.")
+    parser.add_argument("--cases", default=",".join(ALL_CASES), help=f"comma-separated, from {','.join(ALL_CASES)}")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per implementation and case (median)")
+    parser.add_argument("--import-repeats", type=int, default=7, help="runs per interpreter for the import case")
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "cuda", "gpu"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process; 0 keeps torch's default")
+    parser.add_argument("--peers-python", default=None, help="interpreter with pytorch-lightning (default .venv-peers/bin/python)")
+    parser.add_argument("--no-peers", action="store_true", help="do not run Lightning even when installed")
+    parser.add_argument("--quick", action="store_true", help="a few steps per case: checks the harness, not speed")
+    parser.add_argument("--out", default=str(HERE / "results.md"), help="markdown file for the results ('' for none)")
+    args = parser.parse_args(argv)
+    args.case_list = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in args.case_list if c not in ALL_CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; pick from {', '.join(ALL_CASES)}.")
+    if args.repeats < 1 or args.import_repeats < 1:
+        parser.error("--repeats and --import-repeats must be at least 1.")
+    return args
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    import torch
+
+    pythons = {"raw": sys.executable, "ember": sys.executable}
+    impls = ["raw", "ember"]
+    peers = _peers_python(args)
+    lightning_version = ""
+    if peers:
+        pythons["lightning"] = peers
+        impls.append("lightning")
+        lightning_version = subprocess.run([peers, "-c", "import pytorch_lightning as pl; print(pl.__version__)"],
+                                           capture_output=True, text=True, env=_env("lightning", 0)).stdout.strip()
+    if args.accelerator != "cpu" and not torch.cuda.is_available():
+        raise SystemExit(f"--accelerator {args.accelerator} needs CUDA, which this torch ({torch.__version__}) cannot see.")
+    device = torch.cuda.get_device_name(0) if args.accelerator != "cpu" else "cpu"
+    context = {
+        "argv": list(argv if argv is not None else sys.argv[1:]), "when": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "commit": _git_commit(), "machine": _machine(), "device": device, "torch": torch.__version__,
+        "lightning": lightning_version, "load_before": _load(),
+    }
+    print(f"bench: {', '.join(args.case_list)} with {', '.join(impls)}; {args.repeats} repeats; {device}", flush=True)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ember-bench-") as tmp:
+        runner = Runner(args, pythons, Path(tmp))
+        for case in args.case_list:
+            started = time.perf_counter()
+            if case == "import":
+                row = run_import_case(runner, impls, args.import_repeats)
+            elif case == "ddp2":
+                row = run_ddp2_case(args.repeats)
+            else:
+                row = run_training_case(runner, case, impls, args.repeats)
+            rows.append(row)
+            print(f"  {case}: done in {time.perf_counter() - started:.0f} s", flush=True)
+    context["load_after"] = _load()
+    print()
+    print(render_table(rows, impls))
+    if args.out:
+        Path(args.out).write_text(render_report(rows, impls, args, context))
+        print(f"\nwritten to {args.out}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

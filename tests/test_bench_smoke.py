@@ -1,0 +1,111 @@
+"""The benchmark harness on a few steps: the programs do the same math and the runner writes its table.
+
+No timing is asserted: these only prove that `make bench` works and compares like with like.
+"""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"ember_bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+workloads = _load("workloads")
+runner = _load("run")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # as run.py does for its workers: intra-op threads only add noise on a small shared CPU
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("case", ["tiny", "tiny_defaults"])
+def test_raw_loop_and_ember_train_the_same_weights(case):
+    raw = workloads.run_case(case, "raw", quick=True)
+    ember = workloads.run_case(case, "ember", quick=True)
+    assert raw["steps"] == ember["steps"] == 20  # 10 batches x 2 epochs
+    assert ember["checksum"] == pytest.approx(raw["checksum"], rel=1e-6, abs=1e-6)
+    assert raw["seconds"] > 0 and ember["seconds"] > 0
+
+
+def test_digits_checkpointing_and_early_stopping_match_the_raw_loop():
+    pytest.importorskip("sklearn")
+    raw = workloads.run_case("digits", "raw", quick=True)
+    ember = workloads.run_case("digits", "ember", quick=True)
+    assert raw["steps"] == ember["steps"] > 0
+    assert ember["checksum"] == pytest.approx(raw["checksum"], rel=1e-6, abs=1e-6)
+
+
+def test_first_step_is_measured_from_the_given_start():
+    import time
+
+    t0 = time.time()
+    out = workloads.run_case("first_step", "ember", quick=True, t0=t0)
+    assert 0 < out["seconds"] < time.time() - t0
+
+
+def test_run_py_prints_and_writes_the_table(tmp_path):
+    out = tmp_path / "results.md"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--cases", "tiny,import", "--repeats", "1", "--import-repeats", "1",
+         "--quick", "--no-peers", "--out", str(out)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| case | raw loop | Ember | Ember vs raw | goal | met |" in proc.stdout
+    text = out.read_text()
+    assert text.startswith("# Benchmark results")
+    assert "| tiny | " in text and "µs/step" in text
+    assert "| import | " in text and " MB" in text
+    assert "`tiny`: same final weights (steps: raw 20, ember 20)." in text
+
+
+def test_table_has_lightning_columns_and_goal_verdicts():
+    rows = [
+        {"case": "tiny", "medians": {"raw": 1.0, "ember": 1.02, "lightning": 2.5},
+         "steps": {"raw": 1000, "ember": 1000, "lightning": 1000}, "same_math": True},
+        {"case": "digits", "medians": {"raw": 1.0, "ember": 1.2, "lightning": 1.7}, "same_math": False},
+        {"case": "import", "medians": {"raw": (1.0, 300.0), "ember": (1.05, 310.0), "lightning": (3.0, 450.0),
+                                       "lightning_torch": (1.0, 300.0)}},
+        {"case": "ddp2", "skipped": "bench/ddp2.py is not there yet"},
+        {"case": "first_step", "medians": {"raw": 1.0, "ember": 1.3, "lightning": 3.0}},
+    ]
+    table = runner.render_table(rows, ["raw", "ember", "lightning"])
+    lines = table.splitlines()
+    assert lines[0] == "| case | raw loop | Ember | Lightning | Ember vs raw | Lightning vs raw | goal | met |"
+    assert lines[2] == "| tiny | 1,000 µs/step | 1,020 µs/step | 2,500 µs/step | 1.020× | 2.500× | ≤ 1.05× | yes |"
+    assert lines[3].endswith("| 1.200× | 1.700× | ≤ 1.05× | no (NOT the same math: see notes) |")
+    assert "| +0.050 s, +10 MB | +2.000 s, +150 MB |" in lines[4] and lines[4].endswith("| yes |")
+    assert "skipped: bench/ddp2.py is not there yet" in lines[5]
+    assert lines[6].endswith("| +0.300 s | +2.000 s | ≤ +0.1 s | no |")
+
+
+def test_ddp2_case_uses_run_from_the_file_when_present(tmp_path):
+    assert "skipped" in runner.run_ddp2_case(1, tmp_path / "ddp2.py")
+    (tmp_path / "ddp2.py").write_text("def run(repeats):\n    return {'raw': [1.0] * repeats, 'ember': 1.03, 'note': 'gloo'}\n")
+    row = runner.run_ddp2_case(3, tmp_path / "ddp2.py")
+    assert row["medians"] == {"raw": 1.0, "ember": 1.03}
+    assert row["note"] == "gloo"
+
+
+def test_unknown_case_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        runner.parse_args(["--cases", "tiny,huge"])
+    assert "unknown case(s) huge" in capsys.readouterr().err
