@@ -21,14 +21,16 @@ PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-t
 
 
 def normalize_precision(precision: Any) -> str:
+    """The full name of a precision setting: ``16`` -> ``"16-mixed"``, ``None`` -> ``"32-true"``."""
     if precision is None:
         return "32-true"
     try:
         return _ALIASES[precision]
     except (KeyError, TypeError):
-        raise MisconfigurationException(
+        # a ValueError, as in Lightning
+        raise ValueError(
             f"Precision {precision!r} is invalid. Allowed precision values: {PRECISIONS}"
-            " (or the aliases 64, 32, 16, 'bf16')."
+            " (or the aliases 64, 32, 16, '64', '32', '16', 'bf16')."
         ) from None
 
 
@@ -64,7 +66,7 @@ class Precision:
     @property
     def is_identity(self) -> bool:
         """Full precision: the step runs with no context and no scaling."""
-        return self._autocast_dtype is None and self.scaler is None
+        return self._autocast_dtype is None and self.scaler is None and self._module_dtype is None
 
     def convert_module(self, module: nn.Module) -> nn.Module:
         if self._module_dtype is not None:
@@ -133,9 +135,9 @@ class Precision:
 
 @contextlib.contextmanager
 def _default_dtype(dtype: torch.dtype):
+    # as Lightning: inside a step of a "-true" precision, new float tensors take that precision
     previous = torch.get_default_dtype()
-    if dtype in (torch.float64, torch.float32):
-        torch.set_default_dtype(dtype)
+    torch.set_default_dtype(dtype)
     try:
         yield
     finally:

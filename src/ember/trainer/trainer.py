@@ -286,10 +286,13 @@ class Trainer:
         self._precision_name = normalize_precision(precision)
         self.precision = self._precision_name
         if self._precision_name == "16-mixed" and accelerator_name == "cpu":
-            raise MisconfigurationException(
+            # as Lightning 2.6: a GPU program still runs on a CPU machine, in the precision CPUs support
+            rank_zero_warn(
                 "You passed `Trainer(accelerator='cpu', precision='16-mixed')` but AMP with fp16 is not supported on"
-                " CPU. Consider using `precision='bf16-mixed'` instead."
+                " CPU. Using `precision='bf16-mixed'` instead."
             )
+            self._precision_name = "bf16-mixed"
+            self.precision = self._precision_name
         self.plugins = plugins
         self.sync_batchnorm = sync_batchnorm
         self.use_distributed_sampler = use_distributed_sampler
