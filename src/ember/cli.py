@@ -145,7 +145,7 @@ class SaveConfigCallback(Callback):
             if trainer.is_global_zero:
                 fs.makedirs(log_dir, exist_ok=True)
                 self.parser.save(
-                    self.config, config_path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile
+                    self.config, config_path, overwrite=self.overwrite, multifile=self.multifile, **_keep_none()
                 )
         if trainer.is_global_zero:
             self.save_config(trainer, pl_module, stage)
@@ -546,6 +546,14 @@ def instantiate_class(args: Any, init: dict[str, Any]) -> Any:
     class_module, class_name = init["class_path"].rsplit(".", 1)
     module = importlib.import_module(class_module)
     return getattr(module, class_name)(*args, **kwargs)
+
+
+def _keep_none() -> dict[str, bool]:
+    """The dump option that keeps ``None`` values (renamed ``skip_unset`` in jsonargparse 4.49)."""
+    import jsonargparse
+
+    version = tuple(int(part) for part in jsonargparse.__version__.split(".")[:2] if part.isdigit())
+    return {"skip_unset": False} if version >= (4, 49) else {"skip_none": False}
 
 
 def _short_description(component: object) -> str | None:
