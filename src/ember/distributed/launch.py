@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import io
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -267,13 +268,21 @@ def _worker(process_idx: int, launcher: MultiProcessingLauncher, fn: Callable, a
             trainer: Any, queue: Any) -> None:
     launcher._in_worker = True
     os.environ.update(_rank_env(launcher._strategy, process_idx))
-    # through the trainer's guard, so a failing worker runs the exception hooks and tears down
-    results = trainer._run_guarded(fn, *args, **kwargs)
+    from ember.trainer.signals import PreemptionExit
+
+    try:
+        # through the trainer's guard, so a failing worker runs the exception hooks and tears down
+        results = trainer._run_guarded(fn, *args, **kwargs)
+    except PreemptionExit as stop:
+        # a clean stop (the checkpoint is written): the main process raises it again
+        if trainer.strategy.global_rank == 0:
+            queue.put(pickle.dumps({"preempted": str(stop)}))
+        return
     if trainer.strategy.global_rank == 0:
         # as bytes: tensors sent through the queue as shared memory would vanish when this worker exits
         buffer = io.BytesIO()
         torch.save(_collect(trainer, results), buffer)
-        queue.put(buffer.getvalue())
+        queue.put(pickle.dumps({"output": buffer.getvalue()}))
 
 
 def _to_cpu(value: Any) -> Any:
@@ -331,10 +340,14 @@ class MultiProcessingLauncher:
                 _worker, args=(self, fn, args, kwargs, trainer, queue), nprocs=strategy.num_processes,
                 start_method=method, join=False,
             )
-            while not processes.join(grace_period=5):
-                pass
-            # our own worker's data (not a user file): full unpickling is safe here
-            output = torch.load(io.BytesIO(queue.get()), weights_only=False)
+            # read while joining: a large message fills the pipe and rank 0 cannot exit before it is read
+            raw = None
+            while not processes.join(timeout=0.1, grace_period=2):
+                if raw is None and not queue.empty():
+                    raw = queue.get()
+            if raw is None:
+                raw = queue.get()
+            message = pickle.loads(raw)
         finally:
             shutil.rmtree(failure_dir, ignore_errors=True)
             if previous_dir is None:
@@ -343,6 +356,12 @@ class MultiProcessingLauncher:
                 os.environ[failure.ENV_DIR] = previous_dir
             if type(env).__name__ == "LightningEnvironment":
                 os.environ.pop("MASTER_PORT", None)  # the next launch picks a fresh free port
+        if "preempted" in message:
+            from ember.trainer.signals import PreemptionExit
+
+            raise PreemptionExit(message["preempted"])
+        # our own worker's data (not a user file): full unpickling is safe here
+        output = torch.load(io.BytesIO(message["output"]), weights_only=False)
         self._recover(trainer, args[0] if args else None, output)
         return output["results"]
 

@@ -78,6 +78,13 @@ class ParallelStrategy(Strategy):
             else:
                 self.parallel_devices = [torch.device("cpu")] * len(devices)
         self._num_nodes = num_nodes
+        if sync_batchnorm and self.accelerator != "cuda":
+            from ember.utilities.exceptions import MisconfigurationException
+
+            raise MisconfigurationException(
+                "`Trainer(sync_batchnorm=True)` needs CUDA devices: torch's SyncBatchNorm runs on GPUs only. Remove"
+                " `sync_batchnorm` to train on CPUs (each rank then keeps its own BatchNorm statistics)."
+            )
         self._sync_batchnorm = sync_batchnorm
         self.cluster_environment.validate_settings(len(self.parallel_devices), num_nodes)
         self._launcher = make_launcher(self)

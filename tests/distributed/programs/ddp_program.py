@@ -1,0 +1,147 @@
+"""A user's training script, run by the distributed tests as a real multi-process job.
+
+    python ddp_program.py MODE OUTDIR
+
+MODE ``fit``: fit (checkpointing), validate, test, predict, then resume the checkpoint for one more
+epoch. ``plain``: a shuffled run with dropout (run under torchrun). ``raise``: rank 1 raises in
+``training_step``. ``spawn``: fit with ``ddp_spawn``, then validate and predict with ``ddp_fork``.
+Each process writes what it saw to ``OUTDIR/<mode>-rank<r>.pt``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember as pl
+from ember.callbacks import ModelCheckpoint
+
+
+def dataset(n: int = 32) -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    return TensorDataset(x, x.sum(dim=1, keepdim=True))
+
+
+class Model(pl.LightningModule):
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.layer = nn.Sequential(nn.Linear(4, 8), nn.Dropout(dropout), nn.Linear(8, 1))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if MODE == "raise" and self.global_rank == 1 and batch_idx == 3:
+            with open(os.path.join(sys.argv[2], "raised_at"), "w") as f:
+                f.write(repr(time.time()))
+            raise ValueError("boom on rank 1")
+        loss = nn.functional.mse_loss(self.layer(x), y)
+        self.log("train_loss", loss, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.mse_loss(self.layer(x), y)
+        self.log("val_loss", loss, sync_dist=True)
+        rank = torch.tensor(float(self.global_rank))
+        self.log("rank_synced", rank, sync_dist=True)
+        self.log("rank_local", rank)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("test_sum", nn.functional.mse_loss(self.layer(x), y), sync_dist=True, reduce_fx="sum")
+
+    def predict_step(self, batch, batch_idx):
+        return self.layer(batch[0])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def trainer(out: str, strategy: str = "ddp", **kwargs) -> pl.Trainer:
+    options = dict(accelerator="cpu", devices=2, strategy=strategy, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=out, num_sanity_val_steps=0)
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def save(out: str, name: str, record: dict) -> None:
+    rank = int(os.environ.get("RANK", 0))
+    torch.save(record, os.path.join(out, f"{name}-rank{rank}.pt"))
+
+
+def weights(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def run_fit(out: str) -> None:
+    torch.manual_seed(0)
+    model = Model()
+    data = dataset()
+    ckpt = ModelCheckpoint(dirpath=os.path.join(out, "ckpts"))
+    t = trainer(out, max_epochs=2, callbacks=[ckpt])
+    t.fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
+    record = {"world_size": t.world_size, "global_rank": t.global_rank, "global_step": t.global_step,
+              "weights": weights(model), "callback_metrics": {k: v.clone() for k, v in t.callback_metrics.items()},
+              "ckpt_files": sorted(os.listdir(os.path.join(out, "ckpts"))),
+              "best": ckpt.best_model_path, "pid": os.getpid()}
+    record["validate"] = t.validate(model, DataLoader(data, batch_size=4), verbose=False)
+    record["test"] = t.test(model, DataLoader(data, batch_size=4), verbose=False)
+    record["predict"] = t.predict(model, DataLoader(data, batch_size=4))
+    resumed = Model()
+    t2 = trainer(out, max_epochs=3, enable_checkpointing=False)
+    t2.fit(resumed, DataLoader(data, batch_size=4), ckpt_path=ckpt.best_model_path)
+    record["resumed_step"] = t2.global_step
+    record["resumed_weights"] = weights(resumed)
+    save(out, "fit", record)
+
+
+def run_plain(out: str) -> None:
+    pl.seed_everything(7, verbose=False)
+    model = Model(dropout=0.3)
+    t = trainer(out, max_epochs=2, limit_val_batches=0, enable_checkpointing=False)
+    t.fit(model, DataLoader(dataset(48), batch_size=3, shuffle=True))
+    save(out, "plain", {"weights": weights(model), "global_step": t.global_step, "world_size": t.world_size})
+
+
+def run_raise(out: str) -> None:
+    save(out, "raise", {"pid": os.getpid()})
+    t = trainer(out, max_epochs=1, enable_checkpointing=False)
+    t.fit(Model(), DataLoader(dataset(64), batch_size=2))
+
+
+def run_spawn(out: str) -> None:
+    torch.manual_seed(0)
+    model = Model()
+    before = weights(model)
+    ckpt = ModelCheckpoint(dirpath=os.path.join(out, "ckpts"))
+    t = trainer(out, strategy="ddp_spawn", max_epochs=1, callbacks=[ckpt])
+    data = dataset()
+    t.fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
+    record = {"before": before, "weights": weights(model), "global_step": t.global_step,
+              "callback_metrics": dict(t.callback_metrics), "state": str(t.state.status),
+              "best": ckpt.best_model_path}
+    # fork workers start at once (no new interpreter): the cheap way to check validate/predict here
+    forked = trainer(out, strategy="ddp_fork", enable_checkpointing=False)
+    record["validate"] = forked.validate(model, DataLoader(data, batch_size=4), verbose=False)
+    record["predict"] = forked.predict(model, DataLoader(data, batch_size=4))
+    save(out, "spawn", record)
+
+
+MODE = sys.argv[1] if len(sys.argv) > 1 else "fit"
+
+if __name__ == "__main__":
+    out_dir = sys.argv[2]
+    if MODE == "fit":
+        run_fit(out_dir)
+    elif MODE == "plain":
+        run_plain(out_dir)
+    elif MODE == "raise":
+        run_raise(out_dir)
+    elif MODE == "spawn":
+        run_spawn(out_dir)
+    else:
+        raise SystemExit(f"unknown mode {MODE!r}")

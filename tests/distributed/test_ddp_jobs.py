@@ -1,0 +1,140 @@
+"""Real 2-process jobs on CPU (gloo): the user's script runs as Ember, torchrun or torch.multiprocessing
+starts it, and the tests read what every rank wrote (see programs/ddp_program.py). Preemption and
+the collectives are tested with cheaper forked jobs in test_fork_jobs.py."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+PROGRAM = Path(__file__).parent / "programs" / "ddp_program.py"
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+
+_RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR",
+              "MASTER_PORT", "TORCHELASTIC_RUN_ID", "EMBER_FAILURE_DIR")
+
+
+def _program():
+    spec = importlib.util.spec_from_file_location("ddp_program", PROGRAM)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(mode: str, out: Path, *extra: str, torchrun: bool = False, timeout: float = 150) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in _RANK_VARS and not k.startswith(("SLURM_", "PL_"))}
+    env["PYTHONWARNINGS"] = "ignore"
+    env["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, str(PROGRAM), mode, str(out), *extra]
+    if torchrun:
+        command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", *command[1:]]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=out)
+
+
+def load(out: Path, name: str, rank: int) -> dict:
+    return torch.load(out / f"{name}-rank{rank}.pt", weights_only=False)
+
+
+def _check(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+@pytest.mark.timeout(200)
+def test_fit_validate_test_predict_match_single_process_training(tmp_path):
+    proc = run("fit", tmp_path)
+    _check(proc)
+    ranks = [load(tmp_path, "fit", r) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["global_rank"] for r in ranks] == [0, 1]
+    assert [r["global_step"] for r in ranks] == [8, 8]  # 32 samples / (2 ranks x 4) = 4 steps an epoch
+
+    # batch 4 on each of 2 ranks == batch 8 in one process on the same samples
+    program = _program()
+    torch.manual_seed(0)
+    reference = program.Model()
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
+    for _ in range(2):
+        for x, y in DataLoader(program.dataset(), batch_size=8):
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(reference.layer(x), y).backward()
+            optimizer.step()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(ranks[0]["weights"][key], ranks[1]["weights"][key])
+        torch.testing.assert_close(ranks[0]["weights"][key], value, atol=1e-6, rtol=1e-5)
+
+    # sync_dist: the mean over ranks on every rank; without it, each rank keeps its own value
+    for rank, record in enumerate(ranks):
+        assert record["callback_metrics"]["rank_synced"].item() == 0.5
+        assert record["callback_metrics"]["rank_local"].item() == rank
+        assert record["validate"][0]["rank_synced"] == 0.5 and record["validate"][0]["rank_local"] == rank
+    assert ranks[0]["validate"][0]["val_loss"] == ranks[1]["validate"][0]["val_loss"]
+    reference.eval()
+    data = program.dataset()
+    with torch.no_grad():
+        # reduce_fx="sum" with sync_dist: every batch-mean loss of both ranks, added
+        batch_losses = [torch.nn.functional.mse_loss(reference.layer(x), y) for rank in (0, 1)
+                        for x, y in DataLoader(torch.utils.data.Subset(data, range(rank, 32, 2)), batch_size=4)]
+        expected_sum = torch.stack(batch_losses).sum().item()
+        predictions = {rank: reference.layer(data.tensors[0][rank::2]) for rank in (0, 1)}
+    for rank, record in enumerate(ranks):
+        assert record["test"][0]["test_sum"] == pytest.approx(expected_sum, rel=1e-5)
+        torch.testing.assert_close(torch.cat(record["predict"]), predictions[rank], atol=1e-5, rtol=1e-5)
+
+    # one checkpoint file for the job (written by rank 0), the same path on both ranks; resumed in DDP
+    assert ranks[0]["ckpt_files"] == ranks[1]["ckpt_files"] == ["epoch=1-step=8.ckpt"]
+    assert ranks[0]["best"] == ranks[1]["best"]
+    assert [r["resumed_step"] for r in ranks] == [12, 12]
+    for key in reference.state_dict():
+        assert torch.equal(ranks[0]["resumed_weights"][key], ranks[1]["resumed_weights"][key])
+        assert not torch.equal(ranks[0]["resumed_weights"][key], ranks[0]["weights"][key])
+
+
+@pytest.mark.timeout(200)
+def test_a_torchrun_job_joins_its_environment(tmp_path):
+    _check(run("plain", tmp_path, torchrun=True))
+    ranks = [load(tmp_path, "plain", r) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["global_step"] for r in ranks] == [16, 16]
+    assert all(torch.equal(ranks[0]["weights"][k], ranks[1]["weights"][k]) for k in ranks[0]["weights"])
+
+
+@pytest.mark.timeout(200)
+def test_a_raising_rank_ends_the_job_promptly_with_one_traceback(tmp_path):
+    proc = run("raise", tmp_path)
+    ended = time.time()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    raised = float((tmp_path / "raised_at").read_text())
+    assert ended - raised < 30
+    assert output.count("ValueError: boom on rank 1") == 1, output[-4000:]
+    assert "stopped because rank 1 failed" in output
+    for rank in (0, 1):
+        pid = load(tmp_path, "raise", rank)["pid"]
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # no process left behind
+
+
+@pytest.mark.timeout(200)
+def test_ddp_spawn_returns_weights_metrics_and_results_to_the_main_process(tmp_path):
+    proc = run("spawn", tmp_path)
+    _check(proc)
+    record = load(tmp_path, "spawn", 0)
+    assert record["global_step"] == 4 and record["state"] == "finished"
+    assert any(not torch.equal(record["before"][k], v) for k, v in record["weights"].items())
+    assert record["callback_metrics"]["rank_synced"].item() == 0.5
+    assert record["best"].endswith("epoch=0-step=4.ckpt") and os.path.isfile(record["best"])
+    assert record["validate"][0]["rank_synced"] == 0.5 and record["validate"][0]["rank_local"] == 0.0
+    # rank 0's predictions: the even samples
+    program = _program()
+    model = program.Model()
+    model.load_state_dict(record["weights"])
+    with torch.no_grad():
+        expected = model.layer(program.dataset().tensors[0][0::2])
+    torch.testing.assert_close(torch.cat(record["predict"]), expected, atol=1e-5, rtol=1e-5)

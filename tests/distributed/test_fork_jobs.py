@@ -1,0 +1,101 @@
+"""2-process jobs forked from the test process (``strategy="ddp_fork"``): cheap enough to check the
+collectives, the sampler, gradient accumulation, SyncBatchNorm and collective timeouts one by one."""
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+import pytest
+import torch
+
+import ember
+from ember.distributed import DDPStrategy
+from tests.helpers.distributed_models import (
+    BatchNormModel,
+    CollectivesModel,
+    CountingSyncModel,
+    DropoutModel,
+    SigtermAt,
+    StallingModel,
+    loader,
+    read_ranks,
+    shuffled_loader,
+)
+from ember.callbacks import ModelCheckpoint
+from ember.trainer.signals import PreemptionExit
+
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork-based jobs are tested on Linux"),
+    pytest.mark.timeout(120),
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def fork_trainer(tmp_path, strategy="ddp_fork", **kwargs) -> ember.Trainer:
+    options = dict(accelerator="cpu", devices=2, strategy=strategy, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path, max_epochs=2)
+    options.update(kwargs)
+    return ember.Trainer(**options)
+
+
+def test_collectives_and_all_gather_on_every_rank(tmp_path):
+    fork_trainer(tmp_path).fit(CollectivesModel(tmp_path), loader())
+    for rank, record in enumerate(read_ranks(tmp_path)):
+        assert torch.equal(record["all_gather"], torch.tensor([[0, 10], [1, 11]]))
+        assert torch.equal(record["all_gather_dict"]["r"], torch.tensor([0.0, 1.0]))
+        assert record["broadcast"] == {"from": 1}
+        assert record["reduce_sum"].item() == 3.0 and record["reduce_mean"].item() == 1.5
+        assert record["reduce_max"].item() == 2.0
+        assert record["all_true"] is False and record["any_true"] is True
+        assert record["sampler"] == "DistributedSampler" and record["epoch_set"] == [0, 1]
+
+
+def test_no_gradient_sync_while_accumulating(tmp_path):
+    # 16 samples, 2 ranks, batch 2: 4 batches a rank; accumulating 2 syncs on batches 2 and 4 only
+    fork_trainer(tmp_path, max_epochs=1, accumulate_grad_batches=2).fit(CountingSyncModel(tmp_path), loader())
+    rank0, rank1 = read_ranks(tmp_path)
+    assert rank0["syncs"] == rank1["syncs"] == 2
+    for key, value in rank0["weights"].items():
+        assert torch.equal(value, rank1["weights"][key])  # the accumulated gradients were averaged
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="SyncBatchNorm needs 2 CUDA devices")
+def test_sync_batchnorm_converts_for_fit(tmp_path):
+    trainer = fork_trainer(tmp_path, accelerator="cuda", strategy="ddp_spawn", max_epochs=1, sync_batchnorm=True)
+    trainer.fit(BatchNormModel(tmp_path), loader())
+    rank0, rank1 = read_ranks(tmp_path)
+    assert rank0["norm_type"] == rank1["norm_type"] == "SyncBatchNorm"
+    # the running statistics come from both ranks' batches: equal everywhere
+    assert torch.equal(rank0["weights"]["norm.running_mean"], rank1["weights"]["norm.running_mean"])
+
+
+def test_a_collective_timeout_names_the_collective(tmp_path):
+    strategy = DDPStrategy(start_method="fork", timeout=timedelta(seconds=1))
+    with pytest.raises(Exception, match=r"the collective `barrier\('only-rank-0'\)` did not complete"):
+        fork_trainer(tmp_path, strategy=strategy, max_epochs=1).fit(StallingModel(tmp_path), loader())
+
+
+def test_sigterm_mid_epoch_saves_stops_every_rank_and_resumes_exactly(tmp_path):
+    def run(folder, callbacks, ckpt_path=None):
+        ember.seed_everything(7, verbose=False)
+        model = DropoutModel()
+        trainer = fork_trainer(folder, enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=folder / "ckpts", save_last=True,
+                                                                  save_top_k=0), *callbacks])
+        trainer.fit(model, shuffled_loader(), ckpt_path=ckpt_path)
+        return model, trainer
+
+    plain, _ = run(tmp_path / "plain", [])
+    # 48 samples, 2 ranks, batch 3: 8 batches an epoch; the signal arrives after step 10 (epoch 1)
+    with pytest.raises(PreemptionExit, match="Received SIGTERM: training stopped at epoch 1, step 10"):
+        run(tmp_path / "stopped", [SigtermAt(step=10)])
+    assert (tmp_path / "stopped" / "ckpts" / "last.ckpt").is_file()
+    resumed, trainer = run(tmp_path / "stopped", [], ckpt_path="last")
+    assert trainer.global_step == 16
+    for key, value in plain.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key

@@ -1,0 +1,163 @@
+"""Strategy selection, environment detection and the pieces of failure and preemption handling
+that need no second process."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import torch
+
+import ember
+from ember.distributed import DDPStrategy, SingleDeviceStrategy, failure
+from ember.distributed.environments import (
+    LightningEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+    detect_environment,
+)
+from ember.distributed.launch import _script_command
+from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import _set_rank, rank_zero_only
+
+RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR",
+             "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID",
+             "SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_NODELIST", "SLURM_NTASKS_PER_NODE", "SLURM_NNODES",
+             failure.ENV_DIR)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for key in RANK_VARS:
+        monkeypatch.delenv(key, raising=False)
+    yield
+    _set_rank(0)
+
+
+def make(**kwargs) -> ember.Trainer:
+    options = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                   enable_checkpointing=False)
+    options.update(kwargs)
+    return ember.Trainer(**options)
+
+
+@pytest.mark.parametrize(("name", "start_method", "find_unused"), [
+    ("auto", "popen", False), ("ddp", "popen", False), ("ddp_spawn", "spawn", False), ("ddp_fork", "fork", False),
+    ("ddp_notebook", "fork", False), ("ddp_find_unused_parameters_true", "popen", True),
+    ("ddp_spawn_find_unused_parameters_true", "spawn", True),
+])
+def test_strategy_names_build_ddp(name, start_method, find_unused):
+    trainer = make(devices=2, strategy=name)
+    strategy = trainer.strategy
+    assert isinstance(strategy, DDPStrategy)
+    assert strategy._start_method == start_method and strategy.find_unused_parameters is find_unused
+    assert trainer.world_size == 2 and trainer.num_devices == 2 and trainer.global_rank == 0 and trainer.is_global_zero
+    assert strategy.is_distributed and strategy.process_group_backend == "gloo"
+    assert strategy.distributed_sampler_kwargs == {"num_replicas": 2, "rank": 0}
+    assert strategy.root_device == torch.device("cpu")
+    assert not strategy.launcher.is_launched  # nothing is started before fit
+
+
+def test_one_device_stays_single_and_bad_names_say_what_exists():
+    assert isinstance(make(devices=1).strategy, SingleDeviceStrategy)
+    with pytest.raises(MisconfigurationException, match="invalid strategy name.*ddp_spawn"):
+        make(devices=2, strategy="dp")
+    with pytest.raises(MisconfigurationException, match="single_device.*ddp"):
+        make(devices=2, strategy="single_device")
+    with pytest.raises(ValueError, match="start_method"):
+        DDPStrategy(start_method="thread")
+    with pytest.raises(MisconfigurationException, match="sync_batchnorm=True.*CUDA"):
+        make(devices=2, strategy="ddp", sync_batchnorm=True)
+
+
+def test_strategy_object_is_configured_by_the_trainer():
+    strategy = DDPStrategy(find_unused_parameters=True, static_graph=False, timeout=timedelta(seconds=90),
+                           gradient_as_bucket_view=True, process_group_backend="gloo")
+    trainer = make(devices=3, num_nodes=2, strategy=strategy)
+    assert trainer.strategy is strategy
+    assert strategy.num_processes == 3 and strategy.num_nodes == 2 and trainer.world_size == 6
+    assert strategy.timeout == timedelta(seconds=90)
+    assert strategy._ddp_kwargs == {"find_unused_parameters": True, "static_graph": False, "gradient_as_bucket_view": True}
+
+
+def test_torchrun_environment_is_joined(monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
+    for key, value in (("RANK", "3"), ("LOCAL_RANK", "1"), ("WORLD_SIZE", "4"), ("GROUP_RANK", "1"),
+                       ("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "29500")):
+        monkeypatch.setenv(key, value)
+    assert isinstance(detect_environment(), TorchElasticEnvironment)
+    trainer = make(devices=2, num_nodes=2, strategy="ddp")
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank, trainer.world_size) == (3, 1, 1, 4)
+    assert trainer.strategy.launcher.is_launched and not trainer.is_global_zero
+    assert rank_zero_only.rank == 3  # rank_zero_* helpers know their rank from construction on
+    with pytest.raises(ValueError, match="torchrun started 4 processes.*--nproc_per_node"):
+        make(devices=2, strategy="ddp")
+
+
+def test_slurm_environment_reads_srun_variables(monkeypatch):
+    for key, value in (("SLURM_NTASKS", "4"), ("SLURM_PROCID", "2"), ("SLURM_LOCALID", "0"), ("SLURM_NODEID", "1"),
+                       ("SLURM_JOB_ID", "123456"), ("SLURM_NODELIST", "gpu[07-09],cpu1"), ("SLURM_NNODES", "2"),
+                       ("SLURM_NTASKS_PER_NODE", "2"), ("SLURM_JOB_NAME", "train")):
+        monkeypatch.setenv(key, value)
+    env = detect_environment()
+    assert isinstance(env, SLURMEnvironment) and env.creates_processes_externally
+    assert env.main_address == "gpu07" and env.main_port == 15000 + 3456
+    trainer = make(devices=2, num_nodes=2, strategy="ddp")
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank, trainer.world_size) == (2, 0, 1, 4)
+    with pytest.raises(ValueError, match="ntasks-per-node=2"):
+        make(devices=4, num_nodes=2, strategy="ddp")
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # `srun --job-name=interactive`: launch yourself
+    assert isinstance(detect_environment(), LightningEnvironment)
+
+
+@pytest.mark.parametrize(("nodes", "root"), [
+    ("host0 host1", "host0"), ("host0,host1", "host0"), ("host[5-9]", "host5"), ("host[5,7]", "host5"),
+    ("alone", "alone"), ("n[12]", "n12"),
+])
+def test_slurm_root_node(nodes, root):
+    assert SLURMEnvironment.resolve_root_node_address(nodes) == root
+
+
+def test_relaunching_pytest_is_refused():
+    with pytest.raises(MisconfigurationException, match="pytest"):
+        _script_command()
+
+
+def test_preemption_flag_is_agreed_only_every_n_batches_and_at_epoch_end():
+    strategy = make(devices=2, strategy=DDPStrategy(preemption_check_interval=5)).strategy
+    answers = [strategy.agree_on_stop(True, n) for n in (1, 2, 3, 4, 5, 6, 7, 7)]
+    # batches 1..7: only batch 5 asks; the second call with 7 is the epoch-end check
+    assert answers == [False, False, False, False, True, False, False, True]
+    assert strategy.agree_on_stop(False, 10) is False
+    with pytest.raises(ValueError, match="preemption_check_interval"):
+        DDPStrategy(preemption_check_interval=0)
+
+
+def test_first_failure_is_claimed_once(tmp_path, monkeypatch):
+    monkeypatch.setenv(failure.ENV_DIR, str(tmp_path))
+    assert failure.first_failure() is None
+    assert failure.on_exception(ValueError("first"), rank=1) is True
+    assert failure.first_failure() == (1, "ValueError: first")
+    secondary = RuntimeError("connection closed by peer")
+    assert failure.on_exception(secondary, rank=0) is False
+    error = failure.collective_error("barrier('prepare_data')", 0, 2, timedelta(minutes=30), secondary)
+    assert "`barrier('prepare_data')`" in str(error) and "rank 1 failed first" in str(error)
+
+
+def test_collective_error_without_a_known_failure_names_the_timeout():
+    error = failure.collective_error("all_reduce", 1, 2, timedelta(seconds=5), RuntimeError("timed out"))
+    assert "Rank 1/2: the collective `all_reduce` did not complete" in str(error)
+    assert "timeout (0:00:05)" in str(error)
+
+
+def test_rank_zero_only_runs_on_rank_zero():
+    calls = []
+
+    @rank_zero_only
+    def record(value):
+        calls.append(value)
+        return value
+
+    assert record(1) == 1
+    _set_rank(1)
+    assert record(2) is None
+    assert calls == [1]

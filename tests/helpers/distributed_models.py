@@ -1,0 +1,149 @@
+"""Tiny modules for the distributed tests: each rank writes what it observed to ``<folder>/rank<r>.pt``.
+
+Example::
+
+    from tests.helpers.distributed_models import CollectivesModel, read_ranks
+    trainer.fit(CollectivesModel(tmp_path), loader())
+    rank0, rank1 = read_ranks(tmp_path)
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember
+
+
+def loader(n: int = 16, batch_size: int = 2) -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    return DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=batch_size)
+
+
+def read_ranks(folder: Path, world_size: int = 2) -> list[dict[str, Any]]:
+    return [torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+
+
+class RecordingModel(ember.LightningModule):
+    """A linear regression whose ranks write ``self.record`` at the end of fit."""
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__()
+        self.folder = str(folder)
+        self.layer = nn.Linear(4, 1)
+        self.record: dict[str, Any] = {}
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    def on_fit_end(self) -> None:
+        self.record["weights"] = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        torch.save(self.record, os.path.join(self.folder, f"rank{self.global_rank}.pt"))
+
+
+class CollectivesModel(RecordingModel):
+    """Calls the strategy's collectives and ``self.all_gather`` the way users do."""
+
+    def on_train_start(self) -> None:
+        strategy, rank = self.trainer.strategy, self.global_rank
+        self.record["all_gather"] = self.all_gather(torch.tensor([rank, 10 + rank]))
+        self.record["all_gather_dict"] = self.all_gather({"r": torch.tensor(float(rank))})
+        self.record["broadcast"] = strategy.broadcast({"from": rank}, src=1)
+        self.record["reduce_sum"] = strategy.reduce(torch.tensor(rank + 1.0), reduce_op="sum")
+        self.record["reduce_mean"] = strategy.reduce(torch.tensor(rank + 1.0))
+        self.record["reduce_max"] = strategy.reduce(torch.tensor(rank + 1.0), reduce_op="max")
+        self.record["all_true"] = strategy.reduce_boolean_decision(rank == 0, all=True)
+        self.record["any_true"] = strategy.reduce_boolean_decision(rank == 0, all=False)
+        strategy.barrier("after-collectives")
+        self.record["sampler"] = type(self.trainer.train_dataloader.sampler).__name__
+        self.record["epoch_set"] = []
+
+    def on_train_epoch_start(self) -> None:
+        self.record["epoch_set"].append(self.trainer.train_dataloader.sampler.epoch)
+
+
+class CountingSyncModel(RecordingModel):
+    """Counts DDP gradient all-reduces with a communication hook (one bucket: one call per sync)."""
+
+    def on_train_start(self) -> None:
+        self.record["syncs"] = 0
+
+        def count(state, bucket):  # no annotations: DDP checks them against its own types
+            self.record["syncs"] += 1
+            from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+            return allreduce_hook(None, bucket)
+
+        self.trainer.strategy._ddp.register_comm_hook(None, count)
+
+
+class BatchNormModel(RecordingModel):
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__(folder)
+        self.norm = nn.BatchNorm1d(4)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self.layer(self.norm(x)), y)
+
+    def on_train_start(self) -> None:
+        self.record["norm_type"] = type(self.norm).__name__
+
+
+class StallingModel(RecordingModel):
+    """Rank 0 waits at a barrier that rank 1 never reaches."""
+
+    def on_train_start(self) -> None:
+        if self.global_rank == 0:
+            self.trainer.strategy.barrier("only-rank-0")
+        else:
+            time.sleep(4)
+            os._exit(0)
+
+
+class DropoutModel(ember.LightningModule):
+    """Dropout with a different RNG on each rank: an exact resume needs every rank's own RNG state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.3), nn.Linear(8, 1))
+
+    def on_fit_start(self) -> None:
+        # runs before a checkpoint's RNG states are restored, so a resumed run continues from those
+        torch.manual_seed(100 + self.global_rank)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+class SigtermAt(ember.Callback):
+    """Rank 0 receives SIGTERM after optimizer step ``step``, as a cluster would send it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import signal
+
+        if trainer.global_rank == 0 and trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def shuffled_loader() -> DataLoader:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(48, 4, generator=g)
+    return DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=3, shuffle=True)
