@@ -362,10 +362,18 @@ class LightningCLI:
         checkpoint = load_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
+        if "_class_path" in hparams:
+            # the config chooses the model class, never the checkpoint (safe loading): keep only the values
+            rank_zero_warn("Ignoring `_class_path` found in the checkpoint's hyperparameters: a checkpoint never"
+                           " selects a class to import. The model class comes from the config.")
+            hparams.pop("_class_path")
         if not hparams:
             return
-        if "_class_path" in hparams:
-            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        model_config = self.config[self.config.subcommand].get("model")
+        class_path = model_config.get("class_path") if hasattr(model_config, "get") else None
+        if class_path:
+            # subclass mode: the values are the init arguments of the class the config chose
+            hparams = {"class_path": class_path, "init_args": hparams}
         try:
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
         except SystemExit:

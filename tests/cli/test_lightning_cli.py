@@ -182,6 +182,22 @@ def test_ckpt_path_supplies_the_model_hyperparameters(tmp_path):
                        args=["validate", f"--ckpt_path={ckpt}", "--trainer.logger=false", *_quiet(tmp_path)])
     assert cli.model.hparams.hidden == 16
     assert "val_loss" in cli.trainer.callback_metrics
+    # subclass mode (the `ember` command): the values fill the init arguments of the class the config chose
+    cli = LightningCLI(save_config_callback=None, args=[
+        "validate", "--model", f"{HERE}.Regressor", "--data", f"{HERE}.RegressionData", f"--ckpt_path={ckpt}",
+        "--trainer.logger=false", *_quiet(tmp_path)])
+    assert isinstance(cli.model, Regressor) and cli.model.hparams.hidden == 16
+
+
+def test_a_checkpoint_never_chooses_the_model_class(tmp_path):
+    ckpt = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": Regressor(hidden=5).state_dict(),
+                "hyper_parameters": {"_class_path": "os.system", "hidden": 5}}, ckpt)
+    with pytest.warns(UserWarning, match="Ignoring `_class_path`"):
+        cli = LightningCLI(save_config_callback=None, args=[
+            "validate", "--model", f"{HERE}.Regressor", "--data", f"{HERE}.RegressionData", f"--ckpt_path={ckpt}",
+            "--trainer.logger=false", *_quiet(tmp_path)])
+    assert type(cli.model) is Regressor and cli.model.hparams.hidden == 5
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
