@@ -1,0 +1,170 @@
+"""Bad input gets a clear error naming what is wrong and the fix, before training where possible."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import ember
+from ember.utilities import MisconfigurationException
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+
+# ---- Trainer arguments -------------------------------------------------------------------------
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_epochs": -5}, r"`max_epochs` must be a non-negative integer or -1.*You passed in -5"),
+    ({"max_epochs": 1.5}, r"`max_epochs` must be an int"),
+    ({"max_steps": -2}, r"`max_steps` must be a non-negative integer or -1.*You passed in -2"),
+    ({"min_epochs": -1}, r"`min_epochs` must be >= 0"),
+    ({"min_steps": -1}, r"`min_steps` must be >= 0"),
+    ({"accumulate_grad_batches": 0}, r"accumulate_grad_batches=0\)` must be an int >= 1"),
+    ({"num_sanity_val_steps": -2}, r"`num_sanity_val_steps` must be an int >= -1"),
+    ({"log_every_n_steps": -1}, r"`log_every_n_steps` must be an int >= 0"),
+    ({"check_val_every_n_epoch": 0}, r"`check_val_every_n_epoch` should be an integer greater than 0 or None"),
+    ({"val_check_interval": 1.5}, r"`val_check_interval` should be a fraction of the epoch in \(0.0, 1.0\]"),
+    ({"val_check_interval": -3}, r"`val_check_interval` should be a positive int"),
+    ({"val_check_interval": 1.0, "check_val_every_n_epoch": None}, r"should be an integer when `check_val_every_n_epoch=None`"),
+    ({"limit_train_batches": 1.5}, r"invalid value 1.5 for limit_train_batches, it has to be in \[0.0, 1.0\] or an int"),
+    ({"limit_val_batches": -1}, r"limit_val_batches"),
+    ({"fast_dev_run": -1}, r"fast_dev_run=-1 is not a valid configuration"),
+    ({"reload_dataloaders_every_n_epochs": -1}, r"`reload_dataloaders_every_n_epochs` should be an int >= 0"),
+    ({"gradient_clip_algorithm": "x"}, r"`gradient_clip_algorithm` 'x' is invalid. Allowed algorithms"),
+    ({"accelerator": "tpu2"}, r"invalid accelerator name: `accelerator='tpu2'`. Available names are: auto, cpu"),
+    ({"devices": 0}, r"devices=0"),
+])
+def test_invalid_trainer_arguments(kwargs, message):
+    with pytest.raises(MisconfigurationException, match=message):
+        ember.Trainer(**kwargs)
+
+
+def test_unknown_precision_is_a_value_error():
+    with pytest.raises(ValueError, match="Precision 'fp4' is invalid"):
+        ember.Trainer(precision="fp4")
+
+
+def test_gradient_clip_val_must_be_a_number():
+    with pytest.raises(TypeError, match="`gradient_clip_val` should be an int or a float. Got '1'"):
+        ember.Trainer(gradient_clip_val="1")
+
+
+def test_val_check_interval_longer_than_the_epoch():
+    with pytest.raises(ValueError, match=r"`val_check_interval` \(20\) must be less than or equal to the number of the"
+                                         r" training batches \(4\).*check_val_every_n_epoch=None"):
+        quiet_trainer(max_epochs=1, val_check_interval=20).fit(CoreModel(), loader(), loader(n=4))
+
+
+def test_val_check_interval_longer_than_the_epoch_is_fine_across_epochs():
+    trainer = quiet_trainer(max_steps=6, val_check_interval=5, check_val_every_n_epoch=None)
+    trainer.fit(CoreModel(), loader(), loader(n=4))
+    assert trainer.global_step == 6
+
+
+# ---- the model and its data ---------------------------------------------------------------------
+def test_no_training_step():
+    class NoStep(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 1)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    with pytest.raises(MisconfigurationException, match=r"No `training_step\(\)` method defined"):
+        quiet_trainer(max_epochs=1).fit(NoStep(), loader())
+
+
+def test_fit_without_training_data():
+    with pytest.raises(MisconfigurationException, match=r"No `train_dataloader\(\)` method defined and no training data"):
+        quiet_trainer(max_epochs=1).fit(CoreModel())
+
+
+def test_validate_without_validation_step():
+    class NoValidation(CoreModel):
+        validation_step = ember.LightningModule.validation_step
+
+    with pytest.raises(MisconfigurationException, match=r"No `validation_step\(\)` method defined to run `Trainer.validate`"):
+        quiet_trainer().validate(NoValidation(), loader())
+
+
+def test_fit_a_plain_module():
+    with pytest.raises(TypeError, match=r"`model` must be a `LightningModule`.*got `Linear`.*Subclass"):
+        quiet_trainer().fit(nn.Linear(1, 1), loader())
+
+
+def test_second_run_without_a_model():
+    with pytest.raises(MisconfigurationException, match=r"`model` must be provided to `trainer.validate\(\)`"):
+        quiet_trainer().validate()
+
+
+class Returns(CoreModel):
+    def __init__(self, value: Any):
+        super().__init__()
+        self.value = value
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return self.value(loss, self(batch[0]))
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (lambda loss, out: "loss", r"`training_step` must return a Tensor, a dict, or None .* It returned a str"),
+    (lambda loss, out: 3, r"It returned a int"),
+    (lambda loss, out: [loss], r"It returned a list"),
+    (lambda loss, out: out, r"returned a tensor of shape \(4, 1\): the loss must be a scalar"),
+    (lambda loss, out: {"loss": out}, r"returned a 'loss' of shape \(4, 1\): the loss must be a scalar"),
+    (lambda loss, out: {"other": loss}, r"the 'loss' key needs to be present"),
+])
+def test_wrong_training_step_returns(value, message):
+    with pytest.raises(MisconfigurationException, match=message):
+        quiet_trainer(max_steps=1).fit(Returns(value), loader())
+
+
+def test_a_dict_with_loss_and_extras_is_fine():
+    outputs = []
+
+    class Extras(Returns):
+        def on_train_batch_end(self, out, batch, batch_idx):
+            outputs.append(sorted(out))
+
+    quiet_trainer(max_steps=1).fit(Extras(lambda loss, out: {"loss": loss, "pred": out.detach()}), loader())
+    assert outputs == [["loss", "pred"]]
+
+
+def test_a_one_element_loss_is_accepted():
+    trainer = quiet_trainer(max_steps=1)
+    trainer.fit(Returns(lambda loss, out: loss.reshape(1, 1)), loader())
+    assert trainer.global_step == 1
+
+
+def test_an_error_calls_on_exception_not_the_teardown_hooks_and_reraises():
+    events = []
+
+    class Watch(ember.Callback):
+        def on_exception(self, trainer, pl_module, exception):
+            events.append(("on_exception", type(exception).__name__))
+
+        def teardown(self, trainer, pl_module, stage):
+            events.append(("teardown", stage))
+
+    with pytest.raises(MisconfigurationException):
+        quiet_trainer(max_steps=1, callbacks=[Watch()]).fit(Returns(lambda loss, out: "x"), loader())
+    assert events == [("on_exception", "MisconfigurationException")]
+
+
+def test_several_optimizers_in_automatic_mode():
+    with pytest.raises(RuntimeError, match=r"multiple optimizers is only supported with manual optimization.*"
+                                           r"self.automatic_optimization = False"):
+        quiet_trainer(max_steps=1).fit(
+            CoreModel(optimizers=lambda m: [torch.optim.SGD(m.parameters(), 0.1), torch.optim.Adam(m.parameters())]),
+            loader(),
+        )
+
+
+def test_datamodule_twice():
+    dm = ember.LightningDataModule.from_datasets(loader().dataset)
+    with pytest.raises(MisconfigurationException, match="datamodule"):
+        quiet_trainer(max_steps=1).fit(CoreModel(), dm, datamodule=dm)
+    with pytest.raises(MisconfigurationException, match="datamodule"):
+        quiet_trainer(max_steps=1).fit(CoreModel(), loader(), datamodule=dm)
