@@ -58,9 +58,17 @@ class LightningDataModule(HyperparametersMixin):
         """Called when a run is interrupted by an exception."""
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Alter the batch before it moves to the device (used instead of the module's when overridden)."""
         return batch
 
+    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
+        """Move the batch to ``device`` (used instead of the module's when overridden)."""
+        from ember.trainer.data import move_to_device
+
+        return move_to_device(batch, device)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Alter the batch after it moved to the device (used instead of the module's when overridden)."""
         return batch
 
     def state_dict(self) -> dict[str, Any]:

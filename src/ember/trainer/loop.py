@@ -247,10 +247,9 @@ def _skip_batches(iterator: Any, count: int) -> None:
 
 def _make_transfer(t: Trainer, dataloader_idx: int) -> Callable[[Any], Any] | None:
     """The batch-transfer function, or None when batches can stay where the loader puts them."""
-    hooks, module = t._hooks, t._module
-    before = hooks.module_overrides("on_before_batch_transfer")
-    custom = hooks.module_overrides("transfer_batch_to_device")
-    after = hooks.module_overrides("on_after_batch_transfer")
+    before = _transfer_hook(t, "on_before_batch_transfer")
+    custom = _transfer_hook(t, "transfer_batch_to_device")
+    after = _transfer_hook(t, "on_after_batch_transfer")
     device = t.strategy.root_device
     convert = t._precision.convert_input
     needs_convert = t._precision._module_dtype is not None
@@ -261,16 +260,40 @@ def _make_transfer(t: Trainer, dataloader_idx: int) -> Callable[[Any], Any] | No
         if needs_convert:
             batch = convert(batch)
         if before:
-            batch = hooks.call_module("on_before_batch_transfer", batch, dataloader_idx)
+            batch = before(batch, dataloader_idx)
         if custom:
-            batch = hooks.call_module("transfer_batch_to_device", batch, device, dataloader_idx)
+            batch = custom(batch, device, dataloader_idx)
         else:
             batch = move_to_device(batch, device)
         if after:
-            batch = hooks.call_module("on_after_batch_transfer", batch, dataloader_idx)
+            batch = after(batch, dataloader_idx)
         return batch
 
     return transfer
+
+
+def _transfer_hook(t: Trainer, name: str) -> Callable[..., Any] | None:
+    """The datamodule's batch-transfer hook if it overrides it (it wins, as in Lightning), else the module's."""
+    from ember.datamodule import LightningDataModule
+    from ember.hooks import overrides
+
+    hooks, datamodule = t._hooks, t.datamodule
+    module_has = hooks.module_overrides(name)
+    if datamodule is not None and overrides(datamodule, LightningDataModule, name):
+        if module_has:
+            rank_zero_warn(
+                f"You have overridden `{name}` in both `LightningModule` and `LightningDataModule`."
+                " It will use the implementation from `LightningDataModule` instance."
+            )
+        return getattr(datamodule, name)
+    if not module_has:
+        return None
+    if datamodule is not None:
+        rank_zero_warn(
+            f"You have overridden `{name}` in `LightningModule` but have passed in a `LightningDataModule`."
+            " It will use the implementation from `LightningModule` instance."
+        )
+    return lambda *args: hooks.call_module(name, *args)
 
 
 # =====================================================================================

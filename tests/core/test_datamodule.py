@@ -1,0 +1,207 @@
+"""``LightningDataModule``: its hooks in each stage, ``from_datasets``, state and checkpoints."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+
+import ember
+from tests.helpers.core_models import CoreModel, dataset, quiet_trainer
+
+
+class RecordingDM(ember.LightningDataModule):
+    """Serves :func:`dataset` and records its hooks."""
+
+    def __init__(self, batch_size: int = 4, events: list | None = None):
+        super().__init__()
+        self.save_hyperparameters(ignore=["events"])
+        self.events = events if events is not None else []
+        self.counter = 0
+
+    def prepare_data(self):
+        self.events.append("dm.prepare_data")
+
+    def setup(self, stage):
+        self.events.append(f"dm.setup:{stage}")
+
+    def teardown(self, stage):
+        self.events.append(f"dm.teardown:{stage}")
+
+    def train_dataloader(self):
+        self.counter += 1
+        return DataLoader(dataset(8), batch_size=self.hparams.batch_size)
+
+    def val_dataloader(self):
+        return DataLoader(dataset(4, seed=1), batch_size=self.hparams.batch_size)
+
+    def test_dataloader(self):
+        return DataLoader(dataset(4, seed=2), batch_size=self.hparams.batch_size)
+
+    def predict_dataloader(self):
+        return DataLoader(dataset(4, seed=3), batch_size=self.hparams.batch_size)
+
+    def state_dict(self):
+        return {"counter": self.counter}
+
+    def load_state_dict(self, state_dict):
+        self.events.append(f"dm.load_state_dict:{state_dict['counter']}")
+        self.counter = state_dict["counter"]
+
+
+class RecordingModel(CoreModel):
+    def __init__(self, events: list):
+        super().__init__()
+        self.events = events
+
+    def prepare_data(self):
+        self.events.append("model.prepare_data")
+
+    def setup(self, stage):
+        self.events.append(f"model.setup:{stage}")
+
+    def teardown(self, stage):
+        self.events.append(f"model.teardown:{stage}")
+
+
+class CallbackRecorder(ember.Callback):
+    def __init__(self, events: list):
+        self.events = events
+
+    def setup(self, trainer, pl_module, stage):
+        self.events.append(f"callback.setup:{stage}")
+
+    def teardown(self, trainer, pl_module, stage):
+        self.events.append(f"callback.teardown:{stage}")
+
+
+@pytest.mark.parametrize("stage", ["fit", "validate", "test", "predict"])
+def test_hooks_in_each_stage(stage):
+    events: list[str] = []
+    dm, model = RecordingDM(events=events), RecordingModel(events)
+    trainer = quiet_trainer(max_epochs=1, callbacks=[CallbackRecorder(events)])
+    getattr(trainer, stage)(model, datamodule=dm)
+    assert events == [
+        "dm.prepare_data", "model.prepare_data",
+        f"dm.setup:{stage}", f"callback.setup:{stage}", f"model.setup:{stage}",
+        f"dm.teardown:{stage}", f"callback.teardown:{stage}", f"model.teardown:{stage}",
+    ]
+    assert trainer.datamodule is dm and dm.trainer is trainer
+
+
+def test_prepare_data_per_node_false_still_runs_on_the_only_process():
+    events: list[str] = []
+    dm = RecordingDM(events=events)
+    dm.prepare_data_per_node = False
+    quiet_trainer(max_epochs=1).fit(CoreModel(), datamodule=dm)
+    assert events[0] == "dm.prepare_data"
+
+
+@pytest.mark.parametrize("stage", ["fit", "validate", "test", "predict"])
+def test_datamodule_passed_positionally(stage):
+    dm = RecordingDM()
+    trainer = quiet_trainer(max_epochs=1)
+    result = getattr(trainer, stage)(CoreModel(), dm)
+    assert trainer.datamodule is dm
+    if stage == "fit":
+        assert trainer.global_step == 2
+    elif stage == "predict":
+        assert len(result) == 1 and result[0].shape == (4, 1)
+    else:
+        assert len(result) == 1
+
+
+def test_from_datasets():
+    train, val = dataset(8), dataset(4, seed=1)
+    dm = ember.LightningDataModule.from_datasets(train, val_dataset=val, test_dataset=[val, val],
+                                                 predict_dataset={"a": val}, batch_size=2)
+    loader = dm.train_dataloader()
+    assert loader.batch_size == 2 and isinstance(loader.sampler, RandomSampler)
+    assert isinstance(dm.val_dataloader().sampler, SequentialSampler)
+    assert len(dm.test_dataloader()) == 2
+    assert set(dm.predict_dataloader()) == {"a"}
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(CoreModel(), datamodule=dm)
+    assert trainer.global_step == 4
+    assert "val_loss" in trainer.callback_metrics
+
+
+def test_from_datasets_without_train_cannot_fit():
+    dm = ember.LightningDataModule.from_datasets(val_dataset=dataset(4))
+    with pytest.raises(ember.utilities.MisconfigurationException, match="train_dataloader"):
+        quiet_trainer(max_epochs=1).fit(CoreModel(), datamodule=dm)
+
+
+def test_state_dict_is_saved_and_restored_on_resume(tmp_path):
+    dm = RecordingDM()
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(CoreModel(), datamodule=dm)
+    path = tmp_path / "dm.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["RecordingDM"] == {"counter": 1}
+    assert checkpoint["datamodule_hyper_parameters"] == {"batch_size": 4}
+    assert checkpoint["datamodule_hparams_name"] == "kwargs"
+
+    events: list[str] = []
+    resumed = RecordingDM(events=events)
+    quiet_trainer(max_epochs=2).fit(CoreModel(), datamodule=resumed, ckpt_path=path)
+    assert "dm.load_state_dict:1" in events
+    assert events.index("dm.setup:fit") < events.index("dm.load_state_dict:1")
+
+
+def test_load_from_checkpoint(tmp_path):
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(CoreModel(), datamodule=RecordingDM(batch_size=2))
+    path = tmp_path / "dm.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = RecordingDM.load_from_checkpoint(path)
+    assert loaded.hparams == {"batch_size": 2}
+    assert loaded.counter == 1  # its state_dict was restored
+    assert RecordingDM.load_from_checkpoint(path, batch_size=8).hparams.batch_size == 8
+
+
+def test_datamodule_hooks_default_to_no_ops_and_missing_loaders_raise():
+    dm = ember.LightningDataModule()
+    assert dm.state_dict() == {}
+    assert dm.on_before_batch_transfer(1, 0) == 1 and dm.on_after_batch_transfer(1, 0) == 1
+    assert dm.prepare_data() is None and dm.setup("fit") is None and dm.teardown("fit") is None
+    with pytest.raises(NotImplementedError, match="`train_dataloader` must be implemented"):
+        dm.train_dataloader()
+
+
+def test_datamodule_transfer_hooks_are_used():
+    calls = []
+
+    class Transfer(RecordingDM):
+        def on_before_batch_transfer(self, batch, dataloader_idx):
+            calls.append("before")
+            return batch
+
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            calls.append("after")
+            return batch
+
+    quiet_trainer(max_steps=1, limit_val_batches=0).fit(CoreModel(), datamodule=Transfer())
+    assert calls == ["before", "after"]
+
+
+def test_datamodule_transfer_hook_wins_over_the_module_with_a_warning():
+    calls = []
+
+    class ModelHook(CoreModel):
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            calls.append("model")
+            return batch
+
+    class DMHook(RecordingDM):
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            calls.append("dm")
+            return batch
+
+    with pytest.warns(UserWarning, match="overridden `on_after_batch_transfer` in both"):
+        quiet_trainer(max_steps=1, limit_val_batches=0).fit(ModelHook(), datamodule=DMHook())
+    assert calls == ["dm"]
+    calls.clear()
+    with pytest.warns(UserWarning, match="in `LightningModule` but have passed in a `LightningDataModule`"):
+        quiet_trainer(max_steps=1, limit_val_batches=0).fit(ModelHook(), datamodule=RecordingDM())
+    assert calls == ["model"]
