@@ -3,8 +3,8 @@
 The learning rate finder and the batch size finder both run the trainer's own loops for a few
 steps with other settings (their own callbacks, a dummy logger, tighter limits), then put
 everything back: weights, optimizer and scheduler states, loop counters, the scaler, settings and
-the global RNGs. The snapshot lives in memory (deep copies of the state dicts), so no checkpoint
-file is written and no ``on_save_checkpoint`` hook runs for a tuning trial.
+the global RNGs. The snapshot lives in host memory (copies of the state dicts), so it takes no
+device memory, no checkpoint file is written and no ``on_save_checkpoint`` hook runs for a trial.
 
 Example::
 
@@ -55,6 +55,18 @@ def free_memory(device: torch.device, exception: BaseException | None = None) ->
         torch.cuda.empty_cache()
 
 
+def _host_copy(value: Any) -> Any:
+    """A copy of ``value`` with every tensor on the host: a snapshot must not take device memory, least of all
+    while the batch size finder measures how much is free."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return type(value)((key, _host_copy(item)) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_host_copy(item) for item in value)
+    return deepcopy(value)
+
+
 class TrainerSnapshot:
     """Copies of everything a trial run changes in the model, the optimizers and the loops.
 
@@ -67,14 +79,15 @@ class TrainerSnapshot:
 
     def __init__(self, trainer: Trainer) -> None:
         module = trainer.lightning_module
-        self.module_state = deepcopy(module.state_dict())
-        self.optimizer_states = [deepcopy(opt.state_dict()) for opt in trainer.optimizers]
+        # host sync: weights and optimizer state are copied to the host once per tuning run
+        self.module_state = _host_copy(module.state_dict())
+        self.optimizer_states = [_host_copy(opt.state_dict()) for opt in trainer.optimizers]
         self.scheduler_states = [deepcopy(config.scheduler.state_dict()) for config in trainer.lr_scheduler_configs]
         self.optimizers = list(trainer.optimizers)
         self.lr_scheduler_configs = list(trainer.lr_scheduler_configs)
         self.progress = deepcopy(trainer._progress.state_dict())
         precision = trainer._precision
-        self.precision_state = deepcopy(precision.state_dict()) if precision is not None else None
+        self.precision_state = _host_copy(precision.state_dict()) if precision is not None else None
         self.stage = trainer.state.stage
         self.training_mode = module.training
 
