@@ -109,3 +109,16 @@ def test_unknown_case_is_refused(capsys):
     with pytest.raises(SystemExit):
         runner.parse_args(["--cases", "tiny,huge"])
     assert "unknown case(s) huge" in capsys.readouterr().err
+
+
+def test_import_ember_loads_nothing_heavy():
+    # what the bench's `import` case measures: Ember adds its own modules to `import torch`, nothing else heavy
+    code = (
+        "import sys, ember\n"
+        "heavy = ('torch._dynamo', 'scipy', 'pandas', 'rich', 'jsonargparse', 'tensorboard', 'matplotlib',"
+        " 'torchmetrics', 'mlflow', 'wandb', 'sklearn')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
