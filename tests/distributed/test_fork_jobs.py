@@ -15,6 +15,7 @@ from tests.helpers.distributed_models import (
     CollectivesModel,
     CountingSyncModel,
     DropoutModel,
+    PreparingModel,
     SigtermAt,
     StallingModel,
     loader,
@@ -99,3 +100,9 @@ def test_sigterm_mid_epoch_saves_stops_every_rank_and_resumes_exactly(tmp_path):
     assert trainer.global_step == 16
     for key, value in plain.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_prepare_data_runs_once_per_node_and_the_other_ranks_wait(tmp_path):
+    fork_trainer(tmp_path, max_epochs=1).fit(PreparingModel(tmp_path), loader())
+    rank0, rank1 = read_ranks(tmp_path)
+    assert len(rank0["prepared"]) == 1 and rank1["prepared"] == rank0["prepared"]

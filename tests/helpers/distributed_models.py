@@ -147,3 +147,15 @@ def shuffled_loader() -> DataLoader:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(48, 4, generator=g)
     return DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=3, shuffle=True)
+
+
+class PreparingModel(RecordingModel):
+    """``prepare_data`` writes a file slowly; every rank's ``setup`` must already see it."""
+
+    def prepare_data(self) -> None:
+        with open(os.path.join(self.folder, f"prepared-by-{os.getpid()}"), "w") as f:
+            time.sleep(0.5)
+            f.write("done")
+
+    def setup(self, stage: str) -> None:
+        self.record["prepared"] = sorted(n for n in os.listdir(self.folder) if n.startswith("prepared-by-"))

@@ -61,12 +61,15 @@ class FSDPStrategy(ParallelStrategy):
         sharding_strategy: str = "FULL_SHARD",
         state_dict_type: str = "full",
         preemption_check_interval: int = 10,
+        start_method: str = "popen",
         **kwargs: Any,
     ) -> None:
+        if start_method not in ("popen", "spawn", "fork", "forkserver"):
+            raise ValueError(f"`FSDPStrategy(start_method={start_method!r})`: use 'popen', 'spawn', 'fork' or 'forkserver'.")
         super().__init__(
             accelerator=accelerator, parallel_devices=parallel_devices, cluster_environment=cluster_environment,
             checkpoint_io=checkpoint_io, precision_plugin=precision_plugin,
-            process_group_backend=process_group_backend, timeout=timeout, start_method="popen",
+            process_group_backend=process_group_backend, timeout=timeout, start_method=start_method,
             preemption_check_interval=preemption_check_interval,
         )
         key = str(sharding_strategy).upper().split(".")[-1]
@@ -151,6 +154,12 @@ class FSDPStrategy(ParallelStrategy):
             return super().load_optimizer_state_dict(optimizer, state)
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
+        if not state.get("state"):
+            # a stateless optimizer (plain SGD): only the hyperparameters to restore; torch's loader
+            # cannot place an empty state on a device
+            for group, saved in zip(optimizer.param_groups, state.get("param_groups", [])):
+                group.update({k: v for k, v in saved.items() if k != "params"})
+            return None
         set_optimizer_state_dict(self._lightning_module, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
     def teardown(self) -> None:

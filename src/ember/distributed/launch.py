@@ -278,10 +278,12 @@ def _worker(process_idx: int, launcher: MultiProcessingLauncher, fn: Callable, a
         if trainer.strategy.global_rank == 0:
             queue.put(pickle.dumps({"preempted": str(stop)}))
         return
+    # all ranks: a sharded model (FSDP) gathers its full weights together
+    weights = trainer.strategy.lightning_module_state_dict()
     if trainer.strategy.global_rank == 0:
         # as bytes: tensors sent through the queue as shared memory would vanish when this worker exits
         buffer = io.BytesIO()
-        torch.save(_collect(trainer, results), buffer)
+        torch.save(_collect(trainer, results, weights), buffer)
         queue.put(pickle.dumps({"output": buffer.getvalue()}))
 
 
@@ -291,12 +293,11 @@ def _to_cpu(value: Any) -> Any:
     return apply_to_tensors(value, lambda t: t.detach().cpu())
 
 
-def _collect(trainer: Any, results: Any) -> dict[str, Any]:
+def _collect(trainer: Any, results: Any, weights: dict[str, Any]) -> dict[str, Any]:
     """What the main process needs from rank 0: results, weights, progress, metrics, callback states."""
-    module = trainer.lightning_module
     return {
         "results": _to_cpu(results),
-        "weights": _to_cpu(module.state_dict()),
+        "weights": _to_cpu(weights),
         "fn": trainer.state.fn, "status": trainer.state.status,
         "progress": trainer._progress.state_dict(),
         "callback_metrics": _to_cpu(dict(trainer.callback_metrics)),

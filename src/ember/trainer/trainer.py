@@ -686,9 +686,9 @@ class Trainer:
             check = getattr(logger, "_check_save_dir_writable", None)
             if check is not None and self.is_global_zero:
                 check()  # fail before any work is done, naming the folder
-        self._prepare_data()
-        self.strategy.setup_environment()
+        self.strategy.setup_environment()  # the process group first: prepare_data's barrier needs it
         _set_rank(self.strategy.global_rank)
+        self._prepare_data()
         self._call_setup_hooks(fn.value)
         if self._hooks.module_overrides("configure_model"):
             self._hooks.call_module("configure_model")
