@@ -88,6 +88,11 @@ class Precision:
             return _default_dtype(self._module_dtype)
         return contextlib.nullcontext()
 
+    @staticmethod
+    def steps_directly(optimizer: Optimizer) -> bool:
+        """Whether ``optimizer`` evaluates a closure exactly once per step (most torch optimizers)."""
+        return type(optimizer) in _SINGLE_EVALUATION
+
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
         return self.scaler.scale(loss) if self.scaler is not None else loss
 
@@ -100,7 +105,7 @@ class Precision:
     def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any], before_step: Callable[[], None]) -> Any:
         """Run ``closure`` (forward and backward), ``before_step`` (hooks, clipping), then step."""
         if self.scaler is None:
-            if type(optimizer) in _SINGLE_EVALUATION:
+            if self.steps_directly(optimizer):
                 # these evaluate the closure exactly once before updating: call it directly and
                 # skip the closure machinery (same arithmetic as `optimizer.step(closure)`)
                 result = closure()

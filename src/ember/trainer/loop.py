@@ -336,61 +336,67 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
     mod_optimizer_step = hooks.module_overrides("optimizer_step")
     clip_val, clip_algorithm = t.gradient_clip_val, t.gradient_clip_algorithm
     clipping = mod_clipping or bool(clip_val)
+    has_before_step = bool(before_step_cbs) or mod_before_step or clipping
+    scaler = precision.scaler
+    # optimizers that call their closure exactly once: call it, then step() (same arithmetic, no wrapper)
+    direct_step = identity_precision and precision.steps_directly(optimizer)
     progress = t._progress
-    state = {"loss": None, "extra": None}
+    set_fx = object.__setattr__  # the running hook's name, without nn.Module.__setattr__
+    current: list[Any] = [None, 0]  # the batch and batch index the closure trains on
+    state: list[Any] = [None, None]  # the closure's loss and the extra outputs of training_step
 
-    def closure_for(batch: Any, batch_idx: int) -> Callable[[], Tensor | None]:
-        def closure() -> Tensor | None:
-            module._current_fx_name = "training_step"
-            if identity_precision:
+    def closure() -> Tensor | None:
+        batch, batch_idx = current
+        set_fx(module, "_current_fx_name", "training_step")
+        if identity_precision:
+            output = training_step(batch, batch_idx)
+        else:
+            with forward_context():
                 output = training_step(batch, batch_idx)
-            else:
-                with forward_context():
-                    output = training_step(batch, batch_idx)
+        if type(output) is Tensor and output.ndim == 0:
+            loss, extra = output, None
+        else:
             loss, extra = _split_training_output(output)
-            if batch_idx % accumulate == 0:
-                for fn in before_zero_cbs:
-                    module._current_fx_name = "on_before_zero_grad"
-                    fn(t, module, optimizer)
-                if mod_before_zero:
-                    hooks.call_module("on_before_zero_grad", optimizer)
-                if mod_zero_grad:
-                    hooks.call_module("optimizer_zero_grad", progress.epoch, batch_idx, optimizer)
-                else:
-                    optimizer.zero_grad()
-            if loss is None:
-                rank_zero_warn(
-                    "`training_step` returned `None`. If this was on purpose, ignore this warning..."
-                )
-                module._current_fx_name = None
-                state["loss"], state["extra"] = None, extra
-                return None
-            if accumulate != 1:
-                loss = loss / accumulate
-            for fn in before_backward_cbs:
-                module._current_fx_name = "on_before_backward"
-                fn(t, module, loss)
-            if mod_before_backward:
-                hooks.call_module("on_before_backward", loss)
-            scaled = precision.scale_loss(loss)
-            if mod_backward:
-                hooks.call_module("backward", scaled)
+        if batch_idx % accumulate == 0:
+            for fn in before_zero_cbs:
+                set_fx(module, "_current_fx_name", "on_before_zero_grad")
+                fn(t, module, optimizer)
+            if mod_before_zero:
+                hooks.call_module("on_before_zero_grad", optimizer)
+            if mod_zero_grad:
+                hooks.call_module("optimizer_zero_grad", progress.epoch, batch_idx, optimizer)
             else:
-                scaled.backward()
-            for fn in after_backward_cbs:
-                module._current_fx_name = "on_after_backward"
-                fn(t, module)
-            if mod_after_backward:
-                hooks.call_module("on_after_backward")
-            module._current_fx_name = None
-            state["loss"], state["extra"] = loss, extra
-            return loss
-
-        return closure
+                optimizer.zero_grad()
+        state[1] = extra
+        if loss is None:
+            rank_zero_warn("`training_step` returned `None`. If this was on purpose, ignore this warning...")
+            set_fx(module, "_current_fx_name", None)
+            state[0] = None
+            return None
+        if accumulate != 1:
+            loss = loss / accumulate
+        for fn in before_backward_cbs:
+            set_fx(module, "_current_fx_name", "on_before_backward")
+            fn(t, module, loss)
+        if mod_before_backward:
+            hooks.call_module("on_before_backward", loss)
+        scaled = loss if scaler is None else scaler.scale(loss)
+        if mod_backward:
+            hooks.call_module("backward", scaled)
+        else:
+            scaled.backward()
+        for fn in after_backward_cbs:
+            set_fx(module, "_current_fx_name", "on_after_backward")
+            fn(t, module)
+        if mod_after_backward:
+            hooks.call_module("on_after_backward")
+        set_fx(module, "_current_fx_name", None)
+        state[0] = loss
+        return loss
 
     def before_optimizer_step() -> None:
         for fn in before_step_cbs:
-            module._current_fx_name = "on_before_optimizer_step"
+            set_fx(module, "_current_fx_name", "on_before_optimizer_step")
             fn(t, module, optimizer)
         if mod_before_step:
             hooks.call_module("on_before_optimizer_step", optimizer)
@@ -404,13 +410,20 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
                 from ember.trainer.optim import clip_gradients
 
                 clip_gradients(t, optimizer, clip_val, clip_algorithm)
-        module._current_fx_name = None
+        set_fx(module, "_current_fx_name", None)
 
     def step(batch: Any, batch_idx: int, accumulating: bool) -> Any:
-        closure = closure_for(batch, batch_idx)
+        current[0] = batch
+        current[1] = batch_idx
         if accumulating:
             with strategy.block_backward_sync():
                 closure()
+        elif direct_step and not mod_optimizer_step:
+            closure()
+            if has_before_step:
+                before_optimizer_step()
+            optimizer.step()
+            progress.global_step += 1
         elif mod_optimizer_step:
             wrapped = t._lightning_optimizers[0]
             wrapped._closure_hook = before_optimizer_step
@@ -419,10 +432,10 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
         else:
             precision.optimizer_step(optimizer, closure, before_optimizer_step)
             progress.global_step += 1
-        loss = state["loss"]
+        current[0] = None
         if not need_outputs:
             return None
-        extra = state["extra"]
+        loss, extra = state
         if loss is None and not extra:
             return None
         outputs = {"loss": loss.detach() if loss is not None else None}
