@@ -6,6 +6,7 @@ from typing import Any, Iterable, Mapping
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ember.hparams import HyperparametersMixin
+from ember.saving import restricted_classmethod
 
 
 class LightningDataModule(HyperparametersMixin):
@@ -118,7 +119,7 @@ class LightningDataModule(HyperparametersMixin):
             datamodule.predict_dataloader = lambda: loaders(predict_dataset, False)  # type: ignore[method-assign]
         return datamodule
 
-    @classmethod
+    @restricted_classmethod
     def load_from_checkpoint(
         cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
         weights_only: bool | None = None, **kwargs: Any,

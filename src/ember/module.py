@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 
 from ember.hooks import LOG_RULES
 from ember.hparams import HyperparametersMixin
+from ember.saving import restricted_classmethod
 from ember.trainer.logging import normalize_reduce_fx
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
@@ -669,7 +670,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
         return apply_to_tensors(data, lambda t: strategy.all_gather(t, group=group, sync_grads=sync_grads))
 
     # ---- checkpoints ---------------------------------------------------------------------
-    @classmethod
+    @restricted_classmethod
     def load_from_checkpoint(
         cls,
         checkpoint_path: Any,

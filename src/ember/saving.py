@@ -1,12 +1,44 @@
 """``load_from_checkpoint``: rebuild a module or datamodule from a checkpoint, safely."""
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
 import torch
 
 from ember.utilities.rank_zero import rank_zero_warn
+
+
+class restricted_classmethod(classmethod):
+    """A classmethod that refuses to be called on an instance.
+
+    ``model.load_from_checkpoint(path)`` on an instance would build a new model and silently leave
+    ``model`` unchanged; Lightning refuses it, and so does Ember.
+
+    Example::
+
+        class Model(LightningModule):
+            @restricted_classmethod
+            def load_from_checkpoint(cls, path): ...
+    """
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:  # type: ignore[override]
+        func = self.__func__
+        cls = owner if owner is not None else type(instance)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from ember.module import LightningModule
+
+            if instance is not None and not LightningModule._jit_is_scripting:
+                raise TypeError(
+                    f"The classmethod `{cls.__name__}.{func.__name__}` cannot be called on an instance."
+                    " Please call it on the class type and make sure the return value is used."
+                )
+            return func(cls, *args, **kwargs)
+
+        return wrapper
 
 
 def load_hparams_from_file(path: str) -> dict[str, Any]:
@@ -55,10 +87,17 @@ def load_from_checkpoint(
     hp_key = "datamodule_hyper_parameters" if is_datamodule else "hyper_parameters"
     name_key = "datamodule_hparams_name" if is_datamodule else "hparams_name"
     if hparams_file is not None:
-        hparams = load_hparams_from_file(str(hparams_file))
-        checkpoint[hp_key] = hparams
-        checkpoint.setdefault(name_key, "kwargs")
-    hparams = dict(checkpoint.get(hp_key, {}))
+        extension = str(hparams_file).rsplit(".", 1)[-1].lower()
+        if extension not in ("csv", "yml", "yaml"):
+            raise ValueError(f"`hparams_file={str(hparams_file)!r}`: a .csv, .yml or .yaml file is required.")
+        # the file replaces the saved hyperparameters entirely, as in Lightning
+        checkpoint[hp_key] = load_hparams_from_file(str(hparams_file))
+    hparams: dict[str, Any] = {}
+    if not is_datamodule:
+        for old_key in ("module_arguments", "hparams"):  # checkpoints from before Lightning 1.0
+            if isinstance(checkpoint.get(old_key), dict):
+                hparams.update(checkpoint[old_key])
+    hparams.update(checkpoint.get(hp_key) or {})
     # a checkpoint never chooses the class: keys that would instantiate something are dropped
     for key in ("_instantiator", "_class_path"):
         if key in hparams:
@@ -70,11 +109,12 @@ def load_from_checkpoint(
     args_name = checkpoint.get(name_key)
     accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in init.values())
     if args_name and args_name != "kwargs" and args_name in init:
-        init_kwargs = {args_name: hparams}
-    elif accepts_kwargs:
-        init_kwargs = hparams
+        # the hparams were one dict argument; keyword overrides also go to `__init__` directly
+        init_kwargs = {args_name: hparams, **kwargs}
     else:
-        init_kwargs = {k: v for k, v in hparams.items() if k in init}
+        init_kwargs = hparams
+    if not accepts_kwargs:
+        init_kwargs = {k: v for k, v in init_kwargs.items() if k in init}
     obj = cls(**init_kwargs)
     if is_datamodule:
         state = checkpoint.get(cls.__qualname__)
@@ -83,6 +123,11 @@ def load_from_checkpoint(
         return obj
 
     assert isinstance(obj, LightningModule)
+    if obj._strict_loading is not None and strict is not None and strict != obj.strict_loading:
+        raise ValueError(
+            f"You set `.load_from_checkpoint(..., strict={strict!r})` which is in conflict with"
+            f" `{cls.__name__}.strict_loading={obj.strict_loading!r}`. Please set the same value for both of them."
+        )
     if type(obj).configure_model is not LightningModule.configure_model:
         obj.configure_model()
     obj.on_load_checkpoint(checkpoint)

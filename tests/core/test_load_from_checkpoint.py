@@ -214,3 +214,63 @@ def test_load_from_checkpoint_of_an_untrained_save(tmp_path):
     loaded = Saved.load_from_checkpoint(path)
     assert loaded.layer.out_features == 2
     assert torch.equal(loaded.layer.weight, model.layer.weight)
+
+
+def test_hparams_yaml_written_by_the_logger_loads(tmp_path):
+    class Tupled(Saved):
+        def __init__(self, lr: float = 0.1, sizes: tuple = (1, 2), tag: str = "a"):
+            super().__init__(lr=lr, tag=tag)
+
+    logger = ember.loggers.CSVLogger(tmp_path)
+    trainer = ember.Trainer(max_steps=1, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False)
+    trainer.fit(Tupled(lr=0.3, sizes=(3, 4)), loader(n=4))
+    path = tmp_path / "t.ckpt"
+    trainer.save_checkpoint(path)
+    hparams_file = Path(logger.log_dir) / "hparams.yaml"
+    assert hparams_file.exists()
+    loaded = Tupled.load_from_checkpoint(path, hparams_file=hparams_file)
+    assert loaded.hparams.lr == 0.3 and tuple(loaded.hparams.sizes) == (3, 4)
+
+
+def test_hparams_csv_file(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    csv_file = tmp_path / "tags.csv"
+    csv_file.write_text("key,value\nlr,0.25\ntag,csv\n")
+    assert Saved.load_from_checkpoint(path, hparams_file=csv_file).hparams == {"lr": 0.25, "width": 1, "tag": "csv"}
+
+
+def test_hparams_file_with_an_unknown_extension(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    (tmp_path / "h.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"a .csv, .yml or .yaml file is required"):
+        Saved.load_from_checkpoint(path, hparams_file=tmp_path / "h.json")
+
+
+def test_overrides_reach_init_when_hparams_are_one_dict(tmp_path):
+    class FromConfig(CoreModel):
+        def __init__(self, cfg, scale: int = 1):
+            super().__init__(lr=cfg["lr"])
+            self.scale = scale
+            self.save_hyperparameters(cfg)
+
+    path, _ = _trained_checkpoint(tmp_path, FromConfig({"lr": 0.2}))
+    loaded = FromConfig.load_from_checkpoint(path, scale=3)
+    assert loaded.scale == 3
+
+
+def test_strict_argument_conflicting_with_strict_loading(tmp_path):
+    class Lenient(Saved):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.strict_loading = False
+
+    path, _ = _trained_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match=r"strict=True\)` which is in conflict with `Lenient.strict_loading=False`"):
+        Lenient.load_from_checkpoint(path, strict=True)
+
+
+def test_load_from_checkpoint_on_an_instance_is_refused(tmp_path):
+    path, trained = _trained_checkpoint(tmp_path)
+    with pytest.raises(TypeError, match="cannot be called on an instance. Please call it on the class type"):
+        trained.load_from_checkpoint(path)
