@@ -1,0 +1,138 @@
+"""fit/validate/test/predict(ckpt_path=...): paths, "last", "best", and the errors."""
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember
+from ember.callbacks import ModelCheckpoint
+from ember.utilities.exceptions import MisconfigurationException
+
+QUIET = dict(enable_progress_bar=False, enable_model_summary=False, logger=False)
+
+
+def _loader(n=16):
+    g = torch.Generator().manual_seed(0)
+    return DataLoader(TensorDataset(torch.randn(n, 4, generator=g), torch.randn(n, 1, generator=g)), batch_size=4)
+
+
+class Regressor(ember.LightningModule):
+    def __init__(self, lr: float = 0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.layer = nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.mse_loss(self.layer(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self.layer(x), y))
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("test_loss", nn.functional.mse_loss(self.layer(x), y))
+
+    def predict_step(self, batch, batch_idx):
+        return self.layer(batch[0])
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+        return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)]
+
+
+def _fit(tmp_path, epochs=2, **kwargs):
+    model = Regressor()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="val_loss", save_last=True)
+    trainer = ember.Trainer(max_epochs=epochs, default_root_dir=tmp_path, callbacks=[checkpoint], **QUIET, **kwargs)
+    trainer.fit(model, _loader(), _loader())
+    return trainer, model, checkpoint
+
+
+def test_resume_restores_weights_optimizer_scheduler_and_counters(tmp_path):
+    trainer, model, checkpoint = _fit(tmp_path)
+    resumed = Regressor()
+    trainer2 = ember.Trainer(max_epochs=3, default_root_dir=tmp_path, **QUIET,
+                             callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="val_loss", save_last=True)])
+    seen = {}
+
+    class Probe(ember.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["epoch"], seen["step"] = trainer.current_epoch, trainer.global_step
+            seen["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+            seen["momentum"] = len(trainer.optimizers[0].state)
+
+    trainer2.callbacks.append(Probe())
+    trainer2.fit(resumed, _loader(), _loader(), ckpt_path="last")
+    assert seen == {"epoch": 2, "step": 8, "lr": 0.1 * 0.5 ** 2, "momentum": 2}
+    assert trainer2.current_epoch == 3 and trainer2.global_step == 12
+
+
+@pytest.mark.parametrize("fn", ["validate", "test", "predict"])
+def test_evaluation_loads_the_checkpoint_weights(tmp_path, fn):
+    trainer, model, checkpoint = _fit(tmp_path)
+    fresh = Regressor()
+    assert not torch.equal(fresh.layer.weight, model.layer.weight)
+    evaluator = ember.Trainer(default_root_dir=tmp_path, **QUIET)
+    getattr(evaluator, fn)(fresh, _loader(), ckpt_path=checkpoint.best_model_path)
+    best = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
+    assert torch.equal(fresh.layer.weight, best["layer.weight"])
+
+
+def test_best_and_the_default_after_fit(tmp_path):
+    trainer, model, checkpoint = _fit(tmp_path)
+    results = trainer.test(ckpt_path="best", dataloaders=_loader())
+    assert set(results[0]) == {"test_loss"}
+    with pytest.warns(UserWarning, match="best model of the previous `fit`"):
+        trainer.validate(dataloaders=_loader())
+
+
+def test_ckpt_path_errors_name_the_fix(tmp_path):
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, enable_checkpointing=False, **QUIET)
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        trainer.fit(Regressor(), _loader(), ckpt_path=tmp_path / "missing.ckpt")
+    with pytest.raises(ValueError, match="ModelCheckpoint"):
+        trainer.test(Regressor(), _loader(), ckpt_path="best")
+    with pytest.warns(UserWarning, match="no last checkpoint"):
+        ember.Trainer(default_root_dir=tmp_path, max_epochs=1, **QUIET).fit(Regressor(), _loader(), ckpt_path="last")
+
+
+def test_checkpoint_beyond_max_epochs_is_refused(tmp_path):
+    trainer, model, checkpoint = _fit(tmp_path, epochs=3)
+    short = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET)
+    with pytest.raises(MisconfigurationException, match="max_epochs"):
+        short.fit(Regressor(), _loader(), ckpt_path=checkpoint.last_model_path)
+
+
+def test_weights_only_checkpoint_cannot_resume_training(tmp_path):
+    trainer, model, checkpoint = _fit(tmp_path)
+    path = tmp_path / "weights.ckpt"
+    trainer.save_checkpoint(path, weights_only=True)
+    with pytest.raises(KeyError, match="save_weights_only"):
+        ember.Trainer(max_epochs=3, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET).fit(
+            Regressor(), _loader(), ckpt_path=path
+        )
+    assert Regressor.load_from_checkpoint(path).hparams.lr == 0.1
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path):
+    trainer, model, checkpoint = _fit(tmp_path)
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(open(checkpoint.last_model_path, "rb").read()[:100])
+    with pytest.raises(Exception, match="broken.ckpt"):
+        ember.Trainer(max_epochs=3, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET).fit(
+            Regressor(), _loader(), ckpt_path=broken
+        )
+
+
+def test_checkpoint_keeps_lightnings_top_level_keys(tmp_path):
+    trainer, model, checkpoint = _fit(tmp_path)
+    saved = torch.load(checkpoint.last_model_path, weights_only=True)
+    for key in ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "callbacks",
+                "optimizer_states", "lr_schedulers", "hparams_name", "hyper_parameters"):
+        assert key in saved, key
+    assert saved["hyper_parameters"] == {"lr": 0.1} and saved["hparams_name"] == "kwargs"
+    assert saved["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] == saved["global_step"]
