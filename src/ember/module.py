@@ -245,9 +245,9 @@ class LightningModule(HyperparametersMixin, nn.Module):
                 and value.dtype in _FLOATS
                 and value.ndim == 0
             ):
-                # the hot path: this key was validated when it was first logged
-                if not enable_graph:
-                    value = value.detach() if value.requires_grad else value.clone()
+                # the hot path: this key was validated when it was first logged. Logged values
+                # never keep the graph (Lightning detaches them whatever `enable_graph` says).
+                value = value.detach() if value.requires_grad else value.clone()
                 size = 1
                 if metric.on_epoch and metric.reduce == "mean":
                     size = batch_size if batch_size is not None else results.current_batch_size()
@@ -323,8 +323,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
         if not known:
             results.restore_pending(metric)
         if not is_metric:
-            if not enable_graph:
-                value = value.detach() if value.requires_grad else value.clone()
+            value = value.detach() if value.requires_grad else value.clone()
             if value.dtype not in _FLOATS:
                 value = value.to(_default_float())
         size = 1

@@ -136,13 +136,15 @@ def test_logged_values_are_detached_copies():
         def training_step(self, batch, batch_idx):
             loss = super().training_step(batch, batch_idx)
             self.log("loss", loss)
+            self.log("graph", loss, enable_graph=True)  # accepted; Lightning detaches it all the same
             return loss
 
         def on_train_batch_end(self, outputs, batch, batch_idx):
-            seen["requires_grad"] = self.trainer.callback_metrics["loss"].requires_grad
+            metrics = self.trainer.callback_metrics
+            seen["requires_grad"] = (metrics["loss"].requires_grad, metrics["graph"].requires_grad)
 
     quiet_trainer(max_steps=1).fit(Grad(), loader())
-    assert seen["requires_grad"] is False
+    assert seen["requires_grad"] == (False, False)
 
 
 def test_integer_values_are_cast_to_float_with_a_warning():
