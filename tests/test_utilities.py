@@ -1,0 +1,49 @@
+"""Seeding and rank-zero helpers, as Lightning's behave."""
+import os
+import random
+
+import numpy as np
+import torch
+
+from ember import seed_everything
+from ember.utilities import AttributeDict, isolate_rng, rank_zero_only
+
+
+def test_seed_everything_seeds_every_generator_and_exports_it(monkeypatch):
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    assert seed_everything(123) == 123
+    draws = (random.random(), np.random.rand(), torch.rand(1).item())
+    assert os.environ["PL_GLOBAL_SEED"] == "123" and os.environ["PL_SEED_WORKERS"] == "0"
+    seed_everything(123, workers=True)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == draws
+    assert os.environ["PL_SEED_WORKERS"] == "1"
+
+
+def test_seed_everything_reads_the_environment_and_bounds(monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "77")
+    assert seed_everything() == 77
+    assert seed_everything(2**40) == 0  # out of numpy's range: falls back to 0 with a warning
+
+
+def test_isolate_rng_restores_all_generators():
+    seed_everything(5)
+    with isolate_rng():
+        torch.rand(3), np.random.rand(), random.random()
+    after = (torch.rand(1).item(), np.random.rand(), random.random())
+    seed_everything(5)
+    assert after == (torch.rand(1).item(), np.random.rand(), random.random())
+
+
+def test_rank_zero_only_runs_on_rank_zero_only(monkeypatch):
+    calls = []
+    fn = rank_zero_only(lambda: calls.append(1))
+    fn()
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    fn()
+    assert calls == [1]
+
+
+def test_attribute_dict():
+    hparams = AttributeDict(lr=0.1)
+    hparams.batch_size = 32
+    assert hparams["batch_size"] == 32 and hparams.lr == 0.1

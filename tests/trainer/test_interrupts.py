@@ -1,0 +1,75 @@
+"""Failures inside a run: hooks, teardown, status, and what the user gets back."""
+import signal
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember
+from ember.trainer.state import TrainerStatus
+
+QUIET = dict(enable_progress_bar=False, enable_model_summary=False, logger=False, enable_checkpointing=False)
+
+
+class Failing(ember.LightningModule):
+    def __init__(self, error):
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+        self.error = error
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 2:
+            raise self.error
+        return self.layer(batch[0]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class Recorder(ember.Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.events.append(("on_exception", type(exception).__name__))
+
+    def teardown(self, trainer, pl_module, stage):
+        self.events.append(("teardown", stage))
+
+
+def _loader():
+    return DataLoader(TensorDataset(torch.randn(32, 4)), batch_size=4)
+
+
+def test_an_error_calls_on_exception_then_reraises(tmp_path):
+    recorder = Recorder()
+    trainer = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, callbacks=[recorder], **QUIET)
+    with pytest.raises(ValueError, match="bad batch"):
+        trainer.fit(Failing(ValueError("bad batch")), _loader())
+    assert recorder.events == [("on_exception", "ValueError")]  # no teardown hooks, as in Lightning
+    assert trainer.interrupted and trainer.state.status == TrainerStatus.INTERRUPTED
+
+
+def test_keyboard_interrupt_shuts_down_gracefully_and_restores_sigint(tmp_path):
+    recorder = Recorder()
+    before = signal.getsignal(signal.SIGINT)
+    trainer = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, callbacks=[recorder], **QUIET)
+    with pytest.raises(SystemExit) as exit_info:
+        trainer.fit(Failing(KeyboardInterrupt()), _loader())
+    assert exit_info.value.code == 1
+    assert recorder.events == [("on_exception", "KeyboardInterrupt")]
+    assert trainer.interrupted
+    assert signal.getsignal(signal.SIGINT) is before  # Ctrl+C works again afterwards
+
+
+def test_should_stop_ends_training_after_min_epochs(tmp_path):
+    class StopAtOnce(ember.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            trainer.should_stop = True
+
+    model = Failing(RuntimeError("never raised"))
+    model.training_step = lambda batch, batch_idx: model.layer(batch[0]).sum()
+    trainer = ember.Trainer(max_epochs=5, min_epochs=2, default_root_dir=tmp_path, callbacks=[StopAtOnce()], **QUIET)
+    trainer.fit(model, _loader())
+    assert trainer.current_epoch == 2  # the stop is held until min_epochs are done
