@@ -276,3 +276,68 @@ def test_returning_none_or_a_tensor_is_fine():
     trainer = _fit(ReturnsNone(), n=8)
     assert trainer.global_step == 4
 
+
+
+def test_plateau_scheduler_in_manual_optimization_needs_no_monitor():
+    class ManualPlateau(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.layer = nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            opt, sched = self.optimizers(), self.lr_schedulers()
+            loss = nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            sched.step(1.0)
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=1.0)
+            return [opt], [torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)]
+
+    trainer = _fit_plain(ManualPlateau(), n=12)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == 0.25  # 1.0 best, then two bad steps
+    (config,) = trainer.lr_scheduler_configs
+    assert config.monitor is None and not config.reduce_on_plateau
+
+
+def test_trainer_only_scheduler_keys_are_dropped_with_a_warning_in_manual_optimization():
+    class Keys(TwoNets):
+        def configure_optimizers(self):
+            (opt_g, opt_d), (s_g, s_d) = super().configure_optimizers()
+            return [opt_g, opt_d], [{"scheduler": s_g, "monitor": "x", "strict": False, "interval": "step"}, s_d]
+
+    with pytest.warns(RuntimeWarning, match=r"contains the key\(s\) \['monitor', 'strict'\], but the keys will be ignored"):
+        trainer = _fit(Keys(), n=4)
+    assert trainer.lr_scheduler_configs[0].interval == "step"  # kept for LearningRateMonitor
+
+
+def test_toggle_model_and_step_hooks_of_the_lightning_optimizer():
+    seen = []
+
+    class ToggleModel(TwoNets):
+        def training_step(self, batch, batch_idx):
+            opt_g, opt_d = self.optimizers()
+            opt_g._on_before_step = lambda: seen.append("before")
+            opt_g._on_after_step = lambda: seen.append("after")
+            with opt_g.toggle_model(sync_grad=False):
+                seen.append((self.gen.weight.requires_grad, self.disc.weight.requires_grad))
+                loss = self.disc(self.gen(batch[0])).mean()
+                opt_g.zero_grad()
+                self.manual_backward(loss)
+                opt_g.step()
+            seen.append(self.disc.weight.requires_grad)
+
+    _fit(ToggleModel(), n=4)
+    assert seen == [(True, False), "before", "after", True]
+
+
+def test_a_closure_that_is_not_callable():
+    class BadClosure(TwoNets):
+        def training_step(self, batch, batch_idx):
+            self.optimizers()[0].step(closure=3)
+
+    with pytest.raises(MisconfigurationException, match="the closure should be callable"):
+        _fit(BadClosure(), n=4)

@@ -121,7 +121,7 @@ def test_unknown_formats_are_refused_with_the_formats(bad):
 
 
 def test_unsupported_dict_keys_warn():
-    with pytest.warns(UserWarning, match=r"unsupported keys in the optimizer configuration: \['foo'\]"):
+    with pytest.warns(RuntimeWarning, match=r"unsupported keys in the optimizer configuration: \['foo'\]"):
         _fit(lambda m: {"optimizer": _sgd(m), "foo": 1})
 
 
@@ -207,7 +207,7 @@ def test_unknown_scheduler_keys_warn():
         opt = _sgd(m)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": _step(opt), "when": "now"}}
 
-    with pytest.warns(UserWarning, match=r"unsupported keys in the lr scheduler dict: \['when'\]"):
+    with pytest.warns(RuntimeWarning, match=r"unsupported keys in the lr scheduler dict: \['when'\]"):
         _fit(configure)
 
 
@@ -216,7 +216,7 @@ def test_one_cycle_with_epoch_interval_warns():
         opt = _sgd(m)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, 1.0, total_steps=10)}}
 
-    with pytest.warns(UserWarning, match="OneCycleLR.*'interval': 'step'"):
+    with pytest.warns(RuntimeWarning, match="OneCycleLR.*'interval': 'step'"):
         _fit(configure)
 
 

@@ -1,9 +1,11 @@
 """``configure_optimizers`` formats, scheduler configs, gradient clipping and the manual-mode optimizer."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Generator
 
 import torch
 from torch.optim import Optimizer
@@ -53,8 +55,15 @@ _FORMATS = (
 )
 
 
-def configure_optimizers(result: Any) -> tuple[list[Optimizer], list[LRSchedulerConfig], str | None]:
-    """Normalise what ``configure_optimizers`` returned into optimizers and scheduler configs."""
+def configure_optimizers(
+    result: Any, automatic: bool = True
+) -> tuple[list[Optimizer], list[LRSchedulerConfig], str | None]:
+    """Normalise what ``configure_optimizers`` returned into optimizers and scheduler configs.
+
+    In manual optimization (``automatic=False``) the user steps the schedulers, so the keys that
+    only the trainer's stepping uses (``monitor``, ``strict``, ``reduce_on_plateau``) are dropped
+    with a warning instead of being validated.
+    """
     monitor = None
     schedulers: list[Any] = []
     if result is None:
@@ -83,7 +92,10 @@ def configure_optimizers(result: Any) -> tuple[list[Optimizer], list[LRScheduler
         optimizers = list(result)
     else:
         raise MisconfigurationException(f"Unknown configuration for model optimizers: {result!r}. {_FORMATS}")
-    configs = [_scheduler_config(s, monitor) for s in schedulers]
+    if automatic:
+        configs = [_scheduler_config(s, monitor) for s in schedulers]
+    else:
+        configs = [_manual_scheduler_config(s) for s in schedulers]
     _check_schedulers(optimizers, configs)
     return optimizers, configs, monitor
 
@@ -93,14 +105,12 @@ def _from_dict(config: Mapping) -> tuple[Optimizer, Any, str | None]:
         raise MisconfigurationException(f"The dict returned by `configure_optimizers` has no 'optimizer' key: {config!r}. {_FORMATS}")
     extra = set(config) - {"optimizer", "lr_scheduler", "monitor"}
     if extra:
-        rank_zero_warn(f"Found unsupported keys in the optimizer configuration: {sorted(extra)}")
+        rank_zero_warn(f"Found unsupported keys in the optimizer configuration: {sorted(extra)}", category=RuntimeWarning)
     scheduler = config.get("lr_scheduler")
     monitor = config.get("monitor")
-    if scheduler is not None and monitor is not None:
-        if isinstance(scheduler, Mapping):
-            scheduler = {"monitor": monitor, **scheduler}
-        else:
-            scheduler = {"scheduler": scheduler, "monitor": monitor}
+    if monitor is not None and (_is_plateau(scheduler) or isinstance(scheduler, Mapping) and _is_plateau(scheduler.get("scheduler"))):
+        # the dict's monitor goes to its ReduceLROnPlateau (Ember also accepts it beside a config dict)
+        scheduler = {"monitor": monitor, **scheduler} if isinstance(scheduler, Mapping) else {"scheduler": scheduler, "monitor": monitor}
     return config["optimizer"], scheduler, monitor
 
 
@@ -112,7 +122,11 @@ def _scheduler_config(scheduler: Any, monitor: str | None) -> LRSchedulerConfig:
             )
         unknown = set(scheduler) - _SCHEDULER_KEYS
         if unknown:
-            rank_zero_warn(f"Found unsupported keys in the lr scheduler dict: {sorted(unknown)}. They are ignored.")
+            rank_zero_warn(
+                f"Found unsupported keys in the lr scheduler dict: {sorted(unknown)}. HINT: remove them from the"
+                " output of `configure_optimizers`.",
+                category=RuntimeWarning,
+            )
         values = {k: v for k, v in scheduler.items() if k in _SCHEDULER_KEYS}
         interval = values.get("interval", "epoch")
         if interval not in ("step", "epoch"):
@@ -127,7 +141,8 @@ def _scheduler_config(scheduler: Any, monitor: str | None) -> LRSchedulerConfig:
             )
         if interval == "epoch" and isinstance(values["scheduler"], torch.optim.lr_scheduler.OneCycleLR):
             rank_zero_warn(
-                "A `OneCycleLR` scheduler is using 'interval': 'epoch'. Are you sure you didn't mean 'interval': 'step'?"
+                "A `OneCycleLR` scheduler is using 'interval': 'epoch'. Are you sure you didn't mean 'interval': 'step'?",
+                category=RuntimeWarning,
             )
         return LRSchedulerConfig(**values)
     if _is_plateau(scheduler):
@@ -138,6 +153,27 @@ def _scheduler_config(scheduler: Any, monitor: str | None) -> LRSchedulerConfig:
             )
         return LRSchedulerConfig(scheduler, reduce_on_plateau=True, monitor=monitor)
     return LRSchedulerConfig(scheduler)
+
+
+def _manual_scheduler_config(scheduler: Any) -> LRSchedulerConfig:
+    if not isinstance(scheduler, Mapping):
+        return LRSchedulerConfig(scheduler)
+    if "scheduler" not in scheduler:
+        raise MisconfigurationException(
+            'The lr scheduler dict must have the key "scheduler" with its item being an lr scheduler'
+        )
+    # `interval` stays: LearningRateMonitor reads it to know when to log
+    ignored = [k for k in scheduler if k in ("reduce_on_plateau", "monitor", "strict")]
+    if ignored:
+        rank_zero_warn(
+            f"The lr scheduler dict contains the key(s) {ignored}, but the keys will be ignored."
+            " You need to call `lr_scheduler.step()` manually in manual optimization.",
+            category=RuntimeWarning,
+        )
+    unknown = set(scheduler) - _SCHEDULER_KEYS
+    if unknown:
+        rank_zero_warn(f"Found unsupported keys in the lr scheduler dict: {sorted(unknown)}.", category=RuntimeWarning)
+    return LRSchedulerConfig(**{k: v for k, v in scheduler.items() if k in _SCHEDULER_KEYS and k not in ignored})
 
 
 def _is_plateau(scheduler: Any) -> bool:
@@ -206,11 +242,33 @@ class LightningOptimizer:
     def __init__(self, optimizer: Optimizer, trainer: Any) -> None:
         self._optimizer = optimizer
         self._trainer = trainer
+        # callables run around every step(); handy to inject logic in manual optimization
+        self._on_before_step: Callable[[], Any] = _do_nothing
+        self._on_after_step: Callable[[], Any] = _do_nothing
         self.__class__ = type("Lightning" + type(optimizer).__name__, (self.__class__, type(optimizer)), {})
 
     @property
     def optimizer(self) -> Optimizer:
         return self._optimizer
+
+    @contextmanager
+    def toggle_model(self, sync_grad: bool = True) -> Generator[None, None, None]:
+        """Freeze the parameters of the other optimizers inside the block.
+
+        ``sync_grad=False`` also skips the gradient all-reduce of a distributed run (for batches
+        that only accumulate).
+
+        Example::
+
+            with opt_gen.toggle_model():
+                opt_gen.step(closure=closure_gen)
+        """
+        module = self._trainer.lightning_module
+        sync = contextlib.nullcontext() if sync_grad else self._trainer.strategy.block_backward_sync()
+        with sync:
+            module.toggle_optimizer(self)
+            yield
+            module.untoggle_optimizer(self)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["_optimizer"], name)
@@ -237,10 +295,25 @@ class LightningOptimizer:
         self._optimizer.zero_grad(set_to_none=set_to_none)
 
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
-        """Step the optimizer through the trainer (precision scaling, hooks, step counting)."""
-        return self._trainer._optimizer_step_from_wrapper(self, closure, **kwargs)
+        """Step the optimizer through the trainer (precision scaling, hooks, step counting).
+
+        Example::
+
+            opt = self.optimizers()
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+        """
+        if closure is not None and not callable(closure):
+            raise MisconfigurationException("When `optimizer.step(closure)` is called, the closure should be callable")
+        self._on_before_step()
+        output = self._trainer._optimizer_step_from_wrapper(self, closure, **kwargs)
+        self._on_after_step()
+        return output
 
     def __repr__(self) -> str:
         return f"LightningOptimizer({self._optimizer!r})"
 
 
+def _do_nothing() -> None:
+    return None

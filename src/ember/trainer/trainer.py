@@ -838,7 +838,7 @@ class Trainer:
         from ember.trainer.optim import check_non_torch_schedulers
 
         result = self._hooks.call_module("configure_optimizers")
-        optimizers, configs, _ = configure_optimizers(result)
+        optimizers, configs, _ = configure_optimizers(result, automatic=model.automatic_optimization)
         if model.automatic_optimization and len(optimizers) > 1:
             raise RuntimeError(
                 "Training with multiple optimizers is only supported with manual optimization. Set"
