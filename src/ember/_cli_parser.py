@@ -175,6 +175,7 @@ _UNEXPECTED_KEY = re.compile(r"""[Kk]ey ["']([\w.\-]+)["'] is not expected""")
 _NOT_ACCEPTED = re.compile(r"""does not accept (?:option|nested key)s? ["']([\w.\-]+)["']""")
 _PARSER_KEY = re.compile(r"""Parser key ["']([\w.\-]+)["']""")
 _INIT_ARG = re.compile(r"""class_path ["']([\w.]+)["']:\s*(?:Option|Key) ["']([\w\-]+)["'] is not (?:accepted|expected)""")
+_REQUIRED = re.compile(r"arguments are required: (.*)")
 _NO_MODULE = re.compile(r"No module named '([\w.]+)'")
 _BAD_CLASS_PATH = re.compile(r"""class_path ["']([\w.]+)["']""")
 
@@ -252,6 +253,16 @@ def _explain(parser: ArgumentParser, message: str) -> str:
         nearest = difflib.get_close_matches(arg, names, n=1, cutoff=0.5)
         hint = f" did you mean `{prefix}{nearest[0]}`?" if nearest else ""
         notes.append(f"`{prefix}{arg}` is not an argument of {class_path}:{hint} (it takes: {', '.join(names) or 'none'})")
+    required = _REQUIRED.search(message)
+    if required:
+        for key in required.group(1).replace(",", " ").split():
+            group = key.rpartition(".")[2]
+            if group in ("model", "data"):
+                kind = "LightningModule" if group == "model" else "LightningDataModule"
+                notes.append(
+                    f"Choose the {kind}: `--{group} my_package.MyClass` (plus `--{group}.<argument> value`), or a"
+                    f" config file with `{group}: {{class_path: my_package.MyClass, init_args: {{...}}}}`."
+                )
     module = _NO_MODULE.search(message)
     if module:
         class_path = _BAD_CLASS_PATH.search(message)

@@ -255,3 +255,9 @@ def test_help_lists_trainer_options(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--trainer.max_epochs" in out and "--model.hidden" in out and "--optimizer" in out
+
+
+def test_missing_model_says_how_to_choose_one(capsys):
+    err = _error(capsys, ["fit"])
+    assert "arguments are required: fit.model" in err
+    assert "Choose the LightningModule: `--model my_package.MyClass`" in err
