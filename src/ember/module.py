@@ -151,6 +151,30 @@ class LightningModule(HyperparametersMixin, nn.Module):
     def loggers(self) -> list[Any]:
         return self._trainer.loggers if self._trainer is not None else []
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy or pickle of the module never drags the trainer (and its loaders, optimizers) along
+        state = dict(self.__dict__)
+        state["_trainer"] = None
+        return state
+
+    def freeze(self) -> None:
+        """Make every parameter non-trainable and switch to eval mode (e.g. for inference).
+
+        Example::
+
+            model.freeze()
+            predictions = model(x)
+        """
+        for param in self.parameters():
+            param.requires_grad = False
+        self.eval()
+
+    def unfreeze(self) -> None:
+        """Undo :meth:`freeze`: every parameter trainable again, train mode."""
+        for param in self.parameters():
+            param.requires_grad = True
+        self.train()
+
     # ---- device moves keep `device`/`dtype` current -----------------------------------------
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> LightningModule:
         result = super()._apply(fn, *args, **kwargs)

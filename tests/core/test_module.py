@@ -238,3 +238,25 @@ def test_to_torchscript_trace(tmp_path):
     assert torch.allclose(scripted(model.example_input_array), model(model.example_input_array))
     with pytest.raises(ValueError, match="'script' or 'trace'"):
         model.to_torchscript(method="onnx")
+
+
+def test_copy_and_pickle_after_fit_leave_the_trainer_behind():
+    import copy
+    import pickle
+
+    model = CoreModel()
+    trainer = quiet_trainer(max_steps=1)
+    trainer.fit(model, loader())
+    clone = copy.deepcopy(model)
+    assert clone._trainer is None and model.trainer is trainer
+    assert torch.equal(clone.layer.weight, model.layer.weight)
+    restored = pickle.loads(pickle.dumps(model))
+    assert torch.equal(restored.layer.weight, model.layer.weight)
+
+
+def test_freeze_and_unfreeze():
+    model = CoreModel()
+    model.freeze()
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    model.unfreeze()
+    assert model.training and all(p.requires_grad for p in model.parameters())

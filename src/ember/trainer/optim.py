@@ -271,7 +271,10 @@ class LightningOptimizer:
             module.untoggle_optimizer(self)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_optimizer"], name)
+        optimizer = self.__dict__.get("_optimizer")
+        if optimizer is None:  # mid-copy or mid-unpickle: nothing to delegate to yet
+            raise AttributeError(name)
+        return getattr(optimizer, name)
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
