@@ -407,3 +407,38 @@ def test_unique_values_per_dataloader_batch_sizes_in_validation():
     data = DataLoader(TensorDataset(torch.randn(10, 4), torch.randn(10, 1)), batch_size=4)
     out = quiet_trainer().validate(Sizes(), data, verbose=False)
     assert out[0]["v"] == pytest.approx((0 * 4 + 1 * 4 + 2 * 2) / 10)
+
+
+def test_every_on_step_on_epoch_combination_in_the_three_dicts(tmp_path):
+    """Keys and values as PyTorch Lightning 2.6.6 produces them for the same program."""
+
+    class Combos(CoreModel):
+        def training_step(self, batch, batch_idx):
+            v = torch.tensor(float(batch_idx + 1))
+            self.log("ts", v, on_step=True, on_epoch=False, prog_bar=True)
+            self.log("te", v, on_step=False, on_epoch=True, prog_bar=True)
+            self.log("tb", v, on_step=True, on_epoch=True, prog_bar=True)
+            return super().training_step(batch, batch_idx)
+
+        def validation_step(self, batch, batch_idx):
+            v = torch.tensor(float(batch_idx + 1))
+            self.log("vs", v, on_step=True, on_epoch=False, prog_bar=True)
+            self.log("ve", v, on_step=False, on_epoch=True, prog_bar=True)
+            self.log("vb", v, on_step=True, on_epoch=True, prog_bar=True)
+
+    def table(metrics):
+        return {k: round(float(v), 3) for k, v in metrics.items()}
+
+    trainer = quiet_trainer(max_epochs=1, logger=ember.loggers.CSVLogger(tmp_path), log_every_n_steps=1)
+    model = Combos()
+    trainer.fit(model, loader(n=12), loader(n=12))
+    assert table(trainer.callback_metrics) == {
+        "tb": 2.0, "tb_epoch": 2.0, "tb_step": 3.0, "te": 2.0, "ts": 3.0, "vb": 2.0, "vb_epoch": 2.0, "ve": 2.0,
+    }
+    both = {"tb_epoch": 2.0, "tb_step": 3.0, "te": 2.0, "ts": 3.0, "vb_epoch": 2.0, "vb_step": 3.0, "ve": 2.0, "vs": 3.0}
+    assert table(trainer.logged_metrics) == both
+    assert table(trainer.progress_bar_metrics) == both
+
+    assert trainer.validate(model, loader(n=12), verbose=False) == [{"ve": 2.0, "vb_epoch": 2.0}]
+    assert table(trainer.callback_metrics) == {"vb": 2.0, "vb_epoch": 2.0, "ve": 2.0}
+    assert table(trainer.logged_metrics) == {"vb_epoch": 2.0, "vb_step": 3.0, "ve": 2.0, "vs": 3.0}
