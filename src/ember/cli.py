@@ -73,6 +73,13 @@ LRSchedulerCallable = Callable[[Optimizer], Union[LRScheduler, ReduceLROnPlateau
 def __getattr__(name: str) -> Any:
     # the parser subclasses jsonargparse's, so it is built (and jsonargparse imported) on first use
     if name == "LightningArgumentParser":
+        try:
+            import jsonargparse  # noqa: F401
+        except ImportError as err:
+            raise ModuleNotFoundError(
+                "The Ember command line needs jsonargparse: install it with `pip install 'ember[cli]'`"
+                " (or `pip install 'jsonargparse[signatures]'`)."
+            ) from err
         from ember._cli_parser import LightningArgumentParser
 
         globals()[name] = LightningArgumentParser
@@ -617,9 +624,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ember.plot import main as plot_main
 
         return int(plot_main(rest) or 0)
-    if command in LightningCLI.subcommands():
-        # class paths name the user's modules: let the folder the command runs in be importable,
-        # as it is for `python main.py`
+    if command in LightningCLI.subcommands() or command.startswith("-"):
+        # a subcommand, or options before it (`ember --config run.yaml fit`): the CLI parses them.
+        # Class paths name the user's modules: the folder the command runs in is importable, as it is
+        # for `python main.py`.
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
         LightningCLI(args=args, parser_kwargs={"prog": "ember"})

@@ -100,3 +100,17 @@ def test_class_paths_resolve_from_the_current_folder(tmp_path, monkeypatch):
     assert cli.main(args) == 0
     assert (tmp_path / "config.yaml").is_file()
     sys.modules.pop("my_project_models", None)
+
+
+def test_options_before_the_subcommand_go_to_the_cli(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["ember"])
+    fit = {
+        "model": {"class_path": "tests.helpers.cli_models.Regressor"},
+        "data": {"class_path": "tests.helpers.cli_models.RegressionData"},
+        "trainer": {"max_epochs": 1, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
+                    "default_root_dir": str(tmp_path)},
+    }
+    path = tmp_path / "top.yaml"
+    path.write_text(yaml.safe_dump({"fit": fit}))
+    assert cli.main(["--config", str(path), "fit"]) == 0
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["trainer"]["max_epochs"] == 1
