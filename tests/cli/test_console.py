@@ -114,3 +114,10 @@ def test_options_before_the_subcommand_go_to_the_cli(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump({"fit": fit}))
     assert cli.main(["--config", str(path), "fit"]) == 0
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["trainer"]["max_epochs"] == 1
+
+
+def test_without_jsonargparse_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.delitem(cli.__dict__, "LightningArgumentParser", raising=False)
+    monkeypatch.setitem(sys.modules, "jsonargparse", None)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'ember\[cli\]'"):
+        cli.LightningArgumentParser  # noqa: B018
