@@ -1,6 +1,7 @@
 """``LightningDataModule``: the data of an experiment, its preparation and its dataloaders."""
 from __future__ import annotations
 
+import inspect
 from typing import Any, Iterable, Mapping
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -99,7 +100,8 @@ class LightningDataModule(HyperparametersMixin):
 
         def loader(ds: Dataset, shuffle: bool) -> DataLoader:
             shuffle &= not isinstance(ds, IterableDataset)
-            return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, persistent_workers=False)
+            return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                              persistent_workers=num_workers > 0)
 
         def loaders(ds: Any, shuffle: bool) -> Any:
             if isinstance(ds, Mapping):
@@ -108,7 +110,12 @@ class LightningDataModule(HyperparametersMixin):
                 return [loader(d, shuffle) for d in ds]
             return loader(ds, shuffle)
 
-        datamodule = cls(**datamodule_kwargs)
+        # a subclass whose __init__ takes batch_size / num_workers receives them too, as in Lightning
+        params = inspect.signature(cls.__init__).parameters
+        accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        special = {k: v for k, v in (("batch_size", batch_size), ("num_workers", num_workers))
+                   if accepts_kwargs or k in params}
+        datamodule = cls(**datamodule_kwargs, **special)
         if train_dataset is not None:
             datamodule.train_dataloader = lambda: loaders(train_dataset, True)  # type: ignore[method-assign]
         if val_dataset is not None:

@@ -205,3 +205,14 @@ def test_datamodule_transfer_hook_wins_over_the_module_with_a_warning():
     with pytest.warns(UserWarning, match="in `LightningModule` but have passed in a `LightningDataModule`"):
         quiet_trainer(max_steps=1, limit_val_batches=0).fit(ModelHook(), datamodule=RecordingDM())
     assert calls == ["model"]
+
+
+def test_from_datasets_passes_batch_size_to_a_subclass_that_takes_it():
+    class Sized(ember.LightningDataModule):
+        def __init__(self, batch_size: int = 1, name: str = ""):
+            super().__init__()
+            self.save_hyperparameters()
+
+    dm = Sized.from_datasets(dataset(8), batch_size=4, name="digits")
+    assert dm.hparams == {"batch_size": 4, "name": "digits"}
+    assert dm.train_dataloader().batch_size == 4
