@@ -52,6 +52,16 @@ class HyperparametersMixin:
             frame = current.f_back if current is not None else None
         _save_hyperparameters(self, *args, ignore=ignore, frame=frame)
 
+    def remove_ignored_hparams(self, ignore_list: list[str]) -> None:
+        """Drop saved hyperparameters, e.g. ones a base class saved that a subclass doesn't want.
+
+        Example::
+
+            self.remove_ignored_hparams(["backbone"])
+        """
+        for key in ignore_list:
+            self.hparams.pop(key, None)
+
     def _set_hparams(self, hp: Any) -> None:
         if isinstance(hp, Namespace):
             hp = vars(hp)

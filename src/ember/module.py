@@ -51,6 +51,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
     __jit_unused_properties__: list[str] = [
         "trainer", "device", "dtype", "current_epoch", "global_step", "global_rank", "local_rank",
         "logger", "loggers", "automatic_optimization", "hparams", "hparams_initial", "example_input_array",
+        "fabric", "device_mesh", "on_gpu", "strict_loading",
     ]
 
     # True while TorchScript inspects the module: it reads every attribute, `trainer` included
@@ -157,7 +158,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
         state["_trainer"] = None
         return state
 
-    def freeze(self) -> None:
+    def freeze(self) -> LightningModule:
         """Make every parameter non-trainable and switch to eval mode (e.g. for inference).
 
         Example::
@@ -167,13 +168,23 @@ class LightningModule(HyperparametersMixin, nn.Module):
         """
         for param in self.parameters():
             param.requires_grad = False
-        self.eval()
+        return self.eval()
 
-    def unfreeze(self) -> None:
+    def unfreeze(self) -> LightningModule:
         """Undo :meth:`freeze`: every parameter trainable again, train mode."""
         for param in self.parameters():
             param.requires_grad = True
-        self.train()
+        return self.train()
+
+    @property
+    def fabric(self) -> None:
+        """Always None: Ember has no Fabric (kept so Lightning code that checks it runs)."""
+        return None
+
+    @property
+    def device_mesh(self) -> Any:
+        """The device mesh of a model-parallel run (None on one device or with DDP)."""
+        return getattr(self, "_device_mesh", None)
 
     # ---- device moves keep `device`/`dtype` current -----------------------------------------
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> LightningModule:
@@ -716,6 +727,35 @@ class LightningModule(HyperparametersMixin, nn.Module):
 
         return load_from_checkpoint(cls, checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs)
 
+    def to_onnx(self, file_path: Any = None, input_sample: Any = None, **kwargs: Any) -> Any:
+        """Export to ONNX with ``torch.onnx.export`` (needs the ``onnx`` package).
+
+        Example::
+
+            model.to_onnx("model.onnx", torch.randn(1, 64), export_params=True)
+        """
+        import importlib.util
+
+        if importlib.util.find_spec("onnx") is None:
+            raise ModuleNotFoundError(f"`{type(self).__name__}.to_onnx()` requires `onnx` to be installed.")
+        if input_sample is None:
+            if self.example_input_array is None:
+                raise ValueError(
+                    "Could not export to ONNX since neither `input_sample` nor"
+                    " `model.example_input_array` attribute is set."
+                )
+            input_sample = self.example_input_array
+        input_sample = self.on_before_batch_transfer(input_sample, 0)
+        input_sample = self.on_after_batch_transfer(
+            self.transfer_batch_to_device(input_sample, self.device, 0), 0
+        )
+        mode = self.training
+        try:
+            return torch.onnx.export(self, input_sample, str(file_path) if file_path is not None else None, **kwargs)
+        finally:
+            self.train(mode)
+
+    @torch.no_grad()
     def to_torchscript(self, file_path: Any = None, method: str = "script", example_inputs: Any = None, **kwargs: Any) -> Any:
         """Export with TorchScript (``method="script"`` or ``"trace"``)."""
         mode = self.training

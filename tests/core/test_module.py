@@ -260,3 +260,40 @@ def test_freeze_and_unfreeze():
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     model.unfreeze()
     assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_freeze_and_unfreeze_return_the_module():
+    model = CoreModel()
+    assert model.freeze() is model and model.unfreeze() is model
+
+
+def test_to_torchscript_script():
+    model = CoreModel()
+    scripted = model.to_torchscript()
+    x = torch.randn(2, 4)
+    assert torch.allclose(scripted(x), model(x))
+    assert model.training  # the mode is restored
+
+
+def test_to_onnx_without_an_input_says_what_is_missing():
+    import importlib.util
+
+    model = CoreModel()
+    expected = ValueError if importlib.util.find_spec("onnx") else ModuleNotFoundError
+    with pytest.raises(expected, match="input_sample|requires `onnx`"):
+        model.to_onnx("model.onnx")
+
+
+def test_fabric_and_device_mesh_are_none():
+    model = CoreModel()
+    assert model.fabric is None and model.device_mesh is None
+
+
+def test_remove_ignored_hparams():
+    class Hp(CoreModel):
+        def __init__(self, a=1, b=2):
+            super().__init__()
+            self.save_hyperparameters()
+            self.remove_ignored_hparams(["b", "missing"])
+
+    assert Hp().hparams == {"a": 1}
