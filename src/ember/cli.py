@@ -346,7 +346,7 @@ class LightningCLI:
         """Parse ``args`` (a list of command line strings, a dict, or None for ``sys.argv``) into ``self.config``."""
         from jsonargparse import Namespace
 
-        if args is not None and len(sys.argv) > 1 and list(args) != sys.argv[1:] and not isinstance(args, dict):
+        if isinstance(args, (list, tuple)) and len(sys.argv) > 1 and list(args) != sys.argv[1:]:
             rank_zero_warn(
                 "LightningCLI's args parameter is intended to run from within Python like if it were from the command "
                 "line. To prevent mistakes it is not recommended to provide both args and command line arguments, got: "

@@ -261,3 +261,12 @@ def test_missing_model_says_how_to_choose_one(capsys):
     err = _error(capsys, ["fit"])
     assert "arguments are required: fit.model" in err
     assert "Choose the LightningModule: `--model my_package.MyClass`" in err
+
+
+def test_args_as_a_dict_and_the_warning_for_args_plus_command_line(tmp_path, monkeypatch):
+    config = {"trainer": {"max_epochs": 3, "default_root_dir": str(tmp_path)}, "model": {"hidden": 2}}
+    cli = LightningCLI(Regressor, RegressionData, run=False, args=config)
+    assert cli.trainer.max_epochs == 3 and cli.model.hparams.hidden == 2
+    monkeypatch.setattr(sys, "argv", ["main.py", "--trainer.max_epochs=9"])
+    with pytest.warns(UserWarning, match="args parameter is intended to run from within Python"):
+        LightningCLI(Regressor, RegressionData, run=False, args=["--trainer.max_epochs=4", *_quiet(tmp_path)])
