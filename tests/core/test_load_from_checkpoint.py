@@ -274,3 +274,24 @@ def test_load_from_checkpoint_on_an_instance_is_refused(tmp_path):
     path, trained = _trained_checkpoint(tmp_path)
     with pytest.raises(TypeError, match="cannot be called on an instance. Please call it on the class type"):
         trained.load_from_checkpoint(path)
+
+
+def test_strict_loading_when_resuming_a_fit(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+
+    class Grown(Saved):
+        def __init__(self, strict: bool = True, **kwargs):
+            super().__init__(**kwargs)
+            self.extra = nn.Linear(1, 1)
+            self.strict_loading = strict
+
+        def configure_optimizers(self):  # the saved optimizer state covers `layer` only
+            return torch.optim.SGD(self.layer.parameters(), lr=self.lr)
+
+    with pytest.raises(RuntimeError, match=r"missing keys \['extra.bias', 'extra.weight'\]"):
+        quiet_trainer(max_steps=3).fit(Grown(), loader(n=8), ckpt_path=path)
+    model = Grown(strict=False)
+    with pytest.warns(UserWarning, match="extra.weight"):
+        trainer = quiet_trainer(max_steps=3)
+        trainer.fit(model, loader(n=8), ckpt_path=path)
+    assert trainer.global_step == 3
