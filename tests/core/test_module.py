@@ -297,3 +297,61 @@ def test_remove_ignored_hparams():
             self.remove_ignored_hparams(["b", "missing"])
 
     assert Hp().hparams == {"a": 1}
+
+
+def test_on_train_batch_start_returning_minus_one_ends_the_epoch():
+    class Short(CoreModel):
+        def on_train_batch_start(self, batch, batch_idx):
+            return -1 if batch_idx == 1 else None
+
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.fit(Short(), loader(n=16))
+    assert trainer.global_step == 2 and trainer.current_epoch == 2
+
+
+def test_configure_model_builds_layers_before_the_optimizers():
+    class Lazy(CoreModel):
+        def configure_model(self):
+            if not hasattr(self, "head"):
+                self.head = nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.mse_loss(self.head(self(x)), y)
+
+    model = Lazy()
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, loader(n=8))
+    assert any(p is model.head.weight for p in trainer.optimizers[0].param_groups[0]["params"])
+
+
+def test_overridden_model_mode_hooks_are_called():
+    calls = []
+
+    class Modes(CoreModel):
+        def on_validation_model_eval(self):
+            calls.append("val_eval")
+            super().on_validation_model_eval()
+
+        def on_validation_model_train(self):
+            calls.append("val_train")
+            super().on_validation_model_train()
+
+        def on_test_model_eval(self):
+            calls.append("test_eval")
+            super().on_test_model_eval()
+
+        def on_test_model_train(self):
+            calls.append("test_train")
+            super().on_test_model_train()
+
+        def on_predict_model_eval(self):
+            calls.append("predict_eval")
+            super().on_predict_model_eval()
+
+    model = Modes()
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, loader(n=4), loader(n=4))
+    trainer.test(model, loader(n=4), verbose=False)
+    trainer.predict(model, loader(n=4))
+    assert calls == ["val_eval", "val_train", "test_eval", "test_train", "predict_eval"]
