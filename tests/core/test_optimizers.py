@@ -262,3 +262,12 @@ class CustomScheduler(NoStateScheduler):
 def test_non_torch_scheduler_needs_lr_scheduler_step():
     with pytest.raises(MisconfigurationException, match="override the `LightningModule.lr_scheduler_step` hook"):
         _fit(lambda m: ([o := _sgd(m)], [CustomScheduler(o)]))
+
+
+def test_optimizer_step_override_that_drops_the_closure():
+    class NoClosure(CoreModel):
+        def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure):
+            optimizer.step()
+
+    with pytest.raises(MisconfigurationException, match="The closure hasn't been executed"):
+        quiet_trainer(max_epochs=1).fit(NoClosure(), loader(n=8))

@@ -309,6 +309,13 @@ class LightningOptimizer:
         """
         if closure is not None and not callable(closure):
             raise MisconfigurationException("When `optimizer.step(closure)` is called, the closure should be callable")
+        if closure is None and self.__dict__.get("_closure_hook") is not None and self._trainer.lightning_module.automatic_optimization:
+            # automatic optimization: training_step and backward live in the closure; without it nothing trains
+            raise MisconfigurationException(
+                "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your `optimizer_step`"
+                " hook? It could also happen because the `optimizer.step(optimizer_closure)` call did not execute it"
+                " internally."
+            )
         self._on_before_step()
         output = self._trainer._optimizer_step_from_wrapper(self, closure, **kwargs)
         self._on_after_step()
