@@ -271,3 +271,22 @@ def test_optimizer_step_override_that_drops_the_closure():
 
     with pytest.raises(MisconfigurationException, match="The closure hasn't been executed"):
         quiet_trainer(max_epochs=1).fit(NoClosure(), loader(n=8))
+
+
+def test_two_lists_with_a_scheduler_config_dict():
+    def configure(m):
+        opt = _sgd(m)
+        return [opt], [{"scheduler": _step(opt), "interval": "step", "name": "warm"}]
+
+    trainer, _ = _fit(configure)
+    (config,) = trainer.lr_scheduler_configs
+    assert (config.interval, config.name) == ("step", "warm")
+
+
+def test_top_level_monitor_goes_to_the_plateau_scheduler_only():
+    def configure(m):
+        opt = _sgd(m)
+        return {"optimizer": opt, "lr_scheduler": _step(opt), "monitor": "val_loss"}
+
+    trainer, _ = _fit(configure)
+    assert trainer.lr_scheduler_configs[0].monitor is None
