@@ -216,3 +216,19 @@ def test_from_datasets_passes_batch_size_to_a_subclass_that_takes_it():
     dm = Sized.from_datasets(dataset(8), batch_size=4, name="digits")
     assert dm.hparams == {"batch_size": 4, "name": "digits"}
     assert dm.train_dataloader().batch_size == 4
+
+
+def test_load_from_checkpoint_with_an_hparams_file_and_map_location(tmp_path):
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(CoreModel(), datamodule=RecordingDM(batch_size=2))
+    path = tmp_path / "dm.ckpt"
+    trainer.save_checkpoint(path)
+    (tmp_path / "dm.yaml").write_text("batch_size: 6\n")
+    loaded = RecordingDM.load_from_checkpoint(path, map_location="cpu", hparams_file=tmp_path / "dm.yaml")
+    assert loaded.hparams == {"batch_size": 6}
+
+
+def test_load_from_checkpoint_on_a_datamodule_instance_is_refused(tmp_path):
+    dm = RecordingDM()
+    with pytest.raises(TypeError, match="cannot be called on an instance"):
+        dm.load_from_checkpoint(tmp_path / "x.ckpt")
