@@ -8,7 +8,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Generator, Iterator, Union
+from typing import TYPE_CHECKING, Any, Generator
 
 import torch
 from torch import Tensor, nn
