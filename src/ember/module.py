@@ -5,8 +5,6 @@ file reaches the trainer.
 """
 from __future__ import annotations
 
-import numbers
-from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generator
 
@@ -14,20 +12,17 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ember.hooks import LOG_RULES
 from ember.hparams import HyperparametersMixin
+from ember.module_logging import LoggingMixin
 from ember.saving import restricted_classmethod
-from ember.trainer.logging import normalize_reduce_fx
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
 
-_FLOATS = (torch.float32, torch.float64)
 
-
-class LightningModule(HyperparametersMixin, nn.Module):
+class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
     """A ``torch.nn.Module`` that also says how to train, validate, test and predict with itself.
 
     Example::
@@ -241,191 +236,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
     def configure_sharded_model(self) -> None:
         """Deprecated name of :meth:`configure_model`."""
 
-    # ---- logging -------------------------------------------------------------------------
-    def log(
-        self,
-        name: str,
-        value: Any,
-        prog_bar: bool = False,
-        logger: bool | None = None,
-        on_step: bool | None = None,
-        on_epoch: bool | None = None,
-        reduce_fx: Any = "mean",
-        enable_graph: bool = False,
-        sync_dist: bool = False,
-        sync_dist_group: Any | None = None,
-        add_dataloader_idx: bool = True,
-        batch_size: int | None = None,
-        metric_attribute: str | None = None,
-        rank_zero_only: bool = False,
-    ) -> None:
-        """Record a value for loggers, callbacks and the progress bar.
-
-        ``on_step``/``on_epoch`` default by hook (step in ``training_step``, epoch in
-        ``validation_step``); epoch values are batch-size-weighted means unless ``reduce_fx`` says
-        otherwise. Values stay on the device until something reads them.
-
-        Example::
-
-            self.log("val_loss", loss, prog_bar=True)
-        """
-        trainer = self._trainer
-        results = trainer._results if trainer is not None else None
-        if results is not None and type(value) is Tensor:
-            metric = results.metrics.get((self._current_fx_name, name, results.dataloader_idx))
-            if (
-                metric is not None
-                and metric.args == (prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-                                    sync_dist_group, add_dataloader_idx, metric_attribute, rank_zero_only)
-                and value.dtype in _FLOATS
-                and value.ndim == 0
-            ):
-                # the hot path: this key was validated when it was first logged. Logged values
-                # never keep the graph (Lightning detaches them whatever `enable_graph` says).
-                value = value.detach() if value.requires_grad else value.clone()
-                size = 1
-                if metric.on_epoch and metric.reduce == "mean":
-                    size = batch_size if batch_size is not None else results.current_batch_size()
-                metric.update(value, size, results.sync)
-                return
-        self._log_checked(
-            name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-            sync_dist_group, add_dataloader_idx, batch_size, metric_attribute, rank_zero_only,
-        )
-
-    def _log_checked(
-        self, name: str, value: Any, prog_bar: bool, logger: bool | None, on_step: bool | None,
-        on_epoch: bool | None, reduce_fx: Any, enable_graph: bool, sync_dist: bool, sync_dist_group: Any,
-        add_dataloader_idx: bool, batch_size: int | None, metric_attribute: str | None, rank_zero_only: bool,
-    ) -> None:
-        args = (prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, sync_dist_group,
-                add_dataloader_idx, metric_attribute, rank_zero_only)
-        metric_type = _torchmetrics_metric_type()
-        is_metric = metric_type is not None and isinstance(value, metric_type)
-        if not is_metric:
-            value = self._check_log_value(name, value)
-        trainer = self._trainer
-        if trainer is None:
-            rank_zero_warn(
-                "You are trying to `self.log()` but the `self.trainer` reference is not registered on the model yet."
-                " This is most likely because the model hasn't been passed to the `Trainer`"
-            )
-            return
-        if trainer.barebones:
-            rank_zero_warn(
-                "You are trying to `self.log()` but `Trainer(barebones=True)` is configured."
-                " Logging can impact raw speed so it is disabled under this setting."
-            )
-            return
-        results = trainer._results
-        fx = self._current_fx_name
-        if results is None:
-            if fx is not None and "predict" not in fx and fx in LOG_RULES and LOG_RULES[fx] is None:
-                _resolve_log_levels(fx, name, on_step, on_epoch)  # raises: no logging in this hook
-            raise MisconfigurationException(
-                "You are trying to `self.log()` but the loop's result collection is not registered yet. This is most"
-                " likely because you are trying to log in a `predict` hook, but it doesn't support logging."
-            )
-        if fx is None:
-            raise MisconfigurationException(
-                "You are trying to `self.log()` but it is not managed by the `Trainer` control flow:"
-                " call it from a LightningModule or Callback hook."
-            )
-        on_step, on_epoch = _resolve_log_levels(fx, name, on_step, on_epoch)
-        if "/dataloader_idx_" in name:
-            raise MisconfigurationException(
-                f"You called `self.log` with the key `{name}` but it should not contain information about"
-                " `dataloader_idx`: Ember adds the suffix itself."
-            )
-        reduce = normalize_reduce_fx(reduce_fx)
-        if is_metric and metric_attribute is None:
-            metric_attribute = next((n for n, m in self.named_modules() if m is value), None)
-            if metric_attribute is None:
-                raise MisconfigurationException(
-                    "Could not find the `LightningModule` attribute for the `torchmetrics.Metric` logged."
-                    f" You can fix this by calling `self.log({name}, ..., metric_attribute=name)` where `name` is one"
-                    " of the metric attributes."
-                )
-        if logger and not trainer.loggers:
-            rank_zero_warn(
-                f"You called `self.log({name!r}, ..., logger=True)` but have no logger configured. You can enable one"
-                " by doing `Trainer(logger=ALogger(...))`. Remove `logger=True` to remove this warning."
-            )
-        resolved = (prog_bar, True if logger is None else logger, on_step, on_epoch, reduce, enable_graph,
-                    sync_dist, sync_dist_group, add_dataloader_idx, metric_attribute, rank_zero_only)
-        known = results.get(fx, name, add_dataloader_idx) is not None
-        metric = results.register(fx, name, args, resolved, is_tensor=not is_metric)  # raises on different arguments
-        if not known:
-            results.restore_pending(metric)
-        if not is_metric:
-            value = value.detach() if value.requires_grad else value.clone()
-            if value.dtype not in _FLOATS:
-                value = value.to(_default_float())
-        size = 1
-        if not is_metric and on_epoch and reduce == "mean":
-            size = batch_size if batch_size is not None else results.current_batch_size()
-        metric.update(value, size, results.sync)
-
-    def _check_log_value(self, name: str, value: Any) -> Tensor:
-        if isinstance(value, Mapping):
-            if any(isinstance(v, Mapping) for v in value.values()):
-                raise ValueError(f"`self.log({name}, {value})` was called, but nested dictionaries cannot be logged")
-            raise ValueError(
-                f"`self.log({name}, {value})` was called with a dict: log each value under its own name,"
-                " or use `self.log_dict(...)`."
-            )
-        if isinstance(value, Tensor):
-            if value.numel() != 1:
-                raise ValueError(
-                    f"`self.log({name}, {value})` was called, but the tensor must have a single element."
-                    f" You can try doing `self.log({name}, {value}.mean())`"
-                )
-            if not value.is_floating_point():
-                rank_zero_warn(
-                    f"You called `self.log({name!r}, ...)` with a value of type {value.dtype}: it is cast to"
-                    f" {_default_float()} to be accumulated."
-                )
-            return value.squeeze()
-        if isinstance(value, numbers.Number) and not isinstance(value, complex):
-            return torch.tensor(value, device=self.device, dtype=_default_float())
-        raise ValueError(
-            f"`self.log({name}, {value})` was called, but `{type(value).__name__}` values cannot be logged:"
-            " log a number, a one-element tensor or a torchmetrics `Metric`."
-        )
-
-    def log_dict(
-        self,
-        dictionary: Mapping[str, Any] | Any,
-        prog_bar: bool = False,
-        logger: bool | None = None,
-        on_step: bool | None = None,
-        on_epoch: bool | None = None,
-        reduce_fx: Any = "mean",
-        enable_graph: bool = False,
-        sync_dist: bool = False,
-        sync_dist_group: Any | None = None,
-        add_dataloader_idx: bool = True,
-        batch_size: int | None = None,
-        rank_zero_only: bool = False,
-    ) -> None:
-        """``self.log`` for every item of a dict (or a torchmetrics ``MetricCollection``).
-
-        Example::
-
-            self.log_dict({"acc": acc, "recall": recall})
-        """
-        collection_type = _torchmetrics_collection_type()
-        if collection_type is not None and isinstance(dictionary, collection_type):
-            items = [(key, metric) for key, metric in dictionary.items(keep_base=False)]
-            attributes = {id(m): n for n, m in self.named_modules()}
-            for key, metric in items:
-                self.log(key, metric, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-                         sync_dist_group, add_dataloader_idx, batch_size, attributes.get(id(metric)), rank_zero_only)
-            return
-        for key, value in dictionary.items():
-            self.log(key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-                     sync_dist_group, add_dataloader_idx, batch_size, None, rank_zero_only)
-
+    # ---- printing ------------------------------------------------------------------------
     def print(self, *args: Any, **kwargs: Any) -> None:
         """``print`` on the process with global rank 0 only."""
         if self._trainer is None or self._trainer.is_global_zero:
@@ -782,50 +593,3 @@ class LightningModule(HyperparametersMixin, nn.Module):
         if file_path is not None:
             torch.jit.save(exported, file_path)
         return exported
-
-
-def _resolve_log_levels(fx: str, name: str, on_step: bool | None, on_epoch: bool | None) -> tuple[bool, bool]:
-    if fx not in LOG_RULES:
-        raise RuntimeError(f"Logging inside `{fx}` is not implemented: log from a training/validation/test hook.")
-    rule = LOG_RULES[fx]
-    if rule is None:
-        raise MisconfigurationException(
-            f"You can't `self.log()` inside `{fx}`. HINT: You can still log directly to the logger by using"
-            " `self.logger.experiment`."
-        )
-    on_step = rule.default_on_step if on_step is None else on_step
-    on_epoch = rule.default_on_epoch if on_epoch is None else on_epoch
-    if on_step not in rule.allowed_on_step:
-        raise MisconfigurationException(
-            f"You can't `self.log({name!r}, on_step={on_step})` inside `{fx}`: there it must be on_step={rule.allowed_on_step[0]}."
-        )
-    if on_epoch not in rule.allowed_on_epoch:
-        raise MisconfigurationException(
-            f"You can't `self.log({name!r}, on_epoch={on_epoch})` inside `{fx}`: there it must be on_epoch={rule.allowed_on_epoch[0]}."
-        )
-    if not on_step and not on_epoch:
-        raise MisconfigurationException(
-            f"`self.log({name!r}, on_step=False, on_epoch=False)` is not useful: the value would go nowhere."
-            " Set on_step=True, on_epoch=True, or both."
-        )
-    return on_step, on_epoch
-
-
-def _default_float() -> torch.dtype:
-    dtype = torch.get_default_dtype()
-    return dtype if dtype in _FLOATS else torch.float32
-
-
-def _torchmetrics_metric_type() -> type | None:
-    # torchmetrics is optional and slow to import: only look it up if the user imported it.
-    import sys
-
-    module = sys.modules.get("torchmetrics")
-    return getattr(module, "Metric", None) if module is not None else None
-
-
-def _torchmetrics_collection_type() -> type | None:
-    import sys
-
-    module = sys.modules.get("torchmetrics")
-    return getattr(module, "MetricCollection", None) if module is not None else None
