@@ -341,3 +341,20 @@ def test_a_closure_that_is_not_callable():
 
     with pytest.raises(MisconfigurationException, match="the closure should be callable"):
         _fit(BadClosure(), n=4)
+
+
+def test_manual_backward_passes_arguments_and_hooks_can_log():
+    class Retain(TwoNets):
+        def training_step(self, batch, batch_idx):
+            opt_g, _ = self.optimizers()
+            loss = self.disc(self.gen(batch[0])).mean()
+            opt_g.zero_grad()
+            self.manual_backward(loss, retain_graph=True)
+            self.manual_backward(loss)  # the graph is still there
+            opt_g.step()
+
+        def on_after_backward(self):
+            self.log("after_backward", 1.0, reduce_fx="sum", on_epoch=True)
+
+    trainer = _fit(Retain(), n=8)
+    assert trainer.callback_metrics["after_backward_epoch"].item() == 4.0  # two backward calls per batch
