@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, Iterable, Mapping
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -80,6 +81,32 @@ class LightningDataModule(HyperparametersMixin):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
+    def __str__(self) -> str:
+        """The size of each dataset the dataloader methods serve, one line per method.
+
+        Example::
+
+            >>> print(LightningDataModule.from_datasets(train_set))   # doctest: +SKIP
+            {Train dataloader: size=8}
+            {Validation dataloader: None}
+            ...
+        """
+        lines = []
+        for label, method in (("Train dataloader", "train_dataloader"), ("Validation dataloader", "val_dataloader"),
+                              ("Test dataloader", "test_dataloader"), ("Predict dataloader", "predict_dataloader")):
+            try:
+                loaders = getattr(self, method)()
+            except Exception:  # not implemented, or not set up yet
+                lines.append(f"{{{label}: None}}")
+                continue
+            if isinstance(loaders, DataLoader):
+                lines.append(f"{{{label}: {_dataset_size(loaders)}}}")
+                continue
+            items = loaders.values() if isinstance(loaders, Mapping) else loaders
+            described = " ; ".join(f"{i}. {_dataset_size(loader)}" for i, loader in enumerate(items, start=1))
+            lines.append(f"{{{label}: {described}}}")
+        return os.linesep.join(lines)
+
     @classmethod
     def from_datasets(
         cls,
@@ -135,3 +162,8 @@ class LightningDataModule(HyperparametersMixin):
         from ember.saving import load_from_checkpoint
 
         return load_from_checkpoint(cls, checkpoint_path, map_location, hparams_file, None, weights_only, **kwargs)
+
+
+def _dataset_size(loader: Any) -> str:
+    dataset = getattr(loader, "dataset", None)
+    return f"size={len(dataset)}" if hasattr(dataset, "__len__") else "size=NA"

@@ -232,3 +232,13 @@ def test_load_from_checkpoint_on_a_datamodule_instance_is_refused(tmp_path):
     dm = RecordingDM()
     with pytest.raises(TypeError, match="cannot be called on an instance"):
         dm.load_from_checkpoint(tmp_path / "x.ckpt")
+
+
+def test_str_lists_the_dataset_sizes():
+    dm = ember.LightningDataModule.from_datasets(dataset(8), val_dataset=[dataset(8), dataset(3)])
+    assert str(dm).splitlines() == [
+        "{Train dataloader: size=8}",
+        "{Validation dataloader: 1. size=8 ; 2. size=3}",
+        "{Test dataloader: None}",
+        "{Predict dataloader: None}",
+    ]
