@@ -237,3 +237,20 @@ def test_no_save_hyperparameters_means_empty_hparams_and_no_logger_call():
     logger = RecordingLogger()
     quiet_trainer(max_steps=1, logger=logger).fit(CoreModel(), loader(n=4))
     assert logger.hparams_calls == []
+
+
+def test_checkpoint_stores_current_hparams_and_the_logger_the_initial_ones(tmp_path):
+    class Changing(CoreModel):
+        def __init__(self, lr=0.1):
+            super().__init__(lr=lr)
+            self.save_hyperparameters()
+
+        def on_train_start(self):
+            self.hparams.lr = 0.5
+
+    logger = RecordingLogger()
+    trainer = quiet_trainer(max_steps=1, logger=logger)
+    trainer.fit(Changing(), loader(n=4))
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+    assert torch.load(tmp_path / "c.ckpt", weights_only=True)["hyper_parameters"] == {"lr": 0.5}
+    assert logger.hparams_calls == [{"lr": 0.1}]
