@@ -24,18 +24,15 @@ def _fit_logging(
     class Logging(CoreModel):
         pass
 
-    def make(name: str) -> Callable:
-        base = getattr(CoreModel, name)
+    base = getattr(CoreModel, hook)
+    per_batch = hook.endswith("_step") or hook.endswith("batch_start")
 
-        def hook_fn(self, *args, **kwargs):
-            batch = args[0] if name.endswith("_step") or "batch_start" in name else None
-            idx = args[1] if name.endswith("_step") or "batch_start" in name else -1
-            log(self, name, batch, idx)
-            return base(self, *args, **kwargs)
+    def hook_fn(self, *args, **kwargs):
+        # batch hooks pass (batch, batch_idx, ...); the others get (None, -1)
+        log(self, hook, *(args[:2] if per_batch else (None, -1)))
+        return base(self, *args, **kwargs)
 
-        return hook_fn
-
-    setattr(Logging, hook, make(hook))
+    setattr(Logging, hook, hook_fn)
     trainer = quiet_trainer(**{"max_epochs": 1, **(trainer_kwargs or {})})
     trainer.fit(Logging(), train or loader(n=10), val)
     return trainer
@@ -261,11 +258,15 @@ def test_log_without_a_trainer_only_warns():
 
 
 def test_log_with_barebones_only_warns():
+    class Logs(CoreModel):
+        def training_step(self, batch, batch_idx):
+            self.log("x", 1.0)
+            return super().training_step(batch, batch_idx)
+
+    trainer = ember.Trainer(barebones=True, max_steps=1)
     with pytest.warns(UserWarning, match="barebones=True"):
-        quiet_trainer_bb = ember.Trainer(barebones=True, max_steps=1)
-        model = CoreModel()
-        model.training_step = lambda b, i: (model.log("x", 1.0), CoreModel.training_step(model, b, i))[1]
-        quiet_trainer_bb.fit(model, loader(n=4))
+        trainer.fit(Logs(), loader(n=4))
+    assert "x" not in trainer.callback_metrics
 
 
 # ---- torchmetrics --------------------------------------------------------------------------------
