@@ -28,7 +28,8 @@ RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK"
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     for key in RANK_VARS:
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # recorded, so that whatever a test sets is removed afterwards
+        monkeypatch.delenv(key)
     yield
     _set_rank(0)
 
@@ -161,3 +162,24 @@ def test_rank_zero_only_runs_on_rank_zero():
     _set_rank(1)
     assert record(2) is None
     assert calls == [1]
+
+
+def test_every_rank_learns_which_signal_stopped_the_job():
+    import signal
+    from types import SimpleNamespace
+
+    from ember.trainer.signals import StopFlag
+
+    asked = []
+
+    def agree(value, total_batches):
+        asked.append(value)
+        return signal.SIGTERM  # another rank received SIGTERM
+
+    flag = StopFlag()
+    trainer = SimpleNamespace(strategy=SimpleNamespace(agree_on_stop=agree), _progress=SimpleNamespace(total_batches=10))
+    assert flag.checker(trainer)() is True
+    assert asked == [0] and flag.flag and flag.signum == signal.SIGTERM
+    flag.signum = signal.SIGUSR1
+    flag.checker(trainer)()
+    assert asked[-1] == signal.SIGUSR1  # this rank's own signal is what it offers

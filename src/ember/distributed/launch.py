@@ -87,10 +87,15 @@ def create_distributed_strategy(
     return strategy
 
 
+_ACTIVE: list[SubprocessLauncher] = []  # the launcher that started this job's processes, if this process did
+
+
 def make_launcher(strategy: Any) -> Any:
-    if strategy.cluster_environment.creates_processes_externally and strategy._start_method == "popen":
-        return _JoinedLauncher()
     if strategy._start_method == "popen":
+        if _ACTIVE:
+            return _ACTIVE[0]  # a later Trainer in the same job: same processes, same failure handling
+        if strategy.cluster_environment.creates_processes_externally:
+            return _JoinedLauncher()
         return SubprocessLauncher(strategy)
     return MultiProcessingLauncher(strategy)
 
@@ -193,6 +198,7 @@ class SubprocessLauncher:
         os.environ["LOCAL_RANK"] = "0"
         os.environ["RANK"] = str(node_rank * n)
         self._started = True
+        _ACTIVE.append(self)
         atexit.register(self._at_exit)
         if self.procs:
             threading.Thread(target=self._watch, name="ember-rank-watch", daemon=True).start()

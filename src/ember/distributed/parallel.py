@@ -270,8 +270,11 @@ class ParallelStrategy(Strategy):
     def sync_fn(self) -> Callable[[Tensor, str, Any], Tensor]:
         return lambda tensor, reduce_op, group: self.reduce(tensor, group=group, reduce_op=reduce_op)
 
-    def agree_on_stop(self, flag: bool, total_batches: int) -> bool:
+    def agree_on_stop(self, flag: bool | int, total_batches: int) -> int:
         """Whether any rank received a preemption signal, agreed every ``preemption_check_interval`` batches.
+
+        ``flag`` may be the signal's number: the result is the largest value any rank passed
+        (truthy when some rank wants to stop).
 
         The loop asks after every batch and once more at the end of each epoch (with the same batch
         count): only those calls run a collective, so a step costs nothing extra. Every rank sees
@@ -280,13 +283,13 @@ class ParallelStrategy(Strategy):
         epoch_end = total_batches == self._stop_last_seen
         self._stop_last_seen = total_batches
         if not epoch_end and total_batches % self._stop_every != 0:
-            return False
+            return 0
         if not dist.is_initialized():
             return flag
         raised = torch.tensor(int(flag), device=self.root_device)
         self._collective("all_reduce(preemption flag)", dist.all_reduce, raised, op=dist.ReduceOp.MAX)
         # host sync: once every `preemption_check_interval` batches, not every step
-        return bool(raised.item())
+        return int(raised.item())
 
     def teardown(self) -> None:
         self._model = self._lightning_module

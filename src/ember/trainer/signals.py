@@ -44,7 +44,18 @@ class StopFlag:
         if agree is None:
             return lambda: self.flag
         progress = trainer._progress
-        return lambda: agree(self.flag, progress.total_batches)
+
+        def agreed() -> bool:
+            # the ranks agree on the signal's number (0: none, 1: a flag without one), so a rank that
+            # did not receive the signal can still name it
+            mine = (self.signum or 1) if self.flag else 0
+            code = int(agree(mine, progress.total_batches))
+            if code and not self.flag:
+                self.flag = True
+                self.signum = code if code > 1 else None
+            return bool(code)
+
+        return agreed
 
     def requested(self, trainer: Any) -> bool:
         """Whether to stop now. In a distributed run, the strategy makes every rank agree."""
