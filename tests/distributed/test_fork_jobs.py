@@ -15,6 +15,7 @@ from tests.helpers.distributed_models import (
     CollectivesModel,
     CountingSyncModel,
     DropoutModel,
+    ManualModel,
     PreparingModel,
     SigtermAt,
     StallingModel,
@@ -106,3 +107,12 @@ def test_prepare_data_runs_once_per_node_and_the_other_ranks_wait(tmp_path):
     fork_trainer(tmp_path, max_epochs=1).fit(PreparingModel(tmp_path), loader())
     rank0, rank1 = read_ranks(tmp_path)
     assert len(rank0["prepared"]) == 1 and rank1["prepared"] == rank0["prepared"]
+
+
+def test_manual_optimization_averages_gradients(tmp_path):
+    before = ManualModel(tmp_path).state_dict()
+    fork_trainer(tmp_path, max_epochs=1).fit(ManualModel(tmp_path), loader())
+    rank0, rank1 = read_ranks(tmp_path)
+    for key, value in rank0["weights"].items():
+        assert torch.equal(value, rank1["weights"][key])  # different data on each rank, the same update
+    assert not torch.equal(rank0["weights"]["layer.weight"], before["layer.weight"])

@@ -159,3 +159,19 @@ class PreparingModel(RecordingModel):
 
     def setup(self, stage: str) -> None:
         self.record["prepared"] = sorted(n for n in os.listdir(self.folder) if n.startswith("prepared-by-"))
+
+
+class ManualModel(RecordingModel):
+    """Manual optimization: ``manual_backward`` must still average gradients across ranks."""
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__(folder)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        x, y = batch
+        loss = nn.functional.mse_loss(self.layer(x), y)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()

@@ -102,9 +102,21 @@ class DDPStrategy(ParallelStrategy):
         return self._ddp
 
     def training_step_fn(self, module: Any) -> Callable[..., Any]:
-        if self._ddp is None:
+        if self._ddp is None or not module.automatic_optimization:
+            # manual optimization runs backward inside the step, which DDP's forward cannot enclose:
+            # the step is called directly and `pre_backward` readies the reducer instead
             return module.training_step
         return functools.partial(self._ddp, "training_step")
+
+    def pre_backward(self, loss: torch.Tensor) -> None:
+        ddp = self._ddp
+        if ddp is None or not torch.is_grad_enabled() or not ddp.require_backward_grad_sync:
+            return
+        from torch.nn.parallel.distributed import _find_tensors
+
+        used = list(_find_tensors(loss)) if ddp.find_unused_parameters and not ddp.static_graph else []
+        ddp.reducer._rebuild_buckets()  # DDP's forward would do this; the first call sets the buckets up
+        ddp.reducer.prepare_for_backward(used)
 
     def block_backward_sync(self) -> contextlib.AbstractContextManager:
         """Accumulating: keep gradients local until the step that updates the weights."""

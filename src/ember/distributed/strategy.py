@@ -103,6 +103,9 @@ class Strategy:
     def eval_step_fn(self, module: Any, name: str) -> Callable[..., Any]:
         return getattr(module, name)
 
+    def pre_backward(self, loss: Tensor) -> None:
+        """Called before ``manual_backward`` runs backward (DDP prepares its gradient reducer)."""
+
     def block_backward_sync(self) -> contextlib.AbstractContextManager:
         """Skip gradient synchronisation while accumulating (DDP ``no_sync``)."""
         return contextlib.nullcontext()

@@ -1232,6 +1232,7 @@ class Trainer:
         hooks, module = self._hooks, self._module
         hooks.call_callbacks("on_before_backward", loss)
         hooks.call_module("on_before_backward", loss)
+        self.strategy.pre_backward(loss)  # DDP: get its reducer ready for this backward
         scaled = self._precision.scale_loss(loss)
         hooks.call_module("backward", scaled, *args, **kwargs)
         hooks.call_callbacks("on_after_backward")
