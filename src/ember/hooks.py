@@ -77,7 +77,7 @@ LOG_RULES: dict[str, LogRule | None] = {
 for _name in (
     "predict_step", "on_predict_start", "on_predict_end", "on_predict_epoch_start", "on_predict_epoch_end",
     "on_predict_batch_start", "on_predict_batch_end", "setup", "teardown", "configure_model",
-    "configure_optimizers", "configure_callbacks", "prepare_data", "train_dataloader", "val_dataloader",
+    "configure_optimizers", "configure_callbacks", "configure_sharded_model", "prepare_data", "train_dataloader", "val_dataloader",
     "test_dataloader", "predict_dataloader", "on_before_batch_transfer", "transfer_batch_to_device",
     "on_after_batch_transfer", "on_fit_start", "on_fit_end", "on_sanity_check_start", "on_sanity_check_end",
     "on_train_end", "on_validation_end", "on_test_end", "on_exception", "state_dict", "load_state_dict",

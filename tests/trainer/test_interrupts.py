@@ -73,3 +73,18 @@ def test_should_stop_ends_training_after_min_epochs(tmp_path):
     trainer = ember.Trainer(max_epochs=5, min_epochs=2, default_root_dir=tmp_path, callbacks=[StopAtOnce()], **QUIET)
     trainer.fit(model, _loader())
     assert trainer.current_epoch == 2  # the stop is held until min_epochs are done
+
+
+def test_optimizer_step_override_that_skips_the_closure_is_an_error(tmp_path):
+    from ember.utilities.exceptions import MisconfigurationException
+
+    class Forgetful(Failing):
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+            pass  # neither calls the closure nor steps
+
+    trainer = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, **QUIET)
+    with pytest.raises(MisconfigurationException, match="closure hasn't been executed"):
+        trainer.fit(Forgetful(None), _loader())

@@ -427,7 +427,14 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
         elif mod_optimizer_step:
             wrapped = t._lightning_optimizers[0]
             wrapped._closure_hook = before_optimizer_step
+            state[0] = state[1] = _NOT_RUN
             hooks.call_module("optimizer_step", progress.epoch, batch_idx, wrapped, closure)
+            if state[1] is _NOT_RUN:
+                raise MisconfigurationException(
+                    "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your"
+                    " `optimizer_step` hook? It could also happen because the `optimizer.step(optimizer_closure)`"
+                    " call did not execute it internally."
+                )
             progress.global_step += 1
         else:
             precision.optimizer_step(optimizer, closure, before_optimizer_step)
@@ -444,6 +451,9 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
         return outputs
 
     return step
+
+
+_NOT_RUN = object()
 
 
 def _split_training_output(output: Any) -> tuple[Tensor | None, dict[str, Any]]:
