@@ -80,6 +80,28 @@ def test_fsdp_trains_like_one_process_and_writes_a_full_checkpoint(tmp_path):
     assert again.global_step == 8
 
 
+class RecordsWrapping(TwoLayers):
+    def on_train_start(self) -> None:
+        import os
+
+        with open(os.path.join(self.trainer.default_root_dir, f"rank{self.global_rank}.txt"), "w") as f:
+            f.write(type(self.first).__name__)
+
+
+def test_fsdp_activation_checkpointing_recomputes_and_trains_the_same(tmp_path):
+    torch.manual_seed(0)
+    plain, checkpointed = TwoLayers(), RecordsWrapping()
+    checkpointed.load_state_dict(plain.state_dict())
+    fsdp_trainer(tmp_path / "plain", max_epochs=1, enable_checkpointing=False).fit(plain, loader(16, batch_size=2))
+    strategy = FSDPStrategy(auto_wrap_policy={nn.Linear}, activation_checkpointing_policy={nn.Linear},
+                            sharding_strategy="SHARD_GRAD_OP", start_method="fork")
+    trainer = fsdp_trainer(tmp_path, max_epochs=1, enable_checkpointing=False, strategy=strategy)
+    trainer.fit(checkpointed, loader(16, batch_size=2))
+    assert (tmp_path / "rank0.txt").read_text() == (tmp_path / "rank1.txt").read_text() == "CheckpointWrapper"
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(checkpointed.state_dict()[key], value)
+
+
 def test_fsdp_rejects_sharded_checkpoints_and_unknown_sharding():
     with pytest.raises(ValueError, match="state_dict_type='full'"):
         FSDPStrategy(state_dict_type="sharded")

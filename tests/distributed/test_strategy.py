@@ -183,3 +183,13 @@ def test_every_rank_learns_which_signal_stopped_the_job():
     flag.signum = signal.SIGUSR1
     flag.checker(trainer)()
     assert asked[-1] == signal.SIGUSR1  # this rank's own signal is what it offers
+
+
+def test_cpu_devices_are_a_number_of_processes():
+    from ember.distributed import parse_devices
+
+    assert parse_devices(2, "cpu") == [0, 1] and parse_devices("2", "cpu") == [0, 1]
+    assert parse_devices("auto", "cpu") == [0]
+    for value in (-1, "-1", [0, 1], "0,1"):
+        with pytest.raises(TypeError, match="should be an int > 0"):
+            parse_devices(value, "cpu")

@@ -84,7 +84,7 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
         if devices == "-1":
             devices = -1
         elif "," in devices:
-            return [int(x) for x in devices.split(",") if x.strip()]
+            devices = [int(x) for x in devices.split(",") if x.strip()]
         else:
             try:
                 devices = int(devices)
@@ -92,10 +92,15 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
                 raise MisconfigurationException(f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'.") from None
     if isinstance(devices, bool):
         raise MisconfigurationException(f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'.")
+    if accelerator == "cpu" and (devices == -1 or isinstance(devices, (list, tuple))):
+        # CPU "devices" are processes: Lightning accepts only their number
+        raise TypeError(
+            "`devices` selected with `CPUAccelerator` should be an int > 0. Pass the number of processes,"
+            f" e.g. `devices=2`, instead of {devices!r}."
+        )
     if isinstance(devices, int):
         if devices == -1:
-            count = torch.cuda.device_count() if accelerator == "cuda" else (torch.get_num_threads() and 1)
-            return list(range(max(count, 1)))
+            return list(range(max(torch.cuda.device_count(), 1)))
         if devices <= 0:
             raise MisconfigurationException(
                 f"`devices={devices}` is not a valid value: it must be a positive number of devices, a list of"
