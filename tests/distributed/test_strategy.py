@@ -193,3 +193,18 @@ def test_cpu_devices_are_a_number_of_processes():
     for value in (-1, "-1", [0, 1], "0,1"):
         with pytest.raises(TypeError, match="should be an int > 0"):
             parse_devices(value, "cpu")
+
+
+def test_rank_prefixed_message_and_deprecation_on_rank_zero_only():
+    from ember.utilities.rank_zero import rank_prefixed_message, rank_zero_deprecation
+
+    assert rank_prefixed_message("hello", 1) == "[rank: 1] hello"
+    assert rank_prefixed_message("hello", None) == "hello"
+    with pytest.warns(DeprecationWarning, match="old"):
+        rank_zero_deprecation("old")
+    _set_rank(1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rank_zero_deprecation("old")  # silent off rank 0

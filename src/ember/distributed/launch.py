@@ -337,6 +337,12 @@ class MultiProcessingLauncher:
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
         method = strategy._start_method
+        if method == "fork" and torch.cuda.is_available() and torch.cuda.is_initialized():
+            raise MisconfigurationException(
+                "`strategy='ddp_fork'` (or 'ddp_notebook') cannot start processes once CUDA is initialized in this"
+                " process: a forked child cannot use it. Restart and avoid touching CUDA before `fit`, or use"
+                " `strategy='ddp_spawn'`."
+            )
         context = mp.get_context(method)
         queue = context.SimpleQueue()
         failure_dir = tempfile.mkdtemp(prefix="ember-ranks-")

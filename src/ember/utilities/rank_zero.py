@@ -62,6 +62,22 @@ def rank_zero_warn(message: str | Warning, stacklevel: int = 4, category: type[W
     warnings.warn(message, category=category, stacklevel=stacklevel, **kwargs)
 
 
+@rank_zero_only
+def rank_zero_deprecation(message: str, stacklevel: int = 5, **kwargs: Any) -> None:
+    """Issue a ``DeprecationWarning`` on rank 0 only."""
+    warnings.warn(message, category=DeprecationWarning, stacklevel=stacklevel, **kwargs)
+
+
+def rank_prefixed_message(message: str, rank: int | None) -> str:
+    """``"[rank: 1] message"``: say which process speaks when every rank prints.
+
+    Example::
+
+        print(rank_prefixed_message("loaded the shard", trainer.global_rank))
+    """
+    return f"[rank: {rank}] {message}" if rank is not None else message
+
+
 def _ensure_log_handler() -> None:
     # Lightning prints its info messages ("GPU available: ...") through a stream handler on its
     # logger; do the same unless the user configured logging themselves.
