@@ -159,6 +159,19 @@ def run_training_case(runner: Runner, case: str, impls: list[str], repeats: int)
     return row
 
 
+# The child's own peak RSS: ru_maxrss from wait4 would also count the memory of the parent that forked
+# it (the runner has torch loaded), so the child reports its VmHWM itself, as its last act.
+_REPORT_PEAK = (
+    "\ntry:\n    print('peak-rss-kb', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
+    "\nexcept (OSError, IndexError):\n    pass"
+)
+
+
+def _reported_peak(log: Path) -> float | None:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("peak-rss-kb ")]
+    return int(lines[-1].split()[1]) / 1024.0 if lines else None
+
+
 def run_import_case(runner: Runner, impls: list[str], repeats: int) -> dict[str, Any]:
     """Whole-process ``import`` against ``import torch`` in the same interpreter."""
     programs = {"raw": ("raw", "import torch"), "ember": ("ember", "import ember")}
@@ -170,7 +183,8 @@ def run_import_case(runner: Runner, impls: list[str], repeats: int) -> dict[str,
     for repeat in range(repeats):
         for key in _order(list(programs), repeat):
             impl, code = programs[key]
-            seconds, mb, status = _timed_process([runner.pythons[impl], "-c", code], _env(impl, runner.args.threads), log)
+            seconds, mb, status = _timed_process([runner.pythons[impl], "-c", code + _REPORT_PEAK], _env(impl, runner.args.threads), log)
+            mb = _reported_peak(log) or mb
             if status != 0:
                 raise RuntimeError(f"`{code}` failed in {runner.pythons[impl]} (exit {status}); see {log}")
             samples[key].append((seconds, mb))
@@ -195,7 +209,11 @@ def run_ddp2_case(repeats: int, path: Path = HERE / "ddp2.py") -> dict[str, Any]
         medians[impl] = statistics.median(value) if isinstance(value, (list, tuple)) else float(value)
     if "raw" not in medians or "ember" not in medians:
         return {"case": "ddp2", "skipped": f"bench/ddp2.py's run() returned no raw/ember figures: {out!r}"}
-    return {"case": "ddp2", "medians": medians, "unit": out.get("unit", "s"), "note": out.get("note")}
+    row = {"case": "ddp2", "medians": medians, "unit": out.get("unit", "s"), "note": out.get("note")}
+    steps = getattr(module, "STEPS", None)
+    if isinstance(steps, int) and steps > 0:  # timed optimizer steps: show µs per step as for `tiny`
+        row["steps"] = {impl: steps for impl in medians}
+    return row
 
 
 # =====================================================================================
@@ -232,7 +250,7 @@ def table_rows(rows: list[dict[str, Any]], impls: list[str]) -> list[list[str]]:
                 ldelta = f"{l_s - lt_s:+.3f} s, {l_mb - lt_mb:+.0f} MB"
             out.append(cells + [lcell, f"{d_s:+.3f} s, {d_mb:+.0f} MB", ldelta, f"{goal_text}, ≤ +{IMPORT_MB_GOAL:.0f} MB", "yes" if met else "no"])
             continue
-        steps = row.get("steps", {}).get("raw") if case == "tiny" else None
+        steps = row.get("steps", {}).get("raw") if case in ("tiny", "ddp2") else None
         if kind == "ratio":
             ratio = m["ember"] / m["raw"]
             ember_vs = f"{ratio:.3f}×"
@@ -298,7 +316,7 @@ def render_report(rows: list[dict[str, Any]], impls: list[str], args: argparse.N
         " `training_step`; `import` the whole `python -c` process.",
     ]
     for row in rows:
-        if "same_math" in row:
+        if "same_math" in row and "steps" in row and "checksums" in row:
             steps = ", ".join(f"{k} {v}" for k, v in row["steps"].items())
             verdict = "same final weights" if row["same_math"] else "DIFFERENT final weights or step counts"
             lines.append(f"- `{row['case']}`: {verdict} (steps: {steps}).")
@@ -378,12 +396,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         runner = Runner(args, pythons, Path(tmp))
         for case in args.case_list:
             started = time.perf_counter()
-            if case == "import":
-                row = run_import_case(runner, impls, args.import_repeats)
-            elif case == "ddp2":
-                row = run_ddp2_case(args.repeats)
-            else:
-                row = run_training_case(runner, case, impls, args.repeats)
+            try:
+                if case == "import":
+                    row = run_import_case(runner, impls, args.import_repeats)
+                elif case == "ddp2":
+                    row = run_ddp2_case(args.repeats)
+                else:
+                    row = run_training_case(runner, case, impls, args.repeats)
+            except Exception as err:  # one broken case must not cost the figures of the others
+                detail = getattr(err, "stderr", None) or ""
+                if isinstance(detail, bytes):
+                    detail = detail.decode(errors="replace")
+                message = f"{type(err).__name__}: {err}".strip()
+                print(f"  {case}: FAILED: {message}\n{detail[-2000:]}", file=sys.stderr, flush=True)
+                row = {"case": case, "skipped": "failed: " + message.splitlines()[0][:200]}
             rows.append(row)
             print(f"  {case}: done in {time.perf_counter() - started:.0f} s", flush=True)
     context["load_after"] = _load()

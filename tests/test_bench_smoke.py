@@ -122,3 +122,16 @@ def test_import_ember_loads_nothing_heavy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_a_failing_case_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("ember failed on case 'tiny' (exit 1)")
+
+    monkeypatch.setattr(runner, "run_training_case", broken)
+    monkeypatch.setattr(runner, "run_ddp2_case", lambda repeats: {"case": "ddp2", "skipped": "bench/ddp2.py is not there yet"})
+    out = tmp_path / "results.md"
+    rows = runner.main(["--cases", "tiny,ddp2", "--no-peers", "--out", str(out)])
+    assert rows[0] == {"case": "tiny", "skipped": "failed: RuntimeError: ember failed on case 'tiny' (exit 1)"}
+    assert rows[1]["case"] == "ddp2"
+    assert "| tiny | - | - | - | ≤ 1.05× | skipped: failed: RuntimeError" in out.read_text()
