@@ -24,6 +24,12 @@ def _trainer(bar, **kwargs):
     return pl.Trainer(**args)
 
 
+@pytest.fixture(autouse=True)
+def redraw_on_every_refresh(monkeypatch):
+    """These tests pin `refresh_rate`; the time-based redraw limit is tested on its own below."""
+    monkeypatch.setattr(TQDMProgressBar, "min_refresh_interval", 0.0)
+
+
 @pytest.fixture
 def metric_reads(monkeypatch):
     """Record (global_step, stage) at every read of the progress-bar metrics (either accessor)."""
@@ -283,3 +289,12 @@ def test_rich_validation_bar_becomes_visible(fresh_rich_console):
     trainer = _trainer(RichProgressBar(console_kwargs={"file": out, "width": 150}))
     trainer.validate(Regressor(), val_loader())
     assert "Validation" in out.getvalue() and "2/2" in out.getvalue()
+
+
+def test_fast_steps_redraw_at_most_ten_times_a_second(monkeypatch, metric_reads):
+    monkeypatch.setattr(TQDMProgressBar, "min_refresh_interval", 3600.0)
+    trainer = _trainer(TQDMProgressBar(refresh_rate=1), max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(Regressor(), train_loader())
+    train_reads = [step for step, stage in metric_reads if stage == "train"]
+    # the first refresh draws, the interval holds back the rest until the epoch's last batch
+    assert len(train_reads) <= 3 and train_reads[-1] == trainer.global_step

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm as _tqdm
@@ -58,9 +59,14 @@ class TQDMProgressBar(ProgressBar):
 
     BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
 
+    #: Seconds between two redraws at the least (the last batch of a loop always redraws);
+    #: set it to 0 to redraw on every ``refresh_rate``-th batch whatever the speed.
+    min_refresh_interval: float = 0.1
+
     def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
         super().__init__()
         self._refresh_rate = self._resolve_refresh_rate(refresh_rate)
+        self._last_redraw = float("-inf")
         self._process_position = process_position
         self._leave = leave
         self._enabled = True
@@ -337,7 +343,19 @@ class TQDMProgressBar(ProgressBar):
                 return
 
     def _should_update(self, current: int, total: int | None) -> bool:
-        return self.is_enabled and (current % self.refresh_rate == 0 or current == total)
+        if not self.is_enabled:
+            return False
+        if current == total:
+            return True
+        if current % self.refresh_rate != 0:
+            return False
+        # A terminal shows no more than ~10 redraws a second: skipping the others saves the
+        # formatting and the metric reads they would cost on fast steps.
+        now = time.monotonic()
+        if now - self._last_redraw < self.min_refresh_interval:
+            return False
+        self._last_redraw = now
+        return True
 
     @staticmethod
     def _resolve_refresh_rate(refresh_rate: int) -> int:
