@@ -3,6 +3,7 @@ collectives, the sampler, gradient accumulation, SyncBatchNorm and collective ti
 from __future__ import annotations
 
 import sys
+import time
 from datetime import timedelta
 
 import pytest
@@ -17,13 +18,14 @@ from tests.helpers.distributed_models import (
     DropoutModel,
     ManualModel,
     PreparingModel,
+    RaisingModel,
     SigtermAt,
     StallingModel,
     loader,
     read_ranks,
     shuffled_loader,
 )
-from ember.callbacks import ModelCheckpoint
+from ember.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from ember.trainer.signals import PreemptionExit
 
 pytestmark = [
@@ -116,3 +118,13 @@ def test_manual_optimization_averages_gradients(tmp_path):
     for key, value in rank0["weights"].items():
         assert torch.equal(value, rank1["weights"][key])  # different data on each rank, the same update
     assert not torch.equal(rank0["weights"]["layer.weight"], before["layer.weight"])
+
+
+def test_a_checkpoint_on_exception_does_not_wait_for_the_failed_rank(tmp_path):
+    callback = OnExceptionCheckpoint(dirpath=tmp_path)
+    start = time.monotonic()
+    with pytest.raises(Exception, match="boom on rank 1"):
+        trainer = fork_trainer(tmp_path, callbacks=[callback], max_epochs=1, enable_checkpointing=None)
+        trainer.fit(RaisingModel(tmp_path), loader())
+    assert time.monotonic() - start < 30
+    assert (tmp_path / "on_exception.ckpt").is_file()  # rank 0 saved what it had

@@ -175,3 +175,12 @@ class ManualModel(RecordingModel):
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
+
+
+class RaisingModel(RecordingModel):
+    """Rank 1 raises in its third training step."""
+
+    def training_step(self, batch, batch_idx):
+        if self.global_rank == 1 and batch_idx == 2:
+            raise ValueError("boom on rank 1")
+        return super().training_step(batch, batch_idx)

@@ -273,6 +273,8 @@ def _rank_env(strategy: Any, local_rank: int) -> dict[str, str]:
 def _worker(process_idx: int, launcher: MultiProcessingLauncher, fn: Callable, args: tuple, kwargs: dict,
             trainer: Any, queue: Any) -> None:
     launcher._in_worker = True
+    if sys.platform.startswith("linux"):
+        _die_with_parent()  # no worker outlives the process that started it
     os.environ.update(_rank_env(launcher._strategy, process_idx))
     from ember.trainer.signals import PreemptionExit
 

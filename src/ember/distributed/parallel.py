@@ -65,6 +65,7 @@ class ParallelStrategy(Strategy):
         self._stop_last_seen = -1
         self._launcher: Any = None
         self._configured = False
+        self._failed = False  # this rank's run raised: collectives stay local from then on
 
     # ---- configuration (filled in by create_distributed_strategy) ----------------------------
     def _configure(self, accelerator: str, devices: list[int], num_nodes: int, sync_batchnorm: bool = False) -> None:
@@ -178,6 +179,7 @@ class ParallelStrategy(Strategy):
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
         failure.install(self.global_rank)
+        self._failed = False
         if dist.is_available() and not dist.is_initialized():
             # all ranks: rendezvous at MASTER_ADDR:MASTER_PORT
             dist.init_process_group(
@@ -188,12 +190,20 @@ class ParallelStrategy(Strategy):
         _set_rank(self.global_rank)
 
     def on_exception(self, exception: BaseException) -> None:
-        """The first rank to fail is the one whose traceback the user sees; the others end quietly."""
+        """The first rank to fail is the one whose traceback the user sees; the others end quietly.
+
+        From here on this rank's collectives return its own values: the other ranks are failing or
+        being stopped, and an `on_exception` checkpoint must not wait for them.
+        """
+        self._failed = True
         failure.on_exception(exception, self.global_rank)
         if self._launcher is not None:
             self._launcher.on_exception(exception)
 
     # ---- collectives -----------------------------------------------------------------------
+    def _active(self) -> bool:
+        return dist.is_initialized() and not self._failed
+
     def _collective(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
@@ -202,7 +212,7 @@ class ParallelStrategy(Strategy):
 
     def barrier(self, name: str | None = None) -> None:
         """All ranks wait here for each other."""
-        if not dist.is_initialized():
+        if not self._active():
             return
         label = f"barrier({name!r})" if name else "barrier()"
         if self.process_group_backend == "nccl":
@@ -212,7 +222,7 @@ class ParallelStrategy(Strategy):
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         """``obj`` from rank ``src`` on every rank (any picklable object)."""
-        if not dist.is_initialized():
+        if not self._active():
             return obj
         box = [obj]
         self._collective(f"broadcast(src={src})", dist.broadcast_object_list, box, src=src)
@@ -220,7 +230,7 @@ class ParallelStrategy(Strategy):
 
     def reduce(self, tensor: Tensor | Any, group: Any | None = None, reduce_op: Any = "mean") -> Tensor | Any:
         """Reduce ``tensor`` over all ranks: ``"mean"`` (default), ``"sum"``, ``"max"`` or ``"min"``."""
-        if not isinstance(tensor, Tensor) or not dist.is_initialized():
+        if not isinstance(tensor, Tensor) or not self._active():
             return tensor
         op = reduce_op if reduce_op is not None else "mean"
         mean = isinstance(op, str) and op.lower() in ("mean", "avg")
@@ -236,7 +246,7 @@ class ParallelStrategy(Strategy):
 
     def all_gather(self, tensor: Tensor, group: Any | None = None, sync_grads: bool = False) -> Tensor:
         """Stack ``tensor`` from every rank along a new first dimension (same shape on every rank)."""
-        if not dist.is_initialized():
+        if not self._active():
             return tensor
         tensor = tensor.contiguous()
         if sync_grads:
@@ -250,7 +260,7 @@ class ParallelStrategy(Strategy):
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order, on every rank."""
-        if not dist.is_initialized():
+        if not self._active():
             return [obj]
         out: list[Any] = [None] * dist.get_world_size()
         self._collective("all_gather_object", dist.all_gather_object, out, obj)
@@ -258,7 +268,7 @@ class ParallelStrategy(Strategy):
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         """True on every rank if all ranks (or, with ``all=False``, any rank) decided True."""
-        if not dist.is_initialized():
+        if not self._active():
             return decision
         votes = torch.tensor(int(bool(decision)), device=self.root_device)
         self._collective("all_reduce(reduce_boolean_decision)", dist.all_reduce, votes, op=dist.ReduceOp.SUM)
@@ -284,7 +294,7 @@ class ParallelStrategy(Strategy):
         self._stop_last_seen = total_batches
         if not epoch_end and total_batches % self._stop_every != 0:
             return 0
-        if not dist.is_initialized():
+        if not self._active():
             return flag
         raised = torch.tensor(int(flag), device=self.root_device)
         self._collective("all_reduce(preemption flag)", dist.all_reduce, raised, op=dist.ReduceOp.MAX)

@@ -647,11 +647,13 @@ class Trainer:
 
     def _interrupt(self, exception: BaseException) -> None:
         self.state.status = TrainerStatus.INTERRUPTED
+        # the strategy first: in a distributed run it stops the other ranks and makes collectives
+        # local, so a checkpoint saved by `on_exception` below cannot wait forever for a peer
+        self.strategy.on_exception(exception)
         if self._hooks is not None:
             self._hooks.call_callbacks("on_exception", exception)
             if self.datamodule is not None:
                 self.datamodule.on_exception(exception)
-        self.strategy.on_exception(exception)
         for logger in self.loggers:
             with contextlib.suppress(Exception):
                 logger.finalize("failed")
