@@ -138,3 +138,21 @@ def test_ddp_spawn_returns_weights_metrics_and_results_to_the_main_process(tmp_p
     with torch.no_grad():
         expected = model.layer(program.dataset().tensors[0][0::2])
     torch.testing.assert_close(torch.cat(record["predict"]), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.timeout(200)
+def test_an_srun_job_joins_its_environment(tmp_path):
+    from ember.distributed.environments import find_free_network_port
+
+    env = {k: v for k, v in os.environ.items() if k not in _RANK_VARS and not k.startswith(("SLURM_", "PL_"))}
+    env.update(PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", SLURM_NTASKS="2", SLURM_NNODES="1", SLURM_NODEID="0",
+               SLURM_JOB_ID="4242", SLURM_JOB_NAME="train", SLURM_NODELIST="127.0.0.1",
+               MASTER_PORT=str(find_free_network_port()))
+    # what `srun --ntasks=2` does: start both tasks, each with its own SLURM_PROCID / SLURM_LOCALID
+    procs = [subprocess.Popen([sys.executable, str(PROGRAM), "plain", str(tmp_path)], cwd=tmp_path,
+                              env={**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    outputs = [p.communicate(timeout=150)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    ranks = [load(tmp_path, "plain", r) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["global_step"] for r in ranks] == [16, 16]

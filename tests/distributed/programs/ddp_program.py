@@ -69,7 +69,7 @@ def trainer(out: str, strategy: str = "ddp", **kwargs) -> pl.Trainer:
 
 
 def save(out: str, name: str, record: dict) -> None:
-    rank = int(os.environ.get("RANK", 0))
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
     torch.save(record, os.path.join(out, f"{name}-rank{rank}.pt"))
 
 
