@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 
 from ember.distributed import failure
-from ember.distributed.environments import ClusterEnvironment
+from ember.distributed.environments import ClusterEnvironment, LightningEnvironment
 from ember.utilities.exceptions import MisconfigurationException
 
 _STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp")
@@ -369,7 +369,7 @@ class MultiProcessingLauncher:
                 os.environ.pop(failure.ENV_DIR, None)
             else:
                 os.environ[failure.ENV_DIR] = previous_dir
-            if type(env).__name__ == "LightningEnvironment":
+            if isinstance(env, LightningEnvironment):
                 os.environ.pop("MASTER_PORT", None)  # the next launch picks a fresh free port
         if "preempted" in message:
             from ember.trainer.signals import PreemptionExit

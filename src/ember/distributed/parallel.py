@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ember.distributed import failure
-from ember.distributed.environments import ClusterEnvironment, detect_environment
+from ember.distributed.environments import ClusterEnvironment, LightningEnvironment, detect_environment
 from ember.distributed.strategy import Strategy
 
 default_pg_timeout = timedelta(minutes=30)
@@ -133,7 +133,8 @@ class ParallelStrategy(Strategy):
     @property
     def global_rank(self) -> int:
         env = self.cluster_environment
-        if isinstance(env, ClusterEnvironment) and type(env).__name__ == "LightningEnvironment":
+        if isinstance(env, LightningEnvironment):
+            # set once Ember launched the job; before that, this process is local rank 0 of its node
             return int(os.environ.get("RANK", self.node_rank * self.num_processes + self.local_rank))
         return env.global_rank()
 
@@ -148,7 +149,7 @@ class ParallelStrategy(Strategy):
     @property
     def world_size(self) -> int:
         env = self.cluster_environment
-        if type(env).__name__ == "LightningEnvironment":
+        if isinstance(env, LightningEnvironment):
             return int(os.environ.get("WORLD_SIZE", self.num_nodes * self.num_processes))
         return env.world_size()
 
