@@ -98,11 +98,27 @@ DRIVER = textwrap.dedent(
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     duration = time.monotonic() - start
 
+    def steps_done(folder):
+        try:
+            with open(os.path.join(folder, "progress.log")) as log:
+                return len(log.read().split())
+        except FileNotFoundError:
+            return 0
+
     results = []
+    step_time = duration / STEPS
     for trial in range(trials):
-        delay = rng.uniform(0.0, duration)
-        pid = run_child(os.path.join(base, f"trial{trial:02d}"))
-        time.sleep(delay)
+        # Kill at a random point of the run, located by progress rather than by the clock, so a
+        # busy machine cannot push every kill before the first save: wait for a random step,
+        # then for a random part of a step, so the kill also lands inside a save.
+        target, jitter = rng.randint(1, STEPS - 2), rng.uniform(0.0, step_time)
+        folder = os.path.join(base, f"trial{trial:02d}")
+        pid = run_child(folder)
+        deadline = time.monotonic() + 60
+        while steps_done(folder) < target and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(jitter)
+        delay = time.monotonic() - start
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL

@@ -114,7 +114,8 @@ class ModelCheckpoint(Checkpoint):
         self.mode = mode
         self.kth_value = torch.tensor(torch.inf if mode == "min" else -torch.inf)
 
-        self._fs = checkpoint_io.get_filesystem(dirpath or "")
+        self._fs_path = dirpath or ""
+        self._fs_instance: Any = None
         if dirpath and checkpoint_io.is_local(dirpath):
             dirpath = os.path.realpath(os.path.expanduser(dirpath))
         self.dirpath: str | Path | None = dirpath
@@ -163,11 +164,23 @@ class ModelCheckpoint(Checkpoint):
     def every_n_epochs(self) -> int | None:
         return self._every_n_epochs
 
+    @property
+    def _fs(self) -> Any:
+        """The fsspec filesystem of ``dirpath``, created when first needed (fsspec loads then)."""
+        if self._fs_instance is None:
+            self._fs_instance = checkpoint_io.get_filesystem(self._fs_path)
+        return self._fs_instance
+
+    @_fs.setter
+    def _fs(self, path: Any) -> None:
+        self._fs_path = path
+        self._fs_instance = None
+
     # ---- hooks ----------------------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         dirpath = trainer.strategy.broadcast(self._resolve_ckpt_dir(trainer))  # all ranks: same folder
         self.dirpath = dirpath
-        self._fs = checkpoint_io.get_filesystem(dirpath or "")
+        self._fs = dirpath or ""
         if trainer.is_global_zero and stage == "fit":
             self._warn_if_dir_not_empty(dirpath)
         if self.save_last == "link" and not checkpoint_io.is_local(dirpath):

@@ -52,6 +52,9 @@ class TensorBoardLogger(Logger):
         trainer = Trainer(logger=TensorBoardLogger("tb_logs", name="my_model"))
     """
 
+    # the SummaryWriter (and the tensorboard import) is created at the first write, not at setup
+    _lazy_experiment = True
+
     NAME_HPARAMS_FILE = "hparams.yaml"
     LOGGER_JOIN_CHAR = "-"
 

@@ -818,8 +818,12 @@ class Trainer:
             if hasattr(child, "_device"):
                 child._device = self.strategy.root_device
         for logger in self.loggers:
-            if hasattr(logger, "experiment"):
-                _ = logger.experiment
+            if getattr(logger, "_lazy_experiment", False):
+                # its writer (and the backend import) waits for the first value; the folder exists now
+                if self.is_global_zero and logger.log_dir and "://" not in str(logger.log_dir):
+                    os.makedirs(logger.log_dir, exist_ok=True)
+            elif hasattr(logger, "experiment"):
+                _ = logger.experiment  # e.g. wandb must start its run before any other writer
         self.strategy.barrier("pre_setup")
         if self.datamodule is not None:
             self.datamodule.setup(stage=stage)
@@ -883,7 +887,8 @@ class Trainer:
                 logger.log_hyperparams(hparams)
             if hasattr(logger, "log_graph"):
                 logger.log_graph(model)
-            logger.save()
+            if hparams or getattr(logger, "_log_graph", False):
+                logger.save()  # nothing was written otherwise: the first metrics write saves
 
     # =====================================================================================
     # data
