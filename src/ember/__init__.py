@@ -17,7 +17,7 @@ from ember.utilities.seed import seed_everything
 
 __all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "seed_everything", "__version__"]
 
-_SUBMODULES = {"loggers", "callbacks", "utilities", "tuner", "cli", "plot", "demos", "strategies", "profilers"}
+_SUBMODULES = {"loggers", "callbacks", "utilities", "tuner", "cli", "plot", "demos", "strategies", "plugins"}
 
 
 def __getattr__(name: str):

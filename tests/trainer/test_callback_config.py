@@ -112,3 +112,12 @@ def test_lightning_import_paths_resolve():
 
     assert Bar is TQDMProgressBar and RichProgressBarTheme is not None
     assert isinstance(summarize(Regressor()), Table)
+
+
+def test_lightning_strategy_and_environment_paths_resolve():
+    import ember as pl
+    from ember.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+    from ember.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
+
+    assert pl.strategies.DDPStrategy is DDPStrategy
+    assert FSDPStrategy and SingleDeviceStrategy and SLURMEnvironment and TorchElasticEnvironment

@@ -1096,8 +1096,7 @@ class Trainer:
             f"Received {name}: training stopped at epoch {self.current_epoch}, step {self.global_step}, and the state"
             f" was saved to {path}. Resume with `trainer.fit(model, ckpt_path='last')` (or ckpt_path={path!r})."
         )
-        rank_zero_info(message)
-        raise PreemptionExit(message)
+        raise PreemptionExit(message)  # the exit prints the message
 
     # =====================================================================================
     # metrics

@@ -1,0 +1,1 @@
+"""Lightning's import path for plugins; the cluster environments live in ``environments``."""

@@ -1,0 +1,9 @@
+"""Lightning's import path for cluster environments: ``from ember.plugins.environments import ...``."""
+from ember.distributed.environments import (
+    ClusterEnvironment,
+    LightningEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
+
+__all__ = ["ClusterEnvironment", "LightningEnvironment", "SLURMEnvironment", "TorchElasticEnvironment"]

@@ -1,0 +1,7 @@
+"""Lightning's import path for strategies: ``from ember.strategies import DDPStrategy``."""
+from ember.distributed.ddp import DDPSpawnStrategy, DDPStrategy
+from ember.distributed.fsdp import FSDPStrategy
+from ember.distributed.parallel import ParallelStrategy
+from ember.distributed.strategy import SingleDeviceStrategy, Strategy
+
+__all__ = ["DDPSpawnStrategy", "DDPStrategy", "FSDPStrategy", "ParallelStrategy", "SingleDeviceStrategy", "Strategy"]
