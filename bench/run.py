@@ -300,7 +300,7 @@ def render_report(rows: list[dict[str, Any]], impls: list[str], args: argparse.N
     lines = [
         "# Benchmark results",
         "",
-        f"`python bench/run.py {' '.join(context['argv'])}`".replace("` ", "`").rstrip(),
+        "`" + " ".join(["python bench/run.py", *context["argv"]]) + "`",
         "",
         f"- when: {context['when']}, commit {context['commit']}",
         f"- machine: {context['machine']}; device: {context['device']}; torch threads per process: {args.threads or 'torch default'}",
@@ -322,6 +322,14 @@ def render_report(rows: list[dict[str, Any]], impls: list[str], args: argparse.N
             lines.append(f"- `{row['case']}`: {verdict} (steps: {steps}).")
         if row.get("note"):
             lines.append(f"- `{row['case']}`: {row['note']}")
+    spread = []
+    for row in rows:
+        for impl, values in row.get("samples", {}).items():
+            seconds = [v[0] if isinstance(v, tuple) else v for v in values]
+            if len(seconds) > 1:
+                spread.append(f"{row['case']}/{impl} {min(seconds):.3f}-{max(seconds):.3f}")
+    if spread:
+        lines.append("- spread of the runs (min-max seconds, whole run or import process): " + "; ".join(spread) + ".")
     if args.quick:
         lines.append("- `--quick`: a few steps only; the figures say nothing about speed.")
     return "\n".join(lines) + "\n"
