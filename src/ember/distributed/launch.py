@@ -391,8 +391,8 @@ class MultiProcessingLauncher:
         trainer.state.status = output["status"]
         trainer.state.stage = None
         trainer._progress.load_state_dict(output["progress"])
-        trainer._callback_metrics = dict(output["callback_metrics"])
-        trainer._logged_metrics = dict(output["logged_metrics"])
+        trainer.callback_metrics = output["callback_metrics"]
+        trainer.logged_metrics = output["logged_metrics"]
         for cb, state in zip(trainer.callbacks, output["callbacks"]):
             if state:
                 cb.load_state_dict(state)

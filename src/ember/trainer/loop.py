@@ -9,11 +9,9 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
-import torch
 from torch import Tensor
 
 from ember.trainer.data import move_to_device, set_sampler_epoch
-from ember.trainer.logging import LoggedResults
 from ember.trainer.state import RunningStage
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -28,7 +26,7 @@ if TYPE_CHECKING:
 # =====================================================================================
 def run_fit(t: Trainer) -> None:
     """Sanity check, then epochs until a limit or ``should_stop`` ends training."""
-    hooks, progress = t._hooks, t._progress
+    hooks = t._hooks
     if t._should_sanity_check():
         run_sanity_check(t)
 
@@ -106,7 +104,7 @@ def run_training_epoch(t: Trainer) -> None:
     t.training = True
     results = t._train_results
     t._results = results
-    t._pending = results  # step values reach callback_metrics when somebody reads them
+    t._metrics.live = results  # step values reach callback_metrics when somebody reads them
     total = t.num_training_batches
     step_fn = _make_training_step(t)
     transfer = _make_transfer(t, 0)
@@ -168,17 +166,17 @@ def run_training_epoch(t: Trainer) -> None:
         if loggers and not (accumulating and automatic) and log_every and (
             (progress.batches_that_stepped + 1) % log_every == 0 or t.should_stop
         ):
-            t._log_step_metrics(results)
+            t._metrics.log_step(results)
 
         if validation_this_epoch and t._should_check_val(batch_idx, is_last):
             if not accumulating:
                 hooks.call_module("on_validation_model_zero_grad")
-            t._flush_step_metrics(results)
+            t._metrics.flush_step(results)
             run_evaluation(t, RunningStage.VALIDATING)
             t.state.stage = RunningStage.TRAINING
             t.training = True
             t._results = results
-            t._pending = results
+            t._metrics.live = results
         if plateau_step and not accumulating and automatic:
             for config in plateau_step:
                 if (batch_idx + 1) % config.frequency == 0:
@@ -198,23 +196,23 @@ def run_training_epoch(t: Trainer) -> None:
 
     # ---- epoch end --------------------------------------------------------------------
     progress.epoch_done = True
-    t._pending = None
-    t._flush_step_metrics(results)
-    t._epoch_end_results = results  # epoch values are visible in callback_metrics from here
+    t._metrics.live = None
+    t._metrics.flush_step(results)
+    t._metrics.epoch_end = results  # epoch values are visible in callback_metrics from here
     non_monitoring = [cb for cb in t.callbacks if not t._is_monitoring_callback(cb)]
     monitoring = [cb for cb in t.callbacks if t._is_monitoring_callback(cb)]
     hooks.call_callbacks("on_train_epoch_end", only=[cb for cb in non_monitoring if _overrides_cb(cb, "on_train_epoch_end")])
     hooks.call_module("on_train_epoch_end")
     hooks.call_callbacks("on_train_epoch_end", only=[cb for cb in monitoring if _overrides_cb(cb, "on_train_epoch_end")])
-    t._epoch_end_results = None
-    t._apply_epoch_metrics(results)
+    t._metrics.epoch_end = None
+    t._metrics.apply_epoch(results)
     if automatic and progress.epoch_batches >= total:
         for config in t.lr_scheduler_configs:
             if config.interval == "epoch" and config.reduce_on_plateau and (progress.epoch + 1) % config.frequency == 0:
                 _step_plateau(t, config)
     if loggers:
         progress.batches_that_stepped -= 1  # epoch values are logged at the step of the epoch's last batch
-        t._log_epoch_metrics(results)
+        t._metrics.log_epoch(results)
         progress.batches_that_stepped += 1
     results.reset()
     progress.epoch += 1
@@ -615,18 +613,18 @@ def run_evaluation(t: Trainer, stage: RunningStage) -> list[dict[str, Any]]:
                 if logging_steps:
                     key = (fn_stage, dataloader_idx)
                     seen[key] = seen.get(key, 0) + 1
-                    t._log_eval_step_metrics(results, seen[key] - 1)
+                    t._metrics.log_eval_step(results, seen[key] - 1)
                 batch_idx += 1
                 if stage != RunningStage.SANITY_CHECKING and fn_stage == RunningStage.VALIDATING:
                     t._evaluation_batches_run = True
             # this dataloader's last step values and its epoch values
             if stage != RunningStage.SANITY_CHECKING:
-                t._flush_step_metrics(results)
-            outputs_per_loader.append(t._eval_epoch_outputs(results, stage))
+                t._metrics.flush_step(results)
+            outputs_per_loader.append(t._metrics.eval_epoch_outputs(results, stage))
         del iterator
         results.dataloader_idx = None
         hooks.call_both(f"on_{prefix}_epoch_end")
-        end_outputs = t._eval_epoch_outputs(results, stage)
+        end_outputs = t._metrics.eval_epoch_outputs(results, stage)
     merged: dict[str, Any] = {}
     for outputs in outputs_per_loader:
         merged.update(outputs)
@@ -634,7 +632,7 @@ def run_evaluation(t: Trainer, stage: RunningStage) -> list[dict[str, Any]]:
     for outputs in outputs_per_loader:
         outputs.update(end_outputs)
     if stage != RunningStage.SANITY_CHECKING:
-        t._log_eval_end_metrics(merged)
+        t._metrics.write(merged, None)
     hooks.call_both(f"on_{prefix}_end")
     _train_mode(t, prefix, modes)
     t._results = previous_results

@@ -10,11 +10,9 @@ import inspect
 import math
 import os
 import signal
-import sys
-import warnings
 from datetime import timedelta
 from functools import wraps
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 
@@ -26,7 +24,9 @@ from ember.trainer.data import (
     limit_batches,
     prepare_loader,
 )
+from ember.trainer.defaults import configure_callbacks, configure_loggers, merge_model_callbacks
 from ember.trainer.logging import LoggedResults
+from ember.trainer.metrics import MetricStore, print_results
 from ember.trainer.optim import LightningOptimizer, configure_optimizers
 from ember.trainer.signals import PreemptionExit, StopFlag
 from ember.trainer.state import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
@@ -313,12 +313,12 @@ class Trainer:
 
         # ---- paths, loggers, callbacks ---------------------------------------------------
         self._default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else None
-        self.loggers = self._configure_loggers(logger)
+        self.loggers = configure_loggers(logger, self.default_root_dir)
         if fast_dev_run and self.loggers:
             from ember.loggers.logger import DummyLogger
 
             self.loggers = [DummyLogger()]
-        self.callbacks = self._configure_callbacks(
+        self.callbacks = configure_callbacks(
             callbacks, enable_checkpointing, enable_progress_bar, enable_model_summary, max_time
         )
         self._enable_checkpointing = enable_checkpointing is not False
@@ -331,12 +331,7 @@ class Trainer:
         self._val_results = LoggedResults(training=False)
         self._test_results = LoggedResults(training=False)
         self._results: LoggedResults | None = None
-        self._live: LoggedResults | None = None
-        self._epoch_end_results: LoggedResults | None = None
-        self._callback_metrics: dict[str, Any] = {}
-        self._logged_metrics: dict[str, Any] = {}
-        self._pbar_metrics: dict[str, Any] = {}
-        self._pbar_copies: dict[str, list[Any]] = {}
+        self._metrics = MetricStore(self)
         self._module: Any = None
         self._hooks: Any = None
         self._precision: Any = None
@@ -375,102 +370,6 @@ class Trainer:
     # =====================================================================================
     # configuration helpers
     # =====================================================================================
-    def _configure_loggers(self, logger: Any) -> list[Any]:
-        if logger is None or logger is True:
-            return [_default_logger(self.default_root_dir)]
-        if logger is False:
-            return []
-        if isinstance(logger, Iterable):
-            return list(logger)
-        return [logger]
-
-    def _configure_callbacks(
-        self, callbacks: Any, enable_checkpointing: bool | None, enable_progress_bar: bool | None,
-        enable_model_summary: bool | None, max_time: Any,
-    ) -> list[Callback]:
-        from ember.callbacks.checkpoint import Checkpoint
-
-        if callbacks is None:
-            cbs: list[Callback] = []
-        elif isinstance(callbacks, Callback):
-            cbs = [callbacks]
-        else:
-            cbs = list(callbacks)
-        for cb in cbs:
-            if not isinstance(cb, Callback):
-                raise TypeError(
-                    f"`Trainer(callbacks=...)` got {cb!r}, which is not a `Callback`: subclass"
-                    " `ember.callbacks.Callback` and override the hooks you need."
-                )
-        has_checkpoint = any(isinstance(cb, Checkpoint) for cb in cbs)
-        if enable_checkpointing is False and has_checkpoint:
-            raise MisconfigurationException(
-                "Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint` in callbacks list."
-            )
-        if enable_checkpointing is not False and not has_checkpoint:
-            from ember.callbacks.model_checkpoint import ModelCheckpoint
-
-            cbs.append(ModelCheckpoint())
-        if max_time is not None:
-            from ember.callbacks.timer import Timer
-
-            if any(isinstance(cb, Timer) for cb in cbs):
-                rank_zero_info("Ignoring `Trainer(max_time=...)`, callbacks list already contains a Timer.")
-            else:
-                cbs.append(Timer(duration=max_time, interval="step"))
-        from ember.callbacks.progress_bar import ProgressBar
-
-        bars = [cb for cb in cbs if isinstance(cb, ProgressBar)]
-        if len(bars) > 1:
-            raise MisconfigurationException(
-                "You added multiple progress bar callbacks to the Trainer, but currently only one progress bar is supported."
-            )
-        if bars and enable_progress_bar is False:
-            raise MisconfigurationException(
-                f"Trainer was configured with `enable_progress_bar=False` but found `{type(bars[0]).__name__}` in"
-                " callbacks list."
-            )
-        if not bars and enable_progress_bar is not False:
-            from ember.callbacks.tqdm_progress import TQDMProgressBar
-
-            bars = [TQDMProgressBar()]
-            cbs.append(bars[0])
-        if enable_model_summary is not False:
-            from ember.callbacks.model_summary import ModelSummary
-
-            if not any(isinstance(cb, ModelSummary) for cb in cbs):
-                rich_bar = bars and type(bars[0]).__name__ == "RichProgressBar"
-                if rich_bar:
-                    from ember.callbacks.rich_model_summary import RichModelSummary
-
-                    cbs.append(RichModelSummary())
-                else:
-                    cbs.append(ModelSummary())
-        return _reorder_callbacks(cbs)
-
-    def _attach_model_callbacks(self) -> None:
-        model_callbacks = self._hooks.call_module("configure_callbacks")
-        if not model_callbacks:
-            return
-        if isinstance(model_callbacks, Callback):
-            model_callbacks = [model_callbacks]
-        model_types = {type(cb) for cb in model_callbacks}
-        trainer_types = {type(cb) for cb in self.callbacks} - {Callback}
-        override = set()
-        for model_type in model_types:
-            for trainer_type in trainer_types:
-                if issubclass(model_type, trainer_type):
-                    override.add(trainer_type)
-                    break
-        if override:
-            rank_zero_info(
-                "The following callbacks returned in `LightningModule.configure_callbacks` will override existing"
-                " callbacks passed to Trainer: " + ", ".join(sorted(t.__name__ for t in override))
-            )
-        callbacks = [cb for cb in self.callbacks if type(cb) not in override]
-        callbacks.extend(model_callbacks)
-        self.callbacks = _reorder_callbacks(callbacks)
-
     # =====================================================================================
     # entry points
     # =====================================================================================
@@ -662,11 +561,8 @@ class Trainer:
         self.strategy.teardown()
         self._stop_flag.uninstall()
         self._results = None
-        self._live = None
-        for store in (self._callback_metrics, self._logged_metrics, self._pbar_metrics):
-            for key, value in store.items():
-                if isinstance(value, torch.Tensor) and value.device.type != "cpu":
-                    store[key] = value.cpu()
+        self._metrics.live = None
+        self._metrics.to_cpu()
 
     def _run(self, model: Any, ckpt_path: Any, weights_only: bool | None, model_given: bool = True) -> Any:
         from ember.hooks import HookDispatcher
@@ -678,7 +574,7 @@ class Trainer:
         self.strategy.connect(model)
         model.trainer = self
         self._hooks = HookDispatcher(self, model, self.callbacks)
-        self._attach_model_callbacks()
+        self.callbacks = merge_model_callbacks(self.callbacks, self._hooks.call_module("configure_callbacks"))
         self._hooks = HookDispatcher(self, model, self.callbacks)
         self._validate_configuration(model)
         self._precision = Precision(self._precision_name, self.strategy.root_device)
@@ -753,7 +649,7 @@ class Trainer:
         outputs = loop.run_evaluation(self, stage)
         outputs = [{k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in d.items()} for d in outputs]
         if getattr(self, "_verbose", True) and self.is_global_zero and outputs:
-            _print_results(outputs, "validate" if stage == RunningStage.VALIDATING else "test")
+            print_results(outputs, "validate" if stage == RunningStage.VALIDATING else "test")
         return outputs
 
     def _validate_configuration(self, model: Any) -> None:
@@ -1099,133 +995,39 @@ class Trainer:
         raise PreemptionExit(message)  # the exit prints the message
 
     # =====================================================================================
-    # metrics
+    # metrics (stored in trainer/metrics.py)
     # =====================================================================================
     def _reset_metrics(self) -> None:
-        self._callback_metrics = {}
-        self._logged_metrics = {}
-        self._pbar_metrics = {}
-        self._live = None
-        self._epoch_end_results = None
-
-    def _merge(self, callback: dict, log: dict, pbar: dict) -> None:
-        self._callback_metrics.update(callback)
-        self._logged_metrics.update(log)
-        self._pbar_metrics.update(pbar)
-
-    def _flush_step_metrics(self, results: LoggedResults) -> None:
-        self._merge(*results.step_metrics())
-
-    def _apply_epoch_metrics(self, results: LoggedResults) -> None:
-        self._merge(*results.epoch_metrics())
-
-    def _current(self) -> None:
-        # the values of the running loop, merged into the stored dicts only when somebody reads them
-        live = self._pending
-        if live is not None:
-            self._merge(*live.step_metrics())
-        end = self._epoch_end_results
-        if end is not None:
-            self._merge(*end.epoch_metrics())
-
-    @property
-    def _pending(self) -> LoggedResults | None:
-        return self._live
-
-    @_pending.setter
-    def _pending(self, results: LoggedResults | None) -> None:
-        self._live = results
+        self._metrics.reset()
 
     @property
     def callback_metrics(self) -> dict[str, torch.Tensor]:
         """What callbacks see: every logged value (step and epoch forms), as tensors."""
-        self._current()
-        return self._callback_metrics
+        self._metrics.current()
+        return self._metrics.callback
+
+    @callback_metrics.setter
+    def callback_metrics(self, metrics: dict[str, Any]) -> None:
+        self._metrics.callback = dict(metrics)
 
     @property
     def logged_metrics(self) -> dict[str, torch.Tensor]:
         """The values sent to the loggers."""
-        self._current()
-        return self._logged_metrics
+        self._metrics.current()
+        return self._metrics.logged
+
+    @logged_metrics.setter
+    def logged_metrics(self, metrics: dict[str, Any]) -> None:
+        self._metrics.logged = dict(metrics)
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
         """``prog_bar=True`` values as Python numbers. Reading this is a host-device sync."""
-        self._current()
-        # host sync: turns the device values into numbers, only when somebody displays them
-        return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in self._pbar_metrics.items()}
+        return self._metrics.progress_bar_values()
 
     def _progress_bar_metrics_nowait(self) -> dict[str, float]:
-        """``progress_bar_metrics`` for display, without waiting for the GPU.
-
-        CUDA values are copied to pinned host memory asynchronously; a refresh shows the newest copy
-        that has completed (at most one refresh behind). CPU values are read directly: reading a
-        CPU tensor never waits for a device.
-        """
-        self._current()
-        cache = self._pbar_copies
-        shown: dict[str, float] = {}
-        for key, value in self._pbar_metrics.items():
-            if not isinstance(value, torch.Tensor):
-                shown[key] = value
-                continue
-            if value.device.type != "cuda":
-                shown[key] = value.item()
-                continue
-            entry = cache.get(key)
-            if entry is None:
-                entry = cache[key] = [torch.empty((), dtype=value.dtype, pin_memory=True), None, None, None]
-            buffer, event, source, last = entry
-            if event is not None and event.query():
-                entry[3] = last = buffer.item()  # the copy finished: a host read, no device wait
-                entry[1] = event = None
-            if event is None and source is not value:
-                buffer.copy_(value.detach(), non_blocking=True)
-                entry[1] = torch.cuda.Event()
-                entry[1].record()
-                entry[2] = value
-            if last is not None:
-                shown[key] = last
-        return shown
-
-    def _to_scalars(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        # host sync: loggers write numbers; this runs only at a log interval or an epoch end
-        return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
-
-    def _write_logs(self, metrics: dict[str, Any], step: int | None) -> None:
-        if not self.loggers or not metrics:
-            return
-        self._logged_metrics.update(metrics)
-        scalars = self._to_scalars(metrics)
-        if step is None:
-            step_value = scalars.pop("step", None)
-            if step_value is not None:
-                step = int(step_value)
-            else:
-                scalars.setdefault("epoch", self.current_epoch)
-                step = self._progress.batches_that_stepped
-        for logger in self.loggers:
-            logger.log_metrics(metrics=scalars, step=step)
-            logger.save()
-
-    def _log_step_metrics(self, results: LoggedResults) -> None:
-        self._write_logs(results.step_metrics()[1], None)
-
-    def _log_epoch_metrics(self, results: LoggedResults) -> None:
-        self._write_logs(results.epoch_metrics()[1], None)
-
-    def _log_eval_step_metrics(self, results: LoggedResults, step: int) -> None:
-        self._write_logs(results.step_metrics()[1], step)
-
-    def _eval_epoch_outputs(self, results: LoggedResults, stage: RunningStage) -> dict[str, Any]:
-        if stage == RunningStage.SANITY_CHECKING:
-            return {}
-        callback, log, pbar = results.epoch_metrics()
-        self._merge(callback, log, pbar)
-        return dict(log)
-
-    def _log_eval_end_metrics(self, metrics: dict[str, Any]) -> None:
-        self._write_logs(metrics, None)
+        """The progress-bar values for display; never waits for the GPU (see ``MetricStore``)."""
+        return self._metrics.progress_bar_values_nowait()
 
     @property
     def _logger_step(self) -> int:
@@ -1567,31 +1369,6 @@ def _with_index_recording(loader: Any, view: _PredictLoopView) -> Any:
     return new
 
 
-def _default_logger(save_dir: str) -> Any:
-    """TensorBoard when the tensorboard package is installed, else CSV (as Lightning chooses)."""
-    import importlib.util
-
-    version = os.environ.get("SLURM_JOB_ID") if "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive") else None
-    if importlib.util.find_spec("tensorboard") is not None:
-        from ember.loggers.tensorboard import TensorBoardLogger
-
-        return TensorBoardLogger(save_dir=save_dir, version=version)
-    from ember.loggers.csv_logs import CSVLogger
-
-    return CSVLogger(save_dir=save_dir, version=version)
-
-
-def _reorder_callbacks(callbacks: list[Callback]) -> list[Callback]:
-    """Tuner callbacks first, checkpoint callbacks last, the rest in the given order."""
-    from ember.callbacks.checkpoint import Checkpoint
-
-    tuner_names = {"BatchSizeFinder", "LearningRateFinder"}
-    tuner = [cb for cb in callbacks if any(base.__name__ in tuner_names for base in type(cb).__mro__)]
-    checkpoints = [cb for cb in callbacks if isinstance(cb, Checkpoint)]
-    others = [cb for cb in callbacks if cb not in tuner and cb not in checkpoints]
-    return tuner + others + checkpoints
-
-
 def _overridden(obj: Any, name: str) -> bool:
     from ember.datamodule import LightningDataModule
     from ember.hooks import overrides
@@ -1605,18 +1382,3 @@ def _is_single_loader(source: Any) -> bool:
     return isinstance(source, DataLoader)
 
 
-def _print_results(outputs: list[dict[str, Any]], stage: str) -> None:
-    keys = sorted({k for d in outputs for k in d})
-    if not keys:
-        return
-    title = f"{stage.capitalize()} metric"
-    headers = [title] + [f"DataLoader {i}" for i in range(len(outputs))]
-    rows = [[k] + [f"{d[k]:.6g}" if isinstance(d.get(k), float) else str(d.get(k, "")) for d in outputs] for k in keys]
-    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
-    line = "─" * (sum(widths) + 3 * len(widths) + 1)
-    print(line)
-    print("  ".join(h.center(w) for h, w in zip(headers, widths)))
-    print(line)
-    for row in rows:
-        print("  ".join(str(c).center(w) for c, w in zip(row, widths)))
-    print(line)

@@ -1,0 +1,135 @@
+"""The loggers and callbacks a Trainer adds by itself, and the order callbacks run in."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from ember.callbacks.callback import Callback
+from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import rank_zero_info
+
+
+def configure_loggers(logger: Any, default_root_dir: str) -> list[Any]:
+    """``Trainer(logger=...)``: True or None is the default logger, False none, else one or a list."""
+    if logger is None or logger is True:
+        return [default_logger(default_root_dir)]
+    if logger is False:
+        return []
+    if isinstance(logger, Iterable):
+        return list(logger)
+    return [logger]
+
+
+def default_logger(save_dir: str) -> Any:
+    """TensorBoard when the tensorboard package is installed, else CSV (as Lightning chooses)."""
+    slurm_batch_job = "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    version = os.environ["SLURM_JOB_ID"] if slurm_batch_job else None
+    if importlib.util.find_spec("tensorboard") is not None:
+        from ember.loggers.tensorboard import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=save_dir, version=version)
+    from ember.loggers.csv_logs import CSVLogger
+
+    return CSVLogger(save_dir=save_dir, version=version)
+
+
+def configure_callbacks(
+    callbacks: Any, enable_checkpointing: bool | None, enable_progress_bar: bool | None,
+    enable_model_summary: bool | None, max_time: Any,
+) -> list[Callback]:
+    """The user's callbacks plus the defaults (checkpoint, timer, progress bar, summary), in run order."""
+    from ember.callbacks.checkpoint import Checkpoint
+
+    if callbacks is None:
+        cbs: list[Callback] = []
+    elif isinstance(callbacks, Callback):
+        cbs = [callbacks]
+    else:
+        cbs = list(callbacks)
+    for cb in cbs:
+        if not isinstance(cb, Callback):
+            raise TypeError(
+                f"`Trainer(callbacks=...)` got {cb!r}, which is not a `Callback`: subclass"
+                " `ember.callbacks.Callback` and override the hooks you need."
+            )
+    has_checkpoint = any(isinstance(cb, Checkpoint) for cb in cbs)
+    if enable_checkpointing is False and has_checkpoint:
+        raise MisconfigurationException(
+            "Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint` in callbacks list."
+        )
+    if enable_checkpointing is not False and not has_checkpoint:
+        from ember.callbacks.model_checkpoint import ModelCheckpoint
+
+        cbs.append(ModelCheckpoint())
+    if max_time is not None:
+        from ember.callbacks.timer import Timer
+
+        if any(isinstance(cb, Timer) for cb in cbs):
+            rank_zero_info("Ignoring `Trainer(max_time=...)`, callbacks list already contains a Timer.")
+        else:
+            cbs.append(Timer(duration=max_time, interval="step"))
+    from ember.callbacks.progress_bar import ProgressBar
+
+    bars = [cb for cb in cbs if isinstance(cb, ProgressBar)]
+    if len(bars) > 1:
+        raise MisconfigurationException(
+            "You added multiple progress bar callbacks to the Trainer, but currently only one progress bar is supported."
+        )
+    if bars and enable_progress_bar is False:
+        raise MisconfigurationException(
+            f"Trainer was configured with `enable_progress_bar=False` but found `{type(bars[0]).__name__}` in"
+            " callbacks list."
+        )
+    if not bars and enable_progress_bar is not False:
+        from ember.callbacks.tqdm_progress import TQDMProgressBar
+
+        bars = [TQDMProgressBar()]
+        cbs.append(bars[0])
+    if enable_model_summary is not False:
+        from ember.callbacks.model_summary import ModelSummary
+
+        if not any(isinstance(cb, ModelSummary) for cb in cbs):
+            if bars and type(bars[0]).__name__ == "RichProgressBar":
+                from ember.callbacks.rich_model_summary import RichModelSummary
+
+                cbs.append(RichModelSummary())
+            else:
+                cbs.append(ModelSummary())
+    return reorder_callbacks(cbs)
+
+
+def merge_model_callbacks(trainer_callbacks: list[Callback], model_callbacks: Any) -> list[Callback]:
+    """Add ``configure_callbacks()``'s callbacks; they replace trainer callbacks of the same type."""
+    if not model_callbacks:
+        return trainer_callbacks
+    if isinstance(model_callbacks, Callback):
+        model_callbacks = [model_callbacks]
+    model_types = {type(cb) for cb in model_callbacks}
+    trainer_types = {type(cb) for cb in trainer_callbacks} - {Callback}
+    override = set()
+    for model_type in model_types:
+        for trainer_type in trainer_types:
+            if issubclass(model_type, trainer_type):
+                override.add(trainer_type)
+                break
+    if override:
+        rank_zero_info(
+            "The following callbacks returned in `LightningModule.configure_callbacks` will override existing"
+            " callbacks passed to Trainer: " + ", ".join(sorted(t.__name__ for t in override))
+        )
+    callbacks = [cb for cb in trainer_callbacks if type(cb) not in override]
+    callbacks.extend(model_callbacks)
+    return reorder_callbacks(callbacks)
+
+
+def reorder_callbacks(callbacks: list[Callback]) -> list[Callback]:
+    """Tuner callbacks first, checkpoint callbacks last, the rest in the given order."""
+    from ember.callbacks.checkpoint import Checkpoint
+
+    tuner_names = {"BatchSizeFinder", "LearningRateFinder"}
+    tuner = [cb for cb in callbacks if any(base.__name__ in tuner_names for base in type(cb).__mro__)]
+    checkpoints = [cb for cb in callbacks if isinstance(cb, Checkpoint)]
+    others = [cb for cb in callbacks if cb not in tuner and cb not in checkpoints]
+    return tuner + others + checkpoints

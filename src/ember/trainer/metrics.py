@@ -1,0 +1,152 @@
+"""What users read of logged values: ``callback_metrics``, ``logged_metrics``, ``progress_bar_metrics``.
+
+The running loop's ``LoggedResults`` stay live: their step values are merged into the stored
+dicts only when somebody reads them, never per step. Loggers receive Python numbers, which are
+read from the device only at a log interval or an epoch end.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ember.trainer.logging import LoggedResults
+from ember.trainer.state import RunningStage
+
+if TYPE_CHECKING:
+    from ember.trainer.trainer import Trainer
+
+
+class MetricStore:
+    """The three metric dicts of a trainer and the writes to its loggers."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.callback: dict[str, Any] = {}
+        self.logged: dict[str, Any] = {}
+        self.progress_bar: dict[str, Any] = {}
+        self.live: LoggedResults | None = None  # the running loop's results (step values)
+        self.epoch_end: LoggedResults | None = None  # results whose epoch values are being read
+        self._copies: dict[str, list[Any]] = {}  # asynchronous host copies for the progress bar
+
+    def reset(self) -> None:
+        self.callback, self.logged, self.progress_bar = {}, {}, {}
+        self.live = None
+        self.epoch_end = None
+
+    def merge(self, callback: dict, log: dict, pbar: dict) -> None:
+        self.callback.update(callback)
+        self.logged.update(log)
+        self.progress_bar.update(pbar)
+
+    def flush_step(self, results: LoggedResults) -> None:
+        self.merge(*results.step_metrics())
+
+    def apply_epoch(self, results: LoggedResults) -> None:
+        self.merge(*results.epoch_metrics())
+
+    def current(self) -> None:
+        """Merge the running loop's values in (called by the readers, not by the loop)."""
+        if self.live is not None:
+            self.merge(*self.live.step_metrics())
+        if self.epoch_end is not None:
+            self.merge(*self.epoch_end.epoch_metrics())
+
+    def to_cpu(self) -> None:
+        for store in (self.callback, self.logged, self.progress_bar):
+            for key, value in store.items():
+                if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+                    store[key] = value.cpu()
+
+    # ---- reading ------------------------------------------------------------------------
+    def progress_bar_values(self) -> dict[str, float]:
+        self.current()
+        # host sync: turns the device values into numbers, only when somebody reads them
+        return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in self.progress_bar.items()}
+
+    def progress_bar_values_nowait(self) -> dict[str, float]:
+        """The progress-bar values for display, without waiting for the GPU.
+
+        CUDA values are copied to pinned host memory asynchronously; a refresh shows the newest copy
+        that has completed (at most one refresh behind). CPU values are read directly: reading a
+        CPU tensor never waits for a device.
+        """
+        self.current()
+        shown: dict[str, float] = {}
+        for key, value in self.progress_bar.items():
+            if not isinstance(value, torch.Tensor):
+                shown[key] = value
+                continue
+            if value.device.type != "cuda":
+                shown[key] = value.item()
+                continue
+            entry = self._copies.get(key)
+            if entry is None:
+                entry = self._copies[key] = [torch.empty((), dtype=value.dtype, pin_memory=True), None, None, None]
+            buffer, event, source, last = entry
+            if event is not None and event.query():
+                entry[3] = last = buffer.item()  # the copy finished: a host read, no device wait
+                entry[1] = event = None
+            if event is None and source is not value:
+                buffer.copy_(value.detach(), non_blocking=True)
+                entry[1] = torch.cuda.Event()
+                entry[1].record()
+                entry[2] = value
+            if last is not None:
+                shown[key] = last
+        return shown
+
+    # ---- writing to the loggers ---------------------------------------------------------------
+    def write(self, metrics: dict[str, Any], step: int | None) -> None:
+        """Send ``metrics`` to every logger (an ``epoch`` key is added when no step is given)."""
+        trainer = self.trainer
+        if not trainer.loggers or not metrics:
+            return
+        self.logged.update(metrics)
+        # host sync: loggers write numbers; this runs only at a log interval or an epoch end
+        scalars = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+        if step is None:
+            step_value = scalars.pop("step", None)
+            if step_value is not None:
+                step = int(step_value)
+            else:
+                scalars.setdefault("epoch", trainer.current_epoch)
+                step = trainer._progress.batches_that_stepped
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics=scalars, step=step)
+            logger.save()
+
+    def log_step(self, results: LoggedResults) -> None:
+        self.write(results.step_metrics()[1], None)
+
+    def log_epoch(self, results: LoggedResults) -> None:
+        self.write(results.epoch_metrics()[1], None)
+
+    def log_eval_step(self, results: LoggedResults, step: int) -> None:
+        self.write(results.step_metrics()[1], step)
+
+    def eval_epoch_outputs(self, results: LoggedResults, stage: RunningStage) -> dict[str, Any]:
+        """One evaluation dataloader's epoch values, stored for readers and returned for the loggers."""
+        if stage == RunningStage.SANITY_CHECKING:
+            return {}
+        callback, log, pbar = results.epoch_metrics()
+        self.merge(callback, log, pbar)
+        return dict(log)
+
+
+def print_results(outputs: list[dict[str, Any]], stage: str) -> None:
+    """The table ``validate``/``test`` print: one column per dataloader."""
+    keys = sorted({k for d in outputs for k in d})
+    if not keys:
+        return
+    title = f"{stage.capitalize()} metric"
+    headers = [title] + [f"DataLoader {i}" for i in range(len(outputs))]
+    rows = [[k] + [f"{d[k]:.6g}" if isinstance(d.get(k), float) else str(d.get(k, "")) for d in outputs] for k in keys]
+    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
+    line = "─" * (sum(widths) + 3 * len(widths) + 1)
+    print(line)
+    print("  ".join(h.center(w) for h, w in zip(headers, widths)))
+    print(line)
+    for row in rows:
+        print("  ".join(str(c).center(w) for c, w in zip(row, widths)))
+    print(line)
