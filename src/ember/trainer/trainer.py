@@ -18,12 +18,7 @@ import torch
 
 from ember.callbacks.callback import Callback
 from ember.trainer import loop
-from ember.trainer.data import (
-    as_loader_list,
-    check_loader,
-    limit_batches,
-    prepare_loader,
-)
+from ember.trainer import dataloaders
 from ember.trainer.defaults import configure_callbacks, configure_loggers, merge_model_callbacks
 from ember.trainer.logging import LoggedResults
 from ember.trainer.metrics import MetricStore, print_results
@@ -364,7 +359,7 @@ class Trainer:
         self.sanity_checking = False
         self.predictions: Any = None
         self.predict_batch_indices: Any = None
-        self.predict_loop = _PredictLoopView()
+        self.predict_loop = dataloaders.PredictLoopView()
         _set_rank(self.strategy.global_rank)
 
     # =====================================================================================
@@ -662,7 +657,7 @@ class Trainer:
                     " `train_dataloader()` and `configure_optimizers()` to be defined."
                 )
             has_train_data = self._train_source is not None or (
-                self.datamodule is not None and _overridden(self.datamodule, "train_dataloader")
+                self.datamodule is not None and dataloaders.overridden(self.datamodule, "train_dataloader")
             ) or hooks.module_overrides("train_dataloader")
             if not has_train_data:
                 raise MisconfigurationException(
@@ -790,112 +785,25 @@ class Trainer:
     # data
     # =====================================================================================
     def _request(self, name: str) -> Any:
-        """Ask the datamodule, else the module, for ``<name>_dataloader()``."""
-        hook = f"{name}_dataloader"
-        if self.datamodule is not None and _overridden(self.datamodule, hook):
-            return getattr(self.datamodule, hook)()
-        if self._hooks.module_overrides(hook):
-            return self._hooks.call_module(hook)
-        return None
+        return dataloaders.request(self, name)
 
     def _distributed(self) -> Any:
-        return self.strategy if (self.strategy.is_distributed and self.use_distributed_sampler) else None
+        return dataloaders.distributed(self)
 
     def _setup_train_dataloader(self) -> Any:
-        source = self._train_source if self._train_source is not None else self._request("train")
-        if source is None:
-            raise MisconfigurationException(
-                "No training data: `train_dataloader()` returned None. Return a DataLoader or pass"
-                " `trainer.fit(model, train_dataloaders=...)`."
-            )
-        if isinstance(source, (list, tuple, dict)) and not _is_single_loader(source):
-            raise MisconfigurationException(
-                "Ember trains on one dataloader: combine several into one dataset or iterable first."
-            )
-        check_loader(source, "fit")
-        seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
-        loader = prepare_loader(source, shuffle=True, distributed=self._distributed(), overfit=bool(self.overfit_batches),
-                                seed_workers=seed_workers)
-        self.train_dataloader = loader
-        self.num_training_batches = limit_batches(loader, self.limit_train_batches, "train")
-        self._last_train_reload_epoch = self._progress.epoch
-        if isinstance(self.val_check_interval, int) and self._val_check_seconds is None:
-            self.val_check_batch = self.val_check_interval
-            if self.val_check_batch > self.num_training_batches and self.check_val_every_n_epoch is not None:
-                raise ValueError(
-                    f" `val_check_interval` ({self.val_check_interval}) must be less than or equal to the number of the"
-                    f" training batches ({self.num_training_batches}). If you want to disable validation set"
-                    " `limit_val_batches` to 0.0 instead. If you want to validate based on the total training batches,"
-                    " set `check_val_every_n_epoch=None`."
-                )
-        elif self._val_check_seconds is not None:
-            self.val_check_batch = float("inf")
-        elif self.num_training_batches == float("inf"):
-            if self.val_check_interval != 1.0:
-                raise MisconfigurationException(
-                    "When using an IterableDataset for `train_dataloader`, `Trainer(val_check_interval)` must be `1.0`"
-                    " or an int. An int k specifies checking validation every k training batches."
-                )
-            self.val_check_batch = float("inf")
-        else:
-            self.val_check_batch = max(1, int(self.num_training_batches * self.val_check_interval))
-        return loader
+        return dataloaders.setup_train_dataloader(self)
 
     def _reload_train_dataloader_now(self) -> bool:
-        n = self.reload_dataloaders_every_n_epochs
-        return bool(n) and self._last_train_reload_epoch is not None and self._progress.epoch - self._last_train_reload_epoch >= n
+        return dataloaders.reload_train_dataloader_now(self)
 
     def _setup_eval_dataloaders(self, stage: RunningStage) -> list[Any]:
-        key = stage.dataloader_prefix
-        source = self._eval_sources.get(key)
-        if source is None:
-            source = self._request(key)
-        loaders = as_loader_list(source)
-        seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
-        prepared = []
-        for loader in loaders:
-            check_loader(loader, key)
-            loader = prepare_loader(loader, shuffle=False, distributed=self._distributed(), overfit=False,
-                                    seed_workers=seed_workers)
-            if key == "predict" and self._needs_batch_indices():
-                loader = _with_index_recording(loader, self.predict_loop)
-            prepared.append(loader)
-        limit = {"val": self.limit_val_batches, "test": self.limit_test_batches, "predict": self.limit_predict_batches}[key]
-        self._eval_batches[key] = [limit_batches(loader, limit, key) for loader in prepared]
-        self._loaded_eval[key] = prepared
-        value = prepared[0] if len(prepared) == 1 else prepared
-        if key == "val":
-            self.val_dataloaders = value
-            steps = self.num_sanity_val_steps
-            self.num_sanity_val_batches = [
-                min(steps if steps != -1 else float("inf"), n) for n in self._eval_batches["val"]
-            ]
-        elif key == "test":
-            self.test_dataloaders = value
-        else:
-            self.predict_dataloaders = value
-        return prepared
+        return dataloaders.setup_eval_dataloaders(self, stage)
 
     def _eval_dataloaders(self, stage: RunningStage) -> list[Any]:
-        key = stage.dataloader_prefix
-        reload = (
-            key == "val" and self.state.fn == TrainerFn.FITTING and self.reload_dataloaders_every_n_epochs
-            and key in self._loaded_eval and self._progress.epoch > 0
-            and self._progress.epoch % self.reload_dataloaders_every_n_epochs == 0
-            and getattr(self, "_val_reload_epoch", None) != self._progress.epoch
-        )
-        if key not in self._loaded_eval or reload:
-            self._val_reload_epoch = self._progress.epoch
-            return self._setup_eval_dataloaders(stage)
-        return self._loaded_eval[key]
+        return dataloaders.eval_dataloaders(self, stage)
 
     def _eval_num_batches(self, stage: RunningStage) -> list[int | float]:
-        return self._eval_batches.get(stage.dataloader_prefix, [])
-
-    def _needs_batch_indices(self) -> bool:
-        from ember.callbacks.prediction_writer import BasePredictionWriter
-
-        return any(isinstance(cb, BasePredictionWriter) for cb in self.callbacks)
+        return dataloaders.eval_num_batches(self, stage)
 
     def _eval_grad_context(self) -> contextlib.AbstractContextManager:
         if self.inference_mode and getattr(self.strategy, "supports_inference_mode", True):
@@ -914,7 +822,7 @@ class Trainer:
             return False
         return (
             self._eval_sources.get("val") is not None
-            or (self.datamodule is not None and _overridden(self.datamodule, "val_dataloader"))
+            or (self.datamodule is not None and dataloaders.overridden(self.datamodule, "val_dataloader"))
             or self._hooks.module_overrides("val_dataloader")
         )
 
@@ -1332,53 +1240,3 @@ class Trainer:
     @property
     def received_sigterm(self) -> bool:
         return self._stop_flag.flag
-
-
-class _PredictLoopView:
-    """``trainer.predict_loop``: what prediction writers read about the current batch."""
-
-    def __init__(self) -> None:
-        self.current_batch_indices: list[int] | None = None
-
-
-def _with_index_recording(loader: Any, view: _PredictLoopView) -> Any:
-    from torch.utils.data import DataLoader
-
-    if not isinstance(loader, DataLoader) or loader.batch_sampler is None:
-        return loader
-
-    class _RecordingBatchSampler:
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-            self.sampler = getattr(inner, "sampler", None)
-            self.batch_size = getattr(inner, "batch_size", None)
-            self.drop_last = getattr(inner, "drop_last", False)
-
-        def __iter__(self):
-            for indices in self.inner:
-                view.current_batch_indices = list(indices)
-                yield indices
-
-        def __len__(self) -> int:
-            return len(self.inner)
-
-    if loader.num_workers > 0:
-        return loader  # indices recorded in workers would arrive out of step; writers get None
-    new = DataLoader(loader.dataset, batch_sampler=_RecordingBatchSampler(loader.batch_sampler),
-                     collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
-    return new
-
-
-def _overridden(obj: Any, name: str) -> bool:
-    from ember.datamodule import LightningDataModule
-    from ember.hooks import overrides
-
-    return overrides(obj, LightningDataModule, name)
-
-
-def _is_single_loader(source: Any) -> bool:
-    from torch.utils.data import DataLoader
-
-    return isinstance(source, DataLoader)
-
-
