@@ -147,3 +147,20 @@ def test_readme_quick_start_and_callbacks_run(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "lightning_logs" / "version_0").is_dir()
     assert "tensor(" in out.stdout  # the quick start prints val/acc
+
+
+def test_demo_on_two_cpu_processes(tmp_path):
+    """`--devices 2` runs DDP on gloo: every rank trains, rank 0 reports, epoch values are global means."""
+    src = str(Path(digits.__file__).parents[2])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "ember.demos.digits", "--devices", "2", "--accelerator", "cpu", "--epochs", "1",
+         "--output", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=240,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("Test accuracy: ") == 1  # printed by rank 0 only
+    assert "sync_dist=True" not in out.stderr  # every epoch-level value is reduced across ranks
+    run_dir = tmp_path / "logs" / "version_0"
+    assert (run_dir / "checkpoints" / "best-checkpoint.ckpt").is_file()
+    assert (run_dir / "metrics.png").is_file()
