@@ -81,6 +81,7 @@ class TensorBoardLogger(Logger):
         self._kwargs = kwargs
         self._experiment: SummaryWriter | None = None
         self.hparams: dict[str, Any] = {}
+        self._hparams_saved: dict[str, Any] | None = None  # what hparams.yaml is known to hold
         _check_writable(self._save_dir, type(self).__name__)
 
     @property
@@ -202,12 +203,18 @@ class TensorBoardLogger(Logger):
         """Flush the event file and write ``hparams.yaml`` once the log folder exists."""
         if self._experiment is not None:
             self._experiment.flush()
+        if self._hparams_saved == self.hparams:
+            return  # the file already holds these hyperparameters: no filesystem round trip per log step
         import fsspec
 
-        fs, _ = fsspec.core.url_to_fs(self.log_dir)
-        hparams_file = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
-        if fs.isdir(self.log_dir) and not fs.isfile(hparams_file):
+        log_dir = self.log_dir
+        fs, _ = fsspec.core.url_to_fs(log_dir)
+        hparams_file = os.path.join(log_dir, self.NAME_HPARAMS_FILE)
+        if fs.isdir(log_dir) and not fs.isfile(hparams_file):
             _save_hparams_to_yaml(hparams_file, self.hparams)
+            self._hparams_saved = dict(self.hparams)
+        elif fs.isfile(hparams_file):
+            self._hparams_saved = dict(self.hparams)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

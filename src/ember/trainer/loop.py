@@ -121,6 +121,9 @@ def run_training_epoch(t: Trainer) -> None:
     stop_requested = t._stop_flag.checker(t)
     max_steps = t.max_steps
     validation_this_epoch = t._should_check_val_epoch()
+    # the common case, an integer batch interval within the epoch, is checked inline per step
+    simple_interval = t._val_check_seconds is None and t.check_val_every_n_epoch is not None
+    val_every = int(t.val_check_batch) if simple_interval and t.val_check_batch != float("inf") else 0
 
     batch_idx = progress.epoch_batches
     while batch_idx < total:
@@ -168,7 +171,9 @@ def run_training_epoch(t: Trainer) -> None:
         ):
             t._metrics.log_step(results)
 
-        if validation_this_epoch and t._should_check_val(batch_idx, is_last):
+        if validation_this_epoch and (
+            (batch_idx + 1) % val_every == 0 if val_every else t._should_check_val(batch_idx, is_last)
+        ) or (validation_this_epoch and t.should_stop and t._can_stop_early()):
             if not accumulating:
                 hooks.call_module("on_validation_model_zero_grad")
             t._metrics.flush_step(results)
