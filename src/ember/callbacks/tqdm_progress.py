@@ -44,6 +44,22 @@ class Tqdm(_tqdm):
         return n
 
 
+def _bar_property(stage: str) -> property:
+    """``<stage>_progress_bar``: the bar once it exists (a TypeError before, as in Lightning)."""
+    attribute = f"_{stage}_progress_bar"
+
+    def get(self: TQDMProgressBar) -> _tqdm:
+        bar = getattr(self, attribute)
+        if bar is None:
+            raise self._unset(stage)
+        return bar
+
+    def set_(self: TQDMProgressBar, bar: _tqdm) -> None:
+        setattr(self, attribute, bar)
+
+    return property(get, set_, doc=f"The {stage} progress bar.")
+
+
 class TQDMProgressBar(ProgressBar):
     """The default progress bar: training, validation, sanity-check, test and predict bars drawn with tqdm.
 
@@ -83,45 +99,10 @@ class TQDMProgressBar(ProgressBar):
     def _unset(self, name: str) -> TypeError:
         return TypeError(f"The `{self.__class__.__name__}._{name}_progress_bar` reference has not been set yet.")
 
-    @property
-    def train_progress_bar(self) -> _tqdm:
-        if self._train_progress_bar is None:
-            raise self._unset("train")
-        return self._train_progress_bar
-
-    @train_progress_bar.setter
-    def train_progress_bar(self, bar: _tqdm) -> None:
-        self._train_progress_bar = bar
-
-    @property
-    def val_progress_bar(self) -> _tqdm:
-        if self._val_progress_bar is None:
-            raise self._unset("val")
-        return self._val_progress_bar
-
-    @val_progress_bar.setter
-    def val_progress_bar(self, bar: _tqdm) -> None:
-        self._val_progress_bar = bar
-
-    @property
-    def test_progress_bar(self) -> _tqdm:
-        if self._test_progress_bar is None:
-            raise self._unset("test")
-        return self._test_progress_bar
-
-    @test_progress_bar.setter
-    def test_progress_bar(self, bar: _tqdm) -> None:
-        self._test_progress_bar = bar
-
-    @property
-    def predict_progress_bar(self) -> _tqdm:
-        if self._predict_progress_bar is None:
-            raise self._unset("predict")
-        return self._predict_progress_bar
-
-    @predict_progress_bar.setter
-    def predict_progress_bar(self, bar: _tqdm) -> None:
-        self._predict_progress_bar = bar
+    train_progress_bar = _bar_property("train")
+    val_progress_bar = _bar_property("val")
+    test_progress_bar = _bar_property("test")
+    predict_progress_bar = _bar_property("predict")
 
     # ---- settings ----------------------------------------------------------------------------
     @property

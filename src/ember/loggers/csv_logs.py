@@ -16,12 +16,11 @@ from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
 
-from ember.loggers.logger import Logger, rank_zero_experiment
+from ember.loggers.logger import FolderLogger, rank_zero_experiment
 from ember.loggers.utilities import (
     _add_prefix,
     _check_writable,
     _convert_params,
-    _next_version,
     _save_hparams_to_yaml,
     _to_python,
 )
@@ -112,7 +111,7 @@ class ExperimentWriter:
         self._fs.mv(tmp_path, self.metrics_file_path)
 
 
-class CSVLogger(Logger):
+class CSVLogger(FolderLogger):
     r"""Log metrics to ``metrics.csv`` and hyperparameters to ``hparams.yaml`` on any fsspec file system.
 
     Args:
@@ -150,27 +149,6 @@ class CSVLogger(Logger):
         self._experiment: ExperimentWriter | None = None
         _check_writable(self._save_dir, type(self).__name__)
 
-    @property
-    def name(self) -> str:
-        """The experiment name."""
-        return self._name
-
-    @property
-    def version(self) -> int | str:
-        """The version given, or the next free ``version_N`` number (decided on first use)."""
-        if self._version is None:
-            self._version = _next_version(self.root_dir)
-        return self._version
-
-    @property
-    def save_dir(self) -> str:
-        """The folder given as ``save_dir``."""
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        """``save_dir/name``: the parent of all versions."""
-        return _join(self.save_dir, self.name)
 
     @property
     def log_dir(self) -> str:

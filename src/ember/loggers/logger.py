@@ -9,6 +9,7 @@ get a ``DummyExperiment`` that accepts any call.
 """
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from argparse import Namespace
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from typing import Any
 from torch import Tensor
 from torch.nn import Module
 
-from ember.loggers.utilities import _check_writable
+from ember.loggers.utilities import _check_writable, _next_version
 from ember.utilities.rank_zero import rank_zero_only
 
 
@@ -145,6 +146,36 @@ class Logger(ABC):
         for path in (self.save_dir, self.root_dir):
             if path:
                 _check_writable(path, type(self).__name__)
+
+
+class FolderLogger(Logger):
+    """A logger that writes into ``save_dir/name/version_N`` (CSV and TensorBoard)."""
+
+    _save_dir: str
+    _name: str
+    _version: int | str | None
+
+    @property
+    def name(self) -> str:
+        """The experiment name."""
+        return self._name
+
+    @property
+    def version(self) -> int | str:
+        """The version given, or the next free ``version_N`` number (decided on first use)."""
+        if self._version is None:
+            self._version = _next_version(self.root_dir)
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        """The folder given as ``save_dir``."""
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        """``save_dir/name``: the parent of all versions."""
+        return os.path.join(self.save_dir, self.name)
 
 
 class DummyLogger(Logger):

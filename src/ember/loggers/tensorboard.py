@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 from torch.nn import Module
 
-from ember.loggers.logger import Logger, rank_zero_experiment
+from ember.loggers.logger import FolderLogger, rank_zero_experiment
 from ember.loggers.utilities import (
     _add_prefix,
     _check_writable,
     _convert_params,
     _flatten_dict,
-    _next_version,
     _require,
     _sanitize_params,
     _save_hparams_to_yaml,
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 
-class TensorBoardLogger(Logger):
+class TensorBoardLogger(FolderLogger):
     r"""Log to TensorBoard event files (the trainer's default logger when ``tensorboard`` is installed).
 
     Args:
@@ -84,27 +83,6 @@ class TensorBoardLogger(Logger):
         self._hparams_saved: dict[str, Any] | None = None  # what hparams.yaml is known to hold
         _check_writable(self._save_dir, type(self).__name__)
 
-    @property
-    def name(self) -> str:
-        """The experiment name."""
-        return self._name
-
-    @property
-    def version(self) -> int | str:
-        """The version given, or the next free ``version_N`` number (decided on first use)."""
-        if self._version is None:
-            self._version = _next_version(self.root_dir)
-        return self._version
-
-    @property
-    def save_dir(self) -> str:
-        """The folder given as ``save_dir``."""
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        """``save_dir/name``: the parent of all versions."""
-        return os.path.join(self.save_dir, self.name)
 
     @property
     def sub_dir(self) -> str | None:
