@@ -119,6 +119,7 @@ def run_training_epoch(t: Trainer) -> None:
     log_every = t.log_every_n_steps
     loggers = t.loggers
     stop_requested = t._stop_flag.checker(t)
+    set_fx = object.__setattr__  # the running hook's name, without nn.Module.__setattr__
     max_steps = t.max_steps
     validation_this_epoch = t._should_check_val_epoch()
     # the common case, an integer batch interval within the epoch, is checked inline per step
@@ -138,7 +139,7 @@ def run_training_epoch(t: Trainer) -> None:
         results.batch_size = None
 
         for fn in batch_start_cbs:
-            module._current_fx_name = "on_train_batch_start"
+            set_fx(module, "_current_fx_name", "on_train_batch_start")
             fn(t, module, batch, batch_idx)
         if module_batch_start and hooks.call_module("on_train_batch_start", batch, batch_idx) == -1:
             break
@@ -159,11 +160,11 @@ def run_training_epoch(t: Trainer) -> None:
                         _step_scheduler(t, config, None)
 
         for fn in batch_end_cbs:
-            module._current_fx_name = "on_train_batch_end"
+            set_fx(module, "_current_fx_name", "on_train_batch_end")
             fn(t, module, outputs, batch, batch_idx)
         if module_batch_end:
             hooks.call_module("on_train_batch_end", outputs, batch, batch_idx)
-        module._current_fx_name = None
+        set_fx(module, "_current_fx_name", None)
         results.batch = None
 
         if loggers and not (accumulating and automatic) and log_every and (
