@@ -6,6 +6,7 @@ happens when a rank fails.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from datetime import timedelta
 from typing import Any, Callable
@@ -186,6 +187,10 @@ class ParallelStrategy(Strategy):
             dist.init_process_group(
                 self.process_group_backend, rank=self.global_rank, world_size=self.world_size, timeout=self._timeout,
             )
+            # The group is kept for later fit/validate/test calls, and destroyed before the
+            # interpreter shuts down: left to C++ static destructors, gloo's worker threads can
+            # end the process with "terminate called without an active exception" (SIGABRT).
+            atexit.register(_destroy_process_group)
         from ember.utilities.rank_zero import _set_rank
 
         _set_rank(self.global_rank)
@@ -305,3 +310,11 @@ class ParallelStrategy(Strategy):
     def teardown(self) -> None:
         self._model = self._lightning_module
         super().teardown()
+
+
+def _destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # shutting down: nothing useful left to report
+            pass
