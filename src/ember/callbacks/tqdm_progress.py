@@ -253,12 +253,11 @@ class TQDMProgressBar(ProgressBar):
     ) -> None:
         if not self.has_dataloader_changed(dataloader_idx):
             return
-        bar = self.test_progress_bar
-        total = convert_inf(self.total_test_batches_current_dataloader)
-        bar.reset()
-        bar.total = total
-        bar.initial = 0
-        bar.set_description(f"{self.test_description} DataLoader {dataloader_idx}")
+        self._restart_bar(
+            self.test_progress_bar,
+            self.total_test_batches_current_dataloader,
+            f"{self.test_description} DataLoader {dataloader_idx}",
+        )
 
     def on_test_batch_end(
         self,
@@ -286,12 +285,11 @@ class TQDMProgressBar(ProgressBar):
     ) -> None:
         if not self.has_dataloader_changed(dataloader_idx):
             return
-        bar = self.predict_progress_bar
-        total = convert_inf(self.total_predict_batches_current_dataloader)
-        bar.reset()
-        bar.total = total
-        bar.initial = 0
-        bar.set_description(f"{self.predict_description} DataLoader {dataloader_idx}")
+        self._restart_bar(
+            self.predict_progress_bar,
+            self.total_predict_batches_current_dataloader,
+            f"{self.predict_description} DataLoader {dataloader_idx}",
+        )
 
     def on_predict_batch_end(
         self,
@@ -311,6 +309,14 @@ class TQDMProgressBar(ProgressBar):
         self.reset_dataloader_idx_tracker()
 
     # ---- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _restart_bar(bar: _tqdm, total: int | float | None, description: str) -> None:
+        """Show a new dataloader on ``bar``: reset first, then the total (no redraw with the old total)."""
+        bar.reset()
+        bar.total = convert_inf(total)
+        bar.initial = 0
+        bar.set_description(description)
+
     def print(self, *args: Any, sep: str = " ", **kwargs: Any) -> None:
         """Print through the active bar so the message appears above it rather than inside it."""
         for bar in (
