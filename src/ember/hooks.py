@@ -28,7 +28,7 @@ The loop, as ``trainer.fit`` runs it (callbacks receive each hook before the mod
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 
 class LogRule(NamedTuple):
@@ -126,8 +126,12 @@ class HookDispatcher:
         self.trainer = trainer
         self.module = module
         self.callbacks = callbacks
+        # per hook: the callbacks that override it, and their bound methods (what the loop calls)
+        self._callbacks_for: dict[str, list[Any]] = {
+            name: [cb for cb in callbacks if overrides(cb, Callback, name)] for name in CALLBACK_HOOKS
+        }
         self._callback_fns: dict[str, list[Any]] = {
-            name: [getattr(cb, name) for cb in callbacks if overrides(cb, Callback, name)] for name in CALLBACK_HOOKS
+            name: [getattr(cb, name) for cb in owners] for name, owners in self._callbacks_for.items()
         }
         self._module_overrides = {
             name for name in dir(LightningModule) if not name.startswith("__") and overrides(module, LightningModule, name)
@@ -139,8 +143,12 @@ class HookDispatcher:
     def module_overrides(self, name: str) -> bool:
         return name in self._module_overrides
 
-    def call_callbacks(self, name: str, *args: Any, only: list[Any] | None = None) -> None:
-        fns = self._callback_fns[name] if only is None else [getattr(cb, name) for cb in only]
+    def call_callbacks(self, name: str, *args: Any, where: Callable[[Any], bool] | None = None) -> None:
+        """Call ``name`` on every callback that overrides it (those ``where`` accepts, if given)."""
+        if where is None:
+            fns = self._callback_fns[name]
+        else:
+            fns = [getattr(cb, name) for cb in self._callbacks_for[name] if where(cb)]
         if not fns:
             return
         module = self.module

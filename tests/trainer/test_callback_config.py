@@ -121,3 +121,30 @@ def test_lightning_strategy_and_environment_paths_resolve():
 
     assert pl.strategies.DDPStrategy is DDPStrategy
     assert FSDPStrategy and SingleDeviceStrategy and SLURMEnvironment and TorchElasticEnvironment
+
+
+def test_monitoring_callbacks_see_what_the_module_logs_at_train_epoch_end(tmp_path):
+    """EarlyStopping and ModelCheckpoint run after the module's on_train_epoch_end; other callbacks before."""
+    order = []
+
+    class LogsAtEpochEnd(Regressor):
+        def on_train_epoch_end(self):
+            order.append("module")
+            self.log("epoch_metric", float(self.current_epoch))
+
+    class Plain(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            order.append("plain")
+
+    class Stopper(EarlyStopping):
+        def on_train_epoch_end(self, trainer, pl_module):
+            order.append("early_stopping")
+            super().on_train_epoch_end(trainer, pl_module)
+
+    stopper = Stopper("epoch_metric", mode="max", patience=5, check_on_train_epoch_end=True)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="epoch_metric", mode="max")
+    trainer = ember.Trainer(max_epochs=2, default_root_dir=tmp_path, callbacks=[stopper, checkpoint, Plain()],
+                            logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(LogsAtEpochEnd(), _loader())
+    assert order == ["plain", "module", "early_stopping"] * 2
+    assert checkpoint.best_model_score == 1.0  # the checkpoint saw the value logged by the module

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable
@@ -59,8 +58,6 @@ def has_len(loader: Any) -> bool:
             f"`{type(loader).__name__}.__len__` returned 0. This may be a mistake in your dataset or dataloader.",
             category=PossibleUserWarning,
         )
-    if isinstance(loader, DataLoader) and isinstance(loader.dataset, IterableDataset):
-        return True
     return True
 
 
@@ -193,11 +190,3 @@ def set_sampler_epoch(loader: Any, epoch: int) -> None:
                 getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
         if obj is not None and hasattr(obj, "set_epoch"):
             obj.set_epoch(epoch)
-
-
-def num_batches(loader: Any, limit: int | float, name: str) -> int | float:
-    return limit_batches(loader, limit, name)
-
-
-def infinite_or(value: int | float) -> int | float:
-    return value if value != float("inf") else math.inf

@@ -173,8 +173,9 @@ def run_training_epoch(t: Trainer) -> None:
             t._metrics.log_step(results)
 
         if validation_this_epoch and (
-            (batch_idx + 1) % val_every == 0 if val_every else t._should_check_val(batch_idx, is_last)
-        ) or (validation_this_epoch and t.should_stop and t._can_stop_early()):
+            ((batch_idx + 1) % val_every == 0 if val_every else t._should_check_val(batch_idx, is_last))
+            or (t.should_stop and t._can_stop_early())  # stopping mid-epoch: validate once more
+        ):
             if not accumulating:
                 hooks.call_module("on_validation_model_zero_grad")
             t._metrics.flush_step(results)
@@ -205,11 +206,10 @@ def run_training_epoch(t: Trainer) -> None:
     t._metrics.live = None
     t._metrics.flush_step(results)
     t._metrics.epoch_end = results  # epoch values are visible in callback_metrics from here
-    non_monitoring = [cb for cb in t.callbacks if not t._is_monitoring_callback(cb)]
-    monitoring = [cb for cb in t.callbacks if t._is_monitoring_callback(cb)]
-    hooks.call_callbacks("on_train_epoch_end", only=[cb for cb in non_monitoring if _overrides_cb(cb, "on_train_epoch_end")])
+    # EarlyStopping and checkpoint callbacks run after the module, so they see what it logged
+    hooks.call_callbacks("on_train_epoch_end", where=lambda cb: not _is_monitoring(cb))
     hooks.call_module("on_train_epoch_end")
-    hooks.call_callbacks("on_train_epoch_end", only=[cb for cb in monitoring if _overrides_cb(cb, "on_train_epoch_end")])
+    hooks.call_callbacks("on_train_epoch_end", where=_is_monitoring)
     t._metrics.epoch_end = None
     t._metrics.apply_epoch(results)
     if automatic and progress.epoch_batches >= total:
@@ -228,11 +228,11 @@ def run_training_epoch(t: Trainer) -> None:
         t._on_stop_request()
 
 
-def _overrides_cb(cb: Any, name: str) -> bool:
-    from ember.callbacks.callback import Callback
-    from ember.hooks import overrides
+def _is_monitoring(cb: Any) -> bool:
+    from ember.callbacks.checkpoint import Checkpoint
+    from ember.callbacks.early_stopping import EarlyStopping
 
-    return overrides(cb, Callback, name)
+    return isinstance(cb, (Checkpoint, EarlyStopping))
 
 
 def _skip_batches(iterator: Any, count: int) -> None:

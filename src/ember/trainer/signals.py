@@ -57,12 +57,6 @@ class StopFlag:
 
         return agreed
 
-    def requested(self, trainer: Any) -> bool:
-        """Whether to stop now. In a distributed run, the strategy makes every rank agree."""
-        agree = getattr(trainer.strategy, "agree_on_stop", None)
-        if agree is not None:
-            return agree(self.flag, trainer._progress.total_batches)
-        return self.flag
 
 
 class PreemptionExit(SystemExit):

@@ -784,12 +784,6 @@ class Trainer:
     # =====================================================================================
     # data
     # =====================================================================================
-    def _request(self, name: str) -> Any:
-        return dataloaders.request(self, name)
-
-    def _distributed(self) -> Any:
-        return dataloaders.distributed(self)
-
     def _setup_train_dataloader(self) -> Any:
         return dataloaders.setup_train_dataloader(self)
 
@@ -837,10 +831,7 @@ class Trainer:
         )
 
     def _should_check_val(self, batch_idx: int, is_last: bool) -> bool:
-        if not self._should_check_val_epoch():
-            return False
-        if self.should_stop and self._can_stop_early():
-            return True
+        """Whether this batch ends a validation interval (the loop has checked the epoch already)."""
         if self._val_check_seconds is not None:
             import time
 
@@ -869,12 +860,6 @@ class Trainer:
                 f"Trainer was signaled to stop but the required `min_epochs={self.min_epochs!r}` or"
                 f" `min_steps={self.min_steps!r}` has not been met. Training will continue..."
             )
-
-    def _is_monitoring_callback(self, cb: Callback) -> bool:
-        from ember.callbacks.checkpoint import Checkpoint
-        from ember.callbacks.early_stopping import EarlyStopping
-
-        return isinstance(cb, (Checkpoint, EarlyStopping))
 
     def _on_stop_request(self) -> None:
         """A preemption signal arrived: save where training stands, then exit on every rank."""
@@ -1237,6 +1222,3 @@ class Trainer:
     def evaluating(self) -> bool:
         return self.state.stage is not None and self.state.stage.evaluating
 
-    @property
-    def received_sigterm(self) -> bool:
-        return self._stop_flag.flag
