@@ -190,9 +190,7 @@ class TQDMProgressBar(ProgressBar):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        n = batch_idx + 1
-        if self._should_update(n, self.train_progress_bar.total):
-            _update_n(self.train_progress_bar, n)
+        self._advance(self.train_progress_bar, batch_idx + 1)
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -231,9 +229,7 @@ class TQDMProgressBar(ProgressBar):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        n = batch_idx + 1
-        if self._should_update(n, self.val_progress_bar.total):
-            _update_n(self.val_progress_bar, n)
+        self._advance(self.val_progress_bar, batch_idx + 1)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.val_progress_bar.close()
@@ -268,9 +264,7 @@ class TQDMProgressBar(ProgressBar):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        n = batch_idx + 1
-        if self._should_update(n, self.test_progress_bar.total):
-            _update_n(self.test_progress_bar, n)
+        self._advance(self.test_progress_bar, batch_idx + 1)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.test_progress_bar.close()
@@ -300,15 +294,18 @@ class TQDMProgressBar(ProgressBar):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        n = batch_idx + 1
-        if self._should_update(n, self.predict_progress_bar.total):
-            _update_n(self.predict_progress_bar, n)
+        self._advance(self.predict_progress_bar, batch_idx + 1)
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.predict_progress_bar.close()
         self.reset_dataloader_idx_tracker()
 
     # ---- helpers -------------------------------------------------------------------------------
+    def _advance(self, bar: _tqdm, n: int) -> None:
+        """Move an evaluation bar to batch ``n`` when a redraw is due."""
+        if self._should_update(n, bar.total):
+            _update_n(bar, n)
+
     @staticmethod
     def _restart_bar(bar: _tqdm, total: int | float | None, description: str) -> None:
         """Show a new dataloader on ``bar``: reset first, then the total (no redraw with the old total)."""
