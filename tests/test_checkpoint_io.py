@@ -3,6 +3,7 @@ import argparse
 import enum
 import os
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -264,3 +265,117 @@ def test_cut_pickle_inside_valid_zip_is_corrupt_not_unsafe(tmp_path):
             target.writestr(info, data[: len(data) // 2] if info.filename.endswith("data.pkl") else data)
     with pytest.raises(CheckpointLoadError, match="cut.ckpt is not a readable checkpoint"):
         load_checkpoint(path)
+
+
+# ---- sharded checkpoint folders (FSDPStrategy(state_dict_type="sharded")) --------------------------
+def _save_sharded(path, value, **extra):
+    """A sharded checkpoint written in one process (no process group): the layout of a 1-rank FSDP save."""
+    from ember import sharded_checkpoint
+    from ember.distributed.strategy import Strategy
+
+    weights = {"layer.weight": torch.full((2, 3), float(value)), "layer.bias": torch.arange(3.0), **extra}
+    checkpoint = {"epoch": value, "global_step": value, "state_dict": weights}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DCP notes that it saves without a process group
+        sharded_checkpoint.save(Strategy(), checkpoint, path)
+
+
+def _hidden_leftovers(folder):
+    return [name for name in os.listdir(folder) if name.startswith(".")]
+
+
+def test_sharded_folder_layout_round_trip_and_atomic_replace(tmp_path):
+    path = tmp_path / "epoch=0-step=8.ckpt"
+    _save_sharded(path, 1)
+    assert sorted(os.listdir(path)) == [".metadata", "__0_0.distcp", "meta.pt"]
+    assert checkpoint_io.is_sharded_checkpoint(path)
+    assert torch.load(path / "meta.pt", weights_only=True) == {"epoch": 1, "global_step": 1}
+    _save_sharded(path, 2)  # over the existing folder: swapped in, the old one deleted
+    loaded = load_checkpoint(path)
+    assert loaded["global_step"] == 2 and "optimizer_states" not in loaded
+    assert torch.equal(loaded["state_dict"]["layer.weight"], torch.full((2, 3), 2.0))
+    assert torch.equal(loaded["state_dict"]["layer.bias"], torch.arange(3.0))
+    assert _hidden_leftovers(tmp_path) == []
+
+
+def test_sharded_folder_replaces_files_and_links_and_a_file_replaces_it(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_save({"v": "file"}, path)
+    _save_sharded(path, 1)  # a file at the path (e.g. an earlier full checkpoint) gives way
+    assert load_checkpoint(path)["epoch"] == 1
+    monkeypatch.setattr(checkpoint_io, "_exchange", lambda first, second: False)  # no renameat2
+    _save_sharded(path, 2)
+    assert load_checkpoint(path)["epoch"] == 2
+    atomic_save({"v": "file"}, path)  # and a full checkpoint replaces a sharded folder
+    assert load_checkpoint(path) == {"v": "file"}
+    assert _hidden_leftovers(tmp_path) == []
+
+
+def test_failing_sharded_save_keeps_the_previous_folder_and_leaves_no_temp(tmp_path, monkeypatch):
+    from torch.distributed.checkpoint import FileSystemWriter
+
+    path = tmp_path / "last.ckpt"
+    _save_sharded(path, 1)
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError("disk full")  # the shards are written, the index is not
+
+    monkeypatch.setattr(FileSystemWriter, "finish", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        _save_sharded(path, 2)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]
+
+
+def test_a_folder_that_is_not_a_checkpoint_is_never_replaced(tmp_path):
+    folder = tmp_path / "data.ckpt"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(IsADirectoryError, match="not a checkpoint"):
+        atomic_save({"v": 1}, folder)
+    with pytest.raises(IsADirectoryError, match="not a checkpoint"):
+        _save_sharded(folder, 1)
+    assert sorted(os.listdir(folder)) == ["keep.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["data.ckpt"]
+
+
+def test_remove_and_link_a_sharded_folder(tmp_path, monkeypatch):
+    target = tmp_path / "epoch=0.ckpt"
+    _save_sharded(target, 3)
+    atomic_link(target, tmp_path / "last.ckpt")
+    assert (tmp_path / "last.ckpt").is_symlink() and load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 3
+    monkeypatch.setattr(os, "symlink", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("no symlinks")))
+    atomic_link(target, tmp_path / "copy.ckpt")  # copied, folder and all
+    assert not (tmp_path / "copy.ckpt").is_symlink() and load_checkpoint(tmp_path / "copy.ckpt")["epoch"] == 3
+    remove_checkpoint(tmp_path / "last.ckpt")  # the link only
+    assert load_checkpoint(target)["epoch"] == 3
+    remove_checkpoint(target)
+    remove_checkpoint(tmp_path / "copy.ckpt")
+    remove_checkpoint(target)  # already gone: not an error
+    assert os.listdir(tmp_path) == []
+
+
+def test_sharded_load_errors_name_the_folder(tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(IsADirectoryError, match=r"plain is a folder but not a sharded checkpoint.*meta\.pt"):
+        load_checkpoint(plain)
+    damaged = tmp_path / "damaged.ckpt"
+    _save_sharded(damaged, 1)
+    os.remove(damaged / "__0_0.distcp")
+    with pytest.raises(CheckpointLoadError, match=r"damaged\.ckpt cannot be read.*missing or damaged"):
+        load_checkpoint(damaged)
+
+
+def test_sharded_folder_whose_pickles_run_code_does_not_run_them(tmp_path):
+    marker = tmp_path / "pwned"
+    entry = tmp_path / "entry.ckpt"
+    _save_sharded(entry, 1, evil=_Malicious(marker))  # a non-tensor entry, pickled inside a shard
+    with pytest.raises(pickle.UnpicklingError, match=r"entry\.ckpt: The entry `model\.evil`.*weights_only=False"):
+        load_checkpoint(entry)
+    index = tmp_path / "index.ckpt"
+    _save_sharded(index, 1)
+    (index / ".metadata").write_bytes(pickle.dumps(_Malicious(marker)))
+    with pytest.raises(pickle.UnpicklingError, match=r"index\.ckpt needs `(posix|nt)\.system`.*weights_only=False"):
+        load_checkpoint(index)
+    assert not marker.exists()

@@ -5,6 +5,10 @@ over the target, so a reader (or a process killed mid-write) only ever sees the 
 new one. Loads use ``torch.load(weights_only=True)`` unless the caller says otherwise, so opening a
 checkpoint never runs code or imports a class named inside it.
 
+A checkpoint may also be a folder: the sharded layout of ``FSDPStrategy(state_dict_type="sharded")``
+(see ``ember.sharded_checkpoint``). Such a folder is moved into place, replaced and removed as a
+whole, and ``load_checkpoint`` reads it as its ``meta.pt`` plus the full model weights.
+
 Example::
 
     from ember.checkpoint_io import atomic_save, load_checkpoint
@@ -14,12 +18,14 @@ Example::
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 import zipfile
 from collections import OrderedDict
@@ -29,6 +35,11 @@ from typing import IO, Any, Union
 import torch
 
 _PATH = Union[str, Path]
+
+# The file of a sharded checkpoint folder that holds everything but the model and optimizer shards
+# (Lightning's name, so a folder written by either loads in the other).
+METADATA_FILENAME = "meta.pt"
+
 
 class CheckpointLoadError(RuntimeError):
     """A checkpoint file exists but cannot be read: it is truncated, corrupt, or not a checkpoint."""
@@ -94,6 +105,97 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def is_sharded_checkpoint(path: _PATH) -> bool:
+    """Whether ``path`` is a sharded checkpoint folder: a local folder with a ``meta.pt`` file in it.
+
+    Example::
+
+        is_sharded_checkpoint("checkpoints/epoch=0-step=8.ckpt")  # True for FSDP sharded saves
+    """
+    local = _local_path(path)
+    return is_local(path) and os.path.isdir(local) and os.path.isfile(os.path.join(local, METADATA_FILENAME))
+
+
+def _hidden_sibling(path: str, kind: str) -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{kind}-{secrets.token_hex(8)}")
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_renameat2: Any = None
+
+
+def _exchange(first: str, second: str) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the OS or the filesystem cannot, so the caller falls back to two renames.
+    """
+    global _renameat2
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    if _renameat2 is None:
+        try:
+            function = ctypes.CDLL(None, use_errno=True).renameat2
+        except (OSError, AttributeError):  # glibc older than 2.28, or another libc
+            function = False
+        else:
+            function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        _renameat2 = function
+    if _renameat2 is False:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False  # this filesystem (or a sandbox) does not support the swap
+    raise OSError(code, os.strerror(code), first, None, second)
+
+
+def _is_folder(path: str) -> bool:
+    return os.path.isdir(path) and not os.path.islink(path)
+
+
+def _move_into_place(source: str, target: str) -> None:
+    """Rename ``source`` (a file or a folder) over ``target`` so that ``target`` is never partial.
+
+    A file replaces a file (or a link) with ``os.replace``. When either is a folder (a sharded
+    checkpoint), the two are swapped atomically and the old one is then deleted; where the OS cannot
+    swap, the old one is first renamed to a hidden sibling, so a crash between the two renames
+    leaves both checkpoints on disk. A folder that is not a checkpoint is never replaced.
+    """
+    folder = os.path.dirname(os.path.abspath(target))
+    if _is_folder(target) and not is_sharded_checkpoint(target) and os.listdir(target):
+        raise IsADirectoryError(
+            f"Cannot save the checkpoint to {target}: a folder that is not a checkpoint is there. Choose another"
+            " path, or remove that folder."
+        )
+    if not os.path.lexists(target) or not (_is_folder(source) or _is_folder(target)):
+        os.replace(source, target)
+    else:
+        if not _exchange(source, target):
+            aside = _hidden_sibling(target, "old")
+            os.rename(target, aside)
+            os.rename(source, target)
+            source = aside
+        _fsync_dir(folder)
+        _discard(source)  # now the previous checkpoint
+    _fsync_dir(folder)
+
+
+def _discard(path: str) -> None:
+    """Delete a file, link or folder; a folder is renamed aside first, so it never lies half-deleted."""
+    if _is_folder(path):
+        aside = _hidden_sibling(path, "old") if not os.path.basename(path).startswith(".") else path
+        if aside != path:
+            os.rename(path, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.remove(path)
+
+
 def atomic_save(checkpoint: dict[str, Any], path: _PATH, storage_options: dict[str, Any] | None = None) -> None:
     """Write ``checkpoint`` to ``path`` so that ``path`` never holds a partial file.
 
@@ -121,15 +223,15 @@ def _atomic_save_local(checkpoint: dict[str, Any], path: str) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.chmod(tmp_path, _file_mode())
-        # os.replace is atomic on POSIX and Windows; a symlink at ``path`` is replaced, not followed.
-        os.replace(tmp_path, path)
+        # atomic on POSIX and Windows; a symlink at ``path`` is replaced, not followed, and a sharded
+        # checkpoint folder there is swapped out as a whole.
+        _move_into_place(tmp_path, path)
     except BaseException:
         try:
             os.remove(tmp_path)
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(folder)
 
 
 def _atomic_save_remote(checkpoint: dict[str, Any], path: str, storage_options: dict[str, Any]) -> None:
@@ -157,8 +259,9 @@ def _atomic_save_remote(checkpoint: dict[str, Any], path: str, storage_options: 
 def atomic_link(target: _PATH, link_path: _PATH) -> None:
     """Make ``link_path`` a relative symlink to ``target``, replacing whatever was there atomically.
 
-    Where symlinks cannot be made (e.g. Windows without the privilege), ``target`` is copied
-    instead, through a temp file, so ``link_path`` is again never partial. Local paths only.
+    Where symlinks cannot be made (e.g. Windows without the privilege), ``target`` (a file, or a
+    sharded checkpoint folder) is copied instead, through a temp path, so ``link_path`` is again
+    never partial. Local paths only.
 
     Example::
 
@@ -172,24 +275,36 @@ def atomic_link(target: _PATH, link_path: _PATH) -> None:
         try:
             os.symlink(os.path.relpath(target, folder), tmp_path)
         except OSError:
-            shutil.copyfile(target, tmp_path)
-            with open(tmp_path, "rb+") as file:
-                os.fsync(file.fileno())
-        os.replace(tmp_path, link_path)
+            if os.path.isdir(target):
+                shutil.copytree(target, tmp_path)
+                _fsync_tree(tmp_path)
+            else:
+                shutil.copyfile(target, tmp_path)
+                with open(tmp_path, "rb+") as file:
+                    os.fsync(file.fileno())
+        _move_into_place(tmp_path, link_path)
     except BaseException:
-        try:
-            os.remove(tmp_path)
-        except FileNotFoundError:
-            pass
+        if os.path.lexists(tmp_path):
+            _discard(tmp_path)
         raise
+
+
+def _fsync_tree(folder: str) -> None:
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name), "rb") as file:
+            os.fsync(file.fileno())
     _fsync_dir(folder)
 
 
 def remove_checkpoint(path: _PATH) -> None:
-    """Delete the checkpoint at ``path``; a file that is already gone is not an error."""
+    """Delete the checkpoint at ``path`` (a file, or a sharded checkpoint folder with everything in it).
+
+    A checkpoint that is already gone is not an error. A local folder is first renamed to a hidden
+    sibling, so a crash during the deletion never leaves a half-deleted checkpoint under its name.
+    """
     if is_local(path):
         try:
-            os.remove(_local_path(path))
+            _discard(_local_path(path))
         except FileNotFoundError:
             pass
         return
@@ -224,8 +339,13 @@ def load_checkpoint(
     ``weights_only=None`` means ``True``: only tensors and plain data are unpickled, so no code in
     the file can run. Pass ``weights_only=False`` only for files you trust.
 
+    A sharded checkpoint folder (``FSDPStrategy(state_dict_type="sharded")``) loads as the dict
+    in its ``meta.pt`` plus ``"state_dict"``, the full model weights gathered from the shards; its
+    optimizer states stay on disk until the trainer restores them.
+
     Raises:
         FileNotFoundError: there is no file at ``path``.
+        IsADirectoryError: ``path`` is a folder but not a sharded checkpoint.
         CheckpointLoadError: the file is truncated or corrupt.
         pickle.UnpicklingError: the file needs a class or function that safe loading refuses.
 
@@ -243,6 +363,10 @@ def load_checkpoint(
     name = str(path)
     if is_local(name):
         local = _local_path(name)
+        if os.path.isdir(local):
+            from ember import sharded_checkpoint  # torch.distributed.checkpoint loads on first use
+
+            return sharded_checkpoint.load(local, map_location=map_location, weights_only=weights_only)
         if not os.path.isfile(local):
             raise FileNotFoundError(f"Checkpoint file not found: {name}")
         with open(local, "rb") as file:
@@ -250,6 +374,11 @@ def load_checkpoint(
     fs = get_filesystem(name)
     if not fs.exists(name):
         raise FileNotFoundError(f"Checkpoint file not found: {name}")
+    if fs.isdir(name):
+        raise IsADirectoryError(
+            f"Checkpoint {name} is a folder on a remote filesystem: sharded checkpoint folders are read from local"
+            " (or mounted) paths only. Copy it to a local folder, or save with `state_dict_type='full'`."
+        )
     with fs.open(name, "rb") as file:
         return _torch_load(file, name, map_location, weights_only)
 
@@ -330,11 +459,13 @@ def _collect_unsafe(value: Any, where: str, found: list[str]) -> None:
 
 
 __all__ = [
+    "METADATA_FILENAME",
     "CheckpointLoadError",
     "atomic_link",
     "atomic_save",
     "get_filesystem",
     "is_local",
+    "is_sharded_checkpoint",
     "load_checkpoint",
     "remove_checkpoint",
     "unsafe_hparam_values",
