@@ -1,16 +1,22 @@
 """FSDP2 (``fully_shard``) on 2 forked CPU ranks over gloo, and the CUDA paths for GPU machines."""
 from __future__ import annotations
 
+import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torch.distributed.checkpoint import FileSystemReader
 
 import ember
 from ember.callbacks import ModelCheckpoint
 from ember.distributed import FSDPStrategy
-from tests.helpers.distributed_models import loader
+from ember.trainer.checkpoint import EMBER_KEY
+from ember.trainer.signals import PreemptionExit
+from tests.helpers.distributed_models import SigtermAt, loader
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork-based jobs are tested on Linux"),
@@ -102,11 +108,125 @@ def test_fsdp_activation_checkpointing_recomputes_and_trains_the_same(tmp_path):
         torch.testing.assert_close(checkpointed.state_dict()[key], value)
 
 
-def test_fsdp_rejects_sharded_checkpoints_and_unknown_sharding():
-    with pytest.raises(ValueError, match="state_dict_type='full'"):
-        FSDPStrategy(state_dict_type="sharded")
+def test_fsdp_rejects_unknown_state_dict_types_and_sharding():
+    assert FSDPStrategy(state_dict_type="sharded").state_dict_type == "sharded"
+    with pytest.raises(ValueError, match="state_dict_type='local'.*'full'.*'sharded'"):
+        FSDPStrategy(state_dict_type="local")
     with pytest.raises(ValueError, match="FULL_SHARD"):
         FSDPStrategy(sharding_strategy="HYBRID")
+
+
+# ---- sharded checkpoints: a folder of every rank's shards plus meta.pt ------------------------------
+LIGHTNING_INFO = Path(__file__).parents[1] / "fixtures" / "lightning_checkpoint_info.json"
+
+
+class ShardedModel(TwoLayers):
+    """Adam and a per-epoch scheduler: state that an inexact resume would visibly lose."""
+
+    def __init__(self, lr: float = 0.05) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)]
+
+
+def sharded_trainer(tmp_path, preemption_check_interval: int = 10, **kwargs) -> ember.Trainer:
+    strategy = FSDPStrategy(auto_wrap_policy={nn.Linear}, state_dict_type="sharded", start_method="fork",
+                            preemption_check_interval=preemption_check_interval)
+    return fsdp_trainer(tmp_path, strategy=strategy, **kwargs)
+
+
+def test_sharded_checkpoint_layout_eviction_and_loading_anywhere(tmp_path):
+    torch.manual_seed(0)
+    model = ShardedModel()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)  # no monitor: keeps the newest
+    trainer = sharded_trainer(tmp_path, max_epochs=2, callbacks=[checkpoint])
+    trainer.fit(model, loader(16, batch_size=2), loader(16, batch_size=2))
+
+    # epoch=0-step=4.ckpt/ was evicted, folder and all; no temporary folder is left behind
+    folder = tmp_path / "ckpts"
+    assert sorted(os.listdir(folder)) == ["epoch=1-step=8.ckpt", "last.ckpt"]
+    assert os.path.basename(checkpoint.best_model_path) == "epoch=1-step=8.ckpt"
+    for name in ("epoch=1-step=8.ckpt", "last.ckpt"):
+        assert sorted(os.listdir(folder / name)) == [".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"]
+    # each rank wrote its own half of every parameter and of Adam's moments
+    index = FileSystemReader(str(folder / "last.ckpt")).read_metadata()
+    assert {info.relative_path for info in index.storage_data.values()} == {"__0_0.distcp", "__1_0.distcp"}
+    assert len(index.state_dict_metadata["model.first.weight"].chunks) == 2
+    assert len(index.state_dict_metadata["optimizer_0.state.first.weight.exp_avg"].chunks) == 2
+
+    # meta.pt: Lightning's top-level keys but the model and optimizer shards, plus Ember's resume state
+    meta = torch.load(folder / "last.ckpt" / "meta.pt", weights_only=True)
+    lightning_keys = set(json.loads(LIGHTNING_INFO.read_text())["top_level_keys"])
+    assert set(meta) == lightning_keys - {"state_dict", "optimizer_states"} | {EMBER_KEY, "ember_version"}
+    assert (meta["epoch"], meta["global_step"], meta["hyper_parameters"]) == (1, 8, {"lr": 0.05})
+    assert meta["lr_schedulers"][0]["last_epoch"] == 2
+
+    # one process without a process group rebuilds the trained model from the shards
+    loaded = ShardedModel.load_from_checkpoint(folder / "last.ckpt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+    # and resumes training from them, optimizer and scheduler included, on a single device
+    single = ember.Trainer(accelerator="cpu", devices=1, max_epochs=3, logger=False, enable_checkpointing=False,
+                           enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    single.fit(ShardedModel(), loader(16, batch_size=4), ckpt_path=folder / "last.ckpt")
+    assert single.global_step == 12
+    adam = single.optimizers[0]
+    assert [state["step"].item() for state in adam.state.values()] == [12.0] * 4  # 8 saved + 4 new steps
+    assert adam.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**3)
+
+
+def test_resume_from_a_sharded_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    torch.manual_seed(0)
+    uninterrupted, interrupted = ShardedModel(), ShardedModel()
+    interrupted.load_state_dict(uninterrupted.state_dict())
+    sharded_trainer(tmp_path / "straight", max_epochs=3, enable_checkpointing=False).fit(
+        uninterrupted, loader(16, batch_size=2))
+
+    # stop mid-epoch (step 6, with 4 steps an epoch), then resume from `last` with a new trainer
+    def mid_epoch_saves():
+        return ModelCheckpoint(dirpath=tmp_path / "ckpts", every_n_train_steps=3, save_last=True)
+
+    sharded_trainer(tmp_path, max_steps=6, callbacks=[mid_epoch_saves()]).fit(interrupted, loader(16, batch_size=2))
+    assert torch.load(tmp_path / "ckpts" / "last.ckpt" / "meta.pt", weights_only=True)["global_step"] == 6
+    assert not torch.equal(interrupted.first.weight, uninterrupted.first.weight)
+    resumed = ShardedModel()
+    again = sharded_trainer(tmp_path, max_epochs=3, callbacks=[mid_epoch_saves()])
+    again.fit(resumed, loader(16, batch_size=2), ckpt_path="last")
+
+    assert again.global_step == 12
+    for key, value in uninterrupted.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+    # a preemption signal saves `last` as a sharded folder on every rank, and the resume is exact too
+    preempted = tmp_path / "preempted"
+    with pytest.raises(PreemptionExit, match="Received SIGTERM: training stopped at epoch 1, step 6"):
+        torch.manual_seed(0)
+        stopping = [ModelCheckpoint(dirpath=preempted, save_top_k=0), SigtermAt(6)]
+        sharded_trainer(preempted, preemption_check_interval=1, max_epochs=3, callbacks=stopping).fit(
+            ShardedModel(), loader(16, batch_size=2))
+    assert sorted(os.listdir(preempted / "last.ckpt")) == [".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"]
+    resumed = ShardedModel()
+    sharded_trainer(preempted, max_epochs=3, callbacks=[ModelCheckpoint(dirpath=preempted, save_top_k=0)]).fit(
+        resumed, loader(16, batch_size=2), ckpt_path="last")
+    for key, value in uninterrupted.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_sharded_checkpoint_paths_that_are_not_checkpoints_raise_clear_errors(tmp_path):
+    plain = tmp_path / "plain.ckpt"
+    plain.mkdir()
+    with pytest.raises(IsADirectoryError, match=r"plain\.ckpt is a folder but not a sharded checkpoint.*meta\.pt"):
+        ShardedModel.load_from_checkpoint(plain)
+    trainer = ember.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(IsADirectoryError, match=r"plain\.ckpt is a folder but not a sharded checkpoint"):
+        trainer.validate(ShardedModel(), loader(), ckpt_path=plain)
+    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
+        trainer.validate(ShardedModel(), loader(), ckpt_path=tmp_path / "missing.ckpt")
 
 
 @pytest.mark.gpu

@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from ember.distributed.ddp import _StepForward
 from ember.distributed.parallel import ParallelStrategy, default_pg_timeout
+from ember.utilities.rank_zero import rank_zero_warn
 
 _SHARDING = {"FULL_SHARD": True, "SHARD_GRAD_OP": False}
 
@@ -32,14 +33,31 @@ class FSDPStrategy(ParallelStrategy):
     """Fully sharded data parallel training.
 
     ``auto_wrap_policy`` and ``activation_checkpointing_policy`` are sets of layer classes: each
-    such layer is sharded (and re-computed in backward) on its own. ``state_dict_type="full"``
-    writes an ordinary checkpoint that loads anywhere (gathered on rank 0).
+    such layer is sharded (and re-computed in backward) on its own.
+
+    ``state_dict_type`` chooses the checkpoint format:
+
+    * ``"full"`` (default): the weights and optimizer states are gathered on rank 0 into one
+      ordinary ``.ckpt`` file that loads anywhere.
+    * ``"sharded"``: every rank writes its own shards, with ``torch.distributed.checkpoint``, into a
+      folder named like the file would be (``epoch=0-step=8.ckpt/``: ``__0_0.distcp``,
+      ``__1_0.distcp``, ..., ``.metadata``), and rank 0 adds ``meta.pt`` with everything else
+      (epoch, step, loops, callbacks, hyperparameters, schedulers). No rank ever holds the full
+      state, and the folder appears in one atomic step once complete. ``fit(ckpt_path=<folder>)``,
+      ``"last"`` and ``"best"`` resume from it on any number of ranks, and
+      ``LightningModule.load_from_checkpoint(<folder>)`` loads it in a single process.
+
+    Either format is read whatever ``state_dict_type`` is set to.
 
     Example::
 
         strategy = FSDPStrategy(auto_wrap_policy={nn.TransformerEncoderLayer},
-                                activation_checkpointing_policy={nn.TransformerEncoderLayer})
-        trainer = Trainer(accelerator="cuda", devices=8, strategy=strategy, precision="bf16-mixed")
+                                activation_checkpointing_policy={nn.TransformerEncoderLayer},
+                                state_dict_type="sharded")
+        trainer = Trainer(accelerator="cuda", devices=8, strategy=strategy, precision="bf16-mixed",
+                          callbacks=[ModelCheckpoint(save_last=True)])
+        trainer.fit(model)                     # writes checkpoints/epoch=0-step=100.ckpt/, last.ckpt/
+        trainer.fit(model, ckpt_path="last")   # resumes from the folder
     """
 
     strategy_name = "fsdp"
@@ -75,10 +93,10 @@ class FSDPStrategy(ParallelStrategy):
         key = str(sharding_strategy).upper().split(".")[-1]
         if key not in _SHARDING:
             raise ValueError(f"`sharding_strategy={sharding_strategy!r}` is not supported: use 'FULL_SHARD' or 'SHARD_GRAD_OP'.")
-        if state_dict_type != "full":
+        if state_dict_type not in ("full", "sharded"):
             raise ValueError(
-                f"`state_dict_type={state_dict_type!r}`: Ember writes full checkpoints (one file, gathered on rank 0);"
-                " use `state_dict_type='full'`."
+                f"`FSDPStrategy(state_dict_type={state_dict_type!r})` is not supported: use 'full' (one file, gathered"
+                " on rank 0) or 'sharded' (a folder of every rank's shards)."
             )
         self.cpu_offload = bool(cpu_offload)
         self.mixed_precision = mixed_precision
@@ -129,28 +147,57 @@ class FSDPStrategy(ParallelStrategy):
         # the parameters stay sharded after fit: calls must pass through the root to gather them
         return functools.partial(self._wrapper, name) if self._wrapper is not None else getattr(module, name)
 
-    # ---- checkpoints: full state dicts, gathered (all ranks take part) ---------------------------
-    def _options(self) -> Any:
+    # ---- checkpoints: full (gathered on rank 0) or sharded (every rank its own part) --------------
+    def _options(self, full: bool) -> Any:
         from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-        return StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return StateDictOptions(full_state_dict=full, cpu_offload=full)
 
-    def lightning_module_state_dict(self) -> dict[str, Any]:
+    def _module_state_dict(self, full: bool) -> dict[str, Any]:
         if self._wrapper is None:
             return self._lightning_module.state_dict()
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-        return get_model_state_dict(self._lightning_module, options=self._options())
+        return get_model_state_dict(self._lightning_module, options=self._options(full))  # all ranks
+
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        """The weights for a checkpoint: gathered on rank 0 ("full") or this rank's shards ("sharded")."""
+        return self._module_state_dict(full=self.state_dict_type == "full")
+
+    def full_module_state_dict(self) -> dict[str, Any]:
+        return self._module_state_dict(full=True)
 
     def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
         if self._wrapper is None:
             return optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-        return get_optimizer_state_dict(self._lightning_module, optimizer, options=self._options())
+        # all ranks
+        return get_optimizer_state_dict(self._lightning_module, optimizer, options=self._options(self.state_dict_type == "full"))
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        """``"full"``: rank 0 writes one file. ``"sharded"``: every rank writes its shards into the folder ``filepath``."""
+        if self.state_dict_type == "full":
+            return super().save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+        if storage_options is not None:
+            raise TypeError(
+                "`FSDPStrategy(state_dict_type='sharded').save_checkpoint(..., storage_options=...)` is not supported:"
+                " sharded checkpoints are written to local folders. Drop `storage_options`, or use `state_dict_type='full'`."
+            )
+        if self.world_size > 1 and not self._active():
+            # a rank failed: the others are stopping, and a sharded save needs every rank's part
+            rank_zero_warn(
+                f"The sharded checkpoint {filepath} was not saved: a rank failed, and every rank must write its shards."
+                " The previous checkpoints are kept."
+            )
+            return None
+        from ember import sharded_checkpoint
+
+        sharded_checkpoint.save(self, checkpoint, filepath)
 
     def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
-        if self._wrapper is None:
+        if self._wrapper is None or not isinstance(state, dict):
+            # not sharded, or a sharded checkpoint's state (read straight into each rank's shards)
             return super().load_optimizer_state_dict(optimizer, state)
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 

@@ -287,7 +287,7 @@ def _worker(process_idx: int, launcher: MultiProcessingLauncher, fn: Callable, a
             queue.put(pickle.dumps({"preempted": str(stop)}))
         return
     # all ranks: a sharded model (FSDP) gathers its full weights together
-    weights = trainer.strategy.lightning_module_state_dict()
+    weights = trainer.strategy.full_module_state_dict()
     if trainer.strategy.global_rank == 0:
         # as bytes: tensors sent through the queue as shared memory would vanish when this worker exits
         buffer = io.BytesIO()

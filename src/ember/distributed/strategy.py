@@ -144,7 +144,15 @@ class Strategy:
 
     # ---- checkpoint state --------------------------------------------------------------
     def lightning_module_state_dict(self) -> dict[str, Any]:
+        """The module's weights as the checkpoint stores them."""
         return self._lightning_module.state_dict()
+
+    def full_module_state_dict(self) -> dict[str, Any]:
+        """The module's complete weights (at least on rank 0), e.g. to hand them to the launching process.
+
+        Sharding strategies gather them here, so every rank must call it.
+        """
+        return self.lightning_module_state_dict()
 
     def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
         return optimizer.state_dict()
@@ -153,12 +161,25 @@ class Strategy:
         return self._lightning_module.load_state_dict(state_dict, strict=strict)
 
     def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict):
+            from ember.sharded_checkpoint import ShardedOptimizerState
+
+            if isinstance(state, ShardedOptimizerState):
+                # all ranks: each reads its part of a sharded checkpoint's optimizer state
+                return state.load_into(self._lightning_module, optimizer)
         optimizer.load_state_dict(state)
         device = self.root_device
         for param_state in optimizer.state.values():
             for key, value in param_state.items():
                 if isinstance(value, Tensor) and key != "step":
                     param_state[key] = value.to(device)
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        """Write ``checkpoint`` to ``filepath``. Called on every rank; here rank 0 writes one file atomically."""
+        if self.is_global_zero:
+            from ember.checkpoint_io import atomic_save
+
+            atomic_save(checkpoint, filepath, storage_options=storage_options)
 
     def on_exception(self, exception: BaseException) -> None:
         """Called when the run fails, before teardown."""

@@ -963,13 +963,13 @@ class Trainer:
     # checkpoints
     # =====================================================================================
     def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool | None = False, storage_options: Any = None) -> None:
-        """Write a checkpoint of the current state. Call it on every rank; rank 0 writes the file.
+        """Write a checkpoint of the current state. Call it on every rank; rank 0 writes the file
+        (with ``FSDPStrategy(state_dict_type="sharded")``, every rank writes its shards into a folder).
 
         Example::
 
             trainer.save_checkpoint("example.ckpt")
         """
-        from ember.checkpoint_io import atomic_save
         from ember.trainer.checkpoint import dump_checkpoint
 
         if self._module is None:
@@ -978,8 +978,7 @@ class Trainer:
                 " `Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
         checkpoint = dump_checkpoint(self, bool(weights_only))
-        if self.is_global_zero:
-            atomic_save(checkpoint, filepath, storage_options=storage_options)
+        self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)  # rank 0, or every rank's shards
         self.strategy.barrier("Trainer.save_checkpoint")  # all ranks: the file exists when anyone returns
 
     # =====================================================================================
