@@ -229,6 +229,43 @@ def test_sharded_checkpoint_paths_that_are_not_checkpoints_raise_clear_errors(tm
         trainer.validate(ShardedModel(), loader(), ckpt_path=tmp_path / "missing.ckpt")
 
 
+@pytest.fixture
+def own_process_group():
+    """For a run in the test process itself: its (1-rank) process group must not outlive the test."""
+    yield
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+class Evaluated(ShardedModel):
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("test_loss", nn.functional.mse_loss(self.second(torch.relu(self.first(x))), y), sync_dist=True)
+
+
+@pytest.mark.parametrize("state_dict_type", ["full", "sharded"])
+def test_validate_and_test_best_and_last_after_fit_in_the_same_process(tmp_path, own_process_group, state_dict_type):
+    # no launcher (1 rank): the module stays sharded after fit, so loading must go through the strategy
+    torch.manual_seed(0)
+    model = Evaluated()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="val_loss", save_last=True)
+    strategy = FSDPStrategy(auto_wrap_policy={nn.Linear}, state_dict_type=state_dict_type)
+    trainer = fsdp_trainer(tmp_path, devices=1, strategy=strategy, max_epochs=2, callbacks=[checkpoint])
+    trainer.fit(model, loader(16, batch_size=2), loader(16, batch_size=2))
+    assert type(model.first.weight).__name__ == "DTensor"
+    assert os.path.isdir(checkpoint.best_model_path) == (state_dict_type == "sharded")
+    trained = {key: value.full_tensor() for key, value in model.state_dict().items()}
+
+    with torch.no_grad():
+        model.first.weight.mul_(0)  # the checkpoints must bring the weights back
+    validated = trainer.validate(model, loader(16, batch_size=2), ckpt_path="best")
+    tested = trainer.test(model, loader(16, batch_size=2), ckpt_path="last")
+    assert validated[0]["val_loss"] == pytest.approx(checkpoint.best_model_score.item())
+    assert tested[0]["test_loss"] == pytest.approx(trainer.callback_metrics["test_loss"].item())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value.full_tensor(), trained[key]), key
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fsdp_bf16_on_cuda(tmp_path):

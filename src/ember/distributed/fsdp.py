@@ -195,6 +195,16 @@ class FSDPStrategy(ParallelStrategy):
 
         sharded_checkpoint.save(self, checkpoint, filepath)
 
+    def load_model_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> Any:
+        """Full weights into the module; once it is sharded (after ``fit``), each rank keeps its slice."""
+        if self._wrapper is None:
+            return super().load_model_state_dict(state_dict, strict=strict)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        # all ranks: every rank holds the full weights and copies its own shard out of them
+        options = StateDictOptions(full_state_dict=True, strict=strict)
+        return set_model_state_dict(self._lightning_module, state_dict, options=options)
+
     def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
         if self._wrapper is None or not isinstance(state, dict):
             # not sharded, or a sharded checkpoint's state (read straight into each rank's shards)

@@ -242,7 +242,8 @@ def restore_modules_and_callbacks(t: Trainer, checkpoint: dict[str, Any]) -> Non
     t._hooks.call_module("on_load_checkpoint", checkpoint)
     if "state_dict" not in checkpoint:
         raise KeyError(f"The checkpoint has no 'state_dict' entry (keys: {sorted(checkpoint)}): it is not a model checkpoint.")
-    load_module_state(module, checkpoint["state_dict"], module.strict_loading)
+    # through the strategy: after an FSDP fit in this process the parameters are still sharded
+    load_module_state(module, checkpoint["state_dict"], module.strict_loading, load=t.strategy.load_model_state_dict)
     datamodule = t.datamodule
     if datamodule is not None:
         key = type(datamodule).__qualname__
@@ -259,8 +260,11 @@ def restore_modules_and_callbacks(t: Trainer, checkpoint: dict[str, Any]) -> Non
             cb.load_state_dict(dict(state))
 
 
-def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], strict: bool) -> None:
-    """``load_state_dict`` whose error lists the missing and unexpected keys and what to do."""
+def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], strict: bool, load: Any = None) -> None:
+    """``load_state_dict`` whose error lists the missing and unexpected keys and what to do.
+
+    ``load(state_dict, strict=...)`` replaces ``module.load_state_dict`` (a strategy's loader).
+    """
     own = set(module.state_dict())
     given = set(state_dict)
     missing = sorted(own - given)
@@ -272,7 +276,7 @@ def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], stric
             f"{' ...' if len(unexpected) > 20 else ''}. Build the model with the same architecture as when the"
             " checkpoint was saved, or load with `strict=False` to skip the mismatched keys."
         )
-    result = module.load_state_dict(state_dict, strict=strict)
+    result = (load or module.load_state_dict)(state_dict, strict=strict)
     if not strict and (result.missing_keys or result.unexpected_keys):
         rank_zero_warn(
             f"Found keys that are not in the model state dict but in the checkpoint: {result.unexpected_keys};"
