@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 
 import ember
-from ember.callbacks import ModelCheckpoint
+from ember.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from ember.checkpoint_io import load_checkpoint
 from ember.distributed import FSDPStrategy
 from ember.trainer.checkpoint import EMBER_KEY
 from ember.trainer.signals import PreemptionExit
@@ -164,7 +166,11 @@ def test_sharded_checkpoint_layout_eviction_and_loading_anywhere(tmp_path):
     assert (meta["epoch"], meta["global_step"], meta["hyper_parameters"]) == (1, 8, {"lr": 0.05})
     assert meta["lr_schedulers"][0]["last_epoch"] == 2
 
-    # one process without a process group rebuilds the trained model from the shards
+    # one process without a process group rebuilds the trained model from the shards; what
+    # `on_load_checkpoint` sees: meta.pt, the full weights, and each optimizer's state still on disk
+    checkpoint_dict = load_checkpoint(folder / "last.ckpt")
+    assert set(checkpoint_dict) == set(meta) | {"state_dict", "optimizer_states"}
+    assert [type(state).__name__ for state in checkpoint_dict["optimizer_states"]] == ["ShardedOptimizerState"]
     loaded = ShardedModel.load_from_checkpoint(folder / "last.ckpt")
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
@@ -214,6 +220,33 @@ def test_resume_from_a_sharded_checkpoint_equals_an_uninterrupted_run(tmp_path):
         resumed, loader(16, batch_size=2), ckpt_path="last")
     for key, value in uninterrupted.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
+
+
+class FailsOnRank1(ShardedModel):
+    def training_step(self, batch, batch_idx):
+        if self.global_rank == 1 and self.current_epoch == 1 and batch_idx == 2:
+            raise ValueError("boom on rank 1")
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_sharded_save_after_a_rank_failed_is_skipped_and_keeps_the_previous_folders(tmp_path):
+    # a sharded save needs every rank; once one failed, the save on exception must not wait for it
+    callbacks = [OnExceptionCheckpoint(dirpath=tmp_path), ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)]
+    start = time.monotonic()
+    with pytest.raises(Exception, match="boom on rank 1"):
+        sharded_trainer(tmp_path, max_epochs=2, callbacks=callbacks).fit(FailsOnRank1(), loader())
+    assert time.monotonic() - start < 60
+    assert sorted(os.listdir(tmp_path)) == ["ckpts"]  # no on_exception.ckpt, no temporary folder
+    assert load_checkpoint(tmp_path / "ckpts" / "last.ckpt")["global_step"] == 4  # the epoch-0 save
+
+
+def test_a_rank_that_failed_does_not_start_a_sharded_save(tmp_path, monkeypatch):
+    strategy = FSDPStrategy(state_dict_type="sharded")
+    monkeypatch.setattr(FSDPStrategy, "world_size", property(lambda self: 2))
+    strategy._failed = True  # what `on_exception` sets: the other ranks are stopping
+    with pytest.warns(UserWarning, match=r"last\.ckpt was not saved: a rank failed"):
+        strategy.save_checkpoint({"state_dict": {"w": torch.zeros(2)}, "epoch": 0}, tmp_path / "last.ckpt")
+    assert os.listdir(tmp_path) == []
 
 
 def test_sharded_checkpoint_paths_that_are_not_checkpoints_raise_clear_errors(tmp_path):
