@@ -37,7 +37,7 @@ import torch
 _PATH = Union[str, Path]
 
 # The file of a sharded checkpoint folder that holds everything but the model and optimizer shards
-# (Lightning's name, so a folder written by either loads in the other).
+# (Lightning's name for it).
 METADATA_FILENAME = "meta.pt"
 
 

@@ -1,7 +1,7 @@
 """Sharded checkpoints: a folder of ``torch.distributed.checkpoint`` (DCP) shards and a ``meta.pt``.
 
-``FSDPStrategy(state_dict_type="sharded")`` writes this layout, the same as Lightning's, so a folder
-written by either loads in the other::
+``FSDPStrategy(state_dict_type="sharded")`` writes this layout, Lightning's (the same file names
+and keys)::
 
     epoch=0-step=8.ckpt/
         __0_0.distcp  __1_0.distcp ...   each rank's shards of the model ("model") and of every
