@@ -32,10 +32,24 @@ DRIVER = textwrap.dedent(
     from ember.callbacks.callback import Callback
     from tests.helpers.checkpoint_models import QUIET, FakeTrainer, SequenceModel
 
-    base, trials, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    base, trials, seed, layout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     STEPS = 50
     rng = random.Random(seed)
     metrics = [rng.random() for _ in range(STEPS + 1)]  # not monotonic: some steps evict, some don't
+
+
+    if layout == "sharded":
+        import warnings
+        from ember import sharded_checkpoint
+        from ember.distributed.strategy import SingleDeviceStrategy
+
+        warnings.filterwarnings("ignore")  # DCP notes that it saves without a process group
+
+        class ShardedOnOneDevice(SingleDeviceStrategy):
+            """FSDP's sharded folders, written by one process: the same write, swap and eviction path."""
+
+            def save_checkpoint(self, checkpoint, filepath, storage_options=None):
+                sharded_checkpoint.save(self, checkpoint, filepath)
 
 
     class Progress(Callback):
@@ -57,7 +71,8 @@ DRIVER = textwrap.dedent(
         torch.manual_seed(0)
         if hasattr(ember, "Trainer"):
             model = SequenceModel(train_metrics=metrics, train_batches=steps)
-            trainer = ember.Trainer(max_epochs=1, limit_val_batches=0,
+            strategy = ShardedOnOneDevice() if layout == "sharded" else "auto"
+            trainer = ember.Trainer(max_epochs=1, limit_val_batches=0, strategy=strategy,
                                     callbacks=[Progress(folder), checkpoint_callback(folder)], **QUIET)
             trainer.fit(model)
             return
@@ -130,7 +145,8 @@ DRIVER = textwrap.dedent(
 
 
 def _check_folder(folder: Path) -> int:
-    """Every ``.ckpt`` loads; ``last.ckpt`` exists once a step's saves returned. Returns that step."""
+    """Every ``.ckpt`` (file or sharded folder) loads; ``last.ckpt`` exists once a step's saves
+    returned. Returns that step."""
     ckpts = folder / "ckpts"
     names = [name for name in os.listdir(ckpts) if name.endswith(".ckpt")] if ckpts.exists() else []
     for name in names:
@@ -148,13 +164,15 @@ def _check_folder(folder: Path) -> int:
 
 
 @pytest.mark.timeout(120)
-def test_sigkill_at_random_instants_leaves_loadable_checkpoints(tmp_path):
+@pytest.mark.parametrize("layout, trials", [("file", TRIALS), ("sharded", TRIALS // 2)])
+def test_sigkill_at_random_instants_leaves_loadable_checkpoints(tmp_path, layout, trials):
+    # "sharded": every checkpoint is a folder of DCP shards and meta.pt (FSDPStrategy's sharded layout)
     if not hasattr(os, "fork"):
         pytest.skip("needs os.fork")
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), str(repo / "src"), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(tmp_path), str(TRIALS), str(SEED)],
+        [sys.executable, "-c", DRIVER, str(tmp_path), str(trials), str(SEED), layout],
         cwd=repo, env=env, capture_output=True, text=True, timeout=110,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -162,9 +180,10 @@ def test_sigkill_at_random_instants_leaves_loadable_checkpoints(tmp_path):
 
     full = _check_folder(tmp_path / "full")
     assert full >= 45  # the uninterrupted run saved at every step
+    assert (tmp_path / "full" / "ckpts" / "last.ckpt").is_dir() == (layout == "sharded")
     killed_mid_run = 0
     for result in report["results"]:
         completed = _check_folder(tmp_path / f"trial{result['trial']:02d}")
         killed_mid_run += result["killed"] and completed >= 1
     # the kills are spread over the run: most land after the first save and before the end
-    assert killed_mid_run >= TRIALS // 2, report
+    assert killed_mid_run >= trials // 2, report
