@@ -3,6 +3,10 @@
 Differences from Lightning 2.6 (see docs/compat.md): ``last.ckpt`` is rewritten at every
 checkpoint trigger, so it is always the latest state; every file is written atomically; an evicted
 top-k file is deleted only after the new file and ``last.ckpt`` are in place.
+
+With ``FSDPStrategy(state_dict_type="sharded")`` each checkpoint is a folder of the same name
+(``epoch=0-step=8.ckpt/``); it is written, replaced, linked and evicted as a whole by the same
+calls into ``ember.checkpoint_io``.
 """
 from __future__ import annotations
 
