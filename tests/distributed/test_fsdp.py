@@ -263,11 +263,18 @@ def test_sharded_checkpoint_paths_that_are_not_checkpoints_raise_clear_errors(tm
 
 
 @pytest.fixture
-def own_process_group():
-    """For a run in the test process itself: its (1-rank) process group must not outlive the test."""
+def in_test_process(monkeypatch):
+    """A run in the test process itself (1 rank, no launcher): its process group, the rank
+    variables and the launcher that later Trainers would join must not outlive the test."""
+    from ember.distributed import launch
+
+    monkeypatch.setattr(launch, "_ACTIVE", [])
+    saved = dict(os.environ)
     yield
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 class Evaluated(ShardedModel):
@@ -277,7 +284,7 @@ class Evaluated(ShardedModel):
 
 
 @pytest.mark.parametrize("state_dict_type", ["full", "sharded"])
-def test_validate_and_test_best_and_last_after_fit_in_the_same_process(tmp_path, own_process_group, state_dict_type):
+def test_validate_and_test_best_and_last_after_fit_in_the_same_process(tmp_path, in_test_process, state_dict_type):
     # no launcher (1 rank): the module stays sharded after fit, so loading must go through the strategy
     torch.manual_seed(0)
     model = Evaluated()
