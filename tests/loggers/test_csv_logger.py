@@ -97,6 +97,13 @@ def test_hparams_yaml(tmp_path, params):
         assert yaml.safe_load(file) == {"lr": 0.1, "layers": [1, 2]}
 
 
+def test_empty_hparams_yaml_loads_as_an_empty_mapping(tmp_path):
+    logger = CSVLogger(tmp_path)
+    logger.log_hyperparams({})
+    with open(tmp_path / "lightning_logs" / "version_0" / "hparams.yaml") as file:
+        assert yaml.safe_load(file) == {}
+
+
 def test_hparams_yaml_is_safe_and_accumulates(tmp_path):
     logger = CSVLogger(tmp_path)
     logger.log_hyperparams({"act": torch.nn.ReLU, "nested": {"a": 1}, "obj": object(), "t": torch.tensor(2.0)})

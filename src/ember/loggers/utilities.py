@@ -151,10 +151,14 @@ def _save_hparams_to_yaml(path: str, hparams: Mapping[str, Any] | Namespace) -> 
     always loads with ``yaml.safe_load``.
     """
     import fsspec
-    import yaml
 
     data = _yaml_safe(_convert_params(hparams))
     with fsspec.open(path, "w", newline="") as file:
+        if not data:
+            file.write("{}\n")  # what PyYAML writes for an empty mapping, without loading it
+            return
+        import yaml
+
         yaml.safe_dump(data, file, sort_keys=False)
 
 
