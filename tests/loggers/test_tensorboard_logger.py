@@ -28,6 +28,34 @@ def test_scalars_at_the_right_steps(tmp_path):
     assert found["acc"] == [(3, 0.25)]
 
 
+def test_save_makes_written_scalars_readable_while_training(tmp_path, monkeypatch):
+    from ember.loggers import tensorboard as module
+
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_metrics({"loss": 1.0}, step=0)
+    logger.save()  # the first save flushes at once: a live TensorBoard sees the run start
+    assert scalars(logger.log_dir)["loss"] == [(0, 1.0)]
+    logger.log_metrics({"loss": 0.5}, step=50)
+    monkeypatch.setattr(module, "_FLUSH_INTERVAL", 0.0)  # as if a second had passed
+    logger.save()
+    assert scalars(logger.log_dir)["loss"] == [(0, 1.0), (50, 0.5)]
+    logger.finalize("success")
+
+
+def test_save_spaces_out_flushes_and_finalize_writes_everything(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    flushes = []
+    logger.log_metrics({"loss": 1.0}, step=0)
+    original = logger.experiment.flush
+    logger.experiment.flush = lambda: (flushes.append(1), original())
+    for step in range(1, 20):  # a logger write every few milliseconds, as on fast steps
+        logger.log_metrics({"loss": 1.0 / step}, step=step)
+        logger.save()
+    assert len(flushes) == 1
+    logger.finalize("success")
+    assert [s for s, _ in scalars(logger.log_dir)["loss"]] == list(range(20))
+
+
 def test_layout_versions_and_sub_dir(tmp_path):
     first = TensorBoardLogger(tmp_path, name="exp")
     assert first.log_dir == str(tmp_path / "exp" / "version_0")

@@ -5,7 +5,9 @@ Layout (as Lightning): ``save_dir/name/version_N[/sub_dir]`` holding the event f
 """
 from __future__ import annotations
 
+import math
 import os
+import time
 import warnings
 from argparse import Namespace
 from collections.abc import Mapping
@@ -79,6 +81,7 @@ class TensorBoardLogger(FolderLogger):
         self._prefix = prefix
         self._kwargs = kwargs
         self._experiment: SummaryWriter | None = None
+        self._last_flush = -math.inf
         self.hparams: dict[str, Any] = {}
         self._hparams_saved: dict[str, Any] | None = None  # what hparams.yaml is known to hold
         _check_writable(self._save_dir, type(self).__name__)
@@ -178,9 +181,17 @@ class TensorBoardLogger(FolderLogger):
 
     @rank_zero_only
     def save(self) -> None:
-        """Flush the event file and write ``hparams.yaml`` once the log folder exists."""
+        """Flush the event file (at most once a second) and write ``hparams.yaml`` once the log
+        folder exists.
+
+        The trainer calls this after every logger write; a flush waits for TensorBoard's writer
+        thread, so on fast steps they are spaced out. ``finalize`` always flushes.
+        """
         if self._experiment is not None:
-            self._experiment.flush()
+            now = time.monotonic()
+            if now - self._last_flush >= _FLUSH_INTERVAL:
+                self._experiment.flush()
+                self._last_flush = now
         if self._hparams_saved == self.hparams:
             return  # the file already holds these hyperparameters: no filesystem round trip per log step
         import fsspec
@@ -208,6 +219,9 @@ class TensorBoardLogger(FolderLogger):
         state = self.__dict__.copy()
         state["_experiment"] = None
         return state
+
+
+_FLUSH_INTERVAL = 1.0  # seconds between flushes requested by `save()`
 
 
 def _module_device(model: Module) -> Any:
