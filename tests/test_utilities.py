@@ -34,6 +34,21 @@ def test_isolate_rng_restores_all_generators():
     assert after == (torch.rand(1).item(), np.random.rand(), random.random())
 
 
+def test_rng_states_survive_a_safe_checkpoint_round_trip_and_older_tuples_restore(tmp_path):
+    from ember.utilities.seed import collect_rng_states, set_rng_states
+
+    seed_everything(7)
+    states = collect_rng_states()
+    expected = (torch.rand(1).item(), np.random.rand(), random.random())
+    torch.save(states, tmp_path / "rng.pt")
+    set_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (torch.rand(1).item(), np.random.rand(), random.random()) == expected
+
+    version, words, gauss = states["python"]
+    set_rng_states({**states, "python": (version, tuple(words.tolist()), gauss)})  # as checkpoints held it before
+    assert (torch.rand(1).item(), np.random.rand(), random.random()) == expected
+
+
 def test_rank_zero_only_runs_on_rank_zero_only(monkeypatch):
     calls = []
     fn = rank_zero_only(lambda: calls.append(1))

@@ -93,7 +93,9 @@ def _generate_seed_sequence(base_seed: int, worker_id: int, global_rank: int, co
 
 def collect_rng_states(include_cuda: bool = True) -> dict[str, Any]:
     """Every global RNG state of this process: torch, CUDA, numpy and python."""
-    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    version, words, gauss = random.getstate()
+    # the 625 words of python's generator as one tensor: a checkpoint pickles one object, not 625
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": (version, torch.tensor(words), gauss)}
     try:
         import numpy as np
 
@@ -118,8 +120,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
         name, keys, pos, has_gauss, gauss = states["numpy"]
         keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
         np.random.set_state((name, keys.astype(np.uint32), pos, has_gauss, gauss))
-    version, state, gauss = states["python"]
-    random.setstate((version, tuple(state), gauss))
+    version, words, gauss = states["python"]
+    words = words.tolist() if isinstance(words, torch.Tensor) else words  # tuples in older checkpoints
+    random.setstate((version, tuple(words), gauss))
 
 
 @contextmanager
