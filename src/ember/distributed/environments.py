@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
+import subprocess
+
+from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 __all__ = [
     "ClusterEnvironment", "LightningEnvironment", "SLURMEnvironment", "TorchElasticEnvironment",
@@ -148,7 +152,8 @@ class SLURMEnvironment(ClusterEnvironment):
     def __init__(self, auto_requeue: bool = True, requeue_signal: int | None = None) -> None:
         super().__init__()
         self.auto_requeue = auto_requeue
-        self.requeue_signal = requeue_signal
+        # the signal `#SBATCH --signal=USR1@90` sends before the time limit: checkpoint, requeue, exit
+        self.requeue_signal = requeue_signal if requeue_signal is not None else getattr(signal, "SIGUSR1", None)
 
     @staticmethod
     def detect() -> bool:
@@ -192,6 +197,32 @@ class SLURMEnvironment(ClusterEnvironment):
                 f"You set `num_nodes={num_nodes}`, but the number of nodes configured in SLURM `--nodes={nodes}`"
                 f" does not match. HINT: Set `num_nodes={nodes}`."
             )
+
+    @staticmethod
+    def job_id() -> str:
+        """The id ``scontrol`` knows this job by: ``<array job>_<task>`` for an array task."""
+        array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+        if array_job is not None:
+            return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        return os.environ["SLURM_JOB_ID"]
+
+    def requeue(self) -> None:
+        """Put this job back in SLURM's queue (``scontrol requeue``); it restarts from the start of the script."""
+        job_id = self.job_id()
+        if not re.fullmatch(r"[0-9_]+", job_id):
+            raise ValueError(f"Cannot requeue the SLURM job {job_id!r}: SLURM_JOB_ID is not a job number.")
+        try:
+            result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            rank_zero_warn(f"Requeuing SLURM job {job_id} failed ({err}); resubmit it to resume from the checkpoint.")
+            return
+        if result.returncode != 0:
+            rank_zero_warn(
+                f"Requeuing SLURM job {job_id} failed with exit code {result.returncode}: {result.stderr.strip()}."
+                " Resubmit it to resume from the checkpoint."
+            )
+        else:
+            rank_zero_info(f"Requeued SLURM job {job_id}.")
 
     @staticmethod
     def resolve_root_node_address(nodes: str) -> str:

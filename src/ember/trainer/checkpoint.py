@@ -133,7 +133,10 @@ def resolve_ckpt_path(t: Trainer, ckpt_path: Any, fn: str, model_given: bool) ->
     """Turn ``"best"``, ``"last"``, ``None`` or a path into a file path (or None for a fresh start)."""
     from ember.callbacks.checkpoint import Checkpoint
     from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
+    from ember.distributed.environments import SLURMEnvironment
 
+    if ckpt_path is None and fn == "fit" and SLURMEnvironment.detect() and hpc_resume_path(t.default_root_dir):
+        ckpt_path = "hpc"  # a requeued SLURM job continues from the checkpoint it saved before it left
     if ckpt_path is None:
         if fn == "fit":
             if any(isinstance(cb, OnExceptionCheckpoint) for cb in t.callbacks):
@@ -171,6 +174,14 @@ def resolve_ckpt_path(t: Trainer, ckpt_path: Any, fn: str, model_given: bool) ->
                 f" `fit` first or pass `.{fn}(ckpt_path=<path>)`."
             )
         return best
+    if ckpt_path == "hpc":
+        path = hpc_resume_path(t.default_root_dir)
+        if path is None:
+            raise ValueError(
+                f'`.{fn}(ckpt_path="hpc")` is set but no HPC checkpoint (`hpc_ckpt_<n>.ckpt`) was found in'
+                f" {t.default_root_dir}. Pass an exact checkpoint path to `.{fn}(ckpt_path=...)`."
+            )
+        return path
     if ckpt_path == "last":
         candidates = _last_candidates(t)
         if not candidates:
@@ -189,6 +200,27 @@ def resolve_ckpt_path(t: Trainer, ckpt_path: Any, fn: str, model_given: bool) ->
             f"Checkpoint file not found: {path}. Pass an existing file, `ckpt_path='last'` or `ckpt_path='best'`."
         )
     return path
+
+
+def _hpc_numbers(folder: str) -> list[int]:
+    from ember.checkpoint_io import get_filesystem
+
+    fs = get_filesystem(folder)
+    if not fs.isdir(folder):
+        return []
+    names = (os.path.basename(str(entry).rstrip("/")) for entry in fs.ls(folder, detail=False))
+    return [int(m.group(1)) for m in (re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", n) for n in names) if m]
+
+
+def hpc_resume_path(folder: str) -> str | None:
+    """The newest ``hpc_ckpt_<n>.ckpt`` in ``folder`` (what a requeued SLURM job resumes from), if any."""
+    numbers = _hpc_numbers(folder)
+    return os.path.join(folder, f"hpc_ckpt_{max(numbers)}.ckpt") if numbers else None
+
+
+def hpc_save_path(folder: str) -> str:
+    """Where the next SLURM requeue checkpoint goes: ``hpc_ckpt_<n+1>.ckpt`` in ``folder`` (Lightning's names)."""
+    return os.path.join(folder, f"hpc_ckpt_{max(_hpc_numbers(folder), default=0) + 1}.ckpt")
 
 
 def _last_candidates(t: Trainer) -> list[str]:

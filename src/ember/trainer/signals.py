@@ -16,10 +16,11 @@ class StopFlag:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def install(self) -> None:
+    def install(self, extra: tuple[int, ...] = ()) -> None:
+        """Catch SIGTERM, SIGUSR1 and the ``extra`` signals (e.g. a SLURM requeue signal)."""
         if threading.current_thread() is not threading.main_thread():
             return  # handlers can only be installed from the main thread
-        for signum in _SIGNALS:
+        for signum in dict.fromkeys(_SIGNALS + tuple(extra)):
             try:
                 self._previous[signum] = signal.signal(signum, self._handler)
             except (ValueError, OSError):

@@ -618,7 +618,8 @@ class Trainer:
         del checkpoint
         self._stop_flag = StopFlag()
         if fn == TrainerFn.FITTING:
-            self._stop_flag.install()
+            requeue = self._slurm_requeue()
+            self._stop_flag.install(extra=(requeue.requeue_signal,) if requeue is not None else ())
 
         results = self._run_stage(model)
 
@@ -861,11 +862,42 @@ class Trainer:
                 f" `min_steps={self.min_steps!r}` has not been met. Training will continue..."
             )
 
+    def _slurm_requeue(self) -> Any:
+        """The SLURM environment when this job requeues itself on its requeue signal (else None)."""
+        from ember.distributed.environments import ClusterEnvironment, SLURMEnvironment
+
+        env = getattr(self.strategy, "cluster_environment", None)
+        if env is None:  # one process: an environment passed in `plugins`, else the one detected
+            plugins = self.plugins if isinstance(self.plugins, (list, tuple)) else [self.plugins]
+            env = next((p for p in plugins if isinstance(p, ClusterEnvironment)), None)
+        if env is None and SLURMEnvironment.detect():
+            env = SLURMEnvironment()  # one task on one device: no process group, still a SLURM job
+        return env if isinstance(env, SLURMEnvironment) and env.auto_requeue else None
+
     def _on_stop_request(self) -> None:
-        """A preemption signal arrived: save where training stands, then exit on every rank."""
+        """A preemption signal arrived: save where training stands, then exit on every rank.
+
+        Under SLURM with ``auto_requeue``, the requeue signal (SIGUSR1 by default) saves
+        ``hpc_ckpt_<n>.ckpt`` in ``default_root_dir`` and requeues the job; the requeued job's
+        ``fit`` resumes from it.
+        """
         from ember.callbacks.model_checkpoint import ModelCheckpoint
         from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
+        from ember.trainer import checkpoint as ckpt
 
+        name = signal.Signals(self._stop_flag.signum).name if self._stop_flag.signum else "a stop signal"
+        requeue = self._slurm_requeue()
+        if requeue is not None and self._stop_flag.signum == requeue.requeue_signal:
+            # every rank must write the same name: rank 0's listing decides
+            path = self.strategy.broadcast(ckpt.hpc_save_path(self.default_root_dir))
+            self.save_checkpoint(path)
+            if self.is_global_zero:
+                requeue.requeue()
+            raise PreemptionExit(
+                f"Received {name}: training stopped at epoch {self.current_epoch}, step {self.global_step}, and the"
+                f" state was saved to {path}. SLURM job {requeue.job_id()} was requeued: when it starts again,"
+                " `trainer.fit` resumes from that checkpoint."
+            )
         path = None
         for cb in self.callbacks:
             if isinstance(cb, OnExceptionCheckpoint):
@@ -880,7 +912,6 @@ class Trainer:
         if path is None:
             path = os.path.join(self.default_root_dir, "checkpoints", "last.ckpt")
         self.save_checkpoint(path)
-        name = signal.Signals(self._stop_flag.signum).name if self._stop_flag.signum else "a stop signal"
         message = (
             f"Received {name}: training stopped at epoch {self.current_epoch}, step {self.global_step}, and the state"
             f" was saved to {path}. Resume with `trainer.fit(model, ckpt_path='last')` (or ckpt_path={path!r})."
