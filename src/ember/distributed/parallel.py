@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import time
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -188,8 +189,7 @@ class ParallelStrategy(Strategy):
                 self.process_group_backend, rank=self.global_rank, world_size=self.world_size, timeout=self._timeout,
             )
             # The group is kept for later fit/validate/test calls, and destroyed before the
-            # interpreter shuts down: left to C++ static destructors, gloo's worker threads can
-            # end the process with "terminate called without an active exception" (SIGABRT).
+            # interpreter shuts down (see `_destroy_process_group`).
             atexit.register(_destroy_process_group)
         from ember.utilities.rank_zero import _set_rank
 
@@ -312,9 +312,22 @@ class ParallelStrategy(Strategy):
         super().teardown()
 
 
+_EXIT_GRACE_SECONDS = 0.1
+
+
 def _destroy_process_group() -> None:
+    """At exit: destroy the default group, then give the backend's threads a moment with the GIL.
+
+    A gloo worker thread that has just finished a collective drops the last reference to the
+    collective's tensors itself. They are Python tensors, so that needs the GIL. If the
+    interpreter has begun finalizing by then, Python ends the thread in the middle of a C++
+    destructor and the process aborts with "terminate called without an active exception"
+    (SIGABRT), although all its work was done. Sleeping releases the GIL, so such a thread
+    finishes first.
+    """
     if dist.is_available() and dist.is_initialized():
         try:
             dist.destroy_process_group()
         except Exception:  # shutting down: nothing useful left to report
             pass
+        time.sleep(_EXIT_GRACE_SECONDS)
