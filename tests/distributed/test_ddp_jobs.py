@@ -18,10 +18,6 @@ PROGRAM = Path(__file__).parent / "programs" / "ddp_program.py"
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 pytestmark = [
     pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available"),
-    # Now and then a gloo rank process aborts with "terminate called without an active exception"
-    # after its work is done (a C++ thread torn down at exit; being investigated): a job that ends
-    # that way is run again, up to twice. A real failure fails every time.
-    pytest.mark.flaky(reruns=2),
 ]
 
 _RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR",

@@ -31,7 +31,6 @@ from ember.trainer.signals import PreemptionExit
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork-based jobs are tested on Linux"),
     pytest.mark.timeout(120),
-    pytest.mark.flaky(reruns=2),  # see tests/distributed/test_ddp_jobs.py: gloo's occasional abort at exit
 ]
 
 
