@@ -191,7 +191,7 @@ class TQDMProgressBar(ProgressBar):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         n = batch_idx + 1
-        if self._should_update(n, self.train_progress_bar.total):
+        if self._should_update(n, self._train_progress_bar.total):
             _update_n(self.train_progress_bar, n)
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 
@@ -329,16 +329,15 @@ class TQDMProgressBar(ProgressBar):
                 return
 
     def _should_update(self, current: int, total: int | None) -> bool:
-        if not self.is_enabled:
-            return False
         if current == total:
-            return True
-        if current % self.refresh_rate != 0:
-            return False
+            return self.is_enabled
         # A terminal shows no more than ~10 redraws a second: skipping the others saves the
-        # formatting and the metric reads they would cost on fast steps.
+        # formatting and the metric reads they would cost on fast steps. The clock is read
+        # first, so a batch between two redraws costs one comparison.
         now = time.monotonic()
         if now - self._last_redraw < self.min_refresh_interval:
+            return False
+        if not self.is_enabled or current % self.refresh_rate != 0:
             return False
         self._last_redraw = now
         return True
