@@ -56,6 +56,21 @@ def test_save_spaces_out_flushes_and_finalize_writes_everything(tmp_path):
     assert [s for s, _ in scalars(logger.log_dir)["loss"]] == list(range(20))
 
 
+def test_scalars_reach_the_writer_together_and_before_any_direct_use(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    writer = logger.experiment
+    added = []
+    original = writer.add_scalar
+    writer.add_scalar = lambda *args, **kwargs: (added.append(args[:3]), original(*args, **kwargs))
+    for step in range(10):
+        logger.log_metrics({"loss": float(step)}, step=step)
+    assert added == []  # no wake-up of TensorBoard's writer thread per logged step
+    logger.experiment.flush()  # a user's own use of the writer sees everything logged so far
+    assert [a[2] for a in added] == list(range(10))
+    assert [s for s, _ in scalars(logger.log_dir)["loss"]] == list(range(10))
+    logger.finalize("success")
+
+
 def test_layout_versions_and_sub_dir(tmp_path):
     first = TensorBoardLogger(tmp_path, name="exp")
     assert first.log_dir == str(tmp_path / "exp" / "version_0")

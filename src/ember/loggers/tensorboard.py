@@ -82,6 +82,7 @@ class TensorBoardLogger(FolderLogger):
         self._kwargs = kwargs
         self._experiment: SummaryWriter | None = None
         self._last_flush = -math.inf
+        self._pending: list[tuple[str, float, int | None, float]] = []  # scalars not handed to the writer yet
         self.hparams: dict[str, Any] = {}
         self._hparams_saved: dict[str, Any] | None = None  # what hparams.yaml is known to hold
         _check_writable(self._save_dir, type(self).__name__)
@@ -109,12 +110,20 @@ class TensorBoardLogger(FolderLogger):
             from torch.utils.tensorboard import SummaryWriter
 
             self._experiment = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
+        if self._pending:
+            self._write_pending()  # whoever uses the writer sees every scalar logged before
         return self._experiment
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Add one scalar per metric (a dict value becomes ``add_scalars``)."""
+        """Add one scalar per metric (a dict value becomes ``add_scalars``).
+
+        Scalars are kept here and handed to the writer together at ``save()`` (at most once a
+        second), ``finalize()`` or the next use of ``experiment``: each hand-over wakes
+        TensorBoard's writer thread, which then competes with training for the GIL.
+        """
         metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
+        walltime = time.time()
         for key, value in metrics.items():
             if isinstance(value, Tensor):
                 # host sync: loggers are written only every `log_every_n_steps`
@@ -123,12 +132,19 @@ class TensorBoardLogger(FolderLogger):
                 self.experiment.add_scalars(key, value, step)
                 continue
             try:
-                self.experiment.add_scalar(key, value, step)
-            except Exception as ex:
+                number = float(value)
+            except (TypeError, ValueError) as ex:
                 raise ValueError(
                     f"TensorBoardLogger could not log the metric {key!r} with value {value!r}:"
                     " log a number, a one-element tensor or a dict of numbers."
                 ) from ex
+            self._pending.append((key, number, step, walltime))
+
+    def _write_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        writer = self._experiment if self._experiment is not None else self.experiment
+        for key, value, step, walltime in pending:
+            writer.add_scalar(key, value, step, walltime=walltime)
 
     @rank_zero_only
     def log_hyperparams(
@@ -187,10 +203,10 @@ class TensorBoardLogger(FolderLogger):
         The trainer calls this after every logger write; a flush waits for TensorBoard's writer
         thread, so on fast steps they are spaced out. ``finalize`` always flushes.
         """
-        if self._experiment is not None:
+        if self._experiment is not None or self._pending:
             now = time.monotonic()
             if now - self._last_flush >= _FLUSH_INTERVAL:
-                self._experiment.flush()
+                self.experiment.flush()  # the scalars kept so far go to the writer first
                 self._last_flush = now
         if self._hparams_saved == self.hparams:
             return  # the file already holds these hyperparameters: no filesystem round trip per log step
@@ -208,8 +224,8 @@ class TensorBoardLogger(FolderLogger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         """Flush and close the writer; on success also write ``hparams.yaml``."""
-        if self._experiment is not None:
-            self._experiment.flush()
+        if self._experiment is not None or self._pending:
+            self.experiment.flush()
             self._experiment.close()
         if status == "success":
             self.save()
