@@ -11,12 +11,13 @@ import re
 import signal
 import socket
 import subprocess
+from typing import Any
 
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 __all__ = [
     "ClusterEnvironment", "LightningEnvironment", "SLURMEnvironment", "TorchElasticEnvironment",
-    "detect_environment", "find_free_network_port",
+    "detect_environment", "environment_in", "find_free_network_port",
 ]
 
 
@@ -230,6 +231,15 @@ class SLURMEnvironment(ClusterEnvironment):
         nodes = re.sub(r"\[(.*?)[,-].*\]", "\\1", nodes)
         nodes = re.sub(r"\[(.*?)\]", "\\1", nodes)
         return nodes.split(" ")[0].split(",")[0]
+
+
+def environment_in(plugins: Any) -> ClusterEnvironment | None:
+    """The cluster environment passed in ``Trainer(plugins=...)`` (the last one), if any."""
+    found = None
+    for plugin in plugins if isinstance(plugins, (list, tuple)) else [plugins]:
+        if isinstance(plugin, ClusterEnvironment):
+            found = plugin
+    return found
 
 
 def detect_environment() -> ClusterEnvironment:

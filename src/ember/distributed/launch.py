@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 
 from ember.distributed import failure
-from ember.distributed.environments import ClusterEnvironment, LightningEnvironment
+from ember.distributed.environments import LightningEnvironment, environment_in
 from ember.utilities.exceptions import MisconfigurationException
 
 _STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp")
@@ -80,9 +80,9 @@ def create_distributed_strategy(
             "`strategy='ddp'` starts the other processes by re-running your script, which an interactive session"
             " cannot do: use `strategy='ddp_notebook'` (or 'ddp_spawn'), or run a script."
         )
-    for plugin in plugins if isinstance(plugins, (list, tuple)) else [plugins]:
-        if isinstance(plugin, ClusterEnvironment):
-            strategy.cluster_environment = plugin
+    environment = environment_in(plugins)
+    if environment is not None:
+        strategy.cluster_environment = environment
     strategy._configure(accelerator, devices, num_nodes, sync_batchnorm=sync_batchnorm)
     return strategy
 

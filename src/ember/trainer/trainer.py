@@ -864,12 +864,11 @@ class Trainer:
 
     def _slurm_requeue(self) -> Any:
         """The SLURM environment when this job requeues itself on its requeue signal (else None)."""
-        from ember.distributed.environments import ClusterEnvironment, SLURMEnvironment
+        from ember.distributed.environments import SLURMEnvironment, environment_in
 
         env = getattr(self.strategy, "cluster_environment", None)
         if env is None:  # one process: an environment passed in `plugins`, else the one detected
-            plugins = self.plugins if isinstance(self.plugins, (list, tuple)) else [self.plugins]
-            env = next((p for p in plugins if isinstance(p, ClusterEnvironment)), None)
+            env = environment_in(self.plugins)
         if env is None and SLURMEnvironment.detect():
             env = SLURMEnvironment()  # one task on one device: no process group, still a SLURM job
         return env if isinstance(env, SLURMEnvironment) and env.auto_requeue else None
