@@ -111,7 +111,10 @@ class TensorBoardLogger(FolderLogger):
 
             self._experiment = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
         if self._pending:
-            self._write_pending()  # whoever uses the writer sees every scalar logged before
+            # whoever uses the writer sees every scalar logged before
+            pending, self._pending = self._pending, []
+            for key, value, step, walltime in pending:
+                self._experiment.add_scalar(key, value, step, walltime=walltime)
         return self._experiment
 
     @rank_zero_only
@@ -139,12 +142,6 @@ class TensorBoardLogger(FolderLogger):
                     " log a number, a one-element tensor or a dict of numbers."
                 ) from ex
             self._pending.append((key, number, step, walltime))
-
-    def _write_pending(self) -> None:
-        pending, self._pending = self._pending, []
-        writer = self._experiment if self._experiment is not None else self.experiment
-        for key, value, step, walltime in pending:
-            writer.add_scalar(key, value, step, walltime=walltime)
 
     @rank_zero_only
     def log_hyperparams(
