@@ -42,33 +42,116 @@ def test_save_makes_written_scalars_readable_while_training(tmp_path, monkeypatc
     logger.finalize("success")
 
 
-def test_save_spaces_out_flushes_and_finalize_writes_everything(tmp_path):
+def test_save_spaces_out_writes_and_finalize_writes_everything(tmp_path):
     logger = TensorBoardLogger(tmp_path)
-    flushes = []
     logger.log_metrics({"loss": 1.0}, step=0)
-    original = logger.experiment.flush
-    logger.experiment.flush = lambda: (flushes.append(1), original())
+    logger.save()
     for step in range(1, 20):  # a logger write every few milliseconds, as on fast steps
         logger.log_metrics({"loss": 1.0 / step}, step=step)
         logger.save()
-    assert len(flushes) == 1
+    assert [s for s, _ in scalars(logger.log_dir)["loss"]] == [0]  # the rest waits for the next second
     logger.finalize("success")
     assert [s for s, _ in scalars(logger.log_dir)["loss"]] == list(range(20))
 
 
-def test_scalars_reach_the_writer_together_and_before_any_direct_use(tmp_path):
-    logger = TensorBoardLogger(tmp_path)
-    writer = logger.experiment
-    added = []
-    original = writer.add_scalar
-    writer.add_scalar = lambda *args, **kwargs: (added.append(args[:3]), original(*args, **kwargs))
-    for step in range(10):
-        logger.log_metrics({"loss": float(step)}, step=step)
-    assert added == []  # no wake-up of TensorBoard's writer thread per logged step
-    logger.experiment.flush()  # a user's own use of the writer sees everything logged so far
-    assert [a[2] for a in added] == list(range(10))
-    assert [s for s, _ in scalars(logger.log_dir)["loss"]] == list(range(10))
+def events_in(path):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return list(EventFileLoader(str(path)).Load())
+
+
+def test_scalar_events_are_the_ones_summary_writer_writes(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    logged = [({"loss": 0.5, "acc": torch.tensor(0.25)}, 3), ({"loss": 1e-8}, 7), ({"loss": float("nan")}, None)]
+    logger = TensorBoardLogger(tmp_path, name="ember")
+    for metrics, step in logged:
+        logger.log_metrics(metrics, step)
     logger.finalize("success")
+    (ours,) = (tmp_path / "ember" / "version_0").glob("events.out.tfevents.*")
+    assert ours.name.endswith(".scalars")
+
+    writer = SummaryWriter(tmp_path / "reference")
+    for metrics, step in logged:
+        for key, value in metrics.items():
+            writer.add_scalar(key, value, step, walltime=1.0)
+    writer.close()
+    (reference,) = (tmp_path / "reference").glob("events.out.tfevents.*")
+
+    mine, theirs = events_in(ours), events_in(reference)
+    assert mine[0].file_version == theirs[0].file_version == "brain.Event:2"
+    assert mine[0].source_metadata.writer == "ember.loggers.event_file"
+    for event in mine + theirs:
+        event.wall_time = 1.0  # the only fields that differ: time and the name of the writing software
+        event.ClearField("source_metadata")
+    assert [e.SerializeToString() for e in mine] == [e.SerializeToString() for e in theirs]
+
+
+def test_record_checksums_match_tensorboards():
+    import os
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+
+    from ember.loggers.event_file import crc32c, masked_crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    for size in (0, 1, 8, 100, 1000):
+        data = os.urandom(size)
+        assert masked_crc32c(data) == reference(data)
+
+
+def test_scalars_do_not_import_tensorboards_writer(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ember.loggers import TensorBoardLogger\n"
+        f"logger = TensorBoardLogger({str(tmp_path)!r})\n"
+        "logger.log_metrics({'loss': 1.0}, 0)\n"
+        "logger.save()\n"
+        "logger.finalize('success')\n"
+        "print(sorted(m for m in ('torch.utils.tensorboard', 'tensorboard.summary') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert scalars(tmp_path / "lightning_logs" / "version_0")["loss"] == [(0, 1.0)]
+
+
+def test_scalars_keep_their_file_when_the_writer_is_used(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    for step in range(5):
+        logger.log_metrics({"loss": float(step)}, step=step)
+    logger.save()
+    logger.experiment.add_text("note", "half way", 5)  # a user's own use of the writer
+    for step in range(5, 10):
+        logger.log_metrics({"loss": float(step)}, step=step)
+    logger.finalize("success")
+    files = sorted(p.name for p in (tmp_path / "lightning_logs" / "version_0").glob("events.out.tfevents.*"))
+    assert len(files) == 2 and sum(name.endswith(".scalars") for name in files) == 1
+    assert [s for s, _ in scalars(logger.log_dir)["loss"]] == list(range(10))
+    acc = EventAccumulator(logger.log_dir)
+    acc.Reload()
+    assert "note/text_summary" in acc.Tags()["tensors"]
+
+
+def test_writer_options_it_alone_honours_keep_scalars_in_the_writer(tmp_path):
+    logger = TensorBoardLogger(tmp_path, purge_step=0)
+    logger.log_metrics({"loss": 1.0}, 0)
+    logger.finalize("success")
+    (only,) = (tmp_path / "lightning_logs" / "version_0").glob("events.out.tfevents.*")
+    assert not only.name.endswith(".scalars")
+    assert scalars(logger.log_dir)["loss"] == [(0, 1.0)]
+
+
+def test_logging_after_finalize_starts_a_new_file(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_metrics({"loss": 1.0}, 0)
+    logger.finalize("success")
+    logger.log_metrics({"test_loss": 2.0}, 1)  # e.g. trainer.test() after fit with the same logger
+    logger.finalize("success")
+    found = scalars(logger.log_dir)
+    assert found["loss"] == [(0, 1.0)] and found["test_loss"] == [(1, 2.0)]
 
 
 def test_layout_versions_and_sub_dir(tmp_path):
@@ -166,6 +249,7 @@ def test_pickle_drops_the_writer(tmp_path):
 
     logger = TensorBoardLogger(tmp_path)
     logger.log_metrics({"a": 1.0}, 0)
+    logger.save()
     clone = pickle.loads(pickle.dumps(logger))
-    assert clone._experiment is None and clone.log_dir == logger.log_dir
+    assert clone._experiment is None and clone._scalar_file is None and clone.log_dir == logger.log_dir
     logger.finalize("success")

@@ -1,7 +1,10 @@
-"""``TensorBoardLogger``: event files through ``torch.utils.tensorboard.SummaryWriter``.
+"""``TensorBoardLogger``: TensorBoard event files, with ``torch.utils.tensorboard.SummaryWriter``
+as ``logger.experiment``.
 
 Layout (as Lightning): ``save_dir/name/version_N[/sub_dir]`` holding the event files and, after
-``save()``, ``hparams.yaml``. The ``tensorboard`` package is imported when the writer is created.
+``save()``, ``hparams.yaml``. Scalars logged through the logger go to an event file of their own
+(``event_file.py``); the ``SummaryWriter``, and the import of ``torch.utils.tensorboard``, come
+when user code or a logger feature needs the writer (hyperparameters, graph, images).
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ from ember.utilities.rank_zero import rank_zero_only, rank_zero_warn
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
+    from ember.loggers.event_file import ScalarEventFile
+
 
 class TensorBoardLogger(FolderLogger):
     r"""Log to TensorBoard event files (the trainer's default logger when ``tensorboard`` is installed).
@@ -53,7 +58,7 @@ class TensorBoardLogger(FolderLogger):
         trainer = Trainer(logger=TensorBoardLogger("tb_logs", name="my_model"))
     """
 
-    # the SummaryWriter (and the tensorboard import) is created at the first write, not at setup
+    # the SummaryWriter (and the tensorboard import) is created at its first use, not at setup
     _lazy_experiment = True
 
     NAME_HPARAMS_FILE = "hparams.yaml"
@@ -81,8 +86,9 @@ class TensorBoardLogger(FolderLogger):
         self._prefix = prefix
         self._kwargs = kwargs
         self._experiment: SummaryWriter | None = None
+        self._scalar_file: ScalarEventFile | None = None
         self._last_flush = -math.inf
-        self._pending: list[tuple[str, float, int | None, float]] = []  # scalars not handed to the writer yet
+        self._pending: list[tuple[str, float, int | None, float]] = []  # scalars not written yet
         self.hparams: dict[str, Any] = {}
         self._hparams_saved: dict[str, Any] | None = None  # what hparams.yaml is known to hold
         _check_writable(self._save_dir, type(self).__name__)
@@ -110,20 +116,40 @@ class TensorBoardLogger(FolderLogger):
             from torch.utils.tensorboard import SummaryWriter
 
             self._experiment = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
-        if self._pending:
-            # whoever uses the writer sees every scalar logged before
-            pending, self._pending = self._pending, []
-            for key, value, step, walltime in pending:
-                self._experiment.add_scalar(key, value, step, walltime=walltime)
+        if self._pending and not self._writes_scalar_file():
+            # scalars share the writer's file: whoever uses it sees every scalar logged before
+            self._write_pending()
         return self._experiment
+
+    def _writes_scalar_file(self) -> bool:
+        """Whether scalars go to an event file of their own rather than through the ``SummaryWriter``.
+
+        They do for a local folder and the writer options that concern only buffering; a remote
+        ``save_dir`` (TensorBoard's file layer handles those) or ``purge_step`` keeps them in the writer.
+        """
+        return "://" not in self._save_dir and not self._kwargs.keys() - _SCALAR_FILE_OPTIONS
+
+    def _write_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        if self._writes_scalar_file():
+            if self._scalar_file is None:
+                from ember.loggers.event_file import ScalarEventFile
+
+                self._scalar_file = ScalarEventFile(self.log_dir, self._kwargs.get("filename_suffix", ""))
+            self._scalar_file.write(pending)
+            self._scalar_file.flush()
+        else:
+            writer = self.experiment
+            for key, value, step, walltime in pending:
+                writer.add_scalar(key, value, step, walltime=walltime)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Add one scalar per metric (a dict value becomes ``add_scalars``).
 
-        Scalars are kept here and handed to the writer together at ``save()`` (at most once a
-        second), ``finalize()`` or the next use of ``experiment``: each hand-over wakes
-        TensorBoard's writer thread, which then competes with training for the GIL.
+        Scalars are kept here and written together at ``save()`` (at most once a second) or
+        ``finalize()``, to an event file of their own in ``log_dir``; a dict value goes through
+        ``experiment.add_scalars``, which makes one folder per key.
         """
         metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
         walltime = time.time()
@@ -194,16 +220,16 @@ class TensorBoardLogger(FolderLogger):
 
     @rank_zero_only
     def save(self) -> None:
-        """Flush the event file (at most once a second) and write ``hparams.yaml`` once the log
-        folder exists.
+        """Write the kept scalars and flush the event files (at most once a second), and write
+        ``hparams.yaml`` once the log folder exists.
 
-        The trainer calls this after every logger write; a flush waits for TensorBoard's writer
-        thread, so on fast steps they are spaced out. ``finalize`` always flushes.
+        The trainer calls this after every logger write; on fast steps the writes are spaced out.
+        ``finalize`` always writes and flushes.
         """
         if self._experiment is not None or self._pending:
             now = time.monotonic()
             if now - self._last_flush >= _FLUSH_INTERVAL:
-                self.experiment.flush()  # the scalars kept so far go to the writer first
+                self._flush()
                 self._last_flush = now
         if self._hparams_saved == self.hparams:
             return  # the file already holds these hyperparameters: no filesystem round trip per log step
@@ -220,21 +246,32 @@ class TensorBoardLogger(FolderLogger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        """Flush and close the writer; on success also write ``hparams.yaml``."""
-        if self._experiment is not None or self._pending:
-            self.experiment.flush()
+        """Write what is kept, flush and close the event files; on success also write ``hparams.yaml``."""
+        self._flush()
+        if self._scalar_file is not None:
+            self._scalar_file.close()
+        if self._experiment is not None:
             self._experiment.close()
         if status == "success":
             self.save()
 
+    def _flush(self) -> None:
+        if self._pending:
+            self._write_pending()
+        if self._experiment is not None:
+            self._experiment.flush()
+
     def __getstate__(self) -> dict[str, Any]:
-        # the SummaryWriter holds a thread and an open file: recreate it after unpickling
+        # the writers hold open files (and the SummaryWriter a thread): recreate them after unpickling
         state = self.__dict__.copy()
         state["_experiment"] = None
+        state["_scalar_file"] = None
         return state
 
 
 _FLUSH_INTERVAL = 1.0  # seconds between flushes requested by `save()`
+# SummaryWriter options that concern only its buffering, so the scalar file can stand in for it
+_SCALAR_FILE_OPTIONS = frozenset({"max_queue", "flush_secs", "filename_suffix", "comment"})
 
 
 def _module_device(model: Module) -> Any:
