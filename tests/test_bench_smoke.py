@@ -105,6 +105,32 @@ def test_ddp2_case_uses_run_from_the_file_when_present(tmp_path):
     assert row["note"] == "gloo"
 
 
+def _fake_job(tmp_path, body: str) -> str:
+    """An executable standing in for a Python interpreter: called as ``<it> ddp2.py <impl> <out>``."""
+    script = tmp_path / "job"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_ddp2_keeps_a_result_written_before_an_abort_at_exit(tmp_path):
+    ddp2 = _load("ddp2")
+    python = _fake_job(tmp_path, 'echo \'{"seconds": 2.0, "steps": 1000, "checksum": 1.0}\' > "$3"\n'
+                                 'echo "terminate called without an active exception" >&2\nexit 134\n')
+    result, aborted = ddp2._one("lightning", python)
+    assert result["seconds"] == 2.0 and aborted
+
+
+def test_ddp2_reports_a_job_that_failed_before_its_result(tmp_path):
+    ddp2 = _load("ddp2")
+    python = _fake_job(tmp_path, 'echo "terminate called without an active exception" >&2\nexit 134\n')
+    with pytest.raises(RuntimeError, match="lightning ddp2 job failed"):
+        ddp2._one("lightning", python)
+    python = _fake_job(tmp_path, 'echo \'{"seconds": 2.0}\' > "$3"\necho "Traceback: boom" >&2\nexit 1\n')
+    with pytest.raises(RuntimeError, match="boom"):
+        ddp2._one("lightning", python)
+
+
 def test_unknown_case_is_refused(capsys):
     with pytest.raises(SystemExit):
         runner.parse_args(["--cases", "tiny,huge"])
