@@ -116,26 +116,37 @@ class HookDispatcher:
     """Calls hooks on callbacks and the module, skipping every callback that doesn't override one.
 
     Which callback overrides which hook is worked out once per run; the per-step cost of a hook
-    nobody overrides is one dict lookup and an empty loop.
+    nobody overrides is one dict lookup and an empty loop. With a ``profiler`` (``None`` for
+    none), every call is recorded under Lightning's action names.
     """
 
-    def __init__(self, trainer: Any, module: Any, callbacks: list[Any]) -> None:
+    def __init__(self, trainer: Any, module: Any, callbacks: list[Any], profiler: Any = None) -> None:
         from ember.callbacks.callback import Callback
         from ember.module import LightningModule
 
         self.trainer = trainer
         self.module = module
         self.callbacks = callbacks
+        self.profiler = profiler
+        self._module_action = f"[LightningModule]{type(module).__name__}."
         # per hook: the callbacks that override it, and their bound methods (what the loop calls)
         self._callbacks_for: dict[str, list[Any]] = {
             name: [cb for cb in callbacks if overrides(cb, Callback, name)] for name in CALLBACK_HOOKS
         }
         self._callback_fns: dict[str, list[Any]] = {
-            name: [getattr(cb, name) for cb in owners] for name, owners in self._callbacks_for.items()
+            name: [self._callback_fn(cb, name) for cb in owners] for name, owners in self._callbacks_for.items()
         }
         self._module_overrides = {
             name for name in dir(LightningModule) if not name.startswith("__") and overrides(module, LightningModule, name)
         }
+
+    def _callback_fn(self, callback: Any, name: str) -> Any:
+        fn = getattr(callback, name)
+        if self.profiler is None:
+            return fn
+        from ember.profilers.profiler import profiled
+
+        return profiled(self.profiler, f"[Callback]{callback.state_key}.{name}", fn)
 
     def callback_fns(self, name: str) -> list[Any]:
         return self._callback_fns[name]
@@ -148,7 +159,7 @@ class HookDispatcher:
         if where is None:
             fns = self._callback_fns[name]
         else:
-            fns = [getattr(cb, name) for cb in self._callbacks_for[name] if where(cb)]
+            fns = [self._callback_fn(cb, name) for cb in self._callbacks_for[name] if where(cb)]
         if not fns:
             return
         module = self.module
@@ -163,6 +174,9 @@ class HookDispatcher:
         previous = module._current_fx_name
         module._current_fx_name = name
         try:
+            if self.profiler is not None:
+                with self.profiler.profile(self._module_action + name):
+                    return getattr(module, name)(*args, **kwargs)
             return getattr(module, name)(*args, **kwargs)
         finally:
             module._current_fx_name = previous

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from torch import Tensor
 
+from ember.profilers.profiler import profiled, profiled_iterator
 from ember.trainer.data import move_to_device, set_sampler_epoch
 from ember.trainer.state import RunningStage
 from ember.utilities.exceptions import MisconfigurationException
@@ -46,8 +47,13 @@ def run_fit(t: Trainer) -> None:
     t.state.stage = RunningStage.TRAINING
     hooks.call_both("on_train_start")
 
+    profiler = t._profiling
     while not _fit_done(t):
-        run_training_epoch(t)
+        if profiler is None:
+            run_training_epoch(t)
+        else:
+            with profiler.profile("run_training_epoch"):
+                run_training_epoch(t)
 
     hooks.call_both("on_train_end")
 
@@ -99,6 +105,8 @@ def run_training_epoch(t: Trainer) -> None:
             t._epoch_rng = collect_rng_states()
             t._train_iterator = iter(loader)
     iterator, t._train_iterator = t._train_iterator, None
+    profiler = t._profiling
+    iterator = profiled_iterator(profiler, "[_TrainingEpochLoop].train_dataloader_next", iterator)
 
     t.state.stage = RunningStage.TRAINING
     t.training = True
@@ -106,7 +114,7 @@ def run_training_epoch(t: Trainer) -> None:
     t._results = results
     t._metrics.live = results  # step values reach callback_metrics when somebody reads them
     total = t.num_training_batches
-    step_fn = _make_training_step(t)
+    step_fn = profiled(profiler, "run_training_batch", _make_training_step(t))
     transfer = _make_transfer(t, 0)
     batch_start_cbs = hooks.callback_fns("on_train_batch_start")
     batch_end_cbs = hooks.callback_fns("on_train_batch_end")
@@ -273,7 +281,7 @@ def _make_transfer(t: Trainer, dataloader_idx: int) -> Callable[[Any], Any] | No
             batch = after(batch, dataloader_idx)
         return batch
 
-    return transfer
+    return profiled(t._profiling, f"[Strategy]{type(t.strategy).__name__}.batch_to_device", transfer)
 
 
 def _transfer_hook(t: Trainer, name: str) -> Callable[..., Any] | None:
@@ -306,7 +314,10 @@ def _transfer_hook(t: Trainer, name: str) -> Callable[..., Any] | None:
 def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
     """Build the function that trains on one batch, with every per-run decision taken now."""
     hooks, module, precision, strategy = t._hooks, t._module, t._precision, t.strategy
-    training_step = strategy.training_step_fn(module)
+    profiler = t._profiling
+    strategy_action = f"[Strategy]{type(strategy).__name__}."
+    module_action = f"[LightningModule]{type(module).__name__}."
+    training_step = profiled(profiler, strategy_action + "training_step", strategy.training_step_fn(module))
     forward_context = precision.forward_context
     identity_precision = precision.is_identity
     need_outputs = bool(hooks.callback_fns("on_train_batch_end")) or hooks.module_overrides("on_train_batch_end")
@@ -342,8 +353,17 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
     clipping = mod_clipping or bool(clip_val)
     has_before_step = bool(before_step_cbs) or mod_before_step or clipping
     scaler = precision.scaler
-    # optimizers that call their closure exactly once: call it, then step() (same arithmetic, no wrapper)
-    direct_step = identity_precision and precision.steps_directly(optimizer)
+    # optimizers that call their closure exactly once: call it, then step() (same arithmetic, no wrapper);
+    # a profiler records the closure inside the optimizer step, as Lightning's report shows it
+    direct_step = identity_precision and precision.steps_directly(optimizer) and profiler is None
+    zero_grad = profiled(profiler, module_action + "optimizer_zero_grad", optimizer.zero_grad)
+    optimizer_step = profiled(profiler, module_action + "optimizer_step", precision.optimizer_step)
+    backward: Callable[[Tensor], Any] | None = None  # None: `loss.backward()` itself
+    if mod_backward:
+        def backward(loss: Tensor) -> None:
+            hooks.call_module("backward", loss)
+    if profiler is not None:
+        backward = profiled(profiler, strategy_action + "backward", backward or Tensor.backward)
     progress = t._progress
     set_fx = object.__setattr__  # the running hook's name, without nn.Module.__setattr__
     current: list[Any] = [None, 0]  # the batch and batch index the closure trains on
@@ -370,7 +390,7 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
             if mod_zero_grad:
                 hooks.call_module("optimizer_zero_grad", progress.epoch, batch_idx, optimizer)
             else:
-                optimizer.zero_grad()
+                zero_grad()
         state[1] = extra
         if loss is None:
             rank_zero_warn("`training_step` returned `None`. If this was on purpose, ignore this warning...")
@@ -385,10 +405,10 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
         if mod_before_backward:
             hooks.call_module("on_before_backward", loss)
         scaled = loss if scaler is None else scaler.scale(loss)
-        if mod_backward:
-            hooks.call_module("backward", scaled)
-        else:
+        if backward is None:
             scaled.backward()
+        else:
+            backward(scaled)
         for fn in after_backward_cbs:
             set_fx(module, "_current_fx_name", "on_after_backward")
             fn(t, module)
@@ -441,7 +461,7 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
                 )
             progress.global_step += 1
         else:
-            precision.optimizer_step(optimizer, closure, before_optimizer_step)
+            optimizer_step(optimizer, closure, before_optimizer_step)
             progress.global_step += 1
         current[0] = None
         if not need_outputs:
@@ -570,7 +590,9 @@ def run_evaluation(t: Trainer, stage: RunningStage) -> list[dict[str, Any]]:
     t._results = results
     multiple = len(loaders) > 1
     step_name = f"{prefix}_step"
-    step_fn = t.strategy.eval_step_fn(module, step_name)
+    profiler = t._profiling
+    step_fn = profiled(profiler, f"[Strategy]{type(t.strategy).__name__}.{step_name}", t.strategy.eval_step_fn(module, step_name))
+    fetch_action = f"[_EvaluationLoop].{'val' if fn_stage == RunningStage.VALIDATING else 'test'}_next"
     batch_start_cbs = hooks.callback_fns(f"on_{prefix}_batch_start")
     batch_end_cbs = hooks.callback_fns(f"on_{prefix}_batch_end")
     module_batch_start = hooks.module_overrides(f"on_{prefix}_batch_start")
@@ -579,14 +601,14 @@ def run_evaluation(t: Trainer, stage: RunningStage) -> list[dict[str, Any]]:
     seen = t._eval_steps_seen
     outputs_per_loader: list[dict[str, Any]] = []
 
-    iterator = iter(loaders[0])
+    iterator = profiled_iterator(profiler, fetch_action, iter(loaders[0]))
     modes = _eval_mode(t, prefix)
     hooks.call_both(f"on_{prefix}_start")
     hooks.call_both(f"on_{prefix}_epoch_start")
     with t._eval_grad_context():
         for dataloader_idx, loader in enumerate(loaders):
             if dataloader_idx > 0:
-                iterator = iter(loader)
+                iterator = profiled_iterator(profiler, fetch_action, iter(loader))
             results.dataloader_idx = dataloader_idx if multiple else None
             transfer = _make_transfer(t, dataloader_idx)
             extra = (dataloader_idx,) if multiple else ()
@@ -678,17 +700,19 @@ def run_predict(t: Trainer, return_predictions: bool) -> list[Any] | None:
     multiple = len(loaders) > 1
     predictions: list[list[Any]] = [[] for _ in loaders]
     t._results = None
-    step_fn = t.strategy.eval_step_fn(module, "predict_step")
+    profiler = t._profiling
+    step_fn = profiled(profiler, f"[Strategy]{type(t.strategy).__name__}.predict_step",
+                       t.strategy.eval_step_fn(module, "predict_step"))
     batch_indices: list[list[list[int]]] = [[] for _ in loaders]
     t.predict_batch_indices = batch_indices
-    iterator = iter(loaders[0])
+    iterator = profiled_iterator(profiler, "[_PredictionLoop].predict_next", iter(loaders[0]))
     hooks.call_module("on_predict_model_eval")
     hooks.call_both("on_predict_start")
     hooks.call_both("on_predict_epoch_start")
     with t._eval_grad_context():
         for dataloader_idx, loader in enumerate(loaders):
             if dataloader_idx > 0:
-                iterator = iter(loader)
+                iterator = profiled_iterator(profiler, "[_PredictionLoop].predict_next", iter(loader))
             transfer = _make_transfer(t, dataloader_idx)
             extra = (dataloader_idx,) if multiple else ()
             indices = _batch_indices_iter(loader)

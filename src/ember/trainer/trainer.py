@@ -293,7 +293,9 @@ class Trainer:
         self.use_distributed_sampler = use_distributed_sampler
         self.inference_mode = inference_mode
         self.detect_anomaly = detect_anomaly
-        self.profiler = profiler
+        from ember.profilers import create_profiler
+
+        self.profiler = create_profiler(profiler)
         self.deterministic = deterministic
         if deterministic:
             torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
@@ -329,6 +331,7 @@ class Trainer:
         self._metrics = MetricStore(self)
         self._module: Any = None
         self._hooks: Any = None
+        self._profiling: Any = None  # the profiler to record spans in during a run, None for none
         self._precision: Any = None
         self.datamodule: Any = None
         self.optimizers: list[torch.optim.Optimizer] = []
@@ -564,13 +567,16 @@ class Trainer:
         from ember.precision import Precision
         from ember.trainer import checkpoint as ckpt
 
+        from ember.profilers.profiler import active
+
         fn = self.state.fn
         self._module = model
         self.strategy.connect(model)
         model.trainer = self
-        self._hooks = HookDispatcher(self, model, self.callbacks)
+        profiler = self._profiling = active(self.profiler)  # None: the loop is built without spans
+        self._hooks = HookDispatcher(self, model, self.callbacks, profiler)
         self.callbacks = merge_model_callbacks(self.callbacks, self._hooks.call_module("configure_callbacks"))
-        self._hooks = HookDispatcher(self, model, self.callbacks)
+        self._hooks = HookDispatcher(self, model, self.callbacks, profiler)
         self._validate_configuration(model)
         self._precision = Precision(self._precision_name, self.strategy.root_device)
         self.strategy.precision_plugin = self._precision
@@ -581,6 +587,10 @@ class Trainer:
                 check()  # fail before any work is done, naming the folder
         self.strategy.setup_environment()  # the process group first: prepare_data's barrier needs it
         _set_rank(self.strategy.global_rank)
+        if profiler is not None:
+            profiler._lightning_module = model
+            profiler.setup(stage=fn.value, local_rank=self.local_rank if self.world_size > 1 else None,
+                           log_dir=self.log_dir)
         self._prepare_data()
         self._call_setup_hooks(fn.value)
         if self._hooks.module_overrides("configure_model"):
@@ -627,6 +637,8 @@ class Trainer:
         if fn == TrainerFn.FITTING:
             self._hooks.call_both("on_fit_end")
         self._call_teardown_hooks(fn.value)
+        if profiler is not None:
+            profiler.describe()  # after the loggers are finalized, as in Lightning
         self.state.status = TrainerStatus.FINISHED
         self.state.stage = None
         return results
@@ -1007,8 +1019,9 @@ class Trainer:
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call"
                 " `Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
-        checkpoint = dump_checkpoint(self, bool(weights_only))
-        self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)  # rank 0, or every rank's shards
+        with self._profiling.profile("save_checkpoint") if self._profiling is not None else contextlib.nullcontext():
+            checkpoint = dump_checkpoint(self, bool(weights_only))
+            self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)  # rank 0, or every rank's shards
         self.strategy.barrier("Trainer.save_checkpoint")  # all ranks: the file exists when anyone returns
 
     # =====================================================================================

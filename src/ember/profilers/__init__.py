@@ -1,0 +1,51 @@
+"""Profilers for ``Trainer(profiler=...)``: ``"simple"``, ``"advanced"``, ``"pytorch"``, or an instance.
+
+Each profiler loads when first named, so the default trainer imports none of cProfile, pstats or
+``torch.profiler``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ember.profilers.profiler import PassThroughProfiler, Profiler
+
+_LAZY = {
+    "SimpleProfiler": "ember.profilers.simple",
+    "AdvancedProfiler": "ember.profilers.advanced",
+    "PyTorchProfiler": "ember.profilers.pytorch",
+}
+# the names `Trainer(profiler=...)` accepts
+PROFILERS = {"simple": "SimpleProfiler", "advanced": "AdvancedProfiler", "pytorch": "PyTorchProfiler"}
+
+__all__ = ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ember.profilers' has no attribute {name!r}")
+
+
+def create_profiler(profiler: Profiler | str | None) -> Profiler:
+    """What ``Trainer(profiler=...)`` holds: the instance given, a new one for a name, else a pass-through."""
+    if profiler is None:
+        return PassThroughProfiler()
+    if isinstance(profiler, str):
+        from ember.utilities.exceptions import MisconfigurationException
+
+        name = PROFILERS.get(profiler.lower())
+        if name is None:
+            raise MisconfigurationException(
+                f"`Trainer(profiler={profiler!r})`: a profiler name can only be one of {list(PROFILERS)};"
+                " or pass a `Profiler` instance."
+            )
+        return __getattr__(name)()
+    if not isinstance(profiler, Profiler):
+        from ember.utilities.exceptions import MisconfigurationException
+
+        raise MisconfigurationException(
+            f"`Trainer(profiler=...)` got a {type(profiler).__name__}: pass one of {list(PROFILERS)} or an instance of"
+            " `ember.profilers.Profiler`."
+        )
+    return profiler

@@ -1,0 +1,159 @@
+"""``PyTorchProfiler``: ``torch.profiler`` over the run, with the trainer's actions as labelled ranges."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ember.profilers.profiler import Profiler
+
+
+class PyTorchProfiler(Profiler):
+    """Record the operators of the run with ``torch.profiler`` (CPU, and CUDA when available); each
+    trainer action is a ``record_function`` range named ``[pl][profile]<action>``, and so is each
+    submodule's forward when ``record_module_names``. The report is the operator table; the Chrome
+    trace goes to ``<dirpath>/<stage>-<filename>.pt.trace.json`` (open it in Perfetto).
+
+    Without a ``schedule`` the whole run is recorded, so keep it short (``max_steps``,
+    ``limit_train_batches``) or pass ``schedule=torch.profiler.schedule(...)``.
+
+    Args:
+        dirpath: folder for the report file and the trace (default: the trainer's ``log_dir``).
+        filename: write the report to ``<stage>-<filename>.txt`` there instead of logging it.
+        group_by_input_shapes: one table row per operator and input shapes (records shapes).
+        emit_nvtx: emit NVTX ranges for ``nsys``/``nvprof`` instead of recording (no report).
+        export_to_chrome: write the Chrome trace.
+        row_limit: rows of the table.
+        sort_by_key: the table's sort column (default ``cuda_time_total`` with CUDA, else ``cpu_time_total``).
+        record_module_names: a range per submodule forward, named ``[pl][module]<class>: <name>``.
+        table_kwargs: more arguments for ``key_averages().table``.
+        \\**profiler_kwargs: passed to ``torch.profiler.profile`` (``activities``, ``profile_memory``,
+            ``with_stack``, ``schedule``...). With a ``schedule``, the profiler steps once per
+            training step.
+
+    Example::
+
+        trainer = Trainer(profiler=PyTorchProfiler(filename="ops", row_limit=30), max_steps=20)
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path | None = None,
+        filename: str | None = None,
+        group_by_input_shapes: bool = False,
+        emit_nvtx: bool = False,
+        export_to_chrome: bool = True,
+        row_limit: int = 20,
+        sort_by_key: str | None = None,
+        record_module_names: bool = True,
+        table_kwargs: dict[str, Any] | None = None,
+        **profiler_kwargs: Any,
+    ) -> None:
+        super().__init__(dirpath=dirpath, filename=filename)
+        self._group_by_input_shapes = group_by_input_shapes
+        self._emit_nvtx = emit_nvtx
+        self._export_to_chrome = export_to_chrome
+        self._row_limit = row_limit
+        self._sort_by_key = sort_by_key
+        self._record_module_names = record_module_names
+        self._table_kwargs = table_kwargs or {}
+        self._profiler_kwargs = profiler_kwargs
+        self._profiler: Any = None
+        self._contexts: list[Any] = []  # what is entered for the whole run, to exit in reverse
+        self._ranges: dict[str, list[Any]] = {}
+        self._hooks: list[Any] = []
+        self._modules_registered = False
+        self._lightning_module: Any = None  # set by the trainer
+
+    def start(self, action_name: str) -> None:
+        if self._profiler is None and not self._contexts:
+            self._start_run()
+        if self._record_module_names and not self._modules_registered and self._lightning_module is not None:
+            self._register_module_ranges(self._lightning_module)  # the trainer sets the module after its first hook
+        record = torch.autograd.profiler.record_function("[pl][profile]" + action_name)
+        record.__enter__()
+        self._ranges.setdefault(action_name, []).append(record)
+
+    def stop(self, action_name: str) -> None:
+        records = self._ranges.get(action_name)
+        if not records:
+            raise ValueError(f"Attempting to stop recording an action ({action_name}) which was never started.")
+        records.pop().__exit__(None, None, None)
+        if self._profiler is not None and "schedule" in self._profiler_kwargs and action_name.endswith(".training_step"):
+            self._profiler.step()
+
+    def _start_run(self) -> None:
+        if self._emit_nvtx:
+            contexts = [torch.cuda.profiler.profile(), torch.autograd.profiler.emit_nvtx(record_shapes=self._group_by_input_shapes)]
+        else:
+            kwargs = dict(self._profiler_kwargs)
+            if "activities" not in kwargs:
+                kwargs["activities"] = [torch.profiler.ProfilerActivity.CPU]
+                if torch.cuda.is_available():
+                    kwargs["activities"].append(torch.profiler.ProfilerActivity.CUDA)
+            kwargs.setdefault("record_shapes", self._group_by_input_shapes)
+            self._profiler = torch.profiler.profile(**kwargs)
+            contexts = [self._profiler]
+        for context in contexts:
+            context.__enter__()
+            self._contexts.append(context)
+
+    def _register_module_ranges(self, module: torch.nn.Module) -> None:
+        self._modules_registered = True
+        for name, submodule in module.named_modules():
+            if not name:
+                continue
+            label = f"[pl][module]{type(submodule).__module__}.{type(submodule).__name__}: {name}"
+            records: list[Any] = []
+
+            def pre(_module: Any, _args: Any, label: str = label, records: list[Any] = records) -> None:
+                record = torch.autograd.profiler.record_function(label)
+                record.__enter__()
+                records.append(record)
+
+            def post(_module: Any, _args: Any, _output: Any, records: list[Any] = records) -> None:
+                if records:
+                    records.pop().__exit__(None, None, None)
+
+            self._hooks.append(submodule.register_forward_pre_hook(pre))
+            self._hooks.append(submodule.register_forward_hook(post))
+
+    def _stop_run(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        self._modules_registered = False
+        for records in self._ranges.values():
+            while records:
+                records.pop().__exit__(None, None, None)
+        while self._contexts:
+            self._contexts.pop().__exit__(None, None, None)
+
+    def summary(self) -> str:
+        if self._emit_nvtx or (self._profiler is None and not self._contexts):
+            self._stop_run()
+            return ""
+        self._stop_run()
+        profiler, self._profiler = self._profiler, None
+        if self._export_to_chrome and self.dirpath:
+            os.makedirs(self.dirpath, exist_ok=True)
+            profiler.export_chrome_trace(os.path.join(os.fspath(self.dirpath), self._prepare_filename(extension=".pt.trace.json")))
+        sort_by = self._sort_by_key or ("cuda_time_total" if torch.cuda.is_available() else "cpu_time_total")
+        events = profiler.key_averages(group_by_input_shape=self._group_by_input_shapes)
+        table = events.table(sort_by=sort_by, row_limit=self._row_limit, **self._table_kwargs)
+        return self._stats_to_str({"records": table})
+
+    def teardown(self, stage: str | None) -> None:
+        self._stop_run()
+        self._profiler = None
+        super().teardown(stage=stage)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a running torch profiler cannot be pickled: a copy starts afresh
+        return (self.__class__, (), {**{k: v for k, v in self.__dict__.items()
+                                        if k not in ("_profiler", "_contexts", "_ranges", "_hooks", "_modules_registered",
+                                                     "_lightning_module")},
+                                     "_profiler": None, "_contexts": [], "_ranges": {}, "_hooks": [],
+                                     "_modules_registered": False, "_lightning_module": None})

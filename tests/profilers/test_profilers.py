@@ -1,0 +1,203 @@
+"""``Trainer(profiler=...)``: the actions recorded under Lightning's names, and the reports."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember as pl
+from ember.callbacks import ModelCheckpoint
+from ember.profilers import AdvancedProfiler, PassThroughProfiler, Profiler, PyTorchProfiler, SimpleProfiler
+from ember.utilities.exceptions import MisconfigurationException
+
+
+class M(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.layer(batch[0]).pow(2).mean()
+        self.log("loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.layer(batch[0]).pow(2).mean())
+
+    def test_step(self, batch, batch_idx):
+        self.log("test_loss", self.layer(batch[0]).pow(2).mean())
+
+    def predict_step(self, batch, batch_idx):
+        return self.layer(batch[0])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def loader():
+    return DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=4)
+
+
+def trainer(tmp_path, profiler, **kwargs):
+    kwargs = {"max_epochs": 2, **kwargs}
+    return pl.Trainer(profiler=profiler, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=tmp_path, **kwargs)
+
+
+# Observed with pytorch-lightning 2.6.6 on the same program (2 epochs of 2 batches, 2 validation
+# batches, the sanity check's 2, a ModelCheckpoint saving once per epoch): the number of times each
+# action was recorded.
+CKPT = ("[Callback]ModelCheckpoint{'monitor': None, 'mode': 'min', 'every_n_train_steps': 0,"
+        " 'every_n_epochs': 1, 'train_time_interval': None}")
+LIGHTNING_COUNTS = {
+    "run_training_epoch": 2,
+    "run_training_batch": 4,
+    "[_TrainingEpochLoop].train_dataloader_next": 4,
+    "[Strategy]SingleDeviceStrategy.training_step": 4,
+    "[Strategy]SingleDeviceStrategy.backward": 4,
+    "[LightningModule]M.optimizer_step": 4,
+    "[LightningModule]M.optimizer_zero_grad": 4,
+    "[_EvaluationLoop].val_next": 6,
+    "[Strategy]SingleDeviceStrategy.validation_step": 6,
+    "[LightningModule]M.on_validation_model_zero_grad": 2,
+    "[LightningModule]M.configure_optimizers": 1,
+    "[LightningModule]M.on_train_epoch_end": 2,
+    "save_checkpoint": 2,
+    CKPT + ".on_train_epoch_end": 2,
+    CKPT + ".on_validation_end": 3,
+    CKPT + ".setup": 1,
+}
+
+
+def test_simple_profiler_records_lightnings_actions_and_logs_the_report(tmp_path, caplog):
+    profiler = SimpleProfiler()
+    t = trainer(tmp_path, profiler, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts")])
+    with caplog.at_level(logging.INFO, logger="ember"):
+        t.fit(M(), loader(), loader())
+    counts = {action: len(durations) for action, durations in profiler.recorded_durations.items()}
+    assert {action: counts.get(action) for action in LIGHTNING_COUNTS} == LIGHTNING_COUNTS
+    assert all(d >= 0 for durations in profiler.recorded_durations.values() for d in durations)
+    report = caplog.text
+    assert "FIT Profiler Report" in report
+    assert "Mean duration (s)" in report and "run_training_epoch" in report and "Total" in report
+
+
+def test_nothing_is_recorded_without_a_profiler(tmp_path):
+    t = trainer(tmp_path, None)
+    assert isinstance(t.profiler, PassThroughProfiler)
+    t.fit(M(), loader())
+    assert t._profiling is None  # the loop was built without spans
+
+
+def test_profiler_by_name_and_clear_errors(tmp_path):
+    assert isinstance(pl.Trainer(profiler="simple").profiler, SimpleProfiler)
+    assert isinstance(pl.Trainer(profiler="Advanced").profiler, AdvancedProfiler)
+    assert isinstance(pl.Trainer(profiler="pytorch").profiler, PyTorchProfiler)
+    with pytest.raises(MisconfigurationException, match=r"one of \['simple', 'advanced', 'pytorch'\]"):
+        pl.Trainer(profiler="fast")
+    with pytest.raises(MisconfigurationException, match="ember.profilers.Profiler"):
+        pl.Trainer(profiler=object())
+
+
+def test_report_file_per_stage_in_the_log_dir(tmp_path):
+    t = trainer(tmp_path, SimpleProfiler(filename="perf"))
+    t.fit(M(), loader())
+    t.test(M(), loader(), verbose=False)
+    fit_report = (tmp_path / "fit-perf.txt").read_text()
+    assert fit_report.startswith("FIT Profiler Report")
+    assert "run_training_batch" in fit_report
+    test_report = (tmp_path / "test-perf.txt").read_text()
+    assert "[Strategy]SingleDeviceStrategy.test_step" in test_report
+    assert "[_EvaluationLoop].test_next" in test_report
+
+
+def test_predict_is_profiled(tmp_path):
+    profiler = SimpleProfiler()
+    trainer(tmp_path, profiler).predict(M(), loader())
+    assert len(profiler.recorded_durations["[Strategy]SingleDeviceStrategy.predict_step"]) == 2
+    assert len(profiler.recorded_durations["[_PredictionLoop].predict_next"]) == 2
+
+
+def test_simple_profiler_refuses_unbalanced_actions():
+    profiler = SimpleProfiler()
+    profiler.start("a")
+    with pytest.raises(ValueError, match="already started"):
+        profiler.start("a")
+    with pytest.raises(ValueError, match="never started"):
+        profiler.stop("b")
+
+
+def _busy(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def outer_work():
+    _busy(0.01)
+
+
+def inner_work():
+    _busy(0.01)
+
+
+def test_advanced_profiler_gives_the_outer_action_back_its_time():
+    profiler = AdvancedProfiler(line_count_restriction=50)
+    profiler.start("outer")
+    profiler.start("inner")
+    inner_work()
+    profiler.stop("inner")
+    outer_work()  # after the inner action: still the outer one's (Lightning loses it)
+    profiler.stop("outer")
+    report = profiler.summary()
+    outer, inner = report.split("Profile stats for: inner")
+    assert "outer_work" in outer.split("Profile stats for: outer")[1] and "inner_work" not in outer
+    assert "inner_work" in inner and "outer_work" not in inner
+
+
+def test_advanced_profiler_report_and_raw_stats(tmp_path):
+    import pstats
+
+    profiler = AdvancedProfiler(dirpath=tmp_path, filename="deep", dump_stats=True)
+    trainer(tmp_path, profiler).fit(M(), loader())
+    report = (tmp_path / "fit-deep.txt").read_text()
+    assert "Profile stats for: run_training_epoch" in report and "function calls" in report
+    dumped = tmp_path / "fit-deep-run_training_epoch.prof"
+    assert pstats.Stats(str(dumped)).total_calls > 0
+
+
+def test_pytorch_profiler_table_and_chrome_trace(tmp_path):
+    import json
+
+    profiler = PyTorchProfiler(dirpath=tmp_path, filename="ops", row_limit=200)
+    trainer(tmp_path, profiler, max_epochs=1).fit(M(), loader())
+    report = (tmp_path / "fit-ops.txt").read_text()
+    assert "aten::linear" in report or "aten::addmm" in report
+    trace = json.loads((tmp_path / "fit-ops.pt.trace.json").read_text())
+    names = {event.get("name") for event in trace["traceEvents"]}
+    assert {"[pl][profile]run_training_batch", "[pl][profile][Strategy]SingleDeviceStrategy.training_step",
+            "[pl][module]torch.nn.modules.linear.Linear: layer"} <= names
+
+
+def test_a_profiler_of_your_own(tmp_path):
+    class Counting(Profiler):
+        def __init__(self):
+            super().__init__(dirpath=tmp_path, filename="counts")
+            self.starts, self.stops = [], []
+
+        def start(self, action_name):
+            self.starts.append(action_name)
+
+        def stop(self, action_name):
+            self.stops.append(action_name)
+
+        def summary(self):
+            return f"{len(self.starts)} actions"
+
+    profiler = Counting()
+    trainer(tmp_path, profiler).fit(M(), loader())
+    assert sorted(profiler.starts) == sorted(profiler.stops) and "run_training_epoch" in profiler.starts
+    assert (tmp_path / "fit-counts.txt").read_text() == f"{len(profiler.starts)} actions"
