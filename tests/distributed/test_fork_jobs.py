@@ -128,3 +128,12 @@ def test_a_checkpoint_on_exception_does_not_wait_for_the_failed_rank(tmp_path):
         trainer.fit(RaisingModel(tmp_path), loader())
     assert time.monotonic() - start < 30
     assert (tmp_path / "on_exception.ckpt").is_file()  # rank 0 saved what it had
+
+
+def test_each_rank_writes_its_own_profiler_report(tmp_path):
+    from ember.profilers import SimpleProfiler
+
+    fork_trainer(tmp_path, profiler=SimpleProfiler(filename="perf")).fit(CollectivesModel(tmp_path), loader())
+    for rank in (0, 1):
+        report = (tmp_path / f"fit-perf-{rank}.txt").read_text()
+        assert report.startswith("FIT Profiler Report") and "run_training_batch" in report
