@@ -202,3 +202,13 @@ def test_read_only_save_dir_fails_with_permission_error(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda p, mode: False)
     with pytest.raises(PermissionError, match="fine"):
         logger._check_save_dir_writable()
+
+
+def test_next_version_counts_version_folders_only(tmp_path):
+    from ember.loggers import CSVLogger
+
+    (tmp_path / "exp" / "version_3").mkdir(parents=True)
+    (tmp_path / "exp" / "version_x").mkdir()
+    (tmp_path / "exp" / "version_9").write_text("a file, not a version")
+    assert CSVLogger(tmp_path, name="exp").version == 4
+    assert CSVLogger(tmp_path, name="missing").version == 0

@@ -201,19 +201,21 @@ def _check_writable(path: str | os.PathLike | None, owner: str) -> None:
 
 def _next_version(root: str) -> int:
     """The next free ``version_N`` number under ``root`` (0 when ``root`` is missing)."""
-    import fsspec
-
-    fs, local_root = fsspec.core.url_to_fs(root)
     try:
-        listing = fs.listdir(local_root, detail=True)
+        if "://" in root:
+            import fsspec
+
+            fs, local_root = fsspec.core.url_to_fs(root)
+            folders = [os.path.basename(e["name"].rstrip("/")) for e in fs.listdir(local_root, detail=True)
+                       if e.get("type") == "directory"]
+        else:
+            # a local folder: the standard library lists it without loading fsspec before the first step
+            with os.scandir(root) as entries:
+                folders = [e.name for e in entries if e.is_dir()]
     except (FileNotFoundError, NotADirectoryError, OSError):
         return 0
-    versions = []
-    for entry in listing:
-        name = os.path.basename(entry["name"].rstrip("/"))
-        suffix = name[len("version_") :] if name.startswith("version_") else ""
-        if entry.get("type") == "directory" and suffix.isdigit():
-            versions.append(int(suffix))
+    versions = [int(name[len("version_"):]) for name in folders
+                if name.startswith("version_") and name[len("version_"):].isdigit()]
     return max(versions) + 1 if versions else 0
 
 
