@@ -135,6 +135,18 @@ def test_scalars_keep_their_file_when_the_writer_is_used(tmp_path):
     assert "note/text_summary" in acc.Tags()["tensors"]
 
 
+def test_scalars_share_the_writers_file_when_it_came_first(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_hyperparams({"lr": 0.1})  # the writer exists from the start, as with save_hyperparameters()
+    for step in range(3):
+        logger.log_metrics({"loss": float(step)}, step=step)
+    logger.finalize("success")
+    (only,) = (tmp_path / "lightning_logs" / "version_0").glob("events.out.tfevents.*")
+    assert not only.name.endswith(".scalars")
+    found = scalars(logger.log_dir)
+    assert found["hp_metric"] == [(0, -1.0)] and [s for s, _ in found["loss"]] == [0, 1, 2]
+
+
 def test_writer_options_it_alone_honours_keep_scalars_in_the_writer(tmp_path):
     logger = TensorBoardLogger(tmp_path, purge_step=0)
     logger.log_metrics({"loss": 1.0}, 0)

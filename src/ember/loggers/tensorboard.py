@@ -124,10 +124,15 @@ class TensorBoardLogger(FolderLogger):
     def _writes_scalar_file(self) -> bool:
         """Whether scalars go to an event file of their own rather than through the ``SummaryWriter``.
 
-        They do for a local folder and the writer options that concern only buffering; a remote
-        ``save_dir`` (TensorBoard's file layer handles those) or ``purge_step`` keeps them in the writer.
+        They do for a local folder and the writer options that concern only buffering, until the
+        writer exists: from then on they share its file (one file, as in Lightning), unless their
+        own file already holds some, where the rest follow so that each tag stays in one file. A
+        remote ``save_dir`` (TensorBoard's file layer handles those) or ``purge_step`` keeps them
+        in the writer.
         """
-        return "://" not in self._save_dir and not self._kwargs.keys() - _SCALAR_FILE_OPTIONS
+        if "://" in self._save_dir or self._kwargs.keys() - _SCALAR_FILE_OPTIONS:
+            return False
+        return self._experiment is None or self._scalar_file is not None
 
     def _write_pending(self) -> None:
         pending, self._pending = self._pending, []
@@ -250,6 +255,7 @@ class TensorBoardLogger(FolderLogger):
         self._flush()
         if self._scalar_file is not None:
             self._scalar_file.close()
+            self._scalar_file = None  # the next stage's scalars choose their file afresh
         if self._experiment is not None:
             self._experiment.close()
         if status == "success":
