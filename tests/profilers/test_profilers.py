@@ -201,3 +201,13 @@ def test_a_profiler_of_your_own(tmp_path):
     trainer(tmp_path, profiler).fit(M(), loader())
     assert sorted(profiler.starts) == sorted(profiler.stops) and "run_training_epoch" in profiler.starts
     assert (tmp_path / "fit-counts.txt").read_text() == f"{len(profiler.starts)} actions"
+
+
+def test_a_failed_run_stops_the_torch_profiler(tmp_path):
+    class Failing(M):
+        def training_step(self, batch, batch_idx):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer(tmp_path, PyTorchProfiler(dirpath=tmp_path, filename="ops")).fit(Failing(), loader())
+    assert not torch.autograd._profiler_enabled()  # not left recording every later op of the process

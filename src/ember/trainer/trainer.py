@@ -528,6 +528,7 @@ class Trainer:
             raise SystemExit(1) from None
         except PreemptionExit:
             self.state.status = TrainerStatus.INTERRUPTED
+            self._stop_profiling()
             self._teardown()
             raise
         except _TunerExitException:
@@ -554,6 +555,13 @@ class Trainer:
         for logger in self.loggers:
             with contextlib.suppress(Exception):
                 logger.finalize("failed")
+        self._stop_profiling()
+
+    def _stop_profiling(self) -> None:
+        """A run that ends early writes no report, but stops what the profiler runs (torch.profiler)."""
+        if self._profiling is not None:
+            with contextlib.suppress(Exception):
+                self._profiling.teardown(stage=self.state.fn.value if self.state.fn is not None else None)
 
     def _teardown(self) -> None:
         self.strategy.teardown()
