@@ -211,3 +211,19 @@ def test_a_failed_run_stops_the_torch_profiler(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         trainer(tmp_path, PyTorchProfiler(dirpath=tmp_path, filename="ops")).fit(Failing(), loader())
     assert not torch.autograd._profiler_enabled()  # not left recording every later op of the process
+
+
+@pytest.mark.parametrize("make", [SimpleProfiler, lambda: AdvancedProfiler(line_count_restriction=5),
+                                  lambda: PyTorchProfiler(record_module_names=False)])
+def test_profilers_copy_for_spawned_processes(make):
+    import pickle
+
+    profiler = make()
+    profiler.start("step")
+    profiler.stop("step")
+    clone = pickle.loads(pickle.dumps(profiler))  # what `strategy="ddp_spawn"` does with the trainer
+    clone.start("step")
+    clone.stop("step")
+    assert "Profiler Report" in clone.summary()
+    profiler.teardown(stage=None)
+    clone.teardown(stage=None)

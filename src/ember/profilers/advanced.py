@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import cProfile
 import io
-import os
 import pstats
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -79,17 +77,7 @@ class AdvancedProfiler(Profiler):
     def _dump_stats(self, action: str, profile: cProfile.Profile) -> None:
         if not self.dirpath:
             raise ValueError("`AdvancedProfiler(dump_stats=True)` needs a folder: pass `dirpath=...`.")
-        from ember.checkpoint_io import get_filesystem
-
-        dirpath = os.fspath(self.dirpath)
-        path = os.path.join(dirpath, self._prepare_filename(action_name=action, extension=".prof"))
-        fs = get_filesystem(path)
-        fs.makedirs(dirpath, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:  # pstats writes only to local files
-            local = os.path.join(tmp, "action.prof")
-            profile.dump_stats(local)
-            with open(local, "rb") as src, fs.open(path, "wb") as dst:
-                dst.write(src.read())
+        self._save_output(profile.dump_stats, ".prof", action_name=action)
 
     def teardown(self, stage: str | None) -> None:
         super().teardown(stage=stage)
@@ -98,8 +86,6 @@ class AdvancedProfiler(Profiler):
         self.profiled_actions.clear()
         self._running.clear()
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __getstate__(self) -> dict[str, Any]:
         # cProfile.Profile objects cannot be pickled: a copy starts empty
-        return (self.__class__, (), {"dirpath": self.dirpath, "filename": self.filename,
-                                     "line_count_restriction": self.line_count_restriction,
-                                     "dump_stats": self.dump_stats})
+        return {**self.__dict__, "profiled_actions": {}, "_running": [], "_output_file": None, "_write_stream": None}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -120,16 +121,29 @@ class Profiler(ABC):
         if self._write_stream is not None:
             return
         if self.filename and self.dirpath:
-            from ember.checkpoint_io import get_filesystem
-
-            dirpath = os.fspath(self.dirpath)
-            path = os.path.join(dirpath, self._prepare_filename())
-            fs = get_filesystem(path)
-            fs.makedirs(dirpath, exist_ok=True)
-            self._output_file = fs.open(path, "a")
+            self._output_file = self._open_output(".txt", mode="a")
             self._write_stream = self._output_file.write
         else:
             self._write_stream = self._log_on_rank_zero
+
+    def _open_output(self, extension: str, action_name: str | None = None, mode: str = "wb") -> Any:
+        """Open ``<dirpath>/<stage>-<filename>[-<rank>][-<action>]<extension>`` (any fsspec path)."""
+        from ember.checkpoint_io import get_filesystem
+
+        dirpath = os.fspath(self.dirpath)
+        path = os.path.join(dirpath, self._prepare_filename(action_name=action_name, extension=extension))
+        fs = get_filesystem(path)
+        fs.makedirs(dirpath, exist_ok=True)
+        return fs.open(path, mode)
+
+    def _save_output(self, write: Callable[[str], Any], extension: str, action_name: str | None = None) -> None:
+        """Have ``write`` make the file at a local path (pstats and torch.profiler write only
+        there), then copy it to ``dirpath``."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "output" + extension)
+            write(local)
+            with open(local, "rb") as src, self._open_output(extension, action_name) as dst:
+                dst.write(src.read())
 
     def _log_on_rank_zero(self, text: str) -> None:
         if self._local_rank in (None, 0):
@@ -196,9 +210,6 @@ class _ProfiledIterator:
             return next(self._iterator)
         finally:
             self._profiler.stop(self._action)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._iterator, name)  # e.g. `_sampler_iter` when resuming mid-epoch
 
 
 def active(profiler: Profiler | None) -> Profiler | None:

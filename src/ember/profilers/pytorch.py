@@ -1,7 +1,6 @@
 """``PyTorchProfiler``: ``torch.profiler`` over the run, with the trainer's actions as labelled ranges."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -132,14 +131,12 @@ class PyTorchProfiler(Profiler):
             self._contexts.pop().__exit__(None, None, None)
 
     def summary(self) -> str:
-        if self._emit_nvtx or (self._profiler is None and not self._contexts):
-            self._stop_run()
-            return ""
         self._stop_run()
         profiler, self._profiler = self._profiler, None
+        if profiler is None:  # nothing recorded, or NVTX ranges for an outside tool
+            return ""
         if self._export_to_chrome and self.dirpath:
-            os.makedirs(self.dirpath, exist_ok=True)
-            profiler.export_chrome_trace(os.path.join(os.fspath(self.dirpath), self._prepare_filename(extension=".pt.trace.json")))
+            self._save_output(profiler.export_chrome_trace, ".pt.trace.json")
         sort_by = self._sort_by_key or ("cuda_time_total" if torch.cuda.is_available() else "cpu_time_total")
         events = profiler.key_averages(group_by_input_shape=self._group_by_input_shapes)
         table = events.table(sort_by=sort_by, row_limit=self._row_limit, **self._table_kwargs)
@@ -150,10 +147,7 @@ class PyTorchProfiler(Profiler):
         self._profiler = None
         super().teardown(stage=stage)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __getstate__(self) -> dict[str, Any]:
         # a running torch profiler cannot be pickled: a copy starts afresh
-        return (self.__class__, (), {**{k: v for k, v in self.__dict__.items()
-                                        if k not in ("_profiler", "_contexts", "_ranges", "_hooks", "_modules_registered",
-                                                     "_lightning_module")},
-                                     "_profiler": None, "_contexts": [], "_ranges": {}, "_hooks": [],
-                                     "_modules_registered": False, "_lightning_module": None})
+        return {**self.__dict__, "_profiler": None, "_contexts": [], "_ranges": {}, "_hooks": [],
+                "_modules_registered": False, "_lightning_module": None, "_output_file": None, "_write_stream": None}
