@@ -13,6 +13,7 @@ Lightning runs the same program when ``.venv-peers`` has it.
 ``raw`` and ``ember`` (and ``lightning``), plus ``raw_us_per_step``, ``ember_us_per_step`` and
 ``ratio`` (medians).
 """
+
 from __future__ import annotations
 
 import json
@@ -125,8 +126,16 @@ def run_framework(pl: Any, out: str) -> None:
 
     model = Classifier()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, callbacks=[StepClock()],
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        callbacks=[StepClock()],
     )
     loader = DataLoader(data(), batch_size=BATCH, shuffle=True)
     trainer.fit(model, loader)
@@ -136,8 +145,11 @@ def run_framework(pl: Any, out: str) -> None:
 # repeats and medians
 # =====================================================================================
 def _env(impl: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR", "PYTHONPATH")
+    }
     if impl != "lightning":
         env["PYTHONPATH"] = str(REPO / "src")
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"  # thread noise on a small CPU dwarfs the overhead
@@ -154,12 +166,20 @@ def _one(impl: str, python: str) -> tuple[dict[str, Any], bool]:
     """One job; its result and whether it aborted at exit after writing that result."""
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "result.json")
-        proc = subprocess.run([python, __file__, impl, out], env=_env(impl), cwd=folder, timeout=600,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(
+            [python, __file__, impl, out],
+            env=_env(impl),
+            cwd=folder,
+            timeout=600,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         aborted_at_exit = proc.returncode != 0 and _EXIT_ABORT in proc.stderr and os.path.exists(out)
         if proc.returncode != 0 and not aborted_at_exit:
-            raise RuntimeError(f"{impl} ddp2 job failed (exit {proc.returncode}); its output ends with:\n"
-                               f"{proc.stderr[-3000:]}")
+            raise RuntimeError(
+                f"{impl} ddp2 job failed (exit {proc.returncode}); its output ends with:\n{proc.stderr[-3000:]}"
+            )
         # rank 0 writes the result after the last step: an abort at exit does not touch the figure
         with open(out) as f:
             return json.load(f), aborted_at_exit
@@ -184,11 +204,14 @@ def run(repeats: int = 3) -> dict[str, Any]:
     per_step = {impl: statistics.median(values) * 1e6 / STEPS for impl, values in seconds.items()}
     same = abs(checksums["raw"] - checksums["ember"]) < 1e-3
     result: dict[str, Any] = {
-        "case": "ddp2", **seconds, "unit": "s",
-        "raw_us_per_step": per_step["raw"], "ember_us_per_step": per_step["ember"],
+        "case": "ddp2",
+        **seconds,
+        "unit": "s",
+        "raw_us_per_step": per_step["raw"],
+        "ember_us_per_step": per_step["ember"],
         "ratio": per_step["ember"] / per_step["raw"],
         "note": f"{STEPS} steps after {WARMUP} warm-up, 2 CPU processes on gloo, rank 0's clock;"
-                f" final weights {'match' if same else 'DIFFER'} between raw and Ember",
+        f" final weights {'match' if same else 'DIFFER'} between raw and Ember",
     }
     aborts = [f"{impl} {count} of {repeats}" for impl, count in exit_aborts.items() if count]
     if aborts:

@@ -33,6 +33,7 @@ Example::
 optionally ``"lightning"``) each a list of seconds (or one median), plus optional ``"unit"``
 (default ``"s"``) and ``"note"``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -112,8 +113,18 @@ class Runner:
         result = self.workdir / f"{case}-{impl}.json"
         log = self.workdir / f"{case}-{impl}.log"
         log.write_bytes(b"")
-        cmd = [self.pythons[impl], str(WORKLOADS), case, impl, "--result", str(result),
-               "--accelerator", self.args.accelerator, "--threads", str(self.args.threads)]
+        cmd = [
+            self.pythons[impl],
+            str(WORKLOADS),
+            case,
+            impl,
+            "--result",
+            str(result),
+            "--accelerator",
+            self.args.accelerator,
+            "--threads",
+            str(self.args.threads),
+        ]
         if self.args.quick:
             cmd.append("--quick")
         if case == "digits":
@@ -154,7 +165,11 @@ def run_training_case(runner: Runner, case: str, impls: list[str], repeats: int)
             out = runner.worker(case, impl)
             samples[impl].append(out["seconds"])
             last[impl] = out
-    row: dict[str, Any] = {"case": case, "samples": samples, "medians": {k: statistics.median(v) for k, v in samples.items()}}
+    row: dict[str, Any] = {
+        "case": case,
+        "samples": samples,
+        "medians": {k: statistics.median(v) for k, v in samples.items()},
+    }
     row["steps"] = {impl: last[impl]["steps"] for impl in impls}
     row["device"] = last[impls[0]].get("device_name", last[impls[0]]["device"])
     if case != "first_step":
@@ -193,7 +208,9 @@ def run_import_case(runner: Runner, impls: list[str], repeats: int) -> dict[str,
     for repeat in range(repeats):
         for key in _order(list(programs), repeat):
             impl, code = programs[key]
-            seconds, mb, status = _timed_process([runner.pythons[impl], "-c", code + _REPORT_PEAK], _env(impl, runner.args.threads), log)
+            seconds, mb, status = _timed_process(
+                [runner.pythons[impl], "-c", code + _REPORT_PEAK], _env(impl, runner.args.threads), log
+            )
             mb = _reported_peak(log) or mb
             if status != 0:
                 raise RuntimeError(f"`{code}` failed in {runner.pythons[impl]} (exit {status}); see {log}")
@@ -243,7 +260,18 @@ def table_rows(rows: list[dict[str, Any]], impls: list[str]) -> list[list[str]]:
         kind, goal = GOALS[case]
         goal_text = f"≤ {goal:.2f}×" if kind == "ratio" else f"≤ +{goal:.1f} s"
         if "skipped" in row:
-            out.append([case, "-", "-", "-" if lightning else None, "-", "-" if lightning else None, goal_text, f"skipped: {row['skipped']}"])
+            out.append(
+                [
+                    case,
+                    "-",
+                    "-",
+                    "-" if lightning else None,
+                    "-",
+                    "-" if lightning else None,
+                    goal_text,
+                    f"skipped: {row['skipped']}",
+                ]
+            )
             continue
         m = row["medians"]
         if case == "import":
@@ -258,24 +286,41 @@ def table_rows(rows: list[dict[str, Any]], impls: list[str]) -> list[list[str]]:
                 lt_s, lt_mb = m["lightning_torch"]
                 lcell = f"{l_s:.3f} s, {l_mb:.0f} MB"
                 ldelta = f"{l_s - lt_s:+.3f} s, {l_mb - lt_mb:+.0f} MB"
-            out.append(cells + [lcell, f"{d_s:+.3f} s, {d_mb:+.0f} MB", ldelta, f"{goal_text}, ≤ +{IMPORT_MB_GOAL:.0f} MB", "yes" if met else "no"])
+            out.append(
+                cells
+                + [
+                    lcell,
+                    f"{d_s:+.3f} s, {d_mb:+.0f} MB",
+                    ldelta,
+                    f"{goal_text}, ≤ +{IMPORT_MB_GOAL:.0f} MB",
+                    "yes" if met else "no",
+                ]
+            )
             continue
         steps = row.get("steps", {}).get("raw") if case in ("tiny", "ddp2") else None
         if kind == "ratio":
             ratio = m["ember"] / m["raw"]
             ember_vs = f"{ratio:.3f}×"
             met = ratio <= goal
-            lvs = f"{m['lightning'] / m['raw']:.3f}×" if lightning and "lightning" in m else ("-" if lightning else None)
+            lvs = (
+                f"{m['lightning'] / m['raw']:.3f}×" if lightning and "lightning" in m else ("-" if lightning else None)
+            )
         else:
             delta = m["ember"] - m["raw"]
             ember_vs = f"{delta:+.3f} s"
             met = delta <= goal
-            lvs = f"{m['lightning'] - m['raw']:+.3f} s" if lightning and "lightning" in m else ("-" if lightning else None)
+            lvs = (
+                f"{m['lightning'] - m['raw']:+.3f} s"
+                if lightning and "lightning" in m
+                else ("-" if lightning else None)
+            )
         lcell = (_fmt_time(m["lightning"], steps) if "lightning" in m else "-") if lightning else None
         note = "yes" if met else "no"
         if row.get("same_math") is False:
             note += " (NOT the same math: see notes)"
-        out.append([case, _fmt_time(m["raw"], steps), _fmt_time(m["ember"], steps), lcell, ember_vs, lvs, goal_text, note])
+        out.append(
+            [case, _fmt_time(m["raw"], steps), _fmt_time(m["ember"], steps), lcell, ember_vs, lvs, goal_text, note]
+        )
     return [[c for c in r if c is not None] for r in out]
 
 
@@ -301,12 +346,16 @@ def _machine() -> str:
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
-def render_report(rows: list[dict[str, Any]], impls: list[str], args: argparse.Namespace, context: dict[str, str]) -> str:
+def render_report(
+    rows: list[dict[str, Any]], impls: list[str], args: argparse.Namespace, context: dict[str, str]
+) -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -314,7 +363,12 @@ def render_report(rows: list[dict[str, Any]], impls: list[str], args: argparse.N
         "",
         f"- when: {context['when']}, commit {context['commit']}",
         f"- machine: {context['machine']}; device: {context['device']}; torch threads per process: {args.threads or 'torch default'}",
-        f"- Python {platform.python_version()}, torch {context['torch']}" + (f", pytorch-lightning {context['lightning']}" if "lightning" in impls else " (Lightning not installed: `make bench-peers`)"),
+        f"- Python {platform.python_version()}, torch {context['torch']}"
+        + (
+            f", pytorch-lightning {context['lightning']}"
+            if "lightning" in impls
+            else " (Lightning not installed: `make bench-peers`)"
+        ),
         f"- load average before / after: {context['load_before']} / {context['load_after']}",
         f"- medians of {args.repeats} runs per implementation (import: {args.import_repeats}), each in a fresh process, order alternating",
         "",
@@ -354,8 +408,13 @@ def _peers_python(args: argparse.Namespace) -> str | None:
     candidate = Path(args.peers_python) if args.peers_python else REPO / ".venv-peers" / "bin" / "python"
     if not candidate.exists():
         return None
-    probe = subprocess.run([str(candidate), "-c", "import pytorch_lightning as pl; print(pl.__version__)"],
-                           capture_output=True, text=True, env=_env("lightning", 0), timeout=120)
+    probe = subprocess.run(
+        [str(candidate), "-c", "import pytorch_lightning as pl; print(pl.__version__)"],
+        capture_output=True,
+        text=True,
+        env=_env("lightning", 0),
+        timeout=120,
+    )
     return str(candidate) if probe.returncode == 0 else None
 
 
@@ -366,7 +425,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--import-repeats", type=int, default=7, help="runs per interpreter for the import case")
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "cuda", "gpu"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process; 0 keeps torch's default")
-    parser.add_argument("--peers-python", default=None, help="interpreter with pytorch-lightning (default .venv-peers/bin/python)")
+    parser.add_argument(
+        "--peers-python", default=None, help="interpreter with pytorch-lightning (default .venv-peers/bin/python)"
+    )
     parser.add_argument("--no-peers", action="store_true", help="do not run Lightning even when installed")
     parser.add_argument("--quick", action="store_true", help="a few steps per case: checks the harness, not speed")
     parser.add_argument("--out", default=str(HERE / "results.md"), help="markdown file for the results ('' for none)")
@@ -400,15 +461,26 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if peers:
         pythons["lightning"] = peers
         impls.append("lightning")
-        lightning_version = subprocess.run([peers, "-c", "import pytorch_lightning as pl; print(pl.__version__)"],
-                                           capture_output=True, text=True, env=_env("lightning", 0)).stdout.strip()
+        lightning_version = subprocess.run(
+            [peers, "-c", "import pytorch_lightning as pl; print(pl.__version__)"],
+            capture_output=True,
+            text=True,
+            env=_env("lightning", 0),
+        ).stdout.strip()
     if args.accelerator != "cpu" and not torch.cuda.is_available():
-        raise SystemExit(f"--accelerator {args.accelerator} needs CUDA, which this torch ({torch.__version__}) cannot see.")
+        raise SystemExit(
+            f"--accelerator {args.accelerator} needs CUDA, which this torch ({torch.__version__}) cannot see."
+        )
     device = torch.cuda.get_device_name(0) if args.accelerator != "cpu" else "cpu"
     context = {
-        "argv": list(argv if argv is not None else sys.argv[1:]), "when": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "commit": _git_commit(), "machine": _machine(), "device": device, "torch": torch.__version__,
-        "lightning": lightning_version, "load_before": _load(),
+        "argv": list(argv if argv is not None else sys.argv[1:]),
+        "when": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "commit": _git_commit(),
+        "machine": _machine(),
+        "device": device,
+        "torch": torch.__version__,
+        "lightning": lightning_version,
+        "load_before": _load(),
     }
     print(f"bench: {', '.join(args.case_list)} with {', '.join(impls)}; {args.repeats} repeats; {device}", flush=True)
     rows: list[dict[str, Any]] = []

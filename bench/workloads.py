@@ -16,6 +16,7 @@ checksum of the final weights so ``run.py`` can confirm it.
 Only torch is imported at module level: the framework is imported inside the timed program so
 that ``first_step`` sees its real cost.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,8 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,15 +78,21 @@ def digits_data(path: str | None) -> tuple[TensorDataset, TensorDataset]:
         labels = torch.tensor(d.target, dtype=torch.long)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
     cut = int(0.8 * len(order))
-    return TensorDataset(images[order[:cut]], labels[order[:cut]]), TensorDataset(images[order[cut:]], labels[order[cut:]])
+    return TensorDataset(images[order[:cut]], labels[order[:cut]]), TensorDataset(
+        images[order[cut:]], labels[order[cut:]]
+    )
 
 
 def digits_net() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(32 * 16, 64), nn.ReLU(),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 16, 64),
+        nn.ReLU(),
         nn.Linear(64, 10),
     )
 
@@ -108,7 +116,9 @@ def _raw_validation(model: nn.Module, loader: DataLoader, device: torch.device) 
     return float(total / count)  # host sync: once per validation pass, as a user's loop does
 
 
-def raw_tiny(s: dict[str, int], device: torch.device, defaults: bool, workdir: str, first: Callable[[], None]) -> tuple[nn.Module, int, float]:
+def raw_tiny(
+    s: dict[str, int], device: torch.device, defaults: bool, workdir: str, first: Callable[[], None]
+) -> tuple[nn.Module, int, float]:
     """``tiny`` (lean) and ``tiny_defaults`` (plus validation and a checkpoint per epoch)."""
     train, val = tiny_data(s["tiny_batches"], s["val_batches"])
     torch.manual_seed(0)
@@ -130,12 +140,16 @@ def raw_tiny(s: dict[str, int], device: torch.device, defaults: bool, workdir: s
             steps += 1
         if defaults:
             _raw_validation(model, val_loader, device)
-            torch.save({"epoch": epoch, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict()},
-                       os.path.join(workdir, "last.pt"))
+            torch.save(
+                {"epoch": epoch, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict()},
+                os.path.join(workdir, "last.pt"),
+            )
     return model, steps, time.perf_counter() - start
 
 
-def raw_digits(s: dict[str, int], device: torch.device, data_path: str | None, workdir: str, first: Callable[[], None]) -> tuple[nn.Module, int, float]:
+def raw_digits(
+    s: dict[str, int], device: torch.device, data_path: str | None, workdir: str, first: Callable[[], None]
+) -> tuple[nn.Module, int, float]:
     """Ten epochs with validation, keep the best checkpoint on val loss, stop after 3 epochs without improvement."""
     train, val = digits_data(data_path)
     torch.manual_seed(0)
@@ -215,7 +229,9 @@ def _accelerator_args(device: torch.device) -> dict[str, Any]:
     return {"accelerator": "cpu"} if device.type == "cpu" else {"accelerator": "gpu", "devices": 1}
 
 
-def framework_tiny(impl: str, s: dict[str, int], device: torch.device, defaults: bool, workdir: str, first: Callable[[], None]) -> tuple[nn.Module, int, float]:
+def framework_tiny(
+    impl: str, s: dict[str, int], device: torch.device, defaults: bool, workdir: str, first: Callable[[], None]
+) -> tuple[nn.Module, int, float]:
     pl = _framework(impl)
     train, val = tiny_data(s["tiny_batches"], s["val_batches"])
     torch.manual_seed(0)
@@ -228,15 +244,22 @@ def framework_tiny(impl: str, s: dict[str, int], device: torch.device, defaults:
         trainer.fit(model, train_loader, val_loader)
     else:
         trainer = pl.Trainer(
-            max_epochs=s["tiny_epochs"], default_root_dir=workdir, enable_progress_bar=False,
-            enable_model_summary=False, enable_checkpointing=False, logger=False, num_sanity_val_steps=0,
+            max_epochs=s["tiny_epochs"],
+            default_root_dir=workdir,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            logger=False,
+            num_sanity_val_steps=0,
             **_accelerator_args(device),
         )
         trainer.fit(model, train_loader)
     return model, trainer.global_step, time.perf_counter() - start
 
 
-def framework_digits(impl: str, s: dict[str, int], device: torch.device, data_path: str | None, workdir: str, first: Callable[[], None]) -> tuple[nn.Module, int, float]:
+def framework_digits(
+    impl: str, s: dict[str, int], device: torch.device, data_path: str | None, workdir: str, first: Callable[[], None]
+) -> tuple[nn.Module, int, float]:
     pl = _framework(impl)
     from importlib import import_module
 
@@ -248,8 +271,12 @@ def framework_digits(impl: str, s: dict[str, int], device: torch.device, data_pa
     val_loader = DataLoader(val, batch_size=BATCH)
     start = time.perf_counter()
     trainer = pl.Trainer(
-        max_epochs=s["digits_epochs"], default_root_dir=workdir,
-        callbacks=[callbacks.ModelCheckpoint(monitor="val_loss"), callbacks.EarlyStopping(monitor="val_loss", patience=3)],
+        max_epochs=s["digits_epochs"],
+        default_root_dir=workdir,
+        callbacks=[
+            callbacks.ModelCheckpoint(monitor="val_loss"),
+            callbacks.EarlyStopping(monitor="val_loss", patience=3),
+        ],
         **_accelerator_args(device),
     )
     trainer.fit(model, train_loader, val_loader)
@@ -259,8 +286,14 @@ def framework_digits(impl: str, s: dict[str, int], device: torch.device, data_pa
 # =====================================================================================
 # entry point
 # =====================================================================================
-def run_case(case: str, impl: str, quick: bool = False, accelerator: str = "cpu", data_path: str | None = None,
-             t0: float | None = None) -> dict[str, Any]:
+def run_case(
+    case: str,
+    impl: str,
+    quick: bool = False,
+    accelerator: str = "cpu",
+    data_path: str | None = None,
+    t0: float | None = None,
+) -> dict[str, Any]:
     """Run one case with one implementation in this process and return its measurements.
 
     ``first_step`` runs the ``tiny_defaults`` program and reports the time from ``t0`` (the
@@ -302,8 +335,14 @@ def run_case(case: str, impl: str, quick: bool = False, accelerator: str = "cpu"
             torch.cuda.synchronize()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    result = {"case": case, "impl": impl, "seconds": seconds, "steps": steps, "checksum": checksum(model),
-              "device": str(device)}
+    result = {
+        "case": case,
+        "impl": impl,
+        "seconds": seconds,
+        "steps": steps,
+        "checksum": checksum(model),
+        "device": str(device),
+    }
     if device.type == "cuda":
         result["device_name"] = torch.cuda.get_device_name(0)
     if case == "first_step":

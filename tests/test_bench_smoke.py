@@ -2,6 +2,7 @@
 
 No timing is asserted: these only prove that `make bench` works and compares like with like.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -64,9 +65,23 @@ def test_first_step_is_measured_from_the_given_start():
 def test_run_py_prints_and_writes_the_table(tmp_path):
     out = tmp_path / "results.md"
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "run.py"), "--cases", "tiny,import", "--repeats", "1", "--import-repeats", "1",
-         "--quick", "--no-peers", "--out", str(out)],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            str(BENCH / "run.py"),
+            "--cases",
+            "tiny,import",
+            "--repeats",
+            "1",
+            "--import-repeats",
+            "1",
+            "--quick",
+            "--no-peers",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| case | raw loop | Ember | Ember vs raw | goal | met |" in proc.stdout
@@ -79,11 +94,22 @@ def test_run_py_prints_and_writes_the_table(tmp_path):
 
 def test_table_has_lightning_columns_and_goal_verdicts():
     rows = [
-        {"case": "tiny", "medians": {"raw": 1.0, "ember": 1.02, "lightning": 2.5},
-         "steps": {"raw": 1000, "ember": 1000, "lightning": 1000}, "same_math": True},
+        {
+            "case": "tiny",
+            "medians": {"raw": 1.0, "ember": 1.02, "lightning": 2.5},
+            "steps": {"raw": 1000, "ember": 1000, "lightning": 1000},
+            "same_math": True,
+        },
         {"case": "digits", "medians": {"raw": 1.0, "ember": 1.2, "lightning": 1.7}, "same_math": False},
-        {"case": "import", "medians": {"raw": (1.0, 300.0), "ember": (1.05, 310.0), "lightning": (3.0, 450.0),
-                                       "lightning_torch": (1.0, 300.0)}},
+        {
+            "case": "import",
+            "medians": {
+                "raw": (1.0, 300.0),
+                "ember": (1.05, 310.0),
+                "lightning": (3.0, 450.0),
+                "lightning_torch": (1.0, 300.0),
+            },
+        },
         {"case": "ddp2", "skipped": "bench/ddp2.py is not there yet"},
         {"case": "first_step", "medians": {"raw": 1.0, "ember": 1.3, "lightning": 3.0}},
     ]
@@ -99,7 +125,9 @@ def test_table_has_lightning_columns_and_goal_verdicts():
 
 def test_ddp2_case_uses_run_from_the_file_when_present(tmp_path):
     assert "skipped" in runner.run_ddp2_case(1, tmp_path / "ddp2.py")
-    (tmp_path / "ddp2.py").write_text("def run(repeats):\n    return {'raw': [1.0] * repeats, 'ember': 1.03, 'note': 'gloo'}\n")
+    (tmp_path / "ddp2.py").write_text(
+        "def run(repeats):\n    return {'raw': [1.0] * repeats, 'ember': 1.03, 'note': 'gloo'}\n"
+    )
     row = runner.run_ddp2_case(3, tmp_path / "ddp2.py")
     assert row["medians"] == {"raw": 1.0, "ember": 1.03}
     assert row["note"] == "gloo"
@@ -115,8 +143,11 @@ def _fake_job(tmp_path, body: str) -> str:
 
 def test_ddp2_keeps_a_result_written_before_an_abort_at_exit(tmp_path):
     ddp2 = _load("ddp2")
-    python = _fake_job(tmp_path, 'echo \'{"seconds": 2.0, "steps": 1000, "checksum": 1.0}\' > "$3"\n'
-                                 'echo "terminate called without an active exception" >&2\nexit 134\n')
+    python = _fake_job(
+        tmp_path,
+        'echo \'{"seconds": 2.0, "steps": 1000, "checksum": 1.0}\' > "$3"\n'
+        'echo "terminate called without an active exception" >&2\nexit 134\n',
+    )
     result, aborted = ddp2._one("lightning", python)
     assert result["seconds"] == 2.0 and aborted
 
@@ -155,7 +186,9 @@ def test_a_failing_case_is_reported_and_the_others_still_run(tmp_path, monkeypat
         raise RuntimeError("ember failed on case 'tiny' (exit 1)")
 
     monkeypatch.setattr(runner, "run_training_case", broken)
-    monkeypatch.setattr(runner, "run_ddp2_case", lambda repeats: {"case": "ddp2", "skipped": "bench/ddp2.py is not there yet"})
+    monkeypatch.setattr(
+        runner, "run_ddp2_case", lambda repeats: {"case": "ddp2", "skipped": "bench/ddp2.py is not there yet"}
+    )
     out = tmp_path / "results.md"
     rows = runner.main(["--cases", "tiny,ddp2", "--no-peers", "--out", str(out)])
     assert rows[0] == {"case": "tiny", "skipped": "failed: RuntimeError: ember failed on case 'tiny' (exit 1)"}

@@ -1,4 +1,5 @@
 """Checkpoint files: atomic writes, safe loads, clear errors."""
+
 import argparse
 import enum
 import os
@@ -238,8 +239,25 @@ def test_unsafe_hparam_values():
 
 def test_unsafe_hparam_values_agrees_with_torch_load(tmp_path):
     """Whatever the helper calls safe does load with weights_only=True, and vice versa."""
-    values = [1, 2.5, True, "s", None, b"x", [1], (1,), {"a": 1}, {1}, torch.ones(1), torch.float32,
-              torch.device("cpu"), torch.Size([2]), frozenset([1]), argparse.Namespace(a=1), _Color.RED]
+    values = [
+        1,
+        2.5,
+        True,
+        "s",
+        None,
+        b"x",
+        [1],
+        (1,),
+        {"a": 1},
+        {1},
+        torch.ones(1),
+        torch.float32,
+        torch.device("cpu"),
+        torch.Size([2]),
+        frozenset([1]),
+        argparse.Namespace(a=1),
+        _Color.RED,
+    ]
     for value in values:
         path = tmp_path / "h.ckpt"
         torch.save({"v": value}, path)

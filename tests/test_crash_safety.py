@@ -6,6 +6,7 @@ child saves a top-2 checkpoint and ``last.ckpt`` at every optimizer step. Before
 appends the global step to ``progress.log``: every save for that step has then returned, so
 ``last.ckpt`` must exist and be at least that recent, whatever instant the kill hits.
 """
+
 from __future__ import annotations
 
 import json
@@ -173,7 +174,11 @@ def test_sigkill_at_random_instants_leaves_loadable_checkpoints(tmp_path, layout
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), str(repo / "src"), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, str(tmp_path), str(trials), str(SEED), layout],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=110,
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,4 +1,5 @@
 """The digits demo end to end, as `make demo` runs it, on a short budget."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ import torch
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
-from ember.demos import digits  # noqa: E402
+from ember.demos import digits
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,18 @@ def test_demo_writes_checkpoints_metrics_and_plot(two_epoch_run):
 def test_demo_logs_every_metric_it_promises(two_epoch_run):
     _, summary, _ = two_epoch_run
     header = Path(summary["metrics"]).read_text().splitlines()[0].split(",")
-    for column in ("epoch", "step", "train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc",
-                   "lr-Adam", "grad_norm", "test/acc"):
+    for column in (
+        "epoch",
+        "step",
+        "train/loss_step",
+        "train/loss_epoch",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "lr-Adam",
+        "grad_norm",
+        "test/acc",
+    ):
         assert column in header, f"{column} missing from metrics.csv header {header}"
 
 
@@ -112,8 +123,9 @@ def test_devices_option_accepts_lightning_forms():
 def test_module_entry_point_shows_its_options():
     src = str(Path(digits.__file__).parents[2])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-m", "ember.demos.digits", "--help"], capture_output=True, text=True,
-                         env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "ember.demos.digits", "--help"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     for option in ("--epochs", "--output", "--accelerator", "--devices", "--seed"):
         assert option in out.stdout
@@ -142,8 +154,9 @@ def test_readme_quick_start_and_callbacks_run(tmp_path):
     program = "\n".join(blocks)
     src = str(Path(digits.__file__).parents[2])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=tmp_path, env=env,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "lightning_logs" / "version_0").is_dir()
     assert "tensor(" in out.stdout  # the quick start prints val/acc
@@ -154,9 +167,23 @@ def test_demo_on_two_cpu_processes(tmp_path):
     src = str(Path(digits.__file__).parents[2])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
-        [sys.executable, "-m", "ember.demos.digits", "--devices", "2", "--accelerator", "cpu", "--epochs", "1",
-         "--output", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "ember.demos.digits",
+            "--devices",
+            "2",
+            "--accelerator",
+            "cpu",
+            "--epochs",
+            "1",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("Test accuracy: ") == 1  # printed by rank 0 only

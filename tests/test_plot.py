@@ -1,4 +1,5 @@
 """ember.plot: the metrics PNG and the `ember plot` command."""
+
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,7 @@ import torch
 
 pytest.importorskip("matplotlib")
 
-from ember.plot import DPI, PANEL_HEIGHT, PANEL_WIDTH, _group_metrics, _split_name, main, plot_metrics  # noqa: E402
+from ember.plot import DPI, PANEL_HEIGHT, PANEL_WIDTH, _group_metrics, _split_name, main, plot_metrics
 
 
 def png_size(path):
@@ -61,7 +62,9 @@ def test_metric_names_pair_up(name, expected):
 
 
 def test_grouping_keeps_lr_apart():
-    panels, lr = _group_metrics(["epoch", "step", "train_loss_step", "val_loss", "train_loss_epoch", "val/acc", "lr-SGD"])
+    panels, lr = _group_metrics(
+        ["epoch", "step", "train_loss_step", "val_loss", "train_loss_epoch", "val/acc", "lr-SGD"]
+    )
     assert panels == {"loss": ["train_loss_step", "val_loss", "train_loss_epoch"], "acc": ["val/acc"]}
     assert lr == ["lr-SGD"]
 
@@ -131,8 +134,10 @@ def test_best_checkpoint_from_name_state_and_run_folder(tmp_path):
     assert mark(None, "step") is None
     (run / "checkpoints").mkdir()
     state = {"best_model_path": str(run / "checkpoints" / "epoch=1-step=8.ckpt"), "best_k_models": {}}
-    torch.save({"epoch": 2, "global_step": 12, "callbacks": {"ModelCheckpoint{'monitor': 'val_loss'}": state}},
-               run / "checkpoints" / "last.ckpt")
+    torch.save(
+        {"epoch": 2, "global_step": 12, "callbacks": {"ModelCheckpoint{'monitor': 'val_loss'}": state}},
+        run / "checkpoints" / "last.ckpt",
+    )
     assert mark(None, "step") == 7.0
 
 

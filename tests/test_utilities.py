@@ -1,4 +1,5 @@
 """Seeding and rank-zero helpers, as Lightning's behave."""
+
 import os
 import random
 

@@ -7,6 +7,7 @@ Example::
     trainer = pl.Trainer(max_epochs=3)
     trainer.fit(model, train_loader)
 """
+
 __version__ = "0.1.0"
 
 from ember.callbacks.callback import Callback
@@ -15,7 +16,7 @@ from ember.module import LightningModule
 from ember.trainer.trainer import Trainer
 from ember.utilities.seed import seed_everything
 
-__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "seed_everything", "__version__"]
+__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "__version__", "seed_everything"]
 
 _SUBMODULES = {"loggers", "callbacks", "utilities", "tuner", "cli", "plot", "demos", "strategies", "plugins"}
 

@@ -11,11 +11,13 @@ Example::
     parser.add_lightning_class_args(Trainer, "trainer")
     cfg = parser.parse_args(["--trainer.max_epochs", "3"])
 """
+
 from __future__ import annotations
 
 import difflib
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from jsonargparse import ArgumentParser, class_from_function
@@ -106,7 +108,7 @@ class LightningArgumentParser(ArgumentParser):
         """
         import inspect
         from collections.abc import Iterable
-        from typing import Optional, Union
+        from typing import Optional
 
         from ember.loggers.logger import Logger
 
@@ -119,7 +121,7 @@ class LightningArgumentParser(ArgumentParser):
         if loose:
             self.add_argument(
                 f"--{nested_key}.logger",
-                type=Optional[Union[Logger, Iterable[Logger], bool]],
+                type=Optional[Logger | Iterable[Logger] | bool],
                 default=parameter.default,
                 help="A logger (class_path and init_args), a list of them, True for the default logger, False for none.",
             )
@@ -135,7 +137,9 @@ class LightningArgumentParser(ArgumentParser):
         """Add an optimizer group (``--optimizer Adam --optimizer.lr 0.01``); a tuple allows any subclass."""
         classes = optimizer_class if isinstance(optimizer_class, tuple) else (optimizer_class,)
         if not all(isinstance(c, type) and issubclass(c, Optimizer) for c in classes):
-            raise MisconfigurationException(f"`add_optimizer_args` expects Optimizer subclasses, got {optimizer_class!r}.")
+            raise MisconfigurationException(
+                f"`add_optimizer_args` expects Optimizer subclasses, got {optimizer_class!r}."
+            )
         kwargs: dict[str, Any] = {"instantiate": False, "fail_untyped": False, "skip": {"params"}}
         if isinstance(optimizer_class, tuple):
             self.add_subclass_arguments(optimizer_class, nested_key, **kwargs)
@@ -174,7 +178,9 @@ _UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)")
 _UNEXPECTED_KEY = re.compile(r"""[Kk]ey ["']([\w.\-]+)["'] is not expected""")
 _NOT_ACCEPTED = re.compile(r"""does not accept (?:option|nested key)s? ["']([\w.\-]+)["']""")
 _PARSER_KEY = re.compile(r"""Parser key ["']([\w.\-]+)["']""")
-_INIT_ARG = re.compile(r"""class_path ["']([\w.]+)["']:\s*(?:Option|Key) ["']([\w\-]+)["'] is not (?:accepted|expected)""")
+_INIT_ARG = re.compile(
+    r"""class_path ["']([\w.]+)["']:\s*(?:Option|Key) ["']([\w\-]+)["'] is not (?:accepted|expected)"""
+)
 _REQUIRED = re.compile(r"arguments are required: (.*)")
 _NO_MODULE = re.compile(r"No module named '([\w.]+)'")
 _BAD_CLASS_PATH = re.compile(r"""class_path ["']([\w.]+)["']""")
@@ -252,7 +258,9 @@ def _explain(parser: ArgumentParser, message: str) -> str:
         names = _init_arg_names(class_path)
         nearest = difflib.get_close_matches(arg, names, n=1, cutoff=0.5)
         hint = f" did you mean `{prefix}{nearest[0]}`?" if nearest else ""
-        notes.append(f"`{prefix}{arg}` is not an argument of {class_path}:{hint} (it takes: {', '.join(names) or 'none'})")
+        notes.append(
+            f"`{prefix}{arg}` is not an argument of {class_path}:{hint} (it takes: {', '.join(names) or 'none'})"
+        )
     required = _REQUIRED.search(message)
     if required:
         for key in required.group(1).replace(",", " ").split():
@@ -274,4 +282,3 @@ def _explain(parser: ArgumentParser, message: str) -> str:
     if not notes:
         return message
     return message.rstrip() + "\n" + "\n".join(notes)
-

@@ -16,6 +16,7 @@ Example::
     atomic_save({"state_dict": model.state_dict()}, "runs/model.ckpt")
     checkpoint = load_checkpoint("runs/model.ckpt", map_location="cpu")
 """
+
 from __future__ import annotations
 
 import errno
@@ -73,7 +74,7 @@ def _local_path(path: _PATH) -> str:
     text = os.fspath(path)
     for prefix in ("file://", "local://"):
         if text.startswith(prefix):
-            return text[len(prefix):]
+            return text[len(prefix) :]
     return text
 
 
@@ -443,7 +444,7 @@ def unsafe_hparam_values(hparams: dict[str, Any]) -> list[str]:
 
 def _collect_unsafe(value: Any, where: str, found: list[str]) -> None:
     kind = type(value)
-    if kind in _SAFE_SCALARS or isinstance(value, torch.Tensor) and kind in (torch.Tensor, torch.nn.Parameter):
+    if kind in _SAFE_SCALARS or (isinstance(value, torch.Tensor) and kind in (torch.Tensor, torch.nn.Parameter)):
         return
     if kind in (list, tuple, set):
         for index, item in enumerate(value):

@@ -17,14 +17,15 @@ or, with no script at all::
     ember fit --model my_project.MyModel --data my_project.MyData --trainer.max_epochs 5
     ember fit --config config.yaml --print_config > full.yaml
 """
+
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial, update_wrapper
 from types import MethodType
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch.optim import Optimizer
@@ -42,8 +43,15 @@ if TYPE_CHECKING:
     from jsonargparse import Namespace
 
 __all__ = [
-    "LightningArgumentParser", "LightningCLI", "SaveConfigCallback", "ReduceLROnPlateau", "instantiate_class",
-    "OptimizerCallable", "LRSchedulerCallable", "ArgsType", "main",
+    "ArgsType",
+    "LRSchedulerCallable",
+    "LightningArgumentParser",
+    "LightningCLI",
+    "OptimizerCallable",
+    "ReduceLROnPlateau",
+    "SaveConfigCallback",
+    "instantiate_class",
+    "main",
 ]
 
 
@@ -67,7 +75,7 @@ LRSchedulerTypeUnion = Union[LRScheduler, ReduceLROnPlateau]
 LRSchedulerType = Union[type[LRScheduler], type[ReduceLROnPlateau]]
 ArgsType = Union[list[str], dict[str, Any], "Namespace", None]
 OptimizerCallable = Callable[[Iterable], Optimizer]
-LRSchedulerCallable = Callable[[Optimizer], Union[LRScheduler, ReduceLROnPlateau]]
+LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
 
 
 def __getattr__(name: str) -> Any:
@@ -249,7 +257,9 @@ class LightningCLI:
         )
         return parser
 
-    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]) -> None:
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
         """Build the parser, with one subparser per subcommand when ``run`` is True."""
         self.parser = self.init_parser(**main_kwargs)
         if add_subcommands:
@@ -312,7 +322,9 @@ class LightningCLI:
 
         self._subcommand_parsers: dict[str, Any] = {}
         parser_subcommands = parser.add_subcommands()
-        trainer_class = self.trainer_class if isinstance(self.trainer_class, type) else class_from_function(self.trainer_class)
+        trainer_class = (
+            self.trainer_class if isinstance(self.trainer_class, type) else class_from_function(self.trainer_class)
+        )
         for subcommand in self.subcommands():
             fn = getattr(trainer_class, subcommand)
             description = _short_description(fn)
@@ -371,8 +383,10 @@ class LightningCLI:
         hparams.pop("_instantiator", None)
         if "_class_path" in hparams:
             # the config chooses the model class, never the checkpoint (safe loading): keep only the values
-            rank_zero_warn("Ignoring `_class_path` found in the checkpoint's hyperparameters: a checkpoint never"
-                           " selects a class to import. The model class comes from the config.")
+            rank_zero_warn(
+                "Ignoring `_class_path` found in the checkpoint's hyperparameters: a checkpoint never"
+                " selects a class to import. The model class comes from the config."
+            )
             hparams.pop("_class_path")
         if not hparams:
             return
@@ -391,7 +405,9 @@ class LightningCLI:
         config_seed = self._get(self.config, "seed_everything")
         if config_seed is False:
             return
-        config_seed = seed_everything(workers=True) if config_seed is True else seed_everything(config_seed, workers=True)
+        config_seed = (
+            seed_everything(workers=True) if config_seed is True else seed_everything(config_seed, workers=True)
+        )
         if self.subcommand:
             self.config[self.subcommand]["seed_everything"] = config_seed
         else:
@@ -457,7 +473,10 @@ class LightningCLI:
         if lr_scheduler is None:
             return optimizer
         if isinstance(lr_scheduler, ReduceLROnPlateau):
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": lr_scheduler, "monitor": lr_scheduler.monitor}}
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": lr_scheduler, "monitor": lr_scheduler.monitor},
+            }
         return [optimizer], [lr_scheduler]
 
     def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:

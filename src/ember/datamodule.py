@@ -1,9 +1,11 @@
 """``LightningDataModule``: the data of an experiment, its preparation and its dataloaders."""
+
 from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
@@ -92,8 +94,12 @@ class LightningDataModule(HyperparametersMixin):
             ...
         """
         lines = []
-        for label, method in (("Train dataloader", "train_dataloader"), ("Validation dataloader", "val_dataloader"),
-                              ("Test dataloader", "test_dataloader"), ("Predict dataloader", "predict_dataloader")):
+        for label, method in (
+            ("Train dataloader", "train_dataloader"),
+            ("Validation dataloader", "val_dataloader"),
+            ("Test dataloader", "test_dataloader"),
+            ("Predict dataloader", "predict_dataloader"),
+        ):
             try:
                 loaders = getattr(self, method)()
             except Exception:  # not implemented, or not set up yet
@@ -127,8 +133,9 @@ class LightningDataModule(HyperparametersMixin):
 
         def loader(ds: Dataset, shuffle: bool) -> DataLoader:
             shuffle &= not isinstance(ds, IterableDataset)
-            return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                              persistent_workers=num_workers > 0)
+            return DataLoader(
+                ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, persistent_workers=num_workers > 0
+            )
 
         def loaders(ds: Any, shuffle: bool) -> Any:
             if isinstance(ds, Mapping):
@@ -140,8 +147,9 @@ class LightningDataModule(HyperparametersMixin):
         # a subclass whose __init__ takes batch_size / num_workers receives them too, as in Lightning
         params = inspect.signature(cls.__init__).parameters
         accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        special = {k: v for k, v in (("batch_size", batch_size), ("num_workers", num_workers))
-                   if accepts_kwargs or k in params}
+        special = {
+            k: v for k, v in (("batch_size", batch_size), ("num_workers", num_workers)) if accepts_kwargs or k in params
+        }
         datamodule = cls(**datamodule_kwargs, **special)
         if train_dataset is not None:
             datamodule.train_dataloader = lambda: loaders(train_dataset, True)  # type: ignore[method-assign]
@@ -155,8 +163,12 @@ class LightningDataModule(HyperparametersMixin):
 
     @restricted_classmethod
     def load_from_checkpoint(
-        cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
-        weights_only: bool | None = None, **kwargs: Any,
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
     ) -> LightningDataModule:
         """Rebuild the datamodule from the hyperparameters saved in a checkpoint."""
         from ember.saving import load_from_checkpoint

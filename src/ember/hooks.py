@@ -26,9 +26,11 @@ The loop, as ``trainer.fit`` runs it (callbacks receive each hook before the mod
         per batch: transfer hooks; on_validation_batch_start; validation_step; on_validation_batch_end;
         on_validation_epoch_end; on_validation_end; on_validation_model_train
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 
 class LogRule(NamedTuple):
@@ -75,31 +77,89 @@ LOG_RULES: dict[str, LogRule | None] = {
     "on_test_epoch_end": _EPOCH_ONLY,
 }
 for _name in (
-    "predict_step", "on_predict_start", "on_predict_end", "on_predict_epoch_start", "on_predict_epoch_end",
-    "on_predict_batch_start", "on_predict_batch_end", "setup", "teardown", "configure_model",
-    "configure_optimizers", "configure_callbacks", "configure_sharded_model", "prepare_data", "train_dataloader", "val_dataloader",
-    "test_dataloader", "predict_dataloader", "on_before_batch_transfer", "transfer_batch_to_device",
-    "on_after_batch_transfer", "on_fit_start", "on_fit_end", "on_sanity_check_start", "on_sanity_check_end",
-    "on_train_end", "on_validation_end", "on_test_end", "on_exception", "state_dict", "load_state_dict",
-    "on_save_checkpoint", "on_load_checkpoint", "lr_scheduler_step", "on_validation_model_zero_grad",
-    "on_validation_model_eval", "on_validation_model_train", "on_test_model_eval", "on_test_model_train",
-    "on_predict_model_eval", "on_predict_model_train",
+    "predict_step",
+    "on_predict_start",
+    "on_predict_end",
+    "on_predict_epoch_start",
+    "on_predict_epoch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+    "setup",
+    "teardown",
+    "configure_model",
+    "configure_optimizers",
+    "configure_callbacks",
+    "configure_sharded_model",
+    "prepare_data",
+    "train_dataloader",
+    "val_dataloader",
+    "test_dataloader",
+    "predict_dataloader",
+    "on_before_batch_transfer",
+    "transfer_batch_to_device",
+    "on_after_batch_transfer",
+    "on_fit_start",
+    "on_fit_end",
+    "on_sanity_check_start",
+    "on_sanity_check_end",
+    "on_train_end",
+    "on_validation_end",
+    "on_test_end",
+    "on_exception",
+    "state_dict",
+    "load_state_dict",
+    "on_save_checkpoint",
+    "on_load_checkpoint",
+    "lr_scheduler_step",
+    "on_validation_model_zero_grad",
+    "on_validation_model_eval",
+    "on_validation_model_train",
+    "on_test_model_eval",
+    "on_test_model_train",
+    "on_predict_model_eval",
+    "on_predict_model_train",
 ):
     LOG_RULES[_name] = None
 
 # Hooks a callback may receive (``Callback`` defines each as a no-op).
 CALLBACK_HOOKS = (
-    "setup", "teardown", "on_fit_start", "on_fit_end", "on_sanity_check_start", "on_sanity_check_end",
-    "on_train_start", "on_train_end", "on_train_epoch_start", "on_train_epoch_end",
-    "on_train_batch_start", "on_train_batch_end",
-    "on_validation_start", "on_validation_end", "on_validation_epoch_start", "on_validation_epoch_end",
-    "on_validation_batch_start", "on_validation_batch_end",
-    "on_test_start", "on_test_end", "on_test_epoch_start", "on_test_epoch_end",
-    "on_test_batch_start", "on_test_batch_end",
-    "on_predict_start", "on_predict_end", "on_predict_epoch_start", "on_predict_epoch_end",
-    "on_predict_batch_start", "on_predict_batch_end",
-    "on_exception", "on_save_checkpoint", "on_load_checkpoint",
-    "on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad",
+    "setup",
+    "teardown",
+    "on_fit_start",
+    "on_fit_end",
+    "on_sanity_check_start",
+    "on_sanity_check_end",
+    "on_train_start",
+    "on_train_end",
+    "on_train_epoch_start",
+    "on_train_epoch_end",
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_validation_start",
+    "on_validation_end",
+    "on_validation_epoch_start",
+    "on_validation_epoch_end",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_start",
+    "on_test_end",
+    "on_test_epoch_start",
+    "on_test_epoch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_predict_start",
+    "on_predict_end",
+    "on_predict_epoch_start",
+    "on_predict_epoch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+    "on_exception",
+    "on_save_checkpoint",
+    "on_load_checkpoint",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
 )
 
 
@@ -137,7 +197,9 @@ class HookDispatcher:
             name: [self._callback_fn(cb, name) for cb in owners] for name, owners in self._callbacks_for.items()
         }
         self._module_overrides = {
-            name for name in dir(LightningModule) if not name.startswith("__") and overrides(module, LightningModule, name)
+            name
+            for name in dir(LightningModule)
+            if not name.startswith("__") and overrides(module, LightningModule, name)
         }
 
     def _callback_fn(self, callback: Any, name: str) -> Any:

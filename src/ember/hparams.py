@@ -2,14 +2,16 @@
 
 Shared by ``LightningModule`` and ``LightningDataModule``.
 """
+
 from __future__ import annotations
 
 import copy
 import inspect
 import types
 from argparse import Namespace
+from collections.abc import MutableMapping, Sequence
 from dataclasses import fields, is_dataclass
-from typing import Any, MutableMapping, Sequence
+from typing import Any
 
 from ember.utilities.parsing import AttributeDict
 from ember.utilities.rank_zero import rank_zero_warn
@@ -72,7 +74,9 @@ class HyperparametersMixin:
         elif is_dataclass(hp) and not isinstance(hp, type):
             hp = AttributeDict({f.name: getattr(hp, f.name) for f in fields(hp)})
         elif not isinstance(hp, MutableMapping):
-            raise ValueError(f"Unsupported hyperparameters type {type(hp).__name__}: pass a dict, Namespace or dataclass.")
+            raise ValueError(
+                f"Unsupported hyperparameters type {type(hp).__name__}: pass a dict, Namespace or dataclass."
+            )
         if isinstance(hp, dict) and isinstance(getattr(self, "_hparams", None), dict):
             # a second call adds to what the first saved, as in Lightning
             self._hparams.update(hp)

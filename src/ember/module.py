@@ -3,10 +3,12 @@
 The trainer attaches itself as ``module.trainer`` while it runs; that attribute is the only way this
 file reaches the trainer.
 """
+
 from __future__ import annotations
 
+from collections.abc import Generator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Generator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -44,9 +46,23 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
     """
 
     __jit_unused_properties__: list[str] = [
-        "trainer", "device", "dtype", "current_epoch", "global_step", "global_rank", "local_rank",
-        "logger", "loggers", "automatic_optimization", "hparams", "hparams_initial", "example_input_array",
-        "fabric", "device_mesh", "on_gpu", "strict_loading",
+        "trainer",
+        "device",
+        "dtype",
+        "current_epoch",
+        "global_step",
+        "global_rank",
+        "local_rank",
+        "logger",
+        "loggers",
+        "automatic_optimization",
+        "hparams",
+        "hparams_initial",
+        "example_input_array",
+        "fabric",
+        "device_mesh",
+        "on_gpu",
+        "strict_loading",
     ]
 
     # True while TorchScript inspects the module: it reads every attribute, `trainer` included
@@ -492,7 +508,9 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
         else:
             scheduler.step(metric)
 
-    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Optimizer | Any, optimizer_closure: Any = None) -> None:
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Optimizer | Any, optimizer_closure: Any = None
+    ) -> None:
         """Step the optimizer; ``optimizer_closure`` runs training_step, zero_grad and backward.
 
         Example (learning-rate warm-up)::
@@ -557,9 +575,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
                 )
             input_sample = self.example_input_array
         input_sample = self.on_before_batch_transfer(input_sample, 0)
-        input_sample = self.on_after_batch_transfer(
-            self.transfer_batch_to_device(input_sample, self.device, 0), 0
-        )
+        input_sample = self.on_after_batch_transfer(self.transfer_batch_to_device(input_sample, self.device, 0), 0)
         mode = self.training
         try:
             return torch.onnx.export(self, input_sample, str(file_path) if file_path is not None else None, **kwargs)
@@ -567,7 +583,9 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
             self.train(mode)
 
     @torch.no_grad()
-    def to_torchscript(self, file_path: Any = None, method: str = "script", example_inputs: Any = None, **kwargs: Any) -> Any:
+    def to_torchscript(
+        self, file_path: Any = None, method: str = "script", example_inputs: Any = None, **kwargs: Any
+    ) -> Any:
         """Export with TorchScript (``method="script"`` or ``"trace"``)."""
         mode = self.training
         self.eval()

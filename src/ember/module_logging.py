@@ -3,6 +3,7 @@
 Values are checked once per key, then accumulated on the device by the trainer's result
 collection (``ember.trainer.logging``); nothing here reads a value back to the host.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -34,6 +35,7 @@ class LoggingMixin:
 
     _trainer: Any
     _current_fx_name: str | None
+
     def log(
         self,
         name: str,
@@ -67,8 +69,20 @@ class LoggingMixin:
             metric = results.metrics.get((self._current_fx_name, name, results.dataloader_idx))
             if (
                 metric is not None
-                and metric.args == (prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-                                    sync_dist_group, add_dataloader_idx, metric_attribute, rank_zero_only)
+                and metric.args
+                == (
+                    prog_bar,
+                    logger,
+                    on_step,
+                    on_epoch,
+                    reduce_fx,
+                    enable_graph,
+                    sync_dist,
+                    sync_dist_group,
+                    add_dataloader_idx,
+                    metric_attribute,
+                    rank_zero_only,
+                )
                 and value.dtype in _FLOATS
                 and value.ndim == 0
             ):
@@ -81,17 +95,52 @@ class LoggingMixin:
                 metric.update(value, size, results.sync)
                 return
         self._log_checked(
-            name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-            sync_dist_group, add_dataloader_idx, batch_size, metric_attribute, rank_zero_only,
+            name,
+            value,
+            prog_bar,
+            logger,
+            on_step,
+            on_epoch,
+            reduce_fx,
+            enable_graph,
+            sync_dist,
+            sync_dist_group,
+            add_dataloader_idx,
+            batch_size,
+            metric_attribute,
+            rank_zero_only,
         )
 
     def _log_checked(
-        self, name: str, value: Any, prog_bar: bool, logger: bool | None, on_step: bool | None,
-        on_epoch: bool | None, reduce_fx: Any, enable_graph: bool, sync_dist: bool, sync_dist_group: Any,
-        add_dataloader_idx: bool, batch_size: int | None, metric_attribute: str | None, rank_zero_only: bool,
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool,
+        logger: bool | None,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: Any,
+        enable_graph: bool,
+        sync_dist: bool,
+        sync_dist_group: Any,
+        add_dataloader_idx: bool,
+        batch_size: int | None,
+        metric_attribute: str | None,
+        rank_zero_only: bool,
     ) -> None:
-        args = (prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, sync_dist_group,
-                add_dataloader_idx, metric_attribute, rank_zero_only)
+        args = (
+            prog_bar,
+            logger,
+            on_step,
+            on_epoch,
+            reduce_fx,
+            enable_graph,
+            sync_dist,
+            sync_dist_group,
+            add_dataloader_idx,
+            metric_attribute,
+            rank_zero_only,
+        )
         metric_type = _torchmetrics_metric_type()
         is_metric = metric_type is not None and isinstance(value, metric_type)
         if not is_metric:
@@ -143,8 +192,19 @@ class LoggingMixin:
                 f"You called `self.log({name!r}, ..., logger=True)` but have no logger configured. You can enable one"
                 " by doing `Trainer(logger=ALogger(...))`. Remove `logger=True` to remove this warning."
             )
-        resolved = (prog_bar, True if logger is None else logger, on_step, on_epoch, reduce, enable_graph,
-                    sync_dist, sync_dist_group, add_dataloader_idx, metric_attribute, rank_zero_only)
+        resolved = (
+            prog_bar,
+            True if logger is None else logger,
+            on_step,
+            on_epoch,
+            reduce,
+            enable_graph,
+            sync_dist,
+            sync_dist_group,
+            add_dataloader_idx,
+            metric_attribute,
+            rank_zero_only,
+        )
         known = results.get(fx, name, add_dataloader_idx) is not None
         metric = results.register(fx, name, args, resolved, is_tensor=not is_metric)  # raises on different arguments
         if not known:
@@ -211,12 +271,40 @@ class LoggingMixin:
             items = [(key, metric) for key, metric in dictionary.items(keep_base=False)]
             attributes = {id(m): n for n, m in self.named_modules()}
             for key, metric in items:
-                self.log(key, metric, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-                         sync_dist_group, add_dataloader_idx, batch_size, attributes.get(id(metric)), rank_zero_only)
+                self.log(
+                    key,
+                    metric,
+                    prog_bar,
+                    logger,
+                    on_step,
+                    on_epoch,
+                    reduce_fx,
+                    enable_graph,
+                    sync_dist,
+                    sync_dist_group,
+                    add_dataloader_idx,
+                    batch_size,
+                    attributes.get(id(metric)),
+                    rank_zero_only,
+                )
             return
         for key, value in dictionary.items():
-            self.log(key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-                     sync_dist_group, add_dataloader_idx, batch_size, None, rank_zero_only)
+            self.log(
+                key,
+                value,
+                prog_bar,
+                logger,
+                on_step,
+                on_epoch,
+                reduce_fx,
+                enable_graph,
+                sync_dist,
+                sync_dist_group,
+                add_dataloader_idx,
+                batch_size,
+                None,
+                rank_zero_only,
+            )
 
 
 def _resolve_log_levels(fx: str, name: str, on_step: bool | None, on_epoch: bool | None) -> tuple[bool, bool]:

@@ -14,6 +14,7 @@ Example::
 
 or from a shell: ``ember plot lightning_logs/version_0 -o curves.png --x epoch``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,9 @@ def _find_source(path: Path) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise FileNotFoundError(f"'{path}' does not exist. Pass a run folder (e.g. lightning_logs/version_0) or a metrics.csv file.")
+        raise FileNotFoundError(
+            f"'{path}' does not exist. Pass a run folder (e.g. lightning_logs/version_0) or a metrics.csv file."
+        )
     if (path / "metrics.csv").is_file():
         return path / "metrics.csv"
     if any(p.name.startswith("events.out.tfevents") for p in path.iterdir()):
@@ -176,7 +179,9 @@ def _choose_x(rows: Sequence[Row], keys: Sequence[str]) -> str:
     return "epoch"
 
 
-def _series(rows: Sequence[Row], key: str, x: str, mapping: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
+def _series(
+    rows: Sequence[Row], key: str, x: str, mapping: Sequence[tuple[float, float]]
+) -> tuple[list[float], list[float]]:
     # A run resumed from a checkpoint logs again the steps that came after that checkpoint, so a
     # step may appear twice in an appended metrics.csv: the later row (the resumed run) wins.
     latest: dict[tuple[float, float | None], Row] = {}
@@ -214,7 +219,12 @@ def _best_from_state(state: Any) -> str | None:
     if best:
         return str(best)
     best_k = state.get("best_k_models") if isinstance(state, dict) else getattr(state, "best_k_models", None)
-    if isinstance(state, dict) and best_k is None and state and all(isinstance(v, (int, float)) for v in state.values()):
+    if (
+        isinstance(state, dict)
+        and best_k is None
+        and state
+        and all(isinstance(v, (int, float)) for v in state.values())
+    ):
         best_k = state  # a bare {path: score} mapping
     if best_k:
         mode = state.get("mode", "min") if isinstance(state, dict) else getattr(state, "mode", "min")
@@ -383,7 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = args[1:]  # called with the sub-command name still in front
     parser = argparse.ArgumentParser(prog="ember plot", description="Plot the metrics of a run into a PNG.")
     parser.add_argument("run_dir", help="a logger version folder (e.g. lightning_logs/version_0) or a metrics.csv")
-    parser.add_argument("-o", "--output", default=None, help="the PNG to write (default: metrics.png in the run folder)")
+    parser.add_argument(
+        "-o", "--output", default=None, help="the PNG to write (default: metrics.png in the run folder)"
+    )
     parser.add_argument("--x", choices=("step", "epoch"), default=None, help="x axis (default: chosen from the data)")
     parser.add_argument("--best", default=None, help="checkpoint to mark (default: the best one found in the run)")
     ns = parser.parse_args(args)

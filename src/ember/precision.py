@@ -1,8 +1,10 @@
 """Numeric precision: autocast for the mixed modes, GradScaler for fp16 on CUDA, casts for the true modes."""
+
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,11 +13,20 @@ from torch.optim import Optimizer
 from ember.utilities.exceptions import MisconfigurationException
 
 _ALIASES = {
-    "64": "64-true", 64: "64-true", "64-true": "64-true", "double": "64-true",
-    "32": "32-true", 32: "32-true", "32-true": "32-true",
-    "16": "16-mixed", 16: "16-mixed", "16-mixed": "16-mixed",
-    "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed",
-    "16-true": "16-true", "bf16-true": "bf16-true",
+    "64": "64-true",
+    64: "64-true",
+    "64-true": "64-true",
+    "double": "64-true",
+    "32": "32-true",
+    32: "32-true",
+    "32-true": "32-true",
+    "16": "16-mixed",
+    16: "16-mixed",
+    "16-mixed": "16-mixed",
+    "bf16": "bf16-mixed",
+    "bf16-mixed": "bf16-mixed",
+    "16-true": "16-true",
+    "bf16-true": "bf16-true",
 }
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 
@@ -61,7 +72,9 @@ class Precision:
                 self.scaler = torch.amp.GradScaler("cuda")
         elif precision == "bf16-mixed":
             self._autocast_dtype = torch.bfloat16
-        self._module_dtype = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}.get(precision)
+        self._module_dtype = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}.get(
+            precision
+        )
 
     @property
     def is_identity(self) -> bool:

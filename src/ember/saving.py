@@ -1,4 +1,5 @@
 """``load_from_checkpoint``: rebuild a module or datamodule from a checkpoint, safely."""
+
 from __future__ import annotations
 
 import functools
@@ -101,7 +102,9 @@ def load_from_checkpoint(
     # a checkpoint never chooses the class: keys that would instantiate something are dropped
     for key in ("_instantiator", "_class_path"):
         if key in hparams:
-            rank_zero_warn(f"Ignoring `{key}` found in the checkpoint's hyperparameters: a checkpoint never selects a class to import.")
+            rank_zero_warn(
+                f"Ignoring `{key}` found in the checkpoint's hyperparameters: a checkpoint never selects a class to import."
+            )
             hparams.pop(key)
     hparams.update(kwargs)
 

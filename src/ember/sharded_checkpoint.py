@@ -26,6 +26,7 @@ Example::
     checkpoint = load("checkpoints/epoch=0-step=8.ckpt")  # meta.pt + full model weights, one process
     model.load_state_dict(checkpoint["state_dict"])
 """
+
 from __future__ import annotations
 
 import os
@@ -149,7 +150,9 @@ def load(path: str | os.PathLike, map_location: Any = None, weights_only: bool |
             f"Checkpoint {path} is a folder but not a sharded checkpoint: it has no `{METADATA_FILENAME}`. Pass a"
             " checkpoint file, or a folder written with `FSDPStrategy(state_dict_type='sharded')`."
         )
-    checkpoint = load_checkpoint(os.path.join(path, METADATA_FILENAME), map_location=map_location, weights_only=weights_only)
+    checkpoint = load_checkpoint(
+        os.path.join(path, METADATA_FILENAME), map_location=map_location, weights_only=weights_only
+    )
     index = _read_index(path, weights_only)
     weights: dict[str, Any] = {}
     optimizers: set[int] = set()
@@ -235,8 +238,11 @@ _INDEX_GLOBALS = {
     ("collections", "OrderedDict"),
     ("builtins", "set"),
     ("builtins", "frozenset"),
-    *((module, name) for module in ("pathlib", "pathlib._local")
-      for name in ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath")),
+    *(
+        (module, name)
+        for module in ("pathlib", "pathlib._local")
+        for name in ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath")
+    ),
 }
 
 
@@ -248,7 +254,11 @@ class _IndexUnpickler(pickle.Unpickler):
         self.folder = folder
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _INDEX_GLOBALS or self._is_index_record(module, name) or self._is_torch_constant(module, name):
+        if (
+            (module, name) in _INDEX_GLOBALS
+            or self._is_index_record(module, name)
+            or self._is_torch_constant(module, name)
+        ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(
             f"The index (.metadata) of sharded checkpoint {self.folder} needs `{module}.{name}`, which safe loading"

@@ -1,4 +1,5 @@
 """Lightning's import path for strategies: ``from ember.strategies import DDPStrategy``."""
+
 from ember.distributed.ddp import DDPSpawnStrategy, DDPStrategy
 from ember.distributed.fsdp import FSDPStrategy
 from ember.distributed.parallel import ParallelStrategy

@@ -1,4 +1,5 @@
 """EarlyStopping: each stopping rule, its reason, and the check it stops at."""
+
 from __future__ import annotations
 
 import logging
@@ -6,12 +7,12 @@ import math
 
 import pytest
 import torch
+from tests.helpers.checkpoint_models import QUIET, FakeTrainer, SequenceModel
 
 import ember
 from ember.callbacks.early_stopping import EarlyStopping, EarlyStoppingReason
 from ember.checkpoint_io import atomic_save, load_checkpoint
 from ember.utilities.exceptions import MisconfigurationException
-from tests.helpers.checkpoint_models import QUIET, FakeTrainer, SequenceModel
 
 needs_trainer = pytest.mark.skipif(not hasattr(ember, "Trainer"), reason="needs ember.Trainer")
 
@@ -92,7 +93,9 @@ def test_non_finite_metric(tmp_path, bad):
     callback, stopped = _run([1.0, bad], tmp_path, patience=10)
     assert stopped == 1
     assert callback.stopping_reason is EarlyStoppingReason.NON_FINITE_METRIC
-    assert "is not finite. Previous best value was 1.000. Signaling Trainer to stop." in callback.stopping_reason_message
+    assert (
+        "is not finite. Previous best value was 1.000. Signaling Trainer to stop." in callback.stopping_reason_message
+    )
 
 
 def test_check_finite_off(tmp_path):
@@ -123,9 +126,12 @@ def test_missing_metric_strict_lists_available(tmp_path):
     trainer.advance(metrics={"train_loss": 1.0, "acc": 0.5})
     callback = EarlyStopping("val_loss")
     callback.setup(trainer, None, "fit")
-    with pytest.raises(RuntimeError, match="Early stopping conditioned on metric `val_loss` which is not available."
-                                            " Pass in or modify your `EarlyStopping` callback to use any of the"
-                                            " following: `train_loss`, `acc`"):
+    with pytest.raises(
+        RuntimeError,
+        match="Early stopping conditioned on metric `val_loss` which is not available."
+        " Pass in or modify your `EarlyStopping` callback to use any of the"
+        " following: `train_loss`, `acc`",
+    ):
         callback.on_train_epoch_end(trainer, None)
 
 
@@ -188,8 +194,9 @@ def test_skipped_in_sanity_check_fast_dev_run_and_outside_fit(tmp_path):
 
 def test_any_rank_stopping_stops_all(tmp_path):
     trainer = FakeTrainer(tmp_path)
-    trainer.strategy.reduce_boolean_decision = lambda decision, all=True: (trainer.strategy.reduced.append(
-        (decision, all)) or True)
+    trainer.strategy.reduce_boolean_decision = lambda decision, all=True: (
+        trainer.strategy.reduced.append((decision, all)) or True
+    )
     callback = EarlyStopping("val_loss")
     callback.setup(trainer, None, "fit")
     trainer.advance(epoch=2, metrics={"val_loss": 1.0})
@@ -212,8 +219,14 @@ def test_state_key_and_state_round_trip(tmp_path):
     callback, _ = _run([3.0, 4.0, 5.0, 6.0], tmp_path, patience=3)
     assert callback.state_key == "EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}"
     state = callback.state_dict()
-    assert set(state) == {"wait_count", "stopped_epoch", "best_score", "patience", "stopping_reason",
-                          "stopping_reason_message"}
+    assert set(state) == {
+        "wait_count",
+        "stopped_epoch",
+        "best_score",
+        "patience",
+        "stopping_reason",
+        "stopping_reason_message",
+    }
     # plain data: it survives a safe load
     atomic_save({"callbacks": {callback.state_key: state}}, tmp_path / "es.ckpt")
     loaded = load_checkpoint(tmp_path / "es.ckpt")["callbacks"][callback.state_key]
@@ -229,8 +242,15 @@ def test_load_state_from_older_or_lightning_checkpoint(tmp_path):
     callback = EarlyStopping("val_loss")
     callback.load_state_dict({"wait_count": 1, "stopped_epoch": 0, "best_score": torch.tensor(2.0), "patience": 3})
     assert callback.stopping_reason is EarlyStoppingReason.NOT_STOPPED
-    callback.load_state_dict({"wait_count": 1, "stopped_epoch": 0, "best_score": torch.tensor(2.0), "patience": 3,
-                              "stopping_reason": EarlyStoppingReason.DIVERGENCE_THRESHOLD})
+    callback.load_state_dict(
+        {
+            "wait_count": 1,
+            "stopped_epoch": 0,
+            "best_score": torch.tensor(2.0),
+            "patience": 3,
+            "stopping_reason": EarlyStoppingReason.DIVERGENCE_THRESHOLD,
+        }
+    )
     assert callback.stopping_reason is EarlyStoppingReason.DIVERGENCE_THRESHOLD
 
 

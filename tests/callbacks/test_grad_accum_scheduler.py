@@ -1,13 +1,14 @@
 """GradientAccumulationScheduler: the factor per epoch, its effect on optimizer steps, and its errors."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from tests.helpers.callback_models import QUIET, make_regressor, train_loader
 
 import ember as pl
 from ember.callbacks import Callback, GradientAccumulationScheduler
 from ember.utilities.exceptions import MisconfigurationException
-from tests.helpers.callback_models import QUIET, make_regressor, train_loader
 
 Regressor = make_regressor(pl)
 
@@ -71,8 +72,9 @@ def test_not_with_manual_optimization():
 
 
 def test_not_with_trainer_accumulation():
-    trainer = pl.Trainer(**QUIET, max_epochs=1, accumulate_grad_batches=2,
-                         callbacks=[GradientAccumulationScheduler({1: 2})])
+    trainer = pl.Trainer(
+        **QUIET, max_epochs=1, accumulate_grad_batches=2, callbacks=[GradientAccumulationScheduler({1: 2})]
+    )
     message = "Either remove `accumulate_grad_batches` from the Trainer or remove the callback"
     with pytest.raises(ValueError, match=message):
         trainer.fit(Regressor(), train_loader())
@@ -83,7 +85,12 @@ def test_warns_when_optimizer_step_is_overridden():
         def optimizer_step(self, *args, **kwargs):
             super().optimizer_step(*args, **kwargs)
 
-    trainer = pl.Trainer(**QUIET, max_epochs=1, limit_train_batches=2, limit_val_batches=0,
-                         callbacks=[GradientAccumulationScheduler({0: 2})])
+    trainer = pl.Trainer(
+        **QUIET,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        callbacks=[GradientAccumulationScheduler({0: 2})],
+    )
     with pytest.warns(UserWarning, match="the hooks will not be called on every batch"):
         trainer.fit(CustomStep(), train_loader())

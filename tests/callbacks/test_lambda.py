@@ -1,11 +1,12 @@
 """LambdaCallback: functions passed by hook name run at those hooks, and only those."""
+
 from __future__ import annotations
 
 import pytest
+from tests.helpers.callback_models import QUIET, make_regressor, train_loader, val_loader
 
 import ember as pl
 from ember.callbacks import Callback, LambdaCallback
-from tests.helpers.callback_models import QUIET, make_regressor, train_loader, val_loader
 
 Regressor = make_regressor(pl)
 
@@ -23,9 +24,17 @@ def test_functions_run_at_their_hooks():
     trainer = pl.Trainer(**QUIET, max_epochs=2, limit_train_batches=2, num_sanity_val_steps=1, callbacks=[callback])
     trainer.fit(Regressor(), train_loader(), val_loader())
     assert calls == [
-        ("setup", "fit"), ("fit_start",), ("val_end", True),
-        ("batch", 0), ("batch", 1), ("val_end", False), ("epoch_end", 0),
-        ("batch", 0), ("batch", 1), ("val_end", False), ("epoch_end", 1),
+        ("setup", "fit"),
+        ("fit_start",),
+        ("val_end", True),
+        ("batch", 0),
+        ("batch", 1),
+        ("val_end", False),
+        ("epoch_end", 0),
+        ("batch", 0),
+        ("batch", 1),
+        ("val_end", False),
+        ("epoch_end", 1),
     ]
 
 

@@ -4,13 +4,15 @@ It prints the gradient norm at ``on_validation_end``. As in Lightning, the train
 gradients before each validation (``on_validation_model_zero_grad``), so with a default module the
 printed norm is 0; a module that keeps its gradients shows the norm of the last training step.
 """
+
 from __future__ import annotations
 
 import re
 
+from tests.helpers.callback_models import QUIET, make_regressor, train_loader, val_loader
+
 import ember as pl
 from ember.callbacks import Callback
-from tests.helpers.callback_models import QUIET, make_regressor, train_loader, val_loader
 
 Regressor = make_regressor(pl)
 
@@ -23,7 +25,7 @@ class LogModelNorm(Callback):
         for p in pl_module.parameters():
             if p.grad is not None:
                 total_norm += p.grad.data.norm(2).item() ** 2
-        print(f"Current gradient norm: {total_norm ** 0.5:.4f}")
+        print(f"Current gradient norm: {total_norm**0.5:.4f}")
 
 
 class KeepsGradients(Regressor):
@@ -54,8 +56,9 @@ def test_prints_after_every_validation_with_gradients_cleared(capsys):
 
 def test_printed_norm_matches_hand_computed_norm(capsys):
     model = KeepsGradients()
-    trainer = pl.Trainer(**QUIET, max_epochs=2, val_check_interval=2, num_sanity_val_steps=0,
-                         callbacks=[LogModelNorm()])
+    trainer = pl.Trainer(
+        **QUIET, max_epochs=2, val_check_interval=2, num_sanity_val_steps=0, callbacks=[LogModelNorm()]
+    )
     trainer.fit(model, train_loader(), val_loader())
     printed = _printed_norms(capsys.readouterr().out)
     # validation runs after training batches 2 and 4 of each epoch: the norms of those steps' gradients

@@ -1,13 +1,14 @@
 """LearningRateMonitor: keys, values and steps as Lightning 2.6.6 logs them (observed on the same runs)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from tests.helpers.callback_models import QUIET, make_recording_logger, make_regressor, train_loader, val_loader
 
 import ember as pl
 from ember.callbacks import LearningRateMonitor
 from ember.utilities.exceptions import MisconfigurationException
-from tests.helpers.callback_models import QUIET, make_recording_logger, make_regressor, train_loader, val_loader
 
 Regressor = make_regressor(pl)
 RecordingLogger = make_recording_logger(pl)
@@ -42,17 +43,30 @@ m_, w_ = "-momentum", "-weight_decay"
 CASES = {
     "no_scheduler": (_sgd, {}, 2, 1, [({"lr-SGD": 0.1}, s) for s in (0, 0, 1, 2, 3, 4, 4, 5, 6, 7)]),
     "epoch_scheduler": (
-        _adam_steplr, {"log_momentum": True, "log_weight_decay": True}, 2, 1,
-        [({"lr-Adam": 0.1, "lr-Adam" + m_: 0.9, "lr-Adam" + w_: 0}, 0),
-         ({"lr-Adam": 0.05, "lr-Adam" + m_: 0.9, "lr-Adam" + w_: 0}, 4)],
+        _adam_steplr,
+        {"log_momentum": True, "log_weight_decay": True},
+        2,
+        1,
+        [
+            ({"lr-Adam": 0.1, "lr-Adam" + m_: 0.9, "lr-Adam" + w_: 0}, 0),
+            ({"lr-Adam": 0.05, "lr-Adam" + m_: 0.9, "lr-Adam" + w_: 0}, 4),
+        ],
     ),
     "step_scheduler_param_groups": (
-        _sgd_groups_step_scheduler, {"log_momentum": True}, 2, 2,
-        [({"lr-SGD/pg1": lr, "lr-SGD/pg1" + m_: 0.9, "lr-SGD/pg2": lr / 10, "lr-SGD/pg2" + m_: 0.9}, step)
-         for lr, step in ((0.1, 1), (0.05, 3), (0.025, 5), (0.0125, 7))],
+        _sgd_groups_step_scheduler,
+        {"log_momentum": True},
+        2,
+        2,
+        [
+            ({"lr-SGD/pg1": lr, "lr-SGD/pg1" + m_: 0.9, "lr-SGD/pg2": lr / 10, "lr-SGD/pg2" + m_: 0.9}, step)
+            for lr, step in ((0.1, 1), (0.05, 3), (0.025, 5), (0.0125, 7))
+        ],
     ),
     "named_scheduler_and_groups": (
-        _named_groups, {"logging_interval": "step"}, 1, 2,
+        _named_groups,
+        {"logging_interval": "step"},
+        1,
+        2,
         [({"my_lr/body": 0.1, "my_lr/head": 0.1}, 1), ({"my_lr/body": 0.1, "my_lr/head": 0.1}, 3)],
     ),
     "step_logging_off": (_sgd, {}, 2, 0, [({"lr-SGD": 0.1}, 0), ({"lr-SGD": 0.1}, 4)]),
@@ -63,8 +77,11 @@ CASES = {
 def _fit(optimizers, monitor, max_epochs, log_every_n_steps):
     logger = RecordingLogger()
     trainer = pl.Trainer(
-        **{**QUIET, "logger": logger}, max_epochs=max_epochs, log_every_n_steps=log_every_n_steps,
-        num_sanity_val_steps=0, callbacks=[monitor],
+        **{**QUIET, "logger": logger},
+        max_epochs=max_epochs,
+        log_every_n_steps=log_every_n_steps,
+        num_sanity_val_steps=0,
+        callbacks=[monitor],
     )
     trainer.fit(Regressor(optimizers=optimizers), train_loader(), val_loader())
     lr_calls = [(m, s) for m, s in logger.calls if any(k.startswith(("lr-", "my_lr")) for k in m)]
@@ -112,8 +129,9 @@ def test_duplicate_optimizer_classes_get_numbered_keys():
             return [torch.optim.Adam(self.net.parameters(), lr=0.1), torch.optim.Adam(self.head.parameters(), lr=0.2)]
 
     logger = RecordingLogger()
-    trainer = pl.Trainer(**{**QUIET, "logger": logger}, max_epochs=1, limit_train_batches=1, limit_val_batches=0,
-                         callbacks=[monitor])
+    trainer = pl.Trainer(
+        **{**QUIET, "logger": logger}, max_epochs=1, limit_train_batches=1, limit_val_batches=0, callbacks=[monitor]
+    )
     trainer.fit(TwoOptimizers(), train_loader())
     assert logger.calls[0] == ({"lr-Adam": 0.1, "lr-Adam-1": 0.2}, 0)
 

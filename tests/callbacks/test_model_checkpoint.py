@@ -1,4 +1,5 @@
 """ModelCheckpoint: names, top-k, triggers, last.ckpt, state; hook by hook and end to end."""
+
 from __future__ import annotations
 
 import os
@@ -7,12 +8,12 @@ from datetime import timedelta
 
 import pytest
 import torch
+from tests.helpers.checkpoint_models import QUIET, FakeLogger, FakeTrainer, SequenceModel
 
 import ember
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint_io import load_checkpoint
 from ember.utilities.exceptions import MisconfigurationException
-from tests.helpers.checkpoint_models import QUIET, FakeLogger, FakeTrainer, SequenceModel
 
 needs_trainer = pytest.mark.skipif(not hasattr(ember, "Trainer"), reason="needs ember.Trainer")
 
@@ -106,10 +107,19 @@ def test_local_dirpath_is_made_absolute(tmp_path, monkeypatch):
         ("{epoch}", {"epoch": 0}, True, "epoch=0.ckpt"),
         ("{epoch:03d}", {"epoch": 5}, True, "epoch=005.ckpt"),
         ("{epoch}-{val_loss:.2f}", {"epoch": 2, "val_loss": 0.123456}, True, "epoch=2-val_loss=0.12.ckpt"),
-        ("{epoch}-{val_loss:.2f}", {"epoch": 2, "val_loss": torch.tensor(0.123456)}, True, "epoch=2-val_loss=0.12.ckpt"),
+        (
+            "{epoch}-{val_loss:.2f}",
+            {"epoch": 2, "val_loss": torch.tensor(0.123456)},
+            True,
+            "epoch=2-val_loss=0.12.ckpt",
+        ),
         ("{missing:d}", {}, True, "missing=0.ckpt"),
-        ("epoch={epoch}-validation_loss={val_loss:.2f}", {"epoch": 2, "val_loss": 0.123}, False,
-         "epoch=2-validation_loss=0.12.ckpt"),
+        (
+            "epoch={epoch}-validation_loss={val_loss:.2f}",
+            {"epoch": 2, "val_loss": 0.123},
+            False,
+            "epoch=2-validation_loss=0.12.ckpt",
+        ),
         ("{epoch}-{epoch_test}", {"epoch": 1, "epoch_test": 7}, True, "epoch=1-epoch_test=7.ckpt"),
         ("{val.acc:.1f}", {"val.acc": 0.51}, True, "val.acc=0.5.ckpt"),
         ("e{epoch}-{val/acc:.1f}", {"epoch": 3, "val/acc": 0.5}, False, "e3-0.5.ckpt"),
@@ -142,12 +152,17 @@ def test_top_k_keeps_best_and_evicts(tmp_path):
     assert callback.kth_best_model_path == str(tmp_path / "epoch=4-val_loss=1.5.ckpt")
     assert callback.kth_value == torch.tensor(1.5)
     assert {os.path.basename(p): float(v) for p, v in callback.best_k_models.items()} == {
-        "epoch=3-val_loss=1.0.ckpt": 1.0, "epoch=4-val_loss=1.5.ckpt": 1.5}
+        "epoch=3-val_loss=1.0.ckpt": 1.0,
+        "epoch=4-val_loss=1.5.ckpt": 1.5,
+    }
     assert callback.current_score == torch.tensor(1.5)
     # epoch 2 (4.0) did not enter the top 2 and was never written
     assert [os.path.basename(p) for p, _ in trainer.saved] == [
-        "epoch=0-val_loss=3.0.ckpt", "epoch=1-val_loss=2.0.ckpt", "epoch=3-val_loss=1.0.ckpt",
-        "epoch=4-val_loss=1.5.ckpt"]
+        "epoch=0-val_loss=3.0.ckpt",
+        "epoch=1-val_loss=2.0.ckpt",
+        "epoch=3-val_loss=1.0.ckpt",
+        "epoch=4-val_loss=1.5.ckpt",
+    ]
 
 
 def test_max_mode(tmp_path):
@@ -210,8 +225,9 @@ def test_version_counter(tmp_path):
 
 
 def test_version_counter_disabled_overwrites(tmp_path):
-    trainer, callback = _setup(tmp_path, monitor="val_loss", save_top_k=-1, filename="constant",
-                               enable_version_counter=False)
+    trainer, callback = _setup(
+        tmp_path, monitor="val_loss", save_top_k=-1, filename="constant", enable_version_counter=False
+    )
     _epoch(trainer, callback, 0, val_loss=1.0)
     _epoch(trainer, callback, 1, val_loss=2.0)
     assert _names(tmp_path) == ["constant.ckpt"]
@@ -244,7 +260,9 @@ def test_resumed_file_and_foreign_files_are_never_deleted(tmp_path):
 # ---- missing monitor -----------------------------------------------------------------------
 def test_missing_monitor_warns_before_validation(tmp_path):
     trainer, callback = _setup(tmp_path, monitor="val_loss")
-    with pytest.warns(UserWarning, match=r"could not find the monitored key in the returned metrics: \['epoch', 'step'\]"):
+    with pytest.warns(
+        UserWarning, match=r"could not find the monitored key in the returned metrics: \['epoch', 'step'\]"
+    ):
         _epoch(trainer, callback, 0)
     assert _names(tmp_path) == []
 
@@ -492,8 +510,17 @@ def test_state_dict_round_trip(tmp_path):
     for epoch, loss in enumerate([3.0, 1.0, 2.0]):
         _epoch(trainer, callback, epoch, val_loss=loss)
     state = callback.state_dict()
-    assert set(state) == {"monitor", "best_model_score", "best_model_path", "current_score", "dirpath",
-                          "best_k_models", "kth_best_model_path", "kth_value", "last_model_path"}
+    assert set(state) == {
+        "monitor",
+        "best_model_score",
+        "best_model_path",
+        "current_score",
+        "dirpath",
+        "best_k_models",
+        "kth_best_model_path",
+        "kth_value",
+        "last_model_path",
+    }
     restored = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_top_k=2)
     restored.load_state_dict(state)
     for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
@@ -561,8 +588,9 @@ def test_files_only_written_on_rank_zero(tmp_path):
 # ---- end to end ----------------------------------------------------------------------------
 @needs_trainer
 def test_fit_topk_names_and_last(tmp_path):
-    callback = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_top_k=2, save_last=True,
-                               filename="{epoch}-{val_loss:.2f}")
+    callback = ModelCheckpoint(
+        dirpath=tmp_path, monitor="val_loss", save_top_k=2, save_last=True, filename="{epoch}-{val_loss:.2f}"
+    )
     model = SequenceModel(val_losses=[3.0, 1.0, 2.0, 4.0])
     trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=4, callbacks=[callback], **QUIET)
     trainer.fit(model)
@@ -586,8 +614,14 @@ def test_fit_default_dirpath_and_name(tmp_path):
 def test_fit_every_n_train_steps_with_accumulation(tmp_path):
     callback = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1, filename="{step}")
     model = SequenceModel(val_losses=[1.0], train_batches=8)
-    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, accumulate_grad_batches=2, limit_val_batches=0,
-                            callbacks=[callback], **QUIET)
+    trainer = ember.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        accumulate_grad_batches=2,
+        limit_val_batches=0,
+        callbacks=[callback],
+        **QUIET,
+    )
     trainer.fit(model)
     assert trainer.global_step == 4
     assert _names(tmp_path) == ["step=2.ckpt", "step=4.ckpt"]
@@ -654,8 +688,9 @@ def test_exception_save_never_overwrites_a_topk_file(tmp_path):
 
 
 def test_step_trigger_waits_for_a_validation_about_to_refresh_the_metric(tmp_path):
-    trainer, callback = _setup(tmp_path, monitor="val_loss", every_n_train_steps=2, save_top_k=-1,
-                               filename="{step}-{val_loss:.1f}")
+    trainer, callback = _setup(
+        tmp_path, monitor="val_loss", every_n_train_steps=2, save_top_k=-1, filename="{step}-{val_loss:.1f}"
+    )
     trainer.val_check_batch = 2  # validation after every 2nd batch
     trainer.advance(steps=2, metrics={"val_loss": 9.0})  # stale value from an earlier validation
     callback.on_train_batch_end(trainer, None, None, None, 1)
@@ -674,17 +709,26 @@ def test_step_trigger_waits_for_a_validation_about_to_refresh_the_metric(tmp_pat
     ("val_check_interval", "expected"),
     [
         # Lightning 2.6 names step=6 after the stale 4.0 here; Ember waits for the fresh 3.0.
-        (2, ["step=2-val_loss=5.0.ckpt", "step=4-val_loss=4.0.ckpt", "step=6-val_loss=3.0.ckpt",
-             "step=8-val_loss=2.0.ckpt"]),
+        (
+            2,
+            [
+                "step=2-val_loss=5.0.ckpt",
+                "step=4-val_loss=4.0.ckpt",
+                "step=6-val_loss=3.0.ckpt",
+                "step=8-val_loss=2.0.ckpt",
+            ],
+        ),
         # One validation per epoch: the step-2 save waits for it and lands at step 4.
         (1.0, ["step=4-val_loss=5.0.ckpt", "step=6-val_loss=5.0.ckpt", "step=8-val_loss=4.0.ckpt"]),
     ],
 )
 def test_fit_step_trigger_with_validation_metric(tmp_path, val_check_interval, expected):
-    callback = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, monitor="val_loss", save_top_k=-1,
-                               filename="{step}-{val_loss:.1f}")
-    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=2, val_check_interval=val_check_interval,
-                            callbacks=[callback], **QUIET)
+    callback = ModelCheckpoint(
+        dirpath=tmp_path, every_n_train_steps=2, monitor="val_loss", save_top_k=-1, filename="{step}-{val_loss:.1f}"
+    )
+    trainer = ember.Trainer(
+        default_root_dir=tmp_path, max_epochs=2, val_check_interval=val_check_interval, callbacks=[callback], **QUIET
+    )
     trainer.fit(SequenceModel(val_losses=[5.0, 4.0, 3.0, 2.0, 1.0]))
     assert _names(tmp_path) == expected
 

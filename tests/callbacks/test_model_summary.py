@@ -1,16 +1,17 @@
 """ModelSummary: the layer table and totals, in Lightning 2.6.6's exact format."""
+
 from __future__ import annotations
 
 import logging
 
 import pytest
 import torch
+from tests.helpers.callback_models import QUIET, make_regressor, train_loader, val_loader
 from torch import nn
 
 import ember as pl
 from ember.callbacks import ModelSummary, RichModelSummary
 from ember.callbacks.model_summary import get_human_readable_count, summarize
-from tests.helpers.callback_models import QUIET, make_regressor, train_loader, val_loader
 
 Regressor = make_regressor(pl)
 
@@ -111,8 +112,9 @@ def test_human_readable_count(number, text):
 
 
 def test_callback_logs_table_on_fit_start(ember_log):
-    trainer = pl.Trainer(**{**QUIET, "enable_model_summary": True}, max_epochs=1, limit_train_batches=1,
-                         limit_val_batches=0)
+    trainer = pl.Trainer(
+        **{**QUIET, "enable_model_summary": True}, max_epochs=1, limit_train_batches=1, limit_val_batches=0
+    )
     trainer.fit(Regressor(batch_norm=True, example_input=True), train_loader())
     tables = [m for m in ember_log if "Trainable params" in m]
     assert tables == ["\n" + LIGHTNING_DEPTH_1_WITH_EXAMPLE]
@@ -127,7 +129,7 @@ def test_max_depth_zero_prints_nothing(ember_log):
 def test_deeper_summary_through_the_callback(ember_log):
     trainer = pl.Trainer(**QUIET, max_epochs=1, limit_train_batches=1, callbacks=[ModelSummary(max_depth=-1)])
     trainer.fit(Regressor(batch_norm=True), train_loader(), val_loader())
-    assert ["\n" + LIGHTNING_ALL_DEPTHS] == [m for m in ember_log if "Trainable params" in m]
+    assert [m for m in ember_log if "Trainable params" in m] == ["\n" + LIGHTNING_ALL_DEPTHS]
 
 
 def test_rich_model_summary_prints_table(monkeypatch):
@@ -137,12 +139,23 @@ def test_rich_model_summary_prints_table(monkeypatch):
     monkeypatch.setattr("rich.get_console", lambda: console)
     summary = summarize(Regressor(example_input=True))
     RichModelSummary.summarize(
-        summary._get_summary_data(), summary.total_parameters, summary.trainable_parameters,
-        summary.model_size, summary.total_training_modes, summary.total_flops,
+        summary._get_summary_data(),
+        summary.total_parameters,
+        summary.trainable_parameters,
+        summary.model_size,
+        summary.total_training_modes,
+        summary.total_flops,
     )
     text = console.export_text()
-    for expected in ("Name", "Sequential", "FLOPs", "[2, 4]", "Trainable params: 49",
-                     "Modules in train mode: 4", "Total FLOPs: 160"):
+    for expected in (
+        "Name",
+        "Sequential",
+        "FLOPs",
+        "[2, 4]",
+        "Trainable params: 49",
+        "Modules in train mode: 4",
+        "Total FLOPs: 160",
+    ):
         assert expected in text
 
 
@@ -151,8 +164,9 @@ def test_rich_model_summary_callback_in_a_fit(monkeypatch):
 
     console = Console(record=True, width=200, file=open("/dev/null", "w"))
     monkeypatch.setattr("rich.get_console", lambda: console)
-    trainer = pl.Trainer(**QUIET, max_epochs=1, limit_train_batches=1, limit_val_batches=0,
-                         callbacks=[RichModelSummary(max_depth=-1)])
+    trainer = pl.Trainer(
+        **QUIET, max_epochs=1, limit_train_batches=1, limit_val_batches=0, callbacks=[RichModelSummary(max_depth=-1)]
+    )
     trainer.fit(Regressor(batch_norm=True), train_loader())
     text = console.export_text()
     assert "net.1" in text and "BatchNorm1d" in text and "Total params: 65" in text

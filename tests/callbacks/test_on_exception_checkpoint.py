@@ -1,13 +1,15 @@
 """OnExceptionCheckpoint: a crash leaves a loadable checkpoint that ``ckpt_path="last"`` can use."""
+
 from __future__ import annotations
 
 import os
 
 import pytest
+from tests.helpers.checkpoint_models import QUIET, FakeTrainer, SequenceModel
+
 import ember
 from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
 from ember.checkpoint_io import load_checkpoint
-from tests.helpers.checkpoint_models import QUIET, FakeTrainer, SequenceModel
 
 needs_trainer = pytest.mark.skipif(not hasattr(ember, "Trainer"), reason="needs ember.Trainer")
 
@@ -72,8 +74,9 @@ def test_fit_crash_saves_and_resumes_from_last(tmp_path):
     assert "optimizer_states" in checkpoint
 
     model = _Counting(val_losses=[1.0])
-    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=2, callbacks=[OnExceptionCheckpoint(tmp_path)],
-                            **QUIET)
+    trainer = ember.Trainer(
+        default_root_dir=tmp_path, max_epochs=2, callbacks=[OnExceptionCheckpoint(tmp_path)], **QUIET
+    )
     trainer.fit(model, ckpt_path="last")
     assert trainer.global_step == 8
     assert model.steps_run == 3  # resumed at step 5 of 8

@@ -1,13 +1,14 @@
 """BasePredictionWriter: what write_on_batch_end / write_on_epoch_end receive during trainer.predict."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from tests.helpers.callback_models import QUIET, make_regressor, val_loader
 
 import ember as pl
 from ember.callbacks import BasePredictionWriter
 from ember.utilities.exceptions import MisconfigurationException
-from tests.helpers.callback_models import QUIET, make_regressor, val_loader
 
 Regressor = make_regressor(pl)
 

@@ -1,4 +1,5 @@
 """Progress bars: what the TQDM bar prints, and that it reads metrics (a host sync) only when it redraws."""
+
 from __future__ import annotations
 
 import io
@@ -8,12 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tests.helpers.callback_models import QUIET, make_recording_logger, make_regressor, train_loader, val_loader
 
 import ember as pl
 from ember.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from ember.callbacks.progress_bar import get_standard_metrics
 from ember.callbacks.tqdm_progress import Tqdm
-from tests.helpers.callback_models import QUIET, make_recording_logger, make_regressor, train_loader, val_loader
 
 Regressor = make_regressor(pl)
 RecordingLogger = make_recording_logger(pl)
@@ -48,6 +49,7 @@ def metric_reads(monkeypatch):
 
     monkeypatch.setattr(cls, "progress_bar_metrics", property(counting))
     if original_nowait is not None:
+
         def counting_nowait(self):
             record(self)
             return original_nowait(self)
@@ -60,12 +62,20 @@ def test_output_shows_epochs_metrics_and_version(capsys):
     trainer = _trainer(TQDMProgressBar(), max_epochs=2)
     trainer.fit(Regressor(), train_loader(), val_loader())
     err = capsys.readouterr().err
-    for text in ("Sanity Checking DataLoader 0", "Epoch 0:", "Epoch 1:", "Validation DataLoader 0",
-                 "4/4", "v_num=7", "train_loss=", "val_loss="):
+    for text in (
+        "Sanity Checking DataLoader 0",
+        "Epoch 0:",
+        "Epoch 1:",
+        "Validation DataLoader 0",
+        "4/4",
+        "v_num=7",
+        "train_loss=",
+        "val_loss=",
+    ):
         assert text in err
     # the postfix lists the version first, then the prog_bar metrics, padded to 3 decimals
     line = [ln for ln in err.replace("\r", "\n").splitlines() if "Epoch 1: 100%" in ln][-1]
-    postfix = line[line.index("v_num"):]
+    postfix = line[line.index("v_num") :]
     assert postfix.startswith("v_num=7, train_loss=") and ", val_loss=" in postfix
     value = postfix.split("train_loss=")[1].split(",")[0]
     assert len(value.split(".")[1]) == 3
@@ -88,8 +98,16 @@ def test_metrics_are_read_only_on_refresh_batches(metric_reads):
     trainer.fit(Regressor(), train_loader(n=40), val_loader())  # 10 batches per epoch
     # redraws on batches 4, 8 and the last (10), once after validation and once at epoch end (as Lightning)
     assert metric_reads == [
-        (4, "train"), (8, "train"), (10, "train"), (10, "eval"), (10, "train"),
-        (14, "train"), (18, "train"), (20, "train"), (20, "eval"), (20, "train"),
+        (4, "train"),
+        (8, "train"),
+        (10, "train"),
+        (10, "eval"),
+        (10, "train"),
+        (14, "train"),
+        (18, "train"),
+        (20, "train"),
+        (20, "eval"),
+        (20, "train"),
     ]
 
 
@@ -209,8 +227,12 @@ def test_print_goes_around_the_bar(capsys):
     from ember.callbacks import LambdaCallback
 
     say = LambdaCallback(on_train_epoch_end=lambda trainer, pl_module: trainer.progress_bar_callback.print("hello", 1))
-    trainer = pl.Trainer(**{**QUIET, "enable_progress_bar": True, "logger": False}, max_epochs=1, limit_val_batches=0,
-                         callbacks=[TQDMProgressBar(), say])
+    trainer = pl.Trainer(
+        **{**QUIET, "enable_progress_bar": True, "logger": False},
+        max_epochs=1,
+        limit_val_batches=0,
+        callbacks=[TQDMProgressBar(), say],
+    )
     trainer.fit(Regressor(), train_loader())
     captured = capsys.readouterr()
     # like tqdm.write (and Lightning): the message goes to stdout, the bars are cleared and redrawn around it
@@ -243,24 +265,24 @@ def test_one_bar_reset_per_eval_dataloader(capsys):
 # Every distinct state the bars went through, observed on Lightning 2.6.6 for the same program
 # (7 train batches, refresh_rate=3, 2 val batches, then a test run; times replaced by "T").
 LIGHTNING_BAR_STATES = [
-    'Sanity Checking: |          | 0/? [T]',
-    'Sanity Checking DataLoader 0:   0%|          | 0/2 [T]',
-    'Sanity Checking DataLoader 0: 100%|##########| 2/2 [T]',
-    'Training: |          | 0/? [T]',
-    'Epoch 0:   0%|          | 0/7 [T]',
-    'Epoch 0:  43%|####2     | 3/7 [T]',
-    'Epoch 0:  43%|####2     | 3/7 [T, v_num=7, train_loss=0.960]',
-    'Epoch 0:  86%|########5 | 6/7 [T, v_num=7, train_loss=0.960]',
-    'Epoch 0:  86%|########5 | 6/7 [T, v_num=7, train_loss=1.140]',
-    'Epoch 0: 100%|##########| 7/7 [T, v_num=7, train_loss=1.140]',
-    'Epoch 0: 100%|##########| 7/7 [T, v_num=7, train_loss=4.000]',
-    'Validation: |          | 0/? [T]',
-    'Validation DataLoader 0:   0%|          | 0/2 [T]',
-    'Validation DataLoader 0: 100%|##########| 2/2 [T]',
-    'Epoch 0: 100%|##########| 7/7 [T, v_num=7, train_loss=4.000, val_loss=4.750]',
-    'Testing: |          | 0/? [T]',
-    'Testing DataLoader 0:   0%|          | 0/2 [T]',
-    'Testing DataLoader 0: 100%|##########| 2/2 [T]',
+    "Sanity Checking: |          | 0/? [T]",
+    "Sanity Checking DataLoader 0:   0%|          | 0/2 [T]",
+    "Sanity Checking DataLoader 0: 100%|##########| 2/2 [T]",
+    "Training: |          | 0/? [T]",
+    "Epoch 0:   0%|          | 0/7 [T]",
+    "Epoch 0:  43%|####2     | 3/7 [T]",
+    "Epoch 0:  43%|####2     | 3/7 [T, v_num=7, train_loss=0.960]",
+    "Epoch 0:  86%|########5 | 6/7 [T, v_num=7, train_loss=0.960]",
+    "Epoch 0:  86%|########5 | 6/7 [T, v_num=7, train_loss=1.140]",
+    "Epoch 0: 100%|##########| 7/7 [T, v_num=7, train_loss=1.140]",
+    "Epoch 0: 100%|##########| 7/7 [T, v_num=7, train_loss=4.000]",
+    "Validation: |          | 0/? [T]",
+    "Validation DataLoader 0:   0%|          | 0/2 [T]",
+    "Validation DataLoader 0: 100%|##########| 2/2 [T]",
+    "Epoch 0: 100%|##########| 7/7 [T, v_num=7, train_loss=4.000, val_loss=4.750]",
+    "Testing: |          | 0/? [T]",
+    "Testing DataLoader 0:   0%|          | 0/2 [T]",
+    "Testing DataLoader 0: 100%|##########| 2/2 [T]",
 ]
 
 

@@ -1,13 +1,14 @@
 """StochasticWeightAveraging: the averaged weights, the SWA learning rate, BatchNorm statistics, errors."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from tests.helpers.callback_models import QUIET, make_regressor, train_loader
 
 import ember as pl
 from ember.callbacks import Callback, StochasticWeightAveraging
 from ember.utilities.exceptions import MisconfigurationException
-from tests.helpers.callback_models import QUIET, make_regressor, train_loader
 
 Regressor = make_regressor(pl)
 

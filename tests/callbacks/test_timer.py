@@ -1,4 +1,5 @@
 """Timer: duration formats, elapsed/remaining time, stopping a long run, and resuming the budget."""
+
 from __future__ import annotations
 
 import logging
@@ -6,12 +7,12 @@ import re
 from datetime import timedelta
 
 import pytest
+from tests.helpers.callback_models import QUIET, make_regressor, train_loader
 
 import ember as pl
 import ember.callbacks.timer as timer_module
 from ember.callbacks import Timer
 from ember.utilities.exceptions import MisconfigurationException
-from tests.helpers.callback_models import QUIET, make_regressor, train_loader
 
 Regressor = make_regressor(pl)
 
@@ -170,8 +171,9 @@ def test_stop_message(clock, verbose):
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        trainer = pl.Trainer(**QUIET, max_epochs=1000, limit_val_batches=0,
-                             callbacks=[Timer(duration="00:00:00:10", verbose=verbose)])
+        trainer = pl.Trainer(
+            **QUIET, max_epochs=1000, limit_val_batches=0, callbacks=[Timer(duration="00:00:00:10", verbose=verbose)]
+        )
         trainer.fit(Regressor(), train_loader())
     finally:
         logger.removeHandler(handler)

@@ -1,5 +1,6 @@
 """The `ember` console script: a YAML-configured fit end to end in a subprocess, --version, --help, the demo
 and plot commands, class paths from the current folder, and that jsonargparse loads only when needed."""
+
 from __future__ import annotations
 
 import os
@@ -93,9 +94,16 @@ def test_class_paths_resolve_from_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     monkeypatch.setattr(sys, "argv", ["ember"])
     args = [
-        "fit", "--model", "my_project_models.LocalModel", "--data", "tests.helpers.cli_models.RegressionData",
-        "--trainer.max_epochs=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp_path}",
+        "fit",
+        "--model",
+        "my_project_models.LocalModel",
+        "--data",
+        "tests.helpers.cli_models.RegressionData",
+        "--trainer.max_epochs=1",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}",
     ]
     assert cli.main(args) == 0
     assert (tmp_path / "config.yaml").is_file()
@@ -107,8 +115,13 @@ def test_options_before_the_subcommand_go_to_the_cli(tmp_path, monkeypatch):
     fit = {
         "model": {"class_path": "tests.helpers.cli_models.Regressor"},
         "data": {"class_path": "tests.helpers.cli_models.RegressionData"},
-        "trainer": {"max_epochs": 1, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-                    "default_root_dir": str(tmp_path)},
+        "trainer": {
+            "max_epochs": 1,
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "default_root_dir": str(tmp_path),
+        },
     }
     path = tmp_path / "top.yaml"
     path.write_text(yaml.safe_dump({"fit": fit}))

@@ -1,5 +1,6 @@
 """LightningCLI in process: YAML configs and overrides, --print_config, run=False, optimizer and scheduler
 groups, links, SaveConfigCallback, seeds, ckpt_path hyperparameters, and every kind of bad input."""
+
 from __future__ import annotations
 
 import os
@@ -9,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tests.helpers.cli_models import BareRegressor, RecordingCallback, RegressionData, Regressor
 
 from ember.callbacks import EarlyStopping
 from ember.cli import LightningCLI, ReduceLROnPlateau, SaveConfigCallback
-from tests.helpers.cli_models import BareRegressor, RecordingCallback, RegressionData, Regressor
 
 HERE = "tests.helpers.cli_models"
 
@@ -77,7 +78,9 @@ def test_fit_from_a_lightning_style_yaml_with_command_line_overrides(tmp_path):
 
 
 def test_several_configs_merge_in_order_and_the_command_line_wins(tmp_path):
-    first = _write(tmp_path / "a.yaml", {"trainer": {"max_epochs": 5, "limit_train_batches": 1}, "model": {"hidden": 3}})
+    first = _write(
+        tmp_path / "a.yaml", {"trainer": {"max_epochs": 5, "limit_train_batches": 1}, "model": {"hidden": 3}}
+    )
     second = _write(tmp_path / "b.yaml", {"trainer": {"max_epochs": 2}})
     args = ["--config", first, "--config", second, "--trainer.limit_val_batches=0", *_quiet(tmp_path)]
     cli = LightningCLI(Regressor, RegressionData, run=False, args=args)
@@ -107,10 +110,22 @@ def test_print_config_round_trip(tmp_path, capsys):
 
 def test_optimizer_and_scheduler_groups_build_configure_optimizers(tmp_path):
     args = [
-        "fit", "--model", f"{HERE}.BareRegressor", "--data", f"{HERE}.RegressionData",
-        "--optimizer", "Adam", "--optimizer.lr", "0.02",
-        "--lr_scheduler", "StepLR", "--lr_scheduler.step_size", "1",
-        "--trainer.max_epochs", "1", *_quiet(tmp_path),
+        "fit",
+        "--model",
+        f"{HERE}.BareRegressor",
+        "--data",
+        f"{HERE}.RegressionData",
+        "--optimizer",
+        "Adam",
+        "--optimizer.lr",
+        "0.02",
+        "--lr_scheduler",
+        "StepLR",
+        "--lr_scheduler.step_size",
+        "1",
+        "--trainer.max_epochs",
+        "1",
+        *_quiet(tmp_path),
     ]
     cli = LightningCLI(args=args)
     assert isinstance(cli.model, BareRegressor)
@@ -123,10 +138,13 @@ def test_optimizer_and_scheduler_groups_build_configure_optimizers(tmp_path):
 
 def test_reduce_on_plateau_names_its_metric(tmp_path):
     plateau = {"class_path": "ember.cli.ReduceLROnPlateau", "init_args": {"monitor": "val_loss", "patience": 1}}
-    config = _write(tmp_path / "c.yaml", {"optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}},
-                                          "lr_scheduler": plateau})
-    cli = LightningCLI(BareRegressor, RegressionData, args=["fit", "--config", config, "--trainer.max_epochs=1",
-                                                             *_quiet(tmp_path)])
+    config = _write(
+        tmp_path / "c.yaml",
+        {"optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}, "lr_scheduler": plateau},
+    )
+    cli = LightningCLI(
+        BareRegressor, RegressionData, args=["fit", "--config", config, "--trainer.max_epochs=1", *_quiet(tmp_path)]
+    )
     config = cli.trainer.lr_scheduler_configs[0]
     assert isinstance(config.scheduler, ReduceLROnPlateau) and config.monitor == "val_loss"
 
@@ -137,15 +155,22 @@ def test_add_arguments_to_parser_and_link_arguments(tmp_path):
             parser.add_argument("--note", default="none")
             parser.link_arguments("data.num_features", "model.in_features", apply_on="instantiate")
 
-    cli = LinkedCLI(Regressor, RegressionData, run=False,
-                    args=["--data.num_features=6", "--note=hello", *_quiet(tmp_path)])
+    cli = LinkedCLI(
+        Regressor, RegressionData, run=False, args=["--data.num_features=6", "--note=hello", *_quiet(tmp_path)]
+    )
     assert cli.model.net[0].in_features == 6
     assert cli.config.note == "hello"
 
 
 def test_save_config_refuses_to_overwrite_a_previous_run(tmp_path):
-    args = ["fit", "--trainer.logger=false", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
-            "--trainer.limit_val_batches=0", *_quiet(tmp_path)]
+    args = [
+        "fit",
+        "--trainer.logger=false",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=1",
+        "--trainer.limit_val_batches=0",
+        *_quiet(tmp_path),
+    ]
     LightningCLI(Regressor, RegressionData, args=args)
     assert (tmp_path / "config.yaml").is_file()
     with pytest.raises(RuntimeError, match="expected .*config.yaml to NOT exist"):
@@ -167,43 +192,81 @@ def test_seed_everything_default_and_explicit(tmp_path):
 
 def test_trainer_defaults_and_extra_callbacks(tmp_path):
     extra = RecordingCallback("default")
-    cli = LightningCLI(Regressor, RegressionData, run=False, args=_quiet(tmp_path),
-                       trainer_defaults={"max_epochs": 4, "callbacks": [extra]})
+    cli = LightningCLI(
+        Regressor,
+        RegressionData,
+        run=False,
+        args=_quiet(tmp_path),
+        trainer_defaults={"max_epochs": 4, "callbacks": [extra]},
+    )
     assert cli.trainer.max_epochs == 4
     assert extra in cli.trainer.callbacks
 
 
 def test_ckpt_path_supplies_the_model_hyperparameters(tmp_path):
-    fit = LightningCLI(Regressor, RegressionData, args=["fit", "--model.hidden=16", "--trainer.max_epochs=1",
-                                                         "--trainer.logger=false", *_quiet(tmp_path)])
+    fit = LightningCLI(
+        Regressor,
+        RegressionData,
+        args=["fit", "--model.hidden=16", "--trainer.max_epochs=1", "--trainer.logger=false", *_quiet(tmp_path)],
+    )
     ckpt = fit.trainer.checkpoint_callback.best_model_path
     assert os.path.isfile(ckpt)
-    cli = LightningCLI(Regressor, RegressionData, save_config_callback=None,
-                       args=["validate", f"--ckpt_path={ckpt}", "--trainer.logger=false", *_quiet(tmp_path)])
+    cli = LightningCLI(
+        Regressor,
+        RegressionData,
+        save_config_callback=None,
+        args=["validate", f"--ckpt_path={ckpt}", "--trainer.logger=false", *_quiet(tmp_path)],
+    )
     assert cli.model.hparams.hidden == 16
     assert "val_loss" in cli.trainer.callback_metrics
     # subclass mode (the `ember` command): the values fill the init arguments of the class the config chose
-    cli = LightningCLI(save_config_callback=None, args=[
-        "validate", "--model", f"{HERE}.Regressor", "--data", f"{HERE}.RegressionData", f"--ckpt_path={ckpt}",
-        "--trainer.logger=false", *_quiet(tmp_path)])
+    cli = LightningCLI(
+        save_config_callback=None,
+        args=[
+            "validate",
+            "--model",
+            f"{HERE}.Regressor",
+            "--data",
+            f"{HERE}.RegressionData",
+            f"--ckpt_path={ckpt}",
+            "--trainer.logger=false",
+            *_quiet(tmp_path),
+        ],
+    )
     assert isinstance(cli.model, Regressor) and cli.model.hparams.hidden == 16
 
 
 def test_a_checkpoint_never_chooses_the_model_class(tmp_path):
     ckpt = tmp_path / "foreign.ckpt"
-    torch.save({"state_dict": Regressor(hidden=5).state_dict(),
-                "hyper_parameters": {"_class_path": "os.system", "hidden": 5}}, ckpt)
+    torch.save(
+        {"state_dict": Regressor(hidden=5).state_dict(), "hyper_parameters": {"_class_path": "os.system", "hidden": 5}},
+        ckpt,
+    )
     with pytest.warns(UserWarning, match="Ignoring `_class_path`"):
-        cli = LightningCLI(save_config_callback=None, args=[
-            "validate", "--model", f"{HERE}.Regressor", "--data", f"{HERE}.RegressionData", f"--ckpt_path={ckpt}",
-            "--trainer.logger=false", *_quiet(tmp_path)])
+        cli = LightningCLI(
+            save_config_callback=None,
+            args=[
+                "validate",
+                "--model",
+                f"{HERE}.Regressor",
+                "--data",
+                f"{HERE}.RegressionData",
+                f"--ckpt_path={ckpt}",
+                "--trainer.logger=false",
+                *_quiet(tmp_path),
+            ],
+        )
     assert type(cli.model) is Regressor and cli.model.hparams.hidden == 5
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
 def test_other_subcommands(tmp_path, subcommand):
-    cli = LightningCLI(Regressor, RegressionData, save_config_callback=None,
-                       args=[subcommand, "--trainer.logger=false", *_quiet(tmp_path)])
+    cli = LightningCLI(
+        Regressor,
+        RegressionData,
+        save_config_callback=None,
+        args=[subcommand, "--trainer.logger=false", *_quiet(tmp_path)],
+    )
     assert cli.trainer.state.fn == subcommand
 
 

@@ -1,15 +1,16 @@
 """Gradient accumulation, clipping and the step order inside the optimizer closure."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 import torch
+from tests.helpers.core_models import CoreModel, loader, manual_sgd_run, quiet_trainer
 from torch import nn
 
 import ember
 from ember.utilities import MisconfigurationException
-from tests.helpers.core_models import CoreModel, loader, manual_sgd_run, quiet_trainer
 
 
 def _fit_and_compare(clip: Any = None, epochs: int = 1, n: int = 40, **trainer_kwargs: Any) -> ember.Trainer:
@@ -18,8 +19,14 @@ def _fit_and_compare(clip: Any = None, epochs: int = 1, n: int = 40, **trainer_k
     init = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = quiet_trainer(max_epochs=epochs, **trainer_kwargs)
     trainer.fit(model, loader(n=n, batch_size=4))
-    expected = manual_sgd_run(list(loader(n=n, batch_size=4)), init, lr=0.05,
-                              accumulate=trainer_kwargs.get("accumulate_grad_batches", 1), clip=clip, epochs=epochs)
+    expected = manual_sgd_run(
+        list(loader(n=n, batch_size=4)),
+        init,
+        lr=0.05,
+        accumulate=trainer_kwargs.get("accumulate_grad_batches", 1),
+        clip=clip,
+        epochs=epochs,
+    )
     for key, value in model.state_dict().items():
         assert torch.allclose(value, expected[key], rtol=0, atol=1e-6), key
     return trainer
@@ -43,18 +50,21 @@ def test_accumulation_matches_the_hand_written_loop(accumulate):
 
 def test_clip_by_norm_matches():
     _fit_and_compare(clip=lambda ps: nn.utils.clip_grad_norm_(ps, 0.1), gradient_clip_val=0.1)
-    _fit_and_compare(clip=lambda ps: nn.utils.clip_grad_norm_(ps, 0.1), gradient_clip_val=0.1,
-                     gradient_clip_algorithm="norm")
+    _fit_and_compare(
+        clip=lambda ps: nn.utils.clip_grad_norm_(ps, 0.1), gradient_clip_val=0.1, gradient_clip_algorithm="norm"
+    )
 
 
 def test_clip_by_value_matches():
-    _fit_and_compare(clip=lambda ps: nn.utils.clip_grad_value_(ps, 0.05), gradient_clip_val=0.05,
-                     gradient_clip_algorithm="value")
+    _fit_and_compare(
+        clip=lambda ps: nn.utils.clip_grad_value_(ps, 0.05), gradient_clip_val=0.05, gradient_clip_algorithm="value"
+    )
 
 
 def test_clipping_applies_to_the_accumulated_gradient():
-    _fit_and_compare(clip=lambda ps: nn.utils.clip_grad_norm_(ps, 0.2), gradient_clip_val=0.2,
-                     accumulate_grad_batches=3)
+    _fit_and_compare(
+        clip=lambda ps: nn.utils.clip_grad_norm_(ps, 0.2), gradient_clip_val=0.2, accumulate_grad_batches=3
+    )
 
 
 def test_clip_val_zero_does_not_clip():
@@ -86,12 +96,15 @@ def test_configure_gradient_clipping_override():
     assert seen == [("SGD", None, None)]
 
 
-@pytest.mark.parametrize(("kwargs", "error", "message"), [
-    ({"gradient_clip_val": "1"}, TypeError, "`gradient_clip_val` should be an int or a float"),
-    ({"gradient_clip_algorithm": "max"}, MisconfigurationException, r"`gradient_clip_algorithm` 'max' is invalid"),
-    ({"accumulate_grad_batches": 0}, MisconfigurationException, "accumulate_grad_batches=0"),
-    ({"accumulate_grad_batches": 1.5}, MisconfigurationException, "must be an int >= 1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"gradient_clip_val": "1"}, TypeError, "`gradient_clip_val` should be an int or a float"),
+        ({"gradient_clip_algorithm": "max"}, MisconfigurationException, r"`gradient_clip_algorithm` 'max' is invalid"),
+        ({"accumulate_grad_batches": 0}, MisconfigurationException, "accumulate_grad_batches=0"),
+        ({"accumulate_grad_batches": 1.5}, MisconfigurationException, "must be an int >= 1"),
+    ],
+)
 def test_invalid_clipping_and_accumulation_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         ember.Trainer(**kwargs)
@@ -160,6 +173,7 @@ def _recording_module(events: list[str], override_optimizer_step: bool) -> ember
             events.append("configure_gradient_clipping")
 
     if override_optimizer_step:
+
         def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure):
             events.append("optimizer_step")
             optimizer.step(closure=optimizer_closure)
@@ -171,10 +185,17 @@ def _recording_module(events: list[str], override_optimizer_step: bool) -> ember
 
 STEP = [
     "training_step",
-    "Callback.on_before_zero_grad", "on_before_zero_grad", "optimizer_zero_grad",
-    "Callback.on_before_backward", "on_before_backward", "backward",
-    "Callback.on_after_backward", "on_after_backward",
-    "Callback.on_before_optimizer_step", "on_before_optimizer_step", "configure_gradient_clipping",
+    "Callback.on_before_zero_grad",
+    "on_before_zero_grad",
+    "optimizer_zero_grad",
+    "Callback.on_before_backward",
+    "on_before_backward",
+    "backward",
+    "Callback.on_after_backward",
+    "on_after_backward",
+    "Callback.on_before_optimizer_step",
+    "on_before_optimizer_step",
+    "configure_gradient_clipping",
 ]
 
 
@@ -194,10 +215,19 @@ def test_step_order_while_accumulating():
     backward = STEP[4:9]
     assert events == [
         # first batch of the window: zero_grad, backward, no optimizer step
-        "Callback.on_train_batch_start:0", "training_step", *STEP[1:4], *backward, "Callback.on_train_batch_end",
+        "Callback.on_train_batch_start:0",
+        "training_step",
+        *STEP[1:4],
+        *backward,
+        "Callback.on_train_batch_end",
         # last batch of the window: the step, without another zero_grad
-        "Callback.on_train_batch_start:1", "optimizer_step", "training_step", *backward, *STEP[9:],
-        "optimizer_step:done", "Callback.on_train_batch_end",
+        "Callback.on_train_batch_start:1",
+        "optimizer_step",
+        "training_step",
+        *backward,
+        *STEP[9:],
+        "optimizer_step:done",
+        "Callback.on_train_batch_end",
     ]
 
 

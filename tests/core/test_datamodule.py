@@ -1,12 +1,13 @@
 """``LightningDataModule``: its hooks in each stage, ``from_datasets``, state and checkpoints."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from tests.helpers.core_models import CoreModel, dataset, quiet_trainer
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 import ember
-from tests.helpers.core_models import CoreModel, dataset, quiet_trainer
 
 
 class RecordingDM(ember.LightningDataModule):
@@ -81,9 +82,14 @@ def test_hooks_in_each_stage(stage):
     trainer = quiet_trainer(max_epochs=1, callbacks=[CallbackRecorder(events)])
     getattr(trainer, stage)(model, datamodule=dm)
     assert events == [
-        "dm.prepare_data", "model.prepare_data",
-        f"dm.setup:{stage}", f"callback.setup:{stage}", f"model.setup:{stage}",
-        f"dm.teardown:{stage}", f"callback.teardown:{stage}", f"model.teardown:{stage}",
+        "dm.prepare_data",
+        "model.prepare_data",
+        f"dm.setup:{stage}",
+        f"callback.setup:{stage}",
+        f"model.setup:{stage}",
+        f"dm.teardown:{stage}",
+        f"callback.teardown:{stage}",
+        f"model.teardown:{stage}",
     ]
     assert trainer.datamodule is dm and dm.trainer is trainer
 
@@ -112,8 +118,9 @@ def test_datamodule_passed_positionally(stage):
 
 def test_from_datasets():
     train, val = dataset(8), dataset(4, seed=1)
-    dm = ember.LightningDataModule.from_datasets(train, val_dataset=val, test_dataset=[val, val],
-                                                 predict_dataset={"a": val}, batch_size=2)
+    dm = ember.LightningDataModule.from_datasets(
+        train, val_dataset=val, test_dataset=[val, val], predict_dataset={"a": val}, batch_size=2
+    )
     loader = dm.train_dataloader()
     assert loader.batch_size == 2 and isinstance(loader.sampler, RandomSampler)
     assert isinstance(dm.val_dataloader().sampler, SequentialSampler)

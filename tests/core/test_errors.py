@@ -1,39 +1,49 @@
 """Bad input gets a clear error naming what is wrong and the fix, before training where possible."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 import torch
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
 from ember.utilities import MisconfigurationException
-from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
 
 # ---- Trainer arguments -------------------------------------------------------------------------
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"max_epochs": -5}, r"`max_epochs` must be a non-negative integer or -1.*You passed in -5"),
-    ({"max_epochs": 1.5}, r"`max_epochs` must be an int"),
-    ({"max_steps": -2}, r"`max_steps` must be a non-negative integer or -1.*You passed in -2"),
-    ({"min_epochs": -1}, r"`min_epochs` must be >= 0"),
-    ({"min_steps": -1}, r"`min_steps` must be >= 0"),
-    ({"accumulate_grad_batches": 0}, r"accumulate_grad_batches=0\)` must be an int >= 1"),
-    ({"num_sanity_val_steps": -2}, r"`num_sanity_val_steps` must be an int >= -1"),
-    ({"log_every_n_steps": -1}, r"`log_every_n_steps` must be an int >= 0"),
-    ({"check_val_every_n_epoch": 0}, r"`check_val_every_n_epoch` should be an integer greater than 0 or None"),
-    ({"val_check_interval": 1.5}, r"`val_check_interval` should be a fraction of the epoch in \(0.0, 1.0\]"),
-    ({"val_check_interval": -3}, r"`val_check_interval` should be a positive int"),
-    ({"val_check_interval": 1.0, "check_val_every_n_epoch": None}, r"should be an integer when `check_val_every_n_epoch=None`"),
-    ({"limit_train_batches": 1.5}, r"invalid value 1.5 for limit_train_batches, it has to be in \[0.0, 1.0\] or an int"),
-    ({"limit_val_batches": -1}, r"limit_val_batches"),
-    ({"fast_dev_run": -1}, r"fast_dev_run=-1 is not a valid configuration"),
-    ({"reload_dataloaders_every_n_epochs": -1}, r"`reload_dataloaders_every_n_epochs` should be an int >= 0"),
-    ({"gradient_clip_algorithm": "x"}, r"`gradient_clip_algorithm` 'x' is invalid. Allowed algorithms"),
-    ({"accelerator": "tpu2"}, r"invalid accelerator name: `accelerator='tpu2'`. Available names are: auto, cpu"),
-    ({"devices": 0}, r"devices=0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_epochs": -5}, r"`max_epochs` must be a non-negative integer or -1.*You passed in -5"),
+        ({"max_epochs": 1.5}, r"`max_epochs` must be an int"),
+        ({"max_steps": -2}, r"`max_steps` must be a non-negative integer or -1.*You passed in -2"),
+        ({"min_epochs": -1}, r"`min_epochs` must be >= 0"),
+        ({"min_steps": -1}, r"`min_steps` must be >= 0"),
+        ({"accumulate_grad_batches": 0}, r"accumulate_grad_batches=0\)` must be an int >= 1"),
+        ({"num_sanity_val_steps": -2}, r"`num_sanity_val_steps` must be an int >= -1"),
+        ({"log_every_n_steps": -1}, r"`log_every_n_steps` must be an int >= 0"),
+        ({"check_val_every_n_epoch": 0}, r"`check_val_every_n_epoch` should be an integer greater than 0 or None"),
+        ({"val_check_interval": 1.5}, r"`val_check_interval` should be a fraction of the epoch in \(0.0, 1.0\]"),
+        ({"val_check_interval": -3}, r"`val_check_interval` should be a positive int"),
+        (
+            {"val_check_interval": 1.0, "check_val_every_n_epoch": None},
+            r"should be an integer when `check_val_every_n_epoch=None`",
+        ),
+        (
+            {"limit_train_batches": 1.5},
+            r"invalid value 1.5 for limit_train_batches, it has to be in \[0.0, 1.0\] or an int",
+        ),
+        ({"limit_val_batches": -1}, r"limit_val_batches"),
+        ({"fast_dev_run": -1}, r"fast_dev_run=-1 is not a valid configuration"),
+        ({"reload_dataloaders_every_n_epochs": -1}, r"`reload_dataloaders_every_n_epochs` should be an int >= 0"),
+        ({"gradient_clip_algorithm": "x"}, r"`gradient_clip_algorithm` 'x' is invalid. Allowed algorithms"),
+        ({"accelerator": "tpu2"}, r"invalid accelerator name: `accelerator='tpu2'`. Available names are: auto, cpu"),
+        ({"devices": 0}, r"devices=0"),
+    ],
+)
 def test_invalid_trainer_arguments(kwargs, message):
     with pytest.raises(MisconfigurationException, match=message):
         ember.Trainer(**kwargs)
@@ -50,8 +60,11 @@ def test_gradient_clip_val_must_be_a_number():
 
 
 def test_val_check_interval_longer_than_the_epoch():
-    with pytest.raises(ValueError, match=r"`val_check_interval` \(20\) must be less than or equal to the number of the"
-                                         r" training batches \(4\).*check_val_every_n_epoch=None"):
+    with pytest.raises(
+        ValueError,
+        match=r"`val_check_interval` \(20\) must be less than or equal to the number of the"
+        r" training batches \(4\).*check_val_every_n_epoch=None",
+    ):
         quiet_trainer(max_epochs=1, val_check_interval=20).fit(CoreModel(), loader(), loader(n=4))
 
 
@@ -76,7 +89,9 @@ def test_no_training_step():
 
 
 def test_fit_without_training_data():
-    with pytest.raises(MisconfigurationException, match=r"No `train_dataloader\(\)` method defined and no training data"):
+    with pytest.raises(
+        MisconfigurationException, match=r"No `train_dataloader\(\)` method defined and no training data"
+    ):
         quiet_trainer(max_epochs=1).fit(CoreModel())
 
 
@@ -84,7 +99,9 @@ def test_validate_without_validation_step():
     class NoValidation(CoreModel):
         validation_step = ember.LightningModule.validation_step
 
-    with pytest.raises(MisconfigurationException, match=r"No `validation_step\(\)` method defined to run `Trainer.validate`"):
+    with pytest.raises(
+        MisconfigurationException, match=r"No `validation_step\(\)` method defined to run `Trainer.validate`"
+    ):
         quiet_trainer().validate(NoValidation(), loader())
 
 
@@ -108,14 +125,17 @@ class Returns(CoreModel):
         return self.value(loss, self(batch[0]))
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (lambda loss, out: "loss", r"`training_step` must return a Tensor, a dict, or None .* It returned a str"),
-    (lambda loss, out: 3, r"It returned a int"),
-    (lambda loss, out: [loss], r"It returned a list"),
-    (lambda loss, out: out, r"returned a tensor of shape \(4, 1\): the loss must be a scalar"),
-    (lambda loss, out: {"loss": out}, r"returned a 'loss' of shape \(4, 1\): the loss must be a scalar"),
-    (lambda loss, out: {"other": loss}, r"the 'loss' key needs to be present"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (lambda loss, out: "loss", r"`training_step` must return a Tensor, a dict, or None .* It returned a str"),
+        (lambda loss, out: 3, r"It returned a int"),
+        (lambda loss, out: [loss], r"It returned a list"),
+        (lambda loss, out: out, r"returned a tensor of shape \(4, 1\): the loss must be a scalar"),
+        (lambda loss, out: {"loss": out}, r"returned a 'loss' of shape \(4, 1\): the loss must be a scalar"),
+        (lambda loss, out: {"other": loss}, r"the 'loss' key needs to be present"),
+    ],
+)
 def test_wrong_training_step_returns(value, message):
     with pytest.raises(MisconfigurationException, match=message):
         quiet_trainer(max_steps=1).fit(Returns(value), loader())
@@ -154,8 +174,11 @@ def test_an_error_calls_on_exception_not_the_teardown_hooks_and_reraises():
 
 
 def test_several_optimizers_in_automatic_mode():
-    with pytest.raises(RuntimeError, match=r"multiple optimizers is only supported with manual optimization.*"
-                                           r"self.automatic_optimization = False"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"multiple optimizers is only supported with manual optimization.*"
+        r"self.automatic_optimization = False",
+    ):
         quiet_trainer(max_steps=1).fit(
             CoreModel(optimizers=lambda m: [torch.optim.SGD(m.parameters(), 0.1), torch.optim.Adam(m.parameters())]),
             loader(),

@@ -1,4 +1,5 @@
 """``save_hyperparameters``: what ends up in ``hparams``, ``hparams_initial`` and the loggers."""
+
 from __future__ import annotations
 
 from argparse import Namespace
@@ -7,11 +8,11 @@ from typing import Any
 
 import pytest
 import torch
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
 from ember.utilities import AttributeDict
-from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
 
 class RecordingLogger(ember.loggers.Logger):

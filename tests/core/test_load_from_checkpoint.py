@@ -1,4 +1,5 @@
 """``LightningModule.load_from_checkpoint``: rebuild from hparams, load weights, safely."""
+
 from __future__ import annotations
 
 import pickle
@@ -7,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
 from ember.checkpoint_io import CheckpointLoadError
-from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
 
 class Saved(CoreModel):
@@ -28,7 +29,9 @@ class Saved(CoreModel):
         self.loaded_hooks.append(f"on_load_checkpoint:{checkpoint['epoch']}")
 
 
-def _trained_checkpoint(tmp_path: Path, model: ember.LightningModule | None = None) -> tuple[Path, ember.LightningModule]:
+def _trained_checkpoint(
+    tmp_path: Path, model: ember.LightningModule | None = None
+) -> tuple[Path, ember.LightningModule]:
     model = model or Saved(lr=0.05, tag="b")
     trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path)
     trainer.fit(model, loader(n=8))
@@ -101,7 +104,9 @@ def test_state_dict_that_does_not_fit_lists_the_keys(tmp_path):
     checkpoint["state_dict"]["extra.weight"] = torch.zeros(1)
     del checkpoint["state_dict"]["layer.bias"]
     torch.save(checkpoint, path)
-    with pytest.raises(RuntimeError, match=r"missing keys \['layer.bias'\].*unexpected keys \['extra.weight'\].*strict=False"):
+    with pytest.raises(
+        RuntimeError, match=r"missing keys \['layer.bias'\].*unexpected keys \['extra.weight'\].*strict=False"
+    ):
         Saved.load_from_checkpoint(path)
     with pytest.warns(UserWarning, match="extra.weight"):
         loaded = Saved.load_from_checkpoint(path, strict=False)
@@ -164,7 +169,9 @@ def test_truncated_file_names_the_file(tmp_path):
     path, _ = _trained_checkpoint(tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointLoadError, match=r"model\.ckpt is not a readable checkpoint \(truncated or corrupt\)") as info:
+    with pytest.raises(
+        CheckpointLoadError, match=r"model\.ckpt is not a readable checkpoint \(truncated or corrupt\)"
+    ) as info:
         Saved.load_from_checkpoint(path)
     assert "weights_only=False" not in str(info.value)
 
@@ -222,8 +229,9 @@ def test_hparams_yaml_written_by_the_logger_loads(tmp_path):
             super().__init__(lr=lr, tag=tag)
 
     logger = ember.loggers.CSVLogger(tmp_path)
-    trainer = ember.Trainer(max_steps=1, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False)
+    trainer = ember.Trainer(
+        max_steps=1, logger=logger, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     trainer.fit(Tupled(lr=0.3, sizes=(3, 4)), loader(n=4))
     path = tmp_path / "t.ckpt"
     trainer.save_checkpoint(path)

@@ -1,15 +1,17 @@
 """``self.log`` / ``self.log_dict``: keys, per-hook defaults, epoch reductions and the errors."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 from ember.utilities import MisconfigurationException
-from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
 
 def _fit_logging(
@@ -112,9 +114,19 @@ def test_validation_defaults_to_epoch_and_eval_step_values_stay_out_of_callback_
 
 def test_log_dict_passes_every_argument():
     def log(m, fx, b, i):
-        m.log_dict({"x": float(i), "y": torch.tensor(2.0)}, prog_bar=True, on_step=False, on_epoch=True,
-                   reduce_fx="max", logger=False, sync_dist=True, batch_size=1, add_dataloader_idx=True,
-                   enable_graph=False, rank_zero_only=False)
+        m.log_dict(
+            {"x": float(i), "y": torch.tensor(2.0)},
+            prog_bar=True,
+            on_step=False,
+            on_epoch=True,
+            reduce_fx="max",
+            logger=False,
+            sync_dist=True,
+            batch_size=1,
+            add_dataloader_idx=True,
+            enable_graph=False,
+            rank_zero_only=False,
+        )
 
     trainer = _fit_logging(log)
     assert trainer.callback_metrics["x"].item() == 2.0
@@ -372,7 +384,9 @@ def test_same_key_twice_with_different_arguments():
         m.log("twice", 1.0)
         m.log("twice", 1.0, prog_bar=True)
 
-    with pytest.raises(MisconfigurationException, match=r"You called `self.log\(twice, ...\)` twice in `training_step`"):
+    with pytest.raises(
+        MisconfigurationException, match=r"You called `self.log\(twice, ...\)` twice in `training_step`"
+    ):
         _fit_logging(log)
 
 
@@ -434,9 +448,25 @@ def test_every_on_step_on_epoch_combination_in_the_three_dicts(tmp_path):
     model = Combos()
     trainer.fit(model, loader(n=12), loader(n=12))
     assert table(trainer.callback_metrics) == {
-        "tb": 2.0, "tb_epoch": 2.0, "tb_step": 3.0, "te": 2.0, "ts": 3.0, "vb": 2.0, "vb_epoch": 2.0, "ve": 2.0,
+        "tb": 2.0,
+        "tb_epoch": 2.0,
+        "tb_step": 3.0,
+        "te": 2.0,
+        "ts": 3.0,
+        "vb": 2.0,
+        "vb_epoch": 2.0,
+        "ve": 2.0,
     }
-    both = {"tb_epoch": 2.0, "tb_step": 3.0, "te": 2.0, "ts": 3.0, "vb_epoch": 2.0, "vb_step": 3.0, "ve": 2.0, "vs": 3.0}
+    both = {
+        "tb_epoch": 2.0,
+        "tb_step": 3.0,
+        "te": 2.0,
+        "ts": 3.0,
+        "vb_epoch": 2.0,
+        "vb_step": 3.0,
+        "ve": 2.0,
+        "vs": 3.0,
+    }
     assert table(trainer.logged_metrics) == both
     assert table(trainer.progress_bar_metrics) == both
 

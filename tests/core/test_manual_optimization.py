@@ -1,13 +1,14 @@
 """Manual optimization with two optimizers, checked against a hand-written loop."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from tests.helpers.core_models import loader, quiet_trainer
 from torch import nn
 
 import ember
 from ember.utilities import MisconfigurationException
-from tests.helpers.core_models import loader, quiet_trainer
 
 
 class TwoNets(ember.LightningModule):
@@ -81,7 +82,10 @@ class TwoNets(ember.LightningModule):
     def configure_optimizers(self):
         opt_g = torch.optim.SGD(self.gen.parameters(), lr=0.1)
         opt_d = torch.optim.SGD(self.disc.parameters(), lr=0.2)
-        return [opt_g, opt_d], [torch.optim.lr_scheduler.StepLR(opt_g, 1, 0.5), torch.optim.lr_scheduler.StepLR(opt_d, 1, 0.9)]
+        return [opt_g, opt_d], [
+            torch.optim.lr_scheduler.StepLR(opt_g, 1, 0.5),
+            torch.optim.lr_scheduler.StepLR(opt_d, 1, 0.9),
+        ]
 
 
 def _hand_written(batches, clip=None):
@@ -115,7 +119,10 @@ def _hand_written(batches, clip=None):
             p.requires_grad_(True)
         sched_g.step()
         sched_d.step()
-    return {**{f"gen.{k}": v for k, v in gen.state_dict().items()}, **{f"disc.{k}": v for k, v in disc.state_dict().items()}}
+    return {
+        **{f"gen.{k}": v for k, v in gen.state_dict().items()},
+        **{f"disc.{k}": v for k, v in disc.state_dict().items()},
+    }
 
 
 def _fit(model: TwoNets, n: int = 12) -> ember.Trainer:
@@ -140,8 +147,12 @@ def test_hooks_in_manual_optimization():
     model = TwoNets()
     _fit(model, n=4)
     assert model.events == [
-        "on_before_backward", "on_after_backward", "on_before_optimizer_step",
-        "on_before_backward", "on_after_backward", "on_before_optimizer_step",
+        "on_before_backward",
+        "on_after_backward",
+        "on_before_optimizer_step",
+        "on_before_backward",
+        "on_after_backward",
+        "on_before_optimizer_step",
         "outputs:['extra', 'loss']",
     ]  # no on_before_zero_grad: the user zeroes the gradients
 
@@ -249,10 +260,13 @@ def test_manual_backward_in_automatic_optimization_raises():
         _fit(Wrong(), n=4)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"gradient_clip_val": 1.0}, "Automatic gradient clipping is not supported for manual optimization"),
-    ({"accumulate_grad_batches": 2}, "Automatic gradient accumulation is not supported for manual optimization"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gradient_clip_val": 1.0}, "Automatic gradient clipping is not supported for manual optimization"),
+        ({"accumulate_grad_batches": 2}, "Automatic gradient accumulation is not supported for manual optimization"),
+    ],
+)
 def test_clipping_or_accumulation_with_manual_optimization_raise(kwargs, message):
     with pytest.raises(MisconfigurationException, match=message):
         quiet_trainer(max_epochs=1, **kwargs).fit(TwoNets(), loader(n=4))
@@ -275,7 +289,6 @@ def test_returning_none_or_a_tensor_is_fine():
 
     trainer = _fit(ReturnsNone(), n=8)
     assert trainer.global_step == 4
-
 
 
 def test_plateau_scheduler_in_manual_optimization_needs_no_monitor():
@@ -309,7 +322,9 @@ def test_trainer_only_scheduler_keys_are_dropped_with_a_warning_in_manual_optimi
             (opt_g, opt_d), (s_g, s_d) = super().configure_optimizers()
             return [opt_g, opt_d], [{"scheduler": s_g, "monitor": "x", "strict": False, "interval": "step"}, s_d]
 
-    with pytest.warns(RuntimeWarning, match=r"contains the key\(s\) \['monitor', 'strict'\], but the keys will be ignored"):
+    with pytest.warns(
+        RuntimeWarning, match=r"contains the key\(s\) \['monitor', 'strict'\], but the keys will be ignored"
+    ):
         trainer = _fit(Keys(), n=4)
     assert trainer.lr_scheduler_configs[0].interval == "step"  # kept for LearningRateMonitor
 

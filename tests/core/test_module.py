@@ -1,13 +1,14 @@
 """LightningModule properties and the defaults of its hooks, as a user sees them."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
 from ember.utilities import AttributeDict
-from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
 
 def test_properties_without_a_trainer():
@@ -66,9 +67,18 @@ def test_properties_while_fitting(tmp_path):
 
     class Watch(CoreModel):
         def training_step(self, batch, batch_idx):
-            seen.append((self.current_epoch, self.global_step, self.trainer.current_epoch, self.global_rank,
-                         self.local_rank, self.device.type, self.logger is self.trainer.logger,
-                         self.loggers is self.trainer.loggers or self.loggers == self.trainer.loggers))
+            seen.append(
+                (
+                    self.current_epoch,
+                    self.global_step,
+                    self.trainer.current_epoch,
+                    self.global_rank,
+                    self.local_rank,
+                    self.device.type,
+                    self.logger is self.trainer.logger,
+                    self.loggers is self.trainer.loggers or self.loggers == self.trainer.loggers,
+                )
+            )
             return super().training_step(batch, batch_idx)
 
     model = Watch()
@@ -83,8 +93,14 @@ def test_properties_while_fitting(tmp_path):
 def test_logger_properties_with_a_logger(tmp_path):
     logger = ember.loggers.CSVLogger(tmp_path)
     model = CoreModel()
-    trainer = ember.Trainer(max_epochs=1, logger=logger, enable_progress_bar=False, enable_model_summary=False,
-                            enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer = ember.Trainer(
+        max_epochs=1,
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, loader(n=4))
     assert model.logger is logger
     assert model.loggers == [logger]

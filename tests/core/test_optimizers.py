@@ -1,13 +1,14 @@
 """Every return format of ``configure_optimizers`` and its errors."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 import torch
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
 from ember.utilities import MisconfigurationException
-from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
 
 def _sgd(m, lr=0.1):
@@ -50,8 +51,20 @@ def test_two_lists(second):
     trainer, model = _fit(configure)
     (config,) = trainer.lr_scheduler_configs
     assert isinstance(config.scheduler, torch.optim.lr_scheduler.StepLR)
-    assert (config.name, config.interval, config.frequency, config.reduce_on_plateau, config.monitor, config.strict) == (
-        None, "epoch", 1, False, None, True,
+    assert (
+        config.name,
+        config.interval,
+        config.frequency,
+        config.reduce_on_plateau,
+        config.monitor,
+        config.strict,
+    ) == (
+        None,
+        "epoch",
+        1,
+        False,
+        None,
+        True,
     )
     assert model.lr_schedulers() is config.scheduler
 
@@ -72,7 +85,11 @@ def test_dict_with_scheduler_config():
 def test_dict_with_plateau_and_monitor():
     def configure(m):
         opt = _sgd(m)
-        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt), "monitor": "val_loss"}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt),
+            "monitor": "val_loss",
+        }
 
     trainer, _ = _fit(configure, limit_val_batches=0)
     (config,) = trainer.lr_scheduler_configs
@@ -214,7 +231,10 @@ def test_unknown_scheduler_keys_warn():
 def test_one_cycle_with_epoch_interval_warns():
     def configure(m):
         opt = _sgd(m)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, 1.0, total_steps=10)}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, 1.0, total_steps=10)},
+        }
 
     with pytest.warns(RuntimeWarning, match="OneCycleLR.*'interval': 'step'"):
         _fit(configure)

@@ -1,21 +1,33 @@
 """``Trainer(precision=...)`` on CPU: 64-true, bf16-mixed, bf16-true, 16-true and the aliases."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 import torch
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
-from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
 
-@pytest.mark.parametrize(("given", "expected"), [
-    (None, "32-true"), (32, "32-true"), ("32", "32-true"), ("32-true", "32-true"),
-    (64, "64-true"), ("64", "64-true"), ("64-true", "64-true"),
-    ("bf16", "bf16-mixed"), ("bf16-mixed", "bf16-mixed"), ("bf16-true", "bf16-true"), ("16-true", "16-true"),
-])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, "32-true"),
+        (32, "32-true"),
+        ("32", "32-true"),
+        ("32-true", "32-true"),
+        (64, "64-true"),
+        ("64", "64-true"),
+        ("64-true", "64-true"),
+        ("bf16", "bf16-mixed"),
+        ("bf16-mixed", "bf16-mixed"),
+        ("bf16-true", "bf16-true"),
+        ("16-true", "16-true"),
+    ],
+)
 def test_precision_names_and_aliases(given, expected):
     assert ember.Trainer(precision=given, logger=False).precision == expected
 
@@ -43,12 +55,19 @@ class DtypeRecorder(CoreModel):
     def training_step(self, batch, batch_idx):
         x, y = batch
         out = self(x)
-        self.seen.setdefault("train", {
-            "input": x.dtype, "param": self.layer.weight.dtype, "output": out.dtype,
-            "new": torch.tensor(1.0).dtype, "module": self.dtype,
-        })
-        loss = nn.functional.mse_loss(out.float() if out.dtype == torch.bfloat16 else out, y.to(out.dtype)
-                                      if out.dtype != torch.bfloat16 else y)
+        self.seen.setdefault(
+            "train",
+            {
+                "input": x.dtype,
+                "param": self.layer.weight.dtype,
+                "output": out.dtype,
+                "new": torch.tensor(1.0).dtype,
+                "module": self.dtype,
+            },
+        )
+        loss = nn.functional.mse_loss(
+            out.float() if out.dtype == torch.bfloat16 else out, y.to(out.dtype) if out.dtype != torch.bfloat16 else y
+        )
         self.log("loss", loss)
         return loss
 

@@ -1,14 +1,15 @@
 """When learning-rate schedulers step in automatic optimization."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 import torch
+from tests.core.test_optimizers import CustomScheduler
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
 from ember.utilities import MisconfigurationException
-from tests.helpers.core_models import CoreModel, loader, quiet_trainer
-from tests.core.test_optimizers import CustomScheduler
 
 
 class LrRecorder(CoreModel):
@@ -79,7 +80,10 @@ def test_no_step_scheduler_steps_while_accumulating():
 
 def test_plateau_steps_after_validation_from_callback_metrics():
     def plateau(opt):
-        return {"scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5), "monitor": "metric"}
+        return {
+            "scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5),
+            "monitor": "metric",
+        }
 
     model = _run(LrRecorder(plateau, val_metric=[1.0, 1.0, 1.0]), val=True, max_epochs=3)
     # epoch 0 sets the best value; epochs 1 and 2 do not improve
@@ -89,8 +93,11 @@ def test_plateau_steps_after_validation_from_callback_metrics():
 
 def test_plateau_with_step_interval_steps_after_each_validation_check():
     def plateau(opt):
-        return {"scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5),
-                "monitor": "metric", "interval": "step"}
+        return {
+            "scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5),
+            "monitor": "metric",
+            "interval": "step",
+        }
 
     model = LrRecorder(plateau, val_metric=[2.0, 2.0, 2.0, 2.0])
     _run(model, val=True, max_epochs=1, val_check_interval=1)  # 4 validations, each after a batch
@@ -101,14 +108,19 @@ def test_plateau_missing_monitor_strict_raises_with_the_available_metrics():
     def plateau(opt):
         return {"scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt), "monitor": "missing"}
 
-    with pytest.raises(MisconfigurationException, match=r"conditioned on metric missing which is not available.*\['metric'\]"):
+    with pytest.raises(
+        MisconfigurationException, match=r"conditioned on metric missing which is not available.*\['metric'\]"
+    ):
         _run(LrRecorder(plateau, val_metric=[1.0, 1.0]), val=True)
 
 
 def test_plateau_missing_monitor_not_strict_warns_and_skips():
     def plateau(opt):
-        return {"scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0), "monitor": "missing",
-                "strict": False}
+        return {
+            "scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0),
+            "monitor": "missing",
+            "strict": False,
+        }
 
     with pytest.warns(RuntimeWarning, match="strict is set to `False`. Skipping learning rate update"):
         model = _run(LrRecorder(plateau, val_metric=[1.0, 1.0]), val=True)

@@ -1,6 +1,7 @@
 """Real 2-process jobs on CPU (gloo): the user's script runs as Ember, torchrun or torch.multiprocessing
 starts it, and the tests read what every rank wrote (see programs/ddp_program.py). Preemption and
 the collectives are tested with cheaper forked jobs in test_fork_jobs.py."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,8 +21,18 @@ pytestmark = [
     pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available"),
 ]
 
-_RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR",
-              "MASTER_PORT", "TORCHELASTIC_RUN_ID", "EMBER_FAILURE_DIR")
+_RANK_VARS = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "EMBER_FAILURE_DIR",
+)
 
 
 def _program():
@@ -81,8 +92,11 @@ def test_fit_validate_test_predict_match_single_process_training(tmp_path):
     data = program.dataset()
     with torch.no_grad():
         # reduce_fx="sum" with sync_dist: every batch-mean loss of both ranks, added
-        batch_losses = [torch.nn.functional.mse_loss(reference.layer(x), y) for rank in (0, 1)
-                        for x, y in DataLoader(torch.utils.data.Subset(data, range(rank, 32, 2)), batch_size=4)]
+        batch_losses = [
+            torch.nn.functional.mse_loss(reference.layer(x), y)
+            for rank in (0, 1)
+            for x, y in DataLoader(torch.utils.data.Subset(data, range(rank, 32, 2)), batch_size=4)
+        ]
         expected_sum = torch.stack(batch_losses).sum().item()
         predictions = {rank: reference.layer(data.tensors[0][rank::2]) for rank in (0, 1)}
     for rank, record in enumerate(ranks):
@@ -147,13 +161,29 @@ def test_an_srun_job_joins_its_environment(tmp_path):
     from ember.distributed.environments import find_free_network_port
 
     env = {k: v for k, v in os.environ.items() if k not in _RANK_VARS and not k.startswith(("SLURM_", "PL_"))}
-    env.update(PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", SLURM_NTASKS="2", SLURM_NNODES="1", SLURM_NODEID="0",
-               SLURM_JOB_ID="4242", SLURM_JOB_NAME="train", SLURM_NODELIST="127.0.0.1",
-               MASTER_PORT=str(find_free_network_port()))
+    env.update(
+        PYTHONWARNINGS="ignore",
+        OMP_NUM_THREADS="1",
+        SLURM_NTASKS="2",
+        SLURM_NNODES="1",
+        SLURM_NODEID="0",
+        SLURM_JOB_ID="4242",
+        SLURM_JOB_NAME="train",
+        SLURM_NODELIST="127.0.0.1",
+        MASTER_PORT=str(find_free_network_port()),
+    )
     # what `srun --ntasks=2` does: start both tasks, each with its own SLURM_PROCID / SLURM_LOCALID
-    procs = [subprocess.Popen([sys.executable, str(PROGRAM), "plain", str(tmp_path)], cwd=tmp_path,
-                              env={**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(PROGRAM), "plain", str(tmp_path)],
+            cwd=tmp_path,
+            env={**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
     outputs = [p.communicate(timeout=150)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     ranks = [load(tmp_path, "plain", r) for r in (0, 1)]

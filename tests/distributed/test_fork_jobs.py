@@ -1,5 +1,6 @@
 """2-process jobs forked from the test process (``strategy="ddp_fork"``): cheap enough to check the
 collectives, the sampler, gradient accumulation, SyncBatchNorm and collective timeouts one by one."""
+
 from __future__ import annotations
 
 import sys
@@ -8,9 +9,6 @@ from datetime import timedelta
 
 import pytest
 import torch
-
-import ember
-from ember.distributed import DDPStrategy
 from tests.helpers.distributed_models import (
     BatchNormModel,
     CollectivesModel,
@@ -25,7 +23,10 @@ from tests.helpers.distributed_models import (
     read_ranks,
     shuffled_loader,
 )
+
+import ember
 from ember.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from ember.distributed import DDPStrategy
 from ember.trainer.signals import PreemptionExit
 
 pytestmark = [
@@ -41,15 +42,24 @@ def clean_env(monkeypatch):
 
 
 def fork_trainer(tmp_path, strategy="ddp_fork", **kwargs) -> ember.Trainer:
-    options = dict(accelerator="cpu", devices=2, strategy=strategy, logger=False, enable_progress_bar=False,
-                   enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path, max_epochs=2)
+    options = dict(
+        accelerator="cpu",
+        devices=2,
+        strategy=strategy,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        max_epochs=2,
+    )
     options.update(kwargs)
     return ember.Trainer(**options)
 
 
 def test_collectives_and_all_gather_on_every_rank(tmp_path):
     fork_trainer(tmp_path).fit(CollectivesModel(tmp_path), loader())
-    for rank, record in enumerate(read_ranks(tmp_path)):
+    for record in read_ranks(tmp_path):
         assert torch.equal(record["all_gather"], torch.tensor([[0, 10], [1, 11]]))
         assert torch.equal(record["all_gather_dict"]["r"], torch.tensor([0.0, 1.0]))
         assert record["broadcast"] == {"from": 1}
@@ -89,8 +99,11 @@ def test_sigterm_mid_epoch_saves_stops_every_rank_and_resumes_exactly(tmp_path):
     def run(folder, callbacks, ckpt_path=None):
         ember.seed_everything(7, verbose=False)
         model = DropoutModel()
-        trainer = fork_trainer(folder, enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=folder / "ckpts", save_last=True,
-                                                                  save_top_k=0), *callbacks])
+        trainer = fork_trainer(
+            folder,
+            enable_checkpointing=True,
+            callbacks=[ModelCheckpoint(dirpath=folder / "ckpts", save_last=True, save_top_k=0), *callbacks],
+        )
         trainer.fit(model, shuffled_loader(), ckpt_path=ckpt_path)
         return model, trainer
 

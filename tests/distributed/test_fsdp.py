@@ -1,4 +1,5 @@
 """FSDP2 (``fully_shard``) on 2 forked CPU ranks over gloo, and the CUDA paths for GPU machines."""
+
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.helpers.distributed_models import SigtermAt, loader
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 
@@ -18,7 +20,6 @@ from ember.checkpoint_io import load_checkpoint
 from ember.distributed import FSDPStrategy
 from ember.trainer.checkpoint import EMBER_KEY
 from ember.trainer.signals import PreemptionExit
-from tests.helpers.distributed_models import SigtermAt, loader
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork-based jobs are tested on Linux"),
@@ -54,9 +55,16 @@ def clean_env(monkeypatch):
 
 def fsdp_trainer(tmp_path, accelerator="cpu", devices=2, **kwargs) -> ember.Trainer:
     strategy = FSDPStrategy(auto_wrap_policy={nn.Linear}, start_method="fork" if accelerator == "cpu" else "popen")
-    options = dict(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
-                   enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                   num_sanity_val_steps=0)
+    options = dict(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
     options.update(kwargs)
     return ember.Trainer(**options)
 
@@ -81,7 +89,11 @@ def test_fsdp_trains_like_one_process_and_writes_a_full_checkpoint(tmp_path):
 
     saved = torch.load(checkpoint.best_model_path, weights_only=True)
     assert {k: tuple(v.shape) for k, v in saved["state_dict"].items()} == {
-        "first.weight": (8, 4), "first.bias": (8,), "second.weight": (1, 8), "second.bias": (1,)}
+        "first.weight": (8, 4),
+        "first.bias": (8,),
+        "second.weight": (1, 8),
+        "second.bias": (1,),
+    }
     resumed = TwoLayers()
     again = fsdp_trainer(tmp_path / "again", max_epochs=2, enable_checkpointing=False)
     again.fit(resumed, loader(16, batch_size=2), ckpt_path=checkpoint.best_model_path)
@@ -101,8 +113,12 @@ def test_fsdp_activation_checkpointing_recomputes_and_trains_the_same(tmp_path):
     plain, checkpointed = TwoLayers(), RecordsWrapping()
     checkpointed.load_state_dict(plain.state_dict())
     fsdp_trainer(tmp_path / "plain", max_epochs=1, enable_checkpointing=False).fit(plain, loader(16, batch_size=2))
-    strategy = FSDPStrategy(auto_wrap_policy={nn.Linear}, activation_checkpointing_policy={nn.Linear},
-                            sharding_strategy="SHARD_GRAD_OP", start_method="fork")
+    strategy = FSDPStrategy(
+        auto_wrap_policy={nn.Linear},
+        activation_checkpointing_policy={nn.Linear},
+        sharding_strategy="SHARD_GRAD_OP",
+        start_method="fork",
+    )
     trainer = fsdp_trainer(tmp_path, max_epochs=1, enable_checkpointing=False, strategy=strategy)
     trainer.fit(checkpointed, loader(16, batch_size=2))
     assert (tmp_path / "rank0.txt").read_text() == (tmp_path / "rank1.txt").read_text() == "CheckpointWrapper"
@@ -135,8 +151,12 @@ class ShardedModel(TwoLayers):
 
 
 def sharded_trainer(tmp_path, preemption_check_interval: int = 10, **kwargs) -> ember.Trainer:
-    strategy = FSDPStrategy(auto_wrap_policy={nn.Linear}, state_dict_type="sharded", start_method="fork",
-                            preemption_check_interval=preemption_check_interval)
+    strategy = FSDPStrategy(
+        auto_wrap_policy={nn.Linear},
+        state_dict_type="sharded",
+        start_method="fork",
+        preemption_check_interval=preemption_check_interval,
+    )
     return fsdp_trainer(tmp_path, strategy=strategy, **kwargs)
 
 
@@ -176,8 +196,16 @@ def test_sharded_checkpoint_layout_eviction_and_loading_anywhere(tmp_path):
         assert torch.equal(loaded.state_dict()[key], value), key
 
     # and resumes training from them, optimizer and scheduler included, on a single device
-    single = ember.Trainer(accelerator="cpu", devices=1, max_epochs=3, logger=False, enable_checkpointing=False,
-                           enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    single = ember.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     single.fit(ShardedModel(), loader(16, batch_size=4), ckpt_path=folder / "last.ckpt")
     assert single.global_step == 12
     adam = single.optimizers[0]
@@ -190,7 +218,8 @@ def test_resume_from_a_sharded_checkpoint_equals_an_uninterrupted_run(tmp_path):
     uninterrupted, interrupted = ShardedModel(), ShardedModel()
     interrupted.load_state_dict(uninterrupted.state_dict())
     sharded_trainer(tmp_path / "straight", max_epochs=3, enable_checkpointing=False).fit(
-        uninterrupted, loader(16, batch_size=2))
+        uninterrupted, loader(16, batch_size=2)
+    )
 
     # stop mid-epoch (step 6, with 4 steps an epoch), then resume from `last` with a new trainer
     def mid_epoch_saves():
@@ -213,11 +242,13 @@ def test_resume_from_a_sharded_checkpoint_equals_an_uninterrupted_run(tmp_path):
         torch.manual_seed(0)
         stopping = [ModelCheckpoint(dirpath=preempted, save_top_k=0), SigtermAt(6)]
         sharded_trainer(preempted, preemption_check_interval=1, max_epochs=3, callbacks=stopping).fit(
-            ShardedModel(), loader(16, batch_size=2))
+            ShardedModel(), loader(16, batch_size=2)
+        )
     assert sorted(os.listdir(preempted / "last.ckpt")) == [".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"]
     resumed = ShardedModel()
     sharded_trainer(preempted, max_epochs=3, callbacks=[ModelCheckpoint(dirpath=preempted, save_top_k=0)]).fit(
-        resumed, loader(16, batch_size=2), ckpt_path="last")
+        resumed, loader(16, batch_size=2), ckpt_path="last"
+    )
     for key, value in uninterrupted.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
 
@@ -254,8 +285,14 @@ def test_sharded_checkpoint_paths_that_are_not_checkpoints_raise_clear_errors(tm
     plain.mkdir()
     with pytest.raises(IsADirectoryError, match=r"plain\.ckpt is a folder but not a sharded checkpoint.*meta\.pt"):
         ShardedModel.load_from_checkpoint(plain)
-    trainer = ember.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                            enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = ember.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     with pytest.raises(IsADirectoryError, match=r"plain\.ckpt is a folder but not a sharded checkpoint"):
         trainer.validate(ShardedModel(), loader(), ckpt_path=plain)
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
@@ -309,8 +346,15 @@ def test_validate_and_test_best_and_last_after_fit_in_the_same_process(tmp_path,
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fsdp_bf16_on_cuda(tmp_path):
-    trainer = fsdp_trainer(tmp_path, accelerator="cuda", devices=1, precision="bf16-mixed", max_epochs=1,
-                           enable_checkpointing=False, strategy=FSDPStrategy(start_method="spawn"))
+    trainer = fsdp_trainer(
+        tmp_path,
+        accelerator="cuda",
+        devices=1,
+        precision="bf16-mixed",
+        max_epochs=1,
+        enable_checkpointing=False,
+        strategy=FSDPStrategy(start_method="spawn"),
+    )
     trainer.fit(TwoLayers(), loader(16, batch_size=2))
     assert trainer.global_step == 8 and trainer.strategy.process_group_backend == "nccl"
 
@@ -318,8 +362,16 @@ def test_fsdp_bf16_on_cuda(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_ddp_on_cuda_uses_nccl(tmp_path):
-    trainer = ember.Trainer(accelerator="cuda", devices=1, strategy="ddp_spawn", logger=False, max_epochs=1,
-                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer = ember.Trainer(
+        accelerator="cuda",
+        devices=1,
+        strategy="ddp_spawn",
+        logger=False,
+        max_epochs=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     model = TwoLayers()
     trainer.fit(model, loader(16, batch_size=2))
     assert trainer.global_step == 8 and trainer.strategy.process_group_backend == "nccl"

@@ -1,5 +1,6 @@
 """Strategy selection, environment detection and the pieces of failure and preemption handling
 that need no second process."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -19,10 +20,27 @@ from ember.distributed.launch import _script_command
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import _set_rank, rank_zero_only
 
-RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR",
-             "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID",
-             "SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_NODELIST", "SLURM_NTASKS_PER_NODE", "SLURM_NNODES",
-             failure.ENV_DIR)
+RANK_VARS = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+    "SLURM_NODEID",
+    "SLURM_JOB_ID",
+    "SLURM_JOB_NAME",
+    "SLURM_NODELIST",
+    "SLURM_NTASKS_PER_NODE",
+    "SLURM_NNODES",
+    failure.ENV_DIR,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -35,17 +53,29 @@ def clean_env(monkeypatch):
 
 
 def make(**kwargs) -> ember.Trainer:
-    options = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                   enable_checkpointing=False)
+    options = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     options.update(kwargs)
     return ember.Trainer(**options)
 
 
-@pytest.mark.parametrize(("name", "start_method", "find_unused"), [
-    ("auto", "popen", False), ("ddp", "popen", False), ("ddp_spawn", "spawn", False), ("ddp_fork", "fork", False),
-    ("ddp_notebook", "fork", False), ("ddp_find_unused_parameters_true", "popen", True),
-    ("ddp_spawn_find_unused_parameters_true", "spawn", True),
-])
+@pytest.mark.parametrize(
+    ("name", "start_method", "find_unused"),
+    [
+        ("auto", "popen", False),
+        ("ddp", "popen", False),
+        ("ddp_spawn", "spawn", False),
+        ("ddp_fork", "fork", False),
+        ("ddp_notebook", "fork", False),
+        ("ddp_find_unused_parameters_true", "popen", True),
+        ("ddp_spawn_find_unused_parameters_true", "spawn", True),
+    ],
+)
 def test_strategy_names_build_ddp(name, start_method, find_unused):
     trainer = make(devices=2, strategy=name)
     strategy = trainer.strategy
@@ -71,19 +101,34 @@ def test_one_device_stays_single_and_bad_names_say_what_exists():
 
 
 def test_strategy_object_is_configured_by_the_trainer():
-    strategy = DDPStrategy(find_unused_parameters=True, static_graph=False, timeout=timedelta(seconds=90),
-                           gradient_as_bucket_view=True, process_group_backend="gloo")
+    strategy = DDPStrategy(
+        find_unused_parameters=True,
+        static_graph=False,
+        timeout=timedelta(seconds=90),
+        gradient_as_bucket_view=True,
+        process_group_backend="gloo",
+    )
     trainer = make(devices=3, num_nodes=2, strategy=strategy)
     assert trainer.strategy is strategy
     assert strategy.num_processes == 3 and strategy.num_nodes == 2 and trainer.world_size == 6
     assert strategy.timeout == timedelta(seconds=90)
-    assert strategy._ddp_kwargs == {"find_unused_parameters": True, "static_graph": False, "gradient_as_bucket_view": True}
+    assert strategy._ddp_kwargs == {
+        "find_unused_parameters": True,
+        "static_graph": False,
+        "gradient_as_bucket_view": True,
+    }
 
 
 def test_torchrun_environment_is_joined(monkeypatch):
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
-    for key, value in (("RANK", "3"), ("LOCAL_RANK", "1"), ("WORLD_SIZE", "4"), ("GROUP_RANK", "1"),
-                       ("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "29500")):
+    for key, value in (
+        ("RANK", "3"),
+        ("LOCAL_RANK", "1"),
+        ("WORLD_SIZE", "4"),
+        ("GROUP_RANK", "1"),
+        ("MASTER_ADDR", "10.0.0.1"),
+        ("MASTER_PORT", "29500"),
+    ):
         monkeypatch.setenv(key, value)
     assert isinstance(detect_environment(), TorchElasticEnvironment)
     trainer = make(devices=2, num_nodes=2, strategy="ddp")
@@ -95,9 +140,17 @@ def test_torchrun_environment_is_joined(monkeypatch):
 
 
 def test_slurm_environment_reads_srun_variables(monkeypatch):
-    for key, value in (("SLURM_NTASKS", "4"), ("SLURM_PROCID", "2"), ("SLURM_LOCALID", "0"), ("SLURM_NODEID", "1"),
-                       ("SLURM_JOB_ID", "123456"), ("SLURM_NODELIST", "gpu[07-09],cpu1"), ("SLURM_NNODES", "2"),
-                       ("SLURM_NTASKS_PER_NODE", "2"), ("SLURM_JOB_NAME", "train")):
+    for key, value in (
+        ("SLURM_NTASKS", "4"),
+        ("SLURM_PROCID", "2"),
+        ("SLURM_LOCALID", "0"),
+        ("SLURM_NODEID", "1"),
+        ("SLURM_JOB_ID", "123456"),
+        ("SLURM_NODELIST", "gpu[07-09],cpu1"),
+        ("SLURM_NNODES", "2"),
+        ("SLURM_NTASKS_PER_NODE", "2"),
+        ("SLURM_JOB_NAME", "train"),
+    ):
         monkeypatch.setenv(key, value)
     env = detect_environment()
     assert isinstance(env, SLURMEnvironment) and env.creates_processes_externally
@@ -110,10 +163,17 @@ def test_slurm_environment_reads_srun_variables(monkeypatch):
     assert isinstance(detect_environment(), LightningEnvironment)
 
 
-@pytest.mark.parametrize(("nodes", "root"), [
-    ("host0 host1", "host0"), ("host0,host1", "host0"), ("host[5-9]", "host5"), ("host[5,7]", "host5"),
-    ("alone", "alone"), ("n[12]", "n12"),
-])
+@pytest.mark.parametrize(
+    ("nodes", "root"),
+    [
+        ("host0 host1", "host0"),
+        ("host0,host1", "host0"),
+        ("host[5-9]", "host5"),
+        ("host[5,7]", "host5"),
+        ("alone", "alone"),
+        ("n[12]", "n12"),
+    ],
+)
 def test_slurm_root_node(nodes, root):
     assert SLURMEnvironment.resolve_root_node_address(nodes) == root
 
@@ -177,7 +237,9 @@ def test_every_rank_learns_which_signal_stopped_the_job():
         return signal.SIGTERM  # another rank received SIGTERM
 
     flag = StopFlag()
-    trainer = SimpleNamespace(strategy=SimpleNamespace(agree_on_stop=agree), _progress=SimpleNamespace(total_batches=10))
+    trainer = SimpleNamespace(
+        strategy=SimpleNamespace(agree_on_stop=agree), _progress=SimpleNamespace(total_batches=10)
+    )
     assert flag.checker(trainer)() is True
     assert asked == [0] and flag.flag and flag.signum == signal.SIGTERM
     flag.signum = signal.SIGUSR1

@@ -10,10 +10,12 @@ Example::
     model = Regressor(optimizers=lambda m: torch.optim.SGD(m.parameters(), lr=0.1))
     pl.Trainer(max_epochs=1).fit(model, train_loader(), val_loader())
 """
+
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

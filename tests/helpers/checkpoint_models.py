@@ -12,17 +12,19 @@ Example::
     fake.advance(steps=4, epoch=0, metrics={"val_loss": 1.0})
     callback.on_train_epoch_end(fake, None)
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ember.module import LightningModule
 from ember.checkpoint_io import atomic_save
+from ember.module import LightningModule
 
 QUIET = {
     "enable_progress_bar": False,
@@ -89,6 +91,7 @@ class SequenceModel(LightningModule):
 
     def val_dataloader(self):
         return _loader(2 * self.val_batches, 2)
+
 
 class FakeStrategy:
     def __init__(self) -> None:
@@ -158,8 +161,11 @@ class FakeTrainer:
             self.callback_metrics.update({k: torch.tensor(float(v)) for k, v in metrics.items()})
 
     def save_checkpoint(self, filepath: str, weights_only: bool = False, storage_options: Any = None) -> None:
-        checkpoint: dict[str, Any] = {"epoch": self.current_epoch, "global_step": self.global_step,
-                                      "state_dict": {"w": torch.tensor(float(self.global_step))}}
+        checkpoint: dict[str, Any] = {
+            "epoch": self.current_epoch,
+            "global_step": self.global_step,
+            "state_dict": {"w": torch.tensor(float(self.global_step))},
+        }
         if not weights_only:
             checkpoint["callbacks"] = {cb.state_key: cb.state_dict() for cb in self.callbacks}
             checkpoint["optimizer_states"] = [{}]

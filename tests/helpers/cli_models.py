@@ -4,6 +4,7 @@ Example::
 
     LightningCLI(Regressor, RegressionData, args=["fit", "--trainer.max_epochs", "1"])
 """
+
 from __future__ import annotations
 
 from typing import Any

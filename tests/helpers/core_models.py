@@ -6,9 +6,11 @@ Example::
     model = CoreModel()
     quiet_trainer(max_epochs=1).fit(model, loader())
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -6,6 +6,7 @@ Example::
     trainer.fit(CollectivesModel(tmp_path), loader())
     rank0, rank1 = read_ranks(tmp_path)
 """
+
 from __future__ import annotations
 
 import os

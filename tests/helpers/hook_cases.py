@@ -27,8 +27,7 @@ QUIET = {
     "logger": False,
     "enable_checkpointing": False,
 }
-FIT_ARGS = {"max_epochs": 2, "limit_train_batches": 2, "limit_val_batches": 1,
-            "num_sanity_val_steps": 1, **QUIET}
+FIT_ARGS = {"max_epochs": 2, "limit_train_batches": 2, "limit_val_batches": 1, "num_sanity_val_steps": 1, **QUIET}
 EVAL_ARGS = {"limit_val_batches": 1, "limit_test_batches": 1, "limit_predict_batches": 1, **QUIET}
 
 HOOK_CASES: dict[str, dict] = {
@@ -37,31 +36,48 @@ HOOK_CASES: dict[str, dict] = {
     "test": {"trainer_args": EVAL_ARGS, "method": "test"},
     "predict": {"trainer_args": EVAL_ARGS, "method": "predict"},
     "fit_resumed": {
-        "trainer_args": FIT_ARGS, "method": "fit",
+        "trainer_args": FIT_ARGS,
+        "method": "fit",
         "trainer_args_first_run": {**FIT_ARGS, "max_epochs": 1},
         "notes": "ckpt_path = trainer.save_checkpoint(path) after a fit with "
-                 "trainer_args_first_run (RecordingCallback([]) attached); only the resumed "
-                 "fit is recorded",
+        "trainer_args_first_run (RecordingCallback([]) attached); only the resumed "
+        "fit is recorded",
     },
     "fit_with_model_checkpoint": {
-        "trainer_args": {**FIT_ARGS, "enable_checkpointing": True}, "method": "fit",
+        "trainer_args": {**FIT_ARGS, "enable_checkpointing": True},
+        "method": "fit",
         "callbacks": "[RecordingCallback(calls), ModelCheckpoint(dirpath=tmp_path / 'mc', "
-                     "monitor='val_loss', save_top_k=1, save_last=True)]",
+        "monitor='val_loss', save_top_k=1, save_last=True)]",
     },
     "fit_accumulate_2": {
-        "trainer_args": {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 1,
-                         "num_sanity_val_steps": 0, "accumulate_grad_batches": 2, **QUIET},
+        "trainer_args": {
+            "max_epochs": 1,
+            "limit_train_batches": 3,
+            "limit_val_batches": 1,
+            "num_sanity_val_steps": 0,
+            "accumulate_grad_batches": 2,
+            **QUIET,
+        },
         "method": "fit",
     },
     "fit_exception": {
-        "trainer_args": FIT_ARGS, "method": "fit", "model_args": {"fail_at_batch": 1},
+        "trainer_args": FIT_ARGS,
+        "method": "fit",
+        "model_args": {"fail_at_batch": 1},
         "notes": "training_step raises RuntimeError('planned failure') at batch 1",
     },
 }
 
 
-def record_calls(pl: Any, trainer_args: dict, method: str, *, ckpt_path: str | None = None,
-                 extra_callbacks: tuple = (), model_args: dict | None = None) -> list:
+def record_calls(
+    pl: Any,
+    trainer_args: dict,
+    method: str,
+    *,
+    ckpt_path: str | None = None,
+    extra_callbacks: tuple = (),
+    model_args: dict | None = None,
+) -> list:
     """Run ``trainer.<method>`` on a RecordingModule with a RecordingCallback; return the calls."""
     calls: list = []
     callback_cls, module_cls = make_recording_classes(pl)
@@ -87,6 +103,9 @@ def run_hook_case(pl: Any, name: str, tmp_path: Path) -> list:
         kwargs["ckpt_path"] = str(tmp_path / "epoch1.ckpt")
         trainer.save_checkpoint(kwargs["ckpt_path"])
     if name == "fit_with_model_checkpoint":
-        kwargs["extra_callbacks"] = (pl.callbacks.ModelCheckpoint(
-            dirpath=str(tmp_path / "mc"), monitor="val_loss", save_top_k=1, save_last=True),)
+        kwargs["extra_callbacks"] = (
+            pl.callbacks.ModelCheckpoint(
+                dirpath=str(tmp_path / "mc"), monitor="val_loss", save_top_k=1, save_last=True
+            ),
+        )
     return record_calls(pl, case["trainer_args"], case["method"], **kwargs)

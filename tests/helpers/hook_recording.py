@@ -17,7 +17,8 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -92,13 +93,31 @@ def make_recording_classes(pl: Any) -> tuple[type, type]:
         "on_before_optimizer_step": lambda optimizer: {},
     }
     for name in (
-        "on_fit_start", "on_fit_end", "on_sanity_check_start", "on_sanity_check_end",
-        "on_train_epoch_start", "on_train_epoch_end", "on_validation_epoch_start",
-        "on_validation_epoch_end", "on_test_epoch_start", "on_test_epoch_end",
-        "on_predict_epoch_start", "on_predict_epoch_end", "on_train_start", "on_train_end",
-        "on_validation_start", "on_validation_end", "on_test_start", "on_test_end",
-        "on_predict_start", "on_predict_end", "on_before_backward", "on_after_backward",
-        "on_before_zero_grad", "on_save_checkpoint", "on_load_checkpoint",
+        "on_fit_start",
+        "on_fit_end",
+        "on_sanity_check_start",
+        "on_sanity_check_end",
+        "on_train_epoch_start",
+        "on_train_epoch_end",
+        "on_validation_epoch_start",
+        "on_validation_epoch_end",
+        "on_test_epoch_start",
+        "on_test_epoch_end",
+        "on_predict_epoch_start",
+        "on_predict_epoch_end",
+        "on_train_start",
+        "on_train_end",
+        "on_validation_start",
+        "on_validation_end",
+        "on_test_start",
+        "on_test_end",
+        "on_predict_start",
+        "on_predict_end",
+        "on_before_backward",
+        "on_after_backward",
+        "on_before_zero_grad",
+        "on_save_checkpoint",
+        "on_load_checkpoint",
     ):
         callback_hooks[name] = lambda *a, **k: {}
 
@@ -128,8 +147,9 @@ def make_recording_classes(pl: Any) -> tuple[type, type]:
     class RecordingModule(pl.LightningModule):
         """Tiny ``Linear(32, 2)`` model recording ``("LightningModule", hook, args)`` per hook."""
 
-        def __init__(self, calls: list, batch_size: int = 2, length: int = 64,
-                     fail_at_batch: int | None = None) -> None:
+        def __init__(
+            self, calls: list, batch_size: int = 2, length: int = 64, fail_at_batch: int | None = None
+        ) -> None:
             super().__init__()
             self.calls = calls
             self.fail_at_batch = fail_at_batch  # training_step raises RuntimeError there
@@ -175,8 +195,7 @@ def make_recording_classes(pl: Any) -> tuple[type, type]:
             self._rec("configure_optimizers")
             optimizer = torch.optim.SGD(self.layer.parameters(), lr=0.1)
             scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
-            return {"optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
         def configure_callbacks(self):
             self._rec("configure_callbacks")
@@ -197,11 +216,9 @@ def make_recording_classes(pl: Any) -> tuple[type, type]:
             self._rec("optimizer_zero_grad", epoch=epoch, batch_idx=batch_idx)
             return super().optimizer_zero_grad(epoch, batch_idx, optimizer)
 
-        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
-                                        gradient_clip_algorithm=None):
+        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
             self._rec("configure_gradient_clipping")
-            return super().configure_gradient_clipping(optimizer, gradient_clip_val,
-                                                       gradient_clip_algorithm)
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
         def lr_scheduler_step(self, scheduler, metric):
             self._rec("lr_scheduler_step")
@@ -279,14 +296,34 @@ def make_recording_classes(pl: Any) -> tuple[type, type]:
         "on_before_optimizer_step": lambda optimizer: {},
     }
     for name in (
-        "on_fit_start", "on_fit_end", "on_train_start", "on_train_end", "on_validation_start",
-        "on_validation_end", "on_test_start", "on_test_end", "on_predict_start", "on_predict_end",
-        "on_train_epoch_start", "on_train_epoch_end", "on_validation_epoch_start",
-        "on_validation_epoch_end", "on_test_epoch_start", "on_test_epoch_end",
-        "on_predict_epoch_start", "on_predict_epoch_end", "on_before_zero_grad",
-        "on_before_backward", "on_after_backward", "on_validation_model_zero_grad",
-        "on_validation_model_eval", "on_validation_model_train", "on_test_model_eval",
-        "on_test_model_train", "on_predict_model_eval", "on_predict_model_train",
+        "on_fit_start",
+        "on_fit_end",
+        "on_train_start",
+        "on_train_end",
+        "on_validation_start",
+        "on_validation_end",
+        "on_test_start",
+        "on_test_end",
+        "on_predict_start",
+        "on_predict_end",
+        "on_train_epoch_start",
+        "on_train_epoch_end",
+        "on_validation_epoch_start",
+        "on_validation_epoch_end",
+        "on_test_epoch_start",
+        "on_test_epoch_end",
+        "on_predict_epoch_start",
+        "on_predict_epoch_end",
+        "on_before_zero_grad",
+        "on_before_backward",
+        "on_after_backward",
+        "on_validation_model_zero_grad",
+        "on_validation_model_eval",
+        "on_validation_model_train",
+        "on_test_model_eval",
+        "on_test_model_train",
+        "on_predict_model_eval",
+        "on_predict_model_train",
     ):
         module_hooks[name] = lambda *a, **k: {}
     for name, fmt in module_hooks.items():

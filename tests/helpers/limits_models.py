@@ -59,7 +59,8 @@ LIMIT_CASES: dict[str, dict] = {
     "val_check_interval_0.25": _case({"max_epochs": 2, "val_check_interval": 0.25}),
     "val_check_interval_2": _case({"max_epochs": 2, "val_check_interval": 2}),
     "val_check_interval_7_no_epoch_check": _case(
-        {"max_epochs": 3, "val_check_interval": 7, "check_val_every_n_epoch": None}),
+        {"max_epochs": 3, "val_check_interval": 7, "check_val_every_n_epoch": None}
+    ),
     "check_val_every_n_epoch_2": _case({"max_epochs": 3, "check_val_every_n_epoch": 2}),
     "num_sanity_val_steps_0": _case({"max_epochs": 1, "num_sanity_val_steps": 0}),
     "num_sanity_val_steps_2": _case({"max_epochs": 1, "num_sanity_val_steps": 2}),
@@ -67,22 +68,17 @@ LIMIT_CASES: dict[str, dict] = {
     "fast_dev_run_true": _case({"fast_dev_run": True}),
     "fast_dev_run_3": _case({"fast_dev_run": 3}),
     "overfit_batches_2": _case({"max_epochs": 2, "overfit_batches": 2}),
-    "accumulate_3_odd_batches": _case({"max_epochs": 2, "accumulate_grad_batches": 3},
-                                      scheduler=_STEP_LR),
+    "accumulate_3_odd_batches": _case({"max_epochs": 2, "accumulate_grad_batches": 3}, scheduler=_STEP_LR),
     "sched_step": _case({"max_epochs": 2}, scheduler=_STEP_LR),
-    "sched_step_freq_2": _case({"max_epochs": 2},
-                               scheduler={"kind": "step_lr", "interval": "step", "frequency": 2}),
-    "sched_epoch": _case({"max_epochs": 3},
-                         scheduler={"kind": "step_lr", "interval": "epoch", "frequency": 1}),
-    "sched_epoch_freq_2": _case({"max_epochs": 4},
-                                scheduler={"kind": "step_lr", "interval": "epoch", "frequency": 2}),
+    "sched_step_freq_2": _case({"max_epochs": 2}, scheduler={"kind": "step_lr", "interval": "step", "frequency": 2}),
+    "sched_epoch": _case({"max_epochs": 3}, scheduler={"kind": "step_lr", "interval": "epoch", "frequency": 1}),
+    "sched_epoch_freq_2": _case({"max_epochs": 4}, scheduler={"kind": "step_lr", "interval": "epoch", "frequency": 2}),
     "sched_plateau_epoch_val_metric": _case(
-        {"max_epochs": 4},
-        scheduler={"kind": "plateau", "interval": "epoch", "frequency": 1, "monitor": "val_metric"}),
+        {"max_epochs": 4}, scheduler={"kind": "plateau", "interval": "epoch", "frequency": 1, "monitor": "val_metric"}
+    ),
     "sched_plateau_step_train_metric": _case(
-        {"max_epochs": 2},
-        scheduler={"kind": "plateau", "interval": "step", "frequency": 1,
-                   "monitor": "train_metric"}),
+        {"max_epochs": 2}, scheduler={"kind": "plateau", "interval": "step", "frequency": 1, "monitor": "train_metric"}
+    ),
 }
 
 
@@ -96,15 +92,13 @@ def make_counting_module(pl: Any) -> type:
         (never improves), so ReduceLROnPlateau schedules are fully predictable.
         """
 
-        def __init__(self, train_len: int = 10, val_len: int = 8, stop_at=None,
-                     scheduler: dict | None = None) -> None:
+        def __init__(self, train_len: int = 10, val_len: int = 8, stop_at=None, scheduler: dict | None = None) -> None:
             super().__init__()
             self.layer = nn.Linear(32, 2)
             self.train_len, self.val_len = train_len, val_len
             self.stop_at = list(stop_at) if stop_at else None
             self.scheduler_spec = scheduler
-            self.counts = {"training_step": 0, "validation_step": 0,
-                           "sanity_validation_step": 0, "optimizer_step": 0}
+            self.counts = {"training_step": 0, "validation_step": 0, "sanity_validation_step": 0, "optimizer_step": 0}
             self.train_batches_per_epoch: dict[int, int] = {}
             self.val_runs: list = []  # [current_epoch, global_step] at each real validation end
             self.lrs: list = []
@@ -143,12 +137,10 @@ def make_counting_module(pl: Any) -> type:
             if spec is None:
                 return optimizer
             if spec["kind"] == "plateau":
-                scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
-                                                                       patience=0)
+                scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
             else:
                 scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-            config = {"scheduler": scheduler, "interval": spec["interval"],
-                      "frequency": spec["frequency"]}
+            config = {"scheduler": scheduler, "interval": spec["interval"], "frequency": spec["frequency"]}
             if "monitor" in spec:
                 config["monitor"] = spec["monitor"]
             return {"optimizer": optimizer, "lr_scheduler": config}
@@ -178,8 +170,7 @@ def run_limits_case(pl: Any, case: dict) -> dict:
         **model.counts,
         "global_step": int(trainer.global_step),
         "current_epoch": int(trainer.current_epoch),
-        "train_batches_per_epoch": [model.train_batches_per_epoch[k]
-                                    for k in sorted(model.train_batches_per_epoch)],
+        "train_batches_per_epoch": [model.train_batches_per_epoch[k] for k in sorted(model.train_batches_per_epoch)],
         "val_runs": model.val_runs,
         "num_training_batches": _number(trainer.num_training_batches),
         "num_val_batches": [_number(n) for n in trainer.num_val_batches],

@@ -12,6 +12,7 @@ Example::
     trainer = pl.Trainer(max_epochs=2, log_every_n_steps=2, logger=pl.loggers.CSVLogger(tmp_path))
     trainer.fit(LoggedRegressor(), train_loader(), val_loader())
 """
+
 from __future__ import annotations
 
 import torch

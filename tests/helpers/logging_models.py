@@ -34,8 +34,7 @@ BASE_TRAINER_ARGS = {
 LOGGING_CASES: dict[str, dict] = {
     "log_every_n_steps_1": {"trainer_args": {"log_every_n_steps": 1}},
     "log_every_n_steps_3": {"trainer_args": {"log_every_n_steps": 3}},
-    "accumulate_grad_batches_2": {"trainer_args": {"log_every_n_steps": 1,
-                                                   "accumulate_grad_batches": 2}},
+    "accumulate_grad_batches_2": {"trainer_args": {"log_every_n_steps": 1, "accumulate_grad_batches": 2}},
 }
 
 
@@ -137,8 +136,7 @@ def make_memory_logger(pl: Any) -> type:
             self.hyperparams_calls += 1
 
         def log_metrics(self, metrics, step=None) -> None:
-            self.rows.append({"step": step,
-                              "metrics": {k: float(v) for k, v in sorted(metrics.items())}})
+            self.rows.append({"step": step, "metrics": {k: float(v) for k, v in sorted(metrics.items())}})
 
         def finalize(self, status: str) -> None:
             self.finalized.append(status)
@@ -165,8 +163,9 @@ def run_logging_case(pl: Any, case: dict, tmp_path: Path) -> dict:
     memory = make_memory_logger(pl)()
     csv = _loggers(pl).CSVLogger(str(tmp_path), name="csv", version=0)
     model = make_logging_module(pl)()
-    trainer = pl.Trainer(default_root_dir=str(tmp_path), logger=[memory, csv],
-                         **{**BASE_TRAINER_ARGS, **case["trainer_args"]})
+    trainer = pl.Trainer(
+        default_root_dir=str(tmp_path), logger=[memory, csv], **{**BASE_TRAINER_ARGS, **case["trainer_args"]}
+    )
     trainer.fit(model)
     after_fit = {
         "callback_metrics": _floats(trainer.callback_metrics),
@@ -177,10 +176,10 @@ def run_logging_case(pl: Any, case: dict, tmp_path: Path) -> dict:
     fit_rows = list(memory.rows)
     csv_fit = _read_csv(Path(csv.log_dir) / "metrics.csv")
     validate_result = trainer.validate(model)
-    validate_rows = memory.rows[len(fit_rows):]
+    validate_rows = memory.rows[len(fit_rows) :]
     after_validate = _floats(trainer.callback_metrics)
     test_result = trainer.test(model)
-    test_rows = memory.rows[len(fit_rows) + len(validate_rows):]
+    test_rows = memory.rows[len(fit_rows) + len(validate_rows) :]
     return {
         "after_fit": after_fit,
         "fit_logger_rows": fit_rows,

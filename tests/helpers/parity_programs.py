@@ -120,8 +120,9 @@ def make_checkpoint_module(pl: Any) -> type:
     class HparamsRegressor(pl.LightningModule):
         """Tiny regressor whose checkpoint carries ints, floats, a string and a list as hparams."""
 
-        def __init__(self, in_dim: int = 4, hidden: int = 8, lr: float = 0.01, name: str = "tiny",
-                     sizes: list = None) -> None:
+        def __init__(
+            self, in_dim: int = 4, hidden: int = 8, lr: float = 0.01, name: str = "tiny", sizes: list | None = None
+        ) -> None:
             super().__init__()
             self.save_hyperparameters()
             self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))

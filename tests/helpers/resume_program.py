@@ -6,6 +6,7 @@ resume happens in a fresh process:
 
     python tests/helpers/resume_program.py OUT --max-steps 14 --workers 0 [--resume CKPT] [--seed 7]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,14 +78,19 @@ def main(argv: list[str] | None = None) -> None:
     ember.seed_everything(args.seed, verbose=False)
     model = build(ember)(workers=args.workers)
     checkpoints = [
-        ModelCheckpoint(dirpath=os.path.join(args.out, "steps"), every_n_train_steps=1, save_top_k=-1,
-                        filename="{step}"),
-        ModelCheckpoint(dirpath=os.path.join(args.out, "epochs"), every_n_epochs=1, save_top_k=-1,
-                        filename="{epoch}"),
+        ModelCheckpoint(
+            dirpath=os.path.join(args.out, "steps"), every_n_train_steps=1, save_top_k=-1, filename="{step}"
+        ),
+        ModelCheckpoint(dirpath=os.path.join(args.out, "epochs"), every_n_epochs=1, save_top_k=-1, filename="{epoch}"),
     ]
     trainer = ember.Trainer(
-        max_steps=args.max_steps, max_epochs=-1, callbacks=checkpoints, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=args.out,
+        max_steps=args.max_steps,
+        max_epochs=-1,
+        callbacks=checkpoints,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=args.out,
     )
     trainer.fit(model, ckpt_path=args.resume)
     torch.save(model.state_dict(), os.path.join(args.out, "final.pt"))

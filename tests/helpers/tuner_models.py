@@ -6,6 +6,7 @@ Example::
     model = BudgetModel(budget=40)           # batches larger than 40 raise torch.OutOfMemoryError
     Tuner(trainer).scale_batch_size(model)   # -> 32 in power mode
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -78,8 +79,9 @@ class BudgetModel(pl.LightningModule):
     the datamodule (``"datamodule"``); ``sizes`` records every batch size each step saw.
     """
 
-    def __init__(self, budget: int = 40, batch_size: int = 2, where: str = "model", n: int = 512,
-                 error: str = "oom") -> None:
+    def __init__(
+        self, budget: int = 40, batch_size: int = 2, where: str = "model", n: int = 512, error: str = "oom"
+    ) -> None:
         super().__init__()
         if where == "hparams":
             self.save_hyperparameters("batch_size")

@@ -1,4 +1,5 @@
 """CSVLogger: layout, columns, rows, hparams.yaml, versions and appending on resume."""
+
 from __future__ import annotations
 
 import csv
@@ -89,7 +90,9 @@ def test_prefix(tmp_path):
     assert read_csv(logger.log_dir + "/metrics.csv")[0] == ["fold1-loss", "step"]
 
 
-@pytest.mark.parametrize("params", [{"lr": 0.1, "layers": [1, 2]}, Namespace(lr=0.1, layers=[1, 2]), AttributeDict(lr=0.1, layers=[1, 2])])
+@pytest.mark.parametrize(
+    "params", [{"lr": 0.1, "layers": [1, 2]}, Namespace(lr=0.1, layers=[1, 2]), AttributeDict(lr=0.1, layers=[1, 2])]
+)
 def test_hparams_yaml(tmp_path, params):
     logger = CSVLogger(tmp_path)
     logger.log_hyperparams(params)

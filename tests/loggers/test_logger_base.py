@@ -1,4 +1,5 @@
 """The Logger base class, rank-zero behaviour, hyperparameter cleaning and path checks."""
+
 from __future__ import annotations
 
 import sys
@@ -57,7 +58,7 @@ def test_lazy_exports_do_not_import_backends():
     assert out.stdout.strip() == "False"
     assert set(loggers.__all__) >= {"Logger", "CSVLogger", "TensorBoardLogger", "MLFlowLogger", "WandbLogger"}
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
-        loggers.Nope
+        _ = loggers.Nope
 
 
 def test_base_defaults():

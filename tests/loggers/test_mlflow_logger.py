@@ -1,4 +1,5 @@
 """MLFlowLogger on a local ``file:`` store, read back with MlflowClient."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -8,9 +9,9 @@ import torch
 
 pytest.importorskip("mlflow")
 
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.tracking import MlflowClient
 
-from ember.loggers import MLFlowLogger  # noqa: E402
+from ember.loggers import MLFlowLogger
 
 
 @pytest.fixture
@@ -86,9 +87,16 @@ def test_default_tracking_uri_comes_from_save_dir_or_env(tmp_path, monkeypatch):
 
 def _checkpoint_callback(path, save_top_k=1):
     return SimpleNamespace(
-        best_model_path=str(path), best_model_score=torch.tensor(0.5), last_model_path="", current_score=None,
-        best_k_models={str(path): torch.tensor(0.5)}, monitor="val_loss", mode="min", save_last=None,
-        save_top_k=save_top_k, save_weights_only=False,
+        best_model_path=str(path),
+        best_model_score=torch.tensor(0.5),
+        last_model_path="",
+        current_score=None,
+        best_k_models={str(path): torch.tensor(0.5)},
+        monitor="val_loss",
+        mode="min",
+        save_last=None,
+        save_top_k=save_top_k,
+        save_weights_only=False,
     )
 
 

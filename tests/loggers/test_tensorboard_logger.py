@@ -1,4 +1,5 @@
 """TensorBoardLogger: event files read back with TensorBoard's EventAccumulator."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,9 +8,9 @@ import yaml
 
 pytest.importorskip("tensorboard")
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ember.loggers import TensorBoardLogger  # noqa: E402
+from ember.loggers import TensorBoardLogger
 
 
 def scalars(log_dir):

@@ -1,4 +1,5 @@
 """Loggers driven by a real Trainer: files, columns, rows and cadence as Lightning writes them."""
+
 from __future__ import annotations
 
 import csv
@@ -10,10 +11,10 @@ import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "helpers"))
 
-import ember as pl  # noqa: E402
-from ember.loggers import CSVLogger  # noqa: E402
+from logger_models import BATCHES_PER_EPOCH, LoggedRegressor, train_loader, val_loader
 
-from logger_models import BATCHES_PER_EPOCH, LoggedRegressor, train_loader, val_loader  # noqa: E402
+import ember as pl
+from ember.loggers import CSVLogger
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
@@ -37,8 +38,14 @@ def expected_rows(epochs, every):
 @pytest.mark.parametrize("every", [1, 2, 3])
 def test_csv_logger_columns_rows_and_cadence(tmp_path, every):
     logger = CSVLogger(tmp_path)
-    trainer = pl.Trainer(max_epochs=2, log_every_n_steps=every, logger=logger, default_root_dir=tmp_path,
-                         enable_checkpointing=False, **QUIET)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        log_every_n_steps=every,
+        logger=logger,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        **QUIET,
+    )
     trainer.fit(LoggedRegressor(), train_loader(), val_loader())
     header, rows = read_rows(os.path.join(logger.log_dir, "metrics.csv"))
     assert header == ["epoch", "step", "train_loss", "val_loss"]
@@ -59,13 +66,15 @@ def test_log_every_n_steps_zero_logs_only_epoch_metrics(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_resumed_fit_appends_to_the_same_csv(tmp_path):
-    first = pl.Trainer(max_epochs=1, log_every_n_steps=2, logger=CSVLogger(tmp_path, version=0),
-                       default_root_dir=tmp_path, **QUIET)
+    first = pl.Trainer(
+        max_epochs=1, log_every_n_steps=2, logger=CSVLogger(tmp_path, version=0), default_root_dir=tmp_path, **QUIET
+    )
     first.fit(LoggedRegressor(), train_loader(), val_loader())
     ckpt = first.checkpoint_callback.best_model_path
     with pytest.warns(UserWarning, match="appended"):
-        second = pl.Trainer(max_epochs=2, log_every_n_steps=2, logger=CSVLogger(tmp_path, version=0),
-                            default_root_dir=tmp_path, **QUIET)
+        second = pl.Trainer(
+            max_epochs=2, log_every_n_steps=2, logger=CSVLogger(tmp_path, version=0), default_root_dir=tmp_path, **QUIET
+        )
         second.fit(LoggedRegressor(), train_loader(), val_loader(), ckpt_path=ckpt)
     _, rows = read_rows(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")
     got = [(r["epoch"], r["step"], next(k for k in r if k.endswith("loss"))) for r in rows]
@@ -99,8 +108,9 @@ def test_plot_of_a_real_run_marks_the_best_checkpoint(tmp_path):
     from ember.plot import plot_metrics
 
     logger = CSVLogger(tmp_path)
-    trainer = pl.Trainer(max_epochs=2, log_every_n_steps=1, logger=logger,
-                         callbacks=[ModelCheckpoint(monitor="val_loss")], **QUIET)
+    trainer = pl.Trainer(
+        max_epochs=2, log_every_n_steps=1, logger=logger, callbacks=[ModelCheckpoint(monitor="val_loss")], **QUIET
+    )
     trainer.fit(LoggedRegressor(), train_loader(), val_loader())
     path = plot_metrics(logger.log_dir)
     assert path == os.path.join(logger.log_dir, "metrics.png")
@@ -163,7 +173,9 @@ def test_mlflow_gets_params_metrics_and_checkpoints(tmp_path, mlflow_uri):
     assert [m.step for m in client.get_metric_history(logger.run_id, "val_loss")] == [3, 7]
     folders = sorted(a.path for a in client.list_artifacts(logger.run_id))
     assert folders == ["epoch=0-step=4", "epoch=1-step=8"]
-    assert "epoch=1-step=8/epoch=1-step=8.ckpt" in [a.path for a in client.list_artifacts(logger.run_id, "epoch=1-step=8")]
+    assert "epoch=1-step=8/epoch=1-step=8.ckpt" in [
+        a.path for a in client.list_artifacts(logger.run_id, "epoch=1-step=8")
+    ]
 
 
 def test_mlflow_run_marked_failed_when_fit_raises(mlflow_uri):
@@ -186,8 +198,9 @@ def test_mlflow_run_marked_failed_when_fit_raises(mlflow_uri):
 
 def test_default_logger_is_csv_without_tensorboard(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)
-    trainer = pl.Trainer(max_epochs=1, log_every_n_steps=2, default_root_dir=tmp_path, enable_checkpointing=False,
-                         **QUIET)
+    trainer = pl.Trainer(
+        max_epochs=1, log_every_n_steps=2, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET
+    )
     assert isinstance(trainer.logger, CSVLogger)
     trainer.fit(LoggedRegressor(), train_loader(), val_loader())
     header, rows = read_rows(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")

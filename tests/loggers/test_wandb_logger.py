@@ -1,4 +1,5 @@
 """WandbLogger in offline mode: no network, files under tmp_path."""
+
 from __future__ import annotations
 
 import glob
@@ -11,8 +12,8 @@ import torch
 
 pytest.importorskip("wandb")
 
-from ember.loggers import WandbLogger  # noqa: E402
-from ember.utilities import MisconfigurationException  # noqa: E402
+from ember.loggers import WandbLogger
+from ember.utilities import MisconfigurationException
 
 
 @pytest.fixture(autouse=True)
@@ -90,12 +91,19 @@ def test_fit_logs_config_and_metrics_against_trainer_step(tmp_path):
     import sys
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "helpers"))
-    import ember as pl
     from logger_models import LoggedRegressor, train_loader, val_loader
 
+    import ember as pl
+
     logger = WandbLogger(save_dir=tmp_path / "fit", offline=True)
-    trainer = pl.Trainer(max_epochs=2, log_every_n_steps=2, logger=logger, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        log_every_n_steps=2,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(LoggedRegressor(), train_loader(), val_loader())
     run = logger.experiment
     assert dict(run.config) == {"lr": 0.05}
@@ -128,9 +136,18 @@ def test_checkpoints_logged_as_model_artifacts(tmp_path):
 
     ckpt = tmp_path / "epoch=0-step=4.ckpt"
     torch.save({"w": torch.zeros(2)}, ckpt)
-    callback = SimpleNamespace(best_model_path=str(ckpt), best_model_score=torch.tensor(0.5), last_model_path="",
-                               current_score=None, best_k_models={str(ckpt): torch.tensor(0.5)}, monitor="val_loss",
-                               mode="min", save_last=None, save_top_k=1, save_weights_only=False)
+    callback = SimpleNamespace(
+        best_model_path=str(ckpt),
+        best_model_score=torch.tensor(0.5),
+        last_model_path="",
+        current_score=None,
+        best_k_models={str(ckpt): torch.tensor(0.5)},
+        monitor="val_loss",
+        mode="min",
+        save_last=None,
+        save_top_k=1,
+        save_weights_only=False,
+    )
     # wandb queues artifacts of an offline run for a later `wandb sync`
     logger = WandbLogger(save_dir=tmp_path / "art", log_model="all", mode="offline", checkpoint_name="my-model")
     logger.after_save_checkpoint(callback)

@@ -1,4 +1,5 @@
 """``Trainer(profiler=...)``: the actions recorded under Lightning's names, and the reports."""
+
 from __future__ import annotations
 
 import logging
@@ -43,15 +44,23 @@ def loader():
 
 def trainer(tmp_path, profiler, **kwargs):
     kwargs = {"max_epochs": 2, **kwargs}
-    return pl.Trainer(profiler=profiler, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                      default_root_dir=tmp_path, **kwargs)
+    return pl.Trainer(
+        profiler=profiler,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kwargs,
+    )
 
 
 # Observed with pytorch-lightning 2.6.6 on the same program (2 epochs of 2 batches, 2 validation
 # batches, the sanity check's 2, a ModelCheckpoint saving once per epoch): the number of times each
 # action was recorded.
-CKPT = ("[Callback]ModelCheckpoint{'monitor': None, 'mode': 'min', 'every_n_train_steps': 0,"
-        " 'every_n_epochs': 1, 'train_time_interval': None}")
+CKPT = (
+    "[Callback]ModelCheckpoint{'monitor': None, 'mode': 'min', 'every_n_train_steps': 0,"
+    " 'every_n_epochs': 1, 'train_time_interval': None}"
+)
 LIGHTNING_COUNTS = {
     "run_training_epoch": 2,
     "run_training_batch": 4,
@@ -178,8 +187,11 @@ def test_pytorch_profiler_table_and_chrome_trace(tmp_path):
     assert "aten::linear" in report or "aten::addmm" in report
     trace = json.loads((tmp_path / "fit-ops.pt.trace.json").read_text())
     names = {event.get("name") for event in trace["traceEvents"]}
-    assert {"[pl][profile]run_training_batch", "[pl][profile][Strategy]SingleDeviceStrategy.training_step",
-            "[pl][module]torch.nn.modules.linear.Linear: layer"} <= names
+    assert {
+        "[pl][profile]run_training_batch",
+        "[pl][profile][Strategy]SingleDeviceStrategy.training_step",
+        "[pl][module]torch.nn.modules.linear.Linear: layer",
+    } <= names
 
 
 def test_a_profiler_of_your_own(tmp_path):
@@ -213,8 +225,14 @@ def test_a_failed_run_stops_the_torch_profiler(tmp_path):
     assert not torch.autograd._profiler_enabled()  # not left recording every later op of the process
 
 
-@pytest.mark.parametrize("make", [SimpleProfiler, lambda: AdvancedProfiler(line_count_restriction=5),
-                                  lambda: PyTorchProfiler(record_module_names=False)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        SimpleProfiler,
+        lambda: AdvancedProfiler(line_count_restriction=5),
+        lambda: PyTorchProfiler(record_module_names=False),
+    ],
+)
 def test_profilers_copy_for_spawned_processes(make):
     import pickle
 

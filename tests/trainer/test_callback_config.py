@@ -1,4 +1,5 @@
 """Which callbacks a Trainer runs, and in which order."""
+
 import pytest
 import torch
 from torch import nn
@@ -6,7 +7,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 from ember.callbacks import (
-    Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, ModelSummary, Timer, TQDMProgressBar,
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ModelSummary,
+    Timer,
+    TQDMProgressBar,
 )
 from ember.utilities.exceptions import MisconfigurationException
 
@@ -44,8 +51,9 @@ def test_defaults_are_checkpoint_progress_bar_and_summary(tmp_path):
 
 
 def test_each_default_can_be_turned_off(tmp_path):
-    trainer = ember.Trainer(default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False)
+    trainer = ember.Trainer(
+        default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     assert trainer.callbacks == []
     assert trainer.checkpoint_callback is None and trainer.progress_bar_callback is None
 
@@ -60,8 +68,12 @@ def test_checkpoint_callbacks_are_moved_last_and_others_keep_their_order(tmp_pat
     first, second = Callback(), LearningRateMonitor()
     checkpoint = ModelCheckpoint(dirpath=tmp_path)
     stopper = EarlyStopping("train_loss")
-    trainer = ember.Trainer(default_root_dir=tmp_path, callbacks=[checkpoint, first, stopper, second],
-                            enable_progress_bar=False, enable_model_summary=False)
+    trainer = ember.Trainer(
+        default_root_dir=tmp_path,
+        callbacks=[checkpoint, first, stopper, second],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     assert trainer.callbacks == [first, stopper, second, checkpoint]
 
 
@@ -69,8 +81,14 @@ def test_configure_callbacks_replaces_trainer_callbacks_of_the_same_type(tmp_pat
     trainer_stopper = EarlyStopping("train_loss", patience=1)
     model_stopper = EarlyStopping("train_loss", patience=7)
     model_checkpoint = ModelCheckpoint(dirpath=tmp_path / "model")
-    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[trainer_stopper],
-                            enable_progress_bar=False, enable_model_summary=False, logger=False)
+    trainer = ember.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        callbacks=[trainer_stopper],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+    )
     trainer.fit(Regressor([model_stopper, model_checkpoint]), _loader())
     assert trainer_stopper not in trainer.callbacks
     assert model_stopper in trainer.callbacks
@@ -98,8 +116,15 @@ def test_unused_hooks_are_never_dispatched(tmp_path):
             calls.append(trainer.current_epoch)
 
     callback = OnlyEpochs()
-    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=2, callbacks=[callback], logger=False,
-                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer = ember.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=2,
+        callbacks=[callback],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     trainer.fit(Regressor(), _loader())
     assert calls == [0, 1]
     assert trainer._hooks.callback_fns("on_train_batch_end") == []
@@ -107,8 +132,10 @@ def test_unused_hooks_are_never_dispatched(tmp_path):
 
 
 def test_lightning_import_paths_resolve():
-    from ember.callbacks.progress import RichProgressBarTheme, TQDMProgressBar as Bar
-    from ember.utilities.model_summary import ModelSummary as Table, summarize
+    from ember.callbacks.progress import RichProgressBarTheme
+    from ember.callbacks.progress import TQDMProgressBar as Bar
+    from ember.utilities.model_summary import ModelSummary as Table
+    from ember.utilities.model_summary import summarize
 
     assert Bar is TQDMProgressBar and RichProgressBarTheme is not None
     assert isinstance(summarize(Regressor()), Table)
@@ -143,8 +170,14 @@ def test_monitoring_callbacks_see_what_the_module_logs_at_train_epoch_end(tmp_pa
 
     stopper = Stopper("epoch_metric", mode="max", patience=5, check_on_train_epoch_end=True)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="epoch_metric", mode="max")
-    trainer = ember.Trainer(max_epochs=2, default_root_dir=tmp_path, callbacks=[stopper, checkpoint, Plain()],
-                            logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = ember.Trainer(
+        max_epochs=2,
+        default_root_dir=tmp_path,
+        callbacks=[stopper, checkpoint, Plain()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(LogsAtEpochEnd(), _loader())
     assert order == ["plain", "module", "early_stopping"] * 2
     assert checkpoint.best_model_score == 1.0  # the checkpoint saw the value logged by the module

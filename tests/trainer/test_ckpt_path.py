@@ -1,4 +1,5 @@
 """fit/validate/test/predict(ckpt_path=...): paths, "last", "best", and the errors."""
+
 import pytest
 import torch
 from torch import nn
@@ -55,8 +56,12 @@ def _fit(tmp_path, epochs=2, **kwargs):
 def test_resume_restores_weights_optimizer_scheduler_and_counters(tmp_path):
     trainer, model, checkpoint = _fit(tmp_path)
     resumed = Regressor()
-    trainer2 = ember.Trainer(max_epochs=3, default_root_dir=tmp_path, **QUIET,
-                             callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="val_loss", save_last=True)])
+    trainer2 = ember.Trainer(
+        max_epochs=3,
+        default_root_dir=tmp_path,
+        **QUIET,
+        callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="val_loss", save_last=True)],
+    )
     seen = {}
 
     class Probe(ember.Callback):
@@ -67,7 +72,7 @@ def test_resume_restores_weights_optimizer_scheduler_and_counters(tmp_path):
 
     trainer2.callbacks.append(Probe())
     trainer2.fit(resumed, _loader(), _loader(), ckpt_path="last")
-    assert seen == {"epoch": 2, "step": 8, "lr": 0.1 * 0.5 ** 2, "momentum": 2}
+    assert seen == {"epoch": 2, "step": 8, "lr": 0.1 * 0.5**2, "momentum": 2}
     assert trainer2.current_epoch == 3 and trainer2.global_step == 12
 
 
@@ -131,8 +136,18 @@ def test_corrupt_checkpoint_names_the_file(tmp_path):
 def test_checkpoint_keeps_lightnings_top_level_keys(tmp_path):
     trainer, model, checkpoint = _fit(tmp_path)
     saved = torch.load(checkpoint.last_model_path, weights_only=True)
-    for key in ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "callbacks",
-                "optimizer_states", "lr_schedulers", "hparams_name", "hyper_parameters"):
+    for key in (
+        "epoch",
+        "global_step",
+        "pytorch-lightning_version",
+        "state_dict",
+        "loops",
+        "callbacks",
+        "optimizer_states",
+        "lr_schedulers",
+        "hparams_name",
+        "hyper_parameters",
+    ):
         assert key in saved, key
     assert saved["hyper_parameters"] == {"lr": 0.1} and saved["hparams_name"] == "kwargs"
     assert saved["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] == saved["global_step"]

@@ -1,4 +1,5 @@
 """Exact resume: an interrupted run resumed in a fresh process ends with bit-identical weights."""
+
 import os
 import subprocess
 import sys
@@ -12,8 +13,13 @@ MAX_STEPS = 14  # 2 epochs of 6 batches, and 2 batches into the third
 
 def _run(out, *args):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    subprocess.run([sys.executable, PROGRAM, str(out), "--max-steps", str(MAX_STEPS), *args],
-                   check=True, env=env, timeout=240, capture_output=True)
+    subprocess.run(
+        [sys.executable, PROGRAM, str(out), "--max-steps", str(MAX_STEPS), *args],
+        check=True,
+        env=env,
+        timeout=240,
+        capture_output=True,
+    )
 
 
 def _weights(out):

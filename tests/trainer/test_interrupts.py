@@ -1,4 +1,5 @@
 """Failures inside a run: hooks, teardown, status, and what the user gets back."""
+
 import signal
 
 import pytest

@@ -1,4 +1,5 @@
 """The training step reads no tensor value on the host except at a log step or a bar refresh."""
+
 import pytest
 import torch
 from torch import nn
@@ -68,7 +69,9 @@ def test_no_host_reads_between_log_steps_and_refreshes(tmp_path, counter):
     data = TensorDataset(torch.randn(BATCHES * 4, 8), torch.randint(0, 2, (BATCHES * 4,)))
     recorder = HostReadCounter(counter)
     trainer = ember.Trainer(
-        max_epochs=2, default_root_dir=tmp_path, log_every_n_steps=LOG_EVERY,
+        max_epochs=2,
+        default_root_dir=tmp_path,
+        log_every_n_steps=LOG_EVERY,
         callbacks=[TQDMProgressBar(refresh_rate=REFRESH), recorder],
     )
     trainer.fit(Model(), DataLoader(data, batch_size=4))
@@ -99,8 +102,14 @@ def test_cuda_fit_has_no_sync_between_log_points(tmp_path):
             torch.cuda.set_sync_debug_mode("default")
 
     data = TensorDataset(torch.randn(BATCHES * 4, 8), torch.randint(0, 2, (BATCHES * 4,)))
-    trainer = ember.Trainer(max_epochs=1, accelerator="cuda", devices=1, default_root_dir=tmp_path,
-                            log_every_n_steps=LOG_EVERY, callbacks=[SyncGuard()])
+    trainer = ember.Trainer(
+        max_epochs=1,
+        accelerator="cuda",
+        devices=1,
+        default_root_dir=tmp_path,
+        log_every_n_steps=LOG_EVERY,
+        callbacks=[SyncGuard()],
+    )
     try:
         trainer.fit(Model(), DataLoader(data, batch_size=4, pin_memory=True))
     finally:

@@ -1,5 +1,6 @@
 """SLURM auto-requeue: the requeue signal saves ``hpc_ckpt_<n>.ckpt``, calls ``scontrol requeue``, and the
 requeued job's ``fit`` resumes from that checkpoint by itself."""
+
 from __future__ import annotations
 
 import os
@@ -85,8 +86,14 @@ def fit(root, callbacks=(), ckpt_path=None, epochs=3):
     ember.seed_everything(11, verbose=False)
     model = Model()
     trainer = ember.Trainer(
-        max_epochs=epochs, default_root_dir=root, accelerator="cpu", devices=1, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks),
+        max_epochs=epochs,
+        default_root_dir=root,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
     )
     trainer.fit(model, loader(), ckpt_path=ckpt_path)
     return model, trainer
@@ -95,7 +102,9 @@ def fit(root, callbacks=(), ckpt_path=None, epochs=3):
 def test_requeue_signal_saves_an_hpc_checkpoint_requeues_and_the_next_job_resumes_exactly(tmp_path, slurm_job):
     plain, _ = fit(tmp_path / "plain")
     root = tmp_path / "job"
-    with pytest.raises(PreemptionExit, match=r"Received SIGUSR1: .* step 13, .*hpc_ckpt_1\.ckpt.*SLURM job 4242 was requeued"):
+    with pytest.raises(
+        PreemptionExit, match=r"Received SIGUSR1: .* step 13, .*hpc_ckpt_1\.ckpt.*SLURM job 4242 was requeued"
+    ):
         fit(root, [SignalAt(13, signal.SIGUSR1)])
     assert (root / "hpc_ckpt_1.ckpt").is_file()
     assert slurm_job.read_text().split() == ["requeue", "4242"]
@@ -140,8 +149,14 @@ def test_sigterm_under_slurm_saves_last_and_does_not_requeue(tmp_path, slurm_job
 def test_auto_requeue_off_keeps_the_plain_preemption_exit(tmp_path, slurm_job):
     ember.seed_everything(11, verbose=False)
     trainer = ember.Trainer(
-        max_epochs=3, default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[SignalAt(4, signal.SIGUSR1)],
+        max_epochs=3,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SignalAt(4, signal.SIGUSR1)],
         plugins=[SLURMEnvironment(auto_requeue=False)],
     )
     with pytest.raises(PreemptionExit, match="Resume with"):

@@ -3,16 +3,17 @@ eval loops, restoring the state, and bad input.
 
 Expected sizes were observed on Lightning 2.6.6 with the same budget and data.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
+from tests.helpers.tuner_models import QUIET, BatchSizeData, BudgetModel
 
 import ember as pl
 from ember.callbacks import BatchSizeFinder
 from ember.tuner import Tuner
 from ember.utilities.exceptions import MisconfigurationException
-from tests.helpers.tuner_models import QUIET, BatchSizeData, BudgetModel
 
 
 def _trainer(**kwargs) -> pl.Trainer:

@@ -2,16 +2,17 @@
 
 Expected numbers were observed on Lightning 2.6.6 with the same model and data.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
+from tests.helpers.tuner_models import QUIET, LinearRegression
 
 import ember as pl
 from ember.callbacks import LearningRateFinder
 from ember.tuner import Tuner
 from ember.utilities.exceptions import MisconfigurationException
-from tests.helpers.tuner_models import QUIET, LinearRegression
 
 
 def _trainer(**kwargs) -> pl.Trainer:

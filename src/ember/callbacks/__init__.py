@@ -1,4 +1,5 @@
 """Built-in callbacks. Each lives in its own module and is imported on first use."""
+
 from __future__ import annotations
 
 import importlib

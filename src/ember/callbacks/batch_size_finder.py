@@ -5,6 +5,7 @@ Example::
     trainer = Trainer(callbacks=[BatchSizeFinder(mode="binsearch")])
     trainer.fit(model)       # model.batch_size is grown until memory runs out, then the fit runs
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -75,8 +76,12 @@ class BatchSizeFinder(Callback):
 
         if trainer.strategy.is_distributed:
             raise MisconfigurationException("The Batch size finder is not supported with distributed strategies.")
-        given = trainer._train_source if stage == "fit" else trainer._eval_sources.get(
-            {"validate": "val", "test": "test", "predict": "predict"}.get(str(stage), "val")
+        given = (
+            trainer._train_source
+            if stage == "fit"
+            else trainer._eval_sources.get(
+                {"validate": "val", "test": "test", "predict": "predict"}.get(str(stage), "val")
+            )
         )
         if given is not None:
             raise MisconfigurationException(

@@ -2,6 +2,7 @@
 
 The trainer calls only the hooks a callback overrides, so an unused hook costs nothing.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,7 @@ class Callback:
 
     def _generate_state_key(self, **kwargs: Any) -> str:
         """A state key made of the class name and the given arguments, e.g. ``Cls{'monitor': 'x'}``."""
-        return f"{self.__class__.__qualname__}{repr(kwargs)}"
+        return f"{self.__class__.__qualname__}{kwargs!r}"
 
     # ---- setup and teardown -------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -3,6 +3,7 @@
 Checkpoint callbacks run after the other callbacks (so they see the final ``should_stop``) and
 after the module's ``on_train_epoch_end``.
 """
+
 from ember.callbacks.callback import Callback
 
 

@@ -1,9 +1,11 @@
 """``EarlyStopping``: stop training when a monitored metric stops improving."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -181,23 +183,35 @@ class EarlyStopping(Callback):
     def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, EarlyStoppingReason, str | None]:
         # host sync: each comparison below reads the metric, once per validation run.
         if self.check_finite and not torch.isfinite(current):
-            return True, EarlyStoppingReason.NON_FINITE_METRIC, (
-                f"Monitored metric {self.monitor} = {current} is not finite."
-                f" Previous best value was {self.best_score:.3f}. Signaling Trainer to stop."
+            return (
+                True,
+                EarlyStoppingReason.NON_FINITE_METRIC,
+                (
+                    f"Monitored metric {self.monitor} = {current} is not finite."
+                    f" Previous best value was {self.best_score:.3f}. Signaling Trainer to stop."
+                ),
             )
         if self.stopping_threshold is not None and self.monitor_op(current, self.stopping_threshold):
-            return True, EarlyStoppingReason.STOPPING_THRESHOLD, (
-                "Stopping threshold reached:"
-                f" {self.monitor} = {current} {self.order_dict[self.mode]} {self.stopping_threshold}."
-                " Signaling Trainer to stop."
+            return (
+                True,
+                EarlyStoppingReason.STOPPING_THRESHOLD,
+                (
+                    "Stopping threshold reached:"
+                    f" {self.monitor} = {current} {self.order_dict[self.mode]} {self.stopping_threshold}."
+                    " Signaling Trainer to stop."
+                ),
             )
         if self.divergence_threshold is not None and self.monitor_op(-current, -self.divergence_threshold):
-            return True, EarlyStoppingReason.DIVERGENCE_THRESHOLD, (
-                "Divergence threshold reached:"
-                # Lightning prints the stopping-threshold sign here ("11.0 < 10.0"); say it right.
-                f" {self.monitor} = {current} {self.order_dict['max' if self.mode == 'min' else 'min']}"
-                f" {self.divergence_threshold}."
-                " Signaling Trainer to stop."
+            return (
+                True,
+                EarlyStoppingReason.DIVERGENCE_THRESHOLD,
+                (
+                    "Divergence threshold reached:"
+                    # Lightning prints the stopping-threshold sign here ("11.0 < 10.0"); say it right.
+                    f" {self.monitor} = {current} {self.order_dict['max' if self.mode == 'min' else 'min']}"
+                    f" {self.divergence_threshold}."
+                    " Signaling Trainer to stop."
+                ),
             )
         if self.monitor_op(current - self.min_delta, self.best_score.to(current.device)):
             message = self._improvement_message(current)
@@ -206,9 +220,13 @@ class EarlyStopping(Callback):
             return False, EarlyStoppingReason.NOT_STOPPED, message
         self.wait_count += 1
         if self.wait_count >= self.patience:
-            return True, EarlyStoppingReason.PATIENCE_EXHAUSTED, (
-                f"Monitored metric {self.monitor} did not improve in the last {self.wait_count} records."
-                f" Best score: {self.best_score:.3f}. Signaling Trainer to stop."
+            return (
+                True,
+                EarlyStoppingReason.PATIENCE_EXHAUSTED,
+                (
+                    f"Monitored metric {self.monitor} did not improve in the last {self.wait_count} records."
+                    f" Best score: {self.best_score:.3f}. Signaling Trainer to stop."
+                ),
             )
         return False, EarlyStoppingReason.NOT_STOPPED, None
 
@@ -237,8 +255,10 @@ def _as_reason(value: Any) -> EarlyStoppingReason:
     if isinstance(value, Enum):
         value = value.name
     if isinstance(value, str):
-        return EarlyStoppingReason[value.upper()] if value.upper() in EarlyStoppingReason.__members__ else (
-            EarlyStoppingReason.NOT_STOPPED
+        return (
+            EarlyStoppingReason[value.upper()]
+            if value.upper() in EarlyStoppingReason.__members__
+            else (EarlyStoppingReason.NOT_STOPPED)
         )
     try:
         return EarlyStoppingReason(value)

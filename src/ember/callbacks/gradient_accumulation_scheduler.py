@@ -1,4 +1,5 @@
 """``GradientAccumulationScheduler``: change ``accumulate_grad_batches`` from epoch to epoch."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

@@ -1,8 +1,10 @@
 """``LambdaCallback``: a callback made of plain functions, one per hook, without writing a class."""
+
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ember.callbacks.callback import Callback
 

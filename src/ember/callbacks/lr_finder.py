@@ -5,6 +5,7 @@ Example::
     trainer = Trainer(callbacks=[LearningRateFinder(min_lr=1e-5, max_lr=1.0)])
     trainer.fit(model)       # the sweep runs first; model.lr is set to the suggestion
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

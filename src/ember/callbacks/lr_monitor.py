@@ -5,6 +5,7 @@ same class gets ``-1``; several parameter groups get ``/pg1``, ``/pg2`` (or the 
 ``"name"``). Values go straight to the loggers with ``logger.log_metrics`` and are also put into
 ``trainer.callback_metrics``.
 """
+
 from __future__ import annotations
 
 import itertools

@@ -8,6 +8,7 @@ With ``FSDPStrategy(state_dict_type="sharded")`` each checkpoint is a folder of 
 (``epoch=0-step=8.ckpt/``); it is written, replaced, linked and evicted as a whole by the same
 calls into ``ember.checkpoint_io``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -141,7 +142,9 @@ class ModelCheckpoint(Checkpoint):
             )
         if self._every_n_epochs < 0:
             raise MisconfigurationException(f"Invalid value for every_n_epochs={self._every_n_epochs}. Must be >= 0")
-        triggers = (self._every_n_train_steps >= 1) + (self._every_n_epochs >= 1) + (self._train_time_interval is not None)
+        triggers = (
+            (self._every_n_train_steps >= 1) + (self._every_n_epochs >= 1) + (self._train_time_interval is not None)
+        )
         if triggers > 1:
             raise MisconfigurationException(
                 f"Combination of parameters every_n_train_steps={self._every_n_train_steps}, "
@@ -289,7 +292,8 @@ class ModelCheckpoint(Checkpoint):
             warnings.warn(
                 f"The dirpath has changed from {dirpath_from_ckpt!r} to {self.dirpath!r},"
                 " therefore `best_model_score`, `kth_best_model_path`, `kth_value`, `last_model_path` and"
-                " `best_k_models` won't be reloaded. Only `best_model_path` will be reloaded."
+                " `best_k_models` won't be reloaded. Only `best_model_path` will be reloaded.",
+                stacklevel=2,
             )
         self.best_model_path = state_dict["best_model_path"]
 

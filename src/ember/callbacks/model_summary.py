@@ -15,6 +15,7 @@ The table logic (:func:`summarize`, :class:`Summary`, :class:`LayerSummary`) liv
     0         Modules in eval mode
     2.6 M     Total Flops
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -334,7 +335,7 @@ def _format_summary_table(
     divider = "-" * total_width
     lines = [" | ".join(f"{header:<{w}}" for (header, _), w in zip(cols, widths)), divider]
     for i in range(n_rows):
-        lines.append(" | ".join(f"{str(cells[i]):<{w}}" for (_, cells), w in zip(cols, widths)))
+        lines.append(" | ".join(f"{cells[i]!s:<{w}}" for (_, cells), w in zip(cols, widths)))
     lines.append(divider)
     totals = [
         (get_human_readable_count(trainable_parameters), "Trainable params"),

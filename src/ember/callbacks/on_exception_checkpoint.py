@@ -1,4 +1,5 @@
 """``OnExceptionCheckpoint``: save a checkpoint when a run is interrupted by an exception."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """``BasePredictionWriter``: the base class for writing predictions to disk during ``trainer.predict``."""
+
 from __future__ import annotations
 
 import inspect

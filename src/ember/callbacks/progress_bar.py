@@ -5,6 +5,7 @@ metrics shown next to the bar (:meth:`ProgressBar.get_metrics`). Reading
 ``trainer.progress_bar_metrics`` copies logged values to the host, so subclasses call
 ``get_metrics`` only when they actually redraw.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Union

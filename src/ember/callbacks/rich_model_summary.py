@@ -1,4 +1,5 @@
 """``RichModelSummary``: the ``ModelSummary`` table drawn with rich (imported only when printing)."""
+
 from __future__ import annotations
 
 import importlib.util

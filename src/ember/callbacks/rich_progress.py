@@ -3,6 +3,7 @@
 As with the TQDM bar, the display and the metrics (a host sync) are refreshed only every
 ``refresh_rate`` batches and at the end of each loop.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -123,7 +124,7 @@ class RichProgressBar(ProgressBar):
         self,
         refresh_rate: int = 1,
         leave: bool = False,
-        theme: RichProgressBarTheme = RichProgressBarTheme(),  # noqa: B008 (read-only, as in Lightning)
+        theme: RichProgressBarTheme = RichProgressBarTheme(),
         console_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if importlib.util.find_spec("rich") is None:

@@ -8,10 +8,12 @@ running statistics of the last model do not match the averaged weights. (Lightni
 an extra epoch whose last batch still applies an optimizer step; here the weights stay the exact
 average.)
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from copy import deepcopy
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn

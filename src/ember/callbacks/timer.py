@@ -3,6 +3,7 @@
 ``Trainer(max_time=...)`` adds one. Its state holds the elapsed training time, so a run resumed
 from a checkpoint continues the same budget instead of starting a new one.
 """
+
 from __future__ import annotations
 
 import re

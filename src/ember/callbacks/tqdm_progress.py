@@ -4,6 +4,7 @@ The bar redraws every ``refresh_rate`` batches and on the last batch. Only a red
 ``trainer.progress_bar_metrics`` (which copies logged tensors to the host); the batches in
 between cost one modulo and one comparison.
 """
+
 from __future__ import annotations
 
 import math

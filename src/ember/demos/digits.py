@@ -10,6 +10,7 @@ Example::
     python -m ember.demos.digits --epochs 20 --output demo_output
     # or: make demo
 """
+
 from __future__ import annotations
 
 import argparse
@@ -146,7 +147,9 @@ def _parse_devices(value: str) -> int | str | list[int]:
     try:
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--devices takes a count, 'auto' or a list like '0,1'; got {value!r}.")
+        raise argparse.ArgumentTypeError(
+            f"--devices takes a count, 'auto' or a list like '0,1'; got {value!r}."
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,10 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a small convnet on scikit-learn's 8x8 digits with Ember, test the best checkpoint and plot the run.",
     )
     parser.add_argument("--epochs", type=int, default=20, help="maximum number of epochs (default: 20)")
-    parser.add_argument("--output", default="demo_output", help="folder for logs, checkpoints and the plot (default: ./demo_output)")
+    parser.add_argument(
+        "--output", default="demo_output", help="folder for logs, checkpoints and the plot (default: ./demo_output)"
+    )
     parser.add_argument("--accelerator", default="auto", help="'auto', 'cpu', 'cuda', 'gpu' or 'mps' (default: auto)")
-    parser.add_argument("--devices", type=_parse_devices, default=1, help="device count, 'auto' or ids like '0,1' (default: 1)")
-    parser.add_argument("--seed", type=int, default=42, help="seed for the split, the weights and the shuffling (default: 42)")
+    parser.add_argument(
+        "--devices", type=_parse_devices, default=1, help="device count, 'auto' or ids like '0,1' (default: 1)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=42, help="seed for the split, the weights and the shuffling (default: 42)"
+    )
     return parser
 
 
@@ -239,9 +248,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         summary["plot"] = plot_metrics(loggers[0].log_dir, best_checkpoint=checkpoint)
         best = checkpoint.best_model_score
         print()
-        print(f"Test accuracy: {test_acc:.4f} (best checkpoint, val/loss {float(best):.4f})" if best is not None else f"Test accuracy: {test_acc:.4f}")
+        print(
+            f"Test accuracy: {test_acc:.4f} (best checkpoint, val/loss {float(best):.4f})"
+            if best is not None
+            else f"Test accuracy: {test_acc:.4f}"
+        )
         print(f"Epochs trained: {trainer.current_epoch} in {time.perf_counter() - start:.1f} s")
-        print(f"Checkpoints:   {checkpoint.dirpath}  (best: {os.path.basename(checkpoint.best_model_path)}, last: {os.path.basename(checkpoint.last_model_path)})")
+        print(
+            f"Checkpoints:   {checkpoint.dirpath}  (best: {os.path.basename(checkpoint.best_model_path)}, last: {os.path.basename(checkpoint.last_model_path)})"
+        )
         print(f"Metrics:       {metrics_csv}")
         if summary["tensorboard"]:
             print(f"TensorBoard:   tensorboard --logdir {os.path.dirname(summary['tensorboard'])}")

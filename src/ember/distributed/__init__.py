@@ -1,4 +1,5 @@
 """Where the model runs: one device, or many processes with torch.distributed."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,7 +10,12 @@ from ember.distributed.strategy import SingleDeviceStrategy, Strategy
 from ember.utilities.exceptions import MisconfigurationException
 
 __all__ = [
-    "DDPStrategy", "FSDPStrategy", "ParallelStrategy", "SingleDeviceStrategy", "Strategy", "create_strategy",
+    "DDPStrategy",
+    "FSDPStrategy",
+    "ParallelStrategy",
+    "SingleDeviceStrategy",
+    "Strategy",
+    "create_strategy",
     "resolve_accelerator",
 ]
 
@@ -89,7 +95,9 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
             try:
                 devices = int(devices)
             except ValueError:
-                raise MisconfigurationException(f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'.") from None
+                raise MisconfigurationException(
+                    f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'."
+                ) from None
     if isinstance(devices, bool):
         raise MisconfigurationException(f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'.")
     if accelerator == "cpu" and (devices == -1 or isinstance(devices, (list, tuple))):

@@ -1,10 +1,12 @@
 """``DDPStrategy``: one model replica per process, gradients averaged by ``DistributedDataParallel``."""
+
 from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,9 +66,14 @@ class DDPStrategy(ParallelStrategy):
         if model_averaging_period is not None:
             raise ValueError("`model_averaging_period` (post-local SGD) is not supported by Ember's DDPStrategy.")
         super().__init__(
-            accelerator=accelerator, parallel_devices=parallel_devices, cluster_environment=cluster_environment,
-            checkpoint_io=checkpoint_io, precision_plugin=precision_plugin,
-            process_group_backend=process_group_backend, timeout=timeout, start_method=start_method,
+            accelerator=accelerator,
+            parallel_devices=parallel_devices,
+            cluster_environment=cluster_environment,
+            checkpoint_io=checkpoint_io,
+            precision_plugin=precision_plugin,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
+            start_method=start_method,
             preemption_check_interval=preemption_check_interval,
         )
         self._ddp_kwargs = kwargs

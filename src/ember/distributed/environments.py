@@ -4,6 +4,7 @@ Each environment reads the variables its launcher defines; Ember adds no protoco
 processes it starts get the same variables torchrun would set (``RANK``, ``LOCAL_RANK``,
 ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``GROUP_RANK``/``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,13 @@ from typing import Any
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 __all__ = [
-    "ClusterEnvironment", "LightningEnvironment", "SLURMEnvironment", "TorchElasticEnvironment",
-    "detect_environment", "environment_in", "find_free_network_port",
+    "ClusterEnvironment",
+    "LightningEnvironment",
+    "SLURMEnvironment",
+    "TorchElasticEnvironment",
+    "detect_environment",
+    "environment_in",
+    "find_free_network_port",
 ]
 
 

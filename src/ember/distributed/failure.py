@@ -5,6 +5,7 @@ whose run raises creates a marker file there (atomically: only one can). A rank 
 afterwards failed because of that one (a collective lost its peer), so instead of a second,
 misleading traceback it prints one line that points at the first.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,9 @@ class CollectiveError(RuntimeError):
     """A collective (barrier, broadcast, all-reduce, ...) did not complete on this rank."""
 
 
-def collective_error(name: str, rank: int, world_size: int, timeout: timedelta, error: BaseException) -> CollectiveError:
+def collective_error(
+    name: str, rank: int, world_size: int, timeout: timedelta, error: BaseException
+) -> CollectiveError:
     """The error to raise when collective ``name`` fails: it names the collective and the likely cause."""
     first = first_failure()
     if first is not None and first[0] != rank:

@@ -1,10 +1,12 @@
 """``FSDPStrategy`` on FSDP2 (``torch.distributed.fsdp.fully_shard``): parameters, gradients and
 optimizer state sharded across ranks, gathered layer by layer when needed."""
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -83,16 +85,25 @@ class FSDPStrategy(ParallelStrategy):
         **kwargs: Any,
     ) -> None:
         if start_method not in ("popen", "spawn", "fork", "forkserver"):
-            raise ValueError(f"`FSDPStrategy(start_method={start_method!r})`: use 'popen', 'spawn', 'fork' or 'forkserver'.")
+            raise ValueError(
+                f"`FSDPStrategy(start_method={start_method!r})`: use 'popen', 'spawn', 'fork' or 'forkserver'."
+            )
         super().__init__(
-            accelerator=accelerator, parallel_devices=parallel_devices, cluster_environment=cluster_environment,
-            checkpoint_io=checkpoint_io, precision_plugin=precision_plugin,
-            process_group_backend=process_group_backend, timeout=timeout, start_method=start_method,
+            accelerator=accelerator,
+            parallel_devices=parallel_devices,
+            cluster_environment=cluster_environment,
+            checkpoint_io=checkpoint_io,
+            precision_plugin=precision_plugin,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
+            start_method=start_method,
             preemption_check_interval=preemption_check_interval,
         )
         key = str(sharding_strategy).upper().split(".")[-1]
         if key not in _SHARDING:
-            raise ValueError(f"`sharding_strategy={sharding_strategy!r}` is not supported: use 'FULL_SHARD' or 'SHARD_GRAD_OP'.")
+            raise ValueError(
+                f"`sharding_strategy={sharding_strategy!r}` is not supported: use 'FULL_SHARD' or 'SHARD_GRAD_OP'."
+            )
         if state_dict_type not in ("full", "sharded"):
             raise ValueError(
                 f"`FSDPStrategy(state_dict_type={state_dict_type!r})` is not supported: use 'full' (one file, gathered"
@@ -173,7 +184,9 @@ class FSDPStrategy(ParallelStrategy):
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
         # all ranks
-        return get_optimizer_state_dict(self._lightning_module, optimizer, options=self._options(self.state_dict_type == "full"))
+        return get_optimizer_state_dict(
+            self._lightning_module, optimizer, options=self._options(self.state_dict_type == "full")
+        )
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
         """``"full"``: rank 0 writes one file. ``"sharded"``: every rank writes its shards into the folder ``filepath``."""
@@ -217,7 +230,9 @@ class FSDPStrategy(ParallelStrategy):
             for group, saved in zip(optimizer.param_groups, state.get("param_groups", [])):
                 group.update({k: v for k, v in saved.items() if k != "params"})
             return None
-        set_optimizer_state_dict(self._lightning_module, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(
+            self._lightning_module, optimizer, state, options=StateDictOptions(full_state_dict=True)
+        )
 
     def teardown(self) -> None:
         super().teardown()

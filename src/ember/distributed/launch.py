@@ -8,6 +8,7 @@ Three ways to get one process per device:
 * ``"ddp_spawn"`` / ``"ddp_fork"`` / ``"ddp_notebook"``: ``torch.multiprocessing`` starts one
   worker per device; rank 0's results, weights and callback states return to the main process.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -20,7 +21,8 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -33,8 +35,13 @@ _IS_INTERACTIVE = hasattr(sys, "ps1") or bool(sys.flags.interactive)
 
 
 def create_distributed_strategy(
-    name: Any, accelerator: str, devices: list[int], num_nodes: int, sync_batchnorm: bool = False,
-    plugins: Any = None, **options: Any,
+    name: Any,
+    accelerator: str,
+    devices: list[int],
+    num_nodes: int,
+    sync_batchnorm: bool = False,
+    plugins: Any = None,
+    **options: Any,
 ) -> Any:
     """The strategy object for a strategy name (or a ``ParallelStrategy`` to finish configuring)."""
     from ember.distributed.ddp import DDPStrategy
@@ -74,8 +81,14 @@ def create_distributed_strategy(
                 f" single_device, {', '.join(_STRATEGY_NAMES)} (DDP ones also with _find_unused_parameters_true/false)."
             )
     if getattr(strategy, "_start_method", None) == "fork" and not hasattr(os, "fork"):
-        raise MisconfigurationException("`strategy='ddp_fork'` needs `os.fork`, which this platform lacks: use 'ddp_spawn'.")
-    if getattr(strategy, "_start_method", None) == "popen" and _IS_INTERACTIVE and not strategy.cluster_environment.creates_processes_externally:
+        raise MisconfigurationException(
+            "`strategy='ddp_fork'` needs `os.fork`, which this platform lacks: use 'ddp_spawn'."
+        )
+    if (
+        getattr(strategy, "_start_method", None) == "popen"
+        and _IS_INTERACTIVE
+        and not strategy.cluster_environment.creates_processes_externally
+    ):
         raise MisconfigurationException(
             "`strategy='ddp'` starts the other processes by re-running your script, which an interactive session"
             " cannot do: use `strategy='ddp_notebook'` (or 'ddp_spawn'), or run a script."
@@ -194,7 +207,7 @@ class SubprocessLauncher:
             child_env["LOCAL_RANK"] = str(local_rank)
             child_env["RANK"] = str(node_rank * n + local_rank)
             preexec = _die_with_parent if sys.platform.startswith("linux") else None
-            self.procs.append(subprocess.Popen(command, env=child_env, preexec_fn=preexec))  # noqa: S603
+            self.procs.append(subprocess.Popen(command, env=child_env, preexec_fn=preexec))
         os.environ["LOCAL_RANK"] = "0"
         os.environ["RANK"] = str(node_rank * n)
         self._started = True
@@ -265,13 +278,23 @@ def _rank_env(strategy: Any, local_rank: int) -> dict[str, str]:
     n = strategy.num_processes
     node_rank = strategy.node_rank
     return {
-        "LOCAL_RANK": str(local_rank), "RANK": str(node_rank * n + local_rank),
-        "WORLD_SIZE": str(n * strategy.num_nodes), "LOCAL_WORLD_SIZE": str(n), "NODE_RANK": str(node_rank),
+        "LOCAL_RANK": str(local_rank),
+        "RANK": str(node_rank * n + local_rank),
+        "WORLD_SIZE": str(n * strategy.num_nodes),
+        "LOCAL_WORLD_SIZE": str(n),
+        "NODE_RANK": str(node_rank),
     }
 
 
-def _worker(process_idx: int, launcher: MultiProcessingLauncher, fn: Callable, args: tuple, kwargs: dict,
-            trainer: Any, queue: Any) -> None:
+def _worker(
+    process_idx: int,
+    launcher: MultiProcessingLauncher,
+    fn: Callable,
+    args: tuple,
+    kwargs: dict,
+    trainer: Any,
+    queue: Any,
+) -> None:
     launcher._in_worker = True
     if sys.platform.startswith("linux"):
         _die_with_parent()  # no worker outlives the process that started it
@@ -306,7 +329,8 @@ def _collect(trainer: Any, results: Any, weights: dict[str, Any]) -> dict[str, A
     return {
         "results": _to_cpu(results),
         "weights": _to_cpu(weights),
-        "fn": trainer.state.fn, "status": trainer.state.status,
+        "fn": trainer.state.fn,
+        "status": trainer.state.status,
         "progress": trainer._progress.state_dict(),
         "callback_metrics": _to_cpu(dict(trainer.callback_metrics)),
         "logged_metrics": _to_cpu(dict(trainer.logged_metrics)),
@@ -352,8 +376,11 @@ class MultiProcessingLauncher:
         os.environ[failure.ENV_DIR] = failure_dir
         try:
             processes = mp.start_processes(
-                _worker, args=(self, fn, args, kwargs, trainer, queue), nprocs=strategy.num_processes,
-                start_method=method, join=False,
+                _worker,
+                args=(self, fn, args, kwargs, trainer, queue),
+                nprocs=strategy.num_processes,
+                start_method=method,
+                join=False,
             )
             # read while joining: a large message fills the pipe and rank 0 cannot exit before it is read
             raw = None
@@ -399,4 +426,3 @@ class MultiProcessingLauncher:
 
     def on_exception(self, exception: BaseException) -> None:
         pass
-

@@ -4,13 +4,15 @@ It holds what DDP and FSDP share: the rank layout (from the cluster environment)
 process group, the collectives users and callbacks call, the preemption-flag agreement, and what
 happens when a rank fails.
 """
+
 from __future__ import annotations
 
 import atexit
 import os
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -23,8 +25,11 @@ from ember.distributed.strategy import Strategy
 default_pg_timeout = timedelta(minutes=30)
 
 _REDUCE_OPS = {
-    "sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN,
-    "product": dist.ReduceOp.PRODUCT, "prod": dist.ReduceOp.PRODUCT,
+    "sum": dist.ReduceOp.SUM,
+    "max": dist.ReduceOp.MAX,
+    "min": dist.ReduceOp.MIN,
+    "product": dist.ReduceOp.PRODUCT,
+    "prod": dist.ReduceOp.PRODUCT,
 }
 
 
@@ -186,7 +191,10 @@ class ParallelStrategy(Strategy):
         if dist.is_available() and not dist.is_initialized():
             # all ranks: rendezvous at MASTER_ADDR:MASTER_PORT
             dist.init_process_group(
-                self.process_group_backend, rank=self.global_rank, world_size=self.world_size, timeout=self._timeout,
+                self.process_group_backend,
+                rank=self.global_rank,
+                world_size=self.world_size,
+                timeout=self._timeout,
             )
             # The group is kept for later fit/validate/test calls, and destroyed before the
             # interpreter shuts down (see `_destroy_process_group`).

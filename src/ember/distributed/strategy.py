@@ -1,8 +1,10 @@
 """``Strategy``: how the model is placed, wrapped and synchronised. One device is the base case."""
+
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -190,6 +192,11 @@ class SingleDeviceStrategy(Strategy):
 
     strategy_name = "single_device"
 
-    def __init__(self, device: torch.device | str = "cpu", accelerator: Any = None, checkpoint_io: Any = None,
-                 precision_plugin: Any = None) -> None:
+    def __init__(
+        self,
+        device: torch.device | str = "cpu",
+        accelerator: Any = None,
+        checkpoint_io: Any = None,
+        precision_plugin: Any = None,
+    ) -> None:
         super().__init__(device)

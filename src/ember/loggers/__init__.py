@@ -7,6 +7,7 @@ Example::
 
     trainer = Trainer(logger=[CSVLogger("logs"), TensorBoardLogger("logs")])
 """
+
 from __future__ import annotations
 
 import importlib

@@ -8,6 +8,7 @@ Ember difference: when the run continues into a version folder that already has 
 ``metrics.csv`` (resuming with a fixed ``version``), rows are appended to it, and its columns are
 kept, instead of the old file being deleted.
 """
+
 from __future__ import annotations
 
 import csv
@@ -148,7 +149,6 @@ class CSVLogger(FolderLogger):
         self._flush_logs_every_n_steps = flush_logs_every_n_steps
         self._experiment: ExperimentWriter | None = None
         _check_writable(self._save_dir, type(self).__name__)
-
 
     @property
     def log_dir(self) -> str:

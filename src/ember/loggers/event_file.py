@@ -8,6 +8,7 @@ The events are TensorBoard's own protobuf messages (``tensorboard.compat.proto``
 TFRecords exactly as TensorBoard's ``RecordWriter`` frames them, so every TensorBoard reader
 sees what a ``SummaryWriter`` would have written.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -66,11 +67,12 @@ class ScalarEventFile:
 
     def _open(self) -> None:
         os.makedirs(self.log_dir, exist_ok=True)
-        name = "events.out.tfevents.%010d.%s.%s.%d%s%s" % (
-            time.time(), socket.gethostname(), os.getpid(), next(_file_numbers), SCALARS_SUFFIX, self.filename_suffix
+        name = (
+            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+            f".{next(_file_numbers)}{SCALARS_SUFFIX}{self.filename_suffix}"
         )
         self.path = os.path.join(self.log_dir, name)
-        self._file = open(self.path, "xb")
+        self._file = open(self.path, "xb")  # noqa: SIM115 (open until close(): one write per flush)
         # every event file starts with its format version and the software that wrote it
         first = Event(wall_time=time.time(), file_version=FILE_VERSION, source_metadata=SourceMetadata(writer=__name__))
         self._file.write(_record(first.SerializeToString()))

@@ -7,6 +7,7 @@ the end ("success", "failed" or "aborted"). Subclasses decorate these with ``ran
 only global rank 0 writes, and wrap ``experiment`` with ``rank_zero_experiment`` so other ranks
 get a ``DummyExperiment`` that accepts any call.
 """
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 Works with ``mlflow`` or ``mlflow-skinny``; the package is imported when the logger is built.
 """
+
 from __future__ import annotations
 
 import logging
@@ -136,7 +137,9 @@ class MLFlowLogger(Logger):
         if self._run_name is not None:
             self.tags = dict(self.tags or {})
             if MLFLOW_RUN_NAME in self.tags:
-                log.warning(f"The tag {MLFLOW_RUN_NAME} is found in tags. The value will be overridden by {self._run_name}.")
+                log.warning(
+                    f"The tag {MLFLOW_RUN_NAME} is found in tags. The value will be overridden by {self._run_name}."
+                )
             self.tags[MLFLOW_RUN_NAME] = self._run_name
         run = self._mlflow_client.create_run(experiment_id=self._experiment_id, tags=resolve_tags(self.tags))
         self._run_id = run.info.run_id
@@ -223,7 +226,9 @@ class MLFlowLogger(Logger):
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """Upload checkpoints now (``log_model="all"``, or ``True`` with ``save_top_k=-1``) or remember them for the end."""
-        if self._log_model == "all" or (self._log_model is True and getattr(checkpoint_callback, "save_top_k", None) == -1):
+        if self._log_model == "all" or (
+            self._log_model is True and getattr(checkpoint_callback, "save_top_k", None) == -1
+        ):
             self._scan_and_log_checkpoints(checkpoint_callback)
         elif self._log_model is True:
             self._checkpoint_callback = checkpoint_callback

@@ -6,6 +6,7 @@ Layout (as Lightning): ``save_dir/name/version_N[/sub_dir]`` holding the event f
 (``event_file.py``); the ``SummaryWriter``, and the import of ``torch.utils.tensorboard``, come
 when user code or a logger feature needs the writer (hyperparameters, graph, images).
 """
+
 from __future__ import annotations
 
 import math
@@ -92,7 +93,6 @@ class TensorBoardLogger(FolderLogger):
         self.hparams: dict[str, Any] = {}
         self._hparams_saved: dict[str, Any] | None = None  # what hparams.yaml is known to hold
         _check_writable(self._save_dir, type(self).__name__)
-
 
     @property
     def sub_dir(self) -> str | None:

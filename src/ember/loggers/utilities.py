@@ -2,6 +2,7 @@
 
 Nothing here imports a heavy package at module import; the loggers call these helpers lazily.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -99,9 +100,13 @@ def _sanitize_params(params: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in params.items():
         if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
             value = value.item()
-        if isinstance(value, torch.Tensor) and value.ndim > 1:
-            value = str(value)
-        elif type(value) not in (bool, int, float, str, torch.Tensor):
+        if (isinstance(value, torch.Tensor) and value.ndim > 1) or type(value) not in (
+            bool,
+            int,
+            float,
+            str,
+            torch.Tensor,
+        ):
             value = str(value)
         out[key] = value
     return out
@@ -206,20 +211,28 @@ def _next_version(root: str) -> int:
             import fsspec
 
             fs, local_root = fsspec.core.url_to_fs(root)
-            folders = [os.path.basename(e["name"].rstrip("/")) for e in fs.listdir(local_root, detail=True)
-                       if e.get("type") == "directory"]
+            folders = [
+                os.path.basename(e["name"].rstrip("/"))
+                for e in fs.listdir(local_root, detail=True)
+                if e.get("type") == "directory"
+            ]
         else:
             # a local folder: the standard library lists it without loading fsspec before the first step
             with os.scandir(root) as entries:
                 folders = [e.name for e in entries if e.is_dir()]
     except (FileNotFoundError, NotADirectoryError, OSError):
         return 0
-    versions = [int(name[len("version_"):]) for name in folders
-                if name.startswith("version_") and name[len("version_"):].isdigit()]
+    versions = [
+        int(name[len("version_") :])
+        for name in folders
+        if name.startswith("version_") and name[len("version_") :].isdigit()
+    ]
     return max(versions) + 1 if versions else 0
 
 
-def _scan_checkpoints(checkpoint_callback: Any, logged_model_time: dict[str, float]) -> list[tuple[float, str, Any, str]]:
+def _scan_checkpoints(
+    checkpoint_callback: Any, logged_model_time: dict[str, float]
+) -> list[tuple[float, str, Any, str]]:
     """Checkpoint files of ``checkpoint_callback`` not logged yet (or rewritten since): (mtime, path, score, tag)."""
     found: dict[str, tuple[Any, str]] = {}
     last = getattr(checkpoint_callback, "last_model_path", "")

@@ -1,4 +1,5 @@
 """``WandbLogger``: Weights & Biases runs; the ``wandb`` package is imported when the run starts."""
+
 from __future__ import annotations
 
 import os
@@ -164,8 +165,12 @@ class WandbLogger(Logger):
 
     @rank_zero_only
     def log_table(
-        self, key: str, columns: list[str] | None = None, data: list[list[Any]] | None = None,
-        dataframe: Any = None, step: int | None = None,
+        self,
+        key: str,
+        columns: list[str] | None = None,
+        data: list[list[Any]] | None = None,
+        dataframe: Any = None,
+        step: int | None = None,
     ) -> None:
         """Log a ``wandb.Table`` from ``columns`` + ``data`` or from a ``dataframe``."""
         import wandb
@@ -174,8 +179,12 @@ class WandbLogger(Logger):
 
     @rank_zero_only
     def log_text(
-        self, key: str, columns: list[str] | None = None, data: list[list[str]] | None = None,
-        dataframe: Any = None, step: int | None = None,
+        self,
+        key: str,
+        columns: list[str] | None = None,
+        data: list[list[str]] | None = None,
+        dataframe: Any = None,
+        step: int | None = None,
     ) -> None:
         """Log text as a table."""
         self.log_table(key, columns, data, dataframe, step)
@@ -205,7 +214,9 @@ class WandbLogger(Logger):
         import wandb
 
         media = getattr(wandb, kind)
-        self.log_metrics({key: [media(item, **{k: v[i] for k, v in kwargs.items()}) for i, item in enumerate(items)]}, step)
+        self.log_metrics(
+            {key: [media(item, **{k: v[i] for k, v in kwargs.items()}) for i, item in enumerate(items)]}, step
+        )
 
     def use_artifact(self, artifact: str, artifact_type: str | None = None) -> Any:
         """Record that this run uses ``artifact`` and return it."""
@@ -214,7 +225,9 @@ class WandbLogger(Logger):
     @staticmethod
     @rank_zero_only
     def download_artifact(
-        artifact: str, save_dir: str | os.PathLike | None = None, artifact_type: str | None = None,
+        artifact: str,
+        save_dir: str | os.PathLike | None = None,
+        artifact_type: str | None = None,
         use_artifact: bool | None = True,
     ) -> str:
         """Download ``artifact`` (through the current run when there is one) and return its folder."""
@@ -243,7 +256,9 @@ class WandbLogger(Logger):
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """Upload checkpoints now (``log_model="all"``, or ``True`` with ``save_top_k=-1``) or remember them for the end."""
-        if self._log_model == "all" or (self._log_model is True and getattr(checkpoint_callback, "save_top_k", None) == -1):
+        if self._log_model == "all" or (
+            self._log_model is True and getattr(checkpoint_callback, "save_top_k", None) == -1
+        ):
             self._scan_and_log_checkpoints(checkpoint_callback)
         elif self._log_model is True:
             self._checkpoint_callback = checkpoint_callback

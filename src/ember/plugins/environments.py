@@ -1,4 +1,5 @@
 """Lightning's import path for cluster environments: ``from ember.plugins.environments import ...``."""
+
 from ember.distributed.environments import (
     ClusterEnvironment,
     LightningEnvironment,

@@ -3,6 +3,7 @@
 Each profiler loads when first named, so the default trainer imports none of cProfile, pstats or
 ``torch.profiler``.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """``AdvancedProfiler``: a cProfile report for every action."""
+
 from __future__ import annotations
 
 import cProfile

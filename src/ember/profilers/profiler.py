@@ -6,6 +6,7 @@ checkpoint save, named as Lightning names them (``[Callback]ModelCheckpoint{...}
 ``[_TrainingEpochLoop].train_dataloader_next``, ``run_training_epoch``, ``save_checkpoint``, ...).
 With the default ``PassThroughProfiler`` the loop is built without any span at all.
 """
+
 from __future__ import annotations
 
 import contextlib

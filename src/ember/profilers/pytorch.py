@@ -1,4 +1,5 @@
 """``PyTorchProfiler``: ``torch.profiler`` over the run, with the trainer's actions as labelled ranges."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -80,12 +81,19 @@ class PyTorchProfiler(Profiler):
         if not records:
             raise ValueError(f"Attempting to stop recording an action ({action_name}) which was never started.")
         records.pop().__exit__(None, None, None)
-        if self._profiler is not None and "schedule" in self._profiler_kwargs and action_name.endswith(".training_step"):
+        if (
+            self._profiler is not None
+            and "schedule" in self._profiler_kwargs
+            and action_name.endswith(".training_step")
+        ):
             self._profiler.step()
 
     def _start_run(self) -> None:
         if self._emit_nvtx:
-            contexts = [torch.cuda.profiler.profile(), torch.autograd.profiler.emit_nvtx(record_shapes=self._group_by_input_shapes)]
+            contexts = [
+                torch.cuda.profiler.profile(),
+                torch.autograd.profiler.emit_nvtx(record_shapes=self._group_by_input_shapes),
+            ]
         else:
             kwargs = dict(self._profiler_kwargs)
             if "activities" not in kwargs:
@@ -149,5 +157,14 @@ class PyTorchProfiler(Profiler):
 
     def __getstate__(self) -> dict[str, Any]:
         # a running torch profiler cannot be pickled: a copy starts afresh
-        return {**self.__dict__, "_profiler": None, "_contexts": [], "_ranges": {}, "_hooks": [],
-                "_modules_registered": False, "_lightning_module": None, "_output_file": None, "_write_stream": None}
+        return {
+            **self.__dict__,
+            "_profiler": None,
+            "_contexts": [],
+            "_ranges": {},
+            "_hooks": [],
+            "_modules_registered": False,
+            "_lightning_module": None,
+            "_output_file": None,
+            "_write_stream": None,
+        }

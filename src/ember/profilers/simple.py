@@ -1,4 +1,5 @@
 """``SimpleProfiler``: how long each action took, in a table at the end of the run."""
+
 from __future__ import annotations
 
 import math
@@ -71,7 +72,8 @@ class SimpleProfiler(Profiler):
             return out + line + sep
         means = sorted(
             ((a, math.fsum(d) / len(d), math.fsum(d)) for a, d in self.recorded_durations.items()),
-            key=lambda r: r[1], reverse=True,
+            key=lambda r: r[1],
+            reverse=True,
         )
 
         def short_row(action: str, mean: str, total: str) -> str:

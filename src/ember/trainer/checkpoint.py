@@ -1,4 +1,5 @@
 """The checkpoint dict (Lightning's layout plus Ember's resume state) and restoring from it."""
+
 from __future__ import annotations
 
 import os
@@ -43,21 +44,27 @@ def _loops_state(t: Trainer) -> dict[str, Any]:
     step_progress = {"total": _progress(steps, steps), "current": _progress(steps, steps)}
     zero = {"total": _progress(0, 0), "current": _progress(0, 0)}
     eval_progress = {
-        "total": _progress(0, 0, 0, 0), "current": _progress(0, 0, 0, 0), "is_last_batch": False,
+        "total": _progress(0, 0, 0, 0),
+        "current": _progress(0, 0, 0, 0),
+        "is_last_batch": False,
     }
     return {
         "fit_loop": {
             "state_dict": {},
             "epoch_loop.state_dict": {"_batches_that_stepped": p.batches_that_stepped},
             "epoch_loop.batch_progress": {
-                "total": _progress(p.total_batches, p.total_batches - (batches - batch_completed), p.total_batches, p.total_batches),
+                "total": _progress(
+                    p.total_batches, p.total_batches - (batches - batch_completed), p.total_batches, p.total_batches
+                ),
                 "current": _progress(batches, batch_completed, batches, batches),
                 "is_last_batch": p.epoch_done,
             },
             "epoch_loop.scheduler_progress": {"total": _progress(0, 0), "current": _progress(0, 0)},
             "epoch_loop.automatic_optimization.optim_progress": {
-                "optimizer": {"step": step_progress if automatic else zero, "zero_grad": {
-                    "total": _progress(steps, steps, steps), "current": _progress(steps, steps, steps)}},
+                "optimizer": {
+                    "step": step_progress if automatic else zero,
+                    "zero_grad": {"total": _progress(steps, steps, steps), "current": _progress(steps, steps, steps)},
+                },
             },
             "epoch_loop.manual_optimization.optim_step_progress": zero if automatic else step_progress,
             "epoch_loop.val_loop.state_dict": {},
@@ -69,7 +76,10 @@ def _loops_state(t: Trainer) -> dict[str, Any]:
         },
         "validate_loop": {"state_dict": {}, "batch_progress": eval_progress},
         "test_loop": {"state_dict": {}, "batch_progress": eval_progress},
-        "predict_loop": {"state_dict": {}, "batch_progress": {"total": _progress(0, 0, 0, 0), "current": _progress(0, 0, 0, 0)}},
+        "predict_loop": {
+            "state_dict": {},
+            "batch_progress": {"total": _progress(0, 0, 0, 0), "current": _progress(0, 0, 0, 0)},
+        },
     }
 
 
@@ -244,10 +254,18 @@ def _last_candidates(t: Trainer) -> list[str]:
             if not fs.isdir(str(dirpath)):
                 continue
             name = getattr(cb, "CHECKPOINT_NAME_LAST", "last")
-            pattern = re.compile(r"^" + re.escape(name).replace(r"\{", "{").split("{")[0] + r".*\.ckpt$") if "{" in name else re.compile(rf"^{re.escape(name)}(-v\d+)?\.ckpt$")
+            pattern = (
+                re.compile(r"^" + re.escape(name).replace(r"\{", "{").split("{")[0] + r".*\.ckpt$")
+                if "{" in name
+                else re.compile(rf"^{re.escape(name)}(-v\d+)?\.ckpt$")
+            )
             for entry in fs.ls(str(dirpath), detail=False):
                 if pattern.match(os.path.basename(entry)):
-                    found.append(entry if "://" in str(dirpath) or os.path.isabs(entry) else os.path.join(str(dirpath), os.path.basename(entry)))
+                    found.append(
+                        entry
+                        if "://" in str(dirpath) or os.path.isabs(entry)
+                        else os.path.join(str(dirpath), os.path.basename(entry))
+                    )
     return found
 
 
@@ -273,7 +291,9 @@ def restore_modules_and_callbacks(t: Trainer, checkpoint: dict[str, Any]) -> Non
     module = t._module
     t._hooks.call_module("on_load_checkpoint", checkpoint)
     if "state_dict" not in checkpoint:
-        raise KeyError(f"The checkpoint has no 'state_dict' entry (keys: {sorted(checkpoint)}): it is not a model checkpoint.")
+        raise KeyError(
+            f"The checkpoint has no 'state_dict' entry (keys: {sorted(checkpoint)}): it is not a model checkpoint."
+        )
     # through the strategy: after an FSDP fit in this process the parameters are still sharded
     load_module_state(module, checkpoint["state_dict"], module.strict_loading, load=t.strategy.load_model_state_dict)
     datamodule = t.datamodule
@@ -388,5 +408,7 @@ def _progress_from_lightning(t: Trainer, checkpoint: dict[str, Any]) -> None:
     progress.epoch_done = processed > completed
     progress.epoch_batches = 0 if progress.epoch_done else batch_current.get("processed", 0)
     progress.global_step = checkpoint.get("global_step", 0)
-    progress.batches_that_stepped = fit.get("epoch_loop.state_dict", {}).get("_batches_that_stepped", progress.global_step)
+    progress.batches_that_stepped = fit.get("epoch_loop.state_dict", {}).get(
+        "_batches_that_stepped", progress.global_step
+    )
     progress.total_batches = fit.get("epoch_loop.batch_progress", {}).get("total", {}).get("processed", 0)

@@ -1,10 +1,11 @@
 """Dataloaders: moving batches, counting them, limiting them, and making them resumable."""
+
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,9 +21,11 @@ def apply_to_tensors(data: Any, fn: Callable[[Tensor], Any]) -> Any:
     if isinstance(data, Tensor):
         return fn(data)
     if isinstance(data, Mapping):
-        return type(data)({k: apply_to_tensors(v, fn) for k, v in data.items()}) if type(data) is not dict else {
-            k: apply_to_tensors(v, fn) for k, v in data.items()
-        }
+        return (
+            type(data)({k: apply_to_tensors(v, fn) for k, v in data.items()})
+            if type(data) is not dict
+            else {k: apply_to_tensors(v, fn) for k, v in data.items()}
+        )
     if isinstance(data, tuple) and hasattr(data, "_fields"):
         return type(data)(*(apply_to_tensors(v, fn) for v in data))
     if isinstance(data, (list, tuple)):
@@ -186,7 +189,10 @@ def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overf
 
 def set_sampler_epoch(loader: Any, epoch: int) -> None:
     """Call ``set_epoch`` on the loader's sampler(s) so each epoch shuffles differently in DDP."""
-    for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
-                getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+    for obj in (
+        getattr(loader, "sampler", None),
+        getattr(loader, "batch_sampler", None),
+        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+    ):
         if obj is not None and hasattr(obj, "set_epoch"):
             obj.set_epoch(epoch)

@@ -1,4 +1,5 @@
 """Which dataloaders a run uses: requested from the datamodule or module, prepared, and counted."""
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,9 @@ def setup_train_dataloader(t: Trainer) -> Any:
         )
     check_loader(source, "fit")
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
-    loader = prepare_loader(source, shuffle=True, distributed=distributed(t), overfit=bool(t.overfit_batches),
-                            seed_workers=seed_workers)
+    loader = prepare_loader(
+        source, shuffle=True, distributed=distributed(t), overfit=bool(t.overfit_batches), seed_workers=seed_workers
+    )
     t.train_dataloader = loader
     t.num_training_batches = limit_batches(loader, t.limit_train_batches, "train")
     t._last_train_reload_epoch = t._progress.epoch
@@ -82,8 +84,9 @@ def setup_eval_dataloaders(t: Trainer, stage: RunningStage) -> list[Any]:
     prepared = []
     for loader in loaders:
         check_loader(loader, key)
-        loader = prepare_loader(loader, shuffle=False, distributed=distributed(t), overfit=False,
-                                seed_workers=seed_workers)
+        loader = prepare_loader(
+            loader, shuffle=False, distributed=distributed(t), overfit=False, seed_workers=seed_workers
+        )
         if key == "predict" and needs_batch_indices(t):
             loader = with_index_recording(loader, t.predict_loop)
         prepared.append(loader)
@@ -94,9 +97,7 @@ def setup_eval_dataloaders(t: Trainer, stage: RunningStage) -> list[Any]:
     if key == "val":
         t.val_dataloaders = value
         steps = t.num_sanity_val_steps
-        t.num_sanity_val_batches = [
-            min(steps if steps != -1 else float("inf"), n) for n in t._eval_batches["val"]
-        ]
+        t.num_sanity_val_batches = [min(steps if steps != -1 else float("inf"), n) for n in t._eval_batches["val"]]
     elif key == "test":
         t.test_dataloaders = value
     else:
@@ -107,8 +108,11 @@ def setup_eval_dataloaders(t: Trainer, stage: RunningStage) -> list[Any]:
 def eval_dataloaders(t: Trainer, stage: RunningStage) -> list[Any]:
     key = stage.dataloader_prefix
     reload = (
-        key == "val" and t.state.fn == TrainerFn.FITTING and t.reload_dataloaders_every_n_epochs
-        and key in t._loaded_eval and t._progress.epoch > 0
+        key == "val"
+        and t.state.fn == TrainerFn.FITTING
+        and t.reload_dataloaders_every_n_epochs
+        and key in t._loaded_eval
+        and t._progress.epoch > 0
         and t._progress.epoch % t.reload_dataloaders_every_n_epochs == 0
         and getattr(t, "_val_reload_epoch", None) != t._progress.epoch
     )
@@ -171,6 +175,10 @@ def with_index_recording(loader: Any, view: PredictLoopView) -> Any:
 
     if loader.num_workers > 0:
         return loader  # indices recorded in workers would arrive out of step; writers get None
-    new = DataLoader(loader.dataset, batch_sampler=_RecordingBatchSampler(loader.batch_sampler),
-                     collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+    new = DataLoader(
+        loader.dataset,
+        batch_sampler=_RecordingBatchSampler(loader.batch_sampler),
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )
     return new

@@ -1,4 +1,5 @@
 """The loggers and callbacks a Trainer adds by itself, and the order callbacks run in."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -36,8 +37,11 @@ def default_logger(save_dir: str) -> Any:
 
 
 def configure_callbacks(
-    callbacks: Any, enable_checkpointing: bool | None, enable_progress_bar: bool | None,
-    enable_model_summary: bool | None, max_time: Any,
+    callbacks: Any,
+    enable_checkpointing: bool | None,
+    enable_progress_bar: bool | None,
+    enable_model_summary: bool | None,
+    max_time: Any,
 ) -> list[Callback]:
     """The user's callbacks plus the defaults (checkpoint, timer, progress bar, summary), in run order."""
     from ember.callbacks.checkpoint import Checkpoint

@@ -4,11 +4,12 @@ One ``LoggedResults`` collection exists per loop (training, validation, test). V
 they become Python numbers only where somebody reads them: a logger write at a log interval, a
 progress-bar refresh, or ``trainer.progress_bar_metrics``.
 """
+
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,10 +20,18 @@ from ember.utilities.warnings import PossibleUserWarning
 DATALOADER_SUFFIX = "/dataloader_idx_{}"
 
 _REDUCTIONS: dict[Any, str] = {
-    "mean": "mean", "avg": "mean", torch.mean: "mean",
-    "sum": "sum", torch.sum: "sum", sum: "sum",
-    "max": "max", torch.max: "max", max: "max",
-    "min": "min", torch.min: "min", min: "min",
+    "mean": "mean",
+    "avg": "mean",
+    torch.mean: "mean",
+    "sum": "sum",
+    torch.sum: "sum",
+    sum: "sum",
+    "max": "max",
+    torch.max: "max",
+    max: "max",
+    "min": "min",
+    torch.min: "min",
+    min: "min",
 }
 
 
@@ -42,16 +51,46 @@ class LoggedMetric:
     """One logged name in one hook: its options, its latest step value and its epoch accumulator."""
 
     __slots__ = (
-        "fx", "name", "args", "prog_bar", "logger", "on_step", "on_epoch", "reduce", "enable_graph",
-        "sync_dist", "sync_dist_group", "rank_zero_only", "dataloader_idx", "metric_attribute",
-        "plain_name", "step_name", "epoch_name", "is_tensor", "step_value", "total", "count",
-        "metric", "computed", "has_value",
+        "args",
+        "computed",
+        "count",
+        "dataloader_idx",
+        "enable_graph",
+        "epoch_name",
+        "fx",
+        "has_value",
+        "is_tensor",
+        "logger",
+        "metric",
+        "metric_attribute",
+        "name",
+        "on_epoch",
+        "on_step",
+        "plain_name",
+        "prog_bar",
+        "rank_zero_only",
+        "reduce",
+        "step_name",
+        "step_value",
+        "sync_dist",
+        "sync_dist_group",
+        "total",
     )
 
     def __init__(self, fx: str, name: str, args: tuple, resolved: tuple, dataloader_idx: int | None, is_tensor: bool):
-        (self.prog_bar, self.logger, self.on_step, self.on_epoch, self.reduce, self.enable_graph,
-         self.sync_dist, self.sync_dist_group, add_dataloader_idx, self.metric_attribute,
-         self.rank_zero_only) = resolved
+        (
+            self.prog_bar,
+            self.logger,
+            self.on_step,
+            self.on_epoch,
+            self.reduce,
+            self.enable_graph,
+            self.sync_dist,
+            self.sync_dist_group,
+            add_dataloader_idx,
+            self.metric_attribute,
+            self.rank_zero_only,
+        ) = resolved
         self.fx = fx
         self.name = name
         self.args = args
@@ -157,7 +196,7 @@ def _find_batch_size(batch: Any) -> int | None:
         return len(batch)
     if isinstance(batch, Mapping):
         batch = batch.values()
-    if isinstance(batch, (list, tuple)) or hasattr(batch, "__iter__") and not isinstance(batch, Mapping):
+    if isinstance(batch, (list, tuple)) or (hasattr(batch, "__iter__") and not isinstance(batch, Mapping)):
         try:
             items = list(batch)
         except TypeError:

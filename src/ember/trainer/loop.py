@@ -3,11 +3,12 @@
 Everything a loop needs to decide once (which hooks are overridden, whether batches must move,
 which precision context to enter) is decided before its first batch.
 """
+
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
@@ -66,9 +67,7 @@ def _fit_done(t: Trainer) -> bool:
     if t.max_epochs is not None and t.max_epochs != -1 and progress.epoch >= t.max_epochs:
         rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={t.max_epochs!r}` reached.")
         return True
-    if t.should_stop and t._can_stop_early():
-        return True
-    return False
+    return bool(t.should_stop and t._can_stop_early())
 
 
 def run_training_epoch(t: Trainer) -> None:
@@ -175,8 +174,11 @@ def run_training_epoch(t: Trainer) -> None:
         set_fx(module, "_current_fx_name", None)
         results.batch = None
 
-        if loggers and not (accumulating and automatic) and log_every and (
-            (progress.batches_that_stepped + 1) % log_every == 0 or t.should_stop
+        if (
+            loggers
+            and not (accumulating and automatic)
+            and log_every
+            and ((progress.batches_that_stepped + 1) % log_every == 0 or t.should_stop)
         ):
             t._metrics.log_step(results)
 
@@ -323,6 +325,7 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
     need_outputs = bool(hooks.callback_fns("on_train_batch_end")) or hooks.module_overrides("on_train_batch_end")
 
     if not module.automatic_optimization:
+
         def manual_step(batch: Any, batch_idx: int, accumulating: bool) -> Any:
             module._current_fx_name = "training_step"
             if identity_precision:
@@ -360,8 +363,10 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
     optimizer_step = profiled(profiler, module_action + "optimizer_step", precision.optimizer_step)
     backward: Callable[[Tensor], Any] | None = None  # None: `loss.backward()` itself
     if mod_backward:
+
         def backward(loss: Tensor) -> None:
             hooks.call_module("backward", loss)
+
     if profiler is not None:
         backward = profiled(profiler, strategy_action + "backward", backward or Tensor.backward)
     progress = t._progress
@@ -427,8 +432,10 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
         if clipping:
             if mod_clipping:
                 hooks.call_module(
-                    "configure_gradient_clipping", optimizer,
-                    gradient_clip_val=clip_val, gradient_clip_algorithm=clip_algorithm,
+                    "configure_gradient_clipping",
+                    optimizer,
+                    gradient_clip_val=clip_val,
+                    gradient_clip_algorithm=clip_algorithm,
                 )
             else:
                 from ember.trainer.optim import clip_gradients
@@ -591,7 +598,9 @@ def run_evaluation(t: Trainer, stage: RunningStage) -> list[dict[str, Any]]:
     multiple = len(loaders) > 1
     step_name = f"{prefix}_step"
     profiler = t._profiling
-    step_fn = profiled(profiler, f"[Strategy]{type(t.strategy).__name__}.{step_name}", t.strategy.eval_step_fn(module, step_name))
+    step_fn = profiled(
+        profiler, f"[Strategy]{type(t.strategy).__name__}.{step_name}", t.strategy.eval_step_fn(module, step_name)
+    )
     fetch_action = f"[_EvaluationLoop].{'val' if fn_stage == RunningStage.VALIDATING else 'test'}_next"
     batch_start_cbs = hooks.callback_fns(f"on_{prefix}_batch_start")
     batch_end_cbs = hooks.callback_fns(f"on_{prefix}_batch_end")
@@ -701,8 +710,9 @@ def run_predict(t: Trainer, return_predictions: bool) -> list[Any] | None:
     predictions: list[list[Any]] = [[] for _ in loaders]
     t._results = None
     profiler = t._profiling
-    step_fn = profiled(profiler, f"[Strategy]{type(t.strategy).__name__}.predict_step",
-                       t.strategy.eval_step_fn(module, "predict_step"))
+    step_fn = profiled(
+        profiler, f"[Strategy]{type(t.strategy).__name__}.predict_step", t.strategy.eval_step_fn(module, "predict_step")
+    )
     batch_indices: list[list[list[int]]] = [[] for _ in loaders]
     t.predict_batch_indices = batch_indices
     iterator = profiled_iterator(profiler, "[_PredictionLoop].predict_next", iter(loaders[0]))
@@ -716,7 +726,9 @@ def run_predict(t: Trainer, return_predictions: bool) -> list[Any] | None:
             transfer = _make_transfer(t, dataloader_idx)
             extra = (dataloader_idx,) if multiple else ()
             indices = _batch_indices_iter(loader)
-            for batch_idx in range(max_batches[dataloader_idx]) if max_batches[dataloader_idx] != math.inf else _count():
+            for batch_idx in (
+                range(max_batches[dataloader_idx]) if max_batches[dataloader_idx] != math.inf else _count()
+            ):
                 try:
                     batch = next(iterator)
                 except StopIteration:

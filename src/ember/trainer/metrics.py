@@ -4,6 +4,7 @@ The running loop's ``LoggedResults`` stay live: their step values are merged int
 dicts only when somebody reads them, never per step. Loggers receive Python numbers, which are
 read from the device only at a log interval or an epoch end.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

@@ -1,11 +1,12 @@
 """``configure_optimizers`` formats, scheduler configs, gradient clipping and the manual-mode optimizer."""
+
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Generator
+from typing import Any
 
 import torch
 from torch.optim import Optimizer
@@ -75,8 +76,11 @@ def configure_optimizers(
         optimizers, schedulers, monitor = _from_dict(result)
         optimizers = [optimizers]
         schedulers = [schedulers] if schedulers is not None else []
-    elif isinstance(result, (list, tuple)) and len(result) == 2 and isinstance(result[0], (list, tuple)) and all(
-        isinstance(o, Optimizer) for o in result[0]
+    elif (
+        isinstance(result, (list, tuple))
+        and len(result) == 2
+        and isinstance(result[0], (list, tuple))
+        and all(isinstance(o, Optimizer) for o in result[0])
     ):
         optimizers = list(result[0])
         second = result[1]
@@ -102,15 +106,25 @@ def configure_optimizers(
 
 def _from_dict(config: Mapping) -> tuple[Optimizer, Any, str | None]:
     if "optimizer" not in config:
-        raise MisconfigurationException(f"The dict returned by `configure_optimizers` has no 'optimizer' key: {config!r}. {_FORMATS}")
+        raise MisconfigurationException(
+            f"The dict returned by `configure_optimizers` has no 'optimizer' key: {config!r}. {_FORMATS}"
+        )
     extra = set(config) - {"optimizer", "lr_scheduler", "monitor"}
     if extra:
-        rank_zero_warn(f"Found unsupported keys in the optimizer configuration: {sorted(extra)}", category=RuntimeWarning)
+        rank_zero_warn(
+            f"Found unsupported keys in the optimizer configuration: {sorted(extra)}", category=RuntimeWarning
+        )
     scheduler = config.get("lr_scheduler")
     monitor = config.get("monitor")
-    if monitor is not None and (_is_plateau(scheduler) or isinstance(scheduler, Mapping) and _is_plateau(scheduler.get("scheduler"))):
+    if monitor is not None and (
+        _is_plateau(scheduler) or (isinstance(scheduler, Mapping) and _is_plateau(scheduler.get("scheduler")))
+    ):
         # the dict's monitor goes to its ReduceLROnPlateau (Ember also accepts it beside a config dict)
-        scheduler = {"monitor": monitor, **scheduler} if isinstance(scheduler, Mapping) else {"scheduler": scheduler, "monitor": monitor}
+        scheduler = (
+            {"monitor": monitor, **scheduler}
+            if isinstance(scheduler, Mapping)
+            else {"scheduler": scheduler, "monitor": monitor}
+        )
     return config["optimizer"], scheduler, monitor
 
 
@@ -199,7 +213,12 @@ def _check_schedulers(optimizers: list[Optimizer], configs: list[LRSchedulerConf
 
 def check_non_torch_schedulers(module: Any, configs: list[LRSchedulerConfig], module_overrides: bool) -> None:
     for config in configs:
-        if not isinstance(config.scheduler, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)) and not module_overrides:
+        if (
+            not isinstance(
+                config.scheduler, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            )
+            and not module_overrides
+        ):
             raise MisconfigurationException(
                 f"The provided lr scheduler `{type(config.scheduler).__name__}` doesn't follow PyTorch's LRScheduler"
                 " API. You should override the `LightningModule.lr_scheduler_step` hook with your own logic if"
@@ -309,7 +328,11 @@ class LightningOptimizer:
         """
         if closure is not None and not callable(closure):
             raise MisconfigurationException("When `optimizer.step(closure)` is called, the closure should be callable")
-        if closure is None and self.__dict__.get("_closure_hook") is not None and self._trainer.lightning_module.automatic_optimization:
+        if (
+            closure is None
+            and self.__dict__.get("_closure_hook") is not None
+            and self._trainer.lightning_module.automatic_optimization
+        ):
             # automatic optimization: training_step and backward live in the closure; without it nothing trains
             raise MisconfigurationException(
                 "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your `optimizer_step`"

@@ -1,4 +1,5 @@
 """Preemption: SIGTERM/SIGUSR1 only raise a flag; the loop acts on it at a step boundary."""
+
 from __future__ import annotations
 
 import signal
@@ -57,7 +58,6 @@ class StopFlag:
             return bool(code)
 
         return agreed
-
 
 
 class PreemptionExit(SystemExit):

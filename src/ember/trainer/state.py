@@ -2,6 +2,7 @@
 
 ``Progress`` holds every counter a resumed run needs; it round-trips through ``state_dict``.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields

@@ -2,6 +2,7 @@
 
 The loops themselves live in ``loop.py``; the checkpoint dict in ``checkpoint.py``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -10,15 +11,15 @@ import inspect
 import math
 import os
 import signal
+from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from ember.callbacks.callback import Callback
-from ember.trainer import loop
-from ember.trainer import dataloaders
+from ember.trainer import dataloaders, loop
 from ember.trainer.defaults import configure_callbacks, configure_loggers, merge_model_callbacks
 from ember.trainer.logging import LoggedResults
 from ember.trainer.metrics import MetricStore, print_results
@@ -55,7 +56,9 @@ def _batch_limit(value: int | float | None, name: str) -> int | float:
     if value is None:
         return 1.0
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MisconfigurationException(f"`{name}={value!r}` must be an int (a count of batches) or a float in [0.0, 1.0].")
+        raise MisconfigurationException(
+            f"`{name}={value!r}` must be an int (a count of batches) or a float in [0.0, 1.0]."
+        )
     if isinstance(value, float) and not 0.0 <= value <= 1.0:
         raise MisconfigurationException(
             f"You have passed invalid value {value} for {name}, it has to be in [0.0, 1.0] or an int."
@@ -144,17 +147,23 @@ class Trainer:
 
         # ---- barebones: everything that costs speed is off ---------------------------------
         if barebones:
-            for name, value in (("logger", logger), ("enable_checkpointing", enable_checkpointing),
-                                ("enable_progress_bar", enable_progress_bar),
-                                ("enable_model_summary", enable_model_summary),
-                                ("log_every_n_steps", log_every_n_steps), ("profiler", profiler)):
+            for name, value in (
+                ("logger", logger),
+                ("enable_checkpointing", enable_checkpointing),
+                ("enable_progress_bar", enable_progress_bar),
+                ("enable_model_summary", enable_model_summary),
+                ("log_every_n_steps", log_every_n_steps),
+                ("profiler", profiler),
+            ):
                 if value not in (None, False) and not (name == "log_every_n_steps" and value == 0):
                     raise ValueError(
                         f"`Trainer(barebones=True)` turns off everything that slows training, but `{name}={value!r}` was"
                         f" also passed. Remove `{name}` or set `barebones=False`."
                     )
             if detect_anomaly:
-                raise ValueError("`Trainer(barebones=True, detect_anomaly=True)`: anomaly detection is slow; remove one.")
+                raise ValueError(
+                    "`Trainer(barebones=True, detect_anomaly=True)`: anomaly detection is slow; remove one."
+                )
             if num_sanity_val_steps not in (None, 0):
                 raise ValueError("`Trainer(barebones=True)` runs no sanity check: remove `num_sanity_val_steps`.")
             logger, enable_checkpointing, enable_progress_bar, enable_model_summary = False, False, False, False
@@ -177,12 +186,18 @@ class Trainer:
             raise MisconfigurationException(f"`min_epochs` must be >= 0. You passed in {min_epochs}.")
         if min_steps is not None and min_steps < 0:
             raise MisconfigurationException(f"`min_steps` must be >= 0. You passed in {min_steps}.")
-        if not isinstance(accumulate_grad_batches, int) or isinstance(accumulate_grad_batches, bool) or accumulate_grad_batches < 1:
+        if (
+            not isinstance(accumulate_grad_batches, int)
+            or isinstance(accumulate_grad_batches, bool)
+            or accumulate_grad_batches < 1
+        ):
             raise MisconfigurationException(
                 f"`Trainer(accumulate_grad_batches={accumulate_grad_batches!r})` must be an int >= 1: the number of"
                 " batches whose gradients are summed before each optimizer step."
             )
-        if gradient_clip_val is not None and (isinstance(gradient_clip_val, bool) or not isinstance(gradient_clip_val, (int, float))):
+        if gradient_clip_val is not None and (
+            isinstance(gradient_clip_val, bool) or not isinstance(gradient_clip_val, (int, float))
+        ):
             raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {gradient_clip_val!r}.")
         if gradient_clip_algorithm is not None and gradient_clip_algorithm not in ("norm", "value"):
             raise MisconfigurationException(
@@ -194,7 +209,9 @@ class Trainer:
             raise MisconfigurationException(
                 f"fast_dev_run={fast_dev_run!r} is not a valid configuration. It should be >= 0 (or True/False)."
             )
-        if check_val_every_n_epoch is not None and (not isinstance(check_val_every_n_epoch, int) or check_val_every_n_epoch <= 0):
+        if check_val_every_n_epoch is not None and (
+            not isinstance(check_val_every_n_epoch, int) or check_val_every_n_epoch <= 0
+        ):
             raise MisconfigurationException(
                 f"`check_val_every_n_epoch` should be an integer greater than 0 or None. Found {check_val_every_n_epoch!r}."
             )
@@ -204,14 +221,18 @@ class Trainer:
         elif isinstance(val_check_interval, (str, timedelta, dict)):
             self._val_check_seconds = _parse_time(val_check_interval)
         elif isinstance(val_check_interval, bool) or not isinstance(val_check_interval, (int, float)):
-            raise MisconfigurationException(f"`val_check_interval={val_check_interval!r}` must be an int, a float in [0, 1] or a duration.")
+            raise MisconfigurationException(
+                f"`val_check_interval={val_check_interval!r}` must be an int, a float in [0, 1] or a duration."
+            )
         elif isinstance(val_check_interval, float) and not 0.0 < val_check_interval <= 1.0:
             raise MisconfigurationException(
                 f"`val_check_interval` should be a fraction of the epoch in (0.0, 1.0] or an int number of batches."
                 f" Found {val_check_interval}."
             )
         elif isinstance(val_check_interval, int) and val_check_interval <= 0:
-            raise MisconfigurationException(f"`val_check_interval` should be a positive int. Found {val_check_interval}.")
+            raise MisconfigurationException(
+                f"`val_check_interval` should be a positive int. Found {val_check_interval}."
+            )
         if check_val_every_n_epoch is None and isinstance(val_check_interval, float):
             raise MisconfigurationException(
                 f"`val_check_interval` should be an integer when `check_val_every_n_epoch=None`, found {val_check_interval!r}."
@@ -276,7 +297,12 @@ class Trainer:
             raise MisconfigurationException(f"`num_nodes` must be an int >= 1, got {num_nodes!r}.")
         self._accelerator = accelerator_name
         self.strategy = create_strategy(
-            strategy, accelerator_name, device_ids, num_nodes, sync_batchnorm=sync_batchnorm, plugins=plugins,
+            strategy,
+            accelerator_name,
+            device_ids,
+            num_nodes,
+            sync_batchnorm=sync_batchnorm,
+            plugins=plugins,
         )
         self._precision_name = normalize_precision(precision)
         self.precision = self._precision_name
@@ -409,22 +435,36 @@ class Trainer:
         self._run_guarded(self._run, model, ckpt_path, weights_only)
 
     def validate(
-        self, model: Any = None, dataloaders: Any = None, ckpt_path: str | os.PathLike | None = None,
-        verbose: bool = True, datamodule: Any = None, weights_only: bool | None = None,
+        self,
+        model: Any = None,
+        dataloaders: Any = None,
+        ckpt_path: str | os.PathLike | None = None,
+        verbose: bool = True,
+        datamodule: Any = None,
+        weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         """Run one validation epoch; returns one dict of logged epoch metrics per dataloader."""
         return self._evaluate(TrainerFn.VALIDATING, model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def test(
-        self, model: Any = None, dataloaders: Any = None, ckpt_path: str | os.PathLike | None = None,
-        verbose: bool = True, datamodule: Any = None, weights_only: bool | None = None,
+        self,
+        model: Any = None,
+        dataloaders: Any = None,
+        ckpt_path: str | os.PathLike | None = None,
+        verbose: bool = True,
+        datamodule: Any = None,
+        weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         """Run one test epoch; returns one dict of logged epoch metrics per dataloader."""
         return self._evaluate(TrainerFn.TESTING, model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def predict(
-        self, model: Any = None, dataloaders: Any = None, datamodule: Any = None,
-        return_predictions: bool | None = None, ckpt_path: str | os.PathLike | None = None,
+        self,
+        model: Any = None,
+        dataloaders: Any = None,
+        datamodule: Any = None,
+        return_predictions: bool | None = None,
+        ckpt_path: str | os.PathLike | None = None,
         weights_only: bool | None = None,
     ) -> list[Any] | None:
         """Run ``predict_step`` over the data; returns the predictions (a list per dataloader if several)."""
@@ -449,7 +489,13 @@ class Trainer:
         return self._run_guarded(self._run, model, ckpt_path, weights_only, model_given=model_given)
 
     def _evaluate(
-        self, fn: TrainerFn, model: Any, dataloaders: Any, ckpt_path: Any, verbose: bool, datamodule: Any,
+        self,
+        fn: TrainerFn,
+        model: Any,
+        dataloaders: Any,
+        ckpt_path: Any,
+        verbose: bool,
+        datamodule: Any,
         weights_only: bool | None,
     ) -> list[dict[str, float]]:
         from ember.datamodule import LightningDataModule
@@ -459,7 +505,9 @@ class Trainer:
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
         if dataloaders is not None and datamodule is not None:
-            raise MisconfigurationException(f"You cannot pass both `trainer.{fn.value}(dataloaders=..., datamodule=...)`")
+            raise MisconfigurationException(
+                f"You cannot pass both `trainer.{fn.value}(dataloaders=..., datamodule=...)`"
+            )
         self.state.fn = fn
         self.state.status = TrainerStatus.RUNNING
         if fn == TrainerFn.VALIDATING:
@@ -573,9 +621,8 @@ class Trainer:
     def _run(self, model: Any, ckpt_path: Any, weights_only: bool | None, model_given: bool = True) -> Any:
         from ember.hooks import HookDispatcher
         from ember.precision import Precision
-        from ember.trainer import checkpoint as ckpt
-
         from ember.profilers.profiler import active
+        from ember.trainer import checkpoint as ckpt
 
         fn = self.state.fn
         self._module = model
@@ -597,8 +644,9 @@ class Trainer:
         _set_rank(self.strategy.global_rank)
         if profiler is not None:
             profiler._lightning_module = model
-            profiler.setup(stage=fn.value, local_rank=self.local_rank if self.world_size > 1 else None,
-                           log_dir=self.log_dir)
+            profiler.setup(
+                stage=fn.value, local_rank=self.local_rank if self.world_size > 1 else None, log_dir=self.log_dir
+            )
         self._prepare_data()
         self._call_setup_hooks(fn.value)
         if self._hooks.module_overrides("configure_model"):
@@ -656,7 +704,11 @@ class Trainer:
         model.zero_grad()
         fn = self.state.fn
         if fn == TrainerFn.FITTING:
-            with torch.autograd.set_detect_anomaly(self.detect_anomaly) if self.detect_anomaly else contextlib.nullcontext():
+            with (
+                torch.autograd.set_detect_anomaly(self.detect_anomaly)
+                if self.detect_anomaly
+                else contextlib.nullcontext()
+            ):
                 loop.run_fit(self)
             return None
         if fn == TrainerFn.PREDICTING:
@@ -677,9 +729,11 @@ class Trainer:
                     "No `training_step()` method defined. Lightning `Trainer` expects as minimum a `training_step()`,"
                     " `train_dataloader()` and `configure_optimizers()` to be defined."
                 )
-            has_train_data = self._train_source is not None or (
-                self.datamodule is not None and dataloaders.overridden(self.datamodule, "train_dataloader")
-            ) or hooks.module_overrides("train_dataloader")
+            has_train_data = (
+                self._train_source is not None
+                or (self.datamodule is not None and dataloaders.overridden(self.datamodule, "train_dataloader"))
+                or hooks.module_overrides("train_dataloader")
+            )
             if not has_train_data:
                 raise MisconfigurationException(
                     "No `train_dataloader()` method defined and no training data given: pass"
@@ -707,9 +761,12 @@ class Trainer:
             step = "validation_step" if fn == TrainerFn.VALIDATING else "test_step"
             if not hooks.module_overrides(step):
                 raise MisconfigurationException(f"No `{step}()` method defined to run `Trainer.{fn.value}`.")
-        elif fn == TrainerFn.PREDICTING:
-            if not hooks.module_overrides("predict_step") and not hooks.module_overrides("forward"):
-                raise MisconfigurationException("`predict_step` cannot be None to run `Trainer.predict`")
+        elif (
+            fn == TrainerFn.PREDICTING
+            and not hooks.module_overrides("predict_step")
+            and not hooks.module_overrides("forward")
+        ):
+            raise MisconfigurationException("`predict_step` cannot be None to run `Trainer.predict`")
 
     def _prepare_data(self) -> None:
         module, datamodule = self._module, self.datamodule
@@ -842,9 +899,7 @@ class Trainer:
         )
 
     def _should_sanity_check(self) -> bool:
-        if not self.enable_validation or self.num_sanity_val_steps == 0:
-            return False
-        return True
+        return not (not self.enable_validation or self.num_sanity_val_steps == 0)
 
     def _should_check_val_epoch(self) -> bool:
         return self.enable_validation and (
@@ -1002,9 +1057,13 @@ class Trainer:
             self._hooks.call_module("on_before_optimizer_step", optimizer)
             self._module._current_fx_name = "training_step"
 
-        result = self._precision.optimizer_step(optimizer, closure if closure is not None else (lambda: None), before_step) \
-            if self._precision.scaler is None else self._precision.optimizer_step(
-                optimizer, closure if closure is not None else (lambda: True), before_step)
+        result = (
+            self._precision.optimizer_step(optimizer, closure if closure is not None else (lambda: None), before_step)
+            if self._precision.scaler is None
+            else self._precision.optimizer_step(
+                optimizer, closure if closure is not None else (lambda: True), before_step
+            )
+        )
         if not automatic:
             self._progress.global_step += 1
         return result
@@ -1012,7 +1071,9 @@ class Trainer:
     # =====================================================================================
     # checkpoints
     # =====================================================================================
-    def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool | None = False, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, filepath: str | os.PathLike, weights_only: bool | None = False, storage_options: Any = None
+    ) -> None:
         """Write a checkpoint of the current state. Call it on every rank; rank 0 writes the file
         (with ``FSDPStrategy(state_dict_type="sharded")``, every rank writes its shards into a folder).
 
@@ -1029,7 +1090,9 @@ class Trainer:
             )
         with self._profiling.profile("save_checkpoint") if self._profiling is not None else contextlib.nullcontext():
             checkpoint = dump_checkpoint(self, bool(weights_only))
-            self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)  # rank 0, or every rank's shards
+            self.strategy.save_checkpoint(
+                checkpoint, filepath, storage_options=storage_options
+            )  # rank 0, or every rank's shards
         self.strategy.barrier("Trainer.save_checkpoint")  # all ranks: the file exists when anyone returns
 
     # =====================================================================================
@@ -1046,8 +1109,10 @@ class Trainer:
     @property
     def max_epochs(self) -> int:
         if self._max_epochs_arg is None:
-            if self._max_steps == -1 and self.max_time is None and not any(
-                type(cb).__name__ == "Timer" for cb in self.callbacks
+            if (
+                self._max_steps == -1
+                and self.max_time is None
+                and not any(type(cb).__name__ == "Timer" for cb in self.callbacks)
             ):
                 if not getattr(self, "_warned_max_epochs", False):
                     self._warned_max_epochs = True
@@ -1271,4 +1336,3 @@ class Trainer:
     @property
     def evaluating(self) -> bool:
         return self.state.stage is not None and self.state.stage.evaluating
-

@@ -9,6 +9,7 @@ Example::
     tuner.scale_batch_size(model)             # sets model.batch_size to the largest that fits
     trainer.fit(model)
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -5,6 +5,7 @@ Example::
     lightning_setattr(model, "batch_size", 64)   # sets it on every holder that has it
     lightning_getattr(model, "batch_size")       # reads the last holder (the datamodule wins)
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -13,12 +13,14 @@ Example::
         run_trial(trainer)
     snapshot.restore(trainer)
 """
+
 from __future__ import annotations
 
 import contextlib
 import gc
+from collections.abc import Iterator
 from copy import deepcopy
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -140,8 +142,14 @@ def forget_data_and_metrics(trainer: Trainer) -> None:
 
 
 _SETTINGS = (
-    "callbacks", "loggers", "max_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches",
-    "limit_predict_batches", "num_sanity_val_steps",
+    "callbacks",
+    "loggers",
+    "max_steps",
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "limit_predict_batches",
+    "num_sanity_val_steps",
 )
 
 

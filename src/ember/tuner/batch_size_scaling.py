@@ -10,6 +10,7 @@ Example::
 
     new_size = Tuner(trainer).scale_batch_size(model, mode="binsearch", init_val=8)
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,7 +69,9 @@ def _scale_batch_size(
             if mode == "power":
                 new_size = _run_power_scaling(trainer, snapshot, new_size, batch_arg_name, max_trials, max_val)
             else:
-                new_size = _run_binsearch_scaling(trainer, snapshot, new_size, batch_arg_name, max_trials, margin, max_val)
+                new_size = _run_binsearch_scaling(
+                    trainer, snapshot, new_size, batch_arg_name, max_trials, margin, max_val
+                )
             free_memory(trainer.strategy.root_device)
             log.info(f"Finished batch size finder, will continue with full run using batch size {new_size}")
     finally:
@@ -109,7 +112,12 @@ def _run_power_scaling(
 
 
 def _run_binsearch_scaling(
-    trainer: Trainer, snapshot: TrainerSnapshot, new_size: int, batch_arg_name: str, max_trials: int, margin: float,
+    trainer: Trainer,
+    snapshot: TrainerSnapshot,
+    new_size: int,
+    batch_arg_name: str,
+    max_trials: int,
+    margin: float,
     max_val: int,
 ) -> int:
     """Double until the first failure, then bisect between the last success and the failure."""
@@ -135,9 +143,13 @@ def _run_binsearch_scaling(
                 if high - low <= 1:
                     break
                 midval = (high + low) // 2
-                new_size, changed = _adjust_batch_size(trainer, batch_arg_name, value=midval, desc="succeeded", max_val=max_val)
+                new_size, changed = _adjust_batch_size(
+                    trainer, batch_arg_name, value=midval, desc="succeeded", max_val=max_val
+                )
             else:
-                new_size, changed = _adjust_batch_size(trainer, batch_arg_name, factor=2.0, desc="succeeded", max_val=max_val)
+                new_size, changed = _adjust_batch_size(
+                    trainer, batch_arg_name, factor=2.0, desc="succeeded", max_val=max_val
+                )
             if not changed:
                 break
         except RuntimeError as exception:
@@ -184,7 +196,9 @@ def _adjust_batch_size(
     batch_size = lightning_getattr(model, batch_arg_name)
     dataset_length = current_dataset_length(trainer)
     if dataset_length is not None and batch_size >= dataset_length:
-        rank_zero_info(f"The batch size {batch_size} is greater or equal than the length of your dataset: {dataset_length}.")
+        rank_zero_info(
+            f"The batch size {batch_size} is greater or equal than the length of your dataset: {dataset_length}."
+        )
         return batch_size, False
     new_size = value if value is not None else int(batch_size * factor)
     if new_size > max_val:

@@ -10,6 +10,7 @@ Example::
     lr_finder.suggestion()           # the learning rate at the steepest loss descent
     fig = lr_finder.plot(suggest=True)
 """
+
 from __future__ import annotations
 
 import logging
@@ -167,12 +168,12 @@ def _lr_find(
     snapshot = TrainerSnapshot(trainer)
     start_steps = trainer.global_step
     lr_finder = _LRFinder(mode, min_lr, max_lr, num_training)
-    callback = _LRCallback(num_training, early_stop_threshold, progress_bar_refresh_rate=1 if trainer.progress_bar_callback else 0)
+    callback = _LRCallback(
+        num_training, early_stop_threshold, progress_bar_refresh_rate=1 if trainer.progress_bar_callback else 0
+    )
     finished = False
     try:
-        with trial_settings(
-            trainer, [callback], max_steps=num_training + start_steps, limit_val_batches=num_training
-        ):
+        with trial_settings(trainer, [callback], max_steps=num_training + start_steps, limit_val_batches=num_training):
             lr_finder._exchange_scheduler(trainer)
             run_trial(trainer)
             if trainer.global_step != num_training + start_steps:

@@ -9,6 +9,7 @@ Example::
     print(lr_finder.suggestion())
     trainer.fit(model)
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
@@ -67,8 +68,13 @@ class Tuner:
         from ember.callbacks.batch_size_finder import BatchSizeFinder
 
         finder = BatchSizeFinder(
-            mode=mode, steps_per_trial=steps_per_trial, init_val=init_val, max_trials=max_trials,
-            batch_arg_name=batch_arg_name, margin=margin, max_val=max_val,
+            mode=mode,
+            steps_per_trial=steps_per_trial,
+            init_val=init_val,
+            max_trials=max_trials,
+            batch_arg_name=batch_arg_name,
+            margin=margin,
+            max_val=max_val,
         )
         finder._early_exit = True
         self._run(finder, method, model, train_dataloaders, val_dataloaders, dataloaders, datamodule)
@@ -104,15 +110,28 @@ class Tuner:
         from ember.callbacks.lr_finder import LearningRateFinder
 
         finder = LearningRateFinder(
-            min_lr=min_lr, max_lr=max_lr, num_training_steps=num_training, mode=mode,
-            early_stop_threshold=early_stop_threshold, update_attr=update_attr, attr_name=attr_name,
+            min_lr=min_lr,
+            max_lr=max_lr,
+            num_training_steps=num_training,
+            mode=mode,
+            early_stop_threshold=early_stop_threshold,
+            update_attr=update_attr,
+            attr_name=attr_name,
         )
         finder._early_exit = True
         self._run(finder, method, model, train_dataloaders, val_dataloaders, dataloaders, datamodule)
         return finder.optimal_lr
 
-    def _run(self, finder: Any, method: str, model: Any, train_dataloaders: Any, val_dataloaders: Any,
-             dataloaders: Any, datamodule: Any) -> None:
+    def _run(
+        self,
+        finder: Any,
+        method: str,
+        model: Any,
+        train_dataloaders: Any,
+        val_dataloaders: Any,
+        dataloaders: Any,
+        datamodule: Any,
+    ) -> None:
         trainer = self._trainer
         trainer.callbacks = [finder] + trainer.callbacks
         try:

@@ -1,4 +1,5 @@
 """Small helpers that user code imports, under the names Lightning uses."""
+
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.parsing import AttributeDict
 from ember.utilities.rank_zero import (

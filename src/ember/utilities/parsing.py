@@ -1,4 +1,5 @@
 """Hyperparameter containers."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,4 +31,6 @@ class AttributeDict(dict):
         if not self:
             return ""
         width = max(len(str(k)) for k in self)
-        return "\n".join(f'"{k}":'.ljust(width + 3) + f" {v}" for k, v in sorted(self.items(), key=lambda kv: str(kv[0])))
+        return "\n".join(
+            f'"{k}":'.ljust(width + 3) + f" {v}" for k, v in sorted(self.items(), key=lambda kv: str(kv[0]))
+        )

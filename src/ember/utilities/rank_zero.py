@@ -1,11 +1,13 @@
 """Run or print only on the process with global rank 0."""
+
 from __future__ import annotations
 
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from functools import wraps
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger("ember")
 T = TypeVar("T")
@@ -57,7 +59,9 @@ def rank_zero_debug(*args: Any, stacklevel: int = 4, **kwargs: Any) -> None:
 
 
 @rank_zero_only
-def rank_zero_warn(message: str | Warning, stacklevel: int = 4, category: type[Warning] = UserWarning, **kwargs: Any) -> None:
+def rank_zero_warn(
+    message: str | Warning, stacklevel: int = 4, category: type[Warning] = UserWarning, **kwargs: Any
+) -> None:
     """Issue a warning on rank 0 only."""
     warnings.warn(message, category=category, stacklevel=stacklevel, **kwargs)
 

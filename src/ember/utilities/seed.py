@@ -1,10 +1,12 @@
 """Seeding and RNG state capture, as Lightning's ``seed_everything`` does it."""
+
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 

@@ -7,6 +7,7 @@ epoch. ``plain``: a shuffled run with dropout (run under torchrun). ``raise``: r
 ``training_step``. ``spawn``: fit with ``ddp_spawn``, then validate and predict with ``ddp_fork``.
 Each process writes what it saw to ``OUTDIR/<mode>-rank<r>.pt``.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,16 @@ class Model(pl.LightningModule):
 
 
 def trainer(out: str, strategy: str = "ddp", **kwargs) -> pl.Trainer:
-    options = dict(accelerator="cpu", devices=2, strategy=strategy, logger=False, enable_progress_bar=False,
-                   enable_model_summary=False, default_root_dir=out, num_sanity_val_steps=0)
+    options = dict(
+        accelerator="cpu",
+        devices=2,
+        strategy=strategy,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=out,
+        num_sanity_val_steps=0,
+    )
     options.update(kwargs)
     return pl.Trainer(**options)
 
@@ -84,10 +93,16 @@ def run_fit(out: str) -> None:
     ckpt = ModelCheckpoint(dirpath=os.path.join(out, "ckpts"))
     t = trainer(out, max_epochs=2, callbacks=[ckpt])
     t.fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
-    record = {"world_size": t.world_size, "global_rank": t.global_rank, "global_step": t.global_step,
-              "weights": weights(model), "callback_metrics": {k: v.clone() for k, v in t.callback_metrics.items()},
-              "ckpt_files": sorted(os.listdir(os.path.join(out, "ckpts"))),
-              "best": ckpt.best_model_path, "pid": os.getpid()}
+    record = {
+        "world_size": t.world_size,
+        "global_rank": t.global_rank,
+        "global_step": t.global_step,
+        "weights": weights(model),
+        "callback_metrics": {k: v.clone() for k, v in t.callback_metrics.items()},
+        "ckpt_files": sorted(os.listdir(os.path.join(out, "ckpts"))),
+        "best": ckpt.best_model_path,
+        "pid": os.getpid(),
+    }
     record["validate"] = t.validate(model, DataLoader(data, batch_size=4), verbose=False)
     record["test"] = t.test(model, DataLoader(data, batch_size=4), verbose=False)
     record["predict"] = t.predict(model, DataLoader(data, batch_size=4))
@@ -121,9 +136,14 @@ def run_spawn(out: str) -> None:
     t = trainer(out, strategy="ddp_spawn", max_epochs=1, callbacks=[ckpt])
     data = dataset()
     t.fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
-    record = {"before": before, "weights": weights(model), "global_step": t.global_step,
-              "callback_metrics": dict(t.callback_metrics), "state": str(t.state.status),
-              "best": ckpt.best_model_path}
+    record = {
+        "before": before,
+        "weights": weights(model),
+        "global_step": t.global_step,
+        "callback_metrics": dict(t.callback_metrics),
+        "state": str(t.state.status),
+        "best": ckpt.best_model_path,
+    }
     # fork workers start at once (no new interpreter): the cheap way to check validate/predict here
     forked = trainer(out, strategy="ddp_fork", enable_checkpointing=False)
     record["validate"] = forked.validate(model, DataLoader(data, batch_size=4), verbose=False)
