@@ -8,17 +8,28 @@ Example::
     trainer.fit(model, train_loader)
 """
 
-__version__ = "0.1.0"
-
+from ember._version import __version__
 from ember.callbacks.callback import Callback
-from ember.datamodule import LightningDataModule
-from ember.module import LightningModule
+from ember.core.datamodule import LightningDataModule
+from ember.core.module import LightningModule
 from ember.trainer.trainer import Trainer
 from ember.utilities.seed import seed_everything
 
 __all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "__version__", "seed_everything"]
 
-_SUBMODULES = {"loggers", "callbacks", "utilities", "tuner", "cli", "plot", "demos", "strategies", "plugins"}
+_SUBMODULES = {
+    "callbacks",
+    "checkpoint",
+    "cli",
+    "core",
+    "demos",
+    "loggers",
+    "plot",
+    "plugins",
+    "strategies",
+    "tuner",
+    "utilities",
+}
 
 
 def __getattr__(name: str):

@@ -89,7 +89,7 @@ class Precision:
     def convert_input(self, batch: Any) -> Any:
         if self._module_dtype is None:
             return batch
-        from ember.trainer.data import apply_to_tensors
+        from ember.utilities.apply_func import apply_to_tensors
 
         dtype = self._module_dtype
         return apply_to_tensors(batch, lambda t: t.to(dtype) if t.is_floating_point() else t)
@@ -114,6 +114,15 @@ class Precision:
             state = self.scaler._per_optimizer_states[id(optimizer)]
             if state["stage"].name == "READY":
                 self.scaler.unscale_(optimizer)
+
+    def clip_gradients(self, optimizer: Optimizer, value: float, algorithm: str) -> None:
+        """Clip the gradients of ``optimizer``'s parameters by ``"norm"`` or ``"value"`` (after AMP unscaling)."""
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        self.unscale_for_clipping(optimizer)
+        if algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, value)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, value)
 
     def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any], before_step: Callable[[], None]) -> Any:
         """Run ``closure`` (forward and backward), ``before_step`` (hooks, clipping), then step."""

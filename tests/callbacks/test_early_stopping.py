@@ -11,7 +11,7 @@ from tests.helpers.checkpoint_models import QUIET, FakeTrainer, SequenceModel
 
 import ember
 from ember.callbacks.early_stopping import EarlyStopping, EarlyStoppingReason
-from ember.checkpoint_io import atomic_save, load_checkpoint
+from ember.checkpoint import atomic_save, load_checkpoint
 from ember.utilities.exceptions import MisconfigurationException
 
 needs_trainer = pytest.mark.skipif(not hasattr(ember, "Trainer"), reason="needs ember.Trainer")

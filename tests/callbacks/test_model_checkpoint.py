@@ -12,7 +12,7 @@ from tests.helpers.checkpoint_models import QUIET, FakeLogger, FakeTrainer, Sequ
 
 import ember
 from ember.callbacks.model_checkpoint import ModelCheckpoint
-from ember.checkpoint_io import load_checkpoint
+from ember.checkpoint import load_checkpoint
 from ember.utilities.exceptions import MisconfigurationException
 
 needs_trainer = pytest.mark.skipif(not hasattr(ember, "Trainer"), reason="needs ember.Trainer")
@@ -781,7 +781,7 @@ def test_fit_default_dirpath_follows_the_logger(tmp_path):
 
 
 def test_remote_dirpath_saves_and_evicts():
-    from ember.checkpoint_io import get_filesystem
+    from ember.checkpoint import get_filesystem
 
     folder = "memory://ember-model-checkpoint/run"
     trainer = FakeTrainer("memory://ember-model-checkpoint")

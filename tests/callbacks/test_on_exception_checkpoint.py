@@ -9,7 +9,7 @@ from tests.helpers.checkpoint_models import QUIET, FakeTrainer, SequenceModel
 
 import ember
 from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
-from ember.checkpoint_io import load_checkpoint
+from ember.checkpoint import load_checkpoint
 
 needs_trainer = pytest.mark.skipif(not hasattr(ember, "Trainer"), reason="needs ember.Trainer")
 

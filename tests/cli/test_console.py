@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import ember
-from ember import cli
+from ember.cli import console as cli
 
 REPO = Path(__file__).resolve().parents[2]
 EMBER = Path(sys.executable).parent / "ember"
@@ -55,8 +55,8 @@ def test_yaml_configured_fit_through_the_console_script(tmp_path):
 
 def test_import_and_version_do_not_load_jsonargparse():
     code = (
-        "import sys, ember, ember.cli\n"
-        "ember.cli.main(['--version'])\n"
+        "import sys, ember, ember.cli.console\n"
+        "ember.cli.console.main(['--version'])\n"
         "assert 'jsonargparse' not in sys.modules, 'jsonargparse was imported'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -130,7 +130,9 @@ def test_options_before_the_subcommand_go_to_the_cli(tmp_path, monkeypatch):
 
 
 def test_without_jsonargparse_the_error_says_what_to_install(monkeypatch):
-    monkeypatch.delitem(cli.__dict__, "LightningArgumentParser", raising=False)
+    import ember.cli
+
+    monkeypatch.delitem(ember.cli.__dict__, "LightningArgumentParser", raising=False)
     monkeypatch.setitem(sys.modules, "jsonargparse", None)
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'ember\[cli\]'"):
-        cli.LightningArgumentParser  # noqa: B018
+        _ = ember.cli.LightningArgumentParser

@@ -12,7 +12,7 @@ from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
-from ember.checkpoint_io import CheckpointLoadError
+from ember.checkpoint import CheckpointLoadError
 
 
 class Saved(CoreModel):

@@ -27,7 +27,7 @@ from tests.helpers.distributed_models import (
 import ember
 from ember.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from ember.distributed import DDPStrategy
-from ember.trainer.signals import PreemptionExit
+from ember.utilities.exceptions import PreemptionExit
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork-based jobs are tested on Linux"),

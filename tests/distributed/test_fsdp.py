@@ -16,10 +16,10 @@ from torch.distributed.checkpoint import FileSystemReader
 
 import ember
 from ember.callbacks import ModelCheckpoint, OnExceptionCheckpoint
-from ember.checkpoint_io import load_checkpoint
+from ember.checkpoint import load_checkpoint
+from ember.checkpoint.contents import EMBER_KEY
 from ember.distributed import FSDPStrategy
-from ember.trainer.checkpoint import EMBER_KEY
-from ember.trainer.signals import PreemptionExit
+from ember.utilities.exceptions import PreemptionExit
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork-based jobs are tested on Linux"),

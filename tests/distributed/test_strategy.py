@@ -228,7 +228,7 @@ def test_every_rank_learns_which_signal_stopped_the_job():
     import signal
     from types import SimpleNamespace
 
-    from ember.trainer.signals import StopFlag
+    from ember.trainer.preemption import StopFlag
 
     asked = []
 

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ember.checkpoint_io import atomic_save
-from ember.module import LightningModule
+from ember.checkpoint import atomic_save
+from ember.core.module import LightningModule
 
 QUIET = {
     "enable_progress_bar": False,

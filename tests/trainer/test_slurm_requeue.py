@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import ember
 from ember.callbacks import ModelCheckpoint
 from ember.distributed.environments import SLURMEnvironment
-from ember.trainer.signals import PreemptionExit
+from ember.utilities.exceptions import PreemptionExit
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SLURM and SIGUSR1 are POSIX only")
 

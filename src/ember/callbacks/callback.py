@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import torch
     from torch.optim import Optimizer
 
-    from ember.module import LightningModule
+    from ember.core.module import LightningModule
     from ember.trainer.trainer import Trainer
 
 

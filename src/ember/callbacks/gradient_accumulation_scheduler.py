@@ -9,7 +9,7 @@ from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
-    from ember.module import LightningModule
+    from ember.core.module import LightningModule
     from ember.trainer.trainer import Trainer
 
 

@@ -6,7 +6,7 @@ top-k file is deleted only after the new file and ``last.ckpt`` are in place.
 
 With ``FSDPStrategy(state_dict_type="sharded")`` each checkpoint is a folder of the same name
 (``epoch=0-step=8.ckpt/``); it is written, replaced, linked and evicted as a whole by the same
-calls into ``ember.checkpoint_io``.
+calls into ``ember.checkpoint``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from weakref import proxy
 import torch
 from torch import Tensor
 
-from ember import checkpoint_io
 from ember.callbacks.checkpoint import Checkpoint
+from ember.checkpoint.files import atomic_link, get_filesystem, is_local, remove_checkpoint
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:
-    from ember.module import LightningModule
+    from ember.core.module import LightningModule
     from ember.trainer.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class ModelCheckpoint(Checkpoint):
 
         self._fs_path = dirpath or ""
         self._fs_instance: Any = None
-        if dirpath and checkpoint_io.is_local(dirpath):
+        if dirpath and is_local(dirpath):
             dirpath = os.path.realpath(os.path.expanduser(dirpath))
         self.dirpath: str | Path | None = dirpath
         self.filename = filename
@@ -175,7 +175,7 @@ class ModelCheckpoint(Checkpoint):
     def _fs(self) -> Any:
         """The fsspec filesystem of ``dirpath``, created when first needed (fsspec loads then)."""
         if self._fs_instance is None:
-            self._fs_instance = checkpoint_io.get_filesystem(self._fs_path)
+            self._fs_instance = get_filesystem(self._fs_path)
         return self._fs_instance
 
     @_fs.setter
@@ -190,7 +190,7 @@ class ModelCheckpoint(Checkpoint):
         self._fs = dirpath or ""
         if trainer.is_global_zero and stage == "fit":
             self._warn_if_dir_not_empty(dirpath)
-        if self.save_last == "link" and not checkpoint_io.is_local(dirpath):
+        if self.save_last == "link" and not is_local(dirpath):
             raise ValueError(
                 f"`ModelCheckpoint(save_last='link')` is only supported for local file paths, got `dirpath={dirpath}`."
             )
@@ -470,7 +470,7 @@ class ModelCheckpoint(Checkpoint):
     @staticmethod
     def _link_checkpoint(trainer: Trainer, filepath: str, linkpath: str) -> None:
         if trainer.is_global_zero:
-            checkpoint_io.atomic_link(filepath, linkpath)
+            atomic_link(filepath, linkpath)
         trainer.strategy.barrier("ModelCheckpoint._link_checkpoint")  # all ranks: barrier
 
     def _flush_removals(self, trainer: Trainer) -> None:
@@ -486,7 +486,7 @@ class ModelCheckpoint(Checkpoint):
         """Never delete the file just written, the file resumed from, or a file outside ``dirpath``."""
         if previous == current:
             return False
-        if not checkpoint_io.is_local(previous):
+        if not is_local(previous):
             return True
         previous_path = Path(previous).absolute()
         resume_path = Path(trainer.ckpt_path).absolute() if trainer.ckpt_path is not None else None
@@ -497,7 +497,7 @@ class ModelCheckpoint(Checkpoint):
 
     def _remove_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         if trainer.is_global_zero:
-            checkpoint_io.remove_checkpoint(filepath)
+            remove_checkpoint(filepath)
 
     # ---- names ----------------------------------------------------------------------------
     def _format_checkpoint_name(

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ember import checkpoint_io
 from ember.callbacks.checkpoint import Checkpoint
+from ember.checkpoint.files import remove_checkpoint
 
 if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
@@ -61,4 +61,4 @@ class OnExceptionCheckpoint(Checkpoint):
             self._saved_this_run = False
             return
         if stage == "fit" and trainer.is_global_zero:
-            checkpoint_io.remove_checkpoint(self.ckpt_path)
+            remove_checkpoint(self.ckpt_path)

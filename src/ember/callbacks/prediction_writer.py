@@ -12,7 +12,7 @@ from ember.callbacks.callback import Callback
 from ember.utilities.exceptions import MisconfigurationException
 
 if TYPE_CHECKING:
-    from ember.module import LightningModule
+    from ember.core.module import LightningModule
     from ember.trainer.trainer import Trainer
 
 _INTERVALS = ("batch", "epoch", "batch_and_epoch")

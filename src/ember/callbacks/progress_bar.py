@@ -14,7 +14,7 @@ from ember.callbacks.callback import Callback
 from ember.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
-    from ember.module import LightningModule
+    from ember.core.module import LightningModule
     from ember.trainer.trainer import Trainer
 
 _Number = Union[int, float]

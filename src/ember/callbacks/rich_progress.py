@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ember.callbacks.progress_bar import ProgressBar
 
 if TYPE_CHECKING:
-    from ember.module import LightningModule
+    from ember.core.module import LightningModule
     from ember.trainer.trainer import Trainer
 
 

@@ -19,7 +19,7 @@ from ember.callbacks.progress_bar import ProgressBar
 from ember.utilities.rank_zero import rank_zero_debug
 
 if TYPE_CHECKING:
-    from ember.module import LightningModule
+    from ember.core.module import LightningModule
     from ember.trainer.trainer import Trainer
 
 _PAD_SIZE = 5

@@ -204,7 +204,7 @@ class FSDPStrategy(ParallelStrategy):
                 " The previous checkpoints are kept."
             )
             return None
-        from ember import sharded_checkpoint
+        from ember.checkpoint import sharded as sharded_checkpoint
 
         sharded_checkpoint.save(self, checkpoint, filepath)
 

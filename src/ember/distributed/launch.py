@@ -27,78 +27,9 @@ from typing import Any
 import torch
 
 from ember.distributed import failure
-from ember.distributed.environments import LightningEnvironment, environment_in
-from ember.utilities.exceptions import MisconfigurationException
-
-_STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp")
-_IS_INTERACTIVE = hasattr(sys, "ps1") or bool(sys.flags.interactive)
-
-
-def create_distributed_strategy(
-    name: Any,
-    accelerator: str,
-    devices: list[int],
-    num_nodes: int,
-    sync_batchnorm: bool = False,
-    plugins: Any = None,
-    **options: Any,
-) -> Any:
-    """The strategy object for a strategy name (or a ``ParallelStrategy`` to finish configuring)."""
-    from ember.distributed.ddp import DDPStrategy
-    from ember.distributed.parallel import ParallelStrategy
-
-    if isinstance(name, ParallelStrategy):
-        strategy = name
-    elif not isinstance(name, str):
-        raise MisconfigurationException(
-            f"`Trainer(strategy={name!r})` is not supported: pass a strategy name ({', '.join(_STRATEGY_NAMES)})"
-            " or a `Strategy` object."
-        )
-    else:
-        key = name.lower()
-        find_unused: bool | None = None
-        for suffix, value in (("_find_unused_parameters_true", True), ("_find_unused_parameters_false", False)):
-            if key.endswith(suffix):
-                key, find_unused = key[: -len(suffix)], value
-        if key == "auto":
-            key = "ddp_fork" if _IS_INTERACTIVE and accelerator != "cuda" else "ddp"
-        kwargs: dict[str, Any] = {}
-        if find_unused is not None:
-            kwargs["find_unused_parameters"] = find_unused
-        if key == "ddp":
-            strategy = DDPStrategy(start_method="popen", **kwargs)
-        elif key == "ddp_spawn":
-            strategy = DDPStrategy(start_method="spawn", **kwargs)
-        elif key in ("ddp_fork", "ddp_notebook"):
-            strategy = DDPStrategy(start_method="fork", **kwargs)
-        elif key == "fsdp":
-            from ember.distributed.fsdp import FSDPStrategy
-
-            strategy = FSDPStrategy()
-        else:
-            raise MisconfigurationException(
-                f"You selected an invalid strategy name: `strategy={name!r}`. Available names are: auto,"
-                f" single_device, {', '.join(_STRATEGY_NAMES)} (DDP ones also with _find_unused_parameters_true/false)."
-            )
-    if getattr(strategy, "_start_method", None) == "fork" and not hasattr(os, "fork"):
-        raise MisconfigurationException(
-            "`strategy='ddp_fork'` needs `os.fork`, which this platform lacks: use 'ddp_spawn'."
-        )
-    if (
-        getattr(strategy, "_start_method", None) == "popen"
-        and _IS_INTERACTIVE
-        and not strategy.cluster_environment.creates_processes_externally
-    ):
-        raise MisconfigurationException(
-            "`strategy='ddp'` starts the other processes by re-running your script, which an interactive session"
-            " cannot do: use `strategy='ddp_notebook'` (or 'ddp_spawn'), or run a script."
-        )
-    environment = environment_in(plugins)
-    if environment is not None:
-        strategy.cluster_environment = environment
-    strategy._configure(accelerator, devices, num_nodes, sync_batchnorm=sync_batchnorm)
-    return strategy
-
+from ember.distributed.environments import LightningEnvironment
+from ember.utilities.apply_func import apply_to_tensors
+from ember.utilities.exceptions import MisconfigurationException, PreemptionExit
 
 _ACTIVE: list[SubprocessLauncher] = []  # the launcher that started this job's processes, if this process did
 
@@ -299,8 +230,6 @@ def _worker(
     if sys.platform.startswith("linux"):
         _die_with_parent()  # no worker outlives the process that started it
     os.environ.update(_rank_env(launcher._strategy, process_idx))
-    from ember.trainer.signals import PreemptionExit
-
     try:
         # through the trainer's guard, so a failing worker runs the exception hooks and tears down
         results = trainer._run_guarded(fn, *args, **kwargs)
@@ -319,8 +248,6 @@ def _worker(
 
 
 def _to_cpu(value: Any) -> Any:
-    from ember.trainer.data import apply_to_tensors
-
     return apply_to_tensors(value, lambda t: t.detach().cpu())
 
 
@@ -399,8 +326,6 @@ class MultiProcessingLauncher:
             if isinstance(env, LightningEnvironment):
                 os.environ.pop("MASTER_PORT", None)  # the next launch picks a fresh free port
         if "preempted" in message:
-            from ember.trainer.signals import PreemptionExit
-
             raise PreemptionExit(message["preempted"])
         # our own worker's data (not a user file): full unpickling is safe here
         output = torch.load(io.BytesIO(message["output"]), weights_only=False)

@@ -164,7 +164,7 @@ class Strategy:
 
     def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
         if not isinstance(state, dict):
-            from ember.sharded_checkpoint import ShardedOptimizerState
+            from ember.checkpoint.sharded import ShardedOptimizerState
 
             if isinstance(state, ShardedOptimizerState):
                 # all ranks: each reads its part of a sharded checkpoint's optimizer state
@@ -179,7 +179,7 @@ class Strategy:
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
         """Write ``checkpoint`` to ``filepath``. Called on every rank; here rank 0 writes one file atomically."""
         if self.is_global_zero:
-            from ember.checkpoint_io import atomic_save
+            from ember.checkpoint import atomic_save
 
             atomic_save(checkpoint, filepath, storage_options=storage_options)
 

@@ -129,7 +129,7 @@ class Profiler(ABC):
 
     def _open_output(self, extension: str, action_name: str | None = None, mode: str = "wb") -> Any:
         """Open ``<dirpath>/<stage>-<filename>[-<rank>][-<action>]<extension>`` (any fsspec path)."""
-        from ember.checkpoint_io import get_filesystem
+        from ember.checkpoint import get_filesystem
 
         dirpath = os.fspath(self.dirpath)
         path = os.path.join(dirpath, self._prepare_filename(action_name=action_name, extension=extension))

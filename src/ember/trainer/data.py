@@ -1,54 +1,16 @@
-"""Dataloaders: moving batches, counting them, limiting them, and making them resumable."""
+"""Dataloaders: counting them, limiting them, samplers for distributed runs, and resumable order."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import torch
-from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler
 
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.warnings import PossibleUserWarning
-
-
-def apply_to_tensors(data: Any, fn: Callable[[Tensor], Any]) -> Any:
-    """Apply ``fn`` to every tensor inside lists, tuples, namedtuples, dicts and dataclasses."""
-    if isinstance(data, Tensor):
-        return fn(data)
-    if isinstance(data, Mapping):
-        return (
-            type(data)({k: apply_to_tensors(v, fn) for k, v in data.items()})
-            if type(data) is not dict
-            else {k: apply_to_tensors(v, fn) for k, v in data.items()}
-        )
-    if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return type(data)(*(apply_to_tensors(v, fn) for v in data))
-    if isinstance(data, (list, tuple)):
-        return type(data)(apply_to_tensors(v, fn) for v in data)
-    if dataclasses.is_dataclass(data) and not isinstance(data, type):
-        changes = {f.name: apply_to_tensors(getattr(data, f.name), fn) for f in dataclasses.fields(data) if f.init}
-        return dataclasses.replace(data, **changes)
-    return data
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    """Move every tensor of ``batch`` to ``device`` (non-blocking where it is safe)."""
-    non_blocking = device.type == "cuda"
-
-    def move(t: Tensor) -> Tensor:
-        return t.to(device, non_blocking=non_blocking)
-
-    if isinstance(batch, Tensor):
-        return move(batch)
-    moved = apply_to_tensors(batch, move)
-    if moved is batch and hasattr(batch, "to") and not isinstance(batch, (list, tuple, Mapping)):
-        return batch.to(device)
-    return moved
 
 
 def has_len(loader: Any) -> bool:

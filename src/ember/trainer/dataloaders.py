@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ember.trainer.data import as_loader_list, check_loader, limit_batches, prepare_loader
-from ember.trainer.state import RunningStage, TrainerFn
+from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.exceptions import MisconfigurationException
 
 if TYPE_CHECKING:
@@ -133,8 +133,8 @@ def needs_batch_indices(t: Trainer) -> bool:
 
 
 def overridden(obj: Any, name: str) -> bool:
-    from ember.datamodule import LightningDataModule
-    from ember.hooks import overrides
+    from ember.core.datamodule import LightningDataModule
+    from ember.core.hooks import overrides
 
     return overrides(obj, LightningDataModule, name)
 

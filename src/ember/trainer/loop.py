@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from ember.profilers.profiler import profiled, profiled_iterator
-from ember.trainer.data import move_to_device, set_sampler_epoch
-from ember.trainer.state import RunningStage
+from ember.trainer.data import set_sampler_epoch
+from ember.trainer.states import RunningStage
+from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.seed import collect_rng_states, isolate_rng, set_rng_states
@@ -278,7 +279,7 @@ def _make_transfer(t: Trainer, dataloader_idx: int) -> Callable[[Any], Any] | No
         if custom:
             batch = custom(batch, device, dataloader_idx)
         else:
-            batch = move_to_device(batch, device)
+            batch = move_data_to_device(batch, device)
         if after:
             batch = after(batch, dataloader_idx)
         return batch
@@ -288,8 +289,8 @@ def _make_transfer(t: Trainer, dataloader_idx: int) -> Callable[[Any], Any] | No
 
 def _transfer_hook(t: Trainer, name: str) -> Callable[..., Any] | None:
     """The datamodule's batch-transfer hook if it overrides it (it wins, as in Lightning), else the module's."""
-    from ember.datamodule import LightningDataModule
-    from ember.hooks import overrides
+    from ember.core.datamodule import LightningDataModule
+    from ember.core.hooks import overrides
 
     hooks, datamodule = t._hooks, t.datamodule
     module_has = hooks.module_overrides(name)
@@ -438,9 +439,7 @@ def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
                     gradient_clip_algorithm=clip_algorithm,
                 )
             else:
-                from ember.trainer.optim import clip_gradients
-
-                clip_gradients(t, optimizer, clip_val, clip_algorithm)
+                module.clip_gradients(optimizer, clip_val, clip_algorithm)
         set_fx(module, "_current_fx_name", None)
 
     def step(batch: Any, batch_idx: int, accumulating: bool) -> Any:

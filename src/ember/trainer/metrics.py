@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ember.trainer.logging import LoggedResults
-from ember.trainer.state import RunningStage
+from ember.trainer.states import RunningStage
 
 if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer

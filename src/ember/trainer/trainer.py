@@ -19,15 +19,16 @@ from typing import Any
 import torch
 
 from ember.callbacks.callback import Callback
+from ember.core.optimizer import LightningOptimizer
 from ember.trainer import dataloaders, loop
 from ember.trainer.defaults import configure_callbacks, configure_loggers, merge_model_callbacks
 from ember.trainer.logging import LoggedResults
 from ember.trainer.metrics import MetricStore, print_results
-from ember.trainer.optim import LightningOptimizer, configure_optimizers
-from ember.trainer.signals import PreemptionExit, StopFlag
-from ember.trainer.state import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
+from ember.trainer.optim import configure_optimizers
+from ember.trainer.preemption import StopFlag
+from ember.trainer.states import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
 from ember.tuner.exceptions import _TunerExitException
-from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.exceptions import MisconfigurationException, PreemptionExit
 from ember.utilities.rank_zero import _set_rank, rank_zero_info, rank_zero_warn
 from ember.utilities.warnings import PossibleUserWarning
 
@@ -142,7 +143,7 @@ class Trainer:
         enable_autolog_hparams: bool = True,
         model_registry: str | None = None,
     ) -> None:
-        from ember.distributed import create_strategy, parse_devices, resolve_accelerator
+        from ember.distributed.factory import create_strategy, parse_devices, resolve_accelerator
         from ember.precision import normalize_precision
 
         # ---- barebones: everything that costs speed is off ---------------------------------
@@ -411,7 +412,7 @@ class Trainer:
         ``train_dataloaders`` may also be a ``LightningDataModule``. ``ckpt_path`` resumes from a
         checkpoint file, ``"last"`` or ``"best"``.
         """
-        from ember.datamodule import LightningDataModule
+        from ember.core.datamodule import LightningDataModule
 
         model = self._check_model(model, "fit")
         if isinstance(train_dataloaders, LightningDataModule):
@@ -468,7 +469,7 @@ class Trainer:
         weights_only: bool | None = None,
     ) -> list[Any] | None:
         """Run ``predict_step`` over the data; returns the predictions (a list per dataloader if several)."""
-        from ember.datamodule import LightningDataModule
+        from ember.core.datamodule import LightningDataModule
 
         model_given = model is not None
         model = self._check_model(model, "predict")
@@ -498,7 +499,7 @@ class Trainer:
         datamodule: Any,
         weights_only: bool | None,
     ) -> list[dict[str, float]]:
-        from ember.datamodule import LightningDataModule
+        from ember.core.datamodule import LightningDataModule
 
         model_given = model is not None
         model = self._check_model(model, fn.value)
@@ -522,7 +523,7 @@ class Trainer:
         return self._run_guarded(self._run, model, ckpt_path, weights_only, model_given=model_given)
 
     def _check_model(self, model: Any, fn: str) -> Any:
-        from ember.module import LightningModule
+        from ember.core.module import LightningModule
 
         if model is None:
             model = self._module
@@ -619,10 +620,11 @@ class Trainer:
         self._metrics.to_cpu()
 
     def _run(self, model: Any, ckpt_path: Any, weights_only: bool | None, model_given: bool = True) -> Any:
-        from ember.hooks import HookDispatcher
+        from ember.checkpoint import contents as ckpt
+        from ember.checkpoint.ckpt_path import resolve_ckpt_path
         from ember.precision import Precision
         from ember.profilers.profiler import active
-        from ember.trainer import checkpoint as ckpt
+        from ember.trainer.dispatch import HookDispatcher
 
         fn = self.state.fn
         self._module = model
@@ -653,7 +655,7 @@ class Trainer:
             self._hooks.call_module("configure_model")
         self._precision.convert_module(model)
 
-        path = ckpt.resolve_ckpt_path(self, ckpt_path, fn.value, model_given)
+        path = resolve_ckpt_path(self, ckpt_path, fn.value, model_given)
         self.ckpt_path = path
         checkpoint = None
         if path is not None:
@@ -957,13 +959,13 @@ class Trainer:
         """
         from ember.callbacks.model_checkpoint import ModelCheckpoint
         from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
-        from ember.trainer import checkpoint as ckpt
+        from ember.checkpoint.ckpt_path import hpc_save_path
 
         name = signal.Signals(self._stop_flag.signum).name if self._stop_flag.signum else "a stop signal"
         requeue = self._slurm_requeue()
         if requeue is not None and self._stop_flag.signum == requeue.requeue_signal:
             # every rank must write the same name: rank 0's listing decides
-            path = self.strategy.broadcast(ckpt.hpc_save_path(self.default_root_dir))
+            path = self.strategy.broadcast(hpc_save_path(self.default_root_dir))
             self.save_checkpoint(path)
             if self.is_global_zero:
                 requeue.requeue()
@@ -1081,7 +1083,7 @@ class Trainer:
 
             trainer.save_checkpoint("example.ckpt")
         """
-        from ember.trainer.checkpoint import dump_checkpoint
+        from ember.checkpoint.contents import dump_checkpoint
 
         if self._module is None:
             raise AttributeError(
@@ -1174,6 +1176,10 @@ class Trainer:
         return min(estimate, self.max_steps) if self.max_steps != -1 else estimate
 
     @property
+    def precision_plugin(self) -> Any:
+        return self._precision
+
+    @property
     def lightning_module(self) -> Any:
         return self._module
 
@@ -1222,7 +1228,7 @@ class Trainer:
     def default_root_dir(self) -> str:
         if self._default_root_dir is None:
             return os.getcwd()
-        from ember.checkpoint_io import is_local
+        from ember.checkpoint import is_local
 
         path = self._default_root_dir
         return os.path.normpath(os.path.expanduser(path)) if is_local(path) else path

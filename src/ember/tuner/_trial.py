@@ -159,8 +159,8 @@ def trial_settings(trainer: Trainer, callbacks: list[Any], **settings: Any) -> I
 
     The progress bar is disabled for the trial, as in Lightning, and enabled again afterwards.
     """
-    from ember.hooks import HookDispatcher
     from ember.loggers.logger import DummyLogger
+    from ember.trainer.dispatch import HookDispatcher
 
     saved = {name: getattr(trainer, name) for name in _SETTINGS}
     saved_hooks = trainer._hooks
@@ -187,7 +187,7 @@ def trial_settings(trainer: Trainer, callbacks: list[Any], **settings: Any) -> I
 def run_trial(trainer: Trainer) -> None:
     """Run the loop of the current entry point (fit, validate, test or predict) once, with the current settings."""
     from ember.trainer import loop
-    from ember.trainer.state import RunningStage, TrainerFn
+    from ember.trainer.states import RunningStage, TrainerFn
 
     forget_data_and_metrics(trainer)
     fn = trainer.state.fn
@@ -205,7 +205,7 @@ def run_trial(trainer: Trainer) -> None:
 
 def current_dataset_length(trainer: Trainer) -> int | None:
     """The length of the dataset behind the current entry point's (first) dataloader, or None if unsized."""
-    from ember.trainer.state import RunningStage, TrainerFn
+    from ember.trainer.states import RunningStage, TrainerFn
 
     forget_data_and_metrics(trainer)
     fn = trainer.state.fn

@@ -50,7 +50,7 @@ def _scale_batch_size(
         rank_zero_warn("Skipping batch size scaler since `fast_dev_run` is enabled.")
         return None
 
-    from ember.trainer.state import TrainerFn
+    from ember.trainer.states import TrainerFn
 
     snapshot = TrainerSnapshot(trainer)
     fn = trainer.state.fn

@@ -180,7 +180,7 @@ def _save_hyperparameters(obj: HyperparametersMixin, *args: Any, ignore: Any, fr
 
 
 def _warn_unsafe_values(hparams: Any) -> None:
-    from ember.checkpoint_io import unsafe_hparam_values
+    from ember.checkpoint import unsafe_hparam_values
 
     unsafe = unsafe_hparam_values(dict(hparams))
     if unsafe:

@@ -1,6 +1,6 @@
 """``LightningArgumentParser``: jsonargparse's parser with Lightning's class groups and clearer errors.
 
-Kept apart from ``ember.cli`` because it subclasses jsonargparse's parser: importing it imports
+Kept apart from ``ember.cli.lightning_cli`` because it subclasses jsonargparse's parser: importing it imports
 jsonargparse, which ``ember --version`` and ``import ember`` must not pay for.
 
 Example::
@@ -24,9 +24,9 @@ from jsonargparse import ArgumentParser, class_from_function
 from torch.optim import Optimizer
 
 from ember.callbacks.callback import Callback
-from ember.cli import LRSchedulerType, LRSchedulerTypeTuple
-from ember.datamodule import LightningDataModule
-from ember.module import LightningModule
+from ember.cli.types import LRSchedulerType, LRSchedulerTypeTuple
+from ember.core.datamodule import LightningDataModule
+from ember.core.module import LightningModule
 from ember.trainer.trainer import Trainer
 from ember.utilities.exceptions import MisconfigurationException
 

@@ -58,7 +58,3 @@ class StopFlag:
             return bool(code)
 
         return agreed
-
-
-class PreemptionExit(SystemExit):
-    """Raised after a preemption signal once the checkpoint is safely written."""

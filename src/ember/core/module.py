@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ember.hparams import HyperparametersMixin
-from ember.module_logging import LoggingMixin
-from ember.saving import restricted_classmethod
+from ember.core.hparams import HyperparametersMixin
+from ember.core.logging import LoggingMixin
+from ember.core.saving import restricted_classmethod
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 
@@ -414,9 +414,9 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Move the batch to ``device`` (tensors in lists, tuples, dicts, dataclasses; objects with ``.to``)."""
-        from ember.trainer.data import move_to_device
+        from ember.utilities.apply_func import move_data_to_device
 
-        return move_to_device(batch, device)
+        return move_data_to_device(batch, device)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Alter the batch after it moved to the device."""
@@ -487,10 +487,29 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
         gradient_clip_val: int | float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """Clip the gradients of ``optimizer``'s parameters by norm (default) or value."""
-        from ember.trainer.optim import clip_gradients
+        """Clip the gradients of ``optimizer``'s parameters by norm (default) or value.
 
-        clip_gradients(self.trainer, optimizer, gradient_clip_val, gradient_clip_algorithm)
+        Without arguments, the Trainer's ``gradient_clip_val`` and ``gradient_clip_algorithm`` apply.
+
+        Example::
+
+            def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+                if self.current_epoch > 5:
+                    self.clip_gradients(optimizer, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
+        """
+        trainer = self.trainer
+        value = trainer.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
+        if value is None:
+            return
+        algorithm = gradient_clip_algorithm or trainer.gradient_clip_algorithm or "norm"
+        if not isinstance(value, (int, float)):
+            raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {value!r}.")
+        if algorithm not in ("norm", "value"):
+            raise MisconfigurationException(
+                f"`gradient_clip_algorithm` {algorithm!r} is invalid. Allowed algorithms: ['value', 'norm']."
+            )
+        if value > 0:
+            trainer.precision_plugin.clip_gradients(optimizer, value, algorithm)
 
     def configure_gradient_clipping(
         self,
@@ -527,7 +546,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
     # ---- distributed ---------------------------------------------------------------------
     def all_gather(self, data: Any, group: Any | None = None, sync_grads: bool = False) -> Any:
         """Gather tensors from every process: each tensor gains a leading world-size dimension."""
-        from ember.trainer.data import apply_to_tensors
+        from ember.utilities.apply_func import apply_to_tensors
 
         strategy = self.trainer.strategy
         return apply_to_tensors(data, lambda t: strategy.all_gather(t, group=group, sync_grads=sync_grads))
@@ -552,9 +571,11 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
 
             model = Classifier.load_from_checkpoint("checkpoints/best.ckpt")
         """
-        from ember.saving import load_from_checkpoint
+        from ember.core.saving import load_from_checkpoint
 
-        return load_from_checkpoint(cls, checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs)
+        return load_from_checkpoint(
+            cls, checkpoint_path, map_location, hparams_file, strict, weights_only, False, **kwargs
+        )
 
     def to_onnx(self, file_path: Any = None, input_sample: Any = None, **kwargs: Any) -> Any:
         """Export to ONNX with ``torch.onnx.export`` (needs the ``onnx`` package).

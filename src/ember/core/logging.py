@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ember.hooks import LOG_RULES
+from ember.core.hooks import LOG_RULES
 from ember.trainer.logging import normalize_reduce_fx
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import re
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-import ember
+from ember._version import __version__
+from ember.core.saving import load_module_state
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.seed import collect_rng_states
@@ -90,7 +87,7 @@ def dump_checkpoint(t: Trainer, weights_only: bool = False) -> dict[str, Any]:
         "epoch": t.current_epoch,
         "global_step": t.global_step,
         "pytorch-lightning_version": LIGHTNING_FORMAT_VERSION,
-        "ember_version": ember.__version__,
+        "ember_version": __version__,
         "state_dict": t.strategy.lightning_module_state_dict(),
         "loops": _loops_state(t),
     }
@@ -137,150 +134,10 @@ def dump_checkpoint(t: Trainer, weights_only: bool = False) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------
-# ckpt_path resolution
-# ---------------------------------------------------------------------------------------
-def resolve_ckpt_path(t: Trainer, ckpt_path: Any, fn: str, model_given: bool) -> str | None:
-    """Turn ``"best"``, ``"last"``, ``None`` or a path into a file path (or None for a fresh start)."""
-    from ember.callbacks.checkpoint import Checkpoint
-    from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
-    from ember.distributed.environments import SLURMEnvironment
-
-    if ckpt_path is None and fn == "fit" and SLURMEnvironment.detect() and hpc_resume_path(t.default_root_dir):
-        ckpt_path = "hpc"  # a requeued SLURM job continues from the checkpoint it saved before it left
-    if ckpt_path is None:
-        if fn == "fit":
-            if any(isinstance(cb, OnExceptionCheckpoint) for cb in t.callbacks):
-                ckpt_path = "last"
-            else:
-                return None
-        elif model_given:
-            return None
-        else:
-            has_ckpt = any(isinstance(cb, Checkpoint) and getattr(cb, "best_model_path", "") for cb in t.callbacks)
-            if not has_ckpt:
-                return None
-            rank_zero_warn(
-                f"`.{fn}(ckpt_path=None)` was called without a model. The best model of the previous `fit` call will be"
-                f" used. You can pass `.{fn}(ckpt_path='best')` to use the best model or `.{fn}(ckpt_path='last')`"
-                " to use the last model. If you pass a value, this warning will be silenced."
-            )
-            ckpt_path = "best"
-    if ckpt_path == "best":
-        if t.fast_dev_run:
-            raise ValueError(
-                f'You cannot execute `.{fn}(ckpt_path="best")` with `fast_dev_run=True`. Please pass an exact checkpoint'
-                f" path to `.{fn}(ckpt_path=...)`"
-            )
-        callbacks = [cb for cb in t.callbacks if isinstance(cb, Checkpoint) and hasattr(cb, "best_model_path")]
-        if not callbacks:
-            raise ValueError(
-                f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured: add'
-                " `ModelCheckpoint(...)` to the callbacks, or pass a checkpoint file path."
-            )
-        best = callbacks[0].best_model_path
-        if not best:
-            raise ValueError(
-                f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` has not saved a best checkpoint yet: run'
-                f" `fit` first or pass `.{fn}(ckpt_path=<path>)`."
-            )
-        return best
-    if ckpt_path == "hpc":
-        path = hpc_resume_path(t.default_root_dir)
-        if path is None:
-            raise ValueError(
-                f'`.{fn}(ckpt_path="hpc")` is set but no HPC checkpoint (`hpc_ckpt_<n>.ckpt`) was found in'
-                f" {t.default_root_dir}. Pass an exact checkpoint path to `.{fn}(ckpt_path=...)`."
-            )
-        return path
-    if ckpt_path == "last":
-        candidates = _last_candidates(t)
-        if not candidates:
-            rank_zero_warn(
-                f'.{fn}(ckpt_path="last") is set, but there is no last checkpoint available.'
-                " No checkpoint will be loaded."
-            )
-            return None
-        return max(candidates, key=_mtime)
-    path = str(ckpt_path)
-    from ember.checkpoint_io import get_filesystem
-
-    fs = get_filesystem(path)
-    if not fs.exists(path):
-        raise FileNotFoundError(
-            f"Checkpoint file not found: {path}. Pass an existing file, `ckpt_path='last'` or `ckpt_path='best'`."
-        )
-    return path
-
-
-def _hpc_numbers(folder: str) -> list[int]:
-    from ember.checkpoint_io import get_filesystem
-
-    fs = get_filesystem(folder)
-    if not fs.isdir(folder):
-        return []
-    names = (os.path.basename(str(entry).rstrip("/")) for entry in fs.ls(folder, detail=False))
-    return [int(m.group(1)) for m in (re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", n) for n in names) if m]
-
-
-def hpc_resume_path(folder: str) -> str | None:
-    """The newest ``hpc_ckpt_<n>.ckpt`` in ``folder`` (what a requeued SLURM job resumes from), if any."""
-    numbers = _hpc_numbers(folder)
-    return os.path.join(folder, f"hpc_ckpt_{max(numbers)}.ckpt") if numbers else None
-
-
-def hpc_save_path(folder: str) -> str:
-    """Where the next SLURM requeue checkpoint goes: ``hpc_ckpt_<n+1>.ckpt`` in ``folder`` (Lightning's names)."""
-    return os.path.join(folder, f"hpc_ckpt_{max(_hpc_numbers(folder), default=0) + 1}.ckpt")
-
-
-def _last_candidates(t: Trainer) -> list[str]:
-    from ember.callbacks.checkpoint import Checkpoint
-    from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
-    from ember.checkpoint_io import get_filesystem
-
-    found: list[str] = []
-    for cb in t.callbacks:
-        if isinstance(cb, OnExceptionCheckpoint):
-            path = getattr(cb, "ckpt_path", None)
-            if path and get_filesystem(path).exists(path):
-                found.append(path)
-        elif isinstance(cb, Checkpoint):
-            dirpath = getattr(cb, "dirpath", None)
-            if dirpath is None:
-                dirpath = getattr(cb, "_resolve_dirpath", lambda _t: None)(t)
-            if not dirpath:
-                continue
-            fs = get_filesystem(str(dirpath))
-            if not fs.isdir(str(dirpath)):
-                continue
-            name = getattr(cb, "CHECKPOINT_NAME_LAST", "last")
-            pattern = (
-                re.compile(r"^" + re.escape(name).replace(r"\{", "{").split("{")[0] + r".*\.ckpt$")
-                if "{" in name
-                else re.compile(rf"^{re.escape(name)}(-v\d+)?\.ckpt$")
-            )
-            for entry in fs.ls(str(dirpath), detail=False):
-                if pattern.match(os.path.basename(entry)):
-                    found.append(
-                        entry
-                        if "://" in str(dirpath) or os.path.isabs(entry)
-                        else os.path.join(str(dirpath), os.path.basename(entry))
-                    )
-    return found
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.path.getmtime(path)
-    except OSError:
-        return 0.0
-
-
-# ---------------------------------------------------------------------------------------
 # restoring
 # ---------------------------------------------------------------------------------------
 def load_for_trainer(t: Trainer, path: str, weights_only: bool | None) -> dict[str, Any]:
-    from ember.checkpoint_io import load_checkpoint
+    from ember.checkpoint import load_checkpoint
 
     rank_zero_info(f"Restoring states from the checkpoint path at {path}")
     return load_checkpoint(path, map_location="cpu", weights_only=weights_only)
@@ -310,30 +167,6 @@ def restore_modules_and_callbacks(t: Trainer, checkpoint: dict[str, Any]) -> Non
         state = states.get(cb.state_key, states.get(getattr(cb, "_legacy_state_key", None)))
         if state:
             cb.load_state_dict(dict(state))
-
-
-def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], strict: bool, load: Any = None) -> None:
-    """``load_state_dict`` whose error lists the missing and unexpected keys and what to do.
-
-    ``load(state_dict, strict=...)`` replaces ``module.load_state_dict`` (a strategy's loader).
-    """
-    own = set(module.state_dict())
-    given = set(state_dict)
-    missing = sorted(own - given)
-    unexpected = sorted(given - own)
-    if strict and (missing or unexpected):
-        raise RuntimeError(
-            f"The checkpoint's weights do not fit {type(module).__name__}: missing keys {missing[:20]}"
-            f"{' ...' if len(missing) > 20 else ''}, unexpected keys {unexpected[:20]}"
-            f"{' ...' if len(unexpected) > 20 else ''}. Build the model with the same architecture as when the"
-            " checkpoint was saved, or load with `strict=False` to skip the mismatched keys."
-        )
-    result = (load or module.load_state_dict)(state_dict, strict=strict)
-    if not strict and (result.missing_keys or result.unexpected_keys):
-        rank_zero_warn(
-            f"Found keys that are not in the model state dict but in the checkpoint: {result.unexpected_keys};"
-            f" keys in the model but not in the checkpoint: {result.missing_keys}"
-        )
 
 
 def restore_training_state(t: Trainer, checkpoint: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""``LightningCLI`` and the ``ember`` command: configure a run from YAML files and the command line.
+"""``LightningCLI``: configure a run from YAML files and the command line.
 
 The YAML format is Lightning's (``trainer:``, ``model:``, ``data:``, ``optimizer:``,
 ``lr_scheduler:``, ``ckpt_path:``, ``seed_everything:``), so a Lightning config works after its
@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from functools import partial, update_wrapper
 from types import MethodType
 from typing import TYPE_CHECKING, Any, Union
 
-import torch
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
 
 from ember.callbacks.callback import Callback
-from ember.datamodule import LightningDataModule
-from ember.module import LightningModule
+from ember.cli.types import ArgsType, LRSchedulerTypeTuple, LRSchedulerTypeUnion, ReduceLROnPlateau
+from ember.core.datamodule import LightningDataModule
+from ember.core.module import LightningModule
 from ember.trainer.trainer import Trainer
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
@@ -42,57 +41,19 @@ from ember.utilities.seed import seed_everything
 if TYPE_CHECKING:
     from jsonargparse import Namespace
 
-__all__ = [
-    "ArgsType",
-    "LRSchedulerCallable",
-    "LightningArgumentParser",
-    "LightningCLI",
-    "OptimizerCallable",
-    "ReduceLROnPlateau",
-    "SaveConfigCallback",
-    "instantiate_class",
-    "main",
-]
 
+def argument_parser_class() -> type:
+    """``LightningArgumentParser``, importing jsonargparse (it subclasses its parser) on first use."""
+    try:
+        import jsonargparse  # noqa: F401
+    except ImportError as err:
+        raise ModuleNotFoundError(
+            "The Ember command line needs jsonargparse: install it with `pip install 'ember[cli]'`"
+            " (or `pip install 'jsonargparse[signatures]'`)."
+        ) from err
+    from ember.cli.parser import LightningArgumentParser
 
-class ReduceLROnPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
-    """``ReduceLROnPlateau`` that knows the metric it watches, so a config can name it.
-
-    Example (YAML)::
-
-        lr_scheduler:
-          class_path: ember.cli.ReduceLROnPlateau
-          init_args: {monitor: val_loss, patience: 2}
-    """
-
-    def __init__(self, optimizer: Optimizer, monitor: str, *args: Any, **kwargs: Any) -> None:
-        super().__init__(optimizer, *args, **kwargs)
-        self.monitor = monitor
-
-
-LRSchedulerTypeTuple = (LRScheduler, ReduceLROnPlateau)
-LRSchedulerTypeUnion = Union[LRScheduler, ReduceLROnPlateau]
-LRSchedulerType = Union[type[LRScheduler], type[ReduceLROnPlateau]]
-ArgsType = Union[list[str], dict[str, Any], "Namespace", None]
-OptimizerCallable = Callable[[Iterable], Optimizer]
-LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
-
-
-def __getattr__(name: str) -> Any:
-    # the parser subclasses jsonargparse's, so it is built (and jsonargparse imported) on first use
-    if name == "LightningArgumentParser":
-        try:
-            import jsonargparse  # noqa: F401
-        except ImportError as err:
-            raise ModuleNotFoundError(
-                "The Ember command line needs jsonargparse: install it with `pip install 'ember[cli]'`"
-                " (or `pip install 'jsonargparse[signatures]'`)."
-            ) from err
-        from ember._cli_parser import LightningArgumentParser
-
-        globals()[name] = LightningArgumentParser
-        return LightningArgumentParser
-    raise AttributeError(f"module 'ember.cli' has no attribute {name!r}")
+    return LightningArgumentParser
 
 
 class SaveConfigCallback(Callback):
@@ -141,7 +102,7 @@ class SaveConfigCallback(Callback):
         if self.already_saved:
             return
         if self.save_to_log_dir:
-            from ember.checkpoint_io import get_filesystem
+            from ember.checkpoint import get_filesystem
 
             log_dir = trainer.log_dir or trainer.default_root_dir
             config_path = os.path.join(log_dir, self.config_filename)
@@ -214,7 +175,7 @@ class LightningCLI:
         self.trainer_defaults = trainer_defaults or {}
         self.seed_everything_default = seed_everything_default
         self.parser_kwargs = parser_kwargs or {}
-        self.parser_class = parser_class if parser_class is not None else __getattr__("LightningArgumentParser")
+        self.parser_class = parser_class if parser_class is not None else argument_parser_class()
         self.auto_configure_optimizers = auto_configure_optimizers
         self.load_from_checkpoint_support = load_from_checkpoint_support
 
@@ -248,7 +209,7 @@ class LightningCLI:
         """Create the parser, with ``-c/--config`` for YAML or JSON files."""
         from jsonargparse import ActionConfigFile
 
-        from ember import __version__
+        from ember._version import __version__
 
         kwargs.setdefault("dump_header", [f"ember=={__version__}"])
         parser = self.parser_class(**kwargs)
@@ -376,7 +337,7 @@ class LightningCLI:
         ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
         if not ckpt_path or not os.path.isfile(ckpt_path):
             return
-        from ember.checkpoint_io import load_checkpoint
+        from ember.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
         hparams = dict(checkpoint.get("hyper_parameters") or {})
@@ -596,69 +557,3 @@ def _short_description(component: object) -> str | None:
         return None
     first = doc.strip().split("\n\n", 1)[0]
     return " ".join(line.strip() for line in first.splitlines())
-
-
-# ---------------------------------------------------------------------------------------------
-# the `ember` command
-# ---------------------------------------------------------------------------------------------
-_USAGE = """usage: ember [-h] [--version] {fit,validate,test,predict,demo,plot} ...
-
-Ember: PyTorch Lightning's API without the overhead.
-
-commands:
-  fit        train a LightningModule (any importable class: --model pkg.Model, or a YAML config)
-  validate   run one validation epoch
-  test       run one test epoch
-  predict    run predict_step over the predict data
-  demo       train the built-in digits demo end to end
-  plot       draw the training curves of a run (metrics.csv or TensorBoard events) into a PNG
-
-options:
-  -h, --help  show this message and exit
-  --version   show Ember's version and exit
-
-Run `ember <command> --help` for the options of a command, e.g. `ember fit --help`.
-Example: ember fit --config config.yaml --trainer.max_epochs 5
-"""
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``ember`` console script: ``fit|validate|test|predict`` (LightningCLI), ``demo``, ``plot``, ``--version``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(_USAGE, end="")
-        return 0 if args else 2
-    command, rest = args[0], args[1:]
-    if command in ("--version", "-V"):
-        from ember import __version__
-
-        print(f"ember {__version__}")
-        return 0
-    if command == "demo":
-        from ember.demos.digits import main as demo_main
-
-        demo_main(rest)
-        return 0
-    if command == "plot":
-        from ember.plot import main as plot_main
-
-        return int(plot_main(rest) or 0)
-    if command in LightningCLI.subcommands() or command.startswith("-"):
-        # a subcommand, or options before it (`ember --config run.yaml fit`): the CLI parses them.
-        # Class paths name the user's modules: the folder the command runs in is importable, as it is
-        # for `python main.py`.
-        if os.getcwd() not in sys.path and "" not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        LightningCLI(args=args, parser_kwargs={"prog": "ember"})
-        return 0
-    import difflib
-
-    known = [*LightningCLI.subcommands(), "demo", "plot"]
-    nearest = difflib.get_close_matches(command, known, n=1)
-    hint = f" Did you mean `ember {nearest[0]}`?" if nearest else ""
-    sys.stderr.write(f"ember: '{command}' is not a command; choose one of {', '.join(known)}.{hint}\n")
-    return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

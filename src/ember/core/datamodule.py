@@ -9,8 +9,8 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from ember.hparams import HyperparametersMixin
-from ember.saving import restricted_classmethod
+from ember.core.hparams import HyperparametersMixin
+from ember.core.saving import restricted_classmethod
 
 
 class LightningDataModule(HyperparametersMixin):
@@ -68,9 +68,9 @@ class LightningDataModule(HyperparametersMixin):
 
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
         """Move the batch to ``device`` (used instead of the module's when overridden)."""
-        from ember.trainer.data import move_to_device
+        from ember.utilities.apply_func import move_data_to_device
 
-        return move_to_device(batch, device)
+        return move_data_to_device(batch, device)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Alter the batch after it moved to the device (used instead of the module's when overridden)."""
@@ -171,9 +171,11 @@ class LightningDataModule(HyperparametersMixin):
         **kwargs: Any,
     ) -> LightningDataModule:
         """Rebuild the datamodule from the hyperparameters saved in a checkpoint."""
-        from ember.saving import load_from_checkpoint
+        from ember.core.saving import load_from_checkpoint
 
-        return load_from_checkpoint(cls, checkpoint_path, map_location, hparams_file, None, weights_only, **kwargs)
+        return load_from_checkpoint(
+            cls, checkpoint_path, map_location, hparams_file, None, weights_only, True, **kwargs
+        )
 
 
 def _dataset_size(loader: Any) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ember.checkpoint_io import load_checkpoint
+from ember.checkpoint import load_checkpoint
 
 TRIALS = 20
 SEED = 1234
@@ -41,7 +41,7 @@ DRIVER = textwrap.dedent(
 
     if layout == "sharded":
         import warnings
-        from ember import sharded_checkpoint
+        from ember.checkpoint import sharded as sharded_checkpoint
         from ember.distributed.strategy import SingleDeviceStrategy
 
         warnings.filterwarnings("ignore")  # DCP notes that it saves without a process group
@@ -170,7 +170,7 @@ def test_sigkill_at_random_instants_leaves_loadable_checkpoints(tmp_path, layout
     # "sharded": every checkpoint is a folder of DCP shards and meta.pt (FSDPStrategy's sharded layout)
     if not hasattr(os, "fork"):
         pytest.skip("needs os.fork")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), str(repo / "src"), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, str(tmp_path), str(trials), str(SEED), layout],

@@ -21,7 +21,7 @@ hyperparameters) must pass ``torch.load(weights_only=True)`` before DCP reads th
 
 Example::
 
-    from ember.sharded_checkpoint import load
+    from ember.checkpoint.sharded import load
 
     checkpoint = load("checkpoints/epoch=0-step=8.ckpt")  # meta.pt + full model weights, one process
     model.load_state_dict(checkpoint["state_dict"])
@@ -40,19 +40,18 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader, FileSystemWriter, TensorStorageMetadata
 from torch.distributed.checkpoint.api import CheckpointException
 
-from ember.checkpoint_io import (
+from ember.checkpoint.files import (
     METADATA_FILENAME,
-    CheckpointLoadError,
-    _discard,
-    _fsync_dir,
-    _hidden_sibling,
-    _local_path,
-    _move_into_place,
     atomic_save,
+    discard,
+    fsync_dir,
+    hidden_sibling,
     is_local,
     is_sharded_checkpoint,
-    load_checkpoint,
+    local_path,
+    move_into_place,
 )
+from ember.checkpoint.safe_load import CheckpointLoadError, default_map_location, load_file
 
 MODEL_KEY = "model"
 _OPTIMIZER_KEY = re.compile(r"^optimizer_(\d+)$")
@@ -79,9 +78,9 @@ def save(strategy: Any, checkpoint: dict[str, Any], path: str | os.PathLike) -> 
     shards = {MODEL_KEY: rest.pop("state_dict")}
     for index, state in enumerate(rest.pop("optimizer_states", [])):
         shards[optimizer_key(index)] = state
-    target = os.path.abspath(_local_path(path))
+    target = os.path.abspath(local_path(path))
     # all ranks: rank 0 names the folders, so that every rank writes into the same one
-    target, temp = strategy.broadcast((target, _hidden_sibling(target, "tmp")) if strategy.is_global_zero else None)
+    target, temp = strategy.broadcast((target, hidden_sibling(target, "tmp")) if strategy.is_global_zero else None)
     try:
         try:
             # all ranks: each writes its shards; rank 0 writes the index once every rank has finished
@@ -93,11 +92,11 @@ def save(strategy: Any, checkpoint: dict[str, Any], path: str | os.PathLike) -> 
             atomic_save(rest, os.path.join(temp, METADATA_FILENAME))
         strategy.barrier("sharded checkpoint: shards written")  # all ranks: barrier
         if strategy.is_global_zero:
-            _fsync_dir(temp)
-            _move_into_place(temp, target)
+            fsync_dir(temp)
+            move_into_place(temp, target)
     except BaseException:
         if strategy.is_global_zero and os.path.lexists(temp):
-            _discard(temp)
+            discard(temp)
         raise
 
 
@@ -150,9 +149,14 @@ def load(path: str | os.PathLike, map_location: Any = None, weights_only: bool |
             f"Checkpoint {path} is a folder but not a sharded checkpoint: it has no `{METADATA_FILENAME}`. Pass a"
             " checkpoint file, or a folder written with `FSDPStrategy(state_dict_type='sharded')`."
         )
-    checkpoint = load_checkpoint(
-        os.path.join(path, METADATA_FILENAME), map_location=map_location, weights_only=weights_only
-    )
+    meta = os.path.join(path, METADATA_FILENAME)
+    with open(meta, "rb") as file:
+        checkpoint = load_file(
+            file,
+            meta,
+            map_location if map_location is not None else default_map_location,
+            weights_only is not False,
+        )
     index = _read_index(path, weights_only)
     weights: dict[str, Any] = {}
     optimizers: set[int] = set()

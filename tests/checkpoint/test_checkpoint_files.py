@@ -9,17 +9,19 @@ import warnings
 import pytest
 import torch
 
-from ember import checkpoint_io
-from ember.checkpoint_io import (
+from ember.checkpoint import (
     CheckpointLoadError,
     atomic_link,
     atomic_save,
     get_filesystem,
     is_local,
+    is_sharded_checkpoint,
     load_checkpoint,
     remove_checkpoint,
+    safe_load,
     unsafe_hparam_values,
 )
+from ember.checkpoint import files as checkpoint_files
 
 
 def _leftovers(folder):
@@ -160,8 +162,8 @@ def test_blocked_class_error_names_it_and_weights_only_false_loads(tmp_path):
 def test_default_map_location_moves_unavailable_devices_to_cpu():
     storage = torch.zeros(1).untyped_storage()
     if not torch.cuda.is_available():
-        assert checkpoint_io._default_map_location(storage, "cuda:0").device.type == "cpu"
-    assert checkpoint_io._default_map_location(storage, "cpu") is None
+        assert safe_load.default_map_location(storage, "cuda:0").device.type == "cpu"
+    assert safe_load.default_map_location(storage, "cpu") is None
 
 
 def test_map_location_is_passed_through(tmp_path):
@@ -288,7 +290,7 @@ def test_cut_pickle_inside_valid_zip_is_corrupt_not_unsafe(tmp_path):
 # ---- sharded checkpoint folders (FSDPStrategy(state_dict_type="sharded")) --------------------------
 def _save_sharded(path, value, **extra):
     """A sharded checkpoint written in one process (no process group): the layout of a 1-rank FSDP save."""
-    from ember import sharded_checkpoint
+    from ember.checkpoint import sharded as sharded_checkpoint
     from ember.distributed.strategy import Strategy
 
     weights = {"layer.weight": torch.full((2, 3), float(value)), "layer.bias": torch.arange(3.0), **extra}
@@ -306,7 +308,7 @@ def test_sharded_folder_layout_round_trip_and_atomic_replace(tmp_path):
     path = tmp_path / "epoch=0-step=8.ckpt"
     _save_sharded(path, 1)
     assert sorted(os.listdir(path)) == [".metadata", "__0_0.distcp", "meta.pt"]
-    assert checkpoint_io.is_sharded_checkpoint(path)
+    assert is_sharded_checkpoint(path)
     assert torch.load(path / "meta.pt", weights_only=True) == {"epoch": 1, "global_step": 1}
     _save_sharded(path, 2)  # over the existing folder: swapped in, the old one deleted
     loaded = load_checkpoint(path)
@@ -321,7 +323,7 @@ def test_sharded_folder_replaces_files_and_links_and_a_file_replaces_it(tmp_path
     atomic_save({"v": "file"}, path)
     _save_sharded(path, 1)  # a file at the path (e.g. an earlier full checkpoint) gives way
     assert load_checkpoint(path)["epoch"] == 1
-    monkeypatch.setattr(checkpoint_io, "_exchange", lambda first, second: False)  # no renameat2
+    monkeypatch.setattr(checkpoint_files, "_exchange", lambda first, second: False)  # no renameat2
     _save_sharded(path, 2)
     assert load_checkpoint(path)["epoch"] == 2
     atomic_save({"v": "file"}, path)  # and a full checkpoint replaces a sharded folder

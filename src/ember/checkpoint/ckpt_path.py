@@ -1,0 +1,166 @@
+"""What ``ckpt_path=`` names: ``None``, a path, ``"last"``, ``"best"`` or ``"hpc"`` (a SLURM requeue).
+
+Example::
+
+    path = resolve_ckpt_path(trainer, "last", "fit", model_given=True)  # the newest last.ckpt, or None
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from ember.checkpoint.files import get_filesystem
+from ember.utilities.rank_zero import rank_zero_warn
+
+if TYPE_CHECKING:
+    from ember.trainer.trainer import Trainer
+
+
+def resolve_ckpt_path(t: Trainer, ckpt_path: Any, fn: str, model_given: bool) -> str | None:
+    """Turn ``"best"``, ``"last"``, ``"hpc"``, ``None`` or a path into a file path (or None for a fresh start)."""
+    if ckpt_path is None:
+        ckpt_path = _implied(t, fn, model_given)
+        if ckpt_path is None:
+            return None
+    if ckpt_path == "best":
+        return _best(t, fn)
+    if ckpt_path == "hpc":
+        return _hpc(t, fn)
+    if ckpt_path == "last":
+        return _last(t, fn)
+    path = str(ckpt_path)
+    if not get_filesystem(path).exists(path):
+        raise FileNotFoundError(
+            f"Checkpoint file not found: {path}. Pass an existing file, `ckpt_path='last'` or `ckpt_path='best'`."
+        )
+    return path
+
+
+def _implied(t: Trainer, fn: str, model_given: bool) -> str | None:
+    """What ``ckpt_path=None`` means: a fresh start, or a checkpoint the run implies."""
+    from ember.callbacks.checkpoint import Checkpoint
+    from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
+    from ember.distributed.environments import SLURMEnvironment
+
+    if fn == "fit":
+        if SLURMEnvironment.detect() and hpc_resume_path(t.default_root_dir):
+            return "hpc"  # a requeued SLURM job continues from the checkpoint it saved before it left
+        if any(isinstance(cb, OnExceptionCheckpoint) for cb in t.callbacks):
+            return "last"
+        return None
+    if model_given:
+        return None
+    if not any(isinstance(cb, Checkpoint) and getattr(cb, "best_model_path", "") for cb in t.callbacks):
+        return None
+    rank_zero_warn(
+        f"`.{fn}(ckpt_path=None)` was called without a model. The best model of the previous `fit` call will be"
+        f" used. You can pass `.{fn}(ckpt_path='best')` to use the best model or `.{fn}(ckpt_path='last')`"
+        " to use the last model. If you pass a value, this warning will be silenced."
+    )
+    return "best"
+
+
+def _best(t: Trainer, fn: str) -> str:
+    from ember.callbacks.checkpoint import Checkpoint
+
+    if t.fast_dev_run:
+        raise ValueError(
+            f'You cannot execute `.{fn}(ckpt_path="best")` with `fast_dev_run=True`. Please pass an exact checkpoint'
+            f" path to `.{fn}(ckpt_path=...)`"
+        )
+    callbacks = [cb for cb in t.callbacks if isinstance(cb, Checkpoint) and hasattr(cb, "best_model_path")]
+    if not callbacks:
+        raise ValueError(
+            f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured: add'
+            " `ModelCheckpoint(...)` to the callbacks, or pass a checkpoint file path."
+        )
+    best = callbacks[0].best_model_path
+    if not best:
+        raise ValueError(
+            f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` has not saved a best checkpoint yet: run'
+            f" `fit` first or pass `.{fn}(ckpt_path=<path>)`."
+        )
+    return best
+
+
+def _hpc(t: Trainer, fn: str) -> str:
+    path = hpc_resume_path(t.default_root_dir)
+    if path is None:
+        raise ValueError(
+            f'`.{fn}(ckpt_path="hpc")` is set but no HPC checkpoint (`hpc_ckpt_<n>.ckpt`) was found in'
+            f" {t.default_root_dir}. Pass an exact checkpoint path to `.{fn}(ckpt_path=...)`."
+        )
+    return path
+
+
+def _last(t: Trainer, fn: str) -> str | None:
+    candidates = _last_candidates(t)
+    if not candidates:
+        rank_zero_warn(
+            f'.{fn}(ckpt_path="last") is set, but there is no last checkpoint available. No checkpoint will be loaded.'
+        )
+        return None
+    return max(candidates, key=_mtime)
+
+
+def _hpc_numbers(folder: str) -> list[int]:
+    fs = get_filesystem(folder)
+    if not fs.isdir(folder):
+        return []
+    names = (os.path.basename(str(entry).rstrip("/")) for entry in fs.ls(folder, detail=False))
+    return [int(m.group(1)) for m in (re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", n) for n in names) if m]
+
+
+def hpc_resume_path(folder: str) -> str | None:
+    """The newest ``hpc_ckpt_<n>.ckpt`` in ``folder`` (what a requeued SLURM job resumes from), if any."""
+    numbers = _hpc_numbers(folder)
+    return os.path.join(folder, f"hpc_ckpt_{max(numbers)}.ckpt") if numbers else None
+
+
+def hpc_save_path(folder: str) -> str:
+    """Where the next SLURM requeue checkpoint goes: ``hpc_ckpt_<n+1>.ckpt`` in ``folder`` (Lightning's names)."""
+    return os.path.join(folder, f"hpc_ckpt_{max(_hpc_numbers(folder), default=0) + 1}.ckpt")
+
+
+def _last_candidates(t: Trainer) -> list[str]:
+    from ember.callbacks.checkpoint import Checkpoint
+    from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
+
+    found: list[str] = []
+    for cb in t.callbacks:
+        if isinstance(cb, OnExceptionCheckpoint):
+            path = getattr(cb, "ckpt_path", None)
+            if path and get_filesystem(path).exists(path):
+                found.append(path)
+        elif isinstance(cb, Checkpoint):
+            dirpath = getattr(cb, "dirpath", None)
+            if dirpath is None:
+                dirpath = getattr(cb, "_resolve_dirpath", lambda _t: None)(t)
+            if not dirpath:
+                continue
+            fs = get_filesystem(str(dirpath))
+            if not fs.isdir(str(dirpath)):
+                continue
+            name = getattr(cb, "CHECKPOINT_NAME_LAST", "last")
+            pattern = (
+                re.compile(r"^" + re.escape(name).replace(r"\{", "{").split("{")[0] + r".*\.ckpt$")
+                if "{" in name
+                else re.compile(rf"^{re.escape(name)}(-v\d+)?\.ckpt$")
+            )
+            for entry in fs.ls(str(dirpath), detail=False):
+                if pattern.match(os.path.basename(entry)):
+                    found.append(
+                        entry
+                        if "://" in str(dirpath) or os.path.isabs(entry)
+                        else os.path.join(str(dirpath), os.path.basename(entry))
+                    )
+    return found
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return 0.0

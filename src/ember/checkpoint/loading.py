@@ -1,0 +1,71 @@
+"""``load_checkpoint``: a checkpoint file, a sharded checkpoint folder, a remote file or an open file.
+
+Example::
+
+    from ember.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint("runs/model.ckpt", map_location="cpu")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from ember.checkpoint.files import PathLike, get_filesystem, is_local, local_path
+from ember.checkpoint.safe_load import default_map_location, load_file
+
+
+def load_checkpoint(
+    path: PathLike | IO[bytes],
+    map_location: Any = None,
+    weights_only: bool | None = None,
+) -> Any:
+    """Load a checkpoint file (any fsspec path, or an open binary file).
+
+    ``weights_only=None`` means ``True``: only tensors and plain data are unpickled, so no code in
+    the file can run. Pass ``weights_only=False`` only for files you trust.
+
+    A sharded checkpoint folder (``FSDPStrategy(state_dict_type="sharded")``) loads as the dict
+    in its ``meta.pt`` plus ``"state_dict"``, the full model weights gathered from the shards; its
+    optimizer states stay on disk until the trainer restores them.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        IsADirectoryError: ``path`` is a folder but not a sharded checkpoint.
+        CheckpointLoadError: the file is truncated or corrupt.
+        pickle.UnpicklingError: the file needs a class or function that safe loading refuses.
+
+    Example::
+
+        checkpoint = load_checkpoint("ckpts/last.ckpt", map_location="cpu")
+        model.load_state_dict(checkpoint["state_dict"])
+    """
+    if weights_only is None:
+        weights_only = True
+    if map_location is None:
+        map_location = default_map_location
+    if not isinstance(path, (str, Path)):
+        return load_file(path, getattr(path, "name", "<file object>"), map_location, weights_only)
+    name = str(path)
+    if is_local(name):
+        local = local_path(name)
+        if os.path.isdir(local):
+            from ember.checkpoint import sharded  # torch.distributed.checkpoint loads on first use
+
+            return sharded.load(local, map_location=map_location, weights_only=weights_only)
+        if not os.path.isfile(local):
+            raise FileNotFoundError(f"Checkpoint file not found: {name}")
+        with open(local, "rb") as file:
+            return load_file(file, name, map_location, weights_only)
+    fs = get_filesystem(name)
+    if not fs.exists(name):
+        raise FileNotFoundError(f"Checkpoint file not found: {name}")
+    if fs.isdir(name):
+        raise IsADirectoryError(
+            f"Checkpoint {name} is a folder on a remote filesystem: sharded checkpoint folders are read from local"
+            " (or mounted) paths only. Copy it to a local folder, or save with `state_dict_type='full'`."
+        )
+    with fs.open(name, "rb") as file:
+        return load_file(file, name, map_location, weights_only)

@@ -1,0 +1,49 @@
+"""Lightning's ``cli`` module: ``LightningCLI`` and the types its configs use.
+
+jsonargparse loads only when a parser is built: ``import ember.cli`` and ``ember --version`` never
+pay for it. The ``ember`` command itself is ``ember.cli.console``.
+
+Example (``main.py``)::
+
+    from ember.cli import LightningCLI
+
+    LightningCLI(MyModel, MyData)      # python main.py fit --config config.yaml
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ember.cli.lightning_cli import LightningCLI, SaveConfigCallback, argument_parser_class, instantiate_class
+from ember.cli.types import (
+    ArgsType,
+    LRSchedulerCallable,
+    LRSchedulerType,
+    LRSchedulerTypeTuple,
+    LRSchedulerTypeUnion,
+    OptimizerCallable,
+    ReduceLROnPlateau,
+)
+
+__all__ = [
+    "ArgsType",
+    "LRSchedulerCallable",
+    "LRSchedulerType",
+    "LRSchedulerTypeTuple",
+    "LRSchedulerTypeUnion",
+    "LightningArgumentParser",
+    "LightningCLI",
+    "OptimizerCallable",
+    "ReduceLROnPlateau",
+    "SaveConfigCallback",
+    "instantiate_class",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # the parser subclasses jsonargparse's, so it is built (and jsonargparse imported) on first use
+    if name == "LightningArgumentParser":
+        parser_class = argument_parser_class()
+        globals()[name] = parser_class
+        return parser_class
+    raise AttributeError(f"module 'ember.cli' has no attribute {name!r}")

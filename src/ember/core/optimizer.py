@@ -1,0 +1,113 @@
+"""``LightningOptimizer``: the optimizer ``self.optimizers()`` returns in manual optimization."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
+from typing import Any
+
+from torch.optim import Optimizer
+
+from ember.utilities.exceptions import MisconfigurationException
+
+
+class LightningOptimizer:
+    """The optimizer ``self.optimizers()`` returns in manual optimization.
+
+    ``step()`` runs the precision plugin (AMP scaling), ``on_before_optimizer_step`` and counts the
+    global step; everything else is the wrapped optimizer's.
+    """
+
+    def __init__(self, optimizer: Optimizer, trainer: Any) -> None:
+        self._optimizer = optimizer
+        self._trainer = trainer
+        # callables run around every step(); handy to inject logic in manual optimization
+        self._on_before_step: Callable[[], Any] = _do_nothing
+        self._on_after_step: Callable[[], Any] = _do_nothing
+        self.__class__ = type("Lightning" + type(optimizer).__name__, (self.__class__, type(optimizer)), {})
+
+    @property
+    def optimizer(self) -> Optimizer:
+        return self._optimizer
+
+    @contextmanager
+    def toggle_model(self, sync_grad: bool = True) -> Generator[None, None, None]:
+        """Freeze the parameters of the other optimizers inside the block.
+
+        ``sync_grad=False`` also skips the gradient all-reduce of a distributed run (for batches
+        that only accumulate).
+
+        Example::
+
+            with opt_gen.toggle_model():
+                opt_gen.step(closure=closure_gen)
+        """
+        module = self._trainer.lightning_module
+        sync = contextlib.nullcontext() if sync_grad else self._trainer.strategy.block_backward_sync()
+        with sync:
+            module.toggle_optimizer(self)
+            yield
+            module.untoggle_optimizer(self)
+
+    def __getattr__(self, name: str) -> Any:
+        optimizer = self.__dict__.get("_optimizer")
+        if optimizer is None:  # mid-copy or mid-unpickle: nothing to delegate to yet
+            raise AttributeError(name)
+        return getattr(optimizer, name)
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self._optimizer.param_groups
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self._optimizer.state
+
+    @property
+    def defaults(self) -> Any:  # type: ignore[override]
+        return self._optimizer.defaults
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._optimizer.load_state_dict(state_dict)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+        """Step the optimizer through the trainer (precision scaling, hooks, step counting).
+
+        Example::
+
+            opt = self.optimizers()
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+        """
+        if closure is not None and not callable(closure):
+            raise MisconfigurationException("When `optimizer.step(closure)` is called, the closure should be callable")
+        if (
+            closure is None
+            and self.__dict__.get("_closure_hook") is not None
+            and self._trainer.lightning_module.automatic_optimization
+        ):
+            # automatic optimization: training_step and backward live in the closure; without it nothing trains
+            raise MisconfigurationException(
+                "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your `optimizer_step`"
+                " hook? It could also happen because the `optimizer.step(optimizer_closure)` call did not execute it"
+                " internally."
+            )
+        self._on_before_step()
+        output = self._trainer._optimizer_step_from_wrapper(self, closure, **kwargs)
+        self._on_after_step()
+        return output
+
+    def __repr__(self) -> str:
+        return f"LightningOptimizer({self._optimizer!r})"
+
+
+def _do_nothing() -> None:
+    return None

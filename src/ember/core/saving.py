@@ -1,0 +1,187 @@
+"""``load_from_checkpoint``: rebuild a module or datamodule from a checkpoint, safely; hparams files."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import torch
+
+from ember.utilities.rank_zero import rank_zero_warn
+
+
+class restricted_classmethod(classmethod):
+    """A classmethod that refuses to be called on an instance.
+
+    ``model.load_from_checkpoint(path)`` on an instance would build a new model and silently leave
+    ``model`` unchanged; Lightning refuses it, and so does Ember.
+
+    Example::
+
+        class Model(LightningModule):
+            @restricted_classmethod
+            def load_from_checkpoint(cls, path): ...
+    """
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:  # type: ignore[override]
+        func = self.__func__
+        cls = owner if owner is not None else type(instance)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            # TorchScript reads every attribute of the module it scripts, this one included
+            if instance is not None and not getattr(cls, "_jit_is_scripting", False):
+                raise TypeError(
+                    f"The classmethod `{cls.__name__}.{func.__name__}` cannot be called on an instance."
+                    " Please call it on the class type and make sure the return value is used."
+                )
+            return func(cls, *args, **kwargs)
+
+        return wrapper
+
+
+def load_hparams_from_file(path: str) -> dict[str, Any]:
+    """Hyperparameters from a ``hparams.yaml`` (or ``.csv``) file."""
+    import yaml
+
+    from ember.checkpoint import get_filesystem
+
+    fs = get_filesystem(path)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"Missing hparams file: {path}")
+    if str(path).endswith(".csv"):
+        import csv
+
+        with fs.open(path, "r", newline="") as f:
+            return {row["key"]: _parse_value(row["value"]) for row in csv.DictReader(f)}
+    with fs.open(path, "r") as f:
+        return yaml.safe_load(f) or {}
+
+
+def _parse_value(value: str) -> Any:
+    import ast
+
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+def load_from_checkpoint(
+    cls: type,
+    checkpoint_path: Any,
+    map_location: Any,
+    hparams_file: Any,
+    strict: bool | None,
+    weights_only: bool | None,
+    datamodule: bool,
+    /,
+    **kwargs: Any,
+) -> Any:
+    """Build ``cls`` from a checkpoint's hyperparameters (``kwargs`` override them), then load its state.
+
+    ``datamodule`` True reads the datamodule's entries (``datamodule_hyper_parameters`` and its
+    state); otherwise the module's hyperparameters and weights. The arguments are positional only,
+    so that any hyperparameter name can be passed in ``kwargs``.
+    """
+    from ember.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(checkpoint_path, map_location=map_location, weights_only=weights_only)
+    if datamodule:
+        hparams_key, name_key = "datamodule_hyper_parameters", "datamodule_hparams_name"
+    else:
+        hparams_key, name_key = "hyper_parameters", "hparams_name"
+    if hparams_file is not None:
+        # the file replaces the saved hyperparameters entirely, as in Lightning
+        checkpoint[hparams_key] = _read_hparams_file(hparams_file)
+    hparams = _saved_hparams(checkpoint, hparams_key, legacy=not datamodule)
+    hparams.update(kwargs)
+    obj = _instantiate(cls, hparams, checkpoint.get(name_key), kwargs)
+    if datamodule:
+        state = checkpoint.get(cls.__qualname__)
+        if state:
+            obj.load_state_dict(state)
+        return obj
+    _load_module_weights(obj, checkpoint, checkpoint_path, strict)
+    return obj
+
+
+def _read_hparams_file(hparams_file: Any) -> dict[str, Any]:
+    extension = str(hparams_file).rsplit(".", 1)[-1].lower()
+    if extension not in ("csv", "yml", "yaml"):
+        raise ValueError(f"`hparams_file={str(hparams_file)!r}`: a .csv, .yml or .yaml file is required.")
+    return load_hparams_from_file(str(hparams_file))
+
+
+def _saved_hparams(checkpoint: dict[str, Any], key: str, legacy: bool) -> dict[str, Any]:
+    hparams: dict[str, Any] = {}
+    if legacy:
+        for old_key in ("module_arguments", "hparams"):  # checkpoints from before Lightning 1.0
+            if isinstance(checkpoint.get(old_key), dict):
+                hparams.update(checkpoint[old_key])
+    hparams.update(checkpoint.get(key) or {})
+    # a checkpoint never chooses the class: keys that would instantiate something are dropped
+    for name in ("_instantiator", "_class_path"):
+        if name in hparams:
+            rank_zero_warn(
+                f"Ignoring `{name}` found in the checkpoint's hyperparameters: a checkpoint never selects a class to"
+                " import."
+            )
+            hparams.pop(name)
+    return hparams
+
+
+def _instantiate(cls: type, hparams: dict[str, Any], args_name: str | None, overrides: dict[str, Any]) -> Any:
+    init = inspect.signature(cls.__init__).parameters
+    accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in init.values())
+    if args_name and args_name != "kwargs" and args_name in init:
+        # the hparams were one dict argument; keyword overrides also go to `__init__` directly
+        init_kwargs = {args_name: hparams, **overrides}
+    else:
+        init_kwargs = hparams
+    if not accepts_kwargs:
+        init_kwargs = {k: v for k, v in init_kwargs.items() if k in init}
+    return cls(**init_kwargs)
+
+
+def _load_module_weights(module: Any, checkpoint: dict[str, Any], checkpoint_path: Any, strict: bool | None) -> None:
+    if module._strict_loading is not None and strict is not None and strict != module.strict_loading:
+        raise ValueError(
+            f"You set `.load_from_checkpoint(..., strict={strict!r})` which is in conflict with"
+            f" `{type(module).__name__}.strict_loading={module.strict_loading!r}`. Please set the same value for both"
+            " of them."
+        )
+    module.configure_model()  # a no-op unless overridden: the layers it creates must exist before loading
+    module.on_load_checkpoint(checkpoint)
+    if "state_dict" not in checkpoint:
+        raise KeyError(f"The checkpoint {checkpoint_path} has no 'state_dict' entry: it holds no model weights.")
+    state_dict = checkpoint["state_dict"]
+    load_module_state(module, state_dict, module.strict_loading if strict is None else strict)
+    device = next((t.device for t in state_dict.values() if isinstance(t, torch.Tensor)), None)
+    if device is not None:
+        module.to(device)
+
+
+def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], strict: bool, load: Any = None) -> None:
+    """``load_state_dict`` whose error lists the missing and unexpected keys and what to do.
+
+    ``load(state_dict, strict=...)`` replaces ``module.load_state_dict`` (a strategy's loader).
+    """
+    own = set(module.state_dict())
+    given = set(state_dict)
+    missing = sorted(own - given)
+    unexpected = sorted(given - own)
+    if strict and (missing or unexpected):
+        raise RuntimeError(
+            f"The checkpoint's weights do not fit {type(module).__name__}: missing keys {missing[:20]}"
+            f"{' ...' if len(missing) > 20 else ''}, unexpected keys {unexpected[:20]}"
+            f"{' ...' if len(unexpected) > 20 else ''}. Build the model with the same architecture as when the"
+            " checkpoint was saved, or load with `strict=False` to skip the mismatched keys."
+        )
+    result = (load or module.load_state_dict)(state_dict, strict=strict)
+    if not strict and (result.missing_keys or result.unexpected_keys):
+        rank_zero_warn(
+            f"Found keys that are not in the model state dict but in the checkpoint: {result.unexpected_keys};"
+            f" keys in the model but not in the checkpoint: {result.missing_keys}"
+        )

@@ -1,0 +1,196 @@
+"""The ``Strategy`` for the Trainer's ``accelerator``, ``devices``, ``strategy`` and ``num_nodes`` arguments.
+
+Example::
+
+    strategy = create_strategy("ddp", "cpu", parse_devices(2, "cpu"), num_nodes=1)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import torch
+
+from ember.distributed.environments import environment_in
+from ember.distributed.strategy import SingleDeviceStrategy, Strategy
+from ember.utilities.exceptions import MisconfigurationException
+
+_IS_INTERACTIVE = hasattr(sys, "ps1") or bool(sys.flags.interactive)
+
+
+def resolve_accelerator(accelerator: Any) -> str:
+    """``"cpu"``, ``"cuda"`` or ``"mps"`` for the Trainer's ``accelerator`` argument."""
+    if not isinstance(accelerator, str):
+        raise MisconfigurationException(
+            f"`accelerator={accelerator!r}` is not supported: pass 'auto', 'cpu', 'cuda', 'gpu' or 'mps'."
+        )
+    name = accelerator.lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if name == "gpu":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        raise MisconfigurationException(
+            "`Trainer(accelerator='gpu')` but no GPU is available on this machine: use `accelerator='cpu'` or 'auto'."
+        )
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise MisconfigurationException(
+                "`Trainer(accelerator='cuda')` but CUDA is not available on this machine (torch was built without"
+                " CUDA or no GPU is visible): use `accelerator='cpu'` or 'auto'."
+            )
+        return "cuda"
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise MisconfigurationException("`Trainer(accelerator='mps')` but MPS is not available on this machine.")
+        return "mps"
+    if name == "cpu":
+        return "cpu"
+    raise MisconfigurationException(
+        f"You selected an invalid accelerator name: `accelerator={accelerator!r}`."
+        " Available names are: auto, cpu, cuda, gpu, mps."
+    )
+
+
+def parse_devices(devices: Any, accelerator: str) -> list[int]:
+    """Device indices (for cpu: one entry per process) from the ``devices`` argument."""
+    if devices == "auto" or devices is None:
+        count = torch.cuda.device_count() if accelerator == "cuda" else 1
+        return list(range(max(count, 1)))
+    if isinstance(devices, str):
+        devices = devices.strip()
+        if devices == "-1":
+            devices = -1
+        elif "," in devices:
+            devices = [int(x) for x in devices.split(",") if x.strip()]
+        else:
+            try:
+                devices = int(devices)
+            except ValueError:
+                raise MisconfigurationException(
+                    f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'."
+                ) from None
+    if isinstance(devices, bool):
+        raise MisconfigurationException(f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'.")
+    if accelerator == "cpu" and (devices == -1 or isinstance(devices, (list, tuple))):
+        # CPU "devices" are processes: Lightning accepts only their number
+        raise TypeError(
+            "`devices` selected with `CPUAccelerator` should be an int > 0. Pass the number of processes,"
+            f" e.g. `devices=2`, instead of {devices!r}."
+        )
+    if isinstance(devices, int):
+        if devices == -1:
+            return list(range(max(torch.cuda.device_count(), 1)))
+        if devices <= 0:
+            raise MisconfigurationException(
+                f"`devices={devices}` is not a valid value: it must be a positive number of devices, a list of"
+                " device indices, -1 (all) or 'auto'."
+            )
+        if accelerator == "cuda" and devices > torch.cuda.device_count():
+            raise MisconfigurationException(
+                f"You requested {devices} CUDA devices but only {torch.cuda.device_count()} are available."
+            )
+        return list(range(devices))
+    if isinstance(devices, (list, tuple)):
+        if not devices:
+            raise MisconfigurationException("`devices=[]` selects no device: pass at least one index.")
+        return [int(d) for d in devices]
+    raise MisconfigurationException(f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'.")
+
+
+def create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nodes: int, **options: Any) -> Strategy:
+    """The strategy object for the Trainer's ``strategy``/``devices``/``num_nodes`` arguments."""
+    if isinstance(strategy, Strategy):
+        if getattr(strategy, "_configured", True):
+            return strategy
+        return create_distributed_strategy(strategy, accelerator, devices, num_nodes, **options)
+    name = strategy.lower() if isinstance(strategy, str) else strategy
+    multi = len(devices) > 1 or num_nodes > 1
+    if name in ("auto", "single_device") and not multi:
+        device = torch.device(accelerator, devices[0]) if accelerator == "cuda" else torch.device(accelerator)
+        return SingleDeviceStrategy(device)
+    if name == "single_device" and multi:
+        raise MisconfigurationException(
+            "`strategy='single_device'` runs on one device, but several were requested: use `strategy='ddp'`."
+        )
+    return create_distributed_strategy(name, accelerator, devices, num_nodes, **options)
+
+
+_STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp")
+
+
+def create_distributed_strategy(
+    name: Any,
+    accelerator: str,
+    devices: list[int],
+    num_nodes: int,
+    sync_batchnorm: bool = False,
+    plugins: Any = None,
+    **options: Any,
+) -> Any:
+    """The strategy object for a strategy name (or a ``ParallelStrategy`` to finish configuring)."""
+    from ember.distributed.ddp import DDPStrategy
+    from ember.distributed.parallel import ParallelStrategy
+
+    if isinstance(name, ParallelStrategy):
+        strategy = name
+    elif not isinstance(name, str):
+        raise MisconfigurationException(
+            f"`Trainer(strategy={name!r})` is not supported: pass a strategy name ({', '.join(_STRATEGY_NAMES)})"
+            " or a `Strategy` object."
+        )
+    else:
+        key = name.lower()
+        find_unused: bool | None = None
+        for suffix, value in (("_find_unused_parameters_true", True), ("_find_unused_parameters_false", False)):
+            if key.endswith(suffix):
+                key, find_unused = key[: -len(suffix)], value
+        if key == "auto":
+            key = "ddp_fork" if _IS_INTERACTIVE and accelerator != "cuda" else "ddp"
+        kwargs: dict[str, Any] = {}
+        if find_unused is not None:
+            kwargs["find_unused_parameters"] = find_unused
+        if key == "ddp":
+            strategy = DDPStrategy(start_method="popen", **kwargs)
+        elif key == "ddp_spawn":
+            strategy = DDPStrategy(start_method="spawn", **kwargs)
+        elif key in ("ddp_fork", "ddp_notebook"):
+            strategy = DDPStrategy(start_method="fork", **kwargs)
+        elif key == "fsdp":
+            from ember.distributed.fsdp import FSDPStrategy
+
+            strategy = FSDPStrategy()
+        else:
+            raise MisconfigurationException(
+                f"You selected an invalid strategy name: `strategy={name!r}`. Available names are: auto,"
+                f" single_device, {', '.join(_STRATEGY_NAMES)} (DDP ones also with _find_unused_parameters_true/false)."
+            )
+    if getattr(strategy, "_start_method", None) == "fork" and not hasattr(os, "fork"):
+        raise MisconfigurationException(
+            "`strategy='ddp_fork'` needs `os.fork`, which this platform lacks: use 'ddp_spawn'."
+        )
+    if (
+        getattr(strategy, "_start_method", None) == "popen"
+        and _IS_INTERACTIVE
+        and not strategy.cluster_environment.creates_processes_externally
+    ):
+        raise MisconfigurationException(
+            "`strategy='ddp'` starts the other processes by re-running your script, which an interactive session"
+            " cannot do: use `strategy='ddp_notebook'` (or 'ddp_spawn'), or run a script."
+        )
+    environment = environment_in(plugins)
+    if environment is not None:
+        strategy.cluster_environment = environment
+    strategy._configure(accelerator, devices, num_nodes, sync_batchnorm=sync_batchnorm)
+    return strategy
