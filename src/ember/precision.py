@@ -77,6 +77,11 @@ class Precision:
         )
 
     @property
+    def converts_input(self) -> bool:
+        """Whether batches are cast to the module's dtype (the ``"-true"`` precisions below 32 bits, and 64)."""
+        return self._module_dtype is not None
+
+    @property
     def is_identity(self) -> bool:
         """Full precision: the step runs with no context and no scaling."""
         return self._autocast_dtype is None and self.scaler is None and self._module_dtype is None
@@ -124,16 +129,24 @@ class Precision:
         else:
             torch.nn.utils.clip_grad_norm_(params, value)
 
-    def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any], before_step: Callable[[], None]) -> Any:
-        """Run ``closure`` (forward and backward), ``before_step`` (hooks, clipping), then step."""
+    def optimizer_step(
+        self, optimizer: Optimizer, closure: Callable[[], Any], before_step: Callable[[], None] | None
+    ) -> Any:
+        """Run ``closure`` (forward and backward), ``before_step`` (hooks, clipping; None for none), then step.
+
+        This is the one place where an optimizer steps, in automatic and in manual optimization.
+        """
         if self.scaler is None:
             if self.steps_directly(optimizer):
                 # these evaluate the closure exactly once before updating: call it directly and
                 # skip the closure machinery (same arithmetic as `optimizer.step(closure)`)
                 result = closure()
-                before_step()
+                if before_step is not None:
+                    before_step()
                 optimizer.step()
                 return result
+            if before_step is None:
+                return optimizer.step(closure=closure)
 
             def wrapped() -> Any:
                 result = closure()
@@ -144,7 +157,8 @@ class Precision:
         # GradScaler cannot step with a closure: run it first, unscale, then step if grads are finite
         result = closure()
         self.scaler.unscale_(optimizer)
-        before_step()
+        if before_step is not None:
+            before_step()
         if result is None:
             return None  # training_step returned None: no backward ran, nothing to step
         # host sync: GradScaler reads whether the gradients are finite

@@ -269,7 +269,7 @@ def test_missing_monitor_warns_before_validation(tmp_path):
 
 def test_missing_monitor_raises_after_validation(tmp_path):
     trainer, callback = _setup(tmp_path, monitor="val_loss")
-    trainer._evaluation_has_run = True
+    trainer._run.evaluation_has_run = True
     with pytest.raises(MisconfigurationException) as info:
         _epoch(trainer, callback, 0, other=1.0)
     message = str(info.value)

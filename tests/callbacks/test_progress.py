@@ -34,27 +34,23 @@ def redraw_on_every_refresh(monkeypatch):
 @pytest.fixture
 def metric_reads(monkeypatch):
     """Record (global_step, stage) at every read of the progress-bar metrics (either accessor)."""
+    from ember.trainer.metrics import MetricStore
+
     reads: list[tuple[int, str]] = []
-    cls = pl.Trainer
-    original = cls.progress_bar_metrics
-    original_nowait = getattr(cls, "_progress_bar_metrics_nowait", None)
 
-    def record(self):
-        stage = "sanity" if self.sanity_checking else "train" if self.training else "eval"
-        reads.append((self.global_step, stage))
+    def record(store):
+        trainer = store.trainer
+        stage = "sanity" if trainer.sanity_checking else "train" if trainer.training else "eval"
+        reads.append((trainer.global_step, stage))
 
-    def counting(self):
-        record(self)
-        return original.fget(self)
+    for name in ("progress_bar_values", "progress_bar_values_nowait"):
+        original = getattr(MetricStore, name)
 
-    monkeypatch.setattr(cls, "progress_bar_metrics", property(counting))
-    if original_nowait is not None:
-
-        def counting_nowait(self):
+        def counting(self, original=original):
             record(self)
-            return original_nowait(self)
+            return original(self)
 
-        monkeypatch.setattr(cls, "_progress_bar_metrics_nowait", counting_nowait)
+        monkeypatch.setattr(MetricStore, name, counting)
     return reads
 
 

@@ -237,13 +237,11 @@ def test_every_rank_learns_which_signal_stopped_the_job():
         return signal.SIGTERM  # another rank received SIGTERM
 
     flag = StopFlag()
-    trainer = SimpleNamespace(
-        strategy=SimpleNamespace(agree_on_stop=agree), _progress=SimpleNamespace(total_batches=10)
-    )
-    assert flag.checker(trainer)() is True
+    strategy, progress = SimpleNamespace(agree_on_stop=agree), SimpleNamespace(total_batches=10)
+    assert flag.checker(strategy, progress)() is True
     assert asked == [0] and flag.flag and flag.signum == signal.SIGTERM
     flag.signum = signal.SIGUSR1
-    flag.checker(trainer)()
+    flag.checker(strategy, progress)()
     assert asked[-1] == signal.SIGUSR1  # this rank's own signal is what it offers
 
 

@@ -98,7 +98,7 @@ def test_nothing_is_recorded_without_a_profiler(tmp_path):
     t = trainer(tmp_path, None)
     assert isinstance(t.profiler, PassThroughProfiler)
     t.fit(M(), loader())
-    assert t._profiling is None  # the loop was built without spans
+    assert t._run.profiler is None  # the loop was built without spans
 
 
 def test_profiler_by_name_and_clear_errors(tmp_path):

@@ -127,8 +127,8 @@ def test_unused_hooks_are_never_dispatched(tmp_path):
     )
     trainer.fit(Regressor(), _loader())
     assert calls == [0, 1]
-    assert trainer._hooks.callback_fns("on_train_batch_end") == []
-    assert len(trainer._hooks.callback_fns("on_train_epoch_end")) == 1
+    assert not trainer._run.hooks.has_callbacks("on_train_batch_end")
+    assert trainer._run.hooks.has_callbacks("on_train_epoch_end")
 
 
 def test_lightning_import_paths_resolve():

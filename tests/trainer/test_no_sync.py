@@ -95,7 +95,7 @@ def test_cuda_fit_has_no_sync_between_log_points(tmp_path):
 
     class SyncGuard(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            log_step = (trainer._logger_step + 1) % trainer.log_every_n_steps == 0
+            log_step = (trainer._run.progress.batches_that_stepped + 1) % trainer.log_every_n_steps == 0
             torch.cuda.set_sync_debug_mode("default" if log_step else "error")
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

@@ -77,9 +77,9 @@ class BatchSizeFinder(Callback):
         if trainer.strategy.is_distributed:
             raise MisconfigurationException("The Batch size finder is not supported with distributed strategies.")
         given = (
-            trainer._train_source
+            trainer._run.train_source
             if stage == "fit"
-            else trainer._eval_sources.get(
+            else trainer._run.eval_sources.get(
                 {"validate": "val", "test": "test", "predict": "predict"}.get(str(stage), "val")
             )
         )

@@ -88,7 +88,9 @@ class LearningRateMonitor(Callback):
     def on_train_batch_start(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
         # the same cadence as the trainer's own step logging; `+ 1` because the step has not run yet
         every_n = trainer.log_every_n_steps
-        if every_n == 0 or ((trainer._logger_step + 1) % every_n != 0 and not trainer.should_stop):
+        if every_n == 0 or (
+            (trainer._run.progress.batches_that_stepped + 1) % every_n != 0 and not trainer.should_stop
+        ):
             return
         if self.logging_interval != "epoch":
             self._log(trainer, "step" if self.logging_interval is None else "any")
@@ -101,7 +103,7 @@ class LearningRateMonitor(Callback):
         stats = self._extract_stats(trainer, interval)
         if stats:
             for logger in trainer.loggers:
-                logger.log_metrics(stats, step=trainer._logger_step)
+                logger.log_metrics(stats, step=trainer._run.progress.batches_that_stepped)
 
     def _extract_stats(self, trainer: Trainer, interval: str) -> dict[str, float]:
         stats: dict[str, float] = {}

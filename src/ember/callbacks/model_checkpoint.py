@@ -309,8 +309,7 @@ class ModelCheckpoint(Checkpoint):
     def _should_save_on_train_epoch_end(self, trainer: Trainer) -> bool:
         if self._save_on_train_epoch_end is not None:
             return self._save_on_train_epoch_end
-        time_based = getattr(trainer, "_val_check_time_interval", None) is not None
-        if time_based or not isinstance(trainer.val_check_interval, (int, float)):
+        if not isinstance(trainer.val_check_interval, (int, float)):
             return False  # validation runs on a clock: save after it
         if trainer.check_val_every_n_epoch != 1:
             return False
@@ -327,8 +326,8 @@ class ModelCheckpoint(Checkpoint):
             return False
         num_val_batches = trainer.num_val_batches
         total = sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches
-        if not total or getattr(trainer, "enable_validation", True) is False:
-            return False  # no validation will ever come
+        if not total:
+            return False  # no validation will come
         if self.monitor not in trainer.callback_metrics:
             return True
         return self._validation_follows(trainer, batch_idx)
@@ -339,10 +338,8 @@ class ModelCheckpoint(Checkpoint):
         every_n = trainer.check_val_every_n_epoch
         if every_n is None or (trainer.current_epoch + 1) % every_n != 0:
             return False
-        if getattr(trainer, "_val_check_time_interval", None) is not None:
-            return False
-        val_check_batch = getattr(trainer, "val_check_batch", None)
-        if val_check_batch is None or val_check_batch == float("inf"):
+        val_check_batch = trainer.val_check_batch
+        if val_check_batch == float("inf"):
             return batch_idx + 1 >= trainer.num_training_batches
         return (batch_idx + 1) % val_check_batch == 0
 
@@ -375,7 +372,7 @@ class ModelCheckpoint(Checkpoint):
                 f" metrics: {list(candidates)}."
                 f" HINT: Did you call `log({self.monitor!r}, value)` in the `LightningModule`?"
             )
-            if getattr(trainer, "_evaluation_has_run", False):
+            if trainer._run.evaluation_has_run:
                 raise MisconfigurationException(message)
             if message not in self._warned:
                 self._warned.add(message)

@@ -160,8 +160,8 @@ class ProgressBar(Callback):
         standard_metrics = get_standard_metrics(trainer)
         # For display, GPU values are copied to the host asynchronously: the bar never makes the
         # step wait for the device, and shows each value at most one refresh late.
-        nowait = getattr(trainer, "_progress_bar_metrics_nowait", None)
-        pbar_metrics = nowait() if nowait is not None else trainer.progress_bar_metrics
+        run = getattr(trainer, "_run", None)  # None: a trainer-like object, read as Lightning does
+        pbar_metrics = run.metrics.progress_bar_values_nowait() if run is not None else trainer.progress_bar_metrics
         duplicates = list(standard_metrics.keys() & pbar_metrics.keys())
         if duplicates:
             rank_zero_warn(

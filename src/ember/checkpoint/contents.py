@@ -1,4 +1,9 @@
-"""The checkpoint dict (Lightning's layout plus Ember's resume state) and restoring from it."""
+"""What a checkpoint holds (Lightning's layout plus Ember's resume state), and restoring a run from it.
+
+``dump_checkpoint`` builds the dict ``Trainer.save_checkpoint`` writes; restoring happens in two
+parts, as in Lightning: the module, datamodule and callback states before ``configure_optimizers``,
+then the optimizers, schedulers, scaler and loop counters after ``on_fit_start``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from ember._version import __version__
 from ember.core.saving import load_module_state
+from ember.trainer.run import Resume
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.seed import collect_rng_states
 
 if TYPE_CHECKING:
+    from ember.trainer.run import Progress, Run
     from ember.trainer.trainer import Trainer
 
 # The Lightning checkpoint format this layout matches; Lightning reads it to pick migrations.
@@ -27,9 +34,9 @@ def _progress(ready: int, completed: int, started: int | None = None, processed:
     return out
 
 
-def _loops_state(t: Trainer) -> dict[str, Any]:
+def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     """Lightning's ``loops`` entry, so Lightning can resume an Ember checkpoint too."""
-    p = t._progress
+    p = run.progress
     epoch_completed = p.epoch
     epoch_processed = p.epoch + (1 if p.epoch_done else 0)
     epoch_started = p.epoch + (1 if (p.epoch_batches or p.epoch_done) else 0)
@@ -37,7 +44,7 @@ def _loops_state(t: Trainer) -> dict[str, Any]:
     # saved from on_train_batch_end, Lightning has not yet counted the batch as completed
     batch_completed = batches if p.epoch_done else max(batches - 1, 0)
     steps = p.global_step
-    automatic = t._module.automatic_optimization if t._module is not None else True
+    automatic = t.lightning_module.automatic_optimization if t.lightning_module is not None else True
     step_progress = {"total": _progress(steps, steps), "current": _progress(steps, steps)}
     zero = {"total": _progress(0, 0), "current": _progress(0, 0)}
     eval_progress = {
@@ -80,16 +87,16 @@ def _loops_state(t: Trainer) -> dict[str, Any]:
     }
 
 
-def dump_checkpoint(t: Trainer, weights_only: bool = False) -> dict[str, Any]:
+def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False) -> dict[str, Any]:
     """Build the checkpoint dict; calls callbacks' ``state_dict``/``on_save_checkpoint``, then the module's."""
-    module = t._module
+    module = t.lightning_module
     checkpoint: dict[str, Any] = {
         "epoch": t.current_epoch,
         "global_step": t.global_step,
         "pytorch-lightning_version": LIGHTNING_FORMAT_VERSION,
         "ember_version": __version__,
         "state_dict": t.strategy.lightning_module_state_dict(),
-        "loops": _loops_state(t),
+        "loops": _loops_state(t, run),
     }
     if not weights_only:
         callback_states = {}
@@ -100,21 +107,21 @@ def dump_checkpoint(t: Trainer, weights_only: bool = False) -> dict[str, Any]:
         checkpoint["callbacks"] = callback_states
         checkpoint["optimizer_states"] = [t.strategy.optimizer_state(opt) for opt in t.optimizers]
         checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in t.lr_scheduler_configs]
-        precision_state = t._precision.state_dict()
+        precision_state = t.precision_plugin.state_dict()
         if precision_state:
             checkpoint["MixedPrecision"] = precision_state
         checkpoint[EMBER_KEY] = {
-            "progress": t._progress.state_dict(),
+            "progress": run.progress.state_dict(),
             "rng": collect_rng_states(),
-            "epoch_rng": t._epoch_rng,
-            "train_results": t._train_results.state_dict() if not t._progress.epoch_done else {},
+            "epoch_rng": run.epoch_rng,
+            "train_results": run.train_results.state_dict() if not run.progress.epoch_done else {},
             "world_size": t.world_size,
             "global_rank": t.global_rank,
         }
         if t.world_size > 1 and hasattr(t.strategy, "all_gather_object"):
             # all ranks: every rank's RNG states, so that each one resumes with its own
             ember_state = checkpoint[EMBER_KEY]
-            ember_state["rank_rng"] = t.strategy.all_gather_object([ember_state["rng"], t._epoch_rng])
+            ember_state["rank_rng"] = t.strategy.all_gather_object([ember_state["rng"], run.epoch_rng])
     if getattr(module, "_hparams", None):
         checkpoint["hparams_name"] = getattr(module, "_hparams_name", None) or "kwargs"
         checkpoint["hyper_parameters"] = dict(module.hparams)
@@ -129,24 +136,19 @@ def dump_checkpoint(t: Trainer, weights_only: bool = False) -> dict[str, Any]:
     if not weights_only:
         for cb in t.callbacks:
             cb.on_save_checkpoint(t, module, checkpoint)
-    t._hooks.call_module("on_save_checkpoint", checkpoint)
+    assert run.hooks is not None
+    run.hooks.call_module("on_save_checkpoint", checkpoint)
     return checkpoint
 
 
 # ---------------------------------------------------------------------------------------
 # restoring
 # ---------------------------------------------------------------------------------------
-def load_for_trainer(t: Trainer, path: str, weights_only: bool | None) -> dict[str, Any]:
-    from ember.checkpoint import load_checkpoint
-
-    rank_zero_info(f"Restoring states from the checkpoint path at {path}")
-    return load_checkpoint(path, map_location="cpu", weights_only=weights_only)
-
-
-def restore_modules_and_callbacks(t: Trainer, checkpoint: dict[str, Any]) -> None:
+def restore_modules_and_callbacks(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
     """Module weights, datamodule state and callback states (before ``configure_optimizers``)."""
-    module = t._module
-    t._hooks.call_module("on_load_checkpoint", checkpoint)
+    module = t.lightning_module
+    assert run.hooks is not None
+    run.hooks.call_module("on_load_checkpoint", checkpoint)
     if "state_dict" not in checkpoint:
         raise KeyError(
             f"The checkpoint has no 'state_dict' entry (keys: {sorted(checkpoint)}): it is not a model checkpoint."
@@ -169,7 +171,7 @@ def restore_modules_and_callbacks(t: Trainer, checkpoint: dict[str, Any]) -> Non
             cb.load_state_dict(dict(state))
 
 
-def restore_training_state(t: Trainer, checkpoint: dict[str, Any]) -> None:
+def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
     """Precision scaler, loop progress, optimizers and schedulers (after ``on_fit_start``)."""
     if "optimizer_states" not in checkpoint:
         raise KeyError(
@@ -177,8 +179,8 @@ def restore_training_state(t: Trainer, checkpoint: dict[str, Any]) -> None:
             " `ModelCheckpoint.save_weights_only` being set to `True`."
         )
     if "MixedPrecision" in checkpoint:
-        t._precision.load_state_dict(checkpoint["MixedPrecision"])
-    _restore_progress(t, checkpoint)
+        t.precision_plugin.load_state_dict(checkpoint["MixedPrecision"])
+    run.resume = _restore_progress(t, run, checkpoint)
     states = checkpoint["optimizer_states"]
     if len(states) != len(t.optimizers):
         raise RuntimeError(
@@ -192,17 +194,18 @@ def restore_training_state(t: Trainer, checkpoint: dict[str, Any]) -> None:
         config.scheduler.load_state_dict(state)
 
 
-def _restore_progress(t: Trainer, checkpoint: dict[str, Any]) -> None:
-    progress = t._progress
+def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resume:
+    """The counters from the checkpoint, and how the first epoch continues."""
+    progress = run.progress
     ember_state = checkpoint.get(EMBER_KEY)
     if ember_state is not None:
         progress.load_state_dict(ember_state["progress"])
         same_world = ember_state.get("world_size", 1) == t.world_size
         rng = ember_state.get("rng") if same_world else None
         if ember_state.get("train_results"):
-            t._train_results.load_state_dict(ember_state["train_results"])
+            run.train_results.load_state_dict(ember_state["train_results"])
     else:
-        _progress_from_lightning(t, checkpoint)
+        _progress_from_lightning(progress, checkpoint)
         rng = None
     if t.max_epochs is not None and t.max_epochs != -1 and checkpoint.get("epoch", 0) > t.max_epochs:
         raise MisconfigurationException(
@@ -218,20 +221,16 @@ def _restore_progress(t: Trainer, checkpoint: dict[str, Any]) -> None:
     rank_rng = ember_state.get("rank_rng") if ember_state is not None and rng is not None else None
     if rank_rng and t.global_rank < len(rank_rng):
         rng, epoch_rng = rank_rng[t.global_rank]  # this rank's own states
-    if progress.epoch_batches == 0:
-        t._resume = {"mode": "epoch_start", "rng": rng}
-    elif rng is not None and epoch_rng is not None:
-        t._resume = {"mode": "exact", "rng": rng, "epoch_rng": epoch_rng}
-    else:
+    resume = Resume(mid_epoch=progress.epoch_batches != 0, rng=rng, epoch_rng=epoch_rng)
+    if resume.mid_epoch and not resume.exact:
         rank_zero_warn(
             "You're resuming from a checkpoint that ended before the epoch ended and holds no Ember resume state"
             " (RNG states and data position): the rest of this epoch draws its batches from a fresh iterator."
         )
-        t._resume = {"mode": "fresh", "rng": rng}
+    return resume
 
 
-def _progress_from_lightning(t: Trainer, checkpoint: dict[str, Any]) -> None:
-    progress = t._progress
+def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> None:
     fit = checkpoint.get("loops", {}).get("fit_loop", {})
     epoch_progress = fit.get("epoch_progress", {}).get("current", {})
     completed = epoch_progress.get("completed", checkpoint.get("epoch", 0))

@@ -14,11 +14,38 @@ import torch
 from torch import Tensor
 
 from ember.core.hooks import LOG_RULES
-from ember.trainer.logging import normalize_reduce_fx
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 
 _FLOATS = (torch.float32, torch.float64)
+
+
+_REDUCTIONS: dict[Any, str] = {
+    "mean": "mean",
+    "avg": "mean",
+    torch.mean: "mean",
+    "sum": "sum",
+    torch.sum: "sum",
+    sum: "sum",
+    "max": "max",
+    torch.max: "max",
+    max: "max",
+    "min": "min",
+    torch.min: "min",
+    min: "min",
+}
+
+
+def normalize_reduce_fx(reduce_fx: Any) -> str:
+    """``"mean"``/``"sum"``/``"max"``/``"min"`` for any of the spellings Lightning accepts."""
+    try:
+        return _REDUCTIONS[reduce_fx]
+    except (KeyError, TypeError):
+        raise MisconfigurationException(
+            f"`self.log(..., reduce_fx={reduce_fx!r})` is not supported: only 'mean', 'sum', 'max' and 'min'"
+            " (or torch.mean/sum/max/min) reduce a value over an epoch. For another reduction, log a"
+            " torchmetrics `Metric` that implements it."
+        ) from None
 
 
 class LoggingMixin:
@@ -64,7 +91,7 @@ class LoggingMixin:
             self.log("val_loss", loss, prog_bar=True)
         """
         trainer = self._trainer
-        results = trainer._results if trainer is not None else None
+        results = trainer._run.results if trainer is not None else None
         if results is not None and type(value) is Tensor:
             metric = results.metrics.get((self._current_fx_name, name, results.dataloader_idx))
             if (
@@ -158,7 +185,7 @@ class LoggingMixin:
                 " Logging can impact raw speed so it is disabled under this setting."
             )
             return
-        results = trainer._results
+        results = trainer._run.results
         fx = self._current_fx_name
         if results is None:
             if fx is not None and "predict" not in fx and fx in LOG_RULES and LOG_RULES[fx] is None:

@@ -446,7 +446,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
                 "`manual_backward` is only for manual optimization: set `self.automatic_optimization = False`"
                 " in `__init__`, or return the loss from `training_step` and let the trainer call backward."
             )
-        self.trainer._manual_backward(loss, *args, **kwargs)
+        self.trainer._run.step.manual_backward(loss, *args, **kwargs)
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Run backward on ``loss``; override for custom backward."""

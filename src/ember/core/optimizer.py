@@ -101,7 +101,7 @@ class LightningOptimizer:
                 " internally."
             )
         self._on_before_step()
-        output = self._trainer._optimizer_step_from_wrapper(self, closure, **kwargs)
+        output = self._trainer._run.step.optimizer_step_from_wrapper(self, closure)
         self._on_after_step()
         return output
 

@@ -258,7 +258,7 @@ def _collect(trainer: Any, results: Any, weights: dict[str, Any]) -> dict[str, A
         "weights": _to_cpu(weights),
         "fn": trainer.state.fn,
         "status": trainer.state.status,
-        "progress": trainer._progress.state_dict(),
+        "progress": trainer._run.progress.state_dict(),
         "callback_metrics": _to_cpu(dict(trainer.callback_metrics)),
         "logged_metrics": _to_cpu(dict(trainer.logged_metrics)),
         "callbacks": [cb.state_dict() for cb in trainer.callbacks],
@@ -337,12 +337,11 @@ class MultiProcessingLauncher:
             model = trainer.lightning_module
         if model is not None:
             model.load_state_dict(output["weights"])
-            trainer._module = model
             trainer.strategy.connect(model)
         trainer.state.fn = output["fn"]
         trainer.state.status = output["status"]
         trainer.state.stage = None
-        trainer._progress.load_state_dict(output["progress"])
+        trainer._run.progress.load_state_dict(output["progress"])
         trainer.callback_metrics = output["callback_metrics"]
         trainer.logged_metrics = output["logged_metrics"]
         for cb, state in zip(trainer.callbacks, output["callbacks"]):

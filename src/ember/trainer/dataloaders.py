@@ -10,16 +10,17 @@ from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.exceptions import MisconfigurationException
 
 if TYPE_CHECKING:
+    from ember.trainer.run import Run
     from ember.trainer.trainer import Trainer
 
 
-def request(t: Trainer, name: str) -> Any:
+def request(t: Trainer, run: Run, name: str) -> Any:
     """Ask the datamodule, else the module, for ``<name>_dataloader()``."""
     hook = f"{name}_dataloader"
     if t.datamodule is not None and overridden(t.datamodule, hook):
         return getattr(t.datamodule, hook)()
-    if t._hooks.module_overrides(hook):
-        return t._hooks.call_module(hook)
+    if run.hooks is not None and run.hooks.module_overrides(hook):
+        return run.hooks.call_module(hook)
     return None
 
 
@@ -27,8 +28,9 @@ def distributed(t: Trainer) -> Any:
     return t.strategy if (t.strategy.is_distributed and t.use_distributed_sampler) else None
 
 
-def setup_train_dataloader(t: Trainer) -> Any:
-    source = t._train_source if t._train_source is not None else request(t, "train")
+def setup_train_dataloader(t: Trainer, run: Run) -> Any:
+    """Request, prepare (samplers) and count the training dataloader; work out the validation interval."""
+    source = run.train_source if run.train_source is not None else request(t, run, "train")
     if source is None:
         raise MisconfigurationException(
             "No training data: `train_dataloader()` returned None. Return a DataLoader or pass"
@@ -43,42 +45,49 @@ def setup_train_dataloader(t: Trainer) -> Any:
     loader = prepare_loader(
         source, shuffle=True, distributed=distributed(t), overfit=bool(t.overfit_batches), seed_workers=seed_workers
     )
-    t.train_dataloader = loader
-    t.num_training_batches = limit_batches(loader, t.limit_train_batches, "train")
-    t._last_train_reload_epoch = t._progress.epoch
+    run.train_dataloader = loader
+    run.num_training_batches = limit_batches(loader, t.limit_train_batches, "train")
+    run.last_train_reload_epoch = run.progress.epoch
+    run.val_check_batch = _val_check_batch(t, run)
+    return loader
+
+
+def _val_check_batch(t: Trainer, run: Run) -> int | float:
+    """Validate after every this many training batches of an epoch (inf: at the epoch's end, or by time)."""
+    batches = run.num_training_batches
     if isinstance(t.val_check_interval, int) and t._val_check_seconds is None:
-        t.val_check_batch = t.val_check_interval
-        if t.val_check_batch > t.num_training_batches and t.check_val_every_n_epoch is not None:
+        if t.val_check_interval > batches and t.check_val_every_n_epoch is not None:
             raise ValueError(
                 f" `val_check_interval` ({t.val_check_interval}) must be less than or equal to the number of the"
-                f" training batches ({t.num_training_batches}). If you want to disable validation set"
+                f" training batches ({batches}). If you want to disable validation set"
                 " `limit_val_batches` to 0.0 instead. If you want to validate based on the total training batches,"
                 " set `check_val_every_n_epoch=None`."
             )
-    elif t._val_check_seconds is not None:
-        t.val_check_batch = float("inf")
-    elif t.num_training_batches == float("inf"):
+        return t.val_check_interval
+    if t._val_check_seconds is not None:
+        return float("inf")
+    if batches == float("inf"):
         if t.val_check_interval != 1.0:
             raise MisconfigurationException(
                 "When using an IterableDataset for `train_dataloader`, `Trainer(val_check_interval)` must be `1.0`"
                 " or an int. An int k specifies checking validation every k training batches."
             )
-        t.val_check_batch = float("inf")
-    else:
-        t.val_check_batch = max(1, int(t.num_training_batches * t.val_check_interval))
-    return loader
+        return float("inf")
+    return max(1, int(batches * t.val_check_interval))
 
 
-def reload_train_dataloader_now(t: Trainer) -> bool:
+def reload_train_dataloader_now(t: Trainer, run: Run) -> bool:
     n = t.reload_dataloaders_every_n_epochs
-    return bool(n) and t._last_train_reload_epoch is not None and t._progress.epoch - t._last_train_reload_epoch >= n
+    last = run.last_train_reload_epoch
+    return bool(n) and last is not None and run.progress.epoch - last >= n
 
 
-def setup_eval_dataloaders(t: Trainer, stage: RunningStage) -> list[Any]:
-    key = stage.dataloader_prefix
-    source = t._eval_sources.get(key)
+def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[Any]:
+    """Request, prepare and count the dataloaders of an evaluation (or predict) loop."""
+    key = stage.dataloader_prefix or ""
+    source = run.eval_sources.get(key)
     if source is None:
-        source = request(t, key)
+        source = request(t, run, key)
     loaders = as_loader_list(source)
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
     prepared = []
@@ -91,39 +100,38 @@ def setup_eval_dataloaders(t: Trainer, stage: RunningStage) -> list[Any]:
             loader = with_index_recording(loader, t.predict_loop)
         prepared.append(loader)
     limit = {"val": t.limit_val_batches, "test": t.limit_test_batches, "predict": t.limit_predict_batches}[key]
-    t._eval_batches[key] = [limit_batches(loader, limit, key) for loader in prepared]
-    t._loaded_eval[key] = prepared
+    run.eval_batches[key] = [limit_batches(loader, limit, key) for loader in prepared]
+    run.loaded_eval[key] = prepared
     value = prepared[0] if len(prepared) == 1 else prepared
     if key == "val":
-        t.val_dataloaders = value
+        run.val_dataloaders = value
         steps = t.num_sanity_val_steps
-        t.num_sanity_val_batches = [min(steps if steps != -1 else float("inf"), n) for n in t._eval_batches["val"]]
+        run.num_sanity_val_batches = [min(steps if steps != -1 else float("inf"), n) for n in run.eval_batches["val"]]
     elif key == "test":
-        t.test_dataloaders = value
+        run.test_dataloaders = value
     else:
-        t.predict_dataloaders = value
+        run.predict_dataloaders = value
     return prepared
 
 
-def eval_dataloaders(t: Trainer, stage: RunningStage) -> list[Any]:
-    key = stage.dataloader_prefix
+def eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[Any]:
+    """The prepared loaders of an evaluation loop, set up on first use (and reloaded when due in fit)."""
+    key = stage.dataloader_prefix or ""
+    epoch = run.progress.epoch
+    every = t.reload_dataloaders_every_n_epochs
     reload = (
         key == "val"
         and t.state.fn == TrainerFn.FITTING
-        and t.reload_dataloaders_every_n_epochs
-        and key in t._loaded_eval
-        and t._progress.epoch > 0
-        and t._progress.epoch % t.reload_dataloaders_every_n_epochs == 0
-        and getattr(t, "_val_reload_epoch", None) != t._progress.epoch
+        and every
+        and key in run.loaded_eval
+        and epoch > 0
+        and epoch % every == 0
+        and run.val_reload_epoch != epoch
     )
-    if key not in t._loaded_eval or reload:
-        t._val_reload_epoch = t._progress.epoch
-        return setup_eval_dataloaders(t, stage)
-    return t._loaded_eval[key]
-
-
-def eval_num_batches(t: Trainer, stage: RunningStage) -> list[int | float]:
-    return t._eval_batches.get(stage.dataloader_prefix, [])
+    if key not in run.loaded_eval or reload:
+        run.val_reload_epoch = epoch
+        return setup_eval_dataloaders(t, run, stage)
+    return run.loaded_eval[key]
 
 
 def needs_batch_indices(t: Trainer) -> bool:
@@ -146,10 +154,16 @@ def is_single_loader(source: Any) -> bool:
 
 
 class PredictLoopView:
-    """``trainer.predict_loop``: what prediction writers read about the current batch."""
+    """``trainer.predict_loop``: what prediction writers read about the current and past batches."""
 
-    def __init__(self) -> None:
+    def __init__(self, trainer: Trainer) -> None:
+        self._trainer = trainer
         self.current_batch_indices: list[int] | None = None
+
+    @property
+    def epoch_batch_indices(self) -> list[list[list[int]]]:
+        """Per predict dataloader, the dataset indices of each batch of the last ``predict``."""
+        return self._trainer._run.predict_batch_indices or []
 
 
 def with_index_recording(loader: Any, view: PredictLoopView) -> Any:

@@ -1,6 +1,16 @@
-"""The one place hooks are delivered: callbacks, then the module (or as Lightning orders them).
+"""The one place hooks are delivered: to the callbacks that override them, then to the module.
 
-Which callback overrides which hook is worked out once per run.
+Which callback overrides which hook, and whether the module overrides it, is worked out once per
+run. The loops ask for a *caller* per hook before their first batch: a function that delivers the
+hook (setting the module's running hook name, so that ``self.log`` knows where it is called from),
+or ``None`` when nobody overrides it, so an idle hook costs one ``is not None`` per batch.
+
+Example::
+
+    hooks = HookDispatcher(trainer, module, callbacks)
+    on_batch_end = hooks.caller("on_train_batch_end")     # None: nobody listens
+    if on_batch_end is not None:
+        on_batch_end(outputs, batch, batch_idx)
 """
 
 from __future__ import annotations
@@ -8,21 +18,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ember.callbacks.callback import Callback
 from ember.core.hooks import CALLBACK_HOOKS, overrides
+from ember.core.module import LightningModule
+from ember.profilers.profiler import profiled
+
+_set = object.__setattr__  # the running hook's name, without nn.Module.__setattr__'s checks
 
 
 class HookDispatcher:
     """Calls hooks on callbacks and the module, skipping every callback that doesn't override one.
 
-    Which callback overrides which hook is worked out once per run; the per-step cost of a hook
-    nobody overrides is one dict lookup and an empty loop. With a ``profiler`` (``None`` for
-    none), every call is recorded under Lightning's action names.
+    With a ``profiler`` (``None`` for none), every call is recorded under Lightning's action names.
     """
 
     def __init__(self, trainer: Any, module: Any, callbacks: list[Any], profiler: Any = None) -> None:
-        from ember.callbacks.callback import Callback
-        from ember.core.module import LightningModule
-
         self.trainer = trainer
         self.module = module
         self.callbacks = callbacks
@@ -45,16 +55,65 @@ class HookDispatcher:
         fn = getattr(callback, name)
         if self.profiler is None:
             return fn
-        from ember.profilers.profiler import profiled
-
         return profiled(self.profiler, f"[Callback]{callback.state_key}.{name}", fn)
 
-    def callback_fns(self, name: str) -> list[Any]:
-        return self._callback_fns[name]
-
+    # ---- what overrides what ----------------------------------------------------------------
     def module_overrides(self, name: str) -> bool:
+        """Whether the module (its class or the instance) replaces ``LightningModule.<name>``."""
         return name in self._module_overrides
 
+    def has_callbacks(self, name: str) -> bool:
+        """Whether any callback overrides ``name``."""
+        return bool(self._callback_fns.get(name))
+
+    # ---- prebuilt callers for the loops ---------------------------------------------------------
+    def caller(self, name: str) -> Callable[..., Any] | None:
+        """Callbacks, then the module, for ``name``; ``None`` when none of them overrides it.
+
+        The caller returns the module hook's result (``on_train_batch_start`` may return -1).
+        """
+        fns = self._callback_fns.get(name, [])
+        module_fn = self._module_fn(name) if self.module_overrides(name) else None
+        if not fns and module_fn is None:
+            return None
+        trainer, module = self.trainer, self.module
+
+        def call(*args: Any) -> Any:
+            previous = module._current_fx_name
+            _set(module, "_current_fx_name", name)
+            try:
+                for fn in fns:
+                    fn(trainer, module, *args)
+                return module_fn(*args) if module_fn is not None else None
+            finally:
+                _set(module, "_current_fx_name", previous)
+
+        return call
+
+    def module_caller(self, name: str, always: bool = False) -> Callable[..., Any] | None:
+        """The module's hook ``name`` (its default too, with ``always``), or ``None`` when not overridden."""
+        if not always and not self.module_overrides(name):
+            return None
+        return self.as_hook(name, self._module_fn(name))
+
+    def as_hook(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` run as the hook ``name``: ``self.log`` inside it logs under that name."""
+        module = self.module
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            previous = module._current_fx_name
+            _set(module, "_current_fx_name", name)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _set(module, "_current_fx_name", previous)
+
+        return call
+
+    def _module_fn(self, name: str) -> Callable[..., Any]:
+        return profiled(self.profiler, self._module_action + name, getattr(self.module, name))
+
+    # ---- one-off calls ----------------------------------------------------------------------------
     def call_callbacks(self, name: str, *args: Any, where: Callable[[Any], bool] | None = None) -> None:
         """Call ``name`` on every callback that overrides it (those ``where`` accepts, if given)."""
         if where is None:
@@ -65,22 +124,25 @@ class HookDispatcher:
             return
         module = self.module
         previous = module._current_fx_name
-        module._current_fx_name = name
-        for fn in fns:
-            fn(self.trainer, module, *args)
-        module._current_fx_name = previous
+        _set(module, "_current_fx_name", name)
+        try:
+            for fn in fns:
+                fn(self.trainer, module, *args)
+        finally:
+            _set(module, "_current_fx_name", previous)
 
     def call_module(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the module's hook ``name`` (its default if not overridden) and return its result."""
         module = self.module
         previous = module._current_fx_name
-        module._current_fx_name = name
+        _set(module, "_current_fx_name", name)
         try:
             if self.profiler is not None:
                 with self.profiler.profile(self._module_action + name):
                     return getattr(module, name)(*args, **kwargs)
             return getattr(module, name)(*args, **kwargs)
         finally:
-            module._current_fx_name = previous
+            _set(module, "_current_fx_name", previous)
 
     def call_both(self, name: str, *args: Any) -> None:
         """Callbacks, then the module: the usual order."""

@@ -19,33 +19,6 @@ from ember.utilities.warnings import PossibleUserWarning
 
 DATALOADER_SUFFIX = "/dataloader_idx_{}"
 
-_REDUCTIONS: dict[Any, str] = {
-    "mean": "mean",
-    "avg": "mean",
-    torch.mean: "mean",
-    "sum": "sum",
-    torch.sum: "sum",
-    sum: "sum",
-    "max": "max",
-    torch.max: "max",
-    max: "max",
-    "min": "min",
-    torch.min: "min",
-    min: "min",
-}
-
-
-def normalize_reduce_fx(reduce_fx: Any) -> str:
-    """``"mean"``/``"sum"``/``"max"``/``"min"`` for any of the spellings Lightning accepts."""
-    try:
-        return _REDUCTIONS[reduce_fx]
-    except (KeyError, TypeError):
-        raise MisconfigurationException(
-            f"`self.log(..., reduce_fx={reduce_fx!r})` is not supported: only 'mean', 'sum', 'max' and 'min'"
-            " (or torch.mean/sum/max/min) reduce a value over an epoch. For another reduction, log a"
-            " torchmetrics `Metric` that implements it."
-        ) from None
-
 
 class LoggedMetric:
     """One logged name in one hook: its options, its latest step value and its epoch accumulator."""

@@ -1,242 +1,282 @@
-"""The loops: fit -> epoch -> batch -> step, then evaluation and prediction, top to bottom.
+"""The loops: fit -> epoch -> batch, then evaluation and prediction, top to bottom.
 
-Everything a loop needs to decide once (which hooks are overridden, whether batches must move,
-which precision context to enter) is decided before its first batch.
+The batch body of a training epoch reads as a hand-written loop::
+
+    fetch -> transfer -> batch start -> step -> schedulers -> batch end -> log -> validate -> stop
+
+Everything a loop decides once (which hooks someone overrides, whether batches must move, which
+schedulers step when, whether this epoch validates) is decided before its first batch; a hook
+nobody overrides costs one ``is not None`` per batch. One training step lives in ``step.py``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from torch import Tensor
-
 from ember.profilers.profiler import profiled, profiled_iterator
+from ember.trainer import dataloaders
 from ember.trainer.data import set_sampler_epoch
+from ember.trainer.preemption import on_stop_request
 from ember.trainer.states import RunningStage
+from ember.trainer.step import TrainingStep
 from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.seed import collect_rng_states, isolate_rng, set_rng_states
 
 if TYPE_CHECKING:
+    from ember.trainer.dispatch import HookDispatcher
+    from ember.trainer.logging import LoggedResults
+    from ember.trainer.run import Run
     from ember.trainer.trainer import Trainer
+
+_END = object()  # what `next(iterator, _END)` returns once the data is exhausted
 
 
 # =====================================================================================
 # fit
 # =====================================================================================
-def run_fit(t: Trainer) -> None:
+def run_fit(trainer: Trainer, run: Run) -> None:
     """Sanity check, then epochs until a limit or ``should_stop`` ends training."""
-    hooks = t._hooks
-    if t._should_sanity_check():
-        run_sanity_check(t)
-
-    if t.limit_train_batches == 0:
+    hooks = _hooks(run)
+    if _should_sanity_check(trainer, run):
+        run_sanity_check(trainer, run)
+    if trainer.limit_train_batches == 0:
         return  # training disabled: not even the dataloader is requested
-    train_loader = t._setup_train_dataloader()
-    if t.num_training_batches == 0:
+    train_loader = dataloaders.setup_train_dataloader(trainer, run)
+    if run.num_training_batches == 0:
         rank_zero_info("`Trainer.fit` stopped: No training batches.")
         return
-    resuming = t._resume is not None
-    if not resuming:
+    if run.resume is None:
         # Lightning creates the first epoch's iterator before `on_train_start` (it draws from the RNG)
-        t._epoch_rng = collect_rng_states()
-        t._train_iterator = iter(train_loader)
-    if t._should_check_val_epoch() and t.val_dataloaders is None:
-        t._setup_eval_dataloaders(RunningStage.VALIDATING)
-    t.state.stage = RunningStage.TRAINING
+        run.epoch_rng = collect_rng_states()
+        run.train_iterator = iter(train_loader)
+    if _should_check_val_epoch(trainer, run) and run.val_dataloaders is None:
+        dataloaders.setup_eval_dataloaders(trainer, run, RunningStage.VALIDATING)
+    trainer.state.stage = RunningStage.TRAINING
+    run.step = TrainingStep(trainer, run)  # manual optimization may step from on_train_start on
     hooks.call_both("on_train_start")
-
-    profiler = t._profiling
-    while not _fit_done(t):
-        if profiler is None:
-            run_training_epoch(t)
+    while not _fit_done(trainer, run):
+        if run.profiler is None:
+            run_training_epoch(trainer, run)
         else:
-            with profiler.profile("run_training_epoch"):
-                run_training_epoch(t)
-
+            with run.profiler.profile("run_training_epoch"):
+                run_training_epoch(trainer, run)
     hooks.call_both("on_train_end")
 
 
-def _fit_done(t: Trainer) -> bool:
-    progress = t._progress
-    if t.max_steps != -1 and progress.global_step >= t.max_steps:
-        rank_zero_info(f"`Trainer.fit` stopped: `max_steps={t.max_steps!r}` reached.")
+def _fit_done(trainer: Trainer, run: Run) -> bool:
+    progress = run.progress
+    if trainer.max_steps != -1 and progress.global_step >= trainer.max_steps:
+        rank_zero_info(f"`Trainer.fit` stopped: `max_steps={trainer.max_steps!r}` reached.")
         return True
-    if t.max_epochs is not None and t.max_epochs != -1 and progress.epoch >= t.max_epochs:
-        rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={t.max_epochs!r}` reached.")
+    if trainer.max_epochs is not None and trainer.max_epochs != -1 and progress.epoch >= trainer.max_epochs:
+        rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={trainer.max_epochs!r}` reached.")
         return True
-    return bool(t.should_stop and t._can_stop_early())
+    return bool(trainer.should_stop and _can_stop_early(trainer, run))
 
 
-def run_training_epoch(t: Trainer) -> None:
+def run_training_epoch(trainer: Trainer, run: Run) -> None:
     """One epoch: batches, validation checks, then the epoch-end hooks and logs."""
-    hooks, progress, module = t._hooks, t._progress, t._module
-    resume = t._resume
-    t._resume = None
-    loader = t.train_dataloader
-    if t._reload_train_dataloader_now():
-        loader = t._setup_train_dataloader()
-        t._train_iterator = None
-    set_sampler_epoch(loader, progress.epoch)
-
-    mode = resume["mode"] if resume is not None else None
-    if mode in ("exact", "fresh"):
-        # a mid-epoch checkpoint: no epoch-start hooks; the data continues after the batches trained on
-        if mode == "exact":
-            # the same iterator as before the interruption, fast-forwarded, then the RNG as it was
-            set_rng_states(resume["epoch_rng"])
-            t._epoch_rng = resume["epoch_rng"]
-            t._train_iterator = iter(loader)
-            _skip_batches(t._train_iterator, progress.epoch_batches)
-            set_rng_states(resume["rng"])
-        else:
-            t._train_iterator = iter(loader)
-    else:
-        if resume is not None and resume["rng"] is not None:
-            set_rng_states(resume["rng"])
-        progress.epoch_batches = 0
-        progress.epoch_done = False
-        t._train_results.reset()
-        hooks.call_both("on_train_epoch_start")
-        if t._train_iterator is None:
-            t._epoch_rng = collect_rng_states()
-            t._train_iterator = iter(loader)
-    iterator, t._train_iterator = t._train_iterator, None
-    profiler = t._profiling
-    iterator = profiled_iterator(profiler, "[_TrainingEpochLoop].train_dataloader_next", iterator)
-
-    t.state.stage = RunningStage.TRAINING
-    t.training = True
-    results = t._train_results
-    t._results = results
-    t._metrics.live = results  # step values reach callback_metrics when somebody reads them
-    total = t.num_training_batches
-    step_fn = profiled(profiler, "run_training_batch", _make_training_step(t))
-    transfer = _make_transfer(t, 0)
-    batch_start_cbs = hooks.callback_fns("on_train_batch_start")
-    batch_end_cbs = hooks.callback_fns("on_train_batch_end")
-    module_batch_start = hooks.module_overrides("on_train_batch_start")
-    module_batch_end = hooks.module_overrides("on_train_batch_end")
-    step_schedulers = [c for c in t.lr_scheduler_configs if c.interval == "step" and not c.reduce_on_plateau]
-    epoch_schedulers = [c for c in t.lr_scheduler_configs if c.interval == "epoch" and not c.reduce_on_plateau]
-    plateau_step = [c for c in t.lr_scheduler_configs if c.interval == "step" and c.reduce_on_plateau]
-    automatic = module.automatic_optimization
-    log_every = t.log_every_n_steps
-    loggers = t.loggers
-    stop_requested = t._stop_flag.checker(t)
-    set_fx = object.__setattr__  # the running hook's name, without nn.Module.__setattr__
-    max_steps = t.max_steps
-    validation_this_epoch = t._should_check_val_epoch()
-    # the common case, an integer batch interval within the epoch, is checked inline per step
-    simple_interval = t._val_check_seconds is None and t.check_val_every_n_epoch is not None
-    val_every = int(t.val_check_batch) if simple_interval and t.val_check_batch != float("inf") else 0
+    iterator = _start_epoch(trainer, run)
+    epoch = _EpochPlan(trainer, run)
+    progress, results = run.progress, run.train_results
+    train_on, transfer, batch_start, batch_end = epoch.train_on, epoch.transfer, epoch.batch_start, epoch.batch_end
+    step_schedulers, log_step, validate, stop_requested = (
+        epoch.step_schedulers,
+        epoch.log_step,
+        epoch.validate,
+        epoch.stop_requested,
+    )
+    automatic, accumulate, total, max_steps = epoch.automatic, epoch.accumulate, epoch.total, epoch.max_steps
 
     batch_idx = progress.epoch_batches
     while batch_idx < total:
-        try:
-            batch = next(iterator)
-        except StopIteration:
+        batch = next(iterator, _END)  # fetch
+        if batch is _END:
             break
         is_last = batch_idx + 1 >= total
         if transfer is not None:
-            batch = transfer(batch)
-        results.batch = batch
-        results.batch_size = None
-
-        for fn in batch_start_cbs:
-            set_fx(module, "_current_fx_name", "on_train_batch_start")
-            fn(t, module, batch, batch_idx)
-        if module_batch_start and hooks.call_module("on_train_batch_start", batch, batch_idx) == -1:
-            break
-
-        accumulating = automatic and (batch_idx + 1) % t.accumulate_grad_batches != 0 and not is_last
-        outputs = step_fn(batch, batch_idx, accumulating)
-        # the batch is trained on: a checkpoint from here on resumes after it
-        progress.epoch_batches = batch_idx + 1
+            batch = transfer(batch)  # transfer
+        results.batch, results.batch_size = batch, None
+        if batch_start is not None and batch_start(batch, batch_idx) == -1:
+            break  # batch start: the module returned -1, which ends the epoch
+        accumulating = automatic and (batch_idx + 1) % accumulate != 0 and not is_last
+        outputs = train_on(batch, batch_idx, accumulating)  # step
+        progress.epoch_batches = batch_idx + 1  # trained on: a checkpoint from here on resumes after it
         progress.total_batches += 1
-
-        if automatic and not accumulating:
-            for config in step_schedulers:
-                if (batch_idx + 1) % config.frequency == 0:
-                    _step_scheduler(t, config, None)
-            if is_last:
-                for config in epoch_schedulers:
-                    if (progress.epoch + 1) % config.frequency == 0:
-                        _step_scheduler(t, config, None)
-
-        for fn in batch_end_cbs:
-            set_fx(module, "_current_fx_name", "on_train_batch_end")
-            fn(t, module, outputs, batch, batch_idx)
-        if module_batch_end:
-            hooks.call_module("on_train_batch_end", outputs, batch, batch_idx)
-        set_fx(module, "_current_fx_name", None)
+        if not accumulating:
+            step_schedulers(batch_idx, is_last)  # schedulers
+        if batch_end is not None:
+            batch_end(outputs, batch, batch_idx)  # batch end
         results.batch = None
-
-        if (
-            loggers
-            and not (accumulating and automatic)
-            and log_every
-            and ((progress.batches_that_stepped + 1) % log_every == 0 or t.should_stop)
-        ):
-            t._metrics.log_step(results)
-
-        if validation_this_epoch and (
-            ((batch_idx + 1) % val_every == 0 if val_every else t._should_check_val(batch_idx, is_last))
-            or (t.should_stop and t._can_stop_early())  # stopping mid-epoch: validate once more
-        ):
-            if not accumulating:
-                hooks.call_module("on_validation_model_zero_grad")
-            t._metrics.flush_step(results)
-            run_evaluation(t, RunningStage.VALIDATING)
-            t.state.stage = RunningStage.TRAINING
-            t.training = True
-            t._results = results
-            t._metrics.live = results
-        if plateau_step and not accumulating and automatic:
-            for config in plateau_step:
-                if (batch_idx + 1) % config.frequency == 0:
-                    _step_plateau(t, config)
+        log_step(accumulating)  # log
+        validate(batch_idx, is_last, accumulating)  # validate, then ReduceLROnPlateau on a step interval
         if not accumulating:
             progress.batches_that_stepped += 1
         if stop_requested():
-            t._on_stop_request()
+            on_stop_request(trainer, run)  # stop: a preemption signal arrived; saves and exits
         batch_idx += 1
-        if max_steps != -1 and progress.global_step >= max_steps:
+        if progress.global_step >= max_steps or (trainer.should_stop and epoch.may_stop(batch_idx)):
             break
-        if t.should_stop and t._can_stop_early():
-            break
-        if t.should_stop and batch_idx < total:
-            t._warn_min_not_reached()
     del iterator
+    _end_epoch(trainer, run, epoch)
 
-    # ---- epoch end --------------------------------------------------------------------
+
+def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
+    """The epoch's data iterator: continuing a checkpoint's epoch, or a new epoch after its start hooks."""
+    progress, resume = run.progress, run.resume
+    run.resume = None
+    loader = run.train_dataloader
+    if dataloaders.reload_train_dataloader_now(trainer, run):
+        loader = dataloaders.setup_train_dataloader(trainer, run)
+        run.train_iterator = None
+    set_sampler_epoch(loader, progress.epoch)
+    if resume is not None and resume.mid_epoch:
+        # a mid-epoch checkpoint: no epoch-start hooks; the data continues after the batches trained on
+        if resume.exact:
+            # the same iterator as before the interruption, fast-forwarded, then the RNG as it was
+            set_rng_states(resume.epoch_rng)
+            run.epoch_rng = resume.epoch_rng
+            run.train_iterator = iter(loader)
+            _skip_batches(run.train_iterator, progress.epoch_batches)
+            set_rng_states(resume.rng)
+        else:
+            run.train_iterator = iter(loader)
+    else:
+        if resume is not None and resume.rng is not None:
+            set_rng_states(resume.rng)
+        progress.epoch_batches = 0
+        progress.epoch_done = False
+        run.train_results.reset()
+        _hooks(run).call_both("on_train_epoch_start")
+        if run.train_iterator is None:
+            run.epoch_rng = collect_rng_states()
+            run.train_iterator = iter(loader)
+    iterator, run.train_iterator = run.train_iterator, None
+    trainer.state.stage = RunningStage.TRAINING
+    run.results = run.train_results
+    run.metrics.live = run.train_results  # step values reach callback_metrics when somebody reads them
+    return profiled_iterator(run.profiler, "[_TrainingEpochLoop].train_dataloader_next", iterator)
+
+
+class _EpochPlan:
+    """Every decision a training epoch takes once, before its first batch, and the small per-batch steps.
+
+    A step that has nothing to do this epoch is a no-op (or ``None`` for a hook nobody overrides).
+    """
+
+    def __init__(self, trainer: Trainer, run: Run) -> None:
+        hooks = _hooks(run)
+        self.trainer, self.run, self.hooks = trainer, run, hooks
+        self.results: LoggedResults = run.train_results
+        run.step = TrainingStep(trainer, run)
+        self.train_on = profiled(run.profiler, "run_training_batch", run.step.train_on)
+        self.automatic = run.step.automatic
+        self.accumulate = trainer.accumulate_grad_batches
+        self.total = run.num_training_batches
+        self.max_steps = trainer.max_steps if trainer.max_steps != -1 else math.inf
+        self.transfer = _transfer_function(trainer, run, 0)
+        self.batch_start = hooks.caller("on_train_batch_start")
+        self.batch_end = hooks.caller("on_train_batch_end")
+        self.stop_requested = run.stop_flag.checker(trainer.strategy, run.progress)
+        configs = trainer.lr_scheduler_configs if self.automatic else []
+        self.step_interval = [c for c in configs if c.interval == "step" and not c.reduce_on_plateau]
+        self.epoch_interval = [c for c in configs if c.interval == "epoch" and not c.reduce_on_plateau]
+        self.plateau_step = [c for c in configs if c.interval == "step" and c.reduce_on_plateau]
+        if not (self.step_interval or self.epoch_interval):
+            self.step_schedulers = _do_nothing
+        self.log_every = trainer.log_every_n_steps if trainer.loggers else 0
+        if not self.log_every:
+            self.log_step = _do_nothing
+        self.validating = _should_check_val_epoch(trainer, run)
+        if not (self.validating or self.plateau_step):
+            self.validate = _do_nothing
+        # the common case, an integer batch interval within the epoch, is checked inline per batch
+        simple = trainer._val_check_seconds is None and trainer.check_val_every_n_epoch is not None
+        self.val_every = int(run.val_check_batch) if simple and run.val_check_batch != float("inf") else 0
+
+    def step_schedulers(self, batch_idx: int, is_last: bool) -> None:
+        """Schedulers on a step interval; on the epoch's last batch, those on an epoch interval."""
+        for config in self.step_interval:
+            if (batch_idx + 1) % config.frequency == 0:
+                _step_scheduler(self.trainer, self.run, config, None)
+        if is_last:
+            for config in self.epoch_interval:
+                if (self.run.progress.epoch + 1) % config.frequency == 0:
+                    _step_scheduler(self.trainer, self.run, config, None)
+
+    def log_step(self, accumulating: bool) -> None:
+        """Send the step values to the loggers every ``log_every_n_steps`` (and when training stops)."""
+        if not accumulating and (
+            (self.run.progress.batches_that_stepped + 1) % self.log_every == 0 or self.trainer.should_stop
+        ):
+            self.run.metrics.log_step(self.results)
+
+    def validate(self, batch_idx: int, is_last: bool, accumulating: bool) -> None:
+        """Validate when an interval ends (or training stops mid-epoch), then step ReduceLROnPlateau."""
+        trainer, run = self.trainer, self.run
+        if self.validating and (self._validation_due(batch_idx, is_last) or self._stopping()):
+            if not accumulating:
+                self.hooks.call_module("on_validation_model_zero_grad")
+            run.metrics.flush_step(self.results)
+            run_evaluation(trainer, run, RunningStage.VALIDATING)
+            trainer.state.stage = RunningStage.TRAINING
+            run.results = self.results
+            run.metrics.live = self.results
+        if self.plateau_step and not accumulating:
+            for config in self.plateau_step:
+                if (batch_idx + 1) % config.frequency == 0:
+                    _step_plateau(trainer, run, config)
+
+    def _validation_due(self, batch_idx: int, is_last: bool) -> bool:
+        if self.val_every:
+            return (batch_idx + 1) % self.val_every == 0
+        return _should_check_val(self.trainer, self.run, batch_idx, is_last)
+
+    def _stopping(self) -> bool:
+        # stopping mid-epoch: validate once more
+        return bool(self.trainer.should_stop and _can_stop_early(self.trainer, self.run))
+
+    def may_stop(self, batch_idx: int) -> bool:
+        """``should_stop`` is set: whether the minimum epochs and steps allow stopping now."""
+        if _can_stop_early(self.trainer, self.run):
+            return True
+        if batch_idx < self.total:
+            _warn_min_not_reached(self.trainer, self.run)
+        return False
+
+
+def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
+    """Epoch-end hooks (EarlyStopping and checkpoints after the module), epoch logs, counters."""
+    progress, results, metrics, hooks = run.progress, run.train_results, run.metrics, _hooks(run)
     progress.epoch_done = True
-    t._metrics.live = None
-    t._metrics.flush_step(results)
-    t._metrics.epoch_end = results  # epoch values are visible in callback_metrics from here
+    metrics.live = None
+    metrics.flush_step(results)
+    metrics.epoch_end = results  # epoch values are visible in callback_metrics from here
     # EarlyStopping and checkpoint callbacks run after the module, so they see what it logged
     hooks.call_callbacks("on_train_epoch_end", where=lambda cb: not _is_monitoring(cb))
     hooks.call_module("on_train_epoch_end")
     hooks.call_callbacks("on_train_epoch_end", where=_is_monitoring)
-    t._metrics.epoch_end = None
-    t._metrics.apply_epoch(results)
-    if automatic and progress.epoch_batches >= total:
-        for config in t.lr_scheduler_configs:
+    metrics.epoch_end = None
+    metrics.apply_epoch(results)
+    if epoch.automatic and progress.epoch_batches >= epoch.total:
+        for config in trainer.lr_scheduler_configs:
             if config.interval == "epoch" and config.reduce_on_plateau and (progress.epoch + 1) % config.frequency == 0:
-                _step_plateau(t, config)
-    if loggers:
+                _step_plateau(trainer, run, config)
+    if trainer.loggers:
         progress.batches_that_stepped -= 1  # epoch values are logged at the step of the epoch's last batch
-        t._metrics.log_epoch(results)
+        metrics.log_epoch(results)
         progress.batches_that_stepped += 1
     results.reset()
     progress.epoch += 1
     progress.epoch_batches = 0
     progress.epoch_done = False
-    if stop_requested():
-        t._on_stop_request()
+    if epoch.stop_requested():
+        on_stop_request(trainer, run)
 
 
 def _is_monitoring(cb: Any) -> bool:
@@ -260,41 +300,121 @@ def _skip_batches(iterator: Any, count: int) -> None:
         next(iterator)
 
 
-def _make_transfer(t: Trainer, dataloader_idx: int) -> Callable[[Any], Any] | None:
+def _step_scheduler(trainer: Trainer, run: Run, config: Any, metric: Any) -> None:
+    if _hooks(run).module_overrides("lr_scheduler_step"):
+        _hooks(run).call_module("lr_scheduler_step", config.scheduler, metric)
+    elif metric is None:
+        config.scheduler.step()
+    else:
+        config.scheduler.step(metric)
+
+
+def _step_plateau(trainer: Trainer, run: Run, config: Any) -> None:
+    value = trainer.callback_metrics.get(config.monitor)
+    if value is None:
+        if config.strict:
+            raise MisconfigurationException(
+                f"ReduceLROnPlateau conditioned on metric {config.monitor} which is not available. Available"
+                f" metrics are: {list(trainer.callback_metrics)}. Condition can be set using `monitor` key in lr"
+                " scheduler dict"
+            )
+        rank_zero_warn(
+            f"ReduceLROnPlateau conditioned on metric {config.monitor} which is not available but strict is set"
+            " to `False`. Skipping learning rate update.",
+            category=RuntimeWarning,
+        )
+        return
+    _step_scheduler(trainer, run, config, value)
+
+
+# =====================================================================================
+# when to validate and when to stop
+# =====================================================================================
+def validation_enabled(trainer: Trainer, run: Run) -> bool:
+    """A validation loop exists: a ``validation_step``, batches allowed, and data to run it on."""
+    hooks = run.hooks
+    if hooks is None or not hooks.module_overrides("validation_step") or trainer.limit_val_batches == 0:
+        return False
+    return (
+        run.eval_sources.get("val") is not None
+        or (trainer.datamodule is not None and dataloaders.overridden(trainer.datamodule, "val_dataloader"))
+        or hooks.module_overrides("val_dataloader")
+    )
+
+
+def _should_sanity_check(trainer: Trainer, run: Run) -> bool:
+    return trainer.num_sanity_val_steps != 0 and validation_enabled(trainer, run)
+
+
+def _should_check_val_epoch(trainer: Trainer, run: Run) -> bool:
+    every = trainer.check_val_every_n_epoch
+    return validation_enabled(trainer, run) and (every is None or (run.progress.epoch + 1) % every == 0)
+
+
+def _should_check_val(trainer: Trainer, run: Run, batch_idx: int, is_last: bool) -> bool:
+    """Whether this batch ends a validation interval (the loop has checked the epoch already)."""
+    if trainer._val_check_seconds is not None:
+        now = time.monotonic()
+        if now - run.last_val_time >= trainer._val_check_seconds:
+            run.last_val_time = now
+            return True
+        return is_last and trainer.check_val_every_n_epoch is not None
+    if run.val_check_batch == float("inf"):
+        return is_last
+    if trainer.check_val_every_n_epoch is None:
+        return run.progress.total_batches % run.val_check_batch == 0
+    return (batch_idx + 1) % run.val_check_batch == 0
+
+
+def _can_stop_early(trainer: Trainer, run: Run) -> bool:
+    progress = run.progress
+    processed = progress.epoch + (1 if progress.epoch_done else 0)
+    met_epochs = processed >= trainer.min_epochs if trainer.min_epochs else True
+    met_steps = progress.global_step >= trainer.min_steps if trainer.min_steps else True
+    return met_epochs and met_steps
+
+
+def _warn_min_not_reached(trainer: Trainer, run: Run) -> None:
+    if not run.warned_min_not_reached:
+        run.warned_min_not_reached = True
+        rank_zero_info(
+            f"Trainer was signaled to stop but the required `min_epochs={trainer.min_epochs!r}` or"
+            f" `min_steps={trainer.min_steps!r}` has not been met. Training will continue..."
+        )
+
+
+# =====================================================================================
+# batches to the device
+# =====================================================================================
+def _transfer_function(trainer: Trainer, run: Run, dataloader_idx: int) -> Callable[[Any], Any] | None:
     """The batch-transfer function, or None when batches can stay where the loader puts them."""
-    before = _transfer_hook(t, "on_before_batch_transfer")
-    custom = _transfer_hook(t, "transfer_batch_to_device")
-    after = _transfer_hook(t, "on_after_batch_transfer")
-    device = t.strategy.root_device
-    convert = t._precision.convert_input
-    needs_convert = t._precision._module_dtype is not None
-    if not (before or custom or after) and device.type == "cpu" and not needs_convert:
+    before = _transfer_hook(trainer, run, "on_before_batch_transfer")
+    custom = _transfer_hook(trainer, run, "transfer_batch_to_device")
+    after = _transfer_hook(trainer, run, "on_after_batch_transfer")
+    device = trainer.strategy.root_device
+    precision = trainer.precision_plugin
+    convert = precision.convert_input if precision.converts_input else None
+    if not (before or custom or after or convert) and device.type == "cpu":
         return None
 
     def transfer(batch: Any) -> Any:
-        if needs_convert:
+        if convert is not None:
             batch = convert(batch)
         if before:
             batch = before(batch, dataloader_idx)
-        if custom:
-            batch = custom(batch, device, dataloader_idx)
-        else:
-            batch = move_data_to_device(batch, device)
+        batch = custom(batch, device, dataloader_idx) if custom else move_data_to_device(batch, device)
         if after:
             batch = after(batch, dataloader_idx)
         return batch
 
-    return profiled(t._profiling, f"[Strategy]{type(t.strategy).__name__}.batch_to_device", transfer)
+    return profiled(run.profiler, f"[Strategy]{type(trainer.strategy).__name__}.batch_to_device", transfer)
 
 
-def _transfer_hook(t: Trainer, name: str) -> Callable[..., Any] | None:
+def _transfer_hook(trainer: Trainer, run: Run, name: str) -> Callable[..., Any] | None:
     """The datamodule's batch-transfer hook if it overrides it (it wins, as in Lightning), else the module's."""
-    from ember.core.datamodule import LightningDataModule
-    from ember.core.hooks import overrides
-
-    hooks, datamodule = t._hooks, t.datamodule
+    hooks, datamodule = _hooks(run), trainer.datamodule
     module_has = hooks.module_overrides(name)
-    if datamodule is not None and overrides(datamodule, LightningDataModule, name):
+    if datamodule is not None and dataloaders.overridden(datamodule, name):
         if module_has:
             rank_zero_warn(
                 f"You have overridden `{name}` in both `LightningModule` and `LightningDataModule`."
@@ -308,453 +428,219 @@ def _transfer_hook(t: Trainer, name: str) -> Callable[..., Any] | None:
             f"You have overridden `{name}` in `LightningModule` but have passed in a `LightningDataModule`."
             " It will use the implementation from `LightningModule` instance."
         )
-    return lambda *args: hooks.call_module(name, *args)
-
-
-# =====================================================================================
-# one training step
-# =====================================================================================
-def _make_training_step(t: Trainer) -> Callable[[Any, int, bool], Any]:
-    """Build the function that trains on one batch, with every per-run decision taken now."""
-    hooks, module, precision, strategy = t._hooks, t._module, t._precision, t.strategy
-    profiler = t._profiling
-    strategy_action = f"[Strategy]{type(strategy).__name__}."
-    module_action = f"[LightningModule]{type(module).__name__}."
-    training_step = profiled(profiler, strategy_action + "training_step", strategy.training_step_fn(module))
-    forward_context = precision.forward_context
-    identity_precision = precision.is_identity
-    need_outputs = bool(hooks.callback_fns("on_train_batch_end")) or hooks.module_overrides("on_train_batch_end")
-
-    if not module.automatic_optimization:
-
-        def manual_step(batch: Any, batch_idx: int, accumulating: bool) -> Any:
-            module._current_fx_name = "training_step"
-            if identity_precision:
-                output = training_step(batch, batch_idx)
-            else:
-                with forward_context():
-                    output = training_step(batch, batch_idx)
-            module._current_fx_name = None
-            return _manual_outputs(output)
-
-        return manual_step
-
-    optimizer = t.optimizers[0]
-    accumulate = t.accumulate_grad_batches
-    before_zero_cbs = hooks.callback_fns("on_before_zero_grad")
-    before_backward_cbs = hooks.callback_fns("on_before_backward")
-    after_backward_cbs = hooks.callback_fns("on_after_backward")
-    before_step_cbs = hooks.callback_fns("on_before_optimizer_step")
-    mod_before_zero = hooks.module_overrides("on_before_zero_grad")
-    mod_zero_grad = hooks.module_overrides("optimizer_zero_grad")
-    mod_before_backward = hooks.module_overrides("on_before_backward")
-    mod_backward = hooks.module_overrides("backward")
-    mod_after_backward = hooks.module_overrides("on_after_backward")
-    mod_before_step = hooks.module_overrides("on_before_optimizer_step")
-    mod_clipping = hooks.module_overrides("configure_gradient_clipping") or hooks.module_overrides("clip_gradients")
-    mod_optimizer_step = hooks.module_overrides("optimizer_step")
-    clip_val, clip_algorithm = t.gradient_clip_val, t.gradient_clip_algorithm
-    clipping = mod_clipping or bool(clip_val)
-    has_before_step = bool(before_step_cbs) or mod_before_step or clipping
-    scaler = precision.scaler
-    # optimizers that call their closure exactly once: call it, then step() (same arithmetic, no wrapper);
-    # a profiler records the closure inside the optimizer step, as Lightning's report shows it
-    direct_step = identity_precision and precision.steps_directly(optimizer) and profiler is None
-    zero_grad = profiled(profiler, module_action + "optimizer_zero_grad", optimizer.zero_grad)
-    optimizer_step = profiled(profiler, module_action + "optimizer_step", precision.optimizer_step)
-    backward: Callable[[Tensor], Any] | None = None  # None: `loss.backward()` itself
-    if mod_backward:
-
-        def backward(loss: Tensor) -> None:
-            hooks.call_module("backward", loss)
-
-    if profiler is not None:
-        backward = profiled(profiler, strategy_action + "backward", backward or Tensor.backward)
-    progress = t._progress
-    set_fx = object.__setattr__  # the running hook's name, without nn.Module.__setattr__
-    current: list[Any] = [None, 0]  # the batch and batch index the closure trains on
-    state: list[Any] = [None, None]  # the closure's loss and the extra outputs of training_step
-
-    def closure() -> Tensor | None:
-        batch, batch_idx = current
-        set_fx(module, "_current_fx_name", "training_step")
-        if identity_precision:
-            output = training_step(batch, batch_idx)
-        else:
-            with forward_context():
-                output = training_step(batch, batch_idx)
-        if type(output) is Tensor and output.ndim == 0:
-            loss, extra = output, None
-        else:
-            loss, extra = _split_training_output(output)
-        if batch_idx % accumulate == 0:
-            for fn in before_zero_cbs:
-                set_fx(module, "_current_fx_name", "on_before_zero_grad")
-                fn(t, module, optimizer)
-            if mod_before_zero:
-                hooks.call_module("on_before_zero_grad", optimizer)
-            if mod_zero_grad:
-                hooks.call_module("optimizer_zero_grad", progress.epoch, batch_idx, optimizer)
-            else:
-                zero_grad()
-        state[1] = extra
-        if loss is None:
-            rank_zero_warn("`training_step` returned `None`. If this was on purpose, ignore this warning...")
-            set_fx(module, "_current_fx_name", None)
-            state[0] = None
-            return None
-        if accumulate != 1:
-            loss = loss / accumulate
-        for fn in before_backward_cbs:
-            set_fx(module, "_current_fx_name", "on_before_backward")
-            fn(t, module, loss)
-        if mod_before_backward:
-            hooks.call_module("on_before_backward", loss)
-        scaled = loss if scaler is None else scaler.scale(loss)
-        if backward is None:
-            scaled.backward()
-        else:
-            backward(scaled)
-        for fn in after_backward_cbs:
-            set_fx(module, "_current_fx_name", "on_after_backward")
-            fn(t, module)
-        if mod_after_backward:
-            hooks.call_module("on_after_backward")
-        set_fx(module, "_current_fx_name", None)
-        state[0] = loss
-        return loss
-
-    def before_optimizer_step() -> None:
-        for fn in before_step_cbs:
-            set_fx(module, "_current_fx_name", "on_before_optimizer_step")
-            fn(t, module, optimizer)
-        if mod_before_step:
-            hooks.call_module("on_before_optimizer_step", optimizer)
-        if clipping:
-            if mod_clipping:
-                hooks.call_module(
-                    "configure_gradient_clipping",
-                    optimizer,
-                    gradient_clip_val=clip_val,
-                    gradient_clip_algorithm=clip_algorithm,
-                )
-            else:
-                module.clip_gradients(optimizer, clip_val, clip_algorithm)
-        set_fx(module, "_current_fx_name", None)
-
-    def step(batch: Any, batch_idx: int, accumulating: bool) -> Any:
-        current[0] = batch
-        current[1] = batch_idx
-        if accumulating:
-            with strategy.block_backward_sync():
-                closure()
-        elif direct_step and not mod_optimizer_step:
-            closure()
-            if has_before_step:
-                before_optimizer_step()
-            optimizer.step()
-            progress.global_step += 1
-        elif mod_optimizer_step:
-            wrapped = t._lightning_optimizers[0]
-            wrapped._closure_hook = before_optimizer_step
-            state[0] = state[1] = _NOT_RUN
-            hooks.call_module("optimizer_step", progress.epoch, batch_idx, wrapped, closure)
-            if state[1] is _NOT_RUN:
-                raise MisconfigurationException(
-                    "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your"
-                    " `optimizer_step` hook? It could also happen because the `optimizer.step(optimizer_closure)`"
-                    " call did not execute it internally."
-                )
-            progress.global_step += 1
-        else:
-            optimizer_step(optimizer, closure, before_optimizer_step)
-            progress.global_step += 1
-        current[0] = None
-        if not need_outputs:
-            return None
-        loss, extra = state
-        if loss is None and not extra:
-            return None
-        outputs = {"loss": loss.detach() if loss is not None else None}
-        if extra:
-            outputs.update(extra)
-        return outputs
-
-    return step
-
-
-_NOT_RUN = object()
-
-
-def _split_training_output(output: Any) -> tuple[Tensor | None, dict[str, Any]]:
-    if isinstance(output, Tensor):
-        if output.ndim != 0 and output.numel() != 1:
-            raise MisconfigurationException(
-                f"`training_step` returned a tensor of shape {tuple(output.shape)}: the loss must be a scalar."
-                " Reduce it first, e.g. `return loss.mean()`."
-            )
-        return output, {}
-    if isinstance(output, Mapping):
-        if "loss" not in output:
-            raise MisconfigurationException(
-                "In automatic_optimization, when `training_step` returns a dict, the 'loss' key needs to be present"
-            )
-        loss = output["loss"]
-        extra = {k: v for k, v in output.items() if k != "loss"}
-        if isinstance(loss, Tensor) and loss.ndim != 0 and loss.numel() != 1:
-            raise MisconfigurationException(
-                f"`training_step` returned a 'loss' of shape {tuple(loss.shape)}: the loss must be a scalar."
-            )
-        return loss, extra
-    if output is None:
-        return None, {}
-    raise MisconfigurationException(
-        "In automatic optimization, `training_step` must return a Tensor, a dict, or None (where the step will be"
-        f" skipped). It returned a {type(output).__name__}."
-    )
-
-
-def _manual_outputs(output: Any) -> Any:
-    if isinstance(output, Mapping):
-        extra = dict(output)
-    elif isinstance(output, Tensor):
-        extra = {"loss": output}
-    elif output is None:
-        return {}
-    else:
-        raise MisconfigurationException(
-            "In manual optimization, `training_step` must either return a Tensor, a dict or have no return."
-        )
-    if isinstance(extra.get("loss"), Tensor):
-        extra["loss"] = extra["loss"].detach()
-    return extra
-
-
-def _step_scheduler(t: Trainer, config: Any, metric: Any) -> None:
-    if t._custom_scheduler_step:
-        t._hooks.call_module("lr_scheduler_step", config.scheduler, metric)
-    elif metric is None:
-        config.scheduler.step()
-    else:
-        config.scheduler.step(metric)
-
-
-def _step_plateau(t: Trainer, config: Any) -> None:
-    value = t.callback_metrics.get(config.monitor)
-    if value is None:
-        if config.strict:
-            raise MisconfigurationException(
-                f"ReduceLROnPlateau conditioned on metric {config.monitor} which is not available. Available"
-                f" metrics are: {list(t.callback_metrics)}. Condition can be set using `monitor` key in lr"
-                " scheduler dict"
-            )
-        rank_zero_warn(
-            f"ReduceLROnPlateau conditioned on metric {config.monitor} which is not available but strict is set"
-            " to `False`. Skipping learning rate update.",
-            category=RuntimeWarning,
-        )
-        return
-    _step_scheduler(t, config, value)
+    return hooks.module_caller(name)
 
 
 # =====================================================================================
 # sanity check, validation and test
 # =====================================================================================
-def run_sanity_check(t: Trainer) -> None:
+def run_sanity_check(trainer: Trainer, run: Run) -> None:
     """A few validation batches before training, so a broken validation_step fails early."""
-    stage = t.state.stage
-    t.sanity_checking = True
-    t._reset_metrics()
-    t._hooks.call_callbacks("on_sanity_check_start")
+    stage = trainer.state.stage
+    trainer.state.stage = RunningStage.SANITY_CHECKING
+    run.metrics.reset()
+    _hooks(run).call_callbacks("on_sanity_check_start")
     with isolate_rng():
-        run_evaluation(t, RunningStage.SANITY_CHECKING)
-    t._hooks.call_callbacks("on_sanity_check_end")
-    t._reset_metrics()
-    t.sanity_checking = False
-    t.state.stage = stage
+        run_evaluation(trainer, run, RunningStage.SANITY_CHECKING)
+    _hooks(run).call_callbacks("on_sanity_check_end")
+    run.metrics.reset()
+    trainer.state.stage = stage
 
 
-def run_evaluation(t: Trainer, stage: RunningStage) -> list[dict[str, Any]]:
+def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict[str, Any]]:
     """The validation or test loop over every dataloader; returns one metrics dict per dataloader."""
-    hooks, module = t._hooks, t._module
-    fn_stage = RunningStage.VALIDATING if stage == RunningStage.SANITY_CHECKING else stage
-    prefix = "validation" if fn_stage == RunningStage.VALIDATING else "test"
-    t.state.stage = stage
+    hooks = _hooks(run)
+    validating = stage != RunningStage.TESTING
+    prefix = "validation" if validating else "test"
+    trainer.state.stage = stage
+    loaders = dataloaders.eval_dataloaders(trainer, run, stage)
     if stage == RunningStage.SANITY_CHECKING:
-        t.sanity_checking = True
-    elif stage == RunningStage.VALIDATING:
-        t.validating = True
+        max_batches = run.num_sanity_val_batches
     else:
-        t.testing = True
-    loaders = t._eval_dataloaders(fn_stage)
-    max_batches = t.num_sanity_val_batches if stage == RunningStage.SANITY_CHECKING else t._eval_num_batches(fn_stage)
+        max_batches = run.eval_batches.get(stage.dataloader_prefix or "", [])
     if not loaders or sum(max_batches) == 0:
         return []
-    results = t._val_results if fn_stage == RunningStage.VALIDATING else t._test_results
+    results = run.val_results if validating else run.test_results
     results.reset()
-    previous_results = t._results
-    t._results = results
-    multiple = len(loaders) > 1
-    step_name = f"{prefix}_step"
-    profiler = t._profiling
-    step_fn = profiled(
-        profiler, f"[Strategy]{type(t.strategy).__name__}.{step_name}", t.strategy.eval_step_fn(module, step_name)
-    )
-    fetch_action = f"[_EvaluationLoop].{'val' if fn_stage == RunningStage.VALIDATING else 'test'}_next"
-    batch_start_cbs = hooks.callback_fns(f"on_{prefix}_batch_start")
-    batch_end_cbs = hooks.callback_fns(f"on_{prefix}_batch_end")
-    module_batch_start = hooks.module_overrides(f"on_{prefix}_batch_start")
-    module_batch_end = hooks.module_overrides(f"on_{prefix}_batch_end")
-    logging_steps = bool(t.loggers) and stage != RunningStage.SANITY_CHECKING
-    seen = t._eval_steps_seen
-    outputs_per_loader: list[dict[str, Any]] = []
-
-    iterator = profiled_iterator(profiler, fetch_action, iter(loaders[0]))
-    modes = _eval_mode(t, prefix)
+    previous_results, run.results = run.results, results
+    first = iter(loaders[0])  # before the hooks, as in Lightning: a shuffling loader draws its seed here
+    modes = _eval_mode(trainer, run, prefix)
     hooks.call_both(f"on_{prefix}_start")
     hooks.call_both(f"on_{prefix}_epoch_start")
-    with t._eval_grad_context():
+    outputs_per_loader: list[dict[str, Any]] = []
+    with _eval_grad_context(trainer):
         for dataloader_idx, loader in enumerate(loaders):
-            if dataloader_idx > 0:
-                iterator = profiled_iterator(profiler, fetch_action, iter(loader))
-            results.dataloader_idx = dataloader_idx if multiple else None
-            transfer = _make_transfer(t, dataloader_idx)
-            extra = (dataloader_idx,) if multiple else ()
-            limit = max_batches[dataloader_idx]
-            batch_idx = 0
-            while batch_idx < limit:
-                try:
-                    batch = next(iterator)
-                except StopIteration:
-                    break
-                if transfer is not None:
-                    batch = transfer(batch)
-                results.batch = batch
-                results.batch_size = None
-                for fn in batch_start_cbs:
-                    module._current_fx_name = f"on_{prefix}_batch_start"
-                    fn(t, module, batch, batch_idx, *extra)
-                if module_batch_start:
-                    hooks.call_module(f"on_{prefix}_batch_start", batch, batch_idx, *extra)
-                module._current_fx_name = step_name
-                with t._precision.forward_context():
-                    output = step_fn(batch, batch_idx, *extra)
-                for fn in batch_end_cbs:
-                    module._current_fx_name = f"on_{prefix}_batch_end"
-                    fn(t, module, output, batch, batch_idx, *extra)
-                if module_batch_end:
-                    hooks.call_module(f"on_{prefix}_batch_end", output, batch, batch_idx, *extra)
-                module._current_fx_name = None
-                results.batch = None
-                if logging_steps:
-                    key = (fn_stage, dataloader_idx)
-                    seen[key] = seen.get(key, 0) + 1
-                    t._metrics.log_eval_step(results, seen[key] - 1)
-                batch_idx += 1
-                if stage != RunningStage.SANITY_CHECKING and fn_stage == RunningStage.VALIDATING:
-                    t._evaluation_batches_run = True
-            # this dataloader's last step values and its epoch values
-            if stage != RunningStage.SANITY_CHECKING:
-                t._metrics.flush_step(results)
-            outputs_per_loader.append(t._metrics.eval_epoch_outputs(results, stage))
-        del iterator
+            results.dataloader_idx = dataloader_idx if len(loaders) > 1 else None
+            iterator = first if dataloader_idx == 0 else iter(loader)
+            _evaluate_loader(trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches)
+            outputs_per_loader.append(run.metrics.eval_epoch_outputs(results, stage))
         results.dataloader_idx = None
         hooks.call_both(f"on_{prefix}_epoch_end")
-        end_outputs = t._metrics.eval_epoch_outputs(results, stage)
+        end_outputs = run.metrics.eval_epoch_outputs(results, stage)
     merged: dict[str, Any] = {}
     for outputs in outputs_per_loader:
         merged.update(outputs)
-    merged.update(end_outputs)
-    for outputs in outputs_per_loader:
         outputs.update(end_outputs)
+    merged.update(end_outputs)
     if stage != RunningStage.SANITY_CHECKING:
-        t._metrics.write(merged, None)
+        run.metrics.write(merged, None)
     hooks.call_both(f"on_{prefix}_end")
-    _train_mode(t, prefix, modes)
-    t._results = previous_results
-    if stage == RunningStage.VALIDATING and t.state.fn == "fit":
-        t._evaluation_has_run = True
-        t._progress.val_checks += 1
+    _train_mode(trainer, run, prefix, modes)
+    run.results = previous_results
+    if stage == RunningStage.VALIDATING and trainer.state.fn == "fit":
+        run.evaluation_has_run = True
+        run.progress.val_checks += 1
     return outputs_per_loader
 
 
-def _eval_mode(t: Trainer, prefix: str) -> dict[Any, bool]:
-    modes = {m: m.training for m in t.model.modules()}
-    t._hooks.call_module(f"on_{prefix}_model_eval")
+def _evaluate_loader(
+    trainer: Trainer,
+    run: Run,
+    stage: RunningStage,
+    prefix: str,
+    batches: Iterator[Any],
+    dataloader_idx: int,
+    loader_count: int,
+    max_batches: list[int | float],
+) -> None:
+    """The batches of one evaluation dataloader, then its last step values into the metric dicts."""
+    hooks, results = _hooks(run), run.results
+    assert results is not None
+    fn_stage = "val" if stage != RunningStage.TESTING else "test"
+    step_name = f"{prefix}_step"
+    step_fn = profiled(
+        run.profiler,
+        f"[Strategy]{type(trainer.strategy).__name__}.{step_name}",
+        trainer.strategy.eval_step_fn(trainer.lightning_module, step_name),
+    )
+    evaluation_step = hooks.as_hook(step_name, step_fn)
+    iterator = profiled_iterator(run.profiler, f"[_EvaluationLoop].{fn_stage}_next", batches)
+    transfer = _transfer_function(trainer, run, dataloader_idx)
+    batch_start, batch_end = hooks.caller(f"on_{prefix}_batch_start"), hooks.caller(f"on_{prefix}_batch_end")
+    forward_context = trainer.precision_plugin.forward_context
+    extra = (dataloader_idx,) if loader_count > 1 else ()
+    log_steps = bool(trainer.loggers) and stage != RunningStage.SANITY_CHECKING
+    key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, dataloader_idx)
+    batch_idx = 0
+    while batch_idx < max_batches[dataloader_idx]:
+        batch = next(iterator, _END)
+        if batch is _END:
+            break
+        if transfer is not None:
+            batch = transfer(batch)
+        results.batch, results.batch_size = batch, None
+        if batch_start is not None:
+            batch_start(batch, batch_idx, *extra)
+        with forward_context():
+            output = evaluation_step(batch, batch_idx, *extra)
+        if batch_end is not None:
+            batch_end(output, batch, batch_idx, *extra)
+        results.batch = None
+        if log_steps:
+            run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
+            run.metrics.log_eval_step(results, run.eval_steps_seen[key] - 1)
+        batch_idx += 1
+        if stage == RunningStage.VALIDATING:
+            run.evaluation_batches_run = True
+    if stage != RunningStage.SANITY_CHECKING:
+        run.metrics.flush_step(results)  # this dataloader's last step values
+
+
+def _eval_mode(trainer: Trainer, run: Run, prefix: str) -> dict[Any, bool]:
+    modes = {m: m.training for m in trainer.model.modules()}
+    _hooks(run).call_module(f"on_{prefix}_model_eval")
     return modes
 
 
-def _train_mode(t: Trainer, prefix: str, modes: dict[Any, bool]) -> None:
+def _train_mode(trainer: Trainer, run: Run, prefix: str, modes: dict[Any, bool]) -> None:
     name = f"on_{prefix}_model_train"
-    if t._hooks.module_overrides(name):
-        t._hooks.call_module(name)
+    if _hooks(run).module_overrides(name):
+        _hooks(run).call_module(name)
         return
     for module, training in modes.items():
         module.training = training
 
 
+def _eval_grad_context(trainer: Trainer) -> Any:
+    import torch
+
+    if trainer.inference_mode and getattr(trainer.strategy, "supports_inference_mode", True):
+        return torch.inference_mode()
+    return torch.no_grad()
+
+
 # =====================================================================================
 # predict
 # =====================================================================================
-def run_predict(t: Trainer, return_predictions: bool) -> list[Any] | None:
+def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     """Run ``predict_step`` over every predict dataloader and collect the outputs."""
-    hooks, module = t._hooks, t._module
-    t.state.stage = RunningStage.PREDICTING
-    t.predicting = True
-    loaders = t._eval_dataloaders(RunningStage.PREDICTING)
-    max_batches = t._eval_num_batches(RunningStage.PREDICTING)
+    hooks = _hooks(run)
+    trainer.state.stage = RunningStage.PREDICTING
+    loaders = dataloaders.eval_dataloaders(trainer, run, RunningStage.PREDICTING)
+    max_batches = run.eval_batches.get("predict", [])
     if not loaders or sum(max_batches) == 0:
         return None
-    multiple = len(loaders) > 1
     predictions: list[list[Any]] = [[] for _ in loaders]
-    t._results = None
-    profiler = t._profiling
-    step_fn = profiled(
-        profiler, f"[Strategy]{type(t.strategy).__name__}.predict_step", t.strategy.eval_step_fn(module, "predict_step")
-    )
-    batch_indices: list[list[list[int]]] = [[] for _ in loaders]
-    t.predict_batch_indices = batch_indices
-    iterator = profiled_iterator(profiler, "[_PredictionLoop].predict_next", iter(loaders[0]))
+    run.results = None
+    run.predict_batch_indices = [[] for _ in loaders]
+    first = iter(loaders[0])  # before the hooks, as in Lightning
     hooks.call_module("on_predict_model_eval")
     hooks.call_both("on_predict_start")
     hooks.call_both("on_predict_epoch_start")
-    with t._eval_grad_context():
+    with _eval_grad_context(trainer):
         for dataloader_idx, loader in enumerate(loaders):
-            if dataloader_idx > 0:
-                iterator = profiled_iterator(profiler, "[_PredictionLoop].predict_next", iter(loader))
-            transfer = _make_transfer(t, dataloader_idx)
-            extra = (dataloader_idx,) if multiple else ()
-            indices = _batch_indices_iter(loader)
-            for batch_idx in (
-                range(max_batches[dataloader_idx]) if max_batches[dataloader_idx] != math.inf else _count()
-            ):
-                try:
-                    batch = next(iterator)
-                except StopIteration:
-                    break
-                if indices is not None:
-                    batch_indices[dataloader_idx].append(next(indices, []))
-                if transfer is not None:
-                    batch = transfer(batch)
-                hooks.call_callbacks("on_predict_batch_start", batch, batch_idx, *extra)
-                if hooks.module_overrides("on_predict_batch_start"):
-                    hooks.call_module("on_predict_batch_start", batch, batch_idx, *extra)
-                module._current_fx_name = "predict_step"
-                with t._precision.forward_context():
-                    output = step_fn(batch, batch_idx, *extra)
-                module._current_fx_name = None
-                if return_predictions:
-                    predictions[dataloader_idx].append(output)
-                hooks.call_callbacks("on_predict_batch_end", output, batch, batch_idx, *extra)
-                if hooks.module_overrides("on_predict_batch_end"):
-                    hooks.call_module("on_predict_batch_end", output, batch, batch_idx, *extra)
-        del iterator
-    t.predictions = predictions
+            iterator = first if dataloader_idx == 0 else iter(loader)
+            _predict_loader(trainer, run, loader, iterator, dataloader_idx, len(loaders), max_batches, predictions)
+    run.predictions = predictions
     hooks.call_both("on_predict_epoch_end")
     hooks.call_both("on_predict_end")
-    if not return_predictions:
+    if not run.return_predictions:
         return None
-    return predictions if multiple else predictions[0]
+    return predictions if len(loaders) > 1 else predictions[0]
+
+
+def _predict_loader(
+    trainer: Trainer,
+    run: Run,
+    loader: Any,
+    batches: Iterator[Any],
+    dataloader_idx: int,
+    loader_count: int,
+    max_batches: list[int | float],
+    predictions: list[list[Any]],
+) -> None:
+    hooks = _hooks(run)
+    step_fn = profiled(
+        run.profiler,
+        f"[Strategy]{type(trainer.strategy).__name__}.predict_step",
+        trainer.strategy.eval_step_fn(trainer.lightning_module, "predict_step"),
+    )
+    predict_step = hooks.as_hook("predict_step", step_fn)
+    iterator = profiled_iterator(run.profiler, "[_PredictionLoop].predict_next", batches)
+    transfer = _transfer_function(trainer, run, dataloader_idx)
+    batch_start, batch_end = hooks.caller("on_predict_batch_start"), hooks.caller("on_predict_batch_end")
+    forward_context = trainer.precision_plugin.forward_context
+    extra = (dataloader_idx,) if loader_count > 1 else ()
+    indices = _batch_indices_iter(loader)
+    limit = max_batches[dataloader_idx]
+    batch_idx = 0
+    while limit == math.inf or batch_idx < limit:
+        batch = next(iterator, _END)
+        if batch is _END:
+            break
+        if indices is not None:
+            run.predict_batch_indices[dataloader_idx].append(next(indices, []))
+        if transfer is not None:
+            batch = transfer(batch)
+        if batch_start is not None:
+            batch_start(batch, batch_idx, *extra)
+        with forward_context():
+            output = predict_step(batch, batch_idx, *extra)
+        if run.return_predictions:
+            predictions[dataloader_idx].append(output)
+        if batch_end is not None:
+            batch_end(output, batch, batch_idx, *extra)
+        batch_idx += 1
 
 
 def _batch_indices_iter(loader: Any) -> Any:
@@ -764,8 +650,13 @@ def _batch_indices_iter(loader: Any) -> Any:
     return iter(list(batch_sampler))
 
 
-def _count():
-    n = 0
-    while True:
-        yield n
-        n += 1
+# =====================================================================================
+# helpers
+# =====================================================================================
+def _hooks(run: Run) -> HookDispatcher:
+    assert run.hooks is not None, "the run's hooks are set when it starts"
+    return run.hooks
+
+
+def _do_nothing(*args: Any) -> None:
+    return None

@@ -15,14 +15,16 @@ from ember.trainer.logging import LoggedResults
 from ember.trainer.states import RunningStage
 
 if TYPE_CHECKING:
+    from ember.trainer.run import Progress
     from ember.trainer.trainer import Trainer
 
 
 class MetricStore:
     """The three metric dicts of a trainer and the writes to its loggers."""
 
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+    def __init__(self, trainer: Trainer, progress: Progress) -> None:
+        self.trainer = trainer  # for its loggers
+        self.progress = progress  # the step and epoch values are written at
         self.callback: dict[str, Any] = {}
         self.logged: dict[str, Any] = {}
         self.progress_bar: dict[str, Any] = {}
@@ -52,6 +54,16 @@ class MetricStore:
             self.merge(*self.live.step_metrics())
         if self.epoch_end is not None:
             self.merge(*self.epoch_end.epoch_metrics())
+
+    def callback_metrics(self) -> dict[str, Any]:
+        """``trainer.callback_metrics``: the stored values with the running loop's merged in."""
+        self.current()
+        return self.callback
+
+    def logged_metrics(self) -> dict[str, Any]:
+        """``trainer.logged_metrics``."""
+        self.current()
+        return self.logged
 
     def to_cpu(self) -> None:
         for store in (self.callback, self.logged, self.progress_bar):
@@ -111,8 +123,8 @@ class MetricStore:
             if step_value is not None:
                 step = int(step_value)
             else:
-                scalars.setdefault("epoch", trainer.current_epoch)
-                step = trainer._progress.batches_that_stepped
+                scalars.setdefault("epoch", self.progress.epoch)
+                step = self.progress.batches_that_stepped
         for logger in trainer.loggers:
             logger.log_metrics(metrics=scalars, step=step)
             logger.save()

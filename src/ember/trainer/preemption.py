@@ -1,10 +1,22 @@
-"""Preemption: SIGTERM/SIGUSR1 only raise a flag; the loop acts on it at a step boundary."""
+"""Preemption: SIGTERM/SIGUSR1 only raise a flag; the loop acts on it at a step boundary.
+
+There the ranks agree on the flag, save a checkpoint, and every process exits with a message that
+says where the state was saved and how to resume. Under SLURM with ``auto_requeue``, the requeue
+signal saves ``hpc_ckpt_<n>.ckpt`` and requeues the job, which resumes from it by itself.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ember.utilities.exceptions import PreemptionExit
+
+if TYPE_CHECKING:
+    from ember.trainer.run import Run
+    from ember.trainer.trainer import Trainer
 
 _SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s is not None)
 
@@ -40,12 +52,14 @@ class StopFlag:
         self.flag = True
         self.signum = signum
 
-    def checker(self, trainer: Any) -> Any:
-        """A no-argument function the loop calls after each batch (chosen once per epoch)."""
-        agree = getattr(trainer.strategy, "agree_on_stop", None)
+    def checker(self, strategy: Any, progress: Any) -> Any:
+        """A no-argument function the loop calls after each batch (chosen once per epoch).
+
+        In a multi-process run the ranks agree on the flag there, so that all of them stop together.
+        """
+        agree = getattr(strategy, "agree_on_stop", None)
         if agree is None:
             return lambda: self.flag
-        progress = trainer._progress
 
         def agreed() -> bool:
             # the ranks agree on the signal's number (0: none, 1: a flag without one), so a rank that
@@ -58,3 +72,67 @@ class StopFlag:
             return bool(code)
 
         return agreed
+
+
+def slurm_requeue(trainer: Trainer) -> Any:
+    """The SLURM environment when this job requeues itself on its requeue signal (else None)."""
+    from ember.distributed.environments import SLURMEnvironment, environment_in
+
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    if env is None:  # one process: an environment passed in `plugins`, else the one detected
+        env = environment_in(trainer.plugins)
+    if env is None and SLURMEnvironment.detect():
+        env = SLURMEnvironment()  # one task on one device: no process group, still a SLURM job
+    return env if isinstance(env, SLURMEnvironment) and env.auto_requeue else None
+
+
+def install_stop_flag(trainer: Trainer, run: Run) -> None:
+    """Catch the preemption signals for the length of ``fit`` (and SLURM's requeue signal)."""
+    requeue = slurm_requeue(trainer)
+    run.stop_flag.install(extra=(requeue.requeue_signal,) if requeue is not None else ())
+
+
+def on_stop_request(trainer: Trainer, run: Run) -> None:
+    """A preemption signal arrived: save where training stands, then exit on every rank.
+
+    Under SLURM with ``auto_requeue``, the requeue signal (SIGUSR1 by default) saves
+    ``hpc_ckpt_<n>.ckpt`` in ``default_root_dir`` and requeues the job; the requeued job's
+    ``fit`` resumes from it.
+    """
+    from ember.checkpoint.ckpt_path import hpc_save_path
+
+    flag = run.stop_flag
+    name = signal.Signals(flag.signum).name if flag.signum else "a stop signal"
+    where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+    requeue = slurm_requeue(trainer)
+    if requeue is not None and flag.signum == requeue.requeue_signal:
+        # every rank must write the same name: rank 0's listing decides
+        path = trainer.strategy.broadcast(hpc_save_path(trainer.default_root_dir))
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            requeue.requeue()
+        raise PreemptionExit(
+            f"Received {name}: training stopped at {where}, and the state was saved to {path}. SLURM job"
+            f" {requeue.job_id()} was requeued: when it starts again, `trainer.fit` resumes from that checkpoint."
+        )
+    path = _last_checkpoint_path(trainer)
+    trainer.save_checkpoint(path)
+    raise PreemptionExit(  # the exit prints the message
+        f"Received {name}: training stopped at {where}, and the state was saved to {path}. Resume with"
+        f" `trainer.fit(model, ckpt_path='last')` (or ckpt_path={path!r})."
+    )
+
+
+def _last_checkpoint_path(trainer: Trainer) -> str:
+    """Where a preempted run saves: OnExceptionCheckpoint's file, else ModelCheckpoint's ``last.ckpt``."""
+    from ember.callbacks.model_checkpoint import ModelCheckpoint
+    from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, OnExceptionCheckpoint):
+            return cb.ckpt_path
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint):
+            dirpath = cb.dirpath or os.path.join(trainer.default_root_dir, "checkpoints")
+            return os.path.join(dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
+    return os.path.join(trainer.default_root_dir, "checkpoints", "last.ckpt")

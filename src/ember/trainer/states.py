@@ -1,13 +1,12 @@
-"""What the trainer is doing, and how far it has come, as plain data.
+"""What the trainer is doing: the entry point the user called, the loop running now, and the status.
 
-``Progress`` holds every counter a resumed run needs; it round-trips through ``state_dict``.
+The names and values are Lightning's (``lightning.pytorch.trainer.states``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 
 class TrainerFn(str, Enum):
@@ -74,32 +73,3 @@ class TrainerState:
     @property
     def stopped(self) -> bool:
         return self.status.stopped
-
-
-@dataclass
-class Progress:
-    """The fit loop's counters; everything here goes into a checkpoint.
-
-    ``epoch`` is the epoch being run (``trainer.current_epoch``); ``global_step`` counts optimizer
-    steps; ``batches_that_stepped`` counts training batches that closed an accumulation window
-    (the step that loggers see); ``epoch_batches`` counts the batches consumed in the current epoch,
-    so a mid-epoch resume knows how many to skip; ``epoch_done`` marks a checkpoint written at the
-    end of an epoch, after its last batch and validation.
-    """
-
-    epoch: int = 0
-    global_step: int = 0
-    batches_that_stepped: int = 0
-    epoch_batches: int = 0
-    epoch_done: bool = False
-    total_batches: int = 0
-    val_checks: int = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        names = {f.name for f in fields(self)}
-        for key, value in state.items():
-            if key in names:
-                setattr(self, key, value)

@@ -87,8 +87,8 @@ class TrainerSnapshot:
         self.scheduler_states = [deepcopy(config.scheduler.state_dict()) for config in trainer.lr_scheduler_configs]
         self.optimizers = list(trainer.optimizers)
         self.lr_scheduler_configs = list(trainer.lr_scheduler_configs)
-        self.progress = deepcopy(trainer._progress.state_dict())
-        precision = trainer._precision
+        self.progress = deepcopy(trainer._run.progress.state_dict())
+        precision = trainer.precision_plugin
         self.precision_state = _host_copy(precision.state_dict()) if precision is not None else None
         self.stage = trainer.state.stage
         self.training_mode = module.training
@@ -106,7 +106,7 @@ class TrainerSnapshot:
         for config, state in zip(self.lr_scheduler_configs, self.scheduler_states):
             config.scheduler.load_state_dict(state)
         if self.precision_state is not None:
-            trainer._precision.load_state_dict(self.precision_state)
+            trainer.precision_plugin.load_state_dict(self.precision_state)
         self.reset_progress(trainer)
         trainer.should_stop = False
         trainer.state.stage = self.stage
@@ -114,7 +114,7 @@ class TrainerSnapshot:
 
     def reset_progress(self, trainer: Trainer) -> None:
         """Counters back to where the snapshot was taken (each trial starts from the same point)."""
-        trainer._progress.load_state_dict(deepcopy(self.progress))
+        trainer._run.progress.load_state_dict(deepcopy(self.progress))
 
 
 def forget_data_and_metrics(trainer: Trainer) -> None:
@@ -122,23 +122,7 @@ def forget_data_and_metrics(trainer: Trainer) -> None:
 
     A trial may have changed ``batch_size``: the dataloader hooks must run again to see it.
     """
-    trainer.train_dataloader = None
-    trainer._train_iterator = None
-    trainer._epoch_rng = None
-    trainer.num_training_batches = float("inf")
-    trainer._last_train_reload_epoch = None
-    trainer._loaded_eval = {}
-    trainer._eval_batches = {}
-    trainer.val_dataloaders = None
-    trainer.test_dataloaders = None
-    trainer.predict_dataloaders = None
-    trainer._reset_metrics()
-    for results in (trainer._train_results, trainer._val_results, trainer._test_results):
-        results.reset()
-    trainer._results = None
-    trainer._eval_steps_seen = {}
-    trainer._evaluation_has_run = False
-    trainer._evaluation_batches_run = False
+    trainer._run.forget_data_and_metrics(trainer)
 
 
 _SETTINGS = (
@@ -163,7 +147,7 @@ def trial_settings(trainer: Trainer, callbacks: list[Any], **settings: Any) -> I
     from ember.trainer.dispatch import HookDispatcher
 
     saved = {name: getattr(trainer, name) for name in _SETTINGS}
-    saved_hooks = trainer._hooks
+    saved_hooks = trainer._run.hooks
     progress_bar = trainer.progress_bar_callback
     if progress_bar is not None:
         progress_bar.disable()
@@ -174,12 +158,12 @@ def trial_settings(trainer: Trainer, callbacks: list[Any], **settings: Any) -> I
         for name, value in settings.items():
             setattr(trainer, name, value)
         # which callback overrides which hook is decided once per run: decide it for the trial's callbacks
-        trainer._hooks = HookDispatcher(trainer, trainer.lightning_module, trainer.callbacks)
+        trainer._run.hooks = HookDispatcher(trainer, trainer.lightning_module, trainer.callbacks)
         yield
     finally:
         for name, value in saved.items():
             setattr(trainer, name, value)
-        trainer._hooks = saved_hooks
+        trainer._run.hooks = saved_hooks
         if progress_bar is not None:
             progress_bar.enable()
 
@@ -193,29 +177,35 @@ def run_trial(trainer: Trainer) -> None:
     fn = trainer.state.fn
     if fn == TrainerFn.FITTING:
         trainer.should_stop = False
-        loop.run_fit(trainer)
+        loop.run_fit(trainer, trainer._run)
         trainer.should_stop = False
     elif fn == TrainerFn.VALIDATING:
-        loop.run_evaluation(trainer, RunningStage.VALIDATING)
+        loop.run_evaluation(trainer, trainer._run, RunningStage.VALIDATING)
     elif fn == TrainerFn.TESTING:
-        loop.run_evaluation(trainer, RunningStage.TESTING)
+        loop.run_evaluation(trainer, trainer._run, RunningStage.TESTING)
     else:
-        loop.run_predict(trainer, False)
+        run = trainer._run
+        keep, run.return_predictions = run.return_predictions, False  # a trial collects nothing
+        try:
+            loop.run_predict(trainer, run)
+        finally:
+            run.return_predictions = keep
 
 
 def current_dataset_length(trainer: Trainer) -> int | None:
     """The length of the dataset behind the current entry point's (first) dataloader, or None if unsized."""
+    from ember.trainer import dataloaders
     from ember.trainer.states import RunningStage, TrainerFn
 
     forget_data_and_metrics(trainer)
     fn = trainer.state.fn
     if fn == TrainerFn.FITTING:
-        loaders = [trainer._setup_train_dataloader()]
+        loaders = [dataloaders.setup_train_dataloader(trainer, trainer._run)]
     else:
         stage = {TrainerFn.VALIDATING: RunningStage.VALIDATING, TrainerFn.TESTING: RunningStage.TESTING}.get(
             fn, RunningStage.PREDICTING
         )
-        loaders = trainer._setup_eval_dataloaders(stage)
+        loaders = dataloaders.setup_eval_dataloaders(trainer, trainer._run, stage)
     total = 0
     for loader in loaders:
         dataset = getattr(loader, "dataset", None)

@@ -1,0 +1,238 @@
+"""Checking and normalising the ``Trainer(...)`` arguments, with errors that say what to pass instead.
+
+Each function covers one group of arguments, so ``Trainer.__init__`` reads as the list of what it
+sets. Messages keep Lightning's wording where users and tools match on it.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from inspect import signature
+from typing import Any
+
+import torch
+
+from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import rank_zero_info
+
+
+def defaults_from_env_vars(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Let ``PL_TRAINER_<ARG>`` environment variables set defaults (explicit arguments win)."""
+    params = signature(fn).parameters
+
+    @wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            raise TypeError("Trainer() takes keyword arguments only, e.g. Trainer(max_epochs=3).")
+        for name in params:
+            env = os.environ.get(f"PL_TRAINER_{name.upper()}")
+            if env is not None and name not in kwargs:
+                try:
+                    kwargs[name] = ast.literal_eval(env)
+                except (ValueError, SyntaxError):
+                    kwargs[name] = env
+        return fn(self, **kwargs)
+
+    return wrapper
+
+
+_BAREBONES_OFF = ("logger", "enable_checkpointing", "enable_progress_bar", "enable_model_summary", "profiler")
+
+
+def check_barebones(detect_anomaly: bool, num_sanity_val_steps: int | None, **switches: Any) -> None:
+    """``barebones=True`` turns off everything that costs speed: passing any of it too is an error."""
+    for name, value in switches.items():
+        off = value in (None, False) or (name == "log_every_n_steps" and value == 0)
+        if not off:
+            raise ValueError(
+                f"`Trainer(barebones=True)` turns off everything that slows training, but `{name}={value!r}` was"
+                f" also passed. Remove `{name}` or set `barebones=False`."
+            )
+    if detect_anomaly:
+        raise ValueError("`Trainer(barebones=True, detect_anomaly=True)`: anomaly detection is slow; remove one.")
+    if num_sanity_val_steps not in (None, 0):
+        raise ValueError("`Trainer(barebones=True)` runs no sanity check: remove `num_sanity_val_steps`.")
+
+
+def check_loop_limits(max_epochs: int | None, min_epochs: int | None, max_steps: int, min_steps: int | None) -> None:
+    for name, value in (("max_epochs", max_epochs), ("min_epochs", min_epochs), ("min_steps", min_steps)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise MisconfigurationException(f"`{name}` must be an int, got {value!r}.")
+    if max_epochs is not None and max_epochs < -1:
+        raise MisconfigurationException(
+            f"`max_epochs` must be a non-negative integer or -1 (no limit). You passed in {max_epochs}."
+        )
+    if not isinstance(max_steps, int) or max_steps < -1:
+        raise MisconfigurationException(
+            f"`max_steps` must be a non-negative integer or -1 (no limit). You passed in {max_steps}."
+        )
+    if min_epochs is not None and min_epochs < 0:
+        raise MisconfigurationException(f"`min_epochs` must be >= 0. You passed in {min_epochs}.")
+    if min_steps is not None and min_steps < 0:
+        raise MisconfigurationException(f"`min_steps` must be >= 0. You passed in {min_steps}.")
+
+
+def check_optimization(accumulate_grad_batches: Any, gradient_clip_val: Any, gradient_clip_algorithm: Any) -> None:
+    accumulate = accumulate_grad_batches
+    if not isinstance(accumulate, int) or isinstance(accumulate, bool) or accumulate < 1:
+        raise MisconfigurationException(
+            f"`Trainer(accumulate_grad_batches={accumulate!r})` must be an int >= 1: the number of"
+            " batches whose gradients are summed before each optimizer step."
+        )
+    if gradient_clip_val is not None and (
+        isinstance(gradient_clip_val, bool) or not isinstance(gradient_clip_val, (int, float))
+    ):
+        raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {gradient_clip_val!r}.")
+    if gradient_clip_algorithm is not None and gradient_clip_algorithm not in ("norm", "value"):
+        raise MisconfigurationException(
+            f"`gradient_clip_algorithm` {gradient_clip_algorithm!r} is invalid. Allowed algorithms: ['value', 'norm']."
+        )
+
+
+def fast_dev_run_batches(fast_dev_run: int | bool) -> int:
+    """The number of batches ``fast_dev_run`` runs per loop (0: off)."""
+    if isinstance(fast_dev_run, bool):
+        fast_dev_run = int(fast_dev_run)
+    if not isinstance(fast_dev_run, int) or fast_dev_run < 0:
+        raise MisconfigurationException(
+            f"fast_dev_run={fast_dev_run!r} is not a valid configuration. It should be >= 0 (or True/False)."
+        )
+    if fast_dev_run:
+        rank_zero_info(
+            f"Running in `fast_dev_run` mode: will run the requested loop using {fast_dev_run} batch(es)."
+            " Logging and checkpointing is suppressed."
+        )
+    return fast_dev_run
+
+
+def validation_interval(val_check_interval: Any, check_val_every_n_epoch: Any) -> tuple[int | float, float | None]:
+    """``(val_check_interval, seconds)``: a batch count or epoch fraction, or a wall-clock interval in seconds."""
+    every = check_val_every_n_epoch
+    if every is not None and (not isinstance(every, int) or every <= 0):
+        raise MisconfigurationException(
+            f"`check_val_every_n_epoch` should be an integer greater than 0 or None. Found {every!r}."
+        )
+    interval = val_check_interval
+    if interval is None:
+        return 1.0, None
+    if isinstance(interval, (str, timedelta, dict)):
+        return interval, parse_time(interval)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+        raise MisconfigurationException(
+            f"`val_check_interval={interval!r}` must be an int, a float in [0, 1] or a duration."
+        )
+    if isinstance(interval, float) and not 0.0 < interval <= 1.0:
+        raise MisconfigurationException(
+            "`val_check_interval` should be a fraction of the epoch in (0.0, 1.0] or an int number of batches."
+            f" Found {interval}."
+        )
+    if isinstance(interval, int) and interval <= 0:
+        raise MisconfigurationException(f"`val_check_interval` should be a positive int. Found {interval}.")
+    if every is None and isinstance(interval, float):
+        raise MisconfigurationException(
+            f"`val_check_interval` should be an integer when `check_val_every_n_epoch=None`, found {interval!r}."
+        )
+    return interval, None
+
+
+def count(value: Any, name: str, default: int, minimum: int, meaning: str) -> int:
+    """An int setting (``None`` for the default) that must be at least ``minimum``."""
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise MisconfigurationException(f"`{name}` must be an int >= {minimum}{meaning}, got {value!r}.")
+    return value
+
+
+def batch_limit(value: int | float | None, name: str) -> int | float:
+    """A ``limit_*_batches`` value: an int count of batches, or a fraction in [0.0, 1.0] (None: all)."""
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MisconfigurationException(
+            f"`{name}={value!r}` must be an int (a count of batches) or a float in [0.0, 1.0]."
+        )
+    if isinstance(value, float) and not 0.0 <= value <= 1.0:
+        raise MisconfigurationException(
+            f"You have passed invalid value {value} for {name}, it has to be in [0.0, 1.0] or an int."
+        )
+    if isinstance(value, int) and value < 0:
+        raise MisconfigurationException(f"`{name}={value}` must not be negative.")
+    return value
+
+
+def parse_time(value: Any) -> float | None:
+    """Seconds for a ``"DD:HH:MM:SS"`` string, a ``timedelta`` or a dict of ``timedelta`` arguments."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return timedelta(**value).total_seconds()
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) != 4:
+            raise MisconfigurationException(f"`{value!r}` is not a duration: use 'DD:HH:MM:SS', a timedelta or a dict.")
+        days, hours, minutes, seconds = (int(p) for p in parts)
+        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+    return None
+
+
+def check_num_nodes(num_nodes: Any) -> None:
+    if not isinstance(num_nodes, int) or num_nodes < 1:
+        raise MisconfigurationException(f"`num_nodes` must be an int >= 1, got {num_nodes!r}.")
+
+
+def apply_fast_dev_run(trainer: Any, batches: int) -> None:
+    """``fast_dev_run=n``: n batches of every loop, one epoch, no sanity check, validation once."""
+    if not trainer.overfit_batches:
+        trainer.limit_train_batches = trainer.limit_val_batches = batches
+    trainer.limit_test_batches = trainer.limit_predict_batches = batches
+    trainer.max_steps = batches
+    trainer.max_epochs = 1
+    trainer.num_sanity_val_steps = 0
+    trainer.val_check_interval, trainer._val_check_seconds = 1.0, None
+    trainer.check_val_every_n_epoch = 1
+
+
+def check_model(trainer: Any, model: Any, fn: str) -> Any:
+    """The model a call runs: the one given, or the last call's; anything else is a clear error."""
+    from ember.core.module import LightningModule
+
+    if model is None:
+        model = trainer.lightning_module
+        if model is None:
+            raise MisconfigurationException(
+                f"`model` must be provided to `trainer.{fn}()` when it hasn't been passed in a previous run"
+            )
+        return model
+    if not isinstance(model, LightningModule):
+        raise TypeError(
+            f"`model` must be a `LightningModule` or `torch._dynamo.OptimizedModule`, got"
+            f" `{type(model).__qualname__}`. Subclass `ember.LightningModule` (or `import ember as pl` and use"
+            " `pl.LightningModule`)."
+        )
+    return model
+
+
+def check_reload(every_n_epochs: Any) -> None:
+    if not isinstance(every_n_epochs, int) or every_n_epochs < 0:
+        raise MisconfigurationException(
+            f"`reload_dataloaders_every_n_epochs` should be an int >= 0, got {every_n_epochs}."
+        )
+
+
+def apply_determinism(deterministic: bool | str | None, benchmark: bool | None) -> bool | None:
+    """Set torch's deterministic mode and cuDNN's benchmark flag; returns the benchmark value in use."""
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if benchmark is None and deterministic:
+        benchmark = False
+    if benchmark is not None and torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = benchmark
+    return benchmark

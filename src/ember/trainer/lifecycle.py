@@ -1,0 +1,371 @@
+"""One call of ``fit``/``validate``/``test``/``predict``, from set-up to teardown, and what a failure does.
+
+``execute`` is the whole call, in Lightning's order::
+
+    configure_callbacks; checks; precision; process group; prepare_data; setup(stage); configure_model
+    [ckpt_path] load: on_load_checkpoint, weights, callback states
+    configure_optimizers; strategy wraps the model; on_fit_start; hyperparameters to the loggers
+    [ckpt_path, fit] optimizer, scheduler, scaler and loop states
+    the stage (loop.py); teardown; on_fit_end; teardown(stage); profiler report
+
+``guarded`` wraps it: it starts the other processes when the strategy launches them, and on
+Ctrl+C, a preemption or an error it runs ``on_exception``, finalizes the loggers and tears down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ember.checkpoint import contents, load_checkpoint
+from ember.checkpoint.ckpt_path import resolve_ckpt_path
+from ember.precision import Precision
+from ember.profilers.profiler import active
+from ember.trainer import dataloaders, loop
+from ember.trainer.defaults import merge_model_callbacks
+from ember.trainer.dispatch import HookDispatcher
+from ember.trainer.metrics import print_results
+from ember.trainer.optim import check_non_torch_schedulers, configure_optimizers
+from ember.trainer.preemption import install_stop_flag
+from ember.trainer.states import RunningStage, TrainerFn, TrainerStatus
+from ember.tuner.exceptions import _TunerExitException
+from ember.utilities.exceptions import MisconfigurationException, PreemptionExit
+from ember.utilities.rank_zero import _set_rank, rank_zero_info, rank_zero_warn
+
+if TYPE_CHECKING:
+    from ember.trainer.run import Run
+    from ember.trainer.trainer import Trainer
+
+
+# =====================================================================================
+# the call, guarded
+# =====================================================================================
+def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn`` (in the processes the strategy launches, if it launches any), handling every way it can end."""
+    launcher = getattr(trainer.strategy, "launcher", None)
+    try:
+        if launcher is not None and not launcher.is_launched:
+            return launcher.launch(fn, *args, trainer=trainer, **kwargs)
+        return fn(*args, **kwargs)
+    except KeyboardInterrupt as exception:
+        rank_zero_info("\nDetected KeyboardInterrupt, attempting graceful shutdown ...")
+        previous = signal.getsignal(signal.SIGINT)
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not break the shutdown
+        try:
+            interrupt(trainer, exception)
+            teardown(trainer)
+        finally:
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signal.SIGINT, previous)
+        raise SystemExit(1) from None
+    except PreemptionExit:
+        trainer.state.status = TrainerStatus.INTERRUPTED
+        stop_profiling(trainer)
+        teardown(trainer)
+        raise
+    except _TunerExitException:
+        # a tuner finished its search inside this call: end it as a finished run
+        call_teardown_hooks(trainer, trainer._run, trainer.state.fn.value if trainer.state.fn else "fit")
+        teardown(trainer)
+        trainer.state.status = TrainerStatus.FINISHED
+        trainer.state.stage = None
+    except BaseException as exception:
+        interrupt(trainer, exception)
+        teardown(trainer)
+        trainer.state.stage = None
+        raise
+
+
+def interrupt(trainer: Trainer, exception: BaseException) -> None:
+    """The run failed: tell the strategy, the callbacks and the datamodule; finalize the loggers."""
+    trainer.state.status = TrainerStatus.INTERRUPTED
+    # the strategy first: in a distributed run it stops the other ranks and makes collectives
+    # local, so a checkpoint saved by `on_exception` below cannot wait forever for a peer
+    trainer.strategy.on_exception(exception)
+    hooks = trainer._run.hooks
+    if hooks is not None:
+        hooks.call_callbacks("on_exception", exception)
+        if trainer.datamodule is not None:
+            trainer.datamodule.on_exception(exception)
+    for logger in trainer.loggers:
+        with contextlib.suppress(Exception):
+            logger.finalize("failed")
+    stop_profiling(trainer)
+
+
+def stop_profiling(trainer: Trainer) -> None:
+    """A run that ends early writes no report, but stops what the profiler runs (torch.profiler)."""
+    profiler = trainer._run.profiler
+    if profiler is not None:
+        with contextlib.suppress(Exception):
+            profiler.teardown(stage=trainer.state.fn.value if trainer.state.fn is not None else None)
+
+
+def teardown(trainer: Trainer) -> None:
+    """Release the process group and the signal handlers; metrics stay readable, on the CPU."""
+    run = trainer._run
+    trainer.strategy.teardown()
+    run.stop_flag.uninstall()
+    run.results = None
+    run.metrics.live = None
+    run.metrics.to_cpu()
+
+
+def execute(trainer: Trainer, model: Any, ckpt_path: Any, weights_only: bool | None, model_given: bool) -> Any:
+    """The whole call: set-up, the stage, teardown. Returns what ``validate``/``test``/``predict`` return."""
+    run = trainer._run
+    start(trainer, run, model, ckpt_path, weights_only, model_given)
+    results = run_stage(trainer, run, model)
+    teardown(trainer)
+    if run.fn == TrainerFn.FITTING:
+        _hooks(run).call_both("on_fit_end")
+    call_teardown_hooks(trainer, run, _stage_name(run))
+    if run.profiler is not None:
+        run.profiler.describe()  # after the loggers are finalized, as in Lightning
+    trainer.state.status = TrainerStatus.FINISHED
+    trainer.state.stage = None
+    return results
+
+
+# =====================================================================================
+# set-up
+# =====================================================================================
+def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: bool | None, model_given: bool) -> None:
+    """Everything before the first loop: hooks, checks, processes, data, weights, optimizers, restored state."""
+    fitting = run.fn == TrainerFn.FITTING
+    strategy = trainer.strategy
+    strategy.connect(model)
+    model.trainer = trainer
+    run.profiler = active(trainer.profiler)  # None: the loop is built without spans
+    run.hooks = HookDispatcher(trainer, model, trainer.callbacks, run.profiler)
+    trainer.callbacks = merge_model_callbacks(trainer.callbacks, run.hooks.call_module("configure_callbacks"))
+    run.hooks = HookDispatcher(trainer, model, trainer.callbacks, run.profiler)
+    check_configuration(trainer, run, model)
+    precision = Precision(trainer.precision, strategy.root_device)
+    strategy.precision_plugin = precision
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            check = getattr(logger, "_check_save_dir_writable", None)
+            if check is not None:
+                check()  # fail before any work is done, naming the folder
+    strategy.setup_environment()  # the process group first: prepare_data's barrier needs it
+    _set_rank(strategy.global_rank)
+    if run.profiler is not None:
+        run.profiler._lightning_module = model
+        local_rank = trainer.local_rank if trainer.world_size > 1 else None
+        run.profiler.setup(stage=_stage_name(run), local_rank=local_rank, log_dir=trainer.log_dir)
+    prepare_data(trainer, run)
+    call_setup_hooks(trainer, run, _stage_name(run))
+    if run.hooks.module_overrides("configure_model"):
+        run.hooks.call_module("configure_model")
+    precision.convert_module(model)
+
+    trainer.ckpt_path = path = resolve_ckpt_path(trainer, ckpt_path, _stage_name(run), model_given)
+    checkpoint = None
+    if path is not None:
+        rank_zero_info(f"Restoring states from the checkpoint path at {path}")
+        checkpoint = load_checkpoint(path, map_location="cpu", weights_only=weights_only)
+        contents.restore_modules_and_callbacks(trainer, run, checkpoint)
+    run.metrics.reset()
+    run.set_sync(strategy.sync_fn)
+    model.to(strategy.root_device)
+    optimizers_after = getattr(strategy, "setup_optimizers_after_module", False)  # FSDP: sharded params
+    if fitting and not optimizers_after:
+        setup_optimizers(trainer, run, model)
+    strategy.model = strategy.setup_module(model)
+    if fitting and optimizers_after:
+        setup_optimizers(trainer, run, model)
+    if fitting:
+        run.hooks.call_both("on_fit_start")
+    log_hyperparams(trainer, model)
+    if checkpoint is not None and fitting:
+        contents.restore_training_state(trainer, run, checkpoint)
+    del checkpoint
+    if fitting:
+        install_stop_flag(trainer, run)
+
+
+def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
+    """What this entry point needs from the module, checked before any work is done."""
+    hooks = _hooks(run)
+    if run.fn == TrainerFn.FITTING:
+        _check_fit_configuration(trainer, run, model)
+    elif run.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
+        step = "validation_step" if run.fn == TrainerFn.VALIDATING else "test_step"
+        if not hooks.module_overrides(step):
+            raise MisconfigurationException(f"No `{step}()` method defined to run `Trainer.{run.fn.value}`.")
+    elif (
+        run.fn == TrainerFn.PREDICTING
+        and not hooks.module_overrides("predict_step")
+        and not hooks.module_overrides("forward")
+    ):
+        raise MisconfigurationException("`predict_step` cannot be None to run `Trainer.predict`")
+
+
+def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
+    hooks = _hooks(run)
+    if not hooks.module_overrides("training_step"):
+        raise MisconfigurationException(
+            "No `training_step()` method defined. Lightning `Trainer` expects as minimum a `training_step()`,"
+            " `train_dataloader()` and `configure_optimizers()` to be defined."
+        )
+    has_train_data = (
+        run.train_source is not None
+        or (trainer.datamodule is not None and dataloaders.overridden(trainer.datamodule, "train_dataloader"))
+        or hooks.module_overrides("train_dataloader")
+    )
+    if not has_train_data:
+        raise MisconfigurationException(
+            "No `train_dataloader()` method defined and no training data given: pass"
+            " `trainer.fit(model, train_dataloaders=...)`, a datamodule, or define `train_dataloader()`."
+        )
+    if not model.automatic_optimization:
+        if trainer.gradient_clip_val is not None and trainer.gradient_clip_val != 0:
+            raise MisconfigurationException(
+                "Automatic gradient clipping is not supported for manual optimization. Remove"
+                f" `Trainer(gradient_clip_val={trainer.gradient_clip_val})` or switch to automatic optimization."
+            )
+        if trainer.accumulate_grad_batches != 1:
+            raise MisconfigurationException(
+                "Automatic gradient accumulation is not supported for manual optimization. Remove"
+                f" `Trainer(accumulate_grad_batches={trainer.accumulate_grad_batches})` or switch to automatic"
+                " optimization."
+            )
+    if "optimizer_idx" in inspect.signature(model.training_step).parameters:
+        raise RuntimeError(
+            "Training with multiple optimizers is only supported with manual optimization. Remove the"
+            " `optimizer_idx` argument from `training_step`, set `self.automatic_optimization = False` and"
+            " access your optimizers in `training_step` with `opt1, opt2, ... = self.optimizers()`."
+        )
+
+
+def prepare_data(trainer: Trainer, run: Run) -> None:
+    """``prepare_data`` once per node (or once in all), then every rank waits for it."""
+    module, datamodule, strategy = trainer.lightning_module, trainer.datamodule, trainer.strategy
+    local_rank_zero, global_rank_zero = strategy.local_rank == 0, strategy.global_rank == 0
+    if datamodule is not None:
+        per_node = getattr(datamodule, "prepare_data_per_node", True)
+        if (per_node and local_rank_zero) or (not per_node and global_rank_zero):
+            datamodule.prepare_data()
+    per_node = getattr(module, "prepare_data_per_node", True)
+    if (per_node and local_rank_zero) or (not per_node and global_rank_zero):
+        _hooks(run).call_module("prepare_data")
+    strategy.barrier("prepare_data")  # all ranks: the others wait for the data
+
+
+def call_setup_hooks(trainer: Trainer, run: Run, stage: str) -> None:
+    """``setup(stage)`` on the datamodule, the callbacks and the module, on every rank."""
+    for child in trainer.lightning_module.modules():
+        if hasattr(child, "_device"):
+            child._device = trainer.strategy.root_device
+    for logger in trainer.loggers:
+        if getattr(logger, "_lazy_experiment", False):
+            # its writer (and the backend import) waits for the first value; the folder exists now
+            if trainer.is_global_zero and logger.log_dir and "://" not in str(logger.log_dir):
+                os.makedirs(logger.log_dir, exist_ok=True)
+        elif hasattr(logger, "experiment"):
+            _ = logger.experiment  # e.g. wandb must start its run before any other writer
+    trainer.strategy.barrier("pre_setup")
+    if trainer.datamodule is not None:
+        trainer.datamodule.setup(stage=stage)
+    _hooks(run).call_callbacks("setup", stage)
+    _hooks(run).call_module("setup", stage)
+    trainer.strategy.barrier("post_setup")
+
+
+def call_teardown_hooks(trainer: Trainer, run: Run, stage: str) -> None:
+    """``teardown(stage)`` on the datamodule, the callbacks and the module; the loggers finish."""
+    if trainer.datamodule is not None:
+        trainer.datamodule.teardown(stage=stage)
+    _hooks(run).call_callbacks("teardown", stage)
+    _hooks(run).call_module("teardown", stage)
+    trainer.lightning_module._current_fx_name = None
+    for logger in trainer.loggers:
+        logger.finalize("success")
+
+
+def setup_optimizers(trainer: Trainer, run: Run, model: Any) -> None:
+    """``configure_optimizers``, normalised into optimizers and scheduler configs, and checked."""
+    hooks = _hooks(run)
+    optimizers, configs, _ = configure_optimizers(
+        hooks.call_module("configure_optimizers"), automatic=model.automatic_optimization
+    )
+    if model.automatic_optimization and len(optimizers) > 1:
+        raise RuntimeError(
+            "Training with multiple optimizers is only supported with manual optimization. Set"
+            " `self.automatic_optimization = False`, then access your optimizers in `training_step` with"
+            " `opt1, opt2, ... = self.optimizers()`."
+        )
+    if not model.automatic_optimization and any(c.monitor is not None or c.reduce_on_plateau for c in configs):
+        rank_zero_warn(
+            "The lr scheduler dict contains the key(s) ['monitor', 'strict', 'reduce_on_plateau'], but"
+            " the keys will be ignored. You need to call `lr_scheduler.step()` manually in manual optimization."
+        )
+    check_non_torch_schedulers(model, configs, hooks.module_overrides("lr_scheduler_step"))
+    trainer.optimizers = optimizers
+    trainer.lr_scheduler_configs = configs
+
+
+def log_hyperparams(trainer: Trainer, model: Any) -> None:
+    """The module's and datamodule's hyperparameters (and the graph) to every logger."""
+    if not trainer.loggers or not trainer.enable_autolog_hparams:
+        return
+    datamodule = trainer.datamodule
+    hparams: dict[str, Any] = {}
+    if getattr(model, "_log_hyperparams", False):
+        hparams.update(model.hparams_initial)
+    if datamodule is not None and getattr(datamodule, "_log_hyperparams", False):
+        dm_hparams = datamodule.hparams_initial
+        overlap = [k for k in dm_hparams if k in hparams and hparams[k] != dm_hparams[k]]
+        if overlap:
+            raise RuntimeError(
+                f"Error while merging hparams: the keys {overlap} are present in both the LightningModule's and"
+                " LightningDataModule's hparams but have different values."
+            )
+        hparams.update(dm_hparams)
+    for logger in trainer.loggers:
+        if hparams:
+            logger.log_hyperparams(hparams)
+        if hasattr(logger, "log_graph"):
+            logger.log_graph(model)
+        if hparams or getattr(logger, "_log_graph", False):
+            logger.save()  # nothing was written otherwise: the first metrics write saves
+
+
+# =====================================================================================
+# the stage
+# =====================================================================================
+def run_stage(trainer: Trainer, run: Run, model: Any) -> Any:
+    """The loop of this entry point; ``validate``/``test`` also print their results table."""
+    trainer.strategy.barrier("run-stage")
+    model.zero_grad()
+    if run.fn == TrainerFn.FITTING:
+        anomaly = torch.autograd.set_detect_anomaly(True) if trainer.detect_anomaly else contextlib.nullcontext()
+        with anomaly:
+            loop.run_fit(trainer, run)
+        return None
+    if run.fn == TrainerFn.PREDICTING:
+        return loop.run_predict(trainer, run)
+    stage = RunningStage.VALIDATING if run.fn == TrainerFn.VALIDATING else RunningStage.TESTING
+    outputs = loop.run_evaluation(trainer, run, stage)
+    outputs = [{k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in d.items()} for d in outputs]
+    if run.verbose and trainer.is_global_zero and outputs:
+        print_results(outputs, "validate" if stage == RunningStage.VALIDATING else "test")
+    return outputs
+
+
+def _stage_name(run: Run) -> str:
+    assert run.fn is not None
+    return run.fn.value
+
+
+def _hooks(run: Run) -> HookDispatcher:
+    assert run.hooks is not None, "the run's hooks are set when it starts"
+    return run.hooks

@@ -1,0 +1,173 @@
+"""``Run``: the state of one call of ``fit``, ``validate``, ``test`` or ``predict``.
+
+Every call starts a new ``Run``, so nothing from an earlier call leaks into the next one, and the
+trainer keeps the last ``Run`` so that its results stay readable after the call returns. The
+loop, checkpointing, the metric dicts and the tuner receive the run; ``Trainer`` only holds it.
+
+``Progress`` (the counters a resumed run needs) is the one part a run hands on: ``validate``,
+``test`` and ``predict`` keep the counters of the ``fit`` before them, as Lightning does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import InitVar, asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from ember.trainer.logging import LoggedResults
+from ember.trainer.metrics import MetricStore
+from ember.trainer.preemption import StopFlag
+from ember.trainer.states import TrainerFn
+
+if TYPE_CHECKING:
+    from ember.profilers.profiler import Profiler
+    from ember.trainer.dispatch import HookDispatcher
+    from ember.trainer.step import TrainingStep
+
+
+@dataclass
+class Progress:
+    """The fit loop's counters; everything here goes into a checkpoint.
+
+    ``epoch`` is the epoch being run (``trainer.current_epoch``); ``global_step`` counts optimizer
+    steps; ``batches_that_stepped`` counts training batches that closed an accumulation window
+    (the step that loggers see); ``epoch_batches`` counts the batches consumed in the current epoch,
+    so a mid-epoch resume knows how many to skip; ``epoch_done`` marks a checkpoint written at the
+    end of an epoch, after its last batch and validation.
+    """
+
+    epoch: int = 0
+    global_step: int = 0
+    batches_that_stepped: int = 0
+    epoch_batches: int = 0
+    epoch_done: bool = False
+    total_batches: int = 0
+    val_checks: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        names = {f.name for f in fields(self)}
+        for key, value in state.items():
+            if key in names:
+                setattr(self, key, value)
+
+
+@dataclass
+class Resume:
+    """How the first training epoch after loading a checkpoint continues.
+
+    ``mid_epoch``: the checkpoint was written inside an epoch, so the epoch goes on after the
+    batches already trained on, without its start hooks. ``rng``: this rank's RNG states when the
+    checkpoint was written (None when the checkpoint holds none, e.g. one written by Lightning).
+    ``epoch_rng``: the RNG states the interrupted epoch drew its data order from; with them the
+    same order is replayed and the resume is exact.
+    """
+
+    mid_epoch: bool
+    rng: Any = None
+    epoch_rng: Any = None
+
+    @property
+    def exact(self) -> bool:
+        """The interrupted epoch's data order can be replayed, so the run continues bit for bit."""
+        return self.mid_epoch and self.rng is not None and self.epoch_rng is not None
+
+
+@dataclass(eq=False)
+class Run:
+    """Everything that lives as long as one call of ``fit``/``validate``/``test``/``predict``.
+
+    Example::
+
+        run = trainer._run                # the current (or last) call's state
+        run.progress.global_step          # what trainer.global_step reads
+        run.train_results                 # what self.log in training_step writes to
+    """
+
+    trainer: InitVar[Any]
+    fn: TrainerFn | None = None
+    progress: Progress = field(default_factory=Progress)
+
+    # ---- what the call was given -------------------------------------------------------------
+    train_source: Any = None
+    eval_sources: dict[str, Any] = field(default_factory=dict)  # "val", "test", "predict" -> loaders
+    return_predictions: bool = True
+    verbose: bool = True
+
+    # ---- decided when the run starts (see ``lifecycle.start``) ---------------------------------
+    hooks: HookDispatcher | None = None
+    profiler: Profiler | None = None  # None: the loops are built without profiling spans
+    resume: Resume | None = None  # set by loading a checkpoint in fit, consumed by the first epoch
+    stop_flag: StopFlag = field(default_factory=StopFlag)
+    step: TrainingStep | None = None  # the current epoch's training step
+
+    # ---- the dataloaders in use and their sizes ------------------------------------------------
+    train_dataloader: Any = None
+    val_dataloaders: Any = None
+    test_dataloaders: Any = None
+    predict_dataloaders: Any = None
+    loaded_eval: dict[str, list[Any]] = field(default_factory=dict)  # prepared evaluation loaders by key
+    eval_batches: dict[str, list[int | float]] = field(default_factory=dict)  # batches to run per loader
+    num_training_batches: int | float = float("inf")
+    num_sanity_val_batches: list[int | float] = field(default_factory=list)
+    val_check_batch: int | float = float("inf")
+    last_train_reload_epoch: int | None = None
+    val_reload_epoch: int | None = None
+
+    # ---- the training data position --------------------------------------------------------------
+    train_iterator: Any = None  # the iterator the next epoch starts from, when created ahead of it
+    epoch_rng: Any = None  # the RNG states the current epoch's data order was drawn from
+
+    # ---- logged values ---------------------------------------------------------------------------
+    train_results: LoggedResults = field(default_factory=lambda: LoggedResults(training=True))
+    val_results: LoggedResults = field(default_factory=lambda: LoggedResults(training=False))
+    test_results: LoggedResults = field(default_factory=lambda: LoggedResults(training=False))
+    results: LoggedResults | None = None  # the collection ``self.log`` writes to now
+    metrics: MetricStore = field(init=False)
+
+    # ---- evaluation bookkeeping --------------------------------------------------------------------
+    eval_steps_seen: dict[Any, int] = field(default_factory=dict)  # logged evaluation steps per loader
+    evaluation_has_run: bool = False  # a validation inside this fit has finished
+    evaluation_batches_run: bool = False  # a validation batch inside this fit has run
+    last_val_time: float = 0.0  # for a time-based ``val_check_interval``
+    warned_min_not_reached: bool = False
+
+    # ---- predictions ---------------------------------------------------------------------------
+    predictions: Any = None
+    predict_batch_indices: Any = None
+
+    def __post_init__(self, trainer: Any) -> None:
+        self.metrics = MetricStore(trainer, self.progress)
+
+    def set_sync(self, sync: Any) -> None:
+        """The reduction ``self.log(..., sync_dist=True)`` uses (None on one process)."""
+        for results in (self.train_results, self.val_results, self.test_results):
+            results.sync = sync
+
+    def forget_data_and_metrics(self, trainer: Any) -> None:
+        """Drop loaded dataloaders, iterators and logged values, so the next loop asks for fresh ones.
+
+        The tuner's trials use this: a trial may have changed ``batch_size``, so the dataloader
+        hooks must run again. The entry point, what it was given, the counters, the hooks, the
+        profiler, a pending resume and the stop flag are kept.
+        """
+        fresh = Run(trainer, **{name: getattr(self, name) for name in _KEPT_BY_TRIALS})
+        fresh.set_sync(self.train_results.sync)
+        for name in (f.name for f in fields(self)):
+            setattr(self, name, getattr(fresh, name))
+
+
+_KEPT_BY_TRIALS = (
+    "fn",
+    "progress",
+    "train_source",
+    "eval_sources",
+    "return_predictions",
+    "verbose",
+    "hooks",
+    "profiler",
+    "resume",
+    "stop_flag",
+    "step",
+)

@@ -1,0 +1,292 @@
+"""``TrainingStep``: what training on one batch does, in automatic and in manual optimization.
+
+Automatic optimization, the order Lightning uses::
+
+    optimizer_step(closure)                     # precision plugin: AMP scaling, or closure then step
+        closure:  training_step -> [window start] on_before_zero_grad, optimizer_zero_grad
+                  -> on_before_backward -> backward -> on_after_backward
+        before the step: on_before_optimizer_step -> configure_gradient_clipping
+    while accumulating: closure only, without DDP's gradient sync
+
+Manual optimization: ``training_step`` alone; inside it the user calls ``self.manual_backward``
+and ``opt.step()``, which land in :meth:`TrainingStep.manual_backward` and
+:meth:`TrainingStep.optimizer_step_from_wrapper`.
+
+Every decision (which hooks are overridden, precision, clipping, profiling) is taken once, in
+``__init__``, when the epoch starts; the per-batch path only calls what is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from ember.profilers.profiler import profiled
+from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import rank_zero_warn
+
+if TYPE_CHECKING:
+    from ember.core.optimizer import LightningOptimizer
+    from ember.trainer.run import Run
+    from ember.trainer.trainer import Trainer
+
+_NOT_RUN = object()
+
+
+class TrainingStep:
+    """Trains on one batch. ``train_on(batch, batch_idx, accumulating)`` returns the batch outputs.
+
+    Example::
+
+        step = TrainingStep(trainer, run)
+        outputs = step.train_on(batch, batch_idx, accumulating=False)
+    """
+
+    def __init__(self, trainer: Trainer, run: Run) -> None:
+        hooks, module, precision, strategy = (
+            run.hooks,
+            trainer.lightning_module,
+            trainer.precision_plugin,
+            trainer.strategy,
+        )
+        assert hooks is not None
+        profiler = run.profiler
+        self.trainer, self.module, self.precision, self.strategy, self.hooks = (
+            trainer,
+            module,
+            precision,
+            strategy,
+            hooks,
+        )
+        self.progress = run.progress
+        self.automatic = module.automatic_optimization
+        # the outputs are built only for someone who reads them
+        self.need_outputs = hooks.has_callbacks("on_train_batch_end") or hooks.module_overrides("on_train_batch_end")
+        step_fn = profiled(
+            profiler, f"[Strategy]{type(strategy).__name__}.training_step", strategy.training_step_fn(module)
+        )
+        self._training_step = hooks.as_hook("training_step", step_fn)
+        self._forward_context = None if precision.is_identity else precision.forward_context
+        self.train_on = self._automatic_step if self.automatic else self._manual_step
+        if self.automatic:
+            self._decide_automatic(trainer, run)
+
+    def _decide_automatic(self, trainer: Trainer, run: Run) -> None:
+        hooks, profiler = self.hooks, run.profiler
+        module_action = f"[LightningModule]{type(self.module).__name__}."
+        self.optimizer = trainer.optimizers[0]
+        self.accumulate = trainer.accumulate_grad_batches
+        self._on_before_zero_grad = hooks.caller("on_before_zero_grad")
+        self._optimizer_zero_grad = hooks.module_caller("optimizer_zero_grad")
+        self._zero_grad = profiled(profiler, module_action + "optimizer_zero_grad", self.optimizer.zero_grad)
+        self._on_before_backward = hooks.caller("on_before_backward")
+        self._on_after_backward = hooks.caller("on_after_backward")
+        backward = hooks.module_caller("backward")  # None: `loss.backward()` itself
+        if profiler is not None:
+            backward = profiled(
+                profiler, f"[Strategy]{type(self.strategy).__name__}.backward", backward or Tensor.backward
+            )
+        self._backward_fn = backward
+        self._scaler = self.precision.scaler
+        self._on_before_optimizer_step = hooks.caller("on_before_optimizer_step")
+        self._clip = self._clipping(trainer)
+        needs_before_step = self._on_before_optimizer_step is not None or self._clip is not None
+        self._before_step = self._before_optimizer_step if needs_before_step else None
+        self._optimizer_step = profiled(profiler, module_action + "optimizer_step", self.precision.optimizer_step)
+        self._module_optimizer_step = hooks.module_caller("optimizer_step")
+        self._batch: Any = None
+        self._batch_idx = 0
+        self._loss: Any = None  # what the closure computed for the current batch
+        self._extra: Any = None  # the other entries of training_step's output
+
+    def _clipping(self, trainer: Trainer) -> Callable[[Any], None] | None:
+        """Gradient clipping before each optimizer step: the module's hook, the Trainer's setting, or none."""
+        value, algorithm = trainer.gradient_clip_val, trainer.gradient_clip_algorithm
+        if self.hooks.module_overrides("configure_gradient_clipping") or self.hooks.module_overrides("clip_gradients"):
+            configure = self.hooks.module_caller("configure_gradient_clipping", always=True)
+            assert configure is not None
+            return lambda optimizer: configure(optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
+        if not value:
+            return None
+        module = self.module
+        return lambda optimizer: module.clip_gradients(optimizer, value, algorithm)
+
+    # ---- automatic optimization ----------------------------------------------------------------
+    def _automatic_step(self, batch: Any, batch_idx: int, accumulating: bool) -> Any:
+        self._batch, self._batch_idx = batch, batch_idx
+        if accumulating:
+            with self.strategy.block_backward_sync():  # gradients sync once, at the window's last batch
+                self._closure()
+        elif self._module_optimizer_step is not None:
+            self._step_through_module_hook(batch_idx)
+        else:
+            self._optimizer_step(self.optimizer, self._closure, self._before_step)
+            self.progress.global_step += 1
+        self._batch = None
+        return self._outputs() if self.need_outputs else None
+
+    def _closure(self) -> Tensor | None:
+        """training_step, zero_grad at the start of an accumulation window, then backward."""
+        batch_idx = self._batch_idx
+        output = self._forward(self._batch, batch_idx)
+        if type(output) is Tensor and output.ndim == 0:
+            loss, extra = output, None
+        else:
+            loss, extra = _split_training_output(output)
+        if batch_idx % self.accumulate == 0:
+            self._zero_grad_with_hooks(batch_idx)
+        self._extra = extra
+        if loss is None:
+            rank_zero_warn("`training_step` returned `None`. If this was on purpose, ignore this warning...")
+            self._loss = None
+            return None
+        if self.accumulate != 1:
+            loss = loss / self.accumulate
+        self._backward(loss)
+        self._loss = loss
+        return loss
+
+    def _forward(self, batch: Any, batch_idx: int) -> Any:
+        if self._forward_context is None:
+            return self._training_step(batch, batch_idx)
+        with self._forward_context():
+            return self._training_step(batch, batch_idx)
+
+    def _zero_grad_with_hooks(self, batch_idx: int) -> None:
+        if self._on_before_zero_grad is not None:
+            self._on_before_zero_grad(self.optimizer)
+        if self._optimizer_zero_grad is not None:
+            self._optimizer_zero_grad(self.progress.epoch, batch_idx, self.optimizer)
+        else:
+            self._zero_grad()
+
+    def _backward(self, loss: Tensor) -> None:
+        """Automatic optimization's backward: hooks around ``loss.backward()`` (scaled under fp16 AMP)."""
+        if self._on_before_backward is not None:
+            self._on_before_backward(loss)
+        scaled = loss if self._scaler is None else self._scaler.scale(loss)
+        if self._backward_fn is None:
+            scaled.backward()
+        else:
+            self._backward_fn(scaled)
+        if self._on_after_backward is not None:
+            self._on_after_backward()
+
+    def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Manual optimization's backward (``self.manual_backward(loss)``): the same hooks, through the strategy."""
+        hooks = self.hooks
+        hooks.call_callbacks("on_before_backward", loss)
+        hooks.call_module("on_before_backward", loss)
+        self.strategy.pre_backward(loss)  # DDP: get its reducer ready for this backward
+        hooks.call_module("backward", self.precision.scale_loss(loss), *args, **kwargs)
+        hooks.call_callbacks("on_after_backward")
+        hooks.call_module("on_after_backward")
+
+    def _before_optimizer_step(self) -> None:
+        if self._on_before_optimizer_step is not None:
+            self._on_before_optimizer_step(self.optimizer)
+        if self._clip is not None:
+            self._clip(self.optimizer)
+
+    def _step_through_module_hook(self, batch_idx: int) -> None:
+        """The module overrides ``optimizer_step``: it gets the closure and must run it (via ``optimizer.step``)."""
+        wrapped = self.trainer._lightning_optimizers[0]
+        wrapped._closure_hook = self._before_optimizer_step
+        self._loss = self._extra = _NOT_RUN
+        assert self._module_optimizer_step is not None
+        self._module_optimizer_step(self.progress.epoch, batch_idx, wrapped, self._closure)
+        if self._extra is _NOT_RUN:
+            raise MisconfigurationException(
+                "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your"
+                " `optimizer_step` hook? It could also happen because the `optimizer.step(optimizer_closure)`"
+                " call did not execute it internally."
+            )
+        self.progress.global_step += 1
+
+    def _outputs(self) -> dict[str, Any] | None:
+        loss, extra = self._loss, self._extra
+        if loss is None and not extra:
+            return None
+        outputs = {"loss": loss.detach() if loss is not None else None}
+        if extra:
+            outputs.update(extra)
+        return outputs
+
+    # ---- manual optimization -------------------------------------------------------------------
+    def _manual_step(self, batch: Any, batch_idx: int, accumulating: bool) -> Any:
+        return _manual_outputs(self._forward(batch, batch_idx))
+
+    def optimizer_step_from_wrapper(self, wrapper: LightningOptimizer, closure: Callable[[], Any] | None) -> Any:
+        """``opt.step(closure)`` on the optimizer ``self.optimizers()`` returned."""
+        optimizer = wrapper._optimizer
+        before = getattr(wrapper, "_closure_hook", None)
+        if self.automatic and before is not None:
+            # automatic optimization through the module's `optimizer_step`: the closure trains
+            return self.precision.optimizer_step(optimizer, closure, before)
+        hooks = self.hooks
+
+        def before_step() -> None:
+            hooks.call_callbacks("on_before_optimizer_step", optimizer)
+            hooks.call_module("on_before_optimizer_step", optimizer)
+
+        if closure is None:
+            # GradScaler steps only when the closure reports a loss; without one, step anyway
+            closure = _no_loss if self.precision.scaler is None else _some_loss
+        result = self.precision.optimizer_step(optimizer, closure, before_step)
+        if not self.automatic:
+            self.progress.global_step += 1
+        return result
+
+
+def _no_loss() -> None:
+    return None
+
+
+def _some_loss() -> bool:
+    return True
+
+
+def _split_training_output(output: Any) -> tuple[Tensor | None, dict[str, Any]]:
+    if isinstance(output, Tensor):
+        if output.ndim != 0 and output.numel() != 1:
+            raise MisconfigurationException(
+                f"`training_step` returned a tensor of shape {tuple(output.shape)}: the loss must be a scalar."
+                " Reduce it first, e.g. `return loss.mean()`."
+            )
+        return output, {}
+    if isinstance(output, Mapping):
+        if "loss" not in output:
+            raise MisconfigurationException(
+                "In automatic_optimization, when `training_step` returns a dict, the 'loss' key needs to be present"
+            )
+        loss = output["loss"]
+        extra = {k: v for k, v in output.items() if k != "loss"}
+        if isinstance(loss, Tensor) and loss.ndim != 0 and loss.numel() != 1:
+            raise MisconfigurationException(
+                f"`training_step` returned a 'loss' of shape {tuple(loss.shape)}: the loss must be a scalar."
+            )
+        return loss, extra
+    if output is None:
+        return None, {}
+    raise MisconfigurationException(
+        "In automatic optimization, `training_step` must return a Tensor, a dict, or None (where the step will be"
+        f" skipped). It returned a {type(output).__name__}."
+    )
+
+
+def _manual_outputs(output: Any) -> Any:
+    if isinstance(output, Mapping):
+        extra = dict(output)
+    elif isinstance(output, Tensor):
+        extra = {"loss": output}
+    elif output is None:
+        return {}
+    else:
+        raise MisconfigurationException(
+            "In manual optimization, `training_step` must either return a Tensor, a dict or have no return."
+        )
+    if isinstance(extra.get("loss"), Tensor):
+        extra["loss"] = extra["loss"].detach()
+    return extra
