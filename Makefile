@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; override TORCH_SPEC to pick another build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test bench bench-peers clean
+.PHONY: demo test lint bench bench-peers clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: $(VENV)/.demo
 
 test: $(VENV)/.dev
 	$(PY) -m pytest
+
+# ruff (lint rules, formatting, McCabe complexity <= 15) and mypy; settings in pyproject.toml
+lint: $(VENV)/.dev
+	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check src tests bench
+	$(PY) -m mypy
 
 bench: $(VENV)/.dev
 	$(PY) bench/run.py

@@ -275,7 +275,7 @@ def summarize(lightning_module: nn.Module, max_depth: int = 1) -> Summary:
     return Summary(lightning_module, max_depth=max_depth)
 
 
-def _prepare_example_input(model: nn.Module) -> Any:
+def _prepare_example_input(model: Any) -> Any:
     input_ = model.example_input_array
     hooks = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
     if not all(hasattr(model, hook) for hook in hooks):

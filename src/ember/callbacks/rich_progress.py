@@ -249,8 +249,8 @@ class RichProgressBar(ProgressBar):
         if self.train_progress_bar_id is None:
             self.train_progress_bar_id = self._add_task(total, description)
         else:
-            total = None if not math.isfinite(total) else total
-            self.progress.reset(self.train_progress_bar_id, total=total, description=description, visible=True)
+            shown = None if not math.isfinite(total) else total
+            self.progress.reset(self.train_progress_bar_id, total=shown, description=description, visible=True)
         self._metric_component.task_id = self.train_progress_bar_id
         self.refresh()
 

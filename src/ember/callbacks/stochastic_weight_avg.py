@@ -164,9 +164,9 @@ class StochasticWeightAveraging(Callback):
             group["initial_lr"] = lr
         self._swa_scheduler = SWALR(
             optimizer,
-            swa_lr=self._swa_lrs,
+            swa_lr=self._swa_lrs,  # type: ignore[arg-type]  # one learning rate per parameter group
             anneal_epochs=self._annealing_epochs,
-            anneal_strategy=self._annealing_strategy,
+            anneal_strategy=self._annealing_strategy,  # type: ignore[arg-type]  # checked in __init__
             last_epoch=trainer.max_epochs if self._annealing_strategy == "cos" else -1,
         )
         if self._scheduler_state is not None:
@@ -248,6 +248,7 @@ class StochasticWeightAveraging(Callback):
         for module in pl_module.modules():
             if not isinstance(module, nn.modules.batchnorm._BatchNorm) or module.running_mean is None:
                 continue
+            assert module.running_var is not None and module.num_batches_tracked is not None
             module.running_mean = torch.zeros_like(module.running_mean)
             module.running_var = torch.ones_like(module.running_var)
             self.momenta[module] = module.momentum

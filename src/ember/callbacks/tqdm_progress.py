@@ -32,17 +32,16 @@ class Tqdm(_tqdm):
     def format_num(n: int | float | str) -> str:
         """Format ``n`` like tqdm, then pad floats and numeric strings with zeros to five characters."""
         should_be_padded = isinstance(n, (float, str))
-        if not isinstance(n, str):
-            n = _tqdm.format_num(n)
-        if should_be_padded and "e" not in n:
-            if "." not in n and len(n) < _PAD_SIZE:
+        text = n if isinstance(n, str) else _tqdm.format_num(n)
+        if should_be_padded and "e" not in text:
+            if "." not in text and len(text) < _PAD_SIZE:
                 try:
-                    float(n)
+                    float(text)
                 except ValueError:
-                    return n
-                n += "."
-            n += "0" * (_PAD_SIZE - len(n))
-        return n
+                    return text
+                text += "."
+            text += "0" * (_PAD_SIZE - len(text))
+        return text
 
 
 def _bar_property(stage: str) -> property:
@@ -192,7 +191,7 @@ class TQDMProgressBar(ProgressBar):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         n = batch_idx + 1
-        if self._should_update(n, self._train_progress_bar.total):
+        if self._should_update(n, self.train_progress_bar.total):
             _update_n(self.train_progress_bar, n)
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 

@@ -23,12 +23,11 @@ import secrets
 import shutil
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any, Union
 
 import torch
 
-PathLike = Union[str, Path]
+PathLike = Union[str, os.PathLike]
 
 # The file of a sharded checkpoint folder that holds everything but the model and optimizer shards
 # (Lightning's name for it).
@@ -128,7 +127,7 @@ def _exchange(first: str, second: str) -> bool:
 
     if _renameat2 is None:
         try:
-            function = ctypes.CDLL(None, use_errno=True).renameat2
+            function: Any = ctypes.CDLL(None, use_errno=True).renameat2
         except (OSError, AttributeError):  # glibc older than 2.28, or another libc
             function = False
         else:

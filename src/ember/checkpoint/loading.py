@@ -10,7 +10,6 @@ Example::
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import IO, Any
 
 from ember.checkpoint.files import PathLike, get_filesystem, is_local, local_path
@@ -46,9 +45,9 @@ def load_checkpoint(
         weights_only = True
     if map_location is None:
         map_location = default_map_location
-    if not isinstance(path, (str, Path)):
+    if not isinstance(path, (str, os.PathLike)):
         return load_file(path, getattr(path, "name", "<file object>"), map_location, weights_only)
-    name = str(path)
+    name = os.fspath(path)
     if is_local(name):
         local = local_path(name)
         if os.path.isdir(local):

@@ -166,8 +166,8 @@ def load(path: str | os.PathLike, map_location: Any = None, weights_only: bool |
             # an empty tensor of the saved (global) shape: DCP fills it from every rank's shards
             is_tensor = isinstance(item, TensorStorageMetadata)
             weights[location[1]] = torch.empty(item.size, dtype=item.properties.dtype) if is_tensor else None
-        elif isinstance(location[0], str) and _OPTIMIZER_KEY.match(location[0]):
-            optimizers.add(int(_OPTIMIZER_KEY.match(location[0]).group(1)))
+        elif isinstance(location[0], str) and (match := _OPTIMIZER_KEY.match(location[0])):
+            optimizers.add(int(match.group(1)))
     state = {MODEL_KEY: weights}
     _read(state, path, weights_only, single_process=True)
     weights = state[MODEL_KEY]

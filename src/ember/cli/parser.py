@@ -112,7 +112,7 @@ class LightningArgumentParser(ArgumentParser):
 
         from ember.loggers.logger import Logger
 
-        parameter = inspect.signature(trainer_class.__init__).parameters.get("logger")
+        parameter = inspect.signature(trainer_class.__init__).parameters.get("logger")  # type: ignore[misc]
         loose = parameter is not None and parameter.annotation in (inspect.Parameter.empty, Any, "Any")
         skip = {"logger"} if loose else set()
         added = self.add_class_arguments(
@@ -122,7 +122,7 @@ class LightningArgumentParser(ArgumentParser):
             self.add_argument(
                 f"--{nested_key}.logger",
                 type=Optional[Logger | Iterable[Logger] | bool],
-                default=parameter.default,
+                default=parameter.default if parameter is not None else None,
                 help="A logger (class_path and init_args), a list of them, True for the default logger, False for none.",
             )
             added.append(f"{nested_key}.logger")
@@ -255,11 +255,11 @@ def _explain(parser: ArgumentParser, message: str) -> str:
     for class_path, arg in _INIT_ARG.findall(message):
         parser_key = _PARSER_KEY.search(message)
         prefix = f"{parser_key.group(1)}." if parser_key else ""
-        names = _init_arg_names(class_path)
-        nearest = difflib.get_close_matches(arg, names, n=1, cutoff=0.5)
-        hint = f" did you mean `{prefix}{nearest[0]}`?" if nearest else ""
+        arg_names = _init_arg_names(class_path)
+        close = difflib.get_close_matches(arg, arg_names, n=1, cutoff=0.5)
+        hint = f" did you mean `{prefix}{close[0]}`?" if close else ""
         notes.append(
-            f"`{prefix}{arg}` is not an argument of {class_path}:{hint} (it takes: {', '.join(names) or 'none'})"
+            f"`{prefix}{arg}` is not an argument of {class_path}:{hint} (it takes: {', '.join(arg_names) or 'none'})"
         )
     required = _REQUIRED.search(message)
     if required:

@@ -163,7 +163,7 @@ class LightningDataModule(HyperparametersMixin):
 
     @restricted_classmethod
     def load_from_checkpoint(
-        cls,
+        cls: type[LightningDataModule],
         checkpoint_path: Any,
         map_location: Any = None,
         hparams_file: Any = None,
@@ -180,4 +180,4 @@ class LightningDataModule(HyperparametersMixin):
 
 def _dataset_size(loader: Any) -> str:
     dataset = getattr(loader, "dataset", None)
-    return f"size={len(dataset)}" if hasattr(dataset, "__len__") else "size=NA"
+    return f"size={len(dataset)}" if dataset is not None and hasattr(dataset, "__len__") else "size=NA"

@@ -23,6 +23,10 @@ class HyperparametersMixin:
     """Gives a class ``save_hyperparameters``, ``hparams`` and ``hparams_initial``."""
 
     __jit_unused_properties__: list[str] = ["hparams", "hparams_initial"]
+    # set by save_hyperparameters
+    _hparams: Any
+    _hparams_name: str | None
+    _hparams_initial: Any
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,7 +116,8 @@ def _init_args_of(frame: types.FrameType) -> tuple[Any, dict[str, Any]]:
     if var_keyword and isinstance(args.get(var_keyword), dict):
         args.update(args[var_keyword])
     excluded = {self_name, var_positional, var_keyword, "__class__", "frame", "frame_args"}
-    return local_vars.get(self_name), {k: v for k, v in args.items() if k not in excluded}
+    owner = local_vars.get(self_name) if self_name is not None else None
+    return owner, {k: v for k, v in args.items() if k not in excluded}
 
 
 def _collect_init_args(frame: types.FrameType | None) -> list[dict[str, Any]]:

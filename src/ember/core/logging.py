@@ -7,7 +7,7 @@ collection (``ember.trainer.logging``); nothing here reads a value back to the h
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -62,6 +62,7 @@ class LoggingMixin:
 
     _trainer: Any
     _current_fx_name: str | None
+    named_modules: Callable[..., Any]  # provided by torch.nn.Module
 
     def log(
         self,
@@ -266,7 +267,7 @@ class LoggingMixin:
                 )
             return value.squeeze()
         if isinstance(value, numbers.Number) and not isinstance(value, complex):
-            return torch.tensor(value, device=self.device, dtype=_default_float())
+            return torch.tensor(value, device=getattr(self, "device", None), dtype=_default_float())
         raise ValueError(
             f"`self.log({name}, {value})` was called, but `{type(value).__name__}` values cannot be logged:"
             " log a number, a one-element tensor or a torchmetrics `Metric`."
@@ -295,7 +296,7 @@ class LoggingMixin:
         """
         collection_type = _torchmetrics_collection_type()
         if collection_type is not None and isinstance(dictionary, collection_type):
-            items = [(key, metric) for key, metric in dictionary.items(keep_base=False)]
+            items = [(key, metric) for key, metric in dictionary.items(keep_base=False)]  # type: ignore[attr-defined]
             attributes = {id(m): n for n, m in self.named_modules()}
             for key, metric in items:
                 self.log(

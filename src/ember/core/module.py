@@ -206,8 +206,8 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
                 self._dtype = tensor.dtype
             break
         else:
-            for tensor in self.buffers():
-                self._device = tensor.device
+            for buffer in self.buffers():
+                self._device = buffer.device
                 break
         for child in self.modules():
             if isinstance(child, LightningModule) and child is not self:
@@ -446,7 +446,12 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
                 "`manual_backward` is only for manual optimization: set `self.automatic_optimization = False`"
                 " in `__init__`, or return the loss from `training_step` and let the trainer call backward."
             )
-        self.trainer._run.step.manual_backward(loss, *args, **kwargs)
+        step = self.trainer._run.step
+        if step is None:
+            raise MisconfigurationException(
+                "`manual_backward` can only be called while `trainer.fit` trains: call it inside `training_step`."
+            )
+        step.manual_backward(loss, *args, **kwargs)
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Run backward on ``loss``; override for custom backward."""
@@ -554,7 +559,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
     # ---- checkpoints ---------------------------------------------------------------------
     @restricted_classmethod
     def load_from_checkpoint(
-        cls,
+        cls: type[LightningModule],
         checkpoint_path: Any,
         map_location: Any = None,
         hparams_file: Any = None,

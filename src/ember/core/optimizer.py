@@ -25,6 +25,8 @@ class LightningOptimizer:
         # callables run around every step(); handy to inject logic in manual optimization
         self._on_before_step: Callable[[], Any] = _do_nothing
         self._on_after_step: Callable[[], Any] = _do_nothing
+        # automatic optimization through the module's `optimizer_step`: the hooks to run before stepping
+        self._closure_hook: Callable[[], None] | None = None
         self.__class__ = type("Lightning" + type(optimizer).__name__, (self.__class__, type(optimizer)), {})
 
     @property
@@ -57,15 +59,15 @@ class LightningOptimizer:
         return getattr(optimizer, name)
 
     @property
-    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:
         return self._optimizer.param_groups
 
     @property
-    def state(self) -> Any:  # type: ignore[override]
+    def state(self) -> Any:
         return self._optimizer.state
 
     @property
-    def defaults(self) -> Any:  # type: ignore[override]
+    def defaults(self) -> Any:
         return self._optimizer.defaults
 
     def state_dict(self) -> dict[str, Any]:
@@ -101,7 +103,13 @@ class LightningOptimizer:
                 " internally."
             )
         self._on_before_step()
-        output = self._trainer._run.step.optimizer_step_from_wrapper(self, closure)
+        step = self._trainer._run.step
+        if step is None:
+            raise MisconfigurationException(
+                "`optimizer.step()` on the optimizer from `self.optimizers()` can only be called while `trainer.fit`"
+                " trains: call it inside `training_step`."
+            )
+        output = step.optimizer_step_from_wrapper(self, closure)
         self._on_after_step()
         return output
 

@@ -24,7 +24,7 @@ class restricted_classmethod(classmethod):
             def load_from_checkpoint(cls, path): ...
     """
 
-    def __get__(self, instance: Any, owner: type | None = None) -> Any:  # type: ignore[override]
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
         func = self.__func__
         cls = owner if owner is not None else type(instance)
 
@@ -133,7 +133,7 @@ def _saved_hparams(checkpoint: dict[str, Any], key: str, legacy: bool) -> dict[s
 
 
 def _instantiate(cls: type, hparams: dict[str, Any], args_name: str | None, overrides: dict[str, Any]) -> Any:
-    init = inspect.signature(cls.__init__).parameters
+    init = inspect.signature(cls.__init__).parameters  # type: ignore[misc]  # the class's own __init__
     accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in init.values())
     if args_name and args_name != "kwargs" and args_name in init:
         # the hparams were one dict argument; keyword overrides also go to `__init__` directly

@@ -139,5 +139,5 @@ class DDPSpawnStrategy(DDPStrategy):
 
     strategy_name = "ddp_spawn"
 
-    def __init__(self, *args: Any, start_method: str = "spawn", **kwargs: Any) -> None:
-        super().__init__(*args, start_method=start_method, **kwargs)
+    def __init__(self, *, start_method: str = "spawn", **kwargs: Any) -> None:
+        super().__init__(start_method=start_method, **kwargs)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -148,8 +148,9 @@ class FSDPStrategy(ParallelStrategy):
         for layer in module.modules():
             if self._wrap_classes and isinstance(layer, self._wrap_classes):
                 fully_shard(layer, **options)
-        self._wrapper = fully_shard(_StepForward(module), **options)
-        return self._wrapper
+        wrapper = cast(nn.Module, fully_shard(_StepForward(module), **options))  # an nn.Module, sharded
+        self._wrapper = wrapper
+        return wrapper
 
     def training_step_fn(self, module: Any) -> Callable[..., Any]:
         return functools.partial(self._wrapper, "training_step") if self._wrapper is not None else module.training_step

@@ -17,6 +17,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterable
+from typing import BinaryIO
 
 from tensorboard.compat.proto.event_pb2 import Event, SourceMetadata
 from tensorboard.compat.proto.summary_pb2 import Summary
@@ -41,19 +42,18 @@ class ScalarEventFile:
         self.log_dir = log_dir
         self.filename_suffix = filename_suffix
         self.path: str | None = None
-        self._file = None
+        self._file: BinaryIO | None = None
 
     def write(self, scalars: Iterable[tuple[str, float, int | None, float]]) -> None:
         """Append one event per ``(tag, value, step, wall_time)``, as ``SummaryWriter.add_scalar`` does."""
-        if self._file is None:
-            self._open()
+        file = self._file if self._file is not None else self._open()
         records = []
         for tag, value, step, wall_time in scalars:
             event = Event(wall_time=wall_time, summary=Summary(value=[Summary.Value(tag=tag, simple_value=value)]))
             if step is not None:
                 event.step = int(step)
             records.append(_record(event.SerializeToString()))
-        self._file.write(b"".join(records))
+        file.write(b"".join(records))
 
     def flush(self) -> None:
         if self._file is not None:
@@ -65,18 +65,19 @@ class ScalarEventFile:
             self._file.close()
             self._file = None
 
-    def _open(self) -> None:
+    def _open(self) -> BinaryIO:
         os.makedirs(self.log_dir, exist_ok=True)
         name = (
             f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
             f".{next(_file_numbers)}{SCALARS_SUFFIX}{self.filename_suffix}"
         )
         self.path = os.path.join(self.log_dir, name)
-        self._file = open(self.path, "xb")  # noqa: SIM115 (open until close(): one write per flush)
+        file = self._file = open(self.path, "xb")  # noqa: SIM115 (open until close(): one write per flush)
         # every event file starts with its format version and the software that wrote it
         first = Event(wall_time=time.time(), file_version=FILE_VERSION, source_metadata=SourceMetadata(writer=__name__))
-        self._file.write(_record(first.SerializeToString()))
-        self._file.flush()
+        file.write(_record(first.SerializeToString()))
+        file.flush()
+        return file
 
 
 def _record(data: bytes) -> bytes:

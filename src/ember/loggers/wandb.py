@@ -175,7 +175,8 @@ class WandbLogger(Logger):
         """Log a ``wandb.Table`` from ``columns`` + ``data`` or from a ``dataframe``."""
         import wandb
 
-        self.log_metrics({key: wandb.Table(columns=columns, data=data, dataframe=dataframe)}, step)
+        table = wandb.Table(columns=columns, data=data, dataframe=dataframe)  # type: ignore[arg-type]
+        self.log_metrics({key: table}, step)
 
     @rank_zero_only
     def log_text(

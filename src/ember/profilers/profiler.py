@@ -47,6 +47,8 @@ class Profiler(ABC):
                 return str(self.calls.most_common(10))
     """
 
+    _lightning_module: Any = None  # the module being profiled, set by the trainer when a run starts
+
     def __init__(self, dirpath: str | Path | None = None, filename: str | None = None) -> None:
         self.dirpath = dirpath
         self.filename = filename
@@ -131,6 +133,7 @@ class Profiler(ABC):
         """Open ``<dirpath>/<stage>-<filename>[-<rank>][-<action>]<extension>`` (any fsspec path)."""
         from ember.checkpoint import get_filesystem
 
+        assert self.dirpath is not None, "setup() sets the folder before any output is written"
         dirpath = os.fspath(self.dirpath)
         path = os.path.join(dirpath, self._prepare_filename(action_name=action_name, extension=extension))
         fs = get_filesystem(path)

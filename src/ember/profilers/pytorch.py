@@ -89,6 +89,7 @@ class PyTorchProfiler(Profiler):
             self._profiler.step()
 
     def _start_run(self) -> None:
+        contexts: list[Any]
         if self._emit_nvtx:
             contexts = [
                 torch.cuda.profiler.profile(),

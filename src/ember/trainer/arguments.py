@@ -109,7 +109,7 @@ def fast_dev_run_batches(fast_dev_run: int | bool) -> int:
     return fast_dev_run
 
 
-def validation_interval(val_check_interval: Any, check_val_every_n_epoch: Any) -> tuple[int | float, float | None]:
+def validation_interval(val_check_interval: Any, check_val_every_n_epoch: Any) -> tuple[Any, float | None]:
     """``(val_check_interval, seconds)``: a batch count or epoch fraction, or a wall-clock interval in seconds."""
     every = check_val_every_n_epoch
     if every is not None and (not isinstance(every, int) or every <= 0):

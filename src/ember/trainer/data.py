@@ -92,7 +92,7 @@ def rebuild_dataloader(loader: DataLoader, sampler: Any) -> DataLoader:
     }
     if loader.batch_size is None:
         # a custom batch sampler: keep it, replacing its sampler where it has one
-        batch_sampler = loader.batch_sampler
+        batch_sampler: Any = loader.batch_sampler
         if hasattr(batch_sampler, "sampler"):
             batch_sampler.sampler = sampler
         kwargs.pop("batch_size")
@@ -124,7 +124,7 @@ def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overf
             "You requested to overfit but enabled train dataloader shuffling. We are turning off the train"
             " dataloader shuffling for you."
         )
-        sampler = SequentialSampler(loader.dataset)
+        sampler = SequentialSampler(loader.dataset)  # type: ignore[arg-type]  # a map-style dataset has a length
         changed = True
     if distributed is not None:
         from torch.utils.data.distributed import DistributedSampler

@@ -187,19 +187,18 @@ class _EpochPlan:
         self.step_interval = [c for c in configs if c.interval == "step" and not c.reduce_on_plateau]
         self.epoch_interval = [c for c in configs if c.interval == "epoch" and not c.reduce_on_plateau]
         self.plateau_step = [c for c in configs if c.interval == "step" and c.reduce_on_plateau]
-        if not (self.step_interval or self.epoch_interval):
-            self.step_schedulers = _do_nothing
         self.log_every = trainer.log_every_n_steps if trainer.loggers else 0
-        if not self.log_every:
-            self.log_step = _do_nothing
         self.validating = _should_check_val_epoch(trainer, run)
-        if not (self.validating or self.plateau_step):
-            self.validate = _do_nothing
+        # a step with nothing to do this epoch is a no-op
+        scheduling = bool(self.step_interval or self.epoch_interval)
+        self.step_schedulers: Callable[..., None] = self._step_schedulers if scheduling else _do_nothing
+        self.log_step: Callable[..., None] = self._log_step if self.log_every else _do_nothing
+        self.validate: Callable[..., None] = self._validate if self.validating or self.plateau_step else _do_nothing
         # the common case, an integer batch interval within the epoch, is checked inline per batch
         simple = trainer._val_check_seconds is None and trainer.check_val_every_n_epoch is not None
         self.val_every = int(run.val_check_batch) if simple and run.val_check_batch != float("inf") else 0
 
-    def step_schedulers(self, batch_idx: int, is_last: bool) -> None:
+    def _step_schedulers(self, batch_idx: int, is_last: bool) -> None:
         """Schedulers on a step interval; on the epoch's last batch, those on an epoch interval."""
         for config in self.step_interval:
             if (batch_idx + 1) % config.frequency == 0:
@@ -209,14 +208,14 @@ class _EpochPlan:
                 if (self.run.progress.epoch + 1) % config.frequency == 0:
                     _step_scheduler(self.trainer, self.run, config, None)
 
-    def log_step(self, accumulating: bool) -> None:
+    def _log_step(self, accumulating: bool) -> None:
         """Send the step values to the loggers every ``log_every_n_steps`` (and when training stops)."""
         if not accumulating and (
             (self.run.progress.batches_that_stepped + 1) % self.log_every == 0 or self.trainer.should_stop
         ):
             self.run.metrics.log_step(self.results)
 
-    def validate(self, batch_idx: int, is_last: bool, accumulating: bool) -> None:
+    def _validate(self, batch_idx: int, is_last: bool, accumulating: bool) -> None:
         """Validate when an interval ends (or training stops mid-epoch), then step ReduceLROnPlateau."""
         trainer, run = self.trainer, self.run
         if self.validating and (self._validation_due(batch_idx, is_last) or self._stopping()):

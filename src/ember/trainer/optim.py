@@ -71,9 +71,9 @@ def configure_optimizers(
     if isinstance(result, Optimizer):
         optimizers = [result]
     elif isinstance(result, Mapping):
-        optimizers, schedulers, monitor = _from_dict(result)
-        optimizers = [optimizers]
-        schedulers = [schedulers] if schedulers is not None else []
+        optimizer, scheduler, monitor = _from_dict(result)
+        optimizers = [optimizer]
+        schedulers = [scheduler] if scheduler is not None else []
     elif (
         isinstance(result, (list, tuple))
         and len(result) == 2

@@ -131,6 +131,7 @@ class TrainingStep:
         """training_step, zero_grad at the start of an accumulation window, then backward."""
         batch_idx = self._batch_idx
         output = self._forward(self._batch, batch_idx)
+        loss: Tensor | None
         if type(output) is Tensor and output.ndim == 0:
             loss, extra = output, None
         else:

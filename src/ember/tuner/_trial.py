@@ -199,6 +199,7 @@ def current_dataset_length(trainer: Trainer) -> int | None:
 
     forget_data_and_metrics(trainer)
     fn = trainer.state.fn
+    assert fn is not None, "the tuner runs inside a call of fit, validate, test or predict"
     if fn == TrainerFn.FITTING:
         loaders = [dataloaders.setup_train_dataloader(trainer, trainer._run)]
     else:

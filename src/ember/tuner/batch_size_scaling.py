@@ -54,6 +54,7 @@ def _scale_batch_size(
 
     snapshot = TrainerSnapshot(trainer)
     fn = trainer.state.fn
+    assert fn is not None, "the tuner runs inside a call of fit, validate, test or predict"
     if fn == TrainerFn.FITTING:
         settings = {
             "limit_train_batches": 1.0,

@@ -271,7 +271,7 @@ class _LinearLR(LRScheduler):
         self.num_iter = num_iter
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:
         r = (self.last_epoch + 1) / self.num_iter
         if self.last_epoch > 0:
             val = [base_lr + r * (self.end_lr - base_lr) for base_lr in self.base_lrs]
@@ -281,7 +281,7 @@ class _LinearLR(LRScheduler):
         return val
 
     @property
-    def lr(self) -> list[float]:
+    def lr(self) -> list[float | torch.Tensor]:
         return self._lr
 
 
@@ -293,7 +293,7 @@ class _ExponentialLR(LRScheduler):
         self.num_iter = num_iter
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:
         r = (self.last_epoch + 1) / self.num_iter
         if self.last_epoch > 0:
             val = [base_lr * (self.end_lr / base_lr) ** r for base_lr in self.base_lrs]
@@ -303,5 +303,5 @@ class _ExponentialLR(LRScheduler):
         return val
 
     @property
-    def lr(self) -> list[float]:
+    def lr(self) -> list[float | torch.Tensor]:
         return self._lr

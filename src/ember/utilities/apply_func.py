@@ -15,11 +15,8 @@ def apply_to_tensors(data: Any, fn: Callable[[Tensor], Any]) -> Any:
     if isinstance(data, Tensor):
         return fn(data)
     if isinstance(data, Mapping):
-        return (
-            type(data)({k: apply_to_tensors(v, fn) for k, v in data.items()})
-            if type(data) is not dict
-            else {k: apply_to_tensors(v, fn) for k, v in data.items()}
-        )
+        items = {k: apply_to_tensors(v, fn) for k, v in data.items()}
+        return items if type(data) is dict else type(data)(items)  # type: ignore[call-arg]  # a Mapping subclass
     if isinstance(data, tuple) and hasattr(data, "_fields"):
         return type(data)(*(apply_to_tensors(v, fn) for v in data))
     if isinstance(data, (list, tuple)):

@@ -32,7 +32,7 @@ def rank_zero_only(fn: Callable[..., T], default: Any = None) -> Callable[..., T
 
     @wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> T | None:
-        if rank_zero_only.rank == 0:
+        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # Lightning's public attribute
             return fn(*args, **kwargs)
         return default
 

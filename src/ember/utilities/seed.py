@@ -101,9 +101,15 @@ def collect_rng_states(include_cuda: bool = True) -> dict[str, Any]:
     try:
         import numpy as np
 
-        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
         # plain data only, so the state loads with torch.load(weights_only=True)
-        states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
+        states["numpy"] = (
+            name,
+            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(gauss),
+        )
     except ImportError:
         pass
     if include_cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
