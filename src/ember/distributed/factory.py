@@ -20,6 +20,14 @@ from ember.utilities.exceptions import MisconfigurationException
 _IS_INTERACTIVE = hasattr(sys, "ps1") or bool(sys.flags.interactive)
 
 
+def _available_gpu() -> str | None:
+    """``"cuda"``, else ``"mps"``, else None: the GPU ``accelerator="auto"`` and ``"gpu"`` pick."""
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else None
+
+
 def resolve_accelerator(accelerator: Any) -> str:
     """``"cpu"``, ``"cuda"`` or ``"mps"`` for the Trainer's ``accelerator`` argument."""
     if not isinstance(accelerator, str):
@@ -28,18 +36,11 @@ def resolve_accelerator(accelerator: Any) -> str:
         )
     name = accelerator.lower()
     if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return "mps"
-        return "cpu"
+        return _available_gpu() or "cpu"
     if name == "gpu":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return "mps"
+        gpu = _available_gpu()
+        if gpu is not None:
+            return gpu
         raise MisconfigurationException(
             "`Trainer(accelerator='gpu')` but no GPU is available on this machine: use `accelerator='cpu'` or 'auto'."
         )
