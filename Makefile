@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; override TORCH_SPEC to pick another build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint bench bench-peers clean
+.PHONY: demo test lint bench bench-peers gpu-check clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) bench/run.py
+
+# Everything that needs a GPU, as one command writing one report (bench/gpu-report.md, or $OUT/):
+# the gpu-marked tests (AMP, no-sync under CUDA's sync debug mode, NCCL, FSDP, 2-GPU jobs when
+# there are 2 GPUs) and the tiny/digits bench rows on CUDA. It uses the GPU machine's own PyTorch
+# and installs nothing; Ember comes from this checkout.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py
 
 # Lightning for side-by-side figures, in its own venv so Ember's environment never holds it;
 # `make bench` (bench/run.py) picks it up when it exists. tensorboard too, so that both

@@ -6,6 +6,7 @@ No timing is asserted: these only prove that `make bench` works and compares lik
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,22 @@ def test_a_failing_case_is_reported_and_the_others_still_run(tmp_path, monkeypat
     assert rows[0] == {"case": "tiny", "skipped": "failed: RuntimeError: ember failed on case 'tiny' (exit 1)"}
     assert rows[1]["case"] == "ddp2"
     assert "| tiny | - | - | - | ≤ 1.05× | skipped: failed: RuntimeError" in out.read_text()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+def test_gpu_check_writes_one_report_and_fails_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU machine this is the real check (`make gpu-check`), not a smoke test")
+    env = {**os.environ, "OUT": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "--test-timeout", "240"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    report = (tmp_path / "gpu-report.md").read_text()
+    assert done.returncode == 1  # nothing GPU-specific ran: not a pass
+    assert "no CUDA device visible" in report
+    # every gpu-marked test is listed, skipped here
+    assert "test_cuda_fit_has_no_sync_between_log_points` | skipped" in report
+    assert "test_mixed_precision_trains_on_cuda[bf16-mixed" in report
