@@ -202,6 +202,7 @@ def apply_fast_dev_run(trainer: Any, batches: int) -> None:
 def check_model(trainer: Any, model: Any, fn: str) -> Any:
     """The model a call runs: the one given, or the last call's; anything else is a clear error."""
     from ember.core.module import LightningModule
+    from ember.utilities.compile import unwrap_compiled
 
     if model is None:
         model = trainer.lightning_module
@@ -210,6 +211,7 @@ def check_model(trainer: Any, model: Any, fn: str) -> Any:
                 f"`model` must be provided to `trainer.{fn}()` when it hasn't been passed in a previous run"
             )
         return model
+    model = unwrap_compiled(model)  # torch.compile(module): the module, its steps compiled
     if not isinstance(model, LightningModule):
         raise TypeError(
             f"`model` must be a `LightningModule` or `torch._dynamo.OptimizedModule`, got"
