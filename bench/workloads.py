@@ -45,9 +45,10 @@ TINY_FEATURES, TINY_HIDDEN, TINY_CLASSES = 32, 64, 10
 def sizes(quick: bool) -> dict[str, int]:
     """Steps per epoch, epochs and validation batches for each case."""
     if quick:
-        return {"tiny_batches": 10, "tiny_epochs": 2, "val_batches": 2, "digits_epochs": 2}
+        return {"tiny_batches": 10, "tiny_epochs": 2, "val_batches": 2, "digits_epochs": 2, "warmup": 2}
     # 1000 batches x 3 epochs = 3000 steps; 20 validation batches per epoch in tiny_defaults
-    return {"tiny_batches": 1000, "tiny_epochs": 3, "val_batches": 20, "digits_epochs": 10}
+    # tiny_compiled times the steps after the first `warmup` ones (compilation and warm-up)
+    return {"tiny_batches": 1000, "tiny_epochs": 3, "val_batches": 20, "digits_epochs": 10, "warmup": 50}
 
 
 # =====================================================================================
@@ -144,6 +145,33 @@ def raw_tiny(
                 {"epoch": epoch, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict()},
                 os.path.join(workdir, "last.pt"),
             )
+    return model, steps, time.perf_counter() - start
+
+
+def raw_tiny_compiled(
+    s: dict[str, int], device: torch.device, workdir: str, first: Callable[[], None]
+) -> tuple[nn.Module, int, float]:
+    """``tiny_compiled``: the lean ``tiny`` loop with ``torch.compile(model)``; timed after the warm-up."""
+    train, _ = tiny_data(s["tiny_batches"], s["val_batches"])
+    torch.manual_seed(0)
+    model = tiny_net().to(device)
+    # the same computation the framework compiles from training_step: the forward and the loss
+    compiled_loss = torch.compile(lambda x, y: F.cross_entropy(model(x), y))
+    train_loader = DataLoader(train, batch_size=BATCH, shuffle=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    steps, start = 0, 0.0
+    for _ in range(s["tiny_epochs"]):
+        for x, y in train_loader:
+            if steps == 0:
+                first()
+            if steps == s["warmup"]:
+                start = time.perf_counter()  # compiled and warm: from here the steady state
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = compiled_loss(x, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
     return model, steps, time.perf_counter() - start
 
 
@@ -257,6 +285,35 @@ def framework_tiny(
     return model, trainer.global_step, time.perf_counter() - start
 
 
+def framework_tiny_compiled(
+    impl: str, s: dict[str, int], device: torch.device, workdir: str, first: Callable[[], None]
+) -> tuple[nn.Module, int, float]:
+    """``trainer.fit(torch.compile(module))`` on the lean ``tiny`` work; timed after the warm-up."""
+    pl = _framework(impl)
+    train, _ = tiny_data(s["tiny_batches"], s["val_batches"])
+    torch.manual_seed(0)
+    started: list[float] = []
+
+    class Timed(_module_class(pl, tiny_net, first)):  # type: ignore[misc]
+        def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+            if self.global_step == s["warmup"] and not started:
+                started.append(time.perf_counter())
+
+    model = Timed()
+    trainer = pl.Trainer(
+        max_epochs=s["tiny_epochs"],
+        default_root_dir=workdir,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        num_sanity_val_steps=0,
+        **_accelerator_args(device),
+    )
+    trainer.fit(torch.compile(model), DataLoader(train, batch_size=BATCH, shuffle=True))
+    return model, trainer.global_step, time.perf_counter() - started[0]
+
+
 def framework_digits(
     impl: str, s: dict[str, int], device: torch.device, data_path: str | None, workdir: str, first: Callable[[], None]
 ) -> tuple[nn.Module, int, float]:
@@ -324,13 +381,21 @@ def run_case(
                 model, steps, seconds = raw_tiny(s, device, defaults, workdir, first)
             else:
                 model, steps, seconds = framework_tiny(impl, s, device, defaults, workdir, first)
+        elif case == "tiny_compiled":
+            if impl == "raw":
+                model, steps, seconds = raw_tiny_compiled(s, device, workdir, first)
+            else:
+                model, steps, seconds = framework_tiny_compiled(impl, s, device, workdir, first)
+            steps -= s["warmup"]  # the timed steps
         elif case == "digits":
             if impl == "raw":
                 model, steps, seconds = raw_digits(s, device, data_path, workdir, first)
             else:
                 model, steps, seconds = framework_digits(impl, s, device, data_path, workdir, first)
         else:
-            raise ValueError(f"unknown case {case!r}; pick one of tiny, tiny_defaults, digits, first_step")
+            raise ValueError(
+                f"unknown case {case!r}; pick one of tiny, tiny_defaults, tiny_compiled, digits, first_step"
+            )
         if device.type == "cuda":
             torch.cuda.synchronize()
     finally:
