@@ -28,6 +28,8 @@ _ALIASES = {
     "16-true": "16-true",
     "bf16-true": "bf16-true",
 }
+# the "-true" precisions other than 32: the module's parameters and new tensors take this dtype
+_TRUE_DTYPES = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 
 
@@ -72,9 +74,7 @@ class Precision:
                 self.scaler = torch.amp.GradScaler("cuda")
         elif precision == "bf16-mixed":
             self._autocast_dtype = torch.bfloat16
-        self._module_dtype = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}.get(
-            precision
-        )
+        self._module_dtype = _TRUE_DTYPES.get(precision)
 
     @property
     def converts_input(self) -> bool:
@@ -172,6 +172,12 @@ class Precision:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
+
+
+def tensor_init_context(precision: str) -> contextlib.AbstractContextManager:
+    """New floating-point tensors take the dtype of a ``"-true"`` precision (``trainer.init_module``)."""
+    dtype = _TRUE_DTYPES.get(precision)
+    return _default_dtype(dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

@@ -131,11 +131,22 @@ def test_validation_and_test_step_defaults_return_none():
     assert model.configure_model() is None
 
 
-def test_configure_optimizers_default_warns_and_fit_runs_without_optimizer():
+def test_fit_without_configure_optimizers_raises_lightnings_error():
     class NoOptim(CoreModel):
         configure_optimizers = ember.LightningModule.configure_optimizers
 
-    model = NoOptim()
+    with pytest.raises(
+        ember.utilities.MisconfigurationException, match=r"No `configure_optimizers\(\)` method defined"
+    ):
+        quiet_trainer(max_epochs=1).fit(NoOptim(), loader(n=8))
+
+
+def test_configure_optimizers_returning_none_warns_and_fit_runs_without_optimizer():
+    class NoneOptim(CoreModel):
+        def configure_optimizers(self):
+            return None
+
+    model = NoneOptim()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.warns(UserWarning, match="configure_optimizers"):
         quiet_trainer(max_epochs=1).fit(model, loader(n=8))

@@ -163,9 +163,15 @@ CALLBACK_HOOKS = (
 
 
 def overrides(obj: Any, base: type, name: str) -> bool:
-    """Whether ``obj``'s class (or the instance itself) replaces ``base.name``."""
+    """Whether ``obj``'s class (or the instance itself) replaces ``base.name``.
+
+    A hook set to ``None`` (``model.validation_step = None``) counts as absent, and a ``Mock`` (e.g.
+    ``Mock(spec=Callback)``) as overriding every hook, as in Lightning.
+    """
     if name in getattr(obj, "__dict__", {}):
-        return True
+        return obj.__dict__[name] is not None
+    if type(obj).__module__ == "unittest.mock":
+        return callable(getattr(obj, name, None))
     attr = getattr(type(obj), name, None)
     base_attr = getattr(base, name, None)
     return attr is not None and attr is not base_attr

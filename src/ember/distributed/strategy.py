@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -90,6 +90,14 @@ class Strategy:
 
     def setup_environment(self) -> None:
         """Join or create the process group (nothing on one device)."""
+
+    @contextlib.contextmanager
+    def tensor_init_context(self, empty_init: bool | None = None) -> Iterator[None]:
+        """New tensors are created on ``root_device``; with ``empty_init``, weights are left uninitialised."""
+        from ember.utilities.init import EmptyInit
+
+        with EmptyInit(enabled=bool(empty_init)), self.root_device:
+            yield
 
     def setup_module(self, module: nn.Module) -> nn.Module:
         """Move to the device and wrap (e.g. in DDP) for training."""

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import rank_zero_info
+from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from ember.utilities.warnings import PossibleUserWarning
 
 
 def defaults_from_env_vars(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -156,6 +157,8 @@ def batch_limit(value: int | float | None, name: str) -> int | float:
         raise MisconfigurationException(
             f"`{name}={value!r}` must be an int (a count of batches) or a float in [0.0, 1.0]."
         )
+    if isinstance(value, float) and value > 1.0 and value.is_integer():
+        return int(value)  # 2.0 batches is 2 batches, as in Lightning
     if isinstance(value, float) and not 0.0 <= value <= 1.0:
         raise MisconfigurationException(
             f"You have passed invalid value {value} for {name}, it has to be in [0.0, 1.0] or an int."
@@ -180,6 +183,24 @@ def parse_time(value: Any) -> float | None:
         days, hours, minutes, seconds = (int(p) for p in parts)
         return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
     return None
+
+
+def resolve_epoch_limits(trainer: Any) -> None:
+    """When fit starts, as in Lightning: ``max_epochs=None`` becomes 1000 (with a warning), or -1 when
+    ``max_steps`` or a ``Timer`` limits training; ``min_epochs=None`` becomes 1 with ``min_steps``, else 0."""
+    if trainer.max_epochs is None:
+        timer = any(type(cb).__name__ == "Timer" for cb in trainer.callbacks)
+        if trainer.max_steps == -1 and not timer:
+            rank_zero_warn(
+                "`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit,"
+                " set `max_epochs=-1`.",
+                category=PossibleUserWarning,
+            )
+            trainer.max_epochs = 1000
+        else:
+            trainer.max_epochs = -1
+    if trainer.min_epochs is None:
+        trainer.min_epochs = 1 if trainer.min_steps is not None else 0
 
 
 def check_num_nodes(num_nodes: Any) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
 from ember.trainer.data import as_loader_list, check_loader, limit_batches, prepare_loader
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
     from ember.trainer.run import Run
@@ -105,8 +107,7 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     value = prepared[0] if len(prepared) == 1 else prepared
     if key == "val":
         run.val_dataloaders = value
-        steps = t.num_sanity_val_steps
-        run.num_sanity_val_batches = [min(steps if steps != -1 else float("inf"), n) for n in run.eval_batches["val"]]
+        run.num_sanity_val_batches = [min(t.num_sanity_val_steps, n) for n in run.eval_batches["val"]]
     elif key == "test":
         run.test_dataloaders = value
     else:
@@ -153,20 +154,7 @@ def is_single_loader(source: Any) -> bool:
     return isinstance(source, DataLoader)
 
 
-class PredictLoopView:
-    """``trainer.predict_loop``: what prediction writers read about the current and past batches."""
-
-    def __init__(self, trainer: Trainer) -> None:
-        self._trainer = trainer
-        self.current_batch_indices: list[int] | None = None
-
-    @property
-    def epoch_batch_indices(self) -> list[list[list[int]]]:
-        """Per predict dataloader, the dataset indices of each batch of the last ``predict``."""
-        return self._trainer._run.predict_batch_indices or []
-
-
-def with_index_recording(loader: Any, view: PredictLoopView) -> Any:
+def with_index_recording(loader: Any, view: Any) -> Any:
     from torch.utils.data import DataLoader
 
     if not isinstance(loader, DataLoader) or loader.batch_sampler is None:
@@ -196,3 +184,18 @@ def with_index_recording(loader: Any, view: PredictLoopView) -> Any:
         pin_memory=loader.pin_memory,
     )
     return new
+
+
+def estimated_stepping_batches(t: Trainer, run: Run) -> int | float:
+    """The total optimizer steps fit will run: epochs x batches / accumulation, capped by ``max_steps``."""
+    max_epochs = t.max_epochs if t.max_epochs is not None else (-1 if t.max_steps != -1 else 1000)
+    if max_epochs == -1:
+        return float("inf") if t.max_steps == -1 else t.max_steps
+    if run.train_dataloader is None:
+        rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
+        setup_train_dataloader(t, run)
+    total = run.num_training_batches
+    if total == float("inf"):
+        return t.max_steps
+    estimate = math.ceil(total / t.accumulate_grad_batches) * max(max_epochs, 1)
+    return min(estimate, t.max_steps) if t.max_steps != -1 else estimate

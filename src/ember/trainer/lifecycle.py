@@ -27,7 +27,7 @@ from ember.checkpoint import contents, load_checkpoint
 from ember.checkpoint.ckpt_path import resolve_ckpt_path
 from ember.precision import Precision
 from ember.profilers.profiler import active
-from ember.trainer import dataloaders, loop
+from ember.trainer import arguments, dataloaders, loop
 from ember.trainer.defaults import merge_model_callbacks
 from ember.trainer.dispatch import HookDispatcher
 from ember.trainer.metrics import print_results
@@ -140,6 +140,8 @@ def execute(trainer: Trainer, model: Any, ckpt_path: Any, weights_only: bool | N
 def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: bool | None, model_given: bool) -> None:
     """Everything before the first loop: hooks, checks, processes, data, weights, optimizers, restored state."""
     fitting = run.fn == TrainerFn.FITTING
+    if fitting:
+        arguments.resolve_epoch_limits(trainer)
     strategy = trainer.strategy
     strategy.connect(model)
     model.trainer = trainer
@@ -211,11 +213,12 @@ def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
 
 def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
     hooks = _hooks(run)
-    if not hooks.module_overrides("training_step"):
-        raise MisconfigurationException(
-            "No `training_step()` method defined. Lightning `Trainer` expects as minimum a `training_step()`,"
-            " `train_dataloader()` and `configure_optimizers()` to be defined."
-        )
+    for required in ("training_step", "configure_optimizers"):
+        if not hooks.module_overrides(required):
+            raise MisconfigurationException(
+                f"No `{required}()` method defined. Lightning `Trainer` expects as minimum a `training_step()`,"
+                " `train_dataloader()` and `configure_optimizers()` to be defined."
+            )
     has_train_data = (
         run.train_source is not None
         or (trainer.datamodule is not None and dataloaders.overridden(trainer.datamodule, "train_dataloader"))

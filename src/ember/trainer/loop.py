@@ -98,6 +98,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         batch = next(iterator, _END)  # fetch
         if batch is _END:
             break
+        run.batch_idx = batch_idx
         is_last = batch_idx + 1 >= total
         if transfer is not None:
             batch = transfer(batch)  # transfer
@@ -157,6 +158,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             run.epoch_rng = collect_rng_states()
             run.train_iterator = iter(loader)
     iterator, run.train_iterator = run.train_iterator, None
+    run.batch_idx = -1
     trainer.state.stage = RunningStage.TRAINING
     run.results = run.train_results
     run.metrics.live = run.train_results  # step values reach callback_metrics when somebody reads them
@@ -463,11 +465,11 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     results.reset()
     previous_results, run.results = run.results, results
     first = iter(loaders[0])  # before the hooks, as in Lightning: a shuffling loader draws its seed here
-    modes = _eval_mode(trainer, run, prefix)
-    hooks.call_both(f"on_{prefix}_start")
-    hooks.call_both(f"on_{prefix}_epoch_start")
     outputs_per_loader: list[dict[str, Any]] = []
-    with _eval_grad_context(trainer):
+    with _eval_grad_context(trainer):  # the whole loop, its start and end hooks too, as in Lightning
+        modes = _eval_mode(trainer, run, prefix)
+        hooks.call_both(f"on_{prefix}_start")
+        hooks.call_both(f"on_{prefix}_epoch_start")
         for dataloader_idx, loader in enumerate(loaders):
             results.dataloader_idx = dataloader_idx if len(loaders) > 1 else None
             iterator = first if dataloader_idx == 0 else iter(loader)
@@ -476,15 +478,16 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         results.dataloader_idx = None
         hooks.call_both(f"on_{prefix}_epoch_end")
         end_outputs = run.metrics.eval_epoch_outputs(results, stage)
-    merged: dict[str, Any] = {}
-    for outputs in outputs_per_loader:
-        merged.update(outputs)
-        outputs.update(end_outputs)
-    merged.update(end_outputs)
-    if stage != RunningStage.SANITY_CHECKING:
-        run.metrics.write(merged, None)
-    hooks.call_both(f"on_{prefix}_end")
-    _train_mode(trainer, run, prefix, modes)
+        merged: dict[str, Any] = {}
+        for outputs in outputs_per_loader:
+            merged.update(outputs)
+            outputs.update(end_outputs)
+        merged.update(end_outputs)
+        if stage != RunningStage.SANITY_CHECKING:
+            run.metrics.write(merged, None)
+        hooks.call_both(f"on_{prefix}_end")
+        _train_mode(trainer, run, prefix, modes)
+    results.reset()  # torchmetrics objects logged here start the next epoch empty, as in Lightning
     run.results = previous_results
     if stage == RunningStage.VALIDATING and trainer.state.fn == "fit":
         run.evaluation_has_run = True
@@ -583,16 +586,16 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     run.results = None
     run.predict_batch_indices = [[] for _ in loaders]
     first = iter(loaders[0])  # before the hooks, as in Lightning
-    hooks.call_module("on_predict_model_eval")
-    hooks.call_both("on_predict_start")
-    hooks.call_both("on_predict_epoch_start")
-    with _eval_grad_context(trainer):
+    with _eval_grad_context(trainer):  # the whole loop, its start and end hooks too, as in Lightning
+        hooks.call_module("on_predict_model_eval")
+        hooks.call_both("on_predict_start")
+        hooks.call_both("on_predict_epoch_start")
         for dataloader_idx, loader in enumerate(loaders):
             iterator = first if dataloader_idx == 0 else iter(loader)
             _predict_loader(trainer, run, loader, iterator, dataloader_idx, len(loaders), max_batches, predictions)
-    run.predictions = predictions
-    hooks.call_both("on_predict_epoch_end")
-    hooks.call_both("on_predict_end")
+        run.predictions = predictions
+        hooks.call_both("on_predict_epoch_end")
+        hooks.call_both("on_predict_end")
     if not run.return_predictions:
         return None
     return predictions if len(loaders) > 1 else predictions[0]

@@ -7,8 +7,9 @@ the state of one call is a ``Run`` (``run.py``).
 from __future__ import annotations
 
 import contextlib
-import math
 import os
+import signal
+from collections.abc import Iterator
 from datetime import timedelta
 from operator import attrgetter
 from typing import Any
@@ -17,13 +18,12 @@ import torch
 
 from ember.callbacks.callback import Callback
 from ember.core.optimizer import LightningOptimizer
-from ember.trainer import arguments, dataloaders, lifecycle
+from ember.trainer import arguments, dataloaders, lifecycle, views
 from ember.trainer.defaults import configure_callbacks, configure_loggers
 from ember.trainer.run import Run
 from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import _set_rank, rank_zero_info, rank_zero_warn
-from ember.utilities.warnings import PossibleUserWarning
+from ember.utilities.rank_zero import _set_rank, rank_zero_warn
 
 
 class _ReadOnly:
@@ -189,7 +189,7 @@ class Trainer:
         model_registry: str | None = None,
     ) -> None:
         from ember.distributed.factory import create_strategy, parse_devices, resolve_accelerator
-        from ember.precision import normalize_precision
+        from ember.precision import Precision, normalize_precision
         from ember.profilers import create_profiler
 
         # ---- barebones: everything that costs speed is off --------------------------------------
@@ -211,14 +211,16 @@ class Trainer:
         # ---- loop limits ------------------------------------------------------------------------
         arguments.check_loop_limits(max_epochs, min_epochs, max_steps, min_steps)
         arguments.check_optimization(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm)
-        self.fast_dev_run = arguments.fast_dev_run_batches(fast_dev_run)
+        dev_run_batches = arguments.fast_dev_run_batches(fast_dev_run)
+        self.fast_dev_run = fast_dev_run  # as given (True or a number), as Lightning keeps it
         self.val_check_interval, self._val_check_seconds = arguments.validation_interval(
             val_check_interval, check_val_every_n_epoch
         )
         self.check_val_every_n_epoch = check_val_every_n_epoch
-        self.num_sanity_val_steps = arguments.count(
+        sanity_steps = arguments.count(
             num_sanity_val_steps, "num_sanity_val_steps", 2, -1, " (-1 runs all validation batches)"
         )
+        self.num_sanity_val_steps: int | float = float("inf") if sanity_steps == -1 else sanity_steps
         self.log_every_n_steps = arguments.count(log_every_n_steps, "log_every_n_steps", 50, 0, "")
         arguments.check_reload(reload_dataloaders_every_n_epochs)
         self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
@@ -235,10 +237,10 @@ class Trainer:
         self.max_time = max_time
         self.max_steps = max_steps
         self.min_steps = min_steps
-        self._max_epochs_arg = max_epochs
-        self._min_epochs_arg = min_epochs
-        if self.fast_dev_run:
-            arguments.apply_fast_dev_run(self, self.fast_dev_run)
+        self.max_epochs: int | None = max_epochs  # None: decided when fit starts (1000, or -1 with max_steps)
+        self.min_epochs: int | None = min_epochs
+        if dev_run_batches:
+            arguments.apply_fast_dev_run(self, dev_run_batches)
 
         # ---- hardware and precision --------------------------------------------------------------
         accelerator_name = resolve_accelerator(accelerator)
@@ -256,6 +258,8 @@ class Trainer:
                 " CPU. Using `precision='bf16-mixed'` instead."
             )
             self.precision = "bf16-mixed"
+        if self.strategy.precision_plugin is None:
+            self.strategy.precision_plugin = Precision(self.precision, self.strategy.root_device)
         self.plugins = plugins
         self.sync_batchnorm = sync_batchnorm
         self.use_distributed_sampler = use_distributed_sampler
@@ -286,7 +290,9 @@ class Trainer:
         self.lr_scheduler_configs: list[Any] = []
         self.ckpt_path: str | None = None
         self._run = Run(self)  # the state of the current (or last) call; a new one per call
-        self.predict_loop = dataloaders.PredictLoopView(self)
+        # Lightning's loop objects, as views of the run: what libraries read
+        self.fit_loop, self.predict_loop = views.FitLoopView(self), views.PredictLoopView(self)
+        self._accelerator_connector = views.AcceleratorConnectorView(self)
         _set_rank(self.strategy.global_rank)
 
     # ---- entry points ----------------------------------------------------------------------------
@@ -454,6 +460,27 @@ class Trainer:
             self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
         self.strategy.barrier("Trainer.save_checkpoint")  # all ranks: the file exists when anyone returns
 
+    @contextlib.contextmanager
+    def init_module(self, empty_init: bool | None = None) -> Iterator[None]:
+        """Create the model's tensors on the device and in the precision's dtype right away.
+
+        ``empty_init=True`` skips the weights' initialisation (for a model about to load a checkpoint).
+
+        Example::
+
+            with trainer.init_module():
+                model = MyModel()
+        """
+        from ember.precision import tensor_init_context
+
+        with self.strategy.tensor_init_context(empty_init), tensor_init_context(self.precision):
+            yield
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` on the first process of each machine (local rank 0)."""
+        if self.local_rank == 0:
+            print(*args, **kwargs)
+
     # ---- metrics ---------------------------------------------------------------------------------
     @property
     def callback_metrics(self) -> dict[str, torch.Tensor]:
@@ -492,7 +519,7 @@ class Trainer:
 
     precision_plugin = _ReadOnly(
         "strategy.precision_plugin",
-        "Autocast, gradient scaling and clipping for the chosen ``precision`` (set when a call starts).",
+        "Autocast, gradient scaling and clipping for the chosen ``precision`` (a fresh one for each call).",
     )
 
     # ---- progress and limits ---------------------------------------------------------------------
@@ -507,53 +534,19 @@ class Trainer:
         return self._run.progress.global_step
 
     @property
-    def max_epochs(self) -> int:
-        """The epoch limit: the argument, or 1000 when no other limit is set (-1: none)."""
-        if self._max_epochs_arg is not None:
-            return self._max_epochs_arg
-        if (
-            self.max_steps != -1
-            or self.max_time is not None
-            or any(type(cb).__name__ == "Timer" for cb in self.callbacks)
-        ):
-            return -1
-        if not getattr(self, "_warned_max_epochs", False):
-            self._warned_max_epochs = True
-            rank_zero_warn(
-                "`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit,"
-                " set `max_epochs=-1`.",
-                category=PossibleUserWarning,
-            )
-        return 1000
-
-    @max_epochs.setter
-    def max_epochs(self, value: int) -> None:
-        self._max_epochs_arg = value
-
-    @property
-    def min_epochs(self) -> int:
-        """Epochs trained at least, whatever ``should_stop`` says (1 when only ``min_steps`` is set)."""
-        if self._min_epochs_arg is None:
-            return 1 if self.min_steps is not None else 0
-        return self._min_epochs_arg
-
-    @min_epochs.setter
-    def min_epochs(self, value: int) -> None:
-        self._min_epochs_arg = value
-
-    @property
     def estimated_stepping_batches(self) -> int | float:
         """The total optimizer steps fit will run (for schedulers such as ``OneCycleLR(total_steps=...)``)."""
-        if self.max_epochs == -1:
-            return float("inf") if self.max_steps == -1 else self.max_steps
-        if self.train_dataloader is None:
-            rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
-            dataloaders.setup_train_dataloader(self, self._run)
-        total = self.num_training_batches
-        if total == float("inf"):
-            return self.max_steps
-        estimate = math.ceil(total / self.accumulate_grad_batches) * max(self.max_epochs, 1)
-        return min(estimate, self.max_steps) if self.max_steps != -1 else estimate
+        return dataloaders.estimated_stepping_batches(self, self._run)
+
+    @property
+    def is_last_batch(self) -> bool:
+        """Whether the training batch being run is the epoch's last."""
+        return self._run.batch_idx + 1 >= self._run.num_training_batches
+
+    @property
+    def received_sigterm(self) -> bool:
+        """Whether this process received SIGTERM during the current call (training then saves and stops)."""
+        return self._run.stop_flag.signum == signal.SIGTERM
 
     # ---- data ------------------------------------------------------------------------------------
     train_dataloader = _ReadOnly(
@@ -608,8 +601,9 @@ class Trainer:
 
     @property
     def device_ids(self) -> list[int]:
-        """The indices of the devices this machine uses."""
-        return getattr(self.strategy, "parallel_devices_ids", [self.strategy.root_device.index or 0])
+        """The indices of the devices this machine uses (for CPU processes, their local ranks)."""
+        devices = getattr(self.strategy, "parallel_devices", None) or [self.strategy.root_device]
+        return [device.index or index for index, device in enumerate(devices)]
 
     accelerator = _ReadOnly("_accelerator", 'The device type in use: ``"cpu"``, ``"cuda"`` or ``"mps"``.')
 
@@ -623,6 +617,15 @@ class Trainer:
 
         path = self._default_root_dir
         return os.path.normpath(os.path.expanduser(path)) if is_local(path) else path
+
+    @property
+    def loggers(self) -> list[Any]:
+        """The loggers (empty for none)."""
+        return self._loggers
+
+    @loggers.setter
+    def loggers(self, loggers: list[Any] | None) -> None:
+        self._loggers = list(loggers) if loggers else []
 
     @property
     def logger(self) -> Any:

@@ -1,0 +1,228 @@
+"""Lightning's loop objects as views: what libraries built on Lightning read off the trainer.
+
+Lightning keeps its counters in loop objects (``trainer.fit_loop``, ``trainer.predict_loop``) and
+libraries read them: ``trainer.fit_loop.max_epochs``, ``fit_loop.epoch_progress.current.completed``,
+``fit_loop.epoch_loop.batch_progress``, ``predict_loop.epoch_batch_indices``,
+``trainer._accelerator_connector.is_distributed``. Ember has one loop and one ``Progress``; these
+views answer with Lightning's names and meanings, reading the current run's counters when asked.
+
+Example::
+
+    trainer.fit_loop.epoch_progress.current.completed   # epochs finished
+    trainer.fit_loop.epoch_loop.batch_idx               # the batch being trained on
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ember.trainer.run import Progress, Run
+    from ember.trainer.trainer import Trainer
+
+
+class _View:
+    def __init__(self, trainer: Trainer) -> None:
+        self._trainer = trainer
+
+    @property
+    def _run(self) -> Run:
+        return self._trainer._run
+
+    @property
+    def _progress(self) -> Progress:
+        return self._trainer._run.progress
+
+
+class _EpochCounter(_View):
+    """``epoch_progress.current`` / ``.total``: epochs ready, started, processed and completed."""
+
+    @property
+    def ready(self) -> int:
+        p = self._progress
+        return p.epoch + (1 if p.epoch_batches or p.epoch_done else 0)
+
+    started = ready
+
+    @property
+    def processed(self) -> int:
+        p = self._progress
+        return p.epoch + (1 if p.epoch_done else 0)
+
+    @property
+    def completed(self) -> int:
+        return self._progress.epoch
+
+    @completed.setter
+    def completed(self, value: int) -> None:
+        self._progress.epoch = value
+
+
+class _EpochProgress(_View):
+    @property
+    def current(self) -> _EpochCounter:
+        return _EpochCounter(self._trainer)
+
+    total = current
+
+
+class _BatchCounter(_View):
+    """Batches fetched (``ready``, ``started``) and trained on (``processed``, ``completed``)."""
+
+    def __init__(self, trainer: Trainer, across_epochs: bool) -> None:
+        super().__init__(trainer)
+        self._across_epochs = across_epochs
+
+    @property
+    def ready(self) -> int:
+        p, run = self._progress, self._run
+        fetched = max(run.batch_idx + 1, p.epoch_batches)  # counted from the fetch, as in Lightning
+        return fetched + (p.total_batches - p.epoch_batches if self._across_epochs else 0)
+
+    started = ready
+
+    @property
+    def completed(self) -> int:
+        p = self._progress
+        return p.total_batches if self._across_epochs else p.epoch_batches
+
+    processed = completed
+
+
+class _BatchProgress(_View):
+    @property
+    def current(self) -> _BatchCounter:
+        return _BatchCounter(self._trainer, across_epochs=False)
+
+    @property
+    def total(self) -> _BatchCounter:
+        return _BatchCounter(self._trainer, across_epochs=True)
+
+    @property
+    def is_last_batch(self) -> bool:
+        return self._trainer.is_last_batch
+
+
+class _TrainingEpochLoopView(_View):
+    """``trainer.fit_loop.epoch_loop``."""
+
+    @property
+    def batch_progress(self) -> _BatchProgress:
+        return _BatchProgress(self._trainer)
+
+    @property
+    def batch_idx(self) -> int:
+        """The batch being trained on (within the epoch)."""
+        return self.batch_progress.current.ready - 1
+
+    @property
+    def total_batch_idx(self) -> int:
+        """The batch being trained on (across epochs)."""
+        return self.batch_progress.total.ready - 1
+
+    @property
+    def global_step(self) -> int:
+        return self._progress.global_step
+
+    @property
+    def _batches_that_stepped(self) -> int:
+        return self._progress.batches_that_stepped
+
+    @_batches_that_stepped.setter
+    def _batches_that_stepped(self, value: int) -> None:
+        self._progress.batches_that_stepped = value
+
+    @property
+    def max_steps(self) -> int:
+        return self._trainer.max_steps
+
+    @property
+    def min_steps(self) -> int | None:
+        return self._trainer.min_steps
+
+    def _accumulated_batches_reached(self) -> bool:
+        return (self.batch_idx + 1) % self._trainer.accumulate_grad_batches == 0
+
+    def _should_accumulate(self) -> bool:
+        """Whether the current batch only accumulates gradients (no optimizer step after it)."""
+        return not self._accumulated_batches_reached() and not self._trainer.is_last_batch
+
+
+class FitLoopView(_View):
+    """``trainer.fit_loop``: the epoch limits and counters, with Lightning's names."""
+
+    @property
+    def max_epochs(self) -> int | None:
+        return self._trainer.max_epochs
+
+    @max_epochs.setter
+    def max_epochs(self, value: int) -> None:
+        self._trainer.max_epochs = value
+
+    @property
+    def min_epochs(self) -> int | None:
+        return self._trainer.min_epochs
+
+    @min_epochs.setter
+    def min_epochs(self, value: int) -> None:
+        self._trainer.min_epochs = value
+
+    @property
+    def max_steps(self) -> int:
+        return self._trainer.max_steps
+
+    @property
+    def min_steps(self) -> int | None:
+        return self._trainer.min_steps
+
+    @property
+    def epoch_progress(self) -> _EpochProgress:
+        return _EpochProgress(self._trainer)
+
+    @property
+    def epoch_loop(self) -> _TrainingEpochLoopView:
+        return _TrainingEpochLoopView(self._trainer)
+
+    @property
+    def batch_idx(self) -> int:
+        return self.epoch_loop.batch_idx
+
+    @property
+    def total_batch_idx(self) -> int:
+        return self.epoch_loop.total_batch_idx
+
+    def _should_accumulate(self) -> bool:
+        return self.epoch_loop._should_accumulate()
+
+    def setup_data(self) -> None:
+        """Request and prepare the training dataloader now (``trainer.num_training_batches`` is known after)."""
+        from ember.trainer import dataloaders
+
+        if self._run.train_dataloader is None:
+            dataloaders.setup_train_dataloader(self._trainer, self._run)
+
+
+class PredictLoopView(_View):
+    """``trainer.predict_loop``: what prediction writers read about the current and past batches."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__(trainer)
+        self.current_batch_indices: list[int] | None = None
+
+    @property
+    def epoch_batch_indices(self) -> list[list[list[int]]]:
+        """Per predict dataloader, the dataset indices of each batch of the last ``predict``."""
+        return self._run.predict_batch_indices or []
+
+    @property
+    def predictions(self) -> Any:
+        """The last ``predict``'s outputs (a list per dataloader)."""
+        return self._run.predictions
+
+
+class AcceleratorConnectorView(_View):
+    """``trainer._accelerator_connector``, as far as integrations read it (Optuna's pruning callback)."""
+
+    @property
+    def is_distributed(self) -> bool:
+        return bool(self._trainer.strategy.is_distributed)

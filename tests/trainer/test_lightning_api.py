@@ -1,0 +1,241 @@
+"""Trainer attributes and behaviours that Lightning programs and libraries rely on, checked against Lightning 2.6.6.
+
+Each expected value below was observed on pytorch_lightning 2.6.6 with the same program.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import warnings
+from unittest import mock
+
+import pytest
+import torch
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+from torch import nn
+
+import ember
+from ember.callbacks import Callback
+from ember.utilities.exceptions import PreemptionExit
+
+
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        loop = trainer.fit_loop
+        self.seen.append(
+            (
+                batch_idx,
+                trainer.is_last_batch,
+                loop.epoch_loop.batch_idx,
+                loop.total_batch_idx,
+                loop.epoch_progress.current.completed,
+            )
+        )
+
+
+def test_is_last_batch_and_the_fit_loop_counters_while_training():
+    recorder = Recorder()
+    trainer = quiet_trainer(max_epochs=2, callbacks=[recorder])
+    trainer.fit(CoreModel(), loader(n=12, batch_size=4))  # 3 batches per epoch
+    assert recorder.seen == [
+        (0, False, 0, 0, 0), (1, False, 1, 1, 0), (2, True, 2, 2, 0),
+        (0, False, 0, 3, 1), (1, False, 1, 4, 1), (2, True, 2, 5, 1),
+    ]  # fmt: skip
+    loop = trainer.fit_loop
+    assert loop.epoch_progress.current.completed == 2
+    assert loop.epoch_loop.batch_progress.total.completed == 6
+    assert loop.epoch_loop._batches_that_stepped == 6 and loop.epoch_loop.global_step == 6
+
+
+def test_fit_loop_limits_are_the_trainers_and_settable():
+    trainer = quiet_trainer(max_epochs=3)
+    assert trainer.fit_loop.max_epochs == 3
+    trainer.fit_loop.max_epochs = 1
+    trainer.fit(CoreModel(), loader(n=8))
+    assert trainer.current_epoch == 1 and trainer.max_epochs == 1
+    trainer.fit_loop.epoch_progress.current.completed = 4  # as some programs set it before evaluating
+    assert trainer.current_epoch == 4
+
+
+def test_fit_loop_setup_data_counts_the_training_batches():
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(CoreModel(), loader(n=8, batch_size=4))
+    trainer._run.train_dataloader = None
+    trainer.fit_loop.setup_data()
+    assert trainer.num_training_batches == 2
+
+
+def test_max_epochs_is_decided_when_fit_starts():
+    trainer = quiet_trainer()
+    assert trainer.max_epochs is None and trainer.min_epochs is None  # as given, as in Lightning
+    with pytest.warns(UserWarning, match="`max_epochs` was not set. Setting it to 1000 epochs"):
+        trainer.fit(_Stopper(), loader(n=4))
+    assert trainer.max_epochs == 1000 and trainer.min_epochs == 0
+    limited = quiet_trainer(max_steps=2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*max_epochs.*")
+        limited.fit(CoreModel(), loader(n=16))  # max_steps limits training: no warning
+    assert limited.max_epochs == -1 and limited.global_step == 2
+
+
+class _Stopper(CoreModel):
+    def on_train_epoch_end(self):
+        self.trainer.should_stop = True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "attribute", "expected"),
+    [
+        ({"num_sanity_val_steps": -1}, "num_sanity_val_steps", float("inf")),
+        ({"fast_dev_run": True}, "fast_dev_run", True),
+        ({"limit_val_batches": 2.0}, "limit_val_batches", 2),
+        ({"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"}, "device_ids", [0, 1]),
+    ],
+)
+def test_trainer_attributes_read_as_in_lightning(kwargs, attribute, expected):
+    trainer = ember.Trainer(logger=False, **kwargs)
+    value = getattr(trainer, attribute)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_loggers_set_to_none_is_an_empty_list():
+    trainer = ember.Trainer(logger=False)
+    trainer.loggers = None
+    assert trainer.loggers == [] and trainer.logger is None
+
+
+def test_precision_plugin_exists_before_any_call():
+    trainer = ember.Trainer(logger=False, precision="bf16-mixed")
+    assert trainer.precision_plugin is not None and trainer.precision_plugin.precision == "bf16-mixed"
+
+
+def test_accelerator_connector_tells_integrations_whether_the_run_is_distributed():
+    assert ember.Trainer(logger=False)._accelerator_connector.is_distributed is False
+    spawn = ember.Trainer(logger=False, accelerator="cpu", devices=2, strategy="ddp_spawn")
+    assert spawn._accelerator_connector.is_distributed is True
+
+
+def test_init_module_builds_on_the_device_in_the_precision_dtype():
+    trainer = ember.Trainer(logger=False, accelerator="cpu", precision="64-true")
+    with trainer.init_module():
+        layer = nn.Linear(3, 2)
+    assert layer.weight.dtype == torch.float64 and layer.weight.device.type == "cpu"
+    assert torch.get_default_dtype() == torch.float32  # restored after the block
+
+
+def test_init_module_with_empty_init_skips_the_weight_initialisation():
+    class Filled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(3))
+            nn.init.constant_(self.weight, 5.0)
+
+    trainer = ember.Trainer(logger=False, accelerator="cpu")
+    with trainer.init_module(empty_init=True):
+        skipped = Filled()
+    with trainer.init_module():
+        initialised = Filled()
+    assert torch.equal(skipped.weight, torch.zeros(3))
+    assert torch.equal(initialised.weight, torch.full((3,), 5.0))
+
+
+def test_print_prints_on_local_rank_zero(capsys):
+    ember.Trainer(logger=False).print("hello", 3)
+    assert capsys.readouterr().out == "hello 3\n"
+
+
+def test_received_sigterm_is_true_once_the_signal_arrived(tmp_path):
+    seen = []
+
+    class Terminate(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(trainer.received_sigterm)
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler only raises the flag
+            seen.append(trainer.received_sigterm)
+
+    trainer = quiet_trainer(max_epochs=1, callbacks=[Terminate()], default_root_dir=tmp_path)
+    with pytest.raises(PreemptionExit):
+        trainer.fit(CoreModel(), loader(n=16, batch_size=4))
+    assert seen == [False, True]
+    assert trainer.received_sigterm
+
+
+def test_a_step_set_to_none_counts_as_absent():
+    calls = []
+
+    class NoValidation(CoreModel):
+        def validation_step(self, batch, batch_idx):
+            calls.append(batch_idx)
+
+    on_instance = NoValidation()
+    on_instance.validation_step = None
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(on_instance, loader(n=8), loader(n=4))
+    NoValidation.validation_step = None  # on the class as well
+    try:
+        quiet_trainer(max_epochs=1).fit(NoValidation(), loader(n=8), loader(n=4))
+    finally:
+        del NoValidation.validation_step
+    assert calls == []
+    assert trainer.num_val_batches == []
+
+
+def test_a_mock_callback_and_a_hook_set_on_the_instance_are_called():
+    spy = mock.Mock(spec=Callback)
+    spy.state_key = "spy"
+    spy.state_dict.return_value = {}
+    instance_hooked = Callback()
+    epochs = []
+    instance_hooked.on_train_epoch_end = lambda trainer, pl_module: epochs.append(trainer.current_epoch)
+    quiet_trainer(max_epochs=2, callbacks=[spy, instance_hooked]).fit(CoreModel(), loader(n=8))
+    assert spy.on_train_batch_end.call_count == 4 and spy.on_fit_end.call_count == 1
+    assert epochs == [0, 1]
+
+
+def test_evaluation_start_and_end_hooks_run_without_gradients():
+    grad_enabled = {}
+
+    class Spy(CoreModel):
+        def on_validation_start(self):
+            grad_enabled["validation_start"] = torch.is_grad_enabled()
+
+        def on_validation_end(self):
+            grad_enabled["validation_end"] = torch.is_grad_enabled()
+
+        def on_test_start(self):
+            grad_enabled["test_start"] = torch.is_grad_enabled()
+
+        def on_predict_end(self):
+            grad_enabled["predict_end"] = torch.is_grad_enabled()
+
+        def test_step(self, batch, batch_idx):
+            return None
+
+    model = Spy()
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, loader(n=8), loader(n=4))
+    trainer.test(model, loader(n=4), verbose=False)
+    trainer.predict(model, loader(n=4))
+    assert grad_enabled == dict.fromkeys(("validation_start", "validation_end", "test_start", "predict_end"), False)
+
+
+def test_a_torchmetrics_metric_logged_in_validation_is_reset_after_its_epoch_value():
+    torchmetrics = pytest.importorskip("torchmetrics")
+
+    class WithMetric(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.mean_target = torchmetrics.MeanMetric()
+
+        def validation_step(self, batch, batch_idx):
+            self.mean_target(batch[1].mean())
+            self.log("mean_target", self.mean_target)
+
+    model = WithMetric()
+    [result] = quiet_trainer(max_epochs=1).validate(model, loader(n=8), verbose=False)
+    assert "mean_target" in result
+    assert model.mean_target.update_count == 0  # reset once the epoch value was computed
