@@ -239,3 +239,79 @@ def test_a_torchmetrics_metric_logged_in_validation_is_reset_after_its_epoch_val
     [result] = quiet_trainer(max_epochs=1).validate(model, loader(n=8), verbose=False)
     assert "mean_target" in result
     assert model.mean_target.update_count == 0  # reset once the epoch value was computed
+
+
+def test_logging_in_on_train_start_is_allowed():
+    class LogsAtStart(CoreModel):
+        def on_train_start(self):
+            self.log("lr_at_start", 0.5)
+
+    trainer = quiet_trainer(max_steps=1)
+    trainer.fit(LogsAtStart(), loader(n=8))
+    assert trainer.callback_metrics["lr_at_start"].item() == 0.5
+
+
+def test_setup_and_teardown_get_the_stage_by_keyword():
+    stages = []
+
+    class Named(CoreModel):
+        def setup(self, stage=None):
+            stages.append(("setup", stage))
+
+        def teardown(self, stage=None):
+            stages.append(("teardown", stage))
+
+    class Spy(Callback):
+        def setup(self, trainer, pl_module, stage):
+            stages.append(("callback", stage))
+
+    quiet_trainer(max_steps=1, callbacks=[Spy()]).fit(Named(), loader(n=8))
+    assert stages == [("callback", "fit"), ("setup", "fit"), ("teardown", "fit")]
+
+    class OtherName(CoreModel):
+        def setup(self, stage_name):
+            pass
+
+    with pytest.raises(TypeError, match="unexpected keyword argument 'stage'"):  # as in Lightning
+        quiet_trainer(max_steps=1).fit(OtherName(), loader(n=8))
+
+
+def test_reduce_fx_names_are_case_insensitive():
+    class Upper(CoreModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("v_max", batch[1].max(), reduce_fx="MAX")
+            self.log("v_mean", batch[1].mean(), reduce_fx="Mean")
+
+    [result] = quiet_trainer().validate(Upper(), loader(n=8), verbose=False)
+    assert set(result) == {"v_max", "v_mean"}
+
+
+def test_predict_over_an_iterable_dataset():
+    from torch.utils.data import DataLoader, IterableDataset
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter([(torch.full((4,), float(i)),) for i in range(5)])
+
+    class Predictor(CoreModel):
+        def predict_step(self, batch, batch_idx):
+            return batch[0][:, 0]
+
+    predictions = quiet_trainer().predict(Predictor(), DataLoader(Stream(), batch_size=2))
+    assert [p.tolist() for p in predictions] == [[0.0, 1.0], [2.0, 3.0], [4.0]]
+
+
+def test_return_predictions_with_spawned_processes_is_lightnings_error():
+    trainer = ember.Trainer(logger=False, accelerator="cpu", devices=2, strategy="ddp_spawn")
+    with pytest.raises(ember.utilities.MisconfigurationException, match="should be set to `False`"):
+        trainer.predict(CoreModel(), loader(n=8), return_predictions=True)
+
+
+def test_resuming_without_the_checkpoints_callbacks_warns_as_lightning(tmp_path):
+    from ember.callbacks import EarlyStopping
+
+    first = quiet_trainer(max_steps=2, callbacks=[EarlyStopping("val_loss", strict=False)], default_root_dir=tmp_path)
+    first.fit(CoreModel(), loader(n=8))
+    first.save_checkpoint(tmp_path / "a.ckpt")
+    with pytest.warns(UserWarning, match=r"callbacks used to create the checkpoint need to be provided.*EarlyStopping"):
+        quiet_trainer(max_steps=3).fit(CoreModel(), loader(n=8), ckpt_path=tmp_path / "a.ckpt")

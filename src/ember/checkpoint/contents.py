@@ -15,6 +15,7 @@ from ember.trainer.run import Resume
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.seed import collect_rng_states
+from ember.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
     from ember.trainer.run import Progress, Run
@@ -165,6 +166,13 @@ def restore_modules_and_callbacks(t: Trainer, run: Run, checkpoint: dict[str, An
     states = checkpoint.get("callbacks")
     if not states:
         return
+    keys = {cb.state_key for cb in t.callbacks} | {getattr(cb, "_legacy_state_key", None) for cb in t.callbacks}
+    missing = [key for key in states if key not in keys]
+    if missing:
+        rank_zero_warn(
+            "Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided during"
+            f" `Trainer` instantiation. Please add the following callbacks: {missing}."
+        )
     for cb in t.callbacks:
         state = states.get(cb.state_key, states.get(getattr(cb, "_legacy_state_key", None)))
         if state:
@@ -223,9 +231,13 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         rng, epoch_rng = rank_rng[t.global_rank]  # this rank's own states
     resume = Resume(mid_epoch=progress.epoch_batches != 0, rng=rng, epoch_rng=epoch_rng)
     if resume.mid_epoch and not resume.exact:
+        # Lightning's text; here it means the checkpoint holds no RNG states and data position (Lightning's)
         rank_zero_warn(
-            "You're resuming from a checkpoint that ended before the epoch ended and holds no Ember resume state"
-            " (RNG states and data position): the rest of this epoch draws its batches from a fresh iterator."
+            "You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable."
+            " This can cause unreliable results if further training is done. Consider using an end-of-epoch"
+            " checkpoint or make your dataloader resumable by implementing the `state_dict` / `load_state_dict`"
+            " interface.",
+            category=PossibleUserWarning,
         )
     return resume
 

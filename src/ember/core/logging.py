@@ -39,7 +39,7 @@ _REDUCTIONS: dict[Any, str] = {
 def normalize_reduce_fx(reduce_fx: Any) -> str:
     """``"mean"``/``"sum"``/``"max"``/``"min"`` for any of the spellings Lightning accepts."""
     try:
-        return _REDUCTIONS[reduce_fx]
+        return _REDUCTIONS[reduce_fx.lower() if isinstance(reduce_fx, str) else reduce_fx]
     except (KeyError, TypeError):
         raise MisconfigurationException(
             f"`self.log(..., reduce_fx={reduce_fx!r})` is not supported: only 'mean', 'sum', 'max' and 'min'"

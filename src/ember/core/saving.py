@@ -49,7 +49,8 @@ def load_hparams_from_file(path: str) -> dict[str, Any]:
 
     fs = get_filesystem(path)
     if not fs.exists(path):
-        raise FileNotFoundError(f"Missing hparams file: {path}")
+        rank_zero_warn(f"Missing Tags: {path}.")  # Lightning's words: no hyperparameters, and go on
+        return {}
     if str(path).endswith(".csv"):
         import csv
 
@@ -173,12 +174,17 @@ def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], stric
     missing = sorted(own - given)
     unexpected = sorted(given - own)
     if strict and (missing or unexpected):
-        raise RuntimeError(
-            f"The checkpoint's weights do not fit {type(module).__name__}: missing keys {missing[:20]}"
-            f"{' ...' if len(missing) > 20 else ''}, unexpected keys {unexpected[:20]}"
-            f"{' ...' if len(unexpected) > 20 else ''}. Build the model with the same architecture as when the"
-            " checkpoint was saved, or load with `strict=False` to skip the mismatched keys."
+        # torch's wording first (tools match on it), checked before anything is copied into the module
+        lines = [f"Error(s) in loading state_dict for {type(module).__name__}:"]
+        if missing:
+            lines.append("\tMissing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
+        if unexpected:
+            lines.append("\tUnexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
+        lines.append(
+            "Build the model with the same architecture as when the checkpoint was saved, or load with"
+            " `strict=False` to skip the mismatched keys."
         )
+        raise RuntimeError("\n".join(lines))
     result = (load or module.load_state_dict)(state_dict, strict=strict)
     if not strict and (result.missing_keys or result.unexpected_keys):
         rank_zero_warn(

@@ -203,6 +203,20 @@ def resolve_epoch_limits(trainer: Any) -> None:
         trainer.min_epochs = 1 if trainer.min_steps is not None else 0
 
 
+def return_predictions(trainer: Any, value: bool | None) -> bool:
+    """``predict(return_predictions=...)``: True by default, except with processes spawned or forked,
+    whose predictions stay in the workers (a ``BasePredictionWriter`` writes them), as in Lightning."""
+    from ember.distributed.launch import MultiProcessingLauncher
+
+    spawned = isinstance(getattr(trainer.strategy, "launcher", None), MultiProcessingLauncher)
+    if value and spawned:
+        raise MisconfigurationException(
+            "`return_predictions` should be set to `False` when using the strategies that spawn or fork."
+            f" Found {value} with strategy {type(trainer.strategy)}."
+        )
+    return not spawned if value is None else value
+
+
 def check_num_nodes(num_nodes: Any) -> None:
     if not isinstance(num_nodes, int) or num_nodes < 1:
         raise MisconfigurationException(f"`num_nodes` must be an int >= 1, got {num_nodes!r}.")

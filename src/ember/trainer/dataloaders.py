@@ -155,10 +155,14 @@ def is_single_loader(source: Any) -> bool:
 
 
 def with_index_recording(loader: Any, view: Any) -> Any:
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, IterableDataset
 
-    if not isinstance(loader, DataLoader) or loader.batch_sampler is None:
-        return loader
+    if (
+        not isinstance(loader, DataLoader)
+        or loader.batch_sampler is None
+        or isinstance(loader.dataset, IterableDataset)
+    ):
+        return loader  # an iterable dataset has no indices to record
 
     class _RecordingBatchSampler:
         def __init__(self, inner: Any) -> None:

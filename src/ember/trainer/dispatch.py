@@ -114,7 +114,7 @@ class HookDispatcher:
         return profiled(self.profiler, self._module_action + name, getattr(self.module, name))
 
     # ---- one-off calls ----------------------------------------------------------------------------
-    def call_callbacks(self, name: str, *args: Any, where: Callable[[Any], bool] | None = None) -> None:
+    def call_callbacks(self, name: str, *args: Any, where: Callable[[Any], bool] | None = None, **kwargs: Any) -> None:
         """Call ``name`` on every callback that overrides it (those ``where`` accepts, if given)."""
         if where is None:
             fns = self._callback_fns[name]
@@ -127,7 +127,7 @@ class HookDispatcher:
         _set(module, "_current_fx_name", name)
         try:
             for fn in fns:
-                fn(self.trainer, module, *args)
+                fn(self.trainer, module, *args, **kwargs)
         finally:
             _set(module, "_current_fx_name", previous)
 

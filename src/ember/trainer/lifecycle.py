@@ -278,8 +278,8 @@ def call_setup_hooks(trainer: Trainer, run: Run, stage: str) -> None:
     trainer.strategy.barrier("pre_setup")
     if trainer.datamodule is not None:
         trainer.datamodule.setup(stage=stage)
-    _hooks(run).call_callbacks("setup", stage)
-    _hooks(run).call_module("setup", stage)
+    _hooks(run).call_callbacks("setup", stage=stage)  # by keyword, as Lightning calls them
+    _hooks(run).call_module("setup", stage=stage)
     trainer.strategy.barrier("post_setup")
 
 
@@ -287,8 +287,8 @@ def call_teardown_hooks(trainer: Trainer, run: Run, stage: str) -> None:
     """``teardown(stage)`` on the datamodule, the callbacks and the module; the loggers finish."""
     if trainer.datamodule is not None:
         trainer.datamodule.teardown(stage=stage)
-    _hooks(run).call_callbacks("teardown", stage)
-    _hooks(run).call_module("teardown", stage)
+    _hooks(run).call_callbacks("teardown", stage=stage)
+    _hooks(run).call_module("teardown", stage=stage)
     trainer.lightning_module._current_fx_name = None
     for logger in trainer.loggers:
         logger.finalize("success")

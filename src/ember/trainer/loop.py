@@ -58,6 +58,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
         dataloaders.setup_eval_dataloaders(trainer, run, RunningStage.VALIDATING)
     trainer.state.stage = RunningStage.TRAINING
     run.step = TrainingStep(trainer, run)  # manual optimization may step from on_train_start on
+    run.results = run.train_results  # on_train_start may log (epoch values), as in Lightning
     hooks.call_both("on_train_start")
     while not _fit_done(trainer, run):
         if run.profiler is None:
@@ -151,8 +152,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
         if resume is not None and resume.rng is not None:
             set_rng_states(resume.rng)
         progress.epoch_batches = 0
-        progress.epoch_done = False
-        run.train_results.reset()
+        progress.epoch_done = False  # the results were reset at the last epoch's end (on_train_start's stay)
         _hooks(run).call_both("on_train_epoch_start")
         if run.train_iterator is None:
             run.epoch_rng = collect_rng_states()
@@ -646,9 +646,11 @@ def _predict_loader(
 
 
 def _batch_indices_iter(loader: Any) -> Any:
+    from torch.utils.data import IterableDataset
+
     batch_sampler = getattr(loader, "batch_sampler", None)
-    if batch_sampler is None:
-        return None
+    if batch_sampler is None or isinstance(getattr(loader, "dataset", None), IterableDataset):
+        return None  # an iterable dataset has no indices (its batch sampler never ends)
     return iter(list(batch_sampler))
 
 

@@ -386,7 +386,7 @@ class Trainer:
 
             predictions = trainer.predict(model, predict_loader)
         """
-        settings = {"return_predictions": True if return_predictions is None else return_predictions}
+        settings = {"return_predictions": arguments.return_predictions(self, return_predictions)}
         return self._evaluate(TrainerFn.PREDICTING, model, dataloaders, datamodule, ckpt_path, weights_only, settings)
 
     def _evaluate(
