@@ -84,7 +84,23 @@ class BaseFinetuning(Callback):
                     optimizer.param_groups = self._apply_mapping_to_param_groups(
                         self._internal_optimizer_metadata[index], named_parameters
                     )
+                    self._make_optimized_trainable(pl_module, optimizer)
         self._restarting = False
+
+    @staticmethod
+    def _make_optimized_trainable(pl_module: Module, optimizer: Optimizer) -> None:
+        """What the optimizer trains was unfrozen when the checkpoint was written: unfreeze it again.
+
+        ``freeze_before_training`` has just frozen it anew; Lightning 2.6 leaves it frozen, so a
+        resumed run stops training what ``finetune_function`` had unfrozen.
+        """
+        optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        for module in pl_module.modules():
+            trained = [p for p in module.parameters(recurse=False) if id(p) in optimized]
+            for param in trained:
+                param.requires_grad = True
+            if trained and isinstance(module, _BatchNorm):
+                module.track_running_stats = True
 
     @staticmethod
     def flatten_modules(modules: _Modules) -> list[Module]:
