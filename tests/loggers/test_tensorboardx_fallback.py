@@ -63,7 +63,10 @@ def _scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
 
 def test_tensorboardx_writes_scalars_and_hparams_without_tensorboard(tmp_path):
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")]),
+    }
     out = subprocess.run(
         [sys.executable, "-c", PROGRAM, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120
     )

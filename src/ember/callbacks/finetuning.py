@@ -158,7 +158,8 @@ class BaseFinetuning(Callback):
     @staticmethod
     def filter_on_optimizer(optimizer: Optimizer, params: Iterable) -> list:
         """``params`` without those already in one of ``optimizer``'s groups (warns when any were)."""
-        kept, skipped = [], []
+        kept: list = []
+        skipped: list = []
         for param in params:
             in_optimizer = any(torch.equal(p, param) for group in optimizer.param_groups for p in group["params"])
             (skipped if in_optimizer else kept).append(param)
@@ -191,8 +192,8 @@ class BaseFinetuning(Callback):
         BaseFinetuning.make_trainable(modules)
         params_lr = optimizer.param_groups[0]["lr"] if lr is None else float(lr)
         denominator = initial_denom_lr if lr is None else 1.0
-        params = BaseFinetuning.filter_params(modules, train_bn=train_bn, requires_grad=True)
-        params = BaseFinetuning.filter_on_optimizer(optimizer, params)
+        trainable = BaseFinetuning.filter_params(modules, train_bn=train_bn, requires_grad=True)
+        params = BaseFinetuning.filter_on_optimizer(optimizer, trainable)
         if params:
             optimizer.add_param_group({"params": params, "lr": params_lr / denominator})
 

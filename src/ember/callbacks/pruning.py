@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from copy import deepcopy
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import torch.nn.utils.prune as pytorch_prune
 from torch import Tensor, nn
@@ -212,14 +212,14 @@ class ModelPruning(Callback):
             copy = layer["data"]
             if self._resample_parameters and callable(getattr(copy, "reset_parameters", None)):
                 copy = deepcopy(copy)  # the original values stay for the next time
-                copy.reset_parameters()
+                cast(Any, copy).reset_parameters()
             for index, name in layer["names"]:
                 module, _ = self._parameters_to_prune[index]
                 self._copy_param(module, copy, name)
 
     def _apply_local_pruning(self, amount: float) -> None:
         for module, name in self._parameters_to_prune:
-            self.pruning_fn(module, name=name, amount=amount)  # type: ignore[call-arg]
+            self.pruning_fn(module, name=name, amount=amount)
 
     def _resolve_global_kwargs(self, amount: float) -> dict[str, Any]:
         self._global_kwargs["amount"] = amount

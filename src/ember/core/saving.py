@@ -88,7 +88,8 @@ def load_hparams_from_yaml(config_yaml: str | os.PathLike, use_omegaconf: bool =
         from omegaconf.errors import UnsupportedValueType, ValidationError
 
         try:
-            return OmegaConf.create(hparams)  # type: ignore[return-value]  # a mapping, as Lightning returns
+            config: Any = OmegaConf.create(hparams)  # a mapping, as Lightning returns
+            return config
         except (UnsupportedValueType, ValidationError):
             pass
     return hparams

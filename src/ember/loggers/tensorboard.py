@@ -126,8 +126,8 @@ class TensorBoardLogger(FolderLogger):
         if self._experiment is None:
             if _tensorboard_available():
                 from torch.utils.tensorboard import SummaryWriter
-            else:
-                from tensorboardX import SummaryWriter  # Lightning's fallback when tensorboard is missing
+            else:  # Lightning's fallback when tensorboard is missing
+                from tensorboardX import SummaryWriter  # type: ignore[no-redef]  # the same writer API
 
             self._experiment = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
         if self._pending and not self._writes_scalar_file():
@@ -206,7 +206,7 @@ class TensorBoardLogger(FolderLogger):
             if _tensorboard_available():
                 from torch.utils.tensorboard.summary import hparams
             else:
-                from tensorboardX.summary import hparams
+                from tensorboardX.summary import hparams  # type: ignore[no-redef]  # the same function
 
             exp, ssi, sei = hparams(flat, metrics)
             writer = self.experiment._get_file_writer()
