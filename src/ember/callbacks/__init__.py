@@ -25,6 +25,14 @@ _LAZY = {
     "StochasticWeightAveraging": "ember.callbacks.stochastic_weight_avg",
     "LearningRateFinder": "ember.callbacks.lr_finder",
     "BatchSizeFinder": "ember.callbacks.batch_size_finder",
+    "BaseFinetuning": "ember.callbacks.finetuning",
+    "BackboneFinetuning": "ember.callbacks.finetuning",
+    "DeviceStatsMonitor": "ember.callbacks.device_stats_monitor",
+    "ModelPruning": "ember.callbacks.pruning",
+    "SpikeDetection": "ember.callbacks.spike",
+    "ThroughputMonitor": "ember.callbacks.throughput_monitor",
+    "WeightAveraging": "ember.callbacks.weight_averaging",
+    "EMAWeightAveraging": "ember.callbacks.weight_averaging",
 }
 
 __all__ = ["Callback", *_LAZY]

@@ -9,13 +9,36 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from ember.callbacks.callback import Callback
+from ember.utilities.enums import LightningEnum
 from ember.utilities.exceptions import MisconfigurationException
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
     from ember.trainer.trainer import Trainer
 
-_INTERVALS = ("batch", "epoch", "batch_and_epoch")
+
+class WriteInterval(LightningEnum):
+    """When a ``BasePredictionWriter`` writes: after each batch, once at the epoch's end, or both.
+
+    Example::
+
+        >>> WriteInterval("batch_and_epoch").on_batch, WriteInterval("epoch").on_batch
+        (True, False)
+    """
+
+    BATCH = "batch"
+    EPOCH = "epoch"
+    BATCH_AND_EPOCH = "batch_and_epoch"
+
+    @property
+    def on_batch(self) -> bool:
+        """Whether predictions are written after every batch."""
+        return self in (WriteInterval.BATCH, WriteInterval.BATCH_AND_EPOCH)
+
+    @property
+    def on_epoch(self) -> bool:
+        """Whether all predictions are written at the end of the epoch."""
+        return self in (WriteInterval.EPOCH, WriteInterval.BATCH_AND_EPOCH)
 
 
 def _to_cpu(data: Any) -> Any:
@@ -50,19 +73,11 @@ class BasePredictionWriter(Callback):
     """
 
     def __init__(self, write_interval: Literal["batch", "epoch", "batch_and_epoch"] = "batch") -> None:
-        if write_interval not in _INTERVALS:
-            raise MisconfigurationException(f"`write_interval` should be one of {list(_INTERVALS)}.")
-        self.interval = write_interval
+        if write_interval not in list(WriteInterval):
+            raise MisconfigurationException(f"`write_interval` should be one of {[i.value for i in WriteInterval]}.")
+        self.interval = WriteInterval(write_interval)
         self._predictions: dict[int, list[Any]] = {}
         self._batch_indices: dict[int, list[Any]] = {}
-
-    @property
-    def _on_batch(self) -> bool:
-        return self.interval in ("batch", "batch_and_epoch")
-
-    @property
-    def _on_epoch(self) -> bool:
-        return self.interval in ("epoch", "batch_and_epoch")
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if "dataloader_iter" in inspect.signature(pl_module.predict_step).parameters:
@@ -106,15 +121,15 @@ class BasePredictionWriter(Callback):
         dataloader_idx: int = 0,
     ) -> None:
         batch_indices = self._current_batch_indices(trainer, dataloader_idx)
-        if self._on_batch:
+        if self.interval.on_batch:
             self.write_on_batch_end(trainer, pl_module, outputs, batch_indices, batch, batch_idx, dataloader_idx)
-        if self._on_epoch:
+        if self.interval.on_epoch:
             # host sync: predictions are kept on the CPU so a long predict run does not fill the device
             self._predictions.setdefault(dataloader_idx, []).append(_to_cpu(outputs))
             self._batch_indices.setdefault(dataloader_idx, []).append(batch_indices or [])
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._on_epoch:
+        if not self.interval.on_epoch:
             return
         num = max(len(getattr(trainer, "num_predict_batches", None) or [None]), len(self._predictions))
         predictions: Any = [self._predictions.get(i, []) for i in range(num)]

@@ -13,7 +13,7 @@ from collections.abc import MutableMapping, Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from ember.utilities.parsing import AttributeDict
+from ember.utilities.parsing import AttributeDict, collect_init_args
 from ember.utilities.rank_zero import rank_zero_warn
 
 _PRIMITIVES = (bool, int, float, str)
@@ -102,46 +102,13 @@ class HyperparametersMixin:
         return copy.deepcopy(self._hparams_initial)
 
 
-def _init_args_of(frame: types.FrameType) -> tuple[Any, dict[str, Any]]:
-    local_vars = frame.f_locals
-    cls = local_vars.get("__class__")
-    if cls is None:
-        return None, {}
-    parameters = inspect.signature(cls.__init__).parameters
-    names = list(parameters)
-    self_name = names[0] if names else None
-    var_positional = next((n for n, p in parameters.items() if p.kind is p.VAR_POSITIONAL), None)
-    var_keyword = next((n for n, p in parameters.items() if p.kind is p.VAR_KEYWORD), None)
-    args = {name: local_vars[name] for name in parameters if name in local_vars}
-    if var_keyword and isinstance(args.get(var_keyword), dict):
-        args.update(args[var_keyword])
-    excluded = {self_name, var_positional, var_keyword, "__class__", "frame", "frame_args"}
-    owner = local_vars.get(self_name) if self_name is not None else None
-    return owner, {k: v for k, v in args.items() if k not in excluded}
-
-
-def _collect_init_args(frame: types.FrameType | None) -> list[dict[str, Any]]:
-    # Walk up from the caller through every __init__ of a HyperparametersMixin subclass
-    # (a parent's __init__ is called from the child's, so the child's frame is further up).
-    collected: list[dict[str, Any]] = []
-    inside = False
-    while frame is not None and isinstance(frame.f_back, types.FrameType):
-        cls = frame.f_locals.get("__class__")
-        if isinstance(cls, type) and issubclass(cls, HyperparametersMixin):
-            collected.append(_init_args_of(frame)[1])
-            inside = True
-        elif inside:
-            break
-        frame = frame.f_back
-    return collected
-
-
 def _save_hyperparameters(obj: HyperparametersMixin, *args: Any, ignore: Any, frame: types.FrameType | None) -> None:
     if is_dataclass(obj):
         init_args = {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}
     else:
         init_args = {}
-        for local_args in _collect_init_args(frame):
+        collected = collect_init_args(frame, [], classes=(HyperparametersMixin,)) if frame is not None else []
+        for local_args in collected:
             # the innermost frame (the base class) comes first: the subclass's values win
             init_args.update(local_args)
     if ignore is None:

@@ -65,6 +65,11 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
         "strict_loading",
     ]
 
+    # where a checkpoint keeps the saved hyperparameters, under Lightning's names
+    CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
+
     # True while TorchScript inspects the module: it reads every attribute, `trainer` included
     _jit_is_scripting = False
 

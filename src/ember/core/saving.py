@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+from argparse import Namespace
+from collections.abc import Mapping
+from enum import Enum
 from typing import Any
 
 import torch
@@ -58,6 +62,125 @@ def load_hparams_from_file(path: str) -> dict[str, Any]:
             return {row["key"]: _parse_value(row["value"]) for row in csv.DictReader(f)}
     with fs.open(path, "r") as f:
         return yaml.safe_load(f) or {}
+
+
+def load_hparams_from_yaml(config_yaml: str | os.PathLike, use_omegaconf: bool = True) -> dict[str, Any]:
+    """The hyperparameters in a YAML file (e.g. a logger's ``hparams.yaml``), read with ``yaml.safe_load``.
+
+    A missing file warns and gives ``{}``. When ``omegaconf`` is installed and ``use_omegaconf``,
+    the result is an ``omegaconf.DictConfig`` (where the values allow one), as in Lightning.
+
+    Example::
+
+        hparams = load_hparams_from_yaml("lightning_logs/version_0/hparams.yaml")
+    """
+    import fsspec
+    import yaml
+
+    path = os.fspath(config_yaml)
+    fs, _ = fsspec.core.url_to_fs(path)
+    if not fs.exists(path):
+        rank_zero_warn(f"Missing Tags: {path}.", category=RuntimeWarning)
+        return {}
+    with fs.open(path, "r") as file:
+        hparams = yaml.safe_load(file)
+    if use_omegaconf and _omegaconf_available():
+        from omegaconf import OmegaConf
+        from omegaconf.errors import UnsupportedValueType, ValidationError
+
+        try:
+            config: Any = OmegaConf.create(hparams)  # a mapping, as Lightning returns
+            return config
+        except (UnsupportedValueType, ValidationError):
+            pass
+    return hparams
+
+
+def save_hparams_to_yaml(
+    config_yaml: str | os.PathLike, hparams: dict[str, Any] | Namespace, use_omegaconf: bool = True
+) -> None:
+    """Write ``hparams`` (a dict, ``Namespace`` or ``AttributeDict``) to a YAML file, keys sorted.
+
+    Values that are not plain data (numbers, strings, bools, ``None``, lists, dicts) are written as
+    strings (an enum as its name), so the file always loads with ``yaml.safe_load``; Lightning
+    writes ``!!python/object`` tags for them instead. With ``omegaconf`` installed and
+    ``use_omegaconf``, ``OmegaConf`` writes the file (keys in their order), as in Lightning.
+
+    Raises:
+        RuntimeError: the file's folder does not exist.
+        TypeError: ``hparams`` is not a mapping.
+
+    Example::
+
+        save_hparams_to_yaml("run/hparams.yaml", {"lr": 0.01, "layers": [64, 64]})
+    """
+    import fsspec
+
+    path = os.fspath(config_yaml)
+    fs, _ = fsspec.core.url_to_fs(path)
+    folder = os.path.dirname(path)
+    if folder and not fs.isdir(folder):
+        raise RuntimeError(f"Missing folder: {folder}.")
+    if isinstance(hparams, Namespace):
+        hparams = vars(hparams)
+    if not isinstance(hparams, Mapping):
+        raise TypeError("hparams must be dictionary")
+    if use_omegaconf and _omegaconf_available() and _save_with_omegaconf(fs, path, hparams):
+        return
+    data = {(k if isinstance(k, (str, int, float, bool)) else str(k)): _yaml_safe(v) for k, v in hparams.items()}
+    with fs.open(path, "w", newline="") as file:
+        if not data:
+            file.write("{}\n")  # what PyYAML writes for an empty mapping, without importing it
+            return
+        import yaml
+
+        yaml.safe_dump(data, file)  # keys sorted, as Lightning's `yaml.dump` writes them
+
+
+def _omegaconf_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("omegaconf") is not None
+
+
+def _save_with_omegaconf(fs: Any, path: str, hparams: Mapping[str, Any]) -> bool:
+    import copy
+
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import UnsupportedValueType, ValidationError
+
+    values = {
+        k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
+        for k, v in copy.deepcopy(dict(hparams)).items()
+    }
+    try:
+        text = OmegaConf.to_yaml(values)
+    except (UnsupportedValueType, ValidationError):
+        return False
+    with fs.open(path, "w", encoding="utf-8") as file:
+        file.write(text)
+    return True
+
+
+def _yaml_safe(value: Any) -> Any:
+    """``value`` made of plain YAML types; anything else becomes its ``str``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, Namespace):
+        value = vars(value)
+    if isinstance(value, Mapping):
+        return {(k if isinstance(k, (str, int, float, bool)) else str(k)): _yaml_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_yaml_safe(v) for v in value]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return _yaml_safe(value.tolist())
+    if inspect.isclass(value) or inspect.isfunction(value):
+        return f"{value.__module__}.{value.__qualname__}"
+    return str(value)
 
 
 def _parse_value(value: str) -> Any:

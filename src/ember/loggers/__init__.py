@@ -1,5 +1,5 @@
 """Experiment loggers. Each lives in its own module, imported on first use so that
-``import ember`` never pays for tensorboard, mlflow or wandb.
+``import ember`` never pays for tensorboard, mlflow, wandb or comet_ml.
 
 Example::
 
@@ -20,9 +20,10 @@ _LAZY = {
     "TensorBoardLogger": "ember.loggers.tensorboard",
     "MLFlowLogger": "ember.loggers.mlflow",
     "WandbLogger": "ember.loggers.wandb",
+    "CometLogger": "ember.loggers.comet",
 }
 
-__all__ = ["CSVLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"]
+__all__ = ["CSVLogger", "CometLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"]
 
 
 def __getattr__(name: str) -> Any:

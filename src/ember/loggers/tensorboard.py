@@ -26,7 +26,7 @@ from ember.loggers.utilities import (
     _check_writable,
     _convert_params,
     _flatten_dict,
-    _require,
+    _package_available,
     _sanitize_params,
     _save_hparams_to_yaml,
 )
@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 
 class TensorBoardLogger(FolderLogger):
     r"""Log to TensorBoard event files (the trainer's default logger when ``tensorboard`` is installed).
+
+    Without ``tensorboard``, ``tensorboardX`` writes the event files (its ``SummaryWriter`` is then
+    ``logger.experiment`` and receives the scalars too), as in Lightning; ``log_graph`` needs
+    ``tensorboard``.
 
     Args:
         save_dir: folder under which ``name/version_N`` is created.
@@ -76,8 +80,15 @@ class TensorBoardLogger(FolderLogger):
         sub_dir: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> None:
-        _require("tensorboard", "TensorBoardLogger", "tensorboard")
+        if not _tensorboard_available() and not _package_available("tensorboardX"):
+            raise ModuleNotFoundError(
+                "TensorBoardLogger needs the `tensorboard` package (or `tensorboardX`), which is not installed."
+                " Install it with: pip install 'ember[tensorboard]' (or pip install tensorboard)."
+            )
         super().__init__()
+        if log_graph and not _tensorboard_available():
+            rank_zero_warn("You set `TensorBoardLogger(log_graph=True)` but `tensorboard` is not available.")
+            log_graph = False
         self._save_dir = os.fspath(save_dir)
         self._name = name or ""
         self._version = version
@@ -113,7 +124,10 @@ class TensorBoardLogger(FolderLogger):
     def experiment(self) -> SummaryWriter:
         """The ``SummaryWriter`` (a ``DummyExperiment`` on non-zero ranks)."""
         if self._experiment is None:
-            from torch.utils.tensorboard import SummaryWriter
+            if _tensorboard_available():
+                from torch.utils.tensorboard import SummaryWriter
+            else:  # Lightning's fallback when tensorboard is missing
+                from tensorboardX import SummaryWriter  # type: ignore[no-redef]  # the same writer API
 
             self._experiment = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
         if self._pending and not self._writes_scalar_file():
@@ -128,9 +142,10 @@ class TensorBoardLogger(FolderLogger):
         writer exists: from then on they share its file (one file, as in Lightning), unless their
         own file already holds some, where the rest follow so that each tag stays in one file. A
         remote ``save_dir`` (TensorBoard's file layer handles those) or ``purge_step`` keeps them
-        in the writer.
+        in the writer, and so does writing through ``tensorboardX`` when ``tensorboard`` (whose
+        protobuf messages the scalar file is made of) is not installed.
         """
-        if "://" in self._save_dir or self._kwargs.keys() - _SCALAR_FILE_OPTIONS:
+        if "://" in self._save_dir or self._kwargs.keys() - _SCALAR_FILE_OPTIONS or not _tensorboard_available():
             return False
         return self._experiment is None or self._scalar_file is not None
 
@@ -188,7 +203,10 @@ class TensorBoardLogger(FolderLogger):
             metrics = {"hp_metric": metrics}
         if metrics:
             self.log_metrics(metrics, 0)
-            from torch.utils.tensorboard.summary import hparams
+            if _tensorboard_available():
+                from torch.utils.tensorboard.summary import hparams
+            else:
+                from tensorboardX.summary import hparams  # type: ignore[no-redef]  # the same function
 
             exp, ssi, sei = hparams(flat, metrics)
             writer = self.experiment._get_file_writer()
@@ -278,6 +296,10 @@ class TensorBoardLogger(FolderLogger):
 _FLUSH_INTERVAL = 1.0  # seconds between flushes requested by `save()`
 # SummaryWriter options that concern only its buffering, so the scalar file can stand in for it
 _SCALAR_FILE_OPTIONS = frozenset({"max_queue", "flush_secs", "filename_suffix", "comment"})
+
+
+def _tensorboard_available() -> bool:
+    return _package_available("tensorboard")
 
 
 def _module_device(model: Module) -> Any:

@@ -12,7 +12,6 @@ import sys
 from argparse import Namespace
 from collections.abc import Mapping, MutableMapping
 from dataclasses import asdict, is_dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -127,44 +126,15 @@ def _to_python(value: Any) -> Any:
     return value
 
 
-def _yaml_safe(value: Any) -> Any:
-    """``value`` made of plain YAML types; anything else becomes its ``str`` (with the reason warned)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Enum):
-        return value.name
-    if isinstance(value, Namespace):
-        value = vars(value)
-    if isinstance(value, Mapping):
-        return {(k if isinstance(k, (str, int, float, bool)) else str(k)): _yaml_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_yaml_safe(v) for v in value]
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        return _yaml_safe(value.tolist())
-    if inspect.isclass(value) or inspect.isfunction(value):
-        return f"{value.__module__}.{value.__qualname__}"
-    return str(value)
-
-
 def _save_hparams_to_yaml(path: str, hparams: Mapping[str, Any] | Namespace) -> None:
-    """Write ``hparams.yaml``.
+    """Write ``hparams.yaml`` as Lightning's loggers do, with ``save_hparams_to_yaml`` (keys sorted).
 
-    Unlike Lightning (which dumps arbitrary objects as ``!!python/object`` tags that only an
-    unsafe loader can read), values that are not plain data are written as strings, so the file
-    always loads with ``yaml.safe_load``.
+    Values that are not plain data are written as strings, so the file always loads with
+    ``yaml.safe_load`` (Lightning writes ``!!python/object`` tags that only an unsafe loader reads).
     """
-    import fsspec
+    from ember.core.saving import save_hparams_to_yaml
 
-    data = _yaml_safe(_convert_params(hparams))
-    with fsspec.open(path, "w", newline="") as file:
-        if not data:
-            file.write("{}\n")  # what PyYAML writes for an empty mapping, without loading it
-            return
-        import yaml
-
-        yaml.safe_dump(data, file, sort_keys=False)
+    save_hparams_to_yaml(path, _convert_params(hparams))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Small helpers that user code imports, under the names Lightning uses."""
 
 from ember.utilities.apply_func import move_data_to_device
+from ember.utilities.enums import GradClipAlgorithmType, LightningEnum
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.parsing import AttributeDict
+from ember.utilities.grads import grad_norm
+from ember.utilities.parsing import AttributeDict, is_picklable
 from ember.utilities.rank_zero import (
     rank_zero_debug,
     rank_zero_info,
@@ -10,11 +12,19 @@ from ember.utilities.rank_zero import (
     rank_zero_warn,
 )
 from ember.utilities.seed import isolate_rng, seed_everything
+from ember.utilities.throughput import measure_flops
+from ember.utilities.warnings import disable_possible_user_warnings
 
 __all__ = [
     "AttributeDict",
+    "GradClipAlgorithmType",
+    "LightningEnum",
     "MisconfigurationException",
+    "disable_possible_user_warnings",
+    "grad_norm",
+    "is_picklable",
     "isolate_rng",
+    "measure_flops",
     "move_data_to_device",
     "rank_zero_debug",
     "rank_zero_info",

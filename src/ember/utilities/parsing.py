@@ -1,7 +1,14 @@
-"""Hyperparameter containers."""
+"""Hyperparameter containers, and reading a constructor's arguments from its frame.
+
+``get_init_args`` and ``collect_init_args`` are what ``save_hyperparameters`` uses to find the
+arguments of ``__init__`` (and of the parents' ``__init__`` that called ``super().__init__``).
+"""
 
 from __future__ import annotations
 
+import inspect
+import pickle
+import types
 from typing import Any
 
 
@@ -34,3 +41,93 @@ class AttributeDict(dict):
         return "\n".join(
             f'"{k}":'.ljust(width + 3) + f" {v}" for k, v in sorted(self.items(), key=lambda kv: str(kv[0]))
         )
+
+
+def is_picklable(obj: object) -> bool:
+    """Whether ``pickle.dumps(obj)`` works.
+
+    Example::
+
+        >>> is_picklable(1), is_picklable(lambda: 1)
+        (True, False)
+    """
+    try:
+        pickle.dumps(obj)
+    except (pickle.PickleError, AttributeError, RuntimeError, TypeError):
+        return False
+    return True
+
+
+def parse_class_init_keys(cls: type) -> tuple[str, str | None, str | None]:
+    """The names ``cls.__init__`` gives to ``self``, ``*args`` and ``**kwargs`` (None when absent).
+
+    Example::
+
+        >>> class Model:
+        ...     def __init__(self, hparams, *my_args, anykw=42, **my_kwargs): ...
+        >>> parse_class_init_keys(Model)
+        ('self', 'my_args', 'my_kwargs')
+    """
+    parameters = list(inspect.signature(cls.__init__).parameters.values())  # type: ignore[misc]  # the class's own
+    var_positional = next((p.name for p in parameters if p.kind is p.VAR_POSITIONAL), None)
+    var_keyword = next((p.name for p in parameters if p.kind is p.VAR_KEYWORD), None)
+    return parameters[0].name, var_positional, var_keyword
+
+
+def get_init_args(frame: types.FrameType) -> dict[str, Any]:
+    """The arguments an ``__init__`` was called with, read from its running ``frame``.
+
+    ``self``, ``*args`` and the ``**kwargs`` name are left out (the keyword arguments themselves are
+    included). A frame that is not an ``__init__`` defined in a class gives ``{}``.
+
+    Example::
+
+        class Model(LightningModule):
+            def __init__(self, lr=0.1, **kwargs):
+                super().__init__()
+                get_init_args(inspect.currentframe())  # {"lr": 0.1, **kwargs}
+    """
+    return _init_args(frame)[1]
+
+
+def _init_args(frame: types.FrameType) -> tuple[Any, dict[str, Any]]:
+    """``(self, arguments)`` of the ``__init__`` running in ``frame``; ``(None, {})`` for any other frame."""
+    local_vars = frame.f_locals
+    cls = local_vars.get("__class__")
+    if cls is None or frame.f_code.co_name != "__init__":
+        return None, {}
+    self_name, args_name, kwargs_name = parse_class_init_keys(cls)
+    args = {name: local_vars[name] for name in inspect.signature(cls.__init__).parameters if name in local_vars}
+    if kwargs_name and isinstance(args.get(kwargs_name), dict):
+        args.update(args[kwargs_name])
+    excluded = {self_name, args_name, kwargs_name, "__class__", "frame", "frame_args"}
+    return local_vars.get(self_name), {k: v for k, v in args.items() if k not in excluded}
+
+
+def collect_init_args(
+    frame: types.FrameType,
+    path_args: list[dict[str, Any]],
+    inside: bool = False,
+    classes: tuple[type, ...] = (),
+) -> list[dict[str, Any]]:
+    """The arguments of every ``__init__`` on the chain of ``super().__init__()`` calls that reached ``frame``.
+
+    Walks from ``frame`` to its callers, appending to ``path_args`` one dict per ``__init__`` whose
+    ``self`` is an instance of ``classes`` (any object when empty), the innermost (a base class)
+    first and the most specific class last. The walk ends at the first frame past the chain.
+
+    Example::
+
+        for args in collect_init_args(inspect.currentframe(), []):
+            hparams.update(args)  # a subclass's values win over its parents'
+    """
+    current: types.FrameType | None = frame
+    while current is not None and isinstance(current.f_back, types.FrameType):
+        owner, args = _init_args(current)
+        if "__class__" in current.f_locals and (not classes or isinstance(owner, classes)):
+            path_args.append(args)
+            inside = True
+        elif inside:
+            break
+        current = current.f_back
+    return path_args

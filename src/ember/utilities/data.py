@@ -1,0 +1,73 @@
+"""Dataloader helpers under Lightning's names (``lightning.pytorch.utilities.data``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.data import IterableDataset
+
+from ember.utilities.rank_zero import rank_zero_warn
+
+if TYPE_CHECKING:
+    from ember.distributed.strategy import Strategy
+
+
+def sized_len(dataloader: object) -> int | None:
+    """``len(dataloader)``, or ``None`` when it has no length (an ``IterableDataset`` without ``__len__``)."""
+    try:
+        return len(dataloader)  # type: ignore[arg-type]
+    except (TypeError, NotImplementedError):
+        return None
+
+
+def has_iterable_dataset(dataloader: object) -> bool:
+    """Whether ``dataloader`` reads an ``IterableDataset``."""
+    return isinstance(getattr(dataloader, "dataset", None), IterableDataset)
+
+
+def has_len_all_ranks(
+    dataloader: object,
+    strategy: Strategy,
+    allow_zero_length_dataloader_with_multiple_devices: bool = False,
+) -> bool:
+    """Whether ``dataloader`` has a length, checked for emptiness on every rank.
+
+    Returns False when it has no ``__len__``. Otherwise the lengths are summed over the ranks (a
+    collective: every rank must call this): an empty total warns; an empty loader on this rank
+    while others have batches raises, unless ``allow_zero_length_dataloader_with_multiple_devices``
+    (then it warns). A sized ``IterableDataset`` warns that worker processes may duplicate data.
+
+    Raises:
+        RuntimeError: this rank's dataloader is empty while another rank's is not.
+
+    Example::
+
+        if has_len_all_ranks(loader, trainer.strategy):
+            batches = len(loader)
+    """
+    local_length = sized_len(dataloader)
+    if local_length is None:
+        return False
+    # all ranks: the lengths are summed; host sync: the total decides what to report
+    total = strategy.reduce(torch.tensor(local_length, device=strategy.root_device), reduce_op="sum")
+    total_length = int(total.item()) if isinstance(total, torch.Tensor) else int(total)
+    name = type(dataloader).__name__
+    if total_length == 0:
+        rank_zero_warn(f"Total length of `{name}` across ranks is zero. Please make sure this was your intention.")
+    if total_length > 0 and local_length == 0:
+        if not allow_zero_length_dataloader_with_multiple_devices:
+            raise RuntimeError(
+                f"`{name}` within local rank has zero length. Please make sure that it returns at least 1 batch."
+            )
+        rank_zero_warn(
+            f"Total length of `{name}` across ranks is zero, but local rank has zero length."
+            " Please be cautious of uneven batch length."
+        )
+    if has_iterable_dataset(dataloader):
+        rank_zero_warn(
+            "Your `IterableDataset` has `__len__` defined. In combination with multi-process data loading (when"
+            " num_workers > 1), `__len__` could be inaccurate if each worker is not configured independently to"
+            " avoid having duplicate data."
+        )
+    return True

@@ -1,0 +1,91 @@
+"""SpikeDetection's decisions and state; ThroughputMonitor's clock waits for the device only where it logs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tests.helpers.callback_models import QUIET, make_recording_logger, make_regressor, train_loader, val_loader
+
+import ember as pl
+from ember.callbacks import SpikeDetection, ThroughputMonitor
+from ember.callbacks.spike import TrainingSpikeException
+
+Regressor = make_regressor(pl)
+
+
+class _Trainer:
+    """Just what SpikeDetection reads from a trainer."""
+
+    default_root_dir = "."
+    global_rank = 0
+
+    def __init__(self, tmp_path):
+        self.default_root_dir = str(tmp_path)
+        self.strategy = pl.Trainer(**QUIET).strategy
+
+
+def _feed(spike, trainer, losses):
+    for i, loss in enumerate(losses):
+        spike.on_train_batch_end(trainer, None, torch.tensor(loss), None, i)
+
+
+def test_a_loss_far_above_the_running_mean_raises_and_records_the_batches(tmp_path):
+    spike = SpikeDetection(window=3, warmup=1)
+    _feed(spike, _Trainer(tmp_path), [1.0, 0.9, 1.1, 0.95])
+    with pytest.raises(TrainingSpikeException, match="Training spike detected in batch 4"):
+        spike.on_train_batch_end(_Trainer(tmp_path), None, {"loss": torch.tensor(50.0)}, None, 4)
+    assert spike.bad_batches == [3, 4]
+    assert (tmp_path / "skip_batches.json").read_text().split() == ["[", "3,", "4", "]"]
+
+
+def test_improvements_and_small_rises_are_no_spike(tmp_path):
+    spike = SpikeDetection(window=2, atol=0.5, rtol=None)
+    _feed(spike, _Trainer(tmp_path), [3.0, 2.0, 2.4, 1.0, 1.3])
+    assert spike.bad_batches == []
+
+
+def test_non_finite_losses(tmp_path):
+    with pytest.raises(TrainingSpikeException):
+        _feed(SpikeDetection(), _Trainer(tmp_path), [1.0, math.nan])
+    lenient = SpikeDetection(finite_only=False)
+    _feed(lenient, _Trainer(tmp_path), [1.0, math.nan, 1.0])  # the NaN is neither a spike nor averaged
+    assert lenient.state_dict()["window"] == [1.0, 1.0]
+
+
+def test_state_round_trip_keeps_the_window_in_order(tmp_path):
+    spike = SpikeDetection(window=3)
+    _feed(spike, _Trainer(tmp_path), [1.0, 1.1, 1.2, 1.3])
+    state = spike.state_dict()
+    assert state["window"] == pytest.approx([1.1, 1.2, 1.3]) and state["last_val"] == pytest.approx(1.3)
+    restored = SpikeDetection()
+    restored.load_state_dict(dict(state))
+    assert restored.state_dict() == state
+
+
+def test_outputs_must_be_a_loss_or_a_mapping(tmp_path):
+    with pytest.raises(TypeError, match="outputs have to be of type torch.Tensor or Mapping, got list"):
+        SpikeDetection().on_train_batch_end(_Trainer(tmp_path), None, [1.0], None, 0)
+
+
+def test_throughput_waits_for_the_device_only_at_log_points(monkeypatch):
+    waits = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: waits.append(1))
+
+    class OnCuda(ThroughputMonitor):
+        def setup(self, trainer, pl_module, stage):
+            super().setup(trainer, pl_module, stage)
+            self._cuda = True  # the clock would need the device: count the waits
+
+    logger = make_recording_logger(pl)()
+    trainer = pl.Trainer(
+        **{**QUIET, "logger": logger},
+        max_epochs=1,
+        log_every_n_steps=3,
+        num_sanity_val_steps=0,
+        callbacks=[OnCuda(batch_size_fn=lambda b: b[0].shape[0], window_size=2)],
+    )
+    trainer.fit(Regressor(), train_loader(n=36), val_loader(n=12))  # 9 training and 3 validation batches
+    logged = [step for metrics, step in logger.calls if "train/samples" in metrics or "validate/samples" in metrics]
+    assert len(waits) == len(logged) == 3 + 1

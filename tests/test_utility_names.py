@@ -1,0 +1,126 @@
+"""Utilities under Lightning's names: data checks, warnings, enums, init arguments, hparams files, FLOPs."""
+
+from __future__ import annotations
+
+import warnings
+from argparse import Namespace
+from enum import Enum
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+import ember as pl
+from ember.core.saving import load_hparams_from_yaml, save_hparams_to_yaml
+from ember.utilities import LightningEnum, disable_possible_user_warnings, grad_norm
+from ember.utilities.data import has_len_all_ranks
+from ember.utilities.parsing import collect_init_args
+from ember.utilities.throughput import get_available_flops
+from ember.utilities.warnings import PossibleUserWarning
+
+
+def test_has_len_all_ranks():
+    strategy = pl.Trainer(logger=False, enable_progress_bar=False).strategy
+    assert has_len_all_ranks(DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=2), strategy)
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            yield from range(3)
+
+    assert not has_len_all_ranks(DataLoader(Stream()), strategy)
+    with pytest.warns(UserWarning, match="Total length of `DataLoader` across ranks is zero"):
+        assert has_len_all_ranks(DataLoader(TensorDataset(torch.zeros(0, 1))), strategy)
+
+
+def test_disable_possible_user_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        disable_possible_user_warnings()
+        warnings.warn("maybe", PossibleUserWarning, stacklevel=1)
+        warnings.warn("surely", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["surely"]
+
+
+def test_lightning_enum_compares_in_any_case_and_parses():
+    class Mode(LightningEnum):
+        FAST = "fast"
+        SLOW_ONE = "slow-one"
+
+    assert Mode.FAST == "FAST" and {Mode.FAST: 1}["fast"] == 1
+    assert Mode.from_str("slow_one") is Mode.SLOW_ONE and Mode.from_str("slow-one", source="value") is Mode.SLOW_ONE
+    with pytest.raises(ValueError, match=r"expected one of \['FAST', 'SLOW_ONE'\], but got nope"):
+        Mode.from_str("nope")
+    with pytest.warns(UserWarning, match="Invalid string"):
+        assert Mode.try_from_str("nope") is None
+
+
+def test_save_hyperparameters_collects_the_arguments_of_a_mixin_init():
+    class Sized:  # not a LightningModule: its self is one, and that is what counts (as in Lightning)
+        def __init__(self, size: int = 3, **kwargs):
+            super().__init__(**kwargs)
+            self.save_hyperparameters()
+
+    class Model(Sized, pl.LightningModule):
+        def __init__(self, lr: float = 0.1):
+            super().__init__(size=5)
+
+    assert dict(Model().hparams) == {"size": 5, "lr": 0.1}
+
+
+def test_collect_init_args_walks_the_init_chain_innermost_first():
+    import inspect
+
+    class Base:
+        def __init__(self, a=1):
+            super().__init__()  # a frame is an __init__ of a class when it has `__class__`
+            self.found = collect_init_args(inspect.currentframe(), [])
+
+    class Child(Base):
+        def __init__(self, b=2):
+            super().__init__(a=10)
+
+    assert Child().found == [{"a": 10}, {"b": 2}]
+
+
+def test_hparams_yaml_round_trip_sorted_and_safe(tmp_path):
+    class Color(Enum):
+        RED = 1
+
+    path = tmp_path / "hparams.yaml"
+    save_hparams_to_yaml(path, Namespace(b=1, a=[1, (2, 3)], color=Color.RED, fn=torch.nn.Linear), use_omegaconf=False)
+    text = path.read_text()
+    assert text.splitlines()[0] == "a:" and "!!python" not in text
+    assert load_hparams_from_yaml(path, use_omegaconf=False) == {
+        "a": [1, [2, 3]],
+        "b": 1,
+        "color": "RED",
+        "fn": "torch.nn.modules.linear.Linear",
+    }
+    with pytest.raises(RuntimeError, match="Missing folder"):
+        save_hparams_to_yaml(tmp_path / "nowhere" / "h.yaml", {})
+    with pytest.warns(RuntimeWarning, match="Missing Tags"):
+        assert load_hparams_from_yaml(tmp_path / "absent.yaml") == {}
+
+
+def test_grad_norm_reads_nothing_back(monkeypatch):
+    layer = torch.nn.Linear(3, 2)
+    layer(torch.ones(1, 3)).sum().backward()
+    reads = []
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(1))
+    norms = grad_norm(layer, "inf")
+    assert not reads and set(norms) == {"grad_inf_norm/weight", "grad_inf_norm/bias", "grad_inf_norm_total"}
+    with pytest.raises(ValueError, match="`norm_type` must be a positive number"):
+        grad_norm(layer, 0)
+
+
+def test_available_flops(monkeypatch):
+    assert get_available_flops(torch.device("cpu"), torch.float32) is None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    cuda = torch.device("cuda", 0)
+    assert get_available_flops(cuda, torch.bfloat16) == int(989.4e12)  # dense, like the H100 SXM
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "high")
+    assert get_available_flops(cuda, torch.float32) == int(494.7e12)  # TF32 tensor cores
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
+    with pytest.warns(UserWarning, match="FLOPs not found for 'Some Future GPU'"):
+        assert get_available_flops(cuda, torch.bfloat16) is None
