@@ -36,6 +36,7 @@ PROGRAM = textwrap.dedent(
         "writer": type(logger.experiment).__module__,
         "warned": [str(w.message) for w in caught],
         "log_dir": logger.log_dir,
+        "default_logger": type(pl.Trainer(default_root_dir=sys.argv[1]).logger).__name__,
         "tensorboard_loaded": any(m == "tensorboard" or m.startswith("tensorboard.") for m in sys.modules
                                   if sys.modules[m] is not None),
     }))
@@ -74,6 +75,7 @@ def test_tensorboardx_writes_scalars_and_hparams_without_tensorboard(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["writer"].startswith("tensorboardX")
     assert not result["tensorboard_loaded"]
+    assert result["default_logger"] == "TensorBoardLogger"  # tensorboardX alone is enough, as in Lightning
     assert any("log_graph=True" in w and "`tensorboard` is not available" in w for w in result["warned"])
     scalars = _scalars(result["log_dir"])
     assert [step for step, _ in scalars["train_loss"]] == [0, 1, 2, 3]

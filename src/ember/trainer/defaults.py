@@ -24,10 +24,10 @@ def configure_loggers(logger: Any, default_root_dir: str) -> list[Any]:
 
 
 def default_logger(save_dir: str) -> Any:
-    """TensorBoard when the tensorboard package is installed, else CSV (as Lightning chooses)."""
+    """TensorBoard when tensorboard (or tensorboardX) is installed, else CSV (as Lightning chooses)."""
     slurm_batch_job = "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
     version = os.environ["SLURM_JOB_ID"] if slurm_batch_job else None
-    if importlib.util.find_spec("tensorboard") is not None:
+    if any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX")):
         from ember.loggers.tensorboard import TensorBoardLogger
 
         return TensorBoardLogger(save_dir=save_dir, version=version)

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember as pl
-from ember.callbacks import ModelCheckpoint
+from ember.callbacks import BasePredictionWriter, ModelCheckpoint
 
 
 def dataset(n: int = 32) -> TensorDataset:
@@ -147,8 +147,19 @@ def run_spawn(out: str) -> None:
     # fork workers start at once (no new interpreter): the cheap way to check validate/predict here
     forked = trainer(out, strategy="ddp_fork", enable_checkpointing=False)
     record["validate"] = forked.validate(model, DataLoader(data, batch_size=4), verbose=False)
+    # forked workers keep their predictions (as in Lightning): a writer saves each rank's
+    forked = trainer(out, strategy="ddp_fork", enable_checkpointing=False, callbacks=[RankWriter(out)])
     record["predict"] = forked.predict(model, DataLoader(data, batch_size=4))
     save(out, "spawn", record)
+
+
+class RankWriter(BasePredictionWriter):
+    def __init__(self, out: str) -> None:
+        super().__init__(write_interval="epoch")
+        self.out = out
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+        torch.save(predictions, os.path.join(self.out, f"predictions-rank{trainer.global_rank}.pt"))
 
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "fit"
