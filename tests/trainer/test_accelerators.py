@@ -129,3 +129,12 @@ def test_device_stats():
         assert set(CPUAccelerator().get_device_stats("cpu")) == {"cpu_vm_percent", "cpu_percent", "cpu_swap_percent"}
     if torch.cuda.is_available():
         assert "allocated_bytes.all.current" in CUDAAccelerator().get_device_stats(0)
+
+
+def test_the_private_accelerator_connector_answers_what_libraries_ask_it():
+    # optuna's PyTorchLightningPruningCallback reads `trainer._accelerator_connector.is_distributed`
+    trainer = quiet_trainer(accelerator="cpu")
+    connector = trainer._accelerator_connector
+    assert connector.is_distributed is False
+    assert connector.accelerator is trainer.accelerator and connector.strategy is trainer.strategy
+    assert quiet_trainer(accelerator="cpu", devices=2, strategy="ddp_spawn")._accelerator_connector.is_distributed

@@ -236,3 +236,32 @@ def apply_determinism(deterministic: bool | str | None, benchmark: bool | None) 
     if benchmark is not None and torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = benchmark
     return benchmark
+
+
+class AcceleratorConnectorView:
+    """``trainer._accelerator_connector``: the answers libraries read from Lightning's private connector.
+
+    Lightning keeps the outcome of the ``accelerator``/``strategy``/``devices``/``precision``
+    arguments on it, and some libraries ask it directly (optuna's ``PyTorchLightningPruningCallback``
+    reads ``is_distributed``); Ember answers from the trainer.
+    """
+
+    def __init__(self, trainer: Any) -> None:
+        self._trainer = trainer
+
+    @property
+    def accelerator(self) -> Any:
+        return self._trainer.accelerator
+
+    @property
+    def strategy(self) -> Any:
+        return self._trainer.strategy
+
+    @property
+    def precision_plugin(self) -> Any:
+        return self._trainer.strategy.precision_plugin
+
+    @property
+    def is_distributed(self) -> bool:
+        """Whether the run uses several processes (DDP, FSDP)."""
+        return bool(self._trainer.strategy.is_distributed)

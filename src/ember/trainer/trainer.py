@@ -62,8 +62,8 @@ class Trainer:
     environment variables set defaults, as in Lightning.
 
     Args:
-        accelerator: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"gpu"``, ``"mps"``, a
-            name registered in ``AcceleratorRegistry``, or an ``Accelerator`` instance.
+        accelerator: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"gpu"``, ``"mps"``, or an
+            ``Accelerator`` (an instance, or the name it is registered under in ``AcceleratorRegistry``).
         strategy: ``"auto"``, ``"single_device"``, ``"ddp"``, ``"ddp_spawn"``, ``"ddp_fork"``,
             ``"ddp_notebook"`` (DDP ones also with ``_find_unused_parameters_true/false``), ``"fsdp"``,
             or a ``Strategy`` object such as ``DDPStrategy(...)`` or ``FSDPStrategy(...)``. ``"ddp"``
@@ -288,6 +288,7 @@ class Trainer:
         self.ckpt_path: str | None = None
         self._run = Run(self)  # the state of the current (or last) call; a new one per call
         self.predict_loop = dataloaders.PredictLoopView(self)
+        self._accelerator_connector = arguments.AcceleratorConnectorView(self)  # read by some libraries
         _set_rank(self.strategy.global_rank)
 
     # ---- entry points ----------------------------------------------------------------------------
