@@ -128,7 +128,7 @@ SUPPORTED = {
     "trainer.trainer": ("ember.trainer.trainer", ["Trainer"]),
     "tuner": ("ember.tuner", ["Tuner"]),
     "tuner.batch_size_scaling": ("ember.tuner.batch_size_scaling", []),
-    "tuner.lr_finder": ("ember.tuner.lr_finder", []),
+    "tuner.lr_finder": ("ember.tuner.lr_finder", ["_LRFinder"]),  # darts imports it
     "tuner.tuning": ("ember.tuner.tuning", ["Tuner"]),
     "utilities": (
         "ember.utilities",
