@@ -28,11 +28,11 @@ __all__ = [
 ]
 
 _SUBMODULES = {
+    "accelerators",
     "callbacks",
     "checkpoint",
     "cli",
     "core",
-    "accelerators",
     "demos",
     "loggers",
     "plot",
