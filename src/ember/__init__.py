@@ -8,6 +8,8 @@ Example::
     trainer.fit(model, train_loader)
 """
 
+import os as _os
+
 from ember._version import __version__
 from ember.callbacks.callback import Callback
 from ember.core.datamodule import LightningDataModule
@@ -15,9 +17,18 @@ from ember.core.module import LightningModule
 from ember.trainer.trainer import Trainer
 from ember.utilities.seed import seed_everything
 
-__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "__version__", "seed_everything"]
+__all__ = [
+    "Callback",
+    "LightningDataModule",
+    "LightningModule",
+    "Trainer",
+    "__version__",
+    "install_as_lightning",
+    "seed_everything",
+]
 
 _SUBMODULES = {
+    "accelerators",
     "callbacks",
     "checkpoint",
     "cli",
@@ -39,3 +50,29 @@ def __getattr__(name: str):
 
         return importlib.import_module(f"ember.{name}")
     raise AttributeError(f"module 'ember' has no attribute {name!r}")
+
+
+def install_as_lightning() -> None:
+    """Make ``import pytorch_lightning``, ``import lightning.pytorch`` and ``import lightning`` give Ember.
+
+    Call it before anything imports Lightning; unmodified Lightning programs and Lightning-based
+    libraries then run on Ember (``ember run script.py`` does the same for a whole script). See
+    ``ember.lightning_alias``.
+
+    Example::
+
+        import ember
+
+        ember.install_as_lightning()
+        import pytorch_lightning as pl  # Ember's Trainer, LightningModule, callbacks, loggers, ...
+    """
+    from ember.lightning_alias import install_as_lightning as install
+
+    install()
+
+
+# the processes a program on `ember run` starts (DDP ranks) set this: Lightning's names are Ember's there too
+if _os.environ.get("EMBER_AS_LIGHTNING") == "1":
+    from ember.lightning_alias import install_from_environment as _install_from_environment
+
+    _install_from_environment()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ember._version import __version__
+from ember._version import LIGHTNING_VERSION, __version__
 from ember.core.saving import load_module_state
 from ember.trainer.run import Resume
 from ember.utilities.exceptions import MisconfigurationException
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
 
 # The Lightning checkpoint format this layout matches; Lightning reads it to pick migrations.
-LIGHTNING_FORMAT_VERSION = "2.6.6"
+LIGHTNING_FORMAT_VERSION = LIGHTNING_VERSION
 EMBER_KEY = "ember"
 
 

@@ -1,8 +1,9 @@
-"""The ``ember`` command: ``fit|validate|test|predict`` (LightningCLI), ``demo``, ``plot``, ``--version``.
+"""The ``ember`` command: ``fit|validate|test|predict`` (LightningCLI), ``run``, ``demo``, ``plot``, ``--version``.
 
 Example::
 
     ember fit --config config.yaml --trainer.max_epochs 5
+    ember run train.py --max_epochs 5       # an unmodified Lightning script
     python -m ember demo
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 from ember.cli.lightning_cli import LightningCLI
 
-_USAGE = """usage: ember [-h] [--version] {fit,validate,test,predict,demo,plot} ...
+_USAGE = """usage: ember [-h] [--version] {fit,validate,test,predict,run,demo,plot} ...
 
 Ember: PyTorch Lightning's API without the overhead.
 
@@ -23,6 +24,7 @@ commands:
   validate   run one validation epoch
   test       run one test epoch
   predict    run predict_step over the predict data
+  run        run an unmodified Lightning script on Ember: ember run train.py [args] (or -m package.module)
   demo       train the built-in digits demo end to end
   plot       draw the training curves of a run (metrics.csv or TensorBoard events) into a PNG
 
@@ -36,7 +38,7 @@ Example: ember fit --config config.yaml --trainer.max_epochs 5
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``ember`` console script: ``fit|validate|test|predict`` (LightningCLI), ``demo``, ``plot``, ``--version``."""
+    """The ``ember`` console script: ``fit|validate|test|predict``, ``run``, ``demo``, ``plot``, ``--version``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(_USAGE, end="")
@@ -47,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"ember {__version__}")
         return 0
+    if command == "run":
+        from ember.cli.run import main as run_main
+
+        return run_main(rest)
     if command == "demo":
         from ember.demos.digits import main as demo_main
 
@@ -66,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import difflib
 
-    known = [*LightningCLI.subcommands(), "demo", "plot"]
+    known = [*LightningCLI.subcommands(), "run", "demo", "plot"]
     nearest = difflib.get_close_matches(command, known, n=1)
     hint = f" Did you mean `ember {nearest[0]}`?" if nearest else ""
     sys.stderr.write(f"ember: '{command}' is not a command; choose one of {', '.join(known)}.{hint}\n")

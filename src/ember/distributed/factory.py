@@ -64,6 +64,38 @@ def resolve_accelerator(accelerator: Any) -> str:
     )
 
 
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def create_accelerator(accelerator: Any) -> Any:
+    """The ``Accelerator`` for the Trainer's ``accelerator`` argument: a name, a registered name or an instance."""
+    from ember.accelerators import Accelerator, AcceleratorRegistry, CPUAccelerator, CUDAAccelerator, MPSAccelerator
+
+    if isinstance(accelerator, Accelerator):
+        instance = accelerator
+    elif (
+        isinstance(accelerator, str)
+        and accelerator not in ("auto", "gpu", *_DEVICE_TYPES)
+        and accelerator in AcceleratorRegistry
+    ):
+        instance = AcceleratorRegistry.get(accelerator)  # one the user registered
+    else:
+        return AcceleratorRegistry.get(resolve_accelerator(accelerator))
+    if instance.name() not in _DEVICE_TYPES:
+        raise MisconfigurationException(
+            f"`Trainer(accelerator={accelerator!r})` names the device type {instance.name()!r}, but Ember runs on"
+            " 'cpu', 'cuda' and 'mps' only: subclass `CPUAccelerator`, `CUDAAccelerator` or `MPSAccelerator`."
+        )
+    if not instance.is_available():
+        available = [cls.name() for cls in (CPUAccelerator, CUDAAccelerator, MPSAccelerator) if cls.is_available()]
+        raise MisconfigurationException(
+            f"`{type(instance).__name__}` can not run on your system since the accelerator is not available. The"
+            f" following accelerator(s) is available and can be passed into `accelerator` argument of `Trainer`:"
+            f" {available}."
+        )
+    return instance
+
+
 def parse_devices(devices: Any, accelerator: str) -> list[int]:
     """Device indices (for cpu: one entry per process) from the ``devices`` argument."""
     if devices == "auto" or devices is None:

@@ -57,7 +57,24 @@ class _JoinedLauncher:
 
 
 def _script_command() -> list[str]:
-    """The command that started this program, to run it again for the other local ranks."""
+    """The command that started this program, to run it again for the other local ranks.
+
+    A program that runs on Ember in place of Lightning (``ember run``, ``install_as_lightning()``)
+    runs again under ``ember run``, so that its first ``import lightning`` gives Ember there too.
+    """
+    command = _program_command()
+    if _lightning_alias_installed() and command[1:3] != ["-m", "ember"]:
+        return [command[0], "-m", "ember", "run", *command[1:]]
+    return command
+
+
+def _lightning_alias_installed() -> bool:
+    # the alias is active only if its module was loaded: no need to load it to ask
+    alias = sys.modules.get("ember.lightning_alias")
+    return alias is not None and alias.is_installed()
+
+
+def _program_command() -> list[str]:
     import __main__
 
     spec = getattr(__main__, "__spec__", None)

@@ -112,6 +112,7 @@ def teardown(trainer: Trainer) -> None:
     """Release the process group and the signal handlers; metrics stay readable, on the CPU."""
     run = trainer._run
     trainer.strategy.teardown()
+    trainer.accelerator.teardown()
     run.stop_flag.uninstall()
     run.results = None
     run.metrics.live = None
@@ -158,6 +159,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
             if check is not None:
                 check()  # fail before any work is done, naming the folder
     strategy.setup_environment()  # the process group first: prepare_data's barrier needs it
+    trainer.accelerator.setup_device(strategy.root_device)
     _set_rank(strategy.global_rank)
     if run.profiler is not None:
         run.profiler._lightning_module = model
@@ -177,6 +179,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
         contents.restore_modules_and_callbacks(trainer, run, checkpoint)
     run.metrics.reset()
     run.set_sync(strategy.sync_fn)
+    trainer.accelerator.setup(trainer)
     model.to(strategy.root_device)
     optimizers_after = getattr(strategy, "setup_optimizers_after_module", False)  # FSDP: sharded params
     if fitting and not optimizers_after:

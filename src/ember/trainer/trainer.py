@@ -62,7 +62,8 @@ class Trainer:
     environment variables set defaults, as in Lightning.
 
     Args:
-        accelerator: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"gpu"`` or ``"mps"``.
+        accelerator: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"gpu"``, ``"mps"``, or an
+            ``Accelerator`` (an instance, or the name it is registered under in ``AcceleratorRegistry``).
         strategy: ``"auto"``, ``"single_device"``, ``"ddp"``, ``"ddp_spawn"``, ``"ddp_fork"``,
             ``"ddp_notebook"`` (DDP ones also with ``_find_unused_parameters_true/false``), ``"fsdp"``,
             or a ``Strategy`` object such as ``DDPStrategy(...)`` or ``FSDPStrategy(...)``. ``"ddp"``
@@ -188,7 +189,7 @@ class Trainer:
         enable_autolog_hparams: bool = True,
         model_registry: str | None = None,
     ) -> None:
-        from ember.distributed.factory import create_strategy, parse_devices, resolve_accelerator
+        from ember.distributed.factory import create_accelerator, create_strategy, parse_devices
         from ember.precision import Precision, normalize_precision
         from ember.profilers import create_profiler
 
@@ -243,10 +244,9 @@ class Trainer:
             arguments.apply_fast_dev_run(self, dev_run_batches)
 
         # ---- hardware and precision --------------------------------------------------------------
-        accelerator_name = resolve_accelerator(accelerator)
-        device_ids = parse_devices(devices, accelerator_name)
+        self._accelerator = create_accelerator(accelerator)
+        device_ids = parse_devices(devices, accelerator_name := self._accelerator.name())
         arguments.check_num_nodes(num_nodes)
-        self._accelerator = accelerator_name
         self.strategy = create_strategy(
             strategy, accelerator_name, device_ids, num_nodes, sync_batchnorm=sync_batchnorm, plugins=plugins
         )
@@ -605,7 +605,7 @@ class Trainer:
         devices = getattr(self.strategy, "parallel_devices", None) or [self.strategy.root_device]
         return [device.index or index for index, device in enumerate(devices)]
 
-    accelerator = _ReadOnly("_accelerator", 'The device type in use: ``"cpu"``, ``"cuda"`` or ``"mps"``.')
+    accelerator = _ReadOnly("_accelerator", "The ``Accelerator`` in use (``CPUAccelerator``, ``CUDAAccelerator``...).")
 
     # ---- paths, loggers, callbacks ---------------------------------------------------------------
     @property

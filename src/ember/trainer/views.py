@@ -221,8 +221,25 @@ class PredictLoopView(_View):
 
 
 class AcceleratorConnectorView(_View):
-    """``trainer._accelerator_connector``, as far as integrations read it (Optuna's pruning callback)."""
+    """``trainer._accelerator_connector``: the outcome of the accelerator/strategy/precision arguments.
+
+    Lightning keeps it on a private connector that some integrations read (Optuna's pruning
+    callback asks ``is_distributed``).
+    """
+
+    @property
+    def accelerator(self) -> Any:
+        return self._trainer.accelerator
+
+    @property
+    def strategy(self) -> Any:
+        return self._trainer.strategy
+
+    @property
+    def precision_plugin(self) -> Any:
+        return self._trainer.strategy.precision_plugin
 
     @property
     def is_distributed(self) -> bool:
+        """Whether the run uses several processes (DDP, FSDP)."""
         return bool(self._trainer.strategy.is_distributed)

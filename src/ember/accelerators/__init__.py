@@ -1,0 +1,22 @@
+"""The hardware a run uses, at Lightning's import path: ``trainer.accelerator`` is one of these.
+
+Example::
+
+    from ember.accelerators import CPUAccelerator, CUDAAccelerator
+
+    trainer = Trainer(accelerator="cpu")
+    isinstance(trainer.accelerator, CPUAccelerator)      # True
+    Trainer(accelerator=CUDAAccelerator(), devices=2)     # an instance works too
+"""
+
+from ember.accelerators.accelerator import Accelerator, _AcceleratorRegistry
+from ember.accelerators.cpu import CPUAccelerator
+from ember.accelerators.cuda import CUDAAccelerator
+from ember.accelerators.mps import MPSAccelerator
+
+__all__ = ["Accelerator", "AcceleratorRegistry", "CPUAccelerator", "CUDAAccelerator", "MPSAccelerator"]
+
+# `Trainer(accelerator="<name>")` looks names up here; register your own with `AcceleratorRegistry.register`
+AcceleratorRegistry = _AcceleratorRegistry()
+for _accelerator in (CPUAccelerator, CUDAAccelerator, MPSAccelerator):
+    _accelerator.register_accelerators(AcceleratorRegistry)

@@ -1,0 +1,317 @@
+"""``install_as_lightning()``: unmodified Lightning programs and Lightning-based libraries import Ember.
+
+From the call on, ``import pytorch_lightning`` and ``import lightning.pytorch`` give Ember. Every
+module path under them is Ember's module at the same relative path (``pytorch_lightning.callbacks``
+*is* ``ember.callbacks``), or at the path in ``_MOVED`` where Ember keeps the same thing elsewhere, so
+``isinstance`` checks and monkeypatching agree whichever name a library uses. The two top-level
+packages are small modules of their own: they re-export Ember's public names and sub-packages and
+report the Lightning version Ember follows (``pytorch_lightning.__version__ == "2.6.6"``), so a
+library's version check passes while ``ember.__version__`` stays Ember's.
+
+``import lightning`` gives the real package when it is installed (then only ``lightning.pytorch`` is
+Ember, and ``lightning.fabric`` stays Lightning's), else a small package with Lightning's top-level
+names (``L.Trainer``, ``L.LightningModule``, ...; ``L.fabric`` is ``lightning_fabric`` if that is
+installed). A path Ember does not have raises ``ModuleNotFoundError`` naming it.
+
+Child processes get it too: ``install_as_lightning`` sets ``EMBER_AS_LIGHTNING=1``, which
+``import ember`` honours; the processes ``strategy="ddp"`` starts run the program again under
+``ember run``; and a process started with the "spawn" method (``ddp_spawn``, DataLoader workers on
+macOS) imports Ember before it imports the program's main script.
+
+Example::
+
+    import ember
+
+    ember.install_as_lightning()  # before anything imports Lightning
+
+    import lightning as L
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    assert L.Trainer is ember.Trainer and ModelCheckpoint is ember.callbacks.ModelCheckpoint
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import types
+import warnings
+from typing import Any
+
+from ember._version import LIGHTNING_VERSION
+
+ENV_VAR = "EMBER_AS_LIGHTNING"
+_ORIGIN = "Ember, through ember.install_as_lightning()"
+
+# the names Lightning's trainer package is imported by
+_ROOTS = ("pytorch_lightning", "lightning.pytorch")
+
+# Lightning module paths (below the root) whose Ember home has another path
+_MOVED = {
+    "callbacks.progress.progress_bar": "callbacks.progress_bar",
+    "callbacks.progress.tqdm_progress": "callbacks.tqdm_progress",
+    "callbacks.progress.rich_progress": "callbacks.rich_progress",
+    "core.mixins.hparams_mixin": "core.hparams",
+    "profilers.base": "profilers.profiler",
+    "strategies.strategy": "distributed.strategy",
+    "strategies.single_device": "distributed.strategy",
+    "strategies.parallel": "distributed.parallel",
+    "strategies.ddp": "distributed.ddp",
+    "strategies.fsdp": "distributed.fsdp",
+}
+
+# what to use instead of Lightning paths that Ember does not provide
+_INSTEAD = {
+    "loops": "Ember has one loop and no loop classes to replace: change what it does with hooks and callbacks",
+    "plugins.precision": "Ember has no precision plugins: choose the precision with `Trainer(precision=...)`",
+    "utilities.combined_loader": "Ember has no CombinedLoader",
+    "demos": "Ember's own demo is `ember.demos.digits`",
+}
+# Ember modules whose Lightning namesake is something else: `ember.demos` is the digits demo, not
+# Lightning's demo models
+_NOT_ALIASED = ("demos",)
+
+
+def install_as_lightning() -> None:
+    """Make ``pytorch_lightning``, ``lightning.pytorch`` and ``lightning`` import Ember in this process.
+
+    Call it before anything imports Lightning (or run the program with ``ember run script.py``).
+    Calling it again does nothing. The processes this one starts inherit it through the
+    ``EMBER_AS_LIGHTNING=1`` environment variable, which ``import ember`` honours.
+
+    Raises:
+        RuntimeError: Lightning's own ``pytorch_lightning`` or ``lightning.pytorch`` was imported
+            already: the program would hold two different ``Trainer`` classes.
+
+    Example::
+
+        import ember
+
+        ember.install_as_lightning()
+        import pytorch_lightning as pl  # Ember, reporting pl.__version__ == "2.6.6"
+    """
+    if _FINDER not in sys.meta_path:
+        imported = _real_lightning_imported()
+        if imported is not None:
+            raise RuntimeError(
+                f"`ember.install_as_lightning()` must run before Lightning is imported, but {imported} is imported"
+                " already. Call it before any import of pytorch_lightning, lightning or a library built on them, or"
+                " start the program with `ember run script.py`."
+            )
+        sys.meta_path.insert(0, _FINDER)
+        _spawned_children_import_ember_first()
+    os.environ[ENV_VAR] = "1"
+
+
+def is_installed() -> bool:
+    """Whether ``install_as_lightning()`` is active in this process."""
+    return _FINDER in sys.meta_path
+
+
+def install_from_environment() -> None:
+    """``import ember`` with ``EMBER_AS_LIGHTNING=1``: install the alias, or warn if Lightning came first."""
+    if is_installed():
+        return
+    imported = _real_lightning_imported()
+    if imported is not None:
+        warnings.warn(
+            f"{ENV_VAR}=1 asks Ember to stand in for Lightning, but {imported} was imported before Ember:"
+            " Lightning's own classes stay in use in this process.",
+            stacklevel=3,
+        )
+        return
+    install_as_lightning()
+
+
+def _real_lightning_imported() -> str | None:
+    """The first of Lightning's trainer packages already imported (not through this alias), as a phrase."""
+    for name in _ROOTS:
+        module = sys.modules.get(name)
+        if module is not None and not getattr(module, "__ember_alias__", False):
+            where = getattr(module, "__file__", None)
+            return f"{name!r} (from {where})" if where else repr(name)
+    return None
+
+
+def _spawned_children_import_ember_first() -> None:
+    """A process started with the "spawn" method (``ddp_spawn`` workers, DataLoader workers on macOS)
+    imports the program's main script before anything else, and its ``import lightning`` would find
+    Lightning, or nothing. The child reads its preparation data first: an entry that imports ``ember``
+    when unpickled installs the alias there (``EMBER_AS_LIGHTNING=1`` is inherited)."""
+    import multiprocessing.spawn as spawn
+
+    original = spawn.get_preparation_data
+
+    def get_preparation_data(name: str) -> dict[str, Any]:
+        return {"ember": _ImportEmber(), **original(name)}
+
+    spawn.get_preparation_data = get_preparation_data
+
+
+class _ImportEmber:
+    """Imports ``ember`` in the process that unpickles it."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (importlib.import_module, ("ember",))
+
+
+# =====================================================================================
+# the finder: Lightning's names -> Ember's modules
+# =====================================================================================
+class _Finder(importlib.abc.MetaPathFinder):
+    """A ``sys.meta_path`` finder for Lightning's module names. Every name under the two roots is
+    answered here (an Ember module, or an error), so no copy of Lightning or of Ember's files is
+    ever loaded under a Lightning name."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        for root in _ROOTS:
+            if fullname == root:
+                return _root_spec(fullname)
+            if fullname.startswith(root + "."):
+                return _ember_module_spec(fullname, fullname[len(root) + 1 :])
+        if fullname == "lightning":
+            if self._found_elsewhere(fullname):
+                return None  # the real package; its `pytorch` part still comes from here
+            return _root_spec(fullname)
+        if fullname.startswith("lightning.") and getattr(sys.modules.get("lightning"), "__ember_alias__", False):
+            return _fabric_spec(fullname)
+        return None
+
+    def _found_elsewhere(self, name: str) -> bool:
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            if finder is not self and find_spec is not None and find_spec(name, None) is not None:
+                return True
+        return False
+
+    def invalidate_caches(self) -> None:
+        pass
+
+
+def _root_spec(fullname: str) -> importlib.machinery.ModuleSpec:
+    # a package with no folder: every name below it comes from this finder (`repr` shows the origin)
+    return importlib.machinery.ModuleSpec(fullname, _ROOT_LOADER, origin=_ORIGIN, is_package=True)
+
+
+def _not_provided(fullname: str, relative: str) -> ModuleNotFoundError:
+    hint = next((text for path, text in _INSTEAD.items() if relative == path or relative.startswith(path + ".")), None)
+    message = (
+        f"No module named {fullname!r}: this program runs on Ember in place of Lightning"
+        f" (`ember.install_as_lightning()`), and Ember does not provide {fullname!r}."
+    )
+    return ModuleNotFoundError(f"{message} {hint}." if hint else message, name=fullname)
+
+
+def _ember_module_spec(fullname: str, relative: str) -> importlib.machinery.ModuleSpec:
+    parts = relative.split(".")
+    if parts[0] in _NOT_ALIASED or any(part.startswith("_") for part in parts):
+        raise _not_provided(fullname, relative)
+    spec = _same_module_spec(fullname, "ember." + _MOVED.get(relative, relative))
+    if spec is None:
+        raise _not_provided(fullname, relative)
+    return spec
+
+
+def _same_module_spec(fullname: str, target: str) -> importlib.machinery.ModuleSpec | None:
+    """A spec that loads ``fullname`` as the module ``target``, or None if there is no such module."""
+    try:
+        found = importlib.util.find_spec(target)
+    except ModuleNotFoundError:  # a parent of `target` is missing
+        found = None
+    if found is None:
+        return None
+    spec = importlib.machinery.ModuleSpec(fullname, _SAME_MODULE_LOADER)
+    spec.loader_state = {"target": target}
+    return spec
+
+
+def _fabric_spec(fullname: str) -> importlib.machinery.ModuleSpec:
+    """``lightning.fabric[.x]`` of the stand-in ``lightning`` package: ``lightning_fabric[.x]`` if installed."""
+    relative = fullname[len("lightning.") :]
+    if relative == "fabric" or relative.startswith("fabric."):
+        spec = _same_module_spec(fullname, "lightning_fabric" + relative[len("fabric") :])
+        if spec is not None:
+            return spec
+        raise ModuleNotFoundError(
+            f"No module named {fullname!r}: this program runs on Ember in place of Lightning, and Ember has no"
+            " Fabric. Install `lightning-fabric` (pip install lightning-fabric) to use Lightning's Fabric beside it.",
+            name=fullname,
+        )
+    raise _not_provided(fullname, relative)
+
+
+class _SameModuleLoader(importlib.abc.Loader):
+    """Loads a Lightning name as the existing module it stands for: the same object, not a copy."""
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        module = importlib.import_module(spec.loader_state["target"])
+        spec.loader_state["own_spec"] = module.__spec__
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        # the import system has just set `module.__spec__` to the alias's spec: give the module its own back
+        alias_spec = module.__spec__
+        assert alias_spec is not None
+        module.__spec__ = alias_spec.loader_state["own_spec"]
+
+
+class _RootLoader(importlib.abc.Loader):
+    """Builds ``pytorch_lightning``, ``lightning.pytorch`` (and ``lightning`` when it is not installed)."""
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None  # a new, empty module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        from ember.callbacks.callback import Callback
+        from ember.core.datamodule import LightningDataModule
+        from ember.core.module import LightningModule
+        from ember.trainer.trainer import Trainer
+        from ember.utilities.seed import seed_everything
+
+        module.__ember_alias__ = True  # type: ignore[attr-defined]
+        module.__version__ = LIGHTNING_VERSION  # type: ignore[attr-defined]
+        module.__getattr__ = _SubmoduleAttributes(module.__name__)  # type: ignore[method-assign]
+        public = {
+            "Callback": Callback,
+            "LightningDataModule": LightningDataModule,
+            "LightningModule": LightningModule,
+            "Trainer": Trainer,
+            "seed_everything": seed_everything,
+        }
+        names = list(public)
+        for name, value in public.items():
+            setattr(module, name, value)
+        if module.__name__ == "lightning" and importlib.util.find_spec("lightning_fabric") is not None:
+            names.append("Fabric")  # from lightning.fabric, on first use
+        module.__all__ = [*names, "__version__"]  # type: ignore[attr-defined]
+
+
+class _SubmoduleAttributes:
+    """The module ``__getattr__`` of the alias packages: ``pl.loggers`` imports ``pytorch_lightning.loggers``."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+
+    def __call__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(f"module {self.package!r} has no attribute {name!r}")
+        if name == "Fabric" and self.package == "lightning":
+            try:
+                return importlib.import_module("lightning.fabric").Fabric
+            except ModuleNotFoundError as error:
+                raise AttributeError(str(error)) from None
+        try:
+            return importlib.import_module(f"{self.package}.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{self.package}.{name}":
+                raise
+            raise AttributeError(f"module {self.package!r} has no attribute {name!r}") from None
+
+
+_FINDER = _Finder()
+_ROOT_LOADER = _RootLoader()
+_SAME_MODULE_LOADER = _SameModuleLoader()

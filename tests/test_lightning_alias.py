@@ -1,0 +1,493 @@
+"""Unmodified Lightning programs and libraries on Ember: ``ember.install_as_lightning()`` and ``ember run``.
+
+Every check runs in a fresh interpreter (the alias changes how a process imports), with Lightning
+installed and without it: the project's environment has no Lightning, so "installed" is played by a
+stand-in distribution on ``sys.path``, and by the real one when ``pytorch_lightning`` is importable
+(or ``EMBER_TEST_LIGHTNING_PYTHON`` names an interpreter that has it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import ember
+
+SRC = Path(ember.__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]
+PROGRAM = REPO / "tests" / "helpers" / "lightning_program.py"
+
+# Lightning's module paths (below `pytorch_lightning` / `lightning.pytorch`) that Ember provides:
+# path -> (the Ember module it is, the names of Lightning's module that Ember has there)
+SUPPORTED = {
+    "accelerators": (
+        "ember.accelerators",
+        ["Accelerator", "AcceleratorRegistry", "CPUAccelerator", "CUDAAccelerator", "MPSAccelerator"],
+    ),
+    "accelerators.accelerator": ("ember.accelerators.accelerator", ["Accelerator"]),
+    "accelerators.cpu": ("ember.accelerators.cpu", ["CPUAccelerator"]),
+    "accelerators.cuda": ("ember.accelerators.cuda", ["CUDAAccelerator"]),
+    "accelerators.mps": ("ember.accelerators.mps", ["MPSAccelerator"]),
+    "callbacks": (
+        "ember.callbacks",
+        [
+            "BasePredictionWriter",
+            "BatchSizeFinder",
+            "Callback",
+            "Checkpoint",
+            "EarlyStopping",
+            "GradientAccumulationScheduler",
+            "LambdaCallback",
+            "LearningRateFinder",
+            "LearningRateMonitor",
+            "ModelCheckpoint",
+            "ModelSummary",
+            "OnExceptionCheckpoint",
+            "ProgressBar",
+            "RichModelSummary",
+            "RichProgressBar",
+            "StochasticWeightAveraging",
+            "TQDMProgressBar",
+            "Timer",
+        ],
+    ),
+    "callbacks.batch_size_finder": ("ember.callbacks.batch_size_finder", ["BatchSizeFinder"]),
+    "callbacks.callback": ("ember.callbacks.callback", ["Callback"]),
+    "callbacks.checkpoint": ("ember.callbacks.checkpoint", ["Checkpoint"]),
+    "callbacks.early_stopping": ("ember.callbacks.early_stopping", ["EarlyStopping", "EarlyStoppingReason"]),
+    "callbacks.gradient_accumulation_scheduler": (
+        "ember.callbacks.gradient_accumulation_scheduler",
+        ["GradientAccumulationScheduler"],
+    ),
+    "callbacks.lambda_function": ("ember.callbacks.lambda_function", ["LambdaCallback"]),
+    "callbacks.lr_finder": ("ember.callbacks.lr_finder", ["LearningRateFinder"]),
+    "callbacks.lr_monitor": ("ember.callbacks.lr_monitor", ["LearningRateMonitor"]),
+    "callbacks.model_checkpoint": ("ember.callbacks.model_checkpoint", ["ModelCheckpoint"]),
+    "callbacks.model_summary": ("ember.callbacks.model_summary", ["ModelSummary"]),
+    "callbacks.on_exception_checkpoint": ("ember.callbacks.on_exception_checkpoint", ["OnExceptionCheckpoint"]),
+    "callbacks.prediction_writer": ("ember.callbacks.prediction_writer", ["BasePredictionWriter"]),
+    "callbacks.progress": ("ember.callbacks.progress", ["ProgressBar", "RichProgressBar", "TQDMProgressBar"]),
+    "callbacks.progress.progress_bar": ("ember.callbacks.progress_bar", ["ProgressBar", "get_standard_metrics"]),
+    "callbacks.progress.rich_progress": ("ember.callbacks.rich_progress", ["RichProgressBar", "RichProgressBarTheme"]),
+    "callbacks.progress.tqdm_progress": ("ember.callbacks.tqdm_progress", ["TQDMProgressBar", "Tqdm", "convert_inf"]),
+    "callbacks.rich_model_summary": ("ember.callbacks.rich_model_summary", ["RichModelSummary"]),
+    "callbacks.stochastic_weight_avg": ("ember.callbacks.stochastic_weight_avg", ["StochasticWeightAveraging"]),
+    "callbacks.timer": ("ember.callbacks.timer", ["Timer"]),
+    "cli": (
+        "ember.cli",
+        ["LightningArgumentParser", "LightningCLI", "ReduceLROnPlateau", "SaveConfigCallback", "instantiate_class"],
+    ),
+    "core": ("ember.core", ["LightningDataModule", "LightningModule"]),
+    "core.datamodule": ("ember.core.datamodule", ["LightningDataModule"]),
+    "core.hooks": ("ember.core.hooks", []),
+    "core.mixins": ("ember.core.mixins", ["HyperparametersMixin"]),
+    "core.mixins.hparams_mixin": ("ember.core.hparams", ["HyperparametersMixin"]),
+    "core.module": ("ember.core.module", ["LightningModule"]),
+    "core.optimizer": ("ember.core.optimizer", ["LightningOptimizer"]),
+    "core.saving": ("ember.core.saving", []),
+    "loggers": ("ember.loggers", ["CSVLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"]),
+    "loggers.csv_logs": ("ember.loggers.csv_logs", ["CSVLogger", "ExperimentWriter"]),
+    "loggers.logger": ("ember.loggers.logger", ["DummyExperiment", "DummyLogger", "Logger", "rank_zero_experiment"]),
+    "loggers.mlflow": ("ember.loggers.mlflow", ["MLFlowLogger"]),
+    "loggers.tensorboard": ("ember.loggers.tensorboard", ["TensorBoardLogger"]),
+    "loggers.utilities": ("ember.loggers.utilities", []),
+    "loggers.wandb": ("ember.loggers.wandb", ["WandbLogger"]),
+    "plugins": ("ember.plugins", []),
+    "plugins.environments": (
+        "ember.plugins.environments",
+        ["ClusterEnvironment", "LightningEnvironment", "SLURMEnvironment", "TorchElasticEnvironment"],
+    ),
+    "profilers": (
+        "ember.profilers",
+        ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler"],
+    ),
+    "profilers.advanced": ("ember.profilers.advanced", ["AdvancedProfiler"]),
+    "profilers.base": ("ember.profilers.profiler", ["PassThroughProfiler", "Profiler"]),
+    "profilers.profiler": ("ember.profilers.profiler", ["Profiler"]),
+    "profilers.pytorch": ("ember.profilers.pytorch", ["PyTorchProfiler"]),
+    "profilers.simple": ("ember.profilers.simple", ["SimpleProfiler"]),
+    "strategies": (
+        "ember.strategies",
+        ["DDPStrategy", "FSDPStrategy", "ParallelStrategy", "SingleDeviceStrategy", "Strategy"],
+    ),
+    "strategies.ddp": ("ember.distributed.ddp", ["DDPStrategy"]),
+    "strategies.fsdp": ("ember.distributed.fsdp", ["FSDPStrategy"]),
+    "strategies.parallel": ("ember.distributed.parallel", ["ParallelStrategy"]),
+    "strategies.single_device": ("ember.distributed.strategy", ["SingleDeviceStrategy"]),
+    "strategies.strategy": ("ember.distributed.strategy", ["Strategy"]),
+    "trainer": ("ember.trainer", ["Trainer", "seed_everything"]),
+    "trainer.states": ("ember.trainer.states", ["RunningStage", "TrainerFn", "TrainerState", "TrainerStatus"]),
+    "trainer.trainer": ("ember.trainer.trainer", ["Trainer"]),
+    "tuner": ("ember.tuner", ["Tuner"]),
+    "tuner.batch_size_scaling": ("ember.tuner.batch_size_scaling", []),
+    "tuner.lr_finder": ("ember.tuner.lr_finder", ["_LRFinder"]),  # darts imports it
+    "tuner.tuning": ("ember.tuner.tuning", ["Tuner"]),
+    "utilities": (
+        "ember.utilities",
+        ["AttributeDict", "move_data_to_device", "rank_zero_info", "rank_zero_only", "rank_zero_warn"],
+    ),
+    "utilities.exceptions": ("ember.utilities.exceptions", ["MisconfigurationException"]),
+    "utilities.model_summary": ("ember.utilities.model_summary", ["LayerSummary", "ModelSummary", "summarize"]),
+    "utilities.parsing": ("ember.utilities.parsing", ["AttributeDict"]),
+    "utilities.rank_zero": (
+        "ember.utilities.rank_zero",
+        ["rank_zero_debug", "rank_zero_deprecation", "rank_zero_info", "rank_zero_only", "rank_zero_warn"],
+    ),
+    "utilities.seed": ("ember.utilities.seed", ["isolate_rng"]),
+    "utilities.types": (
+        "ember.utilities.types",
+        [
+            "EVAL_DATALOADERS",
+            "STEP_OUTPUT",
+            "TRAIN_DATALOADERS",
+            "LRSchedulerConfig",
+            "LRSchedulerConfigType",
+            "LRSchedulerPLType",
+            "LRSchedulerType",
+            "LRSchedulerTypeTuple",
+            "LRSchedulerTypeUnion",
+            "OptimizerConfig",
+            "OptimizerLRScheduler",
+            "OptimizerLRSchedulerConfig",
+        ],
+    ),
+    "utilities.warnings": ("ember.utilities.warnings", ["PossibleUserWarning"]),
+}
+
+
+def python(code: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, exe: str | None = None):
+    """Run ``code`` in a fresh interpreter that imports this checkout's Ember; returns the completed process."""
+    paths = [str(SRC), str(REPO), *filter(None, (env or {}).get("PYTHONPATH", "").split(os.pathsep))]
+    full_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(paths), "PYTHONWARNINGS": "ignore"}
+    full_env.pop("EMBER_AS_LIGHTNING", None) if "EMBER_AS_LIGHTNING" not in (env or {}) else None
+    command = [exe or sys.executable, *(["-c", textwrap.dedent(code)] if code else []), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=full_env, cwd=cwd)
+
+
+def ok(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout
+
+
+def test_every_supported_lightning_path_is_the_ember_module_with_lightnings_names():
+    code = """
+        import importlib, json, sys
+        import ember
+        ember.install_as_lightning()
+        supported = json.loads(sys.argv[1])
+        problems = []
+        for root in ("pytorch_lightning", "lightning.pytorch"):
+            for path, (home, names) in supported.items():
+                module = importlib.import_module(f"{root}.{path}")
+                if module is not importlib.import_module(home):
+                    problems.append(f"{root}.{path} is {module.__name__}, not {home}")
+                if module.__spec__.name != module.__name__:
+                    problems.append(f"{home} lost its own __spec__")
+                problems += [f"{root}.{path} has no {name}" for name in names if not hasattr(module, name)]
+                exec(f"from {root}.{path} import *")  # __all__ lists only what is there
+        print(json.dumps(problems))
+    """
+    assert json.loads(ok(python(code, json.dumps(SUPPORTED)))) == []
+
+
+def test_the_top_level_packages_report_lightnings_version_and_re_export_embers_names():
+    code = """
+        import sys
+        import ember
+        ember.install_as_lightning()
+        import lightning as L
+        import lightning.pytorch
+        import pytorch_lightning as pl
+        from lightning import LightningModule, Trainer
+        from pytorch_lightning import loggers as pl_loggers
+
+        assert pl is not ember and lightning.pytorch is not ember and pl is not lightning.pytorch
+        assert pl.__version__ == lightning.pytorch.__version__ == L.__version__ == "2.6.6", pl.__version__
+        assert ember.__version__ == "0.1.0"
+        for package in (pl, lightning.pytorch, L):
+            for name in ("Callback", "LightningDataModule", "LightningModule", "Trainer", "seed_everything"):
+                assert getattr(package, name) is getattr(ember, name), (package, name)
+            assert not hasattr(package, "no_such_name")
+        assert Trainer is ember.Trainer and LightningModule is ember.LightningModule
+        assert L.pytorch is lightning.pytorch and pl.callbacks is lightning.pytorch.callbacks is ember.callbacks
+        assert pl_loggers is ember.loggers and pl.loggers.CSVLogger is ember.loggers.CSVLogger
+        assert sys.modules["pytorch_lightning.callbacks"] is ember.callbacks
+        print(repr(pl))
+    """
+    assert ok(python(code)).strip() == "<module 'pytorch_lightning' (Ember, through ember.install_as_lightning())>"
+
+
+def test_isinstance_checks_and_monkeypatching_agree_under_every_name():
+    code = """
+        import ember
+        ember.install_as_lightning()
+        import pytorch_lightning as pl
+        import pytorch_lightning.callbacks.progress.tqdm_progress as lightning_tqdm
+        from lightning.pytorch.callbacks import ModelCheckpoint
+        import ember.callbacks.tqdm_progress as ember_tqdm
+
+        class Mine(pl.Callback):
+            pass
+
+        assert ModelCheckpoint is ember.callbacks.ModelCheckpoint is pl.callbacks.ModelCheckpoint
+        assert isinstance(Mine(), ember.Callback) and issubclass(ember.callbacks.Timer, pl.Callback)
+        assert isinstance(ember.Trainer(logger=False), pl.Trainer)
+        assert lightning_tqdm is ember_tqdm
+        lightning_tqdm.Tqdm = "patched"   # a library patching Lightning's module patches Ember's
+        assert ember_tqdm.Tqdm == "patched"
+    """
+    ok(python(code))
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("pytorch_lightning.loops", "Ember has one loop and no loop classes to replace"),
+        ("lightning.pytorch.plugins.precision", "choose the precision with `Trainer(precision=...)`"),
+        ("lightning.pytorch.demos.boring_classes", "Ember's own demo is `ember.demos.digits`"),
+        ("pytorch_lightning.serve", None),
+        ("pytorch_lightning._graveyard", None),
+        ("lightning.app", None),
+    ],
+)
+def test_a_path_ember_does_not_provide_raises_naming_it(path, says):
+    code = f"""
+        import ember
+        ember.install_as_lightning()
+        try:
+            import {path}
+        except ModuleNotFoundError as error:
+            print(error.name)
+            print(error)
+    """
+    name, message = ok(python(code)).splitlines()
+    assert name == path.split(".boring_classes")[0]
+    assert message.startswith(f"No module named {name!r}: this program runs on Ember in place of Lightning")
+    assert f"and Ember does not provide {name!r}." in message
+    if says:
+        assert says in message
+
+
+def test_lightning_imported_first_is_refused_and_the_environment_variable_only_warns():
+    code = """
+        import sys, types, warnings
+        sys.modules["pytorch_lightning"] = types.ModuleType("pytorch_lightning")   # Lightning, imported first
+        import ember
+        try:
+            ember.install_as_lightning()
+        except RuntimeError as error:
+            print(error)
+    """
+    message = ok(python(code)).strip()
+    assert message.startswith("`ember.install_as_lightning()` must run before Lightning is imported, but")
+    assert "'pytorch_lightning' is imported already" in message and "ember run script.py" in message
+
+    code = """
+        import sys, types, warnings
+        sys.modules["pytorch_lightning"] = types.ModuleType("pytorch_lightning")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import ember
+        import ember.lightning_alias
+        print(ember.lightning_alias.is_installed(), caught[0].message)
+    """
+    out = ok(python(code, env={"EMBER_AS_LIGHTNING": "1"})).strip()
+    assert out.startswith("False EMBER_AS_LIGHTNING=1 asks Ember to stand in for Lightning, but 'pytorch_lightning'")
+
+
+def test_import_ember_honours_the_environment_variable_and_stays_light_without_it():
+    code = """
+        import sys, ember
+        print(sorted(m for m in ("ember.lightning_alias", "ember.accelerators", "ember.cli.run") if m in sys.modules))
+        import pytorch_lightning
+        print(pytorch_lightning.Trainer is ember.Trainer)
+    """
+    assert ok(python(code, env={"EMBER_AS_LIGHTNING": "1"})).split() == ["['ember.lightning_alias']", "True"]
+    code = """
+        import sys, ember
+        print(sorted(m for m in ("ember.lightning_alias", "ember.accelerators", "ember.cli.run") if m in sys.modules))
+        try:
+            import pytorch_lightning
+        except ModuleNotFoundError:
+            print("no Lightning")
+    """
+    expected = "[]\nno Lightning\n" if importlib.util.find_spec("pytorch_lightning") is None else "[]\n"
+    assert ok(python(code)) == expected
+
+
+def test_ember_run_runs_an_unmodified_lightning_script(tmp_path):
+    proc = python("", "-m", "ember", "run", str(PROGRAM), str(tmp_path), "--epochs", "2", cwd=tmp_path)
+    ok(proc)
+    seen = json.loads((tmp_path / "rank0.json").read_text())
+    assert seen["trainer"] == "ember.trainer.trainer.Trainer" and seen["lightning_version"] == "2.6.6"
+    assert seen["epochs"] == 2 and seen["accelerator"] == "CPUAccelerator"
+    assert seen["argv"] == [str(tmp_path), "--epochs", "2"] and seen["name"] == "__main__"
+    assert Path(seen["best_model_path"]).is_file()
+    assert torch.load(seen["best_model_path"], weights_only=True)["hyper_parameters"] == {"lr": 0.1}
+
+
+def test_ember_run_a_module_and_the_exit_code_of_a_failing_program(tmp_path):
+    package = tmp_path / "project"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "train.py").write_text(
+        "import sys\nimport pytorch_lightning as pl\nprint(__name__, pl.__version__, sys.argv[1:])\n"
+        "if sys.argv[1] == 'raise':\n    raise ValueError('from the program')\nsys.exit(int(sys.argv[1]))\n"
+    )
+    proc = python("", "-m", "ember", "run", "-m", "project.train", "3", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.strip() == "__main__ 2.6.6 ['3']"
+    proc = python("", "-m", "ember", "run", "-m", "project.train", "raise", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.rstrip().endswith("ValueError: from the program")
+
+
+def test_ember_run_without_a_program_prints_its_usage(tmp_path, capsys, monkeypatch):
+    from ember.cli import console, run
+
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["missing.py"]) == 2
+    assert "ember run: can't open file" in capsys.readouterr().err
+    assert run.main(["-m"]) == 2
+    assert "-m needs a module name" in capsys.readouterr().err
+    assert console.main(["run"]) == 2
+    assert capsys.readouterr().out.startswith("usage: ember run script.py [args ...]")
+    assert console.main(["--help"]) == 0
+    assert "run        run an unmodified Lightning script" in capsys.readouterr().out
+    assert "ember.lightning_alias" not in sys.modules or not sys.modules["ember.lightning_alias"].is_installed()
+
+
+FAKE_LIGHTNING = {
+    # Lightning's own packages: importing them under the alias is a failure
+    "pytorch_lightning/__init__.py": 'raise AssertionError("Lightning\'s own pytorch_lightning was imported")\n',
+    "lightning/pytorch/__init__.py": 'raise AssertionError("Lightning\'s own lightning.pytorch was imported")\n',
+    # the top of the unified package, as Lightning 2.6's own __init__ imports it
+    "lightning/__init__.py": (
+        "__version__ = '2.6.6'\n"
+        "REAL = True\n"
+        "from lightning.fabric import Fabric, seed_everything\n"
+        "from lightning.pytorch.callbacks import Callback\n"
+        "from lightning.pytorch.core import LightningDataModule, LightningModule\n"
+        "from lightning.pytorch.trainer import Trainer\n"
+    ),
+    "lightning/fabric/__init__.py": (
+        "import torch\n\n\nclass Fabric:\n    pass\n\n\n"
+        "def seed_everything(seed=None, workers=False):\n    torch.manual_seed(seed)\n    return seed\n"
+    ),
+    "lightning_fabric/__init__.py": "class Fabric:\n    pass\n",
+}
+
+
+def test_with_lightning_installed_its_trainer_packages_are_ember_and_the_rest_stays_lightnings(tmp_path):
+    for relative, text in FAKE_LIGHTNING.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    code = """
+        import ember
+        ember.install_as_lightning()
+        import lightning as L
+        import lightning.fabric
+        import lightning_fabric
+        import pytorch_lightning as pl
+
+        assert L.REAL and L.Trainer is ember.Trainer and L.LightningModule is ember.LightningModule
+        assert L.pytorch is __import__("sys").modules["lightning.pytorch"] and L.pytorch.__version__ == "2.6.6"
+        assert L.pytorch.callbacks is pl.callbacks is ember.callbacks
+        assert L.Fabric is lightning.fabric.Fabric and lightning.fabric.__file__.endswith("lightning/fabric/__init__.py")
+        assert lightning_fabric.Fabric is not L.Fabric  # two real packages, as installed
+        print("ok")
+    """
+    assert ok(python(code, env={"PYTHONPATH": str(tmp_path)})).strip() == "ok"
+    proc = python("", "-m", "ember", "run", str(PROGRAM), str(tmp_path), env={"PYTHONPATH": str(tmp_path)})
+    ok(proc)
+    assert json.loads((tmp_path / "rank0.json").read_text())["trainer"] == "ember.trainer.trainer.Trainer"
+
+
+def test_without_lightning_the_lightning_package_is_a_stand_in_and_fabric_comes_from_lightning_fabric(tmp_path):
+    (tmp_path / "lightning_fabric").mkdir()
+    (tmp_path / "lightning_fabric" / "__init__.py").write_text("class Fabric:\n    pass\n")
+    code = """
+        import ember
+        ember.install_as_lightning()
+        import lightning as L
+        print(sorted(L.__all__))
+        print(L.Fabric is __import__("lightning_fabric").Fabric, L.fabric is __import__("lightning_fabric"))
+    """
+    if importlib.util.find_spec("lightning") is not None:
+        pytest.skip("Lightning's unified `lightning` package is installed here")
+    out = ok(python(code, env={"PYTHONPATH": str(tmp_path)})).splitlines()
+    assert out == [
+        "['Callback', 'Fabric', 'LightningDataModule', 'LightningModule', 'Trainer', '__version__', 'seed_everything']",
+        "True True",
+    ]
+    code = """
+        import ember
+        ember.install_as_lightning()
+        import lightning as L
+        print("Fabric" in L.__all__, hasattr(L, "Fabric"))
+        try:
+            import lightning.fabric
+        except ModuleNotFoundError as error:
+            print(error)
+    """
+    if importlib.util.find_spec("lightning_fabric") is None:
+        out = ok(python(code)).splitlines()
+        assert out[0] == "False False"
+        assert out[1].startswith("No module named 'lightning.fabric': this program runs on Ember in place of")
+        assert "Install `lightning-fabric`" in out[1]
+
+
+LIGHTNING_PYTHON = os.environ.get("EMBER_TEST_LIGHTNING_PYTHON") or (
+    sys.executable if importlib.util.find_spec("pytorch_lightning") is not None else None
+)
+
+
+@pytest.mark.skipif(
+    LIGHTNING_PYTHON is None,
+    reason="needs pytorch-lightning installed (or EMBER_TEST_LIGHTNING_PYTHON=<a python that has it>)",
+)
+def test_with_the_real_lightning_installed(tmp_path):
+    code = """
+        import sys
+        import ember
+        ember.install_as_lightning()
+        import lightning_fabric
+        import pytorch_lightning as pl
+        from pytorch_lightning.callbacks import ModelCheckpoint
+        assert pl.Trainer is ember.Trainer and ModelCheckpoint is ember.callbacks.ModelCheckpoint
+        assert pl.__version__ == "2.6.6" and not hasattr(pl, "__file__")
+        assert lightning_fabric.__file__.endswith("lightning_fabric/__init__.py")
+        try:
+            import lightning
+        except ModuleNotFoundError:
+            print("no unified package")
+        else:
+            assert lightning.Trainer is ember.Trainer and lightning.pytorch.Trainer is ember.Trainer
+            assert "site-packages" in lightning.fabric.__file__
+            print("unified package" if getattr(lightning, "__ember_alias__", False) is False else "stand-in")
+    """
+    print(ok(python(code, exe=LIGHTNING_PYTHON)))
+    ok(python("", "-m", "ember", "run", str(PROGRAM), str(tmp_path), exe=LIGHTNING_PYTHON))
+    assert json.loads((tmp_path / "rank0.json").read_text())["trainer"] == "ember.trainer.trainer.Trainer"
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_the_processes_of_a_ddp_run_import_ember_for_lightning_too(tmp_path, strategy):
+    env = {"OMP_NUM_THREADS": "1"}
+    proc = python("", "-m", "ember", "run", str(PROGRAM), str(tmp_path), "--strategy", strategy, env=env, cwd=tmp_path)
+    ok(proc)
+    # `ddp` re-runs the script for rank 1, `ddp_spawn` starts workers that import it: each must find Ember
+    ranks = [0, 1] if strategy == "ddp" else [0]
+    for rank in ranks:
+        seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert seen["trainer"] == "ember.trainer.trainer.Trainer" and seen["lightning_version"] == "2.6.6"
+        assert (seen["rank"], seen["world_size"]) == (rank, 2)

@@ -1,0 +1,140 @@
+"""``trainer.accelerator`` is an ``Accelerator`` object, as in Lightning: built from a name, a registered
+name or an instance, with Lightning's static API (parse_devices, get_parallel_devices, ...) and its
+hooks called around each run."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+from ember.accelerators import Accelerator, AcceleratorRegistry, CPUAccelerator, CUDAAccelerator, MPSAccelerator
+from ember.utilities.exceptions import MisconfigurationException
+
+NO_GPU = not torch.cuda.is_available() and not MPSAccelerator.is_available()
+
+
+class RecordingCPUAccelerator(CPUAccelerator):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def setup_device(self, device: torch.device) -> None:
+        super().setup_device(device)
+        self.calls.append(f"setup_device({device})")
+
+    def setup(self, trainer) -> None:
+        self.calls.append(f"setup(model on {trainer.lightning_module.device})")
+
+    def teardown(self) -> None:
+        self.calls.append("teardown")
+
+
+@pytest.mark.skipif(not NO_GPU, reason="'auto' picks the GPU on this machine")
+@pytest.mark.parametrize("name", ["cpu", "auto", "CPU"])
+def test_a_name_gives_the_accelerator_object(name):
+    trainer = quiet_trainer(accelerator=name)
+    assert type(trainer.accelerator) is CPUAccelerator
+    assert trainer.accelerator.name() == "cpu"
+    assert trainer.strategy.root_device == torch.device("cpu")
+
+
+def test_an_instance_is_used_and_its_hooks_run_around_each_call():
+    accelerator = RecordingCPUAccelerator()
+    trainer = quiet_trainer(accelerator=accelerator, max_epochs=1)
+    assert trainer.accelerator is accelerator
+    trainer.fit(CoreModel(), loader())
+    trainer.validate(CoreModel(), loader())
+    one_call = ["setup_device(cpu)", "setup(model on cpu)", "teardown"]
+    assert accelerator.calls == one_call + one_call
+
+
+def test_a_registered_name_builds_that_accelerator():
+    AcceleratorRegistry.register("recording_cpu", RecordingCPUAccelerator, description="CPU, recorded")
+    try:
+        assert "recording_cpu" in AcceleratorRegistry.available_accelerators()
+        trainer = quiet_trainer(accelerator="recording_cpu")
+        assert type(trainer.accelerator) is RecordingCPUAccelerator
+        with pytest.raises(MisconfigurationException, match="already present in the registry"):
+            AcceleratorRegistry.register("recording_cpu", RecordingCPUAccelerator)
+    finally:
+        AcceleratorRegistry.remove("recording_cpu")
+    assert str(AcceleratorRegistry) == "Registered Accelerators: " + ", ".join(AcceleratorRegistry)
+    assert {"cpu", "cuda", "mps"} <= AcceleratorRegistry.available_accelerators()
+    assert type(AcceleratorRegistry.get("cpu")) is CPUAccelerator
+    with pytest.raises(KeyError, match="'tpu' not found in registry"):
+        AcceleratorRegistry.get("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_unavailable_accelerator_instance_is_refused_naming_what_is_available():
+    with pytest.raises(MisconfigurationException) as error:
+        quiet_trainer(accelerator=CUDAAccelerator())
+    assert str(error.value).startswith("`CUDAAccelerator` can not run on your system since the accelerator is not")
+    assert "['cpu']" in str(error.value) or "'mps'" in str(error.value)
+
+
+def test_an_accelerator_for_another_kind_of_device_is_refused():
+    class TPUAccelerator(CPUAccelerator):
+        @staticmethod
+        def name() -> str:
+            return "tpu"
+
+    with pytest.raises(MisconfigurationException, match="names the device type 'tpu', but Ember runs on 'cpu'"):
+        quiet_trainer(accelerator=TPUAccelerator())
+
+
+def test_the_base_class_is_abstract():
+    with pytest.raises(TypeError, match="abstract"):
+        Accelerator()  # type: ignore[abstract]
+    with pytest.raises(NotImplementedError):
+        Accelerator.get_device_stats(CPUAccelerator(), "cpu")
+
+
+def test_cpu_devices_are_a_number_of_processes():
+    assert CPUAccelerator.parse_devices("2") == 2
+    assert CPUAccelerator.get_parallel_devices(2) == [torch.device("cpu")] * 2
+    assert CPUAccelerator.auto_device_count() == 1 and CPUAccelerator.is_available()
+    for bad in (0, -1, "x", [0]):
+        with pytest.raises(TypeError, match="`devices` selected with `CPUAccelerator` should be an int > 0."):
+            CPUAccelerator.parse_devices(bad)
+    with pytest.raises(MisconfigurationException, match="Device should be CPU, got cuda:0 instead."):
+        CPUAccelerator().setup_device(torch.device("cuda", 0))
+
+
+def test_gpu_device_ids_are_parsed_and_checked_against_the_machine():
+    count = torch.cuda.device_count()
+    assert CUDAAccelerator.parse_devices(0) is None and CUDAAccelerator.parse_devices("0") is None
+    assert CUDAAccelerator.get_parallel_devices([0, 1]) == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    assert CUDAAccelerator.auto_device_count() == count
+    assert CUDAAccelerator.is_available() == (count > 0)
+    assert CUDAAccelerator.name() == "cuda" and MPSAccelerator.name() == "mps"
+    if count >= 2:
+        assert CUDAAccelerator.parse_devices("0,1") == [0, 1]
+        assert CUDAAccelerator.parse_devices(-1) == list(range(count))
+    with pytest.raises(MisconfigurationException, match=rf"You requested gpu: \[{count}\]"):
+        CUDAAccelerator.parse_devices([count])
+    with pytest.raises(MisconfigurationException, match="must be unique"):
+        CUDAAccelerator.parse_devices([0, 0])
+    with pytest.raises(TypeError, match="a sequence of bool"):
+        CUDAAccelerator.parse_devices([True])
+
+
+def test_device_stats():
+    if importlib.util.find_spec("psutil") is None:
+        with pytest.raises(ModuleNotFoundError, match="requires `psutil` to be installed: `pip install psutil`"):
+            CPUAccelerator().get_device_stats("cpu")
+    else:
+        assert set(CPUAccelerator().get_device_stats("cpu")) == {"cpu_vm_percent", "cpu_percent", "cpu_swap_percent"}
+    if torch.cuda.is_available():
+        assert "allocated_bytes.all.current" in CUDAAccelerator().get_device_stats(0)
+
+
+def test_the_private_accelerator_connector_answers_what_libraries_ask_it():
+    # optuna's PyTorchLightningPruningCallback reads `trainer._accelerator_connector.is_distributed`
+    trainer = quiet_trainer(accelerator="cpu")
+    connector = trainer._accelerator_connector
+    assert connector.is_distributed is False
+    assert connector.accelerator is trainer.accelerator and connector.strategy is trainer.strategy
+    assert quiet_trainer(accelerator="cpu", devices=2, strategy="ddp_spawn")._accelerator_connector.is_distributed
