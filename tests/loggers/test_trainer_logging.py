@@ -198,6 +198,7 @@ def test_mlflow_run_marked_failed_when_fit_raises(mlflow_uri):
 
 def test_default_logger_is_csv_without_tensorboard(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
     trainer = pl.Trainer(
         max_epochs=1, log_every_n_steps=2, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET
     )
