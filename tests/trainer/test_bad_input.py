@@ -6,10 +6,13 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 from tests.helpers.core_models import CoreModel, dataset, loader, quiet_trainer
 from torch.utils.data import DataLoader
 
 import ember
+import ember.loggers
+import ember.utilities
 
 ZERO = r"Total length of `DataLoader` across ranks is zero. Please make sure this was your intention."
 
@@ -69,3 +72,86 @@ def test_val_dataloaders_without_validation_step_warn_as_lightning_does():
         warnings.simplefilter("error")  # with a validation_step, or without validation data: nothing to say
         quiet_trainer(max_epochs=1).fit(CoreModel(), loader(8), loader(8))
         quiet_trainer(max_epochs=1).fit(NoValidation(), loader(8))
+
+
+# ---- Trainer(logger=...) ------------------------------------------------------------------------
+class DuckLogger:
+    """Not a `Logger` subclass, but it has the methods a logger needs."""
+
+    def __init__(self) -> None:
+        self.metrics: list[tuple[dict, int | None]] = []
+        self.finalized: list[str] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append((dict(metrics), step))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def save(self):
+        pass
+
+    def finalize(self, status):
+        self.finalized.append(status)
+
+
+@pytest.mark.parametrize("logger", ["yes", "tensorboard", 3, object(), ["yes"], [DuckLogger(), 1.5], {"a": 1}])
+def test_a_logger_argument_that_is_not_a_logger_fails_at_construction(logger):
+    with pytest.raises(TypeError, match=r"`Trainer\(logger=...\)` got .* which is not a logger.*True/False/None"):
+        ember.Trainer(logger=logger)
+
+
+def test_an_object_missing_logger_methods_names_them():
+    class HalfALogger:
+        def log_metrics(self, metrics, step=None):
+            pass
+
+    with pytest.raises(TypeError, match=r"HalfALogger.*missing `log_hyperparams`, `save`, `finalize`"):
+        ember.Trainer(logger=HalfALogger())
+
+
+def test_duck_typed_loggers_keep_working(tmp_path):
+    duck = DuckLogger()
+    trainer = ember.Trainer(
+        logger=[duck],
+        max_epochs=1,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(CoreModel(), loader(8))
+    assert trainer.loggers == [duck]
+    assert duck.finalized == ["success"]
+    for logger in (True, False, None, (), [ember.loggers.CSVLogger(tmp_path)]):
+        ember.Trainer(logger=logger, default_root_dir=tmp_path)
+
+
+def test_a_negative_gradient_clip_val_fails_at_construction():
+    # clip_grad_norm_ with a negative norm would flip every gradient's sign
+    with pytest.raises(ember.utilities.MisconfigurationException, match=r"gradient_clip_val=-1.0\)` must be >= 0"):
+        ember.Trainer(gradient_clip_val=-1.0)
+    with pytest.raises(ember.utilities.MisconfigurationException, match=r"gradient_clip_val=nan"):
+        ember.Trainer(gradient_clip_val=float("nan"))
+    assert ember.Trainer(gradient_clip_val=0).gradient_clip_val == 0  # 0 turns clipping off, as in Lightning
+
+
+def test_more_cuda_devices_than_present_fail_at_construction(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    error = ember.utilities.MisconfigurationException
+    message = r"You requested CUDA device 5 .* only 2 are available \(indices 0 to 1\)"
+    with pytest.raises(error, match=message):
+        ember.Trainer(accelerator="cuda", devices=[0, 5])
+    with pytest.raises(error, match=message):
+        ember.Trainer(accelerator="gpu", devices="0,5")
+    with pytest.raises(error, match=r"You requested 3 CUDA devices but only 2"):
+        ember.Trainer(accelerator="cuda", devices=3)
+    with pytest.raises(error, match=r"names CUDA device 1 more than once"):
+        ember.Trainer(accelerator="cuda", devices=[1, 1])
+
+    from ember.distributed.factory import parse_devices
+
+    assert parse_devices([1, 0], "cuda") == [1, 0]
+    assert parse_devices(64, "cpu") == list(range(64))  # CPU processes may outnumber the cores

@@ -106,8 +106,28 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
     if isinstance(devices, (list, tuple)):
         if not devices:
             raise MisconfigurationException("`devices=[]` selects no device: pass at least one index.")
-        return [int(d) for d in devices]
+        indices = [int(d) for d in devices]
+        if accelerator == "cuda":
+            _check_cuda_indices(indices)
+        return indices
     raise MisconfigurationException(f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'.")
+
+
+def _check_cuda_indices(indices: list[int]) -> None:
+    """Every index names a CUDA device that exists, once."""
+    count = torch.cuda.device_count()
+    for index in indices:
+        if not 0 <= index < count:
+            raise MisconfigurationException(
+                f"You requested CUDA device {index} (`devices={indices}`) but only {count} are available (indices 0"
+                f" to {count - 1}). Pass indices of devices this machine has, or `devices={count}` to use them all."
+            )
+    repeated = sorted({index for index in indices if indices.count(index) > 1})
+    if repeated:
+        raise MisconfigurationException(
+            f"`devices={indices}` names CUDA device {repeated[0]} more than once: one process per device, so list"
+            " each index once."
+        )
 
 
 def create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nodes: int, **options: Any) -> Strategy:
