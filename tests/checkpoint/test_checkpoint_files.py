@@ -128,6 +128,38 @@ def test_truncated_file_error_names_the_file(tmp_path, weights_only):
     assert issubclass(CheckpointLoadError, RuntimeError)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"a",  # the weights-only unpickler: IndexError: pop from empty list
+        b"hello world\nthis is not a checkpoint\n",  # KeyError
+        b"model: resnet\nlr: 0.1\n",  # an UnpicklingError that reads like a refusal
+        b"\x80\x04\x95garbage",  # a pickle header, then nothing that loads
+        b"\x00" * 64,
+    ],
+)
+@pytest.mark.parametrize("weights_only", [True, False])
+def test_a_file_that_is_not_a_checkpoint_gets_the_same_clear_error(tmp_path, content, weights_only):
+    path = tmp_path / "notes.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(
+        CheckpointLoadError, match=r"notes\.ckpt is not a readable checkpoint \(not a checkpoint file"
+    ) as info:
+        load_checkpoint(path, weights_only=weights_only)
+    assert "weights_only=False" not in str(info.value)  # never suggest unsafe loading for junk
+    with open(path, "rb") as file:  # an open file too
+        with pytest.raises(CheckpointLoadError, match="not a checkpoint file"):
+            load_checkpoint(file)
+
+
+def test_a_refused_class_keeps_its_own_error_in_either_file_format(tmp_path):
+    for new_format in (True, False):
+        path = tmp_path / f"ns-{new_format}.ckpt"
+        torch.save({"args": argparse.Namespace(lr=0.1)}, path, _use_new_zipfile_serialization=new_format)
+        with pytest.raises(pickle.UnpicklingError, match=r"needs `argparse.Namespace`, which safe loading"):
+            load_checkpoint(path)
+
+
 class _Malicious:
     def __init__(self, marker):
         self.marker = marker
