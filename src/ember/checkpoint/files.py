@@ -25,6 +25,7 @@ import re
 import secrets
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any, Union
 
@@ -398,3 +399,115 @@ def remove_checkpoint(path: PathLike) -> None:
     except FileNotFoundError:
         pass
 
+
+def folder_problem(path: PathLike) -> tuple[type[OSError], str] | None:
+    """Why files cannot be created under the local folder ``path`` (an error class and a reason), or None.
+
+    The folder need not exist yet: its nearest existing parent must be a folder this process can write
+    to. Nothing is created. Remote paths are not checked (their filesystem reports its own errors).
+
+    Example::
+
+        folder_problem("/etc/passwd/ckpts")  # (NotADirectoryError, "'/etc/passwd' is a file, not a folder")
+    """
+    if not is_local(path):
+        return None
+    target = os.path.abspath(os.path.expanduser(local_path(path)))
+    existing = target
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if os.path.lexists(existing) and not os.path.isdir(existing):
+        return NotADirectoryError, f"'{existing}' is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return PermissionError, f"the folder '{existing}' is not writable (a read-only filesystem, or permissions)"
+    return None
+
+
+# ---- what a killed save leaves behind --------------------------------------------------------
+# Temp files and folders are hidden siblings of their target: ``.<name>.tmp-<random>`` (being
+# written), ``.<name>.old-<random>`` (the previous folder, renamed aside while a new one takes its
+# place) and ``.<name>.del-<random>`` (a folder being deleted). Older Ember versions used 8 random
+# characters for files.
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<kind>tmp|old|del)-(?:[0-9a-f]{16}|[a-z0-9_]{8})$")
+
+# A temp file or folder is stale once nothing has changed in it for this long (and, for files, no
+# live process holds its lock): a save in progress writes continuously, and where locks do not reach
+# across machines (some cluster filesystems) the age alone protects a slow save on another node.
+STALE_AFTER_SECONDS = 600.0
+
+
+def sweep_stale_temporaries(folder: PathLike, older_than: float = STALE_AFTER_SECONDS) -> list[str]:
+    """Remove what killed saves left in ``folder`` (local paths only); returns the paths removed.
+
+    Only Ember's own hidden temp names are considered, only when they have not changed for
+    ``older_than`` seconds, and a temp file whose writer still holds its lock is kept whatever its
+    age, so a save in progress in another process (a second trainer writing to the same folder) is
+    never touched. A folder renamed aside (``.<name>.old-...``) whose replacement never arrived is the
+    only copy of that checkpoint, and is kept.
+
+    Example::
+
+        sweep_stale_temporaries("lightning_logs/version_0/checkpoints")
+    """
+    if not is_local(folder):
+        return []
+    folder = local_path(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    now = time.time()
+    removed = []
+    for name in names:
+        match = _TEMPORARY.match(name)
+        if match is None:
+            continue
+        path = os.path.join(folder, name)
+        if match["kind"] == "old" and not os.path.lexists(os.path.join(folder, match["target"])):
+            continue
+        try:
+            if now - _last_change(path) < older_than:
+                continue
+            if _remove_unless_locked(path):
+                removed.append(path)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove
+    return removed
+
+
+def _last_change(path: str) -> float:
+    """When ``path`` (and, for a folder, what is in it) was last written.
+
+    A save in progress writes continuously. Folders renamed aside (``old``, ``del``, or the ``tmp``
+    name that holds the previous folder after a swap) keep old times, but their owner is deleting
+    them anyway.
+    """
+    newest = os.lstat(path).st_mtime
+    if _is_folder(path):
+        for entry in os.scandir(path):
+            newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+    return newest
+
+
+def _remove_unless_locked(path: str) -> bool:
+    """Delete a stale temp file unless a live writer holds its lock; folders and links go as they are."""
+    if os.path.islink(path) or _is_folder(path):
+        discard(path)
+        return True
+    try:
+        import fcntl
+    except ImportError:  # no locks on this platform (Windows): the age decided
+        os.remove(path)
+        return True
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive
+        except OSError:
+            pass  # this filesystem has no locks: the age decided
+        os.remove(path)
+        return True
+    finally:
+        os.close(fd)
