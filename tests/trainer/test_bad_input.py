@@ -141,14 +141,14 @@ def test_more_cuda_devices_than_present_fail_at_construction(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     error = ember.utilities.MisconfigurationException
-    message = r"You requested CUDA device 5 .* only 2 are available \(indices 0 to 1\)"
+    message = r"You requested gpu: \[0, 5\]\n But your machine only has: \[0, 1\] \(device 5 does not exist"
     with pytest.raises(error, match=message):
         ember.Trainer(accelerator="cuda", devices=[0, 5])
     with pytest.raises(error, match=message):
         ember.Trainer(accelerator="gpu", devices="0,5")
     with pytest.raises(error, match=r"You requested 3 CUDA devices but only 2"):
         ember.Trainer(accelerator="cuda", devices=3)
-    with pytest.raises(error, match=r"names CUDA device 1 more than once"):
+    with pytest.raises(error, match=r"Device ID's \(GPU\) must be unique. \(`devices=\[1, 1\]` names a device more"):
         ember.Trainer(accelerator="cuda", devices=[1, 1])
 
     from ember.distributed.factory import parse_devices

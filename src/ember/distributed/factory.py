@@ -114,19 +114,18 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
 
 
 def _check_cuda_indices(indices: list[int]) -> None:
-    """Every index names a CUDA device that exists, once."""
-    count = torch.cuda.device_count()
+    """Every index names a CUDA device that exists, once (Lightning's checks and messages)."""
+    available = list(range(torch.cuda.device_count()))
     for index in indices:
-        if not 0 <= index < count:
+        if index not in available:
             raise MisconfigurationException(
-                f"You requested CUDA device {index} (`devices={indices}`) but only {count} are available (indices 0"
-                f" to {count - 1}). Pass indices of devices this machine has, or `devices={count}` to use them all."
+                f"You requested gpu: {indices}\n But your machine only has: {available}"
+                f" (device {index} does not exist; pass indices of devices this machine has, or `devices=-1` for all)"
             )
-    repeated = sorted({index for index in indices if indices.count(index) > 1})
-    if repeated:
+    if len(set(indices)) != len(indices):
         raise MisconfigurationException(
-            f"`devices={indices}` names CUDA device {repeated[0]} more than once: one process per device, so list"
-            " each index once."
+            f"Device ID's (GPU) must be unique. (`devices={indices}` names a device more than once: one process runs"
+            " on each device listed.)"
         )
 
 
