@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from datetime import timedelta
 
 import pytest
@@ -908,7 +909,7 @@ def test_fit_sweeps_what_killed_saves_left_but_never_a_live_save(tmp_path, caplo
     holder = os.open(live, os.O_RDONLY)
     fcntl.flock(holder, fcntl.LOCK_EX)  # as the writing process holds it
     try:
-        with caplog.at_level("INFO", logger="ember"):
+        with caplog.at_level("INFO", logger="ember"), pytest.warns(UserWarning, match="exists and is not empty"):
             trainer = ember.Trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=folder)], **QUIET)
             trainer.fit(SequenceModel(val_losses=[1.0]))
     finally:
@@ -917,3 +918,15 @@ def test_fit_sweeps_what_killed_saves_left_but_never_a_live_save(tmp_path, caplo
     assert stale.name not in left and old_style.name not in left and deleting.name not in left
     assert {fresh.name, live.name, orphan.name, mine.name, "epoch=0-step=4.ckpt"} <= set(left)
     assert "Removed what interrupted checkpoint saves left in" in caplog.text and stale.name in caplog.text
+
+    # a folder that held nothing but what killed saves left is not "not empty" once swept
+    only_leftovers = tmp_path / "only_leftovers"
+    only_leftovers.mkdir()
+    leftover = only_leftovers / ".last.ckpt.tmp-0123456789abcdef"
+    leftover.write_bytes(b"PK")
+    _age(leftover)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer = ember.Trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=only_leftovers)], **QUIET)
+        trainer.fit(SequenceModel(val_losses=[1.0]))
+    assert not leftover.exists()

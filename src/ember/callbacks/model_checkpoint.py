@@ -219,8 +219,8 @@ class ModelCheckpoint(Checkpoint):
                 " written (or does not exist yet), before training starts rather than at the first save."
             )
         if trainer.is_global_zero and stage == "fit":
-            self._warn_if_dir_not_empty(dirpath)
             self._sweep_stale_temporaries(dirpath)
+            self._warn_if_dir_not_empty(dirpath)
         if self.save_last == "link" and not is_local(dirpath):
             raise ValueError(
                 f"`ModelCheckpoint(save_last='link')` is only supported for local file paths, got `dirpath={dirpath}`."
