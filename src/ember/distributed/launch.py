@@ -309,16 +309,23 @@ def _join(processes: Any, queue: Any) -> bytes:
     Rank 0's message is read while joining: a large one fills the pipe and rank 0 cannot exit before
     it is read.
     """
+    from multiprocessing.connection import wait
+
     from torch.multiprocessing import ProcessExitedException
 
     raw = None
     killed: tuple[int, int, int] | None = None  # (rank, pid, exit code) of the first worker a signal ended
     try:
-        while not processes.join(timeout=0.1, grace_period=2):
+        while True:
             if raw is None and not queue.empty():
                 raw = queue.get()
+            # wake as soon as a worker ends, and see how the workers ended before torch's join stops
+            # the others (it may report a peer that failed because of the killed one)
+            wait(list(processes.sentinels), timeout=0.1)
             if killed is None:
                 killed = _first_killed(processes.processes)
+            if processes.join(timeout=0, grace_period=2):
+                break
     except Exception as error:
         if killed is None and isinstance(error, ProcessExitedException) and error.exit_code < 0:
             killed = (error.error_index, error.error_pid, error.exit_code)
