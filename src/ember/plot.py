@@ -100,7 +100,8 @@ def _skipped_message(source: Path, skipped: dict[str, list[Any]]) -> str:
         f"column '{key}': {count} cell{'s' if count > 1 else ''}, e.g. {value!r} on line {line}"
         for key, (count, value, line) in skipped.items()
     )
-    return f"Skipped {total} non-numeric value{'s' if total > 1 else ''} in '{source}' ({columns}): only numbers are plotted."
+    values = f"{total} non-numeric value{'s' if total > 1 else ''}"
+    return f"Skipped {values} in '{source}' ({columns}): only numbers are plotted."
 
 
 def _read_tensorboard(folder: Path) -> list[Row]:

@@ -831,13 +831,16 @@ def test_a_checkpoint_folder_that_is_a_file_fails_before_any_training(tmp_path):
         model = _CountingModel()
         trainer = ember.Trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=dirpath)], **QUIET)
         message = rf"ModelCheckpoint cannot save checkpoints to '{dirpath}': '{blocker}' is a file, not a folder"
-        with pytest.raises(NotADirectoryError, match=message + r".*Pass `ModelCheckpoint\(dirpath=...\)` a folder"):
+        with pytest.raises(NotADirectoryError, match=message + r".*Set `ModelCheckpoint\(dirpath=...\)` to a folder"):
             trainer.fit(model)
         assert model.steps_trained == 0  # found at the start, not after an epoch of work
 
     model = _CountingModel()
     trainer = ember.Trainer(max_epochs=1, default_root_dir=blocker, **QUIET)  # logger=False: the callback decides
-    with pytest.raises(NotADirectoryError, match=r"checkpoints': .* Pass `Trainer\(default_root_dir=...\)`"):
+    with pytest.raises(
+        NotADirectoryError,
+        match=r"checkpoints': .* Set `Trainer\(default_root_dir=...\)` \(or the logger's `save_dir`\) to a folder",
+    ):
         trainer.fit(model)
     assert model.steps_trained == 0
 

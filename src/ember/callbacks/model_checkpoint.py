@@ -215,8 +215,8 @@ class ModelCheckpoint(Checkpoint):
                 else "`Trainer(default_root_dir=...)` (or the logger's `save_dir`)"
             )
             raise error(
-                f"ModelCheckpoint cannot save checkpoints to '{dirpath}': {reason}. Pass {fix} a folder that can be"
-                " written (or does not exist yet), before training starts rather than at the first save."
+                f"ModelCheckpoint cannot save checkpoints to '{dirpath}': {reason}. Set {fix} to a folder that can"
+                " be written (or does not exist yet). (Checked when fit starts, so that no epoch is lost.)"
             )
         if trainer.is_global_zero and stage == "fit":
             self._sweep_stale_temporaries(dirpath)

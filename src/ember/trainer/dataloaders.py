@@ -47,7 +47,7 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
         source, shuffle=True, distributed=distributed(t), overfit=bool(t.overfit_batches), seed_workers=seed_workers
     )
     run.train_dataloader = loader
-    run.num_training_batches = count_batches(t, run, loader, t.limit_train_batches, "train")
+    run.num_training_batches = count_batches(t, loader, t.limit_train_batches, "train")
     run.last_train_reload_epoch = run.progress.epoch
     if run.num_training_batches != 0:
         run.val_check_batch = _val_check_batch(t, run)
@@ -62,7 +62,7 @@ _SKIPPED = {
 }
 
 
-def count_batches(t: Trainer, run: Run, loader: Any, limit: int | float, key: str, index: int | None = None) -> Any:
+def count_batches(t: Trainer, loader: Any, limit: int | float, key: str, index: int | None = None) -> Any:
     """The number of batches to use from ``loader``; an empty one is named in a warning and gives 0.
 
     In a distributed run the lengths of all ranks are added (one all-reduce when the loader is set up,
@@ -159,7 +159,7 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     limit = {"val": t.limit_val_batches, "test": t.limit_test_batches, "predict": t.limit_predict_batches}[key]
     several = len(prepared) > 1
     run.eval_batches[key] = [
-        count_batches(t, run, loader, limit, key, index if several else None) for index, loader in enumerate(prepared)
+        count_batches(t, loader, limit, key, index if several else None) for index, loader in enumerate(prepared)
     ]
     run.loaded_eval[key] = prepared
     value = prepared[0] if len(prepared) == 1 else prepared
