@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import struct
+import warnings
 
 import pytest
 import torch
@@ -177,6 +178,25 @@ def test_main_cli(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(run), "--x", "bad"])
+
+
+def test_non_numeric_cells_are_named_not_dropped_silently(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.csv").write_text("epoch,step,train_loss,note\n0,0,1.0,warmup\n0,1,tensor(0.5),\n1,2,0.25,done\n")
+    message = (
+        r"Skipped 3 non-numeric values in '.*metrics.csv' \(column 'note': 2 cells, e.g. 'warmup' on line 2;"
+        r" column 'train_loss': 1 cell, e.g. 'tensor\(0.5\)' on line 3\): only numbers are plotted."
+    )
+    with pytest.warns(UserWarning, match=message):
+        plot_metrics(folder, tmp_path / "a.png")
+    assert main([str(folder), "-o", str(tmp_path / "b.png")]) == 0
+    assert "ember plot: warning: Skipped 3 non-numeric values" in capsys.readouterr().err
+
+    write_run(tmp_path / "clean")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_metrics(tmp_path / "clean")
 
 
 def test_steps_logged_again_after_a_resume_are_plotted_once(tmp_path):

@@ -23,6 +23,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,20 +73,35 @@ def _find_source(path: Path) -> Path:
     )
 
 
-def _read_csv(path: Path) -> list[Row]:
+def _read_csv(path: Path, skipped: dict[str, list[Any]] | None = None) -> list[Row]:
+    """The rows of a metrics.csv as numbers; a cell that is not a number is left out and, when
+    ``skipped`` is given, counted there per column as ``[count, first value, its line]``."""
     rows: list[Row] = []
     with open(path, newline="") as file:
-        for raw in csv.DictReader(file):
+        reader = csv.DictReader(file)
+        for raw in reader:
             row: Row = {}
             for key, value in raw.items():
                 if key is None or value in (None, ""):
                     continue
                 try:
                     row[key] = float(value)
-                except ValueError:
-                    continue
+                except (TypeError, ValueError):
+                    if skipped is not None:
+                        entry = skipped.setdefault(key, [0, value, reader.line_num])
+                        entry[0] += 1
             rows.append(row)
     return rows
+
+
+def _skipped_message(source: Path, skipped: dict[str, list[Any]]) -> str:
+    total = sum(count for count, _, _ in skipped.values())
+    columns = "; ".join(
+        f"column '{key}': {count} cell{'s' if count > 1 else ''}, e.g. {value!r} on line {line}"
+        for key, (count, value, line) in skipped.items()
+    )
+    values = f"{total} non-numeric value{'s' if total > 1 else ''}"
+    return f"Skipped {values} in '{source}' ({columns}): only numbers are plotted."
 
 
 def _read_tensorboard(folder: Path) -> list[Row]:
@@ -100,8 +116,8 @@ def _read_tensorboard(folder: Path) -> list[Row]:
     return [by_step[step] for step in sorted(by_step)]
 
 
-def _load_rows(source: Path) -> list[Row]:
-    return _read_tensorboard(source) if source.is_dir() else _read_csv(source)
+def _load_rows(source: Path, skipped: dict[str, list[Any]] | None = None) -> list[Row]:
+    return _read_tensorboard(source) if source.is_dir() else _read_csv(source, skipped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,7 +355,10 @@ def plot_metrics(
         raise ValueError(f"`x` must be 'step', 'epoch' or None (choose automatically), got {x!r}.")
     source = _find_source(Path(run_dir_or_metrics_csv))
     run_dir = source if source.is_dir() else source.parent
-    rows = _load_rows(source)
+    skipped: dict[str, list[Any]] = {}
+    rows = _load_rows(source, skipped)
+    if skipped:
+        warnings.warn(_skipped_message(source, skipped), UserWarning, stacklevel=2)
     keys = list(dict.fromkeys(key for row in rows for key in row))
     panels, lr_keys = _group_metrics(keys)
     if not panels and not lr_keys:
@@ -400,10 +419,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--best", default=None, help="checkpoint to mark (default: the best one found in the run)")
     ns = parser.parse_args(args)
     try:
-        path = plot_metrics(ns.run_dir, ns.output, x=ns.x, best_checkpoint=ns.best)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            path = plot_metrics(ns.run_dir, ns.output, x=ns.x, best_checkpoint=ns.best)
     except (FileNotFoundError, ValueError) as ex:
         print(f"ember plot: error: {ex}", file=sys.stderr)
         return 2
+    for warning in caught:
+        print(f"ember plot: warning: {warning.message}", file=sys.stderr)
     print(path)
     return 0
 

@@ -121,6 +121,13 @@ def test_bad_mode():
         EarlyStopping("x", mode="avg")
 
 
+def test_negative_patience_fails_at_construction():
+    # Lightning accepts it and stops at the first check that does not improve
+    with pytest.raises(MisconfigurationException, match=r"`EarlyStopping\(patience=-1\)` must be >= 0"):
+        EarlyStopping("val_loss", patience=-1)
+    assert EarlyStopping("val_loss", patience=0).patience == 0
+
+
 def test_missing_metric_strict_lists_available(tmp_path):
     trainer = FakeTrainer(tmp_path)
     trainer.advance(metrics={"train_loss": 1.0, "acc": 0.5})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import warnings
 from datetime import timedelta
 
 import pytest
@@ -69,6 +71,19 @@ def test_invalid_counts():
         ModelCheckpoint(every_n_train_steps=-1)
     with pytest.raises(MisconfigurationException, match="every_n_epochs=-1. Must be >= 0"):
         ModelCheckpoint(every_n_epochs=-1)
+
+
+@pytest.mark.parametrize("filename", ["../x", "sub/../../{epoch}", "/abs/{epoch}", "~/ckpts/{step}", ".."])
+def test_a_filename_that_leaves_dirpath_fails_at_construction(tmp_path, filename):
+    with pytest.raises(MisconfigurationException, match=r"would put checkpoints outside `dirpath`"):
+        ModelCheckpoint(dirpath=tmp_path, filename=filename)
+
+
+def test_filenames_inside_dirpath_are_fine(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="runs/{epoch}-{val/loss:.2f}", monitor="val/loss")
+    path = checkpoint.format_checkpoint_name({"epoch": 1, "val/loss": torch.tensor(0.5)})
+    assert path == str(tmp_path / "runs" / "epoch=1-val" / "loss=0.50.ckpt")
+    ModelCheckpoint(filename="..{epoch}")  # dots in a name are not a parent folder
 
 
 @pytest.mark.parametrize(
@@ -795,3 +810,126 @@ def test_remote_dirpath_saves_and_evicts():
     assert names == ["epoch=1.ckpt", "last.ckpt"]
     assert load_checkpoint(f"{folder}/last.ckpt")["epoch"] == 1
     fs.rm(folder, recursive=True)
+
+
+# ---- the folder, checked and swept when fit starts ---------------------------------------------------
+class _CountingModel(SequenceModel):
+    def __init__(self) -> None:
+        super().__init__(val_losses=[1.0])
+        self.steps_trained = 0
+
+    def training_step(self, batch, batch_idx):
+        self.steps_trained += 1
+        return super().training_step(batch, batch_idx)
+
+
+@needs_trainer
+def test_a_checkpoint_folder_that_is_a_file_fails_before_any_training(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for dirpath in (blocker, blocker / "sub"):
+        model = _CountingModel()
+        trainer = ember.Trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=dirpath)], **QUIET)
+        message = rf"ModelCheckpoint cannot save checkpoints to '{dirpath}': '{blocker}' is a file, not a folder"
+        with pytest.raises(NotADirectoryError, match=message + r".*Set `ModelCheckpoint\(dirpath=...\)` to a folder"):
+            trainer.fit(model)
+        assert model.steps_trained == 0  # found at the start, not after an epoch of work
+
+    model = _CountingModel()
+    trainer = ember.Trainer(max_epochs=1, default_root_dir=blocker, **QUIET)  # logger=False: the callback decides
+    with pytest.raises(
+        NotADirectoryError,
+        match=r"checkpoints': .* Set `Trainer\(default_root_dir=...\)` \(or the logger's `save_dir`\) to a folder",
+    ):
+        trainer.fit(model)
+    assert model.steps_trained == 0
+
+
+@needs_trainer
+@pytest.mark.timeout(120)
+def test_a_read_only_checkpoint_folder_fails_before_any_training_even_for_root(tmp_path):
+    from tests.helpers.small_disks import run_on_small_disk
+
+    # a read-only mount refuses root too (chmod does not)
+    script = """
+import json, os
+import ember
+from ember.callbacks.model_checkpoint import ModelCheckpoint
+from tests.helpers.checkpoint_models import QUIET, SequenceModel
+
+steps = []
+class Model(SequenceModel):
+    def training_step(self, batch, batch_idx):
+        steps.append(batch_idx)
+        return super().training_step(batch, batch_idx)
+
+trainer = ember.Trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=os.path.join(os.getcwd(), "ckpts"))], **QUIET)
+try:
+    trainer.fit(Model(val_losses=[1.0]))
+except PermissionError as error:
+    print(json.dumps({"error": str(error), "steps": len(steps), "cwd": os.getcwd()}))
+"""
+    proc = run_on_small_disk(script, size_kib=64, tmp_path=tmp_path, read_only=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["steps"] == 0
+    assert (
+        f"cannot save checkpoints to '{report['cwd']}/ckpts': the folder '{report['cwd']}' is not writable"
+        in (report["error"])
+    )
+
+
+def _age(path, seconds=3600.0):
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+@needs_trainer
+def test_fit_sweeps_what_killed_saves_left_but_never_a_live_save(tmp_path, caplog):
+    import fcntl
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    (folder / "epoch=0-step=4.ckpt").write_bytes(b"a checkpoint")
+    stale = folder / ".epoch=1-step=8.ckpt.tmp-0123456789abcdef"  # a save killed an hour ago
+    stale.write_bytes(b"PK half a checkpoint")
+    old_style = folder / ".last.ckpt.tmp-a1b2c3d4"  # older Ember versions' temp names
+    old_style.write_bytes(b"PK")
+    fresh = folder / ".epoch=2-step=12.ckpt.tmp-fedcba9876543210"  # another trainer writing right now
+    fresh.write_bytes(b"PK")
+    live = folder / ".epoch=3-step=16.ckpt.tmp-00112233445566aa"  # a slow save, still locked by its writer
+    live.write_bytes(b"PK")
+    orphan = folder / ".sharded.ckpt.old-0011223344556677"  # the only copy: its replacement never arrived
+    orphan.mkdir()
+    (orphan / "meta.pt").write_bytes(b"x")
+    deleting = folder / ".evicted.ckpt.del-8899aabbccddeeff"  # a folder being deleted when the kill came
+    deleting.mkdir()
+    (deleting / "__0_0.distcp").write_bytes(b"x")
+    mine = folder / ".notes.tmp-1"  # hidden, but not Ember's naming
+    mine.write_bytes(b"keep me")
+    for path in (stale, old_style, live, orphan / "meta.pt", orphan, deleting / "__0_0.distcp", deleting, mine):
+        _age(path)
+    holder = os.open(live, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # as the writing process holds it
+    try:
+        with caplog.at_level("INFO", logger="ember"), pytest.warns(UserWarning, match="exists and is not empty"):
+            trainer = ember.Trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=folder)], **QUIET)
+            trainer.fit(SequenceModel(val_losses=[1.0]))
+    finally:
+        os.close(holder)
+    left = sorted(os.listdir(folder))
+    assert stale.name not in left and old_style.name not in left and deleting.name not in left
+    assert {fresh.name, live.name, orphan.name, mine.name, "epoch=0-step=4.ckpt"} <= set(left)
+    assert "Removed what interrupted checkpoint saves left in" in caplog.text and stale.name in caplog.text
+
+    # a folder that held nothing but what killed saves left is not "not empty" once swept
+    only_leftovers = tmp_path / "only_leftovers"
+    only_leftovers.mkdir()
+    leftover = only_leftovers / ".last.ckpt.tmp-0123456789abcdef"
+    leftover.write_bytes(b"PK")
+    _age(leftover)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer = ember.Trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=only_leftovers)], **QUIET)
+        trainer.fit(SequenceModel(val_losses=[1.0]))
+    assert not leftover.exists()

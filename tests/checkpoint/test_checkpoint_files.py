@@ -2,8 +2,12 @@
 
 import argparse
 import enum
+import errno
+import json
 import os
 import pickle
+import shutil
+import textwrap
 import warnings
 
 import pytest
@@ -66,6 +70,79 @@ def test_failing_save_keeps_previous_file_and_leaves_no_temp(tmp_path, monkeypat
     assert _leftovers(tmp_path) == []
 
 
+def test_a_full_disk_is_an_enospc_error_naming_the_file_the_size_and_the_free_space(tmp_path, monkeypatch):
+    path = tmp_path / "a.ckpt"
+    atomic_save({"v": 1}, path)
+
+    def full_disk(obj, f, *args, **kwargs):
+        # what torch's zip writer does when the Python file it writes to runs out of space
+        f.write(b"PK\x03\x04 the first records")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage._replace(free=3 * 1024 + 512))
+    with pytest.raises(OSError) as info:
+        atomic_save({"v": 2, "w": torch.zeros(1024)}, path)
+    monkeypatch.undo()
+    error = info.value
+    assert error.errno == errno.ENOSPC and error.filename == str(path)
+    assert f"save the checkpoint {path}: it needs about 4.0 KiB, and {tmp_path} has 3.5 KiB free" in str(error)
+    assert load_checkpoint(path)["v"] == 1  # the previous file is intact
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_real_full_disk_during_fit_names_the_checkpoint_and_keeps_the_previous_one(tmp_path):
+    from tests.helpers.small_disks import run_on_small_disk
+
+    script = textwrap.dedent(
+        """
+        import errno, json, os, torch
+        from torch import nn
+        import ember
+        from ember.callbacks import ModelCheckpoint
+        from ember.checkpoint import atomic_save, load_checkpoint
+        from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+        report = {}
+        atomic_save({"v": 1}, "small.ckpt")
+        try:
+            atomic_save({"v": 2, "w": torch.zeros(256, 1024)}, "small.ckpt")  # 1 MiB on a 512 KiB disk
+        except OSError as error:
+            report["save"] = [error.errno, str(error)]
+        report["kept"] = load_checkpoint("small.ckpt")["v"]
+
+        class Big(CoreModel):
+            def __init__(self):
+                super().__init__()
+                self.extra = nn.Parameter(torch.zeros(256, 1024))
+
+        checkpoint = ModelCheckpoint(dirpath="ckpts")
+        trainer = quiet_trainer(max_epochs=1, enable_checkpointing=True, callbacks=[checkpoint])
+        try:
+            trainer.fit(Big(), loader(8))
+        except OSError as error:
+            report["fit"] = [error.errno, str(error)]
+        report["files"] = sorted(os.listdir(".")) + sorted(os.listdir("ckpts"))
+        print(json.dumps(report))
+        """
+    )
+    proc = run_on_small_disk(script, size_kib=512, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    code, message = report["save"]
+    assert code == errno.ENOSPC
+    assert "save the checkpoint small.ckpt: it needs about 1.0 MiB" in message and "KiB free" in message
+    assert report["kept"] == 1
+    code, message = report["fit"]
+    assert code == errno.ENOSPC and "epoch=0-step=2.ckpt: it needs about 1.0 MiB" in message
+    assert report["files"] == ["ckpts", "small.ckpt"]  # no temp file left behind
+
+
 def test_interrupt_during_save_cleans_up(tmp_path, monkeypatch):
     def interrupted(obj, f, *args, **kwargs):
         raise KeyboardInterrupt
@@ -126,6 +203,38 @@ def test_truncated_file_error_names_the_file(tmp_path, weights_only):
     with pytest.raises(CheckpointLoadError, match="cut.ckpt"):
         load_checkpoint(path)
     assert issubclass(CheckpointLoadError, RuntimeError)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"a",  # the weights-only unpickler: IndexError: pop from empty list
+        b"hello world\nthis is not a checkpoint\n",  # KeyError
+        b"model: resnet\nlr: 0.1\n",  # an UnpicklingError that reads like a refusal
+        b"\x80\x04\x95garbage",  # a pickle header, then nothing that loads
+        b"\x00" * 64,
+    ],
+)
+@pytest.mark.parametrize("weights_only", [True, False])
+def test_a_file_that_is_not_a_checkpoint_gets_the_same_clear_error(tmp_path, content, weights_only):
+    path = tmp_path / "notes.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(
+        CheckpointLoadError, match=r"notes\.ckpt is not a readable checkpoint \(not a checkpoint file"
+    ) as info:
+        load_checkpoint(path, weights_only=weights_only)
+    assert "weights_only=False" not in str(info.value)  # never suggest unsafe loading for junk
+    with open(path, "rb") as file:  # an open file too
+        with pytest.raises(CheckpointLoadError, match="not a checkpoint file"):
+            load_checkpoint(file)
+
+
+def test_a_refused_class_keeps_its_own_error_in_either_file_format(tmp_path):
+    for new_format in (True, False):
+        path = tmp_path / f"ns-{new_format}.ckpt"
+        torch.save({"args": argparse.Namespace(lr=0.1)}, path, _use_new_zipfile_serialization=new_format)
+        with pytest.raises(pickle.UnpicklingError, match=r"needs `argparse.Namespace`, which safe loading"):
+            load_checkpoint(path)
 
 
 class _Malicious:

@@ -14,11 +14,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from ember.checkpoint import load_checkpoint
+from ember.checkpoint.files import sweep_stale_temporaries
 
 TRIALS = 20
 SEED = 1234
@@ -192,3 +194,73 @@ def test_sigkill_at_random_instants_leaves_loadable_checkpoints(tmp_path, layout
         killed_mid_run += result["killed"] and completed >= 1
     # the kills are spread over the run: most land after the first save and before the end
     assert killed_mid_run >= trials // 2, report
+
+    # What the kills left in the folders (temp files, half-written shard folders) is what a new run
+    # sweeps when it starts; every checkpoint still loads afterwards, and last.ckpt is untouched.
+    left_behind = 0
+    for result in report["results"]:
+        ckpts = tmp_path / f"trial{result['trial']:02d}" / "ckpts"
+        if not ckpts.exists():
+            continue
+        before = set(os.listdir(ckpts))
+        temporaries = {name for name in before if name.startswith(".")}
+        left_behind += bool(temporaries)
+        last = load_checkpoint(ckpts / "last.ckpt")["global_step"] if "last.ckpt" in before else None
+        removed = sweep_stale_temporaries(ckpts, older_than=0)  # the killed writers hold no lock
+        assert {os.path.basename(path) for path in removed} <= temporaries
+        after = set(os.listdir(ckpts))
+        assert after == before - {os.path.basename(path) for path in removed}
+        assert not [name for name in after if name.startswith(".") and ".old-" not in name], after
+        _check_folder(ckpts.parent)
+        if last is not None:
+            assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == last
+    print(f"{left_behind} of {len(report['results'])} killed runs left temporaries behind")
+
+
+LIVE_WRITER = textwrap.dedent(
+    r"""
+    import os, sys, time
+    import torch
+    from ember.checkpoint import atomic_save
+
+    folder = sys.argv[1]
+    real_save = torch.save
+
+    def slow_save(obj, file, *args, **kwargs):
+        file.write(b"PK the first half")
+        file.flush()
+        open(os.path.join(folder, "writing"), "w").close()
+        while not os.path.exists(os.path.join(folder, "go on")):  # a save that takes its time
+            time.sleep(0.01)
+        file.seek(0)
+        file.truncate()
+        real_save(obj, file, *args, **kwargs)
+
+    torch.save = slow_save
+    atomic_save({"step": 7}, os.path.join(folder, "last.ckpt"))
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_a_sweep_never_removes_the_temp_file_of_a_live_writer_in_another_process(tmp_path):
+    # two trainers writing to one folder: one starts (and sweeps) while the other is mid-save
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo / "src"), os.environ.get("PYTHONPATH", "")]))
+    writer = subprocess.Popen([sys.executable, "-c", LIVE_WRITER, str(tmp_path)], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 45
+        while not (tmp_path / "writing").exists():
+            assert writer.poll() is None and time.monotonic() < deadline, writer.stderr.read() if writer.stderr else ""
+            time.sleep(0.01)
+        (temp,) = [path for path in tmp_path.iterdir() if path.name.startswith(".last.ckpt.tmp-")]
+        os.utime(temp, (time.time() - 7200, time.time() - 7200))  # however old it looks
+        assert sweep_stale_temporaries(tmp_path, older_than=60) == []
+        assert temp.exists()
+        (tmp_path / "go on").touch()
+        assert writer.wait(timeout=30) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert load_checkpoint(tmp_path / "last.ckpt") == {"step": 7}
+    assert not temp.exists()

@@ -138,6 +138,22 @@ def test_a_raising_rank_ends_the_job_promptly_with_one_traceback(tmp_path):
 
 
 @pytest.mark.timeout(200)
+def test_a_rank_killed_by_sigkill_is_named_and_ends_the_job_promptly(tmp_path):
+    # what the out-of-memory killer does: no exception, no traceback in that rank
+    proc = run("sigkill", tmp_path)
+    ended = time.time()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert ended - float((tmp_path / "killed_at").read_text()) < 30
+    assert "[rank 0] stopped because rank 1 was killed by signal SIGKILL (9)" in output, output[-4000:]
+    assert "the other ranks were stopped because of it" in output
+    assert "Traceback" not in output  # gloo's "Connection reset by peer" is not what the user reads
+    for rank in (0, 1):
+        with pytest.raises(ProcessLookupError):
+            os.kill(load(tmp_path, "sigkill", rank)["pid"], 0)  # no process left behind
+
+
+@pytest.mark.timeout(200)
 def test_ddp_spawn_returns_weights_metrics_and_results_to_the_main_process(tmp_path):
     proc = run("spawn", tmp_path)
     _check(proc)

@@ -14,6 +14,8 @@ from tests.helpers.distributed_models import (
     CollectivesModel,
     CountingSyncModel,
     DropoutModel,
+    EmptyDataModel,
+    KilledModel,
     ManualModel,
     PreparingModel,
     RaisingModel,
@@ -141,6 +143,27 @@ def test_a_checkpoint_on_exception_does_not_wait_for_the_failed_rank(tmp_path):
         trainer.fit(RaisingModel(tmp_path), loader())
     assert time.monotonic() - start < 30
     assert (tmp_path / "on_exception.ckpt").is_file()  # rank 0 saved what it had
+
+
+def test_a_worker_killed_by_sigkill_is_named_as_the_cause(tmp_path):
+    from torch.multiprocessing import ProcessExitedException
+
+    start = time.monotonic()
+    message = r"Rank 1 \(pid \d+\) was killed by signal SIGKILL \(9\).*The other ranks were stopped because of it"
+    with pytest.raises(ProcessExitedException, match=message) as info:
+        fork_trainer(tmp_path, max_epochs=1).fit(KilledModel(tmp_path), loader())
+    assert time.monotonic() - start < 30
+    assert info.value.error_index == 1 and info.value.exit_code == -9 and info.value.signal_name == "SIGKILL"
+
+
+def test_loader_lengths_are_added_across_ranks(tmp_path):
+    # every rank empty: every rank skips training (rank 0 warns), none waits for another
+    fork_trainer(tmp_path, max_epochs=1).fit(EmptyDataModel(tmp_path))
+    for record in read_ranks(tmp_path):
+        assert record["num_training_batches"] == 0 and record["global_step"] == 0
+    # one rank empty while the other has batches: that rank says so, instead of a hang in DDP
+    with pytest.raises(Exception, match="`DataLoader` within local rank has zero length"):
+        fork_trainer(tmp_path, max_epochs=1, use_distributed_sampler=False).fit(EmptyDataModel(tmp_path, uneven=True))
 
 
 def test_each_rank_writes_its_own_profiler_report(tmp_path):

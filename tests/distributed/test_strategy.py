@@ -204,6 +204,24 @@ def test_first_failure_is_claimed_once(tmp_path, monkeypatch):
     assert "`barrier('prepare_data')`" in str(error) and "rank 1 failed first" in str(error)
 
 
+def test_a_rank_killed_by_a_signal_is_the_first_failure_and_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv(failure.ENV_DIR, str(tmp_path))
+    assert failure.describe_exit(-9) == "was killed by signal SIGKILL (9)"
+    assert failure.describe_exit(3) == "exited with code 3"
+    assert failure.record_killed(1, -9) is True  # by the launcher, which saw how rank 1 ended
+    assert failure.record_killed(1, -15) is False  # only the first failure counts
+    assert failure.first_failure() == (1, "was killed by signal SIGKILL (9)")
+    lost = RuntimeError("[gloo] Read error: Connection reset by peer")
+    assert failure.on_exception(lost, rank=0) is False  # rank 0 failed because of it
+    line = failure.secondary_line(1, "was killed by signal SIGKILL (9)")
+    assert line.startswith("stopped because rank 1 was killed by signal SIGKILL (9): the system ended that process")
+    assert "the other ranks were stopped because of it" in line
+    if hasattr(lost, "add_note"):
+        assert lost.__notes__ == [f"[rank 0] {line}"]  # seen even where the error is caught and printed
+    error = failure.collective_error("all_reduce", 0, 2, timedelta(minutes=30), lost)
+    assert "rank 1 was killed by signal SIGKILL (9) (the out-of-memory killer or a preemption, usually)" in str(error)
+
+
 def test_collective_error_without_a_known_failure_names_the_timeout():
     error = failure.collective_error("all_reduce", 1, 2, timedelta(seconds=5), RuntimeError("timed out"))
     assert "Rank 1/2: the collective `all_reduce` did not complete" in str(error)

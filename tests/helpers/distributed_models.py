@@ -178,6 +178,33 @@ class ManualModel(RecordingModel):
         optimizer.step()
 
 
+class KilledModel(RecordingModel):
+    """Rank 1 is killed by SIGKILL in its third training step, as the out-of-memory killer does."""
+
+    def training_step(self, batch, batch_idx):
+        if self.global_rank == 1 and batch_idx == 2:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().training_step(batch, batch_idx)
+
+
+class EmptyDataModel(RecordingModel):
+    """Training data with no batches on every rank (``uneven``: on rank 1 only, without a distributed sampler)."""
+
+    def __init__(self, folder: str | Path, uneven: bool = False) -> None:
+        super().__init__(folder)
+        self.uneven = uneven
+
+    def train_dataloader(self):
+        return loader(n=8 if self.uneven and self.global_rank == 0 else 0)
+
+    def on_fit_end(self) -> None:
+        self.record["num_training_batches"] = self.trainer.num_training_batches
+        self.record["global_step"] = self.trainer.global_step
+        super().on_fit_end()
+
+
 class RaisingModel(RecordingModel):
     """Rank 1 raises in its third training step."""
 

@@ -133,6 +133,23 @@ def test_corrupt_checkpoint_names_the_file(tmp_path):
         )
 
 
+@pytest.mark.parametrize("content", [b"a", b"epoch: 3\nlr: 0.1\n"])
+def test_a_file_that_is_not_a_checkpoint_fails_clearly_everywhere_it_is_loaded(tmp_path, content):
+    from ember.checkpoint import CheckpointLoadError
+
+    path = tmp_path / "notes.ckpt"
+    path.write_bytes(content)
+    message = r"notes\.ckpt is not a readable checkpoint \(not a checkpoint file"
+    trainer = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET)
+    with pytest.raises(CheckpointLoadError, match=message):
+        trainer.fit(Regressor(), _loader(), ckpt_path=path)
+    assert trainer.global_step == 0  # nothing trained from a wrong start
+    with pytest.raises(CheckpointLoadError, match=message):
+        trainer.validate(Regressor(), _loader(), ckpt_path=path)
+    with pytest.raises(CheckpointLoadError, match=message):
+        Regressor.load_from_checkpoint(path)
+
+
 def test_checkpoint_keeps_lightnings_top_level_keys(tmp_path):
     trainer, model, checkpoint = _fit(tmp_path)
     saved = torch.load(checkpoint.last_model_path, weights_only=True)

@@ -79,6 +79,11 @@ class EarlyStopping(Callback):
         super().__init__()
         if mode not in self.mode_dict:
             raise MisconfigurationException(f"`mode` can be {', '.join(self.mode_dict.keys())}, got {mode}")
+        if isinstance(patience, (int, float)) and not patience >= 0:
+            raise MisconfigurationException(
+                f"`EarlyStopping(patience={patience!r})` must be >= 0: the number of checks without"
+                " improvement to allow before stopping (0 stops at the first check that does not improve)."
+            )
         self.monitor = monitor
         self.patience = patience
         self.verbose = verbose

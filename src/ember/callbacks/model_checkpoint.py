@@ -26,7 +26,14 @@ import torch
 from torch import Tensor
 
 from ember.callbacks.checkpoint import Checkpoint
-from ember.checkpoint.files import atomic_link, get_filesystem, is_local, remove_checkpoint
+from ember.checkpoint.files import (
+    atomic_link,
+    folder_problem,
+    get_filesystem,
+    is_local,
+    remove_checkpoint,
+    sweep_stale_temporaries,
+)
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -121,6 +128,7 @@ class ModelCheckpoint(Checkpoint):
 
         self._fs_path = dirpath or ""
         self._fs_instance: Any = None
+        self._dirpath_given = bool(dirpath)  # else the folder comes from the logger or default_root_dir
         if dirpath and is_local(dirpath):
             dirpath = os.path.realpath(os.path.expanduser(dirpath))
         self.dirpath: str | Path | None = dirpath
@@ -150,6 +158,12 @@ class ModelCheckpoint(Checkpoint):
                 f"Combination of parameters every_n_train_steps={self._every_n_train_steps}, "
                 f"every_n_epochs={self._every_n_epochs} and train_time_interval={self._train_time_interval} "
                 "should be mutually exclusive."
+            )
+        if self.filename and _escapes_folder(self.filename):
+            raise MisconfigurationException(
+                f"`ModelCheckpoint(filename={self.filename!r})` would put checkpoints outside `dirpath`: `filename` is"
+                " a name inside the checkpoint folder (subfolders are fine). Choose the folder with `dirpath` and keep"
+                " `filename` relative, e.g. `ModelCheckpoint(dirpath='other/folder', filename='{epoch}-{step}')`."
             )
         if self.monitor is None and self.save_top_k not in (-1, 0, 1):
             raise MisconfigurationException(
@@ -185,10 +199,27 @@ class ModelCheckpoint(Checkpoint):
 
     # ---- hooks ----------------------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        dirpath = trainer.strategy.broadcast(self._resolve_ckpt_dir(trainer))  # all ranks: same folder
+        dirpath = self._resolve_ckpt_dir(trainer)
+        saves = stage == "fit" and (self.save_top_k != 0 or bool(self.save_last) or self.save_on_exception)
+        problem = folder_problem(dirpath) if saves and trainer.is_global_zero else None
+        # all ranks: rank 0's folder, and its verdict on it, so that every rank stops together
+        dirpath, problem = trainer.strategy.broadcast((dirpath, problem))
         self.dirpath = dirpath
         self._fs = dirpath or ""
+        if problem is not None:
+            error, reason = problem
+            given = getattr(self, "_dirpath_given", True)
+            fix = (
+                "`ModelCheckpoint(dirpath=...)`"
+                if given
+                else "`Trainer(default_root_dir=...)` (or the logger's `save_dir`)"
+            )
+            raise error(
+                f"ModelCheckpoint cannot save checkpoints to '{dirpath}': {reason}. Set {fix} to a folder that can"
+                " be written (or does not exist yet). (Checked when fit starts, so that no epoch is lost.)"
+            )
         if trainer.is_global_zero and stage == "fit":
+            self._sweep_stale_temporaries(dirpath)
             self._warn_if_dir_not_empty(dirpath)
         if self.save_last == "link" and not is_local(dirpath):
             raise ValueError(
@@ -575,6 +606,13 @@ class ModelCheckpoint(Checkpoint):
             return {os.path.normpath(p) for p in self._fs.ls(folder, detail=False) if is_last(Path(p))}
         return set()
 
+    def _sweep_stale_temporaries(self, dirpath: str | Path) -> None:
+        """Remove the temp files that saves killed mid-write (preemption, OOM) left in the folder."""
+        removed = sweep_stale_temporaries(dirpath)
+        if removed:
+            names = ", ".join(os.path.basename(path) for path in removed)
+            rank_zero_info(f"Removed what interrupted checkpoint saves left in {dirpath}: {names}")
+
     def _warn_if_dir_not_empty(self, dirpath: str | Path) -> None:
         if self.save_top_k != 0 and self._fs.isdir(dirpath) and len(self._fs.ls(dirpath)) > 0:
             rank_zero_warn(f"Checkpoint directory {dirpath} exists and is not empty.")
@@ -589,3 +627,12 @@ class ModelCheckpoint(Checkpoint):
             filepath = os.path.join(self.dirpath, "best_k_models.yaml")
         with self._fs.open(filepath, "w") as file:
             yaml.dump(best_k, file)
+
+
+def _escapes_folder(filename: str) -> bool:
+    """Whether the ``filename`` template resolves outside its folder (an absolute path, ``..``, ``~``)."""
+    name = re.sub(r"\{[^{}]*\}", "x", filename)  # a placeholder becomes a metric's value: no separators
+    if os.path.isabs(name) or name.startswith("~") or os.path.splitdrive(name)[0]:
+        return True
+    normalized = os.path.normpath(name)
+    return normalized == os.pardir or normalized.startswith(os.pardir + os.sep)

@@ -2,7 +2,10 @@
 
 Every write goes to a temp file in the target's folder, is flushed and fsynced, and is then renamed
 over the target, so a reader (or a process killed mid-write) only ever sees the old file or the
-new one. A checkpoint may also be a folder (the sharded layout of
+new one. The temp file is locked while its writer lives, so that :func:`sweep_stale_temporaries`
+can remove what a killed writer left behind without touching a save in progress; a full disk
+raises an ``OSError(ENOSPC)`` that names the file, the space it needs and the space left. A
+checkpoint may also be a folder (the sharded layout of
 ``FSDPStrategy(state_dict_type="sharded")``, see ``ember.checkpoint.sharded``): such a folder is
 moved into place, replaced and removed as a whole.
 
@@ -22,7 +25,8 @@ import re
 import secrets
 import shutil
 import sys
-import tempfile
+import time
+from collections.abc import Iterator
 from typing import Any, Union
 
 import torch
@@ -67,19 +71,6 @@ def local_path(path: PathLike) -> str:
 
 
 # ---- writing --------------------------------------------------------------------------------
-_UMASK: int | None = None
-
-
-def _file_mode() -> int:
-    # mkstemp creates files readable by the owner only; give the checkpoint the mode a plain
-    # open() would have given it. Reading the umask means setting it, so do it once.
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    return 0o666 & ~_UMASK
-
-
 def fsync_dir(folder: str) -> None:
     # The rename is durable only once the folder's entry is on disk; not possible on Windows.
     try:
@@ -177,7 +168,7 @@ def move_into_place(source: str, target: str) -> None:
 def discard(path: str) -> None:
     """Delete a file, link or folder; a folder is renamed aside first, so it never lies half-deleted."""
     if _is_folder(path):
-        aside = hidden_sibling(path, "old") if not os.path.basename(path).startswith(".") else path
+        aside = hidden_sibling(path, "del") if not os.path.basename(path).startswith(".") else path
         if aside != path:
             os.rename(path, aside)
         shutil.rmtree(aside, ignore_errors=True)
@@ -205,22 +196,127 @@ def atomic_save(checkpoint: dict[str, Any], path: PathLike, storage_options: dic
 def _atomic_save_local(checkpoint: dict[str, Any], path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+    tmp_path, fd = _create_locked_temp(path)
+    keep_open = os.name != "nt"  # the lock lasts until the rename; Windows renames no open file
     try:
-        with os.fdopen(fd, "wb") as file:
+        with os.fdopen(fd, "wb", closefd=not keep_open) as file:
             torch.save(checkpoint, file)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(tmp_path, _file_mode())
         # atomic on POSIX and Windows; a symlink at ``path`` is replaced, not followed, and a sharded
         # checkpoint folder there is swapped out as a whole.
         move_into_place(tmp_path, path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.remove(tmp_path)
         except FileNotFoundError:
             pass
+        if keep_open:
+            keep_open = False
+            os.close(fd)  # the space of the removed temp file is free only once it is closed
+        if is_disk_full(error):
+            raise disk_full_error(path, _tensor_bytes(checkpoint)) from error
         raise
+    finally:
+        if keep_open:
+            os.close(fd)  # releases the lock, now that the temp name is gone
+
+
+def _create_locked_temp(path: str) -> tuple[str, int]:
+    """A new ``.<name>.tmp-<random>`` file next to ``path``, open for writing and locked by this process.
+
+    It gets the permissions a plain ``open()`` would give (the umask applies). The lock (``flock``)
+    tells :func:`sweep_stale_temporaries` that its writer is alive; where locks are not supported the
+    sweep goes by the file's age alone.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp_path = hidden_sibling(path, "tmp")
+        try:
+            fd = os.open(tmp_path, flags, 0o666)
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+        break
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):
+        pass  # no locks here (Windows, some network filesystems)
+    return tmp_path, fd
+
+
+# ---- a full disk ----------------------------------------------------------------------------
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a full disk or an exhausted quota.
+
+    torch's zip writer reports a failed write as ``RuntimeError: [enforce fail at inline_container.cc]
+    ... unexpected pos``, with the ``OSError(ENOSPC)`` of the Python file underneath it.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def disk_full_error(path: str, needed: int | None) -> OSError:
+    """``OSError(ENOSPC)`` naming the checkpoint ``path``, the bytes it needs (if known) and the free space."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free: str = f"{_size(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        free = "its free space unknown"
+    needs = f"needs about {_size(needed)}" if needed else "could not be written"
+    return OSError(
+        errno.ENOSPC,
+        f"No space left on the device to save the checkpoint {path}: it {needs}, and {folder} has {free}."
+        " The previous file at that path, if any, is intact. Free some space (or keep fewer checkpoints with"
+        " `ModelCheckpoint(save_top_k=...)`), or save to another disk with `ModelCheckpoint(dirpath=...)`",
+        path,
+    )
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} bytes"  # pragma: no cover
+
+
+def _tensor_bytes(obj: Any) -> int | None:
+    """The bytes of the distinct tensor storages in ``obj`` (a checkpoint dict): at least what it needs on disk."""
+    seen: set[tuple[str, int]] = set()
+    total = 0
+    try:
+        for tensor in _tensors(obj, 0):
+            storage = tensor.untyped_storage()
+            key = (str(tensor.device), storage.data_ptr())
+            if key not in seen:
+                seen.add(key)
+                total += storage.nbytes()
+    except Exception:
+        return None
+    return total or None
+
+
+def _tensors(obj: Any, depth: int) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif depth < 32 and isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value, depth + 1)
+    elif depth < 32 and isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value, depth + 1)
 
 
 def _atomic_save_remote(checkpoint: dict[str, Any], path: str, storage_options: dict[str, Any]) -> None:
@@ -302,3 +398,116 @@ def remove_checkpoint(path: PathLike) -> None:
         fs.rm(str(path), recursive=True)
     except FileNotFoundError:
         pass
+
+
+def folder_problem(path: PathLike) -> tuple[type[OSError], str] | None:
+    """Why files cannot be created under the local folder ``path`` (an error class and a reason), or None.
+
+    The folder need not exist yet: its nearest existing parent must be a folder this process can write
+    to. Nothing is created. Remote paths are not checked (their filesystem reports its own errors).
+
+    Example::
+
+        folder_problem("/etc/passwd/ckpts")  # (NotADirectoryError, "'/etc/passwd' is a file, not a folder")
+    """
+    if not is_local(path):
+        return None
+    target = os.path.abspath(os.path.expanduser(local_path(path)))
+    existing = target
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if os.path.lexists(existing) and not os.path.isdir(existing):
+        return NotADirectoryError, f"'{existing}' is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return PermissionError, f"the folder '{existing}' is not writable (a read-only filesystem, or permissions)"
+    return None
+
+
+# ---- what a killed save leaves behind --------------------------------------------------------
+# Temp files and folders are hidden siblings of their target: ``.<name>.tmp-<random>`` (being
+# written), ``.<name>.old-<random>`` (the previous folder, renamed aside while a new one takes its
+# place) and ``.<name>.del-<random>`` (a folder being deleted). Older Ember versions used 8 random
+# characters for files.
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<kind>tmp|old|del)-(?:[0-9a-f]{16}|[a-z0-9_]{8})$")
+
+# A temp file or folder is stale once nothing has changed in it for this long (and, for files, no
+# live process holds its lock): a save in progress writes continuously, and where locks do not reach
+# across machines (some cluster filesystems) the age alone protects a slow save on another node.
+STALE_AFTER_SECONDS = 600.0
+
+
+def sweep_stale_temporaries(folder: PathLike, older_than: float = STALE_AFTER_SECONDS) -> list[str]:
+    """Remove what killed saves left in ``folder`` (local paths only); returns the paths removed.
+
+    Only Ember's own hidden temp names are considered, only when they have not changed for
+    ``older_than`` seconds, and a temp file whose writer still holds its lock is kept whatever its
+    age, so a save in progress in another process (a second trainer writing to the same folder) is
+    never touched. A folder renamed aside (``.<name>.old-...``) whose replacement never arrived is the
+    only copy of that checkpoint, and is kept.
+
+    Example::
+
+        sweep_stale_temporaries("lightning_logs/version_0/checkpoints")
+    """
+    if not is_local(folder):
+        return []
+    folder = local_path(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    now = time.time()
+    removed = []
+    for name in names:
+        match = _TEMPORARY.match(name)
+        if match is None:
+            continue
+        path = os.path.join(folder, name)
+        if match["kind"] == "old" and not os.path.lexists(os.path.join(folder, match["target"])):
+            continue
+        try:
+            if now - _last_change(path) < older_than:
+                continue
+            if _remove_unless_locked(path):
+                removed.append(path)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove
+    return removed
+
+
+def _last_change(path: str) -> float:
+    """When ``path`` (and, for a folder, what is in it) was last written.
+
+    A save in progress writes continuously. Folders renamed aside (``old``, ``del``, or the ``tmp``
+    name that holds the previous folder after a swap) keep old times, but their owner is deleting
+    them anyway.
+    """
+    newest = os.lstat(path).st_mtime
+    if _is_folder(path):
+        for entry in os.scandir(path):
+            newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+    return newest
+
+
+def _remove_unless_locked(path: str) -> bool:
+    """Delete a stale temp file unless a live writer holds its lock; folders and links go as they are."""
+    if os.path.islink(path) or _is_folder(path):
+        discard(path)
+        return True
+    try:
+        import fcntl
+    except ImportError:  # no locks on this platform (Windows): the age decided
+        os.remove(path)
+        return True
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive
+        except OSError:
+            pass  # this filesystem has no locks: the age decided
+        os.remove(path)
+        return True
+    finally:
+        os.close(fd)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from collections import OrderedDict
 from typing import IO, Any
 
@@ -36,28 +35,64 @@ def default_map_location(storage: Any, location: str) -> Any:
 def load_file(file: IO[bytes], name: str, map_location: Any, weights_only: bool) -> Any:
     """``torch.load`` of one open checkpoint file, with an error that says what is wrong with it.
 
-    ``name`` is how the messages call the file.
+    ``name`` is how the messages call the file. Whatever goes wrong while reading becomes a
+    :class:`CheckpointLoadError`, except a file that safe loading refuses (it needs a class that
+    ``weights_only=True`` does not import), which gets its own error naming that class.
     """
+    kind = _file_kind(file)
     try:
         return torch.load(file, map_location=map_location, weights_only=weights_only)
+    except (FileNotFoundError, MemoryError):
+        raise
     except pickle.UnpicklingError as err:
-        message = str(err)
-        # A file cut short inside its pickle also surfaces as an UnpicklingError; that is damage,
-        # not a refusal, and must not send the user to weights_only=False.
-        truncated = isinstance(err.__context__, EOFError) or re.search(r"EOF|ran out of input|truncated", message, re.I)
-        if weights_only and "Weights only load failed" in message and not truncated:
-            blocked = _blocked_global(message)
+        if kind != "other" and weights_only and _is_refusal(err):
+            blocked = _blocked_global(str(err))
             what = f"`{blocked}`" if blocked else "an object that is not plain data"
             raise pickle.UnpicklingError(
                 f"Checkpoint {name} needs {what}, which safe loading (`weights_only=True`) refuses to"
                 " import. If you trust the file's source, load it with `weights_only=False`; otherwise"
                 " allow just that class with `torch.serialization.add_safe_globals([...])`."
             ) from err
-        raise CheckpointLoadError(_corrupt_message(name)) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise CheckpointLoadError(_corrupt_message(name)) from err
+        raise CheckpointLoadError(_unreadable_message(name, kind)) from err
+    except Exception as err:
+        # the unpickler can fail in many ways on bytes that are not a pickle (KeyError, IndexError,
+        # AttributeError, ...): none of them says more to the user than that the file is unreadable
+        raise CheckpointLoadError(_unreadable_message(name, kind)) from err
+
+
+# torch.save's two formats: a zip archive, or (before torch 1.6) a pickled magic number first
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+_LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _file_kind(file: IO[bytes]) -> str:
+    """``"zip"`` or ``"legacy"`` (the formats ``torch.save`` writes), ``"empty"``, or ``"other"``.
+
+    Only the first bytes are read, and the position is put back; a stream that cannot seek is
+    taken to be a checkpoint (torch reports what is wrong with it).
+    """
+    try:
+        start = file.tell()
+        head = file.read(32)
+        file.seek(start)
+    except (OSError, AttributeError, ValueError):
+        return "zip"
+    if not head:
+        return "empty"
+    if head.startswith(_ZIP_SIGNATURES):
+        return "zip"
+    if head.startswith(b"\x80") and _LEGACY_MAGIC in head:
+        return "legacy"
+    return "other"
+
+
+def _is_refusal(err: pickle.UnpicklingError) -> bool:
+    """torch's weights-only unpickler refused the file's content (rather than the file being damaged)."""
+    message = str(err)
+    # A file cut short inside its pickle also surfaces as an UnpicklingError; that is damage,
+    # not a refusal, and must not send the user to weights_only=False.
+    truncated = isinstance(err.__context__, EOFError) or re.search(r"EOF|ran out of input|truncated", message, re.I)
+    return "Weights only load failed" in message and not truncated
 
 
 def _blocked_global(message: str) -> str | None:
@@ -65,7 +100,13 @@ def _blocked_global(message: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _corrupt_message(name: str) -> str:
+def _unreadable_message(name: str, kind: str) -> str:
+    if kind == "other":
+        return (
+            f"Checkpoint {name} is not a readable checkpoint (not a checkpoint file at all: it is neither the zip"
+            " archive nor the older format that `torch.save` writes). Check the path: pass a `.ckpt` file written by"
+            " `Trainer.save_checkpoint` or `ModelCheckpoint`."
+        )
     return (
         f"Checkpoint {name} is not a readable checkpoint (truncated or corrupt). It may have been"
         " written by a process that was killed, or copied incompletely; load another checkpoint"

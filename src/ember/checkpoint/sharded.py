@@ -44,8 +44,10 @@ from ember.checkpoint.files import (
     METADATA_FILENAME,
     atomic_save,
     discard,
+    disk_full_error,
     fsync_dir,
     hidden_sibling,
+    is_disk_full,
     is_local,
     is_sharded_checkpoint,
     local_path,
@@ -94,9 +96,11 @@ def save(strategy: Any, checkpoint: dict[str, Any], path: str | os.PathLike) -> 
         if strategy.is_global_zero:
             fsync_dir(temp)
             move_into_place(temp, target)
-    except BaseException:
+    except BaseException as error:
         if strategy.is_global_zero and os.path.lexists(temp):
             discard(temp)
+        if is_disk_full(error):
+            raise disk_full_error(target, None) from error
         raise
 
 

@@ -138,8 +138,27 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
     if isinstance(devices, (list, tuple)):
         if not devices:
             raise MisconfigurationException("`devices=[]` selects no device: pass at least one index.")
-        return [int(d) for d in devices]
+        indices = [int(d) for d in devices]
+        if accelerator == "cuda":
+            _check_cuda_indices(indices)
+        return indices
     raise MisconfigurationException(f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'.")
+
+
+def _check_cuda_indices(indices: list[int]) -> None:
+    """Every index names a CUDA device that exists, once (Lightning's checks and messages)."""
+    available = list(range(torch.cuda.device_count()))
+    for index in indices:
+        if index not in available:
+            raise MisconfigurationException(
+                f"You requested gpu: {indices}\n But your machine only has: {available}"
+                f" (device {index} does not exist; pass indices of devices this machine has, or `devices=-1` for all)"
+            )
+    if len(set(indices)) != len(indices):
+        raise MisconfigurationException(
+            f"Device ID's (GPU) must be unique. (`devices={indices}` names a device more than once: one process runs"
+            " on each device listed.)"
+        )
 
 
 def create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nodes: int, **options: Any) -> Strategy:

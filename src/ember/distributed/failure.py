@@ -4,11 +4,17 @@ The launcher gives every process it starts a shared folder (``EMBER_FAILURE_DIR`
 whose run raises creates a marker file there (atomically: only one can). A rank whose run fails
 afterwards failed because of that one (a collective lost its peer), so instead of a second,
 misleading traceback it prints one line that points at the first.
+
+A rank that the system kills (``SIGKILL`` from the out-of-memory killer, a preemption of one
+node) raises nothing and leaves no traceback; its peers only see their collective fail
+("Connection reset by peer"). The process that started it (the launcher) sees how it ended and
+records it as the first failure, so the others say which rank was killed, by which signal.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from datetime import timedelta
@@ -16,7 +22,7 @@ from typing import Any
 
 ENV_DIR = "EMBER_FAILURE_DIR"
 _MARKER = "first_failure"
-_state: dict[str, Any] = {"rank": 0, "secondary": None, "hook_installed": False}
+_state: dict[str, Any] = {"rank": 0, "secondary": None, "hook_installed": False}  # secondary: (error, rank, summary)
 
 
 class CollectiveError(RuntimeError):
@@ -28,7 +34,9 @@ def collective_error(
 ) -> CollectiveError:
     """The error to raise when collective ``name`` fails: it names the collective and the likely cause."""
     first = first_failure()
-    if first is not None and first[0] != rank:
+    if first is not None and first[0] != rank and first[1].startswith(_KILLED):
+        cause = f"rank {first[0]} {first[1]} (the out-of-memory killer or a preemption, usually)"
+    elif first is not None and first[0] != rank:
         cause = f"rank {first[0]} failed first (see its traceback)"
     else:
         cause = (
@@ -49,14 +57,46 @@ def install(rank: int) -> None:
     def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
         secondary = _state["secondary"]
         if secondary is not None and value is secondary[0]:
-            sys.stderr.write(
-                f"[rank {_state['rank']}] stopped because rank {secondary[1]} failed (its traceback is shown above).\n"
-            )
+            sys.stderr.write(f"[rank {_state['rank']}] {secondary_line(secondary[1], secondary[2])}\n")
             sys.stderr.flush()
             return
         previous(kind, value, tb)
 
     sys.excepthook = excepthook
+
+
+_KILLED = "was killed by signal"
+
+
+def secondary_line(rank: int, summary: str) -> str:
+    """What a rank that failed because of rank ``rank`` (whose failure is ``summary``) says."""
+    if summary.startswith(_KILLED):
+        return (
+            f"stopped because rank {rank} {summary}: the system ended that process (the out-of-memory killer, or a"
+            " preemption of it or its node, are the usual causes), so it raised no error and left no traceback."
+            " This rank's collective lost its peer; the other ranks were stopped because of it."
+        )
+    return f"stopped because rank {rank} failed (its traceback is shown above)."
+
+
+def signal_name(code: int) -> str:
+    """``"SIGKILL"`` for the exit code ``-9`` of a process a signal ended."""
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def describe_exit(code: int) -> str:
+    """How a process ended, from its exit code (negative: the signal that killed it)."""
+    if code < 0:
+        return f"{_KILLED} {signal_name(code)} ({-code})"
+    return f"exited with code {code}"
+
+
+def record_killed(rank: int, code: int) -> bool:
+    """Record that ``rank`` was ended by a signal, as this job's first failure (if none is recorded yet)."""
+    return _write_marker(rank, describe_exit(code))
 
 
 def first_failure() -> tuple[int, str] | None:
@@ -76,6 +116,22 @@ def on_exception(exception: BaseException, rank: int) -> bool:
     """Record this rank's failure; True if it is the first in the job (its traceback is the one to show)."""
     if isinstance(exception, (KeyboardInterrupt, SystemExit)):
         return False
+    summary = "".join(traceback.format_exception_only(type(exception), exception)).strip().replace("\n", " ")
+    if _write_marker(rank, summary):
+        return True
+    first = first_failure()
+    if first is not None and first[0] != rank:
+        _state["secondary"] = (exception, first[0], first[1])
+        if first[1].startswith(_KILLED) and hasattr(exception, "add_note"):
+            exception.add_note(f"[rank {rank}] {secondary_line(first[0], first[1])}")
+    return False
+
+
+def _write_marker(rank: int, summary: str) -> bool:
+    """Create the job's first-failure marker for ``rank``; False if another rank's is there already.
+
+    Without a shared folder (a single process, or a launcher that gives none) every failure is the first.
+    """
     folder = os.environ.get(ENV_DIR)
     if not folder:
         return True
@@ -83,13 +139,9 @@ def on_exception(exception: BaseException, rank: int) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        first = first_failure()
-        if first is not None and first[0] != rank:
-            _state["secondary"] = (exception, first[0])
         return False
     except OSError:
         return True
-    summary = "".join(traceback.format_exception_only(type(exception), exception)).strip().replace("\n", " ")
     with os.fdopen(fd, "w") as f:
         f.write(f"{rank}\n{summary}")
     return True

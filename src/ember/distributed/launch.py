@@ -52,6 +52,9 @@ class _JoinedLauncher:
     def launch(self, fn: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
+    def record_killed_ranks(self, exception: BaseException) -> None:
+        pass  # torchrun and srun report how the other processes ended
+
     def on_exception(self, exception: BaseException) -> None:
         pass
 
@@ -186,9 +189,32 @@ class SubprocessLauncher:
         if self._stopping or not self._in_run:
             return
         self.kill()
-        sys.stderr.write(f"[rank 0] local rank {local_rank} exited with code {code}; ending the job.\n")
+        rank = self._global_rank(local_rank)
+        sys.stderr.write(f"[rank 0] rank {rank} {failure.describe_exit(code)}; ending the job.\n")
         sys.stderr.flush()
         os._exit(1)
+
+    def _global_rank(self, local_rank: int) -> int:
+        strategy = self._strategy
+        return strategy.node_rank * strategy.num_processes + local_rank
+
+    def record_killed_ranks(self, exception: BaseException) -> None:
+        """A rank this process started was killed by a signal: record it as the job's first failure.
+
+        Called when this rank fails, before its own failure is recorded. When the error says that a peer
+        went away, the dying rank is given a moment to be reaped.
+        """
+        deadline = time.monotonic() + (2.0 if _lost_a_peer(exception) else 0.0)
+        while True:
+            for index, proc in enumerate(self.procs):
+                code = proc.poll()
+                if code is not None and code < 0:
+                    self._child_failure = self._child_failure or (index + 1, code)
+                    failure.record_killed(self._global_rank(index + 1), code)
+                    return
+            if not self.procs or time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
 
     def on_exception(self, exception: BaseException) -> None:
         """This rank failed (or was interrupted): stop the other local ranks now."""
@@ -217,9 +243,21 @@ class SubprocessLauncher:
             shutil.rmtree(self._failure_dir, ignore_errors=True)
         codes = [proc.returncode for proc in self.procs if proc.returncode]
         if codes and not self._failed_here:
+            for index, proc in enumerate(self.procs):
+                if proc.returncode is not None and proc.returncode < 0:
+                    rank = self._global_rank(index + 1)
+                    sys.stderr.write(f"[rank 0] rank {rank} {failure.describe_exit(proc.returncode)}.\n")
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(1)  # a rank failed: so did the job
+
+
+def _lost_a_peer(exception: BaseException) -> bool:
+    """Whether ``exception`` says that another process of the job went away (gloo, NCCL, a collective)."""
+    if isinstance(exception, failure.CollectiveError) or type(exception).__name__ == "DistError":
+        return True
+    text = str(exception).lower()
+    return any(words in text for words in ("connection reset", "connection closed", "broken pipe", "peer", "nccl"))
 
 
 def _rank_env(strategy: Any, local_rank: int) -> dict[str, str]:
@@ -282,6 +320,55 @@ def _collect(trainer: Any, results: Any, weights: dict[str, Any]) -> dict[str, A
     }
 
 
+def _join(processes: Any, queue: Any) -> bytes:
+    """Wait for the workers, reading rank 0's message; a worker killed by a signal is named as the cause.
+
+    Rank 0's message is read while joining: a large one fills the pipe and rank 0 cannot exit before
+    it is read.
+    """
+    from multiprocessing.connection import wait
+
+    from torch.multiprocessing import ProcessExitedException
+
+    raw = None
+    killed: tuple[int, int, int] | None = None  # (rank, pid, exit code) of the first worker a signal ended
+    try:
+        while True:
+            if raw is None and not queue.empty():
+                raw = queue.get()
+            # wake as soon as a worker ends, and see how the workers ended before torch's join stops
+            # the others (it may report a peer that failed because of the killed one)
+            wait(list(processes.sentinels), timeout=0.1)
+            if killed is None:
+                killed = _first_killed(processes.processes)
+            if processes.join(timeout=0, grace_period=2):
+                break
+    except Exception as error:
+        if killed is None and isinstance(error, ProcessExitedException) and error.exit_code < 0:
+            killed = (error.error_index, error.error_pid, error.exit_code)
+        if killed is None:
+            raise
+        rank, pid, code = killed
+        raise ProcessExitedException(
+            f"Rank {rank} (pid {pid}) {failure.describe_exit(code)}: the system ended that process (the"
+            " out-of-memory killer, or a preemption of it or its node, are the usual causes), so it raised no"
+            " error and left no traceback. The other ranks were stopped because of it.",
+            error_index=rank,
+            error_pid=pid,
+            exit_code=code,
+            signal_name=failure.signal_name(code),
+        ) from error
+    return raw if raw is not None else queue.get()
+
+
+def _first_killed(workers: list[Any]) -> tuple[int, int, int] | None:
+    for rank, worker in enumerate(workers):
+        code = worker.exitcode
+        if code is not None and code < 0:
+            return rank, worker.pid, code
+    return None
+
+
 class MultiProcessingLauncher:
     """``ddp_spawn`` / ``ddp_fork``: one worker per local device through ``torch.multiprocessing``.
 
@@ -326,13 +413,7 @@ class MultiProcessingLauncher:
                 start_method=method,
                 join=False,
             )
-            # read while joining: a large message fills the pipe and rank 0 cannot exit before it is read
-            raw = None
-            while not processes.join(timeout=0.1, grace_period=2):
-                if raw is None and not queue.empty():
-                    raw = queue.get()
-            if raw is None:
-                raw = queue.get()
+            raw = _join(processes, queue)
             message = pickle.loads(raw)
         finally:
             shutil.rmtree(failure_dir, ignore_errors=True)
@@ -364,6 +445,9 @@ class MultiProcessingLauncher:
         for cb, state in zip(trainer.callbacks, output["callbacks"]):
             if state:
                 cb.load_state_dict(state)
+
+    def record_killed_ranks(self, exception: BaseException) -> None:
+        pass  # the main process, which started the workers, names a killed one (see `_join`)
 
     def on_exception(self, exception: BaseException) -> None:
         pass

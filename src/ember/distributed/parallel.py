@@ -210,6 +210,9 @@ class ParallelStrategy(Strategy):
         being stopped, and an `on_exception` checkpoint must not wait for them.
         """
         self._failed = True
+        if self._launcher is not None:
+            # a rank that the system killed failed first, though this rank noticed it only now
+            self._launcher.record_killed_ranks(exception)
         failure.on_exception(exception, self.global_rank)
         if self._launcher is not None:
             self._launcher.on_exception(exception)

@@ -10,39 +10,41 @@ from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSa
 
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
-from ember.utilities.warnings import PossibleUserWarning
 
 
-def has_len(loader: Any) -> bool:
+def sized_len(loader: Any) -> int | None:
+    """``len(loader)``, or None when the loader has no length (an ``IterableDataset``, a generator)."""
     try:
-        length = len(loader)
+        return len(loader)
     except (TypeError, NotImplementedError):
-        return False
+        return None
+
+
+def limit_batches(loader: Any, limit: int | float, name: str, length: int | None = None) -> int | float:
+    """How many batches of ``loader`` to use for a ``limit_*_batches`` value (int count or fraction).
+
+    ``length`` is ``len(loader)`` when the caller knows it already; a loader without a length counts as
+    infinite. An empty loader gives 0 whatever the limit.
+    """
+    if length is None:
+        length = sized_len(loader)
     if length == 0:
-        rank_zero_warn(
-            f"`{type(loader).__name__}.__len__` returned 0. This may be a mistake in your dataset or dataloader.",
-            category=PossibleUserWarning,
-        )
-    return True
-
-
-def limit_batches(loader: Any, limit: int | float, name: str) -> int | float:
-    """How many batches of ``loader`` to use for a ``limit_*_batches`` value (int count or fraction)."""
-    length = len(loader) if has_len(loader) else float("inf")
+        return 0
+    total: int | float = float("inf") if length is None else length
     if isinstance(limit, int):
-        return min(length, limit)
-    if length == float("inf"):
+        return min(total, limit)
+    if total == float("inf"):
         if limit == 1.0:
-            return length
+            return total
         raise MisconfigurationException(
             f"When using an `IterableDataset` for `{name}`, `Trainer(limit_{name}_batches)` must be `1.0` or an int:"
             " an int sets the number of batches to use."
         )
-    batches = int(length * limit)
+    batches = int(total * limit)
     if limit > 0 and batches == 0:
-        min_fraction = 1.0 / length
+        min_fraction = 1.0 / total
         raise MisconfigurationException(
-            f"You requested to check {limit} of the `{name}_dataloader` but {limit} * {length} < 1."
+            f"You requested to check {limit} of the `{name}_dataloader` but {limit} * {total} < 1."
             f" Please increase the `limit_{name}_batches` argument. Try at least"
             f" `limit_{name}_batches={min_fraction}`"
         )

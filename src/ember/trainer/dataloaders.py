@@ -6,10 +6,10 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
-from ember.trainer.data import as_loader_list, check_loader, limit_batches, prepare_loader
+from ember.trainer.data import as_loader_list, check_loader, limit_batches, prepare_loader, sized_len
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import rank_zero_info
+from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:
     from ember.trainer.run import Run
@@ -48,10 +48,66 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
         source, shuffle=True, distributed=distributed(t), overfit=bool(t.overfit_batches), seed_workers=seed_workers
     )
     run.train_dataloader = loader
-    run.num_training_batches = limit_batches(loader, t.limit_train_batches, "train")
+    run.num_training_batches = count_batches(t, loader, t.limit_train_batches, "train")
     run.last_train_reload_epoch = run.progress.epoch
-    run.val_check_batch = _val_check_batch(t, run)
+    if run.num_training_batches != 0:
+        run.val_check_batch = _val_check_batch(t, run)
     return loader
+
+
+_SKIPPED = {
+    "train": "training is skipped",
+    "val": "the validation loop is skipped",
+    "test": "the test loop is skipped",
+    "predict": "prediction is skipped",
+}
+
+
+def count_batches(t: Trainer, loader: Any, limit: int | float, key: str, index: int | None = None) -> Any:
+    """The number of batches to use from ``loader``; an empty one is named in a warning and gives 0.
+
+    In a distributed run the lengths of all ranks are added (one all-reduce when the loader is set up,
+    as in Lightning), so that every rank skips an empty loop together.
+    """
+    length = sized_len(loader)
+    total = length
+    strategy = t.strategy
+    if length is not None and strategy.world_size > 1:
+        import torch
+
+        # all ranks: each loader is counted on every rank when it is set up
+        summed = strategy.reduce(torch.tensor(length, device=strategy.root_device), reduce_op="sum")
+        total = int(summed.item())  # host sync: once per loader setup
+    if total == 0:
+        which = f"`{key}_dataloader`" + (f" #{index}" if index is not None else "")
+        rank_zero_warn(
+            f"Total length of `{type(loader).__name__}` across ranks is zero. Please make sure this was your"
+            f" intention. The {which} has no batches (e.g. a dataset smaller than one batch with"
+            f" `drop_last=True`), so {'it is skipped' if index is not None else _SKIPPED[key]}."
+        )
+        return 0
+    if length == 0:
+        name = type(loader).__name__
+        if not _allow_zero_length(t):
+            raise RuntimeError(
+                f"`{name}` within local rank has zero length. Please make sure that it returns at least 1 batch."
+                f" (The `{key}_dataloader` of rank {strategy.global_rank} is empty while other ranks have batches;"
+                " set `allow_zero_length_dataloader_with_multiple_devices = True` on the module to allow it.)"
+            )
+        rank_zero_warn(
+            f"Total length of `{name}` across ranks is zero, but local rank has zero length."
+            " Please be cautious of uneven batch length."
+        )
+        return 0
+    return limit_batches(loader, limit, key, length)
+
+
+def _allow_zero_length(t: Trainer) -> bool:
+    module = t.lightning_module
+    allowed = bool(getattr(module, "allow_zero_length_dataloader_with_multiple_devices", False))
+    if t.datamodule is not None:
+        allowed |= bool(getattr(t.datamodule, "allow_zero_length_dataloader_with_multiple_devices", False))
+    return allowed
 
 
 def _val_check_batch(t: Trainer, run: Run) -> int | float:
@@ -102,7 +158,10 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
             loader = with_index_recording(loader, t.predict_loop)
         prepared.append(loader)
     limit = {"val": t.limit_val_batches, "test": t.limit_test_batches, "predict": t.limit_predict_batches}[key]
-    run.eval_batches[key] = [limit_batches(loader, limit, key) for loader in prepared]
+    several = len(prepared) > 1
+    run.eval_batches[key] = [
+        count_batches(t, loader, limit, key, index if several else None) for index, loader in enumerate(prepared)
+    ]
     run.loaded_eval[key] = prepared
     value = prepared[0] if len(prepared) == 1 else prepared
     if key == "val":

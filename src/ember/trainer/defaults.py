@@ -11,6 +11,10 @@ from ember.callbacks.callback import Callback
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info
 
+# What the trainer calls on every logger; a class of your own that has these works without
+# subclassing `Logger` (as in Lightning).
+LOGGER_METHODS = ("log_metrics", "log_hyperparams", "save", "finalize")
+
 
 def configure_loggers(logger: Any, default_root_dir: str) -> list[Any]:
     """``Trainer(logger=...)``: True or None is the default logger, False none, else one or a list."""
@@ -18,9 +22,34 @@ def configure_loggers(logger: Any, default_root_dir: str) -> list[Any]:
         return [default_logger(default_root_dir)]
     if logger is False:
         return []
-    if isinstance(logger, Iterable):
-        return list(logger)
-    return [logger]
+    if isinstance(logger, Iterable) and not isinstance(logger, (str, bytes, dict)) and not _is_logger(logger):
+        loggers = list(logger)
+    else:
+        loggers = [logger]
+    for item in loggers:
+        _check_logger(item)
+    return loggers
+
+
+def _is_logger(obj: Any) -> bool:
+    from ember.loggers.logger import Logger
+
+    return isinstance(obj, Logger)
+
+
+def _check_logger(obj: Any) -> None:
+    if _is_logger(obj):
+        return
+    missing = [name for name in LOGGER_METHODS if not callable(getattr(obj, name, None))]
+    if not missing:
+        return
+    what = f"{obj!r} ({type(obj).__name__})"
+    detail = "" if len(missing) == len(LOGGER_METHODS) else f" (missing {', '.join(f'`{m}`' for m in missing)})"
+    raise TypeError(
+        f"`Trainer(logger=...)` got {what}, which is not a logger{detail}. Pass True/False/None (the default"
+        " logger, or none), a `Logger` such as `CSVLogger(...)` or `TensorBoardLogger(...)`, or a list of them;"
+        f" an object of your own needs the methods {', '.join(f'`{m}`' for m in LOGGER_METHODS)}."
+    )
 
 
 def default_logger(save_dir: str) -> Any:

@@ -232,6 +232,13 @@ def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
             "No `train_dataloader()` method defined and no training data given: pass"
             " `trainer.fit(model, train_dataloaders=...)`, a datamodule, or define `train_dataloader()`."
         )
+    has_val_data = (
+        run.eval_sources.get("val") is not None
+        or (trainer.datamodule is not None and dataloaders.overridden(trainer.datamodule, "val_dataloader"))
+        or hooks.module_overrides("val_dataloader")
+    )
+    if has_val_data and not hooks.module_overrides("validation_step"):
+        rank_zero_warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.")
     if not model.automatic_optimization:
         if trainer.gradient_clip_val is not None and trainer.gradient_clip_val != 0:
             raise MisconfigurationException(

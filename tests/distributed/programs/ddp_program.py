@@ -4,13 +4,14 @@
 
 MODE ``fit``: fit (checkpointing), validate, test, predict, then resume the checkpoint for one more
 epoch. ``plain``: a shuffled run with dropout (run under torchrun). ``raise``: rank 1 raises in
-``training_step``. ``spawn``: fit with ``ddp_spawn``, then validate and predict with ``ddp_fork``.
+``training_step``. ``sigkill``: rank 1 is killed by SIGKILL in ``training_step`` (as by the OOM killer). ``spawn``: fit with ``ddp_spawn``, then validate and predict with ``ddp_fork``.
 Each process writes what it saw to ``OUTDIR/<mode>-rank<r>.pt``.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -39,6 +40,10 @@ class Model(pl.LightningModule):
             with open(os.path.join(sys.argv[2], "raised_at"), "w") as f:
                 f.write(repr(time.time()))
             raise ValueError("boom on rank 1")
+        if MODE == "sigkill" and self.global_rank == 1 and batch_idx == 3:
+            with open(os.path.join(sys.argv[2], "killed_at"), "w") as f:
+                f.write(repr(time.time()))
+            os.kill(os.getpid(), signal.SIGKILL)
         loss = nn.functional.mse_loss(self.layer(x), y)
         self.log("train_loss", loss, sync_dist=True)
         return loss
@@ -123,7 +128,7 @@ def run_plain(out: str) -> None:
 
 
 def run_raise(out: str) -> None:
-    save(out, "raise", {"pid": os.getpid()})
+    save(out, MODE, {"pid": os.getpid()})
     t = trainer(out, max_epochs=1, enable_checkpointing=False)
     t.fit(Model(), DataLoader(dataset(64), batch_size=2))
 
@@ -170,7 +175,7 @@ if __name__ == "__main__":
         run_fit(out_dir)
     elif MODE == "plain":
         run_plain(out_dir)
-    elif MODE == "raise":
+    elif MODE in ("raise", "sigkill"):
         run_raise(out_dir)
     elif MODE == "spawn":
         run_spawn(out_dir)

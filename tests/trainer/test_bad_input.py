@@ -1,0 +1,157 @@
+"""Input that used to crash later, or pass silently: empty dataloaders, a validation loader nobody
+uses, and Trainer arguments that are not what they claim to be."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from tests.helpers.core_models import CoreModel, dataset, loader, quiet_trainer
+from torch.utils.data import DataLoader
+
+import ember
+import ember.loggers
+import ember.utilities
+
+ZERO = r"Total length of `DataLoader` across ranks is zero. Please make sure this was your intention."
+
+
+def empty_loader() -> DataLoader:
+    # a small split with drop_last=True: 3 samples never fill a batch of 4
+    return DataLoader(dataset(3), batch_size=4, drop_last=True)
+
+
+def test_an_empty_validation_loader_is_named_and_skipped():
+    model = CoreModel()
+    trainer = quiet_trainer(max_epochs=2, num_sanity_val_steps=2)
+    with pytest.warns(UserWarning, match=ZERO + r" The `val_dataloader` has no batches.*validation loop is skipped"):
+        trainer.fit(model, loader(8), empty_loader())
+    assert trainer.global_step == 4 and trainer.current_epoch == 2  # training ran in full
+    assert trainer.num_val_batches == [0]
+    assert "val_loss" not in trainer.callback_metrics
+    with pytest.warns(UserWarning, match=ZERO):
+        assert trainer.validate(model, empty_loader()) == []
+    with pytest.warns(UserWarning, match=r"The `test_dataloader` has no batches.*the test loop is skipped"):
+        assert trainer.test(model, empty_loader()) == []
+    with pytest.warns(UserWarning, match=r"The `predict_dataloader` has no batches.*prediction is skipped"):
+        assert trainer.predict(model, empty_loader()) is None
+
+
+def test_an_empty_training_loader_is_named_and_fit_stops(caplog):
+    trainer = quiet_trainer(max_epochs=2)
+    with pytest.warns(UserWarning, match=ZERO + r" The `train_dataloader` has no batches.*training is skipped"):
+        trainer.fit(CoreModel(), empty_loader(), loader(8))
+    assert trainer.global_step == 0 and trainer.current_epoch == 0
+    assert trainer.num_training_batches == 0
+
+
+def test_one_empty_loader_among_several_is_named_by_its_index():
+    class TwoLoaders(CoreModel):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            super().validation_step(batch, batch_idx)
+
+    trainer = quiet_trainer()
+    with pytest.warns(UserWarning, match=r"The `val_dataloader` #1 has no batches.*it is skipped"):
+        results = trainer.validate(TwoLoaders(), [loader(8), empty_loader()], verbose=False)
+    assert len(results) == 2 and "val_loss/dataloader_idx_0" in results[0]
+
+
+def test_val_dataloaders_without_validation_step_warn_as_lightning_does():
+    class NoValidation(CoreModel):
+        validation_step = ember.LightningModule.validation_step
+
+    trainer = quiet_trainer(max_epochs=1)
+    with pytest.warns(
+        UserWarning, match=r"^You passed in a `val_dataloader` but have no `validation_step`. Skipping val"
+    ):
+        trainer.fit(NoValidation(), loader(8), loader(8))
+    assert trainer.global_step == 2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with a validation_step, or without validation data: nothing to say
+        quiet_trainer(max_epochs=1).fit(CoreModel(), loader(8), loader(8))
+        quiet_trainer(max_epochs=1).fit(NoValidation(), loader(8))
+
+
+# ---- Trainer(logger=...) ------------------------------------------------------------------------
+class DuckLogger:
+    """Not a `Logger` subclass, but it has the methods a logger needs."""
+
+    def __init__(self) -> None:
+        self.metrics: list[tuple[dict, int | None]] = []
+        self.finalized: list[str] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append((dict(metrics), step))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def save(self):
+        pass
+
+    def finalize(self, status):
+        self.finalized.append(status)
+
+
+@pytest.mark.parametrize("logger", ["yes", "tensorboard", 3, object(), ["yes"], [DuckLogger(), 1.5], {"a": 1}])
+def test_a_logger_argument_that_is_not_a_logger_fails_at_construction(logger):
+    with pytest.raises(TypeError, match=r"`Trainer\(logger=...\)` got .* which is not a logger.*True/False/None"):
+        ember.Trainer(logger=logger)
+
+
+def test_an_object_missing_logger_methods_names_them():
+    class HalfALogger:
+        def log_metrics(self, metrics, step=None):
+            pass
+
+    with pytest.raises(TypeError, match=r"HalfALogger.*missing `log_hyperparams`, `save`, `finalize`"):
+        ember.Trainer(logger=HalfALogger())
+
+
+def test_duck_typed_loggers_keep_working(tmp_path):
+    duck = DuckLogger()
+    trainer = ember.Trainer(
+        logger=[duck],
+        max_epochs=1,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(CoreModel(), loader(8))
+    assert trainer.loggers == [duck]
+    assert duck.finalized == ["success"]
+    for logger in (True, False, None, (), [ember.loggers.CSVLogger(tmp_path)]):
+        ember.Trainer(logger=logger, default_root_dir=tmp_path)
+
+
+def test_a_negative_gradient_clip_val_fails_at_construction():
+    # clip_grad_norm_ with a negative norm would flip every gradient's sign
+    with pytest.raises(ember.utilities.MisconfigurationException, match=r"gradient_clip_val=-1.0\)` must be >= 0"):
+        ember.Trainer(gradient_clip_val=-1.0)
+    with pytest.raises(ember.utilities.MisconfigurationException, match=r"gradient_clip_val=nan"):
+        ember.Trainer(gradient_clip_val=float("nan"))
+    assert ember.Trainer(gradient_clip_val=0).gradient_clip_val == 0  # 0 turns clipping off, as in Lightning
+
+
+def test_more_cuda_devices_than_present_fail_at_construction(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    error = ember.utilities.MisconfigurationException
+    message = r"You requested gpu: \[0, 5\]\n But your machine only has: \[0, 1\] \(device 5 does not exist"
+    with pytest.raises(error, match=message):
+        ember.Trainer(accelerator="cuda", devices=[0, 5])
+    with pytest.raises(error, match=message):
+        ember.Trainer(accelerator="gpu", devices="0,5")
+    with pytest.raises(error, match=r"You requested 3 CUDA devices but only 2"):
+        ember.Trainer(accelerator="cuda", devices=3)
+    with pytest.raises(error, match=r"Device ID's \(GPU\) must be unique. \(`devices=\[1, 1\]` names a device more"):
+        ember.Trainer(accelerator="cuda", devices=[1, 1])
+
+    from ember.distributed.factory import parse_devices
+
+    assert parse_devices([1, 0], "cuda") == [1, 0]
+    assert parse_devices(64, "cpu") == list(range(64))  # CPU processes may outnumber the cores
