@@ -124,7 +124,8 @@ class Trainer:
         detect_anomaly: run training under ``torch.autograd.set_detect_anomaly`` (slow).
         barebones: turn off everything that costs speed (logging, checkpointing, progress bar,
             model summary, sanity check); combining it with any of those is an error.
-        plugins: cluster environments (e.g. ``SLURMEnvironment(auto_requeue=False)``).
+        plugins: cluster environments (e.g. ``SLURMEnvironment(auto_requeue=False)``) and a
+            ``CheckpointIO`` (e.g. ``AsyncCheckpointIO()``) for every checkpoint save, load and removal.
         sync_batchnorm: convert BatchNorm layers to ``SyncBatchNorm`` in a multi-process run.
         reload_dataloaders_every_n_epochs: ask the module or datamodule for new dataloaders every
             n epochs (0: never).
@@ -435,6 +436,7 @@ class Trainer:
     ) -> None:
         """Write a checkpoint of the current state. Call it on every rank; rank 0 writes the file
         (with ``FSDPStrategy(state_dict_type="sharded")``, every rank writes its shards into a folder).
+        With ``AsyncCheckpointIO`` the write is queued; it is on disk when ``fit`` returns.
 
         Example::
 
@@ -452,7 +454,8 @@ class Trainer:
             checkpoint = dump_checkpoint(self, self._run, bool(weights_only))
             # rank 0 writes the file, or every rank its shards
             self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
-        self.strategy.barrier("Trainer.save_checkpoint")  # all ranks: the file exists when anyone returns
+        # all ranks: barrier; the file exists (with AsyncCheckpointIO: is queued) when anyone returns
+        self.strategy.barrier("Trainer.save_checkpoint")
 
     # ---- metrics ---------------------------------------------------------------------------------
     @property
