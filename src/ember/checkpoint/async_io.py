@@ -48,6 +48,7 @@ class _Job:
         self.snapshot = snapshot
         self.buffers = buffers
         self.path: str | None = None
+        self.number = 0  # its place in the queue, from 1
 
 
 def _add_note(error: BaseException, note: str) -> None:
@@ -84,7 +85,9 @@ class AsyncCheckpointIO(_WrappingCheckpointIO):
         self._cond = threading.Condition()
         self._jobs: deque[_Job] = deque()  # the running one stays first until it is done
         self._thread: threading.Thread | None = None
-        self._error: tuple[BaseException, str] | None = None
+        self._error: tuple[BaseException, str] | None = None  # a failure not yet raised
+        self._submitted = 0
+        self._skip_through = 0  # the jobs queued when a job failed are skipped: they may depend on it
         self._free: list[HostBuffers] = []
         self._buffer_sets = 0
         self._pending_paths: dict[str, int] = {}
@@ -93,7 +96,17 @@ class AsyncCheckpointIO(_WrappingCheckpointIO):
         # a strategy is pickled to spawned processes: send the configuration, not the queue or the thread
         self.wait(raise_error=False)
         state = dict(self.__dict__)
-        for key in ("_cond", "_jobs", "_thread", "_error", "_free", "_buffer_sets", "_pending_paths"):
+        for key in (
+            "_cond",
+            "_jobs",
+            "_thread",
+            "_error",
+            "_submitted",
+            "_skip_through",
+            "_free",
+            "_buffer_sets",
+            "_pending_paths",
+        ):
             state.pop(key, None)
         return state
 
@@ -123,7 +136,11 @@ class AsyncCheckpointIO(_WrappingCheckpointIO):
 
         job = _Job(f"the checkpoint {target}", write, snapshot, buffers)
         job.path = target
-        self._submit(job)
+        try:
+            self._submit(job)
+        except BaseException:
+            self._release(buffers)
+            raise
 
     def remove_checkpoint(self, path: PathLike) -> None:
         """Remove ``path`` once every write queued before has landed (at once when none is queued)."""
@@ -147,9 +164,11 @@ class AsyncCheckpointIO(_WrappingCheckpointIO):
     # ---- ordering --------------------------------------------------------------------------
     def run_after_writes(self, fn: Callable[..., Any], *args: Any, what: str = "a checkpoint operation") -> None:
         """Call ``fn(*args)`` now if nothing is queued, else on the writer thread after the queued writes."""
-        self._raise_error()
         with self._cond:
+            failure = self._pop_error()
             queued = bool(self._jobs)
+        if failure is not None:
+            raise failure
         if not queued:  # only the training thread submits: the queue cannot fill in between
             fn(*args)
             return
@@ -171,13 +190,20 @@ class AsyncCheckpointIO(_WrappingCheckpointIO):
     # ---- the writer thread -----------------------------------------------------------------
     def _submit(self, job: _Job) -> None:
         with self._cond:
-            self._jobs.append(job)
-            if job.path is not None:
-                self._pending_paths[job.path] = self._pending_paths.get(job.path, 0) + 1
-            if self._thread is None:
-                # not a daemon: an interpreter that exits still finishes the queued writes
-                self._thread = threading.Thread(target=self._drain, name="ember-checkpoint-writer")
-                self._thread.start()
+            # checked under the lock: nothing joins the queue behind a failed write before its error is raised
+            failure = self._pop_error()
+            if failure is None:
+                self._submitted += 1
+                job.number = self._submitted
+                self._jobs.append(job)
+                if job.path is not None:
+                    self._pending_paths[job.path] = self._pending_paths.get(job.path, 0) + 1
+                if self._thread is None:
+                    # not a daemon: an interpreter that exits still finishes the queued writes
+                    self._thread = threading.Thread(target=self._drain, name="ember-checkpoint-writer")
+                    self._thread.start()
+        if failure is not None:
+            raise failure
 
     def _drain(self) -> None:
         """Run the queued jobs in order; the thread ends when the queue is empty."""
@@ -188,9 +214,9 @@ class AsyncCheckpointIO(_WrappingCheckpointIO):
                     self._cond.notify_all()
                     return
                 job = self._jobs[0]
-                failed = self._error is not None
+                skipped = job.number <= self._skip_through
             error: BaseException | None = None
-            if not failed:  # after a failure, the rest is skipped: it may depend on the failed write
+            if not skipped:
                 try:
                     job.run()
                 except BaseException as caught:
@@ -207,8 +233,10 @@ class AsyncCheckpointIO(_WrappingCheckpointIO):
                 count = self._pending_paths.pop(job.path) - 1
                 if count:
                     self._pending_paths[job.path] = count
-            if error is not None and self._error is None:
-                self._error = (error, job.what)
+            if error is not None:
+                self._skip_through = self._submitted  # everything queued now may depend on the failed job
+                if self._error is None:
+                    self._error = (error, job.what)
             if buffers is not None:
                 self._free.append(buffers)
             self._cond.notify_all()
