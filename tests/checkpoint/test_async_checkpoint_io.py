@@ -267,6 +267,17 @@ def test_fit_returns_once_every_queued_write_is_on_disk(tmp_path):
     trainer.validate(ckpt_path="last", dataloaders=SequenceModel().val_dataloader(), verbose=False)
 
 
+def test_a_save_after_fit_is_on_disk_when_it_returns_and_its_error_is_raised_there(tmp_path):
+    io = RecordingIO(delay=0.2)
+    trainer = _trainer(tmp_path, io)
+    trainer.fit(SequenceModel(train_batches=1))
+    trainer.save_checkpoint(tmp_path / "after.ckpt")  # no teardown follows: the write is waited for
+    assert ("save", "after.ckpt") in io.done and load_checkpoint(tmp_path / "after.ckpt")["global_step"] == 1
+    io.fail_on = "broken.ckpt"
+    with pytest.raises(OSError, match="No space left on device"):
+        trainer.save_checkpoint(tmp_path / "broken.ckpt")
+
+
 def test_evictions_and_the_last_link_wait_until_their_file_is_on_disk(tmp_path):
     io = RecordingIO(delay=0.05)
     folder = tmp_path / "ckpts"
@@ -287,6 +298,26 @@ def test_evictions_and_the_last_link_wait_until_their_file_is_on_disk(tmp_path):
     assert problems == []
     assert [name for op, name in io.done if op == "remove"] == ["step=1.ckpt", "step=2.ckpt", "step=3.ckpt"]
     assert os.readlink(last) == "step=4.ckpt" and load_checkpoint(last)["global_step"] == 4
+
+
+def test_a_file_being_written_counts_for_the_version_suffix(tmp_path):
+    # one fixed name: every new top-k file gets the next -vN, whether or not the previous one has landed
+    callback = ModelCheckpoint(
+        dirpath=tmp_path / "ckpts", filename="model", monitor="train_metric", save_top_k=-1, every_n_train_steps=1
+    )
+    trainer = ember.Trainer(
+        max_epochs=1,
+        limit_val_batches=0,
+        callbacks=[callback],
+        plugins=[AsyncCheckpointIO(RecordingIO(delay=0.2))],
+        default_root_dir=tmp_path,
+        **QUIET,
+    )
+    trainer.fit(SequenceModel(train_metrics=[3.0, 2.0, 1.0, 0.5], train_batches=3))
+    assert sorted(os.listdir(tmp_path / "ckpts")) == ["model-v1.ckpt", "model-v2.ckpt", "model.ckpt"]
+    assert [
+        load_checkpoint(tmp_path / "ckpts" / n)["global_step"] for n in ("model.ckpt", "model-v1.ckpt", "model-v2.ckpt")
+    ] == [1, 2, 3]
 
 
 def test_loggers_hear_again_of_the_files_once_they_are_on_disk(tmp_path):

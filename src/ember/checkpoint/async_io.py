@@ -310,3 +310,10 @@ def write_pending(strategy: Any, path: PathLike) -> bool:
     """Whether the strategy has a write to ``path`` queued that is not yet on disk."""
     async_io = find_async_io(getattr(strategy, "checkpoint_io", None))
     return async_io is not None and async_io.is_pending(path)
+
+
+def wait_for_pending_writes(strategy: Any) -> None:
+    """Block until the strategy's queued checkpoint writes are on disk; raise a write error not yet raised."""
+    async_io = find_async_io(getattr(strategy, "checkpoint_io", None))
+    if async_io is not None:
+        async_io.wait()

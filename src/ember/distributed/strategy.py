@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from ember.checkpoint.async_io import wait_for_pending_writes
 from ember.checkpoint.io import CheckpointIO, TorchCheckpointIO, _WrappingCheckpointIO
 
 
@@ -31,6 +32,7 @@ class Strategy:
         self.precision_plugin: Any = None
         self.cluster_environment: Any = None
         self._checkpoint_io: CheckpointIO | None = None
+        self._in_call = False  # between connect() and teardown(): a trainer call will wait for queued writes
 
     # ---- topology ------------------------------------------------------------------------
     @property
@@ -90,6 +92,7 @@ class Strategy:
     def connect(self, module: Any) -> None:
         self._lightning_module = module
         self._model = module
+        self._in_call = True
 
     def setup_environment(self) -> None:
         """Join or create the process group (nothing on one device)."""
@@ -120,6 +123,7 @@ class Strategy:
 
         Raises the error of a checkpoint write that failed in the background, after the clean-up.
         """
+        self._in_call = False
         try:
             self.checkpoint_io.teardown()
         finally:
@@ -199,9 +203,14 @@ class Strategy:
         self._checkpoint_io = io
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
-        """Write ``checkpoint`` to ``filepath``. Called on every rank; rank 0 writes through ``checkpoint_io``."""
+        """Write ``checkpoint`` to ``filepath``. Called on every rank; rank 0 writes through ``checkpoint_io``.
+
+        Outside a trainer call (no teardown will wait for it), a queued write is waited for here.
+        """
         if self.is_global_zero:
             self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+            if not self._in_call:
+                wait_for_pending_writes(self)
 
     def remove_checkpoint(self, filepath: Any) -> None:
         """Delete the checkpoint at ``filepath`` (rank 0, through ``checkpoint_io``)."""
