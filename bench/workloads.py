@@ -24,6 +24,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -43,12 +44,29 @@ TINY_FEATURES, TINY_HIDDEN, TINY_CLASSES = 32, 64, 10
 # sizes: the full workloads, or a few steps for the smoke test
 # =====================================================================================
 def sizes(quick: bool) -> dict[str, int]:
-    """Steps per epoch, epochs and validation batches for each case."""
+    """Steps per epoch, epochs and validation batches for each case; the ``async_ckpt`` model's size."""
     if quick:
-        return {"tiny_batches": 10, "tiny_epochs": 2, "val_batches": 2, "digits_epochs": 2, "warmup": 2}
-    # 1000 batches x 3 epochs = 3000 steps; 20 validation batches per epoch in tiny_defaults
-    # tiny_compiled times the steps after the first `warmup` ones (compilation and warm-up)
-    return {"tiny_batches": 1000, "tiny_epochs": 3, "val_batches": 20, "digits_epochs": 10, "warmup": 50}
+        return {
+            "tiny_batches": 10,
+            "tiny_epochs": 2,
+            "val_batches": 2,
+            "digits_epochs": 2,
+            "warmup": 2,
+            "ckpt_width": 64,
+            "ckpt_layers": 2,
+        }
+    # 1000 batches x 3 epochs = 3000 steps; 20 validation batches per epoch in tiny_defaults;
+    # tiny_compiled times the steps after the first `warmup` ones (compilation and warm-up);
+    # async_ckpt: 6 layers of 1024x1024, 6.3M parameters: with Adam's two states a 76 MB checkpoint
+    return {
+        "tiny_batches": 1000,
+        "tiny_epochs": 3,
+        "val_batches": 20,
+        "digits_epochs": 10,
+        "warmup": 50,
+        "ckpt_width": 1024,
+        "ckpt_layers": 6,
+    }
 
 
 # =====================================================================================
@@ -96,6 +114,21 @@ def digits_net() -> nn.Module:
         nn.ReLU(),
         nn.Linear(64, 10),
     )
+
+
+# async_ckpt: every phase trains PHASE_STEPS steps on the same batches and saves after the steps in
+# SAVE_AFTER (0-based), leaving the last write time to land before the phase ends
+CKPT_BATCH, PHASE_STEPS, SAVE_AFTER, WARMUP_STEPS = 16, 12, (0, 5, 10), 3
+
+
+def ckpt_data(width: int) -> TensorDataset:
+    g = torch.Generator().manual_seed(99)
+    x = torch.randn(PHASE_STEPS * CKPT_BATCH, width, generator=g)
+    return TensorDataset(x, torch.randn(PHASE_STEPS * CKPT_BATCH, width, generator=g))
+
+
+def ckpt_net(width: int, layers: int) -> nn.Module:
+    return nn.Sequential(*[m for _ in range(layers) for m in (nn.Linear(width, width), nn.Tanh())])
 
 
 def checksum(model: nn.Module) -> float:
@@ -209,6 +242,40 @@ def raw_digits(
             if wait >= 3:
                 break
     return model, steps, time.perf_counter() - start
+
+
+def raw_async_ckpt(s: dict[str, int], device: torch.device, workdir: str) -> tuple[nn.Module, int, dict[str, Any]]:
+    """The hand-written loop saves synchronously (``torch.save``, fsync, rename) in both saving phases."""
+    data = ckpt_data(s["ckpt_width"])
+    torch.manual_seed(0)
+    model = ckpt_net(s["ckpt_width"], s["ckpt_layers"]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loader = DataLoader(data, batch_size=CKPT_BATCH)
+    path = os.path.join(workdir, "raw.ckpt")
+    stalls: list[float] = []
+    phases: dict[str, float] = {}
+    steps = 0
+    for phase, count in (("warmup", WARMUP_STEPS), ("sync", PHASE_STEPS), ("async", PHASE_STEPS)):
+        start = time.perf_counter()
+        for index, (x, y) in enumerate(loader):
+            if index == count:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.mse_loss(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            if phase in ("sync", "async") and index in SAVE_AFTER:
+                begin = time.perf_counter()
+                with open(path + ".tmp", "wb") as file:
+                    torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict()}, file)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(path + ".tmp", path)
+                stalls.append(time.perf_counter() - begin)
+        phases[phase] = time.perf_counter() - start
+    return model, steps, {"stalls": {"sync": stalls}, "phases": phases, "bytes": os.path.getsize(path)}
 
 
 # =====================================================================================
@@ -340,9 +407,120 @@ def framework_digits(
     return model, trainer.global_step, time.perf_counter() - start
 
 
+def framework_async_ckpt(
+    impl: str, s: dict[str, int], device: torch.device, workdir: str
+) -> tuple[nn.Module, int, dict[str, Any]]:
+    """Fits of the same model and optimizer: a warm-up, synchronous saves, then ``AsyncCheckpointIO`` saves.
+
+    The stall of a save is the time ``trainer.save_checkpoint`` keeps the training loop waiting.
+    """
+    pl = _framework(impl)
+    from importlib import import_module
+
+    plugins = import_module(f"{pl.__name__}.plugins")
+    data = ckpt_data(s["ckpt_width"])
+    torch.manual_seed(0)
+    net = ckpt_net(s["ckpt_width"], s["ckpt_layers"])
+    stalls: dict[str, list[float]] = {"sync": [], "async": []}
+    phases: dict[str, float] = {}
+    path = os.path.join(workdir, f"{impl}.ckpt")
+
+    class Saver(pl.Callback):
+        def __init__(self, phase: str) -> None:
+            self.phase = phase
+            self.started = 0.0
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if self.phase in stalls and batch_idx in SAVE_AFTER:
+                begin = time.perf_counter()
+                trainer.save_checkpoint(path)
+                stalls[self.phase].append(time.perf_counter() - begin)
+
+    class CkptModule(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-4)  # its state carries over
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return F.mse_loss(self.net(x), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return self.optimizer
+
+    model = CkptModule()
+    loader = DataLoader(data, batch_size=CKPT_BATCH)
+    steps = 0
+    for phase, count in (("warmup", WARMUP_STEPS), ("sync", PHASE_STEPS), ("async", PHASE_STEPS)):
+        saver = Saver(phase)
+        trainer = pl.Trainer(
+            max_steps=count,
+            default_root_dir=workdir,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            logger=False,
+            callbacks=[saver],
+            plugins=[plugins.AsyncCheckpointIO()] if phase == "async" else None,
+            **_accelerator_args(device),
+        )
+        trainer.fit(model, loader)
+        phases[phase] = time.perf_counter() - saver.started  # to the return of fit: the writes are on disk
+        steps += trainer.global_step
+    return net, steps, {"stalls": stalls, "phases": phases, "bytes": os.path.getsize(path)}
+
+
 # =====================================================================================
 # entry point
 # =====================================================================================
+def _run_program(
+    case: str,
+    impl: str,
+    s: dict[str, int],
+    device: torch.device,
+    data_path: str | None,
+    workdir: str,
+    first: Callable[[], None],
+) -> tuple[nn.Module, int, float, dict[str, Any]]:
+    """The case's program for ``impl``: the model, the steps it counts, the seconds it reports, extras."""
+    extra: dict[str, Any] = {}
+    if case in ("tiny", "tiny_defaults", "first_step"):
+        defaults = case != "tiny"
+        if case == "first_step":  # only the way to the first step matters
+            s = {**s, "tiny_batches": 2, "tiny_epochs": 1}
+        if impl == "raw":
+            model, steps, seconds = raw_tiny(s, device, defaults, workdir, first)
+        else:
+            model, steps, seconds = framework_tiny(impl, s, device, defaults, workdir, first)
+    elif case == "tiny_compiled":
+        if impl == "raw":
+            model, steps, seconds = raw_tiny_compiled(s, device, workdir, first)
+        else:
+            model, steps, seconds = framework_tiny_compiled(impl, s, device, workdir, first)
+        steps -= s["warmup"]  # the timed steps
+    elif case == "digits":
+        if impl == "raw":
+            model, steps, seconds = raw_digits(s, device, data_path, workdir, first)
+        else:
+            model, steps, seconds = framework_digits(impl, s, device, data_path, workdir, first)
+    elif case == "async_ckpt":
+        if impl == "raw":
+            model, steps, extra = raw_async_ckpt(s, device, workdir)
+        else:
+            model, steps, extra = framework_async_ckpt(impl, s, device, workdir)
+        # the figure: a save's stall in the last phase (the raw loop saves synchronously there too)
+        seconds = statistics.median(extra["stalls"]["async" if impl != "raw" else "sync"][-len(SAVE_AFTER) :])
+    else:
+        raise ValueError(
+            f"unknown case {case!r}; pick one of tiny, tiny_defaults, tiny_compiled, digits, first_step, async_ckpt"
+        )
+    return model, steps, seconds, extra
+
+
 def run_case(
     case: str,
     impl: str,
@@ -373,29 +551,7 @@ def run_case(
         importlib.import_module("torch._dynamo")
     workdir = tempfile.mkdtemp(prefix=f"bench-{case}-{impl}-")
     try:
-        if case in ("tiny", "tiny_defaults", "first_step"):
-            defaults = case != "tiny"
-            if case == "first_step":  # only the way to the first step matters
-                s = {**s, "tiny_batches": 2, "tiny_epochs": 1}
-            if impl == "raw":
-                model, steps, seconds = raw_tiny(s, device, defaults, workdir, first)
-            else:
-                model, steps, seconds = framework_tiny(impl, s, device, defaults, workdir, first)
-        elif case == "tiny_compiled":
-            if impl == "raw":
-                model, steps, seconds = raw_tiny_compiled(s, device, workdir, first)
-            else:
-                model, steps, seconds = framework_tiny_compiled(impl, s, device, workdir, first)
-            steps -= s["warmup"]  # the timed steps
-        elif case == "digits":
-            if impl == "raw":
-                model, steps, seconds = raw_digits(s, device, data_path, workdir, first)
-            else:
-                model, steps, seconds = framework_digits(impl, s, device, data_path, workdir, first)
-        else:
-            raise ValueError(
-                f"unknown case {case!r}; pick one of tiny, tiny_defaults, tiny_compiled, digits, first_step"
-            )
+        model, steps, seconds, extra = _run_program(case, impl, s, device, data_path, workdir, first)
         if device.type == "cuda":
             torch.cuda.synchronize()
     finally:
@@ -408,6 +564,7 @@ def run_case(
         "checksum": checksum(model),
         "device": str(device),
     }
+    result.update(extra)
     if device.type == "cuda":
         result["device_name"] = torch.cuda.get_device_name(0)
     if case == "first_step":

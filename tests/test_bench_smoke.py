@@ -55,6 +55,17 @@ def test_digits_checkpointing_and_early_stopping_match_the_raw_loop():
     assert ember["checksum"] == pytest.approx(raw["checksum"], rel=1e-6, abs=1e-6)
 
 
+def test_async_ckpt_times_synchronous_and_asynchronous_saves_of_the_same_training():
+    raw = workloads.run_case("async_ckpt", "raw", quick=True)
+    ember = workloads.run_case("async_ckpt", "ember", quick=True)
+    assert raw["steps"] == ember["steps"] == 27  # 3 warm-up steps, then 12 with synchronous and 12 with async saves
+    assert ember["checksum"] == pytest.approx(raw["checksum"], rel=1e-6, abs=1e-6)
+    assert len(raw["stalls"]["sync"]) == 6 and len(ember["stalls"]["sync"]) == len(ember["stalls"]["async"]) == 3
+    assert ember["seconds"] == sorted(ember["stalls"]["async"])[1]  # the median asynchronous stall
+    note = runner.async_ckpt_note({"raw": raw, "ember": ember})
+    assert "raw loop: synchronous save" in note and "ember: synchronous save" in note and "asynchronous" in note
+
+
 def test_first_step_is_measured_from_the_given_start():
     import time
 

@@ -5,6 +5,12 @@ SIGKILL after a seeded random delay spread over the length of a full run (measur
 child saves a top-2 checkpoint and ``last.ckpt`` at every optimizer step. Before each batch it
 appends the global step to ``progress.log``: every save for that step has then returned, so
 ``last.ckpt`` must exist and be at least that recent, whatever instant the kill hits.
+
+With ``AsyncCheckpointIO`` (layout ``"async"``) a save returns before its file is written, so the
+writer appends each completed write to ``writes.log``: ``last.ckpt`` is never behind the last
+completed write of it, and evictions never leave fewer top-k files than were completed (up to
+two). The model carries 1 MB of ballast so that writes take longer than steps: the kills land
+while writes are in flight.
 """
 
 from __future__ import annotations
@@ -55,6 +61,27 @@ DRIVER = textwrap.dedent(
                 sharded_checkpoint.save(self, checkpoint, filepath)
 
 
+    if layout == "async":
+        from ember.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
+
+        class LoggedWrites(TorchCheckpointIO):
+            def __init__(self, folder):
+                self.fd = os.open(os.path.join(folder, "writes.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+            def save_checkpoint(self, checkpoint, path, storage_options=None):
+                super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+                os.write(self.fd, b"%s %d\n" % (os.path.basename(path).encode(), checkpoint["global_step"]))
+
+            def remove_checkpoint(self, path):
+                super().remove_checkpoint(path)
+                os.write(self.fd, b"%s removed\n" % os.path.basename(path).encode())
+
+        class BallastModel(SequenceModel):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                self.register_buffer("ballast", torch.zeros(1 << 18))  # 1 MB in every checkpoint
+
+
     class Progress(Callback):
         def __init__(self, folder):
             self.fd = os.open(os.path.join(folder, "progress.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
@@ -73,9 +100,11 @@ DRIVER = textwrap.dedent(
         os.makedirs(folder)
         torch.manual_seed(0)
         if hasattr(ember, "Trainer"):
-            model = SequenceModel(train_metrics=metrics, train_batches=steps)
+            model_class = BallastModel if layout == "async" else SequenceModel
+            model = model_class(train_metrics=metrics, train_batches=steps)
             strategy = ShardedOnOneDevice() if layout == "sharded" else "auto"
-            trainer = ember.Trainer(max_epochs=1, limit_val_batches=0, strategy=strategy,
+            plugins = [AsyncCheckpointIO(LoggedWrites(folder))] if layout == "async" else None
+            trainer = ember.Trainer(max_epochs=1, limit_val_batches=0, strategy=strategy, plugins=plugins,
                                     callbacks=[Progress(folder), checkpoint_callback(folder)], **QUIET)
             trainer.fit(model)
             return
@@ -147,9 +176,10 @@ DRIVER = textwrap.dedent(
 )
 
 
-def _check_folder(folder: Path) -> int:
+def _check_folder(folder: Path, layout: str) -> int:
     """Every ``.ckpt`` (file or sharded folder) loads; ``last.ckpt`` exists once a step's saves
-    returned. Returns that step."""
+    returned (or, written asynchronously, is as recent as the last completed write of it). Returns
+    that step."""
     ckpts = folder / "ckpts"
     names = [name for name in os.listdir(ckpts) if name.endswith(".ckpt")] if ckpts.exists() else []
     for name in names:
@@ -157,17 +187,45 @@ def _check_folder(folder: Path) -> int:
         assert "state_dict" in checkpoint, name
     progress = (folder / "progress.log").read_text().split() if (folder / "progress.log").exists() else []
     completed = max((int(step) for step in progress), default=0)
-    if completed >= 1:
-        assert "last.ckpt" in names, f"{folder}: last.ckpt missing after step {completed} was saved"
-        assert load_checkpoint(ckpts / "last.ckpt")["global_step"] >= completed
     top_k = [name for name in names if name != "last.ckpt"]
     # two kept files, plus at most one new file whose evicted predecessor is not yet deleted
     assert len(top_k) <= 3, top_k
+    if layout == "async":
+        return _check_async_writes(folder, names, top_k, completed)
+    if completed >= 1:
+        assert "last.ckpt" in names, f"{folder}: last.ckpt missing after step {completed} was saved"
+        assert load_checkpoint(ckpts / "last.ckpt")["global_step"] >= completed
     return completed
 
 
+def _check_async_writes(folder: Path, names: list[str], top_k: list[str], completed: int) -> int:
+    log = (folder / "writes.log").read_text().split("\n") if (folder / "writes.log").exists() else []
+    entries = [line.split() for line in log if line.strip()]
+    writes = [(name, int(step)) for name, step in entries if step != "removed"]
+    last_written = max((step for name, step in writes if name == "last.ckpt"), default=0)
+    if last_written:
+        assert "last.ckpt" in names, f"{folder}: last.ckpt missing after its write for step {last_written} completed"
+        last_step = load_checkpoint(folder / "ckpts" / "last.ckpt")["global_step"]
+        assert last_step >= last_written, (
+            f"{folder}: last.ckpt at step {last_step}, behind its write for {last_written}"
+        )
+        # at most two snapshots wait (e.g. last.ckpt of the two steps before): none older than that
+        assert last_step >= completed - 2, f"{folder}: last.ckpt at step {last_step} while step {completed} ran"
+    # replay the writes and removals: an evicted file goes only once its replacement is on disk, so
+    # two top-k files are left after every removal
+    alive: set[str] = set()
+    for name, step in entries:
+        if step == "removed":
+            alive.discard(name)
+            assert len(alive) >= 2, f"{folder}: {name} removed while only {sorted(alive)} were written"
+        elif name != "last.ckpt":
+            alive.add(name)
+    assert len(top_k) >= min(2, len(alive)), (top_k, sorted(alive))
+    return last_written
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("layout, trials", [("file", TRIALS), ("sharded", TRIALS // 2)])
+@pytest.mark.parametrize("layout, trials", [("file", TRIALS), ("sharded", TRIALS // 2), ("async", TRIALS // 2)])
 def test_sigkill_at_random_instants_leaves_loadable_checkpoints(tmp_path, layout, trials):
     # "sharded": every checkpoint is a folder of DCP shards and meta.pt (FSDPStrategy's sharded layout)
     if not hasattr(os, "fork"):
@@ -185,12 +243,12 @@ def test_sigkill_at_random_instants_leaves_loadable_checkpoints(tmp_path, layout
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
 
-    full = _check_folder(tmp_path / "full")
+    full = _check_folder(tmp_path / "full", layout)
     assert full >= 45  # the uninterrupted run saved at every step
     assert (tmp_path / "full" / "ckpts" / "last.ckpt").is_dir() == (layout == "sharded")
     killed_mid_run = 0
     for result in report["results"]:
-        completed = _check_folder(tmp_path / f"trial{result['trial']:02d}")
+        completed = _check_folder(tmp_path / f"trial{result['trial']:02d}", layout)
         killed_mid_run += result["killed"] and completed >= 1
     # the kills are spread over the run: most land after the first save and before the end
     assert killed_mid_run >= trials // 2, report

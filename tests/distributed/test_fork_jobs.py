@@ -3,6 +3,7 @@ collectives, the sampler, gradient accumulation, SyncBatchNorm and collective ti
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import timedelta
@@ -19,6 +20,7 @@ from tests.helpers.distributed_models import (
     ManualModel,
     PreparingModel,
     RaisingModel,
+    RecordingModel,
     SigtermAt,
     StallingModel,
     loader,
@@ -29,6 +31,7 @@ from tests.helpers.distributed_models import (
 import ember
 from ember.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from ember.distributed import DDPStrategy
+from ember.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 from ember.utilities.exceptions import PreemptionExit
 
 pytestmark = [
@@ -173,3 +176,32 @@ def test_each_rank_writes_its_own_profiler_report(tmp_path):
     for rank in (0, 1):
         report = (tmp_path / f"fit-perf-{rank}.txt").read_text()
         assert report.startswith("FIT Profiler Report") and "run_training_batch" in report
+
+
+class _SlowWrites(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        time.sleep(0.3)
+        super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+
+
+class _ReadsLastAtFitEnd(RecordingModel):
+    def on_fit_end(self) -> None:
+        last = os.path.join(self.folder, "ckpts", "last.ckpt")
+        self.record["last_step"] = torch.load(last, weights_only=True)["global_step"] if os.path.exists(last) else None
+        super().on_fit_end()
+
+
+def test_async_checkpoints_are_written_by_rank_0_and_on_disk_when_any_rank_returns(tmp_path):
+    # 16 samples, 2 ranks, batch 2: 4 steps, a save (and last.ckpt) at steps 2 and 4, 0.3 s per write
+    callback = ModelCheckpoint(dirpath=tmp_path / "ckpts", every_n_train_steps=2, save_last=True)
+    trainer = fork_trainer(
+        tmp_path,
+        max_epochs=1,
+        enable_checkpointing=True,
+        callbacks=[callback],
+        strategy=DDPStrategy(start_method="fork", checkpoint_io=AsyncCheckpointIO(_SlowWrites())),
+    )
+    trainer.fit(_ReadsLastAtFitEnd(tmp_path), loader())
+    rank0, rank1 = read_ranks(tmp_path)
+    assert rank0["last_step"] == rank1["last_step"] == 4
+    assert sorted(os.listdir(tmp_path / "ckpts")) == ["epoch=0-step=4.ckpt", "last.ckpt"]

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ember.checkpoint import atomic_save
+from ember.checkpoint import atomic_save, remove_checkpoint
 from ember.core.module import LightningModule
 
 QUIET = {
@@ -108,6 +108,9 @@ class FakeStrategy:
 
     def barrier(self, name: str | None = None) -> None:
         pass
+
+    def remove_checkpoint(self, filepath: Any) -> None:
+        remove_checkpoint(filepath)
 
 
 class FakeLogger:

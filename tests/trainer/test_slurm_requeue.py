@@ -4,9 +4,12 @@ requeued job's ``fit`` resumes from that checkpoint by itself."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import ember
 from ember.callbacks import ModelCheckpoint
 from ember.distributed.environments import SLURMEnvironment
+from ember.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 from ember.utilities.exceptions import PreemptionExit
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SLURM and SIGUSR1 are POSIX only")
@@ -82,7 +86,7 @@ def slurm_job(tmp_path, monkeypatch):
     return calls
 
 
-def fit(root, callbacks=(), ckpt_path=None, epochs=3):
+def fit(root, callbacks=(), ckpt_path=None, epochs=3, plugins=None):
     ember.seed_everything(11, verbose=False)
     model = Model()
     trainer = ember.Trainer(
@@ -94,6 +98,7 @@ def fit(root, callbacks=(), ckpt_path=None, epochs=3):
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=list(callbacks),
+        plugins=plugins,
     )
     trainer.fit(model, loader(), ckpt_path=ckpt_path)
     return model, trainer
@@ -115,6 +120,22 @@ def test_requeue_signal_saves_an_hpc_checkpoint_requeues_and_the_next_job_resume
     assert trainer.global_step == 30 and counter.steps == 30 - 13
     for key, value in plain.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
+
+
+class _SlowWrites(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        time.sleep(0.3)
+        super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+
+
+def test_with_async_checkpoints_the_job_is_requeued_once_its_checkpoint_is_on_disk(tmp_path, slurm_job):
+    root = tmp_path / "job"
+    # the fake scontrol also notes whether the checkpoint the requeued job resumes from is there
+    scontrol = Path(shutil.which("scontrol"))
+    scontrol.write_text(scontrol.read_text() + f'test -f "{root}/hpc_ckpt_1.ckpt" && echo on-disk >> "{slurm_job}"\n')
+    with pytest.raises(PreemptionExit, match=r"hpc_ckpt_1\.ckpt.*was requeued"):
+        fit(root, [SignalAt(5, signal.SIGUSR1)], plugins=[AsyncCheckpointIO(_SlowWrites())])
+    assert slurm_job.read_text().split() == ["requeue", "4242", "on-disk"]
 
 
 def test_a_second_requeue_writes_the_next_number_and_resume_takes_the_newest(tmp_path, slurm_job):

@@ -26,12 +26,12 @@ import torch
 from torch import Tensor
 
 from ember.callbacks.checkpoint import Checkpoint
+from ember.checkpoint.async_io import after_pending_writes, write_pending
 from ember.checkpoint.files import (
     atomic_link,
     folder_problem,
     get_filesystem,
     is_local,
-    remove_checkpoint,
     sweep_stale_temporaries,
 )
 from ember.utilities.exceptions import MisconfigurationException
@@ -112,6 +112,7 @@ class ModelCheckpoint(Checkpoint):
         self._defer_save_until_validation = False
         self._last_topk_saved: tuple[str, int] | None = None  # (path, global_step) of the newest top-k file
         self._pending_removals: list[str] = []
+        self._loggers_saw_pending = False  # a logger was told of a file still being written
         self._warned: set[str] = set()
         self.current_score: Tensor | None = None
         self.best_k_models: dict[str, Tensor] = {}
@@ -492,13 +493,25 @@ class ModelCheckpoint(Checkpoint):
         if topk:
             self._last_topk_saved = (filepath, trainer.global_step)
         if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))
+            self._notify_loggers(trainer)
+            self._loggers_saw_pending |= write_pending(trainer.strategy, filepath)
+
+    def _notify_loggers(self, trainer: Trainer) -> None:
+        for logger in trainer.loggers:
+            logger.after_save_checkpoint(proxy(self))
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # AsyncCheckpointIO: the files a logger was told about while they were written are on disk now
+        if self._loggers_saw_pending:
+            self._loggers_saw_pending = False
+            if trainer.is_global_zero:
+                self._notify_loggers(trainer)
 
     @staticmethod
     def _link_checkpoint(trainer: Trainer, filepath: str, linkpath: str) -> None:
         if trainer.is_global_zero:
-            atomic_link(filepath, linkpath)
+            # with AsyncCheckpointIO, once the file linked to is on disk: the link never dangles
+            after_pending_writes(trainer.strategy, atomic_link, filepath, linkpath, what=f"the link {linkpath}")
         trainer.strategy.barrier("ModelCheckpoint._link_checkpoint")  # all ranks: barrier
 
     def _flush_removals(self, trainer: Trainer) -> None:
@@ -524,8 +537,8 @@ class ModelCheckpoint(Checkpoint):
         return Path(self.dirpath).absolute() in previous_path.parents
 
     def _remove_checkpoint(self, trainer: Trainer, filepath: str) -> None:
-        if trainer.is_global_zero:
-            remove_checkpoint(filepath)
+        """Through the strategy's ``CheckpointIO`` (on rank 0): after the writes queued before it."""
+        trainer.strategy.remove_checkpoint(filepath)
 
     # ---- names ----------------------------------------------------------------------------
     def _format_checkpoint_name(
@@ -579,8 +592,9 @@ class ModelCheckpoint(Checkpoint):
         return filepath
 
     def file_exists(self, filepath: str | Path, trainer: Trainer) -> bool:
-        """Whether ``filepath`` exists, as rank 0 sees it (so all ranks pick the same names)."""
-        return trainer.strategy.broadcast(self._fs.exists(filepath))
+        """Whether ``filepath`` exists (or is being written), as rank 0 sees it (so all ranks pick the same names)."""
+        exists = self._fs.exists(filepath) or write_pending(trainer.strategy, filepath)
+        return trainer.strategy.broadcast(exists)
 
     def _resolve_ckpt_dir(self, trainer: Trainer) -> str | Path:
         if self.dirpath is not None:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ember.callbacks.checkpoint import Checkpoint
-from ember.checkpoint.files import remove_checkpoint
 
 if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
@@ -60,5 +59,5 @@ class OnExceptionCheckpoint(Checkpoint):
         if self._saved_this_run:
             self._saved_this_run = False
             return
-        if stage == "fit" and trainer.is_global_zero:
-            remove_checkpoint(self.ckpt_path)
+        if stage == "fit":
+            trainer.strategy.remove_checkpoint(self.ckpt_path)  # rank 0, through the CheckpointIO plugin

@@ -7,6 +7,9 @@
 - ``contents``: what a checkpoint holds (Lightning's layout plus Ember's resume state), and
   restoring a run from it.
 - ``ckpt_path``: what ``fit(ckpt_path=...)`` names: a file, ``"last"``, ``"best"`` or ``"hpc"``.
+- ``io``: the ``CheckpointIO`` plugins the strategy writes, reads and removes through
+  (``TorchCheckpointIO`` by default); ``async_io``: ``AsyncCheckpointIO``, writing on a background
+  thread; ``snapshot``: the host copy of the state it writes.
 
 Example::
 

@@ -162,7 +162,29 @@ def _check_cuda_indices(indices: list[int]) -> None:
 
 
 def create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nodes: int, **options: Any) -> Strategy:
-    """The strategy object for the Trainer's ``strategy``/``devices``/``num_nodes`` arguments."""
+    """The strategy object for the Trainer's ``strategy``/``devices``/``num_nodes`` arguments and ``plugins``."""
+    checkpoint_io = _checkpoint_io_in(options.get("plugins"))
+    if checkpoint_io is not None and isinstance(strategy, Strategy) and strategy._checkpoint_io is not None:
+        raise MisconfigurationException("checkpoint_io set through both strategy class and plugins, choose one")
+    chosen = _create_strategy(strategy, accelerator, devices, num_nodes, **options)
+    if checkpoint_io is not None:
+        chosen.checkpoint_io = checkpoint_io
+    return chosen
+
+
+def _checkpoint_io_in(plugins: Any) -> Any:
+    """The ``CheckpointIO`` passed in ``Trainer(plugins=...)``, if any (at most one)."""
+    from ember.checkpoint.io import CheckpointIO
+
+    found = [p for p in (plugins if isinstance(plugins, (list, tuple)) else [plugins]) if isinstance(p, CheckpointIO)]
+    if len(found) > 1:
+        raise MisconfigurationException(
+            "Received multiple values for CheckpointIO flags in `plugins`. Expected one value for each type at most."
+        )
+    return found[0] if found else None
+
+
+def _create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nodes: int, **options: Any) -> Strategy:
     if isinstance(strategy, Strategy):
         if getattr(strategy, "_configured", True):
             return strategy

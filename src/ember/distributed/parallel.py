@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ember.checkpoint.async_io import find_async_io
 from ember.distributed import failure
 from ember.distributed.environments import ClusterEnvironment, LightningEnvironment, detect_environment
 from ember.distributed.strategy import Strategy
@@ -59,7 +60,7 @@ class ParallelStrategy(Strategy):
         self.accelerator = accelerator
         self.parallel_devices = parallel_devices
         self.cluster_environment = cluster_environment if cluster_environment is not None else detect_environment()
-        self.checkpoint_io = checkpoint_io
+        self._checkpoint_io = checkpoint_io
         self.precision_plugin = precision_plugin
         self._process_group_backend = process_group_backend
         self._timeout = timeout if timeout is not None else default_pg_timeout
@@ -319,8 +320,13 @@ class ParallelStrategy(Strategy):
         return int(raised.item())
 
     def teardown(self) -> None:
+        """Wait for the checkpoint writes (rank 0), then for every rank: ``fit`` returns once the files are there."""
         self._model = self._lightning_module
-        super().teardown()
+        try:
+            super().teardown()
+        finally:
+            if find_async_io(self._checkpoint_io) is not None:
+                self.barrier("teardown: checkpoint writes")  # all ranks: barrier (local once a rank failed)
 
 
 _EXIT_GRACE_SECONDS = 0.1

@@ -10,6 +10,9 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from ember.checkpoint.async_io import wait_for_pending_writes
+from ember.checkpoint.io import CheckpointIO, TorchCheckpointIO, _WrappingCheckpointIO
+
 
 class Strategy:
     """The operations the trainer and users call; a single process implements them trivially.
@@ -28,6 +31,8 @@ class Strategy:
         self._model: nn.Module | None = None
         self.precision_plugin: Any = None
         self.cluster_environment: Any = None
+        self._checkpoint_io: CheckpointIO | None = None
+        self._in_call = False  # between connect() and teardown(): a trainer call will wait for queued writes
 
     # ---- topology ------------------------------------------------------------------------
     @property
@@ -87,6 +92,7 @@ class Strategy:
     def connect(self, module: Any) -> None:
         self._lightning_module = module
         self._model = module
+        self._in_call = True
 
     def setup_environment(self) -> None:
         """Join or create the process group (nothing on one device)."""
@@ -121,11 +127,18 @@ class Strategy:
         return contextlib.nullcontext()
 
     def teardown(self) -> None:
-        """Move the model back to the CPU and release what the strategy holds."""
-        if self._lightning_module is not None and self.root_device.type != "cpu":
-            self._lightning_module.cpu()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        """Finish the checkpoint plugin's work (queued writes), move the model back to the CPU, release the rest.
+
+        Raises the error of a checkpoint write that failed in the background, after the clean-up.
+        """
+        self._in_call = False
+        try:
+            self.checkpoint_io.teardown()
+        finally:
+            if self._lightning_module is not None and self.root_device.type != "cpu":
+                self._lightning_module.cpu()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
 
     # ---- collectives (identity on one process) --------------------------------------------
     def barrier(self, name: str | None = None) -> None:
@@ -184,12 +197,37 @@ class Strategy:
                 if isinstance(value, Tensor) and key != "step":
                     param_state[key] = value.to(device)
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
-        """Write ``checkpoint`` to ``filepath``. Called on every rank; here rank 0 writes one file atomically."""
-        if self.is_global_zero:
-            from ember.checkpoint import atomic_save
+    @property
+    def checkpoint_io(self) -> CheckpointIO:
+        """The plugin that writes, reads and removes checkpoint files (``TorchCheckpointIO`` by default)."""
+        if self._checkpoint_io is None:
+            self._checkpoint_io = TorchCheckpointIO()
+        elif isinstance(self._checkpoint_io, _WrappingCheckpointIO):
+            self._checkpoint_io.checkpoint_io = TorchCheckpointIO()  # kept if it already wraps one
+        return self._checkpoint_io
 
-            atomic_save(checkpoint, filepath, storage_options=storage_options)
+    @checkpoint_io.setter
+    def checkpoint_io(self, io: CheckpointIO | None) -> None:
+        self._checkpoint_io = io
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        """Write ``checkpoint`` to ``filepath``. Called on every rank; rank 0 writes through ``checkpoint_io``.
+
+        Outside a trainer call (no teardown will wait for it), a queued write is waited for here.
+        """
+        if self.is_global_zero:
+            self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+            if not self._in_call:
+                wait_for_pending_writes(self)
+
+    def remove_checkpoint(self, filepath: Any) -> None:
+        """Delete the checkpoint at ``filepath`` (rank 0, through ``checkpoint_io``)."""
+        if self.is_global_zero:
+            self.checkpoint_io.remove_checkpoint(filepath)
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        """Read the checkpoint at ``checkpoint_path`` through ``checkpoint_io`` (every rank reads it)."""
+        return self.checkpoint_io.load_checkpoint(checkpoint_path, weights_only=weights_only)
 
     def on_exception(self, exception: BaseException) -> None:
         """Called when the run fails, before teardown."""
@@ -208,3 +246,4 @@ class SingleDeviceStrategy(Strategy):
         precision_plugin: Any = None,
     ) -> None:
         super().__init__(device)
+        self._checkpoint_io = checkpoint_io

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ember.checkpoint import contents, load_checkpoint
+from ember.checkpoint import contents
 from ember.checkpoint.ckpt_path import resolve_ckpt_path
 from ember.precision import Precision
 from ember.profilers.profiler import active
@@ -60,15 +60,15 @@ def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any)
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not break the shutdown
         try:
             interrupt(trainer, exception)
-            teardown(trainer)
+            teardown(trainer, failure=exception)
         finally:
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signal.SIGINT, previous)
         raise SystemExit(1) from None
-    except PreemptionExit:
+    except PreemptionExit as exception:
         trainer.state.status = TrainerStatus.INTERRUPTED
         stop_profiling(trainer)
-        teardown(trainer)
+        teardown(trainer, failure=exception)
         raise
     except _TunerExitException:
         # a tuner finished its search inside this call: end it as a finished run
@@ -78,7 +78,7 @@ def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any)
         trainer.state.stage = None
     except BaseException as exception:
         interrupt(trainer, exception)
-        teardown(trainer)
+        teardown(trainer, failure=exception)
         trainer.state.stage = None
         raise
 
@@ -108,15 +108,33 @@ def stop_profiling(trainer: Trainer) -> None:
             profiler.teardown(stage=trainer.state.fn.value if trainer.state.fn is not None else None)
 
 
-def teardown(trainer: Trainer) -> None:
-    """Release the process group and the signal handlers; metrics stay readable, on the CPU."""
+def teardown(trainer: Trainer, failure: BaseException | None = None) -> None:
+    """Finish the checkpoint writes; release the process group and the signal handlers; metrics stay readable.
+
+    A checkpoint write that failed in the background is raised here, unless the call is already
+    failing (``failure``): then it is reported with that exception, which goes on unmasked.
+    """
     run = trainer._run
-    trainer.strategy.teardown()
-    trainer.accelerator.teardown()
-    run.stop_flag.uninstall()
-    run.results = None
-    run.metrics.live = None
-    run.metrics.to_cpu()
+    try:
+        trainer.strategy.teardown()  # waits for queued checkpoint writes
+    except Exception as error:
+        if failure is None:
+            raise
+        _report_write_error(error, failure)
+    finally:
+        trainer.accelerator.teardown()
+        run.stop_flag.uninstall()
+        run.results = None
+        run.metrics.live = None
+        run.metrics.to_cpu()
+
+
+def _report_write_error(error: BaseException, failure: BaseException) -> None:
+    message = f"A checkpoint could not be written while the run was stopping: {type(error).__name__}: {error}"
+    add_note = getattr(failure, "add_note", None)  # Python 3.11+
+    if add_note is not None:
+        add_note(message)
+    rank_zero_warn(message)
 
 
 def execute(trainer: Trainer, model: Any, ckpt_path: Any, weights_only: bool | None, model_given: bool) -> Any:
@@ -175,7 +193,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     checkpoint = None
     if path is not None:
         rank_zero_info(f"Restoring states from the checkpoint path at {path}")
-        checkpoint = load_checkpoint(path, map_location="cpu", weights_only=weights_only)
+        checkpoint = strategy.load_checkpoint(path, weights_only=weights_only)  # through the CheckpointIO plugin
         contents.restore_modules_and_callbacks(trainer, run, checkpoint)
     run.metrics.reset()
     run.set_sync(strategy.sync_fn)

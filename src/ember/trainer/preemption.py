@@ -99,6 +99,7 @@ def on_stop_request(trainer: Trainer, run: Run) -> None:
     ``hpc_ckpt_<n>.ckpt`` in ``default_root_dir`` and requeues the job; the requeued job's
     ``fit`` resumes from it.
     """
+    from ember.checkpoint.async_io import wait_for_pending_writes
     from ember.checkpoint.ckpt_path import hpc_save_path
 
     flag = run.stop_flag
@@ -110,6 +111,7 @@ def on_stop_request(trainer: Trainer, run: Run) -> None:
         path = trainer.strategy.broadcast(hpc_save_path(trainer.default_root_dir))
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
+            wait_for_pending_writes(trainer.strategy)  # the requeued job must find the file
             requeue.requeue()
         raise PreemptionExit(
             f"Received {name}: training stopped at {where}, and the state was saved to {path}. SLURM job"

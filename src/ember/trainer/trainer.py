@@ -125,7 +125,8 @@ class Trainer:
         detect_anomaly: run training under ``torch.autograd.set_detect_anomaly`` (slow).
         barebones: turn off everything that costs speed (logging, checkpointing, progress bar,
             model summary, sanity check); combining it with any of those is an error.
-        plugins: cluster environments (e.g. ``SLURMEnvironment(auto_requeue=False)``).
+        plugins: cluster environments (e.g. ``SLURMEnvironment(auto_requeue=False)``) and a
+            ``CheckpointIO`` (e.g. ``AsyncCheckpointIO()``) for every checkpoint save, load and removal.
         sync_batchnorm: convert BatchNorm layers to ``SyncBatchNorm`` in a multi-process run.
         reload_dataloaders_every_n_epochs: ask the module or datamodule for new dataloaders every
             n epochs (0: never).
@@ -439,8 +440,8 @@ class Trainer:
     def save_checkpoint(
         self, filepath: str | os.PathLike, weights_only: bool | None = False, storage_options: Any = None
     ) -> None:
-        """Write a checkpoint of the current state. Call it on every rank; rank 0 writes the file
-        (with ``FSDPStrategy(state_dict_type="sharded")``, every rank writes its shards into a folder).
+        """Write a checkpoint of the current state on every rank: rank 0 writes the file (sharded FSDP: every
+        rank its shards). With ``AsyncCheckpointIO`` the write is queued; it is on disk when ``fit`` returns.
 
         Example::
 
@@ -458,7 +459,7 @@ class Trainer:
             checkpoint = dump_checkpoint(self, self._run, bool(weights_only))
             # rank 0 writes the file, or every rank its shards
             self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
-        self.strategy.barrier("Trainer.save_checkpoint")  # all ranks: the file exists when anyone returns
+        self.strategy.barrier("Trainer.save_checkpoint")  # all ranks: the file is written (or queued)
 
     @contextlib.contextmanager
     def init_module(self, empty_init: bool | None = None) -> Iterator[None]:

@@ -1,0 +1,9 @@
+"""Lightning's import path for checkpoint plugins: ``from ember.plugins.io import AsyncCheckpointIO``.
+
+The classes live in ``ember.checkpoint.io`` and ``ember.checkpoint.async_io``.
+"""
+
+from ember.checkpoint.async_io import AsyncCheckpointIO
+from ember.checkpoint.io import CheckpointIO, TorchCheckpointIO
+
+__all__ = ["AsyncCheckpointIO", "CheckpointIO", "TorchCheckpointIO"]
