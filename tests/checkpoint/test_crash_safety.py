@@ -269,7 +269,7 @@ def test_sigkill_at_random_instants_leaves_loadable_checkpoints(tmp_path, layout
         after = set(os.listdir(ckpts))
         assert after == before - {os.path.basename(path) for path in removed}
         assert not [name for name in after if name.startswith(".") and ".old-" not in name], after
-        _check_folder(ckpts.parent)
+        _check_folder(ckpts.parent, layout)
         if last is not None:
             assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == last
     print(f"{left_behind} of {len(report['results'])} killed runs left temporaries behind")
