@@ -132,8 +132,16 @@ SUPPORTED = {
     "tuner.tuning": ("ember.tuner.tuning", ["Tuner"]),
     "utilities": (
         "ember.utilities",
-        ["AttributeDict", "move_data_to_device", "rank_zero_info", "rank_zero_only", "rank_zero_warn"],
+        [
+            "AttributeDict",
+            "CombinedLoader",
+            "move_data_to_device",
+            "rank_zero_info",
+            "rank_zero_only",
+            "rank_zero_warn",
+        ],
     ),
+    "utilities.combined_loader": ("ember.utilities.combined_loader", ["CombinedLoader"]),
     "utilities.exceptions": ("ember.utilities.exceptions", ["MisconfigurationException"]),
     "utilities.model_summary": ("ember.utilities.model_summary", ["LayerSummary", "ModelSummary", "summarize"]),
     "utilities.parsing": ("ember.utilities.parsing", ["AttributeDict"]),
