@@ -132,8 +132,16 @@ SUPPORTED = {
     "tuner.tuning": ("ember.tuner.tuning", ["Tuner"]),
     "utilities": (
         "ember.utilities",
-        ["AttributeDict", "move_data_to_device", "rank_zero_info", "rank_zero_only", "rank_zero_warn"],
+        [
+            "AttributeDict",
+            "CombinedLoader",
+            "move_data_to_device",
+            "rank_zero_info",
+            "rank_zero_only",
+            "rank_zero_warn",
+        ],
     ),
+    "utilities.combined_loader": ("ember.utilities.combined_loader", ["CombinedLoader"]),
     "utilities.exceptions": ("ember.utilities.exceptions", ["MisconfigurationException"]),
     "utilities.model_summary": ("ember.utilities.model_summary", ["LayerSummary", "ModelSummary", "summarize"]),
     "utilities.parsing": ("ember.utilities.parsing", ["AttributeDict"]),
@@ -301,6 +309,38 @@ def test_lightning_imported_first_is_refused_and_the_environment_variable_only_w
     """
     out = ok(python(code, env={"EMBER_AS_LIGHTNING": "1"})).strip()
     assert out.startswith("False EMBER_AS_LIGHTNING=1 asks Ember to stand in for Lightning, but 'pytorch_lightning'")
+
+
+def test_a_lightning_program_trains_on_a_combined_loader_from_lightnings_path():
+    code = """
+        import ember
+        ember.install_as_lightning()
+        import torch
+        from torch.utils.data import DataLoader
+        import pytorch_lightning as pl
+        from lightning.pytorch.utilities.combined_loader import CombinedLoader
+
+        class Model(pl.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(1, 1)
+                self.keys = []
+
+            def training_step(self, batch, batch_idx):
+                self.keys.append(sorted(batch))
+                return self.layer(batch["a"].float().view(-1, 1)).sum() + batch["b"].float().sum() * 0
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        loaders = {"a": DataLoader(range(4), batch_size=2), "b": DataLoader(range(6), batch_size=2)}
+        model = Model()
+        trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+        trainer.fit(model, CombinedLoader(loaders, "max_size_cycle"))
+        assert CombinedLoader is ember.utilities.CombinedLoader
+        print(trainer.global_step, model.keys[0], sorted(trainer.train_dataloader))
+    """
+    assert ok(python(code)).split("\n")[-2] == "3 ['a', 'b'] ['a', 'b']"
 
 
 def test_import_ember_honours_the_environment_variable_and_stays_light_without_it():

@@ -68,7 +68,6 @@ _MOVED = {
 _INSTEAD = {
     "loops": "Ember has one loop and no loop classes to replace: change what it does with hooks and callbacks",
     "plugins.precision": "Ember has no precision plugins: choose the precision with `Trainer(precision=...)`",
-    "utilities.combined_loader": "Ember has no CombinedLoader",
     "demos": "Ember's own demo is `ember.demos.digits`",
 }
 # Ember modules whose Lightning namesake is something else: `ember.demos` is the digits demo, not

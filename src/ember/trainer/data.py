@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler
 
+from ember.utilities.combined_loader import CombinedLoader, _flatten
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.seed import collect_rng_states, set_rng_states
+
+if TYPE_CHECKING:
+    from ember.trainer.run import Run
 
 
 def sized_len(loader: Any) -> int | None:
@@ -52,14 +57,13 @@ def limit_batches(loader: Any, limit: int | float, name: str, length: int | None
 
 
 def as_loader_list(loaders: Any) -> list[Any]:
-    """Evaluation loops accept one loader, a list/tuple, or a dict of them."""
+    """Evaluation loops accept one loader or a collection (list, tuple, dict, nested) of them.
+
+    The collection is flattened as ``CombinedLoader`` flattens it: a list of numbers is one iterable.
+    """
     if loaders is None:
         return []
-    if isinstance(loaders, Mapping):
-        return list(loaders.values())
-    if isinstance(loaders, (list, tuple)):
-        return list(loaders)
-    return [loaders]
+    return _flatten(loaders)[0]
 
 
 def check_loader(loader: Any, name: str) -> None:
@@ -152,11 +156,111 @@ def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overf
 
 
 def set_sampler_epoch(loader: Any, epoch: int) -> None:
-    """Call ``set_epoch`` on the loader's sampler(s) so each epoch shuffles differently in DDP."""
-    for obj in (
-        getattr(loader, "sampler", None),
-        getattr(loader, "batch_sampler", None),
-        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
-    ):
-        if obj is not None and hasattr(obj, "set_epoch"):
-            obj.set_epoch(epoch)
+    """Call ``set_epoch`` on the loader's sampler(s) so each epoch shuffles differently in DDP.
+
+    A ``CombinedLoader`` passes it on to each of its loaders.
+    """
+    for one in loader.flattened if isinstance(loader, CombinedLoader) else (loader,):
+        for obj in (
+            getattr(one, "sampler", None),
+            getattr(one, "batch_sampler", None),
+            getattr(getattr(one, "batch_sampler", None), "sampler", None),
+        ):
+            if obj is not None and hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+
+
+def skip_one(iterator: Iterator[Any]) -> Any:
+    """Advance ``iterator`` by one batch; a DataLoader loading a map-style dataset in this process only
+    draws the batch's indices, without reading the samples."""
+    from torch.utils.data.dataloader import _DatasetKind, _SingleProcessDataLoaderIter
+
+    if isinstance(iterator, _SingleProcessDataLoaderIter) and iterator._dataset_kind == _DatasetKind.Map:
+        next(iterator._sampler_iter)
+        iterator._num_yielded += 1
+        return None
+    return next(iterator)  # worker processes, an iterable dataset or any other iterable: read the batch
+
+
+_RESTARTS = "restarts"  # the key in ``run.epoch_rng`` of the RNG states before loaders started again
+
+
+class CombinedTrainBatches(Iterator[Any]):
+    """The training batches of a ``CombinedLoader``, without its indices (the loop counts batches itself).
+
+    When a loader starts again in the middle of the epoch (a shorter one in ``max_size_cycle``), a
+    shuffling sampler draws a new order from the global RNG as it is at that moment. So that a
+    resumed run can draw the same order, the RNG states just before are kept in ``run.epoch_rng``
+    (the latest start of each loader; a checkpoint holds them), and :meth:`skip` restores them.
+
+    When the epoch lets go of this iterator, the loaders' iterators (and their worker processes)
+    go with it, as a single loader's iterator does.
+    """
+
+    def __init__(self, combined: CombinedLoader, run: Run) -> None:
+        self._combined = iter(combined)
+        modes = combined._iterator
+        assert modes is not None, "iter() created it"
+        self._restarts = _Restarts(run)
+        modes._before_reopen = self._restarts  # holds no reference back to this iterator
+        self._modes = modes
+
+    def __next__(self) -> Any:
+        return next(self._combined)[0]
+
+    def skip(self, count: int) -> None:
+        """Advance past ``count`` batches, reading as few samples as possible, the loaders' orders as before.
+
+        The first batch is read in full: each loader's sampler draws its order when it is first asked
+        for indices, after the loaders before it read their samples (which may draw random numbers).
+        """
+        modes, restarts = self._modes, self._restarts
+        restarts.replay_from_checkpoint()
+        try:
+            for done in range(count):
+                next(modes)
+                if done == 0:
+                    modes._pull = skip_one
+        finally:
+            modes._pull = next
+            restarts.replay = None
+
+    def __del__(self) -> None:
+        self._modes.reset()  # drops the loaders' iterators; the CombinedLoader keeps its length
+
+
+class _Restarts:
+    """Called before a loader of a ``CombinedLoader`` starts again mid-epoch: records the RNG states
+    in ``run.epoch_rng``, or, while skipping batches on resume, restores the recorded ones."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.replay: dict[int, Any] | None = None
+
+    def replay_from_checkpoint(self) -> None:
+        epoch_rng = self.run.epoch_rng
+        self.replay = dict(epoch_rng.get(_RESTARTS, {})) if isinstance(epoch_rng, dict) else {}
+
+    def __call__(self, position: int, index: int) -> None:
+        if self.replay is not None:
+            saved = self.replay.get(index)
+            if saved is not None and saved[0] == position:
+                set_rng_states(saved[1])
+            return
+        epoch_rng = self.run.epoch_rng
+        if epoch_rng is None:
+            return  # an inexact resume: nothing to record against
+        restarts = {**epoch_rng.get(_RESTARTS, {}), index: [position, collect_rng_states()]}
+        # a new dict each time: a checkpoint written earlier keeps the states it was given
+        self.run.epoch_rng = {**epoch_rng, _RESTARTS: restarts}
+
+
+class CombinedBatches:
+    """A ``CombinedLoader`` in a mode other than ``sequential``, evaluated as one dataloader of combined batches."""
+
+    def __init__(self, combined: CombinedLoader) -> None:
+        self.combined = combined
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch, _, _ in self.combined:
+            yield batch

@@ -6,8 +6,16 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
-from ember.trainer.data import as_loader_list, check_loader, limit_batches, prepare_loader, sized_len
+from ember.trainer.data import (
+    CombinedBatches,
+    as_loader_list,
+    check_loader,
+    limit_batches,
+    prepare_loader,
+    sized_len,
+)
 from ember.trainer.states import RunningStage, TrainerFn
+from ember.utilities.combined_loader import CombinedLoader
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -31,28 +39,66 @@ def distributed(t: Trainer) -> Any:
 
 
 def setup_train_dataloader(t: Trainer, run: Run) -> Any:
-    """Request, prepare (samplers) and count the training dataloader; work out the validation interval."""
+    """Request, prepare (samplers) and count the training dataloader(s); work out the validation interval.
+
+    Several loaders (a list, tuple or dict of them, or a ``CombinedLoader``) are trained on together
+    through a ``CombinedLoader`` in ``max_size_cycle`` mode unless it says otherwise, as in Lightning;
+    one loader is iterated directly. Returns the loader, or the ``CombinedLoader`` of several.
+    """
     source = run.train_source if run.train_source is not None else request(t, run, "train")
     if source is None:
         raise MisconfigurationException(
             "No training data: `train_dataloader()` returned None. Return a DataLoader or pass"
             " `trainer.fit(model, train_dataloaders=...)`."
         )
-    if isinstance(source, (list, tuple, dict)) and not is_single_loader(source):
-        raise MisconfigurationException(
-            "Ember trains on one dataloader: combine several into one dataset or iterable first."
+    combined = source if isinstance(source, CombinedLoader) else CombinedLoader(source, "max_size_cycle")
+    if combined._mode == "sequential":
+        raise ValueError(
+            '`_FitLoop` does not support the `CombinedLoader(mode="sequential")` mode.'
+            " The available modes are: ['min_size', 'max_size_cycle', 'max_size']"
         )
-    check_loader(source, "fit")
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
-    loader = prepare_loader(
-        source, shuffle=True, distributed=distributed(t), overfit=bool(t.overfit_batches), seed_workers=seed_workers
-    )
-    run.train_dataloader = loader
-    run.num_training_batches = count_batches(t, loader, t.limit_train_batches, "train")
+    prepared = []
+    for loader in combined.flattened:
+        check_loader(loader, "fit")
+        prepared.append(
+            prepare_loader(
+                loader,
+                shuffle=True,
+                distributed=distributed(t),
+                overfit=bool(t.overfit_batches),
+                seed_workers=seed_workers,
+            )
+        )
+    combined.flattened = prepared
+    run.train_dataloader = combined.iterables  # what `trainer.train_dataloader` shows, as in Lightning
+    if combined.iterables is prepared[0]:  # one loader: iterated directly, with no per-batch work added
+        run.train_combined = None
+        run.num_training_batches = count_batches(t, prepared[0], t.limit_train_batches, "train")
+    else:
+        run.train_combined = combined
+        run.num_training_batches = _count_combined(t, combined)
     run.last_train_reload_epoch = run.progress.epoch
     if run.num_training_batches != 0:
         run.val_check_batch = _val_check_batch(t, run)
-    return loader
+    return prepared[0] if run.train_combined is None else combined
+
+
+def _count_combined(t: Trainer, combined: CombinedLoader) -> int | float:
+    """The batches of an epoch on several loaders: each one limited, then combined as the mode says."""
+    limits = [
+        count_batches(t, loader, t.limit_train_batches, "train", index)
+        for index, loader in enumerate(combined.flattened)
+    ]
+    if combined._mode == "max_size_cycle" and 0 in limits:
+        index = limits.index(0)
+        raise MisconfigurationException(
+            f"The training dataloader #{index} has no batches. Training on several dataloaders cycles through"
+            " the shorter ones, so an empty one would end every epoch before its first batch. Give it data or"
+            " leave it out."
+        )
+    combined.limits = limits
+    return combined._length()
 
 
 _SKIPPED = {
@@ -141,12 +187,19 @@ def reload_train_dataloader_now(t: Trainer, run: Run) -> bool:
 
 
 def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[Any]:
-    """Request, prepare and count the dataloaders of an evaluation (or predict) loop."""
+    """Request, prepare and count the dataloaders of an evaluation (or predict) loop.
+
+    Several loaders run one after another, as ``CombinedLoader(mode="sequential")`` runs them; a
+    ``CombinedLoader`` in another mode is evaluated as one dataloader of combined batches.
+    """
     key = stage.dataloader_prefix or ""
     source = run.eval_sources.get(key)
     if source is None:
         source = request(t, run, key)
-    loaders = as_loader_list(source)
+    combined = source if isinstance(source, CombinedLoader) else None
+    if combined is not None and combined._mode != "sequential" and key == "predict":
+        raise ValueError('`trainer.predict()` only supports the `CombinedLoader(mode="sequential")` mode.')
+    loaders = combined.flattened if combined is not None else as_loader_list(source)
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
     prepared = []
     for loader in loaders:
@@ -159,11 +212,17 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
         prepared.append(loader)
     limit = {"val": t.limit_val_batches, "test": t.limit_test_batches, "predict": t.limit_predict_batches}[key]
     several = len(prepared) > 1
-    run.eval_batches[key] = [
-        count_batches(t, loader, limit, key, index if several else None) for index, loader in enumerate(prepared)
-    ]
-    run.loaded_eval[key] = prepared
+    counts = [count_batches(t, loader, limit, key, index if several else None) for index, loader in enumerate(prepared)]
     value = prepared[0] if len(prepared) == 1 else prepared
+    if combined is not None:
+        combined.flattened = prepared
+        value = combined.iterables
+        if combined._mode != "sequential":
+            combined.limits = counts
+            counts = [combined._length()]
+            prepared = [CombinedBatches(combined)]
+    run.eval_batches[key] = counts
+    run.loaded_eval[key] = prepared
     if key == "val":
         run.val_dataloaders = value
         run.num_sanity_val_batches = [min(t.num_sanity_val_steps, n) for n in run.eval_batches["val"]]
@@ -205,12 +264,6 @@ def overridden(obj: Any, name: str) -> bool:
     from ember.core.hooks import overrides
 
     return overrides(obj, LightningDataModule, name)
-
-
-def is_single_loader(source: Any) -> bool:
-    from torch.utils.data import DataLoader
-
-    return isinstance(source, DataLoader)
 
 
 def with_index_recording(loader: Any, view: Any) -> Any:

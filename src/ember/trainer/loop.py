@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ember.profilers.profiler import profiled, profiled_iterator
 from ember.trainer import dataloaders
-from ember.trainer.data import set_sampler_epoch
+from ember.trainer.data import CombinedTrainBatches, set_sampler_epoch, skip_one
 from ember.trainer.preemption import on_stop_request
 from ember.trainer.states import RunningStage
 from ember.trainer.step import TrainingStep
@@ -46,14 +46,14 @@ def run_fit(trainer: Trainer, run: Run) -> None:
         run_sanity_check(trainer, run)
     if trainer.limit_train_batches == 0:
         return  # training disabled: not even the dataloader is requested
-    train_loader = dataloaders.setup_train_dataloader(trainer, run)
+    dataloaders.setup_train_dataloader(trainer, run)
     if run.num_training_batches == 0:
         rank_zero_info("`Trainer.fit` stopped: No training batches.")
         return
     if run.resume is None:
         # Lightning creates the first epoch's iterator before `on_train_start` (it draws from the RNG)
         run.epoch_rng = collect_rng_states()
-        run.train_iterator = iter(train_loader)
+        run.train_iterator = _train_iterator(run)
     if _should_check_val_epoch(trainer, run) and run.val_dataloaders is None:
         dataloaders.setup_eval_dataloaders(trainer, run, RunningStage.VALIDATING)
     trainer.state.stage = RunningStage.TRAINING
@@ -132,22 +132,21 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     """The epoch's data iterator: continuing a checkpoint's epoch, or a new epoch after its start hooks."""
     progress, resume = run.progress, run.resume
     run.resume = None
-    loader = run.train_dataloader
     if dataloaders.reload_train_dataloader_now(trainer, run):
-        loader = dataloaders.setup_train_dataloader(trainer, run)
+        dataloaders.setup_train_dataloader(trainer, run)
         run.train_iterator = None
-    set_sampler_epoch(loader, progress.epoch)
+    set_sampler_epoch(run.train_dataloader if run.train_combined is None else run.train_combined, progress.epoch)
     if resume is not None and resume.mid_epoch:
         # a mid-epoch checkpoint: no epoch-start hooks; the data continues after the batches trained on
         if resume.exact:
             # the same iterator as before the interruption, fast-forwarded, then the RNG as it was
             set_rng_states(resume.epoch_rng)
             run.epoch_rng = resume.epoch_rng
-            run.train_iterator = iter(loader)
+            run.train_iterator = _train_iterator(run)
             _skip_batches(run.train_iterator, progress.epoch_batches)
             set_rng_states(resume.rng)
         else:
-            run.train_iterator = iter(loader)
+            run.train_iterator = _train_iterator(run)
     else:
         if resume is not None and resume.rng is not None:
             set_rng_states(resume.rng)
@@ -156,13 +155,20 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
         _hooks(run).call_both("on_train_epoch_start")
         if run.train_iterator is None:
             run.epoch_rng = collect_rng_states()
-            run.train_iterator = iter(loader)
+            run.train_iterator = _train_iterator(run)
     iterator, run.train_iterator = run.train_iterator, None
     run.batch_idx = -1
     trainer.state.stage = RunningStage.TRAINING
     run.results = run.train_results
     run.metrics.live = run.train_results  # step values reach callback_metrics when somebody reads them
     return profiled_iterator(run.profiler, "[_TrainingEpochLoop].train_dataloader_next", iterator)
+
+
+def _train_iterator(run: Run) -> Iterator[Any]:
+    """A new iterator over the training batches: the loader's own, or the combined batches of several."""
+    if run.train_combined is None:
+        return iter(run.train_dataloader)
+    return CombinedTrainBatches(run.train_combined, run)
 
 
 class _EpochPlan:
@@ -289,16 +295,11 @@ def _is_monitoring(cb: Any) -> bool:
 
 def _skip_batches(iterator: Any, count: int) -> None:
     """Advance ``iterator`` past ``count`` batches without running the model on them."""
-    from torch.utils.data.dataloader import _SingleProcessDataLoaderIter
-
-    if isinstance(iterator, _SingleProcessDataLoaderIter):
-        # in-process loading: advance the sampler only; the RNG is restored right after anyway
-        for _ in range(count):
-            next(iterator._sampler_iter)
-            iterator._num_yielded += 1
+    if isinstance(iterator, CombinedTrainBatches):
+        iterator.skip(count)  # several loaders: also restores the RNG before each one that started again
         return
     for _ in range(count):
-        next(iterator)
+        skip_one(iterator)  # in-process loading: advances the sampler only; the RNG is restored right after
 
 
 def _step_scheduler(trainer: Trainer, run: Run, config: Any, metric: Any) -> None:

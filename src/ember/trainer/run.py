@@ -60,8 +60,9 @@ class Resume:
     ``mid_epoch``: the checkpoint was written inside an epoch, so the epoch goes on after the
     batches already trained on, without its start hooks. ``rng``: this rank's RNG states when the
     checkpoint was written (None when the checkpoint holds none, e.g. one written by Lightning).
-    ``epoch_rng``: the RNG states the interrupted epoch drew its data order from; with them the
-    same order is replayed and the resume is exact.
+    ``epoch_rng``: the RNG states the interrupted epoch drew its data order from (with those before
+    a loader started again mid-epoch, when several are combined); with them the same order is
+    replayed and the resume is exact.
     """
 
     mid_epoch: bool
@@ -103,7 +104,8 @@ class Run:
     step: TrainingStep | None = None  # the current epoch's training step
 
     # ---- the dataloaders in use and their sizes ------------------------------------------------
-    train_dataloader: Any = None
+    train_dataloader: Any = None  # the loader, or the collection of them (``trainer.train_dataloader``)
+    train_combined: Any = None  # the CombinedLoader that several training loaders are drawn through
     val_dataloaders: Any = None
     test_dataloaders: Any = None
     predict_dataloaders: Any = None

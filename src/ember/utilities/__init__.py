@@ -1,6 +1,7 @@
 """Small helpers that user code imports, under the names Lightning uses."""
 
 from ember.utilities.apply_func import move_data_to_device
+from ember.utilities.combined_loader import CombinedLoader
 from ember.utilities.enums import GradClipAlgorithmType, LightningEnum
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.grads import grad_norm
@@ -17,6 +18,7 @@ from ember.utilities.warnings import disable_possible_user_warnings
 
 __all__ = [
     "AttributeDict",
+    "CombinedLoader",
     "GradClipAlgorithmType",
     "LightningEnum",
     "MisconfigurationException",

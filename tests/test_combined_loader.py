@@ -1,0 +1,100 @@
+"""``CombinedLoader`` and training on several dataloaders, against what Lightning 2.6.6 answered.
+
+The programs are in ``tests/helpers/combined_loader_cases.py``; Lightning's answers in
+``tests/fixtures/lightning_combined_loader.json`` (``make_lightning_combined_loader.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tests.helpers import combined_loader_cases as cases
+from torch.utils.data import DataLoader
+
+import ember
+from ember.utilities import CombinedLoader
+from ember.utilities.exceptions import MisconfigurationException
+
+FIXTURE = Path(__file__).parent / "fixtures" / "lightning_combined_loader.json"
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value))
+
+
+def test_the_reference_is_small_and_from_lightning_2_6_6(reference):
+    assert FIXTURE.stat().st_size < 100_000
+    assert reference["versions"]["pytorch_lightning"] == "2.6.6"
+    assert {"combined_loader", "training"} <= set(reference)
+
+
+def test_every_mode_and_property_matches_lightning(reference):
+    expected = reference["combined_loader"]
+    got = _as_json(cases.combined_loader_cases(ember))
+    assert set(got) == set(expected)
+    for key in expected:
+        assert got[key] == expected[key], key
+    # what the recorded values say, spelled out for the reader
+    assert expected["modes"]["max_size_cycle/dict"]["len"] == 3
+    # each item is [batch, batch_idx, dataloader_idx]
+    assert expected["modes"]["max_size/list"]["items"][2] == {
+        "list": [{"list": [None, [20, 21, 22, 23, 24], None]}, 2, 0]
+    }
+    assert expected["modes"]["sequential/dict"]["items"][2] == {"list": [[10, 11, 12, 13, 14], 0, 1]}
+    assert "tuple" in expected["modes"]["max_size_cycle/tuple"]["items"][0]["list"][0]  # a tuple stays a tuple
+
+
+def test_training_evaluation_and_prediction_match_lightning(reference):
+    expected = reference["training"]
+    got = _as_json(cases.training_cases(ember))
+    assert set(got) == set(expected)
+    # a CombinedLoader of another mode than "sequential" is evaluated as one dataloader (docs/compat.md)
+    assert expected["val_max_size_cycle"].pop("num_val_batches") == [2, 3]
+    assert got["val_max_size_cycle"].pop("num_val_batches") == [3]
+    assert expected["val_min_size_limit"].pop("num_val_batches") == [1, 1]
+    assert got["val_min_size_limit"].pop("num_val_batches") == [1]
+    for key in expected:
+        assert got[key] == expected[key], key
+    fit_list = expected["fit_list"]
+    assert fit_list["num_training_batches"] == 3 and fit_list["global_step"] == 6
+    assert fit_list["seen"][2] == [2, {"list": [[0, 1, 2, 3], [20, 21, 22, 23, 24], [100, 101]]}]  # a cycled again
+    assert expected["fit_sequential"]["error"][0] == "ValueError"
+
+
+def test_next_before_iter_names_the_fix():
+    loader = CombinedLoader([DataLoader(range(4))], "max_size_cycle")
+    with pytest.raises(RuntimeError, match=r"Please call `iter\(combined_loader\)` first"):
+        next(loader)  # Lightning fails an assertion here
+
+
+def test_an_empty_loader_among_cycled_ones_is_an_error(tmp_path):
+    model = cases._model(ember)()
+    trainer = cases._trainer(ember, default_root_dir=tmp_path)
+    empty = DataLoader(torch.zeros(0, 1), batch_size=2)
+    with (
+        pytest.warns(UserWarning, match="`train_dataloader` #1 has no batches"),
+        pytest.raises(MisconfigurationException, match="The training dataloader #1 has no batches"),
+    ):
+        trainer.fit(model, [DataLoader(range(4), batch_size=2), empty])
+
+
+def test_fit_refuses_sequential_mode_before_any_training_hook(tmp_path):
+    class Model(cases._model(ember)):
+        started = False
+
+        def on_train_start(self):
+            Model.started = True
+
+    trainer = cases._trainer(ember, default_root_dir=tmp_path)
+    loaders = CombinedLoader([DataLoader(range(4)), DataLoader(range(2))], "sequential")
+    with pytest.raises(ValueError, match=r'does not support the `CombinedLoader\(mode="sequential"\)` mode'):
+        trainer.fit(Model(), loaders)
+    assert not Model.started
