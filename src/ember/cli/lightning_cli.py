@@ -20,12 +20,14 @@ or, with no script at all::
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
-from collections.abc import Callable
+from argparse import Namespace
+from collections.abc import Callable, Sequence
 from functools import partial, update_wrapper
 from types import MethodType
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 from torch.optim import Optimizer
 
@@ -37,9 +39,6 @@ from ember.trainer.trainer import Trainer
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.seed import seed_everything
-
-if TYPE_CHECKING:
-    from jsonargparse import Namespace
 
 
 def argument_parser_class() -> type:
@@ -380,8 +379,7 @@ class LightningCLI:
 
     def instantiate_classes(self) -> None:
         """Instantiate the datamodule, the model and the trainer from the config."""
-        instantiate = getattr(self.parser, "instantiate", None) or self.parser.instantiate_classes
-        self.config_init = instantiate(self.config)
+        self.config_init = _instantiate(self.parser, self.config)
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
         self._add_configure_optimizers_method_to_model(self.subcommand)
@@ -405,8 +403,7 @@ class LightningCLI:
                 config[key] = [config[key]]
             config[key].extend(callbacks)
             if key in self.trainer_defaults:
-                value = self.trainer_defaults[key]
-                config[key] += value if isinstance(value, list) else [value]
+                config[key] += _build_callbacks(self.trainer_defaults[key])
             if self.save_config_callback and not config.get("fast_dev_run", False):
                 config_callback = self.save_config_callback(
                     self._parser(self.subcommand),
@@ -541,6 +538,37 @@ def instantiate_class(args: Any, init: dict[str, Any]) -> Any:
     class_module, class_name = init["class_path"].rsplit(".", 1)
     module = importlib.import_module(class_module)
     return getattr(module, class_name)(*args, **kwargs)
+
+
+def _takes_instantiators(parser: Any) -> bool:
+    instantiate = getattr(parser, "instantiate", None)
+    return instantiate is not None and "instantiators" in inspect.signature(instantiate).parameters
+
+
+def _instantiate(parser: Any, config: Any, instantiators: Sequence[tuple[Callable[..., Any], Any, bool]] = ()) -> Any:
+    """``parser.instantiate`` with per-call ``instantiators`` (jsonargparse >= 4.49), else ``instantiate_classes``."""
+    if _takes_instantiators(parser):
+        return parser.instantiate(config, instantiators=list(instantiators) or None)
+    return parser.instantiate_classes(config)
+
+
+def _build_callbacks(value: Any) -> list[Any]:
+    """``trainer_defaults["callbacks"]`` as callbacks: objects as given, ``class_path``/``init_args`` dicts built."""
+    callbacks = list(value) if isinstance(value, (list, tuple)) else [value]
+    specs = [c for c in callbacks if isinstance(c, dict) and "class_path" in c]
+    if not specs:
+        return callbacks
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--callbacks", type=list[Callback])
+    try:
+        built = iter(_instantiate(parser, parser.parse_object({"callbacks": specs})).callbacks)
+    except Exception as err:  # jsonargparse's ArgumentError, or the callback's own error
+        raise ValueError(
+            f"LightningCLI(trainer_defaults={{'callbacks': ...}}) could not build a callback from {specs}: {err}"
+        ) from err
+    return [next(built) if isinstance(c, dict) and "class_path" in c else c for c in callbacks]
 
 
 def _keep_none() -> dict[str, bool]:
