@@ -133,6 +133,12 @@ CASES: dict[str, dict[str, Any]] = {
             "--lr_scheduler.step_size=2",
         ],
     },
+    # a logger's `**kwargs` documented from the writer it is passed to (torch's SummaryWriter)
+    "tensorboard_logger": {
+        "model": "PlainModel",
+        "data": None,
+        "args": ["--trainer.logger=TensorBoardLogger", "--trainer.logger.save_dir=TMP"],
+    },
     # class_path/init_args in trainer_defaults for the strategy and the profiler
     "trainer_defaults": {
         "model": "PlainModel",
