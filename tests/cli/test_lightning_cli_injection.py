@@ -151,7 +151,5 @@ def test_a_module_built_inside_the_model_records_its_own_arguments(tmp_path):
 
 
 def test_load_from_checkpoint_support_off_records_the_arguments(tmp_path):
-    cli = LightningCLI(
-        Student, RegressionData, run=False, load_from_checkpoint_support=False, args=_quiet(tmp_path)
-    )
+    cli = LightningCLI(Student, RegressionData, run=False, load_from_checkpoint_support=False, args=_quiet(tmp_path))
     assert dict(cli.model.hparams) == {"hidden": 8, "lr": 0.05, "in_features": 4}

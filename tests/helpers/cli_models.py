@@ -95,9 +95,7 @@ class InjectedRegressor(pl.LightningModule):
     """A model given its layer and optimizer by the config (``--model.backbone=torch.nn.Linear``), as Lightning
     users write them: what ``save_hyperparameters()`` records is the config, not the objects."""
 
-    def __init__(
-        self, backbone: nn.Module, optimizer: OptimizerCallable = torch.optim.SGD, scale: float = 1.0
-    ) -> None:
+    def __init__(self, backbone: nn.Module, optimizer: OptimizerCallable = torch.optim.SGD, scale: float = 1.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.backbone = backbone
