@@ -14,7 +14,9 @@ Example::
 # no `from __future__ import annotations`: the classes are defined inside a function, so their annotations
 # must be objects (jsonargparse could not resolve `cli.OptimizerCallable` from this module's globals)
 import contextlib
+import enum
 import importlib
+import inspect
 import io
 import sys
 import warnings
@@ -233,6 +235,44 @@ def built(pl: ModuleType, name: str, tmp: Path) -> dict[str, Any]:
         "precision": trainer.precision,
     }
     return _normalize(result, pl, tmp)
+
+
+def _plain(value: Any) -> Any:
+    """Defaults as plain data: enums by value, objects by their type's name."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return f"<{type(value).__name__}>"
+
+
+def init_defaults(pl: ModuleType) -> dict[str, Any]:
+    """Each public callback's, logger's and profiler's ``__init__`` arguments and defaults, as jsonargparse reads
+    them (what ``--trainer.callbacks+=Name --print_config`` shows); ``None`` where jsonargparse cannot."""
+    from jsonargparse import ArgumentParser
+
+    result: dict[str, Any] = {}
+    for package_name in ("callbacks", "loggers", "profilers"):
+        package = importlib.import_module(f"{pl.__name__}.{package_name}")
+        for name in package.__all__:
+            cls = getattr(package, name)
+            if not inspect.isclass(cls):
+                continue
+            parser = ArgumentParser(exit_on_error=False)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    parser.add_class_arguments(cls, "init", fail_untyped=False, sub_configs=True)
+            except Exception:  # e.g. a hint naming a class that is not importable (Lightning's WandbLogger)
+                result[f"{package_name}.{name}"] = None
+                continue
+            defaults = parser.get_defaults().get("init")
+            result[f"{package_name}.{name}"] = _plain(defaults.as_dict() if defaults is not None else {})
+    return _normalize(result, pl, Path("/no/folder"))
 
 
 def run_case(pl: ModuleType, name: str, tmp: Path) -> dict[str, Any]:
