@@ -123,3 +123,22 @@ def test_a_function_returning_the_trainer_runs_a_subcommand(tmp_path, capsys):
         LightningCLI(Regressor, RegressionData, trainer_class=make_trainer, args=["fit", "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["trainer"] == {"max_epochs": 5, "limit_val_batches": 0, "default_root_dir": "."}
+
+
+def _define_make_trainer():
+    # a notebook cell defining the function, run twice: two functions with the same name
+    def make_trainer(max_epochs: int = 1) -> ember.Trainer:
+        return ember.Trainer(max_epochs=max_epochs, logger=False, enable_progress_bar=False)
+
+    return make_trainer
+
+
+def test_two_trainer_functions_of_the_same_name_each_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first, second = _define_make_trainer(), _define_make_trainer()
+    assert first.__qualname__ == second.__qualname__
+    for function, epochs in ((first, 2), (second, 3), (first, 4)):
+        cli = LightningCLI(Regressor, trainer_class=function, args=[f"--trainer.max_epochs={epochs}"], run=False)
+        assert cli.trainer.max_epochs == epochs
+    cli = LightningCLI(Regressor, RegressionData, trainer_class=second, args=["validate"], save_config_callback=None)
+    assert cli.trainer.state.fn == "validate"

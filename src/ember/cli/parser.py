@@ -66,6 +66,18 @@ def _import_public_classes() -> None:
 _import_public_classes()
 
 
+def class_from_function_once(function: Callable[..., Any]) -> type:
+    """jsonargparse's ``class_from_function``, named after the function object itself.
+
+    jsonargparse names the class after the function's name alone and refuses a second function of the same name
+    (two modules' ``make_trainer``, or a notebook cell run twice); each function object gets its own class here,
+    and the same function always the same class.
+    """
+    where = f"{function.__module__}.{function.__qualname__}"
+    name = "".join(c if c.isalnum() else "_" for c in where) + f"_{id(function):x}_class"
+    return class_from_function(function, name=name)
+
+
 class LightningArgumentParser(ArgumentParser):
     """jsonargparse's ``ArgumentParser`` with groups for Lightning classes, optimizers and schedulers.
 
@@ -106,7 +118,7 @@ class LightningArgumentParser(ArgumentParser):
         With ``subclass_mode`` any subclass may be chosen with ``class_path`` (``--model my.Model``).
         """
         if callable(lightning_class) and not isinstance(lightning_class, type):
-            lightning_class = class_from_function(lightning_class)
+            lightning_class = class_from_function_once(lightning_class)
         if isinstance(lightning_class, type) and issubclass(
             lightning_class, (Trainer, LightningModule, LightningDataModule, Callback)
         ):
