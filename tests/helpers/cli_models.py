@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember as pl
+from ember.cli import OptimizerCallable
 
 
 class RegressionData(pl.LightningDataModule):
@@ -88,3 +89,45 @@ class RecordingCallback(pl.Callback):
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self.fit_starts += 1
+
+
+class InjectedRegressor(pl.LightningModule):
+    """A model given its layer and optimizer by the config (``--model.backbone=torch.nn.Linear``), as Lightning
+    users write them: what ``save_hyperparameters()`` records is the config, not the objects."""
+
+    def __init__(self, backbone: nn.Module, optimizer: OptimizerCallable = torch.optim.SGD, scale: float = 1.0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.backbone = backbone
+        self.optimizer = optimizer
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x) * self.scale
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self(x), y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self(x), y))
+
+    def configure_optimizers(self) -> Any:
+        return self.optimizer(self.parameters())
+
+
+class Teacher(pl.LightningModule):
+    """A LightningModule that another one builds inside its ``__init__``."""
+
+    def __init__(self, width: int = 2) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+
+class Student(Regressor):
+    """Builds a ``Teacher`` while it is being built: each records its own hyperparameters."""
+
+    def __init__(self, hidden: int = 8, lr: float = 0.05, in_features: int = 4) -> None:
+        super().__init__(hidden, lr, in_features)
+        self.teacher = Teacher(width=7)

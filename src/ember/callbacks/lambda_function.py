@@ -47,5 +47,8 @@ class LambdaCallback(Callback):
 # Lightning spells out one keyword per hook; advertise the same signature for introspection (CLIs, help())
 LambdaCallback.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in _HOOKS]
+    + [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Callable | None)
+        for name in _HOOKS
+    ]
 )

@@ -107,7 +107,7 @@ class RichProgressBar(ProgressBar):
     """Progress bars with rich formatting (``pip install 'ember[rich]'``).
 
     Args:
-        refresh_rate: redraw every this many batches; ``0`` disables the bar.
+        refresh_rate: redraw every this many batches (default 100, as in Lightning); ``0`` disables the bar.
         leave: keep each finished epoch's bar on screen.
         theme: the styles of the bar's parts.
         console_kwargs: arguments for the rich ``Console``.
@@ -122,7 +122,7 @@ class RichProgressBar(ProgressBar):
 
     def __init__(
         self,
-        refresh_rate: int = 1,
+        refresh_rate: int = 100,
         leave: bool = False,
         theme: RichProgressBarTheme = RichProgressBarTheme(),
         console_kwargs: dict[str, Any] | None = None,

@@ -150,3 +150,28 @@ def _collect_unsafe(value: Any, where: str, found: list[str]) -> None:
             _collect_unsafe(item, f"{where}.{key}", found)
         return
     found.append(f"{where} ({kind.__qualname__})")
+
+
+def loaded_object(import_path: str) -> Any:
+    """The object ``import_path`` names among the modules already loaded; ``None`` if it is not loaded.
+
+    Nothing is imported (a package's lazy attributes count as not loaded), so a name read from a checkpoint
+    can be checked against what the program itself has imported.
+
+    Example::
+
+        >>> loaded_object("collections.OrderedDict") is OrderedDict
+        True
+    """
+    import sys
+
+    parts = import_path.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:split]))
+        if module is None:
+            continue
+        obj: Any = vars(module).get(parts[split])
+        for attr in parts[split + 1 :]:
+            obj = getattr(obj, attr, None)
+        return obj
+    return None

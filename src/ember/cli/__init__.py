@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.cli.lightning_cli import LightningCLI, SaveConfigCallback, argument_parser_class, instantiate_class
+from ember.cli.lightning_cli import (
+    LightningCLI,
+    SaveConfigCallback,
+    argument_parser_class,
+    instantiate_class,
+    instantiate_module,
+)
 from ember.cli.types import (
     ArgsType,
     LRSchedulerCallable,
@@ -37,6 +43,7 @@ __all__ = [
     "ReduceLROnPlateau",
     "SaveConfigCallback",
     "instantiate_class",
+    "instantiate_module",
 ]
 
 

@@ -20,26 +20,31 @@ or, with no script at all::
 
 from __future__ import annotations
 
+import copy
+import inspect
 import os
 import sys
-from collections.abc import Callable
+from argparse import Namespace
+from collections.abc import Callable, Sequence
 from functools import partial, update_wrapper
 from types import MethodType
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union, get_type_hints
 
 from torch.optim import Optimizer
 
 from ember.callbacks.callback import Callback
 from ember.cli.types import ArgsType, LRSchedulerTypeTuple, LRSchedulerTypeUnion, ReduceLROnPlateau
 from ember.core.datamodule import LightningDataModule
+from ember.core.hparams import _given_hyperparameters_context
 from ember.core.module import LightningModule
 from ember.trainer.trainer import Trainer
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.seed import seed_everything
 
-if TYPE_CHECKING:
-    from jsonargparse import Namespace
+# what `save_hyperparameters` records as `_instantiator` for a module the CLI built: Lightning's name, so that
+# Lightning's `load_from_checkpoint` (which allows only its own instantiators) can rebuild it from an Ember checkpoint
+_INSTANTIATOR = "pytorch_lightning.cli.instantiate_module"
 
 
 def argument_parser_class() -> type:
@@ -178,6 +183,7 @@ class LightningCLI:
         self.parser_class = parser_class if parser_class is not None else argument_parser_class()
         self.auto_configure_optimizers = auto_configure_optimizers
         self.load_from_checkpoint_support = load_from_checkpoint_support
+        self._instantiators: list[tuple[Callable[..., Any], Any, bool]] = []
 
         self.model_class = model_class
         self._model_class = model_class or LightningModule
@@ -192,6 +198,8 @@ class LightningCLI:
         self._parse_ckpt_path()
         self.subcommand = self.config["subcommand"] if run else None
         self._set_seed()
+        if load_from_checkpoint_support:
+            self._add_instantiators()
         self.before_instantiate_classes()
         self.instantiate_classes()
         self.after_instantiate_classes()
@@ -279,12 +287,12 @@ class LightningCLI:
         }
 
     def _add_subcommands(self, parser: Any, **kwargs: Any) -> None:
-        from jsonargparse import class_from_function
+        from ember.cli.parser import class_from_function_once
 
         self._subcommand_parsers: dict[str, Any] = {}
         parser_subcommands = parser.add_subcommands()
         trainer_class = (
-            self.trainer_class if isinstance(self.trainer_class, type) else class_from_function(self.trainer_class)
+            self.trainer_class if isinstance(self.trainer_class, type) else class_from_function_once(self.trainer_class)
         )
         for subcommand in self.subcommands():
             fn = getattr(trainer_class, subcommand)
@@ -338,21 +346,29 @@ class LightningCLI:
         if not ckpt_path or not os.path.isfile(ckpt_path):
             return
         from ember.checkpoint import load_checkpoint
+        from ember.checkpoint.safe_load import loaded_object
 
         checkpoint = load_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
-        if "_class_path" in hparams:
+        model_config = self.config[self.config.subcommand].get("model")
+        class_path = model_config.get("class_path") if hasattr(model_config, "get") else None
+        saved_class = hparams.pop("_class_path", None)
+        configured = loaded_object(class_path) if class_path else _get_module_type(self._model_class)
+        if saved_class is not None and loaded_object(str(saved_class)) is not configured:
             # the config chooses the model class, never the checkpoint (safe loading): keep only the values
             rank_zero_warn(
                 "Ignoring `_class_path` found in the checkpoint's hyperparameters: a checkpoint never"
                 " selects a class to import. The model class comes from the config."
             )
-            hparams.pop("_class_path")
+        for key in [k for k, v in hparams.items() if _unloaded_class_paths(v)]:
+            names = ", ".join(_unloaded_class_paths(hparams.pop(key)))
+            rank_zero_warn(
+                f"Ignoring the checkpoint's `{key}`: it names {names}, which this program has not imported, and a"
+                f" checkpoint never causes an import. The config's `model.{key}` is used."
+            )
         if not hparams:
             return
-        model_config = self.config[self.config.subcommand].get("model")
-        class_path = model_config.get("class_path") if hasattr(model_config, "get") else None
         if class_path:
             # subclass mode: the values are the init arguments of the class the config chose
             hparams = {"class_path": class_path, "init_args": hparams}
@@ -378,10 +394,34 @@ class LightningCLI:
     def before_instantiate_classes(self) -> None:
         """Override to run code before the classes are instantiated."""
 
+    def _dump_config(self) -> None:
+        """``self.config_dump``: the config as plain data (the subcommand's part), what the modules record."""
+        if hasattr(self, "config_dump"):
+            return
+        import yaml
+
+        dumped = self.parser.dump(self.config, skip_link_targets=False, format="yaml", **_keep_none())
+        self.config_dump = yaml.safe_load(dumped)
+        if "subcommand" in self.config:
+            self.config_dump = self.config_dump[self.config.subcommand]
+
+    def _add_instantiators(self) -> None:
+        """Build the model and datamodule so that ``save_hyperparameters`` records the config that built them.
+
+        As in Lightning: an argument such as ``backbone: nn.Module`` is saved as its ``class_path``/``init_args``
+        (not the object), a subclass chosen by ``class_path`` as ``_class_path``, plus ``_instantiator``.
+        """
+        self._instantiators = [
+            (_InstantiatorFn(self, "model"), _get_module_type(self._model_class), self.subclass_mode_model),
+            (_InstantiatorFn(self, "data"), _get_module_type(self._datamodule_class), self.subclass_mode_data),
+        ]
+        if not _takes_instantiators(self.parser):  # jsonargparse < 4.49: registered on the parser
+            for instantiator, class_type, subclasses in self._instantiators:
+                self.parser.add_instantiator(instantiator, class_type, subclasses=subclasses)
+
     def instantiate_classes(self) -> None:
         """Instantiate the datamodule, the model and the trainer from the config."""
-        instantiate = getattr(self.parser, "instantiate", None) or self.parser.instantiate_classes
-        self.config_init = instantiate(self.config)
+        self.config_init = _instantiate(self.parser, self.config, self._instantiators)
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
         self._add_configure_optimizers_method_to_model(self.subcommand)
@@ -405,8 +445,7 @@ class LightningCLI:
                 config[key] = [config[key]]
             config[key].extend(callbacks)
             if key in self.trainer_defaults:
-                value = self.trainer_defaults[key]
-                config[key] += value if isinstance(value, list) else [value]
+                config[key] += _build_callbacks(self.trainer_defaults[key])
             if self.save_config_callback and not config.get("fast_dev_run", False):
                 config_callback = self.save_config_callback(
                     self._parser(self.subcommand),
@@ -541,6 +580,139 @@ def instantiate_class(args: Any, init: dict[str, Any]) -> Any:
     class_module, class_name = init["class_path"].rsplit(".", 1)
     module = importlib.import_module(class_module)
     return getattr(module, class_name)(*args, **kwargs)
+
+
+def instantiate_module(class_type: type, config: dict[str, Any]) -> Any:
+    """Build a module (or datamodule) from the hyperparameters ``LightningCLI`` saved for it, injected objects too.
+
+    ``load_from_checkpoint`` never does this by itself: a checkpoint does not choose the classes to build (see
+    ``docs/compat.md``). Call it on hyperparameters you trust; the weights are then yours to load.
+
+    Example::
+
+        checkpoint = torch.load(path, weights_only=True)
+        model = instantiate_module(MyModel, checkpoint["hyper_parameters"])
+        model.load_state_dict(checkpoint["state_dict"])
+    """
+    from jsonargparse import ArgumentParser
+
+    config = {k: v for k, v in config.items() if k != "_instantiator"}
+    parser = ArgumentParser(exit_on_error=False)
+    if "_class_path" in config:
+        parser.add_subclass_arguments(class_type, "module", fail_untyped=False)
+        config = {
+            "class_path": config["_class_path"],
+            "dict_kwargs": {k: v for k, v in config.items() if k != "_class_path"},
+        }
+    else:
+        parser.add_class_arguments(class_type, "module", fail_untyped=False)
+    cfg = parser.parse_object({"module": config})
+    return _instantiate(parser, cfg).module
+
+
+class _InstantiatorFn:
+    """Builds the model (``key="model"``) or datamodule so that its ``save_hyperparameters`` records its config."""
+
+    def __init__(self, cli: LightningCLI, key: str) -> None:
+        self.cli = cli
+        self.key = key
+
+    def __call__(
+        self, class_type: type, *args: Any, applied_instantiation_links: dict | None = None, **kwargs: Any
+    ) -> Any:
+        self.cli._dump_config()
+        hparams = copy.deepcopy(self.cli.config_dump.get(self.key) or {})
+        if "class_path" in hparams:
+            if not _names_class(hparams["class_path"], class_type):
+                # a LightningModule given as an argument of the configured one: it records its own arguments
+                return class_type(*args, **kwargs)
+            # the values directly, the class in `_class_path`, whether or not the class was chosen by class_path
+            hparams = {
+                "_class_path": hparams["class_path"],
+                **(hparams.get("init_args") or {}),
+                **(hparams.get("dict_kwargs") or {}),
+            }
+        for key, value in (applied_instantiation_links or {}).items():
+            if key.startswith(f"{self.key}."):  # a value set by `link_arguments(..., apply_on="instantiate")`
+                key = key[len(self.key) + 1 :]
+                _set_dict_nested(hparams, key.removeprefix("init_args."), value)
+        # the object that records them: the class built, or what the configured function returns
+        configured = self.cli._model_class if self.key == "model" else self.cli._datamodule_class
+        owner = class_type if isinstance(configured, type) else _get_module_type(configured)
+        with _given_hyperparameters_context(hparams, _INSTANTIATOR, owner if isinstance(owner, type) else None):
+            return class_type(*args, **kwargs)
+
+
+def _names_class(class_path: str, class_type: type) -> bool:
+    """Whether ``class_path`` names ``class_type``, looked up among loaded modules only (nothing is imported)."""
+    from ember.checkpoint.safe_load import loaded_object
+
+    return loaded_object(class_path) is class_type
+
+
+def _unloaded_class_paths(value: Any) -> list[str]:
+    """The ``class_path`` values inside ``value`` that name nothing the program has loaded."""
+    from ember.checkpoint.safe_load import loaded_object
+
+    found: list[str] = []
+    if isinstance(value, dict):
+        path = value.get("class_path")
+        if path is not None and loaded_object(str(path)) is None:
+            found.append(str(path))
+        for item in value.values():
+            found.extend(_unloaded_class_paths(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_unloaded_class_paths(item))
+    return found
+
+
+def _set_dict_nested(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[last] = value
+
+
+def _get_module_type(value: Any) -> Any:
+    """The class a model or datamodule argument builds: the class itself, or a function's return type."""
+    if callable(value) and not isinstance(value, type):
+        try:
+            return get_type_hints(value)["return"]
+        except (KeyError, NameError, TypeError):
+            return inspect.signature(value).return_annotation
+    return value
+
+
+def _takes_instantiators(parser: Any) -> bool:
+    instantiate = getattr(parser, "instantiate", None)
+    return instantiate is not None and "instantiators" in inspect.signature(instantiate).parameters
+
+
+def _instantiate(parser: Any, config: Any, instantiators: Sequence[tuple[Callable[..., Any], Any, bool]] = ()) -> Any:
+    """``parser.instantiate`` with per-call ``instantiators`` (jsonargparse >= 4.49), else ``instantiate_classes``."""
+    if _takes_instantiators(parser):
+        return parser.instantiate(config, instantiators=list(instantiators) or None)
+    return parser.instantiate_classes(config)
+
+
+def _build_callbacks(value: Any) -> list[Any]:
+    """``trainer_defaults["callbacks"]`` as callbacks: objects as given, ``class_path``/``init_args`` dicts built."""
+    callbacks = list(value) if isinstance(value, (list, tuple)) else [value]
+    specs = [c for c in callbacks if isinstance(c, dict) and "class_path" in c]
+    if not specs:
+        return callbacks
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--callbacks", type=list[Callback])
+    try:
+        built = iter(_instantiate(parser, parser.parse_object({"callbacks": specs})).callbacks)
+    except Exception as err:  # jsonargparse's ArgumentError, or the callback's own error
+        raise ValueError(
+            f"LightningCLI(trainer_defaults={{'callbacks': ...}}) could not build a callback from {specs}: {err}"
+        ) from err
+    return [next(built) if isinstance(c, dict) and "class_path" in c else c for c in callbacks]
 
 
 def _keep_none() -> dict[str, bool]:

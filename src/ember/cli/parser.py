@@ -37,6 +37,46 @@ try:  # torch's lazily imported submodules confuse jsonargparse's import-path re
 except ImportError:  # pragma: no cover - older jsonargparse
     pass
 
+_PUBLIC_PACKAGES = (
+    "ember.callbacks",
+    "ember.loggers",
+    "ember.profilers",
+    "ember.strategies",
+    "ember.accelerators",
+    "ember.plugins",
+)
+
+
+def _import_public_classes() -> None:
+    """Import every public callback, logger, profiler, strategy, accelerator and plugin class.
+
+    jsonargparse resolves a short name (``--trainer.logger=CSVLogger``, ``--trainer.callbacks+=EarlyStopping``)
+    among the loaded subclasses of the argument's type, and lists them in ``--help``. Ember loads these
+    classes on first use, so the parser loads them first; their optional backends (tensorboard, wandb, ...)
+    still load only when a logger is created.
+    """
+    import importlib
+
+    for package in _PUBLIC_PACKAGES:
+        module = importlib.import_module(package)
+        for name in getattr(module, "__all__", ()):
+            getattr(module, name)
+
+
+_import_public_classes()
+
+
+def class_from_function_once(function: Callable[..., Any]) -> type:
+    """jsonargparse's ``class_from_function``, named after the function object itself.
+
+    jsonargparse names the class after the function's name alone and refuses a second function of the same name
+    (two modules' ``make_trainer``, or a notebook cell run twice); each function object gets its own class here,
+    and the same function always the same class.
+    """
+    where = f"{function.__module__}.{function.__qualname__}"
+    name = "".join(c if c.isalnum() else "_" for c in where) + f"_{id(function):x}_class"
+    return class_from_function(function, name=name)
+
 
 class LightningArgumentParser(ArgumentParser):
     """jsonargparse's ``ArgumentParser`` with groups for Lightning classes, optimizers and schedulers.
@@ -78,7 +118,7 @@ class LightningArgumentParser(ArgumentParser):
         With ``subclass_mode`` any subclass may be chosen with ``class_path`` (``--model my.Model``).
         """
         if callable(lightning_class) and not isinstance(lightning_class, type):
-            lightning_class = class_from_function(lightning_class)
+            lightning_class = class_from_function_once(lightning_class)
         if isinstance(lightning_class, type) and issubclass(
             lightning_class, (Trainer, LightningModule, LightningDataModule, Callback)
         ):
@@ -86,8 +126,6 @@ class LightningArgumentParser(ArgumentParser):
                 self.callback_keys.append(nested_key)
             if subclass_mode:
                 return self.add_subclass_arguments(lightning_class, nested_key, fail_untyped=False, required=required)
-            if issubclass(lightning_class, Trainer):
-                return self._add_trainer_arguments(lightning_class, nested_key)
             return self.add_class_arguments(
                 lightning_class,
                 nested_key,
@@ -99,34 +137,6 @@ class LightningArgumentParser(ArgumentParser):
             f"Cannot add arguments from: {lightning_class}. You should provide either a callable or a subclass of: "
             "Trainer, LightningModule, LightningDataModule, or Callback."
         )
-
-    def _add_trainer_arguments(self, trainer_class: type, nested_key: str) -> list[str]:
-        """The Trainer's arguments; ``logger`` gets a real type so a ``class_path`` in it is a logger to build.
-
-        jsonargparse stops instantiating class specs given for ``Any``-typed arguments, and the Trainer
-        annotates ``logger`` loosely to avoid importing the loggers package.
-        """
-        import inspect
-        from collections.abc import Iterable
-        from typing import Optional
-
-        from ember.loggers.logger import Logger
-
-        parameter = inspect.signature(trainer_class.__init__).parameters.get("logger")  # type: ignore[misc]
-        loose = parameter is not None and parameter.annotation in (inspect.Parameter.empty, Any, "Any")
-        skip = {"logger"} if loose else set()
-        added = self.add_class_arguments(
-            trainer_class, nested_key, fail_untyped=False, instantiate=False, sub_configs=True, skip=skip
-        )
-        if loose:
-            self.add_argument(
-                f"--{nested_key}.logger",
-                type=Optional[Logger | Iterable[Logger] | bool],
-                default=parameter.default if parameter is not None else None,
-                help="A logger (class_path and init_args), a list of them, True for the default logger, False for none.",
-            )
-            added.append(f"{nested_key}.logger")
-        return added
 
     def add_optimizer_args(
         self,

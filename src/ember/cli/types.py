@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from argparse import Namespace
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-
-if TYPE_CHECKING:
-    from jsonargparse import Namespace
 
 
 class ReduceLROnPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -31,6 +29,8 @@ class ReduceLROnPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
 LRSchedulerTypeTuple = (LRScheduler, ReduceLROnPlateau)
 LRSchedulerTypeUnion = Union[LRScheduler, ReduceLROnPlateau]
 LRSchedulerType = Union[type[LRScheduler], type[ReduceLROnPlateau]]
-ArgsType = Union[list[str], dict[str, Any], "Namespace", None]
+# jsonargparse's Namespace (what LightningCLI parses into) is an argparse.Namespace; naming argparse's keeps
+# jsonargparse unloaded until a parser is built
+ArgsType = Union[list[str], dict[str, Any], Namespace, None]
 OptimizerCallable = Callable[[Iterable], Optimizer]
 LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]

@@ -9,7 +9,9 @@ import copy
 import inspect
 import types
 from argparse import Namespace
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import fields, is_dataclass
 from typing import Any
 
@@ -17,6 +19,35 @@ from ember.utilities.parsing import AttributeDict, collect_init_args
 from ember.utilities.rank_zero import rank_zero_warn
 
 _PRIMITIVES = (bool, int, float, str)
+
+# (the class being built, the hyperparameters its save_hyperparameters records); set by LightningCLI
+_given_hyperparameters: ContextVar[tuple[type | None, dict[str, Any]] | None] = ContextVar(
+    "_given_hyperparameters", default=None
+)
+
+
+@contextmanager
+def _given_hyperparameters_context(
+    hparams: dict[str, Any], instantiator: str, owner: type | None = None
+) -> Iterator[None]:
+    """While ``owner`` is built inside, its ``save_hyperparameters()`` records ``hparams`` (and ``_instantiator``).
+
+    ``LightningCLI`` builds the model and datamodule in this context, so that what is saved is the config that
+    built them (``backbone: {class_path: ..., init_args: ...}``) rather than the objects ``__init__`` received,
+    as in Lightning. Other objects built meanwhile (``owner`` given) record their own arguments.
+    """
+    token = _given_hyperparameters.set((owner, {**hparams, "_instantiator": instantiator}))
+    try:
+        yield
+    finally:
+        _given_hyperparameters.reset(token)
+
+
+def _given_for(obj: Any) -> dict[str, Any] | None:
+    given = _given_hyperparameters.get()
+    if given is None or (given[0] is not None and not isinstance(obj, given[0])):
+        return None
+    return dict(given[1])
 
 
 class HyperparametersMixin:
@@ -53,10 +84,11 @@ class HyperparametersMixin:
                     self.save_hyperparameters()   # self.hparams.lr == 0.1
         """
         self._log_hyperparams = logger
-        if frame is None:
+        given = _given_for(self)
+        if frame is None and given is None:
             current = inspect.currentframe()
             frame = current.f_back if current is not None else None
-        _save_hyperparameters(self, *args, ignore=ignore, frame=frame)
+        _save_hyperparameters(self, *args, ignore=ignore, frame=frame, given=given)
 
     def remove_ignored_hparams(self, ignore_list: list[str]) -> None:
         """Drop saved hyperparameters, e.g. ones a base class saved that a subclass doesn't want.
@@ -102,8 +134,12 @@ class HyperparametersMixin:
         return copy.deepcopy(self._hparams_initial)
 
 
-def _save_hyperparameters(obj: HyperparametersMixin, *args: Any, ignore: Any, frame: types.FrameType | None) -> None:
-    if is_dataclass(obj):
+def _save_hyperparameters(
+    obj: HyperparametersMixin, *args: Any, ignore: Any, frame: types.FrameType | None, given: dict[str, Any] | None
+) -> None:
+    if given is not None:
+        init_args = given
+    elif is_dataclass(obj):
         init_args = {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}
     else:
         init_args = {}

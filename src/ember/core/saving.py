@@ -219,7 +219,7 @@ def load_from_checkpoint(
     if hparams_file is not None:
         # the file replaces the saved hyperparameters entirely, as in Lightning
         checkpoint[hparams_key] = _read_hparams_file(hparams_file)
-    hparams = _saved_hparams(checkpoint, hparams_key, legacy=not datamodule)
+    hparams = _saved_hparams(cls, checkpoint, hparams_key, legacy=not datamodule, overrides=kwargs)
     hparams.update(kwargs)
     obj = _instantiate(cls, hparams, checkpoint.get(name_key), kwargs)
     if datamodule:
@@ -238,22 +238,52 @@ def _read_hparams_file(hparams_file: Any) -> dict[str, Any]:
     return load_hparams_from_file(str(hparams_file))
 
 
-def _saved_hparams(checkpoint: dict[str, Any], key: str, legacy: bool) -> dict[str, Any]:
+# the instantiators Lightning's LightningCLI (and Ember's) records: they only say "built by LightningCLI"
+_LIGHTNING_INSTANTIATORS = ("pytorch_lightning.cli.instantiate_module", "lightning.pytorch.cli.instantiate_module")
+
+
+def _saved_hparams(
+    cls: type, checkpoint: dict[str, Any], key: str, legacy: bool, overrides: dict[str, Any]
+) -> dict[str, Any]:
     hparams: dict[str, Any] = {}
     if legacy:
         for old_key in ("module_arguments", "hparams"):  # checkpoints from before Lightning 1.0
             if isinstance(checkpoint.get(old_key), dict):
                 hparams.update(checkpoint[old_key])
     hparams.update(checkpoint.get(key) or {})
-    # a checkpoint never chooses the class: keys that would instantiate something are dropped
-    for name in ("_instantiator", "_class_path"):
-        if name in hparams:
-            rank_zero_warn(
-                f"Ignoring `{name}` found in the checkpoint's hyperparameters: a checkpoint never selects a class to"
-                " import."
-            )
-            hparams.pop(name)
+    # a checkpoint never chooses the class: keys that would instantiate something are dropped, silently when they
+    # only repeat what is built anyway (LightningCLI records both for every module it builds)
+    from ember.checkpoint.safe_load import loaded_object
+
+    instantiator = hparams.pop("_instantiator", None)
+    class_path = hparams.pop("_class_path", None)
+    ignored = []
+    if instantiator is not None and instantiator not in _LIGHTNING_INSTANTIATORS:
+        ignored.append("_instantiator")
+    if class_path is not None and loaded_object(str(class_path)) is not cls:
+        ignored.append("_class_path")
+    for name in ignored:
+        rank_zero_warn(
+            f"Ignoring `{name}` found in the checkpoint's hyperparameters: a checkpoint never selects a class to"
+            " import."
+        )
+    if instantiator is not None:
+        _warn_unbuilt_objects(cls, hparams, overrides)
     return hparams
+
+
+def _warn_unbuilt_objects(cls: type, hparams: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Name the hyperparameters that hold the config of an object LightningCLI built (``backbone: {class_path:
+    ...}``), and how to pass the object instead."""
+    configs = [k for k, v in hparams.items() if k not in overrides and isinstance(v, Mapping) and "class_path" in v]
+    if configs:
+        names = ", ".join(f"`{k}`" for k in configs)
+        example = ", ".join(f"{k}=..." for k in configs)
+        rank_zero_warn(
+            f"The hyperparameters {names} hold the `class_path`/`init_args` config LightningCLI built them from."
+            " Ember never builds what a checkpoint names, so `__init__` receives the config itself: pass the"
+            f" objects instead, `{cls.__name__}.load_from_checkpoint(path, {example})`."
+        )
 
 
 def _instantiate(cls: type, hparams: dict[str, Any], args_name: str | None, overrides: dict[str, Any]) -> Any:

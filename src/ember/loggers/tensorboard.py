@@ -124,10 +124,12 @@ class TensorBoardLogger(FolderLogger):
     def experiment(self) -> SummaryWriter:
         """The ``SummaryWriter`` (a ``DummyExperiment`` on non-zero ranks)."""
         if self._experiment is None:
-            if _tensorboard_available():
+            # torch's writer last: jsonargparse reads both branches and documents `**kwargs` from the last
+            # (`LightningCLI --print_config` lists torch's SummaryWriter arguments, as Lightning's does)
+            if not _tensorboard_available():  # Lightning's fallback when tensorboard is missing
+                from tensorboardX import SummaryWriter
+            else:
                 from torch.utils.tensorboard import SummaryWriter
-            else:  # Lightning's fallback when tensorboard is missing
-                from tensorboardX import SummaryWriter  # type: ignore[no-redef]  # the same writer API
 
             self._experiment = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
         if self._pending and not self._writes_scalar_file():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from operator import attrgetter
 from typing import Any
@@ -18,7 +18,7 @@ import torch
 
 from ember.callbacks.callback import Callback
 from ember.core.optimizer import LightningOptimizer
-from ember.trainer import arguments, dataloaders, lifecycle, views
+from ember.trainer import arguments, dataloaders, lifecycle, types, views
 from ember.trainer.defaults import configure_callbacks, configure_loggers
 from ember.trainer.run import Run
 from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
@@ -148,12 +148,12 @@ class Trainer:
     def __init__(
         self,
         *,
-        accelerator: str | Any = "auto",
-        strategy: str | Any = "auto",
+        accelerator: str | types.Accelerator = "auto",
+        strategy: str | types.Strategy = "auto",
         devices: list[int] | str | int = "auto",
         num_nodes: int = 1,
-        precision: Any = None,
-        logger: Any = None,
+        precision: types._PRECISION_INPUT | None = None,
+        logger: types.Logger | Iterable[types.Logger] | bool | None = None,
         callbacks: list[Callback] | Callback | None = None,
         fast_dev_run: int | bool = False,
         max_epochs: int | None = None,
@@ -166,7 +166,7 @@ class Trainer:
         limit_test_batches: int | float | None = None,
         limit_predict_batches: int | float | None = None,
         overfit_batches: int | float = 0.0,
-        val_check_interval: int | float | str | timedelta | dict | None = None,
+        val_check_interval: int | float | str | timedelta | dict[str, int] | None = None,
         check_val_every_n_epoch: int | None = 1,
         num_sanity_val_steps: int | None = None,
         log_every_n_steps: int | None = None,
@@ -176,14 +176,14 @@ class Trainer:
         accumulate_grad_batches: int = 1,
         gradient_clip_val: int | float | None = None,
         gradient_clip_algorithm: str | None = None,
-        deterministic: bool | str | None = None,
+        deterministic: bool | types._LITERAL_WARN | None = None,
         benchmark: bool | None = None,
         inference_mode: bool = True,
         use_distributed_sampler: bool = True,
-        profiler: Any = None,
+        profiler: types.Profiler | str | None = None,
         detect_anomaly: bool = False,
         barebones: bool = False,
-        plugins: Any = None,
+        plugins: types._PLUGIN | list[types._PLUGIN] | None = None,
         sync_batchnorm: bool = False,
         reload_dataloaders_every_n_epochs: int = 0,
         default_root_dir: str | os.PathLike | None = None,

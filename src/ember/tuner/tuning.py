@@ -12,13 +12,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from ember.trainer.trainer import Trainer
+from ember.tuner.lr_finder import _LRFinder
 from ember.utilities.exceptions import MisconfigurationException
-
-if TYPE_CHECKING:
-    from ember.trainer.trainer import Trainer
-    from ember.tuner.lr_finder import _LRFinder
 
 _METHODS = ("fit", "validate", "test", "predict")
 

@@ -1,0 +1,155 @@
+"""Objects injected by the config (``backbone: nn.Module``, ``optimizer: OptimizerCallable``): the run saves
+their config in ``hparams.yaml`` and the checkpoint, as Lightning does, and loading never builds what a
+checkpoint names."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tests.helpers.cli_models import InjectedRegressor, RegressionData, Student
+
+from ember.cli import LightningCLI, instantiate_module
+
+HERE = "tests.helpers.cli_models"
+LINEAR = {
+    "class_path": "torch.nn.Linear",
+    "init_args": {"in_features": 4, "out_features": 1, "bias": True, "device": None, "dtype": None},
+}
+SGD = {
+    "class_path": "torch.optim.SGD",
+    "init_args": {
+        "lr": 0.05,
+        "momentum": 0.0,
+        "dampening": 0.0,
+        "weight_decay": 0.0,
+        "nesterov": False,
+        "maximize": False,
+        "foreach": None,
+        "differentiable": False,
+        "fused": None,
+    },
+}
+INJECTED = [
+    "--model.backbone=torch.nn.Linear",
+    "--model.backbone.in_features=4",
+    "--model.backbone.out_features=1",
+    "--model.optimizer=SGD",
+    "--model.optimizer.lr=0.05",
+]
+
+
+@pytest.fixture(autouse=True)
+def _plain_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["ember"])
+
+
+def _quiet(root: Path) -> list[str]:
+    return [
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={root}",
+    ]
+
+
+def _fit(tmp_path: Path) -> LightningCLI:
+    args = ["fit", *INJECTED, "--trainer.max_epochs=1", "--trainer.logger=CSVLogger", *_quiet(tmp_path)]
+    args.append(f"--trainer.logger.save_dir={tmp_path}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = LightningCLI(InjectedRegressor, RegressionData, args=args)
+    # the objects are not what is saved: no warning about modules or values that would not load safely
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "nn.Module" in m or "not plain data" in m], messages
+    return cli
+
+
+def test_injected_objects_are_saved_as_their_config_like_lightning(tmp_path):
+    cli = _fit(tmp_path)
+    expected = {
+        "backbone": LINEAR,
+        "optimizer": SGD,
+        "scale": 1.0,
+        "_instantiator": "pytorch_lightning.cli.instantiate_module",  # Lightning's: its loader can rebuild it
+    }
+    assert dict(cli.model.hparams) == expected
+    assert isinstance(cli.model.backbone, torch.nn.Linear)  # the model itself received the objects
+    saved = yaml.safe_load((Path(cli.trainer.log_dir) / "hparams.yaml").read_text())
+    assert saved == expected
+    checkpoint = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)
+    assert checkpoint["hyper_parameters"] == expected
+
+
+def test_loading_never_builds_what_the_checkpoint_names(tmp_path):
+    ckpt = _fit(tmp_path).trainer.checkpoint_callback.best_model_path
+    with pytest.warns(UserWarning, match=r"`backbone`, `optimizer` hold the `class_path`/`init_args` config") as info:
+        InjectedRegressor.load_from_checkpoint(ckpt, strict=False)
+    assert "InjectedRegressor.load_from_checkpoint(path, backbone=..., optimizer=...)" in str(info[0].message)
+    with warnings.catch_warnings():
+        # given the objects: no warning about the config or `_instantiator` (the model's own warning about an
+        # nn.Module argument remains, as in Lightning)
+        warnings.filterwarnings("error", message=".*(_instantiator|_class_path|hold the)")
+        model = InjectedRegressor.load_from_checkpoint(
+            ckpt, backbone=torch.nn.Linear(4, 1), optimizer=functools.partial(torch.optim.SGD, lr=0.05)
+        )
+    assert model.hparams.scale == 1.0
+    # for hyperparameters you trust, instantiate_module builds the injected objects too
+    rebuilt = instantiate_module(InjectedRegressor, torch.load(ckpt, weights_only=True)["hyper_parameters"])
+    assert isinstance(rebuilt.backbone, torch.nn.Linear) and rebuilt.backbone.out_features == 1
+    optimizer = rebuilt.optimizer(rebuilt.parameters())
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.05
+
+
+def test_ckpt_path_reuses_the_saved_config_without_warnings(tmp_path):
+    ckpt = _fit(tmp_path).trainer.checkpoint_callback.best_model_path
+    args = ["validate", f"--ckpt_path={ckpt}", "--trainer.logger=false", *_quiet(tmp_path)]
+    injected = [a.replace("out_features=1", "out_features=3") for a in INJECTED]  # the checkpoint's value wins
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*(_class_path|_instantiator|checkpoint's)")
+        cli = LightningCLI(InjectedRegressor, RegressionData, save_config_callback=None, args=[*args, *injected])
+        assert cli.model.backbone.out_features == 1
+        # the `ember` command (subclass mode): the checkpoint's `_class_path` names the class the config chose
+        cli = LightningCLI(
+            save_config_callback=None,
+            args=[*args, f"--model={HERE}.InjectedRegressor", f"--data={HERE}.RegressionData", *injected],
+        )
+    assert type(cli.model) is InjectedRegressor and cli.model.backbone.out_features == 1
+
+
+def test_a_checkpoint_naming_a_class_not_imported_does_not_import_it(tmp_path, monkeypatch):
+    package = tmp_path / "planted"
+    package.mkdir()
+    marker = tmp_path / "imported"
+    (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\nfrom torch.nn import Linear\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ckpt = tmp_path / "planted.ckpt"
+    backbone = {"class_path": "planted.Linear", "init_args": {"in_features": 4, "out_features": 1}}
+    state = {f"backbone.{k}": v for k, v in torch.nn.Linear(4, 1).state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"backbone": backbone, "scale": 2.0}}, ckpt)
+    with pytest.warns(UserWarning, match=r"Ignoring the checkpoint's `backbone`: it names planted.Linear"):
+        cli = LightningCLI(
+            InjectedRegressor,
+            RegressionData,
+            save_config_callback=None,
+            args=["validate", f"--ckpt_path={ckpt}", "--trainer.logger=false", *INJECTED, *_quiet(tmp_path)],
+        )
+    assert not marker.exists() and "planted" not in sys.modules
+    assert type(cli.model.backbone) is torch.nn.Linear and cli.model.hparams.scale == 2.0
+
+
+def test_a_module_built_inside_the_model_records_its_own_arguments(tmp_path):
+    cli = LightningCLI(Student, RegressionData, run=False, args=["--model.hidden=3", *_quiet(tmp_path)])
+    assert cli.model.hparams.hidden == 3 and "_instantiator" in cli.model.hparams
+    # what the teacher records is what it records outside the CLI, not the student's config
+    assert dict(cli.model.teacher.hparams) == dict(Student(hidden=3).teacher.hparams)
+    assert cli.model.teacher.hparams.width == 7 and "_instantiator" not in cli.model.teacher.hparams
+
+
+def test_load_from_checkpoint_support_off_records_the_arguments(tmp_path):
+    cli = LightningCLI(Student, RegressionData, run=False, load_from_checkpoint_support=False, args=_quiet(tmp_path))
+    assert dict(cli.model.hparams) == {"hidden": 8, "lr": 0.05, "in_features": 4}
