@@ -321,6 +321,47 @@ def test_lightning_imported_first_is_refused_and_the_environment_variable_only_w
     assert out.startswith("False EMBER_AS_LIGHTNING=1 asks Ember to stand in for Lightning, but 'pytorch_lightning'")
 
 
+def test_lightnings_logger_names_quiet_and_redirect_embers_messages(tmp_path):
+    code = """
+        import logging
+        import ember
+        logging.getLogger("pytorch_lightning.core").setLevel(logging.DEBUG)  # made before the alias: kept
+        ember.install_as_lightning()
+        import lightning.pytorch as pl
+        import torch
+        from torch.utils.data import DataLoader
+
+        class Tiny(pl.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(1, 1)
+
+            def training_step(self, batch, batch_idx):
+                return self.layer(batch).sum()
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def fit(epochs):
+            kwargs = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+            pl.Trainer(max_epochs=epochs, **kwargs).fit(Tiny(), DataLoader(torch.ones(2, 1)))
+
+        assert logging.getLogger("lightning.pytorch") is logging.getLogger("pytorch_lightning") is logging.getLogger("ember")
+        assert logging.getLogger("pytorch_lightning.core").parent is logging.getLogger("ember")
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # Lightning's way to quiet its messages
+        fit(1)
+        logging.getLogger("lightning.pytorch").setLevel(logging.INFO)
+        logging.getLogger("pytorch_lightning").addHandler(logging.FileHandler("messages.log"))
+        fit(2)
+    """
+    proc = python(code, cwd=tmp_path)
+    ok(proc)
+    assert (
+        "`max_epochs=1` reached" not in proc.stderr and "`Trainer.fit` stopped: `max_epochs=2` reached." in proc.stderr
+    )
+    assert (tmp_path / "messages.log").read_text() == "`Trainer.fit` stopped: `max_epochs=2` reached.\n"
+
+
 def test_import_ember_honours_the_environment_variable_and_stays_light_without_it():
     code = """
         import sys, ember

@@ -36,6 +36,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import logging
 import os
 import sys
 import types
@@ -104,6 +105,7 @@ def install_as_lightning() -> None:
             )
         sys.meta_path.insert(0, _FINDER)
         _spawned_children_import_ember_first()
+        _lightning_logger_names_give_embers_logger()
     os.environ[ENV_VAR] = "1"
 
 
@@ -150,6 +152,26 @@ def _spawned_children_import_ember_first() -> None:
         return {"ember": _ImportEmber(), **original(name)}
 
     spawn.get_preparation_data = get_preparation_data
+
+
+def _lightning_logger_names_give_embers_logger() -> None:
+    """``logging.getLogger("lightning.pytorch")`` and ``logging.getLogger("pytorch_lightning")`` return
+    the ``ember`` logger, which Ember's messages go through: a program that quiets Lightning's messages
+    (``logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)``, as Lightning's docs show) or
+    sends them to a file quiets or sends Ember's. A name the program configured before the alias was
+    installed keeps its own logger."""
+    ember_logger = logging.getLogger("ember")
+    registry = logging.Logger.manager.loggerDict
+    for name in _ROOTS:
+        existing = registry.get(name)
+        if isinstance(existing, logging.Logger):
+            continue
+        registry[name] = ember_logger
+        if isinstance(existing, logging.PlaceHolder):  # loggers below the name exist: they now sit below Ember's
+            for child in existing.loggerMap:
+                parent = child.parent
+                if isinstance(child, logging.Logger) and not (parent and parent.name.startswith(name + ".")):
+                    child.parent = ember_logger
 
 
 class _ImportEmber:
