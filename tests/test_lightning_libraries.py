@@ -39,7 +39,8 @@ def installed(distribution: str) -> str | None:
 
 def needs(**recorded: str):
     """Skip unless each distribution is installed at the version the reference was recorded with."""
-    found = {name: installed(name.replace("_", "-")) for name in recorded}
+    recorded = {name.replace("_", "-"): version for name, version in recorded.items()}
+    found = {name: installed(name) for name in recorded}
     reasons = [
         f"{name} {found[name] or 'is not installed'} (the reference was recorded with {version})"
         for name, version in recorded.items()
