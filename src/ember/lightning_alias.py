@@ -11,7 +11,9 @@ library's version check passes while ``ember.__version__`` stays Ember's.
 ``import lightning`` gives the real package when it is installed (then only ``lightning.pytorch`` is
 Ember, and ``lightning.fabric`` stays Lightning's), else a small package with Lightning's top-level
 names (``L.Trainer``, ``L.LightningModule``, ...; ``L.fabric`` is ``lightning_fabric`` if that is
-installed). A path Ember does not have raises ``ModuleNotFoundError`` naming it.
+installed). A path Ember does not have raises ``ModuleNotFoundError`` naming it. The logger names
+``lightning.pytorch`` and ``pytorch_lightning`` give Ember's logger, so configuring them configures
+Ember's messages.
 
 Child processes get it too: ``install_as_lightning`` sets ``EMBER_AS_LIGHTNING=1``, which
 ``import ember`` honours; the processes ``strategy="ddp"`` starts run the program again under
