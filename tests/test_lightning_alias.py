@@ -1,9 +1,11 @@
 """Unmodified Lightning programs and libraries on Ember: ``ember.install_as_lightning()`` and ``ember run``.
 
 Every check runs in a fresh interpreter (the alias changes how a process imports), with Lightning
-installed and without it: the project's environment has no Lightning, so "installed" is played by a
-stand-in distribution on ``sys.path``, and by the real one when ``pytorch_lightning`` is importable
-(or ``EMBER_TEST_LIGHTNING_PYTHON`` names an interpreter that has it).
+installed and without it, whichever the environment has: the dev environment has the real Lightning
+(the libraries of ``test_lightning_libraries.py`` bring it), "not installed" is played by hiding it
+(``tests/helpers/without_lightning.py``), and "installed" by a stand-in distribution on ``sys.path``
+and by the real one when ``pytorch_lightning`` is importable (or ``EMBER_TEST_LIGHTNING_PYTHON``
+names an interpreter that has it).
 """
 
 from __future__ import annotations
@@ -171,12 +173,25 @@ SUPPORTED = {
 }
 
 
-def python(code: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, exe: str | None = None):
-    """Run ``code`` in a fresh interpreter that imports this checkout's Ember; returns the completed process."""
+def python(
+    code: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    exe: str | None = None,
+    without_lightning: bool = False,
+):
+    """Run ``code`` in a fresh interpreter that imports this checkout's Ember; returns the completed process.
+
+    ``without_lightning``: the interpreter does not see an installed Lightning (``tests/helpers/without_lightning.py``).
+    """
     paths = [str(SRC), str(REPO), *filter(None, (env or {}).get("PYTHONPATH", "").split(os.pathsep))]
     full_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(paths), "PYTHONWARNINGS": "ignore"}
     full_env.pop("EMBER_AS_LIGHTNING", None) if "EMBER_AS_LIGHTNING" not in (env or {}) else None
-    command = [exe or sys.executable, *(["-c", textwrap.dedent(code)] if code else []), *args]
+    code = textwrap.dedent(code)
+    if without_lightning:
+        code = "import tests.helpers.without_lightning\n" + code
+    command = [exe or sys.executable, *(["-c", code] if code else []), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=full_env, cwd=cwd)
 
 
@@ -230,7 +245,9 @@ def test_the_top_level_packages_report_lightnings_version_and_re_export_embers_n
         assert sys.modules["pytorch_lightning.callbacks"] is ember.callbacks
         print(repr(pl))
     """
-    assert ok(python(code)).strip() == "<module 'pytorch_lightning' (Ember, through ember.install_as_lightning())>"
+    # `lightning` is the stand-in package here; with Lightning installed it is Lightning's own (tested below)
+    out = ok(python(code, without_lightning=True)).strip()
+    assert out == "<module 'pytorch_lightning' (Ember, through ember.install_as_lightning())>"
 
 
 def test_isinstance_checks_and_monkeypatching_agree_under_every_name():
@@ -276,7 +293,8 @@ def test_a_path_ember_does_not_provide_raises_naming_it(path, says):
             print(error.name)
             print(error)
     """
-    name, message = ok(python(code)).splitlines()
+    # `lightning.app` is the stand-in's to refuse; an installed Lightning answers for its own paths
+    name, message = ok(python(code, without_lightning=True)).splitlines()
     assert name == path.split(".boring_classes")[0]
     assert message.startswith(f"No module named {name!r}: this program runs on Ember in place of Lightning")
     assert f"and Ember does not provide {name!r}." in message
@@ -343,6 +361,47 @@ def test_a_lightning_program_trains_on_a_combined_loader_from_lightnings_path():
     assert ok(python(code)).split("\n")[-2] == "3 ['a', 'b'] ['a', 'b']"
 
 
+def test_lightnings_logger_names_quiet_and_redirect_embers_messages(tmp_path):
+    code = """
+        import logging
+        import ember
+        logging.getLogger("pytorch_lightning.core").setLevel(logging.DEBUG)  # made before the alias: kept
+        ember.install_as_lightning()
+        import lightning.pytorch as pl
+        import torch
+        from torch.utils.data import DataLoader
+
+        class Tiny(pl.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(1, 1)
+
+            def training_step(self, batch, batch_idx):
+                return self.layer(batch).sum()
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def fit(epochs):
+            kwargs = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+            pl.Trainer(max_epochs=epochs, **kwargs).fit(Tiny(), DataLoader(torch.ones(2, 1)))
+
+        assert logging.getLogger("lightning.pytorch") is logging.getLogger("pytorch_lightning") is logging.getLogger("ember")
+        assert logging.getLogger("pytorch_lightning.core").parent is logging.getLogger("ember")
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # Lightning's way to quiet its messages
+        fit(1)
+        logging.getLogger("lightning.pytorch").setLevel(logging.INFO)
+        logging.getLogger("pytorch_lightning").addHandler(logging.FileHandler("messages.log"))
+        fit(2)
+    """
+    proc = python(code, cwd=tmp_path)
+    ok(proc)
+    assert (
+        "`max_epochs=1` reached" not in proc.stderr and "`Trainer.fit` stopped: `max_epochs=2` reached." in proc.stderr
+    )
+    assert (tmp_path / "messages.log").read_text() == "`Trainer.fit` stopped: `max_epochs=2` reached.\n"
+
+
 def test_import_ember_honours_the_environment_variable_and_stays_light_without_it():
     code = """
         import sys, ember
@@ -359,8 +418,7 @@ def test_import_ember_honours_the_environment_variable_and_stays_light_without_i
         except ModuleNotFoundError:
             print("no Lightning")
     """
-    expected = "[]\nno Lightning\n" if importlib.util.find_spec("pytorch_lightning") is None else "[]\n"
-    assert ok(python(code)) == expected
+    assert ok(python(code, without_lightning=True)) == "[]\nno Lightning\n"
 
 
 def test_ember_run_runs_an_unmodified_lightning_script(tmp_path):
@@ -460,9 +518,7 @@ def test_without_lightning_the_lightning_package_is_a_stand_in_and_fabric_comes_
         print(sorted(L.__all__))
         print(L.Fabric is __import__("lightning_fabric").Fabric, L.fabric is __import__("lightning_fabric"))
     """
-    if importlib.util.find_spec("lightning") is not None:
-        pytest.skip("Lightning's unified `lightning` package is installed here")
-    out = ok(python(code, env={"PYTHONPATH": str(tmp_path)})).splitlines()
+    out = ok(python(code, env={"PYTHONPATH": str(tmp_path)}, without_lightning=True)).splitlines()
     assert out == [
         "['Callback', 'Fabric', 'LightningDataModule', 'LightningModule', 'Trainer', '__version__', 'seed_everything']",
         "True True",
@@ -477,11 +533,10 @@ def test_without_lightning_the_lightning_package_is_a_stand_in_and_fabric_comes_
         except ModuleNotFoundError as error:
             print(error)
     """
-    if importlib.util.find_spec("lightning_fabric") is None:
-        out = ok(python(code)).splitlines()
-        assert out[0] == "False False"
-        assert out[1].startswith("No module named 'lightning.fabric': this program runs on Ember in place of")
-        assert "Install `lightning-fabric`" in out[1]
+    out = ok(python(code, without_lightning=True)).splitlines()
+    assert out[0] == "False False"
+    assert out[1].startswith("No module named 'lightning.fabric': this program runs on Ember in place of")
+    assert "Install `lightning-fabric`" in out[1]
 
 
 LIGHTNING_PYTHON = os.environ.get("EMBER_TEST_LIGHTNING_PYTHON") or (

@@ -11,7 +11,9 @@ library's version check passes while ``ember.__version__`` stays Ember's.
 ``import lightning`` gives the real package when it is installed (then only ``lightning.pytorch`` is
 Ember, and ``lightning.fabric`` stays Lightning's), else a small package with Lightning's top-level
 names (``L.Trainer``, ``L.LightningModule``, ...; ``L.fabric`` is ``lightning_fabric`` if that is
-installed). A path Ember does not have raises ``ModuleNotFoundError`` naming it.
+installed). A path Ember does not have raises ``ModuleNotFoundError`` naming it. The logger names
+``lightning.pytorch`` and ``pytorch_lightning`` give Ember's logger, so configuring them configures
+Ember's messages.
 
 Child processes get it too: ``install_as_lightning`` sets ``EMBER_AS_LIGHTNING=1``, which
 ``import ember`` honours; the processes ``strategy="ddp"`` starts run the program again under
@@ -36,6 +38,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import logging
 import os
 import sys
 import types
@@ -103,6 +106,7 @@ def install_as_lightning() -> None:
             )
         sys.meta_path.insert(0, _FINDER)
         _spawned_children_import_ember_first()
+        _lightning_logger_names_give_embers_logger()
     os.environ[ENV_VAR] = "1"
 
 
@@ -149,6 +153,26 @@ def _spawned_children_import_ember_first() -> None:
         return {"ember": _ImportEmber(), **original(name)}
 
     spawn.get_preparation_data = get_preparation_data
+
+
+def _lightning_logger_names_give_embers_logger() -> None:
+    """``logging.getLogger("lightning.pytorch")`` and ``logging.getLogger("pytorch_lightning")`` return
+    the ``ember`` logger, which Ember's messages go through: a program that quiets Lightning's messages
+    (``logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)``, as Lightning's docs show) or
+    sends them to a file quiets or sends Ember's. A name the program configured before the alias was
+    installed keeps its own logger."""
+    ember_logger = logging.getLogger("ember")
+    registry = logging.Logger.manager.loggerDict
+    for name in _ROOTS:
+        existing = registry.get(name)
+        if isinstance(existing, logging.Logger):
+            continue
+        registry[name] = ember_logger
+        if isinstance(existing, logging.PlaceHolder):  # loggers below the name exist: they now sit below Ember's
+            for child in existing.loggerMap:
+                parent = child.parent
+                if isinstance(child, logging.Logger) and not (parent and parent.name.startswith(name + ".")):
+                    child.parent = ember_logger
 
 
 class _ImportEmber:

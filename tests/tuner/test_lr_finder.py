@@ -166,3 +166,11 @@ def test_two_optimizers_are_refused():
 def test_fast_dev_run_skips_the_sweep():
     with pytest.warns(UserWarning, match="Skipping learning rate finder"):
         assert Tuner(_trainer(fast_dev_run=True)).lr_find(LinearRegression()) is None
+
+
+@pytest.mark.parametrize("enable_progress_bar", [True, False])
+def test_the_sweep_shows_its_bar_only_when_the_trainer_shows_progress(capsys, enable_progress_bar):
+    # Lightning shows "Finding best initial lr" even with enable_progress_bar=False
+    trainer = _trainer(enable_progress_bar=enable_progress_bar)
+    Tuner(trainer).lr_find(LinearRegression(batch_size=160), num_training=5, update_attr=False)
+    assert ("Finding best initial lr" in capsys.readouterr().err) is enable_progress_bar

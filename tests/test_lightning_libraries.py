@@ -1,0 +1,120 @@
+"""Libraries built on Lightning, installed from PyPI, run unmodified on Ember and give Lightning's results.
+
+Each program in ``tests/fixtures/`` (``forecasting_program.py``: pytorch-forecasting's
+``TemporalFusionTransformer`` found a learning rate, trained, reloaded and used for prediction;
+``optuna_program.py``: an optuna search pruned by optuna-integration's ``PyTorchLightningPruningCallback``)
+runs here under ``ember run``, in a fresh process, and what it writes is compared with the run of
+the same program on Lightning 2.6.6 stored in ``lightning_library_reference.json``
+(``make_lightning_library_reference.py`` records it). The libraries come with the ``dev`` extra;
+where one is missing, or another version than the one recorded is installed, its test is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ember
+
+SRC = Path(ember.__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REFERENCE = json.loads((FIXTURES / "lightning_library_reference.json").read_text())
+
+# the keys an Ember checkpoint holds beside Lightning's (docs/compat.md, "Interoperable checkpoints")
+EMBER_CHECKPOINT_KEYS = {"ember", "ember_version"}
+
+
+def installed(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def needs(**recorded: str):
+    """Skip unless each distribution is installed at the version the reference was recorded with."""
+    recorded = {name.replace("_", "-"): version for name, version in recorded.items()}
+    found = {name: installed(name) for name in recorded}
+    reasons = [
+        f"{name} {found[name] or 'is not installed'} (the reference was recorded with {version})"
+        for name, version in recorded.items()
+        if found[name] != version
+    ]
+    return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons) + ": `pip install -e '.[dev]'`")
+
+
+def ember_run(program: str, tmp_path: Path) -> dict:
+    """``ember run tests/fixtures/<program> OUT ROOT`` in a fresh process; what the program wrote."""
+    out, root = tmp_path / "out.json", tmp_path / "root"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    env.pop("EMBER_AS_LIGHTNING", None)
+    command = [sys.executable, "-m", "ember", "run", str(FIXTURES / program), str(out), str(root)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return json.loads(out.read_text())
+
+
+def approx(expected):
+    """``pytest.approx`` through nested JSON: values Lightning and Ember compute the same way agree to float32
+    rounding (the programs store 6 decimals)."""
+    if isinstance(expected, dict):
+        return {key: approx(value) for key, value in expected.items()}
+    if isinstance(expected, list):
+        return [approx(value) for value in expected]
+    if isinstance(expected, float):
+        return pytest.approx(expected, rel=1e-5, abs=2e-6)
+    return expected
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@needs(pytorch_forecasting=REFERENCE["forecasting"]["versions"]["pytorch_forecasting"])
+def test_pytorch_forecasting_trains_and_predicts_as_on_lightning(tmp_path):
+    got = ember_run("forecasting_program.py", tmp_path)
+    expected = REFERENCE["forecasting"]
+    assert got["trainer"] == "ember.trainer.trainer.Trainer"  # the library's Trainer was Ember's
+    assert got["versions"] == expected["versions"]  # Lightning's version, as the library was told it
+
+    # the learning-rate search, the losses of every training step and the last metrics
+    assert got["lr_find"] == approx(expected["lr_find"])
+    assert got["train_losses"] == approx(expected["train_losses"])
+    assert got["epoch_and_step"] == expected["epoch_and_step"]
+    assert got["callback_metrics"] == approx(expected["callback_metrics"])
+    assert got["logged_metrics"] == expected["logged_metrics"]
+
+    # the same files where the library and its callbacks write them: checkpoint, events, hparams, predictions
+    assert got["files"] == expected["files"]
+    assert got["best_model"] == expected["best_model"]
+    assert got["hparams_yaml_keys"] == expected["hparams_yaml_keys"]
+    assert set(got["checkpoint_keys"]) - EMBER_CHECKPOINT_KEYS == set(expected["checkpoint_keys"])
+    assert got["checkpoint_callbacks"] == expected["checkpoint_callbacks"]
+
+    # the reloaded best model's predictions, quantiles and interpretation
+    assert got["predictions"] == approx(expected["predictions"])
+    assert got["prediction_index"] == expected["prediction_index"]
+    assert got["quantiles"] == approx(expected["quantiles"])
+    assert got["raw_keys"] == expected["raw_keys"]
+    assert got["encoder_importance"] == approx(expected["encoder_importance"])
+    assert got["attention"] == approx(expected["attention"])
+
+
+@pytest.mark.timeout(300)
+@needs(
+    optuna=REFERENCE["optuna"]["versions"]["optuna"],
+    optuna_integration=REFERENCE["optuna"]["versions"]["optuna_integration"],
+)
+def test_optuna_pruning_callback_prunes_the_trials_lightning_prunes(tmp_path):
+    got = ember_run("optuna_program.py", tmp_path)
+    expected = REFERENCE["optuna"]
+    assert got["trainer"] == "ember.trainer.trainer.Trainer"
+    assert got["versions"] == expected["versions"]
+    assert [trial["state"] for trial in got["trials"]] == [trial["state"] for trial in expected["trials"]]
+    assert "PRUNED" in {trial["state"] for trial in got["trials"]}  # the callback stopped a fit from inside
+    assert got["trials"] == approx(expected["trials"])
+    assert got["best_trial"] == expected["best_trial"]
