@@ -64,6 +64,15 @@ def test_state_round_trip_keeps_the_window_in_order(tmp_path):
     assert restored.state_dict() == state
 
 
+def test_a_one_element_loss_of_any_shape_is_checked_like_a_number(tmp_path):
+    spike = SpikeDetection(window=3, warmup=1)
+    trainer = _Trainer(tmp_path)
+    for i, loss in enumerate([1.0, 0.9, 1.1, 0.95]):
+        spike.on_train_batch_end(trainer, None, torch.tensor(loss).view(1, 1), None, i)
+    with pytest.raises(TrainingSpikeException, match="batch 4"):
+        spike.on_train_batch_end(trainer, None, torch.tensor([[50.0]]), None, 4)
+
+
 def test_outputs_must_be_a_loss_or_a_mapping(tmp_path):
     with pytest.raises(TypeError, match="outputs have to be of type torch.Tensor or Mapping, got list"):
         SpikeDetection().on_train_batch_end(_Trainer(tmp_path), None, [1.0], None, 0)
