@@ -179,3 +179,25 @@ def test_rich_model_summary_without_rich(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rich" else real(name, *a))
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'ember\[rich\]'"):
         RichModelSummary()
+
+
+def test_lightnings_module_path_for_the_table():
+    from ember.utilities.model_summary.model_summary import UNKNOWN_SIZE, ModelSummary
+    from ember.utilities.model_summary.model_summary import summarize as summarize_there
+
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    table = summarize_there(model, max_depth=-1)
+    assert isinstance(table, ModelSummary) and table.layer_types == ["Linear", "ReLU"]
+    assert table.in_sizes == [UNKNOWN_SIZE, UNKNOWN_SIZE]
+
+
+def test_lazy_parameters_warn_once(monkeypatch, recwarn):
+    import ember.callbacks.model_summary as module
+
+    monkeypatch.setattr(module, "_warned_uninitialized", False)
+    table = summarize(nn.Sequential(nn.LazyLinear(3)))
+    with pytest.warns(UserWarning, match="may be inaccurate because the model contains an instance of"):
+        assert table.total_parameters == 0
+    recwarn.clear()
+    assert table.trainable_parameters == 0 and table.total_parameters == 0
+    assert not [w for w in recwarn if "UninitializedParameter" in str(w.message)]
