@@ -100,7 +100,7 @@ def test_configure_gradient_clipping_override():
     ("kwargs", "error", "message"),
     [
         ({"gradient_clip_val": "1"}, TypeError, "`gradient_clip_val` should be an int or a float"),
-        ({"gradient_clip_algorithm": "max"}, MisconfigurationException, r"`gradient_clip_algorithm` 'max' is invalid"),
+        ({"gradient_clip_algorithm": "max"}, MisconfigurationException, r"`gradient_clip_algorithm` max is invalid"),
         ({"accumulate_grad_batches": 0}, MisconfigurationException, "accumulate_grad_batches=0"),
         ({"accumulate_grad_batches": 1.5}, MisconfigurationException, "must be an int >= 1"),
     ],

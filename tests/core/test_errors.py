@@ -39,14 +39,22 @@ from ember.utilities import MisconfigurationException
         ({"limit_val_batches": -1}, r"limit_val_batches"),
         ({"fast_dev_run": -1}, r"fast_dev_run=-1 is not a valid configuration"),
         ({"reload_dataloaders_every_n_epochs": -1}, r"`reload_dataloaders_every_n_epochs` should be an int >= 0"),
-        ({"gradient_clip_algorithm": "x"}, r"`gradient_clip_algorithm` 'x' is invalid. Allowed algorithms"),
-        ({"accelerator": "tpu2"}, r"invalid accelerator name: `accelerator='tpu2'`. Available names are: auto, cpu"),
-        ({"devices": 0}, r"devices=0"),
+        ({"gradient_clip_algorithm": "x"}, r"`gradient_clip_algorithm` x is invalid. Allowed algorithms"),
+        ({"devices": 0}, r"`Trainer\(devices=0\)` value is not a valid input using auto accelerator"),
+        ({"devices": "0", "accelerator": "cuda"}, r"`Trainer\(devices='0'\)` value is not a valid input using cuda"),
+        ({"devices": [], "accelerator": "cpu"}, r"`Trainer\(devices=\[\]\)` value is not a valid input using cpu"),
     ],
 )
 def test_invalid_trainer_arguments(kwargs, message):
     with pytest.raises(MisconfigurationException, match=message):
         ember.Trainer(**kwargs)
+
+
+def test_unknown_accelerator_name_is_a_value_error():
+    with pytest.raises(
+        ValueError, match=r"invalid accelerator name: `accelerator='tpu2'`. Available names are: auto, cpu"
+    ):
+        ember.Trainer(accelerator="tpu2")
 
 
 def test_unknown_precision_is_a_value_error():
@@ -111,7 +119,7 @@ def test_fit_a_plain_module():
 
 
 def test_second_run_without_a_model():
-    with pytest.raises(MisconfigurationException, match=r"`model` must be provided to `trainer.validate\(\)`"):
+    with pytest.raises(TypeError, match=r"`Trainer.validate\(\)` requires a `LightningModule` when it hasn't been"):
         quiet_trainer().validate()
 
 

@@ -516,7 +516,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
             raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {value!r}.")
         if algorithm not in ("norm", "value"):
             raise MisconfigurationException(
-                f"`gradient_clip_algorithm` {algorithm!r} is invalid. Allowed algorithms: ['value', 'norm']."
+                f"`gradient_clip_algorithm` {algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
             )
         if value > 0:
             trainer.precision_plugin.clip_gradients(optimizer, value, algorithm)

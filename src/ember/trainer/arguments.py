@@ -96,7 +96,7 @@ def check_optimization(accumulate_grad_batches: Any, gradient_clip_val: Any, gra
         )
     if gradient_clip_algorithm is not None and gradient_clip_algorithm not in ("norm", "value"):
         raise MisconfigurationException(
-            f"`gradient_clip_algorithm` {gradient_clip_algorithm!r} is invalid. Allowed algorithms: ['value', 'norm']."
+            f"`gradient_clip_algorithm` {gradient_clip_algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
         )
 
 
@@ -248,8 +248,9 @@ def check_model(trainer: Any, model: Any, fn: str) -> Any:
     if model is None:
         model = trainer.lightning_module
         if model is None:
-            raise MisconfigurationException(
-                f"`model` must be provided to `trainer.{fn}()` when it hasn't been passed in a previous run"
+            raise TypeError(
+                f"`Trainer.{fn}()` requires a `LightningModule` when it hasn't been passed in a previous run:"
+                f" pass one, as in `trainer.{fn}(model)`."
             )
         return model
     model = unwrap_compiled(model)  # torch.compile(module): the module, its steps compiled

@@ -245,7 +245,7 @@ class Trainer:
             arguments.apply_fast_dev_run(self, dev_run_batches)
 
         # ---- hardware and precision --------------------------------------------------------------
-        self._accelerator = create_accelerator(accelerator)
+        self._accelerator = create_accelerator(accelerator, devices, strategy)
         device_ids = parse_devices(devices, accelerator_name := self._accelerator.name())
         arguments.check_num_nodes(num_nodes)
         self.strategy = create_strategy(
