@@ -51,6 +51,27 @@ def test_is_last_batch_and_the_fit_loop_counters_while_training():
     assert loop.epoch_loop._batches_that_stepped == 6 and loop.epoch_loop.global_step == 6
 
 
+def test_the_evaluation_loops_count_their_batches():
+    class Seen(Callback):
+        def __init__(self) -> None:
+            self.at_val_end: list[tuple[bool, int, int]] = []
+
+        def on_validation_end(self, trainer, pl_module):
+            progress = trainer.fit_loop.epoch_loop.val_loop.batch_progress
+            self.at_val_end.append((trainer.sanity_checking, progress.current.completed, progress.total.completed))
+
+    seen = Seen()
+    trainer = quiet_trainer(max_epochs=2, val_check_interval=0.5, num_sanity_val_steps=1, callbacks=[seen])
+    trainer.fit(CoreModel(), loader(n=12, batch_size=2), loader(n=12, batch_size=6))
+    # the sanity batches are forgotten after the check; the total restarts with each training epoch (Lightning 2.6.6)
+    assert seen.at_val_end == [(True, 1, 1), (False, 2, 2), (False, 2, 4), (False, 2, 2), (False, 2, 4)]
+    assert trainer.validate_loop.batch_progress.total.completed == 0  # not this loop's call
+    trainer.test(CoreModel(), loader(n=12, batch_size=5))
+    assert trainer.test_loop.batch_progress.current.completed == 3
+    trainer.predict(CoreModel(), loader(n=12, batch_size=12))
+    assert trainer.predict_loop.batch_progress.total.completed == 1
+
+
 def test_fit_loop_limits_are_the_trainers_and_settable():
     trainer = quiet_trainer(max_epochs=3)
     assert trainer.fit_loop.max_epochs == 3

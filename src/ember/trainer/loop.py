@@ -153,6 +153,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             set_rng_states(resume.rng)
         progress.epoch_batches = 0
         progress.epoch_done = False  # the results were reset at the last epoch's end (on_train_start's stay)
+        run.eval_progress["val"][1] = 0  # Lightning's fit validation loop counts its batches per training epoch
         _hooks(run).call_both("on_train_epoch_start")
         if run.train_iterator is None:
             run.epoch_rng = collect_rng_states()
@@ -444,6 +445,7 @@ def run_sanity_check(trainer: Trainer, run: Run) -> None:
     with isolate_rng():
         run_evaluation(trainer, run, RunningStage.SANITY_CHECKING)
     _hooks(run).call_callbacks("on_sanity_check_end")
+    run.eval_progress["val"] = [0, 0]  # as Lightning: the sanity check's batches are not counted afterwards
     run.metrics.reset()
     trainer.state.stage = stage
 
@@ -466,9 +468,15 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     previous_results, run.results = run.results, results
     first = iter(loaders[0])  # before the hooks, as in Lightning: a shuffling loader draws its seed here
     outputs_per_loader: list[dict[str, Any]] = []
+    run.eval_progress["val" if validating else "test"][0] = 0  # a new evaluation epoch
     with _eval_grad_context(trainer):  # the whole loop, its start and end hooks too, as in Lightning
         modes = _eval_mode(trainer, run, prefix)
         hooks.call_both(f"on_{prefix}_start")
+        if run.results is not results:  # the batch size finder ran in that hook and reloaded the data
+            loaders = dataloaders.eval_dataloaders(trainer, run, stage)
+            max_batches = run.eval_batches.get(stage.dataloader_prefix or "", [])
+            results = run.results = run.val_results if validating else run.test_results
+            first = iter(loaders[0])
         hooks.call_both(f"on_{prefix}_epoch_start")
         for dataloader_idx, loader in enumerate(loaders):
             results.dataloader_idx = dataloader_idx if len(loaders) > 1 else None
@@ -523,6 +531,7 @@ def _evaluate_loader(
     extra = (dataloader_idx,) if loader_count > 1 else ()
     log_steps = bool(trainer.loggers) and stage != RunningStage.SANITY_CHECKING
     key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, dataloader_idx)
+    counts = run.eval_progress[fn_stage]
     batch_idx = 0
     while batch_idx < max_batches[dataloader_idx]:
         batch = next(iterator, _END)
@@ -542,6 +551,8 @@ def _evaluate_loader(
             run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
             run.metrics.log_eval_step(results, run.eval_steps_seen[key] - 1)
         batch_idx += 1
+        counts[0] += 1
+        counts[1] += 1
         if stage == RunningStage.VALIDATING:
             run.evaluation_batches_run = True
     if stage != RunningStage.SANITY_CHECKING:
@@ -585,10 +596,17 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     predictions: list[list[Any]] = [[] for _ in loaders]
     run.results = None
     run.predict_batch_indices = [[] for _ in loaders]
+    run.eval_progress["predict"][0] = 0  # a new prediction epoch
     first = iter(loaders[0])  # before the hooks, as in Lightning
     with _eval_grad_context(trainer):  # the whole loop, its start and end hooks too, as in Lightning
         hooks.call_module("on_predict_model_eval")
         hooks.call_both("on_predict_start")
+        if run.predict_batch_indices is None:  # the batch size finder ran in that hook and reloaded the data
+            loaders = dataloaders.eval_dataloaders(trainer, run, RunningStage.PREDICTING)
+            max_batches = run.eval_batches.get("predict", [])
+            predictions = [[] for _ in loaders]
+            run.predict_batch_indices = [[] for _ in loaders]
+            first = iter(loaders[0])
         hooks.call_both("on_predict_epoch_start")
         for dataloader_idx, loader in enumerate(loaders):
             iterator = first if dataloader_idx == 0 else iter(loader)
@@ -625,6 +643,7 @@ def _predict_loader(
     extra = (dataloader_idx,) if loader_count > 1 else ()
     indices = _batch_indices_iter(loader)
     limit = max_batches[dataloader_idx]
+    counts = run.eval_progress["predict"]
     batch_idx = 0
     while limit == math.inf or batch_idx < limit:
         batch = next(iterator, _END)
@@ -643,6 +662,8 @@ def _predict_loader(
         if batch_end is not None:
             batch_end(output, batch, batch_idx, *extra)
         batch_idx += 1
+        counts[0] += 1
+        counts[1] += 1
 
 
 def _batch_indices_iter(loader: Any) -> Any:

@@ -129,6 +129,10 @@ class Run:
 
     # ---- evaluation bookkeeping --------------------------------------------------------------------
     eval_steps_seen: dict[Any, int] = field(default_factory=dict)  # logged evaluation steps per loader
+    # batches run by each evaluation loop in this call: [in its last (or current) epoch, in all]
+    eval_progress: dict[str, list[int]] = field(
+        default_factory=lambda: {"val": [0, 0], "test": [0, 0], "predict": [0, 0]}
+    )
     evaluation_has_run: bool = False  # a validation inside this fit has finished
     evaluation_batches_run: bool = False  # a validation batch inside this fit has run
     last_val_time: float = 0.0  # for a time-based ``val_check_interval``

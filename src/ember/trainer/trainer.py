@@ -292,7 +292,7 @@ class Trainer:
         self.ckpt_path: str | None = None
         self._run = Run(self)  # the state of the current (or last) call; a new one per call
         # Lightning's loop objects, as views of the run: what libraries read
-        self.fit_loop, self.predict_loop = views.FitLoopView(self), views.PredictLoopView(self)
+        self.fit_loop, self.validate_loop, self.test_loop, self.predict_loop = views.loop_views(self)
         self._accelerator_connector = views.AcceleratorConnectorView(self)
         _set_rank(self.strategy.global_rank)
 

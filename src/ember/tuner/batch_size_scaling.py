@@ -22,6 +22,7 @@ from ember.tuner._trial import (
     current_dataset_length,
     free_memory,
     is_oom_error,
+    load_dataloaders,
     run_trial,
     trial_settings,
 )
@@ -77,6 +78,7 @@ def _scale_batch_size(
             log.info(f"Finished batch size finder, will continue with full run using batch size {new_size}")
     finally:
         snapshot.restore(trainer)
+    load_dataloaders(trainer)  # as Lightning: the loaders of the new size are in place when the search ends
     return new_size
 
 
