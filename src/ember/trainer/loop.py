@@ -26,6 +26,7 @@ from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.seed import collect_rng_states, isolate_rng, set_rng_states
+from ember.utilities.signature_utils import check_dataloader_idx, step_without_batch_idx
 
 if TYPE_CHECKING:
     from ember.trainer.dispatch import HookDispatcher
@@ -463,6 +464,8 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         max_batches = run.eval_batches.get(stage.dataloader_prefix or "", [])
     if not loaders or sum(max_batches) == 0:
         return []
+    hook_names = (f"{prefix}_step", f"on_{prefix}_batch_start", f"on_{prefix}_batch_end")
+    check_dataloader_idx(trainer.lightning_module, hook_names, len(loaders) > 1, "val" if validating else "test")
     results = run.val_results if validating else run.test_results
     results.reset()
     previous_results, run.results = run.results, results
@@ -523,7 +526,7 @@ def _evaluate_loader(
         f"[Strategy]{type(trainer.strategy).__name__}.{step_name}",
         trainer.strategy.eval_step_fn(trainer.lightning_module, step_name),
     )
-    evaluation_step = hooks.as_hook(step_name, step_fn)
+    evaluation_step = hooks.as_hook(step_name, step_without_batch_idx(trainer.lightning_module, step_name, step_fn))
     iterator = profiled_iterator(run.profiler, f"[_EvaluationLoop].{fn_stage}_next", batches)
     transfer = _transfer_function(trainer, run, dataloader_idx)
     batch_start, batch_end = hooks.caller(f"on_{prefix}_batch_start"), hooks.caller(f"on_{prefix}_batch_end")
@@ -593,6 +596,8 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     max_batches = run.eval_batches.get("predict", [])
     if not loaders or sum(max_batches) == 0:
         return None
+    hook_names = ("predict_step", "on_predict_batch_start", "on_predict_batch_end")
+    check_dataloader_idx(trainer.lightning_module, hook_names, len(loaders) > 1, "predict")
     predictions: list[list[Any]] = [[] for _ in loaders]
     run.results = None
     run.predict_batch_indices = [[] for _ in loaders]
@@ -635,7 +640,9 @@ def _predict_loader(
         f"[Strategy]{type(trainer.strategy).__name__}.predict_step",
         trainer.strategy.eval_step_fn(trainer.lightning_module, "predict_step"),
     )
-    predict_step = hooks.as_hook("predict_step", step_fn)
+    predict_step = hooks.as_hook(
+        "predict_step", step_without_batch_idx(trainer.lightning_module, "predict_step", step_fn)
+    )
     iterator = profiled_iterator(run.profiler, "[_PredictionLoop].predict_next", batches)
     transfer = _transfer_function(trainer, run, dataloader_idx)
     batch_start, batch_end = hooks.caller("on_predict_batch_start"), hooks.caller("on_predict_batch_end")

@@ -26,6 +26,7 @@ from torch import Tensor
 from ember.profilers.profiler import profiled
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.signature_utils import step_without_batch_idx
 
 if TYPE_CHECKING:
     from ember.core.optimizer import LightningOptimizer
@@ -67,7 +68,7 @@ class TrainingStep:
         step_fn = profiled(
             profiler, f"[Strategy]{type(strategy).__name__}.training_step", strategy.training_step_fn(module)
         )
-        self._training_step = hooks.as_hook("training_step", step_fn)
+        self._training_step = hooks.as_hook("training_step", step_without_batch_idx(module, "training_step", step_fn))
         self._forward_context = None if precision.is_identity else precision.forward_context
         self.train_on = self._automatic_step if self.automatic else self._manual_step
         if self.automatic:

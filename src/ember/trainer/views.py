@@ -262,8 +262,11 @@ class PredictLoopView(EvaluationLoopView):
 
     @property
     def predictions(self) -> Any:
-        """The last ``predict``'s outputs (a list per dataloader)."""
-        return self._run.predictions
+        """The last ``predict``'s outputs: a list, or a list per dataloader when there were several."""
+        predictions = self._run.predictions
+        if isinstance(predictions, list) and len(predictions) == 1:
+            return predictions[0]
+        return predictions
 
 
 def loop_views(trainer: Trainer) -> tuple[FitLoopView, EvaluationLoopView, EvaluationLoopView, PredictLoopView]:
