@@ -72,7 +72,7 @@ class BatchSizeFinder(Callback):
         self._early_exit = False
 
     def setup(self, trainer: Trainer, pl_module: Any, stage: str | None = None) -> None:
-        from ember.tuner._attributes import lightning_hasattr
+        from ember.utilities.parsing import lightning_hasattr
 
         if trainer.strategy.is_distributed:
             raise MisconfigurationException("The Batch size finder is not supported with distributed strategies.")

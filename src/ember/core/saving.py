@@ -64,6 +64,40 @@ def load_hparams_from_file(path: str) -> dict[str, Any]:
         return yaml.safe_load(f) or {}
 
 
+def load_hparams_from_tags_csv(tags_csv: str | os.PathLike) -> dict[str, Any]:
+    """The hyperparameters in a ``key,value`` CSV file (the old ``meta_tags.csv``); a missing file warns and
+    gives ``{}``. Values are read back as Python literals where they are one (``32``, ``0.1``, ``True``)."""
+    path = str(tags_csv)
+    if not path.endswith(".csv"):
+        raise ValueError(f"`tags_csv={path!r}`: a .csv file is required.")
+    return load_hparams_from_file(path)
+
+
+def save_hparams_to_tags_csv(tags_csv: str | os.PathLike, hparams: dict[str, Any] | Namespace) -> None:
+    """Write ``hparams`` as ``key,value`` rows (with that header) to ``tags_csv``; its folder must exist.
+
+    Example::
+
+        save_hparams_to_tags_csv("meta_tags.csv", {"lr": 0.1, "batch_size": 32})
+        load_hparams_from_tags_csv("meta_tags.csv")   # {"lr": 0.1, "batch_size": 32}
+    """
+    import csv
+
+    from ember.checkpoint import get_filesystem
+
+    fs = get_filesystem(tags_csv)
+    folder = os.path.dirname(str(tags_csv))
+    if folder and not fs.isdir(folder):
+        raise RuntimeError(f"Missing folder: {folder}.")
+    if isinstance(hparams, Namespace):
+        hparams = vars(hparams)
+    with fs.open(str(tags_csv), "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["key", "value"])
+        writer.writeheader()
+        for key, value in hparams.items():
+            writer.writerow({"key": key, "value": value})
+
+
 def load_hparams_from_yaml(config_yaml: str | os.PathLike, use_omegaconf: bool = True) -> dict[str, Any]:
     """The hyperparameters in a YAML file (e.g. a logger's ``hparams.yaml``), read with ``yaml.safe_load``.
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ember.tuner._attributes import lightning_getattr, lightning_setattr
 from ember.tuner._trial import (
     TrainerSnapshot,
     current_dataset_length,
@@ -26,6 +25,7 @@ from ember.tuner._trial import (
     run_trial,
     trial_settings,
 )
+from ember.utilities.parsing import lightning_getattr, lightning_setattr
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:

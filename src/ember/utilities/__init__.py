@@ -4,6 +4,7 @@ from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.enums import GradClipAlgorithmType, LightningEnum
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.grads import grad_norm
+from ember.utilities.parameter_tying import find_shared_parameters, set_shared_parameters
 from ember.utilities.parsing import AttributeDict, is_picklable
 from ember.utilities.rank_zero import (
     rank_zero_debug,
@@ -21,6 +22,7 @@ __all__ = [
     "LightningEnum",
     "MisconfigurationException",
     "disable_possible_user_warnings",
+    "find_shared_parameters",
     "grad_norm",
     "is_picklable",
     "isolate_rng",
@@ -31,4 +33,5 @@ __all__ = [
     "rank_zero_only",
     "rank_zero_warn",
     "seed_everything",
+    "set_shared_parameters",
 ]
