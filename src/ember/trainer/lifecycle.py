@@ -297,7 +297,7 @@ def call_setup_hooks(trainer: Trainer, run: Run, stage: str) -> None:
         if hasattr(child, "_device"):
             child._device = trainer.strategy.root_device
     for logger in trainer.loggers:
-        if getattr(logger, "_lazy_experiment", False):
+        if getattr(logger, "_lazy_experiment", False) is True:  # not a Mock's attribute
             # its writer (and the backend import) waits for the first value; the folder exists now
             if trainer.is_global_zero and logger.log_dir and "://" not in str(logger.log_dir):
                 os.makedirs(logger.log_dir, exist_ok=True)
