@@ -185,6 +185,28 @@ def test_bar_can_be_pickled_mid_run():
     assert restored._train_progress_bar is None
 
 
+def test_bar_can_be_pickled_and_copied_after_each_call():
+    import copy
+
+    from tests.helpers.core_models import CoreModel, loader
+
+    bar = TQDMProgressBar()
+    trainer = pl.Trainer(
+        **{**QUIET, "enable_progress_bar": True},
+        callbacks=[bar],
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+    )
+    model = CoreModel()
+    trainer.fit(model, loader(), loader())
+    pickle.dumps(bar)
+    copy.deepcopy(bar)
+    trainer.validate(model, loader())
+    restored = pickle.loads(pickle.dumps(bar))
+    assert restored.trainer.current_epoch == 1  # the trainer comes along; its per-call hook callers do not
+
+
 @pytest.fixture
 def fresh_rich_console():
     """The rich bar reconfigures rich's global console; give later tests a default one back."""

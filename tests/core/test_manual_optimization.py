@@ -373,3 +373,23 @@ def test_manual_backward_passes_arguments_and_hooks_can_log():
 
     trainer = _fit(Retain(), n=8)
     assert trainer.callback_metrics["after_backward_epoch"].item() == 4.0  # two backward calls per batch
+
+
+def test_the_lightning_optimizer_stands_for_the_optimizer_and_can_be_copied():
+    import copy
+    import pickle
+
+    from ember.core.optimizer import LightningOptimizer
+
+    layer = torch.nn.Linear(3, 4)
+    adam = torch.optim.Adam(layer.parameters(), lr=0.1)
+    wrapped = LightningOptimizer(adam)  # no trainer needed, as in Lightning
+    assert isinstance(wrapped, torch.optim.Adam) and type(wrapped).__name__ == "LightningAdam"
+    assert repr(wrapped) == "Lightning" + repr(adam)
+    wrapped.param_groups[0]["lr"] = 1.0
+    assert adam.param_groups[0]["lr"] == 1.0
+    wrapped.state = adam.state  # settable, as in Lightning
+    assert wrapped.state_dict() == adam.state_dict()
+    for copied in (copy.deepcopy(wrapped), pickle.loads(pickle.dumps(wrapped))):
+        assert type(copied).__name__ == "LightningAdam" and copied.param_groups[0]["lr"] == 1.0
+        assert copied.optimizer is not adam

@@ -145,6 +145,11 @@ class Run:
     def __post_init__(self, trainer: Any) -> None:
         self.metrics = MetricStore(trainer, self.progress)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the hook callers and the training step are closures, built anew at the start of every call:
+        # a trainer (or a callback holding it, like the progress bar) can be pickled and copied without them
+        return {**self.__dict__, "hooks": None, "step": None}
+
     def set_sync(self, sync: Any) -> None:
         """The reduction ``self.log(..., sync_dist=True)`` uses (None on one process)."""
         for results in (self.train_results, self.val_results, self.test_results):
