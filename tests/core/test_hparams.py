@@ -81,6 +81,22 @@ def test_ignore_a_name_or_a_list():
     assert Ignoring(ignore=["a", "c", "ignore"]).hparams == {"b": 2}
 
 
+def test_a_subclass_ignore_drops_what_the_base_class_saved():
+    class Base(ember.LightningModule):
+        def __init__(self, a, b, c):
+            super().__init__()
+            self.save_hyperparameters(ignore="a")
+
+    class Child(Base):
+        def __init__(self, a, b, c):
+            super().__init__(a, b, c)
+            self.save_hyperparameters(ignore=["b"])
+
+    child = Child(1, 2, 3)
+    assert child.hparams == {"a": 1, "c": 3}  # Lightning 2.6.6 gives the same
+    assert child.hparams_initial == {"a": 1, "c": 3}
+
+
 def test_varargs_are_dropped_and_var_kwargs_are_flattened():
     class Kw(CoreModel):
         def __init__(self, a, *args, b=3, **kwargs):
