@@ -18,7 +18,7 @@ import contextlib
 import inspect
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -36,6 +36,7 @@ from ember.trainer.preemption import install_stop_flag
 from ember.trainer.states import RunningStage, TrainerFn, TrainerStatus
 from ember.tuner.exceptions import _TunerExitException
 from ember.utilities.exceptions import MisconfigurationException, PreemptionExit
+from ember.utilities.parsing import clean_namespace
 from ember.utilities.rank_zero import _set_rank, rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:
@@ -161,6 +162,8 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     fitting = run.fn == TrainerFn.FITTING
     if fitting:
         arguments.resolve_epoch_limits(trainer)
+    if isinstance(getattr(model, "hparams", None), MutableMapping):
+        clean_namespace(model.hparams)  # as Lightning: what cannot be pickled cannot go into a checkpoint
     strategy = trainer.strategy
     strategy.connect(model)
     model.trainer = trainer
