@@ -30,7 +30,7 @@ from ember.utilities import MisconfigurationException
         ({"val_check_interval": -3}, r"`val_check_interval` should be a positive int"),
         (
             {"val_check_interval": 1.0, "check_val_every_n_epoch": None},
-            r"should be an integer when `check_val_every_n_epoch=None`",
+            r"should be an integer or a time-based duration .* when `check_val_every_n_epoch=None`",
         ),
         (
             {"limit_train_batches": 1.5},
@@ -199,3 +199,25 @@ def test_datamodule_twice():
         quiet_trainer(max_steps=1).fit(CoreModel(), dm, datamodule=dm)
     with pytest.raises(MisconfigurationException, match="datamodule"):
         quiet_trainer(max_steps=1).fit(CoreModel(), loader(), datamodule=dm)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("limit_train_batches", 1, "1 batch per epoch will be used."),
+        ("limit_val_batches", 1.0, "100% of the batches will be used."),
+        ("overfit_batches", 1, "1 batch will be used."),
+        ("val_check_interval", 1, "validation will run after every batch."),
+        ("val_check_interval", 1.0, "validation will run at the end of the training epoch."),
+    ],
+)
+def test_a_limit_of_exactly_one_is_spelled_out(caplog, name, value, says):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="ember"):
+        ember.Trainer(**{name: value})
+    assert f"`Trainer({name}={value})` was configured so {says}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ember"):
+        ember.Trainer()
+    assert "was configured so" not in caplog.text

@@ -141,8 +141,11 @@ def validation_interval(val_check_interval: Any, check_val_every_n_epoch: Any) -
         raise MisconfigurationException(f"`val_check_interval` should be a positive int. Found {interval}.")
     if every is None and isinstance(interval, float):
         raise MisconfigurationException(
-            f"`val_check_interval` should be an integer when `check_val_every_n_epoch=None`, found {interval!r}."
+            "`val_check_interval` should be an integer or a time-based duration (str 'DD:HH:MM:SS',"
+            " datetime.timedelta, or dict kwargs for timedelta) when `check_val_every_n_epoch=None`."
+            f" Found {interval!r}."
         )
+    _say_all_or_one(interval, "val_check_interval")
     return interval, None
 
 
@@ -171,7 +174,24 @@ def batch_limit(value: int | float | None, name: str) -> int | float:
         )
     if isinstance(value, int) and value < 0:
         raise MisconfigurationException(f"`{name}={value}` must not be negative.")
+    _say_all_or_one(value, name)
     return value
+
+
+def _say_all_or_one(value: int | float, name: str) -> None:
+    """Lightning's note for a limit given as exactly 1 (one batch) or 1.0 (all batches), easy to confuse."""
+    if isinstance(value, int) and value == 1:
+        what = {
+            "limit_train_batches": "1 batch per epoch will be used.",
+            "val_check_interval": "validation will run after every batch.",
+        }.get(name, "1 batch will be used.")
+        rank_zero_info(f"`Trainer({name}=1)` was configured so {what}")
+    elif isinstance(value, float) and value == 1.0:
+        what = {
+            "limit_train_batches": "100% of the batches per epoch will be used.",
+            "val_check_interval": "validation will run at the end of the training epoch.",
+        }.get(name, "100% of the batches will be used.")
+        rank_zero_info(f"`Trainer({name}=1.0)` was configured so {what}")
 
 
 def parse_time(value: Any) -> float | None:
