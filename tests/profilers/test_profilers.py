@@ -227,6 +227,24 @@ def test_register_record_function_names_each_submodule_forward(tmp_path):
     assert not model[0]._forward_pre_hooks
 
 
+def test_the_datamodule_hooks_are_recorded(tmp_path):
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            return loader()
+
+        def state_dict(self):
+            return {"seen": 1}
+
+    names = ["prepare_data", "setup", "state_dict", "teardown"]
+    t = trainer(tmp_path, "simple", max_epochs=1, limit_val_batches=0)
+    t.fit(M(), datamodule=Data())
+    for name in names:  # once each, as Lightning 2.6.6 records them
+        assert len(t.profiler.recorded_durations[f"[LightningDataModule]Data.{name}"]) == 1, name
+    resumed = trainer(tmp_path, "simple", max_epochs=2, limit_val_batches=0)
+    resumed.fit(M(), datamodule=Data(), ckpt_path=t.checkpoint_callback.best_model_path)
+    assert len(resumed.profiler.recorded_durations["[LightningDataModule]Data.load_state_dict"]) == 1
+
+
 def test_a_profiler_of_your_own(tmp_path):
     class Counting(Profiler):
         def __init__(self):

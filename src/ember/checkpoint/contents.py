@@ -131,7 +131,8 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False) -> dict[st
         if getattr(datamodule, "_hparams", None):
             checkpoint["datamodule_hparams_name"] = getattr(datamodule, "_hparams_name", None) or "kwargs"
             checkpoint["datamodule_hyper_parameters"] = dict(datamodule.hparams)
-        dm_state = datamodule.state_dict()
+        assert run.hooks is not None
+        dm_state = run.hooks.call_datamodule(datamodule, "state_dict")
         if dm_state:
             checkpoint[type(datamodule).__qualname__] = dm_state
     if not weights_only:
@@ -160,7 +161,7 @@ def restore_modules_and_callbacks(t: Trainer, run: Run, checkpoint: dict[str, An
     if datamodule is not None:
         key = type(datamodule).__qualname__
         if key in checkpoint:
-            datamodule.load_state_dict(checkpoint[key])
+            run.hooks.call_datamodule(datamodule, "load_state_dict", checkpoint[key])
     for cb in t.callbacks:
         cb.on_load_checkpoint(t, module, checkpoint)
     states = checkpoint.get("callbacks")

@@ -287,7 +287,7 @@ def prepare_data(trainer: Trainer, run: Run) -> None:
     if datamodule is not None:
         per_node = getattr(datamodule, "prepare_data_per_node", True)
         if (per_node and local_rank_zero) or (not per_node and global_rank_zero):
-            datamodule.prepare_data()
+            _hooks(run).call_datamodule(datamodule, "prepare_data")
     per_node = getattr(module, "prepare_data_per_node", True)
     if (per_node and local_rank_zero) or (not per_node and global_rank_zero):
         _hooks(run).call_module("prepare_data")
@@ -308,7 +308,7 @@ def call_setup_hooks(trainer: Trainer, run: Run, stage: str) -> None:
             _ = logger.experiment  # e.g. wandb must start its run before any other writer
     trainer.strategy.barrier("pre_setup")
     if trainer.datamodule is not None:
-        trainer.datamodule.setup(stage=stage)
+        _hooks(run).call_datamodule(trainer.datamodule, "setup", stage=stage)
     _hooks(run).call_callbacks("setup", stage=stage)  # by keyword, as Lightning calls them
     _hooks(run).call_module("setup", stage=stage)
     trainer.strategy.barrier("post_setup")
@@ -317,7 +317,7 @@ def call_setup_hooks(trainer: Trainer, run: Run, stage: str) -> None:
 def call_teardown_hooks(trainer: Trainer, run: Run, stage: str) -> None:
     """``teardown(stage)`` on the datamodule, the callbacks and the module; the loggers finish."""
     if trainer.datamodule is not None:
-        trainer.datamodule.teardown(stage=stage)
+        _hooks(run).call_datamodule(trainer.datamodule, "teardown", stage=stage)
     _hooks(run).call_callbacks("teardown", stage=stage)
     _hooks(run).call_module("teardown", stage=stage)
     trainer.lightning_module._current_fx_name = None
