@@ -219,6 +219,7 @@ def check_non_torch_schedulers(module: Any, configs: list[LRSchedulerConfig], mo
                 config.scheduler, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
             )
             and not module_overrides
+            and module.automatic_optimization  # in manual optimization the user steps the scheduler
         ):
             raise MisconfigurationException(
                 f"The provided lr scheduler `{type(config.scheduler).__name__}` doesn't follow PyTorch's LRScheduler"
