@@ -18,7 +18,7 @@ from ember.core.hparams import HyperparametersMixin
 from ember.core.logging import LoggingMixin
 from ember.core.saving import restricted_classmethod
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.rank_zero import rank_zero_deprecation, rank_zero_warn
 
 if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
@@ -617,7 +617,15 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
     def to_torchscript(
         self, file_path: Any = None, method: str = "script", example_inputs: Any = None, **kwargs: Any
     ) -> Any:
-        """Export with TorchScript (``method="script"`` or ``"trace"``)."""
+        """Export with TorchScript (``method="script"`` or ``"trace"``).
+
+        Deprecated, as in Lightning: TorchScript is deprecated in PyTorch; use ``torch.export.export()``.
+        """
+        rank_zero_deprecation(
+            "`LightningModule.to_torchscript` has been deprecated in v2.7 and will be removed in v2.8 (Lightning's"
+            " schedule, which Ember follows). TorchScript is deprecated in PyTorch. Use `torch.export.export()` for"
+            " model exporting instead. See https://pytorch.org/docs/stable/export.html for more information."
+        )
         mode = self.training
         self.eval()
         LightningModule._jit_is_scripting = True
