@@ -225,6 +225,24 @@ def test_rich_progress_bar_draws_epochs_and_metrics(fresh_rich_console):
     assert "Epoch 1/1" in text and "4/4" in text and "v_num: 7" in text and "train_loss:" in text
 
 
+def test_rich_progress_bar_keeps_its_tasks_after_the_call_and_draws_with_lightnings_class(fresh_rich_console):
+    from unittest import mock
+
+    from ember.callbacks import rich_progress
+
+    assert issubclass(rich_progress.CustomProgress, rich_progress.Progress)  # Lightning's module names
+    bar = RichProgressBar(console_kwargs={"file": io.StringIO()})
+    trainer = _trainer(bar, max_epochs=1, limit_train_batches=3, num_sanity_val_steps=0)
+    with mock.patch.object(rich_progress.Progress, "update", autospec=True) as update:
+        trainer.fit(Regressor(), train_loader(), val_loader())
+    assert update.call_count > 0  # the bar's progress is a rich Progress
+    bar = RichProgressBar(console_kwargs={"file": io.StringIO()})
+    trainer = _trainer(bar, max_epochs=1, limit_train_batches=3, num_sanity_val_steps=0)
+    trainer.fit(Regressor(), train_loader(), val_loader())
+    train_task = bar.progress.tasks[bar.train_progress_bar_id]  # still readable once fit has ended
+    assert train_task.completed == 3 and train_task.total == 3
+
+
 def test_rich_progress_bar_reads_metrics_only_on_refresh(metric_reads, fresh_rich_console):
     bar = RichProgressBar(refresh_rate=4, console_kwargs={"file": io.StringIO()})
     trainer = _trainer(bar, max_epochs=1, num_sanity_val_steps=0)
