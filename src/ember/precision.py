@@ -59,7 +59,7 @@ class Precision:
 
     def __init__(self, precision: str, device: torch.device) -> None:
         self.precision = precision
-        self.device = device
+        self.device = device.type  # "cpu", "cuda", "mps": the device type, as Lightning's precision plugins keep it
         self.scaler: Any = None
         self._autocast_dtype: torch.dtype | None = None
         if precision == "16-mixed":
@@ -101,7 +101,7 @@ class Precision:
 
     def forward_context(self) -> contextlib.AbstractContextManager:
         if self._autocast_dtype is not None:
-            return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+            return torch.autocast(self.device, dtype=self._autocast_dtype)
         if self._module_dtype is not None:
             return _default_dtype(self._module_dtype)
         return contextlib.nullcontext()
