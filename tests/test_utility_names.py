@@ -216,3 +216,24 @@ def test_possible_user_warnings_off_from_the_environment():
     env = {**os.environ, "POSSIBLE_USER_WARNINGS": "off"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "silent", result.stderr
+
+
+def test_is_overridden():
+    from ember.callbacks import Callback, EarlyStopping
+    from ember.utilities.model_helpers import is_overridden
+
+    class Module(pl.LightningModule):
+        def training_step(self, batch, batch_idx):
+            return None
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            return []
+
+    assert not is_overridden("whatever", None)
+    with pytest.raises(ValueError, match="Expected a parent"):
+        is_overridden("training_step", object())
+    assert is_overridden("training_step", Module()) and not is_overridden("validation_step", Module())
+    assert not is_overridden("whatever", Module(), parent=pl.LightningDataModule)
+    assert is_overridden("train_dataloader", Data())
+    assert is_overridden("on_validation_end", EarlyStopping("x")) and not is_overridden("on_fit_start", Callback())

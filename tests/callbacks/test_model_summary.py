@@ -120,6 +120,19 @@ def test_callback_logs_table_on_fit_start(ember_log):
     assert tables == ["\n" + LIGHTNING_DEPTH_1_WITH_EXAMPLE]
 
 
+def test_a_summarize_override_gets_total_flops_by_keyword():
+    seen = {}
+
+    class Custom(ModelSummary):
+        @staticmethod
+        def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, **kw):
+            seen.update(kw, params=total_parameters, modes=total_training_modes)
+
+    trainer = pl.Trainer(**QUIET, max_epochs=1, limit_train_batches=1, limit_val_batches=0, callbacks=[Custom()])
+    trainer.fit(Regressor(), train_loader())
+    assert set(seen) == {"total_flops", "params", "modes"} and seen["params"] > 0
+
+
 def test_max_depth_zero_prints_nothing(ember_log):
     trainer = pl.Trainer(**QUIET, max_epochs=1, limit_train_batches=1, callbacks=[ModelSummary(max_depth=0)])
     trainer.fit(Regressor(), train_loader(), val_loader())

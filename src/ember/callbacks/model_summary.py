@@ -400,7 +400,7 @@ class ModelSummary(Callback):
                 model_summary.trainable_parameters,
                 model_summary.model_size,
                 model_summary.total_training_modes,
-                model_summary.total_flops,
+                total_flops=model_summary.total_flops,  # by keyword, as Lightning passes it
                 **self._summarize_kwargs,
             )
 
