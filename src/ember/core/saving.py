@@ -326,10 +326,11 @@ def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], stric
 
     ``load(state_dict, strict=...)`` replaces ``module.load_state_dict`` (a strategy's loader).
     """
-    own = set(module.state_dict())
-    given = set(state_dict)
-    missing = sorted(own - given)
-    unexpected = sorted(given - own)
+    own_keys = list(module.state_dict())
+    own, given = set(own_keys), set(state_dict)
+    # in torch's order: the module's keys, then the checkpoint's
+    missing = [key for key in own_keys if key not in given]
+    unexpected = [key for key in state_dict if key not in own]
     if strict and (missing or unexpected):
         # torch's wording first (tools match on it), checked before anything is copied into the module
         lines = [f"Error(s) in loading state_dict for {type(module).__name__}:"]
