@@ -82,6 +82,22 @@ def test_fit_loop_limits_are_the_trainers_and_settable():
     assert trainer.current_epoch == 4
 
 
+def test_a_second_fit_continues_the_counters():
+    epochs = []
+
+    class Recorder(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            epochs.append((trainer.current_epoch, trainer.global_step))
+
+    trainer = quiet_trainer(max_epochs=2, callbacks=[Recorder()])
+    trainer.fit(CoreModel(), loader(n=8))  # 2 batches per epoch
+    trainer.fit_loop.max_epochs = 4
+    trainer.fit(CoreModel(), loader(n=8))
+    assert epochs == [(0, 2), (1, 4), (2, 6), (3, 8)]  # as Lightning 2.6.6
+    trainer.fit(CoreModel(), loader(n=8))  # max_epochs reached: nothing more to train
+    assert trainer.current_epoch == 4 and trainer.global_step == 8 and len(epochs) == 4
+
+
 def test_fit_loop_setup_data_counts_the_training_batches():
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(CoreModel(), loader(n=8, batch_size=4))

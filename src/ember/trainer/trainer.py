@@ -421,9 +421,9 @@ class Trainer:
         return self._run_guarded(self._execute, model, ckpt_path, weights_only, model_given)
 
     def _start(self, fn: TrainerFn, stage: RunningStage, datamodule: Any, train_source: Any = None) -> None:
-        """A new ``Run`` for this call; ``validate``, ``test`` and ``predict`` keep the counters of the last fit."""
+        """A new ``Run`` for this call, with the last one's counters (a second ``fit`` continues, as in Lightning)."""
         self.state.fn, self.state.status, self.state.stage = fn, TrainerStatus.RUNNING, stage
-        self._run = Run(self, fn) if fn == TrainerFn.FITTING else Run(self, fn, progress=self._run.progress)
+        self._run = Run(self, fn, progress=self._run.progress)
         self._run.train_source = train_source
         if datamodule is not None:
             self.datamodule = datamodule
