@@ -98,6 +98,34 @@ def test_a_second_fit_continues_the_counters():
     assert trainer.current_epoch == 4 and trainer.global_step == 8 and len(epochs) == 4
 
 
+def test_minus_one_from_on_train_batch_start_ends_the_epoch_as_its_last_batch():
+    class Skipping(CoreModel):
+        def on_train_batch_start(self, batch, batch_idx):
+            return -1 if batch_idx == 2 else None
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+            return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)]
+
+    trainer = quiet_trainer(max_epochs=3)
+    trainer.fit(Skipping(), loader(n=20))  # 5 batches per epoch, cut after 2
+    assert trainer.global_step == 2 * 3
+    assert trainer.fit_loop.batch_idx == 2 and trainer.is_last_batch
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.1**3)  # stepped every epoch
+
+
+def test_modules_in_eval_mode_when_training_starts_warn():
+    from ember.utilities.warnings import PossibleUserWarning
+
+    model = CoreModel()
+    model.frozen = nn.Linear(1, 1).eval()
+    with pytest.warns(PossibleUserWarning, match=r"Found 1 module\(s\) in eval mode at the start of training"):
+        quiet_trainer(max_steps=1).fit(model, loader())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*eval mode.*")
+        quiet_trainer(max_steps=1).fit(CoreModel(), loader())
+
+
 def test_fit_loop_setup_data_counts_the_training_batches():
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(CoreModel(), loader(n=8, batch_size=4))

@@ -27,6 +27,7 @@ from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.seed import collect_rng_states, isolate_rng, set_rng_states
 from ember.utilities.signature_utils import check_dataloader_idx, step_without_batch_idx
+from ember.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
     from ember.trainer.dispatch import HookDispatcher
@@ -60,6 +61,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     trainer.state.stage = RunningStage.TRAINING
     run.step = TrainingStep(trainer, run)  # manual optimization may step from on_train_start on
     run.results = run.train_results  # on_train_start may log (epoch values), as in Lightning
+    _warn_if_modules_in_eval_mode(trainer)
     hooks.call_both("on_train_start")
     while not _fit_done(trainer, run):
         if run.profiler is None:
@@ -106,7 +108,8 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
             batch = transfer(batch)  # transfer
         results.batch, results.batch_size = batch, None
         if batch_start is not None and batch_start(batch, batch_idx) == -1:
-            break  # batch start: the module returned -1, which ends the epoch
+            epoch.cut_short()  # batch start: the module returned -1, which ends the epoch
+            break
         accumulating = automatic and (batch_idx + 1) % accumulate != 0 and not is_last
         outputs = train_on(batch, batch_idx, accumulating)  # step
         progress.epoch_batches = batch_idx + 1  # trained on: a checkpoint from here on resumes after it
@@ -127,6 +130,17 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
             break
     del iterator
     _end_epoch(trainer, run, epoch)
+
+
+def _warn_if_modules_in_eval_mode(trainer: Trainer) -> None:
+    """Modules left in eval mode (dropout off, BatchNorm frozen) when training starts are probably a mistake."""
+    in_eval = [name for name, module in trainer.lightning_module.named_modules() if not module.training]
+    if in_eval:
+        rank_zero_warn(
+            f"Found {len(in_eval)} module(s) in eval mode at the start of training. This may lead to unexpected"
+            f" behavior during training. If this is intentional, you can ignore this warning. In eval mode: {in_eval}",
+            category=PossibleUserWarning,
+        )
 
 
 def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
@@ -154,6 +168,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             set_rng_states(resume.rng)
         progress.epoch_batches = 0
         progress.epoch_done = False  # the results were reset at the last epoch's end (on_train_start's stay)
+        run.epoch_cut_short = False
         run.eval_progress["val"][1] = 0  # Lightning's fit validation loop counts its batches per training epoch
         _hooks(run).call_both("on_train_epoch_start")
         if run.train_iterator is None:
@@ -211,6 +226,14 @@ class _EpochPlan:
             for config in self.epoch_interval:
                 if (self.run.progress.epoch + 1) % config.frequency == 0:
                     _step_scheduler(self.trainer, self.run, config, None)
+
+    def cut_short(self) -> None:
+        """``on_train_batch_start`` returned -1: this batch is the epoch's last, and the schedulers on an
+        epoch interval step as they would at its end (Lightning's behaviour)."""
+        self.run.epoch_cut_short = True
+        for config in self.epoch_interval:
+            if (self.run.progress.epoch + 1) % config.frequency == 0:
+                _step_scheduler(self.trainer, self.run, config, None)
 
     def _log_step(self, accumulating: bool) -> None:
         """Send the step values to the loggers every ``log_every_n_steps`` (and when training stops)."""
