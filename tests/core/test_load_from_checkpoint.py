@@ -100,6 +100,15 @@ def test_map_location_is_applied(tmp_path):
     assert Saved.load_from_checkpoint(path, map_location={"cpu": "cpu"}).device.type == "cpu"
 
 
+def test_an_empty_state_dict_warns(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"] = {}
+    torch.save(checkpoint, path)
+    with pytest.warns(UserWarning, match="contains no parameters"):
+        Saved.load_from_checkpoint(path, strict=False)
+
+
 def test_state_dict_that_does_not_fit_lists_the_keys(tmp_path):
     path, _ = _trained_checkpoint(tmp_path)
     checkpoint = torch.load(path, weights_only=True)

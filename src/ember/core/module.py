@@ -508,6 +508,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
                     self.clip_gradients(optimizer, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
         """
         trainer = self.trainer
+        _check_clipping_agrees(trainer, gradient_clip_val, gradient_clip_algorithm)
         value = trainer.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
         if value is None:
             return
@@ -650,3 +651,18 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
         if file_path is not None:
             torch.jit.save(exported, file_path)
         return exported
+
+
+def _check_clipping_agrees(trainer: Any, value: Any, algorithm: str | None) -> None:
+    """``clip_gradients`` with a value or algorithm other than the Trainer's: one of them must go (as Lightning)."""
+    if value is not None and trainer.gradient_clip_val is not None and trainer.gradient_clip_val != value:
+        raise MisconfigurationException(
+            f"You have set `Trainer(gradient_clip_val={trainer.gradient_clip_val!r})` and have passed"
+            f" `clip_gradients(gradient_clip_val={value!r})`. Please use only one of them."
+        )
+    trainer_algorithm = getattr(trainer.gradient_clip_algorithm, "value", trainer.gradient_clip_algorithm)
+    if algorithm is not None and trainer_algorithm is not None and trainer_algorithm != algorithm.lower():
+        raise MisconfigurationException(
+            f"You have set `Trainer(gradient_clip_algorithm={trainer_algorithm!r})` and have passed"
+            f" `clip_gradients(gradient_clip_algorithm={algorithm.lower()!r})`. Please use only one of them."
+        )

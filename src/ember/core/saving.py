@@ -315,6 +315,8 @@ def _load_module_weights(module: Any, checkpoint: dict[str, Any], checkpoint_pat
     if "state_dict" not in checkpoint:
         raise KeyError(f"The checkpoint {checkpoint_path} has no 'state_dict' entry: it holds no model weights.")
     state_dict = checkpoint["state_dict"]
+    if not state_dict:
+        rank_zero_warn(f"The state dict in {str(checkpoint_path)!r} contains no parameters.")
     load_module_state(module, state_dict, module.strict_loading if strict is None else strict)
     device = next((t.device for t in state_dict.values() if isinstance(t, torch.Tensor)), None)
     if device is not None:
