@@ -473,3 +473,21 @@ def test_every_on_step_on_epoch_combination_in_the_three_dicts(tmp_path):
     assert trainer.validate(model, loader(n=12), verbose=False) == [{"ve": 2.0, "vb_epoch": 2.0}]
     assert table(trainer.callback_metrics) == {"vb": 2.0, "vb_epoch": 2.0, "ve": 2.0}
     assert table(trainer.logged_metrics) == {"vb_epoch": 2.0, "vb_step": 3.0, "ve": 2.0, "vs": 3.0}
+
+
+def test_a_callback_logs_with_self_log():
+    class LoggingCallback(ember.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.log("epoch_start", 2.0)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.log("batch_end", 3.0)
+            self.log_dict({"also": 4.0})
+
+    trainer = quiet_trainer(max_epochs=1, callbacks=[LoggingCallback()])
+    trainer.fit(CoreModel(), loader(n=4))
+    assert {k: float(v) for k, v in trainer.callback_metrics.items()} == {
+        "epoch_start": 2.0,
+        "batch_end": 3.0,
+        "also": 4.0,
+    }
