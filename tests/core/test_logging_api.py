@@ -333,8 +333,15 @@ def test_metric_that_is_not_an_attribute_is_refused():
         metric(torch.tensor(1.0))
         m.log("orphan", metric)
 
-    with pytest.raises(MisconfigurationException, match="metric_attribute"):
-        _fit_logging(log)
+    with pytest.raises(MisconfigurationException, match="fix this by setting an attribute for the metric in your"):
+        _fit_logging(log)  # the module has no metric attribute at all
+
+    def log_with_another_attribute(m, fx, b, i):
+        m.kept = torchmetrics.SumMetric()
+        log(m, fx, b, i)
+
+    with pytest.raises(MisconfigurationException, match=r"metric_attribute=name\)` where `name` is one of \['kept'\]"):
+        _fit_logging(log_with_another_attribute)
 
 
 # ---- several dataloaders -------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     run.hooks = HookDispatcher(trainer, model, trainer.callbacks, run.profiler)
     trainer.callbacks = merge_model_callbacks(trainer.callbacks, run.hooks.call_module("configure_callbacks"))
     for callback in trainer.callbacks:  # as Lightning: a callback can call `self.log` like the module it runs with
-        callback.log, callback.log_dict = model.log, model.log_dict
+        callback.log, callback.log_dict = model.log, model.log_dict  # type: ignore[attr-defined]  # set at run time
     run.hooks = HookDispatcher(trainer, model, trainer.callbacks, run.profiler)
     check_configuration(trainer, run, model)
     precision = Precision(trainer.precision, strategy.root_device)
