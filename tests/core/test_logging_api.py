@@ -263,6 +263,14 @@ def test_logging_in_predict_is_refused():
     with pytest.raises(MisconfigurationException, match="predict"):
         quiet_trainer().predict(Predict(), loader(n=4))
 
+    class OnPredictStart(CoreModel):
+        def configure_callbacks(self):
+            self.log("x", 1.0)  # any hook of a predict call: the predict message comes first, as in Lightning
+            return []
+
+    with pytest.raises(MisconfigurationException, match="result collection is not registered yet"):
+        quiet_trainer().predict(OnPredictStart(), loader(n=4))
+
 
 def test_log_without_a_trainer_only_warns():
     with pytest.warns(UserWarning, match="not registered on the model yet"):

@@ -189,7 +189,10 @@ class LoggingMixin:
         results = trainer._run.results
         fx = self._current_fx_name
         if results is None:
-            if fx is not None and "predict" not in fx and fx in LOG_RULES and LOG_RULES[fx] is None:
+            # in a predict call every hook gets the predict message, as in Lightning; in the others a hook
+            # that may not log says so
+            predicting = trainer.state.fn == "predict"
+            if not predicting and fx is not None and fx in LOG_RULES and LOG_RULES[fx] is None:
                 _resolve_log_levels(fx, name, on_step, on_epoch)  # raises: no logging in this hook
             raise MisconfigurationException(
                 "You are trying to `self.log()` but the loop's result collection is not registered yet. This is most"
