@@ -221,3 +221,20 @@ def test_a_limit_of_exactly_one_is_spelled_out(caplog, name, value, says):
     with caplog.at_level(logging.INFO, logger="ember"):
         ember.Trainer()
     assert "was configured so" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"enable_checkpointing": True},
+        {"logger": True},
+        {"log_every_n_steps": 1},
+        {"num_sanity_val_steps": 2},
+        {"detect_anomaly": True},
+        {"profiler": "simple"},
+    ],
+)
+def test_barebones_refuses_what_it_turns_off_naming_it(kwargs):
+    (name, value) = next(iter(kwargs.items()))
+    with pytest.raises(ValueError, match=rf"`Trainer\(barebones=True, {name}={value!r}\)` was passed"):
+        ember.Trainer(barebones=True, **kwargs)
