@@ -103,6 +103,24 @@ def test_fit_without_training_data():
         quiet_trainer(max_epochs=1).fit(CoreModel())
 
 
+def test_a_validation_step_without_validation_data_warns():
+    with pytest.warns(UserWarning, match="You defined a `validation_step` but have no `val_dataloader`. Skipping val"):
+        quiet_trainer(max_epochs=1).fit(CoreModel(), loader())
+
+
+def test_predict_needs_a_predict_step_or_a_forward():
+    model = CoreModel()
+    model.predict_step = None
+    with pytest.raises(MisconfigurationException, match="`predict_step` cannot be None to run `Trainer.predict`"):
+        quiet_trainer().predict(model, loader())
+
+    class NoForward(ember.LightningModule):
+        pass
+
+    with pytest.raises(MisconfigurationException, match="`Trainer.predict` requires `forward` method to run."):
+        quiet_trainer().predict(NoForward(), loader())
+
+
 def test_validate_without_validation_step():
     class NoValidation(CoreModel):
         validation_step = ember.LightningModule.validation_step

@@ -229,12 +229,11 @@ def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
         step = "validation_step" if run.fn == TrainerFn.VALIDATING else "test_step"
         if not hooks.module_overrides(step):
             raise MisconfigurationException(f"No `{step}()` method defined to run `Trainer.{run.fn.value}`.")
-    elif (
-        run.fn == TrainerFn.PREDICTING
-        and not hooks.module_overrides("predict_step")
-        and not hooks.module_overrides("forward")
-    ):
-        raise MisconfigurationException("`predict_step` cannot be None to run `Trainer.predict`")
+    elif run.fn == TrainerFn.PREDICTING:
+        if getattr(model, "predict_step", None) is None:
+            raise MisconfigurationException("`predict_step` cannot be None to run `Trainer.predict`")
+        if not hooks.module_overrides("predict_step") and not hooks.module_overrides("forward"):
+            raise MisconfigurationException("`Trainer.predict` requires `forward` method to run.")
 
 
 def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
@@ -262,6 +261,8 @@ def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
     )
     if has_val_data and not hooks.module_overrides("validation_step"):
         rank_zero_warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.")
+    if not has_val_data and hooks.module_overrides("validation_step"):
+        rank_zero_warn("You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.")
     if not model.automatic_optimization:
         if trainer.gradient_clip_val is not None and trainer.gradient_clip_val != 0:
             raise MisconfigurationException(
