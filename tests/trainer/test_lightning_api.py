@@ -229,6 +229,27 @@ def test_received_sigterm_is_true_once_the_signal_arrived(tmp_path):
     assert trainer.received_sigterm
 
 
+def test_sigterm_raises_lightnings_sigterm_exception_and_runs_the_programs_own_handler(tmp_path):
+    from ember.utilities.exceptions import SIGTERMException
+
+    handled = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: handled.append(signum))
+
+    class Terminate(CoreModel):
+        def training_step(self, batch, batch_idx):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return super().training_step(batch, batch_idx)
+
+    try:
+        trainer = quiet_trainer(max_epochs=1, default_root_dir=tmp_path)
+        with pytest.raises(SIGTERMException) as raised:
+            trainer.fit(Terminate(), loader(n=8, batch_size=4))
+        assert isinstance(raised.value, PreemptionExit)  # the checkpoint was saved first
+        assert handled == [signal.SIGTERM] and trainer.received_sigterm
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_step_set_to_none_counts_as_absent():
     calls = []
 
