@@ -275,6 +275,24 @@ def test_print_goes_around_the_bar(capsys):
     assert captured.out == "hello 1\n"
 
 
+def test_the_modules_print_goes_through_the_bar_while_it_is_shown(monkeypatch, capsys):
+    from unittest import mock
+
+    import tqdm
+
+    class Printing(Regressor):
+        def training_step(self, batch, batch_idx):
+            self.print("in training_step", end="")
+            return super().training_step(batch, batch_idx)
+
+    with mock.patch.object(tqdm.tqdm, "write") as write:
+        trainer = pl.Trainer(**{**QUIET, "enable_progress_bar": True}, max_steps=1, limit_val_batches=0)
+        trainer.fit(Printing(), train_loader())
+    assert write.call_args_list == [mock.call("in training_step", end="")]
+    Printing().print("no trainer")  # outside a trainer: a plain print
+    assert capsys.readouterr().out.endswith("no trainer\n")
+
+
 def test_validate_bar_is_left_on_screen(capsys):
     bar = TQDMProgressBar()
     trainer = _trainer(bar)

@@ -259,8 +259,15 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
 
     # ---- printing ------------------------------------------------------------------------
     def print(self, *args: Any, **kwargs: Any) -> None:
-        """``print`` on the process with global rank 0 only."""
-        if self._trainer is None or self._trainer.is_global_zero:
+        """``print`` on the process with global rank 0 only; through the progress bar while one is shown, so
+        the line appears above the bar instead of breaking it (``tqdm.write`` for the TQDM bar)."""
+        trainer = self._trainer
+        if trainer is not None and not trainer.is_global_zero:
+            return
+        bar = trainer.progress_bar_callback if trainer is not None else None
+        if bar is not None and bar.is_enabled:
+            bar.print(*args, **kwargs)
+        else:
             print(*args, **kwargs)
 
     # ---- default hooks (the trainer calls a no-op hook only when it is overridden) -----------
