@@ -98,3 +98,15 @@ def test_throughput_waits_for_the_device_only_at_log_points(monkeypatch):
     trainer.fit(Regressor(), train_loader(n=36), val_loader(n=12))  # 9 training and 3 validation batches
     logged = [step for metrics, step in logger.calls if "train/samples" in metrics or "validate/samples" in metrics]
     assert len(waits) == len(logged) == 3 + 1
+
+
+def test_throughput_steps_of_an_evaluation_count_on_across_calls():
+    logger = make_recording_logger(pl)()
+    monitor = ThroughputMonitor(batch_size_fn=lambda batch: batch[0].shape[0], window_size=2)
+    trainer = pl.Trainer(**{**QUIET, "logger": logger}, log_every_n_steps=2, callbacks=[monitor])
+    model = Regressor()
+    trainer.validate(model, val_loader(), verbose=False)
+    trainer.validate(model, val_loader(), verbose=False)
+    steps = [step for metrics, step in logger.calls if "validate/batches" in metrics]
+    batches = [metrics["validate/batches"] for metrics, step in logger.calls if "validate/batches" in metrics]
+    assert steps == list(range(2, 2 * len(steps) + 1, 2)) and batches == steps  # as Lightning's loop totals
