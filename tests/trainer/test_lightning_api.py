@@ -126,6 +126,40 @@ def test_modules_in_eval_mode_when_training_starts_warn():
         quiet_trainer(max_steps=1).fit(CoreModel(), loader())
 
 
+def test_fast_dev_run_one_is_true_and_enable_validation():
+    assert quiet_trainer(fast_dev_run=1).fast_dev_run is True
+    assert quiet_trainer(fast_dev_run=3).fast_dev_run == 3
+    trainer = quiet_trainer(max_epochs=1)
+    assert not trainer.enable_validation  # no module yet
+    trainer.fit(CoreModel(), loader(), loader())
+    assert trainer.enable_validation
+    no_val = quiet_trainer(max_epochs=1, limit_val_batches=0)
+    no_val.fit(CoreModel(), loader(), loader())
+    assert not no_val.enable_validation
+
+
+def test_fewer_training_batches_than_the_logging_interval_warn(tmp_path):
+    from ember.loggers import CSVLogger
+    from ember.utilities.warnings import PossibleUserWarning
+
+    trainer = ember.Trainer(
+        max_epochs=1,
+        log_every_n_steps=5,
+        logger=CSVLogger(tmp_path),
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
+    with pytest.warns(PossibleUserWarning, match=r"The number of training batches \(4\) is smaller than the logging"):
+        trainer.fit(CoreModel(), loader(n=16, batch_size=4))
+
+
+def test_the_epoch_loops_max_steps_is_the_trainers_and_settable():
+    trainer = quiet_trainer(max_epochs=5)
+    trainer.fit_loop.epoch_loop.max_steps = 3
+    trainer.fit(CoreModel(), loader())
+    assert trainer.max_steps == 3 and trainer.global_step == 3
+
+
 def test_fit_loop_setup_data_counts_the_training_batches():
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(CoreModel(), loader(n=8, batch_size=4))

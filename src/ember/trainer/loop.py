@@ -52,6 +52,13 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     if run.num_training_batches == 0:
         rank_zero_info("`Trainer.fit` stopped: No training batches.")
         return
+    if trainer.loggers and run.num_training_batches < trainer.log_every_n_steps and not trainer.fast_dev_run:
+        rank_zero_warn(
+            f"The number of training batches ({run.num_training_batches}) is smaller than the logging interval"
+            f" Trainer(log_every_n_steps={trainer.log_every_n_steps}). Set a lower value for log_every_n_steps if"
+            " you want to see logs for the training epoch.",
+            category=PossibleUserWarning,
+        )
     if run.resume is None:
         # Lightning creates the first epoch's iterator before `on_train_start` (it draws from the RNG)
         run.epoch_rng = collect_rng_states()

@@ -214,7 +214,7 @@ class Trainer:
         arguments.check_loop_limits(max_epochs, min_epochs, max_steps, min_steps)
         arguments.check_optimization(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm)
         dev_run_batches = arguments.fast_dev_run_batches(fast_dev_run)
-        self.fast_dev_run = fast_dev_run  # as given (True or a number), as Lightning keeps it
+        self.fast_dev_run = True if fast_dev_run == 1 else fast_dev_run  # Lightning keeps 1 as True, others as given
         self.val_check_interval, self._val_check_seconds = arguments.validation_interval(
             val_check_interval, check_val_every_n_epoch
         )
@@ -291,8 +291,7 @@ class Trainer:
         self.lr_scheduler_configs: list[Any] = []
         self.ckpt_path: str | None = None
         self._run = Run(self)  # the state of the current (or last) call; a new one per call
-        # Lightning's loop objects, as views of the run: what libraries read
-        self.fit_loop, self.validate_loop, self.test_loop, self.predict_loop = views.loop_views(self)
+        self.fit_loop, self.validate_loop, self.test_loop, self.predict_loop = views.loop_views(self)  # Lightning's
         self._accelerator_connector = views.AcceleratorConnectorView(self)
         _set_rank(self.strategy.global_rank)
 
@@ -690,9 +689,9 @@ class Trainer:
     validating = _StageFlag(RunningStage.VALIDATING, "Whether a validation loop is running.")
     testing = _StageFlag(RunningStage.TESTING, "Whether the test loop is running.")
     predicting = _StageFlag(RunningStage.PREDICTING, "Whether the predict loop is running.")
-    sanity_checking = _StageFlag(
-        RunningStage.SANITY_CHECKING, "Whether the sanity check (validation batches before training) is running."
-    )
+    sanity_checking = _StageFlag(RunningStage.SANITY_CHECKING, "Whether the sanity check (validation before fit) runs.")
+
+    enable_validation = views.EnableValidation()
 
     @property
     def evaluating(self) -> bool:

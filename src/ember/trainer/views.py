@@ -182,6 +182,10 @@ class _TrainingEpochLoopView(_View):
     def max_steps(self) -> int:
         return self._trainer.max_steps
 
+    @max_steps.setter
+    def max_steps(self, value: int) -> None:
+        self._trainer.max_steps = value
+
     @property
     def min_steps(self) -> int | None:
         return self._trainer.min_steps
@@ -267,6 +271,28 @@ class PredictLoopView(EvaluationLoopView):
         if isinstance(predictions, list) and len(predictions) == 1:
             return predictions[0]
         return predictions
+
+
+class EnableValidation:
+    """Whether ``fit`` validates: it has validation data, a ``validation_step`` and ``limit_val_batches > 0``."""
+
+    def __get__(self, trainer: Trainer | None, owner: type | None = None) -> Any:
+        if trainer is None:
+            return self
+        from ember.core.datamodule import LightningDataModule
+        from ember.core.hooks import overrides
+        from ember.core.module import LightningModule
+
+        module, run, datamodule = trainer.lightning_module, trainer._run, trainer.datamodule
+        if module is None or not trainer.limit_val_batches:
+            return False
+        has_data = (
+            run.val_dataloaders is not None
+            or run.eval_sources.get("val") is not None
+            or overrides(module, LightningModule, "val_dataloader")
+            or (datamodule is not None and overrides(datamodule, LightningDataModule, "val_dataloader"))
+        )
+        return bool(has_data) and overrides(module, LightningModule, "validation_step")
 
 
 def loop_views(trainer: Trainer) -> tuple[FitLoopView, EvaluationLoopView, EvaluationLoopView, PredictLoopView]:
