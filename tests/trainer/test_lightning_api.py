@@ -160,6 +160,30 @@ def test_the_epoch_loops_max_steps_is_the_trainers_and_settable():
     assert trainer.max_steps == 3 and trainer.global_step == 3
 
 
+def test_a_none_batch_is_skipped_with_a_warning():
+    from torch.utils.data import DataLoader
+    from torch.utils.data.dataloader import default_collate
+
+    calls = {"collate": 0, "outputs": []}
+
+    def every_other_none(items):
+        calls["collate"] += 1
+        return None if calls["collate"] % 2 else default_collate(items)
+
+    class SomeNone(CoreModel):
+        def train_dataloader(self):
+            return DataLoader(loader(n=16).dataset, batch_size=4, collate_fn=every_other_none)
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            calls["outputs"].append(outputs is None)
+
+    trainer = quiet_trainer(max_epochs=1)
+    with pytest.warns(UserWarning, match="train_dataloader yielded None"):
+        trainer.fit(SomeNone())
+    assert calls["outputs"] == [True, False, True, False]  # batch end runs for every batch, as in Lightning
+    assert trainer.global_step == 2
+
+
 def test_fit_loop_setup_data_counts_the_training_batches():
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(CoreModel(), loader(n=8, batch_size=4))

@@ -178,9 +178,9 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     strategy.precision_plugin = precision
     if trainer.is_global_zero:
         for logger in trainer.loggers:
-            check = getattr(logger, "_check_save_dir_writable", None)
+            check = getattr(type(logger), "_check_save_dir_writable", None)  # a logger's own method, not a Mock's
             if check is not None:
-                check()  # fail before any work is done, naming the folder
+                check(logger)  # fail before any work is done, naming the folder
     strategy.setup_environment()  # the process group first: prepare_data's barrier needs it
     trainer.accelerator.setup_device(strategy.root_device)
     _set_rank(strategy.global_rank)

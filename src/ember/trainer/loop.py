@@ -114,11 +114,15 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         if transfer is not None:
             batch = transfer(batch)  # transfer
         results.batch, results.batch_size = batch, None
-        if batch_start is not None and batch_start(batch, batch_idx) == -1:
-            epoch.cut_short()  # batch start: the module returned -1, which ends the epoch
-            break
         accumulating = automatic and (batch_idx + 1) % accumulate != 0 and not is_last
-        outputs = train_on(batch, batch_idx, accumulating)  # step
+        if batch is None:
+            _skip_none_batch(run)  # as Lightning: no step for a None batch, the rest goes on
+            outputs = None
+        else:
+            if batch_start is not None and batch_start(batch, batch_idx) == -1:
+                epoch.cut_short()  # batch start: the module returned -1, which ends the epoch
+                break
+            outputs = train_on(batch, batch_idx, accumulating)  # step
         progress.epoch_batches = batch_idx + 1  # trained on: a checkpoint from here on resumes after it
         progress.total_batches += 1
         if not accumulating:
@@ -137,6 +141,13 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
             break
     del iterator
     _end_epoch(trainer, run, epoch)
+
+
+def _skip_none_batch(run: Run) -> None:
+    """A ``None`` batch (e.g. a collate function that drops one) is not trained on; warned about once."""
+    if not run.warned_none_batch:
+        run.warned_none_batch = True
+        rank_zero_warn("train_dataloader yielded None. If this was on purpose, ignore this warning...")
 
 
 def _warn_if_modules_in_eval_mode(trainer: Trainer) -> None:

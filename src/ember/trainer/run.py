@@ -138,6 +138,7 @@ class Run:
     evaluation_batches_run: bool = False  # a validation batch inside this fit has run
     last_val_time: float = 0.0  # for a time-based ``val_check_interval``
     warned_min_not_reached: bool = False
+    warned_none_batch: bool = False
 
     # ---- predictions ---------------------------------------------------------------------------
     predictions: Any = None
