@@ -145,12 +145,13 @@ class Precision:
                     before_step()
                 optimizer.step()
                 return result
-            if before_step is None:
-                return optimizer.step(closure=closure)
 
             def wrapped() -> Any:
-                result = closure()
-                before_step()
+                # with grad, as Lightning's closure: some optimizers (e.g. transformers' AdamW) step in no_grad
+                with torch.enable_grad():
+                    result = closure()
+                if before_step is not None:
+                    before_step()
                 return result
 
             return optimizer.step(closure=wrapped)

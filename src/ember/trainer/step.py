@@ -19,7 +19,7 @@ Every decision (which hooks are overridden, precision, clipping, profiling) is t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from torch import Tensor
 
@@ -123,7 +123,10 @@ class TrainingStep:
         elif self._module_optimizer_step is not None:
             self._step_through_module_hook(batch_idx)
         else:
+            self._extra = _NOT_RUN
             self._optimizer_step(self.optimizer, self._closure, self._before_step)
+            if self._extra is _NOT_RUN:  # an optimizer whose `step` ignored the closure: nothing trained
+                _closure_not_run()
             self.progress.global_step += 1
         self._batch = None
         return self._outputs() if self.need_outputs else None
@@ -200,11 +203,7 @@ class TrainingStep:
         assert self._module_optimizer_step is not None
         self._module_optimizer_step(self.progress.epoch, batch_idx, wrapped, self._closure)
         if self._extra is _NOT_RUN:
-            raise MisconfigurationException(
-                "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your"
-                " `optimizer_step` hook? It could also happen because the `optimizer.step(optimizer_closure)`"
-                " call did not execute it internally."
-            )
+            _closure_not_run()
         self.progress.global_step += 1
 
     def _outputs(self) -> dict[str, Any] | None:
@@ -292,3 +291,11 @@ def _manual_outputs(output: Any) -> Any:
     if isinstance(extra.get("loss"), Tensor):
         extra["loss"] = extra["loss"].detach()
     return extra
+
+
+def _closure_not_run() -> NoReturn:
+    raise MisconfigurationException(
+        "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your"
+        " `optimizer_step` hook? It could also happen because the `optimizer.step(optimizer_closure)`"
+        " call did not execute it internally."
+    )
