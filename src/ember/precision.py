@@ -130,11 +130,16 @@ class Precision:
             torch.nn.utils.clip_grad_norm_(params, value)
 
     def optimizer_step(
-        self, optimizer: Optimizer, closure: Callable[[], Any], before_step: Callable[[], None] | None
+        self,
+        optimizer: Optimizer,
+        closure: Callable[[], Any],
+        before_step: Callable[[], None] | None,
+        **kwargs: Any,
     ) -> Any:
         """Run ``closure`` (forward and backward), ``before_step`` (hooks, clipping; None for none), then step.
 
-        This is the one place where an optimizer steps, in automatic and in manual optimization.
+        This is the one place where an optimizer steps, in automatic and in manual optimization. ``kwargs``
+        (given to ``LightningOptimizer.step``) go to the optimizer's ``step``.
         """
         if self.scaler is None:
             if self.steps_directly(optimizer):
@@ -143,7 +148,7 @@ class Precision:
                 result = closure()
                 if before_step is not None:
                     before_step()
-                optimizer.step()
+                optimizer.step(**kwargs)
                 return result
 
             def wrapped() -> Any:
@@ -154,7 +159,7 @@ class Precision:
                     before_step()
                 return result
 
-            return optimizer.step(closure=wrapped)
+            return optimizer.step(closure=wrapped, **kwargs)
         # GradScaler cannot step with a closure: run it first, unscale, then step if grads are finite
         result = closure()
         self.scaler.unscale_(optimizer)
@@ -163,7 +168,7 @@ class Precision:
         if result is None:
             return None  # training_step returned None: no backward ran, nothing to step
         # host sync: GradScaler reads whether the gradients are finite
-        out = self.scaler.step(optimizer)
+        out = self.scaler.step(optimizer, **kwargs)
         self.scaler.update()
         return out
 

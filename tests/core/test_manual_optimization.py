@@ -393,3 +393,30 @@ def test_the_lightning_optimizer_stands_for_the_optimizer_and_can_be_copied():
     for copied in (copy.deepcopy(wrapped), pickle.loads(pickle.dumps(wrapped))):
         assert type(copied).__name__ == "LightningAdam" and copied.param_groups[0]["lr"] == 1.0
         assert copied.optimizer is not adam
+
+
+def test_step_passes_extra_arguments_to_the_optimizer():
+    seen = []
+
+    class WithOptions(torch.optim.SGD):
+        def step(self, closure=None, scale=1.0):
+            seen.append(scale)
+            return super().step(closure)
+
+    class Manual(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.layer = nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers()
+            opt.zero_grad()
+            self.manual_backward(self.layer(batch[0]).sum())
+            opt.step(scale=0.5)
+
+        def configure_optimizers(self):
+            return WithOptions(self.parameters(), lr=0.1)
+
+    quiet_trainer(max_steps=2).fit(Manual(), loader())
+    assert seen == [0.5, 0.5]

@@ -121,7 +121,7 @@ class LightningOptimizer:
                 "`optimizer.step()` on the optimizer from `self.optimizers()` can only be called while `trainer.fit`"
                 " trains: call it inside `training_step`."
             )
-        output = step.optimizer_step_from_wrapper(self, closure)
+        output = step.optimizer_step_from_wrapper(self, closure, **kwargs)
         self._on_after_step()
         return output
 

@@ -219,13 +219,15 @@ class TrainingStep:
     def _manual_step(self, batch: Any, batch_idx: int, accumulating: bool) -> Any:
         return _manual_outputs(self._forward(batch, batch_idx))
 
-    def optimizer_step_from_wrapper(self, wrapper: LightningOptimizer, closure: Callable[[], Any] | None) -> Any:
+    def optimizer_step_from_wrapper(
+        self, wrapper: LightningOptimizer, closure: Callable[[], Any] | None, **kwargs: Any
+    ) -> Any:
         """``opt.step(closure)`` on the optimizer ``self.optimizers()`` returned."""
         optimizer = wrapper._optimizer
         before = getattr(wrapper, "_closure_hook", None)
         if self.automatic and before is not None:
             # automatic optimization through the module's `optimizer_step`: the closure trains
-            return self.precision.optimizer_step(optimizer, closure, before)
+            return self.precision.optimizer_step(optimizer, closure, before, **kwargs)
         hooks = self.hooks
 
         def before_step() -> None:
@@ -235,7 +237,7 @@ class TrainingStep:
         if closure is None:
             # GradScaler steps only when the closure reports a loss; without one, step anyway
             closure = _no_loss if self.precision.scaler is None else _some_loss
-        result = self.precision.optimizer_step(optimizer, closure, before_step)
+        result = self.precision.optimizer_step(optimizer, closure, before_step, **kwargs)
         if not self.automatic:
             self.progress.global_step += 1
         return result
