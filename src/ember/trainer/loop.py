@@ -690,6 +690,12 @@ def _predict_loader(
     forward_context = trainer.precision_plugin.forward_context
     extra = (dataloader_idx,) if loader_count > 1 else ()
     indices = _batch_indices_iter(loader)
+    # the epoch's batch indices are kept only for someone who reads them, as in Lightning
+    keep = run.return_predictions or any(
+        getattr(getattr(cb, "interval", None), "on_epoch", False) for cb in trainer.callbacks
+    )
+    view = trainer.predict_loop
+    view.current_batch_indices = None  # an iterable dataset has none
     limit = max_batches[dataloader_idx]
     counts = run.eval_progress["predict"]
     batch_idx = 0
@@ -698,7 +704,10 @@ def _predict_loader(
         if batch is _END:
             break
         if indices is not None:
-            run.predict_batch_indices[dataloader_idx].append(next(indices, []))
+            current: list[int] = next(indices, [])
+            view.current_batch_indices = current
+            if keep:
+                run.predict_batch_indices[dataloader_idx].append(current)
         if transfer is not None:
             batch = transfer(batch)
         if batch_start is not None:
