@@ -288,7 +288,8 @@ def _manual_outputs(output: Any) -> Any:
         return {}
     else:
         raise MisconfigurationException(
-            "In manual optimization, `training_step` must either return a Tensor, a dict or have no return."
+            "In manual optimization, `training_step` must either return a Tensor or have no return"
+            f" (a dict is accepted too), got {type(output).__name__}."
         )
     if isinstance(extra.get("loss"), Tensor):
         extra["loss"] = extra["loss"].detach()
