@@ -146,6 +146,10 @@ SUPPORTED = {
     "utilities.combined_loader": ("ember.utilities.combined_loader", ["CombinedLoader"]),
     "utilities.exceptions": ("ember.utilities.exceptions", ["MisconfigurationException"]),
     "utilities.model_summary": ("ember.utilities.model_summary", ["LayerSummary", "ModelSummary", "summarize"]),
+    "utilities.model_summary.model_summary": (
+        "ember.utilities.model_summary.model_summary",
+        ["LayerSummary", "ModelSummary", "summarize", "get_human_readable_count", "UNKNOWN_SIZE"],
+    ),
     "utilities.parsing": ("ember.utilities.parsing", ["AttributeDict"]),
     "utilities.rank_zero": (
         "ember.utilities.rank_zero",

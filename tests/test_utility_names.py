@@ -124,3 +124,116 @@ def test_available_flops(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
     with pytest.warns(UserWarning, match="FLOPs not found for 'Some Future GPU'"):
         assert get_available_flops(cuda, torch.bfloat16) is None
+
+
+def test_hyperparameters_are_found_on_the_model_its_hparams_or_the_datamodule():
+    from ember.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
+
+    class WithLr(pl.LightningModule):
+        def __init__(self, lr=0.1):
+            super().__init__()
+            self.save_hyperparameters()
+
+    model = WithLr()
+    assert lightning_hasattr(model, "lr") and lightning_getattr(model, "lr") == 0.1
+    lightning_setattr(model, "lr", 0.5)
+    assert model.hparams.lr == 0.5
+    trainer = pl.Trainer(logger=False)
+    trainer.datamodule = pl.LightningDataModule()
+    trainer.datamodule.batch_size = 8
+    model.trainer = trainer
+    assert lightning_getattr(model, "batch_size") == 8
+    with pytest.raises(AttributeError, match="is neither stored in the model namespace nor the `hparams`"):
+        lightning_getattr(model, "missing")
+
+
+def test_clean_namespace_drops_what_cannot_be_pickled():
+    from ember.utilities.parsing import clean_namespace
+
+    hparams = {"a": 1, "f": lambda: 1}
+    with pytest.warns(UserWarning, match="Attribute 'f' removed from hparams because it cannot be pickled"):
+        clean_namespace(hparams)
+    assert hparams == {"a": 1}
+
+
+def test_shared_parameters_are_found_and_tied_again():
+    from ember.utilities import find_shared_parameters, set_shared_parameters
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2))
+    model[2].weight = model[0].weight
+    assert find_shared_parameters(model) == [["0.weight", "2.weight"]]
+    model[2].weight = torch.nn.Parameter(model[0].weight.detach().clone())  # e.g. after loading: untied
+    assert find_shared_parameters(model) == []
+    set_shared_parameters(model, [["0.weight", "2.weight"]])
+    assert model[2].weight is model[0].weight
+
+
+def test_extract_batch_size_warns_once_on_an_ambiguous_batch():
+    from ember.utilities.data import extract_batch_size, warning_cache
+    from ember.utilities.exceptions import MisconfigurationException
+
+    assert extract_batch_size({"x": [torch.zeros(5, 2)], "y": torch.zeros(5)}) == 5
+    warning_cache.clear()
+    with pytest.warns(UserWarning, match="ambiguous collection. The batch size we found is 5"):
+        assert extract_batch_size((torch.zeros(5, 2), torch.zeros(3))) == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extract_batch_size((torch.zeros(5, 2), torch.zeros(3)))  # once only
+    with pytest.raises(MisconfigurationException, match="We could not infer the batch_size"):
+        extract_batch_size({"text": "no tensor"})
+
+
+def test_recursive_detach():
+    from ember.utilities.memory import recursive_detach
+
+    x = torch.ones(2, requires_grad=True) * 2
+    out = recursive_detach({"a": x, "b": [x], "c": 1}, to_cpu=True)
+    assert not out["a"].requires_grad and not out["b"][0].requires_grad and out["c"] == 1
+
+
+def test_tags_csv_round_trip(tmp_path):
+    from ember.core.saving import load_hparams_from_tags_csv, save_hparams_to_tags_csv
+
+    path = tmp_path / "meta_tags.csv"
+    save_hparams_to_tags_csv(path, Namespace(lr=0.1, name="x", steps=3))
+    assert path.read_text().splitlines()[0] == "key,value"
+    assert load_hparams_from_tags_csv(path) == {"lr": 0.1, "name": "x", "steps": 3}
+    with pytest.raises(RuntimeError, match="Missing folder"):
+        save_hparams_to_tags_csv(tmp_path / "nowhere" / "tags.csv", {})
+
+
+def test_possible_user_warnings_off_from_the_environment():
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings; warnings.simplefilter('error'); import ember;"
+        " from ember.utilities.warnings import PossibleUserWarning;"
+        " warnings.warn('x', PossibleUserWarning); print('silent')"
+    )
+    import os
+
+    env = {**os.environ, "POSSIBLE_USER_WARNINGS": "off"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "silent", result.stderr
+
+
+def test_is_overridden():
+    from ember.callbacks import Callback, EarlyStopping
+    from ember.utilities.model_helpers import is_overridden
+
+    class Module(pl.LightningModule):
+        def training_step(self, batch, batch_idx):
+            return None
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            return []
+
+    assert not is_overridden("whatever", None)
+    with pytest.raises(ValueError, match="Expected a parent"):
+        is_overridden("training_step", object())
+    assert is_overridden("training_step", Module()) and not is_overridden("validation_step", Module())
+    assert not is_overridden("whatever", Module(), parent=pl.LightningDataModule)
+    assert is_overridden("train_dataloader", Data())
+    assert is_overridden("on_validation_end", EarlyStopping("x")) and not is_overridden("on_fit_start", Callback())

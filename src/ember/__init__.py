@@ -71,6 +71,11 @@ def install_as_lightning() -> None:
     install()
 
 
+if _os.environ.get("POSSIBLE_USER_WARNINGS"):
+    from ember.utilities.warnings import _disable_from_environment
+
+    _disable_from_environment()
+
 # the processes a program on `ember run` starts (DDP ranks) set this: Lightning's names are Ember's there too
 if _os.environ.get("EMBER_AS_LIGHTNING") == "1":
     from ember.lightning_alias import install_from_environment as _install_from_environment

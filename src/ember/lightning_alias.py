@@ -294,7 +294,9 @@ class _RootLoader(importlib.abc.Loader):
         from ember.core.module import LightningModule
         from ember.trainer.trainer import Trainer
         from ember.utilities.seed import seed_everything
+        from ember.utilities.warnings import _disable_from_environment
 
+        _disable_from_environment()  # `POSSIBLE_USER_WARNINGS=0`, read again when the package is reloaded
         module.__ember_alias__ = True  # type: ignore[attr-defined]
         module.__version__ = LIGHTNING_VERSION  # type: ignore[attr-defined]
         module.__getattr__ = _SubmoduleAttributes(module.__name__)  # type: ignore[method-assign]

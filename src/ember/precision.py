@@ -59,7 +59,7 @@ class Precision:
 
     def __init__(self, precision: str, device: torch.device) -> None:
         self.precision = precision
-        self.device = device
+        self.device = device.type  # "cpu", "cuda", "mps": the device type, as Lightning's precision plugins keep it
         self.scaler: Any = None
         self._autocast_dtype: torch.dtype | None = None
         if precision == "16-mixed":
@@ -101,7 +101,7 @@ class Precision:
 
     def forward_context(self) -> contextlib.AbstractContextManager:
         if self._autocast_dtype is not None:
-            return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+            return torch.autocast(self.device, dtype=self._autocast_dtype)
         if self._module_dtype is not None:
             return _default_dtype(self._module_dtype)
         return contextlib.nullcontext()
@@ -130,11 +130,16 @@ class Precision:
             torch.nn.utils.clip_grad_norm_(params, value)
 
     def optimizer_step(
-        self, optimizer: Optimizer, closure: Callable[[], Any], before_step: Callable[[], None] | None
+        self,
+        optimizer: Optimizer,
+        closure: Callable[[], Any],
+        before_step: Callable[[], None] | None,
+        **kwargs: Any,
     ) -> Any:
         """Run ``closure`` (forward and backward), ``before_step`` (hooks, clipping; None for none), then step.
 
-        This is the one place where an optimizer steps, in automatic and in manual optimization.
+        This is the one place where an optimizer steps, in automatic and in manual optimization. ``kwargs``
+        (given to ``LightningOptimizer.step``) go to the optimizer's ``step``.
         """
         if self.scaler is None:
             if self.steps_directly(optimizer):
@@ -143,17 +148,18 @@ class Precision:
                 result = closure()
                 if before_step is not None:
                     before_step()
-                optimizer.step()
+                optimizer.step(**kwargs)
                 return result
-            if before_step is None:
-                return optimizer.step(closure=closure)
 
             def wrapped() -> Any:
-                result = closure()
-                before_step()
+                # with grad, as Lightning's closure: some optimizers (e.g. transformers' AdamW) step in no_grad
+                with torch.enable_grad():
+                    result = closure()
+                if before_step is not None:
+                    before_step()
                 return result
 
-            return optimizer.step(closure=wrapped)
+            return optimizer.step(closure=wrapped, **kwargs)
         # GradScaler cannot step with a closure: run it first, unscale, then step if grads are finite
         result = closure()
         self.scaler.unscale_(optimizer)
@@ -162,7 +168,7 @@ class Precision:
         if result is None:
             return None  # training_step returned None: no backward ran, nothing to step
         # host sync: GradScaler reads whether the gradients are finite
-        out = self.scaler.step(optimizer)
+        out = self.scaler.step(optimizer, **kwargs)
         self.scaler.update()
         return out
 

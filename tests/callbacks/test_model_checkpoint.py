@@ -156,6 +156,12 @@ def test_format_version_and_no_dirpath():
     assert ModelCheckpoint().format_checkpoint_name({"epoch": 2, "step": 3}, filename="{epoch:d}") == "epoch=2.ckpt"
 
 
+def test_format_with_a_prefix_puts_it_first():
+    callback = ModelCheckpoint(filename="{epoch}")
+    assert callback.format_checkpoint_name({"epoch": 3}, prefix="test") == "test-epoch=3.ckpt"
+    assert callback.format_checkpoint_name({"epoch": 3}, ver=1, prefix="test") == "test-epoch=3-v1.ckpt"
+
+
 # ---- top-k ---------------------------------------------------------------------------------
 def test_top_k_keeps_best_and_evicts(tmp_path):
     trainer, callback = _setup(tmp_path, monitor="val_loss", save_top_k=2, filename="{epoch}-{val_loss:.1f}")

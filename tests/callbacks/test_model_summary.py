@@ -120,6 +120,19 @@ def test_callback_logs_table_on_fit_start(ember_log):
     assert tables == ["\n" + LIGHTNING_DEPTH_1_WITH_EXAMPLE]
 
 
+def test_a_summarize_override_gets_total_flops_by_keyword():
+    seen = {}
+
+    class Custom(ModelSummary):
+        @staticmethod
+        def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, **kw):
+            seen.update(kw, params=total_parameters, modes=total_training_modes)
+
+    trainer = pl.Trainer(**QUIET, max_epochs=1, limit_train_batches=1, limit_val_batches=0, callbacks=[Custom()])
+    trainer.fit(Regressor(), train_loader())
+    assert set(seen) == {"total_flops", "params", "modes"} and seen["params"] > 0
+
+
 def test_max_depth_zero_prints_nothing(ember_log):
     trainer = pl.Trainer(**QUIET, max_epochs=1, limit_train_batches=1, callbacks=[ModelSummary(max_depth=0)])
     trainer.fit(Regressor(), train_loader(), val_loader())
@@ -179,3 +192,25 @@ def test_rich_model_summary_without_rich(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rich" else real(name, *a))
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'ember\[rich\]'"):
         RichModelSummary()
+
+
+def test_lightnings_module_path_for_the_table():
+    from ember.utilities.model_summary.model_summary import UNKNOWN_SIZE, ModelSummary
+    from ember.utilities.model_summary.model_summary import summarize as summarize_there
+
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    table = summarize_there(model, max_depth=-1)
+    assert isinstance(table, ModelSummary) and table.layer_types == ["Linear", "ReLU"]
+    assert table.in_sizes == [UNKNOWN_SIZE, UNKNOWN_SIZE]
+
+
+def test_lazy_parameters_warn_once(monkeypatch, recwarn):
+    import ember.callbacks.model_summary as module
+
+    monkeypatch.setattr(module, "_warned_uninitialized", False)
+    table = summarize(nn.Sequential(nn.LazyLinear(3)))
+    with pytest.warns(UserWarning, match="may be inaccurate because the model contains an instance of"):
+        assert table.total_parameters == 0
+    recwarn.clear()
+    assert table.trainable_parameters == 0 and table.total_parameters == 0
+    assert not [w for w in recwarn if "UninitializedParameter" in str(w.message)]

@@ -42,6 +42,20 @@ def test_batch_interval():
     assert writer.epochs == []
 
 
+def test_batch_interval_without_returned_predictions_keeps_no_epoch_indices():
+    writer = Recorder("batch")
+    seen = []
+
+    class Model(Regressor):
+        def on_predict_epoch_end(self):
+            seen.append(self.trainer.predict_loop.epoch_batch_indices)
+
+    trainer = pl.Trainer(**QUIET, callbacks=[writer])
+    trainer.predict(Model(), val_loader(n=10), return_predictions=False)
+    assert [indices for _, indices, _, _ in writer.batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert seen == [[[]]]  # nobody reads them: not kept, as in Lightning
+
+
 def test_epoch_interval_even_without_returned_predictions():
     writer = Recorder("epoch")
     assert _predict(writer, return_predictions=False) is None

@@ -185,6 +185,28 @@ def test_bar_can_be_pickled_mid_run():
     assert restored._train_progress_bar is None
 
 
+def test_bar_can_be_pickled_and_copied_after_each_call():
+    import copy
+
+    from tests.helpers.core_models import CoreModel, loader
+
+    bar = TQDMProgressBar()
+    trainer = pl.Trainer(
+        **{**QUIET, "enable_progress_bar": True},
+        callbacks=[bar],
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+    )
+    model = CoreModel()
+    trainer.fit(model, loader(), loader())
+    pickle.dumps(bar)
+    copy.deepcopy(bar)
+    trainer.validate(model, loader())
+    restored = pickle.loads(pickle.dumps(bar))
+    assert restored.trainer.current_epoch == 1  # the trainer comes along; its per-call hook callers do not
+
+
 @pytest.fixture
 def fresh_rich_console():
     """The rich bar reconfigures rich's global console; give later tests a default one back."""
@@ -201,6 +223,24 @@ def test_rich_progress_bar_draws_epochs_and_metrics(fresh_rich_console):
     trainer.fit(Regressor(), train_loader(), val_loader())
     text = out.getvalue()
     assert "Epoch 1/1" in text and "4/4" in text and "v_num: 7" in text and "train_loss:" in text
+
+
+def test_rich_progress_bar_keeps_its_tasks_after_the_call_and_draws_with_lightnings_class(fresh_rich_console):
+    from unittest import mock
+
+    from ember.callbacks import rich_progress
+
+    assert issubclass(rich_progress.CustomProgress, rich_progress.Progress)  # Lightning's module names
+    bar = RichProgressBar(console_kwargs={"file": io.StringIO()})
+    trainer = _trainer(bar, max_epochs=1, limit_train_batches=3, num_sanity_val_steps=0)
+    with mock.patch.object(rich_progress.Progress, "update", autospec=True) as update:
+        trainer.fit(Regressor(), train_loader(), val_loader())
+    assert update.call_count > 0  # the bar's progress is a rich Progress
+    bar = RichProgressBar(console_kwargs={"file": io.StringIO()})
+    trainer = _trainer(bar, max_epochs=1, limit_train_batches=3, num_sanity_val_steps=0)
+    trainer.fit(Regressor(), train_loader(), val_loader())
+    train_task = bar.progress.tasks[bar.train_progress_bar_id]  # still readable once fit has ended
+    assert train_task.completed == 3 and train_task.total == 3
 
 
 def test_rich_progress_bar_reads_metrics_only_on_refresh(metric_reads, fresh_rich_console):
@@ -233,6 +273,24 @@ def test_print_goes_around_the_bar(capsys):
     captured = capsys.readouterr()
     # like tqdm.write (and Lightning): the message goes to stdout, the bars are cleared and redrawn around it
     assert captured.out == "hello 1\n"
+
+
+def test_the_modules_print_goes_through_the_bar_while_it_is_shown(monkeypatch, capsys):
+    from unittest import mock
+
+    import tqdm
+
+    class Printing(Regressor):
+        def training_step(self, batch, batch_idx):
+            self.print("in training_step", end="")
+            return super().training_step(batch, batch_idx)
+
+    with mock.patch.object(tqdm.tqdm, "write") as write:
+        trainer = pl.Trainer(**{**QUIET, "enable_progress_bar": True}, max_steps=1, limit_val_batches=0)
+        trainer.fit(Printing(), train_loader())
+    assert write.call_args_list == [mock.call("in training_step", end="")]
+    Printing().print("no trainer")  # outside a trainer: a plain print
+    assert capsys.readouterr().out.endswith("no trainer\n")
 
 
 def test_validate_bar_is_left_on_screen(capsys):

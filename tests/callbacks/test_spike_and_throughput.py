@@ -64,6 +64,15 @@ def test_state_round_trip_keeps_the_window_in_order(tmp_path):
     assert restored.state_dict() == state
 
 
+def test_a_one_element_loss_of_any_shape_is_checked_like_a_number(tmp_path):
+    spike = SpikeDetection(window=3, warmup=1)
+    trainer = _Trainer(tmp_path)
+    for i, loss in enumerate([1.0, 0.9, 1.1, 0.95]):
+        spike.on_train_batch_end(trainer, None, torch.tensor(loss).view(1, 1), None, i)
+    with pytest.raises(TrainingSpikeException, match="batch 4"):
+        spike.on_train_batch_end(trainer, None, torch.tensor([[50.0]]), None, 4)
+
+
 def test_outputs_must_be_a_loss_or_a_mapping(tmp_path):
     with pytest.raises(TypeError, match="outputs have to be of type torch.Tensor or Mapping, got list"):
         SpikeDetection().on_train_batch_end(_Trainer(tmp_path), None, [1.0], None, 0)
@@ -89,3 +98,15 @@ def test_throughput_waits_for_the_device_only_at_log_points(monkeypatch):
     trainer.fit(Regressor(), train_loader(n=36), val_loader(n=12))  # 9 training and 3 validation batches
     logged = [step for metrics, step in logger.calls if "train/samples" in metrics or "validate/samples" in metrics]
     assert len(waits) == len(logged) == 3 + 1
+
+
+def test_throughput_steps_of_an_evaluation_count_on_across_calls():
+    logger = make_recording_logger(pl)()
+    monitor = ThroughputMonitor(batch_size_fn=lambda batch: batch[0].shape[0], window_size=2)
+    trainer = pl.Trainer(**{**QUIET, "logger": logger}, log_every_n_steps=2, callbacks=[monitor])
+    model = Regressor()
+    trainer.validate(model, val_loader(), verbose=False)
+    trainer.validate(model, val_loader(), verbose=False)
+    steps = [step for metrics, step in logger.calls if "validate/batches" in metrics]
+    batches = [metrics["validate/batches"] for metrics, step in logger.calls if "validate/batches" in metrics]
+    assert steps == list(range(2, 2 * len(steps) + 1, 2)) and batches == steps  # as Lightning's loop totals

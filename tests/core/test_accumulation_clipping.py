@@ -86,8 +86,11 @@ def test_configure_gradient_clipping_override():
     class Custom(CoreModel):
         def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
             seen.append((type(optimizer).__name__, gradient_clip_val, gradient_clip_algorithm))
-            self.clip_gradients(optimizer, gradient_clip_val=0.01, gradient_clip_algorithm="value")
-            assert all(p.grad.abs().max() <= 0.01 for p in self.parameters())
+            if gradient_clip_val is None:  # not set on the Trainer: the module decides
+                self.clip_gradients(optimizer, gradient_clip_val=0.01, gradient_clip_algorithm="value")
+                assert all(p.grad.abs().max() <= 0.01 for p in self.parameters())
+            else:
+                self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     quiet_trainer(max_epochs=1, gradient_clip_val=5.0, gradient_clip_algorithm="norm").fit(Custom(), loader(n=8))
     assert seen == [("SGD", 5.0, "norm")] * 2
@@ -97,10 +100,26 @@ def test_configure_gradient_clipping_override():
 
 
 @pytest.mark.parametrize(
+    ("trainer_kwargs", "clip_kwargs", "message"),
+    [
+        ({"gradient_clip_val": 1e-4}, {"gradient_clip_val": 0.01}, r"gradient_clip_val=0.0001\)` and have passed"),
+        ({"gradient_clip_algorithm": "norm"}, {"gradient_clip_algorithm": "value"}, "gradient_clip_algorithm='norm'"),
+    ],
+)
+def test_clip_gradients_other_than_the_trainers_settings_is_an_error(trainer_kwargs, clip_kwargs, message):
+    class Conflicting(CoreModel):
+        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+            self.clip_gradients(optimizer, **clip_kwargs)
+
+    with pytest.raises(MisconfigurationException, match=message):
+        quiet_trainer(max_steps=1, **trainer_kwargs).fit(Conflicting(), loader())
+
+
+@pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
         ({"gradient_clip_val": "1"}, TypeError, "`gradient_clip_val` should be an int or a float"),
-        ({"gradient_clip_algorithm": "max"}, MisconfigurationException, r"`gradient_clip_algorithm` 'max' is invalid"),
+        ({"gradient_clip_algorithm": "max"}, MisconfigurationException, r"`gradient_clip_algorithm` max is invalid"),
         ({"accumulate_grad_batches": 0}, MisconfigurationException, "accumulate_grad_batches=0"),
         ({"accumulate_grad_batches": 1.5}, MisconfigurationException, "must be an int >= 1"),
     ],

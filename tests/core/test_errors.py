@@ -30,7 +30,7 @@ from ember.utilities import MisconfigurationException
         ({"val_check_interval": -3}, r"`val_check_interval` should be a positive int"),
         (
             {"val_check_interval": 1.0, "check_val_every_n_epoch": None},
-            r"should be an integer when `check_val_every_n_epoch=None`",
+            r"should be an integer or a time-based duration .* when `check_val_every_n_epoch=None`",
         ),
         (
             {"limit_train_batches": 1.5},
@@ -39,14 +39,22 @@ from ember.utilities import MisconfigurationException
         ({"limit_val_batches": -1}, r"limit_val_batches"),
         ({"fast_dev_run": -1}, r"fast_dev_run=-1 is not a valid configuration"),
         ({"reload_dataloaders_every_n_epochs": -1}, r"`reload_dataloaders_every_n_epochs` should be an int >= 0"),
-        ({"gradient_clip_algorithm": "x"}, r"`gradient_clip_algorithm` 'x' is invalid. Allowed algorithms"),
-        ({"accelerator": "tpu2"}, r"invalid accelerator name: `accelerator='tpu2'`. Available names are: auto, cpu"),
-        ({"devices": 0}, r"devices=0"),
+        ({"gradient_clip_algorithm": "x"}, r"`gradient_clip_algorithm` x is invalid. Allowed algorithms"),
+        ({"devices": 0}, r"`Trainer\(devices=0\)` value is not a valid input using auto accelerator"),
+        ({"devices": "0", "accelerator": "cuda"}, r"`Trainer\(devices='0'\)` value is not a valid input using cuda"),
+        ({"devices": [], "accelerator": "cpu"}, r"`Trainer\(devices=\[\]\)` value is not a valid input using cpu"),
     ],
 )
 def test_invalid_trainer_arguments(kwargs, message):
     with pytest.raises(MisconfigurationException, match=message):
         ember.Trainer(**kwargs)
+
+
+def test_unknown_accelerator_name_is_a_value_error():
+    with pytest.raises(
+        ValueError, match=r"invalid accelerator name: `accelerator='tpu2'`. Available names are: auto, cpu"
+    ):
+        ember.Trainer(accelerator="tpu2")
 
 
 def test_unknown_precision_is_a_value_error():
@@ -95,6 +103,24 @@ def test_fit_without_training_data():
         quiet_trainer(max_epochs=1).fit(CoreModel())
 
 
+def test_a_validation_step_without_validation_data_warns():
+    with pytest.warns(UserWarning, match="You defined a `validation_step` but have no `val_dataloader`. Skipping val"):
+        quiet_trainer(max_epochs=1).fit(CoreModel(), loader())
+
+
+def test_predict_needs_a_predict_step_or_a_forward():
+    model = CoreModel()
+    model.predict_step = None
+    with pytest.raises(MisconfigurationException, match="`predict_step` cannot be None to run `Trainer.predict`"):
+        quiet_trainer().predict(model, loader())
+
+    class NoForward(ember.LightningModule):
+        pass
+
+    with pytest.raises(MisconfigurationException, match="`Trainer.predict` requires `forward` method to run."):
+        quiet_trainer().predict(NoForward(), loader())
+
+
 def test_validate_without_validation_step():
     class NoValidation(CoreModel):
         validation_step = ember.LightningModule.validation_step
@@ -111,7 +137,7 @@ def test_fit_a_plain_module():
 
 
 def test_second_run_without_a_model():
-    with pytest.raises(MisconfigurationException, match=r"`model` must be provided to `trainer.validate\(\)`"):
+    with pytest.raises(TypeError, match=r"`Trainer.validate\(\)` requires a `LightningModule` when it hasn't been"):
         quiet_trainer().validate()
 
 
@@ -191,3 +217,42 @@ def test_datamodule_twice():
         quiet_trainer(max_steps=1).fit(CoreModel(), dm, datamodule=dm)
     with pytest.raises(MisconfigurationException, match="datamodule"):
         quiet_trainer(max_steps=1).fit(CoreModel(), loader(), datamodule=dm)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("limit_train_batches", 1, "1 batch per epoch will be used."),
+        ("limit_val_batches", 1.0, "100% of the batches will be used."),
+        ("overfit_batches", 1, "1 batch will be used."),
+        ("val_check_interval", 1, "validation will run after every batch."),
+        ("val_check_interval", 1.0, "validation will run at the end of the training epoch."),
+    ],
+)
+def test_a_limit_of_exactly_one_is_spelled_out(caplog, name, value, says):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="ember"):
+        ember.Trainer(**{name: value})
+    assert f"`Trainer({name}={value})` was configured so {says}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ember"):
+        ember.Trainer()
+    assert "was configured so" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"enable_checkpointing": True},
+        {"logger": True},
+        {"log_every_n_steps": 1},
+        {"num_sanity_val_steps": 2},
+        {"detect_anomaly": True},
+        {"profiler": "simple"},
+    ],
+)
+def test_barebones_refuses_what_it_turns_off_naming_it(kwargs):
+    (name, value) = next(iter(kwargs.items()))
+    with pytest.raises(ValueError, match=rf"`Trainer\(barebones=True, {name}={value!r}\)` was passed"):
+        ember.Trainer(barebones=True, **kwargs)

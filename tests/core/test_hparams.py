@@ -81,6 +81,22 @@ def test_ignore_a_name_or_a_list():
     assert Ignoring(ignore=["a", "c", "ignore"]).hparams == {"b": 2}
 
 
+def test_a_subclass_ignore_drops_what_the_base_class_saved():
+    class Base(ember.LightningModule):
+        def __init__(self, a, b, c):
+            super().__init__()
+            self.save_hyperparameters(ignore="a")
+
+    class Child(Base):
+        def __init__(self, a, b, c):
+            super().__init__(a, b, c)
+            self.save_hyperparameters(ignore=["b"])
+
+    child = Child(1, 2, 3)
+    assert child.hparams == {"a": 1, "c": 3}  # Lightning 2.6.6 gives the same
+    assert child.hparams_initial == {"a": 1, "c": 3}
+
+
 def test_varargs_are_dropped_and_var_kwargs_are_flattened():
     class Kw(CoreModel):
         def __init__(self, a, *args, b=3, **kwargs):
@@ -255,3 +271,18 @@ def test_checkpoint_stores_current_hparams_and_the_logger_the_initial_ones(tmp_p
     trainer.save_checkpoint(tmp_path / "c.ckpt")
     assert torch.load(tmp_path / "c.ckpt", weights_only=True)["hyper_parameters"] == {"lr": 0.5}
     assert logger.hparams_calls == [{"lr": 0.1}]
+
+
+def test_values_that_cannot_be_pickled_are_dropped_when_a_run_starts(tmp_path):
+    class Unpicklable(CoreModel):
+        def __init__(self, fn=lambda x: x, lr=0.1):
+            super().__init__()
+            self.save_hyperparameters()
+
+    model = Unpicklable()
+    trainer = ember.Trainer(
+        max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path
+    )
+    with pytest.warns(UserWarning, match="Attribute 'fn' removed from hparams because it cannot be pickled"):
+        trainer.fit(model, loader())
+    assert dict(model.hparams) == {"lr": 0.1}

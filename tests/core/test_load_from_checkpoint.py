@@ -100,6 +100,15 @@ def test_map_location_is_applied(tmp_path):
     assert Saved.load_from_checkpoint(path, map_location={"cpu": "cpu"}).device.type == "cpu"
 
 
+def test_an_empty_state_dict_warns(tmp_path):
+    path, _ = _trained_checkpoint(tmp_path)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"] = {}
+    torch.save(checkpoint, path)
+    with pytest.warns(UserWarning, match="contains no parameters"):
+        Saved.load_from_checkpoint(path, strict=False)
+
+
 def test_state_dict_that_does_not_fit_lists_the_keys(tmp_path):
     path, _ = _trained_checkpoint(tmp_path)
     checkpoint = torch.load(path, weights_only=True)
@@ -113,6 +122,10 @@ def test_state_dict_that_does_not_fit_lists_the_keys(tmp_path):
     assert 'Missing key(s) in state_dict: "layer.bias".' in str(error.value)
     assert 'Unexpected key(s) in state_dict: "extra.weight".' in str(error.value)
     assert "strict=False" in str(error.value)
+    checkpoint["state_dict"]["extra.bias"] = torch.zeros(1)
+    torch.save(checkpoint, path)
+    with pytest.raises(RuntimeError, match='Unexpected key\\(s\\) in state_dict: "extra.weight", "extra.bias"'):
+        Saved.load_from_checkpoint(path)  # in the checkpoint's order, as torch lists them
     with pytest.warns(UserWarning, match="extra.weight"):
         loaded = Saved.load_from_checkpoint(path, strict=False)
     assert torch.equal(loaded.layer.weight, checkpoint["state_dict"]["layer.weight"])
@@ -301,7 +314,7 @@ def test_strict_loading_when_resuming_a_fit(tmp_path):
         def configure_optimizers(self):  # the saved optimizer state covers `layer` only
             return torch.optim.SGD(self.layer.parameters(), lr=self.lr)
 
-    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "extra.bias", "extra.weight"'):
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "extra.weight", "extra.bias"'):
         quiet_trainer(max_steps=3).fit(Grown(), loader(n=8), ckpt_path=path)
     model = Grown(strict=False)
     with pytest.warns(UserWarning, match="extra.weight"):

@@ -263,6 +263,14 @@ def test_logging_in_predict_is_refused():
     with pytest.raises(MisconfigurationException, match="predict"):
         quiet_trainer().predict(Predict(), loader(n=4))
 
+    class OnPredictStart(CoreModel):
+        def configure_callbacks(self):
+            self.log("x", 1.0)  # any hook of a predict call: the predict message comes first, as in Lightning
+            return []
+
+    with pytest.raises(MisconfigurationException, match="result collection is not registered yet"):
+        quiet_trainer().predict(OnPredictStart(), loader(n=4))
+
 
 def test_log_without_a_trainer_only_warns():
     with pytest.warns(UserWarning, match="not registered on the model yet"):
@@ -333,8 +341,15 @@ def test_metric_that_is_not_an_attribute_is_refused():
         metric(torch.tensor(1.0))
         m.log("orphan", metric)
 
-    with pytest.raises(MisconfigurationException, match="metric_attribute"):
-        _fit_logging(log)
+    with pytest.raises(MisconfigurationException, match="fix this by setting an attribute for the metric in your"):
+        _fit_logging(log)  # the module has no metric attribute at all
+
+    def log_with_another_attribute(m, fx, b, i):
+        m.kept = torchmetrics.SumMetric()
+        log(m, fx, b, i)
+
+    with pytest.raises(MisconfigurationException, match=r"metric_attribute=name\)` where `name` is one of \['kept'\]"):
+        _fit_logging(log_with_another_attribute)
 
 
 # ---- several dataloaders -------------------------------------------------------------------------
@@ -473,3 +488,21 @@ def test_every_on_step_on_epoch_combination_in_the_three_dicts(tmp_path):
     assert trainer.validate(model, loader(n=12), verbose=False) == [{"ve": 2.0, "vb_epoch": 2.0}]
     assert table(trainer.callback_metrics) == {"vb": 2.0, "vb_epoch": 2.0, "ve": 2.0}
     assert table(trainer.logged_metrics) == {"vb_epoch": 2.0, "vb_step": 3.0, "ve": 2.0, "vs": 3.0}
+
+
+def test_a_callback_logs_with_self_log():
+    class LoggingCallback(ember.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.log("epoch_start", 2.0)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.log("batch_end", 3.0)
+            self.log_dict({"also": 4.0})
+
+    trainer = quiet_trainer(max_epochs=1, callbacks=[LoggingCallback()])
+    trainer.fit(CoreModel(), loader(n=4))
+    assert {k: float(v) for k, v in trainer.callback_metrics.items()} == {
+        "epoch_start": 2.0,
+        "batch_end": 3.0,
+        "also": 4.0,
+    }

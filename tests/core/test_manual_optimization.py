@@ -277,7 +277,10 @@ def test_wrong_return_type_in_manual_optimization():
         def training_step(self, batch, batch_idx):
             return "loss"
 
-    with pytest.raises(MisconfigurationException, match="must either return a Tensor, a dict or have no return"):
+    with pytest.raises(
+        MisconfigurationException,
+        match=r"must either return a Tensor or have no return \(a dict is accepted too\), got str",
+    ):
         _fit(ReturnsString(), n=4)
 
 
@@ -373,3 +376,50 @@ def test_manual_backward_passes_arguments_and_hooks_can_log():
 
     trainer = _fit(Retain(), n=8)
     assert trainer.callback_metrics["after_backward_epoch"].item() == 4.0  # two backward calls per batch
+
+
+def test_the_lightning_optimizer_stands_for_the_optimizer_and_can_be_copied():
+    import copy
+    import pickle
+
+    from ember.core.optimizer import LightningOptimizer
+
+    layer = torch.nn.Linear(3, 4)
+    adam = torch.optim.Adam(layer.parameters(), lr=0.1)
+    wrapped = LightningOptimizer(adam)  # no trainer needed, as in Lightning
+    assert isinstance(wrapped, torch.optim.Adam) and type(wrapped).__name__ == "LightningAdam"
+    assert repr(wrapped) == "Lightning" + repr(adam)
+    wrapped.param_groups[0]["lr"] = 1.0
+    assert adam.param_groups[0]["lr"] == 1.0
+    wrapped.state = adam.state  # settable, as in Lightning
+    assert wrapped.state_dict() == adam.state_dict()
+    for copied in (copy.deepcopy(wrapped), pickle.loads(pickle.dumps(wrapped))):
+        assert type(copied).__name__ == "LightningAdam" and copied.param_groups[0]["lr"] == 1.0
+        assert copied.optimizer is not adam
+
+
+def test_step_passes_extra_arguments_to_the_optimizer():
+    seen = []
+
+    class WithOptions(torch.optim.SGD):
+        def step(self, closure=None, scale=1.0):
+            seen.append(scale)
+            return super().step(closure)
+
+    class Manual(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.layer = nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers()
+            opt.zero_grad()
+            self.manual_backward(self.layer(batch[0]).sum())
+            opt.step(scale=0.5)
+
+        def configure_optimizers(self):
+            return WithOptions(self.parameters(), lr=0.1)
+
+    quiet_trainer(max_steps=2).fit(Manual(), loader())
+    assert seen == [0.5, 0.5]

@@ -260,10 +260,11 @@ def test_to_torchscript_trace(tmp_path):
     model = CoreModel()
     model.example_input_array = torch.randn(2, 4)
     path = tmp_path / "m.pt"
-    scripted = model.to_torchscript(path, method="trace")
+    with pytest.deprecated_call(match="`LightningModule.to_torchscript` has been deprecated in v2.7 and will be"):
+        scripted = model.to_torchscript(path, method="trace")
     assert path.exists()
     assert torch.allclose(scripted(model.example_input_array), model(model.example_input_array))
-    with pytest.raises(ValueError, match="'script' or 'trace'"):
+    with pytest.raises(ValueError, match="'script' or 'trace'"), pytest.deprecated_call():
         model.to_torchscript(method="onnx")
 
 
@@ -296,7 +297,8 @@ def test_freeze_and_unfreeze_return_the_module():
 
 def test_to_torchscript_script():
     model = CoreModel()
-    scripted = model.to_torchscript()
+    with pytest.deprecated_call():
+        scripted = model.to_torchscript()
     x = torch.randn(2, 4)
     assert torch.allclose(scripted(x), model(x))
     assert model.training  # the mode is restored

@@ -138,7 +138,7 @@ def test_unknown_formats_are_refused_with_the_formats(bad):
 
 
 def test_unsupported_dict_keys_warn():
-    with pytest.warns(RuntimeWarning, match=r"unsupported keys in the optimizer configuration: \['foo'\]"):
+    with pytest.warns(RuntimeWarning, match=r"unsupported keys in the optimizer configuration: \{'foo'\}"):
         _fit(lambda m: {"optimizer": _sgd(m), "foo": 1})
 
 
@@ -224,7 +224,7 @@ def test_unknown_scheduler_keys_warn():
         opt = _sgd(m)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": _step(opt), "when": "now"}}
 
-    with pytest.warns(RuntimeWarning, match=r"unsupported keys in the lr scheduler dict: \['when'\]"):
+    with pytest.warns(RuntimeWarning, match=r"unsupported keys in the lr scheduler dict: \{'when'\}"):
         _fit(configure)
 
 
@@ -310,3 +310,20 @@ def test_top_level_monitor_goes_to_the_plateau_scheduler_only():
 
     trainer, _ = _fit(configure)
     assert trainer.lr_scheduler_configs[0].monitor is None
+
+
+def test_the_scheduler_config_keeps_opt_idx_unset():
+    class Plateau(CoreModel):
+        def configure_optimizers(self):
+            optimizer = torch.optim.Adam(self.parameters())
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+            return {"optimizer": optimizer, "lr_scheduler": plateau, "monitor": "val_loss"}
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("val_loss", loss)
+            return loss
+
+    trainer = quiet_trainer(max_steps=1)
+    trainer.fit(Plateau(), loader())
+    assert trainer.lr_scheduler_configs[0].opt_idx is None  # Lightning 2.x leaves it unset

@@ -115,6 +115,7 @@ def test_bf16_mixed_autocasts_with_float32_parameters():
     assert model.seen["val"]["output"] == torch.bfloat16  # evaluation runs under autocast too
     assert model.seen["grad"] == torch.float32
     assert model.layer.weight.dtype == torch.float32
+    assert trainer.precision_plugin.device == "cpu"  # the device type as a string, as in Lightning
 
 
 def test_bf16_mixed_trains():

@@ -151,7 +151,7 @@ def test_resume_into_existing_version_appends(tmp_path):
     first.log_metrics({"epoch": 0, "loss": 0.9}, 1)
     first.finalize("success")
 
-    with pytest.warns(UserWarning, match="appended"):
+    with pytest.warns(UserWarning, match="Experiment logs directory .* exists and is not empty: .* appended"):
         resumed = CSVLogger(tmp_path, version=0)
         resumed.log_metrics({"epoch": 1, "loss": 0.8}, 2)
     resumed.log_metrics({"epoch": 1, "loss": 0.7, "val_acc": 0.5}, 3)

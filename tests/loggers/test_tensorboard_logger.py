@@ -244,6 +244,25 @@ def test_log_graph_uses_example_input_array(tmp_path):
     assert acc.Graph() is not None
 
 
+def test_log_graph_of_a_lightning_module_outside_a_trainer(tmp_path):
+    import ember
+
+    class Module(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.layer(x)
+
+    logger = TensorBoardLogger(tmp_path, log_graph=True)
+    logger.log_graph(Module(), torch.zeros(1, 4))  # tracing reads `module.trainer`, which is not set
+    logger.finalize("success")
+    acc = EventAccumulator(logger.log_dir)
+    acc.Reload()
+    assert acc.Graph() is not None
+
+
 def test_log_graph_disabled_or_without_input(tmp_path):
     off = TensorBoardLogger(tmp_path, log_graph=False)
     off.log_graph(TinyNet())

@@ -105,7 +105,11 @@ def test_profiler_by_name_and_clear_errors(tmp_path):
     assert isinstance(pl.Trainer(profiler="simple").profiler, SimpleProfiler)
     assert isinstance(pl.Trainer(profiler="Advanced").profiler, AdvancedProfiler)
     assert isinstance(pl.Trainer(profiler="pytorch").profiler, PyTorchProfiler)
-    with pytest.raises(MisconfigurationException, match=r"one of \['simple', 'advanced', 'pytorch'\]"):
+    with pytest.raises(
+        MisconfigurationException,
+        match=r"When passing string value for the `profiler` parameter of `Trainer`, it can only be one of"
+        r" \['simple', 'advanced', 'pytorch'\], got 'fast'",
+    ):
         pl.Trainer(profiler="fast")
     with pytest.raises(MisconfigurationException, match="ember.profilers.Profiler"):
         pl.Trainer(profiler=object())
@@ -192,6 +196,53 @@ def test_pytorch_profiler_table_and_chrome_trace(tmp_path):
         "[pl][profile][Strategy]SingleDeviceStrategy.training_step",
         "[pl][module]torch.nn.modules.linear.Linear: layer",
     } <= names
+
+
+def test_pytorch_profiler_keeps_the_events_and_the_report_can_be_asked_again(tmp_path):
+    profiler = PyTorchProfiler(dirpath=tmp_path, filename="ops", table_kwargs={"max_name_column_width": 12})
+    trainer(tmp_path, profiler, max_epochs=1).fit(M(), loader())
+    names = {event.name for event in profiler.function_events}
+    assert "[pl][profile][Strategy]SingleDeviceStrategy.training_step" in names
+    assert "Self CPU time total" in profiler.summary()  # after the run's own report: the table again
+
+
+def test_pytorch_profiler_refuses_table_kwargs_it_sets_or_torch_lacks():
+    with pytest.raises(KeyError, match="Found invalid table_kwargs key: row_limit. This is already a positional"):
+        PyTorchProfiler(table_kwargs={"row_limit": 3})
+    with pytest.raises(KeyError, match="Found invalid table_kwargs key: colour"):
+        PyTorchProfiler(table_kwargs={"colour": True})
+
+
+def test_register_record_function_names_each_submodule_forward(tmp_path):
+    from ember.profilers.pytorch import RegisterRecordFunction
+
+    profiler = PyTorchProfiler(dirpath=tmp_path, filename="ops", export_to_chrome=False)
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.ReLU())
+    with profiler.profile("a"), RegisterRecordFunction(model):
+        model(torch.rand(1, 1))
+    profiler.describe()
+    names = {event.name for event in profiler.function_events}
+    assert {"[pl][module]torch.nn.modules.linear.Linear: 0", "[pl][module]torch.nn.modules.activation.ReLU: 1"} <= names
+    model(torch.rand(1, 1))  # the hooks are gone once the block ends
+    assert not model[0]._forward_pre_hooks
+
+
+def test_the_datamodule_hooks_are_recorded(tmp_path):
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            return loader()
+
+        def state_dict(self):
+            return {"seen": 1}
+
+    names = ["prepare_data", "setup", "state_dict", "teardown"]
+    t = trainer(tmp_path, "simple", max_epochs=1, limit_val_batches=0)
+    t.fit(M(), datamodule=Data())
+    for name in names:  # once each, as Lightning 2.6.6 records them
+        assert len(t.profiler.recorded_durations[f"[LightningDataModule]Data.{name}"]) == 1, name
+    resumed = trainer(tmp_path, "simple", max_epochs=2, limit_val_batches=0)
+    resumed.fit(M(), datamodule=Data(), ckpt_path=t.checkpoint_callback.best_model_path)
+    assert len(resumed.profiler.recorded_durations["[LightningDataModule]Data.load_state_dict"]) == 1
 
 
 def test_a_profiler_of_your_own(tmp_path):

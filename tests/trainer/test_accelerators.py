@@ -121,6 +121,52 @@ def test_gpu_device_ids_are_parsed_and_checked_against_the_machine():
         CUDAAccelerator.parse_devices([True])
 
 
+def test_gpu_choice_and_device_counts_follow_num_cuda_devices(monkeypatch):
+    """Device counts come from `accelerators.cuda.num_cuda_devices`, so a test can stand in for GPUs there."""
+    import ember
+    from ember.accelerators import cuda
+
+    monkeypatch.setattr(cuda, "num_cuda_devices", lambda: 4)
+    trainer = ember.Trainer(accelerator="cuda", devices="0, 2", strategy="ddp")
+    assert isinstance(trainer.accelerator, CUDAAccelerator) and trainer.device_ids == [0, 2]
+    assert CUDAAccelerator.auto_device_count() == 4
+    monkeypatch.setattr(cuda, "num_cuda_devices", lambda: 0)
+    monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: False))
+    with pytest.raises(MisconfigurationException, match="CUDAAccelerator` can not run on your system"):
+        ember.Trainer(accelerator="cuda")
+    with pytest.raises(MisconfigurationException, match="No supported gpu backend found!"):
+        ember.Trainer(accelerator="gpu")
+
+
+def test_a_strategys_parallel_devices_choose_the_accelerator_or_must_agree_with_it():
+    import ember
+    from ember.strategies import DDPStrategy
+
+    trainer = ember.Trainer(strategy=DDPStrategy(parallel_devices=[torch.device("cpu")] * 2))
+    assert isinstance(trainer.accelerator, CPUAccelerator)
+    with pytest.raises(MisconfigurationException, match="CPU parallel_devices set through DDPStrategy class, but"):
+        ember.Trainer(strategy=DDPStrategy(parallel_devices=[torch.device("cpu")]), accelerator="cuda")
+
+
+def test_one_cluster_environment_in_plugins():
+    import ember
+    from ember.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    with pytest.raises(MisconfigurationException, match="Received multiple values for ClusterEnvironment flags"):
+        ember.Trainer(plugins=[LightningEnvironment(), SLURMEnvironment()])
+
+
+def test_ddp_joins_its_process_group_in_setup_distributed(monkeypatch):
+    import ember
+    from ember.strategies import DDPStrategy
+
+    calls = []
+    monkeypatch.setattr(DDPStrategy, "setup_distributed", lambda self: calls.append(self))
+    strategy = ember.Trainer(strategy="ddp", devices=2, accelerator="cpu").strategy
+    strategy.setup_environment()
+    assert calls == [strategy]
+
+
 def test_device_stats():
     if importlib.util.find_spec("psutil") is None:
         with pytest.raises(ModuleNotFoundError, match="requires `psutil` to be installed: `pip install psutil`"):

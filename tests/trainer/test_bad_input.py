@@ -128,6 +128,32 @@ def test_duck_typed_loggers_keep_working(tmp_path):
         ember.Trainer(logger=logger, default_root_dir=tmp_path)
 
 
+def test_a_mock_logger_records_the_calls(tmp_path):
+    from unittest.mock import Mock
+
+    class Logs(CoreModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("loss", loss)
+            return loss
+
+    logger = Mock()
+    logger.save_dir = tmp_path
+    trainer = ember.Trainer(
+        logger=logger,
+        max_steps=2,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Logs(), loader(8))
+    assert logger.log_metrics.call_count == 2
+    assert "_check_save_dir_writable" not in [
+        name for name, *_ in logger.method_calls
+    ]  # Ember's own, not called and logger.finalize.call_args.args == ("success",)
+
+
 def test_a_negative_gradient_clip_val_fails_at_construction():
     # clip_grad_norm_ with a negative norm would flip every gradient's sign
     with pytest.raises(ember.utilities.MisconfigurationException, match=r"gradient_clip_val=-1.0\)` must be >= 0"):

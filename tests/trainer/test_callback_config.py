@@ -107,6 +107,26 @@ def test_bad_callback_configurations_fail_with_the_fix(tmp_path):
         ember.Trainer(callbacks=[object()])
 
 
+def test_two_stateful_callbacks_with_one_state_key_are_refused():
+    class Stateful(ember.Callback):
+        def state_dict(self):
+            return {"n": 1}
+
+    with pytest.raises(RuntimeError, match="Found more than one stateful callback of type `Stateful`"):
+        ember.Trainer(callbacks=[Stateful(), Stateful()])
+
+    class Keyed(Stateful):
+        def __init__(self, key):
+            self.key = key
+
+        @property
+        def state_key(self):
+            return self.key
+
+    ember.Trainer(callbacks=[Keyed("a"), Keyed("b")])  # distinct keys: fine
+    ember.Trainer(callbacks=[ember.Callback(), ember.Callback()])  # no state: fine
+
+
 def test_unused_hooks_are_never_dispatched(tmp_path):
     """A callback that overrides one hook is called for that hook only."""
     calls = []

@@ -105,6 +105,16 @@ def test_ckpt_path_errors_name_the_fix(tmp_path):
         ember.Trainer(default_root_dir=tmp_path, max_epochs=1, **QUIET).fit(Regressor(), _loader(), ckpt_path="last")
 
 
+def test_best_without_a_best_checkpoint_says_modelcheckpoint_is_not_configured_for_it(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="missing", save_top_k=0)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[checkpoint], **QUIET)
+    with pytest.raises(
+        ValueError,
+        match=r'`.validate\(ckpt_path="best"\)` is set but `ModelCheckpoint` is not configured to save the best',
+    ):
+        trainer.validate(Regressor(), _loader(), ckpt_path="best")
+
+
 def test_checkpoint_beyond_max_epochs_is_refused(tmp_path):
     trainer, model, checkpoint = _fit(tmp_path, epochs=3)
     short = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET)

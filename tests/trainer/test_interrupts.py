@@ -89,3 +89,44 @@ def test_optimizer_step_override_that_skips_the_closure_is_an_error(tmp_path):
     trainer = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, **QUIET)
     with pytest.raises(MisconfigurationException, match="closure hasn't been executed"):
         trainer.fit(Forgetful(None), _loader())
+
+
+def test_an_optimizer_whose_step_ignores_the_closure_is_an_error(tmp_path):
+    from ember.utilities.exceptions import MisconfigurationException
+
+    class BrokenSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            return super().step()
+
+    class Model(Failing):
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return BrokenSGD(self.parameters(), lr=0.1)
+
+    trainer = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, **QUIET)
+    with pytest.raises(MisconfigurationException, match="closure hasn't been executed"):
+        trainer.fit(Model(None), _loader())
+
+
+def test_the_closure_runs_with_grad_inside_a_no_grad_optimizer_step(tmp_path):
+    grad_enabled = []
+
+    class NoGradAdamW(torch.optim.AdamW):
+        @torch.no_grad()
+        def step(self, closure=None):
+            if closure is not None:
+                closure()
+            return super().step()
+
+    class Model(Failing):
+        def training_step(self, batch, batch_idx):
+            grad_enabled.append(torch.is_grad_enabled())
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return NoGradAdamW(self.parameters(), lr=0.1)
+
+    ember.Trainer(max_steps=2, default_root_dir=tmp_path, **QUIET).fit(Model(None), _loader())
+    assert grad_enabled == [True, True]

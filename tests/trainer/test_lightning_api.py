@@ -51,6 +51,27 @@ def test_is_last_batch_and_the_fit_loop_counters_while_training():
     assert loop.epoch_loop._batches_that_stepped == 6 and loop.epoch_loop.global_step == 6
 
 
+def test_the_evaluation_loops_count_their_batches():
+    class Seen(Callback):
+        def __init__(self) -> None:
+            self.at_val_end: list[tuple[bool, int, int]] = []
+
+        def on_validation_end(self, trainer, pl_module):
+            progress = trainer.fit_loop.epoch_loop.val_loop.batch_progress
+            self.at_val_end.append((trainer.sanity_checking, progress.current.completed, progress.total.completed))
+
+    seen = Seen()
+    trainer = quiet_trainer(max_epochs=2, val_check_interval=0.5, num_sanity_val_steps=1, callbacks=[seen])
+    trainer.fit(CoreModel(), loader(n=12, batch_size=2), loader(n=12, batch_size=6))
+    # the sanity batches are forgotten after the check; the total restarts with each training epoch (Lightning 2.6.6)
+    assert seen.at_val_end == [(True, 1, 1), (False, 2, 2), (False, 2, 4), (False, 2, 2), (False, 2, 4)]
+    assert trainer.validate_loop.batch_progress.total.completed == 0  # not this loop's call
+    trainer.test(CoreModel(), loader(n=12, batch_size=5))
+    assert trainer.test_loop.batch_progress.current.completed == 3
+    trainer.predict(CoreModel(), loader(n=12, batch_size=12))
+    assert trainer.predict_loop.batch_progress.total.completed == 1
+
+
 def test_fit_loop_limits_are_the_trainers_and_settable():
     trainer = quiet_trainer(max_epochs=3)
     assert trainer.fit_loop.max_epochs == 3
@@ -59,6 +80,108 @@ def test_fit_loop_limits_are_the_trainers_and_settable():
     assert trainer.current_epoch == 1 and trainer.max_epochs == 1
     trainer.fit_loop.epoch_progress.current.completed = 4  # as some programs set it before evaluating
     assert trainer.current_epoch == 4
+
+
+def test_a_second_fit_continues_the_counters():
+    epochs = []
+
+    class Recorder(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            epochs.append((trainer.current_epoch, trainer.global_step))
+
+    trainer = quiet_trainer(max_epochs=2, callbacks=[Recorder()])
+    trainer.fit(CoreModel(), loader(n=8))  # 2 batches per epoch
+    trainer.fit_loop.max_epochs = 4
+    trainer.fit(CoreModel(), loader(n=8))
+    assert epochs == [(0, 2), (1, 4), (2, 6), (3, 8)]  # as Lightning 2.6.6
+    trainer.fit(CoreModel(), loader(n=8))  # max_epochs reached: nothing more to train
+    assert trainer.current_epoch == 4 and trainer.global_step == 8 and len(epochs) == 4
+
+
+def test_minus_one_from_on_train_batch_start_ends_the_epoch_as_its_last_batch():
+    class Skipping(CoreModel):
+        def on_train_batch_start(self, batch, batch_idx):
+            return -1 if batch_idx == 2 else None
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+            return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)]
+
+    trainer = quiet_trainer(max_epochs=3)
+    trainer.fit(Skipping(), loader(n=20))  # 5 batches per epoch, cut after 2
+    assert trainer.global_step == 2 * 3
+    assert trainer.fit_loop.batch_idx == 2 and trainer.is_last_batch
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.1**3)  # stepped every epoch
+
+
+def test_modules_in_eval_mode_when_training_starts_warn():
+    from ember.utilities.warnings import PossibleUserWarning
+
+    model = CoreModel()
+    model.frozen = nn.Linear(1, 1).eval()
+    with pytest.warns(PossibleUserWarning, match=r"Found 1 module\(s\) in eval mode at the start of training"):
+        quiet_trainer(max_steps=1).fit(model, loader())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*eval mode.*")
+        quiet_trainer(max_steps=1).fit(CoreModel(), loader())
+
+
+def test_fast_dev_run_one_is_true_and_enable_validation():
+    assert quiet_trainer(fast_dev_run=1).fast_dev_run is True
+    assert quiet_trainer(fast_dev_run=3).fast_dev_run == 3
+    trainer = quiet_trainer(max_epochs=1)
+    assert not trainer.enable_validation  # no module yet
+    trainer.fit(CoreModel(), loader(), loader())
+    assert trainer.enable_validation
+    no_val = quiet_trainer(max_epochs=1, limit_val_batches=0)
+    no_val.fit(CoreModel(), loader(), loader())
+    assert not no_val.enable_validation
+
+
+def test_fewer_training_batches_than_the_logging_interval_warn(tmp_path):
+    from ember.loggers import CSVLogger
+    from ember.utilities.warnings import PossibleUserWarning
+
+    trainer = ember.Trainer(
+        max_epochs=1,
+        log_every_n_steps=5,
+        logger=CSVLogger(tmp_path),
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
+    with pytest.warns(PossibleUserWarning, match=r"The number of training batches \(4\) is smaller than the logging"):
+        trainer.fit(CoreModel(), loader(n=16, batch_size=4))
+
+
+def test_the_epoch_loops_max_steps_is_the_trainers_and_settable():
+    trainer = quiet_trainer(max_epochs=5)
+    trainer.fit_loop.epoch_loop.max_steps = 3
+    trainer.fit(CoreModel(), loader())
+    assert trainer.max_steps == 3 and trainer.global_step == 3
+
+
+def test_a_none_batch_is_skipped_with_a_warning():
+    from torch.utils.data import DataLoader
+    from torch.utils.data.dataloader import default_collate
+
+    calls = {"collate": 0, "outputs": []}
+
+    def every_other_none(items):
+        calls["collate"] += 1
+        return None if calls["collate"] % 2 else default_collate(items)
+
+    class SomeNone(CoreModel):
+        def train_dataloader(self):
+            return DataLoader(loader(n=16).dataset, batch_size=4, collate_fn=every_other_none)
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            calls["outputs"].append(outputs is None)
+
+    trainer = quiet_trainer(max_epochs=1)
+    with pytest.warns(UserWarning, match="train_dataloader yielded None"):
+        trainer.fit(SomeNone())
+    assert calls["outputs"] == [True, False, True, False]  # batch end runs for every batch, as in Lightning
+    assert trainer.global_step == 2
 
 
 def test_fit_loop_setup_data_counts_the_training_batches():
@@ -162,6 +285,27 @@ def test_received_sigterm_is_true_once_the_signal_arrived(tmp_path):
         trainer.fit(CoreModel(), loader(n=16, batch_size=4))
     assert seen == [False, True]
     assert trainer.received_sigterm
+
+
+def test_sigterm_raises_lightnings_sigterm_exception_and_runs_the_programs_own_handler(tmp_path):
+    from ember.utilities.exceptions import SIGTERMException
+
+    handled = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: handled.append(signum))
+
+    class Terminate(CoreModel):
+        def training_step(self, batch, batch_idx):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return super().training_step(batch, batch_idx)
+
+    try:
+        trainer = quiet_trainer(max_epochs=1, default_root_dir=tmp_path)
+        with pytest.raises(SIGTERMException) as raised:
+            trainer.fit(Terminate(), loader(n=8, batch_size=4))
+        assert isinstance(raised.value, PreemptionExit)  # the checkpoint was saved first
+        assert handled == [signal.SIGTERM] and trainer.received_sigterm
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_a_step_set_to_none_counts_as_absent():

@@ -91,8 +91,38 @@ def test_callback_grows_the_batch_then_fits_with_it():
 @pytest.mark.parametrize("method", ["validate", "test", "predict"])
 def test_eval_loops(method):
     model = BudgetModel(budget=40)
-    assert Tuner(_trainer()).scale_batch_size(model, method=method) == 32
+    trainer = _trainer()
+    assert Tuner(trainer).scale_batch_size(model, method=method) == 32
     assert set(model.sizes) >= {2, 4, 8, 16, 32, 64}
+    prefix = {"validate": "val"}.get(method, method)
+    assert getattr(trainer, f"{prefix}_dataloaders").batch_size == 32  # the loaders of the new size are in place
+    assert getattr(trainer, f"{method}_loop").batch_progress.current.completed == 0  # the trials are not counted
+
+
+def test_after_the_search_the_trainer_holds_loaders_of_the_new_size():
+    model = BudgetModel(budget=40)
+    trainer = _trainer()
+    Tuner(trainer).scale_batch_size(model, mode="binsearch", margin=0.0)
+    assert trainer.train_dataloader.batch_size == 40 and trainer.val_dataloaders.batch_size == 40
+
+
+@pytest.mark.parametrize("method", ["validate", "test", "predict"])
+def test_callback_in_an_evaluation_runs_the_loop_with_the_new_size(method):
+    model = BudgetModel(budget=40, n=128)
+    trainer = _trainer(callbacks=[BatchSizeFinder(max_trials=4)])
+    getattr(trainer, method)(model)
+    assert model.batch_size == 16  # 2, 4, 8, 16: four trials
+    assert model.sizes[-8:] == [16] * 8  # the real loop: 128 samples in batches of 16
+    assert getattr(trainer, f"{method}_loop").batch_progress.current.completed == 8
+
+
+def test_callback_refuses_several_evaluation_loaders():
+    class TwoLoaders(BudgetModel):
+        def val_dataloader(self):
+            return [super().val_dataloader(), super().val_dataloader()]
+
+    with pytest.raises(MisconfigurationException, match="The Batch size finder cannot be used with multiple val"):
+        _trainer(callbacks=[BatchSizeFinder()]).validate(TwoLoaders())
 
 
 def test_bad_input():

@@ -10,6 +10,11 @@ from ember.accelerators.accelerator import Accelerator, _AcceleratorRegistry, _p
 from ember.utilities.exceptions import MisconfigurationException
 
 
+def num_cuda_devices() -> int:
+    """The number of CUDA GPUs this process sees (0 without CUDA); what ``devices="auto"`` counts."""
+    return torch.cuda.device_count()
+
+
 class CUDAAccelerator(Accelerator):
     """NVIDIA GPUs through CUDA; ``devices`` selects GPU indices.
 
@@ -33,7 +38,7 @@ class CUDAAccelerator(Accelerator):
 
     @staticmethod
     def parse_devices(devices: int | str | list[int]) -> list[int] | None:
-        return _parse_gpu_ids(devices, list(range(torch.cuda.device_count())))
+        return _parse_gpu_ids(devices, list(range(num_cuda_devices())))
 
     @staticmethod
     def get_parallel_devices(devices: list[int]) -> list[torch.device]:
@@ -41,11 +46,11 @@ class CUDAAccelerator(Accelerator):
 
     @staticmethod
     def auto_device_count() -> int:
-        return torch.cuda.device_count()
+        return num_cuda_devices()
 
     @staticmethod
     def is_available() -> bool:
-        return torch.cuda.device_count() > 0
+        return num_cuda_devices() > 0
 
     @staticmethod
     def name() -> str:

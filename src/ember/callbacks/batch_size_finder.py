@@ -72,7 +72,7 @@ class BatchSizeFinder(Callback):
         self._early_exit = False
 
     def setup(self, trainer: Trainer, pl_module: Any, stage: str | None = None) -> None:
-        from ember.tuner._attributes import lightning_hasattr
+        from ember.utilities.parsing import lightning_hasattr
 
         if trainer.strategy.is_distributed:
             raise MisconfigurationException("The Batch size finder is not supported with distributed strategies.")
@@ -88,6 +88,14 @@ class BatchSizeFinder(Callback):
                 "The Batch size finder cannot be used with dataloaders passed directly to `.fit()`. Please disable"
                 " the feature or incorporate the dataloader into your LightningModule or LightningDataModule."
             )
+        if stage in ("validate", "test", "predict"):
+            prefix = {"validate": "val", "test": "test", "predict": "predict"}[stage]
+            getattr(trainer, f"{stage}_loop").setup_data()
+            loaders = getattr(trainer, f"{prefix}_dataloaders")
+            if isinstance(loaders, (list, tuple)) and len(loaders) > 1:
+                raise MisconfigurationException(
+                    f"The Batch size finder cannot be used with multiple {prefix} dataloaders."
+                )
         if not lightning_hasattr(pl_module, self._batch_arg_name):
             raise MisconfigurationException(
                 f"Field {self._batch_arg_name} not found in `model`, `datamodule`, nor their `hparams` attributes."

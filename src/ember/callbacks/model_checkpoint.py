@@ -562,9 +562,9 @@ class ModelCheckpoint(Checkpoint):
         return filename
 
     def format_checkpoint_name(
-        self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None
+        self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None, prefix: str | None = None
     ) -> str:
-        """The file path for ``metrics`` under the filename template.
+        """The file path for ``metrics`` under the filename template (``prefix`` goes first, joined by ``-``).
 
         Example::
 
@@ -573,7 +573,10 @@ class ModelCheckpoint(Checkpoint):
             'epoch=2-val_loss=0.12.ckpt'
         """
         filename = self._format_checkpoint_name(
-            filename or self.filename, metrics, auto_insert_metric_name=self.auto_insert_metric_name
+            filename or self.filename,
+            metrics,
+            prefix=prefix or "",
+            auto_insert_metric_name=self.auto_insert_metric_name,
         )
         if ver is not None:
             filename = self.CHECKPOINT_JOIN_CHAR.join((filename, f"v{ver}"))

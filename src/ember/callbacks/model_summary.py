@@ -306,15 +306,21 @@ def parse_batch_shape(batch: Any) -> str | list:
     return UNKNOWN_SIZE
 
 
+_warned_uninitialized = False  # the warning below is given once per process, as in Lightning
+
+
 def _count(parameters: Any) -> int:
+    global _warned_uninitialized
     total = 0
     for p in parameters:
         if isinstance(p, nn.parameter.UninitializedParameter):
-            rank_zero_warn(
-                "The total number of parameters detected may be inaccurate because the model contains"
-                " an instance of `UninitializedParameter`. To get an accurate number, set `self.example_input_array`"
-                " in your LightningModule."
-            )
+            if not _warned_uninitialized:
+                _warned_uninitialized = True
+                rank_zero_warn(
+                    "The total number of parameters detected may be inaccurate because the model contains an"
+                    " instance of `UninitializedParameter`. To get an accurate number, set `self.example_input_array`"
+                    " in your LightningModule."
+                )
             continue
         total += p.numel()
     return total
@@ -394,7 +400,7 @@ class ModelSummary(Callback):
                 model_summary.trainable_parameters,
                 model_summary.model_size,
                 model_summary.total_training_modes,
-                model_summary.total_flops,
+                total_flops=model_summary.total_flops,  # by keyword, as Lightning passes it
                 **self._summarize_kwargs,
             )
 

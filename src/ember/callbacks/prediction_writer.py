@@ -143,7 +143,4 @@ class BasePredictionWriter(Callback):
     @staticmethod
     def _current_batch_indices(trainer: Trainer, dataloader_idx: int) -> Sequence[int] | None:
         """The dataset indices of the batch just predicted (None when the loader has no batch sampler)."""
-        per_loader = trainer.predict_loop.epoch_batch_indices
-        if per_loader and dataloader_idx < len(per_loader) and per_loader[dataloader_idx]:
-            return per_loader[dataloader_idx][-1]
-        return None
+        return trainer.predict_loop.current_batch_indices

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,23 @@ class RichProgressBarTheme:
     metrics: Any = "italic"
     metrics_text_delimiter: str = " "
     metrics_format: str = ".3f"
+
+
+def __getattr__(name: str) -> Any:
+    # Lightning's module names for rich's `Progress` and the bar's own progress class; rich is imported on first use
+    if name == "Progress":
+        from rich.progress import Progress
+
+        return Progress
+    if name == "CustomProgress":
+        from rich.progress import Progress
+
+        class CustomProgress(Progress):
+            """The rich ``Progress`` the bar draws with (Lightning's name, so it can be replaced or patched)."""
+
+        globals()["CustomProgress"] = CustomProgress  # one class for the process
+        return CustomProgress
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _columns(theme: RichProgressBarTheme) -> tuple[list[Any], Any]:
@@ -138,7 +156,8 @@ class RichProgressBar(ProgressBar):
         self._console_kwargs = console_kwargs or {}
         self._console: Any = None
         self._enabled = True
-        self.progress: Any = None
+        self.progress: Any = None  # kept after a call ends (stopped), so its tasks can be read, as in Lightning
+        self._progress_stopped = False
         self._metric_component: Any = None
         self._reset_progress_bar_ids()
 
@@ -168,10 +187,9 @@ class RichProgressBar(ProgressBar):
         self.predict_progress_bar_id: Any = None
 
     def _init_progress(self) -> None:
-        if self.is_disabled or self.progress is not None:
+        if self.is_disabled or (self.progress is not None and not self._progress_stopped):
             return
         from rich import get_console, reconfigure
-        from rich.progress import Progress
 
         self._reset_progress_bar_ids()
         # the global console, as in Lightning, so RichModelSummary and user prints share the live display
@@ -180,16 +198,23 @@ class RichProgressBar(ProgressBar):
         if getattr(self._console, "_live_stack", None) or getattr(self._console, "_live", None):
             self._console.clear_live()  # a display left over from an interrupted run
         columns, self._metric_component = _columns(self.theme)
-        self.progress = Progress(*columns, self._metric_component, auto_refresh=False, console=self._console)
+        progress_class = sys.modules[__name__].CustomProgress  # looked up now: it may be replaced
+        self.progress = progress_class(*columns, self._metric_component, auto_refresh=False, console=self._console)
         self.progress.start()
+        self._progress_stopped = False
 
     def _stop_progress(self) -> None:
-        if self.progress is not None:
+        if self.progress is not None and not self._progress_stopped:
             self.progress.stop()
-            self.progress = None
+            self._progress_stopped = True
+
+    @property
+    def _live(self) -> bool:
+        """Whether a started progress display is drawing."""
+        return self.progress is not None and not self._progress_stopped
 
     def refresh(self) -> None:
-        if self.progress is not None:
+        if self._live:
             self.progress.refresh()
 
     def _add_task(self, total: float | None, description: str, visible: bool = True) -> Any:
@@ -200,7 +225,7 @@ class RichProgressBar(ProgressBar):
         return self.progress.add_task(description, total=total, visible=visible)
 
     def _hide(self, task_id: Any) -> None:
-        if self.progress is not None and task_id is not None:
+        if self._live and task_id is not None:
             self.progress.update(task_id, advance=0, visible=False)
 
     def _should_update(self, current: int, total: float | None) -> bool:
@@ -208,7 +233,7 @@ class RichProgressBar(ProgressBar):
 
     def _update(self, task_id: Any, current: int) -> bool:
         """Advance a bar on refresh batches only; True when it was redrawn."""
-        if self.progress is None or self.is_disabled or task_id is None:
+        if not self._live or self.is_disabled or task_id is None:
             return False
         if not self._should_update(current, self.progress.tasks[task_id].total):
             return False
@@ -271,7 +296,7 @@ class RichProgressBar(ProgressBar):
     def on_validation_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self.is_disabled or self.progress is None or not self.has_dataloader_changed(dataloader_idx):
+        if self.is_disabled or not self._live or not self.has_dataloader_changed(dataloader_idx):
             return
         total = self.total_val_batches_current_dataloader
         if trainer.sanity_checking:
@@ -311,7 +336,7 @@ class RichProgressBar(ProgressBar):
     def on_test_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self.is_disabled or self.progress is None or not self.has_dataloader_changed(dataloader_idx):
+        if self.is_disabled or not self._live or not self.has_dataloader_changed(dataloader_idx):
             return
         self._hide(self.test_progress_bar_id)
         self.test_progress_bar_id = self._add_task(self.total_test_batches_current_dataloader, self.test_description)
@@ -338,7 +363,7 @@ class RichProgressBar(ProgressBar):
     def on_predict_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self.is_disabled or self.progress is None or not self.has_dataloader_changed(dataloader_idx):
+        if self.is_disabled or not self._live or not self.has_dataloader_changed(dataloader_idx):
             return
         self._hide(self.predict_progress_bar_id)
         self.predict_progress_bar_id = self._add_task(

@@ -97,6 +97,8 @@ class SpikeDetection(Callback):
             self.exclude_batches_path = os.path.join(self.exclude_batches_path, "skip_batches.json")
 
         loss = loss.to(torch.float32)
+        if loss.numel() == 1:
+            loss = loss.reshape(())  # a one-element loss of any shape (e.g. [1, 1]) is one number
         if self._values is not None and self._values.device != loss.device:
             self._values = self._values.to(loss.device)  # restored from a checkpoint on the CPU
         spike, finite = self._decide(loss, check=batch_idx >= self.warmup)

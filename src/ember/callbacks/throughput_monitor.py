@@ -62,7 +62,8 @@ class ThroughputMonitor(Callback):
         self._lengths: dict[str, int] = {}
         self._samples: dict[str, int] = {}
         self._batches: dict[str, int] = {}
-        self._loop_batches: dict[str, int] = {}  # batches in the current evaluation or predict loop: its log step
+        # batches of an evaluation or predict loop so far (its log step), per loop: fit's validation is its own
+        self._loop_batches: dict[tuple[str, str], int] = {}
         self._module_has_flops: bool | None = None
         self._cuda = False
 
@@ -80,7 +81,9 @@ class ThroughputMonitor(Callback):
         if trainer.state.fn == "fit" or stage not in self._samples:
             self._throughputs[stage].reset()
             self._lengths[stage] = self._samples[stage] = self._batches[stage] = 0
-        self._loop_batches[stage] = 0
+        # an evaluation's log step counts on across calls (Lightning's loops keep their totals); in fit,
+        # the validation's restarts with every training epoch
+        self._loop_batches.setdefault(_loop_key(trainer, stage), 0)
         self._t0s[stage] = time.perf_counter()
 
     @torch.inference_mode()  # `batch_size_fn` or `length_fn` may compute on tensors
@@ -114,7 +117,8 @@ class ThroughputMonitor(Callback):
         _cadence.write_metrics(trainer, metrics, step)
 
     def _loop_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: Any, stage: str) -> None:
-        self._loop_batches[stage] = batches = self._loop_batches.get(stage, 0) + 1
+        key = _loop_key(trainer, stage)
+        self._loop_batches[key] = batches = self._loop_batches.get(key, 0) + 1
         due = _cadence.loop_log_due(trainer, batches)
         self._update(pl_module, batch, stage, synchronize=due)
         if due:
@@ -123,6 +127,10 @@ class ThroughputMonitor(Callback):
     @rank_zero_only
     def on_train_start(self, trainer: Trainer, *_: Any) -> None:
         self._start(trainer, _TRAIN)
+
+    @rank_zero_only
+    def on_train_epoch_start(self, trainer: Trainer, *_: Any) -> None:
+        self._loop_batches[_loop_key(trainer, _VALIDATE)] = 0
 
     @rank_zero_only
     def on_train_batch_end(
@@ -179,3 +187,8 @@ class ThroughputMonitor(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, *_: Any, **__: Any
     ) -> None:
         self._loop_batch_end(trainer, pl_module, batch, _PREDICT)
+
+
+def _loop_key(trainer: Trainer, stage: str) -> tuple[str, str]:
+    """Which loop counts the batches: the validation inside ``fit`` is not ``validate``'s, as in Lightning."""
+    return (str(getattr(trainer.state.fn, "value", trainer.state.fn)), stage)

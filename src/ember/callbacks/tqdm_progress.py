@@ -327,6 +327,7 @@ class TQDMProgressBar(ProgressBar):
             if bar is not None and not bar.disable:
                 bar.write(sep.join(map(str, args)), **kwargs)
                 return
+        print(*args, sep=sep, **kwargs)  # no bar on screen: a plain print
 
     def _should_update(self, current: int, total: int | None) -> bool:
         if current == total:

@@ -79,8 +79,8 @@ def _best(t: Trainer, fn: str) -> str:
     best = callbacks[0].best_model_path
     if not best:
         raise ValueError(
-            f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` has not saved a best checkpoint yet: run'
-            f" `fit` first or pass `.{fn}(ckpt_path=<path>)`."
+            f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured to save the best model (it'
+            f" has not saved a best checkpoint yet): run `fit` first or pass `.{fn}(ckpt_path=<path>)`."
         )
     return best
 

@@ -131,13 +131,13 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False) -> dict[st
         if getattr(datamodule, "_hparams", None):
             checkpoint["datamodule_hparams_name"] = getattr(datamodule, "_hparams_name", None) or "kwargs"
             checkpoint["datamodule_hyper_parameters"] = dict(datamodule.hparams)
-        dm_state = datamodule.state_dict()
+        assert run.hooks is not None
+        dm_state = run.hooks.call_datamodule(datamodule, "state_dict")
         if dm_state:
             checkpoint[type(datamodule).__qualname__] = dm_state
-    if not weights_only:
-        for cb in t.callbacks:
-            cb.on_save_checkpoint(t, module, checkpoint)
     assert run.hooks is not None
+    if not weights_only:
+        run.hooks.call_callbacks("on_save_checkpoint", checkpoint)  # as a hook: `self.log` in it is refused
     run.hooks.call_module("on_save_checkpoint", checkpoint)
     return checkpoint
 
@@ -160,9 +160,8 @@ def restore_modules_and_callbacks(t: Trainer, run: Run, checkpoint: dict[str, An
     if datamodule is not None:
         key = type(datamodule).__qualname__
         if key in checkpoint:
-            datamodule.load_state_dict(checkpoint[key])
-    for cb in t.callbacks:
-        cb.on_load_checkpoint(t, module, checkpoint)
+            run.hooks.call_datamodule(datamodule, "load_state_dict", checkpoint[key])
+    run.hooks.call_callbacks("on_load_checkpoint", checkpoint)
     states = checkpoint.get("callbacks")
     if not states:
         return

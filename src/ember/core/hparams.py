@@ -174,6 +174,8 @@ def _save_hyperparameters(
             hp = {arg: init_args[arg] for arg in args if isinstance(arg, str)}
             obj._hparams_name = "kwargs"
     obj._set_hparams(hp)
+    # a subclass's `ignore` also drops what a base class's call saved before, as in Lightning
+    obj.remove_ignored_hparams(sorted(ignore_set))
 
     import torch.nn as nn
 

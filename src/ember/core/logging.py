@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
@@ -189,7 +189,10 @@ class LoggingMixin:
         results = trainer._run.results
         fx = self._current_fx_name
         if results is None:
-            if fx is not None and "predict" not in fx and fx in LOG_RULES and LOG_RULES[fx] is None:
+            # in a predict call every hook gets the predict message, as in Lightning; in the others a hook
+            # that may not log says so
+            predicting = trainer.state.fn == "predict"
+            if not predicting and fx is not None and fx in LOG_RULES and LOG_RULES[fx] is None:
                 _resolve_log_levels(fx, name, on_step, on_epoch)  # raises: no logging in this hook
             raise MisconfigurationException(
                 "You are trying to `self.log()` but the loop's result collection is not registered yet. This is most"
@@ -210,11 +213,8 @@ class LoggingMixin:
         if is_metric and metric_attribute is None:
             metric_attribute = next((n for n, m in self.named_modules() if m is value), None)
             if metric_attribute is None:
-                raise MisconfigurationException(
-                    "Could not find the `LightningModule` attribute for the `torchmetrics.Metric` logged."
-                    f" You can fix this by calling `self.log({name}, ..., metric_attribute=name)` where `name` is one"
-                    " of the metric attributes."
-                )
+                assert metric_type is not None  # `is_metric` needs it
+                _raise_metric_not_an_attribute(self, name, metric_type)
         if logger and not trainer.loggers:
             rank_zero_warn(
                 f"You called `self.log({name!r}, ..., logger=True)` but have no logger configured. You can enable one"
@@ -380,3 +380,18 @@ def _torchmetrics_collection_type() -> type | None:
 
     module = sys.modules.get("torchmetrics")
     return getattr(module, "MetricCollection", None) if module is not None else None
+
+
+def _raise_metric_not_an_attribute(module: Any, name: str, metric_type: type) -> NoReturn:
+    """A logged ``Metric`` must be an attribute of the module (its state is saved and reset with it)."""
+    attributes = [n for n, m in module.named_modules() if isinstance(m, metric_type)]
+    if not attributes:
+        raise MisconfigurationException(
+            "Could not find the `LightningModule` attribute for the `torchmetrics.Metric` logged."
+            " You can fix this by setting an attribute for the metric in your `LightningModule`."
+        )
+    raise MisconfigurationException(
+        "Could not find the `LightningModule` attribute for the `torchmetrics.Metric` logged."
+        f" You can fix this by calling `self.log({name}, ..., metric_attribute=name)` where `name` is one"
+        f" of {attributes}"
+    )

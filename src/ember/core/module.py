@@ -18,7 +18,7 @@ from ember.core.hparams import HyperparametersMixin
 from ember.core.logging import LoggingMixin
 from ember.core.saving import restricted_classmethod
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.rank_zero import rank_zero_deprecation, rank_zero_warn
 
 if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
@@ -259,8 +259,15 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
 
     # ---- printing ------------------------------------------------------------------------
     def print(self, *args: Any, **kwargs: Any) -> None:
-        """``print`` on the process with global rank 0 only."""
-        if self._trainer is None or self._trainer.is_global_zero:
+        """``print`` on the process with global rank 0 only; through the progress bar while one is shown, so
+        the line appears above the bar instead of breaking it (``tqdm.write`` for the TQDM bar)."""
+        trainer = self._trainer
+        if trainer is not None and not trainer.is_global_zero:
+            return
+        bar = trainer.progress_bar_callback if trainer is not None else None
+        if bar is not None and bar.is_enabled:
+            bar.print(*args, **kwargs)
+        else:
             print(*args, **kwargs)
 
     # ---- default hooks (the trainer calls a no-op hook only when it is overridden) -----------
@@ -508,6 +515,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
                     self.clip_gradients(optimizer, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
         """
         trainer = self.trainer
+        _check_clipping_agrees(trainer, gradient_clip_val, gradient_clip_algorithm)
         value = trainer.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
         if value is None:
             return
@@ -516,7 +524,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
             raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {value!r}.")
         if algorithm not in ("norm", "value"):
             raise MisconfigurationException(
-                f"`gradient_clip_algorithm` {algorithm!r} is invalid. Allowed algorithms: ['value', 'norm']."
+                f"`gradient_clip_algorithm` {algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
             )
         if value > 0:
             trainer.precision_plugin.clip_gradients(optimizer, value, algorithm)
@@ -617,7 +625,15 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
     def to_torchscript(
         self, file_path: Any = None, method: str = "script", example_inputs: Any = None, **kwargs: Any
     ) -> Any:
-        """Export with TorchScript (``method="script"`` or ``"trace"``)."""
+        """Export with TorchScript (``method="script"`` or ``"trace"``).
+
+        Deprecated, as in Lightning: TorchScript is deprecated in PyTorch; use ``torch.export.export()``.
+        """
+        rank_zero_deprecation(
+            "`LightningModule.to_torchscript` has been deprecated in v2.7 and will be removed in v2.8 (Lightning's"
+            " schedule, which Ember follows). TorchScript is deprecated in PyTorch. Use `torch.export.export()` for"
+            " model exporting instead. See https://pytorch.org/docs/stable/export.html for more information."
+        )
         mode = self.training
         self.eval()
         LightningModule._jit_is_scripting = True
@@ -642,3 +658,18 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
         if file_path is not None:
             torch.jit.save(exported, file_path)
         return exported
+
+
+def _check_clipping_agrees(trainer: Any, value: Any, algorithm: str | None) -> None:
+    """``clip_gradients`` with a value or algorithm other than the Trainer's: one of them must go (as Lightning)."""
+    if value is not None and trainer.gradient_clip_val is not None and trainer.gradient_clip_val != value:
+        raise MisconfigurationException(
+            f"You have set `Trainer(gradient_clip_val={trainer.gradient_clip_val!r})` and have passed"
+            f" `clip_gradients(gradient_clip_val={value!r})`. Please use only one of them."
+        )
+    trainer_algorithm = getattr(trainer.gradient_clip_algorithm, "value", trainer.gradient_clip_algorithm)
+    if algorithm is not None and trainer_algorithm is not None and trainer_algorithm != algorithm.lower():
+        raise MisconfigurationException(
+            f"You have set `Trainer(gradient_clip_algorithm={trainer_algorithm!r})` and have passed"
+            f" `clip_gradients(gradient_clip_algorithm={algorithm.lower()!r})`. Please use only one of them."
+        )

@@ -19,7 +19,7 @@ class LightningOptimizer:
     global step; everything else is the wrapped optimizer's.
     """
 
-    def __init__(self, optimizer: Optimizer, trainer: Any) -> None:
+    def __init__(self, optimizer: Optimizer, trainer: Any = None) -> None:
         self._optimizer = optimizer
         self._trainer = trainer
         # callables run around every step(); handy to inject logic in manual optimization
@@ -62,13 +62,25 @@ class LightningOptimizer:
     def param_groups(self) -> list[dict[str, Any]]:
         return self._optimizer.param_groups
 
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self._optimizer.param_groups = value
+
     @property
     def state(self) -> Any:
         return self._optimizer.state
 
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._optimizer.state = value
+
     @property
     def defaults(self) -> Any:
         return self._optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value: Any) -> None:
+        self._optimizer.defaults = value
 
     def state_dict(self) -> dict[str, Any]:
         return self._optimizer.state_dict()
@@ -103,18 +115,27 @@ class LightningOptimizer:
                 " internally."
             )
         self._on_before_step()
-        step = self._trainer._run.step
+        step = self._trainer._run.step if self._trainer is not None else None
         if step is None:
             raise MisconfigurationException(
                 "`optimizer.step()` on the optimizer from `self.optimizers()` can only be called while `trainer.fit`"
                 " trains: call it inside `training_step`."
             )
-        output = step.optimizer_step_from_wrapper(self, closure)
+        output = step.optimizer_step_from_wrapper(self, closure, **kwargs)
         self._on_after_step()
         return output
 
     def __repr__(self) -> str:
-        return f"LightningOptimizer({self._optimizer!r})"
+        return "Lightning" + repr(self._optimizer)  # "LightningSGD (...)", as Lightning's class name reads
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the class is made for the wrapped optimizer's type: rebuild it when copied or unpickled
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_optimizer", "_trainer")}
+        return (_rebuild, (self._optimizer, self._trainer), state)
+
+
+def _rebuild(optimizer: Optimizer, trainer: Any) -> LightningOptimizer:
+    return LightningOptimizer(optimizer, trainer)
 
 
 def _do_nothing() -> None:

@@ -64,6 +64,40 @@ def load_hparams_from_file(path: str) -> dict[str, Any]:
         return yaml.safe_load(f) or {}
 
 
+def load_hparams_from_tags_csv(tags_csv: str | os.PathLike) -> dict[str, Any]:
+    """The hyperparameters in a ``key,value`` CSV file (the old ``meta_tags.csv``); a missing file warns and
+    gives ``{}``. Values are read back as Python literals where they are one (``32``, ``0.1``, ``True``)."""
+    path = str(tags_csv)
+    if not path.endswith(".csv"):
+        raise ValueError(f"`tags_csv={path!r}`: a .csv file is required.")
+    return load_hparams_from_file(path)
+
+
+def save_hparams_to_tags_csv(tags_csv: str | os.PathLike, hparams: dict[str, Any] | Namespace) -> None:
+    """Write ``hparams`` as ``key,value`` rows (with that header) to ``tags_csv``; its folder must exist.
+
+    Example::
+
+        save_hparams_to_tags_csv("meta_tags.csv", {"lr": 0.1, "batch_size": 32})
+        load_hparams_from_tags_csv("meta_tags.csv")   # {"lr": 0.1, "batch_size": 32}
+    """
+    import csv
+
+    from ember.checkpoint import get_filesystem
+
+    fs = get_filesystem(tags_csv)
+    folder = os.path.dirname(str(tags_csv))
+    if folder and not fs.isdir(folder):
+        raise RuntimeError(f"Missing folder: {folder}.")
+    if isinstance(hparams, Namespace):
+        hparams = vars(hparams)
+    with fs.open(str(tags_csv), "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["key", "value"])
+        writer.writeheader()
+        for key, value in hparams.items():
+            writer.writerow({"key": key, "value": value})
+
+
 def load_hparams_from_yaml(config_yaml: str | os.PathLike, use_omegaconf: bool = True) -> dict[str, Any]:
     """The hyperparameters in a YAML file (e.g. a logger's ``hparams.yaml``), read with ``yaml.safe_load``.
 
@@ -311,6 +345,8 @@ def _load_module_weights(module: Any, checkpoint: dict[str, Any], checkpoint_pat
     if "state_dict" not in checkpoint:
         raise KeyError(f"The checkpoint {checkpoint_path} has no 'state_dict' entry: it holds no model weights.")
     state_dict = checkpoint["state_dict"]
+    if not state_dict:
+        rank_zero_warn(f"The state dict in {str(checkpoint_path)!r} contains no parameters.")
     load_module_state(module, state_dict, module.strict_loading if strict is None else strict)
     device = next((t.device for t in state_dict.values() if isinstance(t, torch.Tensor)), None)
     if device is not None:
@@ -322,10 +358,11 @@ def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], stric
 
     ``load(state_dict, strict=...)`` replaces ``module.load_state_dict`` (a strategy's loader).
     """
-    own = set(module.state_dict())
-    given = set(state_dict)
-    missing = sorted(own - given)
-    unexpected = sorted(given - own)
+    own_keys = list(module.state_dict())
+    own, given = set(own_keys), set(state_dict)
+    # in torch's order: the module's keys, then the checkpoint's
+    missing = [key for key in own_keys if key not in given]
+    unexpected = [key for key in state_dict if key not in own]
     if strict and (missing or unexpected):
         # torch's wording first (tools match on it), checked before anything is copied into the module
         lines = [f"Error(s) in loading state_dict for {type(module).__name__}:"]

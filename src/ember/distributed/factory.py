@@ -22,14 +22,16 @@ _IS_INTERACTIVE = hasattr(sys, "ps1") or bool(sys.flags.interactive)
 
 def _available_gpu() -> str | None:
     """``"cuda"``, else ``"mps"``, else None: the GPU ``accelerator="auto"`` and ``"gpu"`` pick."""
-    if torch.cuda.is_available():
+    from ember.accelerators import CUDAAccelerator, MPSAccelerator
+
+    if CUDAAccelerator.is_available():
         return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    return "mps" if mps is not None and mps.is_available() else None
+    return "mps" if MPSAccelerator.is_available() else None
 
 
 def resolve_accelerator(accelerator: Any) -> str:
-    """``"cpu"``, ``"cuda"`` or ``"mps"`` for the Trainer's ``accelerator`` argument."""
+    """``"cpu"``, ``"cuda"`` or ``"mps"`` for the Trainer's ``accelerator`` argument (availability is
+    checked by ``create_accelerator``)."""
     if not isinstance(accelerator, str):
         raise MisconfigurationException(
             f"`accelerator={accelerator!r}` is not supported: pass 'auto', 'cpu', 'cuda', 'gpu' or 'mps'."
@@ -42,23 +44,13 @@ def resolve_accelerator(accelerator: Any) -> str:
         if gpu is not None:
             return gpu
         raise MisconfigurationException(
-            "`Trainer(accelerator='gpu')` but no GPU is available on this machine: use `accelerator='cpu'` or 'auto'."
+            "No supported gpu backend found! `Trainer(accelerator='gpu')` needs CUDA or MPS, and this machine has"
+            " neither: use `accelerator='cpu'` or 'auto'."
         )
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise MisconfigurationException(
-                "`Trainer(accelerator='cuda')` but CUDA is not available on this machine (torch was built without"
-                " CUDA or no GPU is visible): use `accelerator='cpu'` or 'auto'."
-            )
-        return "cuda"
-    if name == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise MisconfigurationException("`Trainer(accelerator='mps')` but MPS is not available on this machine.")
-        return "mps"
-    if name == "cpu":
-        return "cpu"
-    raise MisconfigurationException(
+    if name in _DEVICE_TYPES:
+        return name
+    # Lightning raises a ValueError here (not a MisconfigurationException)
+    raise ValueError(
         f"You selected an invalid accelerator name: `accelerator={accelerator!r}`."
         " Available names are: auto, cpu, cuda, gpu, mps."
     )
@@ -67,10 +59,21 @@ def resolve_accelerator(accelerator: Any) -> str:
 _DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
-def create_accelerator(accelerator: Any) -> Any:
-    """The ``Accelerator`` for the Trainer's ``accelerator`` argument: a name, a registered name or an instance."""
+def create_accelerator(accelerator: Any, devices: Any = "auto", strategy: Any = None) -> Any:
+    """The ``Accelerator`` for the Trainer's ``accelerator`` argument: a name, a registered name or an instance.
+
+    Like Lightning, ``devices`` of ``0``, ``"0"`` or ``[]`` are refused first, and a strategy given with
+    ``parallel_devices`` decides an ``"auto"`` accelerator (and must agree with any other).
+    """
     from ember.accelerators import Accelerator, AcceleratorRegistry, CPUAccelerator, CUDAAccelerator, MPSAccelerator
 
+    if isinstance(devices, (int, str, list)) and not isinstance(devices, bool) and devices in ([], 0, "0"):
+        name = type(accelerator).__qualname__ if isinstance(accelerator, Accelerator) else accelerator
+        raise MisconfigurationException(
+            f"`Trainer(devices={devices!r})` value is not a valid input using {name} accelerator."
+            " Pass a positive number of devices, a list of device indices, -1 (all) or 'auto'."
+        )
+    accelerator = _accelerator_of_parallel_devices(accelerator, strategy)
     if isinstance(accelerator, Accelerator):
         instance = accelerator
     elif (
@@ -80,7 +83,7 @@ def create_accelerator(accelerator: Any) -> Any:
     ):
         instance = AcceleratorRegistry.get(accelerator)  # one the user registered
     else:
-        return AcceleratorRegistry.get(resolve_accelerator(accelerator))
+        instance = AcceleratorRegistry.get(resolve_accelerator(accelerator))
     if instance.name() not in _DEVICE_TYPES:
         raise MisconfigurationException(
             f"`Trainer(accelerator={accelerator!r})` names the device type {instance.name()!r}, but Ember runs on"
@@ -96,10 +99,27 @@ def create_accelerator(accelerator: Any) -> Any:
     return instance
 
 
+def _accelerator_of_parallel_devices(accelerator: Any, strategy: Any) -> Any:
+    """A strategy's ``parallel_devices`` pick the accelerator for ``"auto"``, and must match any other."""
+    devices = getattr(strategy, "parallel_devices", None)
+    if not devices or not isinstance(accelerator, str):
+        return accelerator
+    kind = {"cpu": "CPU", "cuda": "GPU"}.get(devices[0].type)
+    if kind is None:
+        return accelerator
+    wanted = accelerator.lower()
+    if wanted in ("auto", devices[0].type) or (wanted == "gpu" and kind == "GPU"):
+        return devices[0].type
+    raise MisconfigurationException(
+        f"{kind} parallel_devices set through {type(strategy).__name__} class, but accelerator set to {accelerator},"
+        " please choose one device type"
+    )
+
+
 def parse_devices(devices: Any, accelerator: str) -> list[int]:
     """Device indices (for cpu: one entry per process) from the ``devices`` argument."""
     if devices == "auto" or devices is None:
-        count = torch.cuda.device_count() if accelerator == "cuda" else 1
+        count = _cuda_count() if accelerator == "cuda" else 1
         return list(range(max(count, 1)))
     if isinstance(devices, str):
         devices = devices.strip()
@@ -124,15 +144,15 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
         )
     if isinstance(devices, int):
         if devices == -1:
-            return list(range(max(torch.cuda.device_count(), 1)))
+            return list(range(max(_cuda_count(), 1)))
         if devices <= 0:
             raise MisconfigurationException(
                 f"`devices={devices}` is not a valid value: it must be a positive number of devices, a list of"
                 " device indices, -1 (all) or 'auto'."
             )
-        if accelerator == "cuda" and devices > torch.cuda.device_count():
+        if accelerator == "cuda" and devices > _cuda_count():
             raise MisconfigurationException(
-                f"You requested {devices} CUDA devices but only {torch.cuda.device_count()} are available."
+                f"You requested {devices} CUDA devices but only {_cuda_count()} are available."
             )
         return list(range(devices))
     if isinstance(devices, (list, tuple)):
@@ -145,9 +165,15 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
     raise MisconfigurationException(f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'.")
 
 
+def _cuda_count() -> int:
+    from ember.accelerators import cuda
+
+    return cuda.num_cuda_devices()
+
+
 def _check_cuda_indices(indices: list[int]) -> None:
     """Every index names a CUDA device that exists, once (Lightning's checks and messages)."""
-    available = list(range(torch.cuda.device_count()))
+    available = list(range(_cuda_count()))
     for index in indices:
         if index not in available:
             raise MisconfigurationException(
@@ -173,14 +199,19 @@ def create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nod
 
 
 def _checkpoint_io_in(plugins: Any) -> Any:
-    """The ``CheckpointIO`` passed in ``Trainer(plugins=...)``, if any (at most one)."""
+    """The ``CheckpointIO`` passed in ``Trainer(plugins=...)``, if any (at most one of each kind of plugin)."""
     from ember.checkpoint.io import CheckpointIO
+    from ember.distributed.environments import ClusterEnvironment
 
-    found = [p for p in (plugins if isinstance(plugins, (list, tuple)) else [plugins]) if isinstance(p, CheckpointIO)]
-    if len(found) > 1:
+    given = plugins if isinstance(plugins, (list, tuple)) else [plugins]
+    kinds = {kind: [p for p in given if isinstance(p, kind)] for kind in (CheckpointIO, ClusterEnvironment)}
+    duplicated = [kind.__name__ for kind, found in kinds.items() if len(found) > 1]
+    if duplicated:
         raise MisconfigurationException(
-            "Received multiple values for CheckpointIO flags in `plugins`. Expected one value for each type at most."
+            f"Received multiple values for {', '.join(duplicated)} flags in `plugins`."
+            " Expected one value for each type at most."
         )
+    found = kinds[CheckpointIO]
     return found[0] if found else None
 
 

@@ -184,6 +184,10 @@ class ParallelStrategy(Strategy):
         """Join (or create) the process group; every rank must reach this."""
         if self.root_device.type == "cuda":
             torch.cuda.set_device(self.root_device)
+        self.setup_distributed()
+
+    def setup_distributed(self) -> None:
+        """Join (or create) the process group at the cluster environment's address (Lightning's name)."""
         env = self.cluster_environment
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)

@@ -65,8 +65,9 @@ class ExperimentWriter:
                 header = next(csv.reader(file), None)
             self.metrics_keys = list(header or [])
             rank_zero_warn(
-                f"Experiment logs directory {log_dir} already has a {self.NAME_METRICS_FILE}."
-                " New rows will be appended to it; pass another `version` to start a separate log."
+                f"Experiment logs directory {log_dir} exists and is not empty: it already has a"
+                f" {self.NAME_METRICS_FILE}. New rows will be appended to it (Lightning would delete it); pass another"
+                " `version` to start a separate log."
             )
 
     def log_hparams(self, params: dict[str, Any]) -> None:

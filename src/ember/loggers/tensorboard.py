@@ -241,7 +241,14 @@ class TensorBoardLogger(FolderLogger):
         with warnings.catch_warnings():
             # add_graph traces with torch.jit, which torch now flags as deprecated on every call
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
-            self.experiment.add_graph(model, input_array)
+            # tracing reads every attribute of the module: `trainer` must not raise outside a Trainer
+            from ember.core.module import LightningModule
+
+            scripting, LightningModule._jit_is_scripting = LightningModule._jit_is_scripting, True
+            try:
+                self.experiment.add_graph(model, input_array)
+            finally:
+                LightningModule._jit_is_scripting = scripting
 
     @rank_zero_only
     def save(self) -> None:

@@ -38,8 +38,8 @@ def create_profiler(profiler: Profiler | str | None) -> Profiler:
         name = PROFILERS.get(profiler.lower())
         if name is None:
             raise MisconfigurationException(
-                f"`Trainer(profiler={profiler!r})`: a profiler name can only be one of {list(PROFILERS)};"
-                " or pass a `Profiler` instance."
+                "When passing string value for the `profiler` parameter of `Trainer`, it can only be one of"
+                f" {list(PROFILERS)}, got {profiler!r}; or pass a `Profiler` instance."
             )
         return __getattr__(name)()
     if not isinstance(profiler, Profiler):

@@ -60,10 +60,12 @@ class PyTorchProfiler(Profiler):
         self._record_module_names = record_module_names
         self._table_kwargs = table_kwargs or {}
         self._profiler_kwargs = profiler_kwargs
+        _check_table_kwargs(self._table_kwargs)
+        self.function_events: Any = None  # torch's EventList of the last run, once it is summarized
         self._profiler: Any = None
         self._contexts: list[Any] = []  # what is entered for the whole run, to exit in reverse
         self._ranges: dict[str, list[Any]] = {}
-        self._hooks: list[Any] = []
+        self._hooks: list[RegisterRecordFunction] = []
         self._modules_registered = False
         self._lightning_module: Any = None  # set by the trainer
 
@@ -110,27 +112,11 @@ class PyTorchProfiler(Profiler):
 
     def _register_module_ranges(self, module: torch.nn.Module) -> None:
         self._modules_registered = True
-        for name, submodule in module.named_modules():
-            if not name:
-                continue
-            label = f"[pl][module]{type(submodule).__module__}.{type(submodule).__name__}: {name}"
-            records: list[Any] = []
-
-            def pre(_module: Any, _args: Any, label: str = label, records: list[Any] = records) -> None:
-                record = torch.autograd.profiler.record_function(label)
-                record.__enter__()
-                records.append(record)
-
-            def post(_module: Any, _args: Any, _output: Any, records: list[Any] = records) -> None:
-                if records:
-                    records.pop().__exit__(None, None, None)
-
-            self._hooks.append(submodule.register_forward_pre_hook(pre))
-            self._hooks.append(submodule.register_forward_hook(post))
+        self._hooks.append(RegisterRecordFunction(module).__enter__())
 
     def _stop_run(self) -> None:
-        for handle in self._hooks:
-            handle.remove()
+        for register in self._hooks:
+            register.__exit__(None, None, None)
         self._hooks.clear()
         self._modules_registered = False
         for records in self._ranges.values():
@@ -142,12 +128,14 @@ class PyTorchProfiler(Profiler):
     def summary(self) -> str:
         self._stop_run()
         profiler, self._profiler = self._profiler, None
-        if profiler is None:  # nothing recorded, or NVTX ranges for an outside tool
+        if profiler is not None:
+            self.function_events = profiler.events()  # kept: the report can be asked for again
+            if self._export_to_chrome and self.dirpath:
+                self._save_output(profiler.export_chrome_trace, ".pt.trace.json")
+        if not self.function_events:  # nothing recorded, or NVTX ranges for an outside tool
             return ""
-        if self._export_to_chrome and self.dirpath:
-            self._save_output(profiler.export_chrome_trace, ".pt.trace.json")
         sort_by = self._sort_by_key or ("cuda_time_total" if torch.cuda.is_available() else "cpu_time_total")
-        events = profiler.key_averages(group_by_input_shape=self._group_by_input_shapes)
+        events = self.function_events.key_averages(group_by_input_shapes=self._group_by_input_shapes)
         table = events.table(sort_by=sort_by, row_limit=self._row_limit, **self._table_kwargs)
         return self._stats_to_str({"records": table})
 
@@ -169,3 +157,59 @@ class PyTorchProfiler(Profiler):
             "_output_file": None,
             "_write_stream": None,
         }
+
+
+class RegisterRecordFunction:
+    """While entered, each submodule's forward of ``model`` is a ``record_function`` range named
+    ``[pl][module]<module path>.<class>: <name>`` in the PyTorch profiler's trace.
+
+    Example::
+
+        with profiler.profile("forward"), RegisterRecordFunction(model):
+            model(batch)
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self._model = model
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> RegisterRecordFunction:
+        for name, submodule in self._model.named_modules():
+            if not name:
+                continue
+            label = f"[pl][module]{type(submodule).__module__}.{type(submodule).__name__}: {name}"
+            records: list[Any] = []
+
+            def pre(_module: Any, _args: Any, label: str = label, records: list[Any] = records) -> None:
+                record = torch.autograd.profiler.record_function(label)
+                record.__enter__()
+                records.append(record)
+
+            def post(_module: Any, _args: Any, _output: Any, records: list[Any] = records) -> None:
+                if records:
+                    records.pop().__exit__(None, None, None)
+
+            self._handles.append(submodule.register_forward_pre_hook(pre))
+            self._handles.append(submodule.register_forward_hook(post))
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def _check_table_kwargs(table_kwargs: dict[str, Any]) -> None:
+    """``table_kwargs`` are arguments of torch's ``EventList.table`` other than the two the profiler sets."""
+    import inspect
+
+    from torch.autograd.profiler_util import EventList
+
+    valid = set(inspect.signature(EventList.table).parameters) - {"self", "sort_by", "row_limit"}
+    for key in table_kwargs:
+        if key in {"sort_by", "row_limit"}:
+            raise KeyError(
+                f"Found invalid table_kwargs key: {key}. This is already a positional argument of the Profiler."
+            )
+        if key not in valid:
+            raise KeyError(f"Found invalid table_kwargs key: {key}. Should be within {valid}.")

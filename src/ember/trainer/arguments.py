@@ -46,17 +46,14 @@ _BAREBONES_OFF = ("logger", "enable_checkpointing", "enable_progress_bar", "enab
 
 def check_barebones(detect_anomaly: bool, num_sanity_val_steps: int | None, **switches: Any) -> None:
     """``barebones=True`` turns off everything that costs speed: passing any of it too is an error."""
+    switches = {**switches, "num_sanity_val_steps": num_sanity_val_steps, "detect_anomaly": detect_anomaly}
     for name, value in switches.items():
-        off = value in (None, False) or (name == "log_every_n_steps" and value == 0)
+        off = value in (None, False) or (name in ("log_every_n_steps", "num_sanity_val_steps") and value == 0)
         if not off:
             raise ValueError(
-                f"`Trainer(barebones=True)` turns off everything that slows training, but `{name}={value!r}` was"
-                f" also passed. Remove `{name}` or set `barebones=False`."
+                f"`Trainer(barebones=True, {name}={value!r})` was passed. Everything that can impact raw speed is"
+                f" disabled in barebones mode: remove `{name}` or set `barebones=False`."
             )
-    if detect_anomaly:
-        raise ValueError("`Trainer(barebones=True, detect_anomaly=True)`: anomaly detection is slow; remove one.")
-    if num_sanity_val_steps not in (None, 0):
-        raise ValueError("`Trainer(barebones=True)` runs no sanity check: remove `num_sanity_val_steps`.")
 
 
 def check_loop_limits(max_epochs: int | None, min_epochs: int | None, max_steps: int, min_steps: int | None) -> None:
@@ -96,7 +93,7 @@ def check_optimization(accumulate_grad_batches: Any, gradient_clip_val: Any, gra
         )
     if gradient_clip_algorithm is not None and gradient_clip_algorithm not in ("norm", "value"):
         raise MisconfigurationException(
-            f"`gradient_clip_algorithm` {gradient_clip_algorithm!r} is invalid. Allowed algorithms: ['value', 'norm']."
+            f"`gradient_clip_algorithm` {gradient_clip_algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
         )
 
 
@@ -141,8 +138,11 @@ def validation_interval(val_check_interval: Any, check_val_every_n_epoch: Any) -
         raise MisconfigurationException(f"`val_check_interval` should be a positive int. Found {interval}.")
     if every is None and isinstance(interval, float):
         raise MisconfigurationException(
-            f"`val_check_interval` should be an integer when `check_val_every_n_epoch=None`, found {interval!r}."
+            "`val_check_interval` should be an integer or a time-based duration (str 'DD:HH:MM:SS',"
+            " datetime.timedelta, or dict kwargs for timedelta) when `check_val_every_n_epoch=None`."
+            f" Found {interval!r}."
         )
+    _say_all_or_one(interval, "val_check_interval")
     return interval, None
 
 
@@ -171,7 +171,24 @@ def batch_limit(value: int | float | None, name: str) -> int | float:
         )
     if isinstance(value, int) and value < 0:
         raise MisconfigurationException(f"`{name}={value}` must not be negative.")
+    _say_all_or_one(value, name)
     return value
+
+
+def _say_all_or_one(value: int | float, name: str) -> None:
+    """Lightning's note for a limit given as exactly 1 (one batch) or 1.0 (all batches), easy to confuse."""
+    if isinstance(value, int) and value == 1:
+        what = {
+            "limit_train_batches": "1 batch per epoch will be used.",
+            "val_check_interval": "validation will run after every batch.",
+        }.get(name, "1 batch will be used.")
+        rank_zero_info(f"`Trainer({name}=1)` was configured so {what}")
+    elif isinstance(value, float) and value == 1.0:
+        what = {
+            "limit_train_batches": "100% of the batches per epoch will be used.",
+            "val_check_interval": "validation will run at the end of the training epoch.",
+        }.get(name, "100% of the batches will be used.")
+        rank_zero_info(f"`Trainer({name}=1.0)` was configured so {what}")
 
 
 def parse_time(value: Any) -> float | None:
@@ -248,8 +265,9 @@ def check_model(trainer: Any, model: Any, fn: str) -> Any:
     if model is None:
         model = trainer.lightning_module
         if model is None:
-            raise MisconfigurationException(
-                f"`model` must be provided to `trainer.{fn}()` when it hasn't been passed in a previous run"
+            raise TypeError(
+                f"`Trainer.{fn}()` requires a `LightningModule` when it hasn't been passed in a previous run:"
+                f" pass one, as in `trainer.{fn}(model)`."
             )
         return model
     model = unwrap_compiled(model)  # torch.compile(module): the module, its steps compiled

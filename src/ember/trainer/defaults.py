@@ -130,7 +130,27 @@ def configure_callbacks(
                 cbs.append(RichModelSummary())
             else:
                 cbs.append(ModelSummary())
+    check_unique_state_keys(cbs)
     return reorder_callbacks(cbs)
+
+
+def check_unique_state_keys(callbacks: list[Callback]) -> None:
+    """Two callbacks with state under the same ``state_key`` would overwrite each other in a checkpoint."""
+    from ember.core.hooks import overrides
+
+    seen: set[str] = set()
+    for callback in callbacks:
+        if not overrides(callback, Callback, "state_dict"):
+            continue
+        if callback.state_key in seen:
+            name = type(callback).__name__
+            raise RuntimeError(
+                f"Found more than one stateful callback of type `{name}`. In the current configuration, this callback"
+                " does not support being saved alongside other instances of the same type. Please consult the"
+                f" documentation of `{name}` regarding valid settings for the callback state to be checkpointable."
+                " HINT: The `callback.state_key` must be unique among all callbacks in the Trainer."
+            )
+        seen.add(callback.state_key)
 
 
 def merge_model_callbacks(trainer_callbacks: list[Callback], model_callbacks: Any) -> list[Callback]:
@@ -154,6 +174,7 @@ def merge_model_callbacks(trainer_callbacks: list[Callback], model_callbacks: An
         )
     callbacks = [cb for cb in trainer_callbacks if type(cb) not in override]
     callbacks.extend(model_callbacks)
+    check_unique_state_keys(callbacks)
     return reorder_callbacks(callbacks)
 
 

@@ -144,6 +144,14 @@ class HookDispatcher:
         finally:
             _set(module, "_current_fx_name", previous)
 
+    def call_datamodule(self, datamodule: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the datamodule's ``name`` (recorded as ``[LightningDataModule]<class>.<name>``) and return its result."""
+        fn = getattr(datamodule, name)
+        if self.profiler is None:
+            return fn(*args, **kwargs)
+        with self.profiler.profile(f"[LightningDataModule]{type(datamodule).__name__}.{name}"):
+            return fn(*args, **kwargs)
+
     def call_both(self, name: str, *args: Any) -> None:
         """Callbacks, then the module: the usual order."""
         self.call_callbacks(name, *args)

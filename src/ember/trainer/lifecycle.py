@@ -18,7 +18,7 @@ import contextlib
 import inspect
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -36,6 +36,7 @@ from ember.trainer.preemption import install_stop_flag
 from ember.trainer.states import RunningStage, TrainerFn, TrainerStatus
 from ember.tuner.exceptions import _TunerExitException
 from ember.utilities.exceptions import MisconfigurationException, PreemptionExit
+from ember.utilities.parsing import clean_namespace
 from ember.utilities.rank_zero import _set_rank, rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:
@@ -161,21 +162,25 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     fitting = run.fn == TrainerFn.FITTING
     if fitting:
         arguments.resolve_epoch_limits(trainer)
+    if isinstance(getattr(model, "hparams", None), MutableMapping):
+        clean_namespace(model.hparams)  # as Lightning: what cannot be pickled cannot go into a checkpoint
     strategy = trainer.strategy
     strategy.connect(model)
     model.trainer = trainer
     run.profiler = active(trainer.profiler)  # None: the loop is built without spans
     run.hooks = HookDispatcher(trainer, model, trainer.callbacks, run.profiler)
     trainer.callbacks = merge_model_callbacks(trainer.callbacks, run.hooks.call_module("configure_callbacks"))
+    for callback in trainer.callbacks:  # as Lightning: a callback can call `self.log` like the module it runs with
+        callback.log, callback.log_dict = model.log, model.log_dict  # type: ignore[attr-defined]  # set at run time
     run.hooks = HookDispatcher(trainer, model, trainer.callbacks, run.profiler)
     check_configuration(trainer, run, model)
     precision = Precision(trainer.precision, strategy.root_device)
     strategy.precision_plugin = precision
     if trainer.is_global_zero:
         for logger in trainer.loggers:
-            check = getattr(logger, "_check_save_dir_writable", None)
+            check = getattr(type(logger), "_check_save_dir_writable", None)  # a logger's own method, not a Mock's
             if check is not None:
-                check()  # fail before any work is done, naming the folder
+                check(logger)  # fail before any work is done, naming the folder
     strategy.setup_environment()  # the process group first: prepare_data's barrier needs it
     trainer.accelerator.setup_device(strategy.root_device)
     _set_rank(strategy.global_rank)
@@ -224,12 +229,11 @@ def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
         step = "validation_step" if run.fn == TrainerFn.VALIDATING else "test_step"
         if not hooks.module_overrides(step):
             raise MisconfigurationException(f"No `{step}()` method defined to run `Trainer.{run.fn.value}`.")
-    elif (
-        run.fn == TrainerFn.PREDICTING
-        and not hooks.module_overrides("predict_step")
-        and not hooks.module_overrides("forward")
-    ):
-        raise MisconfigurationException("`predict_step` cannot be None to run `Trainer.predict`")
+    elif run.fn == TrainerFn.PREDICTING:
+        if getattr(model, "predict_step", None) is None:
+            raise MisconfigurationException("`predict_step` cannot be None to run `Trainer.predict`")
+        if not hooks.module_overrides("predict_step") and not hooks.module_overrides("forward"):
+            raise MisconfigurationException("`Trainer.predict` requires `forward` method to run.")
 
 
 def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
@@ -257,6 +261,8 @@ def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
     )
     if has_val_data and not hooks.module_overrides("validation_step"):
         rank_zero_warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.")
+    if not has_val_data and hooks.module_overrides("validation_step"):
+        rank_zero_warn("You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.")
     if not model.automatic_optimization:
         if trainer.gradient_clip_val is not None and trainer.gradient_clip_val != 0:
             raise MisconfigurationException(
@@ -284,7 +290,7 @@ def prepare_data(trainer: Trainer, run: Run) -> None:
     if datamodule is not None:
         per_node = getattr(datamodule, "prepare_data_per_node", True)
         if (per_node and local_rank_zero) or (not per_node and global_rank_zero):
-            datamodule.prepare_data()
+            _hooks(run).call_datamodule(datamodule, "prepare_data")
     per_node = getattr(module, "prepare_data_per_node", True)
     if (per_node and local_rank_zero) or (not per_node and global_rank_zero):
         _hooks(run).call_module("prepare_data")
@@ -297,7 +303,7 @@ def call_setup_hooks(trainer: Trainer, run: Run, stage: str) -> None:
         if hasattr(child, "_device"):
             child._device = trainer.strategy.root_device
     for logger in trainer.loggers:
-        if getattr(logger, "_lazy_experiment", False):
+        if getattr(logger, "_lazy_experiment", False) is True:  # not a Mock's attribute
             # its writer (and the backend import) waits for the first value; the folder exists now
             if trainer.is_global_zero and logger.log_dir and "://" not in str(logger.log_dir):
                 os.makedirs(logger.log_dir, exist_ok=True)
@@ -305,7 +311,7 @@ def call_setup_hooks(trainer: Trainer, run: Run, stage: str) -> None:
             _ = logger.experiment  # e.g. wandb must start its run before any other writer
     trainer.strategy.barrier("pre_setup")
     if trainer.datamodule is not None:
-        trainer.datamodule.setup(stage=stage)
+        _hooks(run).call_datamodule(trainer.datamodule, "setup", stage=stage)
     _hooks(run).call_callbacks("setup", stage=stage)  # by keyword, as Lightning calls them
     _hooks(run).call_module("setup", stage=stage)
     trainer.strategy.barrier("post_setup")
@@ -314,7 +320,7 @@ def call_setup_hooks(trainer: Trainer, run: Run, stage: str) -> None:
 def call_teardown_hooks(trainer: Trainer, run: Run, stage: str) -> None:
     """``teardown(stage)`` on the datamodule, the callbacks and the module; the loggers finish."""
     if trainer.datamodule is not None:
-        trainer.datamodule.teardown(stage=stage)
+        _hooks(run).call_datamodule(trainer.datamodule, "teardown", stage=stage)
     _hooks(run).call_callbacks("teardown", stage=stage)
     _hooks(run).call_module("teardown", stage=stage)
     trainer.lightning_module._current_fx_name = None

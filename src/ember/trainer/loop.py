@@ -26,6 +26,8 @@ from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.seed import collect_rng_states, isolate_rng, set_rng_states
+from ember.utilities.signature_utils import check_dataloader_idx, step_without_batch_idx
+from ember.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
     from ember.trainer.dispatch import HookDispatcher
@@ -50,6 +52,13 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     if run.num_training_batches == 0:
         rank_zero_info("`Trainer.fit` stopped: No training batches.")
         return
+    if trainer.loggers and run.num_training_batches < trainer.log_every_n_steps and not trainer.fast_dev_run:
+        rank_zero_warn(
+            f"The number of training batches ({run.num_training_batches}) is smaller than the logging interval"
+            f" Trainer(log_every_n_steps={trainer.log_every_n_steps}). Set a lower value for log_every_n_steps if"
+            " you want to see logs for the training epoch.",
+            category=PossibleUserWarning,
+        )
     if run.resume is None:
         # Lightning creates the first epoch's iterator before `on_train_start` (it draws from the RNG)
         run.epoch_rng = collect_rng_states()
@@ -59,6 +68,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     trainer.state.stage = RunningStage.TRAINING
     run.step = TrainingStep(trainer, run)  # manual optimization may step from on_train_start on
     run.results = run.train_results  # on_train_start may log (epoch values), as in Lightning
+    _warn_if_modules_in_eval_mode(trainer)
     hooks.call_both("on_train_start")
     while not _fit_done(trainer, run):
         if run.profiler is None:
@@ -104,10 +114,15 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         if transfer is not None:
             batch = transfer(batch)  # transfer
         results.batch, results.batch_size = batch, None
-        if batch_start is not None and batch_start(batch, batch_idx) == -1:
-            break  # batch start: the module returned -1, which ends the epoch
         accumulating = automatic and (batch_idx + 1) % accumulate != 0 and not is_last
-        outputs = train_on(batch, batch_idx, accumulating)  # step
+        if batch is None:
+            _skip_none_batch(run)  # as Lightning: no step for a None batch, the rest goes on
+            outputs = None
+        else:
+            if batch_start is not None and batch_start(batch, batch_idx) == -1:
+                epoch.cut_short()  # batch start: the module returned -1, which ends the epoch
+                break
+            outputs = train_on(batch, batch_idx, accumulating)  # step
         progress.epoch_batches = batch_idx + 1  # trained on: a checkpoint from here on resumes after it
         progress.total_batches += 1
         if not accumulating:
@@ -126,6 +141,24 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
             break
     del iterator
     _end_epoch(trainer, run, epoch)
+
+
+def _skip_none_batch(run: Run) -> None:
+    """A ``None`` batch (e.g. a collate function that drops one) is not trained on; warned about once."""
+    if not run.warned_none_batch:
+        run.warned_none_batch = True
+        rank_zero_warn("train_dataloader yielded None. If this was on purpose, ignore this warning...")
+
+
+def _warn_if_modules_in_eval_mode(trainer: Trainer) -> None:
+    """Modules left in eval mode (dropout off, BatchNorm frozen) when training starts are probably a mistake."""
+    in_eval = [name for name, module in trainer.lightning_module.named_modules() if not module.training]
+    if in_eval:
+        rank_zero_warn(
+            f"Found {len(in_eval)} module(s) in eval mode at the start of training. This may lead to unexpected"
+            f" behavior during training. If this is intentional, you can ignore this warning. In eval mode: {in_eval}",
+            category=PossibleUserWarning,
+        )
 
 
 def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
@@ -152,6 +185,8 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             set_rng_states(resume.rng)
         progress.epoch_batches = 0
         progress.epoch_done = False  # the results were reset at the last epoch's end (on_train_start's stay)
+        run.epoch_cut_short = False
+        run.eval_progress["val"][1] = 0  # Lightning's fit validation loop counts its batches per training epoch
         _hooks(run).call_both("on_train_epoch_start")
         if run.train_iterator is None:
             run.epoch_rng = collect_rng_states()
@@ -215,6 +250,14 @@ class _EpochPlan:
             for config in self.epoch_interval:
                 if (self.run.progress.epoch + 1) % config.frequency == 0:
                     _step_scheduler(self.trainer, self.run, config, None)
+
+    def cut_short(self) -> None:
+        """``on_train_batch_start`` returned -1: this batch is the epoch's last, and the schedulers on an
+        epoch interval step as they would at its end (Lightning's behaviour)."""
+        self.run.epoch_cut_short = True
+        for config in self.epoch_interval:
+            if (self.run.progress.epoch + 1) % config.frequency == 0:
+                _step_scheduler(self.trainer, self.run, config, None)
 
     def _log_step(self, accumulating: bool) -> None:
         """Send the step values to the loggers every ``log_every_n_steps`` (and when training stops)."""
@@ -445,6 +488,7 @@ def run_sanity_check(trainer: Trainer, run: Run) -> None:
     with isolate_rng():
         run_evaluation(trainer, run, RunningStage.SANITY_CHECKING)
     _hooks(run).call_callbacks("on_sanity_check_end")
+    run.eval_progress["val"] = [0, 0]  # as Lightning: the sanity check's batches are not counted afterwards
     run.metrics.reset()
     trainer.state.stage = stage
 
@@ -462,14 +506,22 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         max_batches = run.eval_batches.get(stage.dataloader_prefix or "", [])
     if not loaders or sum(max_batches) == 0:
         return []
+    hook_names = (f"{prefix}_step", f"on_{prefix}_batch_start", f"on_{prefix}_batch_end")
+    check_dataloader_idx(trainer.lightning_module, hook_names, len(loaders) > 1, "val" if validating else "test")
     results = run.val_results if validating else run.test_results
     results.reset()
     previous_results, run.results = run.results, results
     first = iter(loaders[0])  # before the hooks, as in Lightning: a shuffling loader draws its seed here
     outputs_per_loader: list[dict[str, Any]] = []
+    run.eval_progress["val" if validating else "test"][0] = 0  # a new evaluation epoch
     with _eval_grad_context(trainer):  # the whole loop, its start and end hooks too, as in Lightning
         modes = _eval_mode(trainer, run, prefix)
         hooks.call_both(f"on_{prefix}_start")
+        if run.results is not results:  # the batch size finder ran in that hook and reloaded the data
+            loaders = dataloaders.eval_dataloaders(trainer, run, stage)
+            max_batches = run.eval_batches.get(stage.dataloader_prefix or "", [])
+            results = run.results = run.val_results if validating else run.test_results
+            first = iter(loaders[0])
         hooks.call_both(f"on_{prefix}_epoch_start")
         for dataloader_idx, loader in enumerate(loaders):
             results.dataloader_idx = dataloader_idx if len(loaders) > 1 else None
@@ -516,7 +568,7 @@ def _evaluate_loader(
         f"[Strategy]{type(trainer.strategy).__name__}.{step_name}",
         trainer.strategy.eval_step_fn(trainer.lightning_module, step_name),
     )
-    evaluation_step = hooks.as_hook(step_name, step_fn)
+    evaluation_step = hooks.as_hook(step_name, step_without_batch_idx(trainer.lightning_module, step_name, step_fn))
     iterator = profiled_iterator(run.profiler, f"[_EvaluationLoop].{fn_stage}_next", batches)
     transfer = _transfer_function(trainer, run, dataloader_idx)
     batch_start, batch_end = hooks.caller(f"on_{prefix}_batch_start"), hooks.caller(f"on_{prefix}_batch_end")
@@ -524,6 +576,7 @@ def _evaluate_loader(
     extra = (dataloader_idx,) if loader_count > 1 else ()
     log_steps = bool(trainer.loggers) and stage != RunningStage.SANITY_CHECKING
     key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, dataloader_idx)
+    counts = run.eval_progress[fn_stage]
     batch_idx = 0
     while batch_idx < max_batches[dataloader_idx]:
         batch = next(iterator, _END)
@@ -543,6 +596,8 @@ def _evaluate_loader(
             run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
             run.metrics.log_eval_step(results, run.eval_steps_seen[key] - 1)
         batch_idx += 1
+        counts[0] += 1
+        counts[1] += 1
         if stage == RunningStage.VALIDATING:
             run.evaluation_batches_run = True
     if stage != RunningStage.SANITY_CHECKING:
@@ -583,13 +638,22 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     max_batches = run.eval_batches.get("predict", [])
     if not loaders or sum(max_batches) == 0:
         return None
+    hook_names = ("predict_step", "on_predict_batch_start", "on_predict_batch_end")
+    check_dataloader_idx(trainer.lightning_module, hook_names, len(loaders) > 1, "predict")
     predictions: list[list[Any]] = [[] for _ in loaders]
     run.results = None
     run.predict_batch_indices = [[] for _ in loaders]
+    run.eval_progress["predict"][0] = 0  # a new prediction epoch
     first = iter(loaders[0])  # before the hooks, as in Lightning
     with _eval_grad_context(trainer):  # the whole loop, its start and end hooks too, as in Lightning
         hooks.call_module("on_predict_model_eval")
         hooks.call_both("on_predict_start")
+        if run.predict_batch_indices is None:  # the batch size finder ran in that hook and reloaded the data
+            loaders = dataloaders.eval_dataloaders(trainer, run, RunningStage.PREDICTING)
+            max_batches = run.eval_batches.get("predict", [])
+            predictions = [[] for _ in loaders]
+            run.predict_batch_indices = [[] for _ in loaders]
+            first = iter(loaders[0])
         hooks.call_both("on_predict_epoch_start")
         for dataloader_idx, loader in enumerate(loaders):
             iterator = first if dataloader_idx == 0 else iter(loader)
@@ -618,21 +682,33 @@ def _predict_loader(
         f"[Strategy]{type(trainer.strategy).__name__}.predict_step",
         trainer.strategy.eval_step_fn(trainer.lightning_module, "predict_step"),
     )
-    predict_step = hooks.as_hook("predict_step", step_fn)
+    predict_step = hooks.as_hook(
+        "predict_step", step_without_batch_idx(trainer.lightning_module, "predict_step", step_fn)
+    )
     iterator = profiled_iterator(run.profiler, "[_PredictionLoop].predict_next", batches)
     transfer = _transfer_function(trainer, run, dataloader_idx)
     batch_start, batch_end = hooks.caller("on_predict_batch_start"), hooks.caller("on_predict_batch_end")
     forward_context = trainer.precision_plugin.forward_context
     extra = (dataloader_idx,) if loader_count > 1 else ()
     indices = _batch_indices_iter(loader)
+    # the epoch's batch indices are kept only for someone who reads them, as in Lightning
+    keep = run.return_predictions or any(
+        getattr(getattr(cb, "interval", None), "on_epoch", False) for cb in trainer.callbacks
+    )
+    view = trainer.predict_loop
+    view.current_batch_indices = None  # an iterable dataset has none
     limit = max_batches[dataloader_idx]
+    counts = run.eval_progress["predict"]
     batch_idx = 0
     while limit == math.inf or batch_idx < limit:
         batch = next(iterator, _END)
         if batch is _END:
             break
         if indices is not None:
-            run.predict_batch_indices[dataloader_idx].append(next(indices, []))
+            current: list[int] = next(indices, [])
+            view.current_batch_indices = current
+            if keep:
+                run.predict_batch_indices[dataloader_idx].append(current)
         if transfer is not None:
             batch = transfer(batch)
         if batch_start is not None:
@@ -644,6 +720,8 @@ def _predict_loader(
         if batch_end is not None:
             batch_end(output, batch, batch_idx, *extra)
         batch_idx += 1
+        counts[0] += 1
+        counts[1] += 1
 
 
 def _batch_indices_iter(loader: Any) -> Any:

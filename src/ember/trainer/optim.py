@@ -110,7 +110,7 @@ def _from_dict(config: Mapping) -> tuple[Optimizer, Any, str | None]:
     extra = set(config) - {"optimizer", "lr_scheduler", "monitor"}
     if extra:
         rank_zero_warn(
-            f"Found unsupported keys in the optimizer configuration: {sorted(extra)}", category=RuntimeWarning
+            f"Found unsupported keys in the optimizer configuration: {_as_set(extra)}", category=RuntimeWarning
         )
     scheduler = config.get("lr_scheduler")
     monitor = config.get("monitor")
@@ -135,7 +135,7 @@ def _scheduler_config(scheduler: Any, monitor: str | None) -> LRSchedulerConfig:
         unknown = set(scheduler) - _SCHEDULER_KEYS
         if unknown:
             rank_zero_warn(
-                f"Found unsupported keys in the lr scheduler dict: {sorted(unknown)}. HINT: remove them from the"
+                f"Found unsupported keys in the lr scheduler dict: {_as_set(unknown)}. HINT: remove them from the"
                 " output of `configure_optimizers`.",
                 category=RuntimeWarning,
             )
@@ -184,12 +184,17 @@ def _manual_scheduler_config(scheduler: Any) -> LRSchedulerConfig:
         )
     unknown = set(scheduler) - _SCHEDULER_KEYS
     if unknown:
-        rank_zero_warn(f"Found unsupported keys in the lr scheduler dict: {sorted(unknown)}.", category=RuntimeWarning)
+        rank_zero_warn(f"Found unsupported keys in the lr scheduler dict: {_as_set(unknown)}.", category=RuntimeWarning)
     return LRSchedulerConfig(**{k: v for k, v in scheduler.items() if k in _SCHEDULER_KEYS and k not in ignored})
 
 
 def _is_plateau(scheduler: Any) -> bool:
     return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def _as_set(names: set[str]) -> str:
+    """``{'a', 'b'}``: written as Lightning prints the set, in a stable order."""
+    return "{" + ", ".join(repr(name) for name in sorted(names)) + "}"
 
 
 def _check_schedulers(optimizers: list[Optimizer], configs: list[LRSchedulerConfig]) -> None:
@@ -205,8 +210,6 @@ def _check_schedulers(optimizers: list[Optimizer], configs: list[LRSchedulerConf
             raise MisconfigurationException(
                 "Some schedulers are attached with an optimizer that wasn't returned from `configure_optimizers`."
             )
-        if optimizer is not None:
-            config.opt_idx = next(i for i, o in enumerate(optimizers) if o is optimizer)
 
 
 def check_non_torch_schedulers(module: Any, configs: list[LRSchedulerConfig], module_overrides: bool) -> None:
@@ -216,6 +219,7 @@ def check_non_torch_schedulers(module: Any, configs: list[LRSchedulerConfig], mo
                 config.scheduler, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
             )
             and not module_overrides
+            and module.automatic_optimization  # in manual optimization the user steps the scheduler
         ):
             raise MisconfigurationException(
                 f"The provided lr scheduler `{type(config.scheduler).__name__}` doesn't follow PyTorch's LRScheduler"

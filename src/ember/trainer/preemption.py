@@ -12,7 +12,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ember.utilities.exceptions import PreemptionExit
+from ember.utilities.exceptions import PreemptionExit, SIGTERMPreemptionExit
 
 if TYPE_CHECKING:
     from ember.trainer.run import Run
@@ -51,6 +51,9 @@ class StopFlag:
         # only a flag: no I/O, no collectives, nothing that could deadlock inside a handler
         self.flag = True
         self.signum = signum
+        previous = self._previous.get(signum)
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(signum, frame)  # a handler the program installed runs too, as in Lightning
 
     def checker(self, strategy: Any, progress: Any) -> Any:
         """A no-argument function the loop calls after each batch (chosen once per epoch).
@@ -119,7 +122,8 @@ def on_stop_request(trainer: Trainer, run: Run) -> None:
         )
     path = _last_checkpoint_path(trainer)
     trainer.save_checkpoint(path)
-    raise PreemptionExit(  # the exit prints the message
+    exit_type = SIGTERMPreemptionExit if flag.signum == getattr(signal, "SIGTERM", None) else PreemptionExit
+    raise exit_type(  # the exit prints the message
         f"Received {name}: training stopped at {where}, and the state was saved to {path}. Resume with"
         f" `trainer.fit(model, ckpt_path='last')` (or ckpt_path={path!r})."
     )

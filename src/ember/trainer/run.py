@@ -120,6 +120,7 @@ class Run:
     # ---- the training data position --------------------------------------------------------------
     train_iterator: Any = None  # the iterator the next epoch starts from, when created ahead of it
     batch_idx: int = -1  # the training batch being run (set at each fetch)
+    epoch_cut_short: bool = False  # `on_train_batch_start` returned -1: the epoch ended at `batch_idx`
     epoch_rng: Any = None  # the RNG states the current epoch's data order was drawn from
 
     # ---- logged values ---------------------------------------------------------------------------
@@ -131,10 +132,15 @@ class Run:
 
     # ---- evaluation bookkeeping --------------------------------------------------------------------
     eval_steps_seen: dict[Any, int] = field(default_factory=dict)  # logged evaluation steps per loader
+    # batches run by each evaluation loop in this call: [in its last (or current) epoch, in all]
+    eval_progress: dict[str, list[int]] = field(
+        default_factory=lambda: {"val": [0, 0], "test": [0, 0], "predict": [0, 0]}
+    )
     evaluation_has_run: bool = False  # a validation inside this fit has finished
     evaluation_batches_run: bool = False  # a validation batch inside this fit has run
     last_val_time: float = 0.0  # for a time-based ``val_check_interval``
     warned_min_not_reached: bool = False
+    warned_none_batch: bool = False
 
     # ---- predictions ---------------------------------------------------------------------------
     predictions: Any = None
@@ -142,6 +148,11 @@ class Run:
 
     def __post_init__(self, trainer: Any) -> None:
         self.metrics = MetricStore(trainer, self.progress)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the hook callers and the training step are closures, built anew at the start of every call:
+        # a trainer (or a callback holding it, like the progress bar) can be pickled and copied without them
+        return {**self.__dict__, "hooks": None, "step": None}
 
     def set_sync(self, sync: Any) -> None:
         """The reduction ``self.log(..., sync_dist=True)`` uses (None on one process)."""

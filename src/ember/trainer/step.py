@@ -19,13 +19,14 @@ Every decision (which hooks are overridden, precision, clipping, profiling) is t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from torch import Tensor
 
 from ember.profilers.profiler import profiled
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.signature_utils import step_without_batch_idx
 
 if TYPE_CHECKING:
     from ember.core.optimizer import LightningOptimizer
@@ -67,7 +68,7 @@ class TrainingStep:
         step_fn = profiled(
             profiler, f"[Strategy]{type(strategy).__name__}.training_step", strategy.training_step_fn(module)
         )
-        self._training_step = hooks.as_hook("training_step", step_fn)
+        self._training_step = hooks.as_hook("training_step", step_without_batch_idx(module, "training_step", step_fn))
         self._forward_context = None if precision.is_identity else precision.forward_context
         self.train_on = self._automatic_step if self.automatic else self._manual_step
         if self.automatic:
@@ -122,7 +123,10 @@ class TrainingStep:
         elif self._module_optimizer_step is not None:
             self._step_through_module_hook(batch_idx)
         else:
+            self._extra = _NOT_RUN
             self._optimizer_step(self.optimizer, self._closure, self._before_step)
+            if self._extra is _NOT_RUN:  # an optimizer whose `step` ignored the closure: nothing trained
+                _closure_not_run()
             self.progress.global_step += 1
         self._batch = None
         return self._outputs() if self.need_outputs else None
@@ -199,11 +203,7 @@ class TrainingStep:
         assert self._module_optimizer_step is not None
         self._module_optimizer_step(self.progress.epoch, batch_idx, wrapped, self._closure)
         if self._extra is _NOT_RUN:
-            raise MisconfigurationException(
-                "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your"
-                " `optimizer_step` hook? It could also happen because the `optimizer.step(optimizer_closure)`"
-                " call did not execute it internally."
-            )
+            _closure_not_run()
         self.progress.global_step += 1
 
     def _outputs(self) -> dict[str, Any] | None:
@@ -219,13 +219,15 @@ class TrainingStep:
     def _manual_step(self, batch: Any, batch_idx: int, accumulating: bool) -> Any:
         return _manual_outputs(self._forward(batch, batch_idx))
 
-    def optimizer_step_from_wrapper(self, wrapper: LightningOptimizer, closure: Callable[[], Any] | None) -> Any:
+    def optimizer_step_from_wrapper(
+        self, wrapper: LightningOptimizer, closure: Callable[[], Any] | None, **kwargs: Any
+    ) -> Any:
         """``opt.step(closure)`` on the optimizer ``self.optimizers()`` returned."""
         optimizer = wrapper._optimizer
         before = getattr(wrapper, "_closure_hook", None)
         if self.automatic and before is not None:
             # automatic optimization through the module's `optimizer_step`: the closure trains
-            return self.precision.optimizer_step(optimizer, closure, before)
+            return self.precision.optimizer_step(optimizer, closure, before, **kwargs)
         hooks = self.hooks
 
         def before_step() -> None:
@@ -235,7 +237,7 @@ class TrainingStep:
         if closure is None:
             # GradScaler steps only when the closure reports a loss; without one, step anyway
             closure = _no_loss if self.precision.scaler is None else _some_loss
-        result = self.precision.optimizer_step(optimizer, closure, before_step)
+        result = self.precision.optimizer_step(optimizer, closure, before_step, **kwargs)
         if not self.automatic:
             self.progress.global_step += 1
         return result
@@ -286,8 +288,17 @@ def _manual_outputs(output: Any) -> Any:
         return {}
     else:
         raise MisconfigurationException(
-            "In manual optimization, `training_step` must either return a Tensor, a dict or have no return."
+            "In manual optimization, `training_step` must either return a Tensor or have no return"
+            f" (a dict is accepted too), got {type(output).__name__}."
         )
     if isinstance(extra.get("loss"), Tensor):
         extra["loss"] = extra["loss"].detach()
     return extra
+
+
+def _closure_not_run() -> NoReturn:
+    raise MisconfigurationException(
+        "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your"
+        " `optimizer_step` hook? It could also happen because the `optimizer.step(optimizer_closure)`"
+        " call did not execute it internally."
+    )

@@ -214,7 +214,7 @@ class Trainer:
         arguments.check_loop_limits(max_epochs, min_epochs, max_steps, min_steps)
         arguments.check_optimization(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm)
         dev_run_batches = arguments.fast_dev_run_batches(fast_dev_run)
-        self.fast_dev_run = fast_dev_run  # as given (True or a number), as Lightning keeps it
+        self.fast_dev_run = True if fast_dev_run == 1 else fast_dev_run  # Lightning keeps 1 as True, others as given
         self.val_check_interval, self._val_check_seconds = arguments.validation_interval(
             val_check_interval, check_val_every_n_epoch
         )
@@ -245,7 +245,7 @@ class Trainer:
             arguments.apply_fast_dev_run(self, dev_run_batches)
 
         # ---- hardware and precision --------------------------------------------------------------
-        self._accelerator = create_accelerator(accelerator)
+        self._accelerator = create_accelerator(accelerator, devices, strategy)
         device_ids = parse_devices(devices, accelerator_name := self._accelerator.name())
         arguments.check_num_nodes(num_nodes)
         self.strategy = create_strategy(
@@ -291,8 +291,7 @@ class Trainer:
         self.lr_scheduler_configs: list[Any] = []
         self.ckpt_path: str | None = None
         self._run = Run(self)  # the state of the current (or last) call; a new one per call
-        # Lightning's loop objects, as views of the run: what libraries read
-        self.fit_loop, self.predict_loop = views.FitLoopView(self), views.PredictLoopView(self)
+        self.fit_loop, self.validate_loop, self.test_loop, self.predict_loop = views.loop_views(self)  # Lightning's
         self._accelerator_connector = views.AcceleratorConnectorView(self)
         _set_rank(self.strategy.global_rank)
 
@@ -421,9 +420,9 @@ class Trainer:
         return self._run_guarded(self._execute, model, ckpt_path, weights_only, model_given)
 
     def _start(self, fn: TrainerFn, stage: RunningStage, datamodule: Any, train_source: Any = None) -> None:
-        """A new ``Run`` for this call; ``validate``, ``test`` and ``predict`` keep the counters of the last fit."""
+        """A new ``Run`` for this call, with the last one's counters (a second ``fit`` continues, as in Lightning)."""
         self.state.fn, self.state.status, self.state.stage = fn, TrainerStatus.RUNNING, stage
-        self._run = Run(self, fn) if fn == TrainerFn.FITTING else Run(self, fn, progress=self._run.progress)
+        self._run = Run(self, fn, progress=self._run.progress)
         self._run.train_source = train_source
         if datamodule is not None:
             self.datamodule = datamodule
@@ -542,7 +541,7 @@ class Trainer:
     @property
     def is_last_batch(self) -> bool:
         """Whether the training batch being run is the epoch's last."""
-        return self._run.batch_idx + 1 >= self._run.num_training_batches
+        return self._run.epoch_cut_short or self._run.batch_idx + 1 >= self._run.num_training_batches
 
     @property
     def received_sigterm(self) -> bool:
@@ -690,9 +689,9 @@ class Trainer:
     validating = _StageFlag(RunningStage.VALIDATING, "Whether a validation loop is running.")
     testing = _StageFlag(RunningStage.TESTING, "Whether the test loop is running.")
     predicting = _StageFlag(RunningStage.PREDICTING, "Whether the predict loop is running.")
-    sanity_checking = _StageFlag(
-        RunningStage.SANITY_CHECKING, "Whether the sanity check (validation batches before training) is running."
-    )
+    sanity_checking = _StageFlag(RunningStage.SANITY_CHECKING, "Whether the sanity check (validation before fit) runs.")
+
+    enable_validation = views.EnableValidation()
 
     @property
     def evaluating(self) -> bool:

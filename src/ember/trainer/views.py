@@ -1,8 +1,9 @@
 """Lightning's loop objects as views: what libraries built on Lightning read off the trainer.
 
-Lightning keeps its counters in loop objects (``trainer.fit_loop``, ``trainer.predict_loop``) and
-libraries read them: ``trainer.fit_loop.max_epochs``, ``fit_loop.epoch_progress.current.completed``,
-``fit_loop.epoch_loop.batch_progress``, ``predict_loop.epoch_batch_indices``,
+Lightning keeps its counters in loop objects (``trainer.fit_loop``, ``trainer.validate_loop``,
+``trainer.test_loop``, ``trainer.predict_loop``) and libraries read them: ``trainer.fit_loop.max_epochs``,
+``fit_loop.epoch_progress.current.completed``, ``fit_loop.epoch_loop.batch_progress``,
+``fit_loop.epoch_loop.val_loop.batch_progress``, ``predict_loop.epoch_batch_indices``,
 ``trainer._accelerator_connector.is_distributed``. Ember has one loop and one ``Progress``; these
 views answer with Lightning's names and meanings, reading the current run's counters when asked.
 
@@ -103,8 +104,53 @@ class _BatchProgress(_View):
         return self._trainer.is_last_batch
 
 
+class _EvalBatchCounter:
+    """Batches an evaluation loop ran: ``ready``, ``started``, ``processed`` and ``completed`` alike."""
+
+    def __init__(self, count: int) -> None:
+        self.ready = self.started = self.processed = self.completed = count
+
+
+class _EvalBatchProgress:
+    """``batch_progress`` of an evaluation loop: ``current`` (its last or running epoch) and ``total``."""
+
+    def __init__(self, current: int, total: int) -> None:
+        self.current = _EvalBatchCounter(current)
+        self.total = _EvalBatchCounter(total)
+
+
+class EvaluationLoopView(_View):
+    """``trainer.validate_loop``, ``trainer.test_loop`` and ``trainer.fit_loop.epoch_loop.val_loop``: the
+    batches run by that loop in the current (or last) call of its entry point; zero in other calls."""
+
+    def __init__(self, trainer: Trainer, fn: str, key: str) -> None:
+        super().__init__(trainer)
+        self._fn, self._key = fn, key
+
+    @property
+    def batch_progress(self) -> _EvalBatchProgress:
+        run = self._trainer._run
+        if run is None or run.fn != self._fn:
+            return _EvalBatchProgress(0, 0)
+        current, total = run.eval_progress[self._key]
+        return _EvalBatchProgress(current, total)
+
+    def setup_data(self) -> None:
+        """Request and prepare this loop's dataloaders now (``trainer.num_<stage>_batches`` is known after)."""
+        from ember.trainer import dataloaders
+        from ember.trainer.states import RunningStage
+
+        stage = {"val": RunningStage.VALIDATING, "test": RunningStage.TESTING}.get(self._key, RunningStage.PREDICTING)
+        dataloaders.eval_dataloaders(self._trainer, self._run, stage)
+
+
 class _TrainingEpochLoopView(_View):
     """``trainer.fit_loop.epoch_loop``."""
+
+    @property
+    def val_loop(self) -> EvaluationLoopView:
+        """The validation loop run inside ``fit``."""
+        return EvaluationLoopView(self._trainer, "fit", "val")
 
     @property
     def batch_progress(self) -> _BatchProgress:
@@ -135,6 +181,10 @@ class _TrainingEpochLoopView(_View):
     @property
     def max_steps(self) -> int:
         return self._trainer.max_steps
+
+    @max_steps.setter
+    def max_steps(self, value: int) -> None:
+        self._trainer.max_steps = value
 
     @property
     def min_steps(self) -> int | None:
@@ -202,11 +252,11 @@ class FitLoopView(_View):
             dataloaders.setup_train_dataloader(self._trainer, self._run)
 
 
-class PredictLoopView(_View):
+class PredictLoopView(EvaluationLoopView):
     """``trainer.predict_loop``: what prediction writers read about the current and past batches."""
 
     def __init__(self, trainer: Trainer) -> None:
-        super().__init__(trainer)
+        super().__init__(trainer, "predict", "predict")
         self.current_batch_indices: list[int] | None = None
 
     @property
@@ -216,8 +266,39 @@ class PredictLoopView(_View):
 
     @property
     def predictions(self) -> Any:
-        """The last ``predict``'s outputs (a list per dataloader)."""
-        return self._run.predictions
+        """The last ``predict``'s outputs: a list, or a list per dataloader when there were several."""
+        predictions = self._run.predictions
+        if isinstance(predictions, list) and len(predictions) == 1:
+            return predictions[0]
+        return predictions
+
+
+class EnableValidation:
+    """Whether ``fit`` validates: it has validation data, a ``validation_step`` and ``limit_val_batches > 0``."""
+
+    def __get__(self, trainer: Trainer | None, owner: type | None = None) -> Any:
+        if trainer is None:
+            return self
+        from ember.core.datamodule import LightningDataModule
+        from ember.core.hooks import overrides
+        from ember.core.module import LightningModule
+
+        module, run, datamodule = trainer.lightning_module, trainer._run, trainer.datamodule
+        if module is None or not trainer.limit_val_batches:
+            return False
+        has_data = (
+            run.val_dataloaders is not None
+            or run.eval_sources.get("val") is not None
+            or overrides(module, LightningModule, "val_dataloader")
+            or (datamodule is not None and overrides(datamodule, LightningDataModule, "val_dataloader"))
+        )
+        return bool(has_data) and overrides(module, LightningModule, "validation_step")
+
+
+def loop_views(trainer: Trainer) -> tuple[FitLoopView, EvaluationLoopView, EvaluationLoopView, PredictLoopView]:
+    """``trainer.fit_loop``, ``.validate_loop``, ``.test_loop`` and ``.predict_loop``."""
+    validate, test = EvaluationLoopView(trainer, "validate", "val"), EvaluationLoopView(trainer, "test", "test")
+    return FitLoopView(trainer), validate, test, PredictLoopView(trainer)
 
 
 class AcceleratorConnectorView(_View):

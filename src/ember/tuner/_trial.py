@@ -192,6 +192,23 @@ def run_trial(trainer: Trainer) -> None:
             run.return_predictions = keep
 
 
+def load_dataloaders(trainer: Trainer) -> None:
+    """Request the current entry point's dataloaders again (``trainer.train_dataloader`` and the rest are set)."""
+    from ember.trainer import dataloaders
+    from ember.trainer.states import RunningStage, TrainerFn
+
+    fn, run = trainer.state.fn, trainer._run
+    assert fn is not None, "the tuner runs inside a call of fit, validate, test or predict"
+    if fn == TrainerFn.FITTING:
+        dataloaders.setup_train_dataloader(trainer, run)
+        dataloaders.eval_dataloaders(trainer, run, RunningStage.VALIDATING)
+    else:
+        stage = {TrainerFn.VALIDATING: RunningStage.VALIDATING, TrainerFn.TESTING: RunningStage.TESTING}.get(
+            fn, RunningStage.PREDICTING
+        )
+        dataloaders.eval_dataloaders(trainer, run, stage)
+
+
 def current_dataset_length(trainer: Trainer) -> int | None:
     """The length of the dataset behind the current entry point's (first) dataloader, or None if unsized."""
     from ember.trainer import dataloaders

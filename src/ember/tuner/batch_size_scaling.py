@@ -16,15 +16,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ember.tuner._attributes import lightning_getattr, lightning_setattr
 from ember.tuner._trial import (
     TrainerSnapshot,
     current_dataset_length,
     free_memory,
     is_oom_error,
+    load_dataloaders,
     run_trial,
     trial_settings,
 )
+from ember.utilities.parsing import lightning_getattr, lightning_setattr
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ def _scale_batch_size(
             log.info(f"Finished batch size finder, will continue with full run using batch size {new_size}")
     finally:
         snapshot.restore(trainer)
+    load_dataloaders(trainer)  # as Lightning: the loaders of the new size are in place when the search ends
     return new_size
 
 

@@ -20,8 +20,8 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from ember.callbacks.callback import Callback
-from ember.tuner._attributes import lightning_hasattr, lightning_setattr
 from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.parsing import lightning_hasattr, lightning_setattr
 from ember.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:

@@ -5,6 +5,7 @@ from ember.utilities.combined_loader import CombinedLoader
 from ember.utilities.enums import GradClipAlgorithmType, LightningEnum
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.grads import grad_norm
+from ember.utilities.parameter_tying import find_shared_parameters, set_shared_parameters
 from ember.utilities.parsing import AttributeDict, is_picklable
 from ember.utilities.rank_zero import (
     rank_zero_debug,
@@ -23,6 +24,7 @@ __all__ = [
     "LightningEnum",
     "MisconfigurationException",
     "disable_possible_user_warnings",
+    "find_shared_parameters",
     "grad_norm",
     "is_picklable",
     "isolate_rng",
@@ -33,4 +35,5 @@ __all__ = [
     "rank_zero_only",
     "rank_zero_warn",
     "seed_everything",
+    "set_shared_parameters",
 ]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import IterableDataset
 
-from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import WarningCache, rank_zero_warn
 
 if TYPE_CHECKING:
     from ember.distributed.strategy import Strategy
@@ -71,3 +74,53 @@ def has_len_all_ranks(
             " avoid having duplicate data."
         )
     return True
+
+
+warning_cache = WarningCache()
+
+
+def extract_batch_size(batch: Any) -> int:
+    """The batch size of ``batch``: the length of its first tensor (1 for a scalar), looking through lists,
+    tuples, dicts and dataclasses. Warns once when its tensors disagree (the first one found wins).
+
+    Raises:
+        MisconfigurationException: the batch holds no tensor; pass ``self.log(..., batch_size=...)``.
+
+    Example::
+
+        >>> extract_batch_size({"x": torch.zeros(8, 3), "y": torch.zeros(8)})
+        8
+    """
+    message = (
+        "We could not infer the batch_size from the batch. Either simplify its structure"
+        " or provide the batch_size as `self.log(..., batch_size=batch_size)`."
+    )
+    batch_size = None
+    try:
+        for size in _batch_sizes(batch):
+            if batch_size is None:
+                batch_size = size
+            elif batch_size != size:
+                warning_cache.warn(
+                    "Trying to infer the `batch_size` from an ambiguous collection. The batch size we"
+                    f" found is {batch_size}. To avoid any miscalculations, use `self.log(..., batch_size=batch_size)`."
+                )
+                break
+    except RecursionError:
+        raise RecursionError(message) from None
+    if batch_size is None:
+        raise MisconfigurationException(message)
+    return batch_size
+
+
+def _batch_sizes(batch: Any) -> Iterator[int | None]:
+    if isinstance(batch, torch.Tensor):
+        yield 1 if batch.ndim == 0 else batch.size(0)
+    elif isinstance(batch, (Iterable, Mapping)) and not isinstance(batch, str):
+        for item in batch.values() if isinstance(batch, Mapping) else batch:
+            yield from _batch_sizes(item)
+    elif dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        for field in dataclasses.fields(batch):
+            yield from _batch_sizes(getattr(batch, field.name))
+    else:
+        yield None

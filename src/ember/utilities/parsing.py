@@ -1,7 +1,13 @@
-"""Hyperparameter containers, and reading a constructor's arguments from its frame.
+"""Hyperparameter containers, reading a constructor's arguments from its frame, and finding a
+hyperparameter where Lightning looks for it.
 
 ``get_init_args`` and ``collect_init_args`` are what ``save_hyperparameters`` uses to find the
 arguments of ``__init__`` (and of the parents' ``__init__`` that called ``super().__init__``).
+``lightning_getattr`` / ``lightning_setattr`` / ``lightning_hasattr`` look in the model, ``model.hparams``,
+the datamodule and its ``hparams`` (the tuner finds ``batch_size`` and ``lr`` this way)::
+
+    lightning_setattr(model, "batch_size", 64)   # sets it on every holder that has it
+    lightning_getattr(model, "batch_size")       # reads the last holder (the datamodule wins)
 """
 
 from __future__ import annotations
@@ -9,7 +15,10 @@ from __future__ import annotations
 import inspect
 import pickle
 import types
+from collections.abc import MutableMapping
 from typing import Any
+
+from ember.utilities.rank_zero import rank_zero_warn
 
 
 class AttributeDict(dict):
@@ -131,3 +140,63 @@ def collect_init_args(
             break
         current = current.f_back
     return path_args
+
+
+def _holders(model: Any, attribute: str) -> list[Any]:
+    holders: list[Any] = []
+    if hasattr(model, attribute):
+        holders.append(model)
+    hparams = getattr(model, "hparams", None)
+    if hparams is not None and attribute in hparams:
+        holders.append(hparams)
+    trainer = getattr(model, "_trainer", None)
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    if datamodule is not None:
+        if hasattr(datamodule, attribute):
+            holders.append(datamodule)
+        dm_hparams = getattr(datamodule, "hparams", None)
+        if dm_hparams is not None and attribute in dm_hparams:
+            holders.append(dm_hparams)
+    return holders
+
+
+def _missing(attribute: str) -> AttributeError:
+    return AttributeError(
+        f"{attribute} is neither stored in the model namespace nor the `hparams` namespace/dict, nor the datamodule."
+    )
+
+
+def lightning_hasattr(model: Any, attribute: str) -> bool:
+    """Whether the model, its hparams, the datamodule or its hparams hold ``attribute``."""
+    return bool(_holders(model, attribute))
+
+
+def lightning_getattr(model: Any, attribute: str) -> Any:
+    """The value of ``attribute`` from its last holder (the datamodule's wins, as in Lightning)."""
+    holders = _holders(model, attribute)
+    if not holders:
+        raise _missing(attribute)
+    holder = holders[-1]
+    return holder[attribute] if isinstance(holder, dict) else getattr(holder, attribute)
+
+
+def lightning_setattr(model: Any, attribute: str, value: Any) -> None:
+    """Set ``attribute`` on every holder, so the model and the datamodule agree."""
+    holders = _holders(model, attribute)
+    if not holders:
+        raise _missing(attribute)
+    for holder in holders:
+        if isinstance(holder, dict):
+            holder[attribute] = value
+        else:
+            setattr(holder, attribute, value)
+
+
+def clean_namespace(hparams: MutableMapping) -> None:
+    """Remove the entries of ``hparams`` that cannot be pickled, warning about each."""
+    for key in [k for k, v in hparams.items() if not is_picklable(v)]:
+        rank_zero_warn(
+            f"Attribute '{key}' removed from hparams because it cannot be pickled. You can suppress this warning by"
+            f" setting `self.save_hyperparameters(ignore=['{key}'])`."
+        )
+        del hparams[key]

@@ -72,6 +72,32 @@ def rank_zero_deprecation(message: str, stacklevel: int = 5, **kwargs: Any) -> N
     warnings.warn(message, category=DeprecationWarning, stacklevel=stacklevel, **kwargs)
 
 
+class WarningCache(set):
+    """Warn (or log) each message once: a message already given is not repeated.
+
+    Example::
+
+        warning_cache = WarningCache()
+        warning_cache.warn("`batch_size` is ambiguous")   # warns
+        warning_cache.warn("`batch_size` is ambiguous")   # silent
+    """
+
+    def warn(self, message: str, stacklevel: int = 5, **kwargs: Any) -> None:
+        if message not in self:
+            self.add(message)
+            rank_zero_warn(message, stacklevel=stacklevel, **kwargs)
+
+    def deprecation(self, message: str, stacklevel: int = 6, **kwargs: Any) -> None:
+        if message not in self:
+            self.add(message)
+            rank_zero_deprecation(message, stacklevel=stacklevel, **kwargs)
+
+    def info(self, message: str, stacklevel: int = 5, **kwargs: Any) -> None:
+        if message not in self:
+            self.add(message)
+            rank_zero_info(message, stacklevel=stacklevel, **kwargs)
+
+
 def rank_prefixed_message(message: str, rank: int | None) -> str:
     """``"[rank: 1] message"``: say which process speaks when every rank prints.
 

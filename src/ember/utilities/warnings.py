@@ -27,3 +27,11 @@ def disable_possible_user_warnings(module: str = "") -> None:
         disable_possible_user_warnings()  # e.g. no "few dataloader workers" hint on a small machine
     """
     warnings.filterwarnings("ignore", module=module, category=PossibleUserWarning)
+
+
+def _disable_from_environment() -> None:
+    """``POSSIBLE_USER_WARNINGS=0`` (or ``off``) in the environment silences them, as in Lightning."""
+    import os
+
+    if os.environ.get("POSSIBLE_USER_WARNINGS", "").lower() in ("0", "off"):
+        disable_possible_user_warnings()

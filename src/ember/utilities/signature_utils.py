@@ -1,0 +1,60 @@
+"""Which arguments a user's step or hook takes: ``training_step(self, batch)`` needs no ``batch_idx``.
+
+Example::
+
+    is_param_in_hook_signature(model.validation_step, "batch_idx", min_args=2)
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+
+def is_param_in_hook_signature(
+    hook_fx: Callable[..., Any], param: str, explicit: bool = False, min_args: int | None = None
+) -> bool:
+    """Whether ``hook_fx`` takes ``param``: by name, through ``*args`` (unless ``explicit``), or by having at
+    least ``min_args`` parameters after ``self``."""
+    hook_fx = getattr(hook_fx, "__wrapped__", hook_fx)  # a decorated hook: its own signature
+    spec = inspect.getfullargspec(hook_fx)
+    args = spec.args[1:]  # without `self`
+    return (
+        param in args
+        or (not explicit and spec.varargs is not None)
+        or (isinstance(min_args, int) and len(args) >= min_args)
+    )
+
+
+def step_without_batch_idx(module: Any, name: str, step: Callable[..., Any]) -> Callable[..., Any]:
+    """``step`` called as ``step(batch, batch_idx, *extra)`` by the loop; when ``module.<name>`` takes no
+    ``batch_idx`` (``def validation_step(self, batch)``), the index is left out, as Lightning does."""
+    if is_param_in_hook_signature(getattr(module, name), "batch_idx", min_args=2):
+        return step
+
+    def call(batch: Any, batch_idx: int, *extra: Any) -> Any:
+        return step(batch, *extra)
+
+    return call
+
+
+def check_dataloader_idx(module: Any, names: tuple[str, ...], several: bool, prefix: str) -> None:
+    """A step or batch hook names ``dataloader_idx`` exactly when there are several dataloaders (or gives it
+    a default): Lightning's check, with its messages, before the loop starts."""
+    for name in names:
+        fn = getattr(module, name)
+        present = is_param_in_hook_signature(fn, "dataloader_idx")
+        if not several:
+            params = inspect.signature(fn).parameters
+            if present and "dataloader_idx" in params and params["dataloader_idx"].default is inspect.Parameter.empty:
+                raise RuntimeError(
+                    f"You provided only a single `{prefix}_dataloader`, but have included `dataloader_idx` in"
+                    f" `{type(module).__name__}.{name}()`. Either remove the argument or give it a default value"
+                    " i.e. `dataloader_idx=0`."
+                )
+        elif not present:
+            raise RuntimeError(
+                f"You provided multiple `{prefix}_dataloader`, but no `dataloader_idx` argument in"
+                f" `{type(module).__name__}.{name}()`. Try adding `dataloader_idx=0` to its signature."
+            )

@@ -1,0 +1,73 @@
+"""Which arguments the loops pass to the steps and batch hooks: read from their signatures, as Lightning does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+from ember.utilities.signature_utils import is_param_in_hook_signature
+
+
+class NoBatchIdx(CoreModel):
+    """Steps written without ``batch_idx``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def training_step(self, batch: Any) -> Any:
+        self.calls.append("train")
+        return super().training_step(batch, 0)
+
+    def validation_step(self, batch: Any) -> None:
+        self.calls.append("val")
+
+    def test_step(self, batch: Any) -> None:
+        self.calls.append("test")
+
+    def predict_step(self, batch: Any) -> Any:
+        self.calls.append("predict")
+        return self(batch[0])
+
+
+def test_steps_without_batch_idx_are_called_with_the_batch_alone():
+    model = NoBatchIdx()
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(model, loader(), loader())
+    trainer.test(model, loader(n=4))
+    predictions = trainer.predict(model, loader(n=8))
+    assert model.calls == ["train", "train", "val", "test", "predict", "predict"]
+    assert len(predictions) == 2
+    assert trainer.predict_loop.predictions == predictions  # one dataloader: a flat list, as in Lightning
+
+
+def test_dataloader_idx_must_match_the_number_of_loaders():
+    class Required(CoreModel):
+        def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+            pass
+
+    with pytest.raises(
+        RuntimeError, match=r"You provided only a single `val_dataloader`, but have included `dataloader_idx`"
+    ):
+        quiet_trainer().validate(Required(), loader())
+
+    class Missing(CoreModel):
+        def predict_step(self, batch: Any, batch_idx: int) -> Any:
+            return None
+
+    with pytest.raises(
+        RuntimeError, match=r"You provided multiple `predict_dataloader`, but no `dataloader_idx` argument"
+    ):
+        quiet_trainer().predict(Missing(), [loader(), loader()])
+
+
+def test_is_param_in_hook_signature():
+    def f(self, batch, batch_idx): ...
+    def g(self, batch, *args): ...
+    def h(self, batch): ...
+
+    assert is_param_in_hook_signature(f, "batch_idx") and is_param_in_hook_signature(g, "batch_idx")
+    assert not is_param_in_hook_signature(g, "batch_idx", explicit=True)
+    assert not is_param_in_hook_signature(h, "batch_idx") and is_param_in_hook_signature(h, "x", min_args=1)
