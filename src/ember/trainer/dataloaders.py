@@ -26,12 +26,49 @@ if TYPE_CHECKING:
 
 def request(t: Trainer, run: Run, name: str) -> Any:
     """Ask the datamodule, else the module, for ``<name>_dataloader()``."""
+    return _requested(t, run, name)[0]
+
+
+def _requested(t: Trainer, run: Run, name: str) -> tuple[Any, str | None]:
+    """What ``<name>_dataloader()`` of the datamodule, else the module, returns, and which hook returned it
+    (``"MyModel.train_dataloader"``); ``(None, None)`` when neither defines it."""
     hook = f"{name}_dataloader"
     if t.datamodule is not None and overridden(t.datamodule, hook):
-        return getattr(t.datamodule, hook)()
+        return getattr(t.datamodule, hook)(), f"{type(t.datamodule).__name__}.{hook}"
     if run.hooks is not None and run.hooks.module_overrides(hook):
-        return run.hooks.call_module(hook)
-    return None
+        return run.hooks.call_module(hook), f"{type(t.lightning_module).__name__}.{hook}"
+    return None, None
+
+
+def _source(t: Trainer, run: Run, name: str, given: Any) -> tuple[Any, str | None, bool]:
+    """The loaders a loop runs on: those passed to the trainer function, else those a hook returns.
+
+    Also which hook returned them (None when passed) and whether anything defines them at all, for
+    the error about an object that is not an iterable of batches.
+    """
+    if given is not None:
+        return given, None, True
+    loaders, returned_from = _requested(t, run, name)
+    if returned_from is None:
+        undefined(t.lightning_module, name)
+    return loaders, returned_from, True
+
+
+def undefined(module: Any, name: str) -> None:
+    """Raise for a loop with no data: nothing passed, and neither the datamodule nor the module defines
+    ``<name>_dataloader``. As in Lightning, the module's own hook says it must be implemented; a hook set
+    to None gives Lightning's TypeError."""
+    hook = getattr(module, f"{name}_dataloader", None)
+    if callable(hook):
+        hook()  # LightningModule's: raises that it must be implemented
+    fn = {"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[name]
+    check_loader(None, fn, None, defined=False)
+
+
+def _check_loaders(t: Trainer, loaders: list[Any], returned_from: str | None, defined: bool) -> None:
+    fn = t.state.fn.value if t.state.fn is not None else "fit"
+    for loader in loaders:
+        check_loader(loader, fn, returned_from, defined)
 
 
 def distributed(t: Trainer) -> Any:
@@ -45,12 +82,7 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
     through a ``CombinedLoader`` in ``max_size_cycle`` mode unless it says otherwise, as in Lightning;
     one loader is iterated directly. Returns the loader, or the ``CombinedLoader`` of several.
     """
-    source = run.train_source if run.train_source is not None else request(t, run, "train")
-    if source is None:
-        raise MisconfigurationException(
-            "No training data: `train_dataloader()` returned None. Return a DataLoader or pass"
-            " `trainer.fit(model, train_dataloaders=...)`."
-        )
+    source, returned_from, defined = _source(t, run, "train", run.train_source)
     combined = source if isinstance(source, CombinedLoader) else CombinedLoader(source, "max_size_cycle")
     if combined._mode == "sequential":
         raise ValueError(
@@ -58,9 +90,9 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
             " The available modes are: ['min_size', 'max_size_cycle', 'max_size']"
         )
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
+    _check_loaders(t, combined.flattened, returned_from, defined)
     prepared = []
     for loader in combined.flattened:
-        check_loader(loader, "fit")
         prepared.append(
             prepare_loader(
                 loader,
@@ -193,17 +225,15 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     ``CombinedLoader`` in another mode is evaluated as one dataloader of combined batches.
     """
     key = stage.dataloader_prefix or ""
-    source = run.eval_sources.get(key)
-    if source is None:
-        source = request(t, run, key)
+    source, returned_from, defined = _source(t, run, key, run.eval_sources.get(key))
     combined = source if isinstance(source, CombinedLoader) else None
     if combined is not None and combined._mode != "sequential" and key == "predict":
         raise ValueError('`trainer.predict()` only supports the `CombinedLoader(mode="sequential")` mode.')
-    loaders = combined.flattened if combined is not None else as_loader_list(source)
+    loaders = combined.flattened if combined is not None else ([None] if source is None else as_loader_list(source))
+    _check_loaders(t, loaders, returned_from, defined)
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
     prepared = []
     for loader in loaders:
-        check_loader(loader, key)
         loader = prepare_loader(
             loader, shuffle=False, distributed=distributed(t), overfit=False, seed_workers=seed_workers
         )
