@@ -130,3 +130,35 @@ def test_from_datasets_pins_memory_as_lightning_does():
     assert train.pin_memory and train.batch_size == 4 and not train.persistent_workers
     with pytest.raises(ember.utilities.MisconfigurationException, match="`val_dataloader` must be implemented"):
         dm.val_dataloader()
+
+
+@pytest.mark.parametrize("sanity_steps", [0, 1])
+def test_validation_loaders_reload_counting_from_the_epoch_they_were_loaded(sanity_steps):
+    class Records(CoreModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.train_loads: list[int] = []
+            self.val_loads: list[int] = []
+
+        def train_dataloader(self):
+            self.train_loads.append(self.current_epoch)
+            return loader(4)
+
+        def val_dataloader(self):
+            if not self.trainer.sanity_checking:
+                self.val_loads.append(self.current_epoch)
+            return loader(4)
+
+    model = Records()
+    trainer = quiet_trainer(
+        max_epochs=10,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        check_val_every_n_epoch=3,
+        reload_dataloaders_every_n_epochs=4,
+        num_sanity_val_steps=sanity_steps,
+    )
+    trainer.fit(model)
+    assert model.train_loads == [0, 4, 8]
+    # validation runs in epochs 2, 5 and 8: loaded in 2, due again 4 epochs later, so at 8 (not at 4)
+    assert model.val_loads == [2, 8]

@@ -264,23 +264,25 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
 
 
 def eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[Any]:
-    """The prepared loaders of an evaluation loop, set up on first use (and reloaded when due in fit)."""
+    """The prepared loaders of an evaluation loop, set up on first use (and reloaded when due in fit).
+
+    In fit, the validation loaders reload once ``reload_dataloaders_every_n_epochs`` epochs have passed
+    since they were last loaded, counted as Lightning counts them: a load by the sanity check counts
+    only when its epoch validates (``check_val_every_n_epoch``).
+    """
     key = stage.dataloader_prefix or ""
     epoch = run.progress.epoch
     every = t.reload_dataloaders_every_n_epochs
-    reload = (
-        key == "val"
-        and t.state.fn == TrainerFn.FITTING
-        and every
-        and key in run.loaded_eval
-        and epoch > 0
-        and epoch % every == 0
-        and run.val_reload_epoch != epoch
-    )
-    if key not in run.loaded_eval or reload:
-        run.val_reload_epoch = epoch
-        return setup_eval_dataloaders(t, run, stage)
-    return run.loaded_eval[key]
+    fitting = key == "val" and t.state.fn == TrainerFn.FITTING
+    last = run.val_reload_epoch if run.val_reload_epoch is not None else -math.inf
+    if key in run.loaded_eval and not (fitting and every and epoch - last >= every):
+        return run.loaded_eval[key]
+    if fitting:
+        check_every = t.check_val_every_n_epoch
+        validates = check_every is None or (epoch + 1) % check_every == 0
+        if validates or stage != RunningStage.SANITY_CHECKING:
+            run.val_reload_epoch = epoch
+    return setup_eval_dataloaders(t, run, stage)
 
 
 def needs_batch_indices(t: Trainer) -> bool:

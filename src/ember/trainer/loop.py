@@ -70,7 +70,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
         run.epoch_rng = collect_rng_states()
         run.train_iterator = _train_iterator(run)
     if _should_check_val_epoch(trainer, run) and run.val_dataloaders is None:
-        dataloaders.setup_eval_dataloaders(trainer, run, RunningStage.VALIDATING)
+        dataloaders.eval_dataloaders(trainer, run, RunningStage.VALIDATING)
     trainer.state.stage = RunningStage.TRAINING
     run.step = TrainingStep(trainer, run)  # manual optimization may step from on_train_start on
     run.results = run.train_results  # on_train_start may log (epoch values), as in Lightning
