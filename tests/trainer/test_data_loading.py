@@ -162,3 +162,50 @@ def test_validation_loaders_reload_counting_from_the_epoch_they_were_loaded(sani
     assert model.train_loads == [0, 4, 8]
     # validation runs in epochs 2, 5 and 8: loaded in 2, due again 4 epochs later, so at 8 (not at 4)
     assert model.val_loads == [2, 8]
+
+
+def test_a_combined_loader_in_evaluation_counts_batches_per_loader_and_runs_the_combined_ones():
+    from ember.utilities.combined_loader import CombinedLoader
+
+    seen = []
+
+    class Records(CoreModel):
+        def validation_step(self, batch, batch_idx):
+            seen.append(batch)
+
+    trainer = quiet_trainer()
+    trainer.validate(Records(), CombinedLoader({"a": [0, 1, 2], "b": [3, 4]}, "min_size"), verbose=False)
+    assert trainer.num_val_batches == [3, 2]  # each loader's batches, as Lightning reports them
+    assert seen == [{"a": 0, "b": 3}, {"a": 1, "b": 4}]
+    assert trainer.num_sanity_val_batches == []  # the sanity check belongs to fit
+
+
+class _EpochRecordingSampler(torch.utils.data.SequentialSampler):
+    def __init__(self, data) -> None:
+        super().__init__(data)
+        self.epochs: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+
+@pytest.mark.parametrize("batch_sampler", [False, True])
+def test_evaluation_samplers_get_the_training_epoch(batch_sampler):
+    def make() -> torch.utils.data.DataLoader:
+        data = loader(8).dataset
+        sampler = _EpochRecordingSampler(data)
+        if batch_sampler:
+            return torch.utils.data.DataLoader(data, batch_sampler=torch.utils.data.BatchSampler(sampler, 4, False))
+        return torch.utils.data.DataLoader(data, sampler=sampler, batch_size=4)
+
+    def sampler_of(dl):
+        return dl.batch_sampler.sampler if batch_sampler else dl.sampler
+
+    train, val = make(), make()
+    trainer = quiet_trainer(max_epochs=2, num_sanity_val_steps=1)
+    trainer.fit(CoreModel(), train, val)
+    assert sampler_of(train).epochs == [0, 1]  # once per epoch, though two attributes lead to it
+    assert sampler_of(val).epochs == [0, 0, 1]  # the sanity check, then each validation
+    val = make()
+    trainer.validate(CoreModel(), val, verbose=False)
+    assert sampler_of(val).epochs == [2]  # the epochs fit completed

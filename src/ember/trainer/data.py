@@ -173,18 +173,20 @@ def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overf
 
 
 def set_sampler_epoch(loader: Any, epoch: int) -> None:
-    """Call ``set_epoch`` on the loader's sampler(s) so each epoch shuffles differently in DDP.
-
-    A ``CombinedLoader`` passes it on to each of its loaders.
-    """
+    """Call ``set_epoch`` on the loader's sampler and its batch sampler's sampler (once each) so that
+    each epoch shuffles differently in DDP, as Lightning does. A ``CombinedLoader`` (or its batches in
+    an evaluation loop) passes it on to each of its loaders."""
+    if isinstance(loader, CombinedBatches):
+        loader = loader.combined
     for one in loader.flattened if isinstance(loader, CombinedLoader) else (loader,):
-        for obj in (
-            getattr(one, "sampler", None),
-            getattr(one, "batch_sampler", None),
-            getattr(getattr(one, "batch_sampler", None), "sampler", None),
-        ):
-            if obj is not None and hasattr(obj, "set_epoch"):
-                obj.set_epoch(epoch)
+        samplers = {}
+        for sampler in (getattr(one, "sampler", None), getattr(getattr(one, "batch_sampler", None), "sampler", None)):
+            if sampler is not None:
+                samplers[id(sampler)] = sampler  # by id: a sampler may be unhashable
+        for sampler in samplers.values():
+            set_epoch = getattr(sampler, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
 
 
 def skip_one(iterator: Iterator[Any]) -> Any:

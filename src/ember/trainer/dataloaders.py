@@ -12,6 +12,7 @@ from ember.trainer.data import (
     check_loader,
     limit_batches,
     prepare_loader,
+    set_sampler_epoch,
     sized_len,
 )
 from ember.trainer.states import RunningStage, TrainerFn
@@ -239,23 +240,29 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
         )
         if key == "predict" and needs_batch_indices(t):
             loader = with_index_recording(loader, t.predict_loop)
+        if t.state.fn != TrainerFn.FITTING:  # in fit, each validation sets the epoch it runs in
+            set_sampler_epoch(loader, run.progress.epoch)
         prepared.append(loader)
     limit = {"val": t.limit_val_batches, "test": t.limit_test_batches, "predict": t.limit_predict_batches}[key]
     several = len(prepared) > 1
     counts = [count_batches(t, loader, limit, key, index if several else None) for index, loader in enumerate(prepared)]
     value = prepared[0] if len(prepared) == 1 else prepared
+    loop_counts = counts
     if combined is not None:
         combined.flattened = prepared
         value = combined.iterables
         if combined._mode != "sequential":
+            # the loop runs the combined batches; `num_val_batches` still counts each loader, as in Lightning
             combined.limits = counts
-            counts = [combined._length()]
+            loop_counts = [combined._length()]
             prepared = [CombinedBatches(combined)]
     run.eval_batches[key] = counts
+    run.eval_loop_batches[key] = loop_counts
     run.loaded_eval[key] = prepared
     if key == "val":
         run.val_dataloaders = value
-        run.num_sanity_val_batches = [min(t.num_sanity_val_steps, n) for n in run.eval_batches["val"]]
+        if t.state.fn == TrainerFn.FITTING:  # the sanity check is fit's: `validate` leaves it empty
+            run.num_sanity_val_batches = [min(t.num_sanity_val_steps, n) for n in counts]
     elif key == "test":
         run.test_dataloaders = value
     else:

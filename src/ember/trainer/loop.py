@@ -26,7 +26,7 @@ from ember.trainer.data import (
     takes_dataloader_iter,
 )
 from ember.trainer.preemption import on_stop_request
-from ember.trainer.states import RunningStage
+from ember.trainer.states import RunningStage, TrainerFn
 from ember.trainer.step import TrainingStep
 from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.exceptions import MisconfigurationException
@@ -555,10 +555,9 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     prefix = "validation" if validating else "test"
     trainer.state.stage = stage
     loaders = dataloaders.eval_dataloaders(trainer, run, stage)
+    max_batches = run.eval_loop_batches.get(stage.dataloader_prefix or "", [])
     if stage == RunningStage.SANITY_CHECKING:
-        max_batches = run.num_sanity_val_batches
-    else:
-        max_batches = run.eval_batches.get(stage.dataloader_prefix or "", [])
+        max_batches = [min(trainer.num_sanity_val_steps, n) for n in max_batches]
     if not loaders or sum(max_batches) == 0:
         return []
     hook_names = (f"{prefix}_step", f"on_{prefix}_batch_start", f"on_{prefix}_batch_end")
@@ -568,6 +567,9 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     results = run.val_results if validating else run.test_results
     results.reset()
     previous_results, run.results = run.results, results
+    if trainer.state.fn == TrainerFn.FITTING:
+        for loader in loaders:  # some shuffle validation data by the training epoch, as Lightning allows
+            set_sampler_epoch(loader, run.progress.epoch)
     first = iter(loaders[0])  # before the hooks, as in Lightning: a shuffling loader draws its seed here
     outputs_per_loader: list[dict[str, Any]] = []
     run.eval_progress["val" if validating else "test"][0] = 0  # a new evaluation epoch
@@ -576,7 +578,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         hooks.call_both(f"on_{prefix}_start")
         if run.results is not results:  # the batch size finder ran in that hook and reloaded the data
             loaders = dataloaders.eval_dataloaders(trainer, run, stage)
-            max_batches = run.eval_batches.get(stage.dataloader_prefix or "", [])
+            max_batches = run.eval_loop_batches.get(stage.dataloader_prefix or "", [])
             results = run.results = run.val_results if validating else run.test_results
             first = iter(loaders[0])
         hooks.call_both(f"on_{prefix}_epoch_start")
@@ -765,7 +767,7 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     hooks = _hooks(run)
     trainer.state.stage = RunningStage.PREDICTING
     loaders = dataloaders.eval_dataloaders(trainer, run, RunningStage.PREDICTING)
-    max_batches = run.eval_batches.get("predict", [])
+    max_batches = run.eval_loop_batches.get("predict", [])
     if not loaders or sum(max_batches) == 0:
         return None
     hook_names = ("predict_step", "on_predict_batch_start", "on_predict_batch_end")
@@ -782,7 +784,7 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
         hooks.call_both("on_predict_start")
         if run.predict_batch_indices is None:  # the batch size finder ran in that hook and reloaded the data
             loaders = dataloaders.eval_dataloaders(trainer, run, RunningStage.PREDICTING)
-            max_batches = run.eval_batches.get("predict", [])
+            max_batches = run.eval_loop_batches.get("predict", [])
             predictions = [[] for _ in loaders]
             run.predict_batch_indices = [[] for _ in loaders]
             first = iter(loaders[0])

@@ -111,6 +111,7 @@ class Run:
     predict_dataloaders: Any = None
     loaded_eval: dict[str, list[Any]] = field(default_factory=dict)  # prepared evaluation loaders by key
     eval_batches: dict[str, list[int | float]] = field(default_factory=dict)  # batches to run per loader
+    eval_loop_batches: dict[str, list[int | float]] = field(default_factory=dict)  # per loaded item of a loop
     num_training_batches: int | float = float("inf")
     num_sanity_val_batches: list[int | float] = field(default_factory=list)
     val_check_batch: int | float = float("inf")
