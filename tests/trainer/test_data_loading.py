@@ -209,3 +209,24 @@ def test_evaluation_samplers_get_the_training_epoch(batch_sampler):
     val = make()
     trainer.validate(CoreModel(), val, verbose=False)
     assert sampler_of(val).epochs == [2]  # the epochs fit completed
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_persistent_workers_stop_when_the_call_ends(fails):
+    import multiprocessing
+
+    from torch.utils.data import DataLoader
+
+    class FailsAtEpochEnd(ember.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if fails:
+                raise RuntimeError("stop here")
+
+    train = DataLoader(loader(16).dataset, batch_size=4, num_workers=1, persistent_workers=True)
+    trainer = quiet_trainer(max_epochs=2, callbacks=[FailsAtEpochEnd()])
+    if fails:
+        with pytest.raises(RuntimeError, match="stop here"):
+            trainer.fit(CoreModel(), train)
+    else:
+        trainer.fit(CoreModel(), train)
+    assert multiprocessing.active_children() == []

@@ -244,8 +244,12 @@ class CombinedTrainBatches(Iterator[Any]):
             modes._pull = next
             restarts.replay = None
 
+    def release(self) -> None:
+        """Drop the loaders' iterators (their workers stop); the CombinedLoader keeps its length."""
+        self._modes.reset()
+
     def __del__(self) -> None:
-        self._modes.reset()  # drops the loaders' iterators; the CombinedLoader keeps its length
+        self.release()
 
 
 class _Restarts:

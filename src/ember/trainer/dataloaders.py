@@ -354,3 +354,25 @@ def estimated_stepping_batches(t: Trainer, run: Run) -> int | float:
         return t.max_steps
     estimate = math.ceil(total / t.accumulate_grad_batches) * max(max_epochs, 1)
     return min(estimate, t.max_steps) if t.max_steps != -1 else estimate
+
+
+def stop_workers(run: Run) -> None:
+    """At the end of a call, stop the worker processes still running, as Lightning does: those of an epoch
+    that failed and the persistent workers of every loader."""
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+
+    from ember.trainer.data import CombinedTrainBatches
+
+    live, run.epoch_iterator = run.epoch_iterator, None
+    if isinstance(live, CombinedTrainBatches):
+        live.release()
+    del live  # its workers stop as the last reference goes
+    loaders = list(run.train_combined.flattened) if run.train_combined is not None else [run.train_dataloader]
+    for prepared in run.loaded_eval.values():
+        for loader in prepared:
+            loaders += loader.combined.flattened if isinstance(loader, CombinedBatches) else [loader]
+    for loader in loaders:
+        persistent = getattr(loader, "_iterator", None)
+        if isinstance(persistent, _MultiProcessingDataLoaderIter):
+            persistent._shutdown_workers()
+            loader._iterator = None

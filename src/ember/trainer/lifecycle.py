@@ -125,6 +125,7 @@ def teardown(trainer: Trainer, failure: BaseException | None = None) -> None:
             raise
         _report_write_error(error, failure)
     finally:
+        dataloaders.stop_workers(run)
         trainer.accelerator.teardown()
         run.stop_flag.uninstall()
         run.results = None

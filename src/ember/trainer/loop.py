@@ -103,6 +103,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     if epoch.takes_iterator:  # `training_step(self, dataloader_iter)`: the step draws its own batches
         _run_iterator_steps(trainer, run, epoch, iterator)
         _end_epoch(trainer, run, epoch)
+        run.epoch_iterator = None
         return
     progress, results = run.progress, run.train_results
     train_on, transfer, batch_start, batch_end = epoch.train_on, epoch.transfer, epoch.batch_start, epoch.batch_end
@@ -149,8 +150,9 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         batch_idx += 1
         if progress.global_step >= max_steps or (trainer.should_stop and epoch.may_stop(batch_idx)):
             break
-    del iterator
     _end_epoch(trainer, run, epoch)
+    del iterator  # after the epoch's end, as in Lightning: its worker processes stop here
+    run.epoch_iterator = None
 
 
 def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: Iterator[Any]) -> None:
@@ -242,6 +244,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             run.epoch_rng = collect_rng_states()
             run.train_iterator = _train_iterator(run)
     iterator, run.train_iterator = run.train_iterator, None
+    run.epoch_iterator = iterator  # for teardown to stop its workers if the epoch fails
     run.batch_idx = -1
     trainer.state.stage = RunningStage.TRAINING
     run.results = run.train_results
