@@ -172,7 +172,7 @@ def test_datamodule_hooks_default_to_no_ops_and_missing_loaders_raise():
     assert dm.state_dict() == {}
     assert dm.on_before_batch_transfer(1, 0) == 1 and dm.on_after_batch_transfer(1, 0) == 1
     assert dm.prepare_data() is None and dm.setup("fit") is None and dm.teardown("fit") is None
-    with pytest.raises(NotImplementedError, match="`train_dataloader` must be implemented"):
+    with pytest.raises(ember.utilities.MisconfigurationException, match="`train_dataloader` must be implemented"):
         dm.train_dataloader()
 
 

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ember.core.hparams import HyperparametersMixin
 from ember.core.saving import restricted_classmethod
+from ember.utilities.exceptions import MisconfigurationException
 
 
 class LightningDataModule(HyperparametersMixin):
@@ -48,16 +49,16 @@ class LightningDataModule(HyperparametersMixin):
         """Clean up after fit, validate, test or predict."""
 
     def train_dataloader(self) -> Any:
-        raise NotImplementedError("`train_dataloader` must be implemented to be used with the Trainer")
+        raise MisconfigurationException("`train_dataloader` must be implemented to be used with the Trainer")
 
     def val_dataloader(self) -> Any:
-        raise NotImplementedError("`val_dataloader` must be implemented to be used with the Trainer")
+        raise MisconfigurationException("`val_dataloader` must be implemented to be used with the Trainer")
 
     def test_dataloader(self) -> Any:
-        raise NotImplementedError("`test_dataloader` must be implemented to be used with the Trainer")
+        raise MisconfigurationException("`test_dataloader` must be implemented to be used with the Trainer")
 
     def predict_dataloader(self) -> Any:
-        raise NotImplementedError("`predict_dataloader` must be implemented to be used with the Trainer")
+        raise MisconfigurationException("`predict_dataloader` must be implemented to be used with the Trainer")
 
     def on_exception(self, exception: BaseException) -> None:
         """Called when a run is interrupted by an exception."""
@@ -133,9 +134,7 @@ class LightningDataModule(HyperparametersMixin):
 
         def loader(ds: Dataset, shuffle: bool) -> DataLoader:
             shuffle &= not isinstance(ds, IterableDataset)
-            return DataLoader(
-                ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, persistent_workers=num_workers > 0
-            )
+            return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=True)
 
         def loaders(ds: Any, shuffle: bool) -> Any:
             if isinstance(ds, Mapping):

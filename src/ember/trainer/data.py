@@ -66,12 +66,29 @@ def as_loader_list(loaders: Any) -> list[Any]:
     return _flatten(loaders)[0]
 
 
-def check_loader(loader: Any, name: str) -> None:
-    if not isinstance(loader, Iterable) and not hasattr(loader, "__iter__"):
-        raise TypeError(
-            f"An invalid dataloader was passed to `Trainer.{name}`: found {loader!r}. Pass a"
-            " `torch.utils.data.DataLoader` or any iterable of batches."
+def check_loader(loader: Any, fn: str, returned_from: str | None, defined: bool = True) -> None:
+    """A TypeError naming where an object that is not an iterable of batches came from.
+
+    ``fn`` is the trainer function (``"fit"``, ``"validate"``...); ``returned_from`` names the hook that
+    returned it (``"MyModel.train_dataloader"``), or None when it was passed to ``fn``; ``defined`` is
+    False when nothing was passed and no hook defines the data.
+    """
+    if isinstance(loader, Iterable) or hasattr(loader, "__iter__"):
+        return
+    if returned_from is not None:
+        raise TypeError(f"An invalid dataloader was returned from `{returned_from}()`. Found {loader}.")
+    prefix = "train_" if fn == "fit" else ""
+    message = f"An invalid dataloader was passed to `Trainer.{fn}({prefix}dataloaders=...)`. Found {loader}."
+    if not defined:
+        name = "train_dataloader" if fn == "fit" else f"{_EVAL_KEYS[fn]}_dataloader"
+        message += (
+            f" Either pass the dataloader to the `.{fn}()` method OR implement `def {name}(self):` in your"
+            " LightningModule/LightningDataModule."
         )
+    raise TypeError(message)
+
+
+_EVAL_KEYS = {"validate": "val", "test": "test", "predict": "predict"}
 
 
 def _sampler_of(loader: DataLoader) -> Any:
@@ -156,18 +173,20 @@ def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overf
 
 
 def set_sampler_epoch(loader: Any, epoch: int) -> None:
-    """Call ``set_epoch`` on the loader's sampler(s) so each epoch shuffles differently in DDP.
-
-    A ``CombinedLoader`` passes it on to each of its loaders.
-    """
+    """Call ``set_epoch`` on the loader's sampler and its batch sampler's sampler (once each) so that
+    each epoch shuffles differently in DDP, as Lightning does. A ``CombinedLoader`` (or its batches in
+    an evaluation loop) passes it on to each of its loaders."""
+    if isinstance(loader, CombinedBatches):
+        loader = loader.combined
     for one in loader.flattened if isinstance(loader, CombinedLoader) else (loader,):
-        for obj in (
-            getattr(one, "sampler", None),
-            getattr(one, "batch_sampler", None),
-            getattr(getattr(one, "batch_sampler", None), "sampler", None),
-        ):
-            if obj is not None and hasattr(obj, "set_epoch"):
-                obj.set_epoch(epoch)
+        samplers = {}
+        for sampler in (getattr(one, "sampler", None), getattr(getattr(one, "batch_sampler", None), "sampler", None)):
+            if sampler is not None:
+                samplers[id(sampler)] = sampler  # by id: a sampler may be unhashable
+        for sampler in samplers.values():
+            set_epoch = getattr(sampler, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
 
 
 def skip_one(iterator: Iterator[Any]) -> Any:
@@ -225,8 +244,12 @@ class CombinedTrainBatches(Iterator[Any]):
             modes._pull = next
             restarts.replay = None
 
+    def release(self) -> None:
+        """Drop the loaders' iterators (their workers stop); the CombinedLoader keeps its length."""
+        self._modes.reset()
+
     def __del__(self) -> None:
-        self._modes.reset()  # drops the loaders' iterators; the CombinedLoader keeps its length
+        self.release()
 
 
 class _Restarts:
@@ -264,3 +287,43 @@ class CombinedBatches:
     def __iter__(self) -> Iterator[Any]:
         for batch, _, _ in self.combined:
             yield batch
+
+
+class DataLoaderIter(Iterator[tuple[Any, int, int]]):
+    """What a step written as ``training_step(self, dataloader_iter)`` receives, Lightning's flavour in which
+    the step draws its own batches: ``next(dataloader_iter)`` gives ``(batch, batch_idx, dataloader_idx)``.
+
+    The loop calls the step until the batches run out (``done``) or the step raises ``StopIteration``.
+    ``batch``, ``batch_idx`` and ``dataloader_idx`` are the last ones drawn: the batch hooks receive them.
+    Batches are not moved to the device: the step moves what it draws.
+    """
+
+    def __init__(self, batches: Iterator[tuple[Any, int, int]], length: int | float) -> None:
+        self._batches = batches
+        self.length = length
+        self.fetched = 0
+        self.done = length == 0
+        self.batch: Any = None
+        self.batch_idx = 0
+        self.dataloader_idx = 0
+
+    def __next__(self) -> tuple[Any, int, int]:
+        if self.done:
+            raise StopIteration
+        try:
+            item = next(self._batches)
+        except StopIteration:
+            self.done = True
+            raise
+        self.fetched += 1
+        self.done = self.fetched >= self.length
+        self.batch, self.batch_idx, self.dataloader_idx = item
+        return item
+
+
+def takes_dataloader_iter(module: Any, step_name: str) -> bool:
+    """Whether ``module.<step_name>`` names a ``dataloader_iter`` parameter (the step draws its own batches)."""
+    from ember.utilities.signature_utils import is_param_in_hook_signature
+
+    step = getattr(module, step_name, None)
+    return step is not None and is_param_in_hook_signature(step, "dataloader_iter", explicit=True)

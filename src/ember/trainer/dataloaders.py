@@ -12,6 +12,7 @@ from ember.trainer.data import (
     check_loader,
     limit_batches,
     prepare_loader,
+    set_sampler_epoch,
     sized_len,
 )
 from ember.trainer.states import RunningStage, TrainerFn
@@ -26,12 +27,49 @@ if TYPE_CHECKING:
 
 def request(t: Trainer, run: Run, name: str) -> Any:
     """Ask the datamodule, else the module, for ``<name>_dataloader()``."""
+    return _requested(t, run, name)[0]
+
+
+def _requested(t: Trainer, run: Run, name: str) -> tuple[Any, str | None]:
+    """What ``<name>_dataloader()`` of the datamodule, else the module, returns, and which hook returned it
+    (``"MyModel.train_dataloader"``); ``(None, None)`` when neither defines it."""
     hook = f"{name}_dataloader"
     if t.datamodule is not None and overridden(t.datamodule, hook):
-        return getattr(t.datamodule, hook)()
+        return getattr(t.datamodule, hook)(), f"{type(t.datamodule).__name__}.{hook}"
     if run.hooks is not None and run.hooks.module_overrides(hook):
-        return run.hooks.call_module(hook)
-    return None
+        return run.hooks.call_module(hook), f"{type(t.lightning_module).__name__}.{hook}"
+    return None, None
+
+
+def _source(t: Trainer, run: Run, name: str, given: Any) -> tuple[Any, str | None, bool]:
+    """The loaders a loop runs on: those passed to the trainer function, else those a hook returns.
+
+    Also which hook returned them (None when passed) and whether anything defines them at all, for
+    the error about an object that is not an iterable of batches.
+    """
+    if given is not None:
+        return given, None, True
+    loaders, returned_from = _requested(t, run, name)
+    if returned_from is None:
+        undefined(t.lightning_module, name)
+    return loaders, returned_from, True
+
+
+def undefined(module: Any, name: str) -> None:
+    """Raise for a loop with no data: nothing passed, and neither the datamodule nor the module defines
+    ``<name>_dataloader``. As in Lightning, the module's own hook says it must be implemented; a hook set
+    to None gives Lightning's TypeError."""
+    hook = getattr(module, f"{name}_dataloader", None)
+    if callable(hook):
+        hook()  # LightningModule's: raises that it must be implemented
+    fn = {"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[name]
+    check_loader(None, fn, None, defined=False)
+
+
+def _check_loaders(t: Trainer, loaders: list[Any], returned_from: str | None, defined: bool) -> None:
+    fn = t.state.fn.value if t.state.fn is not None else "fit"
+    for loader in loaders:
+        check_loader(loader, fn, returned_from, defined)
 
 
 def distributed(t: Trainer) -> Any:
@@ -45,12 +83,7 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
     through a ``CombinedLoader`` in ``max_size_cycle`` mode unless it says otherwise, as in Lightning;
     one loader is iterated directly. Returns the loader, or the ``CombinedLoader`` of several.
     """
-    source = run.train_source if run.train_source is not None else request(t, run, "train")
-    if source is None:
-        raise MisconfigurationException(
-            "No training data: `train_dataloader()` returned None. Return a DataLoader or pass"
-            " `trainer.fit(model, train_dataloaders=...)`."
-        )
+    source, returned_from, defined = _source(t, run, "train", run.train_source)
     combined = source if isinstance(source, CombinedLoader) else CombinedLoader(source, "max_size_cycle")
     if combined._mode == "sequential":
         raise ValueError(
@@ -58,9 +91,9 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
             " The available modes are: ['min_size', 'max_size_cycle', 'max_size']"
         )
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
+    _check_loaders(t, combined.flattened, returned_from, defined)
     prepared = []
     for loader in combined.flattened:
-        check_loader(loader, "fit")
         prepared.append(
             prepare_loader(
                 loader,
@@ -193,39 +226,43 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     ``CombinedLoader`` in another mode is evaluated as one dataloader of combined batches.
     """
     key = stage.dataloader_prefix or ""
-    source = run.eval_sources.get(key)
-    if source is None:
-        source = request(t, run, key)
+    source, returned_from, defined = _source(t, run, key, run.eval_sources.get(key))
     combined = source if isinstance(source, CombinedLoader) else None
     if combined is not None and combined._mode != "sequential" and key == "predict":
         raise ValueError('`trainer.predict()` only supports the `CombinedLoader(mode="sequential")` mode.')
-    loaders = combined.flattened if combined is not None else as_loader_list(source)
+    loaders = combined.flattened if combined is not None else ([None] if source is None else as_loader_list(source))
+    _check_loaders(t, loaders, returned_from, defined)
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
     prepared = []
     for loader in loaders:
-        check_loader(loader, key)
         loader = prepare_loader(
             loader, shuffle=False, distributed=distributed(t), overfit=False, seed_workers=seed_workers
         )
         if key == "predict" and needs_batch_indices(t):
             loader = with_index_recording(loader, t.predict_loop)
+        if t.state.fn != TrainerFn.FITTING:  # in fit, each validation sets the epoch it runs in
+            set_sampler_epoch(loader, run.progress.epoch)
         prepared.append(loader)
     limit = {"val": t.limit_val_batches, "test": t.limit_test_batches, "predict": t.limit_predict_batches}[key]
     several = len(prepared) > 1
     counts = [count_batches(t, loader, limit, key, index if several else None) for index, loader in enumerate(prepared)]
     value = prepared[0] if len(prepared) == 1 else prepared
+    loop_counts = counts
     if combined is not None:
         combined.flattened = prepared
         value = combined.iterables
         if combined._mode != "sequential":
+            # the loop runs the combined batches; `num_val_batches` still counts each loader, as in Lightning
             combined.limits = counts
-            counts = [combined._length()]
+            loop_counts = [combined._length()]
             prepared = [CombinedBatches(combined)]
     run.eval_batches[key] = counts
+    run.eval_loop_batches[key] = loop_counts
     run.loaded_eval[key] = prepared
     if key == "val":
         run.val_dataloaders = value
-        run.num_sanity_val_batches = [min(t.num_sanity_val_steps, n) for n in run.eval_batches["val"]]
+        if t.state.fn == TrainerFn.FITTING:  # the sanity check is fit's: `validate` leaves it empty
+            run.num_sanity_val_batches = [min(t.num_sanity_val_steps, n) for n in counts]
     elif key == "test":
         run.test_dataloaders = value
     else:
@@ -234,23 +271,25 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
 
 
 def eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[Any]:
-    """The prepared loaders of an evaluation loop, set up on first use (and reloaded when due in fit)."""
+    """The prepared loaders of an evaluation loop, set up on first use (and reloaded when due in fit).
+
+    In fit, the validation loaders reload once ``reload_dataloaders_every_n_epochs`` epochs have passed
+    since they were last loaded, counted as Lightning counts them: a load by the sanity check counts
+    only when its epoch validates (``check_val_every_n_epoch``).
+    """
     key = stage.dataloader_prefix or ""
     epoch = run.progress.epoch
     every = t.reload_dataloaders_every_n_epochs
-    reload = (
-        key == "val"
-        and t.state.fn == TrainerFn.FITTING
-        and every
-        and key in run.loaded_eval
-        and epoch > 0
-        and epoch % every == 0
-        and run.val_reload_epoch != epoch
-    )
-    if key not in run.loaded_eval or reload:
-        run.val_reload_epoch = epoch
-        return setup_eval_dataloaders(t, run, stage)
-    return run.loaded_eval[key]
+    fitting = key == "val" and t.state.fn == TrainerFn.FITTING
+    last = run.val_reload_epoch if run.val_reload_epoch is not None else -math.inf
+    if key in run.loaded_eval and not (fitting and every and epoch - last >= every):
+        return run.loaded_eval[key]
+    if fitting:
+        check_every = t.check_val_every_n_epoch
+        validates = check_every is None or (epoch + 1) % check_every == 0
+        if validates or stage != RunningStage.SANITY_CHECKING:
+            run.val_reload_epoch = epoch
+    return setup_eval_dataloaders(t, run, stage)
 
 
 def needs_batch_indices(t: Trainer) -> bool:
@@ -315,3 +354,25 @@ def estimated_stepping_batches(t: Trainer, run: Run) -> int | float:
         return t.max_steps
     estimate = math.ceil(total / t.accumulate_grad_batches) * max(max_epochs, 1)
     return min(estimate, t.max_steps) if t.max_steps != -1 else estimate
+
+
+def stop_workers(run: Run) -> None:
+    """At the end of a call, stop the worker processes still running, as Lightning does: those of an epoch
+    that failed and the persistent workers of every loader."""
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+
+    from ember.trainer.data import CombinedTrainBatches
+
+    live, run.epoch_iterator = run.epoch_iterator, None
+    if isinstance(live, CombinedTrainBatches):
+        live.release()
+    del live  # its workers stop as the last reference goes
+    loaders = list(run.train_combined.flattened) if run.train_combined is not None else [run.train_dataloader]
+    for prepared in run.loaded_eval.values():
+        for loader in prepared:
+            loaders += loader.combined.flattened if isinstance(loader, CombinedBatches) else [loader]
+    for loader in loaders:
+        persistent = getattr(loader, "_iterator", None)
+        if isinstance(persistent, _MultiProcessingDataLoaderIter):
+            persistent._shutdown_workers()
+            loader._iterator = None

@@ -28,6 +28,7 @@ from ember.checkpoint.ckpt_path import resolve_ckpt_path
 from ember.precision import Precision
 from ember.profilers.profiler import active
 from ember.trainer import arguments, dataloaders, loop
+from ember.trainer.data import takes_dataloader_iter
 from ember.trainer.defaults import merge_model_callbacks
 from ember.trainer.dispatch import HookDispatcher
 from ember.trainer.metrics import print_results
@@ -38,6 +39,7 @@ from ember.tuner.exceptions import _TunerExitException
 from ember.utilities.exceptions import MisconfigurationException, PreemptionExit
 from ember.utilities.parsing import clean_namespace
 from ember.utilities.rank_zero import _set_rank, rank_zero_info, rank_zero_warn
+from ember.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
     from ember.trainer.run import Run
@@ -123,6 +125,7 @@ def teardown(trainer: Trainer, failure: BaseException | None = None) -> None:
             raise
         _report_write_error(error, failure)
     finally:
+        dataloaders.stop_workers(run)
         trainer.accelerator.teardown()
         run.stop_flag.uninstall()
         run.results = None
@@ -234,6 +237,16 @@ def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
             raise MisconfigurationException("`predict_step` cannot be None to run `Trainer.predict`")
         if not hooks.module_overrides("predict_step") and not hooks.module_overrides("forward"):
             raise MisconfigurationException("`Trainer.predict` requires `forward` method to run.")
+    if any(
+        takes_dataloader_iter(model, step) for step in ("training_step", "validation_step", "test_step", "predict_step")
+    ):
+        rank_zero_warn(
+            "You are using the `dataloader_iter` step flavor. If you consume the iterator more than once per step, the"
+            " `batch_idx` argument in any hook that takes it will not match with the batch index of the last batch"
+            " consumed. This might have unforeseen effects on callbacks or code that expects to get the correct"
+            " index. This will also not work well with gradient accumulation.",
+            category=PossibleUserWarning,
+        )
 
 
 def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
@@ -250,10 +263,7 @@ def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
         or hooks.module_overrides("train_dataloader")
     )
     if not has_train_data:
-        raise MisconfigurationException(
-            "No `train_dataloader()` method defined and no training data given: pass"
-            " `trainer.fit(model, train_dataloaders=...)`, a datamodule, or define `train_dataloader()`."
-        )
+        dataloaders.undefined(model, "train")  # raises: nothing passed and no hook defines the data
     has_val_data = (
         run.eval_sources.get("val") is not None
         or (trainer.datamodule is not None and dataloaders.overridden(trainer.datamodule, "val_dataloader"))

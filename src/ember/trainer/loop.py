@@ -18,9 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from ember.profilers.profiler import profiled, profiled_iterator
 from ember.trainer import dataloaders
-from ember.trainer.data import CombinedTrainBatches, set_sampler_epoch, skip_one
+from ember.trainer.data import (
+    CombinedTrainBatches,
+    DataLoaderIter,
+    set_sampler_epoch,
+    skip_one,
+    takes_dataloader_iter,
+)
 from ember.trainer.preemption import on_stop_request
-from ember.trainer.states import RunningStage
+from ember.trainer.states import RunningStage, TrainerFn
 from ember.trainer.step import TrainingStep
 from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.exceptions import MisconfigurationException
@@ -64,7 +70,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
         run.epoch_rng = collect_rng_states()
         run.train_iterator = _train_iterator(run)
     if _should_check_val_epoch(trainer, run) and run.val_dataloaders is None:
-        dataloaders.setup_eval_dataloaders(trainer, run, RunningStage.VALIDATING)
+        dataloaders.eval_dataloaders(trainer, run, RunningStage.VALIDATING)
     trainer.state.stage = RunningStage.TRAINING
     run.step = TrainingStep(trainer, run)  # manual optimization may step from on_train_start on
     run.results = run.train_results  # on_train_start may log (epoch values), as in Lightning
@@ -94,6 +100,11 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     """One epoch: batches, validation checks, then the epoch-end hooks and logs."""
     iterator = _start_epoch(trainer, run)
     epoch = _EpochPlan(trainer, run)
+    if epoch.takes_iterator:  # `training_step(self, dataloader_iter)`: the step draws its own batches
+        _run_iterator_steps(trainer, run, epoch, iterator)
+        _end_epoch(trainer, run, epoch)
+        run.epoch_iterator = None
+        return
     progress, results = run.progress, run.train_results
     train_on, transfer, batch_start, batch_end = epoch.train_on, epoch.transfer, epoch.batch_start, epoch.batch_end
     step_schedulers, log_step, validate, stop_requested = (
@@ -139,8 +150,49 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         batch_idx += 1
         if progress.global_step >= max_steps or (trainer.should_stop and epoch.may_stop(batch_idx)):
             break
-    del iterator
     _end_epoch(trainer, run, epoch)
+    del iterator  # after the epoch's end, as in Lightning: its worker processes stop here
+    run.epoch_iterator = None
+
+
+def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: Iterator[Any]) -> None:
+    """An epoch of a ``training_step(self, dataloader_iter)``: each step draws as many batches as it wants.
+
+    The epoch ends when the batches run out or the step raises ``StopIteration``. As in Lightning, the
+    batch hooks see the last batch drawn and its index (``None`` and 0 before the first), and batches are
+    not moved to the device.
+    """
+    progress, results = run.progress, run.train_results
+    start = progress.epoch_batches
+    data = DataLoaderIter(((batch, start + i, 0) for i, batch in enumerate(batches)), epoch.total - start)
+    step_idx = 0
+    while not data.done:
+        run.batch_idx = step_idx
+        results.batch, results.batch_size = data.batch, None
+        if epoch.batch_start is not None and epoch.batch_start(data.batch, data.batch_idx) == -1:
+            epoch.cut_short()
+            break
+        accumulating = epoch.automatic and (step_idx + 1) % epoch.accumulate != 0
+        try:
+            outputs = epoch.train_on(data, data.batch_idx, accumulating)
+        except StopIteration:
+            break  # the step ended the epoch
+        progress.epoch_batches += 1  # steps, as Lightning counts them in this flavour
+        progress.total_batches += 1
+        if not accumulating:
+            epoch.step_schedulers(data.batch_idx, data.done)
+        if epoch.batch_end is not None:
+            epoch.batch_end(outputs, data.batch, data.batch_idx)
+        results.batch = None
+        epoch.log_step(accumulating)
+        epoch.validate(data.batch_idx, data.done, accumulating)
+        if not accumulating:
+            progress.batches_that_stepped += 1
+        if epoch.stop_requested():
+            on_stop_request(trainer, run)
+        step_idx += 1
+        if progress.global_step >= epoch.max_steps or (trainer.should_stop and epoch.may_stop(progress.epoch_batches)):
+            break
 
 
 def _skip_none_batch(run: Run) -> None:
@@ -192,6 +244,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             run.epoch_rng = collect_rng_states()
             run.train_iterator = _train_iterator(run)
     iterator, run.train_iterator = run.train_iterator, None
+    run.epoch_iterator = iterator  # for teardown to stop its workers if the epoch fails
     run.batch_idx = -1
     trainer.state.stage = RunningStage.TRAINING
     run.results = run.train_results
@@ -240,6 +293,9 @@ class _EpochPlan:
         # the common case, an integer batch interval within the epoch, is checked inline per batch
         simple = trainer._val_check_seconds is None and trainer.check_val_every_n_epoch is not None
         self.val_every = int(run.val_check_batch) if simple and run.val_check_batch != float("inf") else 0
+        self.takes_iterator = takes_dataloader_iter(trainer.lightning_module, "training_step")
+        if self.takes_iterator:
+            self.val_every = 0  # the step may draw several batches: also validate when they run out
 
     def _step_schedulers(self, batch_idx: int, is_last: bool) -> None:
         """Schedulers on a step interval; on the epoch's last batch, those on an epoch interval."""
@@ -285,6 +341,8 @@ class _EpochPlan:
     def _validation_due(self, batch_idx: int, is_last: bool) -> bool:
         if self.val_every:
             return (batch_idx + 1) % self.val_every == 0
+        if is_last and self.takes_iterator:
+            return True
         return _should_check_val(self.trainer, self.run, batch_idx, is_last)
 
     def _stopping(self) -> bool:
@@ -500,17 +558,21 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     prefix = "validation" if validating else "test"
     trainer.state.stage = stage
     loaders = dataloaders.eval_dataloaders(trainer, run, stage)
+    max_batches = run.eval_loop_batches.get(stage.dataloader_prefix or "", [])
     if stage == RunningStage.SANITY_CHECKING:
-        max_batches = run.num_sanity_val_batches
-    else:
-        max_batches = run.eval_batches.get(stage.dataloader_prefix or "", [])
+        max_batches = [min(trainer.num_sanity_val_steps, n) for n in max_batches]
     if not loaders or sum(max_batches) == 0:
         return []
     hook_names = (f"{prefix}_step", f"on_{prefix}_batch_start", f"on_{prefix}_batch_end")
-    check_dataloader_idx(trainer.lightning_module, hook_names, len(loaders) > 1, "val" if validating else "test")
+    takes_iterator = takes_dataloader_iter(trainer.lightning_module, hook_names[0])
+    checked = hook_names[1:] if takes_iterator else hook_names  # a step drawing its own batches has no index
+    check_dataloader_idx(trainer.lightning_module, checked, len(loaders) > 1, "val" if validating else "test")
     results = run.val_results if validating else run.test_results
     results.reset()
     previous_results, run.results = run.results, results
+    if trainer.state.fn == TrainerFn.FITTING:
+        for loader in loaders:  # some shuffle validation data by the training epoch, as Lightning allows
+            set_sampler_epoch(loader, run.progress.epoch)
     first = iter(loaders[0])  # before the hooks, as in Lightning: a shuffling loader draws its seed here
     outputs_per_loader: list[dict[str, Any]] = []
     run.eval_progress["val" if validating else "test"][0] = 0  # a new evaluation epoch
@@ -519,14 +581,17 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         hooks.call_both(f"on_{prefix}_start")
         if run.results is not results:  # the batch size finder ran in that hook and reloaded the data
             loaders = dataloaders.eval_dataloaders(trainer, run, stage)
-            max_batches = run.eval_batches.get(stage.dataloader_prefix or "", [])
+            max_batches = run.eval_loop_batches.get(stage.dataloader_prefix or "", [])
             results = run.results = run.val_results if validating else run.test_results
             first = iter(loaders[0])
         hooks.call_both(f"on_{prefix}_epoch_start")
+        if takes_iterator:  # `validation_step(self, dataloader_iter)`: one iterator through every dataloader
+            _evaluate_with_iterator(trainer, run, stage, prefix, first, loaders, max_batches)
         for dataloader_idx, loader in enumerate(loaders):
             results.dataloader_idx = dataloader_idx if len(loaders) > 1 else None
-            iterator = first if dataloader_idx == 0 else iter(loader)
-            _evaluate_loader(trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches)
+            if not takes_iterator:
+                iterator = first if dataloader_idx == 0 else iter(loader)
+                _evaluate_loader(trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches)
             outputs_per_loader.append(run.metrics.eval_epoch_outputs(results, stage))
         results.dataloader_idx = None
         hooks.call_both(f"on_{prefix}_epoch_end")
@@ -604,6 +669,76 @@ def _evaluate_loader(
         run.metrics.flush_step(results)  # this dataloader's last step values
 
 
+def _evaluate_with_iterator(
+    trainer: Trainer,
+    run: Run,
+    stage: RunningStage,
+    prefix: str,
+    first: Iterator[Any],
+    loaders: list[Any],
+    max_batches: list[int | float],
+) -> None:
+    """The evaluation steps of a step that draws its own batches, through every dataloader in turn.
+
+    As in Lightning, the batch hooks see the last batch drawn, its index and its dataloader's index.
+    """
+    hooks, results = _hooks(run), run.results
+    assert results is not None
+    fn_stage = "val" if stage != RunningStage.TESTING else "test"
+    step_name = f"{prefix}_step"
+    step_fn = trainer.strategy.eval_step_fn(trainer.lightning_module, step_name)
+    action = f"[Strategy]{type(trainer.strategy).__name__}.{step_name}"
+    evaluation_step = hooks.as_hook(step_name, profiled(run.profiler, action, step_fn))
+    batches = _sequential_batches(run, f"[_EvaluationLoop].{fn_stage}_next", first, loaders, max_batches)
+    data = DataLoaderIter(batches, sum(max_batches))
+    batch_start, batch_end = hooks.caller(f"on_{prefix}_batch_start"), hooks.caller(f"on_{prefix}_batch_end")
+    several = len(loaders) > 1
+    log_steps = bool(trainer.loggers) and stage != RunningStage.SANITY_CHECKING
+    counts = run.eval_progress[fn_stage]
+    while not data.done:
+        extra = (data.dataloader_idx,) if several else ()
+        results.batch, results.batch_size = data.batch, None
+        results.dataloader_idx = data.dataloader_idx if several else None
+        if batch_start is not None:
+            batch_start(data.batch, data.batch_idx, *extra)
+        try:
+            with trainer.precision_plugin.forward_context():
+                output = evaluation_step(data)
+        except StopIteration:
+            break
+        extra = (data.dataloader_idx,) if several else ()
+        if batch_end is not None:
+            batch_end(output, data.batch, data.batch_idx, *extra)
+        results.batch = None
+        if log_steps:
+            key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, data.dataloader_idx)
+            run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
+            run.metrics.log_eval_step(results, run.eval_steps_seen[key] - 1)
+        counts[0] += 1
+        counts[1] += 1
+        if stage == RunningStage.VALIDATING:
+            run.evaluation_batches_run = True
+    if stage != RunningStage.SANITY_CHECKING:
+        run.metrics.flush_step(results)
+
+
+def _sequential_batches(
+    run: Run, action: str, first: Iterator[Any], loaders: list[Any], max_batches: list[int | float]
+) -> Iterator[tuple[Any, int, int]]:
+    """``(batch, batch_idx, dataloader_idx)`` of every dataloader in turn, each within its limit."""
+    for dataloader_idx, loader in enumerate(loaders):
+        if max_batches[dataloader_idx] == 0:
+            continue
+        iterator = profiled_iterator(run.profiler, action, first if dataloader_idx == 0 else iter(loader))
+        batch_idx = 0
+        while batch_idx < max_batches[dataloader_idx]:
+            batch = next(iterator, _END)
+            if batch is _END:
+                break
+            yield batch, batch_idx, dataloader_idx
+            batch_idx += 1
+
+
 def _eval_mode(trainer: Trainer, run: Run, prefix: str) -> dict[Any, bool]:
     modes = {m: m.training for m in trainer.model.modules()}
     _hooks(run).call_module(f"on_{prefix}_model_eval")
@@ -635,11 +770,13 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     hooks = _hooks(run)
     trainer.state.stage = RunningStage.PREDICTING
     loaders = dataloaders.eval_dataloaders(trainer, run, RunningStage.PREDICTING)
-    max_batches = run.eval_batches.get("predict", [])
+    max_batches = run.eval_loop_batches.get("predict", [])
     if not loaders or sum(max_batches) == 0:
         return None
     hook_names = ("predict_step", "on_predict_batch_start", "on_predict_batch_end")
-    check_dataloader_idx(trainer.lightning_module, hook_names, len(loaders) > 1, "predict")
+    takes_iterator = takes_dataloader_iter(trainer.lightning_module, "predict_step")
+    checked = hook_names[1:] if takes_iterator else hook_names  # a step drawing its own batches has no index
+    check_dataloader_idx(trainer.lightning_module, checked, len(loaders) > 1, "predict")
     predictions: list[list[Any]] = [[] for _ in loaders]
     run.results = None
     run.predict_batch_indices = [[] for _ in loaders]
@@ -650,12 +787,14 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
         hooks.call_both("on_predict_start")
         if run.predict_batch_indices is None:  # the batch size finder ran in that hook and reloaded the data
             loaders = dataloaders.eval_dataloaders(trainer, run, RunningStage.PREDICTING)
-            max_batches = run.eval_batches.get("predict", [])
+            max_batches = run.eval_loop_batches.get("predict", [])
             predictions = [[] for _ in loaders]
             run.predict_batch_indices = [[] for _ in loaders]
             first = iter(loaders[0])
         hooks.call_both("on_predict_epoch_start")
-        for dataloader_idx, loader in enumerate(loaders):
+        if takes_iterator:  # `predict_step(self, dataloader_iter)`: one iterator through every dataloader
+            _predict_with_iterator(trainer, run, first, loaders, max_batches, predictions)
+        for dataloader_idx, loader in enumerate(loaders if not takes_iterator else ()):
             iterator = first if dataloader_idx == 0 else iter(loader)
             _predict_loader(trainer, run, loader, iterator, dataloader_idx, len(loaders), max_batches, predictions)
         run.predictions = predictions
@@ -720,6 +859,42 @@ def _predict_loader(
         if batch_end is not None:
             batch_end(output, batch, batch_idx, *extra)
         batch_idx += 1
+        counts[0] += 1
+        counts[1] += 1
+
+
+def _predict_with_iterator(
+    trainer: Trainer,
+    run: Run,
+    first: Iterator[Any],
+    loaders: list[Any],
+    max_batches: list[int | float],
+    predictions: list[list[Any]],
+) -> None:
+    """The prediction steps of a ``predict_step(self, dataloader_iter)``, through every dataloader in turn;
+    each step's output is kept under the dataloader of the last batch it drew."""
+    hooks = _hooks(run)
+    step_fn = trainer.strategy.eval_step_fn(trainer.lightning_module, "predict_step")
+    action = f"[Strategy]{type(trainer.strategy).__name__}.predict_step"
+    predict_step = hooks.as_hook("predict_step", profiled(run.profiler, action, step_fn))
+    batches = _sequential_batches(run, "[_PredictionLoop].predict_next", first, loaders, max_batches)
+    data = DataLoaderIter(batches, sum(max_batches))
+    batch_start, batch_end = hooks.caller("on_predict_batch_start"), hooks.caller("on_predict_batch_end")
+    several = len(loaders) > 1
+    trainer.predict_loop.current_batch_indices = None
+    counts = run.eval_progress["predict"]
+    while not data.done:
+        if batch_start is not None:
+            batch_start(data.batch, data.batch_idx, *((data.dataloader_idx,) if several else ()))
+        try:
+            with trainer.precision_plugin.forward_context():
+                output = predict_step(data)
+        except StopIteration:
+            break
+        if run.return_predictions:
+            predictions[data.dataloader_idx].append(output)
+        if batch_end is not None:
+            batch_end(output, data.batch, data.batch_idx, *((data.dataloader_idx,) if several else ()))
         counts[0] += 1
         counts[1] += 1
 

@@ -111,6 +111,7 @@ class Run:
     predict_dataloaders: Any = None
     loaded_eval: dict[str, list[Any]] = field(default_factory=dict)  # prepared evaluation loaders by key
     eval_batches: dict[str, list[int | float]] = field(default_factory=dict)  # batches to run per loader
+    eval_loop_batches: dict[str, list[int | float]] = field(default_factory=dict)  # per loaded item of a loop
     num_training_batches: int | float = float("inf")
     num_sanity_val_batches: list[int | float] = field(default_factory=list)
     val_check_batch: int | float = float("inf")
@@ -119,6 +120,7 @@ class Run:
 
     # ---- the training data position --------------------------------------------------------------
     train_iterator: Any = None  # the iterator the next epoch starts from, when created ahead of it
+    epoch_iterator: Any = None  # the running epoch's iterator, whose workers teardown stops after a failure
     batch_idx: int = -1  # the training batch being run (set at each fetch)
     epoch_cut_short: bool = False  # `on_train_batch_start` returned -1: the epoch ended at `batch_idx`
     epoch_rng: Any = None  # the RNG states the current epoch's data order was drawn from

@@ -29,8 +29,12 @@ def is_param_in_hook_signature(
 
 def step_without_batch_idx(module: Any, name: str, step: Callable[..., Any]) -> Callable[..., Any]:
     """``step`` called as ``step(batch, batch_idx, *extra)`` by the loop; when ``module.<name>`` takes no
-    ``batch_idx`` (``def validation_step(self, batch)``), the index is left out, as Lightning does."""
-    if is_param_in_hook_signature(getattr(module, name), "batch_idx", min_args=2):
+    ``batch_idx`` (``def validation_step(self, batch)``), the index is left out, as Lightning does. A step
+    that draws its own batches (``def training_step(self, dataloader_iter)``) gets the iterator alone."""
+    fn = getattr(module, name)
+    if is_param_in_hook_signature(fn, "dataloader_iter", explicit=True):
+        return lambda dataloader_iter, batch_idx, *extra: step(dataloader_iter)
+    if is_param_in_hook_signature(fn, "batch_idx", min_args=2):
         return step
 
     def call(batch: Any, batch_idx: int, *extra: Any) -> Any:

@@ -1,0 +1,232 @@
+"""What the loops do with the data they are given: objects that are not dataloaders, and steps that draw
+their own batches (``training_step(self, dataloader_iter)``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+import ember
+
+
+def _no_data_model() -> CoreModel:
+    model = CoreModel()
+    for name in ("train", "val", "test", "predict"):
+        setattr(model, f"{name}_dataloader", None)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("fn", "argument", "hook"),
+    [
+        ("fit", "train_dataloaders", "train_dataloader"),
+        ("validate", "dataloaders", "val_dataloader"),
+        ("test", "dataloaders", "test_dataloader"),
+        ("predict", "dataloaders", "predict_dataloader"),
+    ],
+)
+def test_an_object_that_is_not_a_dataloader_is_named_with_where_it_came_from(fn, argument, hook):
+    trainer = quiet_trainer(max_epochs=1)
+    model = _no_data_model()
+    prefix = "train_" if fn == "fit" else ""
+    with pytest.raises(TypeError, match=rf"passed to `Trainer.{fn}\({prefix}dataloaders=...\)`. Found 3.$"):
+        getattr(trainer, fn)(model, **{argument: 3})
+    with pytest.raises(
+        TypeError, match=rf"passed to `Trainer.{fn}\({prefix}dataloaders=...\)`. Found None. Either pass"
+    ):
+        getattr(trainer, fn)(model)  # nothing passed, and the hook is set to None
+    setattr(model, hook, lambda: [1, object()])  # a list of a number and an object: two "loaders"
+    with pytest.raises(TypeError, match=rf"returned from `CoreModel.{hook}\(\)`. Found 1.$"):
+        getattr(trainer, fn)(model)
+
+
+def test_a_module_that_defines_no_training_data_says_the_hook_must_be_implemented():
+    class NoData(ember.LightningModule):
+        def training_step(self, batch, batch_idx):
+            return None
+
+        def configure_optimizers(self):
+            return None
+
+    with pytest.raises(ember.utilities.MisconfigurationException, match="`train_dataloader` must be implemented"):
+        quiet_trainer(max_epochs=1).fit(NoData())
+
+
+class DrawsTwo(CoreModel):
+    """Each step draws two batches from the iterator; the batch hooks record what they are given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drawn: dict[str, list] = {"train": [], "val": [], "test": [], "predict": []}
+        self.hook_batches: list = []
+
+    def _draw(self, dataloader_iter, stage):
+        x = []
+        for _ in range(2):
+            batch, batch_idx, dataloader_idx = next(dataloader_iter)
+            self.drawn[stage].append((batch_idx, dataloader_idx))
+            x.append(batch[0])
+        return torch.cat(x)
+
+    def training_step(self, dataloader_iter):
+        return self(self._draw(dataloader_iter, "train")).sum()
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self.hook_batches.append(("start", batch is None, batch_idx))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.hook_batches.append(("end", batch is None, batch_idx))
+
+    def validation_step(self, dataloader_iter):
+        self.log("val_sum", self(self._draw(dataloader_iter, "val")).sum())
+
+    def test_step(self, dataloader_iter):
+        self._draw(dataloader_iter, "test")
+
+    def predict_step(self, dataloader_iter):
+        return self._draw(dataloader_iter, "predict").shape[0]
+
+
+def test_a_training_step_that_takes_the_iterator_draws_its_own_batches():
+    model = DrawsTwo()
+    trainer = quiet_trainer(max_epochs=1)
+    with pytest.warns(ember.utilities.warnings.PossibleUserWarning, match="`dataloader_iter` step flavor"):
+        trainer.fit(model, loader(24), loader(16))  # 6 training batches, 4 validation batches
+    assert model.drawn["train"] == [(i, 0) for i in range(6)]  # three steps of two batches
+    assert trainer.global_step == 3
+    # the hooks see the last batch drawn: none before the first step
+    assert model.hook_batches[:3] == [("start", True, 0), ("end", False, 1), ("start", False, 1)]
+    assert model.drawn["val"] == [(i, 0) for i in range(4)]  # validated once, at the end of the epoch
+    assert "val_sum" in trainer.callback_metrics
+
+
+def test_evaluation_steps_that_take_the_iterator_go_through_every_dataloader_in_turn():
+    model = DrawsTwo()
+    trainer = quiet_trainer()
+    trainer.test(model, [loader(8), loader(8)], verbose=False)
+    assert model.drawn["test"] == [(0, 0), (1, 0), (0, 1), (1, 1)]
+    predictions = trainer.predict(model, loader(16))
+    assert predictions == [8, 8]  # two steps of two batches of 4
+
+
+def test_stop_iteration_from_a_step_that_takes_the_iterator_ends_the_epoch():
+    class StopsEarly(DrawsTwo):
+        def training_step(self, dataloader_iter):
+            if self.trainer.fit_loop.epoch_loop.batch_idx == 2:  # the third step of the epoch
+                raise StopIteration
+            return super().training_step(dataloader_iter)
+
+    model = StopsEarly()
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.fit(model, loader(32))
+    assert len(model.drawn["train"]) == 8  # four batches in each epoch, of eight
+    assert trainer.current_epoch == 2
+
+
+def test_from_datasets_pins_memory_as_lightning_does():
+    dm = ember.LightningDataModule.from_datasets(loader(8).dataset, batch_size=4)
+    train = dm.train_dataloader()
+    assert train.pin_memory and train.batch_size == 4 and not train.persistent_workers
+    with pytest.raises(ember.utilities.MisconfigurationException, match="`val_dataloader` must be implemented"):
+        dm.val_dataloader()
+
+
+@pytest.mark.parametrize("sanity_steps", [0, 1])
+def test_validation_loaders_reload_counting_from_the_epoch_they_were_loaded(sanity_steps):
+    class Records(CoreModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.train_loads: list[int] = []
+            self.val_loads: list[int] = []
+
+        def train_dataloader(self):
+            self.train_loads.append(self.current_epoch)
+            return loader(4)
+
+        def val_dataloader(self):
+            if not self.trainer.sanity_checking:
+                self.val_loads.append(self.current_epoch)
+            return loader(4)
+
+    model = Records()
+    trainer = quiet_trainer(
+        max_epochs=10,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        check_val_every_n_epoch=3,
+        reload_dataloaders_every_n_epochs=4,
+        num_sanity_val_steps=sanity_steps,
+    )
+    trainer.fit(model)
+    assert model.train_loads == [0, 4, 8]
+    # validation runs in epochs 2, 5 and 8: loaded in 2, due again 4 epochs later, so at 8 (not at 4)
+    assert model.val_loads == [2, 8]
+
+
+def test_a_combined_loader_in_evaluation_counts_batches_per_loader_and_runs_the_combined_ones():
+    from ember.utilities.combined_loader import CombinedLoader
+
+    seen = []
+
+    class Records(CoreModel):
+        def validation_step(self, batch, batch_idx):
+            seen.append(batch)
+
+    trainer = quiet_trainer()
+    trainer.validate(Records(), CombinedLoader({"a": [0, 1, 2], "b": [3, 4]}, "min_size"), verbose=False)
+    assert trainer.num_val_batches == [3, 2]  # each loader's batches, as Lightning reports them
+    assert seen == [{"a": 0, "b": 3}, {"a": 1, "b": 4}]
+    assert trainer.num_sanity_val_batches == []  # the sanity check belongs to fit
+
+
+class _EpochRecordingSampler(torch.utils.data.SequentialSampler):
+    def __init__(self, data) -> None:
+        super().__init__(data)
+        self.epochs: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+
+@pytest.mark.parametrize("batch_sampler", [False, True])
+def test_evaluation_samplers_get_the_training_epoch(batch_sampler):
+    def make() -> torch.utils.data.DataLoader:
+        data = loader(8).dataset
+        sampler = _EpochRecordingSampler(data)
+        if batch_sampler:
+            return torch.utils.data.DataLoader(data, batch_sampler=torch.utils.data.BatchSampler(sampler, 4, False))
+        return torch.utils.data.DataLoader(data, sampler=sampler, batch_size=4)
+
+    def sampler_of(dl):
+        return dl.batch_sampler.sampler if batch_sampler else dl.sampler
+
+    train, val = make(), make()
+    trainer = quiet_trainer(max_epochs=2, num_sanity_val_steps=1)
+    trainer.fit(CoreModel(), train, val)
+    assert sampler_of(train).epochs == [0, 1]  # once per epoch, though two attributes lead to it
+    assert sampler_of(val).epochs == [0, 0, 1]  # the sanity check, then each validation
+    val = make()
+    trainer.validate(CoreModel(), val, verbose=False)
+    assert sampler_of(val).epochs == [2]  # the epochs fit completed
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_persistent_workers_stop_when_the_call_ends(fails):
+    import multiprocessing
+
+    from torch.utils.data import DataLoader
+
+    class FailsAtEpochEnd(ember.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if fails:
+                raise RuntimeError("stop here")
+
+    train = DataLoader(loader(16).dataset, batch_size=4, num_workers=1, persistent_workers=True)
+    trainer = quiet_trainer(max_epochs=2, callbacks=[FailsAtEpochEnd()])
+    if fails:
+        with pytest.raises(RuntimeError, match="stop here"):
+            trainer.fit(CoreModel(), train)
+    else:
+        trainer.fit(CoreModel(), train)
+    assert multiprocessing.active_children() == []
