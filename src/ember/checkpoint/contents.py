@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ember._version import LIGHTNING_VERSION, __version__
-from ember.core.saving import load_module_state
+from ember.core.saving import hparams_to_save, load_module_state
 from ember.trainer.run import Resume
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
@@ -125,12 +125,12 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False) -> dict[st
             ember_state["rank_rng"] = t.strategy.all_gather_object([ember_state["rng"], run.epoch_rng])
     if getattr(module, "_hparams", None):
         checkpoint["hparams_name"] = getattr(module, "_hparams_name", None) or "kwargs"
-        checkpoint["hyper_parameters"] = dict(module.hparams)
+        _store_hparams(checkpoint, module.hparams, "hyper_parameters", "hparams_type")
     datamodule = t.datamodule
     if datamodule is not None:
         if getattr(datamodule, "_hparams", None):
             checkpoint["datamodule_hparams_name"] = getattr(datamodule, "_hparams_name", None) or "kwargs"
-            checkpoint["datamodule_hyper_parameters"] = dict(datamodule.hparams)
+            _store_hparams(checkpoint, datamodule.hparams, "datamodule_hyper_parameters", "datamodule_hparams_type")
         assert run.hooks is not None
         dm_state = run.hooks.call_datamodule(datamodule, "state_dict")
         if dm_state:
@@ -140,6 +140,13 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False) -> dict[st
         run.hooks.call_callbacks("on_save_checkpoint", checkpoint)  # as a hook: `self.log` in it is refused
     run.hooks.call_module("on_save_checkpoint", checkpoint)
     return checkpoint
+
+
+def _store_hparams(checkpoint: dict[str, Any], hparams: Any, key: str, type_key: str) -> None:
+    values, kind = hparams_to_save(hparams)
+    checkpoint[key] = values
+    if kind is not None:
+        checkpoint[type_key] = kind
 
 
 # ---------------------------------------------------------------------------------------
