@@ -19,7 +19,7 @@ import warnings
 from copy import deepcopy
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 from weakref import proxy
 
 import torch
@@ -644,6 +644,11 @@ class ModelCheckpoint(Checkpoint):
             filepath = os.path.join(self.dirpath, "best_k_models.yaml")
         with self._fs.open(filepath, "w") as file:
             yaml.dump(best_k, file)
+
+
+# `inspect.signature(ModelCheckpoint)` gives the types themselves, as Lightning's does, rather than their text (this
+# module's annotations are strings): a parser given a parameter's annotation as its `type` reads `save_last=yes`
+ModelCheckpoint.__init__.__annotations__ = get_type_hints(ModelCheckpoint.__init__)
 
 
 def _escapes_folder(filename: str) -> bool:
