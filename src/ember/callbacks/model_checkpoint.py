@@ -357,8 +357,12 @@ class ModelCheckpoint(Checkpoint):
         if self.monitor is None or self.save_top_k == 0:
             return False
         num_val_batches = trainer.num_val_batches
-        total = sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches
-        if not total:
+        if isinstance(num_val_batches, list) and not num_val_batches:
+            # not loaded yet (with `check_val_every_n_epoch`, only in the first epoch that validates)
+            validates = bool(trainer.enable_validation)
+        else:
+            validates = bool(sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches)
+        if not validates:
             return False  # no validation will come
         if self.monitor not in trainer.callback_metrics:
             return True
