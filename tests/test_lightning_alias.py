@@ -153,7 +153,14 @@ SUPPORTED = {
     "utilities.parsing": ("ember.utilities.parsing", ["AttributeDict"]),
     "utilities.rank_zero": (
         "ember.utilities.rank_zero",
-        ["rank_zero_debug", "rank_zero_deprecation", "rank_zero_info", "rank_zero_only", "rank_zero_warn"],
+        [
+            "LightningDeprecationWarning",
+            "rank_zero_debug",
+            "rank_zero_deprecation",
+            "rank_zero_info",
+            "rank_zero_only",
+            "rank_zero_warn",
+        ],
     ),
     "utilities.seed": ("ember.utilities.seed", ["isolate_rng"]),
     "utilities.types": (

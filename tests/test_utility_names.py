@@ -102,6 +102,20 @@ def test_hparams_yaml_round_trip_sorted_and_safe(tmp_path):
         assert load_hparams_from_yaml(tmp_path / "absent.yaml") == {}
 
 
+def test_a_value_only_its_text_stands_for_in_hparams_yaml_warns_naming_it(tmp_path):
+    path = tmp_path / "hparams.yaml"
+    with pytest.warns(
+        UserWarning, match=r"Skipping 'dtype' parameter .* safely dump to YAML.*'torch.float32'"
+    ) as record:
+        save_hparams_to_yaml(path, {"dtype": torch.float32, "lr": 0.1, "act": torch.nn.ReLU})
+    assert len(record) == 1  # plain values and classes (written as their import path) are not lossy
+    assert load_hparams_from_yaml(path, use_omegaconf=False) == {
+        "act": "torch.nn.modules.activation.ReLU",
+        "dtype": "torch.float32",
+        "lr": 0.1,
+    }
+
+
 def test_grad_norm_reads_nothing_back(monkeypatch):
     layer = torch.nn.Linear(3, 2)
     layer(torch.ones(1, 3)).sum().backward()

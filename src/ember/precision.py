@@ -148,8 +148,10 @@ class Precision:
                 result = closure()
                 if before_step is not None:
                     before_step()
-                optimizer.step(**kwargs)
-                return result
+                output = optimizer.step(**kwargs)
+                # what `step(closure)` returns: the closure's loss, unless the step itself returns something (a
+                # wrapped or patched `step`), which `LightningOptimizer.step` passes on as Lightning's does
+                return result if output is None else output
 
             def wrapped() -> Any:
                 # with grad, as Lightning's closure: some optimizers (e.g. transformers' AdamW) step in no_grad

@@ -380,6 +380,21 @@ def test_step_trigger_defers_until_validation_metric_exists(tmp_path):
     assert _names(tmp_path) == ["step=2-val_loss=0.5.ckpt"]
 
 
+def test_time_trigger_waits_for_a_validation_epochs_away(tmp_path):
+    # validation every 2 epochs: its data is loaded only then, yet the epoch-0 saves must wait for its metric
+    callback = ModelCheckpoint(
+        dirpath=tmp_path, monitor="val_loss", train_time_interval=timedelta(seconds=0), save_on_train_epoch_end=False
+    )
+    trainer = ember.Trainer(
+        default_root_dir=tmp_path, max_epochs=2, check_val_every_n_epoch=2, callbacks=[callback], **QUIET
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "could not find the monitored key"
+        trainer.fit(SequenceModel(val_losses=[0.25], train_batches=2, val_batches=1))
+    assert callback.best_model_score == pytest.approx(0.25)
+    assert _names(tmp_path) == ["epoch=1-step=4.ckpt"]
+
+
 def test_step_trigger_with_train_metric_saves_at_once(tmp_path):
     trainer, callback = _setup(tmp_path, monitor="train_metric", every_n_train_steps=2, filename="{step}")
     trainer.advance(steps=2, metrics={"train_metric": 1.0})

@@ -48,6 +48,25 @@ def test_final_weights_are_the_average_of_epoch_starts():
     assert snaps.lrs[1:] == pytest.approx([0.01, 0.01, 0.01])
 
 
+def test_without_an_epoch_limit_averaging_runs_until_training_stops():
+    swa = StochasticWeightAveraging(swa_lrs=0.01, swa_epoch_start=2, annealing_epochs=1)
+    model, snaps = Regressor(), Snapshots()
+    # 4 batches an epoch, 14 steps: epochs 0-3 start, epoch 3 stops after two batches
+    trainer = pl.Trainer(**QUIET, max_epochs=-1, max_steps=14, limit_val_batches=0, callbacks=[swa, snaps])
+    torch.manual_seed(0)
+    trainer.fit(model, train_loader(n=16, batch_size=4))
+    assert trainer.global_step == 14 and trainer.max_epochs == -1
+    assert swa.swa_end == float("inf") and int(swa.n_averaged) == 3
+    expected = [torch.stack(ps).mean(0) for ps in zip(*snaps.params[1:4])]
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.detach(), e)
+
+    with pytest.raises(MisconfigurationException, match="`swa_epoch_start` as a float is not supported when"):
+        pl.Trainer(**QUIET, max_steps=4, callbacks=[StochasticWeightAveraging(swa_lrs=0.01)]).fit(
+            Regressor(), train_loader(n=16, batch_size=4)
+        )
+
+
 def test_float_start_and_state_dict():
     swa = StochasticWeightAveraging(swa_lrs=[0.02], swa_epoch_start=0.5)
     _fit(swa, Regressor())

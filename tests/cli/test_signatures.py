@@ -99,3 +99,11 @@ def test_import_ember_does_not_load_the_classes_the_trainer_hints_name():
     before, after = proc.stdout.splitlines()
     assert before == "[]"
     assert after == "['ember.accelerators', 'ember.loggers', 'ember.distributed', 'ember.checkpoint.io']"
+
+
+@pytest.mark.parametrize(("given", "expected"), [("yes", True), ("false", False), ("link", "link")])
+def test_model_checkpoint_save_last_annotation_is_a_type_a_parser_reads(given, expected):
+    annotation = inspect.signature(ember.callbacks.ModelCheckpoint).parameters["save_last"].annotation
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--save_last", type=annotation)
+    assert parser.parse_args(["--save_last", given]).save_last == expected

@@ -286,3 +286,41 @@ def test_values_that_cannot_be_pickled_are_dropped_when_a_run_starts(tmp_path):
     with pytest.warns(UserWarning, match="Attribute 'fn' removed from hparams because it cannot be pickled"):
         trainer.fit(model, loader())
     assert dict(model.hparams) == {"lr": 0.1}
+
+
+def test_a_dictconfig_stays_a_dictconfig_through_a_checkpoint_that_loads_safely(tmp_path):
+    omegaconf = pytest.importorskip("omegaconf")
+
+    class Configured(CoreModel):
+        def __init__(self, cfg):
+            super().__init__()
+            self.save_hyperparameters(cfg)
+
+    class ConfiguredData(ember.LightningDataModule):
+        def __init__(self, cfg):
+            super().__init__()
+            self.save_hyperparameters(cfg)
+
+        def train_dataloader(self):
+            return loader(n=4)
+
+    cfg = omegaconf.OmegaConf.create({"width": 8, "layers": [4, {"act": "relu"}], "double": "${width}"})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # stored as plain data: nothing to warn about
+        model, data = Configured(cfg), ConfiguredData(cfg)
+    assert isinstance(model.hparams, omegaconf.DictConfig)
+    trainer = quiet_trainer(max_steps=1)
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+
+    raw = torch.load(tmp_path / "c.ckpt", weights_only=True)
+    assert raw["hyper_parameters"]["layers"] == [4, {"act": "relu"}]
+    for loaded in (
+        Configured.load_from_checkpoint(tmp_path / "c.ckpt"),
+        ConfiguredData.load_from_checkpoint(tmp_path / "c.ckpt"),
+    ):
+        assert isinstance(loaded.hparams, omegaconf.DictConfig)
+        assert loaded.hparams.layers[1].act == "relu"
+        assert loaded.hparams.double == 8  # the interpolation is kept, not resolved at save time

@@ -423,3 +423,33 @@ def test_step_passes_extra_arguments_to_the_optimizer():
 
     quiet_trainer(max_steps=2).fit(Manual(), loader())
     assert seen == [0.5, 0.5]
+
+
+def test_opt_step_returns_what_the_optimizers_step_returns(monkeypatch):
+    original = torch.optim.SGD.step
+
+    def step_with_a_report(self, closure=None):
+        original(self, closure)
+        return "stepped"
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step_with_a_report)  # a wrapped step, e.g. by a profiling tool
+
+    class Manual(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.layer = nn.Linear(4, 1)
+            self.outputs = []
+
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers()
+            opt.zero_grad()
+            self.manual_backward(nn.functional.mse_loss(self.layer(batch[0]), batch[1]))
+            self.outputs.append(opt.step())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    model = Manual()
+    quiet_trainer(max_steps=2).fit(model, loader(n=8))
+    assert model.outputs == ["stepped", "stepped"]

@@ -260,7 +260,11 @@ def test_to_torchscript_trace(tmp_path):
     model = CoreModel()
     model.example_input_array = torch.randn(2, 4)
     path = tmp_path / "m.pt"
-    with pytest.deprecated_call(match="`LightningModule.to_torchscript` has been deprecated in v2.7 and will be"):
+    from ember.utilities.rank_zero import LightningDeprecationWarning
+
+    with pytest.warns(
+        LightningDeprecationWarning, match="`LightningModule.to_torchscript` has been deprecated in v2.7"
+    ):
         scripted = model.to_torchscript(path, method="trace")
     assert path.exists()
     assert torch.allclose(scripted(model.example_input_array), model(model.example_input_array))

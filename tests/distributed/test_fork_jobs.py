@@ -205,3 +205,34 @@ def test_async_checkpoints_are_written_by_rank_0_and_on_disk_when_any_rank_retur
     rank0, rank1 = read_ranks(tmp_path)
     assert rank0["last_step"] == rank1["last_step"] == 4
     assert sorted(os.listdir(tmp_path / "ckpts")) == ["epoch=0-step=4.ckpt", "last.ckpt"]
+
+
+class _CountsTorchSave(RecordingModel):
+    """Counts the ``torch.save`` calls each rank makes while it trains."""
+
+    def on_train_start(self):
+        original = torch.save
+        self.record["saves"] = 0
+
+        def counting(*args, **kwargs):
+            self.record["saves"] += 1
+            return original(*args, **kwargs)
+
+        self._original_save, torch.save = original, counting
+
+    def on_fit_end(self):
+        torch.save = self._original_save
+        super().on_fit_end()
+
+
+def test_only_rank_0_saves_and_only_the_checkpoint_files(tmp_path):
+    # every rank's RNG states are gathered into each checkpoint: they must not travel as pickled tensors, which
+    # torch pickles with one `torch.save` per tensor on every rank
+    callback = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_top_k=-1)
+    trainer = fork_trainer(tmp_path, enable_checkpointing=True, callbacks=[callback])
+    trainer.fit(_CountsTorchSave(tmp_path), loader())
+    rank0, rank1 = read_ranks(tmp_path)
+    assert (rank0["saves"], rank1["saves"]) == (2, 0)  # one file per epoch, written by rank 0
+    checkpoint = torch.load(tmp_path / "ckpts" / "epoch=1-step=8.ckpt", weights_only=True)
+    rank_rng = checkpoint["ember"]["rank_rng"]
+    assert len(rank_rng) == 2 and all(isinstance(states["torch"], torch.Tensor) for states, _ in rank_rng)

@@ -211,6 +211,20 @@ def test_explicit_hp_metric_value(tmp_path):
     assert scalars(logger.log_dir)["hp_metric"] == [(0, 0.75)]
 
 
+def test_hp_metric_is_logged_at_the_given_step_or_none(tmp_path, monkeypatch):
+    logger = TensorBoardLogger(tmp_path)
+    steps = []
+    log_metrics = logger.log_metrics
+    monkeypatch.setattr(
+        logger, "log_metrics", lambda metrics, step=None: (steps.append(step), log_metrics(metrics, step))
+    )
+    logger.log_hyperparams({"lr": 0.1})
+    logger.log_hyperparams({"lr": 0.1}, metrics={"hp_metric": 0.5}, step=5)
+    logger.finalize("success")
+    assert steps == [None, 5]  # as Lightning: no step unless one is given
+    assert scalars(logger.log_dir)["hp_metric"] == [(0, -1.0), (5, 0.5)]
+
+
 def test_prefix_and_dict_values(tmp_path):
     logger = TensorBoardLogger(tmp_path, prefix="p")
     logger.log_metrics({"loss": 1.0}, 2)

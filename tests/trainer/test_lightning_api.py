@@ -430,6 +430,17 @@ def test_reduce_fx_names_are_case_insensitive():
     assert set(result) == {"v_max", "v_mean"}
 
 
+def test_an_unknown_reduce_fx_is_refused_in_lightnings_words():
+    class Argmax(CoreModel):
+        def training_step(self, batch, batch_idx):
+            self.log("v", batch[1].sum(), reduce_fx=torch.argmax)
+            return super().training_step(batch, batch_idx)
+
+    match = r"Only `self.log\(..., reduce_fx=\{min,max,mean,sum\}\)` are supported.*torchmetrics.Metric.*argmax"
+    with pytest.raises(ember.utilities.exceptions.MisconfigurationException, match=match):
+        quiet_trainer(max_steps=1).fit(Argmax(), loader(n=8))
+
+
 def test_predict_over_an_iterable_dataset():
     from torch.utils.data import DataLoader, IterableDataset
 

@@ -19,7 +19,7 @@ import warnings
 from copy import deepcopy
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 from weakref import proxy
 
 import torch
@@ -357,8 +357,12 @@ class ModelCheckpoint(Checkpoint):
         if self.monitor is None or self.save_top_k == 0:
             return False
         num_val_batches = trainer.num_val_batches
-        total = sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches
-        if not total:
+        if isinstance(num_val_batches, list) and not num_val_batches:
+            # not loaded yet (with `check_val_every_n_epoch`, only in the first epoch that validates)
+            validates = bool(trainer.enable_validation)
+        else:
+            validates = bool(sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches)
+        if not validates:
             return False  # no validation will come
         if self.monitor not in trainer.callback_metrics:
             return True
@@ -644,6 +648,11 @@ class ModelCheckpoint(Checkpoint):
             filepath = os.path.join(self.dirpath, "best_k_models.yaml")
         with self._fs.open(filepath, "w") as file:
             yaml.dump(best_k, file)
+
+
+# `inspect.signature(ModelCheckpoint)` gives the types themselves, as Lightning's does, rather than their text (this
+# module's annotations are strings): a parser given a parameter's annotation as its `type` reads `save_last=yes`
+ModelCheckpoint.__init__.__annotations__ = get_type_hints(ModelCheckpoint.__init__)
 
 
 def _escapes_folder(filename: str) -> bool:

@@ -39,7 +39,9 @@ class StochasticWeightAveraging(Callback):
     Args:
         swa_lrs: the SWA learning rate, one float for all parameter groups or a list with one per group.
         swa_epoch_start: an int ``n`` starts averaging at epoch ``n`` (1-based, i.e. epoch index ``n - 1``);
-            a float in [0, 1] starts at ``int(swa_epoch_start * max_epochs)``.
+            a float in [0, 1] starts at ``int(swa_epoch_start * max_epochs)``. With ``max_epochs=-1`` (training
+            until ``max_steps`` or another limit) it must be an int, averaging goes on until training stops and
+            the averaged weights are kept without recomputing the BatchNorm statistics, as in Lightning.
         annealing_epochs: epochs over which the learning rate anneals to ``swa_lrs``.
         annealing_strategy: ``"cos"`` or ``"linear"``.
         avg_fn: ``avg_fn(averaged_param, param, num_averaged)``; default an equal-weight running mean.
@@ -101,8 +103,11 @@ class StochasticWeightAveraging(Callback):
         return max(self._swa_epoch_start - 1, 0)  # 0-based
 
     @property
-    def swa_end(self) -> int:
-        return self._max_epochs - 1  # 0-based
+    def swa_end(self) -> float:
+        """The last epoch (0-based) that is averaged; infinite with ``max_epochs=-1``."""
+        if self._max_epochs == -1:
+            return float("inf")
+        return self._max_epochs - 1
 
     @staticmethod
     def pl_module_contains_batch_norm(pl_module: nn.Module) -> bool:
@@ -127,14 +132,16 @@ class StochasticWeightAveraging(Callback):
             raise MisconfigurationException("SWA currently works with 1 `optimizer`.")
         if len(trainer.lr_scheduler_configs) > 1:
             raise MisconfigurationException("SWA currently not supported for more than 1 `lr_scheduler`.")
-        if trainer.max_epochs is None or trainer.max_epochs < 0:
-            raise MisconfigurationException(
-                "`StochasticWeightAveraging` needs `Trainer(max_epochs=...)` to know when averaging ends."
-            )
+        max_epochs = -1 if trainer.max_epochs is None or trainer.max_epochs < 0 else trainer.max_epochs
         if isinstance(self._swa_epoch_start, float):
-            self._swa_epoch_start = int(trainer.max_epochs * self._swa_epoch_start)
+            if max_epochs == -1:
+                raise MisconfigurationException(
+                    "SWA with `swa_epoch_start` as a float is not supported when `max_epochs=-1`. "
+                    "Please provide `swa_epoch_start` as an integer."
+                )
+            self._swa_epoch_start = int(max_epochs * self._swa_epoch_start)
         self._model_contains_batch_norm = self.pl_module_contains_batch_norm(pl_module)
-        self._max_epochs = trainer.max_epochs
+        self._max_epochs = max_epochs
         if self._scheduler_state is not None and trainer.lr_scheduler_configs:
             # resuming inside the SWA phase: the SWALR state is restored at the next epoch start
             trainer.lr_scheduler_configs.clear()
@@ -167,7 +174,7 @@ class StochasticWeightAveraging(Callback):
             swa_lr=self._swa_lrs,  # type: ignore[arg-type]  # one learning rate per parameter group
             anneal_epochs=self._annealing_epochs,
             anneal_strategy=self._annealing_strategy,  # type: ignore[arg-type]  # checked in __init__
-            last_epoch=trainer.max_epochs if self._annealing_strategy == "cos" else -1,
+            last_epoch=self._max_epochs if self._annealing_strategy == "cos" else -1,
         )
         if self._scheduler_state is not None:
             self._swa_scheduler.load_state_dict(self._scheduler_state)
@@ -193,11 +200,15 @@ class StochasticWeightAveraging(Callback):
             self.n_averaged = torch.tensor(self._init_n_averaged, dtype=torch.long, device=pl_module.device)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # only a run that reached the last SWA epoch ends with the averaged weights, as in Lightning
-        if not self._initialized or self._average_model is None or self._latest_update_epoch != self.swa_end:
+        # only a run that reached the last SWA epoch ends with the averaged weights, as in Lightning; without an
+        # epoch limit, any run that averaged does (and the BatchNorm statistics stay those of training)
+        if not self._initialized or self._average_model is None:
+            return
+        infinite = self._max_epochs == -1
+        if not infinite and self._latest_update_epoch != self.swa_end:
             return
         self.transfer_weights(self._average_model, pl_module)
-        if self._model_contains_batch_norm:
+        if self._model_contains_batch_norm and not infinite:
             self._update_batch_norm(trainer, pl_module)
 
     def _update_batch_norm(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -7,10 +7,12 @@ then the optimizers, schedulers, scaler and loop counters after ``on_fit_start``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
 
 from ember._version import LIGHTNING_VERSION, __version__
-from ember.core.saving import load_module_state
+from ember.core.saving import hparams_to_save, load_module_state
 from ember.trainer.run import Resume
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
@@ -122,15 +124,16 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False) -> dict[st
         if t.world_size > 1 and hasattr(t.strategy, "all_gather_object"):
             # all ranks: every rank's RNG states, so that each one resumes with its own
             ember_state = checkpoint[EMBER_KEY]
-            ember_state["rank_rng"] = t.strategy.all_gather_object([ember_state["rng"], run.epoch_rng])
+            gathered = t.strategy.all_gather_object(_pack_tensors([ember_state["rng"], run.epoch_rng]))
+            ember_state["rank_rng"] = _unpack_tensors(gathered)
     if getattr(module, "_hparams", None):
         checkpoint["hparams_name"] = getattr(module, "_hparams_name", None) or "kwargs"
-        checkpoint["hyper_parameters"] = dict(module.hparams)
+        _store_hparams(checkpoint, module.hparams, "hyper_parameters", "hparams_type")
     datamodule = t.datamodule
     if datamodule is not None:
         if getattr(datamodule, "_hparams", None):
             checkpoint["datamodule_hparams_name"] = getattr(datamodule, "_hparams_name", None) or "kwargs"
-            checkpoint["datamodule_hyper_parameters"] = dict(datamodule.hparams)
+            _store_hparams(checkpoint, datamodule.hparams, "datamodule_hyper_parameters", "datamodule_hparams_type")
         assert run.hooks is not None
         dm_state = run.hooks.call_datamodule(datamodule, "state_dict")
         if dm_state:
@@ -140,6 +143,47 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False) -> dict[st
         run.hooks.call_callbacks("on_save_checkpoint", checkpoint)  # as a hook: `self.log` in it is refused
     run.hooks.call_module("on_save_checkpoint", checkpoint)
     return checkpoint
+
+
+class _PackedTensor(NamedTuple):
+    """A CPU tensor as raw bytes. Pickling a tensor goes through ``torch.save`` (once per storage, on every rank);
+    the RNG states every rank sends for a checkpoint travel as bytes, so that only the checkpoint file is saved."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+
+def _pack_tensors(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        flat = obj.detach().cpu().contiguous().reshape(-1)
+        data = bytes(flat.view(torch.uint8).tolist()) if flat.numel() else b""
+        return _PackedTensor(str(obj.dtype).removeprefix("torch."), tuple(obj.shape), data)
+    if type(obj) is dict:
+        return {key: _pack_tensors(value) for key, value in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_pack_tensors(value) for value in obj)
+    return obj
+
+
+def _unpack_tensors(obj: Any) -> Any:
+    if isinstance(obj, _PackedTensor):
+        dtype = getattr(torch, obj.dtype)
+        if not obj.data:
+            return torch.empty(obj.shape, dtype=dtype)
+        return torch.frombuffer(bytearray(obj.data), dtype=torch.uint8).view(dtype).reshape(obj.shape).clone()
+    if type(obj) is dict:
+        return {key: _unpack_tensors(value) for key, value in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_unpack_tensors(value) for value in obj)
+    return obj
+
+
+def _store_hparams(checkpoint: dict[str, Any], hparams: Any, key: str, type_key: str) -> None:
+    values, kind = hparams_to_save(hparams)
+    checkpoint[key] = values
+    if kind is not None:
+        checkpoint[type_key] = kind
 
 
 # ---------------------------------------------------------------------------------------

@@ -191,8 +191,9 @@ def _save_hyperparameters(
 
 def _warn_unsafe_values(hparams: Any) -> None:
     from ember.checkpoint import unsafe_hparam_values
+    from ember.core.saving import hparams_to_save
 
-    unsafe = unsafe_hparam_values(dict(hparams))
+    unsafe = unsafe_hparam_values(hparams_to_save(hparams)[0])  # what a checkpoint will store
     if unsafe:
         rank_zero_warn(
             "These hyperparameters are not plain data and will not load from a checkpoint with the safe default"

@@ -42,9 +42,9 @@ def normalize_reduce_fx(reduce_fx: Any) -> str:
         return _REDUCTIONS[reduce_fx.lower() if isinstance(reduce_fx, str) else reduce_fx]
     except (KeyError, TypeError):
         raise MisconfigurationException(
-            f"`self.log(..., reduce_fx={reduce_fx!r})` is not supported: only 'mean', 'sum', 'max' and 'min'"
-            " (or torch.mean/sum/max/min) reduce a value over an epoch. For another reduction, log a"
-            " torchmetrics `Metric` that implements it."
+            "Only `self.log(..., reduce_fx={min,max,mean,sum})` are supported (as names or torch.min/max/mean/sum)."
+            " If you need a custom reduction, please log a `torchmetrics.Metric` instance instead."
+            f" Found: {reduce_fx}"
         ) from None
 
 

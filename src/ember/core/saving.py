@@ -136,8 +136,9 @@ def save_hparams_to_yaml(
     """Write ``hparams`` (a dict, ``Namespace`` or ``AttributeDict``) to a YAML file, keys sorted.
 
     Values that are not plain data (numbers, strings, bools, ``None``, lists, dicts) are written as
-    strings (an enum as its name), so the file always loads with ``yaml.safe_load``; Lightning
-    writes ``!!python/object`` tags for them instead. With ``omegaconf`` installed and
+    strings (an enum as its name, a class or function as its import path), so the file always loads
+    with ``yaml.safe_load``; Lightning writes ``!!python/object`` tags for them instead. A value
+    that only its ``str`` stands for warns, naming the parameter. With ``omegaconf`` installed and
     ``use_omegaconf``, ``OmegaConf`` writes the file (keys in their order), as in Lightning.
 
     Raises:
@@ -161,7 +162,15 @@ def save_hparams_to_yaml(
         raise TypeError("hparams must be dictionary")
     if use_omegaconf and _omegaconf_available() and _save_with_omegaconf(fs, path, hparams):
         return
-    data = {(k if isinstance(k, (str, int, float, bool)) else str(k)): _yaml_safe(v) for k, v in hparams.items()}
+    data: dict[Any, Any] = {}
+    for key, value in hparams.items():
+        written_as_text: list[str] = []
+        data[key if isinstance(key, (str, int, float, bool)) else str(key)] = _yaml_safe(value, written_as_text)
+        if written_as_text:
+            rank_zero_warn(
+                f"Skipping '{key}' parameter because it is not possible to safely dump to YAML: the file holds"
+                f" its text {', '.join(written_as_text)} instead."
+            )
     with fs.open(path, "w", newline="") as file:
         if not data:
             file.write("{}\n")  # what PyYAML writes for an empty mapping, without importing it
@@ -169,6 +178,45 @@ def save_hparams_to_yaml(
         import yaml
 
         yaml.safe_dump(data, file)  # keys sorted, as Lightning's `yaml.dump` writes them
+
+
+# what a checkpoint's `hparams_type` holds when the hyperparameters were an `omegaconf.DictConfig`
+_DICTCONFIG = "DictConfig"
+
+
+def is_dictconfig(obj: Any) -> bool:
+    """Whether ``obj`` is an ``omegaconf.DictConfig`` (without importing omegaconf when nothing uses it)."""
+    import sys
+
+    omegaconf = sys.modules.get("omegaconf")
+    return omegaconf is not None and isinstance(obj, omegaconf.DictConfig)
+
+
+def hparams_to_save(hparams: Any) -> tuple[dict[str, Any], str | None]:
+    """The hyperparameters as a checkpoint stores them (plain data), and the name of their type when loading must
+    rebuild it: ``"DictConfig"`` for an ``omegaconf.DictConfig``, stored unresolved, as plain dicts and lists, so
+    that the checkpoint still loads with ``weights_only=True``."""
+    if is_dictconfig(hparams):
+        from omegaconf import OmegaConf
+
+        container: Any = OmegaConf.to_container(hparams, resolve=False)
+        return container, _DICTCONFIG
+    return dict(hparams), None
+
+
+def _rebuild_hparams(hparams: dict[str, Any], kind: Any) -> Any:
+    """``hparams`` as the type they were saved as: a ``DictConfig`` again when they were one (Ember's
+    ``"DictConfig"``, or the class a Lightning checkpoint holds). Nothing is imported for another name."""
+    name = kind if isinstance(kind, str) else getattr(kind, "__name__", None)
+    if name != _DICTCONFIG or not _omegaconf_available():
+        return hparams
+    from omegaconf import OmegaConf
+    from omegaconf.errors import UnsupportedValueType, ValidationError
+
+    try:
+        return OmegaConf.create(hparams)
+    except (UnsupportedValueType, ValidationError):
+        return hparams
 
 
 def _omegaconf_available() -> bool:
@@ -196,8 +244,8 @@ def _save_with_omegaconf(fs: Any, path: str, hparams: Mapping[str, Any]) -> bool
     return True
 
 
-def _yaml_safe(value: Any) -> Any:
-    """``value`` made of plain YAML types; anything else becomes its ``str``."""
+def _yaml_safe(value: Any, written_as_text: list[str] | None = None) -> Any:
+    """``value`` made of plain YAML types; anything else becomes its ``str`` (listed in ``written_as_text``)."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Enum):
@@ -205,16 +253,22 @@ def _yaml_safe(value: Any) -> Any:
     if isinstance(value, Namespace):
         value = vars(value)
     if isinstance(value, Mapping):
-        return {(k if isinstance(k, (str, int, float, bool)) else str(k)): _yaml_safe(v) for k, v in value.items()}
+        return {
+            (k if isinstance(k, (str, int, float, bool)) else str(k)): _yaml_safe(v, written_as_text)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
-        return [_yaml_safe(v) for v in value]
+        return [_yaml_safe(v, written_as_text) for v in value]
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
     if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        return _yaml_safe(value.tolist())
+        return _yaml_safe(value.tolist(), written_as_text)
     if inspect.isclass(value) or inspect.isfunction(value):
         return f"{value.__module__}.{value.__qualname__}"
-    return str(value)
+    text = str(value)
+    if written_as_text is not None:
+        written_as_text.append(repr(text))
+    return text
 
 
 def _parse_value(value: str) -> Any:
@@ -247,14 +301,20 @@ def load_from_checkpoint(
 
     checkpoint = load_checkpoint(checkpoint_path, map_location=map_location, weights_only=weights_only)
     if datamodule:
-        hparams_key, name_key = "datamodule_hyper_parameters", "datamodule_hparams_name"
+        hparams_key, name_key, type_key = (
+            "datamodule_hyper_parameters",
+            "datamodule_hparams_name",
+            "datamodule_hparams_type",
+        )
     else:
-        hparams_key, name_key = "hyper_parameters", "hparams_name"
+        hparams_key, name_key, type_key = "hyper_parameters", "hparams_name", "hparams_type"
     if hparams_file is not None:
         # the file replaces the saved hyperparameters entirely, as in Lightning
         checkpoint[hparams_key] = _read_hparams_file(hparams_file)
     hparams = _saved_hparams(cls, checkpoint, hparams_key, legacy=not datamodule, overrides=kwargs)
     hparams.update(kwargs)
+    if hparams_file is None:
+        hparams = _rebuild_hparams(hparams, checkpoint.get(type_key))
     obj = _instantiate(cls, hparams, checkpoint.get(name_key), kwargs)
     if datamodule:
         state = checkpoint.get(cls.__qualname__)

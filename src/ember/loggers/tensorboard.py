@@ -193,9 +193,13 @@ class TensorBoardLogger(FolderLogger):
 
     @rank_zero_only
     def log_hyperparams(
-        self, params: dict[str, Any] | Namespace | None, metrics: dict[str, Any] | float | None = None
+        self,
+        params: dict[str, Any] | Namespace | None,
+        metrics: dict[str, Any] | float | None = None,
+        step: int | None = None,
     ) -> None:
-        """Record ``params`` (kept for ``hparams.yaml``) and add them to TensorBoard's HPARAMS tab."""
+        """Record ``params`` (kept for ``hparams.yaml``) and add them to TensorBoard's HPARAMS tab, with ``metrics``
+        (default a placeholder ``hp_metric`` of -1) logged at ``step``."""
         params = _convert_params(params)
         self.hparams.update(params)
         flat = _sanitize_params(_flatten_dict(params))
@@ -204,7 +208,7 @@ class TensorBoardLogger(FolderLogger):
         elif not isinstance(metrics, dict):
             metrics = {"hp_metric": metrics}
         if metrics:
-            self.log_metrics(metrics, 0)
+            self.log_metrics(metrics, step)
             if _tensorboard_available():
                 from torch.utils.tensorboard.summary import hparams
             else:
@@ -212,9 +216,9 @@ class TensorBoardLogger(FolderLogger):
 
             exp, ssi, sei = hparams(flat, metrics)
             writer = self.experiment._get_file_writer()
-            writer.add_summary(exp)
-            writer.add_summary(ssi)
-            writer.add_summary(sei)
+            writer.add_summary(exp, step)
+            writer.add_summary(ssi, step)
+            writer.add_summary(sei, step)
 
     @rank_zero_only
     def log_graph(self, model: Module, input_array: Tensor | None = None) -> None:

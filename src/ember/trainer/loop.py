@@ -757,7 +757,12 @@ def _train_mode(trainer: Trainer, run: Run, prefix: str, modes: dict[Any, bool])
 def _eval_grad_context(trainer: Trainer) -> Any:
     import torch
 
-    if trainer.inference_mode and getattr(trainer.strategy, "supports_inference_mode", True):
+    # validation inside fit runs under no_grad, as Lightning's: what it creates (a pruning mask) is used in training
+    if (
+        trainer.inference_mode
+        and trainer.state.fn != "fit"
+        and getattr(trainer.strategy, "supports_inference_mode", True)
+    ):
         return torch.inference_mode()
     return torch.no_grad()
 

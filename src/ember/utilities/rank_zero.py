@@ -66,10 +66,19 @@ def rank_zero_warn(
     warnings.warn(message, category=category, stacklevel=stacklevel, **kwargs)
 
 
+class LightningDeprecationWarning(DeprecationWarning):
+    """The deprecations Ember announces on Lightning's schedule (Lightning's name, so filters written for it apply).
+
+    Example::
+
+        warnings.filterwarnings("ignore", category=LightningDeprecationWarning)
+    """
+
+
 @rank_zero_only
 def rank_zero_deprecation(message: str, stacklevel: int = 5, **kwargs: Any) -> None:
-    """Issue a ``DeprecationWarning`` on rank 0 only."""
-    warnings.warn(message, category=DeprecationWarning, stacklevel=stacklevel, **kwargs)
+    """Issue a ``LightningDeprecationWarning`` (a ``DeprecationWarning``) on rank 0 only."""
+    warnings.warn(message, category=LightningDeprecationWarning, stacklevel=stacklevel, **kwargs)
 
 
 class WarningCache(set):
