@@ -3,6 +3,7 @@ that need no second process."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -286,3 +287,22 @@ def test_rank_prefixed_message_and_deprecation_on_rank_zero_only():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rank_zero_deprecation("old")  # silent off rank 0
+
+
+def test_a_one_process_ddp_run_leaves_only_the_process_group_variables_behind():
+    """As Lightning: the rank layout torch reads may stay; nothing for children that don't exist."""
+
+    class Probe(ember.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def test_step(self, batch, batch_idx):
+            self.log("loss", self.layer(batch[0]).sum())
+
+    before = set(os.environ)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
+    make(strategy="ddp", devices=1).test(Probe(), loader, verbose=False)
+    left = set(os.environ) - before
+    assert left <= {"MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "WORLD_SIZE", "LOCAL_RANK", "RANK"}
+    assert "LOCAL_WORLD_SIZE" not in left and failure.ENV_DIR not in left

@@ -148,10 +148,11 @@ class SubprocessLauncher:
         os.environ["MASTER_PORT"] = str(env.main_port)
         os.environ["NODE_RANK"] = str(node_rank)
         os.environ["WORLD_SIZE"] = str(world_size)
-        os.environ["LOCAL_WORLD_SIZE"] = str(n)
-        if failure.ENV_DIR not in os.environ:
-            self._failure_dir = tempfile.mkdtemp(prefix="ember-ranks-")
-            os.environ[failure.ENV_DIR] = self._failure_dir
+        if n > 1:  # what the children share; a lone process leaves nothing more behind, as in Lightning
+            os.environ["LOCAL_WORLD_SIZE"] = str(n)
+            if failure.ENV_DIR not in os.environ:
+                self._failure_dir = tempfile.mkdtemp(prefix="ember-ranks-")
+                os.environ[failure.ENV_DIR] = self._failure_dir
         command = _script_command() if n > 1 else []
         for local_rank in range(1, n):
             child_env = os.environ.copy()
