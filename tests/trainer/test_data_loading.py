@@ -230,3 +230,32 @@ def test_persistent_workers_stop_when_the_call_ends(fails):
     else:
         trainer.fit(CoreModel(), train)
     assert multiprocessing.active_children() == []
+
+
+def test_overfit_batches_turns_any_sampler_order_into_a_sequential_one_in_training_and_validation():
+    class Reversed(torch.utils.data.Sampler):
+        def __init__(self, data) -> None:
+            self.n = len(data)
+
+        def __iter__(self):
+            return iter(range(self.n - 1, -1, -1))
+
+        def __len__(self) -> int:
+            return self.n
+
+    def reversed_loader():
+        data = loader().dataset
+        return torch.utils.data.DataLoader(data, batch_size=4, sampler=Reversed(data))
+
+    trainer = quiet_trainer(max_epochs=1, overfit_batches=2)
+    with pytest.warns(UserWarning) as records:
+        trainer.fit(CoreModel(), reversed_loader(), reversed_loader())
+    said = [str(r.message) for r in records if "requested to overfit" in str(r.message)]
+    assert said == [
+        "You requested to overfit but enabled train dataloader shuffling. We are turning off the train dataloader"
+        " shuffling for you.",
+        "You requested to overfit but enabled val dataloader shuffling. We are turning off the val dataloader"
+        " shuffling for you.",
+    ]
+    assert isinstance(trainer.train_dataloader.sampler, torch.utils.data.SequentialSampler)
+    assert isinstance(trainer.val_dataloaders.sampler, torch.utils.data.SequentialSampler)

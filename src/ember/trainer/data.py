@@ -134,17 +134,20 @@ def rebuild_dataloader(loader: DataLoader, sampler: Any) -> DataLoader:
     return new
 
 
-def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overfit: bool, seed_workers: bool) -> Any:
-    """Inject a DistributedSampler (or a sequential one for ``overfit_batches``) and worker seeding."""
+def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overfit: str, seed_workers: bool) -> Any:
+    """Inject a DistributedSampler (or a sequential one for ``overfit_batches``) and worker seeding.
+
+    ``overfit`` names the loader's kind (``"train"``, ``"val"``) when ``overfit_batches`` applies to it, else is empty.
+    """
     if not isinstance(loader, DataLoader):
         return loader
     if isinstance(loader.dataset, IterableDataset):
         return loader
     changed = False
     sampler = _sampler_of(loader)
-    if overfit and isinstance(loader.sampler, RandomSampler):
+    if overfit and not isinstance(loader.sampler, SequentialSampler):  # any other order, as Lightning decides
         rank_zero_warn(
-            "You requested to overfit but enabled train dataloader shuffling. We are turning off the train"
+            f"You requested to overfit but enabled {overfit} dataloader shuffling. We are turning off the {overfit}"
             " dataloader shuffling for you."
         )
         sampler = SequentialSampler(loader.dataset)  # type: ignore[arg-type]  # a map-style dataset has a length

@@ -99,7 +99,7 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
                 loader,
                 shuffle=True,
                 distributed=distributed(t),
-                overfit=bool(t.overfit_batches),
+                overfit="train" if t.overfit_batches else "",
                 seed_workers=seed_workers,
             )
         )
@@ -233,10 +233,12 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     loaders = combined.flattened if combined is not None else ([None] if source is None else as_loader_list(source))
     _check_loaders(t, loaders, returned_from, defined)
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
+    # in fit, `overfit_batches` also validates on the same first batches each time, as Lightning does
+    overfit = "val" if t.overfit_batches and key == "val" and t.state.fn == TrainerFn.FITTING else ""
     prepared = []
     for loader in loaders:
         loader = prepare_loader(
-            loader, shuffle=False, distributed=distributed(t), overfit=False, seed_workers=seed_workers
+            loader, shuffle=False, distributed=distributed(t), overfit=overfit, seed_workers=seed_workers
         )
         if key == "predict" and needs_batch_indices(t):
             loader = with_index_recording(loader, t.predict_loop)
