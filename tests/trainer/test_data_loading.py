@@ -259,3 +259,39 @@ def test_overfit_batches_turns_any_sampler_order_into_a_sequential_one_in_traini
     ]
     assert isinstance(trainer.train_dataloader.sampler, torch.utils.data.SequentialSampler)
     assert isinstance(trainer.val_dataloaders.sampler, torch.utils.data.SequentialSampler)
+
+
+def test_a_loader_of_unknown_length_validates_at_its_last_batch_which_the_loop_knows_when_it_comes():
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            data = loader(n=12, batch_size=1).dataset
+            return iter(data[i] for i in range(len(data)))
+
+    seen = []
+
+    class Records(CoreModel):
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            seen.append(("batch", batch_idx, self.trainer.is_last_batch))
+
+        def on_validation_start(self):
+            seen.append(("validation", self.trainer.global_step))
+
+        def on_train_epoch_end(self):
+            seen.append(("epoch end", self.current_epoch))
+
+    trainer = quiet_trainer(max_epochs=2, limit_val_batches=2)
+    stream = torch.utils.data.DataLoader(Stream(), batch_size=4)
+    trainer.fit(Records(), stream, loader(n=8))
+    assert trainer.num_training_batches == float("inf")
+    assert seen == [
+        ("batch", 0, False),
+        ("batch", 1, False),
+        ("batch", 2, True),
+        ("validation", 3),
+        ("epoch end", 0),
+        ("batch", 0, False),
+        ("batch", 1, False),
+        ("batch", 2, True),
+        ("validation", 6),
+        ("epoch end", 1),
+    ]

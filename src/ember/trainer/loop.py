@@ -114,6 +114,10 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         epoch.stop_requested,
     )
     automatic, accumulate, total, max_steps = epoch.automatic, epoch.accumulate, epoch.total, epoch.max_steps
+    # a loader of unknown length is read one batch ahead to know its last batch, as Lightning reads it
+    ahead = _Lookahead(iterator, run) if total == float("inf") else None
+    if ahead is not None:
+        iterator = ahead
 
     batch_idx = progress.epoch_batches
     while batch_idx < total:
@@ -121,7 +125,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         if batch is _END:
             break
         run.batch_idx = batch_idx
-        is_last = batch_idx + 1 >= total
+        is_last = batch_idx + 1 >= total or (ahead is not None and ahead.exhausted)
         if transfer is not None:
             batch = transfer(batch)  # transfer
         results.batch, results.batch_size = batch, None
@@ -153,6 +157,28 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     _end_epoch(trainer, run, epoch)
     del iterator  # after the epoch's end, as in Lightning: its worker processes stop here
     run.epoch_iterator = None
+
+
+class _Lookahead:
+    """An iterator that holds the next batch, so that ``exhausted`` says whether the last one was handed out
+    (and ``trainer.is_last_batch`` says so too)."""
+
+    def __init__(self, iterator: Iterator[Any], run: Run) -> None:
+        self._iterator, self._run = iterator, run
+        self._next = next(iterator, _END)
+        self.exhausted = self._next is _END
+
+    def __iter__(self) -> _Lookahead:
+        return self
+
+    def __next__(self) -> Any:
+        batch = self._next
+        if batch is _END:
+            raise StopIteration
+        self._next = next(self._iterator, _END)
+        if self._next is _END:
+            self.exhausted = self._run.last_batch_seen = True
+        return batch
 
 
 def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: Iterator[Any]) -> None:
@@ -237,7 +263,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             set_rng_states(resume.rng)
         progress.epoch_batches = 0
         progress.epoch_done = False  # the results were reset at the last epoch's end (on_train_start's stay)
-        run.epoch_cut_short = False
+        run.last_batch_seen = False
         run.eval_progress["val"][1] = 0  # Lightning's fit validation loop counts its batches per training epoch
         _hooks(run).call_both("on_train_epoch_start")
         if run.train_iterator is None:
@@ -310,7 +336,7 @@ class _EpochPlan:
     def cut_short(self) -> None:
         """``on_train_batch_start`` returned -1: this batch is the epoch's last, and the schedulers on an
         epoch interval step as they would at its end (Lightning's behaviour)."""
-        self.run.epoch_cut_short = True
+        self.run.last_batch_seen = True
         for config in self.epoch_interval:
             if (self.run.progress.epoch + 1) % config.frequency == 0:
                 _step_scheduler(self.trainer, self.run, config, None)

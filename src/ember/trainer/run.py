@@ -122,7 +122,8 @@ class Run:
     train_iterator: Any = None  # the iterator the next epoch starts from, when created ahead of it
     epoch_iterator: Any = None  # the running epoch's iterator, whose workers teardown stops after a failure
     batch_idx: int = -1  # the training batch being run (set at each fetch)
-    epoch_cut_short: bool = False  # `on_train_batch_start` returned -1: the epoch ended at `batch_idx`
+    # the epoch ends at `batch_idx`: `on_train_batch_start` returned -1, or data of unknown length ran out
+    last_batch_seen: bool = False
     epoch_rng: Any = None  # the RNG states the current epoch's data order was drawn from
 
     # ---- logged values ---------------------------------------------------------------------------

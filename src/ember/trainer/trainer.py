@@ -541,7 +541,7 @@ class Trainer:
     @property
     def is_last_batch(self) -> bool:
         """Whether the training batch being run is the epoch's last."""
-        return self._run.epoch_cut_short or self._run.batch_idx + 1 >= self._run.num_training_batches
+        return self._run.last_batch_seen or self._run.batch_idx + 1 >= self._run.num_training_batches
 
     @property
     def received_sigterm(self) -> bool:
