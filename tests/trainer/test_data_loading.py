@@ -295,3 +295,19 @@ def test_a_loader_of_unknown_length_validates_at_its_last_batch_which_the_loop_k
         ("validation", 6),
         ("epoch end", 1),
     ]
+
+
+@pytest.mark.parametrize("fn", ["fit", "validate", "test", "predict"])
+def test_an_iterable_dataset_with_a_length_warns_that_workers_may_make_the_length_wrong(fn):
+    class SizedStream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            data = loader(n=8).dataset
+            return iter(data[i] for i in range(len(data)))
+
+        def __len__(self) -> int:
+            return 8
+
+    stream = torch.utils.data.DataLoader(SizedStream(), batch_size=4)
+    trainer = quiet_trainer(max_epochs=1)
+    with pytest.warns(UserWarning, match=r"Your `IterableDataset` has `__len__` defined\."):
+        getattr(trainer, fn)(CoreModel(), stream)

@@ -9,20 +9,13 @@ from typing import TYPE_CHECKING, Any
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler
 
 from ember.utilities.combined_loader import CombinedLoader, _flatten
+from ember.utilities.data import sized_len
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.seed import collect_rng_states, set_rng_states
 
 if TYPE_CHECKING:
     from ember.trainer.run import Run
-
-
-def sized_len(loader: Any) -> int | None:
-    """``len(loader)``, or None when the loader has no length (an ``IterableDataset``, a generator)."""
-    try:
-        return len(loader)
-    except (TypeError, NotImplementedError):
-        return None
 
 
 def limit_batches(loader: Any, limit: int | float, name: str, length: int | None = None) -> int | float:

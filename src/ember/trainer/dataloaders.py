@@ -13,10 +13,10 @@ from ember.trainer.data import (
     limit_batches,
     prepare_loader,
     set_sampler_epoch,
-    sized_len,
 )
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.combined_loader import CombinedLoader
+from ember.utilities.data import sized_len, warn_if_sized_iterable
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -178,6 +178,8 @@ def count_batches(t: Trainer, loader: Any, limit: int | float, key: str, index: 
             " Please be cautious of uneven batch length."
         )
         return 0
+    if length is not None:
+        warn_if_sized_iterable(loader)
     return limit_batches(loader, limit, key, length)
 
 

@@ -67,13 +67,18 @@ def has_len_all_ranks(
             f"Total length of `{name}` across ranks is zero, but local rank has zero length."
             " Please be cautious of uneven batch length."
         )
+    warn_if_sized_iterable(dataloader)
+    return True
+
+
+def warn_if_sized_iterable(dataloader: object) -> None:
+    """Lightning's warning for an ``IterableDataset`` with ``__len__``: worker processes may make it wrong."""
     if has_iterable_dataset(dataloader):
         rank_zero_warn(
             "Your `IterableDataset` has `__len__` defined. In combination with multi-process data loading (when"
             " num_workers > 1), `__len__` could be inaccurate if each worker is not configured independently to"
             " avoid having duplicate data."
         )
-    return True
 
 
 warning_cache = WarningCache()
