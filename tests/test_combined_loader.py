@@ -96,3 +96,4 @@ def test_fit_refuses_sequential_mode_before_any_training_hook(tmp_path):
     with pytest.raises(ValueError, match=r'does not support the `CombinedLoader\(mode="sequential"\)` mode'):
         trainer.fit(Model(), loaders)
     assert not Model.started
+    assert trainer.num_training_batches == 6  # counted first, as Lightning counts the loaders one after another

@@ -85,11 +85,6 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
     """
     source, returned_from, defined = _source(t, run, "train", run.train_source)
     combined = source if isinstance(source, CombinedLoader) else CombinedLoader(source, "max_size_cycle")
-    if combined._mode == "sequential":
-        raise ValueError(
-            '`_FitLoop` does not support the `CombinedLoader(mode="sequential")` mode.'
-            " The available modes are: ['min_size', 'max_size_cycle', 'max_size']"
-        )
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
     _check_loaders(t, combined.flattened, returned_from, defined)
     prepared = []
@@ -111,6 +106,11 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
     else:
         run.train_combined = combined
         run.num_training_batches = _count_combined(t, combined)
+    if combined._mode == "sequential":  # refused once counted (as Lightning counts it), before any training
+        raise ValueError(
+            '`_FitLoop` does not support the `CombinedLoader(mode="sequential")` mode.'
+            " The available modes are: ['min_size', 'max_size_cycle', 'max_size']"
+        )
     run.last_train_reload_epoch = run.progress.epoch
     if run.num_training_batches != 0:
         run.val_check_batch = _val_check_batch(t, run)
