@@ -3,6 +3,8 @@ their own batches (``training_step(self, dataloader_iter)``)."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from tests.helpers.core_models import CoreModel, loader, quiet_trainer
@@ -311,3 +313,15 @@ def test_an_iterable_dataset_with_a_length_warns_that_workers_may_make_the_lengt
     trainer = quiet_trainer(max_epochs=1)
     with pytest.warns(UserWarning, match=r"Your `IterableDataset` has `__len__` defined\."):
         getattr(trainer, fn)(CoreModel(), stream)
+
+
+def test_workers_started_by_spawn_without_persistence_get_lightnings_hint():
+    def spawned(**kwargs):
+        return torch.utils.data.DataLoader(loader().dataset, batch_size=4, multiprocessing_context="spawn", **kwargs)
+
+    hint = r"Consider setting `persistent_workers=True` in 'val_dataloader' to speed up the dataloader worker"
+    with pytest.warns(UserWarning, match=hint):
+        quiet_trainer(limit_val_batches=1).validate(CoreModel(), spawned(num_workers=1))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*persistent_workers=True")
+        quiet_trainer(limit_val_batches=1).validate(CoreModel(), spawned(num_workers=1, persistent_workers=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -125,6 +126,18 @@ def rebuild_dataloader(loader: DataLoader, sampler: Any) -> DataLoader:
     except TypeError:
         new = DataLoader(loader.dataset, **kwargs)
     return new
+
+
+def warn_about_spawned_workers(loader: Any, name: str) -> None:
+    """Lightning's hint: workers started by ``spawn`` are slow to start, and without persistence they start each epoch."""
+    if not isinstance(loader, DataLoader) or loader.num_workers == 0 or loader.persistent_workers:
+        return
+    context = loader.multiprocessing_context
+    method = context.get_start_method() if context is not None else multiprocessing.get_start_method()
+    if method == "spawn":
+        rank_zero_warn(
+            f"Consider setting `persistent_workers=True` in '{name}' to speed up the dataloader worker initialization."
+        )
 
 
 def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overfit: str, seed_workers: bool) -> Any:

@@ -13,6 +13,7 @@ from ember.trainer.data import (
     limit_batches,
     prepare_loader,
     set_sampler_epoch,
+    warn_about_spawned_workers,
 )
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.combined_loader import CombinedLoader
@@ -98,6 +99,7 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
                 seed_workers=seed_workers,
             )
         )
+        warn_about_spawned_workers(prepared[-1], "train_dataloader")
     combined.flattened = prepared
     run.train_dataloader = combined.iterables  # what `trainer.train_dataloader` shows, as in Lightning
     if combined.iterables is prepared[0]:  # one loader: iterated directly, with no per-batch work added
@@ -242,6 +244,7 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
         loader = prepare_loader(
             loader, shuffle=False, distributed=distributed(t), overfit=overfit, seed_workers=seed_workers
         )
+        warn_about_spawned_workers(loader, f"{key}_dataloader")
         if key == "predict" and needs_batch_indices(t):
             loader = with_index_recording(loader, t.predict_loop)
         if t.state.fn != TrainerFn.FITTING:  # in fit, each validation sets the epoch it runs in
