@@ -205,3 +205,18 @@ def test_async_checkpoints_are_written_by_rank_0_and_on_disk_when_any_rank_retur
     rank0, rank1 = read_ranks(tmp_path)
     assert rank0["last_step"] == rank1["last_step"] == 4
     assert sorted(os.listdir(tmp_path / "ckpts")) == ["epoch=0-step=4.ckpt", "last.ckpt"]
+
+
+class SkippingModel(RecordingModel):
+    """Every rank skips its second training step by returning None."""
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 1:
+            return None
+        return super().training_step(batch, batch_idx)
+
+
+def test_skipping_a_training_step_is_an_error_in_distributed_training(tmp_path):
+    # one rank skipping would leave the others waiting in the gradient all-reduce: Lightning refuses it
+    with pytest.raises(Exception, match=r"Skipping the `training_step` by returning None in distributed training"):
+        fork_trainer(tmp_path, max_epochs=1).fit(SkippingModel(tmp_path), loader())

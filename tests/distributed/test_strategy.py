@@ -286,3 +286,10 @@ def test_rank_prefixed_message_and_deprecation_on_rank_zero_only():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rank_zero_deprecation("old")  # silent off rank 0
+
+
+def test_the_single_device_world_size_is_a_plain_attribute_as_in_lightning():
+    trainer = ember.Trainer(accelerator="cpu", logger=False)
+    assert isinstance(trainer.strategy, SingleDeviceStrategy) and trainer.world_size == 1
+    trainer.strategy.world_size = 2
+    assert trainer.world_size == 2

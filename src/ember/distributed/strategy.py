@@ -33,6 +33,7 @@ class Strategy:
         self.cluster_environment: Any = None
         self._checkpoint_io: CheckpointIO | None = None
         self._in_call = False  # between connect() and teardown(): a trainer call will wait for queued writes
+        self._world_size = 1
 
     # ---- topology ------------------------------------------------------------------------
     @property
@@ -53,7 +54,12 @@ class Strategy:
 
     @property
     def world_size(self) -> int:
-        return 1
+        return self._world_size
+
+    @world_size.setter
+    def world_size(self, value: int) -> None:
+        # Lightning's single-device strategy keeps it as a plain attribute, which programs may set
+        self._world_size = value
 
     @property
     def num_nodes(self) -> int:
