@@ -29,7 +29,7 @@ from tests.helpers.distributed_models import (
 )
 
 import ember
-from ember.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from ember.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
 from ember.distributed import DDPStrategy
 from ember.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 from ember.utilities.exceptions import PreemptionExit
@@ -220,3 +220,25 @@ def test_skipping_a_training_step_is_an_error_in_distributed_training(tmp_path):
     # one rank skipping would leave the others waiting in the gradient all-reduce: Lightning refuses it
     with pytest.raises(Exception, match=r"Skipping the `training_step` by returning None in distributed training"):
         fork_trainer(tmp_path, max_epochs=1).fit(SkippingModel(tmp_path), loader())
+
+
+class CountingExceptions(Callback):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.seen.append(type(pl_module).__name__)
+
+
+def test_the_launching_process_callbacks_hear_of_a_failure_in_the_processes(tmp_path):
+    # as Lightning: a call that failed in the forked processes runs `on_exception` where it was made too
+    counter = CountingExceptions()
+    trainer = fork_trainer(tmp_path, devices=1, max_epochs=1, callbacks=[counter])
+    with pytest.raises(Exception, match="boom on rank 0"):
+        trainer.fit(RaisingOnRankZero(tmp_path), loader())
+    assert counter.seen == ["RaisingOnRankZero"]
+
+
+class RaisingOnRankZero(RecordingModel):
+    def training_step(self, batch, batch_idx):
+        raise ValueError("boom on rank 0")

@@ -48,10 +48,15 @@ if TYPE_CHECKING:
 # the call, guarded
 # =====================================================================================
 def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn`` (in the processes the strategy launches, if it launches any), handling every way it can end."""
+    """Run ``fn`` (in the processes the strategy launches, if it launches any), handling every way it can end.
+
+    ``args[0]`` is the module the call runs: the callbacks' ``on_exception`` receives it in a process
+    that only launched the others.
+    """
     launcher = getattr(trainer.strategy, "launcher", None)
+    launching = launcher is not None and not launcher.is_launched
     try:
-        if launcher is not None and not launcher.is_launched:
+        if launching:
             return launcher.launch(fn, *args, trainer=trainer, **kwargs)
         return fn(*args, **kwargs)
     except KeyboardInterrupt as exception:
@@ -78,14 +83,18 @@ def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any)
         trainer.state.status = TrainerStatus.FINISHED
         trainer.state.stage = None
     except BaseException as exception:
-        interrupt(trainer, exception)
+        interrupt(trainer, exception, args[0] if launching and args else None)
         teardown(trainer, failure=exception)
         trainer.state.stage = None
         raise
 
 
-def interrupt(trainer: Trainer, exception: BaseException) -> None:
-    """The run failed: tell the strategy, the callbacks and the datamodule; finalize the loggers."""
+def interrupt(trainer: Trainer, exception: BaseException, launched_module: Any = None) -> None:
+    """The run failed: tell the strategy, the callbacks and the datamodule; finalize the loggers.
+
+    ``launched_module``: the call ran in processes this one started (spawn), which failed; the
+    callbacks here hear of it too, as in Lightning.
+    """
     trainer.state.status = TrainerStatus.INTERRUPTED
     # the strategy first: in a distributed run it stops the other ranks and makes collectives
     # local, so a checkpoint saved by `on_exception` below cannot wait forever for a peer
@@ -93,8 +102,11 @@ def interrupt(trainer: Trainer, exception: BaseException) -> None:
     hooks = trainer._run.hooks
     if hooks is not None:
         hooks.call_callbacks("on_exception", exception)
-        if trainer.datamodule is not None:
-            trainer.datamodule.on_exception(exception)
+    elif launched_module is not None:
+        for callback in trainer.callbacks:
+            callback.on_exception(trainer, launched_module, exception)
+    if (hooks is not None or launched_module is not None) and trainer.datamodule is not None:
+        trainer.datamodule.on_exception(exception)
     for logger in trainer.loggers:
         with contextlib.suppress(Exception):
             logger.finalize("failed")
