@@ -293,3 +293,18 @@ def test_the_single_device_world_size_is_a_plain_attribute_as_in_lightning():
     assert isinstance(trainer.strategy, SingleDeviceStrategy) and trainer.world_size == 1
     trainer.strategy.world_size = 2
     assert trainer.world_size == 2
+
+
+def test_the_fsdp_name_needs_a_gpu_but_an_fsdp_object_runs_on_cpu():
+    from ember.distributed import FSDPStrategy
+
+    with pytest.raises(
+        ValueError, match=r"The strategy `fsdp` requires a GPU accelerator, but received `accelerator='cpu'`"
+    ):
+        ember.Trainer(accelerator="cpu", strategy="fsdp", devices=2, logger=False)
+
+    class Sharded(FSDPStrategy):
+        pass
+
+    for strategy in (FSDPStrategy(), Sharded()):
+        assert ember.Trainer(accelerator="cpu", strategy=strategy, devices=2, logger=False).strategy is strategy

@@ -275,6 +275,15 @@ def create_distributed_strategy(
         elif key == "fsdp":
             from ember.distributed.fsdp import FSDPStrategy
 
+            if accelerator != "cuda":
+                # as Lightning: the name means GPUs. An `FSDPStrategy(...)` object also runs on CPU
+                # processes over gloo (Ember's tests of sharding use that).
+                raise ValueError(
+                    f"The strategy `fsdp` requires a GPU accelerator, but received `accelerator={accelerator!r}`."
+                    " Please set `accelerator='cuda'`, `accelerator='gpu'`, or pass a `CUDAAccelerator()` instance"
+                    " to use FSDP."
+                )
+
             strategy = FSDPStrategy()
         else:
             raise MisconfigurationException(
