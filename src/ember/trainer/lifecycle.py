@@ -93,7 +93,7 @@ def interrupt(trainer: Trainer, exception: BaseException, launched_module: Any =
     """The run failed: tell the strategy, the callbacks and the datamodule; finalize the loggers.
 
     ``launched_module``: the call ran in processes this one started (spawn), which failed; the
-    callbacks here hear of it too, as in Lightning.
+    callbacks here hear of it too, as in Lightning, except checkpoint callbacks.
     """
     trainer.state.status = TrainerStatus.INTERRUPTED
     # the strategy first: in a distributed run it stops the other ranks and makes collectives
@@ -103,8 +103,12 @@ def interrupt(trainer: Trainer, exception: BaseException, launched_module: Any =
     if hooks is not None:
         hooks.call_callbacks("on_exception", exception)
     elif launched_module is not None:
+        from ember.callbacks.checkpoint import Checkpoint
+
         for callback in trainer.callbacks:
-            callback.on_exception(trainer, launched_module, exception)
+            # a checkpoint saves the state of the launched processes, where it ran already; here there is none
+            if not isinstance(callback, Checkpoint):
+                callback.on_exception(trainer, launched_module, exception)
     if (hooks is not None or launched_module is not None) and trainer.datamodule is not None:
         trainer.datamodule.on_exception(exception)
     for logger in trainer.loggers:
