@@ -308,3 +308,64 @@ def test_the_fsdp_name_needs_a_gpu_but_an_fsdp_object_runs_on_cpu():
 
     for strategy in (FSDPStrategy(), Sharded()):
         assert ember.Trainer(accelerator="cpu", strategy=strategy, devices=2, logger=False).strategy is strategy
+
+
+class ForeignEnvironment:
+    """A cluster environment with the whole interface but not Ember's base class (as one written
+    against ``lightning.fabric``'s ``ClusterEnvironment``): ranks come from the strategy's setters."""
+
+    creates_processes_externally = True
+
+    def __init__(self) -> None:
+        self.rank, self.size = 0, 1
+
+    @property
+    def main_address(self) -> str:
+        return "10.0.0.1"
+
+    @property
+    def main_port(self) -> int:
+        return 1234
+
+    @staticmethod
+    def detect() -> bool:
+        return True
+
+    def world_size(self) -> int:
+        return self.size
+
+    def set_world_size(self, size: int) -> None:
+        self.size = size
+
+    def global_rank(self) -> int:
+        return self.rank
+
+    def set_global_rank(self, rank: int) -> None:
+        self.rank = rank
+
+    def local_rank(self) -> int:
+        return 1
+
+    def node_rank(self) -> int:
+        return 1
+
+    def validate_settings(self, num_devices: int, num_nodes: int) -> None:
+        pass
+
+
+def test_a_cluster_environment_with_the_whole_interface_is_used_even_under_slurm(monkeypatch):
+    # SLURM's variables would pick SLURMEnvironment (and refuse devices=2 for one task a node)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "1")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    env = ForeignEnvironment()
+    trainer = make(strategy="ddp", devices=2, num_nodes=2, plugins=[env])
+    assert trainer.strategy.cluster_environment is env
+    # the strategy tells it the ranks, as Lightning's does: node 1, local rank 1 of 2 processes a node
+    assert (env.global_rank(), env.world_size()) == (3, 4)
+    assert (trainer.global_rank, trainer.world_size, trainer.local_rank) == (3, 4, 1)
+
+
+def test_two_cluster_environments_are_refused_whatever_their_base_class():
+    with pytest.raises(MisconfigurationException, match="Received multiple values for ClusterEnvironment"):
+        make(plugins=[LightningEnvironment(), ForeignEnvironment()])

@@ -201,17 +201,20 @@ def create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nod
 def _checkpoint_io_in(plugins: Any) -> Any:
     """The ``CheckpointIO`` passed in ``Trainer(plugins=...)``, if any (at most one of each kind of plugin)."""
     from ember.checkpoint.io import CheckpointIO
-    from ember.distributed.environments import ClusterEnvironment
+    from ember.distributed.environments import is_cluster_environment
 
     given = plugins if isinstance(plugins, (list, tuple)) else [plugins]
-    kinds = {kind: [p for p in given if isinstance(p, kind)] for kind in (CheckpointIO, ClusterEnvironment)}
-    duplicated = [kind.__name__ for kind, found in kinds.items() if len(found) > 1]
+    kinds = {
+        "CheckpointIO": [p for p in given if isinstance(p, CheckpointIO)],
+        "ClusterEnvironment": [p for p in given if is_cluster_environment(p)],
+    }
+    duplicated = [kind for kind, found in kinds.items() if len(found) > 1]
     if duplicated:
         raise MisconfigurationException(
             f"Received multiple values for {', '.join(duplicated)} flags in `plugins`."
             " Expected one value for each type at most."
         )
-    found = kinds[CheckpointIO]
+    found = kinds["CheckpointIO"]
     return found[0] if found else None
 
 

@@ -96,6 +96,7 @@ class ParallelStrategy(Strategy):
             )
         self._sync_batchnorm = sync_batchnorm
         self.cluster_environment.validate_settings(len(self.parallel_devices), num_nodes)
+        self.set_world_ranks()
         self._launcher = make_launcher(self)
         self._configured = True
 
@@ -186,8 +187,15 @@ class ParallelStrategy(Strategy):
             torch.cuda.set_device(self.root_device)
         self.setup_distributed()
 
+    def set_world_ranks(self) -> None:
+        """Tell the cluster environment this process's rank and the world size, as Lightning's strategies
+        do (environments that read them from their launcher ignore it)."""
+        self.cluster_environment.set_global_rank(self.node_rank * self.num_processes + self.local_rank)
+        self.cluster_environment.set_world_size(self.num_nodes * self.num_processes)
+
     def setup_distributed(self) -> None:
         """Join (or create) the process group at the cluster environment's address (Lightning's name)."""
+        self.set_world_ranks()
         env = self.cluster_environment
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
