@@ -27,11 +27,13 @@ from tests.helpers.distributed_models import (
     read_ranks,
     shuffled_loader,
 )
+from torch import nn
 
 import ember
 from ember.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
 from ember.distributed import DDPStrategy
 from ember.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
+from ember.plugins.layer_sync import LayerSync
 from ember.utilities.exceptions import PreemptionExit
 
 pytestmark = [
@@ -242,3 +244,32 @@ def test_the_launching_process_callbacks_hear_of_a_failure_in_the_processes(tmp_
 class RaisingOnRankZero(RecordingModel):
     def training_step(self, batch, batch_idx):
         raise ValueError("boom on rank 0")
+
+
+class TaggedLinear(nn.Linear):
+    pass
+
+
+class TagTheLayer(LayerSync):
+    """A layer sync of one's own: replaces ``model.layer`` with a subclass keeping its weights."""
+
+    def apply(self, model):
+        tagged = TaggedLinear(model.layer.in_features, model.layer.out_features)
+        tagged.load_state_dict(model.layer.state_dict())
+        model.layer = tagged
+        return model
+
+    def revert(self, model):
+        return model
+
+
+class LayerTypeModel(RecordingModel):
+    def on_train_start(self) -> None:
+        self.record["layer_type"] = type(self.layer).__name__
+
+
+def test_a_layer_sync_plugin_is_applied_to_the_module_fit_wraps(tmp_path):
+    # (no BatchNorm here: CPU BatchNorm in a forked child hangs once the parent ran one, a torch/OpenMP limit)
+    fork_trainer(tmp_path, max_epochs=1, plugins=[TagTheLayer()]).fit(LayerTypeModel(tmp_path), loader())
+    rank0, rank1 = read_ranks(tmp_path)
+    assert rank0["layer_type"] == rank1["layer_type"] == "TaggedLinear"

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 import torch
+from torch import nn
 
 import ember
 from ember.distributed import DDPStrategy, SingleDeviceStrategy, failure
@@ -17,6 +18,7 @@ from ember.distributed.environments import (
     detect_environment,
 )
 from ember.distributed.launch import _script_command
+from ember.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import _set_rank, rank_zero_only
 
@@ -369,3 +371,39 @@ def test_a_cluster_environment_with_the_whole_interface_is_used_even_under_slurm
 def test_two_cluster_environments_are_refused_whatever_their_base_class():
     with pytest.raises(MisconfigurationException, match="Received multiple values for ClusterEnvironment"):
         make(plugins=[LightningEnvironment(), ForeignEnvironment()])
+
+
+class NoSync(LayerSync):
+    def apply(self, model):
+        return model
+
+    def revert(self, model):
+        return model
+
+
+def test_sync_batchnorm_and_a_layer_sync_plugin_are_one_choice():
+    with pytest.raises(MisconfigurationException, match=r"`Trainer\(sync_batchnorm=True\)` and provided a `NoSync`"):
+        make(sync_batchnorm=True, plugins=[NoSync()])
+    with pytest.raises(MisconfigurationException, match="Received multiple values for LayerSync"):
+        make(plugins=[NoSync(), TorchSyncBatchNorm()])
+    plugin = NoSync()
+    strategy = make(strategy="ddp", devices=2, plugins=[plugin]).strategy
+    assert strategy.layer_sync is plugin and not strategy.sync_batchnorm
+
+
+def test_torch_sync_batchnorm_reverts_to_batchnorm_keeping_parameters_and_statistics():
+    # no forward pass here: a CPU BatchNorm run in this process would start the OpenMP pool, which the
+    # forked jobs of other test files cannot use
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    with torch.no_grad():
+        model[1].running_mean += 1.0
+        model[1].weight.mul_(2.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    synced = TorchSyncBatchNorm().apply(model)
+    assert isinstance(synced[1], nn.SyncBatchNorm)
+    reverted = TorchSyncBatchNorm().revert(synced)
+    norm = reverted[1]
+    assert isinstance(norm, nn.modules.batchnorm._BatchNorm) and not isinstance(norm, nn.SyncBatchNorm)
+    for key, value in reverted.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    norm._check_input_dim(torch.empty(2, 4, 5))  # any input dimension, as the original class is unknown

@@ -23,8 +23,8 @@ __all__ = [
     "TorchElasticEnvironment",
     "detect_environment",
     "environment_in",
-    "is_cluster_environment",
     "find_free_network_port",
+    "is_cluster_environment",
 ]
 
 

@@ -66,7 +66,7 @@ class ParallelStrategy(Strategy):
         self._timeout = timeout if timeout is not None else default_pg_timeout
         self._start_method = start_method
         self._num_nodes = 1
-        self._sync_batchnorm = False
+        self._layer_sync: Any = None  # a LayerSync (``TorchSyncBatchNorm`` for ``sync_batchnorm=True``)
         if not isinstance(preemption_check_interval, int) or preemption_check_interval < 1:
             raise ValueError(f"`preemption_check_interval` must be an int >= 1, got {preemption_check_interval!r}.")
         self._stop_every = preemption_check_interval
@@ -76,7 +76,7 @@ class ParallelStrategy(Strategy):
         self._failed = False  # this rank's run raised: collectives stay local from then on
 
     # ---- configuration (filled in by create_distributed_strategy) ----------------------------
-    def _configure(self, accelerator: str, devices: list[int], num_nodes: int, sync_batchnorm: bool = False) -> None:
+    def _configure(self, accelerator: str, devices: list[int], num_nodes: int, layer_sync: Any = None) -> None:
         from ember.distributed.launch import make_launcher
 
         if self.accelerator is None or not isinstance(self.accelerator, str):
@@ -87,14 +87,16 @@ class ParallelStrategy(Strategy):
             else:
                 self.parallel_devices = [torch.device("cpu")] * len(devices)
         self._num_nodes = num_nodes
-        if sync_batchnorm and self.accelerator != "cuda":
+        from ember.distributed.layer_sync import TorchSyncBatchNorm
+
+        if isinstance(layer_sync, TorchSyncBatchNorm) and self.accelerator != "cuda":
             from ember.utilities.exceptions import MisconfigurationException
 
             raise MisconfigurationException(
                 "`Trainer(sync_batchnorm=True)` needs CUDA devices: torch's SyncBatchNorm runs on GPUs only. Remove"
                 " `sync_batchnorm` to train on CPUs (each rank then keeps its own BatchNorm statistics)."
             )
-        self._sync_batchnorm = sync_batchnorm
+        self._layer_sync = layer_sync
         self.cluster_environment.validate_settings(len(self.parallel_devices), num_nodes)
         self.set_world_ranks()
         self._launcher = make_launcher(self)
@@ -116,11 +118,20 @@ class ParallelStrategy(Strategy):
 
     @property
     def sync_batchnorm(self) -> bool:
-        return self._sync_batchnorm
+        from ember.distributed.layer_sync import TorchSyncBatchNorm
+
+        return isinstance(self._layer_sync, TorchSyncBatchNorm)
 
     @sync_batchnorm.setter
     def sync_batchnorm(self, value: bool) -> None:
-        self._sync_batchnorm = value
+        from ember.distributed.layer_sync import TorchSyncBatchNorm
+
+        self._layer_sync = TorchSyncBatchNorm() if value else None
+
+    @property
+    def layer_sync(self) -> Any:
+        """The ``LayerSync`` plugin a multi-process ``fit`` applies to the module, or None."""
+        return self._layer_sync
 
     # ---- topology ------------------------------------------------------------------------
     @property
