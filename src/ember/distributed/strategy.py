@@ -33,7 +33,6 @@ class Strategy:
         self.cluster_environment: Any = None
         self._checkpoint_io: CheckpointIO | None = None
         self._in_call = False  # between connect() and teardown(): a trainer call will wait for queued writes
-        self._world_size = 1
 
     # ---- topology ------------------------------------------------------------------------
     @property
@@ -54,12 +53,7 @@ class Strategy:
 
     @property
     def world_size(self) -> int:
-        return self._world_size
-
-    @world_size.setter
-    def world_size(self, value: int) -> None:
-        # Lightning's single-device strategy keeps it as a plain attribute, which programs may set
-        self._world_size = value
+        return 1
 
     @property
     def num_nodes(self) -> int:
@@ -244,6 +238,15 @@ class SingleDeviceStrategy(Strategy):
 
     strategy_name = "single_device"
 
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    @world_size.setter
+    def world_size(self, value: int) -> None:
+        # Lightning's single-device strategy keeps it as a plain attribute, which programs may set
+        self._world_size = value
+
     def __init__(
         self,
         device: torch.device | str = "cpu",
@@ -252,4 +255,5 @@ class SingleDeviceStrategy(Strategy):
         precision_plugin: Any = None,
     ) -> None:
         super().__init__(device)
+        self._world_size = 1
         self._checkpoint_io = checkpoint_io

@@ -56,7 +56,7 @@ def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any)
     launcher = getattr(trainer.strategy, "launcher", None)
     launching = launcher is not None and not launcher.is_launched
     try:
-        if launching:
+        if launching and launcher is not None:
             return launcher.launch(fn, *args, trainer=trainer, **kwargs)
         return fn(*args, **kwargs)
     except KeyboardInterrupt as exception:
