@@ -250,6 +250,25 @@ def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
             raise MisconfigurationException("`predict_step` cannot be None to run `Trainer.predict`")
         if not hooks.module_overrides("predict_step") and not hooks.module_overrides("forward"):
             raise MisconfigurationException("`Trainer.predict` requires `forward` method to run.")
+    for name, instead in _REMOVED_EPOCH_END.get(run.fn, ()):
+        if callable(getattr(model, name, None)):
+            # Lightning 2.0 stopped calling it: running without it would silently skip the user's code
+            raise NotImplementedError(
+                f"Support for `{name}` has been removed in v2.0.0. `{type(model).__name__}` implements this method."
+                f" You can use the `{instead}` hook instead. To access outputs, save them in-memory as instance"
+                " attributes. You can find migration examples in"
+                " https://github.com/Lightning-AI/pytorch-lightning/pull/16520."
+            )
+
+
+_REMOVED_EPOCH_END = {
+    TrainerFn.FITTING: (
+        ("training_epoch_end", "on_train_epoch_end"),
+        ("validation_epoch_end", "on_validation_epoch_end"),
+    ),
+    TrainerFn.VALIDATING: (("validation_epoch_end", "on_validation_epoch_end"),),
+    TrainerFn.TESTING: (("test_epoch_end", "on_test_epoch_end"),),
+}
 
 
 def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
