@@ -250,7 +250,7 @@ def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
             raise MisconfigurationException("`predict_step` cannot be None to run `Trainer.predict`")
         if not hooks.module_overrides("predict_step") and not hooks.module_overrides("forward"):
             raise MisconfigurationException("`Trainer.predict` requires `forward` method to run.")
-    for name, instead in _REMOVED_EPOCH_END.get(run.fn, ()):
+    for name, instead in _REMOVED_EPOCH_END.get(run.fn, ()) if run.fn is not None else ():
         if callable(getattr(model, name, None)):
             # Lightning 2.0 stopped calling it: running without it would silently skip the user's code
             raise NotImplementedError(
