@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from tests.helpers.core_models import CoreModel, dataset, quiet_trainer
@@ -248,4 +250,38 @@ def test_str_lists_the_dataset_sizes():
         "{Validation dataloader: 1. size=8 ; 2. size=3}",
         "{Test dataloader: None}",
         "{Predict dataloader: None}",
+    ]
+
+
+class TransferringDM(RecordingDM):
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        self.events.append("dm.on_after_batch_transfer")
+        return batch
+
+
+def _record_calls(dm, names):
+    """Wrap hooks on the instance, as programs that trace calls do (functools.partial + update_wrapper)."""
+
+    def call(name, fn, *args, **kwargs):
+        dm.events.append(f"called:{name}")
+        return fn(*args, **kwargs)
+
+    for name in names:
+        method = getattr(dm, name)
+        setattr(dm, name, functools.update_wrapper(functools.partial(call, name, method), method))
+
+
+def test_a_wrapped_inherited_transfer_hook_is_not_an_override():
+    # Lightning compares the code under the wrapper: the base class's hook wrapped on the instance is not
+    # called, while a hook the class overrides still is
+    transfer = ["on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer"]
+    plain, overriding = RecordingDM(), TransferringDM()
+    for dm in (plain, overriding):
+        _record_calls(dm, [*transfer, "train_dataloader"])
+        quiet_trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(CoreModel(), datamodule=dm)
+    assert "called:train_dataloader" in plain.events
+    assert not [e for e in plain.events if "transfer" in e]
+    assert [e for e in overriding.events if "transfer" in e] == [
+        "called:on_after_batch_transfer",
+        "dm.on_after_batch_transfer",
     ]

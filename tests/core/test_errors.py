@@ -250,9 +250,37 @@ def test_a_limit_of_exactly_one_is_spelled_out(caplog, name, value, says):
         {"num_sanity_val_steps": 2},
         {"detect_anomaly": True},
         {"profiler": "simple"},
+        {"enable_progress_bar": True},
+        {"enable_model_summary": True},
+        {"fast_dev_run": 1},
+        {"fast_dev_run": True},
     ],
 )
 def test_barebones_refuses_what_it_turns_off_naming_it(kwargs):
     (name, value) = next(iter(kwargs.items()))
     with pytest.raises(ValueError, match=rf"`Trainer\(barebones=True, {name}={value!r}\)` was passed"):
         ember.Trainer(barebones=True, **kwargs)
+
+
+def test_barebones_takes_a_fast_dev_run_that_is_off():
+    assert ember.Trainer(barebones=True, fast_dev_run=0).fast_dev_run == 0
+    assert ember.Trainer(barebones=True, fast_dev_run=False).fast_dev_run is False
+
+
+@pytest.mark.parametrize(
+    ("hook", "call", "instead"),
+    [
+        ("training_epoch_end", "fit", "on_train_epoch_end"),
+        ("validation_epoch_end", "fit", "on_validation_epoch_end"),
+        ("validation_epoch_end", "validate", "on_validation_epoch_end"),
+        ("test_epoch_end", "test", "on_test_epoch_end"),
+    ],
+)
+def test_an_epoch_end_hook_removed_in_lightning_2_is_refused_not_skipped(hook, call, instead):
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    model = CoreModel()
+    setattr(model, hook, lambda outputs: None)
+    data = {"fit": (loader(), loader()), "validate": (loader(),), "test": (loader(),)}[call]
+    with pytest.raises(NotImplementedError, match=rf"Support for `{hook}` has been removed in v2.0.0.*`{instead}`"):
+        getattr(quiet_trainer(max_epochs=1), call)(model, *data)

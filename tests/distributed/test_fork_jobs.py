@@ -27,11 +27,13 @@ from tests.helpers.distributed_models import (
     read_ranks,
     shuffled_loader,
 )
+from torch import nn
 
 import ember
-from ember.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from ember.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
 from ember.distributed import DDPStrategy
 from ember.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
+from ember.plugins.layer_sync import LayerSync
 from ember.utilities.exceptions import PreemptionExit
 
 pytestmark = [
@@ -236,3 +238,69 @@ def test_only_rank_0_saves_and_only_the_checkpoint_files(tmp_path):
     checkpoint = torch.load(tmp_path / "ckpts" / "epoch=1-step=8.ckpt", weights_only=True)
     rank_rng = checkpoint["ember"]["rank_rng"]
     assert len(rank_rng) == 2 and all(isinstance(states["torch"], torch.Tensor) for states, _ in rank_rng)
+
+
+class SkippingModel(RecordingModel):
+    """Every rank skips its second training step by returning None."""
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 1:
+            return None
+        return super().training_step(batch, batch_idx)
+
+
+def test_skipping_a_training_step_is_an_error_in_distributed_training(tmp_path):
+    # one rank skipping would leave the others waiting in the gradient all-reduce: Lightning refuses it
+    with pytest.raises(Exception, match=r"Skipping the `training_step` by returning None in distributed training"):
+        fork_trainer(tmp_path, max_epochs=1).fit(SkippingModel(tmp_path), loader())
+
+
+class CountingExceptions(Callback):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.seen.append(type(pl_module).__name__)
+
+
+def test_the_launching_process_callbacks_hear_of_a_failure_in_the_processes(tmp_path):
+    # as Lightning: a call that failed in the forked processes runs `on_exception` where it was made too
+    counter = CountingExceptions()
+    trainer = fork_trainer(tmp_path, devices=1, max_epochs=1, callbacks=[counter])
+    with pytest.raises(Exception, match="boom on rank 0"):
+        trainer.fit(RaisingOnRankZero(tmp_path), loader())
+    assert counter.seen == ["RaisingOnRankZero"]
+
+
+class RaisingOnRankZero(RecordingModel):
+    def training_step(self, batch, batch_idx):
+        raise ValueError("boom on rank 0")
+
+
+class TaggedLinear(nn.Linear):
+    pass
+
+
+class TagTheLayer(LayerSync):
+    """A layer sync of one's own: replaces ``model.layer`` with a subclass keeping its weights."""
+
+    def apply(self, model):
+        tagged = TaggedLinear(model.layer.in_features, model.layer.out_features)
+        tagged.load_state_dict(model.layer.state_dict())
+        model.layer = tagged
+        return model
+
+    def revert(self, model):
+        return model
+
+
+class LayerTypeModel(RecordingModel):
+    def on_train_start(self) -> None:
+        self.record["layer_type"] = type(self.layer).__name__
+
+
+def test_a_layer_sync_plugin_is_applied_to_the_module_fit_wraps(tmp_path):
+    # (no BatchNorm here: CPU BatchNorm in a forked child hangs once the parent ran one, a torch/OpenMP limit)
+    fork_trainer(tmp_path, max_epochs=1, plugins=[TagTheLayer()]).fit(LayerTypeModel(tmp_path), loader())
+    rank0, rank1 = read_ranks(tmp_path)
+    assert rank0["layer_type"] == rank1["layer_type"] == "TaggedLinear"

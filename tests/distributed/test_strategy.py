@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 import torch
+from torch import nn
 
 import ember
 from ember.distributed import DDPStrategy, SingleDeviceStrategy, failure
@@ -18,6 +19,7 @@ from ember.distributed.environments import (
     detect_environment,
 )
 from ember.distributed.launch import _script_command
+from ember.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import _set_rank, rank_zero_only
 
@@ -306,3 +308,122 @@ def test_a_one_process_ddp_run_leaves_only_the_process_group_variables_behind():
     left = set(os.environ) - before
     assert left <= {"MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "WORLD_SIZE", "LOCAL_RANK", "RANK"}
     assert "LOCAL_WORLD_SIZE" not in left and failure.ENV_DIR not in left
+
+
+def test_the_single_device_world_size_is_a_plain_attribute_as_in_lightning():
+    trainer = ember.Trainer(accelerator="cpu", logger=False)
+    assert isinstance(trainer.strategy, SingleDeviceStrategy) and trainer.world_size == 1
+    trainer.strategy.world_size = 2
+    assert trainer.world_size == 2
+
+
+def test_the_fsdp_name_needs_a_gpu_but_an_fsdp_object_runs_on_cpu():
+    from ember.distributed import FSDPStrategy
+
+    with pytest.raises(
+        ValueError, match=r"The strategy `fsdp` requires a GPU accelerator, but received `accelerator='cpu'`"
+    ):
+        ember.Trainer(accelerator="cpu", strategy="fsdp", devices=2, logger=False)
+
+    class Sharded(FSDPStrategy):
+        pass
+
+    for strategy in (FSDPStrategy(), Sharded()):
+        assert ember.Trainer(accelerator="cpu", strategy=strategy, devices=2, logger=False).strategy is strategy
+
+
+class ForeignEnvironment:
+    """A cluster environment with the whole interface but not Ember's base class (as one written
+    against ``lightning.fabric``'s ``ClusterEnvironment``): ranks come from the strategy's setters."""
+
+    creates_processes_externally = True
+
+    def __init__(self) -> None:
+        self.rank, self.size = 0, 1
+
+    @property
+    def main_address(self) -> str:
+        return "10.0.0.1"
+
+    @property
+    def main_port(self) -> int:
+        return 1234
+
+    @staticmethod
+    def detect() -> bool:
+        return True
+
+    def world_size(self) -> int:
+        return self.size
+
+    def set_world_size(self, size: int) -> None:
+        self.size = size
+
+    def global_rank(self) -> int:
+        return self.rank
+
+    def set_global_rank(self, rank: int) -> None:
+        self.rank = rank
+
+    def local_rank(self) -> int:
+        return 1
+
+    def node_rank(self) -> int:
+        return 1
+
+    def validate_settings(self, num_devices: int, num_nodes: int) -> None:
+        pass
+
+
+def test_a_cluster_environment_with_the_whole_interface_is_used_even_under_slurm(monkeypatch):
+    # SLURM's variables would pick SLURMEnvironment (and refuse devices=2 for one task a node)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "1")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    env = ForeignEnvironment()
+    trainer = make(strategy="ddp", devices=2, num_nodes=2, plugins=[env])
+    assert trainer.strategy.cluster_environment is env
+    # the strategy tells it the ranks, as Lightning's does: node 1, local rank 1 of 2 processes a node
+    assert (env.global_rank(), env.world_size()) == (3, 4)
+    assert (trainer.global_rank, trainer.world_size, trainer.local_rank) == (3, 4, 1)
+
+
+def test_two_cluster_environments_are_refused_whatever_their_base_class():
+    with pytest.raises(MisconfigurationException, match="Received multiple values for ClusterEnvironment"):
+        make(plugins=[LightningEnvironment(), ForeignEnvironment()])
+
+
+class NoSync(LayerSync):
+    def apply(self, model):
+        return model
+
+    def revert(self, model):
+        return model
+
+
+def test_sync_batchnorm_and_a_layer_sync_plugin_are_one_choice():
+    with pytest.raises(MisconfigurationException, match=r"`Trainer\(sync_batchnorm=True\)` and provided a `NoSync`"):
+        make(sync_batchnorm=True, plugins=[NoSync()])
+    with pytest.raises(MisconfigurationException, match="Received multiple values for LayerSync"):
+        make(plugins=[NoSync(), TorchSyncBatchNorm()])
+    plugin = NoSync()
+    strategy = make(strategy="ddp", devices=2, plugins=[plugin]).strategy
+    assert strategy.layer_sync is plugin and not strategy.sync_batchnorm
+
+
+def test_torch_sync_batchnorm_reverts_to_batchnorm_keeping_parameters_and_statistics():
+    # no forward pass here: a CPU BatchNorm run in this process would start the OpenMP pool, which the
+    # forked jobs of other test files cannot use
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    with torch.no_grad():
+        model[1].running_mean += 1.0
+        model[1].weight.mul_(2.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    synced = TorchSyncBatchNorm().apply(model)
+    assert isinstance(synced[1], nn.SyncBatchNorm)
+    reverted = TorchSyncBatchNorm().revert(synced)
+    norm = reverted[1]
+    assert isinstance(norm, nn.modules.batchnorm._BatchNorm) and not isinstance(norm, nn.SyncBatchNorm)
+    for key, value in reverted.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    norm._check_input_dim(torch.empty(2, 4, 5))  # any input dimension, as the original class is unknown

@@ -29,6 +29,7 @@ The loop, as ``trainer.fit`` runs it (callbacks receive each hook before the mod
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 
@@ -175,3 +176,28 @@ def overrides(obj: Any, base: type, name: str) -> bool:
     attr = getattr(type(obj), name, None)
     base_attr = getattr(base, name, None)
     return attr is not None and attr is not base_attr
+
+
+def runs_other_code(obj: Any, base: type, name: str) -> bool:
+    """Whether ``obj.name`` runs other code than ``base.name``, looking through wrappers: Lightning's test
+    for the datamodule's optional hooks. An instance attribute that only wraps the inherited method
+    (``functools.wraps``/``update_wrapper``, ``functools.partial``, ``Mock(wraps=...)``) does not count.
+    """
+    if type(obj).__module__ == "unittest.mock":
+        return callable(getattr(obj, name, None))
+    attr = getattr(obj, name, None)
+    if attr is None:
+        return False
+    attr = getattr(attr, "__wrapped__", attr)
+    if type(attr).__module__ == "unittest.mock":
+        attr = getattr(attr, "_mock_wraps", None)
+    elif isinstance(attr, functools.partial):
+        attr = attr.func
+    base_attr = getattr(base, name, None)
+    base_attr = getattr(base_attr, "__wrapped__", base_attr)
+    if attr is None:
+        return False
+    code, base_code = getattr(attr, "__code__", None), getattr(base_attr, "__code__", None)
+    if code is None or base_code is None:
+        return overrides(obj, base, name)  # a callable object, not a function: as any other override
+    return code is not base_code

@@ -94,9 +94,9 @@ class DDPStrategy(ParallelStrategy):
         fitting = trainer is not None and trainer.state.fn == "fit"
         if not fitting:
             return module
-        if self._sync_batchnorm:
-            # the BatchNorm layers are replaced; their parameters (the optimizer's) are kept
-            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        if self._layer_sync is not None:
+            # e.g. the BatchNorm layers replaced by SyncBatchNorm; their parameters (the optimizer's) are kept
+            module = self._layer_sync.apply(module)
         if not any(p.requires_grad for p in module.parameters()):
             return module  # nothing to synchronise (DDP refuses such a module)
         device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None

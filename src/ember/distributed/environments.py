@@ -24,6 +24,7 @@ __all__ = [
     "detect_environment",
     "environment_in",
     "find_free_network_port",
+    "is_cluster_environment",
 ]
 
 
@@ -239,11 +240,34 @@ class SLURMEnvironment(ClusterEnvironment):
         return nodes.split(" ")[0].split(",")[0]
 
 
+_ENVIRONMENT_API = (
+    "creates_processes_externally",
+    "main_address",
+    "main_port",
+    "detect",
+    "world_size",
+    "set_world_size",
+    "global_rank",
+    "set_global_rank",
+    "local_rank",
+    "node_rank",
+    "validate_settings",
+)
+
+
+def is_cluster_environment(plugin: Any) -> bool:
+    """A ``ClusterEnvironment``, or an object with its whole interface: one written against
+    ``lightning.fabric``'s base class (which Lightning's ``plugins.environments`` names too) works as well."""
+    if isinstance(plugin, ClusterEnvironment):
+        return True
+    return not isinstance(plugin, type) and all(hasattr(type(plugin), name) for name in _ENVIRONMENT_API)
+
+
 def environment_in(plugins: Any) -> ClusterEnvironment | None:
     """The cluster environment passed in ``Trainer(plugins=...)`` (the last one), if any."""
     found = None
     for plugin in plugins if isinstance(plugins, (list, tuple)) else [plugins]:
-        if isinstance(plugin, ClusterEnvironment):
+        if is_cluster_environment(plugin):
             found = plugin
     return found
 

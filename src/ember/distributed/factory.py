@@ -190,6 +190,7 @@ def _check_cuda_indices(indices: list[int]) -> None:
 def create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nodes: int, **options: Any) -> Strategy:
     """The strategy object for the Trainer's ``strategy``/``devices``/``num_nodes`` arguments and ``plugins``."""
     checkpoint_io = _checkpoint_io_in(options.get("plugins"))
+    options["layer_sync"] = _layer_sync_in(options.get("plugins"), options.get("sync_batchnorm", False))
     if checkpoint_io is not None and isinstance(strategy, Strategy) and strategy._checkpoint_io is not None:
         raise MisconfigurationException("checkpoint_io set through both strategy class and plugins, choose one")
     chosen = _create_strategy(strategy, accelerator, devices, num_nodes, **options)
@@ -201,18 +202,39 @@ def create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nod
 def _checkpoint_io_in(plugins: Any) -> Any:
     """The ``CheckpointIO`` passed in ``Trainer(plugins=...)``, if any (at most one of each kind of plugin)."""
     from ember.checkpoint.io import CheckpointIO
-    from ember.distributed.environments import ClusterEnvironment
+    from ember.distributed.environments import is_cluster_environment
+    from ember.distributed.layer_sync import LayerSync
 
     given = plugins if isinstance(plugins, (list, tuple)) else [plugins]
-    kinds = {kind: [p for p in given if isinstance(p, kind)] for kind in (CheckpointIO, ClusterEnvironment)}
-    duplicated = [kind.__name__ for kind, found in kinds.items() if len(found) > 1]
+    kinds = {
+        "CheckpointIO": [p for p in given if isinstance(p, CheckpointIO)],
+        "ClusterEnvironment": [p for p in given if is_cluster_environment(p)],
+        "LayerSync": [p for p in given if isinstance(p, LayerSync)],
+    }
+    duplicated = [kind for kind, found in kinds.items() if len(found) > 1]
     if duplicated:
         raise MisconfigurationException(
             f"Received multiple values for {', '.join(duplicated)} flags in `plugins`."
             " Expected one value for each type at most."
         )
-    found = kinds[CheckpointIO]
+    found = kinds["CheckpointIO"]
     return found[0] if found else None
+
+
+def _layer_sync_in(plugins: Any, sync_batchnorm: bool) -> Any:
+    """The ``LayerSync`` passed in ``plugins``, else ``TorchSyncBatchNorm`` for ``sync_batchnorm=True``, else None."""
+    from ember.distributed.layer_sync import LayerSync, TorchSyncBatchNorm
+
+    given = plugins if isinstance(plugins, (list, tuple)) else [plugins]
+    found = next((p for p in given if isinstance(p, LayerSync)), None)
+    if found is None:
+        return TorchSyncBatchNorm() if sync_batchnorm else None
+    if sync_batchnorm and not isinstance(found, TorchSyncBatchNorm):
+        raise MisconfigurationException(
+            f"You set `Trainer(sync_batchnorm=True)` and provided a `{found.__class__.__name__}` plugin, but this is not"
+            " allowed. Choose one or the other: the plugin decides which layers synchronize."
+        )
+    return found
 
 
 def _create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nodes: int, **options: Any) -> Strategy:
@@ -240,11 +262,14 @@ def create_distributed_strategy(
     accelerator: str,
     devices: list[int],
     num_nodes: int,
-    sync_batchnorm: bool = False,
     plugins: Any = None,
+    layer_sync: Any = None,
     **options: Any,
 ) -> Any:
-    """The strategy object for a strategy name (or a ``ParallelStrategy`` to finish configuring)."""
+    """The strategy object for a strategy name (or a ``ParallelStrategy`` to finish configuring).
+
+    ``layer_sync``: the ``LayerSync`` its fit applies (``TorchSyncBatchNorm`` for ``sync_batchnorm=True``).
+    """
     from ember.distributed.ddp import DDPStrategy
     from ember.distributed.parallel import ParallelStrategy
 
@@ -275,6 +300,15 @@ def create_distributed_strategy(
         elif key == "fsdp":
             from ember.distributed.fsdp import FSDPStrategy
 
+            if accelerator != "cuda":
+                # as Lightning: the name means GPUs. An `FSDPStrategy(...)` object also runs on CPU
+                # processes over gloo (Ember's tests of sharding use that).
+                raise ValueError(
+                    f"The strategy `fsdp` requires a GPU accelerator, but received `accelerator={accelerator!r}`."
+                    " Please set `accelerator='cuda'`, `accelerator='gpu'`, or pass a `CUDAAccelerator()` instance"
+                    " to use FSDP."
+                )
+
             strategy = FSDPStrategy()
         else:
             raise MisconfigurationException(
@@ -297,5 +331,5 @@ def create_distributed_strategy(
     environment = environment_in(plugins)
     if environment is not None:
         strategy.cluster_environment = environment
-    strategy._configure(accelerator, devices, num_nodes, sync_batchnorm=sync_batchnorm)
+    strategy._configure(accelerator, devices, num_nodes, layer_sync=layer_sync)
     return strategy

@@ -66,7 +66,7 @@ class ParallelStrategy(Strategy):
         self._timeout = timeout if timeout is not None else default_pg_timeout
         self._start_method = start_method
         self._num_nodes = 1
-        self._sync_batchnorm = False
+        self._layer_sync: Any = None  # a LayerSync (``TorchSyncBatchNorm`` for ``sync_batchnorm=True``)
         if not isinstance(preemption_check_interval, int) or preemption_check_interval < 1:
             raise ValueError(f"`preemption_check_interval` must be an int >= 1, got {preemption_check_interval!r}.")
         self._stop_every = preemption_check_interval
@@ -76,7 +76,7 @@ class ParallelStrategy(Strategy):
         self._failed = False  # this rank's run raised: collectives stay local from then on
 
     # ---- configuration (filled in by create_distributed_strategy) ----------------------------
-    def _configure(self, accelerator: str, devices: list[int], num_nodes: int, sync_batchnorm: bool = False) -> None:
+    def _configure(self, accelerator: str, devices: list[int], num_nodes: int, layer_sync: Any = None) -> None:
         from ember.distributed.launch import make_launcher
 
         if self.accelerator is None or not isinstance(self.accelerator, str):
@@ -87,15 +87,18 @@ class ParallelStrategy(Strategy):
             else:
                 self.parallel_devices = [torch.device("cpu")] * len(devices)
         self._num_nodes = num_nodes
-        if sync_batchnorm and self.accelerator != "cuda":
+        from ember.distributed.layer_sync import TorchSyncBatchNorm
+
+        if isinstance(layer_sync, TorchSyncBatchNorm) and self.accelerator != "cuda":
             from ember.utilities.exceptions import MisconfigurationException
 
             raise MisconfigurationException(
                 "`Trainer(sync_batchnorm=True)` needs CUDA devices: torch's SyncBatchNorm runs on GPUs only. Remove"
                 " `sync_batchnorm` to train on CPUs (each rank then keeps its own BatchNorm statistics)."
             )
-        self._sync_batchnorm = sync_batchnorm
+        self._layer_sync = layer_sync
         self.cluster_environment.validate_settings(len(self.parallel_devices), num_nodes)
+        self.set_world_ranks()
         self._launcher = make_launcher(self)
         self._configured = True
 
@@ -115,11 +118,20 @@ class ParallelStrategy(Strategy):
 
     @property
     def sync_batchnorm(self) -> bool:
-        return self._sync_batchnorm
+        from ember.distributed.layer_sync import TorchSyncBatchNorm
+
+        return isinstance(self._layer_sync, TorchSyncBatchNorm)
 
     @sync_batchnorm.setter
     def sync_batchnorm(self, value: bool) -> None:
-        self._sync_batchnorm = value
+        from ember.distributed.layer_sync import TorchSyncBatchNorm
+
+        self._layer_sync = TorchSyncBatchNorm() if value else None
+
+    @property
+    def layer_sync(self) -> Any:
+        """The ``LayerSync`` plugin a multi-process ``fit`` applies to the module, or None."""
+        return self._layer_sync
 
     # ---- topology ------------------------------------------------------------------------
     @property
@@ -186,8 +198,15 @@ class ParallelStrategy(Strategy):
             torch.cuda.set_device(self.root_device)
         self.setup_distributed()
 
+    def set_world_ranks(self) -> None:
+        """Tell the cluster environment this process's rank and the world size, as Lightning's strategies
+        do (environments that read them from their launcher ignore it)."""
+        self.cluster_environment.set_global_rank(self.node_rank * self.num_processes + self.local_rank)
+        self.cluster_environment.set_world_size(self.num_nodes * self.num_processes)
+
     def setup_distributed(self) -> None:
         """Join (or create) the process group at the cluster environment's address (Lightning's name)."""
+        self.set_world_ranks()
         env = self.cluster_environment
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)

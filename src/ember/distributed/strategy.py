@@ -238,6 +238,15 @@ class SingleDeviceStrategy(Strategy):
 
     strategy_name = "single_device"
 
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    @world_size.setter
+    def world_size(self, value: int) -> None:
+        # Lightning's single-device strategy keeps it as a plain attribute, which programs may set
+        self._world_size = value
+
     def __init__(
         self,
         device: torch.device | str = "cpu",
@@ -246,4 +255,5 @@ class SingleDeviceStrategy(Strategy):
         precision_plugin: Any = None,
     ) -> None:
         super().__init__(device)
+        self._world_size = 1
         self._checkpoint_io = checkpoint_io

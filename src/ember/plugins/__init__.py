@@ -1,4 +1,5 @@
-"""Lightning's import path for plugins: checkpoint IO here, the cluster environments in ``environments``.
+"""Lightning's import path for plugins: checkpoint IO and layer synchronization here, the cluster
+environments in ``environments``.
 
 Example::
 
@@ -9,5 +10,13 @@ Example::
 
 from ember.plugins.environments import ClusterEnvironment
 from ember.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO
+from ember.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
 
-__all__ = ["AsyncCheckpointIO", "CheckpointIO", "ClusterEnvironment", "TorchCheckpointIO"]
+__all__ = [
+    "AsyncCheckpointIO",
+    "CheckpointIO",
+    "ClusterEnvironment",
+    "LayerSync",
+    "TorchCheckpointIO",
+    "TorchSyncBatchNorm",
+]

@@ -44,15 +44,30 @@ def defaults_from_env_vars(fn: Callable[..., Any]) -> Callable[..., Any]:
 _BAREBONES_OFF = ("logger", "enable_checkpointing", "enable_progress_bar", "enable_model_summary", "profiler")
 
 
-def check_barebones(detect_anomaly: bool, num_sanity_val_steps: int | None, **switches: Any) -> None:
-    """``barebones=True`` turns off everything that costs speed: passing any of it too is an error."""
-    switches = {**switches, "num_sanity_val_steps": num_sanity_val_steps, "detect_anomaly": detect_anomaly}
-    for name, value in switches.items():
-        off = value in (None, False) or (name in ("log_every_n_steps", "num_sanity_val_steps") and value == 0)
+_BAREBONES_REASONS = {
+    "enable_checkpointing": "Checkpointing can impact raw speed",
+    "logger": "Logging can impact raw speed",
+    "enable_progress_bar": "The progress bar can impact raw speed",
+    "log_every_n_steps": "Logging can impact raw speed",
+    "enable_model_summary": "Model summary can impact raw speed",
+    "num_sanity_val_steps": "Sanity checking can impact raw speed",
+    "fast_dev_run": "Development run is not meant for raw speed evaluation",
+    "detect_anomaly": "Anomaly detection can impact raw speed",
+    "profiler": "Profiling can impact raw speed",
+}
+
+
+def check_barebones(**switches: Any) -> None:
+    """``barebones=True`` turns off everything that costs speed: passing any of it too is an error
+    (checked in Lightning's order, with its messages)."""
+    for name, reason in _BAREBONES_REASONS.items():
+        value = switches[name]
+        counted = name in ("log_every_n_steps", "num_sanity_val_steps", "fast_dev_run")
+        off = value is None or value is False or (counted and value == 0)
         if not off:
             raise ValueError(
-                f"`Trainer(barebones=True, {name}={value!r})` was passed. Everything that can impact raw speed is"
-                f" disabled in barebones mode: remove `{name}` or set `barebones=False`."
+                f"`Trainer(barebones=True, {name}={value!r})` was passed. {reason} so it is disabled in barebones"
+                f" mode: remove `{name}` or set `barebones=False`."
             )
 
 

@@ -307,9 +307,9 @@ def needs_batch_indices(t: Trainer) -> bool:
 
 def overridden(obj: Any, name: str) -> bool:
     from ember.core.datamodule import LightningDataModule
-    from ember.core.hooks import overrides
+    from ember.core.hooks import runs_other_code
 
-    return overrides(obj, LightningDataModule, name)
+    return runs_other_code(obj, LightningDataModule, name)
 
 
 def with_index_recording(loader: Any, view: Any) -> Any:

@@ -50,10 +50,15 @@ if TYPE_CHECKING:
 # the call, guarded
 # =====================================================================================
 def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn`` (in the processes the strategy launches, if it launches any), handling every way it can end."""
+    """Run ``fn`` (in the processes the strategy launches, if it launches any), handling every way it can end.
+
+    ``args[0]`` is the module the call runs: the callbacks' ``on_exception`` receives it in a process
+    that only launched the others.
+    """
     launcher = getattr(trainer.strategy, "launcher", None)
+    launching = launcher is not None and not launcher.is_launched
     try:
-        if launcher is not None and not launcher.is_launched:
+        if launching and launcher is not None:
             return launcher.launch(fn, *args, trainer=trainer, **kwargs)
         return fn(*args, **kwargs)
     except KeyboardInterrupt as exception:
@@ -80,14 +85,18 @@ def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any)
         trainer.state.status = TrainerStatus.FINISHED
         trainer.state.stage = None
     except BaseException as exception:
-        interrupt(trainer, exception)
+        interrupt(trainer, exception, args[0] if launching and args else None)
         teardown(trainer, failure=exception)
         trainer.state.stage = None
         raise
 
 
-def interrupt(trainer: Trainer, exception: BaseException) -> None:
-    """The run failed: tell the strategy, the callbacks and the datamodule; finalize the loggers."""
+def interrupt(trainer: Trainer, exception: BaseException, launched_module: Any = None) -> None:
+    """The run failed: tell the strategy, the callbacks and the datamodule; finalize the loggers.
+
+    ``launched_module``: the call ran in processes this one started (spawn), which failed; the
+    callbacks here hear of it too, as in Lightning, except checkpoint callbacks.
+    """
     trainer.state.status = TrainerStatus.INTERRUPTED
     # the strategy first: in a distributed run it stops the other ranks and makes collectives
     # local, so a checkpoint saved by `on_exception` below cannot wait forever for a peer
@@ -95,8 +104,15 @@ def interrupt(trainer: Trainer, exception: BaseException) -> None:
     hooks = trainer._run.hooks
     if hooks is not None:
         hooks.call_callbacks("on_exception", exception)
-        if trainer.datamodule is not None:
-            trainer.datamodule.on_exception(exception)
+    elif launched_module is not None:
+        from ember.callbacks.checkpoint import Checkpoint
+
+        for callback in trainer.callbacks:
+            # a checkpoint saves the state of the launched processes, where it ran already; here there is none
+            if not isinstance(callback, Checkpoint):
+                callback.on_exception(trainer, launched_module, exception)
+    if (hooks is not None or launched_module is not None) and trainer.datamodule is not None:
+        trainer.datamodule.on_exception(exception)
     for logger in trainer.loggers:
         with contextlib.suppress(Exception):
             logger.finalize("failed")
@@ -247,6 +263,25 @@ def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
             " index. This will also not work well with gradient accumulation.",
             category=PossibleUserWarning,
         )
+    for name, instead in _REMOVED_EPOCH_END.get(run.fn, ()) if run.fn is not None else ():
+        if callable(getattr(model, name, None)):
+            # Lightning 2.0 stopped calling it: running without it would silently skip the user's code
+            raise NotImplementedError(
+                f"Support for `{name}` has been removed in v2.0.0. `{type(model).__name__}` implements this method."
+                f" You can use the `{instead}` hook instead. To access outputs, save them in-memory as instance"
+                " attributes. You can find migration examples in"
+                " https://github.com/Lightning-AI/pytorch-lightning/pull/16520."
+            )
+
+
+_REMOVED_EPOCH_END = {
+    TrainerFn.FITTING: (
+        ("training_epoch_end", "on_train_epoch_end"),
+        ("validation_epoch_end", "on_validation_epoch_end"),
+    ),
+    TrainerFn.VALIDATING: (("validation_epoch_end", "on_validation_epoch_end"),),
+    TrainerFn.TESTING: (("test_epoch_end", "on_test_epoch_end"),),
+}
 
 
 def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:

@@ -65,6 +65,8 @@ def run_fit(trainer: Trainer, run: Run) -> None:
             " you want to see logs for the training epoch.",
             category=PossibleUserWarning,
         )
+    if trainer._val_check_seconds is not None:
+        run.last_val_time = time.monotonic()  # a time-based validation interval starts with training
     if run.resume is None:
         # Lightning creates the first epoch's iterator before `on_train_start` (it draws from the RNG)
         run.epoch_rng = collect_rng_states()
@@ -356,6 +358,7 @@ class _EpochPlan:
                 self.hooks.call_module("on_validation_model_zero_grad")
             run.metrics.flush_step(self.results)
             run_evaluation(trainer, run, RunningStage.VALIDATING)
+            run.last_val_time = time.monotonic()
             trainer.state.stage = RunningStage.TRAINING
             run.results = self.results
             run.metrics.live = self.results
@@ -483,11 +486,8 @@ def _should_check_val_epoch(trainer: Trainer, run: Run) -> bool:
 def _should_check_val(trainer: Trainer, run: Run, batch_idx: int, is_last: bool) -> bool:
     """Whether this batch ends a validation interval (the loop has checked the epoch already)."""
     if trainer._val_check_seconds is not None:
-        now = time.monotonic()
-        if now - run.last_val_time >= trainer._val_check_seconds:
-            run.last_val_time = now
-            return True
-        return is_last and trainer.check_val_every_n_epoch is not None
+        # by time alone: the clock starts when training starts and restarts when a validation ends
+        return time.monotonic() - run.last_val_time >= trainer._val_check_seconds
     if run.val_check_batch == float("inf"):
         return is_last
     if trainer.check_val_every_n_epoch is None:
@@ -571,6 +571,7 @@ def run_sanity_check(trainer: Trainer, run: Run) -> None:
     _hooks(run).call_callbacks("on_sanity_check_start")
     with isolate_rng():
         run_evaluation(trainer, run, RunningStage.SANITY_CHECKING)
+    run.last_val_time = time.monotonic()
     _hooks(run).call_callbacks("on_sanity_check_end")
     run.eval_progress["val"] = [0, 0]  # as Lightning: the sanity check's batches are not counted afterwards
     run.metrics.reset()

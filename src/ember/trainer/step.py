@@ -139,6 +139,12 @@ class TrainingStep:
         if type(output) is Tensor and output.ndim == 0:
             loss, extra = output, None
         else:
+            if output is None and self.strategy.world_size > 1:
+                # the other ranks would wait in their gradient all-reduce for this one forever
+                raise RuntimeError(
+                    "Skipping the `training_step` by returning None in distributed training is not supported:"
+                    " every rank must compute a loss. Return a loss (e.g. `0 * loss`) on this rank instead."
+                )
             loss, extra = _split_training_output(output)
         if batch_idx % self.accumulate == 0:
             self._zero_grad_with_hooks(batch_idx)

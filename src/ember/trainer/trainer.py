@@ -197,8 +197,9 @@ class Trainer:
         # ---- barebones: everything that costs speed is off --------------------------------------
         if barebones:
             arguments.check_barebones(
-                detect_anomaly,
-                num_sanity_val_steps,
+                detect_anomaly=detect_anomaly,
+                num_sanity_val_steps=num_sanity_val_steps,
+                fast_dev_run=fast_dev_run,
                 logger=logger,
                 enable_checkpointing=enable_checkpointing,
                 enable_progress_bar=enable_progress_bar,
