@@ -98,7 +98,9 @@ def test_no_training_step():
 
 def test_fit_without_training_data():
     with pytest.raises(
-        MisconfigurationException, match=r"No `train_dataloader\(\)` method defined and no training data"
+        MisconfigurationException,
+        match=r"`train_dataloader` must be implemented to be used with the Trainer: define `train_dataloader\(\)`"
+        r" in the module or a datamodule, or pass the data to `trainer.fit\(model, train_dataloaders=...\)`.",
     ):
         quiet_trainer(max_epochs=1).fit(CoreModel())
 

@@ -13,6 +13,21 @@ from ember.core.hparams import HyperparametersMixin
 from ember.core.saving import restricted_classmethod
 from ember.utilities.exceptions import MisconfigurationException
 
+_PASS_IT = {
+    "train": "`trainer.fit(model, train_dataloaders=...)`",
+    "val": "`trainer.fit(model, val_dataloaders=...)` or `trainer.validate(model, dataloaders=...)`",
+    "test": "`trainer.test(model, dataloaders=...)`",
+    "predict": "`trainer.predict(model, dataloaders=...)`",
+}
+
+
+def dataloader_not_implemented(name: str) -> MisconfigurationException:
+    """Lightning's error for a data hook nobody defined, with the two ways to give the data."""
+    return MisconfigurationException(
+        f"`{name}_dataloader` must be implemented to be used with the Trainer: define `{name}_dataloader()` in"
+        f" the module or a datamodule, or pass the data to {_PASS_IT[name]}."
+    )
+
 
 class LightningDataModule(HyperparametersMixin):
     """Groups ``prepare_data``, ``setup`` and the ``*_dataloader`` methods of one dataset.
@@ -49,16 +64,16 @@ class LightningDataModule(HyperparametersMixin):
         """Clean up after fit, validate, test or predict."""
 
     def train_dataloader(self) -> Any:
-        raise MisconfigurationException("`train_dataloader` must be implemented to be used with the Trainer")
+        raise dataloader_not_implemented("train")
 
     def val_dataloader(self) -> Any:
-        raise MisconfigurationException("`val_dataloader` must be implemented to be used with the Trainer")
+        raise dataloader_not_implemented("val")
 
     def test_dataloader(self) -> Any:
-        raise MisconfigurationException("`test_dataloader` must be implemented to be used with the Trainer")
+        raise dataloader_not_implemented("test")
 
     def predict_dataloader(self) -> Any:
-        raise MisconfigurationException("`predict_dataloader` must be implemented to be used with the Trainer")
+        raise dataloader_not_implemented("predict")
 
     def on_exception(self, exception: BaseException) -> None:
         """Called when a run is interrupted by an exception."""

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from ember.core.datamodule import dataloader_not_implemented
 from ember.core.hparams import HyperparametersMixin
 from ember.core.logging import LoggingMixin
 from ember.core.saving import restricted_classmethod
@@ -406,19 +407,19 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
     # ---- data hooks ----------------------------------------------------------------------
     def train_dataloader(self) -> Any:
         """The training dataloader (or any iterable of batches)."""
-        raise MisconfigurationException("`train_dataloader` must be implemented to be used with the Trainer")
+        raise dataloader_not_implemented("train")
 
     def val_dataloader(self) -> Any:
         """The validation dataloader(s)."""
-        raise MisconfigurationException("`val_dataloader` must be implemented to be used with the Trainer")
+        raise dataloader_not_implemented("val")
 
     def test_dataloader(self) -> Any:
         """The test dataloader(s)."""
-        raise MisconfigurationException("`test_dataloader` must be implemented to be used with the Trainer")
+        raise dataloader_not_implemented("test")
 
     def predict_dataloader(self) -> Any:
         """The prediction dataloader(s)."""
-        raise MisconfigurationException("`predict_dataloader` must be implemented to be used with the Trainer")
+        raise dataloader_not_implemented("predict")
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Alter the batch before it moves to the device."""
