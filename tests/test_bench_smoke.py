@@ -185,7 +185,7 @@ def test_import_ember_loads_nothing_heavy():
     code = (
         "import sys, ember\n"
         "heavy = ('torch._dynamo', 'scipy', 'pandas', 'rich', 'jsonargparse', 'tensorboard', 'matplotlib',"
-        " 'torchmetrics', 'mlflow', 'wandb', 'sklearn')\n"
+        " 'torchmetrics', 'mlflow', 'wandb', 'sklearn', 'omegaconf')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

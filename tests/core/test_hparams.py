@@ -324,3 +324,29 @@ def test_a_dictconfig_stays_a_dictconfig_through_a_checkpoint_that_loads_safely(
         assert isinstance(loaded.hparams, omegaconf.DictConfig)
         assert loaded.hparams.layers[1].act == "relu"
         assert loaded.hparams.double == 8  # the interpolation is kept, not resolved at save time
+
+
+def test_a_run_that_does_not_use_omegaconf_does_not_import_it_to_write_hparams_yaml(tmp_path):
+    # omegaconf is installed here (a dev extra), as in many environments: writing hparams.yaml must not
+    # cost its import; the file is then written as Lightning writes it without omegaconf (keys sorted)
+    program = (
+        "import sys, torch, ember\n"
+        "from tests.helpers.core_models import CoreModel, loader\n"
+        "class Model(CoreModel):\n"
+        "    def __init__(self, zeta=1, alpha=0.5):\n"
+        "        super().__init__()\n"
+        "        self.save_hyperparameters()\n"
+        "logger = ember.loggers.CSVLogger(sys.argv[1], name='run')\n"
+        "ember.Trainer(max_epochs=1, logger=logger, enable_progress_bar=False, enable_model_summary=False,\n"
+        "              enable_checkpointing=False).fit(Model(), loader())\n"
+        "print('omegaconf' in sys.modules)\n"
+        "print(open(logger.log_dir + '/hparams.yaml').read(), end='')\n"
+    )
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", program, str(tmp_path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["False", "alpha: 0.5", "zeta: 1"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import sys
 from argparse import Namespace
 from collections.abc import Mapping
 from enum import Enum
@@ -138,8 +139,9 @@ def save_hparams_to_yaml(
     Values that are not plain data (numbers, strings, bools, ``None``, lists, dicts) are written as
     strings (an enum as its name, a class or function as its import path), so the file always loads
     with ``yaml.safe_load``; Lightning writes ``!!python/object`` tags for them instead. A value
-    that only its ``str`` stands for warns, naming the parameter. With ``omegaconf`` installed and
-    ``use_omegaconf``, ``OmegaConf`` writes the file (keys in their order), as in Lightning.
+    that only its ``str`` stands for warns, naming the parameter. When the program uses ``omegaconf``
+    (it is imported) and ``use_omegaconf``, ``OmegaConf`` writes the file (keys in their order), as in
+    Lightning; Ember does not import it only to write this file (Lightning imports it whenever it is installed).
 
     Raises:
         RuntimeError: the file's folder does not exist.
@@ -160,7 +162,7 @@ def save_hparams_to_yaml(
         hparams = vars(hparams)
     if not isinstance(hparams, Mapping):
         raise TypeError("hparams must be dictionary")
-    if use_omegaconf and _omegaconf_available() and _save_with_omegaconf(fs, path, hparams):
+    if use_omegaconf and sys.modules.get("omegaconf") is not None and _save_with_omegaconf(fs, path, hparams):
         return
     data: dict[Any, Any] = {}
     for key, value in hparams.items():
