@@ -26,7 +26,12 @@ from ember.utilities import MisconfigurationException
         ({"num_sanity_val_steps": -2}, r"`num_sanity_val_steps` must be an int >= -1"),
         ({"log_every_n_steps": -1}, r"`log_every_n_steps` must be an int >= 0"),
         ({"check_val_every_n_epoch": 0}, r"`check_val_every_n_epoch` should be an integer greater than 0 or None"),
-        ({"val_check_interval": 1.5}, r"`val_check_interval` should be a fraction of the epoch in \(0.0, 1.0\]"),
+        (
+            {"val_check_interval": 1.5},
+            r"invalid value 1.5 for val_check_interval, it has to be in \[0.0, 1.0\] or an int",
+        ),
+        ({"val_check_interval": -0.1}, r"invalid value -0.1 for val_check_interval, it has to be in \[0.0, 1.0\]"),
+        ({"val_check_interval": 0.0}, r"`val_check_interval` should be a fraction of the epoch in \(0.0, 1.0\]"),
         ({"val_check_interval": -3}, r"`val_check_interval` should be a positive int"),
         (
             {"val_check_interval": 1.0, "check_val_every_n_epoch": None},
@@ -286,3 +291,11 @@ def test_an_epoch_end_hook_removed_in_lightning_2_is_refused_not_skipped(hook, c
     data = {"fit": (loader(), loader()), "validate": (loader(),), "test": (loader(),)}[call]
     with pytest.raises(NotImplementedError, match=rf"Support for `{hook}` has been removed in v2.0.0.*`{instead}`"):
         getattr(quiet_trainer(max_epochs=1), call)(model, *data)
+
+
+def test_a_validation_interval_longer_than_the_epoch_is_accepted_when_validation_is_off():
+    trainer = quiet_trainer(max_epochs=1, val_check_interval=10, limit_val_batches=0)
+    trainer.fit(CoreModel(), loader(n=8), loader(n=8))  # 2 batches: the interval never comes, and need not
+    assert trainer.global_step == 2
+    with pytest.raises(ValueError, match=r"`val_check_interval` \(10\) must be less than or equal to the number"):
+        quiet_trainer(max_epochs=1, val_check_interval=10).fit(CoreModel(), loader(n=8), loader(n=8))

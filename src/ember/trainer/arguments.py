@@ -144,7 +144,12 @@ def validation_interval(val_check_interval: Any, check_val_every_n_epoch: Any) -
         raise MisconfigurationException(
             f"`val_check_interval={interval!r}` must be an int, a float in [0, 1] or a duration."
         )
-    if isinstance(interval, float) and not 0.0 < interval <= 1.0:
+    if isinstance(interval, float) and not 0.0 <= interval <= 1.0:
+        raise MisconfigurationException(
+            f"You have passed invalid value {interval} for val_check_interval, it has to be in [0.0, 1.0] or an int:"
+            " a fraction of the epoch, or a number of batches."
+        )
+    if isinstance(interval, float) and interval == 0.0:
         raise MisconfigurationException(
             "`val_check_interval` should be a fraction of the epoch in (0.0, 1.0] or an int number of batches."
             f" Found {interval}."

@@ -197,7 +197,7 @@ def _val_check_batch(t: Trainer, run: Run) -> int | float:
     """Validate after every this many training batches of an epoch (inf: at the epoch's end, or by time)."""
     batches = run.num_training_batches
     if isinstance(t.val_check_interval, int) and t._val_check_seconds is None:
-        if t.val_check_interval > batches and t.check_val_every_n_epoch is not None:
+        if t.val_check_interval > batches and t.check_val_every_n_epoch is not None and t.limit_val_batches > 0:
             raise ValueError(
                 f" `val_check_interval` ({t.val_check_interval}) must be less than or equal to the number of the"
                 f" training batches ({batches}). If you want to disable validation set"
