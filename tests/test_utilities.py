@@ -63,3 +63,19 @@ def test_attribute_dict():
     hparams = AttributeDict(lr=0.1)
     hparams.batch_size = 32
     assert hparams["batch_size"] == 32 and hparams.lr == 0.1
+
+
+def test_isolate_rng_leaves_an_uninitialized_cuda_alone(monkeypatch):
+    # reading CUDA's generators would initialize CUDA, which breaks a later ddp_fork: only read them once in use
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: calls.append("get") or [])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append("set"))
+    with isolate_rng():
+        torch.rand(1)
+    assert calls == []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with isolate_rng():
+        torch.rand(1)
+    assert calls == ["get", "set"]
