@@ -105,7 +105,13 @@ SUPPORTED = {
     "plugins": ("ember.plugins", []),
     "plugins.environments": (
         "ember.plugins.environments",
-        ["ClusterEnvironment", "LightningEnvironment", "SLURMEnvironment", "TorchElasticEnvironment"],
+        [
+            "ClusterEnvironment",
+            "KubeflowEnvironment",
+            "LightningEnvironment",
+            "SLURMEnvironment",
+            "TorchElasticEnvironment",
+        ],
     ),
     "profilers": (
         "ember.profilers",

@@ -427,3 +427,20 @@ def test_torch_sync_batchnorm_reverts_to_batchnorm_keeping_parameters_and_statis
     for key, value in reverted.state_dict().items():
         assert torch.equal(value, before[key]), key
     norm._check_input_dim(torch.empty(2, 4, 5))  # any input dimension, as the original class is unknown
+
+
+def test_a_kubeflow_pytorchjob_pod_takes_its_rank_from_the_operator(monkeypatch):
+    from ember.plugins.environments import KubeflowEnvironment
+
+    for key, value in {"MASTER_ADDR": "job-master-0", "MASTER_PORT": "23456", "WORLD_SIZE": "3", "RANK": "2"}.items():
+        monkeypatch.setenv(key, value)
+    env = KubeflowEnvironment()
+    trainer = make(strategy="ddp", num_nodes=3, devices=1, plugins=[env])
+    assert trainer.strategy.cluster_environment is env and env.creates_processes_externally
+    assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (3, 2, 0, 2)
+    assert (env.main_address, env.main_port) == ("job-master-0", 23456)
+    env.set_global_rank(0)
+    env.set_world_size(1)  # the operator's values stand
+    assert (env.global_rank(), env.world_size()) == (2, 3)
+    with pytest.raises(NotImplementedError, match="can't be detected automatically"):
+        KubeflowEnvironment.detect()

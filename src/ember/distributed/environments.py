@@ -1,4 +1,4 @@
-"""Where the rank of this process comes from: Ember's own launcher, torchrun, or SLURM's ``srun``.
+"""Where the rank of this process comes from: Ember's own launcher, torchrun, SLURM's ``srun``, or Kubeflow.
 
 Each environment reads the variables its launcher defines; Ember adds no protocol of its own: the
 processes it starts get the same variables torchrun would set (``RANK``, ``LOCAL_RANK``,
@@ -18,6 +18,7 @@ from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 __all__ = [
     "ClusterEnvironment",
+    "KubeflowEnvironment",
     "LightningEnvironment",
     "SLURMEnvironment",
     "TorchElasticEnvironment",
@@ -142,6 +143,47 @@ class TorchElasticEnvironment(ClusterEnvironment):
                 f" num_nodes={num_nodes})` expects {expected}: make `--nproc_per_node` equal `devices` and `--nnodes`"
                 " equal `num_nodes`."
             )
+
+
+class KubeflowEnvironment(ClusterEnvironment):
+    """A Kubeflow ``PyTorchJob``: one process per pod, its rank and the job's size set by the operator.
+
+    Not detected from the environment (a pod shows nothing that sets it apart): pass it, as in Lightning,
+    ``Trainer(strategy="ddp", num_nodes=<pods>, devices=1, plugins=[KubeflowEnvironment()])``. The ranks
+    cannot be changed: the setters do nothing.
+    """
+
+    creates_processes_externally = True
+
+    @property
+    def main_address(self) -> str:
+        return os.environ["MASTER_ADDR"]
+
+    @property
+    def main_port(self) -> int:
+        return int(os.environ["MASTER_PORT"])
+
+    @staticmethod
+    def detect() -> bool:
+        raise NotImplementedError("The Kubeflow environment can't be detected automatically.")
+
+    def world_size(self) -> int:
+        return int(os.environ["WORLD_SIZE"])
+
+    def set_world_size(self, size: int) -> None:
+        """Ignored: the operator sets ``WORLD_SIZE``."""
+
+    def global_rank(self) -> int:
+        return int(os.environ["RANK"])
+
+    def set_global_rank(self, rank: int) -> None:
+        """Ignored: the operator sets ``RANK``."""
+
+    def local_rank(self) -> int:
+        return 0  # one process per pod
+
+    def node_rank(self) -> int:
+        return self.global_rank()  # each pod is a node
 
 
 def _slurm_interactive() -> bool:
