@@ -108,6 +108,7 @@ SUPPORTED = {
         [
             "ClusterEnvironment",
             "KubeflowEnvironment",
+            "LSFEnvironment",
             "LightningEnvironment",
             "SLURMEnvironment",
             "TorchElasticEnvironment",

@@ -24,6 +24,11 @@ from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import _set_rank, rank_zero_only
 
 RANK_VARS = (
+    "LSB_JOBID",
+    "LSB_DJOB_RANKFILE",
+    "JSM_NAMESPACE_RANK",
+    "JSM_NAMESPACE_LOCAL_RANK",
+    "JSM_NAMESPACE_SIZE",
     "RANK",
     "LOCAL_RANK",
     "WORLD_SIZE",
@@ -444,3 +449,30 @@ def test_a_kubeflow_pytorchjob_pod_takes_its_rank_from_the_operator(monkeypatch)
     assert (env.global_rank(), env.world_size()) == (2, 3)
     with pytest.raises(NotImplementedError, match="can't be detected automatically"):
         KubeflowEnvironment.detect()
+
+
+def test_an_lsf_jsrun_job_is_detected_and_read_from_its_rank_file(tmp_path, monkeypatch):
+    import socket
+
+    from ember.plugins.environments import LSFEnvironment
+
+    here = socket.gethostname()
+    rankfile = tmp_path / "rankfile"
+    rankfile.write_text(f"launch-node\nnode-a\nnode-a\n{here}\n{here}\n")  # 2 nodes of 2 slots; this is the second
+    for key, value in {
+        "LSB_JOBID": "123456",
+        "LSB_DJOB_RANKFILE": str(rankfile),
+        "JSM_NAMESPACE_SIZE": "4",
+        "JSM_NAMESPACE_RANK": "3",
+        "JSM_NAMESPACE_LOCAL_RANK": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    trainer = make(strategy="ddp", num_nodes=2, devices=2)
+    env = trainer.strategy.cluster_environment
+    assert isinstance(env, LSFEnvironment) and env.creates_processes_externally
+    assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (4, 3, 1, 1)
+    assert (env.main_address, env.main_port) == ("node-a", 10456)  # the job id decides the port on every node
+    assert os.environ["MASTER_ADDR"] == "node-a" and os.environ["MASTER_PORT"] == "10456"
+    monkeypatch.delenv("JSM_NAMESPACE_RANK")
+    with pytest.raises(ValueError, match="Environment variable `JSM_NAMESPACE_RANK` not found. Run the program with"):
+        env.global_rank()

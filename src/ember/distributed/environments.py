@@ -1,4 +1,5 @@
-"""Where the rank of this process comes from: Ember's own launcher, torchrun, SLURM's ``srun``, or Kubeflow.
+"""Where the rank of this process comes from: Ember's own launcher, torchrun, SLURM's ``srun``,
+LSF's ``jsrun`` or Kubeflow.
 
 Each environment reads the variables its launcher defines; Ember adds no protocol of its own: the
 processes it starts get the same variables torchrun would set (``RANK``, ``LOCAL_RANK``,
@@ -19,6 +20,7 @@ from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 __all__ = [
     "ClusterEnvironment",
     "KubeflowEnvironment",
+    "LSFEnvironment",
     "LightningEnvironment",
     "SLURMEnvironment",
     "TorchElasticEnvironment",
@@ -186,6 +188,96 @@ class KubeflowEnvironment(ClusterEnvironment):
         return self.global_rank()  # each pod is a node
 
 
+class LSFEnvironment(ClusterEnvironment):
+    """Processes started by LSF's job step manager (``jsrun``), detected from its variables.
+
+    Ranks come from ``JSM_NAMESPACE_RANK``, ``JSM_NAMESPACE_LOCAL_RANK`` and ``JSM_NAMESPACE_SIZE``. The
+    hosts come from the rank file ``LSB_DJOB_RANKFILE``: its first line is the launch node, which runs no
+    rank; rank 0's node (the first after it) is the main address, and a node's rank is the order in which
+    its host first appears. The port is ``MASTER_PORT`` when set, else derived from ``LSB_JOBID`` (the same
+    on every node). Creating the environment exports ``MASTER_ADDR``/``MASTER_PORT`` for torch.
+    """
+
+    creates_processes_externally = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        hosts = _lsf_hosts()
+        self._main_address = hosts[0]
+        self._main_port = _lsf_port()
+        order: dict[str, int] = {}
+        for host in hosts:
+            order.setdefault(host, len(order))
+        here = socket.gethostname()
+        if here not in order:
+            raise ValueError(f"This host ({here}) is not in the LSF rank file {os.environ['LSB_DJOB_RANKFILE']}.")
+        self._node_rank = order[here]
+        os.environ["MASTER_ADDR"] = self._main_address
+        os.environ["MASTER_PORT"] = str(self._main_port)
+
+    @property
+    def main_address(self) -> str:
+        return self._main_address
+
+    @property
+    def main_port(self) -> int:
+        return self._main_port
+
+    @staticmethod
+    def detect() -> bool:
+        required = ("LSB_JOBID", "LSB_DJOB_RANKFILE", "JSM_NAMESPACE_LOCAL_RANK", "JSM_NAMESPACE_SIZE")
+        return all(key in os.environ for key in required)
+
+    def world_size(self) -> int:
+        return _jsm_variable("JSM_NAMESPACE_SIZE", "world size")
+
+    def set_world_size(self, size: int) -> None:
+        """Ignored: ``jsrun`` sets the world size."""
+
+    def global_rank(self) -> int:
+        return _jsm_variable("JSM_NAMESPACE_RANK", "global rank")
+
+    def set_global_rank(self, rank: int) -> None:
+        """Ignored: ``jsrun`` sets the rank."""
+
+    def local_rank(self) -> int:
+        return _jsm_variable("JSM_NAMESPACE_LOCAL_RANK", "local rank")
+
+    def node_rank(self) -> int:
+        return self._node_rank
+
+
+def _jsm_variable(name: str, what: str) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        raise ValueError(
+            f"Cannot determine {what}. Environment variable `{name}` not found. Run the program with `jsrun`."
+        )
+    return int(value)
+
+
+def _lsf_hosts() -> list[str]:
+    """The job's compute hosts, one line per rank slot, without the launch node (the rank file's first line)."""
+    rankfile = os.environ.get("LSB_DJOB_RANKFILE")
+    if not rankfile:
+        raise ValueError(
+            "The environment variable `LSB_DJOB_RANKFILE` is missing or empty: run the program with `jsrun`."
+        )
+    with open(rankfile) as file:
+        hosts = [line.strip() for line in file if line.strip()][1:]
+    if not hosts:
+        raise ValueError(f"The LSF rank file {rankfile} names no compute host after the launch node.")
+    return hosts
+
+
+def _lsf_port() -> int:
+    if "MASTER_PORT" in os.environ:
+        return int(os.environ["MASTER_PORT"])
+    if "LSB_JOBID" in os.environ:
+        return int(os.environ["LSB_JOBID"]) % 1000 + 10000  # every node computes the same port
+    raise ValueError("Could not find the job id in the environment variable `LSB_JOBID`.")
+
+
 def _slurm_interactive() -> bool:
     return os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
 
@@ -315,8 +407,8 @@ def environment_in(plugins: Any) -> ClusterEnvironment | None:
 
 
 def detect_environment() -> ClusterEnvironment:
-    """torchrun first, then SLURM, else Ember's own (which also joins processes started by Ember)."""
-    for env_type in (TorchElasticEnvironment, SLURMEnvironment):
+    """torchrun first, then SLURM, then LSF, else Ember's own (which also joins processes started by Ember)."""
+    for env_type in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment):
         if env_type.detect():
             return env_type()
     return LightningEnvironment()

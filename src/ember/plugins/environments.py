@@ -4,6 +4,7 @@ from ember.distributed.environments import (
     ClusterEnvironment,
     KubeflowEnvironment,
     LightningEnvironment,
+    LSFEnvironment,
     SLURMEnvironment,
     TorchElasticEnvironment,
 )
@@ -11,6 +12,7 @@ from ember.distributed.environments import (
 __all__ = [
     "ClusterEnvironment",
     "KubeflowEnvironment",
+    "LSFEnvironment",
     "LightningEnvironment",
     "SLURMEnvironment",
     "TorchElasticEnvironment",
