@@ -110,6 +110,7 @@ SUPPORTED = {
             "KubeflowEnvironment",
             "LSFEnvironment",
             "LightningEnvironment",
+            "MPIEnvironment",
             "SLURMEnvironment",
             "TorchElasticEnvironment",
         ],

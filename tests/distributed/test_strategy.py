@@ -4,6 +4,8 @@ that need no second process."""
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from datetime import timedelta
 
 import pytest
@@ -476,3 +478,45 @@ def test_an_lsf_jsrun_job_is_detected_and_read_from_its_rank_file(tmp_path, monk
     monkeypatch.delenv("JSM_NAMESPACE_RANK")
     with pytest.raises(ValueError, match="Environment variable `JSM_NAMESPACE_RANK` not found. Run the program with"):
         env.global_rank()
+
+
+class _FakeComm:
+    """What MPIEnvironment uses of mpi4py's communicators, for rank 5 of 6 over 3 hosts (2 per host)."""
+
+    def __init__(self, rank: int = 5, size: int = 6) -> None:
+        self.rank, self.size, self.calls = rank, size, []
+
+    def Get_size(self):
+        return self.size
+
+    def Get_rank(self):
+        return self.rank
+
+    def bcast(self, value, root):
+        self.calls.append("bcast")
+        return ("host-0", 29500) if isinstance(value, tuple) else ["host-0", "host-1", socket.gethostname()]
+
+    def gather(self, value, root):
+        return None  # not rank 0
+
+    def Split(self, color):
+        return _FakeComm(rank=1, size=2)
+
+
+def test_an_mpi_job_is_detected_through_mpi4py_and_reads_its_ranks_from_the_world(monkeypatch):
+    import types
+
+    from ember.plugins.environments import MPIEnvironment
+
+    mpi4py = types.ModuleType("mpi4py")
+    mpi4py.MPI = types.SimpleNamespace(COMM_WORLD=_FakeComm())
+    monkeypatch.setitem(sys.modules, "mpi4py", mpi4py)
+    trainer = make(strategy="ddp", num_nodes=3, devices=2)
+    env = trainer.strategy.cluster_environment
+    assert isinstance(env, MPIEnvironment) and env.creates_processes_externally
+    assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (6, 5, 1, 2)
+    assert (env.main_address, env.main_port) == ("host-0", 29500)  # rank 0's, broadcast once
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    assert not MPIEnvironment.detect()
+    with pytest.raises(ModuleNotFoundError, match=r"needs the `mpi4py` package .*`pip install mpi4py`"):
+        MPIEnvironment()

@@ -1,5 +1,5 @@
 """Where the rank of this process comes from: Ember's own launcher, torchrun, SLURM's ``srun``,
-LSF's ``jsrun`` or Kubeflow.
+LSF's ``jsrun``, MPI or Kubeflow.
 
 Each environment reads the variables its launcher defines; Ember adds no protocol of its own: the
 processes it starts get the same variables torchrun would set (``RANK``, ``LOCAL_RANK``,
@@ -22,6 +22,7 @@ __all__ = [
     "KubeflowEnvironment",
     "LSFEnvironment",
     "LightningEnvironment",
+    "MPIEnvironment",
     "SLURMEnvironment",
     "TorchElasticEnvironment",
     "detect_environment",
@@ -247,6 +248,78 @@ class LSFEnvironment(ClusterEnvironment):
         return self._node_rank
 
 
+class MPIEnvironment(ClusterEnvironment):
+    """Processes started by an MPI launcher (``mpirun``/``mpiexec``), through ``mpi4py``.
+
+    Detected when ``mpi4py`` imports and its world holds more than one process. Ranks come from
+    ``MPI.COMM_WORLD``; rank 0 broadcasts its host name (the main address) and a free port; the node rank
+    is this host's place among the job's sorted host names, and the local rank is the rank among the
+    processes of this host.
+    """
+
+    creates_processes_externally = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        try:
+            from mpi4py import MPI
+        except ImportError as error:
+            raise ModuleNotFoundError(
+                "MPIEnvironment needs the `mpi4py` package (and an MPI library): `pip install mpi4py`."
+            ) from error
+        self._comm = MPI.COMM_WORLD
+        self._main: tuple[str, int] | None = None
+        self._local: tuple[int, int] | None = None  # (node rank, local rank)
+
+    @property
+    def main_address(self) -> str:
+        return self._rank0_address()[0]
+
+    @property
+    def main_port(self) -> int:
+        return self._rank0_address()[1]
+
+    @staticmethod
+    def detect() -> bool:
+        try:
+            from mpi4py import MPI  # may be installed without an MPI library
+        except ImportError:
+            return False
+        return bool(MPI.COMM_WORLD.Get_size() > 1)
+
+    def world_size(self) -> int:
+        return int(self._comm.Get_size())
+
+    def set_world_size(self, size: int) -> None:
+        """Ignored: MPI sets the world size."""
+
+    def global_rank(self) -> int:
+        return int(self._comm.Get_rank())
+
+    def set_global_rank(self, rank: int) -> None:
+        """Ignored: MPI sets the rank."""
+
+    def local_rank(self) -> int:
+        return self._node_and_local_rank()[1]
+
+    def node_rank(self) -> int:
+        return self._node_and_local_rank()[0]
+
+    def _rank0_address(self) -> tuple[str, int]:
+        if self._main is None:  # every rank asks at the same point, so the broadcasts pair up
+            self._main = self._comm.bcast((socket.gethostname(), find_free_network_port()), root=0)
+        return self._main
+
+    def _node_and_local_rank(self) -> tuple[int, int]:
+        if self._local is None:
+            here = socket.gethostname()
+            hosts = self._comm.gather(here, root=0)  # None on the other ranks
+            hosts = self._comm.bcast(sorted(set(hosts)) if hosts is not None else None, root=0)
+            node = hosts.index(here)
+            self._local = (node, int(self._comm.Split(color=node).Get_rank()))
+        return self._local
+
+
 def _jsm_variable(name: str, what: str) -> int:
     value = os.environ.get(name)
     if value is None:
@@ -407,8 +480,8 @@ def environment_in(plugins: Any) -> ClusterEnvironment | None:
 
 
 def detect_environment() -> ClusterEnvironment:
-    """torchrun first, then SLURM, then LSF, else Ember's own (which also joins processes started by Ember)."""
-    for env_type in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment):
+    """torchrun, SLURM, LSF, then MPI, else Ember's own (which also joins processes started by Ember)."""
+    for env_type in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment, MPIEnvironment):
         if env_type.detect():
             return env_type()
     return LightningEnvironment()

@@ -5,6 +5,7 @@ from ember.distributed.environments import (
     KubeflowEnvironment,
     LightningEnvironment,
     LSFEnvironment,
+    MPIEnvironment,
     SLURMEnvironment,
     TorchElasticEnvironment,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "KubeflowEnvironment",
     "LSFEnvironment",
     "LightningEnvironment",
+    "MPIEnvironment",
     "SLURMEnvironment",
     "TorchElasticEnvironment",
 ]
