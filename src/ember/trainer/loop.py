@@ -127,7 +127,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         if batch is _END:
             break
         run.batch_idx = batch_idx
-        is_last = batch_idx + 1 >= total or (ahead is not None and ahead.exhausted)
+        is_last = batch_idx + 1 >= total or (ahead is not None and run.last_batch_seen)
         if transfer is not None:
             batch = transfer(batch)  # transfer
         results.batch, results.batch_size = batch, None
@@ -162,13 +162,11 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
 
 
 class _Lookahead:
-    """An iterator that holds the next batch, so that ``exhausted`` says whether the last one was handed out
-    (and ``trainer.is_last_batch`` says so too)."""
+    """An iterator that holds the next batch, and sets ``run.last_batch_seen`` when it hands out the last one."""
 
     def __init__(self, iterator: Iterator[Any], run: Run) -> None:
         self._iterator, self._run = iterator, run
         self._next = next(iterator, _END)
-        self.exhausted = self._next is _END
 
     def __iter__(self) -> _Lookahead:
         return self
@@ -179,7 +177,7 @@ class _Lookahead:
             raise StopIteration
         self._next = next(self._iterator, _END)
         if self._next is _END:
-            self.exhausted = self._run.last_batch_seen = True
+            self._run.last_batch_seen = True
         return batch
 
 
