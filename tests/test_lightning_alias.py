@@ -102,7 +102,19 @@ SUPPORTED = {
     "loggers.tensorboard": ("ember.loggers.tensorboard", ["TensorBoardLogger"]),
     "loggers.utilities": ("ember.loggers.utilities", []),
     "loggers.wandb": ("ember.loggers.wandb", ["WandbLogger"]),
-    "plugins": ("ember.plugins", []),
+    "plugins": (
+        "ember.plugins",
+        ["BitsandbytesPrecision", "DoublePrecision", "HalfPrecision", "MixedPrecision", "Precision"],
+    ),
+    "plugins.precision": (
+        "ember.precision",
+        ["BitsandbytesPrecision", "DoublePrecision", "HalfPrecision", "MixedPrecision", "Precision"],
+    ),
+    "plugins.precision.amp": ("ember.precision.amp", ["MixedPrecision"]),
+    "plugins.precision.bitsandbytes": ("ember.precision.bitsandbytes", ["BitsandbytesPrecision"]),
+    "plugins.precision.double": ("ember.precision.double", ["DoublePrecision"]),
+    "plugins.precision.half": ("ember.precision.half", ["HalfPrecision"]),
+    "plugins.precision.precision": ("ember.precision.precision", ["Precision"]),
     "plugins.environments": (
         "ember.plugins.environments",
         [
@@ -295,7 +307,7 @@ def test_isinstance_checks_and_monkeypatching_agree_under_every_name():
     ("path", "says"),
     [
         ("pytorch_lightning.loops", "Ember has one loop and no loop classes to replace"),
-        ("lightning.pytorch.plugins.precision", "choose the precision with `Trainer(precision=...)`"),
+        ("lightning.pytorch.plugins.precision.xla", None),
         ("lightning.pytorch.demos.boring_classes", "Ember's own demo is `ember.demos.digits`"),
         ("pytorch_lightning.serve", None),
         ("pytorch_lightning._graveyard", None),

@@ -60,6 +60,12 @@ _MOVED = {
     "callbacks.progress.rich_progress": "callbacks.rich_progress",
     "core.mixins.hparams_mixin": "core.hparams",
     "profilers.base": "profilers.profiler",
+    "plugins.precision": "precision",
+    "plugins.precision.precision": "precision.precision",
+    "plugins.precision.amp": "precision.amp",
+    "plugins.precision.half": "precision.half",
+    "plugins.precision.double": "precision.double",
+    "plugins.precision.bitsandbytes": "precision.bitsandbytes",
     "strategies.strategy": "distributed.strategy",
     "strategies.single_device": "distributed.strategy",
     "strategies.parallel": "distributed.parallel",
@@ -70,7 +76,6 @@ _MOVED = {
 # what to use instead of Lightning paths that Ember does not provide
 _INSTEAD = {
     "loops": "Ember has one loop and no loop classes to replace: change what it does with hooks and callbacks",
-    "plugins.precision": "Ember has no precision plugins: choose the precision with `Trainer(precision=...)`",
     "demos": "Ember's own demo is `ember.demos.digits`",
 }
 # Ember modules whose Lightning namesake is something else: `ember.demos` is the digits demo, not

@@ -142,3 +142,21 @@ def test_two_trainer_functions_of_the_same_name_each_work(tmp_path, monkeypatch)
         assert cli.trainer.max_epochs == epochs
     cli = LightningCLI(Regressor, RegressionData, trainer_class=second, args=["validate"], save_config_callback=None)
     assert cli.trainer.state.fn == "validate"
+
+
+def test_a_precision_plugin_is_chosen_by_class_path(tmp_path):
+    cli = LightningCLI(
+        Regressor,
+        RegressionData,
+        run=False,
+        args=[
+            "--trainer.logger=false",
+            *_quiet(tmp_path),
+            "--trainer.plugins=ember.plugins.HalfPrecision",
+            "--trainer.plugins.precision=bf16-true",
+        ],
+    )
+    from ember.plugins import HalfPrecision
+
+    assert isinstance(cli.trainer.precision_plugin, HalfPrecision)
+    assert cli.trainer.precision == "bf16-true"

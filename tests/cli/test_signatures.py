@@ -48,7 +48,7 @@ def test_module_hooks_resolve(cls):
 def test_trainer_object_arguments_have_lightnings_types():
     from ember.accelerators import Accelerator
     from ember.loggers import Logger
-    from ember.plugins import CheckpointIO, ClusterEnvironment
+    from ember.plugins import CheckpointIO, ClusterEnvironment, LayerSync, Precision
     from ember.profilers import Profiler
     from ember.strategies import Strategy
 
@@ -57,7 +57,7 @@ def test_trainer_object_arguments_have_lightnings_types():
     assert hints["strategy"] == str | Strategy
     assert hints["logger"] == Logger | Iterable[Logger] | bool | None
     assert hints["profiler"] == Profiler | str | None
-    plugin = typing.Union[ClusterEnvironment, CheckpointIO]
+    plugin = typing.Union[Precision, ClusterEnvironment, CheckpointIO, LayerSync]
     assert hints["plugins"] == typing.Optional[typing.Union[plugin, list[plugin]]]
     assert typing.get_args(hints["deterministic"]) == (bool, typing.Literal["warn"], type(None))
     assert "bf16-mixed" in typing.get_args(typing.get_args(hints["precision"])[1])

@@ -110,9 +110,11 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False) -> dict[st
         checkpoint["callbacks"] = callback_states
         checkpoint["optimizer_states"] = [t.strategy.optimizer_state(opt) for opt in t.optimizers]
         checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in t.lr_scheduler_configs]
-        precision_state = t.precision_plugin.state_dict()
+        precision = t.precision_plugin
+        precision_state = precision.state_dict()
         if precision_state:
-            checkpoint["MixedPrecision"] = precision_state
+            checkpoint[type(precision).__qualname__] = precision_state  # "MixedPrecision", as Lightning
+        precision.on_save_checkpoint(checkpoint)
         checkpoint[EMBER_KEY] = {
             "progress": run.progress.state_dict(),
             "rng": collect_rng_states(),
@@ -229,8 +231,10 @@ def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> 
             "Trying to restore optimizer state but checkpoint contains only the model. This is probably due to"
             " `ModelCheckpoint.save_weights_only` being set to `True`."
         )
-    if "MixedPrecision" in checkpoint:
-        t.precision_plugin.load_state_dict(checkpoint["MixedPrecision"])
+    precision = t.precision_plugin
+    precision.on_load_checkpoint(checkpoint)
+    if type(precision).__qualname__ in checkpoint:
+        precision.load_state_dict(checkpoint[type(precision).__qualname__])
     run.resume = _restore_progress(t, run, checkpoint)
     states = checkpoint["optimizer_states"]
     if len(states) != len(t.optimizers):

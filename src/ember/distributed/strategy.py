@@ -127,7 +127,7 @@ class Strategy:
         return contextlib.nullcontext()
 
     def teardown(self) -> None:
-        """Finish the checkpoint plugin's work (queued writes), move the model back to the CPU, release the rest.
+        """Finish the checkpoint plugin's work (queued writes), end the precision plugin's, move the model back to the CPU, release the rest.
 
         Raises the error of a checkpoint write that failed in the background, after the clean-up.
         """
@@ -135,6 +135,8 @@ class Strategy:
         try:
             self.checkpoint_io.teardown()
         finally:
+            if self.precision_plugin is not None:
+                self.precision_plugin.teardown()
             if self._lightning_module is not None and self.root_device.type != "cpu":
                 self._lightning_module.cpu()
                 if torch.cuda.is_available():

@@ -1,9 +1,9 @@
-"""Lightning's import path for plugins: checkpoint IO and layer synchronization here, the cluster
-environments in ``environments``.
+"""Lightning's import path for plugins: checkpoint IO, precision and layer synchronization here, the
+cluster environments in ``environments``.
 
 Example::
 
-    from ember.plugins import AsyncCheckpointIO
+    from ember.plugins import AsyncCheckpointIO, MixedPrecision
 
     trainer = Trainer(plugins=[AsyncCheckpointIO()])
 """
@@ -11,12 +11,18 @@ Example::
 from ember.plugins.environments import ClusterEnvironment
 from ember.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO
 from ember.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
+from ember.precision import BitsandbytesPrecision, DoublePrecision, HalfPrecision, MixedPrecision, Precision
 
 __all__ = [
     "AsyncCheckpointIO",
+    "BitsandbytesPrecision",
     "CheckpointIO",
     "ClusterEnvironment",
+    "DoublePrecision",
+    "HalfPrecision",
     "LayerSync",
+    "MixedPrecision",
+    "Precision",
     "TorchCheckpointIO",
     "TorchSyncBatchNorm",
 ]

@@ -25,7 +25,6 @@ import torch
 
 from ember.checkpoint import contents
 from ember.checkpoint.ckpt_path import resolve_ckpt_path
-from ember.precision import Precision
 from ember.profilers.profiler import active
 from ember.trainer import arguments, dataloaders, loop
 from ember.trainer.data import takes_dataloader_iter
@@ -193,8 +192,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
         callback.log, callback.log_dict = model.log, model.log_dict  # type: ignore[attr-defined]  # set at run time
     run.hooks = HookDispatcher(trainer, model, trainer.callbacks, run.profiler)
     check_configuration(trainer, run, model)
-    precision = Precision(trainer.precision, strategy.root_device)
-    strategy.precision_plugin = precision
+    precision = trainer.precision_plugin
     if trainer.is_global_zero:
         for logger in trainer.loggers:
             check = getattr(type(logger), "_check_save_dir_writable", None)  # a logger's own method, not a Mock's

@@ -2,7 +2,7 @@
 
 Automatic optimization, the order Lightning uses::
 
-    optimizer_step(closure)                     # precision plugin: AMP scaling, or closure then step
+    run_optimizer_step(closure)                 # precision plugin: AMP scaling, or closure then step
         closure:  training_step -> [window start] on_before_zero_grad, optimizer_zero_grad
                   -> on_before_backward -> backward -> on_after_backward
         before the step: on_before_optimizer_step -> configure_gradient_clipping
@@ -95,7 +95,7 @@ class TrainingStep:
         self._clip = self._clipping(trainer)
         needs_before_step = self._on_before_optimizer_step is not None or self._clip is not None
         self._before_step = self._before_optimizer_step if needs_before_step else None
-        self._optimizer_step = profiled(profiler, module_action + "optimizer_step", self.precision.optimizer_step)
+        self._optimizer_step = profiled(profiler, module_action + "optimizer_step", self.precision.run_optimizer_step)
         self._module_optimizer_step = hooks.module_caller("optimizer_step")
         self._batch: Any = None
         self._batch_idx = 0
@@ -233,7 +233,7 @@ class TrainingStep:
         before = getattr(wrapper, "_closure_hook", None)
         if self.automatic and before is not None:
             # automatic optimization through the module's `optimizer_step`: the closure trains
-            return self.precision.optimizer_step(optimizer, closure, before, **kwargs)
+            return self.precision.run_optimizer_step(optimizer, closure, before, **kwargs)
         hooks = self.hooks
 
         def before_step() -> None:
@@ -243,7 +243,7 @@ class TrainingStep:
         if closure is None:
             # GradScaler steps only when the closure reports a loss; without one, step anyway
             closure = _no_loss if self.precision.scaler is None else _some_loss
-        result = self.precision.optimizer_step(optimizer, closure, before_step, **kwargs)
+        result = self.precision.run_optimizer_step(optimizer, closure, before_step, **kwargs)
         if not self.automatic:
             self.progress.global_step += 1
         return result

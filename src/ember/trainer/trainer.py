@@ -23,7 +23,7 @@ from ember.trainer.defaults import configure_callbacks, configure_loggers
 from ember.trainer.run import Run
 from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import _set_rank, rank_zero_warn
+from ember.utilities.rank_zero import _set_rank
 
 
 class _ReadOnly:
@@ -191,7 +191,7 @@ class Trainer:
         model_registry: str | None = None,
     ) -> None:
         from ember.distributed.factory import create_accelerator, create_strategy, parse_devices
-        from ember.precision import Precision, normalize_precision
+        from ember.precision import choose_precision
         from ember.profilers import create_profiler
 
         # ---- barebones: everything that costs speed is off --------------------------------------
@@ -252,16 +252,8 @@ class Trainer:
         self.strategy = create_strategy(
             strategy, accelerator_name, device_ids, num_nodes, sync_batchnorm=sync_batchnorm, plugins=plugins
         )
-        self.precision = normalize_precision(precision)
-        if self.precision == "16-mixed" and accelerator_name == "cpu":
-            # as Lightning 2.6: a GPU program still runs on a CPU machine, in the precision CPUs support
-            rank_zero_warn(
-                "You passed `Trainer(accelerator='cpu', precision='16-mixed')` but AMP with fp16 is not supported on"
-                " CPU. Using `precision='bf16-mixed'` instead."
-            )
-            self.precision = "bf16-mixed"
-        if self.strategy.precision_plugin is None:
-            self.strategy.precision_plugin = Precision(self.precision, self.strategy.root_device)
+        self.strategy.precision_plugin = choose_precision(precision, plugins, self.strategy, accelerator_name)
+        self.precision = self.strategy.precision_plugin.precision
         self.plugins = plugins
         self.sync_batchnorm = sync_batchnorm
         self.use_distributed_sampler = use_distributed_sampler
@@ -472,9 +464,7 @@ class Trainer:
             with trainer.init_module():
                 model = MyModel()
         """
-        from ember.precision import tensor_init_context
-
-        with self.strategy.tensor_init_context(empty_init), tensor_init_context(self.precision):
+        with self.strategy.tensor_init_context(empty_init), self.precision_plugin.tensor_init_context():
             yield
 
     def print(self, *args: Any, **kwargs: Any) -> None:
@@ -520,7 +510,7 @@ class Trainer:
 
     precision_plugin = _ReadOnly(
         "strategy.precision_plugin",
-        "Autocast, gradient scaling and clipping for the chosen ``precision`` (a fresh one for each call).",
+        "The precision plugin: the one in ``plugins``, or the one ``precision`` names (see ``ember.precision``).",
     )
 
     # ---- progress and limits ---------------------------------------------------------------------

@@ -20,11 +20,13 @@ if TYPE_CHECKING:
     from ember.accelerators.accelerator import Accelerator
     from ember.checkpoint.io import CheckpointIO
     from ember.distributed.environments import ClusterEnvironment
+    from ember.distributed.layer_sync import LayerSync
     from ember.distributed.strategy import Strategy
     from ember.loggers.logger import Logger
+    from ember.precision.precision import Precision
     from ember.profilers.profiler import Profiler
 
-    _PLUGIN = Union[ClusterEnvironment, CheckpointIO]
+    _PLUGIN = Union[Precision, ClusterEnvironment, CheckpointIO, LayerSync]
 
 __all__ = ["_LITERAL_WARN", "_PLUGIN", "_PRECISION_INPUT", "Accelerator", "Logger", "Profiler", "Strategy"]
 
@@ -43,8 +45,10 @@ def __getattr__(name: str) -> Any:
     from ember.accelerators.accelerator import Accelerator
     from ember.checkpoint.io import CheckpointIO
     from ember.distributed.environments import ClusterEnvironment
+    from ember.distributed.layer_sync import LayerSync
     from ember.distributed.strategy import Strategy
     from ember.loggers.logger import Logger
+    from ember.precision.precision import Precision
     from ember.profilers.profiler import Profiler
 
     loaded = {
@@ -54,8 +58,8 @@ def __getattr__(name: str) -> Any:
         "Strategy": Strategy,
         "Logger": Logger,
         "Profiler": Profiler,
-        # what `Trainer(plugins=...)` acts on (Lightning also takes names of plugins Ember does not have)
-        "_PLUGIN": Union[ClusterEnvironment, CheckpointIO],
+        # what `Trainer(plugins=...)` acts on, as in Lightning
+        "_PLUGIN": Union[Precision, ClusterEnvironment, CheckpointIO, LayerSync],
     }
     globals().update(loaded)
     return loaded[name]

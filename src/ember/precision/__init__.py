@@ -1,0 +1,85 @@
+"""Numeric precision: the plugin classes (Lightning's ``plugins.precision``) and the one the Trainer's
+``precision`` and ``plugins`` arguments choose.
+
+Example::
+
+    trainer = Trainer(precision="bf16-mixed")                        # builds MixedPrecision("bf16-mixed", ...)
+    trainer = Trainer(plugins=[MixedPrecision("16-mixed", "cuda", scaler)])   # or pass the plugin
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ember.precision.amp import MixedPrecision
+from ember.precision.bitsandbytes import BitsandbytesPrecision
+from ember.precision.double import DoublePrecision
+from ember.precision.half import HalfPrecision
+from ember.precision.precision import PRECISIONS, Precision, check_plugin, normalize_precision
+
+__all__ = [
+    "PRECISIONS",
+    "BitsandbytesPrecision",
+    "DoublePrecision",
+    "HalfPrecision",
+    "MixedPrecision",
+    "Precision",
+    "choose_precision",
+    "create_precision",
+    "normalize_precision",
+]
+
+
+def create_precision(precision: str, device_type: str) -> Precision:
+    """The plugin for a precision name (as ``normalize_precision`` returns it) on a device type."""
+    if precision == "64-true":
+        return DoublePrecision()
+    if precision in ("16-true", "bf16-true"):
+        return HalfPrecision(precision)
+    if precision in ("16-mixed", "bf16-mixed"):
+        return MixedPrecision(precision, device_type)
+    return Precision()
+
+
+def choose_precision(precision: Any, plugins: Any, strategy: Any, device_type: str) -> Precision:
+    """The precision plugin for ``Trainer(precision=..., plugins=...)`` and a strategy's ``precision_plugin``.
+
+    As Lightning: at most one of the three may be given; ``"16-mixed"`` on CPU becomes ``"bf16-mixed"``
+    with a warning; bitsandbytes runs on CUDA and CPU.
+    """
+    from ember.utilities.exceptions import MisconfigurationException
+    from ember.utilities.rank_zero import rank_zero_warn
+
+    given = [p for p in (plugins if isinstance(plugins, (list, tuple)) else [plugins]) if isinstance(p, Precision)]
+    if len(given) > 1:
+        raise MisconfigurationException(
+            "Received multiple values for Precision flags in `plugins`. Expected one value for each type at most."
+        )
+    plugin = given[0] if given else None
+    if plugin is not None and precision is not None:
+        raise ValueError(
+            f"Received both `precision={normalize_precision(precision)}` and `plugins={plugin}`. Choose one."
+        )
+    from_strategy = getattr(strategy, "precision_plugin", None)
+    if from_strategy is not None:
+        if plugin is not None:
+            raise MisconfigurationException("precision set through both strategy class and plugins, choose one")
+        plugin = from_strategy
+    if plugin is None:
+        name = normalize_precision(precision)
+        if name == "16-mixed" and device_type == "cpu":
+            # as Lightning 2.6: a GPU program still runs on a CPU machine, in the precision CPUs support
+            rank_zero_warn(
+                "You passed `Trainer(accelerator='cpu', precision='16-mixed')` but AMP with fp16 is not supported on"
+                " CPU. Using `precision='bf16-mixed'` instead."
+            )
+            name = "bf16-mixed"
+        return create_precision(name, device_type)
+    check_plugin(plugin)
+    if isinstance(plugin, BitsandbytesPrecision) and device_type not in ("cuda", "cpu"):
+        # Lightning allows CUDA only; bitsandbytes 0.46+ quantizes on CPU as well
+        raise RuntimeError(
+            f"Bitsandbytes is only supported on CUDA GPUs and CPUs, not on {device_type!r}: use"
+            " `Trainer(accelerator='cuda')` (or 'cpu') with `BitsandbytesPrecision`, or drop the plugin."
+        )
+    return plugin

@@ -1,0 +1,113 @@
+"""``MixedPrecision``: steps under ``torch.autocast`` in fp16 or bf16, with loss scaling for fp16."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ember.precision.precision import Precision
+from ember.utilities.exceptions import MisconfigurationException
+
+_AUTOCAST_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
+
+class MixedPrecision(Precision):
+    """Automatic mixed precision: parameters stay in float32, the steps run under ``torch.autocast``.
+
+    Args:
+        precision: ``"16-mixed"`` (float16, with a ``GradScaler``) or ``"bf16-mixed"`` (bfloat16, no scaling).
+        device: the device type autocast runs on: ``"cuda"``, ``"cpu"`` or ``"mps"``.
+        scaler: the ``torch.amp.GradScaler`` for ``"16-mixed"`` (one with default settings when None).
+
+    ``Trainer(precision="16-mixed")`` builds one; pass one in ``plugins`` to choose the scaler's settings.
+
+    Example::
+
+        scaler = torch.amp.GradScaler("cuda", init_scale=2.0**12, growth_interval=500)
+        trainer = Trainer(accelerator="cuda", plugins=[MixedPrecision("16-mixed", "cuda", scaler)])
+    """
+
+    def __init__(self, precision: str, device: str, scaler: Any = None) -> None:
+        if precision not in _AUTOCAST_DTYPES:
+            raise ValueError(
+                f"`{type(self).__name__}(precision={precision!r})` is not supported: the precision must be '16-mixed'"
+                " or 'bf16-mixed'."
+            )
+        if scaler is not None and precision == "bf16-mixed":
+            raise MisconfigurationException(
+                f"`precision='bf16-mixed'` does not use a scaler, found {scaler}. Drop the scaler, or use '16-mixed'."
+            )
+        self.precision = precision
+        self.device = str(device)
+        self.scaler = torch.amp.GradScaler(self.device) if scaler is None and precision == "16-mixed" else scaler
+        self._autocast_dtype = _AUTOCAST_DTYPES[precision]
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        return self.autocast_context_manager()
+
+    def autocast_context_manager(self) -> torch.autocast:
+        return torch.autocast(self.device, dtype=self._autocast_dtype)
+
+    def scale_loss(self, loss: Tensor) -> Tensor:
+        return self.scaler.scale(loss) if self.scaler is not None else loss
+
+    def unscale_for_clipping(self, optimizer: Optimizer) -> None:
+        if self.scaler is not None:
+            state = self.scaler._per_optimizer_states[id(optimizer)]
+            if state["stage"].name == "READY":
+                self.scaler.unscale_(optimizer)
+
+    def clip_gradients(
+        self, optimizer: Optimizer, clip_val: float = 0.0, gradient_clip_algorithm: str = "norm"
+    ) -> None:
+        if clip_val > 0 and self.scaler is not None and _unscales_itself(optimizer):
+            raise RuntimeError(
+                f"The optimizer {type(optimizer).__qualname__} unscales the gradients inside its own `step` (a 'fused'"
+                " optimizer?), so they cannot be clipped before it: turn off gradient clipping, or use an optimizer"
+                " without `fused=True`."
+            )
+        super().clip_gradients(optimizer, clip_val, gradient_clip_algorithm)
+
+    def run_optimizer_step(
+        self,
+        optimizer: Optimizer,
+        closure: Callable[[], Any],
+        before_step: Callable[[], None] | None,
+        **kwargs: Any,
+    ) -> Any:
+        if self.scaler is None:
+            return super().run_optimizer_step(optimizer, closure, before_step, **kwargs)
+        if isinstance(optimizer, torch.optim.LBFGS):
+            raise MisconfigurationException(
+                "AMP and the LBFGS optimizer are not compatible: LBFGS re-evaluates the loss, which a GradScaler cannot"
+                " follow. Use `precision='bf16-mixed'` or '32-true' with LBFGS."
+            )
+        # GradScaler cannot step with a closure: run it first, unscale, then step if grads are finite
+        result = closure()
+        if not _unscales_itself(optimizer):
+            self.scaler.unscale_(optimizer)
+        if before_step is not None:
+            before_step()
+        if result is None:
+            return None  # training_step returned None: no backward ran, nothing to step
+        # host sync: GradScaler reads whether the gradients are finite
+        out = self.scaler.step(optimizer, **kwargs)
+        self.scaler.update()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.scaler is not None and state_dict:
+            self.scaler.load_state_dict(state_dict)
+
+
+def _unscales_itself(optimizer: Optimizer) -> bool:
+    # fused torch optimizers unscale inside `step`: GradScaler must not unscale them first
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))

@@ -1,0 +1,19 @@
+"""``DoublePrecision``: parameters, inputs and new tensors in float64 (``"64-true"``)."""
+
+from __future__ import annotations
+
+import torch
+
+from ember.precision.precision import CastingPrecision
+
+
+class DoublePrecision(CastingPrecision):
+    """Training in double precision: the module, the batches and the tensors a step creates.
+
+    Example::
+
+        trainer = Trainer(plugins=[DoublePrecision()])  # the same as Trainer(precision="64-true")
+    """
+
+    precision: str = "64-true"
+    _dtype = torch.float64

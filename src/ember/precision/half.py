@@ -1,0 +1,31 @@
+"""``HalfPrecision``: parameters, inputs and new tensors in float16 or bfloat16 (``"16-true"``, ``"bf16-true"``)."""
+
+from __future__ import annotations
+
+import torch
+
+from ember.precision.precision import CastingPrecision
+
+_DTYPES = {"16-true": torch.float16, "bf16-true": torch.bfloat16}
+
+
+class HalfPrecision(CastingPrecision):
+    """Training entirely in half precision: the module, the batches and the tensors a step creates.
+
+    Args:
+        precision: ``"16-true"`` (float16) or ``"bf16-true"`` (bfloat16).
+
+    Example::
+
+        trainer = Trainer(plugins=[HalfPrecision("bf16-true")])  # the same as Trainer(precision="bf16-true")
+    """
+
+    precision: str = "16-true"
+
+    def __init__(self, precision: str = "16-true") -> None:
+        if precision not in _DTYPES:
+            raise ValueError(
+                f"`HalfPrecision(precision={precision!r})` is not supported: use '16-true' or 'bf16-true'."
+            )
+        self.precision = precision
+        self._dtype = _DTYPES[precision]

@@ -1,0 +1,269 @@
+"""The precision plugin's base class: full precision (``"32-true"``), and the optimizer step every
+precision runs. The other precisions change a part of it: autocast and loss scaling
+(``MixedPrecision``), casts to one dtype (``HalfPrecision``, ``DoublePrecision``), quantized layers
+(``BitsandbytesPrecision``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+_ALIASES = {
+    "64": "64-true",
+    64: "64-true",
+    "64-true": "64-true",
+    "double": "64-true",
+    "32": "32-true",
+    32: "32-true",
+    "32-true": "32-true",
+    "16": "16-mixed",
+    16: "16-mixed",
+    "16-mixed": "16-mixed",
+    "bf16": "bf16-mixed",
+    "bf16-mixed": "bf16-mixed",
+    "16-true": "16-true",
+    "bf16-true": "bf16-true",
+}
+PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+
+
+def normalize_precision(precision: Any) -> str:
+    """The full name of a precision setting: ``16`` -> ``"16-mixed"``, ``None`` -> ``"32-true"``."""
+    if precision is None:
+        return "32-true"
+    try:
+        return _ALIASES[precision]
+    except (KeyError, TypeError):
+        # a ValueError, as in Lightning
+        raise ValueError(
+            f"Precision {precision!r} is invalid. Allowed precision values: {PRECISIONS}"
+            " (or the aliases 64, 32, 16, '64', '32', '16', 'bf16')."
+        ) from None
+
+
+_SINGLE_EVALUATION = frozenset(
+    getattr(torch.optim, name)
+    for name in ("SGD", "Adam", "AdamW", "Adamax", "Adagrad", "Adadelta", "RMSprop", "Rprop", "NAdam", "RAdam", "ASGD")
+    if hasattr(torch.optim, name)
+)
+
+# Lightning's plugin methods that Ember's loop does not call: it runs backward and the optimizer step
+# itself (with the module's and the callbacks' hooks), so a plugin overriding one of them is refused
+_NOT_CALLED = (
+    "optimizer_step",
+    "backward",
+    "pre_backward",
+    "post_backward",
+    "connect",
+    "train_step_context",
+    "val_step_context",
+    "test_step_context",
+    "predict_step_context",
+)
+
+
+class Precision:
+    """Full precision (``"32-true"``), and the base class of every precision plugin.
+
+    The Trainer calls, in this order: ``convert_module`` once the model is configured,
+    ``convert_input`` on each batch, ``forward_context`` around every step (training, validation,
+    test, predict), ``clip_gradients`` before an optimizer step, and ``state_dict`` /
+    ``load_state_dict`` (plus ``on_save_checkpoint`` / ``on_load_checkpoint``) with checkpoints.
+    ``tensor_init_context`` is what ``trainer.init_module()`` enters.
+
+    Subclass it and override those to change the precision, and pass an instance in
+    ``Trainer(plugins=[...])``.
+
+    Example::
+
+        class InputsInBfloat16(Precision):
+            def convert_input(self, data):
+                return apply_to_tensors(data, lambda t: t.bfloat16() if t.is_floating_point() else t)
+
+        trainer = Trainer(plugins=[InputsInBfloat16()])
+    """
+
+    precision: str = "32-true"
+    scaler: Any = None  # a GradScaler (MixedPrecision with fp16)
+
+    # ---- what the loop asks once, when it is built ----------------------------------------------
+    @property
+    def is_identity(self) -> bool:
+        """The steps run with no context around them (``forward_context`` is the base class's)."""
+        return type(self).forward_context is Precision.forward_context
+
+    @property
+    def converts_input(self) -> bool:
+        """Batches go through ``convert_input`` (a subclass overrides it)."""
+        return type(self).convert_input is not Precision.convert_input
+
+    # ---- the model, the data, the step --------------------------------------------------------
+    def convert_module(self, module: nn.Module) -> nn.Module:
+        """The module in this precision's dtype (called once the module is configured)."""
+        return module
+
+    def convert_input(self, data: Any) -> Any:
+        """A batch's floating-point tensors in this precision's dtype."""
+        return data
+
+    def convert_output(self, data: Any) -> Any:
+        """A step's floating-point outputs back in the default dtype."""
+        return data
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        """The context every step (training, validation, test, predict) runs in."""
+        return contextlib.nullcontext()
+
+    def tensor_init_context(self) -> contextlib.AbstractContextManager:
+        """The context in which new tensors take this precision's dtype (``trainer.init_module()``)."""
+        return contextlib.nullcontext()
+
+    def module_init_context(self) -> contextlib.AbstractContextManager:
+        """The context for instantiating a module in this precision."""
+        return self.tensor_init_context()
+
+    def main_params(self, optimizer: Optimizer) -> Iterator[nn.Parameter]:
+        """The parameters ``optimizer`` updates."""
+        for group in optimizer.param_groups:
+            yield from group["params"]
+
+    @staticmethod
+    def steps_directly(optimizer: Optimizer) -> bool:
+        """Whether ``optimizer`` evaluates a closure exactly once per step (most torch optimizers)."""
+        return type(optimizer) in _SINGLE_EVALUATION
+
+    def scale_loss(self, loss: Tensor) -> Tensor:
+        """The loss to call backward on (scaled for fp16 by ``MixedPrecision``)."""
+        return loss
+
+    def unscale_for_clipping(self, optimizer: Optimizer) -> None:
+        """Bring the gradients back to their true scale before clipping (``MixedPrecision`` with fp16)."""
+
+    def clip_gradients(
+        self, optimizer: Optimizer, clip_val: float = 0.0, gradient_clip_algorithm: str = "norm"
+    ) -> None:
+        """Clip the gradients of ``optimizer``'s parameters by ``"norm"`` or ``"value"`` (after unscaling)."""
+        if clip_val <= 0:
+            return
+        self.unscale_for_clipping(optimizer)
+        if str(gradient_clip_algorithm).lower().split(".")[-1] == "value":
+            self.clip_grad_by_value(optimizer, clip_val)
+        else:
+            self.clip_grad_by_norm(optimizer, clip_val)
+
+    def clip_grad_by_value(self, optimizer: Optimizer, clip_val: float) -> None:
+        params = [p for p in self.main_params(optimizer) if p.grad is not None]
+        torch.nn.utils.clip_grad_value_(params, clip_val)
+
+    def clip_grad_by_norm(self, optimizer: Optimizer, clip_val: float) -> None:
+        params = [p for p in self.main_params(optimizer) if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, clip_val)
+
+    def run_optimizer_step(
+        self,
+        optimizer: Optimizer,
+        closure: Callable[[], Any],
+        before_step: Callable[[], None] | None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``closure`` (forward and backward), ``before_step`` (hooks, clipping; None for none), then step.
+
+        This is the one place where an optimizer steps, in automatic and in manual optimization. ``kwargs``
+        (given to ``LightningOptimizer.step``) go to the optimizer's ``step``.
+        """
+        if self.steps_directly(optimizer):
+            # these evaluate the closure exactly once before updating: call it directly and
+            # skip the closure machinery (same arithmetic as `optimizer.step(closure)`)
+            result = closure()
+            if before_step is not None:
+                before_step()
+            output = optimizer.step(**kwargs)
+            # what `step(closure)` returns: the closure's loss, unless the step itself returns something (a
+            # wrapped or patched `step`), which `LightningOptimizer.step` passes on as Lightning's does
+            return result if output is None else output
+
+        def wrapped() -> Any:
+            # with grad, as Lightning's closure: some optimizers (e.g. transformers' AdamW) step in no_grad
+            with torch.enable_grad():
+                result = closure()
+            if before_step is not None:
+                before_step()
+            return result
+
+        return optimizer.step(closure=wrapped, **kwargs)
+
+    # ---- checkpoints and the end of a run ------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What this precision keeps in a checkpoint, under its class name (e.g. the fp16 loss scale)."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Called with the whole checkpoint before it is written."""
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Called with the whole checkpoint when a run resumes from it."""
+
+    def teardown(self) -> None:
+        """Called when a run ends."""
+
+
+class CastingPrecision(Precision):
+    """Parameters, floating-point inputs and the tensors a step creates all take one dtype (the
+    ``"-true"`` precisions: ``HalfPrecision``, ``DoublePrecision``)."""
+
+    _dtype: torch.dtype = torch.float32
+
+    def convert_module(self, module: nn.Module) -> nn.Module:
+        return module.to(dtype=self._dtype)
+
+    def convert_input(self, data: Any) -> Any:
+        return cast_floating(data, self._dtype)
+
+    def convert_output(self, data: Any) -> Any:
+        return cast_floating(data, torch.get_default_dtype())
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        # as Lightning: inside a step, new float tensors take this precision's dtype
+        return default_dtype(self._dtype)
+
+    def tensor_init_context(self) -> contextlib.AbstractContextManager:
+        return default_dtype(self._dtype)
+
+
+def cast_floating(data: Any, dtype: torch.dtype) -> Any:
+    """``data`` with each floating-point tensor in ``dtype`` (other tensors and values unchanged)."""
+    from ember.utilities.apply_func import apply_to_tensors
+
+    return apply_to_tensors(data, lambda t: t.to(dtype) if t.is_floating_point() else t)
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """New floating-point tensors take ``dtype`` inside the block."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def check_plugin(plugin: Precision) -> None:
+    """Refuse a plugin that overrides a Lightning method Ember's loop never calls (it would be ignored)."""
+    ignored = [name for name in _NOT_CALLED if getattr(type(plugin), name, None) is not getattr(Precision, name, None)]
+    if ignored:
+        names = ", ".join(f"`{name}`" for name in ignored)
+        raise TypeError(
+            f"`{type(plugin).__name__}` overrides {names}, which Ember's loop does not call: it runs backward and the"
+            " optimizer step itself. Override `forward_context`, `convert_input`, `convert_module` or"
+            " `clip_gradients` of the plugin instead, or put the logic in `LightningModule.backward` /"
+            " `LightningModule.optimizer_step` or a callback's `on_before_optimizer_step`."
+        )

@@ -1,0 +1,206 @@
+"""Precision plugins (``MixedPrecision``, ``HalfPrecision``, ``DoublePrecision``, a ``Precision`` of
+one's own) passed in ``Trainer(plugins=[...])``: the same training as the ``precision`` name, the
+plugin's own settings honoured, and Lightning's errors for conflicting choices."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+from torch import nn
+
+import ember
+from ember.distributed import DDPStrategy
+from ember.plugins import DoublePrecision, HalfPrecision, MixedPrecision, Precision
+from ember.utilities.apply_func import apply_to_tensors
+from ember.utilities.exceptions import MisconfigurationException
+
+
+def _trained_weights(**trainer_args) -> tuple[torch.Tensor, ember.Trainer]:
+    torch.manual_seed(0)
+    model = CoreModel(lr=0.05)
+    trainer = quiet_trainer(max_epochs=2, **trainer_args)
+    trainer.fit(model, loader(n=16))
+    return torch.cat([model.layer.weight.flatten(), model.layer.bias]).detach(), trainer
+
+
+@pytest.mark.parametrize(
+    ("plugin", "name"),
+    [
+        (lambda: DoublePrecision(), "64-true"),
+        (lambda: HalfPrecision("bf16-true"), "bf16-true"),
+        (lambda: MixedPrecision("bf16-mixed", "cpu"), "bf16-mixed"),
+        (lambda: Precision(), "32-true"),
+    ],
+)
+def test_a_plugin_trains_exactly_as_the_precision_it_stands_for(plugin, name):
+    by_plugin, trainer = _trained_weights(plugins=[plugin()])
+    by_name, named = _trained_weights(precision=name)
+    assert trainer.precision == name
+    assert type(named.precision_plugin) is type(trainer.precision_plugin)  # the name builds that very class
+    assert torch.equal(by_plugin, by_name)
+
+
+def test_the_plugin_passed_in_is_the_one_the_trainer_uses_for_every_call():
+    plugin = HalfPrecision("bf16-true")
+    trainer = quiet_trainer(max_epochs=1, plugins=plugin)
+    model = CoreModel()
+    trainer.fit(model, loader(n=8))
+    trainer.validate(model, loader(n=4))
+    assert trainer.precision_plugin is plugin
+    assert model.layer.weight.dtype == torch.bfloat16
+
+
+def test_fp16_mixed_plugin_on_cpu_scales_the_loss_with_its_own_scaler_and_resumes_it(tmp_path):
+    # the GradScaler path runs on CPU when the plugin asks for it (the "16-mixed" name falls back to bf16 there)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=scaler)
+    seen = {}
+
+    class Recorder(CoreModel):
+        def training_step(self, batch, batch_idx):
+            out = self(batch[0])
+            seen["output"] = out.dtype
+            return nn.functional.mse_loss(out.float(), batch[1])
+
+        def on_after_backward(self):
+            seen.setdefault("grad", self.layer.weight.grad.clone())
+
+    torch.manual_seed(0)
+    model = Recorder(lr=0.01)
+    trainer = quiet_trainer(max_steps=4, plugins=[plugin], default_root_dir=tmp_path)
+    trainer.fit(model, loader(n=16))
+    assert seen["output"] == torch.float16
+    assert trainer.precision == "16-mixed" and trainer.precision_plugin.scaler is scaler
+    # the first backward ran on the loss times the initial scale
+    torch.manual_seed(0)
+    reference = CoreModel()
+    x, y = next(iter(loader(n=16)))
+    nn.functional.mse_loss(reference(x), y).backward()
+    assert torch.allclose(seen["grad"] / 2.0**10, reference.layer.weight.grad, rtol=1e-2, atol=1e-3)
+    # four finite steps with growth every 2: the scale doubled twice, and the checkpoint keeps it
+    assert scaler.get_scale() == 2.0**12
+    path = tmp_path / "amp.ckpt"
+    trainer.save_checkpoint(path)
+    assert torch.load(path, weights_only=True)["MixedPrecision"]["scale"] == 2.0**12
+
+    fresh = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=1000)
+    resumed = quiet_trainer(max_steps=5, plugins=[MixedPrecision("16-mixed", "cpu", scaler=fresh)])
+    resumed.fit(Recorder(lr=0.01), loader(n=16), ckpt_path=path)
+    assert fresh.get_scale() == 2.0**12  # restored, then one more step (growth comes every 2)
+
+
+class Custom(Precision):
+    """A plugin of one's own: inputs doubled, steps counted, its state in checkpoints."""
+
+    def __init__(self) -> None:
+        self.contexts = 0
+        self.saved: list[str] = []
+        self.loaded: dict = {}
+
+    def convert_input(self, data):
+        return apply_to_tensors(data, lambda t: t * 2)
+
+    @contextlib.contextmanager
+    def _counting(self):
+        self.contexts += 1
+        yield
+
+    def forward_context(self):
+        return self._counting()
+
+    def state_dict(self):
+        return {"contexts": self.contexts}
+
+    def load_state_dict(self, state_dict):
+        self.loaded = state_dict
+
+    def on_save_checkpoint(self, checkpoint):
+        self.saved.append(sorted(checkpoint)[0])
+
+
+def test_a_plugin_of_ones_own_is_honoured_in_every_step_and_in_checkpoints(tmp_path):
+    seen = []
+
+    class Inputs(CoreModel):
+        def training_step(self, batch, batch_idx):
+            seen.append(batch[0].clone())
+            return super().training_step(batch, batch_idx)
+
+    plugin = Custom()
+    trainer = quiet_trainer(max_epochs=1, plugins=[plugin], limit_val_batches=2)
+    trainer.fit(Inputs(), loader(n=8), loader(n=8))
+    assert torch.equal(seen[0], next(iter(loader(n=8)))[0] * 2)
+    assert plugin.contexts == 2 + 2  # two training steps, two validation steps
+    path = tmp_path / "custom.ckpt"
+    trainer.save_checkpoint(path)
+    assert plugin.saved  # its on_save_checkpoint saw the checkpoint
+    assert torch.load(path, weights_only=True)["Custom"] == {"contexts": 4}
+
+    again = Custom()
+    quiet_trainer(max_epochs=2, plugins=[again]).fit(Inputs(), loader(n=8), ckpt_path=path)
+    assert again.loaded == {"contexts": 4}
+
+
+def test_a_plugin_overriding_a_step_method_ember_never_calls_is_refused():
+    class OwnStep(Precision):
+        def optimizer_step(self, optimizer, model, closure, **kwargs):
+            return optimizer.step(closure)
+
+        def backward(self, tensor, model, optimizer, *args, **kwargs):
+            tensor.backward()
+
+    with pytest.raises(TypeError, match=r"`OwnStep` overrides `optimizer_step`, `backward`.*LightningModule.backward"):
+        ember.Trainer(logger=False, plugins=[OwnStep()])
+
+
+def test_conflicting_precision_choices_get_lightnings_errors():
+    with pytest.raises(ValueError, match=r"Received both `precision=bf16-mixed` and `plugins=.*`. Choose one."):
+        ember.Trainer(precision="bf16", plugins=[DoublePrecision()])
+    with pytest.raises(MisconfigurationException, match="multiple values for Precision flags in `plugins`"):
+        ember.Trainer(plugins=[DoublePrecision(), HalfPrecision()])
+    strategy = DDPStrategy(precision_plugin=DoublePrecision())
+    with pytest.raises(MisconfigurationException, match="precision set through both strategy class and plugins"):
+        ember.Trainer(strategy=strategy, plugins=[HalfPrecision()])
+
+
+def test_a_strategys_precision_plugin_is_used():
+    plugin = DoublePrecision()
+    trainer = ember.Trainer(logger=False, strategy=DDPStrategy(precision_plugin=plugin), devices=1)
+    assert trainer.precision_plugin is plugin and trainer.precision == "64-true"
+
+
+def test_plugin_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"MixedPrecision\(precision='32-true'\)` is not supported"):
+        MixedPrecision("32-true", "cpu")
+    with pytest.raises(MisconfigurationException, match="`precision='bf16-mixed'` does not use a scaler"):
+        MixedPrecision("bf16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    with pytest.raises(ValueError, match=r"HalfPrecision\(precision='64-true'\)` is not supported"):
+        HalfPrecision("64-true")
+
+
+def test_init_module_creates_tensors_in_the_plugins_dtype():
+    trainer = ember.Trainer(logger=False, plugins=[DoublePrecision()])
+    with trainer.init_module():
+        layer = nn.Linear(2, 2)
+    assert layer.weight.dtype == torch.float64
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_the_plugin_classes_are_lightnings_under_the_alias():
+    import subprocess
+    import sys
+
+    code = (
+        "import ember; ember.install_as_lightning()\n"
+        "from pytorch_lightning.plugins import MixedPrecision, Precision\n"
+        "from lightning.pytorch.plugins.precision import HalfPrecision\n"
+        "from pytorch_lightning.plugins.precision.double import DoublePrecision\n"
+        "import pytorch_lightning as pl\n"
+        "t = pl.Trainer(precision='bf16-true', logger=False)\n"
+        "assert isinstance(t.precision_plugin, HalfPrecision) and isinstance(t.precision_plugin, Precision)\n"
+        "assert MixedPrecision is ember.plugins.MixedPrecision and DoublePrecision is ember.plugins.DoublePrecision\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
