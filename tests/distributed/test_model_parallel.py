@@ -19,6 +19,7 @@ from ember.strategies import ModelParallelStrategy
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork-based jobs are tested on Linux"),
     pytest.mark.timeout(120),
+    pytest.mark.usefixtures("no_rank_variables"),
 ]
 
 
@@ -81,12 +82,6 @@ def one_process_run(model: nn.Module, epochs: int, batch_size: int) -> list[floa
             optimizer.step()
             losses.append(loss.item())
     return losses
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS"):
-        monkeypatch.delenv(key, raising=False)
 
 
 def trainer_for(folder, strategy: ModelParallelStrategy, devices: int = 2, **kwargs) -> ember.Trainer:
@@ -195,20 +190,6 @@ def test_fully_sharded_data_parallel_splits_the_data_and_resumes_from_a_sharded_
 
 
 # ---- errors, in the test process (one rank, nothing launched) ---------------------------------------
-@pytest.fixture
-def in_test_process(monkeypatch):
-    """A run in the test process (1 rank): its process group and rank variables must not outlive the test."""
-    from ember.distributed import launch
-
-    monkeypatch.setattr(launch, "_ACTIVE", [])
-    saved = dict(os.environ)
-    yield
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    os.environ.clear()
-    os.environ.update(saved)
-
-
 class NotParallelized(MLP):
     configure_model = ember.LightningModule.configure_model
 
