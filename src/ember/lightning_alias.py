@@ -71,6 +71,7 @@ _MOVED = {
     "strategies.parallel": "distributed.parallel",
     "strategies.ddp": "distributed.ddp",
     "strategies.fsdp": "distributed.fsdp",
+    "strategies.model_parallel": "distributed.model_parallel",
 }
 
 # what to use instead of Lightning paths that Ember does not provide

@@ -299,21 +299,6 @@ def test_sharded_checkpoint_paths_that_are_not_checkpoints_raise_clear_errors(tm
         trainer.validate(ShardedModel(), loader(), ckpt_path=tmp_path / "missing.ckpt")
 
 
-@pytest.fixture
-def in_test_process(monkeypatch):
-    """A run in the test process itself (1 rank, no launcher): its process group, the rank
-    variables and the launcher that later Trainers would join must not outlive the test."""
-    from ember.distributed import launch
-
-    monkeypatch.setattr(launch, "_ACTIVE", [])
-    saved = dict(os.environ)
-    yield
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    os.environ.clear()
-    os.environ.update(saved)
-
-
 class Evaluated(ShardedModel):
     def test_step(self, batch, batch_idx):
         x, y = batch

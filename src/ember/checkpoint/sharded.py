@@ -1,11 +1,12 @@
 """Sharded checkpoints: a folder of ``torch.distributed.checkpoint`` (DCP) shards and a ``meta.pt``.
 
-``FSDPStrategy(state_dict_type="sharded")`` writes this layout, Lightning's (the same file names
-and keys)::
+``FSDPStrategy(state_dict_type="sharded")`` and ``ModelParallelStrategy()`` write this layout,
+Lightning's (the same file names and keys)::
 
     epoch=0-step=8.ckpt/
-        __0_0.distcp  __1_0.distcp ...   each rank's shards of the model ("model") and of every
-                                         optimizer ("optimizer_0", "optimizer_1", ...)
+        __0_0.distcp  __1_0.distcp ...   each rank's shards of the model ("model" for FSDP,
+                                         "state_dict" for model parallel) and of every optimizer
+                                         ("optimizer_0", "optimizer_1", ...)
         .metadata                        DCP's index of the shards (written by rank 0)
         meta.pt                          the rest of the checkpoint dict: epoch, global_step, loops,
                                          callbacks, hyper_parameters, lr_schedulers, ... (rank 0)
@@ -56,6 +57,8 @@ from ember.checkpoint.files import (
 from ember.checkpoint.safe_load import CheckpointLoadError, default_map_location, load_file
 
 MODEL_KEY = "model"
+# the model's key in the folders Lightning's ModelParallelStrategy writes; read like MODEL_KEY
+_MODEL_KEYS = (MODEL_KEY, "state_dict")
 _OPTIMIZER_KEY = re.compile(r"^optimizer_(\d+)$")
 
 
@@ -65,19 +68,21 @@ def optimizer_key(index: int) -> str:
 
 
 # ---- writing ---------------------------------------------------------------------------------
-def save(strategy: Any, checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+def save(strategy: Any, checkpoint: dict[str, Any], path: str | os.PathLike, model_key: str = MODEL_KEY) -> None:
     """Write ``checkpoint`` as a sharded folder at ``path``. Every rank calls it, with its own shards.
 
     ``checkpoint["state_dict"]`` and ``checkpoint["optimizer_states"]`` hold this rank's shards
-    (DTensors, or plain tensors that every rank holds whole); all other entries go to ``meta.pt``.
+    (DTensors, or plain tensors that every rank holds whole); the model's go under ``model_key``,
+    all other entries to ``meta.pt``.
     """
     if not is_local(path):
         raise ValueError(
             f"Cannot save a sharded checkpoint to {path}: sharded checkpoints are written to local (or mounted)"
-            " folders. Save to a local path, or use `FSDPStrategy(state_dict_type='full')` for remote URLs."
+            " folders. Save to a local path, or save full checkpoints for remote URLs"
+            " (`FSDPStrategy(state_dict_type='full')`, `ModelParallelStrategy(save_distributed_checkpoint=False)`)."
         )
     rest = dict(checkpoint)
-    shards = {MODEL_KEY: rest.pop("state_dict")}
+    shards = {model_key: rest.pop("state_dict")}
     for index, state in enumerate(rest.pop("optimizer_states", [])):
         shards[optimizer_key(index)] = state
     target = os.path.abspath(local_path(path))
@@ -151,7 +156,8 @@ def load(path: str | os.PathLike, map_location: Any = None, weights_only: bool |
     if not is_sharded_checkpoint(path):
         raise IsADirectoryError(
             f"Checkpoint {path} is a folder but not a sharded checkpoint: it has no `{METADATA_FILENAME}`. Pass a"
-            " checkpoint file, or a folder written with `FSDPStrategy(state_dict_type='sharded')`."
+            " checkpoint file, or a folder written with `FSDPStrategy(state_dict_type='sharded')` or"
+            " `ModelParallelStrategy()`."
         )
     meta = os.path.join(path, METADATA_FILENAME)
     with open(meta, "rb") as file:
@@ -163,18 +169,20 @@ def load(path: str | os.PathLike, map_location: Any = None, weights_only: bool |
         )
     index = _read_index(path, weights_only)
     weights: dict[str, Any] = {}
+    model_key = MODEL_KEY
     optimizers: set[int] = set()
     for key, item in index.state_dict_metadata.items():
         location = _location(index, key)
-        if location[0] == MODEL_KEY and len(location) == 2:
+        if location[0] in _MODEL_KEYS and len(location) == 2:
+            model_key = location[0]
             # an empty tensor of the saved (global) shape: DCP fills it from every rank's shards
             is_tensor = isinstance(item, TensorStorageMetadata)
             weights[location[1]] = torch.empty(item.size, dtype=item.properties.dtype) if is_tensor else None
         elif isinstance(location[0], str) and (match := _OPTIMIZER_KEY.match(location[0])):
             optimizers.add(int(match.group(1)))
-    state = {MODEL_KEY: weights}
+    state = {model_key: weights}
     _read(state, path, weights_only, single_process=True)
-    weights = state[MODEL_KEY]
+    weights = state[model_key]
     if isinstance(map_location, (str, torch.device)):
         weights = {k: v.to(map_location) if isinstance(v, torch.Tensor) else v for k, v in weights.items()}
     checkpoint["state_dict"] = weights

@@ -1,7 +1,8 @@
 """Where the model runs: one device, or many processes with torch.distributed.
 
 - ``strategy``: ``Strategy`` and ``SingleDeviceStrategy`` (one process).
-- ``parallel``, ``ddp``, ``fsdp``: the multi-process strategies (process group, collectives, wrappers).
+- ``parallel``, ``ddp``, ``fsdp``, ``model_parallel``: the multi-process strategies (process group,
+  collectives, wrappers); ``sharded``: the checkpoints of FSDP and model parallel.
 - ``factory``: the strategy for the Trainer's ``accelerator``/``devices``/``strategy``/``num_nodes``.
 - ``launch``: starting the other processes (re-running the script, spawn, fork) or joining them.
 - ``environments``: where ranks and addresses come from (torchrun, SLURM, Ember's own launcher).
@@ -18,6 +19,7 @@ from ember.distributed.strategy import SingleDeviceStrategy, Strategy
 __all__ = [
     "DDPStrategy",
     "FSDPStrategy",
+    "ModelParallelStrategy",
     "ParallelStrategy",
     "SingleDeviceStrategy",
     "Strategy",
@@ -37,6 +39,10 @@ def __getattr__(name: str) -> Any:
         from ember.distributed.fsdp import FSDPStrategy
 
         return FSDPStrategy
+    if name == "ModelParallelStrategy":
+        from ember.distributed.model_parallel import ModelParallelStrategy
+
+        return ModelParallelStrategy
     if name == "ParallelStrategy":
         from ember.distributed.parallel import ParallelStrategy
 

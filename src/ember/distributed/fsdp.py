@@ -10,11 +10,10 @@ from typing import Any, cast
 
 import torch
 from torch import nn
-from torch.optim import Optimizer
 
 from ember.distributed.ddp import _StepForward
-from ember.distributed.parallel import ParallelStrategy, default_pg_timeout
-from ember.utilities.rank_zero import rank_zero_warn
+from ember.distributed.parallel import default_pg_timeout
+from ember.distributed.sharded import ShardedStrategy
 
 _SHARDING = {"FULL_SHARD": True, "SHARD_GRAD_OP": False}
 
@@ -31,7 +30,7 @@ def _as_classes(policy: Any) -> tuple[type, ...]:
     )
 
 
-class FSDPStrategy(ParallelStrategy):
+class FSDPStrategy(ShardedStrategy):
     """Fully sharded data parallel training.
 
     ``auto_wrap_policy`` and ``activation_checkpointing_policy`` are sets of layer classes: each
@@ -159,81 +158,12 @@ class FSDPStrategy(ParallelStrategy):
         # the parameters stay sharded after fit: calls must pass through the root to gather them
         return functools.partial(self._wrapper, name) if self._wrapper is not None else getattr(module, name)
 
-    # ---- checkpoints: full (gathered on rank 0) or sharded (every rank its own part) --------------
-    def _options(self, full: bool) -> Any:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions
+    # ---- checkpoints (ShardedStrategy): full (gathered on rank 0) or sharded (every rank its own part) --
+    def _module_is_sharded(self) -> bool:
+        return self._wrapper is not None
 
-        return StateDictOptions(full_state_dict=full, cpu_offload=full)
+    def _saves_shards(self) -> bool:
+        return self.state_dict_type == "sharded"
 
-    def _module_state_dict(self, full: bool) -> dict[str, Any]:
-        if self._wrapper is None:
-            return self._lightning_module.state_dict()
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-        return get_model_state_dict(self._lightning_module, options=self._options(full))  # all ranks
-
-    def lightning_module_state_dict(self) -> dict[str, Any]:
-        """The weights for a checkpoint: gathered on rank 0 ("full") or this rank's shards ("sharded")."""
-        return self._module_state_dict(full=self.state_dict_type == "full")
-
-    def full_module_state_dict(self) -> dict[str, Any]:
-        return self._module_state_dict(full=True)
-
-    def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
-        if self._wrapper is None:
-            return optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-        # all ranks
-        return get_optimizer_state_dict(
-            self._lightning_module, optimizer, options=self._options(self.state_dict_type == "full")
-        )
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
-        """``"full"``: rank 0 writes one file. ``"sharded"``: every rank writes its shards into the folder ``filepath``."""
-        if self.state_dict_type == "full":
-            return super().save_checkpoint(checkpoint, filepath, storage_options=storage_options)
-        if storage_options is not None:
-            raise TypeError(
-                "`FSDPStrategy(state_dict_type='sharded').save_checkpoint(..., storage_options=...)` is not supported:"
-                " sharded checkpoints are written to local folders. Drop `storage_options`, or use `state_dict_type='full'`."
-            )
-        if self.world_size > 1 and not self._active():
-            # a rank failed: the others are stopping, and a sharded save needs every rank's part
-            rank_zero_warn(
-                f"The sharded checkpoint {filepath} was not saved: a rank failed, and every rank must write its shards."
-                " The previous checkpoints are kept."
-            )
-            return None
-        from ember.checkpoint import sharded as sharded_checkpoint
-
-        sharded_checkpoint.save(self, checkpoint, filepath)
-
-    def load_model_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> Any:
-        """Full weights into the module; once it is sharded (after ``fit``), each rank keeps its slice."""
-        if self._wrapper is None:
-            return super().load_model_state_dict(state_dict, strict=strict)
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        # all ranks: every rank holds the full weights and copies its own shard out of them
-        options = StateDictOptions(full_state_dict=True, strict=strict)
-        return set_model_state_dict(self._lightning_module, state_dict, options=options)
-
-    def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
-        if self._wrapper is None or not isinstance(state, dict):
-            # not sharded, or a sharded checkpoint's state (read straight into each rank's shards)
-            return super().load_optimizer_state_dict(optimizer, state)
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        if not state.get("state"):
-            # a stateless optimizer (plain SGD): only the hyperparameters to restore; torch's loader
-            # cannot place an empty state on a device
-            for group, saved in zip(optimizer.param_groups, state.get("param_groups", [])):
-                group.update({k: v for k, v in saved.items() if k != "params"})
-            return None
-        set_optimizer_state_dict(
-            self._lightning_module, optimizer, state, options=StateDictOptions(full_state_dict=True)
-        )
-
-    def teardown(self) -> None:
-        super().teardown()
+    def _full_checkpoint_option(self) -> str:
+        return "state_dict_type='full'"

@@ -2,7 +2,16 @@
 
 from ember.distributed.ddp import DDPSpawnStrategy, DDPStrategy
 from ember.distributed.fsdp import FSDPStrategy
+from ember.distributed.model_parallel import ModelParallelStrategy
 from ember.distributed.parallel import ParallelStrategy
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy
 
-__all__ = ["DDPSpawnStrategy", "DDPStrategy", "FSDPStrategy", "ParallelStrategy", "SingleDeviceStrategy", "Strategy"]
+__all__ = [
+    "DDPSpawnStrategy",
+    "DDPStrategy",
+    "FSDPStrategy",
+    "ModelParallelStrategy",
+    "ParallelStrategy",
+    "SingleDeviceStrategy",
+    "Strategy",
+]

@@ -164,8 +164,7 @@ def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overf
         if not isinstance(sampler, DistributedSampler):
             sampler = DistributedSampler(
                 loader.dataset,
-                num_replicas=distributed.world_size,
-                rank=distributed.global_rank,
+                **distributed.distributed_sampler_kwargs,  # the data-parallel share (model parallel: per replica)
                 shuffle=shuffle and not overfit and isinstance(loader.sampler, RandomSampler),
                 seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
             )
