@@ -193,6 +193,31 @@ def test_import_ember_loads_nothing_heavy():
     assert proc.stdout.strip() == ""
 
 
+def test_a_default_fit_on_local_folders_does_not_load_fsspec(tmp_path):
+    # fsspec serves remote paths; local checkpoints, hparams.yaml and logs go through the standard library,
+    # so that a default run does not pay fsspec's import (what `tiny_defaults` measures)
+    code = (
+        "import sys, torch, ember\n"
+        "from torch.utils.data import DataLoader, TensorDataset\n"
+        "class M(ember.LightningModule):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(); self.layer = torch.nn.Linear(4, 1)\n"
+        "    def training_step(self, batch, i):\n"
+        "        loss = self.layer(batch[0]).pow(2).mean(); self.log('loss', loss); return loss\n"
+        "    def validation_step(self, batch, i): self.log('val_loss', self.layer(batch[0]).pow(2).mean())\n"
+        "    def configure_optimizers(self): return torch.optim.SGD(self.parameters(), lr=0.1)\n"
+        "data = DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=4)\n"
+        f"trainer = ember.Trainer(max_epochs=2, default_root_dir={str(tmp_path)!r}, enable_progress_bar=False)\n"
+        "trainer.fit(M(), data, data)\n"
+        "assert trainer.checkpoint_callback.best_model_path\n"
+        "print('fsspec' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+    assert list(tmp_path.rglob("hparams.yaml")) and list(tmp_path.rglob("*.ckpt"))
+
+
 def test_a_failing_case_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("ember failed on case 'tiny' (exit 1)")
