@@ -30,3 +30,12 @@ def in_test_process(monkeypatch):
         torch.distributed.destroy_process_group()
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def no_process_group_left():
+    """Ember keeps a run's process group until the interpreter exits; in the test process that would
+    leave the next test's forked ranks inside a world of one. Every test here ends without one."""
+    yield
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -520,3 +520,11 @@ def test_an_mpi_job_is_detected_through_mpi4py_and_reads_its_ranks_from_the_worl
     assert not MPIEnvironment.detect()
     with pytest.raises(ModuleNotFoundError, match=r"needs the `mpi4py` package .*`pip install mpi4py`"):
         MPIEnvironment()
+
+
+@pytest.mark.parametrize("strategy_class", ["DDPStrategy", "FSDPStrategy", "ModelParallelStrategy"])
+def test_an_unknown_start_method_is_refused_naming_the_strategy(strategy_class):
+    from ember import strategies
+
+    with pytest.raises(ValueError, match=rf"`{strategy_class}\(start_method='thread'\)` is not supported: use 'popen'"):
+        getattr(strategies, strategy_class)(start_method="thread")

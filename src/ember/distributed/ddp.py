@@ -58,11 +58,6 @@ class DDPStrategy(ParallelStrategy):
         preemption_check_interval: int = 10,
         **kwargs: Any,
     ) -> None:
-        if start_method not in ("popen", "spawn", "fork", "forkserver"):
-            raise ValueError(
-                f"`DDPStrategy(start_method={start_method!r})` is not supported: use 'popen' (re-run the script, the"
-                " default), 'spawn', 'fork' or 'forkserver'."
-            )
         if model_averaging_period is not None:
             raise ValueError("`model_averaging_period` (post-local SGD) is not supported by Ember's DDPStrategy.")
         super().__init__(

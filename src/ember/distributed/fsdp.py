@@ -83,10 +83,6 @@ class FSDPStrategy(ShardedStrategy):
         start_method: str = "popen",
         **kwargs: Any,
     ) -> None:
-        if start_method not in ("popen", "spawn", "fork", "forkserver"):
-            raise ValueError(
-                f"`FSDPStrategy(start_method={start_method!r})`: use 'popen', 'spawn', 'fork' or 'forkserver'."
-            )
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,

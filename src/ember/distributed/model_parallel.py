@@ -75,10 +75,6 @@ class ModelParallelStrategy(ShardedStrategy):
     ) -> None:
         _check_size("data_parallel_size", data_parallel_size)
         _check_size("tensor_parallel_size", tensor_parallel_size)
-        if start_method not in ("popen", "spawn", "fork", "forkserver"):
-            raise ValueError(
-                f"`ModelParallelStrategy(start_method={start_method!r})`: use 'popen', 'spawn', 'fork' or 'forkserver'."
-            )
         super().__init__(
             process_group_backend=process_group_backend,
             timeout=timeout,

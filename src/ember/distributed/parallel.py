@@ -56,6 +56,11 @@ class ParallelStrategy(Strategy):
         start_method: str = "popen",
         preemption_check_interval: int = 10,
     ) -> None:
+        if start_method not in ("popen", "spawn", "fork", "forkserver"):
+            raise ValueError(
+                f"`{type(self).__name__}(start_method={start_method!r})` is not supported: use 'popen' (re-run the"
+                " script, the default), 'spawn', 'fork' or 'forkserver'."
+            )
         super().__init__("cpu")
         self.accelerator = accelerator
         self.parallel_devices = parallel_devices
