@@ -75,6 +75,8 @@ class Precision:
         elif precision == "bf16-mixed":
             self._autocast_dtype = torch.bfloat16
         self._module_dtype = _TRUE_DTYPES.get(precision)
+        # set where an engine runs backward itself (DeepSpeed): the step calls it instead of `loss.backward()`
+        self.engine_backward: Callable[..., None] | None = None
 
     @property
     def converts_input(self) -> bool:
