@@ -126,9 +126,10 @@ SUPPORTED = {
     "profilers.simple": ("ember.profilers.simple", ["SimpleProfiler"]),
     "strategies": (
         "ember.strategies",
-        ["DDPStrategy", "FSDPStrategy", "ParallelStrategy", "SingleDeviceStrategy", "Strategy"],
+        ["DDPStrategy", "DeepSpeedStrategy", "FSDPStrategy", "ParallelStrategy", "SingleDeviceStrategy", "Strategy"],
     ),
     "strategies.ddp": ("ember.distributed.ddp", ["DDPStrategy"]),
+    "strategies.deepspeed": ("ember.distributed.deepspeed", ["DeepSpeedStrategy"]),
     "strategies.fsdp": ("ember.distributed.fsdp", ["FSDPStrategy"]),
     "strategies.parallel": ("ember.distributed.parallel", ["ParallelStrategy"]),
     "strategies.single_device": ("ember.distributed.strategy", ["SingleDeviceStrategy"]),

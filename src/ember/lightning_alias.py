@@ -65,6 +65,7 @@ _MOVED = {
     "strategies.parallel": "distributed.parallel",
     "strategies.ddp": "distributed.ddp",
     "strategies.fsdp": "distributed.fsdp",
+    "strategies.deepspeed": "distributed.deepspeed",
 }
 
 # what to use instead of Lightning paths that Ember does not provide

@@ -1,7 +1,7 @@
 """Where the model runs: one device, or many processes with torch.distributed.
 
 - ``strategy``: ``Strategy`` and ``SingleDeviceStrategy`` (one process).
-- ``parallel``, ``ddp``, ``fsdp``: the multi-process strategies (process group, collectives, wrappers).
+- ``parallel``, ``ddp``, ``fsdp``, ``deepspeed``: the multi-process strategies (process group, collectives, wrappers).
 - ``factory``: the strategy for the Trainer's ``accelerator``/``devices``/``strategy``/``num_nodes``.
 - ``launch``: starting the other processes (re-running the script, spawn, fork) or joining them.
 - ``environments``: where ranks and addresses come from (torchrun, SLURM, Ember's own launcher).
@@ -17,6 +17,7 @@ from ember.distributed.strategy import SingleDeviceStrategy, Strategy
 
 __all__ = [
     "DDPStrategy",
+    "DeepSpeedStrategy",
     "FSDPStrategy",
     "ParallelStrategy",
     "SingleDeviceStrategy",
@@ -33,6 +34,10 @@ def __getattr__(name: str) -> Any:
         from ember.distributed import ddp
 
         return getattr(ddp, name)
+    if name == "DeepSpeedStrategy":
+        from ember.distributed.deepspeed import DeepSpeedStrategy
+
+        return DeepSpeedStrategy
     if name == "FSDPStrategy":
         from ember.distributed.fsdp import FSDPStrategy
 

@@ -1,8 +1,17 @@
 """Lightning's import path for strategies: ``from ember.strategies import DDPStrategy``."""
 
 from ember.distributed.ddp import DDPSpawnStrategy, DDPStrategy
+from ember.distributed.deepspeed import DeepSpeedStrategy
 from ember.distributed.fsdp import FSDPStrategy
 from ember.distributed.parallel import ParallelStrategy
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy
 
-__all__ = ["DDPSpawnStrategy", "DDPStrategy", "FSDPStrategy", "ParallelStrategy", "SingleDeviceStrategy", "Strategy"]
+__all__ = [
+    "DDPSpawnStrategy",
+    "DDPStrategy",
+    "DeepSpeedStrategy",
+    "FSDPStrategy",
+    "ParallelStrategy",
+    "SingleDeviceStrategy",
+    "Strategy",
+]
