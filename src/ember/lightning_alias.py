@@ -66,12 +66,14 @@ _MOVED = {
     "plugins.precision.half": "precision.half",
     "plugins.precision.double": "precision.double",
     "plugins.precision.bitsandbytes": "precision.bitsandbytes",
+    "plugins.precision.deepspeed": "precision.deepspeed",
     "strategies.strategy": "distributed.strategy",
     "strategies.single_device": "distributed.strategy",
     "strategies.parallel": "distributed.parallel",
     "strategies.ddp": "distributed.ddp",
     "strategies.fsdp": "distributed.fsdp",
     "strategies.model_parallel": "distributed.model_parallel",
+    "strategies.deepspeed": "distributed.deepspeed",
 }
 
 # what to use instead of Lightning paths that Ember does not provide

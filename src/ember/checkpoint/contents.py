@@ -226,7 +226,8 @@ def restore_modules_and_callbacks(t: Trainer, run: Run, checkpoint: dict[str, An
 
 def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
     """Precision scaler, loop progress, optimizers and schedulers (after ``on_fit_start``)."""
-    if "optimizer_states" not in checkpoint:
+    restore_optimizers = t.strategy.lightning_restore_optimizer  # False: the strategy restored them (DeepSpeed)
+    if restore_optimizers and "optimizer_states" not in checkpoint:
         raise KeyError(
             "Trying to restore optimizer state but checkpoint contains only the model. This is probably due to"
             " `ModelCheckpoint.save_weights_only` being set to `True`."
@@ -236,8 +237,8 @@ def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> 
     if type(precision).__qualname__ in checkpoint:
         precision.load_state_dict(checkpoint[type(precision).__qualname__])
     run.resume = _restore_progress(t, run, checkpoint)
-    states = checkpoint["optimizer_states"]
-    if len(states) != len(t.optimizers):
+    states = checkpoint["optimizer_states"] if restore_optimizers else []
+    if restore_optimizers and len(states) != len(t.optimizers):
         raise RuntimeError(
             f"The checkpoint holds {len(states)} optimizer states but `configure_optimizers` returned"
             f" {len(t.optimizers)} optimizers: resume with the same optimizer setup."

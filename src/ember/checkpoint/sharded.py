@@ -34,6 +34,7 @@ import os
 import pickle
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -75,28 +76,41 @@ def save(strategy: Any, checkpoint: dict[str, Any], path: str | os.PathLike, mod
     (DTensors, or plain tensors that every rank holds whole); the model's go under ``model_key``,
     all other entries to ``meta.pt``.
     """
+    rest = dict(checkpoint)
+    shards = {model_key: rest.pop("state_dict")}
+    for index, state in enumerate(rest.pop("optimizer_states", [])):
+        shards[optimizer_key(index)] = state
+
+    def write(folder: str) -> None:
+        try:
+            # all ranks: each writes its shards; rank 0 writes the index once every rank has finished
+            dcp.save(shards, storage_writer=FileSystemWriter(folder, sync_files=True))
+        except CheckpointException as error:
+            # DCP's wrapper derives from BaseException: raise what went wrong (e.g. OSError) instead
+            raise _causes(error)[0] from error
+        if strategy.is_global_zero:
+            atomic_save(rest, os.path.join(folder, METADATA_FILENAME))
+
+    save_folder(strategy, path, write)
+
+
+def save_folder(strategy: Any, path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """A checkpoint folder that every rank writes its part of, put at ``path`` in one step once complete.
+
+    Every rank calls ``write(folder)`` with the same hidden sibling folder of ``path``; after all
+    have finished, rank 0 moves it over ``path``. A failure leaves the previous checkpoint there.
+    """
     if not is_local(path):
         raise ValueError(
             f"Cannot save a sharded checkpoint to {path}: sharded checkpoints are written to local (or mounted)"
             " folders. Save to a local path, or save full checkpoints for remote URLs"
             " (`FSDPStrategy(state_dict_type='full')`, `ModelParallelStrategy(save_distributed_checkpoint=False)`)."
         )
-    rest = dict(checkpoint)
-    shards = {model_key: rest.pop("state_dict")}
-    for index, state in enumerate(rest.pop("optimizer_states", [])):
-        shards[optimizer_key(index)] = state
     target = os.path.abspath(local_path(path))
     # all ranks: rank 0 names the folders, so that every rank writes into the same one
     target, temp = strategy.broadcast((target, hidden_sibling(target, "tmp")) if strategy.is_global_zero else None)
     try:
-        try:
-            # all ranks: each writes its shards; rank 0 writes the index once every rank has finished
-            dcp.save(shards, storage_writer=FileSystemWriter(temp, sync_files=True))
-        except CheckpointException as error:
-            # DCP's wrapper derives from BaseException: raise what went wrong (e.g. OSError) instead
-            raise _causes(error)[0] from error
-        if strategy.is_global_zero:
-            atomic_save(rest, os.path.join(temp, METADATA_FILENAME))
+        write(temp)
         strategy.barrier("sharded checkpoint: shards written")  # all ranks: barrier
         if strategy.is_global_zero:
             fsync_dir(temp)
@@ -323,4 +337,4 @@ class _SafeLoadPlanner(DefaultLoadPlanner):
         super().load_bytes(read_item, value)  # safe now: the same bytes loaded under weights_only=True
 
 
-__all__ = ["MODEL_KEY", "ShardedOptimizerState", "load", "optimizer_key", "save"]
+__all__ = ["MODEL_KEY", "ShardedOptimizerState", "load", "optimizer_key", "save", "save_folder"]

@@ -1,8 +1,8 @@
 """Where the model runs: one device, or many processes with torch.distributed.
 
 - ``strategy``: ``Strategy`` and ``SingleDeviceStrategy`` (one process).
-- ``parallel``, ``ddp``, ``fsdp``, ``model_parallel``: the multi-process strategies (process group,
-  collectives, wrappers); ``sharded``: the checkpoints of FSDP and model parallel.
+- ``parallel``, ``ddp``, ``fsdp``, ``model_parallel``, ``deepspeed``: the multi-process strategies (process
+  group, collectives, wrappers); ``sharded``: the checkpoints of FSDP and model parallel.
 - ``factory``: the strategy for the Trainer's ``accelerator``/``devices``/``strategy``/``num_nodes``.
 - ``launch``: starting the other processes (re-running the script, spawn, fork) or joining them.
 - ``environments``: where ranks and addresses come from (torchrun, SLURM, Ember's own launcher).
@@ -18,6 +18,7 @@ from ember.distributed.strategy import SingleDeviceStrategy, Strategy
 
 __all__ = [
     "DDPStrategy",
+    "DeepSpeedStrategy",
     "FSDPStrategy",
     "ModelParallelStrategy",
     "ParallelStrategy",
@@ -35,6 +36,10 @@ def __getattr__(name: str) -> Any:
         from ember.distributed import ddp
 
         return getattr(ddp, name)
+    if name == "DeepSpeedStrategy":
+        from ember.distributed.deepspeed import DeepSpeedStrategy
+
+        return DeepSpeedStrategy
     if name == "FSDPStrategy":
         from ember.distributed.fsdp import FSDPStrategy
 

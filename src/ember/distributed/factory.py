@@ -254,7 +254,34 @@ def _create_strategy(strategy: Any, accelerator: str, devices: list[int], num_no
     return create_distributed_strategy(name, accelerator, devices, num_nodes, **options)
 
 
-_STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp")
+# Lightning's registered DeepSpeed names and the arguments each stands for
+_DEEPSPEED_NAMES: dict[str, dict[str, Any]] = {
+    "deepspeed": {},
+    "deepspeed_stage_1": {"stage": 1},
+    "deepspeed_stage_2": {"stage": 2},
+    "deepspeed_stage_2_offload": {"stage": 2, "offload_optimizer": True},
+    "deepspeed_stage_3": {"stage": 3},
+    "deepspeed_stage_3_offload": {"stage": 3, "offload_optimizer": True, "offload_parameters": True},
+    "deepspeed_stage_3_offload_nvme": {
+        "stage": 3,
+        "offload_optimizer": True,
+        "offload_parameters": True,
+        "remote_device": "nvme",
+        "offload_params_device": "nvme",
+        "offload_optimizer_device": "nvme",
+    },
+}
+
+
+_STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", *_DEEPSPEED_NAMES)
+
+
+def _split_find_unused(key: str) -> tuple[str, bool | None]:
+    """``"ddp_find_unused_parameters_true"`` -> ``("ddp", True)``; a name without the suffix -> ``(name, None)``."""
+    for suffix, value in (("_find_unused_parameters_true", True), ("_find_unused_parameters_false", False)):
+        if key.endswith(suffix):
+            return key[: -len(suffix)], value
+    return key, None
 
 
 def create_distributed_strategy(
@@ -281,11 +308,7 @@ def create_distributed_strategy(
             " or a `Strategy` object."
         )
     else:
-        key = name.lower()
-        find_unused: bool | None = None
-        for suffix, value in (("_find_unused_parameters_true", True), ("_find_unused_parameters_false", False)):
-            if key.endswith(suffix):
-                key, find_unused = key[: -len(suffix)], value
+        key, find_unused = _split_find_unused(name.lower())
         if key == "auto":
             key = "ddp_fork" if _IS_INTERACTIVE and accelerator != "cuda" else "ddp"
         kwargs: dict[str, Any] = {}
@@ -297,6 +320,10 @@ def create_distributed_strategy(
             strategy = DDPStrategy(start_method="spawn", **kwargs)
         elif key in ("ddp_fork", "ddp_notebook"):
             strategy = DDPStrategy(start_method="fork", **kwargs)
+        elif key in _DEEPSPEED_NAMES:
+            from ember.distributed.deepspeed import DeepSpeedStrategy
+
+            strategy = DeepSpeedStrategy(**_DEEPSPEED_NAMES[key])  # without deepspeed: says how to install it
         elif key == "fsdp":
             from ember.distributed.fsdp import FSDPStrategy
 

@@ -119,6 +119,27 @@ class Strategy:
     def eval_step_fn(self, module: Any, name: str) -> Callable[..., Any]:
         return getattr(module, name)
 
+    @property
+    def handles_gradient_accumulation(self) -> bool:
+        """Whether the strategy accumulates gradients itself (DeepSpeed): the trainer then steps on every batch."""
+        return False
+
+    @property
+    def restore_checkpoint_after_setup(self) -> bool:
+        """Whether ``ckpt_path`` is read after ``setup_module`` (DeepSpeed's engine loads it) rather than before."""
+        return False
+
+    @property
+    def lightning_restore_optimizer(self) -> bool:
+        """Whether the trainer restores the optimizer states from the checkpoint (False: the strategy does)."""
+        return True
+
+    def precision_for(self, precision: str, device_type: str) -> Any:
+        """The precision plugin that ``Trainer(precision=...)`` builds for this strategy (see ``ember.precision``)."""
+        from ember.precision import create_precision
+
+        return create_precision(precision, device_type)
+
     def pre_backward(self, loss: Tensor) -> None:
         """Called before ``manual_backward`` runs backward (DDP prepares its gradient reducer)."""
 

@@ -11,13 +11,21 @@ Example::
 from ember.plugins.environments import ClusterEnvironment
 from ember.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO
 from ember.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
-from ember.precision import BitsandbytesPrecision, DoublePrecision, HalfPrecision, MixedPrecision, Precision
+from ember.precision import (
+    BitsandbytesPrecision,
+    DeepSpeedPrecision,
+    DoublePrecision,
+    HalfPrecision,
+    MixedPrecision,
+    Precision,
+)
 
 __all__ = [
     "AsyncCheckpointIO",
     "BitsandbytesPrecision",
     "CheckpointIO",
     "ClusterEnvironment",
+    "DeepSpeedPrecision",
     "DoublePrecision",
     "HalfPrecision",
     "LayerSync",

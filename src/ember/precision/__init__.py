@@ -13,6 +13,7 @@ from typing import Any
 
 from ember.precision.amp import MixedPrecision
 from ember.precision.bitsandbytes import BitsandbytesPrecision
+from ember.precision.deepspeed import DeepSpeedPrecision
 from ember.precision.double import DoublePrecision
 from ember.precision.half import HalfPrecision
 from ember.precision.precision import PRECISIONS, Precision, check_plugin, normalize_precision
@@ -20,6 +21,7 @@ from ember.precision.precision import PRECISIONS, Precision, check_plugin, norma
 __all__ = [
     "PRECISIONS",
     "BitsandbytesPrecision",
+    "DeepSpeedPrecision",
     "DoublePrecision",
     "HalfPrecision",
     "MixedPrecision",
@@ -74,7 +76,8 @@ def choose_precision(precision: Any, plugins: Any, strategy: Any, device_type: s
                 " CPU. Using `precision='bf16-mixed'` instead."
             )
             name = "bf16-mixed"
-        return create_precision(name, device_type)
+        make = getattr(strategy, "precision_for", None)  # DeepSpeed: its own plugin
+        return make(name, device_type) if make is not None else create_precision(name, device_type)
     check_plugin(plugin)
     if isinstance(plugin, BitsandbytesPrecision) and device_type not in ("cuda", "cpu"):
         # Lightning allows CUDA only; bitsandbytes 0.46+ quantizes on CPU as well

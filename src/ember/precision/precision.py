@@ -90,6 +90,8 @@ class Precision:
 
     precision: str = "32-true"
     scaler: Any = None  # a GradScaler (MixedPrecision with fp16)
+    # runs backward instead of `loss.backward()` where an engine does it (DeepSpeed); decided once per run
+    engine_backward: Callable[..., None] | None = None
 
     # ---- what the loop asks once, when it is built ----------------------------------------------
     @property

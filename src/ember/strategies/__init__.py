@@ -1,6 +1,7 @@
 """Lightning's import path for strategies: ``from ember.strategies import DDPStrategy``."""
 
 from ember.distributed.ddp import DDPSpawnStrategy, DDPStrategy
+from ember.distributed.deepspeed import DeepSpeedStrategy
 from ember.distributed.fsdp import FSDPStrategy
 from ember.distributed.model_parallel import ModelParallelStrategy
 from ember.distributed.parallel import ParallelStrategy
@@ -9,6 +10,7 @@ from ember.distributed.strategy import SingleDeviceStrategy, Strategy
 __all__ = [
     "DDPSpawnStrategy",
     "DDPStrategy",
+    "DeepSpeedStrategy",
     "FSDPStrategy",
     "ModelParallelStrategy",
     "ParallelStrategy",

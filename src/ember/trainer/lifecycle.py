@@ -213,20 +213,16 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
 
     trainer.ckpt_path = path = resolve_ckpt_path(trainer, ckpt_path, _stage_name(run), model_given)
     checkpoint = None
-    if path is not None:
-        rank_zero_info(f"Restoring states from the checkpoint path at {path}")
-        checkpoint = strategy.load_checkpoint(path, weights_only=weights_only)  # through the CheckpointIO plugin
-        contents.restore_modules_and_callbacks(trainer, run, checkpoint)
+    after_setup = strategy.restore_checkpoint_after_setup  # DeepSpeed: its engine reads the checkpoint
+    if path is not None and not after_setup:
+        checkpoint = _load_checkpoint(trainer, run, path, weights_only)
     run.metrics.reset()
     run.set_sync(strategy.sync_fn)
     trainer.accelerator.setup(trainer)
     model.to(strategy.root_device)
-    optimizers_after = getattr(strategy, "setup_optimizers_after_module", False)  # FSDP: sharded params
-    if fitting and not optimizers_after:
-        setup_optimizers(trainer, run, model)
-    strategy.model = strategy.setup_module(model)
-    if fitting and optimizers_after:
-        setup_optimizers(trainer, run, model)
+    _optimizers_and_wrapper(trainer, run, model, fitting)
+    if path is not None and after_setup:
+        checkpoint = _load_checkpoint(trainer, run, path, weights_only)
     if fitting:
         run.hooks.call_both("on_fit_start")
     log_hyperparams(trainer, model)
@@ -235,6 +231,25 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     del checkpoint
     if fitting:
         install_stop_flag(trainer, run)
+
+
+def _optimizers_and_wrapper(trainer: Trainer, run: Run, model: Any, fitting: bool) -> None:
+    """``configure_optimizers`` (for fit) and the strategy's wrapper, in the order the strategy needs."""
+    strategy = trainer.strategy
+    optimizers_after = getattr(strategy, "setup_optimizers_after_module", False)  # FSDP: sharded params
+    if fitting and not optimizers_after:
+        setup_optimizers(trainer, run, model)
+    strategy.model = strategy.setup_module(model)
+    if fitting and optimizers_after:
+        setup_optimizers(trainer, run, model)
+
+
+def _load_checkpoint(trainer: Trainer, run: Run, path: Any, weights_only: bool | None) -> dict[str, Any]:
+    """Read ``ckpt_path`` (through the strategy's CheckpointIO plugin) and restore the module and callbacks."""
+    rank_zero_info(f"Restoring states from the checkpoint path at {path}")
+    checkpoint = trainer.strategy.load_checkpoint(path, weights_only=weights_only)
+    contents.restore_modules_and_callbacks(trainer, run, checkpoint)
+    return checkpoint
 
 
 def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:

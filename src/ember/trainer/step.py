@@ -85,6 +85,8 @@ class TrainingStep:
         self._on_before_backward = hooks.caller("on_before_backward")
         self._on_after_backward = hooks.caller("on_after_backward")
         backward = hooks.module_caller("backward")  # None: `loss.backward()` itself
+        if self.precision.engine_backward is not None:
+            backward = self.precision.engine_backward  # DeepSpeed: its engine runs backward
         if profiler is not None:
             backward = profiled(
                 profiler, f"[Strategy]{type(self.strategy).__name__}.backward", backward or Tensor.backward
@@ -93,6 +95,8 @@ class TrainingStep:
         self._scaler = self.precision.scaler
         self._on_before_optimizer_step = hooks.caller("on_before_optimizer_step")
         self._clip = self._clipping(trainer)
+        # DeepSpeed accumulates in its engine: its step runs on every batch and updates at the window's end
+        self._steps_every_batch = self.strategy.handles_gradient_accumulation
         needs_before_step = self._on_before_optimizer_step is not None or self._clip is not None
         self._before_step = self._before_optimizer_step if needs_before_step else None
         self._optimizer_step = profiled(profiler, module_action + "optimizer_step", self.precision.run_optimizer_step)
@@ -117,17 +121,19 @@ class TrainingStep:
     # ---- automatic optimization ----------------------------------------------------------------
     def _automatic_step(self, batch: Any, batch_idx: int, accumulating: bool) -> Any:
         self._batch, self._batch_idx = batch, batch_idx
-        if accumulating:
+        if accumulating and not self._steps_every_batch:
             with self.strategy.block_backward_sync():  # gradients sync once, at the window's last batch
                 self._closure()
-        elif self._module_optimizer_step is not None:
-            self._step_through_module_hook(batch_idx)
         else:
-            self._extra = _NOT_RUN
-            self._optimizer_step(self.optimizer, self._closure, self._before_step)
-            if self._extra is _NOT_RUN:  # an optimizer whose `step` ignored the closure: nothing trained
-                _closure_not_run()
-            self.progress.global_step += 1
+            if self._module_optimizer_step is not None:
+                self._step_through_module_hook(batch_idx)
+            else:
+                self._extra = _NOT_RUN
+                self._optimizer_step(self.optimizer, self._closure, self._before_step)
+                if self._extra is _NOT_RUN:  # an optimizer whose `step` ignored the closure: nothing trained
+                    _closure_not_run()
+            if not accumulating:
+                self.progress.global_step += 1
         self._batch = None
         return self._outputs() if self.need_outputs else None
 
@@ -191,7 +197,11 @@ class TrainingStep:
         hooks.call_callbacks("on_before_backward", loss)
         hooks.call_module("on_before_backward", loss)
         self.strategy.pre_backward(loss)  # DDP: get its reducer ready for this backward
-        hooks.call_module("backward", self.precision.scale_loss(loss), *args, **kwargs)
+        engine_backward = self.precision.engine_backward
+        if engine_backward is not None:
+            engine_backward(loss, *args, **kwargs)  # DeepSpeed: its engine runs backward
+        else:
+            hooks.call_module("backward", self.precision.scale_loss(loss), *args, **kwargs)
         hooks.call_callbacks("on_after_backward")
         hooks.call_module("on_after_backward")
 
@@ -210,7 +220,6 @@ class TrainingStep:
         self._module_optimizer_step(self.progress.epoch, batch_idx, wrapped, self._closure)
         if self._extra is _NOT_RUN:
             _closure_not_run()
-        self.progress.global_step += 1
 
     def _outputs(self) -> dict[str, Any] | None:
         loss, extra = self._loss, self._extra
