@@ -269,3 +269,12 @@ def test_two_ranks_train_like_one_process_and_resume_from_the_engines_folder(tmp
     assert trainer.global_step == 8
     assert float(trainer.callback_metrics["loss"]) == pytest.approx(expected_loss, rel=1e-5)
     _assert_same_weights(resumed, expected_weights)  # momentum buffers were restored by the engine
+
+
+def test_the_precision_plugin_is_deepspeeds_and_unsupported_precisions_are_refused_at_once(deepspeed):
+    from ember.plugins import DeepSpeedPrecision
+
+    trainer = ember.Trainer(strategy="deepspeed", precision="bf16-mixed", accelerator="cpu", devices=1, logger=False)
+    assert isinstance(trainer.precision_plugin, DeepSpeedPrecision) and trainer.precision == "bf16-mixed"
+    with pytest.raises(ValueError, match=r"precision='64-true'\)` is not supported. `precision` must be one of"):
+        ember.Trainer(strategy="deepspeed", precision="64-true", accelerator="cpu", devices=1, logger=False)
