@@ -122,6 +122,9 @@ class LoggingMixin:
                     size = batch_size if batch_size is not None else results.current_batch_size()
                 metric.update(value, size, results.sync)
                 return
+        if getattr(self, "_fabric", None) is not None:  # set up by `lightning.fabric.Fabric`: no trainer
+            self._log_dict_through_fabric({name: value}, logger)
+            return
         self._log_checked(
             name,
             value,
@@ -138,6 +141,20 @@ class LoggingMixin:
             metric_attribute,
             rank_zero_only,
         )
+
+    def _log_dict_through_fabric(self, dictionary: Mapping[str, Any], logger: bool | None) -> None:
+        """A module that ``lightning.fabric.Fabric`` set up logs through ``fabric.log_dict``, as in Lightning."""
+        if logger is False:
+            return  # Fabric has no other place to send values to
+        if any(isinstance(value, Mapping) for value in dictionary.values()):
+            raise ValueError(f"`self.log_dict({dictionary})` was called, but nested dictionaries cannot be logged")
+        for name, value in dictionary.items():
+            if not isinstance(value, (numbers.Number, Tensor)):
+                raise ValueError(
+                    f"`self.log({name}, {value})` was called, but `{type(value).__name__}` values cannot be logged"
+                    " through Fabric: log a number or a tensor."
+                )
+        self._fabric.log_dict(metrics=dict(dictionary))  # type: ignore[attr-defined]  # set by Fabric
 
     def _log_checked(
         self,
@@ -294,6 +311,9 @@ class LoggingMixin:
 
             self.log_dict({"acc": acc, "recall": recall})
         """
+        if getattr(self, "_fabric", None) is not None:
+            self._log_dict_through_fabric(dictionary, logger)
+            return
         collection_type = _torchmetrics_collection_type()
         if collection_type is not None and isinstance(dictionary, collection_type):
             items = [(key, metric) for key, metric in dictionary.items(keep_base=False)]  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ file reaches the trainer.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Generator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,9 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._trainer: Trainer | None = None
+        # set by `lightning.fabric.Fabric.setup(module)`: the module then logs, steps and runs backward through it
+        self._fabric: Any = None
+        self._fabric_optimizers: list[Any] = []
         self._current_fx_name: str | None = None
         self._automatic_optimization = True
         self._strict_loading: bool | None = None
@@ -96,6 +100,8 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
     # ---- properties ----------------------------------------------------------------------
     @property
     def trainer(self) -> Trainer:
+        if self._fabric is not None:
+            return _TrainerFabricShim(self._fabric)  # type: ignore[return-value]  # as Lightning
         if self._trainer is None and not LightningModule._jit_is_scripting:
             raise RuntimeError(f"{self.__class__.__qualname__} is not attached to a `Trainer`.")
         return self._trainer  # type: ignore[return-value]
@@ -163,16 +169,21 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
 
     @property
     def logger(self) -> Any:
+        if self._fabric is not None:
+            return self._fabric.logger
         return self._trainer.logger if self._trainer is not None else None
 
     @property
     def loggers(self) -> list[Any]:
+        if self._fabric is not None:
+            return self._fabric.loggers
         return self._trainer.loggers if self._trainer is not None else []
 
     def __getstate__(self) -> dict[str, Any]:
-        # a copy or pickle of the module never drags the trainer (and its loaders, optimizers) along
+        # a copy or pickle of the module never drags the trainer (and its loaders, optimizers) or Fabric along
         state = dict(self.__dict__)
         state["_trainer"] = None
+        state["_fabric"], state["_fabric_optimizers"] = None, []
         return state
 
     def freeze(self) -> LightningModule:
@@ -194,9 +205,17 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
         return self.train()
 
     @property
-    def fabric(self) -> None:
-        """Always None: Ember has no Fabric (kept so Lightning code that checks it runs)."""
-        return None
+    def fabric(self) -> Any:
+        """The ``lightning.fabric.Fabric`` that set this module up (``fabric.setup(module)``), else None."""
+        return self._fabric
+
+    @fabric.setter
+    def fabric(self, fabric: Any) -> None:
+        if fabric is not None and not isinstance(fabric, weakref.ProxyTypes):
+            fabric = weakref.proxy(fabric)  # the module must not keep Fabric alive
+        for child in self.modules():
+            if isinstance(child, LightningModule):
+                child._fabric = fabric
 
     @property
     def device_mesh(self) -> Any:
@@ -438,8 +457,11 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
     # ---- optimization --------------------------------------------------------------------
     def optimizers(self, use_pl_optimizer: bool = True) -> Any:
         """The optimizer (or list of optimizers) from ``configure_optimizers``, for manual optimization."""
-        trainer = self.trainer
-        opts = trainer._lightning_optimizers if use_pl_optimizer else trainer.optimizers
+        if self._fabric is not None:
+            opts = self._fabric_optimizers  # what `fabric.setup(module, optimizer)` returned
+        else:
+            trainer = self.trainer
+            opts = trainer._lightning_optimizers if use_pl_optimizer else trainer.optimizers
         if isinstance(opts, list) and len(opts) == 1:
             return opts[0]
         return opts
@@ -454,6 +476,9 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
 
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """``loss.backward()`` with precision scaling and the backward hooks, for manual optimization."""
+        if self._fabric is not None:
+            self._fabric.backward(loss, *args, **kwargs)
+            return
         if self.automatic_optimization:
             raise MisconfigurationException(
                 "`manual_backward` is only for manual optimization: set `self.automatic_optimization = False`"
@@ -467,8 +492,11 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
         step.manual_backward(loss, *args, **kwargs)
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        """Run backward on ``loss``; override for custom backward."""
-        loss.backward(*args, **kwargs)
+        """Run backward on ``loss`` (through Fabric when it set the module up); override for custom backward."""
+        if self._fabric is not None:
+            self._fabric.backward(loss, *args, **kwargs)
+        else:
+            loss.backward(*args, **kwargs)
 
     def toggle_optimizer(self, optimizer: Optimizer | Any) -> None:
         """Only the parameters of ``optimizer`` keep ``requires_grad``; the others are frozen."""
@@ -674,3 +702,19 @@ def _check_clipping_agrees(trainer: Any, value: Any, algorithm: str | None) -> N
             f"You have set `Trainer(gradient_clip_algorithm={trainer_algorithm!r})` and have passed"
             f" `clip_gradients(gradient_clip_algorithm={algorithm.lower()!r})`. Please use only one of them."
         )
+
+
+class _TrainerFabricShim:
+    """``self.trainer`` of a module that Fabric set up: attributes come from the Fabric object."""
+
+    def __init__(self, fabric: Any) -> None:
+        self._fabric = fabric
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return getattr(self._fabric, name)
+        except AttributeError:
+            raise AttributeError(
+                f"Your LightningModule code tried to access `self.trainer.{name}` but this attribute is not available"
+                " when using Fabric with a LightningModule: Fabric has no such attribute."
+            ) from None
