@@ -204,3 +204,41 @@ def test_the_plugin_classes_are_lightnings_under_the_alias():
         "assert MixedPrecision is ember.plugins.MixedPrecision and DoublePrecision is ember.plugins.DoublePrecision\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16-true", torch.bfloat16), ("64-true", torch.float64)])
+def test_layers_created_in_configure_model_take_the_precisions_dtype(precision, dtype):
+    created = {}
+
+    class Late(CoreModel):
+        def configure_model(self):
+            self.extra = nn.Linear(1, 3)
+            created["dtype"] = self.extra.weight.dtype  # already in the dtype while the hook runs
+
+    quiet_trainer(max_steps=1, precision=precision).fit(Late(), loader(n=4))
+    assert created["dtype"] == dtype
+
+
+def test_a_plugins_connect_sees_and_replaces_the_model_and_optimizers():
+    seen = {}
+
+    class Connecting(Precision):
+        def connect(self, model, optimizers, lr_schedulers):
+            seen["optimizers"] = list(optimizers)
+            wrapped = [torch.optim.SGD(model.parameters(), lr=0.0)]  # a plugin may swap the optimizer
+            return model, wrapped, lr_schedulers
+
+    torch.manual_seed(0)
+    model = CoreModel(lr=0.5)
+    before = model.layer.weight.detach().clone()
+    trainer = quiet_trainer(max_steps=2, plugins=[Connecting()])
+    trainer.fit(model, loader(n=8))
+    assert isinstance(seen["optimizers"][0], torch.optim.SGD) and seen["optimizers"][0].defaults["lr"] == 0.5
+    assert trainer.optimizers[0].defaults["lr"] == 0.0 and torch.equal(model.layer.weight, before)
+
+
+def test_double_precision_keeps_complex_buffers_complex():
+    module = nn.Linear(2, 2)
+    module.register_buffer("phase", torch.ones(2, dtype=torch.complex64))
+    DoublePrecision().convert_module(module)
+    assert module.weight.dtype == torch.float64 and module.phase.dtype == torch.complex64

@@ -91,8 +91,9 @@ class ModelParallelStrategy(ShardedStrategy):
         """The ``("data_parallel", "tensor_parallel")`` ``DeviceMesh``, once the processes have joined."""
         if self._device_mesh is None:
             raise RuntimeError(
-                "The device mesh of `ModelParallelStrategy` exists once the processes have joined: read it in"
-                " `configure_model()` or later (`self.device_mesh` in the LightningModule)."
+                "Accessing the device mesh before processes have initialized is not allowed: it exists once the"
+                " processes have joined. Read it in `configure_model()` or later (`self.device_mesh` in the"
+                " LightningModule)."
             )
         return self._device_mesh
 
@@ -135,8 +136,8 @@ class ModelParallelStrategy(ShardedStrategy):
 
     def setup_environment(self) -> None:
         """Check the module and the sizes, join the process group, then build the mesh for ``configure_model``."""
+        shape = self._mesh_shape()  # first, as Lightning: the sizes are checked before the module
         self._check_module_and_precision()
-        shape = self._mesh_shape()
         super().setup_environment()
         from torch.distributed.device_mesh import init_device_mesh
 

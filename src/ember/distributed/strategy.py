@@ -105,6 +105,11 @@ class Strategy:
         with EmptyInit(enabled=bool(empty_init)), self.root_device:
             yield
 
+    @contextlib.contextmanager
+    def model_sharded_context(self) -> Iterator[None]:
+        """Layers created inside are sharded as they are built (DeepSpeed ZeRO-3 overrides it); nothing here."""
+        yield
+
     def setup_module(self, module: nn.Module) -> nn.Module:
         """Move to the device and wrap (e.g. in DDP) for training."""
         return module.to(self.root_device)

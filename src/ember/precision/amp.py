@@ -57,19 +57,19 @@ class MixedPrecision(Precision):
         return self.scaler.scale(loss) if self.scaler is not None else loss
 
     def unscale_for_clipping(self, optimizer: Optimizer) -> None:
-        if self.scaler is not None:
-            state = self.scaler._per_optimizer_states[id(optimizer)]
-            if state["stage"].name == "READY":
-                self.scaler.unscale_(optimizer)
+        # a GradScaler's record of this optimizer: unscale unless its step already did (a stand-in scaler has none)
+        states = getattr(self.scaler, "_per_optimizer_states", None)
+        if isinstance(states, dict) and states[id(optimizer)]["stage"].name == "READY":
+            self.scaler.unscale_(optimizer)
 
     def clip_gradients(
         self, optimizer: Optimizer, clip_val: float = 0.0, gradient_clip_algorithm: str = "norm"
     ) -> None:
         if clip_val > 0 and self.scaler is not None and _unscales_itself(optimizer):
             raise RuntimeError(
-                f"The optimizer {type(optimizer).__qualname__} unscales the gradients inside its own `step` (a 'fused'"
-                " optimizer?), so they cannot be clipped before it: turn off gradient clipping, or use an optimizer"
-                " without `fused=True`."
+                f"The current optimizer, {type(optimizer).__qualname__}, does not allow for gradient clipping because it"
+                " performs unscaling of gradients internally. HINT: Are you using a 'fused' optimizer? Turn off"
+                " gradient clipping, or use an optimizer without `fused=True`."
             )
         super().clip_gradients(optimizer, clip_val, gradient_clip_algorithm)
 

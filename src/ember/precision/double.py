@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ember.precision.precision import CastingPrecision
 
@@ -17,3 +18,6 @@ class DoublePrecision(CastingPrecision):
 
     precision: str = "64-true"
     _dtype = torch.float64
+
+    def convert_module(self, module: nn.Module) -> nn.Module:
+        return module.double()  # floating-point tensors only: complex buffers keep their dtype

@@ -29,3 +29,7 @@ class HalfPrecision(CastingPrecision):
             )
         self.precision = precision
         self._dtype = _DTYPES[precision]
+
+    @property
+    def _desired_input_dtype(self) -> torch.dtype:
+        return self._dtype  # Lightning's name for it, which some code reads

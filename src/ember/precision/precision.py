@@ -59,7 +59,6 @@ _NOT_CALLED = (
     "backward",
     "pre_backward",
     "post_backward",
-    "connect",
     "train_step_context",
     "val_step_context",
     "test_step_context",
@@ -74,7 +73,8 @@ class Precision:
     ``convert_input`` on each batch, ``forward_context`` around every step (training, validation,
     test, predict), ``clip_gradients`` before an optimizer step, and ``state_dict`` /
     ``load_state_dict`` (plus ``on_save_checkpoint`` / ``on_load_checkpoint``) with checkpoints.
-    ``tensor_init_context`` is what ``trainer.init_module()`` enters.
+    ``tensor_init_context`` is what ``trainer.init_module()`` enters, ``module_init_context`` what
+    ``configure_model`` runs in, and ``connect`` sees the model and optimizers once they are set up.
 
     Subclass it and override those to change the precision, and pass an instance in
     ``Trainer(plugins=[...])``.
@@ -128,6 +128,12 @@ class Precision:
     def module_init_context(self) -> contextlib.AbstractContextManager:
         """The context for instantiating a module in this precision."""
         return self.tensor_init_context()
+
+    def connect(
+        self, model: nn.Module, optimizers: list[Any], lr_schedulers: list[Any]
+    ) -> tuple[nn.Module, list[Any], list[Any]]:
+        """Adjust the model, the optimizers and the scheduler configs once they are set up (unchanged here)."""
+        return model, optimizers, lr_schedulers
 
     def main_params(self, optimizer: Optimizer) -> Iterator[nn.Parameter]:
         """The parameters ``optimizer`` updates."""

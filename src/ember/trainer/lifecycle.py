@@ -25,6 +25,7 @@ import torch
 
 from ember.checkpoint import contents
 from ember.checkpoint.ckpt_path import resolve_ckpt_path
+from ember.precision.precision import Precision
 from ember.profilers.profiler import active
 from ember.trainer import arguments, dataloaders, loop
 from ember.trainer.data import takes_dataloader_iter
@@ -208,7 +209,10 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     prepare_data(trainer, run)
     call_setup_hooks(trainer, run, _stage_name(run))
     if run.hooks.module_overrides("configure_model"):
-        run.hooks.call_module("configure_model")
+        # as Lightning: the layers it creates are on the device, in the precision's dtype, sharded where the
+        # strategy shards them as they are built
+        with strategy.tensor_init_context(), strategy.model_sharded_context(), precision.module_init_context():
+            run.hooks.call_module("configure_model")
     precision.convert_module(model)
 
     trainer.ckpt_path = path = resolve_ckpt_path(trainer, ckpt_path, _stage_name(run), model_given)
@@ -221,6 +225,10 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     trainer.accelerator.setup(trainer)
     model.to(strategy.root_device)
     _optimizers_and_wrapper(trainer, run, model, fitting)
+    if type(precision).connect is not Precision.connect:  # a plugin that adjusts them (as Lightning, after setup)
+        strategy.model, trainer.optimizers, trainer.lr_scheduler_configs = precision.connect(
+            strategy.model, trainer.optimizers, trainer.lr_scheduler_configs
+        )
     if path is not None and after_setup:
         checkpoint = _load_checkpoint(trainer, run, path, weights_only)
     if fitting:
