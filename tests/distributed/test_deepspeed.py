@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers.distributed_models import loader
+from tests.helpers.distributed_models import TwoLayers, loader
 from torch import nn
 
 import ember
@@ -118,22 +118,6 @@ def test_the_trainer_owns_gradient_accumulation():
 
 
 # ---- with deepspeed ----------------------------------------------------------------------------------
-class TwoLayers(ember.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.first = nn.Linear(4, 8)
-        self.second = nn.Linear(8, 1)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = nn.functional.mse_loss(self.second(torch.relu(self.first(x))), y)
-        self.log("loss", loss, sync_dist=True)
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
-
-
 @pytest.fixture
 def deepspeed(monkeypatch):
     module = pytest.importorskip("deepspeed")
@@ -194,7 +178,7 @@ def _trainer(tmp_path, strategy, devices=1, **kwargs) -> ember.Trainer:
 def _plain_run(tmp_path, epochs: int, batch_size: int) -> tuple[float, dict]:
     """The same model and data, trained by Ember in one process without DeepSpeed."""
     torch.manual_seed(0)
-    model = TwoLayers()
+    model = TwoLayers(momentum=0.9)
     trainer = _trainer(tmp_path / "plain", "auto", max_epochs=epochs, enable_checkpointing=False)
     trainer.fit(model, loader(16, batch_size=batch_size))
     return float(trainer.callback_metrics["loss"]), model.state_dict()
@@ -209,7 +193,7 @@ def _assert_same_weights(model: nn.Module, expected: dict) -> None:
 def test_one_process_trains_like_plain_ember_and_builds_lightnings_config(tmp_path, deepspeed, stage):
     expected_loss, expected_weights = _plain_run(tmp_path, epochs=1, batch_size=2)
     torch.manual_seed(0)
-    model = TwoLayers()
+    model = TwoLayers(momentum=0.9)
     trainer = _trainer(
         tmp_path, _deepspeed(stage=stage), max_epochs=1, enable_checkpointing=False, callbacks=[RecordEngine(tmp_path)]
     )
@@ -236,7 +220,7 @@ def test_accumulation_and_clipping_go_to_the_engine(tmp_path, deepspeed):
         gradient_clip_val=0.5,
         callbacks=[RecordEngine(tmp_path)],
     )
-    trainer.fit(TwoLayers(), loader(16, batch_size=2))
+    trainer.fit(TwoLayers(momentum=0.9), loader(16, batch_size=2))
     assert trainer.global_step == 4  # one step per window of 2 batches, as without DeepSpeed
     record = _engine_record(tmp_path)
     assert record["engine_steps"] == 4
@@ -244,7 +228,7 @@ def test_accumulation_and_clipping_go_to_the_engine(tmp_path, deepspeed):
     assert record["config"]["gradient_clipping"] == 0.5
     by_value = _trainer(tmp_path, _deepspeed(), max_epochs=1, gradient_clip_val=0.5, gradient_clip_algorithm="value")
     with pytest.raises(Exception, match="does not support clipping gradients by value"):  # raised in the rank
-        by_value.fit(TwoLayers(), loader(4, batch_size=2))
+        by_value.fit(TwoLayers(momentum=0.9), loader(4, batch_size=2))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork-based jobs are tested on Linux")
@@ -253,7 +237,7 @@ def test_two_ranks_train_like_one_process_and_resume_from_the_engines_folder(tmp
     # 2 ranks x batches of 2 see the same samples per step as one process with batches of 4
     expected_loss, expected_weights = _plain_run(tmp_path, epochs=2, batch_size=4)
     torch.manual_seed(0)
-    model = TwoLayers()
+    model = TwoLayers(momentum=0.9)
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)
     trainer = _trainer(tmp_path, _deepspeed(stage=stage), devices=2, max_epochs=1, callbacks=[checkpoints])
     trainer.fit(model, loader(16, batch_size=2))
@@ -263,7 +247,7 @@ def test_two_ranks_train_like_one_process_and_resume_from_the_engines_folder(tmp
     assert any(name.endswith("model_states.pt") for name in saved)
     assert sum(name.endswith("optim_states.pt") for name in saved) == 2  # one optimizer shard per rank
 
-    resumed = TwoLayers()
+    resumed = TwoLayers(momentum=0.9)
     trainer = _trainer(tmp_path, _deepspeed(stage=stage), devices=2, max_epochs=2, enable_checkpointing=False)
     trainer.fit(resumed, loader(16, batch_size=2), ckpt_path=str(last))
     assert trainer.global_step == 8

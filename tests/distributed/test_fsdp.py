@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers.distributed_models import SigtermAt, loader
+from tests.helpers.distributed_models import SigtermAt, TwoLayers, loader
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 
@@ -25,26 +25,6 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork-based jobs are tested on Linux"),
     pytest.mark.timeout(120),
 ]
-
-
-class TwoLayers(ember.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.first = nn.Linear(4, 8)
-        self.second = nn.Linear(8, 1)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = nn.functional.mse_loss(self.second(torch.relu(self.first(x))), y)
-        self.log("loss", loss, sync_dist=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", nn.functional.mse_loss(self.second(torch.relu(self.first(x))), y), sync_dist=True)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
 @pytest.fixture(autouse=True)

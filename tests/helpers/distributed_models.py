@@ -212,3 +212,26 @@ class RaisingModel(RecordingModel):
         if self.global_rank == 1 and batch_idx == 2:
             raise ValueError("boom on rank 1")
         return super().training_step(batch, batch_idx)
+
+
+class TwoLayers(ember.LightningModule):
+    """4 -> 8 -> 1 with a ReLU: small enough for sharding tests, deep enough to have layers to shard."""
+
+    def __init__(self, momentum: float = 0.0) -> None:
+        super().__init__()
+        self.first = nn.Linear(4, 8)
+        self.second = nn.Linear(8, 1)
+        self.momentum = momentum
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.mse_loss(self.second(torch.relu(self.first(x))), y)
+        self.log("loss", loss, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self.second(torch.relu(self.first(x))), y), sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=self.momentum)
