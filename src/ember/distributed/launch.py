@@ -285,6 +285,10 @@ def _worker(
     launcher._in_worker = True
     if sys.platform.startswith("linux"):
         _die_with_parent()  # no worker outlives the process that started it
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # forked from a process that kept the group of an earlier run (a world of its own): this worker
+        # joins the new job's group instead
+        torch.distributed.destroy_process_group()
     os.environ.update(_rank_env(launcher._strategy, process_idx))
     try:
         # through the trainer's guard, so a failing worker runs the exception hooks and tears down
