@@ -306,7 +306,7 @@ def test_a_layer_sync_plugin_is_applied_to_the_module_fit_wraps(tmp_path):
     assert rank0["layer_type"] == rank1["layer_type"] == "TaggedLinear"
 
 
-def test_a_fork_job_after_a_one_process_run_in_the_same_process_gets_its_own_world(tmp_path):
+def test_a_fork_job_after_a_one_process_run_in_the_same_process_gets_its_own_world(tmp_path, in_test_process):
     # the one-process run keeps its process group until the interpreter exits (a notebook: a quick
     # `devices=1` run, then `ddp_notebook` on 2); the forked ranks must not inherit it as their world
     fork_trainer(tmp_path / "one", devices=1, strategy="ddp", max_epochs=1).fit(RecordingModel(tmp_path), loader())
