@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers.distributed_models import TwoLayers, loader
+from tests.helpers.distributed_models import TwoLayers, loader, sharding_trainer
 from torch import nn
 
 import ember
@@ -161,18 +161,7 @@ def _deepspeed(**kwargs) -> DeepSpeedStrategy:
 
 
 def _trainer(tmp_path, strategy, devices=1, **kwargs) -> ember.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=devices,
-        strategy=strategy,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-    )
-    options.update(kwargs)
-    return ember.Trainer(**options)
+    return sharding_trainer(tmp_path, strategy, devices=devices, **kwargs)
 
 
 def _plain_run(tmp_path, epochs: int, batch_size: int) -> tuple[float, dict]:

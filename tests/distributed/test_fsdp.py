@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers.distributed_models import SigtermAt, TwoLayers, loader
+from tests.helpers.distributed_models import SigtermAt, TwoLayers, loader, sharding_trainer
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 
@@ -34,19 +34,10 @@ def clean_env(monkeypatch):
 
 
 def fsdp_trainer(tmp_path, accelerator="cpu", devices=2, **kwargs) -> ember.Trainer:
-    strategy = FSDPStrategy(auto_wrap_policy={nn.Linear}, start_method="fork" if accelerator == "cpu" else "popen")
-    options = dict(
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
+    strategy = kwargs.pop("strategy", None) or FSDPStrategy(
+        auto_wrap_policy={nn.Linear}, start_method="fork" if accelerator == "cpu" else "popen"
     )
-    options.update(kwargs)
-    return ember.Trainer(**options)
+    return sharding_trainer(tmp_path, strategy, devices=devices, accelerator=accelerator, **kwargs)
 
 
 def test_fsdp_trains_like_one_process_and_writes_a_full_checkpoint(tmp_path):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from tests.helpers.distributed_models import loader
+from tests.helpers.distributed_models import loader, sharding_trainer
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 
@@ -85,18 +85,7 @@ def one_process_run(model: nn.Module, epochs: int, batch_size: int) -> list[floa
 
 
 def trainer_for(folder, strategy: ModelParallelStrategy, devices: int = 2, **kwargs) -> ember.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=devices,
-        strategy=strategy,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=folder,
-        num_sanity_val_steps=0,
-    )
-    options.update(kwargs)
-    return ember.Trainer(**options)
+    return sharding_trainer(folder, strategy, devices=devices, **kwargs)
 
 
 def test_tensor_parallel_trains_like_one_process_and_its_full_checkpoint_loads_anywhere(tmp_path):

@@ -235,3 +235,21 @@ class TwoLayers(ember.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.05, momentum=self.momentum)
+
+
+def sharding_trainer(
+    folder: Any, strategy: Any, devices: int = 2, accelerator: str = "cpu", **kwargs: Any
+) -> ember.Trainer:
+    """A quiet Trainer for the sharding strategies' tests (no logger, bar, summary or sanity check)."""
+    options: dict[str, Any] = dict(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=folder,
+        num_sanity_val_steps=0,
+    )
+    options.update(kwargs)
+    return ember.Trainer(**options)
