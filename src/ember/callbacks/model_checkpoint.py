@@ -29,10 +29,12 @@ from ember.callbacks.checkpoint import Checkpoint
 from ember.checkpoint.async_io import after_pending_writes, write_pending
 from ember.checkpoint.files import (
     atomic_link,
+    folder_entries,
     folder_problem,
     get_filesystem,
     is_local,
-    local_path,
+    open_file,
+    path_exists,
     sweep_stale_temporaries,
 )
 from ember.utilities.exceptions import MisconfigurationException
@@ -601,7 +603,7 @@ class ModelCheckpoint(Checkpoint):
 
     def file_exists(self, filepath: str | Path, trainer: Trainer) -> bool:
         """Whether ``filepath`` exists (or is being written), as rank 0 sees it (so all ranks pick the same names)."""
-        exists = self._exists(filepath) or write_pending(trainer.strategy, filepath)
+        exists = path_exists(filepath) or write_pending(trainer.strategy, filepath)
         return trainer.strategy.broadcast(exists)
 
     def _resolve_ckpt_dir(self, trainer: Trainer) -> str | Path:
@@ -624,7 +626,7 @@ class ModelCheckpoint(Checkpoint):
         def is_last(path: Path) -> bool:
             return path.suffix == self.FILE_EXTENSION and bool(re.match(pattern, path.stem))
 
-        return {os.path.normpath(p) for p in self._list(folder) if is_last(Path(p))}
+        return {os.path.normpath(p) for p in folder_entries(folder) if is_last(Path(p))}
 
     def _sweep_stale_temporaries(self, dirpath: str | Path) -> None:
         """Remove the temp files that saves killed mid-write (preemption, OOM) left in the folder."""
@@ -634,19 +636,8 @@ class ModelCheckpoint(Checkpoint):
             rank_zero_info(f"Removed what interrupted checkpoint saves left in {dirpath}: {names}")
 
     def _warn_if_dir_not_empty(self, dirpath: str | Path) -> None:
-        if self.save_top_k != 0 and self._list(dirpath):
+        if self.save_top_k != 0 and folder_entries(dirpath):
             rank_zero_warn(f"Checkpoint directory {dirpath} exists and is not empty.")
-
-    # local folders through the standard library, so that fsspec loads only for remote ones
-    def _exists(self, path: str | Path) -> bool:
-        return os.path.exists(local_path(path)) if is_local(path) else self._fs.exists(path)
-
-    def _list(self, folder: str | Path) -> list[str]:
-        """The paths in ``folder`` (none when it is missing or not a folder)."""
-        if is_local(folder):
-            local = local_path(folder)
-            return [os.path.join(local, name) for name in os.listdir(local)] if os.path.isdir(local) else []
-        return list(self._fs.ls(folder, detail=False)) if self._fs.isdir(folder) else []
 
     def to_yaml(self, filepath: str | Path | None = None) -> None:
         """Write ``best_k_models`` (path -> score) to a YAML file, by default ``best_k_models.yaml`` in ``dirpath``."""
@@ -656,7 +647,7 @@ class ModelCheckpoint(Checkpoint):
         if filepath is None:
             assert self.dirpath
             filepath = os.path.join(self.dirpath, "best_k_models.yaml")
-        with self._fs.open(filepath, "w") as file:
+        with open_file(filepath, "w") as file:
             yaml.dump(best_k, file)
 
 

@@ -151,16 +151,17 @@ def save_hparams_to_yaml(
 
         save_hparams_to_yaml("run/hparams.yaml", {"lr": 0.01, "layers": [64, 64]})
     """
+    from ember.checkpoint.files import is_folder, open_file
+
     path = os.fspath(config_yaml)
-    opener, isdir = _file_functions(path)
     folder = os.path.dirname(path)
-    if folder and not isdir(folder):
+    if folder and not is_folder(folder):
         raise RuntimeError(f"Missing folder: {folder}.")
     if isinstance(hparams, Namespace):
         hparams = vars(hparams)
     if not isinstance(hparams, Mapping):
         raise TypeError("hparams must be dictionary")
-    if use_omegaconf and sys.modules.get("omegaconf") is not None and _save_with_omegaconf(opener, path, hparams):
+    if use_omegaconf and sys.modules.get("omegaconf") is not None and _save_with_omegaconf(path, hparams):
         return
     data: dict[Any, Any] = {}
     for key, value in hparams.items():
@@ -171,24 +172,13 @@ def save_hparams_to_yaml(
                 f"Skipping '{key}' parameter because it is not possible to safely dump to YAML: the file holds"
                 f" its text {', '.join(written_as_text)} instead."
             )
-    with opener(path, "w", newline="") as file:
+    with open_file(path, "w", newline="") as file:
         if not data:
             file.write("{}\n")  # what PyYAML writes for an empty mapping, without importing it
             return
         import yaml
 
         yaml.safe_dump(data, file)  # keys sorted, as Lightning's `yaml.dump` writes them
-
-
-def _file_functions(path: str) -> tuple[Any, Any]:
-    """``open`` and ``isdir`` for ``path``: the standard library's for a plain local path, so that fsspec
-    loads only for URLs."""
-    if "://" not in path and "::" not in path:
-        return open, os.path.isdir
-    import fsspec
-
-    fs, _ = fsspec.core.url_to_fs(path)
-    return fs.open, fs.isdir
 
 
 # what a checkpoint's `hparams_type` holds when the hyperparameters were an `omegaconf.DictConfig`
@@ -236,7 +226,7 @@ def _omegaconf_available() -> bool:
     return importlib.util.find_spec("omegaconf") is not None
 
 
-def _save_with_omegaconf(opener: Any, path: str, hparams: Mapping[str, Any]) -> bool:
+def _save_with_omegaconf(path: str, hparams: Mapping[str, Any]) -> bool:
     import copy
 
     from omegaconf import DictConfig, OmegaConf
@@ -250,7 +240,9 @@ def _save_with_omegaconf(opener: Any, path: str, hparams: Mapping[str, Any]) -> 
         text = OmegaConf.to_yaml(values)
     except (UnsupportedValueType, ValidationError):
         return False
-    with opener(path, "w", encoding="utf-8") as file:
+    from ember.checkpoint.files import open_file
+
+    with open_file(path, "w", encoding="utf-8") as file:
         file.write(text)
     return True
 

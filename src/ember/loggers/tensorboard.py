@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 from torch.nn import Module
 
-from ember.checkpoint.files import get_filesystem, is_local, local_path
+from ember.checkpoint.files import is_file, is_folder
 from ember.loggers.logger import FolderLogger, rank_zero_experiment
 from ember.loggers.utilities import (
     _add_prefix,
@@ -271,17 +271,11 @@ class TensorBoardLogger(FolderLogger):
         if self._hparams_saved == self.hparams:
             return  # the file already holds these hyperparameters: no filesystem round trip per log step
         log_dir = self.log_dir
-        if is_local(log_dir):  # the standard library: fsspec loads only for remote folders
-            log_dir = local_path(log_dir)
-            isdir, isfile = os.path.isdir, os.path.isfile
-        else:
-            fs = get_filesystem(log_dir)
-            isdir, isfile = fs.isdir, fs.isfile
         hparams_file = os.path.join(log_dir, self.NAME_HPARAMS_FILE)
-        if isdir(log_dir) and not isfile(hparams_file):
+        if is_folder(log_dir) and not is_file(hparams_file):
             _save_hparams_to_yaml(hparams_file, self.hparams)
             self._hparams_saved = dict(self.hparams)
-        elif isfile(hparams_file):
+        elif is_file(hparams_file):
             self._hparams_saved = dict(self.hparams)
 
     @rank_zero_only
