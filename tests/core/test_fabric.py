@@ -78,6 +78,16 @@ def test_logging_through_fabric_refuses_what_it_cannot_log():
         module.log("name", "text")
 
 
+def test_the_fabric_property_reaches_nested_modules_and_can_be_cleared():
+    outer, inner = ManualModule(), ManualModule()
+    outer.inner = inner
+    fabric = lf.Fabric(accelerator="cpu", devices=1)
+    outer.fabric = fabric
+    assert inner.fabric == fabric and outer.trainer.world_size == 1  # a weak proxy of it
+    outer.fabric = None
+    assert outer.fabric is None and inner.fabric is None
+
+
 def test_a_copy_of_a_fabric_module_does_not_carry_fabric():
     module = ManualModule()
     lf.Fabric(accelerator="cpu", devices=1).setup(module)

@@ -234,17 +234,19 @@ def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> 
         )
     precision = t.precision_plugin
     precision.on_load_checkpoint(checkpoint)
-    if type(precision).__qualname__ in checkpoint:
-        precision.load_state_dict(checkpoint[type(precision).__qualname__])
+    precision_key = type(precision).__qualname__  # e.g. "MixedPrecision", as `dump_checkpoint` stored it
+    if precision_key in checkpoint:
+        precision.load_state_dict(checkpoint[precision_key])
     run.resume = _restore_progress(t, run, checkpoint)
-    states = checkpoint["optimizer_states"] if restore_optimizers else []
-    if restore_optimizers and len(states) != len(t.optimizers):
-        raise RuntimeError(
-            f"The checkpoint holds {len(states)} optimizer states but `configure_optimizers` returned"
-            f" {len(t.optimizers)} optimizers: resume with the same optimizer setup."
-        )
-    for optimizer, state in zip(t.optimizers, states):
-        t.strategy.load_optimizer_state_dict(optimizer, state)
+    if restore_optimizers:
+        states = checkpoint["optimizer_states"]
+        if len(states) != len(t.optimizers):
+            raise RuntimeError(
+                f"The checkpoint holds {len(states)} optimizer states but `configure_optimizers` returned"
+                f" {len(t.optimizers)} optimizers: resume with the same optimizer setup."
+            )
+        for optimizer, state in zip(t.optimizers, states):
+            t.strategy.load_optimizer_state_dict(optimizer, state)
     schedulers = checkpoint.get("lr_schedulers", [])
     for config, state in zip(t.lr_scheduler_configs, schedulers):
         config.scheduler.load_state_dict(state)

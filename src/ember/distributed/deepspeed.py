@@ -180,7 +180,7 @@ class DeepSpeedStrategy(DDPStrategy):
         self.loss_scale_window = loss_scale_window
         self.hysteresis = hysteresis
         self.min_loss_scale = min_loss_scale
-        self._engine: Any = None
+        self._engine: Any = None  # kept after `fit`: `trainer.save_checkpoint` then writes through it
 
     # ---- what the trainer asks -------------------------------------------------------------
     @property
@@ -495,9 +495,6 @@ class DeepSpeedStrategy(DDPStrategy):
 
     def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
         """Nothing to do: the engine restores its optimizer in ``load_checkpoint``."""
-
-    def teardown(self) -> None:
-        super().teardown()  # the engine stays: `trainer.save_checkpoint` after `fit` writes through it
 
 
 def _base_hook(name: str) -> Any:

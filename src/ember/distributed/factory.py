@@ -200,13 +200,15 @@ def create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nod
 
 
 def _checkpoint_io_in(plugins: Any) -> Any:
-    """The ``CheckpointIO`` passed in ``Trainer(plugins=...)``, if any (at most one of each kind of plugin)."""
+    """The ``CheckpointIO`` passed in ``Trainer(plugins=...)``, if any; more than one plugin of a kind is refused."""
     from ember.checkpoint.io import CheckpointIO
     from ember.distributed.environments import is_cluster_environment
     from ember.distributed.layer_sync import LayerSync
+    from ember.precision.precision import Precision
 
     given = plugins if isinstance(plugins, (list, tuple)) else [plugins]
-    kinds = {
+    kinds: dict[str, list[Any]] = {
+        "Precision": [p for p in given if isinstance(p, Precision)],
         "CheckpointIO": [p for p in given if isinstance(p, CheckpointIO)],
         "ClusterEnvironment": [p for p in given if is_cluster_environment(p)],
         "LayerSync": [p for p in given if isinstance(p, LayerSync)],

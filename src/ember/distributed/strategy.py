@@ -24,6 +24,8 @@ class Strategy:
     """
 
     strategy_name = "single_device"
+    # whether `configure_optimizers` runs after `setup_module` (FSDP2 replaces the parameters with sharded ones)
+    setup_optimizers_after_module = False
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self._root_device = torch.device(device)

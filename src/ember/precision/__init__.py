@@ -52,17 +52,14 @@ def choose_precision(precision: Any, plugins: Any, strategy: Any, device_type: s
     from ember.utilities.exceptions import MisconfigurationException
     from ember.utilities.rank_zero import rank_zero_warn
 
-    given = [p for p in (plugins if isinstance(plugins, (list, tuple)) else [plugins]) if isinstance(p, Precision)]
-    if len(given) > 1:
-        raise MisconfigurationException(
-            "Received multiple values for Precision flags in `plugins`. Expected one value for each type at most."
-        )
-    plugin = given[0] if given else None
+    # one at most: `create_strategy` refused several plugins of a kind already
+    given = plugins if isinstance(plugins, (list, tuple)) else [plugins]
+    plugin = next((p for p in given if isinstance(p, Precision)), None)
     if plugin is not None and precision is not None:
         raise ValueError(
             f"Received both `precision={normalize_precision(precision)}` and `plugins={plugin}`. Choose one."
         )
-    from_strategy = getattr(strategy, "precision_plugin", None)
+    from_strategy = strategy.precision_plugin
     if from_strategy is not None:
         if plugin is not None:
             raise MisconfigurationException("precision set through both strategy class and plugins, choose one")
@@ -76,8 +73,7 @@ def choose_precision(precision: Any, plugins: Any, strategy: Any, device_type: s
                 " CPU. Using `precision='bf16-mixed'` instead."
             )
             name = "bf16-mixed"
-        make = getattr(strategy, "precision_for", None)  # DeepSpeed: its own plugin
-        return make(name, device_type) if make is not None else create_precision(name, device_type)
+        return strategy.precision_for(name, device_type)  # DeepSpeed: its own plugin
     check_plugin(plugin)
     if isinstance(plugin, BitsandbytesPrecision) and device_type not in ("cuda", "cpu"):
         # Lightning allows CUDA only; bitsandbytes 0.46+ quantizes on CPU as well

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember.precision.precision import CastingPrecision, cast_floating
+from ember.precision.precision import CastingPrecision
 
 _MODES = ("nf4", "nf4-dq", "fp4", "fp4-dq", "int8", "int8-training")
 
@@ -52,9 +52,13 @@ class BitsandbytesPrecision(CastingPrecision):
         if mode.startswith("int8") and dtype is not torch.float16:
             raise ValueError(f"{mode!r} only works with `dtype=torch.float16`, but you chose `{dtype}`")
         self.mode = mode
-        self.dtype = dtype
         self._dtype = dtype
         self.ignore_modules = set(ignore_modules or ())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the layers compute in and the batches are cast to."""
+        return self._dtype
 
     def convert_module(self, module: nn.Module) -> nn.Module:
         """Replace the ``Linear`` layers (once; their weights are quantized when the module moves to a device)."""
@@ -107,9 +111,6 @@ class BitsandbytesPrecision(CastingPrecision):
             layer.bias = nn.Parameter(bias.detach().to("cpu", copy=True), requires_grad=bias.requires_grad)
         device = linear.weight.device
         return layer if device.type in ("cpu", "meta") else layer.to(device)
-
-    def convert_input(self, data: Any) -> Any:
-        return cast_floating(data, self.dtype)
 
 
 def _default_4bit_dtype() -> torch.dtype:

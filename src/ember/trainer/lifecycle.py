@@ -244,7 +244,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
 def _optimizers_and_wrapper(trainer: Trainer, run: Run, model: Any, fitting: bool) -> None:
     """``configure_optimizers`` (for fit) and the strategy's wrapper, in the order the strategy needs."""
     strategy = trainer.strategy
-    optimizers_after = getattr(strategy, "setup_optimizers_after_module", False)  # FSDP: sharded params
+    optimizers_after = strategy.setup_optimizers_after_module  # FSDP: sharded params
     if fitting and not optimizers_after:
         setup_optimizers(trainer, run, model)
     strategy.model = strategy.setup_module(model)

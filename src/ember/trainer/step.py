@@ -124,16 +124,15 @@ class TrainingStep:
         if accumulating and not self._steps_every_batch:
             with self.strategy.block_backward_sync():  # gradients sync once, at the window's last batch
                 self._closure()
+        elif self._module_optimizer_step is not None:
+            self._step_through_module_hook(batch_idx)
         else:
-            if self._module_optimizer_step is not None:
-                self._step_through_module_hook(batch_idx)
-            else:
-                self._extra = _NOT_RUN
-                self._optimizer_step(self.optimizer, self._closure, self._before_step)
-                if self._extra is _NOT_RUN:  # an optimizer whose `step` ignored the closure: nothing trained
-                    _closure_not_run()
-            if not accumulating:
-                self.progress.global_step += 1
+            self._extra = _NOT_RUN
+            self._optimizer_step(self.optimizer, self._closure, self._before_step)
+            if self._extra is _NOT_RUN:  # an optimizer whose `step` ignored the closure: nothing trained
+                _closure_not_run()
+        if not accumulating:  # a window ended (DeepSpeed's engine steps on every batch, updating at the end)
+            self.progress.global_step += 1
         self._batch = None
         return self._outputs() if self.need_outputs else None
 
