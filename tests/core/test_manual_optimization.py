@@ -256,7 +256,9 @@ def test_manual_backward_in_automatic_optimization_raises():
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    with pytest.raises(MisconfigurationException, match="`manual_backward` is only for manual optimization"):
+    with pytest.raises(
+        MisconfigurationException, match="to use manual_backward, please disable automatic optimization"
+    ):
         _fit(Wrong(), n=4)
 
 

@@ -481,8 +481,9 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
             return
         if self.automatic_optimization:
             raise MisconfigurationException(
-                "`manual_backward` is only for manual optimization: set `self.automatic_optimization = False`"
-                " in `__init__`, or return the loss from `training_step` and let the trainer call backward."
+                "to use manual_backward, please disable automatic optimization: set model property"
+                " `automatic_optimization` as False (`self.automatic_optimization = False` in `__init__`), or"
+                " return the loss from `training_step` and let the trainer call backward."
             )
         step = self.trainer._run.step
         if step is None:
