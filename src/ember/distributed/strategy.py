@@ -150,6 +150,21 @@ class Strategy:
     def pre_backward(self, loss: Tensor) -> None:
         """Called before ``manual_backward`` runs backward (DDP prepares its gradient reducer)."""
 
+    def backward(self, closure_loss: Tensor, optimizer: Optimizer | None, *args: Any, **kwargs: Any) -> Tensor:
+        """The backward of ``self.manual_backward(loss)``: through the precision plugin's engine (DeepSpeed)
+        or the module's ``backward`` hook, on the loss as the precision plugin scales it (fp16 AMP).
+
+        ``args`` and ``kwargs`` (e.g. ``retain_graph=True``) go to that backward. Returns ``closure_loss``.
+        Automatic optimization runs its backward in the training loop's step, without this call.
+        """
+        self.pre_backward(closure_loss)
+        precision = self.precision_plugin
+        if precision.engine_backward is not None:
+            precision.engine_backward(closure_loss, *args, **kwargs)
+        else:
+            self.lightning_module.backward(precision.scale_loss(closure_loss), *args, **kwargs)
+        return closure_loss
+
     def block_backward_sync(self) -> contextlib.AbstractContextManager:
         """Skip gradient synchronisation while accumulating (DDP ``no_sync``)."""
         return contextlib.nullcontext()

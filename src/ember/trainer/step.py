@@ -195,12 +195,7 @@ class TrainingStep:
         hooks = self.hooks
         hooks.call_callbacks("on_before_backward", loss)
         hooks.call_module("on_before_backward", loss)
-        self.strategy.pre_backward(loss)  # DDP: get its reducer ready for this backward
-        engine_backward = self.precision.engine_backward
-        if engine_backward is not None:
-            engine_backward(loss, *args, **kwargs)  # DeepSpeed: its engine runs backward
-        else:
-            hooks.call_module("backward", self.precision.scale_loss(loss), *args, **kwargs)
+        self.strategy.backward(loss, None, *args, **kwargs)
         hooks.call_callbacks("on_after_backward")
         hooks.call_module("on_after_backward")
 
