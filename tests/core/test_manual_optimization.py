@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.helpers.core_models import loader, quiet_trainer
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
@@ -455,3 +455,76 @@ def test_opt_step_returns_what_the_optimizers_step_returns(monkeypatch):
     model = Manual()
     quiet_trainer(max_steps=2).fit(model, loader(n=8))
     assert model.outputs == ["stepped", "stepped"]
+
+
+def test_manual_backward_goes_through_the_strategys_backward():
+    """As in Lightning, `self.manual_backward` calls `trainer.strategy.backward(loss, None, ...)`: a strategy
+    that overrides it (or a tool that wraps it) sees every call with its arguments."""
+    from ember.strategies import SingleDeviceStrategy
+
+    calls = []
+
+    class Recording(SingleDeviceStrategy):
+        def backward(self, closure_loss, optimizer, *args, **kwargs):
+            calls.append((closure_loss.detach().clone(), optimizer, kwargs))
+            return super().backward(closure_loss, optimizer, *args, **kwargs)
+
+    class Retain(TwoNets):
+        def training_step(self, batch, batch_idx):
+            opt_g, _ = self.optimizers()
+            loss = self.disc(self.gen(batch[0])).mean()
+            opt_g.zero_grad()
+            self.manual_backward(loss, retain_graph=True)
+            self.manual_backward(loss)
+            opt_g.step()
+
+    model = Retain()
+    trainer = quiet_trainer(max_epochs=1, strategy=Recording(device="cpu"))
+    trainer.fit(model, loader(n=8))
+    batches = trainer.num_training_batches
+    assert batches >= 2
+    assert [c[1:] for c in calls] == [(None, {"retain_graph": True}), (None, {})] * batches
+    assert all(torch.equal(calls[i][0], calls[i + 1][0]) for i in range(0, 2 * batches, 2))  # the loss itself
+    assert model.gen.weight.grad is not None
+
+
+def test_a_replaced_optimizer_step_gets_the_closure():
+    """A `step` replaced on the optimizer class (a mock, a wrapper) is called as Lightning calls it,
+    `step(closure=..., **kwargs)`, so it decides whether the closure runs."""
+    from unittest import mock
+
+    class Manual(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.layer = nn.Linear(4, 1)
+            self.closures_run = 0
+
+        def training_step(self, batch, batch_idx):
+            def closure():
+                self.closures_run += 1
+                self.manual_backward(self.layer(batch[0]).sum())
+
+            self.optimizers().step(closure=closure, optim="sgd")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    model = Manual()
+    with mock.patch("torch.optim.SGD.step") as step:
+        model.on_train_start = step.reset_mock  # creating the optimizer asked the mock whether it is hooked
+        quiet_trainer(max_steps=3).fit(model, loader(n=16))
+    assert step.mock_calls == [mock.call(closure=mock.ANY, optim="sgd")] * 3
+    assert model.closures_run == 0  # the mock never ran it, as in Lightning
+
+    seen = []
+    original = torch.optim.SGD.step
+
+    def recording_step(self, closure=None):
+        seen.append(closure is not None)
+        return original(self, closure)
+
+    with mock.patch.object(torch.optim.SGD, "step", recording_step):
+        trainer = quiet_trainer(max_steps=2)
+        trainer.fit(CoreModel(), loader(n=16))  # automatic optimization
+    assert seen == [True, True] and trainer.global_step == 2

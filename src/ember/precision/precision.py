@@ -46,11 +46,33 @@ def normalize_precision(precision: Any) -> str:
         ) from None
 
 
-_SINGLE_EVALUATION = frozenset(
-    getattr(torch.optim, name)
-    for name in ("SGD", "Adam", "AdamW", "Adamax", "Adagrad", "Adadelta", "RMSprop", "Rprop", "NAdam", "RAdam", "ASGD")
-    if hasattr(torch.optim, name)
-)
+def _own_step(cls: type) -> Any:
+    """``cls``'s own ``step`` function, beneath the profiling wrapper torch puts on it."""
+    step = cls.step
+    return step.__wrapped__ if getattr(step, "hooked", False) else step
+
+
+# torch's optimizers that evaluate a closure exactly once per step, with their own `step` functions
+_SINGLE_EVALUATION = {
+    cls: _own_step(cls)
+    for cls in (
+        getattr(torch.optim, name)
+        for name in (
+            "SGD",
+            "Adam",
+            "AdamW",
+            "Adamax",
+            "Adagrad",
+            "Adadelta",
+            "RMSprop",
+            "Rprop",
+            "NAdam",
+            "RAdam",
+            "ASGD",
+        )
+        if hasattr(torch.optim, name)
+    )
+}
 
 # Lightning's plugin methods that Ember's loop does not call: it runs backward and the optimizer step
 # itself (with the module's and the callbacks' hooks), so a plugin overriding one of them is refused
@@ -142,8 +164,14 @@ class Precision:
 
     @staticmethod
     def steps_directly(optimizer: Optimizer) -> bool:
-        """Whether ``optimizer`` evaluates a closure exactly once per step (most torch optimizers)."""
-        return type(optimizer) in _SINGLE_EVALUATION
+        """Whether ``optimizer`` evaluates a closure exactly once per step (most torch optimizers), with
+        torch's own ``step``: a step replaced on the class or the instance (a wrapper, a mock) gets the closure."""
+        cls = type(optimizer)
+        own = _SINGLE_EVALUATION.get(cls)
+        if own is None or "step" in optimizer.__dict__:
+            return False
+        step = cls.step
+        return step is own or getattr(step, "__wrapped__", None) is own
 
     def scale_loss(self, loss: Tensor) -> Tensor:
         """The loss to call backward on (scaled for fp16 by ``MixedPrecision``)."""
