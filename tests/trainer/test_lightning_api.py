@@ -184,6 +184,31 @@ def test_a_none_batch_is_skipped_with_a_warning():
     assert trainer.global_step == 2
 
 
+def test_batch_outputs_reach_every_listener_that_may_read_them(tmp_path):
+    """The step's outputs are built only for a listener that may read them: the default callbacks
+    (progress bar, checkpoint) never do, a user's callback or a subclass that overrides the hook does."""
+    from ember.callbacks import ModelCheckpoint, TQDMProgressBar
+
+    seen = []
+
+    class Bar(TQDMProgressBar):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(sorted(outputs))
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def fit(**kwargs):
+        trainer = ember.Trainer(
+            default_root_dir=tmp_path, max_epochs=1, logger=False, enable_model_summary=False, **kwargs
+        )
+        trainer.fit(CoreModel(), loader(n=8, batch_size=4))
+        return trainer
+
+    assert fit()._run.step.need_outputs is False  # the defaults: a bar and a checkpoint, both ignore them
+    assert fit(callbacks=[ModelCheckpoint(dirpath=tmp_path / "c")])._run.step.need_outputs is False
+    trainer = fit(callbacks=[Bar()])
+    assert trainer._run.step.need_outputs is True and seen == [["loss"], ["loss"]]
+
+
 def test_fit_loop_setup_data_counts_the_training_batches():
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(CoreModel(), loader(n=8, batch_size=4))

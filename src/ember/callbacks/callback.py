@@ -5,7 +5,8 @@ The trainer calls only the hooks a callback overrides, so an unused hook costs n
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import torch
@@ -13,6 +14,20 @@ if TYPE_CHECKING:
 
     from ember.core.module import LightningModule
     from ember.trainer.trainer import Trainer
+
+
+_Hook = TypeVar("_Hook", bound=Callable[..., Any])
+
+
+def ignores_outputs(hook: _Hook) -> _Hook:
+    """Marks a built-in callback's ``on_train_batch_end`` that never reads ``outputs``.
+
+    When every callback's ``on_train_batch_end`` is so marked and the module does not override it, the
+    loop does not build the step's outputs (the detached loss in a dict) on each batch. A subclass that
+    overrides the hook again is unmarked, so it gets its outputs.
+    """
+    hook.ignores_outputs = True  # type: ignore[attr-defined]
+    return hook
 
 
 class Callback:

@@ -25,6 +25,7 @@ from weakref import proxy
 import torch
 from torch import Tensor
 
+from ember.callbacks.callback import ignores_outputs
 from ember.callbacks.checkpoint import Checkpoint
 from ember.checkpoint.async_io import after_pending_writes, write_pending
 from ember.checkpoint.files import (
@@ -233,6 +234,7 @@ class ModelCheckpoint(Checkpoint):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._last_time_checked = time.monotonic()
 
+    @ignores_outputs
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from ember.callbacks.callback import ignores_outputs
 from ember.callbacks.progress_bar import ProgressBar
 
 if TYPE_CHECKING:
@@ -279,6 +280,7 @@ class RichProgressBar(ProgressBar):
         self._metric_component.task_id = self.train_progress_bar_id
         self.refresh()
 
+    @ignores_outputs
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:

@@ -66,6 +66,15 @@ class HookDispatcher:
         """Whether any callback overrides ``name``."""
         return bool(self._callback_fns.get(name))
 
+    def reads_batch_outputs(self) -> bool:
+        """Whether anyone may read ``on_train_batch_end``'s ``outputs``: the module's hook, or a callback's
+        that is not marked with :func:`~ember.callbacks.callback.ignores_outputs`."""
+        name = "on_train_batch_end"
+        return self.module_overrides(name) or any(
+            not getattr(getattr(type(cb), name, None), "ignores_outputs", False) or name in getattr(cb, "__dict__", {})
+            for cb in self._callbacks_for[name]
+        )
+
     # ---- prebuilt callers for the loops ---------------------------------------------------------
     def caller(self, name: str) -> Callable[..., Any] | None:
         """Callbacks, then the module, for ``name``; ``None`` when none of them overrides it.

@@ -64,7 +64,7 @@ class TrainingStep:
         self.progress = run.progress
         self.automatic = module.automatic_optimization
         # the outputs are built only for someone who reads them
-        self.need_outputs = hooks.has_callbacks("on_train_batch_end") or hooks.module_overrides("on_train_batch_end")
+        self.need_outputs = hooks.reads_batch_outputs()
         step_fn = profiled(
             profiler, f"[Strategy]{type(strategy).__name__}.training_step", strategy.training_step_fn(module)
         )
