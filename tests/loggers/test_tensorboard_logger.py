@@ -101,7 +101,34 @@ def test_record_checksums_match_tensorboards():
         assert masked_crc32c(data) == reference(data)
 
 
-def test_scalars_do_not_import_tensorboards_writer(tmp_path):
+@pytest.mark.parametrize(
+    ("tag", "value", "step", "wall_time"),
+    [
+        ("loss", 0.5, 3, 1_733_200_000.25),
+        ("", 0.0, 0, 0.0),  # proto3 leaves out a default tag, step and time; a 0.0 value stays (a oneof)
+        ("train/acc", -1e-8, None, -0.0),  # -0.0 is not the default
+        ("x", float("nan"), -3, 1e9),  # a negative step is a ten-byte varint
+        ("over", 1e39, 2**40, 1.5),  # beyond float32: infinity, as protobuf stores it
+        ("under", -1e39, 2**63 - 1, 1.5),
+        ("denormal", 1e-46, -(2**63), 1.5),
+        ("ünïcode/" + "t" * 200, 3, 127, 2.0),  # an int value; a tag longer than 127 bytes
+    ],
+)
+def test_scalar_events_are_encoded_as_tensorboards_messages(tag, value, step, wall_time):
+    from tensorboard.compat.proto.event_pb2 import Event, SourceMetadata
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    from ember.loggers.event_file import scalar_event, version_event
+
+    event = Event(wall_time=wall_time, summary=Summary(value=[Summary.Value(tag=tag, simple_value=value)]))
+    if step is not None:
+        event.step = step
+    assert scalar_event(tag, value, step, wall_time) == event.SerializeToString()
+    first = Event(wall_time=wall_time, file_version="brain.Event:2", source_metadata=SourceMetadata(writer="ember"))
+    assert version_event(wall_time, "brain.Event:2", "ember") == first.SerializeToString()
+
+
+def test_scalars_import_neither_tensorboards_writer_nor_protobuf(tmp_path):
     import subprocess
     import sys
 
@@ -112,7 +139,8 @@ def test_scalars_do_not_import_tensorboards_writer(tmp_path):
         "logger.log_metrics({'loss': 1.0}, 0)\n"
         "logger.save()\n"
         "logger.finalize('success')\n"
-        "print(sorted(m for m in ('torch.utils.tensorboard', 'tensorboard.summary') if m in sys.modules))\n"
+        "heavy = ('torch.utils.tensorboard', 'tensorboard.summary', 'tensorboard.compat.proto', 'google.protobuf')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
