@@ -208,14 +208,21 @@ def test_toggle_keeps_shared_and_frozen_parameters():
     assert model.a.weight.requires_grad
 
 
-def test_step_with_a_closure_runs_it():
-    class WithClosure(ember.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.automatic_optimization = False
-            self.layer = nn.Linear(4, 1)
-            self.closure_calls = 0
+class ManualLinear(ember.LightningModule):
+    """A 4 -> 1 linear layer in manual optimization, with plain SGD; ``closure_calls`` for the tests' closures."""
 
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.layer = nn.Linear(4, 1)
+        self.closure_calls = 0
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_step_with_a_closure_runs_it():
+    class WithClosure(ManualLinear):
         def training_step(self, batch, batch_idx):
             opt = self.optimizers()
             x, y = batch
@@ -363,16 +370,20 @@ def test_a_closure_that_is_not_callable():
         _fit(BadClosure(), n=4)
 
 
-def test_manual_backward_passes_arguments_and_hooks_can_log():
-    class Retain(TwoNets):
-        def training_step(self, batch, batch_idx):
-            opt_g, _ = self.optimizers()
-            loss = self.disc(self.gen(batch[0])).mean()
-            opt_g.zero_grad()
-            self.manual_backward(loss, retain_graph=True)
-            self.manual_backward(loss)  # the graph is still there
-            opt_g.step()
+class RetainGraph(TwoNets):
+    """Two backward passes through one graph per batch: the first keeps it (``retain_graph=True``)."""
 
+    def training_step(self, batch, batch_idx):
+        opt_g, _ = self.optimizers()
+        loss = self.disc(self.gen(batch[0])).mean()
+        opt_g.zero_grad()
+        self.manual_backward(loss, retain_graph=True)
+        self.manual_backward(loss)  # the graph is still there
+        opt_g.step()
+
+
+def test_manual_backward_passes_arguments_and_hooks_can_log():
+    class Retain(RetainGraph):
         def on_after_backward(self):
             self.log("after_backward", 1.0, reduce_fx="sum", on_epoch=True)
 
@@ -469,16 +480,7 @@ def test_manual_backward_goes_through_the_strategys_backward():
             calls.append((closure_loss.detach().clone(), optimizer, kwargs))
             return super().backward(closure_loss, optimizer, *args, **kwargs)
 
-    class Retain(TwoNets):
-        def training_step(self, batch, batch_idx):
-            opt_g, _ = self.optimizers()
-            loss = self.disc(self.gen(batch[0])).mean()
-            opt_g.zero_grad()
-            self.manual_backward(loss, retain_graph=True)
-            self.manual_backward(loss)
-            opt_g.step()
-
-    model = Retain()
+    model = RetainGraph()
     trainer = quiet_trainer(max_epochs=1, strategy=Recording(device="cpu"))
     trainer.fit(model, loader(n=8))
     batches = trainer.num_training_batches
@@ -493,29 +495,20 @@ def test_a_replaced_optimizer_step_gets_the_closure():
     `step(closure=..., **kwargs)`, so it decides whether the closure runs."""
     from unittest import mock
 
-    class Manual(ember.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.automatic_optimization = False
-            self.layer = nn.Linear(4, 1)
-            self.closures_run = 0
-
+    class Manual(ManualLinear):
         def training_step(self, batch, batch_idx):
             def closure():
-                self.closures_run += 1
+                self.closure_calls += 1
                 self.manual_backward(self.layer(batch[0]).sum())
 
             self.optimizers().step(closure=closure, optim="sgd")
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
 
     model = Manual()
     with mock.patch("torch.optim.SGD.step") as step:
         model.on_train_start = step.reset_mock  # creating the optimizer asked the mock whether it is hooked
         quiet_trainer(max_steps=3).fit(model, loader(n=16))
     assert step.mock_calls == [mock.call(closure=mock.ANY, optim="sgd")] * 3
-    assert model.closures_run == 0  # the mock never ran it, as in Lightning
+    assert model.closure_calls == 0  # the mock never ran it, as in Lightning
 
     seen = []
     original = torch.optim.SGD.step
