@@ -250,3 +250,29 @@ def test_gpu_check_writes_one_report_and_fails_without_a_gpu(tmp_path):
     # every gpu-marked test is listed, skipped here
     assert "test_cuda_fit_has_no_sync_between_log_points` | skipped" in report
     assert "test_mixed_precision_trains_on_cuda[bf16-mixed" in report
+
+
+def test_instruction_counts_run_the_tiny_programs_and_report_per_step_and_fixed_costs(monkeypatch, capsys):
+    """bench/instructions.py: its measured programs run (here without valgrind), and the table splits
+    the counts into a per-step and a fixed part."""
+    instructions = _load("instructions")
+    for impl, mode in (("raw", "defaults"), ("ember", "defaults")):
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "instructions.py"), "--child", impl, mode, "3"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(BENCH.parent / "src")},
+        )
+        assert done.returncode == 0, done.stderr
+
+    # made-up counts: raw 1 M a step, Ember 1.1 M (lean) or 1.2 M (defaults); Ember's fixed extra 50 M
+    def fake_count(impl, mode, steps):
+        per_step = {"raw": 10**6, "ember": 11 * 10**5 if mode == "lean" else 12 * 10**5}[impl]
+        return 9 * 10**9 + per_step * steps + (5 * 10**7 if impl == "ember" else 0)
+
+    monkeypatch.setattr(instructions, "count", fake_count)
+    monkeypatch.setattr(instructions.shutil, "which", lambda name: "/usr/bin/valgrind")
+    instructions.main(["--steps", "10,30", "--jobs", "1"])
+    rows = capsys.readouterr().out.splitlines()
+    assert "| tiny | 1.000 M | 1.100 M | +100 k (+10.0%) | +50 M |" in rows
+    assert any(row.startswith("| tiny_defaults") and row.endswith("| +200 k (+20.0%) | +50 M |") for row in rows)
