@@ -46,9 +46,9 @@ def normalize_precision(precision: Any) -> str:
         ) from None
 
 
-def _own_step(cls: type) -> Any:
+def _own_step(cls: type[Optimizer]) -> Any:
     """``cls``'s own ``step`` function, beneath the profiling wrapper torch puts on it."""
-    step = cls.step
+    step: Any = cls.step
     return step.__wrapped__ if getattr(step, "hooked", False) else step
 
 
