@@ -70,6 +70,8 @@ class TrainingStep:
         )
         self._training_step = hooks.as_hook("training_step", step_without_batch_idx(module, "training_step", step_fn))
         self._forward_context = None if precision.is_identity else precision.forward_context
+        # manual optimization's backward, recorded under Lightning's action name
+        self._strategy_backward = profiled(profiler, f"[Strategy]{type(strategy).__name__}.backward", strategy.backward)
         self.train_on = self._automatic_step if self.automatic else self._manual_step
         if self.automatic:
             self._decide_automatic(trainer, run)
@@ -195,7 +197,7 @@ class TrainingStep:
         hooks = self.hooks
         hooks.call_callbacks("on_before_backward", loss)
         hooks.call_module("on_before_backward", loss)
-        self.strategy.backward(loss, None, *args, **kwargs)
+        self._strategy_backward(loss, None, *args, **kwargs)
         hooks.call_callbacks("on_after_backward")
         hooks.call_module("on_after_backward")
 
