@@ -25,6 +25,7 @@ from tests.helpers.distributed_models import (
     StallingModel,
     loader,
     read_ranks,
+    sharding_trainer,
     shuffled_loader,
 )
 from torch import nn
@@ -49,19 +50,10 @@ def clean_env(monkeypatch):
 
 
 def fork_trainer(tmp_path, strategy="ddp_fork", **kwargs) -> ember.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=2,
-        strategy=strategy,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=tmp_path,
-        max_epochs=2,
-    )
+    """The quiet sharding Trainer with the sanity check kept: two epochs, no checkpoints unless asked."""
+    options = dict(num_sanity_val_steps=2, enable_checkpointing=False, max_epochs=2)
     options.update(kwargs)
-    return ember.Trainer(**options)
+    return sharding_trainer(tmp_path, strategy, **options)
 
 
 def test_collectives_and_all_gather_on_every_rank(tmp_path):
