@@ -65,7 +65,8 @@ def count(impl: str, mode: str, steps: int) -> int:
     # one thread everywhere: numpy's OpenBLAS threads would otherwise spin while they wait, and their
     # count would change with how valgrind happens to schedule them
     one = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    env.update(one, PYTHONPATH=str(HERE.parent / "src"), PYTHONWARNINGS="ignore")
+    # one hash seed: str hashes order sets and place dict keys, which moves counts by tens of thousands
+    env.update(one, PYTHONPATH=str(HERE.parent / "src"), PYTHONWARNINGS="ignore", PYTHONHASHSEED="0")
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__]
     command += ["--child", impl, mode, str(steps)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
