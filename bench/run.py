@@ -24,6 +24,9 @@ Cases (see ``bench/workloads.py`` for the programs):
   ``import torch`` before it (seconds and peak RSS), whose worst run is held to the goal.
 - ``first_step``: from process start to the first ``training_step`` (the ``tiny_defaults``
   program), against the raw loop's first step.
+
+With ``tiny_defaults`` (on the CPU, not ``--quick``) the report also carries ``bench/step_time.py``'s
+per-step medians, measured in one process where the two sides' epochs alternate.
 - ``async_ckpt``: the training stall per checkpoint save of a 6.3M-parameter MLP with Adam
   (a 76 MB checkpoint): the raw loop's synchronous ``torch.save`` + fsync + rename against
   Ember's (and Lightning's) ``AsyncCheckpointIO``. Each process trains two phases of 12 steps
@@ -286,6 +289,23 @@ def run_import_case(runner: Runner, impls: list[str], repeats: int) -> dict[str,
     return {"case": "import", "medians": medians, "samples": samples, "added": added}
 
 
+def run_step_time(runner: Runner) -> str:
+    """``bench/step_time.py``'s table (per-step medians in one process), or why it is missing."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, str(HERE / "step_time.py")],
+        capture_output=True,
+        text=True,
+        env=_env("ember", runner.args.threads),
+        cwd=REPO,
+        check=False,
+    )
+    print(f"  step_time: done in {time.perf_counter() - started:.0f} s", flush=True)
+    if done.returncode != 0:
+        return f"bench/step_time.py failed (exit {done.returncode}): {done.stderr.strip()[-500:]}"
+    return done.stdout.strip()
+
+
 def run_ddp2_case(repeats: int, path: Path = HERE / "ddp2.py") -> dict[str, Any]:
     """Medians from ``bench/ddp2.py``'s ``run(repeats)`` (see the contract in this module's docstring)."""
     if not path.exists():
@@ -473,6 +493,14 @@ def render_report(
                 spread.append(f"{row['case']}/{impl} {min(seconds):.3f}-{max(seconds):.3f}")
     if spread:
         lines.append("- spread of the runs (min-max seconds, whole run or import process): " + "; ".join(spread) + ".")
+    if context.get("step_time"):
+        lines += [
+            "",
+            "Per step, with the machine's noise taken out (`bench/step_time.py`: the raw loop's and Ember's epochs"
+            " alternate in one process, every step is clocked, medians compared; the fixed costs are not in it):",
+            "",
+            context["step_time"],
+        ]
     if args.quick:
         lines.append("- `--quick`: a few steps only; the figures say nothing about speed.")
     return "\n".join(lines) + "\n"
@@ -585,9 +613,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 row = {"case": case, "skipped": "failed: " + message.splitlines()[0][:200]}
             rows.append(row)
             print(f"  {case}: done in {time.perf_counter() - started:.0f} s", flush=True)
+        if "tiny_defaults" in args.case_list and args.accelerator == "cpu" and not args.quick:
+            context["step_time"] = run_step_time(runner)
     context["load_after"] = _load()
     print()
     print(render_table(rows, impls))
+    if context.get("step_time"):
+        print("\n" + context["step_time"])
     if args.out:
         Path(args.out).write_text(render_report(rows, impls, args, context))
         print(f"\nwritten to {args.out}")

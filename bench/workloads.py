@@ -151,10 +151,16 @@ def _raw_validation(model: nn.Module, loader: DataLoader, device: torch.device) 
 
 
 def raw_tiny(
-    s: dict[str, int], device: torch.device, defaults: bool, workdir: str, first: Callable[[], None]
+    s: dict[str, int],
+    device: torch.device,
+    defaults: bool,
+    workdir: str,
+    first: Callable[[], None],
+    data: tuple[TensorDataset, TensorDataset] | None = None,
 ) -> tuple[nn.Module, int, float]:
-    """``tiny`` (lean) and ``tiny_defaults`` (plus validation and a checkpoint per epoch)."""
-    train, val = tiny_data(s["tiny_batches"], s["val_batches"])
+    """``tiny`` (lean) and ``tiny_defaults`` (plus validation and a checkpoint per epoch), on ``tiny_data``
+    or the given ``data``."""
+    train, val = data if data is not None else tiny_data(s["tiny_batches"], s["val_batches"])
     torch.manual_seed(0)
     model = tiny_net().to(device)
     train_loader = DataLoader(train, batch_size=BATCH, shuffle=True)
@@ -325,10 +331,16 @@ def _accelerator_args(device: torch.device) -> dict[str, Any]:
 
 
 def framework_tiny(
-    impl: str, s: dict[str, int], device: torch.device, defaults: bool, workdir: str, first: Callable[[], None]
+    impl: str,
+    s: dict[str, int],
+    device: torch.device,
+    defaults: bool,
+    workdir: str,
+    first: Callable[[], None],
+    data: tuple[TensorDataset, TensorDataset] | None = None,
 ) -> tuple[nn.Module, int, float]:
     pl = _framework(impl)
-    train, val = tiny_data(s["tiny_batches"], s["val_batches"])
+    train, val = data if data is not None else tiny_data(s["tiny_batches"], s["val_batches"])
     torch.manual_seed(0)
     model = _module_class(pl, tiny_net, first)()
     train_loader = DataLoader(train, batch_size=BATCH, shuffle=True)

@@ -276,3 +276,31 @@ def test_instruction_counts_run_the_tiny_programs_and_report_per_step_and_fixed_
     rows = capsys.readouterr().out.splitlines()
     assert "| tiny | 1.000 M | 1.100 M | +100 k (+10.0%) | +50 M |" in rows
     assert any(row.startswith("| tiny_defaults") and row.endswith("| +200 k (+20.0%) | +50 M |") for row in rows)
+
+
+def test_step_time_clocks_every_step_of_both_sides_and_reports_medians(capsys):
+    """bench/step_time.py: both programs' steps are clocked (warm-up left out), then compared by median."""
+    step_time = _load("step_time")
+    sys.path.insert(0, str(BENCH))
+    try:
+        steps = step_time.epoch_steps("ember", True, 12)
+        assert len(steps) == 12 - step_time.WARMUP - 1 and all(0 < s < 5 for s in steps)
+        lines = step_time.main(["--steps", "12", "--epochs", "1"])
+    finally:
+        sys.path.remove(str(BENCH))
+    assert lines[1] == "| program | raw loop | Ember | Ember's extra | ratio |"
+    assert [line.split(" | ")[0] for line in lines[3:]] == ["| tiny", "| tiny_defaults"]
+    assert all(line.endswith("× |") for line in lines[3:])
+    assert "| tiny_defaults |" in capsys.readouterr().out
+
+
+def test_report_carries_the_per_step_medians_when_measured():
+    rows = [{"case": "tiny", "medians": {"raw": 1.0, "ember": 1.02}, "steps": {"raw": 10, "ember": 10}}]
+    context = {
+        k: "x" for k in ("when", "commit", "machine", "device", "torch", "lightning", "load_before", "load_after")
+    }
+    args = runner.parse_args(["--cases", "tiny,tiny_defaults"])
+    assert "step_time.py" not in runner.render_report(rows, ["raw", "ember"], args, {**context, "argv": []})
+    table = "| program | raw loop | Ember | Ember's extra | ratio |\n|---|---|---|---|---|\n| tiny | 1 µs | 2 µs | +1 µs | 2.000× |"
+    report = runner.render_report(rows, ["raw", "ember"], args, {**context, "argv": [], "step_time": table})
+    assert "`bench/step_time.py`" in report and report.rstrip().endswith("| tiny | 1 µs | 2 µs | +1 µs | 2.000× |")
