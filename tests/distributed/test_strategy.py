@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 import torch
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
@@ -528,3 +529,46 @@ def test_an_unknown_start_method_is_refused_naming_the_strategy(strategy_class):
 
     with pytest.raises(ValueError, match=rf"`{strategy_class}\(start_method='thread'\)` is not supported: use 'popen'"):
         getattr(strategies, strategy_class)(start_method="thread")
+
+
+def test_a_strategy_that_builds_its_own_optimizers_is_used_by_fit():
+    class OwnOptimizers(SingleDeviceStrategy):
+        calls = 0
+
+        def setup_optimizers(self, trainer):
+            OwnOptimizers.calls += 1
+            assert trainer.strategy is self
+            self.optimizers = [torch.optim.Adam(self.lightning_module.parameters(), lr=0.05)]
+            self.lr_scheduler_configs = []
+
+    model = CoreModel(optimizers=lambda module: pytest.fail("configure_optimizers ran past the strategy"))
+    trainer = quiet_trainer(strategy=OwnOptimizers("cpu"), max_epochs=2)
+    before = model.layer.weight.detach().clone()
+    trainer.fit(model, loader())
+    assert OwnOptimizers.calls == 1  # once per fit
+    assert [type(opt) for opt in trainer.optimizers] == [torch.optim.Adam]
+    assert trainer.strategy.optimizers == trainer.optimizers and trainer.strategy.lr_scheduler_configs == []
+    assert not torch.equal(model.layer.weight, before)  # the strategy's optimizer trained the model
+
+
+def test_the_default_setup_optimizers_runs_configure_optimizers_once_per_fit():
+    seen = []
+
+    class Counting(SingleDeviceStrategy):
+        def setup_optimizers(self, trainer):
+            super().setup_optimizers(trainer)
+            seen.append([type(opt) for opt in self.optimizers])
+
+    trainer = quiet_trainer(strategy=Counting("cpu"), max_epochs=1)
+    trainer.fit(CoreModel(), loader())
+    trainer.validate(CoreModel(), loader())  # only fit sets up optimizers
+    assert seen == [[torch.optim.SGD]]
+
+
+def test_a_strategy_has_no_optimizers_to_set_before_a_trainer_connects_it():
+    strategy = SingleDeviceStrategy("cpu")
+    assert strategy.optimizers == [] and strategy.lr_scheduler_configs == []
+    with pytest.raises(
+        RuntimeError, match=r"SingleDeviceStrategy.optimizers` belongs to the trainer.*setup_optimizers"
+    ):
+        strategy.optimizers = [torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)]

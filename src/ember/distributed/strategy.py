@@ -96,6 +96,50 @@ class Strategy:
         self._model = module
         self._in_call = True
 
+    def setup_optimizers(self, trainer: Any) -> None:
+        """Create the optimizers and scheduler configs from the module's ``configure_optimizers``.
+
+        Called once per ``fit``, before ``setup_module`` (after it for strategies that shard the
+        parameters). A strategy that builds its own optimizers overrides this and sets
+        ``self.optimizers`` and ``self.lr_scheduler_configs``, as in Lightning.
+        """
+        from ember.trainer.lifecycle import setup_optimizers
+
+        setup_optimizers(trainer, trainer._run, self.lightning_module)
+
+    @property
+    def optimizers(self) -> list[Optimizer]:
+        """The optimizers of the trainer running this strategy (``trainer.optimizers``)."""
+        trainer = self._trainer()
+        return trainer.optimizers if trainer is not None else []
+
+    @optimizers.setter
+    def optimizers(self, optimizers: list[Optimizer]) -> None:
+        self._connected_trainer("optimizers").optimizers = optimizers
+
+    @property
+    def lr_scheduler_configs(self) -> list[Any]:
+        """The scheduler configs of the trainer running this strategy (``trainer.lr_scheduler_configs``)."""
+        trainer = self._trainer()
+        return trainer.lr_scheduler_configs if trainer is not None else []
+
+    @lr_scheduler_configs.setter
+    def lr_scheduler_configs(self, configs: list[Any]) -> None:
+        self._connected_trainer("lr_scheduler_configs").lr_scheduler_configs = configs
+
+    def _trainer(self) -> Any:
+        module = self._lightning_module
+        return getattr(module, "_trainer", None) if module is not None else None
+
+    def _connected_trainer(self, name: str) -> Any:
+        trainer = self._trainer()
+        if trainer is None:
+            raise RuntimeError(
+                f"`{type(self).__name__}.{name}` belongs to the trainer running this strategy, and none is yet:"
+                f" set it from `setup_optimizers(trainer)` or later, once `Trainer.fit` has connected the module."
+            )
+        return trainer
+
     def setup_environment(self) -> None:
         """Join or create the process group (nothing on one device)."""
 

@@ -246,10 +246,10 @@ def _optimizers_and_wrapper(trainer: Trainer, run: Run, model: Any, fitting: boo
     strategy = trainer.strategy
     optimizers_after = strategy.setup_optimizers_after_module  # FSDP: sharded params
     if fitting and not optimizers_after:
-        setup_optimizers(trainer, run, model)
+        strategy.setup_optimizers(trainer)  # which runs `setup_optimizers` below, unless a strategy overrides it
     strategy.model = strategy.setup_module(model)
     if fitting and optimizers_after:
-        setup_optimizers(trainer, run, model)
+        strategy.setup_optimizers(trainer)
 
 
 def _load_checkpoint(trainer: Trainer, run: Run, path: Any, weights_only: bool | None) -> dict[str, Any]:
