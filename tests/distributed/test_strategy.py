@@ -569,6 +569,7 @@ def test_a_strategy_has_no_optimizers_to_set_before_a_trainer_connects_it():
     strategy = SingleDeviceStrategy("cpu")
     assert strategy.optimizers == [] and strategy.lr_scheduler_configs == []
     with pytest.raises(
-        RuntimeError, match=r"SingleDeviceStrategy.optimizers` belongs to the trainer.*setup_optimizers"
+        RuntimeError,
+        match=r"SingleDeviceStrategy.optimizers` is the list of the trainer.*no trainer runs it yet.*setup_optimizers",
     ):
         strategy.optimizers = [torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)]

@@ -214,7 +214,7 @@ class DeepSpeedStrategy(DDPStrategy):
         return False
 
     def _fitting(self) -> bool:
-        trainer = getattr(self._lightning_module, "_trainer", None)
+        trainer = self._trainer()
         return trainer is not None and trainer.state.fn == "fit"
 
     def precision_for(self, precision: str, device_type: str) -> Precision:

@@ -135,8 +135,9 @@ class Strategy:
         trainer = self._trainer()
         if trainer is None:
             raise RuntimeError(
-                f"`{type(self).__name__}.{name}` belongs to the trainer running this strategy, and none is yet:"
-                f" set it from `setup_optimizers(trainer)` or later, once `Trainer.fit` has connected the module."
+                f"`{type(self).__name__}.{name}` is the list of the trainer that runs this strategy, and no"
+                " trainer runs it yet: set it in `setup_optimizers(trainer)`, which `Trainer.fit` calls once it"
+                " has connected the module."
             )
         return trainer
 
