@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> list[str]:
 
     lines = [
         f"per-step wall time, medians over {args.epochs} alternating epochs of {args.steps} steps, one process",
+        "",
         "| program | raw loop | Ember | Ember's extra | ratio |",
         "|---|---|---|---|---|",
     ]
