@@ -178,6 +178,11 @@ class PassThroughProfiler(Profiler):
         pass
 
 
+def strategy_action(strategy: Any, name: str) -> str:
+    """Lightning's action name for a strategy call: ``[Strategy]<class>.<name>``."""
+    return f"[Strategy]{type(strategy).__name__}.{name}"
+
+
 def profiled(profiler: Profiler | None, action_name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` recorded as ``action_name`` on every call; ``fn`` itself when ``profiler`` is ``None``."""
     if profiler is None:

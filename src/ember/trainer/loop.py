@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ember.profilers.profiler import profiled, profiled_iterator
+from ember.profilers.profiler import profiled, profiled_iterator, strategy_action
 from ember.trainer import dataloaders
 from ember.trainer.data import (
     CombinedTrainBatches,
@@ -534,7 +534,7 @@ def _transfer_function(trainer: Trainer, run: Run, dataloader_idx: int) -> Calla
             batch = after(batch, dataloader_idx)
         return batch
 
-    return profiled(run.profiler, f"[Strategy]{type(trainer.strategy).__name__}.batch_to_device", transfer)
+    return profiled(run.profiler, strategy_action(trainer.strategy, "batch_to_device"), transfer)
 
 
 def _transfer_hook(trainer: Trainer, run: Run, name: str) -> Callable[..., Any] | None:
@@ -655,7 +655,7 @@ def _evaluate_loader(
     step_name = f"{prefix}_step"
     step_fn = profiled(
         run.profiler,
-        f"[Strategy]{type(trainer.strategy).__name__}.{step_name}",
+        strategy_action(trainer.strategy, step_name),
         trainer.strategy.eval_step_fn(trainer.lightning_module, step_name),
     )
     evaluation_step = hooks.as_hook(step_name, step_without_batch_idx(trainer.lightning_module, step_name, step_fn))
@@ -712,7 +712,7 @@ def _evaluate_with_iterator(
     fn_stage = "val" if stage != RunningStage.TESTING else "test"
     step_name = f"{prefix}_step"
     step_fn = trainer.strategy.eval_step_fn(trainer.lightning_module, step_name)
-    action = f"[Strategy]{type(trainer.strategy).__name__}.{step_name}"
+    action = strategy_action(trainer.strategy, step_name)
     evaluation_step = hooks.as_hook(step_name, profiled(run.profiler, action, step_fn))
     batches = _sequential_batches(run, f"[_EvaluationLoop].{fn_stage}_next", first, loaders, max_batches)
     data = DataLoaderIter(batches, sum(max_batches))
@@ -848,7 +848,7 @@ def _predict_loader(
     hooks = _hooks(run)
     step_fn = profiled(
         run.profiler,
-        f"[Strategy]{type(trainer.strategy).__name__}.predict_step",
+        strategy_action(trainer.strategy, "predict_step"),
         trainer.strategy.eval_step_fn(trainer.lightning_module, "predict_step"),
     )
     predict_step = hooks.as_hook(
@@ -905,7 +905,7 @@ def _predict_with_iterator(
     each step's output is kept under the dataloader of the last batch it drew."""
     hooks = _hooks(run)
     step_fn = trainer.strategy.eval_step_fn(trainer.lightning_module, "predict_step")
-    action = f"[Strategy]{type(trainer.strategy).__name__}.predict_step"
+    action = strategy_action(trainer.strategy, "predict_step")
     predict_step = hooks.as_hook("predict_step", profiled(run.profiler, action, step_fn))
     batches = _sequential_batches(run, "[_PredictionLoop].predict_next", first, loaders, max_batches)
     data = DataLoaderIter(batches, sum(max_batches))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from torch import Tensor
 
-from ember.profilers.profiler import profiled
+from ember.profilers.profiler import profiled, strategy_action
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.signature_utils import step_without_batch_idx
@@ -65,13 +65,11 @@ class TrainingStep:
         self.automatic = module.automatic_optimization
         # the outputs are built only for someone who reads them
         self.need_outputs = hooks.reads_batch_outputs()
-        step_fn = profiled(
-            profiler, f"[Strategy]{type(strategy).__name__}.training_step", strategy.training_step_fn(module)
-        )
+        step_fn = profiled(profiler, strategy_action(strategy, "training_step"), strategy.training_step_fn(module))
         self._training_step = hooks.as_hook("training_step", step_without_batch_idx(module, "training_step", step_fn))
         self._forward_context = None if precision.is_identity else precision.forward_context
-        # manual optimization's backward, recorded under Lightning's action name
-        self._strategy_backward = profiled(profiler, f"[Strategy]{type(strategy).__name__}.backward", strategy.backward)
+        # manual optimization's backward, recorded under Lightning's action name (automatic's: `_decide_automatic`)
+        self._strategy_backward = profiled(profiler, strategy_action(strategy, "backward"), strategy.backward)
         self.train_on = self._automatic_step if self.automatic else self._manual_step
         if self.automatic:
             self._decide_automatic(trainer, run)
@@ -90,9 +88,7 @@ class TrainingStep:
         if self.precision.engine_backward is not None:
             backward = self.precision.engine_backward  # DeepSpeed: its engine runs backward
         if profiler is not None:
-            backward = profiled(
-                profiler, f"[Strategy]{type(self.strategy).__name__}.backward", backward or Tensor.backward
-            )
+            backward = profiled(profiler, strategy_action(self.strategy, "backward"), backward or Tensor.backward)
         self._backward_fn = backward
         self._scaler = self.precision.scaler
         self._on_before_optimizer_step = hooks.caller("on_before_optimizer_step")
