@@ -24,15 +24,15 @@ Cases (see ``bench/workloads.py`` for the programs):
   ``import torch`` before it (seconds and peak RSS), whose worst run is held to the goal.
 - ``first_step``: from process start to the first ``training_step`` (the ``tiny_defaults``
   program), against the raw loop's first step.
-
-With ``tiny_defaults`` (on the CPU, not ``--quick``) the report also carries ``bench/step_time.py``'s
-per-step medians, measured in one process where the two sides' epochs alternate.
 - ``async_ckpt``: the training stall per checkpoint save of a 6.3M-parameter MLP with Adam
   (a 76 MB checkpoint): the raw loop's synchronous ``torch.save`` + fsync + rename against
   Ember's (and Lightning's) ``AsyncCheckpointIO``. Each process trains two phases of 12 steps
   with 3 saves each (synchronous, then asynchronous; the raw loop saves synchronously in both) and
   reports the median stall of the last phase; the notes add the synchronous stalls and the
   phases' lengths. At most 2 runs per implementation: each run already times several saves.
+
+With ``tiny_defaults`` (on the CPU, not ``--quick``) the report also carries ``bench/step_time.py``'s
+per-step medians, measured in one process where the two sides' epochs alternate.
 
 Lightning runs from the separate venv ``.venv-peers`` (``make bench-peers`` creates it) so that
 Ember's environment never holds it.
@@ -225,10 +225,8 @@ def async_ckpt_note(outputs: dict[str, dict[str, Any]]) -> str:
 
 # The child's own peak RSS: ru_maxrss from wait4 would also count the memory of the parent that forked
 # it (the runner has torch loaded), so the child reports its VmHWM itself, as its last act.
-_REPORT_PEAK = (
-    "\ntry:\n    print('peak-rss-kb', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
-    "\nexcept (OSError, IndexError):\n    pass"
-)
+_PEAK_KB = "int([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
+_REPORT_PEAK = f"\ntry:\n    print('peak-rss-kb', {_PEAK_KB})\nexcept (OSError, IndexError):\n    pass"
 
 
 def _added_import(module: str) -> str:
@@ -240,12 +238,10 @@ def _added_import(module: str) -> str:
     """
     return (
         "import time\n"
-        "def _hwm():\n"
-        "    return int([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
         "import torch\n"
-        "_start, _peak = time.perf_counter(), _hwm()\n"
+        f"_start, _peak = time.perf_counter(), {_PEAK_KB}\n"
         f"import {module}\n"
-        "print('added', time.perf_counter() - _start, _hwm() - _peak)\n"
+        f"print('added', time.perf_counter() - _start, {_PEAK_KB} - _peak)\n"
     )
 
 
@@ -266,9 +262,7 @@ def run_import_case(runner: Runner, impls: list[str], repeats: int) -> dict[str,
     if "lightning" in impls:
         programs["lightning"] = ("lightning", _added_import("pytorch_lightning"))
     samples: dict[str, list[tuple[float, float]]] = {k: [] for k in programs}
-    added: dict[str, list[tuple[float, float]]] = (
-        {"ember": [], "lightning": []} if "lightning" in impls else {"ember": []}
-    )
+    added: dict[str, list[tuple[float, float]]] = {key: [] for key in programs if key != "raw"}
     log = runner.workdir / "import.log"
     for repeat in range(repeats):
         for key in _order(list(programs), repeat):
@@ -339,10 +333,16 @@ def _fmt_time(seconds: float, steps: int | None = None) -> str:
     return f"{seconds:.3f} s"
 
 
+def _worst(added: list[tuple[float, float]]) -> tuple[float, float]:
+    """The most seconds and the most MB an import added over its runs."""
+    seconds, megabytes = (max(values) for values in zip(*added))
+    return seconds, megabytes
+
+
 def _added_text(added: list[tuple[float, float]]) -> str:
     """What an import added to torch's: the median run and the worst one."""
     seconds, megabytes = (statistics.median(values) for values in zip(*added))
-    worst_s, worst_mb = (max(values) for values in zip(*added))
+    worst_s, worst_mb = _worst(added)
     return f"{seconds:+.3f} s, {megabytes:+.0f} MB (worst {worst_s:+.3f} s, {worst_mb:+.0f} MB)"
 
 
@@ -373,7 +373,7 @@ def table_rows(rows: list[dict[str, Any]], impls: list[str]) -> list[list[str]]:
             raw_s, raw_mb = m["raw"]
             ember_s, ember_mb = m["ember"]
             added = row["added"]
-            worst_s, worst_mb = (max(values) for values in zip(*added["ember"]))
+            worst_s, worst_mb = _worst(added["ember"])
             met = worst_s <= goal and worst_mb <= IMPORT_MB_GOAL
             cells = [case, f"{raw_s:.3f} s, {raw_mb:.0f} MB", f"{ember_s:.3f} s, {ember_mb:.0f} MB"]
             lcell = ldelta = None
