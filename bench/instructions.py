@@ -26,7 +26,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,19 +43,12 @@ def run_child(impl: str, mode: str, steps: int) -> None:
 
     import workloads
 
-    sizes = {**workloads.sizes(True), "tiny_batches": steps, "tiny_epochs": 1, "val_batches": 4}
-    workdir = tempfile.mkdtemp(prefix="bench-instructions-")
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the progress bar's output, for the whole process)
-    try:
-        if impl == "raw":
-            workloads.raw_tiny(sizes, torch.device("cpu"), mode == "defaults", workdir, lambda: None)
-        else:
-            import ember.callbacks.tqdm_progress as tqdm_progress
+    if impl == "ember":
+        import ember.callbacks.tqdm_progress as tqdm_progress
 
-            tqdm_progress.TQDMProgressBar.min_refresh_interval = float("inf")
-            workloads.framework_tiny("ember", sizes, torch.device("cpu"), mode == "defaults", workdir, lambda: None)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        tqdm_progress.TQDMProgressBar.min_refresh_interval = float("inf")
+    workloads.tiny_epoch(impl, mode == "defaults", steps, val_batches=4)
 
 
 def count(impl: str, mode: str, steps: int) -> int:

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 WARMUP = 5
+VAL_BATCHES = 20  # per epoch, as in make bench's tiny_defaults
 
 
 def _timed_dataset(dataset: Any) -> Any:
@@ -53,23 +52,11 @@ def _timed_dataset(dataset: Any) -> Any:
 
 def epoch_steps(impl: str, defaults: bool, steps: int) -> list[float]:
     """One epoch of ``steps`` batches by ``impl`` (``raw`` or ``ember``): the seconds of each step after warm-up."""
-    import torch
-
     import workloads
 
-    sizes = {**workloads.sizes(False), "tiny_batches": steps, "tiny_epochs": 1}
-    train, val = workloads.tiny_data(steps, sizes["val_batches"])
+    train, _ = workloads.tiny_data(steps, VAL_BATCHES)
     timed = _timed_dataset(train)
-    workdir = tempfile.mkdtemp(prefix="bench-step-time-")
-    try:
-        if impl == "raw":
-            workloads.raw_tiny(sizes, torch.device("cpu"), defaults, workdir, lambda: None, data=(timed, val))
-        else:
-            workloads.framework_tiny(
-                impl, sizes, torch.device("cpu"), defaults, workdir, lambda: None, data=(timed, val)
-            )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    workloads.tiny_epoch(impl, defaults, steps, VAL_BATCHES, train=timed)
     clock = timed.clock
     return [b - a for a, b in zip(clock[WARMUP:], clock[WARMUP + 1 :])]
 

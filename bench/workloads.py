@@ -187,6 +187,24 @@ def raw_tiny(
     return model, steps, time.perf_counter() - start
 
 
+def tiny_epoch(impl: str, defaults: bool, steps: int, val_batches: int, train: TensorDataset | None = None) -> None:
+    """One epoch of ``steps`` batches of ``tiny`` (``defaults``: ``tiny_defaults``) by ``impl``, on the CPU,
+    in a scratch folder: the measured program of ``bench/instructions.py`` and ``bench/step_time.py``.
+    ``train`` replaces the training set (one of ``steps`` batches)."""
+    s = {**sizes(False), "tiny_batches": steps, "tiny_epochs": 1, "val_batches": val_batches}
+    data = None
+    if train is not None:
+        data = (train, tiny_data(steps, val_batches)[1])
+    workdir = tempfile.mkdtemp(prefix=f"bench-tiny-{impl}-")
+    try:
+        if impl == "raw":
+            raw_tiny(s, torch.device("cpu"), defaults, workdir, lambda: None, data=data)
+        else:
+            framework_tiny(impl, s, torch.device("cpu"), defaults, workdir, lambda: None, data=data)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def raw_tiny_compiled(
     s: dict[str, int], device: torch.device, workdir: str, first: Callable[[], None]
 ) -> tuple[nn.Module, int, float]:
