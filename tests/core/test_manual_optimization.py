@@ -286,11 +286,12 @@ def test_wrong_return_type_in_manual_optimization():
         def training_step(self, batch, batch_idx):
             return "loss"
 
-    with pytest.raises(
-        MisconfigurationException,
-        match=r"must either return a Tensor or have no return \(a dict is accepted too\), got str",
-    ):
+    with pytest.raises(MisconfigurationException) as raised:
         _fit(ReturnsString(), n=4)
+    message = str(raised.value)
+    assert "must return a Tensor or have no return (a dict of values works too)" in message  # Lightning's words
+    assert "it returned str 'loss'" in message  # what came back, by type and value
+    assert "return the loss" in message and "or return nothing" in message  # and what to do instead
 
 
 def test_returning_none_or_a_tensor_is_fine():
@@ -339,6 +340,35 @@ def test_trainer_only_scheduler_keys_are_dropped_with_a_warning_in_manual_optimi
     ):
         trainer = _fit(Keys(), n=4)
     assert trainer.lr_scheduler_configs[0].interval == "step"  # kept for LearningRateMonitor
+
+
+def test_a_top_level_monitor_is_ignored_with_a_warning_that_names_it_in_manual_optimization(recwarn):
+    class TopLevelMonitor(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.layer = nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers()
+            loss = nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            self.lr_schedulers().step(loss.detach())
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=1.0)
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+            return {"optimizer": opt, "lr_scheduler": plateau, "monitor": "train_loss"}
+
+    trainer = _fit_plain(TopLevelMonitor(), n=4)
+    messages = [str(w.message) for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert any("returned 'monitor': 'train_loss'" in m and "manual optimization" in m for m in messages)
+    # the key sat beside the scheduler, not in a scheduler dict: no warning says otherwise
+    assert not any("lr scheduler dict" in m for m in messages)
+    (config,) = trainer.lr_scheduler_configs
+    assert config.monitor is None and not config.reduce_on_plateau
 
 
 def test_toggle_model_and_step_hooks_of_the_lightning_optimizer():

@@ -406,11 +406,6 @@ def setup_optimizers(trainer: Trainer, run: Run, model: Any) -> None:
             " `self.automatic_optimization = False`, then access your optimizers in `training_step` with"
             " `opt1, opt2, ... = self.optimizers()`."
         )
-    if not model.automatic_optimization and any(c.monitor is not None or c.reduce_on_plateau for c in configs):
-        rank_zero_warn(
-            "The lr scheduler dict contains the key(s) ['monitor', 'strict', 'reduce_on_plateau'], but"
-            " the keys will be ignored. You need to call `lr_scheduler.step()` manually in manual optimization."
-        )
     check_non_torch_schedulers(model, configs, hooks.module_overrides("lr_scheduler_step"))
     trainer.optimizers = optimizers
     trainer.lr_scheduler_configs = configs

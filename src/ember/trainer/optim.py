@@ -71,7 +71,7 @@ def configure_optimizers(
     if isinstance(result, Optimizer):
         optimizers = [result]
     elif isinstance(result, Mapping):
-        optimizer, scheduler, monitor = _from_dict(result)
+        optimizer, scheduler, monitor = _from_dict(result, automatic)
         optimizers = [optimizer]
         schedulers = [scheduler] if scheduler is not None else []
     elif (
@@ -86,7 +86,7 @@ def configure_optimizers(
     elif isinstance(result, (list, tuple)) and result and all(isinstance(d, Mapping) for d in result):
         optimizers, schedulers = [], []
         for item in result:
-            opt, sched, _ = _from_dict(item)
+            opt, sched, _ = _from_dict(item, automatic)
             optimizers.append(opt)
             if sched is not None:
                 schedulers.append(sched)
@@ -102,7 +102,7 @@ def configure_optimizers(
     return optimizers, configs, monitor
 
 
-def _from_dict(config: Mapping) -> tuple[Optimizer, Any, str | None]:
+def _from_dict(config: Mapping, automatic: bool) -> tuple[Optimizer, Any, str | None]:
     if "optimizer" not in config:
         raise MisconfigurationException(
             f"The dict returned by `configure_optimizers` has no 'optimizer' key: {config!r}. {_FORMATS}"
@@ -114,6 +114,15 @@ def _from_dict(config: Mapping) -> tuple[Optimizer, Any, str | None]:
         )
     scheduler = config.get("lr_scheduler")
     monitor = config.get("monitor")
+    if not automatic:
+        if monitor is not None:
+            rank_zero_warn(
+                f"`configure_optimizers` returned 'monitor': {monitor!r}, but in manual optimization the trainer"
+                " steps no scheduler, so it is ignored. Remove the key and pass the value yourself, e.g."
+                " `self.lr_schedulers().step(loss)` in `training_step`.",
+                category=RuntimeWarning,
+            )
+        return config["optimizer"], scheduler, None
     if monitor is not None and (
         _is_plateau(scheduler) or (isinstance(scheduler, Mapping) and _is_plateau(scheduler.get("scheduler")))
     ):

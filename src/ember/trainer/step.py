@@ -18,6 +18,7 @@ Every decision (which hooks are overridden, precision, clipping, profiling) is t
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -295,8 +296,9 @@ def _manual_outputs(output: Any) -> Any:
         return {}
     else:
         raise MisconfigurationException(
-            "In manual optimization, `training_step` must either return a Tensor or have no return"
-            f" (a dict is accepted too), got {type(output).__name__}."
+            "In manual optimization, `training_step` must return a Tensor or have no return (a dict of values"
+            f" works too); it returned {type(output).__name__} {reprlib.repr(output)}. Your code steps the"
+            " optimizers, so return the loss to see it in `on_train_batch_end`'s `outputs`, or return nothing."
         )
     if isinstance(extra.get("loss"), Tensor):
         extra["loss"] = extra["loss"].detach()
