@@ -81,7 +81,10 @@ def _program_command() -> list[str]:
     import __main__
 
     spec = getattr(__main__, "__spec__", None)
-    if spec is not None and spec.name.split(".")[0] in ("pytest", "_pytest", "py"):
+    main_file = getattr(__main__, "__file__", None)
+    # pytest's own command, or one of pytest-xdist's workers (started with `python -c`, pytest loaded)
+    in_pytest = spec is not None and spec.name.split(".")[0] in ("pytest", "_pytest", "py")
+    if in_pytest or (main_file is None and "_pytest" in sys.modules):
         raise MisconfigurationException(
             "`strategy='ddp'` re-runs the program's command for every extra process, and this program is pytest:"
             " run DDP from a script (started by the test in a subprocess), or use `strategy='ddp_spawn'`."
@@ -89,7 +92,6 @@ def _program_command() -> list[str]:
     if spec is not None and spec.name != "__main__":
         module = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
         return [sys.executable, "-m", module, *sys.argv[1:]]
-    main_file = getattr(__main__, "__file__", None)
     if main_file is None or not sys.argv or sys.argv[0] in ("", "-c"):
         raise MisconfigurationException(
             "`strategy='ddp'` starts the other processes by running your script again, but this program was not"
