@@ -328,6 +328,46 @@ def test_isinstance_checks_and_monkeypatching_agree_under_every_name():
     ok(python(code))
 
 
+@pytest.mark.parametrize("root", ["pytorch_lightning", "lightning.pytorch"])
+def test_embers_classes_take_the_lightning_names_they_are_imported_by_and_pickle_under_them(root):
+    code = f"""
+        import pickle, sys
+        import ember
+        import ember.callbacks.early_stopping
+        assert ember.callbacks.EarlyStopping.__module__ == "ember.callbacks.early_stopping"  # no alias yet
+        ember.install_as_lightning()
+        assert ember.callbacks.EarlyStopping.__module__ == "ember.callbacks.early_stopping"  # nor a Lightning import
+        import {root} as pl
+        from {root}.callbacks import EarlyStopping
+        from {root}.callbacks.progress import TQDMProgressBar
+        from {root}.strategies import SingleDeviceStrategy, Strategy
+
+        # the modules loaded before the first Lightning import and those loaded after it
+        assert EarlyStopping.__module__ == "{root}.callbacks.early_stopping"
+        assert pl.Trainer.__module__ == "{root}.trainer.trainer"
+        assert "ember.loggers.csv_logs" not in sys.modules
+        assert pl.loggers.CSVLogger.__module__ == "{root}.loggers.csv_logs"
+        # Ember's modules kept elsewhere take the path Lightning defines the class at
+        assert TQDMProgressBar.__module__ == "{root}.callbacks.progress.tqdm_progress"
+        assert SingleDeviceStrategy.__module__ == "{root}.strategies.single_device"
+        assert Strategy.__module__ == "{root}.strategies.strategy"
+        # the digits demo is not served under Lightning's names: its classes keep Ember's
+        import ember.demos.digits
+        assert ember.demos.digits.DigitsNet.__module__ == "ember.demos.digits"
+
+        # a pickle names Lightning's module (which an allowlist of Lightning's packages accepts)
+        data = pickle.dumps(EarlyStopping("val_loss", patience=3))
+        assert b"{root}.callbacks.early_stopping" in data and b"ember" not in data
+        back = pickle.loads(data)
+        assert type(back) is ember.callbacks.EarlyStopping and back.patience == 3
+        # the other root, imported second, serves the same classes
+        other = "lightning.pytorch" if "{root}" == "pytorch_lightning" else "pytorch_lightning"
+        assert __import__(other + ".callbacks", fromlist=["x"]).EarlyStopping is EarlyStopping
+        assert EarlyStopping.__module__.startswith("{root}.")
+    """
+    ok(python(code, without_lightning=True))
+
+
 @pytest.mark.parametrize(
     ("path", "says"),
     [
@@ -481,7 +521,8 @@ def test_ember_run_runs_an_unmodified_lightning_script(tmp_path):
     proc = python("", "-m", "ember", "run", str(PROGRAM), str(tmp_path), "--epochs", "2", cwd=tmp_path)
     ok(proc)
     seen = json.loads((tmp_path / "rank0.json").read_text())
-    assert seen["trainer"] == "ember.trainer.trainer.Trainer" and seen["lightning_version"] == "2.6.6"
+    assert seen["trainer_is_embers"] and seen["lightning_version"] == "2.6.6"
+    assert seen["trainer"] == "lightning.pytorch.trainer.trainer.Trainer"  # Ember's class, by Lightning's name
     assert seen["epochs"] == 2 and seen["accelerator"] == "CPUAccelerator"
     assert seen["argv"] == [str(tmp_path), "--epochs", "2"] and seen["name"] == "__main__"
     assert Path(seen["best_model_path"]).is_file()
@@ -561,7 +602,7 @@ def test_with_lightning_installed_its_trainer_packages_are_ember_and_the_rest_st
     assert ok(python(code, env={"PYTHONPATH": str(tmp_path)})).strip() == "ok"
     proc = python("", "-m", "ember", "run", str(PROGRAM), str(tmp_path), env={"PYTHONPATH": str(tmp_path)})
     ok(proc)
-    assert json.loads((tmp_path / "rank0.json").read_text())["trainer"] == "ember.trainer.trainer.Trainer"
+    assert json.loads((tmp_path / "rank0.json").read_text())["trainer_is_embers"]
 
 
 def test_without_lightning_the_lightning_package_is_a_stand_in_and_fabric_comes_from_lightning_fabric(tmp_path):
@@ -626,7 +667,7 @@ def test_with_the_real_lightning_installed(tmp_path):
     """
     print(ok(python(code, exe=LIGHTNING_PYTHON)))
     ok(python("", "-m", "ember", "run", str(PROGRAM), str(tmp_path), exe=LIGHTNING_PYTHON))
-    assert json.loads((tmp_path / "rank0.json").read_text())["trainer"] == "ember.trainer.trainer.Trainer"
+    assert json.loads((tmp_path / "rank0.json").read_text())["trainer_is_embers"]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
@@ -640,5 +681,6 @@ def test_the_processes_of_a_ddp_run_import_ember_for_lightning_too(tmp_path, str
     ranks = [0, 1] if strategy == "ddp" else [0]
     for rank in ranks:
         seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert seen["trainer"] == "ember.trainer.trainer.Trainer" and seen["lightning_version"] == "2.6.6"
+        assert seen["trainer_is_embers"] and seen["lightning_version"] == "2.6.6"
+        assert seen["trainer"] == "lightning.pytorch.trainer.trainer.Trainer"  # Ember's class, by Lightning's name
         assert (seen["rank"], seen["world_size"]) == (rank, 2)

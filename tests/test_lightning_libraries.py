@@ -2,11 +2,15 @@
 
 Each program in ``tests/fixtures/`` (``forecasting_program.py``: pytorch-forecasting's
 ``TemporalFusionTransformer`` found a learning rate, trained, reloaded and used for prediction;
-``optuna_program.py``: an optuna search pruned by optuna-integration's ``PyTorchLightningPruningCallback``)
-runs here under ``ember run``, in a fresh process, and what it writes is compared with the run of
-the same program on Lightning 2.6.6 stored in ``lightning_library_reference.json``
-(``make_lightning_library_reference.py`` records it). The libraries come with the ``dev`` extra;
-where one is missing, or another version than the one recorded is installed, its test is skipped.
+``optuna_program.py``: an optuna search pruned by optuna-integration's ``PyTorchLightningPruningCallback``;
+``darts_program.py``: darts' N-BEATS with its checkpoints and a Lightning ``EarlyStopping``, reloaded,
+backtested, and a probabilistic RNN sampled; ``neuralforecast_program.py``: neuralforecast's NHITS and
+MLP fitted by steps, saved, reloaded and cross-validated) runs here under ``ember run``, in a fresh
+process, and what it writes is compared with the run of the same program on Lightning 2.6.6 stored in
+``lightning_library_reference.json`` (``make_lightning_library_reference.py`` records it). The
+libraries come with the ``dev`` extra, except neuralforecast, whose dependency on Ray (some 250 MB)
+keeps it out: ``pip install neuralforecast==3.3.0`` runs its test. Where a library is missing, or
+another version than the one recorded is installed, its test is skipped and says why.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ def installed(distribution: str) -> str | None:
         return None
 
 
-def needs(**recorded: str):
-    """Skip unless each distribution is installed at the version the reference was recorded with."""
+def needs(install: str = "pip install -e '.[dev]'", **recorded: str):
+    """Skip unless each distribution is installed at the version the reference was recorded with;
+    the reason says what to run (``install``)."""
     recorded = {name.replace("_", "-"): version for name, version in recorded.items()}
     found = {name: installed(name) for name in recorded}
     reasons = [
@@ -46,7 +51,7 @@ def needs(**recorded: str):
         for name, version in recorded.items()
         if found[name] != version
     ]
-    return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons) + ": `pip install -e '.[dev]'`")
+    return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons) + f": `{install}`")
 
 
 def ember_run(program: str, tmp_path: Path) -> dict:
@@ -78,7 +83,8 @@ def approx(expected):
 def test_pytorch_forecasting_trains_and_predicts_as_on_lightning(tmp_path):
     got = ember_run("forecasting_program.py", tmp_path)
     expected = REFERENCE["forecasting"]
-    assert got["trainer"] == "ember.trainer.trainer.Trainer"  # the library's Trainer was Ember's
+    assert got["trainer_is_embers"]  # the library's Trainer was Ember's,
+    assert got["trainer"] == expected["trainer"]  # and it went by Lightning's name
     assert got["versions"] == expected["versions"]  # Lightning's version, as the library was told it
 
     # the learning-rate search, the losses of every training step and the last metrics
@@ -112,9 +118,56 @@ def test_pytorch_forecasting_trains_and_predicts_as_on_lightning(tmp_path):
 def test_optuna_pruning_callback_prunes_the_trials_lightning_prunes(tmp_path):
     got = ember_run("optuna_program.py", tmp_path)
     expected = REFERENCE["optuna"]
-    assert got["trainer"] == "ember.trainer.trainer.Trainer"
+    assert got["trainer_is_embers"] and got["trainer"] == expected["trainer"]
     assert got["versions"] == expected["versions"]
     assert [trial["state"] for trial in got["trials"]] == [trial["state"] for trial in expected["trials"]]
     assert "PRUNED" in {trial["state"] for trial in got["trials"]}  # the callback stopped a fit from inside
     assert got["trials"] == approx(expected["trials"])
     assert got["best_trial"] == expected["best_trial"]
+
+
+@pytest.mark.timeout(300)
+@needs(darts=REFERENCE["darts"]["versions"]["darts"])
+def test_darts_trains_stops_early_reloads_and_forecasts_as_on_lightning(tmp_path):
+    got = ember_run("darts_program.py", tmp_path)
+    expected = REFERENCE["darts"]
+    assert got["trainer_is_embers"] and got["trainer"] == expected["trainer"]  # darts built Ember's Trainer
+    assert got["versions"] == expected["versions"]
+
+    # the fit: where EarlyStopping stopped it, and the last metrics
+    assert got["stopped_early"] is True
+    assert got["epoch_and_step"] == expected["epoch_and_step"]
+    assert got["callback_metrics"] == approx(expected["callback_metrics"])
+    assert got["rnn_epoch_and_step"] == expected["rnn_epoch_and_step"]
+
+    # darts' checkpoint files by their names (best and last, the metric in the name), its saved model
+    assert got["files"] == expected["files"]
+
+    # forecasts: after fit, from the best checkpoint, from the saved model, backtested, and sampled
+    for key in (
+        "prediction",
+        "best_prediction",
+        "reloaded_prediction",
+        "backtest",
+        "rnn_sample_mean",
+        "rnn_sample_std",
+    ):
+        assert got[key] == approx(expected[key]), key
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@needs(
+    install=f"pip install neuralforecast=={REFERENCE['neuralforecast']['versions']['neuralforecast']}",
+    neuralforecast=REFERENCE["neuralforecast"]["versions"]["neuralforecast"],
+)
+def test_neuralforecast_fits_by_steps_reloads_and_cross_validates_as_on_lightning(tmp_path):
+    got = ember_run("neuralforecast_program.py", tmp_path)
+    expected = REFERENCE["neuralforecast"]
+    assert got["trainer_is_embers"] and got["trainer"] == expected["trainer"]
+    assert got["versions"] == expected["versions"]
+    # every training and validation loss each model recorded, at the same global steps
+    assert got["trajectories"] == approx(expected["trajectories"])
+    assert got["files"] == expected["files"]
+    for key in ("prediction", "reloaded_prediction", "cross_validation"):
+        assert got[key] == approx(expected[key]), key

@@ -15,6 +15,13 @@ installed). A path Ember does not have raises ``ModuleNotFoundError`` naming it.
 ``lightning.pytorch`` and ``pytorch_lightning`` give Ember's logger, so configuring them configures
 Ember's messages.
 
+Ember's classes take the Lightning names they are imported by: once a program imports
+``pytorch_lightning`` (or ``lightning.pytorch``), every class of an Ember module reports the
+Lightning path the alias serves it under (``EarlyStopping.__module__ ==
+"pytorch_lightning.callbacks.early_stopping"``), so what is pickled, printed as a class path or
+checked against an allowlist of Lightning's packages (darts' safe model loading) names Lightning, as
+it would on Lightning. The first root imported gives the prefix for the whole process.
+
 Child processes get it too: ``install_as_lightning`` sets ``EMBER_AS_LIGHTNING=1``, which
 ``import ember`` honours; the processes ``strategy="ddp"`` starts run the program again under
 ``ember run``; and a process started with the "spawn" method (``ddp_spawn``, DataLoader workers on
@@ -196,9 +203,12 @@ class _ImportEmber:
 class _Finder(importlib.abc.MetaPathFinder):
     """A ``sys.meta_path`` finder for Lightning's module names. Every name under the two roots is
     answered here (an Ember module, or an error), so no copy of Lightning or of Ember's files is
-    ever loaded under a Lightning name."""
+    ever loaded under a Lightning name. Once the classes carry Lightning's names, an Ember module
+    loaded later gets them too, right after it runs."""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname.startswith("ember.") and _class_root is not None:
+            return _naming_spec(fullname, path)
         for root in _ROOTS:
             if fullname == root:
                 return _root_spec(fullname)
@@ -221,6 +231,73 @@ class _Finder(importlib.abc.MetaPathFinder):
 
     def invalidate_caches(self) -> None:
         pass
+
+
+# =====================================================================================
+# Lightning's names on Ember's classes
+# =====================================================================================
+_class_root: str | None = None  # the root whose names Ember's classes carry, once a program imports one
+
+
+def _name_classes_after(root: str) -> None:
+    """Give every Ember class, loaded now or later, its name under ``root`` (the first root imported)."""
+    global _class_root
+    if _class_root is not None:
+        return
+    _class_root = root
+    for name, module in list(sys.modules.items()):
+        if name.startswith("ember.") and module is not None:
+            _name_classes(module)
+
+
+def _name_classes(module: types.ModuleType) -> None:
+    """The classes ``module`` defines report the Lightning module that serves them (``__module__``)."""
+    assert _class_root is not None
+    for value in list(vars(module).values()):
+        if isinstance(value, type) and value.__module__ == module.__name__:
+            lightning_module = _lightning_module_name(value)
+            if lightning_module is not None:
+                value.__module__ = lightning_module
+
+
+def _lightning_module_name(cls: type) -> str | None:
+    """``ember.callbacks.early_stopping`` -> ``<root>.callbacks.early_stopping``; a module kept elsewhere
+    than in Lightning gets Lightning's path from ``_MOVED`` (when several Lightning modules are one Ember
+    module, the one named like the class: ``SingleDeviceStrategy`` -> ``strategies.single_device``)."""
+    relative = cls.__module__[len("ember.") :]
+    parts = relative.split(".")
+    if parts[0] in _NOT_ALIASED or any(part.startswith("_") for part in parts):
+        return None  # not served under Lightning's names: the class keeps its own
+    paths = [path for path, home in _MOVED.items() if home == relative]
+    if paths:
+        class_name = cls.__name__.lower()
+        relative = max(paths, key=lambda path: (path.rsplit(".", 1)[-1].replace("_", "") in class_name, len(path)))
+    return f"{_class_root}.{relative}"
+
+
+def _naming_spec(fullname: str, path: Any) -> importlib.machinery.ModuleSpec | None:
+    """The spec the other finders give an Ember module, its loader set to name the classes once it ran."""
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        if finder is _FINDER or find_spec is None:
+            continue
+        spec = find_spec(fullname, path)
+        if spec is not None:
+            if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader.exec_module = _then_name_classes(spec.loader.exec_module)
+            return spec
+    return None
+
+
+def _then_name_classes(exec_module: Any) -> Any:
+    """``exec_module``, then the module's classes take their Lightning names (this loader only: the
+    loader stays the file loader it was, for tracebacks and ``inspect``)."""
+
+    def run_then_name(module: types.ModuleType) -> None:
+        exec_module(module)
+        _name_classes(module)
+
+    return run_then_name
 
 
 def _root_spec(fullname: str) -> importlib.machinery.ModuleSpec:
@@ -305,6 +382,7 @@ class _RootLoader(importlib.abc.Loader):
         from ember.utilities.warnings import _disable_from_environment
 
         _disable_from_environment()  # `POSSIBLE_USER_WARNINGS=0`, read again when the package is reloaded
+        _name_classes_after("pytorch_lightning" if module.__name__ == "pytorch_lightning" else "lightning.pytorch")
         module.__ember_alias__ = True  # type: ignore[attr-defined]
         module.__version__ = LIGHTNING_VERSION  # type: ignore[attr-defined]
         module.__getattr__ = _SubmoduleAttributes(module.__name__)  # type: ignore[method-assign]

@@ -67,6 +67,7 @@ def main() -> None:
     trainer.fit(Regressor(), data, data)
     seen = {
         "trainer": f"{type(trainer).__module__}.{type(trainer).__qualname__}",
+        "trainer_is_embers": "ember" in sys.modules and type(trainer) is sys.modules["ember"].Trainer,
         "lightning_version": pl.__version__,
         "rank": trainer.global_rank,
         "world_size": trainer.world_size,
