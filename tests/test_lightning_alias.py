@@ -94,7 +94,7 @@ SUPPORTED = {
     "core.mixins.hparams_mixin": ("ember.core.hparams", ["HyperparametersMixin"]),
     "core.module": ("ember.core.module", ["LightningModule"]),
     "core.optimizer": ("ember.core.optimizer", ["LightningOptimizer"]),
-    "core.saving": ("ember.core.saving", []),
+    "core.saving": ("ember.core.saving", ["get_filesystem", "pl_load"]),
     "loggers": ("ember.loggers", ["CSVLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"]),
     "loggers.csv_logs": ("ember.loggers.csv_logs", ["CSVLogger", "ExperimentWriter"]),
     "loggers.logger": ("ember.loggers.logger", ["DummyExperiment", "DummyLogger", "Logger", "rank_zero_experiment"]),
@@ -124,6 +124,11 @@ SUPPORTED = {
             "Precision",
         ],
     ),
+    "plugins.io": ("ember.plugins.io", ["AsyncCheckpointIO", "CheckpointIO", "TorchCheckpointIO"]),
+    "plugins.io.async_plugin": ("ember.checkpoint.async_io", ["AsyncCheckpointIO"]),
+    "plugins.io.checkpoint_plugin": ("ember.checkpoint.io", ["CheckpointIO"]),
+    "plugins.io.torch_plugin": ("ember.checkpoint.io", ["TorchCheckpointIO"]),
+    "plugins.io.wrapper": ("ember.checkpoint.io", ["_WrappingCheckpointIO"]),
     "plugins.precision.deepspeed": ("ember.precision.deepspeed", ["DeepSpeedPrecision"]),
     "plugins.precision.amp": ("ember.precision.amp", ["MixedPrecision"]),
     "plugins.precision.bitsandbytes": ("ember.precision.bitsandbytes", ["BitsandbytesPrecision"]),
@@ -326,6 +331,40 @@ def test_isinstance_checks_and_monkeypatching_agree_under_every_name():
         assert ember_tqdm.Tqdm == "patched"
     """
     ok(python(code))
+
+
+def test_lightnings_submodules_are_attributes_of_their_packages_as_in_lightning():
+    # Lightning's packages import their submodules: libraries write `pl.callbacks.early_stopping.EarlyStopping`
+    code = """
+        import sys, typing
+        import ember
+        ember.install_as_lightning()
+        import pytorch_lightning as pl
+
+        assert "ember.callbacks.early_stopping" not in sys.modules  # not imported yet: found on first use
+        assert pl.callbacks.early_stopping.EarlyStopping is ember.callbacks.EarlyStopping
+        assert pl.loggers.tensorboard.TensorBoardLogger is ember.loggers.TensorBoardLogger
+        assert pl.callbacks.progress.tqdm_progress.TQDMProgressBar is ember.callbacks.TQDMProgressBar
+        assert pl.strategies.ddp.DDPStrategy is ember.strategies.DDPStrategy  # kept in ember.distributed
+        assert pl.plugins.io.async_plugin.AsyncCheckpointIO is ember.plugins.io.AsyncCheckpointIO
+        assert pl.plugins.precision.amp.MixedPrecision is ember.plugins.MixedPrecision
+        assert pl.profilers.base.Profiler is ember.profilers.Profiler
+        assert pl.core.mixins.hparams_mixin.HyperparametersMixin is ember.core.mixins.HyperparametersMixin
+        assert callable(pl.core.saving.get_filesystem) and callable(pl.core.saving.pl_load)
+        assert not hasattr(pl.callbacks, "no_such_module") and not hasattr(pl.callbacks, "_private")
+        try:
+            pl.trainer.connectors
+        except AttributeError as error:
+            assert "does not provide" in str(error), error  # a path Ember leaves out says so
+        else:
+            raise AssertionError("pl.trainer.connectors should not exist")
+        # every class's module, by its Lightning name, is the module that holds it
+        for cls in (ember.callbacks.ModelCheckpoint, ember.loggers.CSVLogger, ember.strategies.SingleDeviceStrategy):
+            assert getattr(sys.modules[cls.__module__], cls.__name__) is cls
+        typing.get_type_hints(ember.callbacks.ModelCheckpoint)  # resolves through that module
+        print("ok")
+    """
+    assert ok(python(code, without_lightning=True)).strip() == "ok"
 
 
 @pytest.mark.parametrize("root", ["pytorch_lightning", "lightning.pytorch"])

@@ -216,6 +216,31 @@ def test_tags_csv_round_trip(tmp_path):
         save_hparams_to_tags_csv(tmp_path / "nowhere" / "tags.csv", {})
 
 
+class _NotPlainData:
+    pass
+
+
+def test_core_saving_loads_checkpoints_safely_and_names_the_filesystem(tmp_path):
+    import pickle
+
+    from ember.core.saving import get_filesystem, pl_load
+
+    path = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3}, path)
+    loaded = pl_load(str(path), map_location="cpu")
+    assert loaded["epoch"] == 3 and torch.equal(loaded["state_dict"]["w"], torch.ones(2))
+    with open(path, "rb") as file:  # an open file, as Lightning's accepts
+        assert pl_load(file)["epoch"] == 3
+
+    torch.save({"thing": _NotPlainData()}, tmp_path / "object.ckpt")
+    with pytest.raises(pickle.UnpicklingError, match="_NotPlainData"):
+        pl_load(tmp_path / "object.ckpt")  # safe loading by default: no class is imported
+    assert isinstance(pl_load(tmp_path / "object.ckpt", weights_only=False)["thing"], _NotPlainData)
+
+    assert get_filesystem(str(tmp_path)).protocol[0] == "file"
+    assert "memory" in get_filesystem("memory://ckpts/a.ckpt").protocol
+
+
 def test_possible_user_warnings_off_from_the_environment():
     import subprocess
     import sys

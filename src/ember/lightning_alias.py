@@ -67,6 +67,10 @@ _MOVED = {
     "callbacks.progress.rich_progress": "callbacks.rich_progress",
     "core.mixins.hparams_mixin": "core.hparams",
     "profilers.base": "profilers.profiler",
+    "plugins.io.async_plugin": "checkpoint.async_io",
+    "plugins.io.checkpoint_plugin": "checkpoint.io",
+    "plugins.io.torch_plugin": "checkpoint.io",
+    "plugins.io.wrapper": "checkpoint.io",
     "plugins.precision": "precision",
     "plugins.precision.precision": "precision.precision",
     "plugins.precision.amp": "precision.amp",
@@ -234,30 +238,67 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 # =====================================================================================
-# Lightning's names on Ember's classes
+# Lightning's names on Ember's classes, Lightning's submodules as attributes
 # =====================================================================================
 _class_root: str | None = None  # the root whose names Ember's classes carry, once a program imports one
 
 
-def _name_classes_after(root: str) -> None:
-    """Give every Ember class, loaded now or later, its name under ``root`` (the first root imported)."""
+def _take_lightning_names(root: str) -> None:
+    """Give every Ember module, loaded now or later, Lightning's names under ``root`` (the first root
+    imported): see ``_give_lightning_names``."""
     global _class_root
     if _class_root is not None:
         return
     _class_root = root
     for name, module in list(sys.modules.items()):
         if name.startswith("ember.") and module is not None:
-            _name_classes(module)
+            _give_lightning_names(module)
 
 
-def _name_classes(module: types.ModuleType) -> None:
-    """The classes ``module`` defines report the Lightning module that serves them (``__module__``)."""
+def _give_lightning_names(module: types.ModuleType) -> None:
+    """The classes ``module`` defines report the Lightning module that serves them (``__module__``),
+    which ``sys.modules`` holds under that name too (``typing.get_type_hints`` and ``inspect`` look
+    a class's module up there); and a name the module lacks is looked up as a Lightning submodule,
+    since Lightning's packages import their submodules (``pl.callbacks.early_stopping.EarlyStopping``
+    works there without an import)."""
     assert _class_root is not None
     for value in list(vars(module).values()):
         if isinstance(value, type) and value.__module__ == module.__name__:
             lightning_module = _lightning_module_name(value)
             if lightning_module is not None:
                 value.__module__ = lightning_module
+                sys.modules.setdefault(lightning_module, module)
+    own = vars(module).get("__getattr__")
+    if not isinstance(own, _LightningSubmodules):
+        module.__getattr__ = _LightningSubmodules(module.__name__, own)  # type: ignore[method-assign]
+
+
+class _LightningSubmodules:
+    """The module ``__getattr__`` of an Ember module under the alias: the module's own ``__getattr__``
+    first, then the Lightning submodule of that name (``pl.strategies.ddp`` is ``ember.distributed.ddp``)."""
+
+    def __init__(self, module: str, own: Any) -> None:
+        self.module, self.own = module, own
+
+    def __call__(self, name: str) -> Any:
+        if self.own is not None:
+            try:
+                return self.own(name)
+            except AttributeError:
+                pass
+        missing = f"module {self.module!r} has no attribute {name!r}"
+        if not name.startswith("_"):
+            relative = self.module[len("ember.") :]
+            for path in [relative, *(path for path, home in _MOVED.items() if home == relative)]:
+                fullname = f"{_class_root}.{path}.{name}"
+                try:
+                    return importlib.import_module(fullname)
+                except ModuleNotFoundError as error:
+                    if error.name != fullname:
+                        raise
+                    if path == relative:
+                        missing += f" ({error})"  # what the alias says of Lightning's path
+        raise AttributeError(missing)
 
 
 def _lightning_module_name(cls: type) -> str | None:
@@ -284,18 +325,18 @@ def _naming_spec(fullname: str, path: Any) -> importlib.machinery.ModuleSpec | N
         spec = find_spec(fullname, path)
         if spec is not None:
             if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader.exec_module = _then_name_classes(spec.loader.exec_module)
+                spec.loader.exec_module = _then_lightning_names(spec.loader.exec_module)
             return spec
     return None
 
 
-def _then_name_classes(exec_module: Any) -> Any:
-    """``exec_module``, then the module's classes take their Lightning names (this loader only: the
-    loader stays the file loader it was, for tracebacks and ``inspect``)."""
+def _then_lightning_names(exec_module: Any) -> Any:
+    """``exec_module``, then the module takes its Lightning names (this loader only: the loader stays
+    the file loader it was, for tracebacks and ``inspect``)."""
 
     def run_then_name(module: types.ModuleType) -> None:
         exec_module(module)
-        _name_classes(module)
+        _give_lightning_names(module)
 
     return run_then_name
 
@@ -382,7 +423,7 @@ class _RootLoader(importlib.abc.Loader):
         from ember.utilities.warnings import _disable_from_environment
 
         _disable_from_environment()  # `POSSIBLE_USER_WARNINGS=0`, read again when the package is reloaded
-        _name_classes_after("pytorch_lightning" if module.__name__ == "pytorch_lightning" else "lightning.pytorch")
+        _take_lightning_names("pytorch_lightning" if module.__name__ == "pytorch_lightning" else "lightning.pytorch")
         module.__ember_alias__ = True  # type: ignore[attr-defined]
         module.__version__ = LIGHTNING_VERSION  # type: ignore[attr-defined]
         module.__getattr__ = _SubmoduleAttributes(module.__name__)  # type: ignore[method-assign]

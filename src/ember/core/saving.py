@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ember.checkpoint.files import get_filesystem  # Lightning's `core.saving` offers it: libraries import it here
 from ember.utilities.rank_zero import rank_zero_warn
 
 
@@ -46,11 +47,17 @@ class restricted_classmethod(classmethod):
         return wrapper
 
 
+def pl_load(path_or_url: Any, map_location: Any = None, weights_only: bool | None = None) -> Any:
+    """Lightning's name for reading a checkpoint: :func:`ember.checkpoint.load_checkpoint` (a local or
+    fsspec path, a sharded checkpoint folder, or an open file; ``weights_only=None`` loads safely)."""
+    from ember.checkpoint.loading import load_checkpoint
+
+    return load_checkpoint(path_or_url, map_location=map_location, weights_only=weights_only)
+
+
 def load_hparams_from_file(path: str) -> dict[str, Any]:
     """Hyperparameters from a ``hparams.yaml`` (or ``.csv``) file."""
     import yaml
-
-    from ember.checkpoint import get_filesystem
 
     fs = get_filesystem(path)
     if not fs.exists(path):
@@ -83,8 +90,6 @@ def save_hparams_to_tags_csv(tags_csv: str | os.PathLike, hparams: dict[str, Any
         load_hparams_from_tags_csv("meta_tags.csv")   # {"lr": 0.1, "batch_size": 32}
     """
     import csv
-
-    from ember.checkpoint import get_filesystem
 
     fs = get_filesystem(tags_csv)
     folder = os.path.dirname(str(tags_csv))

@@ -1,6 +1,7 @@
 """Lightning's import path for checkpoint plugins: ``from ember.plugins.io import AsyncCheckpointIO``.
 
-The classes live in ``ember.checkpoint.io`` and ``ember.checkpoint.async_io``.
+The classes live in ``ember.checkpoint.io`` and ``ember.checkpoint.async_io``. A package, so that
+Lightning's module paths below it (``plugins.io.async_plugin``, ...) resolve under the alias.
 """
 
 from ember.checkpoint.async_io import AsyncCheckpointIO
