@@ -65,6 +65,15 @@ def ember_run(program: str, tmp_path: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def run_on_ember(program: str, name: str, tmp_path: Path) -> tuple[dict, dict]:
+    """What ``program`` wrote under ``ember run``, and the recorded Lightning run of it (``name``): the
+    library built Ember's Trainer, by Lightning's name, and was told Lightning's version."""
+    got, expected = ember_run(program, tmp_path), REFERENCE[name]
+    assert got["trainer_is_embers"] and got["trainer"] == expected["trainer"]
+    assert got["versions"] == expected["versions"]
+    return got, expected
+
+
 def approx(expected):
     """``pytest.approx`` through nested JSON: values Lightning and Ember compute the same way agree to float32
     rounding (the programs store 6 decimals)."""
@@ -81,11 +90,7 @@ def approx(expected):
 @pytest.mark.timeout(300)
 @needs(pytorch_forecasting=REFERENCE["forecasting"]["versions"]["pytorch_forecasting"])
 def test_pytorch_forecasting_trains_and_predicts_as_on_lightning(tmp_path):
-    got = ember_run("forecasting_program.py", tmp_path)
-    expected = REFERENCE["forecasting"]
-    assert got["trainer_is_embers"]  # the library's Trainer was Ember's,
-    assert got["trainer"] == expected["trainer"]  # and it went by Lightning's name
-    assert got["versions"] == expected["versions"]  # Lightning's version, as the library was told it
+    got, expected = run_on_ember("forecasting_program.py", "forecasting", tmp_path)
 
     # the learning-rate search, the losses of every training step and the last metrics
     assert got["lr_find"] == approx(expected["lr_find"])
@@ -116,10 +121,7 @@ def test_pytorch_forecasting_trains_and_predicts_as_on_lightning(tmp_path):
     optuna_integration=REFERENCE["optuna"]["versions"]["optuna_integration"],
 )
 def test_optuna_pruning_callback_prunes_the_trials_lightning_prunes(tmp_path):
-    got = ember_run("optuna_program.py", tmp_path)
-    expected = REFERENCE["optuna"]
-    assert got["trainer_is_embers"] and got["trainer"] == expected["trainer"]
-    assert got["versions"] == expected["versions"]
+    got, expected = run_on_ember("optuna_program.py", "optuna", tmp_path)
     assert [trial["state"] for trial in got["trials"]] == [trial["state"] for trial in expected["trials"]]
     assert "PRUNED" in {trial["state"] for trial in got["trials"]}  # the callback stopped a fit from inside
     assert got["trials"] == approx(expected["trials"])
@@ -129,10 +131,7 @@ def test_optuna_pruning_callback_prunes_the_trials_lightning_prunes(tmp_path):
 @pytest.mark.timeout(300)
 @needs(darts=REFERENCE["darts"]["versions"]["darts"])
 def test_darts_trains_stops_early_reloads_and_forecasts_as_on_lightning(tmp_path):
-    got = ember_run("darts_program.py", tmp_path)
-    expected = REFERENCE["darts"]
-    assert got["trainer_is_embers"] and got["trainer"] == expected["trainer"]  # darts built Ember's Trainer
-    assert got["versions"] == expected["versions"]
+    got, expected = run_on_ember("darts_program.py", "darts", tmp_path)  # darts built Ember's Trainer
 
     # the fit: where EarlyStopping stopped it, and the last metrics
     assert got["stopped_early"] is True
@@ -162,10 +161,7 @@ def test_darts_trains_stops_early_reloads_and_forecasts_as_on_lightning(tmp_path
     neuralforecast=REFERENCE["neuralforecast"]["versions"]["neuralforecast"],
 )
 def test_neuralforecast_fits_by_steps_reloads_and_cross_validates_as_on_lightning(tmp_path):
-    got = ember_run("neuralforecast_program.py", tmp_path)
-    expected = REFERENCE["neuralforecast"]
-    assert got["trainer_is_embers"] and got["trainer"] == expected["trainer"]
-    assert got["versions"] == expected["versions"]
+    got, expected = run_on_ember("neuralforecast_program.py", "neuralforecast", tmp_path)
     # every training and validation loss each model recorded, at the same global steps
     assert got["trajectories"] == approx(expected["trajectories"])
     assert got["files"] == expected["files"]

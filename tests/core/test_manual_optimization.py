@@ -305,12 +305,7 @@ def test_returning_none_or_a_tensor_is_fine():
 
 
 def test_plateau_scheduler_in_manual_optimization_needs_no_monitor():
-    class ManualPlateau(ember.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.automatic_optimization = False
-            self.layer = nn.Linear(4, 1)
-
+    class ManualPlateau(ManualLinear):
         def training_step(self, batch, batch_idx):
             opt, sched = self.optimizers(), self.lr_schedulers()
             loss = nn.functional.mse_loss(self.layer(batch[0]), batch[1])
@@ -343,12 +338,7 @@ def test_trainer_only_scheduler_keys_are_dropped_with_a_warning_in_manual_optimi
 
 
 def test_a_top_level_monitor_is_ignored_with_a_warning_that_names_it_in_manual_optimization(recwarn):
-    class TopLevelMonitor(ember.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.automatic_optimization = False
-            self.layer = nn.Linear(4, 1)
-
+    class TopLevelMonitor(ManualLinear):
         def training_step(self, batch, batch_idx):
             opt = self.optimizers()
             loss = nn.functional.mse_loss(self.layer(batch[0]), batch[1])
@@ -449,12 +439,7 @@ def test_step_passes_extra_arguments_to_the_optimizer():
             seen.append(scale)
             return super().step(closure)
 
-    class Manual(ember.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.automatic_optimization = False
-            self.layer = nn.Linear(4, 1)
-
+    class Manual(ManualLinear):
         def training_step(self, batch, batch_idx):
             opt = self.optimizers()
             opt.zero_grad()
