@@ -72,6 +72,27 @@ def test_the_evaluation_loops_count_their_batches():
     assert trainer.predict_loop.batch_progress.total.completed == 1
 
 
+def test_the_validation_loops_data_source_says_whether_validation_data_exists():
+    # gluonts picks the metric its scheduler monitors with `val_loop._data_source.is_defined()`
+    class Asks(CoreModel):
+        def configure_optimizers(self):
+            source = self.trainer.fit_loop.epoch_loop.val_loop._data_source
+            self.asked = (source.is_defined(), source.is_module(), source.name)
+            return super().configure_optimizers()
+
+    class WithValHook(Asks):
+        def val_dataloader(self):
+            return loader(n=4)
+
+    passed, none, hook = Asks(), Asks(), WithValHook()
+    quiet_trainer(max_epochs=1).fit(passed, loader(n=4), loader(n=4))
+    quiet_trainer(max_epochs=1).fit(none, loader(n=4))
+    quiet_trainer(max_epochs=1).fit(hook, loader(n=4))
+    assert passed.asked == (True, False, "val_dataloader")  # the loaders given to fit
+    assert none.asked == (False, True, "val_dataloader")  # the module, which has no val_dataloader
+    assert hook.asked == (True, True, "val_dataloader")  # the module's own hook
+
+
 def test_fit_loop_limits_are_the_trainers_and_settable():
     trainer = quiet_trainer(max_epochs=3)
     assert trainer.fit_loop.max_epochs == 3

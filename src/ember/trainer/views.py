@@ -135,6 +135,16 @@ class EvaluationLoopView(_View):
         current, total = run.eval_progress[self._key]
         return _EvalBatchProgress(current, total)
 
+    @property
+    def _data_source(self) -> _DataSource:
+        """Where this loop's dataloaders come from, as Lightning's private ``_DataLoaderSource``: the
+        loaders passed to the call, else the datamodule, else the module (gluonts asks
+        ``val_loop._data_source.is_defined()`` to choose the metric its scheduler monitors)."""
+        trainer = self._trainer
+        passed = trainer._run.eval_sources.get(self._key)
+        instance = passed if passed is not None else (trainer.datamodule or trainer.lightning_module)
+        return _DataSource(instance, f"{self._key}_dataloader")
+
     def setup_data(self) -> None:
         """Request and prepare this loop's dataloaders now (``trainer.num_<stage>_batches`` is known after)."""
         from ember.trainer import dataloaders
@@ -142,6 +152,29 @@ class EvaluationLoopView(_View):
 
         stage = {"val": RunningStage.VALIDATING, "test": RunningStage.TESTING}.get(self._key, RunningStage.PREDICTING)
         dataloaders.eval_dataloaders(self._trainer, self._run, stage)
+
+
+class _DataSource:
+    """``instance`` (dataloaders, a datamodule or the module) and the hook ``name`` that gives them."""
+
+    def __init__(self, instance: Any, name: str) -> None:
+        self.instance, self.name = instance, name
+
+    def _base(self) -> type | None:
+        from ember.core.datamodule import LightningDataModule
+        from ember.core.module import LightningModule
+
+        return next((base for base in (LightningModule, LightningDataModule) if isinstance(self.instance, base)), None)
+
+    def is_module(self) -> bool:
+        return self._base() is not None
+
+    def is_defined(self) -> bool:
+        """Dataloaders can be had: they were passed, or the module or datamodule overrides the hook."""
+        from ember.core.hooks import runs_other_code
+
+        base = self._base()
+        return self.instance is not None and (base is None or runs_other_code(self.instance, base, self.name))
 
 
 class _TrainingEpochLoopView(_View):
