@@ -26,11 +26,11 @@ $(VENV)/.demo: pyproject.toml $(VENV)/.torch
 demo: $(VENV)/.demo
 	$(PY) -m ember.demos.digits
 
-# two workers (pytest-xdist): the suite is mostly fresh processes and waiting, so two cores finish it in
-# about two thirds of the serial time; `TEST_WORKERS=0` runs it in one process
+# two workers (pytest-xdist) that take over each other's queued tests when one runs dry, so the few
+# long tests do not finish alone at the end; `TEST_WORKERS=0` runs the suite in one process
 TEST_WORKERS ?= 2
 test: $(VENV)/.dev
-	$(PY) -m pytest -n $(TEST_WORKERS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # ruff (lint rules, formatting, McCabe complexity <= 15) and mypy; settings in pyproject.toml
 lint: $(VENV)/.dev
