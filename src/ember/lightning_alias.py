@@ -269,7 +269,7 @@ def _give_lightning_names(module: types.ModuleType) -> None:
                 value.__module__ = lightning_module
                 sys.modules.setdefault(lightning_module, module)
     own = vars(module).get("__getattr__")
-    if not isinstance(own, _LightningSubmodules):
+    if _served(module.__name__[len("ember.") :]) and not isinstance(own, _LightningSubmodules):
         module.__getattr__ = _LightningSubmodules(module.__name__, own)  # type: ignore[method-assign]
 
 
@@ -306,8 +306,7 @@ def _lightning_module_name(cls: type) -> str | None:
     than in Lightning gets Lightning's path from ``_MOVED`` (when several Lightning modules are one Ember
     module, the one named like the class: ``SingleDeviceStrategy`` -> ``strategies.single_device``)."""
     relative = cls.__module__[len("ember.") :]
-    parts = relative.split(".")
-    if parts[0] in _NOT_ALIASED or any(part.startswith("_") for part in parts):
+    if not _served(relative):
         return None  # not served under Lightning's names: the class keeps its own
     paths = [path for path, home in _MOVED.items() if home == relative]
     if paths:
@@ -355,9 +354,14 @@ def _not_provided(fullname: str, relative: str) -> ModuleNotFoundError:
     return ModuleNotFoundError(f"{message} {hint}." if hint else message, name=fullname)
 
 
-def _ember_module_spec(fullname: str, relative: str) -> importlib.machinery.ModuleSpec:
+def _served(relative: str) -> bool:
+    """Whether the alias serves Ember's module ``ember.<relative>`` under Lightning's name ``<root>.<relative>``."""
     parts = relative.split(".")
-    if parts[0] in _NOT_ALIASED or any(part.startswith("_") for part in parts):
+    return parts[0] not in _NOT_ALIASED and not any(part.startswith("_") for part in parts)
+
+
+def _ember_module_spec(fullname: str, relative: str) -> importlib.machinery.ModuleSpec:
+    if not _served(relative):
         raise _not_provided(fullname, relative)
     spec = _same_module_spec(fullname, "ember." + _MOVED.get(relative, relative))
     if spec is None:
