@@ -219,19 +219,12 @@ class _Finder(importlib.abc.MetaPathFinder):
             if fullname.startswith(root + "."):
                 return _ember_module_spec(fullname, fullname[len(root) + 1 :])
         if fullname == "lightning":
-            if self._found_elsewhere(fullname):
+            if _spec_elsewhere(fullname, None) is not None:
                 return None  # the real package; its `pytorch` part still comes from here
             return _root_spec(fullname)
         if fullname.startswith("lightning.") and getattr(sys.modules.get("lightning"), "__ember_alias__", False):
             return _fabric_spec(fullname)
         return None
-
-    def _found_elsewhere(self, name: str) -> bool:
-        for finder in sys.meta_path:
-            find_spec = getattr(finder, "find_spec", None)
-            if finder is not self and find_spec is not None and find_spec(name, None) is not None:
-                return True
-        return False
 
     def invalidate_caches(self) -> None:
         pass
@@ -315,18 +308,23 @@ def _lightning_module_name(cls: type) -> str | None:
     return f"{_class_root}.{relative}"
 
 
-def _naming_spec(fullname: str, path: Any) -> importlib.machinery.ModuleSpec | None:
-    """The spec the other finders give an Ember module, its loader set to name the classes once it ran."""
+def _spec_elsewhere(fullname: str, path: Any) -> importlib.machinery.ModuleSpec | None:
+    """The spec the finders after this one give ``fullname`` (None: nobody else has it)."""
     for finder in sys.meta_path:
         find_spec = getattr(finder, "find_spec", None)
-        if finder is _FINDER or find_spec is None:
-            continue
-        spec = find_spec(fullname, path)
-        if spec is not None:
-            if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader.exec_module = _then_lightning_names(spec.loader.exec_module)
-            return spec
+        if finder is not _FINDER and find_spec is not None:
+            spec = find_spec(fullname, path)
+            if spec is not None:
+                return spec
     return None
+
+
+def _naming_spec(fullname: str, path: Any) -> importlib.machinery.ModuleSpec | None:
+    """The spec the other finders give an Ember module, its loader set to name the classes once it ran."""
+    spec = _spec_elsewhere(fullname, path)
+    if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+        spec.loader.exec_module = _then_lightning_names(spec.loader.exec_module)  # type: ignore[method-assign]
+    return spec
 
 
 def _then_lightning_names(exec_module: Any) -> Any:
