@@ -194,6 +194,17 @@ def test_relaunching_pytest_is_refused():
         _script_command()
 
 
+def test_relaunching_a_pytest_xdist_worker_is_refused_as_pytest(monkeypatch):
+    # an xdist worker's `__main__` comes from `python -c`: no spec, no file, but pytest is loaded
+    import __main__
+
+    monkeypatch.setattr(__main__, "__spec__", None)
+    monkeypatch.delattr(__main__, "__file__", raising=False)
+    monkeypatch.setattr(sys, "argv", ["-c"])
+    with pytest.raises(MisconfigurationException, match="this program is pytest"):
+        _script_command()
+
+
 def test_preemption_flag_is_agreed_only_every_n_batches_and_at_epoch_end():
     strategy = make(devices=2, strategy=DDPStrategy(preemption_check_interval=5)).strategy
     answers = [strategy.agree_on_stop(True, n) for n in (1, 2, 3, 4, 5, 6, 7, 7)]
