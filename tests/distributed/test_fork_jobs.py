@@ -298,11 +298,21 @@ def test_a_layer_sync_plugin_is_applied_to_the_module_fit_wraps(tmp_path):
     assert rank0["layer_type"] == rank1["layer_type"] == "TaggedLinear"
 
 
+class PortRecordingModel(CollectivesModel):
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.record["port"] = os.environ["MASTER_PORT"]
+
+
 def test_a_fork_job_after_a_one_process_run_in_the_same_process_gets_its_own_world(tmp_path, in_test_process):
     # the one-process run keeps its process group until the interpreter exits (a notebook: a quick
     # `devices=1` run, then `ddp_notebook` on 2); the forked ranks must not inherit it as their world
     fork_trainer(tmp_path / "one", devices=1, strategy="ddp", max_epochs=1).fit(RecordingModel(tmp_path), loader())
     assert torch.distributed.is_initialized()
-    fork_trainer(tmp_path, max_epochs=1).fit(CollectivesModel(tmp_path), loader())
+    kept_port = os.environ["MASTER_PORT"]  # this process still serves the kept group's store there
+    fork_trainer(tmp_path, max_epochs=1).fit(PortRecordingModel(tmp_path), loader())
     for record in read_ranks(tmp_path):
         assert torch.equal(record["all_gather"], torch.tensor([[0, 10], [1, 11]]))  # two ranks, together
+        # nor meet at the kept group's store, where a rank could read that world's stale rank-0 address
+        # (when it asks before the new rank 0 writes its own) and wait forever
+        assert record["port"] != kept_port

@@ -275,6 +275,11 @@ def _rank_env(strategy: Any, local_rank: int) -> dict[str, str]:
     }
 
 
+def _keeps_a_process_group() -> bool:
+    """Whether this process holds a process group, as after a one-process run (kept until exit)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def _worker(
     process_idx: int,
     launcher: MultiProcessingLauncher,
@@ -287,7 +292,7 @@ def _worker(
     launcher._in_worker = True
     if sys.platform.startswith("linux"):
         _die_with_parent()  # no worker outlives the process that started it
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if _keeps_a_process_group():
         # forked from a process that kept the group of an earlier run (a world of its own): this worker
         # joins the new job's group instead
         torch.distributed.destroy_process_group()
@@ -398,6 +403,10 @@ class MultiProcessingLauncher:
 
         strategy = self._strategy
         env = strategy.cluster_environment
+        if isinstance(env, LightningEnvironment) and _keeps_a_process_group():
+            # MASTER_PORT is the port of the store this process still serves for its kept group: workers
+            # meeting there would read that world's keys (rank 0's old address) and could wait forever
+            os.environ.pop("MASTER_PORT", None)
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
         method = strategy._start_method
