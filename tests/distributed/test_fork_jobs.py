@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from datetime import timedelta
 
@@ -267,6 +268,17 @@ def test_the_launching_process_callbacks_hear_of_a_failure_in_the_processes(tmp_
 class RaisingOnRankZero(RecordingModel):
     def training_step(self, batch, batch_idx):
         raise ValueError("boom on rank 0")
+
+
+def test_a_failed_job_leaves_nothing_in_the_temporary_folder(tmp_path, monkeypatch):
+    # torch's workers write their tracebacks to files there, one per failed rank, and never remove them
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with pytest.raises(Exception, match="boom on rank 0"):
+        fork_trainer(tmp_path / "run", max_epochs=1).fit(RaisingOnRankZero(tmp_path), loader())
+    left = sorted(p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_"))  # torch's cache
+    assert left == []
 
 
 class TaggedLinear(nn.Linear):

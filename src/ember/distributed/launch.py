@@ -373,6 +373,17 @@ def _join(processes: Any, queue: Any) -> bytes:
     return raw if raw is not None else queue.get()
 
 
+def _remove_error_files(processes: Any) -> None:
+    """Delete the files in which torch's workers left their tracebacks (one in the temporary folder per
+    failed rank); their text is in the exception by now, and torch never removes them."""
+    for path in getattr(processes, "error_files", ()):
+        if path:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
 def _first_killed(workers: list[Any]) -> tuple[int, int, int] | None:
     for rank, worker in enumerate(workers):
         code = worker.exitcode
@@ -421,6 +432,7 @@ class MultiProcessingLauncher:
         failure_dir = tempfile.mkdtemp(prefix="ember-ranks-")
         previous_dir = os.environ.get(failure.ENV_DIR)
         os.environ[failure.ENV_DIR] = failure_dir
+        processes = None
         try:
             processes = mp.start_processes(
                 _worker,
@@ -432,6 +444,8 @@ class MultiProcessingLauncher:
             raw = _join(processes, queue)
             message = pickle.loads(raw)
         finally:
+            if processes is not None:
+                _remove_error_files(processes)
             shutil.rmtree(failure_dir, ignore_errors=True)
             if previous_dir is None:
                 os.environ.pop(failure.ENV_DIR, None)
