@@ -46,10 +46,17 @@ def run(mode: str, out: Path, *extra: str, torchrun: bool = False, timeout: floa
     env = {k: v for k, v in os.environ.items() if k not in _RANK_VARS and not k.startswith(("SLURM_", "PL_"))}
     env["PYTHONWARNINGS"] = "ignore"
     env["OMP_NUM_THREADS"] = "1"
+    env["TMPDIR"] = str(out / "tmp")  # the job's temporary folder, for `left_in_temp`
+    (out / "tmp").mkdir(exist_ok=True)
     command = [sys.executable, str(PROGRAM), mode, str(out), *extra]
     if torchrun:
         command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", *command[1:]]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=out)
+
+
+def left_in_temp(out: Path) -> list[str]:
+    """What the job left in its temporary folder: the ranks' failure records, torch's traceback files."""
+    return sorted(p.name for p in (out / "tmp").iterdir() if p.name.startswith(("ember-", "pytorch-errorfile-")))
 
 
 def load(out: Path, name: str, rank: int) -> dict:
@@ -131,6 +138,7 @@ def test_a_raising_rank_ends_the_job_promptly_with_one_traceback(tmp_path):
     assert ended - raised < 30
     assert output.count("ValueError: boom on rank 1") == 1, output[-4000:]
     assert "stopped because rank 1 failed" in output
+    assert left_in_temp(tmp_path) == []
     for rank in (0, 1):
         pid = load(tmp_path, "raise", rank)["pid"]
         with pytest.raises(ProcessLookupError):
@@ -148,15 +156,30 @@ def test_a_rank_killed_by_sigkill_is_named_and_ends_the_job_promptly(tmp_path):
     assert "[rank 0] stopped because rank 1 was killed by signal SIGKILL (9)" in output, output[-4000:]
     assert "the other ranks were stopped because of it" in output
     assert "Traceback" not in output  # gloo's "Connection reset by peer" is not what the user reads
+    assert left_in_temp(tmp_path) == []
     for rank in (0, 1):
         with pytest.raises(ProcessLookupError):
             os.kill(load(tmp_path, "sigkill", rank)["pid"], 0)  # no process left behind
 
 
 @pytest.mark.timeout(200)
+def test_a_killed_rank_ends_the_job_even_when_rank_0_never_hears_of_it(tmp_path):
+    # rank 0 is busy outside any collective, so no error reaches it: its launcher notices the dead
+    # child, gives the run a grace period, and ends the job rather than leave it hanging
+    proc = run("stuck", tmp_path)
+    ended = time.time()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert ended - float((tmp_path / "killed_at").read_text()) < 60
+    assert "[rank 0] rank 1 was killed by signal SIGKILL (9); ending the job." in output, output[-4000:]
+    assert left_in_temp(tmp_path) == []
+
+
+@pytest.mark.timeout(200)
 def test_ddp_spawn_returns_weights_metrics_and_results_to_the_main_process(tmp_path):
     proc = run("spawn", tmp_path)
     _check(proc)
+    assert left_in_temp(tmp_path) == []
     record = load(tmp_path, "spawn", 0)
     assert record["global_step"] == 4 and record["state"] == "finished"
     assert any(not torch.equal(record["before"][k], v) for k, v in record["weights"].items())

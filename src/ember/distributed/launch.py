@@ -195,6 +195,7 @@ class SubprocessLauncher:
         rank = self._global_rank(local_rank)
         sys.stderr.write(f"[rank 0] rank {rank} {failure.describe_exit(code)}; ending the job.\n")
         sys.stderr.flush()
+        self._remove_failure_dir()  # os._exit skips the exit hooks
         os._exit(1)
 
     def _global_rank(self, local_rank: int) -> int:
@@ -234,6 +235,10 @@ class SubprocessLauncher:
             except subprocess.TimeoutExpired:
                 pass
 
+    def _remove_failure_dir(self) -> None:
+        if self._failure_dir is not None:
+            shutil.rmtree(self._failure_dir, ignore_errors=True)
+
     def _at_exit(self) -> None:
         uncaught = getattr(sys, "last_value", None) is not None or failure.first_failure() is not None
         if self._failed_here or uncaught:
@@ -242,8 +247,7 @@ class SubprocessLauncher:
             for proc in self.procs:
                 proc.wait()  # the other ranks finish their copy of the program
         self._stopping = True
-        if self._failure_dir is not None:
-            shutil.rmtree(self._failure_dir, ignore_errors=True)
+        self._remove_failure_dir()
         codes = [proc.returncode for proc in self.procs if proc.returncode]
         if codes and not self._failed_here:
             for index, proc in enumerate(self.procs):

@@ -4,7 +4,9 @@
 
 MODE ``fit``: fit (checkpointing), validate, test, predict, then resume the checkpoint for one more
 epoch. ``plain``: a shuffled run with dropout (run under torchrun). ``raise``: rank 1 raises in
-``training_step``. ``sigkill``: rank 1 is killed by SIGKILL in ``training_step`` (as by the OOM killer). ``spawn``: fit with ``ddp_spawn``, then validate and predict with ``ddp_fork``.
+``training_step``. ``sigkill``: rank 1 is killed by SIGKILL in ``training_step`` (as by the OOM killer).
+``stuck``: the same, while rank 0 is busy outside any collective (no error ever reaches it).
+``spawn``: fit with ``ddp_spawn``, then validate and predict with ``ddp_fork``.
 Each process writes what it saw to ``OUTDIR/<mode>-rank<r>.pt``.
 """
 
@@ -40,7 +42,9 @@ class Model(pl.LightningModule):
             with open(os.path.join(sys.argv[2], "raised_at"), "w") as f:
                 f.write(repr(time.time()))
             raise ValueError("boom on rank 1")
-        if MODE == "sigkill" and self.global_rank == 1 and batch_idx == 3:
+        if MODE == "stuck" and self.global_rank == 0 and batch_idx == 3:
+            time.sleep(600)  # a long host-side stall: only the launcher's watch can end the job
+        if MODE in ("sigkill", "stuck") and self.global_rank == 1 and batch_idx == 3:
             with open(os.path.join(sys.argv[2], "killed_at"), "w") as f:
                 f.write(repr(time.time()))
             os.kill(os.getpid(), signal.SIGKILL)
@@ -175,7 +179,7 @@ if __name__ == "__main__":
         run_fit(out_dir)
     elif MODE == "plain":
         run_plain(out_dir)
-    elif MODE in ("raise", "sigkill"):
+    elif MODE in ("raise", "sigkill", "stuck"):
         run_raise(out_dir)
     elif MODE == "spawn":
         run_spawn(out_dir)
