@@ -176,6 +176,22 @@ def test_a_killed_rank_ends_the_job_even_when_rank_0_never_hears_of_it(tmp_path)
 
 
 @pytest.mark.timeout(200)
+def test_an_unguarded_script_that_catches_its_errors_still_trains_with_ddp_spawn(tmp_path):
+    # each spawned process imports the script again and runs its `fit` there, which fails and is caught;
+    # that launch used to leave the process without the job's MASTER_PORT, and the ranks never met
+    env = {k: v for k, v in os.environ.items() if k not in _RANK_VARS}
+    env["PYTHONWARNINGS"] = "ignore"
+    program = PROGRAM.parent / "unguarded_spawn_program.py"
+    proc = subprocess.run(
+        [sys.executable, str(program)], capture_output=True, text=True, timeout=90, env=env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    lines = proc.stdout.splitlines()
+    assert lines.count("fit returned at step 2") == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # 16 / (2 x 4)
+    assert sum(line.startswith("fit raised RuntimeError") for line in lines) == 2  # the processes' own `fit`
+
+
+@pytest.mark.timeout(200)
 def test_ddp_spawn_returns_weights_metrics_and_results_to_the_main_process(tmp_path):
     proc = run("spawn", tmp_path)
     _check(proc)

@@ -270,6 +270,17 @@ class RaisingOnRankZero(RecordingModel):
         raise ValueError("boom on rank 0")
 
 
+class ExitingModel(RecordingModel):
+    def on_train_start(self) -> None:
+        sys.exit(0)
+
+
+def test_processes_that_exit_cleanly_before_the_job_ends_are_an_error_not_a_hang(tmp_path):
+    # every worker ends with status 0 and rank 0 sends nothing: the launching process used to wait forever
+    with pytest.raises(RuntimeError, match=r"all exited with status 0, and rank 0 sent no result.*sys\.exit\(0\)"):
+        fork_trainer(tmp_path, max_epochs=1).fit(ExitingModel(tmp_path), loader())
+
+
 def test_a_failed_job_leaves_nothing_in_the_temporary_folder(tmp_path, monkeypatch):
     # torch's workers write their tracebacks to files there, one per failed rank, and never remove them
     scratch = tmp_path / "tmp"

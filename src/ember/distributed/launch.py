@@ -301,6 +301,9 @@ def _worker(
         # joins the new job's group instead
         torch.distributed.destroy_process_group()
     os.environ.update(_rank_env(launcher._strategy, process_idx))
+    # the launcher's rendezvous, whatever the environment holds now: a 'spawn' process imported the main
+    # module again, and a script that trains unguarded ran a launch of its own there, which changed them
+    os.environ.update(launcher._rendezvous)
     try:
         # through the trainer's guard, so a failing worker runs the exception hooks and tears down
         results = trainer._run_guarded(fn, *args, **kwargs)
@@ -336,7 +339,7 @@ def _collect(trainer: Any, results: Any, weights: dict[str, Any]) -> dict[str, A
     }
 
 
-def _join(processes: Any, queue: Any) -> bytes:
+def _join(processes: Any, queue: Any) -> bytes | None:
     """Wait for the workers, reading rank 0's message; a worker killed by a signal is named as the cause.
 
     Rank 0's message is read while joining: a large one fills the pipe and rank 0 cannot exit before
@@ -374,7 +377,25 @@ def _join(processes: Any, queue: Any) -> bytes:
             exit_code=code,
             signal_name=failure.signal_name(code),
         ) from error
-    return raw if raw is not None else queue.get()
+    if raw is None and not queue.empty():
+        raw = queue.get()
+    return raw  # None: every worker ended cleanly and rank 0 sent nothing (see `_no_result`)
+
+
+def _no_result(method: str, nprocs: int) -> RuntimeError:
+    """The error for workers that all exited with status 0 without rank 0 sending the job's result."""
+    spawn = ""
+    if method == "spawn":
+        main = getattr(sys.modules.get("__main__"), "__file__", None) or "the main script"
+        spawn = (
+            f" With 'spawn', each process first imports the main module again ({main}): an exit there ends"
+            ' the process before the job starts; put the script\'s code under `if __name__ == "__main__":`.'
+        )
+    return RuntimeError(
+        f"The {nprocs} processes started with the {method!r} start method all exited with status 0, and rank 0"
+        " sent no result: a process ended before the job finished, as `sys.exit(0)` or `os._exit(0)` in the"
+        f" code the job runs (hooks, callbacks, data loading) would end it.{spawn}"
+    )
 
 
 def _remove_error_files(processes: Any) -> None:
@@ -408,6 +429,7 @@ class MultiProcessingLauncher:
     def __init__(self, strategy: Any) -> None:
         self._strategy = strategy
         self._in_worker = False
+        self._rendezvous: dict[str, str] = {}  # MASTER_ADDR/MASTER_PORT of the job being launched
 
     @property
     def is_launched(self) -> bool:
@@ -424,6 +446,7 @@ class MultiProcessingLauncher:
             os.environ.pop("MASTER_PORT", None)
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
+        self._rendezvous = {"MASTER_ADDR": os.environ["MASTER_ADDR"], "MASTER_PORT": os.environ["MASTER_PORT"]}
         method = strategy._start_method
         if method == "fork" and torch.cuda.is_available() and torch.cuda.is_initialized():
             raise MisconfigurationException(
@@ -446,6 +469,8 @@ class MultiProcessingLauncher:
                 join=False,
             )
             raw = _join(processes, queue)
+            if raw is None:
+                raise _no_result(method, strategy.num_processes)
             message = pickle.loads(raw)
         finally:
             if processes is not None:
