@@ -198,7 +198,32 @@ def test_ddp_spawn_returns_weights_metrics_and_results_to_the_main_process(tmp_p
     assert left_in_temp(tmp_path) == []
     record = load(tmp_path, "spawn", 0)
     assert record["global_step"] == 4 and record["state"] == "finished"
+    # the spawned ranks start from this process's RNG states and deterministic flag, as forked ones would
+    for rank in (0, 1):
+        start = load(tmp_path, "spawn-start", rank)
+        assert start["deterministic"] is True
+        assert torch.equal(start["draws"][0], record["parent_draws"][0])
+        assert start["draws"][1:] == record["parent_draws"][1:]
     assert any(not torch.equal(record["before"][k], v) for k, v in record["weights"].items())
+    # the weights of one epoch in one process on the same samples (batch 4 on each of 2 ranks == batch 8):
+    # each rank trained its own copy, not the one torch put in shared memory to send it
+    program = _program()
+    torch.manual_seed(0)
+    reference = program.Model()
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
+    for x, y in DataLoader(program.dataset(), batch_size=8):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(reference.layer(x), y).backward()
+        optimizer.step()
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(record["weights"][key], value, atol=1e-6, rtol=1e-5)
+    # and an epoch more in forked processes, whose weights the spawn left in shared memory
+    for x, y in DataLoader(program.dataset(), batch_size=8):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(reference.layer(x), y).backward()
+        optimizer.step()
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(record["weights_after_forked_fit"][key], value, atol=1e-6, rtol=1e-5)
     assert record["callback_metrics"]["rank_synced"].item() == 0.5
     assert record["best"].endswith("epoch=0-step=4.ckpt") and os.path.isfile(record["best"])
     assert record["validate"][0]["rank_synced"] == 0.5 and record["validate"][0]["rank_local"] == 0.0

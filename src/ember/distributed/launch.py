@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import io
+import itertools
 import os
 import pickle
 import shutil
@@ -30,6 +31,7 @@ from ember.distributed import failure
 from ember.distributed.environments import LightningEnvironment
 from ember.utilities.apply_func import apply_to_tensors
 from ember.utilities.exceptions import MisconfigurationException, PreemptionExit
+from ember.utilities.seed import collect_rng_states, set_rng_states
 
 _ACTIVE: list[SubprocessLauncher] = []  # the launcher that started this job's processes, if this process did
 
@@ -284,6 +286,50 @@ def _keeps_a_process_group() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+def _global_state() -> dict[str, Any]:
+    """What a 'spawn' process starts from, so that it trains as a forked one would (Lightning's spawn
+    workers do the same): the deterministic-algorithm flags, cuDNN's benchmark flag and every RNG state."""
+    return {
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "rng": collect_rng_states(),
+    }
+
+
+def _restore_global_state(state: dict[str, Any]) -> None:
+    torch.use_deterministic_algorithms(state["deterministic"], warn_only=state["warn_only"])
+    torch.backends.cudnn.benchmark = state["cudnn_benchmark"]
+    set_rng_states(state["rng"])
+
+
+def _modules_in(value: Any, found: dict[int, torch.nn.Module]) -> None:
+    if isinstance(value, torch.nn.Module):
+        found.setdefault(id(value), value)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _modules_in(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _modules_in(item, found)
+
+
+@torch.no_grad()
+def _own_copies_of_shared_weights(values: Any) -> None:
+    """Give this worker its own copy of every module weight (parameter or buffer) held in shared memory.
+
+    torch.multiprocessing moves the CPU tensors it hands to a 'spawn' process into shared memory, so the
+    ranks (and the launching process) would all hold one set of weights, and each rank's optimizer
+    would step it again. A forked process meets the same once an earlier 'spawn' job moved them there.
+    """
+    found: dict[int, torch.nn.Module] = {}
+    _modules_in(values, found)
+    for module in found.values():
+        for tensor in itertools.chain(module.parameters(), module.buffers()):
+            if tensor.device.type == "cpu" and tensor.is_shared():
+                tensor.data = tensor.data.clone()
+
+
 def _worker(
     process_idx: int,
     launcher: MultiProcessingLauncher,
@@ -304,6 +350,9 @@ def _worker(
     # the launcher's rendezvous, whatever the environment holds now: a 'spawn' process imported the main
     # module again, and a script that trains unguarded ran a launch of its own there, which changed them
     os.environ.update(launcher._rendezvous)
+    if launcher._spawn_state is not None:
+        _restore_global_state(launcher._spawn_state)
+    _own_copies_of_shared_weights((args, kwargs, trainer.lightning_module))
     try:
         # through the trainer's guard, so a failing worker runs the exception hooks and tears down
         results = trainer._run_guarded(fn, *args, **kwargs)
@@ -430,6 +479,7 @@ class MultiProcessingLauncher:
         self._strategy = strategy
         self._in_worker = False
         self._rendezvous: dict[str, str] = {}  # MASTER_ADDR/MASTER_PORT of the job being launched
+        self._spawn_state: dict[str, Any] | None = None
 
     @property
     def is_launched(self) -> bool:
@@ -448,6 +498,8 @@ class MultiProcessingLauncher:
         os.environ["MASTER_PORT"] = str(env.main_port)
         self._rendezvous = {"MASTER_ADDR": os.environ["MASTER_ADDR"], "MASTER_PORT": os.environ["MASTER_PORT"]}
         method = strategy._start_method
+        # a forked process inherits this process's globals; a spawned one is handed them
+        self._spawn_state = _global_state() if method == "spawn" else None
         if method == "fork" and torch.cuda.is_available() and torch.cuda.is_initialized():
             raise MisconfigurationException(
                 "`strategy='ddp_fork'` (or 'ddp_notebook') cannot start processes once CUDA is initialized in this"

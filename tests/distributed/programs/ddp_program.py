@@ -6,23 +6,25 @@ MODE ``fit``: fit (checkpointing), validate, test, predict, then resume the chec
 epoch. ``plain``: a shuffled run with dropout (run under torchrun). ``raise``: rank 1 raises in
 ``training_step``. ``sigkill``: rank 1 is killed by SIGKILL in ``training_step`` (as by the OOM killer).
 ``stuck``: the same, while rank 0 is busy outside any collective (no error ever reaches it).
-``spawn``: fit with ``ddp_spawn``, then validate and predict with ``ddp_fork``.
+``spawn``: fit with ``ddp_spawn``, then validate, predict and fit one more epoch with ``ddp_fork``.
 Each process writes what it saw to ``OUTDIR/<mode>-rank<r>.pt``.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import sys
 import time
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember as pl
-from ember.callbacks import BasePredictionWriter, ModelCheckpoint
+from ember.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 
 
 def dataset(n: int = 32) -> TensorDataset:
@@ -137,15 +139,34 @@ def run_raise(out: str) -> None:
     t.fit(Model(), DataLoader(dataset(64), batch_size=2))
 
 
+class GlobalStateAtSetup(Callback):
+    """What each rank's process starts the run with: draws of every global RNG, the deterministic flag."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def setup(self, trainer, pl_module, stage):
+        save(self.out, "spawn-start", {"draws": draws(), "deterministic": torch.are_deterministic_algorithms_enabled()})
+
+
+def draws() -> tuple:
+    return torch.rand(3), random.random(), float(np.random.rand())
+
+
 def run_spawn(out: str) -> None:
     torch.manual_seed(0)
+    random.seed(1)
+    np.random.seed(2)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     model = Model()
     before = weights(model)
     ckpt = ModelCheckpoint(dirpath=os.path.join(out, "ckpts"))
-    t = trainer(out, strategy="ddp_spawn", max_epochs=1, callbacks=[ckpt])
+    t = trainer(out, strategy="ddp_spawn", max_epochs=1, callbacks=[ckpt, GlobalStateAtSetup(out)])
     data = dataset()
     t.fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
+    torch.use_deterministic_algorithms(False)
     record = {
+        "parent_draws": draws(),  # this process drew nothing since the launch: what a forked rank would draw
         "before": before,
         "weights": weights(model),
         "global_step": t.global_step,
@@ -159,6 +180,11 @@ def run_spawn(out: str) -> None:
     # forked workers keep their predictions (as in Lightning): a writer saves each rank's
     forked = trainer(out, strategy="ddp_fork", enable_checkpointing=False, callbacks=[RankWriter(out)])
     record["predict"] = forked.predict(model, DataLoader(data, batch_size=4))
+    # one more epoch, forked, of the model the spawn job handed through shared memory
+    trainer(out, strategy="ddp_fork", max_epochs=1, enable_checkpointing=False).fit(
+        model, DataLoader(data, batch_size=4)
+    )
+    record["weights_after_forked_fit"] = weights(model)
     save(out, "spawn", record)
 
 
