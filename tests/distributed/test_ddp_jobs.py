@@ -59,6 +59,23 @@ def left_in_temp(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "tmp").iterdir() if p.name.startswith(("ember-", "pytorch-errorfile-")))
 
 
+class ReferenceRun:
+    """The program's model trained in this process, batch 8: what 2 ranks of batch 4 must give (same samples)."""
+
+    def __init__(self, program) -> None:
+        self.program = program
+        torch.manual_seed(0)
+        self.model = program.Model()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.05)
+
+    def epoch(self) -> torch.nn.Module:
+        for x, y in DataLoader(self.program.dataset(), batch_size=8):
+            self.optimizer.zero_grad()
+            torch.nn.functional.mse_loss(self.model.layer(x), y).backward()
+            self.optimizer.step()
+        return self.model
+
+
 def load(out: Path, name: str, rank: int) -> dict:
     return torch.load(out / f"{name}-rank{rank}.pt", weights_only=False)
 
@@ -77,14 +94,9 @@ def test_fit_validate_test_predict_match_single_process_training(tmp_path):
 
     # batch 4 on each of 2 ranks == batch 8 in one process on the same samples
     program = _program()
-    torch.manual_seed(0)
-    reference = program.Model()
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
-    for _ in range(2):
-        for x, y in DataLoader(program.dataset(), batch_size=8):
-            optimizer.zero_grad()
-            torch.nn.functional.mse_loss(reference.layer(x), y).backward()
-            optimizer.step()
+    single = ReferenceRun(program)
+    single.epoch()
+    reference = single.epoch()
     for key, value in reference.state_dict().items():
         assert torch.equal(ranks[0]["weights"][key], ranks[1]["weights"][key])
         torch.testing.assert_close(ranks[0]["weights"][key], value, atol=1e-6, rtol=1e-5)
@@ -183,11 +195,11 @@ def test_an_unguarded_script_that_catches_its_errors_still_trains_with_ddp_spawn
     env["PYTHONWARNINGS"] = "ignore"
     program = PROGRAM.parent / "unguarded_spawn_program.py"
     proc = subprocess.run(
-        [sys.executable, str(program)], capture_output=True, text=True, timeout=90, env=env, cwd=tmp_path
+        [sys.executable, str(program), str(tmp_path)], capture_output=True, text=True, timeout=90, env=env, cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     lines = proc.stdout.splitlines()
-    assert lines.count("fit returned at step 2") == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # 16 / (2 x 4)
+    assert lines.count("fit returned at step 4") == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # 32 / (2 x 4)
     assert sum(line.startswith("fit raised RuntimeError") for line in lines) == 2  # the processes' own `fit`
 
 
@@ -208,21 +220,11 @@ def test_ddp_spawn_returns_weights_metrics_and_results_to_the_main_process(tmp_p
     # the weights of one epoch in one process on the same samples (batch 4 on each of 2 ranks == batch 8):
     # each rank trained its own copy, not the one torch put in shared memory to send it
     program = _program()
-    torch.manual_seed(0)
-    reference = program.Model()
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
-    for x, y in DataLoader(program.dataset(), batch_size=8):
-        optimizer.zero_grad()
-        torch.nn.functional.mse_loss(reference.layer(x), y).backward()
-        optimizer.step()
-    for key, value in reference.state_dict().items():
+    single = ReferenceRun(program)
+    for key, value in single.epoch().state_dict().items():
         torch.testing.assert_close(record["weights"][key], value, atol=1e-6, rtol=1e-5)
     # and an epoch more in forked processes, whose weights the spawn left in shared memory
-    for x, y in DataLoader(program.dataset(), batch_size=8):
-        optimizer.zero_grad()
-        torch.nn.functional.mse_loss(reference.layer(x), y).backward()
-        optimizer.step()
-    for key, value in reference.state_dict().items():
+    for key, value in single.epoch().state_dict().items():
         torch.testing.assert_close(record["weights_after_forked_fit"][key], value, atol=1e-6, rtol=1e-5)
     assert record["callback_metrics"]["rank_synced"].item() == 0.5
     assert record["best"].endswith("epoch=0-step=4.ckpt") and os.path.isfile(record["best"])
