@@ -352,7 +352,8 @@ def _worker(
     os.environ.update(launcher._rendezvous)
     if launcher._spawn_state is not None:
         _restore_global_state(launcher._spawn_state)
-    _own_copies_of_shared_weights((args, kwargs, trainer.lightning_module))
+    if launcher._strategy.root_device.type == "cpu":  # on an accelerator, moving the module copies it anyway
+        _own_copies_of_shared_weights((args, kwargs, trainer.lightning_module))
     try:
         # through the trainer's guard, so a failing worker runs the exception hooks and tears down
         results = trainer._run_guarded(fn, *args, **kwargs)
