@@ -30,6 +30,7 @@ from tests.helpers.distributed_models import (
     shuffled_loader,
 )
 from torch import nn
+from torch.utils.data import DataLoader
 
 import ember
 from ember.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
@@ -268,6 +269,37 @@ def test_the_launching_process_callbacks_hear_of_a_failure_in_the_processes(tmp_
 class RaisingOnRankZero(RecordingModel):
     def training_step(self, batch, batch_idx):
         raise ValueError("boom on rank 0")
+
+
+class OrderRecordingModel(RecordingModel):
+    """Records each rank's sampler and the samples of its first epoch, in order."""
+
+    def on_train_start(self) -> None:
+        sampler = self.trainer.train_dataloader.sampler
+        self.record["sampler"] = (type(sampler).__name__, sampler.shuffle)
+        self.record["samples"] = []
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self.record["samples"].append(batch[0])
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_the_distributed_sampler_keeps_the_training_loaders_order_or_shuffling(tmp_path, shuffle):
+    # Lightning shuffles every training loader in DDP, a sequential one too (its issues #10170, #21131)
+    data = loader(n=8)
+    fork_trainer(tmp_path, max_epochs=1).fit(
+        OrderRecordingModel(tmp_path), DataLoader(data.dataset, 2, shuffle=shuffle)
+    )
+    inputs = data.dataset.tensors[0]
+    ranks = read_ranks(tmp_path)
+    for rank, record in enumerate(ranks):
+        assert record["sampler"] == ("DistributedSampler", shuffle)
+        if not shuffle:  # every other sample, in the loader's order
+            assert torch.equal(torch.cat(record["samples"]), inputs[rank::2])
+    if shuffle:  # between them, every sample once, in another order
+        seen = torch.cat([torch.cat(record["samples"]) for record in ranks])
+        assert sorted(seen[:, 0].tolist()) == sorted(inputs[:, 0].tolist())
+        assert not torch.equal(seen, torch.cat([inputs[0::2], inputs[1::2]]))
 
 
 class ExitingModel(RecordingModel):
