@@ -314,6 +314,31 @@ def test_torchmetrics_metric_is_computed_at_epoch_end_and_reset():
     assert trainer.callback_metrics["total_epoch"].item() == 6.0  # reset between epochs
 
 
+def test_a_metric_that_computes_the_loss_logs_its_step_value_without_the_graph(tmp_path):
+    # a loss kept by a torchmetrics metric (chemprop logs its criterion so): the batch value the metric's
+    # forward returns carries the graph; a checkpoint callback copies the callback metrics, which a
+    # tensor with a graph refuses ("Only Tensors created explicitly by the user ... support deepcopy")
+    torchmetrics = pytest.importorskip("torchmetrics")
+
+    class LossMetric(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.loss_metric = torchmetrics.MeanMetric()
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.loss_metric(loss)
+            self.log("train_loss", self.loss_metric, on_step=True, on_epoch=True)
+            return loss
+
+    checkpoint = ember.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="train_loss_epoch")
+    trainer = quiet_trainer(max_epochs=2, enable_checkpointing=True, callbacks=[checkpoint])
+    trainer.fit(LossMetric(), loader(n=10))
+    step = trainer.callback_metrics["train_loss_step"]
+    assert not step.requires_grad and step.grad_fn is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=1-step=6.ckpt"]  # the lower epoch loss
+
+
 def test_metric_collection_with_log_dict():
     torchmetrics = pytest.importorskip("torchmetrics")
 

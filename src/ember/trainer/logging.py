@@ -90,7 +90,8 @@ class LoggedMetric:
             # a torchmetrics Metric: its forward() already computed the batch value
             self.metric = value
             if self.on_step:
-                self.step_value = value._forward_cache
+                cache = value._forward_cache  # the graph of a loss computed by the metric, unless kept on purpose
+                self.step_value = cache.detach() if isinstance(cache, Tensor) and not self.enable_graph else cache
             self.computed = None
             return
         if self.on_step:
