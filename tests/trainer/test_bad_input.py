@@ -34,8 +34,10 @@ def test_an_empty_validation_loader_is_named_and_skipped():
         assert trainer.validate(model, empty_loader()) == []
     with pytest.warns(UserWarning, match=r"The `test_dataloader` has no batches.*the test loop is skipped"):
         assert trainer.test(model, empty_loader()) == []
+    # predict keeps the last, smaller batch, as Lightning does: there only a loader without samples is empty
+    assert [len(p) for p in trainer.predict(model, empty_loader())] == [3]
     with pytest.warns(UserWarning, match=r"The `predict_dataloader` has no batches.*prediction is skipped"):
-        assert trainer.predict(model, empty_loader()) is None
+        assert trainer.predict(model, DataLoader(dataset(0), batch_size=4)) is None
 
 
 def test_an_empty_training_loader_is_named_and_fit_stops(caplog):

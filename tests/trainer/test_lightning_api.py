@@ -502,6 +502,23 @@ def test_predict_over_an_iterable_dataset():
     assert [p.tolist() for p in predictions] == [[0.0, 1.0], [2.0, 3.0], [4.0]]
 
 
+def test_predict_keeps_the_last_batch_a_loader_would_drop_and_test_does_not():
+    # as Lightning: every sample gets its prediction (chemprop drops a last batch of one, for BatchNorm)
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Counting(CoreModel):
+        def test_step(self, batch, batch_idx):
+            self.seen = getattr(self, "seen", 0) + len(batch[0])
+
+    data = TensorDataset(torch.arange(10.0).reshape(5, 2).repeat(1, 2), torch.zeros(5, 1))
+    model, drops = Counting(), DataLoader(data, batch_size=2, drop_last=True)
+    predictions = quiet_trainer().predict(model, drops)
+    assert [len(p) for p in predictions] == [2, 2, 1]
+    quiet_trainer().test(model, drops, verbose=False)
+    assert model.seen == 4  # the other loops keep the loader's `drop_last`
+    assert drops.drop_last  # the user's loader is left as it was
+
+
 def test_return_predictions_with_spawned_processes_is_lightnings_error():
     trainer = ember.Trainer(logger=False, accelerator="cpu", devices=2, strategy="ddp_spawn")
     with pytest.raises(ember.utilities.MisconfigurationException, match="should be set to `False`"):

@@ -92,11 +92,12 @@ def _sampler_of(loader: DataLoader) -> Any:
     return loader.sampler
 
 
-def rebuild_dataloader(loader: DataLoader, sampler: Any) -> DataLoader:
-    """A copy of ``loader`` drawing from ``sampler`` instead (for distributed and overfit runs)."""
+def rebuild_dataloader(loader: DataLoader, sampler: Any, drop_last: bool | None = None) -> DataLoader:
+    """A copy of ``loader`` drawing from ``sampler`` instead (for distributed and overfit runs), and
+    keeping or dropping its last, smaller batch as ``drop_last`` says (by default as ``loader`` does)."""
     kwargs: dict[str, Any] = {
         "batch_size": loader.batch_size,
-        "drop_last": loader.drop_last,
+        "drop_last": loader.drop_last if drop_last is None else drop_last,
         "num_workers": loader.num_workers,
         "collate_fn": loader.collate_fn,
         "pin_memory": loader.pin_memory,
@@ -140,10 +141,14 @@ def warn_about_spawned_workers(loader: Any, name: str) -> None:
         )
 
 
-def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overfit: str, seed_workers: bool) -> Any:
+def prepare_loader(
+    loader: Any, *, shuffle: bool, distributed: Any | None, overfit: str, seed_workers: bool, predicting: bool = False
+) -> Any:
     """Inject a DistributedSampler (or a sequential one for ``overfit_batches``) and worker seeding.
 
     ``overfit`` names the loader's kind (``"train"``, ``"val"``) when ``overfit_batches`` applies to it, else is empty.
+    ``predicting``: a loader that drops its last, smaller batch keeps it, so that every sample gets its
+    prediction (as in Lightning).
     """
     if not isinstance(loader, DataLoader):
         return loader
@@ -151,6 +156,9 @@ def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overf
         return loader
     changed = False
     sampler = _sampler_of(loader)
+    drop_last = loader.drop_last
+    if predicting and drop_last and loader.batch_size is not None:
+        drop_last, changed = False, True
     if overfit and not isinstance(loader.sampler, SequentialSampler):  # any other order, as Lightning decides
         rank_zero_warn(
             f"You requested to overfit but enabled {overfit} dataloader shuffling. We are turning off the {overfit}"
@@ -170,7 +178,7 @@ def prepare_loader(loader: Any, *, shuffle: bool, distributed: Any | None, overf
             )
             changed = True
     if changed:
-        loader = rebuild_dataloader(loader, sampler)
+        loader = rebuild_dataloader(loader, sampler, drop_last=drop_last)
     if seed_workers and loader.num_workers > 0 and loader.worker_init_fn is None:
         from functools import partial
 

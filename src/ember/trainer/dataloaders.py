@@ -242,7 +242,12 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     prepared = []
     for loader in loaders:
         loader = prepare_loader(
-            loader, shuffle=False, distributed=distributed(t), overfit=overfit, seed_workers=seed_workers
+            loader,
+            shuffle=False,
+            distributed=distributed(t),
+            overfit=overfit,
+            seed_workers=seed_workers,
+            predicting=key == "predict",
         )
         warn_about_spawned_workers(loader, f"{key}_dataloader")
         if key == "predict" and needs_batch_indices(t):
