@@ -303,30 +303,20 @@ def _restore_global_state(state: dict[str, Any]) -> None:
     set_rng_states(state["rng"])
 
 
-def _modules_in(value: Any, found: dict[int, torch.nn.Module]) -> None:
-    if isinstance(value, torch.nn.Module):
-        found.setdefault(id(value), value)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _modules_in(item, found)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _modules_in(item, found)
-
-
 @torch.no_grad()
-def _own_copies_of_shared_weights(values: Any) -> None:
-    """Give this worker its own copy of every module weight (parameter or buffer) held in shared memory.
+def _own_copies_of_shared_weights(modules: list[Any]) -> None:
+    """Give this worker its own copy of every weight (parameter or buffer) of ``modules`` (the modules among
+    them: the call's arguments, the trainer's module) held in shared memory.
 
     torch.multiprocessing moves the CPU tensors it hands to a 'spawn' process into shared memory, so the
     ranks (and the launching process) would all hold one set of weights, and each rank's optimizer
     would step it again. A forked process meets the same once an earlier 'spawn' job moved them there.
     """
-    found: dict[int, torch.nn.Module] = {}
-    _modules_in(values, found)
-    for module in found.values():
+    for module in modules:
+        if not isinstance(module, torch.nn.Module):
+            continue
         for tensor in itertools.chain(module.parameters(), module.buffers()):
-            if tensor.device.type == "cpu" and tensor.is_shared():
+            if tensor.device.type == "cpu" and tensor.is_shared():  # once copied, no longer shared
                 tensor.data = tensor.data.clone()
 
 
@@ -353,7 +343,7 @@ def _worker(
     if launcher._spawn_state is not None:
         _restore_global_state(launcher._spawn_state)
     if launcher._strategy.root_device.type == "cpu":  # on an accelerator, moving the module copies it anyway
-        _own_copies_of_shared_weights((args, kwargs, trainer.lightning_module))
+        _own_copies_of_shared_weights([*args, *kwargs.values(), trainer.lightning_module])
     try:
         # through the trainer's guard, so a failing worker runs the exception hooks and tears down
         results = trainer._run_guarded(fn, *args, **kwargs)
