@@ -116,6 +116,43 @@ def test_not_stopped_reason(tmp_path):
     assert callback.stopping_reason_message is None
 
 
+class WarmUpEarlyStopping(EarlyStopping):
+    """A subclass the way libraries write one (scvi-tools' ``LoudEarlyStopping``): Lightning's contract is
+    ``_evaluate_stopping_criteria(current) -> (should_stop, message)``, the rule that fires setting
+    ``stopping_reason``."""
+
+    def __init__(self, *args, warmup: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.warmup, self.checks, self.seen = warmup, 0, []
+
+    def _evaluate_stopping_criteria(self, current):
+        self.checks += 1
+        if self.checks <= self.warmup:
+            return False, f"no stopping in the first {self.warmup} checks"
+        should_stop, message = super()._evaluate_stopping_criteria(current)
+        self.seen.append((should_stop, message, self.stopping_reason))
+        return should_stop, message
+
+
+def test_a_subclass_overrides_the_criteria_with_lightnings_contract(tmp_path, caplog):
+    trainer = FakeTrainer(tmp_path)
+    callback = WarmUpEarlyStopping("val_loss", warmup=2, patience=1, verbose=True)
+    callback.setup(trainer, None, "fit")
+    with caplog.at_level(logging.INFO):
+        for epoch, value in enumerate([1.0, 9.0, 2.0, 3.0, 0.5]):
+            trainer.advance(steps=1, epoch=epoch, metrics={"val_loss": value})
+            callback.on_train_epoch_end(trainer, None)
+            if trainer.should_stop:
+                break
+    # the first two checks are skipped, the third improves on inf, the fourth stops (patience 1)
+    assert callback.stopped_epoch == 3
+    assert [entry[0] for entry in callback.seen] == [False, True]
+    assert callback.seen[0][2] is EarlyStoppingReason.NOT_STOPPED
+    assert callback.stopping_reason is EarlyStoppingReason.PATIENCE_EXHAUSTED
+    assert callback.stopping_reason_message == callback.seen[1][1]
+    assert "no stopping in the first 2 checks" in caplog.text  # the subclass's message is logged as Lightning does
+
+
 def test_bad_mode():
     with pytest.raises(MisconfigurationException, match="`mode` can be min, max, got avg"):
         EarlyStopping("x", mode="avg")

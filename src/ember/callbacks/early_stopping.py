@@ -171,69 +171,60 @@ class EarlyStopping(Callback):
         if trainer.fast_dev_run or not self._validate_condition_metric(logs):
             return
         current = logs[self.monitor].squeeze()
-        should_stop, reason, message = self._evaluate_stopping_criteria(current)
+        # Lightning's contract, which subclasses override (scvi-tools' warm-up): `(should_stop, message)`,
+        # and the rule that fires sets `stopping_reason`
+        decided_here, message = self._evaluate_stopping_criteria(current)
         # all ranks: any rank that wants to stop stops everyone, so no rank waits alone.
-        should_stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
+        should_stop = trainer.strategy.reduce_boolean_decision(decided_here, all=False)
         trainer.should_stop = trainer.should_stop or should_stop
         if should_stop:
             self.stopped_epoch = trainer.current_epoch
-            if reason is EarlyStoppingReason.NOT_STOPPED:
+            if not decided_here:
                 # Another rank decided; say so rather than leave the reason empty.
                 message = "Another process signalled early stopping."
-            self.stopping_reason = reason
             self.stopping_reason_message = message
         if message and self.verbose:
             self._log_info(trainer, message, self.log_rank_zero_only)
 
-    def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, EarlyStoppingReason, str | None]:
+    def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, str | None]:
+        """Whether ``current`` stops training, and the message that says why (or that it improved);
+        a rule that stops sets :attr:`stopping_reason`."""
         # host sync: each comparison below reads the metric, once per validation run.
         if self.check_finite and not torch.isfinite(current):
-            return (
-                True,
-                EarlyStoppingReason.NON_FINITE_METRIC,
-                (
-                    f"Monitored metric {self.monitor} = {current} is not finite."
-                    f" Previous best value was {self.best_score:.3f}. Signaling Trainer to stop."
-                ),
+            self.stopping_reason = EarlyStoppingReason.NON_FINITE_METRIC
+            return True, (
+                f"Monitored metric {self.monitor} = {current} is not finite."
+                f" Previous best value was {self.best_score:.3f}. Signaling Trainer to stop."
             )
         if self.stopping_threshold is not None and self.monitor_op(current, self.stopping_threshold):
-            return (
-                True,
-                EarlyStoppingReason.STOPPING_THRESHOLD,
-                (
-                    "Stopping threshold reached:"
-                    f" {self.monitor} = {current} {self.order_dict[self.mode]} {self.stopping_threshold}."
-                    " Signaling Trainer to stop."
-                ),
+            self.stopping_reason = EarlyStoppingReason.STOPPING_THRESHOLD
+            return True, (
+                "Stopping threshold reached:"
+                f" {self.monitor} = {current} {self.order_dict[self.mode]} {self.stopping_threshold}."
+                " Signaling Trainer to stop."
             )
         if self.divergence_threshold is not None and self.monitor_op(-current, -self.divergence_threshold):
-            return (
-                True,
-                EarlyStoppingReason.DIVERGENCE_THRESHOLD,
-                (
-                    "Divergence threshold reached:"
-                    # Lightning prints the stopping-threshold sign here ("11.0 < 10.0"); say it right.
-                    f" {self.monitor} = {current} {self.order_dict['max' if self.mode == 'min' else 'min']}"
-                    f" {self.divergence_threshold}."
-                    " Signaling Trainer to stop."
-                ),
+            self.stopping_reason = EarlyStoppingReason.DIVERGENCE_THRESHOLD
+            return True, (
+                "Divergence threshold reached:"
+                # Lightning prints the stopping-threshold sign here ("11.0 < 10.0"); say it right.
+                f" {self.monitor} = {current} {self.order_dict['max' if self.mode == 'min' else 'min']}"
+                f" {self.divergence_threshold}."
+                " Signaling Trainer to stop."
             )
         if self.monitor_op(current - self.min_delta, self.best_score.to(current.device)):
             message = self._improvement_message(current)
             self.best_score = current
             self.wait_count = 0
-            return False, EarlyStoppingReason.NOT_STOPPED, message
+            return False, message
         self.wait_count += 1
         if self.wait_count >= self.patience:
-            return (
-                True,
-                EarlyStoppingReason.PATIENCE_EXHAUSTED,
-                (
-                    f"Monitored metric {self.monitor} did not improve in the last {self.wait_count} records."
-                    f" Best score: {self.best_score:.3f}. Signaling Trainer to stop."
-                ),
+            self.stopping_reason = EarlyStoppingReason.PATIENCE_EXHAUSTED
+            return True, (
+                f"Monitored metric {self.monitor} did not improve in the last {self.wait_count} records."
+                f" Best score: {self.best_score:.3f}. Signaling Trainer to stop."
             )
-        return False, EarlyStoppingReason.NOT_STOPPED, None
+        return False, None
 
     def _improvement_message(self, current: torch.Tensor) -> str:
         if torch.isfinite(self.best_score):
