@@ -176,6 +176,8 @@ SUPPORTED = {
     "strategies.single_device": ("ember.distributed.strategy", ["SingleDeviceStrategy"]),
     "strategies.strategy": ("ember.distributed.strategy", ["Strategy"]),
     "trainer": ("ember.trainer", ["Trainer", "seed_everything"]),
+    # private, but scvi-tools builds one to read `accelerator`/`devices` the Trainer's way
+    "trainer.connectors.accelerator_connector": ("ember.distributed.factory", ["_AcceleratorConnector"]),
     "trainer.states": ("ember.trainer.states", ["RunningStage", "TrainerFn", "TrainerState", "TrainerStatus"]),
     "trainer.trainer": ("ember.trainer.trainer", ["Trainer"]),
     "tuner": ("ember.tuner", ["Tuner"]),
@@ -353,11 +355,11 @@ def test_lightnings_submodules_are_attributes_of_their_packages_as_in_lightning(
         assert callable(pl.core.saving.get_filesystem) and callable(pl.core.saving.pl_load)
         assert not hasattr(pl.callbacks, "no_such_module") and not hasattr(pl.callbacks, "_private")
         try:
-            pl.trainer.connectors
+            pl.utilities.migration
         except AttributeError as error:
             assert "does not provide" in str(error), error  # a path Ember leaves out says so
         else:
-            raise AssertionError("pl.trainer.connectors should not exist")
+            raise AssertionError("pl.utilities.migration should not exist")
         # every class's module, by its Lightning name, is the module that holds it
         for cls in (ember.callbacks.ModelCheckpoint, ember.loggers.CSVLogger, ember.strategies.SingleDeviceStrategy):
             assert getattr(sys.modules[cls.__module__], cls.__name__) is cls
@@ -365,6 +367,47 @@ def test_lightnings_submodules_are_attributes_of_their_packages_as_in_lightning(
         print("ok")
     """
     assert ok(python(code, without_lightning=True)).strip() == "ok"
+
+
+def test_the_private_accelerator_connector_resolves_hardware_arguments_as_lightnings_does():
+    # scvi-tools turns `train(accelerator=..., devices=...)` into a device with Lightning's private
+    # connector and reads its `_accelerator_flag` and `_devices_flag`; values recorded on Lightning 2.6.6
+    code = """
+        import json
+        import ember
+        ember.install_as_lightning()
+        from lightning.pytorch.trainer.connectors.accelerator_connector import _AcceleratorConnector
+        import pytorch_lightning as pl
+
+        seen = {}
+        for accelerator, devices in [("auto", "auto"), ("cpu", "auto"), ("cpu", 1), ("auto", 1), ("cpu", 2), ("cpu", "2")]:
+            c = _AcceleratorConnector(accelerator=accelerator, devices=devices)
+            seen[f"{accelerator}/{devices!r}"] = [
+                c._accelerator_flag, c._devices_flag, type(c.accelerator).__name__, type(c.strategy).__name__,
+                c.is_distributed, [str(d) for d in c._parallel_devices], c._precision_flag,
+            ]
+        try:
+            _AcceleratorConnector(accelerator="gpu")
+        except pl.utilities.exceptions.MisconfigurationException as error:
+            seen["gpu"] = str(error).split("!")[0]
+        assert pl.trainer.connectors.accelerator_connector._AcceleratorConnector is _AcceleratorConnector
+        assert not hasattr(pl.trainer.connectors, "logger_connector")  # the other connectors are not provided
+        print(json.dumps(seen))
+    """
+    seen = json.loads(ok(python(code, without_lightning=True)))
+    one = ["cpu", 1, "CPUAccelerator", "SingleDeviceStrategy", False, ["cpu"], "32-true"]
+    two = ["cpu", 2, "CPUAccelerator", "DDPStrategy", True, ["cpu", "cpu"], "32-true"]
+    if torch.cuda.is_available():
+        pytest.skip("the recorded values are those of a machine without a GPU")
+    assert seen == {
+        "auto/'auto'": one,
+        "cpu/'auto'": one,
+        "cpu/1": one,
+        "auto/1": one,
+        "cpu/2": two,
+        "cpu/'2'": two,
+        "gpu": "No supported gpu backend found",
+    }
 
 
 @pytest.mark.parametrize("root", ["pytorch_lightning", "lightning.pytorch"])
@@ -414,6 +457,7 @@ def test_embers_classes_take_the_lightning_names_they_are_imported_by_and_pickle
         ("lightning.pytorch.plugins.precision.xla", None),
         ("lightning.pytorch.demos.boring_classes", "Ember's own demo is `ember.demos.digits`"),
         ("pytorch_lightning.serve", None),
+        ("pytorch_lightning.trainer.connectors.logger_connector", None),
         ("pytorch_lightning._graveyard", None),
         ("lightning.app", None),
     ],

@@ -85,7 +85,12 @@ _MOVED = {
     "strategies.fsdp": "distributed.fsdp",
     "strategies.model_parallel": "distributed.model_parallel",
     "strategies.deepspeed": "distributed.deepspeed",
+    # Lightning's connectors are private; scvi-tools builds an `_AcceleratorConnector` to parse devices
+    "trainer.connectors.accelerator_connector": "distributed.factory",
 }
+# Lightning packages that Ember has no module for, served as empty packages so that the modules
+# `_MOVED` places below them import; their other submodules are not provided
+_EMPTY_PACKAGES = ("trainer.connectors",)
 
 # what to use instead of Lightning paths that Ember does not provide
 _INSTEAD = {
@@ -361,6 +366,8 @@ def _served(relative: str) -> bool:
 def _ember_module_spec(fullname: str, relative: str) -> importlib.machinery.ModuleSpec:
     if not _served(relative):
         raise _not_provided(fullname, relative)
+    if relative in _EMPTY_PACKAGES:
+        return importlib.machinery.ModuleSpec(fullname, _EMPTY_PACKAGE_LOADER, origin=_ORIGIN, is_package=True)
     spec = _same_module_spec(fullname, "ember." + _MOVED.get(relative, relative))
     if spec is None:
         raise _not_provided(fullname, relative)
@@ -444,6 +451,16 @@ class _RootLoader(importlib.abc.Loader):
         module.__all__ = [*names, "__version__"]  # type: ignore[attr-defined]
 
 
+class _EmptyPackageLoader(importlib.abc.Loader):
+    """Builds a package of ``_EMPTY_PACKAGES``: nothing in it but its submodules, found on first use."""
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None  # a new, empty module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        module.__getattr__ = _SubmoduleAttributes(module.__name__)  # type: ignore[method-assign]
+
+
 class _SubmoduleAttributes:
     """The module ``__getattr__`` of the alias packages: ``pl.loggers`` imports ``pytorch_lightning.loggers``."""
 
@@ -468,4 +485,5 @@ class _SubmoduleAttributes:
 
 _FINDER = _Finder()
 _ROOT_LOADER = _RootLoader()
+_EMPTY_PACKAGE_LOADER = _EmptyPackageLoader()
 _SAME_MODULE_LOADER = _SameModuleLoader()

@@ -199,6 +199,76 @@ def create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nod
     return chosen
 
 
+def create_hardware(
+    accelerator: Any,
+    devices: Any,
+    strategy: Any,
+    num_nodes: Any,
+    precision: Any = None,
+    plugins: Any = None,
+    sync_batchnorm: bool = False,
+) -> tuple[Any, list[int], Strategy]:
+    """The accelerator, the device indices and the strategy (holding its precision plugin) for the
+    Trainer's ``accelerator``/``devices``/``strategy``/``num_nodes``/``precision``/``plugins`` arguments."""
+    from ember.precision import choose_precision
+
+    chosen_accelerator = create_accelerator(accelerator, devices, strategy)
+    device_ids = parse_devices(devices, name := chosen_accelerator.name())
+    if not isinstance(num_nodes, int) or num_nodes < 1:
+        raise MisconfigurationException(f"`num_nodes` must be an int >= 1, got {num_nodes!r}.")
+    chosen = create_strategy(strategy, name, device_ids, num_nodes, sync_batchnorm=sync_batchnorm, plugins=plugins)
+    chosen.precision_plugin = choose_precision(precision, plugins, chosen, name)
+    return chosen_accelerator, device_ids, chosen
+
+
+class _AcceleratorConnector:
+    """Lightning's private ``trainer.connectors.accelerator_connector._AcceleratorConnector``, for the
+    libraries that build one to read the Trainer's hardware arguments the Trainer's way (scvi-tools
+    turns ``accelerator``/``devices`` into a device with it). It holds what a ``Trainer`` given the same
+    arguments gets (``accelerator``, ``strategy``, ``precision_plugin``) and Lightning's resolved flags:
+    ``_accelerator_flag`` is the device type (``"cpu"``, ``"cuda"``, ``"mps"``), ``_devices_flag`` the
+    number of processes on CPU and the device indices on a GPU.
+
+    Example::
+
+        connector = _AcceleratorConnector(accelerator="auto", devices="auto")
+        connector._accelerator_flag, connector._devices_flag   # ('cpu', 1) on a machine without a GPU
+    """
+
+    def __init__(
+        self,
+        devices: Any = "auto",
+        num_nodes: int = 1,
+        accelerator: Any = "auto",
+        strategy: Any = "auto",
+        plugins: Any = None,
+        precision: Any = None,
+        sync_batchnorm: bool = False,
+        benchmark: bool | None = None,
+        use_distributed_sampler: bool = True,
+        deterministic: Any = None,
+    ) -> None:
+        self.accelerator, device_ids, self.strategy = create_hardware(
+            accelerator, devices, strategy, num_nodes, precision, plugins, sync_batchnorm
+        )
+        self.precision_plugin = self.strategy.precision_plugin
+        self.checkpoint_io = self.strategy.checkpoint_io
+        self.cluster_environment = getattr(self.strategy, "cluster_environment", None)
+        self.use_distributed_sampler = use_distributed_sampler
+        name = self.accelerator.name()
+        self._accelerator_flag = accelerator if not isinstance(accelerator, str) else name
+        self._devices_flag: int | list[int] = len(device_ids) if name == "cpu" else device_ids
+        self._num_nodes_flag = num_nodes
+        self._strategy_flag = strategy if isinstance(strategy, Strategy) or strategy != "auto" else self.strategy
+        self._precision_flag = self.precision_plugin.precision
+        self._parallel_devices = getattr(self.strategy, "parallel_devices", None) or [self.strategy.root_device]
+
+    @property
+    def is_distributed(self) -> bool:
+        """Whether the run uses several processes (DDP, FSDP)."""
+        return bool(self.strategy.is_distributed)
+
+
 def _checkpoint_io_in(plugins: Any) -> Any:
     """The ``CheckpointIO`` passed in ``Trainer(plugins=...)``, if any; more than one plugin of a kind is refused."""
     from ember.checkpoint.io import CheckpointIO

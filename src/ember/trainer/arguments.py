@@ -260,11 +260,6 @@ def return_predictions(trainer: Any, value: bool | None) -> bool:
     return not spawned if value is None else value
 
 
-def check_num_nodes(num_nodes: Any) -> None:
-    if not isinstance(num_nodes, int) or num_nodes < 1:
-        raise MisconfigurationException(f"`num_nodes` must be an int >= 1, got {num_nodes!r}.")
-
-
 def apply_fast_dev_run(trainer: Any, batches: int) -> None:
     """``fast_dev_run=n``: n batches of every loop, one epoch, no sanity check, validation once."""
     if not trainer.overfit_batches:

@@ -190,8 +190,7 @@ class Trainer:
         enable_autolog_hparams: bool = True,
         model_registry: str | None = None,
     ) -> None:
-        from ember.distributed.factory import create_accelerator, create_strategy, parse_devices
-        from ember.precision import choose_precision
+        from ember.distributed.factory import create_hardware
         from ember.profilers import create_profiler
 
         # ---- barebones: everything that costs speed is off --------------------------------------
@@ -246,13 +245,9 @@ class Trainer:
             arguments.apply_fast_dev_run(self, dev_run_batches)
 
         # ---- hardware and precision --------------------------------------------------------------
-        self._accelerator = create_accelerator(accelerator, devices, strategy)
-        device_ids = parse_devices(devices, accelerator_name := self._accelerator.name())
-        arguments.check_num_nodes(num_nodes)
-        self.strategy = create_strategy(
-            strategy, accelerator_name, device_ids, num_nodes, sync_batchnorm=sync_batchnorm, plugins=plugins
+        self._accelerator, _, self.strategy = create_hardware(
+            accelerator, devices, strategy, num_nodes, precision, plugins, sync_batchnorm
         )
-        self.strategy.precision_plugin = choose_precision(precision, plugins, self.strategy, accelerator_name)
         self.precision = self.strategy.precision_plugin.precision
         self.plugins = plugins
         self.sync_batchnorm = sync_batchnorm
