@@ -371,3 +371,25 @@ def test_a_fork_job_after_a_one_process_run_in_the_same_process_gets_its_own_wor
         # nor meet at the kept group's store, where a rank could read that world's stale rank-0 address
         # (when it asks before the new rank 0 writes its own) and wait forever
         assert record["port"] != kept_port
+
+
+class DrawsAtSetup(RecordingModel):
+    """Records the first random number each rank draws once its process group is set up."""
+
+    def setup(self, stage: str) -> None:
+        self.record["first_draw"] = torch.rand(3)
+
+
+def test_every_rank_starts_from_the_seed_whatever_the_program_drew_before_fit(tmp_path, monkeypatch):
+    # as Lightning's multi-process strategies do: joining the process group seeds again from
+    # `PL_GLOBAL_SEED`, so the draws before `fit` (here: beyond model init) do not shift training's
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # restored after the test; seed_everything sets both
+    monkeypatch.setenv("PL_SEED_WORKERS", "0")
+    ember.seed_everything(7)
+    expected = torch.rand(3)
+    ember.seed_everything(7)
+    model = DrawsAtSetup(tmp_path)
+    torch.rand(10)
+    fork_trainer(tmp_path, max_epochs=1).fit(model, loader())
+    for record in read_ranks(tmp_path):
+        assert torch.equal(record["first_draw"], expected)

@@ -210,7 +210,14 @@ class ParallelStrategy(Strategy):
         self.cluster_environment.set_world_size(self.num_nodes * self.num_processes)
 
     def setup_distributed(self) -> None:
-        """Join (or create) the process group at the cluster environment's address (Lightning's name)."""
+        """Join (or create) the process group at the cluster environment's address (Lightning's name).
+
+        First, as Lightning's multi-process strategies do, every rank seeds again from ``PL_GLOBAL_SEED``
+        (set by ``seed_everything``), so training starts from the seeded random state on every rank
+        whatever the program drew before ``fit``; without a seed nothing changes."""
+        from ember.utilities.seed import reset_seed
+
+        reset_seed()
         self.set_world_ranks()
         env = self.cluster_environment
         os.environ["MASTER_ADDR"] = env.main_address
