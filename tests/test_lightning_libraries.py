@@ -5,11 +5,15 @@ Each program in ``tests/fixtures/`` (``forecasting_program.py``: pytorch-forecas
 ``optuna_program.py``: an optuna search pruned by optuna-integration's ``PyTorchLightningPruningCallback``;
 ``darts_program.py``: darts' N-BEATS with its checkpoints and a Lightning ``EarlyStopping``, reloaded,
 backtested, and a probabilistic RNN sampled; ``neuralforecast_program.py``: neuralforecast's NHITS and
-MLP fitted by steps, saved, reloaded and cross-validated) runs here under ``ember run``, in a fresh
+MLP fitted by steps, saved, reloaded and cross-validated; ``scvi_program.py`` and ``scvi_ddp_program.py``:
+scvi-tools' SCVI, SCANVI, TOTALVI and AmortizedLDA trained through the library's Trainer subclass,
+callbacks and training plans, and SCVI in two DDP processes) runs here under ``ember run``, in a fresh
 process, and what it writes is compared with the run of the same program on Lightning 2.6.6 stored in
 ``lightning_library_reference.json`` (``make_lightning_library_reference.py`` records it). The
 libraries come with the ``dev`` extra, except neuralforecast, whose dependency on Ray (some 250 MB)
-keeps it out: ``pip install neuralforecast==3.3.0`` runs its test. Where a library is missing, or
+keeps it out (``pip install neuralforecast==3.3.0`` runs its test), and scvi-tools, which needs
+pandas < 3 where the other libraries' references were recorded with pandas 3 (in a venv of its own,
+``pip install -e . scvi-tools==1.4.2 pytest pytest-timeout`` runs its tests). Where a library is missing, or
 another version than the one recorded is installed, its test is skipped and says why.
 """
 
@@ -167,3 +171,39 @@ def test_neuralforecast_fits_by_steps_reloads_and_cross_validates_as_on_lightnin
     assert got["files"] == expected["files"]
     for key in ("prediction", "reloaded_prediction", "cross_validation"):
         assert got[key] == approx(expected[key]), key
+
+
+SCVI = REFERENCE["scvi"]["versions"]["scvi-tools"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@needs(install=f"pip install scvi-tools=={SCVI} (in a venv of its own: it needs pandas < 3)", scvi_tools=SCVI)
+def test_scvi_tools_models_train_stop_checkpoint_and_reload_as_on_lightning(tmp_path):
+    got, expected = run_on_ember("scvi_program.py", "scvi", tmp_path)
+    # the library's EarlyStopping subclass stopped at the same epoch, its ModelCheckpoint subclass kept
+    # the same scvi model folders and reloaded the best one
+    assert got["scvi"]["epochs"] == expected["scvi"]["epochs"] < 6
+    assert got["scvi"]["best_checkpoint"] == expected["scvi"]["best_checkpoint"]
+    assert got["files"] == expected["files"]
+    # every metric each model's history recorded, by epoch, and what the trained models give
+    for model in ("scvi", "scanvi", "totalvi", "amortized_lda"):
+        assert got[model] == approx(expected[model]), model
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@needs(install=f"pip install scvi-tools=={SCVI} (in a venv of its own: it needs pandas < 3)", scvi_tools=SCVI)
+def test_scvi_tools_trains_in_two_ddp_processes_as_on_lightning(tmp_path):
+    got, expected = run_on_ember("scvi_ddp_program.py", "scvi_ddp", tmp_path)
+    # the same training (both ranks start it from the seed, as in Lightning) and the same model after it
+    validation = {key for key in expected["history"] if "validation" in key}
+    assert sorted(got["history"]) == sorted(expected["history"])
+    for key in sorted(set(expected["history"]) - validation):
+        assert got["history"][key] == approx(expected["history"][key]), key
+    assert got["latent"] == approx(expected["latent"])
+    # validation differs by design (docs/compat.md): on Ember rank 1 validates with its own BatchNorm
+    # statistics, on Lightning with rank 0's, which DDP's forward broadcasts; the synchronized metrics
+    # differ in the fourth significant digit
+    for key in validation:
+        assert got["history"][key] == pytest.approx(expected["history"][key], rel=1e-3), key
