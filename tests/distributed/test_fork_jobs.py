@@ -24,6 +24,7 @@ from tests.helpers.distributed_models import (
     RecordingModel,
     SigtermAt,
     StallingModel,
+    ThreadsModel,
     loader,
     read_ranks,
     sharding_trainer,
@@ -393,3 +394,34 @@ def test_every_rank_starts_from_the_seed_whatever_the_program_drew_before_fit(tm
     fork_trainer(tmp_path, max_epochs=1).fit(model, loader())
     for record in read_ranks(tmp_path):
         assert torch.equal(record["first_draw"], expected)
+
+
+@pytest.mark.parametrize("given", [None, "2"])
+def test_a_fork_job_after_the_program_used_cpu_threads_does_not_hang(tmp_path, monkeypatch, given):
+    # GNU OpenMP's pool does not survive fork: once this process has used it (as a notebook does before
+    # `fit`), a forked rank that opens a parallel region of 2+ threads waits forever; forked ranks run
+    # one, whatever OMP_NUM_THREADS says
+    if given is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", given)
+    torch.randn(2_000_000).exp().sum()  # a parallel kernel: this process starts its thread pool
+    nn.functional.batch_norm(torch.randn(200_000, 4), torch.zeros(4), torch.ones(4))
+    fork_trainer(tmp_path, max_epochs=1).fit(ThreadsModel(tmp_path), loader(), loader(n=8))
+    assert [record["threads"] for record in read_ranks(tmp_path)] == [(1, "1"), (1, "1")]
+
+
+@pytest.mark.parametrize("given", [None, "3"])
+def test_spawned_ranks_share_the_cpus_unless_omp_num_threads_says_otherwise(tmp_path, monkeypatch, given):
+    # as Lightning's launchers: cpus // ranks threads each (at least one), exported for what they start
+    if given is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", given)
+    cpus = len(os.sched_getaffinity(0))
+    fork_trainer(tmp_path, strategy="ddp_spawn", max_epochs=1).fit(ThreadsModel(tmp_path), loader(), loader(n=8))
+    threads = [record["threads"] for record in read_ranks(tmp_path)]
+    if given is None:
+        assert threads == [(max(1, cpus // 2), str(max(1, cpus // 2)))] * 2
+    else:  # the user's setting is kept (torch takes its thread count from it)
+        assert [exported for _, exported in threads] == ["3", "3"]

@@ -325,7 +325,8 @@ def test_a_one_process_ddp_run_leaves_only_the_process_group_variables_behind():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
     make(strategy="ddp", devices=1).test(Probe(), loader, verbose=False)
     left = set(os.environ) - before
-    assert left <= {"MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "WORLD_SIZE", "LOCAL_RANK", "RANK"}
+    # and, as Lightning's launcher exports it, the number of threads the rank was given
+    assert left <= {"MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "WORLD_SIZE", "LOCAL_RANK", "RANK", "OMP_NUM_THREADS"}
     assert "LOCAL_WORLD_SIZE" not in left and failure.ENV_DIR not in left
 
 

@@ -101,6 +101,19 @@ class BatchNormModel(RecordingModel):
         self.record["norm_type"] = type(self.norm).__name__
 
 
+class ThreadsModel(BatchNormModel):
+    """Records the intra-op threads each rank runs; validates a BatchNorm layer on a batch large enough
+    for a parallel kernel."""
+
+    def on_fit_start(self) -> None:
+        self.record["threads"] = (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        wide = self.norm(x.repeat(50_000, 1))  # 200,000 rows: BatchNorm's CPU kernel runs in parallel
+        return nn.functional.mse_loss(self.layer(wide[: len(x)]), y)
+
+
 class StallingModel(RecordingModel):
     """Rank 0 waits at a barrier that rank 1 never reaches."""
 

@@ -41,7 +41,7 @@ def make_launcher(strategy: Any) -> Any:
         if _ACTIVE:
             return _ACTIVE[0]  # a later Trainer in the same job: same processes, same failure handling
         if strategy.cluster_environment.creates_processes_externally:
-            return _JoinedLauncher()
+            return _JoinedLauncher(strategy.num_processes)
         return SubprocessLauncher(strategy)
     return MultiProcessingLauncher(strategy)
 
@@ -51,7 +51,11 @@ class _JoinedLauncher:
 
     is_launched = True
 
+    def __init__(self, num_processes: int = 1) -> None:
+        self._num_processes = num_processes
+
     def launch(self, fn: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
+        share_the_cpus(self._num_processes)
         return fn(*args, **kwargs)
 
     def record_killed_ranks(self, exception: BaseException) -> None:
@@ -59,6 +63,31 @@ class _JoinedLauncher:
 
     def on_exception(self, exception: BaseException) -> None:
         pass
+
+
+def share_the_cpus(num_processes: int, forked: bool = False) -> None:
+    """Each of a node's ``num_processes`` ranks runs ``cpus // num_processes`` intra-op threads (at least
+    one), as Lightning's launchers set them, and exports the number in ``OMP_NUM_THREADS`` for what the
+    rank starts; where ``OMP_NUM_THREADS`` is set already, it is left as it is.
+
+    A forked rank runs one thread, whatever ``OMP_NUM_THREADS`` says (as torch's forked DataLoader
+    workers do): GNU OpenMP's thread pool does not survive ``fork``, so once the launching process has
+    used it (any sizable CPU operation before ``fit``, as in a notebook), a forked rank that starts a
+    parallel region of two or more threads waits forever (Lightning's ``ddp_fork`` hangs there when a
+    node has more cores than ranks).
+    """
+    if not forked and "OMP_NUM_THREADS" in os.environ:
+        return
+    threads = 1 if forked else max(1, _cpus_available() // max(1, num_processes))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def _cpus_available() -> int:
+    """The CPUs this process may run on (its affinity where the platform tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _script_command() -> list[str]:
@@ -137,6 +166,7 @@ class SubprocessLauncher:
     def launch(self, fn: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
         if not self._started:
             self._start_children()
+        share_the_cpus(self._strategy.num_processes)
         self._in_run += 1
         try:
             return fn(*args, **kwargs)
@@ -342,6 +372,7 @@ def _worker(
     os.environ.update(launcher._rendezvous)
     if launcher._spawn_state is not None:
         _restore_global_state(launcher._spawn_state)
+    share_the_cpus(launcher._strategy.num_processes, forked=launcher._strategy._start_method == "fork")
     if launcher._strategy.root_device.type == "cpu":  # on an accelerator, moving the module copies it anyway
         _own_copies_of_shared_weights([*args, *kwargs.values(), trainer.lightning_module])
     try:
