@@ -396,6 +396,65 @@ def test_every_rank_starts_from_the_seed_whatever_the_program_drew_before_fit(tm
         assert torch.equal(record["first_draw"], expected)
 
 
+class RecordsRunningMeanAtValidation(BatchNormModel):
+    """Records BatchNorm's running mean at each validation's start and inside its first step."""
+
+    def on_train_start(self) -> None:
+        self.record["at_start"], self.record["in_step"] = [], []
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.record["at_start"].append(self.norm.running_mean.clone())
+
+    def validation_step(self, batch, batch_idx):
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            self.record["in_step"].append(self.norm.running_mean.clone())
+        x, y = batch
+        return nn.functional.mse_loss(self.layer(self.norm(x)), y)
+
+
+def test_the_validation_of_a_fit_runs_through_ddp_and_uses_rank_0s_buffers(tmp_path):
+    # Lightning calls validation_step through the DDP wrapper during fit: its first forward after training
+    # broadcasts rank 0's buffers, so every rank validates with rank 0's BatchNorm statistics
+    data = loader(n=16)
+    fork_trainer(tmp_path, max_epochs=2).fit(RecordsRunningMeanAtValidation(tmp_path), data, loader(n=8))
+    rank0, rank1 = read_ranks(tmp_path)
+    for epoch in range(2):
+        # each rank trained on its own half: their statistics differ until the validation's first forward
+        assert not torch.equal(rank0["at_start"][epoch], rank1["at_start"][epoch])
+        assert torch.equal(rank0["in_step"][epoch], rank0["at_start"][epoch])
+        assert torch.equal(rank1["in_step"][epoch], rank0["at_start"][epoch])
+
+
+class ManualBatchNormModel(ManualModel):
+    """Manual optimization with BatchNorm: records the running mean each training step starts from."""
+
+    def __init__(self, folder) -> None:
+        super().__init__(folder)
+        self.norm = nn.BatchNorm1d(4)
+        self.record["at_step"] = []
+
+    def training_step(self, batch, batch_idx):
+        self.record["at_step"].append(self.norm.running_mean.clone())
+        optimizer = self.optimizers()
+        x, y = batch
+        loss = nn.functional.mse_loss(self.layer(self.norm(x)), y)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+
+
+def test_manual_optimization_steps_start_from_rank_0s_buffers_as_inside_ddps_forward(tmp_path):
+    # Lightning runs a manual-optimization step inside DDP's forward, which broadcasts rank 0's buffers first
+    fork_trainer(tmp_path, max_epochs=1).fit(ManualBatchNormModel(tmp_path), loader(n=16))
+    rank0, rank1 = read_ranks(tmp_path)
+    assert len(rank0["at_step"]) == 4
+    for mine, rank_0s in zip(rank1["at_step"], rank0["at_step"]):
+        assert torch.equal(mine, rank_0s)
+    # each rank then trains on its own batches: their statistics differ at the end
+    assert not torch.equal(rank0["weights"]["norm.running_mean"], rank1["weights"]["norm.running_mean"])
+
+
 @pytest.mark.parametrize("given", [None, "2"])
 def test_a_fork_job_after_the_program_used_cpu_threads_does_not_hang(tmp_path, monkeypatch, given):
     # GNU OpenMP's pool does not survive fork: once this process has used it (as a notebook does before

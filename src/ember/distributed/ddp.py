@@ -30,6 +30,19 @@ class _StepForward(nn.Module):
         return getattr(self.module, name)(*args, **kwargs)
 
 
+def _with_ddps_buffer_sync(ddp: DistributedDataParallel, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``step(*args)`` with what DDP's forward does to the module's buffers around it, as if the step ran
+    inside that forward (Lightning's manual optimization does): rank 0's buffers (BatchNorm's running
+    statistics) are broadcast before it when DDP would, and the step decides whether the next forward does."""
+    if ddp._check_sync_bufs_pre_fwd():
+        ddp._sync_buffers()  # all ranks: a broadcast from rank 0
+    output = step(*args, **kwargs)
+    if ddp._check_sync_bufs_post_fwd():
+        ddp._sync_buffers()
+    ddp.require_forward_param_sync = torch.is_grad_enabled() and ddp.require_backward_grad_sync
+    return output
+
+
 class DDPStrategy(ParallelStrategy):
     """Data-parallel training: every process holds the whole model and trains on its share of the data.
 
@@ -104,11 +117,18 @@ class DDPStrategy(ParallelStrategy):
         return self._ddp
 
     def training_step_fn(self, module: Any) -> Callable[..., Any]:
-        if self._ddp is None or not module.automatic_optimization:
+        if self._ddp is None:
+            return module.training_step
+        if not module.automatic_optimization:
             # manual optimization runs backward inside the step, which DDP's forward cannot enclose:
             # the step is called directly and `pre_backward` readies the reducer instead
-            return module.training_step
+            return functools.partial(_with_ddps_buffer_sync, self._ddp, module.training_step)
         return functools.partial(self._ddp, "training_step")
+
+    def eval_step_fn(self, module: Any, name: str) -> Callable[..., Any]:
+        # the validation of a fit passes through DDP's forward, as in Lightning: its first batch takes rank 0's
+        # buffers (BatchNorm's running statistics), which DDP broadcasts before the first forward after training
+        return functools.partial(self._ddp, name) if self._ddp is not None else getattr(module, name)
 
     def pre_backward(self, loss: torch.Tensor) -> None:
         ddp = self._ddp
