@@ -197,6 +197,7 @@ def test_scvi_tools_models_train_stop_checkpoint_and_reload_as_on_lightning(tmp_
 def test_scvi_tools_trains_in_two_ddp_processes_as_on_lightning(tmp_path):
     got, expected = run_on_ember("scvi_ddp_program.py", "scvi_ddp", tmp_path)
     # the same training and validation metrics: both ranks start training from the seed, and validation
-    # takes rank 0's BatchNorm statistics through DDP's forward, as in Lightning
-    assert got["history"] == approx(expected["history"])
-    assert got["latent"] == approx(expected["latent"])
+    # takes rank 0's BatchNorm statistics through DDP's forward, as in Lightning; in manual optimization
+    # (TOTALVI) each rank keeps its own, as in Lightning
+    for key in ("history", "latent", "totalvi_history", "totalvi_latent"):
+        assert got[key] == approx(expected[key]), key

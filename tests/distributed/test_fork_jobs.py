@@ -427,12 +427,13 @@ def test_the_validation_of_a_fit_runs_through_ddp_and_uses_rank_0s_buffers(tmp_p
 
 
 class ManualBatchNormModel(ManualModel):
-    """Manual optimization with BatchNorm: records the running mean each training step starts from."""
+    """Manual optimization with BatchNorm: records the running mean each training step starts from and
+    the one the first validation step uses."""
 
     def __init__(self, folder) -> None:
         super().__init__(folder)
         self.norm = nn.BatchNorm1d(4)
-        self.record["at_step"] = []
+        self.record["at_step"], self.record["in_validation"] = [], []
 
     def training_step(self, batch, batch_idx):
         self.record["at_step"].append(self.norm.running_mean.clone())
@@ -443,16 +444,28 @@ class ManualBatchNormModel(ManualModel):
         self.manual_backward(loss)
         optimizer.step()
 
+    def validation_step(self, batch, batch_idx):
+        if batch_idx == 0:
+            self.record["in_validation"].append(self.norm.running_mean.clone())
+        x, y = batch
+        return nn.functional.mse_loss(self.layer(self.norm(x)), y)
 
-def test_manual_optimization_steps_start_from_rank_0s_buffers_as_inside_ddps_forward(tmp_path):
-    # Lightning runs a manual-optimization step inside DDP's forward, which broadcasts rank 0's buffers first
-    fork_trainer(tmp_path, max_epochs=1).fit(ManualBatchNormModel(tmp_path), loader(n=16))
+
+def test_in_manual_optimization_every_rank_keeps_its_own_buffers_in_training_and_validation(tmp_path):
+    # Lightning runs a manual-optimization step inside DDP's forward but ends it as a forward without
+    # gradient reduction, so no later forward broadcasts rank 0's buffers: neither the next step nor
+    # the validation (checked on Lightning 2.6.6 with scvi-tools' TOTALVI in two processes)
+    fork_trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0).fit(
+        ManualBatchNormModel(tmp_path), loader(n=16), loader(n=8)
+    )
     rank0, rank1 = read_ranks(tmp_path)
-    assert len(rank0["at_step"]) == 4
-    for mine, rank_0s in zip(rank1["at_step"], rank0["at_step"]):
-        assert torch.equal(mine, rank_0s)
-    # each rank then trains on its own batches: their statistics differ at the end
-    assert not torch.equal(rank0["weights"]["norm.running_mean"], rank1["weights"]["norm.running_mean"])
+    assert len(rank0["at_step"]) == len(rank1["at_step"]) == 4
+    assert torch.equal(rank0["at_step"][0], rank1["at_step"][0])  # DDP's construction broadcast them
+    for step in range(1, 4):  # each rank trained on its own batches
+        assert not torch.equal(rank0["at_step"][step], rank1["at_step"][step])
+    for record in (rank0, rank1):  # and validates with its own statistics
+        assert torch.equal(record["in_validation"][0], record["weights"]["norm.running_mean"])
+    assert not torch.equal(rank0["in_validation"][0], rank1["in_validation"][0])
 
 
 @pytest.mark.parametrize("given", [None, "2"])

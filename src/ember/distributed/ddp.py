@@ -31,15 +31,17 @@ class _StepForward(nn.Module):
 
 
 def _with_ddps_buffer_sync(ddp: DistributedDataParallel, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``step(*args)`` with what DDP's forward does to the module's buffers around it, as if the step ran
-    inside that forward (Lightning's manual optimization does): rank 0's buffers (BatchNorm's running
-    statistics) are broadcast before it when DDP would, and the step decides whether the next forward does."""
+    """``step(*args)`` with what DDP's forward does to the module's buffers around it when Lightning runs
+    a manual-optimization step inside that forward: rank 0's buffers are broadcast before it if DDP
+    would (its first forward only, since DDP's construction), and the step ends as a forward whose
+    gradients DDP does not reduce (Lightning turns that off before the forward returns), so the next
+    forward (a step, or the validation) does not broadcast. Every rank keeps its own BatchNorm statistics."""
     if ddp._check_sync_bufs_pre_fwd():
         ddp._sync_buffers()  # all ranks: a broadcast from rank 0
     output = step(*args, **kwargs)
     if ddp._check_sync_bufs_post_fwd():
         ddp._sync_buffers()
-    ddp.require_forward_param_sync = torch.is_grad_enabled() and ddp.require_backward_grad_sync
+    ddp.require_forward_param_sync = False
     return output
 
 
