@@ -2,19 +2,20 @@
 
 Each program in ``tests/fixtures/`` (``forecasting_program.py``: pytorch-forecasting's
 ``TemporalFusionTransformer`` found a learning rate, trained, reloaded and used for prediction;
-``optuna_program.py``: an optuna search pruned by optuna-integration's ``PyTorchLightningPruningCallback``;
-``darts_program.py``: darts' N-BEATS with its checkpoints and a Lightning ``EarlyStopping``, reloaded,
-backtested, and a probabilistic RNN sampled; ``neuralforecast_program.py``: neuralforecast's NHITS and
-MLP fitted by steps, saved, reloaded and cross-validated; ``scvi_program.py`` and ``scvi_ddp_program.py``:
-scvi-tools' SCVI, SCANVI, TOTALVI and AmortizedLDA trained through the library's Trainer subclass,
-callbacks and training plans, and SCVI in two DDP processes) runs here under ``ember run``, in a fresh
-process, and what it writes is compared with the run of the same program on Lightning 2.6.6 stored in
-``lightning_library_reference.json`` (``make_lightning_library_reference.py`` records it). The
-libraries come with the ``dev`` extra, except neuralforecast, whose dependency on Ray (some 250 MB)
-keeps it out (``pip install neuralforecast==3.3.0`` runs its test), and scvi-tools, which needs
-pandas < 3 where the other libraries' references were recorded with pandas 3 (in a venv of its own,
-``pip install -e . scvi-tools==1.4.2 pytest pytest-timeout`` runs its tests). Where a library is missing, or
-another version than the one recorded is installed, its test is skipped and says why.
+``optuna_program.py``: an optuna search pruned by optuna-integration's
+``PyTorchLightningPruningCallback``; ``darts_program.py``: darts' N-BEATS with its checkpoints and a
+Lightning ``EarlyStopping``, reloaded, backtested, and a probabilistic RNN sampled;
+``neuralforecast_program.py``: neuralforecast's NHITS and MLP fitted by steps, saved, reloaded and
+cross-validated; ``scvi_program.py`` and ``scvi_ddp_program.py``: scvi-tools' SCVI, SCANVI, TOTALVI and
+AmortizedLDA trained through the library's Trainer subclass, callbacks and training plans, and SCVI and
+TOTALVI in two DDP processes) runs here under ``ember run``, in a fresh process, and what it writes is
+compared with the run of the same program on Lightning 2.6.6 stored in
+``lightning_library_reference.json`` (``make_lightning_library_reference.py`` records it). The libraries
+come with the ``dev`` extra, except neuralforecast, whose dependency on Ray (some 250 MB) keeps it out
+(``pip install neuralforecast==3.3.0`` runs its test), and scvi-tools, which needs pandas < 3 where the
+other libraries' references were recorded with pandas 3 (in a venv of its own,
+``pip install -e . scvi-tools==1.4.2 pytest pytest-timeout`` runs its tests). Where a library is
+missing, or another version than the one recorded is installed, its test is skipped and says why.
 """
 
 from __future__ import annotations
