@@ -468,15 +468,20 @@ def test_in_manual_optimization_every_rank_keeps_its_own_buffers_in_training_and
     assert not torch.equal(rank0["in_validation"][0], rank1["in_validation"][0])
 
 
+def set_omp_num_threads(monkeypatch, value: str | None) -> None:
+    """``OMP_NUM_THREADS`` as the user left it for the test: unset (None) or ``value``."""
+    if value is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+
+
 @pytest.mark.parametrize("given", [None, "2"])
 def test_a_fork_job_after_the_program_used_cpu_threads_does_not_hang(tmp_path, monkeypatch, given):
     # GNU OpenMP's pool does not survive fork: once this process has used it (as a notebook does before
     # `fit`), a forked rank that opens a parallel region of 2+ threads waits forever; forked ranks run
     # one, whatever OMP_NUM_THREADS says
-    if given is None:
-        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    else:
-        monkeypatch.setenv("OMP_NUM_THREADS", given)
+    set_omp_num_threads(monkeypatch, given)
     torch.randn(2_000_000).exp().sum()  # a parallel kernel: this process starts its thread pool
     nn.functional.batch_norm(torch.randn(200_000, 4), torch.zeros(4), torch.ones(4))
     fork_trainer(tmp_path, max_epochs=1).fit(ThreadsModel(tmp_path), loader(), loader(n=8))
@@ -486,10 +491,7 @@ def test_a_fork_job_after_the_program_used_cpu_threads_does_not_hang(tmp_path, m
 @pytest.mark.parametrize("given", [None, "3"])
 def test_spawned_ranks_share_the_cpus_unless_omp_num_threads_says_otherwise(tmp_path, monkeypatch, given):
     # as Lightning's launchers: cpus // ranks threads each (at least one), exported for what they start
-    if given is None:
-        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    else:
-        monkeypatch.setenv("OMP_NUM_THREADS", given)
+    set_omp_num_threads(monkeypatch, given)
     cpus = len(os.sched_getaffinity(0))
     fork_trainer(tmp_path, strategy="ddp_spawn", max_epochs=1).fit(ThreadsModel(tmp_path), loader(), loader(n=8))
     threads = [record["threads"] for record in read_ranks(tmp_path)]
