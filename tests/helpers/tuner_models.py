@@ -152,3 +152,18 @@ class BatchSizeData(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset, batch_size=self.batch_size)
+
+
+class TrainConfig:
+    """A library's own configuration object among the hyperparameters (NeuralProphet keeps its config so)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+
+class ConfiguredRegression(LinearRegression):
+    """``LinearRegression`` whose saved hyperparameters hold a ``TrainConfig`` (not plain data)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(batch_size=2)
+        self.save_hyperparameters()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.helpers.tuner_models import QUIET, BatchSizeData, BudgetModel
+from tests.helpers.tuner_models import QUIET, BatchSizeData, BudgetModel, ConfiguredRegression, TrainConfig
 
 import ember as pl
 from ember.callbacks import BatchSizeFinder
@@ -146,3 +146,16 @@ def test_bad_input():
 def test_fast_dev_run_skips_the_search():
     with pytest.warns(UserWarning, match="Skipping batch size scaler"):
         assert Tuner(_trainer(fast_dev_run=True)).scale_batch_size(BudgetModel()) is None
+
+
+@pytest.mark.filterwarnings("ignore:These hyperparameters are not plain data")
+def test_the_search_restores_a_module_whose_hyperparameters_hold_arbitrary_objects():
+    # Lightning restores from a temporary checkpoint loaded with weights_only=True, which refuses the
+    # config class ("Weights only load failed"); Ember keeps the state in memory
+    model = ConfiguredRegression(TrainConfig(epochs=3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    found = Tuner(pl.Trainer(max_epochs=1000, **QUIET)).scale_batch_size(model, max_trials=2)
+    assert found == 4 and model.batch_size == 4
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert model.hparams.config.epochs == 3

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.helpers.tuner_models import QUIET, LinearRegression
+from tests.helpers.tuner_models import QUIET, ConfiguredRegression, LinearRegression, TrainConfig
 
 import ember as pl
 from ember.callbacks import LearningRateFinder
@@ -63,6 +63,20 @@ def test_weights_are_restored_and_the_tuner_leaves_no_trace():
     assert trainer.callbacks == callbacks
     assert trainer.state.status == "finished"
     assert trainer.global_step == 0
+
+
+@pytest.mark.filterwarnings("ignore:These hyperparameters are not plain data")
+def test_the_sweep_restores_a_module_whose_hyperparameters_hold_arbitrary_objects():
+    # Lightning saves the state to a temporary checkpoint and loads it back with weights_only=True, which
+    # refuses the config class ("Unsupported global"): NeuralProphet 0.9's default fit fails there on
+    # Lightning 2.6.6 with torch >= 2.6. Ember keeps the state in memory: nothing to load, nothing refused
+    model = ConfiguredRegression(TrainConfig(epochs=3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lr_finder = Tuner(_trainer()).lr_find(model, num_training=20, update_attr=False)
+    assert len(lr_finder.results["lr"]) == 20
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert model.hparams.config.epochs == 3
 
 
 def test_callback_in_a_fit_equals_a_fit_at_the_suggested_rate():
