@@ -128,8 +128,9 @@ class DDPStrategy(ParallelStrategy):
         return functools.partial(self._ddp, "training_step")
 
     def eval_step_fn(self, module: Any, name: str) -> Callable[..., Any]:
-        # the validation of a fit passes through DDP's forward, as in Lightning: its first batch takes rank 0's
-        # buffers (BatchNorm's running statistics), which DDP broadcasts before the first forward after training
+        # the validation of a fit passes through DDP's forward, as in Lightning: after automatic optimization its
+        # first batch takes rank 0's buffers (BatchNorm's running statistics), which DDP broadcasts before the
+        # first forward after training (a manual step leaves that off: `_with_ddps_buffer_sync`)
         return functools.partial(self._ddp, name) if self._ddp is not None else getattr(module, name)
 
     def pre_backward(self, loss: torch.Tensor) -> None:
