@@ -166,6 +166,7 @@ SUPPORTED = {
             "ParallelStrategy",
             "SingleDeviceStrategy",
             "Strategy",
+            "StrategyRegistry",
         ],
     ),
     "strategies.ddp": ("ember.distributed.ddp", ["DDPStrategy"]),

@@ -11,6 +11,7 @@ import torch
 from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
 from ember.accelerators import Accelerator, AcceleratorRegistry, CPUAccelerator, CUDAAccelerator, MPSAccelerator
+from ember.strategies import DDPStrategy, SingleDeviceStrategy, StrategyRegistry
 from ember.utilities.exceptions import MisconfigurationException
 
 NO_GPU = not torch.cuda.is_available() and not MPSAccelerator.is_available()
@@ -65,6 +66,34 @@ def test_a_registered_name_builds_that_accelerator():
     assert type(AcceleratorRegistry.get("cpu")) is CPUAccelerator
     with pytest.raises(KeyError, match="'tpu' not found in registry"):
         AcceleratorRegistry.get("tpu")
+
+
+class RecordingSingleDevice(SingleDeviceStrategy):
+    """A library's own one-device strategy, registered by name (as anomalib registers its XPU strategy)."""
+
+
+def test_a_registered_strategy_name_builds_that_strategy():
+    StrategyRegistry.register("single_recorded", RecordingSingleDevice, description="one device", device="cpu")
+    StrategyRegistry.register("ddp_spawn_unused", DDPStrategy, start_method="spawn", find_unused_parameters=True)
+    try:
+        assert {"single_recorded", "ddp_spawn_unused"} <= set(StrategyRegistry.available_strategies())
+        trainer = quiet_trainer(strategy="single_recorded", max_epochs=1)
+        assert type(trainer.strategy) is RecordingSingleDevice
+        trainer.fit(CoreModel(), loader())
+        assert trainer.state.finished
+        parallel = quiet_trainer(strategy="ddp_spawn_unused", devices=2).strategy
+        assert type(parallel) is DDPStrategy and parallel.find_unused_parameters and parallel.world_size == 2
+        assert parallel._start_method == "spawn"
+        with pytest.raises(MisconfigurationException, match="already present in the registry"):
+            StrategyRegistry.register("single_recorded", RecordingSingleDevice)
+        StrategyRegistry.register("ddp", RecordingSingleDevice, device="cpu")  # Ember's own names stay Ember's
+        assert type(quiet_trainer(strategy="ddp", devices=2).strategy) is DDPStrategy
+    finally:
+        for name in ("single_recorded", "ddp_spawn_unused", "ddp"):
+            StrategyRegistry.pop(name, None)
+    assert str(StrategyRegistry).startswith("Registered Strategies:")
+    with pytest.raises(KeyError, match="'nope' not found in registry"):
+        StrategyRegistry.get("nope")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

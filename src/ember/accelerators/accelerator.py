@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.registry import _Registry
 
 
 class Accelerator(ABC):
@@ -79,7 +80,7 @@ class Accelerator(ABC):
         """Add this accelerator to ``accelerator_registry`` (the built-ins register under their name)."""
 
 
-class _AcceleratorRegistry(dict):
+class _AcceleratorRegistry(_Registry):
     """Accelerators by name, as ``Trainer(accelerator="<name>")`` finds them.
 
     Example::
@@ -87,6 +88,9 @@ class _AcceleratorRegistry(dict):
         AcceleratorRegistry.register("cuda_logged", LoggingCUDAAccelerator, description="CUDA, with a log line")
         Trainer(accelerator="cuda_logged")
     """
+
+    kind = "accelerator"
+    plural = "Accelerators"
 
     def register(
         self,
@@ -97,41 +101,11 @@ class _AcceleratorRegistry(dict):
         **init_params: Any,
     ) -> Callable:
         """Register ``accelerator`` (a class or factory) under ``name``; usable as a decorator without it."""
-        if not isinstance(name, str):
-            raise TypeError(f"`name` must be a str, found {name}")
-        if name in self and not override:
-            raise MisconfigurationException(f"'{name}' is already present in the registry. HINT: Use `override=True`.")
-
-        def do_register(accelerator: Callable) -> Callable:
-            self[name] = {
-                "description": description,
-                "init_params": init_params,
-                "accelerator": accelerator,
-                "accelerator_name": name,
-            }
-            return accelerator
-
-        return do_register(accelerator) if accelerator is not None else do_register
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """A new accelerator of the kind registered as ``name``."""
-        if name in self:
-            data = self[name]
-            return data["accelerator"](**data["init_params"])
-        if default is not None:
-            return default
-        raise KeyError(f"'{name}' not found in registry. Available names: {self.available_accelerators()}")
-
-    def remove(self, name: str) -> None:
-        """Forget the accelerator registered as ``name``."""
-        self.pop(name)
+        return self._register(name, accelerator, description, override, init_params)
 
     def available_accelerators(self) -> set[str]:
         """The registered names."""
         return set(self.keys())
-
-    def __str__(self) -> str:
-        return "Registered Accelerators: " + ", ".join(self)
 
 
 def _parse_gpu_ids(devices: Any, available: list[int]) -> list[int] | None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ember.distributed.environments import environment_in
-from ember.distributed.strategy import SingleDeviceStrategy, Strategy
+from ember.distributed.strategy import SingleDeviceStrategy, Strategy, StrategyRegistry
 from ember.utilities.exceptions import MisconfigurationException
 
 _IS_INTERACTIVE = hasattr(sys, "ps1") or bool(sys.flags.interactive)
@@ -310,6 +310,9 @@ def _layer_sync_in(plugins: Any, sync_batchnorm: bool) -> Any:
 
 
 def _create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nodes: int, **options: Any) -> Strategy:
+    if isinstance(strategy, str) and strategy in StrategyRegistry and not _is_built_in(strategy):
+        # a name a program or library registered: its strategy, configured as one passed in
+        strategy = StrategyRegistry.get(strategy)
     if isinstance(strategy, Strategy):
         if getattr(strategy, "_configured", True):
             return strategy
@@ -346,6 +349,12 @@ _DEEPSPEED_NAMES: dict[str, dict[str, Any]] = {
 
 
 _STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", *_DEEPSPEED_NAMES)
+
+
+def _is_built_in(name: str) -> bool:
+    """Whether Ember builds the strategy ``name`` itself (``"ddp_spawn_find_unused_parameters_true"``, ...)."""
+    key, _ = _split_find_unused(name.lower())
+    return key in ("auto", "single_device", *_STRATEGY_NAMES)
 
 
 def _split_find_unused(key: str) -> tuple[str, bool | None]:

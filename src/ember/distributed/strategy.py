@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from ember.checkpoint.async_io import wait_for_pending_writes
 from ember.checkpoint.io import CheckpointIO, TorchCheckpointIO, _WrappingCheckpointIO
+from ember.utilities.registry import _StrategyRegistry
 
 
 class Strategy:
@@ -347,3 +348,8 @@ class SingleDeviceStrategy(Strategy):
         super().__init__(device)
         self._world_size = 1
         self._checkpoint_io = checkpoint_io
+
+
+# `Trainer(strategy="<name>")` looks up here the names it does not build itself (a library's own
+# strategies); register one with `StrategyRegistry.register(name, StrategyClass, **init_params)`
+StrategyRegistry = _StrategyRegistry()

@@ -5,7 +5,7 @@ from ember.distributed.deepspeed import DeepSpeedStrategy
 from ember.distributed.fsdp import FSDPStrategy
 from ember.distributed.model_parallel import ModelParallelStrategy
 from ember.distributed.parallel import ParallelStrategy
-from ember.distributed.strategy import SingleDeviceStrategy, Strategy
+from ember.distributed.strategy import SingleDeviceStrategy, Strategy, StrategyRegistry
 
 __all__ = [
     "DDPSpawnStrategy",
@@ -16,4 +16,5 @@ __all__ = [
     "ParallelStrategy",
     "SingleDeviceStrategy",
     "Strategy",
+    "StrategyRegistry",
 ]
