@@ -39,8 +39,6 @@ def _with_ddps_buffer_sync(ddp: DistributedDataParallel, step: Callable[..., Any
     if ddp._check_sync_bufs_pre_fwd():
         ddp._sync_buffers()  # all ranks: a broadcast from rank 0
     output = step(*args, **kwargs)
-    if ddp._check_sync_bufs_post_fwd():
-        ddp._sync_buffers()
     ddp.require_forward_param_sync = False
     return output
 
