@@ -296,9 +296,10 @@ def _manual_outputs(output: Any) -> Any:
         return {}
     else:
         raise MisconfigurationException(
-            "In manual optimization, `training_step` must return a Tensor or have no return (a dict of values"
-            f" works too); it returned {type(output).__name__} {reprlib.repr(output)}. Your code steps the"
-            " optimizers, so return the loss to see it in `on_train_batch_end`'s `outputs`, or return nothing."
+            "In manual optimization, `training_step` must either return a Tensor or have no return."
+            f" It returned {type(output).__name__} {reprlib.repr(output)}. Your code steps the optimizers, so"
+            " return the loss to see it in `on_train_batch_end`'s `outputs` (a dict of values works too), or"
+            " return nothing."
         )
     if isinstance(extra.get("loss"), Tensor):
         extra["loss"] = extra["loss"].detach()
