@@ -601,6 +601,75 @@ def test_import_ember_honours_the_environment_variable_and_stays_light_without_i
     assert ok(python(code, without_lightning=True)) == "[]\nno Lightning\n"
 
 
+# a child process, started by an aliased one, that imports Lightning first and never names Ember
+CHILD = """
+import builtins, importlib, json, sys
+
+loaded = sorted(name for name in ("ember", "torch") if name in sys.modules)
+pl = importlib.import_module(sys.argv[1])
+ember = sys.modules.get("ember")
+print(json.dumps({
+    "root": sys.argv[1],
+    "loaded_before_lightning": loaded,
+    "trainer_is_embers": ember is not None and pl.Trainer is ember.Trainer,
+    "version": pl.__version__,
+    "users_sitecustomize_ran": getattr(builtins, "USERS_SITECUSTOMIZE_RAN", False),
+}))
+"""
+
+# a child process whose interpreter cannot import Ember
+CHILD_WITHOUT_EMBER = """
+import sys
+sys.modules["ember"] = None
+try:
+    import pytorch_lightning as pl
+except ModuleNotFoundError as error:
+    print("not found:", error.name)
+else:
+    print("its own Lightning:", not getattr(pl, "__ember_alias__", False))
+"""
+
+
+def test_python_processes_started_from_an_aliased_one_get_ember_at_their_first_lightning_import(tmp_path):
+    # as Ray's workers, `torchrun`'s ranks or any `subprocess` do: they import Lightning, not Ember
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+    users_site = tmp_path / "users_site"  # a sitecustomize of the user's own, which must still run
+    users_site.mkdir()
+    (users_site / "sitecustomize.py").write_text("import builtins\nbuiltins.USERS_SITECUSTOMIZE_RAN = True\n")
+    hidden = f"import tests.helpers.without_lightning; exec(open({str(child)!r}).read())"
+    code = f"""
+        import subprocess, sys
+        import ember
+        ember.install_as_lightning()
+        for root in ("lightning.pytorch", "pytorch_lightning"):
+            subprocess.run([sys.executable, {str(child)!r}, root], check=True)
+        subprocess.run([sys.executable, "-c", {hidden!r}, "pytorch_lightning"], check=True, cwd={str(REPO)!r})
+    """
+    children = [json.loads(line) for line in ok(python(code, env={"PYTHONPATH": str(users_site)})).splitlines()]
+    assert [child["root"] for child in children] == ["lightning.pytorch", "pytorch_lightning", "pytorch_lightning"]
+    for seen in children:  # with Lightning installed (the first two, in the dev environment) and without it
+        assert seen["trainer_is_embers"] and seen["version"] == "2.6.6"
+        assert seen["loaded_before_lightning"] == []  # nothing is imported until Lightning is
+        assert seen["users_sitecustomize_ran"]
+
+
+def test_a_started_process_that_cannot_import_ember_imports_lightning_as_without_the_alias(tmp_path):
+    child = tmp_path / "child.py"
+    child.write_text(CHILD_WITHOUT_EMBER)
+    hidden = f"import tests.helpers.without_lightning; exec(open({str(child)!r}).read())"
+    code = f"""
+        import subprocess, sys
+        import ember
+        ember.install_as_lightning()
+        subprocess.run([sys.executable, {str(child)!r}], check=True)  # finds the installed Lightning, if any
+        subprocess.run([sys.executable, "-c", {hidden!r}], check=True, cwd={str(REPO)!r})
+    """
+    out = ok(python(code)).splitlines()
+    assert out[0] in ("not found: pytorch_lightning", "its own Lightning: True")
+    assert out[1] == "not found: pytorch_lightning"  # the error of an environment without Lightning, not the hook's
+
+
 def test_ember_run_runs_an_unmodified_lightning_script(tmp_path):
     proc = python("", "-m", "ember", "run", str(PROGRAM), str(tmp_path), "--epochs", "2", cwd=tmp_path)
     ok(proc)

@@ -23,9 +23,11 @@ checked against an allowlist of Lightning's packages (darts' safe model loading)
 it would on Lightning. The first root imported gives the prefix for the whole process.
 
 Child processes get it too: ``install_as_lightning`` sets ``EMBER_AS_LIGHTNING=1``, which
-``import ember`` honours; the processes ``strategy="ddp"`` starts run the program again under
-``ember run``; and a process started with the "spawn" method (``ddp_spawn``, DataLoader workers on
-macOS) imports Ember before it imports the program's main script.
+``import ember`` honours, and puts ``lightning_startup`` on ``PYTHONPATH``, whose ``sitecustomize``
+imports Ember at the first import of Lightning in any Python process started from this one (Ray's
+workers, ``torchrun``, ``subprocess``); the processes ``strategy="ddp"`` starts run the program again
+under ``ember run``; and a process started with the "spawn" method (``ddp_spawn``, DataLoader workers
+on macOS) imports Ember before it imports the program's main script.
 
 Example::
 
@@ -106,8 +108,9 @@ def install_as_lightning() -> None:
     """Make ``pytorch_lightning``, ``lightning.pytorch`` and ``lightning`` import Ember in this process.
 
     Call it before anything imports Lightning (or run the program with ``ember run script.py``).
-    Calling it again does nothing. The processes this one starts inherit it through the
-    ``EMBER_AS_LIGHTNING=1`` environment variable, which ``import ember`` honours.
+    Calling it again does nothing. The Python processes this one starts inherit it: it sets
+    ``EMBER_AS_LIGHTNING=1``, which ``import ember`` honours, and puts a start-up hook on ``PYTHONPATH``
+    that imports Ember when such a process first imports Lightning.
 
     Raises:
         RuntimeError: Lightning's own ``pytorch_lightning`` or ``lightning.pytorch`` was imported
@@ -132,6 +135,7 @@ def install_as_lightning() -> None:
         _spawned_children_import_ember_first()
         _lightning_logger_names_give_embers_logger()
     os.environ[ENV_VAR] = "1"
+    _started_pythons_import_ember_for_lightning()
 
 
 def is_installed() -> bool:
@@ -162,6 +166,18 @@ def _real_lightning_imported() -> str | None:
             where = getattr(module, "__file__", None)
             return f"{name!r} (from {where})" if where else repr(name)
     return None
+
+
+_STARTUP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lightning_startup")
+
+
+def _started_pythons_import_ember_for_lightning() -> None:
+    """Put ``lightning_startup`` first on ``PYTHONPATH``: a Python process started from this one, by
+    anything (Ray's workers, ``torchrun``, ``subprocess``), runs its ``sitecustomize``, which imports
+    Ember at the first import of Lightning there. A process that never imports Lightning loads nothing."""
+    entries = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    if entries[:1] != [_STARTUP]:
+        os.environ["PYTHONPATH"] = os.pathsep.join([_STARTUP, *(entry for entry in entries if entry != _STARTUP)])
 
 
 def _spawned_children_import_ember_first() -> None:
