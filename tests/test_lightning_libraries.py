@@ -8,13 +8,15 @@ Lightning ``EarlyStopping``, reloaded, backtested, and a probabilistic RNN sampl
 ``neuralforecast_program.py``: neuralforecast's NHITS and MLP fitted by steps, saved, reloaded and
 cross-validated; ``scvi_program.py`` and ``scvi_ddp_program.py``: scvi-tools' SCVI, SCANVI, TOTALVI and
 AmortizedLDA trained through the library's Trainer subclass, callbacks and training plans, and SCVI and
-TOTALVI in two DDP processes) runs here under ``ember run``, in a fresh process, and what it writes is
+TOTALVI in two DDP processes; ``ray_program.py``: Ray Train's DDP strategy and Ray Tune's reporting callback
+in Ray's own worker processes) runs here under ``ember run``, in a fresh process, and what it writes is
 compared with the run of the same program on Lightning 2.6.6 stored in
 ``lightning_library_reference.json`` (``make_lightning_library_reference.py`` records it). The libraries
 come with the ``dev`` extra, except neuralforecast, whose dependency on Ray (some 250 MB) keeps it out
 (``pip install neuralforecast==3.3.0`` runs its test), and scvi-tools, which needs pandas < 3 where the
 other libraries' references were recorded with pandas 3 (in a venv of its own,
-``pip install -e . scvi-tools==1.4.2 pytest pytest-timeout`` runs its tests). Where a library is
+``pip install -e . scvi-tools==1.4.2 pytest pytest-timeout`` runs its tests), and Ray itself
+(``pip install 'ray[train,tune]==2.60.0'`` runs its test). Where a library is
 missing, or another version than the one recorded is installed, its test is skipped and says why.
 """
 
@@ -202,3 +204,37 @@ def test_scvi_tools_trains_in_two_ddp_processes_as_on_lightning(tmp_path):
     # (TOTALVI) each rank keeps its own, as in Lightning
     for key in ("history", "latent", "totalvi_history", "totalvi_latent"):
         assert got[key] == approx(expected[key]), key
+
+
+RAY = REFERENCE["ray"]["versions"]["ray"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@needs(install=f"pip install 'ray[train,tune]=={RAY}'", ray=RAY)
+def test_ray_train_and_tune_drive_embers_trainer_in_their_own_workers_as_on_lightning(tmp_path):
+    got, expected = run_on_ember("ray_program.py", "ray", tmp_path)
+    train, tuned = got["train"], got["tune"]
+    # Ray's worker processes import Lightning themselves, never Ember, and get Ember's Trainer
+    assert all(rank["trainer_is_embers"] for rank in train["ranks"])
+    assert all(trial["trainer_is_embers"] for trial in tuned["trials"])
+    # Ray Train: both DDP ranks take their rank and world size from Ray and train to the same weights
+    for rank, expected_rank in zip(train["ranks"], expected["train"]["ranks"]):
+        assert rank["world_size_rank_devices_nodes"] == expected_rank["world_size_rank_devices_nodes"]
+        assert (rank["global_step"], rank["sampler"]) == (expected_rank["global_step"], expected_rank["sampler"])
+        for key in ("callback_metrics", "parameters", "buffers"):
+            assert rank[key] == approx(expected_rank[key]), key
+    assert train["reported"] == approx(expected["train"]["reported"])
+    assert train["checkpoint_files"] == expected["train"]["checkpoint_files"]
+    assert train["kept_checkpoints"] == expected["train"]["kept_checkpoints"]
+    assert set(train["checkpoint"]["keys"]) - EMBER_CHECKPOINT_KEYS == set(expected["train"]["checkpoint"]["keys"])
+    assert train["checkpoint"]["epoch_and_step"] == expected["train"]["checkpoint"]["epoch_and_step"]
+    assert train["checkpoint"]["state_dict"] == approx(expected["train"]["checkpoint"]["state_dict"])
+    assert train["reloaded_hparams"] == expected["train"]["reloaded_hparams"]
+    # Ray Tune: every reported value, the same trials cut short by the scheduler, the same best checkpoint
+    for trial, expected_trial in zip(tuned["trials"], expected["tune"]["trials"]):
+        assert (trial["lr"], trial["iterations"]) == (expected_trial["lr"], expected_trial["iterations"])
+        assert (trial["loss"], trial["train"]) == (approx(expected_trial["loss"]), approx(expected_trial["train"]))
+    assert tuned["best_lr"] == expected["tune"]["best_lr"]
+    assert tuned["best_checkpoint"]["epoch_and_step"] == expected["tune"]["best_checkpoint"]["epoch_and_step"]
+    assert tuned["best_checkpoint"]["state_dict"] == approx(expected["tune"]["best_checkpoint"]["state_dict"])
