@@ -297,10 +297,14 @@ def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> 
     epoch_progress = fit.get("epoch_progress", {}).get("current", {})
     completed = epoch_progress.get("completed", checkpoint.get("epoch", 0))
     processed = epoch_progress.get("processed", completed)
+    started = epoch_progress.get("started", processed)
     batch_current = fit.get("epoch_loop.batch_progress", {}).get("current", {})
     progress.epoch = completed
     progress.epoch_done = processed > completed
-    progress.epoch_batches = 0 if progress.epoch_done else batch_current.get("processed", 0)
+    # an epoch is under way only once started and not yet completed; saved after `fit` returned, every
+    # counter is equal and the batch count is the last epoch's, so the next epoch runs in full
+    under_way = started > completed and not progress.epoch_done
+    progress.epoch_batches = batch_current.get("processed", 0) if under_way else 0
     progress.global_step = checkpoint.get("global_step", 0)
     progress.batches_that_stepped = fit.get("epoch_loop.state_dict", {}).get(
         "_batches_that_stepped", progress.global_step
