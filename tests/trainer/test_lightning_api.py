@@ -147,6 +147,22 @@ def test_modules_in_eval_mode_when_training_starts_warn():
         quiet_trainer(max_steps=1).fit(CoreModel(), loader())
 
 
+@pytest.mark.parametrize("call", ["validate", "test", "predict"])
+def test_every_module_is_back_in_its_own_mode_after_an_evaluation_call(call):
+    # Lightning records each module's mode before `on_<stage>_model_eval` and puts it back at the end: a
+    # `fit` after `predict` (deepforest, pykeen) trains with dropout and batch statistics on again
+    model = CoreModel()
+    model.frozen = nn.Linear(1, 1).eval()
+    seen_inside = []
+    model.on_predict_start = model.on_validation_start = model.on_test_start = lambda: seen_inside.append(
+        model.training
+    )
+    getattr(quiet_trainer(), call)(model, loader())
+    assert seen_inside == [False]  # evaluated in eval mode
+    assert model.training and not model.frozen.training
+    assert all(module.training for name, module in model.named_modules() if not name.startswith("frozen"))
+
+
 def test_fast_dev_run_one_is_true_and_enable_validation():
     assert quiet_trainer(fast_dev_run=1).fast_dev_run is True
     assert quiet_trainer(fast_dev_run=3).fast_dev_run == 3

@@ -813,7 +813,7 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     run.eval_progress["predict"][0] = 0  # a new prediction epoch
     first = iter(loaders[0])  # before the hooks, as in Lightning
     with _eval_grad_context(trainer):  # the whole loop, its start and end hooks too, as in Lightning
-        hooks.call_module("on_predict_model_eval")
+        modes = _eval_mode(trainer, run, "predict")
         hooks.call_both("on_predict_start")
         if run.predict_batch_indices is None:  # the batch size finder ran in that hook and reloaded the data
             loaders = dataloaders.eval_dataloaders(trainer, run, RunningStage.PREDICTING)
@@ -830,6 +830,8 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
         run.predictions = predictions
         hooks.call_both("on_predict_epoch_end")
         hooks.call_both("on_predict_end")
+        for module, training in modes.items():  # each module back in the mode it had, as in Lightning
+            module.training = training
     if not run.return_predictions:
         return None
     return predictions if len(loaders) > 1 else predictions[0]
