@@ -163,6 +163,62 @@ def test_every_module_is_back_in_its_own_mode_after_an_evaluation_call(call):
     assert all(module.training for name, module in model.named_modules() if not name.startswith("frozen"))
 
 
+def test_the_metrics_a_callback_reads_during_the_sanity_check_and_validation():
+    class Logs(CoreModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_loss", nn.functional.mse_loss(self(x), y), prog_bar=True)
+            self.log("val_step_only", 1.0, on_step=True, on_epoch=False)
+
+        def on_validation_epoch_end(self):
+            self.log("at_epoch_end", 2.0)
+
+    class Reads(Callback):
+        def __init__(self) -> None:
+            self.seen: list[tuple] = []
+
+        def read(self, hook, trainer):
+            metrics = (trainer.callback_metrics, trainer.logged_metrics, trainer.progress_bar_metrics)
+            self.seen.append((hook, trainer.sanity_checking, *(sorted(m) for m in metrics)))
+
+        def on_validation_batch_end(self, trainer, *args):
+            self.read("batch_end", trainer)
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            self.read("epoch_end", trainer)
+
+        def on_validation_end(self, trainer, pl_module):
+            self.read("end", trainer)
+
+        def on_sanity_check_end(self, trainer, pl_module):
+            self.read("sanity_check_end", trainer)
+
+        def on_train_start(self, trainer, pl_module):
+            self.read("train_start", trainer)
+
+    reads = Reads()
+    trainer = quiet_trainer(
+        max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=2, callbacks=[reads]
+    )
+    trainer.fit(Logs(), loader(), loader())
+    everything = ["at_epoch_end", "val_loss", "val_step_only"]
+    assert reads.seen == [  # observed on Lightning 2.6.6 with the same program
+        ("batch_end", True, [], ["val_step_only"], []),
+        ("epoch_end", True, ["val_loss"], ["val_loss", "val_step_only"], ["val_loss"]),
+        ("end", True, ["at_epoch_end", "val_loss"], everything, ["val_loss"]),
+        ("sanity_check_end", True, ["at_epoch_end", "val_loss"], everything, ["val_loss"]),
+        ("train_start", False, [], [], []),  # the sanity check's values are gone once it ends
+        ("batch_end", False, ["train_loss"], ["train_loss", "val_step_only"], []),
+        ("epoch_end", False, ["train_loss", "val_loss"], ["train_loss", "val_loss", "val_step_only"], ["val_loss"]),
+        ("end", False, ["at_epoch_end", "train_loss", "val_loss"], sorted(["train_loss", *everything]), ["val_loss"]),
+    ]
+
+
 def test_fast_dev_run_one_is_true_and_enable_validation():
     assert quiet_trainer(fast_dev_run=1).fast_dev_run is True
     assert quiet_trainer(fast_dev_run=3).fast_dev_run == 3

@@ -595,6 +595,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     results = run.val_results if validating else run.test_results
     results.reset()
     previous_results, run.results = run.results, results
+    previous_live, run.metrics.live = run.metrics.live, results  # step values readable in the batch hooks
     if trainer.state.fn == TrainerFn.FITTING:
         for loader in loaders:  # some shuffle validation data by the training epoch, as Lightning allows
             set_sampler_epoch(loader, run.progress.epoch)
@@ -631,7 +632,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         hooks.call_both(f"on_{prefix}_end")
         _train_mode(trainer, run, prefix, modes)
     results.reset()  # torchmetrics objects logged here start the next epoch empty, as in Lightning
-    run.results = previous_results
+    run.results, run.metrics.live = previous_results, previous_live
     if stage == RunningStage.VALIDATING and trainer.state.fn == "fit":
         run.evaluation_has_run = True
         run.progress.val_checks += 1

@@ -139,12 +139,13 @@ class MetricStore:
         self.write(results.step_metrics()[1], step)
 
     def eval_epoch_outputs(self, results: LoggedResults, stage: RunningStage) -> dict[str, Any]:
-        """One evaluation dataloader's epoch values, stored for readers and returned for the loggers."""
-        if stage == RunningStage.SANITY_CHECKING:
-            return {}
+        """One evaluation dataloader's epoch values, stored for readers and returned for the loggers.
+
+        The sanity check's values are readable in its hooks, as in Lightning (``run_sanity_check``
+        clears them afterwards), but go to no logger."""
         callback, log, pbar = results.epoch_metrics()
         self.merge(callback, log, pbar)
-        return dict(log)
+        return {} if stage == RunningStage.SANITY_CHECKING else dict(log)
 
 
 def print_results(outputs: list[dict[str, Any]], stage: str) -> None:
