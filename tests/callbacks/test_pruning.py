@@ -18,7 +18,7 @@ class GradModes(Callback):
         self.seen: dict[str, bool] = {}
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        self.seen[str(trainer.state.fn)] = torch.is_inference_mode_enabled()
+        self.seen[trainer.state.fn.value] = torch.is_inference_mode_enabled()
 
 
 def test_pruning_after_validation_keeps_training_and_fit_validates_under_no_grad():

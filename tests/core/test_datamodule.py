@@ -83,15 +83,18 @@ def test_hooks_in_each_stage(stage):
     dm, model = RecordingDM(events=events), RecordingModel(events)
     trainer = quiet_trainer(max_epochs=1, callbacks=[CallbackRecorder(events)])
     getattr(trainer, stage)(model, datamodule=dm)
+    # the hooks get the `TrainerFn`, as in Lightning: equal to its value, printed by name
+    fn = ember.trainer.states.TrainerFn(stage)
+    assert fn == stage and f"{fn}" == f"TrainerFn.{fn.name}"
     assert events == [
         "dm.prepare_data",
         "model.prepare_data",
-        f"dm.setup:{stage}",
-        f"callback.setup:{stage}",
-        f"model.setup:{stage}",
-        f"dm.teardown:{stage}",
-        f"callback.teardown:{stage}",
-        f"model.teardown:{stage}",
+        f"dm.setup:{fn}",
+        f"callback.setup:{fn}",
+        f"model.setup:{fn}",
+        f"dm.teardown:{fn}",
+        f"callback.teardown:{fn}",
+        f"model.teardown:{fn}",
     ]
     assert trainer.datamodule is dm and dm.trainer is trainer
 
@@ -155,7 +158,7 @@ def test_state_dict_is_saved_and_restored_on_resume(tmp_path):
     resumed = RecordingDM(events=events)
     quiet_trainer(max_epochs=2).fit(CoreModel(), datamodule=resumed, ckpt_path=path)
     assert "dm.load_state_dict:1" in events
-    assert events.index("dm.setup:fit") < events.index("dm.load_state_dict:1")
+    assert events.index("dm.setup:TrainerFn.FITTING") < events.index("dm.load_state_dict:1")
 
 
 def test_load_from_checkpoint(tmp_path):

@@ -219,6 +219,24 @@ def test_the_metrics_a_callback_reads_during_the_sanity_check_and_validation():
     ]
 
 
+def test_the_trainer_states_behave_as_lightnings_enums():
+    from ember.trainer.states import RunningStage, TrainerFn, TrainerStatus
+
+    seen = []
+
+    class Reads(Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen.append((trainer.state.fn, trainer.state.stage, trainer.state.status))
+
+    quiet_trainer(max_steps=1, callbacks=[Reads()]).fit(CoreModel(), loader())
+    fn, stage, status = seen[0]
+    assert (fn, stage, status) == ("fit", "train", "running")
+    assert (str(fn), f"{stage}", str(status)) == ("TrainerFn.FITTING", "RunningStage.TRAINING", "TrainerStatus.RUNNING")
+    assert fn == "FIT" and {"fit": 1}[fn] == 1 and stage in {"train"}  # any case; found by value
+    assert fn.value == "fit" and TrainerFn.from_str("fitting") is TrainerFn.FITTING
+    assert RunningStage.SANITY_CHECKING.dataloader_prefix == "val" and TrainerStatus.FINISHED.stopped
+
+
 def test_fast_dev_run_one_is_true_and_enable_validation():
     assert quiet_trainer(fast_dev_run=1).fast_dev_run is True
     assert quiet_trainer(fast_dev_run=3).fast_dev_run == 3

@@ -80,7 +80,7 @@ class BatchSizeFinder(Callback):
             trainer._run.train_source
             if stage == "fit"
             else trainer._run.eval_sources.get(
-                {"validate": "val", "test": "test", "predict": "predict"}.get(str(stage), "val")
+                {"validate": "val", "test": "test", "predict": "predict"}.get(stage or "", "val")
             )
         )
         if given is not None:
@@ -90,7 +90,7 @@ class BatchSizeFinder(Callback):
             )
         if stage in ("validate", "test", "predict"):
             prefix = {"validate": "val", "test": "test", "predict": "predict"}[stage]
-            getattr(trainer, f"{stage}_loop").setup_data()
+            getattr(trainer, f"{getattr(stage, 'value', stage)}_loop").setup_data()
             loaders = getattr(trainer, f"{prefix}_dataloaders")
             if isinstance(loaders, (list, tuple)) and len(loaders) > 1:
                 raise MisconfigurationException(

@@ -71,7 +71,7 @@ class ThroughputMonitor(Callback):
         device = trainer.strategy.root_device
         self._cuda = device.type == "cuda"
         self.available_flops = get_available_flops(device, precision_to_dtype(str(trainer.precision)))
-        stages = (_TRAIN, _VALIDATE) if stage == "fit" else (stage,)
+        stages = (_TRAIN, _VALIDATE) if stage == "fit" else (getattr(stage, "value", stage),)
         for name in stages:
             self._throughputs[name] = Throughput(
                 available_flops=self.available_flops, world_size=trainer.world_size, **self.kwargs

@@ -80,7 +80,7 @@ def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any)
         raise
     except _TunerExitException:
         # a tuner finished its search inside this call: end it as a finished run
-        call_teardown_hooks(trainer, trainer._run, trainer.state.fn.value if trainer.state.fn else "fit")
+        call_teardown_hooks(trainer, trainer._run, trainer.state.fn or TrainerFn.FITTING)
         teardown(trainer)
         trainer.state.status = TrainerStatus.FINISHED
         trainer.state.stage = None
@@ -165,7 +165,7 @@ def execute(trainer: Trainer, model: Any, ckpt_path: Any, weights_only: bool | N
     teardown(trainer)
     if run.fn == TrainerFn.FITTING:
         _hooks(run).call_both("on_fit_end")
-    call_teardown_hooks(trainer, run, _stage_name(run))
+    call_teardown_hooks(trainer, run, _fn(run))
     if run.profiler is not None:
         run.profiler.describe()  # after the loggers are finalized, as in Lightning
     trainer.state.status = TrainerStatus.FINISHED
@@ -205,9 +205,9 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     if run.profiler is not None:
         run.profiler._lightning_module = model
         local_rank = trainer.local_rank if trainer.world_size > 1 else None
-        run.profiler.setup(stage=_stage_name(run), local_rank=local_rank, log_dir=trainer.log_dir)
+        run.profiler.setup(stage=_fn(run), local_rank=local_rank, log_dir=trainer.log_dir)
     prepare_data(trainer, run)
-    call_setup_hooks(trainer, run, _stage_name(run))
+    call_setup_hooks(trainer, run, _fn(run))
     if run.hooks.module_overrides("configure_model"):
         # as Lightning: the layers it creates are on the device, in the precision's dtype, sharded where the
         # strategy shards them as they are built
@@ -215,7 +215,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
             run.hooks.call_module("configure_model")
     precision.convert_module(model)
 
-    trainer.ckpt_path = path = resolve_ckpt_path(trainer, ckpt_path, _stage_name(run), model_given)
+    trainer.ckpt_path = path = resolve_ckpt_path(trainer, ckpt_path, _fn(run).value, model_given)
     checkpoint = None
     after_setup = strategy.restore_checkpoint_after_setup  # DeepSpeed: its engine reads the checkpoint
     if path is not None and not after_setup:
@@ -363,7 +363,7 @@ def prepare_data(trainer: Trainer, run: Run) -> None:
     strategy.barrier("prepare_data")  # all ranks: the others wait for the data
 
 
-def call_setup_hooks(trainer: Trainer, run: Run, stage: str) -> None:
+def call_setup_hooks(trainer: Trainer, run: Run, stage: TrainerFn) -> None:
     """``setup(stage)`` on the datamodule, the callbacks and the module, on every rank."""
     for child in trainer.lightning_module.modules():
         if hasattr(child, "_device"):
@@ -383,7 +383,7 @@ def call_setup_hooks(trainer: Trainer, run: Run, stage: str) -> None:
     trainer.strategy.barrier("post_setup")
 
 
-def call_teardown_hooks(trainer: Trainer, run: Run, stage: str) -> None:
+def call_teardown_hooks(trainer: Trainer, run: Run, stage: TrainerFn) -> None:
     """``teardown(stage)`` on the datamodule, the callbacks and the module; the loggers finish."""
     if trainer.datamodule is not None:
         _hooks(run).call_datamodule(trainer.datamodule, "teardown", stage=stage)
@@ -459,9 +459,11 @@ def run_stage(trainer: Trainer, run: Run, model: Any) -> Any:
     return outputs
 
 
-def _stage_name(run: Run) -> str:
+def _fn(run: Run) -> TrainerFn:
+    """The entry point running: what ``setup``/``teardown`` hooks and the profiler get as ``stage``, as in
+    Lightning (a ``TrainerFn``, equal to ``"fit"``, ``"validate"``, ...)."""
     assert run.fn is not None
-    return run.fn.value
+    return run.fn
 
 
 def _hooks(run: Run) -> HookDispatcher:

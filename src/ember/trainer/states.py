@@ -1,15 +1,19 @@
 """What the trainer is doing: the entry point the user called, the loop running now, and the status.
 
-The names and values are Lightning's (``lightning.pytorch.trainer.states``).
+The names and values are Lightning's (``lightning.pytorch.trainer.states``), and so is their behaviour as
+``LightningEnum`` members: equal to their value in any case (``TrainerFn.FITTING == "fit"``), found by it
+in a dict or set, and printed by name (``str(TrainerFn.FITTING) == "TrainerFn.FITTING"``); ``.value`` is
+the plain string.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+
+from ember.utilities.enums import LightningEnum
 
 
-class TrainerFn(str, Enum):
+class TrainerFn(LightningEnum):
     """The entry point the user called."""
 
     FITTING = "fit"
@@ -17,11 +21,8 @@ class TrainerFn(str, Enum):
     TESTING = "test"
     PREDICTING = "predict"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class RunningStage(str, Enum):
+class RunningStage(LightningEnum):
     """The loop that is running now (``fit`` alternates between train, sanity check and validate)."""
 
     TRAINING = "train"
@@ -40,11 +41,8 @@ class RunningStage(str, Enum):
             return "val"
         return self.value
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class TrainerStatus(str, Enum):
+class TrainerStatus(LightningEnum):
     INITIALIZING = "initializing"
     RUNNING = "running"
     FINISHED = "finished"
@@ -53,9 +51,6 @@ class TrainerStatus(str, Enum):
     @property
     def stopped(self) -> bool:
         return self in (TrainerStatus.FINISHED, TrainerStatus.INTERRUPTED)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass

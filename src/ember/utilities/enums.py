@@ -63,6 +63,8 @@ class LightningEnum(str, Enum):
         return names + values
 
     def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
         other_value = other.value if isinstance(other, Enum) else other
         return self.value.lower() == str(other_value).lower()
 

@@ -171,7 +171,7 @@ def run_spawn(out: str) -> None:
         "weights": weights(model),
         "global_step": t.global_step,
         "callback_metrics": dict(t.callback_metrics),
-        "state": str(t.state.status),
+        "state": t.state.status.value,
         "best": ckpt.best_model_path,
     }
     # fork workers start at once (no new interpreter): the cheap way to check validate/predict here
