@@ -350,3 +350,52 @@ def test_a_run_that_does_not_use_omegaconf_does_not_import_it_to_write_hparams_y
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["False", "alpha: 0.5", "zeta: 1"]
+
+
+class _SavesAll(CoreModel):
+    def __init__(self, lr: float = 0.1, depth: int = 2) -> None:
+        super().__init__(lr)
+        self.save_hyperparameters()
+
+
+class _SavesItsConfig(CoreModel):
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        self.save_hyperparameters(config)
+
+
+class _SavesAnUnnamedDict(CoreModel):
+    def __init__(self, lr: float = 0.1) -> None:
+        super().__init__(lr)
+        self.save_hyperparameters({"other": 3})
+
+
+class _SavesOneName(CoreModel):
+    def __init__(self, lr: float = 0.1, depth: int = 2) -> None:
+        super().__init__(lr)
+        self.save_hyperparameters("lr")
+
+
+class _AssignsHparams(CoreModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hparams.width = 5
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "saved"),
+    [  # observed on Lightning 2.6.6 with the same modules
+        (lambda: _SavesAll(), "kwargs", {"lr": 0.1, "depth": 2}),
+        (lambda: _SavesItsConfig({"lr": 0.2}), "config", {"lr": 0.2}),
+        (lambda: _SavesAnUnnamedDict(), None, {"other": 3}),
+        (lambda: _SavesOneName(), "kwargs", {"lr": 0.1}),
+        (lambda: _AssignsHparams(), "<absent>", {"width": 5}),  # no save_hyperparameters: no name
+    ],
+)
+def test_the_checkpoint_records_the_hparams_name_lightning_records(make, name, saved, tmp_path):
+    trainer = quiet_trainer(max_steps=1)
+    trainer.fit(make(), loader())
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)
+    assert checkpoint.get("hparams_name", "<absent>") == name
+    assert dict(checkpoint["hyper_parameters"]) == saved

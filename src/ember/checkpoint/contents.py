@@ -128,13 +128,16 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False) -> dict[st
             ember_state = checkpoint[EMBER_KEY]
             gathered = t.strategy.all_gather_object(_pack_tensors([ember_state["rng"], run.epoch_rng]))
             ember_state["rank_rng"] = _unpack_tensors(gathered)
+    # the name `save_hyperparameters` recorded (None where it found none), and only if it ran, as in Lightning
     if getattr(module, "_hparams", None):
-        checkpoint["hparams_name"] = getattr(module, "_hparams_name", None) or "kwargs"
+        if hasattr(module, "_hparams_name"):
+            checkpoint["hparams_name"] = module._hparams_name
         _store_hparams(checkpoint, module.hparams, "hyper_parameters", "hparams_type")
     datamodule = t.datamodule
     if datamodule is not None:
         if getattr(datamodule, "_hparams", None):
-            checkpoint["datamodule_hparams_name"] = getattr(datamodule, "_hparams_name", None) or "kwargs"
+            if hasattr(datamodule, "_hparams_name"):
+                checkpoint["datamodule_hparams_name"] = datamodule._hparams_name
             _store_hparams(checkpoint, datamodule.hparams, "datamodule_hyper_parameters", "datamodule_hparams_type")
         assert run.hooks is not None
         dm_state = run.hooks.call_datamodule(datamodule, "state_dict")
