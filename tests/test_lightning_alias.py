@@ -179,6 +179,9 @@ SUPPORTED = {
     "trainer": ("ember.trainer", ["Trainer", "seed_everything"]),
     # private, but scvi-tools builds one to read `accelerator`/`devices` the Trainer's way
     "trainer.connectors.accelerator_connector": ("ember.distributed.factory", ["_AcceleratorConnector"]),
+    # private, but torch-uncertainty replaces `trainer.test_loop` with its own `_EvaluationLoop`
+    "loops.evaluation_loop": ("ember.trainer.evaluation_loop", ["_EvaluationLoop"]),
+    "trainer.connectors.logger_connector.result": ("ember.trainer.logging", ["_OUT_DICT", "_PBAR_DICT"]),
     "trainer.states": ("ember.trainer.states", ["RunningStage", "TrainerFn", "TrainerState", "TrainerStatus"]),
     "trainer.trainer": ("ember.trainer.trainer", ["Trainer"]),
     "tuner": ("ember.tuner", ["Tuner"]),
@@ -454,11 +457,11 @@ def test_embers_classes_take_the_lightning_names_they_are_imported_by_and_pickle
 @pytest.mark.parametrize(
     ("path", "says"),
     [
-        ("pytorch_lightning.loops", "Ember has one loop and no loop classes to replace"),
+        ("pytorch_lightning.loops.fit_loop", "Ember has one loop and no loop classes to replace"),
         ("lightning.pytorch.plugins.precision.xla", None),
         ("lightning.pytorch.demos.boring_classes", "Ember's own demo is `ember.demos.digits`"),
         ("pytorch_lightning.serve", None),
-        ("pytorch_lightning.trainer.connectors.logger_connector", None),
+        ("pytorch_lightning.trainer.connectors.logger_connector.logger_connector", None),
         ("pytorch_lightning._graveyard", None),
         ("lightning.app", None),
     ],
@@ -480,6 +483,48 @@ def test_a_path_ember_does_not_provide_raises_naming_it(path, says):
     assert f"and Ember does not provide {name!r}." in message
     if says:
         assert says in message
+
+
+def test_a_librarys_own_evaluation_loop_prints_its_own_results_table():
+    # torch-uncertainty's trainer: `test_loop` replaced by an `_EvaluationLoop` subclass that prints its own
+    # table, from the dicts of tensors Lightning passes it
+    code = """
+        import ember
+        ember.install_as_lightning()
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+        import lightning.pytorch as L
+        from lightning.pytorch.loops.evaluation_loop import _EvaluationLoop
+        from lightning.pytorch.trainer.connectors.logger_connector.result import _OUT_DICT
+        from lightning.pytorch.trainer.states import RunningStage, TrainerFn
+
+        class OwnTable(_EvaluationLoop):
+            @staticmethod
+            def _print_results(results: list[_OUT_DICT], stage: str) -> None:
+                print("OWN", stage, [(k, type(v).__name__, round(v.item(), 4)) for r in results for k, v in r.items()])
+
+        class OwnTrainer(L.Trainer):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                self.test_loop = OwnTable(self, TrainerFn.TESTING, RunningStage.TESTING, inference_mode=True)
+
+        class Model(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(2, 1)
+
+            def test_step(self, batch):
+                self.log("test/mse", torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1]))
+
+        torch.manual_seed(0)
+        data = DataLoader(TensorDataset(torch.randn(8, 2), torch.randn(8, 1)), batch_size=4)
+        trainer = OwnTrainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+        results = trainer.test(Model(), data)
+        print(trainer.test_loop.batch_progress.total.completed, type(results[0]["test/mse"]).__name__)
+        trainer.test(Model(), data, verbose=False)  # prints nothing
+    """
+    out = ok(python(code)).splitlines()
+    assert out == ["OWN test [('test/mse', 'Tensor', 0.8134)]", "2 float"]  # Lightning 2.6.6 prints the same
 
 
 def test_lightning_imported_first_is_refused_and_the_environment_variable_only_warns():

@@ -89,10 +89,13 @@ _MOVED = {
     "strategies.deepspeed": "distributed.deepspeed",
     # Lightning's connectors are private; scvi-tools builds an `_AcceleratorConnector` to parse devices
     "trainer.connectors.accelerator_connector": "distributed.factory",
+    # torch-uncertainty subclasses `_EvaluationLoop` to print its own results table, and annotates with `_OUT_DICT`
+    "loops.evaluation_loop": "trainer.evaluation_loop",
+    "trainer.connectors.logger_connector.result": "trainer.logging",
 }
 # Lightning packages that Ember has no module for, served as empty packages so that the modules
 # `_MOVED` places below them import; their other submodules are not provided
-_EMPTY_PACKAGES = ("trainer.connectors",)
+_EMPTY_PACKAGES = ("trainer.connectors", "trainer.connectors.logger_connector", "loops")
 
 # what to use instead of Lightning paths that Ember does not provide
 _INSTEAD = {

@@ -237,6 +237,30 @@ def test_the_trainer_states_behave_as_lightnings_enums():
     assert RunningStage.SANITY_CHECKING.dataloader_prefix == "val" and TrainerStatus.FINISHED.stopped
 
 
+def test_the_results_table_prints_each_value_as_lightning_prints_it(capsys):
+    trainer = quiet_trainer()
+    trainer.validate(CoreModel(), loader())
+    value = trainer.callback_metrics["val_loss"].item()
+    assert f"val_loss     {value}\n" in capsys.readouterr().out  # every digit of the float (Lightning: f"{value}")
+
+
+def test_resuming_says_what_was_restored_as_lightning_does(tmp_path, caplog):
+    trainer = quiet_trainer(max_steps=2)
+    trainer.fit(CoreModel(), loader())
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    path = tmp_path / "model.ckpt"
+    with caplog.at_level("INFO"):
+        quiet_trainer(max_steps=3).fit(CoreModel(), loader(), ckpt_path=path)
+        quiet_trainer().test(CoreModel(), loader(), ckpt_path=path, verbose=False)
+    said = [r.getMessage() for r in caplog.records if "checkpoint" in r.getMessage()]
+    assert said == [
+        f"Restoring states from the checkpoint path at {path}",
+        f"Restored all states from the checkpoint at {path}",
+        f"Restoring states from the checkpoint path at {path}",
+        f"Loaded model weights from the checkpoint at {path}",
+    ]
+
+
 def test_fast_dev_run_one_is_true_and_enable_validation():
     assert quiet_trainer(fast_dev_run=1).fast_dev_run is True
     assert quiet_trainer(fast_dev_run=3).fast_dev_run == 3

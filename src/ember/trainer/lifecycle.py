@@ -234,8 +234,8 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     if fitting:
         run.hooks.call_both("on_fit_start")
     log_hyperparams(trainer, model)
-    if checkpoint is not None and fitting:
-        contents.restore_training_state(trainer, run, checkpoint)
+    if checkpoint is not None:
+        _finish_restoring(trainer, run, checkpoint, path, fitting)
     del checkpoint
     if fitting:
         install_stop_flag(trainer, run)
@@ -258,6 +258,13 @@ def _load_checkpoint(trainer: Trainer, run: Run, path: Any, weights_only: bool |
     checkpoint = trainer.strategy.load_checkpoint(path, weights_only=weights_only)
     contents.restore_modules_and_callbacks(trainer, run, checkpoint)
     return checkpoint
+
+
+def _finish_restoring(trainer: Trainer, run: Run, checkpoint: dict[str, Any], path: Any, fitting: bool) -> None:
+    """The training state too when fitting (optimizers, schedulers, loop position), then Lightning's message."""
+    if fitting:
+        contents.restore_training_state(trainer, run, checkpoint)
+    rank_zero_info(f"{'Restored all states' if fitting else 'Loaded model weights'} from the checkpoint at {path}")
 
 
 def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
@@ -453,10 +460,13 @@ def run_stage(trainer: Trainer, run: Run, model: Any) -> Any:
         return loop.run_predict(trainer, run)
     stage = RunningStage.VALIDATING if run.fn == TrainerFn.VALIDATING else RunningStage.TESTING
     outputs = loop.run_evaluation(trainer, run, stage)
-    outputs = [{k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in d.items()} for d in outputs]
     if run.verbose and trainer.is_global_zero and outputs:
-        print_results(outputs, "validate" if stage == RunningStage.VALIDATING else "test")
-    return outputs
+        # through the loop object, with the tensors, as Lightning: a library's own loop prints its own table
+        view = trainer.validate_loop if stage == RunningStage.VALIDATING else trainer.test_loop
+        getattr(view, "_print_results", print_results)(
+            outputs, "validate" if stage == RunningStage.VALIDATING else "test"
+        )
+    return [{k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in d.items()} for d in outputs]
 
 
 def _fn(run: Run) -> TrainerFn:

@@ -19,6 +19,10 @@ from ember.utilities.warnings import PossibleUserWarning
 
 DATALOADER_SUFFIX = "/dataloader_idx_{}"
 
+# the types of Lightning's `trainer.connectors.logger_connector.result`, which libraries annotate with
+_OUT_DICT = dict[str, Tensor]
+_PBAR_DICT = dict[str, float]
+
 
 class LoggedMetric:
     """One logged name in one hook: its options, its latest step value and its epoch accumulator."""

@@ -149,13 +149,14 @@ class MetricStore:
 
 
 def print_results(outputs: list[dict[str, Any]], stage: str) -> None:
-    """The table ``validate``/``test`` print: one column per dataloader."""
+    """The table ``validate``/``test`` print: one column per dataloader, each value as Lightning prints it."""
+    outputs = [{k: _printable(v) for k, v in d.items()} for d in outputs]
     keys = sorted({k for d in outputs for k in d})
     if not keys:
         return
     title = f"{stage.capitalize()} metric"
     headers = [title] + [f"DataLoader {i}" for i in range(len(outputs))]
-    rows = [[k] + [f"{d[k]:.6g}" if isinstance(d.get(k), float) else str(d.get(k, "")) for d in outputs] for k in keys]
+    rows = [[k] + [str(d.get(k, "")) for d in outputs] for k in keys]
     widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
     line = "─" * (sum(widths) + 3 * len(widths) + 1)
     print(line)
@@ -164,3 +165,10 @@ def print_results(outputs: list[dict[str, Any]], stage: str) -> None:
     for row in rows:
         print("  ".join(str(c).center(w) for c, w in zip(row, widths)))
     print(line)
+
+
+def _printable(value: Any) -> Any:
+    # host sync: the table is printed once, at the end of `validate`/`test`
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    return value

@@ -126,6 +126,16 @@ class EvaluationLoopView(_View):
     def __init__(self, trainer: Trainer, fn: str, key: str) -> None:
         super().__init__(trainer)
         self._fn, self._key = fn, key
+        self.verbose = True  # Lightning's attributes; `validate`/`test(verbose=...)` decide the printing
+        self.inference_mode = True
+
+    @staticmethod
+    def _print_results(results: list[dict[str, Any]], stage: str) -> None:
+        """Print the table of ``validate``/``test`` results (one dict of tensors per dataloader), as Lightning's
+        loop does; a library that puts its own loop on ``trainer.test_loop`` prints its own table here."""
+        from ember.trainer.metrics import print_results
+
+        print_results(results, stage)
 
     @property
     def batch_progress(self) -> _EvalBatchProgress:
