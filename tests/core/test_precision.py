@@ -128,6 +128,43 @@ def test_bf16_mixed_trains():
     assert torch.isfinite(model.layer.weight).all()
 
 
+def test_a_weight_used_twice_in_a_step_is_cast_afresh_each_time_as_in_lightning():
+    # Lightning's autocast has no cast cache: with one, both uses share a bfloat16 copy of the weight and
+    # the two gradients are summed in bfloat16 (SimCLR's and BYOL's two branches, DINO's views)
+    class TwoViews(ember.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.layer = nn.Linear(64, 64)
+
+        def training_step(self, batch, batch_idx):
+            x = batch[0]
+            self.grad = None
+            return (self.layer(x) * self.layer(x.flip(0))).float().sum() / 100
+
+        def on_after_backward(self) -> None:
+            self.grad = self.layer.weight.grad.clone()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    x = torch.randn(32, 64, generator=torch.Generator().manual_seed(1))
+    model = TwoViews()
+    reference = TwoViews()
+
+    def grad_by_hand(cache_enabled: bool) -> torch.Tensor:
+        reference.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache_enabled):
+            loss = (reference.layer(x) * reference.layer(x.flip(0))).float().sum() / 100
+        loss.backward()
+        return reference.layer.weight.grad.clone()
+
+    assert not torch.equal(grad_by_hand(True), grad_by_hand(False))  # the data tells the two apart
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=32)
+    quiet_trainer(max_steps=1, precision="bf16-mixed").fit(model, data)
+    assert torch.equal(model.grad, grad_by_hand(False))
+
+
 @pytest.mark.parametrize(("precision", "dtype"), [("bf16-true", torch.bfloat16), ("16-true", torch.float16)])
 def test_true_half_precisions_convert_the_module_and_the_inputs(precision, dtype):
     model, _ = _fit(precision)

@@ -293,7 +293,7 @@ def _forward_context(model: nn.Module) -> Any:
     if precision in ("16-mixed", "bf16-mixed"):
         device = getattr(model, "device", torch.device("cpu"))
         dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
-        return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+        return torch.autocast(device_type=torch.device(device).type, dtype=dtype, cache_enabled=False)
     return contextlib.nullcontext()
 
 

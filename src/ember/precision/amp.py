@@ -51,7 +51,9 @@ class MixedPrecision(Precision):
         return self.autocast_context_manager()
 
     def autocast_context_manager(self) -> torch.autocast:
-        return torch.autocast(self.device, dtype=self._autocast_dtype)
+        # no cast cache, as in Lightning: a weight used twice in a step is cast afresh each time, so its
+        # gradients sum in float32 instead of in the low precision of one shared cast
+        return torch.autocast(self.device, dtype=self._autocast_dtype, cache_enabled=False)
 
     def scale_loss(self, loss: Tensor) -> Tensor:
         return self.scaler.scale(loss) if self.scaler is not None else loss
