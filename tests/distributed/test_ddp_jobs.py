@@ -42,10 +42,14 @@ def _program():
     return module
 
 
-def run(mode: str, out: Path, *extra: str, torchrun: bool = False, timeout: float = 150) -> subprocess.CompletedProcess:
+def run(
+    mode: str, out: Path, *extra: str, torchrun: bool = False, timeout: float = 150, omp: str | None = "1"
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in _RANK_VARS and not k.startswith(("SLURM_", "PL_"))}
     env["PYTHONWARNINGS"] = "ignore"
-    env["OMP_NUM_THREADS"] = "1"
+    env.pop("OMP_NUM_THREADS", None)
+    if omp is not None:
+        env["OMP_NUM_THREADS"] = omp
     env["TMPDIR"] = str(out / "tmp")  # the job's temporary folder, for `left_in_temp`
     (out / "tmp").mkdir(exist_ok=True)
     command = [sys.executable, str(PROGRAM), mode, str(out), *extra]
@@ -129,6 +133,15 @@ def test_fit_validate_test_predict_match_single_process_training(tmp_path):
     for key in reference.state_dict():
         assert torch.equal(ranks[0]["resumed_weights"][key], ranks[1]["resumed_weights"][key])
         assert not torch.equal(ranks[0]["resumed_weights"][key], ranks[0]["weights"][key])
+
+
+@pytest.mark.timeout(200)
+def test_the_ranks_ddp_starts_share_the_cpus_as_lightnings_do(tmp_path):
+    # cpus // ranks intra-op threads in every rank, exported; the rank Ember starts sets its own (before,
+    # only the launching rank did, and the other ran torch's default: numbers differed from Lightning's)
+    _check(run("threads", tmp_path, omp=None))
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert [load(tmp_path, "threads", rank) for rank in (0, 1)] == [{"threads": share, "omp": str(share)}] * 2
 
 
 @pytest.mark.timeout(200)

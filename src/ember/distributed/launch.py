@@ -47,9 +47,10 @@ def make_launcher(strategy: Any) -> Any:
 
 
 class _JoinedLauncher:
-    """torchrun, SLURM, or a process Ember started: every process exists already."""
+    """torchrun, SLURM, or a process Ember started: every process exists already. Each call still goes
+    through ``launch``, as in Lightning, so that every rank shares the node's CPUs, not only rank 0."""
 
-    is_launched = True
+    is_launched = False
 
     def __init__(self, num_processes: int = 1) -> None:
         self._num_processes = num_processes

@@ -197,6 +197,23 @@ class RankWriter(BasePredictionWriter):
         torch.save(predictions, os.path.join(self.out, f"predictions-rank{trainer.global_rank}.pt"))
 
 
+class ThreadsSeen(pl.Callback):
+    """Each rank's intra-op threads and exported ``OMP_NUM_THREADS`` once training starts."""
+
+    def on_train_start(self, trainer, pl_module):
+        save(
+            trainer.default_root_dir,
+            "threads",
+            {"threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS")},
+        )
+
+
+def run_threads(out: str) -> None:
+    trainer(out, max_epochs=1, enable_checkpointing=False, callbacks=[ThreadsSeen()]).fit(
+        Model(), DataLoader(dataset(), batch_size=4)
+    )
+
+
 MODE = sys.argv[1] if len(sys.argv) > 1 else "fit"
 
 if __name__ == "__main__":
@@ -209,5 +226,7 @@ if __name__ == "__main__":
         run_raise(out_dir)
     elif MODE == "spawn":
         run_spawn(out_dir)
+    elif MODE == "threads":
+        run_threads(out_dir)
     else:
         raise SystemExit(f"unknown mode {MODE!r}")
