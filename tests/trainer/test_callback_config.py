@@ -201,3 +201,14 @@ def test_monitoring_callbacks_see_what_the_module_logs_at_train_epoch_end(tmp_pa
     trainer.fit(LogsAtEpochEnd(), _loader())
     assert order == ["plain", "module", "early_stopping"] * 2
     assert checkpoint.best_model_score == 1.0  # the checkpoint saw the value logged by the module
+
+
+def test_a_summary_of_ones_own_replaces_the_default_and_says_so(caplog):
+    with caplog.at_level("INFO"):
+        trainer = ember.Trainer(callbacks=[ModelSummary(max_depth=2)], logger=False, enable_checkpointing=False)
+    assert [type(cb) for cb in trainer.callbacks].count(ModelSummary) == 1
+    said = [r.getMessage() for r in caplog.records if "model summary callbacks" in r.getMessage()]
+    assert said == [  # Lightning's message
+        f"Trainer already configured with model summary callbacks: {[ModelSummary]}."
+        " Skipping setting a default `ModelSummary` callback."
+    ]

@@ -123,7 +123,13 @@ def configure_callbacks(
     if enable_model_summary is not False:
         from ember.callbacks.model_summary import ModelSummary
 
-        if not any(isinstance(cb, ModelSummary) for cb in cbs):
+        summaries = [type(cb) for cb in cbs if isinstance(cb, ModelSummary)]
+        if summaries:
+            rank_zero_info(
+                f"Trainer already configured with model summary callbacks: {summaries}."
+                " Skipping setting a default `ModelSummary` callback."
+            )
+        else:
             if bars and type(bars[0]).__name__ == "RichProgressBar":
                 from ember.callbacks.rich_model_summary import RichModelSummary
 
