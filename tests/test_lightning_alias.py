@@ -395,7 +395,7 @@ def test_the_private_accelerator_connector_resolves_hardware_arguments_as_lightn
         except pl.utilities.exceptions.MisconfigurationException as error:
             seen["gpu"] = str(error).split("!")[0]
         assert pl.trainer.connectors.accelerator_connector._AcceleratorConnector is _AcceleratorConnector
-        assert not hasattr(pl.trainer.connectors, "logger_connector")  # the other connectors are not provided
+        assert not hasattr(pl.trainer.connectors, "checkpoint_connector")  # the other connectors are not provided
         print(json.dumps(seen))
     """
     seen = json.loads(ok(python(code, without_lightning=True)))
