@@ -495,7 +495,9 @@ def test_a_librarys_own_evaluation_loop_prints_its_own_results_table():
         from torch.utils.data import DataLoader, TensorDataset
         import lightning.pytorch as L
         from lightning.pytorch.loops.evaluation_loop import _EvaluationLoop
+        from lightning.pytorch.loops import _EvaluationLoop as exported  # as Lightning's package exports it
         from lightning.pytorch.trainer.connectors.logger_connector.result import _OUT_DICT
+        assert exported is _EvaluationLoop
         from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 
         class OwnTable(_EvaluationLoop):
@@ -713,6 +715,30 @@ def test_a_started_process_that_cannot_import_ember_imports_lightning_as_without
     out = ok(python(code)).splitlines()
     assert out[0] in ("not found: pytorch_lightning", "its own Lightning: True")
     assert out[1] == "not found: pytorch_lightning"  # the error of an environment without Lightning, not the hook's
+
+
+def test_the_startup_hook_keeps_every_pythonpath_entry_and_runs_once_among_copies(tmp_path):
+    (tmp_path / "linked").symlink_to(Path(ember.__file__).parent / "lightning_startup")  # a second copy
+    users_site = tmp_path / "users_site"
+    users_site.mkdir()
+    (users_site / "sitecustomize.py").write_text("import builtins\nbuiltins.USERS_SITECUSTOMIZE_RAN = True\n")
+    child = (
+        "import builtins, sys; print(getattr(builtins, 'USERS_SITECUSTOMIZE_RAN', False),"
+        " sum(getattr(f, 'ember_startup_hook', False) for f in sys.meta_path))"
+    )
+    code = f"""
+        import os, subprocess, sys
+        os.environ["PYTHONPATH"] += os.pathsep  # an empty entry: the working directory
+        before = os.environ["PYTHONPATH"].split(os.pathsep)
+        import ember
+        ember.install_as_lightning()
+        after = os.environ["PYTHONPATH"].split(os.pathsep)
+        print(after[1:] == before, os.path.basename(after[0]))
+        path = os.pathsep.join([os.environ["PYTHONPATH"], {str(tmp_path / "linked")!r}, {str(users_site)!r}])
+        subprocess.run([sys.executable, "-c", {child!r}], check=True, env=dict(os.environ, PYTHONPATH=path))
+    """
+    # the user's sitecustomize runs once, after the hook, whichever copies of the hook come first
+    assert ok(python(code)).splitlines() == ["True lightning_startup", "True 1"]
 
 
 def test_ember_run_runs_an_unmodified_lightning_script(tmp_path):

@@ -96,6 +96,8 @@ _MOVED = {
 # Lightning packages that Ember has no module for, served as empty packages so that the modules
 # `_MOVED` places below them import; their other submodules are not provided
 _EMPTY_PACKAGES = ("trainer.connectors", "trainer.connectors.logger_connector", "loops")
+# the names such a package exports from its submodules, as Lightning's does: name -> submodule
+_PACKAGE_NAMES = {"loops": {"_EvaluationLoop": "evaluation_loop"}}
 
 # what to use instead of Lightning paths that Ember does not provide
 _INSTEAD = {
@@ -178,8 +180,13 @@ def _started_pythons_import_ember_for_lightning() -> None:
     """Put ``lightning_startup`` first on ``PYTHONPATH``: a Python process started from this one, by
     anything (Ray's workers, ``torchrun``, ``subprocess``), runs its ``sitecustomize``, which imports
     Ember at the first import of Lightning there. A process that never imports Lightning loads nothing."""
-    entries = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
-    if entries[:1] != [_STARTUP]:
+    current = os.environ.get("PYTHONPATH")
+    if not current:
+        os.environ["PYTHONPATH"] = _STARTUP
+        return
+    # every other entry stays, an empty one too: it stands for the working directory
+    entries = current.split(os.pathsep)
+    if entries[0] != _STARTUP:
         os.environ["PYTHONPATH"] = os.pathsep.join([_STARTUP, *(entry for entry in entries if entry != _STARTUP)])
 
 
@@ -494,6 +501,11 @@ class _SubmoduleAttributes:
                 return importlib.import_module("lightning.fabric").Fabric
             except ModuleNotFoundError as error:
                 raise AttributeError(str(error)) from None
+        for root in _ROOTS:
+            if self.package.startswith(root + "."):
+                submodule = _PACKAGE_NAMES.get(self.package[len(root) + 1 :], {}).get(name)
+                if submodule is not None:
+                    return getattr(importlib.import_module(f"{self.package}.{submodule}"), name)
         try:
             return importlib.import_module(f"{self.package}.{name}")
         except ModuleNotFoundError as error:

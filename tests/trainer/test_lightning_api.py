@@ -261,6 +261,19 @@ def test_resuming_says_what_was_restored_as_lightning_does(tmp_path, caplog):
     ]
 
 
+def test_the_evaluation_loops_hold_verbose_and_inference_mode_as_lightnings_do():
+    seen = []
+
+    class Reads(Callback):
+        def on_test_end(self, trainer, pl_module):
+            seen.append((trainer.test_loop.verbose, trainer.test_loop.inference_mode))
+
+    trainer = quiet_trainer(inference_mode=False, callbacks=[Reads()])
+    assert (trainer.validate_loop.verbose, trainer.validate_loop.inference_mode) == (True, False)
+    trainer.test(CoreModel(), loader(), verbose=False)
+    assert seen == [(False, False)] and not trainer.test_loop.verbose  # observed on Lightning 2.6.6
+
+
 def test_fast_dev_run_one_is_true_and_enable_validation():
     assert quiet_trainer(fast_dev_run=1).fast_dev_run is True
     assert quiet_trainer(fast_dev_run=3).fast_dev_run == 3

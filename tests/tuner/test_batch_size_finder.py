@@ -159,3 +159,30 @@ def test_the_search_restores_a_module_whose_hyperparameters_hold_arbitrary_objec
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert model.hparams.config.epochs == 3
+
+
+def test_after_the_search_the_batch_hooks_read_the_steps_values_as_in_lightning():
+    # the search resets the metric store; the evaluation it hands back to reads its step values live again
+    class Logs(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batch_size = 2
+            self.layer = torch.nn.Linear(2, 1)
+
+        def val_dataloader(self):
+            data = torch.utils.data.TensorDataset(torch.randn(64, 2))
+            return torch.utils.data.DataLoader(data, batch_size=self.batch_size)
+
+        def validation_step(self, batch, batch_idx):
+            self.log("v", self.layer(batch[0]).mean(), on_step=True, on_epoch=False)
+
+    seen = []
+
+    class Reads(pl.Callback):
+        def on_validation_batch_end(self, trainer, *args):
+            seen.append((sorted(trainer.logged_metrics), sorted(trainer.callback_metrics)))
+
+    finder = BatchSizeFinder(max_trials=2, steps_per_trial=1)
+    trainer = pl.Trainer(callbacks=[finder, Reads()], limit_val_batches=8, **QUIET)
+    trainer.validate(Logs(), verbose=False)
+    assert seen[-1] == (["v"], [])  # Lightning 2.6.6: the step value is logged, and no callback metric

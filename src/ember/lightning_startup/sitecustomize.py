@@ -23,11 +23,17 @@ import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _LIGHTNING_ROOTS = ("pytorch_lightning", "lightning")
+# marks this hook, so that another copy of it on the path (another Ember install, a symlinked folder)
+# is recognised: a process runs one of them, and the first to run sets the flag
+EMBER_STARTUP_HOOK = True
+_RAN = "_ember_startup_hook_ran"
 
 
 class _ImportEmberFirst:
     """Imports Ember (which installs the alias, as ``EMBER_AS_LIGHTNING=1`` asks) at the first import of
     a Lightning root, then lets the alias answer it."""
+
+    ember_startup_hook = True
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in _LIGHTNING_ROOTS:
@@ -49,16 +55,30 @@ class _ImportEmberFirst:
 def _wait_for_lightning():
     if os.environ.get("EMBER_AS_LIGHTNING") != "1":
         return
-    if not any(isinstance(finder, _ImportEmberFirst) for finder in sys.meta_path):
+    if not any(getattr(finder, "ember_startup_hook", False) for finder in sys.meta_path):
         sys.meta_path.insert(0, _ImportEmberFirst())
+
+
+def _is_a_startup_hook(spec):
+    """Whether the ``sitecustomize`` that ``spec`` finds is this hook or another copy of it."""
+    try:
+        with open(spec.origin, encoding="utf-8") as source:
+            return "\nEMBER_STARTUP_HOOK = True\n" in source.read()
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def _run_the_shadowed_sitecustomize():
     """The ``sitecustomize`` this one hides (a distribution's or a virtual environment's), run as it would
-    have run; its errors are reported as ``site`` reports them, without stopping start-up."""
-    rest = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
-    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
-    if spec is None or spec.loader is None:
+    have run; its errors are reported as ``site`` reports them, without stopping start-up. Copies of
+    this hook further along the path (another Ember install, a symlinked folder) are passed over."""
+    spec = None
+    for entry in sys.path:
+        found = importlib.machinery.PathFinder.find_spec("sitecustomize", [entry])
+        if found is not None and found.loader is not None and not _is_a_startup_hook(found):
+            spec = found
+            break
+    if spec is None:
         return
     module = importlib.util.module_from_spec(spec)
     sys.modules[__name__] = module
@@ -69,6 +89,8 @@ def _run_the_shadowed_sitecustomize():
         sys.stderr.write(f"{type(error).__name__}: {error}\n")
 
 
-_wait_for_lightning()
-if __name__ == "sitecustomize":
-    _run_the_shadowed_sitecustomize()
+if not getattr(sys, _RAN, False):  # once per process, whichever copy of the hook runs first
+    setattr(sys, _RAN, True)
+    _wait_for_lightning()
+    if __name__ == "sitecustomize":
+        _run_the_shadowed_sitecustomize()

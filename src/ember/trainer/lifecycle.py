@@ -94,8 +94,9 @@ def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any)
 def interrupt(trainer: Trainer, exception: BaseException, launched_module: Any = None) -> None:
     """The run failed: tell the strategy, the callbacks and the datamodule; finalize the loggers.
 
-    ``launched_module``: the call ran in processes this one started (spawn), which failed; the
-    callbacks here hear of it too, as in Lightning, except checkpoint callbacks.
+    ``launched_module``: the call went through the strategy's launcher (in processes it started, or in
+    this one); if the run's hooks were never built here (a spawn that failed), the callbacks here hear
+    of the failure too, as in Lightning, except checkpoint callbacks.
     """
     trainer.state.status = TrainerStatus.INTERRUPTED
     # the strategy first: in a distributed run it stops the other ranks and makes collectives
@@ -124,7 +125,7 @@ def stop_profiling(trainer: Trainer) -> None:
     profiler = trainer._run.profiler
     if profiler is not None:
         with contextlib.suppress(Exception):
-            profiler.teardown(stage=trainer.state.fn.value if trainer.state.fn is not None else None)
+            profiler.teardown(stage=trainer.state.fn)
 
 
 def teardown(trainer: Trainer, failure: BaseException | None = None) -> None:

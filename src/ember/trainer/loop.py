@@ -608,7 +608,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         if run.results is not results:  # the batch size finder ran in that hook and reloaded the data
             loaders = dataloaders.eval_dataloaders(trainer, run, stage)
             max_batches = run.eval_loop_batches.get(stage.dataloader_prefix or "", [])
-            results = run.results = run.val_results if validating else run.test_results
+            results = run.results = run.metrics.live = run.val_results if validating else run.test_results
             first = iter(loaders[0])
         hooks.call_both(f"on_{prefix}_epoch_start")
         if takes_iterator:  # `validation_step(self, dataloader_iter)`: one iterator through every dataloader

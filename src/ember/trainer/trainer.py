@@ -336,6 +336,7 @@ class Trainer:
 
             [metrics] = trainer.validate(model, val_loader)
         """
+        self.validate_loop.verbose = verbose  # as Lightning's loop holds it
         return self._evaluate(
             TrainerFn.VALIDATING, model, dataloaders, datamodule, ckpt_path, weights_only, {"verbose": verbose}
         )
@@ -355,6 +356,7 @@ class Trainer:
 
             [metrics] = trainer.test(ckpt_path="best")
         """
+        self.test_loop.verbose = verbose  # as Lightning's loop holds it
         return self._evaluate(
             TrainerFn.TESTING, model, dataloaders, datamodule, ckpt_path, weights_only, {"verbose": verbose}
         )

@@ -126,8 +126,9 @@ class EvaluationLoopView(_View):
     def __init__(self, trainer: Trainer, fn: str, key: str) -> None:
         super().__init__(trainer)
         self._fn, self._key = fn, key
-        self.verbose = True  # Lightning's attributes; `validate`/`test(verbose=...)` decide the printing
-        self.inference_mode = True
+        # Lightning's attributes: `validate`/`test(verbose=...)` set the first, the Trainer's argument the second
+        self.verbose = True
+        self.inference_mode = trainer.inference_mode
 
     @staticmethod
     def _print_results(results: list[dict[str, Any]], stage: str) -> None:
