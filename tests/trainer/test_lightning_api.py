@@ -274,6 +274,31 @@ def test_the_evaluation_loops_hold_verbose_and_inference_mode_as_lightnings_do()
     assert seen == [(False, False)] and not trainer.test_loop.verbose  # observed on Lightning 2.6.6
 
 
+def test_a_name_logged_in_training_and_validation_steps_keeps_validations_value_in_the_logged_metrics():
+    class SameName(CoreModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("loss", loss, prog_bar=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("loss", nn.functional.mse_loss(self(x), y) + 1000, prog_bar=True, on_step=True, on_epoch=False)
+
+    seen = []
+
+    class Reads(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            metrics = (trainer.callback_metrics, trainer.logged_metrics, trainer.progress_bar_metrics)
+            seen.append([float(m["loss"]) > 1000 for m in metrics])
+
+    trainer = quiet_trainer(max_epochs=1, callbacks=[Reads()])
+    trainer.fit(SameName(), loader(n=8), loader(n=8))  # validation after the last step
+    # as on Lightning 2.6.6: the callback metrics hold the training value (a validation step value never
+    # reaches them); the logged and progress-bar metrics the validation's, logged last
+    assert seen == [[False, True, True]]
+
+
 def test_fast_dev_run_one_is_true_and_enable_validation():
     assert quiet_trainer(fast_dev_run=1).fast_dev_run is True
     assert quiet_trainer(fast_dev_run=3).fast_dev_run == 3

@@ -355,6 +355,7 @@ class _EpochPlan:
             if not accumulating:
                 self.hooks.call_module("on_validation_model_zero_grad")
             run.metrics.flush_step(self.results)
+            run.step_values_merged_at = run.progress.total_batches
             run_evaluation(trainer, run, RunningStage.VALIDATING)
             run.last_val_time = time.monotonic()
             trainer.state.stage = RunningStage.TRAINING
@@ -390,7 +391,10 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
     progress, results, metrics, hooks = run.progress, run.train_results, run.metrics, _hooks(run)
     progress.epoch_done = True
     metrics.live = None
-    metrics.flush_step(results)
+    if run.step_values_merged_at != progress.total_batches:
+        # the last steps' values; not again after a validation that followed them, whose step values
+        # logged under the same names stay, as in Lightning
+        metrics.flush_step(results)
     metrics.epoch_end = results  # epoch values are visible in callback_metrics from here
     # EarlyStopping and checkpoint callbacks run after the module, so they see what it logged
     hooks.call_callbacks("on_train_epoch_end", where=lambda cb: not _is_monitoring(cb))

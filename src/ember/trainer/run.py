@@ -142,6 +142,8 @@ class Run:
     evaluation_has_run: bool = False  # a validation inside this fit has finished
     evaluation_batches_run: bool = False  # a validation batch inside this fit has run
     last_val_time: float = 0.0  # for a time-based ``val_check_interval``
+    # `progress.total_batches` when the training step values were last merged into the metric dicts
+    step_values_merged_at: int = -1
     warned_min_not_reached: bool = False
     warned_none_batch: bool = False
 
