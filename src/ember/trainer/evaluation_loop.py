@@ -32,4 +32,3 @@ class _EvaluationLoop(EvaluationLoopView):
         assert key is not None
         super().__init__(trainer, TrainerFn(trainer_fn).value, key)
         self.verbose, self.inference_mode = verbose, inference_mode
-        self._trainer_fn, self._stage = TrainerFn(trainer_fn), RunningStage(stage)

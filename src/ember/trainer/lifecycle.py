@@ -31,7 +31,6 @@ from ember.trainer import arguments, dataloaders, loop
 from ember.trainer.data import takes_dataloader_iter
 from ember.trainer.defaults import merge_model_callbacks
 from ember.trainer.dispatch import HookDispatcher
-from ember.trainer.metrics import print_results
 from ember.trainer.optim import check_non_torch_schedulers, configure_optimizers
 from ember.trainer.preemption import install_stop_flag
 from ember.trainer.states import RunningStage, TrainerFn, TrainerStatus
@@ -461,12 +460,11 @@ def run_stage(trainer: Trainer, run: Run, model: Any) -> Any:
         return loop.run_predict(trainer, run)
     stage = RunningStage.VALIDATING if run.fn == TrainerFn.VALIDATING else RunningStage.TESTING
     outputs = loop.run_evaluation(trainer, run, stage)
-    if run.verbose and trainer.is_global_zero and outputs:
-        # through the loop object, with the tensors, as Lightning: a library's own loop prints its own table
-        view = trainer.validate_loop if stage == RunningStage.VALIDATING else trainer.test_loop
-        getattr(view, "_print_results", print_results)(
-            outputs, "validate" if stage == RunningStage.VALIDATING else "test"
-        )
+    # the loop object holds `verbose` and prints, with the tensors, as in Lightning: a library's own loop
+    # (`trainer.test_loop = ...`) prints its own table
+    view = trainer.validate_loop if stage == RunningStage.VALIDATING else trainer.test_loop
+    if view.verbose and trainer.is_global_zero and outputs:
+        view._print_results(outputs, _fn(run).value)
     return [{k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in d.items()} for d in outputs]
 
 

@@ -94,7 +94,6 @@ class Run:
     train_source: Any = None
     eval_sources: dict[str, Any] = field(default_factory=dict)  # "val", "test", "predict" -> loaders
     return_predictions: bool = True
-    verbose: bool = True
 
     # ---- decided when the run starts (see ``lifecycle.start``) ---------------------------------
     hooks: HookDispatcher | None = None
@@ -183,7 +182,6 @@ _KEPT_BY_TRIALS = (
     "train_source",
     "eval_sources",
     "return_predictions",
-    "verbose",
     "hooks",
     "profiler",
     "resume",

@@ -336,10 +336,8 @@ class Trainer:
 
             [metrics] = trainer.validate(model, val_loader)
         """
-        self.validate_loop.verbose = verbose  # as Lightning's loop holds it
-        return self._evaluate(
-            TrainerFn.VALIDATING, model, dataloaders, datamodule, ckpt_path, weights_only, {"verbose": verbose}
-        )
+        self.validate_loop.verbose = verbose  # the loop object holds it, as Lightning's
+        return self._evaluate(TrainerFn.VALIDATING, model, dataloaders, datamodule, ckpt_path, weights_only, {})
 
     def test(
         self,
@@ -356,10 +354,8 @@ class Trainer:
 
             [metrics] = trainer.test(ckpt_path="best")
         """
-        self.test_loop.verbose = verbose  # as Lightning's loop holds it
-        return self._evaluate(
-            TrainerFn.TESTING, model, dataloaders, datamodule, ckpt_path, weights_only, {"verbose": verbose}
-        )
+        self.test_loop.verbose = verbose  # the loop object holds it, as Lightning's
+        return self._evaluate(TrainerFn.TESTING, model, dataloaders, datamodule, ckpt_path, weights_only, {})
 
     def predict(
         self,

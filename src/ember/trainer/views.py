@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ember.trainer.metrics import print_results
+
 if TYPE_CHECKING:
     from ember.trainer.run import Progress, Run
     from ember.trainer.trainer import Trainer
@@ -134,8 +136,6 @@ class EvaluationLoopView(_View):
     def _print_results(results: list[dict[str, Any]], stage: str) -> None:
         """Print the table of ``validate``/``test`` results (one dict of tensors per dataloader), as Lightning's
         loop does; a library that puts its own loop on ``trainer.test_loop`` prints its own table here."""
-        from ember.trainer.metrics import print_results
-
         print_results(results, stage)
 
     @property
