@@ -21,19 +21,17 @@ import importlib.util
 import os
 import sys
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
 _LIGHTNING_ROOTS = ("pytorch_lightning", "lightning")
-# marks this hook, so that another copy of it on the path (another Ember install, a symlinked folder)
-# is recognised: a process runs one of them, and the first to run sets the flag
+# marks this file, so that another copy of it on the path (another Ember install, a symlinked folder) is
+# recognised and passed over when looking for the sitecustomize this one hides
 EMBER_STARTUP_HOOK = True
-_RAN = "_ember_startup_hook_ran"
 
 
 class _ImportEmberFirst:
     """Imports Ember (which installs the alias, as ``EMBER_AS_LIGHTNING=1`` asks) at the first import of
     a Lightning root, then lets the alias answer it."""
 
-    ember_startup_hook = True
+    ember_startup_hook = True  # one finder per process, whichever copy of this file ran
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in _LIGHTNING_ROOTS:
@@ -89,8 +87,6 @@ def _run_the_shadowed_sitecustomize():
         sys.stderr.write(f"{type(error).__name__}: {error}\n")
 
 
-if not getattr(sys, _RAN, False):  # once per process, whichever copy of the hook runs first
-    setattr(sys, _RAN, True)
-    _wait_for_lightning()
-    if __name__ == "sitecustomize":
-        _run_the_shadowed_sitecustomize()
+_wait_for_lightning()
+if __name__ == "sitecustomize":
+    _run_the_shadowed_sitecustomize()
