@@ -177,11 +177,14 @@ def test_neuralforecast_fits_by_steps_reloads_and_cross_validates_as_on_lightnin
 
 
 SCVI = REFERENCE["scvi"]["versions"]["scvi-tools"]
+NEEDS_SCVI = needs(
+    install=f"pip install scvi-tools=={SCVI} (in a venv of its own: it needs pandas < 3)", scvi_tools=SCVI
+)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@needs(install=f"pip install scvi-tools=={SCVI} (in a venv of its own: it needs pandas < 3)", scvi_tools=SCVI)
+@NEEDS_SCVI
 def test_scvi_tools_models_train_stop_checkpoint_and_reload_as_on_lightning(tmp_path):
     got, expected = run_on_ember("scvi_program.py", "scvi", tmp_path)
     # the library's EarlyStopping subclass stopped at the same epoch, its ModelCheckpoint subclass kept
@@ -196,7 +199,7 @@ def test_scvi_tools_models_train_stop_checkpoint_and_reload_as_on_lightning(tmp_
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@needs(install=f"pip install scvi-tools=={SCVI} (in a venv of its own: it needs pandas < 3)", scvi_tools=SCVI)
+@NEEDS_SCVI
 def test_scvi_tools_trains_in_two_ddp_processes_as_on_lightning(tmp_path):
     got, expected = run_on_ember("scvi_ddp_program.py", "scvi_ddp", tmp_path)
     # the same training and validation metrics: both ranks start training from the seed, and validation
