@@ -414,6 +414,32 @@ def test_the_private_accelerator_connector_resolves_hardware_arguments_as_lightn
     }
 
 
+def test_a_lightning_path_imported_first_loads_embers_module_once():
+    # nequip imports the connector by its deep path first, then patches `_AcceleratorConnector`: a second
+    # copy of Ember's file (a second class) would take the patch where the Trainer never looks
+    code = """
+        import importlib, sys
+        import ember
+        ember.install_as_lightning()
+        path, home = sys.argv[1], sys.argv[2]
+        first = importlib.import_module(path)
+        again = importlib.import_module(path)
+        copies = {}
+        for module in list(sys.modules.values()):
+            if getattr(module, "__file__", None) and module.__name__.split(".")[0] in ("ember", "lightning", "pytorch_lightning"):
+                copies.setdefault(module.__file__, set()).add(id(module))
+        assert first is again is sys.modules[home], (first, sys.modules[home])
+        print(sorted(file for file, ids in copies.items() if len(ids) > 1))
+    """
+    paths = {
+        "lightning.pytorch.trainer.connectors.accelerator_connector": "ember.distributed.factory",
+        "pytorch_lightning.strategies.ddp": "ember.distributed.ddp",
+        "lightning.pytorch.loops.evaluation_loop": "ember.trainer.evaluation_loop",
+    }
+    for path, home in paths.items():
+        assert ok(python(code, path, home)).strip() == "[]", path
+
+
 @pytest.mark.parametrize("root", ["pytorch_lightning", "lightning.pytorch"])
 def test_embers_classes_take_the_lightning_names_they_are_imported_by_and_pickle_under_them(root):
     code = f"""

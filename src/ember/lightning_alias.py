@@ -402,10 +402,16 @@ def _ember_module_spec(fullname: str, relative: str) -> importlib.machinery.Modu
 
 def _same_module_spec(fullname: str, target: str) -> importlib.machinery.ModuleSpec | None:
     """A spec that loads ``fullname`` as the module ``target``, or None if there is no such module."""
+    already = fullname in sys.modules
     try:
         found = importlib.util.find_spec(target)
     except ModuleNotFoundError:  # a parent of `target` is missing
         found = None
+    if not already:
+        # importing `target`'s parent may have imported `target` too, and `_give_lightning_names` then put it
+        # in `sys.modules` under `fullname`: the import system would take that module's own spec and run
+        # the Ember file a second time (two `_AcceleratorConnector` classes). Load it through our spec.
+        sys.modules.pop(fullname, None)
     if found is None:
         return None
     spec = importlib.machinery.ModuleSpec(fullname, _SAME_MODULE_LOADER)
