@@ -685,3 +685,64 @@ def test_resuming_without_the_checkpoints_callbacks_warns_as_lightning(tmp_path)
     first.save_checkpoint(tmp_path / "a.ckpt")
     with pytest.warns(UserWarning, match=r"callbacks used to create the checkpoint need to be provided.*EarlyStopping"):
         quiet_trainer(max_steps=3).fit(CoreModel(), loader(n=8), ckpt_path=tmp_path / "a.ckpt")
+
+
+class _EpochSpy(Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, int]] = []
+
+    def _see(self, hook: str, trainer: ember.Trainer) -> None:
+        self.seen.append((hook, trainer.current_epoch, trainer.global_step))
+
+    def on_sanity_check_start(self, trainer, pl_module):
+        self._see("sanity_check_start", trainer)
+
+    def on_train_start(self, trainer, pl_module):
+        self._see("train_start", trainer)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._see("train_epoch_start", trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        self._see("train_end", trainer)
+
+
+# (hook, current_epoch, global_step) as each hook runs, and current_epoch after fit; recorded on Lightning
+# 2.6.6, resuming the checkpoints of a 2-epoch fit of 2 batches an epoch
+@pytest.mark.parametrize(
+    ("checkpoint", "limits", "hooks", "epoch_after"),
+    [
+        (
+            "end_of_epoch_1",
+            {"max_epochs": 3},
+            [("sanity_check_start", 1, 4), ("train_start", 2, 4), ("train_epoch_start", 2, 4), ("train_end", 3, 6)],
+            3,
+        ),
+        # nothing left to train: no training hooks
+        ("end_of_epoch_1", {"max_epochs": 2}, [("sanity_check_start", 1, 4)], 2),
+        ("end_of_epoch_1", {"max_steps": 4}, [], 1),
+        # a step-limited run and a mid-epoch checkpoint restart Lightning's loops: no sanity check
+        (
+            "end_of_epoch_1",
+            {"max_steps": 5},
+            [("train_start", 1, 4), ("train_epoch_start", 2, 4), ("train_end", 3, 5)],
+            3,
+        ),
+        ("step_3", {"max_epochs": 3}, [("train_start", 1, 3), ("train_epoch_start", 2, 4), ("train_end", 3, 6)], 3),
+    ],
+)
+def test_current_epoch_and_the_hooks_of_a_resumed_fit_are_lightnings(tmp_path, checkpoint, limits, hooks, epoch_after):
+    from ember.callbacks import ModelCheckpoint
+
+    callbacks = [
+        ModelCheckpoint(dirpath=tmp_path, save_last=True),
+        ModelCheckpoint(dirpath=tmp_path / "steps", every_n_train_steps=3, save_top_k=-1, filename="{step}"),
+    ]
+    quiet = {"enable_checkpointing": True, "max_epochs": None, "default_root_dir": tmp_path}
+    quiet_trainer(**{**quiet, "max_epochs": 2}, callbacks=callbacks).fit(CoreModel(), loader(8), loader(8))
+    path = tmp_path / "last.ckpt" if checkpoint == "end_of_epoch_1" else tmp_path / "steps" / "step=3.ckpt"
+    spy = _EpochSpy()
+    trainer = quiet_trainer(**{**quiet, **limits}, num_sanity_val_steps=2, callbacks=[spy])
+    trainer.fit(CoreModel(), loader(8), loader(8), ckpt_path=path)
+    assert spy.seen == hooks
+    assert trainer.current_epoch == epoch_after

@@ -274,10 +274,9 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
             f" Trainer(max_epochs={t.max_epochs}). Raise `max_epochs` above the checkpoint's epoch to train further."
         )
     if progress.epoch_done:
-        # the checkpoint was written at the end of an epoch: continue with the next one
-        progress.epoch += 1
+        # written at the end of an epoch: the next one starts once `fit` starts training (`run_fit`); till
+        # then, through the sanity check, `current_epoch` is the checkpoint's, as in Lightning
         progress.epoch_batches = 0
-    progress.epoch_done = False
     epoch_rng = ember_state.get("epoch_rng") if ember_state is not None else None
     rank_rng = ember_state.get("rank_rng") if ember_state is not None and rng is not None else None
     if rank_rng and t.global_rank < len(rank_rng):

@@ -38,7 +38,7 @@ from ember.utilities.warnings import PossibleUserWarning
 if TYPE_CHECKING:
     from ember.trainer.dispatch import HookDispatcher
     from ember.trainer.logging import LoggedResults
-    from ember.trainer.run import Run
+    from ember.trainer.run import Progress, Run
     from ember.trainer.trainer import Trainer
 
 _END = object()  # what `next(iterator, _END)` returns once the data is exhausted
@@ -65,6 +65,10 @@ def run_fit(trainer: Trainer, run: Run) -> None:
             " you want to see logs for the training epoch.",
             category=PossibleUserWarning,
         )
+    if trainer.max_steps == -1:
+        _count_the_finished_epoch(run.progress)  # a step-limited run does it as its next epoch starts
+    if _fit_done(trainer, run):
+        return  # resumed with nothing left to train: no training hooks, as in Lightning
     if trainer._val_check_seconds is not None:
         run.last_val_time = time.monotonic()  # a time-based validation interval starts with training
     if run.resume is None:
@@ -87,12 +91,22 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     hooks.call_both("on_train_end")
 
 
+def _count_the_finished_epoch(progress: Progress) -> None:
+    """After a resume from a checkpoint written at an epoch's end, the next epoch becomes the current one
+    (till then, through the sanity check, ``current_epoch`` is the checkpoint's, as in Lightning)."""
+    if progress.epoch_done:
+        progress.epoch += 1
+        progress.epoch_done = False
+
+
 def _fit_done(trainer: Trainer, run: Run) -> bool:
     progress = run.progress
     if trainer.max_steps != -1 and progress.global_step >= trainer.max_steps:
         rank_zero_info(f"`Trainer.fit` stopped: `max_steps={trainer.max_steps!r}` reached.")
         return True
-    if trainer.max_epochs is not None and trainer.max_epochs != -1 and progress.epoch >= trainer.max_epochs:
+    processed = progress.epoch + (1 if progress.epoch_done else 0)
+    if trainer.max_epochs is not None and trainer.max_epochs != -1 and processed >= trainer.max_epochs:
+        _count_the_finished_epoch(progress)
         rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={trainer.max_epochs!r}` reached.")
         return True
     return bool(trainer.should_stop and _can_stop_early(trainer, run))
@@ -243,6 +257,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     """The epoch's data iterator: continuing a checkpoint's epoch, or a new epoch after its start hooks."""
     progress, resume = run.progress, run.resume
     run.resume = None
+    _count_the_finished_epoch(progress)
     if dataloaders.reload_train_dataloader_now(trainer, run):
         dataloaders.setup_train_dataloader(trainer, run)
         run.train_iterator = None
@@ -477,7 +492,9 @@ def validation_enabled(trainer: Trainer, run: Run) -> bool:
 
 
 def _should_sanity_check(trainer: Trainer, run: Run) -> bool:
-    return trainer.num_sanity_val_steps != 0 and validation_enabled(trainer, run)
+    # as Lightning, no sanity check when resuming inside an epoch or a step-limited run (it restarts its loops)
+    restarting = run.resume is not None and (run.resume.mid_epoch or trainer.max_steps != -1)
+    return trainer.num_sanity_val_steps != 0 and not restarting and validation_enabled(trainer, run)
 
 
 def _should_check_val_epoch(trainer: Trainer, run: Run) -> bool:
