@@ -95,13 +95,22 @@ def test_best_and_the_default_after_fit(tmp_path):
         trainer.validate(dataloaders=_loader())
 
 
+def test_best_with_several_checkpoint_callbacks_warns_and_takes_the_first(tmp_path):
+    trainer, model, checkpoint = _fit(tmp_path)
+    other = ModelCheckpoint(dirpath=tmp_path / "other", monitor="val_loss", mode="max")
+    trainer = ember.Trainer(default_root_dir=tmp_path, callbacks=[checkpoint, other], **QUIET)
+    with pytest.warns(UserWarning, match=r"with multiple `ModelCheckpoint` callbacks. It will use the best checkpoint"):
+        trainer.test(Regressor(), _loader(), ckpt_path="best", verbose=False)
+    assert trainer.ckpt_path == checkpoint.best_model_path
+
+
 def test_ckpt_path_errors_name_the_fix(tmp_path):
     trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, enable_checkpointing=False, **QUIET)
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         trainer.fit(Regressor(), _loader(), ckpt_path=tmp_path / "missing.ckpt")
     with pytest.raises(ValueError, match="ModelCheckpoint"):
         trainer.test(Regressor(), _loader(), ckpt_path="best")
-    with pytest.warns(UserWarning, match="no last checkpoint"):
+    with pytest.warns(UserWarning, match=r"no last checkpoint .* HINT: Set `ModelCheckpoint\(..., save_last=True\)`."):
         ember.Trainer(default_root_dir=tmp_path, max_epochs=1, **QUIET).fit(Regressor(), _loader(), ckpt_path="last")
 
 

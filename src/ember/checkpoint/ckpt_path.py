@@ -70,6 +70,11 @@ def _best(t: Trainer, fn: str) -> str:
             f'You cannot execute `.{fn}(ckpt_path="best")` with `fast_dev_run=True`. Please pass an exact checkpoint'
             f" path to `.{fn}(ckpt_path=...)`"
         )
+    if sum(isinstance(cb, Checkpoint) for cb in t.callbacks) > 1:
+        rank_zero_warn(
+            f'`.{fn}(ckpt_path="best")` is called with Trainer configured with multiple `ModelCheckpoint`'
+            " callbacks. It will use the best checkpoint path from first checkpoint callback."
+        )
     callbacks = [cb for cb in t.callbacks if isinstance(cb, Checkpoint) and hasattr(cb, "best_model_path")]
     if not callbacks:
         raise ValueError(
@@ -100,6 +105,7 @@ def _last(t: Trainer, fn: str) -> str | None:
     if not candidates:
         rank_zero_warn(
             f'.{fn}(ckpt_path="last") is set, but there is no last checkpoint available. No checkpoint will be loaded.'
+            " HINT: Set `ModelCheckpoint(..., save_last=True)`."
         )
         return None
     return max(candidates, key=_mtime)
