@@ -32,9 +32,10 @@ PROGRAM = REPO / "tests" / "helpers" / "lightning_program.py"
 SUPPORTED = {
     "accelerators": (
         "ember.accelerators",
-        ["Accelerator", "AcceleratorRegistry", "CPUAccelerator", "CUDAAccelerator", "MPSAccelerator"],
+        ["Accelerator", "AcceleratorRegistry", "CPUAccelerator", "CUDAAccelerator", "MPSAccelerator", "XLAAccelerator"],
     ),
     "accelerators.accelerator": ("ember.accelerators.accelerator", ["Accelerator"]),
+    "accelerators.xla": ("ember.accelerators.xla", ["XLAAccelerator"]),
     "accelerators.cpu": ("ember.accelerators.cpu", ["CPUAccelerator"]),
     "accelerators.cuda": ("ember.accelerators.cuda", ["CUDAAccelerator"]),
     "accelerators.mps": ("ember.accelerators.mps", ["MPSAccelerator"]),
@@ -177,6 +178,8 @@ SUPPORTED = {
     "strategies.single_device": ("ember.distributed.strategy", ["SingleDeviceStrategy"]),
     "strategies.strategy": ("ember.distributed.strategy", ["Strategy"]),
     "trainer": ("ember.trainer", ["Trainer", "seed_everything"]),
+    "trainer.setup": ("ember.trainer.setup", ["_log_device_info"]),
+    "strategies.single_xla": ("ember.distributed.xla", ["SingleDeviceXLAStrategy"]),
     # private, but scvi-tools builds one to read `accelerator`/`devices` the Trainer's way
     "trainer.connectors.accelerator_connector": ("ember.distributed.factory", ["_AcceleratorConnector"]),
     # private, but torch-uncertainty replaces `trainer.test_loop` with its own `_EvaluationLoop`
@@ -412,6 +415,52 @@ def test_the_private_accelerator_connector_resolves_hardware_arguments_as_lightn
         "cpu/'2'": two,
         "gpu": "No supported gpu backend found",
     }
+
+
+def test_lightnings_xla_names_import_for_libraries_that_patch_them_and_refuse_to_be_built():
+    # nequip's `nequip-train` imports these at start-up, wraps the connector's resolution steps and replaces
+    # `setup._log_device_info` and `DDPStrategy.barrier`, then trains on CPUs
+    code = """
+        import ember
+        ember.install_as_lightning()
+        import pytorch_lightning as pl
+        import torch
+        from lightning.pytorch.accelerators import XLAAccelerator
+        from lightning.pytorch.strategies import DDPStrategy
+        from lightning.pytorch.strategies.single_xla import SingleDeviceXLAStrategy
+        from lightning.pytorch.trainer import setup
+        from lightning.pytorch.trainer.connectors.accelerator_connector import _AcceleratorConnector
+
+        original = _AcceleratorConnector._check_and_init_precision
+        _AcceleratorConnector._check_and_init_precision = lambda self: original(self)
+        _AcceleratorConnector._choose_strategy = lambda self: "patched"
+        setup._log_device_info = lambda trainer: print("device info")
+        assert XLAAccelerator.is_available() is False and XLAAccelerator.auto_device_count() == 0
+        for cls in (XLAAccelerator, SingleDeviceXLAStrategy):
+            try:
+                cls()
+            except pl.utilities.exceptions.MisconfigurationException as error:
+                assert "not supported" in str(error), error
+            else:
+                raise AssertionError(f"{cls.__name__} was built")
+        strategy = DDPStrategy()
+        assert strategy.determine_ddp_device_ids() is None  # on the CPU, as Lightning's
+
+        class Model(pl.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(2, 1)
+            def training_step(self, batch, batch_idx):
+                return self.layer(batch[0]).sum()
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), batch_size=2)
+        trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        trainer.fit(Model(), data)
+        print(trainer.global_step, type(trainer.strategy).__name__)
+    """
+    assert ok(python(code)).splitlines()[-1] == "2 SingleDeviceStrategy"
 
 
 def test_a_lightning_path_imported_first_loads_embers_module_once():

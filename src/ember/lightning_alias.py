@@ -87,6 +87,8 @@ _MOVED = {
     "strategies.fsdp": "distributed.fsdp",
     "strategies.model_parallel": "distributed.model_parallel",
     "strategies.deepspeed": "distributed.deepspeed",
+    # by name only, for libraries that import it (nequip's XPU support): never available on Ember
+    "strategies.single_xla": "distributed.xla",
     # Lightning's connectors are private; scvi-tools builds an `_AcceleratorConnector` to parse devices
     "trainer.connectors.accelerator_connector": "distributed.factory",
     # torch-uncertainty subclasses `_EvaluationLoop` to print its own results table, and annotates with `_OUT_DICT`

@@ -13,8 +13,16 @@ from ember.accelerators.accelerator import Accelerator, _AcceleratorRegistry
 from ember.accelerators.cpu import CPUAccelerator
 from ember.accelerators.cuda import CUDAAccelerator
 from ember.accelerators.mps import MPSAccelerator
+from ember.accelerators.xla import XLAAccelerator  # by name only: never available, not registered
 
-__all__ = ["Accelerator", "AcceleratorRegistry", "CPUAccelerator", "CUDAAccelerator", "MPSAccelerator"]
+__all__ = [
+    "Accelerator",
+    "AcceleratorRegistry",
+    "CPUAccelerator",
+    "CUDAAccelerator",
+    "MPSAccelerator",
+    "XLAAccelerator",
+]
 
 # `Trainer(accelerator="<name>")` looks names up here; register your own with `AcceleratorRegistry.register`
 AcceleratorRegistry = _AcceleratorRegistry()

@@ -94,6 +94,10 @@ class DDPStrategy(ParallelStrategy):
     def find_unused_parameters(self) -> bool:
         return bool(self._ddp_kwargs.get("find_unused_parameters", False))
 
+    def determine_ddp_device_ids(self) -> list[int] | None:
+        """The ``device_ids`` given to ``DistributedDataParallel``: this rank's CUDA device, None on the CPU."""
+        return [self.root_device.index] if self.root_device.type == "cuda" else None
+
     def setup_module(self, module: nn.Module) -> nn.Module:
         """Move to this rank's device; for fit, convert BatchNorm if asked and wrap in DDP."""
         module = module.to(self.root_device)
@@ -107,7 +111,7 @@ class DDPStrategy(ParallelStrategy):
             module = self._layer_sync.apply(module)
         if not any(p.requires_grad for p in module.parameters()):
             return module  # nothing to synchronise (DDP refuses such a module)
-        device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
+        device_ids = self.determine_ddp_device_ids()
         self._ddp = DistributedDataParallel(_StepForward(module), device_ids=device_ids, **self._ddp_kwargs)
         if self._ddp_comm_hook is not None:
             hook = self._ddp_comm_hook

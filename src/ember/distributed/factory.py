@@ -263,6 +263,17 @@ class _AcceleratorConnector:
         self._precision_flag = self.precision_plugin.precision
         self._parallel_devices = getattr(self.strategy, "parallel_devices", None) or [self.strategy.root_device]
 
+    # Lightning's resolution steps, which libraries wrap (nequip's XPU support reads them when it is
+    # imported); Ember resolved everything in `__init__`, and its Trainer does not call them
+    def _choose_strategy(self) -> Any:
+        return self.strategy
+
+    def _check_and_init_precision(self) -> Any:
+        return self.precision_plugin
+
+    def _validate_precision_choice(self) -> None:
+        pass
+
     @property
     def is_distributed(self) -> bool:
         """Whether the run uses several processes (DDP, FSDP)."""
