@@ -276,3 +276,48 @@ def test_is_overridden():
     assert not is_overridden("whatever", Module(), parent=pl.LightningDataModule)
     assert is_overridden("train_dataloader", Data())
     assert is_overridden("on_validation_end", EarlyStopping("x")) and not is_overridden("on_fit_start", Callback())
+
+
+def test_the_out_of_memory_helpers_answer_as_lightnings():
+    # pyannote.audio imports `lightning.pytorch.utilities.memory.is_oom_error`
+    from ember.utilities.memory import (
+        garbage_collection_cuda,
+        is_cuda_out_of_memory,
+        is_cudnn_snafu,
+        is_oom_error,
+        is_out_of_cpu_memory,
+    )
+
+    assert is_cuda_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_cudnn_snafu(RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if ..."))
+    assert is_out_of_cpu_memory(RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried"))
+    assert is_oom_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB"))
+    assert not is_oom_error(RuntimeError("CUDA out of memory", "two arguments"))  # as Lightning: one message only
+    assert not is_oom_error(ValueError("CUDA out of memory")) and not is_oom_error(RuntimeError("shape mismatch"))
+    garbage_collection_cuda()  # no CUDA here: collects and returns
+
+
+def test_the_stand_in_optimizer_of_a_module_without_optimizers_is_at_lightnings_path():
+    # stable-pretraining tests `isinstance(opt, lightning.pytorch.core.optimizer._MockOptimizer)` every step
+    import ember.core.optimizer
+
+    seen = []
+
+    class NoOptimizer(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            seen.append(isinstance(self.optimizers(), ember.core.optimizer._MockOptimizer))
+
+        def configure_optimizers(self):
+            return None
+
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.warns(UserWarning, match="no optimizer"):
+        trainer.fit(NoOptimizer(), DataLoader(TensorDataset(torch.zeros(4, 2)), batch_size=2))
+    assert seen == [True, True]
+    with pytest.raises(AttributeError, match="has no attribute 'missing'"):
+        ember.core.optimizer.missing  # noqa: B018
