@@ -212,3 +212,46 @@ def test_a_summary_of_ones_own_replaces_the_default_and_says_so(caplog):
         f"Trainer already configured with model summary callbacks: {[ModelSummary]}."
         " Skipping setting a default `ModelSummary` callback."
     ]
+
+
+def test_callbacks_added_in_setup_get_the_hooks_after_it(tmp_path):
+    # stable-pretraining's kNN and RankMe callbacks add their queue callbacks in `setup`; recorded on Lightning 2.6.6
+    calls = []
+
+    class Late(Callback):
+        def __init__(self, tag):
+            self.tag = tag
+
+        def setup(self, trainer, pl_module, stage):
+            calls.append(f"{self.tag}.setup")
+
+        def on_fit_start(self, trainer, pl_module):
+            calls.append(f"{self.tag}.on_fit_start")
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            calls.append(f"{self.tag}.on_train_epoch_start")
+
+        def teardown(self, trainer, pl_module, stage):
+            calls.append(f"{self.tag}.teardown")
+
+    class Adder(Callback):
+        def setup(self, trainer, pl_module, stage):
+            trainer.callbacks.append(Late("from_callback"))
+
+    class AddsInSetup(Regressor):
+        def setup(self, stage):
+            self.trainer.callbacks.append(Late("from_module"))
+
+    trainer = ember.Trainer(
+        max_epochs=1, default_root_dir=tmp_path, logger=False, enable_checkpointing=False, callbacks=[Adder()]
+    )
+    trainer.fit(AddsInSetup(), _loader())
+    assert calls == [
+        "from_callback.setup",
+        "from_callback.on_fit_start",
+        "from_module.on_fit_start",
+        "from_callback.on_train_epoch_start",
+        "from_module.on_train_epoch_start",
+        "from_callback.teardown",
+        "from_module.teardown",
+    ]

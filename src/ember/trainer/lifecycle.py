@@ -41,6 +41,8 @@ from ember.utilities.rank_zero import _set_rank, rank_zero_info, rank_zero_warn
 from ember.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
+    from ember.callbacks.callback import Callback
+    from ember.core.module import LightningModule
     from ember.trainer.run import Run
     from ember.trainer.trainer import Trainer
 
@@ -189,9 +191,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     run.profiler = active(trainer.profiler)  # None: the loop is built without spans
     run.hooks = HookDispatcher(trainer, model, trainer.callbacks, run.profiler)
     trainer.callbacks = merge_model_callbacks(trainer.callbacks, run.hooks.call_module("configure_callbacks"))
-    for callback in trainer.callbacks:  # as Lightning: a callback can call `self.log` like the module it runs with
-        callback.log, callback.log_dict = model.log, model.log_dict  # type: ignore[attr-defined]  # set at run time
-    run.hooks = HookDispatcher(trainer, model, trainer.callbacks, run.profiler)
+    _dispatch_to(trainer.callbacks, trainer, run, model)
     check_configuration(trainer, run, model)
     precision = trainer.precision_plugin
     if trainer.is_global_zero:
@@ -385,9 +385,25 @@ def call_setup_hooks(trainer: Trainer, run: Run, stage: TrainerFn) -> None:
     trainer.strategy.barrier("pre_setup")
     if trainer.datamodule is not None:
         _hooks(run).call_datamodule(trainer.datamodule, "setup", stage=stage)
+    known = list(trainer.callbacks)
     _hooks(run).call_callbacks("setup", stage=stage)  # by keyword, as Lightning calls them
+    while added := [cb for cb in trainer.callbacks if not any(cb is old for old in known)]:
+        # a callback's `setup` added callbacks (stable-pretraining's queues do): as in Lightning, whose loop
+        # over `trainer.callbacks` reaches them, they get `setup` and every hook from here on
+        _dispatch_to(trainer.callbacks, trainer, run, trainer.lightning_module)
+        known = list(trainer.callbacks)
+        _hooks(run).call_callbacks("setup", stage=stage, where=lambda cb: any(cb is new for new in added))
     _hooks(run).call_module("setup", stage=stage)
+    if len(trainer.callbacks) != len(known):  # added by the module's `setup`: the hooks after it reach them
+        _dispatch_to(trainer.callbacks, trainer, run, trainer.lightning_module)
     trainer.strategy.barrier("post_setup")
+
+
+def _dispatch_to(callbacks: list[Callback], trainer: Trainer, run: Run, model: LightningModule) -> None:
+    """The run's hooks go to ``callbacks`` (and ``model``) from here on."""
+    for callback in callbacks:  # as Lightning: a callback can call `self.log` like the module it runs with
+        callback.log, callback.log_dict = model.log, model.log_dict  # type: ignore[attr-defined]  # set at run time
+    run.hooks = HookDispatcher(trainer, model, callbacks, run.profiler)
 
 
 def call_teardown_hooks(trainer: Trainer, run: Run, stage: TrainerFn) -> None:
