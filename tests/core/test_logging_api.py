@@ -197,8 +197,25 @@ def test_batch_size_that_cannot_be_inferred_raises():
             self.log("v", 1.0, on_epoch=True)
             return self.layer(torch.ones(1, 4)).sum()
 
-    with pytest.raises(MisconfigurationException, match="batch_size"):
+    with pytest.raises(MisconfigurationException, match=r"We could not infer the batch_size from the batch"):
         quiet_trainer(max_epochs=1).fit(NoTensor(), _Batches([[1, 2]]))
+
+
+def test_an_ambiguous_batch_warns_and_its_first_tensor_sets_the_batch_size():
+    # Lightning's inference: stable-pretraining's batches carry a plain `batch_idx` beside the tensors
+    class DictBatch(CoreModel):
+        def training_step(self, batch, batch_idx):
+            self.log("v", float(batch_idx), on_step=False, on_epoch=True)
+            return super().training_step((batch["x"], batch["y"]), batch_idx)
+
+    from ember.utilities.data import warning_cache
+
+    warning_cache.clear()  # it warns once per process, as Lightning's
+    trainer = quiet_trainer(max_epochs=1)
+    batches = [{"x": torch.randn(n, 4), "y": torch.randn(n, 1), "batch_idx": i} for i, n in enumerate((5, 1))]
+    with pytest.warns(UserWarning, match="Trying to infer the `batch_size` from an ambiguous collection. The batch"):
+        trainer.fit(DictBatch(), _Batches(batches))
+    assert trainer.callback_metrics["v"].item() == pytest.approx(1 / 6)
 
 
 def test_sum_max_min_are_not_weighted():

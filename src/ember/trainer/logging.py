@@ -8,12 +8,13 @@ progress-bar refresh, or ``trainer.progress_bar_metrics``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ember.utilities.data import extract_batch_size
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.warnings import PossibleUserWarning
 
@@ -154,41 +155,6 @@ class LoggedMetric:
         self.has_value = state["has_value"]
         self.step_value = state["step_value"]
         self.computed = None
-
-
-def extract_batch_size(batch: Any) -> int:
-    """The length of the first tensor found in ``batch`` (what an epoch mean is weighted by)."""
-    size = _find_batch_size(batch)
-    if size is None:
-        raise MisconfigurationException(
-            "Could not infer the batch size for an epoch-level mean from the batch: it holds no tensor."
-            " Pass it explicitly: `self.log(..., batch_size=N)`."
-        )
-    return size
-
-
-def _find_batch_size(batch: Any) -> int | None:
-    if isinstance(batch, Tensor):
-        return 1 if batch.ndim == 0 else batch.size(0)
-    if isinstance(batch, (str, bytes)):
-        return len(batch)
-    if isinstance(batch, Mapping):
-        batch = batch.values()
-    if isinstance(batch, (list, tuple)) or (hasattr(batch, "__iter__") and not isinstance(batch, Mapping)):
-        try:
-            items = list(batch)
-        except TypeError:
-            return None
-        for item in items:
-            size = _find_batch_size(item)
-            if size is not None:
-                return size
-    if hasattr(batch, "__dataclass_fields__"):
-        for name in batch.__dataclass_fields__:
-            size = _find_batch_size(getattr(batch, name))
-            if size is not None:
-                return size
-    return None
 
 
 class LoggedResults:
