@@ -75,6 +75,27 @@ def test_new_keys_rewrite_the_header(tmp_path):
     assert not (tmp_path / "lightning_logs" / "version_0" / "metrics.csv.tmp").exists()
 
 
+def test_a_writer_subclass_orders_the_columns_through_lightnings_hooks(tmp_path):
+    # stable-pretraining's logger keeps its columns in the order they first appear
+    from ember.loggers.csv_logs import ExperimentWriter
+
+    class FirstSeen(ExperimentWriter):
+        def _record_new_keys(self):
+            new = [key for row in self.metrics for key in row if key not in self.metrics_keys]
+            self.metrics_keys.extend(dict.fromkeys(new))
+            return set(new)
+
+    logger = CSVLogger(tmp_path)
+    logger._experiment = FirstSeen(logger.log_dir)
+    logger.log_metrics({"zeta": 1.0, "alpha": 2.0}, step=0)
+    logger.save()
+    logger.log_metrics({"beta": 3.0, "zeta": 4.0}, step=1)
+    logger.save()
+    header, rows = read_csv(logger.log_dir + "/metrics.csv")
+    assert header == ["zeta", "alpha", "step", "beta"]
+    assert rows[0] == {"zeta": "1.0", "alpha": "2.0", "step": "0", "beta": ""}
+
+
 def test_step_none_counts_rows(tmp_path):
     logger = CSVLogger(tmp_path)
     logger.log_metrics({"a": 1.0})

@@ -87,13 +87,10 @@ class ExperimentWriter:
         """Write buffered rows; rewrite the whole file when new columns appeared."""
         if not self.metrics:
             return
-        new_keys = {key for row in self.metrics for key in row} - set(self.metrics_keys)
         file_exists = self._fs.isfile(self.metrics_file_path)
-        if new_keys:
-            # Lightning keeps the columns sorted; old rows get empty cells for the new ones
-            self.metrics_keys = sorted(set(self.metrics_keys) | new_keys)
-            if file_exists:
-                self._rewrite_with_new_header()
+        new_keys = self._record_new_keys()
+        if new_keys and file_exists:
+            self._rewrite_with_new_header(self.metrics_keys)
         with self._fs.open(self.metrics_file_path, "a" if file_exists else "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
             if not file_exists:
@@ -101,12 +98,24 @@ class ExperimentWriter:
             writer.writerows(self.metrics)
         self.metrics = []
 
-    def _rewrite_with_new_header(self) -> None:
+    def _record_new_keys(self) -> set[str]:
+        """Adds the keys of the buffered rows not seen before to ``metrics_keys`` and returns them.
+
+        Lightning's hook, with its behaviour: the columns are kept sorted, and old rows get empty cells for
+        the new ones. A writer subclass overrides it to order the columns its own way.
+        """
+        new_keys = {key for row in self.metrics for key in row} - set(self.metrics_keys)
+        if new_keys:
+            self.metrics_keys.extend(new_keys)
+            self.metrics_keys.sort()
+        return new_keys
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
         with self._fs.open(self.metrics_file_path, "r", newline="") as file:
             rows = list(csv.DictReader(file))
         tmp_path = self.metrics_file_path + ".tmp"
         with self._fs.open(tmp_path, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+            writer = csv.DictWriter(file, fieldnames=fieldnames)
             writer.writeheader()
             writer.writerows(rows)
         # replace in one step so a crash mid-rewrite cannot lose the existing rows
