@@ -1,5 +1,7 @@
 """Which callbacks a Trainer runs, and in which order."""
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -255,3 +257,59 @@ def test_callbacks_added_in_setup_get_the_hooks_after_it(tmp_path):
         "from_callback.teardown",
         "from_module.teardown",
     ]
+
+
+def test_callbacks_from_installed_packages_entry_points_join_every_trainer(tmp_path):
+    # as Lightning's `callbacks_factory` entry points (stable-pretraining registers its callbacks so);
+    # Ember reads Lightning's two groups, and a factory named in both adds its callbacks once
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "extra_callbacks.py").write_text(
+        textwrap.dedent(
+            """
+            import ember
+
+            class Hello(ember.Callback):
+                def on_fit_start(self, trainer, pl_module):
+                    print("hello from", type(self).__name__)
+
+            def one():
+                return Hello()
+
+            def several():
+                return [Hello(), ember.callbacks.Timer()]
+            """
+        )
+    )
+    info = tmp_path / "extra_callbacks-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: extra-callbacks\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[lightning.pytorch.callbacks_factory]\nfirst = extra_callbacks:one\nboth = extra_callbacks:several\n\n"
+        "[pytorch_lightning.callbacks_factory]\nboth = extra_callbacks:several\n"
+    )
+    program = """
+        import logging, torch, ember
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        trainer = ember.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False)
+        print([type(cb).__name__ for cb in trainer.callbacks])
+        model = ember.LightningModule()
+        model.layer = torch.nn.Linear(1, 1)
+        model.training_step = lambda batch, batch_idx: model.layer(batch).sum()
+        model.configure_optimizers = lambda: torch.optim.SGD(model.parameters(), lr=0.1)
+        trainer.fit(model, torch.utils.data.DataLoader(torch.ones(2, 1)))
+        print(len(ember.Trainer(logger=False).callbacks))
+    """
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(program)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "['Hello', 'Hello', 'Timer']"
+    assert lines[1:4] == ["hello from Hello"] * 2 + ["6"]  # the defaults (checkpoint, bar, summary), and 3 new ones
+    assert "Adding 1 callbacks from entry point 'first': Hello" in done.stderr
+    assert "Adding 2 callbacks from entry point 'both': Hello, Timer" in done.stderr

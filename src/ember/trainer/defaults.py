@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Iterable
@@ -136,8 +137,42 @@ def configure_callbacks(
                 cbs.append(RichModelSummary())
             else:
                 cbs.append(ModelSummary())
+    cbs.extend(external_callbacks())
     check_unique_state_keys(cbs)
     return reorder_callbacks(cbs)
+
+
+def external_callbacks() -> list[Callback]:
+    """New callbacks from the installed packages' ``callbacks_factory`` entry points, which Lightning adds to
+    every Trainer: each entry point is a function that returns a callback or a list of them.
+
+    Lightning's two packages each read their own group (``lightning.pytorch.callbacks_factory``,
+    ``pytorch_lightning.callbacks_factory``); Ember, both packages at once, reads both.
+    """
+    callbacks: list[Callback] = []
+    for factory in _callback_factories():
+        made = factory.load()()
+        made = made if isinstance(made, list) else [made]
+        if made:
+            rank_zero_info(
+                f"Adding {len(made)} callbacks from entry point '{factory.name}':"
+                f" {', '.join(type(cb).__name__ for cb in made)}"
+            )
+        callbacks.extend(made)
+    return callbacks
+
+
+@functools.cache
+def _callback_factories() -> tuple[Any, ...]:
+    # the installed packages' metadata is read once a process (about 5 ms), not at every Trainer
+    from importlib.metadata import entry_points
+
+    found = entry_points()
+    factories: dict[str, Any] = {}
+    for group in ("lightning.pytorch.callbacks_factory", "pytorch_lightning.callbacks_factory"):
+        for factory in found.select(group=group):
+            factories.setdefault(factory.value, factory)  # a function named in both groups adds its callbacks once
+    return tuple(factories.values())
 
 
 def check_unique_state_keys(callbacks: list[Callback]) -> None:
