@@ -551,3 +551,45 @@ def test_a_profiler_records_manual_backward_under_lightnings_strategy_action():
     trainer = quiet_trainer(max_steps=2, profiler="simple")
     trainer.fit(Manual(), loader(n=8))
     assert len(trainer.profiler.recorded_durations["[Strategy]SingleDeviceStrategy.backward"]) == 2
+
+
+class _SilentSecondStep(ember.LightningModule):
+    """Steps two optimizers a batch; the second with the wrapper's step hooks swapped for no-ops, as
+    stable-pretraining steps its probes' optimizers."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.a, self.b = nn.Linear(2, 1), nn.Linear(2, 1)
+        self.batches = 0
+
+    def training_step(self, batch, batch_idx):
+        self.batches += 1
+        first, second = self.optimizers()
+        self.manual_backward(self.a(batch).sum() + self.b(batch).sum())
+        first.step()
+        kept = second._on_before_step, second._on_after_step
+        second._on_before_step = second._on_after_step = lambda: None
+        try:
+            second.step()
+        finally:
+            second._on_before_step, second._on_after_step = kept
+        first.zero_grad()
+        second.zero_grad()
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD(self.a.parameters(), lr=0.1), torch.optim.SGD(self.b.parameters(), lr=0.1)]
+
+
+def test_the_global_step_counts_through_the_wrappers_after_step_hook_as_in_lightning():
+    data = torch.utils.data.DataLoader(torch.randn(8, 2), batch_size=2)
+    model = _SilentSecondStep()
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, data)
+    assert (model.batches, trainer.global_step) == (4, 4)
+    model = _SilentSecondStep()
+    trainer = quiet_trainer(max_steps=2)
+    trainer.fit(model, data)
+    assert (model.batches, trainer.global_step) == (2, 2)
+    first, _ = model.optimizers()
+    assert first._on_after_step() is None and trainer.global_step == 2  # outside a batch, nothing counts

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from torch import Tensor
 
+from ember.core.optimizer import _do_nothing
 from ember.profilers.profiler import profiled, strategy_action
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
@@ -225,7 +226,19 @@ class TrainingStep:
 
     # ---- manual optimization -------------------------------------------------------------------
     def _manual_step(self, batch: Any, batch_idx: int, accumulating: bool) -> Any:
-        return _manual_outputs(self._forward(batch, batch_idx))
+        # as Lightning's manual loop: `opt.step()` counts the global step through the wrapper's `_on_after_step`,
+        # installed for the batch, so a library that swaps it for a no-op steps without counting
+        wrappers = self.trainer._lightning_optimizers
+        for wrapper in wrappers:
+            wrapper._on_after_step = self._count_step
+        try:
+            return _manual_outputs(self._forward(batch, batch_idx))
+        finally:
+            for wrapper in wrappers:
+                wrapper._on_after_step = _do_nothing
+
+    def _count_step(self) -> None:
+        self.progress.global_step += 1
 
     def optimizer_step_from_wrapper(
         self, wrapper: LightningOptimizer, closure: Callable[[], Any] | None, **kwargs: Any
@@ -245,10 +258,7 @@ class TrainingStep:
         if closure is None:
             # GradScaler steps only when the closure reports a loss; without one, step anyway
             closure = _no_loss if self.precision.scaler is None else _some_loss
-        result = self.precision.run_optimizer_step(optimizer, closure, before_step, **kwargs)
-        if not self.automatic:
-            self.progress.global_step += 1
-        return result
+        return self.precision.run_optimizer_step(optimizer, closure, before_step, **kwargs)
 
 
 def _no_loss() -> None:
