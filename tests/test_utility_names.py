@@ -257,6 +257,27 @@ def test_possible_user_warnings_off_from_the_environment():
     assert result.stdout.strip() == "silent", result.stderr
 
 
+def test_embers_warnings_print_on_one_line_as_lightnings_and_others_keep_pythons_format():
+    import os
+    import subprocess
+    import sys
+
+    code = """if True:
+        import warnings
+        import ember
+        warnings.warn_explicit("from Ember's files", UserWarning, ember.__file__, 7)
+        warnings.warn("from the program")
+    """
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    import ember
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert f"{ember.__file__}:7: from Ember's files" in lines
+    assert "<string>:5: UserWarning: from the program" in lines
+
+
 def test_is_overridden():
     from ember.callbacks import Callback, EarlyStopping
     from ember.utilities.model_helpers import is_overridden

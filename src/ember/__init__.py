@@ -16,6 +16,7 @@ from ember.core.datamodule import LightningDataModule
 from ember.core.module import LightningModule
 from ember.trainer.trainer import Trainer
 from ember.utilities.seed import seed_everything
+from ember.utilities.warnings import _install_lightning_format
 
 __all__ = [
     "Callback",
@@ -70,6 +71,8 @@ def install_as_lightning() -> None:
 
     install()
 
+
+_install_lightning_format()  # Ember's warnings print on one line, as Lightning's do
 
 if _os.environ.get("POSSIBLE_USER_WARNINGS"):
     from ember.utilities.warnings import _disable_from_environment

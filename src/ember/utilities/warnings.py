@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 
@@ -31,7 +32,30 @@ def disable_possible_user_warnings(module: str = "") -> None:
 
 def _disable_from_environment() -> None:
     """``POSSIBLE_USER_WARNINGS=0`` (or ``off``) in the environment silences them, as in Lightning."""
-    import os
-
     if os.environ.get("POSSIBLE_USER_WARNINGS", "").lower() in ("0", "off"):
         disable_possible_user_warnings()
+
+
+_EMBER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../ember
+
+
+def _install_lightning_format() -> None:
+    """Print Ember's own warnings as Lightning prints its own: ``file:line: message``, one line.
+
+    Lightning replaces ``warnings.formatwarning`` when it is imported, so a warning raised from its
+    package shows neither the category nor the source line. Warnings from anywhere else keep the
+    format in place before (Python's, or Lightning's when Lightning is also imported).
+    """
+    previous = warnings.formatwarning
+    if getattr(previous, "_ember", False):
+        return
+
+    def formatwarning(
+        message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+    ) -> str:
+        if str(filename).startswith(_EMBER_DIR + os.sep):
+            return f"{filename}:{lineno}: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    formatwarning._ember = True  # type: ignore[attr-defined]
+    warnings.formatwarning = formatwarning
