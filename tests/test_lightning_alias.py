@@ -179,6 +179,10 @@ SUPPORTED = {
     "strategies.strategy": ("ember.distributed.strategy", ["Strategy"]),
     "trainer": ("ember.trainer", ["Trainer", "seed_everything"]),
     "trainer.setup": ("ember.trainer.setup", ["_log_device_info"]),
+    "utilities.imports": (
+        "ember.utilities.imports",
+        ["_OMEGACONF_AVAILABLE", "_RICH_AVAILABLE", "_TORCHVISION_AVAILABLE", "_TORCH_GREATER_EQUAL_2_6"],
+    ),
     "strategies.single_xla": ("ember.distributed.xla", ["SingleDeviceXLAStrategy"]),
     # private, but scvi-tools builds one to read `accelerator`/`devices` the Trainer's way
     "trainer.connectors.accelerator_connector": ("ember.distributed.factory", ["_AcceleratorConnector"]),
@@ -313,6 +317,9 @@ def test_the_top_level_packages_report_lightnings_version_and_re_export_embers_n
         assert L.pytorch is lightning.pytorch and pl.callbacks is lightning.pytorch.callbacks is ember.callbacks
         assert pl_loggers is ember.loggers and pl.loggers.CSVLogger is ember.loggers.CSVLogger
         assert sys.modules["pytorch_lightning.callbacks"] is ember.callbacks
+        # the banner Lightning's example scripts print first: Ember's own
+        from pytorch_lightning import cli_lightning_logo
+        assert cli_lightning_logo is lightning.pytorch.cli_lightning_logo and not hasattr(L, "cli_lightning_logo")
         print(repr(pl))
     """
     # `lightning` is the stand-in package here; with Lightning installed it is Lightning's own (tested below)

@@ -278,6 +278,49 @@ def test_embers_warnings_print_on_one_line_as_lightnings_and_others_keep_pythons
     assert "<string>:5: UserWarning: from the program" in lines
 
 
+def test_lightnings_import_flags_say_what_is_installed():
+    # libraries branch on them (`if _TORCHVISION_AVAILABLE: ...`)
+    import importlib.util
+
+    from ember.utilities import imports
+
+    assert imports._TORCH_GREATER_EQUAL_2_6 is True and imports._PYTHON_GREATER_EQUAL_3_11_0 is True
+    assert bool(imports._TORCHVISION_AVAILABLE) == (importlib.util.find_spec("torchvision") is not None)
+    assert bool(imports._OMEGACONF_AVAILABLE) == (importlib.util.find_spec("omegaconf") is not None)
+    torch_release = tuple(int(n) for n in torch.__version__.split("+")[0].split(".")[:2])
+    assert bool(imports._TORCH_EQUAL_2_8) == (torch_release == (2, 8))
+    assert imports.RequirementCache("torch>=2.3,<99") and not imports.RequirementCache("torch<2.0")
+    missing = imports.RequirementCache("no-such-package>=1.0")
+    assert not missing
+    assert str(missing) == (
+        "Requirement 'no-such-package>=1.0' not met. HINT: Try running `pip install -U 'no-such-package>=1.0'`"
+    )
+    assert imports.compare_version("torch", ">=", "2.3.0") and not imports.compare_version("no-such-package", ">=", "0")
+    assert imports._try_import_module("json") is True
+    with pytest.warns(UserWarning, match="Import of no_such_module package failed"):
+        assert imports._try_import_module("no_such_module") is False
+
+
+def test_get_torchvision_model_names_the_missing_package():
+    import importlib.util
+
+    from ember.utilities.model_helpers import get_torchvision_model
+
+    if importlib.util.find_spec("torchvision") is not None:
+        assert type(get_torchvision_model("resnet18", weights=None)).__name__ == "ResNet"
+    else:
+        with pytest.raises(ModuleNotFoundError, match="Requirement 'torchvision' not met. HINT: Try running `pip"):
+            get_torchvision_model("resnet18")
+
+
+def test_the_banner_of_lightnings_example_scripts_is_embers(capsys):
+    from ember.cli.logo import cli_lightning_logo
+
+    cli_lightning_logo()
+    printed = capsys.readouterr().out
+    assert "E  M  B  E  R" in printed and printed.startswith("\n\033[0;33m") and printed.endswith("\033[0m\n\n")
+
+
 def test_is_overridden():
     from ember.callbacks import Callback, EarlyStopping
     from ember.utilities.model_helpers import is_overridden

@@ -504,6 +504,10 @@ class _SubmoduleAttributes:
     def __call__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(f"module {self.package!r} has no attribute {name!r}")
+        if name == "cli_lightning_logo" and self.package in _ROOTS:
+            from ember.cli.logo import cli_lightning_logo
+
+            return cli_lightning_logo
         if name == "Fabric" and self.package == "lightning":
             try:
                 return importlib.import_module("lightning.fabric").Fabric

@@ -40,3 +40,22 @@ def _parent_of(instance: object) -> Any:
         if isinstance(instance, base):
             return base
     return None
+
+
+def get_torchvision_model(model_name: str, **kwargs: Any) -> Any:
+    """``torchvision.models.get_model(model_name, **kwargs)``, as Lightning's helper.
+
+    Raises:
+        ModuleNotFoundError: torchvision is not installed (the message gives the pip command).
+
+    Example::
+
+        backbone = get_torchvision_model("resnet18", weights=None)
+    """
+    from ember.utilities.imports import _TORCHVISION_AVAILABLE
+
+    if not _TORCHVISION_AVAILABLE:
+        raise ModuleNotFoundError(str(_TORCHVISION_AVAILABLE))
+    from torchvision import models
+
+    return models.get_model(model_name, **kwargs)
