@@ -7,6 +7,7 @@ from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch.optim import Optimizer
 
 from ember.utilities.exceptions import MisconfigurationException
@@ -142,11 +143,20 @@ def _do_nothing() -> None:
     return None
 
 
-def __getattr__(name: str) -> Any:
-    # Lightning keeps `_MockOptimizer` (what `self.optimizers()` wraps when `configure_optimizers` returns
-    # none) in this module; libraries test for it there (stable-pretraining, in every training step)
-    if name == "_MockOptimizer":
-        from ember.trainer.optim import _MockOptimizer
+class _MockOptimizer(Optimizer):
+    """Stands in when ``configure_optimizers`` returns None, so fit still runs (``self.optimizers()`` wraps it;
+    libraries test for it here, at Lightning's path)."""
 
-        return _MockOptimizer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __init__(self) -> None:
+        super().__init__([torch.zeros(1)], {})
+
+    def step(self, closure: Callable | None = None) -> Any:
+        if closure is not None:
+            return closure()
+        return None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "No Optimizer"

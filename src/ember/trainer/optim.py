@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
+from ember.core.optimizer import _MockOptimizer
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 
@@ -27,24 +28,6 @@ class LRSchedulerConfig:
     monitor: str | None = None
     strict: bool = True
     opt_idx: int | None = None
-
-
-class _MockOptimizer(Optimizer):
-    """Stands in when ``configure_optimizers`` returns None, so fit still runs."""
-
-    def __init__(self) -> None:
-        super().__init__([torch.zeros(1)], {})
-
-    def step(self, closure: Callable | None = None) -> Any:
-        if closure is not None:
-            return closure()
-        return None
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        pass
-
-    def __repr__(self) -> str:
-        return "No Optimizer"
 
 
 _FORMATS = (
