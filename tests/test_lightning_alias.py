@@ -179,6 +179,11 @@ SUPPORTED = {
     "strategies.strategy": ("ember.distributed.strategy", ["Strategy"]),
     "trainer": ("ember.trainer", ["Trainer", "seed_everything"]),
     "trainer.setup": ("ember.trainer.setup", ["_log_device_info"]),
+    "demos": ("ember.demos", ["BoringDataModule", "BoringModel", "DemoModel", "LightningTransformer", "WikiText2"]),
+    "demos.boring_classes": ("ember.demos.boring_classes", ["BoringModel", "ManualOptimBoringModel", "RandomDataset"]),
+    "demos.lstm": ("ember.demos.lstm", ["LightningLSTM", "SequenceSampler", "SimpleLSTM"]),
+    "demos.mnist_datamodule": ("ember.demos.mnist_datamodule", ["MNIST", "MNISTDataModule"]),
+    "demos.transformer": ("ember.demos.transformer", ["LightningTransformer", "Transformer", "WikiText2"]),
     "utilities.imports": (
         "ember.utilities.imports",
         ["_OMEGACONF_AVAILABLE", "_RICH_AVAILABLE", "_TORCHVISION_AVAILABLE", "_TORCH_GREATER_EQUAL_2_6"],
@@ -541,7 +546,7 @@ def test_embers_classes_take_the_lightning_names_they_are_imported_by_and_pickle
     [
         ("pytorch_lightning.loops.fit_loop", "Ember has one loop and no loop classes to replace"),
         ("lightning.pytorch.plugins.precision.xla", None),
-        ("lightning.pytorch.demos.boring_classes", "Ember's own demo is `ember.demos.digits`"),
+        ("lightning.pytorch.demos.digits", None),  # Ember's own demo, beside Lightning's demo models
         ("pytorch_lightning.serve", None),
         ("pytorch_lightning.trainer.connectors.logger_connector.logger_connector", None),
         ("pytorch_lightning._graveyard", None),
@@ -560,7 +565,7 @@ def test_a_path_ember_does_not_provide_raises_naming_it(path, says):
     """
     # `lightning.app` is the stand-in's to refuse; an installed Lightning answers for its own paths
     name, message = ok(python(code, without_lightning=True)).splitlines()
-    assert name == path.split(".boring_classes")[0]
+    assert name == path
     assert message.startswith(f"No module named {name!r}: this program runs on Ember in place of Lightning")
     assert f"and Ember does not provide {name!r}." in message
     if says:

@@ -104,11 +104,10 @@ _PACKAGE_NAMES = {"loops": {"_EvaluationLoop": "evaluation_loop"}}
 # what to use instead of Lightning paths that Ember does not provide
 _INSTEAD = {
     "loops": "Ember has one loop and no loop classes to replace: change what it does with hooks and callbacks",
-    "demos": "Ember's own demo is `ember.demos.digits`",
 }
-# Ember modules whose Lightning namesake is something else: `ember.demos` is the digits demo, not
-# Lightning's demo models
-_NOT_ALIASED = ("demos",)
+# Ember modules (and their submodules) that Lightning has no namesake for: the digits demo is Ember's own,
+# beside Lightning's demo models in `ember.demos`
+_NOT_ALIASED = ("demos.digits",)
 
 
 def install_as_lightning() -> None:
@@ -388,7 +387,8 @@ def _not_provided(fullname: str, relative: str) -> ModuleNotFoundError:
 def _served(relative: str) -> bool:
     """Whether the alias serves Ember's module ``ember.<relative>`` under Lightning's name ``<root>.<relative>``."""
     parts = relative.split(".")
-    return parts[0] not in _NOT_ALIASED and not any(part.startswith("_") for part in parts)
+    hidden = any(relative == path or relative.startswith(path + ".") for path in _NOT_ALIASED)
+    return not hidden and not any(part.startswith("_") for part in parts)
 
 
 def _ember_module_spec(fullname: str, relative: str) -> importlib.machinery.ModuleSpec:
