@@ -166,7 +166,28 @@ class BoringModel(LightningModule):
         return DataLoader(RandomDataset(32, 64))
 
 
-class BoringDataModule(LightningDataModule):
+class _OneLoaderPerStage(LightningDataModule):
+    """Each stage's dataloader, batch size 1, over the dataset ``setup`` made for it (``random_<stage>``)."""
+
+    random_train: Dataset
+    random_val: Dataset
+    random_test: Dataset
+    random_predict: Dataset
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.random_train)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.random_val)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.random_test)
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.random_predict)
+
+
+class BoringDataModule(_OneLoaderPerStage):
     """256 random vectors of 32 values, drawn when made: 64 each for train, val, test and predict.
 
     Example::
@@ -188,20 +209,8 @@ class BoringDataModule(LightningDataModule):
         if stage == "predict":
             self.random_predict = Subset(self.random_full, indices=range(192, 256))
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_train)
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_val)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_test)
-
-    def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_predict)
-
-
-class BoringDataModuleNoLen(LightningDataModule):
+class BoringDataModuleNoLen(_OneLoaderPerStage):
     """Random vectors of 32 values from iterable datasets without a length (512 train, 128 val,
     256 test, 64 predict), drawn as they are read.
 
@@ -219,18 +228,6 @@ class BoringDataModuleNoLen(LightningDataModule):
             self.random_test = RandomIterableDataset(32, 256)
         if stage == "predict":
             self.random_predict = RandomIterableDataset(32, 64)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_train)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_val)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_test)
-
-    def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_predict)
 
 
 class IterableBoringDataModule(LightningDataModule):
