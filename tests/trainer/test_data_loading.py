@@ -325,3 +325,50 @@ def test_workers_started_by_spawn_without_persistence_get_lightnings_hint():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*persistent_workers=True")
         quiet_trainer(limit_val_batches=1).validate(CoreModel(), spawned(num_workers=1, persistent_workers=True))
+
+
+@pytest.mark.parametrize(
+    ("every_n_epochs", "expected"),
+    [
+        # the batches of three epochs, recorded on Lightning 2.6.6: a reload creates one training iterator more
+        # than it uses, which draws from the random generator and so moves the shuffles after it
+        (0, [[11, 0, 3, 9], [2, 1, 10, 7], [5, 6, 8, 4], [5, 3, 11, 1], [2, 0, 8, 10], [9, 4, 6, 7], [0, 9, 5, 11]]),
+        (1, [[11, 0, 3, 9], [2, 1, 10, 7], [5, 6, 8, 4], [0, 9, 8, 5], [2, 1, 10, 6], [11, 4, 3, 7], [4, 6, 8, 5]]),
+        (2, [[11, 0, 3, 9], [2, 1, 10, 7], [5, 6, 8, 4], [5, 3, 11, 1], [2, 0, 8, 10], [9, 4, 6, 7], [1, 7, 9, 0]]),
+    ],
+)
+def test_reloaded_training_dataloaders_shuffle_as_in_lightning(every_n_epochs, expected):
+    # as torchmd-net's data module: the same shuffled training loader at each reload, validation every epoch
+    class Data(ember.LightningDataModule):
+        def setup(self, stage):
+            self.data = torch.utils.data.TensorDataset(torch.arange(12.0).unsqueeze(1))
+            self.shuffled = torch.utils.data.DataLoader(self.data, batch_size=4, shuffle=True)
+
+        def train_dataloader(self):
+            return self.shuffled
+
+        def val_dataloader(self):
+            return torch.utils.data.DataLoader(self.data, batch_size=6)
+
+    seen = []
+
+    class Model(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            seen.append(batch[0].flatten().int().tolist())
+            return self.layer(batch[0]).sum()
+
+        def validation_step(self, batch, batch_idx):
+            pass
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    ember.seed_everything(0)
+    model = Model()
+    trainer = quiet_trainer(max_epochs=3, reload_dataloaders_every_n_epochs=every_n_epochs, num_sanity_val_steps=2)
+    trainer.fit(model, datamodule=Data())
+    assert seen[:7] == expected

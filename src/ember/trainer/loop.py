@@ -261,6 +261,13 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     if dataloaders.reload_train_dataloader_now(trainer, run):
         dataloaders.setup_train_dataloader(trainer, run)
         run.train_iterator = None
+        if resume is None or not resume.mid_epoch:
+            # as Lightning, which creates an iterator it never uses when it reloads (in an epoch, its
+            # `setup_data` makes one before the epoch loop makes the epoch's own; after a resume from an
+            # epoch's end, it drops the one made when `fit` started): each DataLoader iterator draws its
+            # base seed from the RNG, so the shuffles after it depend on that draw. (A resume restores
+            # Ember's RNG states below.)
+            _discard_an_iterator(run)
     set_sampler_epoch(run.train_dataloader if run.train_combined is None else run.train_combined, progress.epoch)
     if resume is not None and resume.mid_epoch:
         # a mid-epoch checkpoint: no epoch-start hooks; the data continues after the batches trained on
@@ -291,6 +298,13 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     run.results = run.train_results
     run.metrics.live = run.train_results  # step values reach callback_metrics when somebody reads them
     return profiled_iterator(run.profiler, "[_TrainingEpochLoop].train_dataloader_next", iterator)
+
+
+def _discard_an_iterator(run: Run) -> None:
+    """Iterate the training loaders once without drawing a batch, as Lightning does when it reloads them."""
+    loaders = [run.train_dataloader] if run.train_combined is None else run.train_combined.flattened
+    for loader in loaders:
+        iter(loader)
 
 
 def _train_iterator(run: Run) -> Iterator[Any]:
