@@ -202,3 +202,14 @@ def test_remote_filesystem_through_fsspec():
     assert "a,step" in fs.cat("/csvtest/exp/version_0/metrics.csv").decode()
     assert CSVLogger("memory://csvtest", name="exp").version == 1
     fs.rm("/csvtest", recursive=True)
+
+
+def test_a_log_folder_holding_other_files_warns_and_keeps_them(tmp_path):
+    # torchmd-net writes its data splits into the log folder first; Lightning warns there too
+    (tmp_path / "splits.npz").write_bytes(b"kept")
+    logger = CSVLogger(tmp_path, name="", version="")
+    with pytest.warns(UserWarning, match=r"Experiment logs directory .* exists and is not empty\. Its files stay"):
+        logger.log_metrics({"a": 1.0}, step=0)
+        logger.save()
+    assert (tmp_path / "splits.npz").read_bytes() == b"kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "splits.npz"]

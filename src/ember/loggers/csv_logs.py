@@ -58,6 +58,12 @@ class ExperimentWriter:
         self.hparams: dict[str, Any] = {}
         self._fs, _ = _filesystem(log_dir)
         self.metrics_file_path = _join(log_dir, self.NAME_METRICS_FILE)
+        if not self._fs.isfile(self.metrics_file_path) and self._fs.isdir(log_dir) and self._fs.ls(log_dir):
+            # Lightning's first sentence (it goes on to say the files will be deleted; neither deletes them)
+            rank_zero_warn(
+                f"Experiment logs directory {log_dir} exists and is not empty. Its files stay; `metrics.csv` is"
+                " written beside them."
+            )
         self._fs.makedirs(log_dir, exist_ok=True)
         if self._fs.isfile(self.metrics_file_path):
             # continuing an earlier run in the same version folder: keep its columns, append rows
