@@ -5,7 +5,9 @@ the collectives are tested with cheaper forked jobs in test_fork_jobs.py."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -285,3 +287,23 @@ def test_an_srun_job_joins_its_environment(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outputs
     ranks = [load(tmp_path, "plain", r) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and [r["global_step"] for r in ranks] == [16, 16]
+
+
+@pytest.mark.timeout(200)
+def test_the_ranks_of_a_hydra_app_run_in_rank_0s_run_folder(tmp_path):
+    # as Lightning's launcher: from the original folder, told rank 0's run folder, writing no second config
+    pytest.importorskip("hydra")
+    shutil.copy(Path(__file__).parent / "programs" / "hydra_ddp_program.py", tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in _RANK_VARS and not k.startswith(("SLURM_", "PL_"))}
+    env["PYTHONWARNINGS"] = "ignore"
+    proc = subprocess.run(
+        [sys.executable, "hydra_ddp_program.py"], capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path
+    )
+    _check(proc)
+    written = sorted(tmp_path.glob("outputs/*/*/rank*.json"))
+    assert [path.name for path in written] == ["rank0.json", "rank1.json"], sorted(map(str, tmp_path.rglob("*")))
+    ranks = [json.loads(path.read_text()) for path in written]
+    assert ranks[0]["cwd"] == ranks[1]["cwd"] == str(written[0].parent)
+    assert ranks[0]["original"] == ranks[1]["original"] == str(tmp_path)
+    assert [rank["global_step"] for rank in ranks] == [2, 2]
+    assert [path.name for path in written[0].parent.glob(".hydra/*.yaml")] != []  # rank 0's, kept

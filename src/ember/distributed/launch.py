@@ -91,13 +91,14 @@ def _cpus_available() -> int:
     return os.cpu_count() or 1
 
 
-def _script_command() -> list[str]:
+def _script_command(base: str | None = None) -> list[str]:
     """The command that started this program, to run it again for the other local ranks.
 
     A program that runs on Ember in place of Lightning (``ember run``, ``install_as_lightning()``)
     runs again under ``ember run``, so that its first ``import lightning`` gives Ember there too.
+    ``base`` is the folder a relative script path is taken from (the current one when None).
     """
-    command = _program_command()
+    command = _program_command(base)
     if _lightning_alias_installed() and command[1:3] != ["-m", "ember"]:
         return [command[0], "-m", "ember", "run", *command[1:]]
     return command
@@ -109,7 +110,25 @@ def _lightning_alias_installed() -> bool:
     return alias is not None and alias.is_installed()
 
 
-def _program_command() -> list[str]:
+def _hydra_run() -> tuple[str, str] | None:
+    """``(original cwd, run dir)`` when this is a Hydra app (``@hydra.main``), else None.
+
+    Hydra moves the process into its run folder (``hydra.job.chdir``) and composes the run folder
+    from the command line and the time: the other ranks must start from the original folder and be
+    told rank 0's run folder, as Lightning's launcher does (``_hydra_subprocess_cmd``).
+    """
+    if "hydra" not in sys.modules:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    from hydra.utils import get_original_cwd
+
+    return get_original_cwd(), str(HydraConfig.get().run.dir)
+
+
+def _program_command(base: str | None = None) -> list[str]:
     import __main__
 
     spec = getattr(__main__, "__spec__", None)
@@ -130,7 +149,7 @@ def _program_command() -> list[str]:
             " started from a script file (an interactive session or `python -c`): use `strategy='ddp_notebook'`"
             " (or 'ddp_spawn'), or start it with `torchrun`."
         )
-    return [sys.executable, os.path.abspath(sys.argv[0]), *sys.argv[1:]]
+    return [sys.executable, os.path.abspath(os.path.join(base or os.getcwd(), sys.argv[0])), *sys.argv[1:]]
 
 
 def _die_with_parent() -> None:
@@ -188,13 +207,23 @@ class SubprocessLauncher:
             if failure.ENV_DIR not in os.environ:
                 self._failure_dir = tempfile.mkdtemp(prefix="ember-ranks-")
                 os.environ[failure.ENV_DIR] = self._failure_dir
-        command = _script_command() if n > 1 else []
+        hydra = _hydra_run() if n > 1 else None
+        command = _script_command(hydra[0] if hydra else None) if n > 1 else []
         for local_rank in range(1, n):
             child_env = os.environ.copy()
             child_env["LOCAL_RANK"] = str(local_rank)
             child_env["RANK"] = str(node_rank * n + local_rank)
             preexec = _die_with_parent if sys.platform.startswith("linux") else None
-            self.procs.append(subprocess.Popen(command, env=child_env, preexec_fn=preexec))
+            rank_command, cwd = command, None
+            if hydra is not None:  # Lightning's overrides: rank 0's run folder, no config.yaml written again
+                cwd = hydra[0]
+                rank_command = [
+                    *command,
+                    f'hydra.run.dir="{hydra[1]}"',
+                    f"hydra.job.name=train_ddp_process_{local_rank}",
+                    "hydra.output_subdir=null",
+                ]
+            self.procs.append(subprocess.Popen(rank_command, env=child_env, preexec_fn=preexec, cwd=cwd))
         os.environ["LOCAL_RANK"] = "0"
         os.environ["RANK"] = str(node_rank * n)
         self._started = True
