@@ -230,6 +230,30 @@ def test_unsafe_hparams_load_with_weights_only_false(tmp_path):
     assert WithCustom.load_from_checkpoint(path, weights_only=False).hparams.cfg.depth == 3
 
 
+def test_torchs_switch_for_trusted_files_loads_them_fully(tmp_path, monkeypatch):
+    # `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`, torch's own opt-out (schnetpack's checkpoints pickle the model in
+    # their hyperparameters): a load that does not choose `weights_only` unpickles fully, with torch's warning
+    class WithCustom(CoreModel):
+        def __init__(self, cfg=None):
+            super().__init__()
+            self.save_hyperparameters()
+
+    with pytest.warns(UserWarning, match=r"cfg \(Config\)"):
+        model = WithCustom(cfg=Config(3))
+    trainer = quiet_trainer(max_steps=1)
+    trainer.fit(model, loader(n=4))
+    path = tmp_path / "custom.ckpt"
+    trainer.save_checkpoint(path)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.warns(UserWarning, match="TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected"):
+        assert WithCustom.load_from_checkpoint(path).hparams.cfg.depth == 3
+    with pytest.raises(pickle.UnpicklingError):  # an explicit choice still holds
+        WithCustom.load_from_checkpoint(path, weights_only=True)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "0")
+    with pytest.raises(pickle.UnpicklingError):
+        WithCustom.load_from_checkpoint(path)
+
+
 def test_load_from_checkpoint_of_an_untrained_save(tmp_path):
     model = Saved(width=2)
     trainer = quiet_trainer(max_steps=1)

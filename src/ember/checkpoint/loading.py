@@ -10,6 +10,7 @@ Example::
 from __future__ import annotations
 
 import os
+import warnings
 from typing import IO, Any
 
 from ember.checkpoint.files import PathLike, get_filesystem, is_local, local_path
@@ -42,7 +43,7 @@ def load_checkpoint(
         model.load_state_dict(checkpoint["state_dict"])
     """
     if weights_only is None:
-        weights_only = True
+        weights_only = not _torch_forces_full_load()
     if map_location is None:
         map_location = default_map_location
     if not isinstance(path, (str, os.PathLike)):
@@ -68,3 +69,20 @@ def load_checkpoint(
         )
     with fs.open(name, "rb") as file:
         return load_file(file, name, map_location, weights_only)
+
+
+def _torch_forces_full_load() -> bool:
+    """torch's switch for trusted files: ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` makes a load that did not
+    choose ``weights_only`` unpickle fully, with torch's warning (Lightning leaves ``None`` to torch)."""
+    true_values = ("1", "y", "yes", "true")
+    if os.getenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0").lower() in true_values:
+        return False  # torch forces safe loading itself (and refuses both set at once)
+    if os.getenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "0").lower() not in true_values:
+        return False
+    warnings.warn(
+        "Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected, since the`weights_only` argument was not"
+        " explicitly passed to `torch.load`, forcing weights_only=False.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return True
