@@ -399,3 +399,28 @@ def test_the_checkpoint_records_the_hparams_name_lightning_records(make, name, s
     checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)
     assert checkpoint.get("hparams_name", "<absent>") == name
     assert dict(checkpoint["hyper_parameters"]) == saved
+
+
+def test_a_listconfig_of_objects_in_hparams_writes_a_yaml_that_loads_safely(tmp_path):
+    # what `hydra.utils.instantiate` gives for a list of `_target_` entries (schnetpack's `task.outputs`);
+    # Lightning fails in `fit` here with omegaconf's UnsupportedValueType
+    omegaconf = pytest.importorskip("omegaconf")
+    from ember.loggers import CSVLogger
+
+    class WithOutputs(CoreModel):
+        def __init__(self, outputs=None):
+            super().__init__()
+            self.save_hyperparameters()
+
+    outputs = omegaconf.OmegaConf.create([], flags={"allow_objects": True})
+    outputs.append(torch.nn.MSELoss())
+    with pytest.warns(UserWarning):
+        model = WithOutputs(outputs)
+    logger = CSVLogger(tmp_path)
+    with pytest.warns(UserWarning, match="Skipping 'outputs' parameter because it is not possible to safely dump"):
+        quiet_trainer(max_steps=1, logger=logger).fit(model, loader(n=4))
+    import yaml
+
+    with open(f"{logger.log_dir}/hparams.yaml") as file:
+        written = yaml.safe_load(file)
+    assert written == {"outputs": ["MSELoss()"]}

@@ -245,6 +245,15 @@ def _save_with_omegaconf(path: str, hparams: Mapping[str, Any]) -> bool:
         text = OmegaConf.to_yaml(values)
     except (UnsupportedValueType, ValidationError):
         return False
+    import yaml
+
+    try:
+        # OmegaConf's dumper writes `!!python/object` tags for the objects a container created with
+        # `allow_objects` holds (what `hydra.utils.instantiate` returns for a list of `_target_`s):
+        # such a file is written by the safe path instead, so that `yaml.safe_load` always reads it.
+        yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
     from ember.checkpoint.files import open_file
 
     with open_file(path, "w", encoding="utf-8") as file:
@@ -265,7 +274,7 @@ def _yaml_safe(value: Any, written_as_text: list[str] | None = None) -> Any:
             (k if isinstance(k, (str, int, float, bool)) else str(k)): _yaml_safe(v, written_as_text)
             for k, v in value.items()
         }
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) or _is_listconfig(value):
         return [_yaml_safe(v, written_as_text) for v in value]
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
@@ -277,6 +286,11 @@ def _yaml_safe(value: Any, written_as_text: list[str] | None = None) -> Any:
     if written_as_text is not None:
         written_as_text.append(repr(text))
     return text
+
+
+def _is_listconfig(value: Any) -> bool:
+    omegaconf = sys.modules.get("omegaconf")
+    return omegaconf is not None and isinstance(value, omegaconf.ListConfig)
 
 
 def _parse_value(value: str) -> Any:
