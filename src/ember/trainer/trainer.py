@@ -215,9 +215,6 @@ class Trainer:
         arguments.check_optimization(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm)
         dev_run_batches = arguments.fast_dev_run_batches(fast_dev_run)
         self.fast_dev_run = True if fast_dev_run == 1 else fast_dev_run  # Lightning keeps 1 as True, others as given
-        self.val_check_interval, self._val_check_seconds = arguments.validation_interval(
-            val_check_interval, check_val_every_n_epoch
-        )
         self.check_val_every_n_epoch = check_val_every_n_epoch
         sanity_steps = arguments.count(
             num_sanity_val_steps, "num_sanity_val_steps", 2, -1, " (-1 runs all validation batches)"
@@ -231,6 +228,10 @@ class Trainer:
         self.limit_test_batches = arguments.batch_limit(limit_test_batches, "limit_test_batches")
         self.limit_predict_batches = arguments.batch_limit(limit_predict_batches, "limit_predict_batches")
         self.overfit_batches = arguments.batch_limit(overfit_batches, "overfit_batches") if overfit_batches else 0.0
+        # after the limits: Lightning notes `limit_*_batches=1.0` before `val_check_interval=1.0`
+        self.val_check_interval, self._val_check_seconds = arguments.validation_interval(
+            val_check_interval, check_val_every_n_epoch
+        )
         if self.overfit_batches:
             self.limit_train_batches = self.limit_val_batches = self.overfit_batches
         self.accumulate_grad_batches = accumulate_grad_batches
