@@ -296,6 +296,17 @@ def test_lightnings_import_flags_say_what_is_installed():
         "Requirement 'no-such-package>=1.0' not met. HINT: Try running `pip install -U 'no-such-package>=1.0'`"
     )
     assert imports.compare_version("torch", ">=", "2.3.0") and not imports.compare_version("no-such-package", ">=", "0")
+    # Lightning's own arguments: an operator function, a module to import, `package_available`
+    import operator
+
+    assert imports.compare_version("torch", operator.ge, "2.3.0") and not imports.compare_version(
+        "torch", operator.lt, "2"
+    )
+    assert imports.RequirementCache(module="json") and not imports.RequirementCache(module="no_such_module")
+    assert imports.RequirementCache("torch>=2.0", "torch") and imports.package_available("json")
+    assert not imports.package_available("no_such_package.sub")
+    assert imports._version_key("2.9.0.dev20250101") < imports._version_key("2.9.0")  # a nightly is older
+    assert imports._Release((2, 9, 0), pre=True) < imports._Release((2, 9), pre=False)  # without `packaging`
     assert imports._try_import_module("json") is True
     with pytest.warns(UserWarning, match="Import of no_such_module package failed"):
         assert imports._try_import_module("no_such_module") is False

@@ -16,17 +16,42 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import operator
 import re
 import sys
+from collections.abc import Callable
 from importlib import metadata
+from typing import Any
 
 from ember.utilities.rank_zero import rank_zero_warn
 
 
-def _release(version: str) -> tuple[int, ...]:
-    """The numeric release of a version string: ``"2.13.0+cpu"`` -> ``(2, 13, 0)``, ``"2.6.0rc1"`` -> ``(2, 6, 0)``."""
+def _version_key(version: str) -> Any:
+    """A sortable key for a version string: ``packaging``'s PEP 440 order where it is installed (a nightly
+    ``2.9.0.dev`` sorts before ``2.9.0``), else the numeric release, a pre-release just before its release."""
+    try:
+        from packaging.version import InvalidVersion, Version
+    except ImportError:
+        pass
+    else:
+        try:
+            return Version(version)
+        except InvalidVersion:
+            pass
     numbers = re.match(r"\d+(\.\d+)*", version)
-    return tuple(int(part) for part in numbers.group(0).split(".")) if numbers else ()
+    release = tuple(int(part) for part in numbers.group(0).split(".")) if numbers else ()
+    rest = version[numbers.end() :] if numbers else version
+    pre = bool(re.match(r"\.?(a|b|rc|dev|alpha|beta|pre)", rest))
+    return _Release(release, pre)
+
+
+class _Release(tuple):
+    """``(release, is_pre_release)`` compared with trailing zeros ignored: ``2.9`` equals ``2.9.0``."""
+
+    def __new__(cls, release: tuple[int, ...], pre: bool) -> _Release:
+        while release and release[-1] == 0:
+            release = release[:-1]
+        return super().__new__(cls, (release, 0 if pre else 1))
 
 
 def _installed(package: str) -> str | None:
@@ -36,75 +61,97 @@ def _installed(package: str) -> str | None:
         return None
 
 
-_COMPARE = {
-    ">=": lambda a, b: a >= b,
-    ">": lambda a, b: a > b,
-    "<=": lambda a, b: a <= b,
-    "<": lambda a, b: a < b,
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
+
+
+def package_available(package_name: str) -> bool:
+    """Whether the package (or module) ``package_name`` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(package_name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 class RequirementCache:
     """Whether a requirement such as ``"torchmetrics>=1.0.0"`` or ``"torch>=2.8.0,<2.9.0"`` is met by the
-    installed package, decided on first use. Versions compare by their numeric release.
+    installed package, and, with ``module``, whether that module can be imported; decided on first use.
 
     Example::
 
         >>> bool(RequirementCache("torch>=2.0"))
         True
+        >>> bool(RequirementCache(module="json"))
+        True
     """
 
-    def __init__(self, requirement: str) -> None:
+    def __init__(self, requirement: str = "", module: str | None = None) -> None:
+        if not requirement and not module:
+            raise ValueError("At least one arguments need to be set.")
         self.requirement = requirement
-        found = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*(.*)", requirement)
-        if found is None:
-            raise ValueError(f"Not a requirement: {requirement!r}")
-        self.package = found.group(1)
-        self.specifiers = [
-            (operator, _release(version))
-            for operator, version in re.findall(r"(>=|<=|==|!=|>|<)\s*([^,\s]+)", found.group(2))
-        ]
+        self.module = module
+        self.package = ""
+        self.specifiers: list[tuple[str, str]] = []
+        if requirement:
+            found = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*(.*)", requirement)
+            if found is None:
+                raise ValueError(f"Not a requirement: {requirement!r}")
+            self.package = found.group(1)
+            self.specifiers = re.findall(r"(>=|<=|==|!=|>|<)\s*([^,\s]+)", found.group(2))
 
     @functools.cached_property
     def _met(self) -> bool:
-        version = _installed(self.package)
-        if version is None:
-            return False
-        release = _release(version)
-        return all(_COMPARE[operator](release, wanted) for operator, wanted in self.specifiers)
+        if self.requirement:
+            version = _installed(self.package)
+            if version is None:
+                return False
+            installed = _version_key(version)
+            if not all(_COMPARE[op](installed, _version_key(wanted)) for op, wanted in self.specifiers):
+                return False
+        return self.module is None or package_available(self.module)
 
     def __bool__(self) -> bool:
         return self._met
 
     def __str__(self) -> str:
+        what = self.requirement or f"module {self.module!r}"
         if self._met:
-            return f"Requirement {self.requirement!r} met"
-        return f"Requirement {self.requirement!r} not met. HINT: Try running `pip install -U {self.requirement!r}`"
+            return f"Requirement {what!r} met" if self.requirement else f"Module {self.module!r} available"
+        if not self.requirement:
+            return f"Module not found: {self.module!r}. HINT: Try running `pip install -U {self.module}`"
+        return f"Requirement {what!r} not met. HINT: Try running `pip install -U {what!r}`"
 
     def __repr__(self) -> str:
         return self.__str__()
 
 
-def compare_version(package: str, op: str, version: str) -> bool:
-    """Whether the installed ``package``'s version satisfies ``op`` (``">="``, ``"<"``, ...) ``version``;
-    False when it is not installed."""
+def compare_version(package: str, op: Callable[[Any, Any], bool] | str, version: str) -> bool:
+    """Whether the installed ``package``'s version satisfies ``op`` (``operator.ge``, as Lightning passes it,
+    or ``">="``) against ``version``; False when it is not installed."""
     installed = _installed(package)
-    return installed is not None and _COMPARE[op](_release(installed), _release(version))
+    if installed is None:
+        return False
+    compare = op if callable(op) else _COMPARE[op]
+    return bool(compare(_version_key(installed), _version_key(version)))
 
 
 _PYTHON_GREATER_EQUAL_3_11_0 = sys.version_info >= (3, 11)
-_TORCH_GREATER_EQUAL_2_6 = compare_version("torch", ">=", "2.6.0")
-_TORCH_GREATER_EQUAL_2_8 = compare_version("torch", ">=", "2.8.0")
-_TORCH_GREATER_EQUAL_2_11 = compare_version("torch", ">=", "2.11.0")
+_TORCH_GREATER_EQUAL_2_6 = compare_version("torch", operator.ge, "2.6.0")
+_TORCH_GREATER_EQUAL_2_8 = compare_version("torch", operator.ge, "2.8.0")
+_TORCH_GREATER_EQUAL_2_11 = compare_version("torch", operator.ge, "2.11.0")
 _TORCH_EQUAL_2_8 = RequirementCache("torch>=2.8.0,<2.9.0")
 _TORCH_EQUAL_2_9 = RequirementCache("torch>=2.9.0,<2.10.0")
 _TORCHMETRICS_GREATER_EQUAL_0_8_0 = RequirementCache("torchmetrics>=0.8.0")
 _TORCHMETRICS_GREATER_EQUAL_0_9_1 = RequirementCache("torchmetrics>=0.9.1")
 _TORCHMETRICS_GREATER_EQUAL_0_11 = RequirementCache("torchmetrics>=0.11.0")
 _TORCHMETRICS_GREATER_EQUAL_1_0_0 = RequirementCache("torchmetrics>=1.0.0")
-_OMEGACONF_AVAILABLE = importlib.util.find_spec("omegaconf") is not None
+_OMEGACONF_AVAILABLE = package_available("omegaconf")
 _TORCHVISION_AVAILABLE = RequirementCache("torchvision")
 _RICH_AVAILABLE = RequirementCache("rich>=10.2.2")
 
