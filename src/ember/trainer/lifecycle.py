@@ -394,7 +394,7 @@ def call_setup_hooks(trainer: Trainer, run: Run, stage: TrainerFn) -> None:
         known = list(trainer.callbacks)
         _hooks(run).call_callbacks("setup", stage=stage, where=lambda cb: any(cb is new for new in added))
     _hooks(run).call_module("setup", stage=stage)
-    if len(trainer.callbacks) != len(known):  # added by the module's `setup`: the hooks after it reach them
+    if [id(cb) for cb in trainer.callbacks] != [id(cb) for cb in known]:  # the module's `setup` changed them
         _dispatch_to(trainer.callbacks, trainer, run, trainer.lightning_module)
     trainer.strategy.barrier("post_setup")
 

@@ -65,10 +65,10 @@ def run_fit(trainer: Trainer, run: Run) -> None:
             " you want to see logs for the training epoch.",
             category=PossibleUserWarning,
         )
+    if _fit_done(trainer, run):
+        return  # resumed with nothing left to train, or stopped before: no training hooks, as in Lightning
     if trainer.max_steps == -1:
         _count_the_finished_epoch(run.progress)  # a step-limited run does it as its next epoch starts
-    if _fit_done(trainer, run):
-        return  # resumed with nothing left to train: no training hooks, as in Lightning
     if trainer._val_check_seconds is not None:
         run.last_val_time = time.monotonic()  # a time-based validation interval starts with training
     if run.resume is None:
