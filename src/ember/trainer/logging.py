@@ -113,7 +113,9 @@ class LoggedMetric:
                 else:
                     self.total = value.clone()
             elif self.reduce == "mean":
-                total.add_(value, alpha=batch_size)
+                # `value * batch_size` rounded first, then added, as Lightning's `value + value * batch_size`:
+                # `add_(value, alpha=batch_size)` fuses the two and can differ in the last bit
+                total.add_(value * batch_size)
             elif self.reduce == "sum":
                 total.add_(value)
             elif self.reduce == "max":
