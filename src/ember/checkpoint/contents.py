@@ -67,12 +67,14 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
                 "is_last_batch": p.epoch_done,
             },
             "epoch_loop.scheduler_progress": {"total": _progress(0, 0), "current": _progress(0, 0)},
+            "epoch_loop.automatic_optimization.state_dict": {},
             "epoch_loop.automatic_optimization.optim_progress": {
                 "optimizer": {
                     "step": step_progress if automatic else zero,
                     "zero_grad": {"total": _progress(steps, steps, steps), "current": _progress(steps, steps, steps)},
                 },
             },
+            "epoch_loop.manual_optimization.state_dict": {},
             "epoch_loop.manual_optimization.optim_step_progress": zero if automatic else step_progress,
             "epoch_loop.val_loop.state_dict": {},
             "epoch_loop.val_loop.batch_progress": eval_progress,
