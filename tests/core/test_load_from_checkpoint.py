@@ -213,18 +213,25 @@ class Config:
         self.depth = depth
 
 
-def test_unsafe_hparams_load_with_weights_only_false(tmp_path):
-    class WithCustom(CoreModel):
-        def __init__(self, cfg=None):
-            super().__init__()
-            self.save_hyperparameters()
+class WithCustom(CoreModel):
+    def __init__(self, cfg=None):
+        super().__init__()
+        self.save_hyperparameters()
 
+
+def _checkpoint_holding_a_config(tmp_path: Path) -> Path:
+    """A checkpoint whose hyperparameters hold a ``Config``, which safe loading refuses."""
     with pytest.warns(UserWarning, match=r"cfg \(Config\)"):
         model = WithCustom(cfg=Config(3))
     trainer = quiet_trainer(max_steps=1)
     trainer.fit(model, loader(n=4))
     path = tmp_path / "custom.ckpt"
     trainer.save_checkpoint(path)
+    return path
+
+
+def test_unsafe_hparams_load_with_weights_only_false(tmp_path):
+    path = _checkpoint_holding_a_config(tmp_path)
     with pytest.raises(pickle.UnpicklingError, match=r"Config.*weights_only=False"):
         WithCustom.load_from_checkpoint(path)
     assert WithCustom.load_from_checkpoint(path, weights_only=False).hparams.cfg.depth == 3
@@ -233,17 +240,7 @@ def test_unsafe_hparams_load_with_weights_only_false(tmp_path):
 def test_torchs_switch_for_trusted_files_loads_them_fully(tmp_path, monkeypatch):
     # `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`, torch's own opt-out (schnetpack's checkpoints pickle the model in
     # their hyperparameters): a load that does not choose `weights_only` unpickles fully, with torch's warning
-    class WithCustom(CoreModel):
-        def __init__(self, cfg=None):
-            super().__init__()
-            self.save_hyperparameters()
-
-    with pytest.warns(UserWarning, match=r"cfg \(Config\)"):
-        model = WithCustom(cfg=Config(3))
-    trainer = quiet_trainer(max_steps=1)
-    trainer.fit(model, loader(n=4))
-    path = tmp_path / "custom.ckpt"
-    trainer.save_checkpoint(path)
+    path = _checkpoint_holding_a_config(tmp_path)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.warns(UserWarning, match="TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected"):
         assert WithCustom.load_from_checkpoint(path).hparams.cfg.depth == 3

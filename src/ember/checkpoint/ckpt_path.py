@@ -63,19 +63,18 @@ def _implied(t: Trainer, fn: str, model_given: bool) -> str | None:
 
 
 def _best(t: Trainer, fn: str) -> str:
-    from ember.callbacks.checkpoint import Checkpoint
-
     if t.fast_dev_run:
         raise ValueError(
             f'You cannot execute `.{fn}(ckpt_path="best")` with `fast_dev_run=True`. Please pass an exact checkpoint'
             f" path to `.{fn}(ckpt_path=...)`"
         )
-    if sum(isinstance(cb, Checkpoint) for cb in t.callbacks) > 1:
+    checkpoints = t.checkpoint_callbacks
+    if len(checkpoints) > 1:
         rank_zero_warn(
             f'`.{fn}(ckpt_path="best")` is called with Trainer configured with multiple `ModelCheckpoint`'
             " callbacks. It will use the best checkpoint path from first checkpoint callback."
         )
-    callbacks = [cb for cb in t.callbacks if isinstance(cb, Checkpoint) and hasattr(cb, "best_model_path")]
+    callbacks = [cb for cb in checkpoints if hasattr(cb, "best_model_path")]
     if not callbacks:
         raise ValueError(
             f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured: add'

@@ -41,7 +41,7 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     """Lightning's ``loops`` entry, so Lightning can resume an Ember checkpoint too."""
     p = run.progress
     epoch_completed = p.epoch
-    epoch_processed = p.epoch + (1 if p.epoch_done else 0)
+    epoch_processed = p.epochs_processed
     epoch_started = p.epoch + (1 if (p.epoch_batches or p.epoch_done) else 0)
     batches = p.epoch_batches
     # saved from on_train_batch_end, Lightning has not yet counted the batch as completed

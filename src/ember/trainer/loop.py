@@ -104,8 +104,7 @@ def _fit_done(trainer: Trainer, run: Run) -> bool:
     if trainer.max_steps != -1 and progress.global_step >= trainer.max_steps:
         rank_zero_info(f"`Trainer.fit` stopped: `max_steps={trainer.max_steps!r}` reached.")
         return True
-    processed = progress.epoch + (1 if progress.epoch_done else 0)
-    if trainer.max_epochs is not None and trainer.max_epochs != -1 and processed >= trainer.max_epochs:
+    if trainer.max_epochs is not None and trainer.max_epochs != -1 and progress.epochs_processed >= trainer.max_epochs:
         _count_the_finished_epoch(progress)
         rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={trainer.max_epochs!r}` reached.")
         return True
@@ -267,7 +266,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             # epoch's end, it drops the one made when `fit` started): each DataLoader iterator draws its
             # base seed from the RNG, so the shuffles after it depend on that draw. (A resume restores
             # Ember's RNG states below.)
-            _discard_an_iterator(run)
+            _train_iterator(run)
     set_sampler_epoch(run.train_dataloader if run.train_combined is None else run.train_combined, progress.epoch)
     if resume is not None and resume.mid_epoch:
         # a mid-epoch checkpoint: no epoch-start hooks; the data continues after the batches trained on
@@ -298,13 +297,6 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     run.results = run.train_results
     run.metrics.live = run.train_results  # step values reach callback_metrics when somebody reads them
     return profiled_iterator(run.profiler, "[_TrainingEpochLoop].train_dataloader_next", iterator)
-
-
-def _discard_an_iterator(run: Run) -> None:
-    """Iterate the training loaders once without drawing a batch, as Lightning does when it reloads them."""
-    loaders = [run.train_dataloader] if run.train_combined is None else run.train_combined.flattened
-    for loader in loaders:
-        iter(loader)
 
 
 def _train_iterator(run: Run) -> Iterator[Any]:
@@ -530,8 +522,7 @@ def _should_check_val(trainer: Trainer, run: Run, batch_idx: int, is_last: bool)
 
 def _can_stop_early(trainer: Trainer, run: Run) -> bool:
     progress = run.progress
-    processed = progress.epoch + (1 if progress.epoch_done else 0)
-    met_epochs = processed >= trainer.min_epochs if trainer.min_epochs else True
+    met_epochs = progress.epochs_processed >= trainer.min_epochs if trainer.min_epochs else True
     met_steps = progress.global_step >= trainer.min_steps if trainer.min_steps else True
     return met_epochs and met_steps
 

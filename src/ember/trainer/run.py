@@ -43,6 +43,11 @@ class Progress:
     total_batches: int = 0
     val_checks: int = 0
 
+    @property
+    def epochs_processed(self) -> int:
+        """Epochs whose batches are all done: the current one counts once its end is reached (``epoch_done``)."""
+        return self.epoch + (1 if self.epoch_done else 0)
+
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -64,6 +64,7 @@ class TrainingStep:
             hooks,
         )
         self.progress = run.progress
+        self._count_step_fn = self._count_step  # bound once: installed on the optimizers for every manual batch
         self.automatic = module.automatic_optimization
         # the outputs are built only for someone who reads them
         self.need_outputs = hooks.reads_batch_outputs()
@@ -228,9 +229,9 @@ class TrainingStep:
     def _manual_step(self, batch: Any, batch_idx: int, accumulating: bool) -> Any:
         # as Lightning's manual loop: `opt.step()` counts the global step through the wrapper's `_on_after_step`,
         # installed for the batch, so a library that swaps it for a no-op steps without counting
-        wrappers = self.trainer._lightning_optimizers
+        wrappers, count = self.trainer._lightning_optimizers, self._count_step_fn
         for wrapper in wrappers:
-            wrapper._on_after_step = self._count_step
+            wrapper._on_after_step = count
         try:
             return _manual_outputs(self._forward(batch, batch_idx))
         finally:

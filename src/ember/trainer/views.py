@@ -49,8 +49,7 @@ class _EpochCounter(_View):
 
     @property
     def processed(self) -> int:
-        p = self._progress
-        return p.epoch + (1 if p.epoch_done else 0)
+        return self._progress.epochs_processed
 
     @property
     def completed(self) -> int:
