@@ -954,3 +954,100 @@ def test_fit_sweeps_what_killed_saves_left_but_never_a_live_save(tmp_path, caplo
         trainer = ember.Trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=only_leftovers)], **QUIET)
         trainer.fit(SequenceModel(val_losses=[1.0]))
     assert not leftover.exists()
+
+
+# ---- manual optimization: the pre-step weights recipe of Lightning 2.6 ----------------------------
+
+
+class _ManualSteps(ember.LightningModule):
+    """Manual optimization with one scripted loss per batch; ``keep_pre_step`` follows Lightning's recipe."""
+
+    def __init__(self, keep_pre_step: bool):
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 1)
+        self.automatic_optimization = False
+        self.keep_pre_step = keep_pre_step
+        self.saved_models: dict[int, dict[str, torch.Tensor]] = {}
+        self.before_step: dict[int, dict[str, torch.Tensor]] = {}  # the test's own record
+        self.scores = [1.0, 1.0, 0.0, 1.0]
+
+    def training_step(self, batch, batch_idx):
+        loss = self.layer(batch[0]).square().mean()
+        self.log("score", torch.tensor(self.scores[batch_idx]), on_step=True, on_epoch=True)
+        self.before_step[batch_idx] = {k: v.detach().clone() for k, v in self.layer.state_dict().items()}
+        if self.keep_pre_step:
+            self.saved_models[batch_idx] = self.before_step[batch_idx]
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def _fit_manual(tmp_path, keep_pre_step: bool, **trainer_kwargs):
+    torch.manual_seed(0)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 3)), batch_size=1)
+    model = _ManualSteps(keep_pre_step)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="score", every_n_train_steps=1, save_weights_only=True)
+    trainer = ember.Trainer(max_epochs=1, callbacks=[checkpoint], **QUIET, **trainer_kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, data)
+    return model, checkpoint, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_manual_optimization_saves_the_pre_step_weights_the_module_kept(tmp_path, asynchronous):
+    plugins = [ember.plugins.AsyncCheckpointIO()] if asynchronous else []
+    model, checkpoint, messages = _fit_manual(tmp_path, keep_pre_step=True, plugins=plugins)
+    best = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
+    assert best.keys() == {"layer.weight", "layer.bias"}
+    for name, value in model.before_step[2].items():  # the best score came from batch 2, before its step
+        torch.testing.assert_close(best[f"layer.{name}"], value, rtol=0, atol=0)
+    # the live weights are the trained ones again, not the last snapshot
+    assert not torch.equal(model.layer.weight, model.before_step[3]["weight"])
+    assert not any("manual optimization and every_n_train_steps" in m for m in messages)
+
+
+def test_manual_optimization_without_the_recipe_warns_once_with_lightnings_words(tmp_path):
+    model, checkpoint, messages = _fit_manual(tmp_path, keep_pre_step=False)
+    warned = [m for m in messages if "Using ModelCheckpoint with manual optimization and every_n_train_steps" in m]
+    assert len(warned) == 1
+    assert "The checkpoint will contain the model state AFTER optimization" in warned[0]
+    assert "self.saved_models[batch_idx] = {" in warned[0]
+    best = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
+    for name, value in model.before_step[3].items():  # batch 2's weights after its step, as in Lightning
+        torch.testing.assert_close(best[f"layer.{name}"], value, rtol=0, atol=0)
+
+
+def test_automatic_optimization_step_saves_do_not_warn(tmp_path):
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 3)), batch_size=1)
+
+    class Automatic(_ManualSteps):
+        def __init__(self):
+            super().__init__(keep_pre_step=False)
+            self.automatic_optimization = True
+
+        def training_step(self, batch, batch_idx):
+            self.log("score", torch.tensor(self.scores[batch_idx]))
+            return self.layer(batch[0]).square().mean()
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="score", every_n_train_steps=1)
+    trainer = ember.Trainer(max_epochs=1, callbacks=[checkpoint], **QUIET)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Automatic(), data)
+    assert checkpoint.best_model_path.endswith("step=3.ckpt")
+    assert not any("manual optimization" in str(w.message) for w in caught)
+
+
+def test_manual_optimization_saves_on_a_time_trigger_too(tmp_path):
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 3)), batch_size=1)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, train_time_interval=timedelta(0), save_top_k=-1)
+    trainer = ember.Trainer(max_epochs=1, callbacks=[checkpoint], **QUIET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(_ManualSteps(keep_pre_step=True), data)
+    assert _names(tmp_path) == [f"epoch=0-step={step}.ckpt" for step in (1, 2, 3, 4)]

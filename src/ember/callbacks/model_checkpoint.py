@@ -16,6 +16,8 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from copy import deepcopy
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +48,25 @@ if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
 
 log = logging.getLogger(__name__)
+
+# Lightning's words, for a manual-optimization module without its `saved_models` recipe
+_NO_PRE_STEP_STATE = (
+    "Using ModelCheckpoint with manual optimization and every_n_train_steps, but no pre-optimization state was"
+    " saved. The checkpoint will contain the model state AFTER optimization. To save the pre-optimization state,"
+    " save the model state in training_step before optimizer.step(). Example:\n"
+    "def training_step(self, batch, batch_idx):\n"
+    "    # ... forward pass, loss calculation, backward pass ...\n"
+    "    # Save model state before optimization\n"
+    "    if not hasattr(self, 'saved_models'):\n"
+    "        self.saved_models = {}\n"
+    "    self.saved_models[batch_idx] = {\n"
+    "        k: v.detach().clone() for k, v in self.layer.state_dict().items()\n"
+    "    }\n"
+    "    # Then perform optimization\n"
+    "    optimizer.zero_grad()\n"
+    "    self.manual_backward(loss)\n"
+    "    optimizer.step()"
+)
 
 
 class ModelCheckpoint(Checkpoint):
@@ -260,7 +281,42 @@ class ModelCheckpoint(Checkpoint):
             # save when validation ends instead of ranking a file by a missing or stale value.
             self._defer_save_until_validation = True
             return
-        self._save_at_trigger(trainer, topk=True)
+        if getattr(pl_module, "automatic_optimization", True):
+            self._save_at_trigger(trainer, topk=True)
+            return
+        with self._pre_step_weights(trainer, pl_module):
+            self._save_at_trigger(trainer, topk=True)
+
+    @contextmanager
+    def _pre_step_weights(self, trainer: Trainer, pl_module: LightningModule) -> Iterator[None]:
+        """In manual optimization, save the weights the step's metrics were computed with, as Lightning 2.6.
+
+        ``training_step`` has already called ``opt.step()`` when this callback runs. Lightning's recipe:
+        the module keeps ``self.saved_models[batch_idx] = self.layer``'s state dict from before the step,
+        and the save puts the newest one into ``layer`` for the time of the write. Without it, Lightning's
+        warning says so (once here; Lightning repeats it at every save).
+        """
+        saved = getattr(pl_module, "saved_models", None)
+        layer = getattr(pl_module, "layer", None)
+        if not (isinstance(saved, dict) and saved and isinstance(layer, torch.nn.Module)):
+            if trainer.is_global_zero and _NO_PRE_STEP_STATE not in self._warned:
+                self._warned.add(_NO_PRE_STEP_STATE)
+                rank_zero_warn(_NO_PRE_STEP_STATE, category=UserWarning)
+            yield
+            return
+        pre_step = saved[max(saved)]
+        if not isinstance(pre_step, dict):
+            raise TypeError(
+                f"`{type(pl_module).__name__}.saved_models[{max(saved)!r}]` is a {type(pre_step).__name__}; the"
+                " checkpoint callback loads it into `self.layer`, so it must be the layer's `state_dict()`."
+            )
+        with torch.no_grad():
+            live = {name: value.detach().clone() for name, value in layer.state_dict().items()}
+            layer.load_state_dict(pre_step)
+            try:
+                yield
+            finally:
+                layer.load_state_dict(live)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Save at the end of the training epoch (when validation does not decide instead)."""
