@@ -327,3 +327,29 @@ def test_pickle_drops_the_writer(tmp_path):
     clone = pickle.loads(pickle.dumps(logger))
     assert clone._experiment is None and clone._scalar_file is None and clone.log_dir == logger.log_dir
     logger.finalize("success")
+
+
+def test_a_run_that_fails_before_logging_keeps_its_version_folder(tmp_path):
+    import ember
+
+    class FailsAtOnce(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            raise RuntimeError("the first step fails")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.randn(4, 2), batch_size=2)
+    versions = []
+    for _ in range(2):
+        logger = TensorBoardLogger(tmp_path)
+        trainer = ember.Trainer(max_epochs=1, logger=logger, enable_progress_bar=False, enable_model_summary=False)
+        with pytest.raises(RuntimeError, match="the first step fails"):
+            trainer.fit(FailsAtOnce(), data)
+        versions.append(logger.version)
+    assert versions == [0, 1]  # the failed run's folder holds its number, as in Lightning
+    assert (tmp_path / "lightning_logs" / "version_0" / "hparams.yaml").read_text().strip() == "{}"

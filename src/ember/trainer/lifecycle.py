@@ -456,8 +456,7 @@ def log_hyperparams(trainer: Trainer, model: Any) -> None:
             logger.log_hyperparams(hparams)
         if hasattr(logger, "log_graph"):
             logger.log_graph(model)
-        if hparams or getattr(logger, "_log_graph", False):
-            logger.save()  # nothing was written otherwise: the first metrics write saves
+        logger.save()  # as Lightning: a run that fails before its first log still leaves its version folder
 
 
 # =====================================================================================
