@@ -153,3 +153,32 @@ def test_a_module_built_inside_the_model_records_its_own_arguments(tmp_path):
 def test_load_from_checkpoint_support_off_records_the_arguments(tmp_path):
     cli = LightningCLI(Student, RegressionData, run=False, load_from_checkpoint_support=False, args=_quiet(tmp_path))
     assert dict(cli.model.hparams) == {"hidden": 8, "lr": 0.05, "in_features": 4}
+
+
+_PROGRAM = """
+import ember
+ember.install_as_lightning()
+import {root} as pl
+from {root}.cli import LightningCLI
+
+
+class Model(pl.LightningModule):
+    def __init__(self, width: int = 3):
+        super().__init__()
+        self.save_hyperparameters()
+
+
+cli = LightningCLI(Model, run=False, args=["--model.width=5"])
+print(cli.model.hparams["_instantiator"])
+"""
+
+
+@pytest.mark.parametrize("root", ["lightning.pytorch", "pytorch_lightning"])
+def test_the_recorded_instantiator_is_the_imported_lightning_packages(root):
+    import subprocess
+
+    program = _PROGRAM.format(root=root)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # what Lightning's package of that name records, so that package's load_from_checkpoint can import it
+    assert done.stdout.strip() == f"{root}.cli.instantiate_module"

@@ -42,9 +42,18 @@ from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.seed import seed_everything
 
-# what `save_hyperparameters` records as `_instantiator` for a module the CLI built: Lightning's name, so that
-# Lightning's `load_from_checkpoint` (which allows only its own instantiators) can rebuild it from an Ember checkpoint
-_INSTANTIATOR = "pytorch_lightning.cli.instantiate_module"
+
+def _instantiator_name() -> str:
+    """What ``save_hyperparameters`` records as ``_instantiator`` for a module the CLI built: Lightning's name.
+
+    Lightning's ``load_from_checkpoint`` imports that name to rebuild the module, and each Lightning package
+    records its own: ``lightning.pytorch.cli.instantiate_module`` in ``lightning``,
+    ``pytorch_lightning.cli.instantiate_module`` in ``pytorch-lightning``. A program on the alias that
+    imported only ``lightning.pytorch`` gets the first; every other program the second.
+    """
+    if "lightning.pytorch" in sys.modules and "pytorch_lightning" not in sys.modules:
+        return "lightning.pytorch.cli.instantiate_module"
+    return "pytorch_lightning.cli.instantiate_module"
 
 
 def argument_parser_class() -> type:
@@ -639,7 +648,7 @@ class _InstantiatorFn:
         # the object that records them: the class built, or what the configured function returns
         configured = self.cli._model_class if self.key == "model" else self.cli._datamodule_class
         owner = class_type if isinstance(configured, type) else _get_module_type(configured)
-        with _given_hyperparameters_context(hparams, _INSTANTIATOR, owner if isinstance(owner, type) else None):
+        with _given_hyperparameters_context(hparams, _instantiator_name(), owner if isinstance(owner, type) else None):
             return class_type(*args, **kwargs)
 
 
