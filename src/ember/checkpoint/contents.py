@@ -14,6 +14,7 @@ import torch
 from ember._version import LIGHTNING_VERSION, __version__
 from ember.core.saving import hparams_to_save, load_module_state
 from ember.trainer.run import Resume
+from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.seed import collect_rng_states
@@ -38,23 +39,42 @@ def _progress(ready: int, completed: int, started: int | None = None, processed:
 
 
 def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
-    """Lightning's ``loops`` entry, so Lightning can resume an Ember checkpoint too."""
+    """Lightning's ``loops`` entry, with the counts Lightning's loops hold at the same point, so Lightning
+    can resume an Ember checkpoint too."""
     p = run.progress
     epoch_completed = p.epoch
     epoch_processed = p.epochs_processed
     epoch_started = p.epoch + (1 if (p.epoch_batches or p.epoch_done) else 0)
     batches = p.epoch_batches
-    # saved from on_train_batch_end, Lightning has not yet counted the batch as completed
-    batch_completed = batches if p.epoch_done else max(batches - 1, 0)
-    steps = p.global_step
+    # Lightning counts a batch completed after `on_train_batch_end` and before the validation that follows it
+    in_validation = run.fn == TrainerFn.FITTING and t.state.stage == RunningStage.VALIDATING
+    batch_completed = batches if (p.epoch_done or in_validation) else max(batches - 1, 0)
+    num_batches = t.num_training_batches
+    is_last_batch = p.epoch_done or (batches > 0 and isinstance(num_batches, int) and batches >= num_batches)
+    steps, epoch_steps = p.global_step, p.global_step - p.epoch_start_step
     automatic = t.lightning_module.automatic_optimization if t.lightning_module is not None else True
-    step_progress = {"total": _progress(steps, steps), "current": _progress(steps, steps)}
     zero = {"total": _progress(0, 0), "current": _progress(0, 0)}
-    eval_progress = {
-        "total": _progress(0, 0, 0, 0),
-        "current": _progress(0, 0, 0, 0),
-        "is_last_batch": False,
-    }
+    if automatic:
+        optimizer_step = {"total": _progress(steps, steps), "current": _progress(epoch_steps, epoch_steps)}
+        zero_grad = {
+            "total": _progress(steps, steps, steps),
+            "current": _progress(epoch_steps, epoch_steps, epoch_steps),
+        }
+        manual_step = zero
+    else:
+        optimizer_step = zero
+        zero_grad = {"total": _progress(0, 0, 0), "current": _progress(0, 0, 0)}
+        manual_step = {"total": _progress(steps, steps), "current": _progress(steps, steps)}
+    schedulers, epoch_schedulers = p.scheduler_steps, p.scheduler_steps - p.epoch_start_scheduler_steps
+
+    def eval_progress(fn: TrainerFn, key: str) -> dict[str, Any]:
+        current, total = run.eval_progress[key] if run.fn == fn else (0, 0)
+        return {
+            "total": _progress(total, total, total, total),
+            "current": _progress(current, current, current, current),
+            "is_last_batch": current > 0,
+        }
+
     return {
         "fit_loop": {
             "state_dict": {},
@@ -64,27 +84,27 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
                     p.total_batches, p.total_batches - (batches - batch_completed), p.total_batches, p.total_batches
                 ),
                 "current": _progress(batches, batch_completed, batches, batches),
-                "is_last_batch": p.epoch_done,
+                "is_last_batch": is_last_batch,
             },
-            "epoch_loop.scheduler_progress": {"total": _progress(0, 0), "current": _progress(0, 0)},
+            "epoch_loop.scheduler_progress": {
+                "total": _progress(schedulers, schedulers),
+                "current": _progress(epoch_schedulers, epoch_schedulers),
+            },
             "epoch_loop.automatic_optimization.state_dict": {},
             "epoch_loop.automatic_optimization.optim_progress": {
-                "optimizer": {
-                    "step": step_progress if automatic else zero,
-                    "zero_grad": {"total": _progress(steps, steps, steps), "current": _progress(steps, steps, steps)},
-                },
+                "optimizer": {"step": optimizer_step, "zero_grad": zero_grad},
             },
             "epoch_loop.manual_optimization.state_dict": {},
-            "epoch_loop.manual_optimization.optim_step_progress": zero if automatic else step_progress,
+            "epoch_loop.manual_optimization.optim_step_progress": manual_step,
             "epoch_loop.val_loop.state_dict": {},
-            "epoch_loop.val_loop.batch_progress": eval_progress,
+            "epoch_loop.val_loop.batch_progress": eval_progress(TrainerFn.FITTING, "val"),
             "epoch_progress": {
                 "total": _progress(epoch_started, epoch_completed, epoch_started, epoch_processed),
                 "current": _progress(epoch_started, epoch_completed, epoch_started, epoch_processed),
             },
         },
-        "validate_loop": {"state_dict": {}, "batch_progress": eval_progress},
-        "test_loop": {"state_dict": {}, "batch_progress": eval_progress},
+        "validate_loop": {"state_dict": {}, "batch_progress": eval_progress(TrainerFn.VALIDATING, "val")},
+        "test_loop": {"state_dict": {}, "batch_progress": eval_progress(TrainerFn.TESTING, "test")},
         "predict_loop": {
             "state_dict": {},
             "batch_progress": {"total": _progress(0, 0, 0, 0), "current": _progress(0, 0, 0, 0)},

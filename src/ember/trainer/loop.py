@@ -284,6 +284,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             set_rng_states(resume.rng)
         progress.epoch_batches = 0
         progress.epoch_done = False  # the results were reset at the last epoch's end (on_train_start's stay)
+        progress.epoch_start_step, progress.epoch_start_scheduler_steps = progress.global_step, progress.scheduler_steps
         run.last_batch_seen = False
         run.eval_progress["val"][1] = 0  # Lightning's fit validation loop counts its batches per training epoch
         _hooks(run).call_both("on_train_epoch_start")
@@ -456,6 +457,7 @@ def _skip_batches(iterator: Any, count: int) -> None:
 
 
 def _step_scheduler(trainer: Trainer, run: Run, config: Any, metric: Any) -> None:
+    run.progress.scheduler_steps += 1
     if _hooks(run).module_overrides("lr_scheduler_step"):
         _hooks(run).call_module("lr_scheduler_step", config.scheduler, metric)
     elif metric is None:

@@ -42,6 +42,11 @@ class Progress:
     epoch_done: bool = False
     total_batches: int = 0
     val_checks: int = 0
+    # for Lightning's per-epoch counters in the checkpoint's `loops` entry: optimizer steps and scheduler
+    # steps when the current epoch started, and scheduler steps the trainer made in all
+    epoch_start_step: int = 0
+    scheduler_steps: int = 0
+    epoch_start_scheduler_steps: int = 0
 
     @property
     def epochs_processed(self) -> int:

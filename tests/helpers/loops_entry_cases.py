@@ -1,0 +1,80 @@
+"""Programs whose checkpoints' ``loops`` entries are compared with Lightning's (the same code runs on both).
+
+Each case fits two epochs of five batches (three validation batches) and keeps every checkpoint; the
+answer maps ``case/filename`` to the file's ``loops`` entry, tensors as lists.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any
+
+import torch
+
+# name -> (ModelCheckpoint arguments, Trainer arguments, model arguments)
+CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
+    "epoch_end_validation": ({}, {}, {}),
+    "every_3_steps": ({"every_n_train_steps": 3}, {}, {}),
+    "validation_every_2_batches": ({}, {"val_check_interval": 2}, {}),
+    "no_validation": ({}, {"limit_val_batches": 0}, {}),
+    "manual_every_2_steps": ({"every_n_train_steps": 2}, {}, {"manual": True}),
+    "epoch_scheduler": ({}, {}, {"scheduler": True}),
+    "epoch_scheduler_every_2_steps": ({"every_n_train_steps": 2}, {}, {"scheduler": True}),
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return value
+
+
+def run_cases(pl: Any, root: str) -> dict[str, Any]:
+    class Model(pl.LightningModule):
+        def __init__(self, manual: bool = False, scheduler: bool = False):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+            self.automatic_optimization = not manual
+            self.scheduler = scheduler
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch).square().mean()
+            if self.automatic_optimization:
+                return loss
+            opt = self.optimizers()
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            return None
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val", self.layer(batch).mean())
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            if not self.scheduler:
+                return opt
+            return [opt], [torch.optim.lr_scheduler.StepLR(opt, 1)]
+
+    data = torch.utils.data.DataLoader(torch.randn(20, 4), batch_size=4)
+    answers = {}
+    for name, (checkpoint_args, trainer_args, model_args) in CASES.items():
+        torch.manual_seed(0)
+        folder = os.path.join(root, name)
+        arguments = {"max_epochs": 2, "limit_val_batches": 3, "num_sanity_val_steps": 2, **trainer_args}
+        trainer = pl.Trainer(
+            default_root_dir=folder,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            logger=False,
+            callbacks=[pl.callbacks.ModelCheckpoint(save_top_k=-1, **checkpoint_args)],
+            **arguments,
+        )
+        trainer.fit(Model(**model_args), data, data)
+        for path in sorted(glob.glob(os.path.join(folder, "checkpoints", "*.ckpt"))):
+            loops = torch.load(path, weights_only=False)["loops"]
+            answers[f"{name}/{os.path.basename(path)}"] = _plain(loops)
+    return answers
