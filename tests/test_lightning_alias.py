@@ -995,3 +995,29 @@ def test_the_processes_of_a_ddp_run_import_ember_for_lightning_too(tmp_path, str
         assert seen["trainer_is_embers"] and seen["lightning_version"] == "2.6.6"
         assert seen["trainer"] == "lightning.pytorch.trainer.trainer.Trainer"  # Ember's class, by Lightning's name
         assert (seen["rank"], seen["world_size"]) == (rank, 2)
+
+
+@pytest.mark.parametrize("fabric_first", [False, True], ids=["ember-first", "fabric-first"])
+def test_fabrics_exception_and_warning_classes_are_embers_under_the_alias(fabric_first):
+    pytest.importorskip("lightning_fabric")
+    code = f"""
+        if {fabric_first}:
+            import lightning_fabric.utilities.exceptions  # imported before the alias
+        import ember
+        ember.install_as_lightning()
+        import pytorch_lightning as pl
+        from lightning_fabric.utilities.exceptions import MisconfigurationException
+        from lightning_fabric.utilities.warnings import PossibleUserWarning
+        from lightning_fabric.utilities.rank_zero import LightningDeprecationWarning
+        from lightning_fabric.utilities.spike import TrainingSpikeException
+        import ember.callbacks.spike, ember.utilities.rank_zero, ember.utilities.warnings
+        assert MisconfigurationException is pl.utilities.exceptions.MisconfigurationException
+        assert PossibleUserWarning is ember.utilities.warnings.PossibleUserWarning
+        assert LightningDeprecationWarning is ember.utilities.rank_zero.LightningDeprecationWarning
+        assert TrainingSpikeException is ember.callbacks.spike.TrainingSpikeException
+        try:
+            pl.Trainer(gradient_clip_algorithm="sideways")
+        except MisconfigurationException as error:  # a program catching Fabric's class catches the trainer's
+            print("caught:", error)
+    """
+    assert "caught: `gradient_clip_algorithm` sideways is invalid" in ok(python(code))

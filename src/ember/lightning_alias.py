@@ -138,6 +138,9 @@ def install_as_lightning() -> None:
                 " start the program with `ember run script.py`."
             )
         sys.meta_path.insert(0, _FINDER)
+        for name in list(sys.modules):  # Fabric imported before: from now on its module gives Ember's class
+            if _fabric_relative(name) in _FABRIC_CLASSES:
+                _use_embers_class(sys.modules[name])
         _spawned_children_import_ember_first()
         _lightning_logger_names_give_embers_logger()
     os.environ[ENV_VAR] = "1"
@@ -256,6 +259,8 @@ class _Finder(importlib.abc.MetaPathFinder):
             return _root_spec(fullname)
         if fullname.startswith("lightning.") and getattr(sys.modules.get("lightning"), "__ember_alias__", False):
             return _fabric_spec(fullname)
+        if _fabric_relative(fullname) in _FABRIC_CLASSES:
+            return _adopting_spec(fullname, path)
         return None
 
     def invalidate_caches(self) -> None:
@@ -368,6 +373,52 @@ def _then_lightning_names(exec_module: Any) -> Any:
         _give_lightning_names(module)
 
     return run_then_name
+
+
+# =====================================================================================
+# Fabric's exception and warning classes
+# =====================================================================================
+# Lightning's `MisconfigurationException`, `PossibleUserWarning`, ... *are* Fabric's classes, so a program that
+# catches or filters by Fabric's class (`from lightning_fabric.utilities.exceptions import ...`) meets the trainer's
+# too. Fabric stays the real package under the alias, and these modules of it hold Ember's class in place of their
+# own from the moment they have run: Fabric's other modules, and the program, import Ember's. Fabric's module ->
+# (Ember's module, the class).
+_FABRIC_CLASSES = {
+    "utilities.exceptions": ("ember.utilities.exceptions", "MisconfigurationException"),
+    "utilities.warnings": ("ember.utilities.warnings", "PossibleUserWarning"),
+    "utilities.rank_zero": ("ember.utilities.rank_zero", "LightningDeprecationWarning"),
+    "utilities.spike": ("ember.callbacks.spike", "TrainingSpikeException"),
+}
+
+
+def _fabric_relative(fullname: str) -> str | None:
+    """``utilities.exceptions`` for Fabric's ``lightning_fabric.utilities.exceptions`` (or the real ``lightning``
+    package's ``lightning.fabric.utilities.exceptions``); None for any other module."""
+    if fullname.startswith("lightning_fabric."):
+        return fullname[len("lightning_fabric.") :]
+    if fullname.startswith("lightning.fabric.") and not getattr(sys.modules.get("lightning"), "__ember_alias__", False):
+        return fullname[len("lightning.fabric.") :]
+    return None
+
+
+def _adopting_spec(fullname: str, path: Any) -> importlib.machinery.ModuleSpec | None:
+    """Fabric's own spec for ``fullname``, its loader set to put Ember's class in the module once it ran."""
+    spec = _spec_elsewhere(fullname, path)
+    if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+        exec_module = spec.loader.exec_module
+
+        def run_then_adopt(module: types.ModuleType) -> None:
+            exec_module(module)
+            _use_embers_class(module)
+
+        spec.loader.exec_module = run_then_adopt  # type: ignore[method-assign]
+    return spec
+
+
+def _use_embers_class(module: types.ModuleType) -> None:
+    ember_module, name = _FABRIC_CLASSES[_fabric_relative(module.__name__) or ""]
+    if isinstance(getattr(module, name, None), type):
+        setattr(module, name, getattr(importlib.import_module(ember_module), name))
 
 
 def _root_spec(fullname: str) -> importlib.machinery.ModuleSpec:
