@@ -746,3 +746,44 @@ def test_current_epoch_and_the_hooks_of_a_resumed_fit_are_lightnings(tmp_path, c
     trainer.fit(CoreModel(), loader(8), loader(8), ckpt_path=path)
     assert spy.seen == hooks
     assert trainer.current_epoch == epoch_after
+
+
+def test_steps_of_raw_optimizers_counted_through_optim_step_progress_move_the_global_step():
+    class RawSteps(CoreModel):
+        """Steps the torch optimizer itself and counts the step as PINA's manual-optimization solvers do."""
+
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers().optimizer  # the raw torch optimizer: Ember cannot see its steps
+            opt.zero_grad()
+            self.manual_backward(super().training_step(batch, batch_idx))
+            opt.step()
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.total.completed += 1
+
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.fit(RawSteps(), loader(n=12, batch_size=4))
+    assert trainer.global_step == 6
+    epoch_loop = trainer.fit_loop.epoch_loop
+    assert epoch_loop.manual_optimization.optim_step_progress.total.completed == 6
+    assert epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed == 6
+
+
+def test_the_accelerator_connector_names_the_parallel_devices():
+    trainer = quiet_trainer(accelerator="cpu", devices=1)
+    assert trainer._accelerator_connector._parallel_devices == [torch.device("cpu")]
+
+
+def test_devices_from_a_config_list_are_accepted():
+    omegaconf = pytest.importorskip("omegaconf")
+    config = omegaconf.OmegaConf.create({"accelerator": "cuda", "devices": [0], "logger": False})
+    with (
+        mock.patch("torch.cuda.is_available", return_value=True),
+        mock.patch("torch.cuda.device_count", return_value=1),
+    ):
+        trainer = ember.Trainer(**config)  # as Hydra passes it: `devices` is a ListConfig
+    assert trainer.device_ids == [0]

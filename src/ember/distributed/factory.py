@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -116,8 +117,16 @@ def _accelerator_of_parallel_devices(accelerator: Any, strategy: Any) -> Any:
     )
 
 
+def _plain_list(devices: Any) -> Any:
+    """A list from a config (OmegaConf's ``ListConfig``) as a list, as Lightning accepts it; anything else as is."""
+    if isinstance(devices, Sequence) and not isinstance(devices, (str, list, tuple)):
+        return list(devices)
+    return devices
+
+
 def parse_devices(devices: Any, accelerator: str) -> list[int]:
     """Device indices (for cpu: one entry per process) from the ``devices`` argument."""
+    devices = _plain_list(devices)
     if devices == "auto" or devices is None:
         count = _cuda_count() if accelerator == "cuda" else 1
         return list(range(max(count, 1)))

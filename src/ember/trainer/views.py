@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import types
 from typing import TYPE_CHECKING, Any
 
 from ember.trainer.metrics import print_results
@@ -187,8 +188,71 @@ class _DataSource:
         return self.instance is not None and (base is None or runs_other_code(self.instance, base, self.name))
 
 
+class _StepCounter(_View):
+    """``optim_step_progress.total`` / ``.current``: optimizer steps, which ``trainer.global_step`` reads.
+
+    A module that steps raw torch optimizers adds its steps here, as on Lightning (PINA's
+    manual-optimization solvers do ``total.completed += 1``): setting ``completed`` moves the global step;
+    ``ready`` follows it.
+    """
+
+    @property
+    def completed(self) -> int:
+        return self._progress.global_step
+
+    @completed.setter
+    def completed(self, value: int) -> None:
+        self._progress.global_step = int(value)
+
+    @property
+    def ready(self) -> int:
+        return self._progress.global_step
+
+    @ready.setter
+    def ready(self, value: int) -> None:
+        pass  # counted once, through `completed`
+
+
+class _StepProgress(_View):
+    @property
+    def total(self) -> _StepCounter:
+        return _StepCounter(self._trainer)
+
+    current = total
+
+
+class _ManualOptimizationView(_View):
+    """``epoch_loop.manual_optimization``: its ``optim_step_progress``."""
+
+    @property
+    def optim_step_progress(self) -> _StepProgress:
+        return _StepProgress(self._trainer)
+
+
+class _OptimizerProgress(_View):
+    @property
+    def step(self) -> _StepProgress:
+        return _StepProgress(self._trainer)
+
+
+class _AutomaticOptimizationView(_View):
+    """``epoch_loop.automatic_optimization``: its ``optim_progress.optimizer.step``."""
+
+    @property
+    def optim_progress(self) -> Any:
+        return types.SimpleNamespace(optimizer=_OptimizerProgress(self._trainer))
+
+
 class _TrainingEpochLoopView(_View):
     """``trainer.fit_loop.epoch_loop``."""
+
+    @property
+    def manual_optimization(self) -> _ManualOptimizationView:
+        return _ManualOptimizationView(self._trainer)
+
+    @property
+    def automatic_optimization(self) -> _AutomaticOptimizationView:
+        return _AutomaticOptimizationView(self._trainer)
 
     @property
     def val_loop(self) -> EvaluationLoopView:
@@ -367,3 +431,9 @@ class AcceleratorConnectorView(_View):
     def is_distributed(self) -> bool:
         """Whether the run uses several processes (DDP, FSDP)."""
         return bool(self._trainer.strategy.is_distributed)
+
+    @property
+    def _parallel_devices(self) -> list[Any]:
+        """The devices of this run, one per process (PINA reads it to pick its batch size)."""
+        strategy = self._trainer.strategy
+        return list(getattr(strategy, "parallel_devices", None) or [strategy.root_device])
