@@ -17,6 +17,7 @@ from tests.helpers.distributed_models import (
     CountingSyncModel,
     DropoutModel,
     EmptyDataModel,
+    EpochMeanModel,
     KilledModel,
     ManualModel,
     PreparingModel,
@@ -499,3 +500,15 @@ def test_spawned_ranks_share_the_cpus_unless_omp_num_threads_says_otherwise(tmp_
         assert threads == [(max(1, cpus // 2), str(max(1, cpus // 2)))] * 2
     else:  # the user's setting is kept (torch takes its thread count from it)
         assert [exported for _, exported in threads] == ["3", "3"]
+
+
+def test_a_value_logged_for_the_step_and_the_epoch_is_synced_once_in_its_epoch_mean(tmp_path):
+    fork_trainer(tmp_path, max_epochs=1, log_every_n_steps=1).fit(EpochMeanModel(tmp_path), loader())
+    records = read_ranks(tmp_path)
+    batches = records[0]["batches"]
+    # the sample-weighted mean over both ranks: rank r logs r + i with batch size r + 1
+    total = sum((r + i) * (r + 1) for r in range(2) for i in range(batches))
+    expected = total / sum(r + 1 for r in range(2) for _ in range(batches))
+    for record in records:
+        assert record["epoch_only"] == pytest.approx(expected, rel=1e-6)
+        assert record["both_epoch"] == pytest.approx(expected, rel=1e-6)  # not the step-synced values again

@@ -266,3 +266,20 @@ def sharding_trainer(
     )
     options.update(kwargs)
     return ember.Trainer(**options)
+
+
+class EpochMeanModel(RecordingModel):
+    """Logs ``value = rank + batch_idx`` with batch size ``rank + 1``, synced, with and without a step value."""
+
+    def training_step(self, batch, batch_idx):
+        value = torch.tensor(float(self.global_rank + batch_idx))
+        size = self.global_rank + 1
+        self.log("both", value, batch_size=size, sync_dist=True, on_step=True, on_epoch=True)
+        self.log("epoch_only", value, batch_size=size, sync_dist=True, on_step=False, on_epoch=True)
+        return super().training_step(batch, batch_idx)
+
+    def on_train_epoch_end(self) -> None:
+        metrics = self.trainer.callback_metrics
+        self.record["both_epoch"] = float(metrics["both_epoch"])
+        self.record["epoch_only"] = float(metrics["epoch_only"])
+        self.record["batches"] = self.trainer.num_training_batches

@@ -100,9 +100,10 @@ class LoggedMetric:
             self.computed = None
             return
         if self.on_step:
+            step_value = value
             if sync is not None and self.sync_dist and not self.rank_zero_only:
-                value = sync(value.clone(), self.reduce, self.sync_dist_group)
-            self.step_value = value
+                step_value = sync(value.clone(), self.reduce, self.sync_dist_group)
+            self.step_value = step_value  # the epoch total below adds this rank's own value: synced once, at the end
         if self.on_epoch:
             self.computed = None
             total = self.total
