@@ -111,7 +111,10 @@ def test_fit_without_training_data():
 
 
 def test_a_validation_step_without_validation_data_warns():
-    with pytest.warns(UserWarning, match="You defined a `validation_step` but have no `val_dataloader`. Skipping val"):
+    # a PossibleUserWarning, as in Lightning: a filter on that category silences it
+    from ember.utilities.warnings import PossibleUserWarning
+
+    with pytest.warns(PossibleUserWarning, match="You defined a `validation_step` but have no `val_dataloader`"):
         quiet_trainer(max_epochs=1).fit(CoreModel(), loader())
 
 

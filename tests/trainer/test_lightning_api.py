@@ -787,3 +787,16 @@ def test_devices_from_a_config_list_are_accepted():
     ):
         trainer = ember.Trainer(**config)  # as Hydra passes it: `devices` is a ListConfig
     assert trainer.device_ids == [0]
+
+
+def test_a_predict_step_returning_none_warns_once_as_lightning():
+    class Silent(CoreModel):
+        def predict_step(self, batch, batch_idx):
+            return None
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictions = quiet_trainer().predict(Silent(), loader(n=12, batch_size=4))
+    assert predictions == [None, None, None]
+    said = [str(w.message) for w in caught if "predict returned None" in str(w.message)]
+    assert said == ["predict returned None if it was on purpose, ignore this warning..."]

@@ -335,7 +335,10 @@ def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
     if has_val_data and not hooks.module_overrides("validation_step"):
         rank_zero_warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.")
     if not has_val_data and hooks.module_overrides("validation_step"):
-        rank_zero_warn("You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.")
+        rank_zero_warn(
+            "You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.",
+            category=PossibleUserWarning,
+        )
     if not model.automatic_optimization:
         if trainer.gradient_clip_val is not None and trainer.gradient_clip_val != 0:
             raise MisconfigurationException(

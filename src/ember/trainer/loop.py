@@ -915,6 +915,8 @@ def _predict_loader(
             batch_start(batch, batch_idx, *extra)
         with forward_context():
             output = predict_step(batch, batch_idx, *extra)
+        if output is None:
+            _warn_none_prediction(run)
         if run.return_predictions:
             predictions[dataloader_idx].append(output)
         if batch_end is not None:
@@ -952,12 +954,19 @@ def _predict_with_iterator(
                 output = predict_step(data)
         except StopIteration:
             break
+        if output is None:
+            _warn_none_prediction(run)
         if run.return_predictions:
             predictions[data.dataloader_idx].append(output)
         if batch_end is not None:
             batch_end(output, data.batch, data.batch_idx, *((data.dataloader_idx,) if several else ()))
         counts[0] += 1
         counts[1] += 1
+
+
+def _warn_none_prediction(run: Run) -> None:
+    """Lightning's warning for a ``predict_step`` that returned None: once per call."""
+    run.warnings.warn("predict returned None if it was on purpose, ignore this warning...")
 
 
 def _batch_indices_iter(loader: Any) -> Any:

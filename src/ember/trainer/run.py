@@ -17,6 +17,7 @@ from ember.trainer.logging import LoggedResults
 from ember.trainer.metrics import MetricStore
 from ember.trainer.preemption import StopFlag
 from ember.trainer.states import TrainerFn
+from ember.utilities.rank_zero import WarningCache
 
 if TYPE_CHECKING:
     from ember.profilers.profiler import Profiler
@@ -148,6 +149,7 @@ class Run:
     eval_progress: dict[str, list[int]] = field(
         default_factory=lambda: {"val": [0, 0], "test": [0, 0], "predict": [0, 0]}
     )
+    warnings: WarningCache = field(default_factory=WarningCache)  # warnings given once per call
     evaluation_has_run: bool = False  # a validation inside this fit has finished
     evaluation_batches_run: bool = False  # a validation batch inside this fit has run
     last_val_time: float = 0.0  # for a time-based ``val_check_interval``
