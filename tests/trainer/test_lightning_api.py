@@ -800,3 +800,29 @@ def test_a_predict_step_returning_none_warns_once_as_lightning():
     assert predictions == [None, None, None]
     said = [str(w.message) for w in caught if "predict returned None" in str(w.message)]
     assert said == ["predict returned None if it was on purpose, ignore this warning..."]
+
+
+@pytest.mark.parametrize("call", ["validate", "test", "predict"])
+def test_a_loop_limited_to_no_batches_does_not_ask_for_its_dataloaders(call):
+    asked = []
+
+    class Model(CoreModel):
+        def val_dataloader(self):
+            asked.append("val")
+            return loader()
+
+        def test_dataloader(self):
+            asked.append("test")
+            return loader()
+
+        def predict_dataloader(self):
+            asked.append("predict")
+            return loader()
+
+        def predict_step(self, batch, batch_idx):
+            return batch[0]
+
+    limits = {"limit_val_batches": 0, "limit_test_batches": 0, "limit_predict_batches": 0}
+    result = getattr(quiet_trainer(**limits), call)(Model())
+    assert asked == []
+    assert result == ([] if call != "predict" else None)

@@ -290,6 +290,8 @@ def eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[Any]:
     only when its epoch validates (``check_val_every_n_epoch``).
     """
     key = stage.dataloader_prefix or ""
+    if {"val": t.limit_val_batches, "test": t.limit_test_batches, "predict": t.limit_predict_batches}.get(key) == 0:
+        return []  # as Lightning: a loop limited to no batches does not ask for its dataloaders
     epoch = run.progress.epoch
     every = t.reload_dataloaders_every_n_epochs
     fitting = key == "val" and t.state.fn == TrainerFn.FITTING
