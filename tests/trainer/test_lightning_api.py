@@ -826,3 +826,27 @@ def test_a_loop_limited_to_no_batches_does_not_ask_for_its_dataloaders(call):
     result = getattr(quiet_trainer(**limits), call)(Model())
     assert asked == []
     assert result == ([] if call != "predict" else None)
+
+
+def test_the_results_table_is_laid_out_as_lightnings_plain_table(capsys, monkeypatch):
+    from ember.trainer.metrics import print_results
+
+    monkeypatch.setenv("COLUMNS", "120")
+    print_results([{"test_loss": torch.tensor(0.25), "a" * 70: torch.tensor(1.5)}], "test")
+    print_results([{"v": torch.tensor([1.0])}], "validate")
+    bar = "─" * 120
+    # what Lightning 2.6.6 prints for the same results without rich (a 120-column terminal)
+    assert capsys.readouterr().out.splitlines() == [
+        bar,
+        " " * 24 + "Test metric" + " " * 49 + "DataLoader 0",
+        bar,
+        "a" * 60 + " " * 28 + "1.5",
+        " " * 25 + "a" * 10,
+        " " * 25 + "test_loss" + " " * 54 + "0.25",
+        bar,
+        bar,
+        "     Validate metric           DataLoader 0",
+        bar,
+        "            v                       1.0",
+        bar,
+    ]

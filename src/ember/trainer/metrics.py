@@ -7,6 +7,9 @@ read from the device only at a log interval or an epoch end.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -149,22 +152,43 @@ class MetricStore:
 
 
 def print_results(outputs: list[dict[str, Any]], stage: str) -> None:
-    """The table ``validate``/``test`` print: one column per dataloader, each value as Lightning prints it."""
-    outputs = [{k: _printable(v) for k, v in d.items()} for d in outputs]
+    """The table ``validate``/``test`` print: one column per dataloader, laid out as Lightning's plain table.
+
+    Columns are as wide as the longest metric name or header, at least 25 characters and at most half
+    the terminal (120 columns when it cannot be asked); the bars span the terminal; dataloaders that do
+    not fit beside the names go to further tables; a name longer than half the terminal is wrapped.
+    """
+    outputs = [{k.split("/dataloader_idx_")[0]: _printable(v) for k, v in d.items()} for d in outputs]
     keys = sorted({k for d in outputs for k in d})
     if not keys:
         return
-    title = f"{stage.capitalize()} metric"
-    headers = [title] + [f"DataLoader {i}" for i in range(len(outputs))]
-    rows = [[k] + [str(d.get(k, "")) for d in outputs] for k in keys]
-    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
-    line = "─" * (sum(widths) + 3 * len(widths) + 1)
-    print(line)
-    print("  ".join(h.center(w) for h, w in zip(headers, widths)))
-    print(line)
-    for row in rows:
-        print("  ".join(str(c).center(w) for c, w in zip(row, widths)))
-    print(line)
+    headers = [f"DataLoader {i}" for i in range(len(outputs))]
+    columns = shutil.get_terminal_size(fallback=(120, 30)).columns or 120
+    width = int(min(max(len(max(keys, key=len)), len(max(headers, key=len)), 25), columns / 2))
+    per_table = int((columns - width) / width)
+    try:
+        bar = "─" * columns
+        if sys.stdout.encoding is not None:
+            bar.encode(sys.stdout.encoding)
+    except UnicodeEncodeError:  # a terminal without box-drawing characters
+        bar = "-" * columns
+    half = int(columns / 2)
+    for first in range(0, len(headers), per_table):
+        shown = range(first, min(first + per_table, len(headers)))
+        row_format = f"{{:^{width}}}" * (len(shown) + 1)
+        lines = [bar, row_format.format(f"{stage} Metric".capitalize(), *(headers[i] for i in shown)).rstrip(), bar]
+        for key in keys:
+            cells = [str(outputs[i][key]) if key in outputs[i] else " " for i in shown]
+            name = key
+            while len(name) > half:  # a long name wraps over several lines, each with the values, as Lightning's
+                lines.append(row_format.format(name[:half], *cells).rstrip())
+                name = name[half:]
+            if name is key:
+                lines.append(row_format.format(name, *cells).rstrip())
+            else:
+                lines.append(f"{{:^{width}}}{{:^{width}}}".format(name, " ").rstrip())
+        lines.append(bar)
+        print(os.linesep.join(lines))
 
 
 def _printable(value: Any) -> Any:
