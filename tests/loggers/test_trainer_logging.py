@@ -15,6 +15,7 @@ from logger_models import BATCHES_PER_EPOCH, LoggedRegressor, train_loader, val_
 
 import ember as pl
 from ember.loggers import CSVLogger
+from ember.trainer import defaults
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
@@ -199,10 +200,14 @@ def test_mlflow_run_marked_failed_when_fit_raises(mlflow_uri):
 def test_default_logger_is_csv_without_tensorboard(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
-    trainer = pl.Trainer(
-        max_epochs=1, log_every_n_steps=2, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET
-    )
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # a SLURM job's id names TensorBoard's version only, as Lightning
+    monkeypatch.setattr("ember.trainer.defaults._csv_default_warning", type(defaults._csv_default_warning)())
+    with pytest.warns(UserWarning, match="`logger=True` will use `CSVLogger` as the default logger, unless the"):
+        trainer = pl.Trainer(
+            max_epochs=1, log_every_n_steps=2, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET
+        )
     assert isinstance(trainer.logger, CSVLogger)
+    assert trainer.logger.version == 0
     trainer.fit(LoggedRegressor(), train_loader(), val_loader())
     header, rows = read_rows(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")
     assert header == ["epoch", "step", "train_loss", "val_loss"]

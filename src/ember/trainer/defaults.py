@@ -10,7 +10,7 @@ from typing import Any
 
 from ember.callbacks.callback import Callback
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import rank_zero_info
+from ember.utilities.rank_zero import WarningCache, rank_zero_info
 
 # What the trainer calls on every logger; a class of your own that has these works without
 # subclassing `Logger` (as in Lightning).
@@ -53,17 +53,31 @@ def _check_logger(obj: Any) -> None:
     )
 
 
+_csv_default_warning = WarningCache()
+
+
 def default_logger(save_dir: str) -> Any:
     """TensorBoard when tensorboard (or tensorboardX) is installed, else CSV (as Lightning chooses)."""
-    slurm_batch_job = "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
-    version = os.environ["SLURM_JOB_ID"] if slurm_batch_job else None
     if any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX")):
         from ember.loggers.tensorboard import TensorBoardLogger
+
+        slurm_batch_job = "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in (
+            "bash",
+            "interactive",
+        )
+        version = os.environ["SLURM_JOB_ID"] if slurm_batch_job else None
 
         return TensorBoardLogger(save_dir=save_dir, version=version)
     from ember.loggers.csv_logs import CSVLogger
 
-    return CSVLogger(save_dir=save_dir, version=version)
+    _csv_default_warning.warn(
+        "Starting from v1.9.0, `tensorboardX` has been removed as a dependency of the `lightning.pytorch`"
+        " package, due to potential conflicts with other packages in the ML ecosystem. For this reason,"
+        " `logger=True` will use `CSVLogger` as the default logger, unless the `tensorboard`"
+        " or `tensorboardX` packages are found."
+        " Please `pip install lightning[extra]` or one of them to enable TensorBoard support by default"
+    )  # Lightning's words, once per process
+    return CSVLogger(save_dir=save_dir)  # as Lightning: the SLURM job's version is TensorBoard's only
 
 
 def configure_callbacks(
