@@ -18,6 +18,7 @@ from tests.helpers.distributed_models import (
     DropoutModel,
     EmptyDataModel,
     EpochMeanModel,
+    EvalWarningsModel,
     KilledModel,
     ManualModel,
     PreparingModel,
@@ -512,3 +513,12 @@ def test_a_value_logged_for_the_step_and_the_epoch_is_synced_once_in_its_epoch_m
     for record in records:
         assert record["epoch_only"] == pytest.approx(expected, rel=1e-6)
         assert record["both_epoch"] == pytest.approx(expected, rel=1e-6)  # not the step-synced values again
+
+
+@pytest.mark.parametrize("call", ["validate", "test"])
+def test_evaluating_on_several_processes_warns_that_the_sampler_repeats_samples(tmp_path, call):
+    getattr(fork_trainer(tmp_path), call)(EvalWarningsModel(tmp_path), loader())
+    rank0, rank1 = (record["warnings"] for record in read_ranks(tmp_path))
+    expected = f"Using `DistributedSampler` with the dataloaders. During `trainer.{call}()`, it is recommended"
+    assert [m for m in rank0 if m.startswith(expected)] != []  # Lightning's warning, on rank 0 only
+    assert not [m for m in rank1 if m.startswith("Using `DistributedSampler`")]

@@ -283,3 +283,24 @@ class EpochMeanModel(RecordingModel):
         self.record["both_epoch"] = float(metrics["both_epoch"])
         self.record["epoch_only"] = float(metrics["epoch_only"])
         self.record["batches"] = self.trainer.num_training_batches
+
+
+class EvalWarningsModel(RecordingModel):
+    """Records the warnings every rank sees from ``setup`` to ``teardown`` of a ``validate``/``test`` call."""
+
+    def setup(self, stage: str) -> None:
+        import warnings
+
+        self._catching = warnings.catch_warnings(record=True)
+        self._caught = self._catching.__enter__()
+        warnings.simplefilter("always")
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val", self.layer(batch[0]).mean())
+
+    test_step = validation_step
+
+    def teardown(self, stage: str) -> None:
+        self._catching.__exit__(None, None, None)
+        self.record["warnings"] = [str(w.message) for w in self._caught]
+        torch.save(self.record, os.path.join(self.folder, f"rank{self.global_rank}.pt"))

@@ -20,6 +20,7 @@ from ember.utilities.combined_loader import CombinedLoader
 from ember.utilities.data import sized_len, warn_if_sized_iterable
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from ember.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
     from ember.trainer.run import Run
@@ -240,15 +241,17 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     # in fit, `overfit_batches` also validates on the same first batches each time, as Lightning does
     overfit = "val" if t.overfit_batches and key == "val" and t.state.fn == TrainerFn.FITTING else ""
     prepared = []
-    for loader in loaders:
+    for given in loaders:
         loader = prepare_loader(
-            loader,
+            given,
             shuffle=False,
             distributed=distributed(t),
             overfit=overfit,
             seed_workers=seed_workers,
             predicting=key == "predict",
         )
+        if loader is not given and t.state.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
+            _warn_sampler_repeats_samples(loader, t.state.fn)
         warn_about_spawned_workers(loader, f"{key}_dataloader")
         if key == "predict" and needs_batch_indices(t):
             loader = with_index_recording(loader, t.predict_loop)
@@ -280,6 +283,19 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     else:
         run.predict_dataloaders = value
     return prepared
+
+
+def _warn_sampler_repeats_samples(loader: Any, fn: TrainerFn) -> None:
+    """Lightning's warning for a ``DistributedSampler`` added to a ``validate``/``test`` loader in a
+    multi-process run: it pads the data so that every process gets as many batches."""
+    if getattr(getattr(loader, "sampler", None), "num_replicas", 1) > 1:
+        rank_zero_warn(
+            f"Using `DistributedSampler` with the dataloaders. During `trainer.{fn.value}()`, it is"
+            " recommended to use `Trainer(devices=1, num_nodes=1)` to ensure each sample/batch gets evaluated"
+            " exactly once. Otherwise, multi-device settings use `DistributedSampler` that replicates"
+            " some samples to make sure all devices have same batch size in case of uneven inputs.",
+            category=PossibleUserWarning,
+        )
 
 
 def eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[Any]:
