@@ -258,7 +258,7 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
         if t.state.fn != TrainerFn.FITTING:  # in fit, each validation sets the epoch it runs in
             set_sampler_epoch(loader, run.progress.epoch)
         prepared.append(loader)
-    limit = {"val": t.limit_val_batches, "test": t.limit_test_batches, "predict": t.limit_predict_batches}[key]
+    limit = _batch_limit(t, key)
     several = len(prepared) > 1
     counts = [count_batches(t, loader, limit, key, index if several else None) for index, loader in enumerate(prepared)]
     value = prepared[0] if len(prepared) == 1 else prepared
@@ -285,6 +285,11 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     return prepared
 
 
+def _batch_limit(t: Trainer, key: str) -> int | float:
+    """The ``limit_<stage>_batches`` of an evaluation loop (``"val"``, ``"test"`` or ``"predict"``)."""
+    return {"val": t.limit_val_batches, "test": t.limit_test_batches, "predict": t.limit_predict_batches}[key]
+
+
 def _warn_sampler_repeats_samples(loader: Any, fn: TrainerFn) -> None:
     """Lightning's warning for a ``DistributedSampler`` added to a ``validate``/``test`` loader in a
     multi-process run: it pads the data so that every process gets as many batches."""
@@ -306,7 +311,7 @@ def eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[Any]:
     only when its epoch validates (``check_val_every_n_epoch``).
     """
     key = stage.dataloader_prefix or ""
-    if {"val": t.limit_val_batches, "test": t.limit_test_batches, "predict": t.limit_predict_batches}.get(key) == 0:
+    if _batch_limit(t, key) == 0:
         return []  # as Lightning: a loop limited to no batches does not ask for its dataloaders
     epoch = run.progress.epoch
     every = t.reload_dataloaders_every_n_epochs
