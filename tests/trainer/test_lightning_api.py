@@ -262,6 +262,20 @@ def test_resuming_says_what_was_restored_as_lightning_does(tmp_path, caplog):
     ]
 
 
+def test_save_checkpoint_without_weights_only_keeps_everything_and_says_so_as_lightning_does(tmp_path, caplog):
+    trainer = quiet_trainer(max_steps=2)
+    trainer.fit(CoreModel(), loader())
+    with caplog.at_level("INFO"):
+        trainer.save_checkpoint(tmp_path / "default.ckpt")
+        trainer.save_checkpoint(tmp_path / "full.ckpt", weights_only=False)
+        trainer.save_checkpoint(tmp_path / "weights.ckpt", weights_only=True)
+    said = [r.getMessage() for r in caplog.records if "weights_only" in r.getMessage()]
+    assert said == ["`weights_only` was not set, defaulting to `False`."]  # once: only the call that left it out
+    default, weights = (torch.load(tmp_path / name, weights_only=True) for name in ("default.ckpt", "weights.ckpt"))
+    assert "optimizer_states" in default and "callbacks" in default
+    assert "optimizer_states" not in weights
+
+
 def test_the_evaluation_loops_hold_verbose_and_inference_mode_as_lightnings_do():
     seen = []
 

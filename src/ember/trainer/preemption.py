@@ -112,7 +112,7 @@ def on_stop_request(trainer: Trainer, run: Run) -> None:
     if requeue is not None and flag.signum == requeue.requeue_signal:
         # every rank must write the same name: rank 0's listing decides
         path = trainer.strategy.broadcast(hpc_save_path(trainer.default_root_dir))
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         if trainer.is_global_zero:
             wait_for_pending_writes(trainer.strategy)  # the requeued job must find the file
             requeue.requeue()
@@ -121,7 +121,7 @@ def on_stop_request(trainer: Trainer, run: Run) -> None:
             f" {requeue.job_id()} was requeued: when it starts again, `trainer.fit` resumes from that checkpoint."
         )
     path = _last_checkpoint_path(trainer)
-    trainer.save_checkpoint(path)
+    trainer.save_checkpoint(path, weights_only=False)
     exit_type = SIGTERMPreemptionExit if flag.signum == getattr(signal, "SIGTERM", None) else PreemptionExit
     raise exit_type(  # the exit prints the message
         f"Received {name}: training stopped at {where}, and the state was saved to {path}. Resume with"

@@ -7,6 +7,7 @@ the state of one call is a ``Run`` (``run.py``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,8 @@ from ember.trainer.run import Run
 from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import _set_rank
+
+_log = logging.getLogger(__name__)
 
 
 class _ReadOnly:
@@ -424,10 +427,12 @@ class Trainer:
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def save_checkpoint(
-        self, filepath: str | os.PathLike, weights_only: bool | None = False, storage_options: Any = None
+        self, filepath: str | os.PathLike, weights_only: bool | None = None, storage_options: Any = None
     ) -> None:
         """Write a checkpoint of the current state on every rank: rank 0 writes the file (sharded FSDP: every
         rank its shards). With ``AsyncCheckpointIO`` the write is queued; it is on disk when ``fit`` returns.
+        ``weights_only=True`` leaves out the optimizer, scheduler and callback states; not given, it is
+        ``False``, and an info line says so, as in Lightning.
 
         Example::
 
@@ -440,9 +445,12 @@ class Trainer:
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call"
                 " `Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
+        if weights_only is None:
+            weights_only = False
+            _log.info("`weights_only` was not set, defaulting to `False`.")
         profiler = self._run.profiler
         with profiler.profile("save_checkpoint") if profiler is not None else contextlib.nullcontext():
-            checkpoint = dump_checkpoint(self, self._run, bool(weights_only))
+            checkpoint = dump_checkpoint(self, self._run, weights_only)
             # rank 0 writes the file, or every rank its shards
             self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
         self.strategy.barrier("Trainer.save_checkpoint")  # all ranks: the file is written (or queued)
