@@ -1,11 +1,16 @@
-"""Seeding and rank-zero helpers, as Lightning's behave."""
+"""Seeding, rank-zero and logging helpers, as Lightning's behave."""
 
 import os
+import pathlib
 import random
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import torch
 
+import ember
 from ember import seed_everything
 from ember.utilities import AttributeDict, isolate_rng, rank_zero_only
 
@@ -79,3 +84,63 @@ def test_isolate_rng_leaves_an_uninitialized_cuda_alone(monkeypatch):
     with isolate_rng():
         torch.rand(1)
     assert calls == ["get", "set"]
+
+
+def _modules_that_log_under_their_name() -> list[str]:
+    src = pathlib.Path(ember.__file__).parent
+    return sorted(
+        ".".join(path.relative_to(src.parent).with_suffix("").parts)
+        for path in src.rglob("*.py")
+        if "logging.getLogger(__name__)" in path.read_text()
+    )
+
+
+def test_every_ember_logger_exists_from_import_ember_before_its_module_loads():
+    names = _modules_that_log_under_their_name()
+    assert "ember.callbacks.model_summary" in names
+    code = "import logging, sys, ember; print(sorted(set(sys.argv[1:]) - set(logging.Logger.manager.loggerDict)))"
+    proc = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_a_logging_config_that_disables_existing_loggers_quiets_embers_messages_as_lightnings(tmp_path):
+    # Hydra applies such a config after the program's imports; Lightning's loggers all exist by then
+    code = textwrap.dedent(
+        """
+        import logging.config
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+        import ember
+
+        logging.config.dictConfig({
+            "version": 1, "disable_existing_loggers": True,
+            "handlers": {"out": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"}},
+            "root": {"handlers": ["out"], "level": "INFO"},
+        })
+        logging.getLogger("program").info("the program's own line")
+
+        class Model(ember.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(2, 1)
+
+            def training_step(self, batch, batch_idx):
+                return self.layer(batch[0]).sum()
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        trainer = ember.Trainer(max_steps=2, enable_progress_bar=False, logger=False, enable_checkpointing=False)
+        trainer.fit(Model(), DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4))
+        trainer.save_checkpoint("unused.ckpt")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout + proc.stderr
+    assert "the program's own line" in said
+    assert "Trainable params" not in said and "Name" not in said  # the model summary
+    assert "`weights_only` was not set" not in said

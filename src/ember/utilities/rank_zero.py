@@ -10,6 +10,23 @@ from functools import wraps
 from typing import Any, TypeVar
 
 log = logging.getLogger("ember")
+# The loggers of modules that load on first use exist from ``import ember``, as all of Lightning's exist
+# from its import: a logging config applied in between (Hydra's, with ``disable_existing_loggers``)
+# then quiets their messages as it quiets Lightning's. A test keeps this list complete.
+_LAZY_MODULE_LOGGERS = (
+    "ember.callbacks.early_stopping",
+    "ember.callbacks.finetuning",
+    "ember.callbacks.model_checkpoint",
+    "ember.callbacks.model_summary",
+    "ember.callbacks.pruning",
+    "ember.demos._download",
+    "ember.loggers.mlflow",
+    "ember.trainer.trainer",
+    "ember.tuner.batch_size_scaling",
+    "ember.tuner.lr_finder",
+)
+for _name in _LAZY_MODULE_LOGGERS:
+    logging.getLogger(_name)
 T = TypeVar("T")
 
 
