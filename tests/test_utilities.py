@@ -144,3 +144,14 @@ def test_a_logging_config_that_disables_existing_loggers_quiets_embers_messages_
     assert "the program's own line" in said
     assert "Trainable params" not in said and "Name" not in said  # the model summary
     assert "`weights_only` was not set" not in said
+
+
+def test_seed_everything_says_the_seed_with_the_rank_a_launcher_gave_the_process(monkeypatch, caplog):
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    with caplog.at_level("INFO"):
+        seed_everything(5)
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        seed_everything(6)
+        seed_everything(7, verbose=False)
+    assert [r.getMessage() for r in caplog.records] == ["Seed set to 5", "[rank: 1] Seed set to 6"]

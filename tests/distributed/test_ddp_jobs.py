@@ -147,6 +147,21 @@ def test_the_ranks_ddp_starts_share_the_cpus_as_lightnings_do(tmp_path):
 
 
 @pytest.mark.timeout(200)
+def test_a_job_says_how_its_ranks_start_as_lightnings_does(tmp_path):
+    proc = run("startup", tmp_path)
+    _check(proc)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    # the launching process seeds before it knows its rank; the started one says its rank
+    assert lines.count("Seed set to 3") == 1 and lines.count("[rank: 1] Seed set to 3") == 1
+    assert "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2" in lines
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in lines
+    banner = ["-" * 100, "distributed_backend=gloo", "All distributed processes registered. Starting with 2 processes"]
+    start = lines.index(banner[1]) - 1
+    assert lines[start : start + 4] == [*banner, "-" * 100]  # rank 0 only, once
+    assert lines.count(banner[1]) == 1
+
+
+@pytest.mark.timeout(200)
 def test_a_torchrun_job_joins_its_environment(tmp_path):
     _check(run("plain", tmp_path, torchrun=True))
     ranks = [load(tmp_path, "plain", r) for r in (0, 1)]

@@ -22,6 +22,7 @@ from ember.checkpoint.async_io import find_async_io
 from ember.distributed import failure
 from ember.distributed.environments import ClusterEnvironment, LightningEnvironment, detect_environment
 from ember.distributed.strategy import Strategy
+from ember.utilities.rank_zero import _set_rank, log, rank_zero_info
 
 default_pg_timeout = timedelta(minutes=30)
 
@@ -224,20 +225,26 @@ class ParallelStrategy(Strategy):
         os.environ["MASTER_PORT"] = str(env.main_port)
         failure.install(self.global_rank)
         self._failed = False
+        _set_rank(self.global_rank)
         if dist.is_available() and not dist.is_initialized():
             # all ranks: rendezvous at MASTER_ADDR:MASTER_PORT
+            log.info(
+                f"Initializing distributed: GLOBAL_RANK: {self.global_rank},"
+                f" MEMBER: {self.global_rank + 1}/{self.world_size}"
+            )
             dist.init_process_group(
                 self.process_group_backend,
                 rank=self.global_rank,
                 world_size=self.world_size,
                 timeout=self._timeout,
             )
+            rank_zero_info(
+                f"{'-' * 100}\ndistributed_backend={self.process_group_backend}\n"
+                f"All distributed processes registered. Starting with {self.world_size} processes\n{'-' * 100}\n"
+            )
             # The group is kept for later fit/validate/test calls, and destroyed before the
             # interpreter shuts down (see `_destroy_process_group`).
             atexit.register(_destroy_process_group)
-        from ember.utilities.rank_zero import _set_rank
-
-        _set_rank(self.global_rank)
 
     def on_exception(self, exception: BaseException) -> None:
         """The first rank to fail is the one whose traceback the user sees; the others end quietly.

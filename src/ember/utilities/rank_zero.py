@@ -30,12 +30,18 @@ for _name in _LAZY_MODULE_LOGGERS:
 T = TypeVar("T")
 
 
-def _rank_from_env() -> int:
+def _rank_in_env() -> int | None:
+    """The rank a launcher gave this process in its environment; ``None`` when there is none."""
     for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "JSM_NAMESPACE_RANK"):
         value = os.environ.get(key)
         if value is not None:
             return int(value)
-    return 0
+    return None
+
+
+def _rank_from_env() -> int:
+    rank = _rank_in_env()
+    return 0 if rank is None else rank
 
 
 def rank_zero_only(fn: Callable[..., T], default: Any = None) -> Callable[..., T | None]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from ember.utilities.rank_zero import _rank_in_env, log, rank_prefixed_message, rank_zero_warn
 
 _MAX_SEED = 2**32 - 1
 _MIN_SEED = 0
@@ -42,8 +42,8 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
     if not (_MIN_SEED <= seed <= _MAX_SEED):
         rank_zero_warn(f"{seed} is not in bounds, numpy accepts from {_MIN_SEED} to {_MAX_SEED}")
         seed = 0
-    if verbose:
-        rank_zero_info(f"Seed set to {seed}")
+    if verbose:  # every process says it, a launched one with its rank: "[rank: 1] Seed set to 0"
+        log.info(rank_prefixed_message(f"Seed set to {seed}", _rank_in_env()))
     os.environ["PL_GLOBAL_SEED"] = str(seed)
     random.seed(seed)
     try:

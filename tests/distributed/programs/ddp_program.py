@@ -214,6 +214,11 @@ def run_threads(out: str) -> None:
     )
 
 
+def run_startup(out: str) -> None:
+    pl.seed_everything(3)
+    trainer(out, max_steps=1, enable_checkpointing=False).fit(Model(), DataLoader(dataset(), batch_size=4))
+
+
 MODE = sys.argv[1] if len(sys.argv) > 1 else "fit"
 
 if __name__ == "__main__":
@@ -228,5 +233,7 @@ if __name__ == "__main__":
         run_spawn(out_dir)
     elif MODE == "threads":
         run_threads(out_dir)
+    elif MODE == "startup":
+        run_startup(out_dir)
     else:
         raise SystemExit(f"unknown mode {MODE!r}")
