@@ -136,9 +136,7 @@ def test_a_logging_config_that_disables_existing_loggers_quiets_embers_messages_
         trainer.save_checkpoint("unused.ckpt")
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     said = proc.stdout + proc.stderr
     assert "the program's own line" in said

@@ -188,6 +188,19 @@ def test_a_raising_rank_ends_the_job_promptly_with_one_traceback(tmp_path):
 
 
 @pytest.mark.timeout(200)
+def test_ranks_that_fail_by_themselves_each_show_their_traceback(tmp_path):
+    # rank 0's error is its own, not a lost peer: it is shown, and rank 1, which failed first, is let
+    # finish printing its traceback before the job is ended (it used to be stopped before it could)
+    proc = run("raise_both", tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert output.count("ValueError: boom on rank 1") == 1, output[-4000:]
+    assert output.count("ValueError: boom on rank 0") == 1, output[-4000:]
+    assert "stopped because rank 1 failed" not in output
+    assert left_in_temp(tmp_path) == []
+
+
+@pytest.mark.timeout(200)
 def test_a_rank_killed_by_sigkill_is_named_and_ends_the_job_promptly(tmp_path):
     # what the out-of-memory killer does: no exception, no traceback in that rank
     proc = run("sigkill", tmp_path)

@@ -20,6 +20,8 @@ import traceback
 from datetime import timedelta
 from typing import Any
 
+import torch
+
 ENV_DIR = "EMBER_FAILURE_DIR"
 _MARKER = "first_failure"
 _state: dict[str, Any] = {"rank": 0, "secondary": None, "hook_installed": False}  # secondary: (error, rank, summary)
@@ -34,7 +36,7 @@ def collective_error(
 ) -> CollectiveError:
     """The error to raise when collective ``name`` fails: it names the collective and the likely cause."""
     first = first_failure()
-    if first is not None and first[0] != rank and first[1].startswith(_KILLED):
+    if first is not None and first[0] != rank and first[1].startswith(KILLED):
         cause = f"rank {first[0]} {first[1]} (the out-of-memory killer or a preemption, usually)"
     elif first is not None and first[0] != rank:
         cause = f"rank {first[0]} failed first (see its traceback)"
@@ -65,12 +67,12 @@ def install(rank: int) -> None:
     sys.excepthook = excepthook
 
 
-_KILLED = "was killed by signal"
+KILLED = "was killed by signal"
 
 
 def secondary_line(rank: int, summary: str) -> str:
     """What a rank that failed because of rank ``rank`` (whose failure is ``summary``) says."""
-    if summary.startswith(_KILLED):
+    if summary.startswith(KILLED):
         return (
             f"stopped because rank {rank} {summary}: the system ended that process (the out-of-memory killer, or a"
             " preemption of it or its node, are the usual causes), so it raised no error and left no traceback."
@@ -90,7 +92,7 @@ def signal_name(code: int) -> str:
 def describe_exit(code: int) -> str:
     """How a process ended, from its exit code (negative: the signal that killed it)."""
     if code < 0:
-        return f"{_KILLED} {signal_name(code)} ({-code})"
+        return f"{KILLED} {signal_name(code)} ({-code})"
     return f"exited with code {code}"
 
 
@@ -120,11 +122,21 @@ def on_exception(exception: BaseException, rank: int) -> bool:
     if _write_marker(rank, summary):
         return True
     first = first_failure()
-    if first is not None and first[0] != rank:
+    # an error of this rank's own, not a peer lost, keeps its traceback: both ranks can fail at once
+    if first is not None and first[0] != rank and lost_a_peer(exception):
         _state["secondary"] = (exception, first[0], first[1])
-        if first[1].startswith(_KILLED) and hasattr(exception, "add_note"):
+        if first[1].startswith(KILLED) and hasattr(exception, "add_note"):
             exception.add_note(f"[rank {rank}] {secondary_line(first[0], first[1])}")
     return False
+
+
+def lost_a_peer(exception: BaseException) -> bool:
+    """Whether ``exception`` says that another process of the job went away (gloo, NCCL, a collective)."""
+    dist_error = getattr(torch.distributed, "DistError", ())
+    if isinstance(exception, (CollectiveError, dist_error)):
+        return True
+    text = str(exception).lower()
+    return any(words in text for words in ("connection reset", "connection closed", "broken pipe", "peer", "nccl"))
 
 
 def _write_marker(rank: int, summary: str) -> bool:

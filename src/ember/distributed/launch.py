@@ -270,7 +270,7 @@ class SubprocessLauncher:
         Called when this rank fails, before its own failure is recorded. When the error says that a peer
         went away, the dying rank is given a moment to be reaped.
         """
-        deadline = time.monotonic() + (2.0 if _lost_a_peer(exception) else 0.0)
+        deadline = time.monotonic() + (2.0 if failure.lost_a_peer(exception) else 0.0)
         while True:
             for index, proc in enumerate(self.procs):
                 code = proc.poll()
@@ -283,8 +283,17 @@ class SubprocessLauncher:
             time.sleep(0.02)
 
     def on_exception(self, exception: BaseException) -> None:
-        """This rank failed (or was interrupted): stop the other local ranks now."""
+        """This rank failed (or was interrupted): stop the other local ranks now. A rank that failed first
+        is failing by itself: it gets a moment to print its traceback and exit before it is stopped."""
         self._failed_here = True
+        first = failure.first_failure()
+        if first is not None and not first[1].startswith(failure.KILLED):
+            for index, proc in enumerate(self.procs):
+                if self._global_rank(index + 1) == first[0]:
+                    try:
+                        proc.wait(timeout=5.0)
+                    except subprocess.TimeoutExpired:
+                        pass
         self.kill()
 
     def kill(self) -> None:
@@ -319,14 +328,6 @@ class SubprocessLauncher:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(1)  # a rank failed: so did the job
-
-
-def _lost_a_peer(exception: BaseException) -> bool:
-    """Whether ``exception`` says that another process of the job went away (gloo, NCCL, a collective)."""
-    if isinstance(exception, failure.CollectiveError) or type(exception).__name__ == "DistError":
-        return True
-    text = str(exception).lower()
-    return any(words in text for words in ("connection reset", "connection closed", "broken pipe", "peer", "nccl"))
 
 
 def _rank_env(strategy: Any, local_rank: int) -> dict[str, str]:

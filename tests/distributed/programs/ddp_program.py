@@ -6,6 +6,7 @@ MODE ``fit``: fit (checkpointing), validate, test, predict, then resume the chec
 epoch. ``plain``: a shuffled run with dropout (run under torchrun). ``raise``: rank 1 raises in
 ``training_step``. ``sigkill``: rank 1 is killed by SIGKILL in ``training_step`` (as by the OOM killer).
 ``stuck``: the same, while rank 0 is busy outside any collective (no error ever reaches it).
+``raise_both``: both ranks raise in ``training_step``, rank 1 first.
 ``spawn``: fit with ``ddp_spawn``, then validate, predict and fit one more epoch with ``ddp_fork``.
 Each process writes what it saw to ``OUTDIR/<mode>-rank<r>.pt``.
 """
@@ -44,6 +45,12 @@ class Model(pl.LightningModule):
             with open(os.path.join(sys.argv[2], "raised_at"), "w") as f:
                 f.write(repr(time.time()))
             raise ValueError("boom on rank 1")
+        if MODE == "raise_both" and batch_idx == 3:
+            if self.global_rank == 0:  # rank 1 fails first: wait until the job has recorded it
+                marker = os.path.join(os.environ["EMBER_FAILURE_DIR"], "first_failure")
+                while not os.path.exists(marker):
+                    time.sleep(0.005)
+            raise ValueError(f"boom on rank {self.global_rank}")
         if MODE == "stuck" and self.global_rank == 0 and batch_idx == 3:
             time.sleep(600)  # a long host-side stall: only the launcher's watch can end the job
         if MODE in ("sigkill", "stuck") and self.global_rank == 1 and batch_idx == 3:
@@ -227,7 +234,7 @@ if __name__ == "__main__":
         run_fit(out_dir)
     elif MODE == "plain":
         run_plain(out_dir)
-    elif MODE in ("raise", "sigkill", "stuck"):
+    elif MODE in ("raise", "raise_both", "sigkill", "stuck"):
         run_raise(out_dir)
     elif MODE == "spawn":
         run_spawn(out_dir)
