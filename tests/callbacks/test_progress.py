@@ -243,6 +243,36 @@ def test_rich_progress_bar_keeps_its_tasks_after_the_call_and_draws_with_lightni
     assert train_task.completed == 3 and train_task.total == 3
 
 
+def test_rich_progress_bar_columns_are_lightnings_classes_and_configure_columns_changes_them(fresh_rich_console):
+    from rich.progress import SpinnerColumn, TextColumn
+
+    from ember.callbacks import rich_progress
+
+    class WithSpinner(RichProgressBar):
+        def configure_columns(self, trainer):
+            return [SpinnerColumn(), *super().configure_columns(trainer), TextColumn("EXTRA")]
+
+    out = io.StringIO()
+    bar = WithSpinner(console_kwargs={"file": out, "force_terminal": True, "width": 200})
+    trainer = _trainer(bar, max_epochs=1, num_sanity_val_steps=0)
+    trainer.fit(Regressor(), train_loader(), val_loader())
+    kinds = [type(column) for column in bar.progress.columns]
+    assert kinds == [
+        SpinnerColumn,
+        TextColumn,
+        rich_progress.CustomBarColumn,
+        rich_progress.BatchesProcessedColumn,
+        rich_progress.CustomTimeColumn,
+        rich_progress.ProcessingSpeedColumn,
+        TextColumn,
+        rich_progress.MetricsTextColumn,  # always last, after the configured columns
+    ]
+    text = out.getvalue()
+    assert "EXTRA" in text and "4/4" in text and "train_loss:" in text
+    time_column = bar.progress.columns[4]
+    assert time_column.style == bar.theme.time and time_column.max_refresh == 0.5
+
+
 def test_rich_progress_bar_reads_metrics_only_on_refresh(metric_reads, fresh_rich_console):
     bar = RichProgressBar(refresh_rate=4, console_kwargs={"file": io.StringIO()})
     trainer = _trainer(bar, max_epochs=1, num_sanity_val_steps=0)

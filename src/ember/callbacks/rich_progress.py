@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,84 +43,140 @@ class RichProgressBarTheme:
     metrics_format: str = ".3f"
 
 
+_RICH_CLASSES = (
+    "CustomProgress",
+    "CustomBarColumn",
+    "CustomTimeColumn",
+    "BatchesProcessedColumn",
+    "ProcessingSpeedColumn",
+    "MetricsTextColumn",
+)
+
+
 def __getattr__(name: str) -> Any:
-    # Lightning's module names for rich's `Progress` and the bar's own progress class; rich is imported on first use
+    # Lightning's names for rich's `Progress` and the bar's own classes: rich is imported on first use,
+    # and each class is made once, so that it can be subclassed, replaced or patched
     if name == "Progress":
         from rich.progress import Progress
 
         return Progress
-    if name == "CustomProgress":
-        from rich.progress import Progress
-
-        class CustomProgress(Progress):
-            """The rich ``Progress`` the bar draws with (Lightning's name, so it can be replaced or patched)."""
-
-        globals()["CustomProgress"] = CustomProgress  # one class for the process
-        return CustomProgress
+    if name in _RICH_CLASSES:
+        globals().update(_define_rich_classes())
+        return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _columns(theme: RichProgressBarTheme) -> tuple[list[Any], Any]:
-    """The bar's columns (built here so rich is imported only when a bar starts) and the metrics column."""
-    from rich.progress import BarColumn, ProgressColumn, TextColumn
+def _metric_texts(metrics: dict[Any, Any], metrics_format: str) -> Iterator[str]:
+    """``"name: value"`` for each metric, numbers in ``metrics_format``."""
+    for name, value in metrics.items():
+        if not isinstance(value, str):
+            try:
+                value = f"{value:{metrics_format}}"
+            except (TypeError, ValueError):
+                value = str(value)
+        yield f"{name}: {value}"
+
+
+def _define_rich_classes() -> dict[str, type]:
+    from rich.progress import BarColumn, Progress, ProgressColumn
+    from rich.progress_bar import ProgressBar as RichBar
     from rich.text import Text
 
-    class TimeColumn(ProgressColumn):
+    class CustomProgress(Progress):
+        """The rich ``Progress`` the bar draws with."""
+
+    class CustomBarColumn(BarColumn):
+        """The bar; it pulses for a loader without a length."""
+
+        def render(self, task: Any) -> Any:
+            if task.total is None:
+                return super().render(task)
+            return RichBar(
+                total=max(0, task.total),
+                completed=max(0, task.completed),
+                width=None if self.bar_width is None else max(1, self.bar_width),
+                pulse=not task.started or not math.isfinite(task.remaining),
+                animation_time=task.get_time(),
+                style=self.style,
+                complete_style=self.complete_style,
+                finished_style=self.finished_style,
+                pulse_style=self.pulse_style,
+            )
+
+    class CustomTimeColumn(ProgressColumn):
+        """Time spent and time left, ``0:00:12 • 0:01:03``."""
+
         max_refresh = 0.5  # redraw the clock at most twice a second, to avoid jitter
+
+        def __init__(self, style: Any) -> None:
+            self.style = style
+            super().__init__()
 
         def render(self, task: Any) -> Text:
             elapsed = task.finished_time if task.finished else task.elapsed
             remaining = task.time_remaining
             elapsed_s = "-:--:--" if elapsed is None else str(timedelta(seconds=int(elapsed)))
             remaining_s = "-:--:--" if remaining is None else str(timedelta(seconds=int(remaining)))
-            return Text(f"{elapsed_s} • {remaining_s}", style=theme.time)
+            return Text(f"{elapsed_s} • {remaining_s}", style=self.style)
 
-    class BatchesColumn(ProgressColumn):
+    class BatchesProcessedColumn(ProgressColumn):
+        """Batches done of the total, ``12/50`` (``12/--`` for a loader without a length)."""
+
+        def __init__(self, style: Any) -> None:
+            self.style = style
+            super().__init__()
+
         def render(self, task: Any) -> Text:
-            total = "--" if task.total is None else int(task.total)
-            return Text(f"{int(task.completed)}/{total}", style=theme.batch_progress)
+            total = "--" if task.total is None or not math.isfinite(task.total) else int(task.total)
+            return Text(f"{int(task.completed)}/{total}", style=self.style)
 
-    class SpeedColumn(ProgressColumn):
+    class ProcessingSpeedColumn(ProgressColumn):
+        """Batches a second, ``8.31it/s``."""
+
+        def __init__(self, style: Any) -> None:
+            self.style = style
+            super().__init__()
+
         def render(self, task: Any) -> Text:
             speed = f"{task.speed:>.2f}" if task.speed is not None else "0.00"
-            return Text(f"{speed}it/s", style=theme.processing_speed)
+            return Text(f"{speed}it/s", style=self.style)
 
-    class MetricsColumn(ProgressColumn):
-        """Shows the last metrics handed to :meth:`update`, on the training bar only."""
+    class MetricsTextColumn(ProgressColumn):
+        """The last metrics handed to :meth:`update`, shown on the training bar of ``fit`` only."""
 
-        def __init__(self) -> None:
+        def __init__(self, trainer: Any, style: Any, text_delimiter: str, metrics_format: str) -> None:
+            self._trainer = trainer
+            self._metrics: dict[Any, Any] = {}
+            self._style = style
+            self._text_delimiter = text_delimiter
+            self._metrics_format = metrics_format
             super().__init__()
-            self.metrics: dict[str, Any] = {}
-            self.task_id: Any = None
 
-        def update(self, metrics: dict[str, Any]) -> None:
-            self.metrics = metrics
+        def update(self, metrics: dict[Any, Any]) -> None:
+            self._metrics = metrics  # rendered later, from rich's thread: never read the trainer's metrics there
 
         def render(self, task: Any) -> Text:
-            if task.id != self.task_id:
+            trainer = self._trainer
+            bar = trainer.progress_bar_callback
+            if trainer.state.fn != "fit" or trainer.sanity_checking or bar.train_progress_bar_id != task.id:
                 return Text()
-            texts = []
-            for name, value in self.metrics.items():
-                if not isinstance(value, str):
-                    try:
-                        value = f"{value:{theme.metrics_format}}"
-                    except (TypeError, ValueError):
-                        value = str(value)
-                texts.append(f"{name}: {value}")
-            return Text(theme.metrics_text_delimiter.join(texts), justify="left", style=theme.metrics)
+            text = self._text_delimiter.join(self._generate_metrics_texts())
+            return Text(text, justify="left", style=self._style)
 
-    columns = [
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(
-            complete_style=theme.progress_bar,
-            finished_style=theme.progress_bar_finished,
-            pulse_style=theme.progress_bar_pulse,
-        ),
-        BatchesColumn(),
-        TimeColumn(),
-        SpeedColumn(),
-    ]
-    return columns, MetricsColumn()
+        def _generate_metrics_texts(self) -> Iterator[str]:
+            return _metric_texts(self._metrics, self._metrics_format)
+
+    return {
+        cls.__name__: cls
+        for cls in (
+            CustomProgress,
+            CustomBarColumn,
+            CustomTimeColumn,
+            BatchesProcessedColumn,
+            ProcessingSpeedColumn,
+            MetricsTextColumn,
+        )
+    }
 
 
 class RichProgressBar(ProgressBar):
@@ -162,6 +219,32 @@ class RichProgressBar(ProgressBar):
         self._metric_component: Any = None
         self._reset_progress_bar_ids()
 
+    def configure_columns(self, trainer: Trainer) -> list:
+        """The bar's columns before the metrics: override it to change them, as in Lightning.
+
+        Example::
+
+            class WithSpinner(RichProgressBar):
+                def configure_columns(self, trainer):
+                    from rich.progress import SpinnerColumn
+
+                    return [SpinnerColumn(), *super().configure_columns(trainer)]
+        """
+        from rich.progress import TextColumn
+
+        module, theme = sys.modules[__name__], self.theme
+        return [
+            TextColumn("[progress.description]{task.description}"),
+            module.CustomBarColumn(
+                complete_style=theme.progress_bar,
+                finished_style=theme.progress_bar_finished,
+                pulse_style=theme.progress_bar_pulse,
+            ),
+            module.BatchesProcessedColumn(style=theme.batch_progress),
+            module.CustomTimeColumn(style=theme.time),
+            module.ProcessingSpeedColumn(style=theme.processing_speed),
+        ]
+
     @property
     def refresh_rate(self) -> int:
         return self._refresh_rate
@@ -198,9 +281,15 @@ class RichProgressBar(ProgressBar):
         self._console = get_console()
         if getattr(self._console, "_live_stack", None) or getattr(self._console, "_live", None):
             self._console.clear_live()  # a display left over from an interrupted run
-        columns, self._metric_component = _columns(self.theme)
-        progress_class = sys.modules[__name__].CustomProgress  # looked up now: it may be replaced
-        self.progress = progress_class(*columns, self._metric_component, auto_refresh=False, console=self._console)
+        module = sys.modules[__name__]  # the classes are looked up now: they may be replaced
+        theme = self.theme
+        self._metric_component = module.MetricsTextColumn(
+            self.trainer, theme.metrics, theme.metrics_text_delimiter, theme.metrics_format
+        )
+        columns = self.configure_columns(self.trainer)
+        self.progress = module.CustomProgress(
+            *columns, self._metric_component, auto_refresh=False, console=self._console
+        )
         self.progress.start()
         self._progress_stopped = False
 
@@ -277,7 +366,6 @@ class RichProgressBar(ProgressBar):
         else:
             shown = None if not math.isfinite(total) else total
             self.progress.reset(self.train_progress_bar_id, total=shown, description=description, visible=True)
-        self._metric_component.task_id = self.train_progress_bar_id
         self.refresh()
 
     @ignores_outputs
