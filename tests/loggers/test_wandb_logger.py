@@ -159,3 +159,33 @@ def test_checkpoints_logged_as_model_artifacts(tmp_path):
     while b"my-model" not in Path(run_file).read_bytes() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert b"my-model" in Path(run_file).read_bytes()
+
+
+@pytest.mark.parametrize("sync_tensorboard", [False, True])
+def test_the_step_axis_is_tensorboards_when_the_run_syncs_its_events(monkeypatch, sync_tensorboard):
+    import wandb
+
+    calls = []
+
+    class Run:
+        def define_metric(self, *args, **kwargs):
+            calls.append(("define_metric", args, kwargs))
+
+        def log(self, metrics):
+            calls.append(("log", metrics))
+
+    monkeypatch.setattr(wandb, "run", None)
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(("init", kwargs)) or Run())
+    logger = WandbLogger(offline=True, sync_tensorboard=sync_tensorboard)
+    logger.log_metrics({"loss": 0.5}, step=3)
+    init, *defines, log = calls
+    assert init[1]["sync_tensorboard"] is sync_tensorboard
+    if sync_tensorboard:  # as Lightning: TensorBoard's step is the axis, and the trainer step is not logged
+        assert defines == [("define_metric", ("*",), {"step_metric": "global_step"})]
+        assert log == ("log", {"loss": 0.5})
+    else:
+        assert defines == [
+            ("define_metric", ("trainer/global_step",), {}),
+            ("define_metric", ("*",), {"step_metric": "trainer/global_step", "step_sync": True}),
+        ]
+        assert log == ("log", {"loss": 0.5, "trainer/global_step": 3})

@@ -139,9 +139,11 @@ class WandbLogger(Logger):
                     os.makedirs(self._save_dir, exist_ok=True)
                 self._experiment = wandb.init(**self._wandb_init)
                 if getattr(self._experiment, "define_metric", None):
-                    # plot every metric against the trainer step, not wandb's own call counter
-                    self._experiment.define_metric("trainer/global_step")
-                    self._experiment.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+                    if self._wandb_init.get("sync_tensorboard"):  # the step TensorBoard's events carry
+                        self._experiment.define_metric("*", step_metric="global_step")
+                    else:  # plot every metric against the trainer step, not wandb's own call counter
+                        self._experiment.define_metric("trainer/global_step")
+                        self._experiment.define_metric("*", step_metric="trainer/global_step", step_sync=True)
         return self._experiment
 
     def watch(self, model: nn.Module, log: str = "gradients", log_freq: int = 100, log_graph: bool = True) -> None:
@@ -156,9 +158,10 @@ class WandbLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Log ``metrics``; with a ``step`` it is logged as ``trainer/global_step``."""
+        """Log ``metrics``; with a ``step`` it is logged as ``trainer/global_step`` (unless the run syncs
+        TensorBoard's events, whose own ``global_step`` is the axis)."""
         metrics = {k: _to_python(v) for k, v in _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR).items()}
-        if step is not None:
+        if step is not None and not self._wandb_init.get("sync_tensorboard"):
             self.experiment.log(dict(metrics, **{"trainer/global_step": step}))
         else:
             self.experiment.log(metrics)
