@@ -93,3 +93,19 @@ def test_a_copy_of_a_fabric_module_does_not_carry_fabric():
     lf.Fabric(accelerator="cpu", devices=1).setup(module)
     copied = copy.deepcopy(module)
     assert copied.fabric is None and copied.optimizers  # a plain module again
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_clip_gradients_of_a_fabric_module_clips_through_fabric(algorithm):
+    torch.manual_seed(0)
+    module = ManualModule()
+    fabric = lf.Fabric(accelerator="cpu", devices=1)
+    model, optimizer = fabric.setup(module, module.configure_optimizers())
+    x, y = next(iter(loader(n=4)))
+    fabric.backward(nn.functional.mse_loss(module.layer(x) * 100, y))
+    module.clip_gradients(optimizer, gradient_clip_val=0.01, gradient_clip_algorithm=algorithm)
+    grads = torch.cat([p.grad.flatten() for p in module.parameters()])
+    if algorithm == "value":
+        assert grads.abs().max().item() == pytest.approx(0.01)
+    else:
+        assert grads.norm().item() == pytest.approx(0.01, rel=1e-4)

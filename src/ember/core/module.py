@@ -544,6 +544,15 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
                 if self.current_epoch > 5:
                     self.clip_gradients(optimizer, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
         """
+        if self._fabric is not None:  # a module that Fabric set up clips through it, as in Lightning
+            by_value = gradient_clip_algorithm == "value"
+            self._fabric.clip_gradients(
+                self,
+                optimizer,
+                clip_val=gradient_clip_val if by_value else None,
+                max_norm=None if by_value else gradient_clip_val,
+            )
+            return
         trainer = self.trainer
         _check_clipping_agrees(trainer, gradient_clip_val, gradient_clip_algorithm)
         value = trainer.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
