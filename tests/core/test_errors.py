@@ -277,6 +277,27 @@ def test_barebones_takes_a_fast_dev_run_that_is_off():
     assert ember.Trainer(barebones=True, fast_dev_run=False).fast_dev_run is False
 
 
+def test_barebones_says_what_it_turns_off_as_lightning(caplog):
+    with caplog.at_level("INFO"):
+        ember.Trainer(barebones=True)
+        ember.Trainer(logger=False)
+    said = [r.getMessage() for r in caplog.records if "barebones" in r.getMessage()]
+    assert len(said) == 1
+    lines = said[0].splitlines()
+    assert lines[0].startswith("You are running in `Trainer(barebones=True)` mode.")
+    assert lines[1:] == [
+        " - Checkpointing: `Trainer(enable_checkpointing=True)`",
+        " - Progress bar: `Trainer(enable_progress_bar=True)`",
+        " - Model summary: `Trainer(enable_model_summary=True)`",
+        " - Logging: `Trainer(logger=True)`, `Trainer(log_every_n_steps>0)`, `LightningModule.log(...)`,"
+        " `LightningModule.log_dict(...)`",
+        " - Sanity checking: `Trainer(num_sanity_val_steps>0)`",
+        " - Development run: `Trainer(fast_dev_run=True)`",
+        " - Anomaly detection: `Trainer(detect_anomaly=True)`",
+        " - Profiling: `Trainer(profiler=...)`",
+    ]
+
+
 @pytest.mark.parametrize(
     ("hook", "call", "instead"),
     [

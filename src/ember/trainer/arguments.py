@@ -57,9 +57,22 @@ _BAREBONES_REASONS = {
 }
 
 
+_BAREBONES_DEACTIVATED = (  # what Lightning lists when barebones mode starts
+    " - Checkpointing: `Trainer(enable_checkpointing=True)`",
+    " - Progress bar: `Trainer(enable_progress_bar=True)`",
+    " - Model summary: `Trainer(enable_model_summary=True)`",
+    " - Logging: `Trainer(logger=True)`, `Trainer(log_every_n_steps>0)`,"
+    " `LightningModule.log(...)`, `LightningModule.log_dict(...)`",
+    " - Sanity checking: `Trainer(num_sanity_val_steps>0)`",
+    " - Development run: `Trainer(fast_dev_run=True)`",
+    " - Anomaly detection: `Trainer(detect_anomaly=True)`",
+    " - Profiling: `Trainer(profiler=...)`",
+)
+
+
 def check_barebones(**switches: Any) -> None:
     """``barebones=True`` turns off everything that costs speed: passing any of it too is an error
-    (checked in Lightning's order, with its messages)."""
+    (checked in Lightning's order, with its messages); then it says what is off, as Lightning does."""
     for name, reason in _BAREBONES_REASONS.items():
         value = switches[name]
         counted = name in ("log_every_n_steps", "num_sanity_val_steps", "fast_dev_run")
@@ -69,6 +82,11 @@ def check_barebones(**switches: Any) -> None:
                 f"`Trainer(barebones=True, {name}={value!r})` was passed. {reason} so it is disabled in barebones"
                 f" mode: remove `{name}` or set `barebones=False`."
             )
+    rank_zero_info(
+        "You are running in `Trainer(barebones=True)` mode. All features that may impact raw speed have been"
+        " disabled to facilitate analyzing the Trainer overhead. Specifically, the following features are"
+        f" deactivated:{os.linesep}{os.linesep.join(_BAREBONES_DEACTIVATED)}"
+    )
 
 
 def check_loop_limits(max_epochs: int | None, min_epochs: int | None, max_steps: int, min_steps: int | None) -> None:
