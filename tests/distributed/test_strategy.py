@@ -97,10 +97,13 @@ def test_strategy_names_build_ddp(name, start_method, find_unused):
     assert strategy.distributed_sampler_kwargs == {"num_replicas": 2, "rank": 0}
     assert strategy.root_device == torch.device("cpu")
     assert not strategy.launcher.is_launched  # nothing is started before fit
+    # as Lightning's launchers: only forked workers can start from a notebook
+    assert strategy.launcher.is_interactive_compatible is (start_method == "fork")
 
 
 def test_one_device_stays_single_and_bad_names_say_what_exists():
     assert isinstance(make(devices=1).strategy, SingleDeviceStrategy)
+    assert make(devices=1).strategy.launcher is None  # one process: nothing to launch, as in Lightning
     with pytest.raises(MisconfigurationException, match="invalid strategy name.*ddp_spawn"):
         make(devices=2, strategy="dp")
     with pytest.raises(MisconfigurationException, match="single_device.*ddp"):

@@ -51,6 +51,7 @@ class _JoinedLauncher:
     through ``launch``, as in Lightning, so that every rank shares the node's CPUs, not only rank 0."""
 
     is_launched = False
+    is_interactive_compatible = False
 
     def __init__(self, num_processes: int = 1) -> None:
         self._num_processes = num_processes
@@ -172,6 +173,7 @@ class SubprocessLauncher:
     """
 
     is_launched = False  # every run of this process passes through `launch`, to track failures
+    is_interactive_compatible = False  # it re-runs the script, which a notebook does not have
 
     def __init__(self, strategy: Any) -> None:
         self._strategy = strategy
@@ -537,6 +539,11 @@ class MultiProcessingLauncher:
     @property
     def is_launched(self) -> bool:
         return self._in_worker
+
+    @property
+    def is_interactive_compatible(self) -> bool:
+        """Whether it works in a notebook: forked workers do, spawned ones must import the program."""
+        return self._strategy._start_method == "fork"
 
     def launch(self, fn: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
         import torch.multiprocessing as mp

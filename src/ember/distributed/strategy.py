@@ -59,6 +59,11 @@ class Strategy:
         return 1
 
     @property
+    def launcher(self) -> Any:
+        """What starts this strategy's processes; ``None`` for one process, as in Lightning."""
+        return None
+
+    @property
     def num_nodes(self) -> int:
         return 1
 
