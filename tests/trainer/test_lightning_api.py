@@ -865,3 +865,26 @@ def test_the_results_table_is_laid_out_as_lightnings_plain_table(capsys, monkeyp
         "            v                       1.0",
         bar,
     ]
+
+
+@pytest.fixture
+def torch_determinism():
+    """Tests below change torch's process-wide deterministic mode: put it back."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    yield
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def test_deterministic_sets_torchs_mode_as_lightning_does(torch_determinism, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    ember.Trainer(deterministic=True, logger=False)
+    assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    ember.Trainer(deterministic="warn", logger=False)
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+    ember.Trainer(logger=False)  # not given: left as the program set it
+    assert torch.are_deterministic_algorithms_enabled()
+    ember.Trainer(deterministic=False, logger=False)  # given: turned off
+    assert not torch.are_deterministic_algorithms_enabled()
+    with pytest.warns(UserWarning, match="PyTorch ignores torch.backends.cudnn.deterministic=True"):
+        ember.Trainer(deterministic=True, benchmark=True, logger=False)

@@ -321,10 +321,19 @@ def check_reload(every_n_epochs: Any) -> None:
 
 
 def apply_determinism(deterministic: bool | str | None, benchmark: bool | None) -> bool | None:
-    """Set torch's deterministic mode and cuDNN's benchmark flag; returns the benchmark value in use."""
+    """Set torch's deterministic mode and cuDNN's benchmark flag; returns the benchmark value in use.
+
+    As in Lightning, ``deterministic=False`` turns the mode off and ``None`` leaves it as the program set it."""
+    if deterministic and benchmark:
+        rank_zero_warn(
+            "You passed `deterministic=True` and `benchmark=True`. Note that PyTorch ignores"
+            " torch.backends.cudnn.deterministic=True when torch.backends.cudnn.benchmark=True."
+        )
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif deterministic is False:
+        torch.use_deterministic_algorithms(False)
     if benchmark is None and deterministic:
         benchmark = False
     if benchmark is not None and torch.backends.cudnn.is_available():
