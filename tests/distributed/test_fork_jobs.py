@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from datetime import timedelta
 
 import pytest
@@ -522,3 +523,14 @@ def test_evaluating_on_several_processes_warns_that_the_sampler_repeats_samples(
     expected = f"Using `DistributedSampler` with the dataloaders. During `trainer.{call}()`, it is recommended"
     assert [m for m in rank0 if m.startswith(expected)] != []  # Lightning's warning, on rank 0 only
     assert not [m for m in rank1 if m.startswith("Using `DistributedSampler`")]
+
+
+def test_the_default_checkpoint_callback_comes_back_from_the_workers_whole_and_without_a_warning(tmp_path):
+    # its folder is resolved in the workers; this process's copy, never set up, takes it with the state
+    trainer = fork_trainer(tmp_path, enable_checkpointing=True, max_epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "The dirpath has changed from ... to None" was given here
+        trainer.fit(RecordingModel(tmp_path), loader())
+    callback = trainer.checkpoint_callback
+    assert callback.dirpath == os.path.join(str(tmp_path), "checkpoints")
+    assert os.path.basename(callback.best_model_path) == "epoch=0-step=4.ckpt"

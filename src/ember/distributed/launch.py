@@ -615,6 +615,8 @@ class MultiProcessingLauncher:
         trainer.logged_metrics = output["logged_metrics"]
         for cb, state in zip(trainer.callbacks, output["callbacks"]):
             if state:
+                if getattr(cb, "dirpath", "") is None and "dirpath" in state:
+                    cb.dirpath = state["dirpath"]  # resolved in the workers: this process's copy never was
                 cb.load_state_dict(state)
 
     def record_killed_ranks(self, exception: BaseException) -> None:
