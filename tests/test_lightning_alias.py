@@ -194,6 +194,10 @@ SUPPORTED = {
     # private, but torch-uncertainty replaces `trainer.test_loop` with its own `_EvaluationLoop`
     "loops.evaluation_loop": ("ember.trainer.evaluation_loop", ["_EvaluationLoop"]),
     "trainer.connectors.logger_connector.result": ("ember.trainer.logging", ["_OUT_DICT", "_PBAR_DICT"]),
+    "overrides.distributed": (
+        "ember.distributed.samplers",
+        ["DistributedSamplerWrapper", "UnrepeatedDistributedSampler", "UnrepeatedDistributedSamplerWrapper"],
+    ),
     "trainer.states": ("ember.trainer.states", ["RunningStage", "TrainerFn", "TrainerState", "TrainerStatus"]),
     "trainer.trainer": ("ember.trainer.trainer", ["Trainer"]),
     "tuner": ("ember.tuner", ["Tuner"]),

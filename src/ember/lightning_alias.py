@@ -94,10 +94,12 @@ _MOVED = {
     # torch-uncertainty subclasses `_EvaluationLoop` to print its own results table, and annotates with `_OUT_DICT`
     "loops.evaluation_loop": "trainer.evaluation_loop",
     "trainer.connectors.logger_connector.result": "trainer.logging",
+    # the samplers that share a loader among the ranks (tsl and others check the sampler's class)
+    "overrides.distributed": "distributed.samplers",
 }
 # Lightning packages that Ember has no module for, served as empty packages so that the modules
 # `_MOVED` places below them import; their other submodules are not provided
-_EMPTY_PACKAGES = ("trainer.connectors", "trainer.connectors.logger_connector", "loops")
+_EMPTY_PACKAGES = ("trainer.connectors", "trainer.connectors.logger_connector", "loops", "overrides")
 # the names such a package exports from its submodules, as Lightning's does: name -> submodule
 _PACKAGE_NAMES = {"loops": {"_EvaluationLoop": "evaluation_loop"}}
 

@@ -306,6 +306,51 @@ def test_the_distributed_sampler_keeps_the_training_loaders_order_or_shuffling(t
         assert not torch.equal(seen, torch.cat([inputs[0::2], inputs[1::2]]))
 
 
+class ReversedSampler(torch.utils.data.Sampler):
+    """A custom order: the last sample first."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self):
+        return iter(range(self.n - 1, -1, -1))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def test_a_custom_sampler_keeps_its_order_shared_among_the_ranks(tmp_path):
+    # it was replaced by a DistributedSampler over the dataset, in the dataset's order (a
+    # WeightedRandomSampler lost its weights); Lightning shards what the sampler draws, as here
+    data = loader(n=8)
+    fork_trainer(tmp_path, max_epochs=1).fit(
+        OrderRecordingModel(tmp_path), DataLoader(data.dataset, 2, sampler=ReversedSampler(8))
+    )
+    inputs = data.dataset.tensors[0]
+    for rank, record in enumerate(read_ranks(tmp_path)):
+        assert record["sampler"] == ("DistributedSamplerWrapper", False)
+        assert torch.equal(torch.cat(record["samples"]), inputs.flip(0)[rank::2])
+
+
+class PredictionRecordingModel(RecordingModel):
+    def predict_step(self, batch, batch_idx):
+        self.record.setdefault("predicted", []).append(batch[0])
+        return batch[0]
+
+    def on_predict_end(self) -> None:
+        torch.save(self.record, os.path.join(self.folder, f"rank{self.global_rank}.pt"))
+
+
+def test_predict_gives_each_sample_to_one_rank_once(tmp_path):
+    # 5 samples on 2 ranks: rank 1 predicts 2 of them, where a padding sampler repeated sample 0 there
+    data = loader(n=5)
+    fork_trainer(tmp_path).predict(PredictionRecordingModel(tmp_path), data, return_predictions=False)
+    inputs = data.dataset.tensors[0]
+    ranks = read_ranks(tmp_path)
+    assert torch.equal(torch.cat(ranks[0]["predicted"]), inputs[0::2])
+    assert torch.equal(torch.cat(ranks[1]["predicted"]), inputs[1::2])
+
+
 class ExitingModel(RecordingModel):
     def on_train_start(self) -> None:
         sys.exit(0)

@@ -588,3 +588,33 @@ def test_a_strategy_has_no_optimizers_to_set_before_a_trainer_connects_it():
         match=r"SingleDeviceStrategy.optimizers` is the list of the trainer.*no trainer runs it yet.*setup_optimizers",
     ):
         strategy.optimizers = [torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)]
+
+
+def test_the_samplers_that_share_a_loader_among_ranks():
+    from torch.utils.data import WeightedRandomSampler
+
+    from ember.distributed.samplers import (
+        DistributedSamplerWrapper,
+        UnrepeatedDistributedSampler,
+        UnrepeatedDistributedSamplerWrapper,
+    )
+
+    def weighted():  # the same draw on every rank, as seeded ranks make it
+        return WeightedRandomSampler([0.1, 0.2, 0.3, 0.4, 5.0], 7, generator=torch.Generator().manual_seed(3))
+
+    drawn = list(weighted())
+    shares = [list(DistributedSamplerWrapper(weighted(), num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)]
+    assert shares == [drawn[0::2], [*drawn[1::2], drawn[0]]]  # padded to equal lengths, as DistributedSampler
+    # predict: each sample once, the last rank one fewer
+    assert [list(UnrepeatedDistributedSampler(range(5), num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)] == [
+        [0, 2, 4],
+        [1, 3],
+    ]
+    shuffled = [list(UnrepeatedDistributedSampler(range(5), num_replicas=2, rank=r)) for r in (0, 1)]
+    assert sorted(shuffled[0] + shuffled[1]) == [0, 1, 2, 3, 4] and len(shuffled[1]) == 2
+    wrapped = [
+        list(UnrepeatedDistributedSamplerWrapper(weighted(), num_replicas=3, rank=r, shuffle=False)) for r in range(3)
+    ]
+    assert wrapped == [drawn[0::3], drawn[1::3], drawn[2::3]]
+    with pytest.raises(TypeError, match=r"has no finite length.*use_distributed_sampler=False"):
+        DistributedSamplerWrapper(iter(range(3)), num_replicas=2, rank=0)

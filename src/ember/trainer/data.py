@@ -7,7 +7,14 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 from ember.utilities.combined_loader import CombinedLoader, _flatten
 from ember.utilities.data import sized_len
@@ -166,17 +173,9 @@ def prepare_loader(
         )
         sampler = SequentialSampler(loader.dataset)  # type: ignore[arg-type]  # a map-style dataset has a length
         changed = True
-    if distributed is not None:
-        from torch.utils.data.distributed import DistributedSampler
-
-        if not isinstance(sampler, DistributedSampler):
-            sampler = DistributedSampler(
-                loader.dataset,
-                **distributed.distributed_sampler_kwargs,  # the data-parallel share (model parallel: per replica)
-                shuffle=shuffle and not overfit and isinstance(loader.sampler, RandomSampler),
-                seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
-            )
-            changed = True
+    if distributed is not None and not isinstance(sampler, DistributedSampler):
+        sampler = _distributed_sampler(loader, sampler, distributed, shuffle and not overfit, predicting)
+        changed = True
     if changed:
         loader = rebuild_dataloader(loader, sampler, drop_last=drop_last)
     if seed_workers and loader.num_workers > 0 and loader.worker_init_fn is None:
@@ -186,6 +185,28 @@ def prepare_loader(
 
         loader.worker_init_fn = partial(pl_worker_init_function, rank=distributed.global_rank if distributed else 0)
     return loader
+
+
+def _distributed_sampler(
+    loader: DataLoader, sampler: Any, distributed: Any, shuffle: bool, predicting: bool
+) -> DistributedSampler:
+    """This rank's share of the loader's samples, as Lightning chooses it: ``predict`` takes every sample
+    once (the last ranks get one fewer); a custom sampler is drawn on every rank and sharded, keeping its
+    order or weighting; the dataset's own order is shuffled when the loader shuffled."""
+    from ember.distributed.samplers import DistributedSamplerWrapper, UnrepeatedDistributedSamplerWrapper
+
+    options = {
+        **distributed.distributed_sampler_kwargs,  # the data-parallel share (model parallel: per replica)
+        "seed": int(os.environ.get("PL_GLOBAL_SEED", 0)),
+    }
+    own_sampler = sampler is loader.sampler  # not a custom batch sampler, which keeps its own logic
+    if predicting:
+        base = loader.sampler if own_sampler else SequentialSampler(loader.dataset)  # type: ignore[arg-type]
+        return UnrepeatedDistributedSamplerWrapper(base, shuffle=False, **options)
+    if own_sampler and not isinstance(sampler, (RandomSampler, SequentialSampler)):
+        return DistributedSamplerWrapper(sampler, shuffle=False, **options)
+    shuffled = shuffle and isinstance(loader.sampler, RandomSampler)
+    return DistributedSampler(loader.dataset, shuffle=shuffled, **options)
 
 
 def set_sampler_epoch(loader: Any, epoch: int) -> None:
