@@ -577,3 +577,18 @@ def test_an_epoch_mean_is_lightnings_to_the_last_bit():
         2.3255372047424316,
         1.2016868591308594,
     ]
+
+
+def test_logging_to_a_logger_without_one_warns_in_lightnings_words():
+    class LogsToTheLogger(CoreModel):
+        def test_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("test_loss", torch.nn.functional.mse_loss(self(x), y), logger=True)
+
+    with pytest.warns(UserWarning) as caught:
+        quiet_trainer().test(LogsToTheLogger(), loader(), verbose=False)
+    said = [str(w.message) for w in caught if "no logger configured" in str(w.message)]
+    assert said == [
+        "You called `self.log('test_loss', ..., logger=True)` but have no logger configured. You can enable one"
+        " by doing `Trainer(logger=ALogger(...))`"
+    ]

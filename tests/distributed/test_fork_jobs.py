@@ -579,3 +579,12 @@ def test_the_default_checkpoint_callback_comes_back_from_the_workers_whole_and_w
     callback = trainer.checkpoint_callback
     assert callback.dirpath == os.path.join(str(tmp_path), "checkpoints")
     assert os.path.basename(callback.best_model_path) == "epoch=0-step=4.ckpt"
+
+
+def test_the_sync_dist_advice_is_given_once_on_rank_0_as_lightning_does(tmp_path):
+    fork_trainer(tmp_path).validate(EvalWarningsModel(tmp_path), loader())
+    rank0, rank1 = (record["warnings"] for record in read_ranks(tmp_path))
+    advice = "It is recommended to use `self.log('val', ..., sync_dist=True)` when logging on epoch level"
+    assert [m for m in rank0 if m.startswith(advice)] == [m for m in rank0 if "sync_dist" in m]
+    assert len([m for m in rank0 if m.startswith(advice)]) == 1
+    assert not [m for m in rank1 if "sync_dist" in m]  # each rank printed it before

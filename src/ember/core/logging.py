@@ -235,7 +235,7 @@ class LoggingMixin:
         if logger and not trainer.loggers:
             rank_zero_warn(
                 f"You called `self.log({name!r}, ..., logger=True)` but have no logger configured. You can enable one"
-                " by doing `Trainer(logger=ALogger(...))`. Remove `logger=True` to remove this warning."
+                " by doing `Trainer(logger=ALogger(...))`"
             )
         resolved = (
             prog_bar,

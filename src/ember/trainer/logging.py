@@ -7,7 +7,6 @@ progress-bar refresh, or ``trainer.progress_bar_metrics``.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -16,9 +15,11 @@ from torch import Tensor
 
 from ember.utilities.data import extract_batch_size
 from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.rank_zero import WarningCache
 from ember.utilities.warnings import PossibleUserWarning
 
 DATALOADER_SUFFIX = "/dataloader_idx_{}"
+_warning_cache = WarningCache()
 
 # the types of Lightning's `trainer.connectors.logger_connector.result`, which libraries annotate with
 _OUT_DICT = dict[str, Tensor]
@@ -232,11 +233,10 @@ class LoggedResults:
             if not metric.on_epoch:
                 continue
             if distributed and not metric.sync_dist and metric.is_tensor and metric.computed is None:
-                warnings.warn(
+                _warning_cache.warn(  # once, on rank 0, as Lightning
                     f"It is recommended to use `self.log({metric.name!r}, ..., sync_dist=True)` when logging on"
                     " epoch level in distributed setting to accumulate the metric across devices.",
-                    PossibleUserWarning,
-                    stacklevel=2,
+                    category=PossibleUserWarning,
                 )
             value = metric.compute(self.sync)
             if value is None:
