@@ -273,11 +273,28 @@ def test_rich_progress_bar_columns_are_lightnings_classes_and_configure_columns_
     assert time_column.style == bar.theme.time and time_column.max_refresh == 0.5
 
 
-def test_rich_progress_bar_reads_metrics_only_on_refresh(metric_reads, fresh_rich_console):
+def test_rich_progress_bar_reads_metrics_only_on_refresh(metric_reads, fresh_rich_console, monkeypatch):
+    # refresh_rate is in redraws a second, as in Lightning: steps faster than that redraw on a loop's
+    # first and last batch only (the clock is held still here), never on every batch
+    monkeypatch.setattr(RichProgressBar, "min_refresh_interval", 3600.0)
     bar = RichProgressBar(refresh_rate=4, console_kwargs={"file": io.StringIO()})
     trainer = _trainer(bar, max_epochs=1, num_sanity_val_steps=0)
     trainer.fit(Regressor(), train_loader(n=40), val_loader())
-    assert metric_reads == [(4, "train"), (8, "train"), (10, "train"), (10, "eval"), (10, "train")]
+    assert metric_reads == [(1, "train"), (10, "train"), (10, "eval"), (10, "train")]
+
+
+def test_rich_progress_bar_redraws_at_its_rate_and_shows_the_speed(fresh_rich_console, monkeypatch):
+    import time
+
+    clock = iter(range(1000))  # a second between two reads: every batch is due for a redraw
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))
+    out = io.StringIO()
+    bar = RichProgressBar(console_kwargs={"file": out, "force_terminal": True, "width": 200})  # 100 a second
+    trainer = _trainer(bar, max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(Regressor(), train_loader(n=40))
+    task = bar.progress.tasks[bar.train_progress_bar_id]
+    # it was drawn every 100 batches, so a shorter loop drew once and its speed read 0.00it/s
+    assert task.completed == 10 and task.speed is not None
 
 
 def test_rich_progress_bar_without_rich(monkeypatch):

@@ -1,7 +1,8 @@
 """``RichProgressBar``: progress bars drawn with rich (imported when the bar starts, not at import).
 
-As with the TQDM bar, the display and the metrics (a host sync) are refreshed only every
-``refresh_rate`` batches and at the end of each loop.
+As in Lightning, ``refresh_rate`` is a rate in redraws a second. The display and the metrics (a host
+sync) are refreshed on a loop's first and last batch and in between at that rate, and at most ten
+times a second (``min_refresh_interval``), as with the TQDM bar.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -183,7 +185,8 @@ class RichProgressBar(ProgressBar):
     """Progress bars with rich formatting (``pip install 'ember[rich]'``).
 
     Args:
-        refresh_rate: redraw every this many batches (default 100, as in Lightning); ``0`` disables the bar.
+        refresh_rate: the most redraws a second (default 100, as in Lightning; Ember draws no more than ten,
+            see ``min_refresh_interval``); ``0`` disables the bar.
         leave: keep each finished epoch's bar on screen.
         theme: the styles of the bar's parts.
         console_kwargs: arguments for the rich ``Console``.
@@ -193,8 +196,12 @@ class RichProgressBar(ProgressBar):
 
     Example::
 
-        trainer = Trainer(callbacks=[RichProgressBar(refresh_rate=5)])
+        trainer = Trainer(callbacks=[RichProgressBar(refresh_rate=5)])  # five redraws a second
     """
+
+    #: Seconds between two redraws at the least (a loop's first and last batch always redraw): a
+    #: terminal shows no more, and each redraw reads the metrics from the device.
+    min_refresh_interval: float = 0.1
 
     def __init__(
         self,
@@ -217,6 +224,7 @@ class RichProgressBar(ProgressBar):
         self.progress: Any = None  # kept after a call ends (stopped), so its tasks can be read, as in Lightning
         self._progress_stopped = False
         self._metric_component: Any = None
+        self._last_redraw = float("-inf")
         self._reset_progress_bar_ids()
 
     def configure_columns(self, trainer: Trainer) -> list:
@@ -319,7 +327,15 @@ class RichProgressBar(ProgressBar):
             self.progress.update(task_id, advance=0, visible=False)
 
     def _should_update(self, current: int, total: float | None) -> bool:
-        return current % self.refresh_rate == 0 or current == total
+        # the first and last batch of a loop always redraw, so the bar appears at once, ends complete and
+        # has the two samples its speed needs; in between, the clock decides (one comparison a batch)
+        now = time.perf_counter()
+        if current != 1 and current != total:
+            since = now - self._last_redraw
+            if since < self.min_refresh_interval or since * self.refresh_rate < 1.0:
+                return False
+        self._last_redraw = now
+        return True
 
     def _update(self, task_id: Any, current: int) -> bool:
         """Advance a bar on refresh batches only; True when it was redrawn."""
