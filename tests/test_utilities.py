@@ -153,3 +153,37 @@ def test_seed_everything_says_the_seed_with_the_rank_a_launcher_gave_the_process
         seed_everything(6)
         seed_everything(7, verbose=False)
     assert [r.getMessage() for r in caplog.records] == ["Seed set to 5", "[rank: 1] Seed set to 6"]
+
+
+_FAST_DEV_RUN_TRAINER = "Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False)"
+
+
+def test_a_program_that_configured_logging_before_importing_lightning_gets_its_lines(tmp_path):
+    # under `ember run` Ember is imported before the program runs; Lightning decides where its messages
+    # go when the program imports it, and so does the alias now
+    program = tmp_path / "program.py"
+    program.write_text(
+        textwrap.dedent(
+            f"""
+            import logging, sys
+            logging.basicConfig(filename=sys.argv[1], level=logging.INFO, format="[%(levelname)s] %(message)s")
+            import pytorch_lightning as pl
+            pl.{_FAST_DEV_RUN_TRAINER}
+            """
+        )
+    )
+    log_file = tmp_path / "run.log"
+    command = [sys.executable, "-m", "ember", "run", str(program), str(log_file)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "[INFO] Running in `fast_dev_run` mode" in log_file.read_text()
+    assert "fast_dev_run" not in proc.stderr  # not on Ember's own stream as well
+
+
+def test_info_lines_reach_a_root_handler_whatever_the_roots_level(tmp_path):
+    # `logging.basicConfig()` (as mlflow calls it) leaves the root at WARNING; Lightning's logger says
+    # INFO itself, so its info lines still reach the root's handler, and Ember's do too
+    code = f"import logging, sys; logging.basicConfig(stream=sys.stdout); import ember; ember.{_FAST_DEV_RUN_TRAINER}"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "INFO:ember" in proc.stdout and "Running in `fast_dev_run` mode" in proc.stdout

@@ -55,6 +55,7 @@ import warnings
 from typing import Any
 
 from ember._version import LIGHTNING_VERSION
+from ember.utilities.rank_zero import _settle_log_handler
 
 ENV_VAR = "EMBER_AS_LIGHTNING"
 _ORIGIN = "Ember, through ember.install_as_lightning()"
@@ -250,6 +251,8 @@ class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         if fullname.startswith("ember.") and _class_root is not None:
             return _naming_spec(fullname, path)
+        if fullname in _ROOTS or fullname == "lightning":
+            _settle_log_handler()  # where Lightning's messages go is decided at its first import
         for root in _ROOTS:
             if fullname == root:
                 return _root_spec(fullname)

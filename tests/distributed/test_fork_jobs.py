@@ -588,3 +588,24 @@ def test_the_sync_dist_advice_is_given_once_on_rank_0_as_lightning_does(tmp_path
     assert [m for m in rank0 if m.startswith(advice)] == [m for m in rank0 if "sync_dist" in m]
     assert len([m for m in rank0 if m.startswith(advice)]) == 1
     assert not [m for m in rank1 if "sync_dist" in m]  # each rank printed it before
+
+
+class DumpsOnRankZero(Callback):
+    """Writes a checkpoint on rank 0 alone through Lightning's private connector, as mlflow's autologging does."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.global_rank == 0:
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(False)
+            trainer.strategy.save_checkpoint(checkpoint, os.path.join(self.folder, "dumped.ckpt"))
+
+
+def test_a_checkpoint_dumped_on_rank_0_alone_does_not_wait_for_the_other_ranks(tmp_path):
+    # it gathered every rank's RNG states, a collective the other ranks never joined: the job hung
+    fork_trainer(tmp_path, max_epochs=1, callbacks=[DumpsOnRankZero(str(tmp_path))]).fit(
+        RecordingModel(tmp_path), loader()
+    )
+    checkpoint = torch.load(tmp_path / "dumped.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 4 and "optimizer_states" in checkpoint

@@ -888,3 +888,16 @@ def test_deterministic_sets_torchs_mode_as_lightning_does(torch_determinism, mon
     assert not torch.are_deterministic_algorithms_enabled()
     with pytest.warns(UserWarning, match="PyTorch ignores torch.backends.cudnn.deterministic=True"):
         ember.Trainer(deterministic=True, benchmark=True, logger=False)
+
+
+def test_the_private_checkpoint_connector_dumps_what_save_checkpoint_writes(tmp_path, caplog):
+    # mlflow's autologging writes its checkpoints through `trainer._checkpoint_connector.dump_checkpoint`
+    trainer = quiet_trainer(max_steps=2)
+    trainer.fit(CoreModel(), loader())
+    trainer.save_checkpoint(tmp_path / "saved.ckpt", weights_only=False)
+    with caplog.at_level("INFO"):
+        dumped = trainer._checkpoint_connector.dump_checkpoint()
+    assert set(dumped) == set(torch.load(tmp_path / "saved.ckpt", weights_only=True))
+    assert "optimizer_states" not in trainer._checkpoint_connector.dump_checkpoint(weights_only=True)
+    said = [r.getMessage() for r in caplog.records if "weights_only" in r.getMessage()]
+    assert said == ["`weights_only` was not set, defaulting to `False`."]

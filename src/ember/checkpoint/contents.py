@@ -7,6 +7,7 @@ then the optimizers, schedulers, scaler and loop counters after ``on_fit_start``
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -19,6 +20,8 @@ from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.seed import collect_rng_states
 from ember.utilities.warnings import PossibleUserWarning
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ember.trainer.run import Progress, Run
@@ -112,8 +115,19 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     }
 
 
-def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False) -> dict[str, Any]:
-    """Build the checkpoint dict; calls callbacks' ``state_dict``/``on_save_checkpoint``, then the module's."""
+def resolve_weights_only(weights_only: bool | None) -> bool:
+    """``False`` where not given, saying so, as Lightning does."""
+    if weights_only is None:
+        _log.info("`weights_only` was not set, defaulting to `False`.")
+        return False
+    return weights_only
+
+
+def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False, all_ranks: bool = True) -> dict[str, Any]:
+    """Build the checkpoint dict; calls callbacks' ``state_dict``/``on_save_checkpoint``, then the module's.
+
+    ``all_ranks``: every rank calls it, so each rank's RNG states are gathered into it; ``False`` for a
+    caller on one rank only, whose checkpoint then holds this rank's states for all."""
     module = t.lightning_module
     checkpoint: dict[str, Any] = {
         "epoch": t.current_epoch,
@@ -145,7 +159,7 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False) -> dict[st
             "world_size": t.world_size,
             "global_rank": t.global_rank,
         }
-        if t.world_size > 1 and hasattr(t.strategy, "all_gather_object"):
+        if all_ranks and t.world_size > 1 and hasattr(t.strategy, "all_gather_object"):
             # all ranks: every rank's RNG states, so that each one resumes with its own
             ember_state = checkpoint[EMBER_KEY]
             gathered = t.strategy.all_gather_object(_pack_tensors([ember_state["rng"], run.epoch_rng]))

@@ -7,7 +7,6 @@ the state of one call is a ``Run`` (``run.py``).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 from collections.abc import Iterable, Iterator
@@ -25,8 +24,6 @@ from ember.trainer.run import Run
 from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import _set_rank
-
-_log = logging.getLogger(__name__)
 
 
 class _ReadOnly:
@@ -285,6 +282,7 @@ class Trainer:
         self._run = Run(self)  # the state of the current (or last) call; a new one per call
         self.fit_loop, self.validate_loop, self.test_loop, self.predict_loop = views.loop_views(self)  # Lightning's
         self._accelerator_connector = views.AcceleratorConnectorView(self)
+        self._checkpoint_connector = views.CheckpointConnectorView(self)
         _set_rank(self.strategy.global_rank)
 
     # ---- entry points ----------------------------------------------------------------------------
@@ -438,16 +436,14 @@ class Trainer:
 
             trainer.save_checkpoint("example.ckpt")
         """
-        from ember.checkpoint.contents import dump_checkpoint
+        from ember.checkpoint.contents import dump_checkpoint, resolve_weights_only
 
         if self.lightning_module is None:
             raise AttributeError(
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call"
                 " `Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
-        if weights_only is None:
-            weights_only = False
-            _log.info("`weights_only` was not set, defaulting to `False`.")
+        weights_only = resolve_weights_only(weights_only)
         profiler = self._run.profiler
         with profiler.profile("save_checkpoint") if profiler is not None else contextlib.nullcontext():
             checkpoint = dump_checkpoint(self, self._run, weights_only)

@@ -408,6 +408,17 @@ def loop_views(trainer: Trainer) -> tuple[FitLoopView, EvaluationLoopView, Evalu
     return FitLoopView(trainer), validate, test, PredictLoopView(trainer)
 
 
+class CheckpointConnectorView(_View):
+    """``trainer._checkpoint_connector``: Lightning's private checkpoint connector, of which integrations
+    call ``dump_checkpoint`` to write a checkpoint themselves (mlflow's autologging does, on rank 0 only)."""
+
+    def dump_checkpoint(self, weights_only: bool | None = None) -> dict[str, Any]:
+        """The checkpoint dict ``trainer.save_checkpoint`` would write, built on this rank alone."""
+        from ember.checkpoint.contents import dump_checkpoint, resolve_weights_only
+
+        return dump_checkpoint(self._trainer, self._trainer._run, resolve_weights_only(weights_only), all_ranks=False)
+
+
 class AcceleratorConnectorView(_View):
     """``trainer._accelerator_connector``: the outcome of the accelerator/strategy/precision arguments.
 

@@ -19,9 +19,9 @@ _LAZY_MODULE_LOGGERS = (
     "ember.callbacks.model_checkpoint",
     "ember.callbacks.model_summary",
     "ember.callbacks.pruning",
+    "ember.checkpoint.contents",
     "ember.demos._download",
     "ember.loggers.mlflow",
-    "ember.trainer.trainer",
     "ember.tuner.batch_size_scaling",
     "ember.tuner.lr_finder",
 )
@@ -140,15 +140,28 @@ def rank_prefixed_message(message: str, rank: int | None) -> str:
     return f"[rank: {rank}] {message}" if rank is not None else message
 
 
+_own_handler: list[logging.Handler] = []  # the stream handler Ember gave its logger, if it did
+
+
 def _ensure_log_handler() -> None:
-    # Lightning prints its info messages ("GPU available: ...") through a stream handler on its
-    # logger; do the same unless the user configured logging themselves.
+    # As Lightning does at its import: its logger says INFO, and prints through a stream handler of
+    # its own unless the program configured logging already (then the root's handlers show it).
+    log.setLevel(logging.INFO)
     if not log.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
-        log.setLevel(logging.INFO)
         log.propagate = False
+        _own_handler.append(handler)
+
+
+def _settle_log_handler() -> None:
+    """Decide again, when a program run under the alias first imports Lightning: Lightning decides at
+    that import, and a program may configure logging (``logging.basicConfig``) before it but after
+    ``ember run`` imported Ember. Its handlers then get Ember's messages, as they would Lightning's."""
+    if _own_handler and logging.getLogger().handlers:
+        log.removeHandler(_own_handler.pop())
+        log.propagate = True
 
 
 _ensure_log_handler()
