@@ -1025,3 +1025,38 @@ def test_fabrics_exception_and_warning_classes_are_embers_under_the_alias(fabric
             print("caught:", error)
     """
     assert "caught: `gradient_clip_algorithm` sideways is invalid" in ok(python(code))
+
+
+@pytest.mark.skipif(
+    LIGHTNING_PYTHON is None,
+    reason="needs pytorch-lightning installed (or EMBER_TEST_LIGHTNING_PYTHON=<a python that has it>)",
+)
+def test_a_module_pickled_under_the_alias_trains_in_lightning(tmp_path):
+    # mlflow's `log_model` pickles the whole module; Lightning's Trainer reads attributes its `__init__` sets
+    saved = tmp_path / "module.pt"
+    ok(
+        python(
+            f"""
+            import torch, ember
+            ember.install_as_lightning()
+            from pytorch_lightning.demos.boring_classes import BoringModel
+            torch.save(BoringModel(), {str(saved)!r})
+            """,
+            exe=LIGHTNING_PYTHON,
+        )
+    )
+    out = ok(
+        python(
+            f"""
+            import sys, torch
+            import pytorch_lightning as pl
+            module = torch.load({str(saved)!r}, weights_only=False)
+            assert "ember" not in sys.modules and type(module).__module__.startswith("pytorch_lightning")
+            pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                       enable_checkpointing=False).fit(module)
+            print("trained", module.trainer.global_step)
+            """,
+            exe=LIGHTNING_PYTHON,
+        )
+    )
+    assert "trained 1" in out

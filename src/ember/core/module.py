@@ -89,6 +89,12 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
         self._dtype: torch.dtype = torch.get_default_dtype()
         self.prepare_data_per_node = True
         self.allow_zero_length_dataloader_with_multiple_devices = False
+        # attributes Lightning's module has from its `__init__`: a module pickled here (mlflow's
+        # `log_model`) then trains and predicts in Lightning too
+        self._compiler_ctx: dict[str, Any] | None = None
+        self._device_mesh: Any = None
+        self._metric_attributes: dict[int, str] | None = None
+        self._param_requires_grad_state: dict[Any, Any] = {}
 
     def __setattr__(self, name: str, value: Any) -> None:
         # the loop sets the running hook's name several times per step: skip nn.Module's checks
