@@ -901,3 +901,21 @@ def test_the_private_checkpoint_connector_dumps_what_save_checkpoint_writes(tmp_
     assert "optimizer_states" not in trainer._checkpoint_connector.dump_checkpoint(weights_only=True)
     said = [r.getMessage() for r in caplog.records if "weights_only" in r.getMessage()]
     assert said == ["`weights_only` was not set, defaulting to `False`."]
+
+
+def test_the_trainers_start_up_lines_come_in_lightnings_order(caplog):
+    from ember.callbacks import ModelSummary
+
+    with caplog.at_level("INFO"):
+        ember.Trainer(
+            callbacks=[ModelSummary()], fast_dev_run=True, detect_anomaly=True, logger=False, enable_progress_bar=False
+        )
+    said = [r.getMessage() for r in caplog.records]
+    expected = [
+        "Trainer already configured with model summary callbacks",
+        "You have turned on `Trainer(detect_anomaly=True)`. This will significantly slow down compute speed",
+        "Running in `fast_dev_run` mode",
+    ]
+    assert [next(i for i, m in enumerate(said) if m.startswith(e)) for e in expected] == sorted(
+        next(i for i, m in enumerate(said) if m.startswith(e)) for e in expected
+    )

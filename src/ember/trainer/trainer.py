@@ -23,7 +23,7 @@ from ember.trainer.defaults import configure_callbacks, configure_loggers
 from ember.trainer.run import Run
 from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import _set_rank
+from ember.utilities.rank_zero import _set_rank, rank_zero_info
 
 
 class _ReadOnly:
@@ -210,7 +210,35 @@ class Trainer:
             log_every_n_steps, num_sanity_val_steps = 0, 0
         self.barebones = barebones
 
-        # ---- loop limits ------------------------------------------------------------------------
+        # ---- hardware and precision --------------------------------------------------------------
+        self._accelerator, _, self.strategy = create_hardware(
+            accelerator, devices, strategy, num_nodes, precision, plugins, sync_batchnorm
+        )
+        self.precision = self.strategy.precision_plugin.precision
+        self.plugins = plugins
+        self.sync_batchnorm = sync_batchnorm
+        self.use_distributed_sampler = use_distributed_sampler
+        self.inference_mode = inference_mode
+        self.detect_anomaly = detect_anomaly
+        self.profiler = create_profiler(profiler)
+        self.deterministic = deterministic
+        self.benchmark = arguments.apply_determinism(deterministic, benchmark)
+        self.model_registry = model_registry
+        self.enable_autolog_hparams = enable_autolog_hparams
+
+        # ---- paths, loggers, callbacks -----------------------------------------------------------
+        self._default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else None
+        self.loggers = configure_loggers(logger, self.default_root_dir)
+        self.callbacks = configure_callbacks(
+            callbacks, enable_checkpointing, enable_progress_bar, enable_model_summary, max_time
+        )
+        if detect_anomaly:
+            rank_zero_info(
+                "You have turned on `Trainer(detect_anomaly=True)`. This will significantly slow down compute speed"
+                " and is recommended only for model debugging."
+            )
+
+        # ---- loop limits (after the callbacks, so that their messages come in Lightning's order) -----------
         arguments.check_loop_limits(max_epochs, min_epochs, max_steps, min_steps)
         arguments.check_optimization(accumulate_grad_batches, gradient_clip_val, gradient_clip_algorithm)
         dev_run_batches = arguments.fast_dev_run_batches(fast_dev_run)
@@ -244,33 +272,10 @@ class Trainer:
         self.min_epochs: int | None = min_epochs
         if dev_run_batches:
             arguments.apply_fast_dev_run(self, dev_run_batches)
-
-        # ---- hardware and precision --------------------------------------------------------------
-        self._accelerator, _, self.strategy = create_hardware(
-            accelerator, devices, strategy, num_nodes, precision, plugins, sync_batchnorm
-        )
-        self.precision = self.strategy.precision_plugin.precision
-        self.plugins = plugins
-        self.sync_batchnorm = sync_batchnorm
-        self.use_distributed_sampler = use_distributed_sampler
-        self.inference_mode = inference_mode
-        self.detect_anomaly = detect_anomaly
-        self.profiler = create_profiler(profiler)
-        self.deterministic = deterministic
-        self.benchmark = arguments.apply_determinism(deterministic, benchmark)
-        self.model_registry = model_registry
-        self.enable_autolog_hparams = enable_autolog_hparams
-
-        # ---- paths, loggers, callbacks -----------------------------------------------------------
-        self._default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else None
-        self.loggers = configure_loggers(logger, self.default_root_dir)
         if self.fast_dev_run and self.loggers:
             from ember.loggers.logger import DummyLogger
 
             self.loggers = [DummyLogger()]
-        self.callbacks = configure_callbacks(
-            callbacks, enable_checkpointing, enable_progress_bar, enable_model_summary, max_time
-        )
 
         # ---- what the calls change -----------------------------------------------------------------
         self.state = TrainerState()
