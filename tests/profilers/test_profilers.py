@@ -229,17 +229,22 @@ def test_register_record_function_names_each_submodule_forward(tmp_path):
 
 def test_the_datamodule_hooks_are_recorded(tmp_path):
     class Data(pl.LightningDataModule):
+        def prepare_data(self):
+            pass
+
         def train_dataloader(self):
             return loader()
 
         def state_dict(self):
             return {"seen": 1}
 
-    names = ["prepare_data", "setup", "state_dict", "teardown"]
+    names = ["prepare_data", "setup", "train_dataloader", "state_dict", "teardown"]
     t = trainer(tmp_path, "simple", max_epochs=1, limit_val_batches=0)
     t.fit(M(), datamodule=Data())
     for name in names:  # once each, as Lightning 2.6.6 records them
         assert len(t.profiler.recorded_durations[f"[LightningDataModule]Data.{name}"]) == 1, name
+    # a `prepare_data` left as it is is not called, so not recorded, as in Lightning
+    assert not [name for name in t.profiler.recorded_durations if name.endswith("M.prepare_data")]
     resumed = trainer(tmp_path, "simple", max_epochs=2, limit_val_batches=0)
     resumed.fit(M(), datamodule=Data(), ckpt_path=t.checkpoint_callback.best_model_path)
     assert len(resumed.profiler.recorded_durations["[LightningDataModule]Data.load_state_dict"]) == 1

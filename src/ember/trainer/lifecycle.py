@@ -360,16 +360,20 @@ def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
 
 
 def prepare_data(trainer: Trainer, run: Run) -> None:
-    """``prepare_data`` once per node (or once in all), then every rank waits for it."""
+    """``prepare_data`` once per node (or once in all), then every rank waits for it. As in Lightning, only
+    an overridden one is called (and profiled)."""
     module, datamodule, strategy = trainer.lightning_module, trainer.datamodule, trainer.strategy
     local_rank_zero, global_rank_zero = strategy.local_rank == 0, strategy.global_rank == 0
-    if datamodule is not None:
+    hooks = _hooks(run)
+    if datamodule is not None and dataloaders.overridden(datamodule, "prepare_data"):
         per_node = getattr(datamodule, "prepare_data_per_node", True)
         if (per_node and local_rank_zero) or (not per_node and global_rank_zero):
-            _hooks(run).call_datamodule(datamodule, "prepare_data")
+            hooks.call_datamodule(datamodule, "prepare_data")
     per_node = getattr(module, "prepare_data_per_node", True)
-    if (per_node and local_rank_zero) or (not per_node and global_rank_zero):
-        _hooks(run).call_module("prepare_data")
+    if hooks.module_overrides("prepare_data") and (
+        (per_node and local_rank_zero) or (not per_node and global_rank_zero)
+    ):
+        hooks.call_module("prepare_data")
     strategy.barrier("prepare_data")  # all ranks: the others wait for the data
 
 
