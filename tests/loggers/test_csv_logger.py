@@ -213,3 +213,41 @@ def test_a_log_folder_holding_other_files_warns_and_keeps_them(tmp_path):
         logger.save()
     assert (tmp_path / "splits.npz").read_bytes() == b"kept"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "splits.npz"]
+
+
+def test_copies_of_a_logger_writing_in_turn_keep_every_value_under_its_column(tmp_path):
+    # ddp_spawn gives each call's processes a copy of the logger: the `test` copy never saw `fit`'s
+    # columns. Lightning's rewrite then fails ("dict contains fields not in fieldnames")
+    import copy
+
+    main = CSVLogger(tmp_path, name="", version=0)
+    main.log_hyperparams({"lr": 0.1})
+    for_fit, for_test = copy.deepcopy(main), copy.deepcopy(main)
+    for_fit.log_metrics({"train/loss": 1.5}, step=0)
+    for_fit.save()
+    for_test.log_metrics({"test/acc": 0.25}, step=1)
+    for_test.save()
+    assert read_csv(tmp_path / "version_0" / "metrics.csv") == (
+        ["step", "test/acc", "train/loss"],
+        [{"step": "0", "test/acc": "", "train/loss": "1.5"}, {"step": "1", "test/acc": "0.25", "train/loss": ""}],
+    )
+    assert sorted(p.name for p in (tmp_path / "version_0").iterdir()) == ["hparams.yaml", "metrics.csv"]
+
+
+def test_a_failed_header_rewrite_leaves_the_file_and_the_logger_as_they_were(tmp_path, monkeypatch):
+    logger = CSVLogger(tmp_path, name="", version=0)
+    logger.log_metrics({"a": 1.0}, step=0)
+    logger.save()
+    writer = logger.experiment
+    logger.log_metrics({"b": 2.0}, step=1)
+    monkeypatch.setattr(writer._fs, "mv", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        logger.save()
+    assert writer.metrics_keys == ["a", "step"]
+    assert sorted(p.name for p in (tmp_path / "version_0").iterdir()) == ["metrics.csv"]  # no temporary file
+    monkeypatch.undo()
+    logger.save()  # the buffered row is still there, and lands under its own column
+    assert read_csv(tmp_path / "version_0" / "metrics.csv") == (
+        ["a", "b", "step"],
+        [{"a": "1.0", "b": "", "step": "0"}, {"a": "", "b": "2.0", "step": "1"}],
+    )

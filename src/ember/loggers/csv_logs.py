@@ -94,9 +94,22 @@ class ExperimentWriter:
         if not self.metrics:
             return
         file_exists = self._fs.isfile(self.metrics_file_path)
-        new_keys = self._record_new_keys()
-        if new_keys and file_exists:
-            self._rewrite_with_new_header(self.metrics_keys)
+        before = list(self.metrics_keys)
+        self._record_new_keys()
+        if file_exists:
+            on_file = self._header_on_file()
+            # columns another copy of this logger wrote (the process `ddp_spawn` started for `fit`, when
+            # this one runs `test`): kept, so that no row lands under another column's name
+            unseen = [key for key in on_file if key not in self.metrics_keys]
+            if unseen:
+                self.metrics_keys.extend(unseen)
+                self.metrics_keys.sort()
+            if self.metrics_keys != on_file:
+                try:
+                    self._rewrite_with_new_header(self.metrics_keys)
+                except BaseException:
+                    self.metrics_keys[:] = before  # the file keeps its header: so does this writer
+                    raise
         with self._fs.open(self.metrics_file_path, "a" if file_exists else "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
             if not file_exists:
@@ -116,16 +129,24 @@ class ExperimentWriter:
             self.metrics_keys.sort()
         return new_keys
 
+    def _header_on_file(self) -> list[str]:
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            return next(csv.reader(file), None) or []
+
     def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
         with self._fs.open(self.metrics_file_path, "r", newline="") as file:
             rows = list(csv.DictReader(file))
         tmp_path = self.metrics_file_path + ".tmp"
-        with self._fs.open(tmp_path, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(rows)
-        # replace in one step so a crash mid-rewrite cannot lose the existing rows
-        self._fs.mv(tmp_path, self.metrics_file_path)
+        try:
+            with self._fs.open(tmp_path, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=fieldnames)
+                writer.writeheader()
+                writer.writerows(rows)
+            # replace in one step so a crash mid-rewrite cannot lose the existing rows
+            self._fs.mv(tmp_path, self.metrics_file_path)
+        finally:
+            if self._fs.exists(tmp_path):
+                self._fs.rm(tmp_path)
 
 
 class CSVLogger(FolderLogger):
