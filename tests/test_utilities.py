@@ -109,9 +109,8 @@ def test_a_logging_config_that_disables_existing_loggers_quiets_embers_messages_
     code = textwrap.dedent(
         """
         import logging.config
-        import torch
-        from torch.utils.data import DataLoader, TensorDataset
         import ember
+        from ember.demos.boring_classes import BoringModel
 
         logging.config.dictConfig({
             "version": 1, "disable_existing_loggers": True,
@@ -120,19 +119,8 @@ def test_a_logging_config_that_disables_existing_loggers_quiets_embers_messages_
         })
         logging.getLogger("program").info("the program's own line")
 
-        class Model(ember.LightningModule):
-            def __init__(self):
-                super().__init__()
-                self.layer = torch.nn.Linear(2, 1)
-
-            def training_step(self, batch, batch_idx):
-                return self.layer(batch[0]).sum()
-
-            def configure_optimizers(self):
-                return torch.optim.SGD(self.parameters(), lr=0.1)
-
         trainer = ember.Trainer(max_steps=2, enable_progress_bar=False, logger=False, enable_checkpointing=False)
-        trainer.fit(Model(), DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4))
+        trainer.fit(BoringModel())
         trainer.save_checkpoint("unused.ckpt")
         """
     )

@@ -42,6 +42,12 @@ class _SamplerAsDataset(Dataset):
         self._drawn = list(self.sampler)
 
 
+def _drawn_at(drawn: Any, positions: Iterator) -> Iterator:
+    """What a new draw of the wrapped sampler holds at this rank's ``positions``."""
+    drawn.draw()
+    return (drawn[position] for position in positions)
+
+
 class DistributedSamplerWrapper(DistributedSampler):
     """This rank's share of what ``sampler`` draws: every ``num_replicas``-th index from ``rank``, padded as
     ``DistributedSampler`` pads so that every rank runs as many batches.
@@ -55,9 +61,7 @@ class DistributedSamplerWrapper(DistributedSampler):
         super().__init__(_SamplerAsDataset(sampler), *args, **kwargs)
 
     def __iter__(self) -> Iterator:
-        drawn: _SamplerAsDataset = self.dataset  # type: ignore[assignment]
-        drawn.draw()
-        return (drawn[position] for position in super().__iter__())
+        return _drawn_at(self.dataset, super().__iter__())
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
@@ -100,6 +104,4 @@ class UnrepeatedDistributedSamplerWrapper(UnrepeatedDistributedSampler):
         super().__init__(_SamplerAsDataset(sampler), *args, **kwargs)
 
     def __iter__(self) -> Iterator:
-        drawn: _SamplerAsDataset = self.dataset  # type: ignore[assignment]
-        drawn.draw()
-        return (drawn[position] for position in super().__iter__())
+        return _drawn_at(self.dataset, super().__iter__())
