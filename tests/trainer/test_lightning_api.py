@@ -919,3 +919,18 @@ def test_the_trainers_start_up_lines_come_in_lightnings_order(caplog):
     assert [next(i for i, m in enumerate(said) if m.startswith(e)) for e in expected] == sorted(
         next(i for i, m in enumerate(said) if m.startswith(e)) for e in expected
     )
+
+
+def test_the_fit_loop_holds_the_combined_loader_of_the_training_loaders():
+    # cellarium-ml sets its datasets' epoch through `trainer.fit_loop._combined_loader`, one loader too
+    seen = []
+
+    class Reads(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            combined = trainer.fit_loop._combined_loader
+            seen.append((type(combined).__name__, combined.flattened[0] is trainer.train_dataloader))
+
+    trainer = quiet_trainer(max_epochs=1, callbacks=[Reads()])
+    assert trainer.fit_loop._combined_loader is None  # before fit asks for the loaders, as in Lightning
+    trainer.fit(CoreModel(), loader())
+    assert seen == [("CombinedLoader", True)]

@@ -105,6 +105,7 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
         warn_about_spawned_workers(prepared[-1], "train_dataloader")
     combined.flattened = prepared
     run.train_dataloader = combined.iterables  # what `trainer.train_dataloader` shows, as in Lightning
+    run.train_combined_loader = combined  # `trainer.fit_loop._combined_loader`
     if combined.iterables is prepared[0]:  # one loader: iterated directly, with no per-batch work added
         run.train_combined = None
         run.num_training_batches = count_batches(t, prepared[0], t.limit_train_batches, "train")

@@ -116,6 +116,7 @@ class Run:
     # ---- the dataloaders in use and their sizes ------------------------------------------------
     train_dataloader: Any = None  # the loader, or the collection of them (``trainer.train_dataloader``)
     train_combined: Any = None  # the CombinedLoader that several training loaders are drawn through
+    train_combined_loader: Any = None  # the CombinedLoader of the prepared loaders, one too (Lightning's name)
     val_dataloaders: Any = None
     test_dataloaders: Any = None
     predict_dataloaders: Any = None

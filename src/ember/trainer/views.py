@@ -351,6 +351,12 @@ class FitLoopView(_View):
     def _should_accumulate(self) -> bool:
         return self.epoch_loop._should_accumulate()
 
+    @property
+    def _combined_loader(self) -> Any:
+        """The ``CombinedLoader`` of the training loaders, one loader too (cellarium-ml sets its datasets'
+        epoch through it); ``None`` until ``fit`` asks for them."""
+        return self._run.train_combined_loader
+
     def setup_data(self) -> None:
         """Request and prepare the training dataloader now (``trainer.num_training_batches`` is known after)."""
         from ember.trainer import dataloaders
