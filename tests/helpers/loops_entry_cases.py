@@ -21,6 +21,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "manual_every_2_steps": ({"every_n_train_steps": 2}, {}, {"manual": True}),
     "epoch_scheduler": ({}, {}, {"scheduler": True}),
     "epoch_scheduler_every_2_steps": ({"every_n_train_steps": 2}, {}, {"scheduler": True}),
+    "max_steps_mid_epoch": ({}, {"max_steps": 7}, {}),
 }
 
 

@@ -53,7 +53,8 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     in_validation = run.fn == TrainerFn.FITTING and t.state.stage == RunningStage.VALIDATING
     batch_completed = batches if (p.epoch_done or in_validation) else max(batches - 1, 0)
     num_batches = t.num_training_batches
-    is_last_batch = p.epoch_done or (batches > 0 and isinstance(num_batches, int) and batches >= num_batches)
+    # the epoch's data ran out (an epoch that `max_steps` ended early did not get there)
+    is_last_batch = batches > 0 and batches >= num_batches if isinstance(num_batches, int) else p.epoch_done
     steps, epoch_steps = p.global_step, p.global_step - p.epoch_start_step
     automatic = t.lightning_module.automatic_optimization if t.lightning_module is not None else True
     zero = {"total": _progress(0, 0), "current": _progress(0, 0)}
