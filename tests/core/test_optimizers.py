@@ -129,6 +129,8 @@ def test_none_warns_and_trains_without_an_optimizer():
         trainer, model = _fit(lambda m: None)
     assert repr(trainer.optimizers[0]) == "No Optimizer"
     assert trainer.global_step == 1
+    # its checkpoint entry is empty, as Lightning's (cellarium-ml compares it)
+    assert trainer._checkpoint_connector.dump_checkpoint(False)["optimizer_states"] == [{}]
 
 
 @pytest.mark.parametrize("bad", ["adam", 3, [1, 2], {"lr": 0.1}, ([], None, None)])

@@ -158,5 +158,14 @@ class _MockOptimizer(Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         pass
 
+    def add_param_group(self, param_group: dict[Any, Any]) -> None:
+        pass  # it holds no parameters to add to
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # nothing to save: a checkpoint holds `[{}]` for it, as Lightning's
+
+    def load_state_dict(self, state_dict: dict[Any, Any]) -> None:
+        pass
+
     def __repr__(self) -> str:
         return "No Optimizer"
