@@ -934,3 +934,25 @@ def test_the_fit_loop_holds_the_combined_loader_of_the_training_loaders():
     assert trainer.fit_loop._combined_loader is None  # before fit asks for the loaders, as in Lightning
     trainer.fit(CoreModel(), loader())
     assert seen == [("CombinedLoader", True)]
+
+
+def test_a_batch_counts_as_completed_after_its_batch_end_hooks_as_in_lightning():
+    # cellarium-ml's `on_save_checkpoint` tells a step-triggered save from the gap between the two counts
+    seen = []
+
+    class Reads(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(("start", batch_idx, *self._counts(trainer)))
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(("end", batch_idx, *self._counts(trainer)))
+
+        @staticmethod
+        def _counts(trainer):
+            progress = trainer.fit_loop.epoch_loop.batch_progress
+            return progress.current.processed, progress.current.completed, progress.total.completed
+
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, callbacks=[Reads()])
+    trainer.fit(CoreModel(), loader())
+    # observed on Lightning 2.6.6: processed counts the batch before its end hooks, completed after them
+    assert seen == [("start", 0, 0, 0, 0), ("end", 0, 1, 0, 0), ("start", 1, 1, 1, 1), ("end", 1, 2, 1, 1)]

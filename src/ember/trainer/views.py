@@ -85,11 +85,16 @@ class _BatchCounter(_View):
     started = ready
 
     @property
-    def completed(self) -> int:
+    def processed(self) -> int:
         p = self._progress
         return p.total_batches if self._across_epochs else p.epoch_batches
 
-    processed = completed
+    @property
+    def completed(self) -> int:
+        # as Lightning counts it: a batch is completed once its `on_train_batch_end` hooks have run
+        run = self._run
+        ending = run.train_results.batch is not None and self._progress.epoch_batches == run.batch_idx + 1
+        return self.processed - 1 if ending else self.processed
 
 
 class _BatchProgress(_View):
