@@ -58,3 +58,79 @@ def test_resume_without_rng_state_is_not_exact(tmp_path):
     _run(resumed, "--resume", str(stripped), "--seed", "123")
     reference, weights = _weights(full), _weights(resumed)
     assert any(not torch.equal(v, weights[k]) for k, v in reference.items())
+
+
+class _SelfResumingData(torch.utils.data.IterableDataset):
+    """Yields batches 0..3; after a resume, only those not trained on yet (as cellarium-ml's dataset does)."""
+
+    def __init__(self, batches: int = 4) -> None:
+        self.start, self.batches = 0, batches
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        return iter([torch.full((2, 2), float(i)) for i in range(start, self.batches)])
+
+
+def _self_resuming_run(tmp_path, ckpt_path=None, batches=4, saves_position=True):
+    import ember
+    from ember.callbacks import ModelCheckpoint
+
+    class Data(ember.LightningDataModule):
+        def setup(self, stage):
+            self.data = _SelfResumingData(batches)
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(self.data, batch_size=None)
+
+        def state_dict(self):
+            return {"start": self.trainer.global_step % 4} if saves_position else {}
+
+        def load_state_dict(self, state):
+            self.data.start = state.get("start", 0)
+
+    class Model(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.layer = torch.nn.Linear(2, 1)
+            self.seen = []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append((self.current_epoch, batch_idx, batch[0, 0].item()))
+            return self.layer(batch).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    saves = [ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1)] if ckpt_path is None else []
+    model = Model()
+    trainer = ember.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=saves,
+        enable_checkpointing=bool(saves),
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, Data(), ckpt_path=ckpt_path)
+    return model
+
+
+def test_an_iterable_dataset_whose_datamodule_saves_its_position_is_not_skipped_twice(tmp_path):
+    # the datamodule restores where the data stands; fast-forwarding it too skipped batches twice and let a
+    # bare StopIteration out of fit. Lightning leaves every data source to resume itself
+    whole = _self_resuming_run(tmp_path)
+    resumed = _self_resuming_run(tmp_path, ckpt_path=tmp_path / "epoch=0-step=3.ckpt")
+    assert resumed.seen == [(0, 3, 3.0), (1, 0, 0.0), (1, 1, 1.0), (1, 2, 2.0), (1, 3, 3.0)]
+    assert torch.equal(resumed.layer.weight, whole.layer.weight)
+
+
+def test_data_that_runs_out_while_a_resume_skips_ends_the_epoch_with_a_warning(tmp_path):
+    _self_resuming_run(tmp_path, saves_position=False)
+    with pytest.warns(UserWarning, match=r"ran out after 1 of the 3 batches"):
+        # no position saved, and the data yields fewer batches than the checkpoint's epoch had trained on
+        resumed = _self_resuming_run(
+            tmp_path, ckpt_path=tmp_path / "epoch=0-step=3.ckpt", batches=1, saves_position=False
+        )
+    assert resumed.seen[0][0] == 1  # the resumed epoch ended at once; the next one trains

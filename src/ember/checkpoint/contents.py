@@ -247,6 +247,7 @@ def restore_modules_and_callbacks(t: Trainer, run: Run, checkpoint: dict[str, An
         key = type(datamodule).__qualname__
         if key in checkpoint:
             run.hooks.call_datamodule(datamodule, "load_state_dict", checkpoint[key])
+            run.datamodule_restored = bool(checkpoint[key])
     run.hooks.call_callbacks("on_load_checkpoint", checkpoint)
     states = checkpoint.get("callbacks")
     if not states:

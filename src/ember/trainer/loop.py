@@ -275,7 +275,8 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             set_rng_states(resume.epoch_rng)
             run.epoch_rng = resume.epoch_rng
             run.train_iterator = _train_iterator(run)
-            _skip_batches(run.train_iterator, progress.epoch_batches)
+            if not _data_resumes_itself(run):
+                _skip_batches(run.train_iterator, progress.epoch_batches)
             set_rng_states(resume.rng)
         else:
             run.train_iterator = _train_iterator(run)
@@ -447,13 +448,37 @@ def _is_monitoring(cb: Any) -> bool:
     return isinstance(cb, (Checkpoint, EarlyStopping))
 
 
+def _data_resumes_itself(run: Run) -> bool:
+    """Whether the training data takes up where the checkpoint left by itself: an iterable-style dataset
+    whose datamodule restored a state from the checkpoint (cellarium-ml's yields only the batches not
+    trained on yet), as Lightning takes every data source to do. Ember skips the batches trained on
+    otherwise."""
+    from torch.utils.data import IterableDataset
+
+    loader = run.train_dataloader
+    return (
+        run.datamodule_restored
+        and run.train_combined is None
+        and isinstance(getattr(loader, "dataset", None), IterableDataset)
+    )
+
+
 def _skip_batches(iterator: Any, count: int) -> None:
     """Advance ``iterator`` past ``count`` batches without running the model on them."""
     if isinstance(iterator, CombinedTrainBatches):
         iterator.skip(count)  # several loaders: also restores the RNG before each one that started again
         return
-    for _ in range(count):
-        skip_one(iterator)  # in-process loading: advances the sampler only; the RNG is restored right after
+    for skipped in range(count):
+        try:
+            skip_one(iterator)  # in-process loading: advances the sampler only; the RNG is restored right after
+        except StopIteration:
+            rank_zero_warn(
+                f"The training data ran out after {skipped} of the {count} batches that the checkpoint's epoch had"
+                " trained on, so the resumed epoch ends at once. If your data source continues where it stopped by"
+                " itself, give its datamodule a `state_dict`/`load_state_dict` that saves its position.",
+                category=PossibleUserWarning,
+            )
+            return
 
 
 def _step_scheduler(trainer: Trainer, run: Run, config: Any, metric: Any) -> None:
