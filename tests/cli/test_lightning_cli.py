@@ -333,3 +333,35 @@ def test_args_as_a_dict_and_the_warning_for_args_plus_command_line(tmp_path, mon
     monkeypatch.setattr(sys, "argv", ["main.py", "--trainer.max_epochs=9"])
     with pytest.warns(UserWarning, match="args parameter is intended to run from within Python"):
         LightningCLI(Regressor, RegressionData, run=False, args=["--trainer.max_epochs=4", *_quiet(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    ("strategy", "lightnings_arguments"),
+    [
+        (
+            "ember.strategies.DDPStrategy",
+            # Lightning 2.6.6's DDPStrategy.__init__, in order
+            ["accelerator", "parallel_devices", "cluster_environment", "checkpoint_io", "precision_plugin"]
+            + ["ddp_comm_state", "ddp_comm_hook", "ddp_comm_wrapper", "model_averaging_period"]
+            + ["process_group_backend", "timeout", "start_method"],
+        ),
+        (
+            "ember.strategies.ModelParallelStrategy",
+            ["data_parallel_size", "tensor_parallel_size", "save_distributed_checkpoint"]
+            + ["process_group_backend", "timeout"],
+        ),
+    ],
+)
+def test_a_printed_strategy_config_holds_only_lightnings_arguments(capsys, strategy, lightnings_arguments):
+    # a config Ember writes must read back on Lightning, which refuses keys it does not know
+    # (Ember's `preemption_check_interval` was written there)
+    with pytest.raises(SystemExit):
+        LightningCLI(
+            Regressor,
+            RegressionData,
+            args=["fit", f'--trainer.strategy={{"class_path": "{strategy}"}}', "--print_config"],
+        )
+    printed = list(yaml.safe_load(capsys.readouterr().out)["trainer"]["strategy"]["init_args"])
+    # DDP's keyword arguments follow, read from torch's `DistributedDataParallel` as on Lightning
+    assert printed[: len(lightnings_arguments)] == lightnings_arguments
+    assert not {"preemption_check_interval", "start_method"} & set(printed[len(lightnings_arguments) :])

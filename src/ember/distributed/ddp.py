@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ember.distributed.parallel import ParallelStrategy, default_pg_timeout
+from ember.distributed.parallel import ParallelStrategy, default_pg_timeout, ember_option
 
 
 class _StepForward(nn.Module):
@@ -50,6 +50,9 @@ class DDPStrategy(ParallelStrategy):
 
         trainer = Trainer(accelerator="cuda", devices=4, strategy=DDPStrategy(find_unused_parameters=True))
         trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp")  # gloo on CPU
+
+    Besides Lightning's arguments, ``preemption_check_interval`` (default 10) says every how many batches
+    the ranks agree on a preemption signal; the other keyword arguments go to ``DistributedDataParallel``.
     """
 
     strategy_name = "ddp"
@@ -68,9 +71,11 @@ class DDPStrategy(ParallelStrategy):
         process_group_backend: str | None = None,
         timeout: timedelta | None = default_pg_timeout,
         start_method: str = "popen",
-        preemption_check_interval: int = 10,
         **kwargs: Any,
     ) -> None:
+        # Ember's own option comes through `kwargs`, so that a config saved by the command line reads
+        # back on Lightning (every signature argument is written to it)
+        preemption_check_interval = ember_option(kwargs, "preemption_check_interval", 10)
         if model_averaging_period is not None:
             raise ValueError("`model_averaging_period` (post-local SGD) is not supported by Ember's DDPStrategy.")
         super().__init__(

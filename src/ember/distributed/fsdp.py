@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ember.distributed.ddp import _StepForward
-from ember.distributed.parallel import default_pg_timeout
+from ember.distributed.parallel import default_pg_timeout, ember_option
 from ember.distributed.sharded import ShardedStrategy
 
 _SHARDING = {"FULL_SHARD": True, "SHARD_GRAD_OP": False}
@@ -79,10 +79,12 @@ class FSDPStrategy(ShardedStrategy):
         activation_checkpointing_policy: Any = None,
         sharding_strategy: str = "FULL_SHARD",
         state_dict_type: str = "full",
-        preemption_check_interval: int = 10,
-        start_method: str = "popen",
         **kwargs: Any,
     ) -> None:
+        # Ember's own options come through `kwargs`, so that a config saved by the command line reads back on
+        # Lightning (every signature argument is written to it)
+        preemption_check_interval = ember_option(kwargs, "preemption_check_interval", 10)
+        start_method = ember_option(kwargs, "start_method", "popen")
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,

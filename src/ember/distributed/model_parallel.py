@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from ember.distributed.parallel import default_pg_timeout
+from ember.distributed.parallel import default_pg_timeout, ember_option
 from ember.distributed.sharded import ShardedStrategy
 
 _MESH_DIMENSIONS = ("data_parallel", "tensor_parallel")
@@ -70,9 +70,14 @@ class ModelParallelStrategy(ShardedStrategy):
         save_distributed_checkpoint: bool = True,
         process_group_backend: str | None = None,
         timeout: timedelta | None = default_pg_timeout,
-        start_method: str = "popen",
-        preemption_check_interval: int = 10,
+        **kwargs: Any,
     ) -> None:
+        # Ember's own options come through `kwargs`, so that a config saved by the command line reads back on
+        # Lightning (every signature argument is written to it)
+        start_method = ember_option(kwargs, "start_method", "popen")
+        preemption_check_interval = ember_option(kwargs, "preemption_check_interval", 10)
+        if kwargs:
+            raise TypeError(f"`ModelParallelStrategy` got unexpected arguments: {sorted(kwargs)}.")
         _check_size("data_parallel_size", data_parallel_size)
         _check_size("tensor_parallel_size", tensor_parallel_size)
         super().__init__(

@@ -35,6 +35,12 @@ _REDUCE_OPS = {
 }
 
 
+def ember_option(kwargs: dict[str, Any], name: str, default: Any) -> Any:
+    """An option of Ember's own, taken out of a strategy's ``**kwargs``: kept out of the signature, a
+    command-line config that Ember saves holds only Lightning's arguments and reads back on Lightning."""
+    return kwargs.pop(name, default)
+
+
 class ParallelStrategy(Strategy):
     """Base of the multi-process strategies; use :class:`DDPStrategy` or :class:`FSDPStrategy`.
 
