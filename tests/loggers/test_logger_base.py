@@ -215,3 +215,76 @@ def test_next_version_counts_version_folders_only(tmp_path):
     (tmp_path / "exp" / "version_9").write_text("a file, not a version")
     assert CSVLogger(tmp_path, name="exp").version == 4
     assert CSVLogger(tmp_path, name="missing").version == 0
+
+
+def test_a_logger_may_take_its_methods_from_a_class_listed_after_logger():
+    # Lightning's `Logger` gets them from Fabric's; dvclive's `DVCLiveLogger(Logger, FabricDVCLiveLogger)`
+    # was abstract on Ember, and its `super().log_metrics(metrics, step, sync)` did not reach its implementation
+    calls = []
+
+    class Implementation:
+        @property
+        def name(self):
+            return "impl"
+
+        @property
+        def version(self):
+            return "0"
+
+        def log_metrics(self, metrics, step=None, sync=False):
+            calls.append(("log_metrics", metrics, step, sync))
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            calls.append(("log_hyperparams", params))
+
+        def finalize(self, status):
+            calls.append(("finalize", status))
+
+    class Mixed(Logger, Implementation):
+        def log_metrics(self, metrics, step=None, sync=False):
+            super().log_metrics(metrics, step, sync=True)
+
+    logger = Mixed()
+    assert (logger.name, logger.version) == ("impl", "0")
+    logger.log_hyperparams({"lr": 0.1})
+    logger.log_metrics({"loss": 1.0}, 3)
+    logger.finalize("success")
+    assert calls == [("log_hyperparams", {"lr": 0.1}), ("log_metrics", {"loss": 1.0}, 3, True), ("finalize", "success")]
+
+
+def test_the_trainer_writes_to_loggers_from_lightnings_logger_connector_method_names():
+    # dvclive syncs its files only when one of these is on the call stack, as in Lightning
+    import inspect
+
+    from tests.helpers.logger_models import LoggedRegressor, train_loader, val_loader
+
+    import ember
+
+    callers = set()
+
+    class StackReader(Logger):
+        name, version = "stack", 0
+
+        def log_metrics(self, metrics, step=None):
+            callers.update(frame.function for frame in inspect.stack())
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            pass
+
+    trainer = ember.Trainer(
+        max_epochs=1,
+        logger=StackReader(),
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+
+    class WithAnEpochValue(LoggedRegressor):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("train_epoch_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+    trainer.fit(WithAnEpochValue(), train_loader(), val_loader())
+    assert {"update_train_step_metrics", "update_train_epoch_metrics", "log_eval_end_metrics"} <= callers

@@ -64,11 +64,37 @@ def rank_zero_experiment(fn: Callable) -> Callable:
     return experiment
 
 
+# what Lightning's `Logger` inherits from Fabric's: a class that mixes Ember's `Logger` with an
+# implementation of these (dvclive's `DVCLiveLogger`) gets that implementation, as in Lightning
+_FABRIC_LEVEL = (
+    "name",
+    "version",
+    "root_dir",
+    "log_dir",
+    "group_separator",
+    "log_metrics",
+    "log_hyperparams",
+    "log_graph",
+    "save",
+    "finalize",
+)
+
+
+def _implementation_after(cls: type, name: str) -> Any:
+    """``name`` as the first class after Ember's ``Logger`` in ``cls``'s MRO defines it (None: none does)."""
+    mro = cls.__mro__
+    for klass in mro[mro.index(Logger) + 1 :]:
+        if klass not in (ABC, object) and name in vars(klass):
+            return vars(klass)[name]
+    return None
+
+
 class Logger(ABC):
     """Base class for experiment loggers.
 
     Subclasses implement ``name``, ``version``, ``log_metrics`` and ``log_hyperparams``; the rest
-    has working defaults.
+    has working defaults. A subclass may also take them from a class it lists after ``Logger``
+    (Lightning's ``Logger`` gets them from Fabric's this way: ``class MyLogger(Logger, FabricImpl)``).
 
     Example::
 
@@ -86,6 +112,14 @@ class Logger(ABC):
 
         trainer = Trainer(logger=PrintLogger())
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        before = cls.__mro__[: cls.__mro__.index(Logger)]
+        for name in _FABRIC_LEVEL:
+            implementation = None if any(name in vars(k) for k in before) else _implementation_after(cls, name)
+            if implementation is not None:
+                setattr(cls, name, implementation)  # the abstract ones no longer are, as in Lightning
 
     @property
     @abstractmethod
@@ -117,23 +151,41 @@ class Logger(ABC):
         """The separator loggers use to group metrics into sections, e.g. ``train/loss``."""
         return "/"
 
+    # The bodies below pass a `super()` call on to a class listed after `Logger`, where there is one.
     @abstractmethod
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Record ``metrics`` (name -> number) at ``step``."""
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, *args: Any, **kwargs: Any) -> None:
+        """Record ``metrics`` (name -> number) at ``step``. (The extra arguments are those a class listed
+        after ``Logger`` takes: dvclive's ``sync``.)"""
+        implementation = _implementation_after(type(self), "log_metrics")
+        if implementation is not None:
+            implementation(self, metrics, step, *args, **kwargs)
 
     @abstractmethod
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
         """Record hyperparameters (a dict, ``Namespace`` or ``AttributeDict``)."""
+        implementation = _implementation_after(type(self), "log_hyperparams")
+        if implementation is not None:
+            implementation(self, params, *args, **kwargs)
 
     def log_graph(self, model: Module, input_array: Tensor | None = None) -> None:
         """Record the model's computational graph (a no-op unless the logger supports it)."""
+        implementation = _implementation_after(type(self), "log_graph")
+        if implementation is not None:
+            implementation(self, model, input_array)
 
     def save(self) -> None:
         """Write buffered data to disk."""
+        implementation = _implementation_after(type(self), "save")
+        if implementation is not None:
+            implementation(self)
 
     def finalize(self, status: str) -> None:
         """Finish the experiment; ``status`` is "success", "failed" or "aborted"."""
-        self.save()
+        implementation = _implementation_after(type(self), "finalize")
+        if implementation is not None:
+            implementation(self, status)
+        else:
+            self.save()
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """Called after ``checkpoint_callback`` (a ``ModelCheckpoint``) wrote a checkpoint."""

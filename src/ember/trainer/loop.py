@@ -369,7 +369,7 @@ class _EpochPlan:
         if not accumulating and (
             (self.run.progress.batches_that_stepped + 1) % self.log_every == 0 or self.trainer.should_stop
         ):
-            self.run.metrics.log_step(self.results)
+            self.run.metrics.update_train_step_metrics(self.results)
 
     def _validate(self, batch_idx: int, is_last: bool, accumulating: bool) -> None:
         """Validate when an interval ends (or training stops mid-epoch), then step ReduceLROnPlateau."""
@@ -431,7 +431,7 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
                 _step_plateau(trainer, run, config)
     if trainer.loggers:
         progress.batches_that_stepped -= 1  # epoch values are logged at the step of the epoch's last batch
-        metrics.log_epoch(results)
+        metrics.update_train_epoch_metrics(results)
         progress.batches_that_stepped += 1
     results.reset()
     progress.epoch += 1
@@ -681,7 +681,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
             outputs.update(end_outputs)
         merged.update(end_outputs)
         if stage != RunningStage.SANITY_CHECKING:
-            run.metrics.write(merged, None)
+            run.metrics.log_eval_end_metrics(merged)
         hooks.call_both(f"on_{prefix}_end")
         _train_mode(trainer, run, prefix, modes)
     results.reset()  # torchmetrics objects logged here start the next epoch empty, as in Lightning

@@ -132,11 +132,16 @@ class MetricStore:
             logger.log_metrics(metrics=scalars, step=step)
             logger.save()
 
-    def log_step(self, results: LoggedResults) -> None:
+    # The three writes below have the names of Lightning's logger connector methods: a logger may look for
+    # them on the call stack to tell the trainer's writes from a callback's (dvclive syncs its files then).
+    def update_train_step_metrics(self, results: LoggedResults) -> None:
         self.write(results.step_metrics()[1], None)
 
-    def log_epoch(self, results: LoggedResults) -> None:
+    def update_train_epoch_metrics(self, results: LoggedResults) -> None:
         self.write(results.epoch_metrics()[1], None)
+
+    def log_eval_end_metrics(self, metrics: dict[str, Any]) -> None:
+        self.write(metrics, None)
 
     def log_eval_step(self, results: LoggedResults, step: int) -> None:
         self.write(results.step_metrics()[1], step)
