@@ -72,6 +72,8 @@ class _SelfResumingData(torch.utils.data.IterableDataset):
 
 
 def _self_resuming_run(tmp_path, ckpt_path=None, batches=4, saves_position=True):
+    from tests.helpers.core_models import quiet_trainer
+
     import ember
     from ember.callbacks import ModelCheckpoint
 
@@ -104,15 +106,7 @@ def _self_resuming_run(tmp_path, ckpt_path=None, batches=4, saves_position=True)
 
     saves = [ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1)] if ckpt_path is None else []
     model = Model()
-    trainer = ember.Trainer(
-        max_epochs=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=saves,
-        enable_checkpointing=bool(saves),
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(max_epochs=2, callbacks=saves, enable_checkpointing=bool(saves), default_root_dir=tmp_path)
     trainer.fit(model, Data(), ckpt_path=ckpt_path)
     return model
 
