@@ -106,11 +106,9 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
     combined.flattened = prepared
     run.train_dataloader = combined.iterables  # what `trainer.train_dataloader` shows, as in Lightning
     run.train_combined_loader = combined  # `trainer.fit_loop._combined_loader`
-    if combined.iterables is prepared[0]:  # one loader: iterated directly, with no per-batch work added
-        run.train_combined = None
+    if run.train_combined is None:  # one loader: iterated directly, with no per-batch work added
         run.num_training_batches = count_batches(t, prepared[0], t.limit_train_batches, "train")
     else:
-        run.train_combined = combined
         run.num_training_batches = _count_combined(t, combined)
     if combined._mode == "sequential":  # refused once counted (as Lightning counts it), before any training
         raise ValueError(

@@ -116,8 +116,7 @@ class Run:
 
     # ---- the dataloaders in use and their sizes ------------------------------------------------
     train_dataloader: Any = None  # the loader, or the collection of them (``trainer.train_dataloader``)
-    train_combined: Any = None  # the CombinedLoader that several training loaders are drawn through
-    train_combined_loader: Any = None  # the CombinedLoader of the prepared loaders, one too (Lightning's name)
+    train_combined_loader: Any = None  # the CombinedLoader of the prepared training loaders, one too
     val_dataloaders: Any = None
     test_dataloaders: Any = None
     predict_dataloaders: Any = None
@@ -163,6 +162,15 @@ class Run:
     # ---- predictions ---------------------------------------------------------------------------
     predictions: Any = None
     predict_batch_indices: Any = None
+
+    @property
+    def train_combined(self) -> Any:
+        """The ``CombinedLoader`` that several training loaders are drawn through; ``None`` for one loader,
+        which is iterated directly, with no per-batch work added."""
+        combined = self.train_combined_loader
+        if combined is None or combined.iterables is combined.flattened[0]:
+            return None
+        return combined
 
     def __post_init__(self, trainer: Any) -> None:
         self.metrics = MetricStore(trainer, self.progress)
