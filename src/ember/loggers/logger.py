@@ -80,13 +80,14 @@ _FABRIC_LEVEL = (
 )
 
 
-def _implementation_after(cls: type, name: str) -> Any:
-    """``name`` as the first class after Ember's ``Logger`` in ``cls``'s MRO defines it (None: none does)."""
+def _implementations_after(cls: type) -> dict[str, Any]:
+    """Each of ``_FABRIC_LEVEL`` as the first class after Ember's ``Logger`` in ``cls``'s MRO defines it."""
+    found: dict[str, Any] = {}
     mro = cls.__mro__
-    for klass in mro[mro.index(Logger) + 1 :]:
-        if klass not in (ABC, object) and name in vars(klass):
-            return vars(klass)[name]
-    return None
+    for klass in reversed(mro[mro.index(Logger) + 1 :]):  # the nearest class last, so that it wins
+        if klass not in (ABC, object):
+            found.update((name, vars(klass)[name]) for name in _FABRIC_LEVEL if name in vars(klass))
+    return found
 
 
 class Logger(ABC):
@@ -113,12 +114,15 @@ class Logger(ABC):
         trainer = Trainer(logger=PrintLogger())
     """
 
+    # what a class listed after `Logger` implements, by name (computed once per class)
+    _later: dict[str, Any] = {}
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls._later = _implementations_after(cls)
         before = cls.__mro__[: cls.__mro__.index(Logger)]
-        for name in _FABRIC_LEVEL:
-            implementation = None if any(name in vars(k) for k in before) else _implementation_after(cls, name)
-            if implementation is not None:
+        for name, implementation in cls._later.items():
+            if not any(name in vars(k) for k in before):
                 setattr(cls, name, implementation)  # the abstract ones no longer are, as in Lightning
 
     @property
@@ -156,34 +160,34 @@ class Logger(ABC):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, *args: Any, **kwargs: Any) -> None:
         """Record ``metrics`` (name -> number) at ``step``. (The extra arguments are those a class listed
         after ``Logger`` takes: dvclive's ``sync``.)"""
-        implementation = _implementation_after(type(self), "log_metrics")
-        if implementation is not None:
-            implementation(self, metrics, step, *args, **kwargs)
+        later = self._later.get("log_metrics")
+        if later is not None:
+            later(self, metrics, step, *args, **kwargs)
 
     @abstractmethod
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
         """Record hyperparameters (a dict, ``Namespace`` or ``AttributeDict``)."""
-        implementation = _implementation_after(type(self), "log_hyperparams")
-        if implementation is not None:
-            implementation(self, params, *args, **kwargs)
+        later = self._later.get("log_hyperparams")
+        if later is not None:
+            later(self, params, *args, **kwargs)
 
     def log_graph(self, model: Module, input_array: Tensor | None = None) -> None:
         """Record the model's computational graph (a no-op unless the logger supports it)."""
-        implementation = _implementation_after(type(self), "log_graph")
-        if implementation is not None:
-            implementation(self, model, input_array)
+        later = self._later.get("log_graph")
+        if later is not None:
+            later(self, model, input_array)
 
     def save(self) -> None:
         """Write buffered data to disk."""
-        implementation = _implementation_after(type(self), "save")
-        if implementation is not None:
-            implementation(self)
+        later = self._later.get("save")
+        if later is not None:
+            later(self)
 
     def finalize(self, status: str) -> None:
         """Finish the experiment; ``status`` is "success", "failed" or "aborted"."""
-        implementation = _implementation_after(type(self), "finalize")
-        if implementation is not None:
-            implementation(self, status)
+        later = self._later.get("finalize")
+        if later is not None:
+            later(self, status)
         else:
             self.save()
 
