@@ -37,7 +37,9 @@ _REDUCE_OPS = {
 
 def ember_option(kwargs: dict[str, Any], name: str, default: Any) -> Any:
     """An option of Ember's own, taken out of a strategy's ``**kwargs``: kept out of the signature, a
-    command-line config that Ember saves holds only Lightning's arguments and reads back on Lightning."""
+    command-line config that Ember saves holds only Lightning's arguments and reads back on Lightning.
+    (A function, because jsonargparse reads a ``kwargs.pop(name, default)`` in ``__init__`` as one more
+    argument of the signature.)"""
     return kwargs.pop(name, default)
 
 

@@ -67,9 +67,7 @@ class ExperimentWriter:
         self._fs.makedirs(log_dir, exist_ok=True)
         if self._fs.isfile(self.metrics_file_path):
             # continuing an earlier run in the same version folder: keep its columns, append rows
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                header = next(csv.reader(file), None)
-            self.metrics_keys = list(header or [])
+            self.metrics_keys = self._header_on_file()
             rank_zero_warn(
                 f"Experiment logs directory {log_dir} exists and is not empty: it already has a"
                 f" {self.NAME_METRICS_FILE}. New rows will be appended to it (Lightning would delete it); pass another"
