@@ -960,9 +960,13 @@ def test_fit_sweeps_what_killed_saves_left_but_never_a_live_save(tmp_path, caplo
 
 
 class _ManualSteps(ember.LightningModule):
-    """Manual optimization with one scripted loss per batch; ``keep_pre_step`` follows Lightning's recipe."""
+    """Manual optimization with one scripted loss per batch.
 
-    def __init__(self, keep_pre_step: bool):
+    ``keep_pre_step``: None keeps nothing, "layer" follows Lightning 2.6's recipe (``self.layer``'s
+    state dict), "module" keeps the whole module's state dict.
+    """
+
+    def __init__(self, keep_pre_step: str | None):
         super().__init__()
         self.layer = torch.nn.Linear(3, 1)
         self.automatic_optimization = False
@@ -975,8 +979,10 @@ class _ManualSteps(ember.LightningModule):
         loss = self.layer(batch[0]).square().mean()
         self.log("score", torch.tensor(self.scores[batch_idx]), on_step=True, on_epoch=True)
         self.before_step[batch_idx] = {k: v.detach().clone() for k, v in self.layer.state_dict().items()}
-        if self.keep_pre_step:
+        if self.keep_pre_step == "layer":
             self.saved_models[batch_idx] = self.before_step[batch_idx]
+        elif self.keep_pre_step == "module":
+            self.saved_models = {batch_idx: {k: v.detach().clone() for k, v in self.state_dict().items()}}
         opt = self.optimizers()
         opt.zero_grad()
         self.manual_backward(loss)
@@ -986,10 +992,10 @@ class _ManualSteps(ember.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.5)
 
 
-def _fit_manual(tmp_path, keep_pre_step: bool, **trainer_kwargs):
+def _fit_manual(tmp_path, keep_pre_step: str | None, model=None, **trainer_kwargs):
     torch.manual_seed(0)
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 3)), batch_size=1)
-    model = _ManualSteps(keep_pre_step)
+    model = model or _ManualSteps(keep_pre_step)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="score", every_n_train_steps=1, save_weights_only=True)
     trainer = ember.Trainer(max_epochs=1, callbacks=[checkpoint], **QUIET, **trainer_kwargs)
     with warnings.catch_warnings(record=True) as caught:
@@ -998,10 +1004,11 @@ def _fit_manual(tmp_path, keep_pre_step: bool, **trainer_kwargs):
     return model, checkpoint, [str(w.message) for w in caught]
 
 
+@pytest.mark.parametrize("keep", ["layer", "module"])
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
-def test_manual_optimization_saves_the_pre_step_weights_the_module_kept(tmp_path, asynchronous):
+def test_manual_optimization_saves_the_pre_step_weights_the_module_kept(tmp_path, asynchronous, keep):
     plugins = [ember.plugins.AsyncCheckpointIO()] if asynchronous else []
-    model, checkpoint, messages = _fit_manual(tmp_path, keep_pre_step=True, plugins=plugins)
+    model, checkpoint, messages = _fit_manual(tmp_path, keep_pre_step=keep, plugins=plugins)
     best = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
     assert best.keys() == {"layer.weight", "layer.bias"}
     for name, value in model.before_step[2].items():  # the best score came from batch 2, before its step
@@ -1011,15 +1018,61 @@ def test_manual_optimization_saves_the_pre_step_weights_the_module_kept(tmp_path
     assert not any("manual optimization and every_n_train_steps" in m for m in messages)
 
 
-def test_manual_optimization_without_the_recipe_warns_once_with_lightnings_words(tmp_path):
-    model, checkpoint, messages = _fit_manual(tmp_path, keep_pre_step=False)
+class _ManualNet(_ManualSteps):
+    """The whole-module recipe on a module whose weights are not under ``layer``."""
+
+    def __init__(self):
+        super().__init__(keep_pre_step="module")
+        self.net = self.layer
+        del self.layer
+
+    @property
+    def layer(self):  # the test's record reads `self.layer`; the callback must not find a `layer` module
+        return self.net
+
+    @layer.setter
+    def layer(self, value):
+        self.net = value
+
+
+def test_manual_optimization_whole_module_recipe_needs_no_layer_attribute(tmp_path):
+    model = _ManualNet()
+    _, checkpoint, messages = _fit_manual(tmp_path, keep_pre_step="module", model=model)
+    best = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
+    assert best.keys() == {"net.weight", "net.bias"}
+    for name, value in model.before_step[2].items():
+        torch.testing.assert_close(best[f"net.{name}"], value, rtol=0, atol=0)
+    assert not any("manual optimization and every_n_train_steps" in m for m in messages)
+
+
+def test_manual_optimization_without_a_pre_step_state_warns_once_saying_why_and_how(tmp_path):
+    model, checkpoint, messages = _fit_manual(tmp_path, keep_pre_step=None)
     warned = [m for m in messages if "Using ModelCheckpoint with manual optimization and every_n_train_steps" in m]
     assert len(warned) == 1
+    # Lightning's own test matches this sentence
     assert "The checkpoint will contain the model state AFTER optimization" in warned[0]
-    assert "self.saved_models[batch_idx] = {" in warned[0]
+    assert "`_ManualSteps.training_step` has already called `optimizer.step()`" in warned[0]
+    assert "(`monitor='score'`)" in warned[0]
+    assert (
+        "self.saved_models = {batch_idx: {k: v.detach().clone() for k, v in self.state_dict().items()}}" in (warned[0])
+    )
     best = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
     for name, value in model.before_step[3].items():  # batch 2's weights after its step, as in Lightning
         torch.testing.assert_close(best[f"layer.{name}"], value, rtol=0, atol=0)
+
+
+def test_manual_optimization_pre_step_state_with_wrong_keys_names_them(tmp_path):
+    class WrongKeys(_ManualSteps):
+        def training_step(self, batch, batch_idx):
+            self.saved_models = {batch_idx: {"encoder.weight": torch.zeros(1, 3)}}
+            super().training_step(batch, batch_idx)
+
+    with pytest.raises(ValueError) as raised:
+        _fit_manual(tmp_path, keep_pre_step=None, model=WrongKeys(keep_pre_step=None))
+    message = str(raised.value)
+    assert "`WrongKeys.saved_models[0]` has the keys ['encoder.weight']" in message
+    assert "`WrongKeys.state_dict()` (['layer.bias', 'layer.weight']) nor of `self.layer.state_dict()`" in message
+    assert "self.saved_models = {batch_idx:" in message
 
 
 def test_automatic_optimization_step_saves_do_not_warn(tmp_path):
@@ -1027,7 +1080,7 @@ def test_automatic_optimization_step_saves_do_not_warn(tmp_path):
 
     class Automatic(_ManualSteps):
         def __init__(self):
-            super().__init__(keep_pre_step=False)
+            super().__init__(keep_pre_step=None)
             self.automatic_optimization = True
 
         def training_step(self, batch, batch_idx):
@@ -1049,5 +1102,5 @@ def test_manual_optimization_saves_on_a_time_trigger_too(tmp_path):
     trainer = ember.Trainer(max_epochs=1, callbacks=[checkpoint], **QUIET)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(_ManualSteps(keep_pre_step=True), data)
+        trainer.fit(_ManualSteps(keep_pre_step="layer"), data)
     assert _names(tmp_path) == [f"epoch=0-step={step}.ckpt" for step in (1, 2, 3, 4)]

@@ -16,7 +16,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from copy import deepcopy
 from datetime import timedelta
@@ -49,23 +49,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Lightning's words, for a manual-optimization module without its `saved_models` recipe
+# For a manual-optimization module that keeps no pre-step weights. The first two sentences are
+# Lightning's (tools match on them); the rest says why and gives a recipe that works for any module.
 _NO_PRE_STEP_STATE = (
     "Using ModelCheckpoint with manual optimization and every_n_train_steps, but no pre-optimization state was"
-    " saved. The checkpoint will contain the model state AFTER optimization. To save the pre-optimization state,"
-    " save the model state in training_step before optimizer.step(). Example:\n"
+    " saved. The checkpoint will contain the model state AFTER optimization. `{module}.training_step` has"
+    " already called `optimizer.step()` when this callback saves, so the saved weights are not the ones the"
+    " step's logged metrics{monitor} were computed with. To save those, keep them in `training_step` before"
+    " `optimizer.step()`; the checkpoint then holds the newest entry of `self.saved_models`:\n"
     "def training_step(self, batch, batch_idx):\n"
-    "    # ... forward pass, loss calculation, backward pass ...\n"
-    "    # Save model state before optimization\n"
-    "    if not hasattr(self, 'saved_models'):\n"
-    "        self.saved_models = {}\n"
-    "    self.saved_models[batch_idx] = {\n"
-    "        k: v.detach().clone() for k, v in self.layer.state_dict().items()\n"
-    "    }\n"
-    "    # Then perform optimization\n"
+    "    # ... forward pass, loss calculation ...\n"
+    "    self.saved_models = {{batch_idx: {{k: v.detach().clone() for k, v in self.state_dict().items()}}}}\n"
     "    optimizer.zero_grad()\n"
     "    self.manual_backward(loss)\n"
-    "    optimizer.step()"
+    "    optimizer.step()\n"
+    "If the weights after the step are what you want, ignore this warning."
 )
 
 
@@ -289,34 +287,60 @@ class ModelCheckpoint(Checkpoint):
 
     @contextmanager
     def _pre_step_weights(self, trainer: Trainer, pl_module: LightningModule) -> Iterator[None]:
-        """In manual optimization, save the weights the step's metrics were computed with, as Lightning 2.6.
+        """In manual optimization, save the weights the step's metrics were computed with.
 
-        ``training_step`` has already called ``opt.step()`` when this callback runs. Lightning's recipe:
-        the module keeps ``self.saved_models[batch_idx] = self.layer``'s state dict from before the step,
-        and the save puts the newest one into ``layer`` for the time of the write. Without it, Lightning's
-        warning says so (once here; Lightning repeats it at every save).
+        ``training_step`` has already called ``opt.step()`` when this callback runs. The module keeps
+        its weights from before the step in ``self.saved_models[batch_idx]``, and the newest entry is
+        loaded for the time of the write. An entry is the module's ``state_dict()``, or, as in
+        Lightning 2.6's recipe, the state dict of ``self.layer``. Without one, a warning says so (once;
+        Lightning repeats it at every save).
         """
         saved = getattr(pl_module, "saved_models", None)
-        layer = getattr(pl_module, "layer", None)
-        if not (isinstance(saved, dict) and saved and isinstance(layer, torch.nn.Module)):
-            if trainer.is_global_zero and _NO_PRE_STEP_STATE not in self._warned:
-                self._warned.add(_NO_PRE_STEP_STATE)
-                rank_zero_warn(_NO_PRE_STEP_STATE, category=UserWarning)
+        if not (isinstance(saved, dict) and saved):
+            if trainer.is_global_zero and "no_pre_step_state" not in self._warned:
+                self._warned.add("no_pre_step_state")
+                monitor = f" (`monitor={self.monitor!r}`)" if self.monitor else ""
+                rank_zero_warn(
+                    _NO_PRE_STEP_STATE.format(module=type(pl_module).__name__, monitor=monitor), category=UserWarning
+                )
             yield
             return
-        pre_step = saved[max(saved)]
-        if not isinstance(pre_step, dict):
-            raise TypeError(
-                f"`{type(pl_module).__name__}.saved_models[{max(saved)!r}]` is a {type(pre_step).__name__}; the"
-                " checkpoint callback loads it into `self.layer`, so it must be the layer's `state_dict()`."
-            )
+        newest = max(saved)
+        target = self._pre_step_target(pl_module, saved[newest], f"{type(pl_module).__name__}.saved_models[{newest!r}]")
         with torch.no_grad():
-            live = {name: value.detach().clone() for name, value in layer.state_dict().items()}
-            layer.load_state_dict(pre_step)
+            live = {name: value.detach().clone() for name, value in target.state_dict().items()}
+            target.load_state_dict(saved[newest])
             try:
                 yield
             finally:
-                layer.load_state_dict(live)
+                target.load_state_dict(live)
+
+    @staticmethod
+    def _pre_step_target(pl_module: LightningModule, pre_step: Any, where: str) -> torch.nn.Module:
+        """The module whose weights ``pre_step`` holds: the whole LightningModule or its ``layer``."""
+        if not isinstance(pre_step, Mapping):
+            raise TypeError(
+                f"`{where}` is a {type(pre_step).__name__}; ModelCheckpoint loads it into the module for the"
+                " time of the save, so it must be a state dict: `{k: v.detach().clone() for k, v in"
+                " self.state_dict().items()}`."
+            )
+        keys = set(pre_step)
+        if keys == set(pl_module.state_dict()):
+            return pl_module
+        layer = getattr(pl_module, "layer", None)
+        if isinstance(layer, torch.nn.Module) and keys == set(layer.state_dict()):
+            return layer
+
+        def shown(names: list[str]) -> str:
+            return f"{names[:4]}{' ...' if len(names) > 4 else ''}"
+
+        nor_layer = " nor of `self.layer.state_dict()`" if isinstance(layer, torch.nn.Module) else ""
+        raise ValueError(
+            f"`{where}` has the keys {shown(sorted(keys))}, which are not those of"
+            f" `{type(pl_module).__name__}.state_dict()` ({shown(sorted(pl_module.state_dict()))}){nor_layer}."
+            " Keep the whole module's weights from before `optimizer.step()`: `self.saved_models = {batch_idx:"
+            " {k: v.detach().clone() for k, v in self.state_dict().items()}}`."
+        )
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Save at the end of the training epoch (when validation does not decide instead)."""
