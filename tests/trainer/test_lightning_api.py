@@ -956,3 +956,18 @@ def test_a_batch_counts_as_completed_after_its_batch_end_hooks_as_in_lightning()
     trainer.fit(CoreModel(), loader())
     # observed on Lightning 2.6.6: processed counts the batch before its end hooks, completed after them
     assert seen == [("start", 0, 0, 0, 0), ("end", 0, 1, 0, 0), ("start", 1, 1, 1, 1), ("end", 1, 2, 1, 1)]
+
+
+def test_the_private_teardown_can_be_called_after_a_run_and_again(tmp_path):
+    # Lightning's own tests (and some tools) call `trainer._teardown()` after `fit` returns
+    trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path)
+    trainer._teardown()  # before any call: nothing to release
+    model = CoreModel()
+    trainer.fit(model, loader())
+    metrics = dict(trainer.callback_metrics)
+    trainer._teardown()
+    trainer._teardown()
+    assert trainer.callback_metrics == metrics
+    again = quiet_trainer(max_steps=4, default_root_dir=tmp_path)
+    again.fit(model, loader())  # the module and the process stay usable
+    assert again.global_step == 4

@@ -428,6 +428,13 @@ class Trainer:
         """``fn`` in the processes the strategy launches, with failures handled (``lifecycle.guarded``)."""
         return lifecycle.guarded(self, fn, *args, **kwargs)
 
+    def _teardown(self) -> None:
+        """Release what the last call holds (checkpoint writes, workers, process group); safe to call again.
+
+        Every call already does this when it ends; Lightning's tests and some tools call it afterwards.
+        """
+        lifecycle.teardown(self)
+
     # ---- checkpoints -----------------------------------------------------------------------------
     def save_checkpoint(
         self, filepath: str | os.PathLike, weights_only: bool | None = None, storage_options: Any = None
