@@ -87,6 +87,17 @@ def test_example_forward_keeps_modes_and_leaves_no_hooks():
     assert summary.training_modes[-1] is False
 
 
+def test_summarize_returns_each_layers_summary_by_name_as_lightning():
+    # `ModelSummary(model).summarize()` is public in Lightning's `utilities.model_summary`
+    model = Regressor(batch_norm=True, example_input=True)
+    summary = summarize(model, max_depth=2)
+    layers = summary.summarize()
+    assert list(layers) == ["net", "net.0", "net.1", "net.2", "head"]
+    assert [layer.layer_type for layer in layers.values()] == ["Sequential", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert layers["head"].in_size == [2, 8] and layers["head"].num_parameters == 9
+    assert all(not m._forward_hooks for m in model.modules())
+
+
 def test_non_trainable_and_leftover_params():
     model = Regressor()
     model.head.requires_grad_(False)

@@ -121,7 +121,7 @@ class Summary:
         self._max_depth = max_depth
         self._flop_counts: dict[str, dict[Any, int]] = {}
         self._total_flops = 0
-        self._layer_summary = self._summarize()
+        self._layer_summary = self.summarize()
         trainer = getattr(model, "_trainer", None)
         precision = str(trainer.precision) if trainer is not None else "32-true"
         if trainer is not None and precision not in _PRECISION_TO_BITS:
@@ -194,7 +194,8 @@ class Summary:
         prefix = type(self._model).__name__
         return {name: self._flop_counts.get(f"{prefix}.{name}", {}) for name in self.layer_names}
 
-    def _summarize(self) -> OrderedDict[str, LayerSummary]:
+    def summarize(self) -> OrderedDict[str, LayerSummary]:
+        """Each layer's ``LayerSummary`` by name, down to ``max_depth``; runs the example input again if there is one."""
         summary = OrderedDict((name, LayerSummary(module)) for name, module in self.named_modules)
         if getattr(self._model, "example_input_array", None) is not None:
             self._forward_example_input()
