@@ -971,3 +971,20 @@ def test_the_private_teardown_can_be_called_after_a_run_and_again(tmp_path):
     again = quiet_trainer(max_steps=4, default_root_dir=tmp_path)
     again.fit(model, loader())  # the module and the process stay usable
     assert again.global_step == 4
+
+
+def test_validation_inside_fit_zeroes_grads_with_a_plain_zero_grad_call():
+    # Lightning calls `self.zero_grad()` before validation, so an override without arguments works
+    class PlainZeroGrad(CoreModel):
+        calls = 0
+
+        def zero_grad(self):  # type: ignore[override]
+            type(self).calls += 1
+            super().zero_grad()
+
+        def validation_step(self, batch, batch_idx):
+            return None
+
+    model = PlainZeroGrad()
+    quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1).fit(model, loader(), loader())
+    assert PlainZeroGrad.calls == 2  # at the start of fit and before validation

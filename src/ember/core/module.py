@@ -362,7 +362,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
 
     def on_validation_model_zero_grad(self) -> None:
         """Called before validation inside fit: zeroes gradients (as ``set_to_none``)."""
-        self.zero_grad(set_to_none=True)
+        self.zero_grad()  # torch >= 2.0 sets grads to None by default
 
     def on_validation_model_eval(self) -> None:
         """Puts the model in eval mode before validation."""
