@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from argparse import Namespace
 from enum import Enum
+from unittest import mock
 
 import pytest
 import torch
@@ -351,6 +353,16 @@ def test_is_overridden():
     assert not is_overridden("whatever", Module(), parent=pl.LightningDataModule)
     assert is_overridden("train_dataloader", Data())
     assert is_overridden("on_validation_end", EarlyStopping("x")) and not is_overridden("on_fit_start", Callback())
+    # an attribute that only wraps the inherited method is not an override (observed on Lightning 2.6.6)
+    wrapped = Module()
+    wrapped.on_fit_start = mock.Mock(wraps=wrapped.on_fit_start)
+    wrapped.on_fit_end = functools.update_wrapper(
+        functools.partial(pl.LightningModule.on_fit_end, None), pl.LightningModule.on_fit_end
+    )
+    wrapped.training_step = mock.Mock(wraps=wrapped.training_step)
+    wrapped.on_train_start = lambda: None
+    assert not is_overridden("on_fit_start", wrapped) and not is_overridden("on_fit_end", wrapped)
+    assert is_overridden("training_step", wrapped) and is_overridden("on_train_start", wrapped)
 
 
 def test_the_out_of_memory_helpers_answer_as_lightnings():

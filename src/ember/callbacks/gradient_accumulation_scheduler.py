@@ -6,19 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from ember.callbacks.callback import Callback
 from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.model_helpers import is_overridden
 from ember.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
     from ember.trainer.trainer import Trainer
-
-
-def _is_overridden(name: str, pl_module: Any) -> bool:
-    # compare with the LightningModule base found in the MRO, without importing the module class here
-    for base in type(pl_module).__mro__:
-        if base.__name__ == "LightningModule" and name in vars(base):
-            return getattr(type(pl_module), name) is not vars(base)[name]
-    return False
 
 
 class GradientAccumulationScheduler(Callback):
@@ -73,7 +66,7 @@ class GradientAccumulationScheduler(Callback):
                 "Automatic gradient accumulation and the `GradientAccumulationScheduler` is not supported for manual"
                 " optimization. Please remove the callback or switch to automatic optimization."
             )
-        overridden = _is_overridden("optimizer_step", pl_module) or _is_overridden("optimizer_zero_grad", pl_module)
+        overridden = is_overridden("optimizer_step", pl_module) or is_overridden("optimizer_zero_grad", pl_module)
         if overridden and self.going_to_accumulate_grad_batches():
             rank_zero_warn(
                 "When using `Trainer(accumulate_grad_batches != 1)` and overriding"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.core.hooks import overrides
+from ember.core.hooks import runs_other_code
 
 
 def is_overridden(method_name: str, instance: object | None = None, parent: type | None = None) -> bool:
     """Whether ``instance`` overrides ``parent.<method_name>``. ``parent`` defaults to ``LightningModule``,
     ``LightningDataModule`` or ``Callback``, whichever ``instance`` is; ``None`` is never overriding.
+    An attribute that only wraps the inherited method (``functools.wraps``, ``functools.partial``,
+    ``Mock(wraps=...)``) does not override it, as in Lightning.
 
     Raises:
         ValueError: ``instance`` is none of those and no ``parent`` is given ("Expected a parent").
@@ -26,9 +28,7 @@ def is_overridden(method_name: str, instance: object | None = None, parent: type
         parent = _parent_of(instance)
         if parent is None:
             raise ValueError("Expected a parent")
-    if getattr(instance, method_name, None) is None:
-        return False
-    return overrides(instance, parent, method_name)
+    return runs_other_code(instance, parent, method_name)
 
 
 def _parent_of(instance: object) -> Any:
