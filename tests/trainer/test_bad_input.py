@@ -179,6 +179,11 @@ def test_more_cuda_devices_than_present_fail_at_construction(monkeypatch):
     with pytest.raises(error, match=r"Device ID's \(GPU\) must be unique. \(`devices=\[1, 1\]` names a device more"):
         ember.Trainer(accelerator="cuda", devices=[1, 1])
 
+    for bad in (["0"], [0, "1"], [False], [["0", "1"], [0, 1]], [0.0]):
+        # Lightning's TypeError; `[False]` used to select device 0
+        with pytest.raises(TypeError, match=r"Device IDs \(GPU/TPU\) must be an int, a string, a sequence of ints"):
+            ember.Trainer(accelerator="cuda", devices=bad)
+
     from ember.distributed.factory import parse_devices
 
     assert parse_devices([1, 0], "cuda") == [1, 0]

@@ -165,13 +165,25 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
             )
         return list(range(devices))
     if isinstance(devices, (list, tuple)):
-        if not devices:
-            raise MisconfigurationException("`devices=[]` selects no device: pass at least one index.")
-        indices = [int(d) for d in devices]
-        if accelerator == "cuda":
-            _check_cuda_indices(indices)
-        return indices
+        return _listed_indices(devices, accelerator)
     raise MisconfigurationException(f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'.")
+
+
+def _listed_indices(devices: list | tuple, accelerator: str) -> list[int]:
+    """``devices=[0, 1]``: the indices, each an int, naming devices that exist."""
+    if not devices:
+        raise MisconfigurationException("`devices=[]` selects no device: pass at least one index.")
+    for device in devices:
+        if type(device) is not int:  # not bool either: `devices=[False]` would select device 0
+            raise TypeError(
+                f"Device IDs (GPU/TPU) must be an int, a string, a sequence of ints, but you passed a sequence of"
+                f" {type(device).__name__}: `devices={devices!r}`. Pass indices as ints, e.g. `devices=[0, 1]`,"
+                ' or as one string, e.g. `devices="0,1"`.'
+            )
+    indices = list(devices)
+    if accelerator == "cuda":
+        _check_cuda_indices(indices)
+    return indices
 
 
 def _cuda_count() -> int:
