@@ -97,6 +97,78 @@ def test_fsdp_activation_checkpointing_recomputes_and_trains_the_same(tmp_path):
         torch.testing.assert_close(checkpointed.state_dict()[key], value)
 
 
+class RecordsLayout(TwoLayers):
+    """Writes how ``first.weight`` is laid out on this rank: the mesh's shape, names and placements."""
+
+    def on_train_start(self) -> None:
+        weight = self.first.weight
+        layout = {
+            "mesh": list(weight.device_mesh.shape),
+            "names": list(weight.device_mesh.mesh_dim_names or ()),
+            "placements": [str(p) for p in weight.placements],
+            "local_rows": weight.to_local().shape[0],
+        }
+        Path(self.trainer.default_root_dir, f"layout{self.global_rank}.json").write_text(json.dumps(layout))
+
+
+@pytest.mark.parametrize(
+    ("sharding", "device_mesh", "layout"),
+    [
+        # one node of 2: hybrid shards within it, so it is FULL_SHARD on a (1, 2) mesh
+        ("HYBRID_SHARD", None, {"mesh": [1, 2], "placements": ["R", "S(0)"], "local_rows": 4}),
+        (
+            "_HYBRID_SHARD_ZERO2",
+            (2, 1),
+            {"mesh": [2, 1], "placements": ["R", "S(0)"], "local_rows": 8},
+        ),
+        ("NO_SHARD", None, {"mesh": [2, 1], "placements": ["R", "S(0)"], "local_rows": 8}),
+        ("FULL_SHARD", [2, 1], {"mesh": [2, 1], "placements": ["R", "S(0)"], "local_rows": 8}),
+    ],
+    ids=["hybrid", "hybrid-zero2-mesh", "no-shard", "full-shard-mesh-from-a-config-list"],
+)
+def test_fsdp_hybrid_and_replicated_layouts_train_like_one_process(tmp_path, sharding, device_mesh, layout):
+    torch.manual_seed(0)
+    model, reference = RecordsLayout(), TwoLayers()
+    reference.load_state_dict(model.state_dict())
+    strategy = FSDPStrategy(sharding_strategy=sharding, device_mesh=device_mesh, start_method="fork")
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts")
+    fsdp_trainer(tmp_path, max_epochs=1, strategy=strategy, callbacks=[checkpoint]).fit(model, loader(16, batch_size=2))
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"layout{rank}.json").read_text()) == {**layout, "names": ["replicate", "shard"]}
+
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
+    for x, y in loader(16, batch_size=4):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(reference.second(torch.relu(reference.first(x))), y).backward()
+        optimizer.step()
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, atol=1e-6, rtol=1e-5)
+    saved = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
+    for key, value in reference.state_dict().items():  # the full weights, gathered over both dimensions
+        torch.testing.assert_close(saved[key], value, atol=1e-6, rtol=1e-5)
+
+
+def test_fsdp_device_mesh_that_does_not_fit_the_processes_is_refused_at_construction(tmp_path):
+    strategy = FSDPStrategy(device_mesh=(2, 2), start_method="fork")
+    with pytest.raises(ValueError, match=r"device_mesh=\(2, 2\)\)` holds 4 devices, but the run has 2 processes"):
+        fsdp_trainer(tmp_path, max_epochs=1, strategy=strategy)
+    # on 2 nodes of 2, hybrid sharding shards within a node and replicates across the two; NO_SHARD replicates
+    for sharding, shape in (("HYBRID_SHARD", (2, 2)), ("NO_SHARD", (4, 1)), ("FULL_SHARD", None)):
+        trainer = fsdp_trainer(tmp_path, num_nodes=2, strategy=FSDPStrategy(sharding_strategy=sharding))
+        assert trainer.world_size == 4 and trainer.strategy._mesh_shape() == shape
+
+
+def test_fsdp_device_mesh_and_the_deprecated_checkpointing_argument_are_checked_at_construction():
+    for bad in ((2,), (0, 2), (1.0, 2), "2x1"):
+        with pytest.raises(ValueError, match=r"pass `\(replicas, shards\)`"):
+            FSDPStrategy(device_mesh=bad)
+    with pytest.warns(DeprecationWarning, match=r"activation_checkpointing_policy=\{<class 'torch.nn.modules.linear"):
+        strategy = FSDPStrategy(activation_checkpointing=nn.Linear)
+    assert strategy._checkpoint_classes == (nn.Linear,)
+    with pytest.raises(ValueError, match="You cannot set both `activation_checkpointing` and"):
+        FSDPStrategy(activation_checkpointing=[nn.Linear], activation_checkpointing_policy={nn.Linear})
+
+
 def test_fsdp_rejects_unknown_state_dict_types_and_sharding():
     assert FSDPStrategy(state_dict_type="sharded").state_dict_type == "sharded"
     with pytest.raises(ValueError, match="state_dict_type='local'.*'full'.*'sharded'"):
