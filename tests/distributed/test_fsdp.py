@@ -40,6 +40,15 @@ def fsdp_trainer(tmp_path, accelerator="cpu", devices=2, **kwargs) -> ember.Trai
     return sharding_trainer(tmp_path, strategy, devices=devices, accelerator=accelerator, **kwargs)
 
 
+def train_in_one_process(reference: TwoLayers) -> None:
+    """What the 2-rank tests' epoch does in one process: batch 2 on each of 2 ranks == batch 4 in one."""
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
+    for x, y in loader(16, batch_size=4):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(reference.second(torch.relu(reference.first(x))), y).backward()
+        optimizer.step()
+
+
 def test_fsdp_trains_like_one_process_and_writes_a_full_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = TwoLayers()
@@ -49,12 +58,7 @@ def test_fsdp_trains_like_one_process_and_writes_a_full_checkpoint(tmp_path):
     trainer = fsdp_trainer(tmp_path, max_epochs=1, callbacks=[checkpoint])
     trainer.fit(model, loader(16, batch_size=2), loader(16, batch_size=2))
 
-    # batch 2 on each of 2 ranks == batch 4 in one process
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
-    for x, y in loader(16, batch_size=4):
-        optimizer.zero_grad()
-        nn.functional.mse_loss(reference.second(torch.relu(reference.first(x))), y).backward()
-        optimizer.step()
+    train_in_one_process(reference)
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, atol=1e-6, rtol=1e-5)
 
@@ -136,11 +140,7 @@ def test_fsdp_hybrid_and_replicated_layouts_train_like_one_process(tmp_path, sha
     for rank in (0, 1):
         assert json.loads((tmp_path / f"layout{rank}.json").read_text()) == {**layout, "names": ["replicate", "shard"]}
 
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
-    for x, y in loader(16, batch_size=4):
-        optimizer.zero_grad()
-        nn.functional.mse_loss(reference.second(torch.relu(reference.first(x))), y).backward()
-        optimizer.step()
+    train_in_one_process(reference)
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, atol=1e-6, rtol=1e-5)
     saved = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
