@@ -988,3 +988,64 @@ def test_validation_inside_fit_zeroes_grads_with_a_plain_zero_grad_call():
     model = PlainZeroGrad()
     quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1).fit(model, loader(), loader())
     assert PlainZeroGrad.calls == 2  # at the start of fit and before validation
+
+
+class _ScoredEpochs(CoreModel):
+    """Adam with a halving StepLR; validation scores epochs 3, 1, 2, so epoch 1 is the best."""
+
+    def validation_step(self, batch, batch_idx):
+        self.log("score", torch.tensor([3.0, 1.0, 2.0][self.current_epoch]))
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=0.1)
+        return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5)]
+
+
+def test_the_private_checkpoint_connector_restores_the_best_checkpoint_at_train_end(tmp_path):
+    # NeMo's checkpoint callback loads the best weights back this way when training ends
+    from ember.callbacks import ModelCheckpoint
+
+    seen: list[tuple[int, int, float]] = []
+
+    class RestoreBest(Callback):
+        def on_train_end(self, trainer, pl_module):
+            trainer._checkpoint_connector.restore(trainer.checkpoint_callback.best_model_path)
+            seen.append((trainer.global_step, trainer.current_epoch, trainer.optimizers[0].param_groups[0]["lr"]))
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="score", mode="min")
+    trainer = quiet_trainer(
+        max_epochs=3,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        enable_checkpointing=True,
+        callbacks=[checkpoint, RestoreBest()],
+    )
+    model = _ScoredEpochs()
+    trainer.fit(model, loader(), loader())
+    assert os.path.basename(checkpoint.best_model_path) == "epoch=1-step=4.ckpt"
+    assert seen == [(4, 1, 0.025)]  # observed on Lightning 2.6.6: the counters and the scheduler go back too
+    best = torch.load(checkpoint.best_model_path, weights_only=True)
+    for key, value in best["state_dict"].items():
+        assert torch.equal(model.state_dict()[key], value)
+    assert trainer.optimizers[0].state_dict()["state"][0]["step"] == 4
+
+
+def test_the_private_checkpoint_connector_restore_says_what_it_cannot_do(tmp_path):
+    from ember.callbacks import ModelCheckpoint
+
+    with pytest.raises(RuntimeError, match=r"needs a trainer that has run.*pass `ckpt_path=...`"):
+        quiet_trainer()._checkpoint_connector.restore(tmp_path / "any.ckpt")
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_weights_only=True)
+    weights_only = []
+
+    class RestoreWeightsOnly(Callback):
+        def on_train_end(self, trainer, pl_module):
+            try:
+                trainer._checkpoint_connector.restore(checkpoint.best_model_path)
+            except KeyError as error:
+                weights_only.append(str(error))
+
+    trainer = quiet_trainer(max_epochs=1, enable_checkpointing=True, callbacks=[checkpoint, RestoreWeightsOnly()])
+    trainer.fit(CoreModel(), loader())
+    assert "checkpoint contains only the model" in weights_only[0]
+    trainer._checkpoint_connector.restore(None)  # Lightning's: nothing to restore

@@ -421,7 +421,29 @@ def loop_views(trainer: Trainer) -> tuple[FitLoopView, EvaluationLoopView, Evalu
 
 class CheckpointConnectorView(_View):
     """``trainer._checkpoint_connector``: Lightning's private checkpoint connector, of which integrations
-    call ``dump_checkpoint`` to write a checkpoint themselves (mlflow's autologging does, on rank 0 only)."""
+    call ``dump_checkpoint`` to write a checkpoint themselves (mlflow's autologging does, on rank 0 only)
+    and ``restore`` to load one into a running trainer (NeMo's checkpoint callback loads the best
+    weights back at the end of training)."""
+
+    def restore(self, checkpoint_path: Any = None, weights_only: bool | None = None) -> None:
+        """Load a checkpoint into the trainer's module, datamodule and callbacks, and, in ``fit``, the
+        optimizers, schedulers and counters, as ``fit(ckpt_path=...)`` does at its start. All ranks call it.
+        """
+        from ember.trainer import lifecycle
+
+        trainer = self._trainer
+        if checkpoint_path is None:
+            return  # Lightning's: nothing to restore
+        run = trainer._run
+        if trainer.lightning_module is None or run.hooks is None:
+            raise RuntimeError(
+                "`trainer._checkpoint_connector.restore(...)` needs a trainer that has run: call it from a hook or a"
+                " callback, or after `fit`/`validate`/`test`/`predict`. To start from a checkpoint, pass"
+                " `ckpt_path=...` to that call instead."
+            )
+        checkpoint = lifecycle.load_checkpoint(trainer, run, checkpoint_path, weights_only)
+        lifecycle.finish_restoring(trainer, run, checkpoint, checkpoint_path, fitting=trainer.state.fn == "fit")
+        trainer.strategy.barrier("_CheckpointConnector.resume_end")
 
     def dump_checkpoint(self, weights_only: bool | None = None) -> dict[str, Any]:
         """The checkpoint dict ``trainer.save_checkpoint`` would write, built on this rank alone."""
