@@ -1049,3 +1049,72 @@ def test_the_private_checkpoint_connector_restore_says_what_it_cannot_do(tmp_pat
     trainer.fit(CoreModel(), loader())
     assert "checkpoint contains only the model" in weights_only[0]
     trainer._checkpoint_connector.restore(None)  # Lightning's: nothing to restore
+
+
+class _RestartingProbe(Callback):
+    """Records ``fit_loop.restarting`` and ``fit_loop.epoch_loop.restarting`` (as 0/1) at each hook."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def _record(self, trainer, where: str) -> None:
+        loop = trainer.fit_loop
+        self.seen.append(f"{where}:{int(loop.restarting)}{int(loop.epoch_loop.restarting)}")
+
+    def on_train_start(self, trainer, pl_module):
+        self._record(trainer, "train_start")
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._record(trainer, f"epoch{trainer.current_epoch}_start")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._record(trainer, f"batch{batch_idx}")
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._record(trainer, f"epoch{trainer.current_epoch}_end")
+
+    def on_train_end(self, trainer, pl_module):
+        self._record(trainer, "train_end")
+
+
+def test_fit_loop_restarting_is_true_from_a_mid_epoch_resume_until_that_epoch_ends(tmp_path):
+    from ember.callbacks import ModelCheckpoint
+
+    steps = ModelCheckpoint(dirpath=tmp_path, filename="{step}", save_top_k=-1, every_n_train_steps=1)
+    epochs = ModelCheckpoint(dirpath=tmp_path, filename="end-{epoch}")
+    first = quiet_trainer(max_epochs=1, limit_train_batches=3, enable_checkpointing=True, callbacks=[steps, epochs])
+    first.fit(CoreModel(), loader())
+
+    def resume(ckpt: str, **limits) -> list[str]:
+        probe = _RestartingProbe()
+        trainer = quiet_trainer(limit_train_batches=3, callbacks=[probe], **limits)
+        trainer.fit(CoreModel(), loader(), ckpt_path=tmp_path / ckpt)
+        assert not trainer.fit_loop.restarting
+        return probe.seen
+
+    # as Lightning 2.6.6 up to the end of the resumed epoch (its `epoch_loop.restarting` stays True
+    # through a validation that the first resumed batch starts)
+    assert resume("step=2.ckpt", max_epochs=2) == [
+        "train_start:11",
+        "batch2:11",
+        "epoch0_end:10",
+        "epoch1_start:00",
+        "batch0:00",
+        "batch1:00",
+        "batch2:00",
+        "epoch1_end:00",
+        "train_end:00",
+    ]
+    # from the last batch, before the epoch's end: the epoch ends at once
+    assert resume("step=3.ckpt", max_epochs=2)[:3] == ["train_start:11", "epoch0_end:10", "epoch1_start:00"]
+    # from an epoch's end: no restart, unless `max_steps` limits the run (Lightning's rule)
+    assert resume("end-epoch=0.ckpt", max_epochs=2)[:2] == ["train_start:00", "epoch1_start:00"]
+    assert resume("end-epoch=0.ckpt", max_epochs=-1, max_steps=5)[:2] == ["train_start:11", "epoch1_start:00"]
+    probe = _RestartingProbe()
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1, callbacks=[probe])
+    trainer.fit(CoreModel(), loader())
+    assert set(entry[-2:] for entry in probe.seen) == {"00"}  # a fresh run never restarts
+    trainer.fit_loop.restarting = True  # Lightning's tuner copies reset it by hand after a restore
+    assert trainer.fit_loop.restarting
+    trainer.fit_loop.restarting = False
+    assert not trainer.fit_loop.restarting

@@ -279,6 +279,8 @@ def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> 
     if precision_key in checkpoint:
         precision.load_state_dict(checkpoint[precision_key])
     run.resume = _restore_progress(t, run, checkpoint)
+    run.restarting = run.resume.mid_epoch or t.max_steps != -1
+    run.restarted_at_batch = run.progress.total_batches
     if restore_optimizers:
         states = checkpoint["optimizer_states"]
         if len(states) != len(t.optimizers):

@@ -88,6 +88,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
         else:
             with run.profiler.profile("run_training_epoch"):
                 run_training_epoch(trainer, run)
+    run.restarting = False
     hooks.call_both("on_train_end")
 
 
@@ -288,6 +289,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
         progress.epoch_start_step, progress.epoch_start_scheduler_steps = progress.global_step, progress.scheduler_steps
         run.last_batch_seen = False
         run.eval_progress["val"][1] = 0  # Lightning's fit validation loop counts its batches per training epoch
+        run.restarting = False
         _hooks(run).call_both("on_train_epoch_start")
         if run.train_iterator is None:
             run.epoch_rng = collect_rng_states()
@@ -413,6 +415,7 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
     """Epoch-end hooks (EarlyStopping and checkpoints after the module), epoch logs, counters."""
     progress, results, metrics, hooks = run.progress, run.train_results, run.metrics, _hooks(run)
     progress.epoch_done = True
+    run.restarted_at_batch = -1  # `epoch_loop.restarting` ends with the epoch, as in Lightning
     metrics.live = None
     if run.step_values_merged_at != progress.total_batches:
         # the last steps' values; not again after a validation that followed them, whose step values
@@ -526,8 +529,7 @@ def validation_enabled(trainer: Trainer, run: Run) -> bool:
 
 def _should_sanity_check(trainer: Trainer, run: Run) -> bool:
     # as Lightning, no sanity check when resuming inside an epoch or a step-limited run (it restarts its loops)
-    restarting = run.resume is not None and (run.resume.mid_epoch or trainer.max_steps != -1)
-    return trainer.num_sanity_val_steps != 0 and not restarting and validation_enabled(trainer, run)
+    return trainer.num_sanity_val_steps != 0 and not run.restarting and validation_enabled(trainer, run)
 
 
 def _should_check_val_epoch(trainer: Trainer, run: Run) -> bool:

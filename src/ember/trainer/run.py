@@ -110,6 +110,10 @@ class Run:
     hooks: HookDispatcher | None = None
     profiler: Profiler | None = None  # None: the loops are built without profiling spans
     resume: Resume | None = None  # set by loading a checkpoint in fit, consumed by the first epoch
+    # Lightning's `fit_loop.restarting`: from a mid-epoch (or a step-limited run's) checkpoint until the
+    # resumed epoch ends; `epoch_loop.restarting` until the first batch after the resume completes
+    restarting: bool = False
+    restarted_at_batch: int = 0
     datamodule_restored: bool = False  # the datamodule's `load_state_dict` took its state from the checkpoint
     stop_flag: StopFlag = field(default_factory=StopFlag)
     step: TrainingStep | None = None  # the current epoch's training step

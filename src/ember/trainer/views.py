@@ -269,6 +269,12 @@ class _TrainingEpochLoopView(_View):
         return _BatchProgress(self._trainer)
 
     @property
+    def restarting(self) -> bool:
+        """``fit_loop.restarting`` until the first batch after the resume has completed (or the epoch ended)."""
+        run = self._run
+        return run.restarting and self.batch_progress.total.completed == run.restarted_at_batch
+
+    @property
     def batch_idx(self) -> int:
         """The batch being trained on (within the epoch)."""
         return self.batch_progress.current.ready - 1
@@ -344,6 +350,16 @@ class FitLoopView(_View):
     @property
     def epoch_loop(self) -> _TrainingEpochLoopView:
         return _TrainingEpochLoopView(self._trainer)
+
+    @property
+    def restarting(self) -> bool:
+        """Whether training resumed from a checkpoint written inside an epoch (or by a run that ``max_steps``
+        limits), until that epoch ends, as in Lightning."""
+        return self._run.restarting
+
+    @restarting.setter
+    def restarting(self, value: bool) -> None:
+        self._run.restarting = bool(value)
 
     @property
     def batch_idx(self) -> int:
