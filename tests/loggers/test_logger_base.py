@@ -87,6 +87,7 @@ def test_non_zero_rank_does_nothing(monkeypatch):
     logger.log_hyperparams({"lr": 0.1})
     assert logger.calls == []
     assert isinstance(logger.experiment, DummyExperiment)
+    assert type(logger.experiment).__name__ == "_DummyExperiment"  # as Lightning's, for a program that prints it
     # any call chain on the dummy is a no-op
     logger.experiment.add_scalar("x", 1)
     logger.experiment[0].add_image("x", None)

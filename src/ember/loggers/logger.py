@@ -24,8 +24,11 @@ from ember.loggers.utilities import _check_writable, _next_version
 from ember.utilities.rank_zero import rank_zero_only
 
 
-class DummyExperiment:
+class _DummyExperiment:
     """Stands in for the real experiment object on non-zero ranks: every attribute is a no-op.
+
+    Lightning's private name (a program that prints the experiment's type sees the same); the public
+    ``DummyExperiment`` below is the same class.
 
     Example::
 
@@ -40,7 +43,7 @@ class DummyExperiment:
             raise AttributeError(name)  # copy/pickle protocols behave as for a plain object
         return self.nop
 
-    def __getitem__(self, idx: int) -> DummyExperiment:
+    def __getitem__(self, idx: int) -> _DummyExperiment:
         # lets ``logger.experiment[0].add_image(...)`` run on every rank
         return self
 
@@ -48,8 +51,7 @@ class DummyExperiment:
         pass
 
 
-# Lightning's private name, kept so code written against it keeps working.
-_DummyExperiment = DummyExperiment
+DummyExperiment = _DummyExperiment  # Lightning's public alias
 
 
 def rank_zero_experiment(fn: Callable) -> Callable:
