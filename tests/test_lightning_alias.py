@@ -193,7 +193,12 @@ SUPPORTED = {
     "trainer.connectors.accelerator_connector": ("ember.distributed.factory", ["_AcceleratorConnector"]),
     # private, but torch-uncertainty replaces `trainer.test_loop` with its own `_EvaluationLoop`
     "loops.evaluation_loop": ("ember.trainer.evaluation_loop", ["_EvaluationLoop"]),
-    "trainer.connectors.logger_connector.result": ("ember.trainer.logging", ["_OUT_DICT", "_PBAR_DICT"]),
+    # private; finetuning-scheduler imports `_ResultMetric` and `_CheckpointConnector`
+    "trainer.connectors.logger_connector.result": (
+        "ember.trainer.logging",
+        ["_OUT_DICT", "_PBAR_DICT", "_ResultMetric", "_ResultCollection"],
+    ),
+    "trainer.connectors.checkpoint_connector": ("ember.trainer.views", ["_CheckpointConnector"]),
     "overrides.distributed": (
         "ember.distributed.samplers",
         ["DistributedSamplerWrapper", "UnrepeatedDistributedSampler", "UnrepeatedDistributedSamplerWrapper"],
@@ -414,7 +419,7 @@ def test_the_private_accelerator_connector_resolves_hardware_arguments_as_lightn
         except pl.utilities.exceptions.MisconfigurationException as error:
             seen["gpu"] = str(error).split("!")[0]
         assert pl.trainer.connectors.accelerator_connector._AcceleratorConnector is _AcceleratorConnector
-        assert not hasattr(pl.trainer.connectors, "checkpoint_connector")  # the other connectors are not provided
+        assert not hasattr(pl.trainer.connectors, "signal_connector")  # the other connectors are not provided
         print(json.dumps(seen))
     """
     seen = json.loads(ok(python(code, without_lightning=True)))

@@ -95,6 +95,8 @@ _MOVED = {
     # torch-uncertainty subclasses `_EvaluationLoop` to print its own results table, and annotates with `_OUT_DICT`
     "loops.evaluation_loop": "trainer.evaluation_loop",
     "trainer.connectors.logger_connector.result": "trainer.logging",
+    # finetuning-scheduler imports `_CheckpointConnector` (a type in annotations) and calls its restore steps
+    "trainer.connectors.checkpoint_connector": "trainer.views",
     # the samplers that share a loader among the ranks (tsl and others check the sampler's class)
     "overrides.distributed": "distributed.samplers",
 }

@@ -16,7 +16,7 @@ from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
-from ember.callbacks import Callback
+from ember.callbacks import Callback, ModelCheckpoint
 from ember.utilities.exceptions import PreemptionExit
 
 
@@ -1001,9 +1001,22 @@ class _ScoredEpochs(CoreModel):
         return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5)]
 
 
+def _fit_scored_epochs(tmp_path, model: _ScoredEpochs, callback: Callback) -> tuple[ember.Trainer, ModelCheckpoint]:
+    """Three epochs of two batches, checkpointing the best `score` (epoch 1's, at step 4) into tmp_path."""
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="score", mode="min")
+    trainer = quiet_trainer(
+        max_epochs=3,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        enable_checkpointing=True,
+        callbacks=[checkpoint, callback],
+    )
+    trainer.fit(model, loader(), loader())
+    return trainer, checkpoint
+
+
 def test_the_private_checkpoint_connector_restores_the_best_checkpoint_at_train_end(tmp_path):
     # NeMo's checkpoint callback loads the best weights back this way when training ends
-    from ember.callbacks import ModelCheckpoint
 
     seen: list[tuple[int, int, float]] = []
 
@@ -1012,16 +1025,8 @@ def test_the_private_checkpoint_connector_restores_the_best_checkpoint_at_train_
             trainer._checkpoint_connector.restore(trainer.checkpoint_callback.best_model_path)
             seen.append((trainer.global_step, trainer.current_epoch, trainer.optimizers[0].param_groups[0]["lr"]))
 
-    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="score", mode="min")
-    trainer = quiet_trainer(
-        max_epochs=3,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        enable_checkpointing=True,
-        callbacks=[checkpoint, RestoreBest()],
-    )
     model = _ScoredEpochs()
-    trainer.fit(model, loader(), loader())
+    trainer, checkpoint = _fit_scored_epochs(tmp_path, model, RestoreBest())
     assert os.path.basename(checkpoint.best_model_path) == "epoch=1-step=4.ckpt"
     assert seen == [(4, 1, 0.025)]  # observed on Lightning 2.6.6: the counters and the scheduler go back too
     best = torch.load(checkpoint.best_model_path, weights_only=True)
@@ -1033,7 +1038,7 @@ def test_the_private_checkpoint_connector_restores_the_best_checkpoint_at_train_
 def test_the_private_checkpoint_connector_restore_says_what_it_cannot_do(tmp_path):
     from ember.callbacks import ModelCheckpoint
 
-    with pytest.raises(RuntimeError, match=r"needs a trainer that has run.*pass `ckpt_path=...`"):
+    with pytest.raises(RuntimeError, match=r"restores into a trainer that has run.*pass `ckpt_path=...`"):
         quiet_trainer()._checkpoint_connector.restore(tmp_path / "any.ckpt")
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_weights_only=True)
     weights_only = []
@@ -1118,3 +1123,64 @@ def test_fit_loop_restarting_is_true_from_a_mid_epoch_resume_until_that_epoch_en
     assert trainer.fit_loop.restarting
     trainer.fit_loop.restarting = False
     assert not trainer.fit_loop.restarting
+
+
+def test_the_checkpoint_connectors_restore_steps_bring_back_the_best_weights_and_optimizer(tmp_path):
+    # finetuning-scheduler restores the best checkpoint this way at each phase change
+
+    restored: list[dict] = []
+
+    class RestoreBestAtEpochTwo(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch != 2:
+                return
+            connector = trainer._checkpoint_connector
+            connector.resume_start(checkpoint_path=trainer.checkpoint_callback.best_model_path)
+            loaded = connector._loaded_checkpoint
+            connector.restore_datamodule()
+            connector.restore_model()
+            connector.restore_precision_plugin_state()
+            connector.restore_optimizers_and_schedulers()
+            restored.append(
+                {
+                    "step": loaded["global_step"],
+                    "weights": {k: v.clone() for k, v in pl_module.state_dict().items()},
+                    "adam_step": float(trainer.optimizers[0].state_dict()["state"][0]["step"]),
+                    "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                    "global_step": trainer.global_step,  # the counters are not restored by these steps
+                }
+            )
+            connector.resume_end()
+            assert connector._loaded_checkpoint == {}
+
+    _fit_scored_epochs(tmp_path, _ScoredEpochs(), RestoreBestAtEpochTwo())
+    best = torch.load(tmp_path / "epoch=1-step=4.ckpt", weights_only=True)
+    (seen,) = restored
+    assert seen["step"] == 4 and seen["adam_step"] == 4.0 and seen["lr"] == 0.025 and seen["global_step"] == 4
+    for key, value in best["state_dict"].items():
+        assert torch.equal(seen["weights"][key], value)
+
+
+def test_the_running_loops_logged_values_and_callback_order_through_lightnings_private_names():
+    # finetuning-scheduler checks `sync_dist` of its monitored value and reorders the callbacks it adds
+    from ember.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+    seen: list[tuple] = []
+
+    class ReadsResults(Callback):
+        def on_validation_end(self, trainer, pl_module):
+            seen.extend(
+                (m.meta.name, m.meta.sync.should, m.meta.on_epoch, m.is_tensor) for m in trainer._results.result_metrics
+            )
+
+    class Logs(_ScoredEpochs):
+        def validation_step(self, batch, batch_idx):
+            self.log("score", torch.tensor(1.0), sync_dist=True)
+
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[ReadsResults()])
+    assert trainer._results is None  # between loops
+    trainer.fit(Logs(), loader(), loader())
+    assert seen == [("score", False, True, True)]  # one process: nothing to reduce
+    checkpoint, stopping, monitor = ModelCheckpoint(), EarlyStopping("score"), LearningRateMonitor()
+    reordered = trainer._callback_connector._reorder_callbacks([checkpoint, stopping, monitor])
+    assert reordered == [stopping, monitor, checkpoint]

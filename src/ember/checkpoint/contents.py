@@ -233,6 +233,13 @@ def _store_hparams(checkpoint: dict[str, Any], hparams: Any, key: str, type_key:
 # ---------------------------------------------------------------------------------------
 def restore_modules_and_callbacks(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
     """Module weights, datamodule state and callback states (before ``configure_optimizers``)."""
+    restore_model(t, run, checkpoint)
+    restore_datamodule(t, run, checkpoint)
+    restore_callbacks(t, run, checkpoint)
+
+
+def restore_model(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
+    """The module's ``on_load_checkpoint``, then its weights."""
     module = t.lightning_module
     assert run.hooks is not None
     run.hooks.call_module("on_load_checkpoint", checkpoint)
@@ -242,12 +249,22 @@ def restore_modules_and_callbacks(t: Trainer, run: Run, checkpoint: dict[str, An
         )
     # through the strategy: after an FSDP fit in this process the parameters are still sharded
     load_module_state(module, checkpoint["state_dict"], module.strict_loading, load=t.strategy.load_model_state_dict)
+
+
+def restore_datamodule(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
+    """The datamodule's ``load_state_dict`` with the state stored under its class name, if any."""
     datamodule = t.datamodule
     if datamodule is not None:
         key = type(datamodule).__qualname__
         if key in checkpoint:
+            assert run.hooks is not None
             run.hooks.call_datamodule(datamodule, "load_state_dict", checkpoint[key])
             run.datamodule_restored = bool(checkpoint[key])
+
+
+def restore_callbacks(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
+    """The callbacks' ``on_load_checkpoint``, then each one's ``load_state_dict`` with its stored state."""
+    assert run.hooks is not None
     run.hooks.call_callbacks("on_load_checkpoint", checkpoint)
     states = checkpoint.get("callbacks")
     if not states:
@@ -267,21 +284,29 @@ def restore_modules_and_callbacks(t: Trainer, run: Run, checkpoint: dict[str, An
 
 def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
     """Precision scaler, loop progress, optimizers and schedulers (after ``on_fit_start``)."""
-    restore_optimizers = t.strategy.lightning_restore_optimizer  # False: the strategy restored them (DeepSpeed)
-    if restore_optimizers and "optimizer_states" not in checkpoint:
-        raise KeyError(
-            "Trying to restore optimizer state but checkpoint contains only the model. This is probably due to"
-            " `ModelCheckpoint.save_weights_only` being set to `True`."
-        )
+    if t.strategy.lightning_restore_optimizer and "optimizer_states" not in checkpoint:
+        _no_optimizer_states()  # before anything changes
+    restore_precision_state(t, checkpoint)
+    run.resume = _restore_progress(t, run, checkpoint)
+    run.restarting = run.resume.mid_epoch or t.max_steps != -1
+    run.restarted_at_batch = run.progress.total_batches
+    restore_optimizers_and_schedulers(t, checkpoint)
+
+
+def restore_precision_state(t: Trainer, checkpoint: dict[str, Any]) -> None:
+    """The precision plugin's ``on_load_checkpoint`` and its state (a gradient scaler's)."""
     precision = t.precision_plugin
     precision.on_load_checkpoint(checkpoint)
     precision_key = type(precision).__qualname__  # e.g. "MixedPrecision", as `dump_checkpoint` stored it
     if precision_key in checkpoint:
         precision.load_state_dict(checkpoint[precision_key])
-    run.resume = _restore_progress(t, run, checkpoint)
-    run.restarting = run.resume.mid_epoch or t.max_steps != -1
-    run.restarted_at_batch = run.progress.total_batches
-    if restore_optimizers:
+
+
+def restore_optimizers_and_schedulers(t: Trainer, checkpoint: dict[str, Any]) -> None:
+    """Every optimizer's and scheduler's state, into those ``configure_optimizers`` built."""
+    if t.strategy.lightning_restore_optimizer:  # False: the strategy restored them (DeepSpeed)
+        if "optimizer_states" not in checkpoint:
+            _no_optimizer_states()
         states = checkpoint["optimizer_states"]
         if len(states) != len(t.optimizers):
             raise RuntimeError(
@@ -293,6 +318,13 @@ def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> 
     schedulers = checkpoint.get("lr_schedulers", [])
     for config, state in zip(t.lr_scheduler_configs, schedulers):
         config.scheduler.load_state_dict(state)
+
+
+def _no_optimizer_states() -> None:
+    raise KeyError(
+        "Trying to restore optimizer state but checkpoint contains only the model. This is probably due to"
+        " `ModelCheckpoint.save_weights_only` being set to `True`."
+    )
 
 
 def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resume:

@@ -219,7 +219,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     checkpoint = None
     after_setup = strategy.restore_checkpoint_after_setup  # DeepSpeed: its engine reads the checkpoint
     if path is not None and not after_setup:
-        checkpoint = load_checkpoint(trainer, run, path, weights_only)
+        checkpoint = _load_checkpoint(trainer, run, path, weights_only)
     run.metrics.reset()
     run.set_sync(strategy.sync_fn)
     trainer.accelerator.setup(trainer)
@@ -230,12 +230,12 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
             strategy.model, trainer.optimizers, trainer.lr_scheduler_configs
         )
     if path is not None and after_setup:
-        checkpoint = load_checkpoint(trainer, run, path, weights_only)
+        checkpoint = _load_checkpoint(trainer, run, path, weights_only)
     if fitting:
         run.hooks.call_both("on_fit_start")
     log_hyperparams(trainer, model)
     if checkpoint is not None:
-        finish_restoring(trainer, run, checkpoint, path, fitting)
+        _finish_restoring(trainer, run, checkpoint, path, fitting)
     del checkpoint
     if fitting:
         install_stop_flag(trainer, run)
@@ -252,7 +252,7 @@ def _optimizers_and_wrapper(trainer: Trainer, run: Run, model: Any, fitting: boo
         strategy.setup_optimizers(trainer)
 
 
-def load_checkpoint(trainer: Trainer, run: Run, path: Any, weights_only: bool | None) -> dict[str, Any]:
+def _load_checkpoint(trainer: Trainer, run: Run, path: Any, weights_only: bool | None) -> dict[str, Any]:
     """Read ``ckpt_path`` (through the strategy's CheckpointIO plugin) and restore the module and callbacks."""
     rank_zero_info(f"Restoring states from the checkpoint path at {path}")
     checkpoint = trainer.strategy.load_checkpoint(path, weights_only=weights_only)
@@ -260,7 +260,7 @@ def load_checkpoint(trainer: Trainer, run: Run, path: Any, weights_only: bool | 
     return checkpoint
 
 
-def finish_restoring(trainer: Trainer, run: Run, checkpoint: dict[str, Any], path: Any, fitting: bool) -> None:
+def _finish_restoring(trainer: Trainer, run: Run, checkpoint: dict[str, Any], path: Any, fitting: bool) -> None:
     """The training state too when fitting (optimizers, schedulers, loop position), then Lightning's message."""
     if fitting:
         contents.restore_training_state(trainer, run, checkpoint)

@@ -160,6 +160,67 @@ class LoggedMetric:
         self.step_value = state["step_value"]
         self.computed = None
 
+    @property
+    def meta(self) -> _Metadata:
+        """The options under the names of Lightning's ``_ResultMetric.meta``: ``meta.name``, ``meta.sync.should``."""
+        return _Metadata(self)
+
+
+class _Sync:
+    """``meta.sync`` of a logged value: whether it is reduced across processes, and over which group."""
+
+    __slots__ = ("_metric",)
+
+    def __init__(self, metric: LoggedMetric) -> None:
+        self._metric = metric
+
+    @property
+    def should(self) -> bool:
+        """``sync_dist=True`` in a run whose process group is up (Lightning's rule)."""
+        return bool(self._metric.sync_dist) and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+    @property
+    def group(self) -> Any:
+        return self._metric.sync_dist_group
+
+
+class _Metadata:
+    """``meta`` of a logged value, with the names of Lightning's ``_Metadata`` (finetuning-scheduler reads
+    ``meta.name`` and ``meta.sync.should``)."""
+
+    __slots__ = ("_metric",)
+
+    def __init__(self, metric: LoggedMetric) -> None:
+        self._metric = metric
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _METADATA_FIELDS:
+            return getattr(self._metric, _METADATA_FIELDS[name])
+        raise AttributeError(f"'_Metadata' object has no attribute {name!r}")
+
+    @property
+    def sync(self) -> _Sync:
+        return _Sync(self._metric)
+
+    @property
+    def forked(self) -> bool:
+        return bool(self._metric.on_step and self._metric.on_epoch)
+
+
+# Lightning's `_Metadata` field -> the `LoggedMetric` attribute holding it
+_METADATA_FIELDS = {
+    "fx": "fx",
+    "name": "name",
+    "prog_bar": "prog_bar",
+    "logger": "logger",
+    "on_step": "on_step",
+    "on_epoch": "on_epoch",
+    "reduce_fx": "reduce",
+    "enable_graph": "enable_graph",
+    "dataloader_idx": "dataloader_idx",
+    "metric_attribute": "metric_attribute",
+}
+
 
 class LoggedResults:
     """All values logged during one loop (``training`` for the fit loop, else an evaluation loop)."""
@@ -171,6 +232,11 @@ class LoggedResults:
         self.batch_size: int | None = None
         self.dataloader_idx: int | None = None
         self.sync: Callable | None = None  # set by the trainer in a distributed run
+
+    @property
+    def result_metrics(self) -> list[LoggedMetric]:
+        """Every value logged in this loop (Lightning's ``_ResultCollection.result_metrics``)."""
+        return list(self.metrics.values())
 
     # ---- writing -------------------------------------------------------------------------
     def current_batch_size(self) -> int:
@@ -278,3 +344,8 @@ class LoggedResults:
             saved = pending.pop(f"{metric.fx}|{metric.name}|{metric.dataloader_idx}", None)
             if saved is not None:
                 metric.load_state_dict(saved)
+
+
+# Lightning's names for these types (`trainer.connectors.logger_connector.result`), which libraries import
+_ResultMetric = LoggedMetric
+_ResultCollection = LoggedResults

@@ -288,6 +288,7 @@ class Trainer:
         self.fit_loop, self.validate_loop, self.test_loop, self.predict_loop = views.loop_views(self)  # Lightning's
         self._accelerator_connector = views.AcceleratorConnectorView(self)
         self._checkpoint_connector = views.CheckpointConnectorView(self)
+        self._callback_connector = views.CallbackConnectorView(self)
         _set_rank(self.strategy.global_rank)
 
     # ---- entry points ----------------------------------------------------------------------------
@@ -427,6 +428,12 @@ class Trainer:
     def _run_guarded(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn`` in the processes the strategy launches, with failures handled (``lifecycle.guarded``)."""
         return lifecycle.guarded(self, fn, *args, **kwargs)
+
+    @property
+    def _results(self) -> Any:
+        """The values logged in the running loop (Lightning's private ``_ResultCollection``), or None between
+        loops; finetuning-scheduler reads ``trainer._results.result_metrics``."""
+        return self._run.results
 
     def _teardown(self) -> None:
         """Release what the last call holds (checkpoint writes, workers, process group); safe to call again.

@@ -19,6 +19,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from ember.trainer.metrics import print_results
+from ember.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
     from ember.trainer.run import Progress, Run
@@ -436,36 +437,124 @@ def loop_views(trainer: Trainer) -> tuple[FitLoopView, EvaluationLoopView, Evalu
 
 
 class CheckpointConnectorView(_View):
-    """``trainer._checkpoint_connector``: Lightning's private checkpoint connector, of which integrations
-    call ``dump_checkpoint`` to write a checkpoint themselves (mlflow's autologging does, on rank 0 only)
-    and ``restore`` to load one into a running trainer (NeMo's checkpoint callback loads the best
-    weights back at the end of training)."""
+    """``trainer._checkpoint_connector``: Lightning's private checkpoint connector. Integrations call
+    ``dump_checkpoint`` to write a checkpoint themselves (mlflow's autologging, on rank 0 only),
+    ``restore`` to load one into a running trainer (NeMo's checkpoint callback loads the best weights
+    back at the end of training), or its steps one by one (finetuning-scheduler restores the best
+    checkpoint's weights and optimizers at each phase change):
 
-    def restore(self, checkpoint_path: Any = None, weights_only: bool | None = None) -> None:
-        """Load a checkpoint into the trainer's module, datamodule and callbacks, and, in ``fit``, the
-        optimizers, schedulers and counters, as ``fit(ckpt_path=...)`` does at its start. All ranks call it.
-        """
-        from ember.trainer import lifecycle
+        connector.resume_start(path)       # read the file (all ranks)
+        connector.restore_model()          # and restore_datamodule(), restore_callbacks(),
+        connector.restore_optimizers_and_schedulers()   # restore_precision_plugin_state(), ...
+        connector.resume_end()             # forget the checkpoint, wait for every rank
+    """
 
-        trainer = self._trainer
-        if checkpoint_path is None:
-            return  # Lightning's: nothing to restore
-        run = trainer._run
-        if trainer.lightning_module is None or run.hooks is None:
-            raise RuntimeError(
-                "`trainer._checkpoint_connector.restore(...)` needs a trainer that has run: call it from a hook or a"
-                " callback, or after `fit`/`validate`/`test`/`predict`. To start from a checkpoint, pass"
-                " `ckpt_path=...` to that call instead."
-            )
-        checkpoint = lifecycle.load_checkpoint(trainer, run, checkpoint_path, weights_only)
-        lifecycle.finish_restoring(trainer, run, checkpoint, checkpoint_path, fitting=trainer.state.fn == "fit")
-        trainer.strategy.barrier("_CheckpointConnector.resume_end")
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__(trainer)
+        self._ckpt_path: Any = None
+        self._loaded_checkpoint: dict[str, Any] = {}
 
     def dump_checkpoint(self, weights_only: bool | None = None) -> dict[str, Any]:
         """The checkpoint dict ``trainer.save_checkpoint`` would write, built on this rank alone."""
         from ember.checkpoint.contents import dump_checkpoint, resolve_weights_only
 
         return dump_checkpoint(self._trainer, self._trainer._run, resolve_weights_only(weights_only), all_ranks=False)
+
+    def restore(self, checkpoint_path: Any = None, weights_only: bool | None = None) -> None:
+        """Load a checkpoint into the trainer's module, datamodule and callbacks, and, in ``fit``, the
+        optimizers, schedulers and counters, as ``fit(ckpt_path=...)`` does at its start. All ranks call it.
+        """
+        from ember.checkpoint import contents
+
+        self.resume_start(checkpoint_path, weights_only)
+        if self._loaded_checkpoint:
+            try:
+                contents.restore_modules_and_callbacks(self._trainer, self._run, self._loaded_checkpoint)
+                self.restore_training_state()
+            except BaseException:
+                self._ckpt_path, self._loaded_checkpoint = None, {}  # no barrier: the other ranks may not fail
+                raise
+        self.resume_end()
+
+    # ---- the steps of `restore`, which libraries also call one by one ----------------------------
+    def resume_start(self, checkpoint_path: Any = None, weights_only: bool | None = None) -> None:
+        """Read the checkpoint (through the strategy's CheckpointIO plugin); nothing without a path."""
+        self._ckpt_path, self._loaded_checkpoint = checkpoint_path, {}
+        if checkpoint_path is None:
+            return  # Lightning's: nothing to restore
+        if self._trainer.lightning_module is None or self._run.hooks is None:
+            raise RuntimeError(
+                "`trainer._checkpoint_connector` restores into a trainer that has run: call it from a hook or a"
+                " callback, or after `fit`/`validate`/`test`/`predict`. To start from a checkpoint, pass"
+                " `ckpt_path=...` to that call instead."
+            )
+        rank_zero_info(f"Restoring states from the checkpoint path at {checkpoint_path}")
+        self._loaded_checkpoint = self._trainer.strategy.load_checkpoint(checkpoint_path, weights_only=weights_only)
+
+    def restore_datamodule(self) -> None:
+        from ember.checkpoint import contents
+
+        if self._loaded_checkpoint:
+            contents.restore_datamodule(self._trainer, self._run, self._loaded_checkpoint)
+
+    def restore_model(self) -> None:
+        from ember.checkpoint import contents
+
+        if self._loaded_checkpoint:
+            contents.restore_model(self._trainer, self._run, self._loaded_checkpoint)
+
+    def restore_callbacks(self) -> None:
+        from ember.checkpoint import contents
+
+        if self._loaded_checkpoint:
+            contents.restore_callbacks(self._trainer, self._run, self._loaded_checkpoint)
+
+    def restore_training_state(self) -> None:
+        """The precision plugin's state, and in ``fit`` the counters, optimizers and schedulers."""
+        from ember.checkpoint import contents
+
+        if not self._loaded_checkpoint:
+            return
+        if self._trainer.state.fn == "fit":
+            contents.restore_training_state(self._trainer, self._run, self._loaded_checkpoint)
+        else:
+            self.restore_precision_plugin_state()
+
+    def restore_precision_plugin_state(self) -> None:
+        from ember.checkpoint import contents
+
+        if self._loaded_checkpoint:
+            contents.restore_precision_state(self._trainer, self._loaded_checkpoint)
+
+    def restore_optimizers_and_schedulers(self) -> None:
+        from ember.checkpoint import contents
+
+        if self._loaded_checkpoint:
+            contents.restore_optimizers_and_schedulers(self._trainer, self._loaded_checkpoint)
+
+    def resume_end(self) -> None:
+        """Say what was restored, forget the checkpoint, and wait for every rank."""
+        if self._ckpt_path is not None:
+            restored = "Restored all states" if self._trainer.state.fn == "fit" else "Loaded model weights"
+            rank_zero_info(f"{restored} from the checkpoint at {self._ckpt_path}")
+        self._ckpt_path, self._loaded_checkpoint = None, {}
+        self._trainer.strategy.barrier("_CheckpointConnector.resume_end")
+
+
+# Lightning's name for the connector's type (`trainer.connectors.checkpoint_connector`)
+_CheckpointConnector = CheckpointConnectorView
+
+
+class CallbackConnectorView(_View):
+    """``trainer._callback_connector``: Lightning's private callback connector, whose ``_reorder_callbacks``
+    finetuning-scheduler calls after it adds its own callbacks."""
+
+    @staticmethod
+    def _reorder_callbacks(callbacks: list[Any]) -> list[Any]:
+        """Tuner callbacks first, checkpoint callbacks last, the rest in the given order."""
+        from ember.trainer.defaults import reorder_callbacks
+
+        return reorder_callbacks(callbacks)
 
 
 class AcceleratorConnectorView(_View):
