@@ -1184,3 +1184,38 @@ def test_the_running_loops_logged_values_and_callback_order_through_lightnings_p
     checkpoint, stopping, monitor = ModelCheckpoint(), EarlyStopping("score"), LearningRateMonitor()
     reordered = trainer._callback_connector._reorder_callbacks([checkpoint, stopping, monitor])
     assert reordered == [stopping, monitor, checkpoint]
+
+
+def test_a_strategy_that_overrides_the_checkpoint_loaders_the_lightning_way_gets_the_whole_checkpoint(tmp_path):
+    # Lightning's `Strategy.load_model_state_dict(checkpoint, strict)` and `load_optimizer_state_dict(checkpoint)`
+    from ember.strategies import SingleDeviceStrategy
+
+    calls: list[tuple] = []
+
+    class Recording(SingleDeviceStrategy):
+        def load_model_state_dict(self, checkpoint, strict=True):
+            calls.append(("model", checkpoint["global_step"], sorted(checkpoint["state_dict"]), strict))
+            self.lightning_module.load_state_dict(checkpoint["state_dict"], strict=strict)  # returns nothing
+
+        def load_optimizer_state_dict(self, checkpoint):
+            calls.append(("optimizers", checkpoint["global_step"], len(checkpoint["optimizer_states"])))
+            super().load_optimizer_state_dict(checkpoint)
+
+    first = quiet_trainer(max_steps=2)
+    first.fit(CoreModel(), loader())
+    first.save_checkpoint(tmp_path / "two.ckpt")
+    model = CoreModel()
+    resumed = quiet_trainer(max_steps=3, strategy=Recording(device=torch.device("cpu")))
+    resumed.fit(model, loader(), ckpt_path=tmp_path / "two.ckpt")
+    assert calls == [("model", 2, ["layer.bias", "layer.weight"], True), ("optimizers", 2, 1)]
+    assert resumed.global_step == 3
+    # the default loaders take the whole checkpoint too
+    saved = torch.load(tmp_path / "two.ckpt", weights_only=True)
+    resumed.strategy.load_model_state_dict(saved)
+    for key, value in saved["state_dict"].items():
+        assert torch.equal(model.state_dict()[key], value)
+    SingleDeviceStrategy.load_optimizer_state_dict(resumed.strategy, saved)
+    assert (
+        resumed.optimizers[0].state_dict()["param_groups"][0]["lr"]
+        == saved["optimizer_states"][0]["param_groups"][0]["lr"]
+    )

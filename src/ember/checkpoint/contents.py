@@ -247,8 +247,13 @@ def restore_model(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
         raise KeyError(
             f"The checkpoint has no 'state_dict' entry (keys: {sorted(checkpoint)}): it is not a model checkpoint."
         )
+
     # through the strategy: after an FSDP fit in this process the parameters are still sharded
-    load_module_state(module, checkpoint["state_dict"], module.strict_loading, load=t.strategy.load_model_state_dict)
+    # through the strategy's `load_model_state_dict(checkpoint, strict)`, which a custom strategy may override
+    def load(state_dict: dict[str, Any], strict: bool) -> Any:
+        return t.strategy.load_model_state_dict({**checkpoint, "state_dict": state_dict}, strict=strict)
+
+    load_module_state(module, checkpoint["state_dict"], module.strict_loading, load=load)
 
 
 def restore_datamodule(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
@@ -313,8 +318,7 @@ def restore_optimizers_and_schedulers(t: Trainer, checkpoint: dict[str, Any]) ->
                 f"The checkpoint holds {len(states)} optimizer states but `configure_optimizers` returned"
                 f" {len(t.optimizers)} optimizers: resume with the same optimizer setup."
             )
-        for optimizer, state in zip(t.optimizers, states):
-            t.strategy.load_optimizer_state_dict(optimizer, state)
+        t.strategy.load_optimizer_state_dict(checkpoint)
     schedulers = checkpoint.get("lr_schedulers", [])
     for config, state in zip(t.lr_scheduler_configs, schedulers):
         config.scheduler.load_state_dict(state)

@@ -457,8 +457,8 @@ def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], stric
             " `strict=False` to skip the mismatched keys."
         )
         raise RuntimeError("\n".join(lines))
-    result = (load or module.load_state_dict)(state_dict, strict=strict)
-    if not strict and (result.missing_keys or result.unexpected_keys):
+    result = (load or module.load_state_dict)(state_dict, strict=strict)  # None from a Lightning-style strategy
+    if not strict and result is not None and (result.missing_keys or result.unexpected_keys):
         rank_zero_warn(
             f"Found keys that are not in the model state dict but in the checkpoint: {result.unexpected_keys};"
             f" keys in the model but not in the checkpoint: {result.missing_keys}"

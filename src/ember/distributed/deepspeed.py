@@ -478,7 +478,7 @@ class DeepSpeedStrategy(DDPStrategy):
             )
         return {**client_state, "state_dict": module.state_dict()}
 
-    def load_model_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> Any:
+    def _load_module_weights(self, state_dict: dict[str, Any], strict: bool = True) -> Any:
         """Nothing to do: the engine loaded the weights in ``load_checkpoint`` (except ``load_full_weights``)."""
         if self.load_full_weights and self.zero_stage_3:
             return self._load_full_weights(state_dict, strict)
@@ -493,7 +493,7 @@ class DeepSpeedStrategy(DDPStrategy):
                 return module.load_state_dict(state_dict, strict=strict)
         return torch.nn.modules.module._IncompatibleKeys([], [])
 
-    def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
+    def _load_optimizer_state(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
         """Nothing to do: the engine restores its optimizer in ``load_checkpoint``."""
 
 

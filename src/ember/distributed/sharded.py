@@ -96,20 +96,20 @@ class ShardedStrategy(ParallelStrategy):
         sharded_checkpoint.save(self, checkpoint, filepath, model_key=self.sharded_model_key)
 
     # ---- loading -------------------------------------------------------------------------------
-    def load_model_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> Any:
+    def _load_module_weights(self, state_dict: dict[str, Any], strict: bool = True) -> Any:
         """Full weights into the module; once it is sliced, each rank keeps its own slice."""
         if not self._module_is_sharded():
-            return super().load_model_state_dict(state_dict, strict=strict)
+            return super()._load_module_weights(state_dict, strict=strict)
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         # all ranks: every rank holds the full weights and copies its own slice out of them
         options = StateDictOptions(full_state_dict=True, strict=strict)
         return set_model_state_dict(self._lightning_module, state_dict, options=options)
 
-    def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
+    def _load_optimizer_state(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
         if not self._module_is_sharded() or not isinstance(state, dict):
             # not sliced, or a sharded checkpoint's state (read straight into each rank's slices)
-            return super().load_optimizer_state_dict(optimizer, state)
+            return super()._load_optimizer_state(optimizer, state)
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         if not state.get("state"):

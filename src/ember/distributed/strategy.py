@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -276,10 +276,19 @@ class Strategy:
     def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
         return optimizer.state_dict()
 
-    def load_model_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> Any:
+    def load_model_state_dict(self, checkpoint: Mapping[str, Any], strict: bool = True) -> Any:
+        """The checkpoint's ``state_dict`` into the module (Lightning's signature: the whole checkpoint)."""
+        return self._load_module_weights(checkpoint["state_dict"], strict=strict)
+
+    def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
+        """The checkpoint's ``optimizer_states`` into ``self.optimizers``, in order (Lightning's signature)."""
+        for optimizer, state in zip(self.optimizers, checkpoint["optimizer_states"]):
+            self._load_optimizer_state(optimizer, state)
+
+    def _load_module_weights(self, state_dict: dict[str, Any], strict: bool = True) -> Any:
         return self._lightning_module.load_state_dict(state_dict, strict=strict)
 
-    def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
+    def _load_optimizer_state(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
         if not isinstance(state, dict):
             from ember.checkpoint.sharded import ShardedOptimizerState
 
