@@ -243,6 +243,16 @@ def test_rich_progress_bar_keeps_its_tasks_after_the_call_and_draws_with_lightni
     assert train_task.completed == 3 and train_task.total == 3
 
 
+def test_rich_progress_bar_can_start_its_display_before_fit_as_lightnings(fresh_rich_console):
+    # Lightning's own tests call `on_train_start(trainer, model)` on a new Trainer, before `fit` connects the bar
+    bar = RichProgressBar(console_kwargs={"file": io.StringIO()})
+    trainer = _trainer(bar, max_epochs=1, limit_train_batches=2, num_sanity_val_steps=0)
+    bar.on_train_start(trainer, Regressor())
+    assert bar.progress is not None
+    trainer.fit(Regressor(), train_loader())
+    assert bar.progress.tasks[bar.train_progress_bar_id].completed == 2
+
+
 def test_rich_progress_bar_columns_are_lightnings_classes_and_configure_columns_changes_them(fresh_rich_console):
     from rich.progress import SpinnerColumn, TextColumn
 

@@ -278,7 +278,7 @@ class RichProgressBar(ProgressBar):
         self.test_progress_bar_id: Any = None
         self.predict_progress_bar_id: Any = None
 
-    def _init_progress(self) -> None:
+    def _init_progress(self, trainer: Trainer) -> None:
         if self.is_disabled or (self.progress is not None and not self._progress_stopped):
             return
         from rich import get_console, reconfigure
@@ -292,9 +292,9 @@ class RichProgressBar(ProgressBar):
         module = sys.modules[__name__]  # the classes are looked up now: they may be replaced
         theme = self.theme
         self._metric_component = module.MetricsTextColumn(
-            self.trainer, theme.metrics, theme.metrics_text_delimiter, theme.metrics_format
+            trainer, theme.metrics, theme.metrics_text_delimiter, theme.metrics_format
         )
-        columns = self.configure_columns(self.trainer)
+        columns = self.configure_columns(trainer)
         self.progress = module.CustomProgress(
             *columns, self._metric_component, auto_refresh=False, console=self._console
         )
@@ -360,21 +360,21 @@ class RichProgressBar(ProgressBar):
 
     # ---- hooks -----------------------------------------------------------------------------
     def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._init_progress()
+        self._init_progress(trainer)
 
     def on_sanity_check_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hide(self.val_sanity_progress_bar_id)
         self.refresh()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._init_progress()
+        self._init_progress(trainer)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.is_disabled:
             return
         if self._leave and self.train_progress_bar_id is not None:
             self._stop_progress()
-        self._init_progress()
+        self._init_progress(trainer)
         total = self.total_train_batches
         description = self._train_description(trainer.current_epoch)
         if self.train_progress_bar_id is None:
@@ -397,7 +397,7 @@ class RichProgressBar(ProgressBar):
         self.refresh()
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._init_progress()
+        self._init_progress(trainer)
 
     def on_validation_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -437,7 +437,7 @@ class RichProgressBar(ProgressBar):
         self.reset_dataloader_idx_tracker()
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._init_progress()
+        self._init_progress(trainer)
 
     def on_test_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -464,7 +464,7 @@ class RichProgressBar(ProgressBar):
         self.reset_dataloader_idx_tracker()
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._init_progress()
+        self._init_progress(trainer)
 
     def on_predict_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
