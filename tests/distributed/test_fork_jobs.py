@@ -138,6 +138,15 @@ def test_manual_optimization_averages_gradients(tmp_path):
     assert not torch.equal(rank0["weights"]["layer.weight"], before["layer.weight"])
 
 
+def test_the_launching_process_keeps_the_module_when_its_workers_fail(tmp_path):
+    # as Lightning: `trainer.lightning_module` is the module passed to `fit`, crash or not
+    model = RaisingModel(tmp_path)
+    trainer = fork_trainer(tmp_path, max_epochs=1)
+    with pytest.raises(Exception, match="boom on rank 1"):
+        trainer.fit(model, loader())
+    assert trainer.lightning_module is model
+
+
 def test_a_checkpoint_on_exception_does_not_wait_for_the_failed_rank(tmp_path):
     callback = OnExceptionCheckpoint(dirpath=tmp_path)
     start = time.monotonic()

@@ -314,6 +314,8 @@ class Trainer:
         from ember.core.datamodule import LightningDataModule
 
         model = arguments.check_model(self, model, "fit")
+        # as Lightning: this process holds the module even when the run happens in processes it starts
+        self.strategy._lightning_module = model
         if isinstance(train_dataloaders, LightningDataModule):
             if datamodule is not None:
                 raise MisconfigurationException(
@@ -398,6 +400,7 @@ class Trainer:
 
         model_given = model is not None
         model = arguments.check_model(self, model, fn.value)
+        self.strategy._lightning_module = model
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
         if dataloaders is not None and datamodule is not None:
