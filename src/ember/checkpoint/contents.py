@@ -17,7 +17,7 @@ from ember.core.saving import hparams_to_save, load_module_state
 from ember.trainer.run import Resume
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.seed import collect_rng_states
 from ember.utilities.warnings import PossibleUserWarning
 
@@ -231,6 +231,18 @@ def _store_hparams(checkpoint: dict[str, Any], hparams: Any, key: str, type_key:
 # ---------------------------------------------------------------------------------------
 # restoring
 # ---------------------------------------------------------------------------------------
+def read_checkpoint(t: Trainer, path: Any, weights_only: bool | None) -> dict[str, Any]:
+    """Lightning's "Restoring states" line, then the file through the strategy's CheckpointIO plugin (all ranks)."""
+    rank_zero_info(f"Restoring states from the checkpoint path at {path}")
+    return t.strategy.load_checkpoint(path, weights_only=weights_only)
+
+
+def say_restored(t: Trainer, path: Any) -> None:
+    """Lightning's closing line of a restore: everything in ``fit``, the weights otherwise."""
+    restored = "Restored all states" if t.state.fn == TrainerFn.FITTING else "Loaded model weights"
+    rank_zero_info(f"{restored} from the checkpoint at {path}")
+
+
 def restore_modules_and_callbacks(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
     """Module weights, datamodule state and callback states (before ``configure_optimizers``)."""
     restore_model(t, run, checkpoint)

@@ -254,8 +254,7 @@ def _optimizers_and_wrapper(trainer: Trainer, run: Run, model: Any, fitting: boo
 
 def _load_checkpoint(trainer: Trainer, run: Run, path: Any, weights_only: bool | None) -> dict[str, Any]:
     """Read ``ckpt_path`` (through the strategy's CheckpointIO plugin) and restore the module and callbacks."""
-    rank_zero_info(f"Restoring states from the checkpoint path at {path}")
-    checkpoint = trainer.strategy.load_checkpoint(path, weights_only=weights_only)
+    checkpoint = contents.read_checkpoint(trainer, path, weights_only)
     contents.restore_modules_and_callbacks(trainer, run, checkpoint)
     return checkpoint
 
@@ -264,7 +263,7 @@ def _finish_restoring(trainer: Trainer, run: Run, checkpoint: dict[str, Any], pa
     """The training state too when fitting (optimizers, schedulers, loop position), then Lightning's message."""
     if fitting:
         contents.restore_training_state(trainer, run, checkpoint)
-    rank_zero_info(f"{'Restored all states' if fitting else 'Loaded model weights'} from the checkpoint at {path}")
+    contents.say_restored(trainer, path)
 
 
 def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import types
 from typing import TYPE_CHECKING, Any
 
+from ember.checkpoint import contents
 from ember.trainer.metrics import print_results
-from ember.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
     from ember.trainer.run import Progress, Run
@@ -456,16 +456,14 @@ class CheckpointConnectorView(_View):
 
     def dump_checkpoint(self, weights_only: bool | None = None) -> dict[str, Any]:
         """The checkpoint dict ``trainer.save_checkpoint`` would write, built on this rank alone."""
-        from ember.checkpoint.contents import dump_checkpoint, resolve_weights_only
-
-        return dump_checkpoint(self._trainer, self._trainer._run, resolve_weights_only(weights_only), all_ranks=False)
+        return contents.dump_checkpoint(
+            self._trainer, self._trainer._run, contents.resolve_weights_only(weights_only), all_ranks=False
+        )
 
     def restore(self, checkpoint_path: Any = None, weights_only: bool | None = None) -> None:
         """Load a checkpoint into the trainer's module, datamodule and callbacks, and, in ``fit``, the
         optimizers, schedulers and counters, as ``fit(ckpt_path=...)`` does at its start. All ranks call it.
         """
-        from ember.checkpoint import contents
-
         self.resume_start(checkpoint_path, weights_only)
         if self._loaded_checkpoint:
             try:
@@ -488,31 +486,22 @@ class CheckpointConnectorView(_View):
                 " callback, or after `fit`/`validate`/`test`/`predict`. To start from a checkpoint, pass"
                 " `ckpt_path=...` to that call instead."
             )
-        rank_zero_info(f"Restoring states from the checkpoint path at {checkpoint_path}")
-        self._loaded_checkpoint = self._trainer.strategy.load_checkpoint(checkpoint_path, weights_only=weights_only)
+        self._loaded_checkpoint = contents.read_checkpoint(self._trainer, checkpoint_path, weights_only)
 
     def restore_datamodule(self) -> None:
-        from ember.checkpoint import contents
-
         if self._loaded_checkpoint:
             contents.restore_datamodule(self._trainer, self._run, self._loaded_checkpoint)
 
     def restore_model(self) -> None:
-        from ember.checkpoint import contents
-
         if self._loaded_checkpoint:
             contents.restore_model(self._trainer, self._run, self._loaded_checkpoint)
 
     def restore_callbacks(self) -> None:
-        from ember.checkpoint import contents
-
         if self._loaded_checkpoint:
             contents.restore_callbacks(self._trainer, self._run, self._loaded_checkpoint)
 
     def restore_training_state(self) -> None:
         """The precision plugin's state, and in ``fit`` the counters, optimizers and schedulers."""
-        from ember.checkpoint import contents
-
         if not self._loaded_checkpoint:
             return
         if self._trainer.state.fn == "fit":
@@ -521,22 +510,17 @@ class CheckpointConnectorView(_View):
             self.restore_precision_plugin_state()
 
     def restore_precision_plugin_state(self) -> None:
-        from ember.checkpoint import contents
-
         if self._loaded_checkpoint:
             contents.restore_precision_state(self._trainer, self._loaded_checkpoint)
 
     def restore_optimizers_and_schedulers(self) -> None:
-        from ember.checkpoint import contents
-
         if self._loaded_checkpoint:
             contents.restore_optimizers_and_schedulers(self._trainer, self._loaded_checkpoint)
 
     def resume_end(self) -> None:
         """Say what was restored, forget the checkpoint, and wait for every rank."""
         if self._ckpt_path is not None:
-            restored = "Restored all states" if self._trainer.state.fn == "fit" else "Loaded model weights"
-            rank_zero_info(f"{restored} from the checkpoint at {self._ckpt_path}")
+            contents.say_restored(self._trainer, self._ckpt_path)
         self._ckpt_path, self._loaded_checkpoint = None, {}
         self._trainer.strategy.barrier("_CheckpointConnector.resume_end")
 
