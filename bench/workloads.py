@@ -579,6 +579,11 @@ def run_case(
         import importlib
 
         importlib.import_module("torch._dynamo")
+    if device.type == "cuda":
+        # cuDNN's default convolution kernels may add in any order, so two runs of the same program
+        # end with different weights: pin deterministic ones so the three loops' weights can be compared.
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     workdir = tempfile.mkdtemp(prefix=f"bench-{case}-{impl}-")
     try:
         model, steps, seconds, extra = _run_program(case, impl, s, device, data_path, workdir, first)

@@ -76,7 +76,7 @@ def test_mixed_precision_trains_on_cuda(tmp_path, precision, logits_dtype):
     trainer = _trainer(tmp_path, precision=precision)
     trainer.fit(model, _loader(shuffle=True), _loader(64))
     assert model.seen == {"batch_device": "cuda", "logits_dtype": logits_dtype, "param_dtype": torch.float32}
-    assert model.device.type == "cuda"
+    assert model.device.type == "cpu"  # the end of fit moves the module back to the CPU, as Lightning's teardown
     final = trainer.callback_metrics["val_loss"].item()
     assert math.isfinite(final) and final < 0.5  # the separable problem is learned in three epochs
     scaler = trainer.precision_plugin.scaler
