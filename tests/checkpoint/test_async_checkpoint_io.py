@@ -177,6 +177,39 @@ def test_at_most_two_snapshots_wait_then_a_save_waits_for_the_oldest_write(tmp_p
     assert torch.load(tmp_path / "3.ckpt", weights_only=True)["value"].tolist() == [1.0] * 8
 
 
+def test_the_writer_allocates_the_next_saves_buffers_before_that_save(tmp_path):
+    io = RecordingIO(gated=True)
+    async_io = AsyncCheckpointIO(io)
+    value = torch.arange(64.0)
+    async_io.save_checkpoint({"value": value, "step": 1}, tmp_path / "1.ckpt")
+    deadline = time.monotonic() + WAIT
+    while not async_io._free and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # while the first write is held, the writer has made a second set of the first one's sizes
+    assert len(async_io._free) == 1
+    ready = async_io._free[0]
+    assert ready.nbytes == value.numel() * value.element_size()
+    value.add_(1)
+    async_io.save_checkpoint({"value": value, "step": 2}, tmp_path / "2.ckpt")
+    assert async_io._jobs[-1].buffers is ready  # the second save copied into it: nothing allocated in the step
+    io.gate.set()
+    async_io.teardown()
+    second = torch.load(tmp_path / "2.ckpt", weights_only=True)
+    assert second["step"] == 2 and torch.equal(second["value"], torch.arange(64.0) + 1)
+    assert torch.equal(torch.load(tmp_path / "1.ckpt", weights_only=True)["value"], torch.arange(64.0))
+
+
+def test_one_pending_snapshot_holds_one_set_of_buffers(tmp_path):
+    io = RecordingIO(gated=True)
+    async_io = AsyncCheckpointIO(io)
+    async_io.max_pending = 1
+    async_io.save_checkpoint({"value": torch.zeros(8)}, tmp_path / "1.ckpt")
+    time.sleep(0.2)
+    assert async_io._free == [] and async_io._buffer_sets == 1
+    io.gate.set()
+    async_io.teardown()
+
+
 def test_buffers_are_reused_unless_the_plugin_kept_the_tensors(tmp_path):
     class KeepingIO(TorchCheckpointIO):
         kept: list = []

@@ -16,6 +16,10 @@ synchronous save promises still holds:
 - **Bounded memory.** At most ``max_pending`` snapshots (2) wait to be written. A save beyond that
   waits for the oldest write to finish: saving faster than the disk can write slows training down
   to the disk's pace rather than piling copies up.
+- **Buffers ready ahead.** When the writer starts on a write and no free set of buffers is left, it
+  allocates the next one (the same sizes) before writing, so that a save made while that write
+  runs finds its memory ready (pinned memory is slow to allocate) instead of allocating it in the
+  training step. So from the first save on, ``max_pending`` sets are held until the call ends.
 
 Example::
 
@@ -67,7 +71,10 @@ class AsyncCheckpointIO(_WrappingCheckpointIO):
             a plugin that keeps them gets fresh buffers, where torch can tell).
 
     ``max_pending`` (class attribute, 2): how many snapshots may wait to be written; each holds a
-    host copy of the checkpoint (pinned memory for CUDA tensors).
+    host copy of the checkpoint (pinned memory for CUDA tensors). From the first save on, that many
+    sets of host buffers are held (the writer allocates the next one ahead) until the call ends;
+    set it to 1 on an instance to hold one copy only, at the price of saves that wait for the write
+    before them.
 
     Example::
 
@@ -217,6 +224,8 @@ class AsyncCheckpointIO(_WrappingCheckpointIO):
                 skipped = job.number <= self._skip_through
             error: BaseException | None = None
             if not skipped:
+                if job.buffers is not None:
+                    self._allocate_ahead(job.buffers)
                 try:
                     job.run()
                 except BaseException as caught:
@@ -254,6 +263,22 @@ class AsyncCheckpointIO(_WrappingCheckpointIO):
                 self._buffer_sets += 1
                 return HostBuffers()
         raise failure
+
+    def _allocate_ahead(self, like: HostBuffers) -> None:
+        """On the writer thread: allocate the next snapshot's buffers if none is free and the limit allows."""
+        with self._cond:
+            if self._free or self._buffer_sets >= self.max_pending:
+                return
+            self._buffer_sets += 1  # reserved, so a save meanwhile waits for this set instead of allocating one
+        try:
+            ready = HostBuffers.allocate_like(like)
+        except Exception:
+            # not this write's failure: give the reservation back; a save allocates for itself, as without this
+            with self._cond:
+                self._buffer_sets -= 1
+                self._cond.notify_all()
+            return
+        self._release(ready)
 
     def _release(self, buffers: HostBuffers) -> None:
         with self._cond:

@@ -84,6 +84,19 @@ class HostBuffers:
             self._buffers.append((buffer, pinned))
         return buffer
 
+    @classmethod
+    def allocate_like(cls, other: HostBuffers) -> HostBuffers:
+        """A set of the same sizes, ready for use: pinned memory is resident once allocated, and
+        pageable memory is written once here so that its pages are faulted in now, not by the copy.
+        """
+        ready = cls()
+        for buffer, pinned in other._buffers:
+            fresh = torch.empty(buffer.numel(), dtype=torch.uint8, pin_memory=pinned)
+            if not pinned:
+                fresh.zero_()
+            ready._buffers.append((fresh, pinned))
+        return ready
+
     @property
     def nbytes(self) -> int:
         """Host memory held, in bytes."""
