@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per implementation in the CUDA bench")
     parser.add_argument("--test-timeout", type=float, default=300, help="seconds for the gpu-marked tests")
-    parser.add_argument("--bench-timeout", type=float, default=180, help="seconds for the CUDA bench")
+    parser.add_argument("--bench-timeout", type=float, default=300, help="seconds for the CUDA bench")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
