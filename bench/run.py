@@ -621,9 +621,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if context.get("step_time"):
         print("\n" + context["step_time"])
     if args.out:
-        Path(args.out).write_text(render_report(rows, impls, args, context))
+        out = Path(args.out)
+        out.write_text(render_report(rows, impls, args, context) + _kept_sections(out))
         print(f"\nwritten to {args.out}")
     return rows
+
+
+KEPT_HEADING = "## CUDA"  # figures from a GPU machine (make gpu-check), which a CPU run cannot redo
+
+
+def _kept_sections(out: Path) -> str:
+    """The sections of the previous report that this run does not replace: from its GPU heading on."""
+    if not out.exists():
+        return ""
+    previous = out.read_text()
+    start = previous.find("\n" + KEPT_HEADING)
+    return "" if start < 0 else previous[start:]
 
 
 if __name__ == "__main__":

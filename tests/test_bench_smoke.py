@@ -76,6 +76,8 @@ def test_first_step_is_measured_from_the_given_start():
 
 def test_run_py_prints_and_writes_the_table(tmp_path):
     out = tmp_path / "results.md"
+    # a previous report: its CPU part is replaced, the figures from a GPU machine are kept
+    out.write_text("# Benchmark results\n\n| tiny | 1 µs/step | OLD |\n\n## CUDA: NVIDIA H200\n\n| tiny | GPU ROW |\n")
     proc = subprocess.run(
         [
             sys.executable,
@@ -102,6 +104,7 @@ def test_run_py_prints_and_writes_the_table(tmp_path):
     assert "| tiny | " in text and "µs/step" in text
     assert "| import | " in text and " MB" in text and "(worst +" in text
     assert "`tiny`: same final weights (steps: raw 20, ember 20)." in text
+    assert "OLD" not in text and text.endswith("\n## CUDA: NVIDIA H200\n\n| tiny | GPU ROW |\n")
 
 
 def test_table_has_lightning_columns_and_goal_verdicts():
