@@ -14,6 +14,7 @@ import torch
 
 from ember._version import LIGHTNING_VERSION, __version__
 from ember.core.saving import hparams_to_save, load_module_state
+from ember.trainer.dataloaders import train_loader_states
 from ember.trainer.run import Resume
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.exceptions import MisconfigurationException
@@ -79,9 +80,13 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
             "is_last_batch": current > 0,
         }
 
+    fit_state: dict[str, Any] = {}
+    loader_states = train_loader_states(run) if run.fn == TrainerFn.FITTING else []
+    if loader_states:
+        fit_state["combined_loader"] = loader_states  # where Lightning keeps them
     return {
         "fit_loop": {
-            "state_dict": {},
+            "state_dict": fit_state,
             "epoch_loop.state_dict": {"_batches_that_stepped": p.batches_that_stepped},
             "epoch_loop.batch_progress": {
                 "total": _progress(
@@ -304,6 +309,8 @@ def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> 
     if t.strategy.lightning_restore_optimizer and "optimizer_states" not in checkpoint:
         _no_optimizer_states()  # before anything changes
     restore_precision_state(t, checkpoint)
+    fit_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+    run.loader_states_to_load = list(fit_state.get("combined_loader", []))
     run.resume = _restore_progress(t, run, checkpoint)
     run.restarting = run.resume.mid_epoch or t.max_steps != -1
     run.restarted_at_batch = run.progress.total_batches
@@ -370,7 +377,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     if rank_rng and t.global_rank < len(rank_rng):
         rng, epoch_rng = rank_rng[t.global_rank]  # this rank's own states
     resume = Resume(mid_epoch=progress.epoch_batches != 0, rng=rng, epoch_rng=epoch_rng)
-    if resume.mid_epoch and not resume.exact:
+    if resume.mid_epoch and not resume.exact and not run.loader_states_to_load:
         # Lightning's text; here it means the checkpoint holds no RNG states and data position (Lightning's)
         rank_zero_warn(
             "You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable."

@@ -118,7 +118,23 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
     run.last_train_reload_epoch = run.progress.epoch
     if run.num_training_batches != 0:
         run.val_check_batch = _val_check_batch(t, run)
+    if run.loader_states_to_load:
+        # a resumed fit: the stateful loaders continue from the checkpoint's position (Lightning's
+        # `fit_loop._load_combined_loader_states`), before any iterator is made from them
+        states, run.loader_states_to_load = run.loader_states_to_load, []
+        combined._load_state_dicts(states)
+        run.loaders_restored = True
     return prepared[0] if run.train_combined is None else combined
+
+
+def train_loader_states(run: Run) -> list[Any]:
+    """The ``state_dict()`` of each stateful training loader, at the position of the batches trained on."""
+    combined = run.train_combined_loader
+    if combined is None:
+        return []
+    if run.held_loader_state is not None:  # one loader, read one batch ahead: its state before that read
+        return [run.held_loader_state]
+    return combined._state_dicts()
 
 
 def _count_combined(t: Trainer, combined: CombinedLoader) -> int | float:

@@ -131,7 +131,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     )
     automatic, accumulate, total, max_steps = epoch.automatic, epoch.accumulate, epoch.total, epoch.max_steps
     # a loader of unknown length is read one batch ahead to know its last batch, as Lightning reads it
-    ahead = _Lookahead(iterator, run) if total == float("inf") else None
+    ahead = _Lookahead(iterator, run, _stateful_single_loader(run)) if total == float("inf") else None
     if ahead is not None:
         iterator = ahead
 
@@ -171,16 +171,32 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         if progress.global_step >= max_steps or (trainer.should_stop and epoch.may_stop(batch_idx)):
             break
     _end_epoch(trainer, run, epoch)
+    run.held_loader_state = None
     del iterator  # after the epoch's end, as in Lightning: its worker processes stop here
     run.epoch_iterator = None
 
 
-class _Lookahead:
-    """An iterator that holds the next batch, and sets ``run.last_batch_seen`` when it hands out the last one."""
+def _stateful_single_loader(run: Run) -> Any:
+    """The training loader when it is the only one and saves its position (``state_dict``), else None."""
+    loader = run.train_dataloader
+    if run.train_combined is not None or not callable(getattr(loader, "state_dict", None)):
+        return None
+    return loader if callable(getattr(loader, "load_state_dict", None)) else None
 
-    def __init__(self, iterator: Iterator[Any], run: Run) -> None:
-        self._iterator, self._run = iterator, run
-        self._next = next(iterator, _END)
+
+class _Lookahead:
+    """An iterator that holds the next batch, and sets ``run.last_batch_seen`` when it hands out the last one.
+
+    With a stateful ``loader`` it notes the loader's state before each read ahead in
+    ``run.held_loader_state``: a checkpoint records that position, so the batch held here, not yet
+    trained on, is the first one a resumed run gets. (Lightning saves the state after its read ahead,
+    and its resumed run never trains on that batch.)
+    """
+
+    def __init__(self, iterator: Iterator[Any], run: Run, loader: Any = None) -> None:
+        self._iterator, self._run, self._loader = iterator, run, loader
+        self._next: Any = _END
+        self._read_ahead()
 
     def __iter__(self) -> _Lookahead:
         return self
@@ -189,10 +205,16 @@ class _Lookahead:
         batch = self._next
         if batch is _END:
             raise StopIteration
+        self._read_ahead()
+        return batch
+
+    def _read_ahead(self) -> None:
+        if self._loader is not None:
+            self._run.held_loader_state = self._loader.state_dict()
         self._next = next(self._iterator, _END)
         if self._next is _END:
             self._run.last_batch_seen = True
-        return batch
+            self._run.held_loader_state = None  # the data ran out: the loader's own state says so
 
 
 def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: Iterator[Any]) -> None:
@@ -452,12 +474,15 @@ def _is_monitoring(cb: Any) -> bool:
 
 
 def _data_resumes_itself(run: Run) -> bool:
-    """Whether the training data takes up where the checkpoint left by itself: an iterable-style dataset
-    whose datamodule restored a state from the checkpoint (cellarium-ml's yields only the batches not
-    trained on yet), as Lightning takes every data source to do. Ember skips the batches trained on
-    otherwise."""
+    """Whether the training data takes up where the checkpoint left by itself, as Lightning takes every
+    data source to do: stateful loaders given their saved states (torchdata's ``StatefulDataLoader``;
+    plain loaders combined with them start again, as in Lightning), or an iterable-style dataset whose
+    datamodule restored a state from the checkpoint (cellarium-ml's yields only the batches not trained
+    on yet). Ember skips the batches trained on otherwise."""
     from torch.utils.data import IterableDataset
 
+    if run.loaders_restored:
+        return True
     loader = run.train_dataloader
     return (
         run.datamodule_restored

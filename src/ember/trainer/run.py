@@ -140,6 +140,13 @@ class Run:
     # the epoch ends at `batch_idx`: `on_train_batch_start` returned -1, or data of unknown length ran out
     last_batch_seen: bool = False
     epoch_rng: Any = None  # the RNG states the current epoch's data order was drawn from
+    # stateful training loaders (`state_dict`/`load_state_dict`, e.g. torchdata's StatefulDataLoader):
+    # the states a checkpoint brought, given to the loaders once they are set up; then whether they were
+    loader_states_to_load: list[Any] = field(default_factory=list)
+    loaders_restored: bool = False
+    # a loader of unknown length is read one batch ahead: its state from before that read, which is the
+    # position a checkpoint must record (None: the loader's own state is the position)
+    held_loader_state: Any = None
 
     # ---- logged values ---------------------------------------------------------------------------
     train_results: LoggedResults = field(default_factory=lambda: LoggedResults(training=True))
