@@ -94,9 +94,24 @@ _EVAL_KEYS = {"validate": "val", "test": "test", "predict": "predict"}
 
 def _sampler_of(loader: DataLoader) -> Any:
     batch_sampler = loader.batch_sampler
-    if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
+    if (
+        batch_sampler is not None
+        and type(batch_sampler) is not BatchSampler
+        and not _torchdata(batch_sampler, "BatchSampler")
+    ):
         return batch_sampler
     return loader.sampler
+
+
+def _torchdata(sampler: Any, name: str) -> bool:
+    """torchdata's stateful stand-in for torch's sampler ``name``, which ``StatefulDataLoader`` makes for
+    itself (``shuffle=True`` gives its ``RandomSampler``): the same order, with a position to save."""
+    cls = type(sampler)
+    return cls.__name__ == name and cls.__module__.startswith("torchdata.")
+
+
+def _random(sampler: Any) -> bool:
+    return isinstance(sampler, RandomSampler) or _torchdata(sampler, "RandomSampler")
 
 
 def rebuild_dataloader(loader: DataLoader, sampler: Any, drop_last: bool | None = None) -> DataLoader:
@@ -128,12 +143,50 @@ def rebuild_dataloader(loader: DataLoader, sampler: Any, drop_last: bool | None 
     if loader.num_workers == 0:
         kwargs.pop("prefetch_factor")
         kwargs["persistent_workers"] = False
-    new = type(loader).__new__(type(loader))
+    cls = type(loader)
+    if cls is not DataLoader:
+        rebuilt = _through_own_init(cls, loader, kwargs)
+        if rebuilt is not None:
+            return rebuilt
+    new = cls.__new__(cls)
     try:
         DataLoader.__init__(new, loader.dataset, **kwargs)
     except TypeError:
         new = DataLoader(loader.dataset, **kwargs)
     return new
+
+
+def _through_own_init(cls: type, loader: DataLoader, kwargs: dict[str, Any]) -> DataLoader | None:
+    """A DataLoader subclass made again through its own ``__init__``, so that what it sets up there (a
+    ``StatefulDataLoader``'s position tracking, a subclass's own attributes) exists in the copy, as
+    Lightning re-creates one: each argument is the new loader setting, else the instance's attribute of
+    that name, else its default. ``None`` when an argument has none of them or the call fails."""
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # after `self`
+    except (TypeError, ValueError):
+        return None
+    given = {"dataset": loader.dataset, **kwargs}
+    attributes = dict(vars(loader))
+    # the new sampler replaces the old order, whichever of the two held it
+    attributes.pop("batch_sampler" if "sampler" in given else "sampler", None)
+    call: dict[str, Any] = {}
+    for parameter in parameters:
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            call.update({name: value for name, value in given.items() if name not in call})
+        elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            continue
+        elif parameter.name in given:
+            call[parameter.name] = given[parameter.name]
+        elif parameter.name in attributes:
+            call[parameter.name] = attributes[parameter.name]
+        elif parameter.default is inspect.Parameter.empty:
+            return None
+    try:
+        return cls(**call)  # type: ignore[no-any-return]
+    except (TypeError, ValueError):
+        return None
 
 
 def warn_about_spawned_workers(loader: Any, name: str) -> None:
@@ -203,9 +256,9 @@ def _distributed_sampler(
     if predicting:
         base = loader.sampler if own_sampler else SequentialSampler(loader.dataset)  # type: ignore[arg-type]
         return UnrepeatedDistributedSamplerWrapper(base, shuffle=False, **options)
-    if own_sampler and not isinstance(sampler, (RandomSampler, SequentialSampler)):
+    if own_sampler and not (_random(sampler) or isinstance(sampler, SequentialSampler)):
         return DistributedSamplerWrapper(sampler, shuffle=False, **options)
-    shuffled = shuffle and isinstance(loader.sampler, RandomSampler)
+    shuffled = shuffle and _random(loader.sampler)
     return DistributedSampler(loader.dataset, shuffle=shuffled, **options)
 
 

@@ -1,0 +1,122 @@
+"""In two processes, a DataLoader subclass gets its DistributedSampler through its own ``__init__``: a
+``StatefulDataLoader`` keeps tracking its position (and its ``shuffle=True``), so a resumed run goes on
+where each rank stopped; a user's subclass keeps what its ``__init__`` sets."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+import ember
+from ember.callbacks import Callback
+
+stateful_dataloader = pytest.importorskip("torchdata.stateful_dataloader")
+
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork-based jobs are tested on Linux"),
+    pytest.mark.timeout(120),
+]
+
+SAMPLES, BATCH, SAVE_AT = 32, 4, 3  # 4 batches per rank and epoch; the checkpoint 3 batches in
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+
+
+class Indexed(Dataset):
+    def __len__(self) -> int:
+        return SAMPLES
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.tensor([float(index)])
+
+
+class TaggedLoader(DataLoader):
+    """A subclass with an argument of its own, kept as an attribute."""
+
+    def __init__(self, dataset, tag: str, **kwargs) -> None:
+        super().__init__(dataset, **kwargs)
+        self.tag = tag
+
+
+class Recorder(ember.LightningModule):
+    """Each rank writes the samples it trained on, its loader's class, tag and sampler at the end of fit."""
+
+    def __init__(self, folder, name: str) -> None:
+        super().__init__()
+        self.folder, self.name = str(folder), name
+        self.layer = nn.Linear(1, 1)
+        self.seen: list[list[int]] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(batch.flatten().long().tolist())
+        return self.layer(batch).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def on_train_end(self) -> None:
+        loader = self.trainer.train_dataloader
+        sampler = loader.sampler
+        record = {
+            "seen": self.seen,
+            "loader": type(loader).__name__,
+            "tag": getattr(loader, "tag", None),
+            "sampler": (type(sampler).__name__, getattr(sampler, "shuffle", None)),
+        }
+        torch.save(record, os.path.join(self.folder, f"{self.name}-rank{self.global_rank}.pt"))
+
+
+class SaveAt(Callback):
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == SAVE_AT:
+            trainer.save_checkpoint(self.path)
+
+
+def _fit(tmp_path, name, data, ckpt_path=None, callbacks=()):
+    ember.seed_everything(0)
+    trainer = ember.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_fork", max_epochs=2, default_root_dir=tmp_path,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=list(callbacks),
+    )  # fmt: skip
+    trainer.fit(Recorder(tmp_path, name), data, ckpt_path=ckpt_path)
+    return [torch.load(tmp_path / f"{name}-rank{rank}.pt", weights_only=False) for rank in range(2)]
+
+
+def test_a_shuffled_stateful_loader_is_split_between_the_ranks_and_resumes_where_each_stopped(tmp_path):
+    def data():
+        return stateful_dataloader.StatefulDataLoader(Indexed(), batch_size=BATCH, shuffle=True)
+
+    path = tmp_path / "mid.ckpt"
+    full = _fit(tmp_path, "full", data(), callbacks=[SaveAt(path)])
+    for record in full:
+        assert record["loader"] == "StatefulDataLoader"
+        assert record["sampler"] == ("DistributedSampler", True)  # its `shuffle=True` is kept
+    # each epoch, every sample once between the ranks, in a shuffled order
+    epoch = [sample for record in full for batch in record["seen"][:4] for sample in batch]
+    assert sorted(epoch) == list(range(SAMPLES)) and epoch != sorted(epoch)
+
+    resumed = _fit(tmp_path, "resumed", data(), ckpt_path=path)
+    for before, after in zip(full, resumed):
+        assert after["seen"] == before["seen"][SAVE_AT:]  # each rank goes on with its own next batch
+
+
+def test_a_loader_subclass_keeps_what_its_init_sets(tmp_path):
+    records = _fit(tmp_path, "tagged", TaggedLoader(Indexed(), tag="kept", batch_size=BATCH))
+    for record in records:
+        assert (record["loader"], record["tag"]) == ("TaggedLoader", "kept")
+        assert record["sampler"] == ("DistributedSampler", False)
+    seen = sorted(sample for record in records for batch in record["seen"][:4] for sample in batch)
+    assert seen == list(range(SAMPLES))
