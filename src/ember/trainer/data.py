@@ -156,7 +156,7 @@ def rebuild_dataloader(loader: DataLoader, sampler: Any, drop_last: bool | None 
     return new
 
 
-def _through_own_init(cls: type, loader: DataLoader, kwargs: dict[str, Any]) -> DataLoader | None:
+def _through_own_init(cls: type[DataLoader], loader: DataLoader, kwargs: dict[str, Any]) -> DataLoader | None:
     """A DataLoader subclass made again through its own ``__init__``, so that what it sets up there (a
     ``StatefulDataLoader``'s position tracking, a subclass's own attributes) exists in the copy, as
     Lightning re-creates one: each argument is the new loader setting, else the instance's attribute of
@@ -164,7 +164,7 @@ def _through_own_init(cls: type, loader: DataLoader, kwargs: dict[str, Any]) -> 
     import inspect
 
     try:
-        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # after `self`
+        parameters = list(inspect.signature(cls).parameters.values())
     except (TypeError, ValueError):
         return None
     given = {"dataset": loader.dataset, **kwargs}
@@ -184,7 +184,7 @@ def _through_own_init(cls: type, loader: DataLoader, kwargs: dict[str, Any]) -> 
         elif parameter.default is inspect.Parameter.empty:
             return None
     try:
-        return cls(**call)  # type: ignore[no-any-return]
+        return cls(**call)
     except (TypeError, ValueError):
         return None
 
