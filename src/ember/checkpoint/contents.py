@@ -165,6 +165,8 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False, all_ranks:
             "world_size": t.world_size,
             "global_rank": t.global_rank,
         }
+        if run.sampler_seed is not None:  # the seed of the training loaders' DistributedSampler
+            checkpoint[EMBER_KEY]["sampler_seed"] = run.sampler_seed
         if all_ranks and t.world_size > 1 and hasattr(t.strategy, "all_gather_object"):
             # all ranks: every rank's RNG states, so that each one resumes with its own
             ember_state = checkpoint[EMBER_KEY]
@@ -356,6 +358,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     ember_state = checkpoint.get(EMBER_KEY)
     if ember_state is not None:
         progress.load_state_dict(ember_state["progress"])
+        run.sampler_seed = ember_state.get("sampler_seed")
         same_world = ember_state.get("world_size", 1) == t.world_size
         rng = ember_state.get("rng") if same_world else None
         if ember_state.get("train_results"):

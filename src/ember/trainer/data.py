@@ -202,13 +202,20 @@ def warn_about_spawned_workers(loader: Any, name: str) -> None:
 
 
 def prepare_loader(
-    loader: Any, *, shuffle: bool, distributed: Any | None, overfit: str, seed_workers: bool, predicting: bool = False
+    loader: Any,
+    *,
+    shuffle: bool,
+    distributed: Any | None,
+    overfit: str,
+    seed_workers: bool,
+    predicting: bool = False,
+    seed: int | None = None,
 ) -> Any:
     """Inject a DistributedSampler (or a sequential one for ``overfit_batches``) and worker seeding.
 
     ``overfit`` names the loader's kind (``"train"``, ``"val"``) when ``overfit_batches`` applies to it, else is empty.
     ``predicting``: a loader that drops its last, smaller batch keeps it, so that every sample gets its
-    prediction (as in Lightning).
+    prediction (as in Lightning). ``seed``: the DistributedSampler's seed (default ``PL_GLOBAL_SEED``).
     """
     if not isinstance(loader, DataLoader):
         return loader
@@ -227,7 +234,7 @@ def prepare_loader(
         sampler = SequentialSampler(loader.dataset)  # type: ignore[arg-type]  # a map-style dataset has a length
         changed = True
     if distributed is not None and not isinstance(sampler, DistributedSampler):
-        sampler = _distributed_sampler(loader, sampler, distributed, shuffle and not overfit, predicting)
+        sampler = _distributed_sampler(loader, sampler, distributed, shuffle and not overfit, predicting, seed)
         changed = True
     if changed:
         loader = rebuild_dataloader(loader, sampler, drop_last=drop_last)
@@ -241,7 +248,7 @@ def prepare_loader(
 
 
 def _distributed_sampler(
-    loader: DataLoader, sampler: Any, distributed: Any, shuffle: bool, predicting: bool
+    loader: DataLoader, sampler: Any, distributed: Any, shuffle: bool, predicting: bool, seed: int | None
 ) -> DistributedSampler:
     """This rank's share of the loader's samples, as Lightning chooses it: ``predict`` takes every sample
     once (the last ranks get one fewer); a custom sampler is drawn on every rank and sharded, keeping its
@@ -250,7 +257,7 @@ def _distributed_sampler(
 
     options = {
         **distributed.distributed_sampler_kwargs,  # the data-parallel share (model parallel: per replica)
-        "seed": int(os.environ.get("PL_GLOBAL_SEED", 0)),
+        "seed": int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed,
     }
     own_sampler = sampler is loader.sampler  # not a custom batch sampler, which keeps its own logic
     if predicting:

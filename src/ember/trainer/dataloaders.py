@@ -91,15 +91,19 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
     combined = source if isinstance(source, CombinedLoader) else CombinedLoader(source, "max_size_cycle")
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
     _check_loaders(t, combined.flattened, returned_from, defined)
+    sharded = distributed(t)
+    if sharded is not None and run.sampler_seed is None:
+        run.sampler_seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
     prepared = []
     for loader in combined.flattened:
         prepared.append(
             prepare_loader(
                 loader,
                 shuffle=True,
-                distributed=distributed(t),
+                distributed=sharded,
                 overfit="train" if t.overfit_batches else "",
                 seed_workers=seed_workers,
+                seed=run.sampler_seed,
             )
         )
         warn_about_spawned_workers(prepared[-1], "train_dataloader")

@@ -1,6 +1,7 @@
-"""In two processes, a DataLoader subclass gets its DistributedSampler through its own ``__init__``: a
-``StatefulDataLoader`` keeps tracking its position (and its ``shuffle=True``), so a resumed run goes on
-where each rank stopped; a user's subclass keeps what its ``__init__`` sets."""
+"""Training loaders in two processes: a DataLoader subclass gets its DistributedSampler through its own
+``__init__`` (a ``StatefulDataLoader`` keeps tracking its position and its ``shuffle=True``, a user's
+subclass keeps what its ``__init__`` sets), and a resumed run goes on where each rank stopped, with the
+interrupted run's sampler seed."""
 
 from __future__ import annotations
 
@@ -84,8 +85,8 @@ class SaveAt(Callback):
             trainer.save_checkpoint(self.path)
 
 
-def _fit(tmp_path, name, data, ckpt_path=None, callbacks=()):
-    ember.seed_everything(0)
+def _fit(tmp_path, name, data, ckpt_path=None, callbacks=(), seed=0):
+    ember.seed_everything(seed)
     trainer = ember.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_fork", max_epochs=2, default_root_dir=tmp_path,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -120,3 +121,17 @@ def test_a_loader_subclass_keeps_what_its_init_sets(tmp_path):
         assert record["sampler"] == ("DistributedSampler", False)
     seen = sorted(sample for record in records for batch in record["seen"][:4] for sample in batch)
     assert seen == list(range(SAMPLES))
+
+
+def test_a_resumed_run_shards_with_the_interrupted_runs_sampler_seed(tmp_path):
+    def data():
+        return DataLoader(Indexed(), batch_size=BATCH, shuffle=True)
+
+    path = tmp_path / "mid.ckpt"
+    full = _fit(tmp_path, "full", data(), callbacks=[SaveAt(path)])
+    assert torch.load(path, weights_only=True)["ember"]["sampler_seed"] == 0
+    # another global seed (a `seed_everything()` that draws one, say): the DistributedSampler's order
+    # is still the interrupted run's, so each rank goes on with its own next batch
+    resumed = _fit(tmp_path, "resumed", data(), ckpt_path=path, seed=5)
+    for before, after in zip(full, resumed):
+        assert after["seen"] == before["seen"][SAVE_AT:]
