@@ -41,11 +41,11 @@ class Indexed(Dataset):
 
 
 class TaggedLoader(DataLoader):
-    """A subclass with an argument of its own, kept as an attribute."""
+    """A subclass with arguments of its own, kept as attributes (``shuffle`` too, which DataLoader does not keep)."""
 
-    def __init__(self, dataset, tag: str, **kwargs) -> None:
-        super().__init__(dataset, **kwargs)
-        self.tag = tag
+    def __init__(self, dataset, tag: str, shuffle: bool = False, **kwargs) -> None:
+        super().__init__(dataset, shuffle=shuffle, **kwargs)
+        self.tag, self.shuffle = tag, shuffle
 
 
 class Recorder(ember.LightningModule):
@@ -115,10 +115,10 @@ def test_a_shuffled_stateful_loader_is_split_between_the_ranks_and_resumes_where
 
 
 def test_a_loader_subclass_keeps_what_its_init_sets(tmp_path):
-    records = _fit(tmp_path, "tagged", TaggedLoader(Indexed(), tag="kept", batch_size=BATCH))
+    records = _fit(tmp_path, "tagged", TaggedLoader(Indexed(), tag="kept", shuffle=True, batch_size=BATCH))
     for record in records:
         assert (record["loader"], record["tag"]) == ("TaggedLoader", "kept")
-        assert record["sampler"] == ("DistributedSampler", False)
+        assert record["sampler"] == ("DistributedSampler", True)
     seen = sorted(sample for record in records for batch in record["seen"][:4] for sample in batch)
     assert seen == list(range(SAMPLES))
 

@@ -167,7 +167,7 @@ def _through_own_init(cls: type[DataLoader], loader: DataLoader, kwargs: dict[st
         parameters = list(inspect.signature(cls).parameters.values())
     except (TypeError, ValueError):
         return None
-    given = {"dataset": loader.dataset, **kwargs}
+    given = {"dataset": loader.dataset, "shuffle": False, **kwargs}  # the new sampler holds the order
     attributes = dict(vars(loader))
     # the new sampler replaces the old order, whichever of the two held it
     attributes.pop("batch_sampler" if "sampler" in given else "sampler", None)
