@@ -29,6 +29,7 @@ from ember.trainer.preemption import on_stop_request
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.trainer.step import TrainingStep
 from ember.utilities.apply_func import move_data_to_device
+from ember.utilities.combined_loader import _is_stateful
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.seed import collect_rng_states, isolate_rng, set_rng_states
@@ -179,9 +180,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
 def _stateful_single_loader(run: Run) -> Any:
     """The training loader when it is the only one and saves its position (``state_dict``), else None."""
     loader = run.train_dataloader
-    if run.train_combined is not None or not callable(getattr(loader, "state_dict", None)):
-        return None
-    return loader if callable(getattr(loader, "load_state_dict", None)) else None
+    return loader if run.train_combined is None and _is_stateful(loader) else None
 
 
 class _Lookahead:
