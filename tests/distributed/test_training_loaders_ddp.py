@@ -5,16 +5,14 @@ interrupted run's sampler seed."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from tests.helpers.loader_models import Indexed, Recorder, SaveAt
+from torch.utils.data import DataLoader
 
 import ember
-from ember.callbacks import Callback
 
 stateful_dataloader = pytest.importorskip("torchdata.stateful_dataloader")
 
@@ -32,57 +30,12 @@ def clean_env(monkeypatch):
         monkeypatch.delenv(key, raising=False)
 
 
-class Indexed(Dataset):
-    def __len__(self) -> int:
-        return SAMPLES
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.tensor([float(index)])
-
-
 class TaggedLoader(DataLoader):
     """A subclass with arguments of its own, kept as attributes (``shuffle`` too, which DataLoader does not keep)."""
 
     def __init__(self, dataset, tag: str, shuffle: bool = False, **kwargs) -> None:
         super().__init__(dataset, shuffle=shuffle, **kwargs)
         self.tag, self.shuffle = tag, shuffle
-
-
-class Recorder(ember.LightningModule):
-    """Each rank writes the samples it trained on, its loader's class, tag and sampler at the end of fit."""
-
-    def __init__(self, folder, name: str) -> None:
-        super().__init__()
-        self.folder, self.name = str(folder), name
-        self.layer = nn.Linear(1, 1)
-        self.seen: list[list[int]] = []
-
-    def training_step(self, batch, batch_idx):
-        self.seen.append(batch.flatten().long().tolist())
-        return self.layer(batch).pow(2).mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    def on_train_end(self) -> None:
-        loader = self.trainer.train_dataloader
-        sampler = loader.sampler
-        record = {
-            "seen": self.seen,
-            "loader": type(loader).__name__,
-            "tag": getattr(loader, "tag", None),
-            "sampler": (type(sampler).__name__, getattr(sampler, "shuffle", None)),
-        }
-        torch.save(record, os.path.join(self.folder, f"{self.name}-rank{self.global_rank}.pt"))
-
-
-class SaveAt(Callback):
-    def __init__(self, path) -> None:
-        self.path = str(path)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == SAVE_AT:
-            trainer.save_checkpoint(self.path)
 
 
 def _fit(tmp_path, name, data, ckpt_path=None, callbacks=(), seed=0):
@@ -98,10 +51,10 @@ def _fit(tmp_path, name, data, ckpt_path=None, callbacks=(), seed=0):
 
 def test_a_shuffled_stateful_loader_is_split_between_the_ranks_and_resumes_where_each_stopped(tmp_path):
     def data():
-        return stateful_dataloader.StatefulDataLoader(Indexed(), batch_size=BATCH, shuffle=True)
+        return stateful_dataloader.StatefulDataLoader(Indexed(SAMPLES), batch_size=BATCH, shuffle=True)
 
     path = tmp_path / "mid.ckpt"
-    full = _fit(tmp_path, "full", data(), callbacks=[SaveAt(path)])
+    full = _fit(tmp_path, "full", data(), callbacks=[SaveAt(path, SAVE_AT)])
     for record in full:
         assert record["loader"] == "StatefulDataLoader"
         assert record["sampler"] == ("DistributedSampler", True)  # its `shuffle=True` is kept
@@ -115,7 +68,7 @@ def test_a_shuffled_stateful_loader_is_split_between_the_ranks_and_resumes_where
 
 
 def test_a_loader_subclass_keeps_what_its_init_sets(tmp_path):
-    records = _fit(tmp_path, "tagged", TaggedLoader(Indexed(), tag="kept", shuffle=True, batch_size=BATCH))
+    records = _fit(tmp_path, "tagged", TaggedLoader(Indexed(SAMPLES), tag="kept", shuffle=True, batch_size=BATCH))
     for record in records:
         assert (record["loader"], record["tag"]) == ("TaggedLoader", "kept")
         assert record["sampler"] == ("DistributedSampler", True)
@@ -125,10 +78,10 @@ def test_a_loader_subclass_keeps_what_its_init_sets(tmp_path):
 
 def test_a_resumed_run_shards_with_the_interrupted_runs_sampler_seed(tmp_path):
     def data():
-        return DataLoader(Indexed(), batch_size=BATCH, shuffle=True)
+        return DataLoader(Indexed(SAMPLES), batch_size=BATCH, shuffle=True)
 
     path = tmp_path / "mid.ckpt"
-    full = _fit(tmp_path, "full", data(), callbacks=[SaveAt(path)])
+    full = _fit(tmp_path, "full", data(), callbacks=[SaveAt(path, SAVE_AT)])
     assert torch.load(path, weights_only=True)["ember"]["sampler_seed"] == 0
     # another global seed (a `seed_everything()` that draws one, say): the DistributedSampler's order
     # is still the interrupted run's, so each rank goes on with its own next batch

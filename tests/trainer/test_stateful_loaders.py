@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 from tests.helpers.core_models import quiet_trainer
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from tests.helpers.loader_models import Indexed, Recorder, SaveAt
+from torch.utils.data import DataLoader, IterableDataset
 
 import ember
 from ember.callbacks import Callback
@@ -20,14 +20,6 @@ SAMPLES, BATCH, EPOCHS = 24, 4, 2  # 6 batches an epoch
 SAVE_AT = 8  # the checkpoint: 2 batches into the second epoch
 
 
-class Indexed(Dataset):
-    def __len__(self) -> int:
-        return SAMPLES
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.tensor([float(index)])
-
-
 class Stream(IterableDataset):
     """Data of unknown length: the loader has no ``len``, so the loop reads one batch ahead."""
 
@@ -35,34 +27,9 @@ class Stream(IterableDataset):
         return (torch.tensor([float(index)]) for index in range(SAMPLES))
 
 
-class Recorder(ember.LightningModule):
-    """Records the samples of every batch it trains on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = nn.Linear(1, 1)
-        self.seen: list[list[int]] = []
-
-    def training_step(self, batch, batch_idx):
-        self.seen.append(batch.flatten().long().tolist())
-        return self.layer(batch).pow(2).mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
-class SaveAt(Callback):
-    def __init__(self, path) -> None:
-        self.path = path
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == SAVE_AT:
-            trainer.save_checkpoint(self.path)
-
-
 def _loader(kind: str):
     if kind == "shuffled":
-        return StatefulDataLoader(Indexed(), batch_size=BATCH, shuffle=True)
+        return StatefulDataLoader(Indexed(SAMPLES), batch_size=BATCH, shuffle=True)
     return StatefulDataLoader(Stream(), batch_size=BATCH)
 
 
@@ -78,7 +45,7 @@ def _fit(tmp_path, kind: str, ckpt_path=None, callbacks=()):
 @pytest.mark.parametrize("rng_states", [True, False], ids=["ember_checkpoint", "without_rng_states"])
 def test_a_resumed_fit_continues_where_the_loader_stopped(tmp_path, kind, rng_states):
     path = tmp_path / "mid.ckpt"
-    full = _fit(tmp_path / "full", kind, callbacks=[SaveAt(path)])
+    full = _fit(tmp_path / "full", kind, callbacks=[SaveAt(path, SAVE_AT)])
     assert len(full) == EPOCHS * SAMPLES // BATCH
 
     checkpoint = torch.load(path, weights_only=True)
@@ -115,15 +82,15 @@ def test_an_epoch_end_checkpoint_starts_the_next_epoch_in_full(tmp_path):
 def test_a_checkpoint_of_plain_loaders_holds_no_loader_states(tmp_path):
     path = tmp_path / "plain.ckpt"
     ember.seed_everything(0)
-    trainer = quiet_trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[SaveAt(path)])
-    trainer.fit(Recorder(), DataLoader(Indexed(), batch_size=BATCH))
+    trainer = quiet_trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[SaveAt(path, SAVE_AT)])
+    trainer.fit(Recorder(), DataLoader(Indexed(SAMPLES), batch_size=BATCH))
     trainer.save_checkpoint(path)
     assert "combined_loader" not in torch.load(path, weights_only=True)["loops"]["fit_loop"]["state_dict"]
 
 
 def test_a_checkpoint_with_loader_states_needs_as_many_stateful_loaders(tmp_path):
     path = tmp_path / "mid.ckpt"
-    _fit(tmp_path / "full", "shuffled", callbacks=[SaveAt(path)])
+    _fit(tmp_path / "full", "shuffled", callbacks=[SaveAt(path, SAVE_AT)])
     trainer = quiet_trainer(default_root_dir=tmp_path / "resumed", max_epochs=EPOCHS)
     with pytest.raises(RuntimeError, match="has 0 stateful loaders, but found 1 states in the checkpoint"):
-        trainer.fit(Recorder(), DataLoader(Indexed(), batch_size=BATCH), ckpt_path=path)
+        trainer.fit(Recorder(), DataLoader(Indexed(SAMPLES), batch_size=BATCH), ckpt_path=path)
