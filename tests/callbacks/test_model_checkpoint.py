@@ -693,7 +693,31 @@ def test_fit_last_is_latest_and_resumes(tmp_path):
         trainer.fit(SequenceModel(val_losses=[5.0]), ckpt_path="last")
     assert trainer.current_epoch == 4
     assert resumed.best_model_path == str(tmp_path / "epoch=0.ckpt")  # state came back
-    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 3
+    # the resumed run wrote no top-k file (5.0 is worse), so `last` is written again as training ends,
+    # with the state at its end (the epoch counted), as Lightning writes it
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 4
+
+
+class PlateauModel(SequenceModel):
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+@pytest.mark.parametrize("options", [{"every_n_epochs": 10, "save_top_k": -1}, {"save_top_k": 0}])
+def test_with_no_topk_file_in_the_run_last_holds_the_state_at_the_end_of_training(tmp_path, options):
+    # Lightning writes `last` only with a top-k file or as training ends; with none due (careamics saves
+    # every 10 epochs) its `last.ckpt` holds the end of training: the last epoch counted and its scheduler
+    # step taken. Ember's epoch-end `last` came before them, and was kept.
+    callback = ModelCheckpoint(dirpath=tmp_path, save_last=True, **options)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=2, callbacks=[callback], **QUIET)
+    trainer.fit(PlateauModel(val_losses=[1.0, 1.0]))
+    assert _names(tmp_path) == ["last.ckpt"]
+    saved = load_checkpoint(tmp_path / "last.ckpt")
+    assert saved["epoch"] == trainer.current_epoch == 2
+    assert saved["lr_schedulers"][0]["last_epoch"] == 2
+    assert saved["lr_schedulers"][0]["_last_lr"] == [0.025]
 
 
 @needs_trainer

@@ -134,6 +134,9 @@ class ModelCheckpoint(Checkpoint):
         self._last_time_checked: float | None = None
         self._defer_save_until_validation = False
         self._last_topk_saved: tuple[str, int] | None = None  # (path, global_step) of the newest top-k file
+        # a file was written where Lightning writes one (a top-k file, a save on exception), not only
+        # the `last` that Ember also rewrites at every trigger
+        self._saved_as_lightning = False
         self._pending_removals: list[str] = []
         self._loggers_saw_pending = False  # a logger was told of a file still being written
         self._warned: set[str] = set()
@@ -358,8 +361,13 @@ class ModelCheckpoint(Checkpoint):
             self._save_at_trigger(trainer, topk=self._epoch_is_due(trainer))
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Training can end between triggers (max_steps, a stop signal); keep `last` the latest state.
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+        if not self.save_last or trainer.fast_dev_run or trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        # Training can end between triggers (max_steps, a stop signal): keep `last` the latest state. And
+        # with no top-k file in the run (none due, or `save_top_k=0`) Lightning writes `last` only now,
+        # with the state at the end of training (the last epoch counted, its scheduler steps taken); so
+        # does Ember, over the `last` of its final epoch end, which holds the state from before them.
+        if self._last_global_step_saved != trainer.global_step or not self._saved_as_lightning:
             self._save_at_trigger(trainer, topk=False)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
@@ -369,6 +377,7 @@ class ModelCheckpoint(Checkpoint):
         candidates = self._monitor_candidates(trainer)
         filepath = self._get_metric_interpolated_filepath_name(candidates, trainer)
         self._save_checkpoint(trainer, filepath)
+        self._saved_as_lightning = True
         self._save_last_checkpoint(trainer, candidates)
         self._flush_removals(trainer)
         rank_zero_info(
@@ -581,6 +590,7 @@ class ModelCheckpoint(Checkpoint):
         self._last_checkpoint_saved = filepath
         if topk:
             self._last_topk_saved = (filepath, trainer.global_step)
+            self._saved_as_lightning = True
         if trainer.is_global_zero:
             self._notify_loggers(trainer)
             self._loggers_saw_pending |= write_pending(trainer.strategy, filepath)
