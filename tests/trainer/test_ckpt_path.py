@@ -124,6 +124,29 @@ def test_best_without_a_best_checkpoint_says_modelcheckpoint_is_not_configured_f
         trainer.validate(Regressor(), _loader(), ckpt_path="best")
 
 
+def test_the_path_is_chosen_before_any_hook_runs(tmp_path):
+    # as Lightning: a missing best checkpoint fails, and a missing last one is warned about, before the
+    # setup hooks (and the data they prepare) run
+    calls = []
+    warned: dict = {"record": []}  # the warnings given so far, as each hook sees them
+
+    class Recording(Regressor):
+        def prepare_data(self):
+            calls.append(("prepare_data", len(warned["record"])))
+
+        def setup(self, stage):
+            calls.append(("setup", len(warned["record"])))
+
+    trainer = ember.Trainer(default_root_dir=tmp_path, enable_checkpointing=False, **QUIET)
+    with pytest.raises(ValueError, match="ModelCheckpoint"):
+        trainer.test(Recording(), _loader(), ckpt_path="best")
+    assert calls == []
+
+    with pytest.warns(UserWarning, match="no last checkpoint available") as warned["record"]:
+        ember.Trainer(default_root_dir=tmp_path, **QUIET).predict(Recording(), _loader(), ckpt_path="last")
+    assert calls == [("prepare_data", 1), ("setup", 1)]  # the warning had come
+
+
 def test_checkpoint_beyond_max_epochs_is_refused(tmp_path):
     trainer, model, checkpoint = _fit(tmp_path, epochs=3)
     short = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET)

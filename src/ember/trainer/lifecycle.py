@@ -183,6 +183,9 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     fitting = run.fn == TrainerFn.FITTING
     if fitting:
         arguments.resolve_epoch_limits(trainer)
+    # "best", "last", "hpc" and the implied path are chosen first, as Lightning chooses them: before any
+    # hook runs (a missing best checkpoint fails before `setup`), among the Trainer's own callbacks
+    trainer.ckpt_path = path = resolve_ckpt_path(trainer, ckpt_path, _fn(run).value, model_given)
     if isinstance(getattr(model, "hparams", None), MutableMapping):
         clean_namespace(model.hparams)  # as Lightning: what cannot be pickled cannot go into a checkpoint
     strategy = trainer.strategy
@@ -215,7 +218,6 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
             run.hooks.call_module("configure_model")
     precision.convert_module(model)
 
-    trainer.ckpt_path = path = resolve_ckpt_path(trainer, ckpt_path, _fn(run).value, model_given)
     checkpoint = None
     after_setup = strategy.restore_checkpoint_after_setup  # DeepSpeed: its engine reads the checkpoint
     if path is not None and not after_setup:
