@@ -372,3 +372,26 @@ def test_reloaded_training_dataloaders_shuffle_as_in_lightning(every_n_epochs, e
     trainer = quiet_trainer(max_epochs=3, reload_dataloaders_every_n_epochs=every_n_epochs, num_sanity_val_steps=2)
     trainer.fit(model, datamodule=Data())
     assert seen[:7] == expected
+
+
+@pytest.mark.parametrize(("fn", "key"), [("fit", "val"), ("validate", "val"), ("test", "test"), ("predict", "predict")])
+def test_a_shuffled_evaluation_loader_gets_lightnings_warning_once(fn, key):
+    from ember.utilities.warnings import PossibleUserWarning
+
+    data = loader(n=8).dataset
+    shuffled = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True)
+    trainer = quiet_trainer(max_epochs=2, num_sanity_val_steps=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if fn == "fit":
+            trainer.fit(CoreModel(), loader(n=8), shuffled)
+        else:
+            getattr(trainer, fn)(CoreModel(), shuffled)
+    text = f"Your `{key}_dataloader`'s sampler has shuffling enabled, it is strongly recommended"
+    found = [w for w in caught if str(w.message).startswith(text)]
+    assert len(found) == 1 and found[0].category is PossibleUserWarning
+    # an ordered one says nothing
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_trainer().validate(CoreModel(), loader(n=8))
+    assert not [w for w in caught if "shuffling enabled" in str(w.message)]

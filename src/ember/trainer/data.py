@@ -114,6 +114,15 @@ def _random(sampler: Any) -> bool:
     return isinstance(sampler, RandomSampler) or _torchdata(sampler, "RandomSampler")
 
 
+def shuffles(loader: Any) -> bool:
+    """Whether ``loader`` draws its map-style dataset in a random order (its sampler, or its batch sampler's)."""
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+        return False
+    batch_sampler = loader.batch_sampler
+    sampler = getattr(batch_sampler, "sampler", batch_sampler) if batch_sampler is not None else loader.sampler
+    return _random(sampler)
+
+
 def rebuild_dataloader(loader: DataLoader, sampler: Any, drop_last: bool | None = None) -> DataLoader:
     """A copy of ``loader`` drawing from ``sampler`` instead (for distributed and overfit runs), and
     keeping or dropping its last, smaller batch as ``drop_last`` says (by default as ``loader`` does)."""

@@ -13,6 +13,7 @@ from ember.trainer.data import (
     limit_batches,
     prepare_loader,
     set_sampler_epoch,
+    shuffles,
     warn_about_spawned_workers,
 )
 from ember.trainer.states import RunningStage, TrainerFn
@@ -263,6 +264,12 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     overfit = "val" if t.overfit_batches and key == "val" and t.state.fn == TrainerFn.FITTING else ""
     prepared = []
     for given in loaders:
+        if shuffles(given):
+            rank_zero_warn(
+                f"Your `{key}_dataloader`'s sampler has shuffling enabled, it is strongly recommended that you turn"
+                " shuffling off for val/test dataloaders.",
+                category=PossibleUserWarning,
+            )
         loader = prepare_loader(
             given,
             shuffle=False,
