@@ -91,3 +91,52 @@ def test_invalid_interval():
 def test_base_methods_must_be_overridden():
     with pytest.raises(NotImplementedError):
         _predict(BasePredictionWriter("batch"))
+
+
+class IndexedSamples(torch.utils.data.Dataset):
+    """Sample ``i`` is ``[i]``, so a batch says which indices it holds."""
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, index):
+        return torch.tensor([float(index)])
+
+
+class ContentsWriter(BasePredictionWriter):
+    def __init__(self):
+        super().__init__("batch")
+        self.pairs = []
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        self.pairs.append((list(batch_indices), batch.flatten().long().tolist()))
+
+
+class Identity(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+
+    def predict_step(self, batch, batch_idx):
+        return batch
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_shuffled_loader_gives_the_writer_the_indices_of_the_batches_it_predicted(workers):
+    # the indices are recorded as the loader draws its batches, as Lightning records them: the order is
+    # the one an iteration of that loader gives, and nothing draws the shuffle a second time
+    def shuffled():
+        return torch.utils.data.DataLoader(IndexedSamples(), batch_size=4, shuffle=True, num_workers=workers)
+
+    torch.manual_seed(0)
+    expected = [batch.flatten().long().tolist() for batch in shuffled()]
+    after_expected = torch.rand(1)
+
+    writer, model = ContentsWriter(), Identity()  # the layer's initialisation draws from the RNG: before the seed
+    trainer = pl.Trainer(**QUIET, callbacks=[writer])
+    torch.manual_seed(0)
+    predictions = trainer.predict(model, shuffled())
+    assert [indices for indices, _ in writer.pairs] == [contents for _, contents in writer.pairs] == expected
+    assert torch.equal(torch.rand(1), after_expected)  # the shuffle's seed was drawn once
+    assert trainer.predict_loop.epoch_batch_indices == [expected]
+    assert [p.flatten().long().tolist() for p in predictions] == expected

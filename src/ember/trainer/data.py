@@ -123,9 +123,12 @@ def shuffles(loader: Any) -> bool:
     return _random(sampler)
 
 
-def rebuild_dataloader(loader: DataLoader, sampler: Any, drop_last: bool | None = None) -> DataLoader:
+def rebuild_dataloader(
+    loader: DataLoader, sampler: Any, drop_last: bool | None = None, batch_sampler: Any = None
+) -> DataLoader:
     """A copy of ``loader`` drawing from ``sampler`` instead (for distributed and overfit runs), and
-    keeping or dropping its last, smaller batch as ``drop_last`` says (by default as ``loader`` does)."""
+    keeping or dropping its last, smaller batch as ``drop_last`` says (by default as ``loader`` does);
+    or, given ``batch_sampler``, drawing its batches from that."""
     kwargs: dict[str, Any] = {
         "batch_size": loader.batch_size,
         "drop_last": loader.drop_last if drop_last is None else drop_last,
@@ -139,14 +142,16 @@ def rebuild_dataloader(loader: DataLoader, sampler: Any, drop_last: bool | None 
         "prefetch_factor": loader.prefetch_factor,
         "persistent_workers": loader.persistent_workers,
     }
-    if loader.batch_size is None:
+    if batch_sampler is not None:
+        kwargs.update(batch_size=1, drop_last=False, sampler=None, batch_sampler=batch_sampler)
+    elif loader.batch_size is None:
         # a custom batch sampler: keep it, replacing its sampler where it has one
-        batch_sampler: Any = loader.batch_sampler
-        if hasattr(batch_sampler, "sampler"):
-            batch_sampler.sampler = sampler
+        kept: Any = loader.batch_sampler
+        if hasattr(kept, "sampler"):
+            kept.sampler = sampler
         kwargs.pop("batch_size")
         kwargs.pop("drop_last")
-        kwargs["batch_sampler"] = batch_sampler
+        kwargs["batch_sampler"] = kept
     else:
         kwargs["sampler"] = sampler
     if loader.num_workers == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ember.trainer.data import (
@@ -12,6 +13,7 @@ from ember.trainer.data import (
     check_loader,
     limit_batches,
     prepare_loader,
+    rebuild_dataloader,
     set_sampler_epoch,
     shuffles,
     warn_about_spawned_workers,
@@ -281,8 +283,8 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
         if loader is not given and t.state.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
             _warn_sampler_repeats_samples(loader, t.state.fn)
         warn_about_spawned_workers(loader, f"{key}_dataloader")
-        if key == "predict" and needs_batch_indices(t):
-            loader = with_index_recording(loader, t.predict_loop)
+        if key == "predict":
+            loader = with_index_recording(loader)
         if t.state.fn != TrainerFn.FITTING:  # in fit, each validation sets the epoch it runs in
             set_sampler_epoch(loader, run.progress.epoch)
         prepared.append(loader)
@@ -355,12 +357,6 @@ def eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[Any]:
     return setup_eval_dataloaders(t, run, stage)
 
 
-def needs_batch_indices(t: Trainer) -> bool:
-    from ember.callbacks.prediction_writer import BasePredictionWriter
-
-    return any(isinstance(cb, BasePredictionWriter) for cb in t.callbacks)
-
-
 def overridden(obj: Any, name: str) -> bool:
     from ember.core.datamodule import LightningDataModule
     from ember.core.hooks import runs_other_code
@@ -368,40 +364,43 @@ def overridden(obj: Any, name: str) -> bool:
     return runs_other_code(obj, LightningDataModule, name)
 
 
-def with_index_recording(loader: Any, view: Any) -> Any:
+def with_index_recording(loader: Any) -> Any:
+    """``loader`` drawing its batches through an :class:`IndexRecorder`, which notes each batch's sample
+    indices as the real iteration draws them (Lightning's ``_IndexBatchSamplerWrapper``): a shuffled
+    order is recorded as it comes, and nothing is drawn twice. Loaders without a batch sampler of
+    a map-style dataset (an iterable dataset, a custom iterable) have no indices and stay as they are."""
     from torch.utils.data import DataLoader, IterableDataset
 
     if (
         not isinstance(loader, DataLoader)
         or loader.batch_sampler is None
         or isinstance(loader.dataset, IterableDataset)
+        or isinstance(loader.batch_sampler, IndexRecorder)
     ):
-        return loader  # an iterable dataset has no indices to record
+        return loader
+    return rebuild_dataloader(loader, None, batch_sampler=IndexRecorder(loader.batch_sampler))
 
-    class _RecordingBatchSampler:
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-            self.sampler = getattr(inner, "sampler", None)
-            self.batch_size = getattr(inner, "batch_size", None)
-            self.drop_last = getattr(inner, "drop_last", False)
 
-        def __iter__(self):
-            for indices in self.inner:
-                view.current_batch_indices = list(indices)
-                yield indices
+class IndexRecorder:
+    """A batch sampler that hands out ``inner``'s batches and keeps their indices in ``seen``, this
+    epoch's, in order. The main process draws every batch, with workers too, so ``seen[i]`` is batch
+    ``i``'s even when the loader reads ahead."""
 
-        def __len__(self) -> int:
-            return len(self.inner)
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.sampler = getattr(inner, "sampler", None)
+        self.batch_size = getattr(inner, "batch_size", None)
+        self.drop_last = getattr(inner, "drop_last", False)
+        self.seen: list[list[int]] = []
 
-    if loader.num_workers > 0:
-        return loader  # indices recorded in workers would arrive out of step; writers get None
-    new = DataLoader(
-        loader.dataset,
-        batch_sampler=_RecordingBatchSampler(loader.batch_sampler),
-        collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
-    )
-    return new
+    def __iter__(self) -> Iterator[Any]:
+        self.seen = []
+        for indices in self.inner:
+            self.seen.append(list(indices))
+            yield indices
+
+    def __len__(self) -> int:
+        return len(self.inner)
 
 
 def estimated_stepping_batches(t: Trainer, run: Run) -> int | float:

@@ -941,7 +941,9 @@ def _predict_loader(
     batch_start, batch_end = hooks.caller("on_predict_batch_start"), hooks.caller("on_predict_batch_end")
     forward_context = trainer.precision_plugin.forward_context
     extra = (dataloader_idx,) if loader_count > 1 else ()
-    indices = _batch_indices_iter(loader)
+    recorder = getattr(loader, "batch_sampler", None)
+    if not isinstance(recorder, dataloaders.IndexRecorder):
+        recorder = None  # the loader has no indices (an iterable dataset, a custom iterable)
     # the epoch's batch indices are kept only for someone who reads them, as in Lightning
     keep = run.return_predictions or any(
         getattr(getattr(cb, "interval", None), "on_epoch", False) for cb in trainer.callbacks
@@ -955,8 +957,9 @@ def _predict_loader(
         batch = next(iterator, _END)
         if batch is _END:
             break
-        if indices is not None:
-            current: list[int] = next(indices, [])
+        if recorder is not None:
+            seen = recorder.seen  # this iteration's: the recorder starts a new list as the iteration starts
+            current: list[int] = seen[batch_idx] if batch_idx < len(seen) else []
             view.current_batch_indices = current
             if keep:
                 run.predict_batch_indices[dataloader_idx].append(current)
@@ -1018,15 +1021,6 @@ def _predict_with_iterator(
 def _warn_none_prediction(run: Run) -> None:
     """Lightning's warning for a ``predict_step`` that returned None: once per call."""
     run.warnings.warn("predict returned None if it was on purpose, ignore this warning...")
-
-
-def _batch_indices_iter(loader: Any) -> Any:
-    from torch.utils.data import IterableDataset
-
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    if batch_sampler is None or isinstance(getattr(loader, "dataset", None), IterableDataset):
-        return None  # an iterable dataset has no indices (its batch sampler never ends)
-    return iter(list(batch_sampler))
 
 
 # =====================================================================================
