@@ -52,6 +52,20 @@ def test_defaults_are_checkpoint_progress_bar_and_summary(tmp_path):
     assert isinstance(trainer.progress_bar_callback, TQDMProgressBar)
 
 
+def test_the_callbacks_list_given_is_left_as_it_was_and_each_trainer_has_its_own_defaults(tmp_path):
+    # Lightning appends its defaults to the caller's list, so a second Trainer given the same list runs
+    # the first one's ModelCheckpoint: it writes into the first run's folder
+    given = [Callback()]
+    first = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=given, enable_progress_bar=False)
+    first.fit(Regressor(), _loader())
+    second = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=given, enable_progress_bar=False)
+    second.fit(Regressor(), _loader())
+    assert len(given) == 1 and type(given[0]) is Callback
+    assert first.checkpoint_callback is not second.checkpoint_callback
+    assert os.path.basename(os.path.dirname(os.path.dirname(first.checkpoint_callback.best_model_path))) == "version_0"
+    assert os.path.basename(os.path.dirname(os.path.dirname(second.checkpoint_callback.best_model_path))) == "version_1"
+
+
 def test_each_default_can_be_turned_off(tmp_path):
     trainer = ember.Trainer(
         default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
