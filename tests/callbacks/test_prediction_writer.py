@@ -140,3 +140,19 @@ def test_a_shuffled_loader_gives_the_writer_the_indices_of_the_batches_it_predic
     assert torch.equal(torch.rand(1), after_expected)  # the shuffle's seed was drawn once
     assert trainer.predict_loop.epoch_batch_indices == [expected]
     assert [p.flatten().long().tolist() for p in predictions] == expected
+
+
+def test_a_loader_subclass_its_init_cannot_make_again_predicts_as_it_is():
+    class Opaque(torch.utils.data.DataLoader):
+        def __init__(self, secret, **kwargs):
+            super().__init__(IndexedSamples(), batch_size=4, **kwargs)
+            self._kept = secret  # not under its argument's name: the class cannot be made again from the instance
+
+        def __iter__(self):
+            assert self._kept == "s"
+            return super().__iter__()
+
+    trainer = pl.Trainer(**QUIET)
+    predictions = trainer.predict(Identity(), Opaque("s"))
+    assert [p.flatten().long().tolist() for p in predictions] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert trainer.predict_loop.epoch_batch_indices == [[]]  # no indices, as for any loader without them

@@ -124,11 +124,16 @@ def shuffles(loader: Any) -> bool:
 
 
 def rebuild_dataloader(
-    loader: DataLoader, sampler: Any, drop_last: bool | None = None, batch_sampler: Any = None
+    loader: DataLoader,
+    sampler: Any,
+    drop_last: bool | None = None,
+    batch_sampler: Any = None,
+    required: bool = True,
 ) -> DataLoader:
     """A copy of ``loader`` drawing from ``sampler`` instead (for distributed and overfit runs), and
     keeping or dropping its last, smaller batch as ``drop_last`` says (by default as ``loader`` does);
-    or, given ``batch_sampler``, drawing its batches from that."""
+    or, given ``batch_sampler``, drawing its batches from that. A subclass that its own ``__init__``
+    cannot make again gets only ``DataLoader.__init__``, or, not ``required``, comes back as it is."""
     kwargs: dict[str, Any] = {
         "batch_size": loader.batch_size,
         "drop_last": loader.drop_last if drop_last is None else drop_last,
@@ -162,6 +167,8 @@ def rebuild_dataloader(
         rebuilt = _through_own_init(cls, loader, kwargs)
         if rebuilt is not None:
             return rebuilt
+        if not required:
+            return loader
     new = cls.__new__(cls)
     try:
         DataLoader.__init__(new, loader.dataset, **kwargs)

@@ -378,7 +378,8 @@ def with_index_recording(loader: Any) -> Any:
         or isinstance(loader.batch_sampler, IndexRecorder)
     ):
         return loader
-    return rebuild_dataloader(loader, None, batch_sampler=IndexRecorder(loader.batch_sampler))
+    # a subclass its own `__init__` cannot make again stays as it is, without indices, rather than half made
+    return rebuild_dataloader(loader, None, batch_sampler=IndexRecorder(loader.batch_sampler), required=False)
 
 
 class IndexRecorder:
