@@ -95,7 +95,13 @@ def test_eval_loops(method):
     assert Tuner(trainer).scale_batch_size(model, method=method) == 32
     assert set(model.sizes) >= {2, 4, 8, 16, 32, 64}
     prefix = {"validate": "val"}.get(method, method)
-    assert getattr(trainer, f"{prefix}_dataloaders").batch_size == 32  # the loaders of the new size are in place
+    loader = getattr(trainer, f"{prefix}_dataloaders")
+    if method == "predict":
+        # predict draws through a batch sampler that records each batch's indices, as Lightning's does, and
+        # a DataLoader given a batch sampler has no batch size of its own: the batch sampler holds it
+        assert loader.batch_size is None
+        loader = loader.batch_sampler
+    assert loader.batch_size == 32  # the loaders of the new size are in place
     assert getattr(trainer, f"{method}_loop").batch_progress.current.completed == 0  # the trials are not counted
 
 
