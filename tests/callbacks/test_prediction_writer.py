@@ -156,3 +156,16 @@ def test_a_loader_subclass_its_init_cannot_make_again_predicts_as_it_is():
     predictions = trainer.predict(Identity(), Opaque("s"))
     assert [p.flatten().long().tolist() for p in predictions] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert trainer.predict_loop.epoch_batch_indices == [[]]  # no indices, as for any loader without them
+
+
+def test_a_custom_batch_samplers_attributes_stay_readable_through_the_recording_one():
+    class Tagged(torch.utils.data.BatchSampler):
+        def __init__(self):
+            super().__init__(torch.utils.data.SequentialSampler(range(12)), batch_size=4, drop_last=False)
+            self.tag = "kept"
+
+    trainer = pl.Trainer(**QUIET)
+    trainer.predict(Identity(), torch.utils.data.DataLoader(IndexedSamples(), batch_sampler=Tagged()))
+    batch_sampler = trainer.predict_dataloaders.batch_sampler
+    assert (batch_sampler.tag, batch_sampler.batch_size) == ("kept", 4)
+    assert trainer.predict_loop.epoch_batch_indices == [[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]]

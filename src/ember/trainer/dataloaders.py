@@ -403,6 +403,12 @@ class IndexRecorder:
     def __len__(self) -> int:
         return len(self.inner)
 
+    def __getattr__(self, name: str) -> Any:
+        # the wrapped batch sampler's other attributes, as Lightning's wrapper carries them over
+        if name == "inner" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
 
 def estimated_stepping_batches(t: Trainer, run: Run) -> int | float:
     """The total optimizer steps fit will run: epochs x batches / accumulation, capped by ``max_steps``."""
