@@ -134,9 +134,6 @@ class ModelCheckpoint(Checkpoint):
         self._last_time_checked: float | None = None
         self._defer_save_until_validation = False
         self._last_topk_saved: tuple[str, int] | None = None  # (path, global_step) of the newest top-k file
-        # a file was written where Lightning writes one (a top-k file, a save on exception), not only
-        # the `last` that Ember also rewrites at every trigger
-        self._saved_as_lightning = False
         self._pending_removals: list[str] = []
         self._loggers_saw_pending = False  # a logger was told of a file still being written
         self._warned: set[str] = set()
@@ -367,7 +364,7 @@ class ModelCheckpoint(Checkpoint):
         # with no top-k file in the run (none due, or `save_top_k=0`) Lightning writes `last` only now,
         # with the state at the end of training (the last epoch counted, its scheduler steps taken); so
         # does Ember, over the `last` of its final epoch end, which holds the state from before them.
-        if self._last_global_step_saved != trainer.global_step or not self._saved_as_lightning:
+        if self._last_global_step_saved != trainer.global_step or self._last_topk_saved is None:
             self._save_at_trigger(trainer, topk=False)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
@@ -377,7 +374,6 @@ class ModelCheckpoint(Checkpoint):
         candidates = self._monitor_candidates(trainer)
         filepath = self._get_metric_interpolated_filepath_name(candidates, trainer)
         self._save_checkpoint(trainer, filepath)
-        self._saved_as_lightning = True
         self._save_last_checkpoint(trainer, candidates)
         self._flush_removals(trainer)
         rank_zero_info(
@@ -590,7 +586,6 @@ class ModelCheckpoint(Checkpoint):
         self._last_checkpoint_saved = filepath
         if topk:
             self._last_topk_saved = (filepath, trainer.global_step)
-            self._saved_as_lightning = True
         if trainer.is_global_zero:
             self._notify_loggers(trainer)
             self._loggers_saw_pending |= write_pending(trainer.strategy, filepath)

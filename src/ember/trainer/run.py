@@ -143,10 +143,10 @@ class Run:
     # stateful training loaders (`state_dict`/`load_state_dict`, e.g. torchdata's StatefulDataLoader):
     # the states a checkpoint brought, given to the loaders once they are set up; then whether they were
     loader_states_to_load: list[Any] = field(default_factory=list)
+    loaders_restored: bool = False
     # the seed of the DistributedSampler given to the training loaders: `PL_GLOBAL_SEED` when they were
     # prepared, or the checkpoint's on resume, so that the interrupted epoch's order is the same
     sampler_seed: int | None = None
-    loaders_restored: bool = False
     # a loader of unknown length is read one batch ahead: its state from before that read, which is the
     # position a checkpoint must record (None: the loader's own state is the position)
     held_loader_state: Any = None
