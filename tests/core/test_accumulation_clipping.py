@@ -99,6 +99,20 @@ def test_configure_gradient_clipping_override():
     assert seen == [("SGD", None, None)]
 
 
+@pytest.mark.parametrize("trainer_clip", [None, 0.5])
+def test_an_overridden_clip_gradients_is_called_with_keywords_as_in_lightning(trainer_clip):
+    calls = []
+
+    class Recording(CoreModel):
+        def clip_gradients(self, optimizer, *args, **kwargs):
+            calls.append((args, kwargs))
+            super().clip_gradients(optimizer, *args, **kwargs)
+
+    quiet_trainer(max_steps=1, gradient_clip_val=trainer_clip).fit(Recording(), loader())
+    # the Trainer's settings as given: an unset algorithm stays None (clipping then uses the norm)
+    assert calls == [((), {"gradient_clip_val": trainer_clip, "gradient_clip_algorithm": None})]
+
+
 @pytest.mark.parametrize(
     ("trainer_kwargs", "clip_kwargs", "message"),
     [

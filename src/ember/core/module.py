@@ -581,7 +581,10 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Called before the optimizer step with the Trainer's clipping settings."""
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        # by keyword, as Lightning calls it: an override of `clip_gradients` sees the same call
+        self.clip_gradients(
+            optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm
+        )
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
         """Step one scheduler; override for schedulers that are not ``torch.optim.lr_scheduler`` ones."""

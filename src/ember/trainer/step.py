@@ -117,7 +117,9 @@ class TrainingStep:
         if not value:
             return None
         module = self.module
-        return lambda optimizer: module.clip_gradients(optimizer, value, algorithm)
+        return lambda optimizer: module.clip_gradients(
+            optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm
+        )
 
     # ---- automatic optimization ----------------------------------------------------------------
     def _automatic_step(self, batch: Any, batch_idx: int, accumulating: bool) -> Any:
