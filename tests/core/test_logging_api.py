@@ -174,6 +174,27 @@ def test_epoch_mean_weights_by_inferred_batch_size():
     assert trainer.callback_metrics["v"].item() == pytest.approx((0 * 4 + 1 * 4 + 2 * 2) / 10)
 
 
+@pytest.mark.parametrize("hook", ["on_validation_epoch_end", "on_train_epoch_end"])
+def test_a_value_logged_at_epoch_end_weighs_one_not_the_last_batch_size(hook):
+    # float32(16/19) * 3 / 3 rounds to a neighbour: weighted by the last batch's size (3), it would
+    # come back one ulp off; Lightning weighs a value logged between batches by 1
+    value = torch.tensor(16 / 19)
+
+    class EpochEnd(CoreModel):
+        def training_step(self, batch, batch_idx):
+            self.log("per_batch", float(batch_idx), on_epoch=True)  # caches each batch's size
+            return super().training_step(batch, batch_idx)
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_per_batch", float(batch_idx))
+
+    setattr(EpochEnd, hook, lambda self: self.log("end", value))
+    trainer = quiet_trainer(max_epochs=1)
+    data = DataLoader(TensorDataset(torch.randn(7, 4), torch.randn(7, 1)), batch_size=4)  # batches of 4 and 3
+    trainer.fit(EpochEnd(), data, data)
+    assert trainer.callback_metrics["end"].item() == value.item()
+
+
 def test_explicit_batch_size_overrides_inference():
     sizes = [1, 3, 6]
     trainer = _fit_logging(lambda m, fx, b, i: m.log("v", float(i), on_step=False, on_epoch=True, batch_size=sizes[i]))

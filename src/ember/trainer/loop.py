@@ -161,7 +161,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
             step_schedulers(batch_idx, is_last)  # schedulers
         if batch_end is not None:
             batch_end(outputs, batch, batch_idx)  # batch end
-        results.batch = None
+        results.batch, results.batch_size = None, None  # a value logged between batches weighs 1, as in Lightning
         log_step(accumulating)  # log
         validate(batch_idx, is_last, accumulating)  # validate, then ReduceLROnPlateau on a step interval
         if not accumulating:
@@ -244,7 +244,7 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
             epoch.step_schedulers(data.batch_idx, data.done)
         if epoch.batch_end is not None:
             epoch.batch_end(outputs, data.batch, data.batch_idx)
-        results.batch = None
+        results.batch, results.batch_size = None, None
         epoch.log_step(accumulating)
         epoch.validate(data.batch_idx, data.done, accumulating)
         if not accumulating:
@@ -761,7 +761,7 @@ def _evaluate_loader(
             output = evaluation_step(batch, batch_idx, *extra)
         if batch_end is not None:
             batch_end(output, batch, batch_idx, *extra)
-        results.batch = None
+        results.batch, results.batch_size = None, None
         if log_steps:
             run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
             run.metrics.log_eval_step(results, run.eval_steps_seen[key] - 1)
@@ -814,7 +814,7 @@ def _evaluate_with_iterator(
         extra = (data.dataloader_idx,) if several else ()
         if batch_end is not None:
             batch_end(output, data.batch, data.batch_idx, *extra)
-        results.batch = None
+        results.batch, results.batch_size = None, None
         if log_steps:
             key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, data.dataloader_idx)
             run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
