@@ -618,3 +618,26 @@ def test_a_checkpoint_dumped_on_rank_0_alone_does_not_wait_for_the_other_ranks(t
     )
     checkpoint = torch.load(tmp_path / "dumped.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4 and "optimizer_states" in checkpoint
+
+
+class UnusedLayerModel(RecordingModel):
+    """A layer that no loss uses: DDP cannot average its gradient."""
+
+    def __init__(self, folder) -> None:
+        super().__init__(folder)
+        self.unused = nn.Linear(4, 1)
+
+
+def test_a_parameter_without_gradient_under_ddp_says_which_strategy_to_pass(tmp_path):
+    # as Lightning: the first sentence is Lightning's, and the strategy string to pass is named
+    with pytest.raises(
+        Exception,
+        match=r"(?s)parameters that were not used in producing the loss.*"
+        r"strategy='ddp_find_unused_parameters_true'.*Expected to have finished reduction",
+    ) as info:
+        fork_trainer(tmp_path, max_epochs=1).fit(UnusedLayerModel(tmp_path), loader())
+    assert str(info.value).count("It looks like your LightningModule") == 1  # said once, however it travelled
+    # and the named setting lets the same model train
+    fork_trainer(tmp_path, strategy="ddp_fork_find_unused_parameters_true", max_epochs=1).fit(
+        UnusedLayerModel(tmp_path), loader()
+    )

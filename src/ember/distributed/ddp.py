@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -28,6 +29,29 @@ class _StepForward(nn.Module):
 
     def forward(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return getattr(self.module, name)(*args, **kwargs)
+
+
+# DDP's error when some parameter got no gradient in the previous step
+_UNFINISHED_REDUCTION = re.compile(r"Expected to have finished reduction in the prior iteration")
+_UNUSED_PARAMETERS_HELP = (
+    # the first sentence is Lightning's, which programs and tests match
+    "It looks like your LightningModule has parameters that were not used in producing the loss returned by"
+    " training_step, so DDP could not average their gradients. If that is intended, let DDP look for them"
+    " at every step: `Trainer(strategy='ddp_find_unused_parameters_true')`, or"
+    " `strategy=DDPStrategy(find_unused_parameters=True)`. Otherwise use every parameter in the loss, or set"
+    " `requires_grad=False` on the ones you do not train before `fit`."
+)
+
+
+def explain_unused_parameters(exception: BaseException) -> None:
+    """Put what to pass to the Trainer in front of DDP's message about parameters that got no gradient."""
+    exception.args = tuple(
+        f"{_UNUSED_PARAMETERS_HELP}\n\nDistributedDataParallel's message: {arg}"
+        # once: a failure in a started process reaches the launching one's `on_exception` too
+        if isinstance(arg, str) and _UNFINISHED_REDUCTION.search(arg) and _UNUSED_PARAMETERS_HELP not in arg
+        else arg
+        for arg in exception.args
+    )
 
 
 def _with_ddps_buffer_sync(ddp: DistributedDataParallel, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -153,6 +177,10 @@ class DDPStrategy(ParallelStrategy):
     def block_backward_sync(self) -> contextlib.AbstractContextManager:
         """Accumulating: keep gradients local until the step that updates the weights."""
         return self._ddp.no_sync() if self._ddp is not None else contextlib.nullcontext()
+
+    def on_exception(self, exception: BaseException) -> None:
+        explain_unused_parameters(exception)  # before the traceback is shown
+        super().on_exception(exception)
 
     def teardown(self) -> None:
         self._ddp = None
