@@ -57,6 +57,8 @@ def test_import_and_version_do_not_load_jsonargparse():
     code = (
         "import sys, ember, ember.cli.console\n"
         "ember.cli.console.main(['--version'])\n"
+        "from ember.cli import _JSONARGPARSE_SIGNATURES_AVAILABLE as available\n"
+        "assert available, 'jsonargparse is installed here'\n"  # Lightning's flag, read without importing it
         "assert 'jsonargparse' not in sys.modules, 'jsonargparse was imported'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

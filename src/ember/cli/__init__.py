@@ -30,6 +30,11 @@ from ember.cli.types import (
     OptimizerCallable,
     ReduceLROnPlateau,
 )
+from ember.utilities.imports import RequirementCache
+
+# Lightning's flag, which programs test before they import jsonargparse: true where the installed
+# jsonargparse is one Ember's command line supports (checked on first use, without importing it)
+_JSONARGPARSE_SIGNATURES_AVAILABLE = RequirementCache("jsonargparse[signatures]>=4.27")
 
 __all__ = [
     "ArgsType",
