@@ -121,6 +121,20 @@ def test_ckpt_path_reuses_the_saved_config_without_warnings(tmp_path):
     assert type(cli.model) is InjectedRegressor and cli.model.backbone.out_features == 1
 
 
+def test_the_class_paths_of_a_model_and_data_chosen_by_class_path_are_kept_but_not_logged(tmp_path):
+    # each records the class `LightningCLI` chose as `_class_path`; they differ, and that is no conflict
+    args = ["fit", f"--model={HERE}.Regressor", f"--data={HERE}.SavingRegressionData", "--trainer.max_epochs=1"]
+    args += ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={tmp_path}", *_quiet(tmp_path)]
+    cli = LightningCLI(args=args)
+    assert cli.model.hparams["_class_path"] == f"{HERE}.Regressor"
+    assert cli.datamodule.hparams["_class_path"] == f"{HERE}.SavingRegressionData"
+    logged = yaml.safe_load((Path(cli.trainer.log_dir) / "hparams.yaml").read_text())
+    assert "_class_path" not in logged  # as Lightning: the loggers get the hyperparameters only
+    assert logged["hidden"] == 8 and logged["batch_size"] == 16
+    checkpoint = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)
+    assert checkpoint["hyper_parameters"]["_class_path"] == f"{HERE}.Regressor"  # what `--ckpt_path` reads
+
+
 def test_a_checkpoint_naming_a_class_not_imported_does_not_import_it(tmp_path, monkeypatch):
     package = tmp_path / "planted"
     package.mkdir()

@@ -288,3 +288,70 @@ def test_a_wrapped_inherited_transfer_hook_is_not_an_override():
         "called:on_after_batch_transfer",
         "dm.on_after_batch_transfer",
     ]
+
+
+class _Hparams(ember.LightningDataModule):
+    """A datamodule whose only job is to record ``hparams`` (and serve ``dataset``)."""
+
+    def __init__(self, **hparams):
+        super().__init__()
+        self.save_hyperparameters(hparams)
+
+    def train_dataloader(self):
+        return DataLoader(dataset(4), batch_size=2)
+
+
+class _HparamsModel(CoreModel):
+    def __init__(self, **hparams):
+        super().__init__()
+        self.save_hyperparameters(hparams)
+
+
+class _Logged(ember.loggers.Logger):
+    """Keeps what the Trainer logs as hyperparameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.hparams: list[dict] = []
+
+    @property
+    def name(self):
+        return "logged"
+
+    @property
+    def version(self):
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        self.hparams.append(dict(params))
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+
+def _log_merged(model_hparams: dict, data_hparams: dict) -> dict:
+    logger = _Logged()
+    quiet_trainer(max_steps=1, logger=logger).fit(_HparamsModel(**model_hparams), datamodule=_Hparams(**data_hparams))
+    return logger.hparams[0]
+
+
+def test_hyperparameters_of_the_module_and_the_datamodule_merge_when_they_agree():
+    shared = torch.ones(2)
+    merged = _log_merged({"a": 1, "t": shared, "u": torch.ones(2)}, {"a": 1, "b": 2, "t": shared, "u": torch.ones(2)})
+    assert set(merged) == {"a", "b", "t", "u"}  # equal tensors agree (Lightning: only the same object, never)
+    disagreeing = [
+        (1, 1.0),  # another type, as Lightning
+        ("x", "y"),
+        (torch.ones(2), torch.zeros(2)),
+        (torch.ones(2), torch.ones(2, dtype=torch.float64)),
+        (torch.ones(2), torch.ones(1, 2)),
+    ]
+    for model_value, data_value in disagreeing:
+        with pytest.raises(RuntimeError, match=r"Error while merging hparams: the keys \['a'\]"):
+            _log_merged({"a": model_value}, {"a": data_value})
+
+
+def test_lightning_clis_class_paths_are_not_compared_nor_logged():
+    # `LightningCLI` records the class it chose for each as `_class_path`: not a hyperparameter
+    merged = _log_merged({"_class_path": "m.Model", "a": 1}, {"_class_path": "d.Data", "b": 2})
+    assert merged == {"a": 1, "b": 2}

@@ -42,6 +42,14 @@ class RegressionData(pl.LightningDataModule):
         return DataLoader(self.dataset, batch_size=self.batch_size)
 
 
+class SavingRegressionData(RegressionData):
+    """``RegressionData`` that records its arguments with ``save_hyperparameters()``."""
+
+    def __init__(self, batch_size: int = 16, num_samples: int = 64, num_features: int = 4) -> None:
+        super().__init__(batch_size, num_samples, num_features)
+        self.save_hyperparameters()
+
+
 class Regressor(pl.LightningModule):
     """An MLP with ``in_features -> hidden -> 1``, SGD at ``lr`` unless the CLI configures an optimizer."""
 

@@ -447,12 +447,14 @@ def log_hyperparams(trainer: Trainer, model: Any) -> None:
     if not trainer.loggers or not trainer.enable_autolog_hparams:
         return
     datamodule = trainer.datamodule
+    # `_class_path`, the class `LightningCLI` chose for each, is its own record, not a hyperparameter: as in
+    # Lightning, it is neither compared nor logged
     hparams: dict[str, Any] = {}
     if getattr(model, "_log_hyperparams", False):
-        hparams.update(model.hparams_initial)
+        hparams.update((k, v) for k, v in model.hparams_initial.items() if k != "_class_path")
     if datamodule is not None and getattr(datamodule, "_log_hyperparams", False):
-        dm_hparams = datamodule.hparams_initial
-        overlap = [k for k in dm_hparams if k in hparams and hparams[k] != dm_hparams[k]]
+        dm_hparams = {k: v for k, v in datamodule.hparams_initial.items() if k != "_class_path"}
+        overlap = [k for k in dm_hparams if k in hparams and _differ(hparams[k], dm_hparams[k])]
         if overlap:
             raise RuntimeError(
                 f"Error while merging hparams: the keys {overlap} are present in both the LightningModule's and"
@@ -465,6 +467,18 @@ def log_hyperparams(trainer: Trainer, model: Any) -> None:
         if hasattr(logger, "log_graph"):
             logger.log_graph(model)
         logger.save()  # as Lightning: a run that fails before its first log still leaves its version folder
+
+
+def _differ(module_value: Any, datamodule_value: Any) -> bool:
+    """Whether the module's and the datamodule's values of one hyperparameter disagree: as in Lightning, a value
+    of another type differs; two tensors differ in dtype, shape or a value (Lightning compares their
+    identity, and since the saved hyperparameters are copies, even one tensor given to both differed)."""
+    if type(module_value) is not type(datamodule_value):
+        return True
+    if isinstance(module_value, torch.Tensor):
+        same_kind = module_value.dtype == datamodule_value.dtype and module_value.shape == datamodule_value.shape
+        return not (same_kind and torch.equal(module_value.cpu(), datamodule_value.cpu()))
+    return bool(module_value != datamodule_value)
 
 
 # =====================================================================================
