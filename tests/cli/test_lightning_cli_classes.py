@@ -160,3 +160,20 @@ def test_a_precision_plugin_is_chosen_by_class_path(tmp_path):
 
     assert isinstance(cli.trainer.precision_plugin, HalfPrecision)
     assert cli.trainer.precision == "bf16-true"
+
+
+@pytest.mark.parametrize("record_shapes", [["--trainer.profiler.record_shapes=true"], []])
+def test_a_pytorch_profiler_config_may_set_record_shapes_as_an_argument(tmp_path, record_shapes):
+    # Lightning's configs write `record_shapes` under `init_args`: a config parser must know the argument
+    args = ["--trainer.profiler=PyTorchProfiler", "--trainer.profiler.dict_kwargs.profile_memory=true", *record_shapes]
+    cli = LightningCLI(
+        Regressor,
+        RegressionData,
+        run=False,
+        args=[*args, "--trainer.max_steps=2", "--trainer.logger=false", *_quiet(tmp_path)],
+    )
+    assert cli.config.trainer.profiler.init_args.record_shapes is (True if record_shapes else None)
+    assert cli.config.trainer.profiler.dict_kwargs == {"profile_memory": True}  # torch's own, passed on
+    cli.trainer.fit(cli.model, cli.datamodule)
+    shapes = [e.input_shapes for e in cli.trainer.profiler.function_events if e.name in ("aten::linear", "aten::addmm")]
+    assert shapes and any(shapes) == bool(record_shapes)

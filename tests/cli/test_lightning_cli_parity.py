@@ -45,8 +45,8 @@ def test_the_reference_is_from_lightning_2_6_6():
 INIT_DIFFERENCES = {
     # an argument Ember adds: the artifact folder uploaded checkpoints go under
     "loggers.MLFlowLogger": {"checkpoint_path_prefix"},
-    # Lightning reads `record_shapes` from **profiler_kwargs in its own code, so jsonargparse lists it; Ember
-    # passes it on to torch's profiler (defaulting to `group_by_input_shapes`)
+    # both take `record_shapes` out of **profiler_kwargs, so jsonargparse lists it; Lightning's default is
+    # False, Ember's None: unset, it follows `group_by_input_shapes` (checked below)
     "profilers.PyTorchProfiler": {"record_shapes"},
 }
 # `**kwargs` a logger passes to its backend: jsonargparse lists the backend's arguments when it is installed
@@ -64,3 +64,4 @@ def test_callback_logger_and_profiler_arguments_and_defaults_match_lightning():
         theirs = {k: v for k, v in expected[name].items() if k not in skip}
         mine = {k: v for k, v in actual[name].items() if k not in skip and (k in theirs or name not in BACKEND_KWARGS)}
         assert mine == theirs, name
+    assert actual["profilers.PyTorchProfiler"]["record_shapes"] is None  # an argument, as in Lightning

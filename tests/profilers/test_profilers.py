@@ -206,6 +206,22 @@ def test_pytorch_profiler_keeps_the_events_and_the_report_can_be_asked_again(tmp
     assert "Self CPU time total" in profiler.summary()  # after the run's own report: the table again
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "recorded"),
+    [
+        ({"group_by_input_shapes": True}, True),  # grouping by shapes records them (Lightning needs both flags)
+        ({"record_shapes": True}, True),
+        ({"group_by_input_shapes": True, "record_shapes": False}, False),  # said explicitly: as said
+        ({}, False),
+    ],
+)
+def test_pytorch_profiler_records_input_shapes_when_asked_or_grouping_by_them(tmp_path, kwargs, recorded):
+    profiler = PyTorchProfiler(dirpath=tmp_path, filename="ops", export_to_chrome=False, **kwargs)
+    trainer(tmp_path, profiler, max_epochs=1).fit(M(), loader())
+    shapes = [event.input_shapes for event in profiler.function_events if event.name in ("aten::linear", "aten::addmm")]
+    assert shapes and any(shapes) == recorded
+
+
 def test_pytorch_profiler_refuses_table_kwargs_it_sets_or_torch_lacks():
     with pytest.raises(KeyError, match="Found invalid table_kwargs key: row_limit. This is already a positional"):
         PyTorchProfiler(table_kwargs={"row_limit": 3})

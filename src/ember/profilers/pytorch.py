@@ -59,6 +59,9 @@ class PyTorchProfiler(Profiler):
         self._sort_by_key = sort_by_key
         self._record_module_names = record_module_names
         self._table_kwargs = table_kwargs or {}
+        # taken out here, where Lightning reads it too, so that a config parser lists `record_shapes` as an
+        # argument; unset, it follows `group_by_input_shapes`, which needs the shapes recorded
+        self._record_shapes: bool | None = profiler_kwargs.pop("record_shapes", None)
         self._profiler_kwargs = profiler_kwargs
         _check_table_kwargs(self._table_kwargs)
         self.function_events: Any = None  # torch's EventList of the last run, once it is summarized
@@ -95,7 +98,7 @@ class PyTorchProfiler(Profiler):
         if self._emit_nvtx:
             contexts = [
                 torch.cuda.profiler.profile(),
-                torch.autograd.profiler.emit_nvtx(record_shapes=self._group_by_input_shapes),
+                torch.autograd.profiler.emit_nvtx(record_shapes=self._records_shapes()),
             ]
         else:
             kwargs = dict(self._profiler_kwargs)
@@ -103,12 +106,15 @@ class PyTorchProfiler(Profiler):
                 kwargs["activities"] = [torch.profiler.ProfilerActivity.CPU]
                 if torch.cuda.is_available():
                     kwargs["activities"].append(torch.profiler.ProfilerActivity.CUDA)
-            kwargs.setdefault("record_shapes", self._group_by_input_shapes)
+            kwargs["record_shapes"] = self._records_shapes()
             self._profiler = torch.profiler.profile(**kwargs)
             contexts = [self._profiler]
         for context in contexts:
             context.__enter__()
             self._contexts.append(context)
+
+    def _records_shapes(self) -> bool:
+        return self._group_by_input_shapes if self._record_shapes is None else self._record_shapes
 
     def _register_module_ranges(self, module: torch.nn.Module) -> None:
         self._modules_registered = True
