@@ -315,6 +315,7 @@ def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> 
     run.loader_states_to_load = list(fit_state.get("combined_loader", []))
     run.resume = _restore_progress(t, run, checkpoint)
     run.restarting = run.resume.mid_epoch or t.max_steps != -1
+    run.fit_resuming = True
     run.restarted_at_batch = run.progress.total_batches
     restore_optimizers_and_schedulers(t, checkpoint)
 

@@ -56,6 +56,13 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     if trainer.limit_train_batches == 0:
         return  # training disabled: not even the dataloader is requested
     dataloaders.setup_train_dataloader(trainer, run)
+    # Lightning creates an iterator as soon as it has the training data, before it knows whether any epoch
+    # will run: the first epoch of a fresh run trains on it. Each DataLoader iterator draws its base seed
+    # from the RNG, so every shuffle after it depends on that draw. A resumed epoch makes its own iterator
+    # after restoring the checkpoint's RNG states, unless nothing is left to train.
+    if run.resume is None or run.num_training_batches == 0 or _limits_reached(trainer, run.progress):
+        run.epoch_rng = collect_rng_states()
+        run.train_iterator = _train_iterator(run)
     if run.num_training_batches == 0:
         rank_zero_info("`Trainer.fit` stopped: No training batches.")
         return
@@ -72,10 +79,6 @@ def run_fit(trainer: Trainer, run: Run) -> None:
         _count_the_finished_epoch(run.progress)  # a step-limited run does it as its next epoch starts
     if trainer._val_check_seconds is not None:
         run.last_val_time = time.monotonic()  # a time-based validation interval starts with training
-    if run.resume is None:
-        # Lightning creates the first epoch's iterator before `on_train_start` (it draws from the RNG)
-        run.epoch_rng = collect_rng_states()
-        run.train_iterator = _train_iterator(run)
     if _should_check_val_epoch(trainer, run) and run.val_dataloaders is None:
         dataloaders.eval_dataloaders(trainer, run, RunningStage.VALIDATING)
     trainer.state.stage = RunningStage.TRAINING
@@ -103,14 +106,28 @@ def _count_the_finished_epoch(progress: Progress) -> None:
 
 def _fit_done(trainer: Trainer, run: Run) -> bool:
     progress = run.progress
-    if trainer.max_steps != -1 and progress.global_step >= trainer.max_steps:
+    if _max_steps_reached(trainer, progress):
         rank_zero_info(f"`Trainer.fit` stopped: `max_steps={trainer.max_steps!r}` reached.")
         return True
-    if trainer.max_epochs is not None and trainer.max_epochs != -1 and progress.epochs_processed >= trainer.max_epochs:
+    if _max_epochs_reached(trainer, progress):
         _count_the_finished_epoch(progress)
         rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={trainer.max_epochs!r}` reached.")
         return True
     return bool(trainer.should_stop and _can_stop_early(trainer, run))
+
+
+def _max_steps_reached(trainer: Trainer, progress: Progress) -> bool:
+    return trainer.max_steps != -1 and progress.global_step >= trainer.max_steps
+
+
+def _max_epochs_reached(trainer: Trainer, progress: Progress) -> bool:
+    return (
+        trainer.max_epochs is not None and trainer.max_epochs != -1 and progress.epochs_processed >= trainer.max_epochs
+    )
+
+
+def _limits_reached(trainer: Trainer, progress: Progress) -> bool:
+    return _max_steps_reached(trainer, progress) or _max_epochs_reached(trainer, progress)
 
 
 def run_training_epoch(trainer: Trainer, run: Run) -> None:
@@ -312,6 +329,10 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
         run.eval_progress["val"][1] = 0  # Lightning's fit validation loop counts its batches per training epoch
         run.restarting = False
         _hooks(run).call_both("on_train_epoch_start")
+        if run.train_iterator is not None and progress.epoch > 0 and not run.fit_resuming:
+            # a later `fit` on this trainer: Lightning makes this epoch's iterator anew, as for every epoch
+            # after the first, and the one made when `fit` started goes unused (its draw stays drawn)
+            run.train_iterator = None
         if run.train_iterator is None:
             run.epoch_rng = collect_rng_states()
             run.train_iterator = _train_iterator(run)
@@ -461,6 +482,7 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
     progress.epoch += 1
     progress.epoch_batches = 0
     progress.epoch_done = False
+    run.fit_resuming = False  # a training epoch has run since the checkpoint was loaded
     if epoch.stop_requested():
         on_stop_request(trainer, run)
 

@@ -114,6 +114,9 @@ class Run:
     # resumed epoch ends; `epoch_loop.restarting` until the first batch after the resume completes
     restarting: bool = False
     restarted_at_batch: int = 0
+    # Lightning's `fit_loop.is_resuming`: fit loaded a checkpoint and no training epoch has run since (it
+    # outlives a call that trained nothing, so the next `fit` on this trainer carries it on)
+    fit_resuming: bool = False
     datamodule_restored: bool = False  # the datamodule's `load_state_dict` took its state from the checkpoint
     stop_flag: StopFlag = field(default_factory=StopFlag)
     step: TrainingStep | None = None  # the current epoch's training step

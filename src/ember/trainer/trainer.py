@@ -419,7 +419,7 @@ class Trainer:
     def _start(self, fn: TrainerFn, stage: RunningStage, datamodule: Any, train_source: Any = None) -> None:
         """A new ``Run`` for this call, with the last one's counters (a second ``fit`` continues, as in Lightning)."""
         self.state.fn, self.state.status, self.state.stage = fn, TrainerStatus.RUNNING, stage
-        self._run = Run(self, fn, progress=self._run.progress)
+        self._run = Run(self, fn, progress=self._run.progress, fit_resuming=self._run.fit_resuming)
         self._run.train_source = train_source
         if datamodule is not None:
             self.datamodule = datamodule

@@ -363,6 +363,12 @@ class FitLoopView(_View):
         self._run.restarting = bool(value)
 
     @property
+    def is_resuming(self) -> bool:
+        """Whether fit loaded a checkpoint and has not trained a whole epoch since, as in Lightning (it stays
+        true through a ``fit`` that trained nothing)."""
+        return self._run.fit_resuming
+
+    @property
     def batch_idx(self) -> int:
         return self.epoch_loop.batch_idx
 

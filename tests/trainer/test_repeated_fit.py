@@ -1,0 +1,87 @@
+"""``fit`` called again on the same Trainer (a library's "train some more" or its loading through
+``fit(ckpt_path=...)`` with nothing left to train) takes Lightning's random numbers: every DataLoader
+iterator draws its base seed from torch's RNG, so the shuffles after a call depend on how many
+iterators the call made. The counts below are Lightning 2.6.6's (rectools' ``fit_partial`` relies
+on them)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from tests.helpers.core_models import CoreModel, quiet_trainer
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember
+
+
+def _shuffled() -> DataLoader:
+    g = torch.Generator().manual_seed(123)
+    return DataLoader(TensorDataset(torch.randn(16, 4, generator=g), torch.randn(16, 1, generator=g)), 4, shuffle=True)
+
+
+def _draws(call) -> int:
+    """How many int64 draws from torch's global RNG ``call()`` made (an iterator's base seed is one, a
+    RandomSampler's seed another)."""
+    before = torch.get_rng_state()
+    call()
+    after = torch.get_rng_state()
+    torch.set_rng_state(before)
+    for count in range(30):
+        if torch.equal(torch.get_rng_state(), after):
+            torch.set_rng_state(after)
+            return count
+        torch.empty((), dtype=torch.int64).random_()
+    raise AssertionError("more than 30 draws")
+
+
+def _refit(trainer: ember.Trainer, model: CoreModel, epochs: int, data: DataLoader | None = None) -> int:
+    trainer.fit_loop.max_epochs = epochs
+    return _draws(lambda: trainer.fit(model, data if data is not None else _shuffled()))
+
+
+def test_a_second_fit_on_the_same_trainer_makes_a_new_iterator_for_its_epoch_as_lightning():
+    ember.seed_everything(0)
+    model, trainer = CoreModel(), quiet_trainer(max_epochs=1)
+    assert _draws(lambda: trainer.fit(model, _shuffled())) == 2  # the epoch's iterator: base seed, shuffle
+    # the iterator made when `fit` starts goes unused after the first epoch: one draw more
+    assert _refit(trainer, model, 2) == 3
+    assert _refit(trainer, model, 3) == 3
+    assert trainer.current_epoch == 3
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["max_epochs_reached", "empty_loader"])
+def test_a_fit_from_a_checkpoint_with_nothing_to_train_draws_once_and_stays_resuming(tmp_path, empty):
+    ember.seed_everything(0)
+    model, trainer = CoreModel(), quiet_trainer(max_epochs=1)
+    trainer.fit(model, _shuffled())
+    path = tmp_path / "one-epoch.ckpt"
+    trainer.save_checkpoint(path)
+    # rectools loads a model this way: `fit(ckpt_path=...)` with an empty loader
+    data = DataLoader(TensorDataset(torch.zeros(0, 4), torch.zeros(0, 1))) if empty else _shuffled()
+    model, trainer = CoreModel(), quiet_trainer(max_epochs=1)
+    assert _draws(functools.partial(trainer.fit, model, data, ckpt_path=path)) == 1
+    assert trainer.fit_loop.is_resuming
+    # still resuming: the next fit's first epoch trains on the iterator its start made
+    assert _refit(trainer, model, 2) == 2
+    assert not trainer.fit_loop.is_resuming
+    assert _refit(trainer, model, 3) == 3
+
+
+def test_is_resuming_is_true_from_a_checkpoint_until_an_epoch_has_trained(tmp_path):
+    seen = []
+
+    class Recording(CoreModel):
+        def on_train_epoch_start(self):
+            seen.append(self.trainer.fit_loop.is_resuming)
+
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(Recording(), _shuffled())
+    assert seen == [False] and not trainer.fit_loop.is_resuming
+    path = tmp_path / "one-epoch.ckpt"
+    trainer.save_checkpoint(path)
+    seen.clear()
+    trainer = quiet_trainer(max_epochs=3)
+    trainer.fit(Recording(), _shuffled(), ckpt_path=path)
+    assert seen == [True, False] and not trainer.fit_loop.is_resuming
