@@ -5,6 +5,7 @@ plugin's own settings honoured, and Lightning's errors for conflicting choices."
 from __future__ import annotations
 
 import contextlib
+import re
 
 import pytest
 import torch
@@ -242,3 +243,10 @@ def test_double_precision_keeps_complex_buffers_complex():
     module.register_buffer("phase", torch.ones(2, dtype=torch.complex64))
     DoublePrecision().convert_module(module)
     assert module.weight.dtype == torch.float64 and module.phase.dtype == torch.complex64
+
+
+@pytest.mark.parametrize("precision", ["16", 16, "bf16", "32-true"])
+def test_mixed_precision_refuses_a_precision_that_is_not_mixed_with_lightnings_message(precision):
+    expected = f"Passed `MixedPrecision(precision={precision!r})`. Precision must be '16-mixed' or 'bf16-mixed'"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        MixedPrecision(precision, "cpu")

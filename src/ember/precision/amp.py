@@ -35,8 +35,8 @@ class MixedPrecision(Precision):
     def __init__(self, precision: str, device: str, scaler: Any = None) -> None:
         if precision not in _AUTOCAST_DTYPES:
             raise ValueError(
-                f"`{type(self).__name__}(precision={precision!r})` is not supported: the precision must be '16-mixed'"
-                " or 'bf16-mixed'."
+                f"Passed `{type(self).__name__}(precision={precision!r})`. Precision must be '16-mixed' or"
+                " 'bf16-mixed'."
             )
         if scaler is not None and precision == "bf16-mixed":
             raise MisconfigurationException(
