@@ -185,6 +185,11 @@ class SubprocessLauncher:
         self._child_failure: tuple[int, int] | None = None
         self._failure_dir: str | None = None
 
+    def __deepcopy__(self, memo: dict) -> SubprocessLauncher:
+        # the job's processes, one set for every Trainer in the job: a copied Trainer (some libraries copy
+        # theirs for each model they fit) runs on them too, as a new one would
+        return self
+
     def launch(self, fn: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
         if not self._started:
             self._start_children()

@@ -13,6 +13,7 @@ Each process writes what it saw to ``OUTDIR/<mode>-rank<r>.pt``.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import signal
@@ -125,7 +126,8 @@ def run_fit(out: str) -> None:
     record["test"] = t.test(model, DataLoader(data, batch_size=4), verbose=False)
     record["predict"] = t.predict(model, DataLoader(data, batch_size=4))
     resumed = Model()
-    t2 = trainer(out, max_epochs=3, enable_checkpointing=False)
+    # a Trainer made after the job's processes started, copied as some libraries copy theirs (rectools)
+    t2 = copy.deepcopy(trainer(out, max_epochs=3, enable_checkpointing=False))
     t2.fit(resumed, DataLoader(data, batch_size=4), ckpt_path=ckpt.best_model_path)
     record["resumed_step"] = t2.global_step
     record["resumed_weights"] = weights(resumed)
