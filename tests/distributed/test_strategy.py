@@ -398,6 +398,19 @@ class ForeignEnvironment:
         pass
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_devices_that_disagree_with_slurms_tasks_per_node_fail_at_construction(monkeypatch, strategy):
+    # Lightning checks this only when `ddp` starts its processes, at the first `fit`; spawn never
+    for key, value in {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    message = r"You set `devices=2`.*`--ntasks-per-node=1` does not match\. HINT: Set `devices=1`"
+    with pytest.raises(ValueError, match=message):
+        make(strategy=strategy, devices=2)
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # an interactive allocation: not a SLURM launch
+    assert make(strategy=strategy, devices=2).world_size == 2
+
+
 def test_a_cluster_environment_with_the_whole_interface_is_used_even_under_slurm(monkeypatch):
     # SLURM's variables would pick SLURMEnvironment (and refuse devices=2 for one task a node)
     monkeypatch.setenv("SLURM_NTASKS", "4")
