@@ -85,3 +85,16 @@ def test_is_resuming_is_true_from_a_checkpoint_until_an_epoch_has_trained(tmp_pa
     trainer = quiet_trainer(max_epochs=3)
     trainer.fit(Recording(), _shuffled(), ckpt_path=path)
     assert seen == [True, False] and not trainer.fit_loop.is_resuming
+
+
+def test_the_iterator_of_a_fit_with_nothing_to_train_does_not_keep_its_workers(tmp_path):
+    import multiprocessing
+
+    data = DataLoader(TensorDataset(torch.randn(8, 4), torch.randn(8, 1)), batch_size=4, num_workers=1)
+    trainer = quiet_trainer(max_epochs=1)
+    model = CoreModel()
+    trainer.fit(model, data)
+    before = set(multiprocessing.active_children())
+    trainer.fit(model, data)  # max_epochs reached: the iterator made at the start goes unused
+    assert trainer.global_step == 2
+    assert set(multiprocessing.active_children()) <= before  # its worker stopped with the call

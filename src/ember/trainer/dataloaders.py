@@ -432,10 +432,14 @@ def stop_workers(run: Run) -> None:
 
     from ember.trainer.data import CombinedTrainBatches
 
-    live, run.epoch_iterator = run.epoch_iterator, None
-    if isinstance(live, CombinedTrainBatches):
-        live.release()
-    del live  # its workers stop as the last reference goes
+    # the running epoch's iterator, and one made ahead of an epoch that never ran (a `fit` with nothing
+    # left to train makes one, as Lightning does): their workers stop as the last reference goes
+    iterators = [run.epoch_iterator, run.train_iterator]
+    run.epoch_iterator = run.train_iterator = None
+    for live in iterators:
+        if isinstance(live, CombinedTrainBatches):
+            live.release()
+    del iterators, live
     loaders = list(run.train_combined.flattened) if run.train_combined is not None else [run.train_dataloader]
     for prepared in run.loaded_eval.values():
         for loader in prepared:
