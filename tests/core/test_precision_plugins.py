@@ -174,8 +174,6 @@ def test_a_strategys_precision_plugin_is_used():
 
 
 def test_plugin_arguments_are_checked():
-    with pytest.raises(ValueError, match=r"MixedPrecision\(precision='32-true'\)` is not supported"):
-        MixedPrecision("32-true", "cpu")
     with pytest.raises(MisconfigurationException, match="`precision='bf16-mixed'` does not use a scaler"):
         MixedPrecision("bf16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
     with pytest.raises(ValueError, match=r"HalfPrecision\(precision='64-true'\)` is not supported"):
