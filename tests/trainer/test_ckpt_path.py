@@ -124,6 +124,39 @@ def test_best_without_a_best_checkpoint_says_modelcheckpoint_is_not_configured_f
         trainer.validate(Regressor(), _loader(), ckpt_path="best")
 
 
+@pytest.mark.parametrize("fn", ["validate", "test", "predict"])
+def test_evaluating_without_a_model_needs_a_best_checkpoint_as_in_lightning(tmp_path, fn):
+    # without a model, `ckpt_path=None` means the previous fit's best checkpoint, even when none was saved
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, enable_checkpointing=False, **QUIET)
+    trainer.fit(Regressor(), _loader())
+    with pytest.warns(UserWarning, match="best model of the previous `fit` call will be used"):
+        with pytest.raises(
+            ValueError,
+            match=rf'`.{fn}\(ckpt_path="best"\)` is set but `ModelCheckpoint` is not configured.*Or pass the model',
+        ):
+            getattr(trainer, fn)(dataloaders=_loader())
+    unsaved = ModelCheckpoint(dirpath=tmp_path / "none", save_top_k=0)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[unsaved], **QUIET)
+    trainer.fit(Regressor(), _loader())
+    with pytest.warns(UserWarning, match="best model of the previous"):
+        with pytest.raises(ValueError, match=r"not configured to save the best model.*Or pass the model"):
+            getattr(trainer, fn)(dataloaders=_loader())
+    model = trainer.lightning_module
+    getattr(trainer, fn)(model, dataloaders=_loader())  # the model given: its weights, no checkpoint needed
+
+
+def test_evaluating_without_a_model_mentions_an_on_exception_checkpoint(tmp_path):
+    from ember.callbacks import OnExceptionCheckpoint
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="val_loss")
+    callbacks = [checkpoint, OnExceptionCheckpoint(tmp_path / "crash")]
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=callbacks, **QUIET)
+    trainer.fit(Regressor(), _loader(), _loader())
+    with pytest.warns(UserWarning, match="There is also an on-exception checkpoint available, however it is used"):
+        trainer.validate(dataloaders=_loader(), verbose=False)
+    assert trainer.ckpt_path == checkpoint.best_model_path
+
+
 def test_the_path_is_chosen_before_any_hook_runs(tmp_path):
     # as Lightning: a missing best checkpoint fails, and a missing last one is warned about, before the
     # setup hooks (and the data they prepare) run

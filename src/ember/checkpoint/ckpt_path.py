@@ -20,12 +20,13 @@ if TYPE_CHECKING:
 
 def resolve_ckpt_path(t: Trainer, ckpt_path: Any, fn: str, model_given: bool) -> str | None:
     """Turn ``"best"``, ``"last"``, ``"hpc"``, ``None`` or a path into a file path (or None for a fresh start)."""
-    if ckpt_path is None:
+    implied = ckpt_path is None
+    if implied:
         ckpt_path = _implied(t, fn, model_given)
         if ckpt_path is None:
             return None
     if ckpt_path == "best":
-        return _best(t, fn)
+        return _best(t, fn, implied)
     if ckpt_path == "hpc":
         return _hpc(t, fn)
     if ckpt_path == "last":
@@ -40,7 +41,6 @@ def resolve_ckpt_path(t: Trainer, ckpt_path: Any, fn: str, model_given: bool) ->
 
 def _implied(t: Trainer, fn: str, model_given: bool) -> str | None:
     """What ``ckpt_path=None`` means: a fresh start, or a checkpoint the run implies."""
-    from ember.callbacks.checkpoint import Checkpoint
     from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
     from ember.distributed.environments import SLURMEnvironment
 
@@ -52,17 +52,24 @@ def _implied(t: Trainer, fn: str, model_given: bool) -> str | None:
         return None
     if model_given:
         return None
-    if not any(isinstance(cb, Checkpoint) and getattr(cb, "best_model_path", "") for cb in t.callbacks):
-        return None
+    on_exception = any(isinstance(cb, OnExceptionCheckpoint) for cb in t.callbacks)
     rank_zero_warn(
         f"`.{fn}(ckpt_path=None)` was called without a model. The best model of the previous `fit` call will be"
-        f" used. You can pass `.{fn}(ckpt_path='best')` to use the best model or `.{fn}(ckpt_path='last')`"
+        " used."
+        + (
+            " There is also an on-exception checkpoint available, however it is used by default only when fitting."
+            if on_exception
+            else ""
+        )
+        + f" You can pass `.{fn}(ckpt_path='best')` to use the best model or `.{fn}(ckpt_path='last')`"
         " to use the last model. If you pass a value, this warning will be silenced."
     )
     return "best"
 
 
-def _best(t: Trainer, fn: str) -> str:
+def _best(t: Trainer, fn: str, implied: bool = False) -> str:
+    # called without a model and without `ckpt_path`: the other way out is to pass the model
+    or_model = f" Or pass the model, `.{fn}(model, ...)`, to use the weights it has now." if implied else ""
     if t.fast_dev_run:
         raise ValueError(
             f'You cannot execute `.{fn}(ckpt_path="best")` with `fast_dev_run=True`. Please pass an exact checkpoint'
@@ -78,13 +85,13 @@ def _best(t: Trainer, fn: str) -> str:
     if not callbacks:
         raise ValueError(
             f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured: add'
-            " `ModelCheckpoint(...)` to the callbacks, or pass a checkpoint file path."
+            " `ModelCheckpoint(...)` to the callbacks, or pass a checkpoint file path." + or_model
         )
     best = callbacks[0].best_model_path
     if not best:
         raise ValueError(
             f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured to save the best model (it'
-            f" has not saved a best checkpoint yet): run `fit` first or pass `.{fn}(ckpt_path=<path>)`."
+            f" has not saved a best checkpoint yet): run `fit` first or pass `.{fn}(ckpt_path=<path>)`." + or_model
         )
     return best
 
