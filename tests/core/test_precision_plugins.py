@@ -180,6 +180,29 @@ def test_plugin_arguments_are_checked():
         HalfPrecision("64-true")
 
 
+def test_init_module_goes_through_the_strategys_context_as_lightning_calls_it():
+    from ember.strategies import SingleDeviceStrategy
+
+    class KeywordOnly(SingleDeviceStrategy):
+        @contextlib.contextmanager
+        def tensor_init_context(self, *, empty_init=None):  # Lightning passes `empty_init` by keyword
+            with super().tensor_init_context(empty_init=empty_init):
+                yield
+
+    class DeviceOnly(SingleDeviceStrategy):
+        @contextlib.contextmanager
+        def tensor_init_context(self, empty_init=None):  # an override decides the dtype too: it leaves it
+            with self.root_device:
+                yield
+
+    dtypes = {}
+    for strategy in (KeywordOnly(device=torch.device("cpu")), DeviceOnly(device=torch.device("cpu"))):
+        trainer = ember.Trainer(strategy=strategy, precision="64-true", logger=False, enable_checkpointing=False)
+        with trainer.init_module():
+            dtypes[type(strategy).__name__] = nn.Linear(2, 2).weight.dtype
+    assert dtypes == {"KeywordOnly": torch.float64, "DeviceOnly": torch.float32}
+
+
 def test_init_module_creates_tensors_in_the_plugins_dtype():
     trainer = ember.Trainer(logger=False, plugins=[DoublePrecision()])
     with trainer.init_module():

@@ -152,10 +152,12 @@ class Strategy:
 
     @contextlib.contextmanager
     def tensor_init_context(self, empty_init: bool | None = None) -> Iterator[None]:
-        """New tensors are created on ``root_device``; with ``empty_init``, weights are left uninitialised."""
+        """New tensors are created on ``root_device``, in the precision plugin's dtype; with ``empty_init``,
+        weights are left uninitialised. A strategy that overrides it decides all three, as in Lightning."""
         from ember.utilities.init import EmptyInit
 
-        with EmptyInit(enabled=bool(empty_init)), self.root_device:
+        precision = self.precision_plugin.tensor_init_context() if self.precision_plugin is not None else None
+        with EmptyInit(enabled=bool(empty_init)), self.root_device, precision or contextlib.nullcontext():
             yield
 
     @contextlib.contextmanager

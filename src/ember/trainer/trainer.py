@@ -484,7 +484,7 @@ class Trainer:
             with trainer.init_module():
                 model = MyModel()
         """
-        with self.strategy.tensor_init_context(empty_init), self.precision_plugin.tensor_init_context():
+        with self.strategy.tensor_init_context(empty_init=empty_init):  # by keyword, as Lightning calls it
             yield
 
     def print(self, *args: Any, **kwargs: Any) -> None:
