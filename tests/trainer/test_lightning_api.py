@@ -1219,3 +1219,38 @@ def test_a_strategy_that_overrides_the_checkpoint_loaders_the_lightning_way_gets
         resumed.optimizers[0].state_dict()["param_groups"][0]["lr"]
         == saved["optimizer_states"][0]["param_groups"][0]["lr"]
     )
+
+
+@pytest.mark.parametrize("restore_after_setup", [False, True])
+def test_a_strategy_that_overrides_setup_runs_it_before_or_after_the_restore_as_it_says(tmp_path, restore_after_setup):
+    # Lightning's `Strategy.setup(trainer)`: a custom strategy extends it and calls `super().setup(trainer)`
+    from ember.strategies import SingleDeviceStrategy
+
+    events: list[str] = []
+
+    class Extending(SingleDeviceStrategy):
+        def setup(self, trainer):
+            super().setup(trainer)
+            fitting = trainer.state.fn.value == "fit"
+            events.append(f"setup:fit:{len(trainer.optimizers)}" if fitting else f"setup:{trainer.state.fn.value}")
+
+        @property
+        def restore_checkpoint_after_setup(self):
+            return restore_after_setup
+
+        def load_checkpoint(self, checkpoint_path, weights_only=None):
+            events.append("load")
+            return super().load_checkpoint(checkpoint_path, weights_only)
+
+    first = quiet_trainer(max_steps=2)
+    first.fit(CoreModel(), loader())
+    first.save_checkpoint(tmp_path / "two.ckpt")
+    trainer = quiet_trainer(max_steps=3, strategy=Extending(device=torch.device("cpu")))
+    trainer.fit(CoreModel(), loader(), ckpt_path=tmp_path / "two.ckpt")
+    trainer.validate(CoreModel(), loader(), ckpt_path=tmp_path / "two.ckpt", verbose=False)
+    setup_fit, setup_validate = "setup:fit:1", "setup:validate"  # fit's optimizers exist once it set them up
+    if restore_after_setup:
+        assert events == [setup_fit, "load", setup_validate, "load"]
+    else:
+        assert events == ["load", setup_fit, "load", setup_validate]
+    assert trainer.global_step == 3

@@ -102,6 +102,32 @@ class Strategy:
         self._model = module
         self._in_call = True
 
+    def setup(self, trainer: Any) -> None:
+        """Ready the call on this strategy's devices, once the module is built (and restored, unless
+        ``restore_checkpoint_after_setup``): the accelerator, the module on ``root_device`` and wrapped
+        (``setup_module``), the optimizers when fitting (``setup_optimizers``, before the wrapper or after
+        it where the strategy shards the parameters), then the precision plugin's ``connect``.
+
+        As in Lightning, a strategy that needs more overrides it and calls ``super().setup(trainer)``.
+        """
+        from ember.precision.precision import Precision
+        from ember.trainer.states import TrainerFn
+
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        trainer.accelerator.setup(trainer)
+        module = self.lightning_module
+        module.to(self.root_device)
+        if fitting and not self.setup_optimizers_after_module:
+            self.setup_optimizers(trainer)
+        self.model = self.setup_module(module)
+        if fitting and self.setup_optimizers_after_module:
+            self.setup_optimizers(trainer)
+        precision = self.precision_plugin
+        if type(precision).connect is not Precision.connect:  # a plugin that adjusts them (as Lightning, last)
+            self.model, trainer.optimizers, trainer.lr_scheduler_configs = precision.connect(
+                self.model, trainer.optimizers, trainer.lr_scheduler_configs
+            )
+
     def setup_optimizers(self, trainer: Any) -> None:
         """Create the optimizers and scheduler configs from the module's ``configure_optimizers``.
 

@@ -25,7 +25,6 @@ import torch
 
 from ember.checkpoint import contents
 from ember.checkpoint.ckpt_path import resolve_ckpt_path
-from ember.precision.precision import Precision
 from ember.profilers.profiler import active
 from ember.trainer import arguments, dataloaders, loop
 from ember.trainer.data import takes_dataloader_iter
@@ -224,13 +223,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
         checkpoint = _load_checkpoint(trainer, run, path, weights_only)
     run.metrics.reset()
     run.set_sync(strategy.sync_fn)
-    trainer.accelerator.setup(trainer)
-    model.to(strategy.root_device)
-    _optimizers_and_wrapper(trainer, run, model, fitting)
-    if type(precision).connect is not Precision.connect:  # a plugin that adjusts them (as Lightning, after setup)
-        strategy.model, trainer.optimizers, trainer.lr_scheduler_configs = precision.connect(
-            strategy.model, trainer.optimizers, trainer.lr_scheduler_configs
-        )
+    strategy.setup(trainer)  # devices, the wrapper, the optimizers when fitting, the precision plugin
     if path is not None and after_setup:
         checkpoint = _load_checkpoint(trainer, run, path, weights_only)
     if fitting:
@@ -241,17 +234,6 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     del checkpoint
     if fitting:
         install_stop_flag(trainer, run)
-
-
-def _optimizers_and_wrapper(trainer: Trainer, run: Run, model: Any, fitting: bool) -> None:
-    """``configure_optimizers`` (for fit) and the strategy's wrapper, in the order the strategy needs."""
-    strategy = trainer.strategy
-    optimizers_after = strategy.setup_optimizers_after_module  # FSDP: sharded params
-    if fitting and not optimizers_after:
-        strategy.setup_optimizers(trainer)  # which runs `setup_optimizers` below, unless a strategy overrides it
-    strategy.model = strategy.setup_module(model)
-    if fitting and optimizers_after:
-        strategy.setup_optimizers(trainer)
 
 
 def _load_checkpoint(trainer: Trainer, run: Run, path: Any, weights_only: bool | None) -> dict[str, Any]:
