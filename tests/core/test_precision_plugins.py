@@ -271,3 +271,18 @@ def test_mixed_precision_refuses_a_precision_that_is_not_mixed_with_lightnings_m
     expected = f"Passed `MixedPrecision(precision={precision!r})`. Precision must be '16-mixed' or 'bf16-mixed'"
     with pytest.raises(ValueError, match=re.escape(expected)):
         MixedPrecision(precision, "cpu")
+
+
+def test_a_single_device_strategys_precision_plugin_is_the_one_used():
+    from ember.strategies import SingleDeviceStrategy
+
+    strategy = SingleDeviceStrategy("cpu", precision_plugin=DoublePrecision())
+    with strategy.tensor_init_context():  # on its own too, as Lightning's
+        assert nn.Linear(2, 2).weight.dtype == torch.float64
+    trainer = quiet_trainer(max_steps=1, strategy=strategy)
+    assert isinstance(trainer.precision_plugin, DoublePrecision)
+    model = CoreModel()
+    trainer.fit(model, loader())
+    assert model.layer.weight.dtype == torch.float64
+    with pytest.raises(MisconfigurationException, match="precision set through both strategy class and plugins"):
+        ember.Trainer(strategy=SingleDeviceStrategy("cpu", precision_plugin=DoublePrecision()), plugins=[Precision()])

@@ -390,6 +390,7 @@ class SingleDeviceStrategy(Strategy):
         super().__init__(device)
         self._world_size = 1
         self._checkpoint_io = checkpoint_io
+        self.precision_plugin = precision_plugin  # the Trainer takes it, as from a parallel strategy
 
 
 # `Trainer(strategy="<name>")` looks up here the names it does not build itself (a library's own
