@@ -358,7 +358,7 @@ class ModelCheckpoint(Checkpoint):
             self._save_at_trigger(trainer, topk=self._epoch_is_due(trainer))
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self.save_last or trainer.fast_dev_run or trainer.state.fn != "fit" or trainer.sanity_checking:
+        if not self.save_last or self._outside_training(trainer):
             return
         # Training can end between triggers (max_steps, a stop signal): keep `last` the latest state. And
         # with no top-k file in the run (none due, or `save_top_k=0`) Lightning writes `last` only now,
@@ -421,12 +421,12 @@ class ModelCheckpoint(Checkpoint):
 
     # ---- when to save ---------------------------------------------------------------------
     def _should_skip_saving_checkpoint(self, trainer: Trainer) -> bool:
-        return (
-            bool(trainer.fast_dev_run)
-            or trainer.state.fn != "fit"
-            or trainer.sanity_checking
-            or self._last_global_step_saved == trainer.global_step
-        )
+        return self._outside_training(trainer) or self._last_global_step_saved == trainer.global_step
+
+    @staticmethod
+    def _outside_training(trainer: Trainer) -> bool:
+        """No checkpoint is due: a fast dev run, another call than ``fit``, or the sanity check."""
+        return bool(trainer.fast_dev_run) or trainer.state.fn != "fit" or trainer.sanity_checking
 
     def _should_save_on_train_epoch_end(self, trainer: Trainer) -> bool:
         if self._save_on_train_epoch_end is not None:

@@ -182,8 +182,9 @@ class Strategy:
         weights are left uninitialised. A strategy that overrides it decides all three, as in Lightning."""
         from ember.utilities.init import EmptyInit
 
-        precision = self.precision_plugin.tensor_init_context() if self.precision_plugin is not None else None
-        with EmptyInit(enabled=bool(empty_init)), self.root_device, precision or contextlib.nullcontext():
+        plugin = self.precision_plugin
+        dtype = plugin.tensor_init_context() if plugin is not None else contextlib.nullcontext()
+        with EmptyInit(enabled=bool(empty_init)), self.root_device, dtype:
             yield
 
     @contextlib.contextmanager
