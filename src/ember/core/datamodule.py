@@ -9,27 +9,12 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from ember.core.hooks import DataHooks
 from ember.core.hparams import HyperparametersMixin
 from ember.core.saving import restricted_classmethod
-from ember.utilities.exceptions import MisconfigurationException
-
-_PASS_IT = {
-    "train": "`trainer.fit(model, train_dataloaders=...)`",
-    "val": "`trainer.fit(model, val_dataloaders=...)` or `trainer.validate(model, dataloaders=...)`",
-    "test": "`trainer.test(model, dataloaders=...)`",
-    "predict": "`trainer.predict(model, dataloaders=...)`",
-}
 
 
-def dataloader_not_implemented(name: str) -> MisconfigurationException:
-    """Lightning's error for a data hook nobody defined, with the two ways to give the data."""
-    return MisconfigurationException(
-        f"`{name}_dataloader` must be implemented to be used with the Trainer: define `{name}_dataloader()` in"
-        f" the module or a datamodule, or pass the data to {_PASS_IT[name]}."
-    )
-
-
-class LightningDataModule(HyperparametersMixin):
+class LightningDataModule(DataHooks, HyperparametersMixin):
     """Groups ``prepare_data``, ``setup`` and the ``*_dataloader`` methods of one dataset.
 
     Example::
@@ -52,45 +37,9 @@ class LightningDataModule(HyperparametersMixin):
     def __init__(self) -> None:
         super().__init__()
         self.trainer: Any = None
-        self.prepare_data_per_node = True
-
-    def prepare_data(self) -> None:
-        """Download and save data once (per node); don't set state here."""
-
-    def setup(self, stage: str) -> None:
-        """Build datasets; called on every process with "fit", "validate", "test" or "predict"."""
-
-    def teardown(self, stage: str) -> None:
-        """Clean up after fit, validate, test or predict."""
-
-    def train_dataloader(self) -> Any:
-        raise dataloader_not_implemented("train")
-
-    def val_dataloader(self) -> Any:
-        raise dataloader_not_implemented("val")
-
-    def test_dataloader(self) -> Any:
-        raise dataloader_not_implemented("test")
-
-    def predict_dataloader(self) -> Any:
-        raise dataloader_not_implemented("predict")
 
     def on_exception(self, exception: BaseException) -> None:
         """Called when a run is interrupted by an exception."""
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Alter the batch before it moves to the device (used instead of the module's when overridden)."""
-        return batch
-
-    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
-        """Move the batch to ``device`` (used instead of the module's when overridden)."""
-        from ember.utilities.apply_func import move_data_to_device
-
-        return move_data_to_device(batch, device)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Alter the batch after it moved to the device (used instead of the module's when overridden)."""
-        return batch
 
     def state_dict(self) -> dict[str, Any]:
         """State to save in checkpoints (empty by default)."""

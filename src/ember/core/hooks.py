@@ -25,12 +25,23 @@ The loop, as ``trainer.fit`` runs it (callbacks receive each hook before the mod
     <evaluation loop>: on_validation_model_eval; on_validation_start; on_validation_epoch_start;
         per batch: transfer hooks; on_validation_batch_start; validation_step; on_validation_batch_end;
         on_validation_epoch_end; on_validation_end; on_validation_model_train
+
+The module's and the datamodule's default hooks live here too, in Lightning's three classes:
+``ModelHooks`` (the loop's events), ``DataHooks`` (data preparation, dataloaders, batch transfer)
+and ``CheckpointHooks``; ``LightningModule`` inherits all three, ``LightningDataModule`` the second.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ember.utilities.exceptions import MisconfigurationException
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+    from torch.optim import Optimizer
 
 
 class LogRule(NamedTuple):
@@ -201,3 +212,213 @@ def runs_other_code(obj: Any, base: type, name: str) -> bool:
     if code is None or base_code is None:
         return overrides(obj, base, name)  # a callable object, not a function: as any other override
     return code is not base_code
+
+
+# =====================================================================================
+# the default hooks (the trainer calls a no-op hook only when it is overridden)
+# =====================================================================================
+class ModelHooks:
+    """The loop's events a ``LightningModule`` may override; each default does nothing unless said."""
+
+    def on_fit_start(self) -> None:
+        """Called at the very beginning of fit."""
+
+    def on_fit_end(self) -> None:
+        """Called at the very end of fit."""
+
+    def on_train_start(self) -> None:
+        """Called at the beginning of training after the sanity check."""
+
+    def on_train_end(self) -> None:
+        """Called at the end of training before the logger experiment is closed."""
+
+    def on_validation_start(self) -> None:
+        """Called at the beginning of validation."""
+
+    def on_validation_end(self) -> None:
+        """Called at the end of validation."""
+
+    def on_test_start(self) -> None:
+        """Called at the beginning of testing."""
+
+    def on_test_end(self) -> None:
+        """Called at the end of testing."""
+
+    def on_predict_start(self) -> None:
+        """Called at the beginning of predicting."""
+
+    def on_predict_end(self) -> None:
+        """Called at the end of predicting."""
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        """Called before the training batch; returning -1 skips the rest of the epoch."""
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Called after the training batch."""
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called before the validation batch."""
+
+    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called after the validation batch."""
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called before the test batch."""
+
+    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called after the test batch."""
+
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called before the predict batch."""
+
+    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called after the predict batch."""
+
+    def on_validation_model_zero_grad(self) -> None:
+        """Called before validation inside fit: zeroes gradients (as ``set_to_none``)."""
+        self.zero_grad()  # type: ignore[attr-defined]  # torch >= 2.0 sets grads to None by default
+
+    def on_validation_model_eval(self) -> None:
+        """Puts the model in eval mode before validation."""
+        self.trainer.model.eval()  # type: ignore[attr-defined]
+
+    def on_validation_model_train(self) -> None:
+        """Puts the model back in train mode after validation (when overridden; else modes are restored)."""
+        self.trainer.model.train()  # type: ignore[attr-defined]
+
+    def on_test_model_eval(self) -> None:
+        """Puts the model in eval mode before testing."""
+        self.trainer.model.eval()  # type: ignore[attr-defined]
+
+    def on_test_model_train(self) -> None:
+        """Puts the model back in train mode after testing."""
+        self.trainer.model.train()  # type: ignore[attr-defined]
+
+    def on_predict_model_eval(self) -> None:
+        """Puts the model in eval mode before predicting."""
+        self.trainer.model.eval()  # type: ignore[attr-defined]
+
+    def on_train_epoch_start(self) -> None:
+        """Called at the start of a training epoch."""
+
+    def on_train_epoch_end(self) -> None:
+        """Called at the end of a training epoch, after its validation."""
+
+    def on_validation_epoch_start(self) -> None:
+        """Called at the start of a validation epoch."""
+
+    def on_validation_epoch_end(self) -> None:
+        """Called at the end of a validation epoch."""
+
+    def on_test_epoch_start(self) -> None:
+        """Called at the start of a test epoch."""
+
+    def on_test_epoch_end(self) -> None:
+        """Called at the end of a test epoch."""
+
+    def on_predict_epoch_start(self) -> None:
+        """Called at the start of predicting."""
+
+    def on_predict_epoch_end(self) -> None:
+        """Called at the end of predicting."""
+
+    def on_before_zero_grad(self, optimizer: Optimizer) -> None:
+        """Called before ``optimizer.zero_grad()``."""
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        """Called before ``loss.backward()``."""
+
+    def on_after_backward(self) -> None:
+        """Called after ``loss.backward()`` and before the optimizer steps."""
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Called before ``optimizer.step()`` (after AMP unscaling)."""
+
+    def configure_sharded_model(self) -> None:
+        """Deprecated name of :meth:`configure_model`."""
+
+    def configure_model(self) -> None:
+        """Create layers here to build them directly on the device (or sharded)."""
+
+
+_PASS_IT = {
+    "train": "`trainer.fit(model, train_dataloaders=...)`",
+    "val": "`trainer.fit(model, val_dataloaders=...)` or `trainer.validate(model, dataloaders=...)`",
+    "test": "`trainer.test(model, dataloaders=...)`",
+    "predict": "`trainer.predict(model, dataloaders=...)`",
+}
+
+
+def dataloader_not_implemented(name: str) -> MisconfigurationException:
+    """Lightning's error for a data hook nobody defined, with the two ways to give the data."""
+    return MisconfigurationException(
+        f"`{name}_dataloader` must be implemented to be used with the Trainer: define `{name}_dataloader()` in"
+        f" the module or a datamodule, or pass the data to {_PASS_IT[name]}."
+    )
+
+
+class DataHooks:
+    """Data preparation, the dataloaders and the batch's way to the device, for a module or a datamodule.
+
+    Attributes:
+        prepare_data_per_node: True: ``prepare_data`` runs on local rank 0 of every node; False: on
+            global rank 0 only.
+        allow_zero_length_dataloader_with_multiple_devices: True: a rank may have an empty dataloader
+            while others have batches.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prepare_data_per_node: bool = True
+        self.allow_zero_length_dataloader_with_multiple_devices: bool = False
+
+    def prepare_data(self) -> None:
+        """Download or prepare data, once per node (or once in all with ``prepare_data_per_node=False``);
+        don't set state here: it runs on one process."""
+
+    def setup(self, stage: str) -> None:
+        """Called at the beginning of fit, validate, test and predict, on every process."""
+
+    def teardown(self, stage: str) -> None:
+        """Called at the end of fit, validate, test and predict."""
+
+    def train_dataloader(self) -> Any:
+        """The training dataloader (or any iterable of batches)."""
+        raise dataloader_not_implemented("train")
+
+    def test_dataloader(self) -> Any:
+        """The test dataloader(s)."""
+        raise dataloader_not_implemented("test")
+
+    def val_dataloader(self) -> Any:
+        """The validation dataloader(s)."""
+        raise dataloader_not_implemented("val")
+
+    def predict_dataloader(self) -> Any:
+        """The prediction dataloader(s)."""
+        raise dataloader_not_implemented("predict")
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move the batch to ``device`` (tensors in lists, tuples, dicts, dataclasses; objects with ``.to``).
+        A datamodule's override is used instead of the module's."""
+        from ember.utilities.apply_func import move_data_to_device
+
+        return move_data_to_device(batch, device)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Alter the batch before it moves to the device."""
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Alter the batch after it moved to the device."""
+        return batch
+
+
+class CheckpointHooks:
+    """What a module adds to a checkpoint it saves, and reads from one it loads."""
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Read from the checkpoint dict before the state is restored."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add to the checkpoint dict before it is written."""

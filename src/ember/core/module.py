@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ember.core.datamodule import dataloader_not_implemented
+from ember.core.hooks import CheckpointHooks, DataHooks, ModelHooks
 from ember.core.hparams import HyperparametersMixin
 from ember.core.logging import LoggingMixin
 from ember.core.saving import restricted_classmethod
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
 
 
-class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
+class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks, CheckpointHooks, nn.Module):
     """A ``torch.nn.Module`` that also says how to train, validate, test and predict with itself.
 
     Example::
@@ -87,8 +87,6 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
         self._example_input_array: Any = None
         self._device = torch.device("cpu")
         self._dtype: torch.dtype = torch.get_default_dtype()
-        self.prepare_data_per_node = True
-        self.allow_zero_length_dataloader_with_multiple_devices = False
         # attributes Lightning's module has from its `__init__`: a module pickled here (mlflow's
         # `log_model`) then trains and predicts in Lightning too
         self._compiler_ctx: dict[str, Any] | None = None
@@ -277,12 +275,6 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
         """Callbacks the model needs; they replace trainer callbacks of the same type."""
         return []
 
-    def configure_model(self) -> None:
-        """Create layers here to build them directly on the device (or sharded)."""
-
-    def configure_sharded_model(self) -> None:
-        """Deprecated name of :meth:`configure_model`."""
-
     # ---- printing ------------------------------------------------------------------------
     def print(self, *args: Any, **kwargs: Any) -> None:
         """``print`` on the process with global rank 0 only; through the progress bar while one is shown, so
@@ -295,170 +287,6 @@ class LightningModule(LoggingMixin, HyperparametersMixin, nn.Module):
             bar.print(*args, **kwargs)
         else:
             print(*args, **kwargs)
-
-    # ---- default hooks (the trainer calls a no-op hook only when it is overridden) -----------
-    def setup(self, stage: str) -> None:
-        """Called at the beginning of fit, validate, test and predict, on every process."""
-
-    def teardown(self, stage: str) -> None:
-        """Called at the end of fit, validate, test and predict."""
-
-    def prepare_data(self) -> None:
-        """Download or prepare data, once per node (or once in all with ``prepare_data_per_node=False``)."""
-
-    def on_fit_start(self) -> None:
-        """Called at the very beginning of fit."""
-
-    def on_fit_end(self) -> None:
-        """Called at the very end of fit."""
-
-    def on_train_start(self) -> None:
-        """Called at the beginning of training after the sanity check."""
-
-    def on_train_end(self) -> None:
-        """Called at the end of training before the logger experiment is closed."""
-
-    def on_validation_start(self) -> None:
-        """Called at the beginning of validation."""
-
-    def on_validation_end(self) -> None:
-        """Called at the end of validation."""
-
-    def on_test_start(self) -> None:
-        """Called at the beginning of testing."""
-
-    def on_test_end(self) -> None:
-        """Called at the end of testing."""
-
-    def on_predict_start(self) -> None:
-        """Called at the beginning of predicting."""
-
-    def on_predict_end(self) -> None:
-        """Called at the end of predicting."""
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        """Called before the training batch; returning -1 skips the rest of the epoch."""
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Called after the training batch."""
-
-    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Called before the validation batch."""
-
-    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Called after the validation batch."""
-
-    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Called before the test batch."""
-
-    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Called after the test batch."""
-
-    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Called before the predict batch."""
-
-    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Called after the predict batch."""
-
-    def on_validation_model_zero_grad(self) -> None:
-        """Called before validation inside fit: zeroes gradients (as ``set_to_none``)."""
-        self.zero_grad()  # torch >= 2.0 sets grads to None by default
-
-    def on_validation_model_eval(self) -> None:
-        """Puts the model in eval mode before validation."""
-        self.trainer.model.eval()
-
-    def on_validation_model_train(self) -> None:
-        """Puts the model back in train mode after validation (when overridden; else modes are restored)."""
-        self.trainer.model.train()
-
-    def on_test_model_eval(self) -> None:
-        """Puts the model in eval mode before testing."""
-        self.trainer.model.eval()
-
-    def on_test_model_train(self) -> None:
-        """Puts the model back in train mode after testing."""
-        self.trainer.model.train()
-
-    def on_predict_model_eval(self) -> None:
-        """Puts the model in eval mode before predicting."""
-        self.trainer.model.eval()
-
-    def on_train_epoch_start(self) -> None:
-        """Called at the start of a training epoch."""
-
-    def on_train_epoch_end(self) -> None:
-        """Called at the end of a training epoch, after its validation."""
-
-    def on_validation_epoch_start(self) -> None:
-        """Called at the start of a validation epoch."""
-
-    def on_validation_epoch_end(self) -> None:
-        """Called at the end of a validation epoch."""
-
-    def on_test_epoch_start(self) -> None:
-        """Called at the start of a test epoch."""
-
-    def on_test_epoch_end(self) -> None:
-        """Called at the end of a test epoch."""
-
-    def on_predict_epoch_start(self) -> None:
-        """Called at the start of predicting."""
-
-    def on_predict_epoch_end(self) -> None:
-        """Called at the end of predicting."""
-
-    def on_before_zero_grad(self, optimizer: Optimizer) -> None:
-        """Called before ``optimizer.zero_grad()``."""
-
-    def on_before_backward(self, loss: Tensor) -> None:
-        """Called before ``loss.backward()``."""
-
-    def on_after_backward(self) -> None:
-        """Called after ``loss.backward()`` and before the optimizer steps."""
-
-    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
-        """Called before ``optimizer.step()`` (after AMP unscaling)."""
-
-    def on_sanity_check_start(self) -> None:
-        """Not a module hook in Lightning; kept for symmetry (never called)."""
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add to the checkpoint dict before it is written."""
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Read from the checkpoint dict before the state is restored."""
-
-    # ---- data hooks ----------------------------------------------------------------------
-    def train_dataloader(self) -> Any:
-        """The training dataloader (or any iterable of batches)."""
-        raise dataloader_not_implemented("train")
-
-    def val_dataloader(self) -> Any:
-        """The validation dataloader(s)."""
-        raise dataloader_not_implemented("val")
-
-    def test_dataloader(self) -> Any:
-        """The test dataloader(s)."""
-        raise dataloader_not_implemented("test")
-
-    def predict_dataloader(self) -> Any:
-        """The prediction dataloader(s)."""
-        raise dataloader_not_implemented("predict")
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Alter the batch before it moves to the device."""
-        return batch
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Move the batch to ``device`` (tensors in lists, tuples, dicts, dataclasses; objects with ``.to``)."""
-        from ember.utilities.apply_func import move_data_to_device
-
-        return move_data_to_device(batch, device)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Alter the batch after it moved to the device."""
-        return batch
 
     # ---- optimization --------------------------------------------------------------------
     def optimizers(self, use_pl_optimizer: bool = True) -> Any:
