@@ -3,6 +3,7 @@ their own batches (``training_step(self, dataloader_iter)``)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -325,6 +326,48 @@ def test_workers_started_by_spawn_without_persistence_get_lightnings_hint():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*persistent_workers=True")
         quiet_trainer(limit_val_batches=1).validate(CoreModel(), spawned(num_workers=1, persistent_workers=True))
+
+
+def test_few_workers_on_a_machine_with_cpus_to_spare_get_lightnings_hint_with_the_suggested_number(monkeypatch):
+    from ember.utilities import suggested_max_num_workers
+    from ember.utilities.warnings import PossibleUserWarning
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert suggested_max_num_workers(1) == 7  # one CPU left to the main process
+    assert suggested_max_num_workers(2) == 3  # two processes share the eight
+    assert suggested_max_num_workers(16) == 1
+    with pytest.raises(ValueError, match="`local_world_size` should be >= 1, got 0"):
+        suggested_max_num_workers(0)
+
+    hint = (
+        r"The 'train_dataloader' does not have many workers which may be a bottleneck\. Consider increasing the value"
+        r" of the `num_workers` argument` to `num_workers=7` in the `DataLoader`"
+    )
+    with pytest.warns(PossibleUserWarning, match=hint):
+        quiet_trainer(max_steps=1, limit_val_batches=0).fit(CoreModel(), loader())
+    with pytest.warns(PossibleUserWarning, match="'test_dataloader' does not have many workers"):
+        quiet_trainer().test(CoreModel(), loader())
+    # two workers are enough; so is a machine with no CPU to spare
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*does not have many workers")
+        two = torch.utils.data.DataLoader(loader().dataset, batch_size=4, num_workers=2)
+        quiet_trainer(limit_test_batches=1).test(CoreModel(), two)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+        quiet_trainer().test(CoreModel(), loader())
+
+
+def test_pinned_persistent_workers_with_reloaded_loaders_get_lightnings_warning():
+    from ember.utilities.warnings import PossibleUserWarning
+
+    pinned = torch.utils.data.DataLoader(
+        loader().dataset, batch_size=4, num_workers=1, persistent_workers=True, pin_memory=True
+    )
+    with pytest.warns(PossibleUserWarning, match=r"`pin_memory=True`, `persistent_workers=True`\) and `Trainer\("):
+        quiet_trainer(max_steps=1, limit_val_batches=0, reload_dataloaders_every_n_epochs=1).fit(CoreModel(), pinned)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*pin_memory=True")
+        quiet_trainer(max_steps=1, limit_val_batches=0).fit(CoreModel(), pinned)
 
 
 @pytest.mark.parametrize(

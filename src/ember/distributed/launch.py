@@ -30,6 +30,7 @@ import torch
 from ember.distributed import failure
 from ember.distributed.environments import LightningEnvironment
 from ember.utilities.apply_func import apply_to_tensors
+from ember.utilities.data import _num_cpus_available
 from ember.utilities.exceptions import MisconfigurationException, PreemptionExit
 from ember.utilities.seed import collect_rng_states, set_rng_states
 
@@ -80,16 +81,9 @@ def share_the_cpus(num_processes: int, forked: bool = False) -> None:
     """
     if not forked and "OMP_NUM_THREADS" in os.environ:
         return
-    threads = 1 if forked else max(1, _cpus_available() // max(1, num_processes))
+    threads = 1 if forked else max(1, _num_cpus_available() // max(1, num_processes))
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
-def _cpus_available() -> int:
-    """The CPUs this process may run on (its affinity where the platform tells it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _script_command(base: str | None = None) -> list[str]:

@@ -17,10 +17,11 @@ from torch.utils.data import (
 )
 
 from ember.utilities.combined_loader import CombinedLoader, _flatten
-from ember.utilities.data import sized_len
+from ember.utilities.data import sized_len, suggested_max_num_workers
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.seed import collect_rng_states, set_rng_states
+from ember.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
     from ember.trainer.run import Run
@@ -210,15 +211,32 @@ def _through_own_init(cls: type[DataLoader], loader: DataLoader, kwargs: dict[st
         return None
 
 
-def warn_about_spawned_workers(loader: Any, name: str) -> None:
-    """Lightning's hint: workers started by ``spawn`` are slow to start, and without persistence they start each epoch."""
-    if not isinstance(loader, DataLoader) or loader.num_workers == 0 or loader.persistent_workers:
+def check_workers(loader: Any, name: str, num_devices: int, reloads: bool) -> None:
+    """Lightning's hints on a loader's workers: spawned workers without persistence start again each epoch;
+    fewer than two workers where this machine's CPUs allow more (``suggested_max_num_workers``); and
+    ``pin_memory`` with ``persistent_workers`` while the loaders are reloaded (``reloads``), which torch
+    does not handle well."""
+    if not isinstance(loader, DataLoader):
         return
+    upper_bound = suggested_max_num_workers(num_devices)
     context = loader.multiprocessing_context
     method = context.get_start_method() if context is not None else multiprocessing.get_start_method()
-    if method == "spawn":
+    if loader.num_workers > 0 and method == "spawn" and not loader.persistent_workers:
         rank_zero_warn(
             f"Consider setting `persistent_workers=True` in '{name}' to speed up the dataloader worker initialization."
+        )
+    elif loader.num_workers < 2 and upper_bound > 1:
+        rank_zero_warn(
+            f"The '{name}' does not have many workers which may be a bottleneck. Consider increasing the value of the"
+            f" `num_workers` argument` to `num_workers={upper_bound}` in the `DataLoader` to improve performance.",
+            category=PossibleUserWarning,
+        )
+    if loader.persistent_workers and loader.pin_memory and reloads:
+        rank_zero_warn(
+            "The combination of `DataLoader(`pin_memory=True`, `persistent_workers=True`) and `Trainer("
+            "reload_dataloaders_every_n_epochs > 0)` can lead to instability due to limitations in PyTorch"
+            " (https://github.com/pytorch/pytorch/issues/91252). We recommend setting `pin_memory=False` in this case.",
+            category=PossibleUserWarning,
         )
 
 

@@ -11,12 +11,12 @@ from ember.trainer.data import (
     CombinedBatches,
     as_loader_list,
     check_loader,
+    check_workers,
     limit_batches,
     prepare_loader,
     rebuild_dataloader,
     set_sampler_epoch,
     shuffles,
-    warn_about_spawned_workers,
 )
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.combined_loader import CombinedLoader
@@ -109,7 +109,7 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
                 seed=run.sampler_seed,
             )
         )
-        warn_about_spawned_workers(prepared[-1], "train_dataloader")
+        check_workers(prepared[-1], "train_dataloader", t.num_devices, t.reload_dataloaders_every_n_epochs > 0)
     combined.flattened = prepared
     run.train_dataloader = combined.iterables  # what `trainer.train_dataloader` shows, as in Lightning
     run.train_combined_loader = combined  # `trainer.fit_loop._combined_loader`
@@ -282,7 +282,7 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
         )
         if loader is not given and t.state.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
             _warn_sampler_repeats_samples(loader, t.state.fn)
-        warn_about_spawned_workers(loader, f"{key}_dataloader")
+        check_workers(loader, f"{key}_dataloader", t.num_devices, t.reload_dataloaders_every_n_epochs > 0)
         if key == "predict":
             loader = with_index_recording(loader)
         if t.state.fn != TrainerFn.FITTING:  # in fit, each validation sets the epoch it runs in

@@ -2,6 +2,7 @@
 
 from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.combined_loader import CombinedLoader
+from ember.utilities.data import suggested_max_num_workers
 from ember.utilities.enums import GradClipAlgorithmType, LightningEnum
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.grads import grad_norm
@@ -36,4 +37,5 @@ __all__ = [
     "rank_zero_warn",
     "seed_everything",
     "set_shared_parameters",
+    "suggested_max_num_workers",
 ]

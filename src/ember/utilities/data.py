@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,26 @@ from ember.utilities.rank_zero import WarningCache, rank_zero_warn
 
 if TYPE_CHECKING:
     from ember.distributed.strategy import Strategy
+
+
+def suggested_max_num_workers(local_world_size: int) -> int:
+    """An upper bound for a ``DataLoader``'s ``num_workers``: this machine's CPUs shared among the
+    ``local_world_size`` processes on it (the Trainer's devices), one left to each main process.
+
+    Example::
+
+        DataLoader(dataset, num_workers=suggested_max_num_workers(trainer.num_devices))
+    """
+    if local_world_size < 1:
+        raise ValueError(f"`local_world_size` should be >= 1, got {local_world_size}.")
+    return max(1, _num_cpus_available() // local_world_size - 1)
+
+
+def _num_cpus_available() -> int:
+    """The CPUs this process may run on (its affinity where the platform tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def sized_len(dataloader: object) -> int | None:
