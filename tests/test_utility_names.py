@@ -408,3 +408,63 @@ def test_the_stand_in_optimizer_of_a_module_without_optimizers_is_at_lightnings_
     assert seen == [True, True]
     with pytest.raises(AttributeError, match="has no attribute 'missing'"):
         ember.core.optimizer.missing  # noqa: B018
+
+
+def test_is_shared_filesystem_in_one_process_and_for_a_missing_path(tmp_path):
+    from ember.utilities import is_shared_filesystem
+
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False)
+    assert is_shared_filesystem(trainer.strategy) is True  # one process: nothing to share with
+    assert is_shared_filesystem(trainer.strategy, tmp_path / "not-there") is True
+    assert not any(tmp_path.iterdir())
+
+
+def test_find_usable_cuda_devices_takes_the_gpus_that_accept_a_tensor(monkeypatch):
+    from ember.accelerators import find_usable_cuda_devices
+
+    assert find_usable_cuda_devices(0) == []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ValueError, match="find 1 devices but there are no visible CUDA devices"):
+        find_usable_cuda_devices(1)
+
+    # three GPUs, the second held by another process in exclusive mode
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    tried = []
+    real_tensor = torch.tensor
+
+    def tensor(data, device=None, **kwargs):
+        if device is not None and device.type == "cuda":
+            tried.append(device.index)
+            if device.index == 1:
+                raise RuntimeError("CUDA error: all CUDA-capable devices are busy or unavailable")
+            return real_tensor(data)
+        return real_tensor(data, device=device, **kwargs)
+
+    monkeypatch.setattr(torch, "tensor", tensor)
+    assert find_usable_cuda_devices() == [0, 2]
+    tried.clear()
+    assert find_usable_cuda_devices(1) == [0] and tried == [0]  # stops once it has enough
+    with pytest.raises(ValueError, match="find 4 devices but this machine only has 3 GPUs"):
+        find_usable_cuda_devices(4)
+    with pytest.raises(RuntimeError, match=r"only 2 are currently available. The devices \[1\] are occupied"):
+        find_usable_cuda_devices(3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_find_usable_cuda_devices_on_this_machines_gpus():
+    from ember.accelerators import find_usable_cuda_devices
+
+    found = find_usable_cuda_devices()
+    assert found == list(range(torch.cuda.device_count()))
+    assert find_usable_cuda_devices(1) == found[:1]
+
+
+def test_the_metric_type_alias_names_what_self_log_accepts():
+    import typing
+
+    from torchmetrics import Metric
+
+    from ember.utilities.types import _METRIC
+
+    assert set(typing.get_args(_METRIC)) == {Metric, torch.Tensor, int, float}

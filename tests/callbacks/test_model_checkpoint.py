@@ -975,6 +975,7 @@ def test_fit_sweeps_what_killed_saves_left_but_never_a_live_save(tmp_path, caplo
     _age(leftover)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*does not have many workers")  # on a machine with CPUs to spare
         trainer = ember.Trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=only_leftovers)], **QUIET)
         trainer.fit(SequenceModel(val_losses=[1.0]))
     assert not leftover.exists()

@@ -584,6 +584,7 @@ def test_the_default_checkpoint_callback_comes_back_from_the_workers_whole_and_w
     trainer = fork_trainer(tmp_path, enable_checkpointing=True, max_epochs=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "The dirpath has changed from ... to None" was given here
+        warnings.filterwarnings("ignore", message=".*does not have many workers")  # on a machine with CPUs to spare
         trainer.fit(RecordingModel(tmp_path), loader())
     callback = trainer.checkpoint_callback
     assert callback.dirpath == os.path.join(str(tmp_path), "checkpoints")
@@ -641,3 +642,27 @@ def test_a_parameter_without_gradient_under_ddp_says_which_strategy_to_pass(tmp_
     fork_trainer(tmp_path, strategy="ddp_fork_find_unused_parameters_true", max_epochs=1).fit(
         UnusedLayerModel(tmp_path), loader()
     )
+
+
+class SharedFilesystemModel(RecordingModel):
+    """Asks ``is_shared_filesystem`` about a folder both ranks see, and about one folder per rank."""
+
+    def on_train_start(self) -> None:
+        from ember.utilities import is_shared_filesystem
+
+        strategy = self.trainer.strategy
+        own = os.path.join(self.folder, f"only-rank{self.global_rank}")
+        os.makedirs(own, exist_ok=True)
+        self.record["shared"] = is_shared_filesystem(strategy, self.folder)
+        self.record["per_rank"] = is_shared_filesystem(strategy, own)
+        self.record["remote"] = is_shared_filesystem(strategy, "s3://bucket/checkpoints")
+        self.record["leftovers"] = [name for name in os.listdir(self.folder) if name.startswith(".")]
+
+
+def test_is_shared_filesystem_asks_every_rank(tmp_path):
+    fork_trainer(tmp_path, max_epochs=1).fit(SharedFilesystemModel(tmp_path), loader())
+    for record in read_ranks(tmp_path):
+        assert record["shared"] is True  # both ranks found rank 0's file in the same folder
+        assert record["per_rank"] is False  # the paths differ from rank to rank
+        assert record["remote"] is True
+        assert record["leftovers"] == []  # the check's file is removed

@@ -72,6 +72,7 @@ def test_val_dataloaders_without_validation_step_warn_as_lightning_does():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # with a validation_step, or without validation data: nothing to say
+        warnings.filterwarnings("ignore", message=".*does not have many workers")  # on a machine with CPUs to spare
         quiet_trainer(max_epochs=1).fit(CoreModel(), loader(8), loader(8))
         quiet_trainer(max_epochs=1).fit(NoValidation(), loader(8))
 

@@ -11,7 +11,7 @@ Example::
 
 from ember.accelerators.accelerator import Accelerator, _AcceleratorRegistry
 from ember.accelerators.cpu import CPUAccelerator
-from ember.accelerators.cuda import CUDAAccelerator
+from ember.accelerators.cuda import CUDAAccelerator, find_usable_cuda_devices
 from ember.accelerators.mps import MPSAccelerator
 from ember.accelerators.xla import XLAAccelerator  # by name only: never available, not registered
 
@@ -22,6 +22,7 @@ __all__ = [
     "CUDAAccelerator",
     "MPSAccelerator",
     "XLAAccelerator",
+    "find_usable_cuda_devices",
 ]
 
 # `Trainer(accelerator="<name>")` looks names up here; register your own with `AcceleratorRegistry.register`

@@ -15,6 +15,44 @@ def num_cuda_devices() -> int:
     return torch.cuda.device_count()
 
 
+def find_usable_cuda_devices(num_devices: int = -1) -> list[int]:
+    """The indices of ``num_devices`` CUDA GPUs that take a tensor (all of them for -1), tried in order.
+
+    A GPU in exclusive mode that another process holds refuses the tensor and is skipped. Two processes
+    that search at the same time may both pick the same free GPU.
+
+    Example::
+
+        Trainer(accelerator="cuda", devices=find_usable_cuda_devices(2))
+    """
+    if num_devices == 0:
+        return []
+    visible = list(range(num_cuda_devices()))
+    if not visible:
+        raise ValueError(
+            f"You requested to find {num_devices} devices but there are no visible CUDA devices on this machine."
+        )
+    if num_devices > len(visible):
+        raise ValueError(f"You requested to find {num_devices} devices but this machine only has {len(visible)} GPUs.")
+    usable: list[int] = []
+    occupied: list[int] = []
+    for index in visible:
+        try:
+            torch.tensor(0, device=torch.device("cuda", index))
+        except RuntimeError:
+            occupied.append(index)
+            continue
+        usable.append(index)
+        if len(usable) == num_devices:
+            break
+    if num_devices != -1 and len(usable) != num_devices:
+        raise RuntimeError(
+            f"You requested to find {num_devices} devices but only {len(usable)} are currently available."
+            f" The devices {occupied} are occupied by other processes and can't be used at the moment."
+        )
+    return usable
+
+
 class CUDAAccelerator(Accelerator):
     """NVIDIA GPUs through CUDA; ``devices`` selects GPU indices.
 

@@ -15,6 +15,7 @@ from ember.utilities.rank_zero import (
     rank_zero_warn,
 )
 from ember.utilities.seed import isolate_rng, seed_everything
+from ember.utilities.shared_filesystem import is_shared_filesystem
 from ember.utilities.throughput import measure_flops
 from ember.utilities.warnings import disable_possible_user_warnings
 
@@ -28,6 +29,7 @@ __all__ = [
     "find_shared_parameters",
     "grad_norm",
     "is_picklable",
+    "is_shared_filesystem",
     "isolate_rng",
     "measure_flops",
     "move_data_to_device",

@@ -87,3 +87,14 @@ __all__ = [
     "OptimizerLRScheduler",
     "OptimizerLRSchedulerConfig",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `_METRIC` names torchmetrics' `Metric`, imported only when the alias is read
+    if name == "_METRIC":
+        try:
+            from torchmetrics import Metric
+        except ImportError:  # without torchmetrics, a logged value is a tensor or a number
+            return Union[Tensor, _NUMBER]
+        return Union[Metric, Tensor, _NUMBER]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
