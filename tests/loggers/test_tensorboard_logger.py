@@ -10,6 +10,7 @@ pytest.importorskip("tensorboard")
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import ember
 from ember.loggers import TensorBoardLogger
 
 
@@ -222,6 +223,34 @@ def test_hparams_with_default_hp_metric_and_yaml(tmp_path):
     acc.Reload()
     assert acc.PluginTagToContent("hparams")
     logger.finalize("success")
+
+
+def test_hyperparameters_holding_tensors_and_arrays_are_logged_again_by_a_later_run(tmp_path):
+    # asteroid's System turns each list of its config into a tensor; a validate after fit logs them again
+    import numpy as np
+
+    from ember.demos import BoringModel
+
+    class Model(BoringModel):
+        def __init__(self):
+            super().__init__()
+            self.save_hyperparameters({"sizes": torch.tensor([1, 2, 3]), "window": np.arange(3)})
+
+    logger = TensorBoardLogger(tmp_path)
+    trainer = ember.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    model = Model()
+    trainer.fit(model)
+    assert len(trainer.validate(model, verbose=False)) == 1
+    with open(f"{logger.log_dir}/hparams.yaml") as file:
+        assert "sizes" in file.read()
 
 
 def test_no_hp_metric_when_disabled(tmp_path):

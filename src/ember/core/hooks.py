@@ -34,14 +34,13 @@ and ``CheckpointHooks``; ``LightningModule`` inherits all three, ``LightningData
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
 
 from ember.utilities.exceptions import MisconfigurationException
-
-if TYPE_CHECKING:
-    import torch
-    from torch import Tensor
-    from torch.optim import Optimizer
 
 
 class LogRule(NamedTuple):

@@ -268,8 +268,15 @@ class TensorBoardLogger(FolderLogger):
             if now - self._last_flush >= _FLUSH_INTERVAL:
                 self._flush()
                 self._last_flush = now
-        if self._hparams_saved == self.hparams:
-            return  # the file already holds these hyperparameters: no filesystem round trip per log step
+        saved = self._hparams_saved
+        if (
+            saved is not None
+            and saved.keys() == self.hparams.keys()
+            and all(saved[k] is v for k, v in self.hparams.items())
+        ):
+            # the file already holds these hyperparameters: no filesystem round trip per log step. The values
+            # are compared by identity: `==` on a tensor or an array has no single truth value
+            return
         log_dir = self.log_dir
         hparams_file = os.path.join(log_dir, self.NAME_HPARAMS_FILE)
         if is_folder(log_dir) and not is_file(hparams_file):
