@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from datetime import timedelta
 
@@ -265,6 +266,25 @@ def test_rank_zero_only_runs_on_rank_zero():
     _set_rank(1)
     assert record(2) is None
     assert calls == [1]
+
+
+def test_a_one_device_trainer_in_a_ranks_process_keeps_the_rank_it_started_with():
+    # asteroid builds a second, one-device Trainer inside each DDP rank; Lightning's single-device
+    # strategy leaves `rank_zero_only.rank` alone, so rank 1 stays quiet
+    code = (
+        "import ember\n"
+        "from ember.utilities.rank_zero import rank_zero_info, rank_zero_only\n"
+        "import logging, sys\n"
+        "logging.basicConfig(stream=sys.stdout, level=logging.INFO, format='LOG %(message)s')\n"
+        "print('before', rank_zero_only.rank)\n"
+        "ember.Trainer(accelerator='cpu', devices=1, logger=False, enable_progress_bar=False)\n"
+        "print('after', rank_zero_only.rank)\n"
+        "rank_zero_info('rank zero only')\n"
+    )
+    env = {**os.environ, "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["before 1", "after 1"]
 
 
 def test_every_rank_learns_which_signal_stopped_the_job():

@@ -214,9 +214,12 @@ class ParallelStrategy(Strategy):
 
     def set_world_ranks(self) -> None:
         """Tell the cluster environment this process's rank and the world size, as Lightning's strategies
-        do (environments that read them from their launcher ignore it)."""
+        do (environments that read them from their launcher ignore it), and ``rank_zero_only`` this
+        process's rank. Only these strategies set it: a one-device Trainer built in a rank's process
+        leaves it at the rank the process started with."""
         self.cluster_environment.set_global_rank(self.node_rank * self.num_processes + self.local_rank)
         self.cluster_environment.set_world_size(self.num_nodes * self.num_processes)
+        _set_rank(self.global_rank)
 
     def setup_distributed(self) -> None:
         """Join (or create) the process group at the cluster environment's address (Lightning's name).
@@ -233,7 +236,6 @@ class ParallelStrategy(Strategy):
         os.environ["MASTER_PORT"] = str(env.main_port)
         failure.install(self.global_rank)
         self._failed = False
-        _set_rank(self.global_rank)
         if dist.is_available() and not dist.is_initialized():
             # all ranks: rendezvous at MASTER_ADDR:MASTER_PORT
             log.info(

@@ -36,7 +36,7 @@ from ember.trainer.states import RunningStage, TrainerFn, TrainerStatus
 from ember.tuner.exceptions import _TunerExitException
 from ember.utilities.exceptions import MisconfigurationException, PreemptionExit
 from ember.utilities.parsing import clean_namespace
-from ember.utilities.rank_zero import _set_rank, rank_zero_info, rank_zero_warn
+from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
@@ -203,7 +203,6 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
                 check(logger)  # fail before any work is done, naming the folder
     strategy.setup_environment()  # the process group first: prepare_data's barrier needs it
     trainer.accelerator.setup_device(strategy.root_device)
-    _set_rank(strategy.global_rank)
     if run.profiler is not None:
         run.profiler._lightning_module = model
         local_rank = trainer.local_rank if trainer.world_size > 1 else None

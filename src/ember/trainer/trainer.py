@@ -23,7 +23,7 @@ from ember.trainer.defaults import configure_callbacks, configure_loggers
 from ember.trainer.run import Run
 from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import _set_rank, rank_zero_info
+from ember.utilities.rank_zero import rank_zero_info
 
 
 class _ReadOnly:
@@ -289,7 +289,6 @@ class Trainer:
         self._accelerator_connector = views.AcceleratorConnectorView(self)
         self._checkpoint_connector = views.CheckpointConnectorView(self)
         self._callback_connector = views.CallbackConnectorView(self)
-        _set_rank(self.strategy.global_rank)
 
     # ---- entry points ----------------------------------------------------------------------------
     def fit(
