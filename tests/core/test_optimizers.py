@@ -314,18 +314,25 @@ def test_top_level_monitor_goes_to_the_plateau_scheduler_only():
     assert trainer.lr_scheduler_configs[0].monitor is None
 
 
-def test_the_scheduler_config_keeps_opt_idx_unset():
-    class Plateau(CoreModel):
-        def configure_optimizers(self):
-            optimizer = torch.optim.Adam(self.parameters())
-            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
-            return {"optimizer": optimizer, "lr_scheduler": plateau, "monitor": "val_loss"}
+def test_the_scheduler_config_has_lightnings_fields_and_opt_idx_is_an_unsupported_key():
+    import dataclasses
 
-        def training_step(self, batch, batch_idx):
-            loss = super().training_step(batch, batch_idx)
-            self.log("val_loss", loss)
-            return loss
+    class WithOptIdx(CoreModel):
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "opt_idx": 0}}
 
     trainer = quiet_trainer(max_steps=1)
-    trainer.fit(Plateau(), loader())
-    assert trainer.lr_scheduler_configs[0].opt_idx is None  # Lightning 2.x leaves it unset
+    with pytest.warns(RuntimeWarning, match=r"Found unsupported keys in the lr scheduler dict: \{'opt_idx'\}"):
+        trainer.fit(WithOptIdx(), loader())
+    # Lightning 2.0 dropped `opt_idx`, with the one-optimizer-per-step automatic optimization
+    assert [field.name for field in dataclasses.fields(trainer.lr_scheduler_configs[0])] == [
+        "scheduler",
+        "name",
+        "interval",
+        "frequency",
+        "reduce_on_plateau",
+        "monitor",
+        "strict",
+    ]
