@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
 import sys
 
 import pytest
@@ -197,12 +198,32 @@ def test_mlflow_run_marked_failed_when_fit_raises(mlflow_uri):
     assert MlflowClient(mlflow_uri).get_run(logger.run_id).info.status == "FAILED"
 
 
+@pytest.mark.parametrize("package", ["pytorch_lightning", "lightning.pytorch"])
+def test_the_csv_default_warning_names_the_lightning_package_the_program_imported(tmp_path, package):
+    code = (
+        "import sys, warnings\n"
+        "sys.modules['tensorboard'] = sys.modules['tensorboardX'] = None\n"
+        "import ember; ember.install_as_lightning()\n"
+        f"import {package} as pl\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    pl.Trainer(default_root_dir={str(tmp_path)!r}, enable_progress_bar=False)\n"
+        "print([str(w.message) for w in caught if 'CSVLogger' in str(w.message)])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"has been removed as a dependency of the `{package}` package" in done.stdout
+    assert "`pip install lightning[extra]`" in done.stdout
+
+
 def test_default_logger_is_csv_without_tensorboard(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     monkeypatch.setenv("SLURM_JOB_ID", "4242")  # a SLURM job's id names TensorBoard's version only, as Lightning
     monkeypatch.setattr("ember.trainer.defaults._csv_default_warning", type(defaults._csv_default_warning)())
-    with pytest.warns(UserWarning, match="`logger=True` will use `CSVLogger` as the default logger, unless the"):
+    with pytest.warns(
+        UserWarning, match=r"`logger=True` uses `CSVLogger` as the default logger: neither .*ember\[tensorboard\]"
+    ):
         trainer = pl.Trainer(
             max_epochs=1, log_every_n_steps=2, default_root_dir=tmp_path, enable_checkpointing=False, **QUIET
         )

@@ -68,15 +68,23 @@ def default_logger(save_dir: str) -> Any:
         version = os.environ["SLURM_JOB_ID"] if slurm_batch_job else None
 
         return TensorBoardLogger(save_dir=save_dir, version=version)
+    from ember.lightning_alias import lightning_package
     from ember.loggers.csv_logs import CSVLogger
 
-    _csv_default_warning.warn(
-        "Starting from v1.9.0, `tensorboardX` has been removed as a dependency of the `lightning.pytorch`"
-        " package, due to potential conflicts with other packages in the ML ecosystem. For this reason,"
-        " `logger=True` will use `CSVLogger` as the default logger, unless the `tensorboard`"
-        " or `tensorboardX` packages are found."
-        " Please `pip install lightning[extra]` or one of them to enable TensorBoard support by default"
-    )  # Lightning's words, once per process
+    package = lightning_package()
+    if package is None:  # a program written for Ember
+        _csv_default_warning.warn(
+            "`logger=True` uses `CSVLogger` as the default logger: neither `tensorboard` nor `tensorboardX` is"
+            " installed. `pip install 'ember[tensorboard]'` (or `tensorboardX`) makes TensorBoard the default."
+        )
+    else:  # Lightning's words, naming the package the program imported
+        _csv_default_warning.warn(
+            f"Starting from v1.9.0, `tensorboardX` has been removed as a dependency of the `{package}`"
+            " package, due to potential conflicts with other packages in the ML ecosystem. For this reason,"
+            " `logger=True` will use `CSVLogger` as the default logger, unless the `tensorboard`"
+            " or `tensorboardX` packages are found."
+            " Please `pip install lightning[extra]` or one of them to enable TensorBoard support by default"
+        )
     return CSVLogger(save_dir=save_dir)  # as Lightning: the SLURM job's version is TensorBoard's only
 
 
