@@ -280,12 +280,6 @@ class _Finder(importlib.abc.MetaPathFinder):
 _class_root: str | None = None  # the root whose names Ember's classes carry, once a program imports one
 
 
-def lightning_package() -> str | None:
-    """The Lightning package the program imported first on the alias (``"pytorch_lightning"`` or
-    ``"lightning.pytorch"``), the one whose names Ember's classes carry; None before any (plain Ember)."""
-    return _class_root
-
-
 def _take_lightning_names(root: str) -> None:
     """Give every Ember module, loaded now or later, Lightning's names under ``root`` (the first root
     imported): see ``_give_lightning_names``."""

@@ -390,6 +390,7 @@ def test_time_trigger_waits_for_a_validation_epochs_away(tmp_path):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no "could not find the monitored key"
+        warnings.filterwarnings("ignore", message=".*does not have many workers")  # on a machine with CPUs to spare
         trainer.fit(SequenceModel(val_losses=[0.25], train_batches=2, val_batches=1))
     assert callback.best_model_score == pytest.approx(0.25)
     assert _names(tmp_path) == ["epoch=1-step=4.ckpt"]

@@ -51,9 +51,9 @@ def _instantiator_name() -> str:
     ``pytorch_lightning.cli.instantiate_module`` in ``pytorch-lightning``. A program on the alias that
     imported only ``lightning.pytorch`` gets the first; every other program the second.
     """
-    if "lightning.pytorch" in sys.modules and "pytorch_lightning" not in sys.modules:
-        return "lightning.pytorch.cli.instantiate_module"
-    return "pytorch_lightning.cli.instantiate_module"
+    from ember.utilities.imports import lightning_package
+
+    return f"{lightning_package() or 'pytorch_lightning'}.cli.instantiate_module"
 
 
 def argument_parser_class() -> type:

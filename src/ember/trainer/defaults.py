@@ -68,7 +68,7 @@ def default_logger(save_dir: str) -> Any:
         version = os.environ["SLURM_JOB_ID"] if slurm_batch_job else None
 
         return TensorBoardLogger(save_dir=save_dir, version=version)
-    from ember.lightning_alias import lightning_package
+    from ember.utilities.imports import lightning_package
     from ember.loggers.csv_logs import CSVLogger
 
     package = lightning_package()

@@ -26,6 +26,15 @@ from typing import Any
 from ember.utilities.rank_zero import rank_zero_warn
 
 
+def lightning_package() -> str | None:
+    """The Lightning package a program on the alias imported, for the messages and names that carry it:
+    ``"lightning.pytorch"`` when it imported only that one, else ``"pytorch_lightning"``; None for a
+    program that imported neither (a program written for Ember)."""
+    if "pytorch_lightning" in sys.modules:
+        return "pytorch_lightning"
+    return "lightning.pytorch" if "lightning.pytorch" in sys.modules else None
+
+
 def _version_key(version: str) -> Any:
     """A sortable key for a version string: ``packaging``'s PEP 440 order where it is installed (a nightly
     ``2.9.0.dev`` sorts before ``2.9.0``), else the numeric release, a pre-release just before its release."""
