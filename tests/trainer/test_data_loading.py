@@ -438,3 +438,34 @@ def test_a_shuffled_evaluation_loader_gets_lightnings_warning_once(fn, key):
         warnings.simplefilter("always")
         quiet_trainer().validate(CoreModel(), loader(n=8))
     assert not [w for w in caught if "shuffling enabled" in str(w.message)]
+
+
+def test_a_loader_that_is_not_a_dataloader_is_checked_by_making_an_iterator_as_lightning_does():
+    # mlcolvar's DictLoader shuffles with the global generator in `__iter__`: Lightning's check makes
+    # one iterator before the epoch's, so the epoch gets the second permutation (recorded on Lightning 2.6.6)
+    class ShuffledLoader:
+        def __init__(self):
+            self.permutations = []
+
+        def __iter__(self):
+            permutation = torch.randperm(6)
+            self.permutations.append(permutation.tolist())
+            return iter(permutation.float().view(2, 3, 1))
+
+        def __len__(self):
+            return 2
+
+    class Recording(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def training_step(self, batch, batch_idx):
+            self.batches.append(batch.flatten().tolist())
+            return self.layer(batch.expand(-1, 4)).sum()
+
+    data, model = ShuffledLoader(), Recording()
+    ember.seed_everything(0)
+    quiet_trainer(max_epochs=1).fit(model, data)
+    assert data.permutations == [[2, 5, 3, 0, 1, 4], [3, 0, 5, 4, 2, 1]]
+    assert model.batches == [[3.0, 0.0, 5.0], [4.0, 2.0, 1.0]]

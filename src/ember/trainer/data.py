@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import (
@@ -75,8 +75,15 @@ def check_loader(loader: Any, fn: str, returned_from: str | None, defined: bool 
     returned it (``"MyModel.train_dataloader"``), or None when it was passed to ``fn``; ``defined`` is
     False when nothing was passed and no hook defines the data.
     """
-    if isinstance(loader, Iterable) or hasattr(loader, "__iter__"):
+    if isinstance(loader, DataLoader):
+        return  # always iterable; an iterator would start its workers
+    try:
+        # as Lightning, the check makes an iterator of anything else: a loader that shuffles in `__iter__`
+        # draws its random numbers there, and the runs that follow draw the same as on Lightning
+        iter(loader)
         return
+    except TypeError:
+        pass
     if returned_from is not None:
         raise TypeError(f"An invalid dataloader was returned from `{returned_from}()`. Found {loader}.")
     prefix = "train_" if fn == "fit" else ""

@@ -68,8 +68,8 @@ def default_logger(save_dir: str) -> Any:
         version = os.environ["SLURM_JOB_ID"] if slurm_batch_job else None
 
         return TensorBoardLogger(save_dir=save_dir, version=version)
-    from ember.utilities.imports import lightning_package
     from ember.loggers.csv_logs import CSVLogger
+    from ember.utilities.imports import lightning_package
 
     package = lightning_package()
     if package is None:  # a program written for Ember
