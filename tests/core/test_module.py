@@ -272,6 +272,37 @@ def test_to_torchscript_trace(tmp_path):
         model.to_torchscript(method="onnx")
 
 
+def test_a_traced_export_takes_its_inputs_through_the_batch_hooks_and_reads_the_example_as_lightning():
+    # mlcolvar's example_input_array draws random inputs: how often it is read moves the global generator
+    class Drawing(CoreModel):
+        reads = 0
+
+        def __init__(self):
+            super().__init__()
+            self.hooks = []
+
+        @property
+        def example_input_array(self):
+            type(self).reads += 1
+            return torch.randn(1, 4)
+
+        def on_before_batch_transfer(self, batch, dataloader_idx):
+            self.hooks.append("before")
+            return batch
+
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            self.hooks.append("after")
+            return batch
+
+    torch.manual_seed(0)
+    model = Drawing()
+    with pytest.deprecated_call():
+        model.to_torchscript(method="trace")
+    # recorded with Lightning 2.6.6: the check, the read and torch.jit.trace's own four; then the generator
+    assert Drawing.reads == 6 and model.hooks == ["before", "after"]
+    assert torch.rand(1).item() == pytest.approx(0.5675464272499084, abs=0)
+
+
 def test_copy_and_pickle_after_fit_leave_the_trainer_behind():
     import copy
     import pickle

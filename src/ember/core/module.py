@@ -471,6 +471,11 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
             cls, checkpoint_path, map_location, hparams_file, strict, weights_only, False, **kwargs
         )
 
+    def _on_device(self, batch: Any) -> Any:
+        """An export's example input through the batch hooks, as a batch of dataloader 0 goes to the device."""
+        batch = self.on_before_batch_transfer(batch, 0)
+        return self.on_after_batch_transfer(self.transfer_batch_to_device(batch, self.device, 0), 0)
+
     def to_onnx(self, file_path: Any = None, input_sample: Any = None, **kwargs: Any) -> Any:
         """Export to ONNX with ``torch.onnx.export`` (needs the ``onnx`` package).
 
@@ -489,8 +494,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
                     " `model.example_input_array` attribute is set."
                 )
             input_sample = self.example_input_array
-        input_sample = self.on_before_batch_transfer(input_sample, 0)
-        input_sample = self.on_after_batch_transfer(self.transfer_batch_to_device(input_sample, self.device, 0), 0)
+        input_sample = self._on_device(input_sample)
         mode = self.training
         try:
             return torch.onnx.export(self, input_sample, str(file_path) if file_path is not None else None, **kwargs)
@@ -517,13 +521,17 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
             if method == "script":
                 exported = torch.jit.script(self, **kwargs)
             elif method == "trace":
-                inputs = example_inputs if example_inputs is not None else self.example_input_array
-                if inputs is None:
-                    raise ValueError(
-                        "Choosing method=`trace` requires either `example_inputs` or `model.example_input_array`"
-                        " to be defined."
-                    )
-                exported = torch.jit.trace(self, example_inputs=inputs, **kwargs)
+                if example_inputs is None:
+                    if self.example_input_array is None:
+                        raise ValueError(
+                            "Choosing method=`trace` requires either `example_inputs` or"
+                            " `model.example_input_array` to be defined."
+                        )
+                    # read again, as Lightning does: a property that draws random inputs draws twice
+                    example_inputs = self.example_input_array
+                if kwargs.get("check_inputs") is not None:
+                    kwargs["check_inputs"] = self._on_device(kwargs["check_inputs"])
+                exported = torch.jit.trace(self, example_inputs=self._on_device(example_inputs), **kwargs)
             else:
                 raise ValueError(
                     f"The 'method' parameter only supports 'script' or 'trace', but value given was: {method}"
