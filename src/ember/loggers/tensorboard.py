@@ -103,7 +103,8 @@ class TensorBoardLogger(FolderLogger):
         self._last_flush = -math.inf
         self._pending: list[tuple[str, float, int | None, float]] = []  # scalars not written yet
         self.hparams: dict[str, Any] = {}
-        self._hparams_saved: dict[str, Any] | None = None  # what hparams.yaml is known to hold
+        # hparams.yaml exists: as in Lightning it is written once, when the log folder first exists
+        self._hparams_file_exists = False
         _check_writable(self._save_dir, type(self).__name__)
 
     @property
@@ -268,22 +269,14 @@ class TensorBoardLogger(FolderLogger):
             if now - self._last_flush >= _FLUSH_INTERVAL:
                 self._flush()
                 self._last_flush = now
-        saved = self._hparams_saved
-        if (
-            saved is not None
-            and saved.keys() == self.hparams.keys()
-            and all(saved[k] is v for k, v in self.hparams.items())
-        ):
-            # the file already holds these hyperparameters: no filesystem round trip per log step. The values
-            # are compared by identity: `==` on a tensor or an array has no single truth value
-            return
+        if self._hparams_file_exists:
+            return  # no filesystem round trip per log step
         log_dir = self.log_dir
         hparams_file = os.path.join(log_dir, self.NAME_HPARAMS_FILE)
-        if is_folder(log_dir) and not is_file(hparams_file):
-            _save_hparams_to_yaml(hparams_file, self.hparams)
-            self._hparams_saved = dict(self.hparams)
-        elif is_file(hparams_file):
-            self._hparams_saved = dict(self.hparams)
+        if is_folder(log_dir):
+            if not is_file(hparams_file):
+                _save_hparams_to_yaml(hparams_file, self.hparams)
+            self._hparams_file_exists = True
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
