@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ember.callbacks.callback import Callback
+from ember.core.hooks import through_batch_hooks
 from ember.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
@@ -282,10 +283,7 @@ def _prepare_example_input(model: Any) -> Any:
     if not all(hasattr(model, hook) for hook in hooks):
         return input_
     # the same path a batch takes, so the example reaches the model's device in the model's format
-    device = getattr(model, "device", torch.device("cpu"))
-    input_ = model.on_before_batch_transfer(input_, 0)
-    input_ = model.transfer_batch_to_device(input_, device, 0)
-    return model.on_after_batch_transfer(input_, 0)
+    return through_batch_hooks(model, input_, getattr(model, "device", torch.device("cpu")))
 
 
 def _forward_context(model: nn.Module) -> Any:

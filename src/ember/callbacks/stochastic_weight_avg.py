@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ember.callbacks.callback import Callback
+from ember.core.hooks import through_batch_hooks
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -233,9 +234,7 @@ class StochasticWeightAveraging(Callback):
                 for batch_idx, batch in enumerate(loader):
                     if batch_idx >= limit:
                         break
-                    batch = pl_module.on_before_batch_transfer(batch, 0)
-                    batch = pl_module.transfer_batch_to_device(batch, device, 0)
-                    batch = pl_module.on_after_batch_transfer(batch, 0)
+                    batch = through_batch_hooks(pl_module, batch, device)
                     if automatic:
                         pl_module.training_step(batch, batch_idx)
                     else:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ember.core.hooks import CheckpointHooks, DataHooks, ModelHooks
+from ember.core.hooks import CheckpointHooks, DataHooks, ModelHooks, through_batch_hooks
 from ember.core.hparams import HyperparametersMixin
 from ember.core.logging import LoggingMixin
 from ember.core.saving import restricted_classmethod
@@ -471,11 +471,6 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
             cls, checkpoint_path, map_location, hparams_file, strict, weights_only, False, **kwargs
         )
 
-    def _on_device(self, batch: Any) -> Any:
-        """An export's example input through the batch hooks, as a batch of dataloader 0 goes to the device."""
-        batch = self.on_before_batch_transfer(batch, 0)
-        return self.on_after_batch_transfer(self.transfer_batch_to_device(batch, self.device, 0), 0)
-
     def to_onnx(self, file_path: Any = None, input_sample: Any = None, **kwargs: Any) -> Any:
         """Export to ONNX with ``torch.onnx.export`` (needs the ``onnx`` package).
 
@@ -494,7 +489,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
                     " `model.example_input_array` attribute is set."
                 )
             input_sample = self.example_input_array
-        input_sample = self._on_device(input_sample)
+        input_sample = through_batch_hooks(self, input_sample, self.device)
         mode = self.training
         try:
             return torch.onnx.export(self, input_sample, str(file_path) if file_path is not None else None, **kwargs)
@@ -530,8 +525,10 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
                     # read again, as Lightning does: a property that draws random inputs draws twice
                     example_inputs = self.example_input_array
                 if kwargs.get("check_inputs") is not None:
-                    kwargs["check_inputs"] = self._on_device(kwargs["check_inputs"])
-                exported = torch.jit.trace(self, example_inputs=self._on_device(example_inputs), **kwargs)
+                    kwargs["check_inputs"] = through_batch_hooks(self, kwargs["check_inputs"], self.device)
+                exported = torch.jit.trace(
+                    self, example_inputs=through_batch_hooks(self, example_inputs, self.device), **kwargs
+                )
             else:
                 raise ValueError(
                     f"The 'method' parameter only supports 'script' or 'trace', but value given was: {method}"
