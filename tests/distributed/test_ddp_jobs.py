@@ -201,6 +201,47 @@ def test_ranks_that_fail_by_themselves_each_show_their_traceback(tmp_path):
 
 
 @pytest.mark.timeout(200)
+def test_a_rank_about_to_fail_when_rank_0_fails_first_still_shows_its_traceback(tmp_path):
+    # rank 0's error ends the job, but the other ranks get a moment to end by themselves first: rank 1,
+    # failing half a second later with an error of its own, prints its last line and its traceback
+    proc = run("raise_both_rank0_first", tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert output.count("ValueError: boom on rank 0") == 1, output[-4000:]
+    assert "rank 1 is about to fail too" in output, output[-4000:]
+    assert output.count("ValueError: boom on rank 1") == 1, output[-4000:]
+    assert left_in_temp(tmp_path) == []
+
+
+@pytest.mark.timeout(200)
+def test_a_script_failing_after_fit_on_every_rank_shows_each_ranks_traceback(tmp_path):
+    # rank 0's uncaught error ends the job, after the other ranks had a moment to end by themselves
+    proc = run("raise_after_fit", tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert output.count("ValueError: evaluation failed on rank 0") == 1, output[-4000:]
+    assert "rank 1 is about to fail too" in output, output[-4000:]
+    assert output.count("ValueError: evaluation failed on rank 1") == 1, output[-4000:]
+    assert left_in_temp(tmp_path) == []
+
+
+@pytest.mark.timeout(200)
+def test_a_rank_0_error_ends_the_job_promptly_when_the_others_wait_for_it(tmp_path):
+    # rank 1 waits in a collective for rank 0, which failed: it is stopped after the grace period
+    proc = run("raise_rank0", tmp_path)
+    ended = time.time()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert ended - float((tmp_path / "raised_at").read_text()) < 30
+    assert output.count("ValueError: boom on rank 0") == 1, output[-4000:]
+    assert output.count("Traceback") == 1, output[-4000:]  # rank 1 had nothing to say
+    assert left_in_temp(tmp_path) == []
+    for rank in (0, 1):
+        with pytest.raises(ProcessLookupError):
+            os.kill(load(tmp_path, "raise_rank0", rank)["pid"], 0)  # no process left behind
+
+
+@pytest.mark.timeout(200)
 def test_a_rank_killed_by_sigkill_is_named_and_ends_the_job_promptly(tmp_path):
     # what the out-of-memory killer does: no exception, no traceback in that rank
     proc = run("sigkill", tmp_path)

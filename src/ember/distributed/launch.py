@@ -158,6 +158,10 @@ def _die_with_parent() -> None:
         pass
 
 
+# when this rank fails first, how long the ranks it started get to end by themselves before they are stopped
+_PEER_GRACE = 3.0
+
+
 class SubprocessLauncher:
     """Re-run the user's command for local ranks 1..n-1; this process becomes local rank 0.
 
@@ -284,18 +288,29 @@ class SubprocessLauncher:
             time.sleep(0.02)
 
     def on_exception(self, exception: BaseException) -> None:
-        """This rank failed (or was interrupted): stop the other local ranks now. A rank that failed first
-        is failing by itself: it gets a moment to print its traceback and exit before it is stopped."""
+        """This rank failed (or was interrupted): stop the other local ranks.
+
+        They are given a moment first, so that what they print on the way out is not lost: a rank that
+        failed first is failing by itself and gets up to 5 s to print its traceback and exit; when this
+        rank's error is the first, the others get ``_PEER_GRACE`` seconds, in which a rank that hits an
+        error of its own (often the same one, a moment later) shows it. A rank waiting in a collective
+        for this one is stopped when the time is up. An interrupt (Ctrl+C) stops them at once.
+        """
         self._failed_here = True
         first = failure.first_failure()
         if first is not None and not first[1].startswith(failure.KILLED):
-            for index, proc in enumerate(self.procs):
-                if self._global_rank(index + 1) == first[0]:
-                    try:
-                        proc.wait(timeout=5.0)
-                    except subprocess.TimeoutExpired:
-                        pass
+            if first[0] == self._global_rank(0):
+                self._wait_for(self.procs, _PEER_GRACE)
+            else:
+                self._wait_for([p for i, p in enumerate(self.procs) if self._global_rank(i + 1) == first[0]], 5.0)
         self.kill()
+
+    @staticmethod
+    def _wait_for(procs: list[subprocess.Popen], seconds: float) -> None:
+        """Wait until every one of ``procs`` has exited, for ``seconds`` at most."""
+        deadline = time.monotonic() + seconds
+        while any(proc.poll() is None for proc in procs) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def kill(self) -> None:
         for proc in self.procs:
@@ -312,8 +327,11 @@ class SubprocessLauncher:
             shutil.rmtree(self._failure_dir, ignore_errors=True)
 
     def _at_exit(self) -> None:
-        uncaught = getattr(sys, "last_value", None) is not None or failure.first_failure() is not None
-        if self._failed_here or uncaught:
+        error = getattr(sys, "last_value", None)  # what the program ended with, uncaught
+        if self._failed_here or error is not None or failure.first_failure() is not None:
+            if not self._failed_here and error is not None and not isinstance(error, KeyboardInterrupt):
+                # this rank's program failed outside a run: the others may be failing the same way
+                self._wait_for(self.procs, _PEER_GRACE)
             self.kill()
         else:
             for proc in self.procs:

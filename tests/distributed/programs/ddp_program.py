@@ -6,7 +6,9 @@ MODE ``fit``: fit (checkpointing), validate, test, predict, then resume the chec
 epoch. ``plain``: a shuffled run with dropout (run under torchrun). ``raise``: rank 1 raises in
 ``training_step``. ``sigkill``: rank 1 is killed by SIGKILL in ``training_step`` (as by the OOM killer).
 ``stuck``: the same, while rank 0 is busy outside any collective (no error ever reaches it).
-``raise_both``: both ranks raise in ``training_step``, rank 1 first.
+``raise_both``: both ranks raise in ``training_step``, rank 1 first. ``raise_both_rank0_first``: both
+raise, rank 0 first, rank 1 a moment later. ``raise_rank0``: rank 0 raises alone.
+``raise_after_fit``: both ranks raise after ``fit``, outside any run, rank 0 first.
 ``spawn``: fit with ``ddp_spawn``, then validate, predict and fit one more epoch with ``ddp_fork``.
 Each process writes what it saw to ``OUTDIR/<mode>-rank<r>.pt``.
 """
@@ -52,6 +54,18 @@ class Model(pl.LightningModule):
                 while not os.path.exists(marker):
                     time.sleep(0.005)
             raise ValueError(f"boom on rank {self.global_rank}")
+        if MODE == "raise_both_rank0_first" and batch_idx == 3:
+            if self.global_rank == 1:  # rank 0 fails first; this rank is a moment behind it
+                marker = os.path.join(os.environ["EMBER_FAILURE_DIR"], "first_failure")
+                while not os.path.exists(marker):
+                    time.sleep(0.005)
+                time.sleep(0.5)
+                print("rank 1 is about to fail too", flush=True)
+            raise ValueError(f"boom on rank {self.global_rank}")
+        if MODE == "raise_rank0" and self.global_rank == 0 and batch_idx == 3:
+            with open(os.path.join(sys.argv[2], "raised_at"), "w") as f:
+                f.write(repr(time.time()))
+            raise ValueError("boom on rank 0")
         if MODE == "stuck" and self.global_rank == 0 and batch_idx == 3:
             time.sleep(600)  # a long host-side stall: only the launcher's watch can end the job
         if MODE in ("sigkill", "stuck") and self.global_rank == 1 and batch_idx == 3:
@@ -148,6 +162,15 @@ def run_raise(out: str) -> None:
     t.fit(Model(), DataLoader(dataset(64), batch_size=2))
 
 
+def run_raise_after_fit(out: str) -> None:
+    t = trainer(out, max_epochs=1, enable_checkpointing=False)
+    t.fit(Model(), DataLoader(dataset(16), batch_size=2))
+    if t.global_rank == 1:
+        time.sleep(0.5)  # rank 0 fails first
+        print("rank 1 is about to fail too", flush=True)
+    raise ValueError(f"evaluation failed on rank {t.global_rank}")
+
+
 class GlobalStateAtSetup(Callback):
     """What each rank's process starts the run with: draws of every global RNG, the deterministic flag."""
 
@@ -236,8 +259,10 @@ if __name__ == "__main__":
         run_fit(out_dir)
     elif MODE == "plain":
         run_plain(out_dir)
-    elif MODE in ("raise", "raise_both", "sigkill", "stuck"):
+    elif MODE in ("raise", "raise_both", "raise_both_rank0_first", "raise_rank0", "sigkill", "stuck"):
         run_raise(out_dir)
+    elif MODE == "raise_after_fit":
+        run_raise_after_fit(out_dir)
     elif MODE == "spawn":
         run_spawn(out_dir)
     elif MODE == "threads":
