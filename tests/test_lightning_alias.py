@@ -849,6 +849,18 @@ def test_ember_run_runs_an_unmodified_lightning_script(tmp_path):
     assert torch.load(seen["best_model_path"], weights_only=True)["hyper_parameters"] == {"lr": 0.1}
 
 
+def test_ember_run_gives_a_script_named_by_a_relative_path_what_python_gives_it(tmp_path):
+    # as `python train.py`: an absolute `__file__` (so `Path(__file__).parent` still works after a
+    # `chdir`, as careamics' scripts use it) and `sys.argv[0]` as typed
+    (tmp_path / "train.py").write_text(
+        "import os, sys, tempfile\n"
+        "os.chdir(tempfile.gettempdir())\nprint(__file__, sys.argv[0], os.path.isfile(__file__))\n"
+    )
+    on_python = ok(python("", "train.py", cwd=tmp_path)).split()
+    on_ember = ok(python("", "-m", "ember", "run", "train.py", cwd=tmp_path)).split()
+    assert on_ember == on_python == [str(tmp_path / "train.py"), "train.py", "True"]
+
+
 def test_ember_run_a_module_and_the_exit_code_of_a_failing_program(tmp_path):
     package = tmp_path / "project"
     package.mkdir()

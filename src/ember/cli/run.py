@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+import types
 from collections.abc import Sequence
 
 USAGE = """usage: ember run script.py [args ...]
@@ -50,6 +51,30 @@ def main(args: Sequence[str]) -> int:
         return 2
     install_as_lightning()
     sys.argv = [script, *args[1:]]
-    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python script.py` does
-    runpy.run_path(script, run_name="__main__")
+    path = os.path.abspath(script)
+    sys.path.insert(0, os.path.dirname(path))  # as `python script.py` does
+    _run_script(path)
     return 0
+
+
+def _run_script(path: str) -> None:
+    """Run the file at the absolute ``path`` as ``__main__``, as ``python script.py`` does: ``__file__`` is
+    absolute (``Path(__file__).parent`` holds after a ``chdir``) and ``sys.argv[0]`` stays as typed, where
+    ``runpy.run_path`` would make it the path it was given."""
+    with open(path, "rb") as file:
+        source = file.read()
+    try:
+        code = compile(source, path, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        # not Python source (a compiled file, a zip), or a syntax error: runpy runs it, or raises as python does
+        runpy.run_path(path, run_name="__main__")
+        return
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None)
+    previous = sys.modules.get("__main__")
+    sys.modules["__main__"] = main  # what pickle and multiprocessing find the program's classes in
+    try:
+        exec(code, main.__dict__)
+    finally:
+        if previous is not None:
+            sys.modules["__main__"] = previous
