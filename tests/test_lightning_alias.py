@@ -228,6 +228,8 @@ SUPPORTED = {
         ["LayerSummary", "ModelSummary", "summarize", "get_human_readable_count", "UNKNOWN_SIZE"],
     ),
     "utilities.parsing": ("ember.utilities.parsing", ["AttributeDict"]),
+    "utilities.migration": ("ember.utilities.migration", ["migrate_checkpoint"]),
+    "utilities.upgrade_checkpoint": ("ember.utilities.upgrade_checkpoint", ["main"]),
     "utilities.rank_zero": (
         "ember.utilities.rank_zero",
         [

@@ -240,8 +240,10 @@ def _store_hparams(checkpoint: dict[str, Any], hparams: Any, key: str, type_key:
 # ---------------------------------------------------------------------------------------
 def read_checkpoint(t: Trainer, path: Any, weights_only: bool | None) -> dict[str, Any]:
     """Lightning's "Restoring states" line, then the file through the strategy's CheckpointIO plugin (all ranks)."""
+    from ember.utilities.migration import migrate_loaded
+
     rank_zero_info(f"Restoring states from the checkpoint path at {path}")
-    return t.strategy.load_checkpoint(path, weights_only=weights_only)
+    return migrate_loaded(t.strategy.load_checkpoint(path, weights_only=weights_only), path)
 
 
 def say_restored(t: Trainer, path: Any) -> None:

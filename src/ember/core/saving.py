@@ -320,8 +320,10 @@ def load_from_checkpoint(
     so that any hyperparameter name can be passed in ``kwargs``.
     """
     from ember.checkpoint import load_checkpoint
+    from ember.utilities.migration import migrate_loaded
 
     checkpoint = load_checkpoint(checkpoint_path, map_location=map_location, weights_only=weights_only)
+    checkpoint = migrate_loaded(checkpoint, checkpoint_path)
     if datamodule:
         hparams_key, name_key, type_key = (
             "datamodule_hyper_parameters",

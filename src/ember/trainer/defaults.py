@@ -191,7 +191,7 @@ def _callback_factories() -> tuple[Any, ...]:
     # of a hundred-odd packages' took)
     from importlib.metadata import distributions
 
-    declared = []
+    declared: list[Any] = []
     for dist in distributions():
         text = dist.read_text("entry_points.txt")
         if text and "callbacks_factory" in text:
