@@ -230,6 +230,7 @@ SUPPORTED = {
     "utilities.parsing": ("ember.utilities.parsing", ["AttributeDict"]),
     "utilities.migration": ("ember.utilities.migration", ["migrate_checkpoint"]),
     "utilities.upgrade_checkpoint": ("ember.utilities.upgrade_checkpoint", ["main"]),
+    "utilities.consolidate_checkpoint": ("ember.utilities.consolidate_checkpoint", []),
     "utilities.rank_zero": (
         "ember.utilities.rank_zero",
         [

@@ -256,6 +256,76 @@ def test_sharded_checkpoint_layout_eviction_and_loading_anywhere(tmp_path):
     assert adam.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**3)
 
 
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _single_device_resume(tmp_path, ckpt_path) -> ember.Trainer:
+    trainer = ember.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    torch.manual_seed(1)
+    trainer.fit(ShardedModel(), loader(16, batch_size=4), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_consolidate_checkpoint_writes_a_sharded_folder_as_one_file_that_loads_and_resumes(tmp_path):
+    import subprocess
+
+    torch.manual_seed(0)
+    model = ShardedModel()
+    trainer = sharded_trainer(tmp_path, max_epochs=2, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts")])
+    trainer.fit(model, loader(16, batch_size=2))
+    folder = tmp_path / "ckpts" / "epoch=1-step=8.ckpt"
+
+    def consolidate(*args):
+        command = [sys.executable, "-m", "ember.utilities.consolidate_checkpoint", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    done = consolidate(folder)
+    assert done.returncode == 0, done.stderr
+    output = tmp_path / "ckpts" / "epoch=1-step=8.ckpt.consolidated"
+    whole = torch.load(output, weights_only=True)  # one file, plain data: what torch.load reads anywhere
+    meta = torch.load(folder / "meta.pt", weights_only=True)
+    assert _same({key: whole[key] for key in meta}, meta)
+    assert set(whole) == set(meta) | {"state_dict", "optimizer_states"}
+    assert all(torch.equal(whole["state_dict"][k], v) for k, v in model.state_dict().items())
+    adam = whole["optimizer_states"][0]  # keyed by parameter name, each state whole (both ranks' halves)
+    assert sorted(adam["state"]) == ["first.bias", "first.weight", "second.bias", "second.weight"]
+    assert adam["state"]["first.weight"]["exp_avg"].shape == (8, 4)
+    assert adam["param_groups"][0]["lr"] == pytest.approx(0.05 * 0.5**2)
+
+    loaded = ShardedModel.load_from_checkpoint(output)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    # resuming from the file is resuming from the folder: weights, Adam's state, the schedule
+    from_file, from_folder = _single_device_resume(tmp_path, output), _single_device_resume(tmp_path, folder)
+    assert from_file.global_step == from_folder.global_step == 12
+    for a, b in zip(from_file.lightning_module.parameters(), from_folder.lightning_module.parameters()):
+        assert torch.equal(a, b)
+    assert [s["step"].item() for s in from_file.optimizers[0].state.values()] == [12.0] * 4
+
+    # what it refuses, and why
+    assert "already exists" in consolidate(folder).stderr
+    assert "does not exist" in consolidate(tmp_path / "nowhere").stderr
+    assert "must be a folder" in consolidate(output, "--output_file", tmp_path / "x").stderr
+    (tmp_path / "plain").mkdir()
+    refused = consolidate(tmp_path / "plain")
+    assert refused.returncode == 1 and "not in that format" in refused.stderr
+
+
 def test_resume_from_a_sharded_checkpoint_equals_an_uninterrupted_run(tmp_path):
     torch.manual_seed(0)
     uninterrupted, interrupted = ShardedModel(), ShardedModel()

@@ -206,6 +206,51 @@ def load(path: str | os.PathLike, map_location: Any = None, weights_only: bool |
     return checkpoint
 
 
+def read_whole(path: str | os.PathLike, weights_only: bool | None = None) -> dict[str, Any]:
+    """Everything a sharded folder holds, read whole in this process, as one checkpoint dict in Lightning's
+    layout: ``meta.pt``'s entries, the model's full weights under ``"state_dict"`` and each optimizer's full
+    state (keyed by parameter name, as DCP saves it) in ``"optimizer_states"``; on the CPU.
+
+    What ``python -m ember.utilities.consolidate_checkpoint`` writes to one file. The whole checkpoint must
+    fit in this process's memory.
+    """
+    checkpoint = load(path, map_location="cpu", weights_only=weights_only)
+    path = os.fspath(path)
+    index = _read_index(path, weights_only)
+    optimizers: dict[str, Any] = {}
+    for key, item in index.state_dict_metadata.items():
+        location = _location(index, key)
+        if isinstance(location[0], str) and _OPTIMIZER_KEY.match(location[0]):
+            # an empty tensor of the saved shape, or a placeholder for a plain value: DCP fills both in
+            value = (
+                torch.empty(item.size, dtype=item.properties.dtype) if isinstance(item, TensorStorageMetadata) else None
+            )
+            _place(optimizers, location, value)
+    if optimizers:
+        _read(optimizers, path, weights_only, single_process=True)
+        checkpoint["optimizer_states"] = [optimizers[optimizer_key(i)] for i in range(len(optimizers))]
+    return checkpoint
+
+
+def _place(nested: dict[str, Any], location: tuple[Any, ...], value: Any) -> None:
+    """Put ``value`` at ``location`` in ``nested``, creating the dicts (and, for integer steps, the lists)
+    on the way: ``("optimizer_0", "param_groups", 0, "lr")``."""
+    container: Any = nested
+    for step, following in zip(location[:-1], location[1:]):
+        empty: Any = [] if isinstance(following, int) else {}
+        if isinstance(container, list):
+            container.extend(None for _ in range(step + 1 - len(container)))
+            if container[step] is None:
+                container[step] = empty
+        else:
+            container.setdefault(step, empty)
+        container = container[step]
+    last = location[-1]
+    if isinstance(container, list):
+        container.extend(None for _ in range(last + 1 - len(container)))
+    container[last] = value
+
+
 def _location(index: Any, key: str) -> tuple[Any, ...]:
     """Where the flat DCP key ``key`` sits in the saved nested dict: ``("model", "layer.weight")``."""
     mappings = index.planner_data if isinstance(index.planner_data, dict) else {}
