@@ -71,8 +71,8 @@ def migrate_checkpoint(
 def migrate_loaded(checkpoint: Any, path: Any) -> Any:
     """What the trainer and ``load_from_checkpoint`` do with a checkpoint they read from ``path``: bring one
     written by Lightning up to date, and say how to upgrade the file when that changed anything. A dict
-    without Lightning's version entry (a hand-made one) is returned as it is."""
-    if not isinstance(checkpoint, dict) or _VERSION_KEY not in checkpoint:
+    without Lightning's version string (a hand-made one) is returned as it is."""
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(_VERSION_KEY), str):
         return checkpoint
     written_with = checkpoint[_VERSION_KEY]
     checkpoint, applied = migrate_checkpoint(checkpoint)
