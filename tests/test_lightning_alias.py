@@ -385,12 +385,13 @@ def test_lightnings_submodules_are_attributes_of_their_packages_as_in_lightning(
         assert pl.core.mixins.hparams_mixin.HyperparametersMixin is ember.core.mixins.HyperparametersMixin
         assert callable(pl.core.saving.get_filesystem) and callable(pl.core.saving.pl_load)
         assert not hasattr(pl.callbacks, "no_such_module") and not hasattr(pl.callbacks, "_private")
+        assert callable(pl.utilities.migration.migrate_checkpoint)
         try:
-            pl.utilities.migration
+            pl.utilities.argparse
         except AttributeError as error:
             assert "does not provide" in str(error), error  # a path Ember leaves out says so
         else:
-            raise AssertionError("pl.utilities.migration should not exist")
+            raise AssertionError("pl.utilities.argparse should not exist")
         # every class's module, by its Lightning name, is the module that holds it
         for cls in (ember.callbacks.ModelCheckpoint, ember.loggers.CSVLogger, ember.strategies.SingleDeviceStrategy):
             assert getattr(sys.modules[cls.__module__], cls.__name__) is cls

@@ -118,6 +118,37 @@ def test_a_value_only_its_text_stands_for_in_hparams_yaml_warns_naming_it(tmp_pa
     }
 
 
+class _OptimizerFactory:  # a library's settings object, with Python's default text (`<... object at 0x...>`)
+    def __init__(self) -> None:
+        self.learning_rate, self.betas, self.name, self._cache = 0.001, (0.9, 0.98), "adam", {}
+        self.schedule = _Schedule()
+
+
+class _Schedule:
+    def __init__(self) -> None:
+        self.step_size = 10
+
+
+def test_an_object_without_a_text_of_its_own_is_written_by_its_fields_the_same_in_every_run(tmp_path):
+    # RePlay's optimizer and scheduler factories: Lightning's `!!python/object` tag records their fields;
+    # their default text would put a memory address in the file, different in every run, and no setting
+    for name in ("a", "b"):
+        with pytest.warns(UserWarning) as record:
+            save_hparams_to_yaml(
+                tmp_path / f"{name}.yaml", {"optimizer_factory": _OptimizerFactory(), "marker": object()}
+            )
+        assert [str(w.message).split(" parameter")[0] for w in record] == [
+            "Skipping 'optimizer_factory'",
+            "Skipping 'marker'",
+        ]
+    assert (tmp_path / "a.yaml").read_text() == (tmp_path / "b.yaml").read_text()
+    assert load_hparams_from_yaml(tmp_path / "a.yaml", use_omegaconf=False) == {
+        "marker": "<object object>",
+        "optimizer_factory": f"{__name__}._OptimizerFactory(learning_rate=0.001, betas=(0.9, 0.98), name='adam',"
+        f" schedule={__name__}._Schedule(step_size=10))",
+    }
+
+
 def test_grad_norm_reads_nothing_back(monkeypatch):
     layer = torch.nn.Linear(3, 2)
     layer(torch.ones(1, 3)).sum().backward()

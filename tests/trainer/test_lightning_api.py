@@ -1172,6 +1172,8 @@ def test_the_running_loops_logged_values_and_callback_order_through_lightnings_p
             seen.extend(
                 (m.meta.name, m.meta.sync.should, m.meta.on_epoch, m.is_tensor) for m in trainer._results.result_metrics
             )
+            # RePlay's metric callbacks name their values per dataloader with the results' suffix
+            seen.append(trainer._results.DATALOADER_SUFFIX.format(1))
 
     class Logs(_ScoredEpochs):
         def validation_step(self, batch, batch_idx):
@@ -1180,7 +1182,7 @@ def test_the_running_loops_logged_values_and_callback_order_through_lightnings_p
     trainer = quiet_trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[ReadsResults()])
     assert trainer._results is None  # between loops
     trainer.fit(Logs(), loader(), loader())
-    assert seen == [("score", False, True, True)]  # one process: nothing to reduce
+    assert seen == [("score", False, True, True), "/dataloader_idx_1"]  # one process: nothing to reduce
     checkpoint, stopping, monitor = ModelCheckpoint(), EarlyStopping("score"), LearningRateMonitor()
     reordered = trainer._callback_connector._reorder_callbacks([checkpoint, stopping, monitor])
     assert reordered == [stopping, monitor, checkpoint]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 import sys
 from argparse import Namespace
 from collections.abc import Mapping
@@ -282,10 +283,33 @@ def _yaml_safe(value: Any, written_as_text: list[str] | None = None) -> Any:
         return _yaml_safe(value.tolist(), written_as_text)
     if inspect.isclass(value) or inspect.isfunction(value):
         return f"{value.__module__}.{value.__qualname__}"
-    text = str(value)
+    text = _text_of(value)
     if written_as_text is not None:
         written_as_text.append(repr(text))
     return text
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+_FIELD_CHARS = 120
+
+
+def _text_of(value: Any, depth: int = 0) -> str:
+    """The text a value YAML cannot hold is written as: its ``str``, except that an object with Python's
+    default text (``<module.Class object at 0x7f...>``, a memory address that differs from run to run)
+    shows its class and public attributes, ``module.Class(lr=0.001, betas=(0.9, 0.98))``, the fields
+    Lightning's ``!!python/object`` tag would record. Addresses left in other texts are dropped."""
+    kind = type(value)
+    if kind.__repr__ is object.__repr__ and kind.__str__ is object.__str__ and hasattr(value, "__dict__"):
+        name = f"{kind.__module__}.{kind.__qualname__}"
+        if depth >= 2:
+            return f"{name}(...)"
+        fields = []
+        for key, field in vars(value).items():
+            if not key.startswith("_"):
+                shown = _text_of(field, depth + 1) if not isinstance(field, str) else repr(field)
+                fields.append(f"{key}={shown if len(shown) <= _FIELD_CHARS else shown[: _FIELD_CHARS - 3] + '...'}")
+        return f"{name}({', '.join(fields)})"
+    return _ADDRESS.sub(">", str(value) if depth == 0 else repr(value))
 
 
 def _is_listconfig(value: Any) -> bool:

@@ -225,6 +225,9 @@ _METADATA_FIELDS = {
 class LoggedResults:
     """All values logged during one loop (``training`` for the fit loop, else an evaluation loop)."""
 
+    # Lightning's `_ResultCollection.DATALOADER_SUFFIX`: RePlay's metric callbacks name their values with it
+    DATALOADER_SUFFIX = DATALOADER_SUFFIX
+
     def __init__(self, training: bool) -> None:
         self.training = training
         self.metrics: dict[tuple, LoggedMetric] = {}
