@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+import ember
+
 PROGRAM = os.path.join(os.path.dirname(__file__), "..", "helpers", "resume_program.py")
 MAX_STEPS = 14  # 2 epochs of 6 batches, and 2 batches into the third
 
@@ -128,3 +130,73 @@ def test_data_that_runs_out_while_a_resume_skips_ends_the_epoch_with_a_warning(t
             tmp_path, ckpt_path=tmp_path / "epoch=0-step=3.ckpt", batches=1, saves_position=False
         )
     assert resumed.seen[0][0] == 1  # the resumed epoch ended at once; the next one trains
+
+
+class _PlateauModel(ember.LightningModule):
+    """A validation loss that never improves enough, so ReduceLROnPlateau halves the rate at every epoch end."""
+
+    def __init__(self, monitor: str) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.monitor = monitor
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y) + 5.0)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5, threshold=10.0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": self.monitor}}
+
+
+def _plateau_run(root, epochs, monitor, on_train_epoch_end, ckpt_path=None):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    data = TensorDataset(x, x.sum(1, keepdim=True))
+    checkpoint = ember.callbacks.ModelCheckpoint(
+        dirpath=root, save_last=True, monitor="val_loss", save_on_train_epoch_end=on_train_epoch_end
+    )
+    trainer = ember.Trainer(
+        max_epochs=epochs,
+        callbacks=[checkpoint],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    torch.manual_seed(0)
+    model = _PlateauModel(monitor)
+    trainer.fit(
+        model, DataLoader(data, batch_size=8, shuffle=True), DataLoader(data, batch_size=16), ckpt_path=ckpt_path
+    )
+    return trainer.optimizers[0].param_groups[0]["lr"], model.layer.weight.detach().clone()
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "train_loss"])
+@pytest.mark.parametrize("on_train_epoch_end", [True, False], ids=["saved_at_epoch_end", "saved_in_validation"])
+def test_a_plateau_schedulers_epoch_end_step_survives_the_resume(tmp_path, monitor, on_train_epoch_end):
+    # ReduceLROnPlateau steps at the epoch's end after the checkpoint callbacks: a checkpoint written there
+    # lost that step (Lightning loses it too), and one written in the epoch's last validation made the resumed
+    # epoch end fail, the monitored value gone ("ReduceLROnPlateau conditioned on metric val_loss which is
+    # not available"; Lightning skips the step)
+    straight_lr, straight_weight = _plateau_run(tmp_path / "straight", 3, monitor, on_train_epoch_end)
+    _plateau_run(tmp_path / "first", 2, monitor, on_train_epoch_end)
+    last = tmp_path / "first" / "last.ckpt"
+    resumed_lr, resumed_weight = _plateau_run(tmp_path / "resumed", 3, monitor, on_train_epoch_end, last)
+    assert straight_lr == resumed_lr == pytest.approx(0.1 * 0.5**3)
+    assert torch.equal(straight_weight, resumed_weight)
+
+    # a checkpoint without the values (Lightning's) resumes as Lightning does: the step is skipped
+    checkpoint = torch.load(last, weights_only=True)
+    del checkpoint["ember"]["plateau_values"]
+    torch.save(checkpoint, tmp_path / "without.ckpt")
+    lr, _ = _plateau_run(tmp_path / "without", 3, monitor, on_train_epoch_end, tmp_path / "without.ckpt")
+    assert lr == pytest.approx(0.1 * 0.5**2)

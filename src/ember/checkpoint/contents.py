@@ -162,6 +162,7 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False, all_ranks:
             "rng": collect_rng_states(),
             "epoch_rng": run.epoch_rng,
             "train_results": run.train_results.state_dict() if not run.progress.epoch_done else {},
+            "plateau_values": plateau_values(t, run),
             "world_size": t.world_size,
             "global_rank": t.global_rank,
         }
@@ -308,6 +309,36 @@ def restore_callbacks(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
             cb.load_state_dict(dict(state))
 
 
+def plateau_values(t: Trainer, run: Run) -> dict[int, float]:
+    """What the epoch-interval ``ReduceLROnPlateau`` schedulers monitor now, by config index, for a resume.
+
+    Their step at an epoch's end comes after the checkpoint callbacks, which read the epoch's metrics: a
+    checkpoint written there holds the schedulers as they were before that step, so the resumed run takes
+    it with these values (only those that step at this epoch's end). A checkpoint written in the epoch's
+    last validation resumes with the epoch's end still to run, whose step needs the validation's metrics,
+    which a resumed run no longer has: it takes them from here.
+    """
+    progress, configs = run.progress, t.lr_scheduler_configs
+    if run.fn != TrainerFn.FITTING or not any(c.reduce_on_plateau and c.interval == "epoch" for c in configs):
+        return {}
+    if progress.epoch_done and not (
+        t.lightning_module.automatic_optimization and progress.epoch_batches >= run.num_training_batches
+    ):
+        return {}  # an epoch that ends without the step (cut short, or manual optimization)
+    metrics = t.callback_metrics
+    values = {}
+    for index, config in enumerate(configs):
+        if not (config.reduce_on_plateau and config.interval == "epoch") or config.monitor not in metrics:
+            continue
+        if progress.epoch_done and (progress.epoch + 1) % config.frequency != 0:
+            continue
+        try:
+            values[index] = float(metrics[config.monitor])
+        except (TypeError, ValueError, RuntimeError):
+            continue  # not a number: the scheduler itself will say so when it steps
+    return values
+
+
 def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
     """Precision scaler, loop progress, optimizers and schedulers (after ``on_fit_start``)."""
     if t.strategy.lightning_restore_optimizer and "optimizer_states" not in checkpoint:
@@ -320,6 +351,15 @@ def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> 
     run.fit_resuming = True
     run.restarted_at_batch = run.progress.total_batches
     restore_optimizers_and_schedulers(t, checkpoint)
+    ember_state = checkpoint.get(EMBER_KEY) or {}
+    run.plateau_values = {int(index): value for index, value in ember_state.get("plateau_values", {}).items()}
+    if run.progress.epoch_done and run.plateau_values:
+        # written at the epoch's end, before these schedulers stepped: they step now, as they did then
+        from ember.trainer.loop import step_scheduler
+
+        for index, value in sorted(run.plateau_values.items()):
+            step_scheduler(t, run, t.lr_scheduler_configs[index], value)
+        run.plateau_values = {}
 
 
 def restore_precision_state(t: Trainer, checkpoint: dict[str, Any]) -> None:

@@ -299,7 +299,8 @@ def _text_of(value: Any, depth: int = 0) -> str:
     shows its class and public attributes, ``module.Class(lr=0.001, betas=(0.9, 0.98))``, the fields
     Lightning's ``!!python/object`` tag would record. Addresses left in other texts are dropped."""
     kind = type(value)
-    if kind.__repr__ is object.__repr__ and kind.__str__ is object.__str__ and hasattr(value, "__dict__"):
+    texts: tuple[Any, Any] = (kind.__repr__, kind.__str__)
+    if texts == (object.__repr__, object.__str__) and hasattr(value, "__dict__"):
         name = f"{kind.__module__}.{kind.__qualname__}"
         if depth >= 2:
             return f"{name}(...)"

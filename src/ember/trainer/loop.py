@@ -394,11 +394,11 @@ class _EpochPlan:
         """Schedulers on a step interval; on the epoch's last batch, those on an epoch interval."""
         for config in self.step_interval:
             if (batch_idx + 1) % config.frequency == 0:
-                _step_scheduler(self.trainer, self.run, config, None)
+                step_scheduler(self.trainer, self.run, config, None)
         if is_last:
             for config in self.epoch_interval:
                 if (self.run.progress.epoch + 1) % config.frequency == 0:
-                    _step_scheduler(self.trainer, self.run, config, None)
+                    step_scheduler(self.trainer, self.run, config, None)
 
     def cut_short(self) -> None:
         """``on_train_batch_start`` returned -1: this batch is the epoch's last, and the schedulers on an
@@ -406,7 +406,7 @@ class _EpochPlan:
         self.run.last_batch_seen = True
         for config in self.epoch_interval:
             if (self.run.progress.epoch + 1) % config.frequency == 0:
-                _step_scheduler(self.trainer, self.run, config, None)
+                step_scheduler(self.trainer, self.run, config, None)
 
     def _log_step(self, accumulating: bool) -> None:
         """Send the step values to the loggers every ``log_every_n_steps`` (and when training stops)."""
@@ -530,7 +530,8 @@ def _skip_batches(iterator: Any, count: int) -> None:
             return
 
 
-def _step_scheduler(trainer: Trainer, run: Run, config: Any, metric: Any) -> None:
+def step_scheduler(trainer: Trainer, run: Run, config: Any, metric: Any) -> None:
+    """Step one scheduler (through the module's ``lr_scheduler_step`` when it overrides it), and count it."""
     run.progress.scheduler_steps += 1
     if _hooks(run).module_overrides("lr_scheduler_step"):
         _hooks(run).call_module("lr_scheduler_step", config.scheduler, metric)
@@ -541,7 +542,14 @@ def _step_scheduler(trainer: Trainer, run: Run, config: Any, metric: Any) -> Non
 
 
 def _step_plateau(trainer: Trainer, run: Run, config: Any) -> None:
-    value = trainer.callback_metrics.get(config.monitor)
+    value: Any = trainer.callback_metrics.get(config.monitor)
+    if value is None and run.fit_resuming:
+        # the resumed epoch's end: the checkpoint holds the value its last validation gave; a checkpoint
+        # without it (Lightning's) skips this step, as Lightning skips plateau schedulers when it restarts
+        index = next(i for i, c in enumerate(trainer.lr_scheduler_configs) if c is config)
+        if index not in run.plateau_values:
+            return
+        value = run.plateau_values[index]
     if value is None:
         if config.strict:
             raise MisconfigurationException(
@@ -555,7 +563,7 @@ def _step_plateau(trainer: Trainer, run: Run, config: Any) -> None:
             category=RuntimeWarning,
         )
         return
-    _step_scheduler(trainer, run, config, value)
+    step_scheduler(trainer, run, config, value)
 
 
 # =====================================================================================

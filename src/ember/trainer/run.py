@@ -117,6 +117,10 @@ class Run:
     # Lightning's `fit_loop.is_resuming`: fit loaded a checkpoint and no training epoch has run since (it
     # outlives a call that trained nothing, so the next `fit` on this trainer carries it on)
     fit_resuming: bool = False
+    # what the checkpoint's epoch-interval ReduceLROnPlateau schedulers monitored when it was written (by
+    # their index in `lr_scheduler_configs`): the resumed run steps them with these values, which the
+    # restored metrics do not hold (see `checkpoint.contents.plateau_values`)
+    plateau_values: dict[int, float] = field(default_factory=dict)
     datamodule_restored: bool = False  # the datamodule's `load_state_dict` took its state from the checkpoint
     stop_flag: StopFlag = field(default_factory=StopFlag)
     step: TrainingStep | None = None  # the current epoch's training step
