@@ -135,10 +135,10 @@ def test_data_that_runs_out_while_a_resume_skips_ends_the_epoch_with_a_warning(t
 class _PlateauModel(ember.LightningModule):
     """A validation loss that never improves enough, so ReduceLROnPlateau halves the rate at every epoch end."""
 
-    def __init__(self, monitor: str) -> None:
+    def __init__(self, monitor: str, interval: str = "epoch", frequency: int = 1) -> None:
         super().__init__()
         self.layer = torch.nn.Linear(4, 1)
-        self.monitor = monitor
+        self.monitor, self.interval, self.frequency = monitor, interval, frequency
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -153,10 +153,16 @@ class _PlateauModel(ember.LightningModule):
     def configure_optimizers(self):
         optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5, threshold=10.0)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": self.monitor}}
+        scheduler = {
+            "scheduler": plateau,
+            "monitor": self.monitor,
+            "interval": self.interval,
+            "frequency": self.frequency,
+        }
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
-def _plateau_run(root, epochs, monitor, on_train_epoch_end, ckpt_path=None):
+def _plateau_run(root, epochs, monitor, on_train_epoch_end, ckpt_path=None, max_steps=-1, **model_args):
     from torch.utils.data import DataLoader, TensorDataset
 
     x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
@@ -166,6 +172,8 @@ def _plateau_run(root, epochs, monitor, on_train_epoch_end, ckpt_path=None):
     )
     trainer = ember.Trainer(
         max_epochs=epochs,
+        max_steps=max_steps,
+        val_check_interval=model_args.pop("val_check_interval", 1.0),
         callbacks=[checkpoint],
         logger=False,
         enable_progress_bar=False,
@@ -173,7 +181,7 @@ def _plateau_run(root, epochs, monitor, on_train_epoch_end, ckpt_path=None):
         default_root_dir=root,
     )
     torch.manual_seed(0)
-    model = _PlateauModel(monitor)
+    model = _PlateauModel(monitor, **model_args)
     trainer.fit(
         model, DataLoader(data, batch_size=8, shuffle=True), DataLoader(data, batch_size=16), ckpt_path=ckpt_path
     )
@@ -200,3 +208,16 @@ def test_a_plateau_schedulers_epoch_end_step_survives_the_resume(tmp_path, monit
     torch.save(checkpoint, tmp_path / "without.ckpt")
     lr, _ = _plateau_run(tmp_path / "without", 3, monitor, on_train_epoch_end, tmp_path / "without.ckpt")
     assert lr == pytest.approx(0.1 * 0.5**2)
+
+
+def test_a_step_interval_plateau_step_after_a_validation_survives_a_mid_epoch_resume(tmp_path):
+    # validation every 4 of the 8 batches, the scheduler stepping after each; the checkpoint written in the
+    # validation at step 12 (mid-epoch) comes before that step
+    args = {"monitor": "val_loss", "on_train_epoch_end": False, "interval": "step", "frequency": 4}
+    straight_lr, straight_weight = _plateau_run(tmp_path / "straight", 3, val_check_interval=4, **args)
+    _plateau_run(tmp_path / "first", 3, max_steps=12, val_check_interval=4, **args)
+    last = tmp_path / "first" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 12
+    resumed_lr, resumed_weight = _plateau_run(tmp_path / "resumed", 3, ckpt_path=last, val_check_interval=4, **args)
+    assert straight_lr == resumed_lr == pytest.approx(0.1 * 0.5**6)
+    assert torch.equal(straight_weight, resumed_weight)

@@ -310,27 +310,32 @@ def restore_callbacks(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
 
 
 def plateau_values(t: Trainer, run: Run) -> dict[int, float]:
-    """What the epoch-interval ``ReduceLROnPlateau`` schedulers monitor now, by config index, for a resume.
+    """What the ``ReduceLROnPlateau`` schedulers monitor now, by config index, for a resume.
 
-    Their step at an epoch's end comes after the checkpoint callbacks, which read the epoch's metrics: a
-    checkpoint written there holds the schedulers as they were before that step, so the resumed run takes
-    it with these values (only those that step at this epoch's end). A checkpoint written in the epoch's
-    last validation resumes with the epoch's end still to run, whose step needs the validation's metrics,
-    which a resumed run no longer has: it takes them from here.
+    They step after the checkpoint callbacks that read the same metrics: at an epoch's end (an epoch
+    interval), or after a validation (a step interval). A checkpoint written there holds the schedulers as
+    they were before that step, so the resumed run takes it with these values (only those due to step
+    here). A checkpoint written in the epoch's last validation resumes with the epoch's end still to run,
+    whose step needs the validation's metrics, which a resumed run no longer has: it takes them from here.
     """
     progress, configs = run.progress, t.lr_scheduler_configs
-    if run.fn != TrainerFn.FITTING or not any(c.reduce_on_plateau and c.interval == "epoch" for c in configs):
+    if run.fn != TrainerFn.FITTING or not any(c.reduce_on_plateau for c in configs):
         return {}
-    if progress.epoch_done and not (
-        t.lightning_module.automatic_optimization and progress.epoch_batches >= run.num_training_batches
-    ):
-        return {}  # an epoch that ends without the step (cut short, or manual optimization)
+    automatic = t.lightning_module.automatic_optimization
+    full_epoch = progress.epoch_batches >= run.num_training_batches
+    in_validation = t.state.stage == RunningStage.VALIDATING and not progress.epoch_done
+    closed_a_window = (run.batch_idx + 1) % t.accumulate_grad_batches == 0 or full_epoch
     metrics = t.callback_metrics
     values = {}
     for index, config in enumerate(configs):
-        if not (config.reduce_on_plateau and config.interval == "epoch") or config.monitor not in metrics:
+        if not config.reduce_on_plateau or config.monitor not in metrics:
             continue
-        if progress.epoch_done and (progress.epoch + 1) % config.frequency != 0:
+        if config.interval == "epoch":
+            # at the epoch's end, only those that step there (not after an epoch cut short)
+            due = not progress.epoch_done or (automatic and full_epoch and (progress.epoch + 1) % config.frequency == 0)
+        else:  # a step interval: after a validation at a step that closed an accumulation window
+            due = in_validation and automatic and closed_a_window and (run.batch_idx + 1) % config.frequency == 0
+        if not due:
             continue
         try:
             values[index] = float(metrics[config.monitor])
@@ -352,14 +357,17 @@ def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> 
     run.restarted_at_batch = run.progress.total_batches
     restore_optimizers_and_schedulers(t, checkpoint)
     ember_state = checkpoint.get(EMBER_KEY) or {}
-    run.plateau_values = {int(index): value for index, value in ember_state.get("plateau_values", {}).items()}
-    if run.progress.epoch_done and run.plateau_values:
-        # written at the epoch's end, before these schedulers stepped: they step now, as they did then
+    saved = {int(index): value for index, value in ember_state.get("plateau_values", {}).items()}
+    configs = t.lr_scheduler_configs
+    # written at the epoch's end, or after a validation, before these schedulers stepped: they step now, as
+    # they did then; the others' values wait for the resumed epoch's end
+    due = {i: v for i, v in saved.items() if configs[i].interval != "epoch" or run.progress.epoch_done}
+    if due:
         from ember.trainer.loop import step_scheduler
 
-        for index, value in sorted(run.plateau_values.items()):
-            step_scheduler(t, run, t.lr_scheduler_configs[index], value)
-        run.plateau_values = {}
+        for index, value in sorted(due.items()):
+            step_scheduler(t, run, configs[index], value)
+    run.plateau_values = {i: v for i, v in saved.items() if i not in due}
 
 
 def restore_precision_state(t: Trainer, checkpoint: dict[str, Any]) -> None:
