@@ -231,6 +231,9 @@ SUPPORTED = {
     "utilities.migration": ("ember.utilities.migration", ["migrate_checkpoint"]),
     "utilities.upgrade_checkpoint": ("ember.utilities.upgrade_checkpoint", ["main"]),
     "utilities.consolidate_checkpoint": ("ember.utilities.consolidate_checkpoint", []),
+    "serve": ("ember.serve", ["ServableModule", "ServableModuleValidator"]),
+    "serve.servable_module": ("ember.serve.servable_module", ["ServableModule"]),
+    "serve.servable_module_validator": ("ember.serve.servable_module_validator", ["ServableModuleValidator"]),
     "utilities.rank_zero": (
         "ember.utilities.rank_zero",
         [

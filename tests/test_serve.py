@@ -1,0 +1,87 @@
+"""``ember.serve``: a model that says how to serve it is served once when training starts, and checked."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+
+import ember
+from ember.demos.boring_classes import BoringModel
+from ember.serve import ServableModule, ServableModuleValidator
+from ember.utilities.exceptions import MisconfigurationException
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("requests")
+
+
+class ServableBoringModel(BoringModel, ServableModule):
+    def configure_payload(self):
+        return {"body": {"x": list(range(32))}}
+
+    def configure_serialization(self):
+        return {"x": lambda x: torch.tensor(x, dtype=torch.float)}, {"output": lambda y: y.tolist()}
+
+    def serve_step(self, x):
+        return {"output": self(x).argmax(-1, keepdim=True)}  # the served copy runs the trained layer
+
+    def configure_response(self):
+        return {"output": [int(self(torch.arange(32.0)).argmax())]}  # what the model in training answers
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _fit(model, validator) -> ember.Trainer:
+    trainer = ember.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        callbacks=[validator],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model)
+    return trainer
+
+
+def test_a_servable_model_is_served_and_its_answer_checked_before_training():
+    validator = ServableModuleValidator(port=_free_port(), timeout=60)
+    trainer = _fit(ServableBoringModel(), validator)
+    assert validator.successful is True
+    assert validator.resp.json()["output"] in ([0], [1])
+    assert validator.state_dict() == {"successful": True, "optimization": None, "server": "fastapi"}
+    assert trainer.global_step == 2  # then training ran, with the trainer attached again
+    assert trainer.lightning_module.trainer is trainer
+
+
+def test_a_wrong_answer_stops_fit_before_training():
+    class WrongAnswer(ServableBoringModel):
+        def configure_response(self):
+            return {"output": [7]}
+
+    validator = ServableModuleValidator(port=_free_port(), timeout=60)
+    with pytest.raises(Exception, match=r"The expected response \{'output': \[7\]\} doesn't match the generated one"):
+        _fit(WrongAnswer(), validator)
+
+
+def test_what_cannot_be_served_is_named_before_any_server_starts():
+    with pytest.raises(TypeError, match="The provided model should be subclass of ServableModule"):
+        _fit(BoringModel(), ServableModuleValidator(port=_free_port()))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(MisconfigurationException, match=rf"127.0.0.1:{port}: the port is in use.*port=\.\.\."):
+            _fit(ServableBoringModel(), ServableModuleValidator(port=port))
+    with pytest.raises(NotImplementedError, match="The optimization onnx is currently not supported"):
+        ServableModuleValidator(optimization="onnx")
+    with pytest.raises(NotImplementedError, match="Only the fastapi server is currently supported"):
+        ServableModuleValidator(server="torchserve")
