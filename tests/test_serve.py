@@ -6,6 +6,7 @@ import socket
 
 import pytest
 import torch
+from tests.helpers.core_models import quiet_trainer
 
 import ember
 from ember.demos.boring_classes import BoringModel
@@ -38,16 +39,7 @@ def _free_port() -> int:
 
 
 def _fit(model, validator) -> ember.Trainer:
-    trainer = ember.Trainer(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        callbacks=[validator],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[validator])
     trainer.fit(model)
     return trainer
 

@@ -201,27 +201,21 @@ def test_ranks_that_fail_by_themselves_each_show_their_traceback(tmp_path):
 
 
 @pytest.mark.timeout(200)
-def test_a_rank_about_to_fail_when_rank_0_fails_first_still_shows_its_traceback(tmp_path):
-    # rank 0's error ends the job, but the other ranks get a moment to end by themselves first: rank 1,
-    # failing half a second later with an error of its own, prints its last line and its traceback
-    proc = run("raise_both_rank0_first", tmp_path)
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [("raise_both_rank0_first", "boom on rank {}"), ("raise_after_fit", "evaluation failed on rank {}")],
+    ids=["in_fit", "after_fit"],
+)
+def test_a_rank_about_to_fail_when_rank_0_fails_first_still_shows_its_traceback(tmp_path, mode, error):
+    # rank 0's error (in `fit`, or uncaught after it) ends the job, but the other ranks get a moment to end
+    # by themselves first: rank 1, failing half a second later with an error of its own, prints its last
+    # line and its traceback
+    proc = run(mode, tmp_path)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert output.count("ValueError: boom on rank 0") == 1, output[-4000:]
+    assert output.count(f"ValueError: {error.format(0)}") == 1, output[-4000:]
     assert "rank 1 is about to fail too" in output, output[-4000:]
-    assert output.count("ValueError: boom on rank 1") == 1, output[-4000:]
-    assert left_in_temp(tmp_path) == []
-
-
-@pytest.mark.timeout(200)
-def test_a_script_failing_after_fit_on_every_rank_shows_each_ranks_traceback(tmp_path):
-    # rank 0's uncaught error ends the job, after the other ranks had a moment to end by themselves
-    proc = run("raise_after_fit", tmp_path)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert output.count("ValueError: evaluation failed on rank 0") == 1, output[-4000:]
-    assert "rank 1 is about to fail too" in output, output[-4000:]
-    assert output.count("ValueError: evaluation failed on rank 1") == 1, output[-4000:]
+    assert output.count(f"ValueError: {error.format(1)}") == 1, output[-4000:]
     assert left_in_temp(tmp_path) == []
 
 

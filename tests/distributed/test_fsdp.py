@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.helpers.core_models import quiet_trainer
 from tests.helpers.distributed_models import SigtermAt, TwoLayers, loader, sharding_trainer
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
@@ -239,17 +240,7 @@ def test_sharded_checkpoint_layout_eviction_and_loading_anywhere(tmp_path):
         assert torch.equal(loaded.state_dict()[key], value), key
 
     # and resumes training from them, optimizer and scheduler included, on a single device
-    single = ember.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    single.fit(ShardedModel(), loader(16, batch_size=4), ckpt_path=folder / "last.ckpt")
+    single = _single_device_resume(tmp_path, folder / "last.ckpt")
     assert single.global_step == 12
     adam = single.optimizers[0]
     assert [state["step"].item() for state in adam.state.values()] == [12.0] * 4  # 8 saved + 4 new steps
@@ -267,16 +258,8 @@ def _same(a, b) -> bool:
 
 
 def _single_device_resume(tmp_path, ckpt_path) -> ember.Trainer:
-    trainer = ember.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    """One more epoch of ``ShardedModel`` from ``ckpt_path``, in this process on one device."""
+    trainer = quiet_trainer(accelerator="cpu", devices=1, max_epochs=3, default_root_dir=tmp_path)
     torch.manual_seed(1)
     trainer.fit(ShardedModel(), loader(16, batch_size=4), ckpt_path=ckpt_path)
     return trainer
