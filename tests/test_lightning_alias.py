@@ -563,7 +563,7 @@ def test_embers_classes_take_the_lightning_names_they_are_imported_by_and_pickle
         ("pytorch_lightning.loops.fit_loop", "Ember has one loop and no loop classes to replace"),
         ("lightning.pytorch.plugins.precision.xla", None),
         ("lightning.pytorch.demos.digits", None),  # Ember's own demo, beside Lightning's demo models
-        ("pytorch_lightning.serve", None),
+        ("pytorch_lightning.utilities.argparse", None),
         ("pytorch_lightning.trainer.connectors.logger_connector.logger_connector", None),
         ("pytorch_lightning._graveyard", None),
         ("lightning.app", None),

@@ -22,6 +22,7 @@ _LAZY_MODULE_LOGGERS = (
     "ember.checkpoint.contents",
     "ember.demos._download",
     "ember.loggers.mlflow",
+    "ember.serve.servable_module_validator",
     "ember.tuner.batch_size_scaling",
     "ember.tuner.lr_finder",
 )
