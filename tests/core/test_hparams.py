@@ -12,6 +12,7 @@ from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
+from ember.core.saving import save_hparams_to_yaml
 from ember.utilities import AttributeDict
 
 
@@ -328,7 +329,7 @@ def test_a_dictconfig_stays_a_dictconfig_through_a_checkpoint_that_loads_safely(
 
 def test_a_run_that_does_not_use_omegaconf_does_not_import_it_to_write_hparams_yaml(tmp_path):
     # omegaconf is installed here (a dev extra), as in many environments: writing hparams.yaml must not
-    # cost its import; the file is then written as Lightning writes it without omegaconf (keys sorted)
+    # cost its import; the file is still Lightning's, which OmegaConf writes with the keys in their order
     program = (
         "import sys, torch, ember\n"
         "from tests.helpers.core_models import CoreModel, loader\n"
@@ -349,7 +350,17 @@ def test_a_run_that_does_not_use_omegaconf_does_not_import_it_to_write_hparams_y
         [sys.executable, "-c", program, str(tmp_path)], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["False", "alpha: 0.5", "zeta: 1"]
+    assert proc.stdout.splitlines() == ["False", "zeta: 1", "alpha: 0.5"]
+
+
+def test_hparams_that_omegaconf_cannot_write_are_sorted_by_key_as_lightning_writes_them(tmp_path):
+    # Lightning falls back to `yaml.dump`, which sorts, for values OmegaConf refuses (a tensor here)
+    save_hparams_to_yaml(tmp_path / "plain.yaml", {"zeta": 1, "alpha": [0.5, "x"]}, use_omegaconf=True)
+    assert (tmp_path / "plain.yaml").read_text() == "zeta: 1\nalpha:\n- 0.5\n- x\n"
+    save_hparams_to_yaml(tmp_path / "tensor.yaml", {"zeta": 1, "alpha": torch.tensor(0.5)}, use_omegaconf=True)
+    assert (tmp_path / "tensor.yaml").read_text() == "alpha: 0.5\nzeta: 1\n"
+    save_hparams_to_yaml(tmp_path / "asked.yaml", {"zeta": 1, "alpha": 0.5}, use_omegaconf=False)
+    assert (tmp_path / "asked.yaml").read_text() == "alpha: 0.5\nzeta: 1\n"
 
 
 class _SavesAll(CoreModel):

@@ -169,6 +169,9 @@ def save_hparams_to_yaml(
         raise TypeError("hparams must be dictionary")
     if use_omegaconf and sys.modules.get("omegaconf") is not None and _save_with_omegaconf(path, hparams):
         return
+    # where omegaconf is installed, Lightning writes plain values with it, in their order (other values
+    # it writes sorted by key): the same text, without importing it for this file
+    in_order = use_omegaconf and _omegaconf_installed() and all(_is_plain(value) for value in hparams.values())
     data: dict[Any, Any] = {}
     for key, value in hparams.items():
         written_as_text: list[str] = []
@@ -184,7 +187,8 @@ def save_hparams_to_yaml(
             return
         import yaml
 
-        yaml.safe_dump(data, file)  # keys sorted, as Lightning's `yaml.dump` writes them
+        # keys sorted, as Lightning's `yaml.dump` writes them, or in their order, as OmegaConf writes them
+        yaml.safe_dump(data, file, sort_keys=not in_order, allow_unicode=in_order)
 
 
 # what a checkpoint's `hparams_type` holds when the hyperparameters were an `omegaconf.DictConfig`
@@ -230,6 +234,24 @@ def _omegaconf_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("omegaconf") is not None
+
+
+@functools.cache
+def _omegaconf_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("omegaconf") is not None
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether OmegaConf writes ``value`` as it is: scalars, enums, and lists and dicts of them."""
+    if value is None or isinstance(value, (bool, int, float, str, Enum)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, (str, int, float, bool, Enum)) and _is_plain(v) for k, v in value.items())
+    return False
 
 
 def _save_with_omegaconf(path: str, hparams: Mapping[str, Any]) -> bool:
