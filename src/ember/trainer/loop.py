@@ -12,6 +12,7 @@ nobody overrides costs one ``is not None`` per batch. One training step lives in
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -489,9 +490,12 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
 
 def _is_monitoring(cb: Any) -> bool:
     from ember.callbacks.checkpoint import Checkpoint
-    from ember.callbacks.early_stopping import EarlyStopping
 
-    return isinstance(cb, (Checkpoint, EarlyStopping))
+    if isinstance(cb, Checkpoint):
+        return True
+    # no EarlyStopping exists before its module is loaded: a run without one does not load it
+    early_stopping = sys.modules.get("ember.callbacks.early_stopping")
+    return early_stopping is not None and isinstance(cb, early_stopping.EarlyStopping)
 
 
 def _data_resumes_itself(run: Run) -> bool:
