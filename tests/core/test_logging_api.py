@@ -396,6 +396,35 @@ def test_metric_collection_with_log_dict():
     assert out == [{"val_mx": 2.0, "val_mn": 0.0}]
 
 
+def test_a_metric_collection_with_compute_groups_keeps_one_state_per_group_when_logged():
+    # as Lightning asks it: `items(copy_state=False)`, so the metrics of a group go on sharing one state
+    # (torchmetrics' default deep-copies the group's state into every member at each call)
+    torchmetrics = pytest.importorskip("torchmetrics")
+    from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+
+    asked: set[bool] = set()
+
+    class Recording(torchmetrics.MetricCollection):
+        def items(self, keep_base=False, copy_state=True):
+            asked.add(copy_state)
+            return super().items(keep_base=keep_base, copy_state=copy_state)
+
+    class WithGroups(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.metrics = Recording([BinaryAUROC(), BinaryAveragePrecision()], compute_groups=True)
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.metrics.update(torch.sigmoid(self(x)).squeeze(1), (y.squeeze(1) > 0).long())
+            asked.clear()
+            self.log_dict(self.metrics)
+
+    out = quiet_trainer().validate(WithGroups(), loader(n=12), verbose=False)
+    assert asked == {False}
+    assert set(out[0]) == {"BinaryAUROC", "BinaryAveragePrecision"}
+
+
 def test_metric_that_is_not_an_attribute_is_refused():
     torchmetrics = pytest.importorskip("torchmetrics")
 
@@ -613,3 +642,26 @@ def test_logging_to_a_logger_without_one_warns_in_lightnings_words():
         "You called `self.log('test_loss', ..., logger=True)` but have no logger configured. You can enable one"
         " by doing `Trainer(logger=ALogger(...))`"
     ]
+
+
+@pytest.mark.parametrize("stage", ["validation", "test"])
+def test_a_value_logged_at_an_evaluation_epoch_end_is_in_callback_metrics_in_that_hook(stage):
+    # as in Lightning: a callback or the module reading it right after logging it finds it
+    seen: list[list[str]] = []
+
+    class EpochEnd(CoreModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("step_value", float(batch_idx))
+
+        test_step = validation_step
+
+        def on_validation_epoch_end(self):
+            self.log("epoch_value", 0.5)
+            seen.append(sorted(self.trainer.callback_metrics))
+
+        on_test_epoch_end = on_validation_epoch_end
+
+    trainer = quiet_trainer()
+    getattr(trainer, "validate" if stage == "validation" else "test")(EpochEnd(), loader(n=8), verbose=False)
+    assert seen == [["epoch_value", "step_value"]]
+    assert float(trainer.callback_metrics["epoch_value"]) == 0.5

@@ -98,6 +98,29 @@ def test_callback_in_a_fit_equals_a_fit_at_the_suggested_rate():
         assert torch.equal(a, b), name
 
 
+def test_the_finder_run_at_chosen_epochs_from_a_callback_lets_training_go_on():
+    # the recipe of Lightning's docs: a LearningRateFinder subclass that sweeps in `on_train_epoch_start`
+    # at some epochs; the sweep's restore dropped the training data, and the epoch failed to start
+    class AtEpochs(LearningRateFinder):
+        def on_fit_start(self, *args):
+            return
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch in (0, 2):
+                self.lr_find(trainer, pl_module)
+                found.append((trainer.current_epoch, pl_module.lr))
+
+    found: list[tuple[int, float]] = []
+    pl.seed_everything(1)
+    model = LinearRegression(batch_size=32)
+    finder = AtEpochs(min_lr=1e-4, max_lr=1.0, num_training_steps=20, update_attr=True)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[finder], **QUIET)
+    trainer.fit(model)
+    assert [epoch for epoch, _ in found] == [0, 2]
+    assert all(lr != 1e-3 for _, lr in found)  # each sweep set the module's rate
+    assert trainer.global_step == 15  # 3 epochs of 5 batches: the sweeps' steps are not counted
+
+
 def test_attribute_in_hparams_and_custom_name():
     class WithHparams(LinearRegression):
         def __init__(self, learning_rate: float = 1e-3, my_lr: float = 1e-3) -> None:

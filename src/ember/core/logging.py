@@ -316,7 +316,11 @@ class LoggingMixin:
             return
         collection_type = _torchmetrics_collection_type()
         if collection_type is not None and isinstance(dictionary, collection_type):
-            items = [(key, metric) for key, metric in dictionary.items(keep_base=False)]  # type: ignore[attr-defined]
+            # a collection with compute groups keeps one state per group: copying it into every member at
+            # each call (torchmetrics' default) is what Lightning asks it not to do
+            groups = bool(getattr(dictionary, "_enable_compute_groups", False))
+            copy = {"copy_state": False} if groups else {}
+            items = list(dictionary.items(keep_base=False, **copy))  # type: ignore[attr-defined]
             attributes = {id(m): n for n, m in self.named_modules()}
             for key, metric in items:
                 self.log(

@@ -733,7 +733,9 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
                 _evaluate_loader(trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches)
             outputs_per_loader.append(run.metrics.eval_epoch_outputs(results, stage))
         results.dataloader_idx = None
+        run.metrics.epoch_end = results  # what the epoch-end hooks log is in callback_metrics at once, as in Lightning
         hooks.call_both(f"on_{prefix}_epoch_end")
+        run.metrics.epoch_end = None
         end_outputs = run.metrics.eval_epoch_outputs(results, stage)
         merged: dict[str, Any] = {}
         for outputs in outputs_per_loader:

@@ -157,7 +157,7 @@ def _lr_find(
     attr_name: str = "",
 ) -> _LRFinder | None:
     """Sweep the learning rate from ``min_lr`` to ``max_lr`` over ``num_training`` steps, then restore the state."""
-    from ember.tuner._trial import TrainerSnapshot, run_trial, trial_settings
+    from ember.tuner._trial import TrainerSnapshot, load_dataloaders, run_trial, trial_settings
 
     if trainer.fast_dev_run:
         rank_zero_warn("Skipping learning rate finder since `fast_dev_run` is enabled.")
@@ -167,6 +167,8 @@ def _lr_find(
 
     snapshot = TrainerSnapshot(trainer)
     start_steps = trainer.global_step
+    # run from inside training (a callback's `on_train_epoch_start`), the epoch goes on with the data
+    training_data_loaded = trainer._run.train_dataloader is not None
     lr_finder = _LRFinder(mode, min_lr, max_lr, num_training)
     callback = _LRCallback(
         num_training, early_stop_threshold, progress_bar_refresh_rate=1 if trainer.progress_bar_callback else 0
@@ -185,6 +187,8 @@ def _lr_find(
     finally:
         callback.close()
         snapshot.restore(trainer)
+    if training_data_loaded:
+        load_dataloaders(trainer)  # as Lightning, which sets its data up again after the search
 
     if update_attr and finished:
         lr = lr_finder.suggestion()
