@@ -236,10 +236,10 @@ def _omegaconf_available() -> bool:
     return importlib.util.find_spec("omegaconf") is not None
 
 
-@functools.cache
 def _omegaconf_installed() -> bool:
     import importlib.util
 
+    # asked at each write (once a run), not cached: an environment can hide it (`sys.modules["omegaconf"] = None`)
     return importlib.util.find_spec("omegaconf") is not None
 
 
