@@ -221,3 +221,56 @@ def test_a_step_interval_plateau_step_after_a_validation_survives_a_mid_epoch_re
     resumed_lr, resumed_weight = _plateau_run(tmp_path / "resumed", 3, ckpt_path=last, val_check_interval=4, **args)
     assert straight_lr == resumed_lr == pytest.approx(0.1 * 0.5**6)
     assert torch.equal(straight_weight, resumed_weight)
+
+
+class _Batches(ember.Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+        self.epoch_starts = 0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.epoch_starts += 1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append((trainer.current_epoch, batch_idx))
+
+
+def _steps_run(root, max_steps, ckpt_path=None):
+    from tests.helpers.core_models import CoreModel, loader
+
+    batches = _Batches()
+    trainer = ember.Trainer(
+        max_steps=max_steps,
+        limit_train_batches=10,
+        default_root_dir=root,
+        callbacks=[batches],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    torch.manual_seed(0)
+    model = CoreModel()
+    trainer.fit(model, loader(n=40, batch_size=2), ckpt_path=ckpt_path)
+    return trainer, model, batches
+
+
+@pytest.mark.parametrize("written_by", ["ember", "lightning"])
+def test_a_run_that_max_steps_stopped_mid_epoch_resumes_inside_that_epoch(tmp_path, written_by):
+    # the checkpoint is written at the epoch's end that `max_steps` brings early; the epoch's data had not run
+    # out, so the resumed run goes on with it (batches 3, 4, 5 of epoch 0), as the uninterrupted run did and
+    # as Lightning resumes it; it started the next epoch at batch 0 (the rest of epoch 0 never trained)
+    whole, reference, whole_batches = _steps_run(tmp_path / "whole", 6)
+    first, _, _ = _steps_run(tmp_path / "first", 3)
+    ckpt = first.checkpoint_callback.best_model_path
+    if written_by == "lightning":  # Lightning's counters only: its `loops` entry says where the epoch stood
+        checkpoint = torch.load(ckpt, weights_only=True)
+        del checkpoint["ember"]
+        ckpt = str(tmp_path / "lightning.ckpt")
+        torch.save(checkpoint, ckpt)
+    resumed, model, batches = _steps_run(tmp_path / "resumed", 6, ckpt)
+    assert batches.seen == [(0, 3), (0, 4), (0, 5)] == whole_batches.seen[3:]
+    assert batches.epoch_starts == 0  # the interrupted epoch goes on: no second start
+    assert (resumed.global_step, resumed.current_epoch) == (whole.global_step, whole.current_epoch) == (6, 1)
+    if written_by == "ember":  # with its data position and RNG states, the same weights
+        for key, value in reference.state_dict().items():
+            assert torch.equal(value, model.state_dict()[key]), key

@@ -55,7 +55,8 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     batch_completed = batches if (p.epoch_done or in_validation) else max(batches - 1, 0)
     num_batches = t.num_training_batches
     # the epoch's data ran out (an epoch that `max_steps` ended early did not get there)
-    is_last_batch = batches > 0 and batches >= num_batches if isinstance(num_batches, int) else p.epoch_done
+    ran_out = p.epoch_done and not p.epoch_unfinished
+    is_last_batch = batches > 0 and batches >= num_batches if isinstance(num_batches, int) else ran_out
     steps, epoch_steps = p.global_step, p.global_step - p.epoch_start_step
     automatic = t.lightning_module.automatic_optimization if t.lightning_module is not None else True
     zero = {"total": _progress(0, 0), "current": _progress(0, 0)}
@@ -161,7 +162,10 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False, all_ranks:
             "progress": run.progress.state_dict(),
             "rng": collect_rng_states(),
             "epoch_rng": run.epoch_rng,
-            "train_results": run.train_results.state_dict() if not run.progress.epoch_done else {},
+            # the values of an epoch under way, or of one that a resumed run goes on with
+            "train_results": run.train_results.state_dict()
+            if not run.progress.epoch_done or run.progress.epoch_unfinished
+            else {},
             "plateau_values": plateau_values(t, run),
             "world_size": t.world_size,
             "global_rank": t.global_rank,
@@ -422,6 +426,10 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
             f"You restored a checkpoint with current_epoch={checkpoint['epoch']}, but you have set"
             f" Trainer(max_epochs={t.max_epochs}). Raise `max_epochs` above the checkpoint's epoch to train further."
         )
+    if progress.epoch_done and progress.epoch_unfinished and progress.epoch_batches:
+        # written at the end of an epoch that `max_steps` or a stop cut short: it goes on where it stopped,
+        # without its start hooks, as the uninterrupted run's epoch did (and as Lightning resumes it)
+        progress.epoch_done = progress.epoch_unfinished = False
     if progress.epoch_done:
         # written at the end of an epoch: the next one starts once `fit` starts training (`run_fit`); till
         # then, through the sanity check, `current_epoch` is the checkpoint's, as in Lightning
@@ -452,10 +460,14 @@ def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> 
     batch_current = fit.get("epoch_loop.batch_progress", {}).get("current", {})
     progress.epoch = completed
     progress.epoch_done = processed > completed
+    # at the end of an epoch whose data had not run out (`max_steps` or a stop cut it short)
+    progress.epoch_unfinished = progress.epoch_done and not fit.get("epoch_loop.batch_progress", {}).get(
+        "is_last_batch", True
+    )
     # an epoch is under way only once started and not yet completed; saved after `fit` returned, every
     # counter is equal and the batch count is the last epoch's, so the next epoch runs in full
     under_way = started > completed and not progress.epoch_done
-    progress.epoch_batches = batch_current.get("processed", 0) if under_way else 0
+    progress.epoch_batches = batch_current.get("processed", 0) if under_way or progress.epoch_unfinished else 0
     progress.global_step = checkpoint.get("global_step", 0)
     progress.batches_that_stepped = fit.get("epoch_loop.state_dict", {}).get(
         "_batches_that_stepped", progress.global_step

@@ -458,6 +458,10 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
     """Epoch-end hooks (EarlyStopping and checkpoints after the module), epoch logs, counters."""
     progress, results, metrics, hooks = run.progress, run.train_results, run.metrics, _hooks(run)
     progress.epoch_done = True
+    # `max_steps` or a stop ended it before its data ran out: a checkpoint from here resumes inside it
+    progress.epoch_unfinished = (
+        progress.epoch_batches < epoch.total and not run.last_batch_seen and not epoch.takes_iterator
+    )
     run.restarted_at_batch = -1  # `epoch_loop.restarting` ends with the epoch, as in Lightning
     metrics.live = None
     if run.step_values_merged_at != progress.total_batches:
@@ -482,7 +486,7 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
     results.reset()
     progress.epoch += 1
     progress.epoch_batches = 0
-    progress.epoch_done = False
+    progress.epoch_done = progress.epoch_unfinished = False
     run.fit_resuming = False  # a training epoch has run since the checkpoint was loaded
     if epoch.stop_requested():
         on_stop_request(trainer, run)

@@ -33,7 +33,8 @@ class Progress:
     steps; ``batches_that_stepped`` counts training batches that closed an accumulation window
     (the step that loggers see); ``epoch_batches`` counts the batches consumed in the current epoch,
     so a mid-epoch resume knows how many to skip; ``epoch_done`` marks a checkpoint written at the
-    end of an epoch, after its last batch and validation.
+    end of an epoch, after its last batch and validation; ``epoch_unfinished`` an epoch that ended
+    before its data ran out (``max_steps``, a stop), which a resumed run goes on with, as in Lightning.
     """
 
     epoch: int = 0
@@ -41,6 +42,7 @@ class Progress:
     batches_that_stepped: int = 0
     epoch_batches: int = 0
     epoch_done: bool = False
+    epoch_unfinished: bool = False
     total_batches: int = 0
     val_checks: int = 0
     # for Lightning's per-epoch counters in the checkpoint's `loops` entry: optimizer steps and scheduler
