@@ -15,6 +15,7 @@ from tests.helpers.checkpoint_models import QUIET, FakeLogger, FakeTrainer, Sequ
 import ember
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint import load_checkpoint
+from ember.demos.boring_classes import BoringModel
 from ember.utilities.exceptions import MisconfigurationException
 
 needs_trainer = pytest.mark.skipif(not hasattr(ember, "Trainer"), reason="needs ember.Trainer")
@@ -420,6 +421,33 @@ def test_last_written_at_every_trigger_even_if_topk_not_due(tmp_path):
     _epoch(trainer, callback, 0, val_loss=1.0)
     assert _names(tmp_path) == ["last.ckpt"]
     assert load_checkpoint(tmp_path / "last.ckpt")["global_step"] == 4
+
+
+@pytest.mark.parametrize(
+    ("arguments", "saved_at_steps"),
+    # at step 4 the top-k file and `last`; at the end of training `last` again (it stopped between triggers)
+    [({"every_n_epochs": 0}, [6]), ({"every_n_train_steps": 4}, [4, 4, 6])],
+    ids=["every_n_epochs_0", "every_n_train_steps"],
+)
+def test_last_follows_the_triggers_asked_for_and_no_epoch_end_when_epochs_are_not_one(
+    tmp_path, arguments, saved_at_steps
+):
+    # with epochs not a trigger, an epoch's end writes nothing, as in Lightning: `last` was written at every
+    # epoch end too, a full checkpoint per epoch for a run that asked for one every 1000 steps
+    steps: list[int] = []
+
+    class Saves(ember.Callback):
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+            steps.append(trainer.global_step)
+
+    callbacks = [ModelCheckpoint(dirpath=tmp_path, save_last=True, **arguments), Saves()]
+    trainer = ember.Trainer(
+        max_epochs=3, limit_train_batches=2, limit_val_batches=2, default_root_dir=tmp_path, callbacks=callbacks,
+        logger=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(BoringModel())
+    assert steps == saved_at_steps  # and the end of training, where `last` holds the final state
+    assert load_checkpoint(tmp_path / "last.ckpt")["global_step"] == 6
 
 
 def test_last_with_save_top_k_zero(tmp_path):

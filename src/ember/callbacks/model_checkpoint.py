@@ -344,7 +344,11 @@ class ModelCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Save at the end of the training epoch (when validation does not decide instead)."""
-        if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
+        if (
+            self._saves_at_epoch_ends
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._should_save_on_train_epoch_end(trainer)
+        ):
             self._save_at_trigger(trainer, topk=self._epoch_is_due(trainer))
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -354,7 +358,7 @@ class ModelCheckpoint(Checkpoint):
         if self._defer_save_until_validation:
             self._defer_save_until_validation = False
             self._save_at_trigger(trainer, topk=True)
-        elif not self._should_save_on_train_epoch_end(trainer):
+        elif self._saves_at_epoch_ends and not self._should_save_on_train_epoch_end(trainer):
             self._save_at_trigger(trainer, topk=self._epoch_is_due(trainer))
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -439,6 +443,12 @@ class ModelCheckpoint(Checkpoint):
         if (sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches) == 0:
             return True
         return trainer.val_check_interval == 1.0
+
+    @property
+    def _saves_at_epoch_ends(self) -> bool:
+        """Epochs are a trigger (``every_n_epochs`` >= 1): ``last`` follows every epoch's end. With
+        ``every_n_epochs=0`` (the steps or the clock are the trigger) no epoch end writes anything."""
+        return self._every_n_epochs >= 1
 
     def _epoch_is_due(self, trainer: Trainer) -> bool:
         return self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
