@@ -209,6 +209,10 @@ def test_a_plateau_schedulers_epoch_end_step_survives_the_resume(tmp_path, monit
     lr, _ = _plateau_run(tmp_path / "without", 3, monitor, on_train_epoch_end, tmp_path / "without.ckpt")
     assert lr == pytest.approx(0.1 * 0.5**2)
 
+    if on_train_epoch_end:  # the next epoch's end is no resumed one: a metric that is not logged is named
+        with pytest.raises(ember.utilities.exceptions.MisconfigurationException, match="metric nowhere which"):
+            _plateau_run(tmp_path / "misnamed", 4, "nowhere", on_train_epoch_end, last)
+
 
 def test_a_step_interval_plateau_step_after_a_validation_survives_a_mid_epoch_resume(tmp_path):
     # validation every 4 of the 8 batches, the scheduler stepping after each; the checkpoint written in the

@@ -551,9 +551,10 @@ def step_scheduler(trainer: Trainer, run: Run, config: Any, metric: Any) -> None
 
 def _step_plateau(trainer: Trainer, run: Run, config: Any) -> None:
     value: Any = trainer.callback_metrics.get(config.monitor)
-    if value is None and run.fit_resuming:
-        # the resumed epoch's end: the checkpoint holds the value its last validation gave; a checkpoint
-        # without it (Lightning's) skips this step, as Lightning skips plateau schedulers when it restarts
+    if value is None and run.restarting:
+        # the end of the epoch a mid-epoch checkpoint resumed: the checkpoint holds the value its last
+        # validation gave; one without it (Lightning's) skips this step, as Lightning skips plateau
+        # schedulers while it restarts
         index = next(i for i, c in enumerate(trainer.lr_scheduler_configs) if c is config)
         if index not in run.plateau_values:
             return
