@@ -451,7 +451,7 @@ class ModelCheckpoint(Checkpoint):
         return self._every_n_epochs >= 1
 
     def _epoch_is_due(self, trainer: Trainer) -> bool:
-        return self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+        return self._saves_at_epoch_ends and (trainer.current_epoch + 1) % self._every_n_epochs == 0
 
     def _should_defer_to_validation(self, trainer: Trainer, batch_idx: int) -> bool:
         if self.monitor is None or self.save_top_k == 0:

@@ -189,9 +189,7 @@ def load(path: str | os.PathLike, map_location: Any = None, weights_only: bool |
         location = _location(index, key)
         if location[0] in _MODEL_KEYS and len(location) == 2:
             model_key = location[0]
-            # an empty tensor of the saved (global) shape: DCP fills it from every rank's shards
-            is_tensor = isinstance(item, TensorStorageMetadata)
-            weights[location[1]] = torch.empty(item.size, dtype=item.properties.dtype) if is_tensor else None
+            weights[location[1]] = _to_fill(item)
         elif isinstance(location[0], str) and (match := _OPTIMIZER_KEY.match(location[0])):
             optimizers.add(int(match.group(1)))
     state = {model_key: weights}
@@ -221,15 +219,17 @@ def read_whole(path: str | os.PathLike, weights_only: bool | None = None) -> dic
     for key, item in index.state_dict_metadata.items():
         location = _location(index, key)
         if isinstance(location[0], str) and _OPTIMIZER_KEY.match(location[0]):
-            # an empty tensor of the saved shape, or a placeholder for a plain value: DCP fills both in
-            value = (
-                torch.empty(item.size, dtype=item.properties.dtype) if isinstance(item, TensorStorageMetadata) else None
-            )
-            _place(optimizers, location, value)
+            _place(optimizers, location, _to_fill(item))
     if optimizers:
         _read(optimizers, path, weights_only, single_process=True)
         checkpoint["optimizer_states"] = [optimizers[optimizer_key(i)] for i in range(len(optimizers))]
     return checkpoint
+
+
+def _to_fill(item: Any) -> Any:
+    """What DCP reads an entry of the index into: an empty tensor of the saved (global) shape, filled from
+    every rank's shards, or None for a plain value."""
+    return torch.empty(item.size, dtype=item.properties.dtype) if isinstance(item, TensorStorageMetadata) else None
 
 
 def _place(nested: dict[str, Any], location: tuple[Any, ...], value: Any) -> None:

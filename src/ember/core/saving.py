@@ -171,7 +171,7 @@ def save_hparams_to_yaml(
         return
     # where omegaconf is installed, Lightning writes plain values with it, in their order (other values
     # it writes sorted by key): the same text, without importing it for this file
-    in_order = use_omegaconf and _omegaconf_installed() and all(_is_plain(value) for value in hparams.values())
+    in_order = use_omegaconf and _omegaconf_available() and all(_is_plain(value) for value in hparams.values())
     data: dict[Any, Any] = {}
     for key, value in hparams.items():
         written_as_text: list[str] = []
@@ -231,15 +231,9 @@ def _rebuild_hparams(hparams: dict[str, Any], kind: Any) -> Any:
 
 
 def _omegaconf_available() -> bool:
+    """Whether omegaconf is installed, asked each time (a program can hide it: ``sys.modules["omegaconf"] = None``)."""
     import importlib.util
 
-    return importlib.util.find_spec("omegaconf") is not None
-
-
-def _omegaconf_installed() -> bool:
-    import importlib.util
-
-    # asked at each write (once a run), not cached: an environment can hide it (`sys.modules["omegaconf"] = None`)
     return importlib.util.find_spec("omegaconf") is not None
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -11,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from ember.checkpoint.async_io import wait_for_pending_writes
 from ember.checkpoint.io import CheckpointIO, TorchCheckpointIO, _WrappingCheckpointIO
 from ember.utilities.registry import _StrategyRegistry
 
@@ -352,7 +352,7 @@ class Strategy:
         if self.is_global_zero:
             self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
             if not self._in_call:
-                _wait_for_pending_writes(self)
+                wait_for_pending_writes(self)
 
     def remove_checkpoint(self, filepath: Any) -> None:
         """Delete the checkpoint at ``filepath`` (rank 0, through ``checkpoint_io``)."""
@@ -397,11 +397,3 @@ class SingleDeviceStrategy(Strategy):
 # `Trainer(strategy="<name>")` looks up here the names it does not build itself (a library's own
 # strategies); register one with `StrategyRegistry.register(name, StrategyClass, **init_params)`
 StrategyRegistry = _StrategyRegistry()
-
-
-def _wait_for_pending_writes(strategy: Strategy) -> None:
-    """Wait for the checkpoint writes ``strategy``'s ``AsyncCheckpointIO`` queued. Only that plugin queues
-    writes, and none exists before its module is loaded: a run without one does not load it."""
-    async_io = sys.modules.get("ember.checkpoint.async_io")
-    if async_io is not None:
-        async_io.wait_for_pending_writes(strategy)
