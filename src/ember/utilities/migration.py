@@ -77,7 +77,8 @@ def migrate_loaded(checkpoint: Any, path: Any) -> Any:
     written_with = checkpoint[_VERSION_KEY]
     checkpoint, applied = migrate_checkpoint(checkpoint)
     if applied and path is not None:
-        shown = os.path.relpath(path, os.getcwd()) if isinstance(path, (str, os.PathLike)) else path
+        local = isinstance(path, (str, os.PathLike)) and "://" not in os.fspath(path)
+        shown = os.path.relpath(path, os.getcwd()) if local else path  # a URL as it was given
         rank_zero_info(
             f"Ember upgraded the loaded checkpoint from Lightning v{written_with}'s layout to v{LIGHTNING_VERSION}'s"
             " (in memory). To apply the upgrade to your files permanently, run"
