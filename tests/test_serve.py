@@ -77,3 +77,23 @@ def test_what_cannot_be_served_is_named_before_any_server_starts():
         ServableModuleValidator(optimization="onnx")
     with pytest.raises(NotImplementedError, match="Only the fastapi server is currently supported"):
         ServableModuleValidator(server="torchserve")
+
+
+def test_a_model_whose_request_fails_is_not_servable_and_a_server_that_exits_is_named_at_once():
+    class FailingStep(ServableBoringModel):
+        def serve_step(self, x):
+            return self(x)  # not a dict: the server answers with an error
+
+    with pytest.raises(MisconfigurationException, match="The model isn't servable"):
+        _fit(FailingStep(), ServableModuleValidator(port=_free_port(), timeout=60))
+    validator = ServableModuleValidator(port=_free_port(), timeout=60, exit_on_failure=False)
+    trainer = _fit(FailingStep(), validator)  # told not to stop: training goes on
+    assert validator.successful is False and validator.resp.status_code == 500
+    assert trainer.global_step == 2
+
+    class ExitingServer(ServableBoringModel):
+        def configure_serialization(self):
+            raise ValueError("no serializers")  # in the server process, before it listens
+
+    with pytest.raises(RuntimeError, match=r"exited \(code 1\) before it answered"):
+        _fit(ExitingServer(), ServableModuleValidator(port=_free_port(), timeout=60))

@@ -93,14 +93,16 @@ class ServableModuleValidator(Callback):
         finally:
             process.kill()
             process.join(timeout=10)
+        if not self.successful:
+            # a failed request has no response to compare (an error page, not JSON): its traceback is above
+            if self.exit_on_failure:
+                raise MisconfigurationException("The model isn't servable. Investigate the traceback and try again.")
+            return
         if is_overridden("configure_response", servable_module, ServableModule):
             expected = cast(ServableModule, servable_module).configure_response()
             if self.resp.json() != expected:
                 raise Exception(f"The expected response {expected} doesn't match the generated one {self.resp.json()}.")
-        if self.exit_on_failure and not self.successful:
-            raise MisconfigurationException("The model isn't servable. Investigate the traceback and try again.")
-        if self.successful:
-            _log.info(f"Your model is servable and the received payload was {self.resp.json()}.")
+        _log.info(f"Your model is servable and the received payload was {self.resp.json()}.")
 
     def _ask(self, process: Any, servable_module: Any) -> Any:
         """Wait for the server, then send it the sample request; its response."""
