@@ -164,9 +164,12 @@ class Returns(CoreModel):
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (lambda loss, out: "loss", r"`training_step` must return a Tensor, a dict, or None .* It returned a str"),
-        (lambda loss, out: 3, r"It returned a int"),
-        (lambda loss, out: [loss], r"It returned a list"),
+        (
+            lambda loss, out: "loss",
+            r"`training_step` must return a Tensor, a dict, or None .* It returned str 'loss': return the loss",
+        ),
+        (lambda loss, out: 3, r"It returned int 3:"),
+        (lambda loss, out: [loss], r"It returned list \[tensor"),
         (lambda loss, out: out, r"returned a tensor of shape \(4, 1\): the loss must be a scalar"),
         (lambda loss, out: {"loss": out}, r"returned a 'loss' of shape \(4, 1\): the loss must be a scalar"),
         (lambda loss, out: {"other": loss}, r"the 'loss' key needs to be present"),

@@ -296,7 +296,8 @@ def _split_training_output(output: Any) -> tuple[Tensor | None, dict[str, Any]]:
         return None, {}
     raise MisconfigurationException(
         "In automatic optimization, `training_step` must return a Tensor, a dict, or None (where the step will be"
-        f" skipped). It returned a {type(output).__name__}."
+        f" skipped). It returned {type(output).__name__} {reprlib.repr(output)}: return the loss as a scalar Tensor,"
+        " a dict with the loss under 'loss', or None to skip the batch."
     )
 
 
@@ -311,8 +312,8 @@ def _manual_outputs(output: Any) -> Any:
         raise MisconfigurationException(
             "In manual optimization, `training_step` must either return a Tensor or have no return."
             f" It returned {type(output).__name__} {reprlib.repr(output)}. Your code steps the optimizers, so"
-            " return the loss to see it in `on_train_batch_end`'s `outputs` (a dict of values works too), or"
-            " return nothing."
+            " nothing needs returning; return the loss (or a dict of values) only to see it in"
+            " `on_train_batch_end`'s `outputs`."
         )
     if isinstance(extra.get("loss"), Tensor):
         extra["loss"] = extra["loss"].detach()
