@@ -1256,3 +1256,52 @@ def test_a_strategy_that_overrides_setup_runs_it_before_or_after_the_restore_as_
     else:
         assert events == ["load", setup_fit, "load", setup_validate]
     assert trainer.global_step == 3
+
+
+class _RemembersSaving(CoreModel):
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["saved_by_the_module"] = True
+
+
+@pytest.mark.parametrize("io", ["sync", "async"])
+def test_a_trainer_that_never_ran_saves_the_module_connected_to_its_strategy(tmp_path, io, caplog):
+    # opensoundscape's `save()`: a fresh Trainer, `strategy.connect(model=...)`, `save_checkpoint`: Lightning writes
+    # a whole checkpoint of the untrained state, with the Trainer's callbacks and the module's hook
+    from ember.plugins import AsyncCheckpointIO
+
+    plugins = [AsyncCheckpointIO()] if io == "async" else None
+    trainer = ember.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path, plugins=plugins)
+    module = _RemembersSaving(width=7)
+    trainer.strategy.connect(model=module)  # Lightning's keyword
+    path = tmp_path / "saved.ckpt"
+    trainer.save_checkpoint(path, weights_only=False)
+    # outside a call, no teardown will wait for a queued write: the file is whole when the save returns
+    checkpoint = torch.load(path, weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (0, 0)
+    assert checkpoint["hyper_parameters"] == {"width": 7} and checkpoint["saved_by_the_module"] is True
+    assert [key.split("{")[0] for key in checkpoint["callbacks"]] == ["ModelCheckpoint"]
+    assert checkpoint["optimizer_states"] == [] and checkpoint["lr_schedulers"] == []
+    loaded = _RemembersSaving.load_from_checkpoint(path)
+    assert loaded.hparams.width == 7
+    assert torch.equal(loaded.layer.weight, module.layer.weight)
+    # training resumes from it: no optimizer existed when it was saved, so they start afresh, saying so
+    trainer = ember.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path, max_steps=2)
+    with caplog.at_level("INFO"):
+        trainer.fit(module, loader(), ckpt_path=path)
+    assert trainer.global_step == 2
+    assert "The checkpoint holds no optimizer states" in caplog.text
+
+
+def test_resuming_with_another_number_of_optimizers_than_the_checkpoint_holds_names_both(tmp_path):
+    trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path)
+    trainer.fit(CoreModel(), loader())
+    trainer.save_checkpoint(tmp_path / "one.ckpt")
+    checkpoint = torch.load(tmp_path / "one.ckpt", weights_only=True)
+    checkpoint["optimizer_states"] *= 2  # as written by a run with two optimizers
+    torch.save(checkpoint, tmp_path / "two.ckpt")
+    with pytest.raises(RuntimeError, match="holds 2 optimizer states but `configure_optimizers` returned 1 optimizers"):
+        quiet_trainer(max_steps=3).fit(CoreModel(), loader(), ckpt_path=tmp_path / "two.ckpt")

@@ -15,6 +15,7 @@ import torch
 from ember._version import LIGHTNING_VERSION, __version__
 from ember.core.saving import hparams_to_save, load_module_state
 from ember.trainer.dataloaders import train_loader_states
+from ember.trainer.dispatch import HookDispatcher
 from ember.trainer.run import Resume
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.exceptions import MisconfigurationException
@@ -182,20 +183,21 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False, all_ranks:
         if hasattr(module, "_hparams_name"):
             checkpoint["hparams_name"] = module._hparams_name
         _store_hparams(checkpoint, module.hparams, "hyper_parameters", "hparams_type")
+    # outside any trainer call (a module given to `strategy.connect` only, as some libraries save it), the
+    # hooks go to the Trainer's callbacks and that module, as in a call
+    hooks = run.hooks if run.hooks is not None else HookDispatcher(t, module, t.callbacks)
     datamodule = t.datamodule
     if datamodule is not None:
         if getattr(datamodule, "_hparams", None):
             if hasattr(datamodule, "_hparams_name"):
                 checkpoint["datamodule_hparams_name"] = datamodule._hparams_name
             _store_hparams(checkpoint, datamodule.hparams, "datamodule_hyper_parameters", "datamodule_hparams_type")
-        assert run.hooks is not None
-        dm_state = run.hooks.call_datamodule(datamodule, "state_dict")
+        dm_state = hooks.call_datamodule(datamodule, "state_dict")
         if dm_state:
             checkpoint[type(datamodule).__qualname__] = dm_state
-    assert run.hooks is not None
     if not weights_only:
-        run.hooks.call_callbacks("on_save_checkpoint", checkpoint)  # as a hook: `self.log` in it is refused
-    run.hooks.call_module("on_save_checkpoint", checkpoint)
+        hooks.call_callbacks("on_save_checkpoint", checkpoint)  # as a hook: `self.log` in it is refused
+    hooks.call_module("on_save_checkpoint", checkpoint)
     return checkpoint
 
 
@@ -389,7 +391,11 @@ def restore_optimizers_and_schedulers(t: Trainer, checkpoint: dict[str, Any]) ->
         if "optimizer_states" not in checkpoint:
             _no_optimizer_states()
         states = checkpoint["optimizer_states"]
-        if len(states) != len(t.optimizers):
+        if not states and t.optimizers:
+            # saved before any optimizer existed (`save_checkpoint` from a Trainer that never ran, as some
+            # libraries save a model): the optimizers start afresh, as Lightning's zip of the two leaves them
+            rank_zero_info("The checkpoint holds no optimizer states: the optimizers start from their initial state.")
+        elif len(states) != len(t.optimizers):
             raise RuntimeError(
                 f"The checkpoint holds {len(states)} optimizer states but `configure_optimizers` returned"
                 f" {len(t.optimizers)} optimizers: resume with the same optimizer setup."

@@ -97,10 +97,10 @@ class Strategy:
         self._model = model
 
     # ---- lifecycle -----------------------------------------------------------------------
-    def connect(self, module: Any) -> None:
-        self._lightning_module = module
-        self._model = module
-        self._in_call = True
+    def connect(self, model: Any) -> None:
+        """Take ``model`` (the LightningModule) as the one this strategy runs."""
+        self._lightning_module = model
+        self._model = model
 
     def setup(self, trainer: Any) -> None:
         """Ready the call on this strategy's devices, once the module is built (and restored, unless

@@ -189,6 +189,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
         clean_namespace(model.hparams)  # as Lightning: what cannot be pickled cannot go into a checkpoint
     strategy = trainer.strategy
     strategy.connect(model)
+    strategy._in_call = True  # until teardown, which waits for queued checkpoint writes
     model.trainer = trainer
     run.profiler = active(trainer.profiler)  # None: the loop is built without spans
     run.hooks = HookDispatcher(trainer, model, trainer.callbacks, run.profiler)
