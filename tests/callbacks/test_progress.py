@@ -225,6 +225,30 @@ def test_rich_progress_bar_draws_epochs_and_metrics(fresh_rich_console):
     assert "Epoch 1/1" in text and "4/4" in text and "v_num: 7" in text and "train_loss:" in text
 
 
+def test_a_rich_bar_subclass_names_the_epoch_and_reads_its_tasks_as_in_lightning(fresh_rich_console):
+    # kraken's progress bar overrides `_get_train_description` to show "stage 3/14"; Lightning's bar calls it at
+    # every epoch start, and subclasses read the tasks through `train_progress_bar` and its siblings
+    seen = []
+
+    class Stages(RichProgressBar):
+        def _get_train_description(self, current_epoch):
+            return f"stage {current_epoch}/{self.trainer.max_epochs - 1}"
+
+        def on_validation_end(self, trainer, pl_module):
+            if trainer.sanity_checking:
+                seen.append(("sanity", self.val_sanity_check_bar.total))
+            else:
+                seen.append((self.train_progress_bar.description, self.val_progress_bar.total))
+            super().on_validation_end(trainer, pl_module)
+
+    out = io.StringIO()
+    bar = Stages(console_kwargs={"file": out, "force_terminal": True, "width": 200})
+    trainer = _trainer(bar, max_epochs=2, num_sanity_val_steps=2)
+    trainer.fit(Regressor(), train_loader(), val_loader())
+    assert "stage 1/1" in out.getvalue() and "Epoch 1" not in out.getvalue()
+    assert seen == [("sanity", 2), ("stage 0/1", trainer.num_val_batches[0]), ("stage 1/1", trainer.num_val_batches[0])]
+
+
 def test_rich_progress_bar_keeps_its_tasks_after_the_call_and_draws_with_lightnings_class(fresh_rich_console):
     from unittest import mock
 

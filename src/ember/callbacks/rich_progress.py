@@ -257,6 +257,27 @@ class RichProgressBar(ProgressBar):
     def refresh_rate(self) -> int:
         return self._refresh_rate
 
+    # the bars' rich tasks, as Lightning names them (subclasses read their `completed`, `total`, ...)
+    @property
+    def train_progress_bar(self) -> Any:
+        return self._task(self.train_progress_bar_id)
+
+    @property
+    def val_sanity_check_bar(self) -> Any:
+        return self._task(self.val_sanity_progress_bar_id)
+
+    @property
+    def val_progress_bar(self) -> Any:
+        return self._task(self.val_progress_bar_id)
+
+    @property
+    def test_progress_bar(self) -> Any:
+        return self._task(self.test_progress_bar_id)
+
+    def _task(self, task_id: Any) -> Any:
+        assert self.progress is not None and task_id is not None, "the bar has not been shown yet"
+        return self.progress.tasks[task_id]
+
     @property
     def is_enabled(self) -> bool:
         return self._enabled and self.refresh_rate > 0
@@ -351,7 +372,7 @@ class RichProgressBar(ProgressBar):
         if self._metric_component is not None and self.is_enabled:
             self._metric_component.update(self.get_metrics(trainer, pl_module))
 
-    def _train_description(self, current_epoch: int) -> str:
+    def _get_train_description(self, current_epoch: int) -> str:
         description = f"Epoch {current_epoch}"
         if self.trainer.max_epochs is not None:
             description += f"/{self.trainer.max_epochs - 1}"
@@ -376,7 +397,7 @@ class RichProgressBar(ProgressBar):
             self._stop_progress()
         self._init_progress(trainer)
         total = self.total_train_batches
-        description = self._train_description(trainer.current_epoch)
+        description = self._get_train_description(trainer.current_epoch)
         if self.train_progress_bar_id is None:
             self.train_progress_bar_id = self._add_task(total, description)
         else:
