@@ -1,5 +1,6 @@
 """Seeding, rank-zero and logging helpers, as Lightning's behave."""
 
+import logging
 import os
 import pathlib
 import random
@@ -8,6 +9,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 
 import ember
@@ -141,6 +143,26 @@ def test_seed_everything_says_the_seed_with_the_rank_a_launcher_gave_the_process
         seed_everything(6)
         seed_everything(7, verbose=False)
     assert [r.getMessage() for r in caplog.records] == ["Seed set to 5", "[rank: 1] Seed set to 6"]
+
+
+@pytest.mark.parametrize(
+    ("name", "level", "said"),
+    [
+        ("lightning.fabric.utilities.seed", logging.ERROR, False),  # kraken's `ketos` quiets it so
+        ("lightning_fabric.utilities.seed", logging.WARNING, False),
+        ("lightning_fabric", logging.ERROR, False),  # a package above Lightning's seed module
+        ("lightning.fabric", logging.INFO, True),  # a level that lets the message through
+    ],
+)
+def test_seed_everything_is_quiet_where_a_program_quieted_lightnings_seed_message(caplog, name, level, said):
+    logger = logging.getLogger(name)
+    try:
+        logger.setLevel(level)
+        with caplog.at_level("INFO"):
+            seed_everything(5)
+    finally:
+        logger.setLevel(logging.NOTSET)
+    assert ("Seed set to 5" in caplog.text) is said
 
 
 _FAST_DEV_RUN_TRAINER = "Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Iterator
@@ -42,7 +43,8 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
     if not (_MIN_SEED <= seed <= _MAX_SEED):
         rank_zero_warn(f"{seed} is not in bounds, numpy accepts from {_MIN_SEED} to {_MAX_SEED}")
         seed = 0
-    if verbose:  # every process says it, a launched one with its rank: "[rank: 1] Seed set to 0"
+    if verbose and not _quieted_by_lightnings_name():
+        # every process says it, a launched one with its rank: "[rank: 1] Seed set to 0"
         log.info(rank_prefixed_message(f"Seed set to {seed}", _rank_in_env()))
     os.environ["PL_GLOBAL_SEED"] = str(seed)
     random.seed(seed)
@@ -55,6 +57,27 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
     torch.manual_seed(seed)
     os.environ["PL_SEED_WORKERS"] = f"{int(workers)}"
     return seed
+
+
+# the loggers Lightning's `seed_everything` says "Seed set to ..." through (Fabric's seed module, by either name)
+_LIGHTNING_SEED_LOGGERS = ("lightning.fabric.utilities.seed", "lightning_fabric.utilities.seed")
+
+
+def _quieted_by_lightnings_name() -> bool:
+    """Whether the program quieted Lightning's seed message by its logger's name (kraken's ``ketos`` sets
+    ``lightning.fabric.utilities.seed`` to ERROR), or by a package above it: the nearest of those loggers
+    that has a level of its own (or is disabled) decides, as it would for Lightning's message. Loggers
+    that nobody configured are not created."""
+    registry = logging.Logger.manager.loggerDict
+    for name in _LIGHTNING_SEED_LOGGERS:
+        parts = name.split(".")
+        for end in range(len(parts), 0, -1):
+            logger = registry.get(".".join(parts[:end]))
+            if isinstance(logger, logging.Logger) and (logger.disabled or logger.level != logging.NOTSET):
+                if logger.disabled or logger.level > logging.INFO:
+                    return True
+                break
+    return False
 
 
 def reset_seed() -> None:
