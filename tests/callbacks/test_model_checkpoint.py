@@ -381,6 +381,16 @@ def test_step_trigger_defers_until_validation_metric_exists(tmp_path):
     assert _names(tmp_path) == ["step=2-val_loss=0.5.ckpt"]
 
 
+def test_a_step_save_waiting_for_the_first_validation_is_made_when_it_ends_with_epoch_end_saving(tmp_path):
+    # the default schedule (validation once per epoch, at its end) makes the callback save at training epoch
+    # ends; the save due at step 3, before any val_loss exists, is made when the first validation ends
+    callback = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", every_n_train_steps=3, save_top_k=-1)
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=2, callbacks=[callback], **QUIET)
+    trainer.fit(SequenceModel(val_losses=[0.5, 0.25], train_batches=4, val_batches=1))
+    assert _names(tmp_path) == ["epoch=0-step=4.ckpt", "epoch=1-step=6.ckpt"]
+    assert callback.best_k_models[str(tmp_path / "epoch=0-step=4.ckpt")] == pytest.approx(0.5)
+
+
 def test_time_trigger_waits_for_a_validation_epochs_away(tmp_path):
     # validation every 2 epochs: its data is loaded only then, yet the epoch-0 saves must wait for its metric
     callback = ModelCheckpoint(
