@@ -136,8 +136,9 @@ SUPPORTED = {
     "plugins.precision.double": ("ember.precision.double", ["DoublePrecision"]),
     "plugins.precision.half": ("ember.precision.half", ["HalfPrecision"]),
     "plugins.precision.precision": ("ember.precision.precision", ["Precision"]),
+    "plugins.layer_sync": ("ember.distributed.layer_sync", ["LayerSync", "TorchSyncBatchNorm"]),
     "plugins.environments": (
-        "ember.plugins.environments",
+        "ember.distributed.environments",
         [
             "ClusterEnvironment",
             "KubeflowEnvironment",
@@ -1084,3 +1085,51 @@ def test_a_module_pickled_under_the_alias_trains_in_lightning(tmp_path):
         )
     )
     assert "trained 1" in out
+
+
+# classes a LightningCLI config or a pickle names: the module each reports under the alias, which
+# Lightning has too (checked against the real package below, where it is installed)
+_CONFIG_CLASS_MODULES = {
+    "plugins.environments": ["LightningEnvironment", "SLURMEnvironment", "TorchElasticEnvironment"],
+    "plugins.layer_sync": ["LayerSync", "TorchSyncBatchNorm"],
+    "plugins.io.torch_plugin": ["TorchCheckpointIO"],
+    "cli": ["LightningCLI", "SaveConfigCallback", "ReduceLROnPlateau"],
+}
+
+
+def test_classes_a_config_names_report_modules_that_lightning_has():
+    code = f"""
+        import pickle, sys
+        import ember
+        ember.install_as_lightning()
+        import pytorch_lightning as pl
+        from pytorch_lightning.cli import LightningCLI, ReduceLROnPlateau, SaveConfigCallback
+        from pytorch_lightning.plugins import TorchCheckpointIO
+        from pytorch_lightning.plugins.environments import LightningEnvironment, SLURMEnvironment, TorchElasticEnvironment
+        from pytorch_lightning.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
+        for module, names in {_CONFIG_CLASS_MODULES!r}.items():
+            for name in names:
+                cls = globals()[name]
+                assert cls.__module__ == "pytorch_lightning." + module, (name, cls.__module__)
+                assert getattr(sys.modules[cls.__module__], name) is cls
+        data = pickle.dumps(SLURMEnvironment(auto_requeue=False))
+        assert b"pytorch_lightning.plugins.environments" in data and b"ember" not in data
+        assert pickle.loads(data).auto_requeue is False
+        print("ok")
+    """
+    assert ok(python(code, without_lightning=True)).strip() == "ok"
+
+
+@pytest.mark.skipif(
+    LIGHTNING_PYTHON is None,
+    reason="needs pytorch-lightning installed (or EMBER_TEST_LIGHTNING_PYTHON=<a python that has it>)",
+)
+def test_the_modules_those_classes_report_hold_them_in_lightning():
+    code = f"""
+        import importlib
+        for module, names in {_CONFIG_CLASS_MODULES!r}.items():
+            held = importlib.import_module("pytorch_lightning." + module)
+            assert all(hasattr(held, name) for name in names), module
+        print("ok")
+    """
+    assert ok(python(code, exe=LIGHTNING_PYTHON)).strip() == "ok"

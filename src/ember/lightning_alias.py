@@ -99,7 +99,16 @@ _MOVED = {
     "trainer.connectors.checkpoint_connector": "trainer.views",
     # the samplers that share a loader among the ranks (tsl and others check the sampler's class)
     "overrides.distributed": "distributed.samplers",
+    # cluster environments and layer syncs: a config names them by these paths (`trainer.plugins`)
+    "plugins.environments": "distributed.environments",
+    "plugins.layer_sync": "distributed.layer_sync",
 }
+# Ember modules Lightning has no module for, whose public classes Lightning's package exports: their
+# classes report that package (`LightningCLI.__module__` is `<root>.cli`), so that a config or a pickle
+# written with Ember names a path Lightning has too
+_REPORTED_AS = {"cli.lightning_cli": "cli", "cli.types": "cli", "cli.parser": "cli"}
+# a class whose module `_MOVED` serves under several Lightning paths, none named like it: the one it is in
+_CLASS_PATHS = {"TorchCheckpointIO": "plugins.io.torch_plugin"}
 # Lightning packages that Ember has no module for, served as empty packages so that the modules
 # `_MOVED` places below them import; their other submodules are not provided
 _EMPTY_PACKAGES = ("trainer.connectors", "trainer.connectors.logger_connector", "loops", "overrides")
@@ -299,8 +308,12 @@ def _give_lightning_names(module: types.ModuleType) -> None:
     since Lightning's packages import their submodules (``pl.callbacks.early_stopping.EarlyStopping``
     works there without an import)."""
     assert _class_root is not None
+    reported = _REPORTED_AS.get(module.__name__[len("ember.") :])
     for value in list(vars(module).values()):
         if isinstance(value, type) and value.__module__ == module.__name__:
+            if reported is not None and not value.__name__.startswith("_"):
+                value.__module__ = f"{_class_root}.{reported}"  # that package is served by an Ember module of its own
+                continue
             lightning_module = _lightning_module_name(value)
             if lightning_module is not None:
                 value.__module__ = lightning_module
@@ -346,6 +359,8 @@ def _lightning_module_name(cls: type) -> str | None:
     if not _served(relative):
         return None  # not served under Lightning's names: the class keeps its own
     paths = [path for path, home in _MOVED.items() if home == relative]
+    if cls.__name__ in _CLASS_PATHS and _CLASS_PATHS[cls.__name__] in paths:
+        return f"{_class_root}.{_CLASS_PATHS[cls.__name__]}"
     if paths:
         class_name = cls.__name__.lower()
         relative = max(paths, key=lambda path: (path.rsplit(".", 1)[-1].replace("_", "") in class_name, len(path)))
