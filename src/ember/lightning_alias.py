@@ -107,8 +107,6 @@ _MOVED = {
 # classes report that package (`LightningCLI.__module__` is `<root>.cli`), so that a config or a pickle
 # written with Ember names a path Lightning has too
 _REPORTED_AS = {"cli.lightning_cli": "cli", "cli.types": "cli", "cli.parser": "cli"}
-# a class whose module `_MOVED` serves under several Lightning paths, none named like it: the one it is in
-_CLASS_PATHS = {"TorchCheckpointIO": "plugins.io.torch_plugin"}
 # Lightning packages that Ember has no module for, served as empty packages so that the modules
 # `_MOVED` places below them import; their other submodules are not provided
 _EMPTY_PACKAGES = ("trainer.connectors", "trainer.connectors.logger_connector", "loops", "overrides")
@@ -354,16 +352,18 @@ class _LightningSubmodules:
 def _lightning_module_name(cls: type) -> str | None:
     """``ember.callbacks.early_stopping`` -> ``<root>.callbacks.early_stopping``; a module kept elsewhere
     than in Lightning gets Lightning's path from ``_MOVED`` (when several Lightning modules are one Ember
-    module, the one named like the class: ``SingleDeviceStrategy`` -> ``strategies.single_device``)."""
+    module, the one whose name starts the class's: ``SingleDeviceStrategy`` -> ``strategies.single_device``)."""
     relative = cls.__module__[len("ember.") :]
     if not _served(relative):
         return None  # not served under Lightning's names: the class keeps its own
     paths = [path for path, home in _MOVED.items() if home == relative]
-    if cls.__name__ in _CLASS_PATHS and _CLASS_PATHS[cls.__name__] in paths:
-        return f"{_class_root}.{_CLASS_PATHS[cls.__name__]}"
     if paths:
+        # the module whose name starts the class's: `torch_plugin` for `TorchCheckpointIO`, `single_device` for
+        # `SingleDeviceStrategy`, `strategy` for `Strategy`
         class_name = cls.__name__.lower()
-        relative = max(paths, key=lambda path: (path.rsplit(".", 1)[-1].replace("_", "") in class_name, len(path)))
+        relative = max(
+            paths, key=lambda path: (class_name.startswith(path.rsplit(".", 1)[-1].split("_")[0]), len(path))
+        )
     return f"{_class_root}.{relative}"
 
 
