@@ -319,8 +319,7 @@ class LoggingMixin:
             # a collection with compute groups keeps one state per group: copying it into every member at
             # each call (torchmetrics' default) is what Lightning asks it not to do
             groups = bool(getattr(dictionary, "_enable_compute_groups", False))
-            copy = {"copy_state": False} if groups else {}
-            items = list(dictionary.items(keep_base=False, **copy))  # type: ignore[attr-defined]
+            items = list(dictionary.items(keep_base=False, copy_state=not groups))  # type: ignore[attr-defined]
             attributes = {id(m): n for n, m in self.named_modules()}
             for key, metric in items:
                 self.log(

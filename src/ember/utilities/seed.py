@@ -65,18 +65,17 @@ _LIGHTNING_SEED_LOGGERS = ("lightning.fabric.utilities.seed", "lightning_fabric.
 
 def _quieted_by_lightnings_name() -> bool:
     """Whether the program quieted Lightning's seed message by its logger's name (kraken's ``ketos`` sets
-    ``lightning.fabric.utilities.seed`` to ERROR), or by a package above it: the nearest of those loggers
-    that has a level of its own (or is disabled) decides, as it would for Lightning's message. Loggers
-    that nobody configured are not created."""
+    ``lightning.fabric.utilities.seed`` to ERROR) or by a package above it. As for Lightning's message, the
+    nearest of those loggers with a level of its own (or disabled) decides; none is created here."""
     registry = logging.Logger.manager.loggerDict
     for name in _LIGHTNING_SEED_LOGGERS:
-        parts = name.split(".")
-        for end in range(len(parts), 0, -1):
-            logger = registry.get(".".join(parts[:end]))
+        while name:
+            logger = registry.get(name)
             if isinstance(logger, logging.Logger) and (logger.disabled or logger.level != logging.NOTSET):
                 if logger.disabled or logger.level > logging.INFO:
                     return True
-                break
+                break  # this one lets INFO through
+            name = name.rpartition(".")[0]
     return False
 
 
