@@ -86,6 +86,16 @@ def load(out: Path, name: str, rank: int) -> dict:
     return torch.load(out / f"{name}-rank{rank}.pt", weights_only=False)
 
 
+def assert_ended_cleanly(out: Path, name: str, since: str, ended: float) -> None:
+    """The failed job ended within 30 s of the event recorded in ``out/since``, and left no file in its
+    temporary folder and no rank's process running."""
+    assert ended - float((out / since).read_text()) < 30
+    assert left_in_temp(out) == []
+    for rank in (0, 1):
+        with pytest.raises(ProcessLookupError):
+            os.kill(load(out, name, rank)["pid"], 0)
+
+
 def _check(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
@@ -223,33 +233,23 @@ def test_a_rank_about_to_fail_when_rank_0_fails_first_still_shows_its_traceback(
 def test_a_rank_0_error_ends_the_job_promptly_when_the_others_wait_for_it(tmp_path):
     # rank 1 waits in a collective for rank 0, which failed: it is stopped after the grace period
     proc = run("raise_rank0", tmp_path)
-    ended = time.time()
+    assert_ended_cleanly(tmp_path, "raise_rank0", "raised_at", time.time())
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert ended - float((tmp_path / "raised_at").read_text()) < 30
     assert output.count("ValueError: boom on rank 0") == 1, output[-4000:]
     assert output.count("Traceback") == 1, output[-4000:]  # rank 1 had nothing to say
-    assert left_in_temp(tmp_path) == []
-    for rank in (0, 1):
-        with pytest.raises(ProcessLookupError):
-            os.kill(load(tmp_path, "raise_rank0", rank)["pid"], 0)  # no process left behind
 
 
 @pytest.mark.timeout(200)
 def test_a_rank_killed_by_sigkill_is_named_and_ends_the_job_promptly(tmp_path):
     # what the out-of-memory killer does: no exception, no traceback in that rank
     proc = run("sigkill", tmp_path)
-    ended = time.time()
+    assert_ended_cleanly(tmp_path, "sigkill", "killed_at", time.time())
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert ended - float((tmp_path / "killed_at").read_text()) < 30
     assert "[rank 0] stopped because rank 1 was killed by signal SIGKILL (9)" in output, output[-4000:]
     assert "the other ranks were stopped because of it" in output
     assert "Traceback" not in output  # gloo's "Connection reset by peer" is not what the user reads
-    assert left_in_temp(tmp_path) == []
-    for rank in (0, 1):
-        with pytest.raises(ProcessLookupError):
-            os.kill(load(tmp_path, "sigkill", rank)["pid"], 0)  # no process left behind
 
 
 @pytest.mark.timeout(200)
