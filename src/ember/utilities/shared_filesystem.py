@@ -49,6 +49,8 @@ def is_shared_filesystem(strategy: Any, path: str | os.PathLike | None = None, t
         found = False
         while not found and time.perf_counter() - start < timeout:
             found = marker.exists()
+            if not found:
+                time.sleep(0.01)  # not a busy loop of stat calls on a network filesystem
     strategy.barrier()
     shared = strategy.reduce_boolean_decision(found, all=True)
     with contextlib.suppress(OSError):  # another rank of the same filesystem removed it first
