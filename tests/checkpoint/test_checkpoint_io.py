@@ -179,3 +179,65 @@ def test_conflicting_checkpoint_io_plugins_are_refused():
             strategy=SingleDeviceStrategy("cpu", checkpoint_io=TorchCheckpointIO()),
             plugins=[TorchCheckpointIO()],
         )
+
+
+class ForeignCheckpointIO:
+    """A plugin written against Lightning Fabric's ``CheckpointIO`` (not Ember's base class): the four methods."""
+
+    def __init__(self) -> None:
+        self.saved: list[str] = []
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        self.saved.append(os.path.basename(path))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch.save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def remove_checkpoint(self, path):
+        os.remove(path)
+
+    def teardown(self):
+        pass
+
+
+def test_a_plugin_written_against_fabrics_base_class_is_used_as_in_lightning(tmp_path):
+    # Lightning's trainer takes a subclass of Fabric's CheckpointIO; it used to be dropped without a word
+    io = ForeignCheckpointIO()
+    assert isinstance(io, CheckpointIO) and issubclass(ForeignCheckpointIO, CheckpointIO)
+    assert not issubclass(ForeignCheckpointIO, TorchCheckpointIO)
+    trainer, _ = _fit(tmp_path, plugins=[io])
+    assert trainer.strategy.checkpoint_io is io
+    assert io.saved == ["step=1.ckpt", "last.ckpt", "step=2.ckpt", "last.ckpt", "step=3.ckpt", "last.ckpt"]
+
+
+def test_fabrics_own_torch_checkpoint_io_becomes_embers_crash_safe_one():
+    # a config Lightning printed names Fabric's default plugin; its subclasses stay as written
+    fabrics = type("TorchCheckpointIO", (ForeignCheckpointIO,), {"__module__": "lightning_fabric.plugins.io.torch_io"})
+    for make in (
+        lambda io: ember.Trainer(logger=False, plugins=[io]).strategy,
+        lambda io: SingleDeviceStrategy("cpu", checkpoint_io=io),
+        lambda io: DDPStrategy(checkpoint_io=io),
+    ):
+        assert type(make(fabrics()).checkpoint_io) is TorchCheckpointIO
+    assert type(AsyncCheckpointIO(fabrics()).checkpoint_io) is TorchCheckpointIO
+    subclass = type("Mine", (fabrics,), {"__module__": "my_project.io"})
+    assert type(ember.Trainer(logger=False, plugins=[subclass()]).strategy.checkpoint_io) is subclass
+
+
+@pytest.mark.parametrize(
+    ("plugin", "hint"),
+    [(object(), ""), ("bf16-mixed", " Pass a precision as `Trainer(precision='bf16-mixed')`."), (None, "")],
+)
+def test_a_plugin_of_no_known_kind_is_refused_with_lightnings_message(plugin, hint):
+    message = (
+        f"Found invalid type for plugin {plugin}. Expected one of: Precision, CheckpointIO, ClusterEnvironment,"
+        f" or LayerSync.{hint}"
+    )
+    with pytest.raises(MisconfigurationException) as raised:
+        ember.Trainer(logger=False, plugins=[plugin])
+    assert str(raised.value) == message
+    with pytest.raises(MisconfigurationException, match="Found invalid type for plugin"):
+        ember.Trainer(logger=False, plugins=[TorchCheckpointIO(), plugin])
+    assert ember.Trainer(logger=False, plugins=None).plugins is None

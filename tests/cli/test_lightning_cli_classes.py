@@ -162,6 +162,32 @@ def test_a_precision_plugin_is_chosen_by_class_path(tmp_path):
     assert cli.trainer.precision == "bf16-true"
 
 
+def test_a_config_lightning_printed_with_fabrics_plugin_classes_is_read(tmp_path):
+    # Lightning's SLURMEnvironment and TorchCheckpointIO are Fabric's classes, so its printed configs name them
+    pytest.importorskip("lightning_fabric")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            trainer:
+              logger: false
+              plugins:
+              - class_path: lightning_fabric.plugins.environments.slurm.SLURMEnvironment
+                init_args:
+                  auto_requeue: false
+              - class_path: lightning_fabric.plugins.TorchCheckpointIO
+            """
+        )
+    )
+    cli = LightningCLI(Regressor, RegressionData, run=False, args=[f"--config={config}", *_quiet(tmp_path)])
+    from ember.distributed.environments import SLURMEnvironment, environment_in
+    from ember.plugins.io import TorchCheckpointIO
+
+    assert type(cli.trainer.strategy.checkpoint_io) is TorchCheckpointIO  # Ember's: crash-safe writes
+    environment = environment_in(cli.trainer.plugins)
+    assert type(environment) is SLURMEnvironment and environment.auto_requeue is False
+
+
 @pytest.mark.parametrize("record_shapes", [["--trainer.profiler.record_shapes=true"], []])
 def test_a_pytorch_profiler_config_may_set_record_shapes_as_an_argument(tmp_path, record_shapes):
     # Lightning's configs write `record_shapes` under `init_args`: a config parser must know the argument

@@ -4,6 +4,7 @@ that need no second process."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from torch import nn
 import ember
 from ember.distributed import DDPStrategy, SingleDeviceStrategy, failure
 from ember.distributed.environments import (
+    ClusterEnvironment,
     LightningEnvironment,
     SLURMEnvironment,
     TorchElasticEnvironment,
@@ -447,6 +449,29 @@ def test_a_cluster_environment_with_the_whole_interface_is_used_even_under_slurm
 def test_two_cluster_environments_are_refused_whatever_their_base_class():
     with pytest.raises(MisconfigurationException, match="Received multiple values for ClusterEnvironment"):
         make(plugins=[LightningEnvironment(), ForeignEnvironment()])
+
+
+def _fabrics(own: type, name: str) -> type:
+    """A stand-in for Lightning Fabric's class ``name``: its interface, under Fabric's module."""
+    return type(name, (own,), {"__module__": "lightning_fabric.plugins.environments.stand_in"})
+
+
+def test_fabrics_own_environments_become_embers_with_their_settings(monkeypatch):
+    # a Lightning program may import these from `lightning.fabric`, and a config Lightning printed names them there
+    assert issubclass(ForeignEnvironment, ClusterEnvironment) and isinstance(ForeignEnvironment(), ClusterEnvironment)
+    assert not issubclass(ForeignEnvironment, LightningEnvironment)
+    for key, value in {"SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NODEID": "0"}.items():
+        monkeypatch.setenv(key, value)  # an srun job of two tasks, this one the second
+    slurm = _fabrics(ForeignEnvironment, "SLURMEnvironment")()
+    slurm.auto_requeue, slurm.requeue_signal = False, signal.SIGTERM
+    env = make(strategy="ddp", devices=2, plugins=[slurm]).strategy.cluster_environment
+    assert type(env) is SLURMEnvironment and (env.auto_requeue, env.requeue_signal) == (False, signal.SIGTERM)
+    assert (env.global_rank(), env.world_size()) == (1, 2)  # Ember's reads srun's variables
+    lightning = _fabrics(ForeignEnvironment, "LightningEnvironment")()
+    assert type(DDPStrategy(cluster_environment=lightning).cluster_environment) is LightningEnvironment
+    # a subclass a program wrote keeps its own behaviour
+    mine = type("MyEnvironment", (type(lightning),), {"__module__": "my_project.cluster"})()
+    assert make(strategy="ddp", devices=2, plugins=[mine]).strategy.cluster_environment is mine
 
 
 class NoSync(LayerSync):

@@ -185,6 +185,48 @@ def test_auto_requeue_off_keeps_the_plain_preemption_exit(tmp_path, slurm_job):
     assert not slurm_job.exists() and not list(tmp_path.glob("hpc_ckpt_*.ckpt"))
 
 
+class FabricStyleSLURM:
+    """A program's SLURM environment written against Lightning Fabric's classes (not Ember's): the interface,
+    ``auto_requeue`` and ``requeue_signal``, here SIGUSR2."""
+
+    creates_processes_externally = True
+    main_address, main_port = "127.0.0.1", 12910
+
+    def __init__(self) -> None:
+        self.auto_requeue, self.requeue_signal = True, signal.SIGUSR2
+
+    @staticmethod
+    def detect() -> bool:
+        return True
+
+    def world_size(self) -> int:
+        return 1
+
+    def set_world_size(self, size: int) -> None:
+        pass
+
+    def global_rank(self) -> int:
+        return 0
+
+    def set_global_rank(self, rank: int) -> None:
+        pass
+
+    def local_rank(self) -> int:
+        return 0
+
+    def node_rank(self) -> int:
+        return 0
+
+    def validate_settings(self, num_devices: int, num_nodes: int) -> None:
+        pass
+
+
+def test_a_slurm_environment_written_against_fabrics_classes_requeues_on_its_signal(tmp_path, slurm_job):
+    with pytest.raises(PreemptionExit, match=r"Received SIGUSR2: .*hpc_ckpt_1\.ckpt.*SLURM job 4242 was requeued"):
+        fit(tmp_path, [SignalAt(3, signal.SIGUSR2)], plugins=[FabricStyleSLURM()])
+    assert slurm_job.read_text().split() == ["requeue", "4242"]
+
+
 def test_ckpt_path_hpc_without_a_checkpoint_says_what_is_missing(tmp_path, slurm_job):
     with pytest.raises(ValueError, match=r'ckpt_path="hpc"\)` is set but no HPC checkpoint'):
         fit(tmp_path, ckpt_path="hpc")

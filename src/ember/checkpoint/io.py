@@ -25,6 +25,7 @@ from typing import Any
 
 from ember.checkpoint.files import PathLike, atomic_save, remove_checkpoint
 from ember.checkpoint.loading import load_checkpoint
+from ember.utilities.fabric import is_fabrics_own
 
 
 def _keep_on_cpu(storage: Any, location: str) -> Any:
@@ -36,7 +37,9 @@ class CheckpointIO(ABC):
     """How checkpoints are saved, loaded and removed; the strategy calls it on global rank 0 (loads on every rank).
 
     Override the three abstract methods; ``teardown`` runs when a ``fit``/``validate``/``test``/
-    ``predict`` call ends, also after a failure.
+    ``predict`` call ends, also after a failure. A class with the three methods and ``teardown`` counts
+    as a ``CheckpointIO`` (``isinstance``/``issubclass``), as one written against Lightning Fabric's
+    base class does.
 
     Example::
 
@@ -70,6 +73,20 @@ class CheckpointIO(ABC):
 
     def teardown(self) -> None:
         """Release what the plugin holds; called at the end of every trainer call."""
+
+    @classmethod
+    def __subclasshook__(cls, other: type) -> Any:
+        methods = ("save_checkpoint", "load_checkpoint", "remove_checkpoint", "teardown")
+        if cls is CheckpointIO and all(any(name in k.__dict__ for k in other.__mro__) for name in methods):
+            return True
+        return NotImplemented
+
+
+def own_checkpoint_io(io: Any) -> Any:
+    """Ember's ``TorchCheckpointIO`` in place of Lightning Fabric's (the default plugin of a Lightning
+    program, which a config Lightning printed names): the same plugin, with crash-safe writes and safe
+    loads. Any other plugin, a subclass of Fabric's included, stays as it is."""
+    return TorchCheckpointIO() if is_fabrics_own(type(io), "TorchCheckpointIO") else io
 
 
 class TorchCheckpointIO(CheckpointIO):
@@ -113,6 +130,7 @@ class _WrappingCheckpointIO(CheckpointIO):
 
     def __init__(self, checkpoint_io: CheckpointIO | None = None) -> None:
         super().__init__()
+        checkpoint_io = own_checkpoint_io(checkpoint_io)
         self._checkpoint_io = checkpoint_io
         self._base_checkpoint_io_configured: bool = checkpoint_io is not None and (
             not isinstance(checkpoint_io, _WrappingCheckpointIO) or checkpoint_io._base_checkpoint_io_configured

@@ -13,8 +13,10 @@ import re
 import signal
 import socket
 import subprocess
+from abc import ABCMeta
 from typing import Any
 
+from ember.utilities.fabric import is_fabrics_own
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "environment_in",
     "find_free_network_port",
     "is_cluster_environment",
+    "own_environment",
 ]
 
 
@@ -39,8 +42,12 @@ def find_free_network_port() -> int:
         return sock.getsockname()[1]
 
 
-class ClusterEnvironment:
+# ABCMeta for the subclass hook below (an interface check, as `collections.abc` does); nothing is abstract
+class ClusterEnvironment(metaclass=ABCMeta):  # noqa: B024
     """The rank layout of the job: world size, ranks, and where rank 0 listens.
+
+    A class with the whole interface counts as one (``isinstance``/``issubclass``), as an environment
+    written against Lightning Fabric's base class does.
 
     Example::
 
@@ -49,6 +56,14 @@ class ClusterEnvironment:
     """
 
     creates_processes_externally = False
+
+    @classmethod
+    def __subclasshook__(cls, other: type) -> Any:
+        if cls is ClusterEnvironment and all(
+            any(name in k.__dict__ for k in other.__mro__) for name in _ENVIRONMENT_API
+        ):
+            return True
+        return NotImplemented
 
     def __init__(self) -> None:
         self._world_size = 1
@@ -463,11 +478,31 @@ _ENVIRONMENT_API = (
 
 
 def is_cluster_environment(plugin: Any) -> bool:
-    """A ``ClusterEnvironment``, or an object with its whole interface: one written against
-    ``lightning.fabric``'s base class (which Lightning's ``plugins.environments`` names too) works as well."""
-    if isinstance(plugin, ClusterEnvironment):
-        return True
-    return not isinstance(plugin, type) and all(hasattr(type(plugin), name) for name in _ENVIRONMENT_API)
+    """A ``ClusterEnvironment`` object: Ember's, or one with the whole interface (one written against
+    ``lightning.fabric``'s base class, which Lightning's ``plugins.environments`` names too)."""
+    return not isinstance(plugin, type) and isinstance(plugin, ClusterEnvironment)
+
+
+def own_environment(env: Any) -> Any:
+    """Ember's environment in place of Lightning Fabric's class of the same name (a Lightning program may
+    import it from ``lightning.fabric``, and a config Lightning printed names it there), with the same
+    settings; any other environment, a subclass of Fabric's included, stays as it is."""
+    own = {
+        cls.__name__: cls
+        for cls in (
+            LightningEnvironment,
+            TorchElasticEnvironment,
+            KubeflowEnvironment,
+            LSFEnvironment,
+            MPIEnvironment,
+            SLURMEnvironment,
+        )
+    }.get(type(env).__name__)
+    if own is None or not is_fabrics_own(type(env), own.__name__):
+        return env
+    if own is SLURMEnvironment:
+        return SLURMEnvironment(auto_requeue=env.auto_requeue, requeue_signal=env.requeue_signal)
+    return own()
 
 
 def environment_in(plugins: Any) -> ClusterEnvironment | None:
@@ -476,7 +511,7 @@ def environment_in(plugins: Any) -> ClusterEnvironment | None:
     for plugin in plugins if isinstance(plugins, (list, tuple)) else [plugins]:
         if is_cluster_environment(plugin):
             found = plugin
-    return found
+    return None if found is None else own_environment(found)
 
 
 def detect_environment() -> ClusterEnvironment:

@@ -302,19 +302,31 @@ class _AcceleratorConnector:
 
 
 def _checkpoint_io_in(plugins: Any) -> Any:
-    """The ``CheckpointIO`` passed in ``Trainer(plugins=...)``, if any; more than one plugin of a kind is refused."""
+    """The ``CheckpointIO`` passed in ``Trainer(plugins=...)``, if any. As in Lightning, every plugin must be a
+    precision plugin, a ``CheckpointIO``, a cluster environment or a ``LayerSync``, one of a kind at most."""
     from ember.checkpoint.io import CheckpointIO
     from ember.distributed.environments import is_cluster_environment
     from ember.distributed.layer_sync import LayerSync
     from ember.precision.precision import Precision
 
-    given = plugins if isinstance(plugins, (list, tuple)) else [plugins]
-    kinds: dict[str, list[Any]] = {
-        "Precision": [p for p in given if isinstance(p, Precision)],
-        "CheckpointIO": [p for p in given if isinstance(p, CheckpointIO)],
-        "ClusterEnvironment": [p for p in given if is_cluster_environment(p)],
-        "LayerSync": [p for p in given if isinstance(p, LayerSync)],
-    }
+    if plugins is None:
+        return None
+    kinds: dict[str, list[Any]] = {"Precision": [], "CheckpointIO": [], "ClusterEnvironment": [], "LayerSync": []}
+    for plugin in plugins if isinstance(plugins, (list, tuple)) else [plugins]:
+        if isinstance(plugin, Precision):
+            kinds["Precision"].append(plugin)
+        elif isinstance(plugin, CheckpointIO) and not isinstance(plugin, type):
+            kinds["CheckpointIO"].append(plugin)
+        elif is_cluster_environment(plugin):
+            kinds["ClusterEnvironment"].append(plugin)
+        elif isinstance(plugin, LayerSync):
+            kinds["LayerSync"].append(plugin)
+        else:
+            hint = f" Pass a precision as `Trainer(precision={plugin!r})`." if isinstance(plugin, str) else ""
+            raise MisconfigurationException(
+                f"Found invalid type for plugin {plugin}. Expected one of: Precision, CheckpointIO, ClusterEnvironment,"
+                f" or LayerSync.{hint}"
+            )
     duplicated = [kind for kind, found in kinds.items() if len(found) > 1]
     if duplicated:
         raise MisconfigurationException(

@@ -19,8 +19,14 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ember.checkpoint.async_io import find_async_io
+from ember.checkpoint.io import own_checkpoint_io
 from ember.distributed import failure
-from ember.distributed.environments import ClusterEnvironment, LightningEnvironment, detect_environment
+from ember.distributed.environments import (
+    ClusterEnvironment,
+    LightningEnvironment,
+    detect_environment,
+    own_environment,
+)
 from ember.distributed.strategy import Strategy
 from ember.utilities.rank_zero import _set_rank, log, rank_zero_info
 
@@ -73,8 +79,10 @@ class ParallelStrategy(Strategy):
         super().__init__("cpu")
         self.accelerator = accelerator
         self.parallel_devices = parallel_devices
-        self.cluster_environment = cluster_environment if cluster_environment is not None else detect_environment()
-        self._checkpoint_io = checkpoint_io
+        self.cluster_environment = (
+            own_environment(cluster_environment) if cluster_environment is not None else detect_environment()
+        )
+        self._checkpoint_io = own_checkpoint_io(checkpoint_io)
         self.precision_plugin = precision_plugin
         self._process_group_backend = process_group_backend
         self._timeout = timeout if timeout is not None else default_pg_timeout

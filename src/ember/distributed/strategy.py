@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ember.checkpoint.async_io import wait_for_pending_writes
-from ember.checkpoint.io import CheckpointIO, TorchCheckpointIO, _WrappingCheckpointIO
+from ember.checkpoint.io import CheckpointIO, TorchCheckpointIO, _WrappingCheckpointIO, own_checkpoint_io
 from ember.utilities.registry import _StrategyRegistry
 
 
@@ -342,7 +342,7 @@ class Strategy:
 
     @checkpoint_io.setter
     def checkpoint_io(self, io: CheckpointIO | None) -> None:
-        self._checkpoint_io = io
+        self._checkpoint_io = own_checkpoint_io(io)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
         """Write ``checkpoint`` to ``filepath``. Called on every rank; rank 0 writes through ``checkpoint_io``.
@@ -390,7 +390,7 @@ class SingleDeviceStrategy(Strategy):
     ) -> None:
         super().__init__(device)
         self._world_size = 1
-        self._checkpoint_io = checkpoint_io
+        self._checkpoint_io = own_checkpoint_io(checkpoint_io)
         self.precision_plugin = precision_plugin  # the Trainer takes it, as from a parallel strategy
 
 

@@ -86,7 +86,11 @@ def slurm_requeue(trainer: Trainer) -> Any:
         env = environment_in(trainer.plugins)
     if env is None and SLURMEnvironment.detect():
         env = SLURMEnvironment()  # one task on one device: no process group, still a SLURM job
-    return env if isinstance(env, SLURMEnvironment) and env.auto_requeue else None
+    signum = getattr(env, "requeue_signal", None)
+    if not getattr(env, "auto_requeue", False) or signum is None:
+        return None
+    # a program's subclass of Lightning Fabric's SLURMEnvironment has the two settings; Ember's requeues the job
+    return env if isinstance(env, SLURMEnvironment) else SLURMEnvironment(requeue_signal=signum)
 
 
 def install_stop_flag(trainer: Trainer, run: Run) -> None:
