@@ -1168,3 +1168,54 @@ def test_manual_optimization_saves_on_a_time_trigger_too(tmp_path):
         warnings.simplefilter("ignore")
         trainer.fit(_ManualSteps(keep_pre_step="layer"), data)
     assert _names(tmp_path) == [f"epoch=0-step={step}.ckpt" for step in (1, 2, 3, 4)]
+
+
+def test_the_save_steps_subclasses_override_have_lightnings_signatures():
+    # libraries override and call these private steps by keyword (autogluon's AutoMMModelCheckpoint)
+    expected = {
+        "_save_checkpoint": ["self", "trainer", "filepath"],
+        "_save_topk_checkpoint": ["self", "trainer", "monitor_candidates"],
+        "_save_monitor_checkpoint": ["self", "trainer", "monitor_candidates"],
+        "_save_none_monitor_checkpoint": ["self", "trainer", "monitor_candidates"],
+        "_save_last_checkpoint": ["self", "trainer", "monitor_candidates"],
+        "_update_best_and_save": ["self", "current", "trainer", "monitor_candidates"],
+        "_get_metric_interpolated_filepath_name": ["self", "monitor_candidates", "trainer", "del_filepath"],
+        "_format_checkpoint_name": ["self", "filename", "metrics", "prefix", "auto_insert_metric_name"],
+        "_remove_checkpoint": ["self", "trainer", "filepath"],
+        "_should_remove_checkpoint": ["self", "trainer", "previous", "current"],
+        "_monitor_candidates": ["self", "trainer"],
+    }
+    import inspect
+
+    for name, parameters in expected.items():
+        assert list(inspect.signature(getattr(ModelCheckpoint, name)).parameters) == parameters, name
+    assert inspect.signature(ModelCheckpoint._format_checkpoint_name).parameters["prefix"].default is None
+
+
+class _OwnWrites(ModelCheckpoint):
+    """autogluon's pattern: its own ``_save_checkpoint`` (no super call) and a keyword call of the ranking step."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.written: list[str] = []
+
+    def _save_checkpoint(self, trainer, filepath):
+        trainer.save_checkpoint(filepath, self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self.written.append(os.path.basename(filepath))
+
+    def _update_best_and_save(self, current, trainer, monitor_candidates):
+        super()._update_best_and_save(current=current, trainer=trainer, monitor_candidates=monitor_candidates)
+        self.to_yaml()
+
+
+def test_a_subclass_with_its_own_save_step_ranks_and_writes_as_in_lightning(tmp_path):
+    callback = _OwnWrites(dirpath=tmp_path, monitor="val_loss", save_top_k=2, save_last=True)
+    trainer = ember.Trainer(max_epochs=3, callbacks=[callback], default_root_dir=tmp_path, **QUIET)
+    trainer.fit(SequenceModel(val_losses=[0.5, 0.2, 0.4], train_batches=2))
+    ranked = ["epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt", "epoch=2-step=6.ckpt"]
+    # as Lightning: top-k, then last, at each epoch end; and `last` again at the end, since the subclass's
+    # writes never marked one as saved
+    assert callback.written == [ranked[0], "last.ckpt", ranked[1], "last.ckpt", ranked[2], "last.ckpt", "last.ckpt"]
+    assert _names(tmp_path) == sorted(["best_k_models.yaml", "last.ckpt", *ranked[1:]])
+    assert callback.best_model_path == str(tmp_path / ranked[1])

@@ -1,7 +1,8 @@
 """Programs whose checkpoints' ``loops`` entries are compared with Lightning's (the same code runs on both).
 
-Each case fits two epochs of five batches (three validation batches) and keeps every checkpoint; the
-answer maps ``case/filename`` to the file's ``loops`` entry, tensors as lists.
+Each case fits two epochs of five batches (three validation batches) and keeps every checkpoint, with
+``trainer.save_checkpoint`` also called at each epoch's start, at the end of training and after ``fit``
+returned; the answer maps ``case/filename`` to the file's ``loops`` entry, tensors as lists.
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
                 return opt
             return [opt], [torch.optim.lr_scheduler.StepLR(opt, 1)]
 
+    class Snapshots(pl.Callback):
+        """Checkpoints between epochs, where the loops' per-epoch counters still hold the epoch that ended."""
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            trainer.save_checkpoint(
+                os.path.join(trainer.default_root_dir, "checkpoints", f"start-{trainer.current_epoch}.ckpt")
+            )
+
+        def on_train_end(self, trainer, pl_module):
+            trainer.save_checkpoint(os.path.join(trainer.default_root_dir, "checkpoints", "train-end.ckpt"))
+
     data = torch.utils.data.DataLoader(torch.randn(20, 4), batch_size=4)
     answers = {}
     for name, (checkpoint_args, trainer_args, model_args) in CASES.items():
@@ -71,10 +83,11 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
             enable_progress_bar=False,
             enable_model_summary=False,
             logger=False,
-            callbacks=[pl.callbacks.ModelCheckpoint(save_top_k=-1, **checkpoint_args)],
+            callbacks=[pl.callbacks.ModelCheckpoint(save_top_k=-1, **checkpoint_args), Snapshots()],
             **arguments,
         )
         trainer.fit(Model(**model_args), data, data)
+        trainer.save_checkpoint(os.path.join(folder, "checkpoints", "after-fit.ckpt"))
         for path in sorted(glob.glob(os.path.join(folder, "checkpoints", "*.ckpt"))):
             loops = torch.load(path, weights_only=False)["loops"]
             answers[f"{name}/{os.path.basename(path)}"] = _plain(loops)

@@ -375,10 +375,10 @@ class ModelCheckpoint(Checkpoint):
         """With ``save_on_exception``, save the state reached when the exception was raised."""
         if not self._should_save_on_exception(trainer):
             return
-        candidates = self._monitor_candidates(trainer)
-        filepath = self._get_metric_interpolated_filepath_name(candidates, trainer)
+        monitor_candidates = self._monitor_candidates(trainer)
+        filepath = self._get_metric_interpolated_filepath_name(monitor_candidates, trainer)
         self._save_checkpoint(trainer, filepath)
-        self._save_last_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, monitor_candidates)
         self._flush_removals(trainer)
         rank_zero_info(
             f"An {type(exception).__name__} was raised with message: {exception}, saved checkpoint to {filepath}"
@@ -482,30 +482,30 @@ class ModelCheckpoint(Checkpoint):
     # ---- saving ---------------------------------------------------------------------------
     def _save_at_trigger(self, trainer: Trainer, topk: bool) -> None:
         # host sync: naming and ranking read metric values; this runs only at checkpoint triggers.
-        candidates = self._monitor_candidates(trainer)
+        monitor_candidates = self._monitor_candidates(trainer)
         if topk:
-            self._save_topk_checkpoint(trainer, candidates)
-        self._save_last_checkpoint(trainer, candidates)
+            self._save_topk_checkpoint(trainer, monitor_candidates)
+        self._save_last_checkpoint(trainer, monitor_candidates)
         self._flush_removals(trainer)
 
     def _monitor_candidates(self, trainer: Trainer) -> dict[str, Tensor]:
-        candidates = deepcopy(trainer.callback_metrics)
+        monitor_candidates = deepcopy(trainer.callback_metrics)
         # `self.log("epoch", 3)` stores a float; names want the integer.
-        epoch, step = candidates.get("epoch"), candidates.get("step")
-        candidates["epoch"] = epoch.int() if isinstance(epoch, Tensor) else torch.tensor(trainer.current_epoch)
-        candidates["step"] = step.int() if isinstance(step, Tensor) else torch.tensor(trainer.global_step)
-        return candidates
+        epoch, step = monitor_candidates.get("epoch"), monitor_candidates.get("step")
+        monitor_candidates["epoch"] = epoch.int() if isinstance(epoch, Tensor) else torch.tensor(trainer.current_epoch)
+        monitor_candidates["step"] = step.int() if isinstance(step, Tensor) else torch.tensor(trainer.global_step)
+        return monitor_candidates
 
-    def _save_topk_checkpoint(self, trainer: Trainer, candidates: dict[str, Tensor]) -> None:
+    def _save_topk_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Tensor]) -> None:
         if self.save_top_k == 0:
             return
         if self.monitor is None:
-            self._save_none_monitor_checkpoint(trainer, candidates)
+            self._save_none_monitor_checkpoint(trainer, monitor_candidates)
             return
-        if self.monitor not in candidates:
+        if self.monitor not in monitor_candidates:
             message = (
                 f"`ModelCheckpoint(monitor={self.monitor!r})` could not find the monitored key in the returned"
-                f" metrics: {list(candidates)}."
+                f" metrics: {list(monitor_candidates)}."
                 f" HINT: Did you call `log({self.monitor!r}, value)` in the `LightningModule`?"
             )
             if trainer._run.evaluation_has_run:
@@ -513,7 +513,7 @@ class ModelCheckpoint(Checkpoint):
             if message not in self._warned:
                 self._warned.add(message)
                 rank_zero_warn(message)
-        self._save_monitor_checkpoint(trainer, candidates)
+        self._save_monitor_checkpoint(trainer, monitor_candidates)
 
     def check_monitor_top_k(self, trainer: Trainer, current: Tensor | None = None) -> bool:
         """Whether ``current`` earns a place among the best ``save_top_k`` checkpoints."""
@@ -526,23 +526,23 @@ class ModelCheckpoint(Checkpoint):
         better = bool(monitor_op(current, self.best_k_models[self.kth_best_model_path]))
         return trainer.strategy.reduce_boolean_decision(better)  # all ranks: unanimous
 
-    def _save_monitor_checkpoint(self, trainer: Trainer, candidates: dict[str, Tensor]) -> None:
-        current = candidates.get(self.monitor)  # type: ignore[arg-type]
+    def _save_monitor_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        current = monitor_candidates.get(self.monitor)  # type: ignore[arg-type]
         if self.check_monitor_top_k(trainer, current):
-            self._update_best_and_save(current, trainer, candidates)  # type: ignore[arg-type]
+            self._update_best_and_save(current, trainer, monitor_candidates)  # type: ignore[arg-type]
         elif self.verbose:
-            epoch, step = candidates["epoch"], candidates["step"]
+            epoch, step = monitor_candidates["epoch"], monitor_candidates["step"]
             rank_zero_info(f"Epoch {epoch:d}, global step {step:d}: {self.monitor!r} was not in top {self.save_top_k}")
 
-    def _save_none_monitor_checkpoint(self, trainer: Trainer, candidates: dict[str, Tensor]) -> None:
-        filepath = self._get_metric_interpolated_filepath_name(candidates, trainer, self.best_model_path)
+    def _save_none_monitor_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        filepath = self._get_metric_interpolated_filepath_name(monitor_candidates, trainer, self.best_model_path)
         # Set before saving: the path is part of the state written into the file.
         previous, self.best_model_path = self.best_model_path, filepath
-        self._save_checkpoint(trainer, filepath, topk=True)
+        self._save_checkpoint(trainer, filepath)
         if self.save_top_k == 1 and previous and self._should_remove_checkpoint(trainer, previous, filepath):
             self._pending_removals.append(previous)
 
-    def _update_best_and_save(self, current: Tensor, trainer: Trainer, candidates: dict[str, Tensor]) -> None:
+    def _update_best_and_save(self, current: Tensor, trainer: Trainer, monitor_candidates: dict[str, Tensor]) -> None:
         k = len(self.best_k_models) + 1 if self.save_top_k == -1 else self.save_top_k
         del_filepath = None
         if len(self.best_k_models) == k and k > 0:
@@ -551,7 +551,7 @@ class ModelCheckpoint(Checkpoint):
         # host sync: reads the score once per checkpoint trigger; a NaN ranks last, never first.
         if torch.isnan(current):
             current = torch.tensor(float("inf" if self.mode == "min" else "-inf"), device=current.device)
-        filepath = self._get_metric_interpolated_filepath_name(candidates, trainer, del_filepath)
+        filepath = self._get_metric_interpolated_filepath_name(monitor_candidates, trainer, del_filepath)
         self.current_score = current
         self.best_k_models[filepath] = current
         if len(self.best_k_models) == k:
@@ -562,23 +562,23 @@ class ModelCheckpoint(Checkpoint):
         self.best_model_path = best(self.best_k_models, key=self.best_k_models.get)  # type: ignore[arg-type]
         self.best_model_score = self.best_k_models[self.best_model_path]
         if self.verbose:
-            epoch, step = candidates["epoch"], candidates["step"]
+            epoch, step = monitor_candidates["epoch"], monitor_candidates["step"]
             rank_zero_info(
                 f"Epoch {epoch:d}, global step {step:d}: {self.monitor!r} reached {current:0.5f}"
                 f" (best {self.best_model_score:0.5f}), saving model to {filepath!r} as top {k}"
             )
-        self._save_checkpoint(trainer, filepath, topk=True)
+        self._save_checkpoint(trainer, filepath)
         if del_filepath and self._should_remove_checkpoint(trainer, del_filepath, filepath):
             self._pending_removals.append(del_filepath)
 
-    def _save_last_checkpoint(self, trainer: Trainer, candidates: dict[str, Tensor]) -> None:
+    def _save_last_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Tensor]) -> None:
         if not self.save_last:
             return
-        filepath = self.format_checkpoint_name(candidates, self.CHECKPOINT_NAME_LAST)
+        filepath = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
         if self._enable_version_counter:
             version = self.STARTING_VERSION
             while self.file_exists(filepath, trainer) and filepath != self.last_model_path:
-                filepath = self.format_checkpoint_name(candidates, self.CHECKPOINT_NAME_LAST, ver=version)
+                filepath = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST, ver=version)
                 version += 1
         previous, self.last_model_path = self.last_model_path, filepath
         linked = self._last_topk_saved
@@ -590,11 +590,12 @@ class ModelCheckpoint(Checkpoint):
         if previous and self._should_remove_checkpoint(trainer, previous, filepath):
             self._pending_removals.append(previous)
 
-    def _save_checkpoint(self, trainer: Trainer, filepath: str, topk: bool = False) -> None:
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         trainer.save_checkpoint(filepath, self.save_weights_only)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
-        if topk:
+        # a top-k file (ranked, or the one kept without a monitor) was entered before its save, `last` was not
+        if filepath != self.last_model_path and (filepath in self.best_k_models or filepath == self.best_model_path):
             self._last_topk_saved = (filepath, trainer.global_step)
         if trainer.is_global_zero:
             self._notify_loggers(trainer)
@@ -646,7 +647,11 @@ class ModelCheckpoint(Checkpoint):
 
     # ---- names ----------------------------------------------------------------------------
     def _format_checkpoint_name(
-        self, filename: str | None, metrics: dict[str, Any], prefix: str = "", auto_insert_metric_name: bool = True
+        self,
+        filename: str | None,
+        metrics: dict[str, Any],
+        prefix: str | None = None,
+        auto_insert_metric_name: bool = True,
     ) -> str:
         if not filename:
             filename = "{epoch}" + self.CHECKPOINT_JOIN_CHAR + "{step}"
@@ -679,7 +684,7 @@ class ModelCheckpoint(Checkpoint):
         filename = self._format_checkpoint_name(
             filename or self.filename,
             metrics,
-            prefix=prefix or "",
+            prefix=prefix,
             auto_insert_metric_name=self.auto_insert_metric_name,
         )
         if ver is not None:
@@ -688,13 +693,13 @@ class ModelCheckpoint(Checkpoint):
         return os.path.join(self.dirpath, name) if self.dirpath else name
 
     def _get_metric_interpolated_filepath_name(
-        self, candidates: dict[str, Tensor], trainer: Trainer, del_filepath: str | None = None
+        self, monitor_candidates: dict[str, Tensor], trainer: Trainer, del_filepath: str | None = None
     ) -> str:
-        filepath = self.format_checkpoint_name(candidates)
+        filepath = self.format_checkpoint_name(monitor_candidates)
         if self._enable_version_counter:
             version = self.STARTING_VERSION
             while self.file_exists(filepath, trainer) and filepath != del_filepath:
-                filepath = self.format_checkpoint_name(candidates, ver=version)
+                filepath = self.format_checkpoint_name(monitor_candidates, ver=version)
                 version += 1
         return filepath
 

@@ -50,6 +50,7 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     epoch_completed = p.epoch
     epoch_processed = p.epochs_processed
     epoch_started = p.epoch + (1 if (p.epoch_batches or p.epoch_done) else 0)
+    epoch_ready = epoch_started + (1 if run.epoch_starting else 0)
     batches = p.epoch_batches
     # Lightning counts a batch completed after `on_train_batch_end` and before the validation that follows it
     in_validation = run.fn == TrainerFn.FITTING and t.state.stage == RunningStage.VALIDATING
@@ -58,6 +59,11 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     # the epoch's data ran out (an epoch that `max_steps` ended early did not get there)
     ran_out = p.epoch_done and not p.epoch_unfinished
     is_last_batch = batches > 0 and batches >= num_batches if isinstance(num_batches, int) else ran_out
+    if not batches and not p.epoch_done:
+        # between an epoch's end and the next epoch's first batch (the end of `fit`, the next epoch's start
+        # hooks) Lightning's batch counters still hold the finished epoch
+        batches = batch_completed = p.last_epoch_batches
+        is_last_batch = batches > 0 and p.last_epoch_ran_out
     steps, epoch_steps = p.global_step, p.global_step - p.epoch_start_step
     automatic = t.lightning_module.automatic_optimization if t.lightning_module is not None else True
     zero = {"total": _progress(0, 0), "current": _progress(0, 0)}
@@ -110,8 +116,8 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
             "epoch_loop.val_loop.state_dict": {},
             "epoch_loop.val_loop.batch_progress": eval_progress(TrainerFn.FITTING, "val"),
             "epoch_progress": {
-                "total": _progress(epoch_started, epoch_completed, epoch_started, epoch_processed),
-                "current": _progress(epoch_started, epoch_completed, epoch_started, epoch_processed),
+                "total": _progress(epoch_ready, epoch_completed, epoch_started, epoch_processed),
+                "current": _progress(epoch_ready, epoch_completed, epoch_started, epoch_processed),
             },
         },
         "validate_loop": {"state_dict": {}, "batch_progress": eval_progress(TrainerFn.VALIDATING, "val")},
@@ -474,6 +480,9 @@ def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> 
     # counter is equal and the batch count is the last epoch's, so the next epoch runs in full
     under_way = started > completed and not progress.epoch_done
     progress.epoch_batches = batch_current.get("processed", 0) if under_way or progress.epoch_unfinished else 0
+    if not under_way and not progress.epoch_done:  # saved between two epochs: the counters of the one that ended
+        progress.last_epoch_batches = batch_current.get("processed", 0)
+        progress.last_epoch_ran_out = fit.get("epoch_loop.batch_progress", {}).get("is_last_batch", False)
     progress.global_step = checkpoint.get("global_step", 0)
     progress.batches_that_stepped = fit.get("epoch_loop.state_dict", {}).get(
         "_batches_that_stepped", progress.global_step

@@ -325,11 +325,17 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             set_rng_states(resume.rng)
         progress.epoch_batches = 0
         progress.epoch_done = False  # the results were reset at the last epoch's end (on_train_start's stay)
-        progress.epoch_start_step, progress.epoch_start_scheduler_steps = progress.global_step, progress.scheduler_steps
         run.last_batch_seen = False
-        run.eval_progress["val"][1] = 0  # Lightning's fit validation loop counts its batches per training epoch
         run.restarting = False
-        _hooks(run).call_both("on_train_epoch_start")
+        run.epoch_starting = True
+        try:
+            _hooks(run).call_both("on_train_epoch_start")
+        finally:
+            run.epoch_starting = False
+        # Lightning's per-epoch counters start again after the start hooks: optimizer and scheduler steps, and
+        # its fit validation loop's batches
+        progress.epoch_start_step, progress.epoch_start_scheduler_steps = progress.global_step, progress.scheduler_steps
+        run.eval_progress["val"][1] = 0
         if run.train_iterator is not None and progress.epoch > 0 and not run.fit_resuming:
             # a later `fit` on this trainer: Lightning makes this epoch's iterator anew, as for every epoch
             # after the first, and the one made when `fit` started goes unused (its draw stays drawn)
@@ -484,6 +490,7 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
         metrics.update_train_epoch_metrics(results)
         progress.batches_that_stepped += 1
     results.reset()
+    progress.last_epoch_batches, progress.last_epoch_ran_out = progress.epoch_batches, not progress.epoch_unfinished
     progress.epoch += 1
     progress.epoch_batches = 0
     progress.epoch_done = progress.epoch_unfinished = False

@@ -50,6 +50,10 @@ class Progress:
     epoch_start_step: int = 0
     scheduler_steps: int = 0
     epoch_start_scheduler_steps: int = 0
+    # and, from an epoch's end until the next epoch's first batch, where Lightning's batch counters still
+    # hold the finished epoch: its batches, and whether its data ran out
+    last_epoch_batches: int = 0
+    last_epoch_ran_out: bool = False
 
     @property
     def epochs_processed(self) -> int:
@@ -115,6 +119,8 @@ class Run:
     # Lightning's `fit_loop.restarting`: from a mid-epoch (or a step-limited run's) checkpoint until the
     # resumed epoch ends; `epoch_loop.restarting` until the first batch after the resume completes
     restarting: bool = False
+    # in `on_train_epoch_start`: Lightning's epoch counter is "ready" and its per-epoch counters hold the last epoch
+    epoch_starting: bool = False
     restarted_at_batch: int = 0
     # Lightning's `fit_loop.is_resuming`: fit loaded a checkpoint and no training epoch has run since (it
     # outlives a call that trained nothing, so the next `fit` on this trainer carries it on)
