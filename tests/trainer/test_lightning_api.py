@@ -289,6 +289,91 @@ def test_the_evaluation_loops_hold_verbose_and_inference_mode_as_lightnings_do()
     assert seen == [(False, False)] and not trainer.test_loop.verbose  # observed on Lightning 2.6.6
 
 
+def test_the_private_evaluation_loop_is_the_running_calls_and_fits_is_one_quiet_object(capsys):
+    # lightning-ir replaces `trainer._evaluation_loop._print_results` in `on_validation_start` to print its own table
+    seen = []
+
+    class Reads(CoreModel):
+        def on_validation_start(self):
+            loop = self.trainer._evaluation_loop
+            seen.append((self.trainer.state.fn, loop.verbose, loop is self.trainer.fit_loop.epoch_loop.val_loop))
+            loop._print_results = lambda results, stage: print(f"own table for {stage}: {sorted(results[0])}")
+
+        def on_test_start(self):
+            seen.append((self.trainer.state.fn, self.trainer._evaluation_loop is self.trainer.test_loop))
+
+    trainer = quiet_trainer(max_epochs=1)
+    with pytest.raises(RuntimeError, match=r"`Trainer._evaluation_loop` property isn't defined"):
+        trainer._evaluation_loop
+    model = Reads()
+    assert trainer.fit_loop.epoch_loop is trainer.fit_loop.epoch_loop
+    trainer.fit(model, loader(), loader())
+    trainer.validate(model, loader())
+    trainer.test(model, loader())
+    assert seen == [("fit", False, True), ("validate", True, False), ("test", True)]
+    assert trainer.fit_loop.epoch_loop.val_loop._print_results is not trainer.validate_loop._print_results
+    assert "own table for validate: ['val_loss']" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        lambda: loader(),
+        lambda: [loader()],
+        lambda: [loader(), loader()],
+        lambda: {"a": loader(), "b": loader()},
+        lambda: (loader(), [loader()]),
+    ],
+    ids=["one", "list_of_one", "list", "dict", "nested"],
+)
+def test_the_stages_dataloaders_keep_the_structure_they_were_given_in(given):
+    # lightning-ir reads `[loader.dataset for loader in trainer.test_dataloaders]`
+    def shape(value):
+        if isinstance(value, dict):
+            return {key: shape(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(shape(item) for item in value)
+        return type(value).__name__
+
+    class Steps(CoreModel):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            pass
+
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            pass
+
+        def predict_step(self, batch, batch_idx, dataloader_idx=0):
+            return 0
+
+    trainer = quiet_trainer()
+    trainer.test(Steps(), given(), verbose=False)
+    assert shape(trainer.test_dataloaders) == shape(given())
+    trainer.validate(Steps(), given(), verbose=False)
+    assert shape(trainer.val_dataloaders) == shape(given())
+    if not isinstance(given(), dict):  # predict takes no dict, as in Lightning
+        trainer.predict(Steps(), given())
+        assert shape(trainer.predict_dataloaders) == shape(given())
+
+
+@pytest.mark.parametrize("loaders", [1, 2])
+def test_the_sanity_checks_values_of_several_dataloaders_are_not_in_callback_metrics(loaders):
+    # Lightning's sanity check stores no dataloader's epoch values; one loader's stay readable in the live results
+    seen = []
+
+    class Reads(Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            seen.append((trainer.sanity_checking, sorted(trainer.callback_metrics)))
+
+    class Logs(CoreModel):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("v", batch[0].sum())
+
+    trainer = quiet_trainer(max_epochs=1, num_sanity_val_steps=1, callbacks=[Reads()])
+    trainer.fit(Logs(), loader(), [loader()] * loaders if loaders > 1 else loader())
+    per_loader = ["v"] if loaders == 1 else ["v/dataloader_idx_0", "v/dataloader_idx_1"]
+    assert seen == [(True, ["v"] if loaders == 1 else []), (False, per_loader)]
+
+
 def test_a_name_logged_in_training_and_validation_steps_keeps_validations_value_in_the_logged_metrics():
     class SameName(CoreModel):
         def training_step(self, batch, batch_idx):

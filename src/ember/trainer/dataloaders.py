@@ -19,7 +19,7 @@ from ember.trainer.data import (
     shuffles,
 )
 from ember.trainer.states import RunningStage, TrainerFn
-from ember.utilities.combined_loader import CombinedLoader
+from ember.utilities.combined_loader import CombinedLoader, _flatten, _unflatten
 from ember.utilities.data import sized_len, warn_if_sized_iterable
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -291,7 +291,8 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     limit = _batch_limit(t, key)
     several = len(prepared) > 1
     counts = [count_batches(t, loader, limit, key, index if several else None) for index, loader in enumerate(prepared)]
-    value = prepared[0] if len(prepared) == 1 else prepared
+    # `trainer.<stage>_dataloaders`: the prepared loaders in the structure given (one, a list of one, a dict...)
+    value = _unflatten(prepared, _flatten(source)[1]) if source is not None else (prepared or [None])[0]
     loop_counts = counts
     if combined is not None:
         combined.flattened = prepared

@@ -149,11 +149,16 @@ class MetricStore:
     def eval_epoch_outputs(self, results: LoggedResults, stage: RunningStage) -> dict[str, Any]:
         """One evaluation dataloader's epoch values, stored for readers and returned for the loggers.
 
-        The sanity check's values are readable in its hooks, as in Lightning (``run_sanity_check``
-        clears them afterwards), but go to no logger."""
+        The sanity check's values go to no logger; in its hooks they are readable, as in Lightning
+        (``run_sanity_check`` clears them afterwards), except those of each of several dataloaders,
+        which Lightning's sanity check stores nowhere."""
         callback, log, pbar = results.epoch_metrics()
-        self.merge(callback, log, pbar)
-        return {} if stage == RunningStage.SANITY_CHECKING else dict(log)
+        if stage != RunningStage.SANITY_CHECKING:
+            self.merge(callback, log, pbar)
+            return dict(log)
+        if results.dataloader_idx is None:
+            self.merge(callback, log, pbar)
+        return {}
 
 
 def print_results(outputs: list[dict[str, Any]], stage: str) -> None:

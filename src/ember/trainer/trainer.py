@@ -437,6 +437,19 @@ class Trainer:
         loops; finetuning-scheduler reads ``trainer._results.result_metrics``."""
         return self._run.results
 
+    @property
+    def _evaluation_loop(self) -> Any:
+        """The evaluation loop of the running call (Lightning's private name): ``fit``'s validation loop,
+        ``validate_loop`` or ``test_loop``. lightning-ir sets its ``_print_results`` to print its own table."""
+        fn = self.state.fn
+        if fn == TrainerFn.FITTING:
+            return self.fit_loop.epoch_loop.val_loop
+        if fn == TrainerFn.VALIDATING:
+            return self.validate_loop
+        if fn == TrainerFn.TESTING:
+            return self.test_loop
+        raise RuntimeError("The `Trainer._evaluation_loop` property isn't defined. Accessed outside of scope")
+
     def _teardown(self) -> None:
         """Release what the last call holds (checkpoint writes, workers, process group); safe to call again.
 

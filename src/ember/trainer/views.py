@@ -250,7 +250,12 @@ class _AutomaticOptimizationView(_View):
 
 
 class _TrainingEpochLoopView(_View):
-    """``trainer.fit_loop.epoch_loop``."""
+    """``trainer.fit_loop.epoch_loop``; its ``val_loop`` is one object, quiet (``verbose=False``) as Lightning's."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__(trainer)
+        self.val_loop = EvaluationLoopView(trainer, "fit", "val")  # the validation loop run inside `fit`
+        self.val_loop.verbose = False
 
     @property
     def manual_optimization(self) -> _ManualOptimizationView:
@@ -259,11 +264,6 @@ class _TrainingEpochLoopView(_View):
     @property
     def automatic_optimization(self) -> _AutomaticOptimizationView:
         return _AutomaticOptimizationView(self._trainer)
-
-    @property
-    def val_loop(self) -> EvaluationLoopView:
-        """The validation loop run inside ``fit``."""
-        return EvaluationLoopView(self._trainer, "fit", "val")
 
     @property
     def batch_progress(self) -> _BatchProgress:
@@ -320,6 +320,10 @@ class _TrainingEpochLoopView(_View):
 class FitLoopView(_View):
     """``trainer.fit_loop``: the epoch limits and counters, with Lightning's names."""
 
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__(trainer)
+        self.epoch_loop = _TrainingEpochLoopView(trainer)  # one object, which programs may give attributes
+
     @property
     def max_epochs(self) -> int | None:
         return self._trainer.max_epochs
@@ -347,10 +351,6 @@ class FitLoopView(_View):
     @property
     def epoch_progress(self) -> _EpochProgress:
         return _EpochProgress(self._trainer)
-
-    @property
-    def epoch_loop(self) -> _TrainingEpochLoopView:
-        return _TrainingEpochLoopView(self._trainer)
 
     @property
     def restarting(self) -> bool:
