@@ -304,7 +304,7 @@ def test_the_private_evaluation_loop_is_the_running_calls_and_fits_is_one_quiet_
 
     trainer = quiet_trainer(max_epochs=1)
     with pytest.raises(RuntimeError, match=r"`Trainer._evaluation_loop` property isn't defined"):
-        trainer._evaluation_loop
+        _ = trainer._evaluation_loop
     model = Reads()
     assert trainer.fit_loop.epoch_loop is trainer.fit_loop.epoch_loop
     trainer.fit(model, loader(), loader())
