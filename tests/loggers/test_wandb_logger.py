@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,56 @@ def test_the_step_axis_is_tensorboards_when_the_run_syncs_its_events(monkeypatch
             ("define_metric", ("*",), {"step_metric": "trainer/global_step", "step_sync": True}),
         ]
         assert log == ("log", {"loss": 0.5, "trainer/global_step": 3})
+
+
+@dataclass
+class Cfg:
+    depth: int = 2
+
+
+def test_config_values_json_cannot_hold_are_text_and_vector_metrics_are_logged(tmp_path):
+    logger = WandbLogger(save_dir=tmp_path / "wb", offline=True, add_file_policy="immutable")
+    assert logger.add_file_policy == "immutable"  # Lightning's public attribute
+    logger.log_hyperparams({"cfg": Cfg(), "scale": torch.tensor(3.0), "tags": {1, 2}, "lr": 0.1, "layers": [4, 2]})
+    assert dict(logger.experiment.config) == {
+        "cfg": "Cfg(depth=2)",
+        "scale": "tensor(3.)",
+        "tags": "{1, 2}",
+        "lr": 0.1,
+        "layers": [4, 2],
+    }  # as Lightning: str() of what json.dumps refuses
+    logger.log_metrics({"vec": torch.arange(3.0), "one": torch.tensor([2.0])}, step=1)
+    assert list(logger.experiment.summary["vec"]) == [0.0, 1.0, 2.0] and logger.experiment.summary["one"] == 2.0
+
+
+def test_with_log_model_true_every_checkpoint_callbacks_files_are_uploaded_at_the_end(tmp_path):
+    from tests.helpers.checkpoint_models import SequenceModel
+
+    import ember
+    from ember.callbacks import ModelCheckpoint
+
+    logger = WandbLogger(save_dir=tmp_path / "wb", mode="offline", log_model=True)
+    uploaded = []
+    run = logger.experiment
+    real_log_artifact = run.log_artifact
+
+    def log_artifact(artifact, aliases=None):
+        uploaded.append((artifact.metadata["original_filename"], sorted(artifact.metadata), aliases))
+        return real_log_artifact(artifact, aliases=aliases)
+
+    run.log_artifact = log_artifact
+    by_loss = ModelCheckpoint(dirpath=tmp_path / "a", monitor="val_loss", filename="loss-{epoch}")
+    by_step = ModelCheckpoint(dirpath=tmp_path / "b", filename="step-{step}")
+    trainer = ember.Trainer(
+        max_epochs=2,
+        logger=logger,
+        callbacks=[by_loss, by_step],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(SequenceModel(val_losses=[0.3, 0.5], train_batches=2))
+    assert uploaded == [
+        ("loss-epoch=0.ckpt", ["ModelCheckpoint", "original_filename", "score"], ["latest", "best"]),
+        ("step-step=4.ckpt", ["ModelCheckpoint", "original_filename", "score"], ["latest", "best"]),
+    ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import os
 import sys
 from argparse import Namespace
@@ -91,6 +92,21 @@ def _sanitize_callable_params(params: Mapping[str, Any]) -> dict[str, Any]:
         return value
 
     return {key: sanitize(value) for key, value in params.items()}
+
+
+def _convert_json_serializable(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Values ``json.dumps`` cannot write become their ``str()`` (a dataclass, a tensor, a set), as Lightning's."""
+
+    def serializable(value: Any) -> bool:
+        if value is None or isinstance(value, (bool, int, float, str, list, dict)):
+            return True
+        try:
+            json.dumps(value)
+        except (TypeError, OverflowError):
+            return False
+        return True
+
+    return {key: value if serializable(value) else str(value) for key, value in params.items()}
 
 
 def _sanitize_params(params: Mapping[str, Any]) -> dict[str, Any]:

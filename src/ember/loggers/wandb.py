@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from torch import nn
+from torch import Tensor, nn
 
 from ember.loggers.logger import Logger, rank_zero_experiment
 from ember.loggers.utilities import (
     _add_prefix,
+    _convert_json_serializable,
     _convert_params,
     _require,
     _sanitize_callable_params,
@@ -83,7 +84,7 @@ class WandbLogger(Logger):
         self._prefix = prefix
         self._experiment = experiment
         self._logged_model_time: dict[str, float] = {}
-        self._checkpoint_callback: Any = None
+        self._checkpoint_callbacks: dict[int, Any] = {}  # with `log_model=True`: each callback's, uploaded at the end
         if save_dir is not None:
             save_dir = os.fspath(save_dir)
         elif dir is not None:
@@ -109,7 +110,7 @@ class WandbLogger(Logger):
         self._name = self._wandb_init.get("name")
         self._id = self._wandb_init.get("id")
         self._checkpoint_name = checkpoint_name
-        self._add_file_policy = add_file_policy
+        self.add_file_policy = add_file_policy
 
     def __getstate__(self) -> dict[str, Any]:
         # a live run cannot be pickled; keep its id so the copy resumes the same run
@@ -152,15 +153,19 @@ class WandbLogger(Logger):
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace | None) -> None:
-        """Update the run config with ``params`` (callables and classes by name)."""
-        params = _sanitize_callable_params(_convert_params(params))
+        """Update the run config with ``params`` (callables and classes by name, what JSON cannot hold as text)."""
+        params = _convert_json_serializable(_sanitize_callable_params(_convert_params(params)))
         self.experiment.config.update(params, allow_val_change=True)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log ``metrics``; with a ``step`` it is logged as ``trainer/global_step`` (unless the run syncs
         TensorBoard's events, whose own ``global_step`` is the axis)."""
-        metrics = {k: _to_python(v) for k, v in _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR).items()}
+        # one-element tensors as numbers; wandb records the others itself (a list, or a histogram)
+        metrics = {
+            k: v.item() if isinstance(v, Tensor) and v.numel() == 1 else v
+            for k, v in _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR).items()
+        }
         if step is not None and not self._wandb_init.get("sync_tensorboard"):
             self.experiment.log(dict(metrics, **{"trainer/global_step": step}))
         else:
@@ -265,15 +270,16 @@ class WandbLogger(Logger):
         ):
             self._scan_and_log_checkpoints(checkpoint_callback)
         elif self._log_model is True:
-            self._checkpoint_callback = checkpoint_callback
+            self._checkpoint_callbacks[id(checkpoint_callback)] = checkpoint_callback
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
         """On success, upload the checkpoints remembered for the end (``log_model=True``)."""
         if status != "success":
             return
-        if self._checkpoint_callback and self._experiment is not None:
-            self._scan_and_log_checkpoints(self._checkpoint_callback)
+        if self._experiment is not None:
+            for checkpoint_callback in self._checkpoint_callbacks.values():
+                self._scan_and_log_checkpoints(checkpoint_callback)
 
     def _scan_and_log_checkpoints(self, checkpoint_callback: Any) -> None:
         import wandb
@@ -282,7 +288,7 @@ class WandbLogger(Logger):
             metadata = {
                 "score": _to_python(score),
                 "original_filename": Path(path).name,
-                type(checkpoint_callback).__name__: {
+                checkpoint_callback.__class__.__name__: {  # through the weakref proxy loggers are given
                     k: getattr(checkpoint_callback, k)
                     for k in ("monitor", "mode", "save_last", "save_top_k", "save_weights_only", "_every_n_train_steps")
                     if hasattr(checkpoint_callback, k)
@@ -291,7 +297,7 @@ class WandbLogger(Logger):
             if not self._checkpoint_name:
                 self._checkpoint_name = f"model-{self.experiment.id}"
             artifact = wandb.Artifact(name=self._checkpoint_name, type="model", metadata=metadata)
-            artifact.add_file(path, name="model.ckpt", policy=self._add_file_policy)
+            artifact.add_file(path, name="model.ckpt", policy=self.add_file_policy)
             best = path == getattr(checkpoint_callback, "best_model_path", None)
             self.experiment.log_artifact(artifact, aliases=["latest", "best"] if best else ["latest"])
             self._logged_model_time[path] = mtime
