@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 import torch
 from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+from tests.helpers.environments import ForeignEnvironment
 from torch import nn
 
 import ember
@@ -377,49 +378,6 @@ def test_the_fsdp_name_needs_a_gpu_but_an_fsdp_object_runs_on_cpu():
         assert ember.Trainer(accelerator="cpu", strategy=strategy, devices=2, logger=False).strategy is strategy
 
 
-class ForeignEnvironment:
-    """A cluster environment with the whole interface but not Ember's base class (as one written
-    against ``lightning.fabric``'s ``ClusterEnvironment``): ranks come from the strategy's setters."""
-
-    creates_processes_externally = True
-
-    def __init__(self) -> None:
-        self.rank, self.size = 0, 1
-
-    @property
-    def main_address(self) -> str:
-        return "10.0.0.1"
-
-    @property
-    def main_port(self) -> int:
-        return 1234
-
-    @staticmethod
-    def detect() -> bool:
-        return True
-
-    def world_size(self) -> int:
-        return self.size
-
-    def set_world_size(self, size: int) -> None:
-        self.size = size
-
-    def global_rank(self) -> int:
-        return self.rank
-
-    def set_global_rank(self, rank: int) -> None:
-        self.rank = rank
-
-    def local_rank(self) -> int:
-        return 1
-
-    def node_rank(self) -> int:
-        return 1
-
-    def validate_settings(self, num_devices: int, num_nodes: int) -> None:
-        pass
-
-
 @pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
 def test_devices_that_disagree_with_slurms_tasks_per_node_fail_at_construction(monkeypatch, strategy):
     # Lightning checks this only when `ddp` starts its processes, at the first `fit`; spawn never
@@ -438,7 +396,7 @@ def test_a_cluster_environment_with_the_whole_interface_is_used_even_under_slurm
     monkeypatch.setenv("SLURM_NTASKS", "4")
     monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "1")
     monkeypatch.setenv("SLURM_PROCID", "0")
-    env = ForeignEnvironment()
+    env = ForeignEnvironment(local_rank=1, node_rank=1)
     trainer = make(strategy="ddp", devices=2, num_nodes=2, plugins=[env])
     assert trainer.strategy.cluster_environment is env
     # the strategy tells it the ranks, as Lightning's does: node 1, local rank 1 of 2 processes a node

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.helpers.environments import ForeignEnvironment
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -185,40 +186,13 @@ def test_auto_requeue_off_keeps_the_plain_preemption_exit(tmp_path, slurm_job):
     assert not slurm_job.exists() and not list(tmp_path.glob("hpc_ckpt_*.ckpt"))
 
 
-class FabricStyleSLURM:
+class FabricStyleSLURM(ForeignEnvironment):
     """A program's SLURM environment written against Lightning Fabric's classes (not Ember's): the interface,
     ``auto_requeue`` and ``requeue_signal``, here SIGUSR2."""
 
-    creates_processes_externally = True
-    main_address, main_port = "127.0.0.1", 12910
-
     def __init__(self) -> None:
+        super().__init__()
         self.auto_requeue, self.requeue_signal = True, signal.SIGUSR2
-
-    @staticmethod
-    def detect() -> bool:
-        return True
-
-    def world_size(self) -> int:
-        return 1
-
-    def set_world_size(self, size: int) -> None:
-        pass
-
-    def global_rank(self) -> int:
-        return 0
-
-    def set_global_rank(self, rank: int) -> None:
-        pass
-
-    def local_rank(self) -> int:
-        return 0
-
-    def node_rank(self) -> int:
-        return 0
-
-    def validate_settings(self, num_devices: int, num_nodes: int) -> None:
-        pass
 
 
 def test_a_slurm_environment_written_against_fabrics_classes_requeues_on_its_signal(tmp_path, slurm_job):
