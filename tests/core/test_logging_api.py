@@ -156,12 +156,6 @@ def test_logged_values_are_detached_copies():
     assert seen["requires_grad"] == (False, False)
 
 
-def test_integer_values_are_cast_to_float_with_a_warning():
-    with pytest.warns(UserWarning, match="cast to"):
-        trainer = _fit_logging(lambda m, fx, b, i: m.log("n", torch.tensor(i), on_epoch=True, on_step=False))
-    assert trainer.callback_metrics["n"].dtype == torch.float32
-
-
 def test_python_numbers_and_one_element_tensors_are_accepted():
     trainer = _fit_logging(lambda m, fx, b, i: (m.log("int", 3), m.log("t", torch.tensor([[5.0]]))))
     assert trainer.callback_metrics["int"].item() == 3.0
@@ -665,3 +659,26 @@ def test_a_value_logged_at_an_evaluation_epoch_end_is_in_callback_metrics_in_tha
     getattr(trainer, "validate" if stage == "validation" else "test")(EpochEnd(), loader(n=8), verbose=False)
     assert seen == [["epoch_value", "step_value"]]
     assert float(trainer.callback_metrics["epoch_value"]) == 0.5
+
+
+def test_an_integer_value_is_logged_as_a_float_with_lightnings_warning_once():
+    import warnings
+
+    class LogsSteps(CoreModel):
+        def training_step(self, batch, batch_idx):
+            self.log("seen", torch.tensor(batch_idx + 1), on_epoch=True, reduce_fx="sum")
+            return super().training_step(batch, batch_idx)
+
+    trainer = quiet_trainer(max_epochs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(LogsSteps(), loader(n=12, batch_size=4))
+    messages = [str(w.message) for w in caught if "floating to be reduced" in str(w.message)]
+    assert messages == [
+        "You called `self.log('seen', ...)` in your `training_step` but the value needs to be floating to be"
+        " reduced. Converting it to torch.float32. You can silence this warning by converting the value to"
+        " floating point yourself. If you don't intend to reduce the value (for instance when logging the global"
+        " step or epoch) then you can use `self.logger.log_metrics({'seen': ...})` instead."
+    ]  # once, as Lightning's warning cache says it, though the filter asks for every one
+    assert trainer.callback_metrics["seen_epoch"].dtype == torch.float32
+    assert float(trainer.callback_metrics["seen_epoch"]) == 6.0

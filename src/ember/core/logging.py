@@ -15,9 +15,10 @@ from torch import Tensor
 
 from ember.core.hooks import LOG_RULES
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.rank_zero import WarningCache, rank_zero_warn
 
 _FLOATS = (torch.float32, torch.float64)
+_warning_cache = WarningCache()
 
 
 _REDUCTIONS: dict[Any, str] = {
@@ -278,9 +279,12 @@ class LoggingMixin:
                     f" You can try doing `self.log({name}, {value}.mean())`"
                 )
             if not value.is_floating_point():
-                rank_zero_warn(
-                    f"You called `self.log({name!r}, ...)` with a value of type {value.dtype}: it is cast to"
-                    f" {_default_float()} to be accumulated."
+                _warning_cache.warn(  # Lightning's text, once per name and hook (the value is not in it)
+                    f"You called `self.log({name!r}, ...)` in your `{self._current_fx_name}` but the value needs to"
+                    f" be floating to be reduced. Converting it to {_default_float()}."
+                    " You can silence this warning by converting the value to floating point yourself."
+                    " If you don't intend to reduce the value (for instance when logging the global step or epoch) then"
+                    f" you can use `self.logger.log_metrics({{{name!r}: ...}})` instead."
                 )
             return value.squeeze()
         if isinstance(value, numbers.Number) and not isinstance(value, complex):
