@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -1133,3 +1134,21 @@ def test_the_modules_those_classes_report_hold_them_in_lightning():
         print("ok")
     """
     assert ok(python(code, exe=LIGHTNING_PYTHON)).strip() == "ok"
+
+
+@pytest.mark.parametrize("root", ["pytorch_lightning", "lightning.pytorch"])
+def test_pythons_random_after_the_seed_is_lightnings_when_a_program_loads_rich_later(root):
+    # Lightning imports rich with its package, and rich draws from `random` as it loads; a program that seeds
+    # after importing Lightning and loads rich later (a library's bar, a logger) must draw Lightning's numbers
+    pytest.importorskip("rich")
+    code = f"""
+        import random, sys
+        import ember
+        ember.install_as_lightning()
+        import {root} as pl
+        pl.seed_everything(42, verbose=False)
+        assert "rich.progress" not in sys.modules  # Ember still loads rich's progress bars only when used
+        import rich.progress
+        print(random.random())
+    """
+    assert float(ok(python(code))) == random.Random(42).random()

@@ -539,6 +539,7 @@ class _RootLoader(importlib.abc.Loader):
         from ember.utilities.warnings import _disable_from_environment
 
         _disable_from_environment()  # `POSSIBLE_USER_WARNINGS=0`, read again when the package is reloaded
+        _take_richs_random_draw()
         _take_lightning_names("pytorch_lightning" if module.__name__ == "pytorch_lightning" else "lightning.pytorch")
         module.__ember_alias__ = True  # type: ignore[attr-defined]
         module.__version__ = LIGHTNING_VERSION  # type: ignore[attr-defined]
@@ -556,6 +557,15 @@ class _RootLoader(importlib.abc.Loader):
         if module.__name__ == "lightning" and importlib.util.find_spec("lightning_fabric") is not None:
             names.append("Fabric")  # from lightning.fabric, on first use
         module.__all__ = [*names, "__version__"]  # type: ignore[attr-defined]
+
+
+def _take_richs_random_draw() -> None:
+    """Lightning imports rich with its package when rich is installed, and rich draws from Python's ``random``
+    as it loads (``rich.style``'s id counter). Ember loads rich only when a feature needs it, so the draw is
+    taken here: a program that seeds ``random`` after importing Lightning, and loads rich later (a library's
+    progress bar, a logger), then draws the numbers it draws on Lightning."""
+    if importlib.util.find_spec("rich") is not None:
+        importlib.import_module("rich.style")
 
 
 class _EmptyPackageLoader(importlib.abc.Loader):

@@ -7,9 +7,9 @@ servers); the stand-in has the calls Lightning 2.6's CometLogger makes: ``Experi
 
 from __future__ import annotations
 
+import importlib
 import pickle
 import sys
-import types
 
 import pytest
 import torch
@@ -19,16 +19,20 @@ import ember as pl
 from ember.loggers import CometLogger
 from ember.utilities.rank_zero import rank_zero_only
 
+# the stand-in is a package on disk, so that its frames belong to a module named `comet_ml`, as Comet's do
+STAND_IN = """
+import inspect
+
 
 class FakeExperiment:
-    def __init__(self, key: str, project: str | None) -> None:
+    def __init__(self, key, project):
         self.key, self.project_name = key, project or "general"
-        self.calls: list[tuple[str, tuple, dict]] = []
+        self.calls = []
 
-    def get_key(self) -> str:
+    def get_key(self):
         return self.key
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name):
         if name.startswith("__") and not name.startswith("__internal_api__"):
             raise AttributeError(name)
         return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
@@ -40,26 +44,54 @@ class ExperimentConfig:
         self.offline_directory = kwargs.get("offline_directory")
 
 
+class exceptions:
+    ExperimentNotFound = RuntimeError
+
+
+starts = []
+
+
+def start(**kwargs):
+    # Comet records the program's file (the innermost caller outside the libraries it knows) as it starts
+    from comet_ml import experiment
+
+    starts.append({**kwargs, "caller": experiment.get_caller_file_path()})
+    return FakeExperiment(f"key{len(starts)}", kwargs["project"])
+"""
+STAND_IN_EXPERIMENT = """
+import inspect
+
+
+def get_caller_file_path():
+    for info in inspect.stack(context=0):
+        name = getattr(inspect.getmodule(info.frame), "__name__", None)
+        if name is not None and not name.startswith(("comet_ml", "pytorch_lightning")):
+            return name, info.filename
+    return None
+"""
+
+
 @pytest.fixture
-def comet(monkeypatch):
-    module = types.ModuleType("comet_ml")
-    module.starts = []
-
-    def start(**kwargs):
-        module.starts.append(kwargs)
-        return FakeExperiment(f"key{len(module.starts)}", kwargs["project"])
-
-    module.ExperimentConfig = ExperimentConfig
-    module.start = start
-    module.exceptions = types.SimpleNamespace(ExperimentNotFound=RuntimeError)
-    monkeypatch.setitem(sys.modules, "comet_ml", module)
+def comet(monkeypatch, tmp_path):
+    package = tmp_path / "stand_in" / "comet_ml"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(STAND_IN)
+    (package / "experiment.py").write_text(STAND_IN_EXPERIMENT)
+    monkeypatch.syspath_prepend(str(package.parent))
+    for name in ("comet_ml", "comet_ml.experiment"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module("comet_ml")
+    monkeypatch.setitem(sys.modules, "comet_ml", module)  # removed again after the test
     monkeypatch.delenv("COMET_DISABLE_AUTO_LOGGING", raising=False)
-    return module
+    yield module
+    sys.modules.pop("comet_ml.experiment", None)
 
 
 def test_offline_mode_writes_an_offline_experiment(comet, tmp_path):
     logger = CometLogger(project="mnist", online=False, offline_directory=str(tmp_path), name="run")
     (start,) = comet.starts
+    assert start.pop("caller") == (__name__, __file__)  # the program's file, not Ember's logger module
+    assert comet.experiment.get_caller_file_path()[0] == __name__  # Comet's own finder is back
     assert start["online"] is False and start["project"] == "mnist" and start["mode"] is None
     # Lightning 2.6 adds `disabled=True` for offline runs, which turns them off entirely
     assert start["experiment_config"].kwargs == {"offline_directory": str(tmp_path), "name": "run"}
@@ -99,6 +131,7 @@ def test_trainer_fit_logs_through_comet(comet):
 def test_old_argument_names_are_understood(comet, tmp_path):
     CometLogger(experiment_name="run", project_name="proj", offline=True, save_dir=str(tmp_path))
     (start,) = comet.starts
+    start.pop("caller")
     assert start["project"] == "proj" and start["online"] is False
     assert start["experiment_config"].kwargs == {"name": "run", "offline_directory": str(tmp_path)}
 

@@ -5,9 +5,12 @@ The ``comet_ml`` package is imported when the logger is created (not at ``import
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import inspect
 import os
 from argparse import Namespace
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from torch import Tensor
@@ -15,9 +18,43 @@ from torch.nn import Module
 
 from ember.loggers.logger import Logger, rank_zero_experiment
 from ember.loggers.utilities import _convert_params, _package_available
+from ember.utilities.imports import RequirementCache
 from ember.utilities.rank_zero import log, rank_zero_only
 
 FRAMEWORK_NAME = "pytorch-lightning"  # how Comet labels runs from this API
+_COMET_AVAILABLE = RequirementCache("comet-ml>=3.44.4", module="comet_ml")  # Lightning's flag, decided on first use
+# the packages whose frames Comet steps over to find the program's file (comet_ml's own list)
+_COMETS_SKIPPED = ("comet_ml", "mlflow", "transformers", "ludwig", "pytorch_lightning", "metaflow")
+
+
+@contextlib.contextmanager
+def _the_program_as_comets_caller() -> Iterator[None]:
+    """Comet uploads, as the experiment's source code, the file of the innermost caller outside the
+    libraries it knows, Lightning among them. Under Ember that caller would be this module, so while the
+    experiment starts Comet's finder steps over Ember's frames too and finds the program's file."""
+    try:
+        experiment_module = importlib.import_module("comet_ml.experiment")
+    except ImportError:
+        experiment_module = None
+    find = getattr(experiment_module, "get_caller_file_path", None)
+    if find is None:
+        yield
+        return
+
+    def program_file() -> tuple[str, str] | None:
+        for info in inspect.stack(context=0):
+            module = inspect.getmodule(info.frame)
+            name = getattr(module, "__name__", None)
+            if name is None or name.startswith(_COMETS_SKIPPED) or name == "ember" or name.startswith("ember."):
+                continue
+            return name, str(getattr(module, "__file__", "")).rstrip("cd")
+        return None
+
+    experiment_module.get_caller_file_path = program_file  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        experiment_module.get_caller_file_path = find  # type: ignore[union-attr]
 
 
 class CometLogger(Logger):
@@ -93,15 +130,16 @@ class CometLogger(Logger):
     def _create_experiment(self) -> None:
         import comet_ml
 
-        self._experiment = comet_ml.start(
-            api_key=self._api_key,
-            workspace=self._workspace,
-            project=self._project_name,
-            experiment_key=self._experiment_key,
-            mode=self._mode,
-            online=self._online,
-            experiment_config=self._comet_config,
-        )
+        with _the_program_as_comets_caller():
+            self._experiment = comet_ml.start(
+                api_key=self._api_key,
+                workspace=self._workspace,
+                project=self._project_name,
+                experiment_key=self._experiment_key,
+                mode=self._mode,
+                online=self._online,
+                experiment_config=self._comet_config,
+            )
         if self._experiment is None:
             raise comet_ml.exceptions.ExperimentNotFound("Failed to create Comet experiment.")
         self._experiment_key = self._experiment.get_key()
