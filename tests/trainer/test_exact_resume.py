@@ -278,3 +278,45 @@ def test_a_run_that_max_steps_stopped_mid_epoch_resumes_inside_that_epoch(tmp_pa
     if written_by == "ember":  # with its data position and RNG states, the same weights
         for key, value in reference.state_dict().items():
             assert torch.equal(value, model.state_dict()[key]), key
+
+
+class _StopAt(ember.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            trainer.should_stop = True
+
+
+@pytest.mark.parametrize("cut_by", ["max_steps", "should_stop"])
+def test_an_epoch_cut_short_resumed_by_a_run_limited_by_epochs_starts_the_next_epoch(tmp_path, cut_by):
+    # as Lightning's loop: only a step-limited run restarts inside the cut epoch; one limited by epochs
+    # counts that epoch as done (observed on Lightning 2.6.6)
+    from tests.helpers.core_models import CoreModel, loader
+
+    batches = _Batches()
+    first = ember.Trainer(
+        max_epochs=3,
+        max_steps=3 if cut_by == "max_steps" else -1,
+        callbacks=[_StopAt(3)] if cut_by == "should_stop" else [],
+        limit_train_batches=5,
+        default_root_dir=tmp_path / "first",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    first.fit(CoreModel(), loader(n=40, batch_size=2))
+    ckpt = first.checkpoint_callback.best_model_path
+    resumed = ember.Trainer(
+        max_epochs=2,
+        callbacks=[batches],
+        limit_train_batches=5,
+        default_root_dir=tmp_path / "resumed",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    resumed.fit(CoreModel(), loader(n=40, batch_size=2), ckpt_path=ckpt)
+    assert batches.epoch_starts == 1 and batches.seen == [(1, i) for i in range(5)]
+    assert (resumed.global_step, resumed.current_epoch) == (8, 2)

@@ -438,9 +438,10 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
             f"You restored a checkpoint with current_epoch={checkpoint['epoch']}, but you have set"
             f" Trainer(max_epochs={t.max_epochs}). Raise `max_epochs` above the checkpoint's epoch to train further."
         )
-    if progress.epoch_done and progress.epoch_unfinished and progress.epoch_batches:
-        # written at the end of an epoch that `max_steps` or a stop cut short: it goes on where it stopped,
-        # without its start hooks, as the uninterrupted run's epoch did (and as Lightning resumes it)
+    if progress.epoch_done and progress.epoch_unfinished and progress.epoch_batches and t.max_steps != -1:
+        # written at the end of an epoch that `max_steps` or a stop cut short, resumed by a step-limited run:
+        # it goes on where it stopped, without its start hooks, as Lightning's loop restarts it (a run limited
+        # by epochs only starts the next epoch, as Lightning's does)
         progress.epoch_done = progress.epoch_unfinished = False
     if progress.epoch_done:
         # written at the end of an epoch: the next one starts once `fit` starts training (`run_fit`); till
