@@ -320,3 +320,47 @@ def test_an_epoch_cut_short_resumed_by_a_run_limited_by_epochs_starts_the_next_e
     resumed.fit(CoreModel(), loader(n=40, batch_size=2), ckpt_path=ckpt)
     assert batches.epoch_starts == 1 and batches.seen == [(1, i) for i in range(5)]
     assert (resumed.global_step, resumed.current_epoch) == (8, 2)
+
+
+@pytest.mark.parametrize("written_by", ["ember", "lightning"])
+@pytest.mark.parametrize("saved_in", ["batch_end", "validation"])
+def test_after_a_mid_epoch_resume_the_loggers_step_goes_on_as_in_the_uninterrupted_run(tmp_path, written_by, saved_in):
+    # the checkpoint holds the step count from before the batch's end moved it on (Lightning's too); the
+    # resumed run moves it on, as Lightning's loop does when it restarts, so no step is logged twice
+    from tests.helpers.core_models import CoreModel, loader
+    from tests.helpers.logging_models import make_memory_logger
+
+    from ember.callbacks import ModelCheckpoint
+
+    class Logs(CoreModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("loss", loss)
+            return loss
+
+    def run(root, ckpt_path=None):
+        logger = make_memory_logger(ember)()
+        saves = ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=3, save_top_k=-1)
+        trainer = ember.Trainer(
+            max_epochs=1,
+            log_every_n_steps=1,
+            val_check_interval=3 if saved_in == "validation" else 1.0,
+            logger=logger,
+            callbacks=[saves],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        torch.manual_seed(0)
+        trainer.fit(Logs(), loader(n=16, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+        return [row["step"] for row in logger.rows if "loss" in row["metrics"]]
+
+    whole = run(tmp_path / "whole")
+    ckpt = tmp_path / "whole" / "step=3.ckpt"
+    if written_by == "lightning":  # Lightning's counters only
+        checkpoint = torch.load(ckpt, weights_only=True)
+        del checkpoint["ember"]
+        ckpt = tmp_path / "lightning.ckpt"
+        torch.save(checkpoint, ckpt)
+    assert whole == list(range(8))
+    assert run(tmp_path / "resumed", str(ckpt)) == whole[3:]

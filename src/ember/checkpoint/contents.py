@@ -431,7 +431,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         if ember_state.get("train_results"):
             run.train_results.load_state_dict(ember_state["train_results"])
     else:
-        _progress_from_lightning(progress, checkpoint)
+        _progress_from_lightning(progress, checkpoint, t.accumulate_grad_batches)
         rng = None
     if t.max_epochs is not None and t.max_epochs != -1 and checkpoint.get("epoch", 0) > t.max_epochs:
         raise MisconfigurationException(
@@ -452,6 +452,11 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     if rank_rng and t.global_rank < len(rank_rng):
         rng, epoch_rng = rank_rng[t.global_rank]  # this rank's own states
     resume = Resume(mid_epoch=progress.epoch_batches != 0, rng=rng, epoch_rng=epoch_rng)
+    if resume.mid_epoch and progress.step_pending:
+        # written in the end hooks or validation of a batch that stepped: the loggers' step moves on, as it
+        # would have after them (Lightning's loop adds the same 1 when it restarts)
+        progress.batches_that_stepped += 1
+    progress.step_pending = False
     if resume.mid_epoch and not resume.exact and not run.loader_states_to_load:
         # Lightning's text; here it means the checkpoint holds no RNG states and data position (Lightning's)
         rank_zero_warn(
@@ -464,7 +469,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     return resume
 
 
-def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> None:
+def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any], accumulate: int) -> None:
     fit = checkpoint.get("loops", {}).get("fit_loop", {})
     epoch_progress = fit.get("epoch_progress", {}).get("current", {})
     completed = epoch_progress.get("completed", checkpoint.get("epoch", 0))
@@ -489,3 +494,5 @@ def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> 
         "_batches_that_stepped", progress.global_step
     )
     progress.total_batches = fit.get("epoch_loop.batch_progress", {}).get("total", {}).get("processed", 0)
+    # Lightning writes its step count before the batch's end moves it on, and moves it on when it restarts
+    progress.step_pending = under_way and progress.epoch_batches % accumulate == 0

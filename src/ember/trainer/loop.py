@@ -175,6 +175,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
             outputs = train_on(batch, batch_idx, accumulating)  # step
         progress.epoch_batches = batch_idx + 1  # trained on: a checkpoint from here on resumes after it
         progress.total_batches += 1
+        progress.step_pending = not accumulating
         if not accumulating:
             step_schedulers(batch_idx, is_last)  # schedulers
         if batch_end is not None:
@@ -184,6 +185,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         validate(batch_idx, is_last, accumulating)  # validate, then ReduceLROnPlateau on a step interval
         if not accumulating:
             progress.batches_that_stepped += 1
+            progress.step_pending = False
         if stop_requested():
             on_stop_request(trainer, run)  # stop: a preemption signal arrived; saves and exits
         batch_idx += 1
@@ -258,6 +260,7 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
             break  # the step ended the epoch
         progress.epoch_batches += 1  # steps, as Lightning counts them in this flavour
         progress.total_batches += 1
+        progress.step_pending = not accumulating
         if not accumulating:
             epoch.step_schedulers(data.batch_idx, data.done)
         if epoch.batch_end is not None:
@@ -267,6 +270,7 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
         epoch.validate(data.batch_idx, data.done, accumulating)
         if not accumulating:
             progress.batches_that_stepped += 1
+            progress.step_pending = False
         if epoch.stop_requested():
             on_stop_request(trainer, run)
         step_idx += 1

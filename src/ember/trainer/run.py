@@ -54,6 +54,9 @@ class Progress:
     # hold the finished epoch: its batches, and whether its data ran out
     last_epoch_batches: int = 0
     last_epoch_ran_out: bool = False
+    # the batch just trained closed an accumulation window, and the loggers' step has not moved on yet (it does
+    # after the batch's end hooks and validation): a checkpoint written in between resumes with it moved on
+    step_pending: bool = False
 
     @property
     def epochs_processed(self) -> int:
