@@ -108,8 +108,14 @@ def test_strategy_names_build_ddp(name, start_method, find_unused):
 def test_one_device_stays_single_and_bad_names_say_what_exists():
     assert isinstance(make(devices=1).strategy, SingleDeviceStrategy)
     assert make(devices=1).strategy.launcher is None  # one process: nothing to launch, as in Lightning
-    with pytest.raises(MisconfigurationException, match="invalid strategy name.*ddp_spawn"):
+    # ValueError, Lightning's type for a name or object it does not know and a number of nodes below 1
+    with pytest.raises(ValueError, match="invalid strategy name.*ddp_spawn"):
         make(devices=2, strategy="dp")
+    with pytest.raises(ValueError, match=r"invalid strategy name: `strategy=<object object at .*It must be either"):
+        make(strategy=object())
+    for nodes in (0, -1):
+        with pytest.raises(ValueError, match=rf"`num_nodes` must be a positive integer, but got {nodes}\."):
+            make(num_nodes=nodes)
     with pytest.raises(MisconfigurationException, match="single_device.*ddp"):
         make(devices=2, strategy="single_device")
     with pytest.raises(ValueError, match="start_method"):

@@ -127,6 +127,27 @@ def test_stop_iteration_from_a_step_that_takes_the_iterator_ends_the_epoch():
     assert trainer.current_epoch == 2
 
 
+def test_a_step_that_takes_the_iterator_must_say_the_batch_size_of_what_it_logs():
+    # which batch the value came from is the step's business: Lightning refuses to guess its size
+    class Logs(DrawsTwo):
+        def training_step(self, dataloader_iter):
+            loss = super().training_step(dataloader_iter)
+            self.log("loss", loss, on_epoch=True, batch_size=self.batch_size)
+            return loss
+
+    model = Logs()
+    model.batch_size = None
+    with pytest.raises(
+        ember.utilities.MisconfigurationException, match=r"`self.log\(..., batch_size=...\)` should be provided"
+    ):
+        quiet_trainer(max_epochs=1).fit(model, loader(24))
+    model = Logs()
+    model.batch_size = 8  # two drawn batches of 4
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, loader(24))
+    assert "loss_epoch" in trainer.callback_metrics
+
+
 def test_from_datasets_pins_memory_as_lightning_does():
     dm = ember.LightningDataModule.from_datasets(loader(8).dataset, batch_size=4)
     train = dm.train_dataloader()

@@ -227,6 +227,14 @@ class LoggingMixin:
                 f"You called `self.log` with the key `{name}` but it should not contain information about"
                 " `dataloader_idx`: Ember adds the suffix itself."
             )
+        if batch_size is None and trainer.training:
+            from ember.trainer.data import takes_dataloader_iter
+
+            if takes_dataloader_iter(self, "training_step"):  # the batch the step drew is not known: say its size
+                raise MisconfigurationException(
+                    "With `def training_step(self, dataloader_iter)`, `self.log(..., batch_size=...)` should be"
+                    " provided."
+                )
         reduce = normalize_reduce_fx(reduce_fx)
         if is_metric and metric_attribute is None:
             metric_attribute = next((n for n, m in self.named_modules() if m is value), None)

@@ -236,7 +236,7 @@ def create_hardware(
     chosen_accelerator = create_accelerator(accelerator, devices, strategy)
     device_ids = parse_devices(devices, name := chosen_accelerator.name())
     if not isinstance(num_nodes, int) or num_nodes < 1:
-        raise MisconfigurationException(f"`num_nodes` must be an int >= 1, got {num_nodes!r}.")
+        raise ValueError(f"`num_nodes` must be a positive integer, but got {num_nodes!r}.")  # Lightning's type
     chosen = create_strategy(strategy, name, device_ids, num_nodes, sync_batchnorm=sync_batchnorm, plugins=plugins)
     chosen.precision_plugin = choose_precision(precision, plugins, chosen, name)
     return chosen_accelerator, device_ids, chosen
@@ -428,9 +428,9 @@ def create_distributed_strategy(
     if isinstance(name, ParallelStrategy):
         strategy = name
     elif not isinstance(name, str):
-        raise MisconfigurationException(
-            f"`Trainer(strategy={name!r})` is not supported: pass a strategy name ({', '.join(_STRATEGY_NAMES)})"
-            " or a `Strategy` object."
+        raise ValueError(  # Lightning's type and first words
+            f"You selected an invalid strategy name: `strategy={name!r}`. It must be either a string or an instance"
+            f" of `Strategy`: a strategy name ({', '.join(_STRATEGY_NAMES)}) or a `Strategy` object."
         )
     else:
         key, find_unused = _split_find_unused(name.lower())
@@ -463,7 +463,7 @@ def create_distributed_strategy(
 
             strategy = FSDPStrategy()
         else:
-            raise MisconfigurationException(
+            raise ValueError(  # Lightning's type
                 f"You selected an invalid strategy name: `strategy={name!r}`. Available names are: auto,"
                 f" single_device, {', '.join(_STRATEGY_NAMES)} (DDP ones also with _find_unused_parameters_true/false)."
             )
