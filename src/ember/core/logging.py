@@ -228,13 +228,7 @@ class LoggingMixin:
                 " `dataloader_idx`: Ember adds the suffix itself."
             )
         if batch_size is None and trainer.training:
-            from ember.trainer.data import takes_dataloader_iter
-
-            if takes_dataloader_iter(self, "training_step"):  # the batch the step drew is not known: say its size
-                raise MisconfigurationException(
-                    "With `def training_step(self, dataloader_iter)`, `self.log(..., batch_size=...)` should be"
-                    " provided."
-                )
+            _check_iterator_step_says_batch_sizes(self)
         reduce = normalize_reduce_fx(reduce_fx)
         if is_metric and metric_attribute is None:
             metric_attribute = next((n for n, m in self.named_modules() if m is value), None)
@@ -395,6 +389,17 @@ def _resolve_log_levels(fx: str, name: str, on_step: bool | None, on_epoch: bool
             " Set on_step=True, on_epoch=True, or both."
         )
     return on_step, on_epoch
+
+
+def _check_iterator_step_says_batch_sizes(module: Any) -> None:
+    """A ``training_step(self, dataloader_iter)`` draws its own batches, so which batch a logged value came
+    from is unknown: as Lightning, its ``self.log`` calls must say ``batch_size``."""
+    from ember.trainer.data import takes_dataloader_iter
+
+    if takes_dataloader_iter(module, "training_step"):
+        raise MisconfigurationException(
+            "With `def training_step(self, dataloader_iter)`, `self.log(..., batch_size=...)` should be provided."
+        )
 
 
 def _default_float() -> torch.dtype:
