@@ -227,8 +227,7 @@ class LoggingMixin:
                 f"You called `self.log` with the key `{name}` but it should not contain information about"
                 " `dataloader_idx`: Ember adds the suffix itself."
             )
-        if batch_size is None and trainer.training:
-            _check_iterator_step_says_batch_sizes(self)
+        _check_iterator_step_says_batch_sizes(self, trainer, batch_size)
         reduce = normalize_reduce_fx(reduce_fx)
         if is_metric and metric_attribute is None:
             metric_attribute = next((n for n, m in self.named_modules() if m is value), None)
@@ -391,12 +390,12 @@ def _resolve_log_levels(fx: str, name: str, on_step: bool | None, on_epoch: bool
     return on_step, on_epoch
 
 
-def _check_iterator_step_says_batch_sizes(module: Any) -> None:
+def _check_iterator_step_says_batch_sizes(module: Any, trainer: Any, batch_size: int | None) -> None:
     """A ``training_step(self, dataloader_iter)`` draws its own batches, so which batch a logged value came
-    from is unknown: as Lightning, its ``self.log`` calls must say ``batch_size``."""
+    from is unknown: as Lightning, ``self.log`` calls while it trains must say ``batch_size``."""
     from ember.trainer.data import takes_dataloader_iter
 
-    if takes_dataloader_iter(module, "training_step"):
+    if batch_size is None and trainer.training and takes_dataloader_iter(module, "training_step"):
         raise MisconfigurationException(
             "With `def training_step(self, dataloader_iter)`, `self.log(..., batch_size=...)` should be provided."
         )
