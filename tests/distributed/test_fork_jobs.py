@@ -315,6 +315,26 @@ def test_the_distributed_sampler_keeps_the_training_loaders_order_or_shuffling(t
         assert not torch.equal(seen, torch.cat([inputs[0::2], inputs[1::2]]))
 
 
+class EvalSamplerRecordingModel(OrderRecordingModel):
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_validation_start(self) -> None:
+        sampler = self.trainer.val_dataloaders.sampler
+        self.record["val_sampler"] = (type(sampler).__name__, sampler.shuffle)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_the_distributed_sampler_of_a_validation_loader_keeps_its_shuffling(tmp_path, shuffle):
+    # as Lightning (with its warning that shuffling is on): the sampler put in follows the loader's choice
+    data = loader(n=8)
+    fork_trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0).fit(
+        EvalSamplerRecordingModel(tmp_path), data, DataLoader(data.dataset, 2, shuffle=shuffle)
+    )
+    for record in read_ranks(tmp_path):
+        assert record["val_sampler"] == ("DistributedSampler", shuffle)
+
+
 class ReversedSampler(torch.utils.data.Sampler):
     """A custom order: the last sample first."""
 

@@ -266,7 +266,8 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     overfit = "val" if t.overfit_batches and key == "val" and t.state.fn == TrainerFn.FITTING else ""
     prepared = []
     for given in loaders:
-        if shuffles(given):
+        shuffled = shuffles(given)
+        if shuffled:
             rank_zero_warn(
                 f"Your `{key}_dataloader`'s sampler has shuffling enabled, it is strongly recommended that you turn"
                 " shuffling off for val/test dataloaders.",
@@ -274,7 +275,7 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
             )
         loader = prepare_loader(
             given,
-            shuffle=False,
+            shuffle=shuffled,  # a distributed sampler put in keeps the loader's choice, as in Lightning
             distributed=distributed(t),
             overfit=overfit,
             seed_workers=seed_workers,
