@@ -181,3 +181,49 @@ def test_scheduler_state_is_in_the_checkpoint(tmp_path):
     model.trainer.save_checkpoint(path)
     state = torch.load(path, weights_only=True)["lr_schedulers"]
     assert state[0]["last_epoch"] == 4 and state[0]["_last_lr"] == [0.0625]
+
+
+class CutsEpochOne(LrRecorder):
+    """Returns -1 from `on_train_batch_start` at batch 2 of epoch 1: the epoch ends there, untrained."""
+
+    def on_train_batch_start(self, batch, batch_idx):
+        super().on_train_batch_start(batch, batch_idx)
+        return -1 if (self.current_epoch, batch_idx) == (1, 2) else None
+
+
+def test_an_epoch_a_module_cuts_short_steps_its_schedulers_as_at_its_last_batch():
+    # as Lightning: the batch that ends the epoch counts as its last, so a step-interval scheduler steps
+    # for it, and an epoch-interval one and ReduceLROnPlateau step at the epoch's end
+    model = _run(CutsEpochOne(_halving(interval="step")), max_epochs=3)
+    # 4 steps, 2 steps and the cut batch, 4 steps: 10 halvings in all
+    assert model.train_lrs == [0.5**i for i in range(4)] + [0.5**4, 0.5**5, 0.5**6] + [0.5**i for i in range(7, 11)]
+    model = _run(CutsEpochOne(_halving()), max_epochs=3)
+    assert model.train_lrs == [1.0] * 4 + [0.5] * 3 + [0.25] * 4
+
+    def plateau(opt):
+        return {
+            "scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5),
+            "monitor": "metric",
+        }
+
+    model = _run(CutsEpochOne(plateau, val_metric=[1.0, 1.0, 1.0]), val=True, max_epochs=3)
+    # epoch 1 ends before its validation: the plateau steps on epoch 0's stale value, which did not improve
+    assert model.val_lrs == [1.0, 0.5] and model.trainer.optimizers[0].param_groups[0]["lr"] == 0.25
+
+
+def test_plateau_steps_at_the_end_of_an_epoch_of_unknown_length():
+    # an iterable dataset has no length: the epoch's end is known when its data runs out, as in Lightning
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(loader(n=16).dataset)
+
+    def plateau(opt):
+        return {
+            "scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5),
+            "monitor": "metric",
+        }
+
+    model = LrRecorder(plateau, val_metric=[1.0, 1.0, 1.0])
+    trainer = quiet_trainer(max_epochs=3)
+    trainer.fit(model, torch.utils.data.DataLoader(Stream(), batch_size=4), loader(n=4))
+    assert model.val_lrs == [1.0, 1.0, 0.5] and trainer.optimizers[0].param_groups[0]["lr"] == 0.25

@@ -170,7 +170,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
             outputs = None
         else:
             if batch_start is not None and batch_start(batch, batch_idx) == -1:
-                epoch.cut_short()  # batch start: the module returned -1, which ends the epoch
+                epoch.cut_short(batch_idx)  # batch start: the module returned -1, which ends the epoch
                 break
             outputs = train_on(batch, batch_idx, accumulating)  # step
         progress.epoch_batches = batch_idx + 1  # trained on: a checkpoint from here on resumes after it
@@ -251,7 +251,7 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
         run.batch_idx = step_idx
         results.batch, results.batch_size = data.batch, None
         if epoch.batch_start is not None and epoch.batch_start(data.batch, data.batch_idx) == -1:
-            epoch.cut_short()
+            epoch.cut_short(data.batch_idx)
             break
         accumulating = epoch.automatic and (step_idx + 1) % epoch.accumulate != 0
         try:
@@ -411,13 +411,12 @@ class _EpochPlan:
                 if (self.run.progress.epoch + 1) % config.frequency == 0:
                     step_scheduler(self.trainer, self.run, config, None)
 
-    def cut_short(self) -> None:
-        """``on_train_batch_start`` returned -1: this batch is the epoch's last, and the schedulers on an
-        epoch interval step as they would at its end (Lightning's behaviour)."""
+    def cut_short(self, batch_idx: int) -> None:
+        """``on_train_batch_start`` returned -1: this untrained batch is the epoch's last, so the schedulers
+        step as after the last batch, on a step interval (for this batch) and on an epoch interval
+        (Lightning's behaviour); ``ReduceLROnPlateau`` steps at the epoch's end."""
         self.run.last_batch_seen = True
-        for config in self.epoch_interval:
-            if (self.run.progress.epoch + 1) % config.frequency == 0:
-                step_scheduler(self.trainer, self.run, config, None)
+        self.step_schedulers(batch_idx, True)
 
     def _log_step(self, accumulating: bool) -> None:
         """Send the step values to the loggers every ``log_every_n_steps`` (and when training stops)."""
@@ -485,7 +484,8 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
     hooks.call_callbacks("on_train_epoch_end", where=_is_monitoring)
     metrics.epoch_end = None
     metrics.apply_epoch(results)
-    if epoch.automatic and progress.epoch_batches >= epoch.total:
+    # the epoch's last batch was reached (its data ran out, or the module returned -1 to end it), as Lightning asks
+    if epoch.automatic and (progress.epoch_batches >= epoch.total or run.last_batch_seen):
         for config in trainer.lr_scheduler_configs:
             if config.interval == "epoch" and config.reduce_on_plateau and (progress.epoch + 1) % config.frequency == 0:
                 _step_plateau(trainer, run, config)
