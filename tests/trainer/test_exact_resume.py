@@ -364,3 +364,78 @@ def test_after_a_mid_epoch_resume_the_loggers_step_goes_on_as_in_the_uninterrupt
         torch.save(checkpoint, ckpt)
     assert whole == list(range(8))
     assert run(tmp_path / "resumed", str(ckpt)) == whole[3:]
+
+
+class _Calls(ember.Callback):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.calls.append(f"batch {trainer.current_epoch}:{batch_idx}")
+
+    def on_validation_start(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.calls.append(f"validation at {trainer.global_step}")
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.calls.append(f"epoch end {trainer.current_epoch}")
+
+
+def _validating_run(root, callbacks, ckpt_path=None, val_check_interval=1.0, max_epochs=2):
+    from tests.helpers.core_models import CoreModel, loader
+
+    trainer = ember.Trainer(
+        max_epochs=max_epochs,
+        val_check_interval=val_check_interval,
+        default_root_dir=root,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    torch.manual_seed(0)
+    trainer.fit(CoreModel(), loader(n=8, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_a_step_checkpoint_on_an_epochs_last_batch_resumes_with_that_epochs_validation_and_end(tmp_path):
+    from ember.callbacks import ModelCheckpoint
+
+    whole = _Calls()
+    saves = ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", every_n_train_steps=4, save_top_k=-1)
+    _validating_run(tmp_path / "whole", [whole, saves])
+    resumed = _Calls()
+    _validating_run(tmp_path / "resumed", [resumed], ckpt_path=str(tmp_path / "ckpts" / "step=4.ckpt"))
+    # written after batch 3 of epoch 0, before its validation: the uninterrupted run's calls from there on
+    assert resumed.calls == whole.calls[whole.calls.index("validation at 4") :]
+    assert resumed.calls[:3] == ["validation at 4", "epoch end 0", "batch 1:0"]
+
+
+class _FailsInValidation(ember.Callback):
+    def __init__(self) -> None:
+        self.armed = True
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.armed and trainer.global_step == 2 and batch_idx == 0:
+            self.armed = False
+            raise RuntimeError("the machine went away")
+
+
+def test_a_run_that_failed_inside_a_validation_resumes_by_running_that_validation(tmp_path):
+    # as Lightning: the validation a crash interrupted runs again before training goes on
+    from ember.callbacks import OnExceptionCheckpoint
+
+    calls = _Calls()
+    crash = OnExceptionCheckpoint(dirpath=tmp_path)
+    with pytest.raises(RuntimeError, match="the machine went away"):
+        _validating_run(tmp_path / "first", [calls, crash, _FailsInValidation()], val_check_interval=2, max_epochs=1)
+    resumed = _Calls()
+    _validating_run(
+        tmp_path / "resumed",
+        [resumed],
+        ckpt_path=str(tmp_path / "on_exception.ckpt"),
+        val_check_interval=2,
+        max_epochs=1,
+    )
+    assert resumed.calls == ["validation at 2", "batch 0:2", "batch 0:3", "validation at 4", "epoch end 0"]

@@ -155,6 +155,11 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         iterator = ahead
 
     batch_idx = progress.epoch_batches
+    if batch_idx and progress.validated_through != batch_idx:
+        # resumed from a checkpoint written after this batch and before the validation due after it had run
+        # all its batches (a step checkpoint, a crash inside it): that validation runs now, as in Lightning
+        is_last = batch_idx >= total
+        validate(batch_idx - 1, is_last, automatic and batch_idx % accumulate != 0 and not is_last)
     while batch_idx < total:
         batch = next(iterator, _END)  # fetch
         if batch is _END:
@@ -327,7 +332,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     else:
         if resume is not None and resume.rng is not None:
             set_rng_states(resume.rng)
-        progress.epoch_batches = 0
+        progress.epoch_batches = progress.validated_through = 0
         progress.epoch_done = False  # the results were reset at the last epoch's end (on_train_start's stay)
         run.last_batch_seen = False
         run.restarting = False
@@ -749,6 +754,8 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
                 _evaluate_loader(trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches)
             outputs_per_loader.append(run.metrics.eval_epoch_outputs(results, stage))
         results.dataloader_idx = None
+        if stage == RunningStage.VALIDATING and trainer.state.fn == TrainerFn.FITTING:
+            run.progress.validated_through = run.progress.epoch_batches  # its end hooks save checkpoints
         run.metrics.epoch_end = results  # what the epoch-end hooks log is in callback_metrics at once, as in Lightning
         hooks.call_both(f"on_{prefix}_epoch_end")
         run.metrics.epoch_end = None

@@ -57,6 +57,9 @@ class Progress:
     # the batch just trained closed an accumulation window, and the loggers' step has not moved on yet (it does
     # after the batch's end hooks and validation): a checkpoint written in between resumes with it moved on
     step_pending: bool = False
+    # the epoch's batches trained on when a validation inside fit last ran all its batches (0 at an epoch's
+    # start): a checkpoint written after a batch whose validation had not run resumes with that validation
+    validated_through: int = 0
 
     @property
     def epochs_processed(self) -> int:
