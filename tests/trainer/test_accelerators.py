@@ -51,6 +51,25 @@ def test_an_instance_is_used_and_its_hooks_run_around_each_call():
     assert accelerator.calls == one_call + one_call
 
 
+@pytest.mark.parametrize("strategy", [SingleDeviceStrategy, DDPStrategy])
+def test_an_accelerator_given_to_the_strategy_object_is_the_trainers(strategy):
+    # as Lightning: with `Trainer(accelerator="auto")` the strategy's accelerator is used, hooks and all
+    accelerator = RecordingCPUAccelerator()
+    made = strategy(accelerator=accelerator) if strategy is DDPStrategy else strategy("cpu", accelerator=accelerator)
+    trainer = quiet_trainer(strategy=made, max_epochs=1)
+    assert trainer.accelerator is accelerator
+    if strategy is SingleDeviceStrategy:
+        trainer.fit(CoreModel(), loader())
+        assert accelerator.calls == ["setup_device(cpu)", "setup(model on cpu)", "teardown"]
+    with pytest.raises(MisconfigurationException, match="accelerator set through both strategy class and accelerator"):
+        quiet_trainer(
+            strategy=strategy("cpu", accelerator=CPUAccelerator())
+            if strategy is SingleDeviceStrategy
+            else strategy(accelerator=CPUAccelerator()),
+            accelerator="cpu",
+        )
+
+
 def test_a_registered_name_builds_that_accelerator():
     AcceleratorRegistry.register("recording_cpu", RecordingCPUAccelerator, description="CPU, recorded")
     try:

@@ -393,9 +393,13 @@ def _resolve_log_levels(fx: str, name: str, on_step: bool | None, on_epoch: bool
 def _check_iterator_step_says_batch_sizes(module: Any, trainer: Any, batch_size: int | None) -> None:
     """A ``training_step(self, dataloader_iter)`` draws its own batches, so which batch a logged value came
     from is unknown: as Lightning, ``self.log`` calls while it trains must say ``batch_size``."""
-    from ember.trainer.data import takes_dataloader_iter
+    from ember.utilities.signature_utils import is_param_in_hook_signature
 
-    if batch_size is None and trainer.training and takes_dataloader_iter(module, "training_step"):
+    if (
+        batch_size is None
+        and trainer.training
+        and is_param_in_hook_signature(module.training_step, "dataloader_iter", explicit=True)
+    ):
         raise MisconfigurationException(
             "With `def training_step(self, dataloader_iter)`, `self.log(..., batch_size=...)` should be provided."
         )

@@ -74,6 +74,14 @@ def create_accelerator(accelerator: Any, devices: Any = "auto", strategy: Any = 
             f"`Trainer(devices={devices!r})` value is not a valid input using {name} accelerator."
             " Pass a positive number of devices, a list of device indices, -1 (all) or 'auto'."
         )
+    given = getattr(strategy, "_given_accelerator", None) if isinstance(strategy, Strategy) else None
+    if given is not None:  # as Lightning: the strategy object's accelerator is the Trainer's
+        if accelerator not in ("auto", None):
+            raise MisconfigurationException(
+                "accelerator set through both strategy class and accelerator flag, choose one: pass it to the"
+                " strategy only, or leave `Trainer(accelerator=...)` at 'auto'."
+            )
+        accelerator = given
     accelerator = _accelerator_of_parallel_devices(accelerator, strategy)
     if isinstance(accelerator, Accelerator):
         instance = accelerator

@@ -78,6 +78,8 @@ class ParallelStrategy(Strategy):
             )
         super().__init__("cpu")
         self.accelerator = accelerator
+        # an `Accelerator` object the Trainer takes (`Trainer(accelerator="auto")`); `accelerator` becomes its device type
+        self._given_accelerator = accelerator if accelerator is not None and not isinstance(accelerator, str) else None
         self.parallel_devices = parallel_devices
         self.cluster_environment = (
             own_environment(cluster_environment) if cluster_environment is not None else detect_environment()

@@ -392,6 +392,9 @@ class SingleDeviceStrategy(Strategy):
         self._world_size = 1
         self._checkpoint_io = own_checkpoint_io(checkpoint_io)
         self.precision_plugin = precision_plugin  # the Trainer takes it, as from a parallel strategy
+        self._given_accelerator = (
+            accelerator  # an `Accelerator` object the Trainer takes (`Trainer(accelerator="auto")`)
+        )
 
 
 # `Trainer(strategy="<name>")` looks up here the names it does not build itself (a library's own
