@@ -382,17 +382,14 @@ class _Calls(ember.Callback):
 
 
 def _validating_run(root, callbacks, ckpt_path=None, val_check_interval=1.0, max_epochs=2):
-    from tests.helpers.core_models import CoreModel, loader
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
-    trainer = ember.Trainer(
+    trainer = quiet_trainer(
         max_epochs=max_epochs,
         val_check_interval=val_check_interval,
         default_root_dir=root,
         callbacks=callbacks,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        enable_checkpointing=True,
     )
     torch.manual_seed(0)
     trainer.fit(CoreModel(), loader(n=8, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
