@@ -243,3 +243,29 @@ def test_with_log_model_true_every_checkpoint_callbacks_files_are_uploaded_at_th
         ("loss-epoch=0.ckpt", ["ModelCheckpoint", "original_filename", "score"], ["latest", "best"]),
         ("step-step=4.ckpt", ["ModelCheckpoint", "original_filename", "score"], ["latest", "best"]),
     ]
+
+
+def test_processes_ddp_spawn_starts_log_to_the_run_the_calling_process_started(tmp_path):
+    # as Lightning: pickling the logger for the spawned processes starts the run, which they attach to, so a
+    # fit and a test log to one run and the calling process knows its id
+    import ember
+    from ember.demos.boring_classes import BoringModel
+
+    logger = WandbLogger(save_dir=tmp_path / "wb", offline=True, project="p")
+    trainer = ember.Trainer(
+        strategy="ddp_spawn",
+        accelerator="cpu",
+        devices=2,
+        max_steps=2,
+        limit_val_batches=0,
+        limit_test_batches=2,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(BoringModel())
+    assert logger.version is not None
+    trainer.test(BoringModel(), verbose=False)
+    runs = glob.glob(str(tmp_path / "wb" / "wandb" / "offline-run-*"))
+    assert [os.path.basename(run).rsplit("-", 1)[1] for run in runs] == [logger.version]

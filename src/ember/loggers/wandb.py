@@ -113,9 +113,12 @@ class WandbLogger(Logger):
         self.add_file_policy = add_file_policy
 
     def __getstate__(self) -> dict[str, Any]:
-        # a live run cannot be pickled; keep its id so the copy resumes the same run
+        # a live run cannot be pickled: start it here (as Lightning does: the processes `ddp_spawn` starts get a
+        # pickled copy) and keep how to reach it, so that every copy, and every later call, logs to that one run
+        _ = self.experiment
         state = self.__dict__.copy()
         if self._experiment is not None:
+            state["_attach_id"] = getattr(self._experiment, "_attach_id", None)
             state["_id"] = getattr(self._experiment, "id", None)
             state["_wandb_init"] = dict(self._wandb_init, id=state["_id"])
             state["_name"] = getattr(self._experiment, "name", self._name)
@@ -135,6 +138,8 @@ class WandbLogger(Logger):
                     " this run. If this is not desired, call `wandb.finish()` before instantiating `WandbLogger`."
                 )
                 self._experiment = wandb.run
+            elif getattr(self, "_attach_id", None) is not None and hasattr(wandb, "_attach"):
+                self._experiment = wandb._attach(self._attach_id)  # the run the pickling process started
             else:
                 if self._save_dir:
                     os.makedirs(self._save_dir, exist_ok=True)
