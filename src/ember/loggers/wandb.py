@@ -138,8 +138,8 @@ class WandbLogger(Logger):
                     " this run. If this is not desired, call `wandb.finish()` before instantiating `WandbLogger`."
                 )
                 self._experiment = wandb.run
-            elif getattr(self, "_attach_id", None) is not None and hasattr(wandb, "_attach"):
-                self._experiment = wandb._attach(self._attach_id)  # the run the pickling process started
+            elif (attach_id := getattr(self, "_attach_id", None)) is not None and hasattr(wandb, "_attach"):
+                self._experiment = wandb._attach(attach_id)  # the run the pickling process started
             else:
                 if self._save_dir:
                     os.makedirs(self._save_dir, exist_ok=True)
