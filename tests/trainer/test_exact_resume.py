@@ -436,3 +436,42 @@ def test_a_run_that_failed_inside_a_validation_resumes_by_running_that_validatio
         max_epochs=1,
     )
     assert resumed.calls == ["validation at 2", "batch 0:2", "batch 0:3", "validation at 4", "epoch end 0"]
+
+
+def _as_written_by(ckpt, written_by, tmp_path):
+    """The checkpoint as Lightning wrote it (its counters only), or as an Ember that kept no validation count."""
+    checkpoint = torch.load(ckpt, weights_only=True)
+    if written_by == "lightning":
+        del checkpoint["ember"]
+    elif written_by == "older ember":
+        del checkpoint["ember"]["progress"]["validated_through"]
+    else:
+        return str(ckpt)
+    path = tmp_path / f"{written_by}.ckpt"
+    torch.save(checkpoint, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("written_by", ["ember", "lightning", "older ember"])
+def test_a_checkpoint_written_when_a_validation_ended_resumes_without_running_it_again(tmp_path, written_by):
+    from ember.callbacks import ModelCheckpoint
+
+    saves = ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", monitor="val_loss", save_top_k=-1)
+    whole = _Calls()
+    _validating_run(tmp_path / "whole", [whole, saves], val_check_interval=2, max_epochs=1)
+    ckpt = _as_written_by(tmp_path / "ckpts" / "step=2.ckpt", written_by, tmp_path)
+    resumed = _Calls()
+    _validating_run(tmp_path / "resumed", [resumed], ckpt_path=ckpt, val_check_interval=2, max_epochs=1)
+    assert resumed.calls == ["batch 0:2", "batch 0:3", "validation at 4", "epoch end 0"] == whole.calls[3:]
+
+
+@pytest.mark.parametrize("written_by", ["lightning", "older ember"])
+def test_a_step_checkpoint_before_a_due_validation_resumes_with_it_whoever_wrote_it(tmp_path, written_by):
+    from ember.callbacks import ModelCheckpoint
+
+    saves = ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", every_n_train_steps=2, save_top_k=-1)
+    _validating_run(tmp_path / "whole", [saves], val_check_interval=2, max_epochs=1)
+    ckpt = _as_written_by(tmp_path / "ckpts" / "step=2.ckpt", written_by, tmp_path)
+    resumed = _Calls()
+    _validating_run(tmp_path / "resumed", [resumed], ckpt_path=ckpt, val_check_interval=2, max_epochs=1)
+    assert resumed.calls == ["validation at 2", "batch 0:2", "batch 0:3", "validation at 4", "epoch end 0"]

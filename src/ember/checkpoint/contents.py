@@ -425,6 +425,8 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     ember_state = checkpoint.get(EMBER_KEY)
     if ember_state is not None:
         progress.load_state_dict(ember_state["progress"])
+        if "validated_through" not in ember_state["progress"]:  # written by an Ember before it kept this count
+            progress.validated_through = _validated_through(checkpoint, progress.epoch_batches)
         run.sampler_seed = ember_state.get("sampler_seed")
         same_world = ember_state.get("world_size", 1) == t.world_size
         rng = ember_state.get("rng") if same_world else None
@@ -496,3 +498,16 @@ def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any], acc
     progress.total_batches = fit.get("epoch_loop.batch_progress", {}).get("total", {}).get("processed", 0)
     # Lightning writes its step count before the batch's end moves it on, and moves it on when it restarts
     progress.step_pending = under_way and progress.epoch_batches % accumulate == 0
+    progress.validated_through = _validated_through(checkpoint, progress.epoch_batches)
+
+
+def _validated_through(checkpoint: dict[str, Any], epoch_batches: int) -> int:
+    """From a checkpoint's ``loops`` entry: ``epoch_batches`` when it was written after the validation that
+    follows that batch had run all its batches (Lightning then counts the batch completed, and its validation
+    loop has no batch under way), else 0 (a validation may still be due)."""
+    fit = checkpoint.get("loops", {}).get("fit_loop", {})
+    batch = fit.get("epoch_loop.batch_progress", {}).get("current", {})
+    validation = fit.get("epoch_loop.val_loop.batch_progress", {}).get("current", {})
+    validation_under_way = validation.get("started", 0) > validation.get("completed", 0)
+    batch_completed = epoch_batches and batch.get("completed") == batch.get("processed") == epoch_batches
+    return epoch_batches if batch_completed and not validation_under_way else 0
