@@ -159,7 +159,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         # resumed from a checkpoint written after this batch and before the validation due after it had run
         # all its batches (a step checkpoint, a crash inside it): that validation runs now, as in Lightning
         is_last = batch_idx >= total
-        validate(batch_idx - 1, is_last, automatic and batch_idx % accumulate != 0 and not is_last)
+        epoch.validate_if_due(batch_idx - 1, is_last, automatic and batch_idx % accumulate != 0 and not is_last)
     while batch_idx < total:
         batch = next(iterator, _END)  # fetch
         if batch is _END:
@@ -432,6 +432,14 @@ class _EpochPlan:
 
     def _validate(self, batch_idx: int, is_last: bool, accumulating: bool) -> None:
         """Validate when an interval ends (or training stops mid-epoch), then step ReduceLROnPlateau."""
+        self.validate_if_due(batch_idx, is_last, accumulating)
+        if self.plateau_step and not accumulating:
+            for config in self.plateau_step:
+                if (batch_idx + 1) % config.frequency == 0:
+                    _step_plateau(self.trainer, self.run, config)
+
+    def validate_if_due(self, batch_idx: int, is_last: bool, accumulating: bool) -> None:
+        """Validate when an interval ends after batch ``batch_idx`` (or training stops mid-epoch)."""
         trainer, run = self.trainer, self.run
         if self.validating and (self._validation_due(batch_idx, is_last) or self._stopping()):
             if not accumulating:
@@ -443,10 +451,6 @@ class _EpochPlan:
             trainer.state.stage = RunningStage.TRAINING
             run.results = self.results
             run.metrics.live = self.results
-        if self.plateau_step and not accumulating:
-            for config in self.plateau_step:
-                if (batch_idx + 1) % config.frequency == 0:
-                    _step_plateau(trainer, run, config)
 
     def _validation_due(self, batch_idx: int, is_last: bool) -> bool:
         if self.val_every:
