@@ -150,3 +150,18 @@ def test_missing_comet_ml_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "comet_ml", None)
     with pytest.raises(ModuleNotFoundError, match=r"needs the `comet_ml` package.*pip install 'ember\[comet\]'"):
         CometLogger()
+
+
+def test_lightnings_availability_flag_says_whether_comet_ml_is_installed():
+    # libraries check `loggers.comet._COMET_AVAILABLE` before making a CometLogger, as Lightning's own code does
+    from importlib import metadata
+
+    from ember.loggers.comet import _COMET_AVAILABLE
+
+    try:
+        metadata.version("comet-ml")
+    except metadata.PackageNotFoundError:
+        assert not _COMET_AVAILABLE
+        assert "comet-ml>=3.44.4" in str(_COMET_AVAILABLE)  # the message names the requirement to install
+    else:
+        pytest.skip("comet-ml is installed: the flag's false case cannot be seen here")

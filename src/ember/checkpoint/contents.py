@@ -426,7 +426,9 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     if ember_state is not None:
         progress.load_state_dict(ember_state["progress"])
         if "validated_through" not in ember_state["progress"]:  # written by an Ember before it kept this count
-            progress.validated_through = _validated_through(checkpoint, progress.epoch_batches)
+            progress.validated_through = _validated_through(
+                checkpoint.get("loops", {}).get("fit_loop", {}), progress.epoch_batches
+            )
         run.sampler_seed = ember_state.get("sampler_seed")
         same_world = ember_state.get("world_size", 1) == t.world_size
         rng = ember_state.get("rng") if same_world else None
@@ -477,35 +479,33 @@ def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any], acc
     completed = epoch_progress.get("completed", checkpoint.get("epoch", 0))
     processed = epoch_progress.get("processed", completed)
     started = epoch_progress.get("started", processed)
-    batch_current = fit.get("epoch_loop.batch_progress", {}).get("current", {})
+    batch_progress = fit.get("epoch_loop.batch_progress", {})
+    batch_current = batch_progress.get("current", {})
     progress.epoch = completed
     progress.epoch_done = processed > completed
     # at the end of an epoch whose data had not run out (`max_steps` or a stop cut it short)
-    progress.epoch_unfinished = progress.epoch_done and not fit.get("epoch_loop.batch_progress", {}).get(
-        "is_last_batch", True
-    )
+    progress.epoch_unfinished = progress.epoch_done and not batch_progress.get("is_last_batch", True)
     # an epoch is under way only once started and not yet completed; saved after `fit` returned, every
     # counter is equal and the batch count is the last epoch's, so the next epoch runs in full
     under_way = started > completed and not progress.epoch_done
     progress.epoch_batches = batch_current.get("processed", 0) if under_way or progress.epoch_unfinished else 0
     if not under_way and not progress.epoch_done:  # saved between two epochs: the counters of the one that ended
         progress.last_epoch_batches = batch_current.get("processed", 0)
-        progress.last_epoch_ran_out = fit.get("epoch_loop.batch_progress", {}).get("is_last_batch", False)
+        progress.last_epoch_ran_out = batch_progress.get("is_last_batch", False)
     progress.global_step = checkpoint.get("global_step", 0)
     progress.batches_that_stepped = fit.get("epoch_loop.state_dict", {}).get(
         "_batches_that_stepped", progress.global_step
     )
-    progress.total_batches = fit.get("epoch_loop.batch_progress", {}).get("total", {}).get("processed", 0)
+    progress.total_batches = batch_progress.get("total", {}).get("processed", 0)
     # Lightning writes its step count before the batch's end moves it on, and moves it on when it restarts
     progress.step_pending = under_way and progress.epoch_batches % accumulate == 0
-    progress.validated_through = _validated_through(checkpoint, progress.epoch_batches)
+    progress.validated_through = _validated_through(fit, progress.epoch_batches)
 
 
-def _validated_through(checkpoint: dict[str, Any], epoch_batches: int) -> int:
-    """From a checkpoint's ``loops`` entry: ``epoch_batches`` when it was written after the validation that
+def _validated_through(fit: dict[str, Any], epoch_batches: int) -> int:
+    """From a checkpoint's ``loops["fit_loop"]`` entry: ``epoch_batches`` when it was written after the validation that
     follows that batch had run all its batches (Lightning then counts the batch completed, and its validation
     loop has no batch under way), else 0 (a validation may still be due)."""
-    fit = checkpoint.get("loops", {}).get("fit_loop", {})
     batch = fit.get("epoch_loop.batch_progress", {}).get("current", {})
     validation = fit.get("epoch_loop.val_loop.batch_progress", {}).get("current", {})
     validation_under_way = validation.get("started", 0) > validation.get("completed", 0)

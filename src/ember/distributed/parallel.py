@@ -19,7 +19,6 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ember.checkpoint.async_io import find_async_io
-from ember.checkpoint.io import own_checkpoint_io
 from ember.distributed import failure
 from ember.distributed.environments import (
     ClusterEnvironment,
@@ -84,7 +83,7 @@ class ParallelStrategy(Strategy):
         self.cluster_environment = (
             own_environment(cluster_environment) if cluster_environment is not None else detect_environment()
         )
-        self._checkpoint_io = own_checkpoint_io(checkpoint_io)
+        self.checkpoint_io = checkpoint_io
         self.precision_plugin = precision_plugin
         self._process_group_backend = process_group_backend
         self._timeout = timeout if timeout is not None else default_pg_timeout

@@ -390,7 +390,7 @@ class SingleDeviceStrategy(Strategy):
     ) -> None:
         super().__init__(device)
         self._world_size = 1
-        self._checkpoint_io = own_checkpoint_io(checkpoint_io)
+        self.checkpoint_io = checkpoint_io
         self.precision_plugin = precision_plugin  # the Trainer takes it, as from a parallel strategy
         self._given_accelerator = (
             accelerator  # an `Accelerator` object the Trainer takes (`Trainer(accelerator="auto")`)

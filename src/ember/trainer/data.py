@@ -16,7 +16,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from ember.utilities.combined_loader import CombinedLoader, _flatten
+from ember.utilities.combined_loader import CombinedLoader
 from ember.utilities.data import sized_len, suggested_max_num_workers
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
@@ -56,16 +56,6 @@ def limit_batches(loader: Any, limit: int | float, name: str, length: int | None
             f" `limit_{name}_batches={min_fraction}`"
         )
     return batches
-
-
-def as_loader_list(loaders: Any) -> list[Any]:
-    """Evaluation loops accept one loader or a collection (list, tuple, dict, nested) of them.
-
-    The collection is flattened as ``CombinedLoader`` flattens it: a list of numbers is one iterable.
-    """
-    if loaders is None:
-        return []
-    return _flatten(loaders)[0]
 
 
 def check_loader(loader: Any, fn: str, returned_from: str | None, defined: bool = True) -> None:

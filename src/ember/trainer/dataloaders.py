@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from ember.trainer.data import (
     CombinedBatches,
-    as_loader_list,
     check_loader,
     check_workers,
     limit_batches,
@@ -259,7 +258,13 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     combined = source if isinstance(source, CombinedLoader) else None
     if combined is not None and combined._mode != "sequential" and key == "predict":
         raise ValueError('`trainer.predict()` only supports the `CombinedLoader(mode="sequential")` mode.')
-    loaders = combined.flattened if combined is not None else ([None] if source is None else as_loader_list(source))
+    # the loaders in a flat list, and how to put them back in the structure given (`trainer.<stage>_dataloaders`)
+    if combined is not None:
+        loaders, structure = combined.flattened, None
+    elif source is None:
+        loaders, structure = [None], None
+    else:
+        loaders, structure = _flatten(source)
     _check_loaders(t, loaders, returned_from, defined)
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
     # in fit, `overfit_batches` also validates on the same first batches each time, as Lightning does
@@ -292,8 +297,7 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     limit = _batch_limit(t, key)
     several = len(prepared) > 1
     counts = [count_batches(t, loader, limit, key, index if several else None) for index, loader in enumerate(prepared)]
-    # `trainer.<stage>_dataloaders`: the prepared loaders in the structure given (one, a list of one, a dict...)
-    value = _unflatten(prepared, _flatten(source)[1]) if source is not None else (prepared or [None])[0]
+    value = _unflatten(prepared, structure) if structure is not None else (prepared or [None])[0]
     loop_counts = counts
     if combined is not None:
         combined.flattened = prepared
