@@ -590,6 +590,24 @@ def test_a_path_ember_does_not_provide_raises_naming_it(path, says):
         assert says in message
 
 
+def test_lightnings_neptune_path_imports_under_the_alias():
+    # a config or program that names Lightning's class imports it; only building it fails, as in Lightning
+    code = """
+        import ember
+        ember.install_as_lightning()
+        from pytorch_lightning.loggers.neptune import NeptuneLogger
+        import lightning.pytorch as lp
+        assert lp.loggers.neptune.NeptuneLogger is NeptuneLogger is ember.loggers.neptune.NeptuneLogger
+        try:
+            NeptuneLogger()
+        except RuntimeError as error:
+            print(str(error).splitlines()[0])
+    """
+    assert ok(python(code, without_lightning=True)).strip() == (
+        "NeptuneLogger is no longer supported. Neptune has been sunset."
+    )
+
+
 def test_a_librarys_own_evaluation_loop_prints_its_own_results_table():
     # torch-uncertainty's trainer: `test_loop` replaced by an `_EvaluationLoop` subclass that prints its own
     # table, from the dicts of tensors Lightning passes it
