@@ -48,8 +48,9 @@ def load_file(file: IO[bytes], name: str, map_location: Any, weights_only: bool)
         if kind != "other" and weights_only and _is_refusal(err):
             blocked = _blocked_global(str(err))
             what = f"`{blocked}`" if blocked else "an object that is not plain data"
+            # torch's own first words lead, so code that looks for them (as on Lightning) still finds them
             raise pickle.UnpicklingError(
-                f"Checkpoint {name} needs {what}, which safe loading (`weights_only=True`) refuses to"
+                f"Weights only load failed: checkpoint {name} needs {what}, which safe loading (`weights_only=True`) refuses to"
                 " import. If you trust the file's source, load it with `weights_only=False`; otherwise"
                 " allow just that class with `torch.serialization.add_safe_globals([...])`."
             ) from err
