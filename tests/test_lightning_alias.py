@@ -736,13 +736,17 @@ def test_lightnings_logger_names_quiet_and_redirect_embers_messages(tmp_path):
             kwargs = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
             pl.Trainer(max_epochs=epochs, **kwargs).fit(Tiny(), DataLoader(torch.ones(2, 1)))
 
-        assert logging.getLogger("lightning.pytorch") is logging.getLogger("pytorch_lightning") is logging.getLogger("ember")
-        assert logging.getLogger("pytorch_lightning.core").parent is logging.getLogger("ember")
+        assert logging.getLogger("lightning.pytorch") is logging.getLogger("ember")
+        # the package the program did not import has a logger of its own, as on Lightning
+        assert logging.getLogger("pytorch_lightning") is not logging.getLogger("ember")
+        assert logging.getLogger("pytorch_lightning.core").parent is logging.getLogger("pytorch_lightning")
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # Lightning's way to quiet its messages
         fit(1)
         logging.getLogger("lightning.pytorch").setLevel(logging.INFO)
-        logging.getLogger("pytorch_lightning").addHandler(logging.FileHandler("messages.log"))
+        logging.getLogger("lightning.pytorch").addHandler(logging.FileHandler("messages.log"))
         fit(2)
+        import pytorch_lightning  # now both packages serve the one Trainer: either name configures it
+        assert logging.getLogger("pytorch_lightning") is logging.getLogger("ember")
     """
     proc = python(code, cwd=tmp_path)
     ok(proc)
@@ -750,6 +754,28 @@ def test_lightnings_logger_names_quiet_and_redirect_embers_messages(tmp_path):
         "`max_epochs=1` reached" not in proc.stderr and "`Trainer.fit` stopped: `max_epochs=2` reached." in proc.stderr
     )
     assert (tmp_path / "messages.log").read_text() == "`Trainer.fit` stopped: `max_epochs=2` reached.\n"
+
+
+def test_quieting_the_logger_of_the_package_not_imported_leaves_the_messages_as_on_lightning(tmp_path):
+    # TorchEEG quiets `lightning.pytorch` as it loads, then trains through `pytorch_lightning`: on
+    # Lightning that name is another package's logger, so the messages still show. A level set before
+    # the import does not hold on Lightning either: its import sets its logger to INFO.
+    code = """
+        import logging
+        import ember
+        ember.install_as_lightning()
+        logging.getLogger("lightning.pytorch").setLevel(logging.CRITICAL)
+        logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+        import pytorch_lightning as pl
+
+        pl.seed_everything(3)
+        logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)  # after the import, it holds
+        pl.seed_everything(4)
+    """
+    proc = python(code, cwd=tmp_path)
+    ok(proc)
+    assert "Seed set to 3" in proc.stderr
+    assert "Seed set to 4" not in proc.stderr
 
 
 def test_import_ember_honours_the_environment_variable_and_stays_light_without_it():

@@ -13,7 +13,7 @@ Ember, and ``lightning.fabric`` stays Lightning's), else a small package with Li
 names (``L.Trainer``, ``L.LightningModule``, ...; ``L.fabric`` is ``lightning_fabric`` if that is
 installed). A path Ember does not have raises ``ModuleNotFoundError`` naming it. The logger names
 ``lightning.pytorch`` and ``pytorch_lightning`` give Ember's logger, so configuring them configures
-Ember's messages.
+Ember's messages (from the program's first import of one, only the names it imported).
 
 Ember's classes take the Lightning names they are imported by: once a program imports
 ``pytorch_lightning`` (or ``lightning.pytorch``), every class of an Ember module reports the
@@ -226,19 +226,65 @@ def _lightning_logger_names_give_embers_logger() -> None:
     the ``ember`` logger, which Ember's messages go through: a program that quiets Lightning's messages
     (``logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)``, as Lightning's docs show) or
     sends them to a file quiets or sends Ember's. A name the program configured before the alias was
-    installed keeps its own logger."""
+    installed keeps its own logger. Once the program imports one of the two packages, the name of the
+    other is a logger of its own again (``_logger_name_follows_import``)."""
+    for name in _ROOTS:
+        _give_embers_logger_the_name(name)
+
+
+def _give_embers_logger_the_name(name: str) -> None:
     ember_logger = logging.getLogger("ember")
     registry = logging.Logger.manager.loggerDict
-    for name in _ROOTS:
-        existing = registry.get(name)
-        if isinstance(existing, logging.Logger):
-            continue
+    existing = registry.get(name)
+    if name in _set_apart and existing is _set_apart[name]:  # the name's own logger since the other package's import
+        del _set_apart[name]
         registry[name] = ember_logger
-        if isinstance(existing, logging.PlaceHolder):  # loggers below the name exist: they now sit below Ember's
-            for child in existing.loggerMap:
-                parent = child.parent
-                if isinstance(child, logging.Logger) and not (parent and parent.name.startswith(name + ".")):
-                    child.parent = ember_logger
+        _move_children(name, existing, ember_logger)
+        return
+    if isinstance(existing, logging.Logger):
+        return
+    registry[name] = ember_logger
+    if isinstance(existing, logging.PlaceHolder):  # loggers below the name exist: they now sit below Ember's
+        for child in existing.loggerMap:
+            parent = child.parent
+            if isinstance(child, logging.Logger) and not (parent and parent.name.startswith(name + ".")):
+                child.parent = ember_logger
+
+
+def _move_children(name: str, old: Any, new: logging.Logger) -> None:
+    """The loggers below ``name`` whose parent was ``old`` get ``new`` as their parent."""
+    for child in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(child, logging.Logger) and child.parent is old and child.name.startswith(name + "."):
+            child.parent = new
+
+
+_roots_imported: list[str] = []
+_set_apart: dict[str, logging.Logger] = {}  # the root names given a logger of their own again
+
+
+def _logger_name_follows_import(root: str) -> None:
+    """At the first import of ``root``, as Lightning's package does at its import: its logger says
+    ``INFO`` again (a level set before the import does not hold on Lightning either), and the name
+    of the root not imported (yet) becomes a logger of its own, as it is on Lightning, where the
+    other package prints nothing. TorchEEG, which imports ``pytorch_lightning``, quiets the
+    ``lightning.pytorch`` logger as it loads: that must not quiet Lightning's messages. A root
+    imported later gets Ember's logger again: both packages then serve the one Trainer."""
+    if root in _roots_imported:
+        return
+    _roots_imported.append(root)
+    ember_logger = logging.getLogger("ember")
+    if len(_roots_imported) > 1:
+        _give_embers_logger_the_name(root)
+        return
+    if logging.Logger.manager.loggerDict.get(root) is ember_logger:
+        ember_logger.setLevel(logging.INFO)
+    registry = logging.Logger.manager.loggerDict
+    for other in _ROOTS:
+        if other == root or registry.get(other) is not ember_logger:
+            continue
+        del registry[other]
+        _set_apart[other] = logging.getLogger(other)
+        _move_children(other, ember_logger, _set_apart[other])
 
 
 class _ImportEmber:
@@ -262,6 +308,8 @@ class _Finder(importlib.abc.MetaPathFinder):
             return _naming_spec(fullname, path)
         if fullname in _ROOTS or fullname == "lightning":
             _settle_log_handler()  # where Lightning's messages go is decided at its first import
+        if fullname in _ROOTS:
+            _logger_name_follows_import(fullname)
         for root in _ROOTS:
             if fullname == root:
                 return _root_spec(fullname)
