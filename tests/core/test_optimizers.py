@@ -295,6 +295,31 @@ def test_optimizer_step_override_that_drops_the_closure():
         quiet_trainer(max_epochs=1).fit(NoClosure(), loader(n=8))
 
 
+def test_optimizer_step_hook_that_runs_the_closure_itself_steps_only_when_it_asks():
+    # a way to skip steps that Lightning allows: run the closure (forward, backward), then step or not
+    class EveryOther(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.stepped, self.before_step = [], 0
+
+        def on_before_optimizer_step(self, optimizer):
+            self.before_step += 1
+
+        def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure):
+            optimizer_closure()
+            weights = self.layer.weight.detach().clone()
+            if batch_idx % 2 == 0:
+                optimizer.step()
+            self.stepped.append(not torch.equal(weights, self.layer.weight))
+
+    model = EveryOther()
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, loader(n=8, batch_size=1))
+    assert model.stepped == [True, False] * 4
+    assert model.before_step == 4  # the hooks before a step run with the step, not with the closure
+    assert trainer.global_step == 8  # as Lightning counts it
+
+
 def test_two_lists_with_a_scheduler_config_dict():
     def configure(m):
         opt = _sgd(m)

@@ -104,17 +104,8 @@ class LightningOptimizer:
         """
         if closure is not None and not callable(closure):
             raise MisconfigurationException("When `optimizer.step(closure)` is called, the closure should be callable")
-        if (
-            closure is None
-            and self.__dict__.get("_closure_hook") is not None
-            and self._trainer.lightning_module.automatic_optimization
-        ):
-            # automatic optimization: training_step and backward live in the closure; without it nothing trains
-            raise MisconfigurationException(
-                "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your `optimizer_step`"
-                " hook? It could also happen because the `optimizer.step(optimizer_closure)` call did not execute it"
-                " internally."
-            )
+        # Without a closure (an `optimizer_step` hook that ran `optimizer_closure()` itself, or none), the step
+        # runs on the gradients there are; a hook that never ran the closure is refused once it returns.
         self._on_before_step()
         step = self._trainer._run.step if self._trainer is not None else None
         if step is None:

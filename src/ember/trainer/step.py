@@ -250,8 +250,10 @@ class TrainingStep:
         optimizer = wrapper._optimizer
         before = getattr(wrapper, "_closure_hook", None)
         if self.automatic and before is not None:
-            # automatic optimization through the module's `optimizer_step`: the closure trains
-            return self.precision.run_optimizer_step(optimizer, closure, before, **kwargs)
+            # automatic optimization through the module's `optimizer_step`: the closure trains. A hook that
+            # ran `optimizer_closure()` itself steps with none: nothing to run again, and (as a skipped
+            # backward) no GradScaler step, as in Lightning
+            return self.precision.run_optimizer_step(optimizer, closure or _no_loss, before, **kwargs)
         hooks = self.hooks
 
         def before_step() -> None:
