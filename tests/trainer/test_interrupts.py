@@ -1,5 +1,6 @@
 """Failures inside a run: hooks, teardown, status, and what the user gets back."""
 
+import logging
 import signal
 
 import pytest
@@ -64,7 +65,7 @@ def test_keyboard_interrupt_shuts_down_gracefully_and_restores_sigint(tmp_path):
     assert signal.getsignal(signal.SIGINT) is before  # Ctrl+C works again afterwards
 
 
-def test_should_stop_ends_training_after_min_epochs(tmp_path):
+def test_should_stop_ends_training_after_min_epochs(tmp_path, caplog):
     class StopAtOnce(ember.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             trainer.should_stop = True
@@ -72,8 +73,12 @@ def test_should_stop_ends_training_after_min_epochs(tmp_path):
     model = Failing(RuntimeError("never raised"))
     model.training_step = lambda batch, batch_idx: model.layer(batch[0]).sum()
     trainer = ember.Trainer(max_epochs=5, min_epochs=2, default_root_dir=tmp_path, callbacks=[StopAtOnce()], **QUIET)
-    trainer.fit(model, _loader())
+    with caplog.at_level(logging.DEBUG, logger="ember"):
+        trainer.fit(model, _loader())
     assert trainer.current_epoch == 2  # the stop is held until min_epochs are done
+    # Lightning's debug line for the stop, once, when it happens
+    said = [r.getMessage() for r in caplog.records if "should_stop" in r.getMessage() and "stopped" in r.getMessage()]
+    assert said == ["`Trainer.fit` stopped: `trainer.should_stop` was set."]
 
 
 def test_optimizer_step_override_that_skips_the_closure_is_an_error(tmp_path):

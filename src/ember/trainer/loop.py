@@ -32,7 +32,7 @@ from ember.trainer.step import TrainingStep
 from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.combined_loader import _is_stateful
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from ember.utilities.rank_zero import rank_zero_debug, rank_zero_info, rank_zero_warn
 from ember.utilities.seed import collect_rng_states, isolate_rng, set_rng_states
 from ember.utilities.signature_utils import check_dataloader_idx, step_without_batch_idx
 from ember.utilities.warnings import PossibleUserWarning
@@ -114,7 +114,10 @@ def _fit_done(trainer: Trainer, run: Run) -> bool:
         _count_the_finished_epoch(progress)
         rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={trainer.max_epochs!r}` reached.")
         return True
-    return bool(trainer.should_stop and _can_stop_early(trainer, run))
+    if trainer.should_stop and _can_stop_early(trainer, run):
+        rank_zero_debug("`Trainer.fit` stopped: `trainer.should_stop` was set.")
+        return True
+    return False
 
 
 def _max_steps_reached(trainer: Trainer, progress: Progress) -> bool:
