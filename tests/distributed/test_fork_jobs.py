@@ -138,6 +138,36 @@ def test_manual_optimization_averages_gradients(tmp_path):
     assert not torch.equal(rank0["weights"]["layer.weight"], before["layer.weight"])
 
 
+class _CountingDDP(DDPStrategy):
+    calls = 0
+
+    def backward(self, closure_loss, optimizer, *args, **kwargs):
+        type(self).calls += 1
+        return super().backward(closure_loss, optimizer, *args, **kwargs)
+
+
+class _CountedModel(RecordingModel):
+    def on_fit_end(self):
+        self.record["backward_calls"] = type(self.trainer.strategy).calls
+        super().on_fit_end()
+
+
+def test_a_ddp_strategy_that_overrides_backward_runs_each_backward_and_averages_gradients(tmp_path):
+    # the backward goes through the strategy after DDP's forward readied the reducer: it must not be readied twice
+    plain_folder, counted_folder = tmp_path / "plain", tmp_path / "counted"
+    plain_folder.mkdir(), counted_folder.mkdir()
+    torch.manual_seed(0)
+    fork_trainer(plain_folder, max_epochs=1).fit(RecordingModel(plain_folder), loader())
+    torch.manual_seed(0)
+    strategy = _CountingDDP(start_method="fork")
+    fork_trainer(counted_folder, strategy=strategy, max_epochs=1).fit(_CountedModel(counted_folder), loader())
+    plain, counted = read_ranks(plain_folder), read_ranks(counted_folder)
+    assert [r["backward_calls"] for r in counted] == [4, 4]  # 16 samples, 2 ranks, batches of 2
+    for rank in (0, 1):
+        for key, value in plain[rank]["weights"].items():
+            assert torch.equal(value, counted[rank]["weights"][key])
+
+
 def test_the_launching_process_keeps_the_module_when_its_workers_fail(tmp_path):
     # as Lightning: `trainer.lightning_module` is the module passed to `fit`, crash or not
     model = RaisingModel(tmp_path)

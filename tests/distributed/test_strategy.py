@@ -143,6 +143,60 @@ def test_strategy_object_is_configured_by_the_trainer():
     }
 
 
+class _BackwardRecordingStrategy(SingleDeviceStrategy):
+    """A strategy of the program's own around every backward, as Lightning's users write them."""
+
+    def __init__(self, **kwargs):
+        super().__init__(device=torch.device("cpu"), **kwargs)
+        self.calls: list[str] = []
+
+    def pre_backward(self, loss):
+        self.calls.append("pre_backward")
+
+    def backward(self, closure_loss, optimizer, *args, **kwargs):
+        self.calls.append(f"backward({type(optimizer).__name__})")
+        return super().backward(closure_loss, optimizer, *args, **kwargs)
+
+    def post_backward(self, loss):
+        self.calls.append(f"post_backward({loss.requires_grad})")
+
+
+class _BackwardHooks(CoreModel):
+    def on_before_backward(self, loss):
+        self.trainer.strategy.calls.append("on_before_backward")
+
+    def on_after_backward(self):
+        self.trainer.strategy.calls.append("on_after_backward")
+
+
+def test_a_strategy_that_overrides_backward_runs_every_automatic_backward():
+    torch.manual_seed(0)
+    plain = CoreModel()
+    model = _BackwardHooks()
+    model.load_state_dict(plain.state_dict())
+    quiet_trainer(max_epochs=1).fit(plain, loader(n=8))
+    strategy = _BackwardRecordingStrategy()
+    quiet_trainer(max_epochs=1, strategy=strategy).fit(model, loader(n=8))
+    one = ["on_before_backward", "backward(SGD)", "pre_backward", "post_backward(True)", "on_after_backward"]
+    assert strategy.calls == one * 2  # 8 samples, batches of 4
+    for key, value in plain.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key])  # the same training, through the strategy
+
+
+def test_a_strategy_that_only_reads_backward_keeps_embers_own_path():
+    class Plain(SingleDeviceStrategy):
+        pass
+
+    calls = []
+
+    class Watched(CoreModel):
+        def on_after_backward(self):
+            calls.append(self.trainer.strategy.backward.__func__ is SingleDeviceStrategy.backward)
+
+    quiet_trainer(max_epochs=1, strategy=Plain(device=torch.device("cpu"))).fit(Watched(), loader(n=8))
+    assert calls == [True, True]
+
+
 def test_torchrun_environment_is_joined(monkeypatch):
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
     for key, value in (

@@ -168,6 +168,8 @@ class DDPStrategy(ParallelStrategy):
         ddp = self._ddp
         if ddp is None or not torch.is_grad_enabled() or not ddp.require_backward_grad_sync:
             return
+        if self.lightning_module.automatic_optimization:
+            return  # DDP's forward, which the step ran through, has readied the reducer
         from torch.nn.parallel.distributed import _find_tensors
 
         used = list(_find_tensors(loss)) if ddp.find_unused_parameters and not ddp.static_graph else []

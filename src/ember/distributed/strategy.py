@@ -228,14 +228,19 @@ class Strategy:
         return create_precision(precision, device_type)
 
     def pre_backward(self, loss: Tensor) -> None:
-        """Called before ``manual_backward`` runs backward (DDP prepares its gradient reducer)."""
+        """Called before backward runs (in manual optimization, DDP prepares its gradient reducer)."""
+
+    def post_backward(self, loss: Tensor) -> None:
+        """Called after backward has run."""
 
     def backward(self, closure_loss: Tensor, optimizer: Optimizer | None, *args: Any, **kwargs: Any) -> Tensor:
         """The backward of ``self.manual_backward(loss)``: through the precision plugin's engine (DeepSpeed)
         or the module's ``backward`` hook, on the loss as the precision plugin scales it (fp16 AMP).
 
         ``args`` and ``kwargs`` (e.g. ``retain_graph=True``) go to that backward. Returns ``closure_loss``.
-        Automatic optimization runs its backward in the training loop's step, without this call.
+        Automatic optimization runs its backward in the training loop's step without this call, unless a
+        strategy class of the program's own overrides this method, ``pre_backward`` or ``post_backward``:
+        then every backward goes through it, as in Lightning.
         """
         self.pre_backward(closure_loss)
         precision = self.precision_plugin
@@ -243,6 +248,7 @@ class Strategy:
             precision.engine_backward(closure_loss, *args, **kwargs)
         else:
             self.lightning_module.backward(precision.scale_loss(closure_loss), *args, **kwargs)
+        self.post_backward(closure_loss)
         return closure_loss
 
     def block_backward_sync(self) -> contextlib.AbstractContextManager:

@@ -18,8 +18,10 @@ Every decision (which hooks are overridden, precision, clipping, profiling) is t
 
 from __future__ import annotations
 
+import os
 import reprlib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from torch import Tensor
@@ -93,6 +95,8 @@ class TrainingStep:
         if profiler is not None:
             backward = profiled(profiler, strategy_action(self.strategy, "backward"), backward or Tensor.backward)
         self._backward_fn = backward
+        if _program_overrides_backward(self.strategy):
+            self._backward = self._backward_through_strategy  # type: ignore[method-assign]
         self._scaler = self.precision.scaler
         self._on_before_optimizer_step = hooks.caller("on_before_optimizer_step")
         self._clip = self._clipping(trainer)
@@ -193,6 +197,15 @@ class TrainingStep:
         if self._on_after_backward is not None:
             self._on_after_backward()
 
+    def _backward_through_strategy(self, loss: Tensor) -> None:
+        """Automatic optimization's backward for a strategy whose class overrides ``backward``,
+        ``pre_backward`` or ``post_backward``: as in Lightning, every backward goes through it."""
+        if self._on_before_backward is not None:
+            self._on_before_backward(loss)
+        self._strategy_backward(loss, self.optimizer)
+        if self._on_after_backward is not None:
+            self._on_after_backward()
+
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Manual optimization's backward (``self.manual_backward(loss)``): the same hooks, through the strategy."""
         hooks = self.hooks
@@ -264,6 +277,22 @@ class TrainingStep:
             # GradScaler steps only when the closure reports a loss; without one, step anyway
             closure = _no_loss if self.precision.scaler is None else _some_loss
         return self.precision.run_optimizer_step(optimizer, closure, before_step, **kwargs)
+
+
+_EMBER_SOURCE = str(Path(__file__).resolve().parents[1]) + os.sep
+
+
+def _program_overrides_backward(strategy: Any) -> bool:
+    """The strategy's class (or a patch on it) replaces Ember's ``backward``, ``pre_backward`` or
+    ``post_backward`` with code that is not Ember's."""
+    for name in ("backward", "pre_backward", "post_backward"):
+        for klass in type(strategy).__mro__:
+            if name in klass.__dict__:
+                code = getattr(klass.__dict__[name], "__code__", None)
+                if code is None or not str(Path(code.co_filename).resolve()).startswith(_EMBER_SOURCE):
+                    return True
+                break
+    return False
 
 
 def _no_loss() -> None:
