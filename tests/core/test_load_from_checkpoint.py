@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -126,9 +127,23 @@ def test_state_dict_that_does_not_fit_lists_the_keys(tmp_path):
     torch.save(checkpoint, path)
     with pytest.raises(RuntimeError, match='Unexpected key\\(s\\) in state_dict: "extra.weight", "extra.bias"'):
         Saved.load_from_checkpoint(path)  # in the checkpoint's order, as torch lists them
-    with pytest.warns(UserWarning, match="extra.weight"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         loaded = Saved.load_from_checkpoint(path, strict=False)
     assert torch.equal(loaded.layer.weight, checkpoint["state_dict"]["layer.weight"])
+    # Lightning's two warnings, word for word
+    assert [str(w.message) for w in caught if "Found keys" in str(w.message)] == [
+        "Found keys that are in the model state dict but not in the checkpoint: ['layer.bias']",
+        "Found keys that are not in the model state dict but in the checkpoint: ['extra.weight', 'extra.bias']",
+    ]
+    del checkpoint["state_dict"]["extra.weight"], checkpoint["state_dict"]["extra.bias"]
+    torch.save(checkpoint, path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Saved.load_from_checkpoint(path, strict=False)
+    assert [str(w.message) for w in caught if "Found keys" in str(w.message)] == [
+        "Found keys that are in the model state dict but not in the checkpoint: ['layer.bias']"
+    ]  # only the kind of key there is
 
 
 def test_strict_loading_property_is_the_default(tmp_path):
@@ -338,7 +353,9 @@ def test_strict_loading_when_resuming_a_fit(tmp_path):
     with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "extra.weight", "extra.bias"'):
         quiet_trainer(max_steps=3).fit(Grown(), loader(n=8), ckpt_path=path)
     model = Grown(strict=False)
-    with pytest.warns(UserWarning, match="extra.weight"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         trainer = quiet_trainer(max_steps=3)
         trainer.fit(model, loader(n=8), ckpt_path=path)
     assert trainer.global_step == 3
+    assert not [w for w in caught if "Found keys" in str(w.message)]  # as in Lightning, a resume says nothing

@@ -472,16 +472,28 @@ def _load_module_weights(module: Any, checkpoint: dict[str, Any], checkpoint_pat
     state_dict = checkpoint["state_dict"]
     if not state_dict:
         rank_zero_warn(f"The state dict in {str(checkpoint_path)!r} contains no parameters.")
-    load_module_state(module, state_dict, module.strict_loading if strict is None else strict)
+    strict = module.strict_loading if strict is None else strict
+    keys = load_module_state(module, state_dict, strict)
+    if not strict and keys is not None:
+        # Lightning's two warnings, each only when it has keys to name (a resume says nothing)
+        if keys.missing_keys:
+            rank_zero_warn(
+                f"Found keys that are in the model state dict but not in the checkpoint: {keys.missing_keys}"
+            )
+        if keys.unexpected_keys:
+            rank_zero_warn(
+                f"Found keys that are not in the model state dict but in the checkpoint: {keys.unexpected_keys}"
+            )
     device = next((t.device for t in state_dict.values() if isinstance(t, torch.Tensor)), None)
     if device is not None:
         module.to(device)
 
 
-def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], strict: bool, load: Any = None) -> None:
+def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], strict: bool, load: Any = None) -> Any:
     """``load_state_dict`` whose error lists the missing and unexpected keys and what to do.
 
-    ``load(state_dict, strict=...)`` replaces ``module.load_state_dict`` (a strategy's loader).
+    ``load(state_dict, strict=...)`` replaces ``module.load_state_dict`` (a strategy's loader). Returns
+    what it returns: torch's missing and unexpected keys, or None from a Lightning-style strategy.
     """
     own_keys = list(module.state_dict())
     own, given = set(own_keys), set(state_dict)
@@ -500,9 +512,4 @@ def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], stric
             " `strict=False` to skip the mismatched keys."
         )
         raise RuntimeError("\n".join(lines))
-    result = (load or module.load_state_dict)(state_dict, strict=strict)  # None from a Lightning-style strategy
-    if not strict and result is not None and (result.missing_keys or result.unexpected_keys):
-        rank_zero_warn(
-            f"Found keys that are not in the model state dict but in the checkpoint: {result.unexpected_keys};"
-            f" keys in the model but not in the checkpoint: {result.missing_keys}"
-        )
+    return (load or module.load_state_dict)(state_dict, strict=strict)
