@@ -62,6 +62,28 @@ def test_dtype_and_device_of_a_nested_module():
     assert model.inner.dtype == torch.float64
 
 
+def test_the_trainer_reaches_lightningmodule_children_but_not_one_inside_a_plain_container():
+    # Lightning's rule: through children that are LightningModules. torchdyn's tutorial model holds
+    # its NeuralODE (a LightningModule) inside an `nn.Sequential`: that one stays unattached
+    class Outer(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.child = CoreModel()
+            self.child.grandchild = CoreModel()
+            self.wrapped = nn.Sequential(CoreModel())
+
+    model = Outer()
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, loader(n=4))
+    assert model.child.trainer is trainer and model.child.grandchild.trainer is trainer
+    with pytest.raises(RuntimeError, match="is not attached to a `Trainer`"):
+        _ = model.wrapped[0].trainer
+    assert model.wrapped[0].logger is None
+    model.trainer = None
+    with pytest.raises(RuntimeError, match="is not attached to a `Trainer`"):
+        _ = model.child.grandchild.trainer
+
+
 def test_properties_while_fitting(tmp_path):
     seen = []
 

@@ -112,9 +112,12 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
 
     @trainer.setter
     def trainer(self, trainer: Trainer | None) -> None:
-        for child in self.modules():
+        # as in Lightning, through the children that are LightningModules: one inside a plain container
+        # (torchdyn's `nn.Sequential(..., NeuralODE, ...)`) stays unattached
+        for child in self.children():
             if isinstance(child, LightningModule):
-                child._trainer = trainer
+                child.trainer = trainer
+        self._trainer = trainer
 
     @property
     def device(self) -> torch.device:
@@ -217,9 +220,10 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
     def fabric(self, fabric: Any) -> None:
         if fabric is not None and not isinstance(fabric, weakref.ProxyTypes):
             fabric = weakref.proxy(fabric)  # the module must not keep Fabric alive
-        for child in self.modules():
+        for child in self.children():  # as the trainer's setter
             if isinstance(child, LightningModule):
-                child._fabric = fabric
+                child.fabric = fabric
+        self._fabric = fabric
 
     @property
     def device_mesh(self) -> Any:
