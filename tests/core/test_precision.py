@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
@@ -43,6 +44,23 @@ def test_fp16_mixed_on_cpu_falls_back_to_bf16_mixed_with_a_warning(given):
     with pytest.warns(UserWarning, match=r"AMP with fp16 is not supported on CPU. Using `precision='bf16-mixed'`"):
         trainer = ember.Trainer(accelerator="cpu", precision=given, logger=False)
     assert trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("bf16-mixed", "Using bfloat16 Automatic Mixed Precision (AMP)"),
+        ("16-mixed", "Using bfloat16 Automatic Mixed Precision (AMP)"),  # what CPUs run, after the warning
+        ("32-true", None),
+        ("bf16-true", None),
+    ],
+)
+def test_mixed_precision_says_which_as_lightning_does(given, said, caplog):
+    with caplog.at_level("INFO", logger="ember"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ember.Trainer(accelerator="cpu", precision=given, logger=False)
+    lines = [r.getMessage() for r in caplog.records if "Automatic Mixed Precision" in r.getMessage()]
+    assert lines == ([said] if said else [])
 
 
 class DtypeRecorder(CoreModel):

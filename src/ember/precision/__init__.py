@@ -50,7 +50,7 @@ def choose_precision(precision: Any, plugins: Any, strategy: Any, device_type: s
     with a warning; bitsandbytes runs on CUDA and CPU.
     """
     from ember.utilities.exceptions import MisconfigurationException
-    from ember.utilities.rank_zero import rank_zero_warn
+    from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
     # one at most: `create_strategy` refused several plugins of a kind already
     given = plugins if isinstance(plugins, (list, tuple)) else [plugins]
@@ -73,6 +73,9 @@ def choose_precision(precision: Any, plugins: Any, strategy: Any, device_type: s
                 " CPU. Using `precision='bf16-mixed'` instead."
             )
             name = "bf16-mixed"
+        if name in ("16-mixed", "bf16-mixed") and getattr(strategy, "strategy_name", None) not in ("fsdp", "deepspeed"):
+            # Lightning's line (its FSDP and DeepSpeed plugins say nothing)
+            rank_zero_info(f"Using {'16bit' if name == '16-mixed' else 'bfloat16'} Automatic Mixed Precision (AMP)")
         return strategy.precision_for(name, device_type)  # DeepSpeed: its own plugin
     check_plugin(plugin)
     if isinstance(plugin, BitsandbytesPrecision) and device_type not in ("cuda", "cpu"):
