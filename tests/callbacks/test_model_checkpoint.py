@@ -717,6 +717,20 @@ def test_fit_save_weights_only_contents(tmp_path):
     checkpoint = load_checkpoint(tmp_path / "full" / "f.ckpt")
     assert "optimizer_states" in checkpoint and full.state_key in checkpoint["callbacks"]
 
+    # validating with the weights-only file: the callbacks have no state in it, so (as in Lightning) none
+    # hears of the load; the full file is announced to them
+    class Listening(ember.Callback):
+        loaded: list[str] = []
+
+        def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+            self.loaded.append(sorted(checkpoint["state_dict"])[0])
+
+    tester = ember.Trainer(default_root_dir=tmp_path, callbacks=[Listening()], **QUIET)
+    tester.validate(SequenceModel(val_losses=[1.0]), ckpt_path=tmp_path / "w.ckpt", verbose=False)
+    assert Listening.loaded == []
+    tester.validate(SequenceModel(val_losses=[1.0]), ckpt_path=tmp_path / "full" / "f.ckpt", verbose=False)
+    assert len(Listening.loaded) == 1
+
 
 @needs_trainer
 def test_fit_last_is_latest_and_resumes(tmp_path):

@@ -302,10 +302,15 @@ def restore_datamodule(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None
 
 
 def restore_callbacks(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
-    """The callbacks' ``on_load_checkpoint``, then each one's ``load_state_dict`` with its stored state."""
+    """The callbacks' ``on_load_checkpoint``, then each one's ``load_state_dict`` with its stored state.
+
+    A checkpoint without a ``callbacks`` entry (``save_weights_only``) calls neither, as in Lightning.
+    """
     assert run.hooks is not None
-    run.hooks.call_callbacks("on_load_checkpoint", checkpoint)
     states = checkpoint.get("callbacks")
+    if states is None:
+        return
+    run.hooks.call_callbacks("on_load_checkpoint", checkpoint)
     if not states:
         return
     keys = {cb.state_key for cb in t.callbacks} | {getattr(cb, "_legacy_state_key", None) for cb in t.callbacks}
