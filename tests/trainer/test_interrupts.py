@@ -53,6 +53,29 @@ def test_an_error_calls_on_exception_then_reraises(tmp_path):
     assert trainer.interrupted and trainer.state.status == TrainerStatus.INTERRUPTED
 
 
+def test_a_call_that_fails_before_its_first_hook_still_tells_the_callbacks_and_the_datamodule(tmp_path):
+    # `ckpt_path="best"` without a best checkpoint fails before `setup`; Lightning calls `on_exception` anyway
+    heard = []
+
+    class Data(ember.LightningDataModule):
+        def test_dataloader(self):
+            return _loader()
+
+        def on_exception(self, exception):
+            heard.append(("datamodule", type(exception).__name__))
+
+    class Tested(Failing):
+        def test_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+    recorder = Recorder()
+    trainer = ember.Trainer(default_root_dir=tmp_path, callbacks=[recorder], **QUIET)
+    with pytest.raises(ValueError, match="best"):
+        trainer.test(Tested(None), datamodule=Data(), ckpt_path="best")
+    assert recorder.events == [("on_exception", "ValueError")]  # no setup ran, so no teardown either
+    assert heard == [("datamodule", "ValueError")]
+
+
 def test_keyboard_interrupt_shuts_down_gracefully_and_restores_sigint(tmp_path):
     recorder = Recorder()
     before = signal.getsignal(signal.SIGINT)

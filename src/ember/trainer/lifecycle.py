@@ -95,24 +95,25 @@ def interrupt(trainer: Trainer, exception: BaseException, launched_module: Any =
     """The run failed: tell the strategy, the callbacks and the datamodule; finalize the loggers.
 
     ``launched_module``: the call went through the strategy's launcher (in processes it started, or in
-    this one); if the run's hooks were never built here (a spawn that failed), the callbacks here hear
-    of the failure too, as in Lightning, except checkpoint callbacks.
+    this one). If the run's hooks were never built here (a spawn that failed, or a call that failed
+    before its first hook: a `ckpt_path="best"` with no best checkpoint), the callbacks hear of the
+    failure too, as in Lightning, except checkpoint callbacks, which have no run to save.
     """
     trainer.state.status = TrainerStatus.INTERRUPTED
     # the strategy first: in a distributed run it stops the other ranks and makes collectives
     # local, so a checkpoint saved by `on_exception` below cannot wait forever for a peer
     trainer.strategy.on_exception(exception)
     hooks = trainer._run.hooks
+    module = launched_module if launched_module is not None else trainer.lightning_module
     if hooks is not None:
         hooks.call_callbacks("on_exception", exception)
-    elif launched_module is not None:
+    elif module is not None:
         from ember.callbacks.checkpoint import Checkpoint
 
         for callback in trainer.callbacks:
-            # a checkpoint saves the state of the launched processes, where it ran already; here there is none
             if not isinstance(callback, Checkpoint):
-                callback.on_exception(trainer, launched_module, exception)
-    if (hooks is not None or launched_module is not None) and trainer.datamodule is not None:
+                callback.on_exception(trainer, module, exception)
+    if (hooks is not None or module is not None) and trainer.datamodule is not None:
         trainer.datamodule.on_exception(exception)
     for logger in trainer.loggers:
         with contextlib.suppress(Exception):
