@@ -188,6 +188,28 @@ def test_validation_loaders_reload_counting_from_the_epoch_they_were_loaded(sani
     assert model.val_loads == [2, 8]
 
 
+@pytest.mark.parametrize(
+    ("every", "steps"), [(1, [0, 1, 0, 1, 0, 1]), (2, [0, 1, 2, 3, 0, 1]), (0, [0, 1, 2, 3, 4, 5])]
+)
+def test_step_values_logged_in_validation_count_their_steps_within_the_loaders_loaded(every, steps):
+    # as Lightning: reloaded validation loaders log their step values from step 0 again
+    from tests.helpers.callback_models import make_recording_logger
+
+    class Logs(CoreModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("v", float(batch_idx), on_step=True, on_epoch=False)
+
+        def val_dataloader(self):
+            return loader(8)
+
+    logger = make_recording_logger(ember)()
+    trainer = quiet_trainer(
+        max_epochs=3, logger=logger, reload_dataloaders_every_n_epochs=every, num_sanity_val_steps=2
+    )
+    trainer.fit(Logs(), loader(4))
+    assert [step for metrics, step in logger.calls if "v" in metrics] == steps
+
+
 def test_a_combined_loader_in_evaluation_counts_batches_per_loader_and_runs_the_combined_ones():
     from ember.utilities.combined_loader import CombinedLoader
 

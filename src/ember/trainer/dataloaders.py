@@ -254,6 +254,10 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     ``CombinedLoader`` in another mode is evaluated as one dataloader of combined batches.
     """
     key = stage.dataloader_prefix or ""
+    # the logged step of each evaluation batch counts within these loaders: new loaders count from 0, as in Lightning
+    counted = RunningStage.TESTING if key == "test" else RunningStage.VALIDATING
+    for seen in [seen for seen in run.eval_steps_seen if seen[0] == counted]:
+        del run.eval_steps_seen[seen]
     source, returned_from, defined = _source(t, run, key, run.eval_sources.get(key))
     combined = source if isinstance(source, CombinedLoader) else None
     if combined is not None and combined._mode != "sequential" and key == "predict":
