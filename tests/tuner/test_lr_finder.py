@@ -211,3 +211,41 @@ def test_the_sweep_shows_its_bar_only_when_the_trainer_shows_progress(capsys, en
     trainer = _trainer(enable_progress_bar=enable_progress_bar)
     Tuner(trainer).lr_find(LinearRegression(batch_size=160), num_training=5, update_attr=False)
     assert ("Finding best initial lr" in capsys.readouterr().err) is enable_progress_bar
+
+
+def test_the_epoch_after_a_sweep_in_fit_shuffles_as_lightnings_does():
+    """Lightning makes the first epoch's iterator before it puts the RNG back after the sweep: that epoch
+    draws its order from the states the sweep left, and the run goes on with the RNG as before the sweep.
+    The orders below were observed on Lightning 2.6.6 with this program."""
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    seen, states = [], {}
+
+    class Shuffled(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(4, 1)
+            self.lr = 0.1
+
+        def training_step(self, batch, batch_idx):
+            seen.append(batch[2].tolist())
+            return nn.functional.mse_loss(self.l(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+        def on_fit_start(self):
+            states["fit_start"] = torch.get_rng_state()
+
+        def on_train_start(self):
+            states["train_start"] = torch.get_rng_state()
+
+    pl.seed_everything(0)
+    data = DataLoader(TensorDataset(x, x[:, :1] * 0.5, torch.arange(8)), batch_size=2, shuffle=True)
+    finder = LearningRateFinder(num_training_steps=3, early_stop_threshold=None)
+    pl.Trainer(max_epochs=1, callbacks=[finder], **QUIET).fit(Shuffled(), data)
+    assert seen == [[7, 1], [4, 6], [2, 0], [4, 5], [2, 7], [0, 1], [3, 6]]  # the sweep's 3 batches, then the epoch
+    assert torch.equal(states["train_start"], states["fit_start"])  # the epoch's draw left the run's RNG alone
+    assert torch.rand(1).item() == pytest.approx(0.8964447379112244)

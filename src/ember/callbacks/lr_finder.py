@@ -73,7 +73,7 @@ class LearningRateFinder(Callback):
         """Run the sweep now; the results land in ``self.optimal_lr``."""
         from ember.tuner.exceptions import _TunerExitException
         from ember.tuner.lr_finder import _lr_find
-        from ember.utilities.seed import isolate_rng
+        from ember.utilities.seed import collect_rng_states, isolate_rng
 
         with isolate_rng():
             self.optimal_lr = _lr_find(
@@ -87,6 +87,9 @@ class LearningRateFinder(Callback):
                 update_attr=self._update_attr,
                 attr_name=self._attr_name,
             )
+            # as Lightning, which sets the training data up again (and draws its iterator's seed) here, before
+            # the RNG is put back: the epoch that follows shuffles in another order than the sweep did
+            trainer._run.sweep_rng = collect_rng_states()
         if self._early_exit:
             raise _TunerExitException()
 

@@ -62,8 +62,14 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     # from the RNG, so every shuffle after it depends on that draw. A resumed epoch makes its own iterator
     # after restoring the checkpoint's RNG states, unless nothing is left to train.
     if run.resume is None or run.num_training_batches == 0 or _limits_reached(trainer, run.progress):
-        run.epoch_rng = collect_rng_states()
+        now = collect_rng_states()
+        run.epoch_rng = run.sweep_rng or now
+        if run.sweep_rng is not None:
+            set_rng_states(run.sweep_rng)
         run.train_iterator = _train_iterator(run)
+        if run.sweep_rng is not None:
+            set_rng_states(now)  # the draw came from the sweep's states; the run goes on from its own
+    run.sweep_rng = None
     if run.num_training_batches == 0:
         rank_zero_info("`Trainer.fit` stopped: No training batches.")
         return

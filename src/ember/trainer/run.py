@@ -161,6 +161,9 @@ class Run:
     # the epoch ends at `batch_idx`: `on_train_batch_start` returned -1, or data of unknown length ran out
     last_batch_seen: bool = False
     epoch_rng: Any = None  # the RNG states the current epoch's data order was drawn from
+    # the RNG states a learning-rate sweep in `on_fit_start` left: Lightning makes the first epoch's iterator
+    # then, before it puts the RNG back, so that epoch draws its order from them
+    sweep_rng: Any = None
     # stateful training loaders (`state_dict`/`load_state_dict`, e.g. torchdata's StatefulDataLoader):
     # the states a checkpoint brought, given to the loaders once they are set up; then whether they were
     loader_states_to_load: list[Any] = field(default_factory=list)
