@@ -289,3 +289,26 @@ def test_the_trainer_writes_to_loggers_from_lightnings_logger_connector_method_n
 
     trainer.fit(WithAnEpochValue(), train_loader(), val_loader())
     assert {"update_train_step_metrics", "update_train_epoch_metrics", "log_eval_end_metrics"} <= callers
+
+
+def test_trainer_log_dir_is_the_file_loggers_folder_and_any_other_loggers_save_dir(tmp_path):
+    import ember
+
+    class Folders(Logger):
+        """A logger of one's own with both folders (hippynn's, MLflow's, wandb's have them too)."""
+
+        name, version, save_dir, log_dir = "own", 0, str(tmp_path / "save"), str(tmp_path / "save" / "own" / "0")
+
+        def log_metrics(self, metrics, step=None):
+            pass
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            pass
+
+    def log_dir(logger):
+        return ember.Trainer(logger=logger, default_root_dir=tmp_path, enable_progress_bar=False).log_dir
+
+    csv, tensorboard = CSVLogger(tmp_path, name="c"), TensorBoardLogger(tmp_path, name="t")
+    assert log_dir(csv) == csv.log_dir and log_dir(tensorboard) == tensorboard.log_dir
+    assert log_dir(Folders()) == str(tmp_path / "save")  # as in Lightning: only its two file loggers say log_dir
+    assert log_dir(False) == str(tmp_path)

@@ -661,12 +661,16 @@ class Trainer:
 
     @property
     def log_dir(self) -> str | None:
-        """The first logger's ``log_dir`` (or ``save_dir``), else ``default_root_dir``."""
+        """The first logger's ``log_dir`` for a ``TensorBoardLogger`` or ``CSVLogger``, its ``save_dir`` for any
+        other (as in Lightning: a logger's own ``log_dir`` is not read), else ``default_root_dir``."""
         if not self.loggers:
             dirpath = self.default_root_dir
         else:
+            from ember.loggers.csv_logs import CSVLogger
+            from ember.loggers.tensorboard import TensorBoardLogger
+
             logger = self.loggers[0]
-            dirpath = getattr(logger, "log_dir", None) or logger.save_dir
+            dirpath = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
         return self.strategy.broadcast(dirpath)
 
     @property
