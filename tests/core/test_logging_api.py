@@ -500,8 +500,26 @@ def test_same_key_twice_with_the_same_arguments_keeps_the_last_step_value():
 
 
 def test_on_step_false_and_on_epoch_false_is_refused():
-    with pytest.raises(MisconfigurationException, match=r"on_step=False, on_epoch=False\)` is not useful"):
+    with pytest.raises(MisconfigurationException) as info:
         _fit_logging(lambda m, fx, b, i: m.log("x", 1.0, on_step=False, on_epoch=False))
+    # Lightning's sentence first, then the key and what to do
+    assert str(info.value).startswith("`self.log(on_step=False, on_epoch=False)` is not useful. The value of 'x'")
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"on_step": True}, "You can't `self.log(on_step=True)` inside `on_train_epoch_end`, must be one of (False,)."),
+        (
+            {"on_epoch": False},
+            "You can't `self.log(on_epoch=False)` inside `on_train_epoch_end`, must be one of (True,).",
+        ),
+    ],
+)
+def test_a_level_the_hook_does_not_allow_is_refused_in_lightnings_words_then_ours(options, says):
+    with pytest.raises(MisconfigurationException) as info:
+        _fit_logging(lambda m, fx, b, i: m.log("x", 1.0, **options), hook="on_train_epoch_end")
+    assert str(info.value).startswith(says + " Log 'x' there with ")
 
 
 @pytest.mark.parametrize("reduce_fx", ["median", torch.std, lambda x: x])

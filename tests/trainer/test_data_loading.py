@@ -307,6 +307,34 @@ def test_overfit_batches_turns_any_sampler_order_into_a_sequential_one_in_traini
     assert isinstance(trainer.val_dataloaders.sampler, torch.utils.data.SequentialSampler)
 
 
+class _Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        data = loader(n=8, batch_size=1).dataset
+        return iter(data[i] for i in range(len(data)))
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (
+            {"limit_val_batches": 0.5},
+            "When using an `IterableDataset`, `Trainer(limit_val_batches)` must be `1.0` or an int. An int specifies"
+            " `num_val_batches` to use.",
+        ),
+        (
+            {"val_check_interval": 0.5},
+            "When using an IterableDataset for `train_dataloader`, `Trainer(val_check_interval)` must be time based,"
+            " `1.0` or an int. An int k specifies checking validation every k training batches.",
+        ),
+    ],
+)
+def test_fractions_of_a_loader_of_unknown_length_are_refused_in_lightnings_words(options, says):
+    stream = torch.utils.data.DataLoader(_Stream(), batch_size=4)
+    with pytest.raises(ember.utilities.MisconfigurationException) as info:
+        quiet_trainer(max_epochs=1, **options).fit(CoreModel(), stream, stream)
+    assert str(info.value) == says
+
+
 def test_a_loader_of_unknown_length_validates_at_its_last_batch_which_the_loop_knows_when_it_comes():
     class Stream(torch.utils.data.IterableDataset):
         def __iter__(self):

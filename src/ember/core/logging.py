@@ -374,18 +374,21 @@ def _resolve_log_levels(fx: str, name: str, on_step: bool | None, on_epoch: bool
         )
     on_step = rule.default_on_step if on_step is None else on_step
     on_epoch = rule.default_on_epoch if on_epoch is None else on_epoch
+    # Lightning's sentences first (filters and tests match on them), then which call and what to do
     if on_step not in rule.allowed_on_step:
         raise MisconfigurationException(
-            f"You can't `self.log({name!r}, on_step={on_step})` inside `{fx}`: there it must be on_step={rule.allowed_on_step[0]}."
+            f"You can't `self.log(on_step={on_step})` inside `{fx}`, must be one of {rule.allowed_on_step}."
+            f" Log {name!r} there with on_step={rule.allowed_on_step[0]}."
         )
     if on_epoch not in rule.allowed_on_epoch:
         raise MisconfigurationException(
-            f"You can't `self.log({name!r}, on_epoch={on_epoch})` inside `{fx}`: there it must be on_epoch={rule.allowed_on_epoch[0]}."
+            f"You can't `self.log(on_epoch={on_epoch})` inside `{fx}`, must be one of {rule.allowed_on_epoch}."
+            f" Log {name!r} there with on_epoch={rule.allowed_on_epoch[0]}."
         )
     if not on_step and not on_epoch:
         raise MisconfigurationException(
-            f"`self.log({name!r}, on_step=False, on_epoch=False)` is not useful: the value would go nowhere."
-            " Set on_step=True, on_epoch=True, or both."
+            f"`self.log(on_step=False, on_epoch=False)` is not useful. The value of {name!r} would go nowhere:"
+            " set on_step=True, on_epoch=True, or both."
         )
     return on_step, on_epoch
 

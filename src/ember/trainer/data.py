@@ -44,8 +44,8 @@ def limit_batches(loader: Any, limit: int | float, name: str, length: int | None
         if limit == 1.0:
             return total
         raise MisconfigurationException(
-            f"When using an `IterableDataset` for `{name}`, `Trainer(limit_{name}_batches)` must be `1.0` or an int:"
-            " an int sets the number of batches to use."
+            f"When using an `IterableDataset`, `Trainer(limit_{name}_batches)` must be `1.0` or an int. An int"
+            f" specifies `num_{name}_batches` to use."
         )
     batches = int(total * limit)
     if limit > 0 and batches == 0:

@@ -234,8 +234,8 @@ def _val_check_batch(t: Trainer, run: Run) -> int | float:
     if batches == float("inf"):
         if t.val_check_interval != 1.0:
             raise MisconfigurationException(
-                "When using an IterableDataset for `train_dataloader`, `Trainer(val_check_interval)` must be `1.0`"
-                " or an int. An int k specifies checking validation every k training batches."
+                "When using an IterableDataset for `train_dataloader`, `Trainer(val_check_interval)` must be time"
+                " based, `1.0` or an int. An int k specifies checking validation every k training batches."
             )
         return float("inf")
     return max(1, int(batches * t.val_check_interval))
