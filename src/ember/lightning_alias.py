@@ -591,9 +591,6 @@ class _RootLoader(importlib.abc.Loader):
         _take_lightning_names("pytorch_lightning" if module.__name__ == "pytorch_lightning" else "lightning.pytorch")
         module.__ember_alias__ = True  # type: ignore[attr-defined]
         module.__version__ = LIGHTNING_VERSION  # type: ignore[attr-defined]
-        # Ember's package, as its modules below are Ember's (`pl.callbacks.__file__` is Ember's file): a program
-        # that prints or walks from `pl.__file__` finds the code that runs
-        module.__file__ = sys.modules["ember"].__file__
         module.__getattr__ = _SubmoduleAttributes(module.__name__)  # type: ignore[method-assign]
         public = {
             "Callback": Callback,
