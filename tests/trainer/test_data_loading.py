@@ -335,6 +335,57 @@ def test_fractions_of_a_loader_of_unknown_length_are_refused_in_lightnings_words
     assert str(info.value) == says
 
 
+@pytest.mark.parametrize(
+    ("sized", "expected"),
+    [
+        # a loader of unknown length: its first batch is read as fit makes the iterator, before the start hooks
+        (
+            False,
+            ["fetch", "on_train_start", "on_train_epoch_start", "fetch", "step0", "fetch", "step1", "step2"]
+            + ["on_train_epoch_start", "fetch", "fetch", "step0", "fetch", "step1", "step2"],
+        ),
+        # a sized one is read as its batches are due
+        (
+            True,
+            ["on_train_start", "on_train_epoch_start", "fetch", "step0", "fetch", "step1", "fetch", "step2"]
+            + ["on_train_epoch_start", "fetch", "step0", "fetch", "step1", "fetch", "step2"],
+        ),
+    ],
+)
+def test_batches_are_read_when_lightning_reads_them(sized, expected):
+    # the orders were observed on Lightning 2.6.6; a start hook that reseeds or switches the data sees the difference
+    order = []
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            for i in range(3):
+                order.append("fetch")
+                yield torch.full((1, 4), float(i))
+
+    class Sized(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            order.append("fetch")
+            return torch.full((1, 4), float(i))
+
+    class Records(CoreModel):
+        def on_train_start(self):
+            order.append("on_train_start")
+
+        def on_train_epoch_start(self):
+            order.append("on_train_epoch_start")
+
+        def training_step(self, batch, batch_idx):
+            order.append(f"step{batch_idx}")
+            return self.layer(batch).sum()
+
+    data = torch.utils.data.DataLoader(Sized() if sized else Stream(), batch_size=None)
+    quiet_trainer(max_epochs=2).fit(Records(), data)
+    assert order == expected
+
+
 def test_a_loader_of_unknown_length_validates_at_its_last_batch_which_the_loop_knows_when_it_comes():
     class Stream(torch.utils.data.IterableDataset):
         def __iter__(self):

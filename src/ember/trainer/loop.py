@@ -11,6 +11,7 @@ nobody overrides costs one ``is not None`` per batch. One training step lives in
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -67,6 +68,12 @@ def run_fit(trainer: Trainer, run: Run) -> None:
         if run.sweep_rng is not None:
             set_rng_states(run.sweep_rng)
         run.train_iterator = _train_iterator(run)
+        if run.num_training_batches == float("inf") and not takes_dataloader_iter(
+            trainer.lightning_module, "training_step"
+        ):
+            # as Lightning, which reads a loader of unknown length one batch ahead as soon as it has made the
+            # iterator: the first batch is read before `on_train_start`, whatever those hooks do to the RNG
+            run.train_iterator = _read_first_batch(run, run.train_iterator)
         if run.sweep_rng is not None:
             set_rng_states(now)  # the draw came from the sweep's states; the run goes on from its own
     run.sweep_rng = None
@@ -160,6 +167,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     automatic, accumulate, total, max_steps = epoch.automatic, epoch.accumulate, epoch.total, epoch.max_steps
     # a loader of unknown length is read one batch ahead to know its last batch, as Lightning reads it
     ahead = _Lookahead(iterator, run, _stateful_single_loader(run)) if total == float("inf") else None
+    run.first_batch_read = False
     if ahead is not None:
         iterator = ahead
 
@@ -211,6 +219,16 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     run.epoch_iterator = None
 
 
+def _read_first_batch(run: Run, iterator: Iterator[Any]) -> Iterator[Any]:
+    """``iterator`` with its first batch read now (the loader's position before it held for checkpoints)."""
+    loader = _stateful_single_loader(run)
+    if loader is not None:
+        run.held_loader_state = loader.state_dict()
+    run.first_batch_read = True
+    first = next(iterator, _END)
+    return iterator if first is _END else itertools.chain((first,), iterator)
+
+
 def _stateful_single_loader(run: Run) -> Any:
     """The training loader when it is the only one and saves its position (``state_dict``), else None."""
     loader = run.train_dataloader
@@ -229,7 +247,8 @@ class _Lookahead:
     def __init__(self, iterator: Iterator[Any], run: Run, loader: Any = None) -> None:
         self._iterator, self._run, self._loader = iterator, run, loader
         self._next: Any = _END
-        self._read_ahead()
+        # the first batch read as fit started (`_read_first_batch`): the position before it is held already
+        self._read_ahead(record_position=not run.first_batch_read)
 
     def __iter__(self) -> _Lookahead:
         return self
@@ -241,8 +260,8 @@ class _Lookahead:
         self._read_ahead()
         return batch
 
-    def _read_ahead(self) -> None:
-        if self._loader is not None:
+    def _read_ahead(self, record_position: bool = True) -> None:
+        if self._loader is not None and record_position:
             self._run.held_loader_state = self._loader.state_dict()
         self._next = next(self._iterator, _END)
         if self._next is _END:
@@ -317,7 +336,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     _count_the_finished_epoch(progress)
     if dataloaders.reload_train_dataloader_now(trainer, run):
         dataloaders.setup_train_dataloader(trainer, run)
-        run.train_iterator = None
+        run.train_iterator, run.first_batch_read = None, False
         if resume is None or not resume.mid_epoch:
             # as Lightning, which creates an iterator it never uses when it reloads (in an epoch, its
             # `setup_data` makes one before the epoch loop makes the epoch's own; after a resume from an
@@ -328,6 +347,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     set_sampler_epoch(run.train_dataloader if run.train_combined is None else run.train_combined, progress.epoch)
     if resume is not None and resume.mid_epoch:
         # a mid-epoch checkpoint: no epoch-start hooks; the data continues after the batches trained on
+        run.first_batch_read = False
         if resume.exact:
             # the same iterator as before the interruption, fast-forwarded, then the RNG as it was
             set_rng_states(resume.epoch_rng)
@@ -358,7 +378,9 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             # a later `fit` on this trainer: Lightning makes this epoch's iterator anew, as for every epoch
             # after the first, and the one made when `fit` started goes unused (its draw stays drawn)
             run.train_iterator = None
+            run.first_batch_read, run.held_loader_state = False, None
         if run.train_iterator is None:
+            run.first_batch_read = False
             run.epoch_rng = collect_rng_states()
             run.train_iterator = _train_iterator(run)
     iterator, run.train_iterator = run.train_iterator, None
