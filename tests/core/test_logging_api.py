@@ -499,6 +499,24 @@ def test_same_key_twice_with_the_same_arguments_keeps_the_last_step_value():
     assert _fit_logging(log).callback_metrics["again"].item() == 2.0
 
 
+def test_logging_a_number_in_every_step_reads_no_signature(monkeypatch):
+    # a Python number goes through `self.log`'s full checks at every call; none of them may read a
+    # signature per call (the step's own is read once, when fit sets it up)
+    import ember.utilities.signature_utils as signature_utils
+
+    calls = []
+    real = signature_utils.inspect.getfullargspec
+    monkeypatch.setattr(signature_utils.inspect, "getfullargspec", lambda fn: calls.append(fn) or real(fn))
+
+    def reads(batches):
+        calls.clear()
+        _fit_logging(lambda m, fx, b, i: m.log("lr", 0.1), train=loader(n=4 * batches))
+        return len(calls)
+
+    reads(2)  # the first fit reads what is then cached
+    assert reads(2) == reads(6)
+
+
 def test_on_step_false_and_on_epoch_false_is_refused():
     with pytest.raises(MisconfigurationException) as info:
         _fit_logging(lambda m, fx, b, i: m.log("x", 1.0, on_step=False, on_epoch=False))

@@ -227,7 +227,7 @@ class LoggingMixin:
                 f"You called `self.log` with the key `{name}` but it should not contain information about"
                 " `dataloader_idx`: Ember adds the suffix itself."
             )
-        _check_iterator_step_says_batch_sizes(self, trainer, batch_size)
+        _check_iterator_step_says_batch_sizes(trainer, batch_size)
         reduce = normalize_reduce_fx(reduce_fx)
         if is_metric and metric_attribute is None:
             metric_attribute = next((n for n, m in self.named_modules() if m is value), None)
@@ -393,16 +393,11 @@ def _resolve_log_levels(fx: str, name: str, on_step: bool | None, on_epoch: bool
     return on_step, on_epoch
 
 
-def _check_iterator_step_says_batch_sizes(module: Any, trainer: Any, batch_size: int | None) -> None:
+def _check_iterator_step_says_batch_sizes(trainer: Any, batch_size: int | None) -> None:
     """A ``training_step(self, dataloader_iter)`` draws its own batches, so which batch a logged value came
-    from is unknown: as Lightning, ``self.log`` calls while it trains must say ``batch_size``."""
-    from ember.utilities.signature_utils import is_param_in_hook_signature
-
-    if (
-        batch_size is None
-        and trainer.training
-        and is_param_in_hook_signature(module.training_step, "dataloader_iter", explicit=True)
-    ):
+    from is unknown: as Lightning, ``self.log`` calls while it trains must say ``batch_size``. (The step
+    read the signature once, when fit set it up; Lightning reads it at every call.)"""
+    if batch_size is None and trainer.training and getattr(trainer._run.step, "takes_iterator", False):
         raise MisconfigurationException(
             "With `def training_step(self, dataloader_iter)`, `self.log(..., batch_size=...)` should be provided."
         )

@@ -433,7 +433,7 @@ class _EpochPlan:
         # the common case, an integer batch interval within the epoch, is checked inline per batch
         simple = trainer._val_check_seconds is None and trainer.check_val_every_n_epoch is not None
         self.val_every = int(run.val_check_batch) if simple and run.val_check_batch != float("inf") else 0
-        self.takes_iterator = takes_dataloader_iter(trainer.lightning_module, "training_step")
+        self.takes_iterator = run.step.takes_iterator
         if self.takes_iterator:
             self.val_every = 0  # the step may draw several batches: also validate when they run out
 

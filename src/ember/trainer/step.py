@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ember.core.optimizer import _do_nothing
 from ember.profilers.profiler import profiled, strategy_action
+from ember.trainer.data import takes_dataloader_iter
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.signature_utils import step_without_batch_idx
@@ -70,6 +71,8 @@ class TrainingStep:
         self.automatic = module.automatic_optimization
         # the outputs are built only for someone who reads them
         self.need_outputs = hooks.reads_batch_outputs()
+        # `training_step(self, dataloader_iter)` draws its own batches (read here, once: `self.log` asks it)
+        self.takes_iterator = takes_dataloader_iter(module, "training_step")
         step_fn = profiled(profiler, strategy_action(strategy, "training_step"), strategy.training_step_fn(module))
         self._training_step = hooks.as_hook("training_step", step_without_batch_idx(module, "training_step", step_fn))
         self._forward_context = None if precision.is_identity else precision.forward_context
