@@ -43,9 +43,11 @@ def _fit(tmp_path, kind: str, ckpt_path=None, callbacks=()):
 
 @pytest.mark.parametrize("kind", ["shuffled", "unknown_length"])
 @pytest.mark.parametrize("rng_states", [True, False], ids=["ember_checkpoint", "without_rng_states"])
-def test_a_resumed_fit_continues_where_the_loader_stopped(tmp_path, kind, rng_states):
+@pytest.mark.parametrize("save_at", [SAVE_AT, 2], ids=["second_epoch", "first_epoch"])
+def test_a_resumed_fit_continues_where_the_loader_stopped(tmp_path, kind, rng_states, save_at):
+    # in the first epoch, data of unknown length had its first batch read as fit started (as Lightning reads it)
     path = tmp_path / "mid.ckpt"
-    full = _fit(tmp_path / "full", kind, callbacks=[SaveAt(path, SAVE_AT)])
+    full = _fit(tmp_path / "full", kind, callbacks=[SaveAt(path, save_at)])
     assert len(full) == EPOCHS * SAMPLES // BATCH
 
     checkpoint = torch.load(path, weights_only=True)
@@ -63,7 +65,22 @@ def test_a_resumed_fit_continues_where_the_loader_stopped(tmp_path, kind, rng_st
     resumed = _fit(tmp_path / "resumed", kind, ckpt_path=path)
     # the batches not trained on before the save, and no other: none skipped (the batch read ahead
     # for data of unknown length included), none repeated
-    assert resumed == full[SAVE_AT:]
+    assert resumed == full[save_at:]
+
+
+def test_a_checkpoint_from_the_first_epochs_start_hooks_resumes_with_its_first_batch(tmp_path):
+    # data of unknown length has its first batch read as fit starts, before `on_train_epoch_start` (as in
+    # Lightning): the position saved there is the one before that read, so the resumed run trains on it
+    path = tmp_path / "start.ckpt"
+
+    class SaveAtStart(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 0:
+                trainer.save_checkpoint(path)
+
+    full = _fit(tmp_path / "full", "unknown_length", callbacks=[SaveAtStart()])
+    resumed = _fit(tmp_path / "resumed", "unknown_length", ckpt_path=path)
+    assert resumed == full
 
 
 def test_an_epoch_end_checkpoint_starts_the_next_epoch_in_full(tmp_path):

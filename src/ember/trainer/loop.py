@@ -167,7 +167,6 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     automatic, accumulate, total, max_steps = epoch.automatic, epoch.accumulate, epoch.total, epoch.max_steps
     # a loader of unknown length is read one batch ahead to know its last batch, as Lightning reads it
     ahead = _Lookahead(iterator, run, _stateful_single_loader(run)) if total == float("inf") else None
-    run.first_batch_read = False
     if ahead is not None:
         iterator = ahead
 
@@ -224,7 +223,6 @@ def _read_first_batch(run: Run, iterator: Iterator[Any]) -> Iterator[Any]:
     loader = _stateful_single_loader(run)
     if loader is not None:
         run.held_loader_state = loader.state_dict()
-    run.first_batch_read = True
     first = next(iterator, _END)
     return iterator if first is _END else itertools.chain((first,), iterator)
 
@@ -247,8 +245,7 @@ class _Lookahead:
     def __init__(self, iterator: Iterator[Any], run: Run, loader: Any = None) -> None:
         self._iterator, self._run, self._loader = iterator, run, loader
         self._next: Any = _END
-        # the first batch read as fit started (`_read_first_batch`): the position before it is held already
-        self._read_ahead(record_position=not run.first_batch_read)
+        self._read_ahead()
 
     def __iter__(self) -> _Lookahead:
         return self
@@ -260,8 +257,8 @@ class _Lookahead:
         self._read_ahead()
         return batch
 
-    def _read_ahead(self, record_position: bool = True) -> None:
-        if self._loader is not None and record_position:
+    def _read_ahead(self) -> None:
+        if self._loader is not None:
             self._run.held_loader_state = self._loader.state_dict()
         self._next = next(self._iterator, _END)
         if self._next is _END:
@@ -336,7 +333,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     _count_the_finished_epoch(progress)
     if dataloaders.reload_train_dataloader_now(trainer, run):
         dataloaders.setup_train_dataloader(trainer, run)
-        run.train_iterator, run.first_batch_read = None, False
+        run.train_iterator = run.held_loader_state = None  # a first batch read as fit started goes with it
         if resume is None or not resume.mid_epoch:
             # as Lightning, which creates an iterator it never uses when it reloads (in an epoch, its
             # `setup_data` makes one before the epoch loop makes the epoch's own; after a resume from an
@@ -347,7 +344,6 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     set_sampler_epoch(run.train_dataloader if run.train_combined is None else run.train_combined, progress.epoch)
     if resume is not None and resume.mid_epoch:
         # a mid-epoch checkpoint: no epoch-start hooks; the data continues after the batches trained on
-        run.first_batch_read = False
         if resume.exact:
             # the same iterator as before the interruption, fast-forwarded, then the RNG as it was
             set_rng_states(resume.epoch_rng)
@@ -377,10 +373,8 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
         if run.train_iterator is not None and progress.epoch > 0 and not run.fit_resuming:
             # a later `fit` on this trainer: Lightning makes this epoch's iterator anew, as for every epoch
             # after the first, and the one made when `fit` started goes unused (its draw stays drawn)
-            run.train_iterator = None
-            run.first_batch_read, run.held_loader_state = False, None
+            run.train_iterator = run.held_loader_state = None
         if run.train_iterator is None:
-            run.first_batch_read = False
             run.epoch_rng = collect_rng_states()
             run.train_iterator = _train_iterator(run)
     iterator, run.train_iterator = run.train_iterator, None

@@ -174,7 +174,6 @@ class Run:
     # a loader of unknown length is read one batch ahead: its state from before that read, which is the
     # position a checkpoint must record (None: the loader's own state is the position)
     held_loader_state: Any = None
-    first_batch_read: bool = False  # the training iterator made as fit started holds its first batch already
 
     # ---- logged values ---------------------------------------------------------------------------
     train_results: LoggedResults = field(default_factory=lambda: LoggedResults(training=True))
