@@ -11,6 +11,7 @@ nobody overrides costs one ``is not None`` per batch. One training step lives in
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import sys
@@ -62,21 +63,18 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     # will run: the first epoch of a fresh run trains on it. Each DataLoader iterator draws its base seed
     # from the RNG, so every shuffle after it depends on that draw. A resumed epoch makes its own iterator
     # after restoring the checkpoint's RNG states, unless nothing is left to train.
+    sweep_rng, run.sweep_rng = run.sweep_rng, None
     if run.resume is None or run.num_training_batches == 0 or _limits_reached(trainer, run.progress):
-        now = collect_rng_states()
-        run.epoch_rng = run.sweep_rng or now
-        if run.sweep_rng is not None:
-            set_rng_states(run.sweep_rng)
-        run.train_iterator = _train_iterator(run)
-        if run.num_training_batches == float("inf") and not takes_dataloader_iter(
-            trainer.lightning_module, "training_step"
-        ):
-            # as Lightning, which reads a loader of unknown length one batch ahead as soon as it has made the
-            # iterator: the first batch is read before `on_train_start`, whatever those hooks do to the RNG
-            run.train_iterator = _read_first_batch(run, run.train_iterator)
-        if run.sweep_rng is not None:
-            set_rng_states(now)  # the draw came from the sweep's states; the run goes on from its own
-    run.sweep_rng = None
+        run.epoch_rng = sweep_rng or collect_rng_states()
+        # after a learning-rate sweep the draws come from the states it left; the run goes on from its own
+        with _drawing_from(sweep_rng):
+            run.train_iterator = _train_iterator(run)
+            if run.num_training_batches == float("inf") and not takes_dataloader_iter(
+                trainer.lightning_module, "training_step"
+            ):
+                # as Lightning, which reads a loader of unknown length one batch ahead as soon as it has made
+                # the iterator: the first batch is read before `on_train_start`, whatever those hooks do
+                run.train_iterator = _read_first_batch(run, run.train_iterator)
     if run.num_training_batches == 0:
         rank_zero_info("`Trainer.fit` stopped: No training batches.")
         return
@@ -216,6 +214,17 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     run.held_loader_state = None
     del iterator  # after the epoch's end, as in Lightning: its worker processes stop here
     run.epoch_iterator = None
+
+
+@contextlib.contextmanager
+def _drawing_from(states: Any) -> Iterator[None]:
+    """The body draws from the RNG ``states`` (None: from the RNG as it is); the RNG is as before afterwards."""
+    if states is None:
+        yield
+        return
+    with isolate_rng():
+        set_rng_states(states)
+        yield
 
 
 def _read_first_batch(run: Run, iterator: Iterator[Any]) -> Iterator[Any]:
