@@ -18,10 +18,8 @@ Every decision (which hooks are overridden, precision, clipping, profiling) is t
 
 from __future__ import annotations
 
-import os
 import reprlib
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from torch import Tensor
@@ -282,19 +280,14 @@ class TrainingStep:
         return self.precision.run_optimizer_step(optimizer, closure, before_step, **kwargs)
 
 
-_EMBER_SOURCE = str(Path(__file__).resolve().parents[1]) + os.sep
-
-
 def _program_overrides_backward(strategy: Any) -> bool:
     """The strategy's class (or a patch on it) replaces Ember's ``backward``, ``pre_backward`` or
-    ``post_backward`` with code that is not Ember's."""
+    ``post_backward`` with code that is not Ember's (a function keeps its module's name, whatever name the
+    alias gives Ember's classes)."""
     for name in ("backward", "pre_backward", "post_backward"):
-        for klass in type(strategy).__mro__:
-            if name in klass.__dict__:
-                code = getattr(klass.__dict__[name], "__code__", None)
-                if code is None or not str(Path(code.co_filename).resolve()).startswith(_EMBER_SOURCE):
-                    return True
-                break
+        module = getattr(getattr(type(strategy), name), "__module__", None) or ""
+        if module != "ember" and not module.startswith("ember."):
+            return True
     return False
 
 
