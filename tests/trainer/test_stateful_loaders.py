@@ -68,32 +68,24 @@ def test_a_resumed_fit_continues_where_the_loader_stopped(tmp_path, kind, rng_st
     assert resumed == full[save_at:]
 
 
-def test_a_checkpoint_from_the_first_epochs_start_hooks_resumes_with_its_first_batch(tmp_path):
-    # data of unknown length has its first batch read as fit starts, before `on_train_epoch_start` (as in
-    # Lightning): the position saved there is the one before that read, so the resumed run trains on it
-    path = tmp_path / "start.ckpt"
+@pytest.mark.parametrize(
+    ("hook", "resumed_from"), [("on_train_epoch_start", 0), ("on_train_epoch_end", SAMPLES // BATCH)]
+)
+def test_a_checkpoint_from_the_first_epochs_start_or_end_resumes_with_the_right_batch(tmp_path, hook, resumed_from):
+    # at the start: data of unknown length had its first batch read as fit started, before the hook (as in
+    # Lightning); the position saved there is the one before that read, so the resumed run trains on it.
+    # At the end: the next epoch runs in full.
+    path = tmp_path / "epoch_0.ckpt"
 
-    class SaveAtStart(Callback):
-        def on_train_epoch_start(self, trainer, pl_module):
-            if trainer.current_epoch == 0:
-                trainer.save_checkpoint(path)
+    def save(trainer, pl_module):
+        if trainer.current_epoch == 0:
+            trainer.save_checkpoint(path)
 
-    full = _fit(tmp_path / "full", "unknown_length", callbacks=[SaveAtStart()])
+    saving = Callback()
+    setattr(saving, hook, save)
+    full = _fit(tmp_path / "full", "unknown_length", callbacks=[saving])
     resumed = _fit(tmp_path / "resumed", "unknown_length", ckpt_path=path)
-    assert resumed == full
-
-
-def test_an_epoch_end_checkpoint_starts_the_next_epoch_in_full(tmp_path):
-    path = tmp_path / "epoch_end.ckpt"
-
-    class SaveAtEpochEnd(Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            if trainer.current_epoch == 0:
-                trainer.save_checkpoint(path)
-
-    full = _fit(tmp_path / "full", "unknown_length", callbacks=[SaveAtEpochEnd()])
-    resumed = _fit(tmp_path / "resumed", "unknown_length", ckpt_path=path)
-    assert resumed == full[SAMPLES // BATCH :]
+    assert resumed == full[resumed_from:]
 
 
 def test_a_checkpoint_of_plain_loaders_holds_no_loader_states(tmp_path):
