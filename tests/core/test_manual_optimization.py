@@ -339,7 +339,7 @@ def test_trainer_only_scheduler_keys_are_dropped_with_a_warning_in_manual_optimi
     assert trainer.lr_scheduler_configs[0].interval == "step"  # kept for LearningRateMonitor
 
 
-def test_a_top_level_monitor_is_ignored_with_a_warning_that_names_it_in_manual_optimization(recwarn):
+def test_a_top_level_monitor_beside_a_plateau_scheduler_is_ignored_with_a_warning_in_manual_optimization(recwarn):
     class TopLevelMonitor(ManualLinear):
         def training_step(self, batch, batch_idx):
             opt = self.optimizers()
@@ -356,11 +356,38 @@ def test_a_top_level_monitor_is_ignored_with_a_warning_that_names_it_in_manual_o
 
     trainer = _fit_plain(TopLevelMonitor(), n=4)
     messages = [str(w.message) for w in recwarn if issubclass(w.category, RuntimeWarning)]
-    assert any("returned 'monitor': 'train_loss'" in m and "manual optimization" in m for m in messages)
+    (message,) = [m for m in messages if "'monitor'" in m]
+    assert "returned 'monitor': 'train_loss' beside a `ReduceLROnPlateau`" in message
+    assert "manual optimization the trainer steps no scheduler" in message
+    # the advice names the logged key and a call that works for a plateau scheduler
+    assert "`self.lr_schedulers().step(value)` with the value you log as 'train_loss'" in message
     # the key sat beside the scheduler, not in a scheduler dict: no warning says otherwise
     assert not any("lr scheduler dict" in m for m in messages)
     (config,) = trainer.lr_scheduler_configs
     assert config.monitor is None and not config.reduce_on_plateau
+
+
+@pytest.mark.parametrize("scheduler", ["step", "none"])
+def test_a_top_level_monitor_without_a_plateau_scheduler_is_ignored_silently_in_manual_optimization(recwarn, scheduler):
+    # Lightning ignores it without a word, as automatic optimization does for such a scheduler: no scheduler
+    # here could take the value, so there is nothing to advise
+    class TopLevelMonitor(ManualLinear):
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers()
+            loss = nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=1.0)
+            if scheduler == "none":
+                return {"optimizer": opt, "monitor": "train_loss"}
+            return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, 1), "monitor": "train_loss"}
+
+    trainer = _fit_plain(TopLevelMonitor(), n=4)
+    assert not [w for w in recwarn if "monitor" in str(w.message)]
+    assert len(trainer.lr_scheduler_configs) == (scheduler == "step")
 
 
 def test_toggle_model_and_step_hooks_of_the_lightning_optimizer():

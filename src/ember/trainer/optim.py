@@ -96,18 +96,20 @@ def _from_dict(config: Mapping, automatic: bool) -> tuple[Optimizer, Any, str | 
         )
     scheduler = config.get("lr_scheduler")
     monitor = config.get("monitor")
+    plateau = _is_plateau(scheduler) or (isinstance(scheduler, Mapping) and _is_plateau(scheduler.get("scheduler")))
     if not automatic:
-        if monitor is not None:
+        if monitor is not None and plateau:
+            # Lightning drops the key silently; a plateau scheduler is the one case where a user expects the
+            # trainer to step it with the monitored value (any other scheduler ignores it in automatic mode too)
             rank_zero_warn(
-                f"`configure_optimizers` returned 'monitor': {monitor!r}, but in manual optimization the trainer"
-                " steps no scheduler, so it is ignored. Remove the key and pass the value yourself, e.g."
-                " `self.lr_schedulers().step(loss)` in `training_step`.",
+                f"`configure_optimizers` returned 'monitor': {monitor!r} beside a `ReduceLROnPlateau`, but in"
+                " manual optimization the trainer steps no scheduler, so the key is ignored and the scheduler"
+                " never steps unless you step it. Call `self.lr_schedulers().step(value)` with the value you log"
+                f" as {monitor!r} (for example in `on_train_epoch_end`), and remove the key.",
                 category=RuntimeWarning,
             )
         return config["optimizer"], scheduler, None
-    if monitor is not None and (
-        _is_plateau(scheduler) or (isinstance(scheduler, Mapping) and _is_plateau(scheduler.get("scheduler")))
-    ):
+    if monitor is not None and plateau:
         # the dict's monitor goes to its ReduceLROnPlateau (Ember also accepts it beside a config dict)
         scheduler = (
             {"monitor": monitor, **scheduler}
