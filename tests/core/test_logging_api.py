@@ -254,6 +254,33 @@ def test_epoch_values_reset_each_epoch():
     assert trainer.callback_metrics["e"].item() == 3.0  # three batches of epoch 1
 
 
+def test_a_calls_values_stay_readable_until_the_next_calls_set_up_is_done():
+    seen: dict[str, list[str]] = {}
+
+    class Reader(ember.Callback):
+        def setup(self, trainer, pl_module, stage):
+            seen[f"setup {stage.value}"] = sorted(trainer.callback_metrics)
+
+        def on_test_start(self, trainer, pl_module):
+            seen["on_test_start"] = sorted(trainer.callback_metrics)
+
+    def log(m, fx, b, i):
+        m.log("loss", 1.0, prog_bar=True)
+
+    trainer = _fit_logging(log, trainer_kwargs={"callbacks": [Reader()]})
+    assert seen["setup fit"] == []
+    # as in Lightning: a call that fails before its set-up is done (here, choosing its checkpoint) leaves the
+    # last call's values in place, and the `setup` hooks of the next call still read them
+    with pytest.raises(ValueError, match='ckpt_path="best"'):
+        trainer.test(ckpt_path="best")
+    assert list(trainer.callback_metrics) == list(trainer.logged_metrics) == ["loss"]
+    assert trainer.progress_bar_metrics == {"loss": 1.0}
+    trainer.test(trainer.lightning_module, dataloaders=loader(n=4))
+    assert seen["setup test"] == ["loss"]
+    assert seen["on_test_start"] == []  # cleared once the set-up is done
+    assert "loss" not in trainer.callback_metrics
+
+
 # ---- logging from other hooks ------------------------------------------------------------------
 def test_epoch_end_hook_defaults_to_epoch_and_forbids_on_step():
     trainer = _fit_logging(lambda m, fx, b, i: m.log("end", 4.0), hook="on_train_epoch_end")

@@ -222,7 +222,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     after_setup = strategy.restore_checkpoint_after_setup  # DeepSpeed: its engine reads the checkpoint
     if path is not None and not after_setup:
         checkpoint = _load_checkpoint(trainer, run, path, weights_only)
-    run.metrics.reset()
+    run.metrics.reset()  # the last call's values, readable until here as in Lightning (`Trainer._start`)
     run.set_sync(strategy.sync_fn)
     strategy.setup(trainer)  # devices, the wrapper, the optimizers when fitting, the precision plugin
     if path is not None and after_setup:

@@ -40,6 +40,12 @@ class MetricStore:
         self.live = None
         self.epoch_end = None
 
+    def carry_over(self, previous: MetricStore) -> None:
+        """Start with ``previous``'s values (the last call's), as Lightning keeps them until a call's set-up
+        is done: ``setup`` hooks, and a call that fails before then, still read them."""
+        previous.current()
+        self.merge(previous.callback, previous.logged, previous.progress_bar)
+
     def merge(self, callback: dict, log: dict, pbar: dict) -> None:
         self.callback.update(callback)
         self.logged.update(log)

@@ -418,7 +418,9 @@ class Trainer:
     def _start(self, fn: TrainerFn, stage: RunningStage, datamodule: Any, train_source: Any = None) -> None:
         """A new ``Run`` for this call, with the last one's counters (a second ``fit`` continues, as in Lightning)."""
         self.state.fn, self.state.status, self.state.stage = fn, TrainerStatus.RUNNING, stage
-        self._run = Run(self, fn, progress=self._run.progress, fit_resuming=self._run.fit_resuming)
+        previous = self._run
+        self._run = Run(self, fn, progress=previous.progress, fit_resuming=previous.fit_resuming)
+        self._run.metrics.carry_over(previous.metrics)  # cleared where `lifecycle.start` restores the checkpoint
         self._run.train_source = train_source
         if datamodule is not None:
             self.datamodule = datamodule
