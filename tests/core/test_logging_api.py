@@ -281,6 +281,27 @@ def test_a_calls_values_stay_readable_until_the_next_calls_set_up_is_done():
     assert "loss" not in trainer.callback_metrics
 
 
+def test_reading_callback_metrics_at_epoch_end_leaves_logged_metrics_until_the_loggers_get_the_values(tmp_path):
+    class FailsAtEpochEnd(ember.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            assert trainer.callback_metrics["e"].item() == 2.0  # the epoch's value, at once
+            raise RuntimeError("stop at epoch end")
+
+    class Logging(CoreModel):
+        def training_step(self, batch, batch_idx):
+            self.log("e", 2.0, on_step=False, on_epoch=True, prog_bar=True)
+            return super().training_step(batch, batch_idx)
+
+    trainer = quiet_trainer(max_epochs=1, callbacks=[FailsAtEpochEnd()], logger=ember.loggers.CSVLogger(tmp_path))
+    with pytest.raises(RuntimeError, match="stop at epoch end"):
+        trainer.fit(Logging(), loader(n=10))
+    # as in Lightning: each of the three dicts takes the loop's values only when it is read itself, and a
+    # failed run's values are no longer merged in, so the loggers' dict never held a value they were not sent
+    assert trainer.callback_metrics["e"].item() == 2.0
+    assert "e" not in trainer.logged_metrics
+    assert "e" not in trainer.progress_bar_metrics
+
+
 # ---- logging from other hooks ------------------------------------------------------------------
 def test_epoch_end_hook_defaults_to_epoch_and_forbids_on_step():
     trainer = _fit_logging(lambda m, fx, b, i: m.log("end", 4.0), hook="on_train_epoch_end")

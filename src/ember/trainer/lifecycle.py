@@ -147,7 +147,8 @@ def teardown(trainer: Trainer, failure: BaseException | None = None) -> None:
         trainer.accelerator.teardown()
         run.stop_flag.uninstall()
         run.results = None
-        run.metrics.live = None
+        # a failed run's loop values are no longer merged in by readers (Lightning's loop results are gone)
+        run.metrics.live = run.metrics.epoch_end = None
         run.metrics.to_cpu()
 
 

@@ -43,8 +43,7 @@ class MetricStore:
     def carry_over(self, previous: MetricStore) -> None:
         """Start with ``previous``'s values (the last call's), as Lightning keeps them until a call's set-up
         is done: ``setup`` hooks, and a call that fails before then, still read them."""
-        previous.current()
-        self.merge(previous.callback, previous.logged, previous.progress_bar)
+        self.merge(previous.current(0), previous.current(1), previous.current(2))
 
     def merge(self, callback: dict, log: dict, pbar: dict) -> None:
         self.callback.update(callback)
@@ -57,22 +56,26 @@ class MetricStore:
     def apply_epoch(self, results: LoggedResults) -> None:
         self.merge(*results.epoch_metrics())
 
-    def current(self) -> None:
-        """Merge the running loop's values in (called by the readers, not by the loop)."""
+    def current(self, which: int) -> dict[str, Any]:
+        """One stored dict (0 callback, 1 logged, 2 progress bar) with the running loop's values merged in.
+
+        Called by the readers, never by the loop. As with Lightning's properties, reading one dict leaves
+        the other two as they were (a callback reading ``callback_metrics`` at epoch end does not put the
+        epoch's values in ``logged_metrics`` before they are sent to the loggers)."""
+        store = (self.callback, self.logged, self.progress_bar)[which]
         if self.live is not None:
-            self.merge(*self.live.step_metrics())
+            store.update(self.live.step_metrics()[which])
         if self.epoch_end is not None:
-            self.merge(*self.epoch_end.epoch_metrics())
+            store.update(self.epoch_end.epoch_metrics()[which])
+        return store
 
     def callback_metrics(self) -> dict[str, Any]:
         """``trainer.callback_metrics``: the stored values with the running loop's merged in."""
-        self.current()
-        return self.callback
+        return self.current(0)
 
     def logged_metrics(self) -> dict[str, Any]:
         """``trainer.logged_metrics``."""
-        self.current()
-        return self.logged
+        return self.current(1)
 
     def to_cpu(self) -> None:
         for store in (self.callback, self.logged, self.progress_bar):
@@ -82,9 +85,8 @@ class MetricStore:
 
     # ---- reading ------------------------------------------------------------------------
     def progress_bar_values(self) -> dict[str, float]:
-        self.current()
         # host sync: turns the device values into numbers, only when somebody reads them
-        return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in self.progress_bar.items()}
+        return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in self.current(2).items()}
 
     def progress_bar_values_nowait(self) -> dict[str, float]:
         """The progress-bar values for display, without waiting for the GPU.
@@ -93,9 +95,8 @@ class MetricStore:
         that has completed (at most one refresh behind). CPU values are read directly: reading a
         CPU tensor never waits for a device.
         """
-        self.current()
         shown: dict[str, float] = {}
-        for key, value in self.progress_bar.items():
+        for key, value in self.current(2).items():
             if not isinstance(value, torch.Tensor):
                 shown[key] = value
                 continue
