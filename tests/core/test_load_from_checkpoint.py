@@ -359,3 +359,52 @@ def test_strict_loading_when_resuming_a_fit(tmp_path):
         trainer.fit(model, loader(n=8), ckpt_path=path)
     assert trainer.global_step == 3
     assert not [w for w in caught if "Found keys" in str(w.message)]  # as in Lightning, a resume says nothing
+
+
+def test_lightnings_private_loaders_build_a_module_or_a_datamodule_as_load_from_checkpoint_does(tmp_path):
+    # libraries that override `load_from_checkpoint` call Lightning's helpers by these names (rl4co's
+    # REINFORCE imports `_load_from_checkpoint` from `core.saving` when it loads)
+    from ember.core.saving import _load_from_checkpoint, _load_state
+
+    class Data(ember.LightningDataModule):
+        def __init__(self, size: int = 3):
+            super().__init__()
+            self.save_hyperparameters()
+            self.restored = None
+
+        def state_dict(self):
+            return {"seen": self.hparams.size * 10}
+
+        def load_state_dict(self, state):
+            self.restored = state["seen"]
+
+    model = Saved(lr=0.05, tag="b")
+    trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path)
+    data = Data(size=9)
+    data.train_dataloader = lambda: loader(n=8)
+    trainer.fit(model, datamodule=data)
+    path = tmp_path / "both.ckpt"
+    trainer.save_checkpoint(path)
+
+    # positionally, as rl4co calls it: (cls, path, map_location, hparams_file, strict), and with keyword overrides
+    loaded = _load_from_checkpoint(Saved, path, None, None, True, weights_only=True)
+    assert isinstance(loaded, Saved) and loaded.hparams == {"lr": 0.05, "width": 1, "tag": "b"}
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    assert _load_from_checkpoint(Saved, path, tag="c").hparams["tag"] == "c"
+    restored = _load_from_checkpoint(Data, path)
+    assert isinstance(restored, Data) and restored.hparams.size == 9 and restored.restored == 90
+
+    # `_load_state` takes a checkpoint already loaded
+    checkpoint = torch.load(path, weights_only=True)
+    again = _load_state(Saved, checkpoint, strict=True, width=1)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+    assert _load_state(Data, checkpoint).restored == 90
+
+
+def test_lightnings_hparams_helpers_in_core_saving():
+    from ember.core.saving import convert, update_hparams
+
+    assert [convert(v) for v in ("3", "0.5", "True", "[1, 2]", "text", "None")] == [3, 0.5, True, [1, 2], "text", None]
+    hparams = {"lr": 0.1, "net": {"width": 4, "depth": 2}}
+    update_hparams(hparams, {"net": {"width": 8}, "tag": "b"})
+    assert hparams == {"lr": 0.1, "net": {"width": 8, "depth": 2}, "tag": "b"}

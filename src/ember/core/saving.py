@@ -68,7 +68,7 @@ def load_hparams_from_file(path: str) -> dict[str, Any]:
         import csv
 
         with fs.open(path, "r", newline="") as f:
-            return {row["key"]: _parse_value(row["value"]) for row in csv.DictReader(f)}
+            return {row["key"]: convert(row["value"]) for row in csv.DictReader(f)}
     with fs.open(path, "r") as f:
         return yaml.safe_load(f) or {}
 
@@ -334,13 +334,23 @@ def _is_listconfig(value: Any) -> bool:
     return omegaconf is not None and isinstance(value, omegaconf.ListConfig)
 
 
-def _parse_value(value: str) -> Any:
+def convert(val: str) -> Any:
+    """A value read from a hyperparameters CSV file: the Python literal it spells, else the text itself."""
     import ast
 
     try:
-        return ast.literal_eval(value)
+        return ast.literal_eval(val)
     except (ValueError, SyntaxError):
-        return value
+        return val
+
+
+def update_hparams(hparams: dict, updates: dict) -> None:
+    """Apply ``updates`` to ``hparams`` in place, merging nested dicts key by key (Lightning's helper)."""
+    for key, value in updates.items():
+        if key in hparams and isinstance(value, dict):
+            update_hparams(hparams[key], value)
+        else:
+            hparams[key] = value
 
 
 def load_from_checkpoint(
@@ -365,6 +375,23 @@ def load_from_checkpoint(
 
     checkpoint = load_checkpoint(checkpoint_path, map_location=map_location, weights_only=weights_only)
     checkpoint = migrate_loaded(checkpoint, checkpoint_path)
+    if hparams_file is not None:
+        # the file replaces the saved hyperparameters entirely, as in Lightning
+        key = "datamodule_hyper_parameters" if datamodule else "hyper_parameters"
+        checkpoint[key] = _read_hparams_file(hparams_file)
+    return _build_and_load(cls, checkpoint, checkpoint_path, strict, datamodule, hparams_file is not None, kwargs)
+
+
+def _build_and_load(
+    cls: type,
+    checkpoint: dict[str, Any],
+    checkpoint_path: Any,
+    strict: bool | None,
+    datamodule: bool,
+    from_file: bool,
+    kwargs: dict[str, Any],
+) -> Any:
+    """``cls`` built from the loaded ``checkpoint``'s hyperparameters and ``kwargs``, with its state loaded."""
     if datamodule:
         hparams_key, name_key, type_key = (
             "datamodule_hyper_parameters",
@@ -373,12 +400,9 @@ def load_from_checkpoint(
         )
     else:
         hparams_key, name_key, type_key = "hyper_parameters", "hparams_name", "hparams_type"
-    if hparams_file is not None:
-        # the file replaces the saved hyperparameters entirely, as in Lightning
-        checkpoint[hparams_key] = _read_hparams_file(hparams_file)
     hparams = _saved_hparams(cls, checkpoint, hparams_key, legacy=not datamodule, overrides=kwargs)
     hparams.update(kwargs)
-    if hparams_file is None:
+    if not from_file:
         hparams = _rebuild_hparams(hparams, checkpoint.get(type_key))
     obj = _instantiate(cls, hparams, checkpoint.get(name_key), kwargs)
     if datamodule:
@@ -388,6 +412,35 @@ def load_from_checkpoint(
         return obj
     _load_module_weights(obj, checkpoint, checkpoint_path, strict)
     return obj
+
+
+def _is_datamodule_class(cls: type) -> bool:
+    from ember.core.datamodule import LightningDataModule
+
+    return issubclass(cls, LightningDataModule)
+
+
+def _load_from_checkpoint(
+    cls: type,
+    checkpoint_path: Any,
+    map_location: Any = None,
+    hparams_file: Any = None,
+    strict: bool | None = None,
+    weights_only: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Lightning's private helper behind ``load_from_checkpoint``, for a module or a datamodule class.
+
+    Libraries that override ``load_from_checkpoint`` call it under this name (rl4co's REINFORCE).
+    """
+    return load_from_checkpoint(
+        cls, checkpoint_path, map_location, hparams_file, strict, weights_only, _is_datamodule_class(cls), **kwargs
+    )
+
+
+def _load_state(cls: type, checkpoint: dict[str, Any], strict: bool | None = None, **cls_kwargs_new: Any) -> Any:
+    """Lightning's private helper: build ``cls`` from a checkpoint dict already loaded, and load its state."""
+    return _build_and_load(cls, checkpoint, None, strict, _is_datamodule_class(cls), False, cls_kwargs_new)
 
 
 def _read_hparams_file(hparams_file: Any) -> dict[str, Any]:
