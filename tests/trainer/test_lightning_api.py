@@ -786,6 +786,18 @@ def test_resuming_without_the_checkpoints_callbacks_warns_as_lightning(tmp_path)
     with pytest.warns(UserWarning, match=r"callbacks used to create the checkpoint need to be provided.*EarlyStopping"):
         quiet_trainer(max_steps=3).fit(CoreModel(), loader(n=8), ckpt_path=tmp_path / "a.ckpt")
 
+    # the warning comes before the callbacks' `on_load_checkpoint`, as in Lightning: one that fails leaves it given
+    class FailsToLoad(Callback):
+        def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+            raise RuntimeError("cannot load")
+
+    with pytest.warns(UserWarning, match="callbacks used to create the checkpoint") as caught:
+        with pytest.raises(RuntimeError, match="cannot load"):
+            quiet_trainer(max_steps=3, callbacks=[FailsToLoad()]).fit(
+                CoreModel(), loader(n=8), ckpt_path=tmp_path / "a.ckpt"
+            )
+    assert any("EarlyStopping" in str(w.message) for w in caught)
+
 
 class _EpochSpy(Callback):
     def __init__(self) -> None:

@@ -302,7 +302,8 @@ def restore_datamodule(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None
 
 
 def restore_callbacks(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
-    """The callbacks' ``on_load_checkpoint``, then each one's ``load_state_dict`` with its stored state.
+    """A warning naming the stored states no callback takes, the callbacks' ``on_load_checkpoint``, then each
+    one's ``load_state_dict`` with its stored state.
 
     A checkpoint without a ``callbacks`` entry (``save_weights_only``) calls neither, as in Lightning.
     """
@@ -310,16 +311,15 @@ def restore_callbacks(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
     states = checkpoint.get("callbacks")
     if states is None:
         return
-    run.hooks.call_callbacks("on_load_checkpoint", checkpoint)
-    if not states:
-        return
     keys = {cb.state_key for cb in t.callbacks} | {getattr(cb, "_legacy_state_key", None) for cb in t.callbacks}
     missing = [key for key in states if key not in keys]
     if missing:
+        # before the hooks, as in Lightning: a hook that fails leaves the warning given
         rank_zero_warn(
             "Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided during"
             f" `Trainer` instantiation. Please add the following callbacks: {missing}."
         )
+    run.hooks.call_callbacks("on_load_checkpoint", checkpoint)
     for cb in t.callbacks:
         state = states.get(cb.state_key, states.get(getattr(cb, "_legacy_state_key", None)))
         if state:
