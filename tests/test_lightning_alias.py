@@ -97,7 +97,11 @@ SUPPORTED = {
     "core.module": ("ember.core.module", ["LightningModule"]),
     "core.optimizer": ("ember.core.optimizer", ["LightningOptimizer"]),
     "core.saving": ("ember.core.saving", ["get_filesystem", "pl_load"]),
-    "loggers": ("ember.loggers", ["CSVLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"]),
+    "loggers": (
+        "ember.loggers",
+        ["CSVLogger", "LitLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"],
+    ),
+    "loggers.litlogger": ("ember.loggers.litlogger", ["LitLogger"]),
     "loggers.csv_logs": ("ember.loggers.csv_logs", ["CSVLogger", "ExperimentWriter"]),
     "loggers.logger": ("ember.loggers.logger", ["DummyExperiment", "DummyLogger", "Logger", "rank_zero_experiment"]),
     "loggers.mlflow": ("ember.loggers.mlflow", ["MLFlowLogger"]),
@@ -110,9 +114,13 @@ SUPPORTED = {
             "BitsandbytesPrecision",
             "DeepSpeedPrecision",
             "DoublePrecision",
+            "FSDPPrecision",
             "HalfPrecision",
             "MixedPrecision",
             "Precision",
+            "TransformerEnginePrecision",
+            "XLACheckpointIO",
+            "XLAPrecision",
         ],
     ),
     "plugins.precision": (
@@ -121,12 +129,20 @@ SUPPORTED = {
             "BitsandbytesPrecision",
             "DeepSpeedPrecision",
             "DoublePrecision",
+            "FSDPPrecision",
             "HalfPrecision",
             "MixedPrecision",
             "Precision",
+            "TransformerEnginePrecision",
+            "XLAPrecision",
         ],
     ),
-    "plugins.io": ("ember.plugins.io", ["AsyncCheckpointIO", "CheckpointIO", "TorchCheckpointIO"]),
+    # by name only (libraries import them): building one is refused with what to use instead
+    "plugins.precision.fsdp": ("ember.precision.unsupported", ["FSDPPrecision"]),
+    "plugins.precision.transformer_engine": ("ember.precision.unsupported", ["TransformerEnginePrecision"]),
+    "plugins.precision.xla": ("ember.precision.unsupported", ["XLAPrecision"]),
+    "plugins.io": ("ember.plugins.io", ["AsyncCheckpointIO", "CheckpointIO", "TorchCheckpointIO", "XLACheckpointIO"]),
+    "plugins.io.xla": ("ember.plugins.io.xla", ["XLACheckpointIO"]),
     "plugins.io.async_plugin": ("ember.checkpoint.async_io", ["AsyncCheckpointIO"]),
     "plugins.io.checkpoint_plugin": ("ember.checkpoint.io", ["CheckpointIO"]),
     "plugins.io.torch_plugin": ("ember.checkpoint.io", ["TorchCheckpointIO"]),
@@ -148,12 +164,14 @@ SUPPORTED = {
             "MPIEnvironment",
             "SLURMEnvironment",
             "TorchElasticEnvironment",
+            "XLAEnvironment",
         ],
     ),
     "profilers": (
         "ember.profilers",
-        ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler"],
+        ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler", "XLAProfiler"],
     ),
+    "profilers.xla": ("ember.profilers.xla", ["XLAProfiler"]),
     "profilers.advanced": ("ember.profilers.advanced", ["AdvancedProfiler"]),
     "profilers.base": ("ember.profilers.profiler", ["PassThroughProfiler", "Profiler"]),
     "profilers.profiler": ("ember.profilers.profiler", ["Profiler"]),
@@ -170,8 +188,10 @@ SUPPORTED = {
             "SingleDeviceStrategy",
             "Strategy",
             "StrategyRegistry",
+            "XLAStrategy",
         ],
     ),
+    "strategies.xla": ("ember.distributed.xla", ["XLAStrategy"]),
     "strategies.ddp": ("ember.distributed.ddp", ["DDPStrategy"]),
     "strategies.deepspeed": ("ember.distributed.deepspeed", ["DeepSpeedStrategy"]),
     "strategies.fsdp": ("ember.distributed.fsdp", ["FSDPStrategy"]),
@@ -217,6 +237,7 @@ SUPPORTED = {
             "AttributeDict",
             "CombinedLoader",
             "move_data_to_device",
+            "rank_zero_deprecation",
             "rank_zero_info",
             "rank_zero_only",
             "rank_zero_warn",
@@ -493,6 +514,60 @@ def test_lightnings_xla_names_import_for_libraries_that_patch_them_and_refuse_to
     assert ok(python(code)).splitlines()[-1] == "2 SingleDeviceStrategy"
 
 
+def test_every_name_lightnings_public_packages_export_imports_under_the_alias():
+    # recorded from Lightning 2.6.6 (`tests/fixtures/make_lightning_public_names.py`): a program or a library
+    # that imports any of these gets a name, never an ImportError
+    recorded = json.loads((REPO / "tests" / "fixtures" / "lightning_public_names.json").read_text())["names"]
+    code = """
+        import importlib, json, sys
+        import ember
+        ember.install_as_lightning()
+        missing = []
+        for path, names in json.loads(sys.argv[1]).items():
+            module = importlib.import_module("pytorch_lightning" + (f".{path}" if path else ""))
+            missing += [f"{path or 'pytorch_lightning'}.{name}" for name in names if not hasattr(module, name)]
+        print(json.dumps(missing))
+    """
+    assert json.loads(ok(python(code, json.dumps(recorded)))) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "says"),
+    [
+        ("loggers.litlogger", "LitLogger", "logs to the Lightning AI service, which Ember does not support"),
+        ("profilers.xla", "XLAProfiler", 'XLA devices (TPUs) are not supported. Use `Trainer(profiler="pytorch")`'),
+        ("plugins.io.xla", "XLACheckpointIO", "XLA devices (TPUs) are not supported. Use the default"),
+        ("plugins.precision.xla", "XLAPrecision", "XLA devices (TPUs) are not supported. Use `Trainer(precision=...)`"),
+        ("plugins.precision.fsdp", "FSDPPrecision", 'Pass `Trainer(strategy="fsdp", precision="bf16-mixed")`'),
+        ("plugins.precision.transformer_engine", "TransformerEnginePrecision", "Transformer Engine's FP8"),
+        ("strategies.xla", "XLAStrategy", "XLA devices (TPUs) are not supported"),
+        ("plugins.environments", "XLAEnvironment", "XLA devices (TPUs) are not supported"),
+    ],
+)
+def test_lightnings_classes_for_what_ember_does_not_support_import_and_refuse_to_be_built(path, name, says):
+    code = f"""
+        import ember
+        ember.install_as_lightning()
+        from pytorch_lightning.{path} import {name}
+        from lightning.pytorch.{path} import {name} as other
+        assert other is {name}
+        try:
+            {name}()
+        except Exception as error:
+            print(type(error).__name__)
+            print(error)
+        else:
+            raise AssertionError("built")
+    """
+    kind, message = ok(python(code, without_lightning=True)).split("\n", 1)
+    assert message.startswith(name) or message.startswith("No module named 'litlogger'"), message
+    assert says in message
+    # the error says what to use instead
+    assert "Use " in message or "Pass " in message or "Log with " in message
+    # without the `litlogger` client, LitLogger fails as Lightning's does, so a fallback on that error still works
+    assert kind == ("ModuleNotFoundError" if name == "LitLogger" else "MisconfigurationException")
+
+
 def test_a_lightning_path_imported_first_loads_embers_module_once():
     # nequip imports the connector by its deep path first, then patches `_AcceleratorConnector`: a second
     # copy of Ember's file (a second class) would take the patch where the Trainer never looks
@@ -563,7 +638,7 @@ def test_embers_classes_take_the_lightning_names_they_are_imported_by_and_pickle
     ("path", "says"),
     [
         ("pytorch_lightning.loops.fit_loop", "Ember has one loop and no loop classes to replace"),
-        ("lightning.pytorch.plugins.precision.xla", None),
+        ("lightning.pytorch.strategies.launchers", None),
         ("lightning.pytorch.demos.digits", None),  # Ember's own demo, beside Lightning's demo models
         ("pytorch_lightning.utilities.argparse", None),
         ("pytorch_lightning.trainer.connectors.logger_connector.logger_connector", None),

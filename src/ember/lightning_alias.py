@@ -81,6 +81,10 @@ _MOVED = {
     "plugins.precision.double": "precision.double",
     "plugins.precision.bitsandbytes": "precision.bitsandbytes",
     "plugins.precision.deepspeed": "precision.deepspeed",
+    # by name only: FSDP takes the Trainer's precision; no Transformer Engine or XLA
+    "plugins.precision.fsdp": "precision.unsupported",
+    "plugins.precision.transformer_engine": "precision.unsupported",
+    "plugins.precision.xla": "precision.unsupported",
     "strategies.strategy": "distributed.strategy",
     "strategies.single_device": "distributed.strategy",
     "strategies.parallel": "distributed.parallel",
@@ -90,6 +94,7 @@ _MOVED = {
     "strategies.deepspeed": "distributed.deepspeed",
     # by name only, for libraries that import it (nequip's XPU support): never available on Ember
     "strategies.single_xla": "distributed.xla",
+    "strategies.xla": "distributed.xla",
     # Lightning's connectors are private; scvi-tools builds an `_AcceleratorConnector` to parse devices
     "trainer.connectors.accelerator_connector": "distributed.factory",
     # torch-uncertainty subclasses `_EvaluationLoop` to print its own results table, and annotates with `_OUT_DICT`

@@ -14,17 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from ember.accelerators.accelerator import Accelerator
-from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.exceptions import xla_not_supported
 
 
 class XLAAccelerator(Accelerator):
     """Lightning's TPU accelerator: never available on Ember."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise MisconfigurationException(
-            "XLAAccelerator: Ember runs on CPUs, CUDA and MPS only; XLA devices (TPUs) are not supported. Use"
-            ' `accelerator="cuda"`, `"cpu"` or `"mps"`, or Lightning itself on TPUs.'
-        )
+        raise xla_not_supported("XLAAccelerator")
 
     def setup_device(self, device: Any) -> None:  # never reached: the class cannot be built
         raise NotImplementedError

@@ -27,6 +27,7 @@ from ember.cli.types import (
     LRSchedulerType,
     LRSchedulerTypeTuple,
     LRSchedulerTypeUnion,
+    ModuleType,
     OptimizerCallable,
     ReduceLROnPlateau,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "LRSchedulerTypeUnion",
     "LightningArgumentParser",
     "LightningCLI",
+    "ModuleType",
     "OptimizerCallable",
     "ReduceLROnPlateau",
     "SaveConfigCallback",

@@ -33,7 +33,7 @@ from typing import Any, Union, get_type_hints
 from torch.optim import Optimizer
 
 from ember.callbacks.callback import Callback
-from ember.cli.types import ArgsType, LRSchedulerTypeTuple, LRSchedulerTypeUnion, ReduceLROnPlateau
+from ember.cli.types import ArgsType, LRSchedulerTypeTuple, LRSchedulerTypeUnion, ModuleType, ReduceLROnPlateau
 from ember.core.datamodule import LightningDataModule
 from ember.core.hparams import _given_hyperparameters_context
 from ember.core.module import LightningModule
@@ -591,7 +591,7 @@ def instantiate_class(args: Any, init: dict[str, Any]) -> Any:
     return getattr(module, class_name)(*args, **kwargs)
 
 
-def instantiate_module(class_type: type, config: dict[str, Any]) -> Any:
+def instantiate_module(class_type: type[ModuleType], config: dict[str, Any]) -> ModuleType:
     """Build a module (or datamodule) from the hyperparameters ``LightningCLI`` saved for it, injected objects too.
 
     ``load_from_checkpoint`` never does this by itself: a checkpoint does not choose the classes to build (see

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from argparse import Namespace
 from collections.abc import Callable, Iterable
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import torch
 from torch.optim import Optimizer
@@ -34,3 +34,5 @@ LRSchedulerType = Union[type[LRScheduler], type[ReduceLROnPlateau]]
 ArgsType = Union[list[str], dict[str, Any], Namespace, None]
 OptimizerCallable = Callable[[Iterable], Optimizer]
 LRSchedulerCallable = Callable[[Optimizer], LRScheduler | ReduceLROnPlateau]
+# the class `instantiate_module` builds, and what it returns
+ModuleType = TypeVar("ModuleType")

@@ -16,6 +16,7 @@ import subprocess
 from abc import ABCMeta
 from typing import Any
 
+from ember.utilities.exceptions import xla_not_supported
 from ember.utilities.fabric import is_fabrics_own
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -27,6 +28,7 @@ __all__ = [
     "MPIEnvironment",
     "SLURMEnvironment",
     "TorchElasticEnvironment",
+    "XLAEnvironment",
     "detect_environment",
     "environment_in",
     "find_free_network_port",
@@ -129,6 +131,15 @@ class LightningEnvironment(ClusterEnvironment):
 
     def global_rank(self) -> int:
         return int(os.environ.get("RANK", self._global_rank))
+
+
+class XLAEnvironment(ClusterEnvironment):
+    """Lightning's TPU environment, by name only: never detected, and building one is an error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise xla_not_supported(
+            "XLAEnvironment", "Use an environment for CPU or CUDA processes (`LightningEnvironment`, ...)."
+        )
 
 
 class TorchElasticEnvironment(ClusterEnvironment):

@@ -1,5 +1,5 @@
-"""Lightning's ``SingleDeviceXLAStrategy``, by name only: Ember has no XLA support (see
-``ember.accelerators.xla``), so building one is an error.
+"""Lightning's TPU strategies, ``SingleDeviceXLAStrategy`` and ``XLAStrategy``, by name only: Ember has no
+XLA support (see ``ember.accelerators.xla``), so building one is an error.
 
 Example::
 
@@ -10,15 +10,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from ember.distributed.ddp import DDPStrategy
 from ember.distributed.strategy import SingleDeviceStrategy
-from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.exceptions import xla_not_supported
 
 
 class SingleDeviceXLAStrategy(SingleDeviceStrategy):
     """Lightning's single-TPU strategy: not supported on Ember."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise MisconfigurationException(
-            "SingleDeviceXLAStrategy: Ember runs on CPUs, CUDA and MPS only; XLA devices (TPUs) are not supported. Use"
-            ' `accelerator="cuda"`, `"cpu"` or `"mps"`, or Lightning itself on TPUs.'
-        )
+        raise xla_not_supported("SingleDeviceXLAStrategy")
+
+
+class XLAStrategy(DDPStrategy):
+    """Lightning's multi-TPU strategy: not supported on Ember."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise xla_not_supported("XLAStrategy")

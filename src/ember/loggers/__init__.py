@@ -21,9 +21,10 @@ _LAZY = {
     "MLFlowLogger": "ember.loggers.mlflow",
     "WandbLogger": "ember.loggers.wandb",
     "CometLogger": "ember.loggers.comet",
+    "LitLogger": "ember.loggers.litlogger",  # by name only
 }
 
-__all__ = ["CSVLogger", "CometLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"]
+__all__ = ["CSVLogger", "CometLogger", "LitLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"]
 
 
 def __getattr__(name: str) -> Any:

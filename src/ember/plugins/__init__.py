@@ -9,15 +9,18 @@ Example::
 """
 
 from ember.plugins.environments import ClusterEnvironment
-from ember.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO
+from ember.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO, XLACheckpointIO
 from ember.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
 from ember.precision import (
     BitsandbytesPrecision,
     DeepSpeedPrecision,
     DoublePrecision,
+    FSDPPrecision,
     HalfPrecision,
     MixedPrecision,
     Precision,
+    TransformerEnginePrecision,
+    XLAPrecision,
 )
 
 __all__ = [
@@ -27,10 +30,14 @@ __all__ = [
     "ClusterEnvironment",
     "DeepSpeedPrecision",
     "DoublePrecision",
+    "FSDPPrecision",
     "HalfPrecision",
     "LayerSync",
     "MixedPrecision",
     "Precision",
     "TorchCheckpointIO",
     "TorchSyncBatchNorm",
+    "TransformerEnginePrecision",
+    "XLACheckpointIO",
+    "XLAPrecision",
 ]

@@ -17,15 +17,19 @@ from ember.precision.deepspeed import DeepSpeedPrecision
 from ember.precision.double import DoublePrecision
 from ember.precision.half import HalfPrecision
 from ember.precision.precision import PRECISIONS, Precision, check_plugin, normalize_precision
+from ember.precision.unsupported import FSDPPrecision, TransformerEnginePrecision, XLAPrecision
 
 __all__ = [
     "PRECISIONS",
     "BitsandbytesPrecision",
     "DeepSpeedPrecision",
     "DoublePrecision",
+    "FSDPPrecision",
     "HalfPrecision",
     "MixedPrecision",
     "Precision",
+    "TransformerEnginePrecision",
+    "XLAPrecision",
     "choose_precision",
     "create_precision",
     "normalize_precision",

@@ -15,11 +15,12 @@ _LAZY = {
     "SimpleProfiler": "ember.profilers.simple",
     "AdvancedProfiler": "ember.profilers.advanced",
     "PyTorchProfiler": "ember.profilers.pytorch",
+    "XLAProfiler": "ember.profilers.xla",  # by name only
 }
 # the names `Trainer(profiler=...)` accepts
 PROFILERS = {"simple": "SimpleProfiler", "advanced": "AdvancedProfiler", "pytorch": "PyTorchProfiler"}
 
-__all__ = ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler"]
+__all__ = ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler", "XLAProfiler"]
 
 
 def __getattr__(name: str) -> Any:

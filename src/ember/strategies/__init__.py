@@ -6,6 +6,7 @@ from ember.distributed.fsdp import FSDPStrategy
 from ember.distributed.model_parallel import ModelParallelStrategy
 from ember.distributed.parallel import ParallelStrategy
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy, StrategyRegistry
+from ember.distributed.xla import XLAStrategy  # by name only
 
 __all__ = [
     "DDPSpawnStrategy",
@@ -17,4 +18,5 @@ __all__ = [
     "SingleDeviceStrategy",
     "Strategy",
     "StrategyRegistry",
+    "XLAStrategy",
 ]

@@ -10,6 +10,7 @@ from ember.utilities.parameter_tying import find_shared_parameters, set_shared_p
 from ember.utilities.parsing import AttributeDict, is_picklable
 from ember.utilities.rank_zero import (
     rank_zero_debug,
+    rank_zero_deprecation,
     rank_zero_info,
     rank_zero_only,
     rank_zero_warn,
@@ -34,6 +35,7 @@ __all__ = [
     "measure_flops",
     "move_data_to_device",
     "rank_zero_debug",
+    "rank_zero_deprecation",
     "rank_zero_info",
     "rank_zero_only",
     "rank_zero_warn",

@@ -5,6 +5,19 @@ class MisconfigurationException(Exception):
     """The user asked for something that cannot work; the message says what and how to fix it."""
 
 
+def not_supported(name: str, reason: str, instead: str) -> MisconfigurationException:
+    """The error of a Lightning class Ember keeps by name only (libraries import it for ``isinstance`` checks
+    and their own registries) when one is built: what it is, why Ember has none, what to use instead."""
+    return MisconfigurationException(f"{name}: {reason} {instead}")
+
+
+def xla_not_supported(
+    name: str, instead: str = 'Use `accelerator="cuda"`, `"cpu"` or `"mps"`, or Lightning itself on TPUs.'
+) -> MisconfigurationException:
+    """``not_supported`` for Lightning's TPU classes."""
+    return not_supported(name, "Ember runs on CPUs, CUDA and MPS only; XLA devices (TPUs) are not supported.", instead)
+
+
 class SIGTERMException(SystemExit):
     """The process received SIGTERM (Lightning's name): training stopped at a step boundary.
 

@@ -6,5 +6,6 @@ Lightning's module paths below it (``plugins.io.async_plugin``, ...) resolve und
 
 from ember.checkpoint.async_io import AsyncCheckpointIO
 from ember.checkpoint.io import CheckpointIO, TorchCheckpointIO
+from ember.plugins.io.xla import XLACheckpointIO  # by name only
 
-__all__ = ["AsyncCheckpointIO", "CheckpointIO", "TorchCheckpointIO"]
+__all__ = ["AsyncCheckpointIO", "CheckpointIO", "TorchCheckpointIO", "XLACheckpointIO"]

@@ -1,0 +1,47 @@
+"""Lightning's precision plugins that Ember keeps by name only: ``FSDPPrecision``, ``TransformerEnginePrecision``
+and ``XLAPrecision``. Libraries import them for ``isinstance`` checks; building one is an error that says
+what to pass instead.
+
+Example::
+
+    from lightning.pytorch.plugins import FSDPPrecision   # imports; cannot be built
+
+    trainer = Trainer(strategy="fsdp", precision="bf16-mixed")   # what to write instead
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ember.precision.precision import Precision
+from ember.utilities.exceptions import not_supported, xla_not_supported
+
+
+class FSDPPrecision(Precision):
+    """Lightning's precision plugin of its ``FSDPStrategy``: Ember's FSDP takes the Trainer's precision."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise not_supported(
+            "FSDPPrecision",
+            "Ember's `FSDPStrategy` takes its precision from `Trainer(precision=...)` and needs no plugin of its own.",
+            'Pass `Trainer(strategy="fsdp", precision="bf16-mixed")` (or `"16-mixed"`, `"bf16-true"`, ...), or the'
+            " strategy's `mixed_precision=` policy, instead of `plugins=[FSDPPrecision(...)]`.",
+        )
+
+
+class TransformerEnginePrecision(Precision):
+    """Lightning's FP8 plugin on NVIDIA Transformer Engine: not supported on Ember."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise not_supported(
+            "TransformerEnginePrecision",
+            "Ember does not train with NVIDIA Transformer Engine's FP8 layers.",
+            'Use `Trainer(precision="bf16-mixed")` (or `"16-mixed"`), or Lightning itself for FP8.',
+        )
+
+
+class XLAPrecision(Precision):
+    """Lightning's TPU precision plugin: not supported on Ember."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise xla_not_supported("XLAPrecision", "Use `Trainer(precision=...)` on CPUs, CUDA or MPS.")

@@ -1,0 +1,27 @@
+"""Lightning's ``XLAProfiler`` (TPUs), by name only: Ember has no XLA support, so building one is an error.
+
+Example::
+
+    from lightning.pytorch.profilers import XLAProfiler   # imports; cannot be built
+"""
+
+from __future__ import annotations
+
+from ember.profilers.profiler import Profiler
+from ember.utilities.exceptions import xla_not_supported
+
+
+class XLAProfiler(Profiler):
+    """Lightning's TPU profiler: not supported on Ember."""
+
+    def __init__(self, port: int = 9012) -> None:  # Lightning's argument, so that a config naming it parses
+        raise xla_not_supported("XLAProfiler", 'Use `Trainer(profiler="pytorch")` (or `"simple"`) on CPUs and CUDA.')
+
+    def start(self, action_name: str) -> None:  # never reached: the class cannot be built
+        raise NotImplementedError
+
+    def stop(self, action_name: str) -> None:
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        raise NotImplementedError
