@@ -197,6 +197,98 @@ def test_a_strategy_that_only_reads_backward_keeps_embers_own_path():
     assert calls == [True, True]
 
 
+class _StepRecordingStrategy(SingleDeviceStrategy):
+    """A strategy of the program's own around every step and batch transfer, Lightning's way."""
+
+    def __init__(self):
+        super().__init__(device=torch.device("cpu"))
+        self.calls: list[str] = []
+
+    def batch_to_device(self, batch, device=None, dataloader_idx=0):
+        self.calls.append(f"batch_to_device({dataloader_idx})")
+        return super().batch_to_device(batch, device, dataloader_idx)
+
+    def training_step(self, *args, **kwargs):
+        self.calls.append("training_step")
+        return super().training_step(*args, **kwargs)
+
+    def post_training_step(self):
+        self.calls.append("post_training_step")
+
+    def validation_step(self, *args, **kwargs):
+        self.calls.append("validation_step")
+        return super().validation_step(*args, **kwargs)
+
+    def test_step(self, *args, **kwargs):
+        self.calls.append("test_step")
+        return super().test_step(*args, **kwargs)
+
+    def predict_step(self, *args, **kwargs):
+        self.calls.append("predict_step")
+        return super().predict_step(*args, **kwargs)
+
+
+class _AfterTransfer(CoreModel):
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        self.trainer.strategy.calls.append("on_after_batch_transfer")
+        return batch
+
+
+def test_a_strategy_that_overrides_the_step_methods_runs_every_step_through_them():
+    torch.manual_seed(0)
+    plain, model = CoreModel(), _AfterTransfer()
+    model.load_state_dict(plain.state_dict())
+    quiet_trainer(max_epochs=1).fit(plain, loader(n=8), loader(n=4))
+    strategy = _StepRecordingStrategy()
+    trainer = quiet_trainer(max_epochs=1, strategy=strategy)
+    trainer.fit(model, loader(n=8), loader(n=4))
+    # as in Lightning: the strategy moves each batch (the module's last transfer hook inside it), then runs the step
+    train = ["batch_to_device(0)", "on_after_batch_transfer", "training_step", "post_training_step"]
+    validation = ["batch_to_device(0)", "on_after_batch_transfer", "validation_step"]
+    assert strategy.calls == train * 2 + validation
+    for key, value in plain.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key])  # the same training, through the strategy
+    strategy.calls.clear()
+    trainer.test(model, loader(n=4), verbose=False)
+    predictions = trainer.predict(model, loader(n=4))
+    assert strategy.calls == [
+        "batch_to_device(0)",
+        "on_after_batch_transfer",
+        "test_step",
+        "batch_to_device(0)",
+        "on_after_batch_transfer",
+        "predict_step",
+    ]
+    assert predictions[0].shape == (4, 1)
+
+
+def test_batch_to_device_moves_a_batch_through_the_transfer_hooks_the_datamodules_first():
+    seen = []
+
+    class Module(CoreModel):
+        def transfer_batch_to_device(self, batch, device, dataloader_idx):
+            seen.append(("module", dataloader_idx))
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    class Data(ember.LightningDataModule):
+        def train_dataloader(self):
+            return loader(n=4)
+
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            seen.append(("datamodule", dataloader_idx))
+            return [t * 2 for t in batch]
+
+    class Grab(ember.Callback):
+        def on_train_start(self, trainer, pl_module):
+            # a callback moving a batch of its own, as Lightning's users do
+            self.moved = trainer.strategy.batch_to_device([torch.ones(2)], dataloader_idx=3)
+
+    grab = Grab()
+    quiet_trainer(max_steps=1, callbacks=[grab]).fit(Module(), datamodule=Data())
+    assert torch.equal(grab.moved[0], torch.full((2,), 2.0))
+    assert seen[:2] == [("module", 3), ("datamodule", 3)]
+
+
 def test_torchrun_environment_is_joined(monkeypatch):
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
     for key, value in (

@@ -415,9 +415,8 @@ def _build_and_load(
 
 
 def _is_datamodule_class(cls: type) -> bool:
-    from ember.core.datamodule import LightningDataModule
-
-    return issubclass(cls, LightningDataModule)
+    """A datamodule class rather than a module's (a LightningModule is a torch module; a datamodule is not)."""
+    return not issubclass(cls, torch.nn.Module)
 
 
 def _load_from_checkpoint(

@@ -206,6 +206,51 @@ class Strategy:
     def eval_step_fn(self, module: Any, name: str) -> Callable[..., Any]:
         return getattr(module, name)
 
+    # Lightning's step methods. Ember's loop calls the module's steps directly (``training_step_fn``,
+    # ``eval_step_fn``); a strategy class of the program's own that overrides one of these, Lightning's way,
+    # has it called for every batch instead (``step_fn``), and ``super()`` reaches the module.
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        """One training step: the module's ``training_step``, through the strategy's wrapper (DDP)."""
+        return self.training_step_fn(self.lightning_module)(*args, **kwargs)
+
+    def post_training_step(self) -> None:
+        """Called after each ``training_step`` (when a strategy of the program's own overrides it)."""
+
+    def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        """One validation step: the module's ``validation_step``, through the strategy's wrapper."""
+        return self.eval_step_fn(self.lightning_module, "validation_step")(*args, **kwargs)
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        """One test step: the module's ``test_step``, through the strategy's wrapper."""
+        return self.eval_step_fn(self.lightning_module, "test_step")(*args, **kwargs)
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        """One prediction step: the module's ``predict_step``, through the strategy's wrapper."""
+        return self.eval_step_fn(self.lightning_module, "predict_step")(*args, **kwargs)
+
+    def batch_to_device(self, batch: Any, device: torch.device | None = None, dataloader_idx: int = 0) -> Any:
+        """``batch`` on ``device`` (default: ``root_device``) through the ``transfer_batch_to_device`` and
+        ``on_after_batch_transfer`` hooks, the datamodule's where it overrides them, as in Lightning.
+
+        Example (in a callback)::
+
+            batch = trainer.strategy.batch_to_device(batch)
+        """
+        from ember.utilities.apply_func import move_data_to_device
+
+        device = device or self.root_device
+        module = self.lightning_module
+        if module is None:
+            return move_data_to_device(batch, device)
+        trainer = getattr(module, "_trainer", None)
+        datamodule = getattr(trainer, "datamodule", None)
+        batch = _batch_hook_owner(module, datamodule, "transfer_batch_to_device").transfer_batch_to_device(
+            batch, device, dataloader_idx
+        )
+        return _batch_hook_owner(module, datamodule, "on_after_batch_transfer").on_after_batch_transfer(
+            batch, dataloader_idx
+        )
+
     @property
     def handles_gradient_accumulation(self) -> bool:
         """Whether the strategy accumulates gradients itself (DeepSpeed): the trainer then steps on every batch."""
@@ -406,3 +451,13 @@ class SingleDeviceStrategy(Strategy):
 # `Trainer(strategy="<name>")` looks up here the names it does not build itself (a library's own
 # strategies); register one with `StrategyRegistry.register(name, StrategyClass, **init_params)`
 StrategyRegistry = _StrategyRegistry()
+
+
+def _batch_hook_owner(module: Any, datamodule: Any, name: str) -> Any:
+    """The datamodule when it overrides the batch hook ``name`` (it wins, as in Lightning), else the module."""
+    if datamodule is not None:
+        from ember.core.hooks import DataHooks  # where the default batch hooks are defined
+
+        if getattr(type(datamodule), name, None) is not getattr(DataHooks, name, None):
+            return datamodule
+    return module

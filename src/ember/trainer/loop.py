@@ -30,7 +30,7 @@ from ember.trainer.data import (
 )
 from ember.trainer.preemption import on_stop_request
 from ember.trainer.states import RunningStage, TrainerFn
-from ember.trainer.step import TrainingStep
+from ember.trainer.step import TrainingStep, program_overrides, step_fn
 from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.combined_loader import _is_stateful
 from ember.utilities.exceptions import MisconfigurationException
@@ -687,13 +687,17 @@ def _warn_min_not_reached(trainer: Trainer, run: Run) -> None:
 # =====================================================================================
 def _transfer_function(trainer: Trainer, run: Run, dataloader_idx: int) -> Callable[[Any], Any] | None:
     """The batch-transfer function, or None when batches can stay where the loader puts them."""
+    strategy = trainer.strategy
     before = _transfer_hook(trainer, run, "on_before_batch_transfer")
     custom = _transfer_hook(trainer, run, "transfer_batch_to_device")
     after = _transfer_hook(trainer, run, "on_after_batch_transfer")
-    device = trainer.strategy.root_device
+    device = strategy.root_device
     precision = trainer.precision_plugin
     convert = precision.convert_input if precision.converts_input else None
-    if not (before or custom or after or convert) and device.type == "cpu":
+    if program_overrides(strategy, "batch_to_device"):
+        # a strategy of the program's own moves every batch, the last two hooks included, as in Lightning
+        custom, after = lambda batch, device, idx: strategy.batch_to_device(batch, dataloader_idx=idx), None
+    elif not (before or custom or after or convert) and device.type == "cpu":
         return None
 
     def transfer(batch: Any) -> Any:
@@ -830,12 +834,12 @@ def _evaluate_loader(
     assert results is not None
     fn_stage = "val" if stage != RunningStage.TESTING else "test"
     step_name = f"{prefix}_step"
-    step_fn = profiled(
+    step = profiled(
         run.profiler,
         strategy_action(trainer.strategy, step_name),
-        trainer.strategy.eval_step_fn(trainer.lightning_module, step_name),
+        step_fn(trainer.strategy, trainer.lightning_module, step_name),
     )
-    evaluation_step = hooks.as_hook(step_name, step_without_batch_idx(trainer.lightning_module, step_name, step_fn))
+    evaluation_step = hooks.as_hook(step_name, step_without_batch_idx(trainer.lightning_module, step_name, step))
     iterator = profiled_iterator(run.profiler, f"[_EvaluationLoop].{fn_stage}_next", batches)
     transfer = _transfer_function(trainer, run, dataloader_idx)
     batch_start, batch_end = hooks.caller(f"on_{prefix}_batch_start"), hooks.caller(f"on_{prefix}_batch_end")
@@ -888,9 +892,9 @@ def _evaluate_with_iterator(
     assert results is not None
     fn_stage = "val" if stage != RunningStage.TESTING else "test"
     step_name = f"{prefix}_step"
-    step_fn = trainer.strategy.eval_step_fn(trainer.lightning_module, step_name)
     action = strategy_action(trainer.strategy, step_name)
-    evaluation_step = hooks.as_hook(step_name, profiled(run.profiler, action, step_fn))
+    step = step_fn(trainer.strategy, trainer.lightning_module, step_name)
+    evaluation_step = hooks.as_hook(step_name, profiled(run.profiler, action, step))
     batches = _sequential_batches(run, f"[_EvaluationLoop].{fn_stage}_next", first, loaders, max_batches)
     data = DataLoaderIter(batches, sum(max_batches))
     batch_start, batch_end = hooks.caller(f"on_{prefix}_batch_start"), hooks.caller(f"on_{prefix}_batch_end")
@@ -1025,14 +1029,12 @@ def _predict_loader(
     predictions: list[list[Any]],
 ) -> None:
     hooks = _hooks(run)
-    step_fn = profiled(
+    step = profiled(
         run.profiler,
         strategy_action(trainer.strategy, "predict_step"),
-        trainer.strategy.eval_step_fn(trainer.lightning_module, "predict_step"),
+        step_fn(trainer.strategy, trainer.lightning_module, "predict_step"),
     )
-    predict_step = hooks.as_hook(
-        "predict_step", step_without_batch_idx(trainer.lightning_module, "predict_step", step_fn)
-    )
+    predict_step = hooks.as_hook("predict_step", step_without_batch_idx(trainer.lightning_module, "predict_step", step))
     iterator = profiled_iterator(run.profiler, "[_PredictionLoop].predict_next", batches)
     transfer = _transfer_function(trainer, run, dataloader_idx)
     batch_start, batch_end = hooks.caller("on_predict_batch_start"), hooks.caller("on_predict_batch_end")
@@ -1088,9 +1090,9 @@ def _predict_with_iterator(
     """The prediction steps of a ``predict_step(self, dataloader_iter)``, through every dataloader in turn;
     each step's output is kept under the dataloader of the last batch it drew."""
     hooks = _hooks(run)
-    step_fn = trainer.strategy.eval_step_fn(trainer.lightning_module, "predict_step")
     action = strategy_action(trainer.strategy, "predict_step")
-    predict_step = hooks.as_hook("predict_step", profiled(run.profiler, action, step_fn))
+    step = step_fn(trainer.strategy, trainer.lightning_module, "predict_step")
+    predict_step = hooks.as_hook("predict_step", profiled(run.profiler, action, step))
     batches = _sequential_batches(run, "[_PredictionLoop].predict_next", first, loaders, max_batches)
     data = DataLoaderIter(batches, sum(max_batches))
     batch_start, batch_end = hooks.caller("on_predict_batch_start"), hooks.caller("on_predict_batch_end")

@@ -71,8 +71,11 @@ class TrainingStep:
         self.need_outputs = hooks.reads_batch_outputs()
         # `training_step(self, dataloader_iter)` draws its own batches (read here, once: `self.log` asks it)
         self.takes_iterator = takes_dataloader_iter(module, "training_step")
-        step_fn = profiled(profiler, strategy_action(strategy, "training_step"), strategy.training_step_fn(module))
-        self._training_step = hooks.as_hook("training_step", step_without_batch_idx(module, "training_step", step_fn))
+        step = step_fn(strategy, module, "training_step")
+        if program_overrides(strategy, "post_training_step"):
+            step = _then_post_training_step(step, strategy)
+        step = profiled(profiler, strategy_action(strategy, "training_step"), step)
+        self._training_step = hooks.as_hook("training_step", step_without_batch_idx(module, "training_step", step))
         self._forward_context = None if precision.is_identity else precision.forward_context
         # manual optimization's backward, recorded under Lightning's action name (automatic's: `_decide_automatic`)
         self._strategy_backward = profiled(profiler, strategy_action(strategy, "backward"), strategy.backward)
@@ -96,7 +99,7 @@ class TrainingStep:
         if profiler is not None:
             backward = profiled(profiler, strategy_action(self.strategy, "backward"), backward or Tensor.backward)
         self._backward_fn = backward
-        if _program_overrides_backward(self.strategy):
+        if program_overrides(self.strategy, "backward", "pre_backward", "post_backward"):
             self._backward = self._backward_through_strategy  # type: ignore[method-assign]
         self._scaler = self.precision.scaler
         self._on_before_optimizer_step = hooks.caller("on_before_optimizer_step")
@@ -280,15 +283,39 @@ class TrainingStep:
         return self.precision.run_optimizer_step(optimizer, closure, before_step, **kwargs)
 
 
-def _program_overrides_backward(strategy: Any) -> bool:
-    """The strategy's class (or a patch on it) replaces Ember's ``backward``, ``pre_backward`` or
-    ``post_backward`` with code that is not Ember's (a function keeps its module's name, whatever name the
-    alias gives Ember's classes)."""
-    for name in ("backward", "pre_backward", "post_backward"):
-        module = getattr(getattr(type(strategy), name), "__module__", None) or ""
+def program_overrides(strategy: Any, *names: str) -> bool:
+    """Whether the strategy's class (or a patch on it) replaces one of Ember's methods ``names`` with code that
+    is not Ember's (a function keeps its module's name, whatever name the alias gives Ember's classes)."""
+    for name in names:
+        function = getattr(type(strategy), name, None)
+        if function is None:
+            continue
+        module = getattr(function, "__module__", None) or ""
         if module != "ember" and not module.startswith("ember."):
             return True
     return False
+
+
+def step_fn(strategy: Any, module: Any, name: str) -> Callable[..., Any]:
+    """What the loop calls for the step ``name`` (``training_step``, ``validation_step``, ...): the strategy's
+    method when the program's strategy overrides it, as Lightning calls it for every batch; else the direct
+    call into the module (through the wrapper), which costs nothing more than a hand-written loop."""
+    if program_overrides(strategy, name):
+        return getattr(strategy, name)
+    if name == "training_step":
+        return strategy.training_step_fn(module)
+    return strategy.eval_step_fn(module, name)
+
+
+def _then_post_training_step(step: Callable[..., Any], strategy: Any) -> Callable[..., Any]:
+    """``step``, then the strategy's ``post_training_step`` (Lightning's hook, for a strategy that overrides it)."""
+
+    def training_step(*args: Any, **kwargs: Any) -> Any:
+        output = step(*args, **kwargs)
+        strategy.post_training_step()
+        return output
+
+    return training_step
 
 
 def _no_loss() -> None:
