@@ -197,3 +197,90 @@ def test_info_lines_reach_a_root_handler_whatever_the_roots_level(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "INFO:ember" in proc.stdout and "Running in `fast_dev_run` mode" in proc.stdout
+
+
+class _SharedBase:
+    def __init__(self):
+        ember.utilities.rank_zero_warn("kept once")  # the line the warning names
+
+
+class _One(_SharedBase):
+    pass
+
+
+class _Two(_SharedBase):
+    pass
+
+
+def _deprecated_api():
+    ember.utilities.rank_zero_deprecation("old api")  # the line the deprecation names
+
+
+def _informs():
+    ember.utilities.rank_zero_info("an info line")  # the line the log record names
+
+
+def _line_of(function, text: str) -> int:
+    import inspect
+
+    lines, first = inspect.getsourcelines(function)
+    return first + next(i for i, line in enumerate(lines) if text in line)
+
+
+def test_rank_zero_warnings_and_records_name_the_line_that_gave_them_as_lightnings_do(caplog):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _One()
+        _Two()
+        _deprecated_api()
+    shared, also, deprecation = caught
+    # a warning given in a base class names that line, so Python's default filter shows it once, not per subclass
+    assert (shared.filename, shared.lineno) == (__file__, _line_of(_SharedBase.__init__, "kept once"))
+    assert (also.filename, also.lineno) == (shared.filename, shared.lineno)
+    assert deprecation.category is ember.utilities.rank_zero.LightningDeprecationWarning
+    assert (deprecation.filename, deprecation.lineno) == (__file__, _line_of(_deprecated_api, "old api"))
+    with caplog.at_level(logging.INFO, logger="ember"):
+        _informs()
+    (record,) = [r for r in caplog.records if r.getMessage() == "an info line"]
+    assert (record.pathname, record.lineno) == (__file__, _line_of(_informs, "an info line"))
+
+
+def test_warnings_of_a_library_built_on_lightning_print_as_on_lightning(tmp_path):
+    # under the alias, a file whose path says "lightning" prints its warnings on one line, as Lightning's
+    # formatter prints them; and a LightningDeprecationWarning is shown, as Lightning's filter shows it
+    library = tmp_path / "my_lightning_extras"
+    library.mkdir()
+    (library / "extras.py").write_text(
+        "import warnings\n"
+        "from pytorch_lightning.utilities.rank_zero import rank_zero_deprecation\n"
+        "def plain():\n"
+        "    warnings.warn('from the library')\n"
+        "def old():\n"
+        "    rank_zero_deprecation('old api')\n"
+    )
+    elsewhere = tmp_path / "elsewhere.py"
+    elsewhere.write_text("import warnings\ndef plain():\n    warnings.warn('from elsewhere')\n")
+    code = textwrap.dedent(
+        """
+        import sys
+        import ember
+        ember.install_as_lightning()
+        sys.path[:0] = [sys.argv[1], sys.argv[2]]
+        import extras, elsewhere
+        extras.plain()
+        extras.old()
+        elsewhere.plain()
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "EMBER_AS_LIGHTNING")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(library), str(tmp_path)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert f"{library / 'extras.py'}:4: from the library" in lines
+    assert f"{library / 'extras.py'}:6: old api" in lines
+    # a file outside any Lightning path keeps Python's format: the category, then the source line
+    assert f"{elsewhere}:3: UserWarning: from elsewhere" in lines

@@ -70,16 +70,32 @@ def _set_rank(rank: int) -> None:
     rank_zero_only.rank = rank  # type: ignore[attr-defined]
 
 
+# The stack levels are Lightning's, counted through the same frames: a helper (`_info`, `_warn`), the
+# function, the `rank_zero_only` wrapper, then the caller. A warning or log record thus names the line that
+# called `rank_zero_warn` (or `rank_zero_info`), and a warning given from a shared place (a base class's
+# `__init__`) is shown once, not once per caller.
+def _info(*args: Any, stacklevel: int = 2, **kwargs: Any) -> None:
+    log.info(*args, stacklevel=stacklevel, **kwargs)
+
+
+def _debug(*args: Any, stacklevel: int = 2, **kwargs: Any) -> None:
+    log.debug(*args, stacklevel=stacklevel, **kwargs)
+
+
+def _warn(message: str | Warning, stacklevel: int = 2, **kwargs: Any) -> None:
+    warnings.warn(message, stacklevel=stacklevel, **kwargs)
+
+
 @rank_zero_only
 def rank_zero_info(*args: Any, stacklevel: int = 4, **kwargs: Any) -> None:
     """Log at INFO level on rank 0 only."""
-    log.info(*args, stacklevel=stacklevel, **kwargs)
+    _info(*args, stacklevel=stacklevel, **kwargs)
 
 
 @rank_zero_only
 def rank_zero_debug(*args: Any, stacklevel: int = 4, **kwargs: Any) -> None:
     """Log at DEBUG level on rank 0 only."""
-    log.debug(*args, stacklevel=stacklevel, **kwargs)
+    _debug(*args, stacklevel=stacklevel, **kwargs)
 
 
 @rank_zero_only
@@ -87,7 +103,7 @@ def rank_zero_warn(
     message: str | Warning, stacklevel: int = 4, category: type[Warning] = UserWarning, **kwargs: Any
 ) -> None:
     """Issue a warning on rank 0 only."""
-    warnings.warn(message, category=category, stacklevel=stacklevel, **kwargs)
+    _warn(message, category=category, stacklevel=stacklevel, **kwargs)
 
 
 class LightningDeprecationWarning(DeprecationWarning):
@@ -99,10 +115,10 @@ class LightningDeprecationWarning(DeprecationWarning):
     """
 
 
-@rank_zero_only
 def rank_zero_deprecation(message: str, stacklevel: int = 5, **kwargs: Any) -> None:
     """Issue a ``LightningDeprecationWarning`` (a ``DeprecationWarning``) on rank 0 only."""
-    warnings.warn(message, category=LightningDeprecationWarning, stacklevel=stacklevel, **kwargs)
+    category = kwargs.pop("category", LightningDeprecationWarning)
+    rank_zero_warn(message, stacklevel=stacklevel, category=category, **kwargs)
 
 
 class WarningCache(set):

@@ -40,12 +40,19 @@ _EMBER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../
 
 
 def _install_lightning_format() -> None:
-    """Print Ember's own warnings as Lightning prints its own: ``file:line: message``, one line.
+    """Print warnings as Lightning does: Ember's own as ``file:line: message``, one line, and its
+    deprecations shown.
 
     Lightning replaces ``warnings.formatwarning`` when it is imported, so a warning raised from its
-    package shows neither the category nor the source line. Warnings from anywhere else keep the
-    format in place before (Python's, or Lightning's when Lightning is also imported).
+    package (any file whose path contains "lightning") shows neither the category nor the source line;
+    and it shows every ``LightningDeprecationWarning``, which Python's default filters would hide. Where
+    Ember stands in for Lightning (the alias), the same paths are shortened: a library built on Lightning
+    (``pytorch_lightning_spells``, ...) prints its warnings as it does on Lightning. Warnings from anywhere
+    else keep the format in place before (Python's, or Lightning's when Lightning is also imported).
     """
+    from ember.utilities.rank_zero import LightningDeprecationWarning
+
+    warnings.simplefilter("default", category=LightningDeprecationWarning)
     previous = warnings.formatwarning
     if getattr(previous, "_ember", False):
         return
@@ -53,9 +60,18 @@ def _install_lightning_format() -> None:
     def formatwarning(
         message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
     ) -> str:
-        if str(filename).startswith(_EMBER_DIR + os.sep):
+        path = str(filename)
+        if path.startswith(_EMBER_DIR + os.sep) or ("lightning" in os.path.abspath(path) and _standing_in()):
             return f"{filename}:{lineno}: {message}\n"
         return previous(message, category, filename, lineno, line)
 
     formatwarning._ember = True  # type: ignore[attr-defined]
     warnings.formatwarning = formatwarning
+
+
+def _standing_in() -> bool:
+    """Whether Ember stands in for Lightning in this process (``install_as_lightning``)."""
+    import sys
+
+    alias = sys.modules.get("ember.lightning_alias")
+    return alias is not None and alias.is_installed()
