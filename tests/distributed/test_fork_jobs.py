@@ -391,6 +391,63 @@ def test_a_custom_sampler_keeps_its_order_shared_among_the_ranks(tmp_path):
         assert torch.equal(torch.cat(record["samples"]), inputs.flip(0)[rank::2])
 
 
+class EpochBatchesRecordingModel(RecordingModel):
+    """Records, per epoch, each batch's first input column as a list."""
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self.record.setdefault(self.current_epoch, []).append(batch[0][:, 0].tolist())
+
+
+class RandomBatches(torch.utils.data.BatchSampler):
+    """A BatchSampler subclass with an argument of its own."""
+
+    def __init__(self, sampler, tag: str, batch_size: int = 2, drop_last: bool = False) -> None:
+        self.tag = tag
+        super().__init__(sampler, batch_size, drop_last)
+
+
+@pytest.mark.parametrize("kind", ["BatchSampler", "subclass"])
+def test_a_batch_sampler_drawing_in_random_order_shuffles_each_epoch_shared_among_the_ranks(tmp_path, kind):
+    # its RandomSampler's order was lost (each epoch trained in the dataset's order); Lightning shuffles, and
+    # gives a plain BatchSampler's samples one at a time, where Ember keeps the batch size
+    data = loader(n=8).dataset
+    sampler = torch.utils.data.RandomSampler(data)
+    batches = (
+        torch.utils.data.BatchSampler(sampler, 2, False) if kind == "BatchSampler" else RandomBatches(sampler, "x")
+    )
+    fork_trainer(tmp_path, max_epochs=2).fit(
+        EpochBatchesRecordingModel(tmp_path), DataLoader(data, batch_sampler=batches)
+    )
+    ranks = read_ranks(tmp_path)
+    inputs = sorted(data.tensors[0][:, 0].tolist())
+    for epoch in (0, 1):
+        assert all(len(batch) == 2 for record in ranks for batch in record[epoch])  # the batch size kept
+        seen = [value for record in ranks for batch in record[epoch] for value in batch]
+        assert sorted(seen) == inputs  # between the ranks, every sample once
+    orders = [[value for batch in ranks[0][epoch] for value in batch] for epoch in (0, 1)]
+    assert orders[0] != orders[1]  # the epochs are shuffled apart (seed 0: these differ)
+    assert orders[0] != sorted(orders[0])
+
+
+class IndexLists:
+    """A batch sampler that is no torch BatchSampler and has no sampler to replace."""
+
+    def __iter__(self):
+        return iter([[0, 1], [2, 3], [4, 5], [6, 7]])
+
+    def __len__(self) -> int:
+        return 4
+
+
+def test_a_batch_sampler_the_ranks_cannot_share_is_refused_in_lightnings_words(tmp_path):
+    # it trained every rank on every sample without a word
+    data = loader(n=8).dataset
+    trainer = fork_trainer(tmp_path, max_epochs=1)
+    # (a TypeError in each process, as in Lightning, which the launcher reports)
+    with pytest.raises(Exception, match=r"TypeError: .*can't inject a \(distributed\) sampler into your batch"):
+        trainer.fit(EpochBatchesRecordingModel(tmp_path), DataLoader(data, batch_sampler=IndexLists()))
+
+
 class PredictionRecordingModel(RecordingModel):
     def predict_step(self, batch, batch_idx):
         self.record.setdefault("predicted", []).append(batch[0])

@@ -307,6 +307,74 @@ def test_overfit_batches_turns_any_sampler_order_into_a_sequential_one_in_traini
     assert isinstance(trainer.val_dataloaders.sampler, torch.utils.data.SequentialSampler)
 
 
+def test_overfit_batches_leaves_the_users_batch_sampler_as_it_was():
+    data = loader(n=8).dataset
+    shuffled = torch.utils.data.RandomSampler(data)
+    batches = torch.utils.data.BatchSampler(shuffled, 4, False)
+    seen = []
+
+    class Recording(CoreModel):
+        def on_train_batch_start(self, batch, batch_idx):
+            seen.append(batch[0][:, 0].tolist())
+
+    trainer = quiet_trainer(max_epochs=1, overfit_batches=2)
+    with pytest.warns(UserWarning, match="requested to overfit but enabled train dataloader shuffling"):
+        trainer.fit(Recording(), torch.utils.data.DataLoader(data, batch_sampler=batches))
+    assert seen == [data.tensors[0][:4, 0].tolist(), data.tensors[0][4:, 0].tolist()]  # in the dataset's order
+    assert batches.sampler is shuffled  # the sequential order went into a copy: the user's keeps its own
+
+
+class _WithoutDropLastArgument(torch.utils.data.BatchSampler):
+    def __init__(self, sampler, tag):
+        self.tag = tag
+        super().__init__(sampler, 3, True)
+
+
+class _LookAlike:
+    """Not a torch BatchSampler, but with its arguments."""
+
+    def __init__(self, sampler, batch_size, drop_last):
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+
+    def __iter__(self):
+        return iter(torch.utils.data.BatchSampler(self.sampler, self.batch_size, self.drop_last))
+
+    def __len__(self):
+        return len(torch.utils.data.BatchSampler(self.sampler, self.batch_size, self.drop_last))
+
+
+@pytest.mark.parametrize("kind", ["BatchSampler", "subclass", "look-alike"])
+def test_predict_keeps_the_last_batch_a_batch_sampler_would_drop(kind):
+    # as Lightning, but for the subclass whose `__init__` takes no `drop_last`: Lightning can only warn that its
+    # predictions may be incomplete and drops the last batch; Ember sets the attribute on a copy
+    data = loader(n=8).dataset
+    sequential = torch.utils.data.SequentialSampler(data)
+    batches = {
+        "BatchSampler": lambda: torch.utils.data.BatchSampler(sequential, 3, True),
+        "subclass": lambda: _WithoutDropLastArgument(sequential, "x"),
+        "look-alike": lambda: _LookAlike(sequential, 3, True),
+    }[kind]()
+    predictions = quiet_trainer().predict(CoreModel(), torch.utils.data.DataLoader(data, batch_sampler=batches))
+    assert [len(p) for p in predictions] == [3, 3, 2]  # every sample, the last two too
+    assert batches.drop_last  # the user's own is left as it was
+
+
+def test_predict_with_a_batch_sampler_it_cannot_change_gives_lightnings_warning():
+    class IndexLists:
+        def __iter__(self):
+            return iter([[0, 1, 2], [3, 4, 5]])
+
+        def __len__(self):
+            return 2
+
+    data = loader(n=8).dataset
+    with pytest.warns(UserWarning, match="You are using a custom batch sampler `.*IndexLists` for prediction"):
+        predictions = quiet_trainer().predict(
+            CoreModel(), torch.utils.data.DataLoader(data, batch_sampler=IndexLists())
+        )
+    assert [len(p) for p in predictions] == [3, 3]  # what it gives, as it gives it
+
+
 class _Stream(torch.utils.data.IterableDataset):
     def __iter__(self):
         data = loader(n=8, batch_size=1).dataset

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import (
-    BatchSampler,
     DataLoader,
     DistributedSampler,
     IterableDataset,
@@ -90,17 +89,6 @@ def check_loader(loader: Any, fn: str, returned_from: str | None, defined: bool 
 _EVAL_KEYS = {"validate": "val", "test": "test", "predict": "predict"}
 
 
-def _sampler_of(loader: DataLoader) -> Any:
-    batch_sampler = loader.batch_sampler
-    if (
-        batch_sampler is not None
-        and type(batch_sampler) is not BatchSampler
-        and not _torchdata(batch_sampler, "BatchSampler")
-    ):
-        return batch_sampler
-    return loader.sampler
-
-
 def _torchdata(sampler: Any, name: str) -> bool:
     """torchdata's stateful stand-in for torch's sampler ``name``, which ``StatefulDataLoader`` makes for
     itself (``shuffle=True`` gives its ``RandomSampler``): the same order, with a position to save."""
@@ -145,16 +133,11 @@ def rebuild_dataloader(
         "prefetch_factor": loader.prefetch_factor,
         "persistent_workers": loader.persistent_workers,
     }
+    if batch_sampler is None and loader.batch_size is None:
+        # a loader built with `batch_sampler=`: its batches keep coming from it, drawing from `sampler`
+        batch_sampler = batch_sampler_with(loader.batch_sampler, sampler=sampler)
     if batch_sampler is not None:
         kwargs.update(batch_size=1, drop_last=False, sampler=None, batch_sampler=batch_sampler)
-    elif loader.batch_size is None:
-        # a custom batch sampler: keep it, replacing its sampler where it has one
-        kept: Any = loader.batch_sampler
-        if hasattr(kept, "sampler"):
-            kept.sampler = sampler
-        kwargs.pop("batch_size")
-        kwargs.pop("drop_last")
-        kwargs["batch_sampler"] = kept
     else:
         kwargs["sampler"] = sampler
     if loader.num_workers == 0:
@@ -258,11 +241,16 @@ def prepare_loader(
     if isinstance(loader.dataset, IterableDataset):
         return loader
     changed = False
-    sampler = _sampler_of(loader)
+    # a loader built with `batch_sampler=` draws its indices from that batch sampler's sampler
+    custom = loader.batch_sampler if loader.batch_size is None else None
+    sampler = getattr(custom, "sampler", None) if custom is not None else loader.sampler
     drop_last = loader.drop_last
-    if predicting and drop_last and loader.batch_size is not None:
+    if predicting and (drop_last if custom is None else getattr(custom, "drop_last", False)):
         drop_last, changed = False, True
-    if overfit and not isinstance(loader.sampler, SequentialSampler):  # any other order, as Lightning decides
+    if predicting and custom is not None:
+        # as Lightning: a prediction draws a custom batch sampler's indices in the dataset's order
+        sampler, changed = SequentialSampler(loader.dataset), True  # type: ignore[arg-type]  # map-style: sized
+    if overfit and sampler is not None and not isinstance(sampler, SequentialSampler):  # any other order
         rank_zero_warn(
             f"You requested to overfit but enabled {overfit} dataloader shuffling. We are turning off the {overfit}"
             " dataloader shuffling for you."
@@ -270,10 +258,15 @@ def prepare_loader(
         sampler = SequentialSampler(loader.dataset)  # type: ignore[arg-type]  # a map-style dataset has a length
         changed = True
     if distributed is not None and not isinstance(sampler, DistributedSampler):
-        sampler = _distributed_sampler(loader, sampler, distributed, shuffle and not overfit, predicting, seed)
+        shuffled = shuffle and not overfit and shuffles(loader)
+        sampler = _distributed_sampler(loader, sampler, distributed, shuffled, predicting, seed)
         changed = True
     if changed:
-        loader = rebuild_dataloader(loader, sampler, drop_last=drop_last)
+        if custom is not None:
+            batches = batch_sampler_with(custom, sampler=sampler, drop_last=False if predicting else None)
+            loader = rebuild_dataloader(loader, None, batch_sampler=batches) if batches is not None else loader
+        else:
+            loader = rebuild_dataloader(loader, sampler, drop_last=drop_last)
     if seed_workers and loader.num_workers > 0 and loader.worker_init_fn is None:
         from functools import partial
 
@@ -284,25 +277,100 @@ def prepare_loader(
 
 
 def _distributed_sampler(
-    loader: DataLoader, sampler: Any, distributed: Any, shuffle: bool, predicting: bool, seed: int | None
+    loader: DataLoader, sampler: Any, distributed: Any, shuffled: bool, predicting: bool, seed: int | None
 ) -> DistributedSampler:
-    """This rank's share of the loader's samples, as Lightning chooses it: ``predict`` takes every sample
-    once (the last ranks get one fewer); a custom sampler is drawn on every rank and sharded, keeping its
-    order or weighting; the dataset's own order is shuffled when the loader shuffled."""
+    """This rank's share of the indices ``sampler`` draws (the loader's, or its batch sampler's), as Lightning
+    chooses it: ``predict`` takes every sample once (the last ranks get one fewer); a custom sampler is drawn
+    on every rank and sharded, keeping its order or weighting; the dataset's own order is shuffled when the
+    loader shuffled (``shuffled``)."""
     from ember.distributed.samplers import DistributedSamplerWrapper, UnrepeatedDistributedSamplerWrapper
 
     options = {
         **distributed.distributed_sampler_kwargs,  # the data-parallel share (model parallel: per replica)
         "seed": int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed,
     }
-    own_sampler = sampler is loader.sampler  # not a custom batch sampler, which keeps its own logic
+    if sampler is None:  # a batch sampler that draws its indices itself
+        sampler = SequentialSampler(loader.dataset)  # type: ignore[arg-type]  # map-style: sized
     if predicting:
-        base = loader.sampler if own_sampler else SequentialSampler(loader.dataset)  # type: ignore[arg-type]
-        return UnrepeatedDistributedSamplerWrapper(base, shuffle=False, **options)
-    if own_sampler and not (_random(sampler) or isinstance(sampler, SequentialSampler)):
+        return UnrepeatedDistributedSamplerWrapper(sampler, shuffle=False, **options)
+    if not (_random(sampler) or isinstance(sampler, SequentialSampler)):
         return DistributedSamplerWrapper(sampler, shuffle=False, **options)
-    shuffled = shuffle and _random(loader.sampler)
     return DistributedSampler(loader.dataset, shuffle=shuffled, **options)
+
+
+_NOT_A_BATCH_SAMPLER = (
+    " Lightning can't inject a (distributed) sampler into your batch sampler, because it doesn't subclass PyTorch's"
+    " `BatchSampler`. To mitigate this, either follow the API of `BatchSampler` or set"
+    " `Trainer(use_distributed_sampler=False)`. If you choose the latter, you will be responsible for handling the"
+    " distributed sampling within your batch sampler."
+)
+
+
+def batch_sampler_with(batch_sampler: Any, sampler: Any, drop_last: bool | None = None) -> Any:
+    """A copy of ``batch_sampler`` drawing from ``sampler`` (and, given ``drop_last``, keeping or dropping its
+    last, smaller batch so); the user's own is left as it was. Lightning re-creates it from the arguments it
+    was made with; here a torch ``BatchSampler`` (or subclass, or a look-alike with a ``sampler``) is made
+    again through its ``__init__`` where every argument is known, else copied with the two attributes
+    replaced. A look-alike with only ``batch_size`` and ``drop_last`` is made as ``cls(sampler, batch_size=...,
+    drop_last=...)``, as Lightning makes it. Anything else cannot take the sampler: ``TypeError`` with
+    Lightning's words, or, when only ``drop_last`` was asked for (a prediction), Lightning's warning and
+    ``None`` (the loader stays as it is)."""
+    import copy
+
+    changes: dict[str, Any] = {"sampler": sampler}
+    if drop_last is not None:
+        changes["drop_last"] = drop_last
+    cls = type(batch_sampler)
+    if hasattr(batch_sampler, "sampler"):
+        remade = _through_init(cls, batch_sampler, changes)
+        if remade is None:
+            remade = copy.copy(batch_sampler)
+            for name, value in changes.items():
+                setattr(remade, name, value)
+        return remade
+    if hasattr(batch_sampler, "batch_size") and hasattr(batch_sampler, "drop_last"):
+        keep_last = batch_sampler.drop_last if drop_last is None else drop_last
+        try:
+            return cls(sampler, batch_size=batch_sampler.batch_size, drop_last=keep_last)
+        except TypeError as error:
+            raise TypeError(_NOT_A_BATCH_SAMPLER) from error
+    if drop_last is not None:
+        rank_zero_warn(
+            f"You are using a custom batch sampler `{cls.__qualname__}` for prediction. Lightning would normally set"
+            " `drop_last=False` to ensure all samples are returned, but for custom samplers it can't guarantee this."
+            " Make sure your sampler is configured correctly to return all indices.",
+            category=PossibleUserWarning,
+        )
+        return None
+    raise TypeError(_NOT_A_BATCH_SAMPLER)
+
+
+def _through_init(cls: type, instance: Any, changes: dict[str, Any]) -> Any:
+    """``cls`` made again through its ``__init__``: each argument from ``changes``, else the instance's attribute
+    of that name, else its default. ``None`` when one has none of them, or the call fails."""
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    attributes = vars(instance) if hasattr(instance, "__dict__") else {}
+    call: dict[str, Any] = {}
+    for parameter in parameters:
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        if parameter.name in changes:
+            call[parameter.name] = changes[parameter.name]
+        elif parameter.name in attributes:
+            call[parameter.name] = attributes[parameter.name]
+        elif parameter.default is inspect.Parameter.empty:
+            return None
+    if not set(changes) <= set(call):
+        return None  # an argument it cannot take: the copy gets the attributes instead
+    try:
+        return cls(**call)
+    except (TypeError, ValueError):
+        return None
 
 
 def set_sampler_epoch(loader: Any, epoch: int) -> None:
