@@ -262,6 +262,92 @@ def test_a_strategy_that_overrides_the_step_methods_runs_every_step_through_them
     assert predictions[0].shape == (4, 1)
 
 
+class _HookRecordingStrategy(SingleDeviceStrategy):
+    """A strategy of the program's own with Lightning's strategy hooks, its `optimizer_step` and `process_dataloader`."""
+
+    def __init__(self):
+        super().__init__(device=torch.device("cpu"))
+        self.calls: list[str] = []
+
+    def process_dataloader(self, dataloader):
+        self.calls.append("strategy.process_dataloader")
+        return super().process_dataloader(dataloader)
+
+    def optimizer_step(self, optimizer, closure, model=None, **kwargs):
+        self.calls.append(f"strategy.optimizer_step({type(model).__name__})")
+        return super().optimizer_step(optimizer, closure, model, **kwargs)
+
+
+for _name in ("on_train_start", "on_train_end", "on_train_batch_start", "on_validation_start", "on_validation_end"):
+
+    def _hook(self, *args, _name=_name):
+        self.calls.append(f"strategy.{_name}")
+
+    setattr(_HookRecordingStrategy, _name, _hook)
+
+
+class _ModuleHooks(CoreModel):
+    def on_train_start(self):
+        self.trainer.strategy.calls.append("module.on_train_start")
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self.trainer.strategy.calls.append("module.on_train_batch_start")
+
+    def on_before_optimizer_step(self, optimizer):
+        self.trainer.strategy.calls.append("module.on_before_optimizer_step")
+
+    def on_validation_end(self):
+        self.trainer.strategy.calls.append("module.on_validation_end")
+
+
+def test_a_strategy_with_lightnings_hooks_has_them_called_after_the_modules_as_in_lightning():
+    torch.manual_seed(0)
+    plain, model = CoreModel(), _ModuleHooks()
+    model.load_state_dict(plain.state_dict())
+    quiet_trainer(max_epochs=1, gradient_clip_val=0.5).fit(plain, loader(n=8), loader(n=4))
+    strategy = _HookRecordingStrategy()
+    quiet_trainer(max_epochs=1, gradient_clip_val=0.5, strategy=strategy).fit(model, loader(n=8), loader(n=4))
+    batch = [
+        "module.on_train_batch_start",
+        "strategy.on_train_batch_start",
+        "strategy.optimizer_step(_ModuleHooks)",
+        "module.on_before_optimizer_step",  # inside the step, after the closure ran (clipping follows)
+    ]
+    assert strategy.calls == [
+        "strategy.process_dataloader",  # the training loader
+        "strategy.process_dataloader",  # the validation loader
+        "module.on_train_start",
+        "strategy.on_train_start",
+        *batch,
+        *batch,
+        "strategy.on_validation_start",
+        "module.on_validation_end",
+        "strategy.on_validation_end",
+        "strategy.on_train_end",
+    ]
+    for key, value in plain.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key])  # the same training, clipping included
+
+
+def test_a_strategys_optimizer_step_runs_each_step_of_manual_optimization():
+    class Manual(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            self.manual_backward(super().training_step(batch, batch_idx))
+            optimizer.step()
+
+    strategy = _HookRecordingStrategy()
+    trainer = quiet_trainer(max_epochs=1, strategy=strategy)
+    trainer.fit(Manual(), loader(n=8))
+    assert strategy.calls.count("strategy.optimizer_step(Manual)") == 2
+    assert trainer.global_step == 2
+
+
 def test_batch_to_device_moves_a_batch_through_the_transfer_hooks_the_datamodules_first():
     seen = []
 

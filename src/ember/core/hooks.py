@@ -188,6 +188,20 @@ def overrides(obj: Any, base: type, name: str) -> bool:
     return attr is not None and attr is not base_attr
 
 
+def program_overrides(obj: Any, *names: str) -> bool:
+    """Whether ``obj``'s class (or a patch on it) replaces one of Ember's methods ``names`` with code that is not
+    Ember's: a strategy written Lightning's way. (A function keeps its module's name, whatever name the alias
+    gives Ember's classes.)"""
+    for name in names:
+        function = getattr(type(obj), name, None)
+        if function is None:
+            continue
+        module = getattr(function, "__module__", None) or ""
+        if module != "ember" and not module.startswith("ember."):
+            return True
+    return False
+
+
 def runs_other_code(obj: Any, base: type, name: str) -> bool:
     """Whether ``obj.name`` runs other code than ``base.name``, looking through wrappers: Lightning's test
     for the datamodule's optional hooks. An instance attribute that only wraps the inherited method

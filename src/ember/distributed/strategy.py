@@ -228,6 +228,47 @@ class Strategy:
         """One prediction step: the module's ``predict_step``, through the strategy's wrapper."""
         return self.eval_step_fn(self.lightning_module, "predict_step")(*args, **kwargs)
 
+    # what `optimizer_step` runs between the closure and the step (the hooks, clipping), set by the loop
+    _before_optimizer_step: Callable[[], None] | None = None
+
+    def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any], model: Any = None, **kwargs: Any) -> Any:
+        """Step ``optimizer`` through the precision plugin: ``closure`` (forward and backward), the hooks
+        before a step and gradient clipping, then the step. ``kwargs`` go to the optimizer's ``step``."""
+        return self.precision_plugin.run_optimizer_step(optimizer, closure, self._before_optimizer_step, **kwargs)
+
+    def process_dataloader(self, dataloader: Any) -> Any:
+        """Each dataloader once the trainer prepared it (samplers put in): a strategy may wrap it."""
+        return dataloader
+
+    # Lightning's strategy hooks, called after the callbacks' and the module's of the same name when a
+    # strategy of the program's own overrides them (Ember's own strategies need none)
+    def on_train_start(self) -> None:
+        """Training starts."""
+
+    def on_train_end(self) -> None:
+        """Training ends."""
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """A training batch starts."""
+
+    def on_validation_start(self) -> None:
+        """A validation starts."""
+
+    def on_validation_end(self) -> None:
+        """A validation ends."""
+
+    def on_test_start(self) -> None:
+        """Testing starts."""
+
+    def on_test_end(self) -> None:
+        """Testing ends."""
+
+    def on_predict_start(self) -> None:
+        """Prediction starts."""
+
+    def on_predict_end(self) -> None:
+        """Prediction ends."""
+
     def batch_to_device(self, batch: Any, device: torch.device | None = None, dataloader_idx: int = 0) -> Any:
         """``batch`` on ``device`` (default: ``root_device``) through the ``transfer_batch_to_device`` and
         ``on_after_batch_transfer`` hooks, the datamodule's where it overrides them, as in Lightning.

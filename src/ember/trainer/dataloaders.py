@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ember.core.hooks import program_overrides
 from ember.trainer.data import (
     CombinedBatches,
     check_loader,
@@ -98,16 +99,15 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
         run.sampler_seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
     prepared = []
     for loader in combined.flattened:
-        prepared.append(
-            prepare_loader(
-                loader,
-                shuffle=True,
-                distributed=sharded,
-                overfit="train" if t.overfit_batches else "",
-                seed_workers=seed_workers,
-                seed=run.sampler_seed,
-            )
+        loader = prepare_loader(
+            loader,
+            shuffle=True,
+            distributed=sharded,
+            overfit="train" if t.overfit_batches else "",
+            seed_workers=seed_workers,
+            seed=run.sampler_seed,
         )
+        prepared.append(_processed_by_strategy(t, loader))
         check_workers(prepared[-1], "train_dataloader", t.num_devices, t.reload_dataloaders_every_n_epochs > 0)
     combined.flattened = prepared
     run.train_dataloader = combined.iterables  # what `trainer.train_dataloader` shows, as in Lightning
@@ -290,6 +290,7 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
             seed_workers=seed_workers,
             predicting=key == "predict",
         )
+        loader = _processed_by_strategy(t, loader)
         if loader is not given and t.state.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
             _warn_sampler_repeats_samples(loader, t.state.fn)
         check_workers(loader, f"{key}_dataloader", t.num_devices, t.reload_dataloaders_every_n_epochs > 0)
@@ -459,3 +460,10 @@ def stop_workers(run: Run) -> None:
         if isinstance(persistent, _MultiProcessingDataLoaderIter):
             persistent._shutdown_workers()
             loader._iterator = None
+
+
+def _processed_by_strategy(t: Trainer, loader: Any) -> Any:
+    """``loader`` through the strategy's ``process_dataloader`` when a strategy of the program's own overrides it,
+    as Lightning passes each prepared dataloader."""
+    strategy = t.strategy
+    return strategy.process_dataloader(loader) if program_overrides(strategy, "process_dataloader") else loader

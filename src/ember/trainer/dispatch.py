@@ -19,11 +19,25 @@ from collections.abc import Callable
 from typing import Any
 
 from ember.callbacks.callback import Callback
-from ember.core.hooks import CALLBACK_HOOKS, overrides
+from ember.core.hooks import CALLBACK_HOOKS, overrides, program_overrides
 from ember.core.module import LightningModule
 from ember.profilers.profiler import profiled
 
 _set = object.__setattr__  # the running hook's name, without nn.Module.__setattr__'s checks
+
+
+# the hooks Lightning calls on the strategy too, after the callbacks' and the module's
+STRATEGY_HOOKS = (
+    "on_train_start",
+    "on_train_end",
+    "on_train_batch_start",
+    "on_validation_start",
+    "on_validation_end",
+    "on_test_start",
+    "on_test_end",
+    "on_predict_start",
+    "on_predict_end",
+)
 
 
 class HookDispatcher:
@@ -49,6 +63,11 @@ class HookDispatcher:
             name
             for name in dir(LightningModule)
             if not name.startswith("__") and overrides(module, LightningModule, name)
+        }
+        # Lightning's strategy hooks that a strategy of the program's own overrides: called after the module's
+        strategy = getattr(trainer, "strategy", None)
+        self._strategy_fns = {
+            name: getattr(strategy, name) for name in STRATEGY_HOOKS if program_overrides(strategy, name)
         }
 
     def _callback_fn(self, callback: Any, name: str) -> Any:
@@ -83,7 +102,8 @@ class HookDispatcher:
         """
         fns = self._callback_fns.get(name, [])
         module_fn = self._module_fn(name) if self.module_overrides(name) else None
-        if not fns and module_fn is None:
+        strategy_fn = self._strategy_fns.get(name)
+        if not fns and module_fn is None and strategy_fn is None:
             return None
         trainer, module = self.trainer, self.module
 
@@ -93,9 +113,12 @@ class HookDispatcher:
             try:
                 for fn in fns:
                     fn(trainer, module, *args)
-                return module_fn(*args) if module_fn is not None else None
+                result = module_fn(*args) if module_fn is not None else None
             finally:
                 _set(module, "_current_fx_name", previous)
+            if strategy_fn is not None:
+                strategy_fn(*args)
+            return result
 
         return call
 
@@ -162,6 +185,9 @@ class HookDispatcher:
             return fn(*args, **kwargs)
 
     def call_both(self, name: str, *args: Any) -> None:
-        """Callbacks, then the module: the usual order."""
+        """Callbacks, then the module: the usual order (then a program's strategy, for Lightning's strategy hooks)."""
         self.call_callbacks(name, *args)
         self.call_module(name, *args)
+        strategy_fn = self._strategy_fns.get(name)
+        if strategy_fn is not None:
+            strategy_fn(*args)

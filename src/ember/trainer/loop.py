@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ember.core.hooks import program_overrides
 from ember.profilers.profiler import profiled, profiled_iterator, strategy_action
 from ember.trainer import dataloaders
 from ember.trainer.data import (
@@ -30,7 +31,7 @@ from ember.trainer.data import (
 )
 from ember.trainer.preemption import on_stop_request
 from ember.trainer.states import RunningStage, TrainerFn
-from ember.trainer.step import TrainingStep, program_overrides, step_fn
+from ember.trainer.step import TrainingStep, step_fn
 from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.combined_loader import _is_stateful
 from ember.utilities.exceptions import MisconfigurationException

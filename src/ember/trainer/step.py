@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from torch import Tensor
 
+from ember.core.hooks import program_overrides
 from ember.core.optimizer import _do_nothing
 from ember.profilers.profiler import profiled, strategy_action
 from ember.trainer.data import takes_dataloader_iter
@@ -79,6 +80,12 @@ class TrainingStep:
         self._forward_context = None if precision.is_identity else precision.forward_context
         # manual optimization's backward, recorded under Lightning's action name (automatic's: `_decide_automatic`)
         self._strategy_backward = profiled(profiler, strategy_action(strategy, "backward"), strategy.backward)
+        # the one place an optimizer steps (`precision.run_optimizer_step`), or the strategy's way to it
+        self._run_optimizer_step = (
+            self._strategy_optimizer_step
+            if program_overrides(strategy, "optimizer_step")
+            else self.precision.run_optimizer_step
+        )
         self.train_on = self._automatic_step if self.automatic else self._manual_step
         if self.automatic:
             self._decide_automatic(trainer, run)
@@ -108,7 +115,7 @@ class TrainingStep:
         self._steps_every_batch = self.strategy.handles_gradient_accumulation
         needs_before_step = self._on_before_optimizer_step is not None or self._clip is not None
         self._before_step = self._before_optimizer_step if needs_before_step else None
-        self._optimizer_step = profiled(profiler, module_action + "optimizer_step", self.precision.run_optimizer_step)
+        self._optimizer_step = profiled(profiler, module_action + "optimizer_step", self._run_optimizer_step)
         self._module_optimizer_step = hooks.module_caller("optimizer_step")
         self._batch: Any = None
         self._batch_idx = 0
@@ -270,7 +277,7 @@ class TrainingStep:
             # automatic optimization through the module's `optimizer_step`: the closure trains. A hook that
             # ran `optimizer_closure()` itself steps with none: nothing to run again, and (as a skipped
             # backward) no GradScaler step, as in Lightning
-            return self.precision.run_optimizer_step(optimizer, closure or _no_loss, before, **kwargs)
+            return self._run_optimizer_step(optimizer, closure or _no_loss, before, **kwargs)
         hooks = self.hooks
 
         def before_step() -> None:
@@ -280,20 +287,19 @@ class TrainingStep:
         if closure is None:
             # GradScaler steps only when the closure reports a loss; without one, step anyway
             closure = _no_loss if self.precision.scaler is None else _some_loss
-        return self.precision.run_optimizer_step(optimizer, closure, before_step, **kwargs)
+        return self._run_optimizer_step(optimizer, closure, before_step, **kwargs)
 
-
-def program_overrides(strategy: Any, *names: str) -> bool:
-    """Whether the strategy's class (or a patch on it) replaces one of Ember's methods ``names`` with code that
-    is not Ember's (a function keeps its module's name, whatever name the alias gives Ember's classes)."""
-    for name in names:
-        function = getattr(type(strategy), name, None)
-        if function is None:
-            continue
-        module = getattr(function, "__module__", None) or ""
-        if module != "ember" and not module.startswith("ember."):
-            return True
-    return False
+    def _strategy_optimizer_step(
+        self, optimizer: Any, closure: Callable[[], Any], before_step: Callable[[], None] | None, **kwargs: Any
+    ) -> Any:
+        """An optimizer step through the strategy's ``optimizer_step``, which a strategy of the program's own
+        overrides Lightning's way; its ``super()`` runs the step with ``before_step`` (hooks, clipping)."""
+        strategy = self.strategy
+        strategy._before_optimizer_step = before_step
+        try:
+            return strategy.optimizer_step(optimizer, closure, self.module, **kwargs)
+        finally:
+            strategy._before_optimizer_step = None
 
 
 def step_fn(strategy: Any, module: Any, name: str) -> Callable[..., Any]:
