@@ -872,3 +872,12 @@ def test_the_samplers_that_share_a_loader_among_ranks():
     assert wrapped == [drawn[0::3], drawn[1::3], drawn[2::3]]
     with pytest.raises(TypeError, match=r"has no finite length.*use_distributed_sampler=False"):
         DistributedSamplerWrapper(iter(range(3)), num_replicas=2, rank=0)
+
+
+@pytest.mark.parametrize("strategy", ["auto", "ddp"])
+def test_the_strategys_accelerator_is_the_trainers_accelerator_object(strategy):
+    # as Lightning: a custom strategy or callback reads `trainer.strategy.accelerator` for the device's kind
+    assert SingleDeviceStrategy(device=torch.device("cpu")).accelerator is None  # no Trainer has taken it yet
+    trainer = ember.Trainer(logger=False, accelerator="cpu", devices=2 if strategy == "ddp" else 1, strategy=strategy)
+    assert trainer.strategy.accelerator is trainer.accelerator
+    assert isinstance(trainer.strategy.accelerator, ember.accelerators.CPUAccelerator)

@@ -247,6 +247,7 @@ def create_hardware(
         raise ValueError(f"`num_nodes` must be a positive integer, but got {num_nodes!r}.")  # Lightning's type
     chosen = create_strategy(strategy, name, device_ids, num_nodes, sync_batchnorm=sync_batchnorm, plugins=plugins)
     chosen.precision_plugin = choose_precision(precision, plugins, chosen, name)
+    chosen.accelerator = chosen_accelerator  # as Lightning's connector gives it to the strategy
     return chosen_accelerator, device_ids, chosen
 
 

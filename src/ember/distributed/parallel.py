@@ -76,9 +76,10 @@ class ParallelStrategy(Strategy):
                 " script, the default), 'spawn', 'fork' or 'forkserver'."
             )
         super().__init__("cpu")
-        self.accelerator = accelerator
-        # an `Accelerator` object the Trainer takes (`Trainer(accelerator="auto")`); `accelerator` becomes its device type
+        # an `Accelerator` object the Trainer takes (`Trainer(accelerator="auto")`), or the device type's name
         self._given_accelerator = accelerator if accelerator is not None and not isinstance(accelerator, str) else None
+        self.accelerator = self._given_accelerator  # the Trainer's object once it takes the strategy
+        self._device_type: str | None = accelerator if isinstance(accelerator, str) else None
         self.parallel_devices = parallel_devices
         self.cluster_environment = (
             own_environment(cluster_environment) if cluster_environment is not None else detect_environment()
@@ -102,17 +103,17 @@ class ParallelStrategy(Strategy):
     def _configure(self, accelerator: str, devices: list[int], num_nodes: int, layer_sync: Any = None) -> None:
         from ember.distributed.launch import make_launcher
 
-        if self.accelerator is None or not isinstance(self.accelerator, str):
-            self.accelerator = accelerator
+        if self._device_type is None:
+            self._device_type = accelerator
         if self.parallel_devices is None:
-            if self.accelerator == "cuda":
+            if self._device_type == "cuda":
                 self.parallel_devices = [torch.device("cuda", i) for i in devices]
             else:
                 self.parallel_devices = [torch.device("cpu")] * len(devices)
         self._num_nodes = num_nodes
         from ember.distributed.layer_sync import TorchSyncBatchNorm
 
-        if isinstance(layer_sync, TorchSyncBatchNorm) and self.accelerator != "cuda":
+        if isinstance(layer_sync, TorchSyncBatchNorm) and self._device_type != "cuda":
             from ember.utilities.exceptions import MisconfigurationException
 
             raise MisconfigurationException(
@@ -133,7 +134,7 @@ class ParallelStrategy(Strategy):
     def process_group_backend(self) -> str:
         if self._process_group_backend is not None:
             return self._process_group_backend
-        return "nccl" if self.accelerator == "cuda" and dist.is_nccl_available() else "gloo"
+        return "nccl" if self._device_type == "cuda" and dist.is_nccl_available() else "gloo"
 
     @property
     def timeout(self) -> timedelta:

@@ -230,6 +230,8 @@ class Strategy:
 
     # what `optimizer_step` runs between the closure and the step (the hooks, clipping), set by the loop
     _before_optimizer_step: Callable[[], None] | None = None
+    # the Trainer's `Accelerator` object, given when a Trainer takes the strategy (Lightning's attribute)
+    accelerator: Any = None
 
     def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any], model: Any = None, **kwargs: Any) -> Any:
         """Step ``optimizer`` through the precision plugin: ``closure`` (forward and backward), the hooks
