@@ -150,3 +150,13 @@ def test_upgrade_checkpoint_says_what_it_could_not_upgrade(tmp_path):
     plain = _upgrade(str(tmp_path))
     assert plain.returncode == 1
     assert "plain.ckpt: not upgraded: it is not a Lightning checkpoint" in plain.stderr
+
+
+def test_upgrade_checkpoints_main_logs_a_bad_path_and_exits_as_lightnings(tmp_path, caplog):
+    # called from Python (a script or a test that imports `main`), it exits with status 1 and logs the error
+    from ember.utilities.upgrade_checkpoint import main
+
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exited:
+        main([str(tmp_path / "nowhere.ckpt")])
+    assert exited.value.code == 1
+    assert f"The path {tmp_path / 'nowhere.ckpt'} does not exist" in caplog.text

@@ -14,12 +14,15 @@ Example::
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+_log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,8 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     files = _checkpoint_files(Path(args.path).absolute(), args.extension)
     if isinstance(files, str):
-        sys.stderr.write(files + "\n")
-        return 1
+        # as Lightning's: the error through the logger (shown on the console), then exit status 1
+        _log.error(files)
+        sys.exit(1)
     return upgrade(files, map_to_cpu=args.map_to_cpu)
 
 
