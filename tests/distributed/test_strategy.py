@@ -834,14 +834,20 @@ def test_the_default_setup_optimizers_runs_configure_optimizers_once_per_fit():
     assert seen == [[torch.optim.SGD]]
 
 
-def test_a_strategy_has_no_optimizers_to_set_before_a_trainer_connects_it():
+def test_a_strategy_keeps_the_optimizers_set_before_a_trainer_runs_it_as_lightnings_does():
+    import pickle
+
     strategy = SingleDeviceStrategy("cpu")
     assert strategy.optimizers == [] and strategy.lr_scheduler_configs == []
-    with pytest.raises(
-        RuntimeError,
-        match=r"SingleDeviceStrategy.optimizers` is the list of the trainer.*no trainer runs it yet.*setup_optimizers",
-    ):
-        strategy.optimizers = [torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)]
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    strategy.optimizers = [optimizer]  # Lightning's own test sets them, then pickles the strategy
+    assert strategy.optimizers == [optimizer]
+    assert [type(o) for o in pickle.loads(pickle.dumps(strategy)).optimizers] == [torch.optim.SGD]
+    # `fit` sets up the module's own, as Lightning's `setup_optimizers` does
+    trainer = quiet_trainer(strategy=strategy, max_epochs=1)
+    model = CoreModel()
+    trainer.fit(model, loader())
+    assert strategy.optimizers == trainer.optimizers and strategy.optimizers[0] is not optimizer
 
 
 def test_the_samplers_that_share_a_loader_among_ranks():

@@ -141,37 +141,37 @@ class Strategy:
 
     @property
     def optimizers(self) -> list[Optimizer]:
-        """The optimizers of the trainer running this strategy (``trainer.optimizers``)."""
+        """The optimizers of the trainer running this strategy (``trainer.optimizers``); before a trainer runs
+        it, the list last set here (``fit`` sets the trainer's own in ``setup_optimizers``)."""
         trainer = self._trainer()
-        return trainer.optimizers if trainer is not None else []
+        return trainer.optimizers if trainer is not None else self.__dict__.get("_unattached_optimizers", [])
 
     @optimizers.setter
     def optimizers(self, optimizers: list[Optimizer]) -> None:
-        self._connected_trainer("optimizers").optimizers = optimizers
+        trainer = self._trainer()
+        if trainer is None:
+            self.__dict__["_unattached_optimizers"] = list(optimizers)
+        else:
+            trainer.optimizers = optimizers
 
     @property
     def lr_scheduler_configs(self) -> list[Any]:
-        """The scheduler configs of the trainer running this strategy (``trainer.lr_scheduler_configs``)."""
+        """The scheduler configs of the trainer running this strategy (``trainer.lr_scheduler_configs``); before
+        a trainer runs it, the list last set here."""
         trainer = self._trainer()
-        return trainer.lr_scheduler_configs if trainer is not None else []
+        return trainer.lr_scheduler_configs if trainer is not None else self.__dict__.get("_unattached_configs", [])
 
     @lr_scheduler_configs.setter
     def lr_scheduler_configs(self, configs: list[Any]) -> None:
-        self._connected_trainer("lr_scheduler_configs").lr_scheduler_configs = configs
+        trainer = self._trainer()
+        if trainer is None:
+            self.__dict__["_unattached_configs"] = list(configs)
+        else:
+            trainer.lr_scheduler_configs = configs
 
     def _trainer(self) -> Any:
         module = self._lightning_module
         return getattr(module, "_trainer", None) if module is not None else None
-
-    def _connected_trainer(self, name: str) -> Any:
-        trainer = self._trainer()
-        if trainer is None:
-            raise RuntimeError(
-                f"`{type(self).__name__}.{name}` is the list of the trainer that runs this strategy, and no"
-                " trainer runs it yet: set it in `setup_optimizers(trainer)`, which `Trainer.fit` calls once it"
-                " has connected the module."
-            )
-        return trainer
 
     def setup_environment(self) -> None:
         """Join or create the process group (nothing on one device)."""
