@@ -2,7 +2,7 @@
 
 Each case fits two epochs of five batches (three validation batches) and keeps every checkpoint, with
 ``trainer.save_checkpoint`` also called at each epoch's start, at the end of training and after ``fit``
-returned; the answer maps ``case/filename`` to the file's ``loops`` entry, tensors as lists.
+returned (and, in the first case, after a ``validate``, a ``test`` and a ``predict`` that follow); the answer maps ``case/filename`` to the file's ``loops`` entry, tensors as lists.
 """
 
 from __future__ import annotations
@@ -52,8 +52,14 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
             opt.step()
             return None
 
+        def forward(self, batch):
+            return self.layer(batch)
+
         def validation_step(self, batch, batch_idx):
             self.log("val", self.layer(batch).mean())
+
+        def test_step(self, batch, batch_idx):
+            self.log("test", self.layer(batch).mean())
 
         def configure_optimizers(self):
             opt = torch.optim.SGD(self.parameters(), lr=0.1)
@@ -86,8 +92,15 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
             callbacks=[pl.callbacks.ModelCheckpoint(save_top_k=-1, **checkpoint_args), Snapshots()],
             **arguments,
         )
-        trainer.fit(Model(**model_args), data, data)
+        model = Model(**model_args)
+        trainer.fit(model, data, data)
         trainer.save_checkpoint(os.path.join(folder, "checkpoints", "after-fit.ckpt"))
+        if name == "epoch_end_validation":
+            # each evaluation loop keeps its counts through the calls that follow (fit's validation loop too)
+            trainer.validate(model, data, verbose=False)
+            trainer.test(model, data, verbose=False)
+            trainer.predict(model, data)
+            trainer.save_checkpoint(os.path.join(folder, "checkpoints", "after-evaluation.ckpt"))
         for path in sorted(glob.glob(os.path.join(folder, "checkpoints", "*.ckpt"))):
             loops = torch.load(path, weights_only=False)["loops"]
             answers[f"{name}/{os.path.basename(path)}"] = _plain(loops)

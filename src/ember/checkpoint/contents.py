@@ -81,7 +81,9 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     schedulers, epoch_schedulers = p.scheduler_steps, p.scheduler_steps - p.epoch_start_scheduler_steps
 
     def eval_progress(fn: TrainerFn, key: str) -> dict[str, Any]:
-        current, total = run.eval_progress[key] if run.fn == fn else (0, 0)
+        # this call's counts, else those of the last call of that kind (Lightning's loop objects keep them)
+        counts = run.eval_progress if run.fn == fn else t._eval_counts.get(fn.value, {})
+        current, total = counts.get(key, [0, 0])
         return {
             "total": _progress(total, total, total, total),
             "current": _progress(current, current, current, current),
@@ -124,7 +126,11 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
         "test_loop": {"state_dict": {}, "batch_progress": eval_progress(TrainerFn.TESTING, "test")},
         "predict_loop": {
             "state_dict": {},
-            "batch_progress": {"total": _progress(0, 0, 0, 0), "current": _progress(0, 0, 0, 0)},
+            "batch_progress": {
+                name: value
+                for name, value in eval_progress(TrainerFn.PREDICTING, "predict").items()
+                if name != "is_last_batch"  # Lightning's prediction progress has none
+            },
         },
     }
 

@@ -285,6 +285,8 @@ class Trainer:
         self.lr_scheduler_configs: list[Any] = []
         self.ckpt_path: str | None = None
         self._run = Run(self)  # the state of the current (or last) call; a new one per call
+        # each evaluation loop's batch counts from the last call of each kind (a checkpoint records them all)
+        self._eval_counts: dict[str, dict[str, list[int]]] = {}  # by the call's name: "fit", "validate", ...
         self.fit_loop, self.validate_loop, self.test_loop, self.predict_loop = views.loop_views(self)  # Lightning's
         self._accelerator_connector = views.AcceleratorConnectorView(self)
         self._checkpoint_connector = views.CheckpointConnectorView(self)
@@ -419,6 +421,8 @@ class Trainer:
         """A new ``Run`` for this call, with the last one's counters (a second ``fit`` continues, as in Lightning)."""
         self.state.fn, self.state.status, self.state.stage = fn, TrainerStatus.RUNNING, stage
         previous = self._run
+        if previous.fn is not None:
+            self._eval_counts[TrainerFn(previous.fn).value] = previous.eval_progress
         self._run = Run(self, fn, progress=previous.progress, fit_resuming=previous.fit_resuming)
         self._run.metrics.carry_over(previous.metrics)  # cleared where `lifecycle.start` restores the checkpoint
         self._run.train_source = train_source

@@ -129,7 +129,7 @@ class _EvalBatchProgress:
 
 class EvaluationLoopView(_View):
     """``trainer.validate_loop``, ``trainer.test_loop`` and ``trainer.fit_loop.epoch_loop.val_loop``: the
-    batches run by that loop in the current (or last) call of its entry point; zero in other calls."""
+    batches run by that loop in the current (or last) call of its entry point, kept through other calls."""
 
     def __init__(self, trainer: Trainer, fn: str, key: str) -> None:
         super().__init__(trainer)
@@ -146,10 +146,13 @@ class EvaluationLoopView(_View):
 
     @property
     def batch_progress(self) -> _EvalBatchProgress:
-        run = self._trainer._run
-        if run is None or run.fn != self._fn:
-            return _EvalBatchProgress(0, 0)
-        current, total = run.eval_progress[self._key]
+        trainer = self._trainer
+        run = trainer._run
+        if run is not None and run.fn == self._fn:
+            counts = run.eval_progress
+        else:  # the last call of this kind, as Lightning's loop object keeps its progress
+            counts = trainer._eval_counts.get(str(self._fn), {})
+        current, total = counts.get(self._key, [0, 0])
         return _EvalBatchProgress(current, total)
 
     @property
