@@ -163,20 +163,29 @@ def _through_own_init(cls: type[DataLoader], loader: DataLoader, kwargs: dict[st
     ``StatefulDataLoader``'s position tracking, a subclass's own attributes) exists in the copy, as
     Lightning re-creates one: each argument is the new loader setting, else the instance's attribute of
     that name, else its default. ``None`` when an argument has none of them or the call fails."""
+    given = {"dataset": loader.dataset, "shuffle": False, **kwargs}  # the new sampler holds the order
+    attributes = dict(vars(loader))
+    # the new sampler replaces the old order, whichever of the two held it
+    attributes.pop("batch_sampler" if "sampler" in given else "sampler", None)
+    return _made_again(cls, given, attributes, rest_to_kwargs=True)
+
+
+def _made_again(cls: type, given: dict[str, Any], attributes: dict[str, Any], rest_to_kwargs: bool) -> Any:
+    """``cls(...)`` with each ``__init__`` argument taken from ``given``, else from ``attributes`` (the old
+    instance's), else its default; ``rest_to_kwargs``: what ``given`` has beyond the named arguments goes to
+    a ``**kwargs``, else every name in ``given`` must be an argument. ``None`` when one is missing or the call
+    fails."""
     import inspect
 
     try:
         parameters = list(inspect.signature(cls).parameters.values())
     except (TypeError, ValueError):
         return None
-    given = {"dataset": loader.dataset, "shuffle": False, **kwargs}  # the new sampler holds the order
-    attributes = dict(vars(loader))
-    # the new sampler replaces the old order, whichever of the two held it
-    attributes.pop("batch_sampler" if "sampler" in given else "sampler", None)
     call: dict[str, Any] = {}
     for parameter in parameters:
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            call.update({name: value for name, value in given.items() if name not in call})
+            if rest_to_kwargs:
+                call.update({name: value for name, value in given.items() if name not in call})
         elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
             continue
         elif parameter.name in given:
@@ -185,6 +194,8 @@ def _through_own_init(cls: type[DataLoader], loader: DataLoader, kwargs: dict[st
             call[parameter.name] = attributes[parameter.name]
         elif parameter.default is inspect.Parameter.empty:
             return None
+    if not rest_to_kwargs and not set(given) <= set(call):
+        return None
     try:
         return cls(**call)
     except (TypeError, ValueError):
@@ -322,7 +333,8 @@ def batch_sampler_with(batch_sampler: Any, sampler: Any, drop_last: bool | None 
         changes["drop_last"] = drop_last
     cls = type(batch_sampler)
     if hasattr(batch_sampler, "sampler"):
-        remade = _through_init(cls, batch_sampler, changes)
+        attributes = vars(batch_sampler) if hasattr(batch_sampler, "__dict__") else {}
+        remade = _made_again(cls, changes, attributes, rest_to_kwargs=False)
         if remade is None:
             remade = copy.copy(batch_sampler)
             for name, value in changes.items():
@@ -343,34 +355,6 @@ def batch_sampler_with(batch_sampler: Any, sampler: Any, drop_last: bool | None 
         )
         return None
     raise TypeError(_NOT_A_BATCH_SAMPLER)
-
-
-def _through_init(cls: type, instance: Any, changes: dict[str, Any]) -> Any:
-    """``cls`` made again through its ``__init__``: each argument from ``changes``, else the instance's attribute
-    of that name, else its default. ``None`` when one has none of them, or the call fails."""
-    import inspect
-
-    try:
-        parameters = list(inspect.signature(cls).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    attributes = vars(instance) if hasattr(instance, "__dict__") else {}
-    call: dict[str, Any] = {}
-    for parameter in parameters:
-        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-            continue
-        if parameter.name in changes:
-            call[parameter.name] = changes[parameter.name]
-        elif parameter.name in attributes:
-            call[parameter.name] = attributes[parameter.name]
-        elif parameter.default is inspect.Parameter.empty:
-            return None
-    if not set(changes) <= set(call):
-        return None  # an argument it cannot take: the copy gets the attributes instead
-    try:
-        return cls(**call)
-    except (TypeError, ValueError):
-        return None
 
 
 def set_sampler_epoch(loader: Any, epoch: int) -> None:
