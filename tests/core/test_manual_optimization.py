@@ -339,22 +339,32 @@ def test_trainer_only_scheduler_keys_are_dropped_with_a_warning_in_manual_optimi
     assert trainer.lr_scheduler_configs[0].interval == "step"  # kept for LearningRateMonitor
 
 
+class _TopLevelMonitor(ManualLinear):
+    """Steps its optimizer by hand and returns ``{"optimizer", "lr_scheduler": made(opt), "monitor"}`` (no
+    scheduler for ``made=None``); a plateau scheduler is stepped with the loss."""
+
+    def __init__(self, made):
+        super().__init__()
+        self.made = made
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        loss = nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        scheduler = self.lr_schedulers()
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(loss.detach())
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=1.0)
+        config = {"optimizer": opt, "monitor": "train_loss"}
+        return config if self.made is None else {**config, "lr_scheduler": self.made(opt)}
+
+
 def test_a_top_level_monitor_beside_a_plateau_scheduler_is_ignored_with_a_warning_in_manual_optimization(recwarn):
-    class TopLevelMonitor(ManualLinear):
-        def training_step(self, batch, batch_idx):
-            opt = self.optimizers()
-            loss = nn.functional.mse_loss(self.layer(batch[0]), batch[1])
-            opt.zero_grad()
-            self.manual_backward(loss)
-            opt.step()
-            self.lr_schedulers().step(loss.detach())
-
-        def configure_optimizers(self):
-            opt = torch.optim.SGD(self.parameters(), lr=1.0)
-            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
-            return {"optimizer": opt, "lr_scheduler": plateau, "monitor": "train_loss"}
-
-    trainer = _fit_plain(TopLevelMonitor(), n=4)
+    trainer = _fit_plain(_TopLevelMonitor(torch.optim.lr_scheduler.ReduceLROnPlateau), n=4)
     messages = [str(w.message) for w in recwarn if issubclass(w.category, RuntimeWarning)]
     (message,) = [m for m in messages if "'monitor'" in m]
     assert "returned 'monitor': 'train_loss' beside a `ReduceLROnPlateau`" in message
@@ -371,21 +381,8 @@ def test_a_top_level_monitor_beside_a_plateau_scheduler_is_ignored_with_a_warnin
 def test_a_top_level_monitor_without_a_plateau_scheduler_is_ignored_silently_in_manual_optimization(recwarn, scheduler):
     # Lightning ignores it without a word, as automatic optimization does for such a scheduler: no scheduler
     # here could take the value, so there is nothing to advise
-    class TopLevelMonitor(ManualLinear):
-        def training_step(self, batch, batch_idx):
-            opt = self.optimizers()
-            loss = nn.functional.mse_loss(self.layer(batch[0]), batch[1])
-            opt.zero_grad()
-            self.manual_backward(loss)
-            opt.step()
-
-        def configure_optimizers(self):
-            opt = torch.optim.SGD(self.parameters(), lr=1.0)
-            if scheduler == "none":
-                return {"optimizer": opt, "monitor": "train_loss"}
-            return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, 1), "monitor": "train_loss"}
-
-    trainer = _fit_plain(TopLevelMonitor(), n=4)
+    made = (lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1)) if scheduler == "step" else None
+    trainer = _fit_plain(_TopLevelMonitor(made), n=4)
     assert not [w for w in recwarn if "monitor" in str(w.message)]
     assert len(trainer.lr_scheduler_configs) == (scheduler == "step")
 
