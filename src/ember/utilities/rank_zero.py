@@ -25,6 +25,7 @@ _LAZY_MODULE_LOGGERS = (
     "ember.serve.servable_module_validator",
     "ember.tuner.batch_size_scaling",
     "ember.tuner.lr_finder",
+    "ember.utilities.upgrade_checkpoint",
 )
 for _name in _LAZY_MODULE_LOGGERS:
     logging.getLogger(_name)
