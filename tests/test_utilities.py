@@ -284,3 +284,73 @@ def test_warnings_of_a_library_built_on_lightning_print_as_on_lightning(tmp_path
     assert f"{library / 'extras.py'}:6: old api" in lines
     # a file outside any Lightning path keeps Python's format: the category, then the source line
     assert f"{elsewhere}:3: UserWarning: from elsewhere" in lines
+
+
+class _Image(dict):
+    """A dict subclass whose ``__init__`` refuses a plain dict (torchio's images are such)."""
+
+    def __init__(self, path=None, **items):
+        if isinstance(path, dict):
+            raise TypeError("The path argument cannot be a dictionary")
+        super().__init__(**items)
+        self.path = path
+
+
+def test_move_data_to_device_keeps_every_container_type():
+    import collections
+    import dataclasses
+
+    from ember.utilities import move_data_to_device
+
+    Pair = collections.namedtuple("Pair", ["a", "b"])
+
+    @dataclasses.dataclass
+    class Sample:
+        x: torch.Tensor
+        name: str
+
+    counts = collections.defaultdict(list, {"x": torch.ones(1)})
+    image = _Image("scan.nii", data=torch.ones(2))
+    moved = move_data_to_device(
+        {
+            "pair": Pair(torch.ones(1), [torch.ones(1)]),
+            "sample": Sample(torch.ones(1), "s"),
+            "counts": counts,
+            "image": image,
+            "text": "kept",
+        },
+        "cpu",
+    )
+    assert isinstance(moved["pair"], Pair) and isinstance(moved["pair"].b, list)
+    assert isinstance(moved["sample"], Sample) and moved["sample"].name == "s"
+    assert isinstance(moved["counts"], collections.defaultdict) and moved["counts"].default_factory is list
+    # a mapping its type cannot be made from is copied with its items replaced, as torch's collate does
+    assert isinstance(moved["image"], _Image) and moved["image"].path == "scan.nii" and moved["image"] is not image
+    assert torch.equal(moved["image"]["data"], torch.ones(2)) and moved["text"] == "kept"
+
+
+def test_a_batch_holding_such_a_mapping_goes_through_the_transfer_hooks():
+    # Lightning fails rebuilding it (`elem_type(OrderedDict(out))`) whenever it moves the batch
+    from tests.helpers.core_models import CoreModel, quiet_trainer
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return i
+
+    def collate(indices):
+        return {"image": _Image(data=torch.randn(len(indices), 4)), "y": torch.randn(len(indices), 1)}
+
+    class Model(CoreModel):
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            assert isinstance(batch["image"], _Image)
+            return batch
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.mse_loss(self.layer(batch["image"]["data"]), batch["y"])
+
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(Model(), torch.utils.data.DataLoader(Data(), batch_size=4, collate_fn=collate))
+    assert trainer.global_step == 2

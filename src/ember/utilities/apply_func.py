@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ def apply_to_tensors(data: Any, fn: Callable[[Tensor], Any]) -> Any:
         return fn(data)
     if isinstance(data, Mapping):
         items = {k: apply_to_tensors(v, fn) for k, v in data.items()}
-        return items if type(data) is dict else type(data)(items)  # type: ignore[call-arg]  # a Mapping subclass
+        return items if type(data) is dict else _same_mapping(data, items)
     if isinstance(data, tuple) and hasattr(data, "_fields"):
         return type(data)(*(apply_to_tensors(v, fn) for v in data))
     if isinstance(data, (list, tuple)):
@@ -25,6 +26,20 @@ def apply_to_tensors(data: Any, fn: Callable[[Tensor], Any]) -> Any:
         changes = {f.name: apply_to_tensors(getattr(data, f.name), fn) for f in dataclasses.fields(data) if f.init}
         return dataclasses.replace(data, **changes)
     return data
+
+
+def _same_mapping(data: Mapping, items: dict[Any, Any]) -> Any:
+    """``items`` in a mapping of ``data``'s type: made from them, else (a type whose ``__init__`` takes other
+    arguments: a ``defaultdict``, torchio's images) a copy of ``data`` with its items replaced, as torch's
+    ``default_collate`` makes one. Lightning fails on such a batch."""
+    try:
+        return type(data)(items)  # type: ignore[call-arg]  # a Mapping subclass
+    except (TypeError, ValueError):
+        if not isinstance(data, MutableMapping):
+            raise
+        clone = copy.copy(data)
+        clone.update(items)
+        return clone
 
 
 def move_data_to_device(batch: Any, device: torch.device | str) -> Any:
