@@ -354,3 +354,38 @@ def test_a_batch_holding_such_a_mapping_goes_through_the_transfer_hooks():
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(Model(), torch.utils.data.DataLoader(Data(), batch_size=4, collate_fn=collate))
     assert trainer.global_step == 2
+
+
+def test_public_constructors_annotate_their_arguments_in_lightnings_typing_forms():
+    # config tools read the signatures: hydra-zen types a field only from `typing.Optional`/`Union` (Lightning's
+    # form) and makes `int | None` an untyped field, which let `trainer.max_epochs='3'` through as text
+    import importlib
+    import inspect
+    import types
+    import typing
+
+    packages = ["ember", "ember.callbacks", "ember.loggers", "ember.profilers", "ember.strategies", "ember.plugins"]
+    checked, problems = 0, []
+    for package in packages:
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            cls = getattr(module, name)
+            if not inspect.isclass(cls) or "__init__" not in cls.__dict__ or not cls.__module__.startswith("ember."):
+                continue
+            checked += 1
+            hints = typing.get_type_hints(cls.__init__)
+            problems += [f"{name}.{arg}: {hint!r}" for arg, hint in hints.items() if isinstance(hint, types.UnionType)]
+            # the signature itself holds the types (the Trainer's stay text until asked for: `import ember` stays light)
+            for argument, parameter in inspect.signature(cls).parameters.items():
+                annotation = parameter.annotation
+                if isinstance(annotation, types.UnionType) or (
+                    isinstance(annotation, str) and cls is not ember.Trainer
+                ):
+                    problems.append(f"{name}.{argument}: {annotation!r}")
+    assert checked > 30
+    assert problems == []
+    hints = typing.get_type_hints(ember.Trainer.__init__)
+    assert hints["max_epochs"] == typing.Optional[int]
+    assert hints["enable_progress_bar"] == typing.Optional[bool]
+    keyword_only = inspect.signature(ember.callbacks.LambdaCallback).parameters["on_fit_start"].annotation
+    assert typing.get_origin(keyword_only) is typing.Union

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ember.callbacks.callback import Callback
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
@@ -139,3 +140,6 @@ class BatchSizeFinder(Callback):
 
     def on_predict_start(self, trainer: Trainer, pl_module: Any) -> None:
         self.scale_batch_size(trainer, pl_module)
+
+
+lightning_style_annotations(BatchSizeFinder)  # Lightning's `typing` forms in the signature

@@ -15,6 +15,7 @@ import torch
 from ember.callbacks import _cadence
 from ember.callbacks.callback import Callback
 from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -168,3 +169,6 @@ class DeviceStatsMonitor(Callback):
 
 def _prefix_metric_keys(metrics_dict: dict[str, float], prefix: str, separator: str) -> dict[str, float]:
     return {prefix + separator + k: v for k, v in metrics_dict.items()}
+
+
+lightning_style_annotations(DeviceStatsMonitor)  # Lightning's `typing` forms in the signature

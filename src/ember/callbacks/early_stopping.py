@@ -12,6 +12,7 @@ import torch
 from ember.callbacks.callback import Callback
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -260,3 +261,6 @@ def _as_reason(value: Any) -> EarlyStoppingReason:
         return EarlyStoppingReason(value)
     except ValueError:
         return EarlyStoppingReason.NOT_STOPPED
+
+
+lightning_style_annotations(EarlyStopping)  # Lightning's `typing` forms in the signature

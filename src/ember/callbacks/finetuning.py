@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 from ember.callbacks.callback import Callback
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -337,3 +338,6 @@ class BackboneFinetuning(BaseFinetuning):
             log.info(
                 f"Current lr: {round(current_lr, self.rounding)}, Backbone lr: {round(backbone_lr, self.rounding)}"
             )
+
+
+lightning_style_annotations(BackboneFinetuning)  # Lightning's `typing` forms in the signature

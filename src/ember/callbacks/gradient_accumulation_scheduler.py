@@ -8,6 +8,7 @@ from ember.callbacks.callback import Callback
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.model_helpers import is_overridden
 from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -81,3 +82,6 @@ class GradientAccumulationScheduler(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, *_: Any) -> None:
         trainer.accumulate_grad_batches = self.get_accumulate_grad_batches(trainer.current_epoch)
+
+
+lightning_style_annotations(GradientAccumulationScheduler)  # Lightning's `typing` forms in the signature

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ember.callbacks.callback import Callback
+from ember.utilities.signature_utils import lightning_style_annotations
 
 # every event hook of Callback (not state_dict/load_state_dict or helpers)
 _HOOKS = tuple(
@@ -52,3 +53,6 @@ LambdaCallback.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-
         for name in _HOOKS
     ]
 )
+
+
+lightning_style_annotations(LambdaCallback)  # Lightning's `typing` forms in the signature

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ember.callbacks.callback import Callback
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
@@ -95,3 +96,6 @@ class LearningRateFinder(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: Any) -> None:
         self.lr_find(trainer, pl_module)
+
+
+lightning_style_annotations(LearningRateFinder)  # Lightning's `typing` forms in the signature

@@ -18,6 +18,7 @@ from torch.optim import Optimizer
 from ember.callbacks.callback import Callback
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
@@ -228,3 +229,6 @@ class LearningRateMonitor(Callback):
             )
         name = self._add_prefix(name, optimizer_cls, seen_optimizer_types)
         return [self._add_suffix(name, param_groups, i) for i in range(len(param_groups))]
+
+
+lightning_style_annotations(LearningRateMonitor)  # Lightning's `typing` forms in the signature

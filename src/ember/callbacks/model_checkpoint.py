@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from copy import deepcopy
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal
 from weakref import proxy
 
 import torch
@@ -42,6 +42,7 @@ from ember.checkpoint.files import (
 )
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -753,9 +754,9 @@ class ModelCheckpoint(Checkpoint):
             yaml.dump(best_k, file)
 
 
-# `inspect.signature(ModelCheckpoint)` gives the types themselves, as Lightning's does, rather than their text (this
-# module's annotations are strings): a parser given a parameter's annotation as its `type` reads `save_last=yes`
-ModelCheckpoint.__init__.__annotations__ = get_type_hints(ModelCheckpoint.__init__)
+# `inspect.signature(ModelCheckpoint)` gives the types themselves, in Lightning's forms, rather than their text
+# (this module's annotations are strings): a parser given a parameter's annotation as its `type` reads `save_last=yes`
+lightning_style_annotations(ModelCheckpoint)
 
 
 def _escapes_folder(filename: str) -> bool:

@@ -30,6 +30,7 @@ from torch import nn
 from ember.callbacks.callback import Callback
 from ember.core.hooks import through_batch_hooks
 from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -418,3 +419,6 @@ class ModelSummary(Callback):
             total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, *summary_data
         )
         log.info("\n" + table)
+
+
+lightning_style_annotations(ModelSummary)  # Lightning's `typing` forms in the signature

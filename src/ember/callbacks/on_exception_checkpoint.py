@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ember.callbacks.checkpoint import Checkpoint
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
@@ -61,3 +62,6 @@ class OnExceptionCheckpoint(Checkpoint):
             return
         if stage == "fit":
             trainer.strategy.remove_checkpoint(self.ckpt_path)  # rank 0, through the CheckpointIO plugin
+
+
+lightning_style_annotations(OnExceptionCheckpoint)  # Lightning's `typing` forms in the signature

@@ -11,6 +11,7 @@ import torch
 from ember.callbacks.callback import Callback
 from ember.utilities.enums import LightningEnum
 from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -144,3 +145,6 @@ class BasePredictionWriter(Callback):
     def _current_batch_indices(trainer: Trainer, dataloader_idx: int) -> Sequence[int] | None:
         """The dataset indices of the batch just predicted (None when the loader has no batch sampler)."""
         return trainer.predict_loop.current_batch_indices
+
+
+lightning_style_annotations(BasePredictionWriter)  # Lightning's `typing` forms in the signature

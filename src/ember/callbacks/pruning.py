@@ -22,6 +22,7 @@ from ember.callbacks.callback import Callback
 from ember.core.module import LightningModule
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_debug, rank_zero_only
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
@@ -358,3 +359,6 @@ class ModelPruning(Callback):
     @staticmethod
     def _is_pruning_method(method: Any) -> bool:
         return inspect.isclass(method) and issubclass(method, pytorch_prune.BasePruningMethod)
+
+
+lightning_style_annotations(ModelPruning)  # Lightning's `typing` forms in the signature

@@ -6,6 +6,7 @@ import importlib.util
 from typing import Any
 
 from ember.callbacks.model_summary import ModelSummary, get_formatted_model_size, get_human_readable_count
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 def _rich_available() -> bool:
@@ -78,3 +79,6 @@ class RichModelSummary(ModelSummary):
         for label, value in lines:
             grid.add_row(f"[bold]{label}[/]: {value!s:<10}")
         console.print(grid)
+
+
+lightning_style_annotations(RichModelSummary)  # Lightning's `typing` forms in the signature

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ember.callbacks.callback import ignores_outputs
 from ember.callbacks.progress_bar import ProgressBar
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -533,3 +534,6 @@ class RichProgressBar(ProgressBar):
         state["_console"] = None
         state["_metric_component"] = None
         return state
+
+
+lightning_style_annotations(RichProgressBar)  # Lightning's `typing` forms in the signature

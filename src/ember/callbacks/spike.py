@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from ember.callbacks.callback import Callback
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -188,3 +189,6 @@ class SpikeDetection(Callback):
         for value in values:
             self._update_stats(torch.tensor(value, dtype=torch.float32))
         self.last_val = state_dict["last_val"]
+
+
+lightning_style_annotations(SpikeDetection)  # Lightning's `typing` forms in the signature

@@ -22,6 +22,7 @@ from ember.callbacks.callback import Callback
 from ember.core.hooks import through_batch_hooks
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -300,3 +301,6 @@ class StochasticWeightAveraging(Callback):
         self._scheduler_state = state_dict["scheduler_state"]
         if self._average_model is not None and state_dict["average_model_state"] is not None:
             self._average_model.load_state_dict(state_dict["average_model_state"])
+
+
+lightning_style_annotations(StochasticWeightAveraging)  # Lightning's `typing` forms in the signature

@@ -18,6 +18,7 @@ import torch
 from ember.callbacks import _cadence
 from ember.callbacks.callback import Callback
 from ember.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 from ember.utilities.throughput import Throughput, get_available_flops, precision_to_dtype
 
 if TYPE_CHECKING:
@@ -192,3 +193,6 @@ class ThroughputMonitor(Callback):
 def _loop_key(trainer: Trainer, stage: str) -> tuple[str, str]:
     """Which loop counts the batches: the validation inside ``fit`` is not ``validate``'s, as in Lightning."""
     return (str(getattr(trainer.state.fn, "value", trainer.state.fn)), stage)
+
+
+lightning_style_annotations(ThroughputMonitor)  # Lightning's `typing` forms in the signature

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ember.callbacks.callback import Callback, ignores_outputs
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -166,3 +167,6 @@ class Timer(Callback):
         if should_stop and self._verbose:
             elapsed = timedelta(seconds=int(self.time_elapsed("train")))
             rank_zero_info(f"Time limit reached. Elapsed time is {elapsed}. Signaling Trainer to stop.")
+
+
+lightning_style_annotations(Timer)  # Lightning's `typing` forms in the signature

@@ -18,6 +18,7 @@ from tqdm import tqdm as _tqdm
 from ember.callbacks.callback import ignores_outputs
 from ember.callbacks.progress_bar import ProgressBar
 from ember.utilities.rank_zero import rank_zero_debug
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -369,3 +370,6 @@ def _update_n(bar: _tqdm, value: int) -> None:
     if not bar.disable:
         bar.n = value
         bar.refresh()
+
+
+lightning_style_annotations(TQDMProgressBar)  # Lightning's `typing` forms in the signature

@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn, get_swa_avg_fn,
 
 from ember.callbacks.callback import Callback
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -283,3 +284,6 @@ class EMAWeightAveraging(WeightAveraging):
             and self.update_starting_at_epoch is not None
             and epoch_idx >= self.update_starting_at_epoch
         )
+
+
+lightning_style_annotations(WeightAveraging, EMAWeightAveraging)  # Lightning's `typing` forms in the signature

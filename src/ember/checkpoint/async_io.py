@@ -39,6 +39,7 @@ from typing import Any
 from ember.checkpoint.files import PathLike
 from ember.checkpoint.io import CheckpointIO, _WrappingCheckpointIO
 from ember.checkpoint.snapshot import HostBuffers, Snapshot, take_snapshot
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class _Job:
@@ -342,3 +343,6 @@ def wait_for_pending_writes(strategy: Any) -> None:
     async_io = find_async_io(getattr(strategy, "checkpoint_io", None))
     if async_io is not None:
         async_io.wait()
+
+
+lightning_style_annotations(AsyncCheckpointIO)  # Lightning's `typing` forms in the signature

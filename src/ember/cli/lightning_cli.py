@@ -41,6 +41,7 @@ from ember.trainer.trainer import Trainer
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.seed import seed_everything
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 def _instantiator_name() -> str:
@@ -738,3 +739,6 @@ def _short_description(component: object) -> str | None:
         return None
     first = doc.strip().split("\n\n", 1)[0]
     return " ".join(line.strip() for line in first.splitlines())
+
+
+lightning_style_annotations(LightningCLI)  # Lightning's `typing` forms in the signature

@@ -21,6 +21,7 @@ from ember.core.logging import LoggingMixin
 from ember.core.saving import restricted_classmethod
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_deprecation, rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
@@ -574,3 +575,6 @@ class _TrainerFabricShim:
                 f"Your LightningModule code tried to access `self.trainer.{name}` but this attribute is not available"
                 " when using Fabric with a LightningModule: Fabric has no such attribute."
             ) from None
+
+
+lightning_style_annotations(LightningModule)  # Lightning's `typing` forms in the signature

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ember.distributed.parallel import ParallelStrategy, default_pg_timeout, ember_option
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class _StepForward(nn.Module):
@@ -196,3 +197,6 @@ class DDPSpawnStrategy(DDPStrategy):
 
     def __init__(self, *, start_method: str = "spawn", **kwargs: Any) -> None:
         super().__init__(start_method=start_method, **kwargs)
+
+
+lightning_style_annotations(DDPStrategy, DDPSpawnStrategy)  # Lightning's `typing` forms in the signature

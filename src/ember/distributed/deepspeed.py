@@ -37,6 +37,7 @@ from ember.precision import Precision
 from ember.precision.deepspeed import DeepSpeedPrecision
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 _INSTALL_HINT = "Install it with `pip install -U deepspeed`."
 
@@ -515,3 +516,6 @@ def _training_batch_size(trainer: Any) -> int:
 
 
 __all__ = ["DeepSpeedStrategy"]
+
+
+lightning_style_annotations(DeepSpeedStrategy)  # Lightning's `typing` forms in the signature

@@ -19,6 +19,7 @@ from typing import Any
 from ember.utilities.exceptions import xla_not_supported
 from ember.utilities.fabric import is_fabrics_own
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 __all__ = [
     "ClusterEnvironment",
@@ -531,3 +532,6 @@ def detect_environment() -> ClusterEnvironment:
         if env_type.detect():
             return env_type()
     return LightningEnvironment()
+
+
+lightning_style_annotations(SLURMEnvironment)  # Lightning's `typing` forms in the signature

@@ -15,6 +15,7 @@ from ember.distributed.ddp import _StepForward
 from ember.distributed.parallel import default_pg_timeout, ember_option
 from ember.distributed.sharded import ShardedStrategy
 from ember.utilities.rank_zero import rank_zero_deprecation
+from ember.utilities.signature_utils import lightning_style_annotations
 
 # sharding_strategy -> (reshard the parameters after forward, the mesh's layout): "flat" shards over all
 # ranks; "hybrid" shards within a node and replicates across nodes (HSDP, on a (replicate, shard) mesh);
@@ -246,3 +247,6 @@ class FSDPStrategy(ShardedStrategy):
 
     def _full_checkpoint_option(self) -> str:
         return "state_dict_type='full'"
+
+
+lightning_style_annotations(FSDPStrategy)  # Lightning's `typing` forms in the signature

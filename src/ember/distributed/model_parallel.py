@@ -17,6 +17,7 @@ from torch import nn
 
 from ember.distributed.parallel import default_pg_timeout, ember_option
 from ember.distributed.sharded import ShardedStrategy
+from ember.utilities.signature_utils import lightning_style_annotations
 
 _MESH_DIMENSIONS = ("data_parallel", "tensor_parallel")
 _SUPPORTED_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-true")
@@ -174,3 +175,6 @@ class ModelParallelStrategy(ShardedStrategy):
 
     def _full_checkpoint_option(self) -> str:
         return "save_distributed_checkpoint=False"
+
+
+lightning_style_annotations(ModelParallelStrategy)  # Lightning's `typing` forms in the signature

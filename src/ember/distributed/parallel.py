@@ -28,6 +28,7 @@ from ember.distributed.environments import (
 )
 from ember.distributed.strategy import Strategy
 from ember.utilities.rank_zero import _set_rank, log, rank_zero_info
+from ember.utilities.signature_utils import lightning_style_annotations
 
 default_pg_timeout = timedelta(minutes=30)
 
@@ -410,3 +411,6 @@ def _destroy_process_group() -> None:
         except Exception:  # shutting down: nothing useful left to report
             pass
         time.sleep(_EXIT_GRACE_SECONDS)
+
+
+lightning_style_annotations(ParallelStrategy)  # Lightning's `typing` forms in the signature

@@ -13,6 +13,7 @@ from torch.optim import Optimizer
 from ember.checkpoint.async_io import wait_for_pending_writes
 from ember.checkpoint.io import CheckpointIO, TorchCheckpointIO, _WrappingCheckpointIO, own_checkpoint_io
 from ember.utilities.registry import _StrategyRegistry
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class Strategy:
@@ -504,3 +505,6 @@ def _batch_hook_owner(module: Any, datamodule: Any, name: str) -> Any:
         if getattr(type(datamodule), name, None) is not getattr(DataHooks, name, None):
             return datamodule
     return module
+
+
+lightning_style_annotations(SingleDeviceStrategy, Strategy)  # Lightning's `typing` forms in the signature

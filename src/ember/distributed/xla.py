@@ -13,6 +13,7 @@ from typing import Any
 from ember.distributed.ddp import DDPStrategy
 from ember.distributed.strategy import SingleDeviceStrategy
 from ember.utilities.exceptions import xla_not_supported
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class SingleDeviceXLAStrategy(SingleDeviceStrategy):
@@ -27,3 +28,6 @@ class XLAStrategy(DDPStrategy):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise xla_not_supported("XLAStrategy")
+
+
+lightning_style_annotations(SingleDeviceXLAStrategy, XLAStrategy)  # Lightning's `typing` forms in the signature

@@ -20,6 +20,7 @@ from ember.loggers.logger import Logger, rank_zero_experiment
 from ember.loggers.utilities import _convert_params, _package_available
 from ember.utilities.imports import RequirementCache
 from ember.utilities.rank_zero import log, rank_zero_only
+from ember.utilities.signature_utils import lightning_style_annotations
 
 FRAMEWORK_NAME = "pytorch-lightning"  # how Comet labels runs from this API
 _COMET_AVAILABLE = RequirementCache("comet-ml>=3.44.4", module="comet_ml")  # Lightning's flag, decided on first use
@@ -248,3 +249,6 @@ def _renamed_arguments(kwargs: dict[str, Any], project: str | None, online: bool
                 "You specified both `save_dir` and `offline_directory` parameters, please use `offline_directory` only"
             )
     return project, online
+
+
+lightning_style_annotations(CometLogger)  # Lightning's `typing` forms in the signature

@@ -26,6 +26,7 @@ from ember.loggers.utilities import (
     _to_python,
 )
 from ember.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 def _filesystem(path: str) -> tuple[Any, str]:
@@ -226,3 +227,6 @@ class CSVLogger(FolderLogger):
         if self._experiment is None:
             return
         self.save()
+
+
+lightning_style_annotations(CSVLogger)  # Lightning's `typing` forms in the signature

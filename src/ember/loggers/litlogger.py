@@ -18,6 +18,7 @@ from typing import Any
 
 from ember.loggers.logger import Logger
 from ember.utilities.exceptions import not_supported
+from ember.utilities.signature_utils import lightning_style_annotations
 
 _INSTEAD = (
     "Log with `CSVLogger`, `TensorBoardLogger`, `MLFlowLogger`, `WandbLogger` or `CometLogger` from `ember.loggers`"
@@ -62,3 +63,6 @@ class LitLogger(Logger):
 
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError
+
+
+lightning_style_annotations(LitLogger)  # Lightning's `typing` forms in the signature

@@ -26,6 +26,7 @@ from ember.loggers.utilities import (
     _warn_once,
 )
 from ember.utilities.rank_zero import rank_zero_only
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -258,3 +259,6 @@ class MLFlowLogger(Logger):
                 self.experiment.log_artifacts(self._run_id, tmp_dir, artifact_path)
             # remember the mtime: a file saved again under the same name (last.ckpt) is uploaded again
             self._logged_model_time[path] = mtime
+
+
+lightning_style_annotations(MLFlowLogger)  # Lightning's `typing` forms in the signature

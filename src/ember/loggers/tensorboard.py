@@ -32,6 +32,7 @@ from ember.loggers.utilities import (
     _save_hparams_to_yaml,
 )
 from ember.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -325,3 +326,6 @@ def _move(value: Any, device: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(_move(v, device) for v in value)
     return value
+
+
+lightning_style_annotations(TensorBoardLogger)  # Lightning's `typing` forms in the signature

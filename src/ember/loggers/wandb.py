@@ -22,6 +22,7 @@ from ember.loggers.utilities import (
 )
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class WandbLogger(Logger):
@@ -306,3 +307,6 @@ class WandbLogger(Logger):
             best = path == getattr(checkpoint_callback, "best_model_path", None)
             self.experiment.log_artifact(artifact, aliases=["latest", "best"] if best else ["latest"])
             self._logged_model_time[path] = mtime
+
+
+lightning_style_annotations(WandbLogger)  # Lightning's `typing` forms in the signature

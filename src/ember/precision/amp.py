@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from ember.precision.precision import Precision
 from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.signature_utils import lightning_style_annotations
 
 _AUTOCAST_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
@@ -113,3 +114,6 @@ class MixedPrecision(Precision):
 def _unscales_itself(optimizer: Optimizer) -> bool:
     # fused torch optimizers unscale inside `step`: GradScaler must not unscale them first
     return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+lightning_style_annotations(MixedPrecision)  # Lightning's `typing` forms in the signature

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ember.precision.precision import CastingPrecision
+from ember.utilities.signature_utils import lightning_style_annotations
 
 _MODES = ("nf4", "nf4-dq", "fp4", "fp4-dq", "int8", "int8-training")
 
@@ -144,3 +145,6 @@ def _quiet_bitsandbytes() -> Any:
     finally:
         if not set_before:
             del os.environ["BITSANDBYTES_NOWELCOME"]
+
+
+lightning_style_annotations(BitsandbytesPrecision)  # Lightning's `typing` forms in the signature

@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 
 from ember.precision.precision import Precision, cast_floating, default_dtype
 from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.signature_utils import lightning_style_annotations
 
 _DTYPES = {
     "32-true": torch.float32,
@@ -82,3 +83,6 @@ class DeepSpeedPrecision(Precision):
                 " return a loss on every batch."
             )
         return self.engine.step(**kwargs)
+
+
+lightning_style_annotations(DeepSpeedPrecision)  # Lightning's `typing` forms in the signature

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ember.precision.precision import CastingPrecision
+from ember.utilities.signature_utils import lightning_style_annotations
 
 _DTYPES = {"16-true": torch.float16, "bf16-true": torch.bfloat16}
 
@@ -33,3 +34,6 @@ class HalfPrecision(CastingPrecision):
     @property
     def _desired_input_dtype(self) -> torch.dtype:
         return self._dtype  # Lightning's name for it, which some code reads
+
+
+lightning_style_annotations(HalfPrecision)  # Lightning's `typing` forms in the signature

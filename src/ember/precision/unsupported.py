@@ -15,6 +15,7 @@ from typing import Any
 
 from ember.precision.precision import Precision
 from ember.utilities.exceptions import not_supported, xla_not_supported
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class FSDPPrecision(Precision):
@@ -45,3 +46,8 @@ class XLAPrecision(Precision):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise xla_not_supported("XLAPrecision", "Use `Trainer(precision=...)` on CPUs, CUDA or MPS.")
+
+
+lightning_style_annotations(
+    FSDPPrecision, TransformerEnginePrecision, XLAPrecision
+)  # Lightning's `typing` forms in the signature

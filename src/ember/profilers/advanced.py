@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ember.profilers.profiler import Profiler
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class AdvancedProfiler(Profiler):
@@ -90,3 +91,6 @@ class AdvancedProfiler(Profiler):
     def __getstate__(self) -> dict[str, Any]:
         # cProfile.Profile objects cannot be pickled: a copy starts empty
         return {**self.__dict__, "profiled_actions": {}, "_running": [], "_output_file": None, "_write_stream": None}
+
+
+lightning_style_annotations(AdvancedProfiler)  # Lightning's `typing` forms in the signature

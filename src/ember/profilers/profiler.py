@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ember.utilities.rank_zero import log
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class Profiler(ABC):
@@ -224,3 +225,6 @@ class _ProfiledIterator:
 def active(profiler: Profiler | None) -> Profiler | None:
     """The profiler the trainer should add spans for, or ``None`` for none."""
     return None if profiler is None or isinstance(profiler, PassThroughProfiler) else profiler
+
+
+lightning_style_annotations(Profiler)  # Lightning's `typing` forms in the signature

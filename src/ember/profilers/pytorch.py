@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ember.profilers.profiler import Profiler
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class PyTorchProfiler(Profiler):
@@ -219,3 +220,6 @@ def _check_table_kwargs(table_kwargs: dict[str, Any]) -> None:
             )
         if key not in valid:
             raise KeyError(f"Found invalid table_kwargs key: {key}. Should be within {valid}.")
+
+
+lightning_style_annotations(PyTorchProfiler)  # Lightning's `typing` forms in the signature

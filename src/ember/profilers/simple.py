@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ember.profilers.profiler import Profiler
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class SimpleProfiler(Profiler):
@@ -85,3 +86,6 @@ class SimpleProfiler(Profiler):
         for action, mean, total in means:
             out += short_row(action, f"{mean:.5}", f"{total:.5}")
         return out + line + sep
+
+
+lightning_style_annotations(SimpleProfiler)  # Lightning's `typing` forms in the signature

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ember.profilers.profiler import Profiler
 from ember.utilities.exceptions import xla_not_supported
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class XLAProfiler(Profiler):
@@ -25,3 +26,6 @@ class XLAProfiler(Profiler):
 
     def summary(self) -> str:
         raise NotImplementedError
+
+
+lightning_style_annotations(XLAProfiler)  # Lightning's `typing` forms in the signature

@@ -12,7 +12,7 @@ import signal
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from operator import attrgetter
-from typing import Any
+from typing import Any, Union  # noqa: F401  # `Union`: the annotations' Lightning form names it
 
 import torch
 
@@ -24,6 +24,7 @@ from ember.trainer.run import Run
 from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class _ReadOnly:
@@ -730,3 +731,7 @@ class Trainer:
     def evaluating(self) -> bool:
         """Whether a validation, test or sanity-check loop is running."""
         return self.state.stage is not None and self.state.stage.evaluating
+
+
+# as text, resolved when asked for: the hints name classes `import ember` does not load
+lightning_style_annotations(Trainer, resolve=False)  # Lightning's `typing` forms in the signature

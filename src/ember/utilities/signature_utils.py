@@ -62,3 +62,67 @@ def check_dataloader_idx(module: Any, names: tuple[str, ...], several: bool, pre
                 f"You provided multiple `{prefix}_dataloader`, but no `dataloader_idx` argument in"
                 f" `{type(module).__name__}.{name}()`. Try adding `dataloader_idx=0` to its signature."
             )
+
+
+def lightning_style_annotations(*classes: type, resolve: bool = True) -> None:
+    """Give each class's ``__init__`` its annotations as types, in Lightning's ``typing`` forms.
+
+    Ember's modules write ``int | None`` under postponed annotations; Lightning's signatures read
+    ``Optional[int]``. Config tools build typed fields from them (hydra-zen recognises only
+    ``typing.Union``, and makes anything else ``Any``, so an override such as
+    ``trainer.enable_progress_bar='false'`` stayed the string 'false'). A parser given an annotation as a
+    ``type`` also needs the type rather than its text.
+
+    ``resolve=False`` keeps them text, rewritten to ``Union[...]`` (the class's module must bind ``Union``): for
+    a class whose hints name what ``import ember`` does not load (the Trainer's), so that they are resolved only
+    when asked for (``typing.get_type_hints``).
+    """
+    import typing
+
+    for cls in classes:
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        if resolve:
+            hints = {name: _lightning_form(hint) for name, hint in typing.get_type_hints(init).items()}
+        else:
+            hints = {
+                name: _union_text(hint) if isinstance(hint, str) else hint
+                for name, hint in init.__annotations__.items()
+            }
+        function: Any = init
+        while function is not None:  # a decorated `__init__` too: `inspect.signature` reads the one it wraps
+            function.__annotations__ = hints
+            given = function.__dict__.get("__signature__")
+            if given is not None:  # a signature set by hand (keyword-only arguments): its annotations too
+                parameters = [
+                    p.replace(annotation=_lightning_form(hints.get(p.name, p.annotation)))
+                    for p in given.parameters.values()
+                ]
+                function.__signature__ = given.replace(parameters=parameters)
+            function = getattr(function, "__wrapped__", None)
+
+
+def _lightning_form(hint: Any) -> Any:
+    """``X | Y`` as ``typing.Union[X, Y]`` (``Optional[X]`` for ``X | None``); any other hint as it is."""
+    import types
+    import typing
+
+    if isinstance(hint, types.UnionType):
+        return typing.Union[typing.get_args(hint)]  # Lightning's form, on purpose
+    return hint
+
+
+def _union_text(annotation: str) -> str:
+    """``"A | B[C | D]"`` as ``"Union[A, B[C | D]]"``: the top-level alternatives in ``typing``'s form."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(annotation):
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(annotation[start:i].strip())
+            start = i + 1
+    parts.append(annotation[start:].strip())
+    return annotation if len(parts) == 1 else f"Union[{', '.join(parts)}]"

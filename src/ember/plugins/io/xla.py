@@ -11,6 +11,7 @@ from typing import Any
 
 from ember.checkpoint.io import TorchCheckpointIO
 from ember.utilities.exceptions import xla_not_supported
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class XLACheckpointIO(TorchCheckpointIO):
@@ -18,3 +19,6 @@ class XLACheckpointIO(TorchCheckpointIO):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise xla_not_supported("XLACheckpointIO", "Use the default `TorchCheckpointIO` (or `AsyncCheckpointIO`).")
+
+
+lightning_style_annotations(XLACheckpointIO)  # Lightning's `typing` forms in the signature
