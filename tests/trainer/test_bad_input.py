@@ -189,3 +189,12 @@ def test_more_cuda_devices_than_present_fail_at_construction(monkeypatch):
 
     assert parse_devices([1, 0], "cuda") == [1, 0]
     assert parse_devices(64, "cpu") == list(range(64))  # CPU processes may outnumber the cores
+
+
+@pytest.mark.parametrize(("name", "value"), [("max_epochs", "2"), ("min_epochs", 1.5), ("min_steps", True)])
+def test_a_loop_limit_that_is_not_an_int_fails_at_construction(name, value):
+    # Lightning accepts it and fails inside `fit` with a bare AssertionError (or compares a string with numbers)
+    with pytest.raises(
+        ember.utilities.MisconfigurationException, match=rf"`{name}` must be an int, got {value!r} \(\w+\): pass"
+    ):
+        ember.Trainer(logger=False, **{name: value})

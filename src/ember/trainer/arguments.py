@@ -92,7 +92,10 @@ def check_barebones(**switches: Any) -> None:
 def check_loop_limits(max_epochs: int | None, min_epochs: int | None, max_steps: int, min_steps: int | None) -> None:
     for name, value in (("max_epochs", max_epochs), ("min_epochs", min_epochs), ("min_steps", min_steps)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise MisconfigurationException(f"`{name}` must be an int, got {value!r}.")
+            raise MisconfigurationException(
+                f"`{name}` must be an int, got {value!r} ({type(value).__name__}): pass a whole number, e.g."
+                f" `Trainer({name}=10)`, or None for the default. (A config value given as text needs converting.)"
+            )
     if max_epochs is not None and max_epochs < -1:
         raise MisconfigurationException(
             f"`max_epochs` must be a non-negative integer or -1 (no limit). You passed in {max_epochs}."
