@@ -81,9 +81,7 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     schedulers, epoch_schedulers = p.scheduler_steps, p.scheduler_steps - p.epoch_start_scheduler_steps
 
     def eval_progress(fn: TrainerFn, key: str) -> dict[str, Any]:
-        # this call's counts, else those of the last call of that kind (Lightning's loop objects keep them)
-        counts = run.eval_progress if run.fn == fn else t._eval_counts.get(fn.value, {})
-        current, total = counts.get(key, [0, 0])
+        current, total = t._eval_loop_counts(fn.value, key)
         return {
             "total": _progress(total, total, total, total),
             "current": _progress(current, current, current, current),

@@ -499,12 +499,9 @@ StrategyRegistry = _StrategyRegistry()
 
 def _batch_hook_owner(module: Any, datamodule: Any, name: str) -> Any:
     """The datamodule when it overrides the batch hook ``name`` (it wins, as in Lightning), else the module."""
-    if datamodule is not None:
-        from ember.core.hooks import DataHooks  # where the default batch hooks are defined
+    from ember.core.hooks import DataHooks, runs_other_code  # the default batch hooks, and the loop's test
 
-        if getattr(type(datamodule), name, None) is not getattr(DataHooks, name, None):
-            return datamodule
-    return module
+    return datamodule if datamodule is not None and runs_other_code(datamodule, DataHooks, name) else module
 
 
 lightning_style_annotations(SingleDeviceStrategy, Strategy)  # Lightning's `typing` forms in the signature

@@ -286,8 +286,9 @@ class Trainer:
         self.lr_scheduler_configs: list[Any] = []
         self.ckpt_path: str | None = None
         self._run = Run(self)  # the state of the current (or last) call; a new one per call
-        # each evaluation loop's batch counts from the last call of each kind (a checkpoint records them all)
-        self._eval_counts: dict[str, dict[str, list[int]]] = {}  # by the call's name: "fit", "validate", ...
+        # the evaluation loops' batch counts of the earlier calls, by kind ("fit", "validate", ...): Lightning's
+        # loop objects keep theirs through other calls (a checkpoint has them all)
+        self._eval_counts: dict[str, dict[str, list[int]]] = {}
         self.fit_loop, self.validate_loop, self.test_loop, self.predict_loop = views.loop_views(self)  # Lightning's
         self._accelerator_connector = views.AcceleratorConnectorView(self)
         self._checkpoint_connector = views.CheckpointConnectorView(self)
@@ -430,6 +431,13 @@ class Trainer:
         if datamodule is not None:
             self.datamodule = datamodule
             datamodule.trainer = self
+
+    def _eval_loop_counts(self, fn: str, key: str) -> list[int]:
+        """``[in its last epoch, in all]``: the batches run by the ``key`` loop ("val", "test", "predict") of the
+        last ``fn`` call ("fit", "validate", ...): the running one's, else an earlier one's."""
+        run = self._run
+        counts = run.eval_progress if run.fn == fn else self._eval_counts.get(fn, {})
+        return counts.get(key, [0, 0])
 
     def _execute(self, model: Any, ckpt_path: Any, weights_only: bool | None, model_given: bool) -> Any:
         return lifecycle.execute(self, model, ckpt_path, weights_only, model_given)

@@ -146,13 +146,7 @@ class EvaluationLoopView(_View):
 
     @property
     def batch_progress(self) -> _EvalBatchProgress:
-        trainer = self._trainer
-        run = trainer._run
-        if run is not None and run.fn == self._fn:
-            counts = run.eval_progress
-        else:  # the last call of this kind, as Lightning's loop object keeps its progress
-            counts = trainer._eval_counts.get(str(self._fn), {})
-        current, total = counts.get(self._key, [0, 0])
+        current, total = self._trainer._eval_loop_counts(self._fn, self._key)
         return _EvalBatchProgress(current, total)
 
     @property
