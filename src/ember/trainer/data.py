@@ -117,8 +117,9 @@ def rebuild_dataloader(
     required: bool = True,
 ) -> DataLoader:
     """A copy of ``loader`` drawing from ``sampler`` instead (for distributed and overfit runs), and
-    keeping or dropping its last, smaller batch as ``drop_last`` says (by default as ``loader`` does);
-    or, given ``batch_sampler``, drawing its batches from that. A subclass that its own ``__init__``
+    keeping or dropping its last, smaller batch as ``drop_last`` says (by default as ``loader`` does; a loader
+    built with ``batch_sampler=`` gets a copy of it, see ``_batch_sampler_with``); or, given ``batch_sampler``,
+    drawing its batches from that. A subclass that its own ``__init__``
     cannot make again gets only ``DataLoader.__init__``, or, not ``required``, comes back as it is."""
     kwargs: dict[str, Any] = {
         "batch_size": loader.batch_size,
@@ -134,8 +135,10 @@ def rebuild_dataloader(
         "persistent_workers": loader.persistent_workers,
     }
     if batch_sampler is None and loader.batch_size is None:
-        # a loader built with `batch_sampler=`: its batches keep coming from it, drawing from `sampler`
-        batch_sampler = batch_sampler_with(loader.batch_sampler, sampler=sampler)
+        # a loader built with `batch_sampler=`: a copy of that batch sampler draws from `sampler`
+        batch_sampler = _batch_sampler_with(loader.batch_sampler, sampler=sampler, drop_last=drop_last)
+        if batch_sampler is None:
+            return loader  # one that cannot take them (a prediction only warns, as in Lightning)
     if batch_sampler is not None:
         kwargs.update(batch_size=1, drop_last=False, sampler=None, batch_sampler=batch_sampler)
     else:
@@ -251,16 +254,13 @@ def prepare_loader(
         return loader
     if isinstance(loader.dataset, IterableDataset):
         return loader
-    changed = False
     # a loader built with `batch_sampler=` draws its indices from that batch sampler's sampler
     custom = loader.batch_sampler if loader.batch_size is None else None
     sampler = getattr(custom, "sampler", None) if custom is not None else loader.sampler
-    drop_last = loader.drop_last
-    if predicting and (drop_last if custom is None else getattr(custom, "drop_last", False)):
-        drop_last, changed = False, True
+    # a prediction keeps the last, smaller batch; as Lightning, it draws a custom batch sampler in the dataset's order
+    changed = predicting and (custom is not None or loader.drop_last)
     if predicting and custom is not None:
-        # as Lightning: a prediction draws a custom batch sampler's indices in the dataset's order
-        sampler, changed = SequentialSampler(loader.dataset), True  # type: ignore[arg-type]  # map-style: sized
+        sampler = SequentialSampler(loader.dataset)  # type: ignore[arg-type]  # a map-style dataset has a length
     if overfit and sampler is not None and not isinstance(sampler, SequentialSampler):  # any other order
         rank_zero_warn(
             f"You requested to overfit but enabled {overfit} dataloader shuffling. We are turning off the {overfit}"
@@ -273,11 +273,7 @@ def prepare_loader(
         sampler = _distributed_sampler(loader, sampler, distributed, shuffled, predicting, seed)
         changed = True
     if changed:
-        if custom is not None:
-            batches = batch_sampler_with(custom, sampler=sampler, drop_last=False if predicting else None)
-            loader = rebuild_dataloader(loader, None, batch_sampler=batches) if batches is not None else loader
-        else:
-            loader = rebuild_dataloader(loader, sampler, drop_last=drop_last)
+        loader = rebuild_dataloader(loader, sampler, drop_last=False if predicting else None)
     if seed_workers and loader.num_workers > 0 and loader.worker_init_fn is None:
         from functools import partial
 
@@ -317,7 +313,7 @@ _NOT_A_BATCH_SAMPLER = (
 )
 
 
-def batch_sampler_with(batch_sampler: Any, sampler: Any, drop_last: bool | None = None) -> Any:
+def _batch_sampler_with(batch_sampler: Any, sampler: Any, drop_last: bool | None = None) -> Any:
     """A copy of ``batch_sampler`` drawing from ``sampler`` (and, given ``drop_last``, keeping or dropping its
     last, smaller batch so); the user's own is left as it was. Lightning re-creates it from the arguments it
     was made with; here a torch ``BatchSampler`` (or subclass, or a look-alike with a ``sampler``) is made
