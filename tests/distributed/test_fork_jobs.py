@@ -503,6 +503,9 @@ class TagTheLayer(LayerSync):
         return model
 
     def revert(self, model):
+        plain = nn.Linear(model.layer.in_features, model.layer.out_features)
+        plain.load_state_dict(model.layer.state_dict())
+        model.layer = plain
         return model
 
 
@@ -510,12 +513,66 @@ class LayerTypeModel(RecordingModel):
     def on_train_start(self) -> None:
         self.record["layer_type"] = type(self.layer).__name__
 
+    def on_fit_end(self) -> None:
+        self.record["layer_type_at_fit_end"] = type(self.layer).__name__
+        super().on_fit_end()
 
-def test_a_layer_sync_plugin_is_applied_to_the_module_fit_wraps(tmp_path):
+
+def test_a_layer_sync_plugin_is_applied_to_the_module_fit_wraps_and_reverted_when_fit_ends(tmp_path):
     # (no BatchNorm here: CPU BatchNorm in a forked child hangs once the parent ran one, a torch/OpenMP limit)
     fork_trainer(tmp_path, max_epochs=1, plugins=[TagTheLayer()]).fit(LayerTypeModel(tmp_path), loader())
     rank0, rank1 = read_ranks(tmp_path)
     assert rank0["layer_type"] == rank1["layer_type"] == "TaggedLinear"
+    # as Lightning: the strategy's teardown reverts it, before `on_fit_end` (SyncBatchNorm back to BatchNorm)
+    assert rank0["layer_type_at_fit_end"] == rank1["layer_type_at_fit_end"] == "Linear"
+
+
+class _OwnDDP(DDPStrategy):
+    """A DDP strategy of the program's own, Lightning's way: its `configure_ddp` and `_setup_model`."""
+
+    def configure_ddp(self):
+        self.configured = type(self.model).__name__
+        super().configure_ddp()
+
+    def _setup_model(self, model):
+        self._ddp_kwargs["broadcast_buffers"] = False
+        return super()._setup_model(model)
+
+
+class WrapperRecordingModel(RecordingModel):
+    def on_train_start(self) -> None:
+        wrapper = self.trainer.model
+        self.record["configured"] = getattr(self.trainer.strategy, "configured", None)
+        self.record["wrapper"] = (type(wrapper).__name__, wrapper.module is self, wrapper.broadcast_buffers)
+
+    def training_step(self, batch, batch_idx):
+        assert "forward" not in self.__dict__  # `self(x)` in a step is the real forward
+        return super().training_step(batch, batch_idx)
+
+    def on_fit_end(self) -> None:
+        self.record["forward_left_on_the_instance"] = "forward" in self.__dict__
+        super().on_fit_end()
+
+
+@pytest.mark.parametrize("strategy", ["ddp_fork", "own"])
+def test_ddp_wraps_the_lightning_module_itself_through_configure_ddp(tmp_path, strategy):
+    # as Lightning: `trainer.model.module` is the LightningModule, the steps reach it through DDP's forward, and a
+    # strategy's `configure_ddp`/`_setup_model` build the wrapper; the weights are plain DDP's either way
+    plain_folder, folder = tmp_path / "plain", tmp_path / "checked"
+    plain_folder.mkdir(), folder.mkdir()
+    torch.manual_seed(0)
+    fork_trainer(plain_folder, max_epochs=1).fit(RecordingModel(plain_folder), loader())
+    torch.manual_seed(0)
+    chosen = _OwnDDP(start_method="fork") if strategy == "own" else strategy
+    fork_trainer(folder, strategy=chosen, max_epochs=1).fit(WrapperRecordingModel(folder), loader())
+    plain, checked = read_ranks(plain_folder), read_ranks(folder)
+    for rank in (0, 1):
+        own = strategy == "own"
+        assert checked[rank]["configured"] == ("WrapperRecordingModel" if own else None)
+        assert checked[rank]["wrapper"] == ("DistributedDataParallel", True, not own)
+        assert checked[rank]["forward_left_on_the_instance"] is False
+        for key, value in plain[rank]["weights"].items():
+            assert torch.equal(value, checked[rank]["weights"][key])
 
 
 class PortRecordingModel(CollectivesModel):

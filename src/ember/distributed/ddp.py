@@ -32,6 +32,48 @@ class _StepForward(nn.Module):
         return getattr(self.module, name)(*args, **kwargs)
 
 
+class ForwardRedirection:
+    """Calls ``module.<name>(*args)`` through ``wrapper``'s ``forward`` (Lightning's forward redirection).
+
+    DDP synchronises the gradients of the work done inside its ``forward`` only, and ``wrapper`` (a
+    ``DistributedDataParallel`` around ``module`` itself, as in Lightning, so ``trainer.model.module`` is
+    the LightningModule) calls ``module.forward``. For the one call, ``module.forward`` is replaced by a
+    function that puts the real one back and runs the step, so a step that calls ``self(x)`` gets the
+    real ``forward``.
+    """
+
+    __slots__ = ("_own", "_redirect", "method", "module", "wrapper")
+
+    def __init__(self, wrapper: nn.Module, module: nn.Module, name: str) -> None:
+        self.wrapper, self.module, self.method = wrapper, module, getattr(module, name)
+        self._redirect = self._run_method  # bound once: put into the module's forward for each call
+        self._own: Any = _NO_FORWARD
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        state = self.module.__dict__
+        self._own = state.get("forward", _NO_FORWARD)  # a forward set on the instance (usually none)
+        state["forward"] = self._redirect
+        try:
+            return self.wrapper(*args, **kwargs)
+        finally:
+            if state.get("forward") is self._redirect:  # the wrapper failed before it called forward
+                self._restore()
+
+    def _run_method(self, *args: Any, **kwargs: Any) -> Any:
+        self._restore()
+        return self.method(*args, **kwargs)
+
+    def _restore(self) -> None:
+        state = self.module.__dict__
+        if self._own is _NO_FORWARD:
+            state.pop("forward", None)
+        else:
+            state["forward"] = self._own
+
+
+_NO_FORWARD = object()
+
+
 # DDP's error when some parameter got no gradient in the previous step
 _UNFINISHED_REDUCTION = re.compile(r"Expected to have finished reduction in the prior iteration")
 _UNUSED_PARAMETERS_HELP = (
@@ -129,7 +171,7 @@ class DDPStrategy(ParallelStrategy):
         return [self.root_device.index] if self.root_device.type == "cuda" else None
 
     def setup_module(self, module: nn.Module) -> nn.Module:
-        """Move to this rank's device; for fit, convert BatchNorm if asked and wrap in DDP."""
+        """Move to this rank's device; for fit, change the layers (``LayerSync``) and wrap in DDP (``configure_ddp``)."""
         module = module.to(self.root_device)
         self._ddp = None
         trainer = getattr(module, "_trainer", None)
@@ -141,14 +183,38 @@ class DDPStrategy(ParallelStrategy):
             module = self._layer_sync.apply(module)
         if not any(p.requires_grad for p in module.parameters()):
             return module  # nothing to synchronise (DDP refuses such a module)
+        self.model = module
+        self.configure_ddp()  # a strategy of the program's own may override it, or `_setup_model`, as in Lightning
+        wrapper = self.model
+        assert wrapper is not None
+        self._ddp = wrapper if isinstance(wrapper, DistributedDataParallel) else None
+        return wrapper
+
+    def configure_ddp(self) -> None:
+        """Wrap ``self.model`` (the LightningModule) in ``DistributedDataParallel`` (``_setup_model``) and
+        register the communication hook given to the strategy (``_register_ddp_hooks``)."""
+        module = self.model
+        assert module is not None
+        self.model = self._setup_model(module)
+        self._register_ddp_hooks()
+
+    def _setup_model(self, model: nn.Module) -> DistributedDataParallel:
+        """``model`` wrapped in ``DistributedDataParallel`` with the strategy's keyword arguments."""
         device_ids = self.determine_ddp_device_ids()
-        self._ddp = DistributedDataParallel(_StepForward(module), device_ids=device_ids, **self._ddp_kwargs)
-        if self._ddp_comm_hook is not None:
-            hook = self._ddp_comm_hook
-            if self._ddp_comm_wrapper is not None:
-                hook = self._ddp_comm_wrapper(hook)
-            self._ddp.register_comm_hook(self._ddp_comm_state, hook)
-        return self._ddp
+        # built on a side stream, as torch's CUDA notes advise for work that overlaps the default stream
+        context = torch.cuda.stream(torch.cuda.Stream()) if device_ids is not None else contextlib.nullcontext()
+        with context:
+            return DistributedDataParallel(module=model, device_ids=device_ids, **self._ddp_kwargs)
+
+    def _register_ddp_hooks(self) -> None:
+        """Register ``ddp_comm_hook`` (wrapped by ``ddp_comm_wrapper``, with ``ddp_comm_state``) on the wrapper."""
+        ddp = self.model
+        if self._ddp_comm_hook is None or not isinstance(ddp, DistributedDataParallel):
+            return
+        hook = self._ddp_comm_hook
+        if self._ddp_comm_wrapper is not None:
+            hook = self._ddp_comm_wrapper(hook)
+        ddp.register_comm_hook(self._ddp_comm_state, hook)
 
     def training_step_fn(self, module: Any) -> Callable[..., Any]:
         if self._ddp is None:
@@ -157,13 +223,13 @@ class DDPStrategy(ParallelStrategy):
             # manual optimization runs backward inside the step, which DDP's forward cannot enclose:
             # the step is called directly and `pre_backward` readies the reducer instead
             return functools.partial(_with_ddps_buffer_sync, self._ddp, module.training_step)
-        return functools.partial(self._ddp, "training_step")
+        return ForwardRedirection(self._ddp, module, "training_step")
 
     def eval_step_fn(self, module: Any, name: str) -> Callable[..., Any]:
         # the validation of a fit passes through DDP's forward, as in Lightning: after automatic optimization its
         # first batch takes rank 0's buffers (BatchNorm's running statistics), which DDP broadcasts before the
         # first forward after training (a manual step leaves that off: `_with_ddps_buffer_sync`)
-        return functools.partial(self._ddp, name) if self._ddp is not None else getattr(module, name)
+        return ForwardRedirection(self._ddp, module, name) if self._ddp is not None else getattr(module, name)
 
     def pre_backward(self, loss: torch.Tensor) -> None:
         ddp = self._ddp
@@ -186,7 +252,12 @@ class DDPStrategy(ParallelStrategy):
         super().on_exception(exception)
 
     def teardown(self) -> None:
+        """Unwrap the module and, after ``fit``, undo the ``LayerSync`` (SyncBatchNorm back to BatchNorm), as Lightning."""
+        module = self.lightning_module
         self._ddp = None
+        trainer = getattr(module, "_trainer", None)
+        if self._layer_sync is not None and trainer is not None and trainer.state.fn == "fit":
+            self._layer_sync.revert(module)
         super().teardown()
 
 
