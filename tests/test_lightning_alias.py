@@ -568,6 +568,63 @@ def test_lightnings_classes_for_what_ember_does_not_support_import_and_refuse_to
     assert kind == ("ModuleNotFoundError" if name == "LitLogger" else "MisconfigurationException")
 
 
+# Lightning 2.x keeps 1.x's plugin names (its `_graveyard`): (module below `plugins.precision`, old name, new name)
+_OLD_PRECISION_NAMES = [
+    ("precision", "PrecisionPlugin", "Precision"),
+    ("amp", "MixedPrecisionPlugin", "MixedPrecision"),
+    ("half", "HalfPrecisionPlugin", "HalfPrecision"),
+    ("double", "DoublePrecisionPlugin", "DoublePrecision"),
+    ("bitsandbytes", "BitsandbytesPrecisionPlugin", "BitsandbytesPrecision"),
+    ("deepspeed", "DeepSpeedPrecisionPlugin", "DeepSpeedPrecision"),
+    ("fsdp", "FSDPPrecisionPlugin", "FSDPPrecision"),
+    ("fsdp", "FSDPMixedPrecisionPlugin", "FSDPPrecision"),
+    ("transformer_engine", "TransformerEnginePrecisionPlugin", "TransformerEnginePrecision"),
+    ("xla", "XLAPrecisionPlugin", "XLAPrecision"),
+]
+
+
+def test_lightning_1x_precision_plugin_names_import_subclass_and_warn_when_built(tmp_path):
+    # lbster imports `PrecisionPlugin` from Lightning 1.x's module path, which Lightning 2.x keeps
+    code = f"""
+        import warnings
+        import ember
+        ember.install_as_lightning()
+        import pytorch_lightning as pl
+        from pytorch_lightning.plugins.precision.precision_plugin import PrecisionPlugin
+        from lightning.pytorch.plugins.precision.precision_plugin import Precision
+        assert Precision is pl.plugins.precision.Precision
+        for module, old, new in {_OLD_PRECISION_NAMES!r}:
+            cls = getattr(__import__("pytorch_lightning.plugins.precision." + module, fromlist=[old]), old)
+            assert cls is getattr(pl.plugins.precision, old) is getattr(pl.plugins, old), old
+            assert cls.__name__ == old and cls.__mro__[1] is getattr(pl.plugins.precision, new), old
+            assert old not in pl.plugins.__all__ and old not in pl.plugins.precision.__all__
+        assert PrecisionPlugin is pl.plugins.PrecisionPlugin
+
+        class Mine(PrecisionPlugin):  # a plugin written for Lightning 1.x
+            pass
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            half = pl.plugins.HalfPrecisionPlugin("bf16-true")
+            mine = Mine()
+        assert half.precision == "bf16-true" and isinstance(mine, pl.plugins.precision.Precision)
+        print([(type(w.message).__name__, str(w.message).split(". ")[0]) for w in caught])
+        trainer = pl.Trainer(plugins=[mine], max_steps=1, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir={str(tmp_path)!r})
+        assert trainer.precision_plugin is mine
+        try:
+            pl.plugins.XLAPrecisionPlugin()
+        except Exception as error:
+            print(type(error).__name__)
+    """
+    printed = ok(python(code, without_lightning=True)).splitlines()
+    assert printed == [
+        "[('LightningDeprecationWarning', 'The `HalfPrecisionPlugin` is deprecated'),"
+        " ('LightningDeprecationWarning', 'The `PrecisionPlugin` is deprecated')]",
+        "MisconfigurationException",  # the TPU plugin refuses to be built under either name
+    ]
+
+
 def test_a_lightning_path_imported_first_loads_embers_module_once():
     # nequip imports the connector by its deep path first, then patches `_AcceleratorConnector`: a second
     # copy of Ember's file (a second class) would take the patch where the Trainer never looks

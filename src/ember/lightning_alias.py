@@ -76,6 +76,8 @@ _MOVED = {
     "plugins.io.wrapper": "checkpoint.io",
     "plugins.precision": "precision",
     "plugins.precision.precision": "precision.precision",
+    # Lightning 1.x's path, which Lightning 2.x keeps (lbster imports `PrecisionPlugin` from it)
+    "plugins.precision.precision_plugin": "precision.precision",
     "plugins.precision.amp": "precision.amp",
     "plugins.precision.half": "precision.half",
     "plugins.precision.double": "precision.double",

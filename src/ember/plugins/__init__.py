@@ -23,6 +23,19 @@ from ember.precision import (
     XLAPrecision,
 )
 
+# Lightning 1.x's names of the precision plugins (deprecated), importable here as in Lightning 2.x, which keeps
+# them out of `__all__` too
+from ember.precision import BitsandbytesPrecisionPlugin as BitsandbytesPrecisionPlugin
+from ember.precision import DeepSpeedPrecisionPlugin as DeepSpeedPrecisionPlugin
+from ember.precision import DoublePrecisionPlugin as DoublePrecisionPlugin
+from ember.precision import FSDPMixedPrecisionPlugin as FSDPMixedPrecisionPlugin
+from ember.precision import FSDPPrecisionPlugin as FSDPPrecisionPlugin
+from ember.precision import HalfPrecisionPlugin as HalfPrecisionPlugin
+from ember.precision import MixedPrecisionPlugin as MixedPrecisionPlugin
+from ember.precision import PrecisionPlugin as PrecisionPlugin
+from ember.precision import TransformerEnginePrecisionPlugin as TransformerEnginePrecisionPlugin
+from ember.precision import XLAPrecisionPlugin as XLAPrecisionPlugin
+
 __all__ = [
     "AsyncCheckpointIO",
     "BitsandbytesPrecision",

@@ -12,13 +12,25 @@ from __future__ import annotations
 from typing import Any
 
 from ember.precision.amp import MixedPrecision
+from ember.precision.amp import MixedPrecisionPlugin as MixedPrecisionPlugin
 from ember.precision.bitsandbytes import BitsandbytesPrecision
+from ember.precision.bitsandbytes import BitsandbytesPrecisionPlugin as BitsandbytesPrecisionPlugin
 from ember.precision.deepspeed import DeepSpeedPrecision
+from ember.precision.deepspeed import DeepSpeedPrecisionPlugin as DeepSpeedPrecisionPlugin
 from ember.precision.double import DoublePrecision
+from ember.precision.double import DoublePrecisionPlugin as DoublePrecisionPlugin
 from ember.precision.half import HalfPrecision
+from ember.precision.half import HalfPrecisionPlugin as HalfPrecisionPlugin
 from ember.precision.precision import PRECISIONS, Precision, check_plugin, normalize_precision
+from ember.precision.precision import PrecisionPlugin as PrecisionPlugin
+from ember.precision.unsupported import FSDPMixedPrecisionPlugin as FSDPMixedPrecisionPlugin
 from ember.precision.unsupported import FSDPPrecision, TransformerEnginePrecision, XLAPrecision
+from ember.precision.unsupported import FSDPPrecisionPlugin as FSDPPrecisionPlugin
+from ember.precision.unsupported import TransformerEnginePrecisionPlugin as TransformerEnginePrecisionPlugin
+from ember.precision.unsupported import XLAPrecisionPlugin as XLAPrecisionPlugin
 
+# the `...PrecisionPlugin` names are Lightning 1.x's (deprecated): importable here, and out of `__all__`, as in
+# Lightning 2.x
 __all__ = [
     "PRECISIONS",
     "BitsandbytesPrecision",

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ember.precision.precision import Precision
+from ember.precision.precision import Precision, renamed_plugin
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -117,3 +117,6 @@ def _unscales_itself(optimizer: Optimizer) -> bool:
 
 
 lightning_style_annotations(MixedPrecision)  # Lightning's `typing` forms in the signature
+
+# Lightning 1.x's names, kept as Lightning 2.x keeps them
+MixedPrecisionPlugin = renamed_plugin("MixedPrecisionPlugin", MixedPrecision)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember.precision.precision import CastingPrecision
+from ember.precision.precision import CastingPrecision, renamed_plugin
 from ember.utilities.signature_utils import lightning_style_annotations
 
 _MODES = ("nf4", "nf4-dq", "fp4", "fp4-dq", "int8", "int8-training")
@@ -148,3 +148,6 @@ def _quiet_bitsandbytes() -> Any:
 
 
 lightning_style_annotations(BitsandbytesPrecision)  # Lightning's `typing` forms in the signature
+
+# Lightning 1.x's names, kept as Lightning 2.x keeps them
+BitsandbytesPrecisionPlugin = renamed_plugin("BitsandbytesPrecisionPlugin", BitsandbytesPrecision)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ember.precision.precision import Precision, cast_floating, default_dtype
+from ember.precision.precision import Precision, cast_floating, default_dtype, renamed_plugin
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -86,3 +86,6 @@ class DeepSpeedPrecision(Precision):
 
 
 lightning_style_annotations(DeepSpeedPrecision)  # Lightning's `typing` forms in the signature
+
+# Lightning 1.x's names, kept as Lightning 2.x keeps them
+DeepSpeedPrecisionPlugin = renamed_plugin("DeepSpeedPrecisionPlugin", DeepSpeedPrecision)

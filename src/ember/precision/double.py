@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ember.precision.precision import CastingPrecision
+from ember.precision.precision import CastingPrecision, renamed_plugin
 
 
 class DoublePrecision(CastingPrecision):
@@ -21,3 +21,7 @@ class DoublePrecision(CastingPrecision):
 
     def convert_module(self, module: nn.Module) -> nn.Module:
         return module.double()  # floating-point tensors only: complex buffers keep their dtype
+
+
+# Lightning 1.x's names, kept as Lightning 2.x keeps them
+DoublePrecisionPlugin = renamed_plugin("DoublePrecisionPlugin", DoublePrecision)

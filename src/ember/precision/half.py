@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ember.precision.precision import CastingPrecision
+from ember.precision.precision import CastingPrecision, renamed_plugin
 from ember.utilities.signature_utils import lightning_style_annotations
 
 _DTYPES = {"16-true": torch.float16, "bf16-true": torch.bfloat16}
@@ -37,3 +37,6 @@ class HalfPrecision(CastingPrecision):
 
 
 lightning_style_annotations(HalfPrecision)  # Lightning's `typing` forms in the signature
+
+# Lightning 1.x's names, kept as Lightning 2.x keeps them
+HalfPrecisionPlugin = renamed_plugin("HalfPrecisionPlugin", HalfPrecision)

@@ -303,3 +303,25 @@ def check_plugin(plugin: Precision) -> None:
             " `clip_gradients` of the plugin instead, or put the logic in `LightningModule.backward` /"
             " `LightningModule.optimizer_step` or a callback's `on_before_optimizer_step`."
         )
+
+
+def renamed_plugin(old_name: str, plugin: type[Precision]) -> type[Precision]:
+    """Lightning 1.x's name ``old_name`` of ``plugin`` (``PrecisionPlugin`` of ``Precision``, ...), which Lightning
+    2.x keeps: a subclass whose construction warns that the name is deprecated, so that code and libraries
+    written for it import, subclass and build it. Each module of a plugin defines its old name with it."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        from ember.utilities.rank_zero import rank_zero_deprecation
+
+        rank_zero_deprecation(
+            f"The `{old_name}` is deprecated. Use `{plugin.__name__}` (Lightning's"
+            f" `pytorch_lightning.plugins.precision.{plugin.__name__}`, Ember's `ember.precision`) instead."
+        )
+        plugin.__init__(self, *args, **kwargs)
+
+    doc = f"Lightning 1.x's name of :class:`{plugin.__name__}` (deprecated): use ``{plugin.__name__}``."
+    return type(old_name, (plugin,), {"__init__": __init__, "__doc__": doc, "__module__": plugin.__module__})
+
+
+# Lightning 1.x's name, kept as Lightning 2.x keeps it (also at its old path `plugins.precision.precision_plugin`)
+PrecisionPlugin = renamed_plugin("PrecisionPlugin", Precision)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.precision.precision import Precision
+from ember.precision.precision import Precision, renamed_plugin
 from ember.utilities.exceptions import not_supported, xla_not_supported
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -51,3 +51,9 @@ class XLAPrecision(Precision):
 lightning_style_annotations(
     FSDPPrecision, TransformerEnginePrecision, XLAPrecision
 )  # Lightning's `typing` forms in the signature
+
+# Lightning 1.x's names, kept as Lightning 2.x keeps them
+FSDPPrecisionPlugin = renamed_plugin("FSDPPrecisionPlugin", FSDPPrecision)
+FSDPMixedPrecisionPlugin = renamed_plugin("FSDPMixedPrecisionPlugin", FSDPPrecision)
+TransformerEnginePrecisionPlugin = renamed_plugin("TransformerEnginePrecisionPlugin", TransformerEnginePrecision)
+XLAPrecisionPlugin = renamed_plugin("XLAPrecisionPlugin", XLAPrecision)
