@@ -104,7 +104,7 @@ def test_no_training_step():
 def test_fit_without_training_data():
     with pytest.raises(
         MisconfigurationException,
-        match=r"`train_dataloader` must be implemented to be used with the Trainer: define `train_dataloader\(\)`"
+        match=r"`train_dataloader` must be implemented to be used with the Lightning Trainer. Define `train_dataloader\(\)`"
         r" in the module or a datamodule, or pass the data to `trainer.fit\(model, train_dataloaders=...\)`.",
     ):
         quiet_trainer(max_epochs=1).fit(CoreModel())

@@ -178,7 +178,10 @@ def test_configure_optimizers_returning_none_warns_and_fit_runs_without_optimize
 def test_dataloader_defaults_raise_with_the_fix():
     model = ember.LightningModule()
     for name in ("train_dataloader", "val_dataloader", "test_dataloader", "predict_dataloader"):
-        with pytest.raises(ember.utilities.MisconfigurationException, match=f"`{name}` must be implemented"):
+        with pytest.raises(
+            ember.utilities.MisconfigurationException,
+            match=f"^`{name}` must be implemented to be used with the Lightning Trainer\\. Define",
+        ):
             getattr(model, name)()
 
 

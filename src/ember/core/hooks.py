@@ -365,8 +365,8 @@ _PASS_IT = {
 def dataloader_not_implemented(name: str) -> MisconfigurationException:
     """Lightning's error for a data hook nobody defined, with the two ways to give the data."""
     return MisconfigurationException(
-        f"`{name}_dataloader` must be implemented to be used with the Trainer: define `{name}_dataloader()` in"
-        f" the module or a datamodule, or pass the data to {_PASS_IT[name]}."
+        f"`{name}_dataloader` must be implemented to be used with the Lightning Trainer. Define"
+        f" `{name}_dataloader()` in the module or a datamodule, or pass the data to {_PASS_IT[name]}."
     )
 
 

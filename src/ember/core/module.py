@@ -256,7 +256,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         """One training step: return the loss (a tensor, or a dict with ``"loss"``), or None to skip."""
         raise MisconfigurationException(
-            "`training_step` must be implemented to be used with the Trainer: define"
+            "`training_step` must be implemented to be used with the Lightning Trainer. Define"
             " `def training_step(self, batch, batch_idx)` returning the loss."
         )
 
@@ -273,7 +273,7 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
 
     def configure_optimizers(self) -> Any:
         """Return the optimizer(s) and optionally LR scheduler(s); see the docs for the formats."""
-        rank_zero_warn("`configure_optimizers` must be implemented to be used with the Trainer")
+        rank_zero_warn("`configure_optimizers` must be implemented to be used with the Lightning Trainer")
         return None
 
     def configure_callbacks(self) -> Any:
