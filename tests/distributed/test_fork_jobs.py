@@ -830,3 +830,31 @@ def test_is_shared_filesystem_asks_every_rank(tmp_path):
         assert record["per_rank"] is False  # the paths differ from rank to rank
         assert record["remote"] is True
         assert record["leftovers"] == []  # the check's file is removed
+
+
+class RankOwnWeightsModel(RecordingModel):
+    """Each rank makes its own weights and buffer at set-up, as a program that does not seed its ranks does."""
+
+    def __init__(self, folder) -> None:
+        super().__init__(folder)
+        self.register_buffer("offset", torch.zeros(1))
+
+    def setup(self, stage: str) -> None:
+        with torch.no_grad():
+            self.layer.weight.add_(self.global_rank + 1.0)
+            self.offset.add_(self.global_rank + 1.0)
+
+    def test_step(self, batch, batch_idx):
+        self.record["seen"] = {k: v.detach().clone() for k, v in self.state_dict().items()}
+
+    def on_test_end(self) -> None:
+        torch.save(self.record, os.path.join(self.folder, f"rank{self.global_rank}.pt"))
+
+
+def test_evaluating_without_fit_takes_rank_0s_parameters_and_buffers_on_every_rank(tmp_path):
+    # as Lightning: without the DDP wrapper (validate, test, predict), the module's states are broadcast from rank 0
+    fork_trainer(tmp_path).test(RankOwnWeightsModel(tmp_path), loader())
+    rank0, rank1 = read_ranks(tmp_path)
+    assert rank0["seen"]["offset"].item() == rank1["seen"]["offset"].item() == 1.0
+    for key, value in rank0["seen"].items():
+        assert torch.equal(value, rank1["seen"][key]), key

@@ -74,6 +74,17 @@ class ForwardRedirection:
 _NO_FORWARD = object()
 
 
+def _sync_module_states(module: nn.Module) -> None:
+    """Every rank takes rank 0's parameters and buffers, as ``DistributedDataParallel``'s constructor makes them
+    (Lightning does this for ``validate``/``test``/``predict``, which run without the wrapper): a program that
+    does not seed its ranks evaluates rank 0's weights everywhere."""
+    from torch.distributed.distributed_c10d import _get_default_group
+    from torch.distributed.utils import _sync_module_states as sync
+
+    ignored = set(getattr(module, "_ddp_params_and_buffers_to_ignore", []))
+    sync(module, _get_default_group(), 250 * 1024 * 1024, src=0, params_and_buffers_to_ignore=ignored)
+
+
 # DDP's error when some parameter got no gradient in the previous step
 _UNFINISHED_REDUCTION = re.compile(r"Expected to have finished reduction in the prior iteration")
 _UNUSED_PARAMETERS_HELP = (
@@ -177,12 +188,17 @@ class DDPStrategy(ParallelStrategy):
         trainer = getattr(module, "_trainer", None)
         fitting = trainer is not None and trainer.state.fn == "fit"
         if not fitting:
+            # no wrapper, so no broadcast by its constructor: every rank takes rank 0's parameters and buffers
+            _sync_module_states(module)
             return module
         if self._layer_sync is not None:
             # e.g. the BatchNorm layers replaced by SyncBatchNorm; their parameters (the optimizer's) are kept
             module = self._layer_sync.apply(module)
         if not any(p.requires_grad for p in module.parameters()):
-            return module  # nothing to synchronise (DDP refuses such a module)
+            _sync_module_states(
+                module
+            )  # DDP refuses a module with nothing to train; its states are rank 0's all the same
+            return module
         self.model = module
         self.configure_ddp()  # a strategy of the program's own may override it, or `_setup_model`, as in Lightning
         wrapper = self.model
