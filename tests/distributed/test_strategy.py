@@ -887,3 +887,17 @@ def test_the_strategys_accelerator_is_the_trainers_accelerator_object(strategy):
     trainer = ember.Trainer(logger=False, accelerator="cpu", devices=2 if strategy == "ddp" else 1, strategy=strategy)
     assert trainer.strategy.accelerator is trainer.accelerator
     assert isinstance(trainer.strategy.accelerator, ember.accelerators.CPUAccelerator)
+
+
+def test_optimizer_states_move_with_the_step_count_left_where_the_optimizer_keeps_it():
+    # what the teardown after a GPU run does (to the CPU); moved here to the meta device, which needs no GPU
+    from ember.distributed.strategy import optimizers_to_device
+
+    layer = nn.Linear(3, 2)
+    adam = torch.optim.Adam(layer.parameters())
+    layer(torch.ones(1, 3)).sum().backward()
+    adam.step()
+    optimizers_to_device([adam], torch.device("meta"))
+    for state in adam.state.values():
+        assert state["exp_avg"].device.type == state["exp_avg_sq"].device.type == "meta"
+        assert state["step"].device.type == "cpu"

@@ -125,6 +125,17 @@ def test_cuda_checkpoint_loads_on_cpu_and_predicts_the_same(tmp_path):
     assert torch.equal(on_cuda.cpu(), on_cpu)
 
 
+def test_fit_leaves_the_model_and_the_optimizer_states_on_the_cpu_freeing_the_gpu(tmp_path):
+    # as Lightning's teardown: the Adam moments go back with the weights, so the GPU memory is free after fit
+    model = Classifier()
+    trainer = _trainer(tmp_path, max_steps=3)
+    trainer.fit(model, _loader())
+    assert next(model.parameters()).device.type == "cpu"
+    states = trainer.optimizers[0].state.values()
+    assert {state["exp_avg"].device.type for state in states} == {"cpu"}
+    assert {state["exp_avg_sq"].device.type for state in states} == {"cpu"}
+
+
 def test_bf16_true_keeps_weights_and_batches_in_bf16(tmp_path):
     model = Classifier()
     trainer = _trainer(tmp_path, precision="bf16-true", max_steps=3)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import torch
@@ -356,6 +356,8 @@ class Strategy:
             if self.precision_plugin is not None:
                 self.precision_plugin.teardown()
             if self._lightning_module is not None and self.root_device.type != "cpu":
+                # as Lightning: the device's memory is free once the call returns (the optimizer states too)
+                optimizers_to_device(self.optimizers, torch.device("cpu"))
                 self._lightning_module.cpu()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
@@ -505,3 +507,18 @@ def _batch_hook_owner(module: Any, datamodule: Any, name: str) -> Any:
 
 
 lightning_style_annotations(SingleDeviceStrategy, Strategy)  # Lightning's `typing` forms in the signature
+
+
+def optimizers_to_device(optimizers: list[Optimizer], device: torch.device) -> None:
+    """Move the optimizers' states to ``device``, but a ``step`` count, which stays where the optimizer keeps it
+    (on the CPU unless ``capturable``), as Lightning moves them."""
+    from ember.utilities.apply_func import move_data_to_device
+
+    for optimizer in optimizers:
+        for param, state in optimizer.state.items():
+            if not isinstance(state, MutableMapping):
+                optimizer.state[param] = move_data_to_device(state, device)  # a custom optimizer's own layout
+                continue
+            for key, value in state.items():
+                if key != "step":
+                    state[key] = move_data_to_device(value, device)
