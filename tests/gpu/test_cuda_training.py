@@ -136,6 +136,22 @@ def test_fit_leaves_the_model_and_the_optimizer_states_on_the_cpu_freeing_the_gp
     assert {state["exp_avg_sq"].device.type for state in states} == {"cpu"}
 
 
+class KeepsItsOptimizer(Classifier):
+    def configure_optimizers(self):
+        if not hasattr(self, "kept"):
+            self.kept = torch.optim.AdamW(self.parameters(), lr=1e-2)
+        return self.kept
+
+
+def test_an_optimizer_kept_across_fits_gets_its_states_back_on_the_gpu(tmp_path):
+    # the first fit's teardown left its states on the CPU; the second fit steps it on the GPU again
+    model = KeepsItsOptimizer()
+    _trainer(tmp_path, max_steps=2).fit(model, _loader())
+    trainer = _trainer(tmp_path, max_steps=2)
+    trainer.fit(model, _loader())
+    assert trainer.optimizers[0] is model.kept and model.kept.state
+
+
 def test_bf16_true_keeps_weights_and_batches_in_bf16(tmp_path):
     model = Classifier()
     trainer = _trainer(tmp_path, precision="bf16-true", max_steps=3)

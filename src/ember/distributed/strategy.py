@@ -128,6 +128,9 @@ class Strategy:
             self.model, trainer.optimizers, trainer.lr_scheduler_configs = precision.connect(
                 self.model, trainer.optimizers, trainer.lr_scheduler_configs
             )
+        if fitting and self.root_device.type != "cpu":
+            # an optimizer the module keeps across calls holds its states where the last call's teardown left them
+            optimizers_to_device(trainer.optimizers, self.root_device)
 
     def setup_optimizers(self, trainer: Any) -> None:
         """Create the optimizers and scheduler configs from the module's ``configure_optimizers``.
