@@ -93,6 +93,47 @@ def test_fp16_mixed_plugin_on_cpu_scales_the_loss_with_its_own_scaler_and_resume
     assert fresh.get_scale() == 2.0**12  # restored, then one more step (growth comes every 2)
 
 
+class SeesTheBackwardLoss(ember.Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self.seen.append(("callback", loss.item()))
+
+
+class ManualLossRecorder(CoreModel):
+    def __init__(self, manual: bool, seen: list) -> None:
+        super().__init__(lr=0.01)
+        self.automatic_optimization = not manual
+        self.seen, self.losses = seen, []
+
+    def training_step(self, batch, batch_idx):
+        loss = nn.functional.mse_loss(self(batch[0]).float(), batch[1])
+        self.losses.append(loss.item())
+        if self.automatic_optimization:
+            return loss
+        optimizer = self.optimizers()
+        self.manual_backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        return None
+
+    def on_before_backward(self, loss):
+        self.seen.append(("module", loss.item()))
+
+
+@pytest.mark.parametrize("manual", [False, True])
+def test_the_backward_hooks_get_the_loss_scaled_by_the_fp16_scaler_as_lightnings_docs_say(manual):
+    # `on_before_backward(loss)`: "scaled if using AMP" (Lightning's docs), in automatic and manual optimization
+    callback = SeesTheBackwardLoss()
+    model = ManualLossRecorder(manual, callback.seen)
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10))
+    quiet_trainer(max_steps=1, plugins=[plugin], callbacks=[callback]).fit(model, loader(n=8))
+    scaled = model.losses[0] * 2.0**10
+    assert [who for who, _ in callback.seen] == ["callback", "module"]
+    assert all(value == pytest.approx(scaled, rel=1e-3) for _, value in callback.seen)
+
+
 class Custom(Precision):
     """A plugin of one's own: inputs doubled, steps counted, its state in checkpoints."""
 

@@ -326,22 +326,38 @@ class Strategy:
         """Called after backward has run."""
 
     def backward(self, closure_loss: Tensor, optimizer: Optimizer | None, *args: Any, **kwargs: Any) -> Tensor:
-        """The backward of ``self.manual_backward(loss)``: through the precision plugin's engine (DeepSpeed)
-        or the module's ``backward`` hook, on the loss as the precision plugin scales it (fp16 AMP).
+        """The backward of ``self.manual_backward(loss)``, as Lightning runs it: ``pre_backward``, the loss as the
+        precision plugin scales it (fp16 AMP), the ``on_before_backward`` hooks (callbacks, then the module) with
+        that loss, the backward (the precision plugin's engine for DeepSpeed, else the module's ``backward`` hook),
+        the ``on_after_backward`` hooks, ``post_backward``. Returns the scaled loss, detached.
 
-        ``args`` and ``kwargs`` (e.g. ``retain_graph=True``) go to that backward. Returns ``closure_loss``.
-        Automatic optimization runs its backward in the training loop's step without this call, unless a
-        strategy class of the program's own overrides this method, ``pre_backward`` or ``post_backward``:
-        then every backward goes through it, as in Lightning.
+        ``args`` and ``kwargs`` (e.g. ``retain_graph=True``) go to that backward. Automatic optimization runs its
+        backward in the training loop's step without this call, unless a strategy class of the program's own
+        overrides this method, ``pre_backward`` or ``post_backward``: then every backward goes through it, as in
+        Lightning.
         """
         self.pre_backward(closure_loss)
         precision = self.precision_plugin
+        scaled = precision.scale_loss(closure_loss)
+        hooks = self._run_hooks()
+        if hooks is not None:
+            hooks.call_callbacks("on_before_backward", scaled)
+            hooks.call_module("on_before_backward", scaled)
         if precision.engine_backward is not None:
-            precision.engine_backward(closure_loss, *args, **kwargs)
+            precision.engine_backward(closure_loss, *args, **kwargs)  # the engine scales it itself
         else:
-            self.lightning_module.backward(precision.scale_loss(closure_loss), *args, **kwargs)
-        self.post_backward(closure_loss)
-        return closure_loss
+            self.lightning_module.backward(scaled, *args, **kwargs)
+        released = scaled.detach()  # once backward ran, as Lightning's precision plugin returns it
+        if hooks is not None:
+            hooks.call_callbacks("on_after_backward")
+            hooks.call_module("on_after_backward")
+        self.post_backward(released)
+        return released
+
+    def _run_hooks(self) -> Any:
+        """The hook dispatcher of the call that runs this strategy (None outside one)."""
+        trainer = getattr(self._lightning_module, "_trainer", None)
+        return getattr(getattr(trainer, "_run", None), "hooks", None)
 
     def block_backward_sync(self) -> contextlib.AbstractContextManager:
         """Skip gradient synchronisation while accumulating (DDP ``no_sync``)."""

@@ -197,10 +197,11 @@ class TrainingStep:
             self._zero_grad()
 
     def _backward(self, loss: Tensor) -> None:
-        """Automatic optimization's backward: hooks around ``loss.backward()`` (scaled under fp16 AMP)."""
-        if self._on_before_backward is not None:
-            self._on_before_backward(loss)
+        """Automatic optimization's backward: hooks around ``loss.backward()``, with the loss scaled under fp16 AMP
+        (the hooks get it scaled, as Lightning's documentation of ``on_before_backward`` says)."""
         scaled = loss if self._scaler is None else self._scaler.scale(loss)
+        if self._on_before_backward is not None:
+            self._on_before_backward(scaled)
         if self._backward_fn is None:
             scaled.backward()
         else:
@@ -210,21 +211,12 @@ class TrainingStep:
 
     def _backward_through_strategy(self, loss: Tensor) -> None:
         """Automatic optimization's backward for a strategy whose class overrides ``backward``,
-        ``pre_backward`` or ``post_backward``: as in Lightning, every backward goes through it."""
-        if self._on_before_backward is not None:
-            self._on_before_backward(loss)
+        ``pre_backward`` or ``post_backward``: as in Lightning, every backward goes through it (with its hooks)."""
         self._strategy_backward(loss, self.optimizer)
-        if self._on_after_backward is not None:
-            self._on_after_backward()
 
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        """Manual optimization's backward (``self.manual_backward(loss)``): the same hooks, through the strategy."""
-        hooks = self.hooks
-        hooks.call_callbacks("on_before_backward", loss)
-        hooks.call_module("on_before_backward", loss)
+        """Manual optimization's backward (``self.manual_backward(loss)``): the strategy's, with the same hooks."""
         self._strategy_backward(loss, None, *args, **kwargs)
-        hooks.call_callbacks("on_after_backward")
-        hooks.call_module("on_after_backward")
 
     def _before_optimizer_step(self) -> None:
         if self._on_before_optimizer_step is not None:
