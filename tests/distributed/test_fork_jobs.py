@@ -540,6 +540,10 @@ class _OwnDDP(DDPStrategy):
 
 
 class WrapperRecordingModel(RecordingModel):
+    def configure_optimizers(self):
+        self.record["model_in_configure_optimizers"] = type(self.trainer.model).__name__
+        return super().configure_optimizers()
+
     def on_train_start(self) -> None:
         wrapper = self.trainer.model
         self.record["configured"] = getattr(self.trainer.strategy, "configured", None)
@@ -570,6 +574,8 @@ def test_ddp_wraps_the_lightning_module_itself_through_configure_ddp(tmp_path, s
         own = strategy == "own"
         assert checked[rank]["configured"] == ("WrapperRecordingModel" if own else None)
         assert checked[rank]["wrapper"] == ("DistributedDataParallel", True, not own)
+        # `configure_optimizers` runs once the module is wrapped, as in Lightning
+        assert checked[rank]["model_in_configure_optimizers"] == "DistributedDataParallel"
         assert checked[rank]["forward_left_on_the_instance"] is False
         for key, value in plain[rank]["weights"].items():
             assert torch.equal(value, checked[rank]["weights"][key])

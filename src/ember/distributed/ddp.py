@@ -134,6 +134,8 @@ class DDPStrategy(ParallelStrategy):
     """
 
     strategy_name = "ddp"
+    # as Lightning: `configure_optimizers` runs once the module is wrapped (`self.trainer.model` is the DDP wrapper)
+    setup_optimizers_after_module = True
 
     def __init__(
         self,

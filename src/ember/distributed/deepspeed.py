@@ -74,6 +74,7 @@ class DeepSpeedStrategy(DDPStrategy):
     """
 
     strategy_name = "deepspeed"
+    setup_optimizers_after_module = False  # the engine is built with the optimizer
     DEEPSPEED_ENV_VAR = deepspeed_config.CONFIG_PATH_VARIABLE
 
     def __init__(
