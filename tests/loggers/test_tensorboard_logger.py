@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import yaml
@@ -382,3 +384,20 @@ def test_a_run_that_fails_before_logging_keeps_its_version_folder(tmp_path):
         versions.append(logger.version)
     assert versions == [0, 1]  # the failed run's folder holds its number, as in Lightning
     assert (tmp_path / "lightning_logs" / "version_0" / "hparams.yaml").read_text().strip() == "{}"
+
+
+class WarnsInForward(TinyNet):
+    def forward(self, x):
+        warnings.warn("said once by the forward pass", UserWarning, stacklevel=1)
+        return super().forward(x)
+
+
+def test_logging_the_graph_leaves_the_warnings_already_shown_unrepeated(tmp_path):
+    # as Lightning: the warning filters stay as they are (changing them made Python show every warning again)
+    logger = TensorBoardLogger(tmp_path, log_graph=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        logger.log_graph(WarnsInForward())
+        logger.log_graph(WarnsInForward())
+    assert [str(w.message) for w in caught].count("said once by the forward pass") == 1
+    logger.finalize("success")

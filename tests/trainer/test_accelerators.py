@@ -232,3 +232,10 @@ def test_the_private_accelerator_connector_answers_what_libraries_ask_it():
     assert connector.is_distributed is False
     assert connector.accelerator is trainer.accelerator and connector.strategy is trainer.strategy
     assert quiet_trainer(accelerator="cpu", devices=2, strategy="ddp_spawn")._accelerator_connector.is_distributed
+
+
+def test_devices_none_is_taken_as_auto_where_lightning_raises():
+    # Lightning 1.x's programs pass `devices=None` for "the default" (the DQN tutorial does); Lightning 2.x raises
+    # `TypeError` on the CPU. Ember takes it as "auto", which is what such a program means
+    trainer = quiet_trainer(accelerator="cpu", devices=None)
+    assert trainer.num_devices == 1 and trainer.strategy.root_device == torch.device("cpu")

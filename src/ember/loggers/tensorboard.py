@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from argparse import Namespace
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -245,17 +244,16 @@ class TensorBoardLogger(FolderLogger):
         device = _module_device(model)
         if device is not None:
             input_array = _move(input_array, device)
-        with warnings.catch_warnings():
-            # add_graph traces with torch.jit, which torch now flags as deprecated on every call
-            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
-            # tracing reads every attribute of the module: `trainer` must not raise outside a Trainer
-            from ember.core.module import LightningModule
+        # tracing reads every attribute of the module: `trainer` must not raise outside a Trainer. (The warning
+        # filters stay as they are, as in Lightning: changing them makes Python show again every warning it had
+        # shown once, at each graph logged.)
+        from ember.core.module import LightningModule
 
-            scripting, LightningModule._jit_is_scripting = LightningModule._jit_is_scripting, True
-            try:
-                self.experiment.add_graph(model, input_array)
-            finally:
-                LightningModule._jit_is_scripting = scripting
+        scripting, LightningModule._jit_is_scripting = LightningModule._jit_is_scripting, True
+        try:
+            self.experiment.add_graph(model, input_array)
+        finally:
+            LightningModule._jit_is_scripting = scripting
 
     @rank_zero_only
     def save(self) -> None:
