@@ -57,6 +57,31 @@ def test_kwargs_override_saved_hparams(tmp_path):
     assert loaded.lr == 0.5
 
 
+class SeesItsHparamsWhenLoaded(Saved):
+    def on_load_checkpoint(self, checkpoint):
+        self.loaded_hooks.append(dict(checkpoint["hyper_parameters"]))
+
+
+class SavesNoHparams(CoreModel):
+    def on_load_checkpoint(self, checkpoint):
+        self.seen = dict(checkpoint["hyper_parameters"])
+
+
+def test_on_load_checkpoint_sees_the_hparams_the_module_is_built_with(tmp_path):
+    # as Lightning: the overrides (and an hparams file's values) are merged into the checkpoint the hook gets,
+    # and a checkpoint of a module that saved none holds an empty dict there
+    path, _ = _trained_checkpoint(tmp_path, SeesItsHparamsWhenLoaded(lr=0.05, tag="b"))
+    loaded = SeesItsHparamsWhenLoaded.load_from_checkpoint(path, lr=0.5)
+    assert loaded.loaded_hooks[-1] == {"lr": 0.5, "width": 1, "tag": "b"}
+    hparams_file = tmp_path / "hparams.yaml"
+    hparams_file.write_text(yaml.safe_dump({"lr": 0.7, "tag": "yaml"}))
+    from_file = SeesItsHparamsWhenLoaded.load_from_checkpoint(path, hparams_file=hparams_file, width=1)
+    assert from_file.loaded_hooks[-1] == {"lr": 0.7, "tag": "yaml", "width": 1}
+    plain_path, _ = _trained_checkpoint(tmp_path / "plain", SavesNoHparams())
+    assert SavesNoHparams.load_from_checkpoint(plain_path).seen == {}
+    assert SavesNoHparams.load_from_checkpoint(plain_path, lr=0.3).seen == {"lr": 0.3}
+
+
 def test_kwargs_not_in_init_are_dropped(tmp_path):
     path, _ = _trained_checkpoint(tmp_path)
     assert "unknown" not in Saved.load_from_checkpoint(path, unknown=3).hparams

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 from argparse import Namespace
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from enum import Enum
 from typing import Any
 
@@ -400,6 +400,11 @@ def _build_and_load(
         )
     else:
         hparams_key, name_key, type_key = "hyper_parameters", "hparams_name", "hparams_type"
+    # as Lightning, the checkpoint the hooks see (`on_load_checkpoint`) holds the hyperparameters the object is
+    # built with: the hparams file's, if given (put in above), with the keyword overrides merged in
+    stored = checkpoint.setdefault(hparams_key, {})
+    if isinstance(stored, MutableMapping):
+        stored.update(kwargs)
     hparams = _saved_hparams(cls, checkpoint, hparams_key, legacy=not datamodule, overrides=kwargs)
     hparams.update(kwargs)
     if not from_file:
