@@ -902,3 +902,40 @@ def test_optimizer_states_move_with_the_step_count_left_where_the_optimizer_keep
     for state in adam.state.values():
         assert state["exp_avg"].device.type == state["exp_avg_sq"].device.type == "meta"
         assert state["step"].device.type == "cpu"
+
+
+class _CountingSingleDevice(SingleDeviceStrategy):
+    """A strategy of the program's own overriding two methods Lightning's Trainer calls."""
+
+    def __init__(self):
+        super().__init__(device=torch.device("cpu"))
+        self.calls: dict[str, int] = {}
+
+    def model_to_device(self):
+        self.calls["model_to_device"] = self.calls.get("model_to_device", 0) + 1
+        super().model_to_device()
+
+    def reduce_boolean_decision(self, decision, all=True):
+        self.calls[f"reduce_boolean_decision(all={all})"] = self.calls.get(f"reduce_boolean_decision(all={all})", 0) + 1
+        return super().reduce_boolean_decision(decision, all)
+
+
+class _LogsTrainLoss(CoreModel):
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("train_loss", loss, on_epoch=True)
+        return loss
+
+
+def test_a_strategys_model_to_device_and_boolean_decisions_are_called_as_lightning_calls_them(tmp_path):
+    # `setup` moves the module through `model_to_device`; `ModelCheckpoint` asks whether a file name is taken
+    # through `reduce_boolean_decision(..., all=False)`, and whether to save through it (all=True)
+    strategy = _CountingSingleDevice()
+    checkpoint = ember.callbacks.ModelCheckpoint(tmp_path, monitor="train_loss", save_top_k=1)
+    trainer = quiet_trainer(max_epochs=2, strategy=strategy, callbacks=[checkpoint], enable_checkpointing=True)
+    trainer.fit(_LogsTrainLoss(), loader(n=8))
+    assert strategy.calls == {
+        "model_to_device": 1,
+        "reduce_boolean_decision(all=True)": 1,  # the save decision once the top 1 is taken (second epoch)
+        "reduce_boolean_decision(all=False)": 2,  # one name check per save
+    }

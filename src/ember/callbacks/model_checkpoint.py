@@ -705,9 +705,10 @@ class ModelCheckpoint(Checkpoint):
         return filepath
 
     def file_exists(self, filepath: str | Path, trainer: Trainer) -> bool:
-        """Whether ``filepath`` exists (or is being written), as rank 0 sees it (so all ranks pick the same names)."""
+        """Whether ``filepath`` exists (or is being written) on any rank, so that all ranks pick the same names
+        (only rank 0 writes); asked through ``strategy.reduce_boolean_decision``, as Lightning asks it."""
         exists = path_exists(filepath) or write_pending(trainer.strategy, filepath)
-        return trainer.strategy.broadcast(exists)
+        return trainer.strategy.reduce_boolean_decision(exists, all=False)
 
     def _resolve_ckpt_dir(self, trainer: Trainer) -> str | Path:
         if self.dirpath is not None:

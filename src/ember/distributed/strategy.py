@@ -117,7 +117,7 @@ class Strategy:
         fitting = trainer.state.fn == TrainerFn.FITTING
         trainer.accelerator.setup(trainer)
         module = self.lightning_module
-        module.to(self.root_device)
+        self.model_to_device()  # a strategy of the program's own may override it, as in Lightning
         if fitting and not self.setup_optimizers_after_module:
             self.setup_optimizers(trainer)
         self.model = self.setup_module(module)
