@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from argparse import Namespace
 from dataclasses import dataclass
 from typing import Any
@@ -351,6 +352,35 @@ def test_a_run_that_does_not_use_omegaconf_does_not_import_it_to_write_hparams_y
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["False", "zeta: 1", "alpha: 0.5"]
+
+
+_TRICKY_TEXT = {
+    "no": "n", "yes": "Y", "on": "off", "true": "TRUE", "exp": "1e3", "int": "-12", "float": "0.5", "inf": "inf",
+    "nan": "nan", "plain": "x", "spaced": "a b", "date": "2024-01-01", "nested": {"k": ["y", "1", "z"]}, "1": "one",
+}  # fmt: skip
+
+
+def test_text_that_reads_as_a_bool_or_a_number_is_quoted_as_omegaconf_writes_it(tmp_path):
+    # written without importing omegaconf (installed here), the file is OmegaConf's text: `'n'` and `'1e3'` quoted,
+    # so OmegaConf reads back strings (unquoted, it took '1e3' for 1000.0)
+    omegaconf = pytest.importorskip("omegaconf")
+    import subprocess
+    import sys
+
+    program = (
+        "import sys, json\n"
+        "from ember.core.saving import save_hparams_to_yaml\n"
+        "save_hparams_to_yaml(sys.argv[1], json.loads(sys.argv[2]))\n"
+        "print('omegaconf' in sys.modules)\n"
+    )
+    path = tmp_path / "hparams.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-c", program, str(path), json.dumps(_TRICKY_TEXT)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+    assert path.read_text() == omegaconf.OmegaConf.to_yaml(omegaconf.OmegaConf.create(_TRICKY_TEXT))
+    assert omegaconf.OmegaConf.to_container(omegaconf.OmegaConf.load(path)) == _TRICKY_TEXT
 
 
 def test_hparams_that_omegaconf_cannot_write_are_sorted_by_key_as_lightning_writes_them(tmp_path):

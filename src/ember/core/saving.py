@@ -187,8 +187,46 @@ def save_hparams_to_yaml(
             return
         import yaml
 
-        # keys sorted, as Lightning's `yaml.dump` writes them, or in their order, as OmegaConf writes them
-        yaml.safe_dump(data, file, sort_keys=not in_order, allow_unicode=in_order)
+        if not in_order:  # keys sorted, as Lightning's `yaml.dump` writes them
+            yaml.safe_dump(data, file, sort_keys=True)
+            return
+        # in their order, and text that reads as a bool or a number quoted, as OmegaConf writes them
+        yaml.dump(data, file, Dumper=_omegaconf_style_dumper(), sort_keys=False, allow_unicode=True)
+
+
+# the strings OmegaConf's YAML writer quotes as booleans (YAML 1.1's words)
+_YAML_BOOL_WORDS = frozenset(
+    word
+    for base in ("y", "yes", "n", "no", "true", "false", "on", "off")
+    for word in (base, base.title(), base.upper())
+)
+
+
+@functools.cache
+def _omegaconf_style_dumper() -> type:
+    """PyYAML's safe writer with OmegaConf's rule for text: quoted where it would read back as a bool, an int or a
+    float (``'n'``, ``'1e3'``), so the file is the one OmegaConf writes, without importing omegaconf."""
+    import yaml
+
+    def represent_text(dumper: yaml.SafeDumper, data: str) -> Any:
+        quoted = data in _YAML_BOOL_WORDS or _reads_as_number(data)
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="'" if quoted else None)
+
+    class OmegaConfStyleDumper(yaml.SafeDumper):
+        pass
+
+    OmegaConfStyleDumper.add_representer(str, represent_text)
+    return OmegaConfStyleDumper
+
+
+def _reads_as_number(text: str) -> bool:
+    for number in (int, float):
+        try:
+            number(text)
+        except ValueError:
+            continue
+        return True
+    return False
 
 
 # what a checkpoint's `hparams_type` holds when the hyperparameters were an `omegaconf.DictConfig`
