@@ -766,3 +766,34 @@ def test_an_integer_value_is_logged_as_a_float_with_lightnings_warning_once():
     ]  # once, as Lightning's warning cache says it, though the filter asks for every one
     assert trainer.callback_metrics["seen_epoch"].dtype == torch.float32
     assert float(trainer.callback_metrics["seen_epoch"]) == 6.0
+
+
+class _LogsAroundManualBackward(CoreModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.seen: list[list[str]] = []
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        self.log("a", float(batch_idx + 1), on_step=False, on_epoch=True)
+        self.log("s", float(batch_idx + 1), on_step=True, on_epoch=False)
+        self.manual_backward(torch.nn.functional.mse_loss(self(batch[0]), batch[1]))  # on_after_backward logs "b"
+        optimizer.step()
+        optimizer.zero_grad()
+        self.log("c", 1.0)  # back in training_step
+
+    def on_after_backward(self):
+        self.log("b", 0.5)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.seen.append(sorted(self.trainer.logged_metrics))
+
+
+def test_values_logged_around_a_hook_that_logs_inside_a_manual_step_are_all_kept():
+    # Lightning throws away the first batch's `a` and `s` here (its epoch-start reset fires inside the step)
+    model = _LogsAroundManualBackward()
+    trainer = quiet_trainer(max_epochs=1, log_every_n_steps=1)
+    trainer.fit(model, loader(n=8, batch_size=2))
+    assert model.seen[0] == ["b", "c", "s"]
+    assert float(trainer.callback_metrics["a"]) == 2.5  # the mean of batches 1 to 4

@@ -409,6 +409,20 @@ def test_a_step_checkpoint_on_an_epochs_last_batch_resumes_with_that_epochs_vali
     assert resumed.calls[:3] == ["validation at 4", "epoch end 0", "batch 1:0"]
 
 
+def test_a_step_checkpoint_on_a_batch_a_validation_follows_resumes_with_that_validation(tmp_path):
+    # mid-epoch: the uninterrupted run validated after batch 1 (`val_check_interval=2`); Lightning skips it
+    from ember.callbacks import ModelCheckpoint
+
+    whole = _Calls()
+    saves = ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", every_n_train_steps=2, save_top_k=-1)
+    _validating_run(tmp_path / "whole", [whole, saves], val_check_interval=2, max_epochs=1)
+    resumed = _Calls()
+    ckpt = str(tmp_path / "ckpts" / "step=2.ckpt")
+    _validating_run(tmp_path / "resumed", [resumed], ckpt_path=ckpt, val_check_interval=2, max_epochs=1)
+    assert resumed.calls == whole.calls[whole.calls.index("validation at 2") :]
+    assert resumed.calls == ["validation at 2", "batch 0:2", "batch 0:3", "validation at 4", "epoch end 0"]
+
+
 class _FailsInValidation(ember.Callback):
     def __init__(self) -> None:
         self.armed = True

@@ -171,8 +171,9 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
 
     batch_idx = progress.epoch_batches
     if batch_idx and progress.validated_through != batch_idx:
-        # resumed from a checkpoint written after this batch and before the validation due after it had run
-        # all its batches (a step checkpoint, a crash inside it): that validation runs now, as in Lightning
+        # resumed from a checkpoint written after this batch and before the validation due after it had run all
+        # its batches (a step checkpoint, a crash inside it): that validation runs now, as the uninterrupted run
+        # ran it (Lightning runs it again after a crash inside it, and skips it after a step checkpoint)
         is_last = batch_idx >= total
         epoch.validate_if_due(batch_idx - 1, is_last, automatic and batch_idx % accumulate != 0 and not is_last)
     while batch_idx < total:
