@@ -121,6 +121,36 @@ class Identity(pl.LightningModule):
         return batch
 
 
+class _IndicesAtEpochEnd(pl.Callback):
+    """The batch indices of the predict loop at the epoch's end (they are cleared before `on_predict_end`)."""
+
+    def on_predict_epoch_end(self, trainer, pl_module):
+        self.seen = trainer.predict_loop.epoch_batch_indices
+
+
+def test_the_predict_loop_forgets_the_indices_and_unreturned_outputs_before_its_end_hooks():
+    # as Lightning's loop: an epoch writer gets them at the epoch's end; `on_predict_end` and later find them gone
+    class EpochWriter(BasePredictionWriter):
+        def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+            self.batch_indices = batch_indices
+
+        def on_predict_end(self, trainer, pl_module):
+            self.at_end = (trainer.predict_loop.epoch_batch_indices, trainer.predict_loop.predictions)
+
+    class TwoLoaders(Identity):
+        def predict_step(self, batch, batch_idx, dataloader_idx=0):
+            return batch
+
+    for returned in (True, False):
+        writer = EpochWriter("epoch")
+        trainer = pl.Trainer(**QUIET, callbacks=[writer])
+        two = [torch.utils.data.DataLoader(IndexedSamples(), batch_size=4) for _ in range(2)]
+        trainer.predict(TwoLoaders(), two, return_predictions=returned)
+        assert writer.batch_indices == [[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]] * 2
+        assert writer.at_end[0] == [] and trainer.predict_loop.epoch_batch_indices == []
+        assert len(writer.at_end[1]) == len(trainer.predict_loop.predictions) == (2 if returned else 0)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_shuffled_loader_gives_the_writer_the_indices_of_the_batches_it_predicted(workers):
     # the indices are recorded as the loader draws its batches, as Lightning records them: the order is
@@ -138,8 +168,8 @@ def test_a_shuffled_loader_gives_the_writer_the_indices_of_the_batches_it_predic
     predictions = trainer.predict(model, shuffled())
     assert [indices for indices, _ in writer.pairs] == [contents for _, contents in writer.pairs] == expected
     assert torch.equal(torch.rand(1), after_expected)  # the shuffle's seed was drawn once
-    assert trainer.predict_loop.epoch_batch_indices == [expected]
     assert [p.flatten().long().tolist() for p in predictions] == expected
+    assert trainer.predict_loop.epoch_batch_indices == []  # cleared before `on_predict_end`, as in Lightning
 
 
 def test_a_loader_subclass_its_init_cannot_make_again_predicts_as_it_is():
@@ -152,10 +182,11 @@ def test_a_loader_subclass_its_init_cannot_make_again_predicts_as_it_is():
             assert self._kept == "s"
             return super().__iter__()
 
-    trainer = pl.Trainer(**QUIET)
+    indices = _IndicesAtEpochEnd()
+    trainer = pl.Trainer(**QUIET, callbacks=[indices])
     predictions = trainer.predict(Identity(), Opaque("s"))
     assert [p.flatten().long().tolist() for p in predictions] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
-    assert trainer.predict_loop.epoch_batch_indices == [[]]  # no indices, as for any loader without them
+    assert indices.seen == [[]]  # no indices, as for any loader without them
 
 
 def test_a_custom_batch_samplers_attributes_stay_readable_through_the_recording_one():
@@ -164,8 +195,9 @@ def test_a_custom_batch_samplers_attributes_stay_readable_through_the_recording_
             super().__init__(torch.utils.data.SequentialSampler(range(12)), batch_size=4, drop_last=False)
             self.tag = "kept"
 
-    trainer = pl.Trainer(**QUIET)
+    indices = _IndicesAtEpochEnd()
+    trainer = pl.Trainer(**QUIET, callbacks=[indices])
     trainer.predict(Identity(), torch.utils.data.DataLoader(IndexedSamples(), batch_sampler=Tagged()))
     batch_sampler = trainer.predict_dataloaders.batch_sampler
     assert (batch_sampler.tag, batch_sampler.batch_size) == ("kept", 4)
-    assert trainer.predict_loop.epoch_batch_indices == [[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]]
+    assert indices.seen == [[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]]

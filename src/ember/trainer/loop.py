@@ -1012,6 +1012,10 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
             _predict_loader(trainer, run, loader, iterator, dataloader_idx, len(loaders), max_batches, predictions)
         run.predictions = predictions
         hooks.call_both("on_predict_epoch_end")
+        # as Lightning's loop before its end hooks: the batch indices go, and the outputs unless they are returned
+        run.predict_batch_indices = []
+        if not run.return_predictions:
+            run.predictions = []
         hooks.call_both("on_predict_end")
         for module, training in modes.items():  # each module back in the mode it had, as in Lightning
             module.training = training
