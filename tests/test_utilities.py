@@ -27,10 +27,24 @@ def test_seed_everything_seeds_every_generator_and_exports_it(monkeypatch):
     assert os.environ["PL_SEED_WORKERS"] == "1"
 
 
-def test_seed_everything_reads_the_environment_and_bounds(monkeypatch):
+def test_seed_everything_reads_the_environment_and_refuses_seeds_out_of_bounds_as_lightning(monkeypatch):
+    import warnings
+
     monkeypatch.setenv("PL_GLOBAL_SEED", "77")
     assert seed_everything() == 77
-    assert seed_everything(2**40) == 0  # out of numpy's range: falls back to 0 with a warning
+    # as Lightning 2.6: a bad seed stops the run before anything trains with another one
+    for bad in (2**40, -5):
+        with pytest.raises(ValueError, match=f"^{bad} is not in bounds, numpy accepts from 0 to 4294967295"):
+            seed_everything(bad)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "abc")
+    with pytest.raises(ValueError, match="^Invalid seed specified via PL_GLOBAL_SEED: 'abc'"):
+        seed_everything()
+    monkeypatch.delenv("PL_GLOBAL_SEED")
+    with pytest.warns(UserWarning, match="No seed found, seed set to 0"):
+        assert seed_everything() == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert seed_everything(verbose=False) == 0  # quiet when asked
 
 
 def test_isolate_rng_restores_all_generators():

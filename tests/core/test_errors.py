@@ -45,7 +45,7 @@ from ember.utilities import MisconfigurationException
         ({"fast_dev_run": -1}, r"fast_dev_run=-1 is not a valid configuration"),
         ({"reload_dataloaders_every_n_epochs": -1}, r"`reload_dataloaders_every_n_epochs` should be an int >= 0"),
         ({"gradient_clip_algorithm": "x"}, r"`gradient_clip_algorithm` x is invalid. Allowed algorithms"),
-        ({"devices": 0}, r"`Trainer\(devices=0\)` value is not a valid input using auto accelerator"),
+        ({"devices": 0}, r"`Trainer\(devices=0\)` value is not a valid input using (cpu|cuda|mps) accelerator"),
         ({"devices": "0", "accelerator": "cuda"}, r"`Trainer\(devices='0'\)` value is not a valid input using cuda"),
         ({"devices": [], "accelerator": "cpu"}, r"`Trainer\(devices=\[\]\)` value is not a valid input using cpu"),
     ],

@@ -70,6 +70,8 @@ def create_accelerator(accelerator: Any, devices: Any = "auto", strategy: Any = 
 
     if isinstance(devices, (int, str, list)) and not isinstance(devices, bool) and devices in ([], 0, "0"):
         name = type(accelerator).__qualname__ if isinstance(accelerator, Accelerator) else accelerator
+        if isinstance(name, str) and name.lower() in ("auto", "gpu"):
+            name = _available_gpu() or "cpu"  # as Lightning names it: the device type "auto" or "gpu" stands for
         raise MisconfigurationException(
             f"`Trainer(devices={devices!r})` value is not a valid input using {name} accelerator."
             " Pass a positive number of devices, a list of device indices, -1 (all) or 'auto'."

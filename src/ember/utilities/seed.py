@@ -21,7 +21,11 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
     """Seed python's ``random``, numpy and torch, and export ``PL_GLOBAL_SEED``.
 
     With ``workers=True`` the dataloader workers are seeded from it too (``PL_SEED_WORKERS=1``).
-    Returns the seed used.
+    Returns the seed used. Without ``seed``, ``PL_GLOBAL_SEED`` gives it, else 0.
+
+    Raises:
+        ValueError: the seed is outside numpy's bounds (0 to 2**32 - 1), or ``PL_GLOBAL_SEED`` is no integer
+            (as Lightning 2.6: a run never trains with another seed than the one asked for).
 
     Example::
 
@@ -31,18 +35,20 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
         env_seed = os.environ.get("PL_GLOBAL_SEED")
         if env_seed is None:
             seed = 0
-            rank_zero_warn(f"No seed found, seed set to {seed}")
+            if verbose:
+                rank_zero_warn(f"No seed found, seed set to {seed}")
         else:
             try:
                 seed = int(env_seed)
             except ValueError:
-                seed = 0
-                rank_zero_warn(f"Invalid seed found: {env_seed!r}, seed set to {seed}")
+                raise ValueError(
+                    f"Invalid seed specified via PL_GLOBAL_SEED: {env_seed!r}. Set it to an integer from {_MIN_SEED}"
+                    f" to {_MAX_SEED}, or unset it."
+                ) from None
     elif not isinstance(seed, int):
         seed = int(seed)
     if not (_MIN_SEED <= seed <= _MAX_SEED):
-        rank_zero_warn(f"{seed} is not in bounds, numpy accepts from {_MIN_SEED} to {_MAX_SEED}")
-        seed = 0
+        raise ValueError(f"{seed} is not in bounds, numpy accepts from {_MIN_SEED} to {_MAX_SEED}")
     if verbose and not _quieted_by_lightnings_name():
         # every process says it, a launched one with its rank: "[rank: 1] Seed set to 0"
         log.info(rank_prefixed_message(f"Seed set to {seed}", _rank_in_env()))
