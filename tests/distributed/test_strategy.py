@@ -939,3 +939,23 @@ def test_a_strategys_model_to_device_and_boolean_decisions_are_called_as_lightni
         "reduce_boolean_decision(all=True)": 1,  # the save decision once the top 1 is taken (second epoch)
         "reduce_boolean_decision(all=False)": 2,  # one name check per save
     }
+
+
+class _ReduceRecording(SingleDeviceStrategy):
+    def __init__(self):
+        super().__init__(device=torch.device("cpu"))
+        self.reduced: list[int] = []
+
+    def reduce(self, tensor, group=None, reduce_op="mean"):
+        self.reduced.append(int(tensor))
+        return super().reduce(tensor, group=group, reduce_op=reduce_op)
+
+
+def test_a_strategy_that_overrides_reduce_counts_the_loader_lengths_on_one_device_too():
+    # as Lightning: each loader's length goes through `strategy.reduce(..., "sum")` when it is set up
+    strategy = _ReduceRecording()
+    trainer = quiet_trainer(max_epochs=1, strategy=strategy)
+    trainer.fit(CoreModel(), loader(n=8, batch_size=2), loader(n=4, batch_size=2))
+    assert strategy.reduced == [4, 2]  # the training loader's 4 batches, the validation loader's 2
+    trainer.predict(CoreModel(), loader(n=6, batch_size=2))
+    assert strategy.reduced[2:] == [3]

@@ -172,12 +172,13 @@ def count_batches(t: Trainer, loader: Any, limit: int | float, key: str, index: 
     """The number of batches to use from ``loader``; an empty one is named in a warning and gives 0.
 
     In a distributed run the lengths of all ranks are added (one all-reduce when the loader is set up,
-    as in Lightning), so that every rank skips an empty loop together.
+    as in Lightning), so that every rank skips an empty loop together. A strategy of the program's own that
+    overrides ``reduce`` is asked on one device too, as Lightning asks it.
     """
     length = sized_len(loader)
     total = length
     strategy = t.strategy
-    if length is not None and strategy.world_size > 1:
+    if length is not None and (strategy.world_size > 1 or program_overrides(strategy, "reduce")):
         import torch
 
         # all ranks: each loader is counted on every rank when it is set up
