@@ -361,3 +361,19 @@ def test_the_scheduler_config_has_lightnings_fields_and_opt_idx_is_an_unsupporte
         "monitor",
         "strict",
     ]
+
+
+@pytest.mark.parametrize("returned", ["sgd", [[None]], (None, None)])
+def test_an_unknown_optimizer_configuration_gets_lightnings_message_then_what_was_returned(returned):
+    class Returns(CoreModel):
+        def configure_optimizers(self):
+            return returned
+
+    with pytest.raises(MisconfigurationException) as error:
+        quiet_trainer(max_steps=1).fit(Returns(), loader(n=4))
+    message = str(error.value)
+    assert message.startswith(
+        "Unknown configuration for model optimizers. Output from `model.configure_optimizers()` should be one of:\n"
+        " * `Optimizer`\n * [`Optimizer`]\n * ([`Optimizer`], [`LRScheduler`])\n"
+    )
+    assert f"It returned {returned!r}." in message

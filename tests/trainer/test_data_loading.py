@@ -307,6 +307,17 @@ def test_overfit_batches_turns_any_sampler_order_into_a_sequential_one_in_traini
     assert isinstance(trainer.val_dataloaders.sampler, torch.utils.data.SequentialSampler)
 
 
+def test_overfitting_a_shuffled_validation_loader_says_only_that_it_turns_the_shuffling_off():
+    # as Lightning: no second warning that a validation loader shuffles, since overfitting turned that off
+    shuffled = torch.utils.data.DataLoader(loader(n=8).dataset, batch_size=4, shuffle=True)
+    trainer = quiet_trainer(max_epochs=1, overfit_batches=1)
+    with pytest.warns(UserWarning) as records:
+        trainer.fit(CoreModel(), loader(n=8), shuffled)
+    said = [str(r.message) for r in records]
+    assert any("requested to overfit but enabled val dataloader shuffling" in m for m in said)
+    assert not any("sampler has shuffling enabled" in m for m in said)
+
+
 def test_overfit_batches_leaves_the_users_batch_sampler_as_it_was():
     data = loader(n=8).dataset
     shuffled = torch.utils.data.RandomSampler(data)

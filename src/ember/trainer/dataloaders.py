@@ -277,7 +277,7 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     prepared = []
     for given in loaders:
         shuffled = shuffles(given)
-        if shuffled:
+        if shuffled and not overfit:  # overfitting turns the shuffling off, and says so (as Lightning, only that)
             rank_zero_warn(
                 f"Your `{key}_dataloader`'s sampler has shuffling enabled, it is strongly recommended that you turn"
                 " shuffling off for val/test dataloaders.",

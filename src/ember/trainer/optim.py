@@ -75,7 +75,12 @@ def configure_optimizers(
     elif isinstance(result, (list, tuple)) and all(isinstance(o, Optimizer) for o in result):
         optimizers = list(result)
     else:
-        raise MisconfigurationException(f"Unknown configuration for model optimizers: {result!r}. {_FORMATS}")
+        raise MisconfigurationException(
+            "Unknown configuration for model optimizers. Output from `model.configure_optimizers()` should be one of:"
+            "\n * `Optimizer`\n * [`Optimizer`]\n * ([`Optimizer`], [`LRScheduler`])\n"
+            ' * {"optimizer": `Optimizer`, (optional) "lr_scheduler": `LRScheduler`}\n'
+            f"It returned {result!r}. {_FORMATS}"
+        )
     if automatic:
         configs = [_scheduler_config(s, monitor) for s in schedulers]
     else:
