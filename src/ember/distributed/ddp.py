@@ -197,9 +197,8 @@ class DDPStrategy(ParallelStrategy):
             # e.g. the BatchNorm layers replaced by SyncBatchNorm; their parameters (the optimizer's) are kept
             module = self._layer_sync.apply(module)
         if not any(p.requires_grad for p in module.parameters()):
-            _sync_module_states(
-                module
-            )  # DDP refuses a module with nothing to train; its states are rank 0's all the same
+            # DDP refuses a module with nothing to train; its states are rank 0's all the same
+            _sync_module_states(module)
             return module
         self.model = module
         self.configure_ddp()  # a strategy of the program's own may override it, or `_setup_model`, as in Lightning
