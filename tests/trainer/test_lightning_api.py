@@ -457,6 +457,23 @@ def test_a_none_batch_is_skipped_with_a_warning():
     assert trainer.global_step == 2
 
 
+def test_a_training_step_that_skips_its_batch_gives_the_batch_end_hooks_an_empty_dict():
+    # as Lightning's automatic loop: `training_step` returned None, so the outputs are `{}` (a None batch: None)
+    seen = []
+
+    class Skips(CoreModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return None if batch_idx % 2 else loss
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            seen.append(sorted(outputs))
+
+    with pytest.warns(UserWarning, match="`training_step` returned `None`"):
+        quiet_trainer(max_epochs=1).fit(Skips(), loader(n=16))
+    assert seen == [["loss"], [], ["loss"], []]
+
+
 def test_batch_outputs_reach_every_listener_that_may_read_them(tmp_path):
     """The step's outputs are built only for a listener that may read them: the default callbacks
     (progress bar, checkpoint) never do, a user's callback or a subclass that overrides the hook does."""

@@ -234,11 +234,11 @@ class TrainingStep:
         if self._extra is _NOT_RUN:
             _closure_not_run()
 
-    def _outputs(self) -> dict[str, Any] | None:
+    def _outputs(self) -> dict[str, Any]:
         loss, extra = self._loss, self._extra
-        if loss is None and not extra:
-            return None
-        outputs = {"loss": loss.detach() if loss is not None else None}
+        if loss is None:
+            return {}  # a skipped batch: the batch-end hooks get an empty dict, as in Lightning
+        outputs = {"loss": loss.detach()}
         if extra:
             outputs.update(extra)
         return outputs
