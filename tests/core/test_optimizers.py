@@ -377,3 +377,20 @@ def test_an_unknown_optimizer_configuration_gets_lightnings_message_then_what_wa
         " * `Optimizer`\n * [`Optimizer`]\n * ([`Optimizer`], [`LRScheduler`])\n"
     )
     assert f"It returned {returned!r}." in message
+
+
+def test_a_scheduler_dict_without_an_optimizer_or_with_a_list_is_named_where_lightning_crashes():
+    # Lightning fails with KeyError('optimizer') and an AttributeError from inside its scheduler set-up
+    def no_optimizer(model):
+        return {"lr_scheduler": torch.optim.lr_scheduler.StepLR(torch.optim.SGD(model.parameters(), lr=0.1), 1)}
+
+    def listed_scheduler(model):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return {"optimizer": optimizer, "lr_scheduler": [torch.optim.lr_scheduler.StepLR(optimizer, 1)]}
+
+    with pytest.raises(
+        MisconfigurationException, match="The dict returned by `configure_optimizers` has no 'optimizer'"
+    ):
+        quiet_trainer(max_steps=1).fit(CoreModel(optimizers=no_optimizer), loader(n=4))
+    with pytest.raises(TypeError, match="The provided lr scheduler `list` is invalid"):
+        quiet_trainer(max_steps=1).fit(CoreModel(optimizers=listed_scheduler), loader(n=4))
