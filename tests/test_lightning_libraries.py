@@ -193,8 +193,18 @@ def test_scvi_tools_models_train_stop_checkpoint_and_reload_as_on_lightning(tmp_
     assert got["scvi"]["best_checkpoint"] == expected["scvi"]["best_checkpoint"]
     assert got["files"] == expected["files"]
     # every metric each model's history recorded, by epoch, and what the trained models give
-    for model in ("scvi", "scanvi", "totalvi", "amortized_lda"):
+    for model in ("scvi", "scanvi", "totalvi"):
         assert got[model] == approx(expected[model]), model
+    # AmortizedLDA's topics are Monte Carlo draws after training, which carry the last float32 digit a CPU's maths
+    # libraries give its training forward by some 1e-4 (Lightning itself on another machine than the recording's
+    # differs from it there); its training history is compared to float32 rounding
+    lda, lda_expected = got["amortized_lda"], expected["amortized_lda"]
+    assert lda["history"] == approx(lda_expected["history"])
+    assert _flat(lda["topics"]) == pytest.approx(_flat(lda_expected["topics"]), rel=2e-3, abs=1e-4)
+
+
+def _flat(values) -> list[float]:
+    return [x for row in values for x in _flat(row)] if isinstance(values, list) else [values]
 
 
 @pytest.mark.slow
