@@ -112,21 +112,25 @@ def _loader(n: int) -> DataLoader:
     return DataLoader(TensorDataset(torch.randn(n, 4), torch.randn(n, 1)), batch_size=2)
 
 
-def test_the_loaders_and_batch_counts_of_a_fit_stay_readable_after_other_calls_as_in_lightning():
-    # Lightning keeps them on its loop objects: a `predict` after `fit` leaves `num_training_batches` the fit's;
-    # `num_val_batches` is the last `validate`'s only while that is the trainer's last call
+def test_the_batch_counts_of_a_fit_stay_readable_after_other_calls_and_the_loaders_do_not_as_in_lightning():
+    # Lightning keeps the counts on its loop objects: a `predict` after `fit` leaves `num_training_batches` the fit's;
+    # `num_val_batches` is the last `validate`'s only while that is the trainer's last call. Each call drops the
+    # other calls' loaders
     trainer, model = quiet_trainer(max_epochs=1), _AllSteps()
     assert trainer.num_training_batches == float("inf") and trainer.train_dataloader is None
     train, val = _loader(8), _loader(4)
     trainer.fit(model, train, val)
     assert (trainer.num_training_batches, trainer.num_val_batches) == (4, [2])
-    trainer.predict(model, _loader(6))
-    assert (trainer.num_training_batches, trainer.num_val_batches, trainer.num_predict_batches) == (4, [2], [3])
     assert trainer.train_dataloader is train and trainer.val_dataloaders is val
+    predict = _loader(6)
+    trainer.predict(model, predict)
+    assert (trainer.num_training_batches, trainer.num_val_batches, trainer.num_predict_batches) == (4, [2], [3])
+    assert (trainer.train_dataloader, trainer.val_dataloaders) == (None, None)
+    assert trainer.predict_dataloaders.dataset is predict.dataset  # a copy that records the batch indices
     validate = _loader(6)
     trainer.validate(model, validate)
     assert (trainer.num_training_batches, trainer.num_val_batches) == (4, [3])
-    assert trainer.val_dataloaders is val  # the fit's first, as Lightning reads them
+    assert trainer.val_dataloaders.dataset is validate.dataset and trainer.predict_dataloaders is None
     trainer.test(model, _loader(2))
     assert (trainer.num_val_batches, trainer.num_test_batches, trainer.num_predict_batches) == ([2], [1], [3])
     trainer.fit(model, _loader(4), val)  # a second fit sets its own up

@@ -39,7 +39,7 @@ class _ReadOnly:
         return self if trainer is None else self._get(trainer)
 
 
-# the call that runs each of Lightning's loops (see `Trainer._loop`)
+# the call that runs each of Lightning's loops (see `Trainer._batch_counts`)
 _LOOP_FN = {
     "train": TrainerFn.FITTING,
     "fit_val": TrainerFn.FITTING,
@@ -300,7 +300,7 @@ class Trainer:
         # the evaluation loops' batch counts of the earlier calls, by kind ("fit", "validate", ...): Lightning's
         # loop objects keep theirs through other calls (a checkpoint has them all)
         self._eval_counts: dict[str, dict[str, list[int]]] = {}
-        self._loop_data: dict[str, tuple[Any, Any]] = {}  # `_keep_loop_data`
+        self._loop_counts: dict[str, Any] = {}  # `_keep_loop_counts`
         self.fit_loop, self.validate_loop, self.test_loop, self.predict_loop = views.loop_views(self)  # Lightning's
         self._accelerator_connector = views.AcceleratorConnectorView(self)
         self._checkpoint_connector = views.CheckpointConnectorView(self)
@@ -437,7 +437,7 @@ class Trainer:
         previous = self._run
         if previous.fn is not None:
             self._eval_counts[TrainerFn(previous.fn).value] = previous.eval_progress
-            self._keep_loop_data()
+            self._keep_loop_counts()
         self._run = Run(self, fn, progress=previous.progress, fit_resuming=previous.fit_resuming)
         self._run.metrics.carry_over(previous.metrics)  # cleared where `lifecycle.start` restores the checkpoint
         self._run.train_source = train_source
@@ -445,23 +445,23 @@ class Trainer:
             self.datamodule = datamodule
             datamodule.trainer = self
 
-    def _keep_loop_data(self) -> None:
-        """Keep the loaders and batch counts the current call set up, under the Lightning loop that holds them."""
+    def _keep_loop_counts(self) -> None:
+        """Keep the batch counts the current call set up, under the Lightning loop that holds them."""
         for name, fn in _LOOP_FN.items():
             if self._run.fn == fn:
-                self._loop_data[name] = self._loop(name)
+                self._loop_counts[name] = self._batch_counts(name)
 
-    def _loop(self, name: str) -> tuple[Any, Any]:
-        """``(loaders, batch counts)`` of Lightning's loop ``name`` (``train``, ``fit_val``, ``validate``, ``test``,
+    def _batch_counts(self, name: str) -> Any:
+        """The batch counts of Lightning's loop ``name`` (``train``, ``fit_val``, ``validate``, ``test``,
         ``predict``): the current (or last) call's if it runs that loop, else those of the last call that did.
-        As Lightning's loop objects keep them, a ``predict`` after a ``fit`` leaves the fit's counts readable."""
+        As Lightning's loop objects keep them, a ``predict`` after a ``fit`` leaves the fit's counts readable (the
+        loaders are the current call's only: each call drops the others, as in Lightning)."""
         run = self._run
         if run.fn != _LOOP_FN[name]:
-            return self._loop_data.get(name, (None, math.inf if name == "train" else []))
+            return self._loop_counts.get(name, math.inf if name == "train" else [])
         if name == "train":
-            return run.train_dataloader, run.num_training_batches
-        loaders = {"test": run.test_dataloaders, "predict": run.predict_dataloaders}.get(name, run.val_dataloaders)
-        return loaders, run.eval_batches.get(name if name in ("test", "predict") else "val", [])
+            return run.num_training_batches
+        return run.eval_batches.get(name if name in ("test", "predict") else "val", [])
 
     def _eval_loop_counts(self, fn: str, key: str) -> list[int]:
         """``[in its last epoch, in all]``: the batches run by the ``key`` loop ("val", "test", "predict") of the
@@ -618,33 +618,18 @@ class Trainer:
         return self._run.stop_flag.signum == signal.SIGTERM
 
     # ---- data ------------------------------------------------------------------------------------
-    @property
-    def train_dataloader(self) -> Any:
-        """The training dataloader of the current (or last) ``fit``; None until one asks for it."""
-        return self._loop("train")[0]
-
-    @property
-    def val_dataloaders(self) -> Any:
-        """The validation dataloader, or the list of them: the last ``fit``'s, else the last ``validate``'s (as
-        Lightning reads them)."""
-        loaders = self._loop("fit_val")[0]
-        return loaders if loaders is not None else self._loop("validate")[0]
-
-    @property
-    def test_dataloaders(self) -> Any:
-        """The test dataloader, or the list of them."""
-        return self._loop("test")[0]
-
-    @property
-    def predict_dataloaders(self) -> Any:
-        """The predict dataloader, or the list of them."""
-        return self._loop("predict")[0]
+    train_dataloader = _ReadOnly(
+        "_run.train_dataloader", "The training dataloader in use (None until fit asks for it)."
+    )
+    val_dataloaders = _ReadOnly("_run.val_dataloaders", "The validation dataloader, or the list of them.")
+    test_dataloaders = _ReadOnly("_run.test_dataloaders", "The test dataloader, or the list of them.")
+    predict_dataloaders = _ReadOnly("_run.predict_dataloaders", "The predict dataloader, or the list of them.")
 
     @property
     def num_training_batches(self) -> int | float:
         """Training batches per epoch of the current (or last) ``fit``, after ``limit_train_batches`` (inf for an
         unsized loader, or before any ``fit``)."""
-        return self._loop("train")[1]
+        return self._batch_counts("train")
 
     num_sanity_val_batches = _ReadOnly(
         "_run.num_sanity_val_batches", "Batches per validation dataloader that the sanity check runs."
@@ -654,17 +639,17 @@ class Trainer:
     def num_val_batches(self) -> list[int | float]:
         """Batches per validation dataloader, after ``limit_val_batches``: the last ``validate``'s while it is the
         last call, else the last ``fit``'s (as Lightning reads them)."""
-        return self._loop("validate" if self.state.fn == TrainerFn.VALIDATING else "fit_val")[1]
+        return self._batch_counts("validate" if self.state.fn == TrainerFn.VALIDATING else "fit_val")
 
     @property
     def num_test_batches(self) -> list[int | float]:
         """Batches per test dataloader, after ``limit_test_batches``."""
-        return self._loop("test")[1]
+        return self._batch_counts("test")
 
     @property
     def num_predict_batches(self) -> list[int | float]:
         """Batches per predict dataloader, after ``limit_predict_batches``."""
-        return self._loop("predict")[1]
+        return self._batch_counts("predict")
 
     val_check_batch = _ReadOnly(
         "_run.val_check_batch", "Validation runs after every this many training batches (inf: at the epoch's end)."
