@@ -13,7 +13,7 @@ import signal
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from operator import attrgetter
-from typing import Any, Union  # noqa: F401  # `Union`: the annotations' Lightning form names it
+from typing import Any, NamedTuple, Union  # noqa: F401  # `Union`: the annotations' Lightning form names it
 
 import torch
 
@@ -39,13 +39,22 @@ class _ReadOnly:
         return self if trainer is None else self._get(trainer)
 
 
+class _LoopsLeft(NamedTuple):
+    """What a call leaves on Lightning's loops for later calls to read: its evaluation loops' progress and
+    its batch counts (the loaders go with the call)."""
+
+    eval_progress: dict[str, list[int]]
+    num_training_batches: int | float
+    eval_batches: dict[str, list[int | float]]
+
+
 # the call that runs each of Lightning's loops (see `Trainer._batch_counts`)
 _LOOP_FN = {
-    "train": TrainerFn.FITTING,
-    "fit_val": TrainerFn.FITTING,
-    "validate": TrainerFn.VALIDATING,
-    "test": TrainerFn.TESTING,
-    "predict": TrainerFn.PREDICTING,
+    "train": TrainerFn.FITTING.value,
+    "fit_val": TrainerFn.FITTING.value,
+    "validate": TrainerFn.VALIDATING.value,
+    "test": TrainerFn.TESTING.value,
+    "predict": TrainerFn.PREDICTING.value,
 }
 
 
@@ -297,10 +306,9 @@ class Trainer:
         self.lr_scheduler_configs: list[Any] = []
         self.ckpt_path: str | None = None
         self._run = Run(self)  # the state of the current (or last) call; a new one per call
-        # the evaluation loops' batch counts of the earlier calls, by kind ("fit", "validate", ...): Lightning's
-        # loop objects keep theirs through other calls (a checkpoint has them all)
-        self._eval_counts: dict[str, dict[str, list[int]]] = {}
-        self._loop_counts: dict[str, Any] = {}  # `_keep_loop_counts`
+        # what the earlier calls left on their loops, by kind ("fit", "validate", ...): Lightning's loop objects keep
+        # their progress (a checkpoint has them all) and batch counts through other calls
+        self._loops_left: dict[str, _LoopsLeft] = {}
         self.fit_loop, self.validate_loop, self.test_loop, self.predict_loop = views.loop_views(self)  # Lightning's
         self._accelerator_connector = views.AcceleratorConnectorView(self)
         self._checkpoint_connector = views.CheckpointConnectorView(self)
@@ -436,8 +444,9 @@ class Trainer:
         self.state.fn, self.state.status, self.state.stage = fn, TrainerStatus.RUNNING, stage
         previous = self._run
         if previous.fn is not None:
-            self._eval_counts[TrainerFn(previous.fn).value] = previous.eval_progress
-            self._keep_loop_counts()
+            self._loops_left[TrainerFn(previous.fn).value] = _LoopsLeft(
+                previous.eval_progress, previous.num_training_batches, previous.eval_batches
+            )
         self._run = Run(self, fn, progress=previous.progress, fit_resuming=previous.fit_resuming)
         self._run.metrics.carry_over(previous.metrics)  # cleared where `lifecycle.start` restores the checkpoint
         self._run.train_source = train_source
@@ -445,30 +454,26 @@ class Trainer:
             self.datamodule = datamodule
             datamodule.trainer = self
 
-    def _keep_loop_counts(self) -> None:
-        """Keep the batch counts the current call set up, under the Lightning loop that holds them."""
-        for name, fn in _LOOP_FN.items():
-            if self._run.fn == fn:
-                self._loop_counts[name] = self._batch_counts(name)
+    def _loops_of(self, fn: str) -> Any:
+        """What Lightning's loops of the last ``fn`` call hold (its counts): the running call if it is one, else the
+        record the last such call left (None before any). A ``predict`` after a ``fit`` leaves the fit's readable,
+        as Lightning's loop objects keep theirs (the loaders are the current call's only, as in Lightning)."""
+        run = self._run
+        return run if run.fn == fn else self._loops_left.get(fn)
 
     def _batch_counts(self, name: str) -> Any:
         """The batch counts of Lightning's loop ``name`` (``train``, ``fit_val``, ``validate``, ``test``,
-        ``predict``): the current (or last) call's if it runs that loop, else those of the last call that did.
-        As Lightning's loop objects keep them, a ``predict`` after a ``fit`` leaves the fit's counts readable (the
-        loaders are the current call's only: each call drops the others, as in Lightning)."""
-        run = self._run
-        if run.fn != _LOOP_FN[name]:
-            return self._loop_counts.get(name, math.inf if name == "train" else [])
+        ``predict``), from the last call that ran it."""
+        source = self._loops_of(_LOOP_FN[name])
         if name == "train":
-            return run.num_training_batches
-        return run.eval_batches.get(name if name in ("test", "predict") else "val", [])
+            return source.num_training_batches if source is not None else math.inf
+        return source.eval_batches.get(name if name in ("test", "predict") else "val", []) if source else []
 
     def _eval_loop_counts(self, fn: str, key: str) -> list[int]:
         """``[in its last epoch, in all]``: the batches run by the ``key`` loop ("val", "test", "predict") of the
         last ``fn`` call ("fit", "validate", ...): the running one's, else an earlier one's."""
-        run = self._run
-        counts = run.eval_progress if run.fn == fn else self._eval_counts.get(fn, {})
-        return counts.get(key, [0, 0])
+        source = self._loops_of(fn)
+        return source.eval_progress.get(key, [0, 0]) if source is not None else [0, 0]
 
     def _execute(self, model: Any, ckpt_path: Any, weights_only: bool | None, model_given: bool) -> Any:
         return lifecycle.execute(self, model, ckpt_path, weights_only, model_given)
