@@ -441,11 +441,7 @@ class Strategy:
                 # all ranks: each reads its part of a sharded checkpoint's optimizer state
                 return state.load_into(self._lightning_module, optimizer)
         optimizer.load_state_dict(state)
-        device = self.root_device
-        for param_state in optimizer.state.values():
-            for key, value in param_state.items():
-                if isinstance(value, Tensor) and key != "step":
-                    param_state[key] = value.to(device)
+        optimizers_to_device([optimizer], self.root_device)
 
     @property
     def checkpoint_io(self) -> CheckpointIO:
