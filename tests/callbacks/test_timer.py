@@ -112,6 +112,14 @@ def test_state_dict_and_resumed_budget(clock):
     assert resumed.time_remaining() == 10
 
 
+def test_a_timer_that_never_ran_reports_the_int_zero_as_lightning_does():
+    """Lightning's unstarted Timer says ``0`` (an int), in ``time_elapsed`` and in the state a checkpoint keeps."""
+    timer = Timer()
+    assert repr(timer.time_elapsed()) == "0"
+    assert repr(timer.time_elapsed("validate")) == "0"
+    assert {repr(value) for value in timer.state_dict()["time_elapsed"].values()} == {"0"}
+
+
 def test_spent_budget_stops_before_training(clock):
     timer = Timer(duration="00:00:00:30")
     timer.load_state_dict({"time_elapsed": {"train": 40}})

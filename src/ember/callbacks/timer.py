@@ -84,7 +84,7 @@ class Timer(Callback):
         self._verbose = verbose
         self._start_time: dict[str, float | None] = dict.fromkeys(_STAGES)
         self._end_time: dict[str, float | None] = dict.fromkeys(_STAGES)
-        self._offset = 0.0
+        self._offset: float = 0  # an int until a checkpoint sets it, as in Lightning (its state shows `0`)
 
     @staticmethod
     def _stage(stage: Any) -> str:
@@ -105,7 +105,7 @@ class Timer(Callback):
         """Seconds spent in ``stage`` (for training, including the time restored from a checkpoint)."""
         stage = self._stage(stage)
         start, end = self._start_time[stage], self._end_time[stage]
-        offset = self._offset if stage == "train" else 0.0
+        offset = self._offset if stage == "train" else 0
         if start is None:
             return offset
         if end is None:
