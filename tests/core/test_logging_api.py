@@ -510,8 +510,24 @@ def test_same_key_without_dataloader_idx_from_two_loaders_raises():
 
 
 def test_dataloader_idx_in_the_name_is_refused():
-    with pytest.raises(MisconfigurationException, match="dataloader_idx"):
+    with pytest.raises(
+        MisconfigurationException,
+        match=r"should not contain information about `dataloader_idx` when `add_dataloader_idx=True`",
+    ):
         _fit_logging(lambda m, fx, b, i: m.log("x/dataloader_idx_0", 1.0))
+
+
+def test_a_name_with_the_dataloader_suffix_is_kept_as_given_without_add_dataloader_idx():
+    class OwnSuffix(CoreModel):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log(f"v/dataloader_idx_{dataloader_idx}", float(dataloader_idx + 1), add_dataloader_idx=False)
+
+    trainer = quiet_trainer()
+    trainer.validate(OwnSuffix(), [loader(n=4), loader(n=4)], verbose=False)
+    assert {k: v.item() for k, v in trainer.callback_metrics.items()} == {
+        "v/dataloader_idx_0": 1.0,
+        "v/dataloader_idx_1": 2.0,
+    }
 
 
 # ---- errors ------------------------------------------------------------------------------------
@@ -543,6 +559,25 @@ def test_same_key_twice_with_the_same_arguments_keeps_the_last_step_value():
     def log(m, fx, b, i):
         m.log("again", 1.0)
         m.log("again", 2.0)
+
+    assert _fit_logging(log).callback_metrics["again"].item() == 2.0
+
+
+@pytest.mark.parametrize(
+    "again",
+    [
+        {"on_step": True},  # training_step's default
+        {"on_epoch": False},  # training_step's default
+        {"logger": True},  # what `logger=None` means
+        {"sync_dist": True},  # one process: nothing to synchronise
+        {"reduce_fx": torch.mean},
+        {"reduce_fx": "avg"},
+    ],
+)
+def test_same_key_twice_with_arguments_that_mean_the_same_is_allowed_as_in_lightning(again):
+    def log(m, fx, b, i):
+        m.log("again", 1.0)
+        m.log("again", 2.0, **again)
 
     assert _fit_logging(log).callback_metrics["again"].item() == 2.0
 

@@ -222,10 +222,11 @@ class LoggingMixin:
                 " call it from a LightningModule or Callback hook."
             )
         on_step, on_epoch = _resolve_log_levels(fx, name, on_step, on_epoch)
-        if "/dataloader_idx_" in name:
+        if add_dataloader_idx and "/dataloader_idx_" in name:
             raise MisconfigurationException(
                 f"You called `self.log` with the key `{name}` but it should not contain information about"
-                " `dataloader_idx`: Ember adds the suffix itself."
+                " `dataloader_idx` when `add_dataloader_idx=True`: the suffix is added to the key itself. Log"
+                " it under a name without it, or pass `add_dataloader_idx=False` to keep the name as given."
             )
         _check_iterator_step_says_batch_sizes(trainer, batch_size)
         reduce = normalize_reduce_fx(reduce_fx)

@@ -256,7 +256,10 @@ class LoggedResults:
     def register(self, fx: str, name: str, args: tuple, resolved: tuple, is_tensor: bool) -> LoggedMetric:
         key = self._key(fx, name, resolved[8])
         existing = self.metrics.get(key)
-        if existing is not None and (existing.args != args or existing.dataloader_idx != self.dataloader_idx):
+        if existing is not None and (
+            existing.dataloader_idx != self.dataloader_idx
+            or (existing.args != args and self._settings(existing) != self._settings(resolved))
+        ):
             raise MisconfigurationException(
                 f"You called `self.log({name}, ...)` twice in `{fx}` with different arguments. This is not allowed."
                 " Log it with the same arguments each time, or under another name."
@@ -266,6 +269,26 @@ class LoggedResults:
         metric = LoggedMetric(fx, name, args, resolved, self.dataloader_idx, is_tensor)
         self.metrics[key] = metric
         return metric
+
+    def _settings(self, logged: LoggedMetric | tuple) -> tuple:
+        """What two ``self.log`` calls of one name in one hook must agree on, as Lightning compares them: the
+        options with the hook's defaults filled in and ``reduce_fx`` by name (``torch.mean``, ``"avg"`` and
+        ``"mean"`` are one), ``sync_dist`` only where there is something to synchronise."""
+        if isinstance(logged, LoggedMetric):
+            logged = (
+                logged.prog_bar,
+                logged.logger,
+                logged.on_step,
+                logged.on_epoch,
+                logged.reduce,
+                logged.enable_graph,
+                logged.sync_dist,
+                logged.sync_dist_group,
+                None,  # `add_dataloader_idx` is part of the key
+                logged.metric_attribute,
+                logged.rank_zero_only,
+            )
+        return (*logged[:6], logged[6] and self.sync is not None, logged[7], *logged[9:])
 
     # ---- reading -------------------------------------------------------------------------
     def _valid(self):
