@@ -133,6 +133,18 @@ def test_a_dict_or_namespace_argument_becomes_the_hparams(config):
     assert model._hparams_name == "cfg"
 
 
+@pytest.mark.parametrize("config", [None, {}, 0])
+def test_an_empty_or_none_config_saves_nothing_as_in_lightning(config):
+    class OptionalConfig(CoreModel):
+        def __init__(self, config=None):
+            super().__init__()
+            self.save_hyperparameters(config)
+
+    model = OptionalConfig(config)
+    assert model.hparams == {} and model.hparams_initial == {}
+    assert getattr(model, "_hparams_name", None) is None
+
+
 def test_a_dataclass_module_saves_its_fields():
     @dataclass(eq=False)
     class DataModel(ember.LightningModule):

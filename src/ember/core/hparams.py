@@ -137,6 +137,9 @@ class HyperparametersMixin:
 def _save_hyperparameters(
     obj: HyperparametersMixin, *args: Any, ignore: Any, frame: types.FrameType | None, given: dict[str, Any] | None
 ) -> None:
+    if len(args) == 1 and not args[0]:
+        # `save_hyperparameters(config)` with `config=None` (or an empty dict): nothing to save, as in Lightning
+        return
     if given is not None:
         init_args = given
     elif is_dataclass(obj):
