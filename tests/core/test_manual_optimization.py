@@ -617,3 +617,68 @@ def test_the_global_step_counts_through_the_wrappers_after_step_hook_as_in_light
     assert (model.batches, trainer.global_step) == (2, 2)
     first, _ = model.optimizers()
     assert first._on_after_step() is None and trainer.global_step == 2  # outside a batch, nothing counts
+
+
+class TestTimeAdaptation(CoreModel):
+    """Manual optimization that also steps in ``test_step`` (test-time adaptation) and in ``on_train_end``."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.hooks: list[str] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        self._adapt(nn.functional.mse_loss(self(x), y))
+
+    def on_train_end(self):
+        x, y = next(iter(loader(n=4)))
+        with torch.enable_grad():
+            self._adapt(nn.functional.mse_loss(self(x), y))
+
+    def test_step(self, batch, batch_idx):
+        x, _ = batch
+        with torch.enable_grad():
+            self._adapt(self(x).pow(2).mean())  # an unsupervised loss
+
+    def _adapt(self, loss):
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+
+    def on_before_backward(self, loss):
+        self.hooks.append(f"{self.trainer.state.stage.value}:before_backward")
+
+    def on_before_optimizer_step(self, optimizer):
+        self.hooks.append(f"{self.trainer.state.stage.value}:before_optimizer_step")
+
+
+def test_manual_steps_outside_the_training_step_run_as_in_lightning():
+    """Lightning lets ``manual_backward`` and ``opt.step()`` run outside a training step, with the backward and
+    before-step hooks and without counting a step: test-time adaptation and a last step in ``on_train_end``."""
+    torch.manual_seed(0)
+    model = TestTimeAdaptation()
+    expected = nn.Linear(4, 1)
+    expected.load_state_dict(model.layer.state_dict())
+    sgd = torch.optim.SGD(expected.parameters(), lr=0.1)
+
+    def by_hand(loss):
+        sgd.zero_grad()
+        loss.backward()
+        sgd.step()
+
+    trainer = quiet_trainer(max_steps=2, inference_mode=False)
+    trainer.fit(model, loader(n=8))
+    for x, y in [*list(loader(n=8)), next(iter(loader(n=4)))]:
+        by_hand(nn.functional.mse_loss(expected(x), y))
+    assert trainer.global_step == 2  # the step in `on_train_end` is not counted
+    torch.testing.assert_close(model.layer.weight, expected.weight)
+
+    model.hooks.clear()
+    trainer.test(model, loader(n=8), verbose=False)
+    for x, _ in loader(n=8):
+        by_hand(expected(x).pow(2).mean())
+    torch.testing.assert_close(model.layer.weight, expected.weight)
+    assert model.hooks == ["test:before_backward", "test:before_optimizer_step"] * 2
+    assert trainer.global_step == 2

@@ -325,10 +325,9 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
                 " return the loss from `training_step` and let the trainer call backward."
             )
         step = self.trainer._run.step
-        if step is None:
-            raise MisconfigurationException(
-                "`manual_backward` can only be called while `trainer.fit` trains: call it inside `training_step`."
-            )
+        if step is None:  # outside a training step (test-time adaptation, `on_train_end`): as Lightning does
+            self.trainer.strategy.backward(loss, None, *args, **kwargs)
+            return
         step.manual_backward(loss, *args, **kwargs)
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:

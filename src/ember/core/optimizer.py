@@ -107,13 +107,17 @@ class LightningOptimizer:
         # Without a closure (an `optimizer_step` hook that ran `optimizer_closure()` itself, or none), the step
         # runs on the gradients there are; a hook that never ran the closure is refused once it returns.
         self._on_before_step()
-        step = self._trainer._run.step if self._trainer is not None else None
-        if step is None:
+        trainer = self._trainer
+        if trainer is None:
             raise MisconfigurationException(
-                "`optimizer.step()` on the optimizer from `self.optimizers()` can only be called while `trainer.fit`"
-                " trains: call it inside `training_step`."
+                "`optimizer.step()` was called on a `LightningOptimizer` that no Trainer runs: call it on the"
+                " optimizer `self.optimizers()` returns, inside a hook of a running Trainer."
             )
-        output = step.optimizer_step_from_wrapper(self, closure, **kwargs)
+        step = trainer._run.step
+        if step is not None:
+            output = step.optimizer_step_from_wrapper(self, closure, **kwargs)
+        else:
+            output = _step_outside_training(trainer, self._optimizer, closure, **kwargs)
         self._on_after_step()
         return output
 
@@ -132,6 +136,33 @@ def _rebuild(optimizer: Optimizer, trainer: Any) -> LightningOptimizer:
 
 def _do_nothing() -> None:
     return None
+
+
+def _step_outside_training(trainer: Any, optimizer: Optimizer, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
+    """``opt.step()`` outside a training step (test-time adaptation in ``test_step`` with
+    ``Trainer(inference_mode=False)``, a last step in ``on_train_end``): through the strategy and its precision
+    plugin, with the ``on_before_optimizer_step`` hooks, as in Lightning; no step is counted."""
+    strategy = trainer.strategy
+    hooks = trainer._run.hooks
+
+    def before_step() -> None:
+        if hooks is not None:
+            hooks.call_callbacks("on_before_optimizer_step", optimizer)
+            hooks.call_module("on_before_optimizer_step", optimizer)
+
+    if closure is None:
+        # GradScaler steps only when the closure reports a loss; without one, step anyway
+        scaled = getattr(strategy.precision_plugin, "scaler", None) is not None
+        closure = _a_loss if scaled else _do_nothing
+    previous, strategy._before_optimizer_step = strategy._before_optimizer_step, before_step
+    try:
+        return strategy.optimizer_step(optimizer, closure, **kwargs)
+    finally:
+        strategy._before_optimizer_step = previous
+
+
+def _a_loss() -> bool:
+    return True
 
 
 class _MockOptimizer(Optimizer):
