@@ -61,6 +61,22 @@ def test_clip_by_value_matches():
     )
 
 
+def test_the_algorithm_name_is_read_in_any_case_as_in_lightning():
+    from ember.utilities import GradClipAlgorithmType
+
+    trainer = _fit_and_compare(
+        clip=lambda ps: nn.utils.clip_grad_value_(ps, 0.05), gradient_clip_val=0.05, gradient_clip_algorithm="VALUE"
+    )
+    assert trainer.gradient_clip_algorithm is GradClipAlgorithmType.VALUE  # Lightning's enum, equal to "value"
+
+    class ClipsItself(CoreModel):
+        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+            self.clip_gradients(optimizer, gradient_clip_val=1e-3, gradient_clip_algorithm="Value")
+            assert all(p.grad.abs().max() <= 1e-3 for p in self.parameters())
+
+    quiet_trainer(max_epochs=1).fit(ClipsItself(), loader(n=8))
+
+
 def test_clipping_applies_to_the_accumulated_gradient():
     _fit_and_compare(
         clip=lambda ps: nn.utils.clip_grad_norm_(ps, 0.2), gradient_clip_val=0.2, accumulate_grad_batches=3

@@ -396,7 +396,10 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
         value = trainer.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
         if value is None:
             return
-        algorithm = gradient_clip_algorithm or trainer.gradient_clip_algorithm or "norm"
+        if gradient_clip_algorithm is None:
+            algorithm = trainer.gradient_clip_algorithm or "norm"
+        else:
+            algorithm = gradient_clip_algorithm.lower()  # any case, as Lightning
         if not isinstance(value, (int, float)):
             raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {value!r}.")
         if algorithm not in ("norm", "value"):

@@ -127,7 +127,7 @@ def check_optimization(accumulate_grad_batches: Any, gradient_clip_val: Any, gra
             " value, with `gradient_clip_algorithm='value'`) to allow. Pass a positive number, or 0 or None to turn"
             " clipping off."
         )
-    if gradient_clip_algorithm is not None and gradient_clip_algorithm not in ("norm", "value"):
+    if gradient_clip_algorithm is not None and str(gradient_clip_algorithm).lower() not in ("norm", "value"):
         raise MisconfigurationException(
             f"`gradient_clip_algorithm` {gradient_clip_algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
         )

@@ -23,6 +23,7 @@ from ember.trainer import arguments, dataloaders, lifecycle, types, views
 from ember.trainer.defaults import configure_callbacks, configure_loggers
 from ember.trainer.run import Run
 from ember.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
+from ember.utilities.enums import GradClipAlgorithmType
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info
 from ember.utilities.signature_utils import lightning_style_annotations
@@ -285,7 +286,10 @@ class Trainer:
             self.limit_train_batches = self.limit_val_batches = self.overfit_batches
         self.accumulate_grad_batches = accumulate_grad_batches
         self.gradient_clip_val = gradient_clip_val
-        self.gradient_clip_algorithm = gradient_clip_algorithm
+        # Lightning's enum, from the name in any case ("Norm", "VALUE"); it compares equal to "norm"/"value"
+        self.gradient_clip_algorithm = (
+            None if gradient_clip_algorithm is None else GradClipAlgorithmType(str(gradient_clip_algorithm).lower())
+        )
         self.max_time = max_time
         self.max_steps = max_steps
         self.min_steps = min_steps
