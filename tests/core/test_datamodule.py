@@ -137,6 +137,24 @@ def test_from_datasets():
     assert "val_loss" in trainer.callback_metrics
 
 
+def test_from_datasets_keeps_the_shape_of_a_collection_of_datasets():
+    val = dataset(4)
+    dm = ember.LightningDataModule.from_datasets(val_dataset=(val, val), test_dataset=[[val], {"b": val}])
+    loaders = dm.val_dataloader()
+    assert type(loaders) is tuple and [type(x) for x in loaders] == [DataLoader, DataLoader]
+    nested = dm.test_dataloader()
+    assert type(nested[0]) is list and isinstance(nested[0][0], DataLoader) and isinstance(nested[1]["b"], DataLoader)
+
+
+def test_a_subclass_may_pass_its_arguments_on_to_the_base_class():
+    class Configured(ember.LightningDataModule):
+        def __init__(self, batch_size=2, **kwargs):
+            super().__init__(**kwargs)  # the base class ignores them, as Lightning's does
+            self.batch_size = batch_size
+
+    assert Configured(batch_size=4, num_workers=2).batch_size == 4
+
+
 def test_from_datasets_without_train_cannot_fit():
     dm = ember.LightningDataModule.from_datasets(val_dataset=dataset(4))
     with pytest.raises(ember.utilities.MisconfigurationException, match="train_dataloader"):

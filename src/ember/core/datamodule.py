@@ -34,7 +34,8 @@ class LightningDataModule(DataHooks, HyperparametersMixin):
     CHECKPOINT_HYPER_PARAMS_NAME = "datamodule_hparams_name"
     CHECKPOINT_HYPER_PARAMS_TYPE = "datamodule_hparams_type"
 
-    def __init__(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # the arguments are ignored, as in Lightning: a subclass may pass its own on with `super().__init__(**kwargs)`
         super().__init__()
         self.trainer: Any = None
 
@@ -101,10 +102,15 @@ class LightningDataModule(DataHooks, HyperparametersMixin):
             return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=True)
 
         def loaders(ds: Any, shuffle: bool) -> Any:
+            """A loader for every dataset in ``ds``, in a collection of the same shape (dict, list, tuple)."""
+            if isinstance(ds, Dataset):
+                return loader(ds, shuffle)
             if isinstance(ds, Mapping):
-                return {key: loader(d, shuffle) for key, d in ds.items()}
+                return {key: loaders(d, shuffle) for key, d in ds.items()}
+            if isinstance(ds, tuple) and hasattr(ds, "_fields"):  # a namedtuple
+                return type(ds)(*(loaders(d, shuffle) for d in ds))
             if isinstance(ds, (list, tuple)):
-                return [loader(d, shuffle) for d in ds]
+                return type(ds)(loaders(d, shuffle) for d in ds)
             return loader(ds, shuffle)
 
         # a subclass whose __init__ takes batch_size / num_workers receives them too, as in Lightning
