@@ -281,6 +281,24 @@ def test_all_gather_on_one_process_returns_the_data():
     assert torch.equal(seen["out"]["a"], torch.tensor([1.0, 2.0]))
 
 
+def test_all_gather_makes_numbers_tensors_as_lightning_does():
+    seen = {}
+
+    class Gather(CoreModel):
+        def training_step(self, batch, batch_idx):
+            seen["out"] = self.all_gather({"f": 2.5, "i": 4, "b": True, "t": torch.tensor(1.0)})
+            return super().training_step(batch, batch_idx)
+
+    quiet_trainer(max_steps=1).fit(Gather(), loader(n=4))
+    out = seen["out"]
+    assert {k: (v.item(), v.dtype) for k, v in out.items()} == {
+        "f": (2.5, torch.float32),
+        "i": (4, torch.int32),
+        "b": (1, torch.uint8),  # not bool: NCCL has no bool
+        "t": (1.0, torch.float32),
+    }
+
+
 def test_to_torchscript_trace(tmp_path):
     model = CoreModel()
     model.example_input_array = torch.randn(2, 4)

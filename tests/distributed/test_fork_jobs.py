@@ -67,6 +67,8 @@ def test_collectives_and_all_gather_on_every_rank(tmp_path):
     for record in read_ranks(tmp_path):
         assert torch.equal(record["all_gather"], torch.tensor([[0, 10], [1, 11]]))
         assert torch.equal(record["all_gather_dict"]["r"], torch.tensor([0.0, 1.0]))
+        assert torch.equal(record["all_gather_numbers"]["f"], torch.tensor([0.5, 1.5]))
+        assert torch.equal(record["all_gather_numbers"]["i"], torch.tensor([0, 1], dtype=torch.int32))
         assert record["broadcast"] == {"from": 1}
         assert record["reduce_sum"].item() == 3.0 and record["reduce_mean"].item() == 1.5
         assert record["reduce_max"].item() == 2.0

@@ -446,10 +446,12 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
 
     # ---- distributed ---------------------------------------------------------------------
     def all_gather(self, data: Any, group: Any | None = None, sync_grads: bool = False) -> Any:
-        """Gather tensors from every process: each tensor gains a leading world-size dimension."""
-        from ember.utilities.apply_func import apply_to_tensors
+        """Gather tensors from every process: each tensor gains a leading world-size dimension. Python numbers
+        and numpy arrays are gathered as tensors, as in Lightning (``all_gather(2.5)`` is ``tensor([2.5, ...])``)."""
+        from ember.utilities.apply_func import apply_to_tensors, convert_to_tensors
 
         strategy = self.trainer.strategy
+        data = convert_to_tensors(data, self.device)
         return apply_to_tensors(data, lambda t: strategy.all_gather(t, group=group, sync_grads=sync_grads))
 
     # ---- checkpoints ---------------------------------------------------------------------
