@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
-from ember.utilities import AttributeDict
+from ember.utilities import AttributeDict, MisconfigurationException
 
 
 def test_properties_without_a_trainer():
@@ -462,3 +464,85 @@ def test_overridden_model_mode_hooks_are_called():
     trainer.test(model, loader(n=4), verbose=False)
     trainer.predict(model, loader(n=4))
     assert calls == ["val_eval", "val_train", "test_eval", "test_train", "predict_eval"]
+
+
+class _Shifting(CoreModel):
+    """Batch hooks that leave a mark: doubled before the transfer, plus one after it."""
+
+    def on_before_batch_transfer(self, batch, dataloader_idx):
+        return batch * 2 if isinstance(batch, torch.Tensor) else batch  # (the training batches pass unchanged)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        return batch + 1 if isinstance(batch, torch.Tensor) else batch
+
+
+def test_lightnings_batch_transfer_helpers_run_the_hooks_the_loops_run():
+    model = _Shifting()
+    moved = model._apply_batch_transfer_handler(model._on_before_batch_transfer(torch.ones(2)))
+    assert moved.tolist() == [3.0, 3.0] and moved.device == model.device
+
+    class OwnTransfer(ember.LightningDataModule):
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            # the datamodule's hook wins over the module's, as in the loops
+            return batch - 1 if isinstance(batch, torch.Tensor) else batch
+
+        def train_dataloader(self):
+            return loader(n=4)
+
+    seen = {}
+
+    class InStep(_Shifting):
+        def training_step(self, batch, batch_idx):
+            seen["moved"] = self._apply_batch_transfer_handler(torch.ones(2), dataloader_idx=0).tolist()
+            return super().training_step(batch, batch_idx)
+
+    with pytest.warns(UserWarning, match="overridden `on_after_batch_transfer` in both"):
+        quiet_trainer(max_steps=1).fit(InStep(), datamodule=OwnTransfer())
+    assert seen["moved"] == [0.0, 0.0]
+
+
+def test_verify_is_manual_optimization_in_lightnings_words():
+    model = CoreModel()
+    with pytest.raises(MisconfigurationException, match="^to use my_step, please disable automatic optimization"):
+        model._verify_is_manual_optimization("my_step")
+    model.automatic_optimization = False
+    model._verify_is_manual_optimization("my_step")
+
+
+def _fake_torch_tensorrt(monkeypatch):
+    """A stand-in for ``torch_tensorrt`` that records its calls (the real one needs CUDA and TensorRT)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("torch_tensorrt")
+    fake.__spec__ = importlib.machinery.ModuleSpec("torch_tensorrt", None)
+    fake.compile = lambda module, ir, inputs, **kw: calls.append(("compile", module.training, ir, inputs, kw)) or "trt"
+    fake.save = lambda obj, path, **kw: calls.append(("save", obj, path, kw))
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", fake)
+    return calls
+
+
+def test_to_tensorrt_needs_torch_tensorrt_and_then_cuda(monkeypatch):
+    model = CoreModel()
+    if importlib.util.find_spec("torch_tensorrt") is None:
+        with pytest.raises(ModuleNotFoundError, match="`CoreModel.to_tensorrt` requires `torch_tensorrt`"):
+            model.to_tensorrt(input_sample=torch.ones(1, 4))
+    _fake_torch_tensorrt(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MisconfigurationException, match="TensorRT only supports CUDA devices. The current device"):
+        model.to_tensorrt(input_sample=torch.ones(1, 4))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_to_tensorrt_compiles_on_cuda_through_the_batch_hooks_and_puts_the_module_back(monkeypatch, tmp_path):
+    calls = _fake_torch_tensorrt(monkeypatch)
+    model = _Shifting()
+    assert model.to_tensorrt(tmp_path / "m.ep", input_sample=torch.ones(1, 4), ir="dynamo", workspace_size=1) == "trt"
+    (_, training, ir, inputs, kwargs), (_, saved, path, save_kwargs) = calls
+    assert (training, ir, kwargs) == (False, "dynamo", {"workspace_size": 1})
+    assert inputs[0].device.type == "cuda" and inputs[0].tolist() == [[3.0] * 4]
+    assert (saved, path, save_kwargs["output_format"]) == ("trt", tmp_path / "m.ep", "exported_program")
+    assert model.training and model.device.type == "cpu"

@@ -6,6 +6,7 @@ file reaches the trainer.
 
 from __future__ import annotations
 
+import copy
 import weakref
 from collections.abc import Generator
 from contextlib import contextmanager
@@ -318,17 +319,21 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
         if self._fabric is not None:
             self._fabric.backward(loss, *args, **kwargs)
             return
-        if self.automatic_optimization:
-            raise MisconfigurationException(
-                "to use manual_backward, please disable automatic optimization: set model property"
-                " `automatic_optimization` as False (`self.automatic_optimization = False` in `__init__`), or"
-                " return the loss from `training_step` and let the trainer call backward."
-            )
+        self._verify_is_manual_optimization("manual_backward")
         step = self.trainer._run.step
         if step is None:  # outside a training step (test-time adaptation, `on_train_end`): as Lightning does
             self.trainer.strategy.backward(loss, None, *args, **kwargs)
             return
         step.manual_backward(loss, *args, **kwargs)
+
+    def _verify_is_manual_optimization(self, fn_name: str) -> None:
+        """Refuse ``fn_name`` (a manual-optimization call) under automatic optimization, in Lightning's words."""
+        if self.automatic_optimization:
+            raise MisconfigurationException(
+                f"to use {fn_name}, please disable automatic optimization: set model property"
+                " `automatic_optimization` as False (`self.automatic_optimization = False` in `__init__`), or"
+                " return the loss from `training_step` and let the trainer call backward."
+            )
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Run backward on ``loss`` (through Fabric when it set the module up); override for custom backward."""
@@ -480,6 +485,32 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
             cls, checkpoint_path, map_location, hparams_file, strict, weights_only, False, **kwargs
         )
 
+    # ---- Lightning's batch-transfer helpers: programs call them to move a batch as the loops do ----
+    def _call_batch_hook(self, hook_name: str, *args: Any) -> Any:
+        """``hook_name`` of the trainer's datamodule when it overrides it (the one the loops call), else the
+        module's own."""
+        from ember.core.datamodule import LightningDataModule
+        from ember.core.hooks import runs_other_code
+
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is not None and runs_other_code(datamodule, LightningDataModule, hook_name):
+            return getattr(datamodule, hook_name)(*args)
+        return getattr(self, hook_name)(*args)
+
+    def _on_before_batch_transfer(self, batch: Any, dataloader_idx: int = 0) -> Any:
+        """``batch`` through the ``on_before_batch_transfer`` hook the loops call."""
+        return self._call_batch_hook("on_before_batch_transfer", batch, dataloader_idx)
+
+    def _apply_batch_transfer_handler(
+        self, batch: Any, device: torch.device | None = None, dataloader_idx: int = 0
+    ) -> Any:
+        """``batch`` on ``device`` (the module's by default) through ``transfer_batch_to_device`` and
+        ``on_after_batch_transfer``, as the loops move one."""
+        device = device or self.device
+        batch = self._call_batch_hook("transfer_batch_to_device", batch, device, dataloader_idx)
+        return self._call_batch_hook("on_after_batch_transfer", batch, dataloader_idx)
+
     def to_onnx(self, file_path: Any = None, input_sample: Any = None, **kwargs: Any) -> Any:
         """Export to ONNX with ``torch.onnx.export`` (needs the ``onnx`` package).
 
@@ -548,6 +579,72 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
         if file_path is not None:
             torch.jit.save(exported, file_path)
         return exported
+
+    def to_tensorrt(
+        self,
+        file_path: Any = None,
+        input_sample: Any = None,
+        ir: str = "default",
+        output_format: str = "exported_program",
+        retrace: bool = False,
+        default_device: str | torch.device = "cuda",
+        **compile_kwargs: Any,
+    ) -> Any:
+        """Compile with TensorRT (``torch_tensorrt.compile``, CUDA only) and save it to ``file_path`` if given.
+
+        ``input_sample`` (default: ``example_input_array``) goes through the batch-transfer hooks first. A module
+        not on a CUDA device is moved to ``default_device`` for the compile and back after it.
+
+        Example::
+
+            compiled = model.to_tensorrt("model.ep", input_sample=torch.randn(1, 64))
+        """
+        import importlib.util
+
+        if importlib.util.find_spec("torch_tensorrt") is None:
+            raise ModuleNotFoundError(
+                f"`{type(self).__name__}.to_tensorrt` requires `torch_tensorrt` to be installed. "
+            )
+        mode, device = self.training, self.device
+        if device.type != "cuda":
+            default_device = torch.device(default_device) if isinstance(default_device, str) else default_device
+            if not torch.cuda.is_available() or default_device.type != "cuda":
+                raise MisconfigurationException(
+                    f"TensorRT only supports CUDA devices. The current device is {device}."
+                    " Please set the `default_device` argument to a CUDA device."
+                )
+            self.to(default_device)
+        if input_sample is None:
+            if self.example_input_array is None:
+                raise ValueError(
+                    "Could not export to TensorRT since neither `input_sample` nor"
+                    " `model.example_input_array` attribute is set."
+                )
+            input_sample = self.example_input_array
+        import torch_tensorrt
+
+        input_sample = copy.deepcopy((input_sample,) if isinstance(input_sample, Tensor) else input_sample)
+        input_sample = self._apply_batch_transfer_handler(self._on_before_batch_transfer(input_sample))
+        LightningModule._jit_is_scripting = ir == "ts"
+        try:
+            compiled = torch_tensorrt.compile(module=self.eval(), ir=ir, inputs=input_sample, **compile_kwargs)
+        finally:
+            LightningModule._jit_is_scripting = False
+            self.train(mode)
+            self.to(device)
+        if file_path is not None:
+            if ir == "ts":
+                if output_format != "torchscript":
+                    raise ValueError(
+                        "TensorRT with IR mode 'ts' only supports output format 'torchscript'."
+                        f" The current output format is {output_format}."
+                    )
+                torch.jit.save(compiled, file_path)
+            else:
+                torch_tensorrt.save(
+                    compiled, file_path, inputs=input_sample, output_format=output_format, retrace=retrace
+                )
+        return compiled
 
 
 def _check_clipping_agrees(trainer: Any, value: Any, algorithm: str | None) -> None:
