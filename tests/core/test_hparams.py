@@ -477,3 +477,41 @@ def test_a_listconfig_of_objects_in_hparams_writes_a_yaml_that_loads_safely(tmp_
     with open(f"{logger.log_dir}/hparams.yaml") as file:
         written = yaml.safe_load(file)
     assert written == {"outputs": ["MSELoss()"]}
+
+
+def test_subclasses_of_plain_types_are_written_as_their_plain_values(tmp_path):
+    """A learning rate from ``np.logspace`` is a ``np.float64``, a float subclass that ``yaml.safe_dump`` refuses:
+    the file (and the ``fit`` that writes it) must not fail on it, nor on enums built on ``str`` or ``int``."""
+    import enum
+
+    import numpy as np
+    import yaml
+
+    class Mode(str, enum.Enum):
+        TRAIN = "train"
+
+    class Level(enum.IntEnum):
+        ONE = 1
+
+    class Ratio(float):
+        pass
+
+    hparams = {
+        "lr": np.logspace(-3, -1, 3)[1],
+        "mode": Mode.TRAIN,
+        "level": Level.ONE,
+        "name": np.str_("s"),
+        "ratio": Ratio(1.5),
+        "by_mode": {Mode.TRAIN: np.int64(3)},
+    }
+    for use_omegaconf in (True, False):
+        path = tmp_path / f"hparams_{use_omegaconf}.yaml"
+        save_hparams_to_yaml(path, hparams, use_omegaconf=use_omegaconf)
+        assert yaml.safe_load(path.read_text()) == {
+            "lr": 0.01,
+            "mode": "TRAIN",
+            "level": "ONE",
+            "name": "s",
+            "ratio": 1.5,
+            "by_mode": {"TRAIN": 3},
+        }

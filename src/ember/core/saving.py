@@ -175,7 +175,7 @@ def save_hparams_to_yaml(
     data: dict[Any, Any] = {}
     for key, value in hparams.items():
         written_as_text: list[str] = []
-        data[key if isinstance(key, (str, int, float, bool)) else str(key)] = _yaml_safe(value, written_as_text)
+        data[_yaml_key(key)] = _yaml_safe(value, written_as_text)
         if written_as_text:
             rank_zero_warn(
                 f"Skipping '{key}' parameter because it is not possible to safely dump to YAML: the file holds"
@@ -276,9 +276,10 @@ def _omegaconf_available() -> bool:
 
 
 def _is_plain(value: Any) -> bool:
-    """Whether OmegaConf writes ``value`` as it is: scalars, enums, and lists and dicts of them."""
+    """Whether OmegaConf writes ``value`` as it is: scalars, enums, and lists and dicts of them (not numpy's
+    scalars, which it refuses)."""
     if value is None or isinstance(value, (bool, int, float, str, Enum)):
-        return True
+        return type(value).__module__ != "numpy"
     if isinstance(value, (list, tuple)):
         return all(_is_plain(v) for v in value)
     if isinstance(value, Mapping):
@@ -318,23 +319,22 @@ def _save_with_omegaconf(path: str, hparams: Mapping[str, Any]) -> bool:
 
 def _yaml_safe(value: Any, written_as_text: list[str] | None = None) -> Any:
     """``value`` made of plain YAML types; anything else becomes its ``str`` (listed in ``written_as_text``)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or type(value) in _YAML_SCALARS:
         return value
-    if isinstance(value, Enum):
+    if isinstance(value, Enum):  # a StrEnum or IntEnum too: its name, as OmegaConf writes it
         return value.name
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # np.float64(0.01) is 0.01
+        return _yaml_safe(value.tolist(), written_as_text)
+    if isinstance(value, (bool, int, float, str)):  # a subclass of a library's own: its plain value
+        return next(kind for kind in _YAML_SCALARS if isinstance(value, kind))(value)
     if isinstance(value, Namespace):
         value = vars(value)
     if isinstance(value, Mapping):
-        return {
-            (k if isinstance(k, (str, int, float, bool)) else str(k)): _yaml_safe(v, written_as_text)
-            for k, v in value.items()
-        }
+        return {_yaml_key(k): _yaml_safe(v, written_as_text) for k, v in value.items()}
     if isinstance(value, (list, tuple)) or _is_listconfig(value):
         return [_yaml_safe(v, written_as_text) for v in value]
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
-    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        return _yaml_safe(value.tolist(), written_as_text)
     if inspect.isclass(value) or inspect.isfunction(value):
         return f"{value.__module__}.{value.__qualname__}"
     text = _text_of(value)
@@ -343,6 +343,21 @@ def _yaml_safe(value: Any, written_as_text: list[str] | None = None) -> Any:
     return text
 
 
+def _yaml_key(key: Any) -> Any:
+    """A mapping key ``yaml.safe_dump`` writes: a plain scalar as it is, an enum or numpy scalar made plain,
+    anything else its ``str``."""
+    if type(key) in _YAML_SCALARS:
+        return key
+    if isinstance(key, (bool, int, float, str, Enum)) or type(key).__module__ == "numpy":
+        plain = _yaml_safe(key)
+        if type(plain) in _YAML_SCALARS:
+            return plain
+    return str(key)
+
+
+# what `yaml.safe_dump` writes: these exact types (a subclass, such as numpy's float64, it refuses); bool first,
+# as a bool is an int too
+_YAML_SCALARS = (bool, int, float, str)
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
 _FIELD_CHARS = 120
 
