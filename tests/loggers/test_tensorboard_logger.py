@@ -293,9 +293,20 @@ def test_prefix_and_dict_values(tmp_path):
 
 def test_bad_value_names_the_metric(tmp_path):
     logger = TensorBoardLogger(tmp_path)
-    with pytest.raises(ValueError, match="'weird'"):
+    with pytest.raises(ValueError, match="'weird'") as info:
         logger.log_metrics({"weird": "not a number"}, 0)
+    # Lightning's sentence first
+    assert str(info.value).startswith("\n you tried to log not a number which is currently not supported.")
     logger.finalize("failed")
+
+
+def test_a_one_element_numpy_array_is_logged_as_its_number(tmp_path):
+    import numpy as np
+
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_metrics({"auc": np.array([0.75]), "f1": np.float32(0.5)}, 3)
+    logger.finalize("success")
+    assert scalars(logger.log_dir)["auc"] == [(3, 0.75)] and scalars(logger.log_dir)["f1"] == [(3, 0.5)]
 
 
 class TinyNet(torch.nn.Module):
@@ -331,6 +342,33 @@ def test_log_graph_of_a_lightning_module_outside_a_trainer(tmp_path):
     logger = TensorBoardLogger(tmp_path, log_graph=True)
     logger.log_graph(Module(), torch.zeros(1, 4))  # tracing reads `module.trainer`, which is not set
     logger.finalize("success")
+    acc = EventAccumulator(logger.log_dir)
+    acc.Reload()
+    assert acc.Graph() is not None
+
+
+def test_log_graph_moves_the_input_through_the_modules_batch_hooks(tmp_path):
+    seen = []
+
+    class Flat(ember.LightningModule):
+        """Its loader gives images: the batch hook flattens them, so only a hooked input fits the layer."""
+
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 2)
+            self.example_input_array = torch.zeros(1, 2, 2)
+
+        def forward(self, x):
+            return self.layer(x)
+
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            seen.append(("on_after_batch_transfer", tuple(batch.shape), dataloader_idx))
+            return batch.flatten(1)
+
+    logger = TensorBoardLogger(tmp_path, log_graph=True)
+    logger.log_graph(Flat())
+    logger.finalize("success")
+    assert seen == [("on_after_batch_transfer", (1, 2, 2), 0)]
     acc = EventAccumulator(logger.log_dir)
     acc.Reload()
     assert acc.Graph() is not None

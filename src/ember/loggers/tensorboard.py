@@ -184,12 +184,14 @@ class TensorBoardLogger(FolderLogger):
             if isinstance(value, dict):
                 self.experiment.add_scalars(key, value, step)
                 continue
+            if type(value).__module__ == "numpy" and getattr(value, "size", None) == 1:
+                value = value.item()  # `np.array([0.75])`, which metric functions return: as `add_scalar` reads it
             try:
                 number = float(value)
             except (TypeError, ValueError) as ex:
                 raise ValueError(
-                    f"TensorBoardLogger could not log the metric {key!r} with value {value!r}:"
-                    " log a number, a one-element tensor or a dict of numbers."
+                    f"\n you tried to log {value} which is currently not supported. Try a dict or a scalar/tensor."
+                    f" (TensorBoardLogger, metric {key!r}: log a number, a one-element tensor or a dict of numbers.)"
                 ) from ex
             self._pending.append((key, number, step, walltime))
 
@@ -241,9 +243,13 @@ class TensorBoardLogger(FolderLogger):
                 " representing the positional arguments to the model's `forward()` implementation."
             )
             return
-        device = _module_device(model)
-        if device is not None:
-            input_array = _move(input_array, device)
+        if callable(getattr(model, "_apply_batch_transfer_handler", None)):
+            # a LightningModule: through its batch-transfer hooks, as a batch of dataloader 0 (as Lightning does)
+            input_array = model._apply_batch_transfer_handler(model._on_before_batch_transfer(input_array))
+        else:
+            device = _module_device(model)
+            if device is not None:
+                input_array = _move(input_array, device)
         # tracing reads every attribute of the module: `trainer` must not raise outside a Trainer. (The warning
         # filters stay as they are, as in Lightning: changing them makes Python show again every warning it had
         # shown once, at each graph logged.)
