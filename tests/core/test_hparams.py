@@ -270,6 +270,20 @@ def test_no_save_hyperparameters_means_empty_hparams_and_no_logger_call():
     assert logger.hparams_calls == []
 
 
+def test_hyperparameters_all_ignored_are_still_logged_as_an_empty_dict(tmp_path):
+    class OnlyModules(CoreModel):
+        def __init__(self, net=None):
+            super().__init__()
+            self.save_hyperparameters(ignore=["net"])
+
+    logger = RecordingLogger()
+    quiet_trainer(max_steps=1, logger=logger).fit(OnlyModules(nn.Linear(1, 1)), loader(n=4))
+    assert logger.hparams_calls == [{}]  # as in Lightning: the module asked for its hyperparameters to be logged
+    csv = ember.loggers.CSVLogger(tmp_path)
+    quiet_trainer(max_steps=1, logger=csv).fit(OnlyModules(nn.Linear(1, 1)), loader(n=4))
+    assert (tmp_path / "lightning_logs" / "version_0" / "hparams.yaml").read_text() == "{}\n"
+
+
 def test_checkpoint_stores_current_hparams_and_the_logger_the_initial_ones(tmp_path):
     class Changing(CoreModel):
         def __init__(self, lr=0.1):

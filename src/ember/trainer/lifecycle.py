@@ -434,9 +434,13 @@ def log_hyperparams(trainer: Trainer, model: Any) -> None:
     # `_class_path`, the class `LightningCLI` chose for each, is its own record, not a hyperparameter: as in
     # Lightning, it is neither compared nor logged
     hparams: dict[str, Any] = {}
-    if getattr(model, "_log_hyperparams", False):
+    # as in Lightning, a module or datamodule that called `save_hyperparameters` (with `logger=True`) has its
+    # hyperparameters logged even when none were left (`ignore=` took them all): `hparams.yaml` holds `{}`
+    logs = getattr(model, "_log_hyperparams", False)
+    if logs:
         hparams.update((k, v) for k, v in model.hparams_initial.items() if k != "_class_path")
     if datamodule is not None and getattr(datamodule, "_log_hyperparams", False):
+        logs = True
         dm_hparams = {k: v for k, v in datamodule.hparams_initial.items() if k != "_class_path"}
         overlap = [k for k in dm_hparams if k in hparams and _differ(hparams[k], dm_hparams[k])]
         if overlap:
@@ -446,7 +450,7 @@ def log_hyperparams(trainer: Trainer, model: Any) -> None:
             )
         hparams.update(dm_hparams)
     for logger in trainer.loggers:
-        if hparams:
+        if logs:
             logger.log_hyperparams(hparams)
         if hasattr(logger, "log_graph"):
             logger.log_graph(model)
