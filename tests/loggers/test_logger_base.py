@@ -218,6 +218,16 @@ def test_next_version_counts_version_folders_only(tmp_path):
     assert CSVLogger(tmp_path, name="missing").version == 0
 
 
+def test_the_version_number_is_read_as_lightning_reads_it(tmp_path):
+    from ember.loggers import CSVLogger, TensorBoardLogger
+
+    for name in ("version_0", "version_2_old", "version_5_", "version_07"):
+        (tmp_path / "exp" / name).mkdir(parents=True)
+    # the number after the first "_": a renamed copy keeps its number taken
+    assert CSVLogger(tmp_path, name="exp").version == 8
+    assert TensorBoardLogger(tmp_path, name="exp").version == 8
+
+
 def test_a_logger_may_take_its_methods_from_a_class_listed_after_logger():
     # Lightning's `Logger` gets them from Fabric's; dvclive's `DVCLiveLogger(Logger, FabricDVCLiveLogger)`
     # was abstract on Ember, and its `super().log_metrics(metrics, step, sync)` did not reach its implementation

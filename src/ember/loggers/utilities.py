@@ -208,10 +208,9 @@ def _next_version(root: str) -> int:
                 folders = [e.name for e in entries if e.is_dir()]
     except (FileNotFoundError, NotADirectoryError, OSError):
         return 0
+    # the number is what follows the first "_", as Lightning reads it: `version_2_old` counts as 2
     versions = [
-        int(name[len("version_") :])
-        for name in folders
-        if name.startswith("version_") and name[len("version_") :].isdigit()
+        int(name.split("_")[1]) for name in folders if name.startswith("version_") and name.split("_")[1].isdigit()
     ]
     return max(versions) + 1 if versions else 0
 
