@@ -510,3 +510,28 @@ def test_sharded_folder_whose_pickles_run_code_does_not_run_them(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match=r"index\.ckpt needs `(posix|nt)\.system`.*weights_only=False"):
         load_checkpoint(index)
     assert not marker.exists()
+
+
+def test_a_tilde_in_a_loggers_save_dir_puts_the_checkpoints_in_the_home_folder(tmp_path, monkeypatch):
+    """fsspec, which writes Lightning's files, expands ``~``: the checkpoints go beside ``metrics.csv``, not into a
+    folder named ``~`` in the working directory."""
+    from tests.helpers.core_models import CoreModel, loader
+
+    import ember
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    trainer = ember.Trainer(
+        max_epochs=1,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=ember.loggers.CSVLogger("~/logs"),
+    )
+    trainer.fit(CoreModel(), loader(n=4), loader(n=4))  # its validation logs `val_loss`
+    folder = home / "logs" / "lightning_logs" / "version_0"
+    assert (folder / "metrics.csv").is_file()
+    assert [p.name for p in (folder / "checkpoints").iterdir()] == ["epoch=0-step=1.ckpt"]
+    assert not (work / "~").exists()

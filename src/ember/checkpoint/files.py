@@ -63,11 +63,14 @@ def is_local(path: PathLike) -> bool:
 
 
 def local_path(path: PathLike) -> str:
+    """The filesystem path of a local ``path``: without a ``file://`` prefix, and ``~`` expanded (as fsspec,
+    which writes Lightning's files, expands it: a logger's ``save_dir="~/logs"`` means the home folder)."""
     text = os.fspath(path)
     for prefix in ("file://", "local://"):
         if text.startswith(prefix):
-            return text[len(prefix) :]
-    return text
+            text = text[len(prefix) :]
+            break
+    return os.path.expanduser(text)
 
 
 # Questions about a path that a default run asks every time: the standard library answers them for
