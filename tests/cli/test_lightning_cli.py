@@ -365,3 +365,34 @@ def test_a_printed_strategy_config_holds_only_lightnings_arguments(capsys, strat
     # DDP's keyword arguments follow, read from torch's `DistributedDataParallel` as on Lightning
     assert printed[: len(lightnings_arguments)] == lightnings_arguments
     assert not {"preemption_check_interval", "start_method"} & set(printed[len(lightnings_arguments) :])
+
+
+def test_a_config_at_an_fsspec_url_is_read_as_lightning_reads_it(tmp_path):
+    import fsspec
+
+    with fsspec.open("memory://ember-cli-test/config.yaml", "w") as file:
+        file.write("trainer:\n  max_epochs: 3\nmodel:\n  lr: 0.25\n")
+    cli = LightningCLI(
+        Regressor,
+        RegressionData,
+        run=False,
+        args=["--config", "memory://ember-cli-test/config.yaml", *_quiet(tmp_path)],
+    )
+    assert cli.trainer.max_epochs == 3 and cli.model.hparams.lr == 0.25
+
+
+def test_the_names_lightnings_cli_module_imports_can_be_taken_from_it():
+    import jsonargparse
+    import torch.optim
+
+    import ember
+    import ember.cli as cli_module
+
+    assert (
+        cli_module.Namespace is jsonargparse.Namespace and cli_module.ActionConfigFile is jsonargparse.ActionConfigFile
+    )
+    assert cli_module.Optimizer is torch.optim.Optimizer and cli_module.Trainer is ember.Trainer
+    assert cli_module.LightningModule is ember.LightningModule and cli_module.seed_everything is ember.seed_everything
+    assert issubclass(cli_module.LightningArgumentParser, jsonargparse.ArgumentParser)
+    with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
+        cli_module.Nothing  # noqa: B018

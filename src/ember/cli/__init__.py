@@ -54,10 +54,38 @@ __all__ = [
 ]
 
 
+# the names Lightning's `cli` module imports, which programs take from it (`from lightning.pytorch.cli import
+# LightningCLI, Namespace`): each loads on first use, so that `import ember.cli` pulls in neither jsonargparse
+# nor the Trainer
+_FROM_ELSEWHERE = {
+    "ActionConfigFile": "jsonargparse",
+    "ArgumentParser": "jsonargparse",
+    "Namespace": "jsonargparse",
+    "class_from_function": "jsonargparse",
+    "register_unresolvable_import_paths": "jsonargparse",
+    "Optimizer": "torch.optim",
+    "LRScheduler": "torch.optim.lr_scheduler",
+    "Callback": "ember.callbacks",
+    "LightningDataModule": "ember.core.datamodule",
+    "LightningModule": "ember.core.module",
+    "Trainer": "ember.trainer.trainer",
+    "seed_everything": "ember.utilities.seed",
+    "MisconfigurationException": "ember.utilities.exceptions",
+    "rank_zero_warn": "ember.utilities.rank_zero",
+    "is_overridden": "ember.utilities.model_helpers",
+    "get_filesystem": "ember.checkpoint.files",
+}
+
+
 def __getattr__(name: str) -> Any:
     # the parser subclasses jsonargparse's, so it is built (and jsonargparse imported) on first use
     if name == "LightningArgumentParser":
-        parser_class = argument_parser_class()
-        globals()[name] = parser_class
-        return parser_class
-    raise AttributeError(f"module 'ember.cli' has no attribute {name!r}")
+        value = argument_parser_class()
+    elif name in _FROM_ELSEWHERE:
+        import importlib
+
+        value = getattr(importlib.import_module(_FROM_ELSEWHERE[name]), name)
+    else:
+        raise AttributeError(f"module 'ember.cli' has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -37,6 +37,16 @@ try:  # torch's lazily imported submodules confuse jsonargparse's import-path re
 except ImportError:  # pragma: no cover - older jsonargparse
     pass
 
+# `--config s3://bucket/config.yaml` (any fsspec URL) reads through fsspec, as Lightning sets it up
+try:
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(config_read_mode_fsspec_enabled=True)
+except ImportError:  # pragma: no cover - jsonargparse before 4.39
+    from jsonargparse import set_config_read_mode
+
+    set_config_read_mode(fsspec_enabled=True)
+
 _PUBLIC_PACKAGES = (
     "ember.callbacks",
     "ember.loggers",
