@@ -283,6 +283,16 @@ def test_unknown_trainer_option_names_the_nearest(capsys, tmp_path):
     assert "`--trainer.max_epoch` is not an option: did you mean `--trainer.max_epochs`?" in err
 
 
+@pytest.mark.parametrize("args", [["--model.hiden", "3"], ["fit", "--model.hiden", "3"]])
+def test_the_nearest_option_is_named_once_through_every_parser_level(args):
+    from jsonargparse import ArgumentError
+
+    run = args[0] == "fit"
+    with pytest.raises(ArgumentError) as info:
+        LightningCLI(Regressor, RegressionData, run=run, args=args, parser_kwargs={"exit_on_error": False})
+    assert str(info.value).count("did you mean `--model.hidden`?") == 1
+
+
 def test_unknown_yaml_key_names_the_nearest(capsys, tmp_path):
     config = _lightning_style_config(tmp_path)
     config["trainer"]["max_epoch"] = config["trainer"].pop("max_epochs")
@@ -333,6 +343,10 @@ def test_args_as_a_dict_and_the_warning_for_args_plus_command_line(tmp_path, mon
     monkeypatch.setattr(sys, "argv", ["main.py", "--trainer.max_epochs=9"])
     with pytest.warns(UserWarning, match="args parameter is intended to run from within Python"):
         LightningCLI(Regressor, RegressionData, run=False, args=["--trainer.max_epochs=4", *_quiet(tmp_path)])
+    # as in Lightning, whatever `args` holds: a dict, or the command line's own arguments
+    for args in (config, sys.argv[1:]):
+        with pytest.warns(UserWarning, match="args parameter is intended to run from within Python"):
+            LightningCLI(Regressor, RegressionData, run=False, args=args)
 
 
 @pytest.mark.parametrize(

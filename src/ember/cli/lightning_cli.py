@@ -337,7 +337,7 @@ class LightningCLI:
         """Parse ``args`` (a list of command line strings, a dict, or None for ``sys.argv``) into ``self.config``."""
         from jsonargparse import Namespace
 
-        if isinstance(args, (list, tuple)) and len(sys.argv) > 1 and list(args) != sys.argv[1:]:
+        if args is not None and len(sys.argv) > 1:  # a dict or the same list too, as in Lightning
             rank_zero_warn(
                 "LightningCLI's args parameter is intended to run from within Python like if it were from the command "
                 "line. To prevent mistakes it is not recommended to provide both args and command line arguments, got: "
@@ -511,7 +511,9 @@ class LightningCLI:
             raise MisconfigurationException(
                 f"`{self.__class__.__name__}.add_configure_optimizers_method_to_model` expects at most one optimizer "
                 f"and one lr_scheduler to be 'AUTOMATIC', but found {optimizers + lr_schedulers}. In this case the "
-                "user is expected to link the argument groups and implement `configure_optimizers`."
+                "user is expected to link the argument groups and implement `configure_optimizers`, see "
+                "https://lightning.ai/docs/pytorch/stable/common/lightning_cli.html"
+                "#optimizers-and-learning-rate-schedulers"
             )
         optimizer_class = parser._optimizers[optimizers[0]][0]
         optimizer_init = self._get(self.config_init, optimizers[0])

@@ -299,6 +299,9 @@ def _explain(parser: ArgumentParser, message: str) -> str:
             f"The module '{module.group(1)}'{where} could not be imported: check the spelling, and that its package"
             " is installed or its folder is on PYTHONPATH (the `ember` command adds the current folder)."
         )
+    # jsonargparse reports one error through every parser level (the subcommand's, then the root's): a note
+    # is added once
+    notes = [note for note in dict.fromkeys(notes) if note not in message]
     if not notes:
         return message
     return message.rstrip() + "\n" + "\n".join(notes)
