@@ -65,6 +65,15 @@ def test_weights_are_restored_and_the_tuner_leaves_no_trace():
     assert trainer.global_step == 0
 
 
+def test_the_last_trials_logged_values_stay_readable_after_a_tuner_call_as_in_lightning():
+    trainer = _trainer()
+    Tuner(trainer).lr_find(LinearRegression(batch_size=32), num_training=5, update_attr=False)
+    assert set(trainer.callback_metrics) == set(trainer.logged_metrics) == {"train_loss", "val_loss"}
+    trainer = _trainer(limit_train_batches=2, limit_val_batches=1)
+    Tuner(trainer).scale_batch_size(LinearRegression(batch_size=2), max_trials=2, steps_per_trial=1)
+    assert set(trainer.callback_metrics) == {"train_loss"}  # its trials stop before any validation
+
+
 @pytest.mark.filterwarnings("ignore:These hyperparameters are not plain data")
 def test_the_sweep_restores_a_module_whose_hyperparameters_hold_arbitrary_objects():
     # Lightning saves the state to a temporary checkpoint and loads it back with weights_only=True, which

@@ -223,15 +223,17 @@ class Run:
         for results in (self.train_results, self.val_results, self.test_results):
             results.sync = sync
 
-    def forget_data_and_metrics(self, trainer: Any) -> None:
-        """Drop loaded dataloaders, iterators and logged values, so the next loop asks for fresh ones.
+    def forget_data(self, trainer: Any) -> None:
+        """Drop loaded dataloaders, iterators and the loops' results, so the next loop asks for fresh ones.
 
         The tuner's trials use this: a trial may have changed ``batch_size``, so the dataloader
         hooks must run again. The entry point, what it was given, the counters, the hooks, the
-        profiler, a pending resume and the stop flag are kept.
+        profiler, a pending resume and the stop flag are kept, and so are the values logged so far
+        (``trainer.callback_metrics`` after a tuner call holds its last trial's, as in Lightning).
         """
         fresh = Run(trainer, **{name: getattr(self, name) for name in _KEPT_BY_TRIALS})
         fresh.set_sync(self.train_results.sync)
+        fresh.metrics.carry_over(self.metrics)
         for name in (f.name for f in fields(self)):
             setattr(self, name, getattr(fresh, name))
 

@@ -110,19 +110,19 @@ class TrainerSnapshot:
         self.reset_progress(trainer)
         trainer.should_stop = False
         trainer.state.stage = self.stage
-        forget_data_and_metrics(trainer)
+        forget_data(trainer)
 
     def reset_progress(self, trainer: Trainer) -> None:
         """Counters back to where the snapshot was taken (each trial starts from the same point)."""
         trainer._run.progress.load_state_dict(deepcopy(self.progress))
 
 
-def forget_data_and_metrics(trainer: Trainer) -> None:
-    """Drop loaded dataloaders and logged values, so the next loop asks for fresh ones.
+def forget_data(trainer: Trainer) -> None:
+    """Drop loaded dataloaders, so the next loop asks for fresh ones (logged values are kept).
 
     A trial may have changed ``batch_size``: the dataloader hooks must run again to see it.
     """
-    trainer._run.forget_data_and_metrics(trainer)
+    trainer._run.forget_data(trainer)
 
 
 _SETTINGS = (
@@ -173,7 +173,7 @@ def run_trial(trainer: Trainer) -> None:
     from ember.trainer import loop
     from ember.trainer.states import RunningStage, TrainerFn
 
-    forget_data_and_metrics(trainer)
+    forget_data(trainer)
     fn = trainer.state.fn
     if fn == TrainerFn.FITTING:
         trainer.should_stop = False
@@ -214,7 +214,7 @@ def current_dataset_length(trainer: Trainer) -> int | None:
     from ember.trainer import dataloaders
     from ember.trainer.states import RunningStage, TrainerFn
 
-    forget_data_and_metrics(trainer)
+    forget_data(trainer)
     fn = trainer.state.fn
     assert fn is not None, "the tuner runs inside a call of fit, validate, test or predict"
     if fn == TrainerFn.FITTING:
@@ -231,5 +231,5 @@ def current_dataset_length(trainer: Trainer) -> int | None:
             total += len(dataset)  # type: ignore[arg-type]
         except TypeError:
             return None
-    forget_data_and_metrics(trainer)
+    forget_data(trainer)
     return total
