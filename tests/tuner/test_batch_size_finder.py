@@ -145,8 +145,13 @@ def test_bad_input():
     with pytest.raises(MisconfigurationException, match="Field batch_size not found"):
         Tuner(_trainer()).scale_batch_size(BudgetModel(where="nowhere"))
     model = BudgetModel()
-    with pytest.raises(MisconfigurationException, match="cannot be used with dataloaders passed directly"):
+    with pytest.raises(
+        MisconfigurationException, match=r"cannot be used with dataloaders passed directly to `.fit\(\)`"
+    ):
         Tuner(_trainer()).scale_batch_size(model, train_dataloaders=model.train_dataloader())
+    # a loader passed in keeps its batch size: Lightning runs a search that cannot change anything
+    with pytest.raises(MisconfigurationException, match=r"passed directly to `.validate\(\)`"):
+        Tuner(_trainer()).scale_batch_size(model, dataloaders=model.train_dataloader(), method="validate")
 
 
 def test_fast_dev_run_skips_the_search():

@@ -85,9 +85,12 @@ class BatchSizeFinder(Callback):
             )
         )
         if given is not None:
+            # (for validate/test/predict Lightning runs the search, but a loader passed in keeps its batch size, so
+            # every trial runs the same batches and the search ends at its largest size, meaning nothing)
             raise MisconfigurationException(
-                "The Batch size finder cannot be used with dataloaders passed directly to `.fit()`. Please disable"
-                " the feature or incorporate the dataloader into your LightningModule or LightningDataModule."
+                f"The Batch size finder cannot be used with dataloaders passed directly to `.{getattr(stage, 'value', stage) or 'fit'}()`."
+                " Please disable the feature or incorporate the dataloader into your LightningModule or"
+                " LightningDataModule."
             )
         if stage in ("validate", "test", "predict"):
             prefix = {"validate": "val", "test": "test", "predict": "predict"}[stage]
