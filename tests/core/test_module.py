@@ -177,6 +177,18 @@ def test_configure_optimizers_returning_none_warns_and_fit_runs_without_optimize
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_the_base_training_step_warns_and_skips_the_batch_as_lightnings_does():
+    class CallsTheBase(CoreModel):
+        def training_step(self, batch, batch_idx):
+            return super(CoreModel, self).training_step(batch, batch_idx)  # ember.LightningModule's
+
+    model = CallsTheBase()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.warns(UserWarning, match="^`training_step` must be implemented to be used with the Lightning Trainer"):
+        quiet_trainer(max_steps=2).fit(model, loader(n=8))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing trained
+
+
 def test_dataloader_defaults_raise_with_the_fix():
     model = ember.LightningModule()
     for name in ("train_dataloader", "val_dataloader", "test_dataloader", "predict_dataloader"):

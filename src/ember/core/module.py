@@ -255,8 +255,12 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
         return super().forward(*args, **kwargs)
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
-        """One training step: return the loss (a tensor, or a dict with ``"loss"``), or None to skip."""
-        raise MisconfigurationException(
+        """One training step: return the loss (a tensor, or a dict with ``"loss"``), or None to skip.
+
+        This base one warns and skips, as Lightning's does (a step that calls ``super().training_step(...)``); the
+        Trainer refuses a module that does not override it before any work.
+        """
+        rank_zero_warn(
             "`training_step` must be implemented to be used with the Lightning Trainer. Define"
             " `def training_step(self, batch, batch_idx)` returning the loss."
         )
