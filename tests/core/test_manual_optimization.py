@@ -448,6 +448,12 @@ def test_the_lightning_optimizer_stands_for_the_optimizer_and_can_be_copied():
     wrapped = LightningOptimizer(adam)  # no trainer needed, as in Lightning
     assert isinstance(wrapped, torch.optim.Adam) and type(wrapped).__name__ == "LightningAdam"
     assert repr(wrapped) == "Lightning" + repr(adam)
+
+    class Named(torch.optim.SGD):
+        def __repr__(self):
+            return "Named(custom)"
+
+    assert repr(LightningOptimizer(Named(layer.parameters(), lr=0.1))) == "Named(custom)"  # its own, as in Lightning
     wrapped.param_groups[0]["lr"] = 1.0
     assert adam.param_groups[0]["lr"] == 1.0
     wrapped.state = adam.state  # settable, as in Lightning

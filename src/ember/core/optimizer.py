@@ -121,8 +121,8 @@ class LightningOptimizer:
         self._on_after_step()
         return output
 
-    def __repr__(self) -> str:
-        return "Lightning" + repr(self._optimizer)  # "LightningSGD (...)", as Lightning's class name reads
+    # no `__repr__` of its own, as in Lightning: the optimizer class's reads the class name, "LightningSGD (...)",
+    # and a class with its own `__repr__` keeps it
 
     def __reduce__(self) -> tuple[Any, ...]:
         # the class is made for the wrapped optimizer's type: rebuild it when copied or unpickled
