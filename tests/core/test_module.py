@@ -64,6 +64,22 @@ def test_dtype_and_device_of_a_nested_module():
     assert model.inner.dtype == torch.float64
 
 
+def test_dtype_and_device_are_what_the_move_asked_for_as_in_lightning():
+    class NoParameters(ember.LightningModule):
+        def predict_step(self, batch, batch_idx):
+            return self.dtype
+
+    model = NoParameters()
+    assert model.to(torch.float64).dtype == torch.float64  # nothing to read them from: the move says it
+    assert model.double().dtype == torch.float64 and model.float().dtype == torch.float32
+    assert model.to("meta").device == torch.device("meta") and model.cpu().device == torch.device("cpu")
+    assert model.bfloat16().dtype == torch.float32  # Lightning tracks to/double/float/half/type only
+    with pytest.raises(RuntimeError, match="Cannot set the dtype explicitly. Please use module.to"):
+        model.dtype = torch.float64
+    predictions = quiet_trainer(precision="64-true").predict(NoParameters(), loader(n=4, batch_size=4))
+    assert predictions == [torch.float64]
+
+
 def test_the_trainer_reaches_lightningmodule_children_but_not_one_inside_a_plain_container():
     # Lightning's rule: through children that are LightningModules. torchdyn's tutorial model holds
     # its NeuralODE (a LightningModule) inside an `nn.Sequential`: that one stays unattached

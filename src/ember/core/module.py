@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from ember.core.device_dtype import DeviceDtypeModuleMixin
 from ember.core.hooks import CheckpointHooks, DataHooks, ModelHooks, through_batch_hooks
 from ember.core.hparams import HyperparametersMixin
 from ember.core.logging import LoggingMixin
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
 
 
-class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks, CheckpointHooks, nn.Module):
+class LightningModule(
+    DeviceDtypeModuleMixin, LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks, CheckpointHooks, nn.Module
+):
     """A ``torch.nn.Module`` that also says how to train, validate, test and predict with itself.
 
     Example::
@@ -120,14 +123,6 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
             if isinstance(child, LightningModule):
                 child.trainer = trainer
         self._trainer = trainer
-
-    @property
-    def device(self) -> torch.device:
-        return self._device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._dtype
 
     @property
     def current_epoch(self) -> int:
@@ -231,23 +226,6 @@ class LightningModule(LoggingMixin, HyperparametersMixin, ModelHooks, DataHooks,
     def device_mesh(self) -> Any:
         """The device mesh of a model-parallel run (None on one device or with DDP)."""
         return getattr(self, "_device_mesh", None)
-
-    # ---- device moves keep `device`/`dtype` current -----------------------------------------
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> LightningModule:
-        result = super()._apply(fn, *args, **kwargs)
-        for tensor in self.parameters(recurse=True):
-            self._device = tensor.device
-            if tensor.is_floating_point():
-                self._dtype = tensor.dtype
-            break
-        else:
-            for buffer in self.buffers():
-                self._device = buffer.device
-                break
-        for child in self.modules():
-            if isinstance(child, LightningModule) and child is not self:
-                child._device, child._dtype = self._device, self._dtype
-        return result
 
     # ---- the steps -----------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
