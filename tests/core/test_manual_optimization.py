@@ -688,3 +688,19 @@ def test_manual_steps_outside_the_training_step_run_as_in_lightning():
     torch.testing.assert_close(model.layer.weight, expected.weight)
     assert model.hooks == ["test:before_backward", "test:before_optimizer_step"] * 2
     assert trainer.global_step == 2
+
+
+def test_untoggling_another_optimizer_restores_only_the_rest_as_lightning_does():
+    seen = {}
+
+    class Two(TwoNets):
+        def training_step(self, batch, batch_idx):
+            opt_g, opt_d = self.optimizers()
+            self.toggle_optimizer(opt_g)
+            self.untoggle_optimizer(opt_d)  # not the one toggled: its own parameters stay as they were
+            seen["after"] = (self.gen.weight.requires_grad, self.disc.weight.requires_grad)
+            with pytest.raises(KeyError):  # an optimizer the Trainer does not hold, as in Lightning
+                self.toggle_optimizer(torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=0.1))
+
+    _fit(Two(), n=4)
+    assert seen["after"] == (True, False)

@@ -325,23 +325,33 @@ class LightningModule(
             loss.backward(*args, **kwargs)
 
     def toggle_optimizer(self, optimizer: Optimizer | Any) -> None:
-        """Only the parameters of ``optimizer`` keep ``requires_grad``; the others are frozen."""
-        optimizer = getattr(optimizer, "_optimizer", optimizer)
-        own = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        saved: dict[int, tuple[nn.Parameter, bool]] = {}
+        """Only the parameters of ``optimizer`` keep ``requires_grad``; the others are frozen.
+
+        As Lightning does: every parameter of the Trainer's optimizers is frozen, with its state kept for
+        :meth:`untoggle_optimizer`, then ``optimizer``'s get theirs back.
+        """
+        saved: dict[Tensor, bool] = {}
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
                 for param in group["params"]:
-                    if id(param) in own or id(param) in saved:
+                    if param in saved:
                         continue
-                    saved[id(param)] = (param, param.requires_grad)
+                    saved[param] = param.requires_grad
                     param.requires_grad = False
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                param.requires_grad = saved[param]
         self._param_requires_grad_state = saved
 
     def untoggle_optimizer(self, optimizer: Optimizer | Any) -> None:
-        """Undo :meth:`toggle_optimizer`."""
-        for param, requires_grad in getattr(self, "_param_requires_grad_state", {}).values():
-            param.requires_grad = requires_grad
+        """Undo :meth:`toggle_optimizer`: the parameters of the Trainer's other optimizers get their state back."""
+        optimizer = getattr(optimizer, "_optimizer", optimizer)  # the one `self.optimizers()` wraps
+        for opt in self.trainer.optimizers:
+            if opt is not optimizer:
+                for group in opt.param_groups:
+                    for param in group["params"]:
+                        if param in self._param_requires_grad_state:
+                            param.requires_grad = self._param_requires_grad_state[param]
         self._param_requires_grad_state = {}
 
     @contextmanager
