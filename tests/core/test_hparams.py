@@ -529,3 +529,23 @@ def test_subclasses_of_plain_types_are_written_as_their_plain_values(tmp_path):
             "ratio": 1.5,
             "by_mode": {"TRAIN": 3},
         }
+
+
+def test_a_dataclass_hyperparameter_is_written_as_a_mapping_of_its_fields(tmp_path, monkeypatch):
+    import sys
+
+    import yaml
+
+    pytest.importorskip("omegaconf")
+    monkeypatch.delitem(sys.modules, "omegaconf", raising=False)  # a program that does not use it: Ember's writer
+
+    @dataclass
+    class Cfg:
+        hidden: int = 8
+        act: str = "relu"
+
+    path = tmp_path / "hparams.yaml"
+    save_hparams_to_yaml(path, {"lr": 0.1, "cfg": Cfg()})
+    assert yaml.safe_load(path.read_text()) == {"lr": 0.1, "cfg": {"hidden": 8, "act": "relu"}}
+    # in the order given, as OmegaConf writes it for Lightning (where it is installed, as here)
+    assert path.read_text() == "lr: 0.1\ncfg:\n  hidden: 8\n  act: relu\n"
