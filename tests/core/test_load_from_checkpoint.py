@@ -106,7 +106,7 @@ def test_hparams_file_replaces_saved_hparams(tmp_path):
     loaded = Saved.load_from_checkpoint(path, hparams_file=hparams_file)
     assert loaded.hparams == {"lr": 0.7, "width": 1, "tag": "yaml"}
     # a missing file: Lightning's warning, and no saved hyperparameters (the defaults build the model)
-    with pytest.warns(UserWarning, match="Missing Tags: .*missing.yaml"):
+    with pytest.warns(RuntimeWarning, match="Missing Tags: .*missing.yaml"):  # as in Lightning
         defaults = Saved.load_from_checkpoint(path, hparams_file=tmp_path / "missing.yaml")
     assert defaults.hparams == {"lr": 0.1, "width": 1, "tag": "a"}
 
@@ -330,7 +330,7 @@ def test_hparams_csv_file(tmp_path):
 def test_hparams_file_with_an_unknown_extension(tmp_path):
     path, _ = _trained_checkpoint(tmp_path)
     (tmp_path / "h.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"a .csv, .yml or .yaml file is required"):
+    with pytest.raises(ValueError, match=r"^.csv, .yml or .yaml is required for `hparams_file`"):
         Saved.load_from_checkpoint(path, hparams_file=tmp_path / "h.json")
 
 

@@ -536,6 +536,7 @@ def test_a_name_with_the_dataloader_suffix_is_kept_as_given_without_add_dataload
     [
         ("text", r"`self.log\(bad, text\)` was called, but `str` values cannot be logged"),
         ({"a": {"b": 1.0}}, "nested dictionaries cannot be logged"),
+        ({"a": 1.0}, r"^`self.log\(bad, \{'a': 1.0\}\)` was called, but `dict` values cannot be logged"),
         (torch.tensor([1.0, 2.0]), r"the tensor must have a single element. You can try doing `self.log\(bad, "),
     ],
 )
@@ -832,3 +833,16 @@ def test_values_logged_around_a_hook_that_logs_inside_a_manual_step_are_all_kept
     trainer.fit(model, loader(n=8, batch_size=2))
     assert model.seen[0] == ["b", "c", "s"]
     assert float(trainer.callback_metrics["a"]) == 2.5  # the mean of batches 1 to 4
+
+
+def test_logging_in_predict_step_gives_lightnings_message_word_for_word():
+    class Logs(CoreModel):
+        def predict_step(self, batch, batch_idx):
+            self.log("p", 1.0)
+
+    with pytest.raises(MisconfigurationException) as info:
+        quiet_trainer().predict(Logs(), loader(n=4))
+    assert str(info.value) == (
+        "You are trying to `self.log()` but the loop's result collection is not registered yet. This is most likely"
+        " because you are trying to log in a `predict` hook, but it doesn't support logging"
+    )

@@ -392,5 +392,5 @@ def test_a_scheduler_dict_without_an_optimizer_or_with_a_list_is_named_where_lig
         MisconfigurationException, match="The dict returned by `configure_optimizers` has no 'optimizer'"
     ):
         quiet_trainer(max_steps=1).fit(CoreModel(optimizers=no_optimizer), loader(n=4))
-    with pytest.raises(TypeError, match="The provided lr scheduler `list` is invalid"):
+    with pytest.raises(TypeError, match="^The provided lr scheduler `list` is invalid. It should have `state_dict`"):
         quiet_trainer(max_steps=1).fit(CoreModel(optimizers=listed_scheduler), loader(n=4))

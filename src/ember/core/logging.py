@@ -214,7 +214,7 @@ class LoggingMixin:
                 _resolve_log_levels(fx, name, on_step, on_epoch)  # raises: no logging in this hook
             raise MisconfigurationException(
                 "You are trying to `self.log()` but the loop's result collection is not registered yet. This is most"
-                " likely because you are trying to log in a `predict` hook, but it doesn't support logging."
+                " likely because you are trying to log in a `predict` hook, but it doesn't support logging"
             )
         if fx is None:
             raise MisconfigurationException(
@@ -271,7 +271,8 @@ class LoggingMixin:
             if any(isinstance(v, Mapping) for v in value.values()):
                 raise ValueError(f"`self.log({name}, {value})` was called, but nested dictionaries cannot be logged")
             raise ValueError(
-                f"`self.log({name}, {value})` was called with a dict: log each value under its own name,"
+                f"`self.log({name}, {value})` was called, but `{type(value).__name__}` values cannot be logged:"
+                " log each value under its own name,"
                 " or use `self.log_dict(...)`."
             )
         if isinstance(value, Tensor):

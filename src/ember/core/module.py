@@ -398,7 +398,7 @@ class LightningModule(
         else:
             algorithm = gradient_clip_algorithm.lower()  # any case, as Lightning
         if not isinstance(value, (int, float)):
-            raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {value!r}.")
+            raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {value}.")
         if algorithm not in ("norm", "value"):
             raise MisconfigurationException(
                 f"`gradient_clip_algorithm` {algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
@@ -537,9 +537,10 @@ class LightningModule(
         Deprecated, as in Lightning: TorchScript is deprecated in PyTorch; use ``torch.export.export()``.
         """
         rank_zero_deprecation(
-            "`LightningModule.to_torchscript` has been deprecated in v2.7 and will be removed in v2.8 (Lightning's"
-            " schedule, which Ember follows). TorchScript is deprecated in PyTorch. Use `torch.export.export()` for"
-            " model exporting instead. See https://pytorch.org/docs/stable/export.html for more information."
+            "`LightningModule.to_torchscript` has been deprecated in v2.7 and will be removed in v2.8. TorchScript is"
+            " deprecated in PyTorch. Use `torch.export.export()` for model exporting instead. See"
+            " https://pytorch.org/docs/stable/export.html for more information. (Lightning's schedule, which Ember"
+            " follows.)"
         )
         mode = self.training
         self.eval()

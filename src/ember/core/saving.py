@@ -63,7 +63,8 @@ def load_hparams_from_file(path: str) -> dict[str, Any]:
 
     fs = get_filesystem(path)
     if not fs.exists(path):
-        rank_zero_warn(f"Missing Tags: {path}.")  # Lightning's words: no hyperparameters, and go on
+        # Lightning's words and category: no hyperparameters, and go on
+        rank_zero_warn(f"Missing Tags: {path}.", category=RuntimeWarning)
         return {}
     if str(path).endswith(".csv"):
         import csv
@@ -512,7 +513,7 @@ def _load_state(cls: type, checkpoint: dict[str, Any], strict: bool | None = Non
 def _read_hparams_file(hparams_file: Any) -> dict[str, Any]:
     extension = str(hparams_file).rsplit(".", 1)[-1].lower()
     if extension not in ("csv", "yml", "yaml"):
-        raise ValueError(f"`hparams_file={str(hparams_file)!r}`: a .csv, .yml or .yaml file is required.")
+        raise ValueError(f".csv, .yml or .yaml is required for `hparams_file` (got {str(hparams_file)!r}).")
     return load_hparams_from_file(str(hparams_file))
 
 

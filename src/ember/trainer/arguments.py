@@ -120,7 +120,7 @@ def check_optimization(accumulate_grad_batches: Any, gradient_clip_val: Any, gra
     if gradient_clip_val is not None and (
         isinstance(gradient_clip_val, bool) or not isinstance(gradient_clip_val, (int, float))
     ):
-        raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {gradient_clip_val!r}.")
+        raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {gradient_clip_val}.")
     if gradient_clip_val is not None and not gradient_clip_val >= 0:  # NaN fails this too
         raise MisconfigurationException(
             f"`Trainer(gradient_clip_val={gradient_clip_val!r})` must be >= 0: it is the largest gradient norm (or"

@@ -200,8 +200,8 @@ def _check_schedulers(optimizers: list[Optimizer], configs: list[LRSchedulerConf
         scheduler = config.scheduler
         if not hasattr(scheduler, "state_dict") or not hasattr(scheduler, "load_state_dict"):
             raise TypeError(
-                f"The provided lr scheduler `{type(scheduler).__name__}` is invalid: it needs `state_dict` and"
-                " `load_state_dict` methods so it can be checkpointed."
+                f"The provided lr scheduler `{type(scheduler).__name__}` is invalid. It should have `state_dict` and"
+                " `load_state_dict` methods defined (a checkpoint saves and restores it through them)."
             )
         optimizer = getattr(scheduler, "optimizer", None)
         if optimizer is not None and not any(optimizer is o for o in optimizers):
