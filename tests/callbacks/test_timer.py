@@ -192,3 +192,18 @@ def test_stop_message(clock, verbose):
         assert re.fullmatch(r"Time limit reached\. Elapsed time is 0:00:1\d\. Signaling Trainer to stop\.", stops[0])
     else:
         assert stops == []
+
+
+def test_a_timer_given_to_a_second_trainer_counts_from_that_fits_start(clock):
+    """Lightning keeps the first fit's end time, so the second fit's elapsed time is negative while it trains
+    (and its duration cannot stop it)."""
+    timer, seen = Timer(), []
+
+    class Probe(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(timer.time_elapsed())
+
+    for _ in range(2):
+        trainer = pl.Trainer(**QUIET, max_epochs=1, limit_val_batches=0, callbacks=[timer, Probe()])
+        trainer.fit(Regressor(), train_loader())
+    assert seen and all(elapsed > 0 for elapsed in seen)

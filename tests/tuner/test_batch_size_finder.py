@@ -197,3 +197,45 @@ def test_after_the_search_the_batch_hooks_read_the_steps_values_as_in_lightning(
     trainer = pl.Trainer(callbacks=[finder, Reads()], limit_val_batches=8, **QUIET)
     trainer.validate(Logs(), verbose=False)
     assert seen[-1] == (["v"], [])  # Lightning 2.6.6: the step value is logged, and no callback metric
+
+
+def test_each_trial_of_an_evaluation_search_runs_steps_per_trial_batches_predict_included():
+    # Lightning limits the trials of fit, validate and test, but runs the whole predict loader in each
+    model = BudgetModel(budget=40)
+    Tuner(_trainer()).scale_batch_size(model, method="predict", steps_per_trial=2)
+    assert [model.sizes.count(size) for size in (2, 4, 8, 16, 32)] == [2] * 5
+
+
+def test_init_val_is_the_size_of_the_first_trial():
+    # Lightning's first trial runs the loader built with the model's old size, and counts it for `init_val`
+    model = BudgetModel(budget=24, batch_size=2)
+    assert Tuner(_trainer()).scale_batch_size(model, init_val=32, max_trials=3) == 16
+    assert model.sizes[0] == 32
+
+
+def test_a_finder_run_again_at_a_later_epoch_runs_real_trials():
+    # Lightning's own recipe (a `BatchSizeFinder` called in `on_train_epoch_start`): Lightning's trials stop at
+    # once there, since their step limit counts from 0, and the search ends at the dataset's length
+    class AtEpochOne(BatchSizeFinder):
+        def on_fit_start(self, trainer, pl_module):
+            return
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                self.scale_batch_size(trainer, pl_module)
+
+    model = BudgetModel(budget=8, n=64)
+    trainer = pl.Trainer(**{**QUIET, "max_epochs": 3, "limit_train_batches": 5, "callbacks": [AtEpochOne()]})
+    trainer.fit(model)
+    assert model.batch_size == 8
+    assert trainer.global_step == 15  # every epoch trained its five batches
+
+
+def test_a_tuner_call_that_fails_takes_its_finder_out_of_the_callbacks():
+    # Lightning leaves it there, and the next tuner call on the Trainer says one is already configured
+    trainer = _trainer()
+    callbacks = list(trainer.callbacks)
+    with pytest.raises(MisconfigurationException, match="Field bsz not found"):
+        Tuner(trainer).scale_batch_size(BudgetModel(), batch_arg_name="bsz")
+    assert trainer.callbacks == callbacks
+    assert Tuner(trainer).scale_batch_size(BudgetModel(budget=40), max_trials=2) == 4
