@@ -25,6 +25,16 @@ from ember.utilities import MisconfigurationException
         ({"accumulate_grad_batches": 0}, r"accumulate_grad_batches=0\)` must be an int >= 1"),
         ({"num_sanity_val_steps": -2}, r"`num_sanity_val_steps` must be an int >= -1"),
         ({"log_every_n_steps": -1}, r"`log_every_n_steps` must be an int >= 0"),
+        # Lightning takes these and fails later (a ZeroDivisionError in fit, a TypeError) or trains with them
+        ({"log_every_n_steps": 2.0}, r"`log_every_n_steps` must be an int >= 0"),
+        ({"accumulate_grad_batches": -1}, r"accumulate_grad_batches=-1\)` must be an int >= 1"),
+        ({"accumulate_grad_batches": 1.5}, r"accumulate_grad_batches=1.5\)` must be an int >= 1"),
+        ({"check_val_every_n_epoch": -1}, r"`check_val_every_n_epoch` should be an integer greater than 0 or None"),
+        ({"val_check_interval": 0}, r"`val_check_interval` should be a positive int. Found 0"),
+        ({"fast_dev_run": 1.5}, r"fast_dev_run=1.5 is not a valid configuration"),
+        ({"limit_test_batches": "x"}, r"`limit_test_batches='x'` must be an int \(a count of batches\) or a float"),
+        ({"overfit_batches": "a"}, r"`overfit_batches='a'` must be an int"),
+        ({"profiler": 1}, r"`Trainer\(profiler=...\)` got 1 \(int\): pass one of"),
         ({"check_val_every_n_epoch": 0}, r"`check_val_every_n_epoch` should be an integer greater than 0 or None"),
         (
             {"val_check_interval": 1.5},

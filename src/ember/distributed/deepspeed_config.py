@@ -47,7 +47,7 @@ def load_config(config: str | os.PathLike | dict[str, Any] | None) -> dict[str, 
         return loaded
     if config is not None and not isinstance(config, dict):
         raise TypeError(
-            f"`DeepSpeedStrategy(config=...)` takes a dict or the path of a JSON file, got a {type(config).__name__}."
+            f"`DeepSpeedStrategy(config=...)` takes a dict or the path of a JSON file, got {config!r} ({type(config).__name__})."
         )
     return config
 

@@ -47,7 +47,7 @@ def create_profiler(profiler: Profiler | str | None) -> Profiler:
         from ember.utilities.exceptions import MisconfigurationException
 
         raise MisconfigurationException(
-            f"`Trainer(profiler=...)` got a {type(profiler).__name__}: pass one of {list(PROFILERS)} or an instance of"
+            f"`Trainer(profiler=...)` got {profiler!r} ({type(profiler).__name__}): pass one of {list(PROFILERS)} or an instance of"
             " `ember.profilers.Profiler`."
         )
     return profiler
