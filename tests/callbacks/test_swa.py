@@ -97,6 +97,9 @@ def test_batch_norm_statistics_are_recomputed_for_the_average():
         ({"swa_lrs": [0.1, 1]}, "The `swa_lrs` should a positive float"),
         ({"swa_lrs": 0.1, "avg_fn": 3}, "The `avg_fn` should be callable."),
         ({"swa_lrs": 0.1, "device": 3}, "device is expected to be a torch.device or a str"),
+        # Lightning: a TypeError from comparing "a" with 0, and torch's ValueError once the SWA phase starts
+        ({"swa_lrs": [0.1, "a"]}, "The `swa_lrs` should a positive float"),
+        ({"swa_lrs": 0.1, "annealing_strategy": "foo"}, "`annealing_strategy` should be 'cos' or 'linear', got 'foo'"),
     ],
 )
 def test_invalid_arguments(kwargs, message):

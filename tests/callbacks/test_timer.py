@@ -207,3 +207,11 @@ def test_a_timer_given_to_a_second_trainer_counts_from_that_fits_start(clock):
         trainer = pl.Trainer(**QUIET, max_epochs=1, limit_val_batches=0, callbacks=[timer, Probe()])
         trainer.fit(Regressor(), train_loader())
     assert seen and all(elapsed > 0 for elapsed in seen)
+
+
+def test_a_number_of_seconds_is_refused_with_the_forms_it_takes():
+    # Lightning fails with an AttributeError on the int
+    with pytest.raises(
+        MisconfigurationException, match=r"`Timer\(duration=5\)` is not supported: pass a 'DD:HH:MM:SS'"
+    ):
+        Timer(duration=5)

@@ -181,6 +181,28 @@ def test_save_config_refuses_to_overwrite_a_previous_run(tmp_path):
         SaveConfigCallback(None, None, save_to_log_dir=False)
 
 
+def test_with_a_logger_that_has_no_folder_the_config_goes_to_default_root_dir(tmp_path):
+    # Lightning stops with a bare AssertionError in SaveConfigCallback.setup
+    from ember.loggers import Logger
+
+    class NoFolder(Logger):
+        name, version = "no-folder", 0
+
+        def log_metrics(self, metrics, step=None):
+            pass
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            pass
+
+    class CLI(LightningCLI):
+        def instantiate_trainer(self, **kwargs):
+            return super().instantiate_trainer(logger=NoFolder(), **kwargs)
+
+    args = ["fit", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0"]
+    cli = CLI(Regressor, RegressionData, args=[*args, *_quiet(tmp_path)])
+    assert cli.trainer.log_dir is None and (tmp_path / "config.yaml").is_file()
+
+
 def test_seed_everything_default_and_explicit(tmp_path):
     cli = LightningCLI(Regressor, RegressionData, run=False, args=["--seed_everything=123", *_quiet(tmp_path)])
     assert cli.config.seed_everything == 123 and torch.initial_seed() == 123
