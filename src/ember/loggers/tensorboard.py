@@ -243,9 +243,10 @@ class TensorBoardLogger(FolderLogger):
                 " representing the positional arguments to the model's `forward()` implementation."
             )
             return
-        if callable(getattr(model, "_apply_batch_transfer_handler", None)):
+        module: Any = model
+        if callable(getattr(module, "_apply_batch_transfer_handler", None)):
             # a LightningModule: through its batch-transfer hooks, as a batch of dataloader 0 (as Lightning does)
-            input_array = model._apply_batch_transfer_handler(model._on_before_batch_transfer(input_array))
+            input_array = module._apply_batch_transfer_handler(module._on_before_batch_transfer(input_array))
         else:
             device = _module_device(model)
             if device is not None:
