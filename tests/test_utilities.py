@@ -403,3 +403,50 @@ def test_public_constructors_annotate_their_arguments_in_lightnings_typing_forms
     assert hints["enable_progress_bar"] == typing.Optional[bool]
     keyword_only = inspect.signature(ember.callbacks.LambdaCallback).parameters["on_fit_start"].annotation
     assert typing.get_origin(keyword_only) is typing.Union
+
+
+def test_worker_seeds_are_lightnings():
+    # `lightning_fabric.utilities.seed._generate_seed_sequence(7, 1, 0, 4)` and `(123456789, 3, 2, 4)` in Lightning
+    # 2.6.6: the MurmurHash3 finalizer, then the linear congruential generator
+    from ember.utilities.seed import _generate_seed_sequence
+
+    assert _generate_seed_sequence(7, 1, 0, 4) == [
+        3577095794510285667,
+        17609867884544548200,
+        7563256566083552073,
+        12321555704801905366,
+    ]
+    assert _generate_seed_sequence(123456789, 3, 2, 4) == [
+        1213182296290202754,
+        618358367923968219,
+        18018776216508138368,
+        1208395540905631105,
+    ]
+
+
+def test_the_rank_is_read_from_local_rank_before_slurm_procid(monkeypatch):
+    # SLURM sets SLURM_PROCID for every task of a job step, also where it does not start the processes
+    from ember.utilities.rank_zero import _rank_in_env
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert _rank_in_env() == 0
+
+
+def test_a_process_rank_reaches_the_rank_zero_only_of_lightning_utilities():
+    # torchmetrics warns through `lightning_utilities`' decorator: on rank 1 it must stay quiet, as in Lightning
+    utilities_rank_zero = pytest.importorskip("lightning_utilities.core.rank_zero")
+    from ember.utilities.rank_zero import _set_rank, rank_zero_only
+
+    decorator = utilities_rank_zero.rank_zero_only
+    before = rank_zero_only.rank, getattr(decorator, "rank", None)  # unset until a library sets it
+    try:
+        _set_rank(1)
+        assert rank_zero_only.rank == decorator.rank == 1
+    finally:
+        _set_rank(before[0])
+        if before[1] is None:
+            del decorator.rank
+        else:
+            decorator.rank = before[1]

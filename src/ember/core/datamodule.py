@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from ember.core.hooks import DataHooks
 from ember.core.hparams import HyperparametersMixin
 from ember.core.saving import restricted_classmethod
+from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class LightningDataModule(DataHooks, HyperparametersMixin):
@@ -150,3 +151,6 @@ class LightningDataModule(DataHooks, HyperparametersMixin):
 def _dataset_size(loader: Any) -> str:
     dataset = getattr(loader, "dataset", None)
     return f"size={len(dataset)}" if dataset is not None and hasattr(dataset, "__len__") else "size=NA"
+
+
+lightning_style_annotations(LightningDataModule)  # Lightning's `typing` forms in the signature

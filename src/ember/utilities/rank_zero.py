@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from functools import wraps
@@ -33,8 +34,11 @@ T = TypeVar("T")
 
 
 def _rank_in_env() -> int | None:
-    """The rank a launcher gave this process in its environment; ``None`` when there is none."""
-    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "JSM_NAMESPACE_RANK"):
+    """The rank a launcher gave this process in its environment; ``None`` when there is none.
+
+    Lightning's order: ``LOCAL_RANK`` before ``SLURM_PROCID``, which SLURM sets even where it does not start
+    the processes (a one-process run inside a job step of several tasks)."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
         value = os.environ.get(key)
         if value is not None:
             return int(value)
@@ -69,6 +73,13 @@ rank_zero_only.rank = _rank_from_env()  # type: ignore[attr-defined]
 
 def _set_rank(rank: int) -> None:
     rank_zero_only.rank = rank  # type: ignore[attr-defined]
+    # as Lightning does: the `rank_zero_only` of `lightning_utilities` (torchmetrics warns through it) and of
+    # Lightning Fabric, where a library has loaded them, take this process's rank too
+    for name in ("lightning_utilities.core.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        module = sys.modules.get(name)
+        decorator = getattr(module, "rank_zero_only", None)
+        if decorator is not None and decorator is not rank_zero_only:
+            decorator.rank = rank
 
 
 # The stack levels are Lightning's, counted through the same frames: a helper (`_info`, `_warn`), the

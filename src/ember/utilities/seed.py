@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ember.utilities.rank_zero import _rank_in_env, log, rank_prefixed_message, rank_zero_warn
+from ember.utilities.rank_zero import _rank_in_env, log, rank_prefixed_message, rank_zero_only, rank_zero_warn
 
 _MAX_SEED = 2**32 - 1
 _MIN_SEED = 0
@@ -96,7 +96,7 @@ def reset_seed() -> None:
 
 def pl_worker_init_function(worker_id: int, rank: int | None = None) -> None:
     """Seed each dataloader worker differently but reproducibly (used when ``workers=True``)."""
-    global_rank = rank if rank is not None else int(os.environ.get("RANK", 0))
+    global_rank = rank if rank is not None else rank_zero_only.rank  # this process's rank, as in Lightning
     process_seed = torch.initial_seed()
     base_seed = process_seed - worker_id
     seed_sequence = _generate_seed_sequence(base_seed, worker_id, global_rank, count=4)
@@ -112,11 +112,18 @@ def pl_worker_init_function(worker_id: int, rank: int | None = None) -> None:
 
 
 def _generate_seed_sequence(base_seed: int, worker_id: int, global_rank: int, count: int) -> list[int]:
-    # A small linear congruential generator, as in numpy's SeedSequence mixing, without numpy.
+    # Lightning's: the three numbers in one 64-bit one, its bits spread by MurmurHash3's finalizer (so that a
+    # small base seed does not leave the low bits zero), then a linear congruential generator (Knuth's constant)
+    mask = (1 << 64) - 1
     combined_seed = (base_seed << 32) | (worker_id << 16) | global_rank
+    combined_seed ^= combined_seed >> 33
+    combined_seed = (combined_seed * 0xFF51AFD7ED558CCD) & mask
+    combined_seed ^= combined_seed >> 33
+    combined_seed = (combined_seed * 0xC4CEB9FE1A85EC53) & mask
+    combined_seed ^= combined_seed >> 33
     seeds = []
     for _ in range(count):
-        combined_seed = (combined_seed * 6364136223846793005 + 1) & ((1 << 64) - 1)
+        combined_seed = (combined_seed * 6364136223846793005 + 1) & mask
         seeds.append(combined_seed)
     return seeds
 
