@@ -670,3 +670,37 @@ def test_a_loader_that_is_not_a_dataloader_is_checked_by_making_an_iterator_as_l
     quiet_trainer(max_epochs=1).fit(model, data)
     assert data.permutations == [[2, 5, 3, 0, 1, 4], [3, 0, 5, 4, 2, 1]]
     assert model.batches == [[3.0, 0.0, 5.0], [4.0, 2.0, 1.0]]
+
+
+def test_a_loader_loaded_for_estimated_stepping_batches_is_the_one_trained_on():
+    """``configure_optimizers`` reading ``trainer.estimated_stepping_batches`` loads the training data; as in
+    Lightning, fit then trains on that loader instead of calling the hook again (a random split is drawn once)."""
+    from torch.utils.data import DataLoader, Subset
+
+    class RandomSplit(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.splits, self.seen = [], []
+
+        def train_dataloader(self):
+            self.splits.append(torch.randperm(8)[:4].tolist())
+            return DataLoader(Subset(loader(n=8).dataset, self.splits[-1]), batch_size=1)
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append(batch[0])
+            return super().training_step(batch, batch_idx)
+
+        def configure_optimizers(self):
+            optimizer = super().configure_optimizers()
+            steps = self.trainer.estimated_stepping_batches
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": torch.optim.lr_scheduler.LinearLR(optimizer, total_iters=steps),
+            }
+
+    torch.manual_seed(0)
+    model = RandomSplit()
+    quiet_trainer(max_epochs=1).fit(model)
+    assert len(model.splits) == 1
+    expected = [loader(n=8).dataset[i][0] for i in model.splits[0]]
+    assert all(torch.equal(seen[0], sample) for seen, sample in zip(model.seen, expected, strict=True))

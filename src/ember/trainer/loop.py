@@ -59,7 +59,10 @@ def run_fit(trainer: Trainer, run: Run) -> None:
         run_sanity_check(trainer, run)
     if trainer.limit_train_batches == 0:
         return  # training disabled: not even the dataloader is requested
-    dataloaders.setup_train_dataloader(trainer, run)
+    if run.train_combined_loader is None or dataloaders.reload_train_dataloader_now(trainer, run):
+        # (already loaded in this call when `configure_optimizers` read `trainer.estimated_stepping_batches`:
+        # as in Lightning, the hook is not called again, so a random split is drawn once)
+        dataloaders.setup_train_dataloader(trainer, run)
     # Lightning creates an iterator as soon as it has the training data, before it knows whether any epoch
     # will run: the first epoch of a fresh run trains on it. Each DataLoader iterator draws its base seed
     # from the RNG, so every shuffle after it depends on that draw. A resumed epoch makes its own iterator
