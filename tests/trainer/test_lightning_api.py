@@ -1419,3 +1419,34 @@ def test_resuming_with_another_number_of_optimizers_than_the_checkpoint_holds_na
     torch.save(checkpoint, tmp_path / "two.ckpt")
     with pytest.raises(RuntimeError, match="holds 2 optimizer states but `configure_optimizers` returned 1 optimizers"):
         quiet_trainer(max_steps=3).fit(CoreModel(), loader(), ckpt_path=tmp_path / "two.ckpt")
+
+
+@pytest.mark.parametrize("takes_iterator", [False, True])
+def test_should_stop_set_when_an_epoch_starts_runs_none_of_its_batches(takes_iterator):
+    from tests.helpers.core_models import CoreModel, loader
+
+    seen = []
+
+    class StopsAtEpochOne(CoreModel):
+        def on_train_epoch_start(self):
+            if self.current_epoch == 1:
+                self.trainer.should_stop = True
+
+        def on_train_batch_start(self, batch, batch_idx):
+            seen.append(("batch", self.current_epoch))
+
+        def on_validation_epoch_end(self):
+            seen.append(("validation", self.current_epoch))
+
+    if takes_iterator:
+
+        def training_step(self, dataloader_iter):
+            batch, batch_idx, _ = next(dataloader_iter)
+            return CoreModel.training_step(self, batch, batch_idx)
+
+        StopsAtEpochOne.training_step = training_step
+
+    trainer = quiet_trainer(max_epochs=3)
+    trainer.fit(StopsAtEpochOne(), loader(n=8), loader(n=4))
+    assert trainer.global_step == 2 and trainer.current_epoch == 2  # the stopped epoch counts as done
+    assert [event for event in seen if event[1] == 1] == []  # no batch, no validation in the stopped epoch

@@ -179,6 +179,10 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         # ran it (Lightning runs it again after a crash inside it, and skips it after a step checkpoint)
         is_last = batch_idx >= total
         epoch.validate_if_due(batch_idx - 1, is_last, automatic and batch_idx % accumulate != 0 and not is_last)
+    if trainer.should_stop and epoch.may_stop(batch_idx):
+        total = (
+            batch_idx  # stopped before this epoch's next batch (in `on_train_epoch_start`): none runs, as in Lightning
+        )
     while batch_idx < total:
         batch = next(iterator, _END)  # fetch
         if batch is _END:
@@ -291,6 +295,8 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
     start = progress.epoch_batches
     data = DataLoaderIter(((batch, start + i, 0) for i, batch in enumerate(batches)), epoch.total - start)
     step_idx = 0
+    if trainer.should_stop and epoch.may_stop(start):
+        return  # stopped before this epoch's first step (in `on_train_epoch_start`), as in Lightning
     while not data.done:
         run.batch_idx = step_idx
         results.batch, results.batch_size = data.batch, None
