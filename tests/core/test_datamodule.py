@@ -373,3 +373,36 @@ def test_lightning_clis_class_paths_are_not_compared_nor_logged():
     # `LightningCLI` records the class it chose for each as `_class_path`: not a hyperparameter
     merged = _log_merged({"_class_path": "m.Model", "a": 1}, {"_class_path": "d.Data", "b": 2})
     assert merged == {"a": 1, "b": 2}
+
+
+def test_a_datamodule_gives_data_to_the_call_it_is_passed_to_only():
+    """As Lightning's hook selector: after `fit(model, datamodule=dm)`, a call without a datamodule takes its data
+    from the module's hooks (the datamodule stays `trainer.datamodule`, and its `setup` still runs)."""
+    calls = []
+
+    class DM(ember.LightningDataModule):
+        def setup(self, stage):
+            calls.append(f"dm.setup({getattr(stage, 'value', stage)})")
+
+        def train_dataloader(self):
+            return DataLoader(dataset(8), batch_size=4)
+
+        def test_dataloader(self):
+            calls.append("dm.test_dataloader")
+            return DataLoader(dataset(4), batch_size=4)
+
+    class OwnTestData(CoreModel):
+        def test_dataloader(self):
+            calls.append("model.test_dataloader")
+            return DataLoader(dataset(6, seed=3), batch_size=3)
+
+    trainer = quiet_trainer(max_epochs=1)
+    dm = DM()
+    trainer.fit(CoreModel(), datamodule=dm)
+    calls.clear()
+    trainer.test(OwnTestData(), verbose=False)
+    assert calls == ["dm.setup(test)", "model.test_dataloader"] and trainer.datamodule is dm
+    with pytest.raises(ember.utilities.MisconfigurationException, match="`test_dataloader` must be implemented"):
+        trainer.test(CoreModel(), verbose=False)
+    trainer.test(CoreModel(), datamodule=dm, verbose=False)  # passed again: its data
+    assert calls[-1] == "dm.test_dataloader"

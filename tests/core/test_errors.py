@@ -336,3 +336,10 @@ def test_a_validation_interval_longer_than_the_epoch_is_accepted_when_validation
     assert trainer.global_step == 2
     with pytest.raises(ValueError, match=r"`val_check_interval` \(10\) must be less than or equal to the number"):
         quiet_trainer(max_epochs=1, val_check_interval=10).fit(CoreModel(), loader(n=8), loader(n=8))
+
+
+def test_fit_needs_the_model_passed_even_after_an_earlier_fit():
+    trainer = quiet_trainer(max_steps=1)
+    trainer.fit(CoreModel(), loader(n=4))
+    with pytest.raises(TypeError, match="^`model` must be a `LightningModule` or `torch._dynamo.OptimizedModule`, got"):
+        trainer.fit(None, loader(n=4))  # as in Lightning (validate, test and predict take the last one)

@@ -485,7 +485,7 @@ class LightningModule(
         from ember.core.hooks import runs_other_code
 
         trainer = self._trainer
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        datamodule = getattr(getattr(trainer, "_run", None), "datamodule", None)  # this call's, as the loops pick
         if datamodule is not None and runs_other_code(datamodule, LightningDataModule, hook_name):
             return getattr(datamodule, hook_name)(*args)
         return getattr(self, hook_name)(*args)

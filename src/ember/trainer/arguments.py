@@ -298,7 +298,7 @@ def check_model(trainer: Any, model: Any, fn: str) -> Any:
     from ember.core.module import LightningModule
     from ember.utilities.compile import unwrap_compiled
 
-    if model is None:
+    if model is None and fn != "fit":  # `fit` needs the model passed, as in Lightning (the type error below)
         model = trainer.lightning_module
         if model is None:
             raise TypeError(

@@ -39,10 +39,11 @@ def _requested(t: Trainer, run: Run, name: str) -> tuple[Any, str | None]:
     """What ``<name>_dataloader()`` of the datamodule, else the module, returns, and which hook returned it
     (``"MyModel.train_dataloader"``); ``(None, None)`` when neither defines it."""
     hook = f"{name}_dataloader"
-    if t.datamodule is not None and overridden(t.datamodule, hook):
+    datamodule = run.datamodule  # this call's (as Lightning: not one an earlier call left on the trainer)
+    if datamodule is not None and overridden(datamodule, hook):
         call = run.hooks.call_datamodule if run.hooks is not None else None  # profiled, as in Lightning
-        loaders = call(t.datamodule, hook) if call is not None else getattr(t.datamodule, hook)()
-        return loaders, f"{type(t.datamodule).__name__}.{hook}"
+        loaders = call(datamodule, hook) if call is not None else getattr(datamodule, hook)()
+        return loaders, f"{type(datamodule).__name__}.{hook}"
     if run.hooks is not None and run.hooks.module_overrides(hook):
         return run.hooks.call_module(hook), f"{type(t.lightning_module).__name__}.{hook}"
     return None, None

@@ -307,14 +307,14 @@ def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
             )
     has_train_data = (
         run.train_source is not None
-        or (trainer.datamodule is not None and dataloaders.overridden(trainer.datamodule, "train_dataloader"))
+        or (run.datamodule is not None and dataloaders.overridden(run.datamodule, "train_dataloader"))
         or hooks.module_overrides("train_dataloader")
     )
     if not has_train_data:
         dataloaders.undefined(model, "train")  # raises: nothing passed and no hook defines the data
     has_val_data = (
         run.eval_sources.get("val") is not None
-        or (trainer.datamodule is not None and dataloaders.overridden(trainer.datamodule, "val_dataloader"))
+        or (run.datamodule is not None and dataloaders.overridden(run.datamodule, "val_dataloader"))
         or hooks.module_overrides("val_dataloader")
     )
     if has_val_data and not hooks.module_overrides("validation_step"):

@@ -650,7 +650,7 @@ def validation_enabled(trainer: Trainer, run: Run) -> bool:
         return False
     return (
         run.eval_sources.get("val") is not None
-        or (trainer.datamodule is not None and dataloaders.overridden(trainer.datamodule, "val_dataloader"))
+        or (run.datamodule is not None and dataloaders.overridden(run.datamodule, "val_dataloader"))
         or hooks.module_overrides("val_dataloader")
     )
 
@@ -726,7 +726,7 @@ def _transfer_function(trainer: Trainer, run: Run, dataloader_idx: int) -> Calla
 
 def _transfer_hook(trainer: Trainer, run: Run, name: str) -> Callable[..., Any] | None:
     """The datamodule's batch-transfer hook if it overrides it (it wins, as in Lightning), else the module's."""
-    hooks, datamodule = _hooks(run), trainer.datamodule
+    hooks, datamodule = _hooks(run), run.datamodule
     module_has = hooks.module_overrides(name)
     if datamodule is not None and dataloaders.overridden(datamodule, name):
         if module_has:

@@ -115,6 +115,9 @@ class Run:
 
     # ---- what the call was given -------------------------------------------------------------
     train_source: Any = None
+    # the datamodule passed to this call: its hooks give the data, as Lightning's hook selector picks them (one
+    # from an earlier call stays `trainer.datamodule`, for `setup`/`teardown`, but gives no data)
+    datamodule: Any = None
     eval_sources: dict[str, Any] = field(default_factory=dict)  # "val", "test", "predict" -> loaders
     return_predictions: bool = True
 
@@ -242,6 +245,7 @@ _KEPT_BY_TRIALS = (
     "fn",
     "progress",
     "train_source",
+    "datamodule",
     "eval_sources",
     "return_predictions",
     "hooks",

@@ -454,6 +454,7 @@ class Trainer:
         self._run = Run(self, fn, progress=previous.progress, fit_resuming=previous.fit_resuming)
         self._run.metrics.carry_over(previous.metrics)  # cleared where `lifecycle.start` restores the checkpoint
         self._run.train_source = train_source
+        self._run.datamodule = datamodule
         if datamodule is not None:
             self.datamodule = datamodule
             datamodule.trainer = self

@@ -156,7 +156,7 @@ class EvaluationLoopView(_View):
         ``val_loop._data_source.is_defined()`` to choose the metric its scheduler monitors)."""
         trainer = self._trainer
         passed = trainer._run.eval_sources.get(self._key)
-        instance = passed if passed is not None else (trainer.datamodule or trainer.lightning_module)
+        instance = passed if passed is not None else (trainer._run.datamodule or trainer.lightning_module)
         return _DataSource(instance, f"{self._key}_dataloader")
 
     def setup_data(self) -> None:
@@ -421,7 +421,8 @@ class EnableValidation:
         from ember.core.hooks import overrides
         from ember.core.module import LightningModule
 
-        module, run, datamodule = trainer.lightning_module, trainer._run, trainer.datamodule
+        module, run = trainer.lightning_module, trainer._run
+        datamodule = run.datamodule
         if module is None or not trainer.limit_val_batches:
             return False
         has_data = (
