@@ -96,7 +96,7 @@ def reset_seed() -> None:
 
 def pl_worker_init_function(worker_id: int, rank: int | None = None) -> None:
     """Seed each dataloader worker differently but reproducibly (used when ``workers=True``)."""
-    global_rank = rank if rank is not None else rank_zero_only.rank  # this process's rank, as in Lightning
+    global_rank = rank if rank is not None else rank_zero_only.rank  # type: ignore[attr-defined]  # as in Lightning
     process_seed = torch.initial_seed()
     base_seed = process_seed - worker_id
     seed_sequence = _generate_seed_sequence(base_seed, worker_id, global_rank, count=4)
