@@ -499,3 +499,42 @@ def test_the_metric_type_alias_names_what_self_log_accepts():
     from ember.utilities.types import _METRIC
 
     assert set(typing.get_args(_METRIC)) == {Metric, torch.Tensor, int, float}
+
+
+def test_move_data_to_device_moves_any_object_with_a_to_method_at_any_depth():
+    """As Lightning's: a PyG `Data` or a `BatchEncoding` inside a dict is moved by its own `.to`, and a `.to` that
+    moves in place and returns nothing keeps the object."""
+    import collections.abc
+
+    from ember.utilities import move_data_to_device
+
+    class Graph:
+        def __init__(self, where="nowhere"):
+            self.where = where
+
+        def to(self, device, **kwargs):
+            return Graph(str(device))
+
+    class InPlace:
+        where = "nowhere"
+
+        def to(self, device, **kwargs):
+            self.where = str(device)  # returns None
+
+    class Pair(collections.abc.Sequence):
+        def __init__(self, items):
+            self.items = list(items)
+
+        def __getitem__(self, index):
+            return self.items[index]
+
+        def __len__(self):
+            return len(self.items)
+
+    batch = {"graph": Graph(), "x": torch.zeros(1), "many": [Graph(), (Graph(),)], "pair": Pair([Graph()])}
+    moved = move_data_to_device(batch, "cpu")
+    assert moved["graph"].where == moved["many"][0].where == moved["many"][1][0].where == "cpu"
+    assert type(moved["pair"]) is Pair and moved["pair"][0].where == "cpu"
+    in_place = InPlace()
+    assert move_data_to_device(in_place, "cpu") is in_place and in_place.where == "cpu"
+    assert move_data_to_device([in_place], "cpu")[0] is in_place

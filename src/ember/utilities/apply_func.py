@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import sys
-from collections.abc import Callable, Mapping, MutableMapping
+from abc import ABC
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +29,8 @@ def apply_to_type(data: Any, kind: type | tuple[type, ...], fn: Callable[[Any], 
         return type(data)(*(apply_to_type(v, kind, fn) for v in data))
     if isinstance(data, (list, tuple)):
         return type(data)(apply_to_type(v, kind, fn) for v in data)
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):  # another sequence type, as Lightning
+        return type(data)([apply_to_type(v, kind, fn) for v in data])  # type: ignore[call-arg]
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         changes = {f.name: apply_to_type(getattr(data, f.name), kind, fn) for f in dataclasses.fields(data) if f.init}
         return dataclasses.replace(data, **changes)
@@ -78,12 +81,21 @@ def move_data_to_device(batch: Any, device: torch.device | str) -> Any:
         device = torch.device(device)
     non_blocking = device.type == "cuda"
 
-    def move(t: Tensor) -> Tensor:
-        return t.to(device, non_blocking=non_blocking)
+    def move(data: Any) -> Any:
+        if isinstance(data, Tensor):
+            return data.to(device, non_blocking=non_blocking)
+        moved = data.to(device)  # any object with a `.to` (a PyG `Data`, a `BatchEncoding`), as Lightning moves it
+        return data if moved is None else moved  # a `.to` that moves in place and returns nothing
 
     if isinstance(batch, Tensor):
         return move(batch)
-    moved = apply_to_tensors(batch, move)
-    if moved is batch and hasattr(batch, "to") and not isinstance(batch, (list, tuple, Mapping)):
-        return batch.to(device)
-    return moved
+    return apply_to_type(batch, (Tensor, _Transferable), move)
+
+
+class _Transferable(ABC):  # noqa: B024  # an ABC for its `isinstance`, with no abstract methods
+    """What ``move_data_to_device`` moves: any object whose class has a ``to`` method (Lightning's
+    ``_TransferableDataType``), at any depth of a batch."""
+
+    @classmethod
+    def __subclasshook__(cls, subclass: Any) -> bool:
+        return callable(getattr(subclass, "to", None))
