@@ -538,3 +538,22 @@ def test_move_data_to_device_moves_any_object_with_a_to_method_at_any_depth():
     in_place = InPlace()
     assert move_data_to_device(in_place, "cpu") is in_place and in_place.where == "cpu"
     assert move_data_to_device([in_place], "cpu")[0] is in_place
+
+
+def test_the_epsilon_constants_lightning_defines_in_utilities():
+    from ember.utilities import FLOAT16_EPSILON, FLOAT32_EPSILON, FLOAT64_EPSILON
+
+    assert tuple(
+        torch.finfo(dtype).eps for dtype in (torch.float16, torch.float32, torch.float64)
+    ) == (FLOAT16_EPSILON, FLOAT32_EPSILON, FLOAT64_EPSILON)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_grad_norms_total_is_in_the_gradients_dtype_as_in_lightning(dtype):
+    layer = torch.nn.Linear(30, 20).to(dtype)
+    layer(torch.randn(4, 30, dtype=dtype)).sum().mul(100).backward()
+    norms = grad_norm(layer, 2)
+    total = norms["grad_2.0_norm_total"]
+    assert total.dtype == dtype
+    parts = [norms["grad_2.0_norm/weight"], norms["grad_2.0_norm/bias"]]
+    assert torch.equal(total, torch.tensor(parts).norm(2))  # Lightning's computation

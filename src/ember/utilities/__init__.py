@@ -1,5 +1,7 @@
 """Small helpers that user code imports, under the names Lightning uses."""
 
+import torch
+
 from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.combined_loader import CombinedLoader
 from ember.utilities.data import suggested_max_num_workers
@@ -43,3 +45,8 @@ __all__ = [
     "set_shared_parameters",
     "suggested_max_num_workers",
 ]
+
+# Lightning's constants here (outside its `__all__`): metric code imports them, as a division's guard
+FLOAT16_EPSILON = torch.finfo(torch.float16).eps
+FLOAT32_EPSILON = torch.finfo(torch.float32).eps
+FLOAT64_EPSILON = torch.finfo(torch.float64).eps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.nn import Module
@@ -41,6 +43,7 @@ def grad_norm(module: Module, norm_type: float | int | str, group_separator: str
         # the norm of the per-parameter norms is the norm of all gradients together, for every p
         values = list(norms.values())
         device = values[0].device
-        stacked = torch.stack([v.to(device=device, dtype=torch.float32) for v in values])
+        dtype = functools.reduce(torch.promote_types, (v.dtype for v in values))  # the gradients', as in Lightning
+        stacked = torch.stack([v.to(device=device, dtype=dtype) for v in values])
         norms[f"grad_{norm_type}_norm_total"] = stacked.norm(norm_type)
     return norms
