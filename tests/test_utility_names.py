@@ -543,9 +543,11 @@ def test_move_data_to_device_moves_any_object_with_a_to_method_at_any_depth():
 def test_the_epsilon_constants_lightning_defines_in_utilities():
     from ember.utilities import FLOAT16_EPSILON, FLOAT32_EPSILON, FLOAT64_EPSILON
 
-    assert tuple(
-        torch.finfo(dtype).eps for dtype in (torch.float16, torch.float32, torch.float64)
-    ) == (FLOAT16_EPSILON, FLOAT32_EPSILON, FLOAT64_EPSILON)
+    assert tuple(torch.finfo(dtype).eps for dtype in (torch.float16, torch.float32, torch.float64)) == (
+        FLOAT16_EPSILON,
+        FLOAT32_EPSILON,
+        FLOAT64_EPSILON,
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])

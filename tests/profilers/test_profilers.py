@@ -317,3 +317,34 @@ def test_profilers_copy_for_spawned_processes(make):
     assert "Profiler Report" in clone.summary()
     profiler.teardown(stage=None)
     clone.teardown(stage=None)
+
+
+def test_profilers_stop_and_arguments_as_lightnings():
+    import torch
+
+    from ember.profilers import AdvancedProfiler, PyTorchProfiler
+    from ember.utilities.exceptions import MisconfigurationException
+
+    advanced = AdvancedProfiler()
+    advanced.start("a")
+    advanced.stop("a")
+    advanced.stop("a")  # a second stop does nothing, as in Lightning
+    with pytest.raises(ValueError, match="never started"):
+        advanced.stop("b")
+    PyTorchProfiler().stop("never")  # nothing to close
+    with pytest.raises(MisconfigurationException, match="Found sort_by_key: foo"):
+        PyTorchProfiler(sort_by_key="foo")
+    with pytest.raises(MisconfigurationException, match="Schedule should be a callable"):
+        PyTorchProfiler(schedule=3)
+    with pytest.raises(MisconfigurationException, match="Schedule should return a `torch.profiler.ProfilerAction`"):
+        PyTorchProfiler(schedule=lambda step: 1)
+    assert PyTorchProfiler(schedule=torch.profiler.schedule(wait=1, warmup=0, active=1)) is not None
+
+
+@pytest.mark.parametrize("options", [{"metric": "self_cpu_time_total"}, {"enabled": False}])
+def test_pytorch_profiler_takes_lightnings_own_options(tmp_path, options):
+    from ember.profilers import PyTorchProfiler
+
+    profiler = PyTorchProfiler(dirpath=tmp_path, filename="p", **options)
+    trainer(tmp_path, profiler).fit(M(), loader())  # torch.profiler.profile does not take them: not passed on
+    assert (tmp_path / "fit-p.txt").is_file()

@@ -56,8 +56,10 @@ class AdvancedProfiler(Profiler):
 
     def stop(self, action_name: str) -> None:
         profile = self.profiled_actions.get(action_name)
-        if profile is None or action_name not in self._running:
+        if profile is None:
             raise ValueError(f"Attempting to stop recording an action ({action_name}) which was never started.")
+        if action_name not in self._running:
+            return  # stopped already: nothing more to do, as in Lightning
         profile.disable()
         # the last occurrence: the innermost open span of that name
         del self._running[len(self._running) - 1 - self._running[::-1].index(action_name)]

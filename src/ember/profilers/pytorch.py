@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ember.profilers.profiler import Profiler
+from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.signature_utils import lightning_style_annotations
 
 
@@ -39,6 +41,19 @@ class PyTorchProfiler(Profiler):
         trainer = Trainer(profiler=PyTorchProfiler(filename="ops", row_limit=30), max_steps=20)
     """
 
+    # the table's sort columns Lightning allows
+    AVAILABLE_SORT_KEYS = {
+        "cpu_time",
+        "cuda_time",
+        "cpu_time_total",
+        "cuda_time_total",
+        "cpu_memory_usage",
+        "cuda_memory_usage",
+        "self_cpu_memory_usage",
+        "self_cuda_memory_usage",
+        "count",
+    }
+
     def __init__(
         self,
         dirpath: str | Path | None = None,
@@ -64,7 +79,14 @@ class PyTorchProfiler(Profiler):
         # argument; unset, it follows `group_by_input_shapes`, which needs the shapes recorded
         self._record_shapes: bool | None = profiler_kwargs.pop("record_shapes", None)
         self._profiler_kwargs = profiler_kwargs
+        # as Lightning: `enabled=False` records nothing (the calls still run, with no profiler around them)
+        self._enabled = bool(profiler_kwargs.get("enabled", True))
         _check_table_kwargs(self._table_kwargs)
+        if sort_by_key is not None and sort_by_key not in self.AVAILABLE_SORT_KEYS:
+            raise MisconfigurationException(
+                f"Found sort_by_key: {sort_by_key}. Should be within {self.AVAILABLE_SORT_KEYS}. "
+            )
+        _check_schedule(profiler_kwargs.get("schedule"))
         self.function_events: Any = None  # torch's EventList of the last run, once it is summarized
         self._profiler: Any = None
         self._contexts: list[Any] = []  # what is entered for the whole run, to exit in reverse
@@ -74,6 +96,8 @@ class PyTorchProfiler(Profiler):
         self._lightning_module: Any = None  # set by the trainer
 
     def start(self, action_name: str) -> None:
+        if not self._enabled:
+            return
         if self._profiler is None and not self._contexts:
             self._start_run()
         if self._record_module_names and not self._modules_registered and self._lightning_module is not None:
@@ -85,7 +109,7 @@ class PyTorchProfiler(Profiler):
     def stop(self, action_name: str) -> None:
         records = self._ranges.get(action_name)
         if not records:
-            raise ValueError(f"Attempting to stop recording an action ({action_name}) which was never started.")
+            return  # never started (or profiling disabled): nothing to close, as in Lightning
         records.pop().__exit__(None, None, None)
         if (
             self._profiler is not None
@@ -108,7 +132,10 @@ class PyTorchProfiler(Profiler):
                 if torch.cuda.is_available():
                     kwargs["activities"].append(torch.profiler.ProfilerActivity.CUDA)
             kwargs["record_shapes"] = self._records_shapes()
-            self._profiler = torch.profiler.profile(**kwargs)
+            # only what `torch.profiler.profile` takes, as Lightning passes them (`metric`, `enabled` and
+            # `export_to_flame_graph` are Lightning's own)
+            accepted = inspect.signature(torch.profiler.profile.__init__).parameters
+            self._profiler = torch.profiler.profile(**{k: v for k, v in kwargs.items() if k in accepted})
             contexts = [self._profiler]
         for context in contexts:
             context.__enter__()
@@ -204,6 +231,18 @@ class RegisterRecordFunction:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+
+def _check_schedule(schedule: Any) -> None:
+    """A ``schedule`` is a callable returning a ``torch.profiler.ProfilerAction``, checked when the profiler is
+    made, as Lightning checks it."""
+    if schedule is None:
+        return
+    if not callable(schedule):
+        raise MisconfigurationException(f"Schedule should be a callable. Found: {schedule}")
+    action = schedule(0)
+    if not isinstance(action, torch.profiler.ProfilerAction):
+        raise MisconfigurationException(f"Schedule should return a `torch.profiler.ProfilerAction`. Found: {action}")
 
 
 def _check_table_kwargs(table_kwargs: dict[str, Any]) -> None:
