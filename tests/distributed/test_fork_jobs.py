@@ -64,11 +64,12 @@ def fork_trainer(tmp_path, strategy="ddp_fork", **kwargs) -> ember.Trainer:
 
 def test_collectives_and_all_gather_on_every_rank(tmp_path):
     fork_trainer(tmp_path).fit(CollectivesModel(tmp_path), loader())
-    for record in read_ranks(tmp_path):
+    for rank, record in enumerate(read_ranks(tmp_path)):
         assert torch.equal(record["all_gather"], torch.tensor([[0, 10], [1, 11]]))
         assert torch.equal(record["all_gather_dict"]["r"], torch.tensor([0.0, 1.0]))
         assert torch.equal(record["all_gather_numbers"]["f"], torch.tensor([0.5, 1.5]))
         assert torch.equal(record["all_gather_numbers"]["i"], torch.tensor([0, 1], dtype=torch.int32))
+        assert record["sampler_kwargs"] == {"num_replicas": 2, "rank": rank}
         assert record["broadcast"] == {"from": 1}
         assert record["reduce_sum"].item() == 3.0 and record["reduce_mean"].item() == 1.5
         assert record["reduce_max"].item() == 2.0

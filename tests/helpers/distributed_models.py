@@ -60,6 +60,7 @@ class CollectivesModel(RecordingModel):
         self.record["all_gather"] = self.all_gather(torch.tensor([rank, 10 + rank]))
         self.record["all_gather_dict"] = self.all_gather({"r": torch.tensor(float(rank))})
         self.record["all_gather_numbers"] = self.all_gather({"f": rank + 0.5, "i": rank})  # made tensors first
+        self.record["sampler_kwargs"] = self.trainer.distributed_sampler_kwargs
         self.record["broadcast"] = strategy.broadcast({"from": rank}, src=1)
         self.record["reduce_sum"] = strategy.reduce(torch.tensor(rank + 1.0), reduce_op="sum")
         self.record["reduce_mean"] = strategy.reduce(torch.tensor(rank + 1.0))

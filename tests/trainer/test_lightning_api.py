@@ -1450,3 +1450,8 @@ def test_should_stop_set_when_an_epoch_starts_runs_none_of_its_batches(takes_ite
     trainer.fit(StopsAtEpochOne(), loader(n=8), loader(n=4))
     assert trainer.global_step == 2 and trainer.current_epoch == 2  # the stopped epoch counts as done
     assert [event for event in seen if event[1] == 1] == []  # no batch, no validation in the stopped epoch
+
+
+def test_scaler_and_distributed_sampler_kwargs_on_one_process():
+    trainer = ember.Trainer(accelerator="cpu", devices=1, logger=False)
+    assert trainer.scaler is None and trainer.distributed_sampler_kwargs is None

@@ -601,6 +601,19 @@ class Trainer:
         "The precision plugin: the one in ``plugins``, or the one ``precision`` names (see ``ember.precision``).",
     )
 
+    @property
+    def scaler(self) -> Any:
+        """The ``torch.amp.GradScaler`` of fp16 mixed precision (None otherwise)."""
+        return getattr(self.strategy.precision_plugin, "scaler", None)
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, Any] | None:
+        """``num_replicas`` and ``rank`` the training data is split by, for a strategy of several processes (else
+        None)."""
+        from ember.distributed.parallel import ParallelStrategy
+
+        return self.strategy.distributed_sampler_kwargs if isinstance(self.strategy, ParallelStrategy) else None
+
     # ---- progress and limits ---------------------------------------------------------------------
     @property
     def current_epoch(self) -> int:
