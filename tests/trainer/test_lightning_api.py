@@ -1455,3 +1455,19 @@ def test_should_stop_set_when_an_epoch_starts_runs_none_of_its_batches(takes_ite
 def test_scaler_and_distributed_sampler_kwargs_on_one_process():
     trainer = ember.Trainer(accelerator="cpu", devices=1, logger=False)
     assert trainer.scaler is None and trainer.distributed_sampler_kwargs is None
+
+
+def test_values_logged_before_a_failure_stay_readable():
+    class FailsOnTheThirdBatch(CoreModel):
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 2:
+                raise RuntimeError("boom")
+            loss = super().training_step(batch, batch_idx)
+            self.log("train_loss", loss, prog_bar=True)
+            return loss
+
+    trainer = quiet_trainer(max_epochs=1)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(FailsOnTheThirdBatch(), loader(n=16))
+    for metrics in (trainer.callback_metrics, trainer.logged_metrics, trainer.progress_bar_metrics):
+        assert set(metrics) == {"train_loss"}  # as Lightning keeps the last finished batch's

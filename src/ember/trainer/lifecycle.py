@@ -147,7 +147,10 @@ def teardown(trainer: Trainer, failure: BaseException | None = None) -> None:
         trainer.accelerator.teardown()
         run.stop_flag.uninstall()
         run.results = None
-        # a failed run's loop values are no longer merged in by readers (Lightning's loop results are gone)
+        # a failed run's loop values stay readable as they were (Lightning copies each batch's into the three
+        # dicts as the batch ends); then the loop's results go
+        for which in (0, 1, 2):
+            run.metrics.current(which)
         run.metrics.live = run.metrics.epoch_end = None
         run.metrics.to_cpu()
 
