@@ -158,3 +158,40 @@ def test_the_closure_runs_with_grad_inside_a_no_grad_optimizer_step(tmp_path):
 
     ember.Trainer(max_steps=2, default_root_dir=tmp_path, **QUIET).fit(Model(None), _loader())
     assert grad_enabled == [True, True]
+
+
+def test_sigterm_is_a_failure_the_callbacks_datamodule_and_loggers_hear_of(tmp_path):
+    """As in Lightning: after the preemption checkpoint, `on_exception` runs (callbacks, datamodule) with the
+    `SIGTERMException` and the loggers finish as "failed"."""
+    import os
+
+    from ember.utilities.exceptions import SIGTERMException
+
+    heard = []
+
+    class Data(ember.LightningDataModule):
+        def train_dataloader(self):
+            return _loader()
+
+        def on_exception(self, exception):
+            heard.append(("datamodule", type(exception).__name__))
+
+    class Logger(ember.loggers.CSVLogger):
+        def finalize(self, status):
+            heard.append(("logger", status))
+            super().finalize(status)
+
+    class Terminated(Failing):
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return self.layer(batch[0]).sum()
+
+    recorder = Recorder()
+    options = {**QUIET, "logger": Logger(tmp_path)}
+    trainer = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, callbacks=[recorder], **options)
+    with pytest.raises(SIGTERMException):
+        trainer.fit(Terminated(None), datamodule=Data())
+    name = recorder.events[0][1]
+    assert recorder.events == [("on_exception", name)] and heard == [("datamodule", name), ("logger", "failed")]
+    assert trainer.interrupted

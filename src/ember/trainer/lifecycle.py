@@ -74,8 +74,9 @@ def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any)
                 signal.signal(signal.SIGINT, previous)
         raise SystemExit(1) from None
     except PreemptionExit as exception:
-        trainer.state.status = TrainerStatus.INTERRUPTED
-        stop_profiling(trainer)
+        # the callbacks, the datamodule and the loggers hear of it as of any failure, as in Lightning; the
+        # ranks agreed to stop together, so the strategy keeps its collectives for what they save
+        interrupt(trainer, exception, stop_strategy=False)
         teardown(trainer, failure=exception)
         raise
     except _TunerExitException:
@@ -91,18 +92,22 @@ def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any)
         raise
 
 
-def interrupt(trainer: Trainer, exception: BaseException, launched_module: Any = None) -> None:
+def interrupt(
+    trainer: Trainer, exception: BaseException, launched_module: Any = None, stop_strategy: bool = True
+) -> None:
     """The run failed: tell the strategy, the callbacks and the datamodule; finalize the loggers.
 
     ``launched_module``: the call went through the strategy's launcher (in processes it started, or in
     this one). If the run's hooks were never built here (a spawn that failed, or a call that failed
     before its first hook: a `ckpt_path="best"` with no best checkpoint), the callbacks hear of the
     failure too, as in Lightning, except checkpoint callbacks, which have no run to save.
+    ``stop_strategy=False``: a preemption the ranks agreed on, which leaves the strategy's collectives working.
     """
     trainer.state.status = TrainerStatus.INTERRUPTED
     # the strategy first: in a distributed run it stops the other ranks and makes collectives
     # local, so a checkpoint saved by `on_exception` below cannot wait forever for a peer
-    trainer.strategy.on_exception(exception)
+    if stop_strategy:
+        trainer.strategy.on_exception(exception)
     hooks = trainer._run.hooks
     module = launched_module if launched_module is not None else trainer.lightning_module
     if hooks is not None:
