@@ -704,3 +704,21 @@ def test_a_loader_loaded_for_estimated_stepping_batches_is_the_one_trained_on():
     assert len(model.splits) == 1
     expected = [loader(n=8).dataset[i][0] for i in model.splits[0]]
     assert all(torch.equal(seen[0], sample) for seen, sample in zip(model.seen, expected, strict=True))
+
+
+def test_seeded_workers_and_overfit_reach_a_loader_over_an_iterable_dataset(monkeypatch):
+    """As in Lightning: `seed_everything(workers=True)` gives every loader its `worker_init_fn` (an iterable
+    dataset's, one without workers), and `overfit_batches` warns about an iterable dataset's own order."""
+    from torch.utils.data import DataLoader, IterableDataset
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(loader(n=8).dataset)
+
+    monkeypatch.setenv("PL_SEED_WORKERS", "1")
+    trainer = quiet_trainer(max_steps=1)
+    trainer.fit(CoreModel(), DataLoader(Stream(), batch_size=4), DataLoader(loader(n=4).dataset, batch_size=4))
+    for prepared in (trainer.train_dataloader, trainer.val_dataloaders):
+        assert prepared.worker_init_fn.func.__name__ == "pl_worker_init_function"
+    with pytest.warns(UserWarning, match="You requested to overfit but enabled train dataloader shuffling"):
+        quiet_trainer(max_steps=1, overfit_batches=1).fit(CoreModel(), DataLoader(Stream(), batch_size=4))

@@ -253,7 +253,9 @@ def prepare_loader(
     if not isinstance(loader, DataLoader):
         return loader
     if isinstance(loader.dataset, IterableDataset):
-        return loader
+        if overfit:  # the dataset draws its own order: Lightning warns as for a shuffled loader, and changes nothing
+            _warn_overfit_shuffled(overfit)
+        return _seed_workers(loader, seed_workers, distributed)
     # a loader built with `batch_sampler=` draws its indices from that batch sampler's sampler
     custom = loader.batch_sampler if loader.batch_size is None else None
     sampler = getattr(custom, "sampler", None) if custom is not None else loader.sampler
@@ -262,10 +264,7 @@ def prepare_loader(
     if predicting and custom is not None:
         sampler = SequentialSampler(loader.dataset)  # type: ignore[arg-type]  # a map-style dataset has a length
     if overfit and sampler is not None and not isinstance(sampler, SequentialSampler):  # any other order
-        rank_zero_warn(
-            f"You requested to overfit but enabled {overfit} dataloader shuffling. We are turning off the {overfit}"
-            " dataloader shuffling for you."
-        )
+        _warn_overfit_shuffled(overfit)
         sampler = SequentialSampler(loader.dataset)  # type: ignore[arg-type]  # a map-style dataset has a length
         changed = True
     if distributed is not None and not isinstance(sampler, DistributedSampler):
@@ -274,7 +273,20 @@ def prepare_loader(
         changed = True
     if changed:
         loader = rebuild_dataloader(loader, sampler, drop_last=False if predicting else None)
-    if seed_workers and loader.num_workers > 0 and loader.worker_init_fn is None:
+    return _seed_workers(loader, seed_workers, distributed)
+
+
+def _warn_overfit_shuffled(kind: str) -> None:
+    rank_zero_warn(
+        f"You requested to overfit but enabled {kind} dataloader shuffling. We are turning off the {kind}"
+        " dataloader shuffling for you."
+    )
+
+
+def _seed_workers(loader: DataLoader, seed_workers: bool, distributed: Any | None) -> DataLoader:
+    """With ``seed_everything(workers=True)``, every DataLoader gets Lightning's ``worker_init_fn`` unless it
+    has one (an iterable dataset's too; with no workers it is never called)."""
+    if seed_workers and loader.worker_init_fn is None:
         from functools import partial
 
         from ember.utilities.seed import pl_worker_init_function
