@@ -71,3 +71,22 @@ def test_is_param_in_hook_signature():
     assert is_param_in_hook_signature(f, "batch_idx") and is_param_in_hook_signature(g, "batch_idx")
     assert not is_param_in_hook_signature(g, "batch_idx", explicit=True)
     assert not is_param_in_hook_signature(h, "batch_idx") and is_param_in_hook_signature(h, "x", min_args=1)
+
+
+def test_a_step_that_draws_its_own_batches_gets_lightnings_experimental_warning():
+    class Draws(CoreModel):
+        def training_step(self, dataloader_iter):
+            batch, batch_idx, _ = next(dataloader_iter)
+            return CoreModel.training_step(self, batch, batch_idx)
+
+        def validation_step(self, dataloader_iter):
+            next(dataloader_iter)
+
+    with pytest.warns(UserWarning) as record:
+        quiet_trainer(max_epochs=1).fit(Draws(), loader(n=8), loader(n=4))
+    messages = [str(w.message) for w in record if "dataloader_iter" in str(w.message)]
+    for step in ("training_step", "validation_step"):
+        assert (
+            f"Found `dataloader_iter` argument in the `{step}`. Note that the support for this signature is"
+            " experimental and the behavior is subject to change."
+        ) in messages

@@ -59,6 +59,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
         run_sanity_check(trainer, run)
     if trainer.limit_train_batches == 0:
         return  # training disabled: not even the dataloader is requested
+    _takes_iterator(trainer, "training_step")  # (its warning, as the fit loop starts)
     if run.train_combined_loader is None or dataloaders.reload_train_dataloader_now(trainer, run):
         # (already loaded in this call when `configure_optimizers` read `trainer.estimated_stepping_batches`:
         # as in Lightning, the hook is not called again, so a random split is drawn once)
@@ -326,6 +327,18 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
         step_idx += 1
         if progress.global_step >= epoch.max_steps or (trainer.should_stop and epoch.may_stop(progress.epoch_batches)):
             break
+
+
+def _takes_iterator(trainer: Trainer, step_name: str) -> bool:
+    """Whether the loop's step draws its own batches (``dataloader_iter``); Lightning warns then, as each loop
+    starts."""
+    takes = takes_dataloader_iter(trainer.lightning_module, step_name)
+    if takes:
+        rank_zero_warn(
+            f"Found `dataloader_iter` argument in the `{step_name}`. Note that the support for this signature is"
+            " experimental and the behavior is subject to change."
+        )
+    return takes
 
 
 def _skip_none_batch(run: Run) -> None:
@@ -776,7 +789,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     if not loaders or sum(max_batches) == 0:
         return []
     hook_names = (f"{prefix}_step", f"on_{prefix}_batch_start", f"on_{prefix}_batch_end")
-    takes_iterator = takes_dataloader_iter(trainer.lightning_module, hook_names[0])
+    takes_iterator = _takes_iterator(trainer, hook_names[0])
     checked = hook_names[1:] if takes_iterator else hook_names  # a step drawing its own batches has no index
     check_dataloader_idx(trainer.lightning_module, checked, len(loaders) > 1, "val" if validating else "test")
     results = run.val_results if validating else run.test_results
@@ -996,7 +1009,7 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     if not loaders or sum(max_batches) == 0:
         return None
     hook_names = ("predict_step", "on_predict_batch_start", "on_predict_batch_end")
-    takes_iterator = takes_dataloader_iter(trainer.lightning_module, "predict_step")
+    takes_iterator = _takes_iterator(trainer, "predict_step")
     checked = hook_names[1:] if takes_iterator else hook_names  # a step drawing its own batches has no index
     check_dataloader_idx(trainer.lightning_module, checked, len(loaders) > 1, "predict")
     predictions: list[list[Any]] = [[] for _ in loaders]
