@@ -243,3 +243,25 @@ def test_checkpoint_keeps_lightnings_top_level_keys(tmp_path):
         assert key in saved, key
     assert saved["hyper_parameters"] == {"lr": 0.1} and saved["hparams_name"] == "kwargs"
     assert saved["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] == saved["global_step"]
+
+
+def test_a_ckpt_path_set_on_the_trainer_is_loaded_by_every_call_until_reset(tmp_path):
+    trainer, model, checkpoint = _fit(tmp_path, epochs=1)
+    first = tmp_path / "first.ckpt"
+    trainer.save_checkpoint(first)
+    saved = model.layer.weight.detach().clone()
+    trainer.fit(model, _loader(), _loader(), ckpt_path="last")  # nothing left to train at max_epochs=1
+    with torch.no_grad():
+        model.layer.weight.add_(1.0)
+    trainer.ckpt_path = str(first)
+    trainer.test(model, _loader(), verbose=False)  # loads it: no ckpt_path passed
+    assert torch.equal(model.layer.weight, saved) and trainer.ckpt_path == str(first)
+    with pytest.warns(UserWarning, match=r"`trainer.ckpt_path = .*first.ckpt'` was called but then you passed"):
+        trainer.test(model, _loader(), ckpt_path=checkpoint.best_model_path, verbose=False)
+    assert trainer.ckpt_path == checkpoint.best_model_path  # the one passed, and the set one forgotten
+    with torch.no_grad():
+        model.layer.weight.add_(1.0)
+    trainer.ckpt_path = None
+    changed = model.layer.weight.detach().clone()
+    trainer.test(model, _loader(), verbose=False)  # the model as it is
+    assert torch.equal(model.layer.weight, changed) and trainer.ckpt_path is None

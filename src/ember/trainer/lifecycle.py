@@ -194,7 +194,18 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
         arguments.resolve_epoch_limits(trainer)
     # "best", "last", "hpc" and the implied path are chosen first, as Lightning chooses them: before any
     # hook runs (a missing best checkpoint fails before `setup`), among the Trainer's own callbacks
-    trainer.ckpt_path = path = resolve_ckpt_path(trainer, ckpt_path, _fn(run).value, model_given)
+    fn = _fn(run).value
+    if trainer._ckpt_path_user_managed and not ckpt_path:
+        path = trainer.ckpt_path  # set by the program (`trainer.ckpt_path = ...`): every call loads it
+    else:
+        if trainer._ckpt_path_user_managed:
+            rank_zero_warn(
+                f"`trainer.ckpt_path = {trainer.ckpt_path!r}` was called but then you"
+                f" passed `trainer.fit(ckpt_path={ckpt_path!r})`. The latter will be loaded."
+            )
+            trainer.ckpt_path = None
+        path = resolve_ckpt_path(trainer, ckpt_path, fn, model_given)
+    trainer._ckpt_path = path
     if isinstance(getattr(model, "hparams", None), MutableMapping):
         clean_namespace(model.hparams)  # as Lightning: what cannot be pickled cannot go into a checkpoint
     strategy = trainer.strategy

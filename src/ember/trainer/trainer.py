@@ -308,7 +308,8 @@ class Trainer:
         self.datamodule: Any = None
         self.optimizers = []
         self.lr_scheduler_configs: list[Any] = []
-        self.ckpt_path: str | None = None
+        self._ckpt_path: Any = None
+        self._ckpt_path_user_managed = False  # set through `trainer.ckpt_path = ...`: later calls load it
         self._run = Run(self)  # the state of the current (or last) call; a new one per call
         # what the earlier calls left on their loops, by kind ("fit", "validate", ...): Lightning's loop objects keep
         # their progress (a checkpoint has them all) and batch counts through other calls
@@ -595,6 +596,23 @@ class Trainer:
         self._optimizers = list(optimizers)
         # what `self.optimizers()` returns in manual optimization
         self._lightning_optimizers = [LightningOptimizer(opt, self) for opt in self._optimizers]
+
+    @property
+    def ckpt_path(self) -> Any:
+        """The checkpoint the current (or last) call loaded, or None.
+
+        Set it to choose the checkpoint of the calls that follow, as in Lightning: each call without a
+        ``ckpt_path`` loads it until it is set back to None (a call that passes one loads that, and forgets it)::
+
+            trainer.ckpt_path = "runs/best.ckpt"
+            trainer.test(model)
+        """
+        return self._ckpt_path
+
+    @ckpt_path.setter
+    def ckpt_path(self, ckpt_path: Any) -> None:
+        self._ckpt_path = ckpt_path
+        self._ckpt_path_user_managed = bool(ckpt_path)
 
     precision_plugin = _ReadOnly(
         "strategy.precision_plugin",
