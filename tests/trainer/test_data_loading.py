@@ -722,3 +722,18 @@ def test_seeded_workers_and_overfit_reach_a_loader_over_an_iterable_dataset(monk
         assert prepared.worker_init_fn.func.__name__ == "pl_worker_init_function"
     with pytest.warns(UserWarning, match="You requested to overfit but enabled train dataloader shuffling"):
         quiet_trainer(max_steps=1, overfit_batches=1).fit(CoreModel(), DataLoader(Stream(), batch_size=4))
+
+
+def test_a_loader_subclass_that_cannot_take_the_sampler_still_gets_it():
+    """Its `__init__` has no `sampler` and no `**kwargs`: rebuilt through it, the sampler was dropped silently
+    (in DDP every rank drew the whole dataset); the copy is made with `DataLoader.__init__` instead."""
+    from torch.utils.data import DataLoader, SequentialSampler
+
+    class Fixed(DataLoader):
+        def __init__(self, dataset, batch_size=2):
+            super().__init__(dataset, batch_size=batch_size, shuffle=True)
+
+    trainer = quiet_trainer(max_steps=1, overfit_batches=2)
+    with pytest.warns(UserWarning, match="You requested to overfit but enabled train dataloader shuffling"):
+        trainer.fit(CoreModel(), Fixed(loader(n=8).dataset))
+    assert isinstance(trainer.train_dataloader.sampler, SequentialSampler)

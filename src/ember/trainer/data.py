@@ -170,7 +170,12 @@ def _through_own_init(cls: type[DataLoader], loader: DataLoader, kwargs: dict[st
     attributes = dict(vars(loader))
     # the new sampler replaces the old order, whichever of the two held it
     attributes.pop("batch_sampler" if "sampler" in given else "sampler", None)
-    return _made_again(cls, given, attributes, rest_to_kwargs=True)
+    remade = _made_again(cls, given, attributes, rest_to_kwargs=True)
+    if remade is None:
+        return None
+    batch_sampler = given.get("batch_sampler")
+    taken = remade.batch_sampler is batch_sampler if batch_sampler is not None else remade.sampler is given["sampler"]
+    return remade if taken else None  # else its `__init__` did not pass the new sampler on (no such argument)
 
 
 def _made_again(cls: type, given: dict[str, Any], attributes: dict[str, Any], rest_to_kwargs: bool) -> Any:
