@@ -1471,3 +1471,14 @@ def test_values_logged_before_a_failure_stay_readable():
         trainer.fit(FailsOnTheThirdBatch(), loader(n=16))
     for metrics in (trainer.callback_metrics, trainer.logged_metrics, trainer.progress_bar_metrics):
         assert set(metrics) == {"train_loss"}  # as Lightning keeps the last finished batch's
+
+
+def test_val_check_batch_is_none_before_a_fit_and_when_validation_goes_by_time():
+    trainer = quiet_trainer(max_epochs=1, val_check_interval=2)
+    assert trainer.val_check_batch is None
+    trainer.fit(CoreModel(), loader(n=16), loader(n=4))
+    trainer.validate(CoreModel(), loader(n=4), verbose=False)
+    assert trainer.val_check_batch == 2  # the fit's, after another call, as Lightning's loop keeps it
+    timed = quiet_trainer(max_epochs=1, val_check_interval="00:00:00:01")
+    timed.fit(CoreModel(), loader(n=16), loader(n=4))
+    assert timed.val_check_batch is None

@@ -476,7 +476,7 @@ class ModelCheckpoint(Checkpoint):
         if every_n is None or (trainer.current_epoch + 1) % every_n != 0:
             return False
         val_check_batch = trainer.val_check_batch
-        if val_check_batch == float("inf"):
+        if val_check_batch is None or val_check_batch == float("inf"):  # None: by time, so not after a batch count
             return batch_idx + 1 >= trainer.num_training_batches
         return (batch_idx + 1) % val_check_batch == 0
 

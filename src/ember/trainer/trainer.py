@@ -47,6 +47,7 @@ class _LoopsLeft(NamedTuple):
     eval_progress: dict[str, list[int]]
     num_training_batches: int | float
     eval_batches: dict[str, list[int | float]]
+    val_check_batch: int | float
 
 
 # the call that runs each of Lightning's loops (see `Trainer._batch_counts`)
@@ -450,7 +451,7 @@ class Trainer:
         previous = self._run
         if previous.fn is not None:
             self._loops_left[TrainerFn(previous.fn).value] = _LoopsLeft(
-                previous.eval_progress, previous.num_training_batches, previous.eval_batches
+                previous.eval_progress, previous.num_training_batches, previous.eval_batches, previous.val_check_batch
             )
         self._run = Run(self, fn, progress=previous.progress, fit_resuming=previous.fit_resuming)
         self._run.metrics.carry_over(previous.metrics)  # cleared where `lifecycle.start` restores the checkpoint
@@ -692,9 +693,14 @@ class Trainer:
         """Batches per predict dataloader, after ``limit_predict_batches``."""
         return self._batch_counts("predict")
 
-    val_check_batch = _ReadOnly(
-        "_run.val_check_batch", "Validation runs after every this many training batches (inf: at the epoch's end)."
-    )
+    @property
+    def val_check_batch(self) -> int | float | None:
+        """Validation runs after every this many training batches of the last ``fit`` (inf: at the epoch's end);
+        None before one, and with a time-based ``val_check_interval``, as in Lightning."""
+        loops = self._loops_of("fit")
+        if loops is None or self._val_check_seconds is not None:
+            return None
+        return loops.val_check_batch
 
     # ---- model, processes, devices ---------------------------------------------------------------
     lightning_module = _ReadOnly("strategy.lightning_module", "The ``LightningModule`` of the current (or last) call.")
