@@ -1482,3 +1482,17 @@ def test_val_check_batch_is_none_before_a_fit_and_when_validation_goes_by_time()
     timed = quiet_trainer(max_epochs=1, val_check_interval="00:00:00:01")
     timed.fit(CoreModel(), loader(n=16), loader(n=4))
     assert timed.val_check_batch is None
+
+
+def test_estimated_stepping_batches_is_max_steps_when_nothing_would_train():
+    assert quiet_trainer(max_epochs=2).estimated_stepping_batches == -1  # before any fit: no module, as Lightning
+    seen = {}
+
+    class Reads(CoreModel):
+        def configure_optimizers(self):
+            seen["estimate"] = self.trainer.estimated_stepping_batches
+            return super().configure_optimizers()
+
+    trainer = quiet_trainer(max_epochs=2, limit_train_batches=0)
+    trainer.fit(Reads(), loader(n=8))
+    assert seen["estimate"] == -1 and trainer.num_training_batches == float("inf")

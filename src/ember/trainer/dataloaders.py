@@ -430,12 +430,21 @@ def estimated_stepping_batches(t: Trainer, run: Run) -> int | float:
         return float("inf") if t.max_steps == -1 else t.max_steps
     if run.train_dataloader is None:
         rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
-        setup_train_dataloader(t, run)
+        if _trains(t):  # as Lightning's `fit_loop.setup_data`: nothing to load without a module, a step or batches
+            setup_train_dataloader(t, run)
     total = run.num_training_batches
     if total == float("inf"):
         return t.max_steps
     estimate = math.ceil(total / t.accumulate_grad_batches) * max(max_epochs, 1)
     return min(estimate, t.max_steps) if t.max_steps != -1 else estimate
+
+
+def _trains(t: Trainer) -> bool:
+    from ember.core.hooks import overrides
+    from ember.core.module import LightningModule
+
+    module = t.lightning_module
+    return module is not None and t.limit_train_batches != 0 and overrides(module, LightningModule, "training_step")
 
 
 def stop_workers(run: Run) -> None:
