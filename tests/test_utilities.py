@@ -450,3 +450,11 @@ def test_a_process_rank_reaches_the_rank_zero_only_of_lightning_utilities():
             del decorator.rank
         else:
             decorator.rank = before[1]
+
+
+def test_a_missing_attribute_names_the_attribute_dicts_own_class():
+    class Config(AttributeDict):
+        pass
+
+    with pytest.raises(AttributeError, match="^'Config' object has no attribute 'lr'$"):
+        Config().lr  # noqa: B018

@@ -35,7 +35,7 @@ class AttributeDict(dict):
         try:
             return self[key]
         except KeyError as exc:
-            raise AttributeError(f"'AttributeDict' object has no attribute '{key}'") from exc
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{key}'") from exc
 
     def __setattr__(self, key: str, value: Any) -> None:
         self[key] = value
