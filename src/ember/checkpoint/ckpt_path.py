@@ -84,14 +84,14 @@ def _best(t: Trainer, fn: str, implied: bool = False) -> str:
     callbacks = [cb for cb in checkpoints if hasattr(cb, "best_model_path")]
     if not callbacks:
         raise ValueError(
-            f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured: add'
+            f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured. Add'
             " `ModelCheckpoint(...)` to the callbacks, or pass a checkpoint file path." + or_model
         )
     best = callbacks[0].best_model_path
     if not best:
         raise ValueError(
-            f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured to save the best model (it'
-            f" has not saved a best checkpoint yet): run `fit` first or pass `.{fn}(ckpt_path=<path>)`." + or_model
+            f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured to save the best model. It'
+            f" has not saved a best checkpoint yet: run `fit` first or pass `.{fn}(ckpt_path=<path>)`." + or_model
         )
     return best
 
@@ -100,8 +100,8 @@ def _hpc(t: Trainer, fn: str) -> str:
     path = hpc_resume_path(t.default_root_dir)
     if path is None:
         raise ValueError(
-            f'`.{fn}(ckpt_path="hpc")` is set but no HPC checkpoint (`hpc_ckpt_<n>.ckpt`) was found in'
-            f" {t.default_root_dir}. Pass an exact checkpoint path to `.{fn}(ckpt_path=...)`."
+            f'`.{fn}(ckpt_path="hpc")` is set but no HPC checkpoint was found. Please pass an exact checkpoint path'
+            f" to `.{fn}(ckpt_path=...)` (no `hpc_ckpt_<n>.ckpt` in {t.default_root_dir})."
         )
     return path
 

@@ -152,10 +152,10 @@ def teardown(trainer: Trainer, failure: BaseException | None = None) -> None:
         trainer.accelerator.teardown()
         run.stop_flag.uninstall()
         run.results = None
-        # a failed run's loop values stay readable as they were (Lightning copies each batch's into the three
-        # dicts as the batch ends); then the loop's results go
-        for which in (0, 1, 2):
-            run.metrics.current(which)
+        # a failed run's step values stay readable (Lightning copies each batch's into the three dicts as the
+        # batch ends; epoch values only when each dict is read); then the loop's results go
+        if run.metrics.live is not None:
+            run.metrics.flush_step(run.metrics.live)
         run.metrics.live = run.metrics.epoch_end = None
         run.metrics.to_cpu()
 
