@@ -56,6 +56,16 @@ def test_isolate_rng_restores_all_generators():
     assert after == (torch.rand(1).item(), np.random.rand(), random.random())
 
 
+def test_isolate_rng_restores_the_generators_when_its_body_raises():
+    seed_everything(5)
+    with pytest.raises(RuntimeError), isolate_rng():
+        torch.rand(3)
+        raise RuntimeError("inside")
+    after = torch.rand(1).item()
+    seed_everything(5)
+    assert after == torch.rand(1).item()
+
+
 def test_rng_states_survive_a_safe_checkpoint_round_trip_and_older_tuples_restore(tmp_path):
     from ember.utilities.seed import collect_rng_states, set_rng_states
 
