@@ -80,13 +80,14 @@ class PyTorchProfiler(Profiler):
         self._record_shapes: bool | None = profiler_kwargs.pop("record_shapes", None)
         self._profiler_kwargs = profiler_kwargs
         # as Lightning: `enabled=False` records nothing (the calls still run, with no profiler around them)
-        self._enabled = bool(profiler_kwargs.get("enabled", True))
+        # (read from the attribute: a config parser lists what is read from `profiler_kwargs` as an argument)
+        self._enabled = bool(self._profiler_kwargs.get("enabled", True))
         _check_table_kwargs(self._table_kwargs)
         if sort_by_key is not None and sort_by_key not in self.AVAILABLE_SORT_KEYS:
             raise MisconfigurationException(
                 f"Found sort_by_key: {sort_by_key}. Should be within {self.AVAILABLE_SORT_KEYS}. "
             )
-        _check_schedule(profiler_kwargs.get("schedule"))
+        _check_schedule(self._profiler_kwargs.get("schedule"))
         self.function_events: Any = None  # torch's EventList of the last run, once it is summarized
         self._profiler: Any = None
         self._contexts: list[Any] = []  # what is entered for the whole run, to exit in reverse
