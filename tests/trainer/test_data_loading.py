@@ -737,3 +737,33 @@ def test_a_loader_subclass_that_cannot_take_the_sampler_still_gets_it():
     with pytest.warns(UserWarning, match="You requested to overfit but enabled train dataloader shuffling"):
         trainer.fit(CoreModel(), Fixed(loader(n=8).dataset))
     assert isinstance(trainer.train_dataloader.sampler, SequentialSampler)
+
+
+def test_a_loader_subclass_made_in_a_hook_is_made_again_with_the_arguments_it_was_given():
+    """Its `__init__` keeps an argument under another name: the arguments the hook passed are recorded, as
+    Lightning records them, and the copy with the new sampler gets them (it was made without its `__init__`)."""
+    from torch.utils.data import DataLoader, SequentialSampler
+
+    class Scaled(DataLoader):
+        def __init__(self, dataset, scale, **kwargs):
+            super().__init__(dataset, **kwargs)
+            self.factor = scale
+
+    seen = []
+
+    class UsesScaled(CoreModel):
+        def train_dataloader(self):
+            return Scaled(loader(n=8).dataset, scale=10, batch_size=4, shuffle=True)
+
+        def training_step(self, batch, batch_idx):
+            seen.append(self.trainer.train_dataloader.factor)
+            return super().training_step(batch, batch_idx)
+
+    trainer = quiet_trainer(max_steps=1, overfit_batches=1)
+    with pytest.warns(UserWarning, match="You requested to overfit"):
+        trainer.fit(UsesScaled())
+    assert isinstance(trainer.train_dataloader, Scaled) and isinstance(
+        trainer.train_dataloader.sampler, SequentialSampler
+    )
+    assert seen == [10]
+    assert "__wrapped__" not in Scaled.__dict__["__init__"].__dict__  # the hook's recording is undone

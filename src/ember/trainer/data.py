@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -161,13 +163,69 @@ def rebuild_dataloader(
     return new
 
 
+@contextlib.contextmanager
+def recording_loader_arguments() -> Iterator[None]:
+    """While a ``*_dataloader`` hook runs, each DataLoader subclass it makes remembers the arguments of its
+    ``__init__`` (Lightning records them so too), so that a copy with a new sampler passes them again: an
+    argument the subclass keeps under another name, or not at all, is not lost."""
+    patched: list[tuple[type, Any]] = []
+    pending = list(DataLoader.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        original = cls.__dict__.get("__init__")
+        if original is None or getattr(original, "_ember_records", False):
+            continue
+        patched.append((cls, original))
+        type.__setattr__(cls, "__init__", _recording(original))
+    try:
+        yield
+    finally:
+        for cls, original in patched:
+            type.__setattr__(cls, "__init__", original)
+
+
+def _recording(init: Any) -> Any:
+    @functools.wraps(init)
+    def recorded_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        if "_ember_init_arguments" not in self.__dict__:  # the outermost `__init__`: what the program passed
+            object.__setattr__(self, "_ember_init_arguments", (args, kwargs))
+        init(self, *args, **kwargs)
+
+    recorded_init._ember_records = True  # type: ignore[attr-defined]
+    return recorded_init
+
+
+def _recorded_arguments(cls: type, loader: DataLoader) -> dict[str, Any]:
+    """The named ``__init__`` arguments ``loader`` was made with inside a hook (``{}`` when not recorded)."""
+    import inspect
+
+    recorded = loader.__dict__.get("_ember_init_arguments")
+    if recorded is None:
+        return {}
+    try:
+        signature = inspect.signature(cls)
+        bound = signature.bind_partial(*recorded[0], **recorded[1]).arguments
+    except (TypeError, ValueError):
+        return {}
+    named: dict[str, Any] = {}
+    for name, value in bound.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            named[name] = value
+    return named
+
+
 def _through_own_init(cls: type[DataLoader], loader: DataLoader, kwargs: dict[str, Any]) -> DataLoader | None:
     """A DataLoader subclass made again through its own ``__init__``, so that what it sets up there (a
     ``StatefulDataLoader``'s position tracking, a subclass's own attributes) exists in the copy, as
-    Lightning re-creates one: each argument is the new loader setting, else the instance's attribute of
-    that name, else its default. ``None`` when an argument has none of them or the call fails."""
+    Lightning re-creates one: each argument is the new loader setting, else what it was made with in a
+    ``*_dataloader`` hook, else the instance's attribute of that name, else its default. ``None`` when an
+    argument has none of them or the call fails."""
     given = {"dataset": loader.dataset, "shuffle": False, **kwargs}  # the new sampler holds the order
-    attributes = dict(vars(loader))
+    attributes = {**vars(loader), **_recorded_arguments(cls, loader)}
     # the new sampler replaces the old order, whichever of the two held it
     attributes.pop("batch_sampler" if "sampler" in given else "sampler", None)
     remade = _made_again(cls, given, attributes, rest_to_kwargs=True)

@@ -15,6 +15,7 @@ from ember.trainer.data import (
     limit_batches,
     prepare_loader,
     rebuild_dataloader,
+    recording_loader_arguments,
     set_sampler_epoch,
     shuffles,
 )
@@ -42,10 +43,13 @@ def _requested(t: Trainer, run: Run, name: str) -> tuple[Any, str | None]:
     datamodule = run.datamodule  # this call's (as Lightning: not one an earlier call left on the trainer)
     if datamodule is not None and overridden(datamodule, hook):
         call = run.hooks.call_datamodule if run.hooks is not None else None  # profiled, as in Lightning
-        loaders = call(datamodule, hook) if call is not None else getattr(datamodule, hook)()
+        with recording_loader_arguments():
+            loaders = call(datamodule, hook) if call is not None else getattr(datamodule, hook)()
         return loaders, f"{type(datamodule).__name__}.{hook}"
     if run.hooks is not None and run.hooks.module_overrides(hook):
-        return run.hooks.call_module(hook), f"{type(t.lightning_module).__name__}.{hook}"
+        with recording_loader_arguments():
+            loaders = run.hooks.call_module(hook)
+        return loaders, f"{type(t.lightning_module).__name__}.{hook}"
     return None, None
 
 
