@@ -176,8 +176,11 @@ def recording_loader_arguments() -> Iterator[None]:
         original = cls.__dict__.get("__init__")
         if original is None or getattr(original, "_ember_records", False):
             continue
+        try:
+            type.__setattr__(cls, "__init__", _recording(original))
+        except (TypeError, AttributeError):  # a class that cannot be changed (an extension type): not recorded
+            continue
         patched.append((cls, original))
-        type.__setattr__(cls, "__init__", _recording(original))
     try:
         yield
     finally:
