@@ -181,9 +181,8 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         is_last = batch_idx >= total
         epoch.validate_if_due(batch_idx - 1, is_last, automatic and batch_idx % accumulate != 0 and not is_last)
     if trainer.should_stop and epoch.may_stop(batch_idx):
-        total = (
-            batch_idx  # stopped before this epoch's next batch (in `on_train_epoch_start`): none runs, as in Lightning
-        )
+        # stopped before this epoch's next batch (in `on_train_epoch_start`): none runs, as in Lightning
+        total = batch_idx
     while batch_idx < total:
         batch = next(iterator, _END)  # fetch
         if batch is _END:
