@@ -574,3 +574,20 @@ def test_to_tensorrt_compiles_on_cuda_through_the_batch_hooks_and_puts_the_modul
     assert inputs[0].device.type == "cuda" and inputs[0].tolist() == [[3.0] * 4]
     assert (saved, path, save_kwargs["output_format"]) == ("trt", tmp_path / "m.ep", "exported_program")
     assert model.training and model.device.type == "cpu"
+
+
+def test_print_outside_a_drawing_bar_still_prints(capsys):
+    """In `setup`, `on_fit_end` or after a run, no bar is drawing: Lightning's `TQDMProgressBar.print` drops
+    the text; Ember prints it."""
+
+    class PrintsAround(CoreModel):
+        def setup(self, stage):
+            self.print("in setup")
+
+        def on_fit_end(self):
+            self.print("at the end")
+
+    trainer = ember.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_model_summary=False)
+    trainer.fit(PrintsAround(), loader(n=4))
+    out = capsys.readouterr().out
+    assert "in setup\n" in out and "at the end\n" in out
