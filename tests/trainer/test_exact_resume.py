@@ -227,6 +227,37 @@ def test_a_step_interval_plateau_step_after_a_validation_survives_a_mid_epoch_re
     assert torch.equal(straight_weight, resumed_weight)
 
 
+def test_an_epoch_interval_plateau_step_after_a_mid_epoch_resume_is_taken_as_the_uninterrupted_run_takes_it(tmp_path):
+    # a checkpoint written mid-epoch (step 12 of 8-batch epochs): the resumed epoch ends with its own validation's
+    # metrics, and its plateau step is taken (Lightning skips the epoch-end scheduler steps of an epoch it
+    # resumed mid-way, and stays one reduction behind)
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    data = TensorDataset(x, x.sum(1, keepdim=True))
+
+    def run(root, ckpt_path=None):
+        steps = ember.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=12, save_top_k=-1)
+        trainer = ember.Trainer(
+            max_epochs=3,
+            callbacks=[steps],
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=root,
+        )
+        torch.manual_seed(0)
+        model = _PlateauModel("val_loss")
+        train = DataLoader(data, batch_size=8, shuffle=True)
+        trainer.fit(model, train, DataLoader(data, batch_size=16), ckpt_path=ckpt_path)
+        return trainer.optimizers[0].param_groups[0]["lr"], model.layer.weight.detach().clone()
+
+    straight_lr, straight_weight = run(tmp_path / "straight")
+    resumed_lr, resumed_weight = run(tmp_path / "resumed", tmp_path / "straight" / "epoch=1-step=12.ckpt")
+    assert straight_lr == resumed_lr == pytest.approx(0.1 * 0.5**3)
+    assert torch.equal(straight_weight, resumed_weight)
+
+
 class _Batches(ember.Callback):
     def __init__(self) -> None:
         self.seen: list[tuple[int, int]] = []
