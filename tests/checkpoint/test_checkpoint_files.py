@@ -185,8 +185,9 @@ def test_is_local():
 
 def test_missing_file_error_names_the_file(tmp_path):
     path = tmp_path / "nope.ckpt"
-    with pytest.raises(FileNotFoundError, match="Checkpoint file not found: .*nope.ckpt"):
+    with pytest.raises(FileNotFoundError, match="Checkpoint file not found: .*nope.ckpt") as info:
         load_checkpoint(path)
+    assert info.value.errno == errno.ENOENT  # as the operating system's error (Lightning's) has it
     with pytest.raises(FileNotFoundError, match="Checkpoint file not found: memory://x/nope.ckpt"):
         load_checkpoint("memory://x/nope.ckpt")
 

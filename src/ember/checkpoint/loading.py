@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from typing import IO, Any
@@ -56,12 +57,12 @@ def load_checkpoint(
 
             return sharded.load(local, map_location=map_location, weights_only=weights_only)
         if not os.path.isfile(local):
-            raise FileNotFoundError(f"Checkpoint file not found: {name}")
+            raise _not_found(name)
         with open(local, "rb") as file:
             return load_file(file, name, map_location, weights_only)
     fs = get_filesystem(name)
     if not fs.exists(name):
-        raise FileNotFoundError(f"Checkpoint file not found: {name}")
+        raise _not_found(name)
     if fs.isdir(name):
         raise IsADirectoryError(
             f"Checkpoint {name} is a folder on a remote filesystem: sharded checkpoint folders are read from local"
@@ -86,3 +87,11 @@ def _torch_forces_full_load() -> bool:
         stacklevel=3,
     )
     return True
+
+
+def _not_found(name: str) -> FileNotFoundError:
+    """The error for a missing checkpoint, with ``errno`` set as the operating system's (Lightning's) error has it,
+    for code that tells the cause by it."""
+    error = FileNotFoundError(f"Checkpoint file not found: {name}")
+    error.errno = errno.ENOENT
+    return error
