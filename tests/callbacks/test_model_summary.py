@@ -225,3 +225,21 @@ def test_lazy_parameters_warn_once(monkeypatch, recwarn):
     recwarn.clear()
     assert table.trainable_parameters == 0 and table.total_parameters == 0
     assert not [w for w in recwarn if "UninitializedParameter" in str(w.message)]
+
+
+def test_the_example_input_goes_through_the_model_in_the_precision_plugins_context():
+    """Under `bf16-true` a step makes new float tensors in bf16: the summary's forward does too, as Lightning's,
+    so a forward that builds one (`torch.eye`) works there as in the steps."""
+    from tests.helpers.core_models import CoreModel, loader
+
+    class Builds(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.example_input_array = torch.zeros(2, 4)
+
+        def forward(self, x):
+            return self.layer(x.to(self.dtype)) @ torch.eye(1)  # `eye` takes the default dtype
+
+    trainer = pl.Trainer(max_steps=1, precision="bf16-true", logger=False, enable_checkpointing=False)
+    trainer.fit(Builds(), loader(n=4))  # (the summary printed at the start ran the example input)
+    assert trainer.global_step == 1

@@ -327,3 +327,69 @@ def test_a_single_device_strategys_precision_plugin_is_the_one_used():
     assert model.layer.weight.dtype == torch.float64
     with pytest.raises(MisconfigurationException, match="precision set through both strategy class and plugins"):
         ember.Trainer(strategy=SingleDeviceStrategy("cpu", precision_plugin=DoublePrecision()), plugins=[Precision()])
+
+
+@pytest.mark.parametrize("automatic", [True, False])
+def test_fp16_gradients_are_unscaled_once_whichever_optimizer_object_clipping_gets(automatic):
+    """Clipping through `self.optimizers()` (a `LightningOptimizer`) unscaled a second time: the scaler keys its
+    record by the optimizer inside. Clipping sees the true gradients (Lightning clips manual optimization's still
+    scaled ones), and the step uses them, unscaled once."""
+    seen = []
+
+    class Clips(CoreModel):
+        def __init__(self, limit):
+            super().__init__()
+            self.automatic_optimization = automatic
+            self.limit = limit
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            if automatic:
+                return loss
+            opt = self.optimizers()
+            opt.zero_grad()
+            self.manual_backward(loss)
+            self.clip_gradients(opt, gradient_clip_val=self.limit, gradient_clip_algorithm="norm")
+            opt.step()
+
+        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+            self.clip_gradients(self.optimizers(), gradient_clip_val=self.limit, gradient_clip_algorithm="norm")
+
+        def on_before_optimizer_step(self, optimizer):
+            seen.append(torch.cat([p.grad.flatten() for p in self.parameters()]).norm().item())
+
+    def run(limit):
+        seen.clear()
+        torch.manual_seed(0)
+        model = Clips(limit)
+        scaler = torch.amp.GradScaler("cpu", init_scale=64.0)
+        plugin = MixedPrecision("16-mixed", "cpu", scaler)
+        quiet_trainer(max_steps=1, plugins=[plugin]).fit(model, loader(n=4, batch_size=4))
+        return seen[0], model.layer.weight.detach().clone()
+
+    torch.manual_seed(0)
+    reference = CoreModel()
+    start = {k: v.clone() for k, v in reference.state_dict().items()}
+    x, y = next(iter(loader(n=4, batch_size=4)))
+    with torch.autocast("cpu", dtype=torch.float16):
+        nn.functional.mse_loss(reference(x), y).backward()
+    true_norm = torch.cat([p.grad.flatten() for p in reference.parameters()]).norm().item()
+
+    def stepped(limit):  # SGD(lr=0.1) with the true gradients clipped to `limit`
+        scale = min(1.0, limit / true_norm)
+        return start["layer.weight"] - 0.1 * reference.layer.weight.grad * scale
+
+    for limit in (1e6, true_norm / 2):  # far above (no clipping), then one that bites
+        norm, weight = run(limit)
+        torch.testing.assert_close(weight, stepped(limit), rtol=1e-4, atol=1e-6)
+        if not automatic:  # (automatic: the hook runs before `configure_gradient_clipping`)
+            assert norm == pytest.approx(min(true_norm, limit), rel=1e-3)
+
+
+def test_trainer_precision_is_read_from_the_plugin_each_time_as_in_lightning():
+    trainer = quiet_trainer()
+    assert trainer.precision == "32-true"
+    trainer.strategy.precision_plugin = DoublePrecision()
+    assert trainer.precision == "64-true"
+    with pytest.raises(AttributeError):
+        trainer.precision = "16-true"  # read-only, as Lightning's

@@ -288,13 +288,11 @@ def _prepare_example_input(model: Any) -> Any:
 
 
 def _forward_context(model: nn.Module) -> Any:
+    """The context the example input goes through the model in: the precision plugin's, as a step runs in it
+    (autocast, or the default dtype of a ``*-true`` precision), as Lightning's summary does."""
     trainer = getattr(model, "_trainer", None)
-    precision = str(getattr(trainer, "precision", "32-true")) if trainer is not None else "32-true"
-    if precision in ("16-mixed", "bf16-mixed"):
-        device = getattr(model, "device", torch.device("cpu"))
-        dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
-        return torch.autocast(device_type=torch.device(device).type, dtype=dtype, cache_enabled=False)
-    return contextlib.nullcontext()
+    plugin = getattr(getattr(trainer, "strategy", None), "precision_plugin", None)
+    return plugin.forward_context() if plugin is not None else contextlib.nullcontext()
 
 
 def parse_batch_shape(batch: Any) -> str | list:

@@ -60,10 +60,18 @@ class MixedPrecision(Precision):
         return self.scaler.scale(loss) if self.scaler is not None else loss
 
     def unscale_for_clipping(self, optimizer: Optimizer) -> None:
-        # a GradScaler's record of this optimizer: unscale unless its step already did (a stand-in scaler has none)
-        states = getattr(self.scaler, "_per_optimizer_states", None)
-        if isinstance(states, dict) and states[id(optimizer)]["stage"].name == "READY":
+        # clipping compares the true gradients with the limit (Lightning clips manual optimization's still-scaled
+        # ones): unscale, unless done since the last step. The scaler keys its record by the optimizer itself,
+        # not the `LightningOptimizer` around it
+        optimizer = getattr(optimizer, "_optimizer", optimizer)
+        if self._not_unscaled(optimizer):
             self.scaler.unscale_(optimizer)
+
+    def _not_unscaled(self, optimizer: Optimizer) -> bool:
+        """Whether the GradScaler has not unscaled ``optimizer``'s gradients since its last step (a stand-in scaler
+        keeps no record: unscale as usual)."""
+        states = getattr(self.scaler, "_per_optimizer_states", None)
+        return not isinstance(states, dict) or states[id(optimizer)]["stage"].name == "READY"
 
     def clip_gradients(
         self, optimizer: Optimizer, clip_val: float = 0.0, gradient_clip_algorithm: str = "norm"
@@ -92,7 +100,7 @@ class MixedPrecision(Precision):
             )
         # GradScaler cannot step with a closure: run it first, unscale, then step if grads are finite
         result = closure()
-        if not _unscales_itself(optimizer):
+        if not _unscales_itself(optimizer) and self._not_unscaled(optimizer):  # (manual clipping may have)
             self.scaler.unscale_(optimizer)
         if before_step is not None:
             before_step()

@@ -237,7 +237,6 @@ class Trainer:
         self._accelerator, _, self.strategy = create_hardware(
             accelerator, devices, strategy, num_nodes, precision, plugins, sync_batchnorm
         )
-        self.precision = self.strategy.precision_plugin.precision
         self.plugins = plugins
         self.sync_batchnorm = sync_batchnorm
         self.use_distributed_sampler = use_distributed_sampler
@@ -619,6 +618,11 @@ class Trainer:
         "strategy.precision_plugin",
         "The precision plugin: the one in ``plugins``, or the one ``precision`` names (see ``ember.precision``).",
     )
+
+    @property
+    def precision(self) -> Any:
+        """The precision the run uses (``"32-true"``, ``"bf16-mixed"``, ...): its precision plugin's, read each time."""
+        return self.strategy.precision_plugin.precision
 
     @property
     def scaler(self) -> Any:
