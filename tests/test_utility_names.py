@@ -559,3 +559,26 @@ def test_grad_norms_total_is_in_the_gradients_dtype_as_in_lightning(dtype):
     assert total.dtype == dtype
     parts = [norms["grad_2.0_norm/weight"], norms["grad_2.0_norm/bias"]]
     assert torch.equal(total, torch.tensor(parts).norm(2))  # Lightning's computation
+
+
+def test_a_dataclass_batch_is_copied_without_running_its_init_again():
+    import dataclasses
+
+    from ember.utilities import move_data_to_device
+
+    made = []
+
+    @dataclasses.dataclass
+    class Batch:
+        x: torch.Tensor
+        size: int = dataclasses.field(init=False)
+
+        def __post_init__(self):
+            made.append(1)
+            self.size = len(self.x)
+
+    batch = Batch(torch.zeros(3))
+    moved = move_data_to_device(batch, "cpu")
+    assert made == [1] and moved is not batch and moved.size == 3  # as Lightning: no second `__post_init__`
+    frozen = dataclasses.make_dataclass("Frozen", [("x", torch.Tensor)], frozen=True)(torch.ones(2))
+    assert torch.equal(move_data_to_device(frozen, "cpu").x, torch.ones(2))

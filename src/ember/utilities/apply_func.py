@@ -32,9 +32,23 @@ def apply_to_type(data: Any, kind: type | tuple[type, ...], fn: Callable[[Any], 
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):  # another sequence type, as Lightning
         return type(data)([apply_to_type(v, kind, fn) for v in data])  # type: ignore[call-arg]
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
-        changes = {f.name: apply_to_type(getattr(data, f.name), kind, fn) for f in dataclasses.fields(data) if f.init}
-        return dataclasses.replace(data, **changes)
+        return _dataclass_with(data, kind, fn)
     return data
+
+
+def _dataclass_with(data: Any, kind: type | tuple[type, ...], fn: Callable[[Any], Any]) -> Any:
+    """A copy of the dataclass instance ``data`` with ``fn`` applied inside its ``__init__`` fields, as Lightning
+    makes it: its ``__init__`` and ``__post_init__`` do not run again, and the other fields keep their values."""
+    fields = dataclasses.fields(data)
+    values = {field.name: getattr(data, field.name) for field in fields}
+    result = copy.deepcopy(data, memo={id(value): value for value in values.values()})  # the fields not copied
+    for field in fields:
+        value = apply_to_type(values[field.name], kind, fn) if field.init else values[field.name]
+        try:
+            setattr(result, field.name, value)
+        except dataclasses.FrozenInstanceError:
+            object.__setattr__(result, field.name, value)
+    return result
 
 
 def convert_to_tensors(data: Any, device: torch.device | str) -> Any:
