@@ -393,3 +393,9 @@ def test_trainer_precision_is_read_from_the_plugin_each_time_as_in_lightning():
     assert trainer.precision == "64-true"
     with pytest.raises(AttributeError):
         trainer.precision = "16-true"  # read-only, as Lightning's
+
+
+@pytest.mark.parametrize(("precision", "name"), [(16, "16-mixed"), ("16", "16-mixed"), ("bf16", "bf16-mixed")])
+def test_the_historical_precision_names_warn_as_in_lightning(precision, name):
+    with pytest.warns(UserWarning, match=rf"`precision={precision}` is supported for historical reasons.*to {name}"):
+        quiet_trainer(precision=precision)

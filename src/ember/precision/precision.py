@@ -37,13 +37,21 @@ def normalize_precision(precision: Any) -> str:
     if precision is None:
         return "32-true"
     try:
-        return _ALIASES[precision]
+        name = _ALIASES[precision]
     except (KeyError, TypeError):
         # a ValueError, as in Lightning
         raise ValueError(
             f"Precision {precision!r} is invalid. Allowed precision values: {PRECISIONS}"
             " (or the aliases 64, 32, 16, '64', '32', '16', 'bf16')."
         ) from None
+    if isinstance(precision, (int, str)) and str(precision) in ("16", "bf16"):
+        from ember.utilities.rank_zero import rank_zero_warn
+
+        rank_zero_warn(
+            f"`precision={precision}` is supported for historical reasons but its usage is discouraged. Please set"
+            f" your precision to {name} instead!"
+        )
+    return name
 
 
 def _own_step(cls: type[Optimizer]) -> Any:
