@@ -1479,6 +1479,7 @@ def test_val_check_batch_is_none_before_a_fit_and_when_validation_goes_by_time()
     trainer.fit(CoreModel(), loader(n=16), loader(n=4))
     trainer.validate(CoreModel(), loader(n=4), verbose=False)
     assert trainer.val_check_batch == 2  # the fit's, after another call, as Lightning's loop keeps it
+    assert trainer.is_last_batch and trainer.num_sanity_val_batches == [0]  # the fit's (no sanity check here)
     timed = quiet_trainer(max_epochs=1, val_check_interval="00:00:00:01")
     timed.fit(CoreModel(), loader(n=16), loader(n=4))
     assert timed.val_check_batch is None

@@ -40,6 +40,10 @@ class _ReadOnly:
         return self if trainer is None else self._get(trainer)
 
 
+def _is_last_batch(run: Run) -> bool:
+    return run.last_batch_seen or run.batch_idx + 1 >= run.num_training_batches
+
+
 class _LoopsLeft(NamedTuple):
     """What a call leaves on Lightning's loops for later calls to read: its evaluation loops' progress and
     its batch counts (the loaders go with the call)."""
@@ -48,6 +52,8 @@ class _LoopsLeft(NamedTuple):
     num_training_batches: int | float
     eval_batches: dict[str, list[int | float]]
     val_check_batch: int | float
+    is_last_batch: bool
+    num_sanity_val_batches: list[int | float]
 
 
 # the call that runs each of Lightning's loops (see `Trainer._batch_counts`)
@@ -450,7 +456,12 @@ class Trainer:
         previous = self._run
         if previous.fn is not None:
             self._loops_left[TrainerFn(previous.fn).value] = _LoopsLeft(
-                previous.eval_progress, previous.num_training_batches, previous.eval_batches, previous.val_check_batch
+                previous.eval_progress,
+                previous.num_training_batches,
+                previous.eval_batches,
+                previous.val_check_batch,
+                _is_last_batch(previous),
+                previous.num_sanity_val_batches,
             )
         self._run = Run(self, fn, progress=previous.progress, fit_resuming=previous.fit_resuming)
         self._run.metrics.carry_over(previous.metrics)  # cleared where `lifecycle.start` restores the checkpoint
@@ -655,8 +666,17 @@ class Trainer:
 
     @property
     def is_last_batch(self) -> bool:
-        """Whether the training batch being run is the epoch's last."""
-        return self._run.last_batch_seen or self._run.batch_idx + 1 >= self._run.num_training_batches
+        """Whether the training batch being run (or last run, by the last ``fit``) is the epoch's last."""
+        loops = self._loops_of("fit")
+        if loops is None:
+            return False
+        return loops.is_last_batch if isinstance(loops, _LoopsLeft) else _is_last_batch(loops)
+
+    @property
+    def num_sanity_val_batches(self) -> list[int | float]:
+        """Batches per validation dataloader that the sanity check of the last ``fit`` runs."""
+        loops = self._loops_of("fit")
+        return list(loops.num_sanity_val_batches) if loops is not None else []
 
     @property
     def received_sigterm(self) -> bool:
@@ -676,10 +696,6 @@ class Trainer:
         """Training batches per epoch of the current (or last) ``fit``, after ``limit_train_batches`` (inf for an
         unsized loader, or before any ``fit``)."""
         return self._batch_counts("train")
-
-    num_sanity_val_batches = _ReadOnly(
-        "_run.num_sanity_val_batches", "Batches per validation dataloader that the sanity check runs."
-    )
 
     @property
     def num_val_batches(self) -> list[int | float]:
