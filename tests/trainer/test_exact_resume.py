@@ -162,12 +162,15 @@ class _PlateauModel(ember.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
-def _plateau_run(root, epochs, monitor, on_train_epoch_end, ckpt_path=None, max_steps=-1, **model_args):
+def _plateau_run(
+    root, epochs, monitor, on_train_epoch_end, ckpt_path=None, max_steps=-1, checkpoint=None, **model_args
+):
+    """``checkpoint``: the run's ModelCheckpoint (default: `last.ckpt` and the best on `val_loss`)."""
     from torch.utils.data import DataLoader, TensorDataset
 
     x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
     data = TensorDataset(x, x.sum(1, keepdim=True))
-    checkpoint = ember.callbacks.ModelCheckpoint(
+    checkpoint = checkpoint or ember.callbacks.ModelCheckpoint(
         dirpath=root, save_last=True, monitor="val_loss", save_on_train_epoch_end=on_train_epoch_end
     )
     trainer = ember.Trainer(
@@ -231,26 +234,9 @@ def test_an_epoch_interval_plateau_step_after_a_mid_epoch_resume_is_taken_as_the
     # a checkpoint written mid-epoch (step 12 of 8-batch epochs): the resumed epoch ends with its own validation's
     # metrics, and its plateau step is taken (Lightning skips the epoch-end scheduler steps of an epoch it
     # resumed mid-way, and stays one reduction behind)
-    from torch.utils.data import DataLoader, TensorDataset
-
-    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
-    data = TensorDataset(x, x.sum(1, keepdim=True))
-
     def run(root, ckpt_path=None):
         steps = ember.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=12, save_top_k=-1)
-        trainer = ember.Trainer(
-            max_epochs=3,
-            callbacks=[steps],
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=root,
-        )
-        torch.manual_seed(0)
-        model = _PlateauModel("val_loss")
-        train = DataLoader(data, batch_size=8, shuffle=True)
-        trainer.fit(model, train, DataLoader(data, batch_size=16), ckpt_path=ckpt_path)
-        return trainer.optimizers[0].param_groups[0]["lr"], model.layer.weight.detach().clone()
+        return _plateau_run(root, 3, "val_loss", True, ckpt_path=ckpt_path, checkpoint=steps)
 
     straight_lr, straight_weight = run(tmp_path / "straight")
     resumed_lr, resumed_weight = run(tmp_path / "resumed", tmp_path / "straight" / "epoch=1-step=12.ckpt")

@@ -40,6 +40,23 @@ class Recorder(ember.Callback):
         self.events.append(("teardown", stage))
 
 
+class _HeardData(ember.LightningDataModule):
+    """Data for every stage; records the exceptions its `on_exception` hears in ``heard``."""
+
+    def __init__(self, heard):
+        super().__init__()
+        self.heard = heard
+
+    def train_dataloader(self):
+        return _loader()
+
+    def test_dataloader(self):
+        return _loader()
+
+    def on_exception(self, exception):
+        self.heard.append(("datamodule", type(exception).__name__))
+
+
 def _loader():
     return DataLoader(TensorDataset(torch.randn(32, 4)), batch_size=4)
 
@@ -56,13 +73,7 @@ def test_an_error_calls_on_exception_then_reraises(tmp_path):
 def test_a_call_that_fails_before_its_first_hook_still_tells_the_callbacks_and_the_datamodule(tmp_path):
     # `ckpt_path="best"` without a best checkpoint fails before `setup`; Lightning calls `on_exception` anyway
     heard = []
-
-    class Data(ember.LightningDataModule):
-        def test_dataloader(self):
-            return _loader()
-
-        def on_exception(self, exception):
-            heard.append(("datamodule", type(exception).__name__))
+    data = _HeardData(heard)
 
     class Tested(Failing):
         def test_step(self, batch, batch_idx):
@@ -71,7 +82,7 @@ def test_a_call_that_fails_before_its_first_hook_still_tells_the_callbacks_and_t
     recorder = Recorder()
     trainer = ember.Trainer(default_root_dir=tmp_path, callbacks=[recorder], **QUIET)
     with pytest.raises(ValueError, match="best"):
-        trainer.test(Tested(None), datamodule=Data(), ckpt_path="best")
+        trainer.test(Tested(None), datamodule=data, ckpt_path="best")
     assert recorder.events == [("on_exception", "ValueError")]  # no setup ran, so no teardown either
     assert heard == [("datamodule", "ValueError")]
 
@@ -169,13 +180,6 @@ def test_sigterm_is_a_failure_the_callbacks_datamodule_and_loggers_hear_of(tmp_p
 
     heard = []
 
-    class Data(ember.LightningDataModule):
-        def train_dataloader(self):
-            return _loader()
-
-        def on_exception(self, exception):
-            heard.append(("datamodule", type(exception).__name__))
-
     class Logger(ember.loggers.CSVLogger):
         def finalize(self, status):
             heard.append(("logger", status))
@@ -191,7 +195,7 @@ def test_sigterm_is_a_failure_the_callbacks_datamodule_and_loggers_hear_of(tmp_p
     options = {**QUIET, "logger": Logger(tmp_path)}
     trainer = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, callbacks=[recorder], **options)
     with pytest.raises(SIGTERMException):
-        trainer.fit(Terminated(None), datamodule=Data())
+        trainer.fit(Terminated(None), datamodule=_HeardData(heard))
     name = recorder.events[0][1]
     assert recorder.events == [("on_exception", name)] and heard == [("datamodule", name), ("logger", "failed")]
     assert trainer.interrupted
