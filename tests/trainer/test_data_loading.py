@@ -767,3 +767,31 @@ def test_a_loader_subclass_made_in_a_hook_is_made_again_with_the_arguments_it_wa
     )
     assert seen == [10]
     assert "__wrapped__" not in Scaled.__dict__["__init__"].__dict__  # the hook's recording is undone
+
+
+def test_a_batch_sampler_subclass_made_in_a_hook_is_made_again_with_the_arguments_it_was_given():
+    """Its `__init__` takes an argument it keeps under another name: recorded in the hook, as Lightning records
+    it, the copy drawing from the overfit run's sampler is made through its own `__init__`."""
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+    class Grouped(BatchSampler):
+        def __init__(self, sampler, group, drop_last=False):
+            super().__init__(sampler, batch_size=group * 2, drop_last=drop_last)
+            self.groups = group
+            self.order = list(sampler)  # drawn once, here: a copy that only swaps `sampler` keeps the old order
+
+        def __iter__(self):
+            for start in range(0, len(self.order), self.batch_size):
+                yield self.order[start : start + self.batch_size]
+
+    class UsesGrouped(CoreModel):
+        def train_dataloader(self):
+            data = loader(n=8).dataset
+            return DataLoader(data, batch_sampler=Grouped(RandomSampler(data), group=2))
+
+    trainer = quiet_trainer(max_steps=1, overfit_batches=1)
+    with pytest.warns(UserWarning, match="You requested to overfit"):
+        trainer.fit(UsesGrouped())
+    remade = trainer.train_dataloader.batch_sampler
+    assert isinstance(remade, Grouped) and remade.groups == 2 and remade.batch_size == 4
+    assert isinstance(remade.sampler, SequentialSampler) and remade.order == list(range(8))

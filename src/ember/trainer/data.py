@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import (
+    BatchSampler,
     DataLoader,
     DistributedSampler,
     IterableDataset,
@@ -165,11 +166,11 @@ def rebuild_dataloader(
 
 @contextlib.contextmanager
 def recording_loader_arguments() -> Iterator[None]:
-    """While a ``*_dataloader`` hook runs, each DataLoader subclass it makes remembers the arguments of its
-    ``__init__`` (Lightning records them so too), so that a copy with a new sampler passes them again: an
-    argument the subclass keeps under another name, or not at all, is not lost."""
+    """While a ``*_dataloader`` hook runs, each DataLoader or BatchSampler subclass it makes remembers the
+    arguments of its ``__init__`` (Lightning records them so too), so that a copy with a new sampler passes
+    them again: an argument the subclass keeps under another name, or not at all, is not lost."""
     patched: list[tuple[type, Any]] = []
-    pending = list(DataLoader.__subclasses__())
+    pending = [*DataLoader.__subclasses__(), *BatchSampler.__subclasses__()]
     while pending:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
@@ -191,19 +192,21 @@ def recording_loader_arguments() -> Iterator[None]:
 def _recording(init: Any) -> Any:
     @functools.wraps(init)
     def recorded_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        if "_ember_init_arguments" not in self.__dict__:  # the outermost `__init__`: what the program passed
-            object.__setattr__(self, "_ember_init_arguments", (args, kwargs))
+        state = getattr(self, "__dict__", None)
+        if state is not None and "_ember_init_arguments" not in state:  # the outermost `__init__`: what was passed
+            state["_ember_init_arguments"] = (args, kwargs)
         init(self, *args, **kwargs)
 
     recorded_init._ember_records = True  # type: ignore[attr-defined]
     return recorded_init
 
 
-def _recorded_arguments(cls: type, loader: DataLoader) -> dict[str, Any]:
-    """The named ``__init__`` arguments ``loader`` was made with inside a hook (``{}`` when not recorded)."""
+def _recorded_arguments(cls: type, made: Any) -> dict[str, Any]:
+    """The named ``__init__`` arguments ``made`` (a loader, a batch sampler) was made with inside a hook (``{}``
+    when not recorded)."""
     import inspect
 
-    recorded = loader.__dict__.get("_ember_init_arguments")
+    recorded = getattr(made, "__dict__", {}).get("_ember_init_arguments")
     if recorded is None:
         return {}
     try:
@@ -408,6 +411,7 @@ def _batch_sampler_with(batch_sampler: Any, sampler: Any, drop_last: bool | None
     cls = type(batch_sampler)
     if hasattr(batch_sampler, "sampler"):
         attributes = vars(batch_sampler) if hasattr(batch_sampler, "__dict__") else {}
+        attributes = {**attributes, **_recorded_arguments(cls, batch_sampler)}
         remade = _made_again(cls, changes, attributes, rest_to_kwargs=False)
         if remade is None:
             remade = copy.copy(batch_sampler)
