@@ -1234,3 +1234,39 @@ def test_a_subclass_with_its_own_save_step_ranks_and_writes_as_in_lightning(tmp_
     assert callback.written == [ranked[0], "last.ckpt", ranked[1], "last.ckpt", ranked[2], "last.ckpt", "last.ckpt"]
     assert _names(tmp_path) == sorted(["best_k_models.yaml", "last.ckpt", *ranked[1:]])
     assert callback.best_model_path == str(tmp_path / ranked[1])
+
+
+def test_step_triggers_wait_for_a_validation_counted_across_epochs(tmp_path):
+    """Validation every 2 batches counted across epochs (`check_val_every_n_epoch=None`) runs right after each
+    `every_n_train_steps=2` trigger: each file is named and ranked by that validation, not the one before."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    scores = iter([0.9, 0.8, 0.7, 0.6])
+
+    class Scored(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.score)
+
+        def on_validation_epoch_start(self):
+            self.score = next(scores)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", every_n_train_steps=2, save_top_k=-1)
+    options = {**QUIET, "num_sanity_val_steps": 0, "val_check_interval": 2, "check_val_every_n_epoch": None}
+    trainer = ember.Trainer(max_epochs=2, callbacks=[checkpoint], **options)
+    trainer.fit(
+        Scored(),
+        DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=1),
+        DataLoader(TensorDataset(torch.randn(1, 2))),
+    )
+    ranked = {path.split("step=")[1]: round(score.item(), 4) for path, score in checkpoint.best_k_models.items()}
+    assert ranked == {"2.ckpt": 0.9, "4.ckpt": 0.8, "6.ckpt": 0.7, "8.ckpt": 0.6}

@@ -471,11 +471,17 @@ class ModelCheckpoint(Checkpoint):
 
     @staticmethod
     def _validation_follows(trainer: Trainer, batch_idx: int) -> bool:
-        """Whether the trainer validates right after this training batch (per-epoch schedules only)."""
+        """Whether the trainer validates right after this training batch."""
         every_n = trainer.check_val_every_n_epoch
-        if every_n is None or (trainer.current_epoch + 1) % every_n != 0:
-            return False
         val_check_batch = trainer.val_check_batch
+        if every_n is None:
+            # validation every `val_check_batch` batches counted across epochs, as the loop counts them (by time:
+            # it cannot be known)
+            if val_check_batch is None or val_check_batch == float("inf"):
+                return False
+            return (trainer.fit_loop.total_batch_idx + 1) % val_check_batch == 0
+        if (trainer.current_epoch + 1) % every_n != 0:
+            return False
         if val_check_batch is None or val_check_batch == float("inf"):  # None: by time, so not after a batch count
             return batch_idx + 1 >= trainer.num_training_batches
         return (batch_idx + 1) % val_check_batch == 0
