@@ -1497,3 +1497,19 @@ def test_estimated_stepping_batches_is_max_steps_when_nothing_would_train():
     trainer = quiet_trainer(max_epochs=2, limit_train_batches=0)
     trainer.fit(Reads(), loader(n=8))
     assert seen["estimate"] == -1 and trainer.num_training_batches == float("inf")
+
+
+def test_the_val_dataloader_hook_and_the_zero_grad_hook_see_the_validating_stage_in_fit():
+    seen = []
+
+    class Records(CoreModel):
+        def val_dataloader(self):
+            seen.append(("val_dataloader", self.trainer.state.stage.value, self.trainer.validating))
+            return loader(n=4)
+
+        def on_validation_model_zero_grad(self):
+            seen.append(("zero_grad", self.trainer.state.stage.value, self.trainer.validating))
+            super().on_validation_model_zero_grad()
+
+    quiet_trainer(max_epochs=1).fit(Records(), loader(n=8))
+    assert seen == [("val_dataloader", "validate", True), ("zero_grad", "validate", True)]  # as in Lightning

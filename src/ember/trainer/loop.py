@@ -97,6 +97,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     if trainer._val_check_seconds is not None:
         run.last_val_time = time.monotonic()  # a time-based validation interval starts with training
     if _should_check_val_epoch(trainer, run) and run.val_dataloaders is None:
+        trainer.state.stage = RunningStage.VALIDATING  # the `val_dataloader` hook sees it, as in Lightning
         dataloaders.eval_dataloaders(trainer, run, RunningStage.VALIDATING)
     trainer.state.stage = RunningStage.TRAINING
     run.step = TrainingStep(trainer, run)  # manual optimization may step from on_train_start on
@@ -499,6 +500,7 @@ class _EpochPlan:
         """Validate when an interval ends after batch ``batch_idx`` (or training stops mid-epoch)."""
         trainer, run = self.trainer, self.run
         if self.validating and (self._validation_due(batch_idx, is_last) or self._stopping()):
+            trainer.state.stage = RunningStage.VALIDATING  # (as Lightning, before the zero-grad hook)
             if not accumulating:
                 self.hooks.call_module("on_validation_model_zero_grad")
             run.metrics.flush_step(self.results)
