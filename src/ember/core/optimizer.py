@@ -144,21 +144,30 @@ def _step_outside_training(trainer: Any, optimizer: Optimizer, closure: Callable
     plugin, with the ``on_before_optimizer_step`` hooks, as in Lightning; no step is counted."""
     strategy = trainer.strategy
     hooks = trainer._run.hooks
-
-    def before_step() -> None:
-        if hooks is not None:
-            hooks.call_callbacks("on_before_optimizer_step", optimizer)
-            hooks.call_module("on_before_optimizer_step", optimizer)
-
-    if closure is None:
-        # GradScaler steps only when the closure reports a loss; without one, step anyway
-        scaled = getattr(strategy.precision_plugin, "scaler", None) is not None
-        closure = _a_loss if scaled else _do_nothing
+    before_step = before_step_hooks(hooks, optimizer) if hooks is not None else None
+    closure = closure or closure_for_no_closure(getattr(strategy.precision_plugin, "scaler", None))
     previous, strategy._before_optimizer_step = strategy._before_optimizer_step, before_step
     try:
         return strategy.optimizer_step(optimizer, closure, **kwargs)
     finally:
         strategy._before_optimizer_step = previous
+
+
+def before_step_hooks(hooks: Any, optimizer: Optimizer) -> Callable[[], None]:
+    """What runs between the closure and a manual ``opt.step()``: the ``on_before_optimizer_step`` hooks of the
+    callbacks, then of the module (``hooks``, the running call's dispatcher)."""
+
+    def before_step() -> None:
+        hooks.call_callbacks("on_before_optimizer_step", optimizer)
+        hooks.call_module("on_before_optimizer_step", optimizer)
+
+    return before_step
+
+
+def closure_for_no_closure(scaler: Any) -> Callable[[], Any]:
+    """The closure of an ``opt.step()`` given none: a GradScaler steps only when its closure reports a loss, so
+    under one it reports something; the step runs on the gradients there are."""
+    return _a_loss if scaler is not None else _do_nothing
 
 
 def _a_loss() -> bool:

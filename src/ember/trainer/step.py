@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from torch import Tensor
 
 from ember.core.hooks import program_overrides
-from ember.core.optimizer import _do_nothing
+from ember.core.optimizer import _do_nothing, before_step_hooks, closure_for_no_closure
 from ember.profilers.profiler import profiled, strategy_action
 from ember.trainer.data import takes_dataloader_iter
 from ember.utilities.exceptions import MisconfigurationException
@@ -269,17 +269,9 @@ class TrainingStep:
             # automatic optimization through the module's `optimizer_step`: the closure trains. A hook that
             # ran `optimizer_closure()` itself steps with none: nothing to run again, and (as a skipped
             # backward) no GradScaler step, as in Lightning
-            return self._run_optimizer_step(optimizer, closure or _no_loss, before, **kwargs)
-        hooks = self.hooks
-
-        def before_step() -> None:
-            hooks.call_callbacks("on_before_optimizer_step", optimizer)
-            hooks.call_module("on_before_optimizer_step", optimizer)
-
-        if closure is None:
-            # GradScaler steps only when the closure reports a loss; without one, step anyway
-            closure = _no_loss if self.precision.scaler is None else _some_loss
-        return self._run_optimizer_step(optimizer, closure, before_step, **kwargs)
+            return self._run_optimizer_step(optimizer, closure or _do_nothing, before, **kwargs)
+        closure = closure or closure_for_no_closure(self.precision.scaler)
+        return self._run_optimizer_step(optimizer, closure, before_step_hooks(self.hooks, optimizer), **kwargs)
 
     def _strategy_optimizer_step(
         self, optimizer: Any, closure: Callable[[], Any], before_step: Callable[[], None] | None, **kwargs: Any
@@ -314,14 +306,6 @@ def _then_post_training_step(step: Callable[..., Any], strategy: Any) -> Callabl
         return output
 
     return training_step
-
-
-def _no_loss() -> None:
-    return None
-
-
-def _some_loss() -> bool:
-    return True
 
 
 def _split_training_output(output: Any) -> tuple[Tensor | None, dict[str, Any]]:
