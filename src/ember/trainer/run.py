@@ -205,6 +205,11 @@ class Run:
     predict_batch_indices: Any = None
 
     @property
+    def is_last_batch(self) -> bool:
+        """Whether the training batch being run (or last run) is its epoch's last."""
+        return self.last_batch_seen or self.batch_idx + 1 >= self.num_training_batches
+
+    @property
     def train_combined(self) -> Any:
         """The ``CombinedLoader`` that several training loaders are drawn through; ``None`` for one loader,
         which is iterated directly, with no per-batch work added."""

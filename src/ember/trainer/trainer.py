@@ -40,10 +40,6 @@ class _ReadOnly:
         return self if trainer is None else self._get(trainer)
 
 
-def _is_last_batch(run: Run) -> bool:
-    return run.last_batch_seen or run.batch_idx + 1 >= run.num_training_batches
-
-
 class _LoopsLeft(NamedTuple):
     """What a call leaves on Lightning's loops for later calls to read: its evaluation loops' progress and
     its batch counts (the loaders go with the call)."""
@@ -460,7 +456,7 @@ class Trainer:
                 previous.num_training_batches,
                 previous.eval_batches,
                 previous.val_check_batch,
-                _is_last_batch(previous),
+                previous.is_last_batch,
                 previous.num_sanity_val_batches,
             )
         self._run = Run(self, fn, progress=previous.progress, fit_resuming=previous.fit_resuming)
@@ -668,9 +664,7 @@ class Trainer:
     def is_last_batch(self) -> bool:
         """Whether the training batch being run (or last run, by the last ``fit``) is the epoch's last."""
         loops = self._loops_of("fit")
-        if loops is None:
-            return False
-        return loops.is_last_batch if isinstance(loops, _LoopsLeft) else _is_last_batch(loops)
+        return loops.is_last_batch if loops is not None else False
 
     @property
     def num_sanity_val_batches(self) -> list[int | float]:
