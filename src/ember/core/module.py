@@ -479,16 +479,13 @@ class LightningModule(
 
     # ---- Lightning's batch-transfer helpers: programs call them to move a batch as the loops do ----
     def _call_batch_hook(self, hook_name: str, *args: Any) -> Any:
-        """``hook_name`` of the trainer's datamodule when it overrides it (the one the loops call), else the
+        """``hook_name`` of the running call's datamodule when it overrides it (it wins, as in Lightning), else the
         module's own."""
-        from ember.core.datamodule import LightningDataModule
-        from ember.core.hooks import runs_other_code
+        from ember.core.hooks import DataHooks, runs_other_code
 
-        trainer = self._trainer
-        datamodule = getattr(getattr(trainer, "_run", None), "datamodule", None)  # this call's, as the loops pick
-        if datamodule is not None and runs_other_code(datamodule, LightningDataModule, hook_name):
-            return getattr(datamodule, hook_name)(*args)
-        return getattr(self, hook_name)(*args)
+        datamodule = getattr(getattr(self._trainer, "_run", None), "datamodule", None)
+        owner = datamodule if datamodule is not None and runs_other_code(datamodule, DataHooks, hook_name) else self
+        return getattr(owner, hook_name)(*args)
 
     def _on_before_batch_transfer(self, batch: Any, dataloader_idx: int = 0) -> Any:
         """``batch`` through the ``on_before_batch_transfer`` hook the loops call."""

@@ -289,14 +289,7 @@ class Strategy:
         module = self.lightning_module
         if module is None:
             return move_data_to_device(batch, device)
-        trainer = getattr(module, "_trainer", None)
-        datamodule = getattr(trainer, "datamodule", None)
-        batch = _batch_hook_owner(module, datamodule, "transfer_batch_to_device").transfer_batch_to_device(
-            batch, device, dataloader_idx
-        )
-        return _batch_hook_owner(module, datamodule, "on_after_batch_transfer").on_after_batch_transfer(
-            batch, dataloader_idx
-        )
+        return module._apply_batch_transfer_handler(batch, device, dataloader_idx)  # as Lightning's strategies
 
     @property
     def handles_gradient_accumulation(self) -> bool:
@@ -512,13 +505,6 @@ class SingleDeviceStrategy(Strategy):
 # `Trainer(strategy="<name>")` looks up here the names it does not build itself (a library's own
 # strategies); register one with `StrategyRegistry.register(name, StrategyClass, **init_params)`
 StrategyRegistry = _StrategyRegistry()
-
-
-def _batch_hook_owner(module: Any, datamodule: Any, name: str) -> Any:
-    """The datamodule when it overrides the batch hook ``name`` (it wins, as in Lightning), else the module."""
-    from ember.core.hooks import DataHooks, runs_other_code  # the default batch hooks, and the loop's test
-
-    return datamodule if datamodule is not None and runs_other_code(datamodule, DataHooks, name) else module
 
 
 lightning_style_annotations(SingleDeviceStrategy, Strategy)  # Lightning's `typing` forms in the signature
