@@ -331,6 +331,25 @@ def test_train_time_interval(tmp_path, monkeypatch):
     assert trainer.strategy.broadcasts >= 6  # rank 0's decision is broadcast
 
 
+def test_a_time_trigger_on_a_batch_without_an_optimizer_step_is_used_up_as_in_lightning(tmp_path, monkeypatch):
+    # With gradient accumulation, the interval can run out on a batch that ends no optimizer step (the step
+    # was already saved). Lightning reads the clock there and restarts it without saving; so does Ember.
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    trainer, callback = _setup(tmp_path, train_time_interval=timedelta(seconds=10), save_top_k=-1, filename="{step}")
+    callback.on_train_start(trainer, None)
+    # each window: a batch without an optimizer step (`first` seconds), then the stepping batch (`then` seconds)
+    for first, then in ((1.0, 10.0), (11.0, 1.0), (1.0, 1.0), (1.0, 8.0)):
+        clock[0] += first
+        callback.on_train_batch_end(trainer, None, None, None, 0)
+        clock[0] += then
+        trainer.advance(steps=1)
+        callback.on_train_batch_end(trainer, None, None, None, 0)
+    # step 1 saves at 111 s. At 122 s the interval runs out on a batch after it: the step is saved, so the clock
+    # restarts without a save, and the next file is step 4's at 134 s (Ember used to carry the trigger to step 2)
+    assert _names(tmp_path) == ["step=1.ckpt", "step=4.ckpt"]
+
+
 def test_no_save_during_sanity_check_fast_dev_run_or_outside_fit(tmp_path):
     trainer, callback = _setup(tmp_path)
     trainer.advance(steps=1)

@@ -261,8 +261,9 @@ class ModelCheckpoint(Checkpoint):
         """Save when ``every_n_train_steps`` or ``train_time_interval`` says so."""
         if not self._every_n_train_steps and self._train_time_interval is None:
             return  # the common case costs one check per step
-        if self._should_skip_saving_checkpoint(trainer):
-            return
+        # a step already saved (a batch without an optimizer step) still reads and restarts the clock, as in
+        # Lightning: a time trigger falling on it is used up
+        skip_state = self._should_skip_saving_checkpoint(trainer)
         skip_batch = self._every_n_train_steps < 1 or trainer.global_step % self._every_n_train_steps != 0
         skip_time = True
         now = time.monotonic()
@@ -275,6 +276,8 @@ class ModelCheckpoint(Checkpoint):
             return
         if not skip_time:
             self._last_time_checked = now
+        if skip_state:
+            return
         if self._should_defer_to_validation(trainer, batch_idx):
             # Validation has not produced the monitored metric yet, or is about to refresh it:
             # save when validation ends instead of ranking a file by a missing or stale value.
