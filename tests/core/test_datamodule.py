@@ -237,6 +237,30 @@ def test_datamodule_transfer_hook_wins_over_the_module_with_a_warning():
     assert calls == ["model"]
 
 
+def test_the_example_input_of_the_summary_and_of_exports_goes_through_the_datamodules_batch_hooks():
+    # as in Lightning: the module's `_on_before_batch_transfer`/`_apply_batch_transfer_handler` pick the
+    # datamodule's hook where it overrides one, for the model summary in fit and for an export after it
+    seen = []
+
+    class Widen(RecordingDM):
+        def on_before_batch_transfer(self, batch, dataloader_idx):
+            seen.append(type(batch).__name__)
+            # the summary's example input arrives as (N, 2) and leaves as the model's (N, 4)
+            return batch.repeat(1, 2) if isinstance(batch, torch.Tensor) else batch
+
+    model = CoreModel()
+    model.example_input_array = torch.zeros(3, 2)
+    summary = ember.callbacks.ModelSummary()
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0, enable_model_summary=True, callbacks=[summary])
+    trainer.fit(model, datamodule=Widen())
+    assert seen == ["Tensor", "list"]  # the summary's example input, then the one training batch
+    from ember.utilities.model_summary import ModelSummary
+
+    assert ModelSummary(model).in_sizes == [[3, 4]]
+    assert model.to_torchscript(method="trace")(torch.ones(3, 4)).shape == (3, 1)
+    assert seen[2:] == ["Tensor", "Tensor"]
+
+
 def test_from_datasets_passes_batch_size_to_a_subclass_that_takes_it():
     class Sized(ember.LightningDataModule):
         def __init__(self, batch_size: int = 1, name: str = ""):

@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from ember.callbacks.callback import Callback
-from ember.core.hooks import through_batch_hooks
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -280,11 +279,11 @@ def summarize(lightning_module: nn.Module, max_depth: int = 1) -> Summary:
 
 def _prepare_example_input(model: Any) -> Any:
     input_ = model.example_input_array
-    hooks = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
-    if not all(hasattr(model, hook) for hook in hooks):
+    if not hasattr(model, "_apply_batch_transfer_handler"):
         return input_
-    # the same path a batch takes, so the example reaches the model's device in the model's format
-    return through_batch_hooks(model, input_, getattr(model, "device", torch.device("cpu")))
+    # the same path a batch takes (the datamodule's batch hooks where it overrides them), so the example reaches
+    # the model's device in the model's format
+    return model._apply_batch_transfer_handler(model._on_before_batch_transfer(input_))
 
 
 def _forward_context(model: nn.Module) -> Any:

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 
 from ember.callbacks.callback import Callback
-from ember.core.hooks import through_batch_hooks
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
@@ -235,7 +234,7 @@ class StochasticWeightAveraging(Callback):
                 for batch_idx, batch in enumerate(loader):
                     if batch_idx >= limit:
                         break
-                    batch = through_batch_hooks(pl_module, batch, device)
+                    batch = pl_module._apply_batch_transfer_handler(pl_module._on_before_batch_transfer(batch), device)
                     if automatic:
                         pl_module.training_step(batch, batch_idx)
                     else:

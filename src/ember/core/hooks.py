@@ -427,13 +427,6 @@ class DataHooks:
         return batch
 
 
-def through_batch_hooks(owner: Any, batch: Any, device: torch.device) -> Any:
-    """``batch`` on ``device`` the way a batch of dataloader 0 gets there, through ``owner``'s three batch
-    hooks: what an export's or a summary's example input and an extra pass over a loader take."""
-    batch = owner.on_before_batch_transfer(batch, 0)
-    return owner.on_after_batch_transfer(owner.transfer_batch_to_device(batch, device, 0), 0)
-
-
 class CheckpointHooks:
     """What a module adds to a checkpoint it saves, and reads from one it loads."""
 

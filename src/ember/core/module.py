@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ember.core.device_dtype import DeviceDtypeModuleMixin
-from ember.core.hooks import CheckpointHooks, DataHooks, ModelHooks, through_batch_hooks
+from ember.core.hooks import CheckpointHooks, DataHooks, ModelHooks
 from ember.core.hparams import HyperparametersMixin
 from ember.core.logging import LoggingMixin
 from ember.core.saving import restricted_classmethod
@@ -518,7 +518,7 @@ class LightningModule(
                     " `model.example_input_array` attribute is set."
                 )
             input_sample = self.example_input_array
-        input_sample = through_batch_hooks(self, input_sample, self.device)
+        input_sample = self._apply_batch_transfer_handler(self._on_before_batch_transfer(input_sample))
         mode = self.training
         try:
             return torch.onnx.export(self, input_sample, str(file_path) if file_path is not None else None, **kwargs)
@@ -555,10 +555,10 @@ class LightningModule(
                     # read again, as Lightning does: a property that draws random inputs draws twice
                     example_inputs = self.example_input_array
                 if kwargs.get("check_inputs") is not None:
-                    kwargs["check_inputs"] = through_batch_hooks(self, kwargs["check_inputs"], self.device)
-                exported = torch.jit.trace(
-                    self, example_inputs=through_batch_hooks(self, example_inputs, self.device), **kwargs
-                )
+                    check_inputs = self._on_before_batch_transfer(kwargs["check_inputs"])
+                    kwargs["check_inputs"] = self._apply_batch_transfer_handler(check_inputs)
+                example_inputs = self._apply_batch_transfer_handler(self._on_before_batch_transfer(example_inputs))
+                exported = torch.jit.trace(self, example_inputs=example_inputs, **kwargs)
             else:
                 raise ValueError(
                     f"The 'method' parameter only supports 'script' or 'trace', but value given was: {method}"
