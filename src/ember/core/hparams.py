@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import fields, is_dataclass
 from typing import Any
 
+from ember.utilities.apply_func import is_dataclass_instance
 from ember.utilities.parsing import AttributeDict, collect_init_args
 from ember.utilities.rank_zero import rank_zero_warn
 
@@ -107,7 +108,7 @@ class HyperparametersMixin:
             hp = AttributeDict(hp)
         elif isinstance(hp, _PRIMITIVES):
             raise ValueError(f"Primitives {_PRIMITIVES} are not allowed as hyperparameters: pass a dict or names.")
-        elif is_dataclass(hp) and not isinstance(hp, type):
+        elif is_dataclass_instance(hp):
             hp = AttributeDict({f.name: getattr(hp, f.name) for f in fields(hp)})
         elif not isinstance(hp, MutableMapping):
             raise ValueError(

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ember.checkpoint.files import get_filesystem  # Lightning's `core.saving` offers it: libraries import it here
+from ember.utilities.apply_func import is_dataclass_instance
 from ember.utilities.rank_zero import rank_zero_warn
 
 
@@ -284,7 +285,7 @@ def _is_plain(value: Any) -> bool:
         return type(value).__module__ != "numpy"
     if isinstance(value, (list, tuple)):
         return all(_is_plain(v) for v in value)
-    if _is_dataclass_instance(value):
+    if is_dataclass_instance(value):
         return all(_is_plain(getattr(value, field.name)) for field in dataclasses.fields(value))
     if isinstance(value, Mapping):
         return all(isinstance(k, (str, int, float, bool, Enum)) and _is_plain(v) for k, v in value.items())
@@ -333,7 +334,7 @@ def _yaml_safe(value: Any, written_as_text: list[str] | None = None) -> Any:
         return next(kind for kind in _YAML_SCALARS if isinstance(value, kind))(value)
     if isinstance(value, Namespace):
         value = vars(value)
-    if _is_dataclass_instance(value):  # a mapping of its fields, as OmegaConf writes one for Lightning
+    if is_dataclass_instance(value):  # a mapping of its fields, as OmegaConf writes one for Lightning
         value = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return {_yaml_key(k): _yaml_safe(v, written_as_text) for k, v in value.items()}
@@ -347,10 +348,6 @@ def _yaml_safe(value: Any, written_as_text: list[str] | None = None) -> Any:
     if written_as_text is not None:
         written_as_text.append(repr(text))
     return text
-
-
-def _is_dataclass_instance(value: Any) -> bool:
-    return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
 def _yaml_key(key: Any) -> Any:

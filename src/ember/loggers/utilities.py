@@ -12,12 +12,13 @@ import os
 import sys
 from argparse import Namespace
 from collections.abc import Mapping, MutableMapping
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ember.utilities.apply_func import is_dataclass_instance
 from ember.utilities.rank_zero import rank_zero_warn
 
 
@@ -66,7 +67,7 @@ def _flatten_dict(params: Mapping[Any, Any], delimiter: str = "/", parent_key: s
     result: dict[str, Any] = {}
     for key, value in params.items():
         new_key = f"{parent_key}{delimiter}{key}" if parent_key else str(key)
-        if is_dataclass(value) and not isinstance(value, type):
+        if is_dataclass_instance(value):
             value = asdict(value)
         elif isinstance(value, Namespace):
             value = vars(value)

@@ -13,6 +13,11 @@ import torch
 from torch import Tensor
 
 
+def is_dataclass_instance(value: Any) -> bool:
+    """Whether ``value`` is an instance of a dataclass (not the dataclass itself)."""
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
 def apply_to_tensors(data: Any, fn: Callable[[Tensor], Any]) -> Any:
     """Apply ``fn`` to every tensor inside lists, tuples, namedtuples, dicts and dataclasses."""
     return apply_to_type(data, Tensor, fn)
@@ -31,7 +36,7 @@ def apply_to_type(data: Any, kind: type | tuple[type, ...], fn: Callable[[Any], 
         return type(data)(apply_to_type(v, kind, fn) for v in data)
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):  # another sequence type, as Lightning
         return type(data)([apply_to_type(v, kind, fn) for v in data])  # type: ignore[call-arg]
-    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+    if is_dataclass_instance(data):
         return _dataclass_with(data, kind, fn)
     return data
 

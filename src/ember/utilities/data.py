@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import IterableDataset
 
+from ember.utilities.apply_func import is_dataclass_instance
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import WarningCache, rank_zero_warn
 
@@ -145,7 +146,7 @@ def _batch_sizes(batch: Any) -> Iterator[int | None]:
     elif isinstance(batch, (Iterable, Mapping)) and not isinstance(batch, str):
         for item in batch.values() if isinstance(batch, Mapping) else batch:
             yield from _batch_sizes(item)
-    elif dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+    elif is_dataclass_instance(batch):
         for field in dataclasses.fields(batch):
             yield from _batch_sizes(getattr(batch, field.name))
     else:
