@@ -867,3 +867,78 @@ def test_evaluating_without_fit_takes_rank_0s_parameters_and_buffers_on_every_ra
     assert rank0["seen"]["offset"].item() == rank1["seen"]["offset"].item() == 1.0
     for key, value in rank0["seen"].items():
         assert torch.equal(value, rank1["seen"][key]), key
+
+
+class ReducingModel(RecordingModel):
+    """Calls ``trainer.strategy.reduce`` as Lightning documents it (in place), and logs a synced value."""
+
+    def on_train_start(self) -> None:
+        strategy, rank = self.trainer.strategy, self.global_rank
+        mean, integer, total = torch.tensor(rank + 1.0), torch.tensor(rank + 3), torch.tensor(rank + 1.0)
+        self.record["mean_returned"] = strategy.reduce(mean)
+        self.record["mean_after"] = mean
+        self.record["int_returned"] = strategy.reduce(integer)
+        self.record["int_after"] = integer
+        strategy.reduce(total, reduce_op="sum")
+        self.record["sum_after"] = total
+        self.record["avg"] = strategy.reduce(torch.tensor(rank + 1.0), reduce_op="avg")
+        with pytest.raises(AttributeError, match="'MEAN'"):
+            strategy.reduce(torch.tensor(1.0), reduce_op="MEAN")  # as Lightning: only "mean" in lower case
+
+    def training_step(self, batch, batch_idx):
+        logged = torch.tensor(float(self.global_rank))
+        self.log("logged", logged, sync_dist=True, on_step=True, on_epoch=True)
+        self.record.setdefault("logged_after", []).append(logged.item())
+        return super().training_step(batch, batch_idx)
+
+
+def test_reduce_works_in_place_and_keeps_an_integer_dtype_as_lightnings_does(tmp_path):
+    fork_trainer(tmp_path, max_epochs=1, limit_train_batches=2).fit(ReducingModel(tmp_path), loader())
+    for rank, record in enumerate(read_ranks(tmp_path)):
+        assert record["mean_returned"].item() == record["mean_after"].item() == 1.5
+        # the mean of 3 and 4 in the int tensor itself: truncated
+        assert record["int_returned"].dtype == record["int_after"].dtype == torch.int64
+        assert record["int_returned"].item() == record["int_after"].item() == 3
+        assert record["sum_after"].item() == 3.0 and record["avg"].item() == 1.5
+        assert record["logged_after"] == [float(rank)] * 2  # the value a step logs is left as it was
+
+
+class HookedModel(RecordingModel):
+    def on_train_end(self) -> None:
+        self.record["hook_calls"] = _ZERO_HOOK_CALLS[0]
+
+
+_ZERO_HOOK_CALLS = [0]
+
+
+def _zero_gradients_hook(state, bucket):  # no annotations: DDP checks them against its own types
+    _ZERO_HOOK_CALLS[0] += 1
+    future = torch.futures.Future()
+    future.set_result(torch.zeros_like(bucket.buffer()))
+    return future
+
+
+def test_a_ddp_comm_hook_is_registered_on_cuda_only_as_in_lightning(tmp_path):
+    strategy = DDPStrategy(start_method="fork", ddp_comm_hook=_zero_gradients_hook)
+    fork_trainer(tmp_path, strategy=strategy, max_epochs=1, limit_train_batches=2).fit(HookedModel(tmp_path), loader())
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    fork_trainer(plain, max_epochs=1, limit_train_batches=2).fit(RecordingModel(plain), loader())
+    for hooked, record in zip(read_ranks(tmp_path), read_ranks(plain), strict=True):
+        assert hooked["hook_calls"] == 0  # CPU processes (gloo): Lightning leaves the hook out
+        for key, value in record["weights"].items():
+            assert torch.equal(hooked["weights"][key], value), key
+
+
+class BackendModel(RecordingModel):
+    def on_train_start(self) -> None:
+        self.record["backend"] = self.trainer.strategy.process_group_backend
+
+
+def test_the_process_group_backend_is_known_once_the_group_is_set_up(tmp_path):
+    trainer = fork_trainer(tmp_path, max_epochs=1, limit_train_batches=1)
+    assert trainer.strategy.process_group_backend is None  # as Lightning: chosen in `setup_distributed`
+    trainer.fit(BackendModel(tmp_path), loader())
+    assert [record["backend"] for record in read_ranks(tmp_path)] == ["gloo", "gloo"]
+    given = DDPStrategy(start_method="fork", process_group_backend="gloo")
+    assert fork_trainer(tmp_path, strategy=given).strategy.process_group_backend == "gloo"

@@ -32,14 +32,6 @@ from ember.utilities.signature_utils import lightning_style_annotations
 
 default_pg_timeout = timedelta(minutes=30)
 
-_REDUCE_OPS = {
-    "sum": dist.ReduceOp.SUM,
-    "max": dist.ReduceOp.MAX,
-    "min": dist.ReduceOp.MIN,
-    "product": dist.ReduceOp.PRODUCT,
-    "prod": dist.ReduceOp.PRODUCT,
-}
-
 
 def ember_option(kwargs: dict[str, Any], name: str, default: Any) -> Any:
     """An option of Ember's own, taken out of a strategy's ``**kwargs``: kept out of the signature, a
@@ -310,20 +302,22 @@ class ParallelStrategy(Strategy):
         return box[0]
 
     def reduce(self, tensor: Tensor | Any, group: Any | None = None, reduce_op: Any = "mean") -> Tensor | Any:
-        """Reduce ``tensor`` over all ranks: ``"mean"`` (default), ``"sum"``, ``"max"`` or ``"min"``."""
+        """Reduce ``tensor`` over all ranks, in place, and return it: ``"mean"`` (``"avg"``, the default),
+        ``"sum"``, ``"max"``, ``"min"``, ``"product"`` or a ``torch.distributed.ReduceOp``.
+
+        As in Lightning, the mean of an integer tensor stays an integer (truncated), and only ``"mean"`` is
+        taken in lower case (the other names are ``ReduceOp``'s, in any case).
+        """
         if not isinstance(tensor, Tensor) or not self._active():
             return tensor
-        op = reduce_op if reduce_op is not None else "mean"
-        mean = isinstance(op, str) and op.lower() in ("mean", "avg")
-        if isinstance(op, str) and not mean:
-            if op.lower() not in _REDUCE_OPS:
-                raise ValueError(f"`reduce_op={reduce_op!r}` is not supported: use 'mean', 'sum', 'max' or 'min'.")
-            op = _REDUCE_OPS[op.lower()]
-        result = tensor.clone() if not mean or tensor.is_floating_point() else tensor.float()
-        self._collective("all_reduce", dist.all_reduce, result, op=dist.ReduceOp.SUM if mean else op, group=group)
-        if mean:
-            result = result / dist.get_world_size(group)
-        return result
+        op, divide = _reduce_op(reduce_op if reduce_op is not None else "mean", dist.get_backend(group))
+        self._collective("all_reduce", dist.all_reduce, tensor, op=op, group=group)
+        if not divide:
+            return tensor
+        world_size = dist.get_world_size(group)
+        if tensor.is_floating_point():
+            return tensor.div_(world_size)
+        return tensor.copy_(tensor / world_size)  # truncated back into the integer dtype
 
     def all_gather(self, tensor: Tensor, group: Any | None = None, sync_grads: bool = False) -> Tensor:
         """Stack ``tensor`` from every rank along a new first dimension (same shape on every rank)."""
@@ -393,6 +387,23 @@ class ParallelStrategy(Strategy):
 
 
 _EXIT_GRACE_SECONDS = 0.1
+
+
+def _reduce_op(reduce_op: Any, backend: str) -> tuple[Any, bool]:
+    """The ``ReduceOp`` for ``reduce_op`` and whether the sum is then divided by the world size (a mean
+    over gloo, which has no ``AVG``), read as Lightning reads it."""
+    if not isinstance(reduce_op, str):
+        return reduce_op, False
+    name = "avg" if reduce_op == "mean" else reduce_op
+    if name.lower() == "avg" and backend == "gloo":
+        return dist.ReduceOp.SUM, True
+    try:
+        return getattr(dist.ReduceOp, name.upper()), False
+    except AttributeError as error:
+        raise AttributeError(
+            f"{error}: `reduce_op={reduce_op!r}` names no reduction. Use 'mean' (lower case) or 'avg', 'sum',"
+            " 'max', 'min', 'product', or a `torch.distributed.ReduceOp`."
+        ) from None
 
 
 def _destroy_process_group() -> None:
