@@ -394,6 +394,29 @@ def test_torchmetrics_metric_is_computed_at_epoch_end_and_reset():
     assert trainer.callback_metrics["total_epoch"].item() == 6.0  # reset between epochs
 
 
+def test_a_metric_logged_in_an_evaluation_hook_trains_on_in_a_later_fit():
+    # Lightning resets the logged metrics inside the evaluation's inference mode, so their states become
+    # inference tensors and the next fit fails ("Inplace update to inference tensor outside InferenceMode");
+    # Ember resets them after it (docs/compat.md)
+    torchmetrics = pytest.importorskip("torchmetrics")
+
+    class EvaluationMetric(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.mean = torchmetrics.MeanMetric()
+
+        def on_validation_epoch_start(self):
+            self.mean.update(torch.tensor([1.0, 2.0]))
+            self.log("mean", self.mean)
+
+    model = EvaluationMetric()
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.validate(model, loader(n=8), verbose=False)
+    assert not model.mean.mean_value.is_inference()
+    trainer.fit(model, loader(n=8), loader(n=8))
+    assert float(trainer.callback_metrics["mean"]) == 1.5
+
+
 def test_a_metric_that_computes_the_loss_logs_its_step_value_without_the_graph(tmp_path):
     # a loss kept by a torchmetrics metric (chemprop logs its criterion so): the batch value the metric's
     # forward returns carries the graph; a checkpoint callback copies the callback metrics, which a
@@ -846,3 +869,62 @@ def test_logging_in_predict_step_gives_lightnings_message_word_for_word():
         "You are trying to `self.log()` but the loop's result collection is not registered yet. This is most likely"
         " because you are trying to log in a `predict` hook, but it doesn't support logging"
     )
+
+
+def test_what_a_start_hook_logs_is_readable_before_the_first_batch_as_in_lightning():
+    # Lightning reads a loop's epoch values until its first batch starts: a value logged in `on_train_start`,
+    # `on_train_epoch_start` or an evaluation's start hooks is in the metric dicts at once (this epoch's, not the
+    # last one's), and stays there. A validation inside a training epoch reads step values only, as Lightning's.
+    seen: list[tuple] = []
+
+    class StartHooks(CoreModel):
+        def validation_step(self, batch, batch_idx):
+            pass
+
+        def on_train_start(self):
+            self.log("s", 7.0)
+            seen.append(("train_start", sorted(self.trainer.callback_metrics)))
+
+        def on_train_epoch_start(self):
+            self.log("e", float(self.current_epoch))
+            seen.append(("train_epoch_start", {k: float(v) for k, v in self.trainer.callback_metrics.items()}))
+
+        def on_train_batch_start(self, batch, batch_idx):
+            seen.append(("batch", {k: float(v) for k, v in self.trainer.callback_metrics.items()}))
+
+        def on_validation_epoch_start(self):
+            self.log("v", 3.0)
+            seen.append(("val_start", self.trainer.sanity_checking, sorted(self.trainer.logged_metrics)))
+
+    trainer = quiet_trainer(max_epochs=2, num_sanity_val_steps=1)
+    trainer.fit(StartHooks(), loader(n=8, batch_size=4), loader(n=4))
+    trainer.validate(StartHooks(), loader(n=4), verbose=False)
+    assert seen == [  # Lightning 2.6.6's, recorded with the same program
+        ("val_start", True, ["v"]),
+        ("train_start", ["s"]),
+        ("train_epoch_start", {"s": 7.0, "e": 0.0}),
+        ("batch", {"s": 7.0, "e": 0.0}),
+        ("batch", {"s": 7.0, "e": 0.0}),
+        ("val_start", False, []),
+        ("train_epoch_start", {"s": 7.0, "e": 1.0, "v": 3.0}),
+        ("batch", {"s": 7.0, "e": 1.0, "v": 3.0}),
+        ("batch", {"s": 7.0, "e": 1.0, "v": 3.0}),
+        ("val_start", False, ["e", "s", "v"]),
+        ("val_start", False, ["v"]),
+    ]
+
+
+def test_the_sanity_checks_step_values_of_each_dataloader_are_in_logged_metrics_as_in_lightning():
+    seen = []
+
+    class TwoLoaders(CoreModel):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("v_step", 1.0 + batch_idx + 10 * dataloader_idx, on_step=True, on_epoch=False)
+
+        def on_validation_end(self):
+            seen.append((self.trainer.sanity_checking, {k: float(v) for k, v in self.trainer.logged_metrics.items()}))
+
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1, num_sanity_val_steps=2)
+    trainer.fit(TwoLoaders(), loader(), [loader(n=8, batch_size=4)] * 2)
+    expected = {"v_step/dataloader_idx_0": 2.0, "v_step/dataloader_idx_1": 12.0}
+    assert seen == [(True, expected), (False, expected)]

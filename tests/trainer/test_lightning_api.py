@@ -1473,6 +1473,22 @@ def test_values_logged_before_a_failure_stay_readable():
         assert set(metrics) == {"train_loss"}  # as Lightning keeps the last finished batch's
 
 
+def test_after_a_failure_the_metric_dicts_hold_what_the_failing_batch_logged_before_it_failed():
+    # Lightning copies each finished batch's values into the dicts, so it shows the last finished batch's;
+    # Ember merges its step values only when read (no per-batch copies) and shows the failing batch's
+    class FailsAfterLogging(CoreModel):
+        def training_step(self, batch, batch_idx):
+            self.log("t", float(batch_idx + 1))
+            if batch_idx == 1:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    trainer = quiet_trainer(max_epochs=1)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(FailsAfterLogging(), loader(n=16))
+    assert float(trainer.callback_metrics["t"]) == 2.0  # Lightning: 1.0
+
+
 def test_val_check_batch_is_none_before_a_fit_and_when_validation_goes_by_time():
     trainer = quiet_trainer(max_epochs=1, val_check_interval=2)
     assert trainer.val_check_batch is None

@@ -156,7 +156,7 @@ def teardown(trainer: Trainer, failure: BaseException | None = None) -> None:
         # batch ends; epoch values only when each dict is read); then the loop's results go
         if run.metrics.live is not None:
             run.metrics.flush_step(run.metrics.live)
-        run.metrics.live = run.metrics.epoch_end = None
+        run.metrics.live = run.metrics.epoch_end = run.metrics.epoch_start = None
         run.metrics.to_cpu()
 
 

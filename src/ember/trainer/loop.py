@@ -101,7 +101,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
         dataloaders.eval_dataloaders(trainer, run, RunningStage.VALIDATING)
     trainer.state.stage = RunningStage.TRAINING
     run.step = TrainingStep(trainer, run)  # manual optimization may step from on_train_start on
-    run.results = run.train_results  # on_train_start may log (epoch values), as in Lightning
+    run.results = run.metrics.epoch_start = run.train_results  # on_train_start may log (epoch values), as in Lightning
     _warn_if_modules_in_eval_mode(trainer)
     hooks.call_both("on_train_start")
     while not _fit_done(trainer, run):
@@ -395,6 +395,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
         run.last_batch_seen = False
         run.restarting = False
         run.epoch_starting = True
+        run.metrics.epoch_start = run.train_results
         try:
             _hooks(run).call_both("on_train_epoch_start")
         finally:
@@ -416,6 +417,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     trainer.state.stage = RunningStage.TRAINING
     run.results = run.train_results
     run.metrics.live = run.train_results  # step values reach callback_metrics when somebody reads them
+    run.metrics.epoch_start = None
     return profiled_iterator(run.profiler, "[_TrainingEpochLoop].train_dataloader_next", iterator)
 
 
@@ -797,6 +799,9 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     results.reset()
     previous_results, run.results = run.results, results
     previous_live, run.metrics.live = run.metrics.live, results  # step values readable in the batch hooks
+    # what the start hooks log is readable at once, as in Lightning, except in a validation inside a training
+    # epoch (Lightning's logger connector is then in the training's batches and reads step values)
+    run.metrics.epoch_start = results if previous_live is None else None
     if trainer.state.fn == TrainerFn.FITTING:
         for loader in loaders:  # some shuffle validation data by the training epoch, as Lightning allows
             set_sampler_epoch(loader, run.progress.epoch)
@@ -810,8 +815,10 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
             loaders = dataloaders.eval_dataloaders(trainer, run, stage)
             max_batches = run.eval_loop_batches.get(stage.dataloader_prefix or "", [])
             results = run.results = run.metrics.live = run.val_results if validating else run.test_results
+            run.metrics.epoch_start = results if previous_live is None else None
             first = iter(loaders[0])
         hooks.call_both(f"on_{prefix}_epoch_start")
+        run.metrics.epoch_start = None
         if takes_iterator:  # `validation_step(self, dataloader_iter)`: one iterator through every dataloader
             _evaluate_with_iterator(trainer, run, stage, prefix, first, loaders, max_batches)
         for dataloader_idx, loader in enumerate(loaders):
@@ -896,8 +903,7 @@ def _evaluate_loader(
         counts[1] += 1
         if stage == RunningStage.VALIDATING:
             run.evaluation_batches_run = True
-    if stage != RunningStage.SANITY_CHECKING:
-        run.metrics.flush_step(results)  # this dataloader's last step values
+    run.metrics.flush_step(results)  # this dataloader's last step values (the sanity check's too, as in Lightning)
 
 
 def _evaluate_with_iterator(
@@ -949,8 +955,7 @@ def _evaluate_with_iterator(
         counts[1] += 1
         if stage == RunningStage.VALIDATING:
             run.evaluation_batches_run = True
-    if stage != RunningStage.SANITY_CHECKING:
-        run.metrics.flush_step(results)
+    run.metrics.flush_step(results)
 
 
 def _sequential_batches(

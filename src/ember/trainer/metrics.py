@@ -33,12 +33,15 @@ class MetricStore:
         self.progress_bar: dict[str, Any] = {}
         self.live: LoggedResults | None = None  # the running loop's results (step values)
         self.epoch_end: LoggedResults | None = None  # results whose epoch values are being read
+        # a loop's results before its first batch: what its start hooks log (epoch values) is readable at once
+        self.epoch_start: LoggedResults | None = None
         self._copies: dict[str, list[Any]] = {}  # asynchronous host copies for the progress bar
 
     def reset(self) -> None:
         self.callback, self.logged, self.progress_bar = {}, {}, {}
         self.live = None
         self.epoch_end = None
+        self.epoch_start = None
 
     def carry_over(self, previous: MetricStore) -> None:
         """Start with ``previous``'s values (the last call's), as Lightning keeps them until a call's set-up
@@ -63,6 +66,9 @@ class MetricStore:
         the other two as they were (a callback reading ``callback_metrics`` at epoch end does not put the
         epoch's values in ``logged_metrics`` before they are sent to the loggers)."""
         store = (self.callback, self.logged, self.progress_bar)[which]
+        if self.epoch_start is not None:
+            # before the loop's first batch Lightning reads its epoch values; once read, they stay in the dict
+            store.update(self.epoch_start.epoch_metrics()[which])
         if self.live is not None:
             store.update(self.live.step_metrics()[which])
         if self.epoch_end is not None:
