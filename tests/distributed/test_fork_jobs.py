@@ -920,9 +920,11 @@ def _zero_gradients_hook(state, bucket):  # no annotations: DDP checks them agai
 
 def test_a_ddp_comm_hook_is_registered_on_cuda_only_as_in_lightning(tmp_path):
     strategy = DDPStrategy(start_method="fork", ddp_comm_hook=_zero_gradients_hook)
+    ember.seed_everything(3, verbose=False)
     fork_trainer(tmp_path, strategy=strategy, max_epochs=1, limit_train_batches=2).fit(HookedModel(tmp_path), loader())
     plain = tmp_path / "plain"
     plain.mkdir()
+    ember.seed_everything(3, verbose=False)
     fork_trainer(plain, max_epochs=1, limit_train_batches=2).fit(RecordingModel(plain), loader())
     for hooked, record in zip(read_ranks(tmp_path), read_ranks(plain), strict=True):
         assert hooked["hook_calls"] == 0  # CPU processes (gloo): Lightning leaves the hook out

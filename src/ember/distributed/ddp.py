@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ember.distributed.parallel import ParallelStrategy, default_pg_timeout, ember_option
+from ember.utilities.rank_zero import log
 from ember.utilities.signature_utils import lightning_style_annotations
 
 
@@ -224,9 +225,15 @@ class DDPStrategy(ParallelStrategy):
             return DistributedDataParallel(module=model, device_ids=device_ids, **self._ddp_kwargs)
 
     def _register_ddp_hooks(self) -> None:
-        """Register ``ddp_comm_hook`` (wrapped by ``ddp_comm_wrapper``, with ``ddp_comm_state``) on the wrapper."""
+        """Register ``ddp_comm_hook`` (wrapped by ``ddp_comm_wrapper``, with ``ddp_comm_state``) on the wrapper.
+
+        As in Lightning, only on CUDA devices: CPU processes train without the hook, with the numbers
+        Lightning gives them."""
         ddp = self.model
         if self._ddp_comm_hook is None or not isinstance(ddp, DistributedDataParallel):
+            return
+        if self.root_device.type != "cuda":
+            log.debug(f"{type(self).__name__}: `ddp_comm_hook` is registered on CUDA devices only, as in Lightning")
             return
         hook = self._ddp_comm_hook
         if self._ddp_comm_wrapper is not None:
