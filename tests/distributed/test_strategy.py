@@ -890,6 +890,18 @@ def test_the_strategys_accelerator_is_the_trainers_accelerator_object(strategy):
     assert isinstance(trainer.strategy.accelerator, ember.accelerators.CPUAccelerator)
 
 
+def test_an_accelerator_name_given_to_the_strategy_is_the_trainers_as_in_lightning():
+    strategy = DDPStrategy(accelerator="cpu")
+    assert strategy.accelerator == "cpu"  # a name, until a Trainer takes the strategy
+    trainer = ember.Trainer(logger=False, devices=2, strategy=strategy)  # `accelerator="auto"` takes the strategy's
+    assert isinstance(trainer.accelerator, ember.accelerators.CPUAccelerator)
+    assert trainer.strategy.accelerator is trainer.accelerator
+    with pytest.raises(
+        MisconfigurationException, match="^accelerator set through both strategy class and accelerator flag, choose one"
+    ):
+        make(devices=2, strategy=DDPStrategy(accelerator="cpu"))
+
+
 def test_optimizer_states_move_with_the_step_count_left_where_the_optimizer_keeps_it():
     # what the teardown after a GPU run does (to the CPU); moved here to the meta device, which needs no GPU
     from ember.distributed.strategy import optimizers_to_device

@@ -69,10 +69,10 @@ class ParallelStrategy(Strategy):
                 " script, the default), 'spawn', 'fork' or 'forkserver'."
             )
         super().__init__("cpu")
-        # an `Accelerator` object the Trainer takes (`Trainer(accelerator="auto")`), or the device type's name
-        self._given_accelerator = accelerator if accelerator is not None and not isinstance(accelerator, str) else None
-        self.accelerator = self._given_accelerator  # the Trainer's object once it takes the strategy
-        self._device_type: str | None = accelerator if isinstance(accelerator, str) else None
+        # an `Accelerator` or its name, which the Trainer takes (`Trainer(accelerator="auto")`), as in Lightning
+        self._given_accelerator = accelerator
+        self.accelerator = accelerator  # the Trainer's object once it takes the strategy
+        self._device_type: str | None = None
         self.parallel_devices = parallel_devices
         self.cluster_environment = (
             own_environment(cluster_environment) if cluster_environment is not None else detect_environment()
@@ -96,8 +96,7 @@ class ParallelStrategy(Strategy):
     def _configure(self, accelerator: str, devices: list[int], num_nodes: int, layer_sync: Any = None) -> None:
         from ember.distributed.launch import make_launcher
 
-        if self._device_type is None:
-            self._device_type = accelerator
+        self._device_type = accelerator
         if self.parallel_devices is None:
             if self._device_type == "cuda":
                 self.parallel_devices = [torch.device("cuda", i) for i in devices]
