@@ -123,7 +123,12 @@ class ParallelStrategy(Strategy):
         return self._launcher
 
     @property
-    def process_group_backend(self) -> str:
+    def process_group_backend(self) -> str | None:
+        """The backend given, else, once the process group is set up, the one chosen; None before."""
+        return self._process_group_backend
+
+    def _get_process_group_backend(self) -> str:
+        """The backend given, else NCCL on CUDA devices, gloo on the others."""
         if self._process_group_backend is not None:
             return self._process_group_backend
         return "nccl" if self._device_type == "cuda" and dist.is_nccl_available() else "gloo"
@@ -205,7 +210,7 @@ class ParallelStrategy(Strategy):
     @property
     def supports_inference_mode(self) -> bool:
         # gloo collectives on inference tensors fail ("Inplace update to inference tensor outside InferenceMode")
-        return self.process_group_backend != "gloo"
+        return self._get_process_group_backend() != "gloo"
 
     # ---- lifecycle -----------------------------------------------------------------------
     def setup_environment(self) -> None:
@@ -233,6 +238,7 @@ class ParallelStrategy(Strategy):
 
         reset_seed()
         self.set_world_ranks()
+        self._process_group_backend = self._get_process_group_backend()
         env = self.cluster_environment
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
@@ -287,7 +293,7 @@ class ParallelStrategy(Strategy):
         if not self._active():
             return
         label = f"barrier({name!r})" if name else "barrier()"
-        if self.process_group_backend == "nccl":
+        if self._get_process_group_backend() == "nccl":
             self._collective(label, dist.barrier, device_ids=[self.root_device.index])
         else:
             self._collective(label, dist.barrier)
