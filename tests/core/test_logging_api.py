@@ -827,6 +827,33 @@ def test_an_integer_value_is_logged_as_a_float_with_lightnings_warning_once():
     assert float(trainer.callback_metrics["seen_epoch"]) == 6.0
 
 
+def test_the_integer_value_warning_names_the_dataloader_and_comes_only_for_a_valid_call():
+    # as Lightning: the hook is named with its dataloader (`validation_step.1`), once per dataloader, and a call
+    # that fails its checks raises without the warning
+    import warnings
+
+    class Logs(CoreModel):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("n", torch.tensor(3))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_trainer(max_epochs=1).validate(Logs(), [loader(n=8), loader(n=8)], verbose=False)
+    hooks = [str(w.message).split("your `")[1].split("`")[0] for w in caught if "floating" in str(w.message)]
+    assert hooks == ["validation_step.0", "validation_step.1"]
+
+    class LogsWhereItMayNot(CoreModel):
+        def training_step(self, batch, batch_idx):
+            self.log("n", torch.tensor(3), on_step=False, on_epoch=False)
+            return super().training_step(batch, batch_idx)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(MisconfigurationException):
+            quiet_trainer(max_epochs=1).fit(LogsWhereItMayNot(), loader(n=8))
+    assert not [w for w in caught if "floating" in str(w.message)]
+
+
 class _LogsAroundManualBackward(CoreModel):
     def __init__(self) -> None:
         super().__init__()

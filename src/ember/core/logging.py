@@ -259,6 +259,17 @@ class LoggingMixin:
             results.restore_pending(metric)
         if not is_metric:
             value = value.detach() if value.requires_grad else value.clone()
+            if not value.is_floating_point():
+                hook = fx  # Lightning's name for it, with the dataloader: the warning comes once per dataloader
+                if add_dataloader_idx and results.dataloader_idx is not None:
+                    hook = f"{fx}.{results.dataloader_idx}"
+                _warning_cache.warn(  # Lightning's text, once per name and hook (the value is not in it)
+                    f"You called `self.log({name!r}, ...)` in your `{hook}` but the value needs to"
+                    f" be floating to be reduced. Converting it to {_default_float()}."
+                    " You can silence this warning by converting the value to floating point yourself."
+                    " If you don't intend to reduce the value (for instance when logging the global step or epoch) then"
+                    f" you can use `self.logger.log_metrics({{{name!r}: ...}})` instead."
+                )
             if value.dtype not in _FLOATS:
                 value = value.to(_default_float())
         size = 1
@@ -280,14 +291,6 @@ class LoggingMixin:
                 raise ValueError(
                     f"`self.log({name}, {value})` was called, but the tensor must have a single element."
                     f" You can try doing `self.log({name}, {value}.mean())`"
-                )
-            if not value.is_floating_point():
-                _warning_cache.warn(  # Lightning's text, once per name and hook (the value is not in it)
-                    f"You called `self.log({name!r}, ...)` in your `{self._current_fx_name}` but the value needs to"
-                    f" be floating to be reduced. Converting it to {_default_float()}."
-                    " You can silence this warning by converting the value to floating point yourself."
-                    " If you don't intend to reduce the value (for instance when logging the global step or epoch) then"
-                    f" you can use `self.logger.log_metrics({{{name!r}: ...}})` instead."
                 )
             return value.squeeze()
         if isinstance(value, numbers.Number) and not isinstance(value, complex):
