@@ -258,20 +258,9 @@ class LoggingMixin:
         if not known:
             results.restore_pending(metric)
         if not is_metric:
-            value = value.detach() if value.requires_grad else value.clone()
-            if not value.is_floating_point():
-                hook = fx  # Lightning's name for it, with the dataloader: the warning comes once per dataloader
-                if add_dataloader_idx and results.dataloader_idx is not None:
-                    hook = f"{fx}.{results.dataloader_idx}"
-                _warning_cache.warn(  # Lightning's text, once per name and hook (the value is not in it)
-                    f"You called `self.log({name!r}, ...)` in your `{hook}` but the value needs to"
-                    f" be floating to be reduced. Converting it to {_default_float()}."
-                    " You can silence this warning by converting the value to floating point yourself."
-                    " If you don't intend to reduce the value (for instance when logging the global step or epoch) then"
-                    f" you can use `self.logger.log_metrics({{{name!r}: ...}})` instead."
-                )
-            if value.dtype not in _FLOATS:
-                value = value.to(_default_float())
+            # Lightning names the hook with its dataloader: the integer warning comes once per dataloader
+            with_idx = add_dataloader_idx and results.dataloader_idx is not None
+            value = _logged_copy(value, name, f"{fx}.{results.dataloader_idx}" if with_idx else fx)
         size = 1
         if not is_metric and on_epoch and reduce == "mean":
             size = batch_size if batch_size is not None else results.current_batch_size()
@@ -426,6 +415,21 @@ def _torchmetrics_collection_type() -> type | None:
 
     module = sys.modules.get("torchmetrics")
     return getattr(module, "MetricCollection", None) if module is not None else None
+
+
+def _logged_copy(value: Tensor, name: str, hook: str) -> Tensor:
+    """``value`` detached and copied, in a float dtype the results accumulate; an integer or bool value gets
+    Lightning's warning."""
+    value = value.detach() if value.requires_grad else value.clone()
+    if not value.is_floating_point():
+        _warning_cache.warn(  # Lightning's text, once per name and hook (the value is not in it)
+            f"You called `self.log({name!r}, ...)` in your `{hook}` but the value needs to"
+            f" be floating to be reduced. Converting it to {_default_float()}."
+            " You can silence this warning by converting the value to floating point yourself."
+            " If you don't intend to reduce the value (for instance when logging the global step or epoch) then"
+            f" you can use `self.logger.log_metrics({{{name!r}: ...}})` instead."
+        )
+    return value if value.dtype in _FLOATS else value.to(_default_float())
 
 
 def _raise_metric_not_an_attribute(module: Any, name: str, metric_type: type) -> NoReturn:
