@@ -196,3 +196,22 @@ def test_the_recorded_instantiator_is_the_imported_lightning_packages(root):
     assert done.returncode == 0, done.stderr
     # what Lightning's package of that name records, so that package's load_from_checkpoint can import it
     assert done.stdout.strip() == f"{root}.cli.instantiate_module"
+
+
+class _InstantiateOnTheParser(LightningCLI):
+    """A subclass that builds the classes the way Lightning's own ``instantiate_classes`` does."""
+
+    def instantiate_classes(self):
+        self.config_init = self.parser.instantiate_classes(self.config)
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+        self._add_configure_optimizers_method_to_model(self.subcommand)
+        self.trainer = self.instantiate_trainer()
+
+
+def test_a_subclass_instantiating_through_the_parser_still_saves_the_config(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # jsonargparse's, on `instantiate_classes`
+        cli = _InstantiateOnTheParser(InjectedRegressor, RegressionData, run=False, args=[*INJECTED, *_quiet(tmp_path)])
+    assert cli.model.hparams["backbone"] == LINEAR  # the config, not the module it built
+    assert cli.model.hparams["_instantiator"] == "pytorch_lightning.cli.instantiate_module"

@@ -24,6 +24,7 @@ import copy
 import inspect
 import os
 import sys
+import warnings
 from argparse import Namespace
 from collections.abc import Callable, Sequence
 from functools import partial, update_wrapper
@@ -420,14 +421,18 @@ class LightningCLI:
 
         As in Lightning: an argument such as ``backbone: nn.Module`` is saved as its ``class_path``/``init_args``
         (not the object), a subclass chosen by ``class_path`` as ``_class_path``, plus ``_instantiator``.
+        They are registered on the parser too, as Lightning does, so that a subclass building the classes with
+        ``self.parser.instantiate_classes(self.config)`` records the config as well.
         """
         self._instantiators = [
             (_InstantiatorFn(self, "model"), _get_module_type(self._model_class), self.subclass_mode_model),
             (_InstantiatorFn(self, "data"), _get_module_type(self._datamodule_class), self.subclass_mode_data),
         ]
-        if not _takes_instantiators(self.parser):  # jsonargparse < 4.49: registered on the parser
-            for instantiator, class_type, subclasses in self._instantiators:
-                self.parser.add_instantiator(instantiator, class_type, subclasses=subclasses)
+        if hasattr(self.parser, "add_instantiator"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # jsonargparse >= 4.49 prefers per-call ones
+                for instantiator, class_type, subclasses in self._instantiators:
+                    self.parser.add_instantiator(instantiator, class_type, subclasses=subclasses)
 
     def instantiate_classes(self) -> None:
         """Instantiate the datamodule, the model and the trainer from the config."""
