@@ -95,6 +95,24 @@ def test_best_and_the_default_after_fit(tmp_path):
         trainer.validate(dataloaders=_loader())
 
 
+def test_a_missing_checkpoint_file_fails_before_the_setup_hooks(tmp_path):
+    # Lightning runs `setup` and `configure_model` first (a download, a sharded build) and fails when it loads;
+    # Ember fails as the call starts (docs/compat.md)
+    called = []
+
+    class Records(Regressor):
+        def setup(self, stage):
+            called.append(stage)
+
+        def configure_model(self):
+            called.append("configure_model")
+
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, enable_checkpointing=False, **QUIET)
+    with pytest.raises(FileNotFoundError, match="Checkpoint file not found: .*missing.ckpt"):
+        trainer.fit(Records(), _loader(), ckpt_path=tmp_path / "missing.ckpt")
+    assert called == []
+
+
 def test_best_with_several_checkpoint_callbacks_warns_and_takes_the_first(tmp_path):
     trainer, model, checkpoint = _fit(tmp_path)
     other = ModelCheckpoint(dirpath=tmp_path / "other", monitor="val_loss", mode="max")
