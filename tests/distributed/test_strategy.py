@@ -116,12 +116,18 @@ def test_one_device_stays_single_and_bad_names_say_what_exists():
     for nodes in (0, -1):
         with pytest.raises(ValueError, match=rf"`num_nodes` must be a positive integer, but got {nodes}\."):
             make(num_nodes=nodes)
-    with pytest.raises(MisconfigurationException, match="single_device.*ddp"):
-        make(devices=2, strategy="single_device")
     with pytest.raises(ValueError, match="start_method"):
         DDPStrategy(start_method="thread")
     with pytest.raises(MisconfigurationException, match="sync_batchnorm=True.*CUDA"):
         make(devices=2, strategy="ddp", sync_batchnorm=True)
+
+
+def test_single_device_on_several_devices_trains_in_one_process_as_in_lightning():
+    trainer = make(devices=2, strategy="single_device", max_steps=1)
+    assert isinstance(trainer.strategy, SingleDeviceStrategy) and trainer.strategy.root_device == torch.device("cpu")
+    assert trainer.world_size == trainer.num_devices == 1
+    trainer.fit(CoreModel(), loader())
+    assert trainer.global_step == 1
 
 
 def test_strategy_object_is_configured_by_the_trainer():

@@ -374,13 +374,10 @@ def _create_strategy(strategy: Any, accelerator: str, devices: list[int], num_no
         return create_distributed_strategy(strategy, accelerator, devices, num_nodes, **options)
     name = strategy.lower() if isinstance(strategy, str) else strategy
     multi = len(devices) > 1 or num_nodes > 1
-    if name in ("auto", "single_device") and not multi:
+    # as Lightning, "single_device" trains in one process on the first device whatever `devices` asks for
+    if name == "single_device" or (name == "auto" and not multi):
         device = torch.device(accelerator, devices[0]) if accelerator == "cuda" else torch.device(accelerator)
         return SingleDeviceStrategy(device)
-    if name == "single_device" and multi:
-        raise MisconfigurationException(
-            "`strategy='single_device'` runs on one device, but several were requested: use `strategy='ddp'`."
-        )
     return create_distributed_strategy(name, accelerator, devices, num_nodes, **options)
 
 
