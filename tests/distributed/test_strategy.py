@@ -130,6 +130,16 @@ def test_single_device_on_several_devices_trains_in_one_process_as_in_lightning(
     assert trainer.global_step == 1
 
 
+def test_fsdp_cpu_offload_is_fsdp_offloading_to_the_cpu_as_in_lightning():
+    from ember.distributed.factory import create_distributed_strategy
+    from ember.distributed.fsdp import FSDPStrategy
+
+    with pytest.raises(ValueError, match=r"^The strategy `fsdp` requires a GPU accelerator"):
+        make(devices=2, strategy="fsdp_cpu_offload")
+    strategy = create_distributed_strategy("fsdp_cpu_offload", "cuda", [0, 1], num_nodes=1)
+    assert type(strategy) is FSDPStrategy and strategy.cpu_offload is True
+
+
 def test_strategy_object_is_configured_by_the_trainer():
     strategy = DDPStrategy(
         find_unused_parameters=True,

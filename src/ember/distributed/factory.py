@@ -400,7 +400,10 @@ _DEEPSPEED_NAMES: dict[str, dict[str, Any]] = {
 }
 
 
-_STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", *_DEEPSPEED_NAMES)
+# Lightning's registered FSDP names and the arguments each stands for
+_FSDP_NAMES: dict[str, dict[str, Any]] = {"fsdp": {}, "fsdp_cpu_offload": {"cpu_offload": True}}
+
+_STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", *_FSDP_NAMES, *_DEEPSPEED_NAMES)
 
 
 def _is_built_in(name: str) -> bool:
@@ -457,7 +460,7 @@ def create_distributed_strategy(
             from ember.distributed.deepspeed import DeepSpeedStrategy
 
             strategy = DeepSpeedStrategy(**_DEEPSPEED_NAMES[key])  # without deepspeed: says how to install it
-        elif key == "fsdp":
+        elif key in _FSDP_NAMES:
             from ember.distributed.fsdp import FSDPStrategy
 
             if accelerator != "cuda":
@@ -469,7 +472,7 @@ def create_distributed_strategy(
                     " to use FSDP."
                 )
 
-            strategy = FSDPStrategy()
+            strategy = FSDPStrategy(**_FSDP_NAMES[key])
         else:
             raise ValueError(  # Lightning's type
                 f"You selected an invalid strategy name: `strategy={name!r}`. Available names are: auto,"
