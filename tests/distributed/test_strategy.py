@@ -140,6 +140,20 @@ def test_fsdp_cpu_offload_is_fsdp_offloading_to_the_cpu_as_in_lightning():
     assert type(strategy) is FSDPStrategy and strategy.cpu_offload is True
 
 
+@pytest.mark.parametrize("name", ["ddp", "ddp_spawn", "ddp_spawn_find_unused_parameters_true", "DDP_Spawn"])
+def test_an_interactive_session_refuses_what_cannot_start_from_it_in_lightnings_words(monkeypatch, name):
+    from ember.distributed import factory
+
+    monkeypatch.setattr(factory, "_IS_INTERACTIVE", True)
+    message = (
+        rf"^`Trainer\(strategy='{name.lower()}'\)` is not compatible with an interactive environment\. Run your code"
+        r" as a script, or choose a notebook-compatible strategy: `Trainer\(strategy='ddp_notebook'\)`\."
+    )
+    with pytest.raises(MisconfigurationException, match=message):
+        make(devices=2, strategy=name)
+    assert make(devices=2, strategy="ddp_notebook").strategy._start_method == "fork"
+
+
 def test_strategy_object_is_configured_by_the_trainer():
     strategy = DDPStrategy(
         find_unused_parameters=True,

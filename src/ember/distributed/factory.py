@@ -482,17 +482,15 @@ def create_distributed_strategy(
         raise MisconfigurationException(
             "`strategy='ddp_fork'` needs `os.fork`, which this platform lacks: use 'ddp_spawn'."
         )
-    if (
-        getattr(strategy, "_start_method", None) == "popen"
-        and _IS_INTERACTIVE
-        and not strategy.cluster_environment.creates_processes_externally
-    ):
-        raise MisconfigurationException(
-            "`strategy='ddp'` starts the other processes by re-running your script, which an interactive session"
-            " cannot do: use `strategy='ddp_notebook'` (or 'ddp_spawn'), or run a script."
-        )
     environment = environment_in(plugins)
     if environment is not None:
         strategy.cluster_environment = environment
     strategy._configure(accelerator, devices, num_nodes, layer_sync=layer_sync)
+    if _IS_INTERACTIVE and not strategy.launcher.is_interactive_compatible:
+        # as Lightning: a notebook can fork workers, but neither re-run nor import the program
+        raise MisconfigurationException(
+            f"`Trainer(strategy={name!r})` is not compatible with an interactive environment. Run your code as a"
+            " script, or choose a notebook-compatible strategy: `Trainer(strategy='ddp_notebook')`. In case you are"
+            " spawning processes yourself, make sure to include the Trainer creation inside the worker function."
+        )
     return strategy
