@@ -405,6 +405,13 @@ _FSDP_NAMES: dict[str, dict[str, Any]] = {"fsdp": {}, "fsdp_cpu_offload": {"cpu_
 
 _STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", *_FSDP_NAMES, *_DEEPSPEED_NAMES)
 
+# Lightning's words for a strategy name it does not know; Ember's list of names follows them
+_INVALID_STRATEGY = (
+    "You selected an invalid strategy name: `strategy={!r}`. It must be either a string or an instance of"
+    " `pytorch_lightning.strategies.Strategy`. Example choices: auto, ddp, ddp_spawn, deepspeed, ..."
+    " The names Ember knows: auto, single_device, {} (the DDP ones also with _find_unused_parameters_true/false)."
+)
+
 
 def _is_built_in(name: str) -> bool:
     """Whether Ember builds the strategy ``name`` itself (``"ddp_spawn_find_unused_parameters_true"``, ...)."""
@@ -439,10 +446,7 @@ def create_distributed_strategy(
     if isinstance(name, ParallelStrategy):
         strategy = name
     elif not isinstance(name, str):
-        raise ValueError(  # Lightning's type and first words
-            f"You selected an invalid strategy name: `strategy={name!r}`. It must be either a string or an instance"
-            f" of `Strategy`: a strategy name ({', '.join(_STRATEGY_NAMES)}) or a `Strategy` object."
-        )
+        raise ValueError(_INVALID_STRATEGY.format(name, ", ".join(_STRATEGY_NAMES)))  # Lightning's type
     else:
         key, find_unused = _split_find_unused(name.lower())
         if key == "auto":
@@ -474,10 +478,7 @@ def create_distributed_strategy(
 
             strategy = FSDPStrategy(**_FSDP_NAMES[key])
         else:
-            raise ValueError(  # Lightning's type
-                f"You selected an invalid strategy name: `strategy={name!r}`. Available names are: auto,"
-                f" single_device, {', '.join(_STRATEGY_NAMES)} (DDP ones also with _find_unused_parameters_true/false)."
-            )
+            raise ValueError(_INVALID_STRATEGY.format(name, ", ".join(_STRATEGY_NAMES)))  # Lightning's type
     if getattr(strategy, "_start_method", None) == "fork" and not hasattr(os, "fork"):
         raise MisconfigurationException(
             "`strategy='ddp_fork'` needs `os.fork`, which this platform lacks: use 'ddp_spawn'."

@@ -63,11 +63,6 @@ class ParallelStrategy(Strategy):
         start_method: str = "popen",
         preemption_check_interval: int = 10,
     ) -> None:
-        if start_method not in ("popen", "spawn", "fork", "forkserver"):
-            raise ValueError(
-                f"`{type(self).__name__}(start_method={start_method!r})` is not supported: use 'popen' (re-run the"
-                " script, the default), 'spawn', 'fork' or 'forkserver'."
-            )
         super().__init__("cpu")
         # an `Accelerator` or its name, which the Trainer takes (`Trainer(accelerator="auto")`), as in Lightning
         self._given_accelerator = accelerator
@@ -96,6 +91,7 @@ class ParallelStrategy(Strategy):
     def _configure(self, accelerator: str, devices: list[int], num_nodes: int, layer_sync: Any = None) -> None:
         from ember.distributed.launch import make_launcher
 
+        _check_start_method(self._start_method)
         self._device_type = accelerator
         if self.parallel_devices is None:
             if self._device_type == "cuda":
@@ -392,6 +388,18 @@ class ParallelStrategy(Strategy):
 
 
 _EXIT_GRACE_SECONDS = 0.1
+
+
+def _check_start_method(start_method: str) -> None:
+    """``"popen"`` (re-run the script) or a start method ``torch.multiprocessing`` has on this platform."""
+    import torch.multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    if start_method != "popen" and start_method not in methods:
+        raise ValueError(  # Lightning's words, said when the Trainer takes the strategy
+            f"The start method '{start_method}' is not available on this platform. Available methods are:"
+            f" {', '.join(methods)}. A strategy also takes 'popen', its default (it re-runs the script)."
+        )
 
 
 def _reduce_op(reduce_op: Any, backend: str) -> tuple[Any, bool]:
