@@ -354,3 +354,18 @@ def test_state_from_a_lightning_checkpoint():
     assert callback.patience == 3  # restored, as Lightning does
     assert callback.stopping_reason is EarlyStoppingReason.NOT_STOPPED
     assert torch.isfinite(callback.best_score)
+
+
+def test_a_stop_another_rank_decided_keeps_this_ranks_own_message_as_lightnings_does(tmp_path, caplog):
+    trainer = FakeTrainer(tmp_path)
+    trainer.strategy.reduce_boolean_decision = lambda decision, all=True: True  # another rank's metric stops it
+    callback = EarlyStopping("val_loss", patience=1, verbose=True)
+    callback.setup(trainer, None, "fit")
+    trainer.advance(steps=1, epoch=0, metrics={"val_loss": 3.0})
+    with caplog.at_level(logging.INFO):
+        callback.on_train_epoch_end(trainer, None)
+        callback.on_validation_end(trainer, None)  # only one of the two hooks checks
+    assert trainer.should_stop and callback.stopped_epoch == 0
+    # this rank's metric improved: its message is what it keeps (and what its checkpoint holds), as in Lightning
+    assert callback.stopping_reason_message.startswith("Metric val_loss improved")
+    assert "Another process" not in caplog.text

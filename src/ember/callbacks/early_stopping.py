@@ -180,9 +180,7 @@ class EarlyStopping(Callback):
         trainer.should_stop = trainer.should_stop or should_stop
         if should_stop:
             self.stopped_epoch = trainer.current_epoch
-            if not decided_here:
-                # Another rank decided; say so rather than leave the reason empty.
-                message = "Another process signalled early stopping."
+            # as Lightning: this rank's own message, also where another rank decided (it may say "improved")
             self.stopping_reason_message = message
         if message and self.verbose:
             self._log_info(trainer, message, self.log_rank_zero_only)
