@@ -340,6 +340,41 @@ def test_rich_progress_bar_without_rich(monkeypatch):
         RichProgressBar()
 
 
+def _rich_bar_from_the_command_line(*args):
+    import yaml
+    from tests.helpers.cli_models import RegressionData, Regressor
+
+    from ember.cli import LightningCLI
+
+    cli_args = ["--trainer.callbacks+=RichProgressBar", *args]
+    cli = LightningCLI(Regressor, RegressionData, run=False, save_config_callback=None, args=cli_args)
+    config = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
+    bar = next(c for c in cli.trainer.callbacks if isinstance(c, RichProgressBar))
+    return config["trainer"]["callbacks"][0]["init_args"]["theme"], bar.theme
+
+
+def test_rich_theme_from_the_command_line_keeps_its_colours(monkeypatch):
+    pytest.importorskip("rich")
+    pytest.importorskip("jsonargparse")
+    monkeypatch.setattr("sys.argv", ["ember"])
+    config, theme = _rich_bar_from_the_command_line()
+    # a style is `str` or rich's `Style`: '#6206E0' stays a colour, not a YAML comment read as None
+    assert config["progress_bar"] == config["progress_bar_pulse"] == "#6206E0"
+    assert theme.progress_bar == theme.progress_bar_finished == "#6206E0" and theme.time == "dim"
+    config, theme = _rich_bar_from_the_command_line("--trainer.callbacks.theme.metrics=bold")
+    assert theme.metrics == "bold" and theme.progress_bar == "#6206E0"
+
+
+def test_rich_theme_styles_have_lightnings_type():
+    import typing
+
+    from rich.style import Style
+
+    from ember.callbacks.progress import RichProgressBarTheme
+
+    assert typing.get_type_hints(RichProgressBarTheme)["progress_bar"] == typing.Union[str, Style]
+
+
 def test_print_goes_around_the_bar(capsys):
     from ember.callbacks import LambdaCallback
 

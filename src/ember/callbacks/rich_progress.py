@@ -11,18 +11,32 @@ import importlib.util
 import math
 import sys
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from ember.callbacks.callback import ignores_outputs
 from ember.callbacks.progress_bar import ProgressBar
 from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
+    import rich.style as _rich_style
+
     from ember.core.module import LightningModule
     from ember.trainer.trainer import Trainer
+else:
+
+    class _LazyRichStyle(types.ModuleType):
+        """``rich.style``, imported on first attribute access: the theme's hints resolve, ``import ember`` stays light."""
+
+        def __getattr__(self, name: str) -> Any:
+            import rich.style
+
+            return getattr(rich.style, name)
+
+    _rich_style = _LazyRichStyle("rich.style")
 
 
 @dataclass
@@ -34,14 +48,15 @@ class RichProgressBarTheme:
         RichProgressBar(theme=RichProgressBarTheme(description="green_yellow", metrics="grey82"))
     """
 
-    description: Any = ""
-    progress_bar: Any = "#6206E0"
-    progress_bar_finished: Any = "#6206E0"
-    progress_bar_pulse: Any = "#6206E0"
-    batch_progress: Any = ""
-    time: Any = "dim"
-    processing_speed: Any = "dim underline"
-    metrics: Any = "italic"
+    # Lightning's annotation, which config parsers read: a style is a name or colour, or rich's `Style`
+    description: Union[str, _rich_style.Style] = ""
+    progress_bar: Union[str, _rich_style.Style] = "#6206E0"
+    progress_bar_finished: Union[str, _rich_style.Style] = "#6206E0"
+    progress_bar_pulse: Union[str, _rich_style.Style] = "#6206E0"
+    batch_progress: Union[str, _rich_style.Style] = ""
+    time: Union[str, _rich_style.Style] = "dim"
+    processing_speed: Union[str, _rich_style.Style] = "dim underline"
+    metrics: Union[str, _rich_style.Style] = "italic"
     metrics_text_delimiter: str = " "
     metrics_format: str = ".3f"
 
