@@ -462,6 +462,29 @@ def test_configure_model_builds_layers_before_the_optimizers():
     assert any(p is model.head.weight for p in trainer.optimizers[0].param_groups[0]["params"])
 
 
+def test_the_deprecated_configure_sharded_model_still_builds_layers_with_lightnings_warning():
+    class OldName(CoreModel):
+        def configure_sharded_model(self):
+            if not hasattr(self, "head"):
+                self.head = nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.mse_loss(self.head(self(x)), y)
+
+    model = OldName()
+    with pytest.warns(DeprecationWarning, match=r"overridden `OldName.configure_sharded_model` which is deprecated"):
+        quiet_trainer(max_epochs=1).fit(model, loader(n=8))
+    assert isinstance(model.head, nn.Linear)
+
+    class BothNames(OldName):
+        def configure_model(self):
+            pass
+
+    with pytest.raises(RuntimeError, match=r"Both `BothNames.configure_model`, and `BothNames.configure_sharded"):
+        quiet_trainer(max_epochs=1).fit(BothNames(), loader(n=8))
+
+
 def test_overridden_model_mode_hooks_are_called():
     calls = []
 

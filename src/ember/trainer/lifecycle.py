@@ -36,7 +36,7 @@ from ember.trainer.states import RunningStage, TrainerFn, TrainerStatus
 from ember.tuner.exceptions import _TunerExitException
 from ember.utilities.exceptions import MisconfigurationException, PreemptionExit
 from ember.utilities.parsing import clean_namespace
-from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from ember.utilities.rank_zero import rank_zero_deprecation, rank_zero_info, rank_zero_warn
 from ember.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
@@ -231,11 +231,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
         run.profiler.setup(stage=_fn(run), local_rank=local_rank, log_dir=trainer.log_dir)
     prepare_data(trainer, run)
     call_setup_hooks(trainer, run, _fn(run))
-    if run.hooks.module_overrides("configure_model"):
-        # as Lightning: the layers it creates are on the device, in the precision's dtype, sharded where the
-        # strategy shards them as they are built
-        with strategy.tensor_init_context(), strategy.model_sharded_context(), precision.module_init_context():
-            run.hooks.call_module("configure_model")
+    _configure_model(trainer, run)
     precision.convert_module(model)
 
     checkpoint = None
@@ -255,6 +251,23 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     del checkpoint
     if fitting:
         install_stop_flag(trainer, run)
+
+
+def _configure_model(trainer: Trainer, run: Run) -> None:
+    """The module's ``configure_model`` (or its deprecated name ``configure_sharded_model``), as Lightning calls
+    them: the layers ``configure_model`` creates are on the device, in the precision's dtype, sharded where the
+    strategy shards them as they are built."""
+    strategy, hooks = trainer.strategy, _hooks(run)
+    if hooks.module_overrides("configure_sharded_model"):
+        with strategy.model_sharded_context():
+            hooks.call_module("configure_sharded_model")
+    if hooks.module_overrides("configure_model"):
+        with (
+            strategy.tensor_init_context(),
+            strategy.model_sharded_context(),
+            trainer.precision_plugin.module_init_context(),
+        ):
+            hooks.call_module("configure_model")
 
 
 def _load_checkpoint(trainer: Trainer, run: Run, path: Any, weights_only: bool | None) -> dict[str, Any]:
@@ -285,6 +298,7 @@ def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
             raise MisconfigurationException("`predict_step` cannot be None to run `Trainer.predict`")
         if not hooks.module_overrides("predict_step") and not hooks.module_overrides("forward"):
             raise MisconfigurationException("`Trainer.predict` requires `forward` method to run.")
+    _check_configure_model(hooks, model)
     if any(
         takes_dataloader_iter(model, step) for step in ("training_step", "validation_step", "test_step", "predict_step")
     ):
@@ -304,6 +318,24 @@ def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
                 " attributes. You can find migration examples in"
                 " https://github.com/Lightning-AI/pytorch-lightning/pull/16520."
             )
+
+
+def _check_configure_model(hooks: HookDispatcher, model: Any) -> None:
+    """``configure_sharded_model``, the old name of ``configure_model``, runs with Lightning's deprecation
+    warning; both overridden is Lightning's error."""
+    if not hooks.module_overrides("configure_sharded_model"):
+        return
+    name = type(model).__name__
+    if hooks.module_overrides("configure_model"):
+        raise RuntimeError(
+            f"Both `{name}.configure_model`, and `{name}.configure_sharded_model` are overridden. The latter is"
+            " deprecated and it should be replaced with the former."
+        )
+    rank_zero_deprecation(
+        f"You have overridden `{name}.configure_sharded_model` which is deprecated. Please override the"
+        " `configure_model` hook instead. Instantiation with the newer hook will be created on the device right"
+        " away and have the right data type depending on the precision setting in the Trainer."
+    )
 
 
 _REMOVED_EPOCH_END = {
