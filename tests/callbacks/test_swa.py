@@ -156,3 +156,15 @@ def test_batch_norm_pass_runs_training_step_on_any_batch_format():
         means = [model.net[0](b["x"]).mean(0) for b in loader]
     torch.testing.assert_close(model.net[1].running_mean, torch.stack(means).mean(0))
     assert "log" not in vars(model)
+
+
+def test_a_config_with_an_unknown_annealing_strategy_is_a_parse_error():
+    jsonargparse = pytest.importorskip("jsonargparse")
+    parser = jsonargparse.ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(StochasticWeightAveraging, "swa")
+    assert (
+        parser.parse_args(["--swa.swa_lrs=0.1", "--swa.annealing_strategy=linear"]).swa.annealing_strategy == "linear"
+    )
+    with pytest.raises(jsonargparse.ArgumentError, match="annealing_strategy"):
+        parser.parse_args(["--swa.swa_lrs=0.1", "--swa.annealing_strategy=cosine"])
+    assert "{cos,linear}" in parser.format_help()

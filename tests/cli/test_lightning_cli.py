@@ -331,6 +331,14 @@ def test_unknown_model_argument_names_the_nearest(capsys, tmp_path):
     assert "did you mean `--model.hidden`?" in err
 
 
+def test_a_callback_value_of_the_wrong_type_is_not_blamed_on_another_class(capsys):
+    args = ["fit", "--model", f"{HERE}.Regressor", "--trainer.callbacks+=StochasticWeightAveraging"]
+    err = _error(capsys, [*args, "--trainer.callbacks.swa_lrs=0.1", "--trainer.callbacks.annealing_strategy=cosine"])
+    assert "Expected a typing.Literal['cos', 'linear']. Got value: cosine" in err
+    # `Callback`, the other class the list could hold, takes no arguments; the chosen one takes this one
+    assert "is not an argument of" not in err
+
+
 def test_class_path_that_does_not_import_names_the_module(capsys, tmp_path):
     err = _error(capsys, ["fit", "--model", "no_such_package.models.Net"])
     assert "No module named 'no_such_package'" in err

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from copy import deepcopy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -58,7 +58,7 @@ class StochasticWeightAveraging(Callback):
         swa_lrs: float | list[float],
         swa_epoch_start: int | float = 0.8,
         annealing_epochs: int = 10,
-        annealing_strategy: str = "cos",
+        annealing_strategy: Literal["cos", "linear"] = "cos",
         avg_fn: _AVG_FN | None = None,
         device: torch.device | str | None = torch.device("cpu"),
     ) -> None:
@@ -174,7 +174,7 @@ class StochasticWeightAveraging(Callback):
             optimizer,
             swa_lr=self._swa_lrs,  # type: ignore[arg-type]  # one learning rate per parameter group
             anneal_epochs=self._annealing_epochs,
-            anneal_strategy=self._annealing_strategy,  # type: ignore[arg-type]  # checked in __init__
+            anneal_strategy=self._annealing_strategy,
             last_epoch=self._max_epochs if self._annealing_strategy == "cos" else -1,
         )
         if self._scheduler_state is not None:

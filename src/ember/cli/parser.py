@@ -272,7 +272,10 @@ def _explain(parser: ArgumentParser, message: str) -> str:
         nearest = _nearest(key, candidates)
         if nearest:
             notes.append(f"`{key}` is not a valid key: did you mean `{nearest}`?")
+    named = set(_BAD_CLASS_PATH.findall(message))
     for class_path, arg in _INIT_ARG.findall(message):
+        if any(arg in _init_arg_names(other) for other in named - {class_path}):
+            continue  # another class the value could be takes it: that class's own error is the one to read
         parser_key = _PARSER_KEY.search(message)
         prefix = f"{parser_key.group(1)}." if parser_key else ""
         arg_names = _init_arg_names(class_path)
