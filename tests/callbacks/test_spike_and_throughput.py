@@ -110,3 +110,25 @@ def test_throughput_steps_of_an_evaluation_count_on_across_calls():
     steps = [step for metrics, step in logger.calls if "validate/batches" in metrics]
     batches = [metrics["validate/batches"] for metrics, step in logger.calls if "validate/batches" in metrics]
     assert steps == list(range(2, 2 * len(steps) + 1, 2)) and batches == steps  # as Lightning's loop totals
+
+
+def test_throughput_logs_an_evaluation_by_the_runs_batches_at_the_loops_step():
+    # as Lightning: `log_every_n_steps` counts the batches of the current run; the step is the loop's total
+    logger = make_recording_logger(pl)()
+    monitor = ThroughputMonitor(batch_size_fn=lambda batch: batch[0].shape[0])
+    trainer = pl.Trainer(**{**QUIET, "logger": logger}, log_every_n_steps=2, callbacks=[monitor])
+    model = Regressor()
+    for _ in range(2):
+        trainer.validate(model, val_loader(n=12), verbose=False)  # 3 batches a run
+    assert [step for metrics, step in logger.calls if "validate/batches" in metrics] == [2, 5]
+
+    logger = make_recording_logger(pl)()
+    trainer = pl.Trainer(
+        **{**QUIET, "logger": logger},
+        log_every_n_steps=2,
+        max_steps=3,
+        val_check_interval=1,
+        callbacks=[ThroughputMonitor(batch_size_fn=lambda batch: batch[0].shape[0])],
+    )
+    trainer.fit(Regressor(), train_loader(), val_loader(n=12))
+    assert [step for metrics, step in logger.calls if "validate/batches" in metrics] == [2, 5, 8]

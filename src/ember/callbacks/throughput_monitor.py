@@ -65,6 +65,7 @@ class ThroughputMonitor(Callback):
         self._batches: dict[str, int] = {}
         # batches of an evaluation or predict loop so far (its log step), per loop: fit's validation is its own
         self._loop_batches: dict[tuple[str, str], int] = {}
+        self._run_batches: dict[str, int] = {}  # batches of the stage's current run: they decide when to log
         self._module_has_flops: bool | None = None
         self._cuda = False
 
@@ -85,6 +86,7 @@ class ThroughputMonitor(Callback):
         # an evaluation's log step counts on across calls (Lightning's loops keep their totals); in fit,
         # the validation's restarts with every training epoch
         self._loop_batches.setdefault(_loop_key(trainer, stage), 0)
+        self._run_batches[stage] = 0
         self._t0s[stage] = time.perf_counter()
 
     @torch.inference_mode()  # `batch_size_fn` or `length_fn` may compute on tensors
@@ -118,9 +120,11 @@ class ThroughputMonitor(Callback):
         _cadence.write_metrics(trainer, metrics, step)
 
     def _loop_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: Any, stage: str) -> None:
+        # as Lightning: the run's batches decide when to log, the loop's so far are the logged step
         key = _loop_key(trainer, stage)
         self._loop_batches[key] = batches = self._loop_batches.get(key, 0) + 1
-        due = _cadence.loop_log_due(trainer, batches)
+        self._run_batches[stage] = self._run_batches.get(stage, 0) + 1
+        due = _cadence.loop_log_due(trainer, self._run_batches[stage])
         self._update(pl_module, batch, stage, synchronize=due)
         if due:
             self._log(trainer, stage, batches)
