@@ -399,3 +399,26 @@ def test_trainer_precision_is_read_from_the_plugin_each_time_as_in_lightning():
 def test_the_historical_precision_names_warn_as_in_lightning(precision, name):
     with pytest.warns(UserWarning, match=rf"`precision={precision}` is supported for historical reasons.*to {name}"):
         quiet_trainer(precision=precision)
+
+
+def test_the_deprecated_double_precision_wrapper_hands_float64_inputs_to_the_module():
+    from ember.precision.double import LightningDoublePrecisionModule
+
+    seen = []
+
+    class Records(ember.LightningModule):
+        _ddp_params_and_buffers_to_ignore = ["buffer"]
+
+        def forward(self, x, flag=None):
+            seen.append((x.dtype, flag.dtype))
+            return x
+
+        def training_step(self, batch, batch_idx):
+            seen.append((batch[0].dtype, batch[1].dtype))
+
+    with pytest.warns(DeprecationWarning, match="`LightningDoublePrecisionModule` is deprecated and no longer needed"):
+        wrapped = LightningDoublePrecisionModule(Records())
+    wrapped(torch.ones(1), flag=torch.ones(1, dtype=torch.int64))
+    wrapped.training_step((torch.ones(1, dtype=torch.float16), torch.ones(1, dtype=torch.int32)), 0)
+    assert seen == [(torch.float64, torch.int64), (torch.float64, torch.int32)]
+    assert wrapped._ddp_params_and_buffers_to_ignore == ["module.buffer"]
