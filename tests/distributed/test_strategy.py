@@ -130,6 +130,10 @@ def test_single_device_on_several_devices_trains_in_one_process_as_in_lightning(
     assert trainer.world_size == trainer.num_devices == 1
     trainer.fit(CoreModel(), loader())
     assert trainer.global_step == 1
+    from ember.distributed.factory import create_strategy
+
+    # on CUDA devices, the first one asked for (Lightning's name gives a CPU device there, which its fit refuses)
+    assert create_strategy("single_device", "cuda", [1, 2], num_nodes=1).root_device == torch.device("cuda", 1)
 
 
 def test_fsdp_cpu_offload_is_fsdp_offloading_to_the_cpu_as_in_lightning():
