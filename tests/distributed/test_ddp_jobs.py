@@ -279,6 +279,8 @@ def test_an_unguarded_script_that_catches_its_errors_still_trains_with_ddp_spawn
     lines = proc.stdout.splitlines()
     assert lines.count("fit returned at step 4") == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # 32 / (2 x 4)
     assert sum(line.startswith("fit raised RuntimeError") for line in lines) == 2  # the processes' own `fit`
+    # in Lightning's words, which name the missing guard (Python's speak of its bootstrapping phase)
+    assert proc.stdout.count("requires that your script guards the main\nfunction with an `if __name__") == 2
 
 
 @pytest.mark.timeout(200)

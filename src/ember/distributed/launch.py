@@ -400,6 +400,22 @@ def _own_copies_of_shared_weights(modules: list[Any]) -> None:
                 tensor.data = tensor.data.clone()
 
 
+def _check_missing_main_guard() -> None:
+    """A spawned process re-imports the program: without a main guard it would launch processes itself. Say so
+    in Lightning's words, where Python's own message speaks of its bootstrapping phase."""
+    import multiprocessing
+
+    if not getattr(multiprocessing.current_process(), "_inheriting", False):
+        return
+    raise RuntimeError(
+        "\nLaunching multiple processes with the 'spawn' start method requires that your script guards the main\n"
+        'function with an `if __name__ == "__main__"` clause. For example:\n\n'
+        "def main():\n    # Put your code here\n    ...\n\n"
+        'if __name__ == "__main__":\n    main()\n\n'
+        'Alternatively, you can run with `strategy="ddp"` to avoid this error.\n'
+    )
+
+
 def _worker(
     process_idx: int,
     launcher: MultiProcessingLauncher,
@@ -583,6 +599,8 @@ class MultiProcessingLauncher:
                 " process: a forked child cannot use it. Restart and avoid touching CUDA before `fit`, or use"
                 " `strategy='ddp_spawn'`."
             )
+        if method == "spawn":
+            _check_missing_main_guard()
         context = mp.get_context(method)
         queue = context.SimpleQueue()
         failure_dir = tempfile.mkdtemp(prefix="ember-ranks-")
