@@ -944,3 +944,18 @@ def test_the_process_group_backend_is_known_once_the_group_is_set_up(tmp_path):
     assert [record["backend"] for record in read_ranks(tmp_path)] == ["gloo", "gloo"]
     given = DDPStrategy(start_method="fork", process_group_backend="gloo")
     assert fork_trainer(tmp_path, strategy=given).strategy.process_group_backend == "gloo"
+
+
+def test_a_second_fit_with_ddp_spawn_trains_on_from_where_the_first_ended(tmp_path):
+    # Lightning refuses it ("Calling `trainer.fit()` twice ... spawn-based strategy is not supported"); Ember's
+    # spawn brings the state back to this process, so the second call goes on from there (docs/compat.md)
+    trainer = fork_trainer(tmp_path, strategy="ddp_spawn", max_epochs=1, num_sanity_val_steps=0)
+    model = RecordingModel(tmp_path)
+    trainer.fit(model, loader())
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    steps = trainer.global_step
+    assert steps > 0 and trainer.current_epoch == 1
+    trainer.fit_loop.max_epochs = 2
+    trainer.fit(model, loader())
+    assert trainer.global_step == 2 * steps and trainer.current_epoch == 2
+    assert any(not torch.equal(first[k], v) for k, v in model.state_dict().items())
