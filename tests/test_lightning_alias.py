@@ -1297,6 +1297,29 @@ def test_classes_a_config_names_report_modules_that_lightning_has():
     assert ok(python(code, without_lightning=True)).strip() == "ok"
 
 
+@pytest.mark.parametrize("root", ["pytorch_lightning", "lightning.pytorch"])
+def test_a_function_a_config_names_reports_lightnings_module(root):
+    code = f"""
+        import pickle
+        import ember
+        from ember.callbacks.finetuning import multiplicative
+        assert multiplicative.__module__ == "ember.callbacks.finetuning"  # Ember's own name without the alias
+        ember.install_as_lightning()
+        from {root}.callbacks import BackboneFinetuning
+        from {root}.cli import LightningArgumentParser
+        assert multiplicative.__module__ == "{root}.callbacks.finetuning"
+        # a saved config names the default as Lightning does, so Lightning can read it back
+        parser = LightningArgumentParser(exit_on_error=False)
+        parser.add_class_arguments(BackboneFinetuning, "finetuning")
+        dumped = parser.dump(parser.parse_args([]))
+        assert "lambda_func: {root}.callbacks.finetuning.multiplicative" in dumped, dumped
+        assert parser.instantiate_classes(parser.parse_string(dumped)).finetuning.lambda_func is multiplicative
+        assert pickle.loads(pickle.dumps(multiplicative)) is multiplicative
+        print("ok")
+    """
+    assert ok(python(code)).strip() == "ok"
+
+
 @pytest.mark.skipif(
     LIGHTNING_PYTHON is None,
     reason="needs pytorch-lightning installed (or EMBER_TEST_LIGHTNING_PYTHON=<a python that has it>)",

@@ -355,15 +355,16 @@ def _take_lightning_names(root: str) -> None:
 
 
 def _give_lightning_names(module: types.ModuleType) -> None:
-    """The classes ``module`` defines report the Lightning module that serves them (``__module__``),
-    which ``sys.modules`` holds under that name too (``typing.get_type_hints`` and ``inspect`` look
-    a class's module up there); and a name the module lacks is looked up as a Lightning submodule,
-    since Lightning's packages import their submodules (``pl.callbacks.early_stopping.EarlyStopping``
+    """The classes and public functions ``module`` defines report the Lightning module that serves them
+    (``__module__``), which ``sys.modules`` holds under that name too (``typing.get_type_hints`` and
+    ``inspect`` look a class's module up there; a config names a function such as
+    ``callbacks.finetuning.multiplicative`` by it); and a name the module lacks is looked up as a Lightning
+    submodule, since Lightning's packages import their submodules (``pl.callbacks.early_stopping.EarlyStopping``
     works there without an import)."""
     assert _class_root is not None
     reported = _REPORTED_AS.get(module.__name__[len("ember.") :])
     for value in list(vars(module).values()):
-        if isinstance(value, type) and value.__module__ == module.__name__:
+        if _named_here(value, module):
             if reported is not None and not value.__name__.startswith("_"):
                 value.__module__ = f"{_class_root}.{reported}"  # that package is served by an Ember module of its own
                 continue
@@ -374,6 +375,13 @@ def _give_lightning_names(module: types.ModuleType) -> None:
     own = vars(module).get("__getattr__")
     if _served(module.__name__[len("ember.") :]) and not isinstance(own, _LightningSubmodules):
         module.__getattr__ = _LightningSubmodules(module.__name__, own)  # type: ignore[method-assign]
+
+
+def _named_here(value: Any, module: types.ModuleType) -> bool:
+    """Whether ``value`` is a class, or a public function, that ``module`` defines."""
+    if isinstance(value, types.FunctionType) and value.__name__.startswith("_"):
+        return False
+    return isinstance(value, (type, types.FunctionType)) and value.__module__ == module.__name__
 
 
 class _LightningSubmodules:
@@ -404,7 +412,7 @@ class _LightningSubmodules:
         raise AttributeError(missing)
 
 
-def _lightning_module_name(cls: type) -> str | None:
+def _lightning_module_name(cls: type | types.FunctionType) -> str | None:
     """``ember.callbacks.early_stopping`` -> ``<root>.callbacks.early_stopping``; a module kept elsewhere
     than in Lightning gets Lightning's path from ``_MOVED`` (when several Lightning modules are one Ember
     module, the one whose name starts the class's: ``SingleDeviceStrategy`` -> ``strategies.single_device``)."""

@@ -298,12 +298,14 @@ class LightningCLI:
         }
 
     def _add_subcommands(self, parser: Any, **kwargs: Any) -> None:
-        from ember.cli.parser import class_from_function_once
+        from ember.cli.parser import _class_from_function_once
 
         self._subcommand_parsers: dict[str, Any] = {}
         parser_subcommands = parser.add_subcommands()
         trainer_class = (
-            self.trainer_class if isinstance(self.trainer_class, type) else class_from_function_once(self.trainer_class)
+            self.trainer_class
+            if isinstance(self.trainer_class, type)
+            else _class_from_function_once(self.trainer_class)
         )
         for subcommand in self.subcommands():
             fn = getattr(trainer_class, subcommand)

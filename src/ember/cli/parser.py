@@ -76,7 +76,7 @@ def _import_public_classes() -> None:
 _import_public_classes()
 
 
-def class_from_function_once(function: Callable[..., Any]) -> type:
+def _class_from_function_once(function: Callable[..., Any]) -> type:
     """jsonargparse's ``class_from_function``, named after the function object itself.
 
     jsonargparse names the class after the function's name alone and refuses a second function of the same name
@@ -128,7 +128,7 @@ class LightningArgumentParser(ArgumentParser):
         With ``subclass_mode`` any subclass may be chosen with ``class_path`` (``--model my.Model``).
         """
         if callable(lightning_class) and not isinstance(lightning_class, type):
-            lightning_class = class_from_function_once(lightning_class)
+            lightning_class = _class_from_function_once(lightning_class)
         if isinstance(lightning_class, type) and issubclass(
             lightning_class, (Trainer, LightningModule, LightningDataModule, Callback)
         ):
