@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tests.helpers.cli_models import InjectedRegressor, RegressionData, Student
+from tests.helpers.cli_models import InjectedRegressor, RegressionData, Regressor, Student
 
 from ember.cli import LightningCLI, instantiate_module
 
@@ -133,6 +133,18 @@ def test_the_class_paths_of_a_model_and_data_chosen_by_class_path_are_kept_but_n
     assert logged["hidden"] == 8 and logged["batch_size"] == 16
     checkpoint = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)
     assert checkpoint["hyper_parameters"]["_class_path"] == f"{HERE}.Regressor"  # what `--ckpt_path` reads
+
+
+def test_a_checkpoint_without_a_class_path_keeps_the_class_the_config_chose(tmp_path):
+    # a checkpoint from a plain Trainer run records no `_class_path`; Lightning then builds the base class
+    ckpt = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": Regressor(hidden=3).state_dict(), "hyper_parameters": {"hidden": 3}}, ckpt)
+    args = ["validate", f"--model={HERE}.Student", "--model.lr=0.2", f"--ckpt_path={ckpt}", "--trainer.logger=false"]
+    cli = LightningCLI(
+        Regressor, RegressionData, subclass_mode_model=True, save_config_callback=None, args=[*args, *_quiet(tmp_path)]
+    )
+    assert type(cli.model) is Student and cli.config.validate.model.class_path == f"{HERE}.Student"
+    assert cli.model.hparams.hidden == 3 and cli.model.hparams.lr == 0.2  # the checkpoint's, then the config's
 
 
 def test_a_checkpoint_naming_a_class_not_imported_does_not_import_it(tmp_path, monkeypatch):
