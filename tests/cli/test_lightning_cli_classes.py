@@ -203,3 +203,18 @@ def test_a_pytorch_profiler_config_may_set_record_shapes_as_an_argument(tmp_path
     cli.trainer.fit(cli.model, cli.datamodule)
     shapes = [e.input_shapes for e in cli.trainer.profiler.function_events if e.name in ("aten::linear", "aten::addmm")]
     assert shapes and any(shapes) == bool(record_shapes)
+
+
+def test_a_timer_from_the_command_line_runs_and_saves_its_config(tmp_path):
+    # Lightning's `Timer` defaults `interval` to an enum member that jsonargparse cannot dump: its run stops
+    # with "Does not validate against any of the Union subtypes" before training
+    args = ["fit", "--trainer.callbacks+=Timer", "--trainer.callbacks.duration=00:00:01:00", "--trainer.max_epochs=1"]
+    cli = LightningCLI(Regressor, RegressionData, args=[*args, "--trainer.logger=false", *_quiet(tmp_path)])
+    timer = next(c for c in cli.trainer.callbacks if isinstance(c, ember.callbacks.Timer))
+    assert timer.time_elapsed("train") > 0
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["trainer"]["callbacks"][0]["init_args"] == {
+        "duration": "00:00:01:00",
+        "interval": "step",
+        "verbose": True,
+    }
