@@ -249,6 +249,19 @@ def test_a_rich_bar_subclass_names_the_epoch_and_reads_its_tasks_as_in_lightning
     assert seen == [("sanity", 2), ("stage 0/1", trainer.num_val_batches[0]), ("stage 1/1", trainer.num_val_batches[0])]
 
 
+def test_a_rich_bar_reads_the_metrics_at_the_end_of_the_sanity_check_as_in_lightning(fresh_rich_console):
+    seen = []
+
+    class Reads(RichProgressBar):
+        def get_metrics(self, trainer, pl_module):
+            seen.append("sanity" if trainer.sanity_checking else "fit")
+            return super().get_metrics(trainer, pl_module)
+
+    trainer = _trainer(Reads(console_kwargs={"file": io.StringIO()}), max_epochs=1, num_sanity_val_steps=2)
+    trainer.fit(Regressor(), train_loader(), val_loader())
+    assert seen[0] == "sanity" and seen.count("sanity") == 1
+
+
 def test_rich_progress_bar_keeps_its_tasks_after_the_call_and_draws_with_lightnings_class(fresh_rich_console):
     from unittest import mock
 

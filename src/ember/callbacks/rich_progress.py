@@ -469,7 +469,7 @@ class RichProgressBar(ProgressBar):
             self.refresh()
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+        if trainer.state.fn == "fit":  # the sanity check's end too, as in Lightning
             self._update_metrics(trainer, pl_module)
         self.reset_dataloader_idx_tracker()
 
