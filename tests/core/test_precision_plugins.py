@@ -422,3 +422,31 @@ def test_the_deprecated_double_precision_wrapper_hands_float64_inputs_to_the_mod
     wrapped.training_step((torch.ones(1, dtype=torch.float16), torch.ones(1, dtype=torch.int32)), 0)
     assert seen == [(torch.float64, torch.int64), (torch.float64, torch.int32)]
     assert wrapped._ddp_params_and_buffers_to_ignore == ["module.buffer"]
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_bf16_mixed_clips_the_gradients_as_a_hand_written_autocast_loop_does(algorithm):
+    # bf16 has no GradScaler: clipping has nothing to unscale (it used to fail at the first step)
+    torch.manual_seed(0)
+    model = CoreModel(lr=0.5)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = list(loader(n=8))
+    trainer = quiet_trainer(
+        max_epochs=1, precision="bf16-mixed", gradient_clip_val=0.01, gradient_clip_algorithm=algorithm
+    )
+    trainer.fit(model, loader(n=8))
+    expected = CoreModel(lr=0.5)
+    expected.load_state_dict(init)
+    optimizer = torch.optim.SGD(expected.parameters(), lr=0.5)
+    for x, y in batches:
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            loss = nn.functional.mse_loss(expected(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        if algorithm == "norm":
+            nn.utils.clip_grad_norm_(expected.parameters(), 0.01)
+        else:
+            nn.utils.clip_grad_value_(expected.parameters(), 0.01)
+        optimizer.step()
+    for key, value in expected.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=1e-6)

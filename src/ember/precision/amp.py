@@ -64,7 +64,7 @@ class MixedPrecision(Precision):
         # ones): unscale, unless done since the last step. The scaler keys its record by the optimizer itself,
         # not the `LightningOptimizer` around it
         optimizer = getattr(optimizer, "_optimizer", optimizer)
-        if self._not_unscaled(optimizer):
+        if self.scaler is not None and self._not_unscaled(optimizer):  # bf16 has no scaler: nothing to unscale
             self.scaler.unscale_(optimizer)
 
     def _not_unscaled(self, optimizer: Optimizer) -> bool:
