@@ -291,7 +291,7 @@ def test_missing_monitor_warns_before_validation(tmp_path):
 
 def test_missing_monitor_raises_after_validation(tmp_path):
     trainer, callback = _setup(tmp_path, monitor="val_loss")
-    trainer._run.evaluation_has_run = True
+    trainer._run.evaluation_batches_run = True
     with pytest.raises(MisconfigurationException) as info:
         _epoch(trainer, callback, 0, other=1.0)
     message = str(info.value)
@@ -872,6 +872,21 @@ def test_fit_train_time_interval_zero_saves_every_batch(tmp_path):
     trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, limit_val_batches=0, callbacks=[callback], **QUIET)
     trainer.fit(SequenceModel())
     assert _names(tmp_path) == ["step=1.ckpt", "step=2.ckpt", "step=3.ckpt", "step=4.ckpt"]
+
+
+@needs_trainer
+@pytest.mark.parametrize("options", [{"val_check_interval": 0.5}, {"save_on_train_epoch_end": False}])
+def test_a_monitor_nobody_logs_fails_at_the_first_validations_end_as_in_lightning(tmp_path, options):
+    # Lightning's validation loop counts as run once a batch of it ran: the end of the first validation already
+    # raises (Ember warned there and raised a validation later, or never within one epoch)
+    checkpoint_options = {k: v for k, v in options.items() if k == "save_on_train_epoch_end"}
+    callback = ModelCheckpoint(dirpath=tmp_path, monitor="val_los", **checkpoint_options)
+    trainer_options = {k: v for k, v in options.items() if k != "save_on_train_epoch_end"}
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[callback], **QUIET, **trainer_options)
+    with pytest.raises(MisconfigurationException, match=r"`ModelCheckpoint\(monitor='val_los'\)` could not find"):
+        trainer.fit(SequenceModel(val_losses=[3.0, 2.0]))
+    assert trainer.global_step == (2 if "val_check_interval" in options else 4)
+    assert _names(tmp_path) == []
 
 
 @needs_trainer

@@ -139,7 +139,7 @@ class FakeTrainer:
         self.world_size = 1
         self.loggers: list[Any] = []
         self.ckpt_path: str | None = None
-        self._run = SimpleNamespace(evaluation_has_run=False)
+        self._run = SimpleNamespace(evaluation_batches_run=False)
         self.num_val_batches = [2]
         self.val_check_interval = 1.0
         self.val_check_batch: float = float("inf")

@@ -518,7 +518,7 @@ class ModelCheckpoint(Checkpoint):
                 f" metrics: {list(monitor_candidates)}."
                 f" HINT: Did you call `log({self.monitor!r}, value)` in the `LightningModule`?"
             )
-            if trainer._run.evaluation_has_run:
+            if trainer._run.evaluation_batches_run:  # a validation batch has run: no longer a warning, as in Lightning
                 raise MisconfigurationException(message)
             if message not in self._warned:
                 self._warned.add(message)

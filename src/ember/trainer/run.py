@@ -192,7 +192,6 @@ class Run:
         default_factory=lambda: {"val": [0, 0], "test": [0, 0], "predict": [0, 0]}
     )
     warnings: WarningCache = field(default_factory=WarningCache)  # warnings given once per call
-    evaluation_has_run: bool = False  # a validation inside this fit has finished
     evaluation_batches_run: bool = False  # a validation batch inside this fit has run
     last_val_time: float = 0.0  # for a time-based ``val_check_interval``
     # `progress.total_batches` when the training step values were last merged into the metric dicts
