@@ -115,6 +115,54 @@ def test_should_stop_ends_training_after_min_epochs(tmp_path, caplog):
     assert said == ["`Trainer.fit` stopped: `trainer.should_stop` was set."]
 
 
+@pytest.mark.parametrize("takes_iterator", [False, True])
+def test_loggers_save_after_each_batch_that_ends_with_should_stop_set(tmp_path, takes_iterator):
+    """As in Lightning: a batch that ends with `should_stop` set saves every logger, also while min_epochs
+    keeps training going after the stop."""
+
+    class Recording(ember.loggers.Logger):
+        name, version = "rec", 0
+
+        def __init__(self):
+            super().__init__()
+            self.events = []
+
+        def log_metrics(self, metrics, step=None):
+            self.events.append(f"log@{step}")
+
+        def log_hyperparams(self, *args, **kwargs):
+            pass
+
+        def save(self):
+            self.events.append("save")
+
+    class StopAtStep2(ember.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 2:
+                trainer.should_stop = True
+
+    class Model(Failing):
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).sum()
+            self.log("loss", loss, batch_size=2)
+            return loss
+
+    class IteratorModel(Model):
+        def training_step(self, dataloader_iter):
+            batch, batch_idx, _ = next(dataloader_iter)
+            return super().training_step(batch, batch_idx)
+
+    logger = Recording()
+    options = {**QUIET, "logger": logger, "log_every_n_steps": 1}
+    trainer = ember.Trainer(max_epochs=3, min_epochs=2, default_root_dir=tmp_path, callbacks=[StopAtStep2()], **options)
+    model = (IteratorModel if takes_iterator else Model)(None)
+    trainer.fit(model, DataLoader(TensorDataset(torch.randn(6, 4)), batch_size=2))
+    # a save as the run starts, one after each log, one more after each batch from the stop (at step 2) on,
+    # and the one of `finalize`
+    stopped = [event for step in range(1, 6) for event in (f"log@{step}", "save", "save")]
+    assert logger.events == ["save", "log@0", "save", *stopped, "save"]
+
+
 def test_optimizer_step_override_that_skips_the_closure_is_an_error(tmp_path):
     from ember.utilities.exceptions import MisconfigurationException
 

@@ -175,15 +175,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         iterator = ahead
 
     batch_idx = progress.epoch_batches
-    if batch_idx and progress.validated_through != batch_idx:
-        # resumed from a checkpoint written after this batch and before the validation due after it had run all
-        # its batches (a step checkpoint, a crash inside it): that validation runs now, as the uninterrupted run
-        # ran it (Lightning runs it again after a crash inside it, and skips it after a step checkpoint)
-        is_last = batch_idx >= total
-        epoch.validate_if_due(batch_idx - 1, is_last, automatic and batch_idx % accumulate != 0 and not is_last)
-    if trainer.should_stop and epoch.may_stop(batch_idx):
-        # stopped before this epoch's next batch (in `on_train_epoch_start`): none runs, as in Lightning
-        total = batch_idx
+    total = epoch.batches_from(batch_idx)
     while batch_idx < total:
         batch = next(iterator, _END)  # fetch
         if batch is _END:
@@ -215,6 +207,8 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         if not accumulating:
             progress.batches_that_stepped += 1
             progress.step_pending = False
+        if trainer.should_stop:
+            _save_loggers(trainer)  # stop: a batch that ends with a stop set saves the loggers, as in Lightning
         if stop_requested():
             on_stop_request(trainer, run)  # stop: a preemption signal arrived; saves and exits
         batch_idx += 1
@@ -322,11 +316,20 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
         if not accumulating:
             progress.batches_that_stepped += 1
             progress.step_pending = False
+        if trainer.should_stop:
+            _save_loggers(trainer)
         if epoch.stop_requested():
             on_stop_request(trainer, run)
         step_idx += 1
         if progress.global_step >= epoch.max_steps or (trainer.should_stop and epoch.may_stop(progress.epoch_batches)):
             break
+
+
+def _save_loggers(trainer: Trainer) -> None:
+    """Every logger saves what it holds (Lightning does so after each batch that ends with ``should_stop`` set,
+    as long as training goes on)."""
+    for logger in trainer.loggers:
+        logger.save()
 
 
 def _takes_iterator(trainer: Trainer, step_name: str) -> bool:
@@ -414,6 +417,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     iterator, run.train_iterator = run.train_iterator, None
     run.epoch_iterator = iterator  # for teardown to stop its workers if the epoch fails
     run.batch_idx = -1
+    run.between_epochs = False
     trainer.state.stage = RunningStage.TRAINING
     run.results = run.train_results
     run.metrics.live = run.train_results  # step values reach callback_metrics when somebody reads them
@@ -465,6 +469,21 @@ class _EpochPlan:
         self.takes_iterator = run.step.takes_iterator
         if self.takes_iterator:
             self.val_every = 0  # the step may draw several batches: also validate when they run out
+
+    def batches_from(self, batch_idx: int) -> int | float:
+        """Before the epoch's batch ``batch_idx`` (0, or where a resumed epoch goes on): the validation a
+        checkpoint cut off runs now. Returns the number of batches the epoch runs to."""
+        if batch_idx and self.run.progress.validated_through != batch_idx:
+            # resumed from a checkpoint written after this batch and before the validation due after it had run
+            # all its batches (a step checkpoint, a crash inside it): that validation runs now, as the
+            # uninterrupted run ran it (Lightning runs it again after a crash inside it, and skips it after a
+            # step checkpoint)
+            is_last = batch_idx >= self.total
+            accumulating = self.automatic and batch_idx % self.accumulate != 0 and not is_last
+            self.validate_if_due(batch_idx - 1, is_last, accumulating)
+        if self.trainer.should_stop and self.may_stop(batch_idx):
+            return batch_idx  # stopped before this batch (in `on_train_epoch_start`): none runs, as in Lightning
+        return self.total
 
     def _step_schedulers(self, batch_idx: int, is_last: bool) -> None:
         """Schedulers on a step interval; on the epoch's last batch, those on an epoch interval."""
@@ -565,6 +584,7 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
         progress.batches_that_stepped += 1
     results.reset()
     progress.last_epoch_batches, progress.last_epoch_ran_out = progress.epoch_batches, not progress.epoch_unfinished
+    run.between_epochs = True
     progress.epoch += 1
     progress.epoch_batches = 0
     progress.epoch_done = progress.epoch_unfinished = False
