@@ -1529,3 +1529,39 @@ def test_the_val_dataloader_hook_and_the_zero_grad_hook_see_the_validating_stage
 
     quiet_trainer(max_epochs=1).fit(Records(), loader(n=8))
     assert seen == [("val_dataloader", "validate", True), ("zero_grad", "validate", True)]  # as in Lightning
+
+
+def test_the_batch_counters_describe_the_finished_epoch_until_the_next_one_draws_its_data():
+    # as Lightning, whose epoch loop resets them after the next epoch's start hooks: read there, or after fit,
+    # they are the last epoch's (they counted it twice, or an empty current epoch)
+    seen = []
+
+    def counters(trainer):
+        loop = trainer.fit_loop.epoch_loop
+        progress = loop.batch_progress
+        return (
+            progress.total.ready,
+            progress.total.completed,
+            progress.current.ready,
+            progress.current.completed,
+            loop.batch_idx,
+            loop.total_batch_idx,
+            progress.is_last_batch,
+        )
+
+    class Reads(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append(counters(trainer))
+
+        def on_train_end(self, trainer, pl_module):
+            seen.append(counters(trainer))
+
+    trainer = quiet_trainer(max_epochs=2, callbacks=[Reads()])
+    trainer.fit(CoreModel(), loader(n=12, batch_size=4))
+    seen.append(counters(trainer))
+    assert seen == [  # Lightning 2.6.6's
+        (0, 0, 0, 0, -1, -1, False),
+        (3, 3, 3, 3, 2, 2, True),
+        (6, 6, 3, 3, 2, 5, True),
+        (6, 6, 3, 3, 2, 5, True),
+    ]

@@ -163,6 +163,9 @@ class Run:
     batch_idx: int = -1  # the training batch being run (set at each fetch)
     # the epoch ends at `batch_idx`: `on_train_batch_start` returned -1, or data of unknown length ran out
     last_batch_seen: bool = False
+    # from an epoch's end until the next epoch's data is drawn (its start hooks included): Lightning's batch
+    # counters still describe the finished epoch then
+    between_epochs: bool = False
     epoch_rng: Any = None  # the RNG states the current epoch's data order was drawn from
     # the RNG states a learning-rate sweep in `on_fit_start` left: Lightning makes the first epoch's iterator
     # then, before it puts the RNG back, so that epoch draws its order from them
@@ -206,6 +209,8 @@ class Run:
     @property
     def is_last_batch(self) -> bool:
         """Whether the training batch being run (or last run) is its epoch's last."""
+        if self.between_epochs:
+            return self.progress.last_epoch_ran_out
         return self.last_batch_seen or self.batch_idx + 1 >= self.num_training_batches
 
     @property

@@ -80,15 +80,19 @@ class _BatchCounter(_View):
     @property
     def ready(self) -> int:
         p, run = self._progress, self._run
-        fetched = max(run.batch_idx + 1, p.epoch_batches)  # counted from the fetch, as in Lightning
-        return fetched + (p.total_batches - p.epoch_batches if self._across_epochs else 0)
+        # between epochs, the finished epoch's, as in Lightning until the next epoch's loop starts
+        trained = p.last_epoch_batches if run.between_epochs else p.epoch_batches
+        fetched = max(run.batch_idx + 1, trained)  # counted from the fetch, as in Lightning
+        return fetched + (p.total_batches - trained if self._across_epochs else 0)
 
     started = ready
 
     @property
     def processed(self) -> int:
         p = self._progress
-        return p.total_batches if self._across_epochs else p.epoch_batches
+        if self._across_epochs:
+            return p.total_batches
+        return p.last_epoch_batches if self._run.between_epochs else p.epoch_batches
 
     @property
     def completed(self) -> int:
