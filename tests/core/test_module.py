@@ -446,31 +446,29 @@ def test_on_train_batch_start_returning_minus_one_ends_the_epoch():
     assert trainer.global_step == 2 and trainer.current_epoch == 2
 
 
+class _LazyHead(CoreModel):
+    """Trains through a ``head`` that its ``configure_model`` hook builds."""
+
+    def configure_model(self):
+        if not hasattr(self, "head"):
+            self.head = nn.Linear(1, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self.head(self(x)), y)
+
+
 def test_configure_model_builds_layers_before_the_optimizers():
-    class Lazy(CoreModel):
-        def configure_model(self):
-            if not hasattr(self, "head"):
-                self.head = nn.Linear(1, 1)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.mse_loss(self.head(self(x)), y)
-
-    model = Lazy()
+    model = _LazyHead()
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(model, loader(n=8))
     assert any(p is model.head.weight for p in trainer.optimizers[0].param_groups[0]["params"])
 
 
 def test_the_deprecated_configure_sharded_model_still_builds_layers_with_lightnings_warning():
-    class OldName(CoreModel):
-        def configure_sharded_model(self):
-            if not hasattr(self, "head"):
-                self.head = nn.Linear(1, 1)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.mse_loss(self.head(self(x)), y)
+    class OldName(_LazyHead):
+        configure_sharded_model = _LazyHead.configure_model
+        configure_model = ember.LightningModule.configure_model  # only the old name is overridden
 
     model = OldName()
     with pytest.warns(DeprecationWarning, match=r"overridden `OldName.configure_sharded_model` which is deprecated"):
