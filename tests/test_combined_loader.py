@@ -97,3 +97,43 @@ def test_fit_refuses_sequential_mode_before_any_training_hook(tmp_path):
         trainer.fit(Model(), loaders)
     assert not Model.started
     assert trainer.num_training_batches == 6  # counted first, as Lightning counts the loaders one after another
+
+
+class _LogsItsLoader(ember.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        self.log("v", float(dataloader_idx))
+
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        self.log("t", float(dataloader_idx))
+
+
+class _NothingToYield(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        return iter(())
+
+
+def _zeros(n: int) -> DataLoader:
+    return DataLoader(torch.zeros(n, 1), batch_size=2)
+
+
+@pytest.mark.parametrize(
+    ("loaders", "expected"),
+    [
+        ([_zeros(4), _zeros(0), _zeros(2)], [{"t/dataloader_idx_0": 0.0}, {"t/dataloader_idx_2": 2.0}]),
+        (
+            [_zeros(4), DataLoader(_NothingToYield()), _zeros(2)],
+            [{"t/dataloader_idx_0": 0.0}, {"t/dataloader_idx_2": 2.0}],
+        ),
+        ([_zeros(4), _zeros(0)], [{"t/dataloader_idx_0": 0.0}]),
+        # a leading loader without batches keeps its (empty) entry, as in Lightning
+        ([_zeros(0), _zeros(2)], [{}, {"t/dataloader_idx_1": 1.0}]),
+        ([_zeros(0), _zeros(0), _zeros(2)], [{}, {"t/dataloader_idx_2": 2.0}]),
+    ],
+)
+def test_evaluation_results_have_no_entry_for_a_loader_that_ran_no_batch(tmp_path, loaders, expected):
+    trainer = cases._trainer(ember, default_root_dir=tmp_path)
+    assert trainer.test(_LogsItsLoader(), loaders, verbose=False) == expected

@@ -800,7 +800,8 @@ def run_sanity_check(trainer: Trainer, run: Run) -> None:
 
 
 def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict[str, Any]]:
-    """The validation or test loop over every dataloader; returns one metrics dict per dataloader."""
+    """The validation or test loop over every dataloader; returns one metrics dict per dataloader that gave a
+    batch (and one for the first dataloader in any case)."""
     hooks = _hooks(run)
     validating = stage != RunningStage.TESTING
     prefix = "validation" if validating else "test"
@@ -839,14 +840,19 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
             first = iter(loaders[0])
         hooks.call_both(f"on_{prefix}_epoch_start")
         run.metrics.epoch_start = None
+        ran: set[int] = set()  # the dataloaders that gave a batch
         if takes_iterator:  # `validation_step(self, dataloader_iter)`: one iterator through every dataloader
-            _evaluate_with_iterator(trainer, run, stage, prefix, first, loaders, max_batches)
+            ran = _evaluate_with_iterator(trainer, run, stage, prefix, first, loaders, max_batches)
         for dataloader_idx, loader in enumerate(loaders):
             results.dataloader_idx = dataloader_idx if len(loaders) > 1 else None
             if not takes_iterator:
                 iterator = first if dataloader_idx == 0 else iter(loader)
-                _evaluate_loader(trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches)
-            outputs_per_loader.append(run.metrics.eval_epoch_outputs(results, stage))
+                if _evaluate_loader(trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches):
+                    ran.add(dataloader_idx)
+            # as in Lightning, a dataloader that gave no batch has no entry in the results, except the first
+            # (Lightning stores the outputs gathered so far when the dataloader index first changes from 0)
+            if dataloader_idx in ran or dataloader_idx == 0:
+                outputs_per_loader.append(run.metrics.eval_epoch_outputs(results, stage))
         results.dataloader_idx = None
         if stage == RunningStage.VALIDATING and trainer.state.fn == TrainerFn.FITTING:
             run.progress.validated_through = run.progress.epoch_batches  # its end hooks save checkpoints
@@ -879,8 +885,10 @@ def _evaluate_loader(
     dataloader_idx: int,
     loader_count: int,
     max_batches: list[int | float],
-) -> None:
-    """The batches of one evaluation dataloader, then its last step values into the metric dicts."""
+) -> int:
+    """The batches of one evaluation dataloader, then its last step values into the metric dicts.
+
+    Returns the number of batches run."""
     hooks, results = _hooks(run), run.results
     assert results is not None
     fn_stage = "val" if stage != RunningStage.TESTING else "test"
@@ -923,6 +931,7 @@ def _evaluate_loader(
         if stage == RunningStage.VALIDATING:
             run.evaluation_batches_run = True
     run.metrics.flush_step(results)  # this dataloader's last step values (the sanity check's too, as in Lightning)
+    return batch_idx
 
 
 def _evaluate_with_iterator(
@@ -933,10 +942,11 @@ def _evaluate_with_iterator(
     first: Iterator[Any],
     loaders: list[Any],
     max_batches: list[int | float],
-) -> None:
+) -> set[int]:
     """The evaluation steps of a step that draws its own batches, through every dataloader in turn.
 
     As in Lightning, the batch hooks see the last batch drawn, its index and its dataloader's index.
+    Returns the indices of the dataloaders a step ended in.
     """
     hooks, results = _hooks(run), run.results
     assert results is not None
@@ -951,6 +961,7 @@ def _evaluate_with_iterator(
     several = len(loaders) > 1
     log_steps = bool(trainer.loggers) and stage != RunningStage.SANITY_CHECKING
     counts = run.eval_progress[fn_stage]
+    ended_in: set[int] = set()
     while not data.done:
         extra = (data.dataloader_idx,) if several else ()
         results.batch, results.batch_size = data.batch, None
@@ -962,6 +973,8 @@ def _evaluate_with_iterator(
                 output = evaluation_step(data)
         except StopIteration:
             break
+        if data.fetched:
+            ended_in.add(data.dataloader_idx)
         extra = (data.dataloader_idx,) if several else ()
         if batch_end is not None:
             batch_end(output, data.batch, data.batch_idx, *extra)
@@ -975,6 +988,7 @@ def _evaluate_with_iterator(
         if stage == RunningStage.VALIDATING:
             run.evaluation_batches_run = True
     run.metrics.flush_step(results)
+    return ended_in
 
 
 def _sequential_batches(
