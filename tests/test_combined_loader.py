@@ -103,12 +103,19 @@ class _LogsItsLoader(ember.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.layer = torch.nn.Linear(1, 1)
+        self.hooks: list[str] = []
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         self.log("v", float(dataloader_idx))
 
     def test_step(self, batch, batch_idx, dataloader_idx=0):
         self.log("t", float(dataloader_idx))
+
+    def on_validation_start(self):
+        self.hooks.append("on_validation_start")
+
+    def on_validation_epoch_end(self):
+        self.hooks.append("on_validation_epoch_end")
 
 
 class _NothingToYield(torch.utils.data.IterableDataset):
@@ -137,3 +144,12 @@ def _zeros(n: int) -> DataLoader:
 def test_evaluation_results_have_no_entry_for_a_loader_that_ran_no_batch(tmp_path, loaders, expected):
     trainer = cases._trainer(ember, default_root_dir=tmp_path)
     assert trainer.test(_LogsItsLoader(), loaders, verbose=False) == expected
+
+
+def test_a_combined_loader_with_an_empty_member_still_runs_the_evaluation_loop(tmp_path):
+    """As in Lightning: whether the loop runs is decided on each loader's batches, not on the combined ones."""
+    model = _LogsItsLoader()
+    trainer = cases._trainer(ember, default_root_dir=tmp_path)
+    assert trainer.validate(model, CombinedLoader([_zeros(4), _zeros(0)], "min_size"), verbose=False) == [{}]
+    assert trainer.num_val_batches == [2, 0]
+    assert model.hooks == ["on_validation_start", "on_validation_epoch_end"]

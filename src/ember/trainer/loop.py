@@ -810,7 +810,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     max_batches = run.eval_loop_batches.get(stage.dataloader_prefix or "", [])
     if stage == RunningStage.SANITY_CHECKING:
         max_batches = [min(trainer.num_sanity_val_steps, n) for n in max_batches]
-    if not loaders or sum(max_batches) == 0:
+    if not loaders or _no_batches_allowed(trainer, run, stage):
         return []
     hook_names = (f"{prefix}_step", f"on_{prefix}_batch_start", f"on_{prefix}_batch_end")
     takes_iterator = _takes_iterator(trainer, hook_names[0])
@@ -989,6 +989,15 @@ def _evaluate_with_iterator(
             run.evaluation_batches_run = True
     run.metrics.flush_step(results)
     return ended_in
+
+
+def _no_batches_allowed(trainer: Trainer, run: Run, stage: RunningStage) -> bool:
+    """Whether the evaluation loop is skipped: every dataloader is limited to no batches. As in Lightning, each
+    loader counts on its own: a ``CombinedLoader`` whose combined batches run out at once still runs the loop."""
+    counts = run.eval_batches.get(stage.dataloader_prefix or "", [])
+    if stage == RunningStage.SANITY_CHECKING:
+        counts = [min(trainer.num_sanity_val_steps, n) for n in counts]
+    return sum(counts) == 0
 
 
 def _sequential_batches(
