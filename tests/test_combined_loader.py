@@ -153,3 +153,31 @@ def test_a_combined_loader_with_an_empty_member_still_runs_the_evaluation_loop(t
     assert trainer.validate(model, CombinedLoader([_zeros(4), _zeros(0)], "min_size"), verbose=False) == [{}]
     assert trainer.num_val_batches == [2, 0]
     assert model.hooks == ["on_validation_start", "on_validation_epoch_end"]
+
+
+class _Predicts(ember.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+        self.started = False
+
+    def predict_step(self, batch, batch_idx):
+        return batch_idx
+
+    def on_predict_start(self):
+        self.started = True
+
+
+def test_predict_refuses_other_modes_than_sequential_after_checking_and_counting_the_loaders(tmp_path):
+    trainer = cases._trainer(ember, default_root_dir=tmp_path)
+    model = _Predicts()
+    with pytest.raises(ValueError, match=r'only supports the `CombinedLoader\(mode="sequential"\)` mode'):
+        trainer.predict(model, CombinedLoader([_zeros(4), _zeros(4)], "max_size_cycle"))
+    assert not model.started
+    assert trainer.num_predict_batches == [2, 2]  # as in Lightning, counted before the refusal
+    assert isinstance(trainer.predict_dataloaders, list)
+    # an invalid member is named first, as Lightning checks each loader before the mode
+    with pytest.raises(TypeError, match=r"An invalid dataloader was passed to `Trainer.predict\(dataloaders=...\)`"):
+        trainer.predict(model, CombinedLoader([_zeros(4), None], "max_size_cycle"))
+    # no batches at all: nothing to refuse, the call returns None
+    assert trainer.predict(model, CombinedLoader([_zeros(0), _zeros(0)], "min_size")) is None

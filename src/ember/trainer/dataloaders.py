@@ -266,8 +266,6 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
         del run.eval_steps_seen[seen]
     source, returned_from, defined = _source(t, run, key, run.eval_sources.get(key))
     combined = source if isinstance(source, CombinedLoader) else None
-    if combined is not None and combined._mode != "sequential" and key == "predict":
-        raise ValueError('`trainer.predict()` only supports the `CombinedLoader(mode="sequential")` mode.')
     # the loaders in a flat list, and how to put them back in the structure given (`trainer.<stage>_dataloaders`)
     if combined is not None:
         loaders, structure = combined.flattened, None
@@ -329,6 +327,9 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
         run.test_dataloaders = value
     else:
         run.predict_dataloaders = value
+        if combined is not None and combined._mode != "sequential" and sum(counts):
+            # as in Lightning, once the loaders are checked and counted (a call with no batches returns None)
+            raise ValueError('`trainer.predict()` only supports the `CombinedLoader(mode="sequential")` mode.')
     return prepared
 
 
