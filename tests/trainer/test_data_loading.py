@@ -318,6 +318,25 @@ def test_overfitting_a_shuffled_validation_loader_says_only_that_it_turns_the_sh
     assert not any("sampler has shuffling enabled" in m for m in said)
 
 
+def test_overfitting_several_shuffled_loaders_warns_once_for_each_stage():
+    def shuffled():
+        return torch.utils.data.DataLoader(loader(n=8).dataset, batch_size=4, shuffle=True)
+
+    class TrainsOnA(CoreModel):
+        def training_step(self, batch, batch_idx):
+            return super().training_step(batch["a"], batch_idx)
+
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            return super().validation_step(batch, batch_idx)
+
+    trainer = quiet_trainer(max_epochs=1, overfit_batches=1)
+    with pytest.warns(UserWarning) as records:
+        trainer.fit(TrainsOnA(), {"a": shuffled(), "b": shuffled()}, [shuffled(), shuffled()])
+    said = [str(r.message).split(" dataloader")[0] for r in records if "requested to overfit" in str(r.message)]
+    # as Lightning: one warning for all the loaders of a stage
+    assert said == ["You requested to overfit but enabled train", "You requested to overfit but enabled val"]
+
+
 def test_overfit_batches_leaves_the_users_batch_sampler_as_it_was():
     data = loader(n=8).dataset
     shuffled = torch.utils.data.RandomSampler(data)

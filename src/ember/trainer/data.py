@@ -322,9 +322,7 @@ def prepare_loader(
     if not isinstance(loader, DataLoader):
         return loader
     if isinstance(loader.dataset, IterableDataset):
-        if overfit:  # the dataset draws its own order: Lightning warns as for a shuffled loader, and changes nothing
-            _warn_overfit_shuffled(overfit)
-        return _seed_workers(loader, seed_workers, distributed)
+        return _seed_workers(loader, seed_workers, distributed)  # it draws its own order: overfitting changes nothing
     # a loader built with `batch_sampler=` draws its indices from that batch sampler's sampler
     custom = loader.batch_sampler if loader.batch_size is None else None
     sampler = getattr(custom, "sampler", None) if custom is not None else loader.sampler
@@ -333,7 +331,6 @@ def prepare_loader(
     if predicting and custom is not None:
         sampler = SequentialSampler(loader.dataset)  # type: ignore[arg-type]  # a map-style dataset has a length
     if overfit and sampler is not None and not isinstance(sampler, SequentialSampler):  # any other order
-        _warn_overfit_shuffled(overfit)
         sampler = SequentialSampler(loader.dataset)  # type: ignore[arg-type]  # a map-style dataset has a length
         changed = True
     if distributed is not None and not isinstance(sampler, DistributedSampler):
@@ -345,11 +342,25 @@ def prepare_loader(
     return _seed_workers(loader, seed_workers, distributed)
 
 
-def _warn_overfit_shuffled(kind: str) -> None:
-    rank_zero_warn(
-        f"You requested to overfit but enabled {kind} dataloader shuffling. We are turning off the {kind}"
-        " dataloader shuffling for you."
-    )
+def warn_if_overfit_reorders(loaders: list[Any], kind: str) -> None:
+    """Lightning's warning that ``overfit_batches`` turns the shuffling of the ``kind`` loaders off: once for all
+    of them, when one draws in another order than the dataset's (an iterable dataset draws its own: Lightning
+    warns for it too, though nothing changes)."""
+    if any(_not_sequential(loader) for loader in loaders):
+        rank_zero_warn(
+            f"You requested to overfit but enabled {kind} dataloader shuffling. We are turning off the {kind}"
+            " dataloader shuffling for you."
+        )
+
+
+def _not_sequential(loader: Any) -> bool:
+    if not isinstance(loader, DataLoader):
+        return False
+    if isinstance(loader.dataset, IterableDataset):
+        return True
+    custom = loader.batch_sampler if loader.batch_size is None else None
+    sampler = getattr(custom, "sampler", None) if custom is not None else loader.sampler
+    return sampler is not None and not isinstance(sampler, SequentialSampler)
 
 
 def _seed_workers(loader: DataLoader, seed_workers: bool, distributed: Any | None) -> DataLoader:

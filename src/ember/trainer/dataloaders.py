@@ -18,6 +18,7 @@ from ember.trainer.data import (
     recording_loader_arguments,
     set_sampler_epoch,
     shuffles,
+    warn_if_overfit_reorders,
 )
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.combined_loader import CombinedLoader, _flatten, _unflatten
@@ -102,6 +103,8 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
     sharded = distributed(t)
     if sharded is not None and run.sampler_seed is None:
         run.sampler_seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    if t.overfit_batches:
+        warn_if_overfit_reorders(combined.flattened, "train")
     prepared = []
     for loader in combined.flattened:
         loader = prepare_loader(
@@ -277,32 +280,9 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
     # in fit, `overfit_batches` also validates on the same first batches each time, as Lightning does
     overfit = "val" if t.overfit_batches and key == "val" and t.state.fn == TrainerFn.FITTING else ""
-    prepared = []
-    for given in loaders:
-        shuffled = shuffles(given)
-        if shuffled and not overfit:  # overfitting turns the shuffling off, and says so (as Lightning, only that)
-            rank_zero_warn(
-                f"Your `{key}_dataloader`'s sampler has shuffling enabled, it is strongly recommended that you turn"
-                " shuffling off for val/test dataloaders.",
-                category=PossibleUserWarning,
-            )
-        loader = prepare_loader(
-            given,
-            shuffle=shuffled,  # a distributed sampler put in keeps the loader's choice, as in Lightning
-            distributed=distributed(t),
-            overfit=overfit,
-            seed_workers=seed_workers,
-            predicting=key == "predict",
-        )
-        loader = _processed_by_strategy(t, loader)
-        if loader is not given and t.state.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
-            _warn_sampler_repeats_samples(loader, t.state.fn)
-        check_workers(loader, f"{key}_dataloader", t.num_devices, t.reload_dataloaders_every_n_epochs > 0)
-        if key == "predict":
-            loader = with_index_recording(loader)
-        if t.state.fn != TrainerFn.FITTING:  # in fit, each validation sets the epoch it runs in
-            set_sampler_epoch(loader, run.progress.epoch)
-        prepared.append(loader)
+    if overfit:
+        warn_if_overfit_reorders(loaders, overfit)
+    prepared = [_prepare_eval_loader(t, run, key, given, overfit, seed_workers) for given in loaders]
     limit = _batch_limit(t, key)
     several = len(prepared) > 1
     counts = [count_batches(t, loader, limit, key, index if several else None) for index, loader in enumerate(prepared)]
@@ -331,6 +311,34 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
             # as in Lightning, once the loaders are checked and counted (a call with no batches returns None)
             raise ValueError('`trainer.predict()` only supports the `CombinedLoader(mode="sequential")` mode.')
     return prepared
+
+
+def _prepare_eval_loader(t: Trainer, run: Run, key: str, given: Any, overfit: str, seed_workers: bool) -> Any:
+    """One loader of an evaluation (or predict) loop, ready to run: samplers, workers, index recording."""
+    shuffled = shuffles(given)
+    if shuffled and not overfit:  # overfitting turns the shuffling off, and says so (as Lightning, only that)
+        rank_zero_warn(
+            f"Your `{key}_dataloader`'s sampler has shuffling enabled, it is strongly recommended that you turn"
+            " shuffling off for val/test dataloaders.",
+            category=PossibleUserWarning,
+        )
+    loader = prepare_loader(
+        given,
+        shuffle=shuffled,  # a distributed sampler put in keeps the loader's choice, as in Lightning
+        distributed=distributed(t),
+        overfit=overfit,
+        seed_workers=seed_workers,
+        predicting=key == "predict",
+    )
+    loader = _processed_by_strategy(t, loader)
+    if loader is not given and t.state.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
+        _warn_sampler_repeats_samples(loader, t.state.fn)
+    check_workers(loader, f"{key}_dataloader", t.num_devices, t.reload_dataloaders_every_n_epochs > 0)
+    if key == "predict":
+        loader = with_index_recording(loader)
+    if t.state.fn != TrainerFn.FITTING:  # in fit, each validation sets the epoch it runs in
+        set_sampler_epoch(loader, run.progress.epoch)
+    return loader
 
 
 def _batch_limit(t: Trainer, key: str) -> int | float:
