@@ -201,3 +201,48 @@ def test_a_custom_batch_samplers_attributes_stay_readable_through_the_recording_
     batch_sampler = trainer.predict_dataloaders.batch_sampler
     assert (batch_sampler.tag, batch_sampler.batch_size) == ("kept", 4)
     assert indices.seen == [[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]]
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """Samples without indices: a predict loader over it has no batch indices."""
+
+    def __iter__(self):
+        return iter([torch.zeros(1)] * 4)
+
+
+class _AllIndices(BasePredictionWriter):
+    def __init__(self):
+        super().__init__("batch_and_epoch")
+        self.batches, self.epochs = [], []
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        self.batches.append((dataloader_idx, batch_indices))
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+        self.epochs.append(batch_indices)
+
+
+class _AnyLoader(Identity):
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        return batch
+
+
+def test_a_loader_without_indices_gives_the_writer_empty_ones_with_lightnings_warning():
+    writer = _AllIndices()
+    trainer = pl.Trainer(**QUIET, callbacks=[writer])
+    with pytest.warns(UserWarning) as records:
+        trainer.predict(_AnyLoader(), torch.utils.data.DataLoader(_Stream(), batch_size=2), return_predictions=False)
+    said = [str(r.message) for r in records if "infer" in str(r.message)]
+    assert said == ["Couldn't infer the batch indices fetched from your dataloader: `DataLoader`"]  # once
+    assert writer.batches == [(0, []), (0, [])]
+    assert writer.epochs == [[[]]]  # as in Lightning: nothing recorded for the loader, not one list per batch
+
+
+def test_a_loader_without_indices_gives_the_writer_empty_ones_not_the_previous_loaders():
+    # Lightning hands the batches of a loader without indices the last indices of the loader before it
+    writer = _AllIndices()
+    trainer = pl.Trainer(**QUIET, callbacks=[writer])
+    indexed = torch.utils.data.DataLoader(IndexedSamples(), batch_size=6)
+    trainer.predict(_AnyLoader(), [indexed, torch.utils.data.DataLoader(_Stream(), batch_size=2)])
+    assert writer.batches == [(0, [0, 1, 2, 3, 4, 5]), (0, [6, 7, 8, 9, 10, 11]), (1, []), (1, [])]
+    assert writer.epochs == [[[[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]], []]]

@@ -78,7 +78,6 @@ class BasePredictionWriter(Callback):
             raise MisconfigurationException(f"`write_interval` should be one of {[i.value for i in WriteInterval]}.")
         self.interval = WriteInterval(write_interval)
         self._predictions: dict[int, list[Any]] = {}
-        self._batch_indices: dict[int, list[Any]] = {}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if "dataloader_iter" in inspect.signature(pl_module.predict_step).parameters:
@@ -110,7 +109,6 @@ class BasePredictionWriter(Callback):
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._predictions = {}
-        self._batch_indices = {}
 
     def on_predict_batch_end(
         self,
@@ -121,30 +119,25 @@ class BasePredictionWriter(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        batch_indices = self._current_batch_indices(trainer, dataloader_idx)
         if self.interval.on_batch:
+            batch_indices = trainer.predict_loop.current_batch_indices
             self.write_on_batch_end(trainer, pl_module, outputs, batch_indices, batch, batch_idx, dataloader_idx)
         if self.interval.on_epoch:
             # host sync: predictions are kept on the CPU so a long predict run does not fill the device
             self._predictions.setdefault(dataloader_idx, []).append(_to_cpu(outputs))
-            self._batch_indices.setdefault(dataloader_idx, []).append(batch_indices or [])
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.interval.on_epoch:
             return
         num = max(len(getattr(trainer, "num_predict_batches", None) or [None]), len(self._predictions))
         predictions: Any = [self._predictions.get(i, []) for i in range(num)]
-        indices = [self._batch_indices.get(i, []) for i in range(num)]
         if num == 1:
             # as in Lightning: predictions flat for one dataloader, batch indices always one list per dataloader
             predictions = predictions[0]
+        # the loop's: a loader without indices (an iterable dataset) has an empty list, as in Lightning
+        indices = trainer.predict_loop.epoch_batch_indices
         self.write_on_epoch_end(trainer, pl_module, predictions, indices)
-        self._predictions, self._batch_indices = {}, {}
-
-    @staticmethod
-    def _current_batch_indices(trainer: Trainer, dataloader_idx: int) -> Sequence[int] | None:
-        """The dataset indices of the batch just predicted (None when the loader has no batch sampler)."""
-        return trainer.predict_loop.current_batch_indices
+        self._predictions = {}
 
 
 lightning_style_annotations(BasePredictionWriter)  # Lightning's `typing` forms in the signature

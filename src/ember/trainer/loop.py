@@ -1120,11 +1120,14 @@ def _predict_loader(
     if not isinstance(recorder, dataloaders.IndexRecorder):
         recorder = None  # the loader has no indices (an iterable dataset, a custom iterable)
     # the epoch's batch indices are kept only for someone who reads them, as in Lightning
-    keep = run.return_predictions or any(
-        getattr(getattr(cb, "interval", None), "on_epoch", False) for cb in trainer.callbacks
+    keep = run.return_predictions or any(_writes(cb, "on_epoch") for cb in trainer.callbacks)
+    # a prediction writer is told when the loader has none, as Lightning tells it at the first batch
+    unknown_indices = recorder is None and any(
+        _writes(cb, "on_batch") or _writes(cb, "on_epoch") for cb in trainer.callbacks
     )
     view = trainer.predict_loop
-    view.current_batch_indices = None  # an iterable dataset has none
+    # none for a loader without indices (Lightning leaves the last loader's there)
+    view.current_batch_indices = []
     limit = max_batches[dataloader_idx]
     counts = run.eval_progress["predict"]
     batch_idx = 0
@@ -1138,6 +1141,11 @@ def _predict_loader(
             view.current_batch_indices = current
             if keep:
                 run.predict_batch_indices[dataloader_idx].append(current)
+        elif unknown_indices:
+            unknown_indices = False
+            run.warnings.warn(
+                f"Couldn't infer the batch indices fetched from your dataloader: `{type(loader).__name__}`"
+            )
         if transfer is not None:
             batch = transfer(batch)
         if batch_start is not None:
@@ -1173,7 +1181,7 @@ def _predict_with_iterator(
     data = DataLoaderIter(batches, sum(max_batches))
     batch_start, batch_end = hooks.caller("on_predict_batch_start"), hooks.caller("on_predict_batch_end")
     several = len(loaders) > 1
-    trainer.predict_loop.current_batch_indices = None
+    trainer.predict_loop.current_batch_indices = []
     counts = run.eval_progress["predict"]
     while not data.done:
         if batch_start is not None:
@@ -1191,6 +1199,11 @@ def _predict_with_iterator(
             batch_end(output, data.batch, data.batch_idx, *((data.dataloader_idx,) if several else ()))
         counts[0] += 1
         counts[1] += 1
+
+
+def _writes(callback: Any, interval: str) -> bool:
+    """Whether ``callback`` is a prediction writer writing at that ``interval`` (``"on_batch"``, ``"on_epoch"``)."""
+    return bool(getattr(getattr(callback, "interval", None), interval, False))
 
 
 def _warn_none_prediction(run: Run) -> None:
