@@ -246,3 +246,7 @@ def test_a_loader_without_indices_gives_the_writer_empty_ones_not_the_previous_l
     trainer.predict(_AnyLoader(), [indexed, torch.utils.data.DataLoader(_Stream(), batch_size=2)])
     assert writer.batches == [(0, [0, 1, 2, 3, 4, 5]), (0, [6, 7, 8, 9, 10, 11]), (1, []), (1, [])]
     assert writer.epochs == [[[[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]], []]]
+
+
+def test_the_current_batch_indices_are_an_empty_list_before_any_predict_as_in_lightning():
+    assert pl.Trainer(logger=False).predict_loop.current_batch_indices == []

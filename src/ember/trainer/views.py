@@ -399,7 +399,7 @@ class PredictLoopView(EvaluationLoopView):
 
     def __init__(self, trainer: Trainer) -> None:
         super().__init__(trainer, "predict", "predict")
-        self.current_batch_indices: list[int] | None = None
+        self.current_batch_indices: list[int] = []  # the current batch's dataset indices, as in Lightning
 
     @property
     def epoch_batch_indices(self) -> list[list[list[int]]]:
