@@ -323,9 +323,7 @@ def prepare_loader(
         return loader
     if isinstance(loader.dataset, IterableDataset):
         return _seed_workers(loader, seed_workers, distributed)  # it draws its own order: overfitting changes nothing
-    # a loader built with `batch_sampler=` draws its indices from that batch sampler's sampler
-    custom = loader.batch_sampler if loader.batch_size is None else None
-    sampler = getattr(custom, "sampler", None) if custom is not None else loader.sampler
+    custom, sampler = _drawing_sampler(loader)
     # a prediction keeps the last, smaller batch; as Lightning, it draws a custom batch sampler in the dataset's order
     changed = predicting and (custom is not None or loader.drop_last)
     if predicting and custom is not None:
@@ -358,9 +356,15 @@ def _not_sequential(loader: Any) -> bool:
         return False
     if isinstance(loader.dataset, IterableDataset):
         return True
-    custom = loader.batch_sampler if loader.batch_size is None else None
-    sampler = getattr(custom, "sampler", None) if custom is not None else loader.sampler
+    sampler = _drawing_sampler(loader)[1]
     return sampler is not None and not isinstance(sampler, SequentialSampler)
+
+
+def _drawing_sampler(loader: DataLoader) -> tuple[Any, Any]:
+    """``(custom batch sampler or None, the sampler the indices come from)``: a loader built with
+    ``batch_sampler=`` draws them from that batch sampler's sampler."""
+    custom = loader.batch_sampler if loader.batch_size is None else None
+    return custom, getattr(custom, "sampler", None) if custom is not None else loader.sampler
 
 
 def _seed_workers(loader: DataLoader, seed_workers: bool, distributed: Any | None) -> DataLoader:
