@@ -450,3 +450,63 @@ def test_bf16_mixed_clips_the_gradients_as_a_hand_written_autocast_loop_does(alg
         optimizer.step()
     for key, value in expected.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=1e-6)
+
+
+class _ManualClosure(CoreModel):
+    """Steps with ``opt.step(closure)``; the closure returns the loss or, as Lightning's docstring has it, nothing."""
+
+    def __init__(self, returns_loss: bool):
+        super().__init__()
+        self.automatic_optimization = False
+        self.returns_loss = returns_loss
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+
+        def closure():
+            loss = nn.functional.mse_loss(self(batch[0]), batch[1])
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            return loss if self.returns_loss else None
+
+        optimizer.step(closure=closure)
+
+
+def test_fp16_manual_steps_whatever_the_closure_returns():
+    # a GradScaler stepped only where the closure returned a loss: one returning nothing trained nothing
+    weights = []
+    for returns_loss in (True, False):
+        torch.manual_seed(0)
+        model = _ManualClosure(returns_loss)
+        before = model.layer.weight.detach().clone()
+        plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=4.0))
+        quiet_trainer(max_steps=3, plugins=[plugin]).fit(model, loader(n=16))
+        assert not torch.equal(model.layer.weight, before)
+        weights.append(model.layer.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1])
+
+
+def test_fp16_automatic_step_after_a_skipped_batch_unscales_its_own_gradients():
+    # a batch whose training_step returns None neither unscales nor steps, as in Lightning: the next batch's
+    # gradients are unscaled before they are clipped and stepped (they were left scaled, the unscale spent)
+    class SkipsTheFirst(CoreModel):
+        def training_step(self, batch, batch_idx):
+            return None if batch_idx == 0 else super().training_step(batch, batch_idx)
+
+        def on_before_optimizer_step(self, optimizer):
+            if self.layer.weight.grad is not None:
+                seen.append(self.layer.weight.grad.abs().max().item())
+
+    seen: list[float] = []
+    torch.manual_seed(0)
+    scaled = SkipsTheFirst()
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10))
+    quiet_trainer(max_steps=2, plugins=[plugin]).fit(scaled, loader(n=8))
+    unscaled_grads = list(seen)
+    seen.clear()
+    torch.manual_seed(0)
+    plain = SkipsTheFirst()
+    quiet_trainer(max_steps=2, precision="bf16-mixed").fit(plain, loader(n=8))
+    assert len(unscaled_grads) == 1 and unscaled_grads == pytest.approx(
+        seen, rel=0.05
+    )  # the true gradients, not 1024 times them

@@ -100,12 +100,15 @@ class MixedPrecision(Precision):
             )
         # GradScaler cannot step with a closure: run it first, unscale, then step if grads are finite
         result = closure()
-        if not _unscales_itself(optimizer) and self._not_unscaled(optimizer):  # (manual clipping may have)
+        # `training_step` returned None in automatic optimization: no backward ran, nothing to unscale or step (a
+        # manual closure returns nothing as a rule: it steps)
+        skip = result is None and self.automatic_optimization
+        if not skip and not _unscales_itself(optimizer) and self._not_unscaled(optimizer):  # (manual clipping may have)
             self.scaler.unscale_(optimizer)
         if before_step is not None:
             before_step()
-        if result is None:
-            return None  # training_step returned None: no backward ran, nothing to step
+        if skip:
+            return None
         # host sync: GradScaler reads whether the gradients are finite
         out = self.scaler.step(optimizer, **kwargs)
         self.scaler.update()

@@ -43,7 +43,6 @@ class DeepSpeedPrecision(Precision):
         self.precision = precision
         self._dtype = _DTYPES[precision]
         self.engine: Any = None  # the DeepSpeed engine, set by the strategy once it exists
-        self.automatic_optimization = True  # the module's setting, set with the engine
         self.engine_backward = self._backward
 
     def convert_input(self, data: Any) -> Any:

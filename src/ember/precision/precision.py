@@ -122,6 +122,9 @@ class Precision:
     scaler: Any = None  # a GradScaler (MixedPrecision with fp16)
     # runs backward instead of `loss.backward()` where an engine does it (DeepSpeed); decided once per run
     engine_backward: Callable[..., None] | None = None
+    # the module's setting, set as each call starts (Lightning's plugins read `model.automatic_optimization`): a
+    # step whose closure returned None skips the backward in automatic optimization only
+    automatic_optimization: bool = True
 
     # ---- what the loop asks once, when it is built ----------------------------------------------
     @property

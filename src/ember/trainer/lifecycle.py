@@ -233,6 +233,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     call_setup_hooks(trainer, run, _fn(run))
     _configure_model(trainer, run)
     precision.convert_module(model)
+    precision.automatic_optimization = bool(getattr(model, "automatic_optimization", True))
 
     checkpoint = None
     after_setup = strategy.restore_checkpoint_after_setup  # DeepSpeed: its engine reads the checkpoint
