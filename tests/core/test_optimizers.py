@@ -394,3 +394,55 @@ def test_a_scheduler_dict_without_an_optimizer_or_with_a_list_is_named_where_lig
         quiet_trainer(max_steps=1).fit(CoreModel(optimizers=no_optimizer), loader(n=4))
     with pytest.raises(TypeError, match="^The provided lr scheduler `list` is invalid. It should have `state_dict`"):
         quiet_trainer(max_steps=1).fit(CoreModel(optimizers=listed_scheduler), loader(n=4))
+
+
+class ShapedLikeAnOptimizer:
+    """An optimizer that does not subclass ``torch.optim.Optimizer`` but has its members (as a wrapper may)."""
+
+    def __init__(self, params):
+        self._sgd = torch.optim.SGD(params, lr=0.5)
+        self.param_groups, self.defaults, self.state = self._sgd.param_groups, self._sgd.defaults, self._sgd.state
+
+    def step(self, closure=None):
+        return self._sgd.step(closure)
+
+    def zero_grad(self, set_to_none=True):
+        self._sgd.zero_grad(set_to_none)
+
+    def state_dict(self):
+        return self._sgd.state_dict()
+
+    def load_state_dict(self, state):
+        self._sgd.load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        lambda opt: opt,
+        lambda opt: [opt],
+        lambda opt: (opt,),
+        lambda opt: ([opt], []),
+        lambda opt: {"optimizer": opt},
+        lambda opt: [{"optimizer": opt}],
+    ],
+    ids=["alone", "list", "tuple", "two-lists", "dict", "list-of-dicts"],
+)
+def test_an_object_shaped_like_an_optimizer_trains_in_every_form(form):
+    trainer, model = _fit(lambda m: form(ShapedLikeAnOptimizer(m.parameters())), max_steps=2)
+    (optimizer,) = trainer.optimizers
+    assert isinstance(optimizer, ShapedLikeAnOptimizer)
+    assert trainer.global_step == 2
+    assert optimizer.state_dict()["param_groups"][0]["lr"] == 0.5
+
+
+class NoDefaults(ShapedLikeAnOptimizer):
+    def __init__(self, params):
+        super().__init__(params)
+        del self.defaults
+
+
+@pytest.mark.parametrize("form", [lambda opt: opt, lambda opt: [opt]], ids=["alone", "list"])
+def test_an_object_missing_an_optimizers_member_gets_the_unknown_configuration_error(form):
+    with pytest.raises(MisconfigurationException, match="^Unknown configuration for model optimizers"):
+        _fit(lambda m: form(NoDefaults(m.parameters())))

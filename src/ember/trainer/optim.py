@@ -14,6 +14,8 @@ from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 
 _SCHEDULER_KEYS = {"scheduler", "name", "interval", "frequency", "reduce_on_plateau", "monitor", "strict"}
+# what the trainer uses of an optimizer: an object with these counts as one without subclassing `Optimizer`
+_OPTIMIZER_MEMBERS = ("step", "param_groups", "defaults", "state", "state_dict", "load_state_dict")
 
 
 @dataclass
@@ -50,7 +52,7 @@ def configure_optimizers(
     if result is None:
         rank_zero_warn("`LightningModule.configure_optimizers` returned `None`, this fit will run with no optimizer")
         return [_MockOptimizer()], [], None
-    if isinstance(result, Optimizer):
+    if _is_optimizer(result):
         optimizers = [result]
     elif isinstance(result, Mapping):
         optimizer, scheduler, monitor = _from_dict(result, automatic)
@@ -60,7 +62,7 @@ def configure_optimizers(
         isinstance(result, (list, tuple))
         and len(result) == 2
         and isinstance(result[0], (list, tuple))
-        and all(isinstance(o, Optimizer) for o in result[0])
+        and all(_is_optimizer(o) for o in result[0])
     ):
         optimizers = list(result[0])
         second = result[1]
@@ -72,7 +74,7 @@ def configure_optimizers(
             optimizers.append(opt)
             if sched is not None:
                 schedulers.append(sched)
-    elif isinstance(result, (list, tuple)) and all(isinstance(o, Optimizer) for o in result):
+    elif isinstance(result, (list, tuple)) and all(_is_optimizer(o) for o in result):
         optimizers = list(result)
     else:
         raise MisconfigurationException(
@@ -184,6 +186,11 @@ def _manual_scheduler_config(scheduler: Any) -> LRSchedulerConfig:
     if unknown:
         rank_zero_warn(f"Found unsupported keys in the lr scheduler dict: {_as_set(unknown)}.", category=RuntimeWarning)
     return LRSchedulerConfig(**{k: v for k, v in scheduler.items() if k in _SCHEDULER_KEYS and k not in ignored})
+
+
+def _is_optimizer(candidate: Any) -> bool:
+    """An ``Optimizer``, or an object with the members the trainer uses of one (Lightning's ``Optimizable``)."""
+    return isinstance(candidate, Optimizer) or all(hasattr(candidate, name) for name in _OPTIMIZER_MEMBERS)
 
 
 def _is_plateau(scheduler: Any) -> bool:
