@@ -704,3 +704,16 @@ def test_untoggling_another_optimizer_restores_only_the_rest_as_lightning_does()
 
     _fit(Two(), n=4)
     assert seen["after"] == (True, False)
+
+
+def test_the_strategy_holds_the_lightning_optimizers_as_in_lightning():
+    # programs step through `trainer.strategy._lightning_optimizers`, where Lightning's loops find them
+    seen = []
+
+    class Reads(CoreModel):
+        def on_train_start(self):
+            seen.append(self.trainer.strategy._lightning_optimizers == [self.optimizers()])
+
+    quiet_trainer(max_steps=1).fit(Reads(), loader(n=8))
+    assert seen == [True]
+    assert ember.Trainer(logger=False).strategy._lightning_optimizers == []

@@ -173,6 +173,13 @@ class Strategy:
         else:
             trainer.lr_scheduler_configs = configs
 
+    @property
+    def _lightning_optimizers(self) -> list[Any]:
+        """The ``LightningOptimizer`` around each optimizer (what ``self.optimizers()`` returns), where Lightning's
+        strategies keep them."""
+        trainer = self._trainer()
+        return trainer._lightning_optimizers if trainer is not None else []
+
     def _trainer(self) -> Any:
         module = self._lightning_module
         return getattr(module, "_trainer", None) if module is not None else None
