@@ -95,7 +95,7 @@ class MixedPrecision(Precision):
             return super().run_optimizer_step(optimizer, closure, before_step, **kwargs)
         if isinstance(optimizer, torch.optim.LBFGS):
             raise MisconfigurationException(
-                "AMP and the LBFGS optimizer are not compatible: LBFGS re-evaluates the loss, which a GradScaler cannot"
+                "AMP and the LBFGS optimizer are not compatible. LBFGS re-evaluates the loss, which a GradScaler cannot"
                 " follow. Use `precision='bf16-mixed'` or '32-true' with LBFGS."
             )
         # GradScaler cannot step with a closure: run it first, unscale, then step if grads are finite
