@@ -446,3 +446,27 @@ class NoDefaults(ShapedLikeAnOptimizer):
 def test_an_object_missing_an_optimizers_member_gets_the_unknown_configuration_error(form):
     with pytest.raises(MisconfigurationException, match="^Unknown configuration for model optimizers"):
         _fit(lambda m: form(NoDefaults(m.parameters())))
+
+
+def test_a_scheduler_in_a_list_of_dicts_is_checked_as_a_scheduler_dict():
+    def one_cycle(m):
+        opt = _sgd(m)
+        return [{"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, 1.0, total_steps=10)}]
+
+    def plateau(m):
+        opt = _sgd(m)
+        return [{"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt)}]
+
+    with pytest.warns(RuntimeWarning, match="A `OneCycleLR` scheduler is using 'interval': 'epoch'"):
+        trainer, _ = _fit(one_cycle)
+    assert trainer.lr_scheduler_configs[0].interval == "epoch"
+    with pytest.raises(MisconfigurationException, match='^The lr scheduler dict must include a monitor .* "your_loss"'):
+        _fit(plateau)
+
+
+def test_unsupported_scheduler_keys_warn_before_a_missing_scheduler_is_refused():
+    with (
+        pytest.warns(RuntimeWarning, match=r"unsupported keys in the lr scheduler dict: \{'bar'\}"),
+        pytest.raises(MisconfigurationException, match='must have the key "scheduler"'),
+    ):
+        _fit(lambda m: {"optimizer": _sgd(m), "lr_scheduler": {"bar": 2}})

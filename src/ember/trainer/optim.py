@@ -73,7 +73,8 @@ def configure_optimizers(
             opt, sched, _ = _from_dict(item, automatic)
             optimizers.append(opt)
             if sched is not None:
-                schedulers.append(sched)
+                # as a scheduler dict, so that the dict's checks (a plateau's monitor, OneCycleLR's interval) apply
+                schedulers.append(sched if isinstance(sched, Mapping) else {"scheduler": sched})
     elif isinstance(result, (list, tuple)) and all(_is_optimizer(o) for o in result):
         optimizers = list(result)
     else:
@@ -128,16 +129,16 @@ def _from_dict(config: Mapping, automatic: bool) -> tuple[Optimizer, Any, str | 
 
 def _scheduler_config(scheduler: Any, monitor: str | None) -> LRSchedulerConfig:
     if isinstance(scheduler, Mapping):
-        if "scheduler" not in scheduler:
-            raise MisconfigurationException(
-                'The lr scheduler dict must have the key "scheduler" with its item being an lr scheduler'
-            )
         unknown = set(scheduler) - _SCHEDULER_KEYS
         if unknown:
             rank_zero_warn(
                 f"Found unsupported keys in the lr scheduler dict: {_as_set(unknown)}. HINT: remove them from the"
                 " output of `configure_optimizers`.",
                 category=RuntimeWarning,
+            )
+        if "scheduler" not in scheduler:
+            raise MisconfigurationException(
+                'The lr scheduler dict must have the key "scheduler" with its item being an lr scheduler'
             )
         values = {k: v for k, v in scheduler.items() if k in _SCHEDULER_KEYS}
         interval = values.get("interval", "epoch")
