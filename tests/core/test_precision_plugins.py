@@ -510,3 +510,10 @@ def test_fp16_automatic_step_after_a_skipped_batch_unscales_its_own_gradients():
     assert len(unscaled_grads) == 1 and unscaled_grads == pytest.approx(
         seen, rel=0.05
     )  # the true gradients, not 1024 times them
+
+
+def test_fp16_with_lbfgs_is_refused_in_lightnings_words():
+    model = CoreModel(optimizers=lambda module: torch.optim.LBFGS(module.parameters()))
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    with pytest.raises(MisconfigurationException, match=r"^AMP and the LBFGS optimizer are not compatible\. LBFGS re"):
+        quiet_trainer(max_steps=1, plugins=[plugin]).fit(model, loader(n=8))
