@@ -717,3 +717,27 @@ def test_the_strategy_holds_the_lightning_optimizers_as_in_lightning():
     quiet_trainer(max_steps=1).fit(Reads(), loader(n=8))
     assert seen == [True]
     assert ember.Trainer(logger=False).strategy._lightning_optimizers == []
+
+
+@pytest.mark.parametrize("loss", [1.5, None, 3])
+def test_a_manual_step_may_return_a_dict_whose_loss_is_no_tensor(loss):
+    # Lightning calls `.detach()` on it and fails; Ember hands it to `on_train_batch_end` as it is (docs/compat.md)
+    seen = []
+
+    class ReturnsNumbers(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            self.manual_backward(nn.functional.mse_loss(self(batch[0]), batch[1]))
+            optimizer.step()
+            return {"loss": loss}
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            seen.append(outputs)
+
+    quiet_trainer(max_steps=1).fit(ReturnsNumbers(), loader(n=8))
+    assert seen == [{"loss": loss}]
