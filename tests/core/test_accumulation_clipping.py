@@ -312,6 +312,9 @@ def test_training_step_returning_none_warns():
         def training_step(self, batch, batch_idx):
             return None
 
+    from ember.trainer.step import _warning_cache
+
+    _warning_cache.clear()  # it warns once a process, as Lightning's
     with pytest.warns(UserWarning, match="`training_step` returned `None`. If this was on purpose"):
         trainer = quiet_trainer(max_epochs=1)
         trainer.fit(Skip(), loader(n=8))

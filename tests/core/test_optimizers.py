@@ -470,3 +470,18 @@ def test_unsupported_scheduler_keys_warn_before_a_missing_scheduler_is_refused()
         pytest.raises(MisconfigurationException, match='must have the key "scheduler"'),
     ):
         _fit(lambda m: {"optimizer": _sgd(m), "lr_scheduler": {"bar": 2}})
+
+
+def test_a_training_step_that_returns_none_warns_once_a_process(recwarn):
+    from ember.trainer.step import _warning_cache
+
+    _warning_cache.clear()  # as in a fresh process
+
+    class SkipsOddBatches(CoreModel):
+        def training_step(self, batch, batch_idx):
+            return None if batch_idx % 2 else super().training_step(batch, batch_idx)
+
+    for _ in range(2):  # recwarn records every warning, repeats included
+        quiet_trainer(max_epochs=2).fit(SkipsOddBatches(), loader(n=16))
+    skipped = [w for w in recwarn if "`training_step` returned `None`" in str(w.message)]
+    assert len(skipped) == 1

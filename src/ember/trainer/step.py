@@ -29,7 +29,7 @@ from ember.core.optimizer import _do_nothing, before_step_hooks, closure_for_no_
 from ember.profilers.profiler import profiled, strategy_action
 from ember.trainer.data import takes_dataloader_iter
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import rank_zero_warn
+from ember.utilities.rank_zero import WarningCache
 from ember.utilities.signature_utils import step_without_batch_idx
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
 
 _NOT_RUN = object()
+_warning_cache = WarningCache()  # once a process, as Lightning's automatic optimization warns
 
 
 class TrainingStep:
@@ -173,7 +174,7 @@ class TrainingStep:
             self._zero_grad_with_hooks(batch_idx)
         self._extra = extra
         if loss is None:
-            rank_zero_warn("`training_step` returned `None`. If this was on purpose, ignore this warning...")
+            _warning_cache.warn("`training_step` returned `None`. If this was on purpose, ignore this warning...")
             self._loss = None
             return None
         if self.accumulate != 1:
