@@ -485,3 +485,13 @@ def test_a_training_step_that_returns_none_warns_once_a_process(recwarn):
         quiet_trainer(max_epochs=2).fit(SkipsOddBatches(), loader(n=16))
     skipped = [w for w in recwarn if "`training_step` returned `None`" in str(w.message)]
     assert len(skipped) == 1
+
+
+def test_schedulers_are_checked_for_their_optimizer_before_their_state_methods_as_in_lightning():
+    def configure(m):
+        opt = _sgd(m)
+        other = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
+        return [opt], [NoStateScheduler(opt), _step(other)]
+
+    with pytest.raises(MisconfigurationException, match="optimizer that wasn't returned"):
+        _fit(configure)

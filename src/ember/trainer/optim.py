@@ -204,17 +204,20 @@ def _as_set(names: set[str]) -> str:
 
 
 def _check_schedulers(optimizers: list[Optimizer], configs: list[LRSchedulerConfig]) -> None:
+    """Every scheduler's optimizer first, then every scheduler's state methods: Lightning's order of the checks."""
+    for config in configs:
+        # a scheduler of the program's own may keep its optimizer under another name (Lightning requires `.optimizer`)
+        optimizer = getattr(config.scheduler, "optimizer", None)
+        if optimizer is not None and not any(optimizer is o for o in optimizers):
+            raise MisconfigurationException(
+                "Some schedulers are attached with an optimizer that wasn't returned from `configure_optimizers`."
+            )
     for config in configs:
         scheduler = config.scheduler
         if not hasattr(scheduler, "state_dict") or not hasattr(scheduler, "load_state_dict"):
             raise TypeError(
                 f"The provided lr scheduler `{type(scheduler).__name__}` is invalid. It should have `state_dict` and"
                 " `load_state_dict` methods defined (a checkpoint saves and restores it through them)."
-            )
-        optimizer = getattr(scheduler, "optimizer", None)
-        if optimizer is not None and not any(optimizer is o for o in optimizers):
-            raise MisconfigurationException(
-                "Some schedulers are attached with an optimizer that wasn't returned from `configure_optimizers`."
             )
 
 
