@@ -495,3 +495,14 @@ def test_schedulers_are_checked_for_their_optimizer_before_their_state_methods_a
 
     with pytest.raises(MisconfigurationException, match="optimizer that wasn't returned"):
         _fit(configure)
+
+
+@pytest.mark.parametrize("listed", [False, True], ids=["dict", "list-of-dicts"])
+def test_a_none_lr_scheduler_in_a_dict_is_refused_as_in_lightning(listed):
+    # a scheduler factory that forgot its `return` must not train without the scheduler
+    def configure(m):
+        config = {"optimizer": _sgd(m), "lr_scheduler": None}
+        return [config] if listed else config
+
+    with pytest.raises(TypeError, match="^The provided lr scheduler `NoneType` is invalid"):
+        _fit(configure)

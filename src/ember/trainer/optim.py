@@ -57,7 +57,7 @@ def configure_optimizers(
     elif isinstance(result, Mapping):
         optimizer, scheduler, monitor = _from_dict(result, automatic)
         optimizers = [optimizer]
-        schedulers = [scheduler] if scheduler is not None else []
+        schedulers = [scheduler] if "lr_scheduler" in result else []  # a None one too, which the checks refuse
     elif (
         isinstance(result, (list, tuple))
         and len(result) == 2
@@ -72,7 +72,7 @@ def configure_optimizers(
         for item in result:
             opt, sched, _ = _from_dict(item, automatic)
             optimizers.append(opt)
-            if sched is not None:
+            if "lr_scheduler" in item:
                 # as a scheduler dict, so that the dict's checks (a plateau's monitor, OneCycleLR's interval) apply
                 schedulers.append(sched if isinstance(sched, Mapping) else {"scheduler": sched})
     elif isinstance(result, (list, tuple)) and all(_is_optimizer(o) for o in result):
