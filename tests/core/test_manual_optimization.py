@@ -741,3 +741,39 @@ def test_a_manual_step_may_return_a_dict_whose_loss_is_no_tensor(loss):
 
     quiet_trainer(max_steps=1).fit(ReturnsNumbers(), loader(n=8))
     assert seen == [{"loss": loss}]
+
+
+class _StepsByHand(ManualLinear):
+    """Steps its optimizer by hand; ``configure_optimizers`` returns ``made(optimizer)``."""
+
+    def __init__(self, made):
+        super().__init__()
+        self.made = made
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(nn.functional.mse_loss(self.layer(batch[0]), batch[1]))
+        opt.step()
+
+    def configure_optimizers(self):
+        return self.made(torch.optim.SGD(self.parameters(), lr=0.1))
+
+
+def test_an_unsupported_scheduler_key_warns_and_trains_in_manual_optimization():
+    # Lightning fails building its config (TypeError: unexpected keyword argument 'foo')
+    def made(opt):
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 1), "foo": 1}}
+
+    with pytest.warns(RuntimeWarning, match=r"^Found unsupported keys in the lr scheduler dict: \{'foo'\}"):
+        trainer = _fit_plain(_StepsByHand(made))
+    assert trainer.global_step == 2 and len(trainer.lr_scheduler_configs) == 1
+
+
+def test_a_broken_scheduler_in_manual_optimization_gets_the_message_of_automatic_optimization():
+    # Lightning: TypeError "missing 1 required positional argument: 'scheduler'" and
+    # AttributeError "'object' object has no attribute 'optimizer'"
+    with pytest.raises(MisconfigurationException, match='^The lr scheduler dict must have the key "scheduler"'):
+        _fit_plain(_StepsByHand(lambda opt: {"optimizer": opt, "lr_scheduler": {"interval": "step"}}))
+    with pytest.raises(TypeError, match="^The provided lr scheduler `object` is invalid. It should have `state_dict`"):
+        _fit_plain(_StepsByHand(lambda opt: ([opt], [object()])))

@@ -506,3 +506,28 @@ def test_a_none_lr_scheduler_in_a_dict_is_refused_as_in_lightning(listed):
 
     with pytest.raises(TypeError, match="^The provided lr scheduler `NoneType` is invalid"):
         _fit(configure)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [lambda opt, sched: ((opt,), (sched,)), lambda opt, sched: ([opt], (sched,))],
+    ids=["two-tuples", "tuple-of-schedulers"],
+)
+def test_tuples_stand_for_the_lists_of_optimizers_and_schedulers(form):
+    # Lightning takes only a list in these places (an "Unknown configuration" error, an AttributeError)
+    trainer, model = _fit(lambda m: form(o := _sgd(m), _step(o, gamma=0.5)), max_steps=-1, max_epochs=1)
+    (config,) = trainer.lr_scheduler_configs
+    assert model.lr_schedulers() is config.scheduler
+    assert trainer.optimizers[0].param_groups[0]["lr"] == 0.05
+
+
+def test_a_top_level_monitor_in_a_list_of_dicts_goes_to_its_plateau_scheduler():
+    # Lightning reads no "monitor" from a list of dicts and raises that the plateau scheduler needs one
+    def configure(m):
+        opt = _sgd(m)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+        return [{"optimizer": opt, "lr_scheduler": plateau, "monitor": "train_loss"}]
+
+    trainer, _ = _fit(configure)
+    (config,) = trainer.lr_scheduler_configs
+    assert (config.monitor, config.reduce_on_plateau) == ("train_loss", True)

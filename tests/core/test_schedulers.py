@@ -9,7 +9,9 @@ import torch
 from tests.core.test_optimizers import CustomScheduler
 from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
+import ember
 from ember.utilities import MisconfigurationException
+from ember.utilities.types import LRSchedulerConfig
 
 
 class LrRecorder(CoreModel):
@@ -227,3 +229,54 @@ def test_plateau_steps_at_the_end_of_an_epoch_of_unknown_length():
     trainer = quiet_trainer(max_epochs=3)
     trainer.fit(model, torch.utils.data.DataLoader(Stream(), batch_size=4), loader(n=4))
     assert model.val_lrs == [1.0, 1.0, 0.5] and trainer.optimizers[0].param_groups[0]["lr"] == 0.25
+
+
+class _SwapsSchedulersAtStep2(ember.Callback):
+    """Replaces ``trainer.strategy.lr_scheduler_configs`` with ``make(optimizer)`` after the second step."""
+
+    def __init__(self, make: Any):
+        self.make = make
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == 2:
+            trainer.strategy.lr_scheduler_configs = self.make(trainer.optimizers[0])
+
+
+def _halving_every_step(opt: torch.optim.Optimizer) -> list[LRSchedulerConfig]:
+    return [LRSchedulerConfig(torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5), interval="step")]
+
+
+def test_schedulers_set_in_the_middle_of_an_epoch_take_effect_from_the_next_epoch():
+    # Lightning reads the list after every batch; Ember once an epoch (docs/compat.md, "Smaller ones")
+    class Plain(LrRecorder):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1.0)
+
+    added = _run(Plain(None), callbacks=[_SwapsSchedulersAtStep2(_halving_every_step)])
+    assert added.train_lrs == [1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.25, 0.125]
+    removed = _run(LrRecorder(_halving(interval="step")), callbacks=[_SwapsSchedulersAtStep2(lambda opt: [])])
+    assert removed.train_lrs == [1.0, 0.5, 0.25, 0.125, 0.0625, 0.0625, 0.0625, 0.0625]
+
+
+def test_a_scheduler_that_keeps_its_optimizer_under_another_name_trains():
+    # Lightning reads `scheduler.optimizer` to check it belongs to a returned optimizer (an AttributeError here)
+    class OwnScheduler:
+        def __init__(self, opt):
+            self._opt = opt
+
+        def step(self):
+            for group in self._opt.param_groups:
+                group["lr"] *= 0.5
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    class SteppedByTheModule(LrRecorder):
+        def lr_scheduler_step(self, scheduler, metric):
+            scheduler.step()
+
+    model = _run(SteppedByTheModule(OwnScheduler))
+    assert model.train_lrs == [1.0] * 4 + [0.5] * 4
