@@ -777,3 +777,38 @@ def test_a_broken_scheduler_in_manual_optimization_gets_the_message_of_automatic
         _fit_plain(_StepsByHand(lambda opt: {"optimizer": opt, "lr_scheduler": {"interval": "step"}}))
     with pytest.raises(TypeError, match="^The provided lr scheduler `object` is invalid. It should have `state_dict`"):
         _fit_plain(_StepsByHand(lambda opt: ([opt], [object()])))
+
+
+@pytest.mark.parametrize("automatic", [True, False])
+def test_a_lightning_optimizer_returned_by_configure_optimizers_is_kept(automatic):
+    # as Lightning's `_to_lightning_optimizer`: the wrapper given is the one `self.optimizers()` returns (wrapping
+    # it again failed to build a class)
+    from ember.core.optimizer import LightningOptimizer
+
+    given = []
+
+    class Wraps(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = automatic
+
+        def configure_optimizers(self):
+            given.append(LightningOptimizer(torch.optim.SGD(self.parameters(), lr=0.1)))
+            return given[-1]
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            if automatic:
+                return loss
+            optimizer = self.optimizers()
+            assert optimizer is given[0]
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+
+    model = Wraps()
+    before = model.layer.weight.detach().clone()
+    trainer = quiet_trainer(max_steps=2)
+    trainer.fit(model, loader(n=8))
+    assert trainer.global_step == 2 and not torch.equal(model.layer.weight, before)
+    assert model.optimizers() is given[0] and trainer.optimizers == [given[0].optimizer]

@@ -600,9 +600,13 @@ class Trainer:
 
     @optimizers.setter
     def optimizers(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        self._optimizers = list(optimizers)
-        # what `self.optimizers()` returns in manual optimization
-        self._lightning_optimizers = [LightningOptimizer(opt, self) for opt in self._optimizers]
+        # what `self.optimizers()` returns: a `LightningOptimizer` that `configure_optimizers` returned is kept, as
+        # in Lightning, and the optimizer inside it is the one the trainer steps
+        wrappers = [opt if isinstance(opt, LightningOptimizer) else LightningOptimizer(opt, self) for opt in optimizers]
+        for wrapper in wrappers:
+            wrapper._trainer = self
+        self._optimizers = [wrapper.optimizer for wrapper in wrappers]
+        self._lightning_optimizers = wrappers
 
     @property
     def ckpt_path(self) -> Any:
