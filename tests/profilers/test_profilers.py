@@ -94,6 +94,26 @@ def test_simple_profiler_records_lightnings_actions_and_logs_the_report(tmp_path
     assert "Mean duration (s)" in report and "run_training_epoch" in report and "Total" in report
 
 
+def test_manual_optimization_records_each_optimizer_step_and_no_backward_as_in_lightning(tmp_path):
+    class Manual(M):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            self.manual_backward(self.layer(batch[0]).sum())
+            optimizer.step()
+            optimizer.step()  # two steps a batch: each is an `optimizer_step` span
+
+    profiler = SimpleProfiler()
+    trainer(tmp_path, profiler, max_epochs=1).fit(Manual(), loader())
+    counts = {action: len(durations) for action, durations in profiler.recorded_durations.items()}
+    assert counts["optimizer_step"] == 4 and counts["[Strategy]SingleDeviceStrategy.training_step"] == 2
+    assert not any(action.endswith(".backward") for action in counts)
+
+
 def test_nothing_is_recorded_without_a_profiler(tmp_path):
     t = trainer(tmp_path, None)
     assert isinstance(t.profiler, PassThroughProfiler)

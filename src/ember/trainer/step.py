@@ -18,6 +18,7 @@ Every decision (which hooks are overridden, precision, clipping, profiling) is t
 
 from __future__ import annotations
 
+import functools
 import reprlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -67,7 +68,19 @@ class TrainingStep:
             hooks,
         )
         self.progress = run.progress
-        self._count_step_fn = self._count_step  # bound once: installed on the optimizers for every manual batch
+        # bound once, installed on the optimizers for every manual batch: around each `opt.step()`, Lightning's
+        # `optimizer_step` span (with a profiler) and the step count
+        self._before_manual_step: Callable[[], Any] = _do_nothing
+        self._count_step_fn: Callable[[], None] = self._count_step
+        if run.profiler is not None:
+            start, stop = run.profiler.start, run.profiler.stop
+            self._before_manual_step = functools.partial(start, "optimizer_step")
+
+            def _after_manual_step() -> None:
+                stop("optimizer_step")
+                self._count_step()
+
+            self._count_step_fn = _after_manual_step
         self.automatic = module.automatic_optimization
         # the outputs are built only for someone who reads them
         self.need_outputs = hooks.reads_batch_outputs()
@@ -79,8 +92,8 @@ class TrainingStep:
         step = profiled(profiler, strategy_action(strategy, "training_step"), step)
         self._training_step = hooks.as_hook("training_step", step_without_batch_idx(module, "training_step", step))
         self._forward_context = None if precision.is_identity else precision.forward_context
-        # manual optimization's backward, recorded under Lightning's action name (automatic's: `_decide_automatic`)
-        self._strategy_backward = profiled(profiler, strategy_action(strategy, "backward"), strategy.backward)
+        # manual optimization's backward: not recorded, as in Lightning (automatic's is: `_decide_automatic`)
+        self._strategy_backward = strategy.backward
         # the one place an optimizer steps (`precision.run_optimizer_step`), or the strategy's way to it
         self._run_optimizer_step = (
             self._strategy_optimizer_step
@@ -248,14 +261,14 @@ class TrainingStep:
     def _manual_step(self, batch: Any, batch_idx: int, accumulating: bool) -> Any:
         # as Lightning's manual loop: `opt.step()` counts the global step through the wrapper's `_on_after_step`,
         # installed for the batch, so a library that swaps it for a no-op steps without counting
-        wrappers, count = self.trainer._lightning_optimizers, self._count_step_fn
+        wrappers, before, count = self.trainer._lightning_optimizers, self._before_manual_step, self._count_step_fn
         for wrapper in wrappers:
-            wrapper._on_after_step = count
+            wrapper._on_before_step, wrapper._on_after_step = before, count
         try:
             return _manual_outputs(self._forward(batch, batch_idx))
         finally:
             for wrapper in wrappers:
-                wrapper._on_after_step = _do_nothing
+                wrapper._on_before_step = wrapper._on_after_step = _do_nothing
 
     def _count_step(self) -> None:
         self.progress.global_step += 1
