@@ -570,19 +570,6 @@ def test_a_replaced_optimizer_step_gets_the_closure():
     assert seen == [True, True] and trainer.global_step == 2
 
 
-def test_a_profiler_records_manual_backward_under_lightnings_strategy_action():
-    class Manual(ManualLinear):
-        def training_step(self, batch, batch_idx):
-            opt = self.optimizers()
-            opt.zero_grad()
-            self.manual_backward(self.layer(batch[0]).sum())
-            opt.step()
-
-    trainer = quiet_trainer(max_steps=2, profiler="simple")
-    trainer.fit(Manual(), loader(n=8))
-    assert len(trainer.profiler.recorded_durations["[Strategy]SingleDeviceStrategy.backward"]) == 2
-
-
 class _SilentSecondStep(ember.LightningModule):
     """Steps two optimizers a batch; the second with the wrapper's step hooks swapped for no-ops, as
     stable-pretraining steps its probes' optimizers."""
