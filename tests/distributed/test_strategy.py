@@ -1008,3 +1008,24 @@ def test_a_strategy_that_overrides_reduce_counts_the_loader_lengths_on_one_devic
     assert strategy.reduced == [4, 2]  # the training loader's 4 batches, the validation loader's 2
     trainer.predict(CoreModel(), loader(n=6, batch_size=2))
     assert strategy.reduced[2:] == [3]
+
+
+def test_is_distributed_is_deprecated_on_ddp_and_ember_reads_it_without_the_warning():
+    import warnings
+
+    from ember.distributed.processes import runs_distributed
+
+    with pytest.warns(DeprecationWarning, match=r"`DDPStrategy.is_distributed` is deprecated. Use is discouraged."):
+        assert DDPStrategy().is_distributed is True
+
+    class CustomSingle(SingleDeviceStrategy):  # a program's own strategy says what it is
+        @property
+        def is_distributed(self):
+            return True
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert runs_distributed(DDPStrategy()) and not runs_distributed(SingleDeviceStrategy("cpu"))
+        assert runs_distributed(CustomSingle("cpu"))
+        trainer = ember.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+        assert trainer._accelerator_connector.is_distributed is True

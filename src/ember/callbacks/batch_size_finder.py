@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ember.callbacks.callback import Callback
+from ember.distributed.processes import runs_distributed
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
@@ -75,7 +76,7 @@ class BatchSizeFinder(Callback):
     def setup(self, trainer: Trainer, pl_module: Any, stage: str | None = None) -> None:
         from ember.utilities.parsing import lightning_hasattr
 
-        if trainer.strategy.is_distributed:
+        if runs_distributed(trainer.strategy):
             raise MisconfigurationException("The Batch size finder is not supported with distributed strategies.")
         given = (
             trainer._run.train_source

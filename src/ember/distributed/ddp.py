@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ember.distributed.parallel import ParallelStrategy, default_pg_timeout, ember_option
-from ember.utilities.rank_zero import log
+from ember.utilities.rank_zero import log, rank_zero_deprecation
 from ember.utilities.signature_utils import lightning_style_annotations
 
 
@@ -175,6 +175,14 @@ class DDPStrategy(ParallelStrategy):
         self._ddp_comm_hook = ddp_comm_hook
         self._ddp_comm_wrapper = ddp_comm_wrapper
         self._ddp: DistributedDataParallel | None = None
+
+    @property
+    def is_distributed(self) -> bool:
+        """Always true; deprecated, as in Lightning (Ember reads ``runs_distributed``)."""
+        rank_zero_deprecation(
+            f"`{type(self).__name__}.is_distributed` is deprecated. Use is discouraged.", stacklevel=6
+        )
+        return True
 
     @property
     def find_unused_parameters(self) -> bool:

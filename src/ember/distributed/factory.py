@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ember.distributed.environments import environment_in
+from ember.distributed.processes import runs_distributed
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy, StrategyRegistry
 from ember.utilities.exceptions import MisconfigurationException
 
@@ -309,7 +310,7 @@ class _AcceleratorConnector:
     @property
     def is_distributed(self) -> bool:
         """Whether the run uses several processes (DDP, FSDP)."""
-        return bool(self.strategy.is_distributed)
+        return runs_distributed(self.strategy)
 
 
 def _checkpoint_io_in(plugins: Any) -> Any:

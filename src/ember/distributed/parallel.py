@@ -195,9 +195,7 @@ class ParallelStrategy(Strategy):
         devices = self.parallel_devices or [torch.device("cpu")]
         return devices[self.local_rank % len(devices)]
 
-    @property
-    def is_distributed(self) -> bool:
-        return True
+    _in_processes = True
 
     @property
     def distributed_sampler_kwargs(self) -> dict[str, int]:

@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from ember.checkpoint.async_io import wait_for_pending_writes
 from ember.checkpoint.io import CheckpointIO, TorchCheckpointIO, _WrappingCheckpointIO, own_checkpoint_io
+from ember.distributed.processes import runs_distributed
 from ember.utilities.registry import _StrategyRegistry
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -76,9 +77,11 @@ class Strategy:
     def is_global_zero(self) -> bool:
         return self.global_rank == 0
 
+    _in_processes = False  # the module runs in several processes (Ember's parallel strategies)
+
     @property
     def is_distributed(self) -> bool:
-        return False
+        return self._in_processes
 
     @property
     def distributed_sampler_kwargs(self) -> dict[str, int] | None:
@@ -395,7 +398,7 @@ class Strategy:
 
     def all_gather(self, tensor: Tensor, group: Any | None = None, sync_grads: bool = False) -> Tensor:
         """Stack ``tensor`` from every rank along a new first dimension."""
-        return tensor.unsqueeze(0) if self.is_distributed else tensor
+        return tensor.unsqueeze(0) if runs_distributed(self) else tensor
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         """True on every rank if all (or, with ``all=False``, any) ranks decided True."""

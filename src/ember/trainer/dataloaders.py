@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ember.core.hooks import program_overrides
+from ember.distributed.processes import runs_distributed
 from ember.trainer.data import (
     CombinedBatches,
     check_loader,
@@ -86,7 +87,7 @@ def _check_loaders(t: Trainer, loaders: list[Any], returned_from: str | None, de
 
 
 def distributed(t: Trainer) -> Any:
-    return t.strategy if (t.strategy.is_distributed and t.use_distributed_sampler) else None
+    return t.strategy if (runs_distributed(t.strategy) and t.use_distributed_sampler) else None
 
 
 def setup_train_dataloader(t: Trainer, run: Run) -> Any:

@@ -19,6 +19,7 @@ import torch
 
 from ember.callbacks.callback import Callback
 from ember.core.optimizer import LightningOptimizer
+from ember.distributed.processes import runs_distributed
 from ember.trainer import arguments, dataloaders, lifecycle, types, views
 from ember.trainer.defaults import configure_callbacks, configure_loggers
 from ember.trainer.run import Run
@@ -735,7 +736,7 @@ class Trainer:
     @property
     def num_devices(self) -> int:
         """The number of devices (processes) per machine."""
-        return getattr(self.strategy, "num_processes", 1) if self.strategy.is_distributed else 1
+        return getattr(self.strategy, "num_processes", 1) if runs_distributed(self.strategy) else 1
 
     @property
     def device_ids(self) -> list[int]:

@@ -19,6 +19,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from ember.checkpoint import contents
+from ember.distributed.processes import runs_distributed
 from ember.trainer.metrics import print_results
 
 if TYPE_CHECKING:
@@ -571,7 +572,7 @@ class AcceleratorConnectorView(_View):
     @property
     def is_distributed(self) -> bool:
         """Whether the run uses several processes (DDP, FSDP)."""
-        return bool(self._trainer.strategy.is_distributed)
+        return runs_distributed(self._trainer.strategy)
 
     @property
     def _parallel_devices(self) -> list[Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from ember.distributed.processes import runs_distributed
 from ember.trainer.trainer import Trainer
 from ember.tuner.lr_finder import _LRFinder
 from ember.utilities.exceptions import MisconfigurationException
@@ -172,7 +173,7 @@ def _check_lr_find_configuration(trainer: Trainer) -> None:
 
 
 def _check_scale_batch_size_configuration(trainer: Trainer) -> None:
-    if trainer.strategy.is_distributed:
+    if runs_distributed(trainer.strategy):
         raise ValueError("Tuning the batch size is currently not supported with distributed strategies.")
     from ember.callbacks.batch_size_finder import BatchSizeFinder
 
