@@ -280,3 +280,10 @@ def test_a_scheduler_that_keeps_its_optimizer_under_another_name_trains():
 
     model = _run(SteppedByTheModule(OwnScheduler))
     assert model.train_lrs == [1.0] * 4 + [0.5] * 4
+
+
+def test_the_trainers_scheduler_configs_are_read_only_and_the_strategys_set_them_as_in_lightning():
+    trainer = ember.Trainer(logger=False)
+    with pytest.raises(AttributeError):
+        trainer.lr_scheduler_configs = []
+    assert trainer.lr_scheduler_configs == []

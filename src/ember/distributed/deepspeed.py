@@ -335,7 +335,7 @@ class DeepSpeedStrategy(DDPStrategy):
             if scheduler_config is None:
                 from ember.trainer.optim import LRSchedulerConfig
 
-                trainer.lr_scheduler_configs = [LRSchedulerConfig(engine.lr_scheduler, interval="step")]
+                trainer._lr_scheduler_configs = [LRSchedulerConfig(engine.lr_scheduler, interval="step")]
             else:
                 scheduler_config.scheduler = engine.lr_scheduler
             engine.lr_scheduler = None

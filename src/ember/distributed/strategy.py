@@ -128,7 +128,7 @@ class Strategy:
             self.setup_optimizers(trainer)
         precision = self.precision_plugin
         if type(precision).connect is not Precision.connect:  # a plugin that adjusts them (as Lightning, last)
-            self.model, trainer.optimizers, trainer.lr_scheduler_configs = precision.connect(
+            self.model, trainer.optimizers, trainer._lr_scheduler_configs = precision.connect(
                 self.model, trainer.optimizers, trainer.lr_scheduler_configs
             )
         if fitting and self.root_device.type != "cpu":
@@ -174,7 +174,7 @@ class Strategy:
         if trainer is None:
             self.__dict__["_unattached_configs"] = list(configs)
         else:
-            trainer.lr_scheduler_configs = configs
+            trainer._lr_scheduler_configs = configs
 
     @property
     def _lightning_optimizers(self) -> list[Any]:

@@ -475,7 +475,7 @@ def setup_optimizers(trainer: Trainer, run: Run, model: Any) -> None:
         )
     check_non_torch_schedulers(model, configs, hooks.module_overrides("lr_scheduler_step"))
     trainer.optimizers = optimizers
-    trainer.lr_scheduler_configs = configs
+    trainer._lr_scheduler_configs = configs
 
 
 def log_hyperparams(trainer: Trainer, model: Any) -> None:

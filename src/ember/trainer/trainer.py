@@ -310,7 +310,7 @@ class Trainer:
         self.should_stop = False
         self.datamodule: Any = None
         self.optimizers = []
-        self.lr_scheduler_configs: list[Any] = []
+        self._lr_scheduler_configs: list[Any] = []
         self._ckpt_path: Any = None
         self._ckpt_path_user_managed = False  # set through `trainer.ckpt_path = ...`: later calls load it
         self._run = Run(self)  # the state of the current (or last) call; a new one per call
@@ -608,6 +608,12 @@ class Trainer:
             wrapper._trainer = self
         self._optimizers = [wrapper.optimizer for wrapper in wrappers]
         self._lightning_optimizers = wrappers
+
+    @property
+    def lr_scheduler_configs(self) -> list[Any]:
+        """The scheduler configs ``configure_optimizers`` returned (read-only, as in Lightning: set
+        ``trainer.strategy.lr_scheduler_configs``)."""
+        return self._lr_scheduler_configs
 
     @property
     def ckpt_path(self) -> Any:

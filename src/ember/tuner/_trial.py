@@ -100,7 +100,7 @@ class TrainerSnapshot:
         module.zero_grad(set_to_none=True)
         module.train(self.training_mode)
         trainer.optimizers = self.optimizers
-        trainer.lr_scheduler_configs = self.lr_scheduler_configs
+        trainer._lr_scheduler_configs = self.lr_scheduler_configs
         for optimizer, state in zip(self.optimizers, self.optimizer_states):
             optimizer.load_state_dict(state)
         for config, state in zip(self.lr_scheduler_configs, self.scheduler_states):

@@ -87,7 +87,7 @@ class _LRFinder:
         args = (optimizer, self.lr_max, self.num_training)
         scheduler = _LinearLR(*args) if self.mode == "linear" else _ExponentialLR(*args)
         trainer.optimizers = [optimizer]
-        trainer.lr_scheduler_configs = [LRSchedulerConfig(scheduler, interval="step")]
+        trainer._lr_scheduler_configs = [LRSchedulerConfig(scheduler, interval="step")]
 
     def plot(self, suggest: bool = False, show: bool = False, ax: Any = None) -> Any:
         """Plot loss against learning rate; ``suggest=True`` marks the suggestion with a red point.
