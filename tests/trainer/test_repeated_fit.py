@@ -135,3 +135,48 @@ def test_the_batch_counts_of_a_fit_stay_readable_after_other_calls_and_the_loade
     assert (trainer.num_val_batches, trainer.num_test_batches, trainer.num_predict_batches) == ([2], [1], [3])
     trainer.fit(model, _loader(4), val)  # a second fit sets its own up
     assert trainer.num_training_batches == 2
+
+
+def test_a_later_fit_reads_the_last_fits_counts_until_it_loads_its_own_data_as_in_lightning():
+    # Lightning's loops keep their counts across fits: in the next fit's sanity check they are still the last
+    # fit's, and `is_last_batch` stays the finished epoch's until the next epoch starts
+    seen = []
+
+    class Reads(ember.Callback):
+        def _read(self, trainer, where):
+            seen.append(
+                (
+                    where,
+                    trainer.is_last_batch,
+                    trainer.num_training_batches,
+                    trainer.num_val_batches,
+                    trainer.num_sanity_val_batches,
+                    trainer.val_check_batch,
+                )
+            )
+
+        def on_sanity_check_start(self, trainer, pl_module):
+            self._read(trainer, "sanity")
+
+        def on_train_start(self, trainer, pl_module):
+            self._read(trainer, "train_start")
+
+        def on_fit_end(self, trainer, pl_module):
+            self._read(trainer, "fit_end")
+
+    def data(n):
+        return DataLoader(TensorDataset(torch.randn(n, 4), torch.randn(n, 1)), batch_size=2)
+
+    trainer = quiet_trainer(max_epochs=1, num_sanity_val_steps=2, callbacks=[Reads()])
+    model = CoreModel()
+    trainer.fit(model, data(6), data(4))
+    trainer.fit_loop.max_epochs = 2
+    trainer.fit(model, data(10), data(6))
+    assert seen == [  # Lightning 2.6.6's
+        ("sanity", False, float("inf"), [], [], None),
+        ("train_start", False, 3, [2], [2], 3),
+        ("fit_end", True, 3, [2], [2], 3),
+        ("sanity", True, 3, [2], [2], 3),
+        ("train_start", True, 5, [3], [2], 5),
+        ("fit_end", True, 5, [3], [2], 5),
+    ]

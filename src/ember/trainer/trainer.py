@@ -461,6 +461,8 @@ class Trainer:
                 previous.num_sanity_val_batches,
             )
         self._run = Run(self, fn, progress=previous.progress, fit_resuming=previous.fit_resuming)
+        # a later fit starts between epochs: till its first epoch starts, Lightning's loop reads the last one's
+        self._run.between_epochs = fn == TrainerFn.FITTING and "fit" in self._loops_left
         self._run.metrics.carry_over(previous.metrics)  # cleared where `lifecycle.start` restores the checkpoint
         self._run.train_source = train_source
         self._run.datamodule = datamodule
@@ -475,12 +477,29 @@ class Trainer:
         run = self._run
         return run if run.fn == fn else self._loops_left.get(fn)
 
+    def _fit_record(self, loaded: bool) -> Any:
+        """Where Lightning's fit loop reads counts from: the running fit's once it has ``loaded`` the data they
+        count; until then (its sanity check) the last fit's, which Lightning's loops still hold (None before any
+        fit)."""
+        if self._run.fn == "fit" and not loaded:
+            return self._loops_left.get("fit")
+        return self._loops_of("fit")
+
+    def _fit_training_record(self) -> Any:
+        """The record of ``num_training_batches``, ``val_check_batch`` and ``is_last_batch``."""
+        return self._fit_record(self._run.train_dataloader is not None)
+
+    def _fit_validation_record(self) -> Any:
+        """The record of the fit's validation counts (``num_val_batches``, ``num_sanity_val_batches``)."""
+        return self._fit_record("val" in self._run.eval_batches)
+
     def _batch_counts(self, name: str) -> Any:
         """The batch counts of Lightning's loop ``name`` (``train``, ``fit_val``, ``validate``, ``test``,
         ``predict``), from the last call that ran it."""
-        source = self._loops_of(_LOOP_FN[name])
         if name == "train":
+            source = self._fit_training_record()
             return source.num_training_batches if source is not None else math.inf
+        source = self._fit_validation_record() if name == "fit_val" else self._loops_of(_LOOP_FN[name])
         return source.eval_batches.get(name if name in ("test", "predict") else "val", []) if source else []
 
     def _eval_loop_counts(self, fn: str, key: str) -> list[int]:
@@ -674,13 +693,13 @@ class Trainer:
     @property
     def is_last_batch(self) -> bool:
         """Whether the training batch being run (or last run, by the last ``fit``) is the epoch's last."""
-        loops = self._loops_of("fit")
+        loops = self._fit_training_record()
         return loops.is_last_batch if loops is not None else False
 
     @property
     def num_sanity_val_batches(self) -> list[int | float]:
         """Batches per validation dataloader that the sanity check of the last ``fit`` runs."""
-        loops = self._loops_of("fit")
+        loops = self._fit_validation_record()
         return list(loops.num_sanity_val_batches) if loops is not None else []
 
     @property
@@ -722,7 +741,7 @@ class Trainer:
     def val_check_batch(self) -> int | float | None:
         """Validation runs after every this many training batches of the last ``fit`` (inf: at the epoch's end);
         None before one, and with a time-based ``val_check_interval``, as in Lightning."""
-        loops = self._loops_of("fit")
+        loops = self._fit_training_record()
         if loops is None or self._val_check_seconds is not None:
             return None
         return loops.val_check_batch
