@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from tests.helpers.callback_models import QUIET, make_regressor, val_loader
@@ -236,6 +238,10 @@ def test_a_loader_without_indices_gives_the_writer_empty_ones_with_lightnings_wa
     assert said == ["Couldn't infer the batch indices fetched from your dataloader: `DataLoader`"]  # once
     assert writer.batches == [(0, []), (0, [])]
     assert writer.epochs == [[[]]]  # as in Lightning: nothing recorded for the loader, not one list per batch
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        trainer.predict(_AnyLoader(), torch.utils.data.DataLoader(_Stream(), batch_size=2), return_predictions=False)
+    assert not [w for w in again if "infer" in str(w.message)]  # once per trainer, as Lightning's predict loop
 
 
 def test_a_loader_without_indices_gives_the_writer_empty_ones_not_the_previous_loaders():

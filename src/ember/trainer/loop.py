@@ -1143,7 +1143,7 @@ def _predict_loader(
                 run.predict_batch_indices[dataloader_idx].append(current)
         elif unknown_indices:
             unknown_indices = False
-            run.warnings.warn(
+            view._warning_cache.warn(  # once per trainer, as its predict loop's
                 f"Couldn't infer the batch indices fetched from your dataloader: `{type(loader).__name__}`"
             )
         if transfer is not None:
@@ -1153,7 +1153,7 @@ def _predict_loader(
         with forward_context():
             output = predict_step(batch, batch_idx, *extra)
         if output is None:
-            _warn_none_prediction(run)
+            _warn_none_prediction(trainer)
         if run.return_predictions:
             predictions[dataloader_idx].append(output)
         if batch_end is not None:
@@ -1192,7 +1192,7 @@ def _predict_with_iterator(
         except StopIteration:
             break
         if output is None:
-            _warn_none_prediction(run)
+            _warn_none_prediction(trainer)
         if run.return_predictions:
             predictions[data.dataloader_idx].append(output)
         if batch_end is not None:
@@ -1206,9 +1206,9 @@ def _writes(callback: Any, interval: str) -> bool:
     return bool(getattr(getattr(callback, "interval", None), interval, False))
 
 
-def _warn_none_prediction(run: Run) -> None:
-    """Lightning's warning for a ``predict_step`` that returned None: once per call."""
-    run.warnings.warn("predict returned None if it was on purpose, ignore this warning...")
+def _warn_none_prediction(trainer: Trainer) -> None:
+    """Lightning's warning for a ``predict_step`` that returned None: once per trainer, as its predict loop's."""
+    trainer.predict_loop._warning_cache.warn("predict returned None if it was on purpose, ignore this warning...")
 
 
 # =====================================================================================

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ember.checkpoint import contents
 from ember.distributed.processes import runs_distributed
 from ember.trainer.metrics import print_results
+from ember.utilities.rank_zero import WarningCache
 
 if TYPE_CHECKING:
     from ember.trainer.run import Progress, Run
@@ -401,6 +402,7 @@ class PredictLoopView(EvaluationLoopView):
     def __init__(self, trainer: Trainer) -> None:
         super().__init__(trainer, "predict", "predict")
         self.current_batch_indices: list[int] = []  # the current batch's dataset indices, as in Lightning
+        self._warning_cache = WarningCache()  # the predict loop's warnings: once per trainer, as in Lightning
 
     @property
     def epoch_batch_indices(self) -> list[list[list[int]]]:
