@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ember.core.hooks import program_overrides
-from ember.distributed.processes import runs_distributed
 from ember.trainer.data import (
     CombinedBatches,
     check_loader,
@@ -87,6 +86,8 @@ def _check_loaders(t: Trainer, loaders: list[Any], returned_from: str | None, de
 
 
 def distributed(t: Trainer) -> Any:
+    from ember.distributed.processes import runs_distributed  # here: `import ember` loads no strategy
+
     return t.strategy if (runs_distributed(t.strategy) and t.use_distributed_sampler) else None
 
 

@@ -25,6 +25,7 @@ import torch
 
 from ember.checkpoint import contents
 from ember.checkpoint.ckpt_path import resolve_ckpt_path
+from ember.core.hooks import runs_other_code
 from ember.profilers.profiler import active
 from ember.trainer import arguments, dataloaders, loop
 from ember.trainer.data import takes_dataloader_iter
@@ -258,11 +259,11 @@ def _configure_model(trainer: Trainer, run: Run) -> None:
     """The module's ``configure_model`` (or its deprecated name ``configure_sharded_model``), as Lightning calls
     them: the layers ``configure_model`` creates are on the device, in the precision's dtype, sharded where the
     strategy shards them as they are built."""
-    strategy, hooks = trainer.strategy, _hooks(run)
-    if hooks.module_overrides("configure_sharded_model"):
+    strategy, hooks, model = trainer.strategy, _hooks(run), trainer.lightning_module
+    if _runs_own_code(model, "configure_sharded_model"):
         with strategy.model_sharded_context():
             hooks.call_module("configure_sharded_model")
-    if hooks.module_overrides("configure_model"):
+    if _runs_own_code(model, "configure_model"):
         with (
             strategy.tensor_init_context(),
             strategy.model_sharded_context(),
@@ -299,7 +300,7 @@ def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
             raise MisconfigurationException("`predict_step` cannot be None to run `Trainer.predict`")
         if not hooks.module_overrides("predict_step") and not hooks.module_overrides("forward"):
             raise MisconfigurationException("`Trainer.predict` requires `forward` method to run.")
-    _check_configure_model(hooks, model)
+    _check_configure_model(model)
     if any(
         takes_dataloader_iter(model, step) for step in ("training_step", "validation_step", "test_step", "predict_step")
     ):
@@ -321,13 +322,21 @@ def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
             )
 
 
-def _check_configure_model(hooks: HookDispatcher, model: Any) -> None:
+def _runs_own_code(model: Any, name: str) -> bool:
+    """Whether the module's hook ``name`` runs code of its own, as Lightning's ``is_overridden`` decides: an
+    instance attribute that only wraps the inherited hook does not count."""
+    from ember.core.module import LightningModule
+
+    return runs_other_code(model, LightningModule, name)
+
+
+def _check_configure_model(model: Any) -> None:
     """``configure_sharded_model``, the old name of ``configure_model``, runs with Lightning's deprecation
     warning; both overridden is Lightning's error."""
-    if not hooks.module_overrides("configure_sharded_model"):
+    if not _runs_own_code(model, "configure_sharded_model"):
         return
     name = type(model).__name__
-    if hooks.module_overrides("configure_model"):
+    if _runs_own_code(model, "configure_model"):
         raise RuntimeError(
             f"Both `{name}.configure_model`, and `{name}.configure_sharded_model` are overridden. The latter is"
             " deprecated and it should be replaced with the former."

@@ -19,7 +19,6 @@ import torch
 
 from ember.callbacks.callback import Callback
 from ember.core.optimizer import LightningOptimizer
-from ember.distributed.processes import runs_distributed
 from ember.trainer import arguments, dataloaders, lifecycle, types, views
 from ember.trainer.defaults import configure_callbacks, configure_loggers
 from ember.trainer.run import Run
@@ -761,6 +760,8 @@ class Trainer:
     @property
     def num_devices(self) -> int:
         """The number of devices (processes) per machine."""
+        from ember.distributed.processes import runs_distributed  # here: `import ember` loads no strategy
+
         return getattr(self.strategy, "num_processes", 1) if runs_distributed(self.strategy) else 1
 
     @property

@@ -19,7 +19,6 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from ember.checkpoint import contents
-from ember.distributed.processes import runs_distributed
 from ember.trainer.metrics import print_results
 from ember.utilities.rank_zero import WarningCache
 
@@ -574,6 +573,8 @@ class AcceleratorConnectorView(_View):
     @property
     def is_distributed(self) -> bool:
         """Whether the run uses several processes (DDP, FSDP)."""
+        from ember.distributed.processes import runs_distributed  # here: `import ember` loads no strategy
+
         return runs_distributed(self._trainer.strategy)
 
     @property
