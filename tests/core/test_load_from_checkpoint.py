@@ -433,3 +433,38 @@ def test_lightnings_hparams_helpers_in_core_saving():
     hparams = {"lr": 0.1, "net": {"width": 4, "depth": 2}}
     update_hparams(hparams, {"net": {"width": 8}, "tag": "b"})
     assert hparams == {"lr": 0.1, "net": {"width": 8, "depth": 2}, "tag": "b"}
+
+
+class _RenamesOldKeys(CoreModel):
+    """Reads checkpoints whose layer was called ``old`` through its own ``load_state_dict``."""
+
+    def load_state_dict(self, state_dict, strict=True, **kwargs):
+        renamed = {key.replace("old.", "layer.", 1): value for key, value in state_dict.items()}
+        return super().load_state_dict(renamed, strict=strict, **kwargs)
+
+
+class _RenamesInAHook(CoreModel):
+    def __init__(self):
+        super().__init__()
+
+        def rename(state_dict, prefix, *args):
+            for key in [k for k in state_dict if k.startswith(prefix + "old.")]:
+                state_dict[prefix + "layer." + key[len(prefix) + 4 :]] = state_dict.pop(key)
+
+        self._register_load_state_dict_pre_hook(rename)
+
+
+@pytest.mark.parametrize("model_class", [_RenamesOldKeys, _RenamesInAHook])
+def test_a_modules_own_loading_decides_which_keys_it_takes_as_in_lightning(tmp_path, model_class):
+    # Ember compared the keys before loading and refused; Lightning calls the module's `load_state_dict`
+    trainer = quiet_trainer(max_epochs=1, default_root_dir=tmp_path)
+    trainer.fit(CoreModel(), loader(n=8))
+    trainer.save_checkpoint(tmp_path / "new.ckpt")
+    checkpoint = torch.load(tmp_path / "new.ckpt", weights_only=False)
+    weights = {key.replace("layer.", "old.", 1): value for key, value in checkpoint["state_dict"].items()}
+    torch.save({**checkpoint, "state_dict": weights}, tmp_path / "old.ckpt")
+    loaded = model_class.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert torch.equal(loaded.layer.weight, checkpoint["state_dict"]["layer.weight"])
+    resumed = quiet_trainer(max_epochs=2, default_root_dir=tmp_path)
+    resumed.fit(model_class(), loader(n=8), ckpt_path=tmp_path / "old.ckpt")
+    assert resumed.current_epoch == 2

@@ -606,12 +606,26 @@ def _load_module_weights(module: Any, checkpoint: dict[str, Any], checkpoint_pat
         module.to(device)
 
 
+def _loads_its_own_way(module: torch.nn.Module) -> bool:
+    """Whether loading ``module`` runs code that may change which keys it takes: a ``load_state_dict`` of its
+    class, or a load pre- or post-hook on it or a submodule."""
+    if type(module).load_state_dict is not torch.nn.Module.load_state_dict:
+        return True
+    return any(
+        getattr(sub, "_load_state_dict_pre_hooks", None) or getattr(sub, "_load_state_dict_post_hooks", None)
+        for sub in module.modules()
+    )
+
+
 def load_module_state(module: torch.nn.Module, state_dict: dict[str, Any], strict: bool, load: Any = None) -> Any:
     """``load_state_dict`` whose error lists the missing and unexpected keys and what to do.
 
     ``load(state_dict, strict=...)`` replaces ``module.load_state_dict`` (a strategy's loader). Returns
     what it returns: torch's missing and unexpected keys, or None from a Lightning-style strategy.
     """
+    if _loads_its_own_way(module):
+        # its own `load_state_dict` or a load hook renames or relaxes keys: it decides, as in Lightning
+        return (load or module.load_state_dict)(state_dict, strict=strict)
     own_keys = list(module.state_dict())
     own, given = set(own_keys), set(state_dict)
     # in torch's order: the module's keys, then the checkpoint's
