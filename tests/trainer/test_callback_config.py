@@ -327,3 +327,70 @@ def test_callbacks_from_installed_packages_entry_points_join_every_trainer(tmp_p
     assert lines[1:4] == ["hello from Hello"] * 2 + ["6"]  # the defaults (checkpoint, bar, summary), and 3 new ones
     assert "Adding 1 callbacks from entry point 'first': Hello" in done.stderr
     assert "Adding 2 callbacks from entry point 'both': Hello, Timer" in done.stderr
+
+
+class _Counter(ember.Callback):
+    """Counts training batches; its state is ``{"n": <count>, "seen": [...]}``."""
+
+    def __init__(self, key="counter"):
+        self.key, self.n, self.seen = key, 0, []
+
+    @property
+    def state_key(self):
+        return self.key
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.n += 1
+        self.seen.append(self.n)
+
+    def state_dict(self):
+        return {"n": self.n, "seen": self.seen}
+
+    def load_state_dict(self, state_dict):
+        self.n, self.seen = state_dict["n"], state_dict["seen"]
+
+
+def _quiet(tmp_path, **kwargs):
+    options = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    return ember.Trainer(default_root_dir=tmp_path, **{**options, **kwargs})
+
+
+def test_callback_states_are_read_after_the_load_hooks_and_copied_as_in_lightning(tmp_path):
+    # a hook may move a state to a renamed key; each callback gets its own copy, not the checkpoint's objects
+    trainer = _quiet(tmp_path, max_epochs=1, callbacks=[_Counter("old")])
+    trainer.fit(Regressor(), _loader())
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+
+    class Renamed(_Counter):
+        def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+            checkpoint["callbacks"] = {"new": checkpoint["callbacks"]["old"]}
+            kept.append(checkpoint["callbacks"]["new"])
+
+    kept: list = []
+    callback = Renamed("new")
+    _quiet(tmp_path, max_epochs=2, callbacks=[callback]).fit(Regressor(), _loader(), ckpt_path=tmp_path / "a.ckpt")
+    assert callback.n == 8  # 4 batches restored, 4 more
+    assert kept[0]["seen"] == [1, 2, 3, 4]  # the checkpoint's list is not the one the callback went on with
+
+
+def test_configure_callbacks_with_one_state_key_twice_runs_with_a_warning(tmp_path):
+    # Lightning takes them without a word (one state is lost in the checkpoint); Ember says so (docs/compat.md)
+    trainer = _quiet(tmp_path, max_epochs=1)
+    with pytest.warns(UserWarning, match=r"Found more than one stateful callback of type `_Counter`.*Only the last"):
+        trainer.fit(Regressor([_Counter(), _Counter()]), _loader())
+    assert trainer.global_step == 4
+
+
+def test_a_load_hook_that_drops_the_loops_entry_does_not_restart_the_counting(tmp_path):
+    # Ember's own entry holds the counters (docs/compat.md); Lightning would restart at epoch 0
+    trainer = _quiet(tmp_path, max_epochs=3)
+    trainer.fit(Regressor(), _loader())
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+
+    class DropsLoops(Regressor):
+        def on_load_checkpoint(self, checkpoint):
+            checkpoint.pop("loops")
+
+    resumed = _quiet(tmp_path, max_epochs=4)
+    resumed.fit(DropsLoops(), _loader(), ckpt_path=tmp_path / "a.ckpt")
+    assert (resumed.current_epoch, resumed.global_step) == (4, 16)  # one more epoch of 4 batches

@@ -7,6 +7,7 @@ then the optimizers, schedulers, scaler and loop counters after ``on_fit_start``
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -324,10 +325,13 @@ def restore_callbacks(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
             f" `Trainer` instantiation. Please add the following callbacks: {missing}."
         )
     run.hooks.call_callbacks("on_load_checkpoint", checkpoint)
+    states = checkpoint.get("callbacks")  # as the hooks left it (one may move a state to a renamed key)
+    if states is None:
+        return
     for cb in t.callbacks:
         state = states.get(cb.state_key, states.get(getattr(cb, "_legacy_state_key", None)))
         if state:
-            cb.load_state_dict(dict(state))
+            cb.load_state_dict(copy.deepcopy(state))  # its own copy, not the checkpoint's objects
 
 
 def plateau_values(t: Trainer, run: Run) -> dict[int, float]:

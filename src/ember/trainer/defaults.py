@@ -10,7 +10,7 @@ from typing import Any
 
 from ember.callbacks.callback import Callback
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import WarningCache, rank_zero_info
+from ember.utilities.rank_zero import WarningCache, rank_zero_info, rank_zero_warn
 
 # What the trainer calls on every logger; a class of your own that has these works without
 # subclassing `Logger` (as in Lightning).
@@ -205,8 +205,10 @@ def _callback_factories() -> tuple[Any, ...]:
     return tuple(factories.values())
 
 
-def check_unique_state_keys(callbacks: list[Callback]) -> None:
-    """Two callbacks with state under the same ``state_key`` would overwrite each other in a checkpoint."""
+def check_unique_state_keys(callbacks: list[Callback], refuse: bool = True) -> None:
+    """Two callbacks with state under the same ``state_key`` would overwrite each other in a checkpoint: an
+    error for the Trainer's callbacks, as in Lightning; a warning (``refuse=False``) for those
+    ``configure_callbacks`` adds, which Lightning takes without a word."""
     from ember.core.hooks import overrides
 
     seen: set[str] = set()
@@ -215,12 +217,15 @@ def check_unique_state_keys(callbacks: list[Callback]) -> None:
             continue
         if callback.state_key in seen:
             name = type(callback).__name__
-            raise RuntimeError(
+            message = (
                 f"Found more than one stateful callback of type `{name}`. In the current configuration, this callback"
                 " does not support being saved alongside other instances of the same type. Please consult the"
                 f" documentation of `{name}` regarding valid settings for the callback state to be checkpointable."
                 " HINT: The `callback.state_key` must be unique among all callbacks in the Trainer."
             )
+            if refuse:
+                raise RuntimeError(message)
+            rank_zero_warn(message + " Only the last one's state is saved in the checkpoints.")
         seen.add(callback.state_key)
 
 
@@ -245,7 +250,7 @@ def merge_model_callbacks(trainer_callbacks: list[Callback], model_callbacks: An
         )
     callbacks = [cb for cb in trainer_callbacks if type(cb) not in override]
     callbacks.extend(model_callbacks)
-    check_unique_state_keys(callbacks)
+    check_unique_state_keys(callbacks, refuse=False)
     return reorder_callbacks(callbacks)
 
 
