@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+from tests.helpers.core_models import CoreModel, ManualCoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
@@ -711,16 +711,9 @@ def test_a_manual_step_may_return_a_dict_whose_loss_is_no_tensor(loss):
     # Lightning calls `.detach()` on it and fails; Ember hands it to `on_train_batch_end` as it is (docs/compat.md)
     seen = []
 
-    class ReturnsNumbers(CoreModel):
-        def __init__(self):
-            super().__init__()
-            self.automatic_optimization = False
-
+    class ReturnsNumbers(ManualCoreModel):
         def training_step(self, batch, batch_idx):
-            optimizer = self.optimizers()
-            optimizer.zero_grad()
-            self.manual_backward(nn.functional.mse_loss(self(batch[0]), batch[1]))
-            optimizer.step()
+            super().training_step(batch, batch_idx)
             return {"loss": loss}
 
         def on_train_batch_end(self, outputs, batch, batch_idx):

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 import torch
-from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+from tests.helpers.core_models import CoreModel, ManualCoreModel, loader, quiet_trainer
 from tests.helpers.environments import ForeignEnvironment
 from torch import nn
 
@@ -367,16 +367,8 @@ def test_a_strategy_with_lightnings_hooks_has_them_called_after_the_modules_as_i
 
 
 def test_a_strategys_optimizer_step_runs_each_step_of_manual_optimization():
-    class Manual(CoreModel):
-        def __init__(self):
-            super().__init__()
-            self.automatic_optimization = False
-
-        def training_step(self, batch, batch_idx):
-            optimizer = self.optimizers()
-            optimizer.zero_grad()
-            self.manual_backward(super().training_step(batch, batch_idx))
-            optimizer.step()
+    class Manual(ManualCoreModel):
+        pass
 
     strategy = _HookRecordingStrategy()
     trainer = quiet_trainer(max_epochs=1, strategy=strategy)

@@ -78,6 +78,20 @@ class CoreModel(ember.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
+class ManualCoreModel(CoreModel):
+    """``CoreModel`` in manual optimization: each batch zeroes, backpropagates and steps its optimizer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(super().training_step(batch, batch_idx))
+        optimizer.step()
+
+
 def manual_sgd_run(
     batches: list[tuple[torch.Tensor, torch.Tensor]],
     init: dict[str, torch.Tensor],
