@@ -880,7 +880,8 @@ def test_current_epoch_and_the_hooks_of_a_resumed_fit_are_lightnings(tmp_path, c
     assert trainer.current_epoch == epoch_after
 
 
-def test_steps_of_raw_optimizers_counted_through_optim_step_progress_move_the_global_step():
+@pytest.mark.parametrize("count", ["completed += 1", "increment_completed()"])
+def test_steps_of_raw_optimizers_counted_through_optim_step_progress_move_the_global_step(count):
     class RawSteps(CoreModel):
         """Steps the torch optimizer itself and counts the step as PINA's manual-optimization solvers do."""
 
@@ -895,7 +896,11 @@ def test_steps_of_raw_optimizers_counted_through_optim_step_progress_move_the_gl
             opt.step()
 
         def on_train_batch_end(self, outputs, batch, batch_idx):
-            self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.total.completed += 1
+            progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+            if count == "completed += 1":
+                progress.total.completed += 1
+            else:  # the other common way (GitHub programs that keep global_step with raw optimizers)
+                progress.increment_completed()
 
     trainer = quiet_trainer(max_epochs=2)
     trainer.fit(RawSteps(), loader(n=12, batch_size=4))
@@ -903,6 +908,7 @@ def test_steps_of_raw_optimizers_counted_through_optim_step_progress_move_the_gl
     epoch_loop = trainer.fit_loop.epoch_loop
     assert epoch_loop.manual_optimization.optim_step_progress.total.completed == 6
     assert epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed == 6
+    assert epoch_loop.manual_optimization.optim_step_progress.state_dict()["total"] == {"ready": 6, "completed": 6}
 
 
 def test_the_accelerator_connector_names_the_parallel_devices():

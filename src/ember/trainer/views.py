@@ -222,11 +222,27 @@ class _StepCounter(_View):
 
 
 class _StepProgress(_View):
+    """Lightning's optimizer-step progress. Programs that step raw torch optimizers in manual optimization count
+    their steps with ``increment_completed()``, which moves ``trainer.global_step``."""
+
     @property
     def total(self) -> _StepCounter:
         return _StepCounter(self._trainer)
 
     current = total
+
+    def increment_ready(self) -> None:
+        pass  # `ready` follows `completed`
+
+    def increment_completed(self) -> None:
+        self._progress.global_step += 1
+
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        steps = self._progress.global_step
+        return {"total": {"ready": steps, "completed": steps}, "current": {"ready": steps, "completed": steps}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._progress.global_step = int(state_dict["total"]["completed"])
 
 
 class _ManualOptimizationView(_View):
