@@ -807,9 +807,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     prefix = "validation" if validating else "test"
     trainer.state.stage = stage
     loaders = dataloaders.eval_dataloaders(trainer, run, stage)
-    max_batches = run.eval_loop_batches.get(stage.dataloader_prefix or "", [])
-    if stage == RunningStage.SANITY_CHECKING:
-        max_batches = [min(trainer.num_sanity_val_steps, n) for n in max_batches]
+    max_batches = _within_sanity_steps(trainer, stage, run.eval_loop_batches.get(stage.dataloader_prefix or "", []))
     if not loaders or _no_batches_allowed(trainer, run, stage):
         return []
     hook_names = (f"{prefix}_step", f"on_{prefix}_batch_start", f"on_{prefix}_batch_end")
@@ -834,7 +832,9 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         hooks.call_both(f"on_{prefix}_start")
         if run.results is not results:  # the batch size finder ran in that hook and reloaded the data
             loaders = dataloaders.eval_dataloaders(trainer, run, stage)
-            max_batches = run.eval_loop_batches.get(stage.dataloader_prefix or "", [])
+            max_batches = _within_sanity_steps(
+                trainer, stage, run.eval_loop_batches.get(stage.dataloader_prefix or "", [])
+            )
             results = run.results = run.metrics.live = run.val_results if validating else run.test_results
             run.metrics.epoch_start = results if previous_live is None else None
             first = iter(loaders[0])
@@ -994,10 +994,14 @@ def _evaluate_with_iterator(
 def _no_batches_allowed(trainer: Trainer, run: Run, stage: RunningStage) -> bool:
     """Whether the evaluation loop is skipped: every dataloader is limited to no batches. As in Lightning, each
     loader counts on its own: a ``CombinedLoader`` whose combined batches run out at once still runs the loop."""
-    counts = run.eval_batches.get(stage.dataloader_prefix or "", [])
+    return sum(_within_sanity_steps(trainer, stage, run.eval_batches.get(stage.dataloader_prefix or "", []))) == 0
+
+
+def _within_sanity_steps(trainer: Trainer, stage: RunningStage, counts: list[int | float]) -> list[int | float]:
+    """Batch counts per dataloader, cut to ``num_sanity_val_steps`` in the sanity check."""
     if stage == RunningStage.SANITY_CHECKING:
-        counts = [min(trainer.num_sanity_val_steps, n) for n in counts]
-    return sum(counts) == 0
+        return [min(trainer.num_sanity_val_steps, n) for n in counts]
+    return counts
 
 
 def _sequential_batches(
