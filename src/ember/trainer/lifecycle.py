@@ -25,7 +25,6 @@ import torch
 
 from ember.checkpoint import contents
 from ember.checkpoint.ckpt_path import resolve_ckpt_path
-from ember.core.hooks import runs_other_code
 from ember.profilers.profiler import active
 from ember.trainer import arguments, dataloaders, loop
 from ember.trainer.data import takes_dataloader_iter
@@ -36,6 +35,7 @@ from ember.trainer.preemption import install_stop_flag
 from ember.trainer.states import RunningStage, TrainerFn, TrainerStatus
 from ember.tuner.exceptions import _TunerExitException
 from ember.utilities.exceptions import MisconfigurationException, PreemptionExit
+from ember.utilities.model_helpers import is_overridden
 from ember.utilities.parsing import clean_namespace
 from ember.utilities.rank_zero import rank_zero_deprecation, rank_zero_info, rank_zero_warn
 from ember.utilities.warnings import PossibleUserWarning
@@ -260,10 +260,10 @@ def _configure_model(trainer: Trainer, run: Run) -> None:
     them: the layers ``configure_model`` creates are on the device, in the precision's dtype, sharded where the
     strategy shards them as they are built."""
     strategy, hooks, model = trainer.strategy, _hooks(run), trainer.lightning_module
-    if _runs_own_code(model, "configure_sharded_model"):
+    if is_overridden("configure_sharded_model", model):
         with strategy.model_sharded_context():
             hooks.call_module("configure_sharded_model")
-    if _runs_own_code(model, "configure_model"):
+    if is_overridden("configure_model", model):
         with (
             strategy.tensor_init_context(),
             strategy.model_sharded_context(),
@@ -322,21 +322,13 @@ def check_configuration(trainer: Trainer, run: Run, model: Any) -> None:
             )
 
 
-def _runs_own_code(model: Any, name: str) -> bool:
-    """Whether the module's hook ``name`` runs code of its own, as Lightning's ``is_overridden`` decides: an
-    instance attribute that only wraps the inherited hook does not count."""
-    from ember.core.module import LightningModule
-
-    return runs_other_code(model, LightningModule, name)
-
-
 def _check_configure_model(model: Any) -> None:
     """``configure_sharded_model``, the old name of ``configure_model``, runs with Lightning's deprecation
     warning; both overridden is Lightning's error."""
-    if not _runs_own_code(model, "configure_sharded_model"):
+    if not is_overridden("configure_sharded_model", model):
         return
     name = type(model).__name__
-    if _runs_own_code(model, "configure_model"):
+    if is_overridden("configure_model", model):
         raise RuntimeError(
             f"Both `{name}.configure_model`, and `{name}.configure_sharded_model` are overridden. The latter is"
             " deprecated and it should be replaced with the former."
