@@ -455,11 +455,9 @@ def estimated_stepping_batches(t: Trainer, run: Run) -> int | float:
 
 
 def _trains(t: Trainer) -> bool:
-    from ember.core.hooks import overrides
-    from ember.core.module import LightningModule
+    from ember.utilities.model_helpers import is_overridden
 
-    module = t.lightning_module
-    return module is not None and t.limit_train_batches != 0 and overrides(module, LightningModule, "training_step")
+    return t.limit_train_batches != 0 and is_overridden("training_step", t.lightning_module)
 
 
 def stop_workers(run: Run) -> None:
