@@ -453,12 +453,13 @@ def test_bf16_mixed_clips_the_gradients_as_a_hand_written_autocast_loop_does(alg
 
 
 class _ManualClosure(CoreModel):
-    """Steps with ``opt.step(closure)``; the closure returns the loss or, as Lightning's docstring has it, nothing."""
+    """Steps with ``opt.step(closure)``, whose closure returns the loss (``"loss"``) or, as Lightning's docstring
+    has it, nothing (``"nothing"``); or backpropagates first and steps with no closure (``"no closure"``)."""
 
-    def __init__(self, returns_loss: bool):
+    def __init__(self, closure: str):
         super().__init__()
         self.automatic_optimization = False
-        self.returns_loss = returns_loss
+        self.closure = closure
 
     def training_step(self, batch, batch_idx):
         optimizer = self.optimizers()
@@ -467,23 +468,28 @@ class _ManualClosure(CoreModel):
             loss = nn.functional.mse_loss(self(batch[0]), batch[1])
             optimizer.zero_grad()
             self.manual_backward(loss)
-            return loss if self.returns_loss else None
+            return loss if self.closure == "loss" else None
 
-        optimizer.step(closure=closure)
+        if self.closure == "no closure":
+            closure()
+            optimizer.step()
+        else:
+            optimizer.step(closure=closure)
 
 
 def test_fp16_manual_steps_whatever_the_closure_returns():
     # a GradScaler stepped only where the closure returned a loss: one returning nothing trained nothing
     weights = []
-    for returns_loss in (True, False):
+    for closure in ("loss", "nothing", "no closure"):
         torch.manual_seed(0)
-        model = _ManualClosure(returns_loss)
+        model = _ManualClosure(closure)
         before = model.layer.weight.detach().clone()
         plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=4.0))
         quiet_trainer(max_steps=3, plugins=[plugin]).fit(model, loader(n=16))
         assert not torch.equal(model.layer.weight, before)
         weights.append(model.layer.weight.detach().clone())
     torch.testing.assert_close(weights[0], weights[1])
+    torch.testing.assert_close(weights[0], weights[2])
 
 
 def test_fp16_automatic_step_after_a_skipped_batch_unscales_its_own_gradients():

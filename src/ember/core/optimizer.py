@@ -145,7 +145,7 @@ def _step_outside_training(trainer: Any, optimizer: Optimizer, closure: Callable
     strategy = trainer.strategy
     hooks = trainer._run.hooks
     before_step = before_step_hooks(hooks, optimizer) if hooks is not None else None
-    closure = closure or closure_for_no_closure(getattr(strategy.precision_plugin, "scaler", None))
+    closure = closure or _do_nothing  # the step runs on the gradients there are
     previous, strategy._before_optimizer_step = strategy._before_optimizer_step, before_step
     try:
         return strategy.optimizer_step(optimizer, closure, **kwargs)
@@ -162,16 +162,6 @@ def before_step_hooks(hooks: Any, optimizer: Optimizer) -> Callable[[], None]:
         hooks.call_module("on_before_optimizer_step", optimizer)
 
     return before_step
-
-
-def closure_for_no_closure(scaler: Any) -> Callable[[], Any]:
-    """The closure of an ``opt.step()`` given none: a GradScaler steps only when its closure reports a loss, so
-    under one it reports something; the step runs on the gradients there are."""
-    return _a_loss if scaler is not None else _do_nothing
-
-
-def _a_loss() -> bool:
-    return True
 
 
 class _MockOptimizer(Optimizer):

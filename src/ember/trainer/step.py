@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from torch import Tensor
 
 from ember.core.hooks import program_overrides
-from ember.core.optimizer import _do_nothing, before_step_hooks, closure_for_no_closure
+from ember.core.optimizer import _do_nothing, before_step_hooks
 from ember.profilers.profiler import profiled, strategy_action
 from ember.trainer.data import takes_dataloader_iter
 from ember.utilities.exceptions import MisconfigurationException
@@ -284,7 +284,7 @@ class TrainingStep:
             # ran `optimizer_closure()` itself steps with none: nothing to run again, and (as a skipped
             # backward) no GradScaler step, as in Lightning
             return self._run_optimizer_step(optimizer, closure or _do_nothing, before, **kwargs)
-        closure = closure or closure_for_no_closure(self.precision.scaler)
+        closure = closure or _do_nothing  # the step runs on the gradients there are
         return self._run_optimizer_step(optimizer, closure, before_step_hooks(self.hooks, optimizer), **kwargs)
 
     def _strategy_optimizer_step(
