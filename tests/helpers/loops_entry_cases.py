@@ -23,7 +23,22 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "epoch_scheduler": ({}, {}, {"scheduler": True}),
     "epoch_scheduler_every_2_steps": ({"every_n_train_steps": 2}, {}, {"scheduler": True}),
     "max_steps_mid_epoch": ({}, {"max_steps": 7}, {}),
+    # `trainer.save_checkpoint` from inside training batches (`INSIDE_HOOKS`, at `INSIDE_BATCHES`)
+    "inside_batches": ({}, {}, {"inside": True}),
+    "inside_accumulating_batches": ({}, {"accumulate_grad_batches": 2}, {"inside": True}),
+    "inside_manual_batches": ({}, {}, {"manual": True, "inside": True}),
 }
+INSIDE_HOOKS = (
+    "on_after_batch_transfer",
+    "on_train_batch_start",
+    "training_step",
+    "on_before_zero_grad",
+    "optimizer_zero_grad",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "lr_scheduler_step",
+)
+INSIDE_BATCHES = (0, 1, 4)  # a window's start and end with two batches a window, the epoch's last batch
 
 
 def _plain(value: Any) -> Any:
@@ -36,13 +51,31 @@ def _plain(value: Any) -> Any:
 
 def run_cases(pl: Any, root: str) -> dict[str, Any]:
     class Model(pl.LightningModule):
-        def __init__(self, manual: bool = False, scheduler: bool = False):
+        def __init__(self, manual: bool = False, scheduler: bool = False, inside: bool = False):
             super().__init__()
             self.layer = torch.nn.Linear(4, 1)
             self.automatic_optimization = not manual
-            self.scheduler = scheduler
+            self.scheduler = scheduler or inside
+            self.inside = inside
+            self.batch_idx = 0
+
+        def save_inside(self, hook):
+            trainer = self.trainer
+            if self.inside and trainer.current_epoch == 0 and trainer.training and self.batch_idx in INSIDE_BATCHES:
+                name = f"{hook}-{self.batch_idx}.ckpt"
+                trainer.save_checkpoint(os.path.join(trainer.default_root_dir, "checkpoints", name))
+
+        def on_train_epoch_start(self):
+            self.batch_idx = 0  # the batch under way, from its transfer on
+
+        def on_train_batch_start(self, batch, batch_idx):
+            self.save_inside("on_train_batch_start")
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            self.batch_idx = batch_idx + 1
 
         def training_step(self, batch, batch_idx):
+            self.save_inside("training_step")
             loss = self.layer(batch).square().mean()
             if self.automatic_optimization:
                 return loss
@@ -66,6 +99,17 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
             if not self.scheduler:
                 return opt
             return [opt], [torch.optim.lr_scheduler.StepLR(opt, 1)]
+
+    def saving_inside(hook: str) -> Any:
+        def hook_method(self, *args, **kwargs):
+            self.save_inside(hook)
+            return getattr(pl.LightningModule, hook)(self, *args, **kwargs)
+
+        return hook_method
+
+    for hook in INSIDE_HOOKS:
+        if hook not in ("training_step", "on_train_batch_start"):
+            setattr(Model, hook, saving_inside(hook))
 
     class Snapshots(pl.Callback):
         """Checkpoints between epochs, where the loops' per-epoch counters still hold the epoch that ended."""

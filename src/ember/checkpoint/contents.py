@@ -44,42 +44,119 @@ def _progress(ready: int, completed: int, started: int | None = None, processed:
     return out
 
 
+# How far Lightning's counters have gone into the training batch under way, by the hook running when a
+# checkpoint is written there: the batch is counted ready before `on_train_batch_start` (1), started before
+# its step (2); the window's zero_grad is counted ready before `on_before_zero_grad` (3), started before
+# `optimizer_zero_grad` (4) and completed before backward (5). The transfer hooks run before any of it (0).
+# Ember counts the batch once it has trained on it.
+_BATCH_PHASES = {
+    "on_before_batch_transfer": 0,
+    "transfer_batch_to_device": 0,
+    "on_after_batch_transfer": 0,
+    "on_train_batch_start": 1,
+    "optimizer_step": 2,
+    "training_step": 2,
+    "on_before_zero_grad": 3,
+    "optimizer_zero_grad": 4,
+    "on_before_backward": 5,
+    "backward": 5,
+    "on_after_backward": 5,
+    "on_before_optimizer_step": 5,
+    "configure_gradient_clipping": 5,
+}
+_MANUAL_STEP_HOOKS = ("on_before_optimizer_step", "configure_gradient_clipping")
+
+
+def _batch_phase(t: Trainer, run: Run) -> int | None:
+    """Where the training batch under way stands (``_BATCH_PHASES``), or None outside one."""
+    module = t.lightning_module
+    if run.fn != TrainerFn.FITTING or t.state.stage != RunningStage.TRAINING or module is None:
+        return None
+    if run.batch_idx != run.progress.epoch_batches:  # this batch is trained on (or none has begun)
+        return None
+    return _BATCH_PHASES.get(module._current_fx_name or "")
+
+
+def _optimizer_counts(t: Trainer, run: Run, phase: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Lightning's automatic optimization counts: the optimizer steps and the zero_grad calls (one a window)."""
+    p = run.progress
+    steps, epoch_steps = p.global_step, p.global_step - p.epoch_start_step
+    accumulate = t.accumulate_grad_batches
+    step_ready = 0
+    # a window whose zero_grad ran and whose step has not: its batches so far
+    window_open = int(-(-p.epoch_batches // accumulate) > epoch_steps)
+    zero_grad = (window_open,) * 3  # on top of the steps: (ready, started, completed)
+    if phase is not None and phase >= 2:
+        if (run.batch_idx + 1) % accumulate == 0 or run.is_last_batch:
+            step_ready = 1  # the step under way (it runs the closure)
+        if run.batch_idx % accumulate == 0:  # this batch starts the window
+            zero_grad = (int(phase >= 3), int(phase >= 4), int(phase >= 5))
+    optimizer_step = {
+        "total": _progress(steps + step_ready, steps),
+        "current": _progress(epoch_steps + step_ready, epoch_steps),
+    }
+    ready, started, completed = zero_grad
+    zero_grads = {
+        "total": _progress(steps + ready, steps + completed, steps + started),
+        "current": _progress(epoch_steps + ready, epoch_steps + completed, epoch_steps + started),
+    }
+    return optimizer_step, zero_grads
+
+
+def _batch_counts(t: Trainer, run: Run, phase: int | None) -> dict[str, Any]:
+    """Lightning's ``epoch_loop.batch_progress`` at this point of the epoch."""
+    p = run.progress
+    batches = p.epoch_batches
+    # Lightning counts a batch completed after `on_train_batch_end` and before the validation that follows it
+    in_validation = run.fn == TrainerFn.FITTING and t.state.stage == RunningStage.VALIDATING
+    completed = batches if (p.epoch_done or in_validation or phase is not None) else max(batches - 1, 0)
+    num_batches = t.num_training_batches
+    if phase is not None:  # the batch under way is fetched: counted ready, then started
+        ready, started = batches + (phase >= 1), batches + (phase >= 2)
+        is_last_batch = batches + 1 >= num_batches if isinstance(num_batches, int) else run.last_batch_seen
+    else:
+        ready = started = batches
+        # the epoch's data ran out (an epoch that `max_steps` ended early did not get there)
+        ran_out = p.epoch_done and not p.epoch_unfinished
+        is_last_batch = batches > 0 and batches >= num_batches if isinstance(num_batches, int) else ran_out
+        if not batches and not p.epoch_done:
+            # between an epoch's end and the next epoch's first batch (the end of `fit`, the next epoch's start
+            # hooks) Lightning's batch counters still hold the finished epoch
+            ready = started = batches = completed = p.last_epoch_batches
+            is_last_batch = batches > 0 and p.last_epoch_ran_out
+    total = p.total_batches
+    return {
+        "total": _progress(total + ready - batches, total - (batches - completed), total + started - batches, total),
+        "current": _progress(ready, completed, started, batches),
+        "is_last_batch": is_last_batch,
+    }
+
+
 def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     """Lightning's ``loops`` entry, with the counts Lightning's loops hold at the same point, so Lightning
     can resume an Ember checkpoint too."""
     p = run.progress
+    module = t.lightning_module
+    hook = module._current_fx_name if module is not None else None
     epoch_completed = p.epoch
     epoch_processed = p.epochs_processed
-    epoch_started = p.epoch + (1 if (p.epoch_batches or p.epoch_done) else 0)
+    phase = _batch_phase(t, run)
+    epoch_started = p.epoch + (1 if (p.epoch_batches or p.epoch_done or phase is not None) else 0)
     epoch_ready = epoch_started + (1 if run.epoch_starting else 0)
-    batches = p.epoch_batches
-    # Lightning counts a batch completed after `on_train_batch_end` and before the validation that follows it
-    in_validation = run.fn == TrainerFn.FITTING and t.state.stage == RunningStage.VALIDATING
-    batch_completed = batches if (p.epoch_done or in_validation) else max(batches - 1, 0)
-    num_batches = t.num_training_batches
-    # the epoch's data ran out (an epoch that `max_steps` ended early did not get there)
-    ran_out = p.epoch_done and not p.epoch_unfinished
-    is_last_batch = batches > 0 and batches >= num_batches if isinstance(num_batches, int) else ran_out
-    if not batches and not p.epoch_done:
-        # between an epoch's end and the next epoch's first batch (the end of `fit`, the next epoch's start
-        # hooks) Lightning's batch counters still hold the finished epoch
-        batches = batch_completed = p.last_epoch_batches
-        is_last_batch = batches > 0 and p.last_epoch_ran_out
-    steps, epoch_steps = p.global_step, p.global_step - p.epoch_start_step
-    automatic = t.lightning_module.automatic_optimization if t.lightning_module is not None else True
+    steps = p.global_step
     zero = {"total": _progress(0, 0), "current": _progress(0, 0)}
-    if automatic:
-        optimizer_step = {"total": _progress(steps, steps), "current": _progress(epoch_steps, epoch_steps)}
-        zero_grad = {
-            "total": _progress(steps, steps, steps),
-            "current": _progress(epoch_steps, epoch_steps, epoch_steps),
-        }
+    if module is None or module.automatic_optimization:
+        optimizer_step, zero_grad = _optimizer_counts(t, run, phase)
         manual_step = zero
     else:
         optimizer_step = zero
         zero_grad = {"total": _progress(0, 0, 0), "current": _progress(0, 0, 0)}
-        manual_step = {"total": _progress(steps, steps), "current": _progress(steps, steps)}
+        # inside `opt.step()`, whose hooks these are, Lightning has counted the step ready
+        stepping = int(phase is not None and hook in _MANUAL_STEP_HOOKS)
+        manual_step = {"total": _progress(steps + stepping, steps), "current": _progress(steps + stepping, steps)}
     schedulers, epoch_schedulers = p.scheduler_steps, p.scheduler_steps - p.epoch_start_scheduler_steps
+    # in `lr_scheduler_step` Lightning has counted that step ready, not yet completed
+    scheduling = int(hook == "lr_scheduler_step")
 
     def eval_progress(fn: TrainerFn, key: str) -> dict[str, Any]:
         current, total = t._eval_loop_counts(fn.value, key)
@@ -97,16 +174,10 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
         "fit_loop": {
             "state_dict": fit_state,
             "epoch_loop.state_dict": {"_batches_that_stepped": p.batches_that_stepped},
-            "epoch_loop.batch_progress": {
-                "total": _progress(
-                    p.total_batches, p.total_batches - (batches - batch_completed), p.total_batches, p.total_batches
-                ),
-                "current": _progress(batches, batch_completed, batches, batches),
-                "is_last_batch": is_last_batch,
-            },
+            "epoch_loop.batch_progress": _batch_counts(t, run, phase),
             "epoch_loop.scheduler_progress": {
-                "total": _progress(schedulers, schedulers),
-                "current": _progress(epoch_schedulers, epoch_schedulers),
+                "total": _progress(schedulers, schedulers - scheduling),
+                "current": _progress(epoch_schedulers, epoch_schedulers - scheduling),
             },
             "epoch_loop.automatic_optimization.state_dict": {},
             "epoch_loop.automatic_optimization.optim_progress": {
