@@ -67,8 +67,12 @@ def test_not_with_manual_optimization():
             opt.step()
 
     trainer = pl.Trainer(**QUIET, max_epochs=1, callbacks=[GradientAccumulationScheduler({0: 2})])
-    with pytest.raises(RuntimeError, match=r"is not supported for\s+manual optimization"):
+    with pytest.raises(RuntimeError) as raised:
         trainer.fit(Manual(), train_loader())
+    assert str(raised.value) == (  # Lightning's message, to the character
+        "Automatic gradient accumulation and the `GradientAccumulationScheduler` is not supported for\n"
+        "                manual optimization. Please remove the callback or switch to automatic optimization."
+    )
 
 
 def test_not_with_trainer_accumulation():

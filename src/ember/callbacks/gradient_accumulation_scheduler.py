@@ -63,9 +63,10 @@ class GradientAccumulationScheduler(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Refuse settings the schedule cannot work with."""
         if not pl_module.automatic_optimization:
+            # Lightning's text, line break and indent included
             raise RuntimeError(
-                "Automatic gradient accumulation and the `GradientAccumulationScheduler` is not supported for manual"
-                " optimization. Please remove the callback or switch to automatic optimization."
+                "Automatic gradient accumulation and the `GradientAccumulationScheduler` is not supported for\n"
+                "                manual optimization. Please remove the callback or switch to automatic optimization."
             )
         overridden = is_overridden("optimizer_step", pl_module) or is_overridden("optimizer_zero_grad", pl_module)
         if overridden and self.going_to_accumulate_grad_batches():
