@@ -89,3 +89,29 @@ class _Counting(SequenceModel):
     def training_step(self, batch, batch_idx):
         self.steps_run += 1
         return super().training_step(batch, batch_idx)
+
+
+class _CrashOnce(SequenceModel):
+    def __init__(self) -> None:
+        super().__init__(val_losses=[1.0])
+        self.crashed = False
+
+    def training_step(self, batch, batch_idx):
+        if not self.crashed and self.global_step == 2:
+            self.crashed = True
+            raise RuntimeError("simulated failure")
+        return super().training_step(batch, batch_idx)
+
+
+@needs_trainer
+@pytest.mark.filterwarnings("ignore:.*there is no last checkpoint available")
+def test_a_finished_fit_after_a_crash_on_the_same_trainer_removes_the_crash_file(tmp_path):
+    callback = OnExceptionCheckpoint(tmp_path / "oec")
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[callback], **QUIET)
+    model = _CrashOnce()
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        trainer.fit(model)
+    assert os.path.exists(callback.ckpt_path)
+    trainer.fit(model)  # resumes from the crash file and finishes
+    assert trainer.global_step == 4
+    assert not os.path.exists(callback.ckpt_path)

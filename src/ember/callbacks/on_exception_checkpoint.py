@@ -49,6 +49,10 @@ class OnExceptionCheckpoint(Checkpoint):
         """Where the checkpoint is (or will be) saved."""
         return os.path.join(self.dirpath, self.filename + self.FILE_EXTENSION)
 
+    def setup(self, trainer: Trainer, pl_module: Any = None, stage: str = "fit", *_: Any, **__: Any) -> None:
+        # a failed call ends without `teardown`: what it saved is not this call's file
+        self._saved_this_run = False
+
     def on_exception(self, trainer: Trainer, *_: Any, **__: Any) -> None:
         # all ranks: save_checkpoint gathers state on every rank; rank 0 writes.
         trainer.save_checkpoint(self.ckpt_path)
