@@ -190,6 +190,13 @@ def test_wrong_training_step_returns(value, message):
         quiet_trainer(max_steps=1).fit(Returns(value), loader())
 
 
+def test_a_dict_whose_loss_is_none_is_refused_with_lightnings_message():
+    message = "In automatic_optimization, when `training_step` returns a dict, the 'loss' key needs to be present"
+    with pytest.raises(MisconfigurationException) as caught:
+        quiet_trainer(max_steps=1).fit(Returns(lambda loss, out: {"loss": None}), loader())
+    assert str(caught.value) == message
+
+
 def test_a_dict_with_loss_and_extras_is_fine():
     outputs = []
 

@@ -331,11 +331,11 @@ def _split_training_output(output: Any) -> tuple[Tensor | None, dict[str, Any]]:
             )
         return output, {}
     if isinstance(output, Mapping):
-        if "loss" not in output:
+        loss = output.get("loss")
+        if loss is None:  # `{"loss": None}` too, as in Lightning: only a bare None skips the batch
             raise MisconfigurationException(
                 "In automatic_optimization, when `training_step` returns a dict, the 'loss' key needs to be present"
             )
-        loss = output["loss"]
         extra = {k: v for k, v in output.items() if k != "loss"}
         if isinstance(loss, Tensor) and loss.ndim != 0 and loss.numel() != 1:
             raise MisconfigurationException(
