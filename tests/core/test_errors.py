@@ -197,6 +197,13 @@ def test_a_dict_whose_loss_is_none_is_refused_with_lightnings_message():
     assert str(caught.value) == message
 
 
+@pytest.mark.parametrize("value", [lambda loss, out: out, lambda loss, out: {"loss": out}])
+def test_a_non_scalar_loss_is_also_a_runtime_error_as_torchs_is_in_lightning(value):
+    with pytest.raises(RuntimeError, match="the loss must be a scalar") as caught:
+        quiet_trainer(max_steps=1).fit(Returns(value), loader())
+    assert isinstance(caught.value, MisconfigurationException)
+
+
 def test_a_dict_with_loss_and_extras_is_fine():
     outputs = []
 

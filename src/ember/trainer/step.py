@@ -39,6 +39,14 @@ if TYPE_CHECKING:
     from ember.trainer.trainer import Trainer
 
 _NOT_RUN = object()
+
+
+class NonScalarLossError(MisconfigurationException, RuntimeError):
+    """The loss ``training_step`` returned is not a scalar. Lightning lets torch's ``backward`` fail with a
+    ``RuntimeError`` ("grad can be implicitly created only for scalar outputs"): this error says more, and
+    ``except RuntimeError`` still catches it."""
+
+
 _warning_cache = WarningCache()  # once a process, as Lightning's automatic optimization warns
 
 
@@ -325,7 +333,7 @@ def _then_post_training_step(step: Callable[..., Any], strategy: Any) -> Callabl
 def _split_training_output(output: Any) -> tuple[Tensor | None, dict[str, Any]]:
     if isinstance(output, Tensor):
         if output.ndim != 0 and output.numel() != 1:
-            raise MisconfigurationException(
+            raise NonScalarLossError(
                 f"`training_step` returned a tensor of shape {tuple(output.shape)}: the loss must be a scalar."
                 " Reduce it first, e.g. `return loss.mean()`."
             )
@@ -338,7 +346,7 @@ def _split_training_output(output: Any) -> tuple[Tensor | None, dict[str, Any]]:
             )
         extra = {k: v for k, v in output.items() if k != "loss"}
         if isinstance(loss, Tensor) and loss.ndim != 0 and loss.numel() != 1:
-            raise MisconfigurationException(
+            raise NonScalarLossError(
                 f"`training_step` returned a 'loss' of shape {tuple(loss.shape)}: the loss must be a scalar."
             )
         return loss, extra
