@@ -239,3 +239,24 @@ def test_a_tuner_call_that_fails_takes_its_finder_out_of_the_callbacks():
         Tuner(trainer).scale_batch_size(BudgetModel(), batch_arg_name="bsz")
     assert trainer.callbacks == callbacks
     assert Tuner(trainer).scale_batch_size(BudgetModel(budget=40), max_trials=2) == 4
+
+
+class _TrainingOnly(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.batch_size = 2
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def train_dataloader(self):
+        data = torch.utils.data.TensorDataset(torch.randn(64, 4))
+        return torch.utils.data.DataLoader(data, batch_size=self.batch_size)
+
+
+def test_a_module_without_validation_is_searched_as_in_lightning():
+    assert Tuner(_trainer()).scale_batch_size(_TrainingOnly(), max_trials=3) == 8
