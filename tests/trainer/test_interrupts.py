@@ -247,3 +247,75 @@ def test_sigterm_is_a_failure_the_callbacks_datamodule_and_loggers_hear_of(tmp_p
     name = recorder.events[0][1]
     assert recorder.events == [("on_exception", name)] and heard == [("datamodule", name), ("logger", "failed")]
     assert trainer.interrupted
+
+
+class _StopsEarly(ember.LightningModule):
+    """Raises ``StopIteration`` from the hook named ``where`` at its second batch; records the hooks in ``seen``."""
+
+    def __init__(self, where):
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+        self.where = where
+        self.seen = []
+
+    def _maybe_stop(self, where, batch_idx, dataloader_idx=0):
+        if where == self.where and batch_idx == 1 and dataloader_idx == 0 and self.current_epoch == 0:
+            raise StopIteration
+
+    def training_step(self, batch, batch_idx):
+        self._maybe_stop("training_step", batch_idx)
+        return self.layer(batch[0]).sum()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.seen.append(("train", batch_idx))
+        self._maybe_stop("on_train_batch_end", batch_idx)
+
+    def on_train_epoch_end(self):
+        self.seen.append("train_epoch_end")
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        self.seen.append(("val", dataloader_idx, batch_idx))
+        self._maybe_stop("validation_step", batch_idx, dataloader_idx)
+        self.log("v", self.layer(batch[0]).mean())
+
+    def on_validation_epoch_end(self):
+        self.seen.append("val_epoch_end")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        self._maybe_stop("predict_step", batch_idx, dataloader_idx)
+        return batch_idx
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=2)
+
+    def val_dataloader(self):
+        return [DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=2)] * 2
+
+    def predict_dataloader(self):
+        return self.val_dataloader()
+
+
+@pytest.mark.parametrize(
+    ("where", "global_step"), [("training_step", 5), ("on_train_batch_end", 6), ("validation_step", 8)]
+)
+def test_stop_iteration_from_a_step_or_batch_hook_ends_that_epoch_quietly_as_in_lightning(tmp_path, where, global_step):
+    model = _StopsEarly(where)
+    trainer = ember.Trainer(max_epochs=2, num_sanity_val_steps=0, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(model)
+    assert trainer.global_step == global_step and trainer.state.status == TrainerStatus.FINISHED
+    if where == "on_train_batch_end":  # the epoch ends after that batch, without its validation
+        assert model.seen[:3] == [("train", 0), ("train", 1), "train_epoch_end"]
+    if where == "validation_step":  # the whole validation ends: the second dataloader gets no batch
+        assert model.seen[4:7] == [("val", 0, 0), ("val", 0, 1), "val_epoch_end"]
+
+
+def test_stop_iteration_ends_validate_and_predict_for_every_remaining_dataloader_as_in_lightning(tmp_path):
+    trainer = ember.Trainer(default_root_dir=tmp_path, **QUIET)
+    model = _StopsEarly("validation_step")
+    results = trainer.validate(model, verbose=False)
+    assert model.seen == [("val", 0, 0), ("val", 0, 1), "val_epoch_end"]
+    assert [list(r) for r in results] == [["v/dataloader_idx_0"]]
+    assert trainer.predict(_StopsEarly("predict_step")) == [[0], []]

@@ -177,42 +177,45 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     batch_idx = progress.epoch_batches
     total = epoch.batches_from(batch_idx)
     while batch_idx < total:
-        batch = next(iterator, _END)  # fetch
-        if batch is _END:
-            break
-        run.batch_idx = batch_idx
-        is_last = batch_idx + 1 >= total or (ahead is not None and run.last_batch_seen)
-        if transfer is not None:
-            batch = transfer(batch)  # transfer
-        results.batch, results.batch_size = batch, None
-        accumulating = automatic and (batch_idx + 1) % accumulate != 0 and not is_last
-        if batch is None:
-            _skip_none_batch(run)  # as Lightning: no step for a None batch, the rest goes on
-            outputs = None
-        else:
-            if batch_start is not None and batch_start(batch, batch_idx) == -1:
-                epoch.cut_short(batch_idx)  # batch start: the module returned -1, which ends the epoch
+        try:  # as in Lightning, a StopIteration from the transfer, the step or a batch hook ends the epoch
+            batch = next(iterator, _END)  # fetch
+            if batch is _END:
                 break
-            outputs = train_on(batch, batch_idx, accumulating)  # step
-        progress.epoch_batches = batch_idx + 1  # trained on: a checkpoint from here on resumes after it
-        progress.total_batches += 1
-        progress.step_pending = not accumulating
-        if not accumulating:
-            step_schedulers(batch_idx, is_last)  # schedulers
-        if batch_end is not None:
-            batch_end(outputs, batch, batch_idx)  # batch end
-        results.batch, results.batch_size = None, None  # a value logged between batches weighs 1, as in Lightning
-        log_step(accumulating)  # log
-        validate(batch_idx, is_last, accumulating)  # validate, then ReduceLROnPlateau on a step interval
-        if not accumulating:
-            progress.batches_that_stepped += 1
-            progress.step_pending = False
-        if trainer.should_stop:
-            _save_loggers(trainer)  # stop: a batch that ends with a stop set saves the loggers, as in Lightning
-        if stop_requested():
-            on_stop_request(trainer, run)  # stop: a preemption signal arrived; saves and exits
-        batch_idx += 1
-        if progress.global_step >= max_steps or (trainer.should_stop and epoch.may_stop(batch_idx)):
+            run.batch_idx = batch_idx
+            is_last = batch_idx + 1 >= total or (ahead is not None and run.last_batch_seen)
+            if transfer is not None:
+                batch = transfer(batch)  # transfer
+            results.batch, results.batch_size = batch, None
+            accumulating = automatic and (batch_idx + 1) % accumulate != 0 and not is_last
+            if batch is None:
+                _skip_none_batch(run)  # as Lightning: no step for a None batch, the rest goes on
+                outputs = None
+            else:
+                if batch_start is not None and batch_start(batch, batch_idx) == -1:
+                    epoch.cut_short(batch_idx)  # batch start: the module returned -1, which ends the epoch
+                    break
+                outputs = train_on(batch, batch_idx, accumulating)  # step
+            progress.epoch_batches = batch_idx + 1  # trained on: a checkpoint from here on resumes after it
+            progress.total_batches += 1
+            progress.step_pending = not accumulating
+            if not accumulating:
+                step_schedulers(batch_idx, is_last)  # schedulers
+            if batch_end is not None:
+                batch_end(outputs, batch, batch_idx)  # batch end
+            results.batch, results.batch_size = None, None  # a value logged between batches weighs 1, as in Lightning
+            log_step(accumulating)  # log
+            validate(batch_idx, is_last, accumulating)  # validate, then ReduceLROnPlateau on a step interval
+            if not accumulating:
+                progress.batches_that_stepped += 1
+                progress.step_pending = False
+            if trainer.should_stop:
+                _save_loggers(trainer)  # stop: a batch that ends with a stop set saves the loggers, as in Lightning
+            if stop_requested():
+                on_stop_request(trainer, run)  # stop: a preemption signal arrived; saves and exits
+            batch_idx += 1
+            if progress.global_step >= max_steps or (trainer.should_stop and epoch.may_stop(batch_idx)):
+                break
+        except StopIteration:
             break
     _end_epoch(trainer, run, epoch)
     run.held_loader_state = None
@@ -282,7 +285,7 @@ class _Lookahead:
 def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: Iterator[Any]) -> None:
     """An epoch of a ``training_step(self, dataloader_iter)``: each step draws as many batches as it wants.
 
-    The epoch ends when the batches run out or the step raises ``StopIteration``. As in Lightning, the
+    The epoch ends when the batches run out or the step or a batch hook raises ``StopIteration``. As in Lightning, the
     batch hooks see the last batch drawn and its index (``None`` and 0 before the first), and batches are
     not moved to the device.
     """
@@ -293,35 +296,37 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
     if trainer.should_stop and epoch.may_stop(start):
         return  # stopped before this epoch's first step (in `on_train_epoch_start`), as in Lightning
     while not data.done:
-        run.batch_idx = step_idx
-        results.batch, results.batch_size = data.batch, None
-        if epoch.batch_start is not None and epoch.batch_start(data.batch, data.batch_idx) == -1:
-            epoch.cut_short(data.batch_idx)
-            break
-        accumulating = epoch.automatic and (step_idx + 1) % epoch.accumulate != 0
-        try:
+        try:  # a StopIteration from the step or a batch hook ends the epoch, as in Lightning
+            run.batch_idx = step_idx
+            results.batch, results.batch_size = data.batch, None
+            if epoch.batch_start is not None and epoch.batch_start(data.batch, data.batch_idx) == -1:
+                epoch.cut_short(data.batch_idx)
+                break
+            accumulating = epoch.automatic and (step_idx + 1) % epoch.accumulate != 0
             outputs = epoch.train_on(data, data.batch_idx, accumulating)
+            progress.epoch_batches += 1  # steps, as Lightning counts them in this flavour
+            progress.total_batches += 1
+            progress.step_pending = not accumulating
+            if not accumulating:
+                epoch.step_schedulers(data.batch_idx, data.done)
+            if epoch.batch_end is not None:
+                epoch.batch_end(outputs, data.batch, data.batch_idx)
+            results.batch, results.batch_size = None, None
+            epoch.log_step(accumulating)
+            epoch.validate(data.batch_idx, data.done, accumulating)
+            if not accumulating:
+                progress.batches_that_stepped += 1
+                progress.step_pending = False
+            if trainer.should_stop:
+                _save_loggers(trainer)
+            if epoch.stop_requested():
+                on_stop_request(trainer, run)
+            step_idx += 1
+            if progress.global_step >= epoch.max_steps or (
+                trainer.should_stop and epoch.may_stop(progress.epoch_batches)
+            ):
+                break
         except StopIteration:
-            break  # the step ended the epoch
-        progress.epoch_batches += 1  # steps, as Lightning counts them in this flavour
-        progress.total_batches += 1
-        progress.step_pending = not accumulating
-        if not accumulating:
-            epoch.step_schedulers(data.batch_idx, data.done)
-        if epoch.batch_end is not None:
-            epoch.batch_end(outputs, data.batch, data.batch_idx)
-        results.batch, results.batch_size = None, None
-        epoch.log_step(accumulating)
-        epoch.validate(data.batch_idx, data.done, accumulating)
-        if not accumulating:
-            progress.batches_that_stepped += 1
-            progress.step_pending = False
-        if trainer.should_stop:
-            _save_loggers(trainer)
-        if epoch.stop_requested():
-            on_stop_request(trainer, run)
-        step_idx += 1
-        if progress.global_step >= epoch.max_steps or (trainer.should_stop and epoch.may_stop(progress.epoch_batches)):
             break
 
 
@@ -847,12 +852,17 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
             results.dataloader_idx = dataloader_idx if len(loaders) > 1 else None
             if not takes_iterator:
                 iterator = first if dataloader_idx == 0 else iter(loader)
-                if _evaluate_loader(trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches):
+                batches_run, stopped = _evaluate_loader(
+                    trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches
+                )
+                if batches_run:
                     ran.add(dataloader_idx)
             # as in Lightning, a dataloader that gave no batch has no entry in the results, except the first
             # (Lightning stores the outputs gathered so far when the dataloader index first changes from 0)
             if dataloader_idx in ran or dataloader_idx == 0:
                 outputs_per_loader.append(run.metrics.eval_epoch_outputs(results, stage))
+            if not takes_iterator and stopped:
+                break  # the dataloaders after it get no batch, as in Lightning
         results.dataloader_idx = None
         if stage == RunningStage.VALIDATING and trainer.state.fn == TrainerFn.FITTING:
             run.progress.validated_through = run.progress.epoch_batches  # its end hooks save checkpoints
@@ -885,10 +895,11 @@ def _evaluate_loader(
     dataloader_idx: int,
     loader_count: int,
     max_batches: list[int | float],
-) -> int:
+) -> tuple[int, bool]:
     """The batches of one evaluation dataloader, then its last step values into the metric dicts.
 
-    Returns the number of batches run."""
+    Returns the number of batches run, and whether a ``StopIteration`` from the step or a batch hook ended the
+    evaluation (as in Lightning, the dataloaders after this one are not run)."""
     hooks, results = _hooks(run), run.results
     assert results is not None
     fn_stage = "val" if stage != RunningStage.TESTING else "test"
@@ -907,31 +918,35 @@ def _evaluate_loader(
     log_steps = bool(trainer.loggers) and stage != RunningStage.SANITY_CHECKING
     key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, dataloader_idx)
     counts = run.eval_progress[fn_stage]
-    batch_idx = 0
+    batch_idx, stopped = 0, False
     while batch_idx < max_batches[dataloader_idx]:
-        batch = next(iterator, _END)
-        if batch is _END:
+        try:
+            batch = next(iterator, _END)
+            if batch is _END:
+                break
+            if transfer is not None:
+                batch = transfer(batch)
+            results.batch, results.batch_size = batch, None
+            if batch_start is not None:
+                batch_start(batch, batch_idx, *extra)
+            with forward_context():
+                output = evaluation_step(batch, batch_idx, *extra)
+            if batch_end is not None:
+                batch_end(output, batch, batch_idx, *extra)
+            results.batch, results.batch_size = None, None
+            if log_steps:
+                run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
+                run.metrics.log_eval_step(results, run.eval_steps_seen[key] - 1)
+            batch_idx += 1
+            counts[0] += 1
+            counts[1] += 1
+            if stage == RunningStage.VALIDATING:
+                run.evaluation_batches_run = True
+        except StopIteration:  # from the step or a batch hook: it ends the evaluation, as in Lightning
+            stopped = True
             break
-        if transfer is not None:
-            batch = transfer(batch)
-        results.batch, results.batch_size = batch, None
-        if batch_start is not None:
-            batch_start(batch, batch_idx, *extra)
-        with forward_context():
-            output = evaluation_step(batch, batch_idx, *extra)
-        if batch_end is not None:
-            batch_end(output, batch, batch_idx, *extra)
-        results.batch, results.batch_size = None, None
-        if log_steps:
-            run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
-            run.metrics.log_eval_step(results, run.eval_steps_seen[key] - 1)
-        batch_idx += 1
-        counts[0] += 1
-        counts[1] += 1
-        if stage == RunningStage.VALIDATING:
-            run.evaluation_batches_run = True
     run.metrics.flush_step(results)  # this dataloader's last step values (the sanity check's too, as in Lightning)
-    return batch_idx
+    return batch_idx, stopped
 
 
 def _evaluate_with_iterator(
@@ -966,27 +981,27 @@ def _evaluate_with_iterator(
         extra = (data.dataloader_idx,) if several else ()
         results.batch, results.batch_size = data.batch, None
         results.dataloader_idx = data.dataloader_idx if several else None
-        if batch_start is not None:
-            batch_start(data.batch, data.batch_idx, *extra)
-        try:
+        try:  # a StopIteration from the step or a batch hook ends the evaluation, as in Lightning
+            if batch_start is not None:
+                batch_start(data.batch, data.batch_idx, *extra)
             with trainer.precision_plugin.forward_context():
                 output = evaluation_step(data)
+            if data.fetched:
+                ended_in.add(data.dataloader_idx)
+            extra = (data.dataloader_idx,) if several else ()
+            if batch_end is not None:
+                batch_end(output, data.batch, data.batch_idx, *extra)
+            results.batch, results.batch_size = None, None
+            if log_steps:
+                key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, data.dataloader_idx)
+                run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
+                run.metrics.log_eval_step(results, run.eval_steps_seen[key] - 1)
+            counts[0] += 1
+            counts[1] += 1
+            if stage == RunningStage.VALIDATING:
+                run.evaluation_batches_run = True
         except StopIteration:
             break
-        if data.fetched:
-            ended_in.add(data.dataloader_idx)
-        extra = (data.dataloader_idx,) if several else ()
-        if batch_end is not None:
-            batch_end(output, data.batch, data.batch_idx, *extra)
-        results.batch, results.batch_size = None, None
-        if log_steps:
-            key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, data.dataloader_idx)
-            run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
-            run.metrics.log_eval_step(results, run.eval_steps_seen[key] - 1)
-        counts[0] += 1
-        counts[1] += 1
-        if stage == RunningStage.VALIDATING:
-            run.evaluation_batches_run = True
     run.metrics.flush_step(results)
     return ended_in
 
@@ -1083,7 +1098,8 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
             _predict_with_iterator(trainer, run, first, loaders, max_batches, predictions)
         for dataloader_idx, loader in enumerate(loaders if not takes_iterator else ()):
             iterator = first if dataloader_idx == 0 else iter(loader)
-            _predict_loader(trainer, run, loader, iterator, dataloader_idx, len(loaders), max_batches, predictions)
+            if _predict_loader(trainer, run, loader, iterator, dataloader_idx, len(loaders), max_batches, predictions):
+                break  # the dataloaders after it get no batch, as in Lightning
         run.predictions = predictions
         hooks.call_both("on_predict_epoch_end")
         # as Lightning's loop before its end hooks: the batch indices go, and the outputs unless they are returned
@@ -1107,7 +1123,9 @@ def _predict_loader(
     loader_count: int,
     max_batches: list[int | float],
     predictions: list[list[Any]],
-) -> None:
+) -> bool:
+    """The batches of one prediction dataloader. Returns whether a ``StopIteration`` from the step or a batch
+    hook ended the prediction."""
     hooks = _hooks(run)
     step = profiled(
         run.profiler,
@@ -1136,35 +1154,39 @@ def _predict_loader(
     counts = run.eval_progress["predict"]
     batch_idx = 0
     while limit == math.inf or batch_idx < limit:
-        batch = next(iterator, _END)
-        if batch is _END:
-            break
-        if recorder is not None:
-            seen = recorder.seen  # this iteration's: the recorder starts a new list as the iteration starts
-            current: list[int] = seen[batch_idx] if batch_idx < len(seen) else []
-            view.current_batch_indices = current
-            if keep:
-                run.predict_batch_indices[dataloader_idx].append(current)
-        elif unknown_indices:
-            unknown_indices = False
-            view._warning_cache.warn(  # once per trainer, as its predict loop's
-                f"Couldn't infer the batch indices fetched from your dataloader: `{type(loader).__name__}`"
-            )
-        if transfer is not None:
-            batch = transfer(batch)
-        if batch_start is not None:
-            batch_start(batch, batch_idx, *extra)
-        with forward_context():
-            output = predict_step(batch, batch_idx, *extra)
-        if output is None:
-            _warn_none_prediction(trainer)
-        if run.return_predictions:
-            predictions[dataloader_idx].append(output)
-        if batch_end is not None:
-            batch_end(output, batch, batch_idx, *extra)
-        batch_idx += 1
-        counts[0] += 1
-        counts[1] += 1
+        try:  # a StopIteration from the step or a batch hook ends the prediction, as in Lightning
+            batch = next(iterator, _END)
+            if batch is _END:
+                break
+            if recorder is not None:
+                seen = recorder.seen  # this iteration's: the recorder starts a new list as the iteration starts
+                current: list[int] = seen[batch_idx] if batch_idx < len(seen) else []
+                view.current_batch_indices = current
+                if keep:
+                    run.predict_batch_indices[dataloader_idx].append(current)
+            elif unknown_indices:
+                unknown_indices = False
+                view._warning_cache.warn(  # once per trainer, as its predict loop's
+                    f"Couldn't infer the batch indices fetched from your dataloader: `{type(loader).__name__}`"
+                )
+            if transfer is not None:
+                batch = transfer(batch)
+            if batch_start is not None:
+                batch_start(batch, batch_idx, *extra)
+            with forward_context():
+                output = predict_step(batch, batch_idx, *extra)
+            if output is None:
+                _warn_none_prediction(trainer)
+            if run.return_predictions:
+                predictions[dataloader_idx].append(output)
+            if batch_end is not None:
+                batch_end(output, batch, batch_idx, *extra)
+            batch_idx += 1
+            counts[0] += 1
+            counts[1] += 1
+        except StopIteration:
+            return True
+    return False
 
 
 def _predict_with_iterator(
@@ -1188,21 +1210,21 @@ def _predict_with_iterator(
     trainer.predict_loop.current_batch_indices = []
     counts = run.eval_progress["predict"]
     while not data.done:
-        if batch_start is not None:
-            batch_start(data.batch, data.batch_idx, *((data.dataloader_idx,) if several else ()))
-        try:
+        try:  # a StopIteration from the step or a batch hook ends the prediction, as in Lightning
+            if batch_start is not None:
+                batch_start(data.batch, data.batch_idx, *((data.dataloader_idx,) if several else ()))
             with trainer.precision_plugin.forward_context():
                 output = predict_step(data)
+            if output is None:
+                _warn_none_prediction(trainer)
+            if run.return_predictions:
+                predictions[data.dataloader_idx].append(output)
+            if batch_end is not None:
+                batch_end(output, data.batch, data.batch_idx, *((data.dataloader_idx,) if several else ()))
+            counts[0] += 1
+            counts[1] += 1
         except StopIteration:
             break
-        if output is None:
-            _warn_none_prediction(trainer)
-        if run.return_predictions:
-            predictions[data.dataloader_idx].append(output)
-        if batch_end is not None:
-            batch_end(output, data.batch, data.batch_idx, *((data.dataloader_idx,) if several else ()))
-        counts[0] += 1
-        counts[1] += 1
 
 
 def _writes(callback: Any, interval: str) -> bool:
