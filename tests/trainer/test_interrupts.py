@@ -1,6 +1,7 @@
 """Failures inside a run: hooks, teardown, status, and what the user gets back."""
 
 import logging
+import os
 import signal
 
 import pytest
@@ -319,3 +320,41 @@ def test_stop_iteration_ends_validate_and_predict_for_every_remaining_dataloader
     assert model.seen == [("val", 0, 0), ("val", 0, 1), "val_epoch_end"]
     assert [list(r) for r in results] == [["v/dataloader_idx_0"]]
     assert trainer.predict(_StopsEarly("predict_step")) == [[0], []]
+
+
+class _TerminatedOnce(Failing):
+    sent = False
+
+    def training_step(self, batch, batch_idx):
+        if not _TerminatedOnce.sent and self.global_step == 1:
+            _TerminatedOnce.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.layer(batch[0]).pow(2).mean()
+
+
+@pytest.mark.parametrize("next_fit", ["same_trainer", "new_trainer_from_last"])
+def test_the_fit_after_a_sigterm_stop_keeps_writing_last_ckpt_the_preemption_saved(tmp_path, next_fit, monkeypatch):
+    from ember.callbacks import ModelCheckpoint
+    from ember.checkpoint import load_checkpoint
+    from ember.utilities.exceptions import SIGTERMException
+
+    monkeypatch.setattr(_TerminatedOnce, "sent", False)
+    folder = tmp_path / "ck"
+
+    def trainer():
+        checkpoints = ModelCheckpoint(dirpath=folder, save_last=True)
+        options = {**QUIET, "enable_checkpointing": True}
+        return ember.Trainer(max_epochs=2, default_root_dir=tmp_path, callbacks=[checkpoints], **options)
+
+    first = trainer()
+    with pytest.raises(SIGTERMException):
+        first.fit(_TerminatedOnce(None), _loader())
+    assert os.listdir(folder) == ["last.ckpt"]
+    if next_fit == "same_trainer":
+        first.fit(first.lightning_module, _loader())  # its steps go on from where the stop left them, as in Lightning
+        steps = 2 + 16
+    else:
+        trainer().fit(_TerminatedOnce(None), _loader(), ckpt_path="last")
+        steps = 16
+    assert sorted(os.listdir(folder)) == [f"epoch=1-step={steps}.ckpt", "last.ckpt"]  # no last-v1.ckpt
+    assert load_checkpoint(folder / "last.ckpt")["global_step"] == steps

@@ -134,7 +134,12 @@ def on_stop_request(trainer: Trainer, run: Run) -> None:
 
 
 def _last_checkpoint_path(trainer: Trainer) -> str:
-    """Where a preempted run saves: OnExceptionCheckpoint's file, else ModelCheckpoint's ``last.ckpt``."""
+    """Where a preempted run saves: OnExceptionCheckpoint's file, else ModelCheckpoint's last file.
+
+    The ModelCheckpoint takes the file as its own ``last_model_path`` (recorded in the checkpoint's callback
+    state too): its next ``last`` save, in this Trainer or in one resuming from the file, overwrites it
+    instead of writing ``last-v1.ckpt`` beside it.
+    """
     from ember.callbacks.model_checkpoint import ModelCheckpoint
     from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
 
@@ -143,6 +148,8 @@ def _last_checkpoint_path(trainer: Trainer) -> str:
             return cb.ckpt_path
     for cb in trainer.callbacks:
         if isinstance(cb, ModelCheckpoint):
-            dirpath = cb.dirpath or os.path.join(trainer.default_root_dir, "checkpoints")
-            return os.path.join(dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
+            if not cb.last_model_path:
+                dirpath = cb.dirpath or os.path.join(trainer.default_root_dir, "checkpoints")
+                cb.last_model_path = os.path.join(dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
+            return cb.last_model_path
     return os.path.join(trainer.default_root_dir, "checkpoints", "last.ckpt")
