@@ -358,3 +358,22 @@ def test_the_fit_after_a_sigterm_stop_keeps_writing_last_ckpt_the_preemption_sav
         steps = 16
     assert sorted(os.listdir(folder)) == [f"epoch=1-step={steps}.ckpt", "last.ckpt"]  # no last-v1.ckpt
     assert load_checkpoint(folder / "last.ckpt")["global_step"] == steps
+
+
+class _TerminatedEveryTime(Failing):
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.layer(batch[0]).sum()
+
+
+def test_a_sigterm_stop_resets_the_stage_as_in_lightning_and_exits_with_the_message(tmp_path):
+    from ember.utilities.exceptions import SIGTERMException
+
+    trainer = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, **QUIET)
+    with pytest.raises(SIGTERMException) as raised:
+        trainer.fit(_TerminatedEveryTime(None), _loader())
+    assert (trainer.state.fn, trainer.state.stage, trainer.state.status) == ("fit", None, TrainerStatus.INTERRUPTED)
+    # unlike Lightning's `SIGTERMException()` (exit status 0), the exit carries the message: a process that does
+    # not catch it prints it and ends with status 1, telling the scheduler that the run has not finished
+    assert isinstance(raised.value.code, str) and "Received SIGTERM" in raised.value.code

@@ -79,6 +79,7 @@ def guarded(trainer: Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any)
         # ranks agreed to stop together, so the strategy keeps its collectives for what they save
         interrupt(trainer, exception, stop_strategy=False)
         teardown(trainer, failure=exception)
+        trainer.state.stage = None
         raise
     except _TunerExitException:
         # a tuner finished its search inside this call: end it as a finished run
