@@ -377,3 +377,18 @@ def test_a_sigterm_stop_resets_the_stage_as_in_lightning_and_exits_with_the_mess
     # unlike Lightning's `SIGTERMException()` (exit status 0), the exit carries the message: a process that does
     # not catch it prints it and ends with status 1, telling the scheduler that the run has not finished
     assert isinstance(raised.value.code, str) and "Received SIGTERM" in raised.value.code
+
+
+def test_a_logger_that_cannot_finalize_a_failed_run_is_warned_of_and_the_runs_error_goes_on(tmp_path):
+    class Uploads(ember.loggers.CSVLogger):
+        def finalize(self, status):
+            raise OSError(f"could not upload logs ({status})")
+
+    trainer = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, **{**QUIET, "logger": Uploads(tmp_path)})
+    with (
+        pytest.warns(
+            UserWarning, match=r"Uploads.finalize\('failed'\) raised OSError: could not upload logs \(failed\)"
+        ),
+        pytest.raises(ValueError, match="bad batch"),
+    ):
+        trainer.fit(Failing(ValueError("bad batch")), _loader())

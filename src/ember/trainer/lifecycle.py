@@ -123,9 +123,20 @@ def interrupt(
     if (hooks is not None or module is not None) and trainer.datamodule is not None:
         trainer.datamodule.on_exception(exception)
     for logger in trainer.loggers:
-        with contextlib.suppress(Exception):
-            logger.finalize("failed")
+        _finalize_failed(logger)
     stop_profiling(trainer)
+
+
+def _finalize_failed(logger: Any) -> None:
+    """``logger.finalize("failed")``. An error there is warned of, and the run's own error goes on: Lightning
+    raises the logger's error instead, which hides why the run failed."""
+    try:
+        logger.finalize("failed")
+    except Exception as error:
+        rank_zero_warn(
+            f"{type(logger).__name__}.finalize('failed') raised {type(error).__name__}: {error}. The error that"
+            " stopped the run is raised instead."
+        )
 
 
 def stop_profiling(trainer: Trainer) -> None:
