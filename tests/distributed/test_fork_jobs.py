@@ -190,6 +190,45 @@ def test_a_checkpoint_on_exception_does_not_wait_for_the_failed_rank(tmp_path):
     assert (tmp_path / "on_exception.ckpt").is_file()  # rank 0 saved what it had
 
 
+class _OrderFile:
+    """Appends what each rank heard, in order, to ``order<rank>.txt`` in ``folder``."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+
+    def note(self, rank: int, what: str) -> None:
+        with open(os.path.join(self.folder, f"order{rank}.txt"), "a") as f:
+            f.write(what + "\n")
+
+
+class _HearingDDP(DDPStrategy):
+    def __init__(self, order: _OrderFile) -> None:
+        super().__init__(start_method="fork")
+        self.order = order
+
+    def on_exception(self, exception):
+        self.order.note(self.global_rank, "strategy")
+        super().on_exception(exception)
+
+
+class _HearingCallback(Callback):
+    def __init__(self, order: _OrderFile) -> None:
+        self.order = order
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.order.note(trainer.global_rank, "callback")
+
+
+def test_in_a_run_of_several_processes_the_strategy_hears_of_a_failure_before_the_callbacks(tmp_path):
+    # Lightning tells the strategy last; here it first stops the peers and makes the collectives local, so that
+    # what the callbacks save then cannot wait for a rank that failed
+    order = _OrderFile(tmp_path)
+    trainer = fork_trainer(tmp_path, strategy=_HearingDDP(order), callbacks=[_HearingCallback(order)], max_epochs=1)
+    with pytest.raises(Exception, match="boom on rank 1"):
+        trainer.fit(RaisingModel(tmp_path), loader())
+    assert (tmp_path / "order1.txt").read_text().split() == ["strategy", "callback"]
+
+
 def test_a_worker_killed_by_sigkill_is_named_as_the_cause(tmp_path):
     from torch.multiprocessing import ProcessExitedException
 

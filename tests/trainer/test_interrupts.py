@@ -392,3 +392,34 @@ def test_a_logger_that_cannot_finalize_a_failed_run_is_warned_of_and_the_runs_er
         pytest.raises(ValueError, match="bad batch"),
     ):
         trainer.fit(Failing(ValueError("bad batch")), _loader())
+
+
+@pytest.mark.parametrize("sigterm", [False, True])
+def test_a_one_process_run_tells_its_strategy_of_a_failure_where_lightning_does(tmp_path, sigterm):
+    from ember.strategies import SingleDeviceStrategy
+    from ember.utilities.exceptions import SIGTERMException
+
+    heard = []
+
+    class Strategy(SingleDeviceStrategy):
+        def on_exception(self, exception):
+            heard.append("strategy")
+            super().on_exception(exception)
+
+    class Heard(ember.Callback):
+        def on_exception(self, trainer, pl_module, exception):
+            heard.append("callback")
+
+    class Logger(ember.loggers.CSVLogger):
+        def finalize(self, status):
+            heard.append(f"logger {status}")
+
+    options = {**QUIET, "logger": Logger(tmp_path)}
+    trainer = ember.Trainer(
+        max_epochs=1, strategy=Strategy(torch.device("cpu")), callbacks=[Heard()], default_root_dir=tmp_path, **options
+    )
+    model, error = (_TerminatedEveryTime(None), SIGTERMException) if sigterm else (Failing(ValueError()), ValueError)
+    with pytest.raises(error):
+        trainer.fit(model, datamodule=_HeardData(heard))
+    name = "SIGTERMPreemptionExit" if sigterm else "ValueError"
+    assert heard == ["callback", ("datamodule", name), "strategy", "logger failed"]

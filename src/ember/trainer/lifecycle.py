@@ -103,12 +103,15 @@ def interrupt(
     this one). If the run's hooks were never built here (a spawn that failed, or a call that failed
     before its first hook: a `ckpt_path="best"` with no best checkpoint), the callbacks hear of the
     failure too, as in Lightning, except checkpoint callbacks, which have no run to save.
-    ``stop_strategy=False``: a preemption the ranks agreed on, which leaves the strategy's collectives working.
+    ``stop_strategy=False``: a preemption the ranks agreed on, which leaves the strategy's collectives working
+    (one process has none to keep: its strategy hears of it too, as in Lightning).
     """
     trainer.state.status = TrainerStatus.INTERRUPTED
-    # the strategy first: in a distributed run it stops the other ranks and makes collectives
-    # local, so a checkpoint saved by `on_exception` below cannot wait forever for a peer
-    if stop_strategy:
+    # in a run of several processes the strategy hears first: it stops the other ranks and makes collectives
+    # local, so a checkpoint saved by `on_exception` below cannot wait forever for a peer; one process has no
+    # peer to wait for, and its strategy hears after the callbacks and the datamodule, as in Lightning
+    several = trainer.world_size > 1
+    if several and stop_strategy:
         trainer.strategy.on_exception(exception)
     hooks = trainer._run.hooks
     module = launched_module if launched_module is not None else trainer.lightning_module
@@ -122,6 +125,8 @@ def interrupt(
                 callback.on_exception(trainer, module, exception)
     if (hooks is not None or module is not None) and trainer.datamodule is not None:
         trainer.datamodule.on_exception(exception)
+    if not several:
+        trainer.strategy.on_exception(exception)
     for logger in trainer.loggers:
         _finalize_failed(logger)
     stop_profiling(trainer)
