@@ -27,6 +27,10 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "inside_batches": ({}, {}, {"inside": True}),
     "inside_accumulating_batches": ({}, {"accumulate_grad_batches": 2}, {"inside": True}),
     "inside_manual_batches": ({}, {}, {"manual": True, "inside": True}),
+    # `on_train_batch_start` returns -1 at the third batch of each epoch: that batch is fetched, not trained
+    "cut_short_epochs": ({}, {}, {"cut_at": 2}),
+    # training data of unknown length (an IterableDataset without `__len__`), a checkpoint after every batch
+    "unknown_length": ({"every_n_train_steps": 1}, {}, {"iterable": True}),
 }
 INSIDE_HOOKS = (
     "on_after_batch_transfer",
@@ -51,25 +55,36 @@ def _plain(value: Any) -> Any:
 
 def run_cases(pl: Any, root: str) -> dict[str, Any]:
     class Model(pl.LightningModule):
-        def __init__(self, manual: bool = False, scheduler: bool = False, inside: bool = False):
+        def __init__(self, manual: bool = False, scheduler: bool = False, inside: bool = False, cut_at: int = -1):
             super().__init__()
             self.layer = torch.nn.Linear(4, 1)
             self.automatic_optimization = not manual
             self.scheduler = scheduler or inside
             self.inside = inside
+            self.cut_at = cut_at
             self.batch_idx = 0
+            self.readings = {}  # what `trainer.fit_loop.epoch_loop.batch_progress` read where a file was saved
 
         def save_inside(self, hook):
             trainer = self.trainer
             if self.inside and trainer.current_epoch == 0 and trainer.training and self.batch_idx in INSIDE_BATCHES:
                 name = f"{hook}-{self.batch_idx}.ckpt"
                 trainer.save_checkpoint(os.path.join(trainer.default_root_dir, "checkpoints", name))
+                progress = trainer.fit_loop.epoch_loop.batch_progress
+                self.readings[f"{name}.reading"] = {
+                    part: {
+                        count: getattr(getattr(progress, part), count)
+                        for count in ("ready", "started", "processed", "completed")
+                    }
+                    for part in ("current", "total")
+                }
 
         def on_train_epoch_start(self):
             self.batch_idx = 0  # the batch under way, from its transfer on
 
         def on_train_batch_start(self, batch, batch_idx):
             self.save_inside("on_train_batch_start")
+            return -1 if batch_idx == self.cut_at else None
 
         def on_train_batch_end(self, outputs, batch, batch_idx):
             self.batch_idx = batch_idx + 1
@@ -122,6 +137,13 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
         def on_train_end(self, trainer, pl_module):
             trainer.save_checkpoint(os.path.join(trainer.default_root_dir, "checkpoints", "train-end.ckpt"))
 
+    class Stream(torch.utils.data.IterableDataset):
+        def __init__(self, rows):
+            self.rows = rows
+
+        def __iter__(self):
+            return iter(self.rows)
+
     data = torch.utils.data.DataLoader(torch.randn(20, 4), batch_size=4)
     answers = {}
     for name, (checkpoint_args, trainer_args, model_args) in CASES.items():
@@ -136,8 +158,14 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
             callbacks=[pl.callbacks.ModelCheckpoint(save_top_k=-1, **checkpoint_args), Snapshots()],
             **arguments,
         )
+        model_args = dict(model_args)
+        train = (
+            torch.utils.data.DataLoader(Stream(data.dataset), batch_size=4)
+            if model_args.pop("iterable", False)
+            else data
+        )
         model = Model(**model_args)
-        trainer.fit(model, data, data)
+        trainer.fit(model, train, data)
         trainer.save_checkpoint(os.path.join(folder, "checkpoints", "after-fit.ckpt"))
         if name == "epoch_end_validation":
             # each evaluation loop keeps its counts through the calls that follow (fit's validation loop too)
@@ -145,6 +173,7 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
             trainer.test(model, data, verbose=False)
             trainer.predict(model, data)
             trainer.save_checkpoint(os.path.join(folder, "checkpoints", "after-evaluation.ckpt"))
+        answers.update({f"{name}/{reading}": counts for reading, counts in model.readings.items()})
         for path in sorted(glob.glob(os.path.join(folder, "checkpoints", "*.ckpt"))):
             loops = torch.load(path, weights_only=False)["loops"]
             answers[f"{name}/{os.path.basename(path)}"] = _plain(loops)

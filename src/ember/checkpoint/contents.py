@@ -72,9 +72,10 @@ def _batch_phase(t: Trainer, run: Run) -> int | None:
     module = t.lightning_module
     if run.fn != TrainerFn.FITTING or t.state.stage != RunningStage.TRAINING or module is None:
         return None
-    if run.batch_idx != run.progress.epoch_batches:  # this batch is trained on (or none has begun)
+    p = run.progress
+    if run.between_epochs or p.epoch_done or run.batch_idx != p.epoch_batches:  # none fetched, or trained on
         return None
-    return _BATCH_PHASES.get(module._current_fx_name or "")
+    return _BATCH_PHASES.get(module._current_fx_name or "", 2)  # other code inside the batch: its step
 
 
 def _optimizer_counts(t: Trainer, run: Run, phase: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -103,31 +104,32 @@ def _optimizer_counts(t: Trainer, run: Run, phase: int | None) -> tuple[dict[str
     return optimizer_step, zero_grads
 
 
-def _batch_counts(t: Trainer, run: Run, phase: int | None) -> dict[str, Any]:
-    """Lightning's ``epoch_loop.batch_progress`` at this point of the epoch."""
+def batch_progress(t: Trainer, run: Run) -> dict[str, Any]:
+    """Lightning's ``fit_loop.epoch_loop.batch_progress`` at this point of ``run``, as its state dict: what a
+    checkpoint holds and ``trainer.fit_loop.epoch_loop.batch_progress`` reads."""
     p = run.progress
-    batches = p.epoch_batches
-    # Lightning counts a batch completed after `on_train_batch_end` and before the validation that follows it
-    in_validation = run.fn == TrainerFn.FITTING and t.state.stage == RunningStage.VALIDATING
-    completed = batches if (p.epoch_done or in_validation or phase is not None) else max(batches - 1, 0)
-    num_batches = t.num_training_batches
-    if phase is not None:  # the batch under way is fetched: counted ready, then started
-        ready, started = batches + (phase >= 1), batches + (phase >= 2)
-        is_last_batch = batches + 1 >= num_batches if isinstance(num_batches, int) else run.last_batch_seen
+    phase = _batch_phase(t, run)
+    # a batch `on_train_batch_start` ended the epoch at: counted ready and processed, not started nor completed
+    cut = int(p.epoch_cut)
+    if run.between_epochs or (phase is None and not (p.epoch_batches or p.epoch_done)):
+        # from an epoch's end to the next one's first batch, in `fit` and in the calls after it, Lightning's
+        # counters still hold the finished epoch
+        batches = p.last_epoch_batches
+        is_last_batch = batches > 0 and p.last_epoch_ran_out
     else:
-        ready = started = batches
-        # the epoch's data ran out (an epoch that `max_steps` ended early did not get there)
-        ran_out = p.epoch_done and not p.epoch_unfinished
-        is_last_batch = batches > 0 and batches >= num_batches if isinstance(num_batches, int) else ran_out
-        if not batches and not p.epoch_done:
-            # between an epoch's end and the next epoch's first batch (the end of `fit`, the next epoch's start
-            # hooks) Lightning's batch counters still hold the finished epoch
-            ready = started = batches = completed = p.last_epoch_batches
-            is_last_batch = batches > 0 and p.last_epoch_ran_out
-    total = p.total_batches
+        batches = p.epoch_batches
+        is_last_batch = run.is_last_batch
+    ready, started, processed, completed = batches + cut, batches, batches + cut, batches
+    if phase is not None:  # the batch under way: counted ready, then started
+        ready, started = batches + (phase >= 1), batches + (phase >= 2)
+    elif run.train_results.batch is not None and batches == run.batch_idx + 1 and not run.between_epochs:
+        completed = batches - 1  # its `on_train_batch_end` hooks are running: completed after them
+    # what the epochs before counted
+    trained = p.total_batches - batches
+    fetched = trained + p.cut_batches - cut
     return {
-        "total": _progress(total + ready - batches, total - (batches - completed), total + started - batches, total),
-        "current": _progress(ready, completed, started, batches),
+        "total": _progress(fetched + ready, trained + completed, trained + started, fetched + processed),
+        "current": _progress(ready, completed, started, processed),
         "is_last_batch": is_last_batch,
     }
 
@@ -174,7 +176,7 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
         "fit_loop": {
             "state_dict": fit_state,
             "epoch_loop.state_dict": {"_batches_that_stepped": p.batches_that_stepped},
-            "epoch_loop.batch_progress": _batch_counts(t, run, phase),
+            "epoch_loop.batch_progress": batch_progress(t, run),
             "epoch_loop.scheduler_progress": {
                 "total": _progress(schedulers, schedulers - scheduling),
                 "current": _progress(epoch_schedulers, epoch_schedulers - scheduling),

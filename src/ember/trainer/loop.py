@@ -423,6 +423,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     run.epoch_iterator = iterator  # for teardown to stop its workers if the epoch fails
     run.batch_idx = -1
     run.between_epochs = False
+    run.progress.epoch_cut = False
     trainer.state.stage = RunningStage.TRAINING
     run.results = run.train_results
     run.metrics.live = run.train_results  # step values reach callback_metrics when somebody reads them
@@ -505,6 +506,9 @@ class _EpochPlan:
         step as after the last batch, on a step interval (for this batch) and on an epoch interval
         (Lightning's behaviour); ``ReduceLROnPlateau`` steps at the epoch's end."""
         self.run.last_batch_seen = True
+        progress = self.run.progress
+        progress.cut_batches += 1
+        progress.epoch_cut = True
         self.step_schedulers(batch_idx, True)
 
     def _log_step(self, accumulating: bool) -> None:

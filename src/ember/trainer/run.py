@@ -54,6 +54,11 @@ class Progress:
     # hold the finished epoch: its batches, and whether its data ran out
     last_epoch_batches: int = 0
     last_epoch_ran_out: bool = False
+    # batches fetched and not trained on, their `on_train_batch_start` having returned -1 (which ends the
+    # epoch): in all, and whether the current (or just finished) epoch ended so. Lightning counts them ready
+    # and processed, neither started nor completed
+    cut_batches: int = 0
+    epoch_cut: bool = False
     # the batch just trained closed an accumulation window, and the loggers' step has not moved on yet (it does
     # after the batch's end hooks and validation): a checkpoint written in between resumes with it moved on
     step_pending: bool = False

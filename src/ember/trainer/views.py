@@ -72,35 +72,32 @@ class _EpochProgress(_View):
 
 
 class _BatchCounter(_View):
-    """Batches fetched (``ready``, ``started``) and trained on (``processed``, ``completed``)."""
+    """Batches fetched (``ready``), started, trained on (``processed``) and done with (``completed``), as
+    Lightning counts them at this point: the counts a checkpoint written now holds."""
 
     def __init__(self, trainer: Trainer, across_epochs: bool) -> None:
         super().__init__(trainer)
-        self._across_epochs = across_epochs
+        self._part = "total" if across_epochs else "current"
+
+    def _count(self, name: str) -> int:
+        counts: int = contents.batch_progress(self._trainer, self._run)[self._part][name]
+        return counts
 
     @property
     def ready(self) -> int:
-        p, run = self._progress, self._run
-        # between epochs, the finished epoch's, as in Lightning until the next epoch's loop starts
-        trained = p.last_epoch_batches if run.between_epochs else p.epoch_batches
-        fetched = max(run.batch_idx + 1, trained)  # counted from the fetch, as in Lightning
-        return fetched + (p.total_batches - trained if self._across_epochs else 0)
+        return self._count("ready")
 
-    started = ready
+    @property
+    def started(self) -> int:
+        return self._count("started")
 
     @property
     def processed(self) -> int:
-        p = self._progress
-        if self._across_epochs:
-            return p.total_batches
-        return p.last_epoch_batches if self._run.between_epochs else p.epoch_batches
+        return self._count("processed")
 
     @property
     def completed(self) -> int:
-        # as Lightning counts it: a batch is completed once its `on_train_batch_end` hooks have run
-        run = self._run
-        ending = run.train_results.batch is not None and self._progress.epoch_batches == run.batch_idx + 1
-        return self.processed - 1 if ending else self.processed
+        return self._count("completed")
 
 
 class _BatchProgress(_View):
