@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 
 import pytest
@@ -146,6 +148,30 @@ def test_from_datasets_keeps_the_shape_of_a_collection_of_datasets():
     assert type(nested[0]) is list and isinstance(nested[0][0], DataLoader) and isinstance(nested[1]["b"], DataLoader)
 
 
+def test_from_datasets_makes_loaders_of_torch_datasets_only_and_keeps_every_container_type():
+    class Rows:  # indexable and sized, but not a torch Dataset: served as it is, one sample at a time
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return torch.full((2,), float(index))
+
+    @dataclasses.dataclass
+    class Pair:
+        first: object
+        second: object
+
+    val, rows = dataset(4), Rows()
+    dm = ember.LightningDataModule.from_datasets(
+        rows, val_dataset=collections.OrderedDict(a=val, b=val), test_dataset=Pair(val, val), batch_size=2
+    )
+    assert dm.train_dataloader() is rows
+    loaders = dm.val_dataloader()
+    assert type(loaders) is collections.OrderedDict and all(isinstance(x, DataLoader) for x in loaders.values())
+    pair = dm.test_dataloader()
+    assert type(pair) is Pair and isinstance(pair.first, DataLoader) and isinstance(pair.second, DataLoader)
+
+
 def test_a_subclass_may_pass_its_arguments_on_to_the_base_class():
     class Configured(ember.LightningDataModule):
         def __init__(self, batch_size=2, **kwargs):
@@ -188,6 +214,8 @@ def test_load_from_checkpoint(tmp_path):
     assert loaded.hparams == {"batch_size": 2}
     assert loaded.counter == 1  # its state_dict was restored
     assert RecordingDM.load_from_checkpoint(path, batch_size=8).hparams.batch_size == 8
+    with pytest.raises(TypeError, match="'strict'"):  # as on Lightning: a datamodule has no weights
+        RecordingDM.load_from_checkpoint(path, strict=False)
 
 
 def test_datamodule_hooks_default_to_no_ops_and_missing_loaders_raise():

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from ember.core.hooks import DataHooks
 from ember.core.hparams import HyperparametersMixin
 from ember.core.saving import restricted_classmethod
+from ember.utilities.apply_func import apply_to_type
 from ember.utilities.signature_utils import lightning_style_annotations
 
 
@@ -102,17 +103,10 @@ class LightningDataModule(DataHooks, HyperparametersMixin):
             shuffle &= not isinstance(ds, IterableDataset)
             return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=True)
 
-        def loaders(ds: Any, shuffle: bool) -> Any:
-            """A loader for every dataset in ``ds``, in a collection of the same shape (dict, list, tuple)."""
-            if isinstance(ds, Dataset):
-                return loader(ds, shuffle)
-            if isinstance(ds, Mapping):
-                return {key: loaders(d, shuffle) for key, d in ds.items()}
-            if isinstance(ds, tuple) and hasattr(ds, "_fields"):  # a namedtuple
-                return type(ds)(*(loaders(d, shuffle) for d in ds))
-            if isinstance(ds, (list, tuple)):
-                return type(ds)(loaders(d, shuffle) for d in ds)
-            return loader(ds, shuffle)
+        def loaders(datasets: Any, shuffle: bool) -> Any:
+            """A loader for every torch ``Dataset`` in ``datasets``, in a collection of the same shape (any other
+            object as it is, as Lightning's)."""
+            return apply_to_type(datasets, Dataset, lambda dataset: loader(dataset, shuffle))
 
         # a subclass whose __init__ takes batch_size / num_workers receives them too, as in Lightning
         params = inspect.signature(cls.__init__).parameters
@@ -143,6 +137,11 @@ class LightningDataModule(DataHooks, HyperparametersMixin):
         """Rebuild the datamodule from the hyperparameters saved in a checkpoint."""
         from ember.core.saving import load_from_checkpoint
 
+        if "strict" in kwargs:  # a TypeError, as in Lightning, which passes its own `strict` beside this one
+            raise TypeError(
+                f"{cls.__name__}.load_from_checkpoint() got an unexpected keyword argument 'strict': a datamodule has"
+                " no weights to load strictly or not. Remove the argument."
+            )
         return load_from_checkpoint(
             cls, checkpoint_path, map_location, hparams_file, None, weights_only, True, **kwargs
         )
