@@ -208,7 +208,7 @@ def count_batches(t: Trainer, loader: Any, limit: int | float, key: str, index: 
             raise RuntimeError(
                 f"`{name}` within local rank has zero length. Please make sure that it returns at least 1 batch."
                 f" (The `{key}_dataloader` of rank {strategy.global_rank} is empty while other ranks have batches;"
-                " set `allow_zero_length_dataloader_with_multiple_devices = True` on the module to allow it.)"
+                " set `allow_zero_length_dataloader_with_multiple_devices = True` on the module or datamodule to allow it.)"
             )
         rank_zero_warn(
             f"Total length of `{name}` across ranks is zero, but local rank has zero length."
