@@ -205,9 +205,10 @@ def test_a_plateau_schedulers_epoch_end_step_survives_the_resume(tmp_path, monit
     assert straight_lr == resumed_lr == pytest.approx(0.1 * 0.5**3)
     assert torch.equal(straight_weight, resumed_weight)
 
-    # a checkpoint without the values (Lightning's) resumes as Lightning does: the step is skipped
+    # a checkpoint without the values (Lightning's) resumes as Lightning does: the step is skipped (the logged
+    # values go too: the epoch's train_loss would be monitored from them)
     checkpoint = torch.load(last, weights_only=True)
-    del checkpoint["ember"]["plateau_values"]
+    del checkpoint["ember"]["plateau_values"], checkpoint["ember"]["train_results"]
     torch.save(checkpoint, tmp_path / "without.ckpt")
     lr, _ = _plateau_run(tmp_path / "without", 3, monitor, on_train_epoch_end, tmp_path / "without.ckpt")
     assert lr == pytest.approx(0.1 * 0.5**2)
@@ -506,3 +507,54 @@ def test_a_step_checkpoint_before_a_due_validation_resumes_with_it_whoever_wrote
     resumed = _Calls()
     _validating_run(tmp_path / "resumed", [resumed], ckpt_path=ckpt, val_check_interval=2, max_epochs=1)
     assert resumed.calls == ["validation at 2", "batch 0:2", "batch 0:3", "validation at 4", "epoch end 0"]
+
+
+@pytest.mark.parametrize("written_by", ["ember", "older ember"])
+@pytest.mark.parametrize("saved_in", ["the last validation", "the last batch"])
+def test_a_resume_after_an_epochs_last_batch_logs_the_epoch_means_of_the_uninterrupted_run(
+    tmp_path, saved_in, written_by
+):
+    # written after the epoch's last batch, before its end: the resumed run ends that epoch with the means the
+    # checkpoint holds, and the next epoch's means start empty (they held the last epoch's batches too)
+    from tests.helpers.core_models import CoreModel, loader
+    from tests.helpers.logging_models import make_memory_logger
+
+    from ember.callbacks import ModelCheckpoint
+
+    class Logs(CoreModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("train_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+    def run(root, ckpt_path=None):
+        logger = make_memory_logger(ember)()
+        every_step = saved_in == "the last batch"
+        saves = ModelCheckpoint(
+            dirpath=root, filename="{step}", save_top_k=-1, every_n_train_steps=4 if every_step else None
+        )
+        trainer = ember.Trainer(
+            max_epochs=2,
+            limit_val_batches=1,
+            val_check_interval=1.0 if every_step else 2,
+            logger=logger,
+            callbacks=[saves],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        torch.manual_seed(0)
+        trainer.fit(Logs(), loader(n=8, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+        return [(row["step"], row["metrics"]["train_loss"]) for row in logger.rows if "train_loss" in row["metrics"]]
+
+    whole = run(tmp_path / "whole")
+    assert [step for step, _ in whole] == [3, 7]
+    ckpt = tmp_path / "whole" / "step=4.ckpt"
+    if written_by == "older ember":  # the logged values without their options
+        checkpoint = torch.load(ckpt, weights_only=True)
+        for saved in checkpoint["ember"]["train_results"].values():
+            del saved["metric"]
+        ckpt = tmp_path / "older.ckpt"
+        torch.save(checkpoint, ckpt)
+    # an older Ember's checkpoint cannot log the epoch's means without their options
+    assert run(tmp_path / "resumed", str(ckpt)) == (whole if written_by == "ember" else whole[1:])

@@ -49,6 +49,7 @@ class LoggedMetric:
         "prog_bar",
         "rank_zero_only",
         "reduce",
+        "resolved",
         "step_name",
         "step_value",
         "sync_dist",
@@ -56,7 +57,10 @@ class LoggedMetric:
         "total",
     )
 
-    def __init__(self, fx: str, name: str, args: tuple, resolved: tuple, dataloader_idx: int | None, is_tensor: bool):
+    def __init__(
+        self, fx: str, name: str, args: tuple | None, resolved: tuple, dataloader_idx: int | None, is_tensor: bool
+    ):
+        self.resolved = resolved
         (
             self.prog_bar,
             self.logger,
@@ -150,8 +154,22 @@ class LoggedMetric:
             self.computed = total
         return self.computed
 
+    @property
+    def from_checkpoint(self) -> bool:
+        """Built from a checkpoint's entry, not yet logged again: the next ``self.log`` of its name gives its
+        own options."""
+        return self.args is None
+
     def state_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "count": self.count, "has_value": self.has_value, "step_value": self.step_value}
+        # `sync_dist_group` is a process group, which no file holds: the resumed run's next `self.log` gives it
+        options = (*self.resolved[:7], None, *self.resolved[8:])
+        return {
+            "total": self.total,
+            "count": self.count,
+            "has_value": self.has_value,
+            "step_value": self.step_value,
+            "metric": {"fx": self.fx, "name": self.name, "dataloader_idx": self.dataloader_idx, "options": options},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.total = state["total"]
@@ -235,6 +253,8 @@ class LoggedResults:
         self.batch_size: int | None = None
         self.dataloader_idx: int | None = None
         self.sync: Callable | None = None  # set by the trainer in a distributed run
+        # the values a checkpoint of an older Ember held without their options: taken when the name is next logged
+        self._pending_state: dict[str, Any] = {}
 
     @property
     def result_metrics(self) -> list[LoggedMetric]:
@@ -256,6 +276,12 @@ class LoggedResults:
     def register(self, fx: str, name: str, args: tuple, resolved: tuple, is_tensor: bool) -> LoggedMetric:
         key = self._key(fx, name, resolved[8])
         existing = self.metrics.get(key)
+        if existing is not None and existing.from_checkpoint:
+            # logged again after a resume: this call's options, with the values the checkpoint held
+            metric = LoggedMetric(fx, name, args, resolved, self.dataloader_idx, is_tensor)
+            metric.load_state_dict(existing.state_dict())
+            self.metrics[key] = metric
+            return metric
         if existing is not None and (
             existing.dataloader_idx != self.dataloader_idx
             or (existing.args != args and self._settings(existing) != self._settings(resolved))
@@ -347,6 +373,7 @@ class LoggedResults:
         return callback, log, pbar
 
     def reset(self) -> None:
+        self._pending_state.clear()  # values of the epoch a checkpoint was written in: they end with it
         for metric in self.metrics.values():
             if not metric.is_tensor and metric.metric is not None and metric.has_value:
                 metric.metric.reset()
@@ -361,15 +388,23 @@ class LoggedResults:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # accumulators are restored lazily: when the metric is next logged, its saved state is applied
-        self._pending_state = dict(state)
+        """The values a checkpoint holds, logged as they were: the resumed epoch's end logs and resets them even
+        when no batch of it is left to log the names again."""
+        self._pending_state = {}
+        for key, saved in state.items():
+            if "metric" not in saved:  # written by an Ember that kept no options: applied when next logged
+                self._pending_state[key] = saved
+                continue
+            entry = saved["metric"]
+            options = tuple(entry["options"])
+            metric = LoggedMetric(entry["fx"], entry["name"], None, options, entry["dataloader_idx"], is_tensor=True)
+            metric.load_state_dict(saved)
+            self.metrics[(entry["fx"], entry["name"], entry["dataloader_idx"] if options[8] else None)] = metric
 
     def restore_pending(self, metric: LoggedMetric) -> None:
-        pending = getattr(self, "_pending_state", None)
-        if pending:
-            saved = pending.pop(f"{metric.fx}|{metric.name}|{metric.dataloader_idx}", None)
-            if saved is not None:
-                metric.load_state_dict(saved)
+        saved = self._pending_state.pop(f"{metric.fx}|{metric.name}|{metric.dataloader_idx}", None)
+        if saved is not None:
+            metric.load_state_dict(saved)
 
 
 # Lightning's names for these types (`trainer.connectors.logger_connector.result`), which libraries import
