@@ -113,6 +113,23 @@ def test_a_missing_checkpoint_file_fails_before_the_setup_hooks(tmp_path):
     assert called == []
 
 
+@pytest.mark.parametrize("fn", ["fit", "validate", "test", "predict"])
+def test_an_empty_ckpt_path_is_refused_before_any_hook_as_in_lightning(tmp_path, fn):
+    # e.g. an empty `--resume ""` passed on: Lightning's ValueError, not a search for a file named ""
+    called = []
+
+    class Records(Regressor):
+        def setup(self, stage):
+            called.append(stage)
+
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, enable_checkpointing=False, **QUIET)
+    message = f"`.{fn}()` found no path for the best weights: ''. Please specify a path for a checkpoint `.{fn}(ckpt_path=PATH)`"
+    with pytest.raises(ValueError) as raised:
+        getattr(trainer, fn)(Records(), _loader(), ckpt_path="")
+    assert str(raised.value) == message
+    assert called == []
+
+
 def test_best_with_several_checkpoint_callbacks_warns_and_takes_the_first(tmp_path):
     trainer, model, checkpoint = _fit(tmp_path)
     other = ModelCheckpoint(dirpath=tmp_path / "other", monitor="val_loss", mode="max")

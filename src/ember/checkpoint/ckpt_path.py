@@ -31,6 +31,11 @@ def resolve_ckpt_path(t: Trainer, ckpt_path: Any, fn: str, model_given: bool) ->
         return _hpc(t, fn)
     if ckpt_path == "last":
         return _last(t, fn)
+    if not ckpt_path:  # "" (an empty command-line value passed on): no file can be meant
+        raise ValueError(
+            f"`.{fn}()` found no path for the best weights: {ckpt_path!r}. Please"
+            f" specify a path for a checkpoint `.{fn}(ckpt_path=PATH)`"
+        )
     path = str(ckpt_path)
     if not get_filesystem(path).exists(path):
         raise FileNotFoundError(
