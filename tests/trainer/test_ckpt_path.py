@@ -1,5 +1,7 @@
 """fit/validate/test/predict(ckpt_path=...): paths, "last", "best", and the errors."""
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -128,6 +130,22 @@ def test_an_empty_ckpt_path_is_refused_before_any_hook_as_in_lightning(tmp_path,
         getattr(trainer, fn)(Records(), _loader(), ckpt_path="")
     assert str(raised.value) == message
     assert called == []
+
+
+def test_last_takes_any_checkpoint_whose_name_starts_with_last_as_lightning_does(tmp_path):
+    # Lightning's rule: a `.ckpt` file in the callback's folder whose name starts with "last"
+    def trainer(epochs):
+        saves = ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="last_{epoch}", save_top_k=-1)
+        return ember.Trainer(default_root_dir=tmp_path, max_epochs=epochs, callbacks=[saves], **QUIET)
+
+    trainer(2).fit(Regressor(), _loader())
+    os.utime(tmp_path / "ckpts" / "last_epoch=0.ckpt", (0, 0))  # the older one
+    (tmp_path / "ckpts" / "not_last.ckpt").write_bytes(b"")
+    (tmp_path / "ckpts" / "last.txt").write_bytes(b"")
+    resumed = trainer(3)
+    resumed.fit(Regressor(), _loader(), ckpt_path="last")
+    assert os.path.basename(resumed.ckpt_path) == "last_epoch=1.ckpt"
+    assert resumed.global_step == 12
 
 
 def test_best_with_several_checkpoint_callbacks_warns_and_takes_the_first(tmp_path):

@@ -160,14 +160,14 @@ def _last_candidates(t: Trainer) -> list[str]:
             fs = get_filesystem(str(dirpath))
             if not fs.isdir(str(dirpath)):
                 continue
-            name = getattr(cb, "CHECKPOINT_NAME_LAST", "last")
-            pattern = (
-                re.compile(r"^" + re.escape(name).replace(r"\{", "{").split("{")[0] + r".*\.ckpt$")
-                if "{" in name
-                else re.compile(rf"^{re.escape(name)}(-v\d+)?\.ckpt$")
-            )
+            # as Lightning finds them: any file with the checkpoint extension whose name starts with the last
+            # name (`last.ckpt`, `last-v1.ckpt`, `last_epoch=1.ckpt`); a templated one (`"{epoch}-last"`) by the text
+            # before its first field
+            start = getattr(cb, "CHECKPOINT_NAME_LAST", "last").split("{")[0]
+            extension = getattr(cb, "FILE_EXTENSION", ".ckpt")
             for entry in fs.ls(str(dirpath), detail=False):
-                if pattern.match(os.path.basename(entry)):
+                stem, suffix = os.path.splitext(os.path.basename(entry))
+                if suffix == extension and stem.startswith(start):
                     found.append(
                         entry
                         if "://" in str(dirpath) or os.path.isabs(entry)
