@@ -423,3 +423,61 @@ def test_a_one_process_run_tells_its_strategy_of_a_failure_where_lightning_does(
         trainer.fit(model, datamodule=_HeardData(heard))
     name = "SIGTERMPreemptionExit" if sigterm else "ValueError"
     assert heard == ["callback", ("datamodule", name), "strategy", "logger failed"]
+
+
+class _TerminatedInEvaluation(ember.LightningModule):
+    """Sends SIGTERM to itself in the step of batch ``at``; records the batches each step saw in ``seen``."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+        self.at = at
+        self.seen = []
+
+    def _step(self, batch, batch_idx):
+        self.seen.append(batch_idx)
+        if batch_idx == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.layer(batch[0]).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("v", self._step(batch, batch_idx))
+
+    def test_step(self, batch, batch_idx):
+        self.log("t", self._step(batch, batch_idx))
+
+    def predict_step(self, batch, batch_idx):
+        return self._step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("method", ["validate", "test"])
+def test_sigterm_in_validate_or_test_stops_the_call_at_the_next_batch_as_in_lightning(tmp_path, method):
+    from ember.utilities.exceptions import SIGTERMException
+
+    heard = []
+
+    class Logger(ember.loggers.CSVLogger):
+        def finalize(self, status):
+            heard.append(status)
+
+    before = signal.getsignal(signal.SIGTERM)
+    recorder = Recorder()
+    options = {**QUIET, "logger": Logger(tmp_path)}
+    trainer = ember.Trainer(default_root_dir=tmp_path, callbacks=[recorder], **options)
+    model = _TerminatedInEvaluation(at=1)
+    with pytest.raises(SIGTERMException):
+        getattr(trainer, method)(model, _loader(), verbose=False)
+    assert model.seen == [0, 1]  # the process lives on: the call stops before the next batch
+    assert recorder.events == [("on_exception", "SIGTERMException")] and heard == ["failed"]
+    assert trainer.received_sigterm and trainer.state.status == TrainerStatus.INTERRUPTED
+    assert trainer.state.stage is None
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_in_predict_or_in_the_last_evaluation_batch_lets_the_call_finish_as_in_lightning(tmp_path):
+    trainer = ember.Trainer(default_root_dir=tmp_path, **QUIET)
+    predictions = trainer.predict(_TerminatedInEvaluation(at=1), _loader())
+    assert len(predictions) == 8 and trainer.received_sigterm
+    model = _TerminatedInEvaluation(at=7)  # the last of 8 batches
+    assert list(trainer.validate(model, _loader(), verbose=False)[0]) == ["v"]
+    assert model.seen == list(range(8)) and trainer.received_sigterm

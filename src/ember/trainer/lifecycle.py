@@ -268,8 +268,7 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     if checkpoint is not None:
         _finish_restoring(trainer, run, checkpoint, path, fitting)
     del checkpoint
-    if fitting:
-        install_stop_flag(trainer, run)
+    install_stop_flag(trainer, run)  # in every call, as Lightning catches SIGTERM in every call
 
 
 def _configure_model(trainer: Trainer, run: Run) -> None:

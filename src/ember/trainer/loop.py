@@ -29,7 +29,7 @@ from ember.trainer.data import (
     skip_one,
     takes_dataloader_iter,
 )
-from ember.trainer.preemption import on_stop_request
+from ember.trainer.preemption import evaluation_stop_flag, on_stop_request, stop_evaluation
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.trainer.step import TrainingStep, step_fn
 from ember.utilities.apply_func import move_data_to_device
@@ -922,12 +922,15 @@ def _evaluate_loader(
     log_steps = bool(trainer.loggers) and stage != RunningStage.SANITY_CHECKING
     key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, dataloader_idx)
     counts = run.eval_progress[fn_stage]
+    stop = evaluation_stop_flag(trainer, run)
     batch_idx, stopped = 0, False
     while batch_idx < max_batches[dataloader_idx]:
         try:
             batch = next(iterator, _END)
             if batch is _END:
                 break
+            if stop is not None and stop.flag and (batch_idx or dataloader_idx):
+                stop_evaluation(trainer)  # SIGTERM: no batch after the one it came in
             if transfer is not None:
                 batch = transfer(batch)
             results.batch, results.batch_size = batch, None
@@ -980,6 +983,7 @@ def _evaluate_with_iterator(
     several = len(loaders) > 1
     log_steps = bool(trainer.loggers) and stage != RunningStage.SANITY_CHECKING
     counts = run.eval_progress[fn_stage]
+    stop = evaluation_stop_flag(trainer, run)
     ended_in: set[int] = set()
     while not data.done:
         extra = (data.dataloader_idx,) if several else ()
@@ -1004,6 +1008,8 @@ def _evaluate_with_iterator(
             counts[1] += 1
             if stage == RunningStage.VALIDATING:
                 run.evaluation_batches_run = True
+            if stop is not None and stop.flag:  # as Lightning's: after the last batch too, which it does not know
+                stop_evaluation(trainer)
         except StopIteration:
             break
     run.metrics.flush_step(results)

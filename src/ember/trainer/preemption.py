@@ -3,6 +3,9 @@
 There the ranks agree on the flag, save a checkpoint, and every process exits with a message that
 says where the state was saved and how to resume. Under SLURM with ``auto_requeue``, the requeue
 signal saves ``hpc_ckpt_<n>.ckpt`` and requeues the job, which resumes from it by itself.
+
+``validate``/``test``/``predict`` catch SIGTERM alone, as Lightning does in every call: an evaluation
+stops before its next batch with ``SIGTERMException``, with nothing to save; a prediction finishes.
 """
 
 from __future__ import annotations
@@ -10,15 +13,17 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from ember.utilities.exceptions import PreemptionExit, SIGTERMPreemptionExit
+from ember.trainer.states import TrainerFn
+from ember.utilities.exceptions import PreemptionExit, SIGTERMException, SIGTERMPreemptionExit
 
 if TYPE_CHECKING:
     from ember.trainer.run import Run
     from ember.trainer.trainer import Trainer
 
-_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s is not None)
+_SIGTERM = getattr(signal, "SIGTERM", None)
+_SIGNALS = tuple(s for s in (_SIGTERM, getattr(signal, "SIGUSR1", None)) if s is not None)
 
 
 class StopFlag:
@@ -29,11 +34,11 @@ class StopFlag:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def install(self, extra: tuple[int, ...] = ()) -> None:
-        """Catch SIGTERM, SIGUSR1 and the ``extra`` signals (e.g. a SLURM requeue signal)."""
+    def install(self, extra: tuple[int, ...] = (), signals: tuple[int, ...] = _SIGNALS) -> None:
+        """Catch the ``signals`` (SIGTERM and SIGUSR1) and the ``extra`` ones (e.g. a SLURM requeue signal)."""
         if threading.current_thread() is not threading.main_thread():
             return  # handlers can only be installed from the main thread
-        for signum in dict.fromkeys(_SIGNALS + tuple(extra)):
+        for signum in dict.fromkeys(signals + tuple(extra)):
             try:
                 self._previous[signum] = signal.signal(signum, self._handler)
             except (ValueError, OSError):
@@ -94,7 +99,11 @@ def slurm_requeue(trainer: Trainer) -> Any:
 
 
 def install_stop_flag(trainer: Trainer, run: Run) -> None:
-    """Catch the preemption signals for the length of ``fit`` (and SLURM's requeue signal)."""
+    """Catch the preemption signals for the length of ``fit`` (and SLURM's requeue signal); SIGTERM alone for
+    the length of ``validate``/``test``/``predict``."""
+    if run.fn != TrainerFn.FITTING:
+        run.stop_flag.install(signals=(_SIGTERM,) if _SIGTERM is not None else ())
+        return
     requeue = slurm_requeue(trainer)
     run.stop_flag.install(extra=(requeue.requeue_signal,) if requeue is not None else ())
 
@@ -131,6 +140,21 @@ def on_stop_request(trainer: Trainer, run: Run) -> None:
         f"Received {name}: training stopped at {where}, and the state was saved to {path}. Resume with"
         f" `trainer.fit(model, ckpt_path='last')` (or ckpt_path={path!r})."
     )
+
+
+def evaluation_stop_flag(trainer: Trainer, run: Run) -> StopFlag | None:
+    """The flag an evaluation loop reads before each batch after its first, or None in ``fit``, whose
+    validation runs to its end and leaves the stop to the training loop."""
+    return None if trainer.state.fn == TrainerFn.FITTING else run.stop_flag
+
+
+def stop_evaluation(trainer: Trainer) -> NoReturn:
+    """SIGTERM arrived during ``validate``/``test``: stop after the batch it came in, as Lightning does.
+
+    The message is the exit's code: a program that does not catch it ends with status 1 (Lightning's
+    ``SIGTERMException()`` ends it with 0, as if the call had finished)."""
+    fn = trainer.state.fn.value if trainer.state.fn is not None else "call"
+    raise SIGTERMException(f"Received SIGTERM: `trainer.{fn}` stopped before its end; nothing was saved.")
 
 
 def _last_checkpoint_path(trainer: Trainer) -> str:
