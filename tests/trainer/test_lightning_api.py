@@ -880,6 +880,53 @@ def test_current_epoch_and_the_hooks_of_a_resumed_fit_are_lightnings(tmp_path, c
     assert trainer.current_epoch == epoch_after
 
 
+class _BatchProgressSpy(Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, int]] = []
+
+    def _see(self, hook: str, trainer: ember.Trainer) -> None:
+        current = trainer.fit_loop.epoch_loop.batch_progress.current
+        self.seen.append((hook, current.completed, current.ready))
+
+    def on_sanity_check_start(self, trainer, pl_module):
+        self._see("sanity_check_start", trainer)
+
+    def on_train_start(self, trainer, pl_module):
+        self._see("train_start", trainer)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._see("train_epoch_start", trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._see("train_batch_start", trainer)
+
+
+@pytest.mark.parametrize("written", ["at the epoch's end", "after fit", "by lightning at the epoch's end"])
+def test_a_fit_resumed_from_an_epochs_end_holds_the_checkpoints_batch_counts_till_its_first_batch(tmp_path, written):
+    # as Lightning's batch progress, loaded from the checkpoint, and as between two epochs of one run (observed
+    # on Lightning 2.6.6: 4/4 through the sanity check, on_train_start and on_train_epoch_start)
+    first = quiet_trainer(max_epochs=1, enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=tmp_path)])
+    first.fit(CoreModel(), loader(n=16, batch_size=4))  # 4 batches
+    path = first.checkpoint_callback.best_model_path
+    if written == "after fit":
+        path = tmp_path / "after_fit.ckpt"
+        first.save_checkpoint(path)
+    elif written.startswith("by lightning"):  # Lightning's counters only
+        checkpoint = torch.load(path, weights_only=True)
+        del checkpoint["ember"]
+        path = tmp_path / "lightning.ckpt"
+        torch.save(checkpoint, path)
+    spy = _BatchProgressSpy()
+    resumed = quiet_trainer(max_epochs=2, num_sanity_val_steps=1, callbacks=[spy])
+    resumed.fit(CoreModel(), loader(n=16, batch_size=4), loader(n=4), ckpt_path=path)
+    assert spy.seen[:4] == [
+        ("sanity_check_start", 4, 4),
+        ("train_start", 4, 4),
+        ("train_epoch_start", 4, 4),
+        ("train_batch_start", 0, 1),
+    ]
+
+
 @pytest.mark.parametrize("count", ["completed += 1", "increment_completed()"])
 def test_steps_of_raw_optimizers_counted_through_optim_step_progress_move_the_global_step(count):
     class RawSteps(CoreModel):

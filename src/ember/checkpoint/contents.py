@@ -520,6 +520,11 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         rng = ember_state.get("rng") if same_world else None
         if ember_state.get("train_results"):
             run.train_results.load_state_dict(ember_state["train_results"])
+        if progress.epoch_done:  # written at an epoch's end: Lightning's batch counters hold that epoch's
+            progress.last_epoch_batches, progress.last_epoch_ran_out = (
+                progress.epoch_batches,
+                not progress.epoch_unfinished,
+            )
     else:
         _progress_from_lightning(progress, checkpoint, t.accumulate_grad_batches)
         rng = None
@@ -542,6 +547,9 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     if rank_rng and t.global_rank < len(rank_rng):
         rng, epoch_rng = rank_rng[t.global_rank]  # this rank's own states
     resume = Resume(mid_epoch=progress.epoch_batches != 0, rng=rng, epoch_rng=epoch_rng)
+    # till the next epoch's data is drawn, Lightning's batch counters hold the finished epoch's, as between two
+    # epochs of one run; inside an epoch, the checkpoint's
+    run.between_epochs = not resume.mid_epoch
     if resume.mid_epoch and progress.step_pending:
         # written in the end hooks or validation of a batch that stepped: the loggers' step moves on, as it
         # would have after them (Lightning's loop adds the same 1 when it restarts)
@@ -575,7 +583,7 @@ def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any], acc
     # counter is equal and the batch count is the last epoch's, so the next epoch runs in full
     under_way = started > completed and not progress.epoch_done
     progress.epoch_batches = batch_current.get("processed", 0) if under_way or progress.epoch_unfinished else 0
-    if not under_way and not progress.epoch_done:  # saved between two epochs: the counters of the one that ended
+    if not under_way:  # saved at an epoch's end or between two epochs: the counters of the one that ended
         progress.last_epoch_batches = batch_current.get("processed", 0)
         progress.last_epoch_ran_out = batch_progress.get("is_last_batch", False)
     progress.global_step = checkpoint.get("global_step", 0)
