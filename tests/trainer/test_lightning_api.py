@@ -927,6 +927,42 @@ def test_a_fit_resumed_from_an_epochs_end_holds_the_checkpoints_batch_counts_til
     ]
 
 
+class _LastBatchSpy(Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bool]] = []
+
+    def on_sanity_check_start(self, trainer, pl_module):
+        self.seen.append(("sanity_check_start", trainer.is_last_batch))
+
+    def on_train_start(self, trainer, pl_module):
+        self.seen.append(("train_start", trainer.is_last_batch))
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.seen.append(("train_epoch_start", trainer.is_last_batch))
+
+    def on_fit_end(self, trainer, pl_module):
+        self.seen.append(("fit_end", trainer.is_last_batch))
+
+
+@pytest.mark.parametrize("max_epochs", [2, 1], ids=["an epoch to train", "nothing to train"])
+def test_a_resumed_fit_in_a_new_trainer_reads_is_last_batch_from_the_checkpoint_till_its_first_batch(
+    tmp_path, max_epochs
+):
+    # as Lightning's batch progress, loaded from the checkpoint: the finished epoch's last batch was its last
+    first = quiet_trainer(max_epochs=1, enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=tmp_path)])
+    first.fit(CoreModel(), loader(n=12, batch_size=4))
+    spy = _LastBatchSpy()
+    resumed = quiet_trainer(max_epochs=max_epochs, num_sanity_val_steps=1, callbacks=[spy])
+    resumed.fit(
+        CoreModel(), loader(n=12, batch_size=4), loader(n=4), ckpt_path=first.checkpoint_callback.best_model_path
+    )
+    if max_epochs == 2:
+        expected = [("sanity_check_start", True), ("train_start", True), ("train_epoch_start", True)]
+        assert spy.seen == [*expected, ("fit_end", True)]
+    else:
+        assert spy.seen == [("sanity_check_start", True), ("fit_end", True)]
+
+
 @pytest.mark.parametrize("count", ["completed += 1", "increment_completed()"])
 def test_steps_of_raw_optimizers_counted_through_optim_step_progress_move_the_global_step(count):
     class RawSteps(CoreModel):

@@ -692,6 +692,11 @@ class Trainer:
     @property
     def is_last_batch(self) -> bool:
         """Whether the training batch being run (or last run, by the last ``fit``) is the epoch's last."""
+        run = self._run
+        if run.fn == TrainerFn.FITTING and run.resume is not None:
+            # a fit that restored a checkpoint and has run no epoch since: the checkpoint's, before its training
+            # data is loaded too (Lightning's batch progress holds what it loaded)
+            return run.is_last_batch
         loops = self._fit_training_record()
         return loops.is_last_batch if loops is not None else False
 
