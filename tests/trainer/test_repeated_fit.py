@@ -180,3 +180,38 @@ def test_a_later_fit_reads_the_last_fits_counts_until_it_loads_its_own_data_as_i
         ("train_start", True, 5, [3], [2], 5),
         ("fit_end", True, 5, [3], [2], 5),
     ]
+
+
+def test_a_fit_that_failed_before_loading_its_training_data_leaves_the_counts_of_the_fit_before(tmp_path):
+    # Lightning's loops set these counts only as they load the training data: a fit that failed in its sanity
+    # check leaves those of the fit before it, or none (Lightning 2.6.6's values)
+    class FailsInValidation(CoreModel):
+        fail = True
+
+        def validation_step(self, batch, batch_idx):
+            if self.fail:
+                raise RuntimeError("boom")
+
+    def data():
+        return DataLoader(TensorDataset(torch.randn(6, 4), torch.randn(6, 1)), batch_size=2)
+
+    def counts(trainer):
+        return trainer.num_training_batches, trainer.val_check_batch, trainer.is_last_batch
+
+    model = FailsInValidation()
+    trainer = quiet_trainer(max_epochs=1, num_sanity_val_steps=2, default_root_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(model, data(), data())
+    trainer.test(model, data(), verbose=False)
+    assert counts(trainer) == (float("inf"), None, False)
+
+    model.fail = False
+    trainer.fit(model, data(), data())
+    assert counts(trainer) == (3, 3, True)
+    model.fail = True
+    trainer.fit_loop.max_epochs = 2
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(model, data(), data())
+    assert counts(trainer) == (3, 3, True)
+    trainer.test(model, data(), verbose=False)
+    assert counts(trainer) == (3, 3, True)

@@ -47,7 +47,7 @@ class _LoopsLeft(NamedTuple):
     eval_progress: dict[str, list[int]]
     num_training_batches: int | float
     eval_batches: dict[str, list[int | float]]
-    val_check_batch: int | float
+    val_check_batch: int | float | None  # None: no fit has set its training data up
     is_last_batch: bool
     num_sanity_val_batches: list[int | float]
 
@@ -451,14 +451,7 @@ class Trainer:
         self.state.fn, self.state.status, self.state.stage = fn, TrainerStatus.RUNNING, stage
         previous = self._run
         if previous.fn is not None:
-            self._loops_left[TrainerFn(previous.fn).value] = _LoopsLeft(
-                previous.eval_progress,
-                previous.num_training_batches,
-                previous.eval_batches,
-                previous.val_check_batch,
-                previous.is_last_batch,
-                previous.num_sanity_val_batches,
-            )
+            self._loops_left[TrainerFn(previous.fn).value] = self._loops_left_by_last_call()
         self._run = Run(self, fn, progress=previous.progress, fit_resuming=previous.fit_resuming)
         # a later fit starts between epochs: till its first epoch starts, Lightning's loop reads the last one's
         self._run.between_epochs = fn == TrainerFn.FITTING and "fit" in self._loops_left
@@ -468,6 +461,24 @@ class Trainer:
         if datamodule is not None:
             self.datamodule = datamodule
             datamodule.trainer = self
+
+    def _loops_left_by_last_call(self) -> _LoopsLeft:
+        """What the call ending now leaves on Lightning's loops. Lightning's fit loop sets its counts only as it
+        loads the data they count: a fit that failed before it loaded its training or its validation data (in
+        its sanity check, say) leaves those counts as the fit before it left them (none before any)."""
+        run = self._run
+        if run.fn != TrainerFn.FITTING:
+            training = validation = run
+        else:
+            training, validation = self._fit_training_record(), self._fit_validation_record()
+        return _LoopsLeft(
+            run.eval_progress,
+            training.num_training_batches if training is not None else math.inf,
+            validation.eval_batches if validation is not None else run.eval_batches,
+            training.val_check_batch if training is not None else None,
+            self.is_last_batch if run.fn == TrainerFn.FITTING else run.is_last_batch,
+            validation.num_sanity_val_batches if validation is not None else [],
+        )
 
     def _loops_of(self, fn: str) -> Any:
         """What Lightning's loops of the last ``fn`` call hold (its counts): the running call if it is one, else the
