@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import warnings
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from tests.helpers.core_models import CoreModel, dataset, quiet_trainer
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 import ember
+from ember.trainer.loop import _transfer_warnings as transfer_warnings
 
 
 class RecordingDM(ember.LightningDataModule):
@@ -256,13 +258,56 @@ def test_datamodule_transfer_hook_wins_over_the_module_with_a_warning():
             calls.append("dm")
             return batch
 
-    with pytest.warns(UserWarning, match="overridden `on_after_batch_transfer` in both"):
-        quiet_trainer(max_steps=1, limit_val_batches=0).fit(ModelHook(), datamodule=DMHook())
-    assert calls == ["dm"]
+    transfer_warnings.clear()  # each is given once a process, as in Lightning: forget earlier tests'
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as given:
+            warnings.simplefilter("always")
+            quiet_trainer(max_steps=1, limit_val_batches=0).fit(ModelHook(), datamodule=DMHook())
+        both = [w for w in given if "overridden `on_after_batch_transfer` in both" in str(w.message)]
+        assert len(both) == (1 if _ == 0 else 0)  # the second fit does not repeat it
+    assert calls == ["dm", "dm"]
     calls.clear()
     with pytest.warns(UserWarning, match="in `LightningModule` but have passed in a `LightningDataModule`"):
         quiet_trainer(max_steps=1, limit_val_batches=0).fit(ModelHook(), datamodule=RecordingDM())
     assert calls == ["model"]
+
+
+def test_a_datamodule_given_to_a_call_is_the_only_source_of_its_data():
+    # as in Lightning: a loader hook the datamodule lacks is not taken from the module
+    calls = []
+
+    class OnlyTrain(ember.LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader(dataset(8), batch_size=4)
+
+    class WithLoaders(CoreModel):
+        def val_dataloader(self):
+            calls.append("module.val_dataloader")
+            return DataLoader(dataset(4), batch_size=4)
+
+        def test_dataloader(self):
+            calls.append("module.test_dataloader")
+            return DataLoader(dataset(4), batch_size=4)
+
+        def train_dataloader(self):
+            calls.append("module.train_dataloader")
+            return DataLoader(dataset(4), batch_size=4)
+
+    trainer = quiet_trainer(max_epochs=1)
+    with pytest.warns(UserWarning, match="You defined a `validation_step` but have no `val_dataloader`"):
+        trainer.fit(WithLoaders(), datamodule=OnlyTrain())
+    assert trainer.num_val_batches == [] and "val_loss" not in trainer.callback_metrics
+    for call, hook in (("validate", "val_dataloader"), ("test", "test_dataloader")):
+        with pytest.raises(ember.utilities.MisconfigurationException, match=f"`{hook}` must be implemented"):
+            getattr(trainer, call)(WithLoaders(), datamodule=OnlyTrain())
+
+    class OnlyVal(ember.LightningDataModule):
+        def val_dataloader(self):
+            return DataLoader(dataset(4), batch_size=4)
+
+    with pytest.raises(ember.utilities.MisconfigurationException, match="`train_dataloader` must be implemented"):
+        quiet_trainer(max_epochs=1).fit(WithLoaders(), datamodule=OnlyVal())
+    assert calls == []
 
 
 def test_the_example_input_of_the_summary_and_of_exports_goes_through_the_datamodules_batch_hooks():

@@ -37,21 +37,31 @@ def request(t: Trainer, run: Run, name: str) -> Any:
     return _requested(t, run, name)[0]
 
 
-def _requested(t: Trainer, run: Run, name: str) -> tuple[Any, str | None]:
-    """What ``<name>_dataloader()`` of the datamodule, else the module, returns, and which hook returned it
-    (``"MyModel.train_dataloader"``); ``(None, None)`` when neither defines it."""
+def hook_defined(run: Run, name: str) -> bool:
+    """Whether ``<name>_dataloader`` is defined where the call takes its data from: the datamodule given to
+    the call, alone (as in Lightning: the module's hook is not asked then), else the module."""
     hook = f"{name}_dataloader"
-    datamodule = run.datamodule  # this call's (as Lightning: not one an earlier call left on the trainer)
-    if datamodule is not None and overridden(datamodule, hook):
+    if run.datamodule is not None:  # this call's (as Lightning: not one an earlier call left on the trainer)
+        return overridden(run.datamodule, hook)
+    return run.hooks is not None and run.hooks.module_overrides(hook)
+
+
+def _requested(t: Trainer, run: Run, name: str) -> tuple[Any, str | None]:
+    """What ``<name>_dataloader()`` of the datamodule given to the call, else of the module, returns, and which
+    hook returned it (``"MyModel.train_dataloader"``); ``(None, None)`` when it is not defined there."""
+    hook = f"{name}_dataloader"
+    datamodule = run.datamodule
+    if not hook_defined(run, name):
+        return None, None
+    if datamodule is not None:
         call = run.hooks.call_datamodule if run.hooks is not None else None  # profiled, as in Lightning
         with recording_loader_arguments():
             loaders = call(datamodule, hook) if call is not None else getattr(datamodule, hook)()
         return loaders, f"{type(datamodule).__name__}.{hook}"
-    if run.hooks is not None and run.hooks.module_overrides(hook):
-        with recording_loader_arguments():
-            loaders = run.hooks.call_module(hook)
-        return loaders, f"{type(t.lightning_module).__name__}.{hook}"
-    return None, None
+    assert run.hooks is not None  # `hook_defined` asked them
+    with recording_loader_arguments():
+        loaders = run.hooks.call_module(hook)
+    return loaders, f"{type(t.lightning_module).__name__}.{hook}"
 
 
 def _source(t: Trainer, run: Run, name: str, given: Any) -> tuple[Any, str | None, bool]:
@@ -64,15 +74,15 @@ def _source(t: Trainer, run: Run, name: str, given: Any) -> tuple[Any, str | Non
         return given, None, True
     loaders, returned_from = _requested(t, run, name)
     if returned_from is None:
-        undefined(t.lightning_module, name)
+        undefined(run.datamodule or t.lightning_module, name)
     return loaders, returned_from, True
 
 
-def undefined(module: Any, name: str) -> None:
-    """Raise for a loop with no data: nothing passed, and neither the datamodule nor the module defines
-    ``<name>_dataloader``. As in Lightning, the module's own hook says it must be implemented; a hook set
-    to None gives Lightning's TypeError."""
-    hook = getattr(module, f"{name}_dataloader", None)
+def undefined(source: Any, name: str) -> None:
+    """Raise for a loop with no data: nothing passed, and ``source`` (the call's datamodule, else the module)
+    does not define ``<name>_dataloader``. As in Lightning, its base hook says it must be implemented; a hook
+    set to None gives Lightning's TypeError."""
+    hook = getattr(source, f"{name}_dataloader", None)
     if callable(hook):
         hook()  # LightningModule's: raises that it must be implemented
     fn = {"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[name]

@@ -374,18 +374,10 @@ def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
                 f"No `{required}()` method defined. Lightning `Trainer` expects as minimum a `training_step()`,"
                 " `train_dataloader()` and `configure_optimizers()` to be defined."
             )
-    has_train_data = (
-        run.train_source is not None
-        or (run.datamodule is not None and dataloaders.overridden(run.datamodule, "train_dataloader"))
-        or hooks.module_overrides("train_dataloader")
-    )
-    if not has_train_data:
-        dataloaders.undefined(model, "train")  # raises: nothing passed and no hook defines the data
-    has_val_data = (
-        run.eval_sources.get("val") is not None
-        or (run.datamodule is not None and dataloaders.overridden(run.datamodule, "val_dataloader"))
-        or hooks.module_overrides("val_dataloader")
-    )
+    if run.train_source is None and not dataloaders.hook_defined(run, "train"):
+        # raises: nothing passed, and no hook of the datamodule (else the module) defines the data
+        dataloaders.undefined(run.datamodule or model, "train")
+    has_val_data = run.eval_sources.get("val") is not None or dataloaders.hook_defined(run, "val")
     if has_val_data and not hooks.module_overrides("validation_step"):
         rank_zero_warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.")
     if not has_val_data and hooks.module_overrides("validation_step"):

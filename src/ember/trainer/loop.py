@@ -35,7 +35,7 @@ from ember.trainer.step import TrainingStep, step_fn
 from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.combined_loader import _is_stateful
 from ember.utilities.exceptions import MisconfigurationException
-from ember.utilities.rank_zero import rank_zero_debug, rank_zero_info, rank_zero_warn
+from ember.utilities.rank_zero import WarningCache, rank_zero_debug, rank_zero_info, rank_zero_warn
 from ember.utilities.seed import collect_rng_states, isolate_rng, set_rng_states
 from ember.utilities.signature_utils import check_dataloader_idx, step_without_batch_idx
 from ember.utilities.warnings import PossibleUserWarning
@@ -693,11 +693,7 @@ def validation_enabled(trainer: Trainer, run: Run) -> bool:
     hooks = run.hooks
     if hooks is None or not hooks.module_overrides("validation_step") or trainer.limit_val_batches == 0:
         return False
-    return (
-        run.eval_sources.get("val") is not None
-        or (run.datamodule is not None and dataloaders.overridden(run.datamodule, "val_dataloader"))
-        or hooks.module_overrides("val_dataloader")
-    )
+    return run.eval_sources.get("val") is not None or dataloaders.hook_defined(run, "val")
 
 
 def _should_sanity_check(trainer: Trainer, run: Run) -> bool:
@@ -769,13 +765,16 @@ def _transfer_function(trainer: Trainer, run: Run, dataloader_idx: int) -> Calla
     return profiled(run.profiler, strategy_action(trainer.strategy, "batch_to_device"), transfer)
 
 
+_transfer_warnings = WarningCache()  # each once a process, as Lightning's
+
+
 def _transfer_hook(trainer: Trainer, run: Run, name: str) -> Callable[..., Any] | None:
     """The datamodule's batch-transfer hook if it overrides it (it wins, as in Lightning), else the module's."""
     hooks, datamodule = _hooks(run), run.datamodule
     module_has = hooks.module_overrides(name)
     if datamodule is not None and dataloaders.overridden(datamodule, name):
         if module_has:
-            rank_zero_warn(
+            _transfer_warnings.warn(
                 f"You have overridden `{name}` in both `LightningModule` and `LightningDataModule`."
                 " It will use the implementation from `LightningDataModule` instance."
             )
@@ -783,7 +782,7 @@ def _transfer_hook(trainer: Trainer, run: Run, name: str) -> Callable[..., Any] 
     if not module_has:
         return None
     if datamodule is not None:
-        rank_zero_warn(
+        _transfer_warnings.warn(
             f"You have overridden `{name}` in `LightningModule` but have passed in a `LightningDataModule`."
             " It will use the implementation from `LightningModule` instance."
         )
