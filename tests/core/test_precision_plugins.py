@@ -184,6 +184,10 @@ def test_a_plugin_of_ones_own_is_honoured_in_every_step_and_in_checkpoints(tmp_p
     again = Custom()
     quiet_trainer(max_epochs=2, plugins=[again]).fit(Inputs(), loader(n=8), ckpt_path=path)
     assert again.loaded == {"contexts": 4}
+    for call in ("validate", "test", "predict"):  # every call restores it, as in Lightning
+        evaluating = Custom()
+        getattr(quiet_trainer(plugins=[evaluating]), call)(Inputs(), loader(n=8), ckpt_path=path)
+        assert evaluating.loaded == {"contexts": 4}, call
 
 
 def test_a_plugin_overriding_a_step_method_ember_never_calls_is_refused():

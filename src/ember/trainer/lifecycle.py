@@ -296,9 +296,12 @@ def _load_checkpoint(trainer: Trainer, run: Run, path: Any, weights_only: bool |
 
 
 def _finish_restoring(trainer: Trainer, run: Run, checkpoint: dict[str, Any], path: Any, fitting: bool) -> None:
-    """The training state too when fitting (optimizers, schedulers, loop position), then Lightning's message."""
+    """The training state too when fitting (optimizers, schedulers, loop position), the precision plugin's in
+    every call (as Lightning), then Lightning's message."""
     if fitting:
         contents.restore_training_state(trainer, run, checkpoint)
+    else:
+        contents.restore_precision_state(trainer, checkpoint)
     contents.say_restored(trainer, path)
 
 
