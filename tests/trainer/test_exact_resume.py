@@ -558,3 +558,53 @@ def test_a_resume_after_an_epochs_last_batch_logs_the_epoch_means_of_the_uninter
         torch.save(checkpoint, ckpt)
     # an older Ember's checkpoint cannot log the epoch's means without their options
     assert run(tmp_path / "resumed", str(ckpt)) == (whole if written_by == "ember" else whole[1:])
+
+
+class _SavesAfterBatch2(ember.Callback):
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 0 and batch_idx == 2:
+            trainer.save_checkpoint(self.path)
+
+
+@pytest.mark.parametrize("written_by", ["ember", "lightning"])
+@pytest.mark.parametrize(
+    ("written_with", "resumed_with", "batches", "logged_at"),
+    [(1, 2, 4, [2, 3, 4]), (2, 1, 4, [2, 3, 4, 5, 6]), (2, 3, 4, [2, 3, 4]), (1, 2, 3, [3, 4])],
+)
+def test_a_resume_with_another_accumulate_grad_batches_moves_the_loggers_step_by_the_resumed_runs(
+    tmp_path, written_by, written_with, resumed_with, batches, logged_at
+):
+    # written after batch 2: the loggers' step moves on for that batch when it closes a window of the resumed run's
+    # accumulation, or is the epoch's last, as Lightning 2.6.6 decides (these steps), whoever wrote the file
+    from tests.helpers.core_models import CoreModel, loader
+    from tests.helpers.logging_models import make_memory_logger
+
+    class Logs(CoreModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("loss", loss)
+            return loss
+
+    def run(epochs, accumulate, callbacks, ckpt_path=None):
+        logger = make_memory_logger(ember)()
+        trainer = ember.Trainer(
+            max_epochs=epochs,
+            accumulate_grad_batches=accumulate,
+            log_every_n_steps=1,
+            logger=logger,
+            callbacks=callbacks,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        torch.manual_seed(0)
+        trainer.fit(Logs(), loader(n=2 * batches, batch_size=2), ckpt_path=ckpt_path)
+        return [row["step"] for row in logger.rows if "loss" in row["metrics"]]
+
+    ckpt = tmp_path / "after_batch_2.ckpt"
+    run(1, written_with, [_SavesAfterBatch2(ckpt)])
+    ckpt = _as_written_by(ckpt, written_by, tmp_path)
+    assert run(2, resumed_with, [], ckpt) == logged_at

@@ -252,6 +252,8 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False, all_ranks:
             if not run.progress.epoch_done or run.progress.epoch_unfinished
             else {},
             "plateau_values": plateau_values(t, run),
+            # what decided whether the last batch trained stepped (`progress.step_pending`)
+            "accumulate_grad_batches": t.accumulate_grad_batches,
             "world_size": t.world_size,
             "global_rank": t.global_rank,
         }
@@ -526,7 +528,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
                 not progress.epoch_unfinished,
             )
     else:
-        _progress_from_lightning(progress, checkpoint, t.accumulate_grad_batches)
+        _progress_from_lightning(progress, checkpoint)
         rng = None
     if t.max_epochs is not None and t.max_epochs != -1 and checkpoint.get("epoch", 0) > t.max_epochs:
         raise MisconfigurationException(
@@ -550,9 +552,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     # till the next epoch's data is drawn, Lightning's batch counters hold the finished epoch's, as between two
     # epochs of one run; inside an epoch, the checkpoint's
     run.between_epochs = not resume.mid_epoch
-    if resume.mid_epoch and progress.step_pending:
-        # written in the end hooks or validation of a batch that stepped: the loggers' step moves on, as it
-        # would have after them (Lightning's loop adds the same 1 when it restarts)
+    if resume.mid_epoch and _moves_the_loggers_step(t, progress, checkpoint, ember_state):
         progress.batches_that_stepped += 1
     progress.step_pending = False
     if resume.mid_epoch and not resume.exact and not run.loader_states_to_load:
@@ -567,7 +567,25 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     return resume
 
 
-def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any], accumulate: int) -> None:
+def _moves_the_loggers_step(
+    t: Trainer, progress: Progress, checkpoint: dict[str, Any], ember_state: dict[str, Any] | None
+) -> bool:
+    """Whether a mid-epoch resume moves the loggers' step on: written after a batch trained and before the step
+    moved on past it (in its end hooks or its validation), as it would have after them, when that batch closes
+    an accumulation window by the resumed run's ``accumulate_grad_batches`` (or is its epoch's last), as
+    Lightning's loop decides when it restarts, whoever wrote the file."""
+    batch_progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    last = batch_progress.get("is_last_batch", False)
+    if not (progress.epoch_batches % t.accumulate_grad_batches == 0 or last):
+        return False
+    if ember_state is None:
+        return progress.step_pending
+    # a batch that did not step where it was written never moved the step on: it is still to move
+    written_with = ember_state.get("accumulate_grad_batches", t.accumulate_grad_batches)
+    return progress.step_pending or (progress.epoch_batches % written_with != 0 and not last)
+
+
+def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> None:
     fit = checkpoint.get("loops", {}).get("fit_loop", {})
     epoch_progress = fit.get("epoch_progress", {}).get("current", {})
     completed = epoch_progress.get("completed", checkpoint.get("epoch", 0))
@@ -592,7 +610,7 @@ def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any], acc
     )
     progress.total_batches = batch_progress.get("total", {}).get("processed", 0)
     # Lightning writes its step count before the batch's end moves it on, and moves it on when it restarts
-    progress.step_pending = under_way and progress.epoch_batches % accumulate == 0
+    progress.step_pending = under_way
     progress.validated_through = _validated_through(fit, progress.epoch_batches)
 
 
