@@ -608,3 +608,48 @@ def test_a_resume_with_another_accumulate_grad_batches_moves_the_loggers_step_by
     run(1, written_with, [_SavesAfterBatch2(ckpt)])
     ckpt = _as_written_by(ckpt, written_by, tmp_path)
     assert run(2, resumed_with, [], ckpt) == logged_at
+
+
+def test_a_run_that_failed_inside_a_training_step_resumes_logging_at_the_uninterrupted_runs_steps(tmp_path):
+    # the batch that failed trains again, and logs at its own step; Lightning's loop moves the step on as it
+    # restarts, so its resumed run logs one step higher from there on (docs/compat.md)
+    from tests.helpers.core_models import CoreModel, loader
+    from tests.helpers.logging_models import make_memory_logger
+
+    from ember.callbacks import OnExceptionCheckpoint
+
+    class Logs(CoreModel):
+        fail_at = -1
+
+        def training_step(self, batch, batch_idx):
+            if self.global_step == self.fail_at:
+                raise RuntimeError("the machine went away")
+            loss = super().training_step(batch, batch_idx)
+            self.log("loss", loss)
+            return loss
+
+    def run(root, fail_at=-1, ckpt_path=None):
+        logger = make_memory_logger(ember)()
+        trainer = ember.Trainer(
+            max_epochs=2,
+            log_every_n_steps=1,
+            val_check_interval=2,
+            limit_val_batches=1,
+            logger=logger,
+            callbacks=[OnExceptionCheckpoint(dirpath=tmp_path)],
+            default_root_dir=root,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        model = Logs()
+        model.fail_at = fail_at
+        torch.manual_seed(0)
+        trainer.fit(model, loader(n=8, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+        return [(row["step"], "val" if "val_loss" in row["metrics"] else "train") for row in logger.rows]
+
+    whole = run(tmp_path / "whole")
+    with pytest.raises(RuntimeError, match="the machine went away"):
+        run(tmp_path / "failed", fail_at=6)  # in epoch 1, batch 2
+    resumed = run(tmp_path / "resumed", ckpt_path=str(tmp_path / "on_exception.ckpt"))
+    assert resumed == [(6, "train"), (7, "train"), (7, "val")] == whole[-3:]
