@@ -322,3 +322,11 @@ def test_trainer_log_dir_is_the_file_loggers_folder_and_any_other_loggers_save_d
     assert log_dir(csv) == csv.log_dir and log_dir(tensorboard) == tensorboard.log_dir
     assert log_dir(Folders()) == str(tmp_path / "save")  # as in Lightning: only its two file loggers say log_dir
     assert log_dir(False) == str(tmp_path)
+
+
+@pytest.mark.parametrize("cls", [CSVLogger, TensorBoardLogger])
+def test_a_save_dir_under_home_counts_the_versions_already_there(tmp_path, monkeypatch, cls):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "logs" / "exp" / "version_0").mkdir(parents=True)
+    # "~" is the home folder, where the earlier run's files went: the next run takes the next number
+    assert cls("~/logs", name="exp").version == 1

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ember.checkpoint.files import is_local, local_path
 from ember.utilities.apply_func import is_dataclass_instance
 from ember.utilities.rank_zero import rank_zero_warn
 
@@ -194,7 +195,12 @@ def _check_writable(path: str | os.PathLike | None, owner: str) -> None:
 def _next_version(root: str) -> int:
     """The next free ``version_N`` number under ``root`` (0 when ``root`` is missing)."""
     try:
-        if "://" in root:
+        if is_local(root):
+            # the standard library lists it without loading fsspec before the first step; `~` is the
+            # home folder, as for fsspec, which writes the files
+            with os.scandir(local_path(root)) as entries:
+                folders = [e.name for e in entries if e.is_dir()]
+        else:
             import fsspec
 
             fs, local_root = fsspec.core.url_to_fs(root)
@@ -203,10 +209,6 @@ def _next_version(root: str) -> int:
                 for e in fs.listdir(local_root, detail=True)
                 if e.get("type") == "directory"
             ]
-        else:
-            # a local folder: the standard library lists it without loading fsspec before the first step
-            with os.scandir(root) as entries:
-                folders = [e.name for e in entries if e.is_dir()]
     except (FileNotFoundError, NotADirectoryError, OSError):
         return 0
     # the number is what follows the first "_", as Lightning reads it: `version_2_old` counts as 2
