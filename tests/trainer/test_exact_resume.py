@@ -610,9 +610,11 @@ def test_a_resume_with_another_accumulate_grad_batches_moves_the_loggers_step_by
     assert run(2, resumed_with, [], ckpt) == logged_at
 
 
-def test_a_run_that_failed_inside_a_training_step_resumes_logging_at_the_uninterrupted_runs_steps(tmp_path):
-    # the batch that failed trains again, and logs at its own step; Lightning's loop moves the step on as it
-    # restarts, so its resumed run logs one step higher from there on (docs/compat.md)
+@pytest.mark.parametrize("fails_in", ["training_step", "validation_step"])
+def test_a_run_that_failed_resumes_logging_at_the_uninterrupted_runs_steps(tmp_path, fails_in):
+    # in a training step: the batch that failed trains again, and logs at its own step; Lightning's loop moves
+    # the step on as it restarts, so its resumed run logs one step higher from there on (docs/compat.md).
+    # In the validation after a batch: that validation runs again first, at that batch's step, as in Lightning
     from tests.helpers.core_models import CoreModel, loader
     from tests.helpers.logging_models import make_memory_logger
 
@@ -622,11 +624,16 @@ def test_a_run_that_failed_inside_a_training_step_resumes_logging_at_the_uninter
         fail_at = -1
 
         def training_step(self, batch, batch_idx):
-            if self.global_step == self.fail_at:
+            if self.global_step == self.fail_at and fails_in == "training_step":
                 raise RuntimeError("the machine went away")
             loss = super().training_step(batch, batch_idx)
             self.log("loss", loss)
             return loss
+
+        def validation_step(self, batch, batch_idx):
+            if self.global_step == self.fail_at and fails_in == "validation_step":
+                raise RuntimeError("the machine went away")
+            return super().validation_step(batch, batch_idx)
 
     def run(root, fail_at=-1, ckpt_path=None):
         logger = make_memory_logger(ember)()
@@ -650,6 +657,9 @@ def test_a_run_that_failed_inside_a_training_step_resumes_logging_at_the_uninter
 
     whole = run(tmp_path / "whole")
     with pytest.raises(RuntimeError, match="the machine went away"):
-        run(tmp_path / "failed", fail_at=6)  # in epoch 1, batch 2
+        run(tmp_path / "failed", fail_at=6)  # in epoch 1: in its batch 2, or in the validation after its batch 1
     resumed = run(tmp_path / "resumed", ckpt_path=str(tmp_path / "on_exception.ckpt"))
-    assert resumed == [(6, "train"), (7, "train"), (7, "val")] == whole[-3:]
+    if fails_in == "training_step":
+        assert resumed == [(6, "train"), (7, "train"), (7, "val")] == whole[-3:]
+    else:
+        assert resumed == [(5, "val"), (6, "train"), (7, "train"), (7, "val")] == whole[-4:]

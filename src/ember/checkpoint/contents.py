@@ -552,9 +552,11 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     # till the next epoch's data is drawn, Lightning's batch counters hold the finished epoch's, as between two
     # epochs of one run; inside an epoch, the checkpoint's
     run.between_epochs = not resume.mid_epoch
-    if resume.mid_epoch and _moves_the_loggers_step(t, progress, checkpoint, ember_state):
+    moves = resume.mid_epoch and _moves_the_loggers_step(t, progress, checkpoint, ember_state)
+    # a validation still due after that batch runs first, at the step before it moves on (the loop moves it then)
+    progress.step_pending = moves and progress.validated_through != progress.epoch_batches
+    if moves and not progress.step_pending:
         progress.batches_that_stepped += 1
-    progress.step_pending = False
     if resume.mid_epoch and not resume.exact and not run.loader_states_to_load:
         # Lightning's text; here it means the checkpoint holds no RNG states and data position (Lightning's)
         rank_zero_warn(

@@ -290,6 +290,7 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
     not moved to the device.
     """
     progress, results = run.progress, run.train_results
+    _resumed_step_done(progress)
     start = progress.epoch_batches
     data = DataLoaderIter(((batch, start + i, 0) for i, batch in enumerate(batches)), epoch.total - start)
     step_idx = 0
@@ -328,6 +329,13 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
                 break
         except StopIteration:
             break
+
+
+def _resumed_step_done(progress: Progress) -> None:
+    """A run resumed after a batch that stepped, and before the loggers' step moved on past it: it moves on now."""
+    if progress.step_pending:
+        progress.batches_that_stepped += 1
+        progress.step_pending = False
 
 
 def _save_loggers(trainer: Trainer) -> None:
@@ -487,6 +495,7 @@ class _EpochPlan:
             is_last = batch_idx >= self.total
             accumulating = self.automatic and batch_idx % self.accumulate != 0 and not is_last
             self.validate_if_due(batch_idx - 1, is_last, accumulating)
+        _resumed_step_done(self.run.progress)  # after that batch's validation, as in the uninterrupted run
         if self.trainer.should_stop and self.may_stop(batch_idx):
             return batch_idx  # stopped before this batch (in `on_train_epoch_start`): none runs, as in Lightning
         return self.total
