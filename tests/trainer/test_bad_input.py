@@ -199,3 +199,30 @@ def test_a_loop_limit_that_is_not_an_int_fails_at_construction(name, value):
         ember.utilities.MisconfigurationException, match=rf"`{name}` must be an int, got {value!r} \(\w+\): pass"
     ):
         ember.Trainer(logger=False, **{name: value})
+
+
+def test_two_data_sources_given_to_fit_are_refused_before_any_hook():
+    # Lightning trains on a datamodule passed in `train_dataloaders` and drops the one passed as `datamodule=`;
+    # both it and Ember refuse loaders given beside a datamodule, Lightning after its `on_exception` hooks and
+    # the loggers' `finalize("failed")`. Ember refuses both mixes as the call starts: nothing has run
+    events = []
+
+    class Records(ember.Callback):
+        def setup(self, trainer, pl_module, stage):
+            events.append("setup")
+
+        def on_exception(self, trainer, pl_module, exception):
+            events.append("on_exception")
+
+    class Data(ember.LightningDataModule):
+        def train_dataloader(self):
+            return loader()
+
+    trainer = quiet_trainer(max_epochs=1, callbacks=[Records()])
+    with pytest.raises(ember.utilities.MisconfigurationException, match="also `datamodule=`: pass one"):
+        trainer.fit(CoreModel(), Data(), datamodule=Data())
+    with pytest.raises(ember.utilities.MisconfigurationException, match=r"trainer.fit\(datamodule=...\)"):
+        trainer.fit(CoreModel(), loader(), datamodule=Data())
+    assert events == []
+    trainer.fit(CoreModel(), datamodule=Data())  # the trainer is still good
+    assert events == ["setup"] and trainer.global_step > 0
