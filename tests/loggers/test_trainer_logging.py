@@ -104,6 +104,19 @@ def test_default_logger_writes_tensorboard_events_and_hparams(tmp_path):
     assert (log_dir / "checkpoints").is_dir()
 
 
+@pytest.mark.parametrize("logger", [False, True])
+def test_a_file_url_default_root_dir_writes_into_the_folder_it_names(tmp_path, monkeypatch, logger):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    # the trainer normalises "file:///abs/out" to "file:/abs/out", which fsspec (Lightning's writer) reads as /abs/out
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=f"file://{out}", logger=logger, **QUIET)
+    trainer.fit(LoggedRegressor(), train_loader(), val_loader())
+    folder = out / "lightning_logs" / "version_0" if logger else out
+    assert sorted(os.listdir(folder / "checkpoints")) == ["epoch=0-step=4.ckpt"]
+    assert (folder / "hparams.yaml").is_file() == logger
+    assert not (tmp_path / "file:" / str(out).lstrip("/") / "checkpoints").exists()
+
+
 def test_plot_of_a_real_run_marks_the_best_checkpoint(tmp_path):
     pytest.importorskip("matplotlib")
     from ember.callbacks import ModelCheckpoint

@@ -63,10 +63,13 @@ def is_local(path: PathLike) -> bool:
 
 
 def local_path(path: PathLike) -> str:
-    """The filesystem path of a local ``path``: without a ``file://`` prefix, and ``~`` expanded (as fsspec,
-    which writes Lightning's files, expands it: a logger's ``save_dir="~/logs"`` means the home folder)."""
+    """The filesystem path of a local ``path``: without a ``file://`` (or ``file:``) prefix, and ``~`` expanded.
+
+    As fsspec, which writes Lightning's files, reads it: ``file:/abs/out`` (what ``os.path.normpath`` makes of
+    ``file:///abs/out``) is ``/abs/out``, and a logger's ``save_dir="~/logs"`` means the home folder.
+    """
     text = os.fspath(path)
-    for prefix in ("file://", "local://"):
+    for prefix in ("file://", "file:", "local://", "local:"):
         if text.startswith(prefix):
             text = text[len(prefix) :]
             break

@@ -158,10 +158,6 @@ def _save_hparams_to_yaml(path: str, hparams: Mapping[str, Any] | Namespace) -> 
 # ---------------------------------------------------------------------------------------------
 # paths
 # ---------------------------------------------------------------------------------------------
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
 def _check_writable(path: str | os.PathLike | None, owner: str) -> None:
     """Raise ``PermissionError``/``NotADirectoryError`` if ``path`` cannot be created or written.
 
@@ -169,12 +165,9 @@ def _check_writable(path: str | os.PathLike | None, owner: str) -> None:
     """
     if path is None:
         return
-    path = os.fspath(path)
-    if not _is_local(path):
+    if not is_local(path):
         return
-    if path.startswith("file://"):
-        path = path[len("file://") :]
-    target = Path(os.path.expanduser(os.path.expandvars(path))).absolute()
+    target = Path(local_path(os.path.expandvars(os.fspath(path)))).absolute()
     existing = target
     while not existing.exists():
         if existing.parent == existing:
