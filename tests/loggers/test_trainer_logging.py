@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "helpers"))
 from logger_models import BATCHES_PER_EPOCH, LoggedRegressor, train_loader, val_loader
 
 import ember as pl
-from ember.loggers import CSVLogger
+from ember.loggers import CSVLogger, Logger
 from ember.trainer import defaults
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -160,6 +160,41 @@ def test_unwritable_default_root_dir_fails_before_training(tmp_path):
     with pytest.raises(OSError, match="not_a_folder"):
         trainer = pl.Trainer(max_epochs=1, default_root_dir=blocker / "runs", **QUIET)
         trainer.fit(LoggedRegressor(), train_loader(), val_loader())
+
+
+class ServiceLogger(Logger):
+    """Sends its values elsewhere; its `save_dir` names a local database file, or is None."""
+
+    name, version = "svc", "r1"
+
+    def __init__(self, save_dir):
+        super().__init__()
+        self._save_dir = save_dir
+        self.steps = []
+
+    @property
+    def save_dir(self):
+        return self._save_dir
+
+    @property
+    def root_dir(self):
+        return os.path.join(self.save_dir, self.name)  # a TypeError for a save_dir of None
+
+    def log_metrics(self, metrics, step=None):
+        self.steps.append(step)
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+@pytest.mark.parametrize("save_dir", ["runs.db", None])
+def test_a_custom_loggers_folders_are_neither_read_nor_checked(tmp_path, monkeypatch, save_dir):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs.db").write_text("a database file")
+    logger = ServiceLogger(save_dir)
+    trainer = pl.Trainer(max_steps=2, log_every_n_steps=1, logger=logger, enable_checkpointing=False, **QUIET)
+    trainer.fit(LoggedRegressor(), train_loader())
+    assert logger.steps == [0, 1]
 
 
 @pytest.fixture

@@ -196,16 +196,6 @@ class Logger(ABC):
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """Called after ``checkpoint_callback`` (a ``ModelCheckpoint``) wrote a checkpoint."""
 
-    def _check_save_dir_writable(self) -> None:
-        """Raise ``PermissionError``/``OSError`` naming the path if this logger's folder cannot be written.
-
-        The trainer calls this before training starts so that a bad ``save_dir`` fails in the first
-        second rather than at the first log write. Loggers that save nothing locally pass.
-        """
-        for path in (self.save_dir, self.root_dir):
-            if path:
-                _check_writable(path, type(self).__name__)
-
 
 class FolderLogger(Logger):
     """A logger that writes into ``save_dir/name/version_N`` (CSV and TensorBoard)."""
@@ -213,6 +203,15 @@ class FolderLogger(Logger):
     _save_dir: str
     _name: str
     _version: int | str | None
+
+    def _check_save_dir_writable(self) -> None:
+        """Raise ``PermissionError``/``NotADirectoryError`` naming the path if ``save_dir/name`` cannot be written.
+
+        The trainer calls this before training starts so that a bad folder fails in the first second
+        rather than at the first log write. It reads the folder given, not the ``save_dir``/``root_dir``
+        properties, which a subclass may compute. (Lightning checks no folder; other loggers are not checked.)
+        """
+        _check_writable(os.path.join(self._save_dir, self._name), type(self).__name__)
 
     @property
     def name(self) -> str:
