@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import collections
+import enum
 import json
+import pathlib
+import sys
+import warnings
 from argparse import Namespace
 from dataclasses import dataclass
 from typing import Any
@@ -549,3 +554,68 @@ def test_a_dataclass_hyperparameter_is_written_as_a_mapping_of_its_fields(tmp_pa
     assert yaml.safe_load(path.read_text()) == {"lr": 0.1, "cfg": {"hidden": 8, "act": "relu"}}
     # in the order given, as OmegaConf writes it for Lightning (where it is installed, as here)
     assert path.read_text() == "lr: 0.1\ncfg:\n  hidden: 8\n  act: relu\n"
+
+
+class _Ratio(float):
+    pass
+
+
+class _Color(enum.Enum):
+    RED = 1
+
+
+@dataclass
+class _Counts:
+    n: int = 1
+
+
+# observed on Lightning 2.6.6 with omegaconf 2.3 installed: True where the keys stay in their order (OmegaConf
+# writes every value), False where they are sorted (OmegaConf refuses one, and `yaml.dump` writes the file)
+_KEYS_IN_ORDER = {
+    "Path": (pathlib.Path("data"), True),
+    "bytes": (b"ab", True),
+    "tuple": ((1, "x"), True),
+    "an Enum": (_Color.RED, True),
+    "an Enum key": ({_Color.RED: 1}, True),
+    "a bytes key": ({b"k": 1}, True),
+    "the int class": (int, True),
+    "PurePath": (pathlib.PurePosixPath("data"), False),
+    "AttributeDict": (AttributeDict(b=1), False),
+    "OrderedDict": (collections.OrderedDict(b=1), False),
+    "defaultdict": (collections.defaultdict(int, b=1), False),
+    "an OrderedDict in a list": ([collections.OrderedDict(b=1)], False),
+    "a float subclass": (_Ratio(1.5), False),
+    "a dataclass field of the wrong type": (_Counts(n="a"), False),
+    "a class": (nn.Linear, False),
+    "a set": ({1}, False),
+}
+
+
+def _top_level_keys(path):
+    return [line.split(":")[0] for line in path.read_text().splitlines() if line[:1] not in ("", " ", "-")]
+
+
+@pytest.mark.parametrize("omegaconf_imported", [False, True], ids=["installed", "imported"])
+@pytest.mark.parametrize("name", list(_KEYS_IN_ORDER))
+def test_hparams_yaml_keeps_the_keys_in_order_where_omegaconf_writes_every_value(
+    tmp_path, monkeypatch, name, omegaconf_imported
+):
+    pytest.importorskip("omegaconf")
+    if not omegaconf_imported:
+        monkeypatch.delitem(sys.modules, "omegaconf")  # a program that does not use it
+    value, in_order = _KEYS_IN_ORDER[name]
+    path = tmp_path / "hparams.yaml"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # values written as their text warn
+        save_hparams_to_yaml(path, {"zeta": 1, "alpha": value, "mid": 2})
+    assert _top_level_keys(path) == (["zeta", "alpha", "mid"] if in_order else ["alpha", "mid", "zeta"])
+
+
+def test_hparams_yaml_keys_are_sorted_without_omegaconf(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "omegaconf", None)  # not installed: Lightning's `yaml.dump` sorts them
+    for name, (value, _) in _KEYS_IN_ORDER.items():
+        path = tmp_path / "hparams.yaml"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            save_hparams_to_yaml(path, {"zeta": 1, "alpha": value, "mid": 2})
+        assert _top_level_keys(path) == ["alpha", "mid", "zeta"], name

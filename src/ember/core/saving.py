@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import inspect
 import os
+import pathlib
 import re
 import sys
 from argparse import Namespace
@@ -148,9 +149,10 @@ def save_hparams_to_yaml(
     Values that are not plain data (numbers, strings, bools, ``None``, lists, dicts) are written as
     strings (an enum as its name, a class or function as its import path), so the file always loads
     with ``yaml.safe_load``; Lightning writes ``!!python/object`` tags for them instead. A value
-    that only its ``str`` stands for warns, naming the parameter. When the program uses ``omegaconf``
-    (it is imported) and ``use_omegaconf``, ``OmegaConf`` writes the file (keys in their order), as in
-    Lightning; Ember does not import it only to write this file (Lightning imports it whenever it is installed).
+    that only its ``str`` stands for warns, naming the parameter. Where ``omegaconf`` is installed and
+    ``use_omegaconf``, the keys stay in their order when ``OmegaConf`` takes every value, as in Lightning,
+    which writes the file with it; ``OmegaConf`` writes it here too, unless it is not imported yet and
+    every value is plain (Ember then writes the same text without importing it).
 
     Raises:
         RuntimeError: the file's folder does not exist.
@@ -170,11 +172,17 @@ def save_hparams_to_yaml(
         hparams = vars(hparams)
     if not isinstance(hparams, Mapping):
         raise TypeError("hparams must be dictionary")
-    if use_omegaconf and sys.modules.get("omegaconf") is not None and _save_with_omegaconf(path, hparams):
-        return
-    # where omegaconf is installed, Lightning writes plain values with it, in their order (other values
-    # it writes sorted by key): the same text, without importing it for this file
-    in_order = use_omegaconf and _omegaconf_available() and all(_is_plain(value) for value in hparams.values())
+    # where omegaconf is installed, Lightning writes with it, keys in their order, unless it refuses a value (then
+    # `yaml.dump` writes them sorted); a program that does not use omegaconf does not import it for plain values
+    in_order = False
+    if use_omegaconf and _omegaconf_available():
+        if sys.modules.get("omegaconf") is None and all(_accepted_by_omegaconf(v) for v in hparams.values()):
+            in_order = True  # OmegaConf's text, written below
+        else:
+            text = _omegaconf_text(hparams)
+            if text is not None and _write_if_safe(path, text):
+                return
+            in_order = text is not None
     data: dict[Any, Any] = {}
     for key, value in hparams.items():
         written_as_text: list[str] = []
@@ -278,21 +286,29 @@ def _omegaconf_available() -> bool:
     return importlib.util.find_spec("omegaconf") is not None
 
 
-def _is_plain(value: Any) -> bool:
-    """Whether OmegaConf writes ``value`` as it is: scalars, enums, and lists and dicts of them (not numpy's
-    scalars, which it refuses)."""
-    if value is None or isinstance(value, (bool, int, float, str, Enum)):
-        return type(value).__module__ != "numpy"
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    if is_dataclass_instance(value):
-        return all(_is_plain(getattr(value, field.name)) for field in dataclasses.fields(value))
-    if isinstance(value, Mapping):
-        return all(isinstance(k, (str, int, float, bool, Enum)) and _is_plain(v) for k, v in value.items())
+# (it writes `bytes` too, as `!!binary`, which Ember's writer does not: OmegaConf writes a file that holds them)
+_OMEGACONF_KEYS = (bool, int, float, str)
+_OMEGACONF_SCALARS = (*_OMEGACONF_KEYS, type(None))
+
+
+def _accepted_by_omegaconf(value: Any) -> bool:
+    """Whether OmegaConf surely writes ``value`` as Ember's writer does: its exact scalar types, enums, paths, and
+    exact lists, tuples and dicts of them (it refuses subclasses: numpy's scalars, ``OrderedDict``,
+    ``AttributeDict``). ``False`` where only OmegaConf can tell (it checks a dataclass's fields against their types)."""
+    if type(value) in _OMEGACONF_SCALARS or isinstance(value, (Enum, pathlib.Path)):
+        return True
+    if type(value) in (list, tuple):
+        return all(_accepted_by_omegaconf(v) for v in value)
+    if type(value) is dict:
+        return all(
+            (type(k) in _OMEGACONF_KEYS or isinstance(k, Enum)) and _accepted_by_omegaconf(v) for k, v in value.items()
+        )
     return False
 
 
-def _save_with_omegaconf(path: str, hparams: Mapping[str, Any]) -> bool:
+def _omegaconf_text(hparams: Mapping[str, Any]) -> str | None:
+    """``OmegaConf.to_yaml`` of ``hparams`` (an ``omegaconf.DictConfig`` among them resolved, as Lightning writes
+    them), or ``None`` when OmegaConf refuses a value."""
     import copy
 
     from omegaconf import DictConfig, OmegaConf
@@ -303,15 +319,19 @@ def _save_with_omegaconf(path: str, hparams: Mapping[str, Any]) -> bool:
         for k, v in copy.deepcopy(dict(hparams)).items()
     }
     try:
-        text = OmegaConf.to_yaml(values)
+        return OmegaConf.to_yaml(values)
     except (UnsupportedValueType, ValidationError):
-        return False
+        return None
+
+
+def _write_if_safe(path: str, text: str) -> bool:
+    """Write OmegaConf's ``text`` to ``path`` unless ``yaml.safe_load`` cannot read it (``False`` then)."""
     import yaml
 
     try:
         # OmegaConf's dumper writes `!!python/object` tags for the objects a container created with
-        # `allow_objects` holds (what `hydra.utils.instantiate` returns for a list of `_target_`s):
-        # such a file is written by the safe path instead, so that `yaml.safe_load` always reads it.
+        # `allow_objects` holds (what `hydra.utils.instantiate` returns for a list of `_target_`s), and for
+        # paths: such a file is written by the safe path instead, so that `yaml.safe_load` always reads it.
         yaml.safe_load(text)
     except yaml.YAMLError:
         return False
