@@ -255,6 +255,35 @@ def test_hyperparameters_holding_tensors_and_arrays_are_logged_again_by_a_later_
         assert "sizes" in file.read()
 
 
+def test_a_logger_reused_after_its_folder_was_removed_writes_hparams_yaml_again(tmp_path):
+    # a sweep that removes a trial's folder and runs the next trial with the same logger
+    import shutil
+
+    from ember.demos import BoringModel
+
+    class Model(BoringModel):
+        def __init__(self, lr):
+            super().__init__()
+            self.save_hyperparameters()
+
+    logger = TensorBoardLogger(tmp_path)
+    for lr in (0.1, 0.2):
+        if lr == 0.2:
+            shutil.rmtree(logger.log_dir)
+        trainer = ember.Trainer(
+            max_epochs=1,
+            limit_train_batches=2,
+            limit_val_batches=0,
+            logger=logger,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+        )
+        trainer.fit(Model(lr))
+        with open(f"{logger.log_dir}/hparams.yaml") as file:
+            assert yaml.safe_load(file) == {"lr": lr}
+
+
 def test_no_hp_metric_when_disabled(tmp_path):
     logger = TensorBoardLogger(tmp_path, default_hp_metric=False)
     logger.log_hyperparams({"lr": 0.1})

@@ -103,8 +103,6 @@ class TensorBoardLogger(FolderLogger):
         self._last_flush = -math.inf
         self._pending: list[tuple[str, float, int | None, float]] = []  # scalars not written yet
         self.hparams: dict[str, Any] = {}
-        # hparams.yaml exists: as in Lightning it is written once, when the log folder first exists
-        self._hparams_file_exists = False
         _check_writable(self._save_dir, type(self).__name__)
 
     @property
@@ -265,7 +263,7 @@ class TensorBoardLogger(FolderLogger):
     @rank_zero_only
     def save(self) -> None:
         """Write the kept scalars and flush the event files (at most once a second), and write
-        ``hparams.yaml`` once the log folder exists.
+        ``hparams.yaml`` if the log folder exists without it (as in Lightning, the disk is asked each time).
 
         The trainer calls this after every logger write; on fast steps the writes are spaced out.
         ``finalize`` always writes and flushes.
@@ -275,14 +273,10 @@ class TensorBoardLogger(FolderLogger):
             if now - self._last_flush >= _FLUSH_INTERVAL:
                 self._flush()
                 self._last_flush = now
-        if self._hparams_file_exists:
-            return  # no filesystem round trip per log step
         log_dir = self.log_dir
         hparams_file = os.path.join(log_dir, self.NAME_HPARAMS_FILE)
-        if is_folder(log_dir):
-            if not is_file(hparams_file):
-                _save_hparams_to_yaml(hparams_file, self.hparams)
-            self._hparams_file_exists = True
+        if is_folder(log_dir) and not is_file(hparams_file):
+            _save_hparams_to_yaml(hparams_file, self.hparams)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
