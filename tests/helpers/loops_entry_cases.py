@@ -70,13 +70,23 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
             if self.inside and trainer.current_epoch == 0 and trainer.training and self.batch_idx in INSIDE_BATCHES:
                 name = f"{hook}-{self.batch_idx}.ckpt"
                 trainer.save_checkpoint(os.path.join(trainer.default_root_dir, "checkpoints", name))
-                progress = trainer.fit_loop.epoch_loop.batch_progress
+                loop = trainer.fit_loop.epoch_loop
+                progress = loop.batch_progress
                 self.readings[f"{name}.reading"] = {
-                    part: {
-                        count: getattr(getattr(progress, part), count)
-                        for count in ("ready", "started", "processed", "completed")
-                    }
-                    for part in ("current", "total")
+                    "batch_progress": {
+                        part: {
+                            count: getattr(getattr(progress, part), count)
+                            for count in ("ready", "started", "processed", "completed")
+                        }
+                        for part in ("current", "total")
+                    },
+                    # the same objects' state dicts, and the other counters of the loop
+                    "batch_progress.state_dict": progress.state_dict(),
+                    "optim_progress": loop.automatic_optimization.optim_progress.state_dict(),
+                    "optim_step_progress": loop.manual_optimization.optim_step_progress.state_dict(),
+                    "scheduler_progress": loop.scheduler_progress.state_dict(),
+                    "epoch_progress": trainer.fit_loop.epoch_progress.state_dict(),
+                    "optimizer_steps": loop.automatic_optimization.optim_progress.optimizer_steps,
                 }
 
         def on_train_epoch_start(self):

@@ -134,6 +134,13 @@ def batch_progress(t: Trainer, run: Run) -> dict[str, Any]:
     }
 
 
+def fit_loop_counts(t: Trainer, run: Run) -> dict[str, Any]:
+    """Lightning's fit loop counters now (``loops["fit_loop"]`` of a checkpoint written at this moment), which
+    ``trainer.fit_loop``'s progress objects read."""
+    fit_loop: dict[str, Any] = _loops_state(t, run)["fit_loop"]
+    return fit_loop
+
+
 def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     """Lightning's ``loops`` entry, with the counts Lightning's loops hold at the same point, so Lightning
     can resume an Ember checkpoint too."""

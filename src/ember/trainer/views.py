@@ -15,7 +15,7 @@ Example::
 
 from __future__ import annotations
 
-import types
+import copy
 from typing import TYPE_CHECKING, Any
 
 from ember.checkpoint import contents
@@ -63,12 +63,41 @@ class _EpochCounter(_View):
         self._progress.epoch = value
 
 
+class _Counts:
+    """A read-only tracker of Lightning's progress objects (``ready``, ``started``, ...), from its state dict."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.__dict__.update(counts)
+
+
+def _counts(trainer: Trainer, *key: str) -> dict[str, Any]:
+    """The counts a checkpoint written now holds under ``key`` (a path into ``loops["fit_loop"]``)."""
+    state: Any = contents.fit_loop_counts(trainer, trainer._run)
+    for part in key:
+        state = state[part]
+    return dict(state)
+
+
+class _Progress:
+    """A read-only Lightning progress object (``total``, ``current``, ``state_dict()``), from ``_counts``."""
+
+    def __init__(self, trainer: Trainer, *key: str) -> None:
+        self._state = _counts(trainer, *key)
+        self.total, self.current = _Counts(self._state["total"]), _Counts(self._state["current"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self._state)
+
+
 class _EpochProgress(_View):
     @property
     def current(self) -> _EpochCounter:
         return _EpochCounter(self._trainer)
 
     total = current
+
+    def state_dict(self) -> dict[str, Any]:
+        return _counts(self._trainer, "epoch_progress")
 
 
 class _BatchCounter(_View):
@@ -112,6 +141,9 @@ class _BatchProgress(_View):
     @property
     def is_last_batch(self) -> bool:
         return self._trainer.is_last_batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return contents.batch_progress(self._trainer, self._run)
 
 
 class _EvalBatchCounter:
@@ -218,15 +250,26 @@ class _StepCounter(_View):
         pass  # counted once, through `completed`
 
 
+_MANUAL_STEPS = ("epoch_loop.manual_optimization.optim_step_progress",)
+_AUTOMATIC = ("epoch_loop.automatic_optimization.optim_progress", "optimizer")
+
+
 class _StepProgress(_View):
     """Lightning's optimizer-step progress. Programs that step raw torch optimizers in manual optimization count
     their steps with ``increment_completed()``, which moves ``trainer.global_step``."""
+
+    def __init__(self, trainer: Trainer, key: tuple[str, ...]) -> None:
+        super().__init__(trainer)
+        self._key = key  # where a checkpoint keeps these counts
 
     @property
     def total(self) -> _StepCounter:
         return _StepCounter(self._trainer)
 
-    current = total
+    @property
+    def current(self) -> _Counts:
+        """This epoch's steps (read-only)."""
+        return _Progress(self._trainer, *self._key).current
 
     def increment_ready(self) -> None:
         pass  # `ready` follows `completed`
@@ -234,9 +277,8 @@ class _StepProgress(_View):
     def increment_completed(self) -> None:
         self._progress.global_step += 1
 
-    def state_dict(self) -> dict[str, dict[str, int]]:
-        steps = self._progress.global_step
-        return {"total": {"ready": steps, "completed": steps}, "current": {"ready": steps, "completed": steps}}
+    def state_dict(self) -> dict[str, Any]:
+        return _counts(self._trainer, *self._key)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._progress.global_step = int(state_dict["total"]["completed"])
@@ -247,21 +289,47 @@ class _ManualOptimizationView(_View):
 
     @property
     def optim_step_progress(self) -> _StepProgress:
-        return _StepProgress(self._trainer)
+        return _StepProgress(self._trainer, _MANUAL_STEPS)
 
 
 class _OptimizerProgress(_View):
+    """``optim_progress.optimizer``: its optimizer ``step`` and ``zero_grad`` counts."""
+
     @property
     def step(self) -> _StepProgress:
-        return _StepProgress(self._trainer)
+        return _StepProgress(self._trainer, (*_AUTOMATIC, "step"))
+
+    @property
+    def zero_grad(self) -> _Progress:
+        return _Progress(self._trainer, *_AUTOMATIC, "zero_grad")
+
+    def state_dict(self) -> dict[str, Any]:
+        return _counts(self._trainer, *_AUTOMATIC)
+
+
+class _OptimizationProgress(_View):
+    """``epoch_loop.automatic_optimization.optim_progress``."""
+
+    @property
+    def optimizer(self) -> _OptimizerProgress:
+        return _OptimizerProgress(self._trainer)
+
+    @property
+    def optimizer_steps(self) -> int:
+        """Steps automatic optimization took (0 in manual optimization, as in Lightning)."""
+        steps: int = _counts(self._trainer, *_AUTOMATIC, "step")["total"]["completed"]
+        return steps
+
+    def state_dict(self) -> dict[str, Any]:
+        return _counts(self._trainer, _AUTOMATIC[0])
 
 
 class _AutomaticOptimizationView(_View):
-    """``epoch_loop.automatic_optimization``: its ``optim_progress.optimizer.step``."""
+    """``epoch_loop.automatic_optimization``: its ``optim_progress``."""
 
     @property
-    def optim_progress(self) -> Any:
-        return types.SimpleNamespace(optimizer=_OptimizerProgress(self._trainer))
+    def optim_progress(self) -> _OptimizationProgress:
+        return _OptimizationProgress(self._trainer)
 
 
 class _TrainingEpochLoopView(_View):
@@ -283,6 +351,11 @@ class _TrainingEpochLoopView(_View):
     @property
     def batch_progress(self) -> _BatchProgress:
         return _BatchProgress(self._trainer)
+
+    @property
+    def scheduler_progress(self) -> _Progress:
+        """Learning-rate scheduler steps, as Lightning counts them (read-only)."""
+        return _Progress(self._trainer, "epoch_loop.scheduler_progress")
 
     @property
     def restarting(self) -> bool:
