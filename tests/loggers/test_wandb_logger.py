@@ -269,3 +269,46 @@ def test_processes_ddp_spawn_starts_log_to_the_run_the_calling_process_started(t
     trainer.test(BoringModel(), verbose=False)
     runs = glob.glob(str(tmp_path / "wb" / "wandb" / "offline-run-*"))
     assert [os.path.basename(run).rsplit("-", 1)[1] for run in runs] == [logger.version]
+
+
+def test_the_wandb_run_starts_before_the_other_loggers_experiments(tmp_path):
+    # wandb syncs TensorBoard's files only when its run started before any writer (wandb issue 1782)
+    from ember import Trainer
+    from ember.demos import BoringModel
+    from ember.loggers import Logger
+
+    started = []
+
+    class WriterLogger(Logger):
+        name, version = "writer", 0
+
+        @property
+        def experiment(self):
+            started.append("writer")
+            return self
+
+        def log_metrics(self, metrics, step=None):
+            pass
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            pass
+
+    class RecordedWandbLogger(WandbLogger):
+        @property
+        def experiment(self):
+            started.append("wandb")
+            return super().experiment
+
+    loggers = [WriterLogger(), RecordedWandbLogger(save_dir=tmp_path / "wb", offline=True, project="p")]
+    trainer = Trainer(
+        logger=loggers,
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(BoringModel())
+    assert list(dict.fromkeys(started)) == ["wandb", "writer"]
+    assert trainer.loggers == loggers  # the list keeps its order

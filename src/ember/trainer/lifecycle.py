@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import os
 import signal
+import sys
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -426,18 +427,27 @@ def prepare_data(trainer: Trainer, run: Run) -> None:
     strategy.barrier("prepare_data")  # all ranks: the others wait for the data
 
 
+def _wandb_first(loggers: list[Any]) -> list[Any]:
+    """``loggers`` with the ``WandbLogger``s first, as Lightning starts their experiments: wandb syncs TensorBoard's
+    files only when its run started before any writer (wandb issue 1782)."""
+    wandb = sys.modules.get("ember.loggers.wandb")  # not imported: no logger is a WandbLogger
+    if wandb is None:
+        return loggers
+    return sorted(loggers, key=lambda logger: not isinstance(logger, wandb.WandbLogger))
+
+
 def call_setup_hooks(trainer: Trainer, run: Run, stage: TrainerFn) -> None:
     """``setup(stage)`` on the datamodule, the callbacks and the module, on every rank."""
     for child in trainer.lightning_module.modules():
         if hasattr(child, "_device"):
             child._device = trainer.strategy.root_device
-    for logger in trainer.loggers:
+    for logger in _wandb_first(trainer.loggers):
         if getattr(logger, "_lazy_experiment", False) is True:  # not a Mock's attribute
             # its writer (and the backend import) waits for the first value; the folder exists now
             if trainer.is_global_zero and logger.log_dir and "://" not in str(logger.log_dir):
                 os.makedirs(logger.log_dir, exist_ok=True)
         elif hasattr(logger, "experiment"):
-            _ = logger.experiment  # e.g. wandb must start its run before any other writer
+            _ = logger.experiment
     trainer.strategy.barrier("pre_setup")
     if trainer.datamodule is not None:
         _hooks(run).call_datamodule(trainer.datamodule, "setup", stage=stage)
