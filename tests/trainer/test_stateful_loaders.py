@@ -103,3 +103,25 @@ def test_a_checkpoint_with_loader_states_needs_as_many_stateful_loaders(tmp_path
     trainer = quiet_trainer(default_root_dir=tmp_path / "resumed", max_epochs=EPOCHS)
     with pytest.raises(RuntimeError, match="has 0 stateful loaders, but found 1 states in the checkpoint"):
         trainer.fit(Recorder(), DataLoader(Indexed(SAMPLES), batch_size=BATCH), ckpt_path=path)
+
+
+def test_reading_the_loops_progress_does_not_ask_the_loaders_for_their_state():
+    # `trainer.fit_loop`'s counters are what a checkpoint written then holds, less the loaders' positions:
+    # a callback that reads them at every batch costs no loader `state_dict()` (a checkpoint still asks)
+    class Counting(StatefulDataLoader):
+        asked = 0
+
+        def state_dict(self):
+            Counting.asked += 1
+            return super().state_dict()
+
+    class Reads(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            loop = trainer.fit_loop.epoch_loop
+            assert loop.scheduler_progress.total.completed == 0
+            assert loop.automatic_optimization.optim_progress.optimizer.zero_grad.current.completed == batch_idx + 1
+            assert loop.batch_progress.state_dict()["current"]["processed"] == batch_idx + 1
+
+    trainer = quiet_trainer(max_epochs=1, callbacks=[Reads()])
+    trainer.fit(Recorder(), Counting(Indexed(SAMPLES), batch_size=BATCH))
+    assert Counting.asked == 0

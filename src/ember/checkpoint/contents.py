@@ -134,16 +134,36 @@ def batch_progress(t: Trainer, run: Run) -> dict[str, Any]:
     }
 
 
-def fit_loop_counts(t: Trainer, run: Run) -> dict[str, Any]:
-    """Lightning's fit loop counters now (``loops["fit_loop"]`` of a checkpoint written at this moment), which
-    ``trainer.fit_loop``'s progress objects read."""
-    fit_loop: dict[str, Any] = _loops_state(t, run)["fit_loop"]
-    return fit_loop
-
-
 def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     """Lightning's ``loops`` entry, with the counts Lightning's loops hold at the same point, so Lightning
     can resume an Ember checkpoint too."""
+    fit_loop = fit_loop_counts(t, run)
+    loader_states = train_loader_states(run) if run.fn == TrainerFn.FITTING else []
+    if loader_states:
+        fit_loop["state_dict"]["combined_loader"] = loader_states  # where Lightning keeps them
+    predict = _eval_progress(t, TrainerFn.PREDICTING, "predict")
+    del predict["is_last_batch"]  # Lightning's prediction progress has none
+    return {
+        "fit_loop": fit_loop,
+        "validate_loop": {"state_dict": {}, "batch_progress": _eval_progress(t, TrainerFn.VALIDATING, "val")},
+        "test_loop": {"state_dict": {}, "batch_progress": _eval_progress(t, TrainerFn.TESTING, "test")},
+        "predict_loop": {"state_dict": {}, "batch_progress": predict},
+    }
+
+
+def _eval_progress(t: Trainer, fn: TrainerFn, key: str) -> dict[str, Any]:
+    """Lightning's ``batch_progress`` of an evaluation loop: the batches it ran in its last run, and in all."""
+    current, total = t._eval_loop_counts(fn.value, key)
+    return {
+        "total": _progress(total, total, total, total),
+        "current": _progress(current, current, current, current),
+        "is_last_batch": current > 0,
+    }
+
+
+def fit_loop_counts(t: Trainer, run: Run) -> dict[str, Any]:
+    """Lightning's fit loop counters now, as ``loops["fit_loop"]`` of a checkpoint written at this moment holds
+    them (without the training loaders' states), which ``trainer.fit_loop``'s progress objects read."""
     p = run.progress
     module = t.lightning_module
     hook = module._current_fx_name if module is not None else None
@@ -167,49 +187,25 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     # in `lr_scheduler_step` Lightning has counted that step ready, not yet completed
     scheduling = int(hook == "lr_scheduler_step")
 
-    def eval_progress(fn: TrainerFn, key: str) -> dict[str, Any]:
-        current, total = t._eval_loop_counts(fn.value, key)
-        return {
-            "total": _progress(total, total, total, total),
-            "current": _progress(current, current, current, current),
-            "is_last_batch": current > 0,
-        }
-
-    fit_state: dict[str, Any] = {}
-    loader_states = train_loader_states(run) if run.fn == TrainerFn.FITTING else []
-    if loader_states:
-        fit_state["combined_loader"] = loader_states  # where Lightning keeps them
     return {
-        "fit_loop": {
-            "state_dict": fit_state,
-            "epoch_loop.state_dict": {"_batches_that_stepped": p.batches_that_stepped},
-            "epoch_loop.batch_progress": batch_progress(t, run),
-            "epoch_loop.scheduler_progress": {
-                "total": _progress(schedulers, schedulers - scheduling),
-                "current": _progress(epoch_schedulers, epoch_schedulers - scheduling),
-            },
-            "epoch_loop.automatic_optimization.state_dict": {},
-            "epoch_loop.automatic_optimization.optim_progress": {
-                "optimizer": {"step": optimizer_step, "zero_grad": zero_grad},
-            },
-            "epoch_loop.manual_optimization.state_dict": {},
-            "epoch_loop.manual_optimization.optim_step_progress": manual_step,
-            "epoch_loop.val_loop.state_dict": {},
-            "epoch_loop.val_loop.batch_progress": eval_progress(TrainerFn.FITTING, "val"),
-            "epoch_progress": {
-                "total": _progress(epoch_ready, epoch_completed, epoch_started, epoch_processed),
-                "current": _progress(epoch_ready, epoch_completed, epoch_started, epoch_processed),
-            },
+        "state_dict": {},
+        "epoch_loop.state_dict": {"_batches_that_stepped": p.batches_that_stepped},
+        "epoch_loop.batch_progress": batch_progress(t, run),
+        "epoch_loop.scheduler_progress": {
+            "total": _progress(schedulers, schedulers - scheduling),
+            "current": _progress(epoch_schedulers, epoch_schedulers - scheduling),
         },
-        "validate_loop": {"state_dict": {}, "batch_progress": eval_progress(TrainerFn.VALIDATING, "val")},
-        "test_loop": {"state_dict": {}, "batch_progress": eval_progress(TrainerFn.TESTING, "test")},
-        "predict_loop": {
-            "state_dict": {},
-            "batch_progress": {
-                name: value
-                for name, value in eval_progress(TrainerFn.PREDICTING, "predict").items()
-                if name != "is_last_batch"  # Lightning's prediction progress has none
-            },
+        "epoch_loop.automatic_optimization.state_dict": {},
+        "epoch_loop.automatic_optimization.optim_progress": {
+            "optimizer": {"step": optimizer_step, "zero_grad": zero_grad},
+        },
+        "epoch_loop.manual_optimization.state_dict": {},
+        "epoch_loop.manual_optimization.optim_step_progress": manual_step,
+        "epoch_loop.val_loop.state_dict": {},
+        "epoch_loop.val_loop.batch_progress": _eval_progress(t, TrainerFn.FITTING, "val"),
+        "epoch_progress": {
+            "total": _progress(epoch_ready, epoch_completed, epoch_started, epoch_processed),
+            "current": _progress(epoch_ready, epoch_completed, epoch_started, epoch_processed),
         },
     }
 
