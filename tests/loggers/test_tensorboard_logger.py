@@ -313,6 +313,24 @@ def test_hp_metric_is_logged_at_the_given_step_or_none(tmp_path, monkeypatch):
     assert scalars(logger.log_dir)["hp_metric"] == [(0, -1.0), (5, 0.5)]
 
 
+def test_hparams_tab_shows_numpy_scalars_as_numbers_and_arrays_as_text(tmp_path):
+    # as Lightning: numpy's bool, integer and floating scalars become numbers; a 0-d array (what
+    # `np.asarray(0.5)` gives) is not one of them and is shown as its text
+    import numpy as np
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_hyperparams({"dropout": np.array(0.5), "lr": np.float64(0.1), "depth": np.int64(3)})
+    logger.finalize("success")
+    acc = EventAccumulator(logger.log_dir)
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    shown = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert shown["dropout"].string_value == "0.5"
+    assert shown["lr"].number_value == 0.1
+    assert shown["depth"].number_value == 3
+
+
 def test_prefix_and_dict_values(tmp_path):
     logger = TensorBoardLogger(tmp_path, prefix="p")
     logger.log_metrics({"loss": 1.0}, 2)

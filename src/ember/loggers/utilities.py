@@ -112,10 +112,13 @@ def _convert_json_serializable(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _sanitize_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Keep bool/int/float/str/Tensor values; numpy scalars become python ones; the rest ``str()``."""
+    """Keep bool/int/float/str/Tensor values; numpy's bool, integer and floating scalars become python ones (not a
+    0-d array, as in Lightning); the rest ``str()``."""
+    numpy = sys.modules.get("numpy")  # not imported: no value is numpy's
+    scalars = () if numpy is None else (numpy.bool_, numpy.integer, numpy.floating)
     out: dict[str, Any] = {}
     for key, value in params.items():
-        if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        if isinstance(value, scalars):
             value = value.item()
         if (isinstance(value, torch.Tensor) and value.ndim > 1) or type(value) not in (
             bool,
