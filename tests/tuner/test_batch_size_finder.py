@@ -260,3 +260,45 @@ class _TrainingOnly(pl.LightningModule):
 
 def test_a_module_without_validation_is_searched_as_in_lightning():
     assert Tuner(_trainer()).scale_batch_size(_TrainingOnly(), max_trials=3) == 8
+
+
+class _ShuffledRegression(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.batch_size = 2
+        self.x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+        self.y = self.x.sum(1, keepdim=True)
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        data = torch.utils.data.TensorDataset(self.x, self.y)
+        return torch.utils.data.DataLoader(data, batch_size=self.batch_size, shuffle=True)
+
+
+def _weights(model) -> list[float]:
+    return [round(v, 6) for v in torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()]
+
+
+def test_the_fit_after_a_search_shuffles_as_in_lightning():
+    # Lightning makes a training iterator as the search ends (drawing its seeds) and drops it when the Tuner
+    # call ends; values observed on Lightning 2.6.6
+    expected = [0.289101, 0.569632, 0.599918, 0.405398, -0.308187]
+    pl.seed_everything(0)
+    model, trainer = _ShuffledRegression(), _trainer()
+    assert Tuner(trainer).scale_batch_size(model, max_trials=3) == 8
+    state = torch.get_rng_state()
+    assert round(torch.rand(1).item(), 6) == 0.282269
+    torch.set_rng_state(state)
+    trainer.fit(model)
+    assert _weights(model) == expected
+
+    pl.seed_everything(0)
+    model = _ShuffledRegression()
+    _trainer(callbacks=[BatchSizeFinder(max_trials=3)]).fit(model)  # no reload: the fit uses that iterator
+    assert _weights(model) == [0.322453, 0.567124, 0.549924, 0.403156, -0.33314]

@@ -79,7 +79,28 @@ def _scale_batch_size(
     finally:
         snapshot.restore(trainer)
     load_dataloaders(trainer)  # as Lightning: the loaders of the new size are in place when the search ends
+    if fn == TrainerFn.FITTING and _training_iterator_is_dropped(trainer):
+        _draw_a_training_iterator(trainer)
     return new_size
+
+
+def _training_iterator_is_dropped(trainer: Trainer) -> bool:
+    """Whether the search ends the call (a ``Tuner`` call): the training iterator Lightning makes as the
+    search ends then goes unused."""
+    from ember.callbacks.batch_size_finder import BatchSizeFinder
+
+    return any(isinstance(cb, BatchSizeFinder) and cb._early_exit for cb in trainer.callbacks)
+
+
+def _draw_a_training_iterator(trainer: Trainer) -> None:
+    """Make and drop one training iterator, as Lightning does once it has set up the training data again.
+
+    Each DataLoader iterator draws its seeds from the global RNG, so every shuffle after the search depends
+    on this draw; without it the fit that follows would train on batches in another order than Lightning's.
+    """
+    from ember.trainer.loop import _train_iterator
+
+    _train_iterator(trainer._run)
 
 
 def _run_power_scaling(
