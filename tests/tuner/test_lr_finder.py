@@ -258,3 +258,40 @@ def test_the_epoch_after_a_sweep_in_fit_shuffles_as_lightnings_does():
     assert seen == [[7, 1], [4, 6], [2, 0], [4, 5], [2, 7], [0, 1], [3, 6]]  # the sweep's 3 batches, then the epoch
     assert torch.equal(states["train_start"], states["fit_start"])  # the epoch's draw left the run's RNG alone
     assert torch.rand(1).item() == pytest.approx(0.8964447379112244)
+
+
+class _LaterEpochFinder(LearningRateFinder):
+    def on_fit_start(self, *args, **kwargs):
+        return
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            self.lr_find(trainer, pl_module)
+
+
+class _ValidationStepWithoutLoader(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.lr = 0.1
+        self.x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
+        self.y = self.x.sum(1, keepdim=True)
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(self.x, self.y), batch_size=4)
+
+
+def test_a_sweep_at_a_later_epoch_reloads_only_the_training_data():
+    # a module with a validation_step and no val_dataloader trains without validation, the sweep included
+    trainer = pl.Trainer(max_epochs=2, callbacks=[_LaterEpochFinder(num_training_steps=5)], **QUIET)
+    trainer.fit(_ValidationStepWithoutLoader())
+    assert trainer.global_step == 16

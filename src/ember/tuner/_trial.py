@@ -211,6 +211,14 @@ def load_dataloaders(trainer: Trainer) -> None:
         dataloaders.eval_dataloaders(trainer, run, stage)
 
 
+def load_train_dataloader(trainer: Trainer) -> None:
+    """Request the training dataloader again, as Lightning after a learning rate sweep: validation loads its
+    own loaders when it next runs, and only if it has any."""
+    from ember.trainer import dataloaders
+
+    dataloaders.setup_train_dataloader(trainer, trainer._run)
+
+
 def current_dataset_length(trainer: Trainer) -> int | None:
     """The length of the dataset behind the current entry point's (first) dataloader, or None if unsized."""
     from ember.trainer import dataloaders

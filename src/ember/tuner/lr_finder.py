@@ -157,7 +157,7 @@ def _lr_find(
     attr_name: str = "",
 ) -> _LRFinder | None:
     """Sweep the learning rate from ``min_lr`` to ``max_lr`` over ``num_training`` steps, then restore the state."""
-    from ember.tuner._trial import TrainerSnapshot, load_dataloaders, run_trial, trial_settings
+    from ember.tuner._trial import TrainerSnapshot, load_train_dataloader, run_trial, trial_settings
 
     if trainer.fast_dev_run:
         rank_zero_warn("Skipping learning rate finder since `fast_dev_run` is enabled.")
@@ -188,7 +188,7 @@ def _lr_find(
         callback.close()
         snapshot.restore(trainer)
     if training_data_loaded:
-        load_dataloaders(trainer)  # as Lightning, which sets its data up again after the search
+        load_train_dataloader(trainer)  # as Lightning, which sets its training data up again after the search
 
     if update_attr and finished:
         lr = lr_finder.suggestion()
