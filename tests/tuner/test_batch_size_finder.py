@@ -302,3 +302,21 @@ def test_the_fit_after_a_search_shuffles_as_in_lightning():
     model = _ShuffledRegression()
     _trainer(callbacks=[BatchSizeFinder(max_trials=3)]).fit(model)  # no reload: the fit uses that iterator
     assert _weights(model) == [0.322453, 0.567124, 0.549924, 0.403156, -0.33314]
+
+
+class _CountedLoaders(_ShuffledRegression):
+    def __init__(self):
+        super().__init__()
+        self.x = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+        self.y = self.x.sum(1, keepdim=True)
+        self.requested: list[int] = []
+
+    def train_dataloader(self):
+        self.requested.append(self.batch_size)
+        return super().train_dataloader()
+
+
+def test_each_trial_asks_for_the_training_data_once_as_in_lightning():
+    model = _CountedLoaders()
+    Tuner(_trainer()).scale_batch_size(model, max_trials=4)
+    assert model.requested == [2, 4, 8, 16, 16]  # one call per trial, and one as the search ends

@@ -168,12 +168,17 @@ def trial_settings(trainer: Trainer, callbacks: list[Any], **settings: Any) -> I
             progress_bar.enable()
 
 
-def run_trial(trainer: Trainer) -> None:
-    """Run the loop of the current entry point (fit, validate, test or predict) once, with the current settings."""
+def run_trial(trainer: Trainer, reload_data: bool = True) -> None:
+    """Run the loop of the current entry point (fit, validate, test or predict) once, with the current settings.
+
+    With ``reload_data=False`` a training loader already loaded is used as it is (the caller drops it when it
+    changes what the hook returns).
+    """
     from ember.trainer import loop
     from ember.trainer.states import RunningStage, TrainerFn
 
-    forget_data(trainer)
+    if reload_data or trainer.state.fn != TrainerFn.FITTING:
+        forget_data(trainer)
     fn = trainer.state.fn
     if fn == TrainerFn.FITTING:
         trainer.should_stop = False
@@ -224,12 +229,15 @@ def current_dataset_length(trainer: Trainer) -> int | None:
     from ember.trainer import dataloaders
     from ember.trainer.states import RunningStage, TrainerFn
 
-    forget_data(trainer)
-    fn = trainer.state.fn
+    fn, run = trainer.state.fn, trainer._run
     assert fn is not None, "the tuner runs inside a call of fit, validate, test or predict"
     if fn == TrainerFn.FITTING:
-        loaders = [dataloaders.setup_train_dataloader(trainer, trainer._run)]
+        # as Lightning, which measures the loader the last trial ran on: the hook runs only when none is loaded
+        if run.train_dataloader is None:
+            dataloaders.setup_train_dataloader(trainer, run)
+        loaders = [run.train_dataloader]
     else:
+        forget_data(trainer)
         stage = {TrainerFn.VALIDATING: RunningStage.VALIDATING, TrainerFn.TESTING: RunningStage.TESTING}.get(
             fn, RunningStage.PREDICTING
         )
@@ -241,5 +249,6 @@ def current_dataset_length(trainer: Trainer) -> int | None:
             total += len(dataset)  # type: ignore[arg-type]
         except TypeError:
             return None
-    forget_data(trainer)
+    if fn != TrainerFn.FITTING:
+        forget_data(trainer)
     return total

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from ember.tuner._trial import (
     TrainerSnapshot,
     current_dataset_length,
+    forget_data,
     free_memory,
     is_oom_error,
     load_dataloaders,
@@ -116,7 +117,7 @@ def _run_power_scaling(
             rank_zero_info(f"Reached the maximum batch size limit of {max_val}. Stopping search.")
             break
         try:
-            run_trial(trainer)
+            run_trial(trainer, reload_data=False)
             last_successful_size = new_size
             if i + 1 >= max_trials:
                 new_size = last_successful_size
@@ -156,7 +157,7 @@ def _run_binsearch_scaling(
             rank_zero_info(f"Reached the maximum batch size limit of {max_val}. Stopping search.")
             break
         try:
-            run_trial(trainer)
+            run_trial(trainer, reload_data=False)
             last_successful_size = new_size
             count += 1
             if count >= max_trials:
@@ -233,4 +234,6 @@ def _adjust_batch_size(
         rank_zero_info(f"Batch size {batch_size} {desc}, trying batch size {new_size}")
     changed = new_size != batch_size
     lightning_setattr(model, batch_arg_name, new_size)
+    if changed:
+        forget_data(trainer)  # the next trial asks the hooks for loaders of the new size
     return new_size, changed
