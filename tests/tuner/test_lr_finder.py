@@ -295,3 +295,13 @@ def test_a_sweep_at_a_later_epoch_reloads_only_the_training_data():
     trainer = pl.Trainer(max_epochs=2, callbacks=[_LaterEpochFinder(num_training_steps=5)], **QUIET)
     trainer.fit(_ValidationStepWithoutLoader())
     assert trainer.global_step == 16
+
+
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_fork"])
+def test_lr_find_refuses_a_strategy_that_launches_its_processes_from_the_trainer(strategy):
+    # the sweep would run in the launched processes only, and its result would be lost: say so before fitting
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_epochs=1, **QUIET)
+    model = _ValidationStepWithoutLoader()
+    with pytest.raises(ValueError, match="`Tuner.lr_find` does not support"):
+        Tuner(trainer).lr_find(model, num_training=5)
+    assert model.lr == 0.1

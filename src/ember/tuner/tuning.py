@@ -164,6 +164,15 @@ def _check_tuner_configuration(train_dataloaders: Any, val_dataloaders: Any, dat
 
 def _check_lr_find_configuration(trainer: Trainer) -> None:
     from ember.callbacks.lr_finder import LearningRateFinder
+    from ember.distributed.launch import MultiProcessingLauncher
+
+    if isinstance(getattr(trainer.strategy, "launcher", None), MultiProcessingLauncher):
+        # the sweep runs in the processes the trainer starts, and its results stay there
+        raise ValueError(
+            "`Tuner.lr_find` does not support strategies that start their processes from the trainer"
+            " (`ddp_spawn`, `ddp_fork`): its results would stay in those processes. Use `strategy='ddp'`,"
+            " or add a `LearningRateFinder` callback to the `Trainer`."
+        )
 
     if any(isinstance(cb, LearningRateFinder) for cb in trainer.callbacks):
         raise ValueError(
