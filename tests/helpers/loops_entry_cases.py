@@ -31,6 +31,8 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "cut_short_epochs": ({}, {}, {"cut_at": 2}),
     # training data of unknown length (an IterableDataset without `__len__`), a checkpoint after every batch
     "unknown_length": ({"every_n_train_steps": 1}, {}, {"iterable": True}),
+    # `trainer.save_checkpoint` from inside evaluation batches: the first validation in fit, then a `test` call
+    "inside_evaluation_batches": ({}, {}, {"inside_eval": True}),
 }
 INSIDE_HOOKS = (
     "on_after_batch_transfer",
@@ -55,13 +57,21 @@ def _plain(value: Any) -> Any:
 
 def run_cases(pl: Any, root: str) -> dict[str, Any]:
     class Model(pl.LightningModule):
-        def __init__(self, manual: bool = False, scheduler: bool = False, inside: bool = False, cut_at: int = -1):
+        def __init__(
+            self,
+            manual: bool = False,
+            scheduler: bool = False,
+            inside: bool = False,
+            cut_at: int = -1,
+            inside_eval: bool = False,
+        ):
             super().__init__()
             self.layer = torch.nn.Linear(4, 1)
             self.automatic_optimization = not manual
             self.scheduler = scheduler or inside
             self.inside = inside
             self.cut_at = cut_at
+            self.inside_eval = inside_eval
             self.batch_idx = 0
             self.readings = {}  # what `trainer.fit_loop.epoch_loop.batch_progress` read where a file was saved
 
@@ -87,6 +97,7 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
                     "scheduler_progress": loop.scheduler_progress.state_dict(),
                     "epoch_progress": trainer.fit_loop.epoch_progress.state_dict(),
                     "optimizer_steps": loop.automatic_optimization.optim_progress.optimizer_steps,
+                    "fit_loop.state_dict": trainer.fit_loop.state_dict(),
                 }
 
         def on_train_epoch_start(self):
@@ -113,10 +124,24 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
         def forward(self, batch):
             return self.layer(batch)
 
+        def save_inside_evaluation(self, hook, batch_idx):
+            trainer = self.trainer
+            if self.inside_eval and not trainer.sanity_checking and trainer.current_epoch == 0 and batch_idx in (1, 2):
+                name = f"{hook}-{batch_idx}.ckpt"
+                trainer.save_checkpoint(os.path.join(trainer.default_root_dir, "checkpoints", name))
+
+        def on_validation_batch_start(self, batch, batch_idx):
+            self.save_inside_evaluation("on_validation_batch_start", batch_idx)
+
         def validation_step(self, batch, batch_idx):
+            self.save_inside_evaluation("validation_step", batch_idx)
             self.log("val", self.layer(batch).mean())
 
+        def on_validation_batch_end(self, outputs, batch, batch_idx):
+            self.save_inside_evaluation("on_validation_batch_end", batch_idx)
+
         def test_step(self, batch, batch_idx):
+            self.save_inside_evaluation("test_step", batch_idx)
             self.log("test", self.layer(batch).mean())
 
         def configure_optimizers(self):
@@ -177,6 +202,8 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
         model = Model(**model_args)
         trainer.fit(model, train, data)
         trainer.save_checkpoint(os.path.join(folder, "checkpoints", "after-fit.ckpt"))
+        if name == "inside_evaluation_batches":
+            trainer.test(model, data, verbose=False)
         if name == "epoch_end_validation":
             # each evaluation loop keeps its counts through the calls that follow (fit's validation loop too)
             trainer.validate(model, data, verbose=False)

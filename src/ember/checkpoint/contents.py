@@ -134,7 +134,7 @@ def batch_progress(t: Trainer, run: Run) -> dict[str, Any]:
     }
 
 
-def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
+def loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     """Lightning's ``loops`` entry, with the counts Lightning's loops hold at the same point, so Lightning
     can resume an Ember checkpoint too."""
     fit_loop = fit_loop_counts(t, run)
@@ -152,12 +152,27 @@ def _loops_state(t: Trainer, run: Run) -> dict[str, Any]:
 
 
 def _eval_progress(t: Trainer, fn: TrainerFn, key: str) -> dict[str, Any]:
-    """Lightning's ``batch_progress`` of an evaluation loop: the batches it ran in its last run, and in all."""
+    """Lightning's ``batch_progress`` of an evaluation loop: the batches it ran in its last run, and in all, and
+    the batch under way (counted ready before its start hook, started before its step, processed after it)."""
     current, total = t._eval_loop_counts(fn.value, key)
+    run = t._run
+    ready = started = processed = 0
+    module = t.lightning_module
+    stage = {"val": RunningStage.VALIDATING, "test": RunningStage.TESTING}.get(key)
+    running = run.fn == fn  # the loop's own call, under way or the last one
+    if running and stage is not None and t.state.stage == stage and module is not None:
+        prefix = "validation" if key == "val" else "test"
+        results = run.val_results if key == "val" else run.test_results
+        if results.batch is not None:  # between its fetch and the end of its end hooks
+            hook = module._current_fx_name
+            ready = 1
+            started = int(hook != f"on_{prefix}_batch_start")
+            processed = int(hook == f"on_{prefix}_batch_end")
+    last_fetched = run.eval_last_fetched.get(key) if running else None
     return {
-        "total": _progress(total, total, total, total),
-        "current": _progress(current, current, current, current),
-        "is_last_batch": current > 0,
+        "total": _progress(total + ready, total, total + started, total + processed),
+        "current": _progress(current + ready, current, current + started, current + processed),
+        "is_last_batch": current > 0 if last_fetched is None else last_fetched,
     }
 
 
@@ -230,7 +245,7 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False, all_ranks:
         "pytorch-lightning_version": LIGHTNING_FORMAT_VERSION,
         "ember_version": __version__,
         "state_dict": t.strategy.lightning_module_state_dict(),
-        "loops": _loops_state(t, run),
+        "loops": loops_state(t, run),
     }
     if not weights_only:
         callback_states = {}

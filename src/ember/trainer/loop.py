@@ -812,6 +812,7 @@ def run_sanity_check(trainer: Trainer, run: Run) -> None:
     run.last_val_time = time.monotonic()
     _hooks(run).call_callbacks("on_sanity_check_end")
     run.eval_progress["val"] = [0, 0]  # as Lightning: the sanity check's batches are not counted afterwards
+    run.eval_last_fetched.pop("val", None)
     run.metrics.reset()
     trainer.state.stage = stage
 
@@ -844,6 +845,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     first = iter(loaders[0])  # before the hooks, as in Lightning: a shuffling loader draws its seed here
     outputs_per_loader: list[dict[str, Any]] = []
     run.eval_progress["val" if validating else "test"][0] = 0  # a new evaluation epoch
+    run.eval_last_fetched.pop("val" if validating else "test", None)
     with _eval_grad_context(trainer):  # the whole loop, its start and end hooks too, as in Lightning
         modes = _eval_mode(trainer, run, prefix)
         hooks.call_both(f"on_{prefix}_start")
@@ -939,6 +941,8 @@ def _evaluate_loader(
                 break
             if stop is not None and stop.flag and (batch_idx or dataloader_idx):
                 stop_evaluation(trainer)  # SIGTERM: no batch after the one it came in
+            last_loader = dataloader_idx + 1 == loader_count
+            run.eval_last_fetched[fn_stage] = last_loader and batch_idx + 1 >= max_batches[dataloader_idx]
             if transfer is not None:
                 batch = transfer(batch)
             results.batch, results.batch_size = batch, None
@@ -1002,6 +1006,7 @@ def _evaluate_with_iterator(
                 batch_start(data.batch, data.batch_idx, *extra)
             with trainer.precision_plugin.forward_context():
                 output = evaluation_step(data)
+            run.eval_last_fetched[fn_stage] = data.done  # the step drew its batches
             if data.fetched:
                 ended_in.add(data.dataloader_idx)
             extra = (data.dataloader_idx,) if several else ()

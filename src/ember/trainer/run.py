@@ -199,6 +199,9 @@ class Run:
     eval_progress: dict[str, list[int]] = field(
         default_factory=lambda: {"val": [0, 0], "test": [0, 0], "predict": [0, 0]}
     )
+    # whether the evaluation batch last fetched by the "val" or "test" loop is its run's last (Lightning's
+    # `is_last_batch` of that loop, which a checkpoint records)
+    eval_last_fetched: dict[str, bool] = field(default_factory=dict)
     warnings: WarningCache = field(default_factory=WarningCache)  # warnings given once per call
     evaluation_batches_run: bool = False  # a validation batch inside this fit has run
     last_val_time: float = 0.0  # for a time-based ``val_check_interval``

@@ -412,6 +412,11 @@ class FitLoopView(_View):
         super().__init__(trainer)
         self.epoch_loop = _TrainingEpochLoopView(trainer)  # one object, which programs may give attributes
 
+    def state_dict(self) -> dict[str, Any]:
+        """The loop's state: what a checkpoint written now holds under ``loops["fit_loop"]``."""
+        state: dict[str, Any] = contents.loops_state(self._trainer, self._run)["fit_loop"]
+        return state
+
     @property
     def max_epochs(self) -> int | None:
         return self._trainer.max_epochs
