@@ -11,7 +11,7 @@ import torch
 from tests.helpers.tuner_models import QUIET, BatchSizeData, BudgetModel, ConfiguredRegression, TrainConfig
 
 import ember as pl
-from ember.callbacks import BatchSizeFinder
+from ember.callbacks import BatchSizeFinder, LearningRateFinder
 from ember.tuner import Tuner
 from ember.utilities.exceptions import MisconfigurationException
 
@@ -320,3 +320,113 @@ def test_each_trial_asks_for_the_training_data_once_as_in_lightning():
     model = _CountedLoaders()
     Tuner(_trainer()).scale_batch_size(model, max_trials=4)
     assert model.requested == [2, 4, 8, 16, 16]  # one call per trial, and one as the search ends
+
+
+class _CountsSanityValidation(_ShuffledRegression):
+    def __init__(self):
+        super().__init__()
+        self.sanity_steps = 0
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.sanity_steps += self.trainer.sanity_checking
+        return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(self.x, self.y), batch_size=self.batch_size)
+
+
+def _logged_steps(log_dir) -> list[str]:
+    import csv
+
+    (metrics,) = log_dir.glob("**/metrics.csv")
+    with metrics.open() as f:
+        return [row["step"] for row in csv.DictReader(f) if row["train_loss"]]
+
+
+@pytest.mark.parametrize("search", ["tuner", "callback"])
+def test_with_max_steps_the_fit_after_a_search_runs_its_sanity_check_and_logs_from_step_0(tmp_path, search):
+    # Lightning's search leaves a step-limited fit "restarting": no sanity check, and every row one step late
+    model = _CountsSanityValidation()
+    callbacks = [BatchSizeFinder(max_trials=2)] if search == "callback" else []
+    logger = pl.loggers.CSVLogger(tmp_path, name="csv")
+    trainer = pl.Trainer(**{**QUIET, "logger": logger}, max_steps=4, log_every_n_steps=1, callbacks=callbacks)
+    if search == "tuner":
+        Tuner(trainer).scale_batch_size(model, max_trials=2)
+    trainer.fit(model)
+    assert model.sanity_steps == 2
+    assert _logged_steps(tmp_path) == ["0", "1", "2", "3"]
+
+
+def test_an_out_of_memory_error_in_validation_counts_as_any_other(tmp_path):
+    # Lightning fails with KeyError: 'limit_eval_batches' and leaves the trial's state and its checkpoint file
+    class ValidationOutOfMemory(BudgetModel):
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+
+    model = ValidationOutOfMemory(budget=8, n=64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = _trainer(default_root_dir=tmp_path)
+    assert Tuner(trainer).scale_batch_size(model) == 16  # the trial of 32 reaches the epoch's end and validates
+    assert max(model.sizes) == 32
+    assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
+    assert trainer.global_step == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+class _LearningRateRegression(_ShuffledRegression):
+    def __init__(self):
+        super().__init__()
+        self.x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
+        self.y = self.x.sum(1, keepdim=True)
+        self.batch_size = 4
+        self.lr = 0.1
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def _finder(kind: str) -> pl.Callback:
+    return LearningRateFinder(num_training_steps=5) if kind == "lr" else BatchSizeFinder(max_trials=2)
+
+
+class _EpochEnds(pl.Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seen.append((trainer.current_epoch, trainer.global_step))
+
+
+@pytest.mark.parametrize("finder", ["lr", "batch_size"])
+def test_a_finder_callback_in_a_resumed_fit_keeps_the_resume(tmp_path, finder):
+    # Lightning searches before it restores the loops, and its search's restore drops the checkpoint
+    first = tmp_path / "first.ckpt"
+    trainer = pl.Trainer(**QUIET, max_epochs=1)
+    trainer.fit(_LearningRateRegression())
+    trainer.save_checkpoint(first)
+    epochs = _EpochEnds()
+    trainer = pl.Trainer(**QUIET, max_epochs=3, callbacks=[_finder(finder), epochs])
+    trainer.fit(_LearningRateRegression(), ckpt_path=first)
+    assert epochs.seen == [(1, 16), (2, 24)]
+
+
+@pytest.mark.parametrize("call", ["lr_find", "scale_batch_size"])
+def test_trainer_ckpt_path_stays_none_after_a_tuner_call_or_a_finder_callback(tmp_path, call):
+    # Lightning's holds the path of its temporary checkpoint, a file it has already deleted
+    trainer = _trainer(default_root_dir=tmp_path)
+    getattr(Tuner(trainer), call)(_LearningRateRegression(), **{"lr_find": {"num_training": 5}}.get(call, {}))
+    assert trainer.ckpt_path is None
+
+    class CkptPathInTraining(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.seen = trainer.ckpt_path
+
+    seen = CkptPathInTraining()
+    finder = _finder("lr" if call == "lr_find" else "batch_size")
+    _trainer(default_root_dir=tmp_path, callbacks=[finder, seen]).fit(_LearningRateRegression())
+    assert seen.seen is None

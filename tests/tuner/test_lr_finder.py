@@ -305,3 +305,37 @@ def test_lr_find_refuses_a_strategy_that_launches_its_processes_from_the_trainer
     with pytest.raises(ValueError, match="`Tuner.lr_find` does not support"):
         Tuner(trainer).lr_find(model, num_training=5)
     assert model.lr == 0.1
+
+
+class _TwoOptimizers(LinearRegression):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        return None
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD(self.parameters(), lr=0.1), torch.optim.SGD(self.parameters(), lr=0.1)]
+
+
+class _FailsInTheSweep(LinearRegression):
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 2:
+            raise RuntimeError("a bug in the training step")
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize(
+    ("model", "error"),
+    [(_TwoOptimizers, "only works with single optimizer"), (_FailsInTheSweep, "a bug in the training step")],
+)
+def test_an_lr_find_that_fails_leaves_the_trainers_callbacks_and_schedulers_as_they_were(model, error):
+    # Lightning leaves the sweep's callback on the trainer and, once the sweep has begun, its `_ExponentialLR`
+    trainer = _trainer()
+    callbacks = list(trainer.callbacks)
+    with pytest.raises(Exception, match=error):
+        Tuner(trainer).lr_find(model())
+    assert trainer.callbacks == callbacks
+    assert trainer.lr_scheduler_configs == []
+    assert Tuner(trainer).lr_find(LinearRegression(), num_training=5) is not None
