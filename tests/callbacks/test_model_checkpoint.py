@@ -593,6 +593,25 @@ def test_dirpath_resolution(tmp_path):
     assert callback.dirpath == os.path.join(str(tmp_path), "exp", "run-a", "checkpoints")
 
 
+def test_the_folder_is_read_off_the_logger_as_lightning_reads_it(tmp_path):
+    # a logger may compute its properties (a run started on first read): save_dir, name, version, each once
+    # (save_dir twice where it is set), in Lightning's order
+    reads = []
+
+    class Reading(FakeLogger):
+        def __getattribute__(self, attribute):
+            if attribute in ("save_dir", "name", "version"):
+                reads.append(attribute)
+            return super().__getattribute__(attribute)
+
+    callback = ModelCheckpoint()
+    trainer = FakeTrainer(tmp_path)
+    trainer.loggers = [Reading(save_dir=str(tmp_path / "logs"), name="exp", version=3)]
+    callback.setup(trainer, None, "fit")
+    assert callback.dirpath == os.path.join(str(tmp_path), "logs", "exp", "version_3", "checkpoints")
+    assert reads == ["save_dir", "save_dir", "name", "version"]
+
+
 def test_warns_when_dirpath_not_empty(tmp_path):
     (tmp_path / "old.ckpt").write_bytes(b"x")
     with pytest.warns(UserWarning, match="exists and is not empty"):

@@ -723,10 +723,13 @@ class ModelCheckpoint(Checkpoint):
         if self.dirpath is not None:
             return self.dirpath
         if len(trainer.loggers) > 0:
+            # each property read as often and in the order Lightning reads it: a logger may compute them
             logger = trainer.loggers[0]
             save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
-            version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-            return os.path.join(save_dir, str(logger.name), version, "checkpoints")
+            name = logger.name
+            version = logger.version
+            version = version if isinstance(version, str) else f"version_{version}"
+            return os.path.join(save_dir, str(name), version, "checkpoints")
         return os.path.join(trainer.default_root_dir, "checkpoints")
 
     _resolve_dirpath = _resolve_ckpt_dir  # the name the trainer's ckpt_path="last" lookup uses
