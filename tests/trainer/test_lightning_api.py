@@ -819,12 +819,16 @@ def test_resuming_without_the_checkpoints_callbacks_warns_as_lightning(tmp_path)
     assert any("EarlyStopping" in str(w.message) for w in caught)
 
 
-class _EpochSpy(Callback):
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int, int]] = []
+class _HookSpy(Callback):
+    """Records ``(hook, *read(trainer))`` in the given ``hooks`` of those around a fit's start and end."""
+
+    def __init__(self, read, hooks) -> None:
+        self.read, self.hooks = read, hooks
+        self.seen: list[tuple] = []
 
     def _see(self, hook: str, trainer: ember.Trainer) -> None:
-        self.seen.append((hook, trainer.current_epoch, trainer.global_step))
+        if hook in self.hooks:
+            self.seen.append((hook, *self.read(trainer)))
 
     def on_sanity_check_start(self, trainer, pl_module):
         self._see("sanity_check_start", trainer)
@@ -835,8 +839,14 @@ class _EpochSpy(Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         self._see("train_epoch_start", trainer)
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._see("train_batch_start", trainer)
+
     def on_train_end(self, trainer, pl_module):
         self._see("train_end", trainer)
+
+    def on_fit_end(self, trainer, pl_module):
+        self._see("fit_end", trainer)
 
 
 # (hook, current_epoch, global_step) as each hook runs, and current_epoch after fit; recorded on Lightning
@@ -873,32 +883,14 @@ def test_current_epoch_and_the_hooks_of_a_resumed_fit_are_lightnings(tmp_path, c
     quiet = {"enable_checkpointing": True, "max_epochs": None, "default_root_dir": tmp_path}
     quiet_trainer(**{**quiet, "max_epochs": 2}, callbacks=callbacks).fit(CoreModel(), loader(8), loader(8))
     path = tmp_path / "last.ckpt" if checkpoint == "end_of_epoch_1" else tmp_path / "steps" / "step=3.ckpt"
-    spy = _EpochSpy()
+    spy = _HookSpy(
+        lambda trainer: (trainer.current_epoch, trainer.global_step),
+        ("sanity_check_start", "train_start", "train_epoch_start", "train_end"),
+    )
     trainer = quiet_trainer(**{**quiet, **limits}, num_sanity_val_steps=2, callbacks=[spy])
     trainer.fit(CoreModel(), loader(8), loader(8), ckpt_path=path)
     assert spy.seen == hooks
     assert trainer.current_epoch == epoch_after
-
-
-class _BatchProgressSpy(Callback):
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int, int]] = []
-
-    def _see(self, hook: str, trainer: ember.Trainer) -> None:
-        current = trainer.fit_loop.epoch_loop.batch_progress.current
-        self.seen.append((hook, current.completed, current.ready))
-
-    def on_sanity_check_start(self, trainer, pl_module):
-        self._see("sanity_check_start", trainer)
-
-    def on_train_start(self, trainer, pl_module):
-        self._see("train_start", trainer)
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self._see("train_epoch_start", trainer)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._see("train_batch_start", trainer)
 
 
 @pytest.mark.parametrize("written", ["at the epoch's end", "after fit", "by lightning at the epoch's end"])
@@ -916,7 +908,12 @@ def test_a_fit_resumed_from_an_epochs_end_holds_the_checkpoints_batch_counts_til
         del checkpoint["ember"]
         path = tmp_path / "lightning.ckpt"
         torch.save(checkpoint, path)
-    spy = _BatchProgressSpy()
+
+    def batch_counts(trainer):
+        current = trainer.fit_loop.epoch_loop.batch_progress.current
+        return current.completed, current.ready
+
+    spy = _HookSpy(batch_counts, ("sanity_check_start", "train_start", "train_epoch_start", "train_batch_start"))
     resumed = quiet_trainer(max_epochs=2, num_sanity_val_steps=1, callbacks=[spy])
     resumed.fit(CoreModel(), loader(n=16, batch_size=4), loader(n=4), ckpt_path=path)
     assert spy.seen[:4] == [
@@ -927,23 +924,6 @@ def test_a_fit_resumed_from_an_epochs_end_holds_the_checkpoints_batch_counts_til
     ]
 
 
-class _LastBatchSpy(Callback):
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, bool]] = []
-
-    def on_sanity_check_start(self, trainer, pl_module):
-        self.seen.append(("sanity_check_start", trainer.is_last_batch))
-
-    def on_train_start(self, trainer, pl_module):
-        self.seen.append(("train_start", trainer.is_last_batch))
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self.seen.append(("train_epoch_start", trainer.is_last_batch))
-
-    def on_fit_end(self, trainer, pl_module):
-        self.seen.append(("fit_end", trainer.is_last_batch))
-
-
 @pytest.mark.parametrize("max_epochs", [2, 1], ids=["an epoch to train", "nothing to train"])
 def test_a_resumed_fit_in_a_new_trainer_reads_is_last_batch_from_the_checkpoint_till_its_first_batch(
     tmp_path, max_epochs
@@ -951,7 +931,9 @@ def test_a_resumed_fit_in_a_new_trainer_reads_is_last_batch_from_the_checkpoint_
     # as Lightning's batch progress, loaded from the checkpoint: the finished epoch's last batch was its last
     first = quiet_trainer(max_epochs=1, enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=tmp_path)])
     first.fit(CoreModel(), loader(n=12, batch_size=4))
-    spy = _LastBatchSpy()
+    spy = _HookSpy(
+        lambda trainer: (trainer.is_last_batch,), ("sanity_check_start", "train_start", "train_epoch_start", "fit_end")
+    )
     resumed = quiet_trainer(max_epochs=max_epochs, num_sanity_val_steps=1, callbacks=[spy])
     resumed.fit(
         CoreModel(), loader(n=12, batch_size=4), loader(n=4), ckpt_path=first.checkpoint_callback.best_model_path
