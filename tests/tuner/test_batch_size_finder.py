@@ -430,3 +430,16 @@ def test_trainer_ckpt_path_stays_none_after_a_tuner_call_or_a_finder_callback(tm
     finder = _finder("lr" if call == "lr_find" else "batch_size")
     _trainer(default_root_dir=tmp_path, callbacks=[finder, seen]).fit(_LearningRateRegression())
     assert seen.seen is None
+
+
+def test_a_finder_in_a_fit_that_reloads_every_epoch_sets_the_training_data_up_as_lightning():
+    # Lightning sets the training data up again after the first trial, since that trial ended an epoch, and
+    # makes (then drops) an iterator of it: the hook runs once more and the fit shuffles after that draw
+    pl.seed_everything(0)
+    model = _ShuffledRegression()
+    _trainer(callbacks=[BatchSizeFinder(max_trials=3)], reload_dataloaders_every_n_epochs=1).fit(model)
+    assert _weights(model) == [0.289101, 0.569632, 0.599918, 0.405398, -0.308187]
+
+    model = _CountedLoaders()
+    _trainer(callbacks=[BatchSizeFinder(max_trials=4)], reload_dataloaders_every_n_epochs=1).fit(model)
+    assert model.requested == [2, 2, 4, 8, 16, 16]

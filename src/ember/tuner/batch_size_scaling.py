@@ -109,6 +109,7 @@ def _run_power_scaling(
     """Double the batch size after every success; after the first failure, halve it and stop."""
     any_success = False
     last_successful_size = new_size
+    untrained_data = True  # the loaders the first trial is to run on
     for i in range(max_trials):
         free_memory(trainer.strategy.root_device)
         snapshot.reset_progress(trainer)
@@ -116,6 +117,7 @@ def _run_power_scaling(
             rank_zero_info(f"Reached the maximum batch size limit of {max_val}. Stopping search.")
             break
         try:
+            untrained_data = False
             run_trial(trainer, reload_data=False)
             last_successful_size = new_size
             if i + 1 >= max_trials:
@@ -124,14 +126,17 @@ def _run_power_scaling(
             new_size, changed = _adjust_batch_size(trainer, batch_arg_name, factor=2.0, desc="succeeded")
             if not changed:
                 break
+            untrained_data = _set_up_training_data(trainer)
             any_success = True
         except RuntimeError as exception:
             if not is_oom_error(exception):
                 raise
             _after_oom(trainer, exception)
             new_size, _ = _adjust_batch_size(trainer, batch_arg_name, factor=0.5, desc="failed")
+            untrained_data = _set_up_training_data(trainer)
             if any_success:
                 break
+    _drop_untrained_iterator(trainer, untrained_data)
     return new_size
 
 
@@ -149,6 +154,7 @@ def _run_binsearch_scaling(
     high = None
     count = 0
     last_successful_size = new_size
+    untrained_data = True  # the loaders the first trial is to run on
     while True:
         free_memory(trainer.strategy.root_device)
         snapshot.reset_progress(trainer)
@@ -156,6 +162,7 @@ def _run_binsearch_scaling(
             rank_zero_info(f"Reached the maximum batch size limit of {max_val}. Stopping search.")
             break
         try:
+            untrained_data = False
             run_trial(trainer, reload_data=False)
             last_successful_size = new_size
             count += 1
@@ -176,6 +183,7 @@ def _run_binsearch_scaling(
                 )
             if not changed:
                 break
+            untrained_data = _set_up_training_data(trainer)
         except RuntimeError as exception:
             if not is_oom_error(exception):
                 raise
@@ -183,8 +191,10 @@ def _run_binsearch_scaling(
             high = new_size
             midval = (high + low) // 2
             new_size, _ = _adjust_batch_size(trainer, batch_arg_name, value=midval, desc="failed")
+            untrained_data = _set_up_training_data(trainer)
             if high - low <= 1:
                 break
+    _drop_untrained_iterator(trainer, untrained_data)
 
     if margin > 0:
         reduced = max(1, int(new_size * (1 - margin)))
@@ -218,6 +228,7 @@ def _adjust_batch_size(
     """
     model = trainer.lightning_module
     batch_size = lightning_getattr(model, batch_arg_name)
+    _reload_training_data_when_due(trainer)
     dataset_length = current_dataset_length(trainer)
     if dataset_length is not None and batch_size >= dataset_length:
         rank_zero_info(
@@ -236,3 +247,45 @@ def _adjust_batch_size(
     if changed:
         forget_data(trainer)  # the next trial asks the hooks for loaders of the new size
     return new_size, changed
+
+
+def _reload_training_data_when_due(trainer: Trainer) -> None:
+    """Set the training data up again when ``reload_dataloaders_every_n_epochs`` says the epochs of the last
+    trial made it due, as Lightning does before it measures the dataset: the hook runs, and an iterator is made
+    (drawing its seeds from the RNG) that no trial uses."""
+    from ember.trainer import dataloaders
+    from ember.trainer.states import TrainerFn
+
+    run = trainer._run
+    if trainer.state.fn != TrainerFn.FITTING or run.train_dataloader is None:
+        return
+    if dataloaders.reload_train_dataloader_now(trainer, run):
+        dataloaders.setup_train_dataloader(trainer, run)
+        _draw_a_training_iterator(trainer)
+
+
+def _set_up_training_data(trainer: Trainer) -> bool:
+    """In fit, ask for the training loaders of the current size at once, between trials, as Lightning does: the
+    epoch they count as loaded at (for ``reload_dataloaders_every_n_epochs``) is the one the last trial reached.
+
+    Returns whether Lightning would have made a training iterator with them (in fit).
+    """
+    from ember.trainer import dataloaders
+    from ember.trainer.states import TrainerFn
+
+    if trainer.state.fn != TrainerFn.FITTING:
+        return False
+    forget_data(trainer)
+    dataloaders.setup_train_dataloader(trainer, trainer._run)
+    return True
+
+
+def _drop_untrained_iterator(trainer: Trainer, data_set_up_since_the_last_trial: bool) -> None:
+    """Lightning makes an iterator each time it sets the training data up and trains the next trial on it; when
+    the search ends before another trial, that iterator goes unused, though its draws from the RNG count."""
+    from ember.trainer.states import TrainerFn
+
+    if data_set_up_since_the_last_trial and trainer.state.fn == TrainerFn.FITTING:
+        if trainer._run.train_dataloader is None:  # `init_val` changed the size before any trial ran
+            _set_up_training_data(trainer)
+        _draw_a_training_iterator(trainer)
