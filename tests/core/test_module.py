@@ -564,6 +564,9 @@ def test_lightnings_batch_transfer_helpers_run_the_hooks_the_loops_run():
             seen["moved"] = self._apply_batch_transfer_handler(torch.ones(2), dataloader_idx=0).tolist()
             return super().training_step(batch, batch_idx)
 
+    from ember.trainer.loop import _transfer_warnings
+
+    _transfer_warnings.clear()  # given once a process, as in Lightning: forget earlier tests'
     with pytest.warns(UserWarning, match="overridden `on_after_batch_transfer` in both"):
         quiet_trainer(max_steps=1).fit(InStep(), datamodule=OwnTransfer())
     assert seen["moved"] == [0.0, 0.0]
