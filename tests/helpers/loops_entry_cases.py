@@ -33,6 +33,8 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "unknown_length": ({"every_n_train_steps": 1}, {}, {"iterable": True}),
     # `trainer.save_checkpoint` from inside evaluation batches: the first validation in fit, then a `test` call
     "inside_evaluation_batches": ({}, {}, {"inside_eval": True}),
+    # validation data of unknown length
+    "unknown_length_validation": ({}, {"limit_val_batches": 1.0}, {"iterable_val": True}),
 }
 INSIDE_HOOKS = (
     "on_after_batch_transfer",
@@ -194,13 +196,11 @@ def run_cases(pl: Any, root: str) -> dict[str, Any]:
             **arguments,
         )
         model_args = dict(model_args)
-        train = (
-            torch.utils.data.DataLoader(Stream(data.dataset), batch_size=4)
-            if model_args.pop("iterable", False)
-            else data
-        )
+        stream = torch.utils.data.DataLoader(Stream(data.dataset), batch_size=4)
+        train = stream if model_args.pop("iterable", False) else data
+        val = stream if model_args.pop("iterable_val", False) else data
         model = Model(**model_args)
-        trainer.fit(model, train, data)
+        trainer.fit(model, train, val)
         trainer.save_checkpoint(os.path.join(folder, "checkpoints", "after-fit.ckpt"))
         if name == "inside_evaluation_batches":
             trainer.test(model, data, verbose=False)

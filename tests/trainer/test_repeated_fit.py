@@ -215,3 +215,40 @@ def test_a_fit_that_failed_before_loading_its_training_data_leaves_the_counts_of
     assert counts(trainer) == (3, 3, True)
     trainer.test(model, data(), verbose=False)
     assert counts(trainer) == (3, 3, True)
+
+
+def test_a_fit_again_after_one_that_failed_at_a_batchs_end_logs_at_lightnings_steps():
+    # the failed batch stepped, and the loggers' step had not moved on past it: the next fit on the trainer
+    # goes on from there without moving it (observed on Lightning 2.6.6: rows at steps 1, 3, ..., 15)
+    from tests.helpers.core_models import loader
+    from tests.helpers.logging_models import make_memory_logger
+
+    class FailsOnce(CoreModel):
+        fail = True
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("loss", loss)
+            return loss
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            if self.fail and batch_idx == 1:
+                self.fail = False
+                raise RuntimeError("the machine went away")
+
+    logger = make_memory_logger(ember)()
+    trainer = ember.Trainer(
+        max_epochs=2,
+        log_every_n_steps=2,
+        logger=logger,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    model = FailsOnce()
+    with pytest.raises(RuntimeError, match="went away"):
+        trainer.fit(model, loader(n=16, batch_size=2))
+    trainer.fit(model, loader(n=16, batch_size=2))
+    steps = [row["step"] for row in logger.rows if "loss" in row["metrics"]]
+    assert steps == [1, 3, 5, 7, 9, 11, 13, 15] and trainer.global_step == 18

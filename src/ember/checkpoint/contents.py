@@ -168,6 +168,7 @@ def _eval_progress(t: Trainer, fn: TrainerFn, key: str) -> dict[str, Any]:
             ready = 1
             started = int(hook != f"on_{prefix}_batch_start")
             processed = int(hook == f"on_{prefix}_batch_end")
+    # the loop's own record where its loaders' lengths told it; else whether it ran batches (it ran out of them)
     last_fetched = run.eval_last_fetched.get(key) if running else None
     return {
         "total": _progress(total + ready, total, total + started, total + processed),
@@ -572,9 +573,10 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     run.between_epochs = not resume.mid_epoch
     moves = resume.mid_epoch and _moves_the_loggers_step(t, progress, checkpoint, ember_state)
     # a validation still due after that batch runs first, at the step before it moves on (the loop moves it then)
-    progress.step_pending = moves and progress.validated_through != progress.epoch_batches
-    if moves and not progress.step_pending:
+    run.step_moves_after_validation = moves and progress.validated_through != progress.epoch_batches
+    if moves and not run.step_moves_after_validation:
         progress.batches_that_stepped += 1
+    progress.step_pending = False
     if resume.mid_epoch and not resume.exact and not run.loader_states_to_load:
         # Lightning's text; here it means the checkpoint holds no RNG states and data position (Lightning's)
         rank_zero_warn(

@@ -290,7 +290,7 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
     not moved to the device.
     """
     progress, results = run.progress, run.train_results
-    _resumed_step_done(progress)
+    _resumed_step_done(run)
     start = progress.epoch_batches
     data = DataLoaderIter(((batch, start + i, 0) for i, batch in enumerate(batches)), epoch.total - start)
     step_idx = 0
@@ -331,11 +331,11 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
             break
 
 
-def _resumed_step_done(progress: Progress) -> None:
+def _resumed_step_done(run: Run) -> None:
     """A run resumed after a batch that stepped, and before the loggers' step moved on past it: it moves on now."""
-    if progress.step_pending:
-        progress.batches_that_stepped += 1
-        progress.step_pending = False
+    if run.step_moves_after_validation:
+        run.progress.batches_that_stepped += 1
+        run.step_moves_after_validation = False
 
 
 def _save_loggers(trainer: Trainer) -> None:
@@ -495,7 +495,7 @@ class _EpochPlan:
             is_last = batch_idx >= self.total
             accumulating = self.automatic and batch_idx % self.accumulate != 0 and not is_last
             self.validate_if_due(batch_idx - 1, is_last, accumulating)
-        _resumed_step_done(self.run.progress)  # after that batch's validation, as in the uninterrupted run
+        _resumed_step_done(self.run)  # after that batch's validation, as in the uninterrupted run
         if self.trainer.should_stop and self.may_stop(batch_idx):
             return batch_idx  # stopped before this batch (in `on_train_epoch_start`): none runs, as in Lightning
         return self.total
@@ -941,8 +941,11 @@ def _evaluate_loader(
                 break
             if stop is not None and stop.flag and (batch_idx or dataloader_idx):
                 stop_evaluation(trainer)  # SIGTERM: no batch after the one it came in
-            last_loader = dataloader_idx + 1 == loader_count
-            run.eval_last_fetched[fn_stage] = last_loader and batch_idx + 1 >= max_batches[dataloader_idx]
+            if max_batches[dataloader_idx] != float("inf"):
+                last_loader = dataloader_idx + 1 == loader_count
+                run.eval_last_fetched[fn_stage] = last_loader and batch_idx + 1 >= max_batches[dataloader_idx]
+            else:  # known once the data runs out, after the loop
+                run.eval_last_fetched.pop(fn_stage, None)
             if transfer is not None:
                 batch = transfer(batch)
             results.batch, results.batch_size = batch, None

@@ -136,6 +136,9 @@ class Run:
     # in `on_train_epoch_start`: Lightning's epoch counter is "ready" and its per-epoch counters hold the last epoch
     epoch_starting: bool = False
     restarted_at_batch: int = 0
+    # resumed after a batch that stepped and before the validation due after it: the loggers' step moves on
+    # once that validation has run again (`loop._resumed_step_done`)
+    step_moves_after_validation: bool = False
     # Lightning's `fit_loop.is_resuming`: fit loaded a checkpoint and no training epoch has run since (it
     # outlives a call that trained nothing, so the next `fit` on this trainer carries it on)
     fit_resuming: bool = False
