@@ -194,19 +194,8 @@ def test_bad_configurations():
 
 
 def test_two_optimizers_are_refused():
-    class TwoOptimizers(LinearRegression):
-        def __init__(self):
-            super().__init__()
-            self.automatic_optimization = False
-
-        def training_step(self, batch, batch_idx):
-            return None
-
-        def configure_optimizers(self):
-            return [torch.optim.SGD(self.parameters(), lr=0.1), torch.optim.SGD(self.parameters(), lr=0.1)]
-
     with pytest.raises(MisconfigurationException, match="only works with single optimizer"):
-        Tuner(_trainer()).lr_find(TwoOptimizers())
+        Tuner(_trainer()).lr_find(_TwoOptimizers())
 
 
 def test_fast_dev_run_skips_the_sweep():
