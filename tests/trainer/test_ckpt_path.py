@@ -148,6 +148,41 @@ def test_last_takes_any_checkpoint_whose_name_starts_with_last_as_lightning_does
     assert resumed.global_step == 12
 
 
+@pytest.mark.parametrize("last_name", ["{epoch}-last", "last-{epoch}-{step}"])
+def test_last_with_a_templated_last_name_takes_the_files_the_template_names(tmp_path, last_name):
+    # any text may stand for a field, nothing else: a newer export in the folder is not a last checkpoint
+    class TemplatedLast(ModelCheckpoint):
+        CHECKPOINT_NAME_LAST = last_name
+
+    def trainer(epochs):
+        saves = TemplatedLast(dirpath=tmp_path / "ckpts", monitor="val_loss", save_last=True)
+        return ember.Trainer(default_root_dir=tmp_path, max_epochs=epochs, callbacks=[saves], **QUIET)
+
+    first = trainer(2)
+    first.fit(Regressor(), _loader(), _loader())
+    last = first.checkpoint_callback.last_model_path
+    assert os.path.basename(last) == last_name.format(epoch="epoch=1", step="step=8") + ".ckpt"
+    first.save_checkpoint(tmp_path / "ckpts" / "manual-export.ckpt")
+    os.utime(last, (0, 0))  # the export is the newest file in the folder
+    resumed = trainer(3)
+    resumed.fit(Regressor(), _loader(), _loader(), ckpt_path="last")
+    assert resumed.ckpt_path == last
+
+
+def test_last_with_a_last_name_of_fields_alone_finds_no_last_checkpoint(tmp_path):
+    class FieldsOnly(ModelCheckpoint):
+        CHECKPOINT_NAME_LAST = "{epoch}"
+
+    saves = FieldsOnly(dirpath=tmp_path / "ckpts", save_last=True)
+    ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[saves], **QUIET).fit(Regressor(), _loader())
+    resumed = ember.Trainer(
+        default_root_dir=tmp_path, max_epochs=2, callbacks=[FieldsOnly(tmp_path / "ckpts")], **QUIET
+    )
+    with pytest.warns(UserWarning, match="there is no last checkpoint available"):
+        resumed.fit(Regressor(), _loader(), ckpt_path="last")
+    assert resumed.ckpt_path is None
+
+
 def test_best_with_several_checkpoint_callbacks_warns_and_takes_the_first(tmp_path):
     trainer, model, checkpoint = _fit(tmp_path)
     other = ModelCheckpoint(dirpath=tmp_path / "other", monitor="val_loss", mode="max")

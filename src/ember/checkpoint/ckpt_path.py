@@ -160,20 +160,33 @@ def _last_candidates(t: Trainer) -> list[str]:
             fs = get_filesystem(str(dirpath))
             if not fs.isdir(str(dirpath)):
                 continue
-            # as Lightning finds them: any file with the checkpoint extension whose name starts with the last
-            # name (`last.ckpt`, `last-v1.ckpt`, `last_epoch=1.ckpt`); a templated one (`"{epoch}-last"`) by the text
-            # before its first field
-            start = getattr(cb, "CHECKPOINT_NAME_LAST", "last").split("{")[0]
+            is_last = last_name_pattern(getattr(cb, "CHECKPOINT_NAME_LAST", "last"))
+            if is_last is None:
+                continue
             extension = getattr(cb, "FILE_EXTENSION", ".ckpt")
             for entry in fs.ls(str(dirpath), detail=False):
                 stem, suffix = os.path.splitext(os.path.basename(entry))
-                if suffix == extension and stem.startswith(start):
+                if suffix == extension and is_last.match(stem):
                     found.append(
                         entry
                         if "://" in str(dirpath) or os.path.isabs(entry)
                         else os.path.join(str(dirpath), os.path.basename(entry))
                     )
     return found
+
+
+def last_name_pattern(name: str) -> re.Pattern[str] | None:
+    """What a last checkpoint's file name (without extension) starts with, for ``CHECKPOINT_NAME_LAST = name``.
+
+    As Lightning finds them: a name that starts with the last name (``last.ckpt``, ``last-v1.ckpt``,
+    ``last_epoch=1.ckpt``). A templated name (``"{epoch}-last"``, ``"last-{epoch}-{step}"``) matches the
+    names it formats to, each field standing for any text (Lightning never finds those); one made of
+    fields alone (``"{epoch}"``) could be any checkpoint, so none counts as the last (None).
+    """
+    parts = re.split(r"\{[^{}]*\}", name)
+    if not "".join(parts):
+        return None
+    return re.compile(".*".join(re.escape(part) for part in parts))
 
 
 def _mtime(path: str) -> float:
