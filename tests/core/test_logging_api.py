@@ -394,6 +394,39 @@ def test_torchmetrics_metric_is_computed_at_epoch_end_and_reset():
     assert trainer.callback_metrics["total_epoch"].item() == 6.0  # reset between epochs
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        ("first", "second"),  # two Metrics under one key, in different steps
+        ("first", "tensor"),  # a Metric, then a tensor in a later step
+        ("tensor", "first"),  # a tensor, then a Metric in a later step
+        ("tensor+first", "tensor+first"),  # both in one step
+        ("first+tensor", "first+tensor"),
+    ],
+)
+def test_one_key_logged_with_a_metric_and_with_a_tensor_or_another_metric_is_refused(values):
+    # the Metric's attribute (None for a tensor) is one of the options Lightning compares: the calls differ
+    torchmetrics = pytest.importorskip("torchmetrics")
+
+    class TwoMetrics(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.first = torchmetrics.SumMetric()
+            self.second = torchmetrics.SumMetric()
+
+        def training_step(self, batch, batch_idx):
+            self.first(torch.tensor(1.0))
+            self.second(torch.tensor(2.0))
+            for value in values[min(batch_idx, 1)].split("+"):
+                self.log("v", torch.tensor(5.0) if value == "tensor" else getattr(self, value), on_epoch=True)
+            return super().training_step(batch, batch_idx)
+
+    with pytest.raises(
+        MisconfigurationException, match=r"You called `self.log\(v, ...\)` twice in `training_step` with different"
+    ):
+        quiet_trainer(max_epochs=1).fit(TwoMetrics(), loader(n=10))
+
+
 def test_a_metric_logged_in_an_evaluation_hook_trains_on_in_a_later_fit():
     # Lightning resets the logged metrics inside the evaluation's inference mode, so their states become
     # inference tensors and the next fit fails ("Inplace update to inference tensor outside InferenceMode");

@@ -76,7 +76,9 @@ class LoggedMetric:
         ) = resolved
         self.fx = fx
         self.name = name
-        self.args = args
+        # the call's own options, which `self.log`'s fast path compares a tensor's call with: a Metric's entry keeps
+        # none (an empty tuple), so that a tensor logged under its name takes the checked path and is refused
+        self.args = args if is_tensor or args is None else ()
         self.dataloader_idx = dataloader_idx
         suffix = DATALOADER_SUFFIX.format(dataloader_idx) if add_dataloader_idx and dataloader_idx is not None else ""
         forked = self.on_step and self.on_epoch
@@ -274,6 +276,9 @@ class LoggedResults:
         return self.metrics.get(self._key(fx, name, add_dataloader_idx))
 
     def register(self, fx: str, name: str, args: tuple, resolved: tuple, is_tensor: bool) -> LoggedMetric:
+        """The entry of ``name`` in the hook ``fx``, made by its first call. A later call, in that step or another,
+        must resolve to the same options, as Lightning compares its ``_Metadata``: these include whether the
+        value is a tensor or a torchmetrics ``Metric``, and which attribute of the module that ``Metric`` is."""
         key = self._key(fx, name, resolved[8])
         existing = self.metrics.get(key)
         if existing is not None and existing.from_checkpoint:
@@ -284,6 +289,8 @@ class LoggedResults:
             return metric
         if existing is not None and (
             existing.dataloader_idx != self.dataloader_idx
+            or existing.is_tensor != is_tensor
+            or existing.metric_attribute != resolved[9]
             or (existing.args != args and self._settings(existing) != self._settings(resolved))
         ):
             raise MisconfigurationException(
