@@ -320,6 +320,42 @@ def test_optimizer_step_hook_that_runs_the_closure_itself_steps_only_when_it_ask
     assert trainer.global_step == 8  # as Lightning counts it
 
 
+@pytest.mark.parametrize("accumulate", [1, 2])
+@pytest.mark.parametrize(
+    ("through_step", "optimizer"),
+    [(True, torch.optim.SGD), (True, torch.optim.LBFGS), (False, torch.optim.SGD)],
+)
+def test_the_closure_returns_the_loss_without_its_graph(through_step, optimizer, accumulate):
+    # as Lightning's `Closure`: `optimizer_closure()` and `optimizer.step(closure=...)` give the loss detached,
+    # so a program that keeps it keeps no graph (and `float(...)` gives no "requires_grad" warning)
+    class KeepsTheLoss(CoreModel):
+        def __init__(self):
+            super().__init__(optimizers=lambda m: optimizer(m.parameters(), lr=0.1))
+            self.losses, self.returned = [], []
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.losses.append(loss.detach().clone())
+            return loss
+
+        def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure):
+            if through_step:
+                self.returned.append(optimizer.step(closure=optimizer_closure))
+            else:
+                self.returned.append(optimizer_closure())
+                optimizer.step()
+
+    model = KeepsTheLoss()
+    quiet_trainer(max_steps=2, accumulate_grad_batches=accumulate).fit(model, loader(n=8, batch_size=2))
+    assert len(model.returned) == 2
+    for returned in model.returned:
+        assert not returned.requires_grad and returned.grad_fn is None
+    # the value of the window's last batch, divided by the accumulation factor (LBFGS evaluates the closure
+    # more than once: its first evaluation is what its step returns)
+    last_of_first_window = model.losses[accumulate - 1] / accumulate
+    assert torch.equal(model.returned[0], last_of_first_window)
+
+
 def test_two_lists_with_a_scheduler_config_dict():
     def configure(m):
         opt = _sgd(m)

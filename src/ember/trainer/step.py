@@ -177,7 +177,8 @@ class TrainingStep:
         return self._outputs() if self.need_outputs else None
 
     def _closure(self) -> Tensor | None:
-        """training_step, zero_grad at the start of an accumulation window, then backward."""
+        """training_step, zero_grad at the start of an accumulation window, then backward. Returns the loss
+        (divided by the accumulation factor) detached from its graph, as Lightning's ``Closure`` does."""
         batch_idx = self._batch_idx
         output = self._forward(self._batch, batch_idx)
         loss: Tensor | None
@@ -201,8 +202,11 @@ class TrainingStep:
         if self.accumulate != 1:
             loss = loss / self.accumulate
         self._backward(loss)
-        self._loss = loss
-        return loss
+        # without the graph, as Lightning's closure returns it: what `optimizer.step(closure)` and an
+        # `optimizer_step` override get, and the batch outputs' "loss" (a view: no copy)
+        detached = loss.detach()
+        self._loss = detached
+        return detached
 
     def _forward(self, batch: Any, batch_idx: int) -> Any:
         if self._forward_context is None:
@@ -260,7 +264,7 @@ class TrainingStep:
         loss, extra = self._loss, self._extra
         if loss is None:
             return {}  # a skipped batch: the batch-end hooks get an empty dict, as in Lightning
-        outputs = {"loss": loss.detach()}
+        outputs = {"loss": loss}  # detached by the closure
         if extra:
             outputs.update(extra)
         return outputs
