@@ -112,6 +112,46 @@ def test_configure_callbacks_replaces_trainer_callbacks_of_the_same_type(tmp_pat
     assert sum(isinstance(cb, ModelCheckpoint) for cb in trainer.callbacks) == 1
 
 
+class _SetSlot(type):
+    """A metaclass that pins where a callback type sits in a set of types: the order Lightning's choice follows."""
+
+    def __hash__(cls):
+        return cls.slot
+
+
+class _Named(Callback, metaclass=_SetSlot):
+    def __init__(self, name):
+        self.name = name
+
+
+@pytest.mark.parametrize("base_first", [True, False])
+@pytest.mark.parametrize(
+    ("returned", "kept"),
+    [
+        ("Derived", ["trainer Base"]),  # its own type: the trainer's Derived, not also the base
+        ("DerivedAgain", ["trainer Base"]),  # the nearest base in its MRO: Derived
+        ("Sibling", ["trainer Derived"]),  # its nearest base the trainer has: Base
+    ],
+)
+def test_configure_callbacks_replaces_the_trainer_callbacks_of_its_nearest_class(
+    tmp_path, caplog, base_first, returned, kept
+):
+    # Lightning replaces the first trainer type it meets in a set that the returned type subclasses, which
+    # depends on memory layout: the base or the subclass, from run to run (docs/compat.md)
+    base = type("Base", (_Named,), {"slot": 0 if base_first else 1})
+    derived = type("Derived", (base,), {"slot": 1 if base_first else 0})
+    types = {
+        "Derived": derived,
+        "DerivedAgain": type("DerivedAgain", (derived,), {"slot": 2}),
+        "Sibling": type("Sibling", (base,), {"slot": 3}),
+    }
+    trainer = _quiet(tmp_path, max_steps=1, callbacks=[derived("trainer Derived"), base("trainer Base")])
+    with caplog.at_level("INFO"):
+        trainer.fit(Regressor([types[returned]("model")]), _loader())
+    assert [cb.name for cb in trainer.callbacks if isinstance(cb, base)] == [*kept, "model"]
+    assert any("will override existing callbacks passed to Trainer" in r.getMessage() for r in caplog.records)
+
+
 def test_bad_callback_configurations_fail_with_the_fix(tmp_path):
     with pytest.raises(MisconfigurationException, match="enable_checkpointing=False"):
         ember.Trainer(callbacks=[ModelCheckpoint()], enable_checkpointing=False)

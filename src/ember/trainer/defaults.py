@@ -230,19 +230,23 @@ def check_unique_state_keys(callbacks: list[Callback], refuse: bool = True) -> N
 
 
 def merge_model_callbacks(trainer_callbacks: list[Callback], model_callbacks: Any) -> list[Callback]:
-    """Add ``configure_callbacks()``'s callbacks; they replace trainer callbacks of the same type."""
+    """Add ``configure_callbacks()``'s callbacks; each replaces the trainer callbacks of its own type or, where
+    there are none, of its nearest base class among the trainer callbacks' types (in its MRO).
+
+    Lightning takes the first trainer type the returned type subclasses in a set's order, which depends on
+    memory layout where the returned type subclasses two of them (docs/compat.md); the nearest is the same in
+    every run.
+    """
     if not model_callbacks:
         return trainer_callbacks
     if isinstance(model_callbacks, Callback):
         model_callbacks = [model_callbacks]
-    model_types = {type(cb) for cb in model_callbacks}
     trainer_types = {type(cb) for cb in trainer_callbacks} - {Callback}
     override = set()
-    for model_type in model_types:
-        for trainer_type in trainer_types:
-            if issubclass(model_type, trainer_type):
-                override.add(trainer_type)
-                break
+    for model_type in {type(cb) for cb in model_callbacks}:
+        nearest = next((base for base in model_type.__mro__ if base in trainer_types), None)
+        if nearest is not None:
+            override.add(nearest)
     if override:
         rank_zero_info(
             "The following callbacks returned in `LightningModule.configure_callbacks` will override existing"
