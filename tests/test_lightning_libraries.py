@@ -9,13 +9,20 @@ Lightning ``EarlyStopping``, reloaded, backtested, and a probabilistic RNN sampl
 cross-validated; ``scvi_program.py`` and ``scvi_ddp_program.py``: scvi-tools' SCVI, SCANVI, TOTALVI and
 AmortizedLDA trained through the library's Trainer subclass, callbacks and training plans, and SCVI and
 TOTALVI in two DDP processes; ``ray_program.py``: Ray Train's DDP strategy and Ray Tune's reporting callback
-in Ray's own worker processes) runs here under ``ember run``, in a fresh process, and what it writes is
+in Ray's own worker processes; ``gluonts_program.py``: GluonTS' DeepAR and SimpleFeedForward estimators trained
+through their ``trainer_kwargs`` with a Lightning ``EarlyStopping``, a callback and a ``CSVLogger``, forecasting
+from a fixed seed, serialized and deserialized; ``tabular_program.py``: pytorch-tabular's CategoryEmbedding and
+GANDALF models fitted with the early stopping and checkpoints of their ``TrainerConfig``, evaluated, predicting,
+saved and loaded) runs here under ``ember run``, in a fresh process, and what it writes is
 compared with the run of the same program on Lightning 2.6.6 stored in
 ``lightning_library_reference.json`` (``make_lightning_library_reference.py`` records it). The libraries
 come with the ``dev`` extra, except neuralforecast, whose dependency on Ray (some 250 MB) keeps it out
 (``pip install neuralforecast==3.3.0`` runs its test), and scvi-tools, which needs pandas < 3 where the
 other libraries' references were recorded with pandas 3 (in a venv of its own,
-``pip install -e . scvi-tools==1.4.2 pytest pytest-timeout`` runs its tests), and Ray itself
+``pip install -e . scvi-tools==1.4.2 pytest pytest-timeout`` runs its tests), GluonTS and pytorch-tabular,
+which need pandas < 3 too (and pytorch-tabular torchmetrics < 1.9; it also imports ``requests`` without
+declaring it: in a venv of their own, ``pip install torch==2.13.0`` then ``pip install -e .
+'gluonts[torch]==0.17.0' pytorch-tabular==1.2.0 requests pytest pytest-timeout`` runs their tests), and Ray itself
 (``pip install 'ray[train,tune]==2.60.0'`` runs its test). Where a library is
 missing, or another version than the one recorded is installed, its test is skipped and says why.
 """
@@ -251,3 +258,73 @@ def test_ray_train_and_tune_drive_embers_trainer_in_their_own_workers_as_on_ligh
     assert tuned["best_lr"] == expected["tune"]["best_lr"]
     assert tuned["best_checkpoint"]["epoch_and_step"] == expected["tune"]["best_checkpoint"]["epoch_and_step"]
     assert tuned["best_checkpoint"]["state_dict"] == approx(expected["tune"]["best_checkpoint"]["state_dict"])
+
+
+GLUONTS = REFERENCE["gluonts"]["versions"]["gluonts"]
+
+
+@pytest.mark.timeout(300)
+@needs(install=f"pip install 'gluonts[torch]=={GLUONTS}' (in a venv of its own: it needs pandas < 3)", gluonts=GLUONTS)
+def test_gluonts_estimators_train_stop_early_forecast_and_reload_as_on_lightning(tmp_path):
+    got, expected = run_on_ember("gluonts_program.py", "gluonts", tmp_path)  # GluonTS built Ember's Trainer
+
+    # DeepAR's trainer_kwargs reached the Trainer: the EarlyStopping stopped the fit where it stopped
+    # Lightning's, the program's callback saw the same metrics each epoch, the CSVLogger wrote the same columns
+    assert got["stopped_early"] is True
+    assert got["epoch_and_step"] == expected["epoch_and_step"]
+    assert got["epochs"] == approx(expected["epochs"])
+    assert got["metrics_csv_columns"] == expected["metrics_csv_columns"]
+    assert got["feedforward_epoch_and_step"] == expected["feedforward_epoch_and_step"]
+    assert got["feedforward_metrics"] == approx(expected["feedforward_metrics"])
+
+    # GluonTS' own weights-only ModelCheckpoint kept the same best epoch with the same weights, which the
+    # estimator loaded back; the predictor serialized into the same files
+    for key in ("best_checkpoint", "feedforward_best_checkpoint"):
+        checkpoint, expected_checkpoint = dict(got[key]), dict(expected[key])
+        assert set(checkpoint.pop("keys")) - EMBER_CHECKPOINT_KEYS == set(expected_checkpoint.pop("keys")), key
+        assert checkpoint == approx(expected_checkpoint), key
+    assert got["files"] == expected["files"]
+
+    # forecasts sampled from a fixed seed: after training, from the deserialized predictor (the same as before
+    # serializing), and SimpleFeedForward's
+    assert got["reloaded_type"] == expected["reloaded_type"]
+    assert got["reloaded_prediction"] == got["prediction"]
+    for key in ("prediction", "reloaded_prediction", "feedforward_prediction"):
+        assert got[key] == approx(expected[key]), key
+
+
+TABULAR = REFERENCE["tabular"]["versions"]["pytorch_tabular"]
+
+
+@pytest.mark.timeout(300)
+@needs(
+    install=f"pip install pytorch-tabular=={TABULAR} requests (in a venv of its own: it needs pandas < 3)",
+    pytorch_tabular=TABULAR,
+)
+def test_pytorch_tabular_models_fit_stop_early_evaluate_and_reload_as_on_lightning(tmp_path):
+    got, expected = run_on_ember("tabular_program.py", "tabular", tmp_path)  # pytorch-tabular built Ember's Trainer
+
+    # the TrainerConfig's EarlyStopping stopped the regression where it stopped Lightning's, its ModelCheckpoint
+    # kept the same best checkpoints (the classifier's on the highest accuracy), with Lightning's keys; the
+    # program's callback saw the same metrics each epoch
+    assert got["regression"]["stopped_early"] is True
+    for model in ("regression", "classification"):
+        fit, expected_fit = dict(got[model]), dict(expected[model])
+        assert set(fit.pop("best_checkpoint_keys")) - EMBER_CHECKPOINT_KEYS == set(
+            expected_fit.pop("best_checkpoint_keys")
+        ), model
+        assert fit == approx(expected_fit), model
+    assert got["files"] == expected["files"]
+
+    # the best checkpoint loaded back after the fit evaluates and predicts as Lightning's; the model saved with
+    # save_model and loaded with load_model predicts and evaluates as before saving
+    assert got["reloaded_prediction"] == got["regression_prediction"]
+    for key in (
+        "regression_evaluation",
+        "regression_prediction",
+        "reloaded_evaluation",
+        "reloaded_prediction",
+        "classification_evaluation",
+        "classification_prediction",
+    ):
+        assert got[key] == approx(expected[key]), key
