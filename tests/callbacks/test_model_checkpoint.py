@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 import torch
 from tests.helpers.checkpoint_models import QUIET, FakeLogger, FakeTrainer, SequenceModel
+from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 from ember.callbacks.model_checkpoint import ModelCheckpoint
@@ -408,6 +409,62 @@ def test_a_step_save_waiting_for_the_first_validation_is_made_when_it_ends_with_
     trainer.fit(SequenceModel(val_losses=[0.5, 0.25], train_batches=4, val_batches=1))
     assert _names(tmp_path) == ["epoch=0-step=4.ckpt", "epoch=1-step=6.ckpt"]
     assert callback.best_k_models[str(tmp_path / "epoch=0-step=4.ckpt")] == pytest.approx(0.5)
+
+
+class _EpochEndKey(ember.LightningModule):
+    """Logs `val_loss` in validation and `weight_sum` (the key a callback monitors) only at training epoch ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1]))
+
+    def on_train_epoch_end(self):
+        self.log("weight_sum", self.layer.weight.sum())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit_epoch_end_key(tmp_path, monitor, max_epochs=2, validate=True, **trainer_options):
+    data = DataLoader(TensorDataset(torch.randn(8, 4), torch.randn(8, 1)), batch_size=4)
+    callback = ModelCheckpoint(dirpath=tmp_path, monitor=monitor, every_n_train_steps=1)
+    trainer = ember.Trainer(
+        default_root_dir=tmp_path, max_epochs=max_epochs, callbacks=[callback], **QUIET, **trainer_options
+    )
+    trainer.fit(_EpochEndKey(), data, data if validate else None)
+    return trainer
+
+
+@pytest.mark.parametrize("val_check_interval", [1.0, 0.5])
+def test_step_saves_wait_for_a_key_logged_at_training_epoch_ends(tmp_path, val_check_interval):
+    # the key first exists after epoch 0's validation: its saves are skipped, as in Lightning, instead of
+    # failing the fit with "could not find the monitored key" (Lightning fails with mid-epoch validation);
+    # from epoch 1 on the triggers save
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _fit_epoch_end_key(tmp_path, "weight_sum", val_check_interval=val_check_interval)
+    assert [load_checkpoint(tmp_path / name)["epoch"] for name in _names(tmp_path)] == [1]
+
+
+def test_step_saves_skip_a_key_not_logged_yet_silently_without_validation(tmp_path):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*could not find the monitored key")
+        _fit_epoch_end_key(tmp_path, "weight_sum", max_epochs=1, validate=False)
+    assert _names(tmp_path) == []
+
+
+def test_step_saves_report_a_key_still_missing_once_a_whole_epoch_has_passed(tmp_path):
+    with pytest.raises(MisconfigurationException, match="monitor='typo'.*could not find the monitored key") as info:
+        _fit_epoch_end_key(tmp_path, "typo")
+    assert "'weight_sum'" in str(info.value)  # the epoch-end key was there by then
+    assert _names(tmp_path) == []
 
 
 def test_time_trigger_waits_for_a_validation_epochs_away(tmp_path):

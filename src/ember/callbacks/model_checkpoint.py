@@ -134,6 +134,8 @@ class ModelCheckpoint(Checkpoint):
         self._last_global_step_saved = 0  # nothing to save before the first step
         self._last_time_checked: float | None = None
         self._defer_save_until_validation = False
+        # the epoch in which a step/time trigger first found the monitored key missing (None: it was there)
+        self._monitor_missing_since: int | None = None
         self._last_topk_saved: tuple[str, int] | None = None  # (path, global_step) of the newest top-k file
         self._pending_removals: list[str] = []
         self._loggers_saw_pending = False  # a logger was told of a file still being written
@@ -253,6 +255,7 @@ class ModelCheckpoint(Checkpoint):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._last_time_checked = time.monotonic()
+        self._monitor_missing_since = None
 
     @ignores_outputs
     def on_train_batch_end(
@@ -277,6 +280,10 @@ class ModelCheckpoint(Checkpoint):
         if not skip_time:
             self._last_time_checked = now
         if skip_state:
+            return
+        if self._monitor_may_still_come(trainer):
+            # not logged yet in the epoch the wait began: validation or an epoch-end hook may log it
+            self._defer_save_until_validation = self._validation_will_run(trainer)
             return
         if self._should_defer_to_validation(trainer, batch_idx):
             # Validation has not produced the monitored metric yet, or is about to refresh it:
@@ -361,7 +368,8 @@ class ModelCheckpoint(Checkpoint):
             return
         if self._defer_save_until_validation:
             self._defer_save_until_validation = False
-            self._save_at_trigger(trainer, topk=True)
+            if not self._monitor_may_still_come(trainer):
+                self._save_at_trigger(trainer, topk=True)
         elif self._saves_at_epoch_ends and not self._should_save_on_train_epoch_end(trainer):
             self._save_at_trigger(trainer, topk=self._epoch_is_due(trainer))
 
@@ -457,16 +465,33 @@ class ModelCheckpoint(Checkpoint):
     def _epoch_is_due(self, trainer: Trainer) -> bool:
         return self._saves_at_epoch_ends and (trainer.current_epoch + 1) % self._every_n_epochs == 0
 
-    def _should_defer_to_validation(self, trainer: Trainer, batch_idx: int) -> bool:
-        if self.monitor is None or self.save_top_k == 0:
+    def _monitor_may_still_come(self, trainer: Trainer) -> bool:
+        """Whether a save at a step/time trigger should wait for a monitored key that is not logged yet.
+
+        A key may first be logged by validation or by an epoch-end hook (`on_train_epoch_end`, which
+        runs after this callback's). Until an epoch has passed since a trigger first missed it, the
+        save waits for validation (or, with none to come, is skipped, as Lightning skips it); after
+        that the key is reported missing as at any other save.
+        """
+        if self.monitor is None or self.save_top_k == 0 or self.monitor in trainer.callback_metrics:
+            self._monitor_missing_since = None
             return False
+        if self._monitor_missing_since is None:
+            self._monitor_missing_since = trainer.current_epoch
+        return self._monitor_missing_since == trainer.current_epoch
+
+    @staticmethod
+    def _validation_will_run(trainer: Trainer) -> bool:
         num_val_batches = trainer.num_val_batches
         if isinstance(num_val_batches, list) and not num_val_batches:
             # not loaded yet (with `check_val_every_n_epoch`, only in the first epoch that validates)
-            validates = bool(trainer.enable_validation)
-        else:
-            validates = bool(sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches)
-        if not validates:
+            return bool(trainer.enable_validation)
+        return bool(sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches)
+
+    def _should_defer_to_validation(self, trainer: Trainer, batch_idx: int) -> bool:
+        if self.monitor is None or self.save_top_k == 0:
+            return False
+        if not self._validation_will_run(trainer):
             return False  # no validation will come
         if self.monitor not in trainer.callback_metrics:
             return True
