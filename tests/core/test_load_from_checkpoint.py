@@ -320,6 +320,33 @@ def test_hparams_yaml_written_by_the_logger_loads(tmp_path):
     assert loaded.hparams.lr == 0.3 and tuple(loaded.hparams.sizes) == (3, 4)
 
 
+def test_hparams_yaml_text_that_stands_for_the_checkpoints_value_loads_as_that_value(tmp_path):
+    # the logger's hparams.yaml holds a dtype and a class as their text (docs/compat.md): where that text is what
+    # the writer makes of the checkpoint's value under the key, `__init__` gets the value, not the text
+    class Typed(CoreModel):
+        def __init__(self, dtype=torch.float32, act=nn.ReLU, tag="a"):
+            super().__init__()
+            self.save_hyperparameters()
+            self.register_buffer("zero", torch.zeros(1, dtype=dtype))
+            self.act = act()
+
+    logger = ember.loggers.CSVLogger(tmp_path)
+    trainer = quiet_trainer(max_steps=1, logger=logger)
+    with pytest.warns(UserWarning, match="Skipping 'dtype' parameter"):
+        trainer.fit(Typed(dtype=torch.float64, act=nn.Tanh, tag="b"), loader(n=4))
+    path = tmp_path / "t.ckpt"
+    trainer.save_checkpoint(path)
+    hparams_file = Path(logger.log_dir) / "hparams.yaml"
+    written = yaml.safe_load(hparams_file.read_text())
+    assert written == {"dtype": "torch.float64", "act": "torch.nn.modules.activation.Tanh", "tag": "b"}
+    hparams_file.write_text(yaml.safe_dump({**written, "tag": "edited"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the class hyperparameter's note on safe loading
+        loaded = Typed.load_from_checkpoint(path, hparams_file=hparams_file, weights_only=False)
+    assert dict(loaded.hparams) == {"dtype": torch.float64, "act": nn.Tanh, "tag": "edited"}
+    assert loaded.zero.dtype == torch.float64 and isinstance(loaded.act, nn.Tanh)
+
+
 def test_hparams_csv_file(tmp_path):
     path, _ = _trained_checkpoint(tmp_path)
     csv_file = tmp_path / "tags.csv"

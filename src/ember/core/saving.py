@@ -456,9 +456,9 @@ def load_from_checkpoint(
     checkpoint = load_checkpoint(checkpoint_path, map_location=map_location, weights_only=weights_only)
     checkpoint = migrate_loaded(checkpoint, checkpoint_path)
     if hparams_file is not None:
-        # the file replaces the saved hyperparameters entirely, as in Lightning
+        # the file replaces the saved hyperparameters, as in Lightning (where it holds a value's text, the value)
         key = "datamodule_hyper_parameters" if datamodule else "hyper_parameters"
-        checkpoint[key] = _read_hparams_file(hparams_file)
+        checkpoint[key] = _keep_values_written_as_text(_read_hparams_file(hparams_file), checkpoint.get(key))
     return _build_and_load(cls, checkpoint, checkpoint_path, strict, datamodule, hparams_file is not None, kwargs)
 
 
@@ -532,6 +532,23 @@ def _read_hparams_file(hparams_file: Any) -> dict[str, Any]:
     if extension not in ("csv", "yml", "yaml"):
         raise ValueError(f".csv, .yml or .yaml is required for `hparams_file` (got {str(hparams_file)!r}).")
     return load_hparams_from_file(str(hparams_file))
+
+
+def _keep_values_written_as_text(file_hparams: dict[str, Any], saved: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``hparams_file``'s values, where the file holds the text Ember's YAML writer makes of the checkpoint's own
+    hyperparameter under the same key (a ``torch.dtype``, a class: values only their text can stand for in a
+    safe file) with the checkpoint's value instead: the file says the same thing, and ``__init__`` needs the
+    value, not its text. Every other value is the file's (a string, an enum's name, a list for a tuple)."""
+    if not saved:
+        return file_hparams
+    values = dict(file_hparams)
+    for key, value in file_hparams.items():
+        original = saved.get(key)
+        if original is None or isinstance(original, (str, Enum)):
+            continue  # written as itself, or as the name Lightning's file holds too
+        if isinstance(value, str) and _yaml_safe(original) == value:
+            values[key] = original
+    return values
 
 
 # the instantiators Lightning's LightningCLI (and Ember's) records: they only say "built by LightningCLI"
