@@ -225,6 +225,12 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
             trainer.ckpt_path = None
         path = resolve_ckpt_path(trainer, ckpt_path, fn, model_given)
     trainer._ckpt_path = path
+    if trainer.barebones:
+        # in every call, where Lightning's `_run` says it: with no progress bar a run could look hung
+        rank_zero_info(
+            "`Trainer(barebones=True)` started running. The progress bar is disabled so you might want to"
+            " manually print the progress in your model."
+        )
     if isinstance(getattr(model, "hparams", None), MutableMapping):
         clean_namespace(model.hparams)  # as Lightning: what cannot be pickled cannot go into a checkpoint
     strategy = trainer.strategy
