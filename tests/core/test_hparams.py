@@ -188,6 +188,16 @@ def test_primitive_single_argument_is_refused():
         Primitive()
 
 
+def test_a_list_argument_is_refused_with_lightnings_message_first():
+    class Listed(CoreModel):
+        def __init__(self, a=1, c=2):
+            super().__init__()
+            self.save_hyperparameters(["a", "c"])
+
+    with pytest.raises(ValueError, match=r"^Unsupported config type of <class 'list'>\. Pass a dict, Namespace or"):
+        Listed()
+
+
 def test_hparams_initial_is_a_frozen_copy():
     model = AllArgs()
     model.hparams.lr = 99.0

@@ -111,9 +111,7 @@ class HyperparametersMixin:
         elif is_dataclass_instance(hp):
             hp = AttributeDict({f.name: getattr(hp, f.name) for f in fields(hp)})
         elif not isinstance(hp, MutableMapping):
-            raise ValueError(
-                f"Unsupported hyperparameters type {type(hp).__name__}: pass a dict, Namespace or dataclass."
-            )
+            raise ValueError(f"Unsupported config type of {type(hp)}. Pass a dict, Namespace or dataclass.")
         if isinstance(hp, dict) and isinstance(getattr(self, "_hparams", None), dict):
             # a second call adds to what the first saved, as in Lightning
             self._hparams.update(hp)
