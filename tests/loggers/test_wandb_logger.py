@@ -67,6 +67,18 @@ def test_init_arguments():
     assert WandbLogger(offline=True)._wandb_init["mode"] == "offline"
 
 
+def test_offline_holds_when_the_keyword_arguments_pass_mode_none(monkeypatch, tmp_path):
+    # LightningCLI fills in every argument of `wandb.init`, `mode=None` among them
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    logger = WandbLogger(save_dir=tmp_path / "wb", offline=True, mode=None)
+    run = logger.experiment  # online, wandb would refuse to start without an API key
+    assert run.settings.mode == "offline"
+    assert glob.glob(str(tmp_path / "wb" / "wandb" / "offline-run-*"))
+    run.finish()
+
+
 def test_project_from_environment(monkeypatch):
     monkeypatch.setenv("WANDB_PROJECT", "from_env")
     assert WandbLogger().name == "from_env"

@@ -102,10 +102,11 @@ class WandbLogger(Logger):
         if not anonymous:
             # wandb warns that a passed `anonymous` setting is deprecated; pass it only when asked for
             del self._wandb_init["anonymous"]
-        if offline:
-            # per-run setting instead of Lightning's process-wide WANDB_MODE change
-            self._wandb_init["mode"] = "offline"
         self._wandb_init.update(**kwargs)
+        if offline and self._wandb_init.get("mode") is None:
+            # per-run setting instead of Lightning's process-wide WANDB_MODE change; a `mode=None` among the
+            # keyword arguments (LightningCLI passes every argument of `wandb.init`) leaves it offline
+            self._wandb_init["mode"] = "offline"
         self._project = self._wandb_init.get("project")
         self._save_dir = self._wandb_init.get("dir")
         self._name = self._wandb_init.get("name")
