@@ -278,6 +278,19 @@ def test_a_limit_of_exactly_one_is_spelled_out(caplog, name, value, says):
     assert "was configured so" not in caplog.text
 
 
+def test_no_note_on_limits_that_fast_dev_run_or_overfit_batches_replace(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="ember"):
+        ember.Trainer(fast_dev_run=True, limit_val_batches=1, limit_test_batches=1.0, val_check_interval=1)
+    assert "was configured so" not in caplog.text  # Lightning reads none of them under fast_dev_run
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ember"):
+        ember.Trainer(overfit_batches=2, limit_train_batches=1, limit_val_batches=1.0, limit_test_batches=1)
+    assert "limit_train_batches" not in caplog.text and "limit_val_batches" not in caplog.text
+    assert "`Trainer(limit_test_batches=1)` was configured so 1 batch will be used." in caplog.text
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

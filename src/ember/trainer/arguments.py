@@ -149,8 +149,11 @@ def fast_dev_run_batches(fast_dev_run: int | bool) -> int:
     return fast_dev_run
 
 
-def validation_interval(val_check_interval: Any, check_val_every_n_epoch: Any) -> tuple[Any, float | None]:
-    """``(val_check_interval, seconds)``: a batch count or epoch fraction, or a wall-clock interval in seconds."""
+def validation_interval(
+    val_check_interval: Any, check_val_every_n_epoch: Any, note: bool = True
+) -> tuple[Any, float | None]:
+    """``(val_check_interval, seconds)``: a batch count or epoch fraction, or a wall-clock interval in seconds
+    (``note``: as for :func:`batch_limit`)."""
     every = check_val_every_n_epoch
     if every is not None and (not isinstance(every, int) or every <= 0):
         raise MisconfigurationException(
@@ -183,7 +186,8 @@ def validation_interval(val_check_interval: Any, check_val_every_n_epoch: Any) -
             " datetime.timedelta, or dict kwargs for timedelta) when `check_val_every_n_epoch=None`."
             f" Found {interval!r}."
         )
-    _say_all_or_one(interval, "val_check_interval")
+    if note:
+        _say_all_or_one(interval, "val_check_interval")
     return interval, None
 
 
@@ -196,8 +200,11 @@ def count(value: Any, name: str, default: int, minimum: int, meaning: str) -> in
     return value
 
 
-def batch_limit(value: int | float | None, name: str) -> int | float:
-    """A ``limit_*_batches`` value: an int count of batches, or a fraction in [0.0, 1.0] (None: all)."""
+def batch_limit(value: int | float | None, name: str, note: bool = True) -> int | float:
+    """A ``limit_*_batches`` value: an int count of batches, or a fraction in [0.0, 1.0] (None: all).
+
+    ``note=False`` leaves out Lightning's note on a limit of 1 or 1.0, for a limit that ``fast_dev_run`` or
+    ``overfit_batches`` replaces (Lightning does not read it then)."""
     if value is None:
         return 1.0
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -212,7 +219,8 @@ def batch_limit(value: int | float | None, name: str) -> int | float:
         )
     if isinstance(value, int) and value < 0:
         raise MisconfigurationException(f"`{name}={value}` must not be negative.")
-    _say_all_or_one(value, name)
+    if note:
+        _say_all_or_one(value, name)
     return value
 
 

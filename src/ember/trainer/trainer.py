@@ -275,14 +275,18 @@ class Trainer:
         self.log_every_n_steps = arguments.count(log_every_n_steps, "log_every_n_steps", 50, 0, "")
         arguments.check_reload(reload_dataloaders_every_n_epochs)
         self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
-        self.limit_train_batches = arguments.batch_limit(limit_train_batches, "limit_train_batches")
-        self.limit_val_batches = arguments.batch_limit(limit_val_batches, "limit_val_batches")
-        self.limit_test_batches = arguments.batch_limit(limit_test_batches, "limit_test_batches")
-        self.limit_predict_batches = arguments.batch_limit(limit_predict_batches, "limit_predict_batches")
+        # Lightning's notes on a limit of 1 or 1.0 only for the limits it reads: none under `fast_dev_run`,
+        # and not the training and validation ones that `overfit_batches` replaces
+        noted = not dev_run_batches
+        noted_fit = noted and not overfit_batches
+        self.limit_train_batches = arguments.batch_limit(limit_train_batches, "limit_train_batches", noted_fit)
+        self.limit_val_batches = arguments.batch_limit(limit_val_batches, "limit_val_batches", noted_fit)
+        self.limit_test_batches = arguments.batch_limit(limit_test_batches, "limit_test_batches", noted)
+        self.limit_predict_batches = arguments.batch_limit(limit_predict_batches, "limit_predict_batches", noted)
         self.overfit_batches = arguments.batch_limit(overfit_batches, "overfit_batches") if overfit_batches else 0.0
         # after the limits: Lightning notes `limit_*_batches=1.0` before `val_check_interval=1.0`
         self.val_check_interval, self._val_check_seconds = arguments.validation_interval(
-            val_check_interval, check_val_every_n_epoch
+            val_check_interval, check_val_every_n_epoch, noted
         )
         if self.overfit_batches:
             self.limit_train_batches = self.limit_val_batches = self.overfit_batches
