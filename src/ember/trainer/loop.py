@@ -1203,13 +1203,13 @@ def _predict_loader(
                 output = predict_step(batch, batch_idx, *extra)
             if output is None:
                 _warn_none_prediction(trainer)
-            if run.return_predictions:
-                predictions[dataloader_idx].append(output)
             if batch_end is not None:
-                batch_end(output, batch, batch_idx, *extra)
+                batch_end(output, batch, batch_idx, *extra)  # the output as the step gave it, as in Lightning
             batch_idx += 1
             counts[0] += 1
             counts[1] += 1
+            if run.return_predictions:
+                predictions[dataloader_idx].append(_kept(output))
         except StopIteration:
             return True
     return False
@@ -1243,14 +1243,20 @@ def _predict_with_iterator(
                 output = predict_step(data)
             if output is None:
                 _warn_none_prediction(trainer)
-            if run.return_predictions:
-                predictions[data.dataloader_idx].append(output)
             if batch_end is not None:
                 batch_end(output, data.batch, data.batch_idx, *((data.dataloader_idx,) if several else ()))
             counts[0] += 1
             counts[1] += 1
+            if run.return_predictions:  # a prediction writer does not take this step flavour
+                predictions[data.dataloader_idx].append(_kept(output))
         except StopIteration:
             break
+
+
+def _kept(output: Any) -> Any:
+    """A prediction as the loop keeps it: on the CPU, its tensors and any object with a ``.to``, as Lightning's
+    ``move_data_to_device(output, "cpu")``, so a long run does not fill the device (a sync per batch, as there)."""
+    return move_data_to_device(output, "cpu")
 
 
 def _writes(callback: Any, interval: str) -> bool:

@@ -1,0 +1,53 @@
+"""The predict loop's outputs: where they are kept, when, and ``trainer.predict_loop.return_predictions``.
+
+Each expected value was observed on Lightning 2.6.6 with the same program.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+
+class Movable:
+    """A prediction with a ``.to`` (as a PyG ``Data`` or a ``BatchEncoding``): the copy it returns says where it went."""
+
+    def __init__(self, where: str = "as returned") -> None:
+        self.where = where
+
+    def to(self, device, *args, **kwargs):
+        return Movable(f"moved to {torch.device(device)}")
+
+
+class PredictsMovables(CoreModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.at_batch_end: list[str] = []
+
+    def predict_step(self, batch, batch_idx):
+        return {"obj": Movable(), "y": self(batch[0])}
+
+    def on_predict_batch_end(self, outputs, batch, batch_idx):
+        self.at_batch_end.append(outputs["obj"].where)
+
+
+def test_the_kept_predictions_are_moved_to_the_cpu_and_the_batch_hooks_get_them_as_returned():
+    model, trainer = PredictsMovables(), quiet_trainer()
+    returned = trainer.predict(model, loader(n=8))
+    assert [p["obj"].where for p in returned] == ["moved to cpu"] * 2
+    assert [p["obj"].where for p in trainer.predict_loop.predictions] == ["moved to cpu"] * 2
+    assert model.at_batch_end == ["as returned"] * 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_predict_on_a_gpu_returns_cpu_tensors_and_the_batch_hooks_get_cuda_ones():
+    class Records(CoreModel):
+        def on_predict_batch_end(self, outputs, batch, batch_idx):
+            self.hook_device = outputs.device.type
+
+    model = Records()
+    returned = quiet_trainer(accelerator="cuda", devices=1).predict(model, loader(n=8))
+    assert [p.device.type for p in returned] == ["cpu", "cpu"]
+    assert model.hook_device == "cuda"
