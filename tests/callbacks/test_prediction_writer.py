@@ -256,3 +256,58 @@ def test_a_loader_without_indices_gives_the_writer_empty_ones_not_the_previous_l
 
 def test_the_current_batch_indices_are_an_empty_list_before_any_predict_as_in_lightning():
     assert pl.Trainer(logger=False).predict_loop.current_batch_indices == []
+
+
+class _OwnBatchEnd(BasePredictionWriter):
+    """A writer that overrides ``on_predict_batch_end`` without calling ``super()``."""
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        pass
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+        self.written = (predictions, batch_indices)
+
+
+@pytest.mark.parametrize("return_predictions", [True, False])
+def test_the_epoch_writer_gets_the_loops_predictions_even_when_it_overrides_the_batch_hook(return_predictions):
+    writer = _OwnBatchEnd("epoch")
+    trainer = pl.Trainer(**QUIET, callbacks=[writer])
+    trainer.predict(
+        Identity(), torch.utils.data.DataLoader(IndexedSamples(), batch_size=6), return_predictions=return_predictions
+    )
+    predictions, indices = writer.written
+    assert [p.flatten().long().tolist() for p in predictions] == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]
+    assert indices == [[[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]]
+
+
+class _Movable:
+    """A prediction with a ``.to``: the copy it returns says where it went."""
+
+    def __init__(self, where="as returned"):
+        self.where = where
+
+    def to(self, device, *args, **kwargs):
+        return _Movable(f"moved to {torch.device(device)}")
+
+
+def test_the_epoch_writer_gets_the_predictions_moved_to_the_cpu_and_the_batch_writer_as_returned():
+    class Writer(BasePredictionWriter):
+        def __init__(self):
+            super().__init__("batch_and_epoch")
+            self.batches = []
+
+        def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+            self.batches.append(prediction.where)
+
+        def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+            self.epoch = [p.where for p in predictions]
+
+    class Model(Identity):
+        def predict_step(self, batch, batch_idx):
+            return _Movable()
+
+    writer = Writer()
+    trainer = pl.Trainer(**QUIET, callbacks=[writer])
+    trainer.predict(Model(), torch.utils.data.DataLoader(IndexedSamples(), batch_size=6), return_predictions=False)
+    assert writer.batches == ["as returned"] * 2
+    assert writer.epoch == ["moved to cpu"] * 2

@@ -9,6 +9,8 @@ import pytest
 import torch
 from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
+from ember.callbacks import BasePredictionWriter, Callback
+
 
 class Movable:
     """A prediction with a ``.to`` (as a PyG ``Data`` or a ``BatchEncoding``): the copy it returns says where it went."""
@@ -51,3 +53,26 @@ def test_predict_on_a_gpu_returns_cpu_tensors_and_the_batch_hooks_get_cuda_ones(
     returned = quiet_trainer(accelerator="cuda", devices=1).predict(model, loader(n=8))
     assert [p.device.type for p in returned] == ["cpu", "cpu"]
     assert model.hook_device == "cuda"
+
+
+class SeesPredictions(Callback):
+    def on_predict_epoch_end(self, trainer, pl_module):
+        self.seen = [p.shape for p in trainer.predict_loop.predictions]
+
+
+class EpochWriter(BasePredictionWriter):
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+        self.written = len(predictions)
+
+
+def test_an_epoch_writer_makes_the_loop_keep_the_outputs_even_when_predict_returns_none():
+    reader, writer, trainer = SeesPredictions(), EpochWriter("epoch"), quiet_trainer()
+    trainer.callbacks.extend([reader, writer])
+    assert trainer.predict(CoreModel(), loader(n=8), return_predictions=False) is None
+    assert reader.seen == [torch.Size([4, 1])] * 2 and writer.written == 2
+    assert trainer.predict_loop.predictions == []  # not returned: gone before `on_predict_end`, as in Lightning
+
+    reader, trainer = SeesPredictions(), quiet_trainer()  # no writer: nothing to keep them for
+    trainer.callbacks.append(reader)
+    trainer.predict(CoreModel(), loader(n=8), return_predictions=False)
+    assert reader.seen == []

@@ -6,8 +6,6 @@ import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-
 from ember.callbacks.callback import Callback
 from ember.utilities.enums import LightningEnum
 from ember.utilities.exceptions import MisconfigurationException
@@ -42,16 +40,6 @@ class WriteInterval(LightningEnum):
         return self in (WriteInterval.EPOCH, WriteInterval.BATCH_AND_EPOCH)
 
 
-def _to_cpu(data: Any) -> Any:
-    if isinstance(data, torch.Tensor):
-        return data.cpu()
-    if isinstance(data, dict):
-        return {k: _to_cpu(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)) and not hasattr(data, "_fields"):
-        return type(data)(_to_cpu(v) for v in data)
-    return data
-
-
 class BasePredictionWriter(Callback):
     """Subclass it to store predictions: per batch, once per epoch, or both.
 
@@ -77,7 +65,6 @@ class BasePredictionWriter(Callback):
         if write_interval not in list(WriteInterval):
             raise MisconfigurationException(f"`write_interval` should be one of {[i.value for i in WriteInterval]}.")
         self.interval = WriteInterval(write_interval)
-        self._predictions: dict[int, list[Any]] = {}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if "dataloader_iter" in inspect.signature(pl_module.predict_step).parameters:
@@ -107,9 +94,6 @@ class BasePredictionWriter(Callback):
         ``batch_indices`` holds one list per dataloader."""
         raise NotImplementedError()
 
-    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._predictions = {}
-
     def on_predict_batch_end(
         self,
         trainer: Trainer,
@@ -119,25 +103,19 @@ class BasePredictionWriter(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self.interval.on_batch:
-            batch_indices = trainer.predict_loop.current_batch_indices
-            self.write_on_batch_end(trainer, pl_module, outputs, batch_indices, batch, batch_idx, dataloader_idx)
-        if self.interval.on_epoch:
-            # host sync: predictions are kept on the CPU so a long predict run does not fill the device
-            self._predictions.setdefault(dataloader_idx, []).append(_to_cpu(outputs))
+        if not self.interval.on_batch:
+            return
+        batch_indices = trainer.predict_loop.current_batch_indices
+        self.write_on_batch_end(trainer, pl_module, outputs, batch_indices, batch, batch_idx, dataloader_idx)
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Write the loop's predictions, which it keeps on the CPU for an epoch writer (whatever
+        ``return_predictions`` says): flat for one dataloader, a list per dataloader for several; the batch indices
+        are one list per dataloader, empty for a loader without indices (an iterable dataset), as in Lightning."""
         if not self.interval.on_epoch:
             return
-        num = max(len(getattr(trainer, "num_predict_batches", None) or [None]), len(self._predictions))
-        predictions: Any = [self._predictions.get(i, []) for i in range(num)]
-        if num == 1:
-            # as in Lightning: predictions flat for one dataloader, batch indices always one list per dataloader
-            predictions = predictions[0]
-        # the loop's: a loader without indices (an iterable dataset) has an empty list, as in Lightning
-        indices = trainer.predict_loop.epoch_batch_indices
-        self.write_on_epoch_end(trainer, pl_module, predictions, indices)
-        self._predictions = {}
+        loop = trainer.predict_loop
+        self.write_on_epoch_end(trainer, pl_module, loop.predictions, loop.epoch_batch_indices)
 
 
 lightning_style_annotations(BasePredictionWriter)  # Lightning's `typing` forms in the signature

@@ -1094,7 +1094,11 @@ def _eval_grad_context(trainer: Trainer) -> Any:
 # predict
 # =====================================================================================
 def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
-    """Run ``predict_step`` over every predict dataloader and collect the outputs."""
+    """Run ``predict_step`` over every predict dataloader; returns the outputs kept for the caller.
+
+    As Lightning's loop, it keeps each output (moved to the CPU) in ``trainer.predict_loop.predictions`` while
+    ``return_predictions`` is on or a ``BasePredictionWriter`` writes at the epoch's end.
+    """
     hooks = _hooks(run)
     trainer.state.stage = RunningStage.PREDICTING
     loaders = dataloaders.eval_dataloaders(trainer, run, RunningStage.PREDICTING)
@@ -1105,8 +1109,8 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     takes_iterator = _takes_iterator(trainer, "predict_step")
     checked = hook_names[1:] if takes_iterator else hook_names  # a step drawing its own batches has no index
     check_dataloader_idx(trainer.lightning_module, checked, len(loaders) > 1, "predict")
-    predictions: list[list[Any]] = [[] for _ in loaders]
     run.results = None
+    run.predictions = [[] for _ in loaders]  # the loop's, readable as they come, as Lightning's
     run.predict_batch_indices = [[] for _ in loaders]
     run.eval_progress["predict"][0] = 0  # a new prediction epoch
     first = iter(loaders[0])  # before the hooks, as in Lightning
@@ -1116,9 +1120,10 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
         if run.predict_batch_indices is None:  # the batch size finder ran in that hook and reloaded the data
             loaders = dataloaders.eval_dataloaders(trainer, run, RunningStage.PREDICTING)
             max_batches = run.eval_loop_batches.get("predict", [])
-            predictions = [[] for _ in loaders]
+            run.predictions = [[] for _ in loaders]
             run.predict_batch_indices = [[] for _ in loaders]
             first = iter(loaders[0])
+        predictions = run.predictions
         hooks.call_both("on_predict_epoch_start")
         if takes_iterator:  # `predict_step(self, dataloader_iter)`: one iterator through every dataloader
             _predict_with_iterator(trainer, run, first, loaders, max_batches, predictions)
@@ -1126,7 +1131,6 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
             iterator = first if dataloader_idx == 0 else iter(loader)
             if _predict_loader(trainer, run, loader, iterator, dataloader_idx, len(loaders), max_batches, predictions):
                 break  # the dataloaders after it get no batch, as in Lightning
-        run.predictions = predictions
         hooks.call_both("on_predict_epoch_end")
         # as Lightning's loop before its end hooks: the batch indices go, and the outputs unless they are returned
         run.predict_batch_indices = []
@@ -1167,8 +1171,10 @@ def _predict_loader(
     recorder = getattr(loader, "batch_sampler", None)
     if not isinstance(recorder, dataloaders.IndexRecorder):
         recorder = None  # the loader has no indices (an iterable dataset, a custom iterable)
-    # the epoch's batch indices are kept only for someone who reads them, as in Lightning
-    keep = run.return_predictions or any(_writes(cb, "on_epoch") for cb in trainer.callbacks)
+    # an epoch writer reads the loop's outputs at the epoch's end; the batch indices are kept only for
+    # someone who reads them, as in Lightning
+    epoch_writer = any(_writes(cb, "on_epoch") for cb in trainer.callbacks)
+    keep_indices = run.return_predictions or epoch_writer
     # a prediction writer is told when the loader has none, as Lightning tells it at the first batch
     unknown_indices = recorder is None and any(
         _writes(cb, "on_batch") or _writes(cb, "on_epoch") for cb in trainer.callbacks
@@ -1188,7 +1194,7 @@ def _predict_loader(
                 seen = recorder.seen  # this iteration's: the recorder starts a new list as the iteration starts
                 current: list[int] = seen[batch_idx] if batch_idx < len(seen) else []
                 view.current_batch_indices = current
-                if keep:
+                if keep_indices:
                     run.predict_batch_indices[dataloader_idx].append(current)
             elif unknown_indices:
                 unknown_indices = False
@@ -1208,7 +1214,7 @@ def _predict_loader(
             batch_idx += 1
             counts[0] += 1
             counts[1] += 1
-            if run.return_predictions:
+            if run.return_predictions or epoch_writer:
                 predictions[dataloader_idx].append(_kept(output))
         except StopIteration:
             return True

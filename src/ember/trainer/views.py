@@ -501,8 +501,11 @@ class PredictLoopView(EvaluationLoopView):
 
     @property
     def predictions(self) -> Any:
-        """The last ``predict``'s outputs: a list, or a list per dataloader when there were several."""
+        """The outputs the running (or last) ``predict`` keeps: a list, or a list per dataloader when there are
+        several; an empty list when it keeps none, and outside a ``predict``."""
         predictions = self._run.predictions
+        if predictions is None:
+            return []
         if isinstance(predictions, list) and len(predictions) == 1:
             return predictions[0]
         return predictions
