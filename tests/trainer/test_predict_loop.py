@@ -76,3 +76,36 @@ def test_an_epoch_writer_makes_the_loop_keep_the_outputs_even_when_predict_retur
     trainer.callbacks.append(reader)
     trainer.predict(CoreModel(), loader(n=8), return_predictions=False)
     assert reader.seen == []
+
+
+class SwitchesOffInSetup(Callback):
+    def setup(self, trainer, pl_module, stage):
+        trainer.predict_loop.return_predictions = False
+
+
+class SwitchesOffInStep(CoreModel):
+    def predict_step(self, batch, batch_idx):
+        self.trainer.predict_loop.return_predictions = False
+        return self(batch[0])
+
+
+def test_return_predictions_set_on_the_loop_in_setup_or_predict_step_keeps_nothing_and_returns_none():
+    trainer = quiet_trainer(callbacks=[SwitchesOffInSetup()])
+    assert trainer.predict(CoreModel(), loader(n=8)) is None
+    assert trainer.predict_loop.return_predictions is False and trainer.predict_loop.predictions == []
+
+    trainer = quiet_trainer()
+    assert trainer.predict(SwitchesOffInStep(), loader(n=8)) is None
+    assert trainer.predict_loop.return_predictions is False and trainer.predict_loop.predictions == []
+
+
+def test_return_predictions_reads_the_last_predicts_setting_and_false_before_any():
+    trainer = quiet_trainer()
+    assert trainer.predict_loop.return_predictions is False  # Lightning's loop starts with False
+    trainer.predict(CoreModel(), loader(n=8))
+    assert trainer.predict_loop.return_predictions is True  # the default of `predict`
+    trainer.validate(CoreModel(), loader(n=8), verbose=False)
+    assert trainer.predict_loop.return_predictions is True  # kept through other calls
+    trainer.predict(CoreModel(), loader(n=8), return_predictions=False)
+    trainer.test(CoreModel(), loader(n=8), verbose=False)
+    assert trainer.predict_loop.return_predictions is False

@@ -1097,10 +1097,12 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     """Run ``predict_step`` over every predict dataloader; returns the outputs kept for the caller.
 
     As Lightning's loop, it keeps each output (moved to the CPU) in ``trainer.predict_loop.predictions`` while
-    ``return_predictions`` is on or a ``BasePredictionWriter`` writes at the epoch's end.
+    ``return_predictions`` is on or a ``BasePredictionWriter`` writes at the epoch's end, and returns them if
+    ``return_predictions`` is still on when the epoch ends.
     """
     hooks = _hooks(run)
     trainer.state.stage = RunningStage.PREDICTING
+    trainer.predict_loop._last_return_predictions = run.return_predictions  # what it reads after this call
     loaders = dataloaders.eval_dataloaders(trainer, run, RunningStage.PREDICTING)
     max_batches = run.eval_loop_batches.get("predict", [])
     if not loaders or sum(max_batches) == 0:
@@ -1132,6 +1134,8 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
             if _predict_loader(trainer, run, loader, iterator, dataloader_idx, len(loaders), max_batches, predictions):
                 break  # the dataloaders after it get no batch, as in Lightning
         hooks.call_both("on_predict_epoch_end")
+        # decided after the epoch's end hooks, which may still switch `return_predictions`, as in Lightning
+        returned = (predictions if len(loaders) > 1 else predictions[0]) if run.return_predictions else None
         # as Lightning's loop before its end hooks: the batch indices go, and the outputs unless they are returned
         run.predict_batch_indices = []
         if not run.return_predictions:
@@ -1139,9 +1143,7 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
         hooks.call_both("on_predict_end")
         for module, training in modes.items():  # each module back in the mode it had, as in Lightning
             module.training = training
-    if not run.return_predictions:
-        return None
-    return predictions if len(loaders) > 1 else predictions[0]
+    return returned
 
 
 def _predict_loader(
@@ -1214,7 +1216,7 @@ def _predict_loader(
             batch_idx += 1
             counts[0] += 1
             counts[1] += 1
-            if run.return_predictions or epoch_writer:
+            if run.return_predictions or epoch_writer:  # read at each batch: a hook may switch it
                 predictions[dataloader_idx].append(_kept(output))
         except StopIteration:
             return True

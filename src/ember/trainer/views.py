@@ -19,7 +19,9 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from ember.checkpoint import contents
+from ember.trainer import arguments
 from ember.trainer.metrics import print_results
+from ember.trainer.states import TrainerFn
 from ember.utilities.rank_zero import WarningCache
 
 if TYPE_CHECKING:
@@ -493,6 +495,23 @@ class PredictLoopView(EvaluationLoopView):
         super().__init__(trainer, "predict", "predict")
         self.current_batch_indices: list[int] = []  # the current batch's dataset indices, as in Lightning
         self._warning_cache = WarningCache()  # the predict loop's warnings: once per trainer, as in Lightning
+        self._last_return_predictions = False  # the last `predict`'s setting: Lightning's loop starts with False
+
+    @property
+    def return_predictions(self) -> bool:
+        """Whether ``predict`` keeps its outputs and returns them: the running (or last) call's setting."""
+        run = self._run
+        return run.return_predictions if run.fn == TrainerFn.PREDICTING else self._last_return_predictions
+
+    @return_predictions.setter
+    def return_predictions(self, value: bool | None) -> None:
+        """Set in a callback's ``setup`` or during prediction (libraries set it False so that nothing is kept): from
+        then on the loop keeps the outputs or not, and ``predict`` returns them or None. ``None`` is Lightning's
+        default: True, except with processes spawned or forked."""
+        setting = arguments.return_predictions(self._trainer, value)
+        self._last_return_predictions = setting
+        if self._run.fn == TrainerFn.PREDICTING:
+            self._run.return_predictions = setting
 
     @property
     def epoch_batch_indices(self) -> list[list[list[int]]]:
