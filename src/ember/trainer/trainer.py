@@ -491,21 +491,21 @@ class Trainer:
         run = self._run
         return run if run.fn == fn else self._loops_left.get(fn)
 
-    def _fit_record(self, loaded: bool) -> Any:
-        """Where Lightning's fit loop reads counts from: the running fit's once it has ``loaded`` the data they
-        count; until then (its sanity check) the last fit's, which Lightning's loops still hold (None before any
-        fit)."""
-        if self._run.fn == "fit" and not loaded:
-            return self._loops_left.get("fit")
-        return self._loops_of("fit")
+    def _record(self, fn: str, loaded: bool) -> Any:
+        """Where Lightning's loop of ``fn`` calls reads counts from: the running call's once it has ``loaded`` the
+        data they count; until then (its ``setup``, a fit's sanity check) the last such call's, which Lightning's
+        loops still hold (None before any)."""
+        if self._run.fn == fn and not loaded:
+            return self._loops_left.get(fn)
+        return self._loops_of(fn)
 
     def _fit_training_record(self) -> Any:
         """The record of ``num_training_batches``, ``val_check_batch`` and ``is_last_batch``."""
-        return self._fit_record(self._run.train_dataloader is not None)
+        return self._record("fit", self._run.train_dataloader is not None)
 
     def _fit_validation_record(self) -> Any:
         """The record of the fit's validation counts (``num_val_batches``, ``num_sanity_val_batches``)."""
-        return self._fit_record("val" in self._run.eval_batches)
+        return self._record("fit", "val" in self._run.eval_batches)
 
     def _batch_counts(self, name: str) -> Any:
         """The batch counts of Lightning's loop ``name`` (``train``, ``fit_val``, ``validate``, ``test``,
@@ -513,8 +513,12 @@ class Trainer:
         if name == "train":
             source = self._fit_training_record()
             return source.num_training_batches if source is not None else math.inf
-        source = self._fit_validation_record() if name == "fit_val" else self._loops_of(_LOOP_FN[name])
-        return source.eval_batches.get(name if name in ("test", "predict") else "val", []) if source else []
+        key = name if name in ("test", "predict") else "val"
+        if name == "fit_val":
+            source = self._fit_validation_record()
+        else:
+            source = self._record(_LOOP_FN[name], key in self._run.eval_batches)
+        return source.eval_batches.get(key, []) if source else []
 
     def _eval_loop_counts(self, fn: str, key: str) -> list[int]:
         """``[in its last epoch, in all]``: the batches run by the ``key`` loop ("val", "test", "predict") of the

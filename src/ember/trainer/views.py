@@ -170,6 +170,7 @@ class EvaluationLoopView(_View):
     def __init__(self, trainer: Trainer, fn: str, key: str) -> None:
         super().__init__(trainer)
         self._fn, self._key = fn, key
+        self._counts_name = "fit_val" if fn == "fit" else fn  # the name `Trainer._batch_counts` gives this loop
         # Lightning's attributes: `validate`/`test(verbose=...)` set the first, the Trainer's argument the second
         self.verbose = True
         self.inference_mode = trainer.inference_mode
@@ -184,6 +185,24 @@ class EvaluationLoopView(_View):
     def batch_progress(self) -> _EvalBatchProgress:
         current, total = self._trainer._eval_loop_counts(self._fn, self._key)
         return _EvalBatchProgress(current, total)
+
+    @property
+    def max_batches(self) -> list[int | float]:
+        """Batches per dataloader that this loop runs (after the ``limit_*_batches``), from its current or last
+        call; in the sanity check, every evaluation loop reads them cut to ``num_sanity_val_steps``, as Lightning's."""
+        counts: list[int | float] = self._trainer._batch_counts(self._counts_name)
+        if self._trainer.sanity_checking:
+            return [min(self._trainer.num_sanity_val_steps, batches) for batches in counts]
+        return counts
+
+    @property
+    def num_dataloaders(self) -> int:
+        """The number of dataloaders of this loop, known in its own call once they are loaded; as Lightning's, it
+        fails before that and in any other call (their loaders belong to the call)."""
+        run = self._run
+        counts = run.eval_batches.get(self._key) if run.fn == self._fn else None
+        assert counts is not None, f"`{self._counts_name}` loop has no dataloaders in this call"
+        return len(counts)
 
     @property
     def _data_source(self) -> _DataSource:
@@ -444,6 +463,11 @@ class FitLoopView(_View):
         return self._trainer.min_steps
 
     @property
+    def max_batches(self) -> int | float:
+        """Training batches per epoch (``trainer.num_training_batches``): inf before a ``fit`` has loaded its data."""
+        return self._trainer.num_training_batches
+
+    @property
     def epoch_progress(self) -> _EpochProgress:
         return _EpochProgress(self._trainer)
 
@@ -512,6 +536,12 @@ class PredictLoopView(EvaluationLoopView):
         self._last_return_predictions = setting
         if self._run.fn == TrainerFn.PREDICTING:
             self._run.return_predictions = setting
+
+    @property
+    def max_batches(self) -> list[int | float]:
+        """Batches per predict dataloader of the current or last ``predict`` (no sanity check cuts them)."""
+        counts: list[int | float] = self._trainer._batch_counts("predict")
+        return counts
 
     @property
     def epoch_batch_indices(self) -> list[list[list[int]]]:

@@ -1,0 +1,98 @@
+"""What Lightning's loop objects tell about their batches: ``max_batches``, ``num_dataloaders`` and the
+``batch_progress`` of the batch under way, before, during and after each call.
+
+Each expected value was observed on Lightning 2.6.6 with the same program.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+from ember.callbacks import Callback
+
+
+def _loops(trainer):
+    return {
+        "fit_val": trainer.fit_loop.epoch_loop.val_loop,
+        "validate": trainer.validate_loop,
+        "test": trainer.test_loop,
+        "predict": trainer.predict_loop,
+    }
+
+
+def _counts(trainer):
+    """``max_batches`` of each loop (and ``fit_loop``'s), and the number of dataloaders of those that know it."""
+    known = {}
+    for name, loop in _loops(trainer).items():
+        try:
+            known[name] = loop.num_dataloaders
+        except AssertionError:  # Lightning's loop asserts it has dataloaders
+            pass
+    max_batches = {name: loop.max_batches for name, loop in _loops(trainer).items()}
+    return trainer.fit_loop.max_batches, max_batches, known
+
+
+class Seen(Callback):
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple] = {}
+
+    def setup(self, trainer, pl_module, stage):
+        self.seen.setdefault(f"setup {trainer.state.fn.value}", _counts(trainer))
+
+    def on_validation_batch_end(self, trainer, pl_module, *args):
+        key = "sanity" if trainer.sanity_checking else f"validation in {trainer.state.fn.value}"
+        self.seen.setdefault(key, _counts(trainer))
+
+    def on_predict_batch_end(self, trainer, pl_module, *args):
+        self.seen.setdefault("predict", _counts(trainer))
+
+
+class TwoValidationLoaders(CoreModel):
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        return super().validation_step(batch, batch_idx)
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        return super().predict_step(batch, batch_idx)
+
+
+def test_max_batches_and_num_dataloaders_of_each_loop_before_during_and_after_each_call():
+    seen = Seen()
+    trainer = quiet_trainer(
+        callbacks=[seen], max_epochs=1, limit_train_batches=3, limit_val_batches=2, num_sanity_val_steps=1
+    )
+    model = TwoValidationLoaders()
+    empty = {"fit_val": [], "validate": [], "test": [], "predict": []}
+    assert _counts(trainer) == (math.inf, empty, {})
+
+    trainer.validate(model, [loader(n=12, batch_size=2), loader(n=2, batch_size=2)], verbose=False)
+    assert seen.seen["validation in validate"] == (math.inf, {**empty, "validate": [2, 1]}, {"validate": 2})
+    assert _counts(trainer) == seen.seen["validation in validate"]
+
+    trainer.fit(model, loader(n=16, batch_size=4), loader(n=16, batch_size=4))
+    # the sanity check cuts every evaluation loop's counts to `num_sanity_val_steps`, as Lightning's property does
+    assert seen.seen["sanity"] == (math.inf, {**empty, "fit_val": [1], "validate": [1, 1]}, {"fit_val": 1})
+    assert seen.seen["validation in fit"] == (3, {**empty, "fit_val": [2], "validate": [2, 1]}, {"fit_val": 1})
+    assert _counts(trainer) == seen.seen["validation in fit"]
+
+    three = [loader(n=4 * batches, batch_size=4) for batches in (1, 2, 3)]
+    trainer.predict(model, three, return_predictions=False)
+    after_predict = (3, {"fit_val": [2], "validate": [2, 1], "test": [], "predict": [1, 2, 3]}, {"predict": 3})
+    assert seen.seen["predict"] == _counts(trainer) == after_predict
+
+    seen.seen.clear()
+    trainer.validate(model, loader(n=8, batch_size=4), verbose=False)
+    # in its `setup`, before it loads its loaders, the loop still holds the last validate's counts
+    assert seen.seen["setup validate"] == (3, after_predict[1], {})
+    assert _counts(trainer) == (3, {**after_predict[1], "validate": [2]}, {"validate": 1})
+
+
+def test_a_second_calls_setup_reads_the_counts_of_the_call_before_it():
+    seen = Seen()
+    trainer = quiet_trainer(callbacks=[seen])
+    trainer.test(CoreModel(), loader(n=8, batch_size=4), verbose=False)
+    seen.seen.clear()
+    trainer.test(CoreModel(), loader(n=4, batch_size=4), verbose=False)
+    assert seen.seen["setup test"][1]["test"] == [2]
+    assert trainer.test_loop.max_batches == trainer.num_test_batches == [1]
