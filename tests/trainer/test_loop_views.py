@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
 from ember.callbacks import Callback
@@ -96,3 +97,27 @@ def test_a_second_calls_setup_reads_the_counts_of_the_call_before_it():
     trainer.test(CoreModel(), loader(n=4, batch_size=4), verbose=False)
     assert seen.seen["setup test"][1]["test"] == [2]
     assert trainer.test_loop.max_batches == trainer.num_test_batches == [1]
+
+
+class ProgressInBatch(Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, int]] = []
+
+    def _record(self, progress):
+        self.seen.append((progress.current.ready, progress.current.completed, progress.total.completed))
+
+    def on_validation_batch_end(self, trainer, pl_module, *args):
+        self._record(trainer.validate_loop.batch_progress)
+
+    def on_test_batch_start(self, trainer, pl_module, *args):
+        self._record(trainer.test_loop.batch_progress)
+
+
+@pytest.mark.parametrize("entry", ["validate", "test"])
+def test_an_evaluation_batch_under_way_counts_as_ready_but_not_completed(entry):
+    callback = ProgressInBatch()
+    trainer = quiet_trainer(callbacks=[callback])
+    getattr(trainer, entry)(CoreModel(), loader(n=12, batch_size=4), verbose=False)
+    assert callback.seen == [(1, 0, 0), (2, 1, 1), (3, 2, 2)]
+    progress = getattr(trainer, f"{entry}_loop").batch_progress
+    assert (progress.current.ready, progress.current.completed) == (3, 3)

@@ -81,11 +81,11 @@ def _counts(trainer: Trainer, *key: str) -> dict[str, Any]:
 
 
 class _Progress:
-    """A read-only Lightning progress object (``total``, ``current``, ``state_dict()``), from ``_counts``."""
+    """A read-only Lightning progress object (``total``, ``current``, ``state_dict()``), from its state dict."""
 
-    def __init__(self, trainer: Trainer, *key: str) -> None:
-        self._state = _counts(trainer, *key)
-        self.total, self.current = _Counts(self._state["total"]), _Counts(self._state["current"])
+    def __init__(self, state: dict[str, Any]) -> None:
+        self._state = state
+        self.total, self.current = _Counts(state["total"]), _Counts(state["current"])
 
     def state_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self._state)
@@ -148,21 +148,6 @@ class _BatchProgress(_View):
         return contents.batch_progress(self._trainer, self._run)
 
 
-class _EvalBatchCounter:
-    """Batches an evaluation loop ran: ``ready``, ``started``, ``processed`` and ``completed`` alike."""
-
-    def __init__(self, count: int) -> None:
-        self.ready = self.started = self.processed = self.completed = count
-
-
-class _EvalBatchProgress:
-    """``batch_progress`` of an evaluation loop: ``current`` (its last or running epoch) and ``total``."""
-
-    def __init__(self, current: int, total: int) -> None:
-        self.current = _EvalBatchCounter(current)
-        self.total = _EvalBatchCounter(total)
-
-
 class EvaluationLoopView(_View):
     """``trainer.validate_loop``, ``trainer.test_loop`` and ``trainer.fit_loop.epoch_loop.val_loop``: the
     batches run by that loop in the current (or last) call of its entry point, kept through other calls."""
@@ -182,9 +167,10 @@ class EvaluationLoopView(_View):
         print_results(results, stage)
 
     @property
-    def batch_progress(self) -> _EvalBatchProgress:
-        current, total = self._trainer._eval_loop_counts(self._fn, self._key)
-        return _EvalBatchProgress(current, total)
+    def batch_progress(self) -> _Progress:
+        """The batches this loop ran in its last (or running) epoch (``current``) and in all (``total``), as
+        Lightning counts them: inside a batch, ``ready`` counts it from its fetch, ``completed`` after its end hooks."""
+        return _Progress(contents._eval_progress(self._trainer, TrainerFn(self._fn), self._key))
 
     @property
     def max_batches(self) -> list[int | float]:
@@ -290,7 +276,7 @@ class _StepProgress(_View):
     @property
     def current(self) -> _Counts:
         """This epoch's steps (read-only)."""
-        return _Progress(self._trainer, *self._key).current
+        return _Progress(_counts(self._trainer, *self._key)).current
 
     def increment_ready(self) -> None:
         pass  # `ready` follows `completed`
@@ -322,7 +308,7 @@ class _OptimizerProgress(_View):
 
     @property
     def zero_grad(self) -> _Progress:
-        return _Progress(self._trainer, *_AUTOMATIC, "zero_grad")
+        return _Progress(_counts(self._trainer, *_AUTOMATIC, "zero_grad"))
 
     def state_dict(self) -> dict[str, Any]:
         return _counts(self._trainer, *_AUTOMATIC)
@@ -376,7 +362,7 @@ class _TrainingEpochLoopView(_View):
     @property
     def scheduler_progress(self) -> _Progress:
         """Learning-rate scheduler steps, as Lightning counts them (read-only)."""
-        return _Progress(self._trainer, "epoch_loop.scheduler_progress")
+        return _Progress(_counts(self._trainer, "epoch_loop.scheduler_progress"))
 
     @property
     def restarting(self) -> bool:
