@@ -19,7 +19,7 @@ import inspect
 import os
 import signal
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -185,6 +185,35 @@ def _report_write_error(error: BaseException, failure: BaseException) -> None:
     if add_note is not None:
         add_note(message)
     rank_zero_warn(message)
+
+
+@contextlib.contextmanager
+def call_inside_running_call(trainer: Trainer) -> Iterator[None]:
+    """Around a ``validate``/``test``/``predict`` that a hook of a running call (``fit``) makes: once it returns or
+    fails, the outer call's run and ``trainer.state`` come back, so that call goes on and ends as itself
+    (``on_train_end``, ``on_fit_end`` and ``teardown("fit")`` see ``fn="fit"``). The inner call's logged values
+    stay readable in ``trainer.callback_metrics``, and its counts in its loop (``trainer.validate_loop``, ...).
+
+    Lightning's fit fails after such a call in a module hook, and skips ``on_fit_end`` after one in a callback
+    hook (docs/compat.md).
+    """
+    state = trainer.state
+    if state.status != TrainerStatus.RUNNING:
+        yield  # a call of its own
+        return
+    outer_run, outer_state = trainer._run, (state.fn, state.stage, state.status)
+    in_call = trainer.strategy._in_call
+    try:
+        yield
+    finally:
+        inner_run = trainer._run
+        if inner_run is not outer_run:
+            # what the inner call leaves on its loop, as the next call's start would record it
+            trainer._loops_left[_fn(inner_run).value] = trainer._loops_left_by_last_call()
+            trainer._run = outer_run
+            outer_run.metrics.carry_over(inner_run.metrics)
+        state.fn, state.stage, state.status = outer_state
+        trainer.strategy._in_call = in_call  # the outer call's teardown still waits for queued checkpoint writes
 
 
 def execute(trainer: Trainer, model: Any, ckpt_path: Any, weights_only: bool | None, model_given: bool) -> Any:

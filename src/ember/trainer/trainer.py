@@ -444,11 +444,12 @@ class Trainer:
         stage = {TrainerFn.VALIDATING: RunningStage.VALIDATING, TrainerFn.TESTING: RunningStage.TESTING}.get(
             fn, RunningStage.PREDICTING
         )
-        self._start(fn, stage, datamodule)
-        self._run.eval_sources[stage.dataloader_prefix or ""] = dataloaders
-        for name, value in settings.items():
-            setattr(self._run, name, value)
-        return self._run_guarded(self._execute, model, ckpt_path, weights_only, model_given)
+        with lifecycle.call_inside_running_call(self):  # one made by a hook of `fit` gives `fit` its state back
+            self._start(fn, stage, datamodule)
+            self._run.eval_sources[stage.dataloader_prefix or ""] = dataloaders
+            for name, value in settings.items():
+                setattr(self._run, name, value)
+            return self._run_guarded(self._execute, model, ckpt_path, weights_only, model_given)
 
     def _start(self, fn: TrainerFn, stage: RunningStage, datamodule: Any, train_source: Any = None) -> None:
         """A new ``Run`` for this call, with the last one's counters (a second ``fit`` continues, as in Lightning)."""
