@@ -230,6 +230,24 @@ def test_a_rank_about_to_fail_when_rank_0_fails_first_still_shows_its_traceback(
 
 
 @pytest.mark.timeout(200)
+def test_a_failure_every_rank_catches_leaves_the_ranks_running_for_the_next_fit(tmp_path):
+    # every rank raises in on_train_start and the program catches it: no rank is stopped (rank 0 stopped
+    # rank 1, so the next fit failed in its first barrier), and a second fit trains on both ranks, as in
+    # Lightning; the failure records are the call's, so the third fit's failure is rank 1's
+    proc = run("catch_and_fit_again", tmp_path)
+    output = proc.stdout + proc.stderr
+    ranks = [load(tmp_path, "catch_and_fit_again", rank) for rank in (0, 1)]
+    assert [r["caught"] for r in ranks] == ["bad config on rank 0", "bad config on rank 1"], output[-4000:]
+    assert [r["global_step"] for r in ranks] == [4, 4]  # 16 samples / (2 ranks x 2)
+    for key, value in ranks[0]["weights"].items():
+        assert torch.equal(value, ranks[1]["weights"][key])
+    assert proc.returncode != 0
+    assert output.count("ValueError: late failure on rank 1") == 1, output[-4000:]
+    assert "[rank 0] stopped because rank 1 failed (its traceback is shown above)." in output, output[-4000:]
+    assert left_in_temp(tmp_path) == []
+
+
+@pytest.mark.timeout(200)
 def test_a_rank_0_error_ends_the_job_promptly_when_the_others_wait_for_it(tmp_path):
     # rank 1 waits in a collective for rank 0, which failed: it is stopped after the grace period
     proc = run("raise_rank0", tmp_path)

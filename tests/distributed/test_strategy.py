@@ -500,6 +500,23 @@ def test_first_failure_is_claimed_once(tmp_path, monkeypatch):
     assert "`barrier('prepare_data')`" in str(error) and "rank 1 failed first" in str(error)
 
 
+def test_a_failure_is_recorded_for_its_trainer_call_only(tmp_path, monkeypatch):
+    # a program that catches a failure and makes another call: that call's failure is its own first rank's
+    monkeypatch.setenv(failure.ENV_DIR, str(tmp_path))
+    monkeypatch.setitem(failure._state, "call", 0)
+    failure.begin_call()
+    assert failure.on_exception(ValueError("bad config"), rank=0) is True
+    assert failure.on_exception(RuntimeError("connection closed by peer"), rank=1) is False
+    # the launching rank spares a rank that failed by itself; one that lost its peer may wait in a collective
+    assert failure.failed_by_itself(0) and not failure.failed_by_itself(1)
+    failure.begin_call()
+    assert failure.first_failure() is None and not failure.failed_by_itself(0)
+    assert failure.on_exception(ValueError("later"), rank=1) is True
+    assert failure.first_failure() == (1, "ValueError: later")
+    failure.forget_call()  # every rank failed by itself: the call's failure is over
+    assert failure.first_failure() is None and not failure.failed_by_itself(1)
+
+
 def test_a_rank_killed_by_a_signal_is_the_first_failure_and_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv(failure.ENV_DIR, str(tmp_path))
     assert failure.describe_exit(-9) == "was killed by signal SIGKILL (9)"

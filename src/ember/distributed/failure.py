@@ -5,6 +5,12 @@ whose run raises creates a marker file there (atomically: only one can). A rank 
 afterwards failed because of that one (a collective lost its peer), so instead of a second,
 misleading traceback it prints one line that points at the first.
 
+Each rank whose run fails with an error of its own (not a lost peer) also leaves a record saying so:
+the launching rank reads these to tell ranks that failed by themselves (out of their collectives and
+back in the user's code, where the program may catch the error and go on) from ranks stuck waiting
+for a failed one. The records belong to one Trainer call: every rank counts its calls
+(``begin_call``; all ranks make the same calls in the same order), so a later call starts clean.
+
 A rank that the system kills (``SIGKILL`` from the out-of-memory killer, a preemption of one
 node) raises nothing and leaves no traceback; its peers only see their collective fail
 ("Connection reset by peer"). The process that started it (the launcher) sees how it ended and
@@ -24,7 +30,8 @@ import torch
 
 ENV_DIR = "EMBER_FAILURE_DIR"
 _MARKER = "first_failure"
-_state: dict[str, Any] = {"rank": 0, "secondary": None, "hook_installed": False}  # secondary: (error, rank, summary)
+# secondary: (error, rank, summary); call: how many distributed Trainer calls this process has begun
+_state: dict[str, Any] = {"rank": 0, "secondary": None, "hook_installed": False, "call": 0}
 
 
 class CollectiveError(RuntimeError):
@@ -97,17 +104,41 @@ def describe_exit(code: int) -> str:
 
 
 def record_killed(rank: int, code: int) -> bool:
-    """Record that ``rank`` was ended by a signal, as this job's first failure (if none is recorded yet)."""
+    """Record that ``rank`` was ended by a signal, as the call's first failure (if none is recorded yet)."""
     return _write_marker(rank, describe_exit(code))
 
 
+def begin_call() -> None:
+    """A distributed Trainer call begins on this rank: failures from here on are recorded as this call's."""
+    _state["call"] += 1
+
+
+def _call_path(folder: str, name: str) -> str:
+    return os.path.join(folder, f"call{_state['call']}-{name}")
+
+
+def forget_call() -> None:
+    """Remove the failure records of the running call: every rank failed by itself and is back in the
+    user's code, so the call's failure is over (the program may catch it and make another call)."""
+    folder = os.environ.get(ENV_DIR)
+    if not folder:
+        return
+    prefix = os.path.basename(_call_path(folder, ""))
+    for name in os.listdir(folder):
+        if name.startswith(prefix):
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
 def first_failure() -> tuple[int, str] | None:
-    """``(rank, error summary)`` of the first rank that failed in this job, if any did."""
+    """``(rank, error summary)`` of the first rank that failed in this Trainer call of the job, if any did."""
     folder = os.environ.get(ENV_DIR)
     if not folder:
         return None
     try:
-        with open(os.path.join(folder, _MARKER)) as f:
+        with open(_call_path(folder, _MARKER)) as f:
             rank, _, summary = f.read().partition("\n")
         return int(rank), summary
     except (OSError, ValueError):
@@ -115,19 +146,36 @@ def first_failure() -> tuple[int, str] | None:
 
 
 def on_exception(exception: BaseException, rank: int) -> bool:
-    """Record this rank's failure; True if it is the first in the job (its traceback is the one to show)."""
+    """Record this rank's failure; True if it is the first in the call (its traceback is the one to show).
+
+    A failure of this rank's own is recorded last, once nothing more is read: the launching rank, which
+    waits for it, may then remove the call's records.
+    """
     if isinstance(exception, (KeyboardInterrupt, SystemExit)):
         return False
     summary = "".join(traceback.format_exception_only(type(exception), exception)).strip().replace("\n", " ")
-    if _write_marker(rank, summary):
-        return True
-    first = first_failure()
+    is_first = _write_marker(rank, summary)
+    first = None if is_first else first_failure()
     # an error of this rank's own, not a peer lost, keeps its traceback: both ranks can fail at once
     if first is not None and first[0] != rank and lost_a_peer(exception):
         _state["secondary"] = (exception, first[0], first[1])
         if first[1].startswith(KILLED) and hasattr(exception, "add_note"):
             exception.add_note(f"[rank {rank}] {secondary_line(first[0], first[1])}")
-    return False
+    if is_own_failure(exception):
+        _write_record(f"failed-rank{rank}")
+    return is_first
+
+
+def failed_by_itself(rank: int) -> bool:
+    """Whether ``rank`` failed in this call with an error of its own: it left its collectives (they are
+    local from then on) and its error goes back to the user's code, as a lost peer's does not."""
+    folder = os.environ.get(ENV_DIR)
+    return folder is not None and os.path.exists(_call_path(folder, f"failed-rank{rank}"))
+
+
+def is_own_failure(exception: BaseException) -> bool:
+    """Whether ``exception`` is a rank's own error: not an interrupt or exit, and not a lost peer."""
+    return not isinstance(exception, (KeyboardInterrupt, SystemExit)) and not lost_a_peer(exception)
 
 
 def lost_a_peer(exception: BaseException) -> bool:
@@ -140,16 +188,15 @@ def lost_a_peer(exception: BaseException) -> bool:
 
 
 def _write_marker(rank: int, summary: str) -> bool:
-    """Create the job's first-failure marker for ``rank``; False if another rank's is there already.
+    """Create the call's first-failure marker for ``rank``; False if another rank's is there already.
 
     Without a shared folder (a single process, or a launcher that gives none) every failure is the first.
     """
     folder = os.environ.get(ENV_DIR)
     if not folder:
         return True
-    path = os.path.join(folder, _MARKER)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        fd = os.open(_call_path(folder, _MARKER), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return False
     except OSError:
@@ -157,3 +204,15 @@ def _write_marker(rank: int, summary: str) -> bool:
     with os.fdopen(fd, "w") as f:
         f.write(f"{rank}\n{summary}")
     return True
+
+
+def _write_record(name: str) -> None:
+    """Create this call's (empty) record ``name`` in the shared folder, if there is one."""
+    folder = os.environ.get(ENV_DIR)
+    if not folder:
+        return
+    try:
+        with open(_call_path(folder, name), "w"):
+            pass
+    except OSError:
+        pass

@@ -58,6 +58,7 @@ class _JoinedLauncher:
         self._num_processes = num_processes
 
     def launch(self, fn: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
+        failure.begin_call()
         share_the_cpus(self._num_processes)
         return fn(*args, **kwargs)
 
@@ -160,6 +161,8 @@ def _die_with_parent() -> None:
 
 # when this rank fails first, how long the ranks it started get to end by themselves before they are stopped
 _PEER_GRACE = 3.0
+# when a rank this one started fails first, how long it gets to print its traceback and exit
+_FIRST_FAILURE_GRACE = 5.0
 
 
 class SubprocessLauncher:
@@ -191,6 +194,7 @@ class SubprocessLauncher:
     def launch(self, fn: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
         if not self._started:
             self._start_children()
+        failure.begin_call()
         share_the_cpus(self._strategy.num_processes)
         self._in_run += 1
         try:
@@ -288,22 +292,47 @@ class SubprocessLauncher:
             time.sleep(0.02)
 
     def on_exception(self, exception: BaseException) -> None:
-        """This rank failed (or was interrupted): stop the other local ranks.
+        """This rank failed (or was interrupted): stop the other local ranks, unless each failed by itself.
 
-        They are given a moment first, so that what they print on the way out is not lost: a rank that
-        failed first is failing by itself and gets up to 5 s to print its traceback and exit; when this
-        rank's error is the first, the others get ``_PEER_GRACE`` seconds, in which a rank that hits an
-        error of its own (often the same one, a moment later) shows it. A rank waiting in a collective
-        for this one is stopped when the time is up. An interrupt (Ctrl+C) stops them at once.
+        A rank that failed with an error of its own in the same call has left its collectives and its
+        error goes back to the user's code, as this rank's does: where every other rank did, none is
+        stopped (as in Lightning), so a program that catches the error on every rank can make another
+        Trainer call, and the call's failure records are removed.
+
+        Otherwise they are given a moment first, so that what they print on the way out is not lost: a
+        rank that failed first is failing by itself and gets up to 5 s to print its traceback and exit;
+        when this rank's error is the first, the others get ``_PEER_GRACE`` seconds, in which a rank that
+        hits an error of its own (often the same one, a moment later) shows it. A rank waiting in a
+        collective for this one is stopped when the time is up. An interrupt (Ctrl+C) stops them at once.
         """
-        self._failed_here = True
         first = failure.first_failure()
         if first is not None and not first[1].startswith(failure.KILLED):
-            if first[0] == self._global_rank(0):
-                self._wait_for(self.procs, _PEER_GRACE)
+            this_rank_first = first[0] == self._global_rank(0)
+            deadline = time.monotonic() + (_PEER_GRACE if this_rank_first else _FIRST_FAILURE_GRACE)
+            if failure.is_own_failure(exception) and self._others_failed_by_themselves(deadline):
+                failure.forget_call()
+                return
+            if this_rank_first:
+                self._wait_for(self.procs, deadline - time.monotonic())
             else:
-                self._wait_for([p for i, p in enumerate(self.procs) if self._global_rank(i + 1) == first[0]], 5.0)
+                failed = [p for i, p in enumerate(self.procs) if self._global_rank(i + 1) == first[0]]
+                self._wait_for(failed, deadline - time.monotonic())
+        self._failed_here = True
         self.kill()
+
+    def _others_failed_by_themselves(self, deadline: float) -> bool:
+        """Wait until every rank this process started has failed by itself in this call (or ended), until
+        ``deadline`` at most; False if one is still running without an error of its own (it waits in a
+        collective, or lost a peer)."""
+
+        def settled(index: int, proc: subprocess.Popen) -> bool:
+            return proc.poll() is not None or failure.failed_by_itself(self._global_rank(index + 1))
+
+        while not all(settled(index, proc) for index, proc in enumerate(self.procs)):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     @staticmethod
     def _wait_for(procs: list[subprocess.Popen], seconds: float) -> None:

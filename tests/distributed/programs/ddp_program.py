@@ -9,6 +9,8 @@ epoch. ``plain``: a shuffled run with dropout (run under torchrun). ``raise``: r
 ``raise_both``: both ranks raise in ``training_step``, rank 1 first. ``raise_both_rank0_first``: both
 raise, rank 0 first, rank 1 a moment later. ``raise_rank0``: rank 0 raises alone.
 ``raise_after_fit``: both ranks raise after ``fit``, outside any run, rank 0 first.
+``catch_and_fit_again``: both ranks raise in ``on_train_start`` (rank 0 first) and the program catches
+it; a second ``fit`` trains, then rank 1 alone raises (uncaught) in a third ``fit``.
 ``spawn``: fit with ``ddp_spawn``, then validate, predict and fit one more epoch with ``ddp_fork``.
 Each process writes what it saw to ``OUTDIR/<mode>-rank<r>.pt``.
 """
@@ -29,6 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ember as pl
 from ember.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from ember.distributed import failure
 
 
 def dataset(n: int = 32) -> TensorDataset:
@@ -37,10 +40,23 @@ def dataset(n: int = 32) -> TensorDataset:
     return TensorDataset(x, x.sum(dim=1, keepdim=True))
 
 
+def wait_for_the_first_failure() -> None:
+    while failure.first_failure() is None:
+        time.sleep(0.005)
+
+
 class Model(pl.LightningModule):
-    def __init__(self, dropout: float = 0.0) -> None:
+    def __init__(self, dropout: float = 0.0, fail_on_train_start: bool = False, fail_alone: bool = False) -> None:
         super().__init__()
         self.layer = nn.Sequential(nn.Linear(4, 8), nn.Dropout(dropout), nn.Linear(8, 1))
+        self.fail_on_train_start = fail_on_train_start
+        self.fail_alone = fail_alone
+
+    def on_train_start(self):
+        if self.fail_on_train_start:
+            if self.global_rank == 1:  # rank 0 fails first
+                wait_for_the_first_failure()
+            raise ValueError(f"bad config on rank {self.global_rank}")
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -50,18 +66,16 @@ class Model(pl.LightningModule):
             raise ValueError("boom on rank 1")
         if MODE == "raise_both" and batch_idx == 3:
             if self.global_rank == 0:  # rank 1 fails first: wait until the job has recorded it
-                marker = os.path.join(os.environ["EMBER_FAILURE_DIR"], "first_failure")
-                while not os.path.exists(marker):
-                    time.sleep(0.005)
+                wait_for_the_first_failure()
             raise ValueError(f"boom on rank {self.global_rank}")
         if MODE == "raise_both_rank0_first" and batch_idx == 3:
             if self.global_rank == 1:  # rank 0 fails first; this rank is a moment behind it
-                marker = os.path.join(os.environ["EMBER_FAILURE_DIR"], "first_failure")
-                while not os.path.exists(marker):
-                    time.sleep(0.005)
+                wait_for_the_first_failure()
                 time.sleep(0.5)
                 print("rank 1 is about to fail too", flush=True)
             raise ValueError(f"boom on rank {self.global_rank}")
+        if MODE == "catch_and_fit_again" and self.fail_alone and self.global_rank == 1:
+            raise ValueError("late failure on rank 1")
         if MODE == "raise_rank0" and self.global_rank == 0 and batch_idx == 3:
             with open(os.path.join(sys.argv[2], "raised_at"), "w") as f:
                 f.write(repr(time.time()))
@@ -171,6 +185,23 @@ def run_raise_after_fit(out: str) -> None:
     raise ValueError(f"evaluation failed on rank {t.global_rank}")
 
 
+def run_catch_and_fit_again(out: str) -> None:
+    """A failure on every rank that the program catches, then another fit (a retry, a sweep in one script)."""
+    data = DataLoader(dataset(16), batch_size=2)
+    try:
+        trainer(out, max_epochs=1, enable_checkpointing=False).fit(Model(fail_on_train_start=True), data)
+        caught = None
+    except ValueError as error:
+        caught = str(error)
+    torch.manual_seed(0)
+    model = Model()
+    t = trainer(out, max_epochs=1, enable_checkpointing=False)
+    t.fit(model, data)
+    save(out, MODE, {"caught": caught, "global_step": t.global_step, "weights": weights(model), "pid": os.getpid()})
+    # a later failure is its own call's: rank 1 fails first there, and rank 0 says so
+    trainer(out, max_epochs=1, enable_checkpointing=False).fit(Model(fail_alone=True), data)
+
+
 class GlobalStateAtSetup(Callback):
     """What each rank's process starts the run with: draws of every global RNG, the deterministic flag."""
 
@@ -263,6 +294,8 @@ if __name__ == "__main__":
         run_raise(out_dir)
     elif MODE == "raise_after_fit":
         run_raise_after_fit(out_dir)
+    elif MODE == "catch_and_fit_again":
+        run_catch_and_fit_again(out_dir)
     elif MODE == "spawn":
         run_spawn(out_dir)
     elif MODE == "threads":
