@@ -326,6 +326,9 @@ def test_ddp_spawn_returns_weights_metrics_and_results_to_the_main_process(tmp_p
         torch.testing.assert_close(record["weights_after_forked_fit"][key], value, atol=1e-6, rtol=1e-5)
     assert record["callback_metrics"]["rank_synced"].item() == 0.5
     assert record["best"].endswith("epoch=0-step=4.ckpt") and os.path.isfile(record["best"])
+    # Lightning leaves these as they were before the call (docs/compat.md)
+    assert record["logged_metrics"]["rank_synced"].item() == 0.5
+    assert record["batches_counted"] == 4  # a callback's own state, from rank 0
     assert record["validate"][0]["rank_synced"] == 0.5 and record["validate"][0]["rank_local"] == 0.0
     # predict in forked workers returns nothing (as in Lightning); rank 0's writer saved the even samples
     assert record["predict"] is None

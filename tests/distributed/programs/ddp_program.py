@@ -212,6 +212,22 @@ class GlobalStateAtSetup(Callback):
         save(self.out, "spawn-start", {"draws": draws(), "deterministic": torch.are_deterministic_algorithms_enabled()})
 
 
+class CountsBatches(Callback):
+    """A callback with a state of its own: the training batches its rank ran."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batches += 1
+
+    def state_dict(self):
+        return {"batches": self.batches}
+
+    def load_state_dict(self, state_dict):
+        self.batches = state_dict["batches"]
+
+
 def draws() -> tuple:
     return torch.rand(3), random.random(), float(np.random.rand())
 
@@ -224,7 +240,8 @@ def run_spawn(out: str) -> None:
     model = Model()
     before = weights(model)
     ckpt = ModelCheckpoint(dirpath=os.path.join(out, "ckpts"))
-    t = trainer(out, strategy="ddp_spawn", max_epochs=1, callbacks=[ckpt, GlobalStateAtSetup(out)])
+    counter = CountsBatches()
+    t = trainer(out, strategy="ddp_spawn", max_epochs=1, callbacks=[ckpt, counter, GlobalStateAtSetup(out)])
     data = dataset()
     t.fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
     torch.use_deterministic_algorithms(False)
@@ -236,6 +253,9 @@ def run_spawn(out: str) -> None:
         "callback_metrics": dict(t.callback_metrics),
         "state": t.state.status.value,
         "best": ckpt.best_model_path,
+        # beyond what Lightning brings back (docs/compat.md): the logged metrics, every callback's state
+        "logged_metrics": dict(t.logged_metrics),
+        "batches_counted": counter.batches,
     }
     # fork workers start at once (no new interpreter): the cheap way to check validate/predict here
     forked = trainer(out, strategy="ddp_fork", enable_checkpointing=False)
