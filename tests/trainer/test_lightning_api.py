@@ -1575,6 +1575,31 @@ def test_val_check_batch_is_none_before_a_fit_and_when_validation_goes_by_time()
     assert timed.val_check_batch is None
 
 
+@pytest.mark.parametrize(
+    ("hook", "expected"), [("on_train_start", [2, 4, 6, 8, 10, 12]), ("on_train_batch_end", [4, 6, 8, 10, 12])]
+)
+def test_a_callback_sets_val_check_batch_during_fit(hook, expected):
+    # warm-up callbacks validate more often from some point on, as on Lightning (the same steps): in
+    # `on_train_start`, or mid-epoch, at the end of the third batch (from then on, in the same epoch)
+    class ValidateEvery2(Callback):
+        def __init__(self):
+            setattr(self, hook, self.switch)
+
+        def switch(self, trainer, *args):
+            if hook == "on_train_start" or trainer.global_step == 3:
+                trainer.val_check_batch = 2
+
+    class Records(CoreModel):
+        def on_validation_start(self):
+            self.seen.append(self.trainer.global_step)
+
+    model = Records()
+    model.seen = []
+    trainer = quiet_trainer(max_epochs=2, num_sanity_val_steps=0, callbacks=[ValidateEvery2()])
+    trainer.fit(model, loader(n=24), loader(n=4))  # 6 batches an epoch: validation at each end before the change
+    assert model.seen == expected and trainer.val_check_batch == 2
+
+
 def test_estimated_stepping_batches_is_max_steps_when_nothing_would_train():
     assert quiet_trainer(max_epochs=2).estimated_stepping_batches == -1  # before any fit: no module, as Lightning
     seen = {}

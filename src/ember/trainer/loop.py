@@ -154,7 +154,7 @@ def _limits_reached(trainer: Trainer, progress: Progress) -> bool:
 def run_training_epoch(trainer: Trainer, run: Run) -> None:
     """One epoch: batches, validation checks, then the epoch-end hooks and logs."""
     iterator = _start_epoch(trainer, run)
-    epoch = _EpochPlan(trainer, run)
+    epoch = run.epoch_plan = _EpochPlan(trainer, run)
     if epoch.takes_iterator:  # `training_step(self, dataloader_iter)`: the step draws its own batches
         _run_iterator_steps(trainer, run, epoch, iterator)
         _end_epoch(trainer, run, epoch)
@@ -477,12 +477,18 @@ class _EpochPlan:
         self.step_schedulers: Callable[..., None] = self._step_schedulers if scheduling else _do_nothing
         self.log_step: Callable[..., None] = self._log_step if self.log_every else _do_nothing
         self.validate: Callable[..., None] = self._validate if self.validating or self.plateau_step else _do_nothing
-        # the common case, an integer batch interval within the epoch, is checked inline per batch
-        simple = trainer._val_check_seconds is None and trainer.check_val_every_n_epoch is not None
-        self.val_every = int(run.val_check_batch) if simple and run.val_check_batch != float("inf") else 0
         self.takes_iterator = run.step.takes_iterator
-        if self.takes_iterator:
-            self.val_every = 0  # the step may draw several batches: also validate when they run out
+        self.read_val_check_batch()
+
+    def read_val_check_batch(self) -> None:
+        """Take ``run.val_check_batch`` in: at the epoch's start, and when a callback sets
+        ``trainer.val_check_batch`` during the epoch."""
+        trainer, run = self.trainer, self.run
+        # the common case, an integer batch interval within the epoch, is checked inline per batch; a step that
+        # draws its own batches (`dataloader_iter`) may draw several: it also validates when they run out
+        simple = trainer._val_check_seconds is None and trainer.check_val_every_n_epoch is not None
+        inline = simple and not self.takes_iterator and run.val_check_batch != float("inf")
+        self.val_every = int(run.val_check_batch) if inline else 0
 
     def batches_from(self, batch_idx: int) -> int | float:
         """Before the epoch's batch ``batch_idx`` (0, or where a resumed epoch goes on): the validation a

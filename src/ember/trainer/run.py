@@ -168,6 +168,7 @@ class Run:
     # ---- the training data position --------------------------------------------------------------
     train_iterator: Any = None  # the iterator the next epoch starts from, when created ahead of it
     epoch_iterator: Any = None  # the running epoch's iterator, whose workers teardown stops after a failure
+    epoch_plan: Any = None  # the running (or last) training epoch's `_EpochPlan`
     batch_idx: int = -1  # the training batch being run (set at each fetch)
     # the epoch ends at `batch_idx`: `on_train_batch_start` returned -1, or data of unknown length ran out
     last_batch_seen: bool = False

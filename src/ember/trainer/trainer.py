@@ -770,6 +770,17 @@ class Trainer:
             return None
         return loops.val_check_batch
 
+    @val_check_batch.setter
+    def val_check_batch(self, value: int | float) -> None:
+        """Validate after every ``value`` training batches from now on: a callback may change it during ``fit``
+        (in ``on_train_start``, or mid-epoch), as in Lightning; it is computed anew from ``val_check_interval``
+        whenever the training data is loaded again."""
+        loops = self._fit_training_record()
+        run = loops if loops is not None else self._run
+        run.val_check_batch = value
+        if run is self._run and run.epoch_plan is not None:
+            run.epoch_plan.read_val_check_batch()
+
     # ---- model, processes, devices ---------------------------------------------------------------
     lightning_module = _ReadOnly("strategy.lightning_module", "The ``LightningModule`` of the current (or last) call.")
     model = _ReadOnly("strategy.model", "The module the loops call: the LightningModule, or its distributed wrapper.")
