@@ -183,6 +183,27 @@ def test_last_with_a_last_name_of_fields_alone_finds_no_last_checkpoint(tmp_path
     assert resumed.ckpt_path is None
 
 
+def test_setup_hooks_see_the_checkpoint_the_call_resumes_from(tmp_path):
+    # Lightning sets `trainer.ckpt_path` only as it restores, after these hooks, which still see the previous
+    # call's value (None on a new Trainer): a program telling a resume from a fresh start in `setup` could not
+    trainer, model, checkpoint = _fit(tmp_path)
+    seen = {}
+
+    class Reads(Regressor):
+        def prepare_data(self):
+            seen["prepare_data"] = self.trainer.ckpt_path
+
+        def setup(self, stage):
+            seen["setup"] = self.trainer.ckpt_path
+
+        def configure_model(self):
+            seen["configure_model"] = self.trainer.ckpt_path
+
+    resumed = ember.Trainer(default_root_dir=tmp_path, max_epochs=3, **QUIET)
+    resumed.fit(Reads(), _loader(), ckpt_path=checkpoint.last_model_path)
+    assert seen == dict.fromkeys(["prepare_data", "setup", "configure_model"], checkpoint.last_model_path)
+
+
 def test_best_with_several_checkpoint_callbacks_warns_and_takes_the_first(tmp_path):
     trainer, model, checkpoint = _fit(tmp_path)
     other = ModelCheckpoint(dirpath=tmp_path / "other", monitor="val_loss", mode="max")

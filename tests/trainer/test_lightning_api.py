@@ -1573,6 +1573,7 @@ def test_val_check_batch_is_none_before_a_fit_and_when_validation_goes_by_time()
     timed = quiet_trainer(max_epochs=1, val_check_interval="00:00:00:01")
     timed.fit(CoreModel(), loader(n=16), loader(n=4))
     assert timed.val_check_batch is None
+    assert timed.val_check_interval == "00:00:00:01"  # as given (Lightning's attribute is missing then)
 
 
 @pytest.mark.parametrize(
