@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import ember as pl
 from ember.callbacks import ModelCheckpoint
 from ember.profilers import AdvancedProfiler, PassThroughProfiler, Profiler, PyTorchProfiler, SimpleProfiler
+from ember.strategies import SingleDeviceStrategy
 from ember.utilities.exceptions import MisconfigurationException
 
 
@@ -112,6 +113,60 @@ def test_manual_optimization_records_each_optimizer_step_and_no_backward_as_in_l
     counts = {action: len(durations) for action, durations in profiler.recorded_durations.items()}
     assert counts["optimizer_step"] == 4 and counts["[Strategy]SingleDeviceStrategy.training_step"] == 2
     assert not any(action.endswith(".backward") for action in counts)
+
+
+class HookedStrategy(SingleDeviceStrategy):
+    """A strategy of the program's own that overrides every hook Lightning calls on the strategy."""
+
+    def on_train_start(self):
+        super().on_train_start()
+
+    def on_train_end(self):
+        super().on_train_end()
+
+    def on_train_batch_start(self, batch, batch_idx):
+        return super().on_train_batch_start(batch, batch_idx)
+
+    def on_validation_start(self):
+        super().on_validation_start()
+
+    def on_validation_end(self):
+        super().on_validation_end()
+
+    def on_test_start(self):
+        super().on_test_start()
+
+    def on_test_end(self):
+        super().on_test_end()
+
+    def on_predict_start(self):
+        super().on_predict_start()
+
+    def on_predict_end(self):
+        super().on_predict_end()
+
+
+def test_a_strategys_own_hooks_are_recorded_as_in_lightning(tmp_path):
+    # Lightning 2.6.6, the same fit (1 epoch, 2 batches, sanity check and one validation), test and predict
+    expected = {
+        "[Strategy]HookedStrategy.on_train_start": 1,
+        "[Strategy]HookedStrategy.on_train_end": 1,
+        "[Strategy]HookedStrategy.on_train_batch_start": 2,
+        "[Strategy]HookedStrategy.on_validation_start": 2,
+        "[Strategy]HookedStrategy.on_validation_end": 2,
+        "[Strategy]HookedStrategy.on_test_start": 1,
+        "[Strategy]HookedStrategy.on_test_end": 1,
+        "[Strategy]HookedStrategy.on_predict_start": 1,
+        "[Strategy]HookedStrategy.on_predict_end": 1,
+    }
+    profiler = SimpleProfiler()
+    strategy = HookedStrategy(device=torch.device("cpu"))
+    t = trainer(tmp_path, profiler, max_epochs=1, enable_checkpointing=False, strategy=strategy)
+    t.fit(M(), loader(), loader())
+    t.test(M(), loader(), verbose=False)
+    t.predict(M(), loader())
+    counts = {action: len(durations) for action, durations in profiler.recorded_durations.items()}
+    assert {action: counts.get(action) for action in expected} == expected
 
 
 def test_nothing_is_recorded_without_a_profiler(tmp_path):

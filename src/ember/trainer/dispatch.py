@@ -67,7 +67,7 @@ class HookDispatcher:
         # Lightning's strategy hooks that a strategy of the program's own overrides: called after the module's
         strategy = getattr(trainer, "strategy", None)
         self._strategy_fns = {
-            name: getattr(strategy, name) for name in STRATEGY_HOOKS if program_overrides(strategy, name)
+            name: self._strategy_fn(strategy, name) for name in STRATEGY_HOOKS if program_overrides(strategy, name)
         }
 
     def _callback_fn(self, callback: Any, name: str) -> Any:
@@ -75,6 +75,10 @@ class HookDispatcher:
         if self.profiler is None:
             return fn
         return profiled(self.profiler, f"[Callback]{callback.state_key}.{name}", fn)
+
+    def _strategy_fn(self, strategy: Any, name: str) -> Any:
+        """The strategy's hook ``name``, recorded as Lightning's ``[Strategy]<class>.<name>`` when profiling."""
+        return profiled(self.profiler, f"[Strategy]{type(strategy).__name__}.{name}", getattr(strategy, name))
 
     # ---- what overrides what ----------------------------------------------------------------
     def module_overrides(self, name: str) -> bool:
