@@ -176,6 +176,15 @@ def test_nothing_is_recorded_without_a_profiler(tmp_path):
     assert t._run.profiler is None  # the loop was built without spans
 
 
+@pytest.mark.parametrize("no_profiler", [None, False, 0])
+def test_a_false_profiler_means_none_as_in_lightning(tmp_path, no_profiler):
+    # Lightning keeps `profiler or PassThroughProfiler()`: `False` turns profiling off, as `None` does
+    t = trainer(tmp_path, no_profiler, max_epochs=1)
+    assert isinstance(t.profiler, PassThroughProfiler)
+    t.fit(M(), loader())
+    assert t.state.finished
+
+
 def test_profiler_by_name_and_clear_errors(tmp_path):
     assert isinstance(pl.Trainer(profiler="simple").profiler, SimpleProfiler)
     assert isinstance(pl.Trainer(profiler="Advanced").profiler, AdvancedProfiler)

@@ -30,12 +30,15 @@ def __getattr__(name: str) -> Any:
 
 
 def create_profiler(profiler: Profiler | str | None) -> Profiler:
-    """What ``Trainer(profiler=...)`` holds: the instance given, a new one for a name, else a pass-through."""
-    if profiler is None:
-        return PassThroughProfiler()
-    if isinstance(profiler, str):
-        from ember.utilities.exceptions import MisconfigurationException
+    """What ``Trainer(profiler=...)`` holds: the instance given, a new one for a name, a pass-through for none.
 
+    As in Lightning, ``False`` (any false value but ``""``) means no profiler, like ``None``.
+    """
+    if isinstance(profiler, Profiler):
+        return profiler
+    from ember.utilities.exceptions import MisconfigurationException
+
+    if isinstance(profiler, str):
         name = PROFILERS.get(profiler.lower())
         if name is None:
             raise MisconfigurationException(
@@ -43,11 +46,9 @@ def create_profiler(profiler: Profiler | str | None) -> Profiler:
                 f" {list(PROFILERS)}, got {profiler!r}; or pass a `Profiler` instance."
             )
         return __getattr__(name)()
-    if not isinstance(profiler, Profiler):
-        from ember.utilities.exceptions import MisconfigurationException
-
-        raise MisconfigurationException(
-            f"`Trainer(profiler=...)` got {profiler!r} ({type(profiler).__name__}): pass one of {list(PROFILERS)} or an instance of"
-            " `ember.profilers.Profiler`."
-        )
-    return profiler
+    if not profiler:
+        return PassThroughProfiler()
+    raise MisconfigurationException(
+        f"`Trainer(profiler=...)` got {profiler!r} ({type(profiler).__name__}): pass one of {list(PROFILERS)} or an instance of"
+        " `ember.profilers.Profiler`."
+    )
