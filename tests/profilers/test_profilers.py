@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import pytest
@@ -189,14 +190,22 @@ def test_profiler_by_name_and_clear_errors(tmp_path):
     assert isinstance(pl.Trainer(profiler="simple").profiler, SimpleProfiler)
     assert isinstance(pl.Trainer(profiler="Advanced").profiler, AdvancedProfiler)
     assert isinstance(pl.Trainer(profiler="pytorch").profiler, PyTorchProfiler)
+    # Lightning's message (its list names "xla"), then what was passed
     with pytest.raises(
         MisconfigurationException,
         match=r"When passing string value for the `profiler` parameter of `Trainer`, it can only be one of"
-        r" \['simple', 'advanced', 'pytorch'\], got 'fast'",
+        r" \['simple', 'advanced', 'pytorch', 'xla'\], got 'fast'",
     ):
         pl.Trainer(profiler="fast")
     with pytest.raises(MisconfigurationException, match="ember.profilers.Profiler"):
         pl.Trainer(profiler=object())
+
+
+def test_the_xla_profiler_by_name_fails_as_lightnings_does_without_torch_xla():
+    # Lightning 2.6.6 without torch_xla: `XLAProfiler()` raises this ModuleNotFoundError
+    lightnings = "Requirement 'torch_xla>=1.13' not met. HINT: Try running `pip install -U 'torch_xla>=1.13'`"
+    with pytest.raises(ModuleNotFoundError, match=re.escape(lightnings) + r".*TPUs\) are not supported"):
+        pl.Trainer(profiler="XLA")
 
 
 def test_report_file_per_stage_in_the_log_dir(tmp_path):

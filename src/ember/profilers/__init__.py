@@ -17,8 +17,13 @@ _LAZY = {
     "PyTorchProfiler": "ember.profilers.pytorch",
     "XLAProfiler": "ember.profilers.xla",  # by name only
 }
-# the names `Trainer(profiler=...)` accepts
-PROFILERS = {"simple": "SimpleProfiler", "advanced": "AdvancedProfiler", "pytorch": "PyTorchProfiler"}
+# the names `Trainer(profiler=...)` accepts, in Lightning's order ("xla" builds `XLAProfiler`, which refuses)
+PROFILERS = {
+    "simple": "SimpleProfiler",
+    "advanced": "AdvancedProfiler",
+    "pytorch": "PyTorchProfiler",
+    "xla": "XLAProfiler",
+}
 
 __all__ = ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler", "XLAProfiler"]
 
