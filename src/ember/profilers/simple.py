@@ -50,7 +50,9 @@ class SimpleProfiler(Profiler):
         sep = os.linesep
         title = (f"{self._stage.upper()} " if self._stage is not None else "") + f"Profiler Report{sep}"
         if not self.recorded_durations:
-            return title
+            # Lightning's empty extended report: the title, then the line that ends every report
+            # (its short report fails on `max()` of nothing; Ember gives the same text)
+            return title + sep
         width = max(len(k) for k in self.recorded_durations)
         if self.extended:
             total_time = time.perf_counter() - self.start_time
