@@ -306,6 +306,20 @@ def test_pytorch_profiler_keeps_the_events_and_the_report_can_be_asked_again(tmp
     assert "Self CPU time total" in profiler.summary()  # after the run's own report: the table again
 
 
+def test_pytorch_profiler_works_where_lightnings_raises(tmp_path):
+    # Lightning 2.6.6 raises `AssertionError: Profiler must be initialized before accessing events` here
+    profiler = PyTorchProfiler()
+    profiler.start("by_hand")
+    torch.randn(4, 4) @ torch.randn(4, 4)
+    profiler.stop("by_hand")
+    assert "Self CPU time total" in profiler.summary()
+    # ... and `ReferenceError: weakly-referenced object no longer exists` when one Trainer meets a new model
+    t = trainer(tmp_path, PyTorchProfiler(dirpath=tmp_path, filename="ops"), max_epochs=1)
+    t.fit(M(), loader())
+    t.validate(M(), loader(), verbose=False)
+    assert (tmp_path / "validate-ops.txt").exists()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "recorded"),
     [
