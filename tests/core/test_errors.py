@@ -370,3 +370,10 @@ def test_fit_needs_the_model_passed_even_after_an_earlier_fit():
     trainer.fit(CoreModel(), loader(n=4))
     with pytest.raises(TypeError, match="^`model` must be a `LightningModule` or `torch._dynamo.OptimizedModule`, got"):
         trainer.fit(None, loader(n=4))  # as in Lightning (validate, test and predict take the last one)
+
+
+@pytest.mark.parametrize("value", [lambda loss, out: {"loss": "x"}, lambda loss, out: {"loss": 1.0}])
+def test_a_dict_whose_loss_is_not_a_tensor_is_a_type_error_naming_it(value):
+    # Lightning fails with a TypeError dividing the str (an AttributeError on a float's `.detach`)
+    with pytest.raises(TypeError, match=r"the 'loss' in the dict `training_step` returns must be a Tensor. It is"):
+        quiet_trainer(max_steps=1).fit(Returns(value), loader())

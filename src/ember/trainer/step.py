@@ -344,12 +344,10 @@ def _split_training_output(output: Any) -> tuple[Tensor | None, dict[str, Any]]:
         return output, {}
     if isinstance(output, Mapping):
         loss = output.get("loss")
-        if loss is None:  # `{"loss": None}` too, as in Lightning: only a bare None skips the batch
-            raise MisconfigurationException(
-                "In automatic_optimization, when `training_step` returns a dict, the 'loss' key needs to be present"
-            )
+        if not isinstance(loss, Tensor):
+            _refuse_dict_loss(loss)
         extra = {k: v for k, v in output.items() if k != "loss"}
-        if isinstance(loss, Tensor) and loss.ndim != 0 and loss.numel() != 1:
+        if loss.ndim != 0 and loss.numel() != 1:
             raise NonScalarLossError(
                 f"`training_step` returned a 'loss' of shape {tuple(loss.shape)}: the loss must be a scalar."
             )
@@ -360,6 +358,22 @@ def _split_training_output(output: Any) -> tuple[Tensor | None, dict[str, Any]]:
         "In automatic optimization, `training_step` must return a Tensor, a dict, or None (where the step will be"
         f" skipped). It returned {type(output).__name__} {reprlib.repr(output)}: return the loss as a scalar Tensor,"
         " a dict with the loss under 'loss', or None to skip the batch."
+    )
+
+
+def _refuse_dict_loss(loss: Any) -> NoReturn:
+    """The error for a dict from ``training_step`` whose ``"loss"`` is not a tensor.
+
+    A missing or None loss is Lightning's ``MisconfigurationException`` (only a bare None skips the batch);
+    anything else is a ``TypeError``, the type Lightning fails with when it divides the value.
+    """
+    if loss is None:
+        raise MisconfigurationException(
+            "In automatic_optimization, when `training_step` returns a dict, the 'loss' key needs to be present"
+        )
+    raise TypeError(
+        "In automatic optimization, the 'loss' in the dict `training_step` returns must be a Tensor."
+        f" It is {type(loss).__name__} {reprlib.repr(loss)}: return the loss as a scalar Tensor under 'loss'."
     )
 
 
