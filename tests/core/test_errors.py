@@ -377,3 +377,31 @@ def test_a_dict_whose_loss_is_not_a_tensor_is_a_type_error_naming_it(value):
     # Lightning fails with a TypeError dividing the str (an AttributeError on a float's `.detach`)
     with pytest.raises(TypeError, match=r"the 'loss' in the dict `training_step` returns must be a Tensor. It is"):
         quiet_trainer(max_steps=1).fit(Returns(value), loader())
+
+
+class BadOptimizerDict(CoreModel):
+    def __init__(self, optimizer: Any) -> None:
+        super().__init__()
+        self.bad = optimizer
+
+    def configure_optimizers(self):
+        return {"optimizer": self.bad}
+
+
+class CountBatches(ember.Callback):
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.batches += 1
+
+
+@pytest.mark.parametrize("optimizer", [None, "adam", [torch.zeros(1)]])
+def test_a_dict_whose_optimizer_is_not_an_optimizer_is_named_before_training(optimizer):
+    counter = CountBatches()
+    with pytest.raises(
+        MisconfigurationException,
+        match=r"The 'optimizer' of the dict returned by `configure_optimizers` is \w+ .*, not an optimizer: put",
+    ):
+        quiet_trainer(max_steps=1, callbacks=[counter]).fit(BadOptimizerDict(optimizer), loader())
+    assert counter.batches == 0

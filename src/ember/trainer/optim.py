@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,13 @@ def _from_dict(config: Mapping, automatic: bool) -> tuple[Optimizer, Any, str | 
     if "optimizer" not in config:
         raise MisconfigurationException(
             f"The dict returned by `configure_optimizers` has no 'optimizer' key: {config!r}. {_FORMATS}"
+        )
+    if not _is_optimizer(config["optimizer"]):
+        optimizer = config["optimizer"]
+        raise MisconfigurationException(
+            f"The 'optimizer' of the dict returned by `configure_optimizers` is {type(optimizer).__name__}"
+            f" {reprlib.repr(optimizer)}, not an optimizer: put the optimizer itself under 'optimizer', e.g."
+            " `{'optimizer': torch.optim.Adam(self.parameters())}`, or return None to train without one."
         )
     extra = set(config) - {"optimizer", "lr_scheduler", "monitor"}
     if extra:
