@@ -405,3 +405,34 @@ def test_a_dict_whose_optimizer_is_not_an_optimizer_is_named_before_training(opt
     ):
         quiet_trainer(max_steps=1, callbacks=[counter]).fit(BadOptimizerDict(optimizer), loader())
     assert counter.batches == 0
+
+
+@pytest.mark.parametrize("interval", ["epoch", "step"])
+@pytest.mark.parametrize("frequency", [0, -1, 1.5, "2", True])
+def test_a_scheduler_frequency_that_cannot_step_is_refused_before_the_first_batch(frequency, interval):
+    # Lightning fails when it first steps the scheduler (after batches were trained) or steps at every interval
+    def optimizers(module: nn.Module) -> dict:
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "frequency": frequency},
+        }
+
+    counter = CountBatches()
+    with pytest.raises(
+        MisconfigurationException,
+        match=rf'The "frequency" key in lr scheduler dict must be an int of 1 or more but is \w+ {frequency!r}',
+    ):
+        quiet_trainer(max_epochs=2, callbacks=[counter]).fit(CoreModel(optimizers=optimizers), loader())
+    assert counter.batches == 0
+
+
+def test_a_plateau_monitor_that_is_not_a_name_is_refused_before_the_first_batch():
+    def optimizers(module: nn.Module) -> dict:
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": 3}}
+
+    with pytest.raises(MisconfigurationException, match=r'The "monitor" key in lr scheduler dict must be the name'):
+        quiet_trainer(max_epochs=2).fit(CoreModel(optimizers=optimizers), loader())

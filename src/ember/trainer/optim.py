@@ -154,11 +154,18 @@ def _scheduler_config(scheduler: Any, monitor: str | None) -> LRSchedulerConfig:
             raise MisconfigurationException(
                 f'The "interval" key in lr scheduler dict must be "step" or "epoch" but is "{interval}"'
             )
+        _check_frequency(values.get("frequency", 1))
         values.setdefault("reduce_on_plateau", _is_plateau(values["scheduler"]))
         if values["reduce_on_plateau"] and values.get("monitor") is None:
             raise MisconfigurationException(
                 "The lr scheduler dict must include a monitor when a `ReduceLROnPlateau` scheduler is used."
                 ' For example: {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "your_loss"}}'
+            )
+        if values["reduce_on_plateau"] and not isinstance(values["monitor"], str):
+            monitor = values["monitor"]
+            raise MisconfigurationException(
+                f'The "monitor" key in lr scheduler dict must be the name of a logged metric (a str) but is'
+                f' {type(monitor).__name__} {monitor!r}: pass the name given to `self.log`, e.g. "val_loss".'
             )
         if interval == "epoch" and isinstance(values["scheduler"], torch.optim.lr_scheduler.OneCycleLR):
             rank_zero_warn(
@@ -174,6 +181,20 @@ def _scheduler_config(scheduler: Any, monitor: str | None) -> LRSchedulerConfig:
             )
         return LRSchedulerConfig(scheduler, reduce_on_plateau=True, monitor=monitor)
     return LRSchedulerConfig(scheduler)
+
+
+def _check_frequency(frequency: Any) -> None:
+    """Refuse a ``"frequency"`` the loop cannot step by, before the first batch.
+
+    Lightning takes any value and fails when it first steps the scheduler (``0``: a ``ZeroDivisionError``,
+    ``"2"``: a ``TypeError``, both after batches were trained), or steps at every interval (``-1``, ``1.5``).
+    """
+    if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
+        raise MisconfigurationException(
+            f'The "frequency" key in lr scheduler dict must be an int of 1 or more but is'
+            f" {type(frequency).__name__} {frequency!r}: pass how many intervals to wait between scheduler steps,"
+            ' e.g. "frequency": 1 to step at every interval.'
+        )
 
 
 def _manual_scheduler_config(scheduler: Any) -> LRSchedulerConfig:
