@@ -226,3 +226,26 @@ def test_two_data_sources_given_to_fit_are_refused_before_any_hook():
     assert events == []
     trainer.fit(CoreModel(), datamodule=Data())  # the trainer is still good
     assert events == ["setup"] and trainer.global_step > 0
+
+
+@pytest.mark.parametrize("devices", ["x", 1.5, -2, "1,2", [0]])
+def test_cpu_devices_that_are_not_a_process_count_are_lightnings_type_error(devices):
+    with pytest.raises(TypeError, match=r"^`devices` selected with `CPUAccelerator` should be an int > 0. Pass the"):
+        ember.Trainer(accelerator="cpu", devices=devices, logger=False)
+
+
+def test_gpu_devices_of_the_wrong_type_are_lightnings_errors(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for devices in (1.5, True):
+        with pytest.raises(TypeError, match=rf"^Device IDs \(GPU/TPU\) must be an int, .* you passed {devices}\."):
+            ember.Trainer(accelerator="cuda", devices=devices)
+    with pytest.raises(ValueError, match=r"^invalid literal for int\(\) with base 10: 'x'. `devices='x'`"):
+        ember.Trainer(accelerator="cuda", devices="x")
+
+
+def test_devices_true_on_cpu_is_one_process_as_in_lightning():
+    trainer = quiet_trainer(accelerator="cpu", devices=True, max_steps=1)
+    assert trainer.num_devices == 1
+    trainer.fit(CoreModel(), loader())
+    assert trainer.global_step == 1

@@ -142,21 +142,14 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
         count = _cuda_count() if accelerator == "cuda" else 1
         return list(range(max(count, 1)))
     if isinstance(devices, str):
-        devices = devices.strip()
-        if devices == "-1":
-            devices = -1
-        elif "," in devices:
-            devices = [int(x) for x in devices.split(",") if x.strip()]
-        else:
-            try:
-                devices = int(devices)
-            except ValueError:
-                raise MisconfigurationException(
-                    f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'."
-                ) from None
+        devices = _devices_from_text(devices.strip(), accelerator)
+    if accelerator == "cpu" and devices is True:
+        devices = 1  # Lightning's CPU parsing takes True as the int 1: one process
     if isinstance(devices, bool):
+        if accelerator != "cpu":  # Lightning's type check of device IDs refuses a bool
+            raise TypeError(f"{_DEVICE_IDS_TYPE} {devices!r}. Pass a number of devices, e.g. `devices=1`.")
         raise MisconfigurationException(f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'.")
-    if accelerator == "cpu" and (devices == -1 or isinstance(devices, (list, tuple))):
+    if accelerator == "cpu" and not (isinstance(devices, int) and devices > 0):
         # CPU "devices" are processes: Lightning accepts only their number
         raise TypeError(
             "`devices` selected with `CPUAccelerator` should be an int > 0. Pass the number of processes,"
@@ -177,7 +170,29 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
         return list(range(devices))
     if isinstance(devices, (list, tuple)):
         return _listed_indices(devices, accelerator)
-    raise MisconfigurationException(f"`devices={devices!r}` is not a valid value: pass an int, a list or 'auto'.")
+    # Lightning's type check of device IDs
+    raise TypeError(f"{_DEVICE_IDS_TYPE} {devices!r}. Pass an int, a list of ints, a string of them or 'auto'.")
+
+
+_DEVICE_IDS_TYPE = "Device IDs (GPU/TPU) must be an int, a string, a sequence of ints, but you passed"
+
+
+def _devices_from_text(devices: str, accelerator: str) -> Any:
+    """``devices="2"``, ``"-1"`` or ``"0,1"`` as the int or list it stands for; other text is refused (on CPU
+    by the CPU check, with Lightning's ``TypeError``; on a GPU with the ``ValueError`` Lightning's ``int()`` raises)."""
+    if devices == "-1":
+        return -1
+    if "," in devices:
+        return [int(x) for x in devices.split(",") if x.strip()]
+    try:
+        return int(devices)
+    except ValueError:
+        if accelerator == "cpu":
+            return devices
+        raise ValueError(
+            f"invalid literal for int() with base 10: {devices!r}. `devices={devices!r}` is not a valid value:"
+            " pass an int, a list or 'auto'."
+        ) from None
 
 
 def _listed_indices(devices: list | tuple, accelerator: str) -> list[int]:
