@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import pytest
@@ -70,6 +71,27 @@ def test_unknown_accelerator_name_is_a_value_error():
         ValueError, match=r"invalid accelerator name: `accelerator='tpu2'`. Available names are: auto, cpu"
     ):
         ember.Trainer(accelerator="tpu2")
+
+
+def test_an_accelerator_that_is_not_a_name_is_lightnings_value_error():
+    with pytest.raises(
+        ValueError,
+        match=r"^You selected an invalid accelerator name: `accelerator=3`. Available names are: auto, cpu, cuda, mps,"
+        r" tpu.$",
+    ):
+        ember.Trainer(accelerator=3)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch_xla") is not None, reason="needs torch_xla not installed")
+def test_a_tpu_accelerator_without_torch_xla_is_lightnings_import_error_so_fallbacks_work():
+    try:
+        ember.Trainer(accelerator="tpu", logger=False)
+    except ImportError as error:  # a program's fallback on Lightning
+        assert type(error) is ModuleNotFoundError
+        assert str(error).startswith("Requirement 'torch_xla>=1.13' not met. HINT: Try running `pip install")
+        assert "XLA devices (TPUs) are not supported" in str(error)
+        trainer = ember.Trainer(accelerator="cpu", logger=False)
+    assert trainer.accelerator.name() == "cpu"
 
 
 def test_unknown_precision_is_a_value_error():

@@ -17,7 +17,7 @@ import torch
 from ember.distributed.environments import environment_in
 from ember.distributed.processes import runs_distributed
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy, StrategyRegistry
-from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.exceptions import MisconfigurationException, xla_requested
 
 _IS_INTERACTIVE = hasattr(sys, "ps1") or bool(sys.flags.interactive)
 
@@ -35,10 +35,13 @@ def resolve_accelerator(accelerator: Any) -> str:
     """``"cpu"``, ``"cuda"`` or ``"mps"`` for the Trainer's ``accelerator`` argument (availability is
     checked by ``create_accelerator``)."""
     if not isinstance(accelerator, str):
-        raise MisconfigurationException(
-            f"`accelerator={accelerator!r}` is not supported: pass 'auto', 'cpu', 'cuda', 'gpu' or 'mps'."
-        )
+        raise ValueError(_INVALID_ACCELERATOR.format(accelerator))  # Lightning's type
     name = accelerator.lower()
+    if name == "tpu":
+        raise xla_requested(
+            f"`Trainer(accelerator={accelerator!r})`",
+            'Use `accelerator="cpu"`, `"cuda"` or `"mps"`, or Lightning itself on TPUs.',
+        )
     if name == "auto":
         return _available_gpu() or "cpu"
     if name == "gpu":
@@ -51,11 +54,13 @@ def resolve_accelerator(accelerator: Any) -> str:
         )
     if name in _DEVICE_TYPES:
         return name
-    # Lightning raises a ValueError here (not a MisconfigurationException)
-    raise ValueError(
-        f"You selected an invalid accelerator name: `accelerator={accelerator!r}`."
-        " Available names are: auto, cpu, cuda, gpu, mps."
-    )
+    raise ValueError(_INVALID_ACCELERATOR.format(accelerator))  # Lightning's type
+
+
+# Lightning's message, with its list of names ("gpu" is accepted too, as in Lightning)
+_INVALID_ACCELERATOR = (
+    "You selected an invalid accelerator name: `accelerator={!r}`. Available names are: auto, cpu, cuda, mps, tpu."
+)
 
 
 _DEVICE_TYPES = ("cpu", "cuda", "mps")

@@ -9,25 +9,18 @@ Example::
 
 from __future__ import annotations
 
-import importlib.util
-
 from ember.profilers.profiler import Profiler
-from ember.utilities.exceptions import xla_not_supported
+from ember.utilities.exceptions import xla_requested
 from ember.utilities.signature_utils import lightning_style_annotations
 
 _INSTEAD = 'Use `Trainer(profiler="pytorch")` (or `"simple"`) on CPUs and CUDA.'
-# Lightning's message when `torch_xla` is not installed
-_TORCH_XLA_MISSING = "Requirement 'torch_xla>=1.13' not met. HINT: Try running `pip install -U 'torch_xla>=1.13'`"
 
 
 class XLAProfiler(Profiler):
     """Lightning's TPU profiler: not supported on Ember."""
 
     def __init__(self, port: int = 9012) -> None:  # Lightning's argument, so that a config naming it parses
-        error = xla_not_supported("XLAProfiler", _INSTEAD)
-        if importlib.util.find_spec("torch_xla") is None:
-            raise ModuleNotFoundError(f"{_TORCH_XLA_MISSING}. {error}")
-        raise error
+        raise xla_requested("XLAProfiler", _INSTEAD)
 
     def start(self, action_name: str) -> None:  # never reached: the class cannot be built
         raise NotImplementedError

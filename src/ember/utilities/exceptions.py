@@ -1,5 +1,7 @@
 """Exception types, named as in Lightning so `except` clauses keep working."""
 
+import importlib.util
+
 
 class MisconfigurationException(Exception):
     """The user asked for something that cannot work; the message says what and how to fix it."""
@@ -16,6 +18,19 @@ def xla_not_supported(
 ) -> MisconfigurationException:
     """``not_supported`` for Lightning's TPU classes."""
     return not_supported(name, "Ember runs on CPUs, CUDA and MPS only; XLA devices (TPUs) are not supported.", instead)
+
+
+# Lightning's message when `torch_xla` is not installed
+_TORCH_XLA_MISSING = "Requirement 'torch_xla>=1.13' not met. HINT: Try running `pip install -U 'torch_xla>=1.13'`"
+
+
+def xla_requested(name: str, instead: str) -> Exception:
+    """``xla_not_supported``, but where ``torch_xla`` is not installed Lightning's ``ModuleNotFoundError`` (its
+    text first), so a program that falls back on ``except ImportError`` behaves as on Lightning."""
+    error = xla_not_supported(name, instead)
+    if importlib.util.find_spec("torch_xla") is None:
+        return ModuleNotFoundError(f"{_TORCH_XLA_MISSING}. {error}")
+    return error
 
 
 class SIGTERMException(SystemExit):
