@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from typing import Any
 
 import pytest
@@ -43,7 +44,11 @@ from ember.utilities import MisconfigurationException
         ),
         ({"val_check_interval": -0.1}, r"invalid value -0.1 for val_check_interval, it has to be in \[0.0, 1.0\]"),
         ({"val_check_interval": 0.0}, r"`val_check_interval` should be a fraction of the epoch in \(0.0, 1.0\]"),
-        ({"val_check_interval": -3}, r"`val_check_interval` should be a positive int"),
+        (
+            {"val_check_interval": -3},
+            r"^You have passed invalid value -3 for val_check_interval, it has to be in \[0.0, 1.0\] or an int: a"
+            r" positive int",
+        ),
         (
             {"val_check_interval": 1.0, "check_val_every_n_epoch": None},
             r"should be an integer or a time-based duration .* when `check_val_every_n_epoch=None`",
@@ -92,6 +97,18 @@ def test_a_tpu_accelerator_without_torch_xla_is_lightnings_import_error_so_fallb
         assert "XLA devices (TPUs) are not supported" in str(error)
         trainer = ember.Trainer(accelerator="cpu", logger=False)
     assert trainer.accelerator.name() == "cpu"
+
+
+@pytest.mark.parametrize(("value", "error"), [("x", ValueError), ([1], TypeError)])
+def test_a_fast_dev_run_that_is_not_a_number_is_lightnings_error_type(value, error):
+    with pytest.raises(error, match=re.escape(f"fast_dev_run={value!r} is not a valid configuration")) as caught:
+        ember.Trainer(fast_dev_run=value)
+    if value == "x":  # Lightning's text (its `int()`) first
+        assert str(caught.value).startswith("invalid literal for int() with base 10: 'x'. ")
+
+
+def test_fast_dev_run_none_is_off_as_in_lightning():
+    assert ember.Trainer(fast_dev_run=None, logger=False).fast_dev_run is None
 
 
 def test_unknown_precision_is_a_value_error():

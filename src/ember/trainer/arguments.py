@@ -133,14 +133,20 @@ def check_optimization(accumulate_grad_batches: Any, gradient_clip_val: Any, gra
         )
 
 
-def fast_dev_run_batches(fast_dev_run: int | bool) -> int:
+def fast_dev_run_batches(fast_dev_run: int | bool | None) -> int:
     """The number of batches ``fast_dev_run`` runs per loop (0: off)."""
+    if fast_dev_run is None:  # off, as in Lightning
+        return 0
     if isinstance(fast_dev_run, bool):
         fast_dev_run = int(fast_dev_run)
+    invalid = f"fast_dev_run={fast_dev_run!r} is not a valid configuration. It should be >= 0 (or True/False)."
+    if not isinstance(fast_dev_run, (int, float, str)):
+        raise TypeError(f"`fast_dev_run` must be an int or a bool, not {type(fast_dev_run).__name__!r}: {invalid}")
+    if isinstance(fast_dev_run, str) and not fast_dev_run.strip().lstrip("+-").isdigit():
+        # Lightning's type and text: it reads the value with `int()`
+        raise ValueError(f"invalid literal for int() with base 10: {fast_dev_run!r}. {invalid}")
     if not isinstance(fast_dev_run, int) or fast_dev_run < 0:
-        raise MisconfigurationException(
-            f"fast_dev_run={fast_dev_run!r} is not a valid configuration. It should be >= 0 (or True/False)."
-        )
+        raise MisconfigurationException(invalid)
     if fast_dev_run:
         rank_zero_info(
             f"Running in `fast_dev_run` mode: will run the requested loop using {fast_dev_run} batch(es)."
@@ -178,7 +184,12 @@ def validation_interval(
             "`val_check_interval` should be a fraction of the epoch in (0.0, 1.0] or an int number of batches."
             f" Found {interval}."
         )
-    if isinstance(interval, int) and interval <= 0:
+    if isinstance(interval, int) and interval < 0:
+        raise MisconfigurationException(
+            f"You have passed invalid value {interval} for val_check_interval, it has to be in [0.0, 1.0] or an int:"
+            " a positive int (a number of batches)."
+        )
+    if isinstance(interval, int) and interval == 0:
         raise MisconfigurationException(f"`val_check_interval` should be a positive int. Found {interval}.")
     if every is None and isinstance(interval, float):
         raise MisconfigurationException(
