@@ -111,6 +111,22 @@ def test_fast_dev_run_none_is_off_as_in_lightning():
     assert ember.Trainer(fast_dev_run=None, logger=False).fast_dev_run is None
 
 
+@pytest.mark.parametrize("value", ["x", 1])
+def test_a_benchmark_that_is_not_a_bool_is_lightnings_runtime_error(value):
+    with pytest.raises(RuntimeError, match=rf"^set_benchmark_cudnn expects a bool, but got {type(value).__name__}$"):
+        ember.Trainer(benchmark=value)
+
+
+def test_benchmark_sets_cudnns_flag_as_lightning_does_even_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    ember.Trainer(benchmark=True, logger=False)
+    assert torch.backends.cudnn.benchmark is True
+    ember.Trainer(benchmark=None, logger=False)  # None leaves it as the program set it
+    assert torch.backends.cudnn.benchmark is True
+    ember.Trainer(benchmark=False, logger=False)
+    assert torch.backends.cudnn.benchmark is False
+
+
 def test_unknown_precision_is_a_value_error():
     with pytest.raises(ValueError, match="Precision 'fp4' is invalid"):
         ember.Trainer(precision="fp4")

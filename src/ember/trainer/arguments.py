@@ -351,13 +351,15 @@ def apply_determinism(deterministic: bool | str | None, benchmark: bool | None) 
             "You passed `deterministic=True` and `benchmark=True`. Note that PyTorch ignores"
             " torch.backends.cudnn.deterministic=True when torch.backends.cudnn.benchmark=True."
         )
+    if benchmark is None and deterministic:
+        benchmark = False
+    if benchmark is not None:
+        # whether or not cuDNN is present, as Lightning: torch refuses a value that is not a bool with
+        # Lightning's `RuntimeError: set_benchmark_cudnn expects a bool, but got str`, before anything is set
+        torch.backends.cudnn.benchmark = benchmark
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     elif deterministic is False:
         torch.use_deterministic_algorithms(False)
-    if benchmark is None and deterministic:
-        benchmark = False
-    if benchmark is not None and torch.backends.cudnn.is_available():
-        torch.backends.cudnn.benchmark = benchmark
     return benchmark
