@@ -111,7 +111,7 @@ def test_one_device_stays_single_and_bad_names_say_what_exists():
     # ValueError, Lightning's type for a name or object it does not know and a number of nodes below 1
     lightnings = (
         r"^You selected an invalid strategy name: `strategy='dp'`\. It must be either a string or an instance of"
-        r" `pytorch_lightning\.strategies\.Strategy`\. Example choices: auto, ddp, ddp_spawn, deepspeed, \.\.\."
+        r" `(ember|pytorch_lightning|lightning\.pytorch)\.strategies\.Strategy`\. Example choices: auto, ddp, ddp_spawn, deepspeed, \.\.\."
     )
     with pytest.raises(ValueError, match=lightnings + ".*ddp_notebook"):
         make(devices=2, strategy="dp")

@@ -249,3 +249,19 @@ def test_devices_true_on_cpu_is_one_process_as_in_lightning():
     assert trainer.num_devices == 1
     trainer.fit(CoreModel(), loader())
     assert trainer.global_step == 1
+
+
+@pytest.mark.parametrize(
+    ("imported", "named"), [("lightning.pytorch", "lightning.pytorch"), ("pytorch_lightning", "pytorch_lightning")]
+)
+def test_an_unknown_strategy_names_the_strategy_class_of_the_package_the_program_imported(monkeypatch, imported, named):
+    import sys
+    import types
+
+    for package in ("pytorch_lightning", "lightning.pytorch"):
+        monkeypatch.delitem(sys.modules, package, raising=False)
+    monkeypatch.setitem(sys.modules, imported, types.ModuleType(imported))
+    with pytest.raises(
+        ValueError, match=rf"^You selected an invalid strategy name: `strategy='foo'`. .* `{named}.strategies.Strategy`"
+    ):
+        ember.Trainer(strategy="foo", logger=False)

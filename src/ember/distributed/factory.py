@@ -18,6 +18,7 @@ from ember.distributed.environments import environment_in
 from ember.distributed.processes import runs_distributed
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy, StrategyRegistry
 from ember.utilities.exceptions import MisconfigurationException, xla_requested
+from ember.utilities.imports import lightning_package
 
 _IS_INTERACTIVE = hasattr(sys, "ps1") or bool(sys.flags.interactive)
 
@@ -426,12 +427,18 @@ _FSDP_NAMES: dict[str, dict[str, Any]] = {"fsdp": {}, "fsdp_cpu_offload": {"cpu_
 
 _STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", *_FSDP_NAMES, *_DEEPSPEED_NAMES)
 
+
 # Lightning's words for a strategy name it does not know; Ember's list of names follows them
-_INVALID_STRATEGY = (
-    "You selected an invalid strategy name: `strategy={!r}`. It must be either a string or an instance of"
-    " `pytorch_lightning.strategies.Strategy`. Example choices: auto, ddp, ddp_spawn, deepspeed, ..."
-    " The names Ember knows: auto, single_device, {} (the DDP ones also with _find_unused_parameters_true/false)."
-)
+def _invalid_strategy(name: Any) -> ValueError:
+    """Lightning's error for a strategy name it does not know (its type and text, naming the package the
+    program imported), then the names Ember knows."""
+    package = lightning_package() or "ember"
+    return ValueError(
+        f"You selected an invalid strategy name: `strategy={name!r}`. It must be either a string or an instance of"
+        f" `{package}.strategies.Strategy`. Example choices: auto, ddp, ddp_spawn, deepspeed, ..."
+        f" The names Ember knows: auto, single_device, {', '.join(_STRATEGY_NAMES)} (the DDP ones also with"
+        " _find_unused_parameters_true/false)."
+    )
 
 
 def _is_built_in(name: str) -> bool:
@@ -467,7 +474,7 @@ def create_distributed_strategy(
     if isinstance(name, ParallelStrategy):
         strategy = name
     elif not isinstance(name, str):
-        raise ValueError(_INVALID_STRATEGY.format(name, ", ".join(_STRATEGY_NAMES)))  # Lightning's type
+        raise _invalid_strategy(name)
     else:
         key, find_unused = _split_find_unused(name.lower())
         if key == "auto":
@@ -499,7 +506,7 @@ def create_distributed_strategy(
 
             strategy = FSDPStrategy(**_FSDP_NAMES[key])
         else:
-            raise ValueError(_INVALID_STRATEGY.format(name, ", ".join(_STRATEGY_NAMES)))  # Lightning's type
+            raise _invalid_strategy(name)
     if getattr(strategy, "_start_method", None) == "fork" and not hasattr(os, "fork"):
         raise MisconfigurationException(
             "`strategy='ddp_fork'` needs `os.fork`, which this platform lacks: use 'ddp_spawn'."
