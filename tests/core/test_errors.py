@@ -211,6 +211,22 @@ def test_fit_a_plain_module():
         quiet_trainer().fit(nn.Linear(1, 1), loader())
 
 
+@pytest.mark.parametrize("imported", ["lightning.pytorch", "pytorch_lightning"])
+def test_fit_a_plain_module_names_the_lightning_module_of_the_package_the_program_imported(monkeypatch, imported):
+    import sys
+    import types
+
+    for package in ("pytorch_lightning", "lightning.pytorch"):
+        monkeypatch.delitem(sys.modules, package, raising=False)
+    monkeypatch.setitem(sys.modules, imported, types.ModuleType(imported))
+    with pytest.raises(TypeError) as caught:
+        quiet_trainer().fit(nn.Linear(1, 1), loader())
+    assert str(caught.value) == (
+        "`model` must be a `LightningModule` or `torch._dynamo.OptimizedModule`, got `Linear`."
+        f" Subclass `{imported}.LightningModule`."
+    )
+
+
 def test_second_run_without_a_model():
     with pytest.raises(TypeError, match=r"`Trainer.validate\(\)` requires a `LightningModule` when it hasn't been"):
         quiet_trainer().validate()

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.imports import lightning_package
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.warnings import PossibleUserWarning
 
@@ -327,10 +328,10 @@ def check_model(trainer: Any, model: Any, fn: str) -> Any:
         return model
     model = unwrap_compiled(model)  # torch.compile(module): the module, its steps compiled
     if not isinstance(model, LightningModule):
+        package = lightning_package() or "ember"  # the name the program imported the class by
         raise TypeError(
             f"`model` must be a `LightningModule` or `torch._dynamo.OptimizedModule`, got"
-            f" `{type(model).__qualname__}`. Subclass `ember.LightningModule` (or `import ember as pl` and use"
-            " `pl.LightningModule`)."
+            f" `{type(model).__qualname__}`. Subclass `{package}.LightningModule`."
         )
     return model
 
