@@ -507,3 +507,22 @@ def test_a_plateau_monitor_that_is_not_a_name_is_refused_before_the_first_batch(
 
     with pytest.raises(MisconfigurationException, match=r'The "monitor" key in lr scheduler dict must be the name'):
         quiet_trainer(max_epochs=2).fit(CoreModel(optimizers=optimizers), loader())
+
+
+def test_load_from_checkpoint_of_a_file_that_holds_no_dict_is_lightnings_type_error(tmp_path):
+    path = tmp_path / "list.ckpt"
+    torch.save([1, 2], path)
+    with pytest.raises(TypeError, match=r"holds a list, not a checkpoint dict: it is not a file saved by"):
+        CoreModel.load_from_checkpoint(path)
+
+
+def test_a_checkpoint_without_lightnings_version_key_loads(tmp_path):
+    # Lightning raises a bare KeyError('pytorch-lightning_version'); a hand-made {"state_dict": ...} loads on Ember
+    source = CoreModel()
+    path = tmp_path / "weights_only.ckpt"
+    torch.save({"state_dict": source.state_dict()}, path)
+    loaded = CoreModel.load_from_checkpoint(path)
+    assert torch.equal(loaded.layer.weight, source.layer.weight)
+    trainer = quiet_trainer()
+    trainer.test(CoreModel(), loader(), ckpt_path=str(path), verbose=False)
+    assert torch.equal(trainer.lightning_module.layer.weight, source.layer.weight)

@@ -472,6 +472,12 @@ def _build_and_load(
     kwargs: dict[str, Any],
 ) -> Any:
     """``cls`` built from the loaded ``checkpoint``'s hyperparameters and ``kwargs``, with its state loaded."""
+    if not isinstance(checkpoint, MutableMapping):  # Lightning's type: it fails indexing the object with a key
+        where = "" if checkpoint_path is None else f" {checkpoint_path}"
+        raise TypeError(
+            f"The checkpoint{where} holds a {type(checkpoint).__name__}, not a checkpoint dict: it is not a file"
+            " saved by `trainer.save_checkpoint` or `ModelCheckpoint`. Pass the path of a model checkpoint."
+        )
     if datamodule:
         hparams_key, name_key, type_key = (
             "datamodule_hyper_parameters",
