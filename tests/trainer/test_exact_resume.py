@@ -277,13 +277,18 @@ def _steps_run(root, max_steps, ckpt_path=None):
 
 
 @pytest.mark.parametrize("written_by", ["ember", "lightning"])
-def test_a_run_that_max_steps_stopped_mid_epoch_resumes_inside_that_epoch(tmp_path, written_by):
-    # the checkpoint is written at the epoch's end that `max_steps` brings early; the epoch's data had not run
-    # out, so the resumed run goes on with it (batches 3, 4, 5 of epoch 0), as the uninterrupted run did and
-    # as Lightning resumes it; it started the next epoch at batch 0 (the rest of epoch 0 never trained)
+@pytest.mark.parametrize("written_at", ["epoch_end", "after_fit"])
+def test_a_run_that_max_steps_stopped_mid_epoch_resumes_inside_that_epoch(tmp_path, written_by, written_at):
+    # the checkpoint is written at the epoch's end that `max_steps` brings early (or by `save_checkpoint` once
+    # `fit` returned); the epoch's data had not run out, so the resumed run goes on with it (batches 3, 4, 5 of
+    # epoch 0), as the uninterrupted run did and as Lightning resumes it; it started the next epoch at batch 0
+    # (the rest of epoch 0 never trained)
     whole, reference, whole_batches = _steps_run(tmp_path / "whole", 6)
     first, _, _ = _steps_run(tmp_path / "first", 3)
     ckpt = first.checkpoint_callback.best_model_path
+    if written_at == "after_fit":
+        ckpt = str(tmp_path / "after_fit.ckpt")
+        first.save_checkpoint(ckpt)
     if written_by == "lightning":  # Lightning's counters only: its `loops` entry says where the epoch stood
         checkpoint = torch.load(ckpt, weights_only=True)
         del checkpoint["ember"]

@@ -554,6 +554,12 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
             f"You restored a checkpoint with current_epoch={checkpoint['epoch']}, but you have set"
             f" Trainer(max_epochs={t.max_epochs}). Raise `max_epochs` above the checkpoint's epoch to train further."
         )
+    if _written_after_a_cut_epoch(progress) and t.max_steps != -1:
+        # the same state seen after that epoch's end (by `trainer.save_checkpoint` once `fit` returned, or at
+        # `on_train_end`): the counters had moved on to the next epoch, which never started
+        progress.epoch -= 1
+        progress.epoch_batches = progress.last_epoch_batches
+        progress.epoch_done = progress.epoch_unfinished = True
     if progress.epoch_done and progress.epoch_unfinished and progress.epoch_batches and t.max_steps != -1:
         # written at the end of an epoch that `max_steps` or a stop cut short, resumed by a step-limited run:
         # it goes on where it stopped, without its start hooks, as Lightning's loop restarts it (a run limited
@@ -587,6 +593,18 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
             category=PossibleUserWarning,
         )
     return resume
+
+
+def _written_after_a_cut_epoch(progress: Progress) -> bool:
+    """Whether the checkpoint was written between an epoch that `max_steps` or a stop ended before its data ran
+    out and the next one, which has not started: the training the epoch left undone is still to come."""
+    return (
+        not progress.epoch_done
+        and progress.epoch_batches == 0
+        and progress.epoch > 0
+        and progress.last_epoch_batches > 0
+        and not progress.last_epoch_ran_out
+    )
 
 
 def _moves_the_loggers_step(
