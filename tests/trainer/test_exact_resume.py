@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -301,6 +302,27 @@ def test_a_run_that_max_steps_stopped_mid_epoch_resumes_inside_that_epoch(tmp_pa
     if written_by == "ember":  # with its data position and RNG states, the same weights
         for key, value in reference.state_dict().items():
             assert torch.equal(value, model.state_dict()[key]), key
+
+
+@pytest.mark.parametrize(("step", "warns"), [(3, True), (10, False)])
+def test_resuming_lightnings_step_checkpoint_warns_only_with_batches_of_its_epoch_left(tmp_path, step, warns):
+    # Lightning's file holds no data position: the rest of the epoch is read from the start again, which
+    # Lightning's warning says; on the epoch's last batch (10 of 10) nothing of it is left to read
+    from tests.helpers.core_models import CoreModel, loader
+
+    saves = ember.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=step, save_top_k=-1)
+    quiet = dict(limit_train_batches=10, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    ember.Trainer(max_steps=step, callbacks=[saves], default_root_dir=tmp_path, **quiet).fit(CoreModel(), loader(n=40))
+    checkpoint = torch.load(saves.best_model_path, weights_only=True)
+    del checkpoint["ember"]  # Lightning's counters only
+    torch.save(checkpoint, tmp_path / "lightning.ckpt")
+    resumed = ember.Trainer(max_steps=12, enable_checkpointing=False, default_root_dir=tmp_path, **quiet)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed.fit(CoreModel(), loader(n=40), ckpt_path=tmp_path / "lightning.ckpt")
+    said = [w for w in caught if "resuming from a checkpoint that ended before the epoch ended" in str(w.message)]
+    assert bool(said) == warns
+    assert resumed.global_step == 12
 
 
 class _StopAt(ember.Callback):

@@ -583,8 +583,14 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     if moves and not run.step_moves_after_validation:
         progress.batches_that_stepped += 1
     progress.step_pending = False
-    if resume.mid_epoch and not resume.exact and not run.loader_states_to_load:
-        # Lightning's text; here it means the checkpoint holds no RNG states and data position (Lightning's)
+    if (
+        resume.mid_epoch
+        and not resume.exact
+        and not run.loader_states_to_load
+        and not _batch_progress(checkpoint).get("is_last_batch", False)
+    ):
+        # Lightning's text; here it means the checkpoint holds no RNG states and data position (Lightning's); not
+        # after the epoch's last batch, where no data of the epoch is left to read again
         rank_zero_warn(
             "You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable."
             " This can cause unreliable results if further training is done. Consider using an end-of-epoch"
@@ -593,6 +599,11 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
             category=PossibleUserWarning,
         )
     return resume
+
+
+def _batch_progress(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The training batches' progress in a checkpoint's ``loops`` entry (Lightning's), ``{}`` if absent."""
+    return checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
 
 
 def _written_after_a_cut_epoch(progress: Progress) -> bool:
@@ -614,8 +625,7 @@ def _moves_the_loggers_step(
     moved on past it (in its end hooks or its validation), as it would have after them, when that batch closes
     an accumulation window by the resumed run's ``accumulate_grad_batches`` (or is its epoch's last), as
     Lightning's loop decides when it restarts, whoever wrote the file."""
-    batch_progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
-    last = batch_progress.get("is_last_batch", False)
+    last = _batch_progress(checkpoint).get("is_last_batch", False)
     if not (progress.epoch_batches % t.accumulate_grad_batches == 0 or last):
         return False
     if ember_state is None:
