@@ -238,9 +238,10 @@ class Run:
         self.metrics = MetricStore(trainer, self.progress)
 
     def __getstate__(self) -> dict[str, Any]:
-        # the hook callers and the training step are closures, built anew at the start of every call:
-        # a trainer (or a callback holding it, like the progress bar) can be pickled and copied without them
-        return {**self.__dict__, "hooks": None, "step": None}
+        # the hook callers, the training step and the epoch's plan (which holds them) are closures, built anew at
+        # the start of every call (and epoch): a trainer (or a callback holding it, like the progress bar) can be
+        # pickled and copied without them
+        return {**self.__dict__, "hooks": None, "step": None, "epoch_plan": None}
 
     def set_sync(self, sync: Any) -> None:
         """The reduction ``self.log(..., sync_dist=True)`` uses (None on one process)."""
