@@ -158,7 +158,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     if epoch.takes_iterator:  # `training_step(self, dataloader_iter)`: the step draws its own batches
         _run_iterator_steps(trainer, run, epoch, iterator)
         _end_epoch(trainer, run, epoch)
-        run.epoch_iterator = None
+        run.epoch_iterator = run.epoch_plan = None
         return
     progress, results = run.progress, run.train_results
     train_on, transfer, batch_start, batch_end = epoch.train_on, epoch.transfer, epoch.batch_start, epoch.batch_end
@@ -220,7 +220,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     _end_epoch(trainer, run, epoch)
     run.held_loader_state = None
     del iterator  # after the epoch's end, as in Lightning: its worker processes stop here
-    run.epoch_iterator = None
+    run.epoch_iterator = run.epoch_plan = None
 
 
 @contextlib.contextmanager
