@@ -141,17 +141,17 @@ def loops_state(t: Trainer, run: Run) -> dict[str, Any]:
     loader_states = train_loader_states(run) if run.fn == TrainerFn.FITTING else []
     if loader_states:
         fit_loop["state_dict"]["combined_loader"] = loader_states  # where Lightning keeps them
-    predict = _eval_progress(t, TrainerFn.PREDICTING, "predict")
+    predict = eval_batch_progress(t, TrainerFn.PREDICTING, "predict")
     del predict["is_last_batch"]  # Lightning's prediction progress has none
     return {
         "fit_loop": fit_loop,
-        "validate_loop": {"state_dict": {}, "batch_progress": _eval_progress(t, TrainerFn.VALIDATING, "val")},
-        "test_loop": {"state_dict": {}, "batch_progress": _eval_progress(t, TrainerFn.TESTING, "test")},
+        "validate_loop": {"state_dict": {}, "batch_progress": eval_batch_progress(t, TrainerFn.VALIDATING, "val")},
+        "test_loop": {"state_dict": {}, "batch_progress": eval_batch_progress(t, TrainerFn.TESTING, "test")},
         "predict_loop": {"state_dict": {}, "batch_progress": predict},
     }
 
 
-def _eval_progress(t: Trainer, fn: TrainerFn, key: str) -> dict[str, Any]:
+def eval_batch_progress(t: Trainer, fn: TrainerFn, key: str) -> dict[str, Any]:
     """Lightning's ``batch_progress`` of an evaluation loop: the batches it ran in its last run, and in all, and
     the batch under way (counted ready before its start hook, started before its step, processed after it)."""
     current, total = t._eval_loop_counts(fn.value, key)
@@ -218,7 +218,7 @@ def fit_loop_counts(t: Trainer, run: Run) -> dict[str, Any]:
         "epoch_loop.manual_optimization.state_dict": {},
         "epoch_loop.manual_optimization.optim_step_progress": manual_step,
         "epoch_loop.val_loop.state_dict": {},
-        "epoch_loop.val_loop.batch_progress": _eval_progress(t, TrainerFn.FITTING, "val"),
+        "epoch_loop.val_loop.batch_progress": eval_batch_progress(t, TrainerFn.FITTING, "val"),
         "epoch_progress": {
             "total": _progress(epoch_ready, epoch_completed, epoch_started, epoch_processed),
             "current": _progress(epoch_ready, epoch_completed, epoch_started, epoch_processed),

@@ -170,7 +170,7 @@ class EvaluationLoopView(_View):
     def batch_progress(self) -> _Progress:
         """The batches this loop ran in its last (or running) epoch (``current``) and in all (``total``), as
         Lightning counts them: inside a batch, ``ready`` counts it from its fetch, ``completed`` after its end hooks."""
-        return _Progress(contents._eval_progress(self._trainer, TrainerFn(self._fn), self._key))
+        return _Progress(contents.eval_batch_progress(self._trainer, TrainerFn(self._fn), self._key))
 
     @property
     def max_batches(self) -> list[int | float]:
