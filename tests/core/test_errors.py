@@ -33,7 +33,6 @@ from ember.utilities import MisconfigurationException
         ({"accumulate_grad_batches": 1.5}, r"accumulate_grad_batches=1.5\)` must be an int >= 1"),
         ({"check_val_every_n_epoch": -1}, r"`check_val_every_n_epoch` should be an integer greater than 0 or None"),
         ({"val_check_interval": 0}, r"`val_check_interval` should be a positive int. Found 0"),
-        ({"fast_dev_run": 1.5}, r"fast_dev_run=1.5 is not a valid configuration"),
         ({"limit_test_batches": "x"}, r"`limit_test_batches='x'` must be an int \(a count of batches\) or a float"),
         ({"overfit_batches": "a"}, r"`overfit_batches='a'` must be an int"),
         ({"profiler": 1}, r"`Trainer\(profiler=...\)` got 1 \(int\): pass one of"),

@@ -134,26 +134,30 @@ def check_optimization(accumulate_grad_batches: Any, gradient_clip_val: Any, gra
         )
 
 
-def fast_dev_run_batches(fast_dev_run: int | bool | None) -> int:
-    """The number of batches ``fast_dev_run`` runs per loop (0: off)."""
-    if fast_dev_run is None:  # off, as in Lightning
-        return 0
-    if isinstance(fast_dev_run, bool):
-        fast_dev_run = int(fast_dev_run)
+def fast_dev_run_batches(fast_dev_run: Any) -> int | None:
+    """The number of batches ``fast_dev_run`` runs per loop, or ``None`` when it is off.
+
+    Read as Lightning reads it: off when the value is falsy, else ``int(fast_dev_run)`` batches (``True``: 1,
+    ``"2"`` or ``2.0``: 2, ``1.5``: 1), with ``int()``'s ``ValueError``/``TypeError`` for a value that is no
+    number. A count below 0 is refused here: Lightning refuses a negative int only, and takes ``-1.5`` or
+    ``"-1"`` to fail in ``fit`` when it sizes the first loader.
+    """
     invalid = f"fast_dev_run={fast_dev_run!r} is not a valid configuration. It should be >= 0 (or True/False)."
-    if not isinstance(fast_dev_run, (int, float, str)):
-        raise TypeError(f"`fast_dev_run` must be an int or a bool, not {type(fast_dev_run).__name__!r}: {invalid}")
-    if isinstance(fast_dev_run, str) and not fast_dev_run.strip().lstrip("+-").isdigit():
-        # Lightning's type and text: it reads the value with `int()`
-        raise ValueError(f"invalid literal for int() with base 10: {fast_dev_run!r}. {invalid}")
-    if not isinstance(fast_dev_run, int) or fast_dev_run < 0:
+    if isinstance(fast_dev_run, int) and fast_dev_run < 0:
         raise MisconfigurationException(invalid)
-    if fast_dev_run:
-        rank_zero_info(
-            f"Running in `fast_dev_run` mode: will run the requested loop using {fast_dev_run} batch(es)."
-            " Logging and checkpointing is suppressed."
-        )
-    return fast_dev_run
+    if not fast_dev_run:  # None, False, 0, "" and 0.0 turn it off, as in Lightning
+        return None
+    try:
+        batches = int(fast_dev_run)
+    except (TypeError, ValueError) as error:  # Lightning's type and text: it reads the value with `int()`
+        raise type(error)(f"{error}. {invalid}") from None
+    if batches < 0:
+        raise MisconfigurationException(invalid)
+    rank_zero_info(
+        f"Running in `fast_dev_run` mode: will run the requested loop using {batches} batch(es)."
+        " Logging and checkpointing is suppressed."
+    )
+    return batches
 
 
 def validation_interval(

@@ -277,7 +277,7 @@ class Trainer:
         self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
         # Lightning's notes on a limit of 1 or 1.0 only for the limits it reads: none under `fast_dev_run`,
         # and not the training and validation ones that `overfit_batches` replaces
-        noted = not dev_run_batches
+        noted = dev_run_batches is None
         noted_fit = noted and not overfit_batches
         self.limit_train_batches = arguments.batch_limit(limit_train_batches, "limit_train_batches", noted_fit)
         self.limit_val_batches = arguments.batch_limit(limit_val_batches, "limit_val_batches", noted_fit)
@@ -301,7 +301,7 @@ class Trainer:
         self.min_steps = min_steps
         self.max_epochs: int | None = max_epochs  # None: decided when fit starts (1000, or -1 with max_steps)
         self.min_epochs: int | None = min_epochs
-        if dev_run_batches:
+        if dev_run_batches is not None:
             arguments.apply_fast_dev_run(self, dev_run_batches)
         if self.fast_dev_run and self.loggers:
             from ember.loggers.logger import DummyLogger
