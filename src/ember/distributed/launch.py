@@ -675,8 +675,8 @@ class MultiProcessingLauncher:
         trainer.state.status = output["status"]
         trainer.state.stage = None
         trainer._run.progress.load_state_dict(output["progress"])
-        trainer.callback_metrics = output["callback_metrics"]
-        trainer.logged_metrics = output["logged_metrics"]
+        trainer._run.metrics.callback = dict(output["callback_metrics"])  # read-only properties on the trainer
+        trainer._run.metrics.logged = dict(output["logged_metrics"])
         for cb, state in zip(trainer.callbacks, output["callbacks"]):
             if state:
                 if getattr(cb, "dirpath", "") is None and "dirpath" in state:

@@ -284,11 +284,11 @@ def resolve_epoch_limits(trainer: Any) -> None:
                 " set `max_epochs=-1`.",
                 category=PossibleUserWarning,
             )
-            trainer.max_epochs = 1000
+            trainer._max_epochs = 1000
         else:
-            trainer.max_epochs = -1
+            trainer._max_epochs = -1
     if trainer.min_epochs is None:
-        trainer.min_epochs = 1 if trainer.min_steps is not None else 0
+        trainer._min_epochs = 1 if trainer.min_steps is not None else 0
 
 
 def return_predictions(trainer: Any, value: bool | None) -> bool:
@@ -310,8 +310,8 @@ def apply_fast_dev_run(trainer: Any, batches: int) -> None:
     if not trainer.overfit_batches:
         trainer.limit_train_batches = trainer.limit_val_batches = batches
     trainer.limit_test_batches = trainer.limit_predict_batches = batches
-    trainer.max_steps = batches
-    trainer.max_epochs = 1
+    trainer._max_steps = batches
+    trainer._max_epochs = 1
     trainer.num_sanity_val_steps = 0
     trainer.val_check_interval, trainer._val_check_seconds = 1.0, None
     trainer.check_val_every_n_epoch = 1

@@ -30,14 +30,25 @@ from ember.utilities.signature_utils import lightning_style_annotations
 
 
 class _ReadOnly:
-    """A documented read-only ``Trainer`` property that reads ``path`` (e.g. ``"strategy.world_size"``)."""
+    """A documented read-only ``Trainer`` property that reads ``path`` (e.g. ``"strategy.world_size"``).
+
+    Assigning it raises Python's ``AttributeError`` for a property without a setter, as Lightning's
+    properties do, rather than hiding the value the trainer runs with behind an instance attribute.
+    """
 
     def __init__(self, path: str, doc: str) -> None:
         self._get = attrgetter(path)
         self.__doc__ = doc
+        self._name = path
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
 
     def __get__(self, trainer: Any, owner: type | None = None) -> Any:
         return self if trainer is None else self._get(trainer)
+
+    def __set__(self, trainer: Any, value: Any) -> None:
+        raise AttributeError(f"property {self._name!r} of {type(trainer).__name__!r} object has no setter")
 
 
 class _LoopsLeft(NamedTuple):
@@ -236,7 +247,7 @@ class Trainer:
         self.barebones = barebones
 
         # ---- hardware and precision --------------------------------------------------------------
-        self._accelerator, _, self.strategy = create_hardware(
+        self._accelerator, _, self._strategy = create_hardware(
             accelerator, devices, strategy, num_nodes, precision, plugins, sync_batchnorm
         )
         self.plugins = plugins
@@ -297,10 +308,11 @@ class Trainer:
             None if gradient_clip_algorithm is None else GradClipAlgorithmType(str(gradient_clip_algorithm).lower())
         )
         self.max_time = max_time
-        self.max_steps = max_steps
-        self.min_steps = min_steps
-        self.max_epochs: int | None = max_epochs  # None: decided when fit starts (1000, or -1 with max_steps)
-        self.min_epochs: int | None = min_epochs
+        # read-only on the trainer, as in Lightning: set through `trainer.fit_loop` (and its `epoch_loop`)
+        self._max_steps = max_steps
+        self._min_steps = min_steps
+        self._max_epochs: int | None = max_epochs  # None: decided when fit starts (1000, or -1 with max_steps)
+        self._min_epochs: int | None = min_epochs
         if dev_run_batches is not None:
             arguments.apply_fast_dev_run(self, dev_run_batches)
         if self.fast_dev_run and self.loggers:
@@ -613,18 +625,10 @@ class Trainer:
         """Every value logged (step and epoch forms), as tensors: what callbacks such as EarlyStopping read."""
         return self._run.metrics.callback_metrics()
 
-    @callback_metrics.setter
-    def callback_metrics(self, metrics: dict[str, Any]) -> None:
-        self._run.metrics.callback = dict(metrics)
-
     @property
     def logged_metrics(self) -> dict[str, torch.Tensor]:
         """The values sent to the loggers."""
         return self._run.metrics.logged_metrics()
-
-    @logged_metrics.setter
-    def logged_metrics(self, metrics: dict[str, Any]) -> None:
-        self._run.metrics.logged = dict(metrics)
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
@@ -694,6 +698,15 @@ class Trainer:
         return self.strategy.distributed_sampler_kwargs if isinstance(self.strategy, ParallelStrategy) else None
 
     # ---- progress and limits ---------------------------------------------------------------------
+    max_epochs = _ReadOnly("_max_epochs", "The epoch limit (-1: none); set it through ``trainer.fit_loop``.")
+    min_epochs = _ReadOnly(
+        "_min_epochs", "The epochs to train before a stop is heard; set through ``trainer.fit_loop``."
+    )
+    max_steps = _ReadOnly("_max_steps", "The optimizer step limit (-1: none); set through ``fit_loop.epoch_loop``.")
+    min_steps = _ReadOnly(
+        "_min_steps", "The steps to train before a stop is heard; set through ``fit_loop.epoch_loop``."
+    )
+
     @property
     def current_epoch(self) -> int:
         """The epoch being trained (counted from 0)."""
@@ -782,6 +795,9 @@ class Trainer:
             run.epoch_plan.read_val_check_batch()
 
     # ---- model, processes, devices ---------------------------------------------------------------
+    strategy = _ReadOnly(
+        "_strategy", "The ``Strategy`` that runs the calls (``SingleDeviceStrategy``, ``DDPStrategy``...)."
+    )
     lightning_module = _ReadOnly("strategy.lightning_module", "The ``LightningModule`` of the current (or last) call.")
     model = _ReadOnly("strategy.model", "The module the loops call: the LightningModule, or its distributed wrapper.")
     is_global_zero = _ReadOnly(

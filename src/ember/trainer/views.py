@@ -398,11 +398,15 @@ class _TrainingEpochLoopView(_View):
 
     @max_steps.setter
     def max_steps(self, value: int) -> None:
-        self._trainer.max_steps = value
+        self._trainer._max_steps = value
 
     @property
     def min_steps(self) -> int | None:
         return self._trainer.min_steps
+
+    @min_steps.setter
+    def min_steps(self, value: int | None) -> None:
+        self._trainer._min_steps = value
 
     def _accumulated_batches_reached(self) -> bool:
         return (self.batch_idx + 1) % self._trainer.accumulate_grad_batches == 0
@@ -430,7 +434,7 @@ class FitLoopView(_View):
 
     @max_epochs.setter
     def max_epochs(self, value: int) -> None:
-        self._trainer.max_epochs = value
+        self._trainer._max_epochs = value
 
     @property
     def min_epochs(self) -> int | None:
@@ -438,7 +442,7 @@ class FitLoopView(_View):
 
     @min_epochs.setter
     def min_epochs(self, value: int) -> None:
-        self._trainer.min_epochs = value
+        self._trainer._min_epochs = value
 
     @property
     def max_steps(self) -> int:
@@ -567,6 +571,9 @@ class EnableValidation:
             or (datamodule is not None and overrides(datamodule, LightningDataModule, "val_dataloader"))
         )
         return bool(has_data) and overrides(module, LightningModule, "validation_step")
+
+    def __set__(self, trainer: Trainer, value: Any) -> None:  # read-only, as Lightning's property
+        raise AttributeError(f"property 'enable_validation' of {type(trainer).__name__!r} object has no setter")
 
 
 def loop_views(trainer: Trainer) -> tuple[FitLoopView, EvaluationLoopView, EvaluationLoopView, PredictLoopView]:

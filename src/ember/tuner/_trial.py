@@ -137,6 +137,12 @@ _SETTINGS = (
 )
 
 
+def _owner(trainer: Trainer, name: str) -> Any:
+    """Where a setting is assigned: ``max_steps`` is read-only on the trainer, as in Lightning, and set on
+    ``trainer.fit_loop.epoch_loop``."""
+    return trainer.fit_loop.epoch_loop if name == "max_steps" else trainer
+
+
 @contextlib.contextmanager
 def trial_settings(trainer: Trainer, callbacks: list[Any], **settings: Any) -> Iterator[None]:
     """Run the body with ``callbacks`` as the only callbacks, a dummy logger and ``settings``; then restore.
@@ -156,13 +162,13 @@ def trial_settings(trainer: Trainer, callbacks: list[Any], **settings: Any) -> I
         trainer.loggers = [DummyLogger()] if trainer.loggers else []
         trainer.num_sanity_val_steps = 0  # the trials run the loops themselves, not a new fit
         for name, value in settings.items():
-            setattr(trainer, name, value)
+            setattr(_owner(trainer, name), name, value)
         # which callback overrides which hook is decided once per run: decide it for the trial's callbacks
         trainer._run.hooks = HookDispatcher(trainer, trainer.lightning_module, trainer.callbacks)
         yield
     finally:
         for name, value in saved.items():
-            setattr(trainer, name, value)
+            setattr(_owner(trainer, name), name, value)
         trainer._run.hooks = saved_hooks
         if progress_bar is not None:
             progress_bar.enable()
