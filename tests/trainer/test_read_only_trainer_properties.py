@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
+from ember.loggers.logger import DummyLogger
+
 READ_ONLY = [
     "global_step",
     "current_epoch",
@@ -54,3 +56,14 @@ def test_the_loop_limits_are_set_through_the_fit_loop_and_the_training_runs_with
     assert (trainer.max_epochs, trainer.max_steps, trainer.min_steps) == (3, 6, 2)
     trainer.fit(CoreModel(), loader(16))  # 4 batches an epoch
     assert (trainer.global_step, trainer.current_epoch) == (6, 2)  # as on Lightning 2.6.6
+
+
+def test_loggers_keep_the_object_assigned_as_lightning_does():
+    trainer = quiet_trainer()
+    given = [DummyLogger()]
+    trainer.loggers = given
+    assert trainer.loggers is given
+    given.append(DummyLogger())  # the trainer sees what the program adds to it
+    assert len(trainer.loggers) == 2
+    trainer.loggers = None
+    assert trainer.loggers == [] and trainer.logger is None

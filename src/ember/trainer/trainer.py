@@ -842,7 +842,7 @@ class Trainer:
 
     @loggers.setter
     def loggers(self, loggers: list[Any] | None) -> None:
-        self._loggers = list(loggers) if loggers else []
+        self._loggers = loggers if loggers else []  # the list given, as Lightning keeps it
 
     @property
     def logger(self) -> Any:
