@@ -478,7 +478,7 @@ def test_a_dict_whose_optimizer_is_not_an_optimizer_is_named_before_training(opt
 
 
 @pytest.mark.parametrize("interval", ["epoch", "step"])
-@pytest.mark.parametrize("frequency", [0, -1, 1.5, "2", True])
+@pytest.mark.parametrize("frequency", [0, -1, 1.5, "2", False, None])
 def test_a_scheduler_frequency_that_cannot_step_is_refused_before_the_first_batch(frequency, interval):
     # Lightning fails when it first steps the scheduler (after batches were trained) or steps at every interval
     def optimizers(module: nn.Module) -> dict:

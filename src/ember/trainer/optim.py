@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -154,7 +155,8 @@ def _scheduler_config(scheduler: Any, monitor: str | None) -> LRSchedulerConfig:
             raise MisconfigurationException(
                 f'The "interval" key in lr scheduler dict must be "step" or "epoch" but is "{interval}"'
             )
-        _check_frequency(values.get("frequency", 1))
+        if "frequency" in values:
+            values["frequency"] = _checked_frequency(values["frequency"])
         values.setdefault("reduce_on_plateau", _is_plateau(values["scheduler"]))
         if values["reduce_on_plateau"] and values.get("monitor") is None:
             raise MisconfigurationException(
@@ -183,18 +185,25 @@ def _scheduler_config(scheduler: Any, monitor: str | None) -> LRSchedulerConfig:
     return LRSchedulerConfig(scheduler)
 
 
-def _check_frequency(frequency: Any) -> None:
-    """Refuse a ``"frequency"`` the loop cannot step by, before the first batch.
+def _checked_frequency(frequency: Any) -> int:
+    """``"frequency"`` as the loop steps by it: a whole number of 1 or more (``True``, a numpy or 0-d tensor
+    integer too, which step as Lightning steps them), refused before the first batch otherwise.
 
-    Lightning takes any value and fails when it first steps the scheduler (``0``: a ``ZeroDivisionError``,
-    ``"2"``: a ``TypeError``, both after batches were trained), or steps at every interval (``-1``, ``1.5``).
+    Lightning takes any value and fails when it first steps the scheduler (``0`` and ``False``: a
+    ``ZeroDivisionError``, ``"2"`` and ``None``: a ``TypeError``, after batches were trained), steps at every
+    interval (``-1``) or at every third (``1.5``).
     """
-    if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
+    try:
+        count = operator.index(frequency)  # what `int` of a whole number gives, and an error for 1.5 or "2"
+    except TypeError:
+        count = 0
+    if count < 1:
         raise MisconfigurationException(
             f'The "frequency" key in lr scheduler dict must be an int of 1 or more but is'
             f" {type(frequency).__name__} {frequency!r}: pass how many intervals to wait between scheduler steps,"
             ' e.g. "frequency": 1 to step at every interval.'
         )
+    return frequency if isinstance(frequency, int) else count  # an int kept as given (True too), as in Lightning
 
 
 def _manual_scheduler_config(scheduler: Any) -> LRSchedulerConfig:
