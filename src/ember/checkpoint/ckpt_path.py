@@ -44,6 +44,20 @@ def resolve_ckpt_path(t: Trainer, ckpt_path: Any, fn: str, model_given: bool) ->
     return path
 
 
+def managed_ckpt_path(ckpt_path: Any) -> Any:
+    """The checkpoint a program chose with ``trainer.ckpt_path = ...``, loaded as it is set (``"best"`` and
+    ``"last"`` name files there, as in Lightning).
+
+    A value that is no path (a list, a number) is Lightning's ``FileNotFoundError``, not an object to read
+    the checkpoint from.
+    """
+    if not isinstance(ckpt_path, (str, os.PathLike)):
+        raise FileNotFoundError(
+            f"Checkpoint file not found: {ckpt_path}. Set `trainer.ckpt_path` to the path of a checkpoint file."
+        )
+    return ckpt_path
+
+
 def _implied(t: Trainer, fn: str, model_given: bool) -> str | None:
     """What ``ckpt_path=None`` means: a fresh start, or a checkpoint the run implies."""
     from ember.callbacks.on_exception_checkpoint import OnExceptionCheckpoint

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ember.checkpoint import contents
-from ember.checkpoint.ckpt_path import resolve_ckpt_path
+from ember.checkpoint.ckpt_path import managed_ckpt_path, resolve_ckpt_path
 from ember.profilers.profiler import active
 from ember.trainer import arguments, dataloaders, loop
 from ember.trainer.data import takes_dataloader_iter
@@ -244,7 +244,8 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     # hook runs (a missing best checkpoint fails before `setup`), among the Trainer's own callbacks
     fn = _fn(run).value
     if trainer._ckpt_path_user_managed and not ckpt_path:
-        path = trainer.ckpt_path  # set by the program (`trainer.ckpt_path = ...`): every call loads it
+        # set by the program (`trainer.ckpt_path = ...`): every call loads it
+        path = managed_ckpt_path(trainer.ckpt_path)
     else:
         if trainer._ckpt_path_user_managed:
             rank_zero_warn(
