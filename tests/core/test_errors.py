@@ -42,7 +42,6 @@ from ember.utilities import MisconfigurationException
             r"invalid value 1.5 for val_check_interval, it has to be in \[0.0, 1.0\] or an int",
         ),
         ({"val_check_interval": -0.1}, r"invalid value -0.1 for val_check_interval, it has to be in \[0.0, 1.0\]"),
-        ({"val_check_interval": 0.0}, r"`val_check_interval` should be a fraction of the epoch in \(0.0, 1.0\]"),
         (
             {"val_check_interval": -3},
             r"^You have passed invalid value -3 for val_check_interval, it has to be in \[0.0, 1.0\] or an int: a"

@@ -70,3 +70,11 @@ def test_the_progress_bar_leaves_time_monotonic_to_the_loop():
         trainer = quiet_trainer(max_epochs=1, enable_progress_bar=True)
         trainer.fit(CoreModel(), loader(32, batch_size=4))
     assert reads == []
+
+
+def test_a_zero_fraction_validates_after_every_batch_as_in_lightning():
+    # Lightning takes max(1, int(batches * 0.0)) = 1: a validation after each of the 8 batches
+    seen = ValidationBatches()
+    trainer = quiet_trainer(callbacks=[seen], limit_val_batches=1, max_epochs=1, val_check_interval=0.0)
+    trainer.fit(CoreModel(), loader(32, batch_size=4), loader(8))
+    assert seen.at == [(0, batch) for batch in range(1, 9)]

@@ -184,11 +184,6 @@ def validation_interval(
             f"You have passed invalid value {interval} for val_check_interval, it has to be in [0.0, 1.0] or an int:"
             " a fraction of the epoch, or a number of batches."
         )
-    if isinstance(interval, float) and interval == 0.0:
-        raise MisconfigurationException(
-            "`val_check_interval` should be a fraction of the epoch in (0.0, 1.0] or an int number of batches."
-            f" Found {interval}."
-        )
     if isinstance(interval, int) and interval < 0:
         raise MisconfigurationException(
             f"You have passed invalid value {interval} for val_check_interval, it has to be in [0.0, 1.0] or an int:"
