@@ -89,8 +89,10 @@ class LightningOptimizer:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._optimizer.load_state_dict(state_dict)
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self._optimizer.zero_grad(set_to_none=set_to_none)
+    def zero_grad(self, *args: Any, **kwargs: Any) -> Any:
+        """The optimizer's own ``zero_grad``, with the arguments given: its defaults (``set_to_none`` or none at
+        all) stay its own, as with Lightning's wrapper, which has no ``zero_grad`` of its own."""
+        return self._optimizer.zero_grad(*args, **kwargs)
 
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
         """Step the optimizer through the trainer (precision scaling, hooks, step counting).
