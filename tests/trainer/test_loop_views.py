@@ -121,3 +121,48 @@ def test_an_evaluation_batch_under_way_counts_as_ready_but_not_completed(entry):
     assert callback.seen == [(1, 0, 0), (2, 1, 1), (3, 2, 2)]
     progress = getattr(trainer, f"{entry}_loop").batch_progress
     assert (progress.current.ready, progress.current.completed) == (3, 3)
+
+
+# what `repr` gives on Lightning 2.6.6 after 2 epochs of 3 batches with 2 validation batches each
+LIGHTNING_PROGRESS_REPRS = [
+    "_Progress(total=_ProcessedTracker(ready=2, completed=2, started=2, processed=2),"
+    " current=_ProcessedTracker(ready=2, completed=2, started=2, processed=2))",
+    "_BatchProgress(total=_ProcessedTracker(ready=6, completed=6, started=6, processed=6),"
+    " current=_ProcessedTracker(ready=3, completed=3, started=3, processed=3), is_last_batch=True)",
+    "_ProcessedTracker(ready=6, completed=6, started=6, processed=6)",
+    "_OptimizationProgress(optimizer=_OptimizerProgress(step=_Progress(total=_ReadyCompletedTracker(ready=6,"
+    " completed=6), current=_ReadyCompletedTracker(ready=3, completed=3)), zero_grad=_Progress("
+    "total=_StartedTracker(ready=6, completed=6, started=6), current=_StartedTracker(ready=3, completed=3,"
+    " started=3))))",
+    "_ReadyCompletedTracker(ready=6, completed=6)",
+    "_Progress(total=_ReadyCompletedTracker(ready=0, completed=0), current=_ReadyCompletedTracker(ready=0,"
+    " completed=0))",
+    "_BatchProgress(total=_ProcessedTracker(ready=2, completed=2, started=2, processed=2),"
+    " current=_ProcessedTracker(ready=2, completed=2, started=2, processed=2), is_last_batch=True)",
+]
+
+
+def test_the_progress_objects_print_as_lightnings_dataclasses():
+    printed: list[str] = []
+
+    class PrintProgress(Callback):
+        def on_train_end(self, trainer, pl_module):
+            loop = trainer.fit_loop.epoch_loop
+            printed.extend(
+                repr(progress)
+                for progress in (
+                    trainer.fit_loop.epoch_progress,
+                    loop.batch_progress,
+                    loop.batch_progress.total,
+                    loop.automatic_optimization.optim_progress,
+                    loop.automatic_optimization.optim_progress.optimizer.step.total,
+                    loop.manual_optimization.optim_step_progress,
+                    loop.val_loop.batch_progress,
+                )
+            )
+
+    trainer = quiet_trainer(
+        callbacks=[PrintProgress()], max_epochs=2, limit_train_batches=3, limit_val_batches=2, num_sanity_val_steps=0
+    )
+    trainer.fit(CoreModel(), loader(32), loader(8))
+    assert printed == LIGHTNING_PROGRESS_REPRS

@@ -42,7 +42,41 @@ class _View:
         return self._trainer._run.progress
 
 
-class _EpochCounter(_View):
+_TRACKERS = {
+    frozenset({"ready", "completed"}): "_ReadyCompletedTracker",
+    frozenset({"ready", "completed", "started"}): "_StartedTracker",
+    frozenset({"ready", "completed", "started", "processed"}): "_ProcessedTracker",
+}
+_PROGRESS = {
+    frozenset({"total", "current"}): "_Progress",
+    frozenset({"total", "current", "is_last_batch"}): "_BatchProgress",
+    frozenset({"step", "zero_grad"}): "_OptimizerProgress",
+    frozenset({"optimizer"}): "_OptimizationProgress",
+}
+
+
+def progress_repr(state: dict[str, Any]) -> str:
+    """How Lightning's progress dataclass with this state dict prints, e.g.
+    ``_Progress(total=_ReadyCompletedTracker(ready=2, completed=2), current=...)``."""
+    keys = frozenset(state)
+    name = _TRACKERS.get(keys) or _PROGRESS.get(keys, "_Progress")
+    fields = (
+        f"{key}={progress_repr(value) if isinstance(value, dict) else repr(value)}" for key, value in state.items()
+    )
+    return f"{name}({', '.join(fields)})"
+
+
+class _ProgressRepr:
+    """Prints as Lightning's progress object of the same state does (its dataclass ``repr``)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return progress_repr(self.state_dict())
+
+
+class _EpochCounter(_ProgressRepr, _View):
     """``epoch_progress.current`` / ``.total``: epochs ready, started, processed and completed."""
 
     @property
@@ -64,12 +98,18 @@ class _EpochCounter(_View):
     def completed(self, value: int) -> None:
         self._progress.epoch = value
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"ready": self.ready, "completed": self.completed, "started": self.started, "processed": self.processed}
 
-class _Counts:
+
+class _Counts(_ProgressRepr):
     """A read-only tracker of Lightning's progress objects (``ready``, ``started``, ...), from its state dict."""
 
     def __init__(self, counts: dict[str, int]) -> None:
         self.__dict__.update(counts)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 def _counts(trainer: Trainer, *key: str) -> dict[str, Any]:
@@ -80,7 +120,7 @@ def _counts(trainer: Trainer, *key: str) -> dict[str, Any]:
     return dict(state)
 
 
-class _Progress:
+class _Progress(_ProgressRepr):
     """A read-only Lightning progress object (``total``, ``current``, ``state_dict()``), from its state dict."""
 
     def __init__(self, state: dict[str, Any]) -> None:
@@ -91,7 +131,7 @@ class _Progress:
         return copy.deepcopy(self._state)
 
 
-class _EpochProgress(_View):
+class _EpochProgress(_ProgressRepr, _View):
     @property
     def current(self) -> _EpochCounter:
         return _EpochCounter(self._trainer)
@@ -102,7 +142,7 @@ class _EpochProgress(_View):
         return _counts(self._trainer, "epoch_progress")
 
 
-class _BatchCounter(_View):
+class _BatchCounter(_ProgressRepr, _View):
     """Batches fetched (``ready``), started, trained on (``processed``) and done with (``completed``), as
     Lightning counts them at this point: the counts a checkpoint written now holds."""
 
@@ -111,8 +151,11 @@ class _BatchCounter(_View):
         self._part = "total" if across_epochs else "current"
 
     def _count(self, name: str) -> int:
-        counts: int = contents.batch_progress(self._trainer, self._run)[self._part][name]
+        counts: int = self.state_dict()[name]
         return counts
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(contents.batch_progress(self._trainer, self._run)[self._part])
 
     @property
     def ready(self) -> int:
@@ -131,7 +174,7 @@ class _BatchCounter(_View):
         return self._count("completed")
 
 
-class _BatchProgress(_View):
+class _BatchProgress(_ProgressRepr, _View):
     @property
     def current(self) -> _BatchCounter:
         return _BatchCounter(self._trainer, across_epochs=False)
@@ -232,7 +275,7 @@ class _DataSource:
         return self.instance is not None and (base is None or runs_other_code(self.instance, base, self.name))
 
 
-class _StepCounter(_View):
+class _StepCounter(_ProgressRepr, _View):
     """``optim_step_progress.total`` / ``.current``: optimizer steps, which ``trainer.global_step`` reads.
 
     A module that steps raw torch optimizers adds its steps here, as on Lightning (PINA's
@@ -256,12 +299,15 @@ class _StepCounter(_View):
     def ready(self, value: int) -> None:
         pass  # counted once, through `completed`
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"ready": self.ready, "completed": self.completed}
+
 
 _MANUAL_STEPS = ("epoch_loop.manual_optimization.optim_step_progress",)
 _AUTOMATIC = ("epoch_loop.automatic_optimization.optim_progress", "optimizer")
 
 
-class _StepProgress(_View):
+class _StepProgress(_ProgressRepr, _View):
     """Lightning's optimizer-step progress. Programs that step raw torch optimizers in manual optimization count
     their steps with ``increment_completed()``, which moves ``trainer.global_step``."""
 
@@ -299,7 +345,7 @@ class _ManualOptimizationView(_View):
         return _StepProgress(self._trainer, _MANUAL_STEPS)
 
 
-class _OptimizerProgress(_View):
+class _OptimizerProgress(_ProgressRepr, _View):
     """``optim_progress.optimizer``: its optimizer ``step`` and ``zero_grad`` counts."""
 
     @property
@@ -314,7 +360,7 @@ class _OptimizerProgress(_View):
         return _counts(self._trainer, *_AUTOMATIC)
 
 
-class _OptimizationProgress(_View):
+class _OptimizationProgress(_ProgressRepr, _View):
     """``epoch_loop.automatic_optimization.optim_progress``."""
 
     @property
