@@ -203,25 +203,37 @@ def _recording(init: Any) -> Any:
 
 def _recorded_arguments(cls: type, made: Any) -> dict[str, Any]:
     """The named ``__init__`` arguments ``made`` (a loader, a batch sampler) was made with inside a hook (``{}``
-    when not recorded)."""
+    when not recorded), those its ``**kwargs`` took among them."""
+    call = _recorded_call(cls, made)
+    return {} if call is None else {**call[0], **call[1]}
+
+
+def _recorded_call(cls: type, made: Any) -> tuple[dict[str, Any], dict[str, Any], bool] | None:
+    """How ``made`` was made inside a hook: ``(arguments of its named parameters, those its **kwargs took,
+    whether its *args took any)``; ``None`` when not recorded (made outside a hook) or not matching the
+    signature."""
     import inspect
 
     recorded = getattr(made, "__dict__", {}).get("_ember_init_arguments")
     if recorded is None:
-        return {}
+        return None
     try:
         signature = inspect.signature(cls)
         bound = signature.bind_partial(*recorded[0], **recorded[1]).arguments
     except (TypeError, ValueError):
-        return {}
+        return None
     named: dict[str, Any] = {}
+    through_kwargs: dict[str, Any] = {}
+    through_args = False
     for name, value in bound.items():
         kind = signature.parameters[name].kind
         if kind is inspect.Parameter.VAR_KEYWORD:
-            named.update(value)
-        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            through_kwargs.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            through_args = bool(value)
+        else:
             named[name] = value
-    return named
+    return named, through_kwargs, through_args
 
 
 def _through_own_init(cls: type[DataLoader], loader: DataLoader, kwargs: dict[str, Any]) -> DataLoader | None:
@@ -229,11 +241,22 @@ def _through_own_init(cls: type[DataLoader], loader: DataLoader, kwargs: dict[st
     ``StatefulDataLoader``'s position tracking, a subclass's own attributes) exists in the copy, as
     Lightning re-creates one: each argument is the new loader setting, else what it was made with in a
     ``*_dataloader`` hook, else the instance's attribute of that name, else its default. ``None`` when an
-    argument has none of them or the call fails."""
-    given = {"dataset": loader.dataset, "shuffle": False, **kwargs}  # the new sampler holds the order
-    attributes = {**vars(loader), **_recorded_arguments(cls, loader)}
+    argument has none of them or the call fails.
+
+    As in Lightning, a loader made in a hook gets its dataset from the arguments it was made with, whatever
+    its ``__init__`` calls that parameter (``def __init__(self, ds, **kwargs)``), and the arguments its
+    ``**kwargs`` took are passed again; one made outside a hook (or whose ``*args`` took arguments, which
+    are not passed again) gets it as ``dataset=``."""
+    call = _recorded_call(cls, loader)
+    named, through_kwargs, through_args = call if call is not None else ({}, {}, False)
+    given = {**through_kwargs, "shuffle": False, **kwargs}  # the new sampler holds the order
+    if call is None or through_args:
+        given["dataset"] = loader.dataset
+    attributes = {**vars(loader), **named}
     # the new sampler replaces the old order, whichever of the two held it
-    attributes.pop("batch_sampler" if "sampler" in given else "sampler", None)
+    attributes.pop("batch_sampler", None)
+    if "batch_sampler" not in kwargs:
+        given.pop("batch_sampler", None)
     remade = _made_again(cls, given, attributes, rest_to_kwargs=True)
     if remade is None:
         return None
