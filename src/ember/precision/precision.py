@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.optim import optimizer as _torch_optimizer
 
 _ALIASES = {
     "64": "64-true",
@@ -81,6 +82,18 @@ _SINGLE_EVALUATION = {
         if hasattr(torch.optim, name)
     )
 }
+
+
+def _has_step_hooks(optimizer: Optimizer) -> bool:
+    """Whether a torch step pre- or post-hook runs around ``optimizer.step``: one of its own
+    (``register_step_pre_hook``) or one for every optimizer (``register_optimizer_step_pre_hook``)."""
+    return bool(
+        optimizer._optimizer_step_pre_hooks
+        or optimizer._optimizer_step_post_hooks
+        or _torch_optimizer._global_optimizer_pre_hooks
+        or _torch_optimizer._global_optimizer_post_hooks
+    )
+
 
 # Lightning's plugin methods that Ember's loop does not call: it runs backward and the optimizer step
 # itself (with the module's and the callbacks' hooks), so a plugin overriding one of them is refused
@@ -175,11 +188,17 @@ class Precision:
 
     @staticmethod
     def steps_directly(optimizer: Optimizer) -> bool:
-        """Whether ``optimizer`` evaluates a closure exactly once per step (most torch optimizers), with
-        torch's own ``step``: a step replaced on the class or the instance (a wrapper, a mock) gets the closure."""
+        """Whether ``closure(); optimizer.step()`` does exactly what ``optimizer.step(closure)`` would.
+
+        That holds for an optimizer that evaluates a closure exactly once per step (most torch optimizers)
+        with torch's own ``step`` (a step replaced on the class or the instance, a wrapper, a mock, gets the
+        closure), when no torch step hook is registered (torch runs the pre-hooks before the closure) and grad
+        mode is on (torch's ``step`` runs the closure under ``enable_grad``). Decided at each step, so a hook
+        registered mid-run counts from the next step; the checks are attribute reads.
+        """
         cls = type(optimizer)
         own = _SINGLE_EVALUATION.get(cls)
-        if own is None or "step" in optimizer.__dict__:
+        if own is None or "step" in optimizer.__dict__ or _has_step_hooks(optimizer) or not torch.is_grad_enabled():
             return False
         step = cls.step
         return step is own or getattr(step, "__wrapped__", None) is own
@@ -224,8 +243,8 @@ class Precision:
         (given to ``LightningOptimizer.step``) go to the optimizer's ``step``.
         """
         if self.steps_directly(optimizer):
-            # these evaluate the closure exactly once before updating: call it directly and
-            # skip the closure machinery (same arithmetic as `optimizer.step(closure)`)
+            # the closure runs exactly once before the update, with nothing else around it: call it directly
+            # and skip the closure machinery (what `optimizer.step(closure)` would do, see `steps_directly`)
             result = closure()
             if before_step is not None:
                 before_step()
