@@ -943,6 +943,23 @@ def test_fit_step_trigger_with_validation_metric(tmp_path, val_check_interval, e
 
 
 @needs_trainer
+@pytest.mark.parametrize("monitor", ["step", "epoch"])
+@pytest.mark.parametrize("limit_val_batches", [1, 0])
+def test_a_step_trigger_monitoring_the_step_or_epoch_saves_at_every_trigger_as_in_lightning(
+    tmp_path, monitor, limit_val_batches
+):
+    # "step" and "epoch" are in every save's candidates, never in callback_metrics: nothing to wait for
+    callback = ModelCheckpoint(
+        dirpath=tmp_path, monitor=monitor, mode="max", every_n_train_steps=1, save_top_k=-1, filename="{step}"
+    )
+    trainer = ember.Trainer(
+        default_root_dir=tmp_path, max_epochs=2, limit_val_batches=limit_val_batches, callbacks=[callback], **QUIET
+    )
+    trainer.fit(SequenceModel(val_losses=[5.0, 4.0]))
+    assert _names(tmp_path) == [f"step={step}.ckpt" for step in range(1, 9)]
+
+
+@needs_trainer
 def test_fit_train_time_interval_zero_saves_every_batch(tmp_path):
     callback = ModelCheckpoint(dirpath=tmp_path, train_time_interval=timedelta(0), save_top_k=-1, filename="{step}")
     trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, limit_val_batches=0, callbacks=[callback], **QUIET)

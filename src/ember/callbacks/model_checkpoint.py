@@ -473,7 +473,7 @@ class ModelCheckpoint(Checkpoint):
         save waits for validation (or, with none to come, is skipped, as Lightning skips it); after
         that the key is reported missing as at any other save.
         """
-        if self.monitor is None or self.save_top_k == 0 or self.monitor in trainer.callback_metrics:
+        if self.monitor is None or self.save_top_k == 0 or self._monitor_logged(trainer):
             self._monitor_missing_since = None
             return False
         if self._monitor_missing_since is None:
@@ -493,9 +493,14 @@ class ModelCheckpoint(Checkpoint):
             return False
         if not self._validation_will_run(trainer):
             return False  # no validation will come
-        if self.monitor not in trainer.callback_metrics:
+        if not self._monitor_logged(trainer):
             return True
         return self._validation_follows(trainer, batch_idx)
+
+    def _monitor_logged(self, trainer: Trainer) -> bool:
+        """Whether the monitored key is among the values a save can read now: the logged ones, and the
+        ``epoch`` and ``step`` every save has (:meth:`_monitor_candidates`)."""
+        return self.monitor in ("epoch", "step") or self.monitor in trainer.callback_metrics
 
     @staticmethod
     def _validation_follows(trainer: Trainer, batch_idx: int) -> bool:
