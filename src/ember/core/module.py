@@ -391,19 +391,18 @@ class LightningModule(
         trainer = self.trainer
         _check_clipping_agrees(trainer, gradient_clip_val, gradient_clip_algorithm)
         value = trainer.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
-        if value is None:
-            return
         if gradient_clip_algorithm is None:
             algorithm = trainer.gradient_clip_algorithm or "norm"
         else:
             algorithm = gradient_clip_algorithm.lower()  # any case, as Lightning
-        if not isinstance(value, (int, float)):
+        # checked in Lightning's order, with no value too (Lightning reads None as 0.0, which clips nothing)
+        if value is not None and not isinstance(value, (int, float)):
             raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {value}.")
         if algorithm not in ("norm", "value"):
             raise MisconfigurationException(
                 f"`gradient_clip_algorithm` {algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
             )
-        if value > 0:
+        if value is not None and value > 0:
             trainer.precision_plugin.clip_gradients(optimizer, value, algorithm)
 
     def configure_gradient_clipping(
