@@ -431,9 +431,9 @@ class _EpochEndKey(ember.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _fit_epoch_end_key(tmp_path, monitor, max_epochs=2, validate=True, **trainer_options):
+def _fit_epoch_end_key(tmp_path, monitor, max_epochs=2, validate=True, checkpoint_options=None, **trainer_options):
     data = DataLoader(TensorDataset(torch.randn(8, 4), torch.randn(8, 1)), batch_size=4)
-    callback = ModelCheckpoint(dirpath=tmp_path, monitor=monitor, every_n_train_steps=1)
+    callback = ModelCheckpoint(dirpath=tmp_path, monitor=monitor, every_n_train_steps=1, **(checkpoint_options or {}))
     trainer = ember.Trainer(
         default_root_dir=tmp_path, max_epochs=max_epochs, callbacks=[callback], **QUIET, **trainer_options
     )
@@ -451,6 +451,14 @@ def test_step_saves_wait_for_a_key_logged_at_training_epoch_ends(tmp_path, val_c
         warnings.simplefilter("error", UserWarning)
         _fit_epoch_end_key(tmp_path, "weight_sum", val_check_interval=val_check_interval)
     assert [load_checkpoint(tmp_path / name)["epoch"] for name in _names(tmp_path)] == [1]
+
+
+def test_saves_at_validation_ends_wait_for_a_key_logged_at_training_epoch_ends(tmp_path):
+    # with `save_on_train_epoch_end=False` the epoch's save comes at its validation's end, before the
+    # epoch-end hook logs the key: Lightning fails the fit there; Ember skips epoch 0's saves and saves after
+    torch.manual_seed(0)
+    _fit_epoch_end_key(tmp_path, "weight_sum", max_epochs=3, checkpoint_options={"save_on_train_epoch_end": False})
+    assert [load_checkpoint(tmp_path / name)["epoch"] for name in _names(tmp_path)] == [2]
 
 
 def test_step_saves_skip_a_key_not_logged_yet_silently_without_validation(tmp_path):
