@@ -1,4 +1,4 @@
-"""``self.clip_gradients(...)`` checks its arguments as Lightning does."""
+"""``self.clip_gradients(...)`` checks its arguments as Lightning does, and refuses a NaN limit."""
 
 from __future__ import annotations
 
@@ -38,4 +38,10 @@ def test_a_bad_algorithm_is_refused_even_without_a_value():
     model = ClipsInTrainingStep(gradient_clip_algorithm="bogus")
     message = r"`gradient_clip_algorithm` bogus is invalid. Allowed algorithms: \['value', 'norm'\]."
     with pytest.raises(MisconfigurationException, match=message):
+        quiet_trainer(max_steps=1).fit(model, loader())
+
+
+def test_a_nan_value_is_refused_as_in_the_trainer():
+    model = ClipsInTrainingStep(gradient_clip_val=float("nan"))
+    with pytest.raises(MisconfigurationException, match=r"`clip_gradients\(gradient_clip_val=nan\)` must be >= 0"):
         quiet_trainer(max_steps=1).fit(model, loader())

@@ -7,6 +7,7 @@ file reaches the trainer.
 from __future__ import annotations
 
 import copy
+import math
 import weakref
 from collections.abc import Generator
 from contextlib import contextmanager
@@ -402,6 +403,10 @@ class LightningModule(
             raise MisconfigurationException(
                 f"`gradient_clip_algorithm` {algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
             )
+        if value is not None and math.isnan(value):  # Lightning clips at NaN, which makes every gradient NaN
+            from ember.precision.precision import check_gradient_clip_val
+
+            check_gradient_clip_val(value, "clip_gradients")  # refused, as `Trainer(gradient_clip_val=nan)` is
         if value is not None and value > 0:
             trainer.precision_plugin.clip_gradients(optimizer, value, algorithm)
 

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim import optimizer as _torch_optimizer
 
+from ember.utilities.exceptions import MisconfigurationException
+
 _ALIASES = {
     "64": "64-true",
     64: "64-true",
@@ -53,6 +55,17 @@ def normalize_precision(precision: Any) -> str:
             f" your precision to {name} instead!"
         )
     return name
+
+
+def check_gradient_clip_val(value: float, call: str = "Trainer") -> None:
+    """Refuse a gradient clipping limit below 0 or NaN, naming the ``call`` it was given to (``"Trainer"``,
+    ``"clip_gradients"``): a negative norm would flip the sign of every gradient, and NaN would make them all
+    NaN."""
+    if not value >= 0:  # NaN fails this too
+        raise MisconfigurationException(
+            f"`{call}(gradient_clip_val={value!r})` must be >= 0: it is the largest gradient norm (or value, with"
+            " `gradient_clip_algorithm='value'`) to allow. Pass a positive number, or 0 or None to turn clipping off."
+        )
 
 
 def _own_step(cls: type[Optimizer]) -> Any:
