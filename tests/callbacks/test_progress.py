@@ -503,3 +503,45 @@ def test_fast_steps_redraw_at_most_ten_times_a_second(monkeypatch, metric_reads)
     train_reads = [step for step, stage in metric_reads if stage == "train"]
     # the first refresh draws, the interval holds back the rest until the epoch's last batch
     assert len(train_reads) <= 3 and train_reads[-1] == trainer.global_step
+
+
+class _Unsized(torch.utils.data.IterableDataset):
+    """The samples of a loader, drawn without a length: the bar's total is unknown (``?``)."""
+
+    def __init__(self, loader):
+        self.samples = list(loader.dataset)
+
+    def __iter__(self):
+        return iter(self.samples)
+
+
+def _last_frame(err, description):
+    frames = [frame for frame in re.split(r"[\r\n]", err) if frame.startswith(description)]
+    return re.search(r"(\d+)/\?", frames[-1]).group(1)
+
+
+def test_a_bar_without_a_total_ends_on_the_count_its_loop_reached_though_the_clock_held_it_back(monkeypatch, capsys):
+    """No batch of a loop without a length is the last by count: the redraws the interval held back leave
+    its last count undrawn, where Lightning's bar ends on it; the bar's last frame shows it."""
+    monkeypatch.setattr(TQDMProgressBar, "min_refresh_interval", 3600.0)
+    counts = []
+
+    class CountingBar(TQDMProgressBar):
+        def on_train_epoch_end(self, trainer, pl_module):
+            super().on_train_epoch_end(trainer, pl_module)
+            counts.append(self.train_progress_bar.n)
+
+    def unsized(loader):
+        return torch.utils.data.DataLoader(_Unsized(loader), batch_size=4)
+
+    trainer = _trainer(CountingBar(), max_epochs=1, num_sanity_val_steps=0)
+    model = Regressor()
+    trainer.fit(model, unsized(train_loader()), unsized(val_loader()))  # 4 and 2 batches
+    trainer.test(model, unsized(val_loader(n=12)), verbose=False)
+    trainer.predict(model, unsized(val_loader(n=20)))
+    err = capsys.readouterr().err
+    assert counts == [4]  # the bar's count, as Lightning's, though only the first batch was drawn
+    assert _last_frame(err, "Epoch 0") == "4"
+    assert _last_frame(err, "Validation DataLoader 0") == "2"
+    assert _last_frame(err, "Testing DataLoader 0") == "3"
+    assert _last_frame(err, "Predicting DataLoader 0") == "5"

@@ -1,8 +1,10 @@
 """``TQDMProgressBar``: the default progress bar, drawn with tqdm on stderr.
 
-The bar redraws every ``refresh_rate`` batches and on the last batch. Only a redraw reads
-``trainer.progress_bar_metrics`` (which copies logged tensors to the host); the batches in
-between cost one modulo and one comparison.
+The bar redraws every ``refresh_rate`` batches and on the last batch, at most ten times a second.
+Only a redraw reads ``trainer.progress_bar_metrics`` (which copies logged tensors to the host); the
+batches in between cost a clock read and a comparison or two. A count the clock held back is kept in
+the bar (``bar.n``) and drawn as the bar's last frame, where a loop without a length has no batch that
+is the last by count.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ class TQDMProgressBar(ProgressBar):
 
     BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
 
-    #: Seconds between two redraws at the least (the last batch of a loop always redraws);
-    #: set it to 0 to redraw on every ``refresh_rate``-th batch whatever the speed.
+    #: Seconds between two redraws at the least (a loop's last count is always drawn); set it to 0
+    #: to redraw on every ``refresh_rate``-th batch whatever the speed.
     min_refresh_interval: float = 0.1
 
     def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
@@ -193,13 +195,12 @@ class TQDMProgressBar(ProgressBar):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        n = batch_idx + 1
-        if self._should_update(n, self.train_progress_bar.total):
-            _update_n(self.train_progress_bar, n)
-            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+        bar = self.train_progress_bar
+        if self._advance(bar, batch_idx + 1):
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self.train_progress_bar.disable:
+        if not self.train_progress_bar.disable:  # redraws: the epoch's last count, if the clock held it back
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
         if self._leave:
             self.train_progress_bar.close()
@@ -218,6 +219,7 @@ class TQDMProgressBar(ProgressBar):
         if not self.has_dataloader_changed(dataloader_idx):
             return
         bar = self.val_progress_bar
+        _draw_last_count(bar)  # the previous dataloader's
         total = convert_inf(self.total_val_batches_current_dataloader)
         bar.reset()
         bar.total = total
@@ -237,6 +239,7 @@ class TQDMProgressBar(ProgressBar):
         self._advance(self.val_progress_bar, batch_idx + 1)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        _draw_last_count(self.val_progress_bar)
         self.val_progress_bar.close()
         self.reset_dataloader_idx_tracker()
         # a disabled bar (the sanity check's placeholder, refresh_rate=0, other ranks) shows nothing:
@@ -272,6 +275,7 @@ class TQDMProgressBar(ProgressBar):
         self._advance(self.test_progress_bar, batch_idx + 1)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        _draw_last_count(self.test_progress_bar)
         self.test_progress_bar.close()
         self.reset_dataloader_idx_tracker()
 
@@ -302,18 +306,43 @@ class TQDMProgressBar(ProgressBar):
         self._advance(self.predict_progress_bar, batch_idx + 1)
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        _draw_last_count(self.predict_progress_bar)
         self.predict_progress_bar.close()
         self.reset_dataloader_idx_tracker()
 
     # ---- helpers -------------------------------------------------------------------------------
-    def _advance(self, bar: _tqdm, n: int) -> None:
-        """Move an evaluation bar to batch ``n`` when a redraw is due."""
-        if self._should_update(n, bar.total):
-            _update_n(bar, n)
+    def _advance(self, bar: _tqdm, n: int) -> bool:
+        """Move ``bar`` to batch ``n`` and redraw it (True) where Lightning would (:meth:`_should_update`),
+        but not more often than every ``min_refresh_interval`` seconds, the last batch excepted.
+
+        A count the clock alone holds back goes into ``bar.n`` undrawn (as Lightning's bar counts it), and
+        the bar's last frame shows it (:func:`_draw_last_count`): a loop without a length has no batch that
+        is the last by count. The clock is read first, so a batch between two redraws costs a comparison
+        (and a modulo). It is `perf_counter`, not `time.monotonic`, which the loop reads for a time-based
+        `val_check_interval` (as Lightning does): a program that fakes that clock sees only Lightning's reads.
+        """
+        if n != bar.total:
+            # a terminal shows no more than ~10 redraws a second: skipping the others saves the
+            # formatting and the metric reads they would cost on fast steps
+            now = time.perf_counter()
+            if now - self._last_redraw < self.min_refresh_interval:
+                # only after a redraw, so the bar is enabled and `refresh_rate` is not 0
+                if n % self._refresh_rate == 0:
+                    bar.n = n
+                return False
+            if not self._should_update(n, bar.total):
+                return False
+            self._last_redraw = now
+        elif not self.is_enabled:
+            return False
+        _update_n(bar, n)
+        return True
 
     @staticmethod
     def _restart_bar(bar: _tqdm, total: int | float | None, description: str) -> None:
-        """Show a new dataloader on ``bar``: reset first, then the total (no redraw with the old total)."""
+        """Show a new dataloader on ``bar``: the previous one's last count, then reset, then the total (no
+        redraw with the old total)."""
+        _draw_last_count(bar)
         bar.reset()
         bar.total = convert_inf(total)
         bar.initial = 0
@@ -333,20 +362,8 @@ class TQDMProgressBar(ProgressBar):
         print(*args, sep=sep, **kwargs)  # no bar on screen: a plain print
 
     def _should_update(self, current: int, total: int | None) -> bool:
-        if current == total:
-            return self.is_enabled
-        # A terminal shows no more than ~10 redraws a second: skipping the others saves the
-        # formatting and the metric reads they would cost on fast steps. The clock is read
-        # first, so a batch between two redraws costs one comparison. It is `perf_counter`, not
-        # `time.monotonic`, which the loop reads for a time-based `val_check_interval` (as
-        # Lightning does): a program that fakes that clock sees only Lightning's reads of it.
-        now = time.perf_counter()
-        if now - self._last_redraw < self.min_refresh_interval:
-            return False
-        if not self.is_enabled or current % self.refresh_rate != 0:
-            return False
-        self._last_redraw = now
-        return True
+        """Lightning's rule: batch ``current`` redraws every ``refresh_rate`` batches and on the last one."""
+        return self.is_enabled and (current % self.refresh_rate == 0 or current == total)
 
     @staticmethod
     def _resolve_refresh_rate(refresh_rate: int) -> int:
@@ -368,7 +385,15 @@ def convert_inf(x: int | float | None) -> int | float | None:
 
 def _update_n(bar: _tqdm, value: int) -> None:
     if not bar.disable:
-        bar.n = value
+        bar.n = bar.last_print_n = value  # tqdm's record of the count it drew last
+        bar.refresh()
+
+
+def _draw_last_count(bar: _tqdm) -> None:
+    """Redraw ``bar`` where its count went on past its last frame (held back by the clock), so that a loop
+    ends showing the count it reached, as Lightning's bar, which redraws every ``refresh_rate`` batches."""
+    if not bar.disable and bar.n != bar.last_print_n:
+        bar.last_print_n = bar.n
         bar.refresh()
 
 
