@@ -206,16 +206,16 @@ def count_batches(t: Trainer, loader: Any, limit: int | float, key: str, index: 
         total = int(summed.item())  # host sync: once per loader setup
     if total == 0:
         which = f"`{key}_dataloader`" + (f" #{index}" if index is not None else "")
-        if key == "train" and index is None:
-            # Lightning wraps the training loader in a `CombinedLoader` and warns for that one first, with the same count
-            rank_zero_warn(
-                "Total length of `CombinedLoader` across ranks is zero. Please make sure this was your intention."
-            )
         rank_zero_warn(
             f"Total length of `{type(loader).__name__}` across ranks is zero. Please make sure this was your"
             f" intention. The {which} has no batches (e.g. a dataset smaller than one batch with"
             f" `drop_last=True`), so {'it is skipped' if index is not None else _SKIPPED[key]}."
         )
+        if key == "train" and index is None:
+            # Lightning wraps the training loader in a `CombinedLoader` and warns for that one next, with the same count
+            rank_zero_warn(
+                "Total length of `CombinedLoader` across ranks is zero. Please make sure this was your intention."
+            )
         return 0
     if length == 0:
         name = type(loader).__name__
