@@ -34,6 +34,28 @@ class LightningOptimizer:
     def optimizer(self) -> Optimizer:
         return self._optimizer
 
+    @classmethod
+    def _to_lightning_optimizer(cls, optimizer: Optimizer | LightningOptimizer, strategy: Any) -> LightningOptimizer:
+        """``optimizer`` wrapped to step through the trainer that runs ``strategy``, or ``optimizer`` itself if it
+        is a ``LightningOptimizer`` already (Lightning's helper, which ``optimizer_step`` overrides written for
+        Lightning 1.x call)."""
+        if isinstance(optimizer, LightningOptimizer):
+            wrapper = optimizer
+        else:
+            wrapper = _stepping_automatically(optimizer, strategy) or cls(optimizer)
+        wrapper._strategy = strategy
+        return wrapper
+
+    @property
+    def _strategy(self) -> Any:
+        """The strategy of the trainer this wrapper steps through (None without one), where Lightning keeps it."""
+        return self._trainer.strategy if self._trainer is not None else None
+
+    @_strategy.setter
+    def _strategy(self, strategy: Any) -> None:
+        # the wrapper keeps the trainer, not a copy of its strategy: step through the trainer that runs it
+        self._trainer = strategy._trainer() if strategy is not None else None
+
     @contextmanager
     def toggle_model(self, sync_grad: bool = True) -> Generator[None, None, None]:
         """Freeze the parameters of the other optimizers inside the block.
@@ -130,6 +152,16 @@ class LightningOptimizer:
         # the class is made for the wrapped optimizer's type: rebuild it when copied or unpickled
         state = {k: v for k, v in self.__dict__.items() if k not in ("_optimizer", "_trainer")}
         return (_rebuild, (self._optimizer, self._trainer), state)
+
+
+def _stepping_automatically(optimizer: Optimizer, strategy: Any) -> LightningOptimizer | None:
+    """The trainer's wrapper of ``optimizer`` while automatic optimization steps it through the module's
+    ``optimizer_step``: it carries the step's hooks and clipping (``_closure_hook``), which a new wrapper would
+    step without. None otherwise: Lightning makes a new wrapper."""
+    for wrapper in strategy._lightning_optimizers:
+        if wrapper._optimizer is optimizer and wrapper._closure_hook is not None:
+            return wrapper
+    return None
 
 
 def _rebuild(optimizer: Optimizer, trainer: Any) -> LightningOptimizer:
