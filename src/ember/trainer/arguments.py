@@ -122,12 +122,10 @@ def check_optimization(accumulate_grad_batches: Any, gradient_clip_val: Any, gra
         isinstance(gradient_clip_val, bool) or not isinstance(gradient_clip_val, (int, float))
     ):
         raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {gradient_clip_val}.")
-    if gradient_clip_val is not None and not gradient_clip_val >= 0:  # NaN fails this too
-        raise MisconfigurationException(
-            f"`Trainer(gradient_clip_val={gradient_clip_val!r})` must be >= 0: it is the largest gradient norm (or"
-            " value, with `gradient_clip_algorithm='value'`) to allow. Pass a positive number, or 0 or None to turn"
-            " clipping off."
-        )
+    if gradient_clip_val is not None:
+        from ember.precision.precision import check_gradient_clip_val  # loaded at fit, not at `import ember`
+
+        check_gradient_clip_val(gradient_clip_val)
     if gradient_clip_algorithm is not None and str(gradient_clip_algorithm).lower() not in ("norm", "value"):
         raise MisconfigurationException(
             f"`gradient_clip_algorithm` {gradient_clip_algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
