@@ -13,18 +13,23 @@ in Ray's own worker processes; ``gluonts_program.py``: GluonTS' DeepAR and Simpl
 through their ``trainer_kwargs`` with a Lightning ``EarlyStopping``, a callback and a ``CSVLogger``, forecasting
 from a fixed seed, serialized and deserialized; ``tabular_program.py``: pytorch-tabular's CategoryEmbedding and
 GANDALF models fitted with the early stopping and checkpoints of their ``TrainerConfig``, evaluated, predicting,
-saved and loaded) runs here under ``ember run``, in a fresh process, and what it writes is
-compared with the run of the same program on Lightning 2.6.6 stored in
-``lightning_library_reference.json`` (``make_lightning_library_reference.py`` records it). The libraries
-come with the ``dev`` extra, except neuralforecast, whose dependency on Ray (some 250 MB) keeps it out
+saved and loaded; ``chemprop_program.py``: chemprop's command line training an ensemble with its checkpoints and
+early stopping, predicting with calibrated uncertainties, fingerprinting and fine-tuning, and its Python API's
+classifiers, a model of molecule pairs and an open-ended fit trained with Lightning's callbacks and a
+``CSVLogger``, tested from the best checkpoint, reloaded and sampled with MC dropout) runs here under
+``ember run``, in a fresh process, and what it writes is compared with the run of the same program on
+Lightning 2.6.6 stored in ``lightning_library_reference.json`` (``make_lightning_library_reference.py``
+records it). The libraries come with the ``dev`` extra, except neuralforecast, whose dependency on Ray
+(some 250 MB) keeps it out
 (``pip install neuralforecast==3.3.0`` runs its test), and scvi-tools, which needs pandas < 3 where the
 other libraries' references were recorded with pandas 3 (in a venv of its own,
 ``pip install -e . scvi-tools==1.4.2 pytest pytest-timeout`` runs its tests), GluonTS and pytorch-tabular,
 which need pandas < 3 too (and pytorch-tabular torchmetrics < 1.9; it also imports ``requests`` without
 declaring it: in a venv of their own, ``pip install torch==2.13.0`` then ``pip install -e .
-'gluonts[torch]==0.17.0' pytorch-tabular==1.2.0 requests pytest pytest-timeout`` runs their tests), and Ray itself
-(``pip install 'ray[train,tune]==2.60.0'`` runs its test). Where a library is
-missing, or another version than the one recorded is installed, its test is skipped and says why.
+'gluonts[torch]==0.17.0' pytorch-tabular==1.2.0 requests pytest pytest-timeout`` runs their tests), Ray itself
+(``pip install 'ray[train,tune]==2.60.0'`` runs its test), and chemprop, which brings rdkit
+(``pip install chemprop==2.3.1`` runs its test). Where a library is missing, or another version than the one
+recorded is installed, its test is skipped and says why.
 """
 
 from __future__ import annotations
@@ -328,3 +333,48 @@ def test_pytorch_tabular_models_fit_stop_early_evaluate_and_reload_as_on_lightni
         "classification_prediction",
     ):
         assert got[key] == approx(expected[key]), key
+
+
+CHEMPROP = REFERENCE["chemprop"]["versions"]["chemprop"]
+
+
+def assert_same_checkpoint(checkpoint: dict, expected: dict, name: str) -> None:
+    """A checkpoint's summary is the recorded one, its keys less those only Ember's checkpoints hold."""
+    checkpoint, expected = dict(checkpoint), dict(expected)
+    assert set(checkpoint.pop("keys")) - EMBER_CHECKPOINT_KEYS == set(expected.pop("keys")), name
+    assert checkpoint == approx(expected), name
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@needs(
+    install=f"pip install chemprop=={CHEMPROP} (left out of the dev extra: it brings rdkit)",
+    chemprop=CHEMPROP,
+)
+def test_chemprop_trains_predicts_and_reloads_as_on_lightning(tmp_path):
+    got, expected = run_on_ember("chemprop_program.py", "chemprop", tmp_path)  # chemprop's Trainers are Ember's
+
+    # the command line: each ensemble member's best checkpoint (its score, the EarlyStopping state, the weights,
+    # Lightning's keys) and test predictions; the calibrated uncertainties, the fingerprints; fine-tuning moved
+    # only the head's last layer and predicts as on Lightning
+    cli, expected_cli = got["command_line"], expected["command_line"]
+    for model in ("model_0", "model_1"):
+        assert_same_checkpoint(cli[model]["best_checkpoint"], expected_cli[model]["best_checkpoint"], model)
+        assert cli[model]["test_predictions"] == approx(expected_cli[model]["test_predictions"]), model
+    for key in ("predictions", "individual_predictions", "fingerprints", "fine_tuned_test_predictions"):
+        assert cli[key] == approx(expected_cli[key]), key
+    assert cli["fine_tuned_parameters"] == expected_cli["fine_tuned_parameters"]
+
+    # the Python API: the binary classifier's metrics every epoch, where EarlyStopping stopped it, the two
+    # checkpoints kept and the best one's contents, its CSV log, validation, test and every prediction (after
+    # training, reloaded from the checkpoint and from chemprop's file, under MC dropout)
+    binary, expected_binary = dict(got["binary"]), dict(expected["binary"])
+    assert binary["stopped_early"] is True
+    assert_same_checkpoint(binary.pop("best_checkpoint"), expected_binary.pop("best_checkpoint"), "binary")
+    assert binary == approx(expected_binary)
+    assert binary["reloaded_prediction"] == binary["loaded_from_file_prediction"]
+
+    # the multiclass classifier checkpointed by steps, the pair model unscaling its targets, the open-ended fit
+    for key in ("multiclass", "pairs", "open_ended"):
+        assert got[key] == approx(expected[key]), key
+    assert got["files"] == expected["files"]
