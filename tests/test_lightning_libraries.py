@@ -53,6 +53,13 @@ REFERENCE = json.loads((FIXTURES / "lightning_library_reference.json").read_text
 EMBER_CHECKPOINT_KEYS = {"ember", "ember_version"}
 
 
+def assert_same_checkpoint(checkpoint: dict, expected: dict, name: str, keys: str = "keys") -> None:
+    """A checkpoint's summary is the recorded one, its ``keys`` entry less the keys only Ember's checkpoints hold."""
+    checkpoint, expected = dict(checkpoint), dict(expected)
+    assert set(checkpoint.pop(keys)) - EMBER_CHECKPOINT_KEYS == set(expected.pop(keys)), name
+    assert checkpoint == approx(expected), name
+
+
 def installed(distribution: str) -> str | None:
     try:
         return importlib.metadata.version(distribution)
@@ -285,9 +292,7 @@ def test_gluonts_estimators_train_stop_early_forecast_and_reload_as_on_lightning
     # GluonTS' own weights-only ModelCheckpoint kept the same best epoch with the same weights, which the
     # estimator loaded back; the predictor serialized into the same files
     for key in ("best_checkpoint", "feedforward_best_checkpoint"):
-        checkpoint, expected_checkpoint = dict(got[key]), dict(expected[key])
-        assert set(checkpoint.pop("keys")) - EMBER_CHECKPOINT_KEYS == set(expected_checkpoint.pop("keys")), key
-        assert checkpoint == approx(expected_checkpoint), key
+        assert_same_checkpoint(got[key], expected[key], key)
     assert got["files"] == expected["files"]
 
     # forecasts sampled from a fixed seed: after training, from the deserialized predictor (the same as before
@@ -314,11 +319,7 @@ def test_pytorch_tabular_models_fit_stop_early_evaluate_and_reload_as_on_lightni
     # program's callback saw the same metrics each epoch
     assert got["regression"]["stopped_early"] is True
     for model in ("regression", "classification"):
-        fit, expected_fit = dict(got[model]), dict(expected[model])
-        assert set(fit.pop("best_checkpoint_keys")) - EMBER_CHECKPOINT_KEYS == set(
-            expected_fit.pop("best_checkpoint_keys")
-        ), model
-        assert fit == approx(expected_fit), model
+        assert_same_checkpoint(got[model], expected[model], model, keys="best_checkpoint_keys")
     assert got["files"] == expected["files"]
 
     # the best checkpoint loaded back after the fit evaluates and predicts as Lightning's; the model saved with
@@ -336,13 +337,6 @@ def test_pytorch_tabular_models_fit_stop_early_evaluate_and_reload_as_on_lightni
 
 
 CHEMPROP = REFERENCE["chemprop"]["versions"]["chemprop"]
-
-
-def assert_same_checkpoint(checkpoint: dict, expected: dict, name: str) -> None:
-    """A checkpoint's summary is the recorded one, its keys less those only Ember's checkpoints hold."""
-    checkpoint, expected = dict(checkpoint), dict(expected)
-    assert set(checkpoint.pop("keys")) - EMBER_CHECKPOINT_KEYS == set(expected.pop("keys")), name
-    assert checkpoint == approx(expected), name
 
 
 @pytest.mark.slow
