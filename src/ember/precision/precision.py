@@ -125,9 +125,10 @@ _NOT_CALLED = (
 class Precision:
     """Full precision (``"32-true"``), and the base class of every precision plugin.
 
-    The Trainer calls, in this order: ``convert_module`` once the model is configured,
-    ``convert_input`` on each batch, ``forward_context`` around every step (training, validation,
-    test, predict), ``clip_gradients`` before an optimizer step, and ``state_dict`` /
+    The Trainer calls, in this order: ``convert_module`` once the model is configured and restored
+    from ``ckpt_path`` (before the optimizers are created), ``convert_input`` on each batch,
+    ``forward_context`` around every step (training, validation, test, predict), ``clip_gradients``
+    before an optimizer step, and ``state_dict`` /
     ``load_state_dict`` (plus ``on_save_checkpoint`` / ``on_load_checkpoint``) with checkpoints.
     ``tensor_init_context`` is what ``trainer.init_module()`` enters, ``module_init_context`` what
     ``configure_model`` runs in, and ``connect`` sees the model and optimizers once they are set up.
@@ -165,7 +166,8 @@ class Precision:
 
     # ---- the model, the data, the step --------------------------------------------------------
     def convert_module(self, module: nn.Module) -> nn.Module:
-        """The module in this precision's dtype (called once the module is configured)."""
+        """The module in this precision's dtype (called once the module is configured and its weights restored,
+        as in Lightning: a layer ``on_load_checkpoint`` builds is converted too)."""
         return module
 
     def convert_input(self, data: Any) -> Any:

@@ -2,9 +2,10 @@
 
 ``execute`` is the whole call, in Lightning's order::
 
-    configure_callbacks; checks; precision; process group; prepare_data; setup(stage); configure_model
+    configure_callbacks; checks; process group; prepare_data; setup(stage); configure_model
     [ckpt_path] load: on_load_checkpoint, weights, callback states
-    configure_optimizers; strategy wraps the model; on_fit_start; hyperparameters to the loggers
+    the precision converts the module; configure_optimizers; strategy wraps the model; on_fit_start;
+    hyperparameters to the loggers
     [ckpt_path, fit] optimizer, scheduler, scaler and loop states
     the stage (loop.py); teardown; on_fit_end; teardown(stage); profiler report
 
@@ -287,7 +288,6 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
     prepare_data(trainer, run)
     call_setup_hooks(trainer, run, _fn(run))
     _configure_model(trainer, run)
-    precision.convert_module(model)
     precision.automatic_optimization = bool(getattr(model, "automatic_optimization", True))
 
     checkpoint = None
@@ -296,6 +296,10 @@ def start(trainer: Trainer, run: Run, model: Any, ckpt_path: Any, weights_only: 
         checkpoint = _load_checkpoint(trainer, run, path, weights_only)
     run.metrics.reset()  # the last call's values, readable until here as in Lightning (`Trainer._start`)
     run.set_sync(strategy.sync_fn)
+    # after the restore, where Lightning's `strategy.setup` converts: the `on_load_checkpoint` hooks see the
+    # module as it was built, and the layers they build take the precision's dtype with the others; before
+    # `strategy.setup`, so the optimizers it creates hold the converted parameters
+    precision.convert_module(model)
     strategy.setup(trainer)  # devices, the wrapper, the optimizers when fitting, the precision plugin
     if path is not None and after_setup:
         checkpoint = _load_checkpoint(trainer, run, path, weights_only)
