@@ -182,6 +182,26 @@ class Precision:
         """The context every step (training, validation, test, predict) runs in."""
         return contextlib.nullcontext()
 
+    # Lightning's contexts of each kind of step, which programs enter themselves (e.g. an EMA callback's
+    # `update_bn` under `trainer.precision_plugin.train_step_context()`): each is `forward_context`, as in
+    # Lightning. Ember's loop enters `forward_context` itself, so a plugin overriding these is refused
+    # (`check_plugin`).
+    def train_step_context(self) -> contextlib.AbstractContextManager:
+        """The context of a training step: ``forward_context()``."""
+        return self.forward_context()
+
+    def val_step_context(self) -> contextlib.AbstractContextManager:
+        """The context of a validation step: ``forward_context()``."""
+        return self.forward_context()
+
+    def test_step_context(self) -> contextlib.AbstractContextManager:
+        """The context of a test step: ``forward_context()``."""
+        return self.forward_context()
+
+    def predict_step_context(self) -> contextlib.AbstractContextManager:
+        """The context of a predict step: ``forward_context()``."""
+        return self.forward_context()
+
     def tensor_init_context(self) -> contextlib.AbstractContextManager:
         """The context in which new tensors take this precision's dtype (``trainer.init_module()``)."""
         return contextlib.nullcontext()
@@ -224,6 +244,13 @@ class Precision:
 
     def unscale_for_clipping(self, optimizer: Optimizer) -> None:
         """Bring the gradients back to their true scale before clipping (``MixedPrecision`` with fp16)."""
+
+    def unscale_gradients(self, optimizer: Optimizer) -> None:
+        """Lightning's public name of ``unscale_for_clipping``, which programs call before clipping by hand (in a
+        ``configure_gradient_clipping`` override, or in manual optimization): ``optimizer``'s gradients unscaled
+        by the fp16 GradScaler, a no-op without one or where they are unscaled already (in automatic
+        optimization, before ``configure_gradient_clipping``). Lightning's is a no-op always (docs/compat.md)."""
+        self.unscale_for_clipping(optimizer)
 
     def clip_gradients(
         self, optimizer: Optimizer, clip_val: float = 0.0, gradient_clip_algorithm: str = "norm"
