@@ -6,6 +6,7 @@ precision runs. The other precisions change a part of it: autocast and loss scal
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim import optimizer as _torch_optimizer
 
-from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.exceptions import MisconfigurationException, not_supported
 
 _ALIASES = {
     "64": "64-true",
@@ -33,12 +34,35 @@ _ALIASES = {
     "bf16-true": "bf16-true",
 }
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+# Lightning's precisions on NVIDIA Transformer Engine, which Ember does not train with
+_TRANSFORMER_ENGINE = ("transformer-engine", "transformer-engine-float16")
+# Lightning's message when the `transformer_engine` package is not installed
+_TRANSFORMER_ENGINE_MISSING = (
+    "Requirement 'transformer_engine>=0.11.0' not met. HINT: Try running `pip install -U 'transformer_engine>=0.11.0'`"
+)
+
+
+def transformer_engine_refused(requested: str) -> Exception:
+    """The error for ``requested`` (``TransformerEnginePrecision``, or a Trainer's transformer-engine precision):
+    Ember does not train with Transformer Engine, and what to use instead. Where the ``transformer_engine``
+    package is not installed it is a ``ModuleNotFoundError`` with Lightning's text first, as Lightning raises
+    then, so a program that falls back on ``except ImportError`` runs on."""
+    error = not_supported(
+        requested,
+        "Ember does not train with NVIDIA Transformer Engine's FP8 layers.",
+        'Use `Trainer(precision="bf16-mixed")` (or `"16-mixed"`), or Lightning itself for FP8.',
+    )
+    if importlib.util.find_spec("transformer_engine") is None:
+        return ModuleNotFoundError(f"{_TRANSFORMER_ENGINE_MISSING}. {error}")
+    return error
 
 
 def normalize_precision(precision: Any) -> str:
     """The full name of a precision setting: ``16`` -> ``"16-mixed"``, ``None`` -> ``"32-true"``."""
     if precision is None:
         return "32-true"
+    if isinstance(precision, str) and precision in _TRANSFORMER_ENGINE:
+        raise transformer_engine_refused(f"`Trainer(precision={precision!r})`")
     try:
         name = _ALIASES[precision]
     except (KeyError, TypeError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.precision.precision import Precision, renamed_plugin
+from ember.precision.precision import Precision, renamed_plugin, transformer_engine_refused
 from ember.utilities.exceptions import not_supported, xla_not_supported
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -31,14 +31,11 @@ class FSDPPrecision(Precision):
 
 
 class TransformerEnginePrecision(Precision):
-    """Lightning's FP8 plugin on NVIDIA Transformer Engine: not supported on Ember."""
+    """Lightning's FP8 plugin on NVIDIA Transformer Engine: not supported on Ember (``ModuleNotFoundError`` where
+    the package is missing, as Lightning's)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise not_supported(
-            "TransformerEnginePrecision",
-            "Ember does not train with NVIDIA Transformer Engine's FP8 layers.",
-            'Use `Trainer(precision="bf16-mixed")` (or `"16-mixed"`), or Lightning itself for FP8.',
-        )
+        raise transformer_engine_refused("TransformerEnginePrecision")
 
 
 class XLAPrecision(Precision):

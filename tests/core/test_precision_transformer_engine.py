@@ -1,0 +1,71 @@
+"""``Trainer(precision="transformer-engine" | "transformer-engine-float16")`` and ``TransformerEnginePrecision``:
+Ember does not train with Transformer Engine. Without the ``transformer_engine`` package the error is
+Lightning's ``ModuleNotFoundError``, so a program that falls back on ``except ImportError`` runs on."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+import ember
+from ember.plugins import TransformerEnginePrecision
+from ember.utilities.exceptions import MisconfigurationException
+
+LIGHTNINGS_TEXT = r"Requirement 'transformer_engine>=0\.11\.0' not met\. HINT: Try running `pip install -U"
+EMBERS_TEXT = (
+    r"Ember does not train with NVIDIA Transformer Engine's FP8 layers\. Use `Trainer\(precision=\"bf16-mixed\"\)`"
+)
+
+
+@pytest.fixture
+def transformer_engine_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "transformer_engine" else find_spec(name, *args),
+    )
+
+
+@pytest.fixture
+def transformer_engine_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: find_spec("torch") if name == "transformer_engine" else find_spec(name, *args),
+    )
+
+
+@pytest.mark.parametrize("precision", ["transformer-engine", "transformer-engine-float16"])
+def test_a_transformer_engine_precision_fails_with_lightnings_module_not_found_error(
+    transformer_engine_missing, precision
+):
+    with pytest.raises(
+        ModuleNotFoundError, match=rf"^{LIGHTNINGS_TEXT}.*`Trainer\(precision='{precision}'\)`: {EMBERS_TEXT}"
+    ):
+        ember.Trainer(precision=precision, logger=False)
+
+
+def test_a_program_falls_back_on_import_error(transformer_engine_missing):
+    try:
+        trainer = ember.Trainer(precision="transformer-engine", logger=False)
+    except ImportError:
+        trainer = ember.Trainer(precision="bf16-mixed", logger=False)
+
+    assert trainer.precision == "bf16-mixed"
+
+
+def test_the_plugin_fails_as_the_trainer_flag_does(transformer_engine_missing):
+    with pytest.raises(ModuleNotFoundError, match=rf"^{LIGHTNINGS_TEXT}.*TransformerEnginePrecision: {EMBERS_TEXT}"):
+        TransformerEnginePrecision()
+
+
+def test_with_the_package_installed_ember_still_refuses_it(transformer_engine_installed):
+    with pytest.raises(
+        MisconfigurationException, match=rf"^`Trainer\(precision='transformer-engine'\)`: {EMBERS_TEXT}"
+    ):
+        ember.Trainer(precision="transformer-engine", logger=False)
+    with pytest.raises(MisconfigurationException, match=rf"^TransformerEnginePrecision: {EMBERS_TEXT}"):
+        TransformerEnginePrecision()
