@@ -284,6 +284,24 @@ def test_a_logger_reused_after_its_folder_was_removed_writes_hparams_yaml_again(
             assert yaml.safe_load(file) == {"lr": lr}
 
 
+@pytest.mark.parametrize("close", ["save", "finalize"])
+def test_hyperparameters_logged_by_hand_without_hp_metric_are_written_to_hparams_yaml(tmp_path, close):
+    # a logger used without a Trainer: no value was logged, so nothing had made the version folder
+    logger = TensorBoardLogger(tmp_path, default_hp_metric=False)
+    logger.log_hyperparams({"lr": 0.1, "layers": 3})
+    logger.save() if close == "save" else logger.finalize("success")
+    with open(f"{logger.log_dir}/hparams.yaml") as file:
+        assert yaml.safe_load(file) == {"lr": 0.1, "layers": 3}
+    # the event file still waits for a first value (Lightning writes one holding only its header)
+    assert sorted(p.name for p in (tmp_path / "lightning_logs" / "version_0").iterdir()) == ["hparams.yaml"]
+
+
+def test_save_with_nothing_logged_makes_the_version_folder_with_empty_hparams_yaml(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    logger.save()
+    assert (tmp_path / "lightning_logs" / "version_0" / "hparams.yaml").read_text().strip() == "{}"
+
+
 def test_no_hp_metric_when_disabled(tmp_path):
     logger = TensorBoardLogger(tmp_path, default_hp_metric=False)
     logger.log_hyperparams({"lr": 0.1})

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 from torch.nn import Module
 
-from ember.checkpoint.files import is_file, is_folder
+from ember.checkpoint.files import get_filesystem, is_file, is_local, local_path
 from ember.loggers.logger import FolderLogger, rank_zero_experiment
 from ember.loggers.utilities import (
     _add_prefix,
@@ -263,10 +263,12 @@ class TensorBoardLogger(FolderLogger):
     @rank_zero_only
     def save(self) -> None:
         """Write the kept scalars and flush the event files (at most once a second), and write
-        ``hparams.yaml`` if the log folder exists without it (as in Lightning, the disk is asked each time).
+        ``hparams.yaml`` if the log folder lacks it (as in Lightning, the disk is asked each time).
 
-        The trainer calls this after every logger write; on fast steps the writes are spaced out.
-        ``finalize`` always writes and flushes.
+        The folder is made if nothing made it yet: Lightning's ``save`` makes its writer, and with it
+        the folder, so a logger used without a Trainer keeps hyperparameters logged with
+        ``default_hp_metric=False`` (no value, hence no event file, here). The trainer calls this after
+        every logger write; on fast steps the writes are spaced out. ``finalize`` always writes and flushes.
         """
         if self._experiment is not None or self._pending:
             now = time.monotonic()
@@ -275,7 +277,8 @@ class TensorBoardLogger(FolderLogger):
                 self._last_flush = now
         log_dir = self.log_dir
         hparams_file = os.path.join(log_dir, self.NAME_HPARAMS_FILE)
-        if is_folder(log_dir) and not is_file(hparams_file):
+        if not is_file(hparams_file):
+            _make_folder(log_dir)
             _save_hparams_to_yaml(hparams_file, self.hparams)
 
     @rank_zero_only
@@ -307,6 +310,14 @@ class TensorBoardLogger(FolderLogger):
 _FLUSH_INTERVAL = 1.0  # seconds between flushes requested by `save()`
 # SummaryWriter options that concern only its buffering, so the scalar file can stand in for it
 _SCALAR_FILE_OPTIONS = frozenset({"max_queue", "flush_secs", "filename_suffix", "comment"})
+
+
+def _make_folder(path: str) -> None:
+    """Create the folder ``path`` and its parents (the standard library for a local path, fsspec for a remote one)."""
+    if is_local(path):
+        os.makedirs(local_path(path), exist_ok=True)
+    else:
+        get_filesystem(path).makedirs(path, exist_ok=True)
 
 
 def _tensorboard_available() -> bool:
