@@ -71,7 +71,9 @@ def normalize_precision(precision: Any) -> str:
             f"Precision {precision!r} is invalid. Allowed precision values: {PRECISIONS}"
             " (or the aliases 64, 32, 16, '64', '32', '16', 'bf16')."
         ) from None
-    if isinstance(precision, (int, str)) and str(precision) in ("16", "bf16"):
+    # every short spelling: `16`, `"16"`, `numpy.int64(16)` and `"bf16"` as in Lightning, and `16.0`, which Ember
+    # takes for `16` (Lightning fails on it)
+    if name in ("16-mixed", "bf16-mixed") and not (isinstance(precision, str) and precision == name):
         from ember.utilities.rank_zero import rank_zero_warn
 
         rank_zero_warn(
