@@ -22,6 +22,7 @@ from ember.loggers.utilities import (
     _add_prefix,
     _check_writable,
     _convert_params,
+    _next_version,
     _save_hparams_to_yaml,
     _to_python,
 )
@@ -179,6 +180,9 @@ class CSVLogger(FolderLogger):
     ) -> None:
         super().__init__()
         self._save_dir = os.fspath(save_dir)
+        # Lightning's CSVLogger keeps Fabric's copy of `save_dir` here: only `_get_next_version` reads it (setting it
+        # moves no file in Lightning either); programs that redirect their loggers set it
+        self._root_dir = self._save_dir
         self._name = name or ""
         self._version = version
         self._prefix = prefix
@@ -191,6 +195,11 @@ class CSVLogger(FolderLogger):
         """``root_dir/version_N`` (or ``root_dir/<version>`` for a string version)."""
         version = self.version if isinstance(self.version, str) else f"version_{self.version}"
         return _join(self.root_dir, version)
+
+    def _get_next_version(self) -> int:
+        """The next free ``version_N`` number under ``_root_dir/name`` (which is ``root_dir`` unless a program set
+        ``_root_dir``), as Lightning's reads it."""
+        return _next_version(_join(self._root_dir, self.name))
 
     @property
     @rank_zero_experiment

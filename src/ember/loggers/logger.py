@@ -20,6 +20,7 @@ from typing import Any
 from torch import Tensor
 from torch.nn import Module
 
+from ember.checkpoint.files import get_filesystem
 from ember.loggers.utilities import _check_writable, _next_version
 from ember.utilities.rank_zero import rank_zero_only
 
@@ -222,8 +223,22 @@ class FolderLogger(Logger):
     def version(self) -> int | str:
         """The version given, or the next free ``version_N`` number (decided on first use)."""
         if self._version is None:
-            self._version = _next_version(self.root_dir)
+            self._version = self._get_next_version()
         return self._version
+
+    def _get_next_version(self) -> int:
+        """The next free ``version_N`` number under ``root_dir``, asked afresh each call.
+
+        Lightning's private method, which programs call to give a second logger the first one's version
+        (``CSVLogger(save_dir, version=tb_logger._get_next_version())``); ``version`` asks it too, so a
+        subclass that overrides it numbers its versions its own way, as in Lightning.
+        """
+        return _next_version(self.root_dir)
+
+    @property
+    def _fs(self) -> Any:
+        """The fsspec filesystem that holds ``save_dir`` (Lightning's attribute; fsspec is imported when it is read)."""
+        return get_filesystem(self.save_dir)
 
     @property
     def save_dir(self) -> str:

@@ -106,6 +106,22 @@ class TensorBoardLogger(FolderLogger):
         _check_writable(self._save_dir, type(self).__name__)
 
     @property
+    def _root_dir(self) -> str:
+        """Lightning's name for the folder given as ``save_dir``. Setting it moves the logs, as in Lightning,
+        when nothing was written yet: programs redirect a logger this way (``logger._root_dir = exp_dir``,
+        often with ``_name`` and ``_version``)."""
+        return self._save_dir
+
+    @_root_dir.setter
+    def _root_dir(self, path: str | os.PathLike) -> None:
+        self._save_dir = os.fspath(path)
+
+    # Lightning's private static method, which programs call (``trainer.logger._sanitize_params(params)``): the
+    # values as the HPARAMS tab takes them (numbers, text, bools, tensors); ``log_hyperparams`` calls it through
+    # ``self``, so that a subclass may override it, as in Lightning
+    _sanitize_params = staticmethod(_sanitize_params)
+
+    @property
     def sub_dir(self) -> str | None:
         """The extra folder inside the version folder, if any."""
         return self._sub_dir
@@ -204,7 +220,7 @@ class TensorBoardLogger(FolderLogger):
         (default a placeholder ``hp_metric`` of -1) logged at ``step``."""
         params = _convert_params(params)
         self.hparams.update(params)
-        flat = _sanitize_params(_flatten_dict(params))
+        flat = self._sanitize_params(_flatten_dict(params))
         if metrics is None:
             metrics = {"hp_metric": -1} if self._default_hp_metric else None
         elif not isinstance(metrics, dict):

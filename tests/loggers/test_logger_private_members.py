@@ -1,0 +1,92 @@
+"""Lightning's private logger members that public programs use: ``_get_next_version()``, ``_root_dir``, ``_fs``
+and ``TensorBoardLogger._sanitize_params``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("tensorboard")
+
+from ember.loggers import CSVLogger, TensorBoardLogger
+
+
+def test_a_csv_logger_takes_the_version_a_tensorboard_logger_will_use(tmp_path):
+    (tmp_path / "exp" / "version_0").mkdir(parents=True)
+    tensorboard = TensorBoardLogger(tmp_path, name="exp")
+    csv = CSVLogger(tmp_path, name="exp", version=tensorboard._get_next_version())
+    assert tensorboard._get_next_version() == csv._get_next_version() == 1
+    tensorboard.log_metrics({"loss": 0.5}, step=0)
+    tensorboard.finalize("success")
+    csv.log_metrics({"loss": 0.5}, step=0)
+    csv.finalize("success")
+    assert tensorboard.version == csv.version == 1
+    assert (tmp_path / "exp" / "version_1" / "metrics.csv").is_file()
+    # asked afresh each call: the version folders made since count
+    assert tensorboard._get_next_version() == csv._get_next_version() == 2
+
+
+def test_setting_root_dir_moves_a_tensorboard_loggers_logs(tmp_path):
+    # what experiment managers do to redirect a logger the user built, before it writes anything
+    logger = TensorBoardLogger(tmp_path / "orig")
+    assert logger._root_dir == str(tmp_path / "orig")
+    logger._root_dir = tmp_path / "runs"
+    logger._name = "exp"
+    logger._version = "trial_3"
+    assert logger.save_dir == str(tmp_path / "runs")
+    assert logger.log_dir == str(tmp_path / "runs" / "exp" / "trial_3")
+    logger.log_hyperparams({"lr": 0.1})
+    logger.finalize("success")
+    with open(tmp_path / "runs" / "exp" / "trial_3" / "hparams.yaml") as file:
+        assert yaml.safe_load(file) == {"lr": 0.1}
+    assert not (tmp_path / "orig").exists()
+
+
+def test_a_csv_loggers_root_dir_is_read_for_the_next_version_only(tmp_path):
+    # as in Lightning, where the CSV logger keeps `save_dir` apart: its files stay in `save_dir`
+    (tmp_path / "runs" / "lightning_logs" / "version_4").mkdir(parents=True)
+    logger = CSVLogger(tmp_path / "orig")
+    assert logger._root_dir == str(tmp_path / "orig")
+    logger._root_dir = str(tmp_path / "runs")
+    assert logger._get_next_version() == 5
+    assert logger.log_dir == str(tmp_path / "orig" / "lightning_logs" / "version_5")
+
+
+@pytest.mark.parametrize("logger_class", [CSVLogger, TensorBoardLogger])
+def test_fs_is_the_filesystem_of_save_dir(tmp_path, logger_class):
+    (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)
+    logger = logger_class(tmp_path)
+    assert type(logger._fs).__name__ == "LocalFileSystem"
+    assert logger._fs.isdir(logger.root_dir)
+    assert type(logger_class("memory://logs")._fs).__name__ == "MemoryFileSystem"
+
+
+def test_sanitize_params_gives_the_values_tensorboards_hparams_tab_takes():
+    params = {
+        "lr": 0.1,
+        "layers": [64, 64],
+        "grid": torch.ones(2, 2),
+        "none": None,
+        "name": "adam",
+        "sizes": torch.ones(3),
+    }
+    sanitized = TensorBoardLogger._sanitize_params(params)
+    assert sanitized["lr"] == 0.1 and sanitized["name"] == "adam" and sanitized["sizes"] is params["sizes"]
+    assert sanitized["layers"] == "[64, 64]" and sanitized["none"] == "None"
+    assert sanitized["grid"] == str(params["grid"])
+
+
+def test_a_subclass_overriding_sanitize_params_decides_what_the_hparams_tab_gets(tmp_path):
+    seen = []
+
+    class Recording(TensorBoardLogger):
+        @staticmethod
+        def _sanitize_params(params):
+            seen.append(dict(params))
+            return {key: str(value) for key, value in params.items()}
+
+    logger = Recording(tmp_path)
+    logger.log_hyperparams({"lr": 0.1, "opt": {"name": "adam"}})
+    logger.finalize("success")
+    assert seen == [{"lr": 0.1, "opt/name": "adam"}]
