@@ -141,6 +141,31 @@ def test_hparams_yaml_is_safe_and_accumulates(tmp_path):
     assert loaded["later"] is True
 
 
+def test_built_in_functions_are_written_by_their_import_name_without_a_warning(tmp_path, recwarn):
+    import math
+
+    logger = CSVLogger(tmp_path)
+    logger.log_hyperparams(
+        {"act": torch.tanh, "relu": torch.relu, "root": math.sqrt, "gelu": torch.nn.functional.gelu, "size": len}
+    )
+    with open(logger.log_dir + "/hparams.yaml") as file:
+        loaded = yaml.safe_load(file)
+    # the names Lightning's `!!python/name:` tags hold
+    assert loaded == {
+        "act": "torch.tanh",
+        "relu": "torch.relu",
+        "root": "math.sqrt",
+        "gelu": "torch._C._nn.gelu",
+        "size": "builtins.len",
+    }
+    assert not [w for w in recwarn if "Skipping" in str(w.message)]
+    # a method bound to an object has no import name: its text, with the warning
+    with pytest.warns(UserWarning, match="Skipping 'add'"):
+        logger.log_hyperparams({"add": [].append})
+    with open(logger.log_dir + "/hparams.yaml") as file:
+        assert yaml.safe_load(file)["add"] == "<built-in method append of list object>"
+
+
 def test_versions_auto_increment(tmp_path):
     first = CSVLogger(tmp_path)
     first.log_metrics({"a": 1.0}, 0)

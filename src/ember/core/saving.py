@@ -364,6 +364,10 @@ def _yaml_safe(value: Any, written_as_text: list[str] | None = None) -> Any:
         return value.item()
     if inspect.isclass(value) or inspect.isfunction(value):
         return f"{value.__module__}.{value.__qualname__}"
+    if inspect.isbuiltin(value) and isinstance(getattr(value, "__module__", None), str):
+        # `torch.tanh`, `math.sqrt`: by the name Lightning's file tags them with (PyYAML's module and `__name__`; their
+        # `__qualname__` may name a class no one imports). A bound method of an object (`[].append`) has no module.
+        return f"{value.__module__}.{value.__name__}"
     text = _text_of(value)
     if written_as_text is not None:
         written_as_text.append(repr(text))
