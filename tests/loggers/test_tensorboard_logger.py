@@ -349,6 +349,23 @@ def test_hparams_tab_shows_numpy_scalars_as_numbers_and_arrays_as_text(tmp_path)
     assert shown["depth"].number_value == 3
 
 
+def test_a_zero_dim_tensor_hyperparameter_is_logged_as_its_number(tmp_path):
+    # Lightning raises IndexError: TensorBoard's `hparams` takes a tensor's first element
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_hyperparams({"scale": torch.tensor(3.0), "steps": torch.tensor(7), "sizes": torch.tensor([4.0, 5.0])})
+    logger.finalize("success")
+    acc = EventAccumulator(logger.log_dir)
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    shown = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert shown["scale"].number_value == 3.0 and shown["steps"].number_value == 7
+    assert shown["sizes"].number_value == 4.0  # a 1-dim tensor: its first element, as in Lightning
+    with open(f"{logger.log_dir}/hparams.yaml") as file:
+        assert yaml.safe_load(file)["scale"] == 3.0
+
+
 def test_prefix_and_dict_values(tmp_path):
     logger = TensorBoardLogger(tmp_path, prefix="p")
     logger.log_metrics({"loss": 1.0}, 2)

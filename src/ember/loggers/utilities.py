@@ -113,12 +113,15 @@ def _convert_json_serializable(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def _sanitize_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Keep bool/int/float/str/Tensor values; numpy's bool, integer and floating scalars become python ones (not a
-    0-d array, as in Lightning); the rest ``str()``."""
+    0-d array, as in Lightning); the rest ``str()``.
+
+    A 0-dim tensor becomes its python number too: TensorBoard's ``hparams`` takes a tensor's first element, which
+    a 0-dim tensor has none of (Lightning raises ``IndexError`` there)."""
     numpy = sys.modules.get("numpy")  # not imported: no value is numpy's
     scalars = () if numpy is None else (numpy.bool_, numpy.integer, numpy.floating)
     out: dict[str, Any] = {}
     for key, value in params.items():
-        if isinstance(value, scalars):
+        if isinstance(value, scalars) or (isinstance(value, torch.Tensor) and value.ndim == 0):
             value = value.item()
         if (isinstance(value, torch.Tensor) and value.ndim > 1) or type(value) not in (
             bool,
