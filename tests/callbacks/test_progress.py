@@ -545,3 +545,29 @@ def test_a_bar_without_a_total_ends_on_the_count_its_loop_reached_though_the_clo
     assert _last_frame(err, "Validation DataLoader 0") == "2"
     assert _last_frame(err, "Testing DataLoader 0") == "3"
     assert _last_frame(err, "Predicting DataLoader 0") == "5"
+
+
+def test_a_rich_bar_without_a_total_ends_on_the_count_its_loop_reached(monkeypatch, fresh_rich_console):
+    monkeypatch.setattr(RichProgressBar, "min_refresh_interval", 3600.0)
+    bar = RichProgressBar(console_kwargs={"file": io.StringIO(), "width": 120})
+    completed = []
+
+    class Read(pl.Callback):  # after the bar's own epoch-end and end hooks
+        def on_train_epoch_end(self, trainer, pl_module):
+            completed.append(bar.progress.tasks[bar.train_progress_bar_id].completed)
+
+        def on_test_end(self, trainer, pl_module):
+            completed.append(bar.progress.tasks[bar.test_progress_bar_id].completed)
+
+        def on_predict_end(self, trainer, pl_module):
+            completed.append(bar.progress.tasks[bar.predict_progress_bar_id].completed)
+
+    def unsized(loader):
+        return torch.utils.data.DataLoader(_Unsized(loader), batch_size=4)
+
+    trainer = _trainer(bar, max_epochs=1, num_sanity_val_steps=0, callbacks=[bar, Read()])
+    model = Regressor()
+    trainer.fit(model, unsized(train_loader()), unsized(val_loader()))  # 4 training batches
+    trainer.test(model, unsized(val_loader(n=12)), verbose=False)
+    trainer.predict(model, unsized(val_loader(n=20)))
+    assert completed == [4, 3, 5]  # Lightning's bar counts every batch; only the first was drawn here

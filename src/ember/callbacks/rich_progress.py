@@ -241,6 +241,7 @@ class RichProgressBar(ProgressBar):
         self._progress_stopped = False
         self._metric_component: Any = None
         self._last_redraw = float("-inf")
+        self._counts: dict[Any, int] = {}  # each bar's count, drawn or held back by the clock
         self._reset_progress_bar_ids()
 
     def configure_columns(self, trainer: Trainer) -> list:
@@ -337,6 +338,7 @@ class RichProgressBar(ProgressBar):
         )
         self.progress.start()
         self._progress_stopped = False
+        self._counts.clear()  # the new progress numbers its tasks from 0 again
 
     def _stop_progress(self) -> None:
         if self.progress is not None and not self._progress_stopped:
@@ -378,11 +380,19 @@ class RichProgressBar(ProgressBar):
         """Advance a bar on refresh batches only; True when it was redrawn."""
         if not self._live or self.is_disabled or task_id is None:
             return False
+        self._counts[task_id] = current
         if not self._should_update(current, self.progress.tasks[task_id].total):
             return False
         # eval bars are created hidden and appear with their first redraw
         self.progress.update(task_id, completed=current, visible=True)
         return True
+
+    def _draw_last_count(self, task_id: Any) -> None:
+        """Show the count ``task_id``'s loop reached where the clock held its last redraws back: a loop without a
+        length has no batch that is the last by count (Lightning's bar takes every count)."""
+        count = self._counts.get(task_id)
+        if self._live and count is not None and self.progress.tasks[task_id].completed != count:
+            self.progress.update(task_id, completed=count)
 
     def _update_metrics(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._metric_component is not None and self.is_enabled:
@@ -430,6 +440,7 @@ class RichProgressBar(ProgressBar):
             self.refresh()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._draw_last_count(self.train_progress_bar_id)
         self._update_metrics(trainer, pl_module)
         self.refresh()
 
@@ -464,6 +475,8 @@ class RichProgressBar(ProgressBar):
             self.refresh()
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn != "fit":  # `validate`'s bar stays
+            self._draw_last_count(self.val_progress_bar_id)
         if self.is_enabled and trainer.state.fn == "fit":
             self._hide(self.val_progress_bar_id)
             self.refresh()
@@ -498,6 +511,7 @@ class RichProgressBar(ProgressBar):
             self.refresh()
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._draw_last_count(self.test_progress_bar_id)
         self.reset_dataloader_idx_tracker()
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -527,6 +541,7 @@ class RichProgressBar(ProgressBar):
             self.refresh()
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._draw_last_count(self.predict_progress_bar_id)
         self.reset_dataloader_idx_tracker()
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
