@@ -18,24 +18,25 @@ EMBERS_TEXT = (
 )
 
 
-@pytest.fixture
-def transformer_engine_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+def _transformer_engine_found(monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
+    """``importlib.util.find_spec("transformer_engine")`` finds a package (torch's spec) or none."""
     find_spec = importlib.util.find_spec
+    found = find_spec("torch") if installed else None
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
-        lambda name, *args: None if name == "transformer_engine" else find_spec(name, *args),
+        lambda name, *args: found if name == "transformer_engine" else find_spec(name, *args),
     )
+
+
+@pytest.fixture
+def transformer_engine_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    _transformer_engine_found(monkeypatch, installed=False)
 
 
 @pytest.fixture
 def transformer_engine_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *args: find_spec("torch") if name == "transformer_engine" else find_spec(name, *args),
-    )
+    _transformer_engine_found(monkeypatch, installed=True)
 
 
 @pytest.mark.parametrize("precision", ["transformer-engine", "transformer-engine-float16"])
