@@ -51,6 +51,11 @@ def test_early_stop_threshold_none_runs_every_step():
     assert lr_finder.results["lr"][-1] == pytest.approx(10.0)
 
 
+def test_the_finder_records_the_index_of_the_sweeps_last_batch_as_lightning():
+    lr_finder = Tuner(_trainer()).lr_find(LinearRegression(batch_size=160), num_training=10, early_stop_threshold=None)
+    assert lr_finder._total_batch_idx == 9  # Lightning's `fit_loop.total_batch_idx` after 10 steps
+
+
 def test_weights_are_restored_and_the_tuner_leaves_no_trace():
     model = LinearRegression(batch_size=32)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -181,7 +181,7 @@ def _lr_find(
             if trainer.global_step != num_training + start_steps:
                 log.info(f"LR finder stopped early after {trainer.global_step} steps due to diverging loss.")
             lr_finder.results.update({"lr": callback.lrs, "loss": callback.losses})
-            lr_finder._total_batch_idx = trainer._run.progress.total_batches
+            lr_finder._total_batch_idx = trainer.fit_loop.total_batch_idx  # the last batch's index, as Lightning's
         lr_finder.results = trainer.strategy.broadcast(lr_finder.results)
         finished = True
     finally:
