@@ -72,6 +72,15 @@ class LinearRegression(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
+# what each device's allocator says when it runs out (BudgetModel's `error`)
+OUT_OF_MEMORY_MESSAGES = {
+    "cuda-message": "CUDA out of memory. Tried to allocate 2.00 GiB",
+    "mps-message": "MPS backend out of memory (MPS allocated: 1.00 GB, other allocations: 0 bytes)",
+    "xpu-message": "XPU out of memory. Tried to allocate 2.00 GiB",
+    "cublas-message": "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+}
+
+
 class BudgetModel(pl.LightningModule):
     """Raises ``torch.OutOfMemoryError`` from any step that sees a batch larger than ``budget``.
 
@@ -99,8 +108,8 @@ class BudgetModel(pl.LightningModule):
         if len(x) > self.budget:
             if self.error == "oom":
                 raise torch.OutOfMemoryError(f"simulated: a batch of {len(x)} does not fit")
-            if self.error == "cuda-message":
-                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            if self.error in OUT_OF_MEMORY_MESSAGES:
+                raise RuntimeError(OUT_OF_MEMORY_MESSAGES[self.error])
             raise RuntimeError("a bug that has nothing to do with memory")
         return nn.functional.mse_loss(self.layer(x), y)
 
