@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.helpers.tuner_models import QUIET, BatchSizeData, BudgetModel, ConfiguredRegression, TrainConfig
+from tests.helpers.tuner_models import (
+    QUIET,
+    BatchSizeData,
+    BudgetModel,
+    ConfiguredRegression,
+    LinearRegression,
+    TrainConfig,
+)
 
 import ember as pl
 from ember.callbacks import BatchSizeFinder, LearningRateFinder
@@ -446,3 +453,24 @@ def test_a_finder_in_a_fit_that_reloads_every_epoch_sets_the_training_data_up_as
     model = _CountedLoaders()
     _trainer(callbacks=[BatchSizeFinder(max_trials=4)], reload_dataloaders_every_n_epochs=1).fit(model)
     assert model.requested == [2, 2, 4, 8, 16, 16]
+
+
+class _TrainingDataOnly(pl.LightningDataModule):
+    def __init__(self, batch_size: int = 2) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.dataset = BatchSizeData().dataset
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size)
+
+
+def test_a_datamodule_without_validation_data_is_searched_as_its_fit_runs():
+    # the model has a validation_step and its own val_dataloader, which a datamodule given to the call hides:
+    # the fit skips validation (trainer.enable_validation is False, as in Lightning), and so does the search
+    # (Lightning's search fails asking the datamodule for its val_dataloader)
+    trainer = _trainer()
+    datamodule = _TrainingDataOnly()
+    assert Tuner(trainer).scale_batch_size(LinearRegression(), datamodule=datamodule, max_trials=3) == 8
+    assert datamodule.batch_size == 8
+    assert not trainer.enable_validation

@@ -610,11 +610,13 @@ class EnableValidation:
         datamodule = run.datamodule
         if module is None or not trainer.limit_val_batches:
             return False
+        # the hook of the call's datamodule, alone where there is one (the module's is not asked then), as the
+        # loop takes its data (`dataloaders.hook_defined`)
+        source, base = (module, LightningModule) if datamodule is None else (datamodule, LightningDataModule)
         has_data = (
             run.val_dataloaders is not None
             or run.eval_sources.get("val") is not None
-            or overrides(module, LightningModule, "val_dataloader")
-            or (datamodule is not None and overrides(datamodule, LightningDataModule, "val_dataloader"))
+            or overrides(source, base, "val_dataloader")
         )
         return bool(has_data) and overrides(module, LightningModule, "validation_step")
 

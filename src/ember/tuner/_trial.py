@@ -207,13 +207,13 @@ def load_dataloaders(trainer: Trainer) -> None:
     """Request the current entry point's dataloaders again (``trainer.train_dataloader`` and the rest are set)."""
     from ember.trainer import dataloaders
     from ember.trainer.states import RunningStage, TrainerFn
-    from ember.utilities.model_helpers import is_overridden
 
     fn, run = trainer.state.fn, trainer._run
     assert fn is not None, "the tuner runs inside a call of fit, validate, test or predict"
     if fn == TrainerFn.FITTING:
         dataloaders.setup_train_dataloader(trainer, run)
-        if is_overridden("validation_step", trainer.lightning_module):  # as Lightning: no step, no loaders
+        # as the fit: no validation (no step, or no validation data: Lightning's search fails there) loads none
+        if trainer.enable_validation:
             dataloaders.eval_dataloaders(trainer, run, RunningStage.VALIDATING)
     else:
         stage = {TrainerFn.VALIDATING: RunningStage.VALIDATING, TrainerFn.TESTING: RunningStage.TESTING}.get(
