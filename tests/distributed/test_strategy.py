@@ -1038,3 +1038,23 @@ def test_is_distributed_is_deprecated_on_ddp_and_ember_reads_it_without_the_warn
         assert runs_distributed(CustomSingle("cpu"))
         trainer = ember.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
         assert trainer._accelerator_connector.is_distributed is True
+
+
+@pytest.fixture
+def overwrite_params_on_conversion():
+    """torch's switch that makes `module.to(...)` put new Parameter objects in the module, even for no move."""
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    yield
+    torch.__future__.set_overwrite_module_params_on_conversion(False)
+
+
+def test_the_optimizer_steps_the_modules_parameters_when_conversions_overwrite_them(overwrite_params_on_conversion):
+    # the module is moved to its device once, before the optimizers are made from its parameters: a second
+    # move after them left the optimizer stepping the replaced parameters, and the module never trained
+    model = CoreModel()
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = quiet_trainer(max_steps=3, limit_val_batches=0)
+    trainer.fit(model, loader())
+    optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in model.parameters()}
+    assert all(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters()))

@@ -207,8 +207,10 @@ class Strategy:
         yield
 
     def setup_module(self, module: nn.Module) -> nn.Module:
-        """Move to the device and wrap (e.g. in DDP) for training."""
-        return module.to(self.root_device)
+        """Wrap the module for training (e.g. in DDP); ``model_to_device`` has moved it already. It is not moved
+        again: the optimizers may hold its parameters by now, which a move replaces where torch's
+        ``overwrite_module_params_on_conversion`` is on."""
+        return module
 
     def model_to_device(self) -> None:
         self._lightning_module.to(self.root_device)
