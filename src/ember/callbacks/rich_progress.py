@@ -241,7 +241,7 @@ class RichProgressBar(ProgressBar):
         self._progress_stopped = False
         self._metric_component: Any = None
         self._last_redraw = float("-inf")
-        self._counts: dict[Any, int] = {}  # each bar's count, drawn or held back by the clock
+        self._held: dict[Any, int] = {}  # a bar's count that the clock kept from being drawn
         self._reset_progress_bar_ids()
 
     def configure_columns(self, trainer: Trainer) -> list:
@@ -338,7 +338,7 @@ class RichProgressBar(ProgressBar):
         )
         self.progress.start()
         self._progress_stopped = False
-        self._counts.clear()  # the new progress numbers its tasks from 0 again
+        self._held.clear()  # the new progress numbers its tasks from 0 again
 
     def _stop_progress(self) -> None:
         if self.progress is not None and not self._progress_stopped:
@@ -380,9 +380,10 @@ class RichProgressBar(ProgressBar):
         """Advance a bar on refresh batches only; True when it was redrawn."""
         if not self._live or self.is_disabled or task_id is None:
             return False
-        self._counts[task_id] = current
         if not self._should_update(current, self.progress.tasks[task_id].total):
+            self._held[task_id] = current
             return False
+        self._held.pop(task_id, None)
         # eval bars are created hidden and appear with their first redraw
         self.progress.update(task_id, completed=current, visible=True)
         return True
@@ -390,8 +391,8 @@ class RichProgressBar(ProgressBar):
     def _draw_last_count(self, task_id: Any) -> None:
         """Show the count ``task_id``'s loop reached where the clock held its last redraws back: a loop without a
         length has no batch that is the last by count (Lightning's bar takes every count)."""
-        count = self._counts.get(task_id)
-        if self._live and count is not None and self.progress.tasks[task_id].completed != count:
+        count = self._held.pop(task_id, None)
+        if self._live and count is not None:
             self.progress.update(task_id, completed=count)
 
     def _update_metrics(self, trainer: Trainer, pl_module: LightningModule) -> None:
