@@ -403,11 +403,13 @@ class LightningModule(
             raise MisconfigurationException(
                 f"`gradient_clip_algorithm` {algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
             )
-        if value is not None and math.isnan(value):  # Lightning clips at NaN, which makes every gradient NaN
+        if value is None:
+            return
+        if math.isnan(value):  # Lightning clips at NaN, which makes every gradient NaN
             from ember.precision.precision import check_gradient_clip_val
 
             check_gradient_clip_val(value, "clip_gradients")  # refused, as `Trainer(gradient_clip_val=nan)` is
-        if value is not None and value > 0:
+        if value > 0:
             trainer.precision_plugin.clip_gradients(optimizer, value, algorithm)
 
     def configure_gradient_clipping(
