@@ -571,3 +571,18 @@ def test_a_rich_bar_without_a_total_ends_on_the_count_its_loop_reached(monkeypat
     trainer.test(model, unsized(val_loader(n=12)), verbose=False)
     trainer.predict(model, unsized(val_loader(n=20)))
     assert completed == [4, 3, 5]  # Lightning's bar counts every batch; only the first was drawn here
+
+
+def test_a_rich_bar_that_drew_its_last_count_sends_no_more_updates(fresh_rich_console):
+    # programs (Lightning's own tests) replace Progress.update with a mock, so the task never moves: the bar
+    # must not take its count back from rich, and an epoch whose last batch was drawn gets no extra update
+    from unittest import mock
+
+    from rich.progress import Progress
+
+    bar = RichProgressBar(console_kwargs={"file": io.StringIO()})
+    trainer = _trainer(bar, max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0)
+    with mock.patch.object(Progress, "update", autospec=True) as update:
+        trainer.fit(Regressor(), train_loader())  # 4 batches: the first and the last are drawn
+    counts = [call.kwargs["completed"] for call in update.call_args_list if "completed" in call.kwargs]
+    assert counts == [1, 4]
