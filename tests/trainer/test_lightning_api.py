@@ -135,6 +135,45 @@ def test_minus_one_from_on_train_batch_start_ends_the_epoch_as_its_last_batch():
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.1**3)  # stepped every epoch
 
 
+class _CutsEpochZero(CoreModel):
+    """Ends epoch 0 at its batch 2 (``on_train_batch_start`` returns -1) and records each validation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.validations: list[tuple[int, int]] = []
+
+    def on_train_batch_start(self, batch, batch_idx):
+        return -1 if self.current_epoch == 0 and batch_idx == 2 else None
+
+    def on_validation_epoch_start(self):
+        if not self.trainer.sanity_checking:
+            self.validations.append((self.current_epoch, self.global_step))
+
+
+@pytest.mark.parametrize(
+    ("interval", "expected"),
+    [(2, [(0, 2), (1, 3), (1, 5), (2, 7)]), (3, [(1, 5), (2, 8)]), (5, [(1, 4)])],  # as Lightning 2.6.6
+)
+def test_validation_counted_across_epochs_counts_the_batch_an_epoch_was_cut_at(interval, expected):
+    # Lightning counts the batch `on_train_batch_start` refused among the batches `val_check_interval` counts
+    model = _CutsEpochZero()
+    trainer = quiet_trainer(max_epochs=3, check_val_every_n_epoch=None, val_check_interval=interval)
+    trainer.fit(model, loader(n=12), loader(n=12))  # 3 batches per epoch; epoch 0 trains 2
+    assert model.validations == expected
+    assert trainer.fit_loop.total_batch_idx == 8  # the counter ModelCheckpoint predicts validation from
+
+
+def test_validation_counted_across_epochs_resumes_after_an_epoch_cut_short(tmp_path):
+    first = _CutsEpochZero()
+    trainer = quiet_trainer(max_epochs=1, check_val_every_n_epoch=None, val_check_interval=2)
+    trainer.fit(first, loader(n=12), loader(n=12))
+    trainer.save_checkpoint(tmp_path / "cut.ckpt")
+    resumed = _CutsEpochZero()
+    trainer = quiet_trainer(max_epochs=3, check_val_every_n_epoch=None, val_check_interval=2)
+    trainer.fit(resumed, loader(n=12), loader(n=12), ckpt_path=tmp_path / "cut.ckpt")
+    assert first.validations + resumed.validations == [(0, 2), (1, 3), (1, 5), (2, 7)]
+
+
 def test_modules_in_eval_mode_when_training_starts_warn():
     from ember.utilities.warnings import PossibleUserWarning
 

@@ -729,7 +729,8 @@ def _should_check_val(trainer: Trainer, run: Run, batch_idx: int, is_last: bool)
     if run.val_check_batch == float("inf"):
         return is_last
     if trainer.check_val_every_n_epoch is None:
-        return run.progress.total_batches % run.val_check_batch == 0
+        # counted across epochs as Lightning counts them: a batch `on_train_batch_start` cut short counts too
+        return (run.progress.total_batches + run.progress.cut_batches) % run.val_check_batch == 0
     return (batch_idx + 1) % run.val_check_batch == 0
 
 
