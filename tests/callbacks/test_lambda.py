@@ -58,8 +58,35 @@ def test_hooks_not_given_stay_the_base_no_ops():
     assert "on_train_start" not in vars(callback)
 
 
-def test_signature_lists_every_hook_as_a_keyword():
+def test_signature_is_lightnings_in_its_order():
     import inspect
 
     params = inspect.signature(LambdaCallback).parameters
-    assert len(params) == 37 and all(p.default is None and p.kind is p.KEYWORD_ONLY for p in params.values())
+    assert len(params) == 37 and all(p.default is None and p.kind is p.POSITIONAL_OR_KEYWORD for p in params.values())
+    # Lightning's order (not the order of Callback's methods): setup, teardown, then the fit/sanity/batch/epoch hooks
+    assert list(params)[:8] == [
+        "setup",
+        "teardown",
+        "on_fit_start",
+        "on_fit_end",
+        "on_sanity_check_start",
+        "on_sanity_check_end",
+        "on_train_batch_start",
+        "on_train_batch_end",
+    ]
+    assert list(params)[-3:] == ["on_predict_batch_end", "on_predict_epoch_start", "on_predict_epoch_end"]
+
+
+def test_positional_functions_take_the_hooks_in_lightnings_order():
+    calls: list[tuple] = []
+    callback = LambdaCallback(
+        lambda trainer, pl_module, stage: calls.append(("setup", stage)),
+        lambda trainer, pl_module, stage: calls.append(("teardown", stage)),
+        lambda trainer, pl_module: calls.append(("fit_start",)),
+    )
+    pl.Trainer(**QUIET, max_epochs=1, limit_train_batches=1, callbacks=[callback]).fit(Regressor(), train_loader())
+    assert calls == [("setup", "fit"), ("fit_start",), ("teardown", "fit")]
+    with pytest.raises(TypeError, match="both by position and by keyword"):
+        LambdaCallback(print, setup=print)
+    with pytest.raises(TypeError, match="at most 37 positional"):
+        LambdaCallback(*[print] * 38)

@@ -9,18 +9,54 @@ from typing import Any
 from ember.callbacks.callback import Callback
 from ember.utilities.signature_utils import lightning_style_annotations
 
-# every event hook of Callback (not state_dict/load_state_dict or helpers)
-_HOOKS = tuple(
-    name
-    for name, member in vars(Callback).items()
-    if inspect.isfunction(member) and (name.startswith("on_") or name in ("setup", "teardown"))
+# every event hook of Callback (not state_dict/load_state_dict or helpers), in the order of Lightning's
+# parameters: `LambdaCallback(f)` makes `f` the `setup` hook, as there
+_HOOKS = (
+    "setup",
+    "teardown",
+    "on_fit_start",
+    "on_fit_end",
+    "on_sanity_check_start",
+    "on_sanity_check_end",
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_train_epoch_start",
+    "on_train_epoch_end",
+    "on_validation_epoch_start",
+    "on_validation_epoch_end",
+    "on_test_epoch_start",
+    "on_test_epoch_end",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_train_start",
+    "on_train_end",
+    "on_validation_start",
+    "on_validation_end",
+    "on_test_start",
+    "on_test_end",
+    "on_exception",
+    "on_save_checkpoint",
+    "on_load_checkpoint",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_predict_start",
+    "on_predict_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+    "on_predict_epoch_start",
+    "on_predict_epoch_end",
 )
 
 
 class LambdaCallback(Callback):
     """Build a callback on the fly from functions, passed by hook name.
 
-    Each function receives the hook's arguments (``trainer, pl_module, ...``).
+    Each function receives the hook's arguments (``trainer, pl_module, ...``). The parameters are
+    Lightning's, in its order: the first positional argument is the ``setup`` hook.
 
     Raises:
         TypeError: if a keyword is not a hook name or its value is not callable.
@@ -30,7 +66,16 @@ class LambdaCallback(Callback):
         trainer = Trainer(callbacks=[LambdaCallback(on_train_epoch_end=lambda trainer, pl_module: print("done"))])
     """
 
-    def __init__(self, **hook_functions: Callable[..., Any] | None) -> None:
+    def __init__(self, *functions: Callable[..., Any] | None, **hook_functions: Callable[..., Any] | None) -> None:
+        if len(functions) > len(_HOOKS):
+            raise TypeError(
+                f"`LambdaCallback` takes at most {len(_HOOKS)} positional arguments (one per hook, from `setup` to"
+                f" `on_predict_epoch_end`), got {len(functions)}."
+            )
+        for name, function in zip(_HOOKS, functions):
+            if name in hook_functions:
+                raise TypeError(f"`LambdaCallback` got the hook {name!r} both by position and by keyword.")
+            hook_functions[name] = function
         for name, function in hook_functions.items():
             if name not in _HOOKS:
                 raise TypeError(
@@ -49,7 +94,7 @@ class LambdaCallback(Callback):
 LambdaCallback.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     + [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Callable | None)
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Callable | None)
         for name in _HOOKS
     ]
 )
