@@ -374,3 +374,18 @@ def test_a_ckpt_path_set_on_the_trainer_is_loaded_by_every_call_until_reset(tmp_
     changed = model.layer.weight.detach().clone()
     trainer.test(model, _loader(), verbose=False)  # the model as it is
     assert torch.equal(model.layer.weight, changed) and trainer.ckpt_path is None
+
+
+def test_best_after_a_fast_dev_run_names_the_missing_checkpoint_callback_first(tmp_path):
+    # as Lightning: without a ModelCheckpoint that is the error; with one (which fast_dev_run keeps from
+    # saving), the fast_dev_run message
+    trainer = ember.Trainer(default_root_dir=tmp_path, fast_dev_run=True, enable_checkpointing=False, **QUIET)
+    trainer.fit(Regressor(), _loader())
+    with pytest.raises(
+        ValueError, match=r'`.validate\(ckpt_path="best"\)` is set but `ModelCheckpoint` is not configured'
+    ):
+        trainer.validate(Regressor(), _loader(), ckpt_path="best")
+    trainer = ember.Trainer(default_root_dir=tmp_path, fast_dev_run=True, **QUIET)
+    trainer.fit(Regressor(), _loader())
+    with pytest.raises(ValueError, match=r'You cannot execute `.test\(ckpt_path="best"\)` with `fast_dev_run=True`'):
+        trainer.test(Regressor(), _loader(), ckpt_path="best")

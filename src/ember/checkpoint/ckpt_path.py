@@ -89,11 +89,6 @@ def _implied(t: Trainer, fn: str, model_given: bool) -> str | None:
 def _best(t: Trainer, fn: str, implied: bool = False) -> str:
     # called without a model and without `ckpt_path`: the other way out is to pass the model
     or_model = f" Or pass the model, `.{fn}(model, ...)`, to use the weights it has now." if implied else ""
-    if t.fast_dev_run:
-        raise ValueError(
-            f'You cannot execute `.{fn}(ckpt_path="best")` with `fast_dev_run=True`. Please pass an exact checkpoint'
-            f" path to `.{fn}(ckpt_path=...)`"
-        )
     checkpoints = t.checkpoint_callbacks
     if len(checkpoints) > 1:
         rank_zero_warn(
@@ -107,6 +102,11 @@ def _best(t: Trainer, fn: str, implied: bool = False) -> str:
             " `ModelCheckpoint(...)` to the callbacks, or pass a checkpoint file path." + or_model
         )
     best = callbacks[0].best_model_path
+    if not best and t.fast_dev_run:  # checked once a ModelCheckpoint is known to be there, as in Lightning
+        raise ValueError(
+            f'You cannot execute `.{fn}(ckpt_path="best")` with `fast_dev_run=True`. Please pass an exact checkpoint'
+            f" path to `.{fn}(ckpt_path=...)`"
+        )
     if not best:
         raise ValueError(
             f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured to save the best model. It'
