@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 
@@ -72,10 +73,20 @@ def test_without_a_logger_fit_is_refused():
         trainer.fit(Regressor(), train_loader())
 
 
-def test_missing_psutil_is_named(monkeypatch):
+def test_missing_psutil_is_named_in_lightnings_words(monkeypatch):
     monkeypatch.setitem(sys.modules, "psutil", None)
     trainer = pl.Trainer(**{**QUIET, "logger": RecordingLogger()}, max_epochs=1, callbacks=[DeviceStatsMonitor()])
-    with pytest.raises(ModuleNotFoundError, match=r"`psutil` package.*pip install psutil"):
+    lightnings = (
+        "`DeviceStatsMonitor` cannot log CPU stats as `psutil` is not installed. Requirement 'psutil' not met."
+        " HINT: Try running `pip install -U 'psutil'`"
+    )
+    with pytest.raises(
+        ModuleNotFoundError, match=re.escape(lightnings) + r" \(or pass `DeviceStatsMonitor\(cpu_stats=False\)`\)"
+    ):
         trainer.fit(Regressor(), train_loader())
-    with pytest.raises(ModuleNotFoundError, match="pip install psutil"):
+    with pytest.raises(ModuleNotFoundError) as raised:
         dsm.get_cpu_stats()
+    assert str(raised.value) == (
+        "Fetching CPU device stats requires `psutil` to be installed. Requirement 'psutil' not met."
+        " HINT: Try running `pip install -U 'psutil'`"
+    )

@@ -42,8 +42,8 @@ def get_cpu_stats() -> dict[str, float]:
     """
     if not _psutil_available():
         raise ModuleNotFoundError(
-            "Fetching CPU device stats requires the `psutil` package, which is not installed."
-            " Install it with: pip install psutil"
+            "Fetching CPU device stats requires `psutil` to be installed. Requirement 'psutil' not met."
+            " HINT: Try running `pip install -U 'psutil'`"
         )
     import psutil
 
@@ -97,8 +97,8 @@ class DeviceStatsMonitor(Callback):
         device = trainer.strategy.root_device
         if self._cpu_stats is None and device.type == "cpu" and not _psutil_available():
             raise ModuleNotFoundError(
-                "`DeviceStatsMonitor` cannot log CPU stats as the `psutil` package is not installed."
-                " Install it with: pip install psutil (or pass `cpu_stats=False`)"
+                "`DeviceStatsMonitor` cannot log CPU stats as `psutil` is not installed. Requirement 'psutil' not"
+                " met. HINT: Try running `pip install -U 'psutil'` (or pass `DeviceStatsMonitor(cpu_stats=False)`)"
             )
 
     def _log(self, trainer: Trainer, key: str, due: bool) -> None:
