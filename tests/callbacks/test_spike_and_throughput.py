@@ -132,3 +132,15 @@ def test_throughput_logs_an_evaluation_by_the_runs_batches_at_the_loops_step():
     )
     trainer.fit(Regressor(), train_loader(), val_loader(n=12))
     assert [step for metrics, step in logger.calls if "validate/batches" in metrics] == [2, 5, 8]
+
+
+def test_throughput_window_and_world_size_below_their_least_value_are_named():
+    # Lightning stops at the same point (`fit`'s setup) with a bare AssertionError
+    from ember.utilities.throughput import Throughput
+
+    monitor = ThroughputMonitor(batch_size_fn=lambda batch: batch[0].shape[0], window_size=1)
+    trainer = pl.Trainer(**{**QUIET, "logger": make_recording_logger(pl)()}, max_steps=1, callbacks=[monitor])
+    with pytest.raises(ValueError, match=r"`window_size` must be at least 2 \(rates need two updates\), got 1"):
+        trainer.fit(Regressor(), train_loader())
+    with pytest.raises(ValueError, match="`world_size` must be at least 1, got 0"):
+        Throughput(world_size=0)
