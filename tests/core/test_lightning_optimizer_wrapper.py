@@ -142,3 +142,14 @@ def test_to_lightning_optimizer_in_manual_optimization():
 
 def test_a_wrapper_without_a_trainer_has_no_strategy():
     assert LightningOptimizer(torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1))._strategy is None
+
+
+def test_stepping_a_wrapper_no_trainer_runs_says_where_to_step_instead():
+    # Lightning: a bare AssertionError; the parameters are left untouched on both
+    layer = nn.Linear(1, 1)
+    before = layer.weight.detach().clone()
+    layer(torch.ones(1, 1)).sum().backward()
+    wrapper = LightningOptimizer(torch.optim.SGD(layer.parameters(), lr=0.1))
+    with pytest.raises(ember.utilities.exceptions.MisconfigurationException, match="that no Trainer runs: call it on"):
+        wrapper.step()
+    assert torch.equal(layer.weight, before)
