@@ -7,49 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ember.callbacks.callback import Callback
+from ember.core.hooks import CALLBACK_HOOKS as _HOOKS
 from ember.utilities.signature_utils import lightning_style_annotations
-
-# every event hook of Callback (not state_dict/load_state_dict or helpers), in the order of Lightning's
-# parameters: `LambdaCallback(f)` makes `f` the `setup` hook, as there
-_HOOKS = (
-    "setup",
-    "teardown",
-    "on_fit_start",
-    "on_fit_end",
-    "on_sanity_check_start",
-    "on_sanity_check_end",
-    "on_train_batch_start",
-    "on_train_batch_end",
-    "on_train_epoch_start",
-    "on_train_epoch_end",
-    "on_validation_epoch_start",
-    "on_validation_epoch_end",
-    "on_test_epoch_start",
-    "on_test_epoch_end",
-    "on_validation_batch_start",
-    "on_validation_batch_end",
-    "on_test_batch_start",
-    "on_test_batch_end",
-    "on_train_start",
-    "on_train_end",
-    "on_validation_start",
-    "on_validation_end",
-    "on_test_start",
-    "on_test_end",
-    "on_exception",
-    "on_save_checkpoint",
-    "on_load_checkpoint",
-    "on_before_backward",
-    "on_after_backward",
-    "on_before_optimizer_step",
-    "on_before_zero_grad",
-    "on_predict_start",
-    "on_predict_end",
-    "on_predict_batch_start",
-    "on_predict_batch_end",
-    "on_predict_epoch_start",
-    "on_predict_epoch_end",
-)
 
 
 class LambdaCallback(Callback):

@@ -131,7 +131,8 @@ for _name in (
 ):
     LOG_RULES[_name] = None
 
-# Hooks a callback may receive (``Callback`` defines each as a no-op).
+# Hooks a callback may receive (``Callback`` defines each as a no-op), in the order of Lightning's
+# ``LambdaCallback`` parameters, which ``LambdaCallback`` takes positionally in this order.
 CALLBACK_HOOKS = (
     "setup",
     "teardown",
@@ -139,30 +140,24 @@ CALLBACK_HOOKS = (
     "on_fit_end",
     "on_sanity_check_start",
     "on_sanity_check_end",
-    "on_train_start",
-    "on_train_end",
-    "on_train_epoch_start",
-    "on_train_epoch_end",
     "on_train_batch_start",
     "on_train_batch_end",
-    "on_validation_start",
-    "on_validation_end",
+    "on_train_epoch_start",
+    "on_train_epoch_end",
     "on_validation_epoch_start",
     "on_validation_epoch_end",
-    "on_validation_batch_start",
-    "on_validation_batch_end",
-    "on_test_start",
-    "on_test_end",
     "on_test_epoch_start",
     "on_test_epoch_end",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
     "on_test_batch_start",
     "on_test_batch_end",
-    "on_predict_start",
-    "on_predict_end",
-    "on_predict_epoch_start",
-    "on_predict_epoch_end",
-    "on_predict_batch_start",
-    "on_predict_batch_end",
+    "on_train_start",
+    "on_train_end",
+    "on_validation_start",
+    "on_validation_end",
+    "on_test_start",
+    "on_test_end",
     "on_exception",
     "on_save_checkpoint",
     "on_load_checkpoint",
@@ -170,6 +165,12 @@ CALLBACK_HOOKS = (
     "on_after_backward",
     "on_before_optimizer_step",
     "on_before_zero_grad",
+    "on_predict_start",
+    "on_predict_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+    "on_predict_epoch_start",
+    "on_predict_epoch_end",
 )
 
 
