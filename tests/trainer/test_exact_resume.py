@@ -690,3 +690,56 @@ def test_a_run_that_failed_resumes_logging_at_the_uninterrupted_runs_steps(tmp_p
         assert resumed == [(6, "train"), (7, "train"), (7, "val")] == whole[-3:]
     else:
         assert resumed == [(5, "val"), (6, "train"), (7, "train"), (7, "val")] == whole[-4:]
+
+
+class _RecordsSamples(ember.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.seen: list[list[int]] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y, ids = batch
+        self.seen.append(ids.tolist())
+        return torch.nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _own_generator_fit(root, sampler_owns_it: bool, ckpt_path=None):
+    from ember.callbacks import ModelCheckpoint
+
+    # PyTorch's reproducibility recipe: the loader (or its sampler) draws the order from its own seeded generator,
+    # which a restarted program makes again from the same seed
+    ember.seed_everything(0, verbose=False)
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    data = torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True), torch.arange(8))
+    generator = torch.Generator().manual_seed(7)
+    if sampler_owns_it:
+        sampler = torch.utils.data.RandomSampler(data, generator=generator)
+        loader = torch.utils.data.DataLoader(data, batch_size=2, sampler=sampler)
+    else:
+        loader = torch.utils.data.DataLoader(data, batch_size=2, shuffle=True, generator=generator)
+    checkpoints = ModelCheckpoint(dirpath=root, every_n_train_steps=1, save_top_k=-1, filename="{step}")
+    trainer = ember.Trainer(
+        default_root_dir=root,
+        max_epochs=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[checkpoints],
+    )
+    model = _RecordsSamples()
+    trainer.fit(model, loader, ckpt_path=ckpt_path)
+    return model
+
+
+@pytest.mark.parametrize("sampler_owns_it", [False, True])
+def test_a_loaders_own_generator_resumes_with_the_order_it_had(tmp_path, sampler_owns_it):
+    full = _own_generator_fit(tmp_path / "full", sampler_owns_it)
+    assert full.seen[:4] != full.seen[4:8]  # each epoch draws a new order from the loader's generator
+    for step in (4, 6):  # at the end of epoch 0; inside epoch 1
+        resumed = _own_generator_fit(tmp_path / f"from{step}", sampler_owns_it, tmp_path / "full" / f"step={step}.ckpt")
+        assert resumed.seen == full.seen[step:]
+        assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))

@@ -15,13 +15,13 @@ import torch
 
 from ember._version import LIGHTNING_VERSION, __version__
 from ember.core.saving import hparams_to_save, load_module_state
+from ember.trainer.data import data_rng_states
 from ember.trainer.dataloaders import train_loader_states
 from ember.trainer.dispatch import HookDispatcher
 from ember.trainer.run import Resume
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
-from ember.utilities.seed import collect_rng_states
 from ember.utilities.warnings import PossibleUserWarning
 
 _log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False, all_ranks:
         precision.on_save_checkpoint(checkpoint)
         checkpoint[EMBER_KEY] = {
             "progress": run.progress.state_dict(),
-            "rng": collect_rng_states(),
+            "rng": data_rng_states(run),
             "epoch_rng": run.epoch_rng,
             # the values of an epoch under way, or of one that a resumed run goes on with
             "train_results": run.train_results.state_dict()

@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
@@ -490,6 +491,44 @@ def set_sampler_epoch(loader: Any, epoch: int) -> None:
                 set_epoch(epoch)
 
 
+def _loader_generators(loader: Any) -> list[torch.Generator]:
+    """The ``torch.Generator`` objects the training loaders draw their orders and base seeds from, when
+    they have their own (``DataLoader(generator=...)``, a sampler's ``generator``), once each, in order."""
+    found: dict[int, torch.Generator] = {}
+    for one in loader.flattened if isinstance(loader, CombinedLoader) else (loader,):
+        sampler = getattr(one, "sampler", None)
+        inner = getattr(getattr(one, "batch_sampler", None), "sampler", None)
+        for owner in (one, sampler, inner):
+            generator = getattr(owner, "generator", None)
+            if isinstance(generator, torch.Generator):
+                found.setdefault(id(generator), generator)
+    return list(found.values())
+
+
+def data_rng_states(run: Run) -> dict[str, Any]:
+    """Every global RNG state, and the states of the generators the training loaders own: what the data
+    order of an epoch is drawn from, so that a resumed run draws the same."""
+    states = collect_rng_states()
+    loader = run.train_combined_loader
+    if loader is not None:
+        generators = _loader_generators(loader)
+        if generators:
+            states["generators"] = [generator.get_state() for generator in generators]
+    return states
+
+
+def set_data_rng_states(run: Run, states: dict[str, Any]) -> None:
+    """Restore states from :func:`data_rng_states` (loaders' generators only where they are the same loaders)."""
+    set_rng_states(states)
+    saved = states.get("generators")
+    loader = run.train_combined_loader
+    if saved and loader is not None:
+        generators = _loader_generators(loader)
+        if len(generators) == len(saved):
+            for generator, state in zip(generators, saved):
+                generator.set_state(state)
+
+
 def skip_one(iterator: Iterator[Any]) -> Any:
     """Advance ``iterator`` by one batch; a DataLoader loading a map-style dataset in this process only
     draws the batch's indices, without reading the samples."""
@@ -569,12 +608,12 @@ class _Restarts:
         if self.replay is not None:
             saved = self.replay.get(index)
             if saved is not None and saved[0] == position:
-                set_rng_states(saved[1])
+                set_data_rng_states(self.run, saved[1])
             return
         epoch_rng = self.run.epoch_rng
         if epoch_rng is None:
             return  # an inexact resume: nothing to record against
-        restarts = {**epoch_rng.get(_RESTARTS, {}), index: [position, collect_rng_states()]}
+        restarts = {**epoch_rng.get(_RESTARTS, {}), index: [position, data_rng_states(self.run)]}
         # a new dict each time: a checkpoint written earlier keeps the states it was given
         self.run.epoch_rng = {**epoch_rng, _RESTARTS: restarts}
 

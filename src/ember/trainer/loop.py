@@ -25,6 +25,8 @@ from ember.trainer import dataloaders
 from ember.trainer.data import (
     CombinedTrainBatches,
     DataLoaderIter,
+    data_rng_states,
+    set_data_rng_states,
     set_sampler_epoch,
     skip_one,
     takes_dataloader_iter,
@@ -36,7 +38,7 @@ from ember.utilities.apply_func import move_data_to_device
 from ember.utilities.combined_loader import _is_stateful
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import WarningCache, rank_zero_debug, rank_zero_info, rank_zero_warn
-from ember.utilities.seed import collect_rng_states, isolate_rng, set_rng_states
+from ember.utilities.seed import isolate_rng, set_rng_states
 from ember.utilities.signature_utils import check_dataloader_idx, step_without_batch_idx
 from ember.utilities.warnings import PossibleUserWarning
 
@@ -70,7 +72,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     # after restoring the checkpoint's RNG states, unless nothing is left to train.
     sweep_rng, run.sweep_rng = run.sweep_rng, None
     if run.resume is None or run.num_training_batches == 0 or _limits_reached(trainer, run.progress):
-        run.epoch_rng = sweep_rng or collect_rng_states()
+        run.epoch_rng = sweep_rng or data_rng_states(run)
         # after a learning-rate sweep the draws come from the states it left; the run goes on from its own
         with _drawing_from(sweep_rng):
             run.train_iterator = _train_iterator(run)
@@ -395,17 +397,17 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
         # a mid-epoch checkpoint: no epoch-start hooks; the data continues after the batches trained on
         if resume.exact:
             # the same iterator as before the interruption, fast-forwarded, then the RNG as it was
-            set_rng_states(resume.epoch_rng)
+            set_data_rng_states(run, resume.epoch_rng)
             run.epoch_rng = resume.epoch_rng
             run.train_iterator = _train_iterator(run)
             if not _data_resumes_itself(run):
                 _skip_batches(run.train_iterator, progress.epoch_batches)
-            set_rng_states(resume.rng)
+            set_data_rng_states(run, resume.rng)
         else:
             run.train_iterator = _train_iterator(run)
     else:
         if resume is not None and resume.rng is not None:
-            set_rng_states(resume.rng)
+            set_data_rng_states(run, resume.rng)
         progress.epoch_batches = progress.validated_through = 0
         progress.epoch_done = False  # the results were reset at the last epoch's end (on_train_start's stay)
         run.last_batch_seen = False
@@ -425,7 +427,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             # after the first, and the one made when `fit` started goes unused (its draw stays drawn)
             run.train_iterator = run.held_loader_state = None
         if run.train_iterator is None:
-            run.epoch_rng = collect_rng_states()
+            run.epoch_rng = data_rng_states(run)
             run.train_iterator = _train_iterator(run)
     iterator, run.train_iterator = run.train_iterator, None
     run.epoch_iterator = iterator  # for teardown to stop its workers if the epoch fails
