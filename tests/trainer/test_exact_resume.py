@@ -210,6 +210,7 @@ def test_a_plateau_schedulers_epoch_end_step_survives_the_resume(tmp_path, monit
     # values go too: the epoch's train_loss would be monitored from them)
     checkpoint = torch.load(last, weights_only=True)
     del checkpoint["ember"]["plateau_values"], checkpoint["ember"]["train_results"]
+    del checkpoint["ember"]["callback_metrics"]
     torch.save(checkpoint, tmp_path / "without.ckpt")
     lr, _ = _plateau_run(tmp_path / "without", 3, monitor, on_train_epoch_end, tmp_path / "without.ckpt")
     assert lr == pytest.approx(0.1 * 0.5**2)
@@ -743,3 +744,41 @@ def test_a_loaders_own_generator_resumes_with_the_order_it_had(tmp_path, sampler
         resumed = _own_generator_fit(tmp_path / f"from{step}", sampler_owns_it, tmp_path / "full" / f"step={step}.ckpt")
         assert resumed.seen == full.seen[step:]
         assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))
+
+
+class _SavesWhenValidationEnds(ember.Callback):
+    """Writes a checkpoint where a preemption that arrived during the epoch's validation saves: after it ended."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking and trainer.current_epoch == 0:
+            trainer.save_checkpoint(self.path)
+
+
+def test_a_checkpoint_written_after_an_epochs_validation_resumes_with_its_metrics(tmp_path):
+    # the uninterrupted run still has the validation's values at the epoch's end (EarlyStopping reads them) and
+    # at the next epoch's step triggers (a monitored ModelCheckpoint ranks by them); the resumed run had none
+    # and EarlyStopping failed ("conditioned on metric val_loss which is not available")
+    from ember.callbacks import EarlyStopping, ModelCheckpoint
+
+    def callbacks(root):
+        return [
+            EarlyStopping(monitor="val_loss"),
+            ModelCheckpoint(dirpath=root, monitor="val_loss", every_n_train_steps=1, save_top_k=-1, filename="{step}"),
+        ]
+
+    whole = _validating_run(
+        tmp_path / "whole", [*callbacks(tmp_path / "w"), _SavesWhenValidationEnds(tmp_path / "v.ckpt")]
+    )
+    resumed = _validating_run(tmp_path / "resumed", callbacks(tmp_path / "r"), ckpt_path=str(tmp_path / "v.ckpt"))
+    assert resumed.global_step == whole.global_step == 8
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(whole.lightning_module.state_dict().values(), resumed.lightning_module.state_dict().values())
+    )
+    # every step trigger after the checkpoint saved, ranked by the restored value where no validation had run
+    assert sorted(os.listdir(tmp_path / "r")) == sorted(set(os.listdir(tmp_path / "w")) - {"step=4.ckpt"})
+    assert torch.equal(resumed.callback_metrics["val_loss"], whole.callback_metrics["val_loss"])
+    assert resumed.callbacks[0].wait_count == whole.callbacks[0].wait_count

@@ -271,6 +271,9 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False, all_ranks:
             if not run.progress.epoch_done or run.progress.epoch_unfinished
             else {},
             "plateau_values": plateau_values(t, run),
+            # what the callbacks read (EarlyStopping at the epoch's end, a monitored ModelCheckpoint at a step
+            # trigger): the uninterrupted run still had the last validation's values there
+            "callback_metrics": _plain_metrics(t.callback_metrics) if run.fn == TrainerFn.FITTING else {},
             # what decided whether the last batch trained stepped (`progress.step_pending`)
             "accumulate_grad_batches": t.accumulate_grad_batches,
             "world_size": t.world_size,
@@ -428,6 +431,17 @@ def restore_callbacks(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
             cb.load_state_dict(copy.deepcopy(state))  # its own copy, not the checkpoint's objects
 
 
+def _plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` as a checkpoint keeps them: tensors on the CPU, numbers as they are."""
+    plain: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            plain[key] = value.detach().cpu()
+        elif isinstance(value, (int, float)):
+            plain[key] = value
+    return plain
+
+
 def plateau_values(t: Trainer, run: Run) -> dict[int, float]:
     """What the ``ReduceLROnPlateau`` schedulers monitor now, by config index, for a resume.
 
@@ -541,6 +555,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         rng = ember_state.get("rng") if same_world else None
         if ember_state.get("train_results"):
             run.train_results.load_state_dict(ember_state["train_results"])
+        run.metrics.merge(ember_state.get("callback_metrics", {}), {}, {})
         if progress.epoch_done:  # written at an epoch's end: Lightning's batch counters hold that epoch's
             progress.last_epoch_batches, progress.last_epoch_ran_out = (
                 progress.epoch_batches,
