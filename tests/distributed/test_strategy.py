@@ -588,10 +588,14 @@ def test_every_rank_learns_which_signal_stopped_the_job():
 
     flag = StopFlag()
     strategy, progress = SimpleNamespace(agree_on_stop=agree), SimpleNamespace(total_batches=10)
-    assert flag.checker(strategy, progress)() is True
+    checker = flag.checker(strategy, progress)
+    assert checker() is True
     assert asked == [0] and flag.flag and flag.signum == signal.SIGTERM
-    flag.signum = signal.SIGUSR1
-    flag.checker(strategy, progress)()
+    # agreed: it keeps saying so, without asking again (every rank waits for its accumulation window to close)
+    assert checker() is True and asked == [0]
+    own = StopFlag()
+    own.flag, own.signum = True, signal.SIGUSR1
+    own.checker(strategy, progress)()
     assert asked[-1] == signal.SIGUSR1  # this rank's own signal is what it offers
 
 

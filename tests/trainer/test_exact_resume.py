@@ -782,3 +782,40 @@ def test_a_checkpoint_written_after_an_epochs_validation_resumes_with_its_metric
     assert sorted(os.listdir(tmp_path / "r")) == sorted(set(os.listdir(tmp_path / "w")) - {"step=4.ckpt"})
     assert torch.equal(resumed.callback_metrics["val_loss"], whole.callback_metrics["val_loss"])
     assert resumed.callbacks[0].wait_count == whole.callbacks[0].wait_count
+
+
+class _SignalsAtBatch(ember.Callback):
+    def __init__(self, batch_idx: int) -> None:
+        self.batch_idx = batch_idx
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == self.batch_idx:
+            self.batch_idx = -1
+            os.kill(os.getpid(), __import__("signal").SIGTERM)
+
+
+def _accumulating_fit(root, callbacks, ckpt_path=None):
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    trainer = quiet_trainer(
+        max_epochs=1, accumulate_grad_batches=2, default_root_dir=root, callbacks=callbacks, enable_checkpointing=True
+    )
+    torch.manual_seed(0)
+    model = CoreModel()
+    trainer.fit(model, loader(n=32, batch_size=2), ckpt_path=ckpt_path)
+    return model
+
+
+@pytest.mark.parametrize("signal_after", [4, 5])  # the first batch of a window of two; its last
+def test_a_preemption_inside_an_accumulation_window_stops_when_the_window_closes(tmp_path, signal_after):
+    # a checkpoint holds no gradients: one written inside the window resumed without its first batches' part
+    from ember.callbacks import ModelCheckpoint
+    from ember.utilities.exceptions import SIGTERMException
+
+    whole = _accumulating_fit(tmp_path / "whole", [])
+    saves = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
+    with pytest.raises(SIGTERMException, match="training stopped at epoch 0, step 3"):
+        _accumulating_fit(tmp_path / "first", [saves, _SignalsAtBatch(signal_after)])
+    assert torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)["global_step"] == 3
+    resumed = _accumulating_fit(tmp_path / "first", [ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)], "last")
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))

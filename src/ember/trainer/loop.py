@@ -212,8 +212,10 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
                 progress.step_pending = False
             if trainer.should_stop:
                 _save_loggers(trainer)  # stop: a batch that ends with a stop set saves the loggers, as in Lightning
-            if stop_requested():
-                on_stop_request(trainer, run)  # stop: a preemption signal arrived; saves and exits
+            if stop_requested() and not accumulating:
+                # stop: a preemption signal arrived; saves and exits once the accumulation window is complete
+                # (a checkpoint holds no gradients: one from inside the window would resume without them)
+                on_stop_request(trainer, run)
             batch_idx += 1
             if progress.global_step >= max_steps or (trainer.should_stop and epoch.may_stop(batch_idx)):
                 break
@@ -322,8 +324,8 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
                 progress.step_pending = False
             if trainer.should_stop:
                 _save_loggers(trainer)
-            if epoch.stop_requested():
-                on_stop_request(trainer, run)
+            if epoch.stop_requested() and not accumulating:
+                on_stop_request(trainer, run)  # at an accumulation window's end, as above
             step_idx += 1
             if progress.global_step >= epoch.max_steps or (
                 trainer.should_stop and epoch.may_stop(progress.epoch_batches)

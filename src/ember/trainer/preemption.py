@@ -32,6 +32,7 @@ class StopFlag:
     def __init__(self) -> None:
         self.flag = False
         self.signum: int | None = None
+        self.agreed = False  # the ranks agreed to stop; the loop stops once an accumulation window has closed
         self._previous: dict[int, Any] = {}
 
     def install(self, extra: tuple[int, ...] = (), signals: tuple[int, ...] = _SIGNALS) -> None:
@@ -63,20 +64,26 @@ class StopFlag:
     def checker(self, strategy: Any, progress: Any) -> Any:
         """A no-argument function the loop calls after each batch (chosen once per epoch).
 
-        In a multi-process run the ranks agree on the flag there, so that all of them stop together.
+        In a multi-process run the ranks agree on the flag there, so that all of them stop together. Once
+        it has said to stop it keeps saying so: the loop stops at the end of an accumulation window, whose
+        gradients no checkpoint holds.
         """
         agree = getattr(strategy, "agree_on_stop", None)
         if agree is None:
             return lambda: self.flag
 
         def agreed() -> bool:
+            if self.agreed:
+                return True  # (every rank agreed at the same batch, so every rank stops at the same one)
             # the ranks agree on the signal's number (0: none, 1: a flag without one), so a rank that
             # did not receive the signal can still name it
             mine = (self.signum or 1) if self.flag else 0
             code = int(agree(mine, progress.total_batches))
-            if code and not self.flag:
-                self.flag = True
-                self.signum = code if code > 1 else None
+            if code:
+                self.agreed = True
+                if not self.flag:
+                    self.flag = True
+                    self.signum = code if code > 1 else None
             return bool(code)
 
         return agreed
