@@ -819,3 +819,34 @@ def test_a_preemption_inside_an_accumulation_window_stops_when_the_window_closes
     assert torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)["global_step"] == 3
     resumed = _accumulating_fit(tmp_path / "first", [ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)], "last")
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """Four batches of two, of unknown length."""
+
+    def __iter__(self):
+        data = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+        return iter([(data[i : i + 2], data[i : i + 2].sum(1, keepdim=True)) for i in range(0, 8, 2)])
+
+
+def test_a_step_checkpoint_on_the_last_batch_of_data_of_unknown_length_resumes_with_that_epochs_validation(tmp_path):
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    def fit(root, callbacks, ckpt_path=None):
+        trainer = quiet_trainer(max_epochs=2, default_root_dir=root, callbacks=callbacks, enable_checkpointing=True)
+        torch.manual_seed(0)
+        model = CoreModel()
+        trainer.fit(model, torch.utils.data.DataLoader(_Stream(), batch_size=None), loader(n=4), ckpt_path=ckpt_path)
+        return model
+
+    whole = _Calls()
+    saves = ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", every_n_train_steps=4, save_top_k=-1)
+    first = fit(tmp_path / "whole", [whole, saves])
+    resumed = _Calls()
+    again = fit(tmp_path / "resumed", [resumed], ckpt_path=str(tmp_path / "ckpts" / "step=4.ckpt"))
+    # written after the epoch's last batch, before its validation, which the resumed run skipped
+    assert resumed.calls == whole.calls[whole.calls.index("validation at 4") :]
+    assert resumed.calls[:3] == ["validation at 4", "epoch end 0", "batch 1:0"]
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))

@@ -592,6 +592,11 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     # till the next epoch's data is drawn, Lightning's batch counters hold the finished epoch's, as between two
     # epochs of one run; inside an epoch, the checkpoint's
     run.between_epochs = not resume.mid_epoch
+    if resume.mid_epoch and run.num_training_batches == float("inf"):
+        # data of unknown length: whether the checkpoint's batch was its epoch's last is known only from the
+        # checkpoint (the uninterrupted run had read ahead), and the validation due at that epoch's end follows it
+        batch_progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+        run.last_batch_seen = bool(batch_progress.get("is_last_batch", False))
     moves = resume.mid_epoch and _moves_the_loggers_step(t, progress, checkpoint, ember_state)
     # a validation still due after that batch runs first, at the step before it moves on (the loop moves it then)
     run.step_moves_after_validation = moves and progress.validated_through != progress.epoch_batches

@@ -502,7 +502,7 @@ class _EpochPlan:
             # all its batches (a step checkpoint, a crash inside it): that validation runs now, as the
             # uninterrupted run ran it (Lightning runs it again after a crash inside it, and skips it after a
             # step checkpoint)
-            is_last = batch_idx >= self.total
+            is_last = batch_idx >= self.total or self.run.last_batch_seen
             accumulating = self.automatic and batch_idx % self.accumulate != 0 and not is_last
             self.validate_if_due(batch_idx - 1, is_last, accumulating)
         _resumed_step_done(self.run)  # after that batch's validation, as in the uninterrupted run
