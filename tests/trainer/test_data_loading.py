@@ -725,6 +725,47 @@ def test_a_loader_loaded_for_estimated_stepping_batches_is_the_one_trained_on():
     assert all(torch.equal(seen[0], sample) for seen, sample in zip(model.seen, expected, strict=True))
 
 
+def test_estimated_stepping_batches_in_configure_optimizers_makes_the_first_iterator_there_as_lightning():
+    # Lightning makes the first epoch's iterator as it loads the data for the estimate (the docs' OneCycleLR
+    # recipe): its base-seed draw comes before `on_fit_start`, which then draws the next numbers (recorded on
+    # Lightning 2.6.6: 0.89644 with the estimate read, 0.63408 without; 0.45563 at `on_train_start` in both)
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Draws(CoreModel):
+        def __init__(self, estimate: bool) -> None:
+            super().__init__()
+            self.estimate, self.draws, self.first = estimate, {}, None
+
+        def configure_optimizers(self):
+            if self.estimate:
+                assert self.trainer.estimated_stepping_batches == 4
+            return super().configure_optimizers()
+
+        def on_fit_start(self):
+            self.draws["fit_start"] = torch.rand(1).item()
+
+        def on_train_start(self):
+            self.draws["train_start"] = torch.rand(1).item()
+
+        def train_dataloader(self):
+            x = torch.arange(32.0).reshape(8, 4)
+            return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=2, shuffle=True)
+
+        def training_step(self, batch, batch_idx):
+            if self.first is None:
+                self.first = batch[0][:, 0].tolist()
+            return super().training_step(batch, batch_idx)
+
+    runs = {}
+    for estimate in (True, False):
+        ember.seed_everything(0)
+        runs[estimate] = Draws(estimate)
+        quiet_trainer(max_epochs=1).fit(runs[estimate])
+    assert runs[True].draws["fit_start"] != runs[False].draws["fit_start"]
+    assert runs[True].draws["train_start"] == runs[False].draws["train_start"]
+    assert runs[True].first == runs[False].first
+
+
 def test_seeded_workers_and_overfit_reach_a_loader_over_an_iterable_dataset(monkeypatch):
     """As in Lightning: `seed_everything(workers=True)` gives every loader its `worker_init_fn` (an iterable
     dataset's, one without workers), and `overfit_batches` warns about an iterable dataset's own order."""

@@ -66,22 +66,17 @@ def run_fit(trainer: Trainer, run: Run) -> None:
         # (already loaded in this call when `configure_optimizers` read `trainer.estimated_stepping_batches`:
         # as in Lightning, the hook is not called again, so a random split is drawn once)
         dataloaders.setup_train_dataloader(trainer, run)
+        run.train_iterator = None  # (one made with the data loaded before belongs to it)
     # Lightning creates an iterator as soon as it has the training data, before it knows whether any epoch
     # will run: the first epoch of a fresh run trains on it. Each DataLoader iterator draws its base seed
     # from the RNG, so every shuffle after it depends on that draw. A resumed epoch makes its own iterator
     # after restoring the checkpoint's RNG states, unless nothing is left to train.
     sweep_rng, run.sweep_rng = run.sweep_rng, None
-    if run.resume is None or run.num_training_batches == 0 or _limits_reached(trainer, run.progress):
-        run.epoch_rng = sweep_rng or data_rng_states(run)
-        # after a learning-rate sweep the draws come from the states it left; the run goes on from its own
-        with _drawing_from(sweep_rng):
-            run.train_iterator = _train_iterator(run)
-            if run.num_training_batches == float("inf") and not takes_dataloader_iter(
-                trainer.lightning_module, "training_step"
-            ):
-                # as Lightning, which reads a loader of unknown length one batch ahead as soon as it has made
-                # the iterator: the first batch is read before `on_train_start`, whatever those hooks do
-                run.train_iterator = _read_first_batch(run, run.train_iterator)
+    if run.resume is not None:
+        run.train_iterator = None  # one made before the restore (`estimated_stepping_batches`): the RNG is restored
+    fresh = run.resume is None or run.num_training_batches == 0 or _limits_reached(trainer, run.progress)
+    if fresh and (run.train_iterator is None or sweep_rng is not None):
+        make_first_train_iterator(trainer, run, sweep_rng)
     if run.num_training_batches == 0:
         rank_zero_info("`Trainer.fit` stopped: No training batches.")
         return
@@ -236,6 +231,22 @@ def _drawing_from(states: Any) -> Iterator[None]:
     with isolate_rng():
         set_rng_states(states)
         yield
+
+
+def make_first_train_iterator(trainer: Trainer, run: Run, sweep_rng: Any = None) -> None:
+    """The iterator of a fit's first epoch, made where Lightning makes it: when the fit loop sets its data up, or
+    earlier, when ``configure_optimizers`` reads ``trainer.estimated_stepping_batches`` (which loads the data).
+    Each DataLoader iterator draws its base seed from the RNG, so the hooks after it draw what they draw there."""
+    run.epoch_rng = sweep_rng or data_rng_states(run)
+    # after a learning-rate sweep the draws come from the states it left; the run goes on from its own
+    with _drawing_from(sweep_rng):
+        run.train_iterator = _train_iterator(run)
+        if run.num_training_batches == float("inf") and not takes_dataloader_iter(
+            trainer.lightning_module, "training_step"
+        ):
+            # as Lightning, which reads a loader of unknown length one batch ahead as soon as it has made
+            # the iterator: the first batch is read before `on_train_start`, whatever those hooks do
+            run.train_iterator = _read_first_batch(run, run.train_iterator)
 
 
 def _read_first_batch(run: Run, iterator: Iterator[Any]) -> Iterator[Any]:
