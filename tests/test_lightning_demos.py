@@ -165,3 +165,13 @@ def test_a_failed_mnist_download_names_the_urls_and_the_folder(tmp_path, monkeyp
     assert list((tmp_path / "MNIST" / "complete").iterdir()) == []
     with pytest.raises(RuntimeError, match="Dataset not found"):
         _MNIST(str(tmp_path), train=True, download=False)
+
+
+def test_the_demo_transformer_refuses_an_unbatched_input_with_lightnings_error():
+    import torch
+
+    from ember.demos import Transformer
+
+    model = Transformer(vocab_size=50)
+    with pytest.raises(ValueError, match="not enough values to unpack"):
+        model(torch.arange(8), torch.arange(8))

@@ -83,7 +83,7 @@ class Transformer(nn.Module):
         return upper.float().masked_fill(upper == 1, float("-inf")).masked_fill(upper == 0, 0.0)
 
     def forward(self, inputs: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        length = inputs.shape[1]
+        _, length = inputs.shape  # (batch, sequence); an unbatched input is Lightning's ValueError too
         if self.src_mask is None or self.src_mask.size(0) != length:
             self.src_mask = self.generate_square_subsequent_mask(length).to(inputs.device)
         if mask is None:
