@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -19,15 +20,16 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from ember.utilities.combined_loader import CombinedLoader
+from ember.utilities.combined_loader import CombinedLoader, _is_stateful
 from ember.utilities.data import sized_len, suggested_max_num_workers
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
-from ember.utilities.seed import collect_rng_states, set_rng_states
+from ember.utilities.seed import collect_rng_states, isolate_rng, set_rng_states
 from ember.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
     from ember.trainer.run import Run
+    from ember.trainer.trainer import Trainer
 
 
 def limit_batches(loader: Any, limit: int | float, name: str, length: int | None = None) -> int | float:
@@ -616,6 +618,59 @@ class _Restarts:
         restarts = {**epoch_rng.get(_RESTARTS, {}), index: [position, data_rng_states(self.run)]}
         # a new dict each time: a checkpoint written earlier keeps the states it was given
         self.run.epoch_rng = {**epoch_rng, _RESTARTS: restarts}
+
+
+# ---- the first epoch's iterator -------------------------------------------------------------
+_END = object()  # what `next(iterator, _END)` returns once the data is exhausted
+
+
+def train_iterator(run: Run) -> Iterator[Any]:
+    """A new iterator over the training batches: the loader's own, or the combined batches of several."""
+    if run.train_combined is None:
+        return iter(run.train_dataloader)
+    return CombinedTrainBatches(run.train_combined, run)
+
+
+@contextlib.contextmanager
+def drawing_from(states: Any) -> Iterator[None]:
+    """The body draws from the RNG ``states`` (None: from the RNG as it is); the RNG is as before afterwards."""
+    if states is None:
+        yield
+        return
+    with isolate_rng():
+        set_rng_states(states)
+        yield
+
+
+def make_first_train_iterator(trainer: Trainer, run: Run, sweep_rng: Any = None) -> None:
+    """The iterator of a fit's first epoch, made where Lightning makes it: when the fit loop sets its data up, or
+    earlier, when ``configure_optimizers`` reads ``trainer.estimated_stepping_batches`` (which loads the data).
+    Each DataLoader iterator draws its base seed from the RNG, so the hooks after it draw what they draw there."""
+    run.epoch_rng = sweep_rng or data_rng_states(run)
+    # after a learning-rate sweep the draws come from the states it left; the run goes on from its own
+    with drawing_from(sweep_rng):
+        run.train_iterator = train_iterator(run)
+        if run.num_training_batches == float("inf") and not takes_dataloader_iter(
+            trainer.lightning_module, "training_step"
+        ):
+            # as Lightning, which reads a loader of unknown length one batch ahead as soon as it has made
+            # the iterator: the first batch is read before `on_train_start`, whatever those hooks do
+            run.train_iterator = read_first_batch(run, run.train_iterator)
+
+
+def read_first_batch(run: Run, iterator: Iterator[Any]) -> Iterator[Any]:
+    """``iterator`` with its first batch read now (the loader's position before it held for checkpoints)."""
+    loader = stateful_single_loader(run)
+    if loader is not None:
+        run.held_loader_state = loader.state_dict()
+    first = next(iterator, _END)
+    return iterator if first is _END else itertools.chain((first,), iterator)
+
+
+def stateful_single_loader(run: Run) -> Any:
+    """The training loader when it is the only one and saves its position (``state_dict``), else None."""
+    loader = run.train_dataloader
+    return loader if run.train_combined is None and _is_stateful(loader) else None
 
 
 class CombinedBatches:

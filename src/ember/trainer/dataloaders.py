@@ -13,6 +13,7 @@ from ember.trainer.data import (
     check_loader,
     check_workers,
     limit_batches,
+    make_first_train_iterator,
     prepare_loader,
     rebuild_dataloader,
     recording_loader_arguments,
@@ -463,8 +464,6 @@ def estimated_stepping_batches(t: Trainer, run: Run) -> int | float:
         if _trains(t):  # as Lightning's `fit_loop.setup_data`: nothing to load without a module, a step or batches
             setup_train_dataloader(t, run)
             if t.state.fn == TrainerFn.FITTING and run.num_training_batches:
-                from ember.trainer.loop import make_first_train_iterator
-
                 make_first_train_iterator(t, run)  # and, as it, the first epoch's iterator
     total = run.num_training_batches
     if total == float("inf"):

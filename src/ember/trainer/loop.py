@@ -11,8 +11,6 @@ nobody overrides costs one ``is not None`` per batch. One training step lives in
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import math
 import sys
 import time
@@ -26,19 +24,21 @@ from ember.trainer.data import (
     CombinedTrainBatches,
     DataLoaderIter,
     data_rng_states,
+    make_first_train_iterator,
     set_data_rng_states,
     set_sampler_epoch,
     skip_one,
+    stateful_single_loader,
     takes_dataloader_iter,
+    train_iterator,
 )
 from ember.trainer.preemption import evaluation_stop_flag, on_stop_request, stop_evaluation
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.trainer.step import TrainingStep, step_fn
 from ember.utilities.apply_func import move_data_to_device
-from ember.utilities.combined_loader import _is_stateful
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import WarningCache, rank_zero_debug, rank_zero_info, rank_zero_warn
-from ember.utilities.seed import isolate_rng, set_rng_states
+from ember.utilities.seed import isolate_rng
 from ember.utilities.signature_utils import check_dataloader_idx, step_without_batch_idx
 from ember.utilities.warnings import PossibleUserWarning
 
@@ -167,7 +167,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     )
     automatic, accumulate, total, max_steps = epoch.automatic, epoch.accumulate, epoch.total, epoch.max_steps
     # a loader of unknown length is read one batch ahead to know its last batch, as Lightning reads it
-    ahead = _Lookahead(iterator, run, _stateful_single_loader(run)) if total == float("inf") else None
+    ahead = _Lookahead(iterator, run, stateful_single_loader(run)) if total == float("inf") else None
     if ahead is not None:
         iterator = ahead
 
@@ -220,48 +220,6 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     run.held_loader_state = None
     del iterator  # after the epoch's end, as in Lightning: its worker processes stop here
     run.epoch_iterator = run.epoch_plan = None
-
-
-@contextlib.contextmanager
-def _drawing_from(states: Any) -> Iterator[None]:
-    """The body draws from the RNG ``states`` (None: from the RNG as it is); the RNG is as before afterwards."""
-    if states is None:
-        yield
-        return
-    with isolate_rng():
-        set_rng_states(states)
-        yield
-
-
-def make_first_train_iterator(trainer: Trainer, run: Run, sweep_rng: Any = None) -> None:
-    """The iterator of a fit's first epoch, made where Lightning makes it: when the fit loop sets its data up, or
-    earlier, when ``configure_optimizers`` reads ``trainer.estimated_stepping_batches`` (which loads the data).
-    Each DataLoader iterator draws its base seed from the RNG, so the hooks after it draw what they draw there."""
-    run.epoch_rng = sweep_rng or data_rng_states(run)
-    # after a learning-rate sweep the draws come from the states it left; the run goes on from its own
-    with _drawing_from(sweep_rng):
-        run.train_iterator = _train_iterator(run)
-        if run.num_training_batches == float("inf") and not takes_dataloader_iter(
-            trainer.lightning_module, "training_step"
-        ):
-            # as Lightning, which reads a loader of unknown length one batch ahead as soon as it has made
-            # the iterator: the first batch is read before `on_train_start`, whatever those hooks do
-            run.train_iterator = _read_first_batch(run, run.train_iterator)
-
-
-def _read_first_batch(run: Run, iterator: Iterator[Any]) -> Iterator[Any]:
-    """``iterator`` with its first batch read now (the loader's position before it held for checkpoints)."""
-    loader = _stateful_single_loader(run)
-    if loader is not None:
-        run.held_loader_state = loader.state_dict()
-    first = next(iterator, _END)
-    return iterator if first is _END else itertools.chain((first,), iterator)
-
-
-def _stateful_single_loader(run: Run) -> Any:
-    """The training loader when it is the only one and saves its position (``state_dict``), else None."""
-    loader = run.train_dataloader
-    return loader if run.train_combined is None and _is_stateful(loader) else None
 
 
 class _Lookahead:
@@ -404,7 +362,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             # epoch's end, it drops the one made when `fit` started): each DataLoader iterator draws its
             # base seed from the RNG, so the shuffles after it depend on that draw. (A resume restores
             # Ember's RNG states below.)
-            _train_iterator(run)
+            train_iterator(run)
     set_sampler_epoch(run.train_dataloader if run.train_combined is None else run.train_combined, progress.epoch)
     if resume is not None and resume.mid_epoch:
         # a mid-epoch checkpoint: no epoch-start hooks; the data continues after the batches trained on
@@ -412,12 +370,12 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             # the same iterator as before the interruption, fast-forwarded, then the RNG as it was
             set_data_rng_states(run, resume.epoch_rng)
             run.epoch_rng = resume.epoch_rng
-            run.train_iterator = _train_iterator(run)
+            run.train_iterator = train_iterator(run)
             if not _data_resumes_itself(run):
                 _skip_batches(run.train_iterator, progress.epoch_batches)
             set_data_rng_states(run, resume.rng)
         else:
-            run.train_iterator = _train_iterator(run)
+            run.train_iterator = train_iterator(run)
     else:
         if resume is not None and resume.rng is not None:
             set_data_rng_states(run, resume.rng)
@@ -441,7 +399,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             run.train_iterator = run.held_loader_state = None
         if run.train_iterator is None:
             run.epoch_rng = data_rng_states(run)
-            run.train_iterator = _train_iterator(run)
+            run.train_iterator = train_iterator(run)
     iterator, run.train_iterator = run.train_iterator, None
     run.epoch_iterator = iterator  # for teardown to stop its workers if the epoch fails
     run.batch_idx = -1
@@ -452,13 +410,6 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     run.metrics.live = run.train_results  # step values reach callback_metrics when somebody reads them
     run.metrics.epoch_start = None
     return profiled_iterator(run.profiler, "[_TrainingEpochLoop].train_dataloader_next", iterator)
-
-
-def _train_iterator(run: Run) -> Iterator[Any]:
-    """A new iterator over the training batches: the loader's own, or the combined batches of several."""
-    if run.train_combined is None:
-        return iter(run.train_dataloader)
-    return CombinedTrainBatches(run.train_combined, run)
 
 
 class _EpochPlan:

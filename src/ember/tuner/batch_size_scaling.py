@@ -98,9 +98,9 @@ def _draw_a_training_iterator(trainer: Trainer) -> None:
     Each DataLoader iterator draws its seeds from the global RNG, so every shuffle after the search depends
     on this draw; without it the fit that follows would train on batches in another order than Lightning's.
     """
-    from ember.trainer.loop import _train_iterator
+    from ember.trainer.data import train_iterator
 
-    _train_iterator(trainer._run)
+    train_iterator(trainer._run)
 
 
 def _run_power_scaling(
