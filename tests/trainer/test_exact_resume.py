@@ -850,3 +850,29 @@ def test_a_step_checkpoint_on_the_last_batch_of_data_of_unknown_length_resumes_w
     assert resumed.calls == whole.calls[whole.calls.index("validation at 4") :]
     assert resumed.calls[:3] == ["validation at 4", "epoch end 0", "batch 1:0"]
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+
+
+def test_resuming_a_checkpoint_written_inside_an_accumulation_window_warns_that_it_is_not_exact(tmp_path):
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    def fit(ckpt_path=None):
+        saves = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{step}", monitor="val_loss", save_top_k=-1)
+        trainer = quiet_trainer(
+            max_epochs=1,
+            accumulate_grad_batches=2,
+            val_check_interval=3,  # validates (and saves) after batches 3, 6, 9 and 12; 3 and 9 end no window
+            callbacks=[saves],
+            enable_checkpointing=True,
+            default_root_dir=tmp_path,
+        )
+        trainer.fit(CoreModel(), loader(n=24, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+
+    fit()
+    assert sorted(os.listdir(tmp_path / "ck")) == ["step=1.ckpt", "step=3.ckpt", "step=4.ckpt", "step=6.ckpt"]
+    with pytest.warns(UserWarning, match=r"inside a gradient accumulation window \(after batch 3 of its epoch"):
+        fit(str(tmp_path / "ck" / "step=1.ckpt"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*accumulation window.*")
+        fit(str(tmp_path / "ck" / "step=3.ckpt"))  # after batch 6: a window's end

@@ -597,6 +597,8 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         # checkpoint (the uninterrupted run had read ahead), and the validation due at that epoch's end follows it
         batch_progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
         run.last_batch_seen = bool(batch_progress.get("is_last_batch", False))
+    if resume.mid_epoch and ember_state is not None and t.lightning_module.automatic_optimization:
+        _warn_if_written_inside_a_window(progress, checkpoint, ember_state)
     moves = resume.mid_epoch and _moves_the_loggers_step(t, progress, checkpoint, ember_state)
     # a validation still due after that batch runs first, at the step before it moves on (the loop moves it then)
     run.step_moves_after_validation = moves and progress.validated_through != progress.epoch_batches
@@ -636,6 +638,23 @@ def _written_after_a_cut_epoch(progress: Progress) -> bool:
         and progress.last_epoch_batches > 0
         and not progress.last_epoch_ran_out
     )
+
+
+def _warn_if_written_inside_a_window(
+    progress: Progress, checkpoint: dict[str, Any], ember_state: dict[str, Any]
+) -> None:
+    """A checkpoint holds no gradients: one written inside an accumulation window resumes without those of the
+    window's batches before it, and the resumed weights will differ from the uninterrupted run's."""
+    written_with = ember_state.get("accumulate_grad_batches", 1)
+    last = _batch_progress(checkpoint).get("is_last_batch", False)
+    if written_with > 1 and progress.epoch_batches % written_with != 0 and not last:
+        rank_zero_warn(
+            f"This checkpoint was written inside a gradient accumulation window (after batch"
+            f" {progress.epoch_batches} of its epoch, with `accumulate_grad_batches={written_with}`). A checkpoint"
+            " holds no gradients, so the resumed run's next optimizer step uses only the batches after it and its"
+            " weights will differ from an uninterrupted run's. To resume exactly, let checkpoints fall on"
+            " accumulation windows' ends (a `val_check_interval` that is a multiple of `accumulate_grad_batches`)."
+        )
 
 
 def _moves_the_loggers_step(
