@@ -640,14 +640,19 @@ def _written_after_a_cut_epoch(progress: Progress) -> bool:
     )
 
 
+def _inside_a_window(progress: Progress, checkpoint: dict[str, Any], written_with: int) -> bool:
+    """Whether the checkpoint's last batch ended no accumulation window of ``written_with`` batches where it was
+    written (an epoch's last batch ends one)."""
+    return progress.epoch_batches % written_with != 0 and not _batch_progress(checkpoint).get("is_last_batch", False)
+
+
 def _warn_if_written_inside_a_window(
     progress: Progress, checkpoint: dict[str, Any], ember_state: dict[str, Any]
 ) -> None:
     """A checkpoint holds no gradients: one written inside an accumulation window resumes without those of the
     window's batches before it, and the resumed weights will differ from the uninterrupted run's."""
     written_with = ember_state.get("accumulate_grad_batches", 1)
-    last = _batch_progress(checkpoint).get("is_last_batch", False)
-    if written_with > 1 and progress.epoch_batches % written_with != 0 and not last:
+    if _inside_a_window(progress, checkpoint, written_with):
         rank_zero_warn(
             f"This checkpoint was written inside a gradient accumulation window (after batch"
             f" {progress.epoch_batches} of its epoch, with `accumulate_grad_batches={written_with}`). A checkpoint"
@@ -664,14 +669,13 @@ def _moves_the_loggers_step(
     moved on past it (in its end hooks or its validation), as it would have after them, when that batch closes
     an accumulation window by the resumed run's ``accumulate_grad_batches`` (or is its epoch's last), as
     Lightning's loop decides when it restarts, whoever wrote the file."""
-    last = _batch_progress(checkpoint).get("is_last_batch", False)
-    if not (progress.epoch_batches % t.accumulate_grad_batches == 0 or last):
+    if _inside_a_window(progress, checkpoint, t.accumulate_grad_batches):
         return False
     if ember_state is None:
         return progress.step_pending
     # a batch that did not step where it was written never moved the step on: it is still to move
     written_with = ember_state.get("accumulate_grad_batches", t.accumulate_grad_batches)
-    return progress.step_pending or (progress.epoch_batches % written_with != 0 and not last)
+    return progress.step_pending or _inside_a_window(progress, checkpoint, written_with)
 
 
 def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> None:
