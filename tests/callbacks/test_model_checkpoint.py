@@ -1265,7 +1265,8 @@ def test_manual_optimization_without_a_pre_step_state_warns_once_saying_why_and_
     assert len(warned) == 1
     # Lightning's own test matches this sentence
     assert "The checkpoint will contain the model state AFTER optimization" in warned[0]
-    assert "`_ManualSteps.training_step` has already called `optimizer.step()`" in warned[0]
+    assert "saves after `_ManualSteps.training_step` has returned" in warned[0]
+    assert "include every `optimizer.step()` it took" in warned[0]
     assert "(`monitor='score'`)" in warned[0]
     assert (
         "self.saved_models = {batch_idx: {k: v.detach().clone() for k, v in self.state_dict().items()}}" in (warned[0])

@@ -54,10 +54,11 @@ log = logging.getLogger(__name__)
 # Lightning's (tools match on them); the rest says why and gives a recipe that works for any module.
 _NO_PRE_STEP_STATE = (
     "Using ModelCheckpoint with manual optimization and every_n_train_steps, but no pre-optimization state was"
-    " saved. The checkpoint will contain the model state AFTER optimization. `{module}.training_step` has"
-    " already called `optimizer.step()` when this callback saves, so the saved weights are not the ones the"
-    " step's logged metrics{monitor} were computed with. To save those, keep them in `training_step` before"
-    " `optimizer.step()`; the checkpoint then holds the newest entry of `self.saved_models`:\n"
+    " saved. The checkpoint will contain the model state AFTER optimization. This callback saves after"
+    " `{module}.training_step` has returned, so the saved weights include every `optimizer.step()` it took"
+    " and may not be the ones the step's logged metrics{monitor} were computed with. To save those, keep them"
+    " in `training_step` before `optimizer.step()`; the checkpoint then holds the newest entry of"
+    " `self.saved_models`:\n"
     "def training_step(self, batch, batch_idx):\n"
     "    # ... forward pass, loss calculation ...\n"
     "    self.saved_models = {{batch_idx: {{k: v.detach().clone() for k, v in self.state_dict().items()}}}}\n"
