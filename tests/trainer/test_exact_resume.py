@@ -209,15 +209,34 @@ def test_a_plateau_schedulers_epoch_end_step_survives_the_resume(tmp_path, monit
     # a checkpoint without the values (Lightning's) resumes as Lightning does: the step is skipped (the logged
     # values go too: the epoch's train_loss would be monitored from them)
     checkpoint = torch.load(last, weights_only=True)
-    del checkpoint["ember"]["plateau_values"], checkpoint["ember"]["train_results"]
+    del checkpoint["ember"]["plateau_due"], checkpoint["ember"]["train_results"]
     del checkpoint["ember"]["callback_metrics"]
     torch.save(checkpoint, tmp_path / "without.ckpt")
     lr, _ = _plateau_run(tmp_path / "without", 3, monitor, on_train_epoch_end, tmp_path / "without.ckpt")
     assert lr == pytest.approx(0.1 * 0.5**2)
 
+    # an earlier Ember's checkpoint: the monitored value itself, and no metrics
+    lr, weight = _earlier_embers_plateau_resume(
+        tmp_path, last, monitor, epochs=3, on_train_epoch_end=on_train_epoch_end
+    )
+    assert lr == straight_lr and torch.equal(weight, straight_weight)
+
     if on_train_epoch_end:  # the next epoch's end is no resumed one: a metric that is not logged is named
         with pytest.raises(ember.utilities.exceptions.MisconfigurationException, match="metric nowhere which"):
             _plateau_run(tmp_path / "misnamed", 4, "nowhere", on_train_epoch_end, last)
+
+
+def _earlier_embers_plateau_resume(tmp_path, checkpoint_path, monitor, **run_args):
+    """Resume from ``checkpoint_path`` rewritten as an earlier Ember wrote it: ``plateau_values`` (the value the
+    scheduler monitored, by its index) instead of ``plateau_due`` and ``callback_metrics``."""
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    ember_state = checkpoint["ember"]
+    del ember_state["plateau_due"]  # (an epoch interval's value was kept for a checkpoint written mid-epoch too)
+    ember_state["plateau_values"] = {0: float(ember_state.pop("callback_metrics")[monitor])}
+    torch.save(checkpoint, tmp_path / "earlier.ckpt")
+    epochs = run_args.pop("epochs")
+    lr, weight = _plateau_run(tmp_path / "earlier", epochs, monitor, ckpt_path=tmp_path / "earlier.ckpt", **run_args)
+    return lr, weight
 
 
 def test_a_step_interval_plateau_step_after_a_validation_survives_a_mid_epoch_resume(tmp_path):
@@ -229,6 +248,28 @@ def test_a_step_interval_plateau_step_after_a_validation_survives_a_mid_epoch_re
     last = tmp_path / "first" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 12
     resumed_lr, resumed_weight = _plateau_run(tmp_path / "resumed", 3, ckpt_path=last, val_check_interval=4, **args)
+    assert straight_lr == resumed_lr == pytest.approx(0.1 * 0.5**6)
+    assert torch.equal(straight_weight, resumed_weight)
+    args["epochs"], args["val_check_interval"] = 3, 4
+    lr, weight = _earlier_embers_plateau_resume(tmp_path, last, **args)
+    assert lr == straight_lr and torch.equal(weight, straight_weight)
+
+
+@pytest.mark.parametrize(
+    ("monitor", "val_check_interval"), [("val_loss", 4), ("train_loss", 1.0)], ids=["validation_due", "no_validation"]
+)
+def test_a_step_interval_plateau_step_due_at_a_step_checkpoints_batch_survives_the_resume(
+    tmp_path, monitor, val_check_interval
+):
+    # a step checkpoint is written at the batch's end, before the validation due there and the plateau step after
+    # it: the resumed run runs both (the step was lost, the rate staying one reduction behind)
+    def run(root, ckpt_path=None):
+        steps = ember.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=12, save_top_k=-1)
+        args = {"interval": "step", "frequency": 4, "val_check_interval": val_check_interval}
+        return _plateau_run(root, 3, monitor, True, ckpt_path=ckpt_path, checkpoint=steps, **args)
+
+    straight_lr, straight_weight = run(tmp_path / "straight")
+    resumed_lr, resumed_weight = run(tmp_path / "resumed", tmp_path / "straight" / "epoch=1-step=12.ckpt")
     assert straight_lr == resumed_lr == pytest.approx(0.1 * 0.5**6)
     assert torch.equal(straight_weight, resumed_weight)
 

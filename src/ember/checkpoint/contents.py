@@ -270,7 +270,7 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False, all_ranks:
             "train_results": run.train_results.state_dict()
             if not run.progress.epoch_done or run.progress.epoch_unfinished
             else {},
-            "plateau_values": plateau_values(t, run),
+            "plateau_due": plateau_due(t, run),
             # what the callbacks read (EarlyStopping at the epoch's end, a monitored ModelCheckpoint at a step
             # trigger): the uninterrupted run still had the last validation's values there
             "callback_metrics": _plain_metrics(t.callback_metrics) if run.fn == TrainerFn.FITTING else {},
@@ -442,39 +442,33 @@ def _plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def plateau_values(t: Trainer, run: Run) -> dict[int, float]:
-    """What the ``ReduceLROnPlateau`` schedulers monitor now, by config index, for a resume.
+def plateau_due(t: Trainer, run: Run) -> list[int]:
+    """The ``ReduceLROnPlateau`` schedulers (by index in ``lr_scheduler_configs``) due to step after the point
+    the checkpoint is written, for the resumed run to step them.
 
-    They step after the checkpoint callbacks that read the same metrics: at an epoch's end (an epoch
-    interval), or after a validation (a step interval). A checkpoint written there holds the schedulers as
-    they were before that step, so the resumed run takes it with these values (only those due to step
-    here). A checkpoint written in the epoch's last validation resumes with the epoch's end still to run,
-    whose step needs the validation's metrics, which a resumed run no longer has: it takes them from here.
+    They step after what writes checkpoints there: at an epoch's end after the checkpoint callbacks (an epoch
+    interval); at a batch that closed an accumulation window, after the batch-end hooks and the validation due
+    there (a step interval). The values they monitor are the checkpoint's ``callback_metrics``.
     """
     progress, configs = run.progress, t.lr_scheduler_configs
-    if run.fn != TrainerFn.FITTING or not any(c.reduce_on_plateau for c in configs):
-        return {}
-    automatic = t.lightning_module.automatic_optimization
+    if run.fn != TrainerFn.FITTING or not t.lightning_module.automatic_optimization:
+        return []
     full_epoch = progress.epoch_batches >= run.num_training_batches
-    in_validation = t.state.stage == RunningStage.VALIDATING and not progress.epoch_done
+    # a batch of this epoch ended, and the plateau steps that follow it have not run (the loop marks them)
+    batch_pending = (
+        progress.epoch_batches > 0 and not progress.epoch_done and run.plateau_stepped_at != progress.total_batches
+    )
     closed_a_window = (run.batch_idx + 1) % t.accumulate_grad_batches == 0 or full_epoch
-    metrics = t.callback_metrics
-    values = {}
+    due = set(run.plateau_pending)  # the resumed checkpoint's, not stepped yet
     for index, config in enumerate(configs):
-        if not config.reduce_on_plateau or config.monitor not in metrics:
+        if not config.reduce_on_plateau:
             continue
         if config.interval == "epoch":
-            # at the epoch's end, only those that step there (not after an epoch cut short)
-            due = not progress.epoch_done or (automatic and full_epoch and (progress.epoch + 1) % config.frequency == 0)
-        else:  # a step interval: after a validation at a step that closed an accumulation window
-            due = in_validation and automatic and closed_a_window and (run.batch_idx + 1) % config.frequency == 0
-        if not due:
-            continue
-        try:
-            values[index] = float(metrics[config.monitor])
-        except (TypeError, ValueError, RuntimeError):
-            continue  # not a number: the scheduler itself will say so when it steps
-    return values
+            if progress.epoch_done and full_epoch and (progress.epoch + 1) % config.frequency == 0:
+                due.add(index)
+        elif batch_pending and closed_a_window and (run.batch_idx + 1) % config.frequency == 0:
+            due.add(index)
+    return sorted(due)
 
 
 def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> None:
@@ -489,18 +483,29 @@ def restore_training_state(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> 
     run.fit_resuming = True
     run.restarted_at_batch = run.progress.total_batches
     restore_optimizers_and_schedulers(t, checkpoint)
-    ember_state = checkpoint.get(EMBER_KEY) or {}
-    saved = {int(index): value for index, value in ember_state.get("plateau_values", {}).items()}
-    configs = t.lr_scheduler_configs
-    # written at the epoch's end, or after a validation, before these schedulers stepped: they step now, as
-    # they did then; the others' values wait for the resumed epoch's end
-    due = {i: v for i, v in saved.items() if configs[i].interval != "epoch" or run.progress.epoch_done}
-    if due:
-        from ember.trainer.loop import step_scheduler
+    _restore_plateau_due(t, run, checkpoint.get(EMBER_KEY) or {})
 
-        for index, value in sorted(due.items()):
-            step_scheduler(t, run, configs[index], value)
-    run.plateau_values = {i: v for i, v in saved.items() if i not in due}
+
+def _restore_plateau_due(t: Trainer, run: Run, ember_state: dict[str, Any]) -> None:
+    """The ``ReduceLROnPlateau`` steps the checkpoint was written before: at an epoch's end, they step now; after a
+    batch, once the resumed run has run the validation still due there (``run.plateau_pending``)."""
+    configs = t.lr_scheduler_configs
+    if "plateau_values" in ember_state:
+        # an earlier Ember's: the monitored values themselves, written where they were due (and, in an epoch
+        # under way, for the epoch-interval ones due at its end); they go where the step reads them
+        values = {int(index): value for index, value in ember_state["plateau_values"].items()}
+        run.metrics.merge({configs[i].monitor: torch.tensor(v) for i, v in values.items()}, {}, {})
+        due = [i for i in values if configs[i].interval != "epoch" or run.progress.epoch_done]
+    else:
+        due = [int(index) for index in ember_state.get("plateau_due", [])]
+    run.plateau_stepped_at = run.progress.total_batches
+    run.plateau_pending = [i for i in due if configs[i].interval != "epoch"]
+    if len(run.plateau_pending) != len(due):
+        from ember.trainer.loop import step_plateau
+
+        for index in due:
+            if configs[index].interval == "epoch":
+                step_plateau(t, run, configs[index])
 
 
 def restore_precision_state(t: Trainer, checkpoint: dict[str, Any]) -> None:

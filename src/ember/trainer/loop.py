@@ -263,7 +263,7 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
     not moved to the device.
     """
     progress, results = run.progress, run.train_results
-    _resumed_step_done(run)
+    _finish_resumed_batch(trainer, run)
     start = progress.epoch_batches
     data = DataLoaderIter(((batch, start + i, 0) for i, batch in enumerate(batches)), epoch.total - start)
     step_idx = 0
@@ -304,8 +304,14 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
             break
 
 
-def _resumed_step_done(run: Run) -> None:
-    """A run resumed after a batch that stepped, and before the loggers' step moved on past it: it moves on now."""
+def _finish_resumed_batch(trainer: Trainer, run: Run) -> None:
+    """A run resumed after a batch, before what follows the batch's validation: the ``ReduceLROnPlateau`` steps due
+    there, and the loggers' step moves on past a batch that stepped."""
+    if run.plateau_pending:
+        configs = trainer.lr_scheduler_configs
+        for index in run.plateau_pending:
+            step_plateau(trainer, run, configs[index])
+        run.plateau_pending = []
     if run.step_moves_after_validation:
         run.progress.batches_that_stepped += 1
         run.step_moves_after_validation = False
@@ -467,7 +473,7 @@ class _EpochPlan:
             is_last = batch_idx >= self.total or self.run.last_batch_seen
             accumulating = self.automatic and batch_idx % self.accumulate != 0 and not is_last
             self.validate_if_due(batch_idx - 1, is_last, accumulating)
-        _resumed_step_done(self.run)  # after that batch's validation, as in the uninterrupted run
+        _finish_resumed_batch(self.trainer, self.run)  # after that batch's validation, as in the uninterrupted run
         if self.trainer.should_stop and self.may_stop(batch_idx):
             return batch_idx  # stopped before this batch (in `on_train_epoch_start`): none runs, as in Lightning
         return self.total
@@ -505,7 +511,8 @@ class _EpochPlan:
         if self.plateau_step and not accumulating:
             for config in self.plateau_step:
                 if (batch_idx + 1) % config.frequency == 0:
-                    _step_plateau(self.trainer, self.run, config)
+                    step_plateau(self.trainer, self.run, config)
+            self.run.plateau_stepped_at = self.run.progress.total_batches  # (a checkpoint from here on comes after)
 
     def validate_if_due(self, batch_idx: int, is_last: bool, accumulating: bool) -> None:
         """Validate when an interval ends after batch ``batch_idx`` (or training stops mid-epoch)."""
@@ -567,7 +574,7 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
     if epoch.automatic and (progress.epoch_batches >= epoch.total or run.last_batch_seen):
         for config in trainer.lr_scheduler_configs:
             if config.interval == "epoch" and config.reduce_on_plateau and (progress.epoch + 1) % config.frequency == 0:
-                _step_plateau(trainer, run, config)
+                step_plateau(trainer, run, config)
     if trainer.loggers:
         progress.batches_that_stepped -= 1  # epoch values are logged at the step of the epoch's last batch
         metrics.update_train_epoch_metrics(results)
@@ -640,16 +647,13 @@ def step_scheduler(trainer: Trainer, run: Run, config: Any, metric: Any) -> None
         config.scheduler.step(metric)
 
 
-def _step_plateau(trainer: Trainer, run: Run, config: Any) -> None:
+def step_plateau(trainer: Trainer, run: Run, config: Any) -> None:
+    """Step a ``ReduceLROnPlateau`` scheduler with the value of the metric it monitors."""
     value: Any = trainer.callback_metrics.get(config.monitor)
     if value is None and run.restarting:
-        # the end of the epoch a mid-epoch checkpoint resumed: the checkpoint holds the value its last
-        # validation gave; one without it (Lightning's) skips this step, as Lightning skips plateau
-        # schedulers while it restarts
-        index = next(i for i, c in enumerate(trainer.lr_scheduler_configs) if c is config)
-        if index not in run.plateau_values:
-            return
-        value = run.plateau_values[index]
+        # a resumed epoch whose checkpoint holds no metrics (Lightning's): the step is skipped, as Lightning skips
+        # plateau schedulers while it restarts
+        return
     if value is None:
         if config.strict:
             raise MisconfigurationException(

@@ -137,15 +137,16 @@ class Run:
     epoch_starting: bool = False
     restarted_at_batch: int = 0
     # resumed after a batch that stepped and before the validation due after it: the loggers' step moves on
-    # once that validation has run again (`loop._resumed_step_done`)
+    # once that validation has run again (`loop._finish_resumed_batch`)
     step_moves_after_validation: bool = False
     # Lightning's `fit_loop.is_resuming`: fit loaded a checkpoint and no training epoch has run since (it
     # outlives a call that trained nothing, so the next `fit` on this trainer carries it on)
     fit_resuming: bool = False
-    # what the checkpoint's epoch-interval ReduceLROnPlateau schedulers monitored when it was written (by
-    # their index in `lr_scheduler_configs`): the resumed run steps them with these values, which the
-    # restored metrics do not hold (see `checkpoint.contents.plateau_values`)
-    plateau_values: dict[int, float] = field(default_factory=dict)
+    # `progress.total_batches` when the step-interval ReduceLROnPlateau schedulers last had their turn (after a
+    # batch's validation), and those a checkpoint was written before, which the resumed run steps once its first
+    # batch's due validation has run (see `checkpoint.contents.plateau_due`)
+    plateau_stepped_at: int = 0
+    plateau_pending: list[int] = field(default_factory=list)
     datamodule_restored: bool = False  # the datamodule's `load_state_dict` took its state from the checkpoint
     stop_flag: StopFlag = field(default_factory=StopFlag)
     step: TrainingStep | None = None  # the current epoch's training step
