@@ -86,6 +86,41 @@ def test_no_gradient_sync_while_accumulating(tmp_path):
         assert torch.equal(value, rank1["weights"][key])  # the accumulated gradients were averaged
 
 
+class _SavesAfterBatch(Callback):
+    """Every rank calls ``trainer.save_checkpoint`` after the first epoch's batch ``batch_idx``."""
+
+    def __init__(self, path, batch_idx: int) -> None:
+        self.path, self.batch_idx = path, batch_idx
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 0 and batch_idx == self.batch_idx:
+            trainer.save_checkpoint(self.path)
+
+
+def test_a_checkpoint_inside_an_accumulation_window_keeps_the_ranks_averaged_gradients(tmp_path):
+    # each rank's window gradients are its own until the all-reduce at the window's end; the checkpoint keeps their
+    # average, which every rank resumes with: the step that ends the window averages the same sum
+    def fit(folder, callbacks=(), ckpt_path=None):
+        folder.mkdir()
+        torch.manual_seed(0)
+        trainer = fork_trainer(folder, max_epochs=2, accumulate_grad_batches=2, callbacks=list(callbacks))
+        trainer.fit(RecordingModel(folder), loader(), ckpt_path=ckpt_path)
+        return read_ranks(folder)[0]["weights"]
+
+    inside = tmp_path / "inside.ckpt"
+    whole = fit(tmp_path / "whole", [_SavesAfterBatch(inside, batch_idx=2)])  # 4 batches a rank: windows 0-1, 2-3
+    gradients = torch.load(inside, weights_only=True)["ember"]["accumulated_gradients"]
+    assert set(gradients) == {"layer.weight", "layer.bias"}
+    resumed = fit(tmp_path / "resumed", ckpt_path=inside)
+    checkpoint = torch.load(inside, weights_only=True)
+    del checkpoint["ember"]["accumulated_gradients"]
+    torch.save(checkpoint, tmp_path / "without.ckpt")
+    without = fit(tmp_path / "without", ckpt_path=tmp_path / "without.ckpt")
+    for key, value in whole.items():
+        torch.testing.assert_close(resumed[key], value, rtol=1e-6, atol=1e-7)
+    assert not all(torch.allclose(without[key], value, rtol=1e-4, atol=1e-5) for key, value in whole.items())
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="SyncBatchNorm needs 2 CUDA devices")
 def test_sync_batchnorm_converts_for_fit(tmp_path):

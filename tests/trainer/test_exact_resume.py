@@ -893,27 +893,40 @@ def test_a_step_checkpoint_on_the_last_batch_of_data_of_unknown_length_resumes_w
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
 
 
-def test_resuming_a_checkpoint_written_inside_an_accumulation_window_warns_that_it_is_not_exact(tmp_path):
+def test_a_checkpoint_written_inside_an_accumulation_window_keeps_its_gradients_and_resumes_exactly(tmp_path):
     from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
     from ember.callbacks import ModelCheckpoint
 
-    def fit(ckpt_path=None):
-        saves = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{step}", monitor="val_loss", save_top_k=-1)
+    def fit(root, ckpt_path=None):
+        saves = ModelCheckpoint(dirpath=root, filename="{step}", monitor="val_loss", save_top_k=-1)
         trainer = quiet_trainer(
-            max_epochs=1,
+            max_epochs=2,
             accumulate_grad_batches=2,
             val_check_interval=3,  # validates (and saves) after batches 3, 6, 9 and 12; 3 and 9 end no window
             callbacks=[saves],
             enable_checkpointing=True,
-            default_root_dir=tmp_path,
+            default_root_dir=root,
         )
-        trainer.fit(CoreModel(), loader(n=24, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+        torch.manual_seed(0)
+        model = CoreModel()
+        trainer.fit(model, loader(n=24, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+        return model
 
-    fit()
-    assert sorted(os.listdir(tmp_path / "ck")) == ["step=1.ckpt", "step=3.ckpt", "step=4.ckpt", "step=6.ckpt"]
-    with pytest.warns(UserWarning, match=r"inside a gradient accumulation window \(after batch 3 of its epoch"):
-        fit(str(tmp_path / "ck" / "step=1.ckpt"))
+    whole = fit(tmp_path / "ck")
+    inside = torch.load(tmp_path / "ck" / "step=1.ckpt", weights_only=True)  # after batch 3
+    gradients = inside["ember"]["accumulated_gradients"]
+    assert set(gradients) == {name for name, _ in whole.named_parameters()}
+    assert all(value.abs().sum() > 0 for value in gradients.values())
+    assert "accumulated_gradients" not in torch.load(tmp_path / "ck" / "step=3.ckpt", weights_only=True)["ember"]
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*accumulation window.*")
-        fit(str(tmp_path / "ck" / "step=3.ckpt"))  # after batch 6: a window's end
+        resumed = fit(tmp_path / "resumed", str(tmp_path / "ck" / "step=1.ckpt"))
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+
+    # without them (an earlier Ember's checkpoint): the resume warns, and is not exact
+    del inside["ember"]["accumulated_gradients"]
+    torch.save(inside, tmp_path / "without.ckpt")
+    with pytest.warns(UserWarning, match=r"inside a gradient accumulation window \(after batch 3 of its epoch"):
+        inexact = fit(tmp_path / "inexact", str(tmp_path / "without.ckpt"))
+    assert not all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), inexact.state_dict().values()))

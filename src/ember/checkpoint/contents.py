@@ -262,30 +262,7 @@ def dump_checkpoint(t: Trainer, run: Run, weights_only: bool = False, all_ranks:
         if precision_state:
             checkpoint[type(precision).__qualname__] = precision_state  # "MixedPrecision", as Lightning
         precision.on_save_checkpoint(checkpoint)
-        checkpoint[EMBER_KEY] = {
-            "progress": run.progress.state_dict(),
-            "rng": data_rng_states(run),
-            "epoch_rng": run.epoch_rng,
-            # the values of an epoch under way, or of one that a resumed run goes on with
-            "train_results": run.train_results.state_dict()
-            if not run.progress.epoch_done or run.progress.epoch_unfinished
-            else {},
-            "plateau_due": plateau_due(t, run),
-            # what the callbacks read (EarlyStopping at the epoch's end, a monitored ModelCheckpoint at a step
-            # trigger): the uninterrupted run still had the last validation's values there
-            "callback_metrics": _plain_metrics(t.callback_metrics) if run.fn == TrainerFn.FITTING else {},
-            # what decided whether the last batch trained stepped (`progress.step_pending`)
-            "accumulate_grad_batches": t.accumulate_grad_batches,
-            "world_size": t.world_size,
-            "global_rank": t.global_rank,
-        }
-        if run.sampler_seed is not None:  # the seed of the training loaders' DistributedSampler
-            checkpoint[EMBER_KEY]["sampler_seed"] = run.sampler_seed
-        if all_ranks and t.world_size > 1 and hasattr(t.strategy, "all_gather_object"):
-            # all ranks: every rank's RNG states, so that each one resumes with its own
-            ember_state = checkpoint[EMBER_KEY]
-            gathered = t.strategy.all_gather_object(_pack_tensors([ember_state["rng"], run.epoch_rng]))
-            ember_state["rank_rng"] = _unpack_tensors(gathered)
+        checkpoint[EMBER_KEY] = _ember_state(t, run, all_ranks)
     # the name `save_hyperparameters` recorded (None where it found none), and only if it ran, as in Lightning
     if getattr(module, "_hparams", None):
         if hasattr(module, "_hparams_name"):
@@ -593,7 +570,8 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     rank_rng = ember_state.get("rank_rng") if ember_state is not None and rng is not None else None
     if rank_rng and t.global_rank < len(rank_rng):
         rng, epoch_rng = rank_rng[t.global_rank]  # this rank's own states
-    resume = Resume(mid_epoch=progress.epoch_batches != 0, rng=rng, epoch_rng=epoch_rng)
+    gradients = ember_state.get("accumulated_gradients") if ember_state is not None else None
+    resume = Resume(mid_epoch=progress.epoch_batches != 0, rng=rng, epoch_rng=epoch_rng, gradients=gradients)
     # till the next epoch's data is drawn, Lightning's batch counters hold the finished epoch's, as between two
     # epochs of one run; inside an epoch, the checkpoint's
     run.between_epochs = not resume.mid_epoch
@@ -602,7 +580,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         # checkpoint (the uninterrupted run had read ahead), and the validation due at that epoch's end follows it
         batch_progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
         run.last_batch_seen = bool(batch_progress.get("is_last_batch", False))
-    if resume.mid_epoch and ember_state is not None and t.lightning_module.automatic_optimization:
+    if resume.mid_epoch and ember_state is not None and gradients is None and t.lightning_module.automatic_optimization:
         _warn_if_written_inside_a_window(progress, checkpoint, ember_state)
     moves = resume.mid_epoch and _moves_the_loggers_step(t, progress, checkpoint, ember_state)
     # a validation still due after that batch runs first, at the step before it moves on (the loop moves it then)
@@ -645,6 +623,53 @@ def _written_after_a_cut_epoch(progress: Progress) -> bool:
     )
 
 
+def _ember_state(t: Trainer, run: Run, all_ranks: bool) -> dict[str, Any]:
+    """Ember's own entry of a training checkpoint: what an exact resume needs beyond Lightning's keys."""
+    ember_state = {
+        "progress": run.progress.state_dict(),
+        "rng": data_rng_states(run),
+        "epoch_rng": run.epoch_rng,
+        # the values of an epoch under way, or of one that a resumed run goes on with
+        "train_results": run.train_results.state_dict()
+        if not run.progress.epoch_done or run.progress.epoch_unfinished
+        else {},
+        "plateau_due": plateau_due(t, run),
+        # what the callbacks read (EarlyStopping at the epoch's end, a monitored ModelCheckpoint at a step
+        # trigger): the uninterrupted run still had the last validation's values there
+        "callback_metrics": _plain_metrics(t.callback_metrics) if run.fn == TrainerFn.FITTING else {},
+        # what decided whether the last batch trained stepped (`progress.step_pending`)
+        "accumulate_grad_batches": t.accumulate_grad_batches,
+        "world_size": t.world_size,
+        "global_rank": t.global_rank,
+    }
+    if run.sampler_seed is not None:  # the seed of the training loaders' DistributedSampler
+        ember_state["sampler_seed"] = run.sampler_seed
+    if _inside_a_window_now(t, run):
+        gradients = t.strategy.accumulated_gradients(all_ranks)
+        if gradients is not None:
+            ember_state["accumulated_gradients"] = gradients
+    if all_ranks and t.world_size > 1 and hasattr(t.strategy, "all_gather_object"):
+        # all ranks: every rank's RNG states, so that each one resumes with its own
+        gathered = t.strategy.all_gather_object(_pack_tensors([ember_state["rng"], run.epoch_rng]))
+        ember_state["rank_rng"] = _unpack_tensors(gathered)
+    return ember_state
+
+
+def _inside_a_window_now(t: Trainer, run: Run) -> bool:
+    """Whether training is inside a gradient accumulation window: the window's batches trained so far have added
+    gradients that no optimizer step has used yet."""
+    progress, accumulate = run.progress, t.accumulate_grad_batches
+    return (
+        run.fn == TrainerFn.FITTING
+        and accumulate > 1
+        and t.lightning_module.automatic_optimization
+        and not progress.epoch_done
+        and progress.epoch_batches % accumulate != 0
+        and progress.epoch_batches < run.num_training_batches
+        and not run.last_batch_seen
+    )
+
+
 def _inside_a_window(progress: Progress, checkpoint: dict[str, Any], written_with: int) -> bool:
     """Whether the checkpoint's last batch ended no accumulation window of ``written_with`` batches where it was
     written (an epoch's last batch ends one)."""
@@ -654,16 +679,19 @@ def _inside_a_window(progress: Progress, checkpoint: dict[str, Any], written_wit
 def _warn_if_written_inside_a_window(
     progress: Progress, checkpoint: dict[str, Any], ember_state: dict[str, Any]
 ) -> None:
-    """A checkpoint holds no gradients: one written inside an accumulation window resumes without those of the
-    window's batches before it, and the resumed weights will differ from the uninterrupted run's."""
+    """A checkpoint written inside an accumulation window without the window's gradients (by an earlier Ember, or
+    under a strategy that does not keep them) resumes without those of the window's batches before it, and the
+    resumed weights will differ from the uninterrupted run's."""
     written_with = ember_state.get("accumulate_grad_batches", 1)
     if _inside_a_window(progress, checkpoint, written_with):
         rank_zero_warn(
             f"This checkpoint was written inside a gradient accumulation window (after batch"
-            f" {progress.epoch_batches} of its epoch, with `accumulate_grad_batches={written_with}`). A checkpoint"
-            " holds no gradients, so the resumed run's next optimizer step uses only the batches after it and its"
-            " weights will differ from an uninterrupted run's. To resume exactly, let checkpoints fall on"
-            " accumulation windows' ends (a `val_check_interval` that is a multiple of `accumulate_grad_batches`)."
+            f" {progress.epoch_batches} of its epoch, with `accumulate_grad_batches={written_with}`) and holds"
+            " none of the window's gradients (written by an earlier Ember, or by a strategy that does not keep"
+            " them), so the resumed run's next optimizer"
+            " step uses only the batches after it and its weights will differ from an uninterrupted run's. To"
+            " resume exactly, let checkpoints fall on accumulation windows' ends (a `val_check_interval` that is a"
+            " multiple of `accumulate_grad_batches`)."
         )
 
 

@@ -407,6 +407,10 @@ class DeepSpeedStrategy(DDPStrategy):
         """Empty: the engine writes its optimizer's (sharded) state in ``save_checkpoint``."""
         return {}
 
+    def accumulated_gradients(self, all_ranks: bool) -> dict[str, torch.Tensor] | None:
+        """``None``: the engine accumulates the gradients in its own (partitioned) buffers, which are not kept."""
+        return None
+
     def full_module_state_dict(self) -> dict[str, Any]:
         """The whole weights on every rank (under ZeRO-3 gathered from the shards; all ranks call it)."""
         module = self._lightning_module

@@ -318,6 +318,27 @@ class ParallelStrategy(Strategy):
             return tensor.div_(world_size)
         return tensor.copy_(tensor / world_size)  # truncated back into the integer dtype
 
+    def accumulated_gradients(self, all_ranks: bool) -> dict[str, Tensor] | None:
+        """The window's gradients averaged over the ranks, as the all-reduce that ends the window averages them
+        (the gradients of a window under ``no_sync`` are each rank's own until then). Every rank resumes with the
+        average, so the step that ends the window averages the same sum: the uninterrupted run's step, up to the
+        order in which floating-point numbers are added. ``None`` if only this rank calls it, or if the ranks'
+        parameters with a gradient differ."""
+        if not self._active():
+            return super().accumulated_gradients(all_ranks)
+        if not all_ranks:
+            return None
+        named = [(name, p.grad) for name, p in self.lightning_module.named_parameters() if p.requires_grad]
+        present = torch.tensor([grad is not None for _, grad in named], dtype=torch.int32, device=self.root_device)
+        fewest = self.reduce(present.clone(), reduce_op="min")
+        if not torch.equal(fewest, present):  # (a parameter unused on some rank only)
+            return None
+        gradients = {}
+        for name, grad in named:
+            if grad is not None:
+                gradients[name] = self.reduce(grad.detach().clone(), reduce_op="mean").cpu()
+        return gradients
+
     def all_gather(self, tensor: Tensor, group: Any | None = None, sync_grads: bool = False) -> Tensor:
         """Stack ``tensor`` from every rank along a new first dimension (same shape on every rank)."""
         if not self._active():

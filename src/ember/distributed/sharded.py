@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import Tensor
 from torch.optim import Optimizer
 
 from ember.distributed.parallel import ParallelStrategy
@@ -62,6 +63,11 @@ class ShardedStrategy(ParallelStrategy):
 
     def full_module_state_dict(self) -> dict[str, Any]:
         return self._module_state_dict(full=True)
+
+    def accumulated_gradients(self, all_ranks: bool) -> dict[str, Tensor] | None:
+        """``None``: sharded gradients are not kept (a checkpoint written inside an accumulation window warns
+        when it is resumed)."""
+        return None
 
     def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
         """The optimizer's state for a checkpoint: gathered on rank 0 (full) or this rank's slices (sharded)."""

@@ -426,6 +426,23 @@ class Strategy:
     def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
         return optimizer.state_dict()
 
+    def accumulated_gradients(self, all_ranks: bool) -> dict[str, Tensor] | None:
+        """The gradients that the batches of an unfinished accumulation window have added up, by parameter name,
+        on the CPU: a checkpoint written inside the window keeps them, so that the resumed run's next optimizer
+        step is the uninterrupted run's. ``None`` where this strategy cannot give them for every rank
+        (``all_ranks``: every rank calls this)."""
+        return {
+            name: parameter.grad.detach().to("cpu", copy=True)
+            for name, parameter in self.lightning_module.named_parameters()
+            if parameter.grad is not None
+        }
+
+    def load_accumulated_gradients(self, gradients: Mapping[str, Tensor]) -> None:
+        """Gradients from :meth:`accumulated_gradients` into the module's parameters (and none into the others)."""
+        for name, parameter in self.lightning_module.named_parameters():
+            saved = gradients.get(name)
+            parameter.grad = None if saved is None else saved.to(parameter.device, copy=True)
+
     def load_model_state_dict(self, checkpoint: Mapping[str, Any], strict: bool = True) -> Any:
         """The checkpoint's ``state_dict`` into the module (Lightning's signature: the whole checkpoint)."""
         return self._load_module_weights(checkpoint["state_dict"], strict=strict)

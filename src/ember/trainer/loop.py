@@ -372,6 +372,8 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     set_sampler_epoch(run.train_dataloader if run.train_combined is None else run.train_combined, progress.epoch)
     if resume is not None and resume.mid_epoch:
         # a mid-epoch checkpoint: no epoch-start hooks; the data continues after the batches trained on
+        if resume.gradients is not None:  # and an accumulation window goes on from the gradients it had added up
+            trainer.strategy.load_accumulated_gradients(resume.gradients)
         if resume.exact:
             # the same iterator as before the interruption, fast-forwarded, then the RNG as it was
             set_data_rng_states(run, resume.epoch_rng)

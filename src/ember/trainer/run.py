@@ -90,12 +90,15 @@ class Resume:
     checkpoint was written (None when the checkpoint holds none, e.g. one written by Lightning).
     ``epoch_rng``: the RNG states the interrupted epoch drew its data order from (with those before
     a loader started again mid-epoch, when several are combined); with them the same order is
-    replayed and the resume is exact.
+    replayed and the resume is exact. ``gradients``: what the batches of an unfinished gradient
+    accumulation window had added up (the strategy's ``accumulated_gradients``), which the window's
+    remaining batches add to.
     """
 
     mid_epoch: bool
     rng: Any = None
     epoch_rng: Any = None
+    gradients: Any = None
 
     @property
     def exact(self) -> bool:
