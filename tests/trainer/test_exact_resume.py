@@ -1,6 +1,7 @@
 """Exact resume: an interrupted run resumed in a fresh process ends with bit-identical weights."""
 
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -891,6 +892,41 @@ def test_a_step_checkpoint_on_the_last_batch_of_data_of_unknown_length_resumes_w
     assert resumed.calls == whole.calls[whole.calls.index("validation at 4") :]
     assert resumed.calls[:3] == ["validation at 4", "epoch end 0", "batch 1:0"]
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_run_resumed_inside_an_accumulation_window_does_not_save_the_step_it_resumed_at_again(tmp_path):
+    # windows of 3 batches; validation after batches 4, 8 and 12 saves `val-*`; `every_n_train_steps=1` saved
+    # step 1 at batch 3. The resumed run's first batches (5, 6) do not step: Lightning saves step 1 again there
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    def fit(root, ckpt_path=None):
+        validation = ModelCheckpoint(dirpath=root / "val", filename="val-{step}", monitor="val_loss", save_top_k=-1)
+        steps = ModelCheckpoint(dirpath=root / "steps", filename="{step}", every_n_train_steps=1, save_top_k=-1)
+        trainer = quiet_trainer(
+            max_epochs=1,
+            accumulate_grad_batches=3,
+            val_check_interval=4,
+            callbacks=[validation, steps],
+            enable_checkpointing=True,
+            default_root_dir=root,
+        )
+        torch.manual_seed(0)
+        trainer.fit(CoreModel(), loader(n=24, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+
+    fit(tmp_path / "whole")
+    assert sorted(os.listdir(tmp_path / "whole" / "steps")) == [
+        "step=1.ckpt",
+        "step=2.ckpt",
+        "step=3.ckpt",
+        "step=4.ckpt",
+    ]
+    for folder in ("whole", "resumed"):
+        (tmp_path / folder / "steps").mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "whole" / "steps" / "step=1.ckpt", tmp_path / "resumed" / "steps")
+    fit(tmp_path / "resumed", tmp_path / "whole" / "val" / "val-step=1.ckpt")  # written after batch 4
+    assert sorted(os.listdir(tmp_path / "resumed" / "steps")) == sorted(os.listdir(tmp_path / "whole" / "steps"))
 
 
 def test_a_checkpoint_written_inside_an_accumulation_window_keeps_its_gradients_and_resumes_exactly(tmp_path):

@@ -31,6 +31,7 @@ from ember.callbacks.callback import ignores_outputs
 from ember.callbacks.checkpoint import Checkpoint
 from ember.checkpoint.async_io import after_pending_writes, write_pending
 from ember.checkpoint.files import (
+    EMBER_KEY,
     atomic_link,
     folder_entries,
     folder_problem,
@@ -419,6 +420,19 @@ class ModelCheckpoint(Checkpoint):
             "last_model_path": self.last_model_path,
         }
 
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """The step this callback last saved at, in Ember's entry (its state stays Lightning's)."""
+        if EMBER_KEY in checkpoint:
+            checkpoint[EMBER_KEY].setdefault("checkpoint_steps_saved", {})[self.state_key] = (
+                self._last_global_step_saved
+            )
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """A resumed run does not save the step it resumed at again (Lightning's does, when the first batches
+        after a checkpoint written inside an accumulation window do not step)."""
+        saved = checkpoint.get(EMBER_KEY, {}).get("checkpoint_steps_saved", {})
+        self._last_global_step_saved = saved.get(self.state_key, self._last_global_step_saved)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         dirpath_from_ckpt = state_dict.get("dirpath", self.dirpath)
         if self.dirpath == dirpath_from_ckpt:
@@ -632,8 +646,8 @@ class ModelCheckpoint(Checkpoint):
             self._pending_removals.append(previous)
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        self._last_global_step_saved = trainer.global_step  # (before: the file records it, for a resumed run)
         trainer.save_checkpoint(filepath, self.save_weights_only)
-        self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
         # a top-k file (ranked, or the one kept without a monitor) was entered before its save, `last` was not
         if filepath != self.last_model_path and (filepath in self.best_k_models or filepath == self.best_model_path):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 
 from ember._version import LIGHTNING_VERSION, __version__
+from ember.checkpoint.files import EMBER_KEY
 from ember.core.saving import hparams_to_save, load_module_state
 from ember.trainer.data import data_rng_states
 from ember.trainer.dataloaders import train_loader_states
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 # The Lightning checkpoint format this layout matches; Lightning reads it to pick migrations.
 LIGHTNING_FORMAT_VERSION = LIGHTNING_VERSION
-EMBER_KEY = "ember"
 
 
 def _progress(ready: int, completed: int, started: int | None = None, processed: int | None = None) -> dict[str, int]:

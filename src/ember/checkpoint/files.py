@@ -36,6 +36,8 @@ PathLike = Union[str, os.PathLike]
 # The file of a sharded checkpoint folder that holds everything but the model and optimizer shards
 # (Lightning's name for it).
 METADATA_FILENAME = "meta.pt"
+# The key of Ember's own entry in a checkpoint dict (what exact resume needs beyond Lightning's keys).
+EMBER_KEY = "ember"
 
 
 # ---- filesystems ----------------------------------------------------------------------------
