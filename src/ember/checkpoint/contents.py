@@ -688,10 +688,9 @@ def _warn_if_written_inside_a_window(
             f"This checkpoint was written inside a gradient accumulation window (after batch"
             f" {progress.epoch_batches} of its epoch, with `accumulate_grad_batches={written_with}`) and holds"
             " none of the window's gradients (written by an earlier Ember, or by a strategy that does not keep"
-            " them), so the resumed run's next optimizer"
-            " step uses only the batches after it and its weights will differ from an uninterrupted run's. To"
-            " resume exactly, let checkpoints fall on accumulation windows' ends (a `val_check_interval` that is a"
-            " multiple of `accumulate_grad_batches`)."
+            " them), so the resumed run's next optimizer step uses only the batches after it and its weights will"
+            " differ from an uninterrupted run's. To resume exactly, let checkpoints fall on accumulation windows'"
+            " ends (a `val_check_interval` that is a multiple of `accumulate_grad_batches`)."
         )
 
 
