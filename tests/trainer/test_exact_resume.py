@@ -894,6 +894,55 @@ def test_a_step_checkpoint_on_the_last_batch_of_data_of_unknown_length_resumes_w
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
 
 
+class _NoisyModel(ember.LightningModule):
+    """Training adds noise to its inputs and each validation batch draws a number: both from the global RNG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.drawn: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layer(x + 0.1 * torch.randn_like(x)), y)
+
+    def validation_step(self, batch, batch_idx):
+        self.drawn.append(torch.rand(1).item())
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _SavesInValidation(ember.Callback):
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if trainer.global_step == 4 and batch_idx == 1 and not os.path.exists(self.path):
+            trainer.save_checkpoint(self.path)  # as `OnExceptionCheckpoint` saves after a failed validation batch
+
+
+def test_a_checkpoint_written_inside_a_validation_resumes_with_the_rng_that_validation_began_with(tmp_path):
+    # the resumed run runs that validation again from its start: with the RNG as the checkpoint was written (after
+    # two of its batches), it drew other numbers there and trained on other noise afterwards
+    from tests.helpers.core_models import loader, quiet_trainer
+
+    def fit(callbacks=(), ckpt_path=None):
+        trainer = quiet_trainer(max_epochs=2, val_check_interval=4, callbacks=list(callbacks))
+        torch.manual_seed(0)
+        model = _NoisyModel()
+        trainer.fit(model, loader(n=16, batch_size=2), loader(n=8, batch_size=2), ckpt_path=ckpt_path)
+        return model
+
+    inside = tmp_path / "inside.ckpt"
+    whole = fit([_SavesInValidation(inside)])
+    resumed = fit(ckpt_path=inside)
+    assert resumed.drawn == whole.drawn  # from the validation at step 4, the first
+    assert torch.equal(resumed.layer.weight, whole.layer.weight)
+
+
 def test_a_run_resumed_inside_an_accumulation_window_does_not_save_the_step_it_resumed_at_again(tmp_path):
     # windows of 3 batches; validation after batches 4, 8 and 12 saves `val-*`; `every_n_train_steps=1` saved
     # step 1 at batch 3. The resumed run's first batches (5, 6) do not step: Lightning saves step 1 again there

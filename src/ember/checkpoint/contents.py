@@ -625,9 +625,13 @@ def _written_after_a_cut_epoch(progress: Progress) -> bool:
 
 def _ember_state(t: Trainer, run: Run, all_ranks: bool) -> dict[str, Any]:
     """Ember's own entry of a training checkpoint: what an exact resume needs beyond Lightning's keys."""
+    progress = run.progress
+    # inside a validation of `fit` that the resumed run runs again (it has not reached its end hooks): the states
+    # it began with
+    rerun = t.state.stage == RunningStage.VALIDATING and progress.validated_through != progress.epoch_batches
     ember_state = {
-        "progress": run.progress.state_dict(),
-        "rng": data_rng_states(run),
+        "progress": progress.state_dict(),
+        "rng": run.rng_before_validation if rerun and run.rng_before_validation is not None else data_rng_states(run),
         "epoch_rng": run.epoch_rng,
         # the values of an epoch under way, or of one that a resumed run goes on with
         "train_results": run.train_results.state_dict()

@@ -520,6 +520,7 @@ class _EpochPlan:
         """Validate when an interval ends after batch ``batch_idx`` (or training stops mid-epoch)."""
         trainer, run = self.trainer, self.run
         if self.validating and (self._validation_due(batch_idx, is_last) or self._stopping()):
+            run.rng_before_validation = data_rng_states(run)  # (for a checkpoint written inside it)
             trainer.state.stage = RunningStage.VALIDATING  # (as Lightning, before the zero-grad hook)
             if not accumulating:
                 self.hooks.call_module("on_validation_model_zero_grad")
