@@ -894,6 +894,53 @@ def test_a_step_checkpoint_on_the_last_batch_of_data_of_unknown_length_resumes_w
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
 
 
+@pytest.mark.parametrize("resume_at", ["step=9.ckpt", "inside.ckpt"], ids=["after_a_validation", "inside_one"])
+def test_a_resumed_run_counts_the_validation_batches_on_from_the_checkpoints(tmp_path, resume_at):
+    # Lightning's `fit_loop.epoch_loop.val_loop.batch_progress` in the checkpoints written after the resume: the
+    # counts of the validations before it, not those of the resumed run alone (a checkpoint written inside a
+    # validation counts it once, as the resumed run runs it again)
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    class SavesInValidation(ember.Callback):
+        def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+            if trainer.global_step == 8 and batch_idx == 1 and not (tmp_path / "inside.ckpt").exists():
+                trainer.save_checkpoint(tmp_path / "inside.ckpt")
+
+    def fit(root, ckpt_path=None):
+        steps = ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=1, save_top_k=-1)
+        trainer = quiet_trainer(
+            max_epochs=5,
+            check_val_every_n_epoch=2,
+            callbacks=[steps, SavesInValidation()],
+            enable_checkpointing=True,
+            default_root_dir=root,
+        )
+        torch.manual_seed(0)
+        trainer.fit(CoreModel(), loader(n=8, batch_size=2), loader(n=6, batch_size=2), ckpt_path=ckpt_path)
+        return trainer
+
+    def counts(path):
+        progress = torch.load(path, weights_only=True)["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]
+        return progress["current"]["completed"], progress["total"]["completed"], progress["is_last_batch"]
+
+    whole = fit(tmp_path / "whole")  # validations after steps 8 and 16, 3 batches each
+    checkpoint = tmp_path / "whole" / resume_at if resume_at.startswith("step") else tmp_path / resume_at
+    resumed = fit(tmp_path / "resumed", checkpoint)
+    later = sorted(os.listdir(tmp_path / "resumed"))
+    first = torch.load(checkpoint, weights_only=True)["global_step"] + 1
+    assert later == sorted(f"step={step}.ckpt" for step in range(first, 21))
+    assert [counts(tmp_path / "resumed" / name) for name in later] == [
+        counts(tmp_path / "whole" / name) for name in later
+    ]
+    # in epoch 2 (steps 9-12), after the validation that ended epoch 1 (its `total` counts a training epoch's)
+    assert counts(tmp_path / "resumed" / "step=12.ckpt") == (3, 0, True)
+    for trainer in (whole, resumed):
+        progress = trainer.fit_loop.epoch_loop.val_loop.batch_progress
+        assert (progress.current.completed, progress.total.completed) == (3, 0)  # after epoch 4 began
+
+
 class _NoisyModel(ember.LightningModule):
     """Training adds noise to its inputs and each validation batch draws a number: both from the global RNG."""
 

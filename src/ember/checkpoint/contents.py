@@ -580,6 +580,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         # checkpoint (the uninterrupted run had read ahead), and the validation due at that epoch's end follows it
         batch_progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
         run.last_batch_seen = bool(batch_progress.get("is_last_batch", False))
+    run.eval_progress["val"] = _validation_counts(checkpoint)
     if resume.mid_epoch and ember_state is not None and gradients is None and t.lightning_module.automatic_optimization:
         _warn_if_written_inside_a_window(progress, checkpoint, ember_state)
     moves = resume.mid_epoch and _moves_the_loggers_step(t, progress, checkpoint, ember_state)
@@ -741,6 +742,17 @@ def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> 
     # Lightning writes its step count before the batch's end moves it on, and moves it on when it restarts
     progress.step_pending = under_way
     progress.validated_through = _validated_through(fit, progress.epoch_batches)
+
+
+def _validation_counts(checkpoint: dict[str, Any]) -> list[int]:
+    """``[in its last run, in this training epoch]``: the batches of fit's validation loop, as the checkpoint's
+    ``loops`` count them. A validation under way when it was written counts for nothing: the resumed run runs it
+    again."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.val_loop.batch_progress", {})
+    current, total = progress.get("current", {}), progress.get("total", {})
+    if current.get("ready", 0) > current.get("completed", 0):
+        return [0, total.get("completed", 0) - current.get("completed", 0)]
+    return [current.get("completed", 0), total.get("completed", 0)]
 
 
 def _validated_through(fit: dict[str, Any], epoch_batches: int) -> int:

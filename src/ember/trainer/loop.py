@@ -875,8 +875,6 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         _train_mode(trainer, run, prefix, modes)
     results.reset()  # torchmetrics objects logged here start the next epoch empty, as in Lightning
     run.results, run.metrics.live = previous_results, previous_live
-    if stage == RunningStage.VALIDATING and trainer.state.fn == "fit":
-        run.progress.val_checks += 1
     return outputs_per_loader
 
 

@@ -44,7 +44,6 @@ class Progress:
     epoch_done: bool = False
     epoch_unfinished: bool = False
     total_batches: int = 0
-    val_checks: int = 0
     # for Lightning's per-epoch counters in the checkpoint's `loops` entry: optimizer steps and scheduler
     # steps when the current epoch started, and scheduler steps the trainer made in all
     epoch_start_step: int = 0
