@@ -345,6 +345,12 @@ def test_a_run_that_max_steps_stopped_mid_epoch_resumes_inside_that_epoch(tmp_pa
     if written_by == "ember":  # with its data position and RNG states, the same weights
         for key, value in reference.state_dict().items():
             assert torch.equal(value, model.state_dict()[key]), key
+    # a resume with nothing left to train (the same `max_steps`) reports the checkpoint's epoch, as Lightning does
+    # (written at the epoch's end, 0; after `fit` returned, 1)
+    finished, _, batches = _steps_run(tmp_path / "finished", 3, ckpt)
+    assert batches.seen == []
+    assert (finished.global_step, finished.current_epoch) == (3, torch.load(ckpt, weights_only=True)["epoch"])
+    assert finished.current_epoch == (1 if written_at == "after_fit" else 0)
 
 
 @pytest.mark.parametrize(("step", "warns"), [(3, True), (10, False)])

@@ -551,9 +551,10 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
             f"You restored a checkpoint with current_epoch={checkpoint['epoch']}, but you have set"
             f" Trainer(max_epochs={t.max_epochs}). Raise `max_epochs` above the checkpoint's epoch to train further."
         )
-    if _written_after_a_cut_epoch(progress) and t.max_steps != -1:
+    if _written_after_a_cut_epoch(progress) and t.max_steps != -1 and progress.global_step < t.max_steps:
         # the same state seen after that epoch's end (by `trainer.save_checkpoint` once `fit` returned, or at
-        # `on_train_end`): the counters had moved on to the next epoch, which never started
+        # `on_train_end`): the counters had moved on to the next epoch, which never started (a run with nothing
+        # left to train keeps them, as Lightning does)
         progress.epoch -= 1
         progress.epoch_batches = progress.last_epoch_batches
         progress.epoch_done = progress.epoch_unfinished = True
