@@ -850,9 +850,14 @@ def test_fit_last_is_latest_and_resumes(tmp_path):
         trainer.fit(SequenceModel(val_losses=[5.0]), ckpt_path="last")
     assert trainer.current_epoch == 4
     assert resumed.best_model_path == str(tmp_path / "epoch=0.ckpt")  # state came back
-    # the resumed run wrote no top-k file (5.0 is worse), so `last` is written again as training ends,
-    # with the state at its end (the epoch counted), as Lightning writes it
-    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 4
+    # the resumed run wrote no top-k file (5.0 is worse), but the run it goes on with did (epoch 0): `last` is the
+    # one written at the last epoch's end, as in the uninterrupted run. (Lightning's resumed run forgets that
+    # top-k file and writes `last` again as training ends, with the epoch counted.)
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 3
+    uninterrupted = ModelCheckpoint(dirpath=tmp_path / "whole", monitor="val_loss", save_last=True, filename="{epoch}")
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=4, callbacks=[uninterrupted], **QUIET)
+    trainer.fit(SequenceModel(val_losses=[1.0, 2.0, 3.0, 5.0]))
+    assert load_checkpoint(tmp_path / "whole" / "last.ckpt")["epoch"] == 3
 
 
 class PlateauModel(SequenceModel):

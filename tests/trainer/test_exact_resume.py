@@ -947,6 +947,36 @@ def test_a_resumed_run_counts_the_validation_batches_on_from_the_checkpoints(tmp
         assert (progress.current.completed, progress.total.completed) == (3, 0)  # after epoch 4 began
 
 
+def test_a_run_resumed_after_its_last_step_checkpoint_keeps_the_last_ckpt_the_uninterrupted_run_wrote(tmp_path):
+    # `last.ckpt` was written with the top-k file at the final step, before the epoch's validation: the
+    # uninterrupted run writes no other at the end of training; the resumed run, which saved no top-k file
+    # itself, wrote `last.ckpt` again there, with the state after that validation
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    class CrashesInTheLastValidation(ember.Callback):
+        def on_validation_start(self, trainer, pl_module):
+            if trainer.global_step == 8:
+                raise RuntimeError("crash")
+
+    def fit(root, callbacks=(), ckpt_path=None):
+        saves = ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=1, save_last=True)
+        trainer = quiet_trainer(
+            max_epochs=2, callbacks=[saves, *callbacks], enable_checkpointing=True, default_root_dir=root
+        )
+        torch.manual_seed(0)
+        trainer.fit(CoreModel(), loader(n=8, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+
+    fit(tmp_path / "whole")
+    with pytest.raises(RuntimeError, match="crash"):
+        fit(tmp_path / "crashed", [CrashesInTheLastValidation()])
+    fit(tmp_path / "crashed", ckpt_path="last")
+    whole, resumed = (torch.load(tmp_path / run / "last.ckpt", weights_only=True) for run in ("whole", "crashed"))
+    assert resumed["loops"] == whole["loops"]
+    assert resumed["ember"]["progress"] == whole["ember"]["progress"]
+
+
 class _NoisyModel(ember.LightningModule):
     """Training adds noise to its inputs and each validation batch draws a number: both from the global RNG."""
 

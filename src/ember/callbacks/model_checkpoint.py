@@ -421,17 +421,23 @@ class ModelCheckpoint(Checkpoint):
         }
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """The step this callback last saved at, in Ember's entry (its state stays Lightning's)."""
+        """What this callback last saved, in Ember's entry (its state stays Lightning's)."""
         if EMBER_KEY in checkpoint:
-            checkpoint[EMBER_KEY].setdefault("checkpoint_steps_saved", {})[self.state_key] = (
-                self._last_global_step_saved
-            )
+            topk = None if self._last_topk_saved is None else list(self._last_topk_saved)
+            checkpoint[EMBER_KEY].setdefault("model_checkpoints", {})[self.state_key] = {
+                "last_global_step_saved": self._last_global_step_saved,
+                "last_topk_saved": topk,
+            }
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """A resumed run does not save the step it resumed at again (Lightning's does, when the first batches
-        after a checkpoint written inside an accumulation window do not step)."""
-        saved = checkpoint.get(EMBER_KEY, {}).get("checkpoint_steps_saved", {})
-        self._last_global_step_saved = saved.get(self.state_key, self._last_global_step_saved)
+        """A resumed run goes on from what this callback had saved: it does not save the step it resumed at
+        again (Lightning's does, when the first batches after a checkpoint written inside an accumulation window
+        do not step), nor `last` at the end of training when the uninterrupted run would not have."""
+        saved = checkpoint.get(EMBER_KEY, {}).get("model_checkpoints", {}).get(self.state_key)
+        if saved is not None:
+            self._last_global_step_saved = saved["last_global_step_saved"]
+            topk = saved["last_topk_saved"]
+            self._last_topk_saved = None if topk is None else (topk[0], topk[1])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         dirpath_from_ckpt = state_dict.get("dirpath", self.dirpath)
@@ -646,12 +652,13 @@ class ModelCheckpoint(Checkpoint):
             self._pending_removals.append(previous)
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
-        self._last_global_step_saved = trainer.global_step  # (before: the file records it, for a resumed run)
-        trainer.save_checkpoint(filepath, self.save_weights_only)
-        self._last_checkpoint_saved = filepath
+        # before the write, as the file records them for a resumed run (`on_save_checkpoint`)
+        self._last_global_step_saved = trainer.global_step
         # a top-k file (ranked, or the one kept without a monitor) was entered before its save, `last` was not
         if filepath != self.last_model_path and (filepath in self.best_k_models or filepath == self.best_model_path):
             self._last_topk_saved = (filepath, trainer.global_step)
+        trainer.save_checkpoint(filepath, self.save_weights_only)
+        self._last_checkpoint_saved = filepath
         if trainer.is_global_zero:
             self._notify_loggers(trainer)
             self._loggers_saw_pending |= write_pending(trainer.strategy, filepath)
