@@ -977,6 +977,38 @@ def test_a_run_resumed_after_its_last_step_checkpoint_keeps_the_last_ckpt_the_un
     assert resumed["ember"]["progress"] == whole["ember"]["progress"]
 
 
+def test_a_step_save_waiting_for_validation_when_the_checkpoint_was_written_is_made_by_the_resumed_run(tmp_path):
+    # `every_n_train_steps=3` ranked by the epoch-end validations' `val_loss` (4 batches an epoch): the save due at
+    # step 3, before any validation, waits for the one after step 4 (`step=4.ckpt`). A checkpoint written while it
+    # waited resumed without the wait, and the resumed run made no such save
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    class SavesBeforeTheFourthBatch(ember.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 3 and not (tmp_path / "waiting.ckpt").exists():
+                trainer.save_checkpoint(tmp_path / "waiting.ckpt")
+
+    def fit(root, ckpt_path=None):
+        saves = ModelCheckpoint(
+            dirpath=root, filename="{step}", monitor="val_loss", every_n_train_steps=3, save_top_k=-1
+        )
+        trainer = quiet_trainer(
+            max_epochs=3,
+            callbacks=[saves, SavesBeforeTheFourthBatch()],
+            enable_checkpointing=True,
+            default_root_dir=root,
+        )
+        torch.manual_seed(0)
+        trainer.fit(CoreModel(), loader(n=8, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+        return sorted(os.listdir(root))
+
+    whole = fit(tmp_path / "whole")
+    assert whole == ["step=12.ckpt", "step=4.ckpt", "step=6.ckpt", "step=9.ckpt"]
+    assert fit(tmp_path / "resumed", tmp_path / "waiting.ckpt") == whole
+
+
 class _NoisyModel(ember.LightningModule):
     """Training adds noise to its inputs and each validation batch draws a number: both from the global RNG."""
 

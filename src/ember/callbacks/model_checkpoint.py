@@ -427,17 +427,20 @@ class ModelCheckpoint(Checkpoint):
             checkpoint[EMBER_KEY].setdefault("model_checkpoints", {})[self.state_key] = {
                 "last_global_step_saved": self._last_global_step_saved,
                 "last_topk_saved": topk,
+                "save_waits_for_validation": self._defer_save_until_validation,
             }
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """A resumed run goes on from what this callback had saved: it does not save the step it resumed at
-        again (Lightning's does, when the first batches after a checkpoint written inside an accumulation window
-        do not step), nor `last` at the end of training when the uninterrupted run would not have."""
+        """A resumed run goes on from what this callback had saved and had still to save: it does not save the
+        step it resumed at again (Lightning's does, when the first batches after a checkpoint written inside an
+        accumulation window do not step), nor `last` at the end of training when the uninterrupted run would
+        not have, and a step-triggered save that waited for validation's metric is made when validation ends."""
         saved = checkpoint.get(EMBER_KEY, {}).get("model_checkpoints", {}).get(self.state_key)
         if saved is not None:
             self._last_global_step_saved = saved["last_global_step_saved"]
             topk = saved["last_topk_saved"]
             self._last_topk_saved = None if topk is None else (topk[0], topk[1])
+            self._defer_save_until_validation = saved.get("save_waits_for_validation", False)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         dirpath_from_ckpt = state_dict.get("dirpath", self.dirpath)
