@@ -858,6 +858,8 @@ def test_fit_last_is_latest_and_resumes(tmp_path):
     trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=4, callbacks=[uninterrupted], **QUIET)
     trainer.fit(SequenceModel(val_losses=[1.0, 2.0, 3.0, 5.0]))
     assert load_checkpoint(tmp_path / "whole" / "last.ckpt")["epoch"] == 3
+    # the score of the last top-k save, as in the uninterrupted run (Lightning's resumed callback has None)
+    assert resumed.current_score == uninterrupted.current_score == 1.0
 
 
 class PlateauModel(SequenceModel):

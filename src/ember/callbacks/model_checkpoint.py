@@ -434,9 +434,12 @@ class ModelCheckpoint(Checkpoint):
         """A resumed run goes on from what this callback had saved and had still to save: it does not save the
         step it resumed at again (Lightning's does, when the first batches after a checkpoint written inside an
         accumulation window do not step), nor `last` at the end of training when the uninterrupted run would
-        not have, and a step-triggered save that waited for validation's metric is made when validation ends."""
+        not have, and a step-triggered save that waited for validation's metric is made when validation ends.
+        ``current_score`` comes back too (``load_state_dict`` leaves it, as Lightning's does)."""
         saved = checkpoint.get(EMBER_KEY, {}).get("model_checkpoints", {}).get(self.state_key)
         if saved is not None:
+            own_state = checkpoint.get("callbacks", {}).get(self.state_key, {})
+            self.current_score = own_state.get("current_score", self.current_score)
             self._last_global_step_saved = saved["last_global_step_saved"]
             topk = saved["last_topk_saved"]
             self._last_topk_saved = None if topk is None else (topk[0], topk[1])
