@@ -518,28 +518,34 @@ def test_a_step_checkpoint_on_a_batch_a_validation_follows_resumes_with_that_val
 
 
 class _FailsInValidation(ember.Callback):
-    def __init__(self) -> None:
+    def __init__(self, hook: str = "on_validation_batch_end") -> None:
         self.armed = True
+        setattr(self, hook, self._fail)
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if self.armed and trainer.global_step == 2 and batch_idx == 0:
+    def _fail(self, trainer, pl_module, *args):
+        if self.armed and trainer.global_step == 2:
             self.armed = False
             raise RuntimeError("the machine went away")
 
 
-def test_a_run_that_failed_inside_a_validation_resumes_by_running_that_validation(tmp_path):
-    # as Lightning: the validation a crash interrupted runs again before training goes on
+@pytest.mark.parametrize("written_by", ["ember", "lightning"])
+@pytest.mark.parametrize("hook", ["on_validation_batch_end", "on_validation_batch_start"])
+def test_a_run_that_failed_inside_a_validation_resumes_by_running_that_validation(tmp_path, hook, written_by):
+    # as Lightning: the validation a crash interrupted runs again before training goes on, also after a crash in the
+    # first batch's start hook (Lightning's counters then show that batch ready, not yet started)
     from ember.callbacks import OnExceptionCheckpoint
 
     calls = _Calls()
     crash = OnExceptionCheckpoint(dirpath=tmp_path)
     with pytest.raises(RuntimeError, match="the machine went away"):
-        _validating_run(tmp_path / "first", [calls, crash, _FailsInValidation()], val_check_interval=2, max_epochs=1)
+        _validating_run(
+            tmp_path / "first", [calls, crash, _FailsInValidation(hook)], val_check_interval=2, max_epochs=1
+        )
     resumed = _Calls()
     _validating_run(
         tmp_path / "resumed",
         [resumed],
-        ckpt_path=str(tmp_path / "on_exception.ckpt"),
+        ckpt_path=_as_written_by(tmp_path / "on_exception.ckpt", written_by, tmp_path),
         val_check_interval=2,
         max_epochs=1,
     )

@@ -477,12 +477,12 @@ def _restore_plateau_due(t: Trainer, run: Run, ember_state: dict[str, Any]) -> N
         due = [int(index) for index in ember_state.get("plateau_due", [])]
     run.plateau_stepped_at = run.progress.total_batches
     run.plateau_pending = [i for i in due if configs[i].interval != "epoch"]
-    if len(run.plateau_pending) != len(due):
+    at_epoch_end = [i for i in due if configs[i].interval == "epoch"]
+    if at_epoch_end:
         from ember.trainer.loop import step_plateau
 
-        for index in due:
-            if configs[index].interval == "epoch":
-                step_plateau(t, run, configs[index])
+        for index in at_epoch_end:
+            step_plateau(t, run, configs[index])
 
 
 def restore_precision_state(t: Trainer, checkpoint: dict[str, Any]) -> None:
@@ -636,9 +636,7 @@ def _ember_state(t: Trainer, run: Run, all_ranks: bool) -> dict[str, Any]:
         "rng": run.rng_before_validation if rerun and run.rng_before_validation is not None else data_rng_states(run),
         "epoch_rng": run.epoch_rng,
         # the values of an epoch under way, or of one that a resumed run goes on with
-        "train_results": run.train_results.state_dict()
-        if not run.progress.epoch_done or run.progress.epoch_unfinished
-        else {},
+        "train_results": run.train_results.state_dict() if not progress.epoch_done or progress.epoch_unfinished else {},
         "plateau_due": plateau_due(t, run),
         # what the callbacks read (EarlyStopping at the epoch's end, a monitored ModelCheckpoint at a step
         # trigger): the uninterrupted run still had the last validation's values there
@@ -664,22 +662,27 @@ def _ember_state(t: Trainer, run: Run, all_ranks: bool) -> dict[str, Any]:
 def _inside_a_window_now(t: Trainer, run: Run) -> bool:
     """Whether training is inside a gradient accumulation window: the window's batches trained so far have added
     gradients that no optimizer step has used yet."""
-    progress, accumulate = run.progress, t.accumulate_grad_batches
+    progress = run.progress
+    last = progress.epoch_batches >= run.num_training_batches or run.last_batch_seen
     return (
         run.fn == TrainerFn.FITTING
-        and accumulate > 1
         and t.lightning_module.automatic_optimization
         and not progress.epoch_done
-        and progress.epoch_batches % accumulate != 0
-        and progress.epoch_batches < run.num_training_batches
-        and not run.last_batch_seen
+        and _ends_no_window(progress.epoch_batches, t.accumulate_grad_batches, last)
     )
 
 
 def _inside_a_window(progress: Progress, checkpoint: dict[str, Any], written_with: int) -> bool:
     """Whether the checkpoint's last batch ended no accumulation window of ``written_with`` batches where it was
-    written (an epoch's last batch ends one)."""
-    return progress.epoch_batches % written_with != 0 and not _batch_progress(checkpoint).get("is_last_batch", False)
+    written."""
+    last = _batch_progress(checkpoint).get("is_last_batch", False)
+    return _ends_no_window(progress.epoch_batches, written_with, last)
+
+
+def _ends_no_window(epoch_batches: int, accumulate: int, last: bool) -> bool:
+    """Whether an epoch's batch ``epoch_batches`` (counted from 1) ends no accumulation window of ``accumulate``
+    batches (an epoch's last batch ends one)."""
+    return epoch_batches % accumulate != 0 and not last
 
 
 def _warn_if_written_inside_a_window(
@@ -751,9 +754,15 @@ def _validation_counts(checkpoint: dict[str, Any]) -> list[int]:
     again."""
     progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.val_loop.batch_progress", {})
     current, total = progress.get("current", {}), progress.get("total", {})
-    if current.get("ready", 0) > current.get("completed", 0):
+    if _under_way(current):
         return [0, total.get("completed", 0) - current.get("completed", 0)]
     return [current.get("completed", 0), total.get("completed", 0)]
+
+
+def _under_way(counts: dict[str, int]) -> bool:
+    """Whether a loop's ``current`` batch counts show a batch under way: fetched (counted ready, before its start
+    hook) and not yet completed."""
+    return counts.get("ready", 0) > counts.get("completed", 0)
 
 
 def _validated_through(fit: dict[str, Any], epoch_batches: int) -> int:
@@ -762,6 +771,6 @@ def _validated_through(fit: dict[str, Any], epoch_batches: int) -> int:
     loop has no batch under way), else 0 (a validation may still be due)."""
     batch = fit.get("epoch_loop.batch_progress", {}).get("current", {})
     validation = fit.get("epoch_loop.val_loop.batch_progress", {}).get("current", {})
-    validation_under_way = validation.get("started", 0) > validation.get("completed", 0)
+    validation_under_way = _under_way(validation)
     batch_completed = epoch_batches and batch.get("completed") == batch.get("processed") == epoch_batches
     return epoch_batches if batch_completed and not validation_under_way else 0

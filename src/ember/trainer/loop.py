@@ -209,7 +209,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
                 _save_loggers(trainer)  # stop: a batch that ends with a stop set saves the loggers, as in Lightning
             if stop_requested() and not accumulating:
                 # stop: a preemption signal arrived; saves and exits once the accumulation window is complete
-                # (a checkpoint holds no gradients: one from inside the window would resume without them)
+                # (under every strategy: the sharded ones keep no window gradients in a checkpoint)
                 on_stop_request(trainer, run)
             batch_idx += 1
             if progress.global_step >= max_steps or (trainer.should_stop and epoch.may_stop(batch_idx)):

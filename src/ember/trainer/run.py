@@ -148,10 +148,10 @@ class Run:
     # batch's validation), and those a checkpoint was written before, which the resumed run steps once its first
     # batch's due validation has run (see `checkpoint.contents.plateau_due`)
     plateau_stepped_at: int = 0
+    plateau_pending: list[int] = field(default_factory=list)
     # the RNG states as the validation under way inside `fit` began (`trainer.data.data_rng_states`): a checkpoint
     # written inside it holds these, since the resumed run runs that validation again from its start
     rng_before_validation: dict[str, Any] | None = None
-    plateau_pending: list[int] = field(default_factory=list)
     datamodule_restored: bool = False  # the datamodule's `load_state_dict` took its state from the checkpoint
     stop_flag: StopFlag = field(default_factory=StopFlag)
     step: TrainingStep | None = None  # the current epoch's training step
