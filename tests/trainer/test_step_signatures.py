@@ -73,6 +73,25 @@ def test_is_param_in_hook_signature():
     assert not is_param_in_hook_signature(h, "batch_idx") and is_param_in_hook_signature(h, "x", min_args=1)
 
 
+def test_each_hook_is_read_by_its_own_signature_when_asked_again():
+    # the answer is kept per function: a subclass's override, a method set on one instance, a patched
+    # class each answer by their own parameters, however often the same name was asked before
+    class Base:
+        def validation_step(self, batch, batch_idx): ...
+
+    class Override(Base):
+        def validation_step(self, batch): ...
+
+    base, override = Base(), Override()
+    for _ in range(2):
+        assert is_param_in_hook_signature(base.validation_step, "batch_idx")
+        assert not is_param_in_hook_signature(override.validation_step, "batch_idx")
+    Base.validation_step = lambda self, batch, *args: None  # type: ignore[method-assign]
+    assert is_param_in_hook_signature(base.validation_step, "batch_idx")
+    assert not is_param_in_hook_signature(base.validation_step, "batch_idx", explicit=True)
+    assert not is_param_in_hook_signature(len, "batch_idx", min_args=1)  # a builtin: read without the cache
+
+
 def test_a_step_that_draws_its_own_batches_gets_lightnings_experimental_warning():
     class Draws(CoreModel):
         def training_step(self, dataloader_iter):

@@ -8,6 +8,7 @@ Example::
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -18,13 +19,27 @@ def is_param_in_hook_signature(
     """Whether ``hook_fx`` takes ``param``: by name, through ``*args`` (unless ``explicit``), or by having at
     least ``min_args`` parameters after ``self``."""
     hook_fx = getattr(hook_fx, "__wrapped__", hook_fx)  # a decorated hook: its own signature
-    spec = inspect.getfullargspec(hook_fx)
-    args = spec.args[1:]  # without `self`
-    return (
-        param in args
-        or (not explicit and spec.varargs is not None)
-        or (isinstance(min_args, int) and len(args) >= min_args)
-    )
+    args, varargs = _arguments(getattr(hook_fx, "__func__", hook_fx))
+    return param in args or (not explicit and varargs) or (isinstance(min_args, int) and len(args) >= min_args)
+
+
+_ARGUMENTS: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], bool]] = weakref.WeakKeyDictionary()
+
+
+def _arguments(fn: Callable[..., Any]) -> tuple[tuple[str, ...], bool]:
+    """``fn``'s parameter names after the first (``self``) and whether it takes ``*args``: read once per
+    function (each stage asks again for the same hooks, and ``inspect`` takes tens of microseconds)."""
+    try:
+        return _ARGUMENTS[fn]
+    except (KeyError, TypeError):  # TypeError: not weakly referable, read every time
+        pass
+    spec = inspect.getfullargspec(fn)
+    found = (tuple(spec.args[1:]), spec.varargs is not None)
+    try:
+        _ARGUMENTS[fn] = found
+    except TypeError:
+        pass
+    return found
 
 
 def step_without_batch_idx(module: Any, name: str, step: Callable[..., Any]) -> Callable[..., Any]:
