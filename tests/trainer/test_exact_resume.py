@@ -528,6 +528,87 @@ class _FailsInValidation(ember.Callback):
             raise RuntimeError("the machine went away")
 
 
+class _SignalsInValidationAt(ember.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if trainer.global_step == self.step and not trainer.sanity_checking:
+            self.step = -1
+            os.kill(os.getpid(), __import__("signal").SIGTERM)
+
+
+def _run_to_max_steps(root, callbacks, ckpt_path=None, max_steps=6):
+    # `max_steps` ends the run at batch 1 of epoch 1 (4 batches an epoch, a validation every 2), after that batch's
+    # validation; the epoch's end then steps a ReduceLROnPlateau and EarlyStopping checks the validation's value
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    from ember.callbacks import EarlyStopping
+
+    def optimizers(module):
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+
+    trainer = quiet_trainer(
+        max_steps=max_steps,
+        val_check_interval=2,
+        default_root_dir=root,
+        callbacks=[EarlyStopping(monitor="val_loss", patience=5), *callbacks],
+        enable_checkpointing=True,
+    )
+    torch.manual_seed(0)
+    trainer.fit(CoreModel(optimizers=optimizers), loader(n=8, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+    return trainer
+
+
+@pytest.mark.parametrize("written_by", ["ember", "lightning"])
+@pytest.mark.parametrize("stopped_by", ["preemption", "step checkpoint"])
+def test_a_checkpoint_at_the_runs_last_step_resumes_with_the_rest_of_that_epoch(tmp_path, written_by, stopped_by):
+    # written at the step `max_steps` ends the run on, before the epoch's end ran (a preemption signal in the
+    # validation after that step; a step checkpoint, before that validation): the resumed run, with nothing left to
+    # train, ran nothing, so the scheduler's epoch step, EarlyStopping's check and the epoch count were missing
+    # (Lightning too returns at once)
+    from ember.callbacks import ModelCheckpoint
+    from ember.utilities.exceptions import SIGTERMException
+
+    whole = _Calls()
+    whole_trainer = _run_to_max_steps(tmp_path / "whole", [whole])
+    if stopped_by == "preemption":
+        saves = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True, save_top_k=0)
+        with pytest.raises(SIGTERMException):
+            _run_to_max_steps(tmp_path / "first", [saves, _SignalsInValidationAt(6)])
+        ckpt = str(tmp_path / "ck" / "last.ckpt")
+    else:
+        saves = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{step}", every_n_train_steps=6, save_top_k=-1)
+        _run_to_max_steps(tmp_path / "first", [saves])
+        ckpt = str(tmp_path / "ck" / "step=6.ckpt")
+    if written_by == "lightning":  # Lightning's counters only
+        checkpoint = torch.load(ckpt, weights_only=True)
+        del checkpoint["ember"]
+        ckpt = str(tmp_path / "lightning.ckpt")
+        torch.save(checkpoint, ckpt)
+    resumed = _Calls()
+    trainer = _run_to_max_steps(tmp_path / "resumed", [resumed], ckpt_path=ckpt)
+    first = "epoch end 1" if stopped_by == "preemption" else "validation at 6"
+    assert resumed.calls == whole.calls[whole.calls.index(first) :]
+    assert resumed.calls[-1] == "epoch end 1"
+    assert (trainer.global_step, trainer.current_epoch) == (whole_trainer.global_step, whole_trainer.current_epoch)
+    assert trainer.current_epoch == 2
+    scheduler, whole_scheduler = (
+        trainer.lr_scheduler_configs[0].scheduler,
+        whole_trainer.lr_scheduler_configs[0].scheduler,
+    )
+    assert scheduler.state_dict() == whole_scheduler.state_dict()
+    stopping, whole_stopping = trainer.early_stopping_callback, whole_trainer.early_stopping_callback
+    assert (stopping.wait_count, stopping.best_score) == (whole_stopping.wait_count, whole_stopping.best_score)
+    if written_by == "ember" or stopped_by == "step checkpoint":  # (Lightning's file keeps no validation values)
+        assert torch.equal(trainer.callback_metrics["val_loss"], whole_trainer.callback_metrics["val_loss"])
+    lower = _Calls()  # resumed with a lower limit than the run that wrote it had: nothing more runs
+    assert _run_to_max_steps(tmp_path / "lower", [lower], ckpt_path=ckpt, max_steps=5).current_epoch == 1
+    assert lower.calls == []
+
+
 @pytest.mark.parametrize("written_by", ["ember", "lightning"])
 @pytest.mark.parametrize("hook", ["on_validation_batch_end", "on_validation_batch_start"])
 def test_a_run_that_failed_inside_a_validation_resumes_by_running_that_validation(tmp_path, hook, written_by):

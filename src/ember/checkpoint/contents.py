@@ -551,6 +551,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
             f"You restored a checkpoint with current_epoch={checkpoint['epoch']}, but you have set"
             f" Trainer(max_epochs={t.max_epochs}). Raise `max_epochs` above the checkpoint's epoch to train further."
         )
+    ended = progress.epoch_done or _written_after_a_cut_epoch(progress)  # the epoch's end had run
     if _written_after_a_cut_epoch(progress) and t.max_steps != -1 and progress.global_step < t.max_steps:
         # the same state seen after that epoch's end (by `trainer.save_checkpoint` once `fit` returned, or at
         # `on_train_end`): the counters had moved on to the next epoch, which never started (a run with nothing
@@ -572,7 +573,8 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     if rank_rng and t.global_rank < len(rank_rng):
         rng, epoch_rng = rank_rng[t.global_rank]  # this rank's own states
     gradients = ember_state.get("accumulated_gradients") if ember_state is not None else None
-    resume = Resume(mid_epoch=progress.epoch_batches != 0, rng=rng, epoch_rng=epoch_rng, gradients=gradients)
+    mid_epoch = progress.epoch_batches != 0
+    resume = Resume(mid_epoch, rng=rng, epoch_rng=epoch_rng, gradients=gradients, end_due=mid_epoch and not ended)
     # till the next epoch's data is drawn, Lightning's batch counters hold the finished epoch's, as between two
     # epochs of one run; inside an epoch, the checkpoint's
     run.between_epochs = not resume.mid_epoch

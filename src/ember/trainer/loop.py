@@ -74,7 +74,9 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     sweep_rng, run.sweep_rng = run.sweep_rng, None
     if run.resume is not None:
         run.train_iterator = None  # one made before the restore (`estimated_stepping_batches`): the RNG is restored
-    fresh = run.resume is None or run.num_training_batches == 0 or _limits_reached(trainer, run.progress)
+    finish_epoch = _resumed_epoch_to_finish(trainer, run)
+    limits_reached = _limits_reached(trainer, run.progress) and not finish_epoch
+    fresh = run.resume is None or run.num_training_batches == 0 or limits_reached
     if fresh and (run.train_iterator is None or sweep_rng is not None):
         make_first_train_iterator(trainer, run, sweep_rng)
     if run.num_training_batches == 0:
@@ -87,7 +89,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
             " you want to see logs for the training epoch.",
             category=PossibleUserWarning,
         )
-    if _fit_done(trainer, run):
+    if not finish_epoch and _fit_done(trainer, run):
         return  # resumed with nothing left to train, or stopped before: no training hooks, as in Lightning
     if trainer.max_steps == -1:
         _count_the_finished_epoch(run.progress)  # a step-limited run does it as its next epoch starts
@@ -101,7 +103,8 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     run.results = run.metrics.epoch_start = run.train_results  # on_train_start may log (epoch values), as in Lightning
     _warn_if_modules_in_eval_mode(trainer)
     hooks.call_both("on_train_start")
-    while not _fit_done(trainer, run):
+    while finish_epoch or not _fit_done(trainer, run):
+        finish_epoch = False
         if run.profiler is None:
             run_training_epoch(trainer, run)
         else:
@@ -109,6 +112,19 @@ def run_fit(trainer: Trainer, run: Run) -> None:
                 run_training_epoch(trainer, run)
     run.restarting = False
     hooks.call_both("on_train_end")
+
+
+def _resumed_epoch_to_finish(trainer: Trainer, run: Run) -> bool:
+    """A checkpoint written inside an epoch before its end ran: that epoch finishes, though `max_steps` was reached
+    at its last batch (the uninterrupted run ran the validation due there and the epoch's end, and so does the
+    resumed one; Lightning returns at once). Not with a lower limit than the run that wrote it had."""
+    progress = run.progress
+    return (
+        run.resume is not None
+        and run.resume.end_due
+        and not _max_epochs_reached(trainer, progress)
+        and (trainer.max_steps == -1 or progress.global_step <= trainer.max_steps)
+    )
 
 
 def _count_the_finished_epoch(progress: Progress) -> None:
@@ -269,6 +285,8 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
     step_idx = 0
     if trainer.should_stop and epoch.may_stop(start):
         return  # stopped before this epoch's first step (in `on_train_epoch_start`), as in Lightning
+    if progress.global_step >= epoch.max_steps:
+        return  # resumed after the run's last step: only the epoch's end is left
     while not data.done:
         try:  # a StopIteration from the step or a batch hook ends the epoch, as in Lightning
             run.batch_idx = step_idx
@@ -478,6 +496,8 @@ class _EpochPlan:
         _finish_resumed_batch(self.trainer, self.run)  # after that batch's validation, as in the uninterrupted run
         if self.trainer.should_stop and self.may_stop(batch_idx):
             return batch_idx  # stopped before this batch (in `on_train_epoch_start`): none runs, as in Lightning
+        if self.run.progress.global_step >= self.max_steps:
+            return batch_idx  # resumed after the run's last step: only the epoch's end is left
         return self.total
 
     def _step_schedulers(self, batch_idx: int, is_last: bool) -> None:

@@ -91,13 +91,16 @@ class Resume:
     a loader started again mid-epoch, when several are combined); with them the same order is
     replayed and the resume is exact. ``gradients``: what the batches of an unfinished gradient
     accumulation window had added up (the strategy's ``accumulated_gradients``), which the window's
-    remaining batches add to.
+    remaining batches add to. ``end_due``: written inside an epoch before its end ran (not at the end of
+    an epoch a limit cut short, which a higher limit resumes): the epoch finishes, its validation still due
+    and its end included, even when the checkpoint's step is already the run's last.
     """
 
     mid_epoch: bool
     rng: Any = None
     epoch_rng: Any = None
     gradients: Any = None
+    end_due: bool = False
 
     @property
     def exact(self) -> bool:
