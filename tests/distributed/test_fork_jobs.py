@@ -94,7 +94,13 @@ class _SavesAfterBatch(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.current_epoch == 0 and batch_idx == self.batch_idx:
-            trainer.save_checkpoint(self.path)
+            all_reduce, calls = torch.distributed.all_reduce, []
+            torch.distributed.all_reduce = lambda *args, **kwargs: calls.append(1) or all_reduce(*args, **kwargs)
+            try:
+                trainer.save_checkpoint(self.path)
+            finally:
+                torch.distributed.all_reduce = all_reduce
+            pl_module.record["all_reduces_in_save"] = len(calls)
 
 
 def test_a_checkpoint_inside_an_accumulation_window_keeps_the_ranks_averaged_gradients(tmp_path):
@@ -105,17 +111,21 @@ def test_a_checkpoint_inside_an_accumulation_window_keeps_the_ranks_averaged_gra
         torch.manual_seed(0)
         trainer = fork_trainer(folder, max_epochs=2, accumulate_grad_batches=2, callbacks=list(callbacks))
         trainer.fit(RecordingModel(folder), loader(), ckpt_path=ckpt_path)
-        return read_ranks(folder)[0]["weights"]
+        return read_ranks(folder)[0]
 
     inside = tmp_path / "inside.ckpt"
-    whole = fit(tmp_path / "whole", [_SavesAfterBatch(inside, batch_idx=2)])  # 4 batches a rank: windows 0-1, 2-3
+    record = fit(tmp_path / "whole", [_SavesAfterBatch(inside, batch_idx=2)])  # 4 batches a rank: windows 0-1, 2-3
+    whole = record["weights"]
+    # one all-reduce agrees which parameters have a gradient, one averages them all (packed together, not one
+    # collective per parameter)
+    assert record["all_reduces_in_save"] == 2
     gradients = torch.load(inside, weights_only=True)["ember"]["accumulated_gradients"]
     assert set(gradients) == {"layer.weight", "layer.bias"}
-    resumed = fit(tmp_path / "resumed", ckpt_path=inside)
+    resumed = fit(tmp_path / "resumed", ckpt_path=inside)["weights"]
     checkpoint = torch.load(inside, weights_only=True)
     del checkpoint["ember"]["accumulated_gradients"]
     torch.save(checkpoint, tmp_path / "without.ckpt")
-    without = fit(tmp_path / "without", ckpt_path=tmp_path / "without.ckpt")
+    without = fit(tmp_path / "without", ckpt_path=tmp_path / "without.ckpt")["weights"]
     for key, value in whole.items():
         torch.testing.assert_close(resumed[key], value, rtol=1e-6, atol=1e-7)
     assert not all(torch.allclose(without[key], value, rtol=1e-4, atol=1e-5) for key, value in whole.items())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -333,11 +333,26 @@ class ParallelStrategy(Strategy):
         fewest = self.reduce(present.clone(), reduce_op="min")
         if not torch.equal(fewest, present):  # (a parameter unused on some rank only)
             return None
-        gradients = {}
-        for name, grad in named:
-            if grad is not None:
-                gradients[name] = self.reduce(grad.detach().clone(), reduce_op="mean").cpu()
-        return gradients
+        return self._averaged([(name, grad.detach()) for name, grad in named if grad is not None])
+
+    def _averaged(self, gradients: list[tuple[str, Tensor]]) -> dict[str, Tensor]:
+        """Each gradient averaged over the ranks, on the CPU, in few all-reduces: the dense ones of a dtype and
+        device packed into buckets of up to 64 MB (a model of thousands of parameter tensors would otherwise
+        wait on thousands of collectives), a sparse one alone."""
+        averaged: dict[str, Tensor] = {}
+        groups: dict[tuple[torch.dtype, torch.device], list[tuple[str, Tensor]]] = {}
+        for name, grad in gradients:
+            if grad.is_sparse:
+                averaged[name] = self.reduce(grad.clone(), reduce_op="mean").cpu()
+            else:
+                groups.setdefault((grad.dtype, grad.device), []).append((name, grad))
+        for group in groups.values():
+            for bucket in _buckets(group, _GRADIENT_BUCKET_BYTES):
+                flat = self.reduce(torch.cat([grad.reshape(-1) for _, grad in bucket]), reduce_op="mean").cpu()
+                parts = flat.split([grad.numel() for _, grad in bucket])
+                for (name, grad), part in zip(bucket, parts):
+                    averaged[name] = part.view(grad.shape).clone()  # its own storage: a checkpoint entry alone
+        return {name: averaged[name] for name, _ in gradients}  # in the parameters' order
 
     def all_gather(self, tensor: Tensor, group: Any | None = None, sync_grads: bool = False) -> Tensor:
         """Stack ``tensor`` from every rank along a new first dimension (same shape on every rank)."""
@@ -457,3 +472,21 @@ def _destroy_process_group() -> None:
 
 
 lightning_style_annotations(ParallelStrategy)  # Lightning's `typing` forms in the signature
+
+
+_GRADIENT_BUCKET_BYTES = 64 * 2**20
+
+
+def _buckets(tensors: list[tuple[str, Tensor]], limit: int) -> Iterator[list[tuple[str, Tensor]]]:
+    """``tensors`` in order, in runs of at most ``limit`` bytes (a larger tensor alone)."""
+    bucket: list[tuple[str, Tensor]] = []
+    size = 0
+    for item in tensors:
+        nbytes = item[1].numel() * item[1].element_size()
+        if bucket and size + nbytes > limit:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append(item)
+        size += nbytes
+    if bucket:
+        yield bucket
