@@ -929,11 +929,16 @@ class _SignalsAtBatch(ember.Callback):
             os.kill(os.getpid(), __import__("signal").SIGTERM)
 
 
-def _accumulating_fit(root, callbacks, ckpt_path=None):
+def _accumulating_fit(root, callbacks, ckpt_path=None, **kwargs):
     from tests.helpers.core_models import CoreModel, loader, quiet_trainer
 
     trainer = quiet_trainer(
-        max_epochs=1, accumulate_grad_batches=2, default_root_dir=root, callbacks=callbacks, enable_checkpointing=True
+        max_epochs=1,
+        accumulate_grad_batches=2,
+        default_root_dir=root,
+        callbacks=callbacks,
+        enable_checkpointing=True,
+        **kwargs,
     )
     torch.manual_seed(0)
     model = CoreModel()
@@ -942,16 +947,46 @@ def _accumulating_fit(root, callbacks, ckpt_path=None):
 
 
 @pytest.mark.parametrize("signal_after", [4, 5])  # the first batch of a window of two; its last
-def test_a_preemption_inside_an_accumulation_window_stops_when_the_window_closes(tmp_path, signal_after):
-    # a checkpoint holds no gradients: one written inside the window resumed without its first batches' part
+def test_a_preemption_inside_an_accumulation_window_stops_at_once_and_resumes_exactly(tmp_path, signal_after):
+    # the checkpoint keeps the window's gradients, so the run need not train on to the window's end (which could
+    # outlast the grace period before the kill): it stops after the batch the signal came in, and the resumed
+    # window goes on from the gradients it had added up
     from ember.callbacks import ModelCheckpoint
     from ember.utilities.exceptions import SIGTERMException
 
     whole = _accumulating_fit(tmp_path / "whole", [])
     saves = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
-    with pytest.raises(SIGTERMException, match="training stopped at epoch 0, step 3"):
+    step = 2 if signal_after == 4 else 3
+    with pytest.raises(SIGTERMException, match=f"training stopped at epoch 0, step {step}"):
         _accumulating_fit(tmp_path / "first", [saves, _SignalsAtBatch(signal_after)])
-    assert torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)["global_step"] == 3
+    checkpoint = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == step
+    assert ("accumulated_gradients" in checkpoint["ember"]) == (signal_after == 4)
+    resumed = _accumulating_fit(tmp_path / "first", [ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)], "last")
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+
+
+class _KeepsNoWindowGradients(ember.strategies.SingleDeviceStrategy):
+    """As a sharded strategy: a checkpoint keeps none of an accumulation window's gradients."""
+
+    @property
+    def keeps_window_gradients(self) -> bool:
+        return False
+
+    def accumulated_gradients(self, all_ranks):
+        return None
+
+
+def test_a_preemption_inside_a_window_whose_gradients_no_checkpoint_keeps_stops_when_the_window_closes(tmp_path):
+    from ember.callbacks import ModelCheckpoint
+    from ember.utilities.exceptions import SIGTERMException
+
+    whole = _accumulating_fit(tmp_path / "whole", [])
+    saves = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
+    strategy = _KeepsNoWindowGradients(device="cpu")
+    with pytest.raises(SIGTERMException, match="training stopped at epoch 0, step 3"):  # after batch 5, not 4
+        _accumulating_fit(tmp_path / "first", [saves, _SignalsAtBatch(4)], strategy=strategy)
+    assert "accumulated_gradients" not in torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)["ember"]
     resumed = _accumulating_fit(tmp_path / "first", [ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)], "last")
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
 

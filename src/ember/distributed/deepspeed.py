@@ -407,6 +407,10 @@ class DeepSpeedStrategy(DDPStrategy):
         """Empty: the engine writes its optimizer's (sharded) state in ``save_checkpoint``."""
         return {}
 
+    @property
+    def keeps_window_gradients(self) -> bool:
+        return False
+
     def accumulated_gradients(self, all_ranks: bool) -> dict[str, torch.Tensor] | None:
         """``None``: the engine accumulates the gradients in its own (partitioned) buffers, which are not kept."""
         return None

@@ -64,6 +64,10 @@ class ShardedStrategy(ParallelStrategy):
     def full_module_state_dict(self) -> dict[str, Any]:
         return self._module_state_dict(full=True)
 
+    @property
+    def keeps_window_gradients(self) -> bool:
+        return False
+
     def accumulated_gradients(self, all_ranks: bool) -> dict[str, Tensor] | None:
         """``None``: sharded gradients are not kept (a checkpoint written inside an accumulation window warns
         when it is resumed)."""

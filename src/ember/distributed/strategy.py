@@ -426,6 +426,12 @@ class Strategy:
     def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
         return optimizer.state_dict()
 
+    @property
+    def keeps_window_gradients(self) -> bool:
+        """Whether a checkpoint keeps the gradients of an unfinished accumulation window
+        (:meth:`accumulated_gradients`): a preemption then stops at once, not when the window closes."""
+        return True
+
     def accumulated_gradients(self, all_ranks: bool) -> dict[str, Tensor] | None:
         """The gradients that the batches of an unfinished accumulation window have added up, by parameter name,
         on the CPU: a checkpoint written inside the window keeps them, so that the resumed run's next optimizer

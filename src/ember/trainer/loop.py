@@ -182,6 +182,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         epoch.stop_requested,
     )
     automatic, accumulate, total, max_steps = epoch.automatic, epoch.accumulate, epoch.total, epoch.max_steps
+    stop_in_window = epoch.stop_in_window
     # a loader of unknown length is read one batch ahead to know its last batch, as Lightning reads it
     ahead = _Lookahead(iterator, run, stateful_single_loader(run)) if total == float("inf") else None
     if ahead is not None:
@@ -223,9 +224,9 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
                 progress.step_pending = False
             if trainer.should_stop:
                 _save_loggers(trainer)  # stop: a batch that ends with a stop set saves the loggers, as in Lightning
-            if stop_requested() and not accumulating:
-                # stop: a preemption signal arrived; saves and exits once the accumulation window is complete
-                # (under every strategy: the sharded ones keep no window gradients in a checkpoint)
+            if stop_requested() and (stop_in_window or not accumulating):
+                # stop: a preemption signal arrived; saves and exits (inside an accumulation window only where the
+                # checkpoint keeps the window's gradients; under a sharded strategy, once the window is complete)
                 on_stop_request(trainer, run)
             batch_idx += 1
             if progress.global_step >= max_steps or (trainer.should_stop and epoch.may_stop(batch_idx)):
@@ -311,8 +312,8 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
                 progress.step_pending = False
             if trainer.should_stop:
                 _save_loggers(trainer)
-            if epoch.stop_requested() and not accumulating:
-                on_stop_request(trainer, run)  # at an accumulation window's end, as above
+            if epoch.stop_requested() and (epoch.stop_in_window or not accumulating):
+                on_stop_request(trainer, run)  # inside a window only where its gradients are kept, as above
             step_idx += 1
             if progress.global_step >= epoch.max_steps or (
                 trainer.should_stop and epoch.may_stop(progress.epoch_batches)
@@ -458,6 +459,7 @@ class _EpochPlan:
         self.batch_start = hooks.caller("on_train_batch_start")
         self.batch_end = hooks.caller("on_train_batch_end")
         self.stop_requested = run.stop_flag.checker(trainer.strategy, run.progress)
+        self.stop_in_window = trainer.strategy.keeps_window_gradients
         configs = trainer.lr_scheduler_configs if self.automatic else []
         self.step_interval = [c for c in configs if c.interval == "step" and not c.reduce_on_plateau]
         self.epoch_interval = [c for c in configs if c.interval == "epoch" and not c.reduce_on_plateau]

@@ -65,8 +65,8 @@ class StopFlag:
         """A no-argument function the loop calls after each batch (chosen once per epoch).
 
         In a multi-process run the ranks agree on the flag there, so that all of them stop together. Once
-        it has said to stop it keeps saying so: the loop stops at the end of an accumulation window (a sharded
-        strategy's checkpoint holds none of the window's gradients).
+        it has said to stop it keeps saying so: under a sharded strategy, whose checkpoint holds none of an
+        accumulation window's gradients, the loop stops at the end of the window.
         """
         agree = getattr(strategy, "agree_on_stop", None)
         if agree is None:
