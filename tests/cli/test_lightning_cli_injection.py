@@ -1,6 +1,7 @@
 """Objects injected by the config (``backbone: nn.Module``, ``optimizer: OptimizerCallable``): the run saves
-their config in ``hparams.yaml`` and the checkpoint, as Lightning does, and loading never builds what a
-checkpoint names."""
+their config in ``hparams.yaml`` and the checkpoint, as Lightning does, and loading never imports what a
+checkpoint names; ``--ckpt_path`` rebuilds a model class it names only if the program imported it and the config
+accepts it."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import functools
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import yaml
 from tests.helpers.cli_models import InjectedRegressor, RegressionData, Regressor, Student
 
+import ember
 from ember.cli import LightningCLI, instantiate_module
 
 HERE = "tests.helpers.cli_models"
@@ -166,6 +169,93 @@ def test_a_checkpoint_naming_a_class_not_imported_does_not_import_it(tmp_path, m
         )
     assert not marker.exists() and "planted" not in sys.modules
     assert type(cli.model.backbone) is torch.nn.Linear and cli.model.hparams.scale == 2.0
+
+
+class DeepRegressor(Regressor):
+    """A subclass with an argument of its own: the base class cannot be rebuilt from its hyperparameters."""
+
+    def __init__(self, hidden: int = 8, lr: float = 0.05, in_features: int = 4, depth: int = 1) -> None:
+        super().__init__(hidden, lr, in_features)
+        self.depth = depth
+
+
+class Unrelated(ember.LightningModule):
+    """A model class the program has imported that is not a subclass of ``Regressor``."""
+
+    def __init__(self, hidden: int = 8) -> None:
+        super().__init__()
+
+
+DEEP = f"{DeepRegressor.__module__}.DeepRegressor"
+PLANTED = """
+open({marker!r}, "w").close()
+from tests.helpers.cli_models import Regressor
+
+class Planted(Regressor):
+    pass
+"""
+
+
+def _checkpoint_naming(tmp_path: Path, class_path: str) -> Path:
+    """A checkpoint of a ``Regressor(hidden=3)`` whose ``_class_path`` is ``class_path``."""
+    ckpt = tmp_path / "named.ckpt"
+    hparams = {"_class_path": class_path, "hidden": 3}
+    torch.save({"state_dict": Regressor(hidden=3).state_dict(), "hyper_parameters": hparams}, ckpt)
+    return ckpt
+
+
+def _validate(tmp_path: Path, ckpt: Path | str, *args: str, **kwargs: Any) -> LightningCLI:
+    args = ("validate", f"--ckpt_path={ckpt}", "--trainer.logger=false", *args, *_quiet(tmp_path))
+    return LightningCLI(save_config_callback=None, args=list(args), **kwargs)
+
+
+def _validate_in_subclass_mode(tmp_path: Path, ckpt: Path | str) -> LightningCLI:
+    """``LightningCLI(Regressor, subclass_mode_model=True)`` with ``--model`` naming the base class itself."""
+    args = (f"--model={HERE}.Regressor", f"--data={HERE}.RegressionData")
+    return _validate(tmp_path, ckpt, *args, model_class=Regressor, subclass_mode_model=True)
+
+
+def test_a_checkpoint_rebuilds_the_imported_subclass_it_was_saved_from(tmp_path):
+    # as Lightning: a subclass fitted in subclass mode is rebuilt from the checkpoint, even when the config names
+    # the base class, which does not take `depth`
+    args = ["fit", f"--model={DEEP}", "--model.hidden=3", "--model.depth=2", "--trainer.max_epochs=1"]
+    fit = LightningCLI(Regressor, RegressionData, subclass_mode_model=True, args=[*args, *_quiet(tmp_path)])
+    ckpt = fit.trainer.checkpoint_callback.best_model_path
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["_class_path"] == DEEP
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*_class_path")
+        cli = _validate_in_subclass_mode(tmp_path, ckpt)
+        assert type(cli.model) is DeepRegressor and cli.config.validate.model.class_path == DEEP
+        assert cli.model.depth == 2 and cli.model.hparams.hidden == 3 and cli.model.net[0].out_features == 3
+        # the `ember` command, whose model class is any LightningModule, does the same
+        cli = _validate(tmp_path, ckpt, f"--model={HERE}.Regressor", f"--data={HERE}.RegressionData")
+        assert type(cli.model) is DeepRegressor and cli.model.depth == 2
+
+
+def test_a_checkpoint_naming_a_class_that_is_not_a_subclass_of_the_model_class_is_ignored(tmp_path):
+    ckpt = _checkpoint_naming(tmp_path, f"{Unrelated.__module__}.Unrelated")
+    with pytest.warns(UserWarning, match=r"Ignoring `_class_path` .*Unrelated: it is not a subclass of Regressor"):
+        cli = _validate_in_subclass_mode(tmp_path, ckpt)
+    assert type(cli.model) is Regressor and cli.model.hparams.hidden == 3  # the config's class, the values kept
+
+
+def test_a_checkpoint_naming_a_subclass_not_imported_does_not_import_it(tmp_path, monkeypatch):
+    # a subclass of the model class that could be imported, but that this program never imported: it stays so
+    marker = tmp_path / "imported"
+    (tmp_path / "planted_model.py").write_text(PLANTED.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ckpt = _checkpoint_naming(tmp_path, "planted_model.Planted")
+    with pytest.warns(UserWarning, match=r"planted_model.Planted: this program has not imported it"):
+        cli = _validate_in_subclass_mode(tmp_path, ckpt)
+    assert not marker.exists() and "planted_model" not in sys.modules
+    assert type(cli.model) is Regressor and cli.model.hparams.hidden == 3
+
+
+def test_without_subclass_mode_a_checkpoint_never_changes_the_model_class(tmp_path):
+    ckpt = _checkpoint_naming(tmp_path, DEEP)  # imported, and a subclass of the model class
+    with pytest.warns(UserWarning, match=r"DeepRegressor: the model class is Regressor \(`subclass_mode_model=False`"):
+        cli = _validate(tmp_path, ckpt, model_class=Regressor, datamodule_class=RegressionData)
+    assert type(cli.model) is Regressor and cli.model.hparams.hidden == 3
 
 
 def test_a_module_built_inside_the_model_records_its_own_arguments(tmp_path):

@@ -367,13 +367,9 @@ class LightningCLI:
         model_config = self.config[self.config.subcommand].get("model")
         class_path = model_config.get("class_path") if hasattr(model_config, "get") else None
         saved_class = hparams.pop("_class_path", None)
-        configured = loaded_object(class_path) if class_path else _get_module_type(self._model_class)
-        if saved_class is not None and loaded_object(str(saved_class)) is not configured:
-            # the config chooses the model class, never the checkpoint (safe loading): keep only the values
-            rank_zero_warn(
-                "Ignoring `_class_path` found in the checkpoint's hyperparameters: a checkpoint never"
-                " selects a class to import. The model class comes from the config."
-            )
+        if saved_class is not None:
+            configured = loaded_object(class_path) if class_path else _get_module_type(self._model_class)
+            class_path = self._class_path_from_checkpoint(str(saved_class), configured) or class_path
         for key in [k for k, v in hparams.items() if _unloaded_class_paths(v)]:
             names = ", ".join(_unloaded_class_paths(hparams.pop(key)))
             rank_zero_warn(
@@ -390,6 +386,41 @@ class LightningCLI:
         except SystemExit:
             sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
             raise
+
+    def _class_path_from_checkpoint(self, saved: str, configured: Any) -> str | None:
+        """The model class that the checkpoint's ``_class_path`` (``saved``) selects, or ``None`` to keep ``configured``.
+
+        As in Lightning, a checkpoint saved in subclass mode rebuilds its own class, even over ``--model``: a
+        subclass with arguments of its own cannot be rebuilt as the base class. Safe loading sets two limits: the
+        class must be one the config itself accepts (a subclass of the model class given to ``LightningCLI``, in
+        subclass mode), and one the program has already imported. The name is looked up among the loaded modules
+        only, and parsing the returned path finds its module loaded, so a checkpoint never causes an import, and
+        never runs code that the program and its config did not choose. Any other ``_class_path`` is ignored with a
+        warning that says why; the model class then comes from the config.
+        """
+        from ember.checkpoint.safe_load import loaded_object
+
+        chosen = loaded_object(saved)
+        if chosen is not None and chosen is configured:
+            return None  # the class the config chose: nothing to change, nothing to say
+        base = _get_module_type(self._model_class)
+        base_name = getattr(base, "__qualname__", repr(base))
+        if not self.subclass_mode_model:
+            reason = f"the model class is {base_name} (`subclass_mode_model=False`)"
+        elif chosen is None:
+            reason = "this program has not imported it, and a checkpoint never causes an import (`--model` chooses it)"
+        elif not (isinstance(chosen, type) and isinstance(base, type) and issubclass(chosen, base)):
+            reason = f"it is not a subclass of {base_name}, the model class of this LightningCLI"
+        elif loaded_object(_class_path_from_class(chosen)) is not chosen:
+            # parsing imports the class by its module's name: that module must be loaded too
+            reason = f"its module {chosen.__module__} is not loaded under that name"
+        else:
+            return _class_path_from_class(chosen)
+        rank_zero_warn(
+            f"Ignoring `_class_path` found in the checkpoint's hyperparameters, {saved}: {reason}."
+            " The model class comes from the config."
+        )
+        return None
 
     def _set_seed(self) -> None:
         config_seed = self._get(self.config, "seed_everything")
