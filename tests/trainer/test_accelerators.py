@@ -105,14 +105,51 @@ def test_a_registered_strategy_name_builds_that_strategy():
         assert parallel._start_method == "spawn"
         with pytest.raises(MisconfigurationException, match="already present in the registry"):
             StrategyRegistry.register("single_recorded", RecordingSingleDevice)
-        StrategyRegistry.register("ddp", RecordingSingleDevice, device="cpu")  # Ember's own names stay Ember's
-        assert type(quiet_trainer(strategy="ddp", devices=2).strategy) is DDPStrategy
     finally:
-        for name in ("single_recorded", "ddp_spawn_unused", "ddp"):
+        for name in ("single_recorded", "ddp_spawn_unused"):
             StrategyRegistry.pop(name, None)
     assert str(StrategyRegistry).startswith("Registered Strategies:")
     with pytest.raises(KeyError, match="'nope' not found in registry"):
         StrategyRegistry.get("nope")
+
+
+def test_lightnings_strategy_names_are_registered_with_what_they_stand_for():
+    from ember.strategies import DeepSpeedStrategy, FSDPStrategy, XLAStrategy
+
+    assert len(StrategyRegistry.available_strategies()) == 26  # Lightning 2.6's names, none of a program's
+    assert StrategyRegistry["ddp"]["init_params"] == {"start_method": "popen"}
+    assert StrategyRegistry["ddp_notebook_find_unused_parameters_true"]["init_params"] == {
+        "find_unused_parameters": True,
+        "start_method": "fork",
+    }
+    assert StrategyRegistry["deepspeed_stage_3_offload"]["strategy"] is DeepSpeedStrategy
+    assert StrategyRegistry["deepspeed_stage_3_offload"]["init_params"] == {
+        "stage": 3,
+        "offload_optimizer": True,
+        "offload_parameters": True,
+    }
+    assert StrategyRegistry["fsdp_cpu_offload"]["strategy"] is FSDPStrategy
+    assert StrategyRegistry["xla_debug"]["strategy"] is XLAStrategy
+    assert StrategyRegistry["xla_debug"]["init_params"] == {"debug": True}
+    for name in ("ddp_spawn_find_unused_parameters_false", "ddp_fork"):
+        built = StrategyRegistry.get(name)  # a new strategy, as the Trainer's name builds it
+        trainer = quiet_trainer(strategy=name, devices=2).strategy
+        assert type(built) is type(trainer) is DDPStrategy
+        assert built._start_method == trainer._start_method == StrategyRegistry[name]["init_params"]["start_method"]
+    with pytest.raises(MisconfigurationException, match="XLA devices \\(TPUs\\) are not supported"):
+        quiet_trainer(strategy="xla")  # Lightning's name: Ember's message (it said "invalid strategy name")
+
+
+def test_a_program_may_register_its_own_strategy_under_one_of_lightnings_names():
+    with pytest.raises(MisconfigurationException, match="'ddp' is already present in the registry"):
+        StrategyRegistry.register("ddp", RecordingSingleDevice)
+    own = StrategyRegistry["ddp"]
+    StrategyRegistry.register("ddp", RecordingSingleDevice, override=True, device="cpu")
+    try:
+        assert type(quiet_trainer(strategy="ddp").strategy) is RecordingSingleDevice  # as Lightning builds it
+    finally:
+        StrategyRegistry["ddp"] = own
+    assert type(quiet_trainer(strategy="ddp", devices=2).strategy) is DDPStrategy
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

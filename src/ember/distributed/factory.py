@@ -387,7 +387,7 @@ def _layer_sync_in(plugins: Any, sync_batchnorm: bool) -> Any:
 
 
 def _create_strategy(strategy: Any, accelerator: str, devices: list[int], num_nodes: int, **options: Any) -> Strategy:
-    if isinstance(strategy, str) and strategy in StrategyRegistry and not _is_built_in(strategy):
+    if isinstance(strategy, str) and strategy in StrategyRegistry and not _built_here(strategy):
         # a name a program or library registered: its strategy, configured as one passed in
         strategy = StrategyRegistry.get(strategy)
     if isinstance(strategy, Strategy):
@@ -425,7 +425,10 @@ _DEEPSPEED_NAMES: dict[str, dict[str, Any]] = {
 # Lightning's registered FSDP names and the arguments each stands for
 _FSDP_NAMES: dict[str, dict[str, Any]] = {"fsdp": {}, "fsdp_cpu_offload": {"cpu_offload": True}}
 
-_STRATEGY_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", *_FSDP_NAMES, *_DEEPSPEED_NAMES)
+# Lightning's DDP names and the start method each stands for
+_DDP_START_METHODS = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
+
+_STRATEGY_NAMES = (*_DDP_START_METHODS, *_FSDP_NAMES, *_DEEPSPEED_NAMES)
 
 
 # Lightning's words for a strategy name it does not know; Ember's list of names follows them
@@ -439,6 +442,50 @@ def _invalid_strategy(name: Any) -> ValueError:
         f" The names Ember knows: auto, single_device, {', '.join(_STRATEGY_NAMES)} (the DDP ones also with"
         " _find_unused_parameters_true/false)."
     )
+
+
+def register_built_in_strategies() -> None:
+    """Lightning's names in ``StrategyRegistry``, each with the class and arguments it stands for, for the
+    programs and libraries that look names up (``"ddp" in StrategyRegistry``, ``available_strategies()``).
+    ``Trainer(strategy=name)`` builds these itself, unless a program registers a strategy of its own under
+    one of them (``override=True``)."""
+    from ember.distributed.ddp import DDPStrategy
+    from ember.distributed.deepspeed import DeepSpeedStrategy
+    from ember.distributed.fsdp import FSDPStrategy
+    from ember.distributed.xla import SingleDeviceXLAStrategy, XLAStrategy
+
+    entries: list[tuple[str, Any, str, dict[str, Any]]] = []
+    for name, start in _DDP_START_METHODS.items():
+        entries.append((name, DDPStrategy, f"DDP, processes started by {start!r}", {"start_method": start}))
+        for unused in (False, True):
+            text = f"DDP, processes started by {start!r}, find_unused_parameters={unused}"
+            ddp_arguments = {"find_unused_parameters": unused, "start_method": start}
+            entries.append((f"{name}_find_unused_parameters_{str(unused).lower()}", DDPStrategy, text, ddp_arguments))
+    for name, arguments in _DEEPSPEED_NAMES.items():
+        entries.append((name, DeepSpeedStrategy, f"DeepSpeed {arguments or 'with its defaults'}", arguments))
+    for name, arguments in _FSDP_NAMES.items():
+        text = f"Fully Sharded Data Parallel {arguments or 'with its defaults'}"
+        entries.append((name, FSDPStrategy, text, arguments))
+    entries.append(("single_device", SingleDeviceStrategy, "one device, one process", {}))
+    xla = "XLA (TPU): not supported on Ember, Lightning's name only"
+    entries.append(("single_xla", SingleDeviceXLAStrategy, xla, {}))
+    entries.append(("xla_debug", XLAStrategy, xla, {"debug": True}))
+    entries.append(("xla", XLAStrategy, xla, {}))
+    entries.append(("single_tpu", SingleDeviceXLAStrategy, xla, {}))
+    for name, cls, description, arguments in entries:
+        if name not in StrategyRegistry:
+            StrategyRegistry.register(name, cls, description=description, **arguments)
+            _OWN_ENTRIES[name] = StrategyRegistry[name]
+
+
+_OWN_ENTRIES: dict[str, dict[str, Any]] = {}  # what `register_built_in_strategies` registered, by name
+
+
+def _built_here(name: str) -> bool:
+    """Whether ``Trainer(strategy=name)`` builds the strategy here rather than from ``StrategyRegistry``: a name
+    Ember builds itself, unless a program registered its own strategy under it."""
+    registered = dict.get(StrategyRegistry, name)  # the entry (the registry's own `get` builds a strategy)
+    return _is_built_in(name) and (registered is None or registered is _OWN_ENTRIES.get(name))
 
 
 def _is_built_in(name: str) -> bool:

@@ -2,11 +2,14 @@
 
 from ember.distributed.ddp import DDPSpawnStrategy, DDPStrategy
 from ember.distributed.deepspeed import DeepSpeedStrategy
+from ember.distributed.factory import register_built_in_strategies
 from ember.distributed.fsdp import FSDPStrategy
 from ember.distributed.model_parallel import ModelParallelStrategy
 from ember.distributed.parallel import ParallelStrategy
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy, StrategyRegistry
 from ember.distributed.xla import XLAStrategy  # by name only
+
+register_built_in_strategies()  # Lightning's names, listed in `StrategyRegistry` as in Lightning
 
 __all__ = [
     "DDPSpawnStrategy",
