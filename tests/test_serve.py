@@ -79,6 +79,23 @@ def test_what_cannot_be_served_is_named_before_any_server_starts():
         ServableModuleValidator(server="torchserve")
 
 
+def test_a_port_a_server_stopped_on_moments_ago_is_served_on_again():
+    # the server side of a closed connection stays in TIME_WAIT for a minute: a second check on the same port
+    # (two fits in one script) was refused as "in use" though the server binds it
+    port = _free_port()
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server closes first: its end of the connection waits in TIME_WAIT
+            client.recv(1)
+    validator = ServableModuleValidator(port=port, timeout=60)
+    _fit(ServableBoringModel(), validator)
+    assert validator.successful
+
+
 def test_a_model_whose_request_fails_is_not_servable_and_a_server_that_exits_is_named_at_once():
     class FailingStep(ServableBoringModel):
         def serve_step(self, x):

@@ -154,8 +154,11 @@ def _check_servable(trainer: Trainer, module: Any) -> None:
 
 
 def _check_port_is_free(host: str, port: int) -> None:
-    """Another server on the port would answer the check in the model's place."""
+    """Another server on the port would answer the check in the model's place. A port whose last connections
+    are only closing (TIME_WAIT, for a minute after a server on it stopped) is free to the server, which binds
+    with ``SO_REUSEADDR``, and so to the probe."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
