@@ -143,7 +143,7 @@ def test_fsdp_cpu_offload_is_fsdp_offloading_to_the_cpu_as_in_lightning():
     with pytest.raises(ValueError, match=r"^The strategy `fsdp` requires a GPU accelerator"):
         make(devices=2, strategy="fsdp_cpu_offload")
     strategy = create_distributed_strategy("fsdp_cpu_offload", "cuda", [0, 1], num_nodes=1)
-    assert type(strategy) is FSDPStrategy and strategy.cpu_offload is True
+    assert type(strategy) is FSDPStrategy and strategy.cpu_offload.offload_params is True
 
 
 @pytest.mark.parametrize("name", ["ddp", "ddp_spawn", "ddp_spawn_find_unused_parameters_true", "DDP_Spawn"])
@@ -422,6 +422,23 @@ def test_torchrun_environment_is_joined(monkeypatch):
     assert rank_zero_only.rank == 3  # rank_zero_* helpers know their rank from construction on
     with pytest.raises(ValueError, match="torchrun started 4 processes.*--nproc_per_node"):
         make(devices=2, strategy="ddp")
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_the_process_group_is_bound_to_the_ranks_gpu(monkeypatch, device):
+    # as Lightning: NCCL sets up for the rank's device at once, and barriers do not guess the device
+    joined = {}
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda *args, **kwargs: joined.update(kwargs))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr("atexit.register", lambda fn: fn)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # (set by the strategy: put back after the test)
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    devices = [torch.device(device, 0), torch.device(device, 1)] if device == "cuda" else [torch.device("cpu")] * 2
+    strategy = DDPStrategy(parallel_devices=devices, cluster_environment=LightningEnvironment())
+    strategy.set_world_ranks()
+    strategy.setup_distributed()
+    assert joined.get("device_id") == (torch.device("cuda", 0) if device == "cuda" else None)
+    assert joined["timeout"] == strategy._timeout
 
 
 def test_slurm_environment_reads_srun_variables(monkeypatch):

@@ -244,11 +244,15 @@ class ParallelStrategy(Strategy):
                 f"Initializing distributed: GLOBAL_RANK: {self.global_rank},"
                 f" MEMBER: {self.global_rank + 1}/{self.world_size}"
             )
+            # on a GPU the group is bound to this rank's device, as Lightning binds it: NCCL sets up at once, and
+            # collectives and barriers know their device rather than guessing it from the current one
+            bound = {"device_id": self.root_device} if self.root_device.type == "cuda" else {}
             dist.init_process_group(
                 self.process_group_backend,
                 rank=self.global_rank,
                 world_size=self.world_size,
                 timeout=self._timeout,
+                **bound,
             )
             rank_zero_info(
                 f"{'-' * 100}\ndistributed_backend={self.process_group_backend}\n"
