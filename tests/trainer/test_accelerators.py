@@ -276,3 +276,28 @@ def test_devices_none_is_taken_as_auto_where_lightning_raises():
     # `TypeError` on the CPU. Ember takes it as "auto", which is what such a program means
     trainer = quiet_trainer(accelerator="cpu", devices=None)
     assert trainer.num_devices == 1 and trainer.strategy.root_device == torch.device("cpu")
+
+
+def test_nvidia_gpu_stats_are_read_from_nvidia_smi_for_the_visible_gpu(tmp_path, monkeypatch):
+    from ember.accelerators.cuda import get_nvidia_gpu_stats
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="nvidia-smi: command not found"):
+        get_nvidia_gpu_stats(0)
+    asked = tmp_path / "asked"
+    script = tmp_path / "nvidia-smi"
+    script.write_text(f'#!/bin/sh\necho "$@" > {asked}\necho "37, 1024, 31744, 12, [N/A], 55, [N/A]"\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    stats = get_nvidia_gpu_stats(torch.device("cuda", 1))
+    assert stats == {
+        "utilization.gpu (%)": 37.0,
+        "memory.used (MB)": 1024.0,
+        "memory.free (MB)": 31744.0,
+        "utilization.memory (%)": 12.0,
+        "fan.speed (%)": 0.0,  # not reported by this GPU
+        "temperature.gpu (°C)": 55.0,
+        "temperature.memory (°C)": 0.0,
+    }
+    query = "utilization.gpu,memory.used,memory.free,utilization.memory,fan.speed,temperature.gpu,temperature.memory"
+    assert asked.read_text().split() == [f"--query-gpu={query}", "--format=csv,nounits,noheader", "--id=5"]

@@ -53,6 +53,55 @@ def find_usable_cuda_devices(num_devices: int = -1) -> list[int]:
     return usable
 
 
+# what `get_nvidia_gpu_stats` asks nvidia-smi for, and the unit each comes in
+_NVIDIA_SMI_FIELDS = (
+    ("utilization.gpu", "%"),
+    ("memory.used", "MB"),
+    ("memory.free", "MB"),
+    ("utilization.memory", "%"),
+    ("fan.speed", "%"),
+    ("temperature.gpu", "°C"),
+    ("temperature.memory", "°C"),
+)
+
+
+def get_nvidia_gpu_stats(device: Any) -> dict[str, float]:
+    """Utilization, memory, fan speed and temperatures of a GPU as ``nvidia-smi`` reports them, keyed
+    ``"<field> (<unit>)"`` (``"memory.used (MB)"``); a field the GPU does not report is 0.0.
+
+    ``device`` is this process's index of the GPU (an int, ``"cuda:1"``, ``torch.device``), mapped through
+    ``CUDA_VISIBLE_DEVICES`` to the index nvidia-smi knows. Raises ``FileNotFoundError`` without nvidia-smi.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    nvidia_smi = shutil.which("nvidia-smi")
+    if nvidia_smi is None:
+        raise FileNotFoundError("nvidia-smi: command not found")
+    index = device if isinstance(device, int) else torch.device(device).index
+    if index is None:
+        index = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpu = visible.split(",")[index].strip() if visible else str(index)
+    query = ",".join(field for field, _ in _NVIDIA_SMI_FIELDS)
+    result = subprocess.run(
+        [nvidia_smi, f"--query-gpu={query}", "--format=csv,nounits,noheader", f"--id={gpu}"],
+        encoding="utf-8",
+        capture_output=True,
+        check=True,
+    )
+    values = [_number(text) for text in result.stdout.strip().split(",")]
+    return {f"{field} ({unit})": value for (field, unit), value in zip(_NVIDIA_SMI_FIELDS, values)}
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:  # "[N/A]", "[Not Supported]"
+        return 0.0
+
+
 class CUDAAccelerator(Accelerator):
     """NVIDIA GPUs through CUDA; ``devices`` selects GPU indices.
 
