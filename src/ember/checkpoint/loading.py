@@ -34,7 +34,7 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: there is no file at ``path``.
-        IsADirectoryError: ``path`` is a folder but not a sharded checkpoint.
+        IsADirectoryError: ``path`` is a folder but not a sharded checkpoint (a ``ValueError`` too, as in Lightning).
         CheckpointLoadError: the file is truncated or corrupt.
         pickle.UnpicklingError: the file needs a class or function that safe loading refuses.
 

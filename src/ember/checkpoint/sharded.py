@@ -155,6 +155,11 @@ class ShardedOptimizerState:
         set_optimizer_state_dict(module, optimizer, state[key], options=options)
 
 
+class NotACheckpointFolderError(IsADirectoryError, ValueError):
+    """A folder given as a checkpoint that is not one: an ``IsADirectoryError``, and the ``ValueError`` that
+    Lightning's sharded strategies raise for it, so that a program catching either catches it."""
+
+
 def load(path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
     """The checkpoint dict of a sharded folder: ``meta.pt`` plus ``"state_dict"``, the full model weights.
 
@@ -163,12 +168,12 @@ def load(path: str | os.PathLike, map_location: Any = None, weights_only: bool |
     ``"optimizer_states"`` as a :class:`ShardedOptimizerState`, read when the trainer restores it.
 
     Raises:
-        IsADirectoryError: ``path`` is a folder without ``meta.pt``.
+        NotACheckpointFolderError: ``path`` is a folder without ``meta.pt``.
         CheckpointLoadError: a shard or the index is missing or damaged.
     """
     path = os.fspath(path)
     if not is_sharded_checkpoint(path):
-        raise IsADirectoryError(
+        raise NotACheckpointFolderError(
             f"Checkpoint {path} is a folder but not a sharded checkpoint: it has no `{METADATA_FILENAME}`. Pass a"
             " checkpoint file, or a folder written with `FSDPStrategy(state_dict_type='sharded')` or"
             " `ModelParallelStrategy()`."
