@@ -246,13 +246,12 @@ class ParallelStrategy(Strategy):
             )
             # on a GPU the group is bound to this rank's device, as Lightning binds it: NCCL sets up at once, and
             # collectives and barriers know their device rather than guessing it from the current one
-            bound = {"device_id": self.root_device} if self.root_device.type == "cuda" else {}
             dist.init_process_group(
                 self.process_group_backend,
                 rank=self.global_rank,
                 world_size=self.world_size,
                 timeout=self._timeout,
-                **bound,
+                device_id=self.root_device if self.root_device.type == "cuda" else None,
             )
             rank_zero_info(
                 f"{'-' * 100}\ndistributed_backend={self.process_group_backend}\n"
