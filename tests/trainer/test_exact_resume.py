@@ -633,6 +633,29 @@ def test_a_run_that_failed_inside_a_validation_resumes_by_running_that_validatio
     assert resumed.calls == ["validation at 2", "batch 0:2", "batch 0:3", "validation at 4", "epoch end 0"]
 
 
+def test_a_checkpoint_the_resumed_validation_writes_is_the_one_the_uninterrupted_validation_wrote(tmp_path):
+    # the validation a crash interrupted runs again; a checkpoint it writes said the batch's step had already moved
+    # on, so a run resumed from it left the loggers' step one behind
+    from ember.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+
+    def saves(folder):
+        return ModelCheckpoint(dirpath=folder, filename="{step}", monitor="val_loss", save_top_k=-1)
+
+    _validating_run(tmp_path / "whole", [saves(tmp_path / "w")], val_check_interval=2, max_epochs=1)
+    crash = OnExceptionCheckpoint(dirpath=tmp_path)
+    failing = [saves(tmp_path / "r"), crash, _FailsInValidation("on_validation_batch_end")]
+    with pytest.raises(RuntimeError, match="the machine went away"):
+        _validating_run(tmp_path / "first", failing, val_check_interval=2, max_epochs=1)
+    resumed = [saves(tmp_path / "r")]
+    ckpt = str(tmp_path / "on_exception.ckpt")
+    _validating_run(tmp_path / "resumed", resumed, ckpt_path=ckpt, val_check_interval=2, max_epochs=1)
+    whole, again = (
+        torch.load(folder / "step=2.ckpt", weights_only=True) for folder in (tmp_path / "w", tmp_path / "r")
+    )
+    assert again["ember"]["progress"] == whole["ember"]["progress"]
+    assert again["loops"] == whole["loops"]
+
+
 def _as_written_by(ckpt, written_by, tmp_path):
     """The checkpoint as Lightning wrote it (its counters only), or as an Ember that kept no validation count."""
     checkpoint = torch.load(ckpt, weights_only=True)

@@ -334,6 +334,7 @@ def _finish_resumed_batch(trainer: Trainer, run: Run) -> None:
     if run.step_moves_after_validation:
         run.progress.batches_that_stepped += 1
         run.step_moves_after_validation = False
+    run.progress.step_pending = False
 
 
 def _save_loggers(trainer: Trainer) -> None:
@@ -494,6 +495,8 @@ class _EpochPlan:
             # step checkpoint)
             is_last = batch_idx >= self.total or self.run.last_batch_seen
             accumulating = self.automatic and batch_idx % self.accumulate != 0 and not is_last
+            # a checkpoint written in it says, as the uninterrupted run's did, that the step is still to move
+            self.run.progress.step_pending = self.run.step_moves_after_validation
             self.validate_if_due(batch_idx - 1, is_last, accumulating)
         _finish_resumed_batch(self.trainer, self.run)  # after that batch's validation, as in the uninterrupted run
         if self.trainer.should_stop and self.may_stop(batch_idx):
