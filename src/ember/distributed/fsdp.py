@@ -3,6 +3,7 @@ optimizer state sharded across ranks, gathered layer by layer when needed."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from datetime import timedelta
@@ -14,7 +15,7 @@ from torch import nn
 from ember.distributed.ddp import _StepForward
 from ember.distributed.parallel import default_pg_timeout, ember_option
 from ember.distributed.sharded import ShardedStrategy
-from ember.utilities.rank_zero import rank_zero_deprecation
+from ember.utilities.rank_zero import rank_zero_deprecation, rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
 
 # sharding_strategy -> (reshard the parameters after forward, the mesh's layout): "flat" shards over all
@@ -43,23 +44,220 @@ def _check_mesh_argument(device_mesh: Any) -> None:
     )
 
 
-def _as_classes(policy: Any) -> tuple[type, ...]:
+def _as_classes(policy: Any, argument: str = "auto_wrap_policy") -> tuple[type, ...]:
+    """The layer classes a wrapping policy names. FSDP2 shards (and Ember checkpoints) whole layers chosen by
+    their class, so of FSDP1's policies Ember reads the ones that are such a list: a set of classes (Lightning's
+    shorthand), ``ModuleWrapPolicy({...})`` and ``functools.partial(transformer_auto_wrap_policy,
+    transformer_layer_cls={...})``. A size-based or other callable policy decides per module at wrap time and
+    has no class list to read: it is refused with the accepted forms."""
     if policy is None:
         return ()
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy, transformer_auto_wrap_policy
+
+    if isinstance(policy, ModuleWrapPolicy):
+        policy = policy._module_classes  # the set it was built from; FSDP1 has no public accessor
+    elif isinstance(policy, functools.partial) and policy.func is transformer_auto_wrap_policy:
+        policy = policy.keywords.get("transformer_layer_cls", policy)
     if isinstance(policy, type):
-        return (policy,)
-    if isinstance(policy, (set, list, tuple, frozenset)):
+        policy = (policy,)
+    if isinstance(policy, (set, list, tuple, frozenset)) and all(
+        isinstance(cls, type) and issubclass(cls, nn.Module) for cls in policy
+    ):
         return tuple(policy)
     raise TypeError(
-        f"The wrapping policy {policy!r} is not supported: pass a set of layer classes, e.g. {{nn.TransformerEncoderLayer}}."
+        f"`FSDPStrategy({argument}={policy!r})` is not supported. Ember shards with FSDP2, which wraps whole layers"
+        " chosen by their class, so it accepts a set of layer classes, `ModuleWrapPolicy({...})` or"
+        " `functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={...})`; a size-based or other"
+        " callable policy has no classes to read. Pass the classes of the layers to wrap, e.g."
+        f" `{argument}={{nn.TransformerEncoderLayer}}`."
     )
+
+
+def _as_cpu_offload(cpu_offload: Any) -> Any:
+    """FSDP1's ``CPUOffload``, as Lightning keeps it: given, or built from a bool (``None`` is no offload). Its
+    ``offload_params`` decides, not its truth value (a ``CPUOffload(offload_params=False)`` is truthy)."""
+    from torch.distributed.fsdp import CPUOffload
+
+    return cpu_offload if isinstance(cpu_offload, CPUOffload) else CPUOffload(offload_params=bool(cpu_offload))
+
+
+def _as_sharding_strategy(sharding_strategy: Any) -> Any:
+    """The ``ShardingStrategy`` member for a name (any case) or a member, as Lightning keeps it."""
+    from torch.distributed.fsdp import ShardingStrategy
+
+    key = str(sharding_strategy).split(".")[-1]
+    key = key if key == "_HYBRID_SHARD_ZERO2" else key.upper()
+    if key not in _SHARDING:
+        raise ValueError(
+            f"`sharding_strategy={sharding_strategy!r}` is not supported: use one of {', '.join(map(repr, _SHARDING))}."
+        )
+    return ShardingStrategy[key]
+
+
+# the precision plugins' dtypes: a "mixed" one has FSDP cast the parameters for compute (and reduce in float32);
+# a "true" one converts the whole module itself, so FSDP casts nothing
+_MIXED_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+_TRUE_DTYPES = {
+    "32-true": torch.float32,
+    "bf16-true": torch.bfloat16,
+    "16-true": torch.float16,
+    "64-true": torch.float64,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _PrecisionPlan:
+    """How a run's mixed precision is applied with FSDP2, which sets it per ``fully_shard`` call."""
+
+    layers: Any  # the MixedPrecisionPolicy of the layers the wrap policy names
+    root: Any  # ... of the root (FSDP1 casts the root's inputs on a flag of its own)
+    full_classes: tuple[type, ...] = ()  # layer classes kept in full precision (FSDP1's `_module_classes_to_ignore`)
+    full: Any = None  # their policy
+    buffer_dtype: torch.dtype | None = None  # floating-point buffers are cast to it for training
+
+
+def _plan_from_fsdp1(config: Any) -> _PrecisionPlan:
+    """FSDP1's ``MixedPrecision`` as FSDP2 policies. ``param_dtype`` and ``reduce_dtype`` mean the same in both.
+    FSDP1 casts the root's inputs when ``cast_root_forward_inputs`` (default True) and the other wrapped layers'
+    when ``cast_forward_inputs`` (default False); FSDP2 has one ``cast_forward_inputs`` per call, so each call
+    gets its own. FSDP1 runs the ``_module_classes_to_ignore`` layers (batch norm) in float32, casting their
+    output back, when an auto-wrap policy is set: they get a float32 policy with ``output_dtype``.
+    ``buffer_dtype`` has no FSDP2 counterpart: the strategy casts the buffers itself (``_cast_buffers``)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    low, reduce = config.param_dtype, config.reduce_dtype
+    return _PrecisionPlan(
+        layers=MixedPrecisionPolicy(
+            param_dtype=low, reduce_dtype=reduce, cast_forward_inputs=config.cast_forward_inputs
+        ),
+        root=MixedPrecisionPolicy(
+            param_dtype=low,
+            reduce_dtype=reduce,
+            cast_forward_inputs=config.cast_forward_inputs or config.cast_root_forward_inputs,
+        ),
+        full_classes=tuple(config._module_classes_to_ignore or ()),
+        full=MixedPrecisionPolicy(param_dtype=None if low is None else torch.float32, output_dtype=low),
+        buffer_dtype=config.buffer_dtype,
+    )
+
+
+def _check_mixed_precision(mixed_precision: Any) -> None:
+    """``mixed_precision`` is None, FSDP1's ``MixedPrecision`` (Lightning's) or FSDP2's ``MixedPrecisionPolicy``;
+    FSDP1's ``keep_low_precision_grads`` has no FSDP2 counterpart (a warning)."""
+    if mixed_precision is None:
+        return
+    from torch.distributed.fsdp import MixedPrecision, MixedPrecisionPolicy
+
+    if not isinstance(mixed_precision, (MixedPrecision, MixedPrecisionPolicy)):
+        raise TypeError(
+            f"`FSDPStrategy(mixed_precision={mixed_precision!r})` is not supported: pass"
+            " `torch.distributed.fsdp.MixedPrecision(param_dtype=..., reduce_dtype=..., buffer_dtype=...)` or"
+            " FSDP2's `MixedPrecisionPolicy(...)`, or leave it out and choose `Trainer(precision=...)`."
+        )
+    if isinstance(mixed_precision, MixedPrecision) and mixed_precision.keep_low_precision_grads:
+        rank_zero_warn(
+            "`MixedPrecision(keep_low_precision_grads=True)` is ignored: FSDP2 keeps the gradients in the"
+            " parameters' own dtype (it reduces them in `reduce_dtype`)."
+        )
+
+
+def _cast_buffers(module: nn.Module, dtype: torch.dtype, skip: tuple[type, ...]) -> None:
+    """Cast ``module``'s floating-point buffers to ``dtype`` for training, as FSDP1's ``buffer_dtype`` does,
+    except in layers of the ``skip`` classes (kept in full precision). As in FSDP1, a state dict (so a
+    checkpoint) holds them in their original dtype: each layer whose buffers changed gets a state-dict hook."""
+    for layer in module.modules():
+        if skip and isinstance(layer, skip):
+            continue
+        for name, buffer in layer.named_buffers(recurse=False):
+            if buffer is None or not buffer.is_floating_point() or buffer.dtype == dtype:
+                continue
+            if "_ember_buffer_dtypes" not in layer.__dict__:  # a second fit finds the first's record and hook
+                layer.__dict__["_ember_buffer_dtypes"] = {}
+                layer.register_state_dict_post_hook(_restore_buffer_dtypes)
+            layer.__dict__["_ember_buffer_dtypes"].setdefault(name, buffer.dtype)
+            buffer.data = buffer.data.to(dtype)
+
+
+def _restore_buffer_dtypes(layer: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    for name, dtype in layer.__dict__["_ember_buffer_dtypes"].items():
+        if isinstance(state_dict.get(prefix + name), torch.Tensor):
+            state_dict[prefix + name] = state_dict[prefix + name].to(dtype)
+
+
+# FSDP1's keyword arguments (Lightning passes `**kwargs` on to `FullyShardedDataParallel`) that FSDP2 has no
+# counterpart for: the value FSDP2 already behaves as (silent), and why any other value is ignored (a warning)
+_NO_COUNTERPART: dict[str, tuple[Any, str]] = {
+    "use_orig_params": (True, "FSDP2 always trains the module's own parameters, as `use_orig_params=True`"),
+    "limit_all_gathers": (True, "FSDP2 always limits the all-gathers in flight"),
+    "forward_prefetch": (False, "FSDP2 overlaps each layer's all-gather with the forward before it by itself"),
+    "backward_prefetch": (
+        "BACKWARD_PRE",
+        "FSDP2 prefetches the next layer's all-gather in backward by itself, as `BackwardPrefetch.BACKWARD_PRE`",
+    ),
+    "sync_module_states": (
+        False,
+        "FSDP2 does not broadcast rank 0's weights; the ranks Ember starts all get the same module, and ranks an"
+        " outside launcher starts (torchrun, SLURM) should build it after `seed_everything`",
+    ),
+    "param_init_fn": (
+        None,
+        "FSDP2 shards the layers as they are and initializes none on the meta device; build them with their"
+        " weights (in `configure_model`, for instance)",
+    ),
+    "device_id": (None, "Ember puts each rank on its device itself (`Trainer(devices=...)`)"),
+    "process_group": (
+        None,
+        "FSDP2 shards over a device mesh: pass `device_mesh=(replicas, shards)` or a 2-D `DeviceMesh` instead",
+    ),
+}
+# honoured: the parameters they hold are given to `fully_shard(ignored_params=...)`
+_IGNORED_STATES = ("ignored_modules", "ignored_states")
+
+
+def _check_fsdp_kwargs(kwargs: dict[str, Any]) -> None:
+    """Warn for each FSDP1 argument whose value FSDP2 cannot honour; refuse names FSDP1 does not take either."""
+    for name, value in kwargs.items():
+        if name in _IGNORED_STATES:
+            continue
+        if name not in _NO_COUNTERPART:
+            known = ", ".join(f"`{key}`" for key in (*_IGNORED_STATES, *_NO_COUNTERPART))
+            raise TypeError(f"`FSDPStrategy({name}=...)` is not an FSDP argument; the keyword arguments are {known}.")
+        same, reason = _NO_COUNTERPART[name]
+        if value is same or value == same or (isinstance(same, str) and getattr(value, "name", None) == same):
+            continue
+        rank_zero_warn(f"`FSDPStrategy({name}={value!r})` is ignored: {reason}.")
+
+
+def _ignored_parameters(kwargs: dict[str, Any]) -> set[nn.Parameter] | None:
+    """The parameters of FSDP1's ``ignored_modules`` and ``ignored_states`` (modules or parameters), which FSDP2
+    takes as ``ignored_params``: not sharded, their gradients not reduced across ranks (as in FSDP1)."""
+    found: set[nn.Parameter] = set()
+    for name in _IGNORED_STATES:
+        for state in kwargs.get(name) or ():
+            found.update(state.parameters() if isinstance(state, nn.Module) else (state,))
+    return found or None
 
 
 class FSDPStrategy(ShardedStrategy):
     """Fully sharded data parallel training.
 
-    ``auto_wrap_policy`` and ``activation_checkpointing_policy`` are sets of layer classes: each
-    such layer is sharded (and re-computed in backward) on its own.
+    ``auto_wrap_policy`` and ``activation_checkpointing_policy`` name layer classes: each such layer is
+    sharded (and re-computed in backward) on its own. Give a set of classes, or FSDP1's
+    ``ModuleWrapPolicy({...})`` or ``functools.partial(transformer_auto_wrap_policy,
+    transformer_layer_cls={...})``, as Lightning accepts; a size-based or other callable policy is refused.
+
+    ``mixed_precision``: FSDP1's ``MixedPrecision`` (Lightning's) is applied with FSDP2's policies
+    (``param_dtype``, ``reduce_dtype``, the input casts; ``buffer_dtype`` by casting the buffers for
+    training while checkpoints keep their dtype), or pass FSDP2's ``MixedPrecisionPolicy``. Without it,
+    ``Trainer(precision="bf16-mixed")`` computes in bfloat16 and reduces in float32.
+    ``strategy.mixed_precision_config`` tells which, in FSDP1's terms. ``cpu_offload`` is a bool or FSDP1's
+    ``CPUOffload``, kept as ``strategy.cpu_offload`` (a ``CPUOffload``); ``strategy.sharding_strategy`` is
+    the ``ShardingStrategy`` member.
+
+    ``**kwargs`` are FSDP1's other arguments, kept in ``strategy.kwargs``: ``ignored_modules`` and
+    ``ignored_states`` leave those parameters unsharded (``fully_shard(ignored_params=...)``); the rest
+    (``limit_all_gathers``, ``forward_prefetch``, ``process_group``, ...) have no FSDP2 counterpart, and a
+    value that asks for something FSDP2 does not do is ignored with a warning saying why.
 
     ``sharding_strategy``: ``"FULL_SHARD"`` (default) and ``"SHARD_GRAD_OP"`` (parameters stay gathered
     from forward to backward) shard over every rank; ``"HYBRID_SHARD"`` and ``"_HYBRID_SHARD_ZERO2"``
@@ -129,19 +327,14 @@ class FSDPStrategy(ShardedStrategy):
             start_method=start_method,
             preemption_check_interval=preemption_check_interval,
         )
-        key = str(sharding_strategy).split(".")[-1]
-        key = key if key == "_HYBRID_SHARD_ZERO2" else key.upper()
-        if key not in _SHARDING:
-            raise ValueError(
-                f"`sharding_strategy={sharding_strategy!r}` is not supported: use one of {', '.join(map(repr, _SHARDING))}."
-            )
+        sharding = _as_sharding_strategy(sharding_strategy)
         if activation_checkpointing is not None:
             if activation_checkpointing_policy is not None:
                 raise ValueError(
                     "You cannot set both `activation_checkpointing` and `activation_checkpointing_policy`. Use the"
                     " latter."
                 )
-            activation_checkpointing_policy = set(_as_classes(activation_checkpointing))
+            activation_checkpointing_policy = set(_as_classes(activation_checkpointing, "activation_checkpointing"))
             rank_zero_deprecation(
                 f"`FSDPStrategy(activation_checkpointing={activation_checkpointing})` is deprecated, use"
                 f" `FSDPStrategy(activation_checkpointing_policy={activation_checkpointing_policy})` instead."
@@ -152,26 +345,75 @@ class FSDPStrategy(ShardedStrategy):
                 f"`FSDPStrategy(state_dict_type={state_dict_type!r})` is not supported: use 'full' (one file, gathered"
                 " on rank 0) or 'sharded' (a folder of every rank's shards)."
             )
-        self.cpu_offload = bool(cpu_offload)
+        _check_mixed_precision(mixed_precision)
+        _check_fsdp_kwargs(kwargs)
+        self.cpu_offload = _as_cpu_offload(cpu_offload)
         self.mixed_precision = mixed_precision
-        self._wrap_classes = _as_classes(auto_wrap_policy)
-        self._checkpoint_classes = _as_classes(activation_checkpointing_policy)
-        self.sharding_strategy = key
-        self._reshard_after_forward, self._layout = _SHARDING[key]
+        self._wrap_classes = _as_classes(auto_wrap_policy, "auto_wrap_policy")
+        self._checkpoint_classes = _as_classes(activation_checkpointing_policy, "activation_checkpointing_policy")
+        self.sharding_strategy = sharding
+        self._reshard_after_forward, self._layout = _SHARDING[sharding.name]
         # a shape until `setup_environment` builds the mesh (a config file gives a list)
         self.device_mesh = tuple(device_mesh) if isinstance(device_mesh, list) else device_mesh
         self.state_dict_type = state_dict_type
+        # FSDP1's keyword arguments, as Lightning keeps them (with its default `use_orig_params=True`, which is
+        # how FSDP2 always works); `ignored_modules` and `ignored_states` are read from here when sharding
         self.kwargs = kwargs
+        self.kwargs.setdefault("use_orig_params", True)
         self._wrapper: nn.Module | None = None
 
-    def _policy(self) -> Any:
-        from torch.distributed.fsdp import MixedPrecisionPolicy
-
+    @property
+    def mixed_precision_config(self) -> Any:
+        """The mixed precision the module trains in, as FSDP1's ``MixedPrecision`` (Lightning's type): the
+        ``mixed_precision`` argument when one was given (as it was given), else the precision plugin's. For
+        ``"*-true"`` precisions that is the plugin's dtype for parameters, reductions and buffers, as in
+        Lightning. For ``"bf16-mixed"`` and ``"16-mixed"`` it is what Ember does, which differs from Lightning's
+        all-low-precision answer: parameters in the low dtype, gradients reduced in float32, buffers left as
+        they are (``buffer_dtype=None``). ``None`` for a plugin of another kind."""
         if self.mixed_precision is not None:
             return self.mixed_precision
-        precision = getattr(self.precision_plugin, "precision", None) or getattr(self.precision_plugin, "name", None)
-        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
-        return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype else MixedPrecisionPolicy()
+        from torch.distributed.fsdp import MixedPrecision
+
+        precision = self._plugin_precision()
+        if precision in _MIXED_DTYPES:
+            return MixedPrecision(param_dtype=_MIXED_DTYPES[precision], reduce_dtype=torch.float32)
+        if precision in _TRUE_DTYPES:
+            dtype = _TRUE_DTYPES[precision]
+            return MixedPrecision(param_dtype=dtype, reduce_dtype=dtype, buffer_dtype=dtype)
+        return None
+
+    def _plugin_precision(self) -> str:
+        """The precision plugin's name, e.g. ``"bf16-mixed"``; ``"32-true"`` until the Trainer gives one."""
+        plugin = self.precision_plugin
+        if plugin is None:
+            return "32-true"
+        return str(getattr(plugin, "precision", None) or getattr(plugin, "name", None))
+
+    def _precision_plan(self) -> _PrecisionPlan:
+        """The FSDP2 mixed-precision policies: from ``mixed_precision`` (FSDP1's ``MixedPrecision``, or FSDP2's
+        ``MixedPrecisionPolicy`` taken as it is), else from a ``"*-mixed"`` precision plugin."""
+        from torch.distributed.fsdp import MixedPrecision, MixedPrecisionPolicy
+
+        if isinstance(self.mixed_precision, MixedPrecision):
+            return _plan_from_fsdp1(self.mixed_precision)
+        if self.mixed_precision is not None:
+            return _PrecisionPlan(self.mixed_precision, self.mixed_precision)
+        dtype = _MIXED_DTYPES.get(self._plugin_precision())
+        policy = (
+            MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype else MixedPrecisionPolicy()
+        )
+        return _PrecisionPlan(policy, policy)
+
+    def _shard_options(self) -> dict[str, Any]:
+        """The ``fully_shard`` arguments every sharded layer shares (all but the mixed-precision policy)."""
+        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy
+
+        return {
+            "reshard_after_forward": self._reshard_after_forward,
+            "offload_policy": CPUOffloadPolicy() if self.cpu_offload.offload_params else OffloadPolicy(),
+            "mesh": self.device_mesh,
+            "ignored_params": _ignored_parameters(self.kwargs),
+        }
 
     def _configure(self, accelerator: str, devices: list[int], num_nodes: int, layer_sync: Any = None) -> None:
         super()._configure(accelerator, devices, num_nodes, layer_sync)
@@ -207,7 +449,7 @@ class FSDPStrategy(ShardedStrategy):
 
     def setup_module(self, module: nn.Module) -> nn.Module:
         """Shard the chosen layers, then the rest; wrap ``training_step`` so the root gathers its parameters."""
-        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+        from torch.distributed.fsdp import fully_shard
 
         module = module.to(self.root_device)
         trainer = getattr(module, "_trainer", None)
@@ -218,16 +460,20 @@ class FSDPStrategy(ShardedStrategy):
 
             classes = self._checkpoint_classes
             apply_activation_checkpointing(module, check_fn=lambda m: isinstance(m, classes))
-        options = {
-            "reshard_after_forward": self._reshard_after_forward,
-            "mp_policy": self._policy(),
-            "offload_policy": CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy(),
-            "mesh": self.device_mesh,
-        }
-        for layer in module.modules():
-            if self._wrap_classes and isinstance(layer, self._wrap_classes):
-                fully_shard(layer, **options)
-        wrapper = cast(nn.Module, fully_shard(_StepForward(module), **options))  # an nn.Module, sharded
+        plan = self._precision_plan()
+        # FSDP1 keeps the `_module_classes_to_ignore` layers in full precision only under an auto-wrap policy
+        full_classes = plan.full_classes if self._wrap_classes else ()
+        if plan.buffer_dtype is not None:
+            _cast_buffers(module, plan.buffer_dtype, skip=full_classes)
+        options = self._shard_options()
+        # children before their parents: a layer inside another wrapped layer must be sharded first
+        for layer in reversed(list(module.modules())):
+            if full_classes and isinstance(layer, full_classes):
+                fully_shard(layer, mp_policy=plan.full, **options)
+            elif self._wrap_classes and isinstance(layer, self._wrap_classes):
+                fully_shard(layer, mp_policy=plan.layers, **options)
+        root = _StepForward(module)
+        wrapper = cast(nn.Module, fully_shard(root, mp_policy=plan.root, **options))  # an nn.Module, sharded
         self._wrapper = wrapper
         return wrapper
 
