@@ -178,6 +178,60 @@ def test_fully_sharded_data_parallel_splits_the_data_and_resumes_from_a_sharded_
         torch.testing.assert_close(value, one_process_final[key], atol=1e-5, rtol=1e-4)
 
 
+class NoReset(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class BuiltOnMeta(MLP):
+    """``net[2]`` and ``extra`` are built on the meta device (as a model too large for one rank would be); ``net[0]``
+    on the CPU, with its values. Each rank records, as training starts, what it holds."""
+
+    def __init__(self) -> None:
+        super().__init__("data")
+        self.net[2] = nn.Linear(8, 1, device="meta")
+        self.extra = NoReset().to("meta")
+        self.register_buffer("offset", torch.empty(1, device="meta"))
+
+    def reset_parameters(self) -> None:  # the module's own tensors (the buffer)
+        self.offset.fill_(0.5)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self.extra(self.net(x)) + self.offset, y)
+
+    def on_train_start(self) -> None:
+        full = {name: getattr(t, "full_tensor", lambda t=t: t)() for name, t in self.state_dict().items()}
+        torch.save(full, os.path.join(self.trainer.default_root_dir, f"start{self.global_rank}.pt"))
+
+
+def test_a_model_built_on_the_meta_device_is_made_real_by_reset_parameters(tmp_path):
+    torch.manual_seed(0)
+    model = BuiltOnMeta()
+    first_layer = model.net[0].weight.detach().clone()
+    strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1, start_method="fork")
+    trainer_for(tmp_path, strategy, max_epochs=1, enable_checkpointing=False).fit(model, loader(16, batch_size=2))
+    assert not any(t.is_meta for t in model.state_dict().values())  # this process's model holds what rank 0 trained
+    start = torch.load(tmp_path / "start0.pt", weights_only=True)
+    assert torch.equal(start["net.0.weight"], first_layer)  # built on a real device: kept, not re-initialised
+    assert torch.equal(start["offset"], torch.tensor([0.5]))  # the module's own `reset_parameters`
+    weight = start["net.2.weight"]  # `nn.Linear.reset_parameters`: uniform within 1/sqrt(fan_in)
+    assert weight.abs().max() <= 8**-0.5 and weight.abs().sum() > 0
+    other = torch.load(tmp_path / "start1.pt", weights_only=True)
+    assert all(torch.equal(value, other[key]) for key, value in start.items() if key != "extra.scale")
+
+
+def test_a_layer_built_on_the_meta_device_without_reset_parameters_is_named(tmp_path, in_test_process):
+    strategy = ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1)
+    trainer = trainer_for(tmp_path, strategy, devices=1, max_steps=1, enable_checkpointing=False)
+    with pytest.warns(UserWarning, match=r"`reset_parameters\(\)` method for re-initialization: NoReset\."):
+        trainer.fit(BuiltOnMeta(), loader(16, batch_size=2))
+
+
 # ---- errors, in the test process (one rank, nothing launched) ---------------------------------------
 class NotParallelized(MLP):
     configure_model = ember.LightningModule.configure_model

@@ -669,7 +669,10 @@ class MultiProcessingLauncher:
         if model is None:
             model = trainer.lightning_module
         if model is not None:
-            model.load_state_dict(output["weights"])
+            # a model built on the meta device (its ranks made it real) takes the weights as they are: copying into
+            # meta tensors would keep nothing
+            on_meta = any(tensor.is_meta for tensor in (*model.parameters(), *model.buffers()))
+            model.load_state_dict(output["weights"], assign=on_meta)
             trainer.strategy.connect(model)
         trainer.state.fn = output["fn"]
         trainer.state.status = output["status"]

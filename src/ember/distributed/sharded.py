@@ -18,11 +18,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ember.distributed.parallel import ParallelStrategy
 from ember.utilities.rank_zero import rank_zero_warn
+
+
+def to_device_materialized(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` on ``device``, with the parameters and buffers it was built with on the meta device (built
+    ``with torch.device("meta")``, then sharded, so that no rank ever held the whole model) made real: each
+    layer that owns such tensors gets fresh memory and its ``reset_parameters()`` initialises it, as Lightning's
+    sharded strategies do. A layer with no ``reset_parameters()`` keeps uninitialised memory, and a warning names
+    it. Layers built on a real device keep their values (Lightning empties the whole module)."""
+    on_meta = [
+        layer
+        for layer in module.modules()
+        if any(tensor.is_meta for tensor in (*layer.parameters(recurse=False), *layer.buffers(recurse=False)))
+    ]
+    for layer in on_meta:  # all of them first: a layer's `reset_parameters` may read or set its children's
+        layer.to_empty(device=device, recurse=False)
+    uninitialised = set()
+    with torch.no_grad():
+        for layer in on_meta:  # then, parents before children, as `modules()` lists them
+            reset = getattr(layer, "reset_parameters", None)
+            if callable(reset):
+                reset()
+            else:
+                uninitialised.add(type(layer).__name__)
+    if uninitialised:
+        rank_zero_warn(
+            "Parameter initialization incomplete. The following modules have parameters or buffers with uninitialized"
+            " memory because they don't define a `reset_parameters()` method for re-initialization:"
+            f" {', '.join(sorted(uninitialised))}. Give each a `reset_parameters()` that fills its tensors, or build"
+            " them on a real device."
+        )
+    return module.to(device)
 
 
 class ShardedStrategy(ParallelStrategy):
@@ -31,6 +63,11 @@ class ShardedStrategy(ParallelStrategy):
     # the DCP key of the model's shards in a sharded folder (Lightning's: "model" for FSDP, "state_dict" for
     # model parallel); either one is read back
     sharded_model_key = "model"
+
+    def model_to_device(self) -> None:
+        """The module on this rank's device, its tensors built on the meta device made real (after
+        ``configure_model`` sharded them, each rank makes its own slices only)."""
+        to_device_materialized(self._lightning_module, self.root_device)
 
     def _module_is_sharded(self) -> bool:
         """Whether the module's parameters are sliced over the ranks right now."""
