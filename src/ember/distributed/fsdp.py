@@ -201,8 +201,8 @@ _NO_COUNTERPART: dict[str, tuple[Any, str]] = {
     ),
     "param_init_fn": (
         None,
-        "FSDP2 shards the layers as they are and initializes none on the meta device; build them with their"
-        " weights (in `configure_model`, for instance)",
+        "Ember makes the layers built on the meta device real with their own `reset_parameters()` (as Lightning's"
+        " FSDP2 strategies do) and calls no `param_init_fn`; give each such layer a `reset_parameters()`",
     ),
     "device_id": (None, "Ember puts each rank on its device itself (`Trainer(devices=...)`)"),
     "process_group": (
