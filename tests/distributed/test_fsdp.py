@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from tests.helpers.core_models import quiet_trainer
-from tests.helpers.distributed_models import SigtermAt, TwoLayers, loader, sharding_trainer
+from tests.helpers.distributed_models import SigtermAt, TwoLayers, loader, sharding_trainer, train_in_one_process
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 
@@ -39,15 +39,6 @@ def fsdp_trainer(tmp_path, accelerator="cpu", devices=2, **kwargs) -> ember.Trai
         auto_wrap_policy={nn.Linear}, start_method="fork" if accelerator == "cpu" else "popen"
     )
     return sharding_trainer(tmp_path, strategy, devices=devices, accelerator=accelerator, **kwargs)
-
-
-def train_in_one_process(reference: TwoLayers) -> None:
-    """What the 2-rank tests' epoch does in one process: batch 2 on each of 2 ranks == batch 4 in one."""
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
-    for x, y in loader(16, batch_size=4):
-        optimizer.zero_grad()
-        nn.functional.mse_loss(reference.second(torch.relu(reference.first(x))), y).backward()
-        optimizer.step()
 
 
 def test_fsdp_trains_like_one_process_and_writes_a_full_checkpoint(tmp_path):

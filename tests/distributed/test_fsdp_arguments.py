@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers.distributed_models import TwoLayers, loader, sharding_trainer
+from tests.helpers.distributed_models import TwoLayers, loader, sharding_trainer, train_in_one_process
 from torch import nn
 from torch.distributed.fsdp import (
     BackwardPrefetch,
@@ -48,15 +48,6 @@ def clean_env(no_rank_variables):
 
 def fsdp_trainer(tmp_path, strategy, **kwargs):
     return sharding_trainer(tmp_path, strategy, max_epochs=1, **kwargs)
-
-
-def train_in_one_process(reference: TwoLayers) -> None:
-    """What the 2-rank fit's epoch does in one process: batch 2 on each of 2 ranks == batch 4 in one."""
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
-    for x, y in loader(16, batch_size=4):
-        optimizer.zero_grad()
-        nn.functional.mse_loss(reference.second(torch.relu(reference.first(x))), y).backward()
-        optimizer.step()
 
 
 def write_record(module, record: dict) -> None:

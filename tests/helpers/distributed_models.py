@@ -252,6 +252,16 @@ class TwoLayers(ember.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.05, momentum=self.momentum)
 
 
+def train_in_one_process(reference: TwoLayers) -> None:
+    """What a 2-rank sharded fit's epoch does to ``reference`` in one process: batch 2 on each of 2 ranks is
+    batch 4 in one."""
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
+    for x, y in loader(16, batch_size=4):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(reference.second(torch.relu(reference.first(x))), y).backward()
+        optimizer.step()
+
+
 def sharding_trainer(
     folder: Any, strategy: Any, devices: int = 2, accelerator: str = "cpu", **kwargs: Any
 ) -> ember.Trainer:
