@@ -137,8 +137,8 @@ SUPPORTED = {
             "XLAPrecision",
         ],
     ),
+    "plugins.precision.fsdp": ("ember.precision.fsdp", ["FSDPPrecision"]),
     # by name only (libraries import them): building one is refused with what to use instead
-    "plugins.precision.fsdp": ("ember.precision.unsupported", ["FSDPPrecision"]),
     "plugins.precision.transformer_engine": ("ember.precision.unsupported", ["TransformerEnginePrecision"]),
     "plugins.precision.xla": ("ember.precision.unsupported", ["XLAPrecision"]),
     "plugins.io": ("ember.plugins.io", ["AsyncCheckpointIO", "CheckpointIO", "TorchCheckpointIO", "XLACheckpointIO"]),
@@ -538,7 +538,6 @@ def test_every_name_lightnings_public_packages_export_imports_under_the_alias():
         ("profilers.xla", "XLAProfiler", 'XLA devices (TPUs) are not supported. Use `Trainer(profiler="pytorch")`'),
         ("plugins.io.xla", "XLACheckpointIO", "XLA devices (TPUs) are not supported. Use the default"),
         ("plugins.precision.xla", "XLAPrecision", "XLA devices (TPUs) are not supported. Use `Trainer(precision=...)`"),
-        ("plugins.precision.fsdp", "FSDPPrecision", 'Pass `Trainer(strategy="fsdp", precision="bf16-mixed")`'),
         ("plugins.precision.transformer_engine", "TransformerEnginePrecision", "Transformer Engine's FP8"),
         ("strategies.xla", "XLAStrategy", "XLA devices (TPUs) are not supported"),
         ("plugins.environments", "XLAEnvironment", "XLA devices (TPUs) are not supported"),

@@ -83,8 +83,8 @@ _MOVED = {
     "plugins.precision.double": "precision.double",
     "plugins.precision.bitsandbytes": "precision.bitsandbytes",
     "plugins.precision.deepspeed": "precision.deepspeed",
-    # by name only: FSDP takes the Trainer's precision; no Transformer Engine or XLA
-    "plugins.precision.fsdp": "precision.unsupported",
+    "plugins.precision.fsdp": "precision.fsdp",
+    # by name only: no Transformer Engine or XLA
     "plugins.precision.transformer_engine": "precision.unsupported",
     "plugins.precision.xla": "precision.unsupported",
     "strategies.strategy": "distributed.strategy",

@@ -249,8 +249,9 @@ class FSDPStrategy(ShardedStrategy):
     ``mixed_precision``: FSDP1's ``MixedPrecision`` (Lightning's) is applied with FSDP2's policies
     (``param_dtype``, ``reduce_dtype``, the input casts; ``buffer_dtype`` by casting the buffers for
     training while checkpoints keep their dtype), or pass FSDP2's ``MixedPrecisionPolicy``. Without it,
-    ``Trainer(precision="bf16-mixed")`` computes in bfloat16 and reduces in float32.
-    ``strategy.mixed_precision_config`` tells which, in FSDP1's terms. ``cpu_offload`` is a bool or FSDP1's
+    Lightning's ``FSDPPrecision`` plugin (``plugins=[...]`` or ``precision_plugin=``) gives its FSDP1 config,
+    applied the same way, and ``Trainer(precision="bf16-mixed")`` computes in bfloat16 and reduces in
+    float32. ``strategy.mixed_precision_config`` tells which, in FSDP1's terms. ``cpu_offload`` is a bool or FSDP1's
     ``CPUOffload``, kept as ``strategy.cpu_offload`` (a ``CPUOffload``); ``strategy.sharding_strategy`` is
     the ``ShardingStrategy`` member.
 
@@ -365,13 +366,18 @@ class FSDPStrategy(ShardedStrategy):
     @property
     def mixed_precision_config(self) -> Any:
         """The mixed precision the module trains in, as FSDP1's ``MixedPrecision`` (Lightning's type): the
-        ``mixed_precision`` argument when one was given (as it was given), else the precision plugin's. For
-        ``"*-true"`` precisions that is the plugin's dtype for parameters, reductions and buffers, as in
-        Lightning. For ``"bf16-mixed"`` and ``"16-mixed"`` it is what Ember does, which differs from Lightning's
-        all-low-precision answer: parameters in the low dtype, gradients reduced in float32, buffers left as
-        they are (``buffer_dtype=None``). ``None`` for a plugin of another kind."""
+        ``mixed_precision`` argument when one was given (as it was given), else an ``FSDPPrecision`` plugin's
+        config (Lightning's dtypes), else what Ember's precision plugin does. For ``"*-true"`` precisions that
+        is the plugin's dtype for parameters, reductions and buffers, as in Lightning. For ``"bf16-mixed"`` and
+        ``"16-mixed"`` (``MixedPrecision``) it differs from Lightning's all-low-precision answer: parameters in
+        the low dtype, gradients reduced in float32, buffers left as they are (``buffer_dtype=None``). ``None``
+        for a plugin of another kind."""
+        from ember.precision import FSDPPrecision
+
         if self.mixed_precision is not None:
             return self.mixed_precision
+        if isinstance(self.precision_plugin, FSDPPrecision):
+            return self.precision_plugin.mixed_precision_config
         from torch.distributed.fsdp import MixedPrecision
 
         precision = self._plugin_precision()
@@ -390,19 +396,22 @@ class FSDPStrategy(ShardedStrategy):
         return str(getattr(plugin, "precision", None) or getattr(plugin, "name", None))
 
     def _precision_plan(self) -> _PrecisionPlan:
-        """The FSDP2 mixed-precision policies: from ``mixed_precision`` (FSDP1's ``MixedPrecision``, or FSDP2's
-        ``MixedPrecisionPolicy`` taken as it is), else from a ``"*-mixed"`` precision plugin."""
-        from torch.distributed.fsdp import MixedPrecision, MixedPrecisionPolicy
+        """The FSDP2 mixed-precision policies: FSDP2's ``MixedPrecisionPolicy`` given as ``mixed_precision`` is
+        taken as it is; an FSDP1 ``MixedPrecision`` config, the argument's or an ``FSDPPrecision`` plugin's
+        (``mixed_precision_config``), is mapped by ``_plan_from_fsdp1``; else a ``"*-mixed"`` plugin of Ember's
+        computes in its low dtype and reduces in float32, and any other precision casts nothing."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy
 
-        if isinstance(self.mixed_precision, MixedPrecision):
-            return _plan_from_fsdp1(self.mixed_precision)
-        if self.mixed_precision is not None:
-            return _PrecisionPlan(self.mixed_precision, self.mixed_precision)
-        dtype = _MIXED_DTYPES.get(self._plugin_precision())
-        policy = (
-            MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype else MixedPrecisionPolicy()
-        )
-        return _PrecisionPlan(policy, policy)
+        from ember.precision import FSDPPrecision
+
+        if self.mixed_precision is None and not isinstance(self.precision_plugin, FSDPPrecision):
+            dtype = _MIXED_DTYPES.get(self._plugin_precision())
+            policy = MixedPrecisionPolicy(dtype, torch.float32) if dtype else MixedPrecisionPolicy()
+            return _PrecisionPlan(policy, policy)
+        config = self.mixed_precision_config
+        if isinstance(config, MixedPrecisionPolicy):
+            return _PrecisionPlan(config, config)
+        return _plan_from_fsdp1(config)
 
     def _shard_options(self) -> dict[str, Any]:
         """The ``fully_shard`` arguments every sharded layer shares (all but the mixed-precision policy)."""
@@ -465,6 +474,12 @@ class FSDPStrategy(ShardedStrategy):
         full_classes = plan.full_classes if self._wrap_classes else ()
         if plan.buffer_dtype is not None:
             _cast_buffers(module, plan.buffer_dtype, skip=full_classes)
+        if full_classes and plan.full.param_dtype is not None:
+            # they compute in float32: so do their running statistics, which a "-true" precision (FSDPPrecision's
+            # "bf16-true") has converted with the module; checkpoints keep them in that dtype
+            for layer in module.modules():
+                if isinstance(layer, full_classes):
+                    _cast_buffers(layer, plan.full.param_dtype, skip=())
         options = self._shard_options()
         # children before their parents: a layer inside another wrapped layer must be sharded first
         for layer in reversed(list(module.modules())):

@@ -19,13 +19,14 @@ from ember.precision.deepspeed import DeepSpeedPrecision
 from ember.precision.deepspeed import DeepSpeedPrecisionPlugin as DeepSpeedPrecisionPlugin
 from ember.precision.double import DoublePrecision
 from ember.precision.double import DoublePrecisionPlugin as DoublePrecisionPlugin
+from ember.precision.fsdp import FSDPMixedPrecisionPlugin as FSDPMixedPrecisionPlugin
+from ember.precision.fsdp import FSDPPrecision
+from ember.precision.fsdp import FSDPPrecisionPlugin as FSDPPrecisionPlugin
 from ember.precision.half import HalfPrecision
 from ember.precision.half import HalfPrecisionPlugin as HalfPrecisionPlugin
 from ember.precision.precision import PRECISIONS, Precision, check_plugin, normalize_precision
 from ember.precision.precision import PrecisionPlugin as PrecisionPlugin
-from ember.precision.unsupported import FSDPMixedPrecisionPlugin as FSDPMixedPrecisionPlugin
-from ember.precision.unsupported import FSDPPrecision, TransformerEnginePrecision, XLAPrecision
-from ember.precision.unsupported import FSDPPrecisionPlugin as FSDPPrecisionPlugin
+from ember.precision.unsupported import TransformerEnginePrecision, XLAPrecision
 from ember.precision.unsupported import TransformerEnginePrecisionPlugin as TransformerEnginePrecisionPlugin
 from ember.precision.unsupported import XLAPrecisionPlugin as XLAPrecisionPlugin
 
@@ -100,4 +101,6 @@ def choose_precision(precision: Any, plugins: Any, strategy: Any, device_type: s
             f"Bitsandbytes is only supported on CUDA GPUs and CPUs, not on {device_type!r}: use"
             " `Trainer(accelerator='cuda')` (or 'cpu') with `BitsandbytesPrecision`, or drop the plugin."
         )
+    if isinstance(plugin, FSDPPrecision):
+        plugin._use_device(device_type)  # built without one (Lightning's signature): autocast on the run's device
     return plugin

@@ -1,12 +1,12 @@
-"""Lightning's precision plugins that Ember keeps by name only: ``FSDPPrecision``, ``TransformerEnginePrecision``
-and ``XLAPrecision``. Libraries import them for ``isinstance`` checks; building one is an error that says
+"""Lightning's precision plugins that Ember keeps by name only: ``TransformerEnginePrecision`` and
+``XLAPrecision``. Libraries import them for ``isinstance`` checks; building one is an error that says
 what to pass instead.
 
 Example::
 
-    from lightning.pytorch.plugins import FSDPPrecision   # imports; cannot be built
+    from lightning.pytorch.plugins import XLAPrecision   # imports; cannot be built
 
-    trainer = Trainer(strategy="fsdp", precision="bf16-mixed")   # what to write instead
+    trainer = Trainer(precision="bf16-mixed")   # what to write instead
 """
 
 from __future__ import annotations
@@ -14,20 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from ember.precision.precision import Precision, renamed_plugin, transformer_engine_refused
-from ember.utilities.exceptions import not_supported, xla_not_supported
+from ember.utilities.exceptions import xla_not_supported
 from ember.utilities.signature_utils import lightning_style_annotations
-
-
-class FSDPPrecision(Precision):
-    """Lightning's precision plugin of its ``FSDPStrategy``: Ember's FSDP takes the Trainer's precision."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise not_supported(
-            "FSDPPrecision",
-            "Ember's `FSDPStrategy` takes its precision from `Trainer(precision=...)` and needs no plugin of its own.",
-            'Pass `Trainer(strategy="fsdp", precision="bf16-mixed")` (or `"16-mixed"`, `"bf16-true"`, ...), or the'
-            " strategy's `mixed_precision=` policy, instead of `plugins=[FSDPPrecision(...)]`.",
-        )
 
 
 class TransformerEnginePrecision(Precision):
@@ -45,12 +33,8 @@ class XLAPrecision(Precision):
         raise xla_not_supported("XLAPrecision", "Use `Trainer(precision=...)` on CPUs, CUDA or MPS.")
 
 
-lightning_style_annotations(
-    FSDPPrecision, TransformerEnginePrecision, XLAPrecision
-)  # Lightning's `typing` forms in the signature
+lightning_style_annotations(TransformerEnginePrecision, XLAPrecision)  # Lightning's `typing` forms in the signature
 
 # Lightning 1.x's names, kept as Lightning 2.x keeps them
-FSDPPrecisionPlugin = renamed_plugin("FSDPPrecisionPlugin", FSDPPrecision)
-FSDPMixedPrecisionPlugin = renamed_plugin("FSDPMixedPrecisionPlugin", FSDPPrecision)
 TransformerEnginePrecisionPlugin = renamed_plugin("TransformerEnginePrecisionPlugin", TransformerEnginePrecision)
 XLAPrecisionPlugin = renamed_plugin("XLAPrecisionPlugin", XLAPrecision)
