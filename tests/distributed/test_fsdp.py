@@ -449,3 +449,33 @@ def test_ddp_on_cuda_uses_nccl(tmp_path):
     model = TwoLayers()
     trainer.fit(model, loader(16, batch_size=2))
     assert trainer.global_step == 8 and trainer.strategy.process_group_backend == "nccl"
+
+
+class ClipsThroughTheWrapper(TwoLayers):
+    """Lightning's FSDP recipe: clip by the norm of all the shards, through ``trainer.model``."""
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        norm = self.trainer.model.clip_grad_norm_(0.05)
+        self.norms = [*getattr(self, "norms", []), float(norm)]
+
+    def on_fit_end(self) -> None:
+        torch.save(self.norms, os.path.join(self.trainer.default_root_dir, f"norms{self.global_rank}.pt"))
+
+
+def test_the_sharded_model_clips_the_gradients_of_all_ranks_as_fsdp1s_wrapper_does(tmp_path):
+    torch.manual_seed(0)
+    model, reference = ClipsThroughTheWrapper(), TwoLayers()
+    reference.load_state_dict(model.state_dict())
+    fsdp_trainer(tmp_path, max_epochs=1, enable_checkpointing=False).fit(model, loader(16, batch_size=2))
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
+    norms = []
+    for x, y in loader(16, batch_size=4):  # batch 2 on each of 2 ranks is batch 4 in one
+        optimizer.zero_grad()
+        nn.functional.mse_loss(reference.second(torch.relu(reference.first(x))), y).backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.05)))
+        optimizer.step()
+    assert min(norms) > 0.05  # it clipped every step
+    for rank in range(2):  # each rank's norm is the whole model's
+        assert torch.load(tmp_path / f"norms{rank}.pt") == pytest.approx(norms, rel=1e-5)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, atol=1e-6, rtol=1e-5)

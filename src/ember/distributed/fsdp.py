@@ -238,6 +238,20 @@ def _ignored_parameters(kwargs: dict[str, Any]) -> set[nn.Parameter] | None:
     return found or None
 
 
+class _ShardedRoot(_StepForward):
+    """The root layer ``fully_shard`` wraps around the LightningModule: ``trainer.model`` during ``fit``. It has
+    FSDP1's ``clip_grad_norm_`` too, which Lightning's FSDP recipe calls from ``configure_gradient_clipping``
+    (``self.trainer.model.clip_grad_norm_(1.0)``)."""
+
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+        """Scale the gradients so that their norm, over every rank's shards together, is at most ``max_norm``;
+        returns that norm before clipping (the same on every rank), as FSDP1's does."""
+        gradients = [parameter for parameter in self.parameters() if parameter.grad is not None]
+        total = torch.nn.utils.clip_grad_norm_(gradients, max_norm, norm_type=norm_type)
+        full_tensor = getattr(total, "full_tensor", None)  # a DTensor when the gradients are shards
+        return full_tensor() if full_tensor is not None else total
+
+
 class FSDPStrategy(ShardedStrategy):
     """Fully sharded data parallel training.
 
@@ -487,7 +501,7 @@ class FSDPStrategy(ShardedStrategy):
                 fully_shard(layer, mp_policy=plan.full, **options)
             elif self._wrap_classes and isinstance(layer, self._wrap_classes):
                 fully_shard(layer, mp_policy=plan.layers, **options)
-        root = _StepForward(module)
+        root = _ShardedRoot(module)
         wrapper = cast(nn.Module, fully_shard(root, mp_policy=plan.root, **options))  # an nn.Module, sharded
         self._wrapper = wrapper
         return wrapper
