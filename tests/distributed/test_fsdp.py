@@ -382,7 +382,7 @@ def test_sharded_checkpoint_paths_that_are_not_checkpoints_raise_clear_errors(tm
     )
     with pytest.raises(IsADirectoryError, match=r"plain\.ckpt is a folder but not a sharded checkpoint"):
         trainer.validate(ShardedModel(), loader(), ckpt_path=plain)
-    with pytest.raises(ValueError, match=r"plain\.ckpt is a folder but not a sharded checkpoint"):
+    with pytest.raises(ValueError, match=r"does not point to a valid checkpoint: .*plain\.ckpt is a folder but not"):
         trainer.validate(ShardedModel(), loader(), ckpt_path=plain)  # the error Lightning's sharded strategies raise
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
         trainer.validate(ShardedModel(), loader(), ckpt_path=tmp_path / "missing.ckpt")

@@ -174,9 +174,9 @@ def load(path: str | os.PathLike, map_location: Any = None, weights_only: bool |
     path = os.fspath(path)
     if not is_sharded_checkpoint(path):
         raise NotACheckpointFolderError(
-            f"Checkpoint {path} is a folder but not a sharded checkpoint: it has no `{METADATA_FILENAME}`. Pass a"
-            " checkpoint file, or a folder written with `FSDPStrategy(state_dict_type='sharded')` or"
-            " `ModelParallelStrategy()`."
+            f"The path {path!r} does not point to a valid checkpoint: {path} is a folder but not a sharded"
+            f" checkpoint (it has no `{METADATA_FILENAME}`). Pass a checkpoint file, or a folder written with"
+            " `FSDPStrategy(state_dict_type='sharded')` or `ModelParallelStrategy()`."
         )
     meta = os.path.join(path, METADATA_FILENAME)
     with open(meta, "rb") as file:
