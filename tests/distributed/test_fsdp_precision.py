@@ -312,3 +312,15 @@ def test_fsdp_precision_16_mixed_on_cuda(tmp_path):
     )
     trainer.fit(TwoLayers(), loader(16, batch_size=2))
     assert trainer.global_step == 8 and plugin.device == "cuda" and plugin.scaler._device == "cuda"
+
+
+def test_lightning_1x_fsdp_mixed_precision_plugin_takes_its_device_argument_and_warns():
+    # its second argument was the device: taken as the scaler, a "16-mixed" plugin held the string "cuda"
+    from ember.precision.fsdp import FSDPMixedPrecisionPlugin
+
+    with pytest.deprecated_call(match="The `FSDPMixedPrecisionPlugin` is deprecated. Use `FSDPPrecision`"):
+        plugin = FSDPMixedPrecisionPlugin("16-mixed", "cuda")
+    assert isinstance(plugin, FSDPPrecision) and isinstance(plugin.scaler, ShardedGradScaler)
+    with pytest.deprecated_call():
+        plugin = FSDPMixedPrecisionPlugin(precision="bf16-mixed", device="cuda")
+    assert plugin.precision == "bf16-mixed" and plugin.scaler is None

@@ -135,4 +135,20 @@ lightning_style_annotations(FSDPPrecision)  # Lightning's `typing` forms in the 
 
 # Lightning 1.x's names, kept as Lightning 2.x keeps them
 FSDPPrecisionPlugin = renamed_plugin("FSDPPrecisionPlugin", FSDPPrecision)
-FSDPMixedPrecisionPlugin = renamed_plugin("FSDPMixedPrecisionPlugin", FSDPPrecision)
+
+
+class FSDPMixedPrecisionPlugin(FSDPPrecision):
+    """Lightning 1.x's mixed-precision plugin of FSDP (deprecated): use ``FSDPPrecision``. It took the device
+    as its second argument, which the Trainer now gives the plugin itself: it is accepted and not used."""
+
+    def __init__(self, precision: Literal["16-mixed", "bf16-mixed"], device: str, scaler: Any = None) -> None:
+        from ember.utilities.rank_zero import rank_zero_deprecation
+
+        rank_zero_deprecation(
+            "The `FSDPMixedPrecisionPlugin` is deprecated. Use `FSDPPrecision` (Lightning's"
+            " `pytorch_lightning.plugins.precision.FSDPPrecision`, Ember's `ember.precision`) instead."
+        )
+        super().__init__(precision, scaler=scaler)
+
+
+lightning_style_annotations(FSDPMixedPrecisionPlugin)
