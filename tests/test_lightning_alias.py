@@ -627,6 +627,45 @@ def test_lightning_1x_precision_plugin_names_import_subclass_and_warn_when_built
     ]
 
 
+# Lightning 2.x keeps 1.x's TPU names (deprecated) and its removed HPU classes, at their old module paths too:
+# (module below the root, name, the packages that export it)
+_OLD_HARDWARE_NAMES = [
+    ("accelerators.tpu", "TPUAccelerator", ["accelerators"]),
+    ("strategies.single_tpu", "SingleTPUStrategy", ["strategies"]),
+    ("plugins.precision.tpu", "TPUPrecisionPlugin", ["plugins", "plugins.precision"]),
+    ("plugins.precision.tpu_bf16", "TPUBf16PrecisionPlugin", ["plugins", "plugins.precision"]),
+    ("plugins.precision.xlabf16", "XLABf16PrecisionPlugin", ["plugins", "plugins.precision"]),
+    ("accelerators.hpu", "HPUAccelerator", ["accelerators"]),
+    ("strategies.hpu_parallel", "HPUParallelStrategy", ["strategies"]),
+    ("strategies.single_hpu", "SingleHPUStrategy", ["strategies"]),
+    ("plugins.io.hpu_plugin", "HPUCheckpointIO", ["plugins", "plugins.io"]),
+    ("plugins.precision.hpu", "HPUPrecisionPlugin", ["plugins", "plugins.precision"]),
+]
+
+
+def test_lightnings_old_tpu_and_removed_hpu_names_import_and_refuse_to_be_built():
+    # a module written for Lightning 1.x that imports `TPUAccelerator` at its top failed to import at all
+    code = f"""
+        import importlib
+        import ember
+        ember.install_as_lightning()
+        for module, name, packages in {_OLD_HARDWARE_NAMES!r}:
+            cls = getattr(importlib.import_module("pytorch_lightning." + module), name)
+            assert all(getattr(importlib.import_module("pytorch_lightning." + p), name) is cls for p in packages), name
+            assert cls.__name__ == name
+            try:
+                cls()
+            except Exception as error:
+                print(name, type(error).__name__, "not supported" in str(error) or "has been removed" in str(error))
+    """
+    printed = ok(python(code, without_lightning=True)).splitlines()
+    expected = [
+        f"{name} {'NotImplementedError' if 'HPU' in name else 'MisconfigurationException'} True"
+        for _, name, _ in _OLD_HARDWARE_NAMES
+    ]
+    assert printed == expected
+
+
 def test_a_lightning_path_imported_first_loads_embers_module_once():
     # nequip imports the connector by its deep path first, then patches `_AcceleratorConnector`: a second
     # copy of Ember's file (a second class) would take the patch where the Trainer never looks

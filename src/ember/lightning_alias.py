@@ -97,6 +97,17 @@ _MOVED = {
     # by name only, for libraries that import it (nequip's XPU support): never available on Ember
     "strategies.single_xla": "distributed.xla",
     "strategies.xla": "distributed.xla",
+    # Lightning 1.x's TPU names and modules, which Lightning 2.x keeps (deprecated): by name only too
+    "accelerators.tpu": "accelerators.xla",
+    "strategies.single_tpu": "distributed.xla",
+    "plugins.precision.tpu": "precision.unsupported",
+    "plugins.precision.tpu_bf16": "precision.unsupported",
+    "plugins.precision.xlabf16": "precision.unsupported",
+    # Lightning's removed HPU classes, by name only, in one module as Lightning keeps them
+    "strategies.single_hpu": "accelerators.hpu",
+    "strategies.hpu_parallel": "accelerators.hpu",
+    "plugins.io.hpu_plugin": "accelerators.hpu",
+    "plugins.precision.hpu": "accelerators.hpu",
     # Lightning's connectors are private; scvi-tools builds an `_AcceleratorConnector` to parse devices
     "trainer.connectors.accelerator_connector": "distributed.factory",
     # torch-uncertainty subclasses `_EvaluationLoop` to print its own results table, and annotates with `_OUT_DICT`

@@ -12,7 +12,9 @@ Example::
 from ember.accelerators.accelerator import Accelerator, _AcceleratorRegistry
 from ember.accelerators.cpu import CPUAccelerator
 from ember.accelerators.cuda import CUDAAccelerator, find_usable_cuda_devices
+from ember.accelerators.hpu import HPUAccelerator as HPUAccelerator  # Lightning's removed HPU class: by name only
 from ember.accelerators.mps import MPSAccelerator
+from ember.accelerators.xla import TPUAccelerator as TPUAccelerator  # Lightning 1.x's TPU name: by name only
 from ember.accelerators.xla import XLAAccelerator  # by name only: never available, not registered
 
 __all__ = [

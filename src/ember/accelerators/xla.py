@@ -48,3 +48,10 @@ class XLAAccelerator(Accelerator):
     @staticmethod
     def name() -> str:
         return "tpu"
+
+
+class TPUAccelerator(XLAAccelerator):
+    """Lightning 1.x's name of ``XLAAccelerator``, which Lightning 2.x keeps (deprecated): by name only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise xla_not_supported("TPUAccelerator")

@@ -31,3 +31,10 @@ class XLAStrategy(DDPStrategy):
 
 
 lightning_style_annotations(SingleDeviceXLAStrategy, XLAStrategy)  # Lightning's `typing` forms in the signature
+
+
+class SingleTPUStrategy(SingleDeviceXLAStrategy):
+    """Lightning 1.x's name of ``SingleDeviceXLAStrategy``, which Lightning 2.x keeps (deprecated): by name only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise xla_not_supported("SingleTPUStrategy")

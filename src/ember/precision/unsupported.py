@@ -38,3 +38,18 @@ lightning_style_annotations(TransformerEnginePrecision, XLAPrecision)  # Lightni
 # Lightning 1.x's names, kept as Lightning 2.x keeps them
 TransformerEnginePrecisionPlugin = renamed_plugin("TransformerEnginePrecisionPlugin", TransformerEnginePrecision)
 XLAPrecisionPlugin = renamed_plugin("XLAPrecisionPlugin", XLAPrecision)
+
+
+def _old_xla_name(name: str) -> type[XLAPrecision]:
+    """Lightning 1.x's name ``name`` of ``XLAPrecision``, which Lightning 2.x keeps (deprecated): by name only."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise xla_not_supported(name, "Use `Trainer(precision=...)` on CPUs, CUDA or MPS.")
+
+    doc = "Lightning 1.x's name of ``XLAPrecision`` (TPUs): not supported on Ember."
+    return type(name, (XLAPrecision,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+
+
+TPUPrecisionPlugin = _old_xla_name("TPUPrecisionPlugin")
+TPUBf16PrecisionPlugin = _old_xla_name("TPUBf16PrecisionPlugin")
+XLABf16PrecisionPlugin = _old_xla_name("XLABf16PrecisionPlugin")

@@ -1,5 +1,9 @@
 """Lightning's import path for strategies: ``from ember.strategies import DDPStrategy``."""
 
+from ember.accelerators.hpu import (
+    HPUParallelStrategy as HPUParallelStrategy,  # Lightning's removed HPU class: by name only
+)
+from ember.accelerators.hpu import SingleHPUStrategy as SingleHPUStrategy  # Lightning's removed HPU class: by name only
 from ember.distributed.ddp import DDPSpawnStrategy, DDPStrategy
 from ember.distributed.deepspeed import DeepSpeedStrategy
 from ember.distributed.factory import register_built_in_strategies
@@ -7,6 +11,7 @@ from ember.distributed.fsdp import FSDPStrategy
 from ember.distributed.model_parallel import ModelParallelStrategy
 from ember.distributed.parallel import ParallelStrategy
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy, StrategyRegistry
+from ember.distributed.xla import SingleTPUStrategy as SingleTPUStrategy  # Lightning 1.x's TPU name: by name only
 from ember.distributed.xla import XLAStrategy  # by name only
 
 register_built_in_strategies()  # Lightning's names, listed in `StrategyRegistry` as in Lightning
