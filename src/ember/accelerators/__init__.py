@@ -12,10 +12,13 @@ Example::
 from ember.accelerators.accelerator import Accelerator, _AcceleratorRegistry
 from ember.accelerators.cpu import CPUAccelerator
 from ember.accelerators.cuda import CUDAAccelerator, find_usable_cuda_devices
-from ember.accelerators.hpu import HPUAccelerator as HPUAccelerator  # Lightning's removed HPU class: by name only
 from ember.accelerators.mps import MPSAccelerator
-from ember.accelerators.xla import TPUAccelerator as TPUAccelerator  # Lightning 1.x's TPU name: by name only
 from ember.accelerators.xla import XLAAccelerator  # by name only: never available, not registered
+
+# isort: split
+# Lightning 1.x's TPU names and Lightning's removed HPU classes, which Lightning 2.x keeps: by name only
+from ember.accelerators.hpu import HPUAccelerator as HPUAccelerator
+from ember.accelerators.xla import TPUAccelerator as TPUAccelerator
 
 __all__ = [
     "Accelerator",

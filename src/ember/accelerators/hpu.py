@@ -14,47 +14,22 @@ from __future__ import annotations
 from typing import Any
 
 
-def _removed(name: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"The `{name}` class has been removed from Lightning, and Ember has no HPU support: use"
-        ' `accelerator="cuda"`, `"cpu"` or `"mps"`, or Lightning with the `lightning-habana` package on Gaudi.'
-    )
+def _removed(name: str, what: str, **extra: Any) -> type:
+    """Lightning's removed ``name`` (its ``what``): a class whose construction raises ``NotImplementedError``,
+    as Lightning's does, saying what to use instead; ``extra`` are class attributes (``is_available``)."""
+
+    def __init__(self: Any, *_: Any, **__: Any) -> None:
+        raise NotImplementedError(
+            f"The `{name}` class has been removed from Lightning, and Ember has no HPU support: use"
+            ' `accelerator="cuda"`, `"cpu"` or `"mps"`, or Lightning with the `lightning-habana` package on Gaudi.'
+        )
+
+    namespace = {"__init__": __init__, "__doc__": f"Lightning's removed HPU {what}.", "__module__": __name__}
+    return type(name, (), {**namespace, **extra})
 
 
-class HPUAccelerator:
-    """Lightning's removed HPU accelerator."""
-
-    def __init__(self, *_: Any, **__: Any) -> None:
-        raise _removed("HPUAccelerator")
-
-    @staticmethod
-    def is_available() -> bool:
-        return False
-
-
-class HPUParallelStrategy:
-    """Lightning's removed multi-HPU strategy."""
-
-    def __init__(self, *_: Any, **__: Any) -> None:
-        raise _removed("HPUParallelStrategy")
-
-
-class SingleHPUStrategy:
-    """Lightning's removed one-HPU strategy."""
-
-    def __init__(self, *_: Any, **__: Any) -> None:
-        raise _removed("SingleHPUStrategy")
-
-
-class HPUCheckpointIO:
-    """Lightning's removed HPU checkpoint plugin."""
-
-    def __init__(self, *_: Any, **__: Any) -> None:
-        raise _removed("HPUCheckpointIO")
-
-
-class HPUPrecisionPlugin:
-    """Lightning's removed HPU precision plugin."""
-
-    def __init__(self, *_: Any, **__: Any) -> None:
-        raise _removed("HPUPrecisionPlugin")
+HPUAccelerator = _removed("HPUAccelerator", "accelerator", is_available=staticmethod(lambda: False))
+HPUParallelStrategy = _removed("HPUParallelStrategy", "multi-device strategy")
+SingleHPUStrategy = _removed("SingleHPUStrategy", "one-device strategy")
+HPUCheckpointIO = _removed("HPUCheckpointIO", "checkpoint plugin")
+HPUPrecisionPlugin = _removed("HPUPrecisionPlugin", "precision plugin")

@@ -10,7 +10,6 @@ Example::
 
 from ember.plugins.environments import ClusterEnvironment
 from ember.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO, XLACheckpointIO
-from ember.plugins.io import HPUCheckpointIO as HPUCheckpointIO
 from ember.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
 from ember.precision import (
     BitsandbytesPrecision,
@@ -32,14 +31,18 @@ from ember.precision import DoublePrecisionPlugin as DoublePrecisionPlugin
 from ember.precision import FSDPMixedPrecisionPlugin as FSDPMixedPrecisionPlugin
 from ember.precision import FSDPPrecisionPlugin as FSDPPrecisionPlugin
 from ember.precision import HalfPrecisionPlugin as HalfPrecisionPlugin
-from ember.precision import HPUPrecisionPlugin as HPUPrecisionPlugin
 from ember.precision import MixedPrecisionPlugin as MixedPrecisionPlugin
 from ember.precision import PrecisionPlugin as PrecisionPlugin
-from ember.precision import TPUBf16PrecisionPlugin as TPUBf16PrecisionPlugin  # Lightning 1.x's TPU name: by name only
-from ember.precision import TPUPrecisionPlugin as TPUPrecisionPlugin  # Lightning 1.x's TPU name: by name only
 from ember.precision import TransformerEnginePrecisionPlugin as TransformerEnginePrecisionPlugin
-from ember.precision import XLABf16PrecisionPlugin as XLABf16PrecisionPlugin  # Lightning 1.x's TPU name: by name only
 from ember.precision import XLAPrecisionPlugin as XLAPrecisionPlugin
+
+# isort: split
+# Lightning 1.x's TPU names and Lightning's removed HPU classes, which Lightning 2.x keeps: by name only
+from ember.plugins.io import HPUCheckpointIO as HPUCheckpointIO
+from ember.precision import HPUPrecisionPlugin as HPUPrecisionPlugin
+from ember.precision import TPUBf16PrecisionPlugin as TPUBf16PrecisionPlugin
+from ember.precision import TPUPrecisionPlugin as TPUPrecisionPlugin
+from ember.precision import XLABf16PrecisionPlugin as XLABf16PrecisionPlugin
 
 __all__ = [
     "AsyncCheckpointIO",

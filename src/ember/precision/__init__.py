@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.accelerators.hpu import (
-    HPUPrecisionPlugin as HPUPrecisionPlugin,  # Lightning's removed HPU class: by name only
-)
 from ember.precision.amp import MixedPrecision
 from ember.precision.amp import MixedPrecisionPlugin as MixedPrecisionPlugin
 from ember.precision.bitsandbytes import BitsandbytesPrecision
@@ -29,18 +26,16 @@ from ember.precision.half import HalfPrecision
 from ember.precision.half import HalfPrecisionPlugin as HalfPrecisionPlugin
 from ember.precision.precision import PRECISIONS, Precision, check_plugin, normalize_precision
 from ember.precision.precision import PrecisionPlugin as PrecisionPlugin
-from ember.precision.unsupported import (
-    TPUBf16PrecisionPlugin as TPUBf16PrecisionPlugin,  # Lightning 1.x's TPU name: by name only
-)
-from ember.precision.unsupported import (
-    TPUPrecisionPlugin as TPUPrecisionPlugin,  # Lightning 1.x's TPU name: by name only
-)
 from ember.precision.unsupported import TransformerEnginePrecision, XLAPrecision
 from ember.precision.unsupported import TransformerEnginePrecisionPlugin as TransformerEnginePrecisionPlugin
-from ember.precision.unsupported import (
-    XLABf16PrecisionPlugin as XLABf16PrecisionPlugin,  # Lightning 1.x's TPU name: by name only
-)
 from ember.precision.unsupported import XLAPrecisionPlugin as XLAPrecisionPlugin
+
+# isort: split
+# Lightning 1.x's TPU names and Lightning's removed HPU classes, which Lightning 2.x keeps: by name only
+from ember.accelerators.hpu import HPUPrecisionPlugin as HPUPrecisionPlugin
+from ember.precision.unsupported import TPUBf16PrecisionPlugin as TPUBf16PrecisionPlugin
+from ember.precision.unsupported import TPUPrecisionPlugin as TPUPrecisionPlugin
+from ember.precision.unsupported import XLABf16PrecisionPlugin as XLABf16PrecisionPlugin
 
 # the `...PrecisionPlugin` names are Lightning 1.x's (deprecated): importable here, and out of `__all__`, as in
 # Lightning 2.x

@@ -1,9 +1,5 @@
 """Lightning's import path for strategies: ``from ember.strategies import DDPStrategy``."""
 
-from ember.accelerators.hpu import (
-    HPUParallelStrategy as HPUParallelStrategy,  # Lightning's removed HPU class: by name only
-)
-from ember.accelerators.hpu import SingleHPUStrategy as SingleHPUStrategy  # Lightning's removed HPU class: by name only
 from ember.distributed.ddp import DDPSpawnStrategy, DDPStrategy
 from ember.distributed.deepspeed import DeepSpeedStrategy
 from ember.distributed.factory import register_built_in_strategies
@@ -11,8 +7,13 @@ from ember.distributed.fsdp import FSDPStrategy
 from ember.distributed.model_parallel import ModelParallelStrategy
 from ember.distributed.parallel import ParallelStrategy
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy, StrategyRegistry
-from ember.distributed.xla import SingleTPUStrategy as SingleTPUStrategy  # Lightning 1.x's TPU name: by name only
 from ember.distributed.xla import XLAStrategy  # by name only
+
+# isort: split
+# Lightning 1.x's TPU names and Lightning's removed HPU classes, which Lightning 2.x keeps: by name only
+from ember.accelerators.hpu import HPUParallelStrategy as HPUParallelStrategy
+from ember.accelerators.hpu import SingleHPUStrategy as SingleHPUStrategy
+from ember.distributed.xla import SingleTPUStrategy as SingleTPUStrategy
 
 register_built_in_strategies()  # Lightning's names, listed in `StrategyRegistry` as in Lightning
 
