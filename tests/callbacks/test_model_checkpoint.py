@@ -1278,6 +1278,8 @@ def test_manual_optimization_without_a_pre_step_state_warns_once_saying_why_and_
     assert (
         "self.saved_models = {batch_idx: {k: v.detach().clone() for k, v in self.state_dict().items()}}" in (warned[0])
     )
+    # the recipe runs as written: it takes the optimizer it steps from the module
+    assert "def training_step(self, batch, batch_idx):\n    optimizer = self.optimizers()\n" in warned[0]
     best = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
     for name, value in model.before_step[3].items():  # batch 2's weights after its step, as in Lightning
         torch.testing.assert_close(best[f"layer.{name}"], value, rtol=0, atol=0)

@@ -61,6 +61,7 @@ _NO_PRE_STEP_STATE = (
     " in `training_step` before `optimizer.step()`; the checkpoint then holds the newest entry of"
     " `self.saved_models`:\n"
     "def training_step(self, batch, batch_idx):\n"
+    "    optimizer = self.optimizers()\n"
     "    # ... forward pass, loss calculation ...\n"
     "    self.saved_models = {{batch_idx: {{k: v.detach().clone() for k, v in self.state_dict().items()}}}}\n"
     "    optimizer.zero_grad()\n"
