@@ -156,7 +156,7 @@ def test_fsdp_device_mesh_and_the_deprecated_checkpointing_argument_are_checked_
             FSDPStrategy(device_mesh=bad)
     with pytest.warns(DeprecationWarning, match=r"activation_checkpointing_policy=\{<class 'torch.nn.modules.linear"):
         strategy = FSDPStrategy(activation_checkpointing=nn.Linear)
-    assert strategy._checkpoint_classes == (nn.Linear,)
+    assert strategy._checkpoint_policy == (nn.Linear,)
     with pytest.raises(ValueError, match="You cannot set both `activation_checkpointing` and"):
         FSDPStrategy(activation_checkpointing=[nn.Linear], activation_checkpointing_policy={nn.Linear})
 

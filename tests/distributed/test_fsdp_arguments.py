@@ -24,6 +24,7 @@ from torch.distributed.fsdp import (
     ShardingStrategy,
 )
 from torch.distributed.fsdp.wrap import (
+    CustomPolicy,
     ModuleWrapPolicy,
     lambda_auto_wrap_policy,
     size_based_auto_wrap_policy,
@@ -32,6 +33,7 @@ from torch.distributed.fsdp.wrap import (
 
 from ember.callbacks import ModelCheckpoint
 from ember.distributed import FSDPStrategy
+from ember.distributed.wrap_policies import layers_chosen_by_rule
 from ember.precision import HalfPrecision
 from ember.precision import MixedPrecision as AmpPrecision
 
@@ -62,33 +64,81 @@ def read_records(folder: Path) -> list[dict]:
 def test_module_wrap_policy_and_the_transformer_partial_are_read_as_their_layer_classes():
     transformer = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={nn.Linear, nn.Conv1d})
     strategy = FSDPStrategy(auto_wrap_policy=ModuleWrapPolicy({nn.Linear}), activation_checkpointing_policy=transformer)
-    assert strategy._wrap_classes == (nn.Linear,)
-    assert set(strategy._checkpoint_classes) == {nn.Linear, nn.Conv1d}
+    assert strategy._wrap_policy == (nn.Linear,)
+    assert set(strategy._checkpoint_policy) == {nn.Linear, nn.Conv1d}
     strategy = FSDPStrategy(auto_wrap_policy=transformer, activation_checkpointing_policy=ModuleWrapPolicy({nn.ReLU}))
-    assert set(strategy._wrap_classes) == {nn.Linear, nn.Conv1d} and strategy._checkpoint_classes == (nn.ReLU,)
+    assert set(strategy._wrap_policy) == {nn.Linear, nn.Conv1d} and strategy._checkpoint_policy == (nn.ReLU,)
 
 
 @pytest.mark.parametrize(
     "policy",
     [
-        size_based_auto_wrap_policy,
-        functools.partial(size_based_auto_wrap_policy, min_num_params=100),
-        functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda module: True),
-        functools.partial(transformer_auto_wrap_policy),  # no `transformer_layer_cls` to read
-        lambda module, recurse, nonwrapped_numel: True,
         {"not a class"},
+        functools.partial(transformer_auto_wrap_policy),  # no `transformer_layer_cls`: FSDP1's call would fail
+        lambda module: True,  # a function of the layer alone, which FSDP1 would call with three arguments
+        nn.Linear(1, 1),
     ],
-    ids=["size-based", "size-based-partial", "lambda-partial", "transformer-without-classes", "callable", "strings"],
+    ids=["strings", "transformer-without-classes", "one-argument-function", "a-module"],
 )
-def test_policies_without_layer_classes_are_refused_naming_the_accepted_forms(policy):
+def test_policies_fsdp1_could_not_call_are_refused_naming_the_accepted_forms(policy):
     for argument in ("auto_wrap_policy", "activation_checkpointing_policy"):
         with pytest.raises(TypeError) as error:
             FSDPStrategy(**{argument: policy})
         message = str(error.value)
         assert message.startswith(f"`FSDPStrategy({argument}=")
-        assert "a set of layer classes, `ModuleWrapPolicy({...})` or" in message
-        assert "`functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={...})`" in message
-        assert f"e.g. `{argument}={{nn.TransformerEncoderLayer}}`" in message
+        assert "a set of layer classes, `ModuleWrapPolicy({...})`" in message
+        assert "`CustomPolicy(lambda_fn)`" in message
+        assert "`policy(module=..., recurse=..., nonwrapped_numel=...)`" in message
+        assert "A function of the layer alone goes in `CustomPolicy(fn)`" in message
+
+
+class SizedLayers(nn.Module):
+    """``block`` (Sequential of 8->8 and 8->4: 72 + 36 parameters) and ``head`` (4->1: 5), 113 in all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 4))
+        self.head = nn.Linear(4, 1)
+
+
+def _named(model: nn.Module, layers: set[nn.Module]) -> list[str]:
+    return sorted(name for name, module in model.named_modules() if module in layers)
+
+
+@pytest.mark.parametrize(
+    ("rule", "ignore_head", "expected"),
+    [
+        # FSDP1's size rule: a layer is wrapped once what is left unwrapped below it reaches the minimum
+        (functools.partial(size_based_auto_wrap_policy, min_num_params=40), False, ["block.0"]),
+        (functools.partial(size_based_auto_wrap_policy, min_num_params=30), False, ["block.0", "block.1"]),
+        (functools.partial(size_based_auto_wrap_policy, min_num_params=5), False, ["block.0", "block.1", "head"]),
+        # neither layer of the Sequential reaches 100 alone; the 108 left unwrapped in it do: wrapped as one
+        (functools.partial(size_based_auto_wrap_policy, min_num_params=100), False, ["block"]),
+        # an ignored module is neither walked into nor counted: 108 left at the root, below 110
+        (functools.partial(size_based_auto_wrap_policy, min_num_params=110), True, []),
+        (
+            functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda m: isinstance(m, nn.Sequential)),
+            False,
+            ["block"],
+        ),
+        (lambda module, recurse, nonwrapped_numel: recurse or nonwrapped_numel < 10, False, ["head"]),
+        (lambda module, recurse, nonwrapped_numel: recurse or nonwrapped_numel < 10, True, []),
+        (CustomPolicy(lambda m: isinstance(m, nn.Linear)), False, ["block.0", "block.1", "head"]),
+        (CustomPolicy(lambda m: isinstance(m, nn.Linear)), True, ["block.0", "block.1"]),
+    ],
+)
+def test_a_rule_chooses_the_layers_fsdp1_would_wrap(rule, ignore_head, expected):
+    model = SizedLayers()
+    ignored = [model.head] if ignore_head else []
+    assert _named(model, layers_chosen_by_rule(model, rule, ignored)) == expected
+
+
+def test_a_custom_policys_per_layer_fsdp1_arguments_are_named_in_a_warning():
+    model = SizedLayers()
+    policy = CustomPolicy(lambda m: {"sharding_strategy": ShardingStrategy.SHARD_GRAD_OP} if m is model.head else False)
+    with pytest.warns(UserWarning, match=r"returns FSDP1 arguments for some layers \(\['sharding_strategy'\]\)"):
+        chosen = layers_chosen_by_rule(model, policy)
+    assert _named(model, chosen) == ["head"]
 
 
 class NestedLayers(TwoLayers):
@@ -117,6 +167,28 @@ def test_fsdp1_policies_shard_nested_layers_inside_out_and_train_like_one_proces
     fsdp_trainer(tmp_path, strategy, enable_checkpointing=False).fit(model, loader(16, 2))
     # each Linear is sharded inside its checkpoint wrapper, and the Sequential around the first one
     sharded = ["first", "first.0._checkpoint_wrapped_module", "second._checkpoint_wrapped_module"]
+    assert read_records(tmp_path) == [{"sharded": sharded, "checkpointed": "CheckpointWrapper"}] * 2
+    train_in_one_process(reference)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("policy", "sharded"),
+    [
+        # chosen on the layers as given: the Linear inside `first` (40 parameters), not `second` (9)
+        (functools.partial(size_based_auto_wrap_policy, min_num_params=20), ["first.0._checkpoint_wrapped_module"]),
+        (CustomPolicy(lambda m: isinstance(m, nn.Sequential)), ["first"]),
+    ],
+    ids=["size-based", "custom-policy"],
+)
+def test_fsdp1_rules_shard_the_layers_fsdp1_wraps_and_train_like_one_process(tmp_path, policy, sharded):
+    torch.manual_seed(0)
+    model, reference = NestedLayers(), NestedLayers()
+    reference.load_state_dict(model.state_dict())
+    checkpointing = functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda m: isinstance(m, nn.Linear))
+    strategy = FSDPStrategy(auto_wrap_policy=policy, activation_checkpointing_policy=checkpointing, start_method="fork")
+    fsdp_trainer(tmp_path, strategy, enable_checkpointing=False).fit(model, loader(16, 2))
     assert read_records(tmp_path) == [{"sharded": sharded, "checkpointed": "CheckpointWrapper"}] * 2
     train_in_one_process(reference)
     for key, value in reference.state_dict().items():

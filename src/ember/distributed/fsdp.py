@@ -15,6 +15,7 @@ from torch import nn
 from ember.distributed.ddp import _StepForward
 from ember.distributed.parallel import default_pg_timeout, ember_option
 from ember.distributed.sharded import ShardedStrategy
+from ember.distributed.wrap_policies import layers_chosen_by_rule, read_policy
 from ember.utilities.rank_zero import rank_zero_deprecation, rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -44,33 +45,16 @@ def _check_mesh_argument(device_mesh: Any) -> None:
     )
 
 
-def _as_classes(policy: Any, argument: str = "auto_wrap_policy") -> tuple[type, ...]:
-    """The layer classes a wrapping policy names. FSDP2 shards (and Ember checkpoints) whole layers chosen by
-    their class, so of FSDP1's policies Ember reads the ones that are such a list: a set of classes (Lightning's
-    shorthand), ``ModuleWrapPolicy({...})`` and ``functools.partial(transformer_auto_wrap_policy,
-    transformer_layer_cls={...})``. A size-based or other callable policy decides per module at wrap time and
-    has no class list to read: it is refused with the accepted forms."""
+def _apply_activation_checkpointing(module: nn.Module, policy: Any) -> None:
+    """Wrap the layers the policy names (or its rule chooses) so that backward re-computes their activations."""
     if policy is None:
-        return ()
-    from torch.distributed.fsdp.wrap import ModuleWrapPolicy, transformer_auto_wrap_policy
+        return
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 
-    if isinstance(policy, ModuleWrapPolicy):
-        policy = policy._module_classes  # the set it was built from; FSDP1 has no public accessor
-    elif isinstance(policy, functools.partial) and policy.func is transformer_auto_wrap_policy:
-        policy = policy.keywords.get("transformer_layer_cls", policy)
-    if isinstance(policy, type):
-        policy = (policy,)
-    if isinstance(policy, (set, list, tuple, frozenset)) and all(
-        isinstance(cls, type) and issubclass(cls, nn.Module) for cls in policy
-    ):
-        return tuple(policy)
-    raise TypeError(
-        f"`FSDPStrategy({argument}={policy!r})` is not supported. Ember shards with FSDP2, which wraps whole layers"
-        " chosen by their class, so it accepts a set of layer classes, `ModuleWrapPolicy({...})` or"
-        " `functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={...})`; a size-based or other"
-        " callable policy has no classes to read. Pass the classes of the layers to wrap, e.g."
-        f" `{argument}={{nn.TransformerEncoderLayer}}`."
-    )
+    if isinstance(policy, tuple):
+        apply_activation_checkpointing(module, check_fn=lambda layer: isinstance(layer, policy))
+    else:  # a rule, applied by torch as FSDP1 applies it, as Lightning passes it
+        apply_activation_checkpointing(module, auto_wrap_policy=policy)
 
 
 def _as_cpu_offload(cpu_offload: Any) -> Any:
@@ -255,10 +239,12 @@ class _ShardedRoot(_StepForward):
 class FSDPStrategy(ShardedStrategy):
     """Fully sharded data parallel training.
 
-    ``auto_wrap_policy`` and ``activation_checkpointing_policy`` name layer classes: each such layer is
-    sharded (and re-computed in backward) on its own. Give a set of classes, or FSDP1's
-    ``ModuleWrapPolicy({...})`` or ``functools.partial(transformer_auto_wrap_policy,
-    transformer_layer_cls={...})``, as Lightning accepts; a size-based or other callable policy is refused.
+    ``auto_wrap_policy`` and ``activation_checkpointing_policy`` choose the layers sharded (and re-computed
+    in backward) on their own, in any form Lightning takes: a set of layer classes, FSDP1's
+    ``ModuleWrapPolicy({...})``, ``functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={...})``,
+    ``CustomPolicy(lambda_fn)``, or a callable FSDP1 calls as ``policy(module, recurse, nonwrapped_numel)``
+    (``size_based_auto_wrap_policy``, a ``lambda_auto_wrap_policy`` partial): FSDP2 shards the layers FSDP1
+    would wrap (``ember.distributed.wrap_policies``).
 
     ``mixed_precision``: FSDP1's ``MixedPrecision`` (Lightning's) is applied with FSDP2's policies
     (``param_dtype``, ``reduce_dtype``, the input casts; ``buffer_dtype`` by casting the buffers for
@@ -349,7 +335,13 @@ class FSDPStrategy(ShardedStrategy):
                     "You cannot set both `activation_checkpointing` and `activation_checkpointing_policy`. Use the"
                     " latter."
                 )
-            activation_checkpointing_policy = set(_as_classes(activation_checkpointing, "activation_checkpointing"))
+            classes = read_policy(activation_checkpointing, "activation_checkpointing")
+            if not isinstance(classes, tuple):  # Lightning's deprecated argument takes layer classes only
+                raise TypeError(
+                    f"`FSDPStrategy(activation_checkpointing={activation_checkpointing!r})` takes layer classes:"
+                    " pass a policy as `activation_checkpointing_policy` instead."
+                )
+            activation_checkpointing_policy = set(classes)
             rank_zero_deprecation(
                 f"`FSDPStrategy(activation_checkpointing={activation_checkpointing})` is deprecated, use"
                 f" `FSDPStrategy(activation_checkpointing_policy={activation_checkpointing_policy})` instead."
@@ -364,8 +356,9 @@ class FSDPStrategy(ShardedStrategy):
         _check_fsdp_kwargs(kwargs)
         self.cpu_offload = _as_cpu_offload(cpu_offload)
         self.mixed_precision = mixed_precision
-        self._wrap_classes = _as_classes(auto_wrap_policy, "auto_wrap_policy")
-        self._checkpoint_classes = _as_classes(activation_checkpointing_policy, "activation_checkpointing_policy")
+        # a policy is layer classes (a tuple) or a rule FSDP1 applies while it walks the model (a callable)
+        self._wrap_policy = read_policy(auto_wrap_policy, "auto_wrap_policy")
+        self._checkpoint_policy = read_policy(activation_checkpointing_policy, "activation_checkpointing_policy")
         self.sharding_strategy = sharding
         self._reshard_after_forward, self._layout = _SHARDING[sharding.name]
         # a shape until `setup_environment` builds the mesh (a config file gives a list)
@@ -478,14 +471,11 @@ class FSDPStrategy(ShardedStrategy):
         trainer = getattr(module, "_trainer", None)
         if trainer is None or trainer.state.fn != "fit":
             return module if self._wrapper is None else self._wrapper
-        if self._checkpoint_classes:
-            from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
-
-            classes = self._checkpoint_classes
-            apply_activation_checkpointing(module, check_fn=lambda m: isinstance(m, classes))
+        wraps = self._layers_to_shard(module)  # chosen on the layers as given, before any checkpoint wrapper
+        _apply_activation_checkpointing(module, self._checkpoint_policy)
         plan = self._precision_plan()
         # FSDP1 keeps the `_module_classes_to_ignore` layers in full precision only under an auto-wrap policy
-        full_classes = plan.full_classes if self._wrap_classes else ()
+        full_classes = plan.full_classes if self._wrap_policy is not None else ()
         if plan.buffer_dtype is not None:
             _cast_buffers(module, plan.buffer_dtype, skip=full_classes)
         if full_classes and plan.full.param_dtype is not None:
@@ -499,12 +489,23 @@ class FSDPStrategy(ShardedStrategy):
         for layer in reversed(list(module.modules())):
             if full_classes and isinstance(layer, full_classes):
                 fully_shard(layer, mp_policy=plan.full, **options)
-            elif self._wrap_classes and isinstance(layer, self._wrap_classes):
+            elif wraps(layer):
                 fully_shard(layer, mp_policy=plan.layers, **options)
         root = _ShardedRoot(module)
         wrapper = cast(nn.Module, fully_shard(root, mp_policy=plan.root, **options))  # an nn.Module, sharded
         self._wrapper = wrapper
         return wrapper
+
+    def _layers_to_shard(self, module: nn.Module) -> Callable[[nn.Module], bool]:
+        """Whether a layer is sharded on its own: one of the policy's classes, or one its rule chose."""
+        policy = self._wrap_policy
+        if policy is None:
+            return lambda layer: False
+        if isinstance(policy, tuple):
+            return lambda layer: isinstance(layer, policy)
+        ignored = [item for name in _IGNORED_STATES for item in self.kwargs.get(name) or ()]
+        chosen = layers_chosen_by_rule(module, policy, ignored)
+        return lambda layer: layer in chosen
 
     def training_step_fn(self, module: Any) -> Callable[..., Any]:
         return functools.partial(self._wrapper, "training_step") if self._wrapper is not None else module.training_step
