@@ -304,6 +304,28 @@ def test_a_plugins_connect_sees_and_replaces_the_model_and_optimizers():
     assert trainer.optimizers[0].defaults["lr"] == 0.0 and torch.equal(model.layer.weight, before)
 
 
+def test_the_strategy_connects_its_plugin_in_setup_precision_plugin_as_lightnings_does():
+    from ember.strategies import SingleDeviceStrategy
+
+    calls = []
+
+    class Connecting(Precision):
+        def connect(self, model, optimizers, lr_schedulers):
+            calls.append("connect")
+            return model, [torch.optim.SGD(model.parameters(), lr=0.0)], lr_schedulers
+
+    class Recording(SingleDeviceStrategy):
+        def setup_precision_plugin(self):  # a strategy of the program's own may extend it, as in Lightning
+            calls.append("setup_precision_plugin")
+            super().setup_precision_plugin()
+            calls.append(self.optimizers[0].defaults["lr"])
+
+    trainer = quiet_trainer(max_steps=1, strategy=Recording("cpu", precision_plugin=Connecting()))
+    trainer.fit(CoreModel(lr=0.5), loader(n=4))
+    assert calls == ["setup_precision_plugin", "connect", 0.0]
+    assert trainer.optimizers[0].defaults["lr"] == 0.0
+
+
 def test_double_precision_keeps_complex_buffers_complex():
     module = nn.Linear(2, 2)
     module.register_buffer("phase", torch.ones(2, dtype=torch.complex64))

@@ -179,6 +179,61 @@ def test_strategy_object_is_configured_by_the_trainer():
     }
 
 
+class _OwnStrategy(ember.strategies.Strategy):
+    """A strategy written Lightning's way on the base class: its abstract methods and Lightning's arguments."""
+
+    def __init__(self, accelerator=None, checkpoint_io=None, precision_plugin=None):
+        super().__init__(accelerator=accelerator, checkpoint_io=checkpoint_io, precision_plugin=precision_plugin)
+        self.moved = 0
+
+    @property
+    def root_device(self):
+        return torch.device("cpu")
+
+    def model_to_device(self):
+        self.moved += 1
+        self.model.to(self.root_device)
+
+    @property
+    def is_global_zero(self):
+        return True
+
+    def reduce(self, tensor, group=None, reduce_op="mean"):
+        return tensor
+
+    def barrier(self, name=None):
+        pass
+
+    def broadcast(self, obj, src=0):
+        return obj
+
+    def all_gather(self, tensor, group=None, sync_grads=False):
+        return tensor
+
+
+def test_a_strategy_written_on_the_base_class_gives_it_lightnings_arguments(tmp_path):
+    class RecordingIO(ember.plugins.TorchCheckpointIO):
+        def __init__(self):
+            self.saved = []
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            self.saved.append(os.path.basename(path))
+            super().save_checkpoint(checkpoint, path, storage_options)
+
+    io, accelerator, precision = RecordingIO(), ember.accelerators.CPUAccelerator(), ember.plugins.DoublePrecision()
+    strategy = _OwnStrategy(accelerator=accelerator, checkpoint_io=io, precision_plugin=precision)
+    assert (strategy.accelerator, strategy.checkpoint_io, strategy.precision_plugin) == (accelerator, io, precision)
+    assert isinstance(_OwnStrategy().checkpoint_io, ember.plugins.TorchCheckpointIO)  # the default, as in Lightning
+
+    model = CoreModel()
+    trainer = quiet_trainer(strategy=strategy, max_steps=2, enable_checkpointing=True, default_root_dir=tmp_path)
+    trainer.fit(model, loader())
+    assert trainer.strategy is strategy and trainer.global_step == 2 and strategy.moved == 1
+    assert trainer.accelerator is accelerator and trainer.precision_plugin is precision
+    assert model.layer.weight.dtype == torch.float64  # trained under the plugin the strategy was given
+    assert io.saved == ["epoch=0-step=2.ckpt"]
+
+
 class _BackwardRecordingStrategy(SingleDeviceStrategy):
     """A strategy of the program's own around every backward, as Lightning's users write them."""
 
@@ -659,6 +714,23 @@ def test_a_one_process_ddp_run_leaves_only_the_process_group_variables_behind():
     # and, as Lightning's launcher exports it, the number of threads the rank was given
     assert left <= {"MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "WORLD_SIZE", "LOCAL_RANK", "RANK", "OMP_NUM_THREADS"}
     assert "LOCAL_WORLD_SIZE" not in left and failure.ENV_DIR not in left
+
+
+def test_a_parallel_strategy_tears_its_cluster_environment_down_when_the_call_ends(monkeypatch):
+    class Recording(LightningEnvironment):
+        torn_down = 0
+
+        def teardown(self):
+            Recording.torn_down += 1
+
+    monkeypatch.setenv("SLURM_JOB_NAME", "train-llm")
+    assert SLURMEnvironment.job_name() == "train-llm"
+    environment = Recording()
+    trainer = make(strategy="ddp", devices=1, plugins=[environment], max_steps=1)
+    assert trainer.strategy.cluster_environment is environment
+    trainer.fit(CoreModel(), loader())
+    assert Recording.torn_down == 1
+    ClusterEnvironment().teardown()  # the base class's does nothing, as Lightning's
 
 
 def test_the_single_device_world_size_is_a_plain_attribute_as_in_lightning():

@@ -301,3 +301,22 @@ def test_nvidia_gpu_stats_are_read_from_nvidia_smi_for_the_visible_gpu(tmp_path,
     }
     query = "utilization.gpu,memory.used,memory.free,utilization.memory,fan.speed,temperature.gpu,temperature.memory"
     assert asked.read_text().split() == [f"--query-gpu={query}", "--format=csv,nounits,noheader", "--id=5"]
+
+
+def test_each_rank_says_which_gpus_it_sees_in_nvidia_smis_order_as_lightning_does(monkeypatch, caplog):
+    import logging
+    import os
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    with caplog.at_level(logging.INFO, logger="ember.accelerators.cuda"):
+        CUDAAccelerator().setup(SimpleNamespace(local_rank=1))  # when a call starts on rank 1
+    assert "LOCAL_RANK: 1 - CUDA_VISIBLE_DEVICES: [1,3]" in caplog.messages
+    assert os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # processes it starts number the GPUs as nvidia-smi
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ember.accelerators.cuda"):
+        CUDAAccelerator.set_nvidia_flags(0)  # without the variable: every GPU of the machine
+    assert caplog.messages == ["LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0,1]"]

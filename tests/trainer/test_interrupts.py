@@ -416,7 +416,7 @@ def test_a_one_process_run_tells_its_strategy_of_a_failure_where_lightning_does(
 
     options = {**QUIET, "logger": Logger(tmp_path)}
     trainer = ember.Trainer(
-        max_epochs=1, strategy=Strategy(torch.device("cpu")), callbacks=[Heard()], default_root_dir=tmp_path, **options
+        max_epochs=1, strategy=Strategy(), callbacks=[Heard()], default_root_dir=tmp_path, **options
     )
     model, error = (_TerminatedEveryTime(None), SIGTERMException) if sigterm else (Failing(ValueError()), ValueError)
     with pytest.raises(error):

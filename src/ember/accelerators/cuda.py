@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import torch
 
 from ember.accelerators.accelerator import Accelerator, _AcceleratorRegistry, _parse_gpu_ids
 from ember.utilities.exceptions import MisconfigurationException
+
+log = logging.getLogger(__name__)
 
 
 def num_cuda_devices() -> int:
@@ -115,6 +119,18 @@ class CUDAAccelerator(Accelerator):
         if device.type != "cuda":
             raise MisconfigurationException(f"Device should be GPU, got {device} instead")
         torch.cuda.set_device(device)
+
+    def setup(self, trainer: Any) -> None:
+        """When a call starts on this rank: the GPUs it sees, in nvidia-smi's order (``set_nvidia_flags``)."""
+        self.set_nvidia_flags(trainer.local_rank)
+
+    @staticmethod
+    def set_nvidia_flags(local_rank: int) -> None:
+        """Number the GPUs of processes started from here as nvidia-smi does (``CUDA_DEVICE_ORDER=PCI_BUS_ID``)
+        and say which this rank sees: ``LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0,1]``, as Lightning says it."""
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        every = ",".join(str(index) for index in range(num_cuda_devices()))
+        log.info(f"LOCAL_RANK: {local_rank} - CUDA_VISIBLE_DEVICES: [{os.environ.get('CUDA_VISIBLE_DEVICES', every)}]")
 
     def teardown(self) -> None:
         pass  # the strategy moves the model back and empties the cache

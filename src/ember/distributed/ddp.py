@@ -263,7 +263,7 @@ class DDPStrategy(ParallelStrategy):
         # first forward after training (a manual step leaves that off: `_with_ddps_buffer_sync`)
         return ForwardRedirection(self._ddp, module, name) if self._ddp is not None else getattr(module, name)
 
-    def pre_backward(self, loss: torch.Tensor) -> None:
+    def pre_backward(self, closure_loss: torch.Tensor) -> None:
         ddp = self._ddp
         if ddp is None or not torch.is_grad_enabled() or not ddp.require_backward_grad_sync:
             return
@@ -271,7 +271,7 @@ class DDPStrategy(ParallelStrategy):
             return  # DDP's forward, which the step ran through, has readied the reducer
         from torch.nn.parallel.distributed import _find_tensors
 
-        used = list(_find_tensors(loss)) if ddp.find_unused_parameters and not ddp.static_graph else []
+        used = list(_find_tensors(closure_loss)) if ddp.find_unused_parameters and not ddp.static_graph else []
         ddp.reducer._rebuild_buckets()  # DDP's forward would do this; the first call sets the buckets up
         ddp.reducer.prepare_for_backward(used)
 

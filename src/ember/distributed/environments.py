@@ -105,6 +105,10 @@ class ClusterEnvironment(metaclass=ABCMeta):  # noqa: B024
     def validate_settings(self, num_devices: int, num_nodes: int) -> None:
         """Raise if the launcher's layout does not match ``Trainer(devices, num_nodes)``."""
 
+    def teardown(self) -> None:
+        """Clean up what the environment set for the run: called on every rank when a parallel strategy's
+        trainer call ends, as in Lightning."""
+
 
 class LightningEnvironment(ClusterEnvironment):
     """Processes started by Ember itself (or by hand with the torchrun variables).
@@ -400,6 +404,11 @@ class SLURMEnvironment(ClusterEnvironment):
     @staticmethod
     def detect() -> bool:
         return "SLURM_NTASKS" in os.environ and "SLURM_PROCID" in os.environ and not _slurm_interactive()
+
+    @staticmethod
+    def job_name() -> str | None:
+        """The job's name (``#SBATCH --job-name``, ``SLURM_JOB_NAME``); ``"bash"`` in an interactive job."""
+        return os.environ.get("SLURM_JOB_NAME")
 
     @property
     def main_address(self) -> str:

@@ -63,17 +63,12 @@ class ParallelStrategy(Strategy):
         start_method: str = "popen",
         preemption_check_interval: int = 10,
     ) -> None:
-        super().__init__("cpu")
-        # an `Accelerator` or its name, which the Trainer takes (`Trainer(accelerator="auto")`), as in Lightning
-        self._given_accelerator = accelerator
-        self.accelerator = accelerator  # the Trainer's object once it takes the strategy
+        super().__init__(accelerator, checkpoint_io, precision_plugin)
         self._device_type: str | None = None
         self.parallel_devices = parallel_devices
         self.cluster_environment = (
             own_environment(cluster_environment) if cluster_environment is not None else detect_environment()
         )
-        self.checkpoint_io = checkpoint_io
-        self.precision_plugin = precision_plugin
         self._process_group_backend = process_group_backend
         self._timeout = timeout if timeout is not None else default_pg_timeout
         self._start_method = start_method
@@ -415,9 +410,13 @@ class ParallelStrategy(Strategy):
         return int(raised.item())
 
     def teardown(self) -> None:
-        """Wait for the checkpoint writes (rank 0), then for every rank: ``fit`` returns once the files are there."""
+        """Tear the cluster environment down, then wait for the checkpoint writes (rank 0), then for every rank:
+        ``fit`` returns once the files are there."""
         self._model = self._lightning_module
         try:
+            environment_teardown = getattr(self.cluster_environment, "teardown", None)
+            if environment_teardown is not None:  # (one written against Fabric's interface may have none)
+                environment_teardown()
             super().teardown()
         finally:
             if find_async_io(self._checkpoint_io) is not None:

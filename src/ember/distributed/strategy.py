@@ -30,13 +30,20 @@ class Strategy:
     # whether `configure_optimizers` runs after `setup_module` (FSDP2 replaces the parameters with sharded ones)
     setup_optimizers_after_module = False
 
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        self._root_device = torch.device(device)
+    def __init__(self, accelerator: Any = None, checkpoint_io: Any = None, precision_plugin: Any = None) -> None:
+        """Lightning's arguments, so that a strategy of the program's own written on ``Strategy`` calls
+        ``super().__init__(accelerator=..., checkpoint_io=..., precision_plugin=...)`` as it does in Lightning:
+        the Trainer takes the accelerator and the precision plugin given here, and saves through the
+        checkpoint IO (``TorchCheckpointIO`` when None)."""
+        self._root_device = torch.device("cpu")
         self._lightning_module: Any = None
         self._model: nn.Module | None = None
-        self.precision_plugin: Any = None
         self.cluster_environment: Any = None
         self._checkpoint_io: CheckpointIO | None = None
+        self.checkpoint_io = checkpoint_io
+        self.precision_plugin: Any = precision_plugin
+        self._given_accelerator = accelerator  # an `Accelerator` or its name, which the Trainer takes
+        self.accelerator = accelerator  # the Trainer's `Accelerator` object once it takes the strategy
         self._in_call = False  # between connect() and teardown(): a trainer call will wait for queued writes
 
     # ---- topology ------------------------------------------------------------------------
@@ -114,7 +121,6 @@ class Strategy:
 
         As in Lightning, a strategy that needs more overrides it and calls ``super().setup(trainer)``.
         """
-        from ember.precision.precision import Precision
         from ember.trainer.states import TrainerFn
 
         fitting = trainer.state.fn == TrainerFn.FITTING
@@ -126,14 +132,21 @@ class Strategy:
         self.model = self.setup_module(module)
         if fitting and self.setup_optimizers_after_module:
             self.setup_optimizers(trainer)
-        precision = self.precision_plugin
-        if type(precision).connect is not Precision.connect:  # a plugin that adjusts them (as Lightning, last)
-            self.model, trainer.optimizers, trainer._lr_scheduler_configs = precision.connect(
-                self.model, trainer.optimizers, trainer.lr_scheduler_configs
-            )
+        self.setup_precision_plugin()
         if fitting and self.root_device.type != "cpu":
             # an optimizer the module keeps across calls holds its states where the last call's teardown left them
             optimizers_to_device(trainer.optimizers, self.root_device)
+
+    def setup_precision_plugin(self) -> None:
+        """Let the precision plugin adjust the model, the optimizers and the scheduler configs (its ``connect``),
+        last in ``setup``, as in Lightning. A plugin that keeps the base class's ``connect`` changes nothing."""
+        from ember.precision.precision import Precision
+
+        precision = self.precision_plugin
+        if type(precision).connect is not Precision.connect:
+            self.model, self.optimizers, self.lr_scheduler_configs = precision.connect(
+                self.model, self.optimizers, self.lr_scheduler_configs
+            )
 
     def setup_optimizers(self, trainer: Any) -> None:
         """Create the optimizers and scheduler configs from the module's ``configure_optimizers``.
@@ -324,10 +337,10 @@ class Strategy:
 
         return create_precision(precision, device_type)
 
-    def pre_backward(self, loss: Tensor) -> None:
+    def pre_backward(self, closure_loss: Tensor) -> None:
         """Called before backward runs (in manual optimization, DDP prepares its gradient reducer)."""
 
-    def post_backward(self, loss: Tensor) -> None:
+    def post_backward(self, closure_loss: Tensor) -> None:
         """Called after backward has run."""
 
     def backward(self, closure_loss: Tensor, optimizer: Optimizer | None, *args: Any, **kwargs: Any) -> Tensor:
@@ -528,13 +541,9 @@ class SingleDeviceStrategy(Strategy):
         checkpoint_io: Any = None,
         precision_plugin: Any = None,
     ) -> None:
-        super().__init__(device)
+        super().__init__(accelerator, checkpoint_io, precision_plugin)
+        self._root_device = torch.device(device)
         self._world_size = 1
-        self.checkpoint_io = checkpoint_io
-        self.precision_plugin = precision_plugin  # the Trainer takes it, as from a parallel strategy
-        self._given_accelerator = (
-            accelerator  # an `Accelerator` object the Trainer takes (`Trainer(accelerator="auto")`)
-        )
 
 
 # `Trainer(strategy="<name>")` looks up here the names it does not build itself (a library's own
