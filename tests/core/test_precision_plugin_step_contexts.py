@@ -105,12 +105,3 @@ def test_a_configure_gradient_clipping_override_that_unscales_first_trains_under
 
     # the norms of the true gradients: the scale is divided out (once) before the override runs
     assert len(model.norms) == 2 and all(0 < norm < 100 for norm in model.norms)
-
-
-@pytest.mark.parametrize("name", STEP_CONTEXTS)
-def test_a_plugin_overriding_a_step_context_is_still_refused(name):
-    """Ember's loop enters ``forward_context``: an override of a step context would never run."""
-    own = type("OwnContext", (Precision,), {name: lambda self: self.forward_context()})
-
-    with pytest.raises(TypeError, match=rf"`OwnContext` overrides `{name}`, which Ember's loop does not call"):
-        ember.Trainer(logger=False, plugins=[own()])

@@ -190,16 +190,133 @@ def test_a_plugin_of_ones_own_is_honoured_in_every_step_and_in_checkpoints(tmp_p
         assert evaluating.loaded == {"contexts": 4}, call
 
 
-def test_a_plugin_overriding_a_step_method_ember_never_calls_is_refused():
-    class OwnStep(Precision):
-        def optimizer_step(self, optimizer, model, closure, **kwargs):
-            return optimizer.step(closure)
+class _StepRecording(Precision):
+    """A plugin written Lightning's way around each backward and step, recording the calls; ``super()`` does
+    the work, so the run trains as without the plugin."""
 
-        def backward(self, tensor, model, optimizer, *args, **kwargs):
-            tensor.backward()
+    def __init__(self):
+        self.calls = []
 
-    with pytest.raises(TypeError, match=r"`OwnStep` overrides `optimizer_step`, `backward`.*LightningModule.backward"):
-        ember.Trainer(logger=False, plugins=[OwnStep()])
+    def pre_backward(self, tensor, module):
+        self.calls.append("pre_backward")
+        return super().pre_backward(tensor, module)
+
+    def backward(self, tensor, model, optimizer, *args, **kwargs):
+        self.calls.append(f"backward({type(optimizer).__name__})")
+        super().backward(tensor, model, optimizer, *args, **kwargs)
+
+    def post_backward(self, tensor, module):
+        released = super().post_backward(tensor, module)
+        self.calls.append(f"post_backward -> {released.requires_grad}")
+        return released
+
+    def optimizer_step(self, optimizer, model, closure, **kwargs):
+        self.calls.append("optimizer_step")
+        return super().optimizer_step(optimizer, model, closure, **kwargs)
+
+
+class _Recorded(CoreModel):
+    def _note(self, call):
+        getattr(self.trainer.precision_plugin, "calls", []).append(call)  # into the recording plugin's list
+
+    def on_before_backward(self, loss):
+        self._note("on_before_backward")
+
+    def on_after_backward(self):
+        self._note("on_after_backward")
+
+    def on_before_optimizer_step(self, optimizer):
+        self._note("on_before_optimizer_step")
+
+
+class _ManualRecorded(_Recorded):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        x, y = batch
+        self.manual_backward(nn.functional.mse_loss(self.layer(x), y))
+        optimizer.step()
+
+
+@pytest.mark.parametrize("model_class", [_Recorded, _ManualRecorded], ids=["automatic", "manual"])
+def test_a_plugin_overriding_lightnings_backward_and_step_methods_runs_every_step_through_them(model_class):
+    torch.manual_seed(0)
+    model = model_class()
+    plugin = _StepRecording()
+    quiet_trainer(max_steps=2, plugins=[plugin]).fit(model, loader(n=8))
+    one_step = ["optimizer_step"] if model_class is _Recorded else []
+    one_step += [
+        "pre_backward",
+        "on_before_backward",
+        f"backward({'SGD' if model_class is _Recorded else 'NoneType'})",
+        "on_after_backward",
+        "post_backward -> False",  # the loss, released from its graph once backward ran
+    ]
+    one_step += (
+        ["on_before_optimizer_step"] if model_class is _Recorded else ["optimizer_step", "on_before_optimizer_step"]
+    )
+    assert plugin.calls == one_step * 2
+    torch.manual_seed(0)
+    reference = model_class()
+    quiet_trainer(max_steps=2).fit(reference, loader(n=8))  # the same numbers without the plugin
+    torch.testing.assert_close(model.layer.weight, reference.layer.weight, rtol=0, atol=0)
+
+
+def test_a_plugins_own_step_contexts_are_entered_around_each_kind_of_step():
+    entered = []
+
+    class Contexts(Precision):
+        @contextlib.contextmanager
+        def _record(self, kind):
+            entered.append(kind)
+            yield
+
+        def train_step_context(self):
+            return self._record("train")
+
+        def val_step_context(self):
+            return self._record("val")
+
+        def test_step_context(self):
+            return self._record("test")
+
+        def predict_step_context(self):
+            return self._record("predict")
+
+    class Evaluated(CoreModel):
+        def validation_step(self, batch, batch_idx):
+            pass
+
+        def test_step(self, batch, batch_idx):
+            pass
+
+        def predict_step(self, batch, batch_idx):
+            return self(batch[0])
+
+    trainer = quiet_trainer(max_steps=2, plugins=[Contexts()], num_sanity_val_steps=1, limit_val_batches=1)
+    model = Evaluated()
+    trainer.fit(model, loader(n=8), loader(n=4))
+    assert entered == ["val", "train", "train", "val"]  # the sanity check's batch, the steps, the validation
+    entered.clear()
+    trainer.test(model, loader(n=8), verbose=False)
+    trainer.predict(model, loader(n=4))
+    assert entered == ["test", "test", "predict"]
+
+
+def test_lightnings_plugin_methods_can_be_called_outside_a_trainer():
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=scaler)
+    module = CoreModel()
+    loss = module.layer(torch.ones(1, 4)).sum()
+    scaled = plugin.pre_backward(loss, module)  # scaled, as Lightning's does; no trainer, so no hooks
+    torch.testing.assert_close(scaled, loss * 4.0)
+    plugin.backward(scaled, module, None)
+    released = plugin.post_backward(scaled, module)
+    assert not released.requires_grad and module.layer.bias.grad is not None
 
 
 def test_conflicting_precision_choices_get_lightnings_errors():

@@ -263,9 +263,11 @@ class Strategy:
     accelerator: Any = None
 
     def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any], model: Any = None, **kwargs: Any) -> Any:
-        """Step ``optimizer`` through the precision plugin: ``closure`` (forward and backward), the hooks
-        before a step and gradient clipping, then the step. ``kwargs`` go to the optimizer's ``step``."""
-        return self.precision_plugin.run_optimizer_step(optimizer, closure, self._before_optimizer_step, **kwargs)
+        """Step ``optimizer`` through the precision plugin's ``optimizer_step``, as Lightning does: ``closure``
+        (forward and backward), the hooks before a step and gradient clipping, then the step. ``model`` is the
+        LightningModule (when None, this strategy's); ``kwargs`` go to the optimizer's ``step``."""
+        model = model if model is not None else self.lightning_module
+        return self.precision_plugin.optimizer_step(optimizer, model=model, closure=closure, **kwargs)
 
     def process_dataloader(self, dataloader: Any) -> Any:
         """Each dataloader once the trainer prepared it (samplers put in): a strategy may wrap it."""
@@ -355,27 +357,12 @@ class Strategy:
         Lightning.
         """
         self.pre_backward(closure_loss)
-        precision = self.precision_plugin
-        scaled = precision.scale_loss(closure_loss)
-        hooks = self._run_hooks()
-        if hooks is not None:
-            hooks.call_callbacks("on_before_backward", scaled)
-            hooks.call_module("on_before_backward", scaled)
-        if precision.engine_backward is not None:
-            precision.engine_backward(closure_loss, *args, **kwargs)  # the engine scales it itself
-        else:
-            self.lightning_module.backward(scaled, *args, **kwargs)
-        released = scaled.detach()  # once backward ran, as Lightning's precision plugin returns it
-        if hooks is not None:
-            hooks.call_callbacks("on_after_backward")
-            hooks.call_module("on_after_backward")
+        precision, module = self.precision_plugin, self.lightning_module
+        scaled = precision.pre_backward(closure_loss, module)
+        precision.backward(scaled, module, optimizer, *args, **kwargs)
+        released = precision.post_backward(scaled, module)
         self.post_backward(released)
         return released
-
-    def _run_hooks(self) -> Any:
-        """The hook dispatcher of the call that runs this strategy (None outside one)."""
-        trainer = getattr(self._lightning_module, "_trainer", None)
-        return getattr(getattr(trainer, "_run", None), "hooks", None)
 
     def block_backward_sync(self) -> contextlib.AbstractContextManager:
         """Skip gradient synchronisation while accumulating (DDP ``no_sync``)."""

@@ -24,7 +24,7 @@ from ember.precision.fsdp import FSDPPrecision
 from ember.precision.fsdp import FSDPPrecisionPlugin as FSDPPrecisionPlugin
 from ember.precision.half import HalfPrecision
 from ember.precision.half import HalfPrecisionPlugin as HalfPrecisionPlugin
-from ember.precision.precision import PRECISIONS, Precision, check_plugin, normalize_precision
+from ember.precision.precision import PRECISIONS, Precision, normalize_precision
 from ember.precision.precision import PrecisionPlugin as PrecisionPlugin
 from ember.precision.unsupported import TransformerEnginePrecision, XLAPrecision
 from ember.precision.unsupported import TransformerEnginePrecisionPlugin as TransformerEnginePrecisionPlugin
@@ -101,7 +101,6 @@ def choose_precision(precision: Any, plugins: Any, strategy: Any, device_type: s
             # Lightning's line (its FSDP and DeepSpeed plugins say nothing)
             rank_zero_info(f"Using {'16bit' if name == '16-mixed' else 'bfloat16'} Automatic Mixed Precision (AMP)")
         return strategy.precision_for(name, device_type)  # DeepSpeed: its own plugin
-    check_plugin(plugin)
     if isinstance(plugin, BitsandbytesPrecision) and device_type not in ("cuda", "cpu"):
         # Lightning allows CUDA only; bitsandbytes 0.46+ quantizes on CPU as well
         raise RuntimeError(

@@ -134,20 +134,6 @@ def _has_step_hooks(optimizer: Optimizer) -> bool:
     )
 
 
-# Lightning's plugin methods that Ember's loop does not call: it runs backward and the optimizer step
-# itself (with the module's and the callbacks' hooks), so a plugin overriding one of them is refused
-_NOT_CALLED = (
-    "optimizer_step",
-    "backward",
-    "pre_backward",
-    "post_backward",
-    "train_step_context",
-    "val_step_context",
-    "test_step_context",
-    "predict_step_context",
-)
-
-
 class Precision:
     """Full precision (``"32-true"``), and the base class of every precision plugin.
 
@@ -158,6 +144,11 @@ class Precision:
     ``load_state_dict`` (plus ``on_save_checkpoint`` / ``on_load_checkpoint``) with checkpoints.
     ``tensor_init_context`` is what ``trainer.init_module()`` enters, ``module_init_context`` what
     ``configure_model`` runs in, and ``connect`` sees the model and optimizers once they are set up.
+
+    Lightning's ``pre_backward``, ``backward``, ``post_backward`` (around every backward) and ``optimizer_step``
+    (every step) are here too: the strategy's ``backward`` and ``optimizer_step`` run through them. The
+    training loop runs the same steps itself, faster, unless a plugin of the program's own overrides one of
+    them: then every backward (every step) goes through the plugin, as in Lightning.
 
     Subclass it and override those to change the precision, and pass an instance in
     ``Trainer(plugins=[...])``.
@@ -182,8 +173,21 @@ class Precision:
     # ---- what the loop asks once, when it is built ----------------------------------------------
     @property
     def is_identity(self) -> bool:
-        """The steps run with no context around them (``forward_context`` is the base class's)."""
-        return type(self).forward_context is Precision.forward_context
+        """The training steps run with no context around them (``forward_context`` and ``train_step_context``
+        are the base class's)."""
+        cls = type(self)
+        return (
+            cls.forward_context is Precision.forward_context and cls.train_step_context is Precision.train_step_context
+        )
+
+    def step_context(self, kind: str) -> Callable[[], contextlib.AbstractContextManager]:
+        """What the loop enters around each step of ``kind`` (``"train"``, ``"val"``, ``"test"``, ``"predict"``):
+        the plugin's ``<kind>_step_context`` where it overrides it, as Lightning's strategies enter, else
+        ``forward_context`` (which those are by default)."""
+        name = f"{kind}_step_context"
+        return (
+            getattr(self, name) if getattr(type(self), name) is not getattr(Precision, name) else self.forward_context
+        )
 
     @property
     def converts_input(self) -> bool:
@@ -208,10 +212,9 @@ class Precision:
         """The context every step (training, validation, test, predict) runs in."""
         return contextlib.nullcontext()
 
-    # Lightning's contexts of each kind of step, which programs enter themselves (e.g. an EMA callback's
-    # `update_bn` under `trainer.precision_plugin.train_step_context()`): each is `forward_context`, as in
-    # Lightning. Ember's loop enters `forward_context` itself, so a plugin overriding these is refused
-    # (`check_plugin`).
+    # Lightning's contexts of each kind of step: each is `forward_context`, as in Lightning. The loop enters a
+    # plugin's own where it overrides one (`step_context`); programs enter them too (e.g. an EMA callback's
+    # `update_bn` under `trainer.precision_plugin.train_step_context()`).
     def train_step_context(self) -> contextlib.AbstractContextManager:
         """The context of a training step: ``forward_context()``."""
         return self.forward_context()
@@ -331,6 +334,34 @@ class Precision:
 
         return optimizer.step(closure=wrapped, **kwargs)
 
+    # ---- Lightning's backward and step, as the strategy runs them --------------------------------
+    def pre_backward(self, tensor: Tensor, module: Any) -> Tensor:
+        """Before backward: the loss scaled (fp16 AMP), then the ``on_before_backward`` hooks (the callbacks',
+        then the module's) with it. Returns the loss to run backward on."""
+        scaled = self.scale_loss(tensor)
+        _call_hooks(module, "on_before_backward", scaled)
+        return scaled
+
+    def backward(self, tensor: Tensor, model: Any, optimizer: Optimizer | None, *args: Any, **kwargs: Any) -> None:
+        """The backward: the engine's where one runs it (DeepSpeed), else the module's ``backward`` hook.
+        ``args`` and ``kwargs`` (e.g. ``retain_graph=True``) go to it."""
+        if self.engine_backward is not None:
+            self.engine_backward(tensor, *args, **kwargs)
+        else:
+            model.backward(tensor, *args, **kwargs)
+
+    def post_backward(self, tensor: Tensor, module: Any) -> Tensor:
+        """After backward: the loss released from its graph, then the ``on_after_backward`` hooks. Returns it."""
+        released = tensor.detach()
+        _call_hooks(module, "on_after_backward")
+        return released
+
+    def optimizer_step(self, optimizer: Optimizer, model: Any, closure: Callable[[], Any], **kwargs: Any) -> Any:
+        """``closure`` (forward and backward), then the hooks before a step and gradient clipping, then the step
+        (``run_optimizer_step``). ``kwargs`` go to the optimizer's ``step``."""
+        strategy = getattr(getattr(model, "_trainer", None), "strategy", None)
+        return self.run_optimizer_step(optimizer, closure, getattr(strategy, "_before_optimizer_step", None), **kwargs)
+
     # ---- checkpoints and the end of a run ------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """What this precision keeps in a checkpoint, under its class name (e.g. the fp16 loss scale)."""
@@ -372,6 +403,14 @@ class CastingPrecision(Precision):
         return default_dtype(self._dtype)
 
 
+def _call_hooks(module: Any, name: str, *args: Any) -> None:
+    """The callbacks' hook ``name``, then the module's, in the call that runs ``module`` (none outside one)."""
+    hooks = getattr(getattr(getattr(module, "_trainer", None), "_run", None), "hooks", None)
+    if hooks is not None:
+        hooks.call_callbacks(name, *args)
+        hooks.call_module(name, *args)
+
+
 def cast_floating(data: Any, dtype: torch.dtype) -> Any:
     """``data`` with each floating-point tensor in ``dtype`` (other tensors and values unchanged)."""
     from ember.utilities.apply_func import apply_to_tensors
@@ -388,19 +427,6 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
         yield
     finally:
         torch.set_default_dtype(previous)
-
-
-def check_plugin(plugin: Precision) -> None:
-    """Refuse a plugin that overrides a Lightning method Ember's loop never calls (it would be ignored)."""
-    ignored = [name for name in _NOT_CALLED if getattr(type(plugin), name, None) is not getattr(Precision, name, None)]
-    if ignored:
-        names = ", ".join(f"`{name}`" for name in ignored)
-        raise TypeError(
-            f"`{type(plugin).__name__}` overrides {names}, which Ember's loop does not call: it runs backward and the"
-            " optimizer step itself. Override `forward_context`, `convert_input`, `convert_module` or"
-            " `clip_gradients` of the plugin instead, or put the logic in `LightningModule.backward` /"
-            " `LightningModule.optimizer_step` or a callback's `on_before_optimizer_step`."
-        )
 
 
 def renamed_plugin(old_name: str, plugin: type[Precision]) -> type[Precision]:

@@ -930,7 +930,7 @@ def _evaluate_loader(
     iterator = profiled_iterator(run.profiler, f"[_EvaluationLoop].{fn_stage}_next", batches)
     transfer = _transfer_function(trainer, run, dataloader_idx)
     batch_start, batch_end = hooks.caller(f"on_{prefix}_batch_start"), hooks.caller(f"on_{prefix}_batch_end")
-    forward_context = trainer.precision_plugin.forward_context
+    forward_context = trainer.precision_plugin.step_context(fn_stage)
     extra = (dataloader_idx,) if loader_count > 1 else ()
     log_steps = bool(trainer.loggers) and stage != RunningStage.SANITY_CHECKING
     key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, dataloader_idx)
@@ -1010,7 +1010,7 @@ def _evaluate_with_iterator(
         try:  # a StopIteration from the step or a batch hook ends the evaluation, as in Lightning
             if batch_start is not None:
                 batch_start(data.batch, data.batch_idx, *extra)
-            with trainer.precision_plugin.forward_context():
+            with trainer.precision_plugin.step_context(fn_stage)():
                 output = evaluation_step(data)
             run.eval_last_fetched[fn_stage] = data.done  # the step drew its batches
             if data.fetched:
@@ -1171,7 +1171,7 @@ def _predict_loader(
     iterator = profiled_iterator(run.profiler, "[_PredictionLoop].predict_next", batches)
     transfer = _transfer_function(trainer, run, dataloader_idx)
     batch_start, batch_end = hooks.caller("on_predict_batch_start"), hooks.caller("on_predict_batch_end")
-    forward_context = trainer.precision_plugin.forward_context
+    forward_context = trainer.precision_plugin.step_context("predict")
     extra = (dataloader_idx,) if loader_count > 1 else ()
     recorder = getattr(loader, "batch_sampler", None)
     if not isinstance(recorder, dataloaders.IndexRecorder):
@@ -1250,7 +1250,7 @@ def _predict_with_iterator(
         try:  # a StopIteration from the step or a batch hook ends the prediction, as in Lightning
             if batch_start is not None:
                 batch_start(data.batch, data.batch_idx, *((data.dataloader_idx,) if several else ()))
-            with trainer.precision_plugin.forward_context():
+            with trainer.precision_plugin.step_context("predict")():
                 output = predict_step(data)
             if output is None:
                 _warn_none_prediction(trainer)

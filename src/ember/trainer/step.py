@@ -99,13 +99,14 @@ class TrainingStep:
             step = _then_post_training_step(step, strategy)
         step = profiled(profiler, strategy_action(strategy, "training_step"), step)
         self._training_step = hooks.as_hook("training_step", step_without_batch_idx(module, "training_step", step))
-        self._forward_context = None if precision.is_identity else precision.forward_context
+        self._forward_context = None if precision.is_identity else precision.step_context("train")
         # manual optimization's backward: not recorded, as in Lightning (automatic's is: `_decide_automatic`)
         self._strategy_backward = strategy.backward
-        # the one place an optimizer steps (`precision.run_optimizer_step`), or the strategy's way to it
+        # the one place an optimizer steps (`precision.run_optimizer_step`), or the strategy's way to it (and from
+        # there the plugin's `optimizer_step`), where the program's strategy or plugin overrides it
         self._run_optimizer_step = (
             self._strategy_optimizer_step
-            if program_overrides(strategy, "optimizer_step")
+            if program_overrides(strategy, "optimizer_step") or program_overrides(precision, "optimizer_step")
             else self.precision.run_optimizer_step
         )
         self.train_on = self._automatic_step if self.automatic else self._manual_step
@@ -128,7 +129,8 @@ class TrainingStep:
         if profiler is not None:
             backward = profiled(profiler, strategy_action(self.strategy, "backward"), backward or Tensor.backward)
         self._backward_fn = backward
-        if program_overrides(self.strategy, "backward", "pre_backward", "post_backward"):
+        backward_steps = ("backward", "pre_backward", "post_backward")
+        if program_overrides(self.strategy, *backward_steps) or program_overrides(self.precision, *backward_steps):
             self._backward = self._backward_through_strategy  # type: ignore[method-assign]
         self._scaler = self.precision.scaler
         self._on_before_optimizer_step = hooks.caller("on_before_optimizer_step")
@@ -236,8 +238,9 @@ class TrainingStep:
             self._on_after_backward()
 
     def _backward_through_strategy(self, loss: Tensor) -> None:
-        """Automatic optimization's backward for a strategy whose class overrides ``backward``,
-        ``pre_backward`` or ``post_backward``: as in Lightning, every backward goes through it (with its hooks)."""
+        """Automatic optimization's backward for a strategy or a precision plugin whose class overrides
+        ``backward``, ``pre_backward`` or ``post_backward``: as in Lightning, every backward goes through the
+        strategy's ``backward`` (and from there the plugin's, with the hooks)."""
         self._strategy_backward(loss, self.optimizer)
 
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
