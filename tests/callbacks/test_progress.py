@@ -286,6 +286,7 @@ def test_rich_progress_bar_can_start_its_display_before_fit_as_lightnings(fresh_
     trainer = _trainer(bar, max_epochs=1, limit_train_batches=2, num_sanity_val_steps=0)
     bar.on_train_start(trainer, Regressor())
     assert bar.progress is not None
+    bar.refresh(hard=True)  # Lightning's signature
     trainer.fit(Regressor(), train_loader())
     assert bar.progress.tasks[bar.train_progress_bar_id].completed == 2
 

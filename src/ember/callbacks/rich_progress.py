@@ -350,7 +350,9 @@ class RichProgressBar(ProgressBar):
         """Whether a started progress display is drawing."""
         return self.progress is not None and not self._progress_stopped
 
-    def refresh(self) -> None:
+    def refresh(self, hard: bool = False) -> None:
+        """Redraw the display now. Lightning's ``hard=False`` may skip a redraw that comes too soon after the
+        last; this one always redraws (the display's own rate limits the rest), so ``hard`` changes nothing."""
         if self._live:
             self.progress.refresh()
 

@@ -15,6 +15,7 @@ log = logging.getLogger("ember")
 # from its import: a logging config applied in between (Hydra's, with ``disable_existing_loggers``)
 # then quiets their messages as it quiets Lightning's. A test keeps this list complete.
 _LAZY_MODULE_LOGGERS = (
+    "ember.accelerators.cuda",
     "ember.callbacks.early_stopping",
     "ember.callbacks.finetuning",
     "ember.callbacks.model_checkpoint",
