@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+from tests.helpers.core_models import CoreModel, ManualCoreModel, loader, quiet_trainer
 from torch import nn
 
 import ember
@@ -229,17 +229,8 @@ class _Recorded(CoreModel):
         self._note("on_before_optimizer_step")
 
 
-class _ManualRecorded(_Recorded):
-    def __init__(self):
-        super().__init__()
-        self.automatic_optimization = False
-
-    def training_step(self, batch, batch_idx):
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        x, y = batch
-        self.manual_backward(nn.functional.mse_loss(self.layer(x), y))
-        optimizer.step()
+class _ManualRecorded(_Recorded, ManualCoreModel):
+    """The same hooks recorded in manual optimization."""
 
 
 @pytest.mark.parametrize("model_class", [_Recorded, _ManualRecorded], ids=["automatic", "manual"])
