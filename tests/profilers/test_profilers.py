@@ -320,6 +320,34 @@ def test_pytorch_profiler_works_where_lightnings_raises(tmp_path):
     assert (tmp_path / "validate-ops.txt").exists()
 
 
+def test_a_schedule_moves_on_each_kind_of_steps_own_count_as_lightnings(tmp_path):
+    counts = []
+    cycle = torch.profiler.schedule(wait=1, warmup=1, active=2)
+
+    def schedule(step):
+        counts.append(step)
+        return cycle(step)
+
+    profiler = PyTorchProfiler(dirpath=tmp_path, filename="ops", schedule=schedule)
+    counts.clear()  # the profiler checks the schedule once when it is made
+    t = trainer(tmp_path, profiler, limit_train_batches=3, limit_val_batches=2, enable_checkpointing=False)
+    t.fit(M(), DataLoader(TensorDataset(torch.randn(12, 4)), batch_size=4), loader())
+    # Lightning 2.6.6's sequence on this program: the sanity check's 2 validation steps, then 3 training steps
+    # (the third ends training's cycle), then the first validation step after them ends validation's
+    assert counts == [1, 2, 1, 2, 3, 3]
+    for call in ("test", "predict"):  # each records by its own steps (the profiler used to step on training only)
+        counts.clear()
+        profiler = PyTorchProfiler(dirpath=tmp_path, filename="ops", schedule=schedule)
+        counts.clear()
+        getattr(trainer(tmp_path, profiler, limit_test_batches=4, limit_predict_batches=4), call)(
+            M(), DataLoader(TensorDataset(torch.randn(16, 4)), batch_size=4)
+        )
+        assert counts == [1, 2, 3], call
+        names = {event.name for event in profiler.function_events}  # the recorded steps' ranges and operators
+        assert {f"[pl][profile][Strategy]SingleDeviceStrategy.{call}_step", "aten::addmm"} <= names, call
+        assert (tmp_path / f"{call}-ops.txt").exists()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "recorded"),
     [

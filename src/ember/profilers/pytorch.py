@@ -33,8 +33,9 @@ class PyTorchProfiler(Profiler):
         record_module_names: a range per submodule forward, named ``[pl][module]<class>: <name>``.
         table_kwargs: more arguments for ``key_averages().table``.
         \\**profiler_kwargs: passed to ``torch.profiler.profile`` (``activities``, ``profile_memory``,
-            ``with_stack``, ``schedule``...). With a ``schedule``, the profiler steps once per
-            training step.
+            ``with_stack``, ``schedule``...). With a ``schedule``, the profiler steps at the end of each
+            training, validation, test and predict step, and the schedule counts each kind apart, as
+            Lightning's does.
 
     Example::
 
@@ -95,6 +96,7 @@ class PyTorchProfiler(Profiler):
         self._hooks: list[RegisterRecordFunction] = []
         self._modules_registered = False
         self._lightning_module: Any = None  # set by the trainer
+        self._stage_schedule: _StageSchedule | None = None  # the `schedule` of the running profiler
 
     def start(self, action_name: str) -> None:
         if not self._enabled:
@@ -112,12 +114,12 @@ class PyTorchProfiler(Profiler):
         if not records:
             return  # never started (or profiling disabled): nothing to close, as in Lightning
         records.pop().__exit__(None, None, None)
-        if (
-            self._profiler is not None
-            and "schedule" in self._profiler_kwargs
-            and action_name.endswith(".training_step")
-        ):
-            self._profiler.step()
+        schedule = self._stage_schedule
+        if schedule is not None and self._profiler is not None:
+            kind = next((kind for kind in _STEP_KINDS if action_name.endswith(f".{kind}_step")), None)
+            if kind is not None:  # the end of a step: the schedule moves on that kind of step's count
+                schedule.kind = kind
+                self._profiler.step()
 
     def _start_run(self) -> None:
         contexts: list[Any]
@@ -128,6 +130,8 @@ class PyTorchProfiler(Profiler):
             ]
         else:
             kwargs = dict(self._profiler_kwargs)
+            if kwargs.get("schedule") is not None:
+                self._stage_schedule = kwargs["schedule"] = _StageSchedule(kwargs["schedule"])
             if "activities" not in kwargs:
                 kwargs["activities"] = [torch.profiler.ProfilerActivity.CPU]
                 if torch.cuda.is_available():
@@ -163,6 +167,7 @@ class PyTorchProfiler(Profiler):
     def summary(self) -> str:
         self._stop_run()
         profiler, self._profiler = self._profiler, None
+        self._stage_schedule = None
         if profiler is not None:
             self.function_events = profiler.events()  # kept: the report can be asked for again
             if self._export_to_chrome and self.dirpath:
@@ -176,7 +181,7 @@ class PyTorchProfiler(Profiler):
 
     def teardown(self, stage: str | None) -> None:
         self._stop_run()
-        self._profiler = None
+        self._profiler = self._stage_schedule = None
         super().teardown(stage=stage)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -184,6 +189,7 @@ class PyTorchProfiler(Profiler):
         return {
             **self.__dict__,
             "_profiler": None,
+            "_stage_schedule": None,
             "_contexts": [],
             "_ranges": {},
             "_hooks": [],
@@ -192,6 +198,41 @@ class PyTorchProfiler(Profiler):
             "_output_file": None,
             "_write_stream": None,
         }
+
+
+_STEP_KINDS = ("training", "validation", "test", "predict")
+
+
+class _StageSchedule:
+    """A ``torch.profiler.schedule`` run as Lightning runs it: the profiler steps at the end of every training,
+    validation, test and predict step, and the schedule sees that kind of step's own count (so a ``test`` or a
+    ``predict`` call records by its steps, and validation inside ``fit`` does not move training's schedule).
+
+    As in Lightning: each kind stops at its first ``RECORD_AND_SAVE``, and a ``WARMUP`` right after ``RECORD``
+    (validation began recording before training) stays ``RECORD``, which torch would refuse.
+    """
+
+    def __init__(self, schedule: Any) -> None:
+        self._schedule = schedule
+        self.kind: str | None = None  # the kind of the step that just ended
+        self._counts = dict.fromkeys(_STEP_KINDS, 0)
+        self._finished: set[str] = set()
+        self._previous: Any = None
+
+    def __call__(self, step_num: int) -> Any:
+        from torch.profiler import ProfilerAction
+
+        kind = self.kind
+        if kind is None or kind in self._finished:
+            return ProfilerAction.NONE
+        self._counts[kind] += 1
+        action = self._schedule(self._counts[kind])
+        if self._previous == ProfilerAction.RECORD and action == ProfilerAction.WARMUP:
+            action = ProfilerAction.RECORD
+        if action == ProfilerAction.RECORD_AND_SAVE:
+            self._finished.add(kind)
+        self._previous = action
+        return action
 
 
 class RegisterRecordFunction:
