@@ -42,6 +42,8 @@ class PyTorchProfiler(Profiler):
         trainer = Trainer(profiler=PyTorchProfiler(filename="ops", row_limit=30), max_steps=20)
     """
 
+    # the steps at whose end a `schedule` moves on (Lightning's attribute; a subclass may change it)
+    STEP_FUNCTIONS = {"training_step", "validation_step", "test_step", "predict_step"}
     # the table's sort columns Lightning allows
     AVAILABLE_SORT_KEYS = {
         "cpu_time",
@@ -116,7 +118,7 @@ class PyTorchProfiler(Profiler):
         records.pop().__exit__(None, None, None)
         schedule = self._stage_schedule
         if schedule is not None and self._profiler is not None:
-            kind = next((kind for kind in _STEP_KINDS if action_name.endswith(f".{kind}_step")), None)
+            kind = next((step for step in self.STEP_FUNCTIONS if action_name.endswith(step)), None)
             if kind is not None:  # the end of a step: the schedule moves on that kind of step's count
                 schedule.kind = kind
                 self._profiler.step()
@@ -200,9 +202,6 @@ class PyTorchProfiler(Profiler):
         }
 
 
-_STEP_KINDS = ("training", "validation", "test", "predict")
-
-
 class _StageSchedule:
     """A ``torch.profiler.schedule`` run as Lightning runs it: the profiler steps at the end of every training,
     validation, test and predict step, and the schedule sees that kind of step's own count (so a ``test`` or a
@@ -214,8 +213,8 @@ class _StageSchedule:
 
     def __init__(self, schedule: Any) -> None:
         self._schedule = schedule
-        self.kind: str | None = None  # the kind of the step that just ended
-        self._counts = dict.fromkeys(_STEP_KINDS, 0)
+        self.kind: str | None = None  # the step function that just ended (`"training_step"`, ...)
+        self._counts: dict[str, int] = {}
         self._finished: set[str] = set()
         self._previous: Any = None
 
@@ -225,8 +224,8 @@ class _StageSchedule:
         kind = self.kind
         if kind is None or kind in self._finished:
             return ProfilerAction.NONE
-        self._counts[kind] += 1
-        action = self._schedule(self._counts[kind])
+        self._counts[kind] = count = self._counts.get(kind, 0) + 1
+        action = self._schedule(count)
         if self._previous == ProfilerAction.RECORD and action == ProfilerAction.WARMUP:
             action = ProfilerAction.RECORD
         if action == ProfilerAction.RECORD_AND_SAVE:
