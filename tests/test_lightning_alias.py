@@ -1311,6 +1311,8 @@ _CONFIG_CLASS_MODULES = {
     "plugins.environments": ["LightningEnvironment", "SLURMEnvironment", "TorchElasticEnvironment"],
     "plugins.layer_sync": ["LayerSync", "TorchSyncBatchNorm"],
     "plugins.io.torch_plugin": ["TorchCheckpointIO"],
+    # Lightning 2.x's module, not the 1.x path `plugins.precision.precision_plugin` it keeps for imports
+    "plugins.precision.precision": ["Precision"],
     "cli": ["LightningCLI", "SaveConfigCallback", "ReduceLROnPlateau"],
 }
 
@@ -1325,6 +1327,7 @@ def test_classes_a_config_names_report_modules_that_lightning_has():
         from pytorch_lightning.plugins import TorchCheckpointIO
         from pytorch_lightning.plugins.environments import LightningEnvironment, SLURMEnvironment, TorchElasticEnvironment
         from pytorch_lightning.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
+        from pytorch_lightning.plugins.precision import Precision
         for module, names in {_CONFIG_CLASS_MODULES!r}.items():
             for name in names:
                 cls = globals()[name]

@@ -121,6 +121,18 @@ _MOVED = {
     "plugins.environments": "distributed.environments",
     "plugins.layer_sync": "distributed.layer_sync",
 }
+# Lightning 1.x's module paths that Lightning 2.x keeps only as other names of its own modules: a class is
+# reported under one of them only where no 2.x module fits its name
+_OLD_PATHS = frozenset(
+    (
+        "plugins.precision.precision_plugin",
+        "accelerators.tpu",
+        "strategies.single_tpu",
+        "plugins.precision.tpu",
+        "plugins.precision.tpu_bf16",
+        "plugins.precision.xlabf16",
+    )
+)
 # Ember modules Lightning has no module for, whose public classes Lightning's package exports: their
 # classes report that package (`LightningCLI.__module__` is `<root>.cli`), so that a config or a pickle
 # written with Ember names a path Lightning has too
@@ -434,9 +446,16 @@ def _lightning_module_name(cls: type | types.FunctionType) -> str | None:
     if paths:
         # the module whose name starts the class's: `torch_plugin` for `TorchCheckpointIO`, `single_device` for
         # `SingleDeviceStrategy`, `strategy` for `Strategy`
+        # of two such modules, Lightning 2.x's own before a 1.x path it keeps for imports (`Precision` is
+        # `plugins.precision.precision`'s, not `precision_plugin`'s)
         class_name = cls.__name__.lower()
         relative = max(
-            paths, key=lambda path: (class_name.startswith(path.rsplit(".", 1)[-1].split("_")[0]), len(path))
+            paths,
+            key=lambda path: (
+                class_name.startswith(path.rsplit(".", 1)[-1].split("_")[0]),
+                path not in _OLD_PATHS,
+                len(path),
+            ),
         )
     return f"{_class_root}.{relative}"
 
