@@ -335,7 +335,7 @@ def test_a_schedule_moves_on_each_kind_of_steps_own_count_as_lightnings(tmp_path
     # Lightning 2.6.6's sequence on this program: the sanity check's 2 validation steps, then 3 training steps
     # (the third ends training's cycle), then the first validation step after them ends validation's
     assert counts == [1, 2, 1, 2, 3, 3]
-    assert PyTorchProfiler.STEP_FUNCTIONS == {"training_step", "validation_step", "test_step", "predict_step"}
+    assert sorted(PyTorchProfiler.STEP_FUNCTIONS) == ["predict_step", "test_step", "training_step", "validation_step"]
     for call in ("test", "predict"):  # each records by its own steps (the profiler used to step on training only)
         counts.clear()
         profiler = PyTorchProfiler(dirpath=tmp_path, filename="ops", schedule=schedule)
