@@ -766,6 +766,30 @@ def test_estimated_stepping_batches_in_configure_optimizers_makes_the_first_iter
     assert runs[True].first == runs[False].first
 
 
+def test_estimated_stepping_batches_read_outside_fit_makes_the_iterator_as_lightning_does():
+    # Lightning's estimate sets the fit loop's data up in any call, and that makes the first epoch's iterator,
+    # whose base seed is drawn from the RNG: after `validate`, the next draw is 0.63231 on Lightning 2.6.6
+    # (0.89644 without the iterator)
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Shuffled(CoreModel):
+        def train_dataloader(self):
+            x = torch.arange(32.0).reshape(8, 4)
+            return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=2, shuffle=True)
+
+        def validation_step(self, batch, batch_idx):
+            pass
+
+        def val_dataloader(self):
+            return loader(n=4, batch_size=2)
+
+    ember.seed_everything(0)
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.validate(Shuffled(), verbose=False)
+    assert trainer.estimated_stepping_batches == 8
+    assert round(torch.rand(1).item(), 5) == 0.63231
+
+
 def test_seeded_workers_and_overfit_reach_a_loader_over_an_iterable_dataset(monkeypatch):
     """As in Lightning: `seed_everything(workers=True)` gives every loader its `worker_init_fn` (an iterable
     dataset's, one without workers), and `overfit_batches` warns about an iterable dataset's own order."""

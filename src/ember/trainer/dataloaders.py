@@ -463,8 +463,9 @@ def estimated_stepping_batches(t: Trainer, run: Run) -> int | float:
         rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
         if _trains(t):  # as Lightning's `fit_loop.setup_data`: nothing to load without a module, a step or batches
             setup_train_dataloader(t, run)
-            if t.state.fn == TrainerFn.FITTING and run.num_training_batches:
-                make_first_train_iterator(t, run)  # and, as it, the first epoch's iterator
+            if run.num_training_batches:
+                # and, as it, the first epoch's iterator (in any call: its base seed is drawn from the RNG)
+                make_first_train_iterator(t, run)
     total = run.num_training_batches
     if total == float("inf"):
         return t.max_steps
