@@ -733,6 +733,25 @@ def test_a_parallel_strategy_tears_its_cluster_environment_down_when_the_call_en
     ClusterEnvironment().teardown()  # the base class's does nothing, as Lightning's
 
 
+def test_a_strategy_stepping_through_its_plugin_with_the_wrapped_model_runs_the_hooks_before_each_step():
+    # Lightning's own strategies call `self.precision_plugin.optimizer_step(optimizer, model=..., closure=...)`;
+    # one of the program's own may pass the DDP wrapper it trains (`self.model`)
+    class PluginStepping(DDPStrategy):
+        def optimizer_step(self, optimizer, closure, model=None, **kwargs):
+            assert isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
+            return self.precision_plugin.optimizer_step(optimizer, model=self.model, closure=closure, **kwargs)
+
+    class Counted(CoreModel):
+        before_step = 0
+
+        def on_before_optimizer_step(self, optimizer):
+            self.before_step += 1
+
+    model = Counted()
+    make(strategy=PluginStepping(), devices=1, max_steps=2).fit(model, loader())
+    assert model.before_step == 2
+
+
 def test_the_single_device_world_size_is_a_plain_attribute_as_in_lightning():
     trainer = ember.Trainer(accelerator="cpu", logger=False)
     assert isinstance(trainer.strategy, SingleDeviceStrategy) and trainer.world_size == 1

@@ -358,8 +358,10 @@ class Precision:
 
     def optimizer_step(self, optimizer: Optimizer, model: Any, closure: Callable[[], Any], **kwargs: Any) -> Any:
         """``closure`` (forward and backward), then the hooks before a step and gradient clipping, then the step
-        (``run_optimizer_step``). ``kwargs`` go to the optimizer's ``step``."""
-        strategy = getattr(getattr(model, "_trainer", None), "strategy", None)
+        (``run_optimizer_step``). ``model`` is the LightningModule (or a wrapper holding it as ``module``, as DDP's
+        does); ``kwargs`` go to the optimizer's ``step``."""
+        module = model if hasattr(model, "_trainer") else getattr(model, "module", model)
+        strategy = getattr(getattr(module, "_trainer", None), "strategy", None)
         return self.run_optimizer_step(optimizer, closure, getattr(strategy, "_before_optimizer_step", None), **kwargs)
 
     # ---- checkpoints and the end of a run ------------------------------------------------------
