@@ -360,8 +360,7 @@ class Precision:
         """``closure`` (forward and backward), then the hooks before a step and gradient clipping, then the step
         (``run_optimizer_step``). ``model`` is the LightningModule (or a wrapper holding it as ``module``, as DDP's
         does); ``kwargs`` go to the optimizer's ``step``."""
-        module = model if hasattr(model, "_trainer") else getattr(model, "module", model)
-        strategy = getattr(getattr(module, "_trainer", None), "strategy", None)
+        strategy = getattr(_running_trainer(model), "strategy", None)
         return self.run_optimizer_step(optimizer, closure, getattr(strategy, "_before_optimizer_step", None), **kwargs)
 
     # ---- checkpoints and the end of a run ------------------------------------------------------
@@ -405,9 +404,16 @@ class CastingPrecision(Precision):
         return default_dtype(self._dtype)
 
 
+def _running_trainer(model: Any) -> Any:
+    """The Trainer running ``model``, a LightningModule or a wrapper holding it as ``module`` (DDP's); None
+    outside one."""
+    module = model if hasattr(model, "_trainer") else getattr(model, "module", model)
+    return getattr(module, "_trainer", None)
+
+
 def _call_hooks(module: Any, name: str, *args: Any) -> None:
     """The callbacks' hook ``name``, then the module's, in the call that runs ``module`` (none outside one)."""
-    hooks = getattr(getattr(getattr(module, "_trainer", None), "_run", None), "hooks", None)
+    hooks = getattr(getattr(_running_trainer(module), "_run", None), "hooks", None)
     if hooks is not None:
         hooks.call_callbacks(name, *args)
         hooks.call_module(name, *args)
