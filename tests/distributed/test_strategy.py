@@ -741,15 +741,28 @@ def test_a_strategy_stepping_through_its_plugin_with_the_wrapped_model_runs_the_
             assert isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
             return self.precision_plugin.optimizer_step(optimizer, model=self.model, closure=closure, **kwargs)
 
+        def backward(self, closure_loss, optimizer, *args, **kwargs):
+            loss = self.precision_plugin.pre_backward(closure_loss, self.model)
+            loss.backward()
+            return self.precision_plugin.post_backward(loss, self.model)
+
     class Counted(CoreModel):
-        before_step = 0
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def on_before_backward(self, loss):
+            self.calls.append("on_before_backward")
+
+        def on_after_backward(self):
+            self.calls.append("on_after_backward")
 
         def on_before_optimizer_step(self, optimizer):
-            self.before_step += 1
+            self.calls.append("on_before_optimizer_step")
 
     model = Counted()
     make(strategy=PluginStepping(), devices=1, max_steps=2).fit(model, loader())
-    assert model.before_step == 2
+    assert model.calls == ["on_before_backward", "on_after_backward", "on_before_optimizer_step"] * 2
 
 
 def test_the_single_device_world_size_is_a_plain_attribute_as_in_lightning():
