@@ -133,6 +133,19 @@ def test_a_rule_chooses_the_layers_fsdp1_would_wrap(rule, ignore_head, expected)
     assert _named(model, layers_chosen_by_rule(model, rule, ignored)) == expected
 
 
+def test_a_policy_object_of_the_programs_own_chooses_its_layers_as_fsdp1_asks_it():
+    from torch.distributed.fsdp.wrap import _Policy
+
+    class EveryOther(_Policy):  # FSDP1's interface for policy objects: `_run_policy` names the layers to wrap
+        def _run_policy(self, root_module, ignored_modules, root_kwargs):
+            layers = [m for m in root_module.modules() if isinstance(m, nn.Linear) and m not in ignored_modules]
+            return {layer: dict(root_kwargs) for layer in layers[::2]}
+
+    model = SizedLayers()
+    strategy = FSDPStrategy(auto_wrap_policy=EveryOther())
+    assert _named(model, layers_chosen_by_rule(model, strategy._wrap_policy)) == ["block.0", "head"]
+
+
 def test_a_custom_policys_per_layer_fsdp1_arguments_are_named_in_a_warning():
     model = SizedLayers()
     policy = CustomPolicy(lambda m: {"sharding_strategy": ShardingStrategy.SHARD_GRAD_OP} if m is model.head else False)

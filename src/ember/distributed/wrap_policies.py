@@ -8,7 +8,7 @@ A policy is one of Lightning's forms:
   classes is chosen;
 * a rule: a callable FSDP1 calls as ``policy(module=..., recurse=..., nonwrapped_numel=...)``
   (``size_based_auto_wrap_policy``, a ``lambda_auto_wrap_policy`` partial, a function of one's own), or
-  FSDP1's ``CustomPolicy(lambda_fn)``. FSDP1 decides while it walks the model, and so does
+  FSDP1's ``CustomPolicy(lambda_fn)`` (any FSDP1 policy object: its ``_run_policy`` names the layers). FSDP1 decides while it walks the model, and so does
   ``layers_chosen_by_rule``, in FSDP1's order and with its counts, on the model as given.
 """
 
@@ -49,8 +49,8 @@ def read_policy(policy: Any, argument: str) -> tuple[type[nn.Module], ...] | Cal
         isinstance(cls, type) and issubclass(cls, nn.Module) for cls in classes
     ):
         return tuple(classes)
-    if hasattr(policy, "_run_policy") and callable(getattr(policy, "_lambda_fn", None)):
-        return policy  # FSDP1's CustomPolicy
+    if callable(getattr(policy, "_run_policy", None)) and not isinstance(policy, type):
+        return policy  # FSDP1's `_Policy` objects: `CustomPolicy`, or one of the program's own
     if callable(policy) and not isinstance(policy, (type, nn.Module)) and _takes_fsdp1_arguments(policy):
         return policy
     raise TypeError(
@@ -84,7 +84,7 @@ def layers_chosen_by_rule(root: nn.Module, rule: Any, ignored: Iterable[Any] = (
     ignored_modules = {sub for item in ignored if isinstance(item, nn.Module) for sub in item.modules()}
     ignored_params = {p for m in ignored_modules for p in m.parameters()}
     ignored_params.update(item for item in ignored if isinstance(item, nn.Parameter))
-    if hasattr(rule, "_run_policy"):  # CustomPolicy: a function of each layer
+    if hasattr(rule, "_run_policy"):  # CustomPolicy (a function of each layer) or another `_Policy`: its own choice
         targets = rule._run_policy(root, ignored_modules, {})
         overrides = sorted({key for arguments in targets.values() for key in arguments})
         if overrides:
