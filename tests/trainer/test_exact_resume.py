@@ -1275,3 +1275,42 @@ def test_a_checkpoint_written_inside_an_accumulation_window_keeps_its_gradients_
     with pytest.warns(UserWarning, match=r"inside a gradient accumulation window \(after batch 3 of its epoch"):
         inexact = fit(tmp_path / "inexact", str(tmp_path / "without.ckpt"))
     assert not all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), inexact.state_dict().values()))
+
+
+def test_a_resumed_run_holds_the_checkpoints_callback_metrics_after_its_sanity_check(tmp_path):
+    # the uninterrupted run still holds the last epoch's values when the next epoch starts (a step-interval
+    # checkpoint monitoring `train_loss_epoch` reads it there); the resumed run's sanity check emptied the dict
+    from tests.helpers.core_models import CoreModel, loader
+
+    class Seen(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.seen = {}
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("train_loss", loss, on_step=True, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.layer(batch[0]).pow(2).mean())
+
+        def on_train_batch_start(self, batch, batch_idx):
+            if self.current_epoch == 1 and batch_idx == 0:
+                self.seen = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+
+    def trainer(folder):
+        checkpoints = ember.callbacks.ModelCheckpoint(dirpath=folder, every_n_epochs=1, save_top_k=-1)
+        return ember.Trainer(
+            max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[checkpoints]
+        )
+
+    torch.manual_seed(0)
+    uninterrupted = Seen()
+    trainer(tmp_path / "u").fit(uninterrupted, loader(n=8), loader(n=4))
+    resumed = Seen()
+    trainer(tmp_path / "r").fit(
+        resumed, loader(n=8), loader(n=4), ckpt_path=str(tmp_path / "u" / "epoch=0-step=2.ckpt")
+    )
+    assert {"train_loss_epoch", "val_loss"} <= set(uninterrupted.seen)
+    assert resumed.seen == uninterrupted.seen

@@ -575,6 +575,8 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     gradients = ember_state.get("accumulated_gradients") if ember_state is not None else None
     mid_epoch = progress.epoch_batches != 0
     resume = Resume(mid_epoch, rng=rng, epoch_rng=epoch_rng, gradients=gradients, end_due=mid_epoch and not ended)
+    if ember_state is not None:
+        resume.callback_metrics = dict(ember_state.get("callback_metrics", {}))
     # till the next epoch's data is drawn, Lightning's batch counters hold the finished epoch's, as between two
     # epochs of one run; inside an epoch, the checkpoint's
     run.between_epochs = not resume.mid_epoch

@@ -819,6 +819,9 @@ def run_sanity_check(trainer: Trainer, run: Run) -> None:
     run.eval_progress["val"] = [0, 0]  # as Lightning: the sanity check's batches are not counted afterwards
     run.eval_last_fetched.pop("val", None)
     run.metrics.reset()
+    if run.resume is not None:
+        # the checkpoint's values, which the uninterrupted run still held here (Lightning restores none)
+        run.metrics.merge(run.resume.callback_metrics, {}, {})
     trainer.state.stage = stage
 
 

@@ -93,7 +93,9 @@ class Resume:
     accumulation window had added up (the strategy's ``accumulated_gradients``), which the window's
     remaining batches add to. ``end_due``: written inside an epoch before its end ran (not at the end of
     an epoch a limit cut short, which a higher limit resumes): the epoch finishes, its validation still due
-    and its end included, even when the checkpoint's step is already the run's last.
+    and its end included, even when the checkpoint's step is already the run's last. ``callback_metrics``:
+    the checkpoint's, which the run reads again once a sanity check has emptied the dict (the uninterrupted
+    run's epoch-end values stay there until replaced).
     """
 
     mid_epoch: bool
@@ -101,6 +103,7 @@ class Resume:
     epoch_rng: Any = None
     gradients: Any = None
     end_due: bool = False
+    callback_metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exact(self) -> bool:
