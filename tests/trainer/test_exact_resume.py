@@ -1314,3 +1314,59 @@ def test_a_resumed_run_holds_the_checkpoints_callback_metrics_after_its_sanity_c
     )
     assert {"train_loss_epoch", "val_loss"} <= set(uninterrupted.seen)
     assert resumed.seen == uninterrupted.seen
+
+
+@pytest.mark.parametrize("failing_epoch", [0, 1])
+def test_a_failure_inside_the_epochs_end_resumes_with_that_end_still_to_run(tmp_path, failing_epoch):
+    # the checkpoint `OnExceptionCheckpoint` writes for an exception raised in an `on_train_epoch_end` hook is
+    # resumed with that epoch's end to run: its hooks, its logged epoch values and its checkpoint, as the
+    # uninterrupted run had them (the resumed run went on to the next epoch, or returned at once after the last)
+    from tests.helpers.core_models import CoreModel, loader
+
+    class Logged(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.epoch_ends = []
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("train_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def on_train_epoch_end(self):
+            self.epoch_ends.append((self.current_epoch, float(self.trainer.callback_metrics["train_loss"])))
+
+    class FailOnce(ember.Callback):
+        def __init__(self):
+            self.failed = False
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == failing_epoch and not self.failed:
+                self.failed = True
+                raise RuntimeError("a bug in a callback")
+
+    def trainer(folder, *callbacks):
+        return ember.Trainer(
+            max_epochs=2,
+            default_root_dir=folder,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[ember.callbacks.ModelCheckpoint(dirpath=folder / "ck", save_top_k=-1), *callbacks],
+        )
+
+    torch.manual_seed(0)
+    uninterrupted = Logged()
+    trainer(tmp_path / "u").fit(uninterrupted, loader(n=8))
+    torch.manual_seed(0)
+    failed = Logged()
+    on_exception = ember.callbacks.OnExceptionCheckpoint(dirpath=tmp_path / "r", filename="failed")
+    with pytest.raises(RuntimeError, match="a bug in a callback"):
+        trainer(tmp_path / "r", FailOnce(), on_exception).fit(failed, loader(n=8))
+    resumed = Logged()
+    trainer(tmp_path / "r").fit(resumed, loader(n=8), ckpt_path=str(tmp_path / "r" / "failed.ckpt"))
+    # the module's hook comes after the failing callback's: the failed run ran it for the epochs before only
+    assert failed.epoch_ends + resumed.epoch_ends == uninterrupted.epoch_ends
+    assert sorted(os.listdir(tmp_path / "r" / "ck")) == sorted(os.listdir(tmp_path / "u" / "ck"))
+    for key, value in uninterrupted.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)

@@ -579,7 +579,7 @@ class _EpochPlan:
 
 def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
     """Epoch-end hooks (EarlyStopping and checkpoints after the module), epoch logs, counters."""
-    progress, results, metrics, hooks = run.progress, run.train_results, run.metrics, _hooks(run)
+    progress, results, metrics = run.progress, run.train_results, run.metrics
     progress.epoch_done = True
     # `max_steps` or a stop ended it before its data ran out: a checkpoint from here resumes inside it
     progress.epoch_unfinished = (
@@ -592,6 +592,27 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
         # logged under the same names stay, as in Lightning
         metrics.flush_step(results)
     metrics.epoch_end = results  # epoch values are visible in callback_metrics from here
+    try:
+        _epoch_end_hooks_and_logs(trainer, run, epoch)
+    except BaseException:
+        # the epoch's end did not complete: a checkpoint written for the failure (`OnExceptionCheckpoint`) resumes
+        # with it still to run, as the uninterrupted run ran it
+        progress.epoch_done = False
+        raise
+    results.reset()
+    progress.last_epoch_batches, progress.last_epoch_ran_out = progress.epoch_batches, not progress.epoch_unfinished
+    run.between_epochs = True
+    progress.epoch += 1
+    progress.epoch_batches = 0
+    progress.epoch_done = progress.epoch_unfinished = False
+    run.fit_resuming = False  # a training epoch has run since the checkpoint was loaded
+    if epoch.stop_requested():
+        on_stop_request(trainer, run)
+
+
+def _epoch_end_hooks_and_logs(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
+    """The epoch-end hooks (EarlyStopping and checkpoints after the module), the epoch's plateau step and logs."""
+    progress, results, metrics, hooks = run.progress, run.train_results, run.metrics, _hooks(run)
     # EarlyStopping and checkpoint callbacks run after the module, so they see what it logged
     hooks.call_callbacks("on_train_epoch_end", where=lambda cb: not _is_monitoring(cb))
     hooks.call_module("on_train_epoch_end")
@@ -607,15 +628,6 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
         progress.batches_that_stepped -= 1  # epoch values are logged at the step of the epoch's last batch
         metrics.update_train_epoch_metrics(results)
         progress.batches_that_stepped += 1
-    results.reset()
-    progress.last_epoch_batches, progress.last_epoch_ran_out = progress.epoch_batches, not progress.epoch_unfinished
-    run.between_epochs = True
-    progress.epoch += 1
-    progress.epoch_batches = 0
-    progress.epoch_done = progress.epoch_unfinished = False
-    run.fit_resuming = False  # a training epoch has run since the checkpoint was loaded
-    if epoch.stop_requested():
-        on_stop_request(trainer, run)
 
 
 def _is_monitoring(cb: Any) -> bool:
