@@ -297,6 +297,19 @@ def test_a_plugins_own_step_contexts_are_entered_around_each_kind_of_step():
     trainer.predict(model, loader(n=4))
     assert entered == ["test", "test", "predict"]
 
+    class DrawsItsBatches(Evaluated):  # steps that take `dataloader_iter` run in the loops' other path
+        def test_step(self, dataloader_iter):
+            next(dataloader_iter)
+
+        def predict_step(self, dataloader_iter):
+            batch, _, _ = next(dataloader_iter)  # (the batch, its index, its dataloader's)
+            return self(batch[0])
+
+    entered.clear()
+    trainer.test(DrawsItsBatches(), loader(n=8), verbose=False)
+    trainer.predict(DrawsItsBatches(), loader(n=4))
+    assert entered == ["test", "test", "predict"]
+
 
 def test_lightnings_plugin_methods_can_be_called_outside_a_trainer():
     scaler = torch.amp.GradScaler("cpu", init_scale=4.0)

@@ -259,8 +259,6 @@ class Strategy:
 
     # what `optimizer_step` runs between the closure and the step (the hooks, clipping), set by the loop
     _before_optimizer_step: Callable[[], None] | None = None
-    # the Trainer's `Accelerator` object, given when a Trainer takes the strategy (Lightning's attribute)
-    accelerator: Any = None
 
     def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any], model: Any = None, **kwargs: Any) -> Any:
         """Step ``optimizer`` through the precision plugin's ``optimizer_step``, as Lightning does: ``closure``

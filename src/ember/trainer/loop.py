@@ -1013,6 +1013,7 @@ def _evaluate_with_iterator(
     batches = _sequential_batches(run, f"[_EvaluationLoop].{fn_stage}_next", first, loaders, max_batches)
     data = DataLoaderIter(batches, sum(max_batches))
     batch_start, batch_end = hooks.caller(f"on_{prefix}_batch_start"), hooks.caller(f"on_{prefix}_batch_end")
+    step_context = trainer.precision_plugin.step_context(fn_stage)  # (decided once, not at every batch)
     several = len(loaders) > 1
     log_steps = bool(trainer.loggers) and stage != RunningStage.SANITY_CHECKING
     counts = run.eval_progress[fn_stage]
@@ -1025,7 +1026,7 @@ def _evaluate_with_iterator(
         try:  # a StopIteration from the step or a batch hook ends the evaluation, as in Lightning
             if batch_start is not None:
                 batch_start(data.batch, data.batch_idx, *extra)
-            with trainer.precision_plugin.step_context(fn_stage)():
+            with step_context():
                 output = evaluation_step(data)
             run.eval_last_fetched[fn_stage] = data.done  # the step drew its batches
             if data.fetched:
@@ -1258,6 +1259,7 @@ def _predict_with_iterator(
     batches = _sequential_batches(run, "[_PredictionLoop].predict_next", first, loaders, max_batches)
     data = DataLoaderIter(batches, sum(max_batches))
     batch_start, batch_end = hooks.caller("on_predict_batch_start"), hooks.caller("on_predict_batch_end")
+    step_context = trainer.precision_plugin.step_context("predict")  # (decided once, not at every batch)
     several = len(loaders) > 1
     trainer.predict_loop.current_batch_indices = []
     counts = run.eval_progress["predict"]
@@ -1265,7 +1267,7 @@ def _predict_with_iterator(
         try:  # a StopIteration from the step or a batch hook ends the prediction, as in Lightning
             if batch_start is not None:
                 batch_start(data.batch, data.batch_idx, *((data.dataloader_idx,) if several else ()))
-            with trainer.precision_plugin.step_context("predict")():
+            with step_context():
                 output = predict_step(data)
             if output is None:
                 _warn_none_prediction(trainer)
