@@ -5,14 +5,20 @@ on 2 forked CPU ranks over gloo, as in ``test_fsdp.py``."""
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers.distributed_models import TwoLayers, loader, sharding_trainer, train_in_one_process
+from tests.helpers.distributed_models import (
+    NormedLayers,
+    TwoLayers,
+    loader,
+    read_records,
+    sharding_trainer,
+    train_in_one_process,
+    write_record,
+)
 from torch import nn
 from torch.distributed.fsdp import (
     BackwardPrefetch,
@@ -50,14 +56,6 @@ def clean_env(no_rank_variables):
 
 def fsdp_trainer(tmp_path, strategy, **kwargs):
     return sharding_trainer(tmp_path, strategy, max_epochs=1, **kwargs)
-
-
-def write_record(module, record: dict) -> None:
-    Path(module.trainer.default_root_dir, f"record{module.global_rank}.json").write_text(json.dumps(record))
-
-
-def read_records(folder: Path) -> list[dict]:
-    return [json.loads((folder / f"record{rank}.json").read_text()) for rank in (0, 1)]
 
 
 # ---- wrapping policies -----------------------------------------------------------------------------
@@ -209,19 +207,13 @@ def test_fsdp1_rules_shard_the_layers_fsdp1_wraps_and_train_like_one_process(tmp
 
 
 # ---- FSDP1's MixedPrecision ------------------------------------------------------------------------
-class BufferedLayers(TwoLayers):
-    """A batch norm and a float buffer between the layers, and what each layer computes in, recorded.
+class BufferedLayers(NormedLayers):
+    """What each layer computes in, recorded.
 
     Under ``MixedPrecision(param_dtype=bf16, buffer_dtype=bf16)`` with an auto-wrap policy, FSDP1 computes
     the linear layers in bfloat16 and the batch norm in float32, and multiplies by the buffer in bfloat16:
     left in float32, the buffer would make the second layer's input float32 against its bfloat16 weight.
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.norm = nn.BatchNorm1d(8)
-        self.register_buffer("scale", torch.full((8,), 0.5))
-        self.seen: dict[str, str] = {}
 
     def on_train_start(self) -> None:
         for name in ("first", "norm"):  # each layer's input and weight, inside FSDP's casts
@@ -236,9 +228,6 @@ class BufferedLayers(TwoLayers):
         self.seen["scale"] = str(self.scale.dtype)
         out = self.second(torch.relu(hidden) * self.scale)
         return nn.functional.mse_loss(out.float(), y)
-
-    def on_train_end(self) -> None:
-        write_record(self, self.seen)
 
 
 def test_fsdp1_mixed_precision_casts_like_fsdp1_and_checkpoints_keep_the_buffers_dtype(tmp_path):

@@ -5,15 +5,20 @@ run on 2 forked CPU ranks over gloo, as in ``test_fsdp.py``."""
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
-from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
-from tests.helpers.distributed_models import TwoLayers, loader, sharding_trainer
+from tests.helpers.distributed_models import (
+    NormedLayers,
+    TwoLayers,
+    loader,
+    read_records,
+    sharding_trainer,
+    write_record,
+)
 from torch import nn
 from torch.distributed.fsdp import MixedPrecision
 from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
@@ -36,14 +41,6 @@ LOW = {"16-true": torch.float16, "bf16-true": torch.bfloat16, "16-mixed": torch.
 @pytest.fixture(autouse=True)
 def clean_env(no_rank_variables):
     """No rank variables of an outer launcher (the forked ranks set their own)."""
-
-
-def write_record(module, record: dict) -> None:
-    Path(module.trainer.default_root_dir, f"record{module.global_rank}.json").write_text(json.dumps(record))
-
-
-def read_records(folder: Path) -> list[dict]:
-    return [json.loads((folder / f"record{rank}.json").read_text()) for rank in (0, 1)]
 
 
 # ---- the plugin on its own ---------------------------------------------------------------------------
@@ -132,16 +129,9 @@ def test_the_strategys_mixed_precision_argument_wins_over_the_plugins_config_and
 
 
 # ---- training with it ------------------------------------------------------------------------------
-class RecordsPrecision(TwoLayers):
-    """A batch norm and a float buffer between the layers; records what a training step sees: the batch,
-    autocast, the default dtype, the buffer, and the first layer's and the batch norm's input and weight (and
-    running mean) inside FSDP's casts."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.norm = nn.BatchNorm1d(8)
-        self.register_buffer("scale", torch.full((8,), 0.5))
-        self.seen: dict[str, object] = {}
+class RecordsPrecision(NormedLayers):
+    """Records what a training step sees: the batch, autocast, the default dtype, the buffer, and the first
+    layer's and the batch norm's input and weight (and running mean) inside FSDP's casts."""
 
     def on_train_start(self) -> None:
         self.first.register_forward_pre_hook(
@@ -165,9 +155,6 @@ class RecordsPrecision(TwoLayers):
         )
         out = self.second(torch.relu(self.norm(self.first(x))) * self.scale)
         return nn.functional.mse_loss(out.float(), y.float())
-
-    def on_train_end(self) -> None:
-        write_record(self, self.seen)
 
 
 @pytest.mark.parametrize(("given", "precision"), [("plugins", "bf16-mixed"), ("precision_plugin", "bf16-true")])

@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -250,6 +251,31 @@ class TwoLayers(ember.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.05, momentum=self.momentum)
+
+
+class NormedLayers(TwoLayers):
+    """``TwoLayers`` with a batch norm and a float buffer (``scale``) between the layers, what mixed-precision
+    tests watch: FSDP casts the linear layers, may keep the batch norm in float32, and casts buffers.
+    ``self.seen`` collects what a test records; ``on_train_end`` writes it for ``read_records``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(8)
+        self.register_buffer("scale", torch.full((8,), 0.5))
+        self.seen: dict[str, Any] = {}
+
+    def on_train_end(self) -> None:
+        write_record(self, self.seen)
+
+
+def write_record(module: ember.LightningModule, record: dict[str, Any]) -> None:
+    """Rank ``module.global_rank``'s record of a run, as JSON in the trainer's root folder."""
+    Path(module.trainer.default_root_dir, f"record{module.global_rank}.json").write_text(json.dumps(record))
+
+
+def read_records(folder: Path, world_size: int = 2) -> list[dict[str, Any]]:
+    """What ``write_record`` wrote on each rank."""
+    return [json.loads((Path(folder) / f"record{rank}.json").read_text()) for rank in range(world_size)]
 
 
 def train_in_one_process(reference: TwoLayers) -> None:
