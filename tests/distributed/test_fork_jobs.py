@@ -1016,6 +1016,54 @@ def test_a_ddp_comm_hook_is_registered_on_cuda_only_as_in_lightning(tmp_path):
             assert torch.equal(hooked["weights"][key], value), key
 
 
+class DivergingRanks(RecordingModel):
+    """Before each batch every rank moves its weights by its own amount; after each step it records them."""
+
+    def on_train_batch_start(self, batch, batch_idx):
+        with torch.no_grad():
+            self.layer.weight.add_(0.01 * (self.global_rank + 1))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.record.setdefault("after_step", []).append(self.layer.weight.detach().clone())
+
+
+class DivergingManualRanks(DivergingRanks, ManualModel):
+    """The same, stepping by hand (``optimizer.step()`` in ``training_step``)."""
+
+
+def _post_local_sgd(**kwargs) -> DDPStrategy:
+    from torch.distributed.algorithms.ddp_comm_hooks.post_localSGD_hook import PostLocalSGDState
+
+    state = PostLocalSGDState(process_group=None, subgroup=None, start_localSGD_iter=2)
+    return DDPStrategy(start_method="fork", ddp_comm_state=state, **kwargs)
+
+
+@pytest.mark.parametrize("model_class", [DivergingRanks, DivergingManualRanks])
+def test_post_local_sgd_averages_the_ranks_parameters_every_period_after_its_warm_up(tmp_path, model_class):
+    strategy = _post_local_sgd(model_averaging_period=3)
+    fork_trainer(tmp_path, strategy=strategy).fit(model_class(tmp_path), loader())
+    first, second = read_ranks(tmp_path)
+    same = [torch.equal(a, b) for a, b in zip(first["after_step"], second["after_step"], strict=True)]
+    # 8 steps (16 samples, batches of 2 on 2 ranks, 2 epochs); torch's averager counts the steps from 0 and
+    # averages at the end of the warm-up (`start_localSGD_iter`) and every period after it: steps 2 and 5
+    assert same == [False, False, True, False, False, True, False, False]
+
+
+class ZeroModel(RecordingModel):
+    def configure_optimizers(self):
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        return ZeroRedundancyOptimizer(self.parameters(), optimizer_class=torch.optim.SGD, lr=0.05)
+
+
+def test_post_local_sgd_needs_an_averaging_period_and_an_optimizer_of_one_process(tmp_path):
+    with pytest.raises(Exception, match="Post-localSGD algorithm is used, but model averaging period is not provided"):
+        fork_trainer(tmp_path, strategy=_post_local_sgd()).fit(RecordingModel(tmp_path), loader())
+    message = "Currently model averaging cannot work with a distributed optimizer of type ZeroRedundancyOptimizer"
+    with pytest.raises(Exception, match=message):
+        fork_trainer(tmp_path, strategy=_post_local_sgd(model_averaging_period=2)).fit(ZeroModel(tmp_path), loader())
+
+
 class BackendModel(RecordingModel):
     def on_train_start(self) -> None:
         self.record["backend"] = self.trainer.strategy.process_group_backend

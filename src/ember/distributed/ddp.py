@@ -157,8 +157,6 @@ class DDPStrategy(ParallelStrategy):
         # Ember's own option comes through `kwargs`, so that a config saved by the command line reads
         # back on Lightning (every signature argument is written to it)
         preemption_check_interval = ember_option(kwargs, "preemption_check_interval", 10)
-        if model_averaging_period is not None:
-            raise ValueError("`model_averaging_period` (post-local SGD) is not supported by Ember's DDPStrategy.")
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,
@@ -174,6 +172,8 @@ class DDPStrategy(ParallelStrategy):
         self._ddp_comm_state = ddp_comm_state
         self._ddp_comm_hook = ddp_comm_hook
         self._ddp_comm_wrapper = ddp_comm_wrapper
+        self._model_averaging_period = model_averaging_period
+        self._model_averager: Any = None  # torch's PeriodicModelAverager, for post-local SGD
         self._ddp: DistributedDataParallel | None = None
 
     @property
@@ -191,6 +191,55 @@ class DDPStrategy(ParallelStrategy):
     def determine_ddp_device_ids(self) -> list[int] | None:
         """The ``device_ids`` given to ``DistributedDataParallel``: this rank's CUDA device, None on the CPU."""
         return [self.root_device.index] if self.root_device.type == "cuda" else None
+
+    def setup(self, trainer: Any) -> None:
+        """The base class's set-up; for ``fit`` with a ``PostLocalSGDState`` as ``ddp_comm_state``, then the
+        periodic averaging of the parameters across processes (``_enable_model_averaging``), as in Lightning."""
+        super().setup(trainer)
+        self._model_averager = None
+        if trainer.state.fn == "fit" and self._ddp_comm_state is not None:
+            from torch.distributed.algorithms.ddp_comm_hooks.post_localSGD_hook import PostLocalSGDState
+
+            if isinstance(self._ddp_comm_state, PostLocalSGDState):
+                self._enable_model_averaging()
+
+    def _enable_model_averaging(self) -> None:
+        """Post-local SGD: after ``ddp_comm_state.start_localSGD_iter`` steps, every ``model_averaging_period``
+        optimizer steps the processes average their parameters (torch's ``PeriodicModelAverager``)."""
+        if self._model_averaging_period is None:
+            raise ValueError(
+                "Post-localSGD algorithm is used, but model averaging period is not provided to DDP strategy."
+            )
+        from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
+        from torch.distributed.optim import PostLocalSGDOptimizer, ZeroRedundancyOptimizer
+
+        refused: tuple[type, ...] = (ZeroRedundancyOptimizer, PostLocalSGDOptimizer)
+        with contextlib.suppress(ImportError):  # RPC's optimizer, where torch is built with RPC
+            from torch.distributed.optim import DistributedOptimizer
+
+            refused += (DistributedOptimizer,)
+        for optimizer in self.optimizers:
+            optimizer = getattr(optimizer, "_optimizer", optimizer)  # a LightningOptimizer's own
+            if isinstance(optimizer, refused):
+                raise ValueError(
+                    "Currently model averaging cannot work with a distributed optimizer of type"
+                    f" {type(optimizer).__name__}."
+                )
+        self._model_averager = PeriodicModelAverager(
+            period=self._model_averaging_period, warmup_steps=self._ddp_comm_state.start_localSGD_iter
+        )
+
+    def steps_through_optimizer_step(self) -> bool:
+        return self._model_averager is not None
+
+    def optimizer_step(self, optimizer: Any, closure: Callable[[], Any], model: Any = None, **kwargs: Any) -> Any:
+        """The step (the base class's), then, with post-local SGD, the periodic averaging of the parameters
+        that have gradients."""
+        output = super().optimizer_step(optimizer, closure, model, **kwargs)
+        if self._model_averager is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            self._model_averager.average_parameters(iter(params))
+        return output
 
     def setup_module(self, module: nn.Module) -> nn.Module:
         """Move to this rank's device; for fit, change the layers (``LayerSync``) and wrap in DDP (``configure_ddp``)."""

@@ -260,6 +260,12 @@ class Strategy:
     # what `optimizer_step` runs between the closure and the step (the hooks, clipping), set by the loop
     _before_optimizer_step: Callable[[], None] | None = None
 
+    def steps_through_optimizer_step(self) -> bool:
+        """Whether the loop must step the optimizers through this strategy's ``optimizer_step``: true where
+        the strategy adds work to each step (DDP's post-local SGD averaging); otherwise the loop steps through
+        the precision plugin directly. Asked when a training epoch starts, after ``setup``."""
+        return False
+
     def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any], model: Any = None, **kwargs: Any) -> Any:
         """Step ``optimizer`` through the precision plugin's ``optimizer_step``, as Lightning does: ``closure``
         (forward and backward), the hooks before a step and gradient clipping, then the step. ``model`` is the

@@ -106,7 +106,9 @@ class TrainingStep:
         # there the plugin's `optimizer_step`), where the program's strategy or plugin overrides it
         self._run_optimizer_step = (
             self._strategy_optimizer_step
-            if program_overrides(strategy, "optimizer_step") or program_overrides(precision, "optimizer_step")
+            if program_overrides(strategy, "optimizer_step")
+            or program_overrides(precision, "optimizer_step")
+            or strategy.steps_through_optimizer_step()
             else self.precision.run_optimizer_step
         )
         self.train_on = self._automatic_step if self.automatic else self._manual_step
