@@ -171,6 +171,39 @@ def test_sigterm_mid_epoch_saves_stops_every_rank_and_resumes_exactly(tmp_path):
         assert torch.equal(resumed.state_dict()[key], value), key
 
 
+class _RankNoisyStream(torch.utils.data.IterableDataset):
+    """12 samples of unknown number, with noise from torch's RNG; rank r draws r + 1 numbers a sample, so the
+    ranks' RNG states part."""
+
+    def __iter__(self):
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        for row in torch.randn(12, 4, generator=torch.Generator().manual_seed(0)):
+            yield row + 0.1 * torch.randn(rank + 1, 4).sum(0)
+
+
+class _SeesNoisyBatches(RecordingModel):
+    def training_step(self, batch, batch_idx):
+        self.record.setdefault("seen", []).append((batch.sum().item(), torch.rand(()).item()))
+        return self.layer(batch).pow(2).mean()
+
+
+def test_each_rank_resumes_data_read_ahead_with_its_own_states(tmp_path):
+    def run(folder, ckpt_path=None):
+        ember.seed_everything(7, verbose=False)
+        saves = ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", every_n_train_steps=1, save_top_k=-1)
+        trainer = fork_trainer(folder, enable_checkpointing=True, callbacks=[saves] if ckpt_path is None else [])
+        trainer.fit(_SeesNoisyBatches(folder), DataLoader(_RankNoisyStream(), batch_size=4), ckpt_path=ckpt_path)
+        return [record["seen"] for record in read_ranks(folder)]
+
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "resumed").mkdir()
+    whole = run(tmp_path / "whole")
+    # 3 batches an epoch; after step 4 the loop holds batch 2 of epoch 1, which each rank read with its own draws
+    resumed = run(tmp_path / "resumed", ckpt_path=tmp_path / "ckpts" / "step=4.ckpt")
+    assert resumed == [seen[4:] for seen in whole]
+    assert whole[0] != whole[1]
+
+
 def test_prepare_data_runs_once_per_node_and_the_other_ranks_wait(tmp_path):
     fork_trainer(tmp_path, max_epochs=1).fit(PreparingModel(tmp_path), loader())
     rank0, rank1 = read_ranks(tmp_path)

@@ -1370,3 +1370,95 @@ def test_a_failure_inside_the_epochs_end_resumes_with_that_end_still_to_run(tmp_
     assert sorted(os.listdir(tmp_path / "r" / "ck")) == sorted(os.listdir(tmp_path / "u" / "ck"))
     for key, value in uninterrupted.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+
+
+class _NoisyStream(torch.utils.data.IterableDataset):
+    """Samples of unknown number, in an order drawn when iteration starts, each with noise from ``noise``'s RNG."""
+
+    def __init__(self, n: int, seed: int, noise: str) -> None:
+        self.x = torch.randn(n, 4, generator=torch.Generator().manual_seed(seed))
+        self.noise = noise
+
+    def __iter__(self):
+        import random
+
+        import numpy as np
+
+        for i in torch.randperm(len(self.x)).tolist():
+            if self.noise == "torch":
+                yield self.x[i] + 0.1 * torch.randn(4)
+            elif self.noise == "numpy":
+                yield self.x[i] + torch.from_numpy(np.random.randn(4).astype("float32"))
+            else:
+                yield self.x[i] + random.random()
+
+
+class _SeesItsBatches(ember.LightningModule):
+    """Records each step's batch and a draw of its own; one loader, or a shorter one cycled beside it."""
+
+    def __init__(self, noise: str, two: bool, workers: int = 0) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.noise, self.two, self.workers = noise, two, workers
+        self.seen: list[tuple[float, float]] = []
+
+    def training_step(self, batch, batch_idx):
+        x = torch.cat(batch) if self.two else batch
+        self.seen.append((x.sum().item(), torch.rand(()).item()))
+        return self.layer(x).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        # 3 batches, then (cycled beside the 5 of the second) started again with a new order
+        first = torch.utils.data.DataLoader(_NoisyStream(12, 0, self.noise), batch_size=4, num_workers=self.workers)
+        return (
+            [first, torch.utils.data.DataLoader(_NoisyStream(20, 1, self.noise), batch_size=4)] if self.two else first
+        )
+
+
+def _fit_seeing_batches(root, noise, two, workers=0, ckpt_path=None):
+    from ember.callbacks import ModelCheckpoint
+
+    ember.seed_everything(3, verbose=False)
+    model = _SeesItsBatches(noise, two, workers)
+    saves = ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=1, save_top_k=-1)
+    trainer = ember.Trainer(
+        max_epochs=2,
+        callbacks=[saves],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    trainer.fit(model, ckpt_path=ckpt_path)
+    return model.seen
+
+
+@pytest.mark.parametrize(
+    ("noise", "two", "workers"),
+    [("torch", False, 0), ("numpy", False, 0), ("python", False, 0), ("torch", True, 0), ("torch", True, 2)],
+    ids=["torch_noise", "numpy_noise", "python_noise", "a_shorter_loader_starting_again", "beside_worker_processes"],
+)
+def test_data_of_unknown_length_read_ahead_resumes_with_the_batches_and_draws_of_the_uninterrupted_run(
+    tmp_path, noise, two, workers
+):
+    # the loop reads such data one batch ahead, before the step it has in hand: the held batch's draws (its
+    # noise, a loader starting again and drawing a new order) come before that step's in the uninterrupted run,
+    # so a checkpoint after the step comes after them, and the resumed run reads that batch from the states of then
+    whole = _fit_seeing_batches(tmp_path / "whole", noise, two, workers)
+    for step in range(1, len(whole)):
+        ckpt = tmp_path / "whole" / f"step={step}.ckpt"
+        resumed = _fit_seeing_batches(tmp_path / f"from{step}", noise, two, workers, ckpt_path=ckpt)
+        assert resumed == whole[step:], f"resumed from step {step}"
+
+
+def test_without_the_read_ahead_states_the_resumed_batches_differ(tmp_path):
+    """Guards the test above: the states the checkpoint keeps for the held batch are what makes it exact."""
+    whole = _fit_seeing_batches(tmp_path / "whole", "torch", two=False)
+    checkpoint = torch.load(tmp_path / "whole" / "step=2.ckpt", weights_only=True)
+    assert set(checkpoint["ember"].pop("held_rng")) == {"torch"}  # this data draws from torch's RNG only
+    torch.save(checkpoint, tmp_path / "stripped.ckpt")
+    resumed = _fit_seeing_batches(tmp_path / "resumed", "torch", two=False, ckpt_path=tmp_path / "stripped.ckpt")
+    assert resumed[0] != whole[2] and len(resumed) == len(whole) - 2

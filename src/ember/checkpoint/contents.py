@@ -568,13 +568,17 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         # written at the end of an epoch: the next one starts once `fit` starts training (`run_fit`); till
         # then, through the sanity check, `current_epoch` is the checkpoint's, as in Lightning
         progress.epoch_batches = 0
-    epoch_rng = ember_state.get("epoch_rng") if ember_state is not None else None
-    rank_rng = ember_state.get("rank_rng") if ember_state is not None and rng is not None else None
-    if rank_rng and t.global_rank < len(rank_rng):
-        rng, epoch_rng = rank_rng[t.global_rank]  # this rank's own states
+    rng, epoch_rng, held_rng = _this_ranks_rng(t, ember_state, rng)
     gradients = ember_state.get("accumulated_gradients") if ember_state is not None else None
     mid_epoch = progress.epoch_batches != 0
-    resume = Resume(mid_epoch, rng=rng, epoch_rng=epoch_rng, gradients=gradients, end_due=mid_epoch and not ended)
+    resume = Resume(
+        mid_epoch,
+        rng=rng,
+        epoch_rng=epoch_rng,
+        gradients=gradients,
+        end_due=mid_epoch and not ended,
+        held_rng=held_rng if mid_epoch else None,
+    )
     if ember_state is not None:
         resume.callback_metrics = dict(ember_state.get("callback_metrics", {}))
     # till the next epoch's data is drawn, Lightning's batch counters hold the finished epoch's, as between two
@@ -617,6 +621,21 @@ def _batch_progress(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
 
 
+def _this_ranks_rng(t: Trainer, ember_state: dict[str, Any] | None, rng: Any) -> tuple[Any, Any, Any]:
+    """This rank's RNG states from Ember's entry: when the checkpoint was written, when its epoch drew its data
+    order, and when the batch held by a read ahead was read (each rank's own where all ranks' were gathered)."""
+    if ember_state is None:
+        return rng, None, None
+    epoch_rng, held_rng = ember_state.get("epoch_rng"), ember_state.get("held_rng")
+    rank = t.global_rank
+    rank_rng = ember_state.get("rank_rng") if rng is not None else None
+    if rank_rng and rank < len(rank_rng):
+        rng, epoch_rng = rank_rng[rank]
+        rank_held_rng = ember_state.get("rank_held_rng")
+        held_rng = rank_held_rng[rank] if rank_held_rng and rank < len(rank_held_rng) else None
+    return rng, epoch_rng, held_rng
+
+
 def _written_after_a_cut_epoch(progress: Progress) -> bool:
     """Whether the checkpoint was written between an epoch that `max_steps` or a stop ended before its data ran
     out and the next one, which has not started: the training the epoch left undone is still to come."""
@@ -652,14 +671,20 @@ def _ember_state(t: Trainer, run: Run, all_ranks: bool) -> dict[str, Any]:
     }
     if run.sampler_seed is not None:  # the seed of the training loaders' DistributedSampler
         ember_state["sampler_seed"] = run.sampler_seed
+    if run.held_rng is not None:  # data read one batch ahead in the process: the states it read the held batch with
+        ember_state["held_rng"] = run.held_rng
     if _inside_a_window_now(t, run):
         gradients = t.strategy.accumulated_gradients(all_ranks)
         if gradients is not None:
             ember_state["accumulated_gradients"] = gradients
     if all_ranks and t.world_size > 1 and hasattr(t.strategy, "all_gather_object"):
         # all ranks: every rank's RNG states, so that each one resumes with its own
-        gathered = t.strategy.all_gather_object(_pack_tensors([ember_state["rng"], run.epoch_rng]))
-        ember_state["rank_rng"] = _unpack_tensors(gathered)
+        gathered = _unpack_tensors(
+            t.strategy.all_gather_object(_pack_tensors([ember_state["rng"], run.epoch_rng, run.held_rng]))
+        )
+        ember_state["rank_rng"] = [[rng, epoch_rng] for rng, epoch_rng, _ in gathered]
+        if any(held is not None for *_, held in gathered):
+            ember_state["rank_held_rng"] = [held for *_, held in gathered]
     return ember_state
 
 

@@ -531,6 +531,72 @@ def set_data_rng_states(run: Run, states: dict[str, Any]) -> None:
                 generator.set_state(state)
 
 
+def loads_in_process(run: Run) -> bool:
+    """Whether a training loader reads its samples in this process (no worker processes), drawing from this
+    process's RNG as it reads."""
+    loader = run.train_combined_loader
+    loaders = loader.flattened if isinstance(loader, CombinedLoader) else [loader]
+    return any(getattr(one, "num_workers", 0) == 0 for one in loaders)
+
+
+class ReadAheadRng:
+    """Notes in ``run.held_rng`` the RNG states just before training data of unknown length, read in this
+    process, reads a batch ahead: the batch a checkpoint written before the next step finds held, not yet
+    trained on. A resumed run reads that batch from those states (:func:`read_held_batch`), as the
+    interrupted run read it before the steps that followed, so its samples' random draws (augmentation noise,
+    an iterable dataset's shuffle, a loader starting again) are the same.
+
+    The torch RNG and the loaders' own generators are noted at every read (about a microsecond); python's and
+    numpy's, whose states take some 50 µs to copy, only where the epoch's first read ahead drew from them.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        loader = run.train_combined_loader
+        self.generators = _loader_generators(loader) if loader is not None else []
+        self.every_rng: bool | None = None  # python's and numpy's too; None till the first read shows it
+
+    def note(self) -> None:
+        """Before a read ahead."""
+        if self.every_rng is False:
+            held: dict[str, Any] = {"torch": torch.get_rng_state()}
+            if self.generators:
+                held["generators"] = [generator.get_state() for generator in self.generators]
+            self.run.held_rng = held
+        else:
+            self.run.held_rng = data_rng_states(self.run)
+
+    def seen(self) -> None:
+        """After a read ahead: on the first, whether it drew from python's or numpy's RNG."""
+        if self.every_rng is None:
+            before, after = self.run.held_rng, collect_rng_states(include_cuda=False)
+            self.every_rng = before is not None and _python_or_numpy_moved(before, after)
+
+
+def _python_or_numpy_moved(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, torch.Tensor):
+            return isinstance(b, torch.Tensor) and torch.equal(a, b)
+        return a == b
+
+    return any(
+        not all(same(a, b) for a, b in zip(before.get(name, ()), after.get(name, ()), strict=True))
+        for name in ("python", "numpy")
+    )
+
+
+def read_held_batch(run: Run, iterator: Iterator[Any], held_rng: dict[str, Any] | None) -> Iterator[Any]:
+    """``iterator`` with the batch the interrupted run held read now, as that run read it: from the RNG states it
+    was read with (``held_rng``; the others as the checkpoint left them) and the states noted when a loader
+    started again for it. The RNG is as before afterwards: the checkpoint's states came after that read."""
+    states = None if held_rng is None else {**data_rng_states(run), **held_rng}
+    replay = iterator.replaying_restarts() if isinstance(iterator, CombinedTrainBatches) else contextlib.nullcontext()
+    with isolate_rng(), replay:
+        if states is not None:
+            set_data_rng_states(run, states)
+        return read_first_batch(run, iterator)
+
+
 def skip_one(iterator: Iterator[Any]) -> Any:
     """Advance ``iterator`` by one batch; a DataLoader loading a map-style dataset in this process only
     draws the batch's indices, without reading the samples."""
@@ -575,16 +641,24 @@ class CombinedTrainBatches(Iterator[Any]):
         The first batch is read in full: each loader's sampler draws its order when it is first asked
         for indices, after the loaders before it read their samples (which may draw random numbers).
         """
-        modes, restarts = self._modes, self._restarts
-        restarts.replay_from_checkpoint()
+        modes = self._modes
+        with self.replaying_restarts():
+            try:
+                for done in range(count):
+                    next(modes)
+                    if done == 0:
+                        modes._pull = skip_one
+            finally:
+                modes._pull = next
+
+    @contextlib.contextmanager
+    def replaying_restarts(self) -> Iterator[None]:
+        """While resuming: a loader that starts again draws from the states the checkpoint noted for that start."""
+        self._restarts.replay_from_checkpoint()
         try:
-            for done in range(count):
-                next(modes)
-                if done == 0:
-                    modes._pull = skip_one
+            yield
         finally:
-            modes._pull = next
-            restarts.replay = None
+            self._restarts.replay = None
 
     def release(self) -> None:
         """Drop the loaders' iterators (their workers stop); the CombinedLoader keeps its length."""

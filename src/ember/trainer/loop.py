@@ -23,8 +23,11 @@ from ember.trainer import dataloaders
 from ember.trainer.data import (
     CombinedTrainBatches,
     DataLoaderIter,
+    ReadAheadRng,
     data_rng_states,
+    loads_in_process,
     make_first_train_iterator,
+    read_held_batch,
     set_data_rng_states,
     set_sampler_epoch,
     skip_one,
@@ -234,7 +237,7 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
         except StopIteration:
             break
     _end_epoch(trainer, run, epoch)
-    run.held_loader_state = None
+    run.held_loader_state = run.held_rng = None
     del iterator  # after the epoch's end, as in Lightning: its worker processes stop here
     run.epoch_iterator = run.epoch_plan = None
 
@@ -245,12 +248,16 @@ class _Lookahead:
     With a stateful ``loader`` it notes the loader's state before each read ahead in
     ``run.held_loader_state``: a checkpoint records that position, so the batch held here, not yet
     trained on, is the first one a resumed run gets. (Lightning saves the state after its read ahead,
-    and its resumed run never trains on that batch.)
+    and its resumed run never trains on that batch.) Data read in this process has the RNG states
+    before each read ahead noted too (``ReadAheadRng``), which the resumed run reads that batch with.
     """
 
     def __init__(self, iterator: Iterator[Any], run: Run, loader: Any = None) -> None:
         self._iterator, self._run, self._loader = iterator, run, loader
         self._next: Any = _END
+        # (the first read, here, holds a batch that the first `next` hands out before any checkpoint can see it)
+        self._rng = ReadAheadRng(run) if run.epoch_rng is not None and loads_in_process(run) else None
+        run.held_rng = None
         self._read_ahead()
 
     def __iter__(self) -> _Lookahead:
@@ -260,7 +267,13 @@ class _Lookahead:
         batch = self._next
         if batch is _END:
             raise StopIteration
-        self._read_ahead()
+        rng = self._rng
+        if rng is None:
+            self._read_ahead()
+        else:
+            rng.note()
+            self._read_ahead()
+            rng.seen()
         return batch
 
     def _read_ahead(self) -> None:
@@ -269,7 +282,7 @@ class _Lookahead:
         self._next = next(self._iterator, _END)
         if self._next is _END:
             self._run.last_batch_seen = True
-            self._run.held_loader_state = None  # the data ran out: the loader's own state says so
+            self._run.held_loader_state = self._run.held_rng = None  # the data ran out: the loader's own state says so
 
 
 def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: Iterator[Any]) -> None:
@@ -402,6 +415,9 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             if not _data_resumes_itself(run):
                 _skip_batches(run.train_iterator, progress.epoch_batches)
             set_data_rng_states(run, resume.rng)
+            if _reads_ahead(trainer, run):
+                # the batch the interrupted run had read ahead, before the steps the checkpoint came after
+                run.train_iterator = read_held_batch(run, run.train_iterator, resume.held_rng)
         else:
             run.train_iterator = train_iterator(run)
     else:
@@ -655,6 +671,13 @@ def _data_resumes_itself(run: Run) -> bool:
         run.datamodule_restored
         and run.train_combined is None
         and isinstance(getattr(loader, "dataset", None), IterableDataset)
+    )
+
+
+def _reads_ahead(trainer: Trainer, run: Run) -> bool:
+    """Whether the epoch reads its data one batch ahead: data of unknown length, batches handed to the step."""
+    return run.num_training_batches == float("inf") and not takes_dataloader_iter(
+        trainer.lightning_module, "training_step"
     )
 
 

@@ -95,7 +95,9 @@ class Resume:
     an epoch a limit cut short, which a higher limit resumes): the epoch finishes, its validation still due
     and its end included, even when the checkpoint's step is already the run's last. ``callback_metrics``:
     the checkpoint's, which the run reads again once a sanity check has emptied the dict (the uninterrupted
-    run's epoch-end values stay there until replaced).
+    run's epoch-end values stay there until replaced). ``held_rng``: the RNG states the interrupted run read
+    its held batch with (data of unknown length read one batch ahead in the process), which the resumed run
+    reads that batch with.
     """
 
     mid_epoch: bool
@@ -103,6 +105,7 @@ class Resume:
     epoch_rng: Any = None
     gradients: Any = None
     end_due: bool = False
+    held_rng: Any = None
     callback_metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -201,6 +204,8 @@ class Run:
     # a loader of unknown length is read one batch ahead: its state from before that read, which is the
     # position a checkpoint must record (None: the loader's own state is the position)
     held_loader_state: Any = None
+    # and, read in this process, the RNG states from before that read (`data.ReadAheadRng`)
+    held_rng: Any = None
 
     # ---- logged values ---------------------------------------------------------------------------
     train_results: LoggedResults = field(default_factory=lambda: LoggedResults(training=True))
