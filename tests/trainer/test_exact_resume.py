@@ -1419,20 +1419,16 @@ class _SeesItsBatches(ember.LightningModule):
 
 
 def _fit_seeing_batches(root, noise, two, workers=0, ckpt_path=None):
+    from tests.helpers.core_models import quiet_trainer
+
     from ember.callbacks import ModelCheckpoint
 
     ember.seed_everything(3, verbose=False)
     model = _SeesItsBatches(noise, two, workers)
     saves = ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=1, save_top_k=-1)
-    trainer = ember.Trainer(
-        max_epochs=2,
-        callbacks=[saves],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
+    quiet_trainer(max_epochs=2, callbacks=[saves], default_root_dir=root, enable_checkpointing=True).fit(
+        model, ckpt_path=ckpt_path
     )
-    trainer.fit(model, ckpt_path=ckpt_path)
     return model.seen
 
 
