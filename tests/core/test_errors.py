@@ -290,6 +290,50 @@ def test_a_one_element_loss_is_accepted():
     assert trainer.global_step == 1
 
 
+class _Frozen(CoreModel):
+    def on_train_start(self):
+        self.requires_grad_(False)
+
+
+class _LeavesGradOff(CoreModel):
+    def training_step(self, batch, batch_idx):
+        torch.set_grad_enabled(False)  # as a program that turns gradients off for its evaluation and forgets them
+        return super().training_step(batch, batch_idx)
+
+
+class _ManualDetached(CoreModel):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        self.manual_backward(super().training_step(batch, batch_idx).detach())
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (
+            lambda: Returns(lambda loss, out: loss.detach()),
+            r"The loss `training_step` returned does not require grad, so backward has nothing to go back through"
+            r" \(torch: element 0 of tensors does not require grad.*\)\. It was computed outside the graph: from"
+            r" `.detach\(\)`ed or `.item\(\)` values.* To skip a batch, return None from `training_step`\.",
+        ),
+        (_Frozen, r"None of the module's 2 parameters requires grad: unfreeze the ones to train"),
+        (_LeavesGradOff, r"Gradients were off when the step ended: something in the program called"),
+        (_ManualDetached, r"The loss given to `manual_backward` does not require grad.*module's output\.$"),
+    ],
+    ids=["detached", "every_parameter_frozen", "grad_left_off", "manual_backward"],
+)
+def test_a_loss_without_a_graph_says_why_there_is_nothing_to_go_back_through(model, message):
+    try:
+        with pytest.raises(RuntimeError, match=message) as caught:
+            quiet_trainer(max_steps=1).fit(model(), loader())
+    finally:
+        torch.set_grad_enabled(True)
+    assert "does not require grad and does not have a grad_fn" in str(caught.value.__cause__)
+
+
 def test_an_error_calls_on_exception_not_the_teardown_hooks_and_reraises():
     events = []
 

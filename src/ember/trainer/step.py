@@ -23,6 +23,7 @@ import reprlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import torch
 from torch import Tensor
 
 from ember.core.hooks import program_overrides
@@ -205,7 +206,10 @@ class TrainingStep:
             return None
         if self.accumulate != 1:
             loss = loss / self.accumulate
-        self._backward(loss)
+        try:
+            self._backward(loss)
+        except RuntimeError as error:
+            raise _without_graph(error, loss, self.module, "the loss `training_step` returned", True) from error
         # without the graph, as Lightning's closure returns it: what `optimizer.step(closure)` and an
         # `optimizer_step` override get, and the batch outputs' "loss" (a view: no copy)
         detached = loss.detach()
@@ -247,7 +251,10 @@ class TrainingStep:
 
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Manual optimization's backward (``self.manual_backward(loss)``): the strategy's, with the same hooks."""
-        self._strategy_backward(loss, None, *args, **kwargs)
+        try:
+            self._strategy_backward(loss, None, *args, **kwargs)
+        except RuntimeError as error:
+            raise _without_graph(error, loss, self.module, "the loss given to `manual_backward`", False) from error
 
     def _before_optimizer_step(self) -> None:
         if self._on_before_optimizer_step is not None:
@@ -399,6 +406,35 @@ def _manual_outputs(output: Any) -> Any:
     if isinstance(extra.get("loss"), Tensor):
         extra["loss"] = extra["loss"].detach()
     return extra
+
+
+def _without_graph(error: RuntimeError, loss: Any, module: Any, what: str, automatic: bool) -> RuntimeError:
+    """``error`` from a backward, said in the program's terms where the loss has no graph to go back through
+    (torch's "element 0 of tensors does not require grad and does not have a grad_fn"); else ``error`` itself."""
+    if not isinstance(loss, Tensor) or loss.requires_grad or "does not require grad" not in str(error):
+        return error
+    parameters = list(module.parameters())
+    trainable = sum(p.requires_grad for p in parameters)
+    if parameters and not trainable:
+        cause = (
+            f"None of the module's {len(parameters)} parameters requires grad: unfreeze the ones to train"
+            " (`requires_grad_(True)`; `BaseFinetuning.freeze` or a `freeze()` call may have frozen them)."
+        )
+    elif not torch.is_grad_enabled():
+        cause = (
+            "Gradients were off when the step ended: something in the program called"
+            " `torch.set_grad_enabled(False)` (or entered `torch.no_grad()`) and left it so; turn it back on."
+        )
+    else:
+        cause = (
+            "It was computed outside the graph: from `.detach()`ed or `.item()` values, a new tensor"
+            " (`torch.tensor(...)`) or under `torch.no_grad()`. Compute it from the module's output."
+        )
+    skip = " To skip a batch, return None from `training_step`." if automatic else ""
+    return RuntimeError(
+        f"{what[0].upper()}{what[1:]} does not require grad, so backward has nothing to go back through"
+        f" (torch: {error}). {cause}{skip}"
+    )
 
 
 def _closure_not_run() -> NoReturn:
