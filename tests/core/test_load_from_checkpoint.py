@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -85,6 +86,34 @@ def test_on_load_checkpoint_sees_the_hparams_the_module_is_built_with(tmp_path):
 def test_kwargs_not_in_init_are_dropped(tmp_path):
     path, _ = _trained_checkpoint(tmp_path)
     assert "unknown" not in Saved.load_from_checkpoint(path, unknown=3).hparams
+
+
+class _Unsaved(CoreModel):
+    """Keeps no hyperparameters, or (``ignore``) all but the backbone, which a checkpoint then lacks."""
+
+    def __init__(self, backbone: nn.Module, width: int, ignore: bool = False):
+        super().__init__()
+        if ignore:
+            self.save_hyperparameters(ignore=["backbone"])
+        self.layer = nn.Linear(4, width)
+
+
+@pytest.mark.parametrize(
+    ("ignore", "held"), [(False, "holds no hyperparameters"), (True, "holds only `width`, `ignore`")]
+)
+def test_init_arguments_the_checkpoint_lacks_are_named_with_the_two_ways_to_give_them(tmp_path, ignore, held):
+    path, _ = _trained_checkpoint(tmp_path, _Unsaved(nn.Identity(), width=1, ignore=ignore))
+    missing = "`backbone`" if ignore else "`backbone`, `width`"
+    example = "backbone=..." if ignore else "backbone=..., width=..."
+    message = (
+        f"`_Unsaved.load_from_checkpoint` cannot build the object: `__init__` needs {missing}, and the checkpoint {held}."
+        f" Pass them: `_Unsaved.load_from_checkpoint(path, {example})`; or call `self.save_hyperparameters()`"
+    )
+    with pytest.raises(TypeError, match=re.escape(message)) as caught:
+        _Unsaved.load_from_checkpoint(path)
+    assert "missing" in str(caught.value.__cause__)
+    if ignore:
+        assert _Unsaved.load_from_checkpoint(path, backbone=nn.Identity()).layer.out_features == 1
 
 
 def test_dict_hparams_are_passed_as_their_argument(tmp_path):

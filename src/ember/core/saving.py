@@ -619,7 +619,33 @@ def _instantiate(cls: type, hparams: dict[str, Any], args_name: str | None, over
         init_kwargs = hparams
     if not accepts_kwargs:
         init_kwargs = {k: v for k, v in init_kwargs.items() if k in init}
-    return cls(**init_kwargs)
+    try:
+        return cls(**init_kwargs)
+    except TypeError as error:
+        missing = [
+            name
+            for name, p in list(init.items())[1:]
+            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in init_kwargs
+        ]
+        if not missing or "missing" not in str(error):
+            raise
+        raise TypeError(_missing_init_arguments(cls, missing, hparams, overrides, error)) from error
+
+
+def _missing_init_arguments(
+    cls: type, missing: list[str], hparams: dict[str, Any], overrides: dict[str, Any], error: TypeError
+) -> str:
+    """Which ``__init__`` arguments neither the checkpoint nor the call gave, and the two ways to give them."""
+    names = ", ".join(f"`{name}`" for name in missing)
+    saved = [name for name in hparams if name not in overrides]
+    held = "holds no hyperparameters" if not saved else "holds only " + ", ".join(f"`{name}`" for name in saved)
+    example = ", ".join(f"{name}=..." for name in missing)
+    return (
+        f"`{cls.__name__}.load_from_checkpoint` cannot build the object: `__init__` needs {names}, and the checkpoint"
+        f" {held}. Pass them: `{cls.__name__}.load_from_checkpoint(path, {example})`; or call"
+        " `self.save_hyperparameters()` in `__init__`, so that the checkpoints written from then on hold every"
+        f" argument. ({error})"
+    )
 
 
 def _load_module_weights(module: Any, checkpoint: dict[str, Any], checkpoint_path: Any, strict: bool | None) -> None:
