@@ -1458,3 +1458,62 @@ def test_without_the_read_ahead_states_the_resumed_batches_differ(tmp_path):
     torch.save(checkpoint, tmp_path / "stripped.ckpt")
     resumed = _fit_seeing_batches(tmp_path / "resumed", "torch", two=False, ckpt_path=tmp_path / "stripped.ckpt")
     assert resumed[0] != whole[2] and len(resumed) == len(whole) - 2
+
+
+class _WorkerNoise(torch.utils.data.Dataset):
+    """Eight samples, each with noise the worker process draws."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return torch.full((4,), float(index)) + 0.1 * torch.randn(4)
+
+
+class _PersistentWorkersModel(_SeesItsBatches):
+    def __init__(self, persistent: bool) -> None:
+        super().__init__("torch", two=False)
+        self.persistent = persistent
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(
+            _WorkerNoise(), batch_size=4, shuffle=True, num_workers=1, persistent_workers=self.persistent
+        )
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_a_resume_after_the_first_epoch_says_persistent_workers_draw_what_the_uninterrupted_run_did_not(
+    tmp_path, persistent
+):
+    # the uninterrupted run's worker processes went on drawing from the streams they started with in epoch 0; a
+    # resumed run starts new ones, so their random transforms differ (found taking exact resume through workers)
+    from tests.helpers.core_models import quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    def fit(ckpt_path=None):
+        ember.seed_everything(3, verbose=False)
+        model = _PersistentWorkersModel(persistent)
+        saves = ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=1, save_top_k=-1)
+        trainer = quiet_trainer(max_epochs=3, callbacks=[saves], default_root_dir=tmp_path, enable_checkpointing=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(model, ckpt_path=ckpt_path)
+        return model.seen, [str(w.message) for w in caught if "persistent_workers=True" in str(w.message)]
+
+    whole, _ = fit()
+    within_the_first_epoch, said = fit(tmp_path / "step=1.ckpt")
+    assert within_the_first_epoch == whole[1:] and not said  # the workers start afresh on both sides
+    after_it, said = fit(tmp_path / "step=3.ckpt")
+    if persistent:
+        assert after_it != whole[3:]
+        assert said == [
+            "Resuming at epoch 1 with a training DataLoader of `persistent_workers=True`: the uninterrupted run's"
+            " worker processes have run since its first epoch, and what they drew from the random number"
+            " generators (random transforms in `Dataset.__getitem__`) went on from there; this run starts new"
+            " workers, so those draws differ from the uninterrupted run's (the data order and the draws of this"
+            " process do not). For a bit-exact resume, draw them from a `torch.Generator` seeded from the sample's"
+            " index and the epoch, or set `persistent_workers=False`."
+        ]
+    else:
+        assert after_it == whole[3:] and not said

@@ -531,6 +531,25 @@ def set_data_rng_states(run: Run, states: dict[str, Any]) -> None:
                 generator.set_state(state)
 
 
+def warn_if_workers_persist(run: Run, epoch: int) -> None:
+    """A resume after the first epoch with ``persistent_workers=True``: the uninterrupted run's worker processes
+    went on drawing from the random streams they started with, which a resumed run cannot take up (they live in
+    those processes): say which draws differ, and how to make them exact."""
+    loader = run.train_combined_loader
+    loaders = loader.flattened if isinstance(loader, CombinedLoader) else [loader]
+    if not any(getattr(one, "persistent_workers", False) and getattr(one, "num_workers", 0) > 0 for one in loaders):
+        return
+    rank_zero_warn(
+        f"Resuming at epoch {epoch} with a training DataLoader of `persistent_workers=True`: the uninterrupted run's"
+        " worker processes have run since its first epoch, and what they drew from the random number generators"
+        " (random transforms in `Dataset.__getitem__`) went on from there; this run starts new workers, so those"
+        " draws differ from the uninterrupted run's (the data order and the draws of this process do not). For a"
+        " bit-exact resume, draw them from a `torch.Generator` seeded from the sample's index and the epoch, or"
+        " set `persistent_workers=False`.",
+        category=PossibleUserWarning,
+    )
+
+
 def loads_in_process(run: Run) -> bool:
     """Whether a training loader reads its samples in this process (no worker processes), drawing from this
     process's RNG as it reads."""

@@ -34,6 +34,7 @@ from ember.trainer.data import (
     stateful_single_loader,
     takes_dataloader_iter,
     train_iterator,
+    warn_if_workers_persist,
 )
 from ember.trainer.preemption import evaluation_stop_flag, on_stop_request, stop_evaluation
 from ember.trainer.states import RunningStage, TrainerFn
@@ -403,6 +404,8 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             # Ember's RNG states below.)
             train_iterator(run)
     set_sampler_epoch(run.train_dataloader if run.train_combined is None else run.train_combined, progress.epoch)
+    if resume is not None and resume.rng is not None and progress.epoch > 0:
+        warn_if_workers_persist(run, progress.epoch)
     if resume is not None and resume.mid_epoch:
         # a mid-epoch checkpoint: no epoch-start hooks; the data continues after the batches trained on
         if resume.gradients is not None:  # and an accumulation window goes on from the gradients it had added up
