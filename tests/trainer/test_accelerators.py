@@ -113,6 +113,46 @@ def test_a_registered_strategy_name_builds_that_strategy():
         StrategyRegistry.get("nope")
 
 
+class _StaticDDP(DDPStrategy):
+    """A program's DDP strategy that registers its own name, the Lightning way."""
+
+    @classmethod
+    def register_strategies(cls, strategy_registry):
+        strategy_registry.register("ddp_static_graph", cls, description="DDP, static graph", static_graph=True)
+
+
+def test_strategy_classes_register_their_names_through_register_strategies():
+    from ember.strategies import DeepSpeedStrategy, FSDPStrategy, SingleDeviceXLAStrategy, Strategy, XLAStrategy
+    from ember.utilities.registry import _StrategyRegistry
+
+    registries = {}
+    for cls in (Strategy, SingleDeviceStrategy, DDPStrategy, DeepSpeedStrategy, FSDPStrategy, SingleDeviceXLAStrategy):
+        registries[cls.__name__] = _StrategyRegistry()
+        cls.register_strategies(registries[cls.__name__])
+    XLAStrategy.register_strategies(registries["SingleDeviceXLAStrategy"])
+    assert {name: len(registry) for name, registry in registries.items()} == {
+        "Strategy": 0,
+        "SingleDeviceStrategy": 1,
+        "DDPStrategy": 12,
+        "DeepSpeedStrategy": 7,
+        "FSDPStrategy": 2,
+        "SingleDeviceXLAStrategy": 4,
+    }
+    # together, the names `StrategyRegistry` holds, with the same classes and arguments
+    merged = {name: entry for registry in registries.values() for name, entry in registry.items()}
+    assert merged == {name: StrategyRegistry[name] for name in StrategyRegistry.available_strategies()}
+    assert registries["DDPStrategy"]["ddp_fork_find_unused_parameters_true"]["init_params"] == {
+        "find_unused_parameters": True,
+        "start_method": "fork",
+    }
+    _StaticDDP.register_strategies(StrategyRegistry)
+    try:
+        strategy = quiet_trainer(strategy="ddp_static_graph", devices=2).strategy
+        assert type(strategy) is _StaticDDP and strategy._ddp_kwargs == {"static_graph": True}
+    finally:
+        StrategyRegistry.pop("ddp_static_graph")
+
+
 def test_lightnings_strategy_names_are_registered_with_what_they_stand_for():
     from ember.strategies import DeepSpeedStrategy, FSDPStrategy, XLAStrategy
 

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ember.distributed.parallel import ParallelStrategy, default_pg_timeout, ember_option
+from ember.distributed.strategy_names import DDP_START_METHODS
 from ember.utilities.rank_zero import log, rank_zero_deprecation
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -137,6 +138,22 @@ class DDPStrategy(ParallelStrategy):
     strategy_name = "ddp"
     # as Lightning: `configure_optimizers` runs once the module is wrapped (`self.trainer.model` is the DDP wrapper)
     setup_optimizers_after_module = True
+
+    @classmethod
+    def register_strategies(cls, strategy_registry: Any) -> None:
+        """Lightning's DDP names: one for each start method, each also with ``find_unused_parameters`` false and
+        true (``"ddp_find_unused_parameters_true"``)."""
+        for name, start in DDP_START_METHODS.items():
+            description = f"DDP, processes started by {start!r}"
+            strategy_registry.register(name, cls, description=description, start_method=start)
+            for unused in (False, True):
+                strategy_registry.register(
+                    f"{name}_find_unused_parameters_{str(unused).lower()}",
+                    cls,
+                    description=f"{description}, find_unused_parameters={unused}",
+                    find_unused_parameters=unused,
+                    start_method=start,
+                )
 
     def __init__(
         self,

@@ -33,6 +33,7 @@ from torch.optim import Optimizer
 from ember.distributed import deepspeed_config
 from ember.distributed.ddp import DDPStrategy
 from ember.distributed.parallel import default_pg_timeout
+from ember.distributed.strategy_names import DEEPSPEED_NAMES
 from ember.precision import Precision
 from ember.precision.deepspeed import DeepSpeedPrecision
 from ember.utilities.exceptions import MisconfigurationException
@@ -76,6 +77,13 @@ class DeepSpeedStrategy(DDPStrategy):
     strategy_name = "deepspeed"
     setup_optimizers_after_module = False  # the engine is built with the optimizer
     DEEPSPEED_ENV_VAR = deepspeed_config.CONFIG_PATH_VARIABLE
+
+    @classmethod
+    def register_strategies(cls, strategy_registry: Any) -> None:
+        """Lightning's DeepSpeed names (``"deepspeed_stage_2"``, ...), each with the stage and offloads it stands for."""
+        for name, arguments in DEEPSPEED_NAMES.items():
+            description = f"DeepSpeed {arguments or 'with its defaults'}"
+            strategy_registry.register(name, cls, description=description, **arguments)
 
     def __init__(
         self,

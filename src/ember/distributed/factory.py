@@ -17,6 +17,7 @@ import torch
 from ember.distributed.environments import environment_in
 from ember.distributed.processes import runs_distributed
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy, StrategyRegistry
+from ember.distributed.strategy_names import DDP_START_METHODS, DEEPSPEED_NAMES, FSDP_NAMES
 from ember.utilities.exceptions import MisconfigurationException, xla_requested
 from ember.utilities.imports import lightning_package
 
@@ -403,32 +404,7 @@ def _create_strategy(strategy: Any, accelerator: str, devices: list[int], num_no
     return create_distributed_strategy(name, accelerator, devices, num_nodes, **options)
 
 
-# Lightning's registered DeepSpeed names and the arguments each stands for
-_DEEPSPEED_NAMES: dict[str, dict[str, Any]] = {
-    "deepspeed": {},
-    "deepspeed_stage_1": {"stage": 1},
-    "deepspeed_stage_2": {"stage": 2},
-    "deepspeed_stage_2_offload": {"stage": 2, "offload_optimizer": True},
-    "deepspeed_stage_3": {"stage": 3},
-    "deepspeed_stage_3_offload": {"stage": 3, "offload_optimizer": True, "offload_parameters": True},
-    "deepspeed_stage_3_offload_nvme": {
-        "stage": 3,
-        "offload_optimizer": True,
-        "offload_parameters": True,
-        "remote_device": "nvme",
-        "offload_params_device": "nvme",
-        "offload_optimizer_device": "nvme",
-    },
-}
-
-
-# Lightning's registered FSDP names and the arguments each stands for
-_FSDP_NAMES: dict[str, dict[str, Any]] = {"fsdp": {}, "fsdp_cpu_offload": {"cpu_offload": True}}
-
-# Lightning's DDP names and the start method each stands for
-_DDP_START_METHODS = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
-
-_STRATEGY_NAMES = (*_DDP_START_METHODS, *_FSDP_NAMES, *_DEEPSPEED_NAMES)
+_STRATEGY_NAMES = (*DDP_START_METHODS, *FSDP_NAMES, *DEEPSPEED_NAMES)
 
 
 # Lightning's words for a strategy name it does not know; Ember's list of names follows them
@@ -453,29 +429,22 @@ def register_built_in_strategies() -> None:
     from ember.distributed.deepspeed import DeepSpeedStrategy
     from ember.distributed.fsdp import FSDPStrategy
     from ember.distributed.xla import SingleDeviceXLAStrategy, XLAStrategy
+    from ember.utilities.registry import _StrategyRegistry
 
-    entries: list[tuple[str, Any, str, dict[str, Any]]] = []
-    for name, start in _DDP_START_METHODS.items():
-        entries.append((name, DDPStrategy, f"DDP, processes started by {start!r}", {"start_method": start}))
-        for unused in (False, True):
-            text = f"DDP, processes started by {start!r}, find_unused_parameters={unused}"
-            ddp_arguments = {"find_unused_parameters": unused, "start_method": start}
-            entries.append((f"{name}_find_unused_parameters_{str(unused).lower()}", DDPStrategy, text, ddp_arguments))
-    for name, arguments in _DEEPSPEED_NAMES.items():
-        entries.append((name, DeepSpeedStrategy, f"DeepSpeed {arguments or 'with its defaults'}", arguments))
-    for name, arguments in _FSDP_NAMES.items():
-        text = f"Fully Sharded Data Parallel {arguments or 'with its defaults'}"
-        entries.append((name, FSDPStrategy, text, arguments))
-    entries.append(("single_device", SingleDeviceStrategy, "one device, one process", {}))
-    xla = "XLA (TPU): not supported on Ember, Lightning's name only"
-    entries.append(("single_xla", SingleDeviceXLAStrategy, xla, {}))
-    entries.append(("xla_debug", XLAStrategy, xla, {"debug": True}))
-    entries.append(("xla", XLAStrategy, xla, {}))
-    entries.append(("single_tpu", SingleDeviceXLAStrategy, xla, {}))
-    for name, cls, description, arguments in entries:
+    built_in = _StrategyRegistry()
+    for cls in (
+        DDPStrategy,
+        DeepSpeedStrategy,
+        FSDPStrategy,
+        SingleDeviceStrategy,
+        SingleDeviceXLAStrategy,
+        XLAStrategy,
+    ):
+        cls.register_strategies(built_in)
+    for name, entry in built_in.items():
         if name not in StrategyRegistry:
-            StrategyRegistry.register(name, cls, description=description, **arguments)
-            _OWN_ENTRIES[name] = StrategyRegistry[name]
+            dict.__setitem__(StrategyRegistry, name, entry)
+            _OWN_ENTRIES[name] = entry
 
 
 _OWN_ENTRIES: dict[str, dict[str, Any]] = {}  # what `register_built_in_strategies` registered, by name
@@ -535,11 +504,11 @@ def create_distributed_strategy(
             strategy = DDPStrategy(start_method="spawn", **kwargs)
         elif key in ("ddp_fork", "ddp_notebook"):
             strategy = DDPStrategy(start_method="fork", **kwargs)
-        elif key in _DEEPSPEED_NAMES:
+        elif key in DEEPSPEED_NAMES:
             from ember.distributed.deepspeed import DeepSpeedStrategy
 
-            strategy = DeepSpeedStrategy(**_DEEPSPEED_NAMES[key])  # without deepspeed: says how to install it
-        elif key in _FSDP_NAMES:
+            strategy = DeepSpeedStrategy(**DEEPSPEED_NAMES[key])  # without deepspeed: says how to install it
+        elif key in FSDP_NAMES:
             from ember.distributed.fsdp import FSDPStrategy
 
             if accelerator != "cuda":
@@ -551,7 +520,7 @@ def create_distributed_strategy(
                     " to use FSDP."
                 )
 
-            strategy = FSDPStrategy(**_FSDP_NAMES[key])
+            strategy = FSDPStrategy(**FSDP_NAMES[key])
         else:
             raise _invalid_strategy(name)
     if getattr(strategy, "_start_method", None) == "fork" and not hasattr(os, "fork"):

@@ -15,6 +15,7 @@ from torch import nn
 from ember.distributed.ddp import _StepForward
 from ember.distributed.parallel import default_pg_timeout, ember_option
 from ember.distributed.sharded import ShardedStrategy
+from ember.distributed.strategy_names import FSDP_NAMES
 from ember.distributed.wrap_policies import layers_chosen_by_rule, read_policy
 from ember.utilities.rank_zero import rank_zero_deprecation, rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
@@ -293,6 +294,13 @@ class FSDPStrategy(ShardedStrategy):
 
     strategy_name = "fsdp"
     setup_optimizers_after_module = True  # FSDP2 replaces the parameters with sharded ones
+
+    @classmethod
+    def register_strategies(cls, strategy_registry: Any) -> None:
+        """Lightning's FSDP names: ``"fsdp"`` and ``"fsdp_cpu_offload"``."""
+        for name, arguments in FSDP_NAMES.items():
+            description = f"Fully Sharded Data Parallel {arguments or 'with its defaults'}"
+            strategy_registry.register(name, cls, description=description, **arguments)
 
     def __init__(
         self,

@@ -260,6 +260,11 @@ class Strategy:
     # what `optimizer_step` runs between the closure and the step (the hooks, clipping), set by the loop
     _before_optimizer_step: Callable[[], None] | None = None
 
+    @classmethod
+    def register_strategies(cls, strategy_registry: Any) -> None:
+        """Register the names this class stands for in ``strategy_registry`` (a ``StrategyRegistry``), each with
+        its arguments, as Lightning's strategy classes do; the base class has none."""
+
     def steps_through_optimizer_step(self) -> bool:
         """Whether the loop must step the optimizers through this strategy's ``optimizer_step``: true where
         the strategy adds work to each step (DDP's post-local SGD averaging); otherwise the loop steps through
@@ -535,6 +540,10 @@ class SingleDeviceStrategy(Strategy):
         super().__init__(accelerator, checkpoint_io, precision_plugin)
         self._root_device = torch.device(device)
         self._world_size = 1
+
+    @classmethod
+    def register_strategies(cls, strategy_registry: Any) -> None:
+        strategy_registry.register("single_device", cls, description="one device, one process")
 
 
 # `Trainer(strategy="<name>")` looks up here the names it does not build itself (a library's own

@@ -12,6 +12,7 @@ from typing import Any
 
 from ember.distributed.ddp import DDPStrategy
 from ember.distributed.strategy import SingleDeviceStrategy
+from ember.distributed.strategy_names import XLA
 from ember.utilities.exceptions import xla_not_supported
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -22,12 +23,22 @@ class SingleDeviceXLAStrategy(SingleDeviceStrategy):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise xla_not_supported("SingleDeviceXLAStrategy")
 
+    @classmethod
+    def register_strategies(cls, strategy_registry: Any) -> None:
+        for name in ("single_xla", "single_tpu"):
+            strategy_registry.register(name, cls, description=XLA)
+
 
 class XLAStrategy(DDPStrategy):
     """Lightning's multi-TPU strategy: not supported on Ember."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise xla_not_supported("XLAStrategy")
+
+    @classmethod
+    def register_strategies(cls, strategy_registry: Any) -> None:
+        strategy_registry.register("xla_debug", cls, description=XLA, debug=True)
+        strategy_registry.register("xla", cls, description=XLA)
 
 
 lightning_style_annotations(SingleDeviceXLAStrategy, XLAStrategy)  # Lightning's `typing` forms in the signature

@@ -7,7 +7,8 @@ from ember.distributed.fsdp import FSDPStrategy
 from ember.distributed.model_parallel import ModelParallelStrategy
 from ember.distributed.parallel import ParallelStrategy
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy, StrategyRegistry
-from ember.distributed.xla import XLAStrategy  # by name only
+from ember.distributed.xla import SingleDeviceXLAStrategy, XLAStrategy  # by name only
+from ember.utilities.registry import _StrategyRegistry as _StrategyRegistry
 
 # isort: split
 # Lightning 1.x's TPU names and Lightning's removed HPU classes, which Lightning 2.x keeps: by name only
@@ -25,6 +26,7 @@ __all__ = [
     "ModelParallelStrategy",
     "ParallelStrategy",
     "SingleDeviceStrategy",
+    "SingleDeviceXLAStrategy",
     "Strategy",
     "StrategyRegistry",
     "XLAStrategy",
