@@ -432,6 +432,23 @@ def test_a_strategys_optimizer_step_runs_each_step_of_manual_optimization():
     assert trainer.global_step == 2
 
 
+def test_a_strategy_set_up_by_hand_outside_a_trainer_call_configures_the_optimizers():
+    # Lightning's strategy lifecycle driven by a program (its own test drives DDPStrategy this way): connect, the
+    # environment, then `setup` for fit, which calls `configure_optimizers` without a run of the Trainer around it
+    from ember.trainer.states import TrainerFn
+
+    model = CoreModel()
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.state.fn = TrainerFn.FITTING
+    trainer.strategy.connect(model)
+    model.trainer = trainer
+    trainer.strategy.setup_environment()
+    trainer.strategy.setup(trainer)
+    assert trainer.model is model
+    assert [type(optimizer) for optimizer in trainer.optimizers] == [torch.optim.SGD]
+    assert trainer.optimizers[0].param_groups[0]["params"] == list(model.parameters())
+
+
 def test_batch_to_device_moves_a_batch_through_the_transfer_hooks_the_datamodules_first():
     seen = []
 

@@ -81,10 +81,13 @@ def test_a_registered_name_builds_that_accelerator():
     finally:
         AcceleratorRegistry.remove("recording_cpu")
     assert str(AcceleratorRegistry) == "Registered Accelerators: " + ", ".join(AcceleratorRegistry)
-    assert {"cpu", "cuda", "mps"} <= AcceleratorRegistry.available_accelerators()
+    # Lightning's names, "tpu" too, which builds nothing and says so
+    assert AcceleratorRegistry.available_accelerators() == {"cpu", "cuda", "mps", "tpu"}
     assert type(AcceleratorRegistry.get("cpu")) is CPUAccelerator
-    with pytest.raises(KeyError, match="'tpu' not found in registry"):
+    with pytest.raises(MisconfigurationException, match=r"XLA devices \(TPUs\) are not supported"):
         AcceleratorRegistry.get("tpu")
+    with pytest.raises(KeyError, match="'nope' not found in registry"):
+        AcceleratorRegistry.get("nope")
 
 
 class RecordingSingleDevice(SingleDeviceStrategy):

@@ -32,5 +32,5 @@ __all__ = [
 
 # `Trainer(accelerator="<name>")` looks names up here; register your own with `AcceleratorRegistry.register`
 AcceleratorRegistry = _AcceleratorRegistry()
-for _accelerator in (CPUAccelerator, CUDAAccelerator, MPSAccelerator):
+for _accelerator in (CPUAccelerator, CUDAAccelerator, MPSAccelerator, XLAAccelerator):
     _accelerator.register_accelerators(AcceleratorRegistry)

@@ -49,6 +49,11 @@ class XLAAccelerator(Accelerator):
     def name() -> str:
         return "tpu"
 
+    @classmethod
+    def register_accelerators(cls, accelerator_registry: Any) -> None:
+        # Lightning's "tpu" entry: listed as in Lightning; building it says that Ember does not run on TPUs
+        accelerator_registry.register(cls.name(), cls, description=cls.__name__)
+
 
 class TPUAccelerator(XLAAccelerator):
     """Lightning 1.x's name of ``XLAAccelerator``, which Lightning 2.x keeps (deprecated): by name only."""
