@@ -5,8 +5,11 @@ Lightning's ``ModuleNotFoundError``, so a program that falls back on ``except Im
 from __future__ import annotations
 
 import importlib.util
+import sys
+from unittest.mock import Mock
 
 import pytest
+import torch
 
 import ember
 from ember.plugins import TransformerEnginePrecision
@@ -70,3 +73,11 @@ def test_with_the_package_installed_ember_still_refuses_it(transformer_engine_in
         ember.Trainer(precision="transformer-engine", logger=False)
     with pytest.raises(MisconfigurationException, match=rf"^TransformerEnginePrecision: {EMBERS_TEXT}"):
         TransformerEnginePrecision()
+
+
+def test_a_transformer_engine_a_test_mocked_in_sys_modules_counts_as_installed(monkeypatch):
+    # a module object without a spec (a `Mock` a test put in `sys.modules`, as Lightning's own tests do):
+    # `importlib.util.find_spec` raises ValueError for it, which came out of `TransformerEnginePrecision(...)`
+    monkeypatch.setitem(sys.modules, "transformer_engine", Mock(__spec__=None))
+    with pytest.raises(MisconfigurationException, match=EMBERS_TEXT):
+        TransformerEnginePrecision(weights_dtype=torch.float32)

@@ -6,7 +6,6 @@ precision runs. The other precisions change a part of it: autocast and loss scal
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from torch.optim import Optimizer
 from torch.optim import optimizer as _torch_optimizer
 
 from ember.utilities.exceptions import MisconfigurationException, not_supported
+from ember.utilities.imports import package_available
 
 _ALIASES = {
     "64": "64-true",
@@ -52,7 +52,7 @@ def transformer_engine_refused(requested: str) -> Exception:
         "Ember does not train with NVIDIA Transformer Engine's FP8 layers.",
         'Use `Trainer(precision="bf16-mixed")` (or `"16-mixed"`), or Lightning itself for FP8.',
     )
-    if importlib.util.find_spec("transformer_engine") is None:
+    if not package_available("transformer_engine"):
         return ModuleNotFoundError(f"{_TRANSFORMER_ENGINE_MISSING}. {error}")
     return error
 

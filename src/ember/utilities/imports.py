@@ -86,6 +86,8 @@ def package_available(package_name: str) -> bool:
         return importlib.util.find_spec(package_name) is not None
     except ModuleNotFoundError:  # a parent package is missing
         return False
+    except ValueError:  # imported already, without a spec (a mock a test put in `sys.modules`): it is there
+        return sys.modules.get(package_name) is not None
 
 
 class RequirementCache:
