@@ -1415,3 +1415,19 @@ def test_step_triggers_wait_for_a_validation_counted_across_epochs(tmp_path):
     )
     ranked = {path.split("step=")[1]: round(score.item(), 4) for path, score in checkpoint.best_k_models.items()}
     assert ranked == {"2.ckpt": 0.9, "4.ckpt": 0.8, "6.ckpt": 0.7, "8.ckpt": 0.6}
+
+
+def test_a_filename_metric_not_logged_when_a_checkpoint_is_saved_is_named_once(tmp_path):
+    # `BoringModel` logs no `val_acc`: the names hold 0 for it, as Lightning writes them, and a warning says why
+    callback = ModelCheckpoint(dirpath=tmp_path, filename="{epoch}-{val_acc:.2f}", every_n_train_steps=2, save_top_k=-1)
+    trainer = ember.Trainer(max_steps=4, callbacks=[callback], limit_val_batches=0, **QUIET)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(BoringModel())
+    said = [str(w.message) for w in caught if "names `val_acc`" in str(w.message)]
+    assert said == [
+        "`ModelCheckpoint(filename='{epoch}-{val_acc:.2f}')` names `val_acc`, which has not been logged when this"
+        " checkpoint is saved (epoch 0, step 2), so the name holds 0 for it. Log `val_acc` before this save, or save"
+        " when it exists (e.g. `monitor='val_acc'` saves after the validation that logs it)."
+    ]
+    assert os.listdir(tmp_path) == ["epoch=0-val_acc=0.00.ckpt"]  # the step-4 save wrote over the step-2 one

@@ -44,6 +44,7 @@ from ember.checkpoint.files import (
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
+from ember.utilities.warnings import PossibleUserWarning
 
 if TYPE_CHECKING:
     from ember.core.module import LightningModule
@@ -764,6 +765,7 @@ class ModelCheckpoint(Checkpoint):
     def _get_metric_interpolated_filepath_name(
         self, monitor_candidates: dict[str, Tensor], trainer: Trainer, del_filepath: str | None = None
     ) -> str:
+        self._warn_of_missing_filename_metrics(monitor_candidates, trainer)
         filepath = self.format_checkpoint_name(monitor_candidates)
         if self._enable_version_counter:
             version = self.STARTING_VERSION
@@ -771,6 +773,23 @@ class ModelCheckpoint(Checkpoint):
                 filepath = self.format_checkpoint_name(monitor_candidates, ver=version)
                 version += 1
         return filepath
+
+    def _warn_of_missing_filename_metrics(self, metrics: dict[str, Any], trainer: Trainer) -> None:
+        """Name (once each) a metric the filename asks for that is not there when a checkpoint is saved: it is
+        written as 0, as Lightning writes it without a word."""
+        if not self.filename:
+            return
+        for name in dict.fromkeys(group[1:] for group in re.findall(r"(\{.*?)[:\}]", self.filename)):
+            if name in metrics or f"filename:{name}" in self._warned:
+                continue
+            self._warned.add(f"filename:{name}")
+            rank_zero_warn(
+                f"`ModelCheckpoint(filename={self.filename!r})` names `{name}`, which has not been logged when this"
+                f" checkpoint is saved (epoch {trainer.current_epoch}, step {trainer.global_step}), so the name holds"
+                f" 0 for it. Log `{name}` before this save, or save when it exists (e.g. `monitor={name!r}` saves"
+                " after the validation that logs it).",
+                category=PossibleUserWarning,
+            )
 
     def file_exists(self, filepath: str | Path, trainer: Trainer) -> bool:
         """Whether ``filepath`` exists (or is being written) on any rank, so that all ranks pick the same names
