@@ -593,15 +593,16 @@ class ReadAheadRng:
 
 
 def _python_or_numpy_moved(before: dict[str, Any], after: dict[str, Any]) -> bool:
-    def same(a: Any, b: Any) -> bool:
-        if isinstance(a, torch.Tensor):
-            return isinstance(b, torch.Tensor) and torch.equal(a, b)
-        return a == b
+    """Whether python's or numpy's RNG state differs between two ``collect_rng_states``."""
 
-    return any(
-        not all(same(a, b) for a, b in zip(before.get(name, ()), after.get(name, ()), strict=True))
-        for name in ("python", "numpy")
-    )
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+            return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+        if isinstance(a, tuple) and isinstance(b, tuple):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return bool(a == b)
+
+    return not all(same(before.get(name), after.get(name)) for name in ("python", "numpy"))
 
 
 def read_held_batch(run: Run, iterator: Iterator[Any], held_rng: dict[str, Any] | None) -> Iterator[Any]:
