@@ -74,7 +74,14 @@ def create_accelerator(accelerator: Any, devices: Any = "auto", strategy: Any = 
     Like Lightning, ``devices`` of ``0``, ``"0"`` or ``[]`` are refused first, and a strategy given with
     ``parallel_devices`` decides an ``"auto"`` accelerator (and must agree with any other).
     """
-    from ember.accelerators import Accelerator, AcceleratorRegistry, CPUAccelerator, CUDAAccelerator, MPSAccelerator
+    from ember.accelerators import (
+        Accelerator,
+        AcceleratorRegistry,
+        CPUAccelerator,
+        CUDAAccelerator,
+        MPSAccelerator,
+        XLAAccelerator,
+    )
 
     if isinstance(devices, (int, str, list)) and not isinstance(devices, bool) and devices in ([], 0, "0"):
         name = type(accelerator).__qualname__ if isinstance(accelerator, Accelerator) else accelerator
@@ -99,6 +106,7 @@ def create_accelerator(accelerator: Any, devices: Any = "auto", strategy: Any = 
         isinstance(accelerator, str)
         and accelerator not in ("auto", "gpu", *_DEVICE_TYPES)
         and accelerator in AcceleratorRegistry
+        and AcceleratorRegistry[accelerator]["accelerator"] is not XLAAccelerator  # "tpu": Lightning's error below
     ):
         instance = AcceleratorRegistry.get(accelerator)  # one the user registered
     else:
