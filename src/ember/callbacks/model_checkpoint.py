@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# a metric in the filename template: `{name}` or `{name:format}` (the group is "{name")
+_FILENAME_GROUPS = re.compile(r"(\{.*?)[:\}]")
+
 # For a manual-optimization module that keeps no pre-step weights. The first two sentences are
 # Lightning's (tools match on them); the rest says why and gives a recipe that works for any module.
 _NO_PRE_STEP_STATE = (
@@ -726,7 +729,7 @@ class ModelCheckpoint(Checkpoint):
         if not filename:
             filename = "{epoch}" + self.CHECKPOINT_JOIN_CHAR + "{step}"
         # Longest names first, so "{epoch}" does not clobber "{epoch_test}".
-        groups = sorted(re.findall(r"(\{.*?)[:\}]", filename), key=len, reverse=True)
+        groups = sorted(_FILENAME_GROUPS.findall(filename), key=len, reverse=True)
         for group in groups:
             name = group[1:]
             if auto_insert_metric_name:
@@ -779,7 +782,7 @@ class ModelCheckpoint(Checkpoint):
         written as 0, as Lightning writes it without a word."""
         if not self.filename:
             return
-        for name in dict.fromkeys(group[1:] for group in re.findall(r"(\{.*?)[:\}]", self.filename)):
+        for name in dict.fromkeys(group[1:] for group in _FILENAME_GROUPS.findall(self.filename)):
             if name in metrics or f"filename:{name}" in self._warned:
                 continue
             self._warned.add(f"filename:{name}")

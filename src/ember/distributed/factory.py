@@ -74,14 +74,7 @@ def create_accelerator(accelerator: Any, devices: Any = "auto", strategy: Any = 
     Like Lightning, ``devices`` of ``0``, ``"0"`` or ``[]`` are refused first, and a strategy given with
     ``parallel_devices`` decides an ``"auto"`` accelerator (and must agree with any other).
     """
-    from ember.accelerators import (
-        Accelerator,
-        AcceleratorRegistry,
-        CPUAccelerator,
-        CUDAAccelerator,
-        MPSAccelerator,
-        XLAAccelerator,
-    )
+    from ember.accelerators import Accelerator, AcceleratorRegistry, CPUAccelerator, CUDAAccelerator, MPSAccelerator
 
     if isinstance(devices, (int, str, list)) and not isinstance(devices, bool) and devices in ([], 0, "0"):
         name = type(accelerator).__qualname__ if isinstance(accelerator, Accelerator) else accelerator
@@ -104,9 +97,8 @@ def create_accelerator(accelerator: Any, devices: Any = "auto", strategy: Any = 
         instance = accelerator
     elif (
         isinstance(accelerator, str)
-        and accelerator not in ("auto", "gpu", *_DEVICE_TYPES)
+        and accelerator not in ("auto", "gpu", "tpu", *_DEVICE_TYPES)  # Lightning's names: resolved below
         and accelerator in AcceleratorRegistry
-        and AcceleratorRegistry[accelerator]["accelerator"] is not XLAAccelerator  # "tpu": Lightning's error below
     ):
         instance = AcceleratorRegistry.get(accelerator)  # one the user registered
     else:
@@ -506,12 +498,8 @@ def create_distributed_strategy(
         kwargs: dict[str, Any] = {}
         if find_unused is not None:
             kwargs["find_unused_parameters"] = find_unused
-        if key == "ddp":
-            strategy = DDPStrategy(start_method="popen", **kwargs)
-        elif key == "ddp_spawn":
-            strategy = DDPStrategy(start_method="spawn", **kwargs)
-        elif key in ("ddp_fork", "ddp_notebook"):
-            strategy = DDPStrategy(start_method="fork", **kwargs)
+        if key in DDP_START_METHODS:
+            strategy = DDPStrategy(start_method=DDP_START_METHODS[key], **kwargs)
         elif key in DEEPSPEED_NAMES:
             from ember.distributed.deepspeed import DeepSpeedStrategy
 

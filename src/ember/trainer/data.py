@@ -482,7 +482,7 @@ def set_sampler_epoch(loader: Any, epoch: int) -> None:
     an evaluation loop) passes it on to each of its loaders."""
     if isinstance(loader, CombinedBatches):
         loader = loader.combined
-    for one in loader.flattened if isinstance(loader, CombinedLoader) else (loader,):
+    for one in _flat(loader):
         samplers = {}
         for sampler in (getattr(one, "sampler", None), getattr(getattr(one, "batch_sampler", None), "sampler", None)):
             if sampler is not None:
@@ -491,6 +491,11 @@ def set_sampler_epoch(loader: Any, epoch: int) -> None:
             set_epoch = getattr(sampler, "set_epoch", None)
             if callable(set_epoch):
                 set_epoch(epoch)
+
+
+def _flat(loader: Any) -> list[Any]:
+    """The training loaders: those a ``CombinedLoader`` holds, or the one loader."""
+    return list(loader.flattened) if isinstance(loader, CombinedLoader) else [loader]
 
 
 def _loader_generators(loader: Any) -> list[torch.Generator]:
@@ -535,9 +540,10 @@ def warn_if_workers_persist(run: Run, epoch: int) -> None:
     """A resume after the first epoch with ``persistent_workers=True``: the uninterrupted run's worker processes
     went on drawing from the random streams they started with, which a resumed run cannot take up (they live in
     those processes): say which draws differ, and how to make them exact."""
-    loader = run.train_combined_loader
-    loaders = loader.flattened if isinstance(loader, CombinedLoader) else [loader]
-    if not any(getattr(one, "persistent_workers", False) and getattr(one, "num_workers", 0) > 0 for one in loaders):
+    if not any(
+        getattr(one, "persistent_workers", False) and getattr(one, "num_workers", 0) > 0
+        for one in _flat(run.train_combined_loader)
+    ):
         return
     rank_zero_warn(
         f"Resuming at epoch {epoch} with a training DataLoader of `persistent_workers=True`: the uninterrupted run's"
@@ -553,9 +559,7 @@ def warn_if_workers_persist(run: Run, epoch: int) -> None:
 def loads_in_process(run: Run) -> bool:
     """Whether a training loader reads its samples in this process (no worker processes), drawing from this
     process's RNG as it reads."""
-    loader = run.train_combined_loader
-    loaders = loader.flattened if isinstance(loader, CombinedLoader) else [loader]
-    return any(getattr(one, "num_workers", 0) == 0 for one in loaders)
+    return any(getattr(one, "num_workers", 0) == 0 for one in _flat(run.train_combined_loader))
 
 
 class ReadAheadRng:
@@ -571,8 +575,7 @@ class ReadAheadRng:
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        loader = run.train_combined_loader
-        self.generators = _loader_generators(loader) if loader is not None else []
+        self.generators = _loader_generators(run.train_combined_loader)
         self.every_rng: bool | None = None  # python's and numpy's too; None till the first read shows it
 
     def note(self) -> None:

@@ -525,15 +525,12 @@ def call_teardown_hooks(trainer: Trainer, run: Run, stage: TrainerFn) -> None:
 
 def setup_optimizers(trainer: Trainer, run: Run, model: Any) -> None:
     """``configure_optimizers``, normalised into optimizers and scheduler configs, and checked."""
-    hooks = run.hooks
-    if hooks is None:
-        # a strategy set up by hand, outside a Trainer call (`trainer.strategy.setup(trainer)`), as Lightning allows
-        from ember.core.hooks import overrides
-        from ember.core.module import LightningModule
+    from ember.core.hooks import overrides
+    from ember.core.module import LightningModule
 
-        returned, steps_itself = model.configure_optimizers(), overrides(model, LightningModule, "lr_scheduler_step")
-    else:
-        returned, steps_itself = hooks.call_module("configure_optimizers"), hooks.module_overrides("lr_scheduler_step")
+    # (a strategy set up by hand outside a Trainer call, as Lightning allows, has no run's hooks: called directly)
+    hooks = run.hooks
+    returned = hooks.call_module("configure_optimizers") if hooks is not None else model.configure_optimizers()
     optimizers, configs, _ = configure_optimizers(returned, automatic=model.automatic_optimization)
     if model.automatic_optimization and len(optimizers) > 1:
         raise RuntimeError(
@@ -541,7 +538,7 @@ def setup_optimizers(trainer: Trainer, run: Run, model: Any) -> None:
             " `self.automatic_optimization = False`, then access your optimizers in `training_step` with"
             " `opt1, opt2, ... = self.optimizers()`."
         )
-    check_non_torch_schedulers(model, configs, steps_itself)
+    check_non_torch_schedulers(model, configs, overrides(model, LightningModule, "lr_scheduler_step"))
     trainer.optimizers = optimizers
     trainer._lr_scheduler_configs = configs
 
