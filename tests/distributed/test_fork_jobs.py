@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 import ember
 from ember.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
 from ember.distributed import DDPStrategy
+from ember.distributed.environments import find_free_network_port
 from ember.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 from ember.plugins.layer_sync import LayerSync
 from ember.utilities.exceptions import PreemptionExit
@@ -719,6 +720,22 @@ def test_a_fork_job_after_a_one_process_run_in_the_same_process_gets_its_own_wor
         # nor meet at the kept group's store, where a rank could read that world's stale rank-0 address
         # (when it asks before the new rank 0 writes its own) and wait forever
         assert record["port"] != kept_port
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_job_after_the_program_used_a_process_group_of_its_own_does_not_hang(tmp_path, in_test_process):
+    # a notebook that set up a gloo group by hand and ran a collective: the group's worker threads wait
+    # in this process, and a forked rank that destroyed its copy of the group waited for them forever
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(find_free_network_port()))
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    torch.distributed.all_reduce(torch.ones(2))
+    for attempt in range(3):  # the wait came most times, not always
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        fork_trainer(folder, max_epochs=1).fit(CollectivesModel(folder), loader())
+        for record in read_ranks(folder):
+            assert torch.equal(record["all_gather"], torch.tensor([[0, 10], [1, 11]]))
+    assert torch.distributed.get_world_size() == 1  # this process keeps its own group
 
 
 class DrawsAtSetup(RecordingModel):

@@ -395,6 +395,26 @@ def _keeps_a_process_group() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+# the process groups a forked worker inherited, referenced until it exits so that they are never destroyed
+_INHERITED_GROUPS: list[Any] = []
+
+
+def _leave_inherited_groups() -> None:
+    """Take the launching process's groups out of this forked worker's world without destroying them.
+
+    A gloo group's destructor stops and joins its worker threads through a condition variable those
+    threads were waiting on in the launching process; the fork copied that state but not the threads, so
+    destroying the group here would wait forever. Kept referenced, the groups are never destroyed: a
+    forked worker ends by ``os._exit``, which runs no destructors.
+    """
+    from torch.distributed import distributed_c10d
+
+    world = getattr(distributed_c10d, "_world", None)
+    groups = getattr(world, "pg_map", None) or {torch.distributed.group.WORLD: None}
+    _INHERITED_GROUPS.extend(groups.items())
+    torch.distributed.destroy_process_group()
+
+
 def _global_state() -> dict[str, Any]:
     """What a 'spawn' process starts from, so that it trains as a forked one would (Lightning's spawn
     workers do the same): the deterministic-algorithm flags, cuDNN's benchmark flag and every RNG state."""
@@ -460,7 +480,7 @@ def _worker(
     if _keeps_a_process_group():
         # forked from a process that kept the group of an earlier run (a world of its own): this worker
         # joins the new job's group instead
-        torch.distributed.destroy_process_group()
+        _leave_inherited_groups()
     os.environ.update(_rank_env(launcher._strategy, process_idx))
     # the launcher's rendezvous, whatever the environment holds now: a 'spawn' process imported the main
     # module again, and a script that trains unguarded ran a launch of its own there, which changed them
