@@ -4,6 +4,7 @@ collectives, the sampler, gradient accumulation, SyncBatchNorm and collective ti
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -1141,3 +1142,47 @@ def test_a_second_fit_with_ddp_spawn_trains_on_from_where_the_first_ended(tmp_pa
     trainer.fit(model, loader())
     assert trainer.global_step == 2 * steps and trainer.current_epoch == 2
     assert any(not torch.equal(first[k], v) for k, v in model.state_dict().items())
+
+
+FORK_JOB_IN_A_FRESH_PROCESS = r"""
+import os
+import sys
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+import ember
+
+class Probe(ember.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(1, 1)
+
+    def setup(self, stage):  # on each rank, before DDP wraps the module
+        line = f"rank {self.global_rank} has torch._dynamo: {'torch._dynamo' in sys.modules}\n"
+        os.write(1, line.encode())  # one write: the ranks' lines do not interleave
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+assert "torch._dynamo" not in sys.modules
+trainer = ember.Trainer(
+    accelerator="cpu", devices=2, strategy="ddp_fork", max_steps=1, logger=False, enable_checkpointing=False,
+    enable_progress_bar=False, enable_model_summary=False,
+)
+trainer.fit(Probe(), DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=2))
+"""
+
+
+def test_forked_ranks_inherit_the_import_ddp_makes_instead_of_each_making_it():
+    # DistributedDataParallel imports torch._dynamo (about a second); the launching process imports it
+    # once before forking, so no rank of this job or the next spends that second again
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_JOB_IN_A_FRESH_PROCESS], capture_output=True, text=True, timeout=100, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
+    assert lines == ["rank 0 has torch._dynamo: True", "rank 1 has torch._dynamo: True"]

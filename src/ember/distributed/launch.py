@@ -12,6 +12,7 @@ Three ways to get one process per device:
 from __future__ import annotations
 
 import atexit
+import importlib
 import io
 import itertools
 import os
@@ -650,6 +651,10 @@ class MultiProcessingLauncher:
             )
         if method == "spawn":
             _check_missing_main_guard()
+        else:
+            # DistributedDataParallel's constructor imports torch._dynamo (some 800 modules, about a second):
+            # imported here once, every forked rank of this job and the next ones has it already
+            importlib.import_module("torch._dynamo")
         context = mp.get_context(method)
         queue = context.SimpleQueue()
         failure_dir = tempfile.mkdtemp(prefix="ember-ranks-")
