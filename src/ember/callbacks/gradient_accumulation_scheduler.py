@@ -63,10 +63,14 @@ class GradientAccumulationScheduler(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Refuse settings the schedule cannot work with."""
         if not pl_module.automatic_optimization:
-            # Lightning's text, line break and indent included
+            # Lightning's first sentence (programs match on it), without the line break and indent its text
+            # carries, then what to do instead
             raise RuntimeError(
-                "Automatic gradient accumulation and the `GradientAccumulationScheduler` is not supported for\n"
-                "                manual optimization. Please remove the callback or switch to automatic optimization."
+                "Automatic gradient accumulation and the `GradientAccumulationScheduler` is not supported for"
+                f" manual optimization: `{type(pl_module).__name__}.training_step` steps the optimizers itself, so"
+                " the trainer has no optimizer step to put off. Remove the callback, or switch to automatic"
+                " optimization; to accumulate in manual optimization, step every N batches yourself:"
+                " `if (batch_idx + 1) % N == 0: opt.step(); opt.zero_grad()`."
             )
         overridden = is_overridden("optimizer_step", pl_module) or is_overridden("optimizer_zero_grad", pl_module)
         if overridden and self.going_to_accumulate_grad_batches():
