@@ -3,6 +3,7 @@ collectives, the sampler, gradient accumulation, SyncBatchNorm and collective ti
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import tempfile
 import time
 import warnings
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import torch
@@ -737,6 +739,29 @@ def test_a_fork_job_after_the_program_used_a_process_group_of_its_own_does_not_h
         for record in read_ranks(folder):
             assert torch.equal(record["all_gather"], torch.tensor([[0, 10], [1, 11]]))
     assert torch.distributed.get_world_size() == 1  # this process keeps its own group
+
+
+class CollectsAtSetup(CollectivesModel):
+    def setup(self, stage: str) -> None:
+        gc.collect()  # as a program that frees memory between stages does
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_job_does_not_hang_on_garbage_holding_a_process_group(tmp_path):
+    # the DDP reducer of an earlier run, left in a reference cycle, holds a gloo group whose threads wait in
+    # this process; a forked rank's collector destroyed it and waited for those threads forever
+    group = torch.distributed.ProcessGroupGloo(torch.distributed.HashStore(), 0, 1, timedelta(seconds=30))
+    group.allreduce([torch.ones(2)]).wait()
+    garbage: dict[str, Any] = {"group": group}
+    garbage["itself"] = garbage
+    del group, garbage
+    gc.disable()  # the garbage stays until the fork, as it may when no collection comes in between
+    try:
+        fork_trainer(tmp_path, max_epochs=1).fit(CollectsAtSetup(tmp_path), loader())
+    finally:
+        gc.enable()
+    for record in read_ranks(tmp_path):
+        assert torch.equal(record["all_gather"], torch.tensor([[0, 10], [1, 11]]))
 
 
 class DrawsAtSetup(RecordingModel):

@@ -12,6 +12,8 @@ Three ways to get one process per device:
 from __future__ import annotations
 
 import atexit
+import contextlib
+import gc
 import importlib
 import io
 import itertools
@@ -23,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -396,6 +398,27 @@ def _keeps_a_process_group() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+@contextlib.contextmanager
+def _inherited_objects_frozen(fork: bool) -> Iterator[None]:
+    """While ranks are forked: the objects they inherit are never collected in them.
+
+    Garbage that holds a gloo group (the DDP reducer of an earlier run in this process, in a reference
+    cycle) would otherwise be destroyed by a rank's garbage collector, and a gloo group's destructor waits
+    forever for its threads, which the fork did not copy. Frozen, the inherited objects are also never
+    written to by the rank's collector, so their pages stay shared. This process collects them as before
+    once the ranks are started; a program that froze objects itself (``gc.freeze``) keeps its freeze as it
+    is, and each rank freezes what it inherited as it starts.
+    """
+    if not fork or gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 # the process groups a forked worker inherited, referenced until it exits so that they are never destroyed
 _INHERITED_GROUPS: list[Any] = []
 
@@ -476,6 +499,8 @@ def _worker(
     queue: Any,
 ) -> None:
     launcher._in_worker = True
+    if launcher._strategy._start_method == "fork":
+        gc.freeze()  # what was allocated since the fork, too (see `_inherited_objects_frozen`)
     if sys.platform.startswith("linux"):
         _die_with_parent()  # no worker outlives the process that started it
     if _keeps_a_process_group():
@@ -662,13 +687,14 @@ class MultiProcessingLauncher:
         os.environ[failure.ENV_DIR] = failure_dir
         processes = None
         try:
-            processes = mp.start_processes(
-                _worker,
-                args=(self, fn, args, kwargs, trainer, queue),
-                nprocs=strategy.num_processes,
-                start_method=method,
-                join=False,
-            )
+            with _inherited_objects_frozen(method == "fork"):
+                processes = mp.start_processes(
+                    _worker,
+                    args=(self, fn, args, kwargs, trainer, queue),
+                    nprocs=strategy.num_processes,
+                    start_method=method,
+                    join=False,
+                )
             raw = _join(processes, queue)
             if raw is None:
                 raise _no_result(method, strategy.num_processes)
