@@ -334,6 +334,98 @@ def test_a_loss_without_a_graph_says_why_there_is_nothing_to_go_back_through(mod
     assert "does not require grad and does not have a grad_fn" in str(caught.value.__cause__)
 
 
+class _OwnLoopLeftAutomatic(CoreModel):
+    """A loop written for manual optimization, without `self.automatic_optimization = False`."""
+
+    def __init__(self, returns: bool = True, steps: bool = True):
+        super().__init__()
+        self.returns, self.steps = returns, steps
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        loss = super().training_step(batch, batch_idx)
+        loss.backward()
+        if self.steps:
+            optimizer.step()
+        return loss if self.returns else None
+
+
+class _CarriesState(CoreModel):
+    """Keeps a running value from batch to batch without detaching it (a recurrent state done wrong)."""
+
+    def __init__(self):
+        super().__init__()
+        self.state = None
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        out = self(x)
+        self.state = out.mean() if self.state is None else self.state + out.mean()
+        return nn.functional.mse_loss(out, y) + self.state
+
+
+class _ManualTwice(CoreModel):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.manual_backward(loss)
+        self.manual_backward(loss)
+
+
+_FREED = (
+    r"goes back through a graph that an earlier backward freed \(torch: Trying to backward through the graph a"
+    r" second time.*\)\. Either "
+)
+_KEPT = r"; or the loss is computed from a tensor kept from an earlier batch .*`\.detach\(\)` it when you keep it\.$"
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (
+            _OwnLoopLeftAutomatic,
+            r"The loss `training_step` returned " + _FREED + r"`training_step` ran backward itself \(it stepped the"
+            r" optimizer too\): with automatic optimization the trainer runs backward and the optimizer step on"
+            r" the loss `training_step` returns, so remove those calls, or write the loop yourself with"
+            r" `self.automatic_optimization = False` in `__init__` and `self.manual_backward\(loss\)`" + _KEPT,
+        ),
+        (
+            lambda: _OwnLoopLeftAutomatic(steps=False),
+            r"Either `training_step` ran backward itself \(`loss.backward\(\)`\): with automatic optimization",
+        ),
+        (_CarriesState, r"The loss `training_step` returned " + _FREED + ".*" + _KEPT),
+        (
+            _ManualTwice,
+            r"The loss given to `manual_backward` " + _FREED + r"this step already ran backward through part of"
+            r" it: call `self.manual_backward` once on the sum of the losses, or pass `retain_graph=True` to every"
+            r" backward but the last" + _KEPT,
+        ),
+    ],
+    ids=["own_loop_left_automatic", "own_backward", "state_kept_across_batches", "manual_backward_twice"],
+)
+def test_a_loss_through_a_freed_graph_names_the_two_usual_causes(model, message):
+    with pytest.raises(RuntimeError, match=message) as caught:
+        quiet_trainer(max_steps=2).fit(model(), loader())
+    assert "Trying to backward through the graph a second time" in str(caught.value.__cause__)
+
+
+def test_a_loop_of_its_own_that_returns_none_under_automatic_optimization_is_told_how_to_fix_it():
+    trainer = quiet_trainer(max_steps=2)
+    with pytest.warns(UserWarning) as record:
+        trainer.fit(_OwnLoopLeftAutomatic(returns=False), loader())
+    messages = [str(w.message) for w in record]
+    assert any(
+        m.startswith("`training_step` returned `None` after stepping the optimizer itself, while automatic")
+        and "set `self.automatic_optimization = False` in `__init__`" in m
+        for m in messages
+    ), messages
+    assert trainer.global_step == 2  # the program's own steps, counted as Lightning counts them
+
+
 def test_an_error_calls_on_exception_not_the_teardown_hooks_and_reraises():
     events = []
 

@@ -148,6 +148,9 @@ class TrainingStep:
         self._batch_idx = 0
         self._loss: Any = None  # what the closure computed for the current batch
         self._extra: Any = None  # the other entries of training_step's output
+        # automatic optimization, and the program stepped an optimizer itself (not through `optimizer_step`):
+        # the mark of a loop written for manual optimization without `self.automatic_optimization = False`
+        self.program_stepped = False
 
     def _clipping(self, trainer: Trainer) -> Callable[[Any], None] | None:
         """Gradient clipping before each optimizer step: the module's hook, the Trainer's setting, or none."""
@@ -201,7 +204,10 @@ class TrainingStep:
             self._zero_grad_with_hooks(batch_idx)
         self._extra = extra
         if loss is None:
-            _warning_cache.warn("`training_step` returned `None`. If this was on purpose, ignore this warning...")
+            if self.program_stepped:
+                _warning_cache.warn(_STEPPED_AND_RETURNED_NONE)
+            else:
+                _warning_cache.warn("`training_step` returned `None`. If this was on purpose, ignore this warning...")
             self._loss = None
             return None
         if self.accumulate != 1:
@@ -209,7 +215,7 @@ class TrainingStep:
         try:
             self._backward(loss)
         except RuntimeError as error:
-            raise _without_graph(error, loss, self.module, "the loss `training_step` returned", True) from error
+            raise _without_graph(error, loss, self, "the loss `training_step` returned") from error
         # without the graph, as Lightning's closure returns it: what `optimizer.step(closure)` and an
         # `optimizer_step` override get, and the batch outputs' "loss" (a view: no copy)
         detached = loss.detach()
@@ -254,7 +260,7 @@ class TrainingStep:
         try:
             self._strategy_backward(loss, None, *args, **kwargs)
         except RuntimeError as error:
-            raise _without_graph(error, loss, self.module, "the loss given to `manual_backward`", False) from error
+            raise _without_graph(error, loss, self, "the loss given to `manual_backward`") from error
 
     def _before_optimizer_step(self) -> None:
         if self._on_before_optimizer_step is not None:
@@ -303,6 +309,8 @@ class TrainingStep:
         """``opt.step(closure)`` on the optimizer ``self.optimizers()`` returned."""
         optimizer = wrapper._optimizer
         before = getattr(wrapper, "_closure_hook", None)
+        if self.automatic and before is None:
+            self.program_stepped = True  # (said when the step then fails or skips: see `_without_graph`)
         if self.automatic and before is not None:
             # automatic optimization through the module's `optimizer_step`: the closure trains. A hook that
             # ran `optimizer_closure()` itself steps with none: nothing to run again, and (as a skipped
@@ -408,12 +416,24 @@ def _manual_outputs(output: Any) -> Any:
     return extra
 
 
-def _without_graph(error: RuntimeError, loss: Any, module: Any, what: str, automatic: bool) -> RuntimeError:
+_STEPPED_AND_RETURNED_NONE = (
+    "`training_step` returned `None` after stepping the optimizer itself, while automatic optimization is on:"
+    " the trainer skips its own backward and step only because nothing was returned. To write the loop"
+    " yourself, set `self.automatic_optimization = False` in `__init__` and call `self.manual_backward(loss)`"
+    " (which keeps precision scaling, gradient sync and the backward hooks); to let the trainer run it, remove"
+    " the backward and `step` calls from `training_step` and return the loss."
+)
+
+
+def _without_graph(error: RuntimeError, loss: Any, step: TrainingStep, what: str) -> RuntimeError:
     """``error`` from a backward, said in the program's terms where the loss has no graph to go back through
-    (torch's "element 0 of tensors does not require grad and does not have a grad_fn"); else ``error`` itself."""
+    (torch's "element 0 of tensors does not require grad and does not have a grad_fn") or goes back through
+    one a backward freed (torch's "Trying to backward through the graph a second time"); else ``error``."""
+    if "backward through the graph a second time" in str(error):
+        return _through_a_freed_graph(error, step, what)
     if not isinstance(loss, Tensor) or loss.requires_grad or "does not require grad" not in str(error):
         return error
-    parameters = list(module.parameters())
+    parameters = list(step.module.parameters())
     trainable = sum(p.requires_grad for p in parameters)
     if parameters and not trainable:
         cause = (
@@ -430,10 +450,34 @@ def _without_graph(error: RuntimeError, loss: Any, module: Any, what: str, autom
             "It was computed outside the graph: from `.detach()`ed or `.item()` values, a new tensor"
             " (`torch.tensor(...)`) or under `torch.no_grad()`. Compute it from the module's output."
         )
-    skip = " To skip a batch, return None from `training_step`." if automatic else ""
+    skip = " To skip a batch, return None from `training_step`." if step.automatic else ""
     return RuntimeError(
         f"{what[0].upper()}{what[1:]} does not require grad, so backward has nothing to go back through"
         f" (torch: {error}). {cause}{skip}"
+    )
+
+
+def _through_a_freed_graph(error: RuntimeError, step: TrainingStep, what: str) -> RuntimeError:
+    """The freed-graph error, with its two usual causes: a backward of the program's own, and a tensor kept
+    from an earlier batch."""
+    if step.automatic:
+        calls = "it stepped the optimizer too" if step.program_stepped else "`loss.backward()`"
+        own = (
+            f"`training_step` ran backward itself ({calls}): with automatic optimization the trainer runs"
+            " backward and the optimizer step on the loss `training_step` returns, so remove those calls, or"
+            " write the loop yourself with `self.automatic_optimization = False` in `__init__` and"
+            " `self.manual_backward(loss)`"
+        )
+    else:
+        own = (
+            "this step already ran backward through part of it: call `self.manual_backward` once on the sum of"
+            " the losses, or pass `retain_graph=True` to every backward but the last"
+        )
+    return RuntimeError(
+        f"{what[0].upper()}{what[1:]} goes back through a graph that an earlier backward freed (torch: {error})."
+        f" Either {own}; or the loss is computed from a tensor kept from an earlier batch that still holds that"
+        " batch's graph (a recurrent hidden state, a running sum, a cached output): `.detach()` it when you"
+        " keep it."
     )
 
 
