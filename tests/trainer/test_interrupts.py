@@ -481,3 +481,67 @@ def test_sigterm_in_predict_or_in_the_last_evaluation_batch_lets_the_call_finish
     model = _TerminatedInEvaluation(at=7)  # the last of 8 batches
     assert list(trainer.validate(model, _loader(), verbose=False)[0]) == ["v"]
     assert model.seen == list(range(8)) and trainer.received_sigterm
+
+
+class _StopsThenPreempted(ember.LightningModule):
+    """Decides to stop (`trainer.should_stop = True`) at ``where``; with ``preempt``, SIGTERM arrives right then."""
+
+    def __init__(self, where, preempt):
+        super().__init__()
+        torch.manual_seed(0)
+        self.layer = nn.Linear(4, 1)
+        self.where, self.preempt = where, preempt
+
+    def training_step(self, batch, batch_idx):
+        if self.where == "step" and self.global_step == 2:
+            self._stop()
+        return self.layer(batch[0]).pow(2).mean()
+
+    def on_train_epoch_end(self):
+        if self.where == "epoch_end" and self.current_epoch == 0:
+            self._stop()
+
+    def _stop(self):
+        self.trainer.should_stop = True
+        if self.preempt:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("where", ["step", "epoch_end"])
+def test_a_run_preempted_after_it_decided_to_stop_resumes_into_that_stop(tmp_path, where):
+    # the preemption's checkpoint came after EarlyStopping (or the program) had set `should_stop`: the resumed
+    # run ends where the uninterrupted one ended, instead of training on (as a run resumed by Lightning does)
+    from ember.callbacks import ModelCheckpoint
+    from ember.utilities.exceptions import SIGTERMException
+
+    def trainer(folder):
+        checkpoints = ModelCheckpoint(dirpath=folder, save_last=True)
+        options = {**QUIET, "enable_checkpointing": True}
+        return ember.Trainer(max_epochs=3, default_root_dir=folder, callbacks=[checkpoints], **options)
+
+    uninterrupted = trainer(tmp_path / "u")
+    uninterrupted.fit(_StopsThenPreempted(where, preempt=False), _loader())
+    with pytest.raises(SIGTERMException):
+        trainer(tmp_path / "r").fit(_StopsThenPreempted(where, preempt=True), _loader())
+    resumed, module = trainer(tmp_path / "r"), _StopsThenPreempted(where, preempt=False)
+    resumed.fit(module, _loader(), ckpt_path="last")
+    assert uninterrupted.global_step == (3 if where == "step" else 8)
+    assert (resumed.global_step, resumed.current_epoch) == (uninterrupted.global_step, uninterrupted.current_epoch)
+    assert torch.equal(module.layer.weight, uninterrupted.lightning_module.layer.weight)
+
+
+def test_a_run_resumed_from_an_early_stopped_runs_last_checkpoint_trains_on_as_in_lightning(tmp_path):
+    # only a preemption's checkpoint carries the stop: from a regular one, the run goes on (a longer run, a new
+    # patience), as it does on Lightning
+    from ember.callbacks import ModelCheckpoint
+
+    options = {**QUIET, "enable_checkpointing": True}
+    first = ember.Trainer(max_epochs=3, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)], **options)
+    first.fit(_StopsThenPreempted("step", preempt=False), _loader())
+    assert first.global_step == 3
+    again = ember.Trainer(max_epochs=3, **options)
+    again.fit(_StopsThenPreempted("none", preempt=False), _loader(), ckpt_path=str(tmp_path / "last.ckpt"))
+    assert again.global_step == 3 + 16  # the stopped epoch ended there; the two others train

@@ -533,6 +533,8 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
                 checkpoint.get("loops", {}).get("fit_loop", {}), progress.epoch_batches
             )
         run.sampler_seed = ember_state.get("sampler_seed")
+        if ember_state.get("should_stop"):  # a preemption's checkpoint (see `_ember_state`)
+            t.should_stop = True
         same_world = ember_state.get("world_size", 1) == t.world_size
         rng = ember_state.get("rng") if same_world else None
         if ember_state.get("train_results"):
@@ -673,6 +675,11 @@ def _ember_state(t: Trainer, run: Run, all_ranks: bool) -> dict[str, Any]:
         ember_state["sampler_seed"] = run.sampler_seed
     if run.held_rng is not None:  # data read one batch ahead in the process: the states it read the held batch with
         ember_state["held_rng"] = run.held_rng
+    if run.preempting and t.should_stop:
+        # a preemption came after a stop was decided (EarlyStopping, `trainer.should_stop = True`): the resumed
+        # run stops where this one would have. Other checkpoints leave it out, as Lightning's do, so a run
+        # resumed from an early-stopped run's files trains on
+        ember_state["should_stop"] = True
     if _inside_a_window_now(t, run):
         gradients = t.strategy.accumulated_gradients(all_ranks)
         if gradients is not None:

@@ -129,6 +129,7 @@ def on_stop_request(trainer: Trainer, run: Run) -> None:
     name = signal.Signals(flag.signum).name if flag.signum else "a stop signal"
     where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
     requeue = slurm_requeue(trainer)
+    run.preempting = True  # the checkpoint keeps a stop already decided: the resumed run ends where this one would
     if requeue is not None and flag.signum == requeue.requeue_signal:
         # every rank must write the same name: rank 0's listing decides
         path = trainer.strategy.broadcast(hpc_save_path(trainer.default_root_dir))

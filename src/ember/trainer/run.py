@@ -206,6 +206,8 @@ class Run:
     held_loader_state: Any = None
     # and, read in this process, the RNG states from before that read (`data.ReadAheadRng`)
     held_rng: Any = None
+    # a preemption signal is being acted on: its checkpoint records a stop already decided (`should_stop`)
+    preempting: bool = False
 
     # ---- logged values ---------------------------------------------------------------------------
     train_results: LoggedResults = field(default_factory=lambda: LoggedResults(training=True))
