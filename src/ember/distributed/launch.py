@@ -676,7 +676,7 @@ class MultiProcessingLauncher:
             )
         if method == "spawn":
             _check_missing_main_guard()
-        else:
+        elif method == "fork":
             # DistributedDataParallel's constructor imports torch._dynamo (some 800 modules, about a second):
             # imported here once, every forked rank of this job and the next ones has it already
             importlib.import_module("torch._dynamo")
