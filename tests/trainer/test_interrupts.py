@@ -511,7 +511,7 @@ class _StopsThenPreempted(ember.LightningModule):
 
 
 @pytest.mark.parametrize("where", ["step", "epoch_end"])
-def test_a_run_preempted_after_it_decided_to_stop_resumes_into_that_stop(tmp_path, where):
+def test_a_run_preempted_after_it_decided_to_stop_resumes_into_that_stop(tmp_path, where, caplog):
     # the preemption's checkpoint came after EarlyStopping (or the program) had set `should_stop`: the resumed
     # run ends where the uninterrupted one ended, instead of training on (as a run resumed by Lightning does)
     from ember.callbacks import ModelCheckpoint
@@ -527,7 +527,10 @@ def test_a_run_preempted_after_it_decided_to_stop_resumes_into_that_stop(tmp_pat
     with pytest.raises(SIGTERMException):
         trainer(tmp_path / "r").fit(_StopsThenPreempted(where, preempt=True), _loader())
     resumed, module = trainer(tmp_path / "r"), _StopsThenPreempted(where, preempt=False)
-    resumed.fit(module, _loader(), ckpt_path="last")
+    with caplog.at_level(logging.INFO, logger="ember"):
+        resumed.fit(module, _loader(), ckpt_path="last")
+    assert "saved by a preemption that came after the run had decided to stop" in caplog.text  # and how to go on
+    assert "To train further, resume from a checkpoint saved before that decision." in caplog.text
     assert uninterrupted.global_step == (3 if where == "step" else 8)
     assert (resumed.global_step, resumed.current_epoch) == (uninterrupted.global_step, uninterrupted.current_epoch)
     assert torch.equal(module.layer.weight, uninterrupted.lightning_module.layer.weight)

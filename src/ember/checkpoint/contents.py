@@ -535,6 +535,11 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         run.sampler_seed = ember_state.get("sampler_seed")
         if ember_state.get("should_stop"):  # a preemption's checkpoint (see `_ember_state`)
             t.should_stop = True
+            rank_zero_info(
+                "The checkpoint was saved by a preemption that came after the run had decided to stop"
+                " (`trainer.should_stop`, e.g. by EarlyStopping): the resumed run stops there too, as the"
+                " uninterrupted one did. To train further, resume from a checkpoint saved before that decision."
+            )
         same_world = ember_state.get("world_size", 1) == t.world_size
         rng = ember_state.get("rng") if same_world else None
         if ember_state.get("train_results"):
