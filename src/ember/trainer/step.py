@@ -215,7 +215,7 @@ class TrainingStep:
         try:
             self._backward(loss)
         except RuntimeError as error:
-            raise _without_graph(error, loss, self, "the loss `training_step` returned") from error
+            raise _backward_error(error, loss, self, "the loss `training_step` returned") from error
         # without the graph, as Lightning's closure returns it: what `optimizer.step(closure)` and an
         # `optimizer_step` override get, and the batch outputs' "loss" (a view: no copy)
         detached = loss.detach()
@@ -260,7 +260,7 @@ class TrainingStep:
         try:
             self._strategy_backward(loss, None, *args, **kwargs)
         except RuntimeError as error:
-            raise _without_graph(error, loss, self, "the loss given to `manual_backward`") from error
+            raise _backward_error(error, loss, self, "the loss given to `manual_backward`") from error
 
     def _before_optimizer_step(self) -> None:
         if self._on_before_optimizer_step is not None:
@@ -309,13 +309,13 @@ class TrainingStep:
         """``opt.step(closure)`` on the optimizer ``self.optimizers()`` returned."""
         optimizer = wrapper._optimizer
         before = getattr(wrapper, "_closure_hook", None)
-        if self.automatic and before is None:
-            self.program_stepped = True  # (said when the step then fails or skips: see `_without_graph`)
-        if self.automatic and before is not None:
-            # automatic optimization through the module's `optimizer_step`: the closure trains. A hook that
-            # ran `optimizer_closure()` itself steps with none: nothing to run again, and (as a skipped
-            # backward) no GradScaler step, as in Lightning
-            return self._run_optimizer_step(optimizer, closure or _do_nothing, before, **kwargs)
+        if self.automatic:
+            if before is not None:
+                # automatic optimization through the module's `optimizer_step`: the closure trains. A hook that
+                # ran `optimizer_closure()` itself steps with none: nothing to run again, and (as a skipped
+                # backward) no GradScaler step, as in Lightning
+                return self._run_optimizer_step(optimizer, closure or _do_nothing, before, **kwargs)
+            self.program_stepped = True  # (said if the step then fails or skips: see `_backward_error`)
         closure = closure or _do_nothing  # the step runs on the gradients there are
         return self._run_optimizer_step(optimizer, closure, before_step_hooks(self.hooks, optimizer), **kwargs)
 
@@ -425,7 +425,7 @@ _STEPPED_AND_RETURNED_NONE = (
 )
 
 
-def _without_graph(error: RuntimeError, loss: Any, step: TrainingStep, what: str) -> RuntimeError:
+def _backward_error(error: RuntimeError, loss: Any, step: TrainingStep, what: str) -> RuntimeError:
     """``error`` from a backward, said in the program's terms where the loss has no graph to go back through
     (torch's "element 0 of tensors does not require grad and does not have a grad_fn") or goes back through
     one a backward freed (torch's "Trying to backward through the graph a second time"); else ``error``."""
