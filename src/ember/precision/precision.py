@@ -123,17 +123,6 @@ _SINGLE_EVALUATION = {
 }
 
 
-def _has_step_hooks(optimizer: Optimizer) -> bool:
-    """Whether a torch step pre- or post-hook runs around ``optimizer.step``: one of its own
-    (``register_step_pre_hook``) or one for every optimizer (``register_optimizer_step_pre_hook``)."""
-    return bool(
-        optimizer._optimizer_step_pre_hooks
-        or optimizer._optimizer_step_post_hooks
-        or _torch_optimizer._global_optimizer_pre_hooks
-        or _torch_optimizer._global_optimizer_post_hooks
-    )
-
-
 class Precision:
     """Full precision (``"32-true"``), and the base class of every precision plugin.
 
@@ -262,7 +251,17 @@ class Precision:
         """
         cls = type(optimizer)
         own = _SINGLE_EVALUATION.get(cls)
-        if own is None or "step" in optimizer.__dict__ or _has_step_hooks(optimizer) or not torch.is_grad_enabled():
+        if (
+            own is None
+            or "step" in optimizer.__dict__
+            # a torch step pre- or post-hook: the optimizer's own (`register_step_pre_hook`) or one for every
+            # optimizer (`register_optimizer_step_pre_hook`)
+            or optimizer._optimizer_step_pre_hooks
+            or optimizer._optimizer_step_post_hooks
+            or _torch_optimizer._global_optimizer_pre_hooks
+            or _torch_optimizer._global_optimizer_post_hooks
+            or not torch.is_grad_enabled()
+        ):
             return False
         step = cls.step
         return step is own or getattr(step, "__wrapped__", None) is own

@@ -175,8 +175,16 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     if epoch.takes_iterator:  # `training_step(self, dataloader_iter)`: the step draws its own batches
         _run_iterator_steps(trainer, run, epoch, iterator)
         _end_epoch(trainer, run, epoch)
-        run.epoch_iterator = run.epoch_plan = None
-        return
+    else:
+        _run_batch_steps(trainer, run, epoch, iterator)
+        _end_epoch(trainer, run, epoch)
+        run.held_loader_state = run.held_rng = None
+    del iterator  # after the epoch's end, as in Lightning: its worker processes stop here
+    run.epoch_iterator = run.epoch_plan = None
+
+
+def _run_batch_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, iterator: Iterator[Any]) -> None:
+    """The epoch's batches, one training step each: fetch, step, schedulers, batch-end hooks, logs, validation."""
     progress, results = run.progress, run.train_results
     train_on, transfer, batch_start, batch_end = epoch.train_on, epoch.transfer, epoch.batch_start, epoch.batch_end
     step_schedulers, log_step, validate, stop_requested = (
@@ -187,10 +195,8 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
     )
     automatic, accumulate, total, max_steps = epoch.automatic, epoch.accumulate, epoch.total, epoch.max_steps
     stop_in_window = epoch.stop_in_window
-    # a loader of unknown length is read one batch ahead to know its last batch, as Lightning reads it
-    ahead = _Lookahead(iterator, run, stateful_single_loader(run)) if total == float("inf") else None
-    if ahead is not None:
-        iterator = ahead
+    ahead = _lookahead(iterator, run, total)
+    iterator = ahead or iterator
 
     batch_idx = progress.epoch_batches
     total = epoch.batches_from(batch_idx)
@@ -216,13 +222,15 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
             progress.epoch_batches = batch_idx + 1  # trained on: a checkpoint from here on resumes after it
             progress.total_batches += 1
             progress.step_pending = not accumulating
-            if not accumulating:
+            if step_schedulers is not None and not accumulating:
                 step_schedulers(batch_idx, is_last)  # schedulers
             if batch_end is not None:
                 batch_end(outputs, batch, batch_idx)  # batch end
             results.batch, results.batch_size = None, None  # a value logged between batches weighs 1, as in Lightning
-            log_step(accumulating)  # log
-            validate(batch_idx, is_last, accumulating)  # validate, then ReduceLROnPlateau on a step interval
+            if log_step is not None:
+                log_step(accumulating)  # log
+            if validate is not None:
+                validate(batch_idx, is_last, accumulating)  # validate, then ReduceLROnPlateau on a step interval
             if not accumulating:
                 progress.batches_that_stepped += 1
                 progress.step_pending = False
@@ -237,10 +245,11 @@ def run_training_epoch(trainer: Trainer, run: Run) -> None:
                 break
         except StopIteration:
             break
-    _end_epoch(trainer, run, epoch)
-    run.held_loader_state = run.held_rng = None
-    del iterator  # after the epoch's end, as in Lightning: its worker processes stop here
-    run.epoch_iterator = run.epoch_plan = None
+
+
+def _lookahead(iterator: Iterator[Any], run: Run, total: float) -> _Lookahead | None:
+    """A loader of unknown length is read one batch ahead to know its last batch, as Lightning reads it."""
+    return _Lookahead(iterator, run, stateful_single_loader(run)) if total == float("inf") else None
 
 
 class _Lookahead:
@@ -314,13 +323,15 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
             progress.epoch_batches += 1  # steps, as Lightning counts them in this flavour
             progress.total_batches += 1
             progress.step_pending = not accumulating
-            if not accumulating:
+            if epoch.step_schedulers is not None and not accumulating:
                 epoch.step_schedulers(data.batch_idx, data.done)
             if epoch.batch_end is not None:
                 epoch.batch_end(outputs, data.batch, data.batch_idx)
             results.batch, results.batch_size = None, None
-            epoch.log_step(accumulating)
-            epoch.validate(data.batch_idx, data.done, accumulating)
+            if epoch.log_step is not None:
+                epoch.log_step(accumulating)
+            if epoch.validate is not None:
+                epoch.validate(data.batch_idx, data.done, accumulating)
             if not accumulating:
                 progress.batches_that_stepped += 1
                 progress.step_pending = False
@@ -462,7 +473,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
 class _EpochPlan:
     """Every decision a training epoch takes once, before its first batch, and the small per-batch steps.
 
-    A step that has nothing to do this epoch is a no-op (or ``None`` for a hook nobody overrides).
+    A step that has nothing to do this epoch is ``None``, as is a hook nobody overrides.
     """
 
     def __init__(self, trainer: Trainer, run: Run) -> None:
@@ -486,11 +497,14 @@ class _EpochPlan:
         self.plateau_step = [c for c in configs if c.interval == "step" and c.reduce_on_plateau]
         self.log_every = trainer.log_every_n_steps if trainer.loggers else 0
         self.validating = _should_check_val_epoch(trainer, run)
-        # a step with nothing to do this epoch is a no-op
+        # a step with nothing to do this epoch is None
         scheduling = bool(self.step_interval or self.epoch_interval)
-        self.step_schedulers: Callable[..., None] = self._step_schedulers if scheduling else _do_nothing
-        self.log_step: Callable[..., None] = self._log_step if self.log_every else _do_nothing
-        self.validate: Callable[..., None] = self._validate if self.validating or self.plateau_step else _do_nothing
+        self.step_schedulers: Callable[..., None] | None = self._step_schedulers if scheduling else None
+        self.log_step: Callable[..., None] | None = self._log_step if self.log_every else None
+        # after a batch: validation where it is due, then ReduceLROnPlateau on a step interval
+        self.validate: Callable[..., None] | None = (
+            self._validate if self.plateau_step else self.validate_if_due if self.validating else None
+        )
         self.takes_iterator = run.step.takes_iterator
         self.read_val_check_batch()
 
@@ -542,7 +556,8 @@ class _EpochPlan:
         progress = self.run.progress
         progress.cut_batches += 1
         progress.epoch_cut = True
-        self.step_schedulers(batch_idx, True)
+        if self.step_schedulers is not None:
+            self.step_schedulers(batch_idx, True)
 
     def _log_step(self, accumulating: bool) -> None:
         """Send the step values to the loggers every ``log_every_n_steps`` (and when training stops)."""
@@ -562,8 +577,12 @@ class _EpochPlan:
 
     def validate_if_due(self, batch_idx: int, is_last: bool, accumulating: bool) -> None:
         """Validate when an interval ends after batch ``batch_idx`` (or training stops mid-epoch)."""
+        if not self.validating:
+            return
         trainer, run = self.trainer, self.run
-        if self.validating and (self._validation_due(batch_idx, is_last) or self._stopping()):
+        # the common case, an integer interval within the epoch, is checked here; the others by `_validation_due`
+        due = (batch_idx + 1) % self.val_every == 0 if self.val_every else self._validation_due(batch_idx, is_last)
+        if due or (trainer.should_stop and _can_stop_early(trainer, run)):  # stopping mid-epoch: validate once more
             run.rng_before_validation = data_rng_states(run)  # (for a checkpoint written inside it)
             trainer.state.stage = RunningStage.VALIDATING  # (as Lightning, before the zero-grad hook)
             if not accumulating:
@@ -577,15 +596,9 @@ class _EpochPlan:
             run.metrics.live = self.results
 
     def _validation_due(self, batch_idx: int, is_last: bool) -> bool:
-        if self.val_every:
-            return (batch_idx + 1) % self.val_every == 0
         if is_last and self.takes_iterator:
             return True
         return _should_check_val(self.trainer, self.run, batch_idx, is_last)
-
-    def _stopping(self) -> bool:
-        # stopping mid-epoch: validate once more
-        return bool(self.trainer.should_stop and _can_stop_early(self.trainer, self.run))
 
     def may_stop(self, batch_idx: int) -> bool:
         """``should_stop`` is set: whether the minimum epochs and steps allow stopping now."""
@@ -1329,7 +1342,3 @@ def _warn_none_prediction(trainer: Trainer) -> None:
 def _hooks(run: Run) -> HookDispatcher:
     assert run.hooks is not None, "the run's hooks are set when it starts"
     return run.hooks
-
-
-def _do_nothing(*args: Any) -> None:
-    return None

@@ -101,6 +101,8 @@ class TrainingStep:
         step = profiled(profiler, strategy_action(strategy, "training_step"), step)
         self._training_step = hooks.as_hook("training_step", step_without_batch_idx(module, "training_step", step))
         self._forward_context = None if precision.is_identity else precision.step_context("train")
+        if self._forward_context is None:
+            self._forward = self._training_step  # type: ignore[method-assign]  # (no context: one layer less a step)
         # manual optimization's backward: not recorded, as in Lightning (automatic's is: `_decide_automatic`)
         self._strategy_backward = strategy.backward
         # the one place an optimizer steps (`precision.run_optimizer_step`), or the strategy's way to it (and from
@@ -132,10 +134,23 @@ class TrainingStep:
         if profiler is not None:
             backward = profiled(profiler, strategy_action(self.strategy, "backward"), backward or Tensor.backward)
         self._backward_fn = backward
-        backward_steps = ("backward", "pre_backward", "post_backward")
-        if program_overrides(self.strategy, *backward_steps) or program_overrides(self.precision, *backward_steps):
-            self._backward = self._backward_through_strategy  # type: ignore[method-assign]
         self._scaler = self.precision.scaler
+        backward_steps = ("backward", "pre_backward", "post_backward")
+        through_strategy = program_overrides(self.strategy, *backward_steps) or program_overrides(
+            self.precision, *backward_steps
+        )
+        if through_strategy:
+            self._backward = self._backward_through_strategy  # type: ignore[method-assign]
+        # nothing around the backward (no hook, scaler or strategy of the program's): `loss.backward()` itself
+        self._plain_backward = (
+            not through_strategy
+            and backward is None
+            and self._scaler is None
+            and self._on_before_backward is None
+            and self._on_after_backward is None
+        )
+        # zero_grad at a window's start: the optimizer's own, unless a hook goes with it
+        self._zero_grad_hooked = self._on_before_zero_grad is not None or self._optimizer_zero_grad is not None
         self._on_before_optimizer_step = hooks.caller("on_before_optimizer_step")
         self._clip = self._clipping(trainer)
         # DeepSpeed accumulates in its engine: its step runs on every batch and updates at the window's end
@@ -201,7 +216,10 @@ class TrainingStep:
                 )
             loss, extra = _split_training_output(output)
         if batch_idx % self.accumulate == 0:
-            self._zero_grad_with_hooks(batch_idx)
+            if self._zero_grad_hooked:
+                self._zero_grad_with_hooks(batch_idx)
+            else:
+                self._zero_grad()
         self._extra = extra
         if loss is None:
             if self.program_stepped:
@@ -213,7 +231,10 @@ class TrainingStep:
         if self.accumulate != 1:
             loss = loss / self.accumulate
         try:
-            self._backward(loss)
+            if self._plain_backward:
+                loss.backward()
+            else:
+                self._backward(loss)
         except RuntimeError as error:
             raise _backward_error(error, loss, self, "the loss `training_step` returned") from error
         # without the graph, as Lightning's closure returns it: what `optimizer.step(closure)` and an
