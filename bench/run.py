@@ -32,7 +32,8 @@ Cases (see ``bench/workloads.py`` for the programs):
   phases' lengths. At most 2 runs per implementation: each run already times several saves.
 
 With ``tiny_defaults`` (on the CPU, not ``--quick``) the report also carries ``bench/step_time.py``'s
-per-step medians, measured in one process where the two sides' epochs alternate.
+per-step medians, measured in one process where the two sides' epochs alternate, and ``bench/calls.py``'s
+count of the Python calls each step makes, which does not move with the machine's load.
 
 Lightning runs from the separate venv ``.venv-peers`` (``make bench-peers`` creates it) so that
 Ember's environment never holds it.
@@ -283,20 +284,21 @@ def run_import_case(runner: Runner, impls: list[str], repeats: int) -> dict[str,
     return {"case": "import", "medians": medians, "samples": samples, "added": added}
 
 
-def run_step_time(runner: Runner) -> str:
-    """``bench/step_time.py``'s table (per-step medians in one process), or why it is missing."""
+def run_step_table(runner: Runner, script: str) -> str:
+    """The table ``bench/<script>`` prints (``step_time.py``: per-step medians in one process; ``calls.py``: Python
+    calls per step), or why it is missing."""
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, str(HERE / "step_time.py")],
+        [sys.executable, str(HERE / script)],
         capture_output=True,
         text=True,
         env=_env("ember", runner.args.threads),
         cwd=REPO,
         check=False,
     )
-    print(f"  step_time: done in {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"  {script}: done in {time.perf_counter() - started:.0f} s", flush=True)
     if done.returncode != 0:
-        return f"bench/step_time.py failed (exit {done.returncode}): {done.stderr.strip()[-500:]}"
+        return f"bench/{script} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}"
     return done.stdout.strip()
 
 
@@ -501,6 +503,8 @@ def render_report(
             "",
             context["step_time"],
         ]
+    if context.get("calls"):
+        lines += ["", context["calls"]]
     if args.quick:
         lines.append("- `--quick`: a few steps only; the figures say nothing about speed.")
     return "\n".join(lines) + "\n"
@@ -614,12 +618,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             rows.append(row)
             print(f"  {case}: done in {time.perf_counter() - started:.0f} s", flush=True)
         if "tiny_defaults" in args.case_list and args.accelerator == "cpu" and not args.quick:
-            context["step_time"] = run_step_time(runner)
+            context["step_time"] = run_step_table(runner, "step_time.py")
+            context["calls"] = run_step_table(runner, "calls.py")
     context["load_after"] = _load()
     print()
     print(render_table(rows, impls))
-    if context.get("step_time"):
-        print("\n" + context["step_time"])
+    for table in ("step_time", "calls"):
+        if context.get(table):
+            print("\n" + context[table])
     if args.out:
         out = Path(args.out)
         out.write_text(render_report(rows, impls, args, context) + _kept_sections(out))
