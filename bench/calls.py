@@ -89,10 +89,9 @@ def main(argv: list[str] | None = None) -> list[str]:
     )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
-    import torch
+    import workloads
 
-    torch.set_num_threads(1)
-    import torch._dynamo  # as in make bench: the first optimizer step would import it
+    workloads.one_thread_process()
 
     lines = [
         f"Python calls per step (function calls and calls into C), {args.steps} steps after {WARMUP}",

@@ -36,13 +36,9 @@ PROGRAMS = [("raw", "lean"), ("ember", "lean"), ("raw", "defaults"), ("ember", "
 def run_child(impl: str, mode: str, steps: int) -> None:
     """The measured program: one epoch of ``steps`` batches of ``tiny`` (lean) or ``tiny_defaults``."""
     sys.path.insert(0, str(HERE))
-    import torch
-
-    torch.set_num_threads(1)
-    import torch._dynamo  # as in make bench: the first optimizer step would import it
-
     import workloads
 
+    workloads.one_thread_process()
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the progress bar's output, for the whole process)
     if impl == "ember":
         import ember.callbacks.tqdm_progress as tqdm_progress

@@ -78,10 +78,9 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--epochs", type=int, default=4, help="epochs per program and side, alternating")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
-    import torch
+    import workloads
 
-    torch.set_num_threads(1)
-    import torch._dynamo  # as in make bench: the first optimizer step would import it
+    workloads.one_thread_process()
 
     lines = [
         f"per-step wall time, medians over {args.epochs} alternating epochs of {args.steps} steps, one process",

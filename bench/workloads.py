@@ -69,6 +69,22 @@ def sizes(quick: bool) -> dict[str, int]:
     }
 
 
+def import_dynamo() -> None:
+    """The first optimizer step imports torch._dynamo (about a second, more on a busy machine), the same for
+    every implementation: loaded before the clock starts, the figures measure the loop, not a lazy import
+    inside torch."""
+    import importlib
+
+    importlib.import_module("torch._dynamo")
+
+
+def one_thread_process() -> None:
+    """The set-up of the scripts that measure single steps in one process (``step_time.py``, ``calls.py``,
+    ``instructions.py``): one torch thread, and torch._dynamo loaded, as in ``make bench``."""
+    torch.set_num_threads(1)
+    import_dynamo()
+
+
 # =====================================================================================
 # data and models
 # =====================================================================================
@@ -573,12 +589,7 @@ def run_case(
             first_at.append(time.time())
 
     if case != "first_step":
-        # The first optimizer step imports torch._dynamo (about a second, more on a busy machine),
-        # the same for every implementation: load it before the clock starts so the figures
-        # measure the loop, not a lazy import inside torch.
-        import importlib
-
-        importlib.import_module("torch._dynamo")
+        import_dynamo()
     if device.type == "cuda":
         # cuDNN's default convolution kernels may add in any order, so two runs of the same program
         # end with different weights: pin deterministic ones so the three loops' weights can be compared.
