@@ -69,10 +69,11 @@ def count(impl: str, defaults: bool, steps: int) -> dict[str, float]:
 def _quiet_count(impl: str, defaults: bool, steps: int) -> dict[str, float]:
     """``count``, without the model summary's and the progress bar's output, and with the bar's clock-driven
     redraws (at most ten a second) turned off, so that every step makes the same calls."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (before Ember's logging takes its stream)
     from ember.callbacks.tqdm_progress import TQDMProgressBar
 
-    stdout, stderr, interval = sys.stdout, sys.stderr, TQDMProgressBar.min_refresh_interval
-    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+    interval = TQDMProgressBar.min_refresh_interval
     TQDMProgressBar.min_refresh_interval = float("inf")
     try:
         return count(impl, defaults, steps)

@@ -356,6 +356,47 @@ def test_the_closure_returns_the_loss_without_its_graph(through_step, optimizer,
     assert torch.equal(model.returned[0], last_of_first_window)
 
 
+class _KeepsWhatTheClosureReturns(torch.optim.SGD):
+    """An optimizer class of the program's own: its `step` gets the closure, and keeps what it returns."""
+
+    def __init__(self, params, **kwargs):
+        super().__init__(params, **kwargs)
+        self.returned = []
+
+    def step(self, closure=None):
+        loss = closure()
+        self.returned.append(loss)
+        super().step()
+        return loss
+
+
+def test_an_optimizer_of_the_programs_own_gets_the_loss_without_its_graph():
+    # with no `optimizer_step` override, the closure's loss still goes to the optimizer's own `step`, which the
+    # program wrote and may keep: detached there, as Lightning's closure returns it
+    model = CoreModel(optimizers=lambda m: _KeepsWhatTheClosureReturns(m.parameters(), lr=0.1))
+    quiet_trainer(max_steps=3).fit(model, loader(n=8, batch_size=2))
+    returned = model.trainer.optimizers[0].returned
+    assert len(returned) == 3 and all(not loss.requires_grad and loss.grad_fn is None for loss in returned)
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.SGD, torch.optim.Adam])
+def test_the_batch_outputs_carry_the_loss_without_its_graph(optimizer):
+    # torch's own optimizers step without anyone reading the closure's loss, so the step does not detach it; the
+    # batch-end hooks still get it detached, as in Lightning
+    class ReadsTheOutputs(CoreModel):
+        def __init__(self):
+            super().__init__(optimizers=lambda m: optimizer(m.parameters(), lr=0.1))
+            self.outputs = []
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            self.outputs.append(outputs["loss"])
+
+    model = ReadsTheOutputs()
+    quiet_trainer(max_steps=2).fit(model, loader(n=8, batch_size=2))
+    assert len(model.outputs) == 2
+    assert all(not loss.requires_grad and loss.grad_fn is None and loss.ndim == 0 for loss in model.outputs)
+
+
 def test_two_lists_with_a_scheduler_config_dict():
     def configure(m):
         opt = _sgd(m)

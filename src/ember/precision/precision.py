@@ -100,6 +100,11 @@ def _own_step(cls: type[Optimizer]) -> Any:
     return step.__wrapped__ if getattr(step, "hooked", False) else step
 
 
+def evaluates_closure_once(optimizer: Optimizer) -> bool:
+    """Whether ``optimizer`` is one of torch's optimizers that evaluate a closure exactly once per step."""
+    return type(optimizer) in _SINGLE_EVALUATION
+
+
 # torch's optimizers that evaluate a closure exactly once per step, with their own `step` functions
 _SINGLE_EVALUATION = {
     cls: _own_step(cls)
