@@ -28,7 +28,6 @@ from torch import Tensor
 
 from ember.core.hooks import program_overrides
 from ember.core.optimizer import _do_nothing, before_step_hooks
-from ember.precision.precision import Precision, evaluates_closure_once
 from ember.profilers.profiler import profiled, strategy_action
 from ember.trainer.data import takes_dataloader_iter
 from ember.utilities.exceptions import MisconfigurationException
@@ -120,6 +119,8 @@ class TrainingStep:
             self._decide_automatic(trainer, run)
 
     def _decide_automatic(self, trainer: Trainer, run: Run) -> None:
+        from ember.precision.precision import Precision, evaluates_closure_once  # loaded at fit, not at `import ember`
+
         hooks, profiler = self.hooks, run.profiler
         module_action = f"[LightningModule]{type(self.module).__name__}."
         self.optimizer = trainer.optimizers[0]
