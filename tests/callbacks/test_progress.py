@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 import re
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -75,6 +76,21 @@ def test_output_shows_epochs_metrics_and_version(capsys):
     assert postfix.startswith("v_num=7, train_loss=") and ", val_loss=" in postfix
     value = postfix.split("train_loss=")[1].split(",")[0]
     assert len(value.split(".")[1]) == 3
+
+
+def test_training_runs_without_a_tqdm_monitor_thread():
+    # tqdm starts a monitor thread with its first bar (it wakes every ten seconds to redraw a bar whose updates
+    # grew sparse); the bar sets its count and redraws by its own clock, so training runs on one Python thread
+    monitors = []
+
+    class Threads(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            monitors.append([t for t in threading.enumerate() if getattr(t, "tqdm_cls", None) is Tqdm])
+
+    bar = TQDMProgressBar()
+    _trainer(bar, max_epochs=1, callbacks=[bar, Threads()]).fit(Regressor(), train_loader(), val_loader())
+    assert monitors and all(found == [] for found in monitors)
+    assert Tqdm.monitor is None
 
 
 def test_test_validate_and_predict_bars(capsys):

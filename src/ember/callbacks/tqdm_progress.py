@@ -30,7 +30,14 @@ _PAD_SIZE = 5
 
 
 class Tqdm(_tqdm):
-    """A tqdm bar that pads numbers in the postfix so the line does not flicker as digits change."""
+    """A tqdm bar that pads numbers in the postfix so the line does not flicker as digits change.
+
+    It starts no monitor thread (tqdm's, which wakes every ten seconds to redraw a bar whose ``update`` calls
+    grew sparse): the progress bar sets ``n`` and redraws by its own clock, so the monitor would never act,
+    and training runs without a second Python thread.
+    """
+
+    monitor_interval = 0
 
     @staticmethod
     def format_num(n: int | float | str) -> str:
