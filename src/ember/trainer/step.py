@@ -101,8 +101,10 @@ class TrainingStep:
         step = profiled(profiler, strategy_action(strategy, "training_step"), step)
         self._training_step = hooks.as_hook("training_step", step_without_batch_idx(module, "training_step", step))
         self._forward_context = None if precision.is_identity else precision.step_context("train")
-        if self._forward_context is None:
-            self._forward = self._training_step  # type: ignore[method-assign]  # (no context: one layer less a step)
+        # the training step, in the plugin's context where it has one (without, no layer around it)
+        self._forward: Callable[[Any, int], Any] = (
+            self._training_step if self._forward_context is None else self._forward_in_context
+        )
         # manual optimization's backward: not recorded, as in Lightning (automatic's is: `_decide_automatic`)
         self._strategy_backward = strategy.backward
         # the one place an optimizer steps (`precision.run_optimizer_step`), or the strategy's way to it (and from
@@ -254,9 +256,8 @@ class TrainingStep:
             return loss.detach()  # without the graph, as Lightning's closure returns it (a view: no copy)
         return loss
 
-    def _forward(self, batch: Any, batch_idx: int) -> Any:
-        if self._forward_context is None:
-            return self._training_step(batch, batch_idx)
+    def _forward_in_context(self, batch: Any, batch_idx: int) -> Any:
+        assert self._forward_context is not None
         with self._forward_context():
             return self._training_step(batch, batch_idx)
 
