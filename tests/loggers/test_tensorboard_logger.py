@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import pytest
@@ -56,6 +57,30 @@ def test_save_spaces_out_writes_and_finalize_writes_everything(tmp_path):
     assert [s for s, _ in scalars(logger.log_dir)["loss"]] == [0]  # the rest waits for the next second
     logger.finalize("success")
     assert [s for s, _ in scalars(logger.log_dir)["loss"]] == list(range(20))
+
+
+def test_writes_do_not_search_the_import_path(tmp_path, monkeypatch):
+    """Whether tensorboard is installed is asked once, when the logger is made: `importlib.util.find_spec` stats
+    the folders of `sys.path`, which cost every log point of a fit a few hundred microseconds."""
+    import importlib.util
+
+    from ember.loggers import tensorboard as module
+
+    monkeypatch.setattr(module, "_FLUSH_INTERVAL", 0.0)  # every save writes
+    # as in a fit, where nothing imports tensorboard (this file does, to read the events back)
+    monkeypatch.delitem(sys.modules, "tensorboard")
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_metrics({"loss": 1.0}, step=0)
+    logger.save()  # (the first also writes hparams.yaml, which asks whether omegaconf is installed)
+    searched = []
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: searched.append(name) or real(name, *a))
+    for step in range(1, 4):
+        logger.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+        logger.save()
+    assert searched == []
+    assert [s for s, _ in scalars(logger.log_dir)["loss"]] == [0, 1, 2, 3]
+    logger.finalize("success")
 
 
 def events_in(path):

@@ -81,13 +81,15 @@ class TensorBoardLogger(FolderLogger):
         sub_dir: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> None:
-        if not _tensorboard_available() and not _package_available("tensorboardX"):
+        # asked once: the scalar file is chosen at every write, and `find_spec` searches the path each time
+        self._tensorboard = _tensorboard_available()
+        if not self._tensorboard and not _package_available("tensorboardX"):
             raise ModuleNotFoundError(
                 "TensorBoardLogger needs the `tensorboard` package (or `tensorboardX`), which is not installed."
                 " Install it with: pip install 'ember[tensorboard]' (or pip install tensorboard)."
             )
         super().__init__()
-        if log_graph and not _tensorboard_available():
+        if log_graph and not self._tensorboard:
             rank_zero_warn("You set `TensorBoardLogger(log_graph=True)` but `tensorboard` is not available.")
             log_graph = False
         self._save_dir = os.fspath(save_dir)
@@ -163,7 +165,7 @@ class TensorBoardLogger(FolderLogger):
         in the writer, and so does writing through ``tensorboardX`` when ``tensorboard`` (whose
         protobuf messages the scalar file is made of) is not installed.
         """
-        if "://" in self._save_dir or self._kwargs.keys() - _SCALAR_FILE_OPTIONS or not _tensorboard_available():
+        if "://" in self._save_dir or self._kwargs.keys() - _SCALAR_FILE_OPTIONS or not self._tensorboard:
             return False
         return self._experiment is None or self._scalar_file is not None
 
