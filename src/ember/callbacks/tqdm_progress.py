@@ -202,8 +202,19 @@ class TQDMProgressBar(ProgressBar):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        n, bar = batch_idx + 1, self._train_progress_bar
+        if (
+            bar is not None  # (else the property below raises Lightning's TypeError)
+            and n != bar.total
+            and time.perf_counter() - self._last_redraw < self.min_refresh_interval
+        ):
+            # `_advance`'s most frequent case, without its call: between two redraws (so the bar is enabled
+            # and `refresh_rate` is not 0), the count only
+            if n % self._refresh_rate == 0:
+                bar.n = n
+            return
         bar = self.train_progress_bar
-        if self._advance(bar, batch_idx + 1):
+        if self._advance(bar, n):
             bar.set_postfix(self.get_metrics(trainer, pl_module))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

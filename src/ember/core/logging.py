@@ -118,6 +118,9 @@ class LoggingMixin:
                 # the hot path: this key was validated when it was first logged. Logged values
                 # never keep the graph (Lightning detaches them whatever `enable_graph` says).
                 value = value.detach() if value.requires_grad else value.clone()
+                if metric.step_only:  # what `update` does for a value kept for this step alone, without its call
+                    metric.step_value, metric.has_value = value, True
+                    return
                 size = 1
                 if metric.on_epoch and metric.reduce == "mean":
                     size = batch_size if batch_size is not None else results.current_batch_size()

@@ -244,33 +244,6 @@ class Precision:
         for group in optimizer.param_groups:
             yield from group["params"]
 
-    @staticmethod
-    def steps_directly(optimizer: Optimizer) -> bool:
-        """Whether ``closure(); optimizer.step()`` does exactly what ``optimizer.step(closure)`` would.
-
-        That holds for an optimizer that evaluates a closure exactly once per step (most torch optimizers)
-        with torch's own ``step`` (a step replaced on the class or the instance, a wrapper, a mock, gets the
-        closure), when no torch step hook is registered (torch runs the pre-hooks before the closure) and grad
-        mode is on (torch's ``step`` runs the closure under ``enable_grad``). Decided at each step, so a hook
-        registered mid-run counts from the next step; the checks are attribute reads.
-        """
-        cls = type(optimizer)
-        own = _SINGLE_EVALUATION.get(cls)
-        if (
-            own is None
-            or "step" in optimizer.__dict__
-            # a torch step pre- or post-hook: the optimizer's own (`register_step_pre_hook`) or one for every
-            # optimizer (`register_optimizer_step_pre_hook`)
-            or optimizer._optimizer_step_pre_hooks
-            or optimizer._optimizer_step_post_hooks
-            or _torch_optimizer._global_optimizer_pre_hooks
-            or _torch_optimizer._global_optimizer_post_hooks
-            or not torch.is_grad_enabled()
-        ):
-            return False
-        step = cls.step
-        return step is own or getattr(step, "__wrapped__", None) is own
-
     def scale_loss(self, loss: Tensor) -> Tensor:
         """The loss to call backward on (scaled for fp16 by ``MixedPrecision``)."""
         return loss
@@ -316,10 +289,30 @@ class Precision:
 
         This is the one place where an optimizer steps, in automatic and in manual optimization. ``kwargs``
         (given to ``LightningOptimizer.step``) go to the optimizer's ``step``.
+
+        Where ``closure(); optimizer.step()`` does exactly what ``optimizer.step(closure)`` would, the closure
+        is called directly, without the closure machinery: for an optimizer that evaluates a closure exactly
+        once per step (most torch optimizers) with torch's own ``step`` (a step replaced on the class or the
+        instance, a wrapper, a mock, gets the closure), when no torch step hook is registered (torch runs the
+        pre-hooks before the closure) and grad mode is on (torch's ``step`` runs the closure under
+        ``enable_grad``). Decided at each step, so a hook registered mid-run counts from the next step; the
+        checks are attribute reads, made here rather than in a function of their own (a call on every step).
         """
-        if self.steps_directly(optimizer):
-            # the closure runs exactly once before the update, with nothing else around it: call it directly
-            # and skip the closure machinery (what `optimizer.step(closure)` would do, see `steps_directly`)
+        own = _SINGLE_EVALUATION.get(type(optimizer))
+        if (
+            own is not None
+            and "step" not in optimizer.__dict__
+            # a torch step pre- or post-hook: the optimizer's own (`register_step_pre_hook`) or one for every
+            # optimizer (`register_optimizer_step_pre_hook`)
+            and not optimizer._optimizer_step_pre_hooks
+            and not optimizer._optimizer_step_post_hooks
+            and not _torch_optimizer._global_optimizer_pre_hooks
+            and not _torch_optimizer._global_optimizer_post_hooks
+            and torch.is_grad_enabled()
+            # (torch wraps the class's `step` in its profiling hook when the first instance is made)
+            and (getattr(type(optimizer).step, "__wrapped__", None) is own or type(optimizer).step is own)
+        ):
+            # the closure runs exactly once before the update, with nothing else around it
             result = closure()
             if before_step is not None:
                 before_step()

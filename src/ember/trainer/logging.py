@@ -51,6 +51,7 @@ class LoggedMetric:
         "reduce",
         "resolved",
         "step_name",
+        "step_only",
         "step_value",
         "sync_dist",
         "sync_dist_group",
@@ -86,6 +87,8 @@ class LoggedMetric:
         self.step_name = f"{name}_step{suffix}" if forked else self.plain_name
         self.epoch_name = f"{name}_epoch{suffix}" if forked else self.plain_name
         self.is_tensor = is_tensor
+        # a tensor kept for the step alone, unsynced: `update` only stores it (`self.log`'s fast path does that)
+        self.step_only = is_tensor and self.on_step and not self.on_epoch and not self.sync_dist
         self.metric = None
         self.reset()
 

@@ -193,7 +193,8 @@ def _run_batch_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, iterator: It
         epoch.validate,
         epoch.stop_requested,
     )
-    automatic, accumulate, total, max_steps = epoch.automatic, epoch.accumulate, epoch.total, epoch.max_steps
+    accumulate, total, max_steps = epoch.accumulate, epoch.total, epoch.max_steps
+    may_accumulate = epoch.automatic and accumulate != 1  # (without accumulation, no batch is inside a window)
     stop_in_window = epoch.stop_in_window
     ahead = _lookahead(iterator, run, total)
     iterator = ahead or iterator
@@ -210,7 +211,7 @@ def _run_batch_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, iterator: It
             if transfer is not None:
                 batch = transfer(batch)  # transfer
             results.batch, results.batch_size = batch, None
-            accumulating = automatic and (batch_idx + 1) % accumulate != 0 and not is_last
+            accumulating = may_accumulate and (batch_idx + 1) % accumulate != 0 and not is_last
             if batch is None:
                 _skip_none_batch(run)  # as Lightning: no step for a None batch, the rest goes on
                 outputs = None
