@@ -297,26 +297,40 @@ def test_step_time_clocks_every_step_of_both_sides_and_reports_medians(capsys):
     assert "| tiny_defaults |" in capsys.readouterr().out
 
 
-def test_calls_per_step_are_counted_on_both_sides_and_the_training_step_adds_few_layers():
-    """bench/calls.py: the steady-state steps' Python calls are counted for the raw loop and Ember. Ember's step adds
-    a few layers to the hand-written loop (the module's own call and `self.log`, the closure and the optimizer step,
-    the hook dispatch; with the defaults the bar's and the checkpoint's batch hooks and the log and validation
-    checks): 19 and about 30 calls with this torch. A change that puts more layers on the hot path fails here."""
+def test_calls_and_bytecodes_per_step_are_counted_on_both_sides_and_the_training_step_adds_little():
+    """bench/calls.py: the steady-state steps' Python calls and bytecodes are counted for the raw loop and Ember.
+    Ember's step adds a few layers to the hand-written loop (the module's own call and `self.log`, the closure and
+    the optimizer step, the hook dispatch; with the defaults the bar's and the checkpoint's batch hooks and the log
+    and validation checks): 16 and 22 calls, 486 and 658 bytecodes (of the raw loop's 7277) with this torch. A
+    change that puts more layers or more work on the hot path fails here."""
     calls = _load("calls")
     sys.path.insert(0, str(BENCH))
     try:
         lines = calls.main(["--steps", "10", "--diff"])
     finally:
         sys.path.remove(str(BENCH))
-    extra = {line.split(" | ")[0][2:]: float(line.split(" | ")[-1].rstrip(" |")) for line in lines if "| tiny" in line}
-    assert 0 < extra["tiny"] <= 21, lines
-    assert extra["tiny"] < extra["tiny_defaults"] <= 32, lines
+    rows = {line.split(" | ")[0][2:]: line.rstrip(" |").split(" | ")[1:] for line in lines if line.startswith("| tiny")}
+    extra_calls = {name: float(cells[2]) for name, cells in rows.items()}
+    extra_codes = {name: float(cells[5].split()[0]) for name, cells in rows.items()}
+    assert 0 < extra_calls["tiny"] <= 18, lines
+    assert extra_calls["tiny"] < extra_calls["tiny_defaults"] <= 25, lines
+    assert 0 < extra_codes["tiny"] <= 500, lines
+    assert extra_codes["tiny"] < extra_codes["tiny_defaults"] <= 680, lines
     # which functions: Ember's layers and the module's, each once or twice a step
-    differ = {line.split()[1]: float(line.split()[0]) for line in lines if line.startswith("   ")}
+    sections: dict[str, dict[str, float]] = {}
+    for line in lines:
+        if line.endswith("per step that differ (Ember - raw loop)"):
+            current = sections.setdefault(line.split(":")[0] + ":" + line.split()[1], {})
+        elif line.startswith("  "):
+            current[line.split()[1]] = float(line.split()[0])
+    differ = sections["tiny:calls"]
     assert differ["step.py:_closure"] == differ["logging.py:log"] == 1.0
     # the raw loop's `x.to(device)` and `y.to(device)`, which Ember skips on the CPU
     assert differ["C:Tensor.to"] == -2.0
     assert max(differ.values()) <= 2.0, differ
+    # the bytecodes name the same functions, weighed by what they do
+    assert sections["tiny:bytecodes"]["step.py:_closure"] > 10
+    assert sections["tiny_defaults:bytecodes"]["loop.py:_run_batch_steps"] > 10
 
 
 def test_report_carries_the_per_step_medians_when_measured():
@@ -329,7 +343,10 @@ def test_report_carries_the_per_step_medians_when_measured():
     table = "| program | raw loop | Ember | Ember's extra | ratio |\n|---|---|---|---|---|\n| tiny | 1 µs | 2 µs | +1 µs | 2.000× |"
     report = runner.render_report(rows, ["raw", "ember"], args, {**context, "argv": [], "step_time": table})
     assert "`bench/step_time.py`" in report and report.rstrip().endswith("| tiny | 1 µs | 2 µs | +1 µs | 2.000× |")
-    calls = "| program | raw loop | Ember | Ember's extra |\n|---|---|---|---|\n| tiny | 796.0 | 815.0 | +19.0 |"
+    calls = (
+        "| program | calls: raw loop | Ember | Ember's extra | bytecodes: raw loop | Ember | Ember's extra |\n"
+        "|---|---|---|---|---|---|---|\n| tiny | 796.0 | 812.0 | +16.0 | 7276 | 7762 | +486 (+6.7%) |"
+    )
     report = runner.render_report(
         rows, ["raw", "ember"], args, {**context, "argv": [], "step_time": table, "calls": calls}
     )
