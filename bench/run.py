@@ -206,6 +206,22 @@ def run_training_case(runner: Runner, case: str, impls: list[str], repeats: int)
     return row
 
 
+def _paired_ratios(rows: list[dict[str, Any]], impls: list[str]) -> list[str]:
+    """Per timed case, each implementation's run over the raw loop's of the same round: a machine that slows
+    down over minutes moves the medians of the two sides apart, and these ratios much less."""
+    found = []
+    for row in rows:
+        samples = row.get("samples", {})
+        if row["case"] in ("import", "first_step") or not samples.get("raw"):
+            continue
+        for impl in impls:
+            if impl == "raw" or len(samples.get(impl, [])) < 2:
+                continue
+            ratios = [other / raw for raw, other in zip(samples["raw"], samples[impl])]
+            found.append(f"{row['case']}/{impl} {statistics.median(ratios):.3f}× ({min(ratios):.3f}-{max(ratios):.3f})")
+    return found
+
+
 def async_ckpt_note(outputs: dict[str, dict[str, Any]]) -> str:
     """The synchronous stalls, the first asynchronous save and the phases' lengths, from the last run of each."""
     parts = []
@@ -495,6 +511,12 @@ def render_report(
                 spread.append(f"{row['case']}/{impl} {min(seconds):.3f}-{max(seconds):.3f}")
     if spread:
         lines.append("- spread of the runs (min-max seconds, whole run or import process): " + "; ".join(spread) + ".")
+    paired = _paired_ratios(rows, impls)
+    if paired:
+        lines.append(
+            "- paired: each run over the raw loop's run of the same round (the two ran one after the other, so a"
+            " drift of the machine falls on both), median and min-max: " + "; ".join(paired) + "."
+        )
     if context.get("step_time"):
         lines += [
             "",

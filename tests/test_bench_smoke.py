@@ -351,3 +351,20 @@ def test_report_carries_the_per_step_medians_when_measured():
         rows, ["raw", "ember"], args, {**context, "argv": [], "step_time": table, "calls": calls}
     )
     assert report.rstrip().endswith(calls) and "| tiny | 1 µs | 2 µs |" in report
+
+
+def test_report_pairs_each_run_with_the_raw_loops_run_of_the_same_round():
+    """A machine that slows down between rounds moves both runs of a round: the paired ratios see through it."""
+    samples = {"raw": [1.0, 2.0, 1.1], "ember": [1.05, 2.02, 1.21]}  # the second round ran on a slow machine
+    rows = [
+        {"case": "tiny", "samples": samples, "medians": {"raw": 1.1, "ember": 1.21}, "steps": {"raw": 9, "ember": 9}},
+        {"case": "first_step", "samples": samples, "medians": {"raw": 1.1, "ember": 1.21}},
+    ]
+    context = {
+        k: "x" for k in ("when", "commit", "machine", "device", "torch", "lightning", "load_before", "load_after")
+    }
+    args = runner.parse_args(["--cases", "tiny,first_step"])
+    report = runner.render_report(rows, ["raw", "ember"], args, {**context, "argv": []})
+    paired = [line for line in report.splitlines() if line.startswith("- paired:")]
+    # 1.05, 1.01, 1.10: median 1.050, where the medians of the two sides say 1.100
+    assert len(paired) == 1 and paired[0].endswith("tiny/ember 1.050× (1.010-1.100)."), paired
