@@ -1431,3 +1431,73 @@ def test_a_filename_metric_not_logged_when_a_checkpoint_is_saved_is_named_once(t
         " when it exists (e.g. `monitor='val_acc'` saves after the validation that logs it)."
     ]
     assert os.listdir(tmp_path) == ["epoch=0-val_acc=0.00.ckpt"]  # the step-4 save wrote over the step-2 one
+
+
+def _batch_end_calls(tmp_path, checkpoint):
+    """How many times ``ModelCheckpoint``'s own batch-end code ran during a four-batch fit."""
+    import sys
+
+    from tests.helpers.callback_models import make_regressor, train_loader
+
+    code, ran = ModelCheckpoint.on_train_batch_end.__code__, []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code is code:
+            ran.append(1)
+
+    trainer = ember.Trainer(
+        **{**QUIET, "enable_checkpointing": True}, max_epochs=1, default_root_dir=tmp_path, callbacks=[checkpoint]
+    )
+    sys.setprofile(profile)
+    try:
+        trainer.fit(make_regressor(ember)(), train_loader(n=16, batch_size=4))
+    finally:
+        sys.setprofile(None)
+    return len(ran)
+
+
+def test_the_batch_end_hook_is_called_only_where_it_may_save(tmp_path):
+    """Without a step or time interval the batch-end hook has nothing to do and the trainer leaves it out (a call
+    on every batch of nearly every fit); with one, and for a subclass's own hook, it is called at each batch."""
+    assert _batch_end_calls(tmp_path / "a", ModelCheckpoint()) == 0
+    assert _batch_end_calls(tmp_path / "b", ModelCheckpoint(every_n_train_steps=3)) == 4
+    assert _batch_end_calls(tmp_path / "c", ModelCheckpoint(train_time_interval=timedelta(hours=1))) == 4
+
+    seen = []
+
+    class Counting(ModelCheckpoint):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(batch_idx)
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    assert _batch_end_calls(tmp_path / "d", Counting()) == 4
+    assert seen == [0, 1, 2, 3]
+
+
+def test_a_batch_end_hook_patched_on_the_class_or_the_instance_is_called(tmp_path, monkeypatch):
+    seen = []
+    patched = ModelCheckpoint()
+    patched.on_train_batch_end = lambda trainer, module, outputs, batch, batch_idx: seen.append(("instance", batch_idx))
+    _batch_end_calls(tmp_path / "a", patched)
+    monkeypatch.setattr(
+        ModelCheckpoint,
+        "on_train_batch_end",
+        lambda self, trainer, module, outputs, batch, i: seen.append(("class", i)),
+    )
+    _batch_end_calls(tmp_path / "b", ModelCheckpoint())
+    assert seen == [("instance", i) for i in range(4)] + [("class", i) for i in range(4)]
+
+
+def test_a_profiled_fit_records_the_idle_batch_end_hook_as_lightnings_does(tmp_path):
+    from tests.helpers.callback_models import make_regressor, train_loader
+
+    from ember.profilers import SimpleProfiler
+
+    profiler = SimpleProfiler()
+    trainer = ember.Trainer(
+        **{**QUIET, "enable_checkpointing": True}, max_epochs=1, default_root_dir=tmp_path, profiler=profiler
+    )
+    trainer.fit(make_regressor(ember)(), train_loader(n=16, batch_size=4))
+    recorded = [a for a in profiler.recorded_durations if a.startswith("[Callback]ModelCheckpoint")]
+    batch_end = [a for a in recorded if a.endswith(".on_train_batch_end")]
+    assert len(batch_end) == 1 and len(profiler.recorded_durations[batch_end[0]]) == 4, recorded

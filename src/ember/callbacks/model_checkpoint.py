@@ -264,13 +264,22 @@ class ModelCheckpoint(Checkpoint):
         self._last_time_checked = time.monotonic()
         self._monitor_missing_since = None
 
+    def _idle_hooks(self) -> frozenset[str]:
+        """The hooks that have nothing to do in this run, which the trainer need not call (see
+        ``HookDispatcher``): the batch end, where no step or time interval saves and it is this class's own."""
+        if self._every_n_train_steps or self._train_time_interval is not None:
+            return frozenset()
+        if type(self).on_train_batch_end is not _OWN_BATCH_END or "on_train_batch_end" in self.__dict__:
+            return frozenset()  # a subclass's or a patched hook may do something else
+        return frozenset({"on_train_batch_end"})
+
     @ignores_outputs
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Save when ``every_n_train_steps`` or ``train_time_interval`` says so."""
         if not self._every_n_train_steps and self._train_time_interval is None:
-            return  # the common case costs one check per step
+            return  # (a trainer does not call it then: `_idle_hooks`)
         # a step already saved (a batch without an optimizer step) still reads and restarts the clock, as in
         # Lightning: a time trigger falling on it is used up
         skip_state = self._should_skip_saving_checkpoint(trainer)
@@ -851,6 +860,9 @@ class ModelCheckpoint(Checkpoint):
 # `inspect.signature(ModelCheckpoint)` gives the types themselves, in Lightning's forms, rather than their text
 # (this module's annotations are strings): a parser given a parameter's annotation as its `type` reads `save_last=yes`
 lightning_style_annotations(ModelCheckpoint)
+
+
+_OWN_BATCH_END = ModelCheckpoint.on_train_batch_end
 
 
 def _escapes_folder(filename: str) -> bool:

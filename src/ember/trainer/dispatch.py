@@ -52,9 +52,14 @@ class HookDispatcher:
         self.callbacks = callbacks
         self.profiler = profiler
         self._module_action = f"[LightningModule]{type(module).__name__}."
-        # per hook: the callbacks that override it, and their bound methods (what the loop calls)
+        # per hook: the callbacks that override it, and their bound methods (what the loop calls). A callback of
+        # Ember's may say which of its hooks have nothing to do in this run (`_idle_hooks`, e.g. ModelCheckpoint's
+        # batch end without a step interval): those it is not called for, which saves a call on every batch. With a
+        # profiler they are, so that its report lists the same actions as Lightning's
+        idle = {id(cb): cb._idle_hooks() for cb in callbacks if profiler is None and hasattr(type(cb), "_idle_hooks")}
         self._callbacks_for: dict[str, list[Any]] = {
-            name: [cb for cb in callbacks if overrides(cb, Callback, name)] for name in CALLBACK_HOOKS
+            name: [cb for cb in callbacks if overrides(cb, Callback, name) and name not in idle.get(id(cb), ())]
+            for name in CALLBACK_HOOKS
         }
         self._callback_fns: dict[str, list[Any]] = {
             name: [self._callback_fn(cb, name) for cb in owners] for name, owners in self._callbacks_for.items()
