@@ -207,15 +207,22 @@ def run_training_case(runner: Runner, case: str, impls: list[str], repeats: int)
 
 
 def _paired_ratios(rows: list[dict[str, Any]], impls: list[str]) -> list[str]:
-    """Per timed case, each implementation's run over the raw loop's of the same round: a machine that slows
-    down over minutes moves the medians of the two sides apart, and these ratios much less."""
+    """Per timed case, each implementation's run over the raw loop's of the same round (``first_step``: the
+    difference in seconds): a machine that slows down over minutes moves the medians of the two sides apart,
+    and these much less."""
     found = []
     for row in rows:
         samples = row.get("samples", {})
-        if row["case"] in ("import", "first_step") or not samples.get("raw"):
+        if row["case"] == "import" or not samples.get("raw"):
             continue
         for impl in impls:
             if impl == "raw" or len(samples.get(impl, [])) < 2:
+                continue
+            if row["case"] == "first_step":
+                extra = [other - raw for raw, other in zip(samples["raw"], samples[impl])]
+                found.append(
+                    f"first_step/{impl} {statistics.median(extra):+.3f} s ({min(extra):+.3f} to {max(extra):+.3f})"
+                )
                 continue
             ratios = [other / raw for raw, other in zip(samples["raw"], samples[impl])]
             found.append(f"{row['case']}/{impl} {statistics.median(ratios):.3f}× ({min(ratios):.3f}-{max(ratios):.3f})")
