@@ -33,7 +33,7 @@ Cases (see ``bench/workloads.py`` for the programs):
 
 With ``tiny_defaults`` (on the CPU, not ``--quick``) the report also carries ``bench/step_time.py``'s
 per-step medians, measured in one process where the two sides' epochs alternate, and ``bench/calls.py``'s
-count of the Python calls each step makes, which does not move with the machine's load.
+counts of the Python calls and bytecodes each step makes, which do not move with the machine's load.
 
 Lightning runs from the separate venv ``.venv-peers`` (``make bench-peers`` creates it) so that
 Ember's environment never holds it.
@@ -309,7 +309,7 @@ def run_import_case(runner: Runner, impls: list[str], repeats: int) -> dict[str,
 
 def run_step_table(runner: Runner, script: str) -> str:
     """The table ``bench/<script>`` prints (``step_time.py``: per-step medians in one process; ``calls.py``: Python
-    calls per step), or why it is missing."""
+    calls and bytecodes per step), or why it is missing."""
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, str(HERE / script)],
