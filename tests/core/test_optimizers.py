@@ -608,3 +608,44 @@ def test_a_top_level_monitor_in_a_list_of_dicts_goes_to_its_plateau_scheduler():
     trainer, _ = _fit(configure)
     (config,) = trainer.lr_scheduler_configs
     assert (config.monitor, config.reduce_on_plateau) == ("train_loss", True)
+
+
+class _KeepsInContext(torch.autograd.Function):
+    """An op that keeps its input on ``ctx`` (not ``save_for_backward``): backward does not free it, only the
+    graph's end does, as in many custom ops."""
+
+    kept: list[Any] = []
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.input = x.detach().clone()
+        _KeepsInContext.kept.append(__import__("weakref").ref(ctx.input))
+        return x * 2
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad * 2
+
+
+@pytest.mark.parametrize("reads_outputs", [False, True])
+def test_a_steps_graph_is_gone_when_the_next_batch_starts(reads_outputs):
+    """Nothing of a batch's graph is kept past its step (as in Lightning): an op's tensors that backward does not
+    free live until the graph goes, so a graph kept over to the next batch would hold them through its forward."""
+    alive_at_start: list[int] = []
+    _KeepsInContext.kept.clear()
+
+    class Model(CoreModel):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return torch.nn.functional.mse_loss(_KeepsInContext.apply(self(x)), y)
+
+        def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+            alive_at_start.append(sum(ref() is not None for ref in _KeepsInContext.kept))
+
+        if reads_outputs:  # the batch outputs are built: they hold the loss without its graph
+
+            def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+                assert outputs["loss"].grad_fn is None
+
+    quiet_trainer(max_epochs=1).fit(Model(), loader(n=16, batch_size=4))
+    assert alive_at_start == [0, 0, 0, 0]

@@ -210,8 +210,11 @@ class TrainingStep:
                 _closure_not_run()
         if not accumulating:  # a window ended (DeepSpeed's engine steps on every batch, updating at the end)
             self.progress.global_step += 1
-        self._batch = None
-        return self._outputs() if self.need_outputs else None
+        outputs = self._outputs() if self.need_outputs else None
+        # nothing of the batch is kept past its step: its data, and the loss with its graph (whose ops may hold
+        # tensors that backward does not free)
+        self._batch = self._loss = self._extra = None
+        return outputs
 
     def _closure(self) -> Tensor | None:
         """training_step, zero_grad at the start of an accumulation window, then backward. Returns the loss
