@@ -196,9 +196,10 @@ def test_import_ember_loads_nothing_heavy():
     assert proc.stdout.strip() == ""
 
 
-def test_a_default_fit_on_local_folders_does_not_load_fsspec(tmp_path):
+def test_a_default_fit_on_local_folders_loads_neither_fsspec_nor_the_precision_plugins(tmp_path):
     # fsspec serves remote paths; local checkpoints, hparams.yaml and logs go through the standard library,
-    # so that a default run does not pay fsspec's import (what `tiny_defaults` measures)
+    # and a run in full precision needs none of the mixed, half, double, FSDP, DeepSpeed or bitsandbytes
+    # plugins: a default run does not pay for their imports (what `tiny_defaults` measures)
     code = (
         "import sys, torch, ember\n"
         "from torch.utils.data import DataLoader, TensorDataset\n"
@@ -213,11 +214,11 @@ def test_a_default_fit_on_local_folders_does_not_load_fsspec(tmp_path):
         f"trainer = ember.Trainer(max_epochs=2, default_root_dir={str(tmp_path)!r}, enable_progress_bar=False)\n"
         "trainer.fit(M(), data, data)\n"
         "assert trainer.checkpoint_callback.best_model_path\n"
-        "print('fsspec' in sys.modules)\n"
+        "print(sorted(m for m in sys.modules if m == 'fsspec' or m.startswith('ember.precision.')))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "False"
+    assert proc.stdout.strip().splitlines()[-1] == "['ember.precision.precision']"
     assert list(tmp_path.rglob("hparams.yaml")) and list(tmp_path.rglob("*.ckpt"))
 
 

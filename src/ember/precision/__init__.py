@@ -9,33 +9,37 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from ember.precision.amp import MixedPrecision
-from ember.precision.amp import MixedPrecisionPlugin as MixedPrecisionPlugin
-from ember.precision.bitsandbytes import BitsandbytesPrecision
-from ember.precision.bitsandbytes import BitsandbytesPrecisionPlugin as BitsandbytesPrecisionPlugin
-from ember.precision.deepspeed import DeepSpeedPrecision
-from ember.precision.deepspeed import DeepSpeedPrecisionPlugin as DeepSpeedPrecisionPlugin
-from ember.precision.double import DoublePrecision
-from ember.precision.double import DoublePrecisionPlugin as DoublePrecisionPlugin
-from ember.precision.fsdp import FSDPMixedPrecisionPlugin as FSDPMixedPrecisionPlugin
-from ember.precision.fsdp import FSDPPrecision
-from ember.precision.fsdp import FSDPPrecisionPlugin as FSDPPrecisionPlugin
-from ember.precision.half import HalfPrecision
-from ember.precision.half import HalfPrecisionPlugin as HalfPrecisionPlugin
 from ember.precision.precision import PRECISIONS, Precision, normalize_precision
 from ember.precision.precision import PrecisionPlugin as PrecisionPlugin
-from ember.precision.unsupported import TransformerEnginePrecision, XLAPrecision
-from ember.precision.unsupported import TransformerEnginePrecisionPlugin as TransformerEnginePrecisionPlugin
-from ember.precision.unsupported import XLAPrecisionPlugin as XLAPrecisionPlugin
 
-# isort: split
-# Lightning 1.x's TPU names and Lightning's removed HPU classes, which Lightning 2.x keeps: by name only
-from ember.accelerators.hpu import HPUPrecisionPlugin as HPUPrecisionPlugin
-from ember.precision.unsupported import TPUBf16PrecisionPlugin as TPUBf16PrecisionPlugin
-from ember.precision.unsupported import TPUPrecisionPlugin as TPUPrecisionPlugin
-from ember.precision.unsupported import XLABf16PrecisionPlugin as XLABf16PrecisionPlugin
+# the plugin classes, imported on first use: a Trainer in full precision (most runs) loads none of them
+_LAZY = {
+    "MixedPrecision": "ember.precision.amp",
+    "MixedPrecisionPlugin": "ember.precision.amp",
+    "BitsandbytesPrecision": "ember.precision.bitsandbytes",
+    "BitsandbytesPrecisionPlugin": "ember.precision.bitsandbytes",
+    "DeepSpeedPrecision": "ember.precision.deepspeed",
+    "DeepSpeedPrecisionPlugin": "ember.precision.deepspeed",
+    "DoublePrecision": "ember.precision.double",
+    "DoublePrecisionPlugin": "ember.precision.double",
+    "FSDPPrecision": "ember.precision.fsdp",
+    "FSDPPrecisionPlugin": "ember.precision.fsdp",
+    "FSDPMixedPrecisionPlugin": "ember.precision.fsdp",
+    "HalfPrecision": "ember.precision.half",
+    "HalfPrecisionPlugin": "ember.precision.half",
+    "TransformerEnginePrecision": "ember.precision.unsupported",
+    "TransformerEnginePrecisionPlugin": "ember.precision.unsupported",
+    "XLAPrecision": "ember.precision.unsupported",
+    "XLAPrecisionPlugin": "ember.precision.unsupported",
+    # Lightning 1.x's TPU names and Lightning's removed HPU classes, which Lightning 2.x keeps: by name only
+    "HPUPrecisionPlugin": "ember.accelerators.hpu",
+    "TPUBf16PrecisionPlugin": "ember.precision.unsupported",
+    "TPUPrecisionPlugin": "ember.precision.unsupported",
+    "XLABf16PrecisionPlugin": "ember.precision.unsupported",
+}
 
 # the `...PrecisionPlugin` names are Lightning 1.x's (deprecated): importable here, and out of `__all__`, as in
 # Lightning 2.x
@@ -56,13 +60,32 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ember.precision' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *_LAZY})
+
+
 def create_precision(precision: str, device_type: str) -> Precision:
     """The plugin for a precision name (as ``normalize_precision`` returns it) on a device type."""
     if precision == "64-true":
+        from ember.precision.double import DoublePrecision
+
         return DoublePrecision()
     if precision in ("16-true", "bf16-true"):
+        from ember.precision.half import HalfPrecision
+
         return HalfPrecision(precision)
     if precision in ("16-mixed", "bf16-mixed"):
+        from ember.precision.amp import MixedPrecision
+
         return MixedPrecision(precision, device_type)
     return Precision()
 
@@ -101,6 +124,9 @@ def choose_precision(precision: Any, plugins: Any, strategy: Any, device_type: s
             # Lightning's line (its FSDP and DeepSpeed plugins say nothing)
             rank_zero_info(f"Using {'16bit' if name == '16-mixed' else 'bfloat16'} Automatic Mixed Precision (AMP)")
         return strategy.precision_for(name, device_type)  # DeepSpeed: its own plugin
+    from ember.precision.bitsandbytes import BitsandbytesPrecision
+    from ember.precision.fsdp import FSDPPrecision
+
     if isinstance(plugin, BitsandbytesPrecision) and device_type not in ("cuda", "cpu"):
         # Lightning allows CUDA only; bitsandbytes 0.46+ quantizes on CPU as well
         raise RuntimeError(
