@@ -214,8 +214,8 @@ class TQDMProgressBar(ProgressBar):
                 bar.n = n
             return
         bar = self.train_progress_bar
-        if self._advance(bar, n):
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
+        if self._advance(bar, n, draw=False):
+            bar.set_postfix(self.get_metrics(trainer, pl_module))  # draws the new count with its metrics, once
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.train_progress_bar.disable:  # redraws: the epoch's last count, if the clock held it back
@@ -329,9 +329,11 @@ class TQDMProgressBar(ProgressBar):
         self.reset_dataloader_idx_tracker()
 
     # ---- helpers -------------------------------------------------------------------------------
-    def _advance(self, bar: _tqdm, n: int) -> bool:
+    def _advance(self, bar: _tqdm, n: int, draw: bool = True) -> bool:
         """Move ``bar`` to batch ``n`` and redraw it (True) where Lightning would (:meth:`_should_update`),
-        but not more often than every ``min_refresh_interval`` seconds, the last batch excepted.
+        but not more often than every ``min_refresh_interval`` seconds, the last batch excepted. With
+        ``draw=False`` the caller redraws (the training bar, with its metrics: one frame, where Lightning
+        draws the new count, then again with the metrics).
 
         A count the clock alone holds back goes into ``bar.n`` undrawn (as Lightning's bar counts it), and
         the bar's last frame shows it (:func:`_draw_last_count`): a loop without a length has no batch that
@@ -353,7 +355,7 @@ class TQDMProgressBar(ProgressBar):
             self._last_redraw = now
         elif not self.is_enabled:
             return False
-        _update_n(bar, n)
+        _update_n(bar, n, draw)
         return True
 
     @staticmethod
@@ -401,10 +403,11 @@ def convert_inf(x: int | float | None) -> int | float | None:
     return x
 
 
-def _update_n(bar: _tqdm, value: int) -> None:
+def _update_n(bar: _tqdm, value: int, draw: bool = True) -> None:
     if not bar.disable:
         bar.n = bar.last_print_n = value  # tqdm's record of the count it drew last
-        bar.refresh()
+        if draw:
+            bar.refresh()
 
 
 def _draw_last_count(bar: _tqdm) -> None:
