@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ember.callbacks.callback import Callback
+from ember.utilities.lazy import lazy_attribute
 
 _LAZY = {
     "Checkpoint": "ember.callbacks.checkpoint",
@@ -39,12 +39,7 @@ __all__ = ["Callback", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ember.callbacks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(globals(), _LAZY, name)
 
 
 def __dir__() -> list[str]:

@@ -10,8 +10,9 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from ember.utilities.lazy import lazy_attribute
 
 _LAZY = {
     "Logger": "ember.loggers.logger",
@@ -28,12 +29,7 @@ __all__ = ["CSVLogger", "CometLogger", "LitLogger", "Logger", "MLFlowLogger", "T
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ember.loggers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(globals(), _LAZY, name)
 
 
 def __dir__() -> list[str]:

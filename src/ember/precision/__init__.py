@@ -9,11 +9,11 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ember.precision.precision import PRECISIONS, Precision, normalize_precision
 from ember.precision.precision import PrecisionPlugin as PrecisionPlugin
+from ember.utilities.lazy import lazy_attribute
 
 # the plugin classes, imported on first use: a Trainer in full precision (most runs) loads none of them
 _LAZY = {
@@ -61,12 +61,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ember.precision' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(globals(), _LAZY, name)
 
 
 def __dir__() -> list[str]:
