@@ -6,10 +6,10 @@ Each profiler loads when first named, so the default trainer imports none of cPr
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ember.profilers.profiler import PassThroughProfiler, Profiler
+from ember.utilities.lazy import lazy_attribute
 
 _LAZY = {
     "SimpleProfiler": "ember.profilers.simple",
@@ -29,9 +29,7 @@ __all__ = ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfil
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ember.profilers' has no attribute {name!r}")
+    return lazy_attribute(globals(), _LAZY, name)
 
 
 def create_profiler(profiler: Profiler | str | None) -> Profiler:
