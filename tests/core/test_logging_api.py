@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 import torch
+from tests.helpers.callback_models import make_recording_logger
 from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
@@ -154,6 +156,68 @@ def test_logged_values_are_detached_copies():
 
     quiet_trainer(max_steps=1).fit(Grad(), loader())
     assert seen["requires_grad"] == (False, False)
+
+
+class _Ops(TorchDispatchMode):
+    """The aten operations run inside it, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def _validate_logging(
+    log: Callable[[ember.LightningModule, torch.Tensor], None], **trainer_kwargs: Any
+) -> ember.Trainer:
+    """``trainer.validate`` of a CoreModel whose ``validation_step`` calls ``log(module, value)`` with its batch's
+    first target (``loader(n=10)``: batches of 4, 4 and 2 samples)."""
+
+    class Validating(CoreModel):
+        def validation_step(self, batch, batch_idx):
+            log(self, batch[1][0, 0].clone())
+
+    trainer = quiet_trainer(**trainer_kwargs)
+    trainer.validate(Validating(), loader(n=10), verbose=False)
+    return trainer
+
+
+def test_a_value_changed_in_place_after_it_was_logged_keeps_its_logged_value():
+    batches = [y[:, 0] for _, y in loader(n=10)]
+    firsts = [float(y[0]) for y in batches]
+    epoch_mean = sum(first * len(y) for first, y in zip(firsts, batches)) / 10
+
+    def log_then_change(module, value):
+        module.log("both", value, on_step=True, on_epoch=True)
+        module.log("epoch", value)  # validation's default: for the epoch alone
+        value.add_(100.0)  # the program reuses its tensor
+
+    logger = make_recording_logger(ember)()
+    trainer = _validate_logging(log_then_change, logger=logger)
+    steps = [metrics["both_step"] for metrics, _ in logger.calls if "both_step" in metrics]
+    assert steps == pytest.approx(firsts)
+    assert trainer.callback_metrics["both_epoch"].item() == pytest.approx(epoch_mean)
+    assert trainer.callback_metrics["epoch"].item() == pytest.approx(epoch_mean)
+
+
+def test_a_value_logged_for_the_epoch_alone_is_not_copied():
+    # added to the epoch's total at once, it needs no copy: each copy would be an allocation (and on a GPU a
+    # kernel launch) for every value every validation step logs. A value kept for its step is copied.
+    ops: dict[str, list[list[str]]] = {"epoch": [], "step": []}
+
+    def log(module, value):
+        for name, on_step in (("epoch", False), ("step", True)):
+            with _Ops() as mode:
+                module.log(name, value, on_step=on_step, on_epoch=not on_step)
+            ops[name].append(mode.names)
+
+    _validate_logging(log)
+    assert len(ops["epoch"]) == 3
+    assert all("clone" not in names for names in ops["epoch"]), ops["epoch"]
+    assert all(names.count("clone") == 1 for names in ops["step"]), ops["step"]
 
 
 def test_python_numbers_and_one_element_tensors_are_accepted():

@@ -117,7 +117,10 @@ class LoggingMixin:
             ):
                 # the hot path: this key was validated when it was first logged. Logged values
                 # never keep the graph (Lightning detaches them whatever `enable_graph` says).
-                value = value.detach() if value.requires_grad else value.clone()
+                if value.requires_grad:
+                    value = value.detach()
+                elif metric.on_step:
+                    value = value.clone()  # kept for the step: the program may change its tensor in place
                 if metric.step_only:  # what `update` does for a value kept for this step alone, without its call
                     metric.step_value, metric.has_value = value, True
                     return
@@ -263,7 +266,7 @@ class LoggingMixin:
         if not is_metric:
             # Lightning names the hook with its dataloader: the integer warning comes once per dataloader
             with_idx = add_dataloader_idx and results.dataloader_idx is not None
-            value = _logged_copy(value, name, f"{fx}.{results.dataloader_idx}" if with_idx else fx)
+            value = _logged_value(value, name, f"{fx}.{results.dataloader_idx}" if with_idx else fx, on_step)
         size = 1
         if not is_metric and on_epoch and reduce == "mean":
             size = batch_size if batch_size is not None else results.current_batch_size()
@@ -420,10 +423,15 @@ def _torchmetrics_collection_type() -> type | None:
     return getattr(module, "MetricCollection", None) if module is not None else None
 
 
-def _logged_copy(value: Tensor, name: str, hook: str) -> Tensor:
-    """``value`` detached and copied, in a float dtype the results accumulate; an integer or bool value gets
-    Lightning's warning."""
-    value = value.detach() if value.requires_grad else value.clone()
+def _logged_value(value: Tensor, name: str, hook: str, kept: bool) -> Tensor:
+    """``value`` detached, in a float dtype the results accumulate; an integer or bool value gets Lightning's
+    warning. A value ``kept`` for its step is a copy, which the program's later in-place changes do not reach;
+    one for the epoch alone is added to the epoch's total at once, so it is not copied (a copy is an allocation,
+    and on a GPU a kernel launch, for every value a validation step logs)."""
+    if value.requires_grad:
+        value = value.detach()
+    elif kept:
+        value = value.clone()
     if not value.is_floating_point():
         _warning_cache.warn(  # Lightning's text, once per name and hook (the value is not in it)
             f"You called `self.log({name!r}, ...)` in your `{hook}` but the value needs to"
