@@ -990,6 +990,7 @@ def _evaluate_loader(
     log_steps = bool(trainer.loggers) and stage != RunningStage.SANITY_CHECKING
     key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, dataloader_idx)
     counts = run.eval_progress[fn_stage]
+    validating = stage == RunningStage.VALIDATING
     stop = evaluation_stop_flag(trainer, run)
     batch_idx, stopped = 0, False
     while batch_idx < max_batches[dataloader_idx]:
@@ -1015,12 +1016,12 @@ def _evaluate_loader(
                 batch_end(output, batch, batch_idx, *extra)
             results.batch, results.batch_size = None, None
             if log_steps:
-                run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
-                run.metrics.log_eval_step(results, run.eval_steps_seen[key] - 1)
+                seen = run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
+                run.metrics.log_eval_step(results, seen - 1)
             batch_idx += 1
             counts[0] += 1
             counts[1] += 1
-            if stage == RunningStage.VALIDATING:
+            if validating:
                 run.evaluation_batches_run = True
         except StopIteration:  # from the step or a batch hook: it ends the evaluation, as in Lightning
             stopped = True
@@ -1077,8 +1078,8 @@ def _evaluate_with_iterator(
             results.batch, results.batch_size = None, None
             if log_steps:
                 key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, data.dataloader_idx)
-                run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
-                run.metrics.log_eval_step(results, run.eval_steps_seen[key] - 1)
+                seen = run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
+                run.metrics.log_eval_step(results, seen - 1)
             counts[0] += 1
             counts[1] += 1
             if stage == RunningStage.VALIDATING:
