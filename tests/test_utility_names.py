@@ -230,6 +230,60 @@ def test_extract_batch_size_warns_once_on_an_ambiguous_batch():
         extract_batch_size({"text": "no tensor"})
 
 
+def test_extract_batch_size_reads_every_kind_of_batch_lightning_reads():
+    import collections
+    import dataclasses
+    import types
+    from collections.abc import Mapping
+
+    from ember.utilities.data import extract_batch_size, warning_cache
+    from ember.utilities.exceptions import MisconfigurationException
+
+    class Frozen(Mapping):
+        """A mapping that is not a dict."""
+
+        def __init__(self, **items):
+            self._items = items
+
+        def __getitem__(self, key):
+            return self._items[key]
+
+        def __iter__(self):
+            return iter(self._items)
+
+        def __len__(self):
+            return len(self._items)
+
+    @dataclasses.dataclass
+    class Batch:
+        images: torch.Tensor
+        name: str
+
+    Pair = collections.namedtuple("Pair", ["x", "y"])
+    six, scalar = torch.zeros(6, 2), torch.tensor(1.0)
+    warning_cache.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none of these is ambiguous
+        assert extract_batch_size(six) == 6
+        assert extract_batch_size(scalar) == 1
+        assert extract_batch_size([six, [six]]) == 6
+        assert extract_batch_size(Pair(six, six)) == 6
+        assert extract_batch_size(collections.OrderedDict(a=six)) == 6
+        assert extract_batch_size(Frozen(a=[six])) == 6
+        assert extract_batch_size(types.MappingProxyType({"a": six})) == 6
+        assert extract_batch_size(iter([six])) == 6  # any iterable
+        assert extract_batch_size(["no tensor first is skipped", six]) == 6  # a leading non-tensor leaf
+    with pytest.warns(UserWarning, match="ambiguous collection. The batch size we found is 6"):
+        # a string is a leaf, not a sequence of characters: after a tensor, it makes the batch ambiguous
+        assert extract_batch_size(Batch(six, "a name")) == 6
+    with pytest.raises(MisconfigurationException, match="We could not infer the batch_size"):
+        extract_batch_size(("text", 3, None))
+    recursive: list = []
+    recursive.append(recursive)
+    with pytest.raises(RecursionError, match="We could not infer the batch_size"):
+        extract_batch_size(recursive)
+
+
 def test_recursive_detach():
     from ember.utilities.memory import recursive_detach
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -122,32 +122,45 @@ def extract_batch_size(batch: Any) -> int:
         "We could not infer the batch_size from the batch. Either simplify its structure"
         " or provide the batch_size as `self.log(..., batch_size=batch_size)`."
     )
-    batch_size = None
+    sizes: list[int | None] = []
     try:
-        for size in _batch_sizes(batch):
-            if batch_size is None:
-                batch_size = size
-            elif batch_size != size:
-                warning_cache.warn(
-                    "Trying to infer the `batch_size` from an ambiguous collection. The batch size we"
-                    f" found is {batch_size}. To avoid any miscalculations, use `self.log(..., batch_size=batch_size)`."
-                )
-                break
+        _batch_sizes(batch, sizes)
     except RecursionError:
         raise RecursionError(message) from None
+    batch_size = None
+    for size in sizes:  # (None for a leaf that is not a tensor)
+        if batch_size is None:
+            batch_size = size
+        elif batch_size != size:
+            warning_cache.warn(
+                "Trying to infer the `batch_size` from an ambiguous collection. The batch size we"
+                f" found is {batch_size}. To avoid any miscalculations, use `self.log(..., batch_size=batch_size)`."
+            )
+            break
     if batch_size is None:
         raise MisconfigurationException(message)
     return batch_size
 
 
-def _batch_sizes(batch: Any) -> Iterator[int | None]:
+def _batch_sizes(batch: Any, sizes: list[int | None]) -> None:
+    """Appends to ``sizes`` the size of each leaf of ``batch``, in order: a tensor's first dimension (1 for a
+    scalar), ``None`` for anything else."""
     if isinstance(batch, torch.Tensor):
-        yield 1 if batch.ndim == 0 else batch.size(0)
-    elif isinstance(batch, (Iterable, Mapping)) and not isinstance(batch, str):
-        for item in batch.values() if isinstance(batch, Mapping) else batch:
-            yield from _batch_sizes(item)
+        sizes.append(1 if batch.ndim == 0 else batch.size(0))
+        return
+    # (a tuple, list or dict, the usual batches, is known by its type: the abstract classes' `isinstance`
+    # checks cost more than the rest, on every step that logs a value for the epoch)
+    kind = type(batch)
+    if kind is tuple or kind is list:
+        items: Iterable[Any] = batch
+    elif kind is dict or isinstance(batch, Mapping):
+        items = batch.values()
+    elif isinstance(batch, Iterable) and not isinstance(batch, str):
+        items = batch
     elif is_dataclass_instance(batch):
-        for field in dataclasses.fields(batch):
-            yield from _batch_sizes(getattr(batch, field.name))
+        items = [getattr(batch, field.name) for field in dataclasses.fields(batch)]
     else:
-        yield None
+        sizes.append(None)
+        return
+    for item in items:
+        _batch_sizes(item, sizes)
