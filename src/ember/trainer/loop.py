@@ -1016,8 +1016,7 @@ def _evaluate_loader(
                 batch_end(output, batch, batch_idx, *extra)
             results.batch, results.batch_size = None, None
             if log_steps:
-                seen = run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
-                run.metrics.log_eval_step(results, seen - 1)
+                _log_evaluation_step(run, results, key)
             batch_idx += 1
             counts[0] += 1
             counts[1] += 1
@@ -1057,7 +1056,9 @@ def _evaluate_with_iterator(
     step_context = trainer.precision_plugin.step_context(fn_stage)  # (decided once, not at every batch)
     several = len(loaders) > 1
     log_steps = bool(trainer.loggers) and stage != RunningStage.SANITY_CHECKING
+    stage_key = RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING
     counts = run.eval_progress[fn_stage]
+    validating = stage == RunningStage.VALIDATING
     stop = evaluation_stop_flag(trainer, run)
     ended_in: set[int] = set()
     while not data.done:
@@ -1077,12 +1078,10 @@ def _evaluate_with_iterator(
                 batch_end(output, data.batch, data.batch_idx, *extra)
             results.batch, results.batch_size = None, None
             if log_steps:
-                key = (RunningStage.VALIDATING if fn_stage == "val" else RunningStage.TESTING, data.dataloader_idx)
-                seen = run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
-                run.metrics.log_eval_step(results, seen - 1)
+                _log_evaluation_step(run, results, (stage_key, data.dataloader_idx))
             counts[0] += 1
             counts[1] += 1
-            if stage == RunningStage.VALIDATING:
+            if validating:
                 run.evaluation_batches_run = True
             if stop is not None and stop.flag:  # as Lightning's: after the last batch too, which it does not know
                 stop_evaluation(trainer)
@@ -1090,6 +1089,13 @@ def _evaluate_with_iterator(
             break
     run.metrics.flush_step(results)
     return ended_in
+
+
+def _log_evaluation_step(run: Run, results: LoggedResults, key: tuple[RunningStage, int]) -> None:
+    """The step values of an evaluation batch to the loggers, at the step index the batch's dataloader has reached
+    in this stage (counted across the stage's runs, as Lightning counts them)."""
+    seen = run.eval_steps_seen[key] = run.eval_steps_seen.get(key, 0) + 1
+    run.metrics.log_eval_step(results, seen - 1)
 
 
 def _no_batches_allowed(trainer: Trainer, run: Run, stage: RunningStage) -> bool:
