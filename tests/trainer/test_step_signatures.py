@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -61,6 +62,25 @@ def test_dataloader_idx_must_match_the_number_of_loaders():
         RuntimeError, match=r"You provided multiple `predict_dataloader`, but no `dataloader_idx` argument"
     ):
         quiet_trainer().predict(Missing(), [loader(), loader()])
+
+
+def test_an_evaluation_reads_the_hooks_signatures_once_not_at_every_pass(monkeypatch):
+    # the dataloader_idx check runs at every validation; `inspect.signature` costs tens of microseconds a hook
+    # (and the module's own batch hooks take `dataloader_idx=0`), so it reads the signatures kept from the first
+    class Defaulted(CoreModel):
+        def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+            self.log("val", 1.0)
+
+    trainer = quiet_trainer()
+    plain, defaulted = CoreModel(), Defaulted()
+    trainer.validate(plain, loader())
+    trainer.validate(defaulted, loader())
+    read: list[Any] = []
+    signature = inspect.signature
+    monkeypatch.setattr(inspect, "signature", lambda fn, *a, **k: read.append(fn) or signature(fn, *a, **k))
+    trainer.validate(plain, loader())
+    assert trainer.validate(defaulted, loader()) == [{"val": 1.0}]  # one dataloader, `dataloader_idx=0`: accepted
+    assert read == []
 
 
 def test_is_param_in_hook_signature():

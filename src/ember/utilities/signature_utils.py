@@ -18,23 +18,29 @@ def is_param_in_hook_signature(
 ) -> bool:
     """Whether ``hook_fx`` takes ``param``: by name, through ``*args`` (unless ``explicit``), or by having at
     least ``min_args`` parameters after ``self``."""
-    hook_fx = getattr(hook_fx, "__wrapped__", hook_fx)  # a decorated hook: its own signature
-    args, varargs = _arguments(getattr(hook_fx, "__func__", hook_fx))
+    args, varargs, _ = _arguments(_function(hook_fx))
     return param in args or (not explicit and varargs) or (isinstance(min_args, int) and len(args) >= min_args)
 
 
-_ARGUMENTS: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], bool]] = weakref.WeakKeyDictionary()
+def _function(hook_fx: Callable[..., Any]) -> Callable[..., Any]:
+    hook_fx = getattr(hook_fx, "__wrapped__", hook_fx)  # a decorated hook: its own signature
+    return getattr(hook_fx, "__func__", hook_fx)
 
 
-def _arguments(fn: Callable[..., Any]) -> tuple[tuple[str, ...], bool]:
-    """``fn``'s parameter names after the first (``self``) and whether it takes ``*args``: read once per
-    function (each stage asks again for the same hooks, and ``inspect`` takes tens of microseconds)."""
+_ARGUMENTS: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], bool, frozenset[str]]] = weakref.WeakKeyDictionary()
+
+
+def _arguments(fn: Callable[..., Any]) -> tuple[tuple[str, ...], bool, frozenset[str]]:
+    """``fn``'s positional parameter names after the first (``self``), whether it takes ``*args``, and which of
+    those names have no default: read once per function (each stage asks again for the same hooks, and
+    ``inspect`` takes tens of microseconds)."""
     try:
         return _ARGUMENTS[fn]
     except (KeyError, TypeError):  # TypeError: not weakly referable, read every time
         pass
     spec = inspect.getfullargspec(fn)
-    found = (tuple(spec.args[1:]), spec.varargs is not None)
+    without_default = spec.args[1 : len(spec.args) - len(spec.defaults or ())]
+    found = (tuple(spec.args[1:]), spec.varargs is not None, frozenset(without_default))
     try:
         _ARGUMENTS[fn] = found
     except TypeError:
@@ -60,13 +66,13 @@ def step_without_batch_idx(module: Any, name: str, step: Callable[..., Any]) -> 
 
 def check_dataloader_idx(module: Any, names: tuple[str, ...], several: bool, prefix: str) -> None:
     """A step or batch hook names ``dataloader_idx`` exactly when there are several dataloaders (or gives it
-    a default): Lightning's check, with its messages, before the loop starts."""
+    a default): Lightning's check, with its messages, before the loop starts. Asked at every evaluation, it
+    reads the signatures :func:`is_param_in_hook_signature` keeps, not ``inspect.signature`` (tens of µs a hook)."""
     for name in names:
         fn = getattr(module, name)
         present = is_param_in_hook_signature(fn, "dataloader_idx")
         if not several:
-            params = inspect.signature(fn).parameters
-            if present and "dataloader_idx" in params and params["dataloader_idx"].default is inspect.Parameter.empty:
+            if present and "dataloader_idx" in _arguments(_function(fn))[2]:  # named, without a default
                 raise RuntimeError(
                     f"You provided only a single `{prefix}_dataloader`, but have included `dataloader_idx` in"
                     f" `{type(module).__name__}.{name}()`. Either remove the argument or give it a default value"
