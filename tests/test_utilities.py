@@ -1,5 +1,7 @@
 """Seeding, rank-zero and logging helpers, as Lightning's behave."""
 
+import datetime
+import functools
 import logging
 import os
 import pathlib
@@ -7,6 +9,9 @@ import random
 import subprocess
 import sys
 import textwrap
+import types
+import typing
+from typing import Any
 
 import numpy as np
 import pytest
@@ -413,6 +418,66 @@ def test_public_constructors_annotate_their_arguments_in_lightnings_typing_forms
     assert hints["enable_progress_bar"] == typing.Optional[bool]
     keyword_only = inspect.signature(ember.callbacks.LambdaCallback).parameters["on_fit_start"].annotation
     assert typing.get_origin(keyword_only) is typing.Union
+
+
+def test_constructor_annotations_are_evaluated_at_once_with_typings_own_answers(monkeypatch):
+    # every public class rewrites its `__init__` annotations at import; `typing.get_type_hints` compiles each
+    # annotation's text on its own (a `ForwardRef`, ~70 us apiece the first time), which every import paid
+    from ember.utilities.signature_utils import lightning_style_annotations
+
+    def made() -> tuple[type, type]:
+        class Plain:
+            def __init__(
+                self,
+                path: "str | pathlib.Path | None" = None,
+                mode: "typing.Literal['min', 'max']" = "min",
+                every: "datetime.timedelta | None" = None,
+                call: "typing.Callable[[int], None] | None" = None,
+                flag: "bool" = True,
+                *,
+                depth: "int | None" = None,
+            ) -> "None": ...
+
+        def decorated(init: Any) -> Any:
+            @functools.wraps(init)
+            def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+                init(self, *args, **kwargs)
+
+            return wrapper
+
+        class Nested:  # a text inside a generic, a decorated `__init__`: typing reads them itself
+            @decorated
+            def __init__(self, names: "list['str']", size: "int" = 1) -> None: ...
+
+        return Plain, Nested
+
+    expected = {cls.__name__: typing.get_type_hints(cls.__init__) for cls in made()}
+    created: list[str] = []
+
+    class CountedForwardRef(typing.ForwardRef, _root=True):
+        def __init__(self, arg: str, *args: Any, **kwargs: Any) -> None:
+            created.append(arg)
+            super().__init__(arg, *args, **kwargs)
+
+    monkeypatch.setattr(typing, "ForwardRef", CountedForwardRef)
+    plain, nested = made()
+    lightning_style_annotations(plain)
+    assert created == []  # (one a text before)
+    lightning_style_annotations(nested)
+    monkeypatch.undo()
+    for cls in (plain, nested):
+        hints = {name: hint for name, hint in typing.get_type_hints(cls.__init__).items()}
+        assert hints == {
+            name: typing.Union[typing.get_args(hint)] if isinstance(hint, types.UnionType) else hint
+            for name, hint in expected[cls.__name__].items()
+        }
+    assert typing.get_type_hints(plain.__init__)["path"] == typing.Optional[typing.Union[str, pathlib.Path]]
+
+    class Unknown:
+        def __init__(self, value: "Undefined | None" = None) -> None: ...  # noqa: F821
+
+    with pytest.raises(NameError, match="Undefined"):  # typing's own error
+        lightning_style_annotations(Unknown)
 
 
 def test_worker_seeds_are_lightnings():

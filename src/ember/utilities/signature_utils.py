@@ -98,14 +98,12 @@ def lightning_style_annotations(*classes: type, resolve: bool = True) -> None:
     a class whose hints name what ``import ember`` does not load (the Trainer's), so that they are resolved only
     when asked for (``typing.get_type_hints``).
     """
-    import typing
-
     for cls in classes:
         init = cls.__dict__.get("__init__")
         if init is None:
             continue
         if resolve:
-            hints = {name: _lightning_form(hint) for name, hint in typing.get_type_hints(init).items()}
+            hints = {name: _lightning_form(hint) for name, hint in _type_hints(init).items()}
         else:
             hints = {
                 name: _union_text(hint) if isinstance(hint, str) else hint
@@ -122,6 +120,37 @@ def lightning_style_annotations(*classes: type, resolve: bool = True) -> None:
                 ]
                 function.__signature__ = given.replace(parameters=parameters)
             function = getattr(function, "__wrapped__", None)
+
+
+def _type_hints(function: Any) -> dict[str, Any]:
+    """``typing.get_type_hints(function)``, with the texts of its postponed annotations evaluated in one expression.
+
+    ``typing`` compiles each annotation's text on its own (a ``ForwardRef``), some 70 µs apiece the first time,
+    paid by every class at its import (the seven on the way to a default ``Trainer``: 1.5-2.7 ms, 1.2-1.3 ms
+    with one compilation a class). ``get_type_hints`` then reads the evaluated annotations as it reads any
+    others (``None``, the defaults of Python 3.10, texts nested in a generic), so the answer is its own; a text
+    that does not evaluate is left to it, for its error.
+    """
+    import types
+    import typing
+
+    texts = {name: hint for name, hint in function.__annotations__.items() if isinstance(hint, str)}
+    if not texts:
+        return typing.get_type_hints(function)
+    source = function
+    while hasattr(source, "__wrapped__"):  # where `get_type_hints` takes the names from
+        source = source.__wrapped__
+    expression = "(" + "".join(f"({text}), " for text in texts.values()) + ")"
+    try:
+        values = eval(compile(expression, f"<annotations of {function.__qualname__}>", "eval"), source.__globals__)
+    except Exception:
+        return typing.get_type_hints(function)
+    evaluated = types.FunctionType(
+        function.__code__, source.__globals__, function.__name__, function.__defaults__, function.__closure__
+    )
+    evaluated.__kwdefaults__ = function.__kwdefaults__
+    evaluated.__annotations__ = {**function.__annotations__, **dict(zip(texts, values))}
+    return typing.get_type_hints(evaluated)
 
 
 def _lightning_form(hint: Any) -> Any:
