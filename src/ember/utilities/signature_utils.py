@@ -134,6 +134,8 @@ def _type_hints(function: Any) -> dict[str, Any]:
     import types
     import typing
 
+    if not isinstance(function, types.FunctionType):
+        return typing.get_type_hints(function)
     texts = {name: hint for name, hint in function.__annotations__.items() if isinstance(hint, str)}
     if not texts:
         return typing.get_type_hints(function)
