@@ -609,6 +609,74 @@ def test_a_checkpoint_at_the_runs_last_step_resumes_with_the_rest_of_that_epoch(
     assert lower.calls == []
 
 
+class _TwoStepsABatch(ember.LightningModule):
+    """Manual optimization with two optimizers that both step at every batch: `global_step` goes up by 2 a batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.first, self.second = torch.nn.Linear(4, 1), torch.nn.Linear(4, 1)
+
+    def _loss(self, batch):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.first(x) + self.second(x), y)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        first, second = self.optimizers()
+        first.zero_grad()
+        second.zero_grad()
+        self.manual_backward(loss)
+        first.step()
+        second.step()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self._loss(batch))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.first.parameters(), lr=0.1), torch.optim.SGD(self.second.parameters(), lr=0.1)
+
+
+def _run_past_max_steps(root, callbacks, ckpt_path=None, max_steps=3):
+    # batch 1 takes `global_step` from 2 to 4, past `max_steps=3`: that batch's validation and the epoch's end are
+    # the run's last work
+    from tests.helpers.core_models import loader, quiet_trainer
+
+    trainer = quiet_trainer(
+        max_steps=max_steps, val_check_interval=1, default_root_dir=root, callbacks=callbacks, enable_checkpointing=True
+    )
+    torch.manual_seed(0)
+    trainer.fit(_TwoStepsABatch(), loader(n=8, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_a_checkpoint_at_a_batch_that_stepped_past_max_steps_resumes_with_the_rest_of_that_epoch(tmp_path):
+    # the uninterrupted run's last step checkpoint says step 4 with `max_steps=3`: the same limit as the resumed
+    # run's, not a lower one, so the validation due at that batch and the epoch's end still run (they did not)
+    from ember.callbacks import ModelCheckpoint
+
+    whole = _Calls()
+    whole_trainer = _run_past_max_steps(tmp_path / "whole", [whole])
+    assert whole.calls == ["batch 0:0", "validation at 2", "batch 0:1", "validation at 4", "epoch end 0"]
+    saves = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{step}", every_n_train_steps=1, save_top_k=-1)
+    _run_past_max_steps(tmp_path / "first", [saves])
+    resumed = _Calls()
+    trainer = _run_past_max_steps(tmp_path / "resumed", [resumed], ckpt_path=tmp_path / "ck" / "step=4.ckpt")
+    assert resumed.calls == ["validation at 4", "epoch end 0"]
+    assert (
+        (trainer.global_step, trainer.current_epoch)
+        == (whole_trainer.global_step, whole_trainer.current_epoch)
+        == (4, 1)
+    )
+    for key in ("val_loss", "train_loss"):
+        assert torch.equal(trainer.callback_metrics[key], whole_trainer.callback_metrics[key]), key
+    lower = _Calls()  # a lower limit than the one the checkpoint was written under: nothing more runs
+    lowered = _run_past_max_steps(tmp_path / "lower", [lower], ckpt_path=tmp_path / "ck" / "step=4.ckpt", max_steps=2)
+    assert lowered.current_epoch == 0
+    assert lower.calls == []
+
+
 @pytest.mark.parametrize("written_by", ["ember", "lightning"])
 @pytest.mark.parametrize("hook", ["on_validation_batch_end", "on_validation_batch_start"])
 def test_a_run_that_failed_inside_a_validation_resumes_by_running_that_validation(tmp_path, hook, written_by):

@@ -585,6 +585,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         gradients=gradients,
         end_due=mid_epoch and not ended,
         held_rng=held_rng if mid_epoch else None,
+        same_step_limit=ember_state is not None and ember_state.get("max_steps") == t.max_steps,
     )
     if ember_state is not None:
         resume.callback_metrics = dict(ember_state.get("callback_metrics", {}))
@@ -673,6 +674,8 @@ def _ember_state(t: Trainer, run: Run, all_ranks: bool) -> dict[str, Any]:
         "callback_metrics": _plain_metrics(t.callback_metrics) if run.fn == TrainerFn.FITTING else {},
         # what decided whether the last batch trained stepped (`progress.step_pending`)
         "accumulate_grad_batches": t.accumulate_grad_batches,
+        # the step limit the checkpoint was written under: a batch of manual optimization may step past it
+        "max_steps": t.max_steps,
         "world_size": t.world_size,
         "global_rank": t.global_rank,
     }

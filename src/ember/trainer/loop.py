@@ -122,12 +122,12 @@ def _resumed_epoch_to_finish(trainer: Trainer, run: Run) -> bool:
     """A checkpoint written inside an epoch before its end ran: that epoch finishes, though `max_steps` was reached
     at its last batch (the uninterrupted run ran the validation due there and the epoch's end, and so does the
     resumed one; Lightning returns at once). Not with a lower limit than the run that wrote it had."""
-    progress = run.progress
+    progress, resume = run.progress, run.resume
     return (
-        run.resume is not None
-        and run.resume.end_due
+        resume is not None
+        and resume.end_due
         and not _max_epochs_reached(trainer, progress)
-        and (trainer.max_steps == -1 or progress.global_step <= trainer.max_steps)
+        and (trainer.max_steps == -1 or progress.global_step <= trainer.max_steps or resume.same_step_limit)
     )
 
 

@@ -97,7 +97,9 @@ class Resume:
     the checkpoint's, which the run reads again once a sanity check has emptied the dict (the uninterrupted
     run's epoch-end values stay there until replaced). ``held_rng``: the RNG states the interrupted run read
     its held batch with (data of unknown length read one batch ahead in the process), which the resumed run
-    reads that batch with.
+    reads that batch with. ``same_step_limit``: the run that wrote the checkpoint had this run's ``max_steps``, so a
+    checkpoint whose step is past it (a batch of manual optimization stepping several optimizers) was written at
+    the batch that limit ended the epoch on, not under a higher limit.
     """
 
     mid_epoch: bool
@@ -106,6 +108,7 @@ class Resume:
     gradients: Any = None
     end_due: bool = False
     held_rng: Any = None
+    same_step_limit: bool = False
     callback_metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
