@@ -208,6 +208,48 @@ def test_each_rank_resumes_data_read_ahead_with_its_own_states(tmp_path):
     assert whole[0] != whole[1]
 
 
+class _LogsItsOwnEpochValues(RecordingModel):
+    """Each rank logs an epoch mean of its own shard (unsynced) and a torchmetrics mean (synced when computed)."""
+
+    def __init__(self, folder) -> None:
+        super().__init__(folder)
+        import torchmetrics
+
+        self.mean_loss = torchmetrics.MeanMetric()
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("own_mean", batch[0].sum(), on_step=False, on_epoch=True)
+        self.mean_loss(loss.detach())
+        self.log("mean_loss", self.mean_loss, on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        values = self.trainer.callback_metrics
+        self.record.setdefault("epochs", []).append((values["own_mean"].item(), values["mean_loss"].item()))
+
+
+def test_each_rank_resumes_the_values_it_had_logged_for_the_epoch(tmp_path):
+    # the checkpoint held rank 0's running totals alone, which every rank resumed with: another rank's epoch value
+    # mixed rank 0's batches before the checkpoint with its own after it, and a torchmetrics mean counted rank 0's
+    # part twice
+    pytest.importorskip("torchmetrics")
+
+    def run(folder, ckpt_path=None):
+        ember.seed_everything(7, verbose=False)
+        saves = ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", every_n_train_steps=1, save_top_k=-1)
+        trainer = fork_trainer(folder, enable_checkpointing=True, callbacks=[saves] if ckpt_path is None else [])
+        trainer.fit(_LogsItsOwnEpochValues(folder), shuffled_loader(), ckpt_path=ckpt_path)
+        return [record["epochs"] for record in read_ranks(folder)]
+
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "resumed").mkdir()
+    whole = run(tmp_path / "whole")
+    resumed = run(tmp_path / "resumed", ckpt_path=tmp_path / "ckpts" / "step=11.ckpt")  # 8 batches an epoch
+    assert resumed == [epochs[1:] for epochs in whole]
+    assert whole[0][1][0] != whole[1][1][0]  # the ranks' own means differ
+
+
 def test_prepare_data_runs_once_per_node_and_the_other_ranks_wait(tmp_path):
     fork_trainer(tmp_path, max_epochs=1).fit(PreparingModel(tmp_path), loader())
     rank0, rank1 = read_ranks(tmp_path)

@@ -814,6 +814,57 @@ def test_a_resume_after_an_epochs_last_batch_logs_the_epoch_means_of_the_uninter
     assert run(tmp_path / "resumed", str(ckpt)) == (whole if written_by == "ember" else whole[1:])
 
 
+@pytest.mark.parametrize("kept_in", ["module", "collection"])
+def test_a_torchmetrics_object_logged_for_the_epoch_resumes_with_the_states_it_had_added_up(tmp_path, kept_in):
+    # a Metric's states are not in the module's state_dict (torchmetrics keeps them out unless made persistent):
+    # resumed mid-epoch, its epoch value covered only the batches after the checkpoint, and logged one
+    # with no update at all
+    torchmetrics = pytest.importorskip("torchmetrics")
+    from tests.helpers.core_models import CoreModel, loader
+    from tests.helpers.logging_models import make_memory_logger
+
+    from ember.callbacks import ModelCheckpoint
+
+    class Logs(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.mse = torchmetrics.MeanSquaredError()
+            self.metrics = torchmetrics.MetricCollection({"top": torchmetrics.MaxMetric()})
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            if kept_in == "module":
+                self.mse(self(batch[0]).detach(), batch[1])
+                self.log("train_mse", self.mse, on_step=False, on_epoch=True)
+            else:
+                self.metrics(loss.detach())
+                self.log_dict(self.metrics, on_step=False, on_epoch=True)
+            return loss
+
+    name = "train_mse" if kept_in == "module" else "top"
+
+    def run(root, ckpt_path=None):
+        logger = make_memory_logger(ember)()
+        saves = ModelCheckpoint(dirpath=root, filename="{step}", save_top_k=-1, every_n_train_steps=1)
+        trainer = ember.Trainer(
+            max_epochs=2,
+            logger=logger,
+            callbacks=[saves],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        torch.manual_seed(0)
+        trainer.fit(Logs(), loader(n=8, batch_size=2), ckpt_path=ckpt_path)
+        return [(row["step"], row["metrics"][name]) for row in logger.rows if name in row["metrics"]]
+
+    whole = run(tmp_path / "whole")
+    assert [step for step, _ in whole] == [3, 7]
+    for step in (2, 5, 7):  # inside the first epoch, inside the second, and after the second's last batch
+        resumed = run(tmp_path / f"resumed{step}", str(tmp_path / "whole" / f"step={step}.ckpt"))
+        assert resumed == [entry for entry in whole if entry[0] >= step - 1], step
+
+
 class _SavesAfterBatch2(ember.Callback):
     def __init__(self, path) -> None:
         self.path = path

@@ -542,8 +542,9 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
             )
         same_world = ember_state.get("world_size", 1) == t.world_size
         rng = ember_state.get("rng") if same_world else None
-        if ember_state.get("train_results"):
-            run.train_results.load_state_dict(ember_state["train_results"])
+        train_results = _this_ranks_train_results(t, ember_state, same_world)
+        if train_results:
+            run.train_results.load_state_dict(train_results, t.lightning_module)
         run.metrics.merge(ember_state.get("callback_metrics", {}), {}, {})
         if progress.epoch_done:  # written at an epoch's end: Lightning's batch counters hold that epoch's
             progress.last_epoch_batches, progress.last_epoch_ran_out = (
@@ -644,6 +645,15 @@ def _this_ranks_rng(t: Trainer, ember_state: dict[str, Any] | None, rng: Any) ->
     return rng, epoch_rng, held_rng
 
 
+def _this_ranks_train_results(t: Trainer, ember_state: dict[str, Any], same_world: bool) -> dict[str, Any] | None:
+    """The values this rank had logged for the epoch when the checkpoint was written (rank 0's where the ranks'
+    own were not gathered, or the world size changed)."""
+    rank_results = ember_state.get("rank_train_results")
+    if same_world and rank_results and t.global_rank < len(rank_results):
+        return rank_results[t.global_rank]
+    return ember_state.get("train_results")
+
+
 def _written_after_a_cut_epoch(progress: Progress) -> bool:
     """Whether the checkpoint was written between an epoch that `max_steps` or a stop ended before its data ran
     out and the next one, which has not started: the training the epoch left undone is still to come."""
@@ -693,13 +703,15 @@ def _ember_state(t: Trainer, run: Run, all_ranks: bool) -> dict[str, Any]:
         if gradients is not None:
             ember_state["accumulated_gradients"] = gradients
     if all_ranks and t.world_size > 1 and hasattr(t.strategy, "all_gather_object"):
-        # all ranks: every rank's RNG states, so that each one resumes with its own
-        gathered = _unpack_tensors(
-            t.strategy.all_gather_object(_pack_tensors([ember_state["rng"], run.epoch_rng, run.held_rng]))
-        )
-        ember_state["rank_rng"] = [[rng, epoch_rng] for rng, epoch_rng, _ in gathered]
-        if any(held is not None for *_, held in gathered):
-            ember_state["rank_held_rng"] = [held for *_, held in gathered]
+        # all ranks: every rank's RNG states and the values it has logged for the epoch (a rank's own data gave
+        # them), so that each one resumes with its own
+        own = [ember_state["rng"], run.epoch_rng, run.held_rng, ember_state["train_results"]]
+        gathered = _unpack_tensors(t.strategy.all_gather_object(_pack_tensors(own)))
+        ember_state["rank_rng"] = [[rng, epoch_rng] for rng, epoch_rng, *_ in gathered]
+        if any(held is not None for _, _, held, _ in gathered):
+            ember_state["rank_held_rng"] = [held for _, _, held, _ in gathered]
+        if any(results for *_, results in gathered):
+            ember_state["rank_train_results"] = [results for *_, results in gathered]
     return ember_state
 
 

@@ -168,13 +168,16 @@ class LoggedMetric:
     def state_dict(self) -> dict[str, Any]:
         # `sync_dist_group` is a process group, which no file holds: the resumed run's next `self.log` gives it
         options = (*self.resolved[:7], None, *self.resolved[8:])
-        return {
+        state = {
             "total": self.total,
             "count": self.count,
             "has_value": self.has_value,
-            "step_value": self.step_value,
+            "step_value": self.step_value if self.is_tensor else None,
             "metric": {"fx": self.fx, "name": self.name, "dataloader_idx": self.dataloader_idx, "options": options},
         }
+        if not self.is_tensor:
+            state["metric_state"] = _metric_state(self.metric)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.total = state["total"]
@@ -391,23 +394,33 @@ class LoggedResults:
 
     # ---- exact resume ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The epoch's values so far: each tensor's accumulator, and each torchmetrics object's states (which its
+        own ``state_dict`` leaves out), found again by its attribute on the module."""
         return {
             f"{fx}|{name}|{idx}": m.state_dict()
             for (fx, name, idx), m in self.metrics.items()
-            if m.is_tensor and m.has_value
+            if m.has_value and (m.is_tensor or (m.metric is not None and m.metric_attribute is not None))
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], module: torch.nn.Module | None = None) -> None:
         """The values a checkpoint holds, logged as they were: the resumed epoch's end logs and resets them even
-        when no batch of it is left to log the names again."""
+        when no batch of it is left to log the names again. A torchmetrics object gets back the states it had
+        added up (the ``module``'s attribute of that name)."""
         self._pending_state = {}
+        modules = dict(module.named_modules()) if module is not None else {}
         for key, saved in state.items():
             if "metric" not in saved:  # written by an Ember that kept no options: applied when next logged
                 self._pending_state[key] = saved
                 continue
             entry = saved["metric"]
             options = tuple(entry["options"])
-            metric = LoggedMetric(entry["fx"], entry["name"], None, options, entry["dataloader_idx"], is_tensor=True)
+            is_tensor = "metric_state" not in saved
+            metric = LoggedMetric(entry["fx"], entry["name"], None, options, entry["dataloader_idx"], is_tensor)
+            if not is_tensor:
+                metric.metric = modules.get(options[9])
+                if metric.metric is None:
+                    continue  # the module no longer has that attribute: the metric starts the epoch's values again
+                _load_metric_state(metric.metric, saved["metric_state"])
             metric.load_state_dict(saved)
             self.metrics[(entry["fx"], entry["name"], entry["dataloader_idx"] if options[8] else None)] = metric
 
@@ -415,6 +428,27 @@ class LoggedResults:
         saved = self._pending_state.pop(f"{metric.fx}|{metric.name}|{metric.dataloader_idx}", None)
         if saved is not None:
             metric.load_state_dict(saved)
+
+
+def _metric_state(metric: Any) -> dict[str, Any]:
+    """A torchmetrics ``Metric``'s accumulated states (tensors, or lists of them) and its update count."""
+    states = {
+        name: value.detach().clone() if isinstance(value, Tensor) else [v.detach().clone() for v in value]
+        for name, value in metric.metric_state.items()
+    }
+    return {"states": states, "update_count": metric._update_count}
+
+
+def _load_metric_state(metric: Any, saved: dict[str, Any]) -> None:
+    """Put back what :func:`_metric_state` kept, on the devices the metric's states are on now."""
+    for name, value in saved["states"].items():
+        current = getattr(metric, name)
+        if isinstance(value, Tensor):
+            setattr(metric, name, value.to(current.device if isinstance(current, Tensor) else metric.device))
+        else:
+            setattr(metric, name, [v.to(metric.device) for v in value])
+    metric._update_count = saved["update_count"]
+    metric._computed = None
 
 
 # Lightning's names for these types (`trainer.connectors.logger_connector.result`), which libraries import
