@@ -609,6 +609,50 @@ def test_a_checkpoint_at_the_runs_last_step_resumes_with_the_rest_of_that_epoch(
     assert lower.calls == []
 
 
+def test_loaders_reloaded_every_n_epochs_reload_at_the_uninterrupted_runs_epochs_after_a_resume(tmp_path):
+    # Lightning counts the epochs to the next reload from the resume, where the resumed run loads its data: the
+    # uninterrupted run reloaded at epoch 2, the resumed one at epoch 3; a reload draws from the RNG (its unused
+    # iterator), so every shuffle after it differed
+    from tests.helpers.core_models import CoreModel, dataset
+
+    from ember.callbacks import ModelCheckpoint
+
+    class Reloads(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.loads = []
+
+        def train_dataloader(self):
+            self.loads.append(("train", self.trainer.current_epoch))
+            return torch.utils.data.DataLoader(dataset(12), batch_size=2, shuffle=True)
+
+        def val_dataloader(self):
+            self.loads.append(("val", self.trainer.current_epoch))
+            return torch.utils.data.DataLoader(dataset(4, seed=1), batch_size=2)
+
+    def run(root, ckpt_path=None):
+        saves = ModelCheckpoint(dirpath=root, filename="{step}", save_top_k=-1, every_n_train_steps=1)
+        trainer = ember.Trainer(
+            max_epochs=4,
+            reload_dataloaders_every_n_epochs=2,
+            logger=False,
+            callbacks=[saves],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        torch.manual_seed(0)
+        model = Reloads()
+        trainer.fit(model, ckpt_path=ckpt_path)
+        return model
+
+    whole = run(tmp_path / "whole")
+    assert whole.loads == [("val", 0), ("train", 0), ("train", 2), ("val", 2)]
+    resumed = run(tmp_path / "resumed", str(tmp_path / "whole" / "step=8.ckpt"))  # 6 batches an epoch: epoch 1
+    assert resumed.loads == [("train", 1), ("val", 1), ("train", 2), ("val", 2)]
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
 class _TwoStepsABatch(ember.LightningModule):
     """Manual optimization with two optimizers that both step at every batch: `global_step` goes up by 2 a batch."""
 

@@ -587,6 +587,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         end_due=mid_epoch and not ended,
         held_rng=held_rng if mid_epoch else None,
         same_step_limit=ember_state is not None and ember_state.get("max_steps") == t.max_steps,
+        reload_epochs=tuple(ember_state["reload_epochs"]) if ember_state and "reload_epochs" in ember_state else None,
     )
     if ember_state is not None:
         resume.callback_metrics = dict(ember_state.get("callback_metrics", {}))
@@ -689,6 +690,8 @@ def _ember_state(t: Trainer, run: Run, all_ranks: bool) -> dict[str, Any]:
         "world_size": t.world_size,
         "global_rank": t.global_rank,
     }
+    if t.reload_dataloaders_every_n_epochs:  # when the loaders were last loaded: the next reloads count from there
+        ember_state["reload_epochs"] = [run.last_train_reload_epoch, run.val_reload_epoch]
     if run.sampler_seed is not None:  # the seed of the training loaders' DistributedSampler
         ember_state["sampler_seed"] = run.sampler_seed
     if run.held_rng is not None:  # data read one batch ahead in the process: the states it read the held batch with

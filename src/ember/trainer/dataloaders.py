@@ -397,7 +397,8 @@ def eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[Any]:
         check_every = t.check_val_every_n_epoch
         validates = check_every is None or (epoch + 1) % check_every == 0
         if validates or stage != RunningStage.SANITY_CHECKING:
-            run.val_reload_epoch = epoch
+            resumed, run.resumed_val_reload_epoch = run.resumed_val_reload_epoch, None
+            run.val_reload_epoch = epoch if resumed is None else resumed
     return setup_eval_dataloaders(t, run, stage)
 
 

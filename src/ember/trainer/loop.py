@@ -49,7 +49,7 @@ from ember.utilities.warnings import PossibleUserWarning
 if TYPE_CHECKING:
     from ember.trainer.dispatch import HookDispatcher
     from ember.trainer.logging import LoggedResults
-    from ember.trainer.run import Progress, Run
+    from ember.trainer.run import Progress, Resume, Run
     from ember.trainer.trainer import Trainer
 
 _END = object()  # what `next(iterator, _END)` returns once the data is exhausted
@@ -78,6 +78,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     sweep_rng, run.sweep_rng = run.sweep_rng, None
     if run.resume is not None:
         run.train_iterator = None  # one made before the restore (`estimated_stepping_batches`): the RNG is restored
+        _reload_as_the_uninterrupted_run(run, run.resume)
     finish_epoch = _resumed_epoch_to_finish(trainer, run)
     limits_reached = _limits_reached(trainer, run.progress) and not finish_epoch
     fresh = run.resume is None or run.num_training_batches == 0 or limits_reached
@@ -116,6 +117,21 @@ def run_fit(trainer: Trainer, run: Run) -> None:
                 run_training_epoch(trainer, run)
     run.restarting = False
     hooks.call_both("on_train_end")
+
+
+def _reload_as_the_uninterrupted_run(run: Run, resume: Resume) -> None:
+    """With ``reload_dataloaders_every_n_epochs``, the loaders the resumed run has just loaded count as loaded
+    when the uninterrupted run last loaded them, so they reload at its epochs (Lightning counts from the resume,
+    and a reload draws from the RNG)."""
+    if resume.reload_epochs is None:
+        return
+    train, val = resume.reload_epochs
+    if train is not None:
+        run.last_train_reload_epoch = train
+    if val is not None and "val" in run.loaded_eval:
+        run.val_reload_epoch = val
+    elif val is not None:
+        run.resumed_val_reload_epoch = val  # for the validation loaders' first load in this run
 
 
 def _resumed_epoch_to_finish(trainer: Trainer, run: Run) -> bool:

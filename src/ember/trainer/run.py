@@ -97,7 +97,9 @@ class Resume:
     the checkpoint's, which the run reads again once a sanity check has emptied the dict (the uninterrupted
     run's epoch-end values stay there until replaced). ``held_rng``: the RNG states the interrupted run read
     its held batch with (data of unknown length read one batch ahead in the process), which the resumed run
-    reads that batch with. ``same_step_limit``: the run that wrote the checkpoint had this run's ``max_steps``, so a
+    reads that batch with. ``reload_epochs``: the epochs the training and validation loaders were last loaded at
+    in the run that wrote it (with ``reload_dataloaders_every_n_epochs``), which the resumed run's reloads count
+    from, as the uninterrupted run's did. ``same_step_limit``: the run that wrote the checkpoint had this run's ``max_steps``, so a
     checkpoint whose step is past it (a batch of manual optimization stepping several optimizers) was written at
     the batch that limit ended the epoch on, not under a higher limit.
     """
@@ -109,6 +111,7 @@ class Resume:
     end_due: bool = False
     held_rng: Any = None
     same_step_limit: bool = False
+    reload_epochs: tuple[int | None, int | None] | None = None
     callback_metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -182,6 +185,7 @@ class Run:
     val_check_batch: int | float = float("inf")
     last_train_reload_epoch: int | None = None
     val_reload_epoch: int | None = None
+    resumed_val_reload_epoch: int | None = None  # when the run a checkpoint resumes last loaded them
 
     # ---- the training data position --------------------------------------------------------------
     train_iterator: Any = None  # the iterator the next epoch starts from, when created ahead of it
