@@ -99,9 +99,9 @@ class Resume:
     its held batch with (data of unknown length read one batch ahead in the process), which the resumed run
     reads that batch with. ``reload_epochs``: the epochs the training and validation loaders were last loaded at
     in the run that wrote it (with ``reload_dataloaders_every_n_epochs``), which the resumed run's reloads count
-    from, as the uninterrupted run's did. ``same_step_limit``: the run that wrote the checkpoint had this run's ``max_steps``, so a
-    checkpoint whose step is past it (a batch of manual optimization stepping several optimizers) was written at
-    the batch that limit ended the epoch on, not under a higher limit.
+    from, as the uninterrupted run's did. ``same_step_limit``: the run that wrote the checkpoint had this run's
+    ``max_steps``, so a checkpoint whose step is past it (a batch of manual optimization stepping several
+    optimizers) was written at the batch that limit ended the epoch on, not under a higher limit.
     """
 
     mid_epoch: bool
