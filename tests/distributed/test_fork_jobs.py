@@ -250,6 +250,38 @@ def test_each_rank_resumes_the_values_it_had_logged_for_the_epoch(tmp_path):
     assert whole[0][1][0] != whole[1][1][0]  # the ranks' own means differ
 
 
+class _ValidatesItsOwnShard(RecordingModel):
+    def validation_step(self, batch, batch_idx):
+        self.log("own_val", batch[0].sum())  # unsynced: each rank's mean over its own shard
+
+    def on_fit_end(self) -> None:
+        self.record["own_val"] = self.trainer.callback_metrics["own_val"].item()
+        super().on_fit_end()
+
+
+def test_each_rank_resumes_with_its_own_callback_metrics(tmp_path):
+    # the checkpoint held rank 0's `callback_metrics`, which every rank resumed with: resumed after the last
+    # validation, another rank ended (and its callbacks read) rank 0's unsynced values
+    def run(folder, ckpt_path=None):
+        ember.seed_everything(7, verbose=False)
+        saves = ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", every_n_train_steps=1, save_top_k=-1)
+        trainer = fork_trainer(
+            folder,
+            max_epochs=3,
+            check_val_every_n_epoch=2,  # one validation, at the end of epoch 1
+            enable_checkpointing=True,
+            callbacks=[saves] if ckpt_path is None else [],
+        )
+        trainer.fit(_ValidatesItsOwnShard(folder), shuffled_loader(), loader(), ckpt_path=ckpt_path)
+        return [record["own_val"] for record in read_ranks(folder)]
+
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "resumed").mkdir()
+    whole = run(tmp_path / "whole")
+    assert whole[0] != whole[1]
+    assert run(tmp_path / "resumed", ckpt_path=tmp_path / "ckpts" / "step=19.ckpt") == whole  # in epoch 2
+
+
 def test_prepare_data_runs_once_per_node_and_the_other_ranks_wait(tmp_path):
     fork_trainer(tmp_path, max_epochs=1).fit(PreparingModel(tmp_path), loader())
     rank0, rank1 = read_ranks(tmp_path)

@@ -542,10 +542,10 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
             )
         same_world = ember_state.get("world_size", 1) == t.world_size
         rng = ember_state.get("rng") if same_world else None
-        train_results = _this_ranks_train_results(t, ember_state, same_world)
+        train_results = _this_ranks(t, ember_state, "train_results", same_world)
         if train_results:
             run.train_results.load_state_dict(train_results, t.lightning_module)
-        run.metrics.merge(ember_state.get("callback_metrics", {}), {}, {})
+        run.metrics.merge(_this_ranks(t, ember_state, "callback_metrics", same_world) or {}, {}, {})
         if progress.epoch_done:  # written at an epoch's end: Lightning's batch counters hold that epoch's
             progress.last_epoch_batches, progress.last_epoch_ran_out = (
                 progress.epoch_batches,
@@ -590,7 +590,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         reload_epochs=tuple(ember_state["reload_epochs"]) if ember_state and "reload_epochs" in ember_state else None,
     )
     if ember_state is not None:
-        resume.callback_metrics = dict(ember_state.get("callback_metrics", {}))
+        resume.callback_metrics = dict(_this_ranks(t, ember_state, "callback_metrics", same_world) or {})
     # till the next epoch's data is drawn, Lightning's batch counters hold the finished epoch's, as between two
     # epochs of one run; inside an epoch, the checkpoint's
     run.between_epochs = not resume.mid_epoch
@@ -646,13 +646,13 @@ def _this_ranks_rng(t: Trainer, ember_state: dict[str, Any] | None, rng: Any) ->
     return rng, epoch_rng, held_rng
 
 
-def _this_ranks_train_results(t: Trainer, ember_state: dict[str, Any], same_world: bool) -> dict[str, Any] | None:
-    """The values this rank had logged for the epoch when the checkpoint was written (rank 0's where the ranks'
-    own were not gathered, or the world size changed)."""
-    rank_results = ember_state.get("rank_train_results")
-    if same_world and rank_results and t.global_rank < len(rank_results):
-        return rank_results[t.global_rank]
-    return ember_state.get("train_results")
+def _this_ranks(t: Trainer, ember_state: dict[str, Any], key: str, same_world: bool) -> Any:
+    """This rank's own entry ``key`` of Ember's state (``train_results``, ``callback_metrics``: what its own data
+    gave), or rank 0's where the ranks' were not gathered or the world size changed."""
+    per_rank = ember_state.get(f"rank_{key}")
+    if same_world and per_rank and t.global_rank < len(per_rank):
+        return per_rank[t.global_rank]
+    return ember_state.get(key)
 
 
 def _written_after_a_cut_epoch(progress: Progress) -> bool:
@@ -706,15 +706,23 @@ def _ember_state(t: Trainer, run: Run, all_ranks: bool) -> dict[str, Any]:
         if gradients is not None:
             ember_state["accumulated_gradients"] = gradients
     if all_ranks and t.world_size > 1 and hasattr(t.strategy, "all_gather_object"):
-        # all ranks: every rank's RNG states and the values it has logged for the epoch (a rank's own data gave
-        # them), so that each one resumes with its own
-        own = [ember_state["rng"], run.epoch_rng, run.held_rng, ember_state["train_results"]]
+        # all ranks: every rank's RNG states, the values it has logged for the epoch and its `callback_metrics` (a
+        # rank's own data gave them, unless synced), so that each one resumes with its own
+        own = [
+            ember_state["rng"],
+            run.epoch_rng,
+            run.held_rng,
+            ember_state["train_results"],
+            ember_state["callback_metrics"],
+        ]
         gathered = _unpack_tensors(t.strategy.all_gather_object(_pack_tensors(own)))
         ember_state["rank_rng"] = [[rng, epoch_rng] for rng, epoch_rng, *_ in gathered]
-        if any(held is not None for _, _, held, _ in gathered):
-            ember_state["rank_held_rng"] = [held for _, _, held, _ in gathered]
-        if any(results for *_, results in gathered):
-            ember_state["rank_train_results"] = [results for *_, results in gathered]
+        if any(held is not None for _, _, held, *_ in gathered):
+            ember_state["rank_held_rng"] = [held for _, _, held, *_ in gathered]
+        if any(results for *_, results, _ in gathered):
+            ember_state["rank_train_results"] = [results for *_, results, _ in gathered]
+        if any(metrics for *_, metrics in gathered):
+            ember_state["rank_callback_metrics"] = [metrics for *_, metrics in gathered]
     return ember_state
 
 
