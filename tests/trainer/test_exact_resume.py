@@ -416,15 +416,34 @@ def test_an_epoch_cut_short_resumed_by_a_run_limited_by_epochs_starts_the_next_e
     assert (resumed.global_step, resumed.current_epoch) == (8, 2)
 
 
+def _fit_saving_every_n_steps(root, module_class, every_n_steps, loaders, ckpt_path=None, **trainer_options):
+    """A fit of a fresh ``module_class()`` (seeded) with a checkpoint every ``every_n_steps`` steps into ``root``,
+    logging to memory; returns the logger's rows."""
+    from tests.helpers.logging_models import make_memory_logger
+
+    from ember.callbacks import ModelCheckpoint
+
+    logger = make_memory_logger(ember)()
+    saves = ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=every_n_steps, save_top_k=-1)
+    trainer = ember.Trainer(
+        logger=logger,
+        callbacks=[saves],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **trainer_options,
+    )
+    torch.manual_seed(0)
+    trainer.fit(module_class(), *loaders, ckpt_path=ckpt_path)
+    return logger.rows
+
+
 @pytest.mark.parametrize("written_by", ["ember", "lightning"])
 @pytest.mark.parametrize("saved_in", ["batch_end", "validation"])
 def test_after_a_mid_epoch_resume_the_loggers_step_goes_on_as_in_the_uninterrupted_run(tmp_path, written_by, saved_in):
     # the checkpoint holds the step count from before the batch's end moved it on (Lightning's too); the
     # resumed run moves it on, as Lightning's loop does when it restarts, so no step is logged twice
     from tests.helpers.core_models import CoreModel, loader
-    from tests.helpers.logging_models import make_memory_logger
-
-    from ember.callbacks import ModelCheckpoint
 
     class Logs(CoreModel):
         def training_step(self, batch, batch_idx):
@@ -433,21 +452,17 @@ def test_after_a_mid_epoch_resume_the_loggers_step_goes_on_as_in_the_uninterrupt
             return loss
 
     def run(root, ckpt_path=None):
-        logger = make_memory_logger(ember)()
-        saves = ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=3, save_top_k=-1)
-        trainer = ember.Trainer(
+        rows = _fit_saving_every_n_steps(
+            root,
+            Logs,
+            3,
+            (loader(n=16, batch_size=2), loader(n=4)),
+            ckpt_path,
             max_epochs=1,
             log_every_n_steps=1,
             val_check_interval=3 if saved_in == "validation" else 1.0,
-            logger=logger,
-            callbacks=[saves],
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
         )
-        torch.manual_seed(0)
-        trainer.fit(Logs(), loader(n=16, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
-        return [row["step"] for row in logger.rows if "loss" in row["metrics"]]
+        return [row["step"] for row in rows if "loss" in row["metrics"]]
 
     whole = run(tmp_path / "whole")
     ckpt = tmp_path / "whole" / "step=3.ckpt"
@@ -815,9 +830,6 @@ def test_a_resume_after_an_epochs_last_batch_logs_the_epoch_means_of_the_uninter
     # written after the epoch's last batch, before its end: the resumed run ends that epoch with the means the
     # checkpoint holds, and the next epoch's means start empty (they held the last epoch's batches too)
     from tests.helpers.core_models import CoreModel, loader
-    from tests.helpers.logging_models import make_memory_logger
-
-    from ember.callbacks import ModelCheckpoint
 
     class Logs(CoreModel):
         def training_step(self, batch, batch_idx):
@@ -826,24 +838,18 @@ def test_a_resume_after_an_epochs_last_batch_logs_the_epoch_means_of_the_uninter
             return loss
 
     def run(root, ckpt_path=None):
-        logger = make_memory_logger(ember)()
         every_step = saved_in == "the last batch"
-        saves = ModelCheckpoint(
-            dirpath=root, filename="{step}", save_top_k=-1, every_n_train_steps=4 if every_step else None
-        )
-        trainer = ember.Trainer(
+        rows = _fit_saving_every_n_steps(
+            root,
+            Logs,
+            4 if every_step else None,
+            (loader(n=8, batch_size=2), loader(n=4)),
+            ckpt_path,
             max_epochs=2,
             limit_val_batches=1,
             val_check_interval=1.0 if every_step else 2,
-            logger=logger,
-            callbacks=[saves],
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
         )
-        torch.manual_seed(0)
-        trainer.fit(Logs(), loader(n=8, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
-        return [(row["step"], row["metrics"]["train_loss"]) for row in logger.rows if "train_loss" in row["metrics"]]
+        return [(row["step"], row["metrics"]["train_loss"]) for row in rows if "train_loss" in row["metrics"]]
 
     whole = run(tmp_path / "whole")
     assert [step for step, _ in whole] == [3, 7]
@@ -865,9 +871,6 @@ def test_a_torchmetrics_object_logged_for_the_epoch_resumes_with_the_states_it_h
     # with no update at all
     torchmetrics = pytest.importorskip("torchmetrics")
     from tests.helpers.core_models import CoreModel, loader
-    from tests.helpers.logging_models import make_memory_logger
-
-    from ember.callbacks import ModelCheckpoint
 
     class Logs(CoreModel):
         def __init__(self):
@@ -888,19 +891,8 @@ def test_a_torchmetrics_object_logged_for_the_epoch_resumes_with_the_states_it_h
     name = "train_mse" if kept_in == "module" else "top"
 
     def run(root, ckpt_path=None):
-        logger = make_memory_logger(ember)()
-        saves = ModelCheckpoint(dirpath=root, filename="{step}", save_top_k=-1, every_n_train_steps=1)
-        trainer = ember.Trainer(
-            max_epochs=2,
-            logger=logger,
-            callbacks=[saves],
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-        )
-        torch.manual_seed(0)
-        trainer.fit(Logs(), loader(n=8, batch_size=2), ckpt_path=ckpt_path)
-        return [(row["step"], row["metrics"][name]) for row in logger.rows if name in row["metrics"]]
+        rows = _fit_saving_every_n_steps(root, Logs, 1, (loader(n=8, batch_size=2),), ckpt_path, max_epochs=2)
+        return [(row["step"], row["metrics"][name]) for row in rows if name in row["metrics"]]
 
     whole = run(tmp_path / "whole")
     assert [step for step, _ in whole] == [3, 7]
