@@ -624,10 +624,12 @@ def test_a_checkpoint_at_the_runs_last_step_resumes_with_the_rest_of_that_epoch(
     assert lower.calls == []
 
 
-def test_loaders_reloaded_every_n_epochs_reload_at_the_uninterrupted_runs_epochs_after_a_resume(tmp_path):
+@pytest.mark.parametrize("written_at", ["step=8", "epoch=1"])  # inside epoch 1; at its end, after its validation
+def test_loaders_reloaded_every_n_epochs_reload_at_the_uninterrupted_runs_epochs_after_a_resume(tmp_path, written_at):
     # Lightning counts the epochs to the next reload from the resume, where the resumed run loads its data: the
     # uninterrupted run reloaded at epoch 2, the resumed one at epoch 3; a reload draws from the RNG (its unused
-    # iterator), so every shuffle after it differed
+    # iterator), so every shuffle after it differed. Inside an epoch the resumed run loads the validation data at
+    # its first validation; at an epoch's end, for its sanity check, before training starts
     from tests.helpers.core_models import CoreModel, dataset
 
     from ember.callbacks import ModelCheckpoint
@@ -647,11 +649,12 @@ def test_loaders_reloaded_every_n_epochs_reload_at_the_uninterrupted_runs_epochs
 
     def run(root, ckpt_path=None):
         saves = ModelCheckpoint(dirpath=root, filename="{step}", save_top_k=-1, every_n_train_steps=1)
+        at_epoch_end = ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1)
         trainer = ember.Trainer(
             max_epochs=4,
             reload_dataloaders_every_n_epochs=2,
             logger=False,
-            callbacks=[saves],
+            callbacks=[saves, at_epoch_end],
             enable_progress_bar=False,
             enable_model_summary=False,
         )
@@ -662,8 +665,9 @@ def test_loaders_reloaded_every_n_epochs_reload_at_the_uninterrupted_runs_epochs
 
     whole = run(tmp_path / "whole")
     assert whole.loads == [("val", 0), ("train", 0), ("train", 2), ("val", 2)]
-    resumed = run(tmp_path / "resumed", str(tmp_path / "whole" / "step=8.ckpt"))  # 6 batches an epoch: epoch 1
-    assert resumed.loads == [("train", 1), ("val", 1), ("train", 2), ("val", 2)]
+    resumed = run(tmp_path / "resumed", str(tmp_path / "whole" / f"{written_at}.ckpt"))  # 6 batches an epoch
+    first = [("train", 1), ("val", 1)] if written_at == "step=8" else [("val", 1), ("train", 1)]
+    assert resumed.loads == [*first, ("train", 2), ("val", 2)]
     for key, value in whole.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
 

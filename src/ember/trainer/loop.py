@@ -421,6 +421,10 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
     progress, resume = run.progress, run.resume
     run.resume = None
     _count_the_finished_epoch(progress)
+    if resume is not None and not resume.mid_epoch and resume.rng is not None:
+        # a checkpoint from an epoch's end: the next epoch starts from its RNG states, the reload below included
+        # (the `train_dataloader` hook and the iterator it makes draw from them, as in the uninterrupted run)
+        set_data_rng_states(run, resume.rng)
     if dataloaders.reload_train_dataloader_now(trainer, run):
         dataloaders.setup_train_dataloader(trainer, run)
         run.train_iterator = run.held_loader_state = None  # a first batch read as fit started goes with it
@@ -428,8 +432,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             # as Lightning, which creates an iterator it never uses when it reloads (in an epoch, its
             # `setup_data` makes one before the epoch loop makes the epoch's own; after a resume from an
             # epoch's end, it drops the one made when `fit` started): each DataLoader iterator draws its
-            # base seed from the RNG, so the shuffles after it depend on that draw. (A resume restores
-            # Ember's RNG states below.)
+            # base seed from the RNG, so the shuffles after it depend on that draw
             train_iterator(run)
     set_sampler_epoch(run.train_dataloader if run.train_combined is None else run.train_combined, progress.epoch)
     if resume is not None and resume.rng is not None and progress.epoch > 0:
@@ -452,8 +455,6 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
         else:
             run.train_iterator = train_iterator(run)
     else:
-        if resume is not None and resume.rng is not None:
-            set_data_rng_states(run, resume.rng)
         progress.epoch_batches = progress.validated_through = 0
         progress.epoch_done = False  # the results were reset at the last epoch's end (on_train_start's stay)
         run.last_batch_seen = False
