@@ -526,6 +526,8 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     """The counters from the checkpoint, and how the first epoch continues."""
     progress = run.progress
     ember_state = checkpoint.get(EMBER_KEY)
+    # written by as many processes as run now: each rank's own states and values are this rank's
+    same_world = ember_state is not None and ember_state.get("world_size", 1) == t.world_size
     if ember_state is not None:
         progress.load_state_dict(ember_state["progress"])
         if "validated_through" not in ember_state["progress"]:  # written by an Ember before it kept this count
@@ -540,7 +542,6 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
                 " (`trainer.should_stop`, e.g. by EarlyStopping): the resumed run stops there too, as the"
                 " uninterrupted one did. To train further, resume from a checkpoint saved before that decision."
             )
-        same_world = ember_state.get("world_size", 1) == t.world_size
         rng = ember_state.get("rng") if same_world else None
         train_results = _this_ranks(t, ember_state, "train_results", same_world)
         if train_results:
