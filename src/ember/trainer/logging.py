@@ -442,8 +442,8 @@ def _metric_state(metric: Any) -> dict[str, Any]:
 def _load_metric_state(metric: Any, saved: dict[str, Any]) -> None:
     """Put back what :func:`_metric_state` kept, on the devices the metric's states are on now."""
     for name, value in saved["states"].items():
-        current = getattr(metric, name)
         if isinstance(value, Tensor):
+            current = getattr(metric, name)
             setattr(metric, name, value.to(current.device if isinstance(current, Tensor) else metric.device))
         else:
             setattr(metric, name, [v.to(metric.device) for v in value])

@@ -137,6 +137,8 @@ def _type_hints(function: Any) -> dict[str, Any]:
 
 
 def _with_annotations_evaluated(function: Any) -> Any:
+    """A copy of ``function`` with its string annotations evaluated in one expression (``function`` itself when
+    there are none, or they do not all evaluate)."""
     import types
 
     if not isinstance(function, types.FunctionType):  # (a partialmethod, a slot: as it is)
