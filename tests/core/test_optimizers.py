@@ -154,8 +154,25 @@ def test_optimizer_idx_argument_needs_manual_optimization():
         def training_step(self, batch, batch_idx, optimizer_idx):
             return super().training_step(batch, batch_idx)
 
-    with pytest.raises(RuntimeError, match="Remove the `optimizer_idx` argument"):
+    with pytest.raises(RuntimeError, match="Remove the `optimizer_idx` argument") as raised:
         quiet_trainer(max_steps=1).fit(OldStyle(), loader())
+    assert "set `self.automatic_optimization = False`" in str(raised.value)
+
+
+def test_optimizer_idx_argument_in_manual_optimization_is_not_told_to_switch_to_it():
+    class OldManual(CoreModel):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx, optimizer_idx):
+            raise AssertionError("never called")
+
+    with pytest.raises(RuntimeError, match="remove the `optimizer_idx` argument") as raised:
+        quiet_trainer(max_steps=1).fit(OldManual(), loader())
+    message = str(raised.value)
+    assert message.startswith("`OldManual.training_step` takes an `optimizer_idx` argument")
+    assert "automatic_optimization" not in message and "only supported with manual optimization" not in message
 
 
 def test_optimizer_step_counts_global_step():

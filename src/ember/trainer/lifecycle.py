@@ -442,11 +442,25 @@ def _check_fit_configuration(trainer: Trainer, run: Run, model: Any) -> None:
                 " optimization."
             )
     if "optimizer_idx" in inspect.signature(model.training_step).parameters:
-        raise RuntimeError(
+        raise RuntimeError(_optimizer_idx_message(model))
+
+
+def _optimizer_idx_message(model: Any) -> str:
+    """The error for a ``training_step`` that still takes ``optimizer_idx`` (Lightning 1.x's multiple-optimizer
+    loop). Under automatic optimization it is Lightning's; a module already in manual optimization is not told
+    to switch to it."""
+    if model.automatic_optimization:
+        return (
             "Training with multiple optimizers is only supported with manual optimization. Remove the"
             " `optimizer_idx` argument from `training_step`, set `self.automatic_optimization = False` and"
             " access your optimizers in `training_step` with `opt1, opt2, ... = self.optimizers()`."
         )
+    return (
+        f"`{type(model).__name__}.training_step` takes an `optimizer_idx` argument, but the trainer calls"
+        " `training_step(batch, batch_idx)` once per batch, with no optimizer index (Lightning 2.0 removed it)."
+        " In manual optimization, which this module uses, that one call steps every optimizer itself: remove"
+        " the `optimizer_idx` argument and get the optimizers with `opt1, opt2, ... = self.optimizers()`."
+    )
 
 
 def prepare_data(trainer: Trainer, run: Run) -> None:
