@@ -196,6 +196,24 @@ def test_import_ember_loads_nothing_heavy():
     assert proc.stdout.strip() == ""
 
 
+def test_import_ember_reads_no_package_metadata_and_the_version_flags_are_decided_when_read():
+    # reading an installed package's metadata searches the whole path; Lightning's version flags
+    # (`_TORCH_GREATER_EQUAL_2_6`, ...) are for the libraries that read them, so `import ember` does not pay for them
+    code = (
+        "import importlib.metadata as metadata, torch\n"
+        "read = []\n"
+        "version = metadata.version\n"
+        "metadata.version = lambda name: read.append(name) or version(name)\n"
+        "import ember\n"
+        "print(read)\n"
+        "from ember.utilities.imports import _TORCH_GREATER_EQUAL_2_6, _TORCH_GREATER_EQUAL_2_11\n"
+        "print(_TORCH_GREATER_EQUAL_2_6, _TORCH_GREATER_EQUAL_2_11 == (torch.__version__ >= '2.11'), read)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[]", "True True ['torch', 'torch']"]
+
+
 def test_a_default_fit_on_local_folders_loads_neither_fsspec_nor_the_precision_plugins(tmp_path):
     # fsspec serves remote paths; local checkpoints, hparams.yaml and logs go through the standard library,
     # and a run in full precision needs none of the mixed, half, double, FSDP, DeepSpeed or bitsandbytes

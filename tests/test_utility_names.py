@@ -383,6 +383,7 @@ def test_lightnings_import_flags_say_what_is_installed():
         "Requirement 'no-such-package>=1.0' not met. HINT: Try running `pip install -U 'no-such-package>=1.0'`"
     )
     assert imports.compare_version("torch", ">=", "2.3.0") and not imports.compare_version("no-such-package", ">=", "0")
+    assert not hasattr(imports, "_NO_SUCH_FLAG") and "_TORCH_GREATER_EQUAL_2_8" in dir(imports)
     # Lightning's own arguments: an operator function, a module to import, `package_available`
     import operator
 

@@ -153,18 +153,36 @@ def compare_version(package: str, op: Callable[[Any, Any], bool] | str, version:
 
 
 _PYTHON_GREATER_EQUAL_3_11_0 = sys.version_info >= (3, 11)
-_TORCH_GREATER_EQUAL_2_6 = compare_version("torch", operator.ge, "2.6.0")
-_TORCH_GREATER_EQUAL_2_8 = compare_version("torch", operator.ge, "2.8.0")
-_TORCH_GREATER_EQUAL_2_11 = compare_version("torch", operator.ge, "2.11.0")
 _TORCH_EQUAL_2_8 = RequirementCache("torch>=2.8.0,<2.9.0")
 _TORCH_EQUAL_2_9 = RequirementCache("torch>=2.9.0,<2.10.0")
 _TORCHMETRICS_GREATER_EQUAL_0_8_0 = RequirementCache("torchmetrics>=0.8.0")
 _TORCHMETRICS_GREATER_EQUAL_0_9_1 = RequirementCache("torchmetrics>=0.9.1")
 _TORCHMETRICS_GREATER_EQUAL_0_11 = RequirementCache("torchmetrics>=0.11.0")
 _TORCHMETRICS_GREATER_EQUAL_1_0_0 = RequirementCache("torchmetrics>=1.0.0")
-_OMEGACONF_AVAILABLE = package_available("omegaconf")
 _TORCHVISION_AVAILABLE = RequirementCache("torchvision")
 _RICH_AVAILABLE = RequirementCache("rich>=10.2.2")
+
+# Booleans decided on first read, not at import: each reads installed metadata or searches the path, which
+# every `import ember` would pay for flags only some libraries read (`from ... import _TORCH_GREATER_EQUAL_2_6`
+# reads them the same way)
+_LAZY_FLAGS: dict[str, Callable[[], bool]] = {
+    "_TORCH_GREATER_EQUAL_2_6": lambda: compare_version("torch", operator.ge, "2.6.0"),
+    "_TORCH_GREATER_EQUAL_2_8": lambda: compare_version("torch", operator.ge, "2.8.0"),
+    "_TORCH_GREATER_EQUAL_2_11": lambda: compare_version("torch", operator.ge, "2.11.0"),
+    "_OMEGACONF_AVAILABLE": lambda: package_available("omegaconf"),
+}
+
+
+def __getattr__(name: str) -> bool:
+    decide = _LAZY_FLAGS.get(name)
+    if decide is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = decide()  # from now on a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_FLAGS})
 
 
 @functools.lru_cache(maxsize=128)
