@@ -183,6 +183,13 @@ def test_unknown_case_is_refused(capsys):
     assert "unknown case(s) huge" in capsys.readouterr().err
 
 
+def _python(code: str) -> str:
+    """What a fresh interpreter running ``code`` prints (it must succeed)."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def test_import_ember_loads_nothing_heavy():
     # what the bench's `import` case measures: Ember adds its own modules to `import torch`, nothing else heavy
     code = (
@@ -191,9 +198,8 @@ def test_import_ember_loads_nothing_heavy():
         " 'torchmetrics', 'mlflow', 'wandb', 'sklearn', 'omegaconf')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == ""
+    stdout = _python(code)
+    assert stdout.strip() == ""
 
 
 def test_import_ember_reads_no_package_metadata_and_the_version_flags_are_decided_when_read():
@@ -209,9 +215,8 @@ def test_import_ember_reads_no_package_metadata_and_the_version_flags_are_decide
         "from ember.utilities.imports import _TORCH_GREATER_EQUAL_2_6, _TORCH_GREATER_EQUAL_2_11\n"
         "print(_TORCH_GREATER_EQUAL_2_6, _TORCH_GREATER_EQUAL_2_11 == (torch.__version__ >= '2.11'), read)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["[]", "True True ['torch', 'torch']"]
+    stdout = _python(code)
+    assert stdout.splitlines() == ["[]", "True True ['torch', 'torch']"]
 
 
 def test_a_default_fit_on_local_folders_loads_neither_fsspec_nor_the_precision_plugins(tmp_path):
@@ -234,9 +239,8 @@ def test_a_default_fit_on_local_folders_loads_neither_fsspec_nor_the_precision_p
         "assert trainer.checkpoint_callback.best_model_path\n"
         "print(sorted(m for m in sys.modules if m == 'fsspec' or m.startswith('ember.precision.')))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "['ember.precision.precision']"
+    stdout = _python(code)
+    assert stdout.strip().splitlines()[-1] == "['ember.precision.precision']"
     assert list(tmp_path.rglob("hparams.yaml")) and list(tmp_path.rglob("*.ckpt"))
 
 
