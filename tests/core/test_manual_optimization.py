@@ -792,3 +792,54 @@ def test_a_lightning_optimizer_returned_by_configure_optimizers_is_kept(automati
     trainer.fit(model, loader(n=8))
     assert trainer.global_step == 2 and not torch.equal(model.layer.weight, before)
     assert model.optimizers() is given[0] and trainer.optimizers == [given[0].optimizer]
+
+
+class _StopAtEpoch(ember.Callback):
+    """Stops the fit at the end of ``epoch``: the runs below would otherwise never end."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch >= self.epoch:
+            trainer.should_stop = True
+
+
+class _StepsUncounted(ManualCoreModel):
+    """Steps an optimizer the trainer does not count: the one in ``trainer.optimizers``, not ``self.optimizers()``."""
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.trainer.optimizers[0]
+        optimizer.zero_grad()
+        self.manual_backward(CoreModel.training_step(self, batch, batch_idx))
+        optimizer.step()
+
+
+class _SkipsEveryBatch(CoreModel):
+    def training_step(self, batch, batch_idx):
+        return None
+
+
+def test_a_manual_fit_whose_only_limit_max_steps_is_never_reached_says_why_once():
+    trainer = quiet_trainer(max_steps=3, callbacks=[_StopAtEpoch(2)])
+    with pytest.warns(UserWarning, match="max_steps=3`, the fit's only limit") as record:
+        trainer.fit(_StepsUncounted(), loader(n=8))
+    assert trainer.current_epoch == 3 and trainer.global_step == 0  # ran until the callback stopped it
+    said = [str(w.message) for w in record if "the fit's only limit" in str(w.message)]
+    assert len(said) == 1
+    assert said[0].startswith("Epoch 0 trained 2 batches and counted no optimizer step, so `global_step` is still 0")
+    assert "In manual optimization a step counts when an optimizer `self.optimizers()` returns steps" in said[0]
+
+
+@pytest.mark.parametrize(
+    ("module", "limits"),
+    [
+        (_StepsUncounted, {"max_steps": 3, "max_epochs": 2}),  # the epochs end it
+        (ManualCoreModel, {"max_steps": 30, "max_epochs": -1}),  # it steps
+        (_SkipsEveryBatch, {"max_steps": 3, "max_epochs": -1}),  # a skipped batch counts its step, as in Lightning
+    ],
+)
+def test_no_such_warning_where_a_limit_ends_the_fit(module, limits, recwarn):
+    trainer = quiet_trainer(callbacks=[_StopAtEpoch(4)], **limits)
+    trainer.fit(module(), loader(n=8))
+    assert not [w for w in recwarn if "the fit's only limit" in str(w.message)]
