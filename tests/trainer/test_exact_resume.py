@@ -164,10 +164,21 @@ class _PlateauModel(ember.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
+class _Unsized(torch.utils.data.IterableDataset):
+    """``data``'s samples in order, as a dataset of unknown length."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __iter__(self):
+        return iter(self.data)
+
+
 def _plateau_run(
-    root, epochs, monitor, on_train_epoch_end, ckpt_path=None, max_steps=-1, checkpoint=None, **model_args
+    root, epochs, monitor, on_train_epoch_end, ckpt_path=None, max_steps=-1, checkpoint=None, sized=True, **model_args
 ):
-    """``checkpoint``: the run's ModelCheckpoint (default: `last.ckpt` and the best on `val_loss`)."""
+    """``checkpoint``: the run's ModelCheckpoint (default: `last.ckpt` and the best on `val_loss`); ``sized=False``:
+    training data of unknown length."""
     from torch.utils.data import DataLoader, TensorDataset
 
     x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
@@ -187,23 +198,24 @@ def _plateau_run(
     )
     torch.manual_seed(0)
     model = _PlateauModel(monitor, **model_args)
-    trainer.fit(
-        model, DataLoader(data, batch_size=8, shuffle=True), DataLoader(data, batch_size=16), ckpt_path=ckpt_path
-    )
+    train = DataLoader(data, batch_size=8, shuffle=True) if sized else DataLoader(_Unsized(data), batch_size=8)
+    trainer.fit(model, train, DataLoader(data, batch_size=16), ckpt_path=ckpt_path)
     return trainer.optimizers[0].param_groups[0]["lr"], model.layer.weight.detach().clone()
 
 
 @pytest.mark.parametrize("monitor", ["val_loss", "train_loss"])
 @pytest.mark.parametrize("on_train_epoch_end", [True, False], ids=["saved_at_epoch_end", "saved_in_validation"])
-def test_a_plateau_schedulers_epoch_end_step_survives_the_resume(tmp_path, monitor, on_train_epoch_end):
+@pytest.mark.parametrize("sized", [True, False], ids=["sized_data", "data_of_unknown_length"])
+def test_a_plateau_schedulers_epoch_end_step_survives_the_resume(tmp_path, monitor, on_train_epoch_end, sized):
     # ReduceLROnPlateau steps at the epoch's end after the checkpoint callbacks: a checkpoint written there
     # lost that step (Lightning loses it too), and one written in the epoch's last validation made the resumed
     # epoch end fail, the monitored value gone ("ReduceLROnPlateau conditioned on metric val_loss which is
-    # not available"; Lightning skips the step)
-    straight_lr, straight_weight = _plateau_run(tmp_path / "straight", 3, monitor, on_train_epoch_end)
-    _plateau_run(tmp_path / "first", 2, monitor, on_train_epoch_end)
+    # not available"; Lightning skips the step). With data of unknown length the step was lost still: the
+    # checkpoint took the epoch for unfinished, its length being unknown
+    straight_lr, straight_weight = _plateau_run(tmp_path / "straight", 3, monitor, on_train_epoch_end, sized=sized)
+    _plateau_run(tmp_path / "first", 2, monitor, on_train_epoch_end, sized=sized)
     last = tmp_path / "first" / "last.ckpt"
-    resumed_lr, resumed_weight = _plateau_run(tmp_path / "resumed", 3, monitor, on_train_epoch_end, last)
+    resumed_lr, resumed_weight = _plateau_run(tmp_path / "resumed", 3, monitor, on_train_epoch_end, last, sized=sized)
     assert straight_lr == resumed_lr == pytest.approx(0.1 * 0.5**3)
     assert torch.equal(straight_weight, resumed_weight)
 
@@ -213,18 +225,18 @@ def test_a_plateau_schedulers_epoch_end_step_survives_the_resume(tmp_path, monit
     del checkpoint["ember"]["plateau_due"], checkpoint["ember"]["train_results"]
     del checkpoint["ember"]["callback_metrics"]
     torch.save(checkpoint, tmp_path / "without.ckpt")
-    lr, _ = _plateau_run(tmp_path / "without", 3, monitor, on_train_epoch_end, tmp_path / "without.ckpt")
+    lr, _ = _plateau_run(tmp_path / "without", 3, monitor, on_train_epoch_end, tmp_path / "without.ckpt", sized=sized)
     assert lr == pytest.approx(0.1 * 0.5**2)
 
     # an earlier Ember's checkpoint: the monitored value itself, and no metrics
     lr, weight = _earlier_embers_plateau_resume(
-        tmp_path, last, monitor, epochs=3, on_train_epoch_end=on_train_epoch_end
+        tmp_path, last, monitor, epochs=3, on_train_epoch_end=on_train_epoch_end, sized=sized
     )
     assert lr == straight_lr and torch.equal(weight, straight_weight)
 
     if on_train_epoch_end:  # the next epoch's end is no resumed one: a metric that is not logged is named
         with pytest.raises(ember.utilities.exceptions.MisconfigurationException, match="metric nowhere which"):
-            _plateau_run(tmp_path / "misnamed", 4, "nowhere", on_train_epoch_end, last)
+            _plateau_run(tmp_path / "misnamed", 4, "nowhere", on_train_epoch_end, last, sized=sized)
 
 
 def _earlier_embers_plateau_resume(tmp_path, checkpoint_path, monitor, **run_args):

@@ -430,7 +430,8 @@ def plateau_due(t: Trainer, run: Run) -> list[int]:
     progress, configs = run.progress, t.lr_scheduler_configs
     if run.fn != TrainerFn.FITTING or not t.lightning_module.automatic_optimization:
         return []
-    full_epoch = progress.epoch_batches >= run.num_training_batches
+    # (data of unknown length: its last batch was seen, as the loop reads it before the epoch's plateau step)
+    full_epoch = progress.epoch_batches >= run.num_training_batches or run.last_batch_seen
     # a batch of this epoch ended, and the plateau steps that follow it have not run (the loop marks them)
     batch_pending = (
         progress.epoch_batches > 0 and not progress.epoch_done and run.plateau_stepped_at != progress.total_batches
