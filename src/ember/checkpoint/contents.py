@@ -430,8 +430,7 @@ def plateau_due(t: Trainer, run: Run) -> list[int]:
     progress, configs = run.progress, t.lr_scheduler_configs
     if run.fn != TrainerFn.FITTING or not t.lightning_module.automatic_optimization:
         return []
-    # (data of unknown length: its last batch was seen, as the loop reads it before the epoch's plateau step)
-    full_epoch = progress.epoch_batches >= run.num_training_batches or run.last_batch_seen
+    full_epoch = _epoch_data_ran_out(run)
     # a batch of this epoch ended, and the plateau steps that follow it have not run (the loop marks them)
     batch_pending = (
         progress.epoch_batches > 0 and not progress.epoch_done and run.plateau_stepped_at != progress.total_batches
@@ -732,13 +731,18 @@ def _inside_a_window_now(t: Trainer, run: Run) -> bool:
     """Whether training is inside a gradient accumulation window: the window's batches trained so far have added
     gradients that no optimizer step has used yet."""
     progress = run.progress
-    last = progress.epoch_batches >= run.num_training_batches or run.last_batch_seen
     return (
         run.fn == TrainerFn.FITTING
         and t.lightning_module.automatic_optimization
         and not progress.epoch_done
-        and _ends_no_window(progress.epoch_batches, t.accumulate_grad_batches, last)
+        and _ends_no_window(progress.epoch_batches, t.accumulate_grad_batches, _epoch_data_ran_out(run))
     )
+
+
+def _epoch_data_ran_out(run: Run) -> bool:
+    """Whether the epoch has trained on its last batch: all its batches, or, for data of unknown length, the one
+    after which the data ran out (as the loop reads it)."""
+    return run.progress.epoch_batches >= run.num_training_batches or run.last_batch_seen
 
 
 def _inside_a_window(progress: Progress, checkpoint: dict[str, Any], written_with: int) -> bool:

@@ -108,7 +108,9 @@ def run_fit(trainer: Trainer, run: Run) -> None:
     run.results = run.metrics.epoch_start = run.train_results  # on_train_start may log (epoch values), as in Lightning
     _warn_if_modules_in_eval_mode(trainer)
     hooks.call_both("on_train_start")
-    progress, never_ends_warned = run.progress, False
+    progress = run.progress
+    # (in manual optimization the module counts the steps, by stepping the optimizers `self.optimizers()` returns)
+    watch_steps = not run.step.automatic and _max_steps_is_the_only_limit(trainer)
     while finish_epoch or not _fit_done(trainer, run):
         finish_epoch = False
         epoch, steps, batches = trainer.current_epoch, progress.global_step, progress.total_batches
@@ -117,21 +119,20 @@ def run_fit(trainer: Trainer, run: Run) -> None:
         else:
             with run.profiler.profile("run_training_epoch"):
                 run_training_epoch(trainer, run)
-        if not never_ends_warned and progress.global_step == steps and progress.total_batches > batches:
-            never_ends_warned = _warn_if_max_steps_cannot_end_the_fit(
-                trainer, run, epoch, progress.total_batches - batches
-            )
+        if watch_steps and progress.global_step == steps and progress.total_batches > batches:
+            _warn_max_steps_may_never_be_reached(trainer, epoch, progress.total_batches - batches)
+            watch_steps = False  # once a fit
     run.restarting = False
     hooks.call_both("on_train_end")
 
 
-def _warn_if_max_steps_cannot_end_the_fit(trainer: Trainer, run: Run, epoch: int, batches: int) -> bool:
-    """After ``epoch`` trained ``batches`` batches and counted no optimizer step: where ``max_steps`` is the only
-    limit, the fit runs until something stops it (Lightning runs on without a word). Only manual optimization gets
-    here (an automatic batch counts its step, a skipped one too); says how steps are counted there and returns
-    whether it warned."""
-    if trainer.max_steps == -1 or (trainer.max_epochs is not None and trainer.max_epochs != -1):
-        return False
+def _max_steps_is_the_only_limit(trainer: Trainer) -> bool:
+    return trainer.max_steps != -1 and (trainer.max_epochs is None or trainer.max_epochs == -1)
+
+
+def _warn_max_steps_may_never_be_reached(trainer: Trainer, epoch: int, batches: int) -> None:
+    """``epoch`` of a manual-optimization fit limited by ``max_steps`` alone trained ``batches`` batches and counted
+    no optimizer step: the fit runs until something stops it (Lightning runs on without a word)."""
     rank_zero_warn(
         f"Epoch {epoch} trained {batches} batch{'es' if batches != 1 else ''} and counted no optimizer step, so"
         f" `global_step` is still {trainer.global_step} and `max_steps={trainer.max_steps}`, the fit's only limit"
@@ -140,7 +141,6 @@ def _warn_if_max_steps_cannot_end_the_fit(trainer: Trainer, run: Run, epoch: int
         " in `training_step` (an optimizer the module keeps itself, or one taken from `trainer.optimizers`, steps"
         " uncounted). Or set `max_epochs` as well."
     )
-    return True
 
 
 def _reload_as_the_uninterrupted_run(run: Run, resume: Resume) -> None:
