@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.helpers.fresh_interpreter import run_code
 
 import ember
 
@@ -308,6 +309,8 @@ def python(
     code = textwrap.dedent(code)
     if without_lightning:
         code = "import tests.helpers.without_lightning\n" + code
+    if code and exe is None:
+        return run_code(code, *args, env=full_env, cwd=cwd, timeout=120)
     command = [exe or sys.executable, *(["-c", code] if code else []), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=full_env, cwd=cwd)
 
