@@ -880,6 +880,52 @@ def test_a_resume_after_an_epochs_last_batch_logs_the_epoch_means_of_the_uninter
     assert run(tmp_path / "resumed", str(ckpt)) == (whole if written_by == "ember" else whole[1:])
 
 
+@pytest.mark.parametrize("cut_by", [None, "max_steps"], ids=["data_ran_out", "max_steps"])
+def test_an_epoch_end_checkpoint_of_an_epoch_lightning_counts_unfinished_starts_the_next_epochs_means_empty(
+    tmp_path, cut_by
+):
+    # data of unknown length that runs out before `limit_train_batches` (Lightning reads no batch ahead there,
+    # so its checkpoint calls the epoch unfinished), or an epoch `max_steps` cut: a checkpoint written at
+    # that epoch's end holds the epoch's means; a run limited by epochs starts the next epoch from it, whose
+    # means hold only its own batches, as in the uninterrupted run
+    from tests.helpers.core_models import CoreModel
+    from tests.helpers.logging_models import make_memory_logger
+
+    from ember.callbacks import ModelCheckpoint
+
+    class Logs(CoreModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("train_loss", loss, on_step=True, on_epoch=True)
+            return loss
+
+    def run(root, ckpt_path=None, max_steps=-1):
+        logger = make_memory_logger(ember)()
+        trainer = ember.Trainer(
+            max_epochs=2,
+            max_steps=max_steps,
+            limit_train_batches=6 if cut_by is None else 1.0,
+            log_every_n_steps=1,
+            logger=logger,
+            callbacks=[ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1)],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        torch.manual_seed(0)
+        trainer.fit(Logs(), torch.utils.data.DataLoader(_Stream(), batch_size=None), ckpt_path=ckpt_path)
+        steps = [row["metrics"]["train_loss_step"] for row in logger.rows if "train_loss_step" in row["metrics"]]
+        means = [row["metrics"]["train_loss_epoch"] for row in logger.rows if "train_loss_epoch" in row["metrics"]]
+        return steps, means
+
+    whole_steps, whole_means = run(tmp_path / "whole", max_steps=3 if cut_by else -1)
+    ckpt = tmp_path / "whole" / "epoch=0.ckpt"
+    assert torch.load(ckpt, weights_only=True)["ember"]["progress"]["epoch_unfinished"]
+    steps, means = run(tmp_path / "resumed", str(ckpt))
+    assert len(steps) == 4 and means == [pytest.approx(sum(steps) / 4)]  # the second epoch's 4 batches alone
+    if cut_by is None:
+        assert (steps, means) == (whole_steps[4:], whole_means[1:])
+
+
 @pytest.mark.parametrize("kept_in", ["module", "collection"])
 def test_a_torchmetrics_object_logged_for_the_epoch_resumes_with_the_states_it_had_added_up(tmp_path, kept_in):
     # a Metric's states are not in the module's state_dict (torchmetrics keeps them out unless made persistent):

@@ -575,8 +575,10 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         progress.epoch_done = progress.epoch_unfinished = False
     if progress.epoch_done:
         # written at the end of an epoch: the next one starts once `fit` starts training (`run_fit`); till
-        # then, through the sanity check, `current_epoch` is the checkpoint's, as in Lightning
+        # then, through the sanity check, `current_epoch` is the checkpoint's, as in Lightning. Its means
+        # start empty, as after every epoch's end (an epoch written as unfinished holds the means it logged)
         progress.epoch_batches = 0
+        run.train_results.reset()
     rng, epoch_rng, held_rng = _this_ranks_rng(t, ember_state, rng)
     gradients = ember_state.get("accumulated_gradients") if ember_state is not None else None
     mid_epoch = progress.epoch_batches != 0
