@@ -160,8 +160,7 @@ def _server_for(env: dict[str, str]) -> _Server | None:
     key = json.dumps(_startup_part(env), sort_keys=True)
     server = _servers.get(key)
     if server is not None and not server.alive():
-        server = _servers.pop(key)
-        server.close()
+        _servers.pop(key).close()
         server = None
     if server is None and key in _seen:
         server = _servers[key] = _Server(env)
