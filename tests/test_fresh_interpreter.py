@@ -54,3 +54,14 @@ def test_a_forked_program_that_outlives_its_timeout_is_killed():
         run_code("import time; time.sleep(60)", env=env, timeout=1)
     assert fresh_interpreter._servers
     assert run_code("print('after')", env=env, timeout=60).stdout == "after\n"  # the standing one still serves
+
+
+def test_a_standing_interpreter_that_died_is_replaced():
+    env = dict(os.environ)
+    run_code("pass", env=env, timeout=60)
+    run_code("pass", env=env, timeout=60)
+    for server in fresh_interpreter._servers.values():
+        server.process.kill()
+        server.process.wait()
+    assert run_code("print('served')", env=env, timeout=60).stdout == "served\n"
+    assert all(server.alive() for server in fresh_interpreter._servers.values())
