@@ -917,13 +917,14 @@ def test_an_epoch_end_checkpoint_of_an_epoch_lightning_counts_unfinished_starts_
         means = [row["metrics"]["train_loss_epoch"] for row in logger.rows if "train_loss_epoch" in row["metrics"]]
         return steps, means
 
-    whole_steps, whole_means = run(tmp_path / "whole", max_steps=3 if cut_by else -1)
-    ckpt = tmp_path / "whole" / "epoch=0.ckpt"
+    # the first run: uninterrupted where the data ran out, cut after 3 batches by `max_steps` otherwise
+    first_steps, first_means = run(tmp_path / "first", max_steps=3 if cut_by else -1)
+    ckpt = tmp_path / "first" / "epoch=0.ckpt"
     assert torch.load(ckpt, weights_only=True)["ember"]["progress"]["epoch_unfinished"]
     steps, means = run(tmp_path / "resumed", str(ckpt))
     assert len(steps) == 4 and means == [pytest.approx(sum(steps) / 4)]  # the second epoch's 4 batches alone
     if cut_by is None:
-        assert (steps, means) == (whole_steps[4:], whole_means[1:])
+        assert (steps, means) == (first_steps[4:], first_means[1:])
 
 
 @pytest.mark.parametrize("kept_in", ["module", "collection"])

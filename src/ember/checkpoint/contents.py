@@ -544,8 +544,6 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
             )
         rng = ember_state.get("rng") if same_world else None
         train_results = _this_ranks(t, ember_state, "train_results", same_world)
-        if train_results:
-            run.train_results.load_state_dict(train_results, t.lightning_module)
         run.metrics.merge(_this_ranks(t, ember_state, "callback_metrics", same_world) or {}, {}, {})
         if progress.epoch_done:  # written at an epoch's end: Lightning's batch counters hold that epoch's
             progress.last_epoch_batches, progress.last_epoch_ran_out = (
@@ -554,7 +552,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
             )
     else:
         _progress_from_lightning(progress, checkpoint)
-        rng = None
+        rng = train_results = None
     if t.max_epochs is not None and t.max_epochs != -1 and checkpoint.get("epoch", 0) > t.max_epochs:
         raise MisconfigurationException(
             f"You restored a checkpoint with current_epoch={checkpoint['epoch']}, but you have set"
@@ -576,9 +574,11 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     if progress.epoch_done:
         # written at the end of an epoch: the next one starts once `fit` starts training (`run_fit`); till
         # then, through the sanity check, `current_epoch` is the checkpoint's, as in Lightning. Its means
-        # start empty, as after every epoch's end (an epoch written as unfinished holds the means it logged)
+        # start empty, as after every epoch's end (an epoch written as unfinished holds the means it logged,
+        # for a resume that goes on inside it)
         progress.epoch_batches = 0
-        run.train_results.reset()
+    elif train_results:
+        run.train_results.load_state_dict(train_results, t.lightning_module)
     rng, epoch_rng, held_rng = _this_ranks_rng(t, ember_state, rng)
     gradients = ember_state.get("accumulated_gradients") if ember_state is not None else None
     mid_epoch = progress.epoch_batches != 0

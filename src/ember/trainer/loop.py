@@ -127,7 +127,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
 
 
 def _max_steps_is_the_only_limit(trainer: Trainer) -> bool:
-    return trainer.max_steps != -1 and (trainer.max_epochs is None or trainer.max_epochs == -1)
+    return trainer.max_steps != -1 and not _has_epoch_limit(trainer)
 
 
 def _warn_max_steps_may_never_be_reached(trainer: Trainer, epoch: int, batches: int) -> None:
@@ -198,10 +198,12 @@ def _max_steps_reached(trainer: Trainer, progress: Progress) -> bool:
     return trainer.max_steps != -1 and progress.global_step >= trainer.max_steps
 
 
+def _has_epoch_limit(trainer: Trainer) -> bool:
+    return trainer.max_epochs is not None and trainer.max_epochs != -1
+
+
 def _max_epochs_reached(trainer: Trainer, progress: Progress) -> bool:
-    return (
-        trainer.max_epochs is not None and trainer.max_epochs != -1 and progress.epochs_processed >= trainer.max_epochs
-    )
+    return _has_epoch_limit(trainer) and progress.epochs_processed >= trainer.max_epochs
 
 
 def _limits_reached(trainer: Trainer, progress: Progress) -> bool:
