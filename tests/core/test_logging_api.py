@@ -310,6 +310,43 @@ def test_sum_max_min_are_not_weighted():
     assert cm["mean"].item() == pytest.approx((3 * 4 + 7 * 4 + 5 * 2) / 10)
 
 
+def test_float32_values_logged_in_a_step_under_64_true_add_up_in_float64_as_in_lightning():
+    # Lightning keeps a name's epoch total in the default dtype of the moment the name is first logged: inside a
+    # step under "64-true" that is float64, float32 values included; a name first logged at an epoch end (outside
+    # the step) adds up in float32. Numbers recorded with Lightning 2.6.6 on this program.
+    values = [0.1, 0.7, 0.3, 0.9, 0.45, 0.123]
+
+    class Logs(CoreModel):
+        def training_step(self, batch, batch_idx):
+            value = torch.tensor(values[batch_idx], dtype=torch.float32)
+            self.log("mean", value, on_step=False, on_epoch=True)
+            self.log("sum", value, on_step=False, on_epoch=True, reduce_fx="sum")
+            self.log("max", value, on_step=False, on_epoch=True, reduce_fx="max")
+            self.log("both", value, on_step=True, on_epoch=True)
+            return super().training_step(batch, batch_idx)
+
+        def on_train_epoch_end(self):
+            self.log("end", torch.tensor(0.1, dtype=torch.float32))
+
+    trainer = quiet_trainer(max_epochs=2, precision="64-true")
+    trainer.fit(Logs(), loader(n=18, batch_size=3))
+    metrics = trainer.callback_metrics
+    single = [torch.tensor(v, dtype=torch.float32) for v in values]
+    assert metrics["mean"].dtype == metrics["sum"].dtype == metrics["max"].dtype == torch.float64
+    assert float(metrics["mean"]) == 0.42883331576983136 == float(sum((s * 3).double() for s in single) / 18)
+    assert float(metrics["sum"]) == 2.572999969124794 == float(sum(s.double() for s in single))
+    assert float(metrics["max"]) == float(single[3])
+    assert float(metrics["both_epoch"]) == float(metrics["mean"])
+    assert metrics["both_step"].dtype == metrics["end"].dtype == torch.float32
+    # added up in float32, the mean would be another number
+    assert float(sum(s * 3 for s in single) / 18) == 0.42883333563804626
+
+    trainer = quiet_trainer(max_epochs=1, precision="32-true")
+    trainer.fit(Logs(), loader(n=18, batch_size=3))
+    assert trainer.callback_metrics["mean"].dtype == torch.float32
+    assert float(trainer.callback_metrics["mean"]) == 0.42883333563804626
+
+
 def test_epoch_values_reset_each_epoch():
     def log(m, fx, b, i):
         m.log("e", float(m.current_epoch), on_step=False, on_epoch=True, reduce_fx="sum")

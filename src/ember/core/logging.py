@@ -289,7 +289,7 @@ class LoggingMixin:
                 )
             return value.squeeze()
         if isinstance(value, numbers.Number) and not isinstance(value, complex):
-            return torch.tensor(value, device=getattr(self, "device", None), dtype=_default_float())
+            return torch.tensor(value, device=getattr(self, "device", None), dtype=logged_float_dtype())
         raise ValueError(
             f"`self.log({name}, {value})` was called, but `{type(value).__name__}` values cannot be logged:"
             " log a number, a one-element tensor or a torchmetrics `Metric`."
@@ -403,7 +403,9 @@ def _check_iterator_step_says_batch_sizes(trainer: Any, batch_size: int | None) 
         )
 
 
-def _default_float() -> torch.dtype:
+def logged_float_dtype() -> torch.dtype:
+    """The float dtype logged values are kept and added up in: the default dtype (float64 inside a step under
+    ``precision="64-true"``), but no lower than float32, as Lightning's ``_get_default_dtype``."""
     dtype = torch.get_default_dtype()
     return dtype if dtype in _FLOATS else torch.float32
 
@@ -435,12 +437,12 @@ def _logged_value(value: Tensor, name: str, hook: str, kept: bool) -> Tensor:
     if not value.is_floating_point():
         _warning_cache.warn(  # Lightning's text, once per name and hook (the value is not in it)
             f"You called `self.log({name!r}, ...)` in your `{hook}` but the value needs to"
-            f" be floating to be reduced. Converting it to {_default_float()}."
+            f" be floating to be reduced. Converting it to {logged_float_dtype()}."
             " You can silence this warning by converting the value to floating point yourself."
             " If you don't intend to reduce the value (for instance when logging the global step or epoch) then"
             f" you can use `self.logger.log_metrics({{{name!r}: ...}})` instead."
         )
-    return value if value.dtype in _FLOATS else value.to(_default_float())
+    return value if value.dtype in _FLOATS else value.to(logged_float_dtype())
 
 
 def _raise_metric_not_an_attribute(module: Any, name: str, metric_type: type) -> NoReturn:

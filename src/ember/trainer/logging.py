@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ember.core.logging import logged_float_dtype
 from ember.utilities.data import extract_batch_size
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import WarningCache
@@ -30,6 +31,7 @@ class LoggedMetric:
     """One logged name in one hook: its options, its latest step value and its epoch accumulator."""
 
     __slots__ = (
+        "accumulate_dtype",
         "args",
         "computed",
         "count",
@@ -90,6 +92,9 @@ class LoggedMetric:
         # a tensor kept for the step alone, unsynced: `update` only stores it (`self.log`'s fast path does that)
         self.step_only = is_tensor and self.on_step and not self.on_epoch and not self.sync_dist
         self.metric = None
+        # the epoch total's dtype, set where the name is first logged, as Lightning's `_ResultMetric` creates its
+        # state: float64 for a name first logged inside a step under `precision="64-true"`, even for float32 values
+        self.accumulate_dtype = logged_float_dtype()
         self.reset()
 
     def reset(self) -> None:
@@ -118,11 +123,14 @@ class LoggedMetric:
             self.computed = None
             total = self.total
             if total is None:
-                # the first value of the epoch starts the accumulator (in float32 or float64)
+                # the first value of the epoch starts the accumulator: in float64 where the value or the accumulator
+                # is (Lightning adds the value to a zero of the accumulator's dtype), else in float32
+                widen = value.dtype != self.accumulate_dtype and self.accumulate_dtype == torch.float64
                 if self.reduce == "mean":
-                    self.total = value * batch_size
+                    total = value * batch_size
+                    self.total = total.double() if widen else total
                 else:
-                    self.total = value.clone()
+                    self.total = value.double() if widen else value.clone()
             elif self.reduce == "mean":
                 # `value * batch_size` rounded first, then added, as Lightning's `value + value * batch_size`:
                 # `add_(value, alpha=batch_size)` fuses the two and can differ in the last bit
