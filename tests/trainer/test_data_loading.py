@@ -637,6 +637,45 @@ def test_reloaded_training_dataloaders_shuffle_as_in_lightning(every_n_epochs, e
     assert seen[:7] == expected
 
 
+@pytest.mark.parametrize(
+    ("every_n_epochs", "expected"),
+    [
+        # recorded on Lightning 2.6.6: with data of unknown length, the training iterator a reload makes and never
+        # uses reads its first batch ahead, so the stream draws its order once more before the epoch's own
+        (0, [[0, 11, 5, 1], [3, 9, 8, 4], [2, 10, 7, 6], [1, 5, 0, 9], [7, 3, 10, 11], [4, 6, 2, 8]]),
+        (1, [[1, 5, 0, 9], [7, 3, 10, 11], [4, 6, 2, 8], [11, 6, 8, 5], [7, 4, 9, 0], [3, 2, 10, 1]]),
+        (2, [[0, 11, 5, 1], [3, 9, 8, 4], [2, 10, 7, 6], [1, 10, 9, 7], [3, 2, 4, 6], [5, 11, 8, 0]]),
+    ],
+)
+def test_a_reloaded_stream_of_unknown_length_draws_as_in_lightning(every_n_epochs, expected):
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            order = torch.randperm(12)  # drawn from the global RNG as the stream starts
+            for i in range(0, 12, 4):
+                yield order[i : i + 4].float().unsqueeze(1)
+
+    seen = []
+
+    class Model(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            seen.append(batch.flatten().int().tolist())
+            return self.layer(batch).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    ember.seed_everything(0)
+    model = Model()
+    trainer = quiet_trainer(max_epochs=3, reload_dataloaders_every_n_epochs=every_n_epochs)
+    trainer.fit(model, torch.utils.data.DataLoader(Stream(), batch_size=None))
+    assert seen[:3] == [[7, 4, 9, 1], [5, 10, 11, 8], [0, 2, 3, 6]]
+    assert seen[3:] == expected
+
+
 @pytest.mark.parametrize(("fn", "key"), [("fit", "val"), ("validate", "val"), ("test", "test"), ("predict", "predict")])
 def test_a_shuffled_evaluation_loader_gets_lightnings_warning_once(fn, key):
     from ember.utilities.warnings import PossibleUserWarning

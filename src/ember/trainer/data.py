@@ -747,12 +747,17 @@ def make_first_train_iterator(trainer: Trainer, run: Run, sweep_rng: Any = None)
     # after a learning-rate sweep the draws come from the states it left; the run goes on from its own
     with drawing_from(sweep_rng):
         run.train_iterator = train_iterator(run)
-        if run.num_training_batches == float("inf") and not takes_dataloader_iter(
-            trainer.lightning_module, "training_step"
-        ):
+        if reads_ahead(trainer, run):
             # as Lightning, which reads a loader of unknown length one batch ahead as soon as it has made
             # the iterator: the first batch is read before `on_train_start`, whatever those hooks do
             run.train_iterator = read_first_batch(run, run.train_iterator)
+
+
+def reads_ahead(trainer: Trainer, run: Run) -> bool:
+    """Whether the epoch reads its data one batch ahead: data of unknown length, batches handed to the step."""
+    return run.num_training_batches == float("inf") and not takes_dataloader_iter(
+        trainer.lightning_module, "training_step"
+    )
 
 
 def read_first_batch(run: Run, iterator: Iterator[Any]) -> Iterator[Any]:

@@ -28,6 +28,7 @@ from ember.trainer.data import (
     loads_in_process,
     make_first_train_iterator,
     read_held_batch,
+    reads_ahead,
     set_data_rng_states,
     set_sampler_epoch,
     skip_one,
@@ -458,8 +459,12 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             # as Lightning, which creates an iterator it never uses when it reloads (in an epoch, its
             # `setup_data` makes one before the epoch loop makes the epoch's own; after a resume from an
             # epoch's end, it drops the one made when `fit` started): each DataLoader iterator draws its
-            # base seed from the RNG, so the shuffles after it depend on that draw
-            train_iterator(run)
+            # base seed from the RNG, so the shuffles after it depend on that draw. For data of unknown length
+            # that iterator also reads its first batch ahead, which draws what loading a batch draws in this
+            # process (a shuffle made as the data starts, random transforms) before the epoch-start hooks
+            unused = train_iterator(run)
+            if reads_ahead(trainer, run):
+                next(unused, None)
     set_sampler_epoch(run.train_dataloader if run.train_combined is None else run.train_combined, progress.epoch)
     if resume is not None and resume.rng is not None and progress.epoch > 0:
         warn_if_workers_persist(run, progress.epoch)
@@ -475,7 +480,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             if not _data_resumes_itself(run):
                 _skip_batches(run.train_iterator, progress.epoch_batches)
             set_data_rng_states(run, resume.rng)
-            if _reads_ahead(trainer, run):
+            if reads_ahead(trainer, run):
                 # the batch the interrupted run had read ahead, before the steps the checkpoint came after
                 run.train_iterator = read_held_batch(run, run.train_iterator, resume.held_rng)
         else:
@@ -731,13 +736,6 @@ def _data_resumes_itself(run: Run) -> bool:
         run.datamodule_restored
         and run.train_combined is None
         and isinstance(getattr(loader, "dataset", None), IterableDataset)
-    )
-
-
-def _reads_ahead(trainer: Trainer, run: Run) -> bool:
-    """Whether the epoch reads its data one batch ahead: data of unknown length, batches handed to the step."""
-    return run.num_training_batches == float("inf") and not takes_dataloader_iter(
-        trainer.lightning_module, "training_step"
     )
 
 
