@@ -838,6 +838,52 @@ def test_a_step_checkpoint_before_a_due_validation_resumes_with_it_whoever_wrote
     assert resumed.calls == ["validation at 2", "batch 0:2", "batch 0:3", "validation at 4", "epoch end 0"]
 
 
+@pytest.mark.parametrize("monitors", ["EarlyStopping", "ModelCheckpoint"])
+def test_a_lightning_step_checkpoint_before_a_due_validation_resumes_when_a_callback_monitors_a_training_key(
+    tmp_path, monitors, caplog
+):
+    # Lightning's checkpoint holds no value the step logged: the validation it had not reached, run before any step,
+    # has no `train_loss` for the callbacks, which skip that one decision (they raised the missing-key error)
+    import logging
+
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    from ember.callbacks import EarlyStopping, ModelCheckpoint
+
+    class Logs(CoreModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("train_loss", loss)
+            return loss
+
+    def run(root, ckpt_path=None):
+        if monitors == "EarlyStopping":
+            watcher = EarlyStopping(monitor="train_loss", patience=10)  # checks at validation ends here
+        else:
+            watcher = ModelCheckpoint(dirpath=root / "best", filename="{step}", monitor="train_loss", save_top_k=-1)
+        calls = _Calls()
+        saves = ModelCheckpoint(dirpath=root / "ckpts", filename="{step}", every_n_train_steps=2, save_top_k=-1)
+        trainer = quiet_trainer(
+            max_epochs=1, val_check_interval=2, callbacks=[watcher, calls, saves], enable_checkpointing=True
+        )
+        torch.manual_seed(0)
+        trainer.fit(Logs(), loader(n=8, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
+        return trainer, watcher, calls
+
+    _, whole, _ = run(tmp_path / "whole")
+    ckpt = _as_written_by(tmp_path / "whole" / "ckpts" / "step=2.ckpt", "lightning", tmp_path)
+    with caplog.at_level(logging.INFO):
+        trainer, resumed, calls = run(tmp_path / "resumed", ckpt_path=ckpt)
+    assert calls.calls == ["validation at 2", "batch 0:2", "batch 0:3", "validation at 4", "epoch end 0"]
+    assert trainer.global_step == 4
+    assert f"{monitors}: `train_loss` is not logged yet" in caplog.text
+    if monitors == "EarlyStopping":
+        assert resumed.wait_count == whole.wait_count - 1  # the one check it skipped
+    else:  # the file the skipped decision would have saved, and the next one's
+        assert sorted(p.name for p in (tmp_path / "whole" / "best").iterdir()) == ["step=2.ckpt", "step=4.ckpt"]
+        assert sorted(p.name for p in (tmp_path / "resumed" / "best").iterdir()) == ["step=4.ckpt"]
+
+
 @pytest.mark.parametrize("written_by", ["ember", "older ember"])
 @pytest.mark.parametrize("saved_in", ["the last validation", "the last batch"])
 def test_a_resume_after_an_epochs_last_batch_logs_the_epoch_means_of_the_uninterrupted_run(

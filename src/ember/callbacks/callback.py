@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ember.utilities.rank_zero import rank_zero_info
+
 if TYPE_CHECKING:
     import torch
     from torch.optim import Optimizer
@@ -28,6 +30,21 @@ def ignores_outputs(hook: _Hook) -> _Hook:
     """
     hook.ignores_outputs = True  # type: ignore[attr-defined]
     return hook
+
+
+def missing_before_first_step(trainer: Any, key: str, who: str) -> bool:
+    """Whether ``key`` is missing because the run resumed inside an epoch from a checkpoint that holds none of
+    the values the training step logged (Lightning's), and the validation that checkpoint had not reached runs
+    before any step: only training logs that key, so ``who`` makes no decision there (it says so). The
+    uninterrupted run had the step's value; Lightning's resumed run skips that validation."""
+    if not getattr(getattr(trainer, "_run", None), "step_metrics_missing", False):  # (or no run: a stand-in trainer)
+        return False
+    rank_zero_info(
+        f"{who}: `{key}` is not logged yet: the run resumed from a checkpoint that holds no values of the training"
+        " step before it (one Lightning wrote), and this validation, which that checkpoint had not reached, runs"
+        " before any step. No decision on it here; the next one reads the value the next step logs."
+    )
+    return True
 
 
 class Callback:

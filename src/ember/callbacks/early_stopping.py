@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ember.callbacks.callback import Callback
+from ember.callbacks.callback import Callback, missing_before_first_step
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
@@ -169,6 +169,8 @@ class EarlyStopping(Callback):
     def _run_early_stopping_check(self, trainer: Trainer) -> None:
         """Evaluate the stopping rules on the current metric and tell the trainer to stop if one fires."""
         logs = trainer.callback_metrics
+        if self.monitor not in logs and missing_before_first_step(trainer, self.monitor, "EarlyStopping"):
+            return
         if trainer.fast_dev_run or not self._validate_condition_metric(logs):
             return
         current = logs[self.monitor].squeeze()

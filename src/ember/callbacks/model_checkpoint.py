@@ -27,7 +27,7 @@ from weakref import proxy
 import torch
 from torch import Tensor
 
-from ember.callbacks.callback import ignores_outputs
+from ember.callbacks.callback import ignores_outputs, missing_before_first_step
 from ember.callbacks.checkpoint import Checkpoint
 from ember.checkpoint.async_io import after_pending_writes, write_pending
 from ember.checkpoint.files import (
@@ -584,6 +584,8 @@ class ModelCheckpoint(Checkpoint):
             self._save_none_monitor_checkpoint(trainer, monitor_candidates)
             return
         if self.monitor not in monitor_candidates:
+            if missing_before_first_step(trainer, self.monitor, "ModelCheckpoint"):
+                return
             message = (
                 f"`ModelCheckpoint(monitor={self.monitor!r})` could not find the monitored key in the returned"
                 f" metrics: {list(monitor_candidates)}."

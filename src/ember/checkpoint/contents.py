@@ -594,6 +594,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     )
     if ember_state is not None:
         resume.callback_metrics = dict(_this_ranks(t, ember_state, "callback_metrics", same_world) or {})
+    run.step_metrics_missing = resume.mid_epoch and ember_state is None
     # till the next epoch's data is drawn, Lightning's batch counters hold the finished epoch's, as between two
     # epochs of one run; inside an epoch, the checkpoint's
     run.between_epochs = not resume.mid_epoch

@@ -580,6 +580,7 @@ class _EpochPlan:
             # a checkpoint written in it says, as the uninterrupted run's did, that the step is still to move
             self.run.progress.step_pending = self.run.step_moves_after_validation
             self.validate_if_due(batch_idx - 1, is_last, accumulating)
+        self.run.step_metrics_missing = False  # the next batch's step logs them again
         _finish_resumed_batch(self.trainer, self.run)  # after that batch's validation, as in the uninterrupted run
         if self.trainer.should_stop and self.may_stop(batch_idx):
             return batch_idx  # stopped before this batch (in `on_train_epoch_start`): none runs, as in Lightning

@@ -156,6 +156,10 @@ class Run:
     # resumed after a batch that stepped and before the validation due after it: the loggers' step moves on
     # once that validation has run again (`loop._finish_resumed_batch`)
     step_moves_after_validation: bool = False
+    # resumed inside an epoch from a checkpoint that holds none of the values the training step logged
+    # (Lightning's): a validation the checkpoint had not reached, run before any step, cannot give the callbacks
+    # a key only training logs, so `EarlyStopping` and a monitored `ModelCheckpoint` make no decision there
+    step_metrics_missing: bool = False
     # Lightning's `fit_loop.is_resuming`: fit loaded a checkpoint and no training epoch has run since (it
     # outlives a call that trained nothing, so the next `fit` on this trainer carries it on)
     fit_resuming: bool = False
