@@ -838,6 +838,32 @@ def test_a_step_checkpoint_before_a_due_validation_resumes_with_it_whoever_wrote
     assert resumed.calls == ["validation at 2", "batch 0:2", "batch 0:3", "validation at 4", "epoch end 0"]
 
 
+@pytest.mark.parametrize("written_by", ["ember", "lightning"])
+def test_an_epoch_end_checkpoint_resumed_by_a_run_that_also_sets_max_steps_trains_the_epochs_after_it(
+    tmp_path, written_by
+):
+    # with `max_steps` set (not reached), Lightning 2.6.6's loop goes back into the finished epoch: it trains one
+    # batch past `limit_train_batches`, ends that epoch a second time and stops, without epoch 3 (7 steps of 8)
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    def run(callbacks, ckpt_path=None):
+        trainer = quiet_trainer(
+            max_epochs=4, max_steps=12, limit_train_batches=2, callbacks=callbacks, enable_checkpointing=True
+        )
+        trainer.fit(CoreModel(), loader(n=10, batch_size=4), ckpt_path=ckpt_path)
+        return trainer
+
+    whole = _Calls()
+    run([whole, ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{epoch}", save_top_k=-1)])
+    ckpt = _as_written_by(tmp_path / "ckpts" / "epoch=2.ckpt", written_by, tmp_path)
+    resumed = _Calls()
+    trainer = run([resumed], ckpt)
+    assert resumed.calls == ["batch 3:0", "batch 3:1", "epoch end 3"] == whole.calls[-3:]
+    assert (trainer.global_step, trainer.current_epoch) == (8, 4)
+
+
 @pytest.mark.parametrize("monitors", ["EarlyStopping", "ModelCheckpoint"])
 def test_a_lightning_step_checkpoint_before_a_due_validation_resumes_when_a_callback_monitors_a_training_key(
     tmp_path, monitors, caplog
