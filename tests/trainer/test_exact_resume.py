@@ -864,6 +864,35 @@ def test_an_epoch_end_checkpoint_resumed_by_a_run_that_also_sets_max_steps_train
     assert (trainer.global_step, trainer.current_epoch) == (8, 4)
 
 
+def test_the_loops_entry_counts_steps_and_scheduler_steps_on_from_a_lightning_checkpoint(tmp_path):
+    # the checkpoints of a run resumed from Lightning's file count the optimizer and scheduler steps (in all and
+    # in the epoch) on from that file's, as the uninterrupted run's do; they started again from 0 and the step
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    def optimizers(module):
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.9)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def run(root, ckpt_path=None):
+        saves = ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=2, save_top_k=-1)
+        trainer = quiet_trainer(max_epochs=2, callbacks=[saves], enable_checkpointing=True)
+        torch.manual_seed(0)
+        trainer.fit(CoreModel(optimizers=optimizers), loader(n=10, batch_size=2), ckpt_path=ckpt_path)
+
+    run(tmp_path / "whole")
+    run(tmp_path / "resumed", _as_written_by(tmp_path / "whole" / "step=2.ckpt", "lightning", tmp_path))
+    for name in ("step=4.ckpt", "step=8.ckpt"):  # in the epoch the file was written in (5 batches), and in the next
+        whole, resumed = (
+            torch.load(root / name, weights_only=True) for root in (tmp_path / "whole", tmp_path / "resumed")
+        )
+        assert resumed["loops"] == whole["loops"]
+        fit = resumed["loops"]["fit_loop"]
+        assert fit["epoch_loop.scheduler_progress"]["total"]["completed"] == resumed["global_step"]
+
+
 @pytest.mark.parametrize("monitors", ["EarlyStopping", "ModelCheckpoint"])
 def test_a_lightning_step_checkpoint_before_a_due_validation_resumes_when_a_callback_monitors_a_training_key(
     tmp_path, monitors, caplog

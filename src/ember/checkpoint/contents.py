@@ -819,6 +819,13 @@ def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> 
         "_batches_that_stepped", progress.global_step
     )
     progress.total_batches = batch_progress.get("total", {}).get("processed", 0)
+    # the optimizer and scheduler steps in all and in the checkpoint's epoch, which the `loops` entry of a
+    # checkpoint the resumed run writes counts on from
+    steps = fit.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {}).get("step", {})
+    progress.epoch_start_step = progress.global_step - steps.get("current", {}).get("completed", 0)
+    schedulers = fit.get("epoch_loop.scheduler_progress", {})
+    progress.scheduler_steps = schedulers.get("total", {}).get("completed", 0)
+    progress.epoch_start_scheduler_steps = progress.scheduler_steps - schedulers.get("current", {}).get("completed", 0)
     # Lightning writes its step count before the batch's end moves it on, and moves it on when it restarts
     progress.step_pending = under_way
     progress.validated_through = _validated_through(fit, progress.epoch_batches)
