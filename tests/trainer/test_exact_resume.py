@@ -813,6 +813,19 @@ def _as_written_by(ckpt, written_by, tmp_path):
     return str(path)
 
 
+def _logging_train_loss(**options):
+    """``CoreModel`` logging its loss as ``train_loss`` (with ``options``) at every training step."""
+    from tests.helpers.core_models import CoreModel
+
+    class Logs(CoreModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("train_loss", loss, **options)
+            return loss
+
+    return Logs
+
+
 @pytest.mark.parametrize("written_by", ["ember", "lightning", "older ember"])
 def test_a_checkpoint_written_when_a_validation_ended_resumes_without_running_it_again(tmp_path, written_by):
     from ember.callbacks import ModelCheckpoint
@@ -901,15 +914,11 @@ def test_a_lightning_step_checkpoint_before_a_due_validation_resumes_when_a_call
     # has no `train_loss` for the callbacks, which skip that one decision (they raised the missing-key error)
     import logging
 
-    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+    from tests.helpers.core_models import loader, quiet_trainer
 
     from ember.callbacks import EarlyStopping, ModelCheckpoint
 
-    class Logs(CoreModel):
-        def training_step(self, batch, batch_idx):
-            loss = super().training_step(batch, batch_idx)
-            self.log("train_loss", loss)
-            return loss
+    Logs = _logging_train_loss()
 
     def run(root, ckpt_path=None):
         if monitors == "EarlyStopping":
@@ -946,13 +955,9 @@ def test_a_resume_after_an_epochs_last_batch_logs_the_epoch_means_of_the_uninter
 ):
     # written after the epoch's last batch, before its end: the resumed run ends that epoch with the means the
     # checkpoint holds, and the next epoch's means start empty (they held the last epoch's batches too)
-    from tests.helpers.core_models import CoreModel, loader
+    from tests.helpers.core_models import loader
 
-    class Logs(CoreModel):
-        def training_step(self, batch, batch_idx):
-            loss = super().training_step(batch, batch_idx)
-            self.log("train_loss", loss, on_step=False, on_epoch=True)
-            return loss
+    Logs = _logging_train_loss(on_step=False, on_epoch=True)
 
     def run(root, ckpt_path=None):
         every_step = saved_in == "the last batch"
@@ -989,16 +994,11 @@ def test_an_epoch_end_checkpoint_of_an_epoch_lightning_counts_unfinished_starts_
     # so its checkpoint calls the epoch unfinished), or an epoch `max_steps` cut: a checkpoint written at
     # that epoch's end holds the epoch's means; a run limited by epochs starts the next epoch from it, whose
     # means hold only its own batches, as in the uninterrupted run
-    from tests.helpers.core_models import CoreModel
     from tests.helpers.logging_models import make_memory_logger
 
     from ember.callbacks import ModelCheckpoint
 
-    class Logs(CoreModel):
-        def training_step(self, batch, batch_idx):
-            loss = super().training_step(batch, batch_idx)
-            self.log("train_loss", loss, on_step=True, on_epoch=True)
-            return loss
+    Logs = _logging_train_loss(on_step=True, on_epoch=True)
 
     def run(root, ckpt_path=None, max_steps=-1):
         logger = make_memory_logger(ember)()
@@ -1599,17 +1599,12 @@ def test_a_checkpoint_written_inside_an_accumulation_window_keeps_its_gradients_
 def test_a_resumed_run_holds_the_checkpoints_callback_metrics_after_its_sanity_check(tmp_path):
     # the uninterrupted run still holds the last epoch's values when the next epoch starts (a step-interval
     # checkpoint monitoring `train_loss_epoch` reads it there); the resumed run's sanity check emptied the dict
-    from tests.helpers.core_models import CoreModel, loader
+    from tests.helpers.core_models import loader
 
-    class Seen(CoreModel):
+    class Seen(_logging_train_loss(on_step=True, on_epoch=True)):
         def __init__(self):
             super().__init__()
             self.seen = {}
-
-        def training_step(self, batch, batch_idx):
-            loss = super().training_step(batch, batch_idx)
-            self.log("train_loss", loss, on_step=True, on_epoch=True)
-            return loss
 
         def validation_step(self, batch, batch_idx):
             self.log("val_loss", self.layer(batch[0]).pow(2).mean())
@@ -1640,17 +1635,12 @@ def test_a_failure_inside_the_epochs_end_resumes_with_that_end_still_to_run(tmp_
     # the checkpoint `OnExceptionCheckpoint` writes for an exception raised in an `on_train_epoch_end` hook is
     # resumed with that epoch's end to run: its hooks, its logged epoch values and its checkpoint, as the
     # uninterrupted run had them (the resumed run went on to the next epoch, or returned at once after the last)
-    from tests.helpers.core_models import CoreModel, loader
+    from tests.helpers.core_models import loader
 
-    class Logged(CoreModel):
+    class Logged(_logging_train_loss(on_step=False, on_epoch=True)):
         def __init__(self):
             super().__init__()
             self.epoch_ends = []
-
-        def training_step(self, batch, batch_idx):
-            loss = super().training_step(batch, batch_idx)
-            self.log("train_loss", loss, on_step=False, on_epoch=True)
-            return loss
 
         def on_train_epoch_end(self):
             self.epoch_ends.append((self.current_epoch, float(self.trainer.callback_metrics["train_loss"])))
