@@ -907,11 +907,13 @@ def test_the_loops_entry_counts_steps_and_scheduler_steps_on_from_a_lightning_ch
 
 
 @pytest.mark.parametrize("monitors", ["EarlyStopping", "ModelCheckpoint"])
-def test_a_lightning_step_checkpoint_before_a_due_validation_resumes_when_a_callback_monitors_a_training_key(
-    tmp_path, monitors, caplog
+@pytest.mark.parametrize("due", ["a validation", "the epoch's end"])
+def test_a_lightning_step_checkpoint_resumes_when_a_callback_monitors_a_training_key_before_any_step(
+    tmp_path, monitors, due, caplog
 ):
-    # Lightning's checkpoint holds no value the step logged: the validation it had not reached, run before any step,
-    # has no `train_loss` for the callbacks, which skip that one decision (they raised the missing-key error)
+    # Lightning's checkpoint holds no value the step logged: the validation (or epoch end) it had not reached, run
+    # before any step, has no `train_loss` for the callbacks, which skip that one decision (they raised the
+    # missing-key error); Lightning's resumed run skips that validation and end
     import logging
 
     from tests.helpers.core_models import loader, quiet_trainer
@@ -919,33 +921,38 @@ def test_a_lightning_step_checkpoint_before_a_due_validation_resumes_when_a_call
     from ember.callbacks import EarlyStopping, ModelCheckpoint
 
     Logs = _logging_train_loss()
+    # four batches an epoch: a step checkpoint at step 2 has a validation due after it (`val_check_interval=2`);
+    # one at step 4, on the epoch's last batch, has the epoch's validation and end due, and both callbacks decide
+    # at the epoch's end there (`val_check_interval=1.0`)
+    interval, at = (2, 2) if due == "a validation" else (1.0, 4)
 
     def run(root, ckpt_path=None):
         if monitors == "EarlyStopping":
-            watcher = EarlyStopping(monitor="train_loss", patience=10)  # checks at validation ends here
+            watcher = EarlyStopping(monitor="train_loss", patience=10)
         else:
             watcher = ModelCheckpoint(dirpath=root / "best", filename="{step}", monitor="train_loss", save_top_k=-1)
         calls = _Calls()
-        saves = ModelCheckpoint(dirpath=root / "ckpts", filename="{step}", every_n_train_steps=2, save_top_k=-1)
+        saves = ModelCheckpoint(dirpath=root / "ckpts", filename="{step}", every_n_train_steps=at, save_top_k=-1)
         trainer = quiet_trainer(
-            max_epochs=1, val_check_interval=2, callbacks=[watcher, calls, saves], enable_checkpointing=True
+            max_epochs=2, val_check_interval=interval, callbacks=[watcher, calls, saves], enable_checkpointing=True
         )
         torch.manual_seed(0)
         trainer.fit(Logs(), loader(n=8, batch_size=2), loader(n=4), ckpt_path=ckpt_path)
-        return trainer, watcher, calls
+        return trainer, calls
 
-    _, whole, _ = run(tmp_path / "whole")
-    ckpt = _as_written_by(tmp_path / "whole" / "ckpts" / "step=2.ckpt", "lightning", tmp_path)
+    _, whole = run(tmp_path / "whole")
+    ckpt = _as_written_by(tmp_path / "whole" / "ckpts" / f"step={at}.ckpt", "lightning", tmp_path)
     with caplog.at_level(logging.INFO):
-        trainer, resumed, calls = run(tmp_path / "resumed", ckpt_path=ckpt)
-    assert calls.calls == ["validation at 2", "batch 0:2", "batch 0:3", "validation at 4", "epoch end 0"]
-    assert trainer.global_step == 4
+        trainer, resumed = run(tmp_path / "resumed", ckpt_path=ckpt)
+    assert resumed.calls == whole.calls[whole.calls.index(f"validation at {at}") :]
+    assert trainer.global_step == 8
     assert f"{monitors}: `train_loss` is not logged yet" in caplog.text
-    if monitors == "EarlyStopping":
-        assert resumed.wait_count == whole.wait_count - 1  # the one check it skipped
-    else:  # the file the skipped decision would have saved, and the next one's
-        assert sorted(p.name for p in (tmp_path / "whole" / "best").iterdir()) == ["step=2.ckpt", "step=4.ckpt"]
-        assert sorted(p.name for p in (tmp_path / "resumed" / "best").iterdir()) == ["step=4.ckpt"]
+    if monitors == "ModelCheckpoint":  # the file the skipped decision would have saved is the only one missing
+        written = [
+            sorted(p.name for p in (root / "best").iterdir()) for root in (tmp_path / "whole", tmp_path / "resumed")
+        ]
+        assert written[1] == [name for name in written[0] if name != f"step={at}.ckpt"]
+        assert f"step={at}.ckpt" in written[0]
 
 
 @pytest.mark.parametrize("written_by", ["ember", "older ember"])

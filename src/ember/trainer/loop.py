@@ -580,12 +580,15 @@ class _EpochPlan:
             # a checkpoint written in it says, as the uninterrupted run's did, that the step is still to move
             self.run.progress.step_pending = self.run.step_moves_after_validation
             self.validate_if_due(batch_idx - 1, is_last, accumulating)
-        self.run.step_metrics_missing = False  # the next batch's step logs them again
         _finish_resumed_batch(self.trainer, self.run)  # after that batch's validation, as in the uninterrupted run
         if self.trainer.should_stop and self.may_stop(batch_idx):
             return batch_idx  # stopped before this batch (in `on_train_epoch_start`): none runs, as in Lightning
         if self.run.progress.global_step >= self.max_steps:
             return batch_idx  # resumed after the run's last step: only the epoch's end is left
+        if batch_idx < self.total:
+            self.run.step_metrics_missing = (
+                False  # a batch trains: its step logs what a resume from Lightning's file lacked
+            )
         return self.total
 
     def _step_schedulers(self, batch_idx: int, is_last: bool) -> None:

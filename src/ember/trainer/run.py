@@ -157,8 +157,9 @@ class Run:
     # once that validation has run again (`loop._finish_resumed_batch`)
     step_moves_after_validation: bool = False
     # resumed inside an epoch from a checkpoint that holds none of the values the training step logged
-    # (Lightning's): a validation the checkpoint had not reached, run before any step, cannot give the callbacks
-    # a key only training logs, so `EarlyStopping` and a monitored `ModelCheckpoint` make no decision there
+    # (Lightning's): till a batch trains, the validation and the epoch end that checkpoint had not reached cannot
+    # give the callbacks a key only training logs, so `EarlyStopping` and a monitored `ModelCheckpoint` make no
+    # decision there
     step_metrics_missing: bool = False
     # Lightning's `fit_loop.is_resuming`: fit loaded a checkpoint and no training epoch has run since (it
     # outlives a call that trained nothing, so the next `fit` on this trainer carries it on)
