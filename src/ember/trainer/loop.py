@@ -586,9 +586,8 @@ class _EpochPlan:
         if self.run.progress.global_step >= self.max_steps:
             return batch_idx  # resumed after the run's last step: only the epoch's end is left
         if batch_idx < self.total:
-            self.run.step_metrics_missing = (
-                False  # a batch trains: its step logs what a resume from Lightning's file lacked
-            )
+            # a batch trains: its step logs what a resume from Lightning's file lacked
+            self.run.step_metrics_missing = False
         return self.total
 
     def _step_schedulers(self, batch_idx: int, is_last: bool) -> None:
