@@ -451,10 +451,12 @@ def _fit_saving_every_n_steps(root, module_class, every_n_steps, loaders, ckpt_p
 
 
 @pytest.mark.parametrize("written_by", ["ember", "lightning"])
-@pytest.mark.parametrize("saved_in", ["batch_end", "validation"])
+@pytest.mark.parametrize("saved_in", ["batch_end", "validation", "validation_end"])
 def test_after_a_mid_epoch_resume_the_loggers_step_goes_on_as_in_the_uninterrupted_run(tmp_path, written_by, saved_in):
     # the checkpoint holds the step count from before the batch's end moved it on (Lightning's too); the
-    # resumed run moves it on, as Lightning's loop does when it restarts, so no step is logged twice
+    # resumed run moves it on, as Lightning's loop does when it restarts, so no step is logged twice: from a step
+    # checkpoint, from one written in the validation after it, and from one written when that validation ended
+    # (the epoch-style saves of a run validating inside its epochs)
     from tests.helpers.core_models import CoreModel, loader
 
     class Logs(CoreModel):
@@ -467,12 +469,12 @@ def test_after_a_mid_epoch_resume_the_loggers_step_goes_on_as_in_the_uninterrupt
         rows = _fit_saving_every_n_steps(
             root,
             Logs,
-            3,
+            None if saved_in == "validation_end" else 3,  # None: at every validation's end
             (loader(n=16, batch_size=2), loader(n=4)),
             ckpt_path,
             max_epochs=1,
             log_every_n_steps=1,
-            val_check_interval=3 if saved_in == "validation" else 1.0,
+            val_check_interval=1.0 if saved_in == "batch_end" else 3,
         )
         return [row["step"] for row in rows if "loss" in row["metrics"]]
 
