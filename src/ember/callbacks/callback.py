@@ -34,15 +34,16 @@ def ignores_outputs(hook: _Hook) -> _Hook:
 
 def missing_before_first_step(trainer: Any, key: str, who: str) -> bool:
     """Whether ``key`` is missing because the run resumed inside an epoch from a checkpoint that holds none of
-    the values the training step logged (Lightning's), and the validation or the epoch end that checkpoint had
-    not reached runs before any step: only training logs that key, so ``who`` makes no decision there (it says
-    so). The uninterrupted run had the step's values; Lightning's resumed run skips that validation and end."""
+    the values logged before it (Lightning's), and the validation or the epoch end that checkpoint had not
+    reached runs before any step: ``who`` makes no decision there (it says so). The uninterrupted run had the
+    values (the step's, or the epoch's last validation's); Lightning's resumed run fails on a validation's key
+    at that epoch end, and skips the validation and end a step checkpoint left."""
     if not getattr(getattr(trainer, "_run", None), "step_metrics_missing", False):  # (or no run: a stand-in trainer)
         return False
     rank_zero_info(
-        f"{who}: `{key}` is not logged yet: the run resumed from a checkpoint that holds no values of the training"
-        " step before it (one Lightning wrote), and this validation or epoch end, which that checkpoint had not"
-        " reached, runs before any step. No decision on it here; the next one reads what the next steps log."
+        f"{who}: `{key}` is not logged yet: the run resumed from a checkpoint that holds none of the values logged"
+        " before it (one Lightning wrote), and this validation or epoch end, which that checkpoint had not reached,"
+        " runs before any step. No decision on it here; the next one reads what the run logs from now on."
     )
     return True
 
