@@ -1270,6 +1270,23 @@ def test_a_checkpoint_written_after_an_epochs_validation_resumes_with_its_metric
     assert resumed.callbacks[0].wait_count == whole.callbacks[0].wait_count
 
 
+def test_the_same_checkpoint_as_lightning_wrote_it_resumes_with_no_decision_at_that_epochs_end(tmp_path, caplog):
+    # Lightning's file holds no logged value: EarlyStopping at the epoch's end it had not reached skips its check
+    # (Lightning's resumed run fails there: "conditioned on metric val_loss which is not available")
+    import logging
+
+    from ember.callbacks import EarlyStopping
+
+    _validating_run(
+        tmp_path / "whole", [EarlyStopping(monitor="val_loss"), _SavesWhenValidationEnds(tmp_path / "v.ckpt")]
+    )
+    ckpt = _as_written_by(tmp_path / "v.ckpt", "lightning", tmp_path)
+    with caplog.at_level(logging.INFO):
+        resumed = _validating_run(tmp_path / "resumed", [EarlyStopping(monitor="val_loss")], ckpt_path=ckpt)
+    assert resumed.global_step == 8
+    assert "EarlyStopping: `val_loss` is not logged yet" in caplog.text
+
+
 class _SignalsAtBatch(ember.Callback):
     def __init__(self, batch_idx: int) -> None:
         self.batch_idx = batch_idx
