@@ -879,6 +879,36 @@ def test_an_epoch_end_checkpoint_resumed_by_a_run_that_also_sets_max_steps_train
     assert (trainer.global_step, trainer.current_epoch) == (8, 4)
 
 
+@pytest.mark.parametrize("written_by", ["ember", "lightning"])
+def test_a_step_checkpoint_on_the_last_batch_of_a_stream_resumes_with_the_next_epoch(tmp_path, written_by):
+    # data of unknown length, a checkpoint written on its epoch's last batch (Lightning's `is_last_batch`, known
+    # from its read ahead): nothing of that epoch is left. From Lightning's file, which holds no data position,
+    # the resumed run trained the whole stream again inside that epoch (12 steps where the epoch had 6)
+    from tests.helpers.core_models import CoreModel, quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            g = torch.Generator().manual_seed(0)
+            x, y = torch.randn(12, 4, generator=g), torch.randn(12, 1, generator=g)
+            for i in range(0, 12, 2):
+                yield x[i : i + 2], y[i : i + 2]
+
+    def run(callbacks, ckpt_path=None):
+        trainer = quiet_trainer(max_epochs=2, callbacks=callbacks, enable_checkpointing=True)
+        trainer.fit(CoreModel(), torch.utils.data.DataLoader(Stream(), batch_size=None), ckpt_path=ckpt_path)
+        return trainer
+
+    whole = _Calls()
+    run([whole, ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", every_n_train_steps=2, save_top_k=-1)])
+    resumed = _Calls()
+    trainer = run([resumed], _as_written_by(tmp_path / "ckpts" / "step=6.ckpt", written_by, tmp_path))
+    assert resumed.calls == whole.calls[whole.calls.index("epoch end 0") :]
+    assert resumed.calls[:2] == ["epoch end 0", "batch 1:0"]
+    assert trainer.global_step == 12
+
+
 def test_the_loops_entry_counts_steps_and_scheduler_steps_on_from_a_lightning_checkpoint(tmp_path):
     # the checkpoints of a run resumed from Lightning's file count the optimizer and scheduler steps (in all and
     # in the epoch) on from that file's, as the uninterrupted run's do; they started again from 0 and the step

@@ -483,6 +483,11 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             if reads_ahead(trainer, run):
                 # the batch the interrupted run had read ahead, before the steps the checkpoint came after
                 run.train_iterator = read_held_batch(run, run.train_iterator, resume.held_rng)
+        elif run.last_batch_seen and not run.loader_states_to_load:
+            # data of unknown length whose last batch the checkpoint's epoch had reached (a file without Ember's
+            # data position, Lightning's): none of it is left, as Lightning's restart knows; a new iterator would
+            # train the whole stream again inside the finished epoch
+            run.train_iterator = iter(())
         else:
             run.train_iterator = train_iterator(run)
     else:
