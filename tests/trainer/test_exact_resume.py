@@ -909,6 +909,39 @@ def test_a_step_checkpoint_on_the_last_batch_of_a_stream_resumes_with_the_next_e
     assert trainer.global_step == 12
 
 
+def test_an_epoch_end_checkpoint_of_a_stream_that_ran_out_resumes_with_the_next_epoch_under_max_steps(tmp_path):
+    # a stream of 4 batches with `limit_train_batches=5`: Lightning counts the epoch unfinished (`is_last_batch`
+    # false), as one `max_steps` cut short, which a step-limited resumed run goes on with; nothing of it is left,
+    # and the resumed run ran that epoch's end hooks a second time
+    from tests.helpers.core_models import CoreModel, quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            g = torch.Generator().manual_seed(0)
+            x, y = torch.randn(8, 4, generator=g), torch.randn(8, 1, generator=g)
+            for i in range(0, 8, 2):
+                yield x[i : i + 2], y[i : i + 2]
+
+    def run(callbacks, ckpt_path=None):
+        trainer = quiet_trainer(
+            max_epochs=2, max_steps=10, limit_train_batches=5, callbacks=callbacks, enable_checkpointing=True
+        )
+        trainer.fit(CoreModel(), torch.utils.data.DataLoader(Stream(), batch_size=None), ckpt_path=ckpt_path)
+        return trainer
+
+    whole = _Calls()
+    run([whole, ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{epoch}", save_top_k=-1)])
+    checkpoint = torch.load(tmp_path / "ckpts" / "epoch=0.ckpt", weights_only=True)
+    assert checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"] is False  # as Lightning's
+    resumed = _Calls()
+    trainer = run([resumed], str(tmp_path / "ckpts" / "epoch=0.ckpt"))
+    assert resumed.calls == whole.calls[whole.calls.index("epoch end 0") + 1 :]
+    assert resumed.calls[0] == "batch 1:0"
+    assert trainer.global_step == 8
+
+
 def test_the_loops_entry_counts_steps_and_scheduler_steps_on_from_a_lightning_checkpoint(tmp_path):
     # the checkpoints of a run resumed from Lightning's file count the optimizer and scheduler steps (in all and
     # in the epoch) on from that file's, as the uninterrupted run's do; they started again from 0 and the step

@@ -566,7 +566,13 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         progress.epoch -= 1
         progress.epoch_batches = progress.last_epoch_batches
         progress.epoch_done = progress.epoch_unfinished = True
-    if progress.epoch_done and progress.epoch_unfinished and progress.epoch_batches and t.max_steps != -1:
+    if (
+        progress.epoch_done
+        and progress.epoch_unfinished
+        and not progress.epoch_data_ran_out
+        and progress.epoch_batches
+        and t.max_steps != -1
+    ):
         # written at the end of an epoch that `max_steps` or a stop cut short, resumed by a step-limited run:
         # it goes on where it stopped, without its start hooks, as Lightning's loop restarts it (a run limited
         # by epochs only starts the next epoch, as Lightning's does)
@@ -668,6 +674,7 @@ def _written_after_a_cut_epoch(progress: Progress) -> bool:
         and progress.epoch > 0
         and progress.last_epoch_batches > 0
         and not progress.last_epoch_ran_out
+        and not progress.epoch_data_ran_out
     )
 
 

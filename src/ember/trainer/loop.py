@@ -248,6 +248,7 @@ def _run_batch_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, iterator: It
         try:  # as in Lightning, a StopIteration from the transfer, the step or a batch hook ends the epoch
             batch = next(iterator, _END)  # fetch
             if batch is _END:
+                progress.epoch_data_ran_out = True
                 break
             run.batch_idx = batch_idx
             is_last = batch_idx + 1 >= total or (ahead is not None and run.last_batch_seen)
@@ -492,7 +493,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
             run.train_iterator = train_iterator(run)
     else:
         progress.epoch_batches = progress.validated_through = 0
-        progress.epoch_done = False  # the results were reset at the last epoch's end (on_train_start's stay)
+        progress.epoch_done = progress.epoch_data_ran_out = False  # (the results were reset at the last epoch's end)
         run.last_batch_seen = False
         run.restarting = False
         run.epoch_starting = True

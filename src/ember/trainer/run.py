@@ -43,6 +43,9 @@ class Progress:
     epoch_batches: int = 0
     epoch_done: bool = False
     epoch_unfinished: bool = False
+    # the epoch's data (of unknown length) ran out before `limit_train_batches`: Lightning counts such an epoch
+    # unfinished too (`is_last_batch` false), but nothing of it is left for a resumed run to go on with
+    epoch_data_ran_out: bool = False
     total_batches: int = 0
     # for Lightning's per-epoch counters in the checkpoint's `loops` entry: optimizer steps and scheduler
     # steps when the current epoch started, and scheduler steps the trainer made in all
