@@ -485,9 +485,13 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
                 # the batch the interrupted run had read ahead, before the steps the checkpoint came after
                 run.train_iterator = read_held_batch(run, run.train_iterator, resume.held_rng)
         elif run.last_batch_seen and not run.loader_states_to_load:
-            # data of unknown length whose last batch the checkpoint's epoch had reached (a file without Ember's
-            # data position, Lightning's): none of it is left, as Lightning's restart knows; a new iterator would
-            # train the whole stream again inside the finished epoch
+            # data whose last batch the checkpoint's epoch had reached (a file without Ember's data position,
+            # Lightning's): none of it is left, as Lightning's restart knows (training from a new iterator went
+            # through the whole stream of data of unknown length again). Lightning still makes that iterator, and
+            # reads such data one batch ahead, which draws from the RNG: so does Ember, and drops it
+            unused = train_iterator(run)
+            if reads_ahead(trainer, run):
+                next(unused, None)
             run.train_iterator = iter(())
         else:
             run.train_iterator = train_iterator(run)
