@@ -883,30 +883,23 @@ def test_an_epoch_end_checkpoint_resumed_by_a_run_that_also_sets_max_steps_train
 def test_a_step_checkpoint_on_the_last_batch_of_a_stream_resumes_with_the_next_epoch(tmp_path, written_by):
     # data of unknown length, a checkpoint written on its epoch's last batch (Lightning's `is_last_batch`, known
     # from its read ahead): nothing of that epoch is left. From Lightning's file, which holds no data position,
-    # the resumed run trained the whole stream again inside that epoch (12 steps where the epoch had 6)
+    # the resumed run trained the whole stream again inside that epoch (8 steps where the epoch had 4)
     from tests.helpers.core_models import CoreModel, quiet_trainer
 
     from ember.callbacks import ModelCheckpoint
 
-    class Stream(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            g = torch.Generator().manual_seed(0)
-            x, y = torch.randn(12, 4, generator=g), torch.randn(12, 1, generator=g)
-            for i in range(0, 12, 2):
-                yield x[i : i + 2], y[i : i + 2]
-
     def run(callbacks, ckpt_path=None):
         trainer = quiet_trainer(max_epochs=2, callbacks=callbacks, enable_checkpointing=True)
-        trainer.fit(CoreModel(), torch.utils.data.DataLoader(Stream(), batch_size=None), ckpt_path=ckpt_path)
+        trainer.fit(CoreModel(), torch.utils.data.DataLoader(_Stream(), batch_size=None), ckpt_path=ckpt_path)
         return trainer
 
     whole = _Calls()
     run([whole, ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", every_n_train_steps=2, save_top_k=-1)])
     resumed = _Calls()
-    trainer = run([resumed], _as_written_by(tmp_path / "ckpts" / "step=6.ckpt", written_by, tmp_path))
+    trainer = run([resumed], _as_written_by(tmp_path / "ckpts" / "step=4.ckpt", written_by, tmp_path))
     assert resumed.calls == whole.calls[whole.calls.index("epoch end 0") :]
     assert resumed.calls[:2] == ["epoch end 0", "batch 1:0"]
-    assert trainer.global_step == 12
+    assert trainer.global_step == 8
 
 
 def test_an_epoch_end_checkpoint_of_a_stream_that_ran_out_resumes_with_the_next_epoch_under_max_steps(tmp_path):
@@ -917,18 +910,11 @@ def test_an_epoch_end_checkpoint_of_a_stream_that_ran_out_resumes_with_the_next_
 
     from ember.callbacks import ModelCheckpoint
 
-    class Stream(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            g = torch.Generator().manual_seed(0)
-            x, y = torch.randn(8, 4, generator=g), torch.randn(8, 1, generator=g)
-            for i in range(0, 8, 2):
-                yield x[i : i + 2], y[i : i + 2]
-
     def run(callbacks, ckpt_path=None):
         trainer = quiet_trainer(
             max_epochs=2, max_steps=10, limit_train_batches=5, callbacks=callbacks, enable_checkpointing=True
         )
-        trainer.fit(CoreModel(), torch.utils.data.DataLoader(Stream(), batch_size=None), ckpt_path=ckpt_path)
+        trainer.fit(CoreModel(), torch.utils.data.DataLoader(_Stream(), batch_size=None), ckpt_path=ckpt_path)
         return trainer
 
     whole = _Calls()
