@@ -902,6 +902,34 @@ def test_a_step_checkpoint_on_the_last_batch_of_a_stream_resumes_with_the_next_e
     assert trainer.global_step == 8
 
 
+def test_from_lightnings_last_batch_checkpoint_of_a_stream_the_epoch_end_makes_no_decision_on_a_training_key(
+    tmp_path, caplog
+):
+    # the epoch's end runs before any step there: `EarlyStopping` on a key training logs skips its check (it failed)
+    import logging
+
+    from tests.helpers.core_models import quiet_trainer
+
+    from ember.callbacks import EarlyStopping, ModelCheckpoint
+
+    Logs = _logging_train_loss(on_step=False, on_epoch=True)
+
+    def run(callbacks, ckpt_path=None):
+        trainer = quiet_trainer(max_epochs=2, callbacks=callbacks, enable_checkpointing=True)
+        trainer.fit(Logs(), torch.utils.data.DataLoader(_Stream(), batch_size=None), ckpt_path=ckpt_path)
+        return trainer
+
+    saves = ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", every_n_train_steps=2, save_top_k=-1)
+    run([EarlyStopping(monitor="train_loss", patience=5), saves])
+    with caplog.at_level(logging.INFO):
+        trainer = run(
+            [EarlyStopping(monitor="train_loss", patience=5)],
+            _as_written_by(tmp_path / "ckpts" / "step=4.ckpt", "lightning", tmp_path),
+        )
+    assert trainer.global_step == 8
+    assert "EarlyStopping: `train_loss` is not logged yet" in caplog.text
+
+
 def test_an_epoch_end_checkpoint_of_a_stream_that_ran_out_resumes_with_the_next_epoch_under_max_steps(tmp_path):
     # a stream of 4 batches with `limit_train_batches=5`: Lightning counts the epoch unfinished (`is_last_batch`
     # false), as one `max_steps` cut short, which a step-limited resumed run goes on with; nothing of it is left,

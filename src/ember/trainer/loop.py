@@ -595,8 +595,9 @@ class _EpochPlan:
             return batch_idx  # stopped before this batch (in `on_train_epoch_start`): none runs, as in Lightning
         if self.run.progress.global_step >= self.max_steps:
             return batch_idx  # resumed after the run's last step: only the epoch's end is left
-        if batch_idx < self.total:
-            # a batch trains: its step logs what a resume from Lightning's file lacked
+        if batch_idx < self.total and not self.run.last_batch_seen:
+            # a batch trains: its step logs what a resume from Lightning's file lacked (none does where the
+            # checkpoint was written on the last batch of data of unknown length)
             self.run.step_metrics_missing = False
         return self.total
 
