@@ -16,6 +16,7 @@ import torch
 from ember._version import LIGHTNING_VERSION, __version__
 from ember.checkpoint.files import EMBER_KEY
 from ember.core.saving import hparams_to_save, load_module_state
+from ember.trainer.arguments import has_epoch_limit
 from ember.trainer.data import data_rng_states
 from ember.trainer.dataloaders import train_loader_states
 from ember.trainer.dispatch import HookDispatcher
@@ -553,7 +554,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     else:
         _progress_from_lightning(progress, checkpoint)
         rng = train_results = None
-    if t.max_epochs is not None and t.max_epochs != -1 and checkpoint.get("epoch", 0) > t.max_epochs:
+    if has_epoch_limit(t.max_epochs) and checkpoint.get("epoch", 0) > t.max_epochs:
         raise MisconfigurationException(
             f"You restored a checkpoint with current_epoch={checkpoint['epoch']}, but you have set"
             f" Trainer(max_epochs={t.max_epochs}). Raise `max_epochs` above the checkpoint's epoch to train further."

@@ -266,6 +266,11 @@ def parse_time(value: Any) -> float | None:
     return None
 
 
+def has_epoch_limit(max_epochs: int | None) -> bool:
+    """Whether ``max_epochs`` limits the fit (``None`` and -1 do not)."""
+    return max_epochs is not None and max_epochs != -1
+
+
 def resolve_epoch_limits(trainer: Any) -> None:
     """When fit starts, as in Lightning: ``max_epochs=None`` becomes 1000 (with a warning), or -1 when
     ``max_steps`` or a ``Timer`` limits training; ``min_epochs=None`` becomes 1 with ``min_steps``, else 0."""

@@ -753,6 +753,15 @@ def make_first_train_iterator(trainer: Trainer, run: Run, sweep_rng: Any = None)
             run.train_iterator = read_first_batch(run, run.train_iterator)
 
 
+def make_unused_iterator(trainer: Trainer, run: Run) -> None:
+    """An iterator over the training data that Lightning makes and never trains from, made and dropped for what
+    it draws from the RNG: a DataLoader iterator's base seed, and for data read one batch ahead, what reading its
+    first batch draws in this process (a shuffle made as the data starts, random transforms)."""
+    unused = train_iterator(run)
+    if reads_ahead(trainer, run):
+        next(unused, None)
+
+
 def reads_ahead(trainer: Trainer, run: Run) -> bool:
     """Whether the epoch reads its data one batch ahead: data of unknown length, batches handed to the step."""
     return run.num_training_batches == float("inf") and not takes_dataloader_iter(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ember.core.hooks import program_overrides
 from ember.profilers.profiler import profiled, profiled_iterator, strategy_action
 from ember.trainer import dataloaders
+from ember.trainer.arguments import has_epoch_limit
 from ember.trainer.data import (
     CombinedTrainBatches,
     DataLoaderIter,
@@ -27,6 +28,7 @@ from ember.trainer.data import (
     data_rng_states,
     loads_in_process,
     make_first_train_iterator,
+    make_unused_iterator,
     read_held_batch,
     reads_ahead,
     set_data_rng_states,
@@ -128,7 +130,7 @@ def run_fit(trainer: Trainer, run: Run) -> None:
 
 
 def _max_steps_is_the_only_limit(trainer: Trainer) -> bool:
-    return trainer.max_steps != -1 and not _has_epoch_limit(trainer)
+    return trainer.max_steps != -1 and not has_epoch_limit(trainer.max_epochs)
 
 
 def _warn_max_steps_may_never_be_reached(trainer: Trainer, epoch: int, batches: int) -> None:
@@ -199,12 +201,8 @@ def _max_steps_reached(trainer: Trainer, progress: Progress) -> bool:
     return trainer.max_steps != -1 and progress.global_step >= trainer.max_steps
 
 
-def _has_epoch_limit(trainer: Trainer) -> bool:
-    return trainer.max_epochs is not None and trainer.max_epochs != -1
-
-
 def _max_epochs_reached(trainer: Trainer, progress: Progress) -> bool:
-    return _has_epoch_limit(trainer) and progress.epochs_processed >= trainer.max_epochs
+    return has_epoch_limit(trainer.max_epochs) and progress.epochs_processed >= trainer.max_epochs
 
 
 def _limits_reached(trainer: Trainer, progress: Progress) -> bool:
@@ -459,13 +457,8 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
         if resume is None or not resume.mid_epoch:
             # as Lightning, which creates an iterator it never uses when it reloads (in an epoch, its
             # `setup_data` makes one before the epoch loop makes the epoch's own; after a resume from an
-            # epoch's end, it drops the one made when `fit` started): each DataLoader iterator draws its
-            # base seed from the RNG, so the shuffles after it depend on that draw. For data of unknown length
-            # that iterator also reads its first batch ahead, which draws what loading a batch draws in this
-            # process (a shuffle made as the data starts, random transforms) before the epoch-start hooks
-            unused = train_iterator(run)
-            if reads_ahead(trainer, run):
-                next(unused, None)
+            # epoch's end, it drops the one made when `fit` started): the shuffles after it depend on its draws
+            make_unused_iterator(trainer, run)
     set_sampler_epoch(run.train_dataloader if run.train_combined is None else run.train_combined, progress.epoch)
     if resume is not None and resume.rng is not None and progress.epoch > 0:
         warn_if_workers_persist(run, progress.epoch)
@@ -487,11 +480,8 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
         elif run.last_batch_seen and not run.loader_states_to_load:
             # data whose last batch the checkpoint's epoch had reached (a file without Ember's data position,
             # Lightning's): none of it is left, as Lightning's restart knows (training from a new iterator went
-            # through the whole stream of data of unknown length again). Lightning still makes that iterator, and
-            # reads such data one batch ahead, which draws from the RNG: so does Ember, and drops it
-            unused = train_iterator(run)
-            if reads_ahead(trainer, run):
-                next(unused, None)
+            # through the whole stream of data of unknown length again). Lightning still makes that iterator
+            make_unused_iterator(trainer, run)
             run.train_iterator = iter(())
         else:
             run.train_iterator = train_iterator(run)
