@@ -117,3 +117,20 @@ def manual_sgd_run(
                     clip(list(layer.parameters()))
                 opt.step()
     return {f"layer.{k}": v for k, v in layer.state_dict().items()}
+
+
+class RecordingModel(ember.LightningModule):
+    """One weight; records the values of each training batch (a tensor, or a tuple holding one) in ``seen``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(1, 1)
+        self.seen: list[list[int]] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        values = batch[0] if isinstance(batch, (list, tuple)) else batch
+        self.seen.append(values.flatten().int().tolist())
+        return self.layer(values).sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+from tests.helpers.core_models import CoreModel, RecordingModel, loader, quiet_trainer
 
 import ember
 
@@ -590,23 +590,6 @@ def test_pinned_persistent_workers_with_reloaded_loaders_get_lightnings_warning(
         quiet_trainer(max_steps=1, limit_val_batches=0).fit(CoreModel(), pinned)
 
 
-class _Recording(ember.LightningModule):
-    """One weight; records the values of each training batch (a tensor, or a tuple holding one) in ``seen``."""
-
-    def __init__(self):
-        super().__init__()
-        self.layer = torch.nn.Linear(1, 1)
-        self.seen = []
-
-    def training_step(self, batch, batch_idx):
-        values = batch[0] if isinstance(batch, (list, tuple)) else batch
-        self.seen.append(values.flatten().int().tolist())
-        return self.layer(values).sum()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
 @pytest.mark.parametrize(
     ("every_n_epochs", "expected"),
     [
@@ -630,7 +613,7 @@ def test_reloaded_training_dataloaders_shuffle_as_in_lightning(every_n_epochs, e
         def val_dataloader(self):
             return torch.utils.data.DataLoader(self.data, batch_size=6)
 
-    class Validating(_Recording):
+    class Validating(RecordingModel):
         def validation_step(self, batch, batch_idx):
             pass
 
@@ -659,7 +642,7 @@ def test_a_reloaded_stream_of_unknown_length_draws_as_in_lightning(every_n_epoch
                 yield order[i : i + 4].float().unsqueeze(1)
 
     ember.seed_everything(0)
-    model = _Recording()
+    model = RecordingModel()
     trainer = quiet_trainer(max_epochs=3, reload_dataloaders_every_n_epochs=every_n_epochs)
     trainer.fit(model, torch.utils.data.DataLoader(Stream(), batch_size=None))
     assert model.seen[:3] == [[7, 4, 9, 1], [5, 10, 11, 8], [0, 2, 3, 6]]

@@ -930,6 +930,32 @@ def test_from_lightnings_last_batch_checkpoint_of_a_stream_the_epoch_end_makes_n
     assert "EarlyStopping: `train_loss` is not logged yet" in caplog.text
 
 
+def test_lightnings_checkpoint_from_the_end_of_an_epochs_last_validation_draws_the_next_shuffle_as_lightning(tmp_path):
+    # a file without Ember's data position or RNG states, written when the validation after the epoch's last batch
+    # ended: Lightning's resumed run makes the finished epoch's iterator and never trains from it, and that draw
+    # sets the next epoch's shuffle. Recorded with Lightning 2.6.6 (without the draw: [[7, 2], [0, 5], ...])
+    from tests.helpers.core_models import RecordingModel, quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    class Validating(RecordingModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("v", self.layer(batch[0]).sum())
+
+    def run(callbacks, ckpt_path=None):
+        ember.seed_everything(0)
+        model = Validating()
+        trainer = quiet_trainer(max_epochs=2, val_check_interval=4, callbacks=callbacks, enable_checkpointing=True)
+        data = torch.utils.data.TensorDataset(torch.arange(8.0).unsqueeze(1))
+        shuffled = torch.utils.data.DataLoader(data, batch_size=2, shuffle=True)
+        trainer.fit(model, shuffled, torch.utils.data.DataLoader(data, batch_size=4), ckpt_path=ckpt_path)
+        return model
+
+    run([ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", save_top_k=-1)])
+    resumed = run([], _as_written_by(tmp_path / "ckpts" / "step=4.ckpt", "lightning", tmp_path))
+    assert resumed.seen == [[0, 3], [7, 1], [6, 2], [5, 4]]
+
+
 def test_an_epoch_end_checkpoint_of_a_stream_that_ran_out_resumes_with_the_next_epoch_under_max_steps(tmp_path):
     # a stream of 4 batches with `limit_train_batches=5`: Lightning counts the epoch unfinished (`is_last_batch`
     # false), as one `max_steps` cut short, which a step-limited resumed run goes on with; nothing of it is left,
