@@ -28,7 +28,7 @@ SRC = Path(ember.__file__).resolve().parents[1]
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REFERENCE = json.loads((FIXTURES / "lightning_demos_reference.json").read_text())
-RELATIVE, ABSOLUTE = tolerance(REFERENCE["versions"].get("cpu_capability"))
+RELATIVE, ABSOLUTE = tolerance(REFERENCE["versions"].get("cpu_kind"))
 
 
 def _run_on_ember(code: str, cwd: Path, **env: str) -> str:

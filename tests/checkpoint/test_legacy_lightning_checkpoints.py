@@ -38,7 +38,7 @@ def test_resuming_a_lightning_1_8_checkpoint_restores_what_lightning_restores(tm
     expected = REFERENCE["resume"]
     assert resumed["restored"] == expected["restored"]
     assert resumed["loaded"] == expected["loaded"]  # on_load_checkpoint sees the upgraded dict, as on Lightning
-    rel, abs_ = tolerance(REFERENCE["versions"].get("cpu_capability"))  # the kind of CPU it was recorded on
+    rel, abs_ = tolerance(REFERENCE["versions"].get("cpu_kind"))  # the kind of CPU it was recorded on
     assert resumed["losses"] == pytest.approx(expected["losses"], rel=rel, abs=abs_)
     assert (resumed["epoch"], resumed["global_step"]) == (expected["epoch"], expected["global_step"])
     assert resumed["val_loss"] == pytest.approx(expected["val_loss"], rel=rel, abs=abs_)
