@@ -29,6 +29,10 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "inside_manual_batches": ({}, {}, {"manual": True, "inside": True}),
     # `on_train_batch_start` returns -1 at the third batch of each epoch: that batch is fetched, not trained
     "cut_short_epochs": ({}, {}, {"cut_at": 2}),
+    # ... at the fourth, accumulating 2 batches a step: each epoch ends inside a window whose zero_grad ran
+    "cut_short_accumulating_epochs": ({}, {"accumulate_grad_batches": 2}, {"cut_at": 3}),
+    # ... at the first: no batch trains
+    "cut_at_the_first_batch": ({}, {}, {"cut_at": 0}),
     # training data of unknown length (an IterableDataset without `__len__`), a checkpoint after every batch
     "unknown_length": ({"every_n_train_steps": 1}, {}, {"iterable": True}),
     # `trainer.save_checkpoint` from inside evaluation batches: the first validation in fit, then a `test` call

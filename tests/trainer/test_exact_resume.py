@@ -1011,6 +1011,49 @@ def test_the_loops_entry_counts_steps_and_scheduler_steps_on_from_a_lightning_ch
         assert fit["epoch_loop.scheduler_progress"]["total"]["completed"] == resumed["global_step"]
 
 
+@pytest.mark.parametrize("written_by", ["ember", "lightning"])
+@pytest.mark.parametrize("name", ["epoch=0.ckpt", "epoch=1.ckpt", "step=2.ckpt"])
+def test_the_loops_entry_counts_the_zero_grad_of_windows_epochs_ended_inside_on_from_a_checkpoint(
+    tmp_path, written_by, name
+):
+    # accumulating 2 batches a step, each epoch ends at its fourth batch (`on_train_batch_start` returns -1), inside
+    # a window whose zero_grad ran and that no step closes: Lightning counts that zero_grad (`loops`, in all and in
+    # the epoch, till the next epoch starts); the checkpoints of a run resumed from an epoch's end or from inside
+    # an epoch count on as the uninterrupted run's do, whoever wrote the file
+    from tests.helpers.core_models import CoreModel, loader, quiet_trainer
+
+    from ember.callbacks import ModelCheckpoint
+
+    class CutShort(CoreModel):
+        def on_train_batch_start(self, batch, batch_idx):
+            return -1 if batch_idx == 3 else None
+
+    def run(root, ckpt_path=None):
+        callbacks = [
+            ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1),
+            ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=1, save_top_k=-1),
+        ]
+        trainer = quiet_trainer(max_epochs=3, accumulate_grad_batches=2, callbacks=callbacks, enable_checkpointing=True)
+        torch.manual_seed(0)
+        trainer.fit(CutShort(), loader(n=12, batch_size=2), ckpt_path=ckpt_path)
+        trainer.save_checkpoint(root / "after-fit.ckpt")
+
+    run(tmp_path / "whole")
+    run(tmp_path / "resumed", _as_written_by(tmp_path / "whole" / name, written_by, tmp_path))
+    whole = {path.name: torch.load(path, weights_only=True)["loops"] for path in (tmp_path / "whole").glob("*.ckpt")}
+    resumed = {path.name: torch.load(path, weights_only=True)["loops"] for path in (tmp_path / "resumed").glob("*")}
+    # (from Lightning's file, which keeps no last saved step, `every_n_train_steps` saves the resumed step again
+    # at the next batch's end, as Lightning does: a checkpoint of another moment under the same name)
+    start = torch.load(tmp_path / "whole" / name, weights_only=True)["global_step"]
+    resumed = {file: loops for file, loops in resumed.items() if file != f"step={start}.ckpt"}
+    assert len(resumed) >= 3 and set(resumed) <= set(whole)
+    for file, loops in resumed.items():
+        assert loops == whole[file], file
+    zero_grad = whole["after-fit.ckpt"]["fit_loop"]["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]
+    assert zero_grad["zero_grad"]["total"]["completed"] == 6  # 2 windows an epoch, one of them stepped
+    assert zero_grad["step"]["total"]["completed"] == 3
+
+
 @pytest.mark.parametrize("monitors", ["EarlyStopping", "ModelCheckpoint"])
 @pytest.mark.parametrize("due", ["a validation", "the epoch's end"])
 def test_a_lightning_step_checkpoint_resumes_when_a_callback_monitors_a_training_key_before_any_step(

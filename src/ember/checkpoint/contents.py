@@ -86,8 +86,7 @@ def _optimizer_counts(t: Trainer, run: Run, phase: int | None) -> tuple[dict[str
     accumulate = t.accumulate_grad_batches
     step_ready = 0
     # a window whose zero_grad ran and whose step has not: its batches so far
-    window_open = int(-(-p.epoch_batches // accumulate) > epoch_steps)
-    zero_grad = (window_open,) * 3  # on top of the steps: (ready, started, completed)
+    zero_grad = (p.window_open(accumulate),) * 3  # on top of the steps: (ready, started, completed)
     if phase is not None and phase >= 2:
         if (run.batch_idx + 1) % accumulate == 0 or run.is_last_batch:
             step_ready = 1  # the step under way (it runs the closure)
@@ -98,9 +97,11 @@ def _optimizer_counts(t: Trainer, run: Run, phase: int | None) -> tuple[dict[str
         "current": _progress(epoch_steps + step_ready, epoch_steps),
     }
     ready, started, completed = zero_grad
+    # and the windows that epochs ended inside, which no step closed
+    windows, epoch_windows = steps + p.unstepped_windows, epoch_steps + p.epoch_unstepped_windows
     zero_grads = {
-        "total": _progress(steps + ready, steps + completed, steps + started),
-        "current": _progress(epoch_steps + ready, epoch_steps + completed, epoch_steps + started),
+        "total": _progress(windows + ready, windows + completed, windows + started),
+        "current": _progress(epoch_windows + ready, epoch_windows + completed, epoch_windows + started),
     }
     return optimizer_step, zero_grads
 
@@ -116,7 +117,8 @@ def batch_progress(t: Trainer, run: Run) -> dict[str, Any]:
         # from an epoch's end to the next one's first batch, in `fit` and in the calls after it, Lightning's
         # counters still hold the finished epoch
         batches = p.last_epoch_batches
-        is_last_batch = batches > 0 and p.last_epoch_ran_out
+        # (an epoch `on_train_batch_start` ended at its first batch fetched that batch, and ended as its last)
+        is_last_batch = (batches > 0 or p.epoch_cut) and p.last_epoch_ran_out
     else:
         batches = p.epoch_batches
         is_last_batch = run.is_last_batch
@@ -527,30 +529,11 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
     """The counters from the checkpoint, and how the first epoch continues."""
     progress = run.progress
     ember_state = checkpoint.get(EMBER_KEY)
+    automatic = t.lightning_module is None or t.lightning_module.automatic_optimization
     # written by as many processes as run now: each rank's own states and values are this rank's
     same_world = ember_state is not None and ember_state.get("world_size", 1) == t.world_size
     if ember_state is not None:
-        progress.load_state_dict(ember_state["progress"])
-        if "validated_through" not in ember_state["progress"]:  # written by an Ember before it kept this count
-            progress.validated_through = _validated_through(
-                checkpoint.get("loops", {}).get("fit_loop", {}), progress.epoch_batches
-            )
-        run.sampler_seed = ember_state.get("sampler_seed")
-        if ember_state.get("should_stop"):  # a preemption's checkpoint (see `_ember_state`)
-            t.should_stop = True
-            rank_zero_info(
-                "The checkpoint was saved by a preemption that came after the run had decided to stop"
-                " (`trainer.should_stop`, e.g. by EarlyStopping): the resumed run stops there too, as the"
-                " uninterrupted one did. To train further, resume from a checkpoint saved before that decision."
-            )
-        rng = ember_state.get("rng") if same_world else None
-        train_results = _this_ranks(t, ember_state, "train_results", same_world)
-        run.metrics.merge(_this_ranks(t, ember_state, "callback_metrics", same_world) or {}, {}, {})
-        if progress.epoch_done:  # written at an epoch's end: Lightning's batch counters hold that epoch's
-            progress.last_epoch_batches, progress.last_epoch_ran_out = (
-                progress.epoch_batches,
-                not progress.epoch_unfinished,
-            )
+        rng, train_results = _progress_from_ember(t, run, checkpoint, ember_state, same_world)
     else:
         _progress_from_lightning(progress, checkpoint)
         rng = train_results = None
@@ -567,6 +550,7 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         progress.epoch -= 1
         progress.epoch_batches = progress.last_epoch_batches
         progress.epoch_done = progress.epoch_unfinished = True
+        progress.reopen_window()
     if (
         progress.epoch_done
         and progress.epoch_unfinished
@@ -578,11 +562,14 @@ def _restore_progress(t: Trainer, run: Run, checkpoint: dict[str, Any]) -> Resum
         # it goes on where it stopped, without its start hooks, as Lightning's loop restarts it (a run limited
         # by epochs only starts the next epoch, as Lightning's does)
         progress.epoch_done = progress.epoch_unfinished = False
+        progress.reopen_window()
     if progress.epoch_done:
         # written at the end of an epoch: the next one starts once `fit` starts training (`run_fit`); till
         # then, through the sanity check, `current_epoch` is the checkpoint's, as in Lightning. Its means
         # start empty, as after every epoch's end (an epoch written as unfinished holds the means it logged,
         # for a resume that goes on inside it)
+        if ember_state is not None and automatic:  # written before that end closed the epoch's last window
+            progress.close_window(t.accumulate_grad_batches)
         progress.epoch_batches = 0
     elif train_results:
         run.train_results.load_state_dict(train_results, t.lightning_module)
@@ -803,6 +790,32 @@ def _moves_the_loggers_step(
     return progress.step_pending or _inside_a_window(progress, checkpoint, written_with)
 
 
+def _progress_from_ember(
+    t: Trainer, run: Run, checkpoint: dict[str, Any], ember_state: dict[str, Any], same_world: bool
+) -> tuple[Any, Any]:
+    """The counters of a checkpoint Ember wrote, and the run's state around them; returns the RNG states and the
+    training epoch's logged values (None where the checkpoint's processes were not as many as this run's)."""
+    progress = run.progress
+    progress.load_state_dict(ember_state["progress"])
+    if "validated_through" not in ember_state["progress"]:  # written by an Ember before it kept this count
+        progress.validated_through = _validated_through(
+            checkpoint.get("loops", {}).get("fit_loop", {}), progress.epoch_batches
+        )
+    run.sampler_seed = ember_state.get("sampler_seed")
+    if ember_state.get("should_stop"):  # a preemption's checkpoint (see `_ember_state`)
+        t.should_stop = True
+        rank_zero_info(
+            "The checkpoint was saved by a preemption that came after the run had decided to stop"
+            " (`trainer.should_stop`, e.g. by EarlyStopping): the resumed run stops there too, as the"
+            " uninterrupted one did. To train further, resume from a checkpoint saved before that decision."
+        )
+    run.metrics.merge(_this_ranks(t, ember_state, "callback_metrics", same_world) or {}, {}, {})
+    if progress.epoch_done:  # written at an epoch's end: Lightning's batch counters hold that epoch's
+        progress.last_epoch_batches, progress.last_epoch_ran_out = progress.epoch_batches, not progress.epoch_unfinished
+    rng = ember_state.get("rng") if same_world else None
+    return rng, _this_ranks(t, ember_state, "train_results", same_world)
+
+
 def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> None:
     fit = checkpoint.get("loops", {}).get("fit_loop", {})
     epoch_progress = fit.get("epoch_progress", {}).get("current", {})
@@ -826,7 +839,13 @@ def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> 
     progress.batches_that_stepped = fit.get("epoch_loop.state_dict", {}).get(
         "_batches_that_stepped", progress.global_step
     )
-    progress.total_batches = batch_progress.get("total", {}).get("processed", 0)
+    # Lightning counts a batch `on_train_batch_start` ended an epoch at processed, never started (one a batch
+    # is in the middle of counts started, not yet processed)
+    total = batch_progress.get("total", {})
+    in_step = max(0, batch_current.get("started", 0) - batch_current.get("processed", 0))
+    progress.cut_batches = max(0, total.get("processed", 0) - total.get("started", 0) + in_step)
+    progress.epoch_cut = batch_current.get("processed", 0) > batch_current.get("started", 0)
+    progress.total_batches = total.get("processed", 0) - progress.cut_batches
     # the optimizer and scheduler steps in all and in the checkpoint's epoch, which the `loops` entry of a
     # checkpoint the resumed run writes counts on from
     steps = fit.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {}).get("step", {})
@@ -834,9 +853,25 @@ def _progress_from_lightning(progress: Progress, checkpoint: dict[str, Any]) -> 
     schedulers = fit.get("epoch_loop.scheduler_progress", {})
     progress.scheduler_steps = schedulers.get("total", {}).get("completed", 0)
     progress.epoch_start_scheduler_steps = progress.scheduler_steps - schedulers.get("current", {}).get("completed", 0)
+    _unstepped_windows_from_lightning(progress, fit, under_way)
     # Lightning writes its step count before the batch's end moves it on, and moves it on when it restarts
     progress.step_pending = under_way
     progress.validated_through = _validated_through(fit, progress.epoch_batches)
+
+
+def _unstepped_windows_from_lightning(progress: Progress, fit: dict[str, Any], under_way: bool) -> None:
+    """The accumulation windows whose zero_grad Lightning counted and no step closed (epochs ended inside them):
+    those of the earlier epochs, and, once it is over, the checkpoint's epoch's last (of an epoch under way, the
+    resumed run counts that window as it goes on)."""
+    optimizer = fit.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {})
+    zero_grad, step = optimizer.get("zero_grad", {}), optimizer.get("step", {})
+
+    def unstepped(counts: str) -> int:
+        return zero_grad.get(counts, {}).get("completed", 0) - step.get(counts, {}).get("completed", 0)
+
+    this_epoch = 0 if under_way else max(0, unstepped("current"))
+    progress.unstepped_windows = max(0, unstepped("total") - unstepped("current")) + this_epoch
+    progress.epoch_unstepped_windows = this_epoch
 
 
 def _validation_counts(checkpoint: dict[str, Any]) -> list[int]:

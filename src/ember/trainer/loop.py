@@ -499,6 +499,7 @@ def _start_epoch(trainer: Trainer, run: Run) -> Iterator[Any]:
         # Lightning's per-epoch counters start again after the start hooks: optimizer and scheduler steps, and
         # its fit validation loop's batches
         progress.epoch_start_step, progress.epoch_start_scheduler_steps = progress.global_step, progress.scheduler_steps
+        progress.epoch_unstepped_windows = 0
         run.eval_progress["val"][1] = 0
         if run.train_iterator is not None and progress.epoch > 0 and not run.fit_resuming:
             # a later `fit` on this trainer: Lightning makes this epoch's iterator anew, as for every epoch
@@ -685,6 +686,8 @@ def _end_epoch(trainer: Trainer, run: Run, epoch: _EpochPlan) -> None:
         progress.epoch_done = False
         raise
     results.reset()
+    if epoch.automatic:  # an epoch that ended inside an accumulation window: its zero_grad counts, no step closes it
+        progress.close_window(epoch.accumulate)
     progress.last_epoch_batches, progress.last_epoch_ran_out = progress.epoch_batches, not progress.epoch_unfinished
     run.between_epochs = True
     progress.epoch += 1

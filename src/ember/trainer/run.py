@@ -61,12 +61,31 @@ class Progress:
     # and processed, neither started nor completed
     cut_batches: int = 0
     epoch_cut: bool = False
+    # accumulation windows whose zero_grad ran and that no optimizer step closed (their epoch ended inside them:
+    # `on_train_batch_start` returned -1, a stop): in all the finished epochs, and in the one just finished,
+    # which Lightning's per-epoch counters hold till the next epoch's start hooks have run
+    unstepped_windows: int = 0
+    epoch_unstepped_windows: int = 0
     # the batch just trained closed an accumulation window, and the loggers' step has not moved on yet (it does
     # after the batch's end hooks and validation): a checkpoint written in between resumes with it moved on
     step_pending: bool = False
     # the epoch's batches trained on when a validation inside fit last ran all its batches (0 at an epoch's
     # start): a checkpoint written after a batch whose validation had not run resumes with that validation
     validated_through: int = 0
+
+    def window_open(self, accumulate: int) -> int:
+        """1 while the current epoch's last accumulation window has had its zero_grad and no optimizer step yet."""
+        return int(-(-self.epoch_batches // accumulate) > self.global_step - self.epoch_start_step)
+
+    def close_window(self, accumulate: int) -> None:
+        """The epoch ends: a window still open stays without its step, and counts among the unstepped ones."""
+        self.epoch_unstepped_windows = self.window_open(accumulate)
+        self.unstepped_windows += self.epoch_unstepped_windows
+
+    def reopen_window(self) -> None:
+        """A resumed run goes on inside the finished epoch: the window it ended in is open again."""
+        self.unstepped_windows -= self.epoch_unstepped_windows
+        self.epoch_unstepped_windows = 0
 
     @property
     def epochs_processed(self) -> int:
