@@ -39,6 +39,12 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "inside_evaluation_batches": ({}, {}, {"inside_eval": True}),
     # validation data of unknown length
     "unknown_length_validation": ({}, {"limit_val_batches": 1.0}, {"iterable_val": True}),
+    # ... and `trainer.save_checkpoint` from inside its batches: the loop knows the last one, read ahead
+    "inside_evaluation_batches_of_unknown_length": (
+        {},
+        {"limit_val_batches": 1.0},
+        {"inside_eval": True, "iterable_val": True},
+    ),
 }
 INSIDE_HOOKS = (
     "on_after_batch_transfer",

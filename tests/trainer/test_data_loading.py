@@ -649,6 +649,58 @@ def test_a_reloaded_stream_of_unknown_length_draws_as_in_lightning(every_n_epoch
     assert model.seen[3:] == expected
 
 
+# recorded on Lightning 2.6.6 (`[dataloader_idx, the batch the stream drew, the step's draw]`): evaluation and
+# prediction data of unknown length are read one batch ahead, the first before the loop's start hooks and the
+# second stream's first before the step of the first stream's last batch
+_FIRST_STREAMS_START = [[0, 963, 427], [0, 379, 497], [0, 503, 756], [1, 866, 878], [1, 399, 56], [1, 376, 868]]
+_READ_AHEAD_DRAWS = {
+    "fit": [[0, 427, 497], [0, 503, 101], [0, 683, 878], [1, 399, 56], [1, 376, 794], [1, 868, 33]],
+    "validate": _FIRST_STREAMS_START,
+    "test": _FIRST_STREAMS_START,
+    "predict": _FIRST_STREAMS_START,
+}
+
+
+@pytest.mark.parametrize("fn", sorted(_READ_AHEAD_DRAWS))
+def test_evaluation_data_of_unknown_length_draws_as_in_lightning(fn):
+    # a stream that draws from the global RNG as it is read, and steps that draw too: the two interleave as in
+    # Lightning only if the batches are read when Lightning reads them (Ember read each just before its step)
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            for _ in range(3):
+                yield torch.randint(0, 1000, (1,))
+
+    class Drawing(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+            self.seen = []
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            self.seen.append([dataloader_idx, int(batch), int(torch.randint(0, 1000, ()))])
+
+        test_step = validation_step
+
+        def predict_step(self, batch, batch_idx, dataloader_idx=0):
+            self.validation_step(batch, batch_idx, dataloader_idx)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    ember.seed_everything(0)
+    model = Drawing()
+    trainer = quiet_trainer(max_epochs=1)
+    streams = [torch.utils.data.DataLoader(Stream(), batch_size=None) for _ in range(2)]
+    if fn == "fit":
+        trainer.fit(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 1))), streams)
+    else:
+        getattr(trainer, fn)(model, streams)
+    assert model.seen == _READ_AHEAD_DRAWS[fn]
+
+
 @pytest.mark.parametrize(("fn", "key"), [("fit", "val"), ("validate", "val"), ("test", "test"), ("predict", "predict")])
 def test_a_shuffled_evaluation_loader_gets_lightnings_warning_once(fn, key):
     from ember.utilities.warnings import PossibleUserWarning

@@ -24,6 +24,7 @@ from ember.trainer.arguments import has_epoch_limit
 from ember.trainer.data import (
     CombinedTrainBatches,
     DataLoaderIter,
+    ReadAhead,
     ReadAheadRng,
     data_rng_states,
     loads_in_process,
@@ -925,6 +926,22 @@ def run_sanity_check(trainer: Trainer, run: Run) -> None:
     trainer.state.stage = stage
 
 
+def _read_ahead(
+    first: Iterator[Any], loaders: list[Any], max_batches: list[int | float], takes_iterator: bool
+) -> ReadAhead | None:
+    """Evaluation or prediction batches read one ahead where Lightning's loop reads them so: their number unknown
+    (a dataloader without a length that no limit bounds), the step not drawing them itself. A dataset that draws
+    random numbers as it is read draws them in Lightning's order then, between the steps' own draws."""
+    return ReadAhead(first, loaders, max_batches) if math.inf in max_batches and not takes_iterator else None
+
+
+def _loader_batches(reader: ReadAhead | None, first: Iterator[Any], loader: Any, dataloader_idx: int) -> Iterator[Any]:
+    """The batches of dataloader ``dataloader_idx``: through ``reader``, or its own iterator (the first made already)."""
+    if reader is not None:
+        return reader.batches(dataloader_idx)
+    return first if dataloader_idx == 0 else iter(loader)
+
+
 def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict[str, Any]]:
     """The validation or test loop over every dataloader; returns one metrics dict per dataloader that gave a
     batch (and one for the first dataloader in any case)."""
@@ -951,6 +968,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         for loader in loaders:  # some shuffle validation data by the training epoch, as Lightning allows
             set_sampler_epoch(loader, run.progress.epoch)
     first = iter(loaders[0])  # before the hooks, as in Lightning: a shuffling loader draws its seed here
+    reader = _read_ahead(first, loaders, max_batches, takes_iterator)
     outputs_per_loader: list[dict[str, Any]] = []
     run.eval_progress["val" if validating else "test"][0] = 0  # a new evaluation epoch
     run.eval_last_fetched.pop("val" if validating else "test", None)
@@ -965,6 +983,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
             results = run.results = run.metrics.live = run.val_results if validating else run.test_results
             run.metrics.epoch_start = results if previous_live is None else None
             first = iter(loaders[0])
+            reader = _read_ahead(first, loaders, max_batches, takes_iterator)
         hooks.call_both(f"on_{prefix}_epoch_start")
         run.metrics.epoch_start = None
         ran: set[int] = set()  # the dataloaders that gave a batch
@@ -973,9 +992,9 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         for dataloader_idx, loader in enumerate(loaders):
             results.dataloader_idx = dataloader_idx if len(loaders) > 1 else None
             if not takes_iterator:
-                iterator = first if dataloader_idx == 0 else iter(loader)
+                iterator = _loader_batches(reader, first, loader, dataloader_idx)
                 batches_run, stopped = _evaluate_loader(
-                    trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches
+                    trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches, reader
                 )
                 if batches_run:
                     ran.add(dataloader_idx)
@@ -1015,11 +1034,13 @@ def _evaluate_loader(
     dataloader_idx: int,
     loader_count: int,
     max_batches: list[int | float],
+    reader: ReadAhead | None = None,
 ) -> tuple[int, bool]:
     """The batches of one evaluation dataloader, then its last step values into the metric dicts.
 
     Returns the number of batches run, and whether a ``StopIteration`` from the step or a batch hook ended the
-    evaluation (as in Lightning, the dataloaders after this one are not run)."""
+    evaluation (as in Lightning, the dataloaders after this one are not run). ``reader``: the one reading
+    ``batches`` ahead (``_read_ahead``), which knows the last batch."""
     hooks, results = _hooks(run), run.results
     assert results is not None
     fn_stage = "val" if stage != RunningStage.TESTING else "test"
@@ -1048,7 +1069,9 @@ def _evaluate_loader(
                 break
             if stop is not None and stop.flag and (batch_idx or dataloader_idx):
                 stop_evaluation(trainer)  # SIGTERM: no batch after the one it came in
-            if max_batches[dataloader_idx] != float("inf"):
+            if reader is not None:
+                run.eval_last_fetched[fn_stage] = reader.done
+            elif max_batches[dataloader_idx] != float("inf"):
                 last_loader = dataloader_idx + 1 == loader_count
                 run.eval_last_fetched[fn_stage] = last_loader and batch_idx + 1 >= max_batches[dataloader_idx]
             else:  # known once the data runs out, after the loop
@@ -1230,6 +1253,7 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     run.predict_batch_indices = [[] for _ in loaders]
     run.eval_progress["predict"][0] = 0  # a new prediction epoch
     first = iter(loaders[0])  # before the hooks, as in Lightning
+    reader = _read_ahead(first, loaders, max_batches, takes_iterator)
     with _eval_grad_context(trainer):  # the whole loop, its start and end hooks too, as in Lightning
         modes = _eval_mode(trainer, run, "predict")
         hooks.call_both("on_predict_start")
@@ -1239,12 +1263,13 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
             run.predictions = [[] for _ in loaders]
             run.predict_batch_indices = [[] for _ in loaders]
             first = iter(loaders[0])
+            reader = _read_ahead(first, loaders, max_batches, takes_iterator)
         predictions = run.predictions
         hooks.call_both("on_predict_epoch_start")
         if takes_iterator:  # `predict_step(self, dataloader_iter)`: one iterator through every dataloader
             _predict_with_iterator(trainer, run, first, loaders, max_batches, predictions)
         for dataloader_idx, loader in enumerate(loaders if not takes_iterator else ()):
-            iterator = first if dataloader_idx == 0 else iter(loader)
+            iterator = _loader_batches(reader, first, loader, dataloader_idx)
             if _predict_loader(trainer, run, loader, iterator, dataloader_idx, len(loaders), max_batches, predictions):
                 break  # the dataloaders after it get no batch, as in Lightning
         hooks.call_both("on_predict_epoch_end")
