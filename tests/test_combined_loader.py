@@ -99,6 +99,15 @@ def test_fit_refuses_sequential_mode_before_any_training_hook(tmp_path):
     assert trainer.num_training_batches == 6  # counted first, as Lightning counts the loaders one after another
 
 
+def test_fit_on_sequential_mode_with_no_training_batch_ends_without_training_as_in_lightning(tmp_path):
+    # Lightning refuses the mode when it starts an epoch's batches; with none to train on, its fit ends first
+    trainer = cases._trainer(ember, default_root_dir=tmp_path, max_epochs=2)
+    loaders = CombinedLoader([DataLoader(range(0)), DataLoader(range(0))], "sequential")
+    trainer.fit(cases._model(ember)(), loaders)
+    assert trainer.num_training_batches == 0 and trainer.global_step == 0
+    assert trainer.state.finished
+
+
 class _LogsItsLoader(ember.LightningModule):
     def __init__(self) -> None:
         super().__init__()

@@ -137,7 +137,9 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
         run.num_training_batches = count_batches(t, prepared[0], t.limit_train_batches, "train")
     else:
         run.num_training_batches = _count_combined(t, combined)
-    if combined._mode == "sequential":  # refused once counted (as Lightning counts it), before any training
+    if combined._mode == "sequential" and run.num_training_batches != 0:
+        # refused once counted (as Lightning counts it), before any training; with no batch to train on, the fit
+        # ends without training, as Lightning's, which refuses the mode only when it starts an epoch's batches
         raise ValueError(
             '`_FitLoop` does not support the `CombinedLoader(mode="sequential")` mode.'
             " The available modes are: ['min_size', 'max_size_cycle', 'max_size']"
