@@ -701,6 +701,39 @@ def test_evaluation_data_of_unknown_length_draws_as_in_lightning(fn):
     assert model.seen == _READ_AHEAD_DRAWS[fn]
 
 
+@pytest.mark.parametrize("limit", [2, 1.0])
+@pytest.mark.parametrize("fn", ["validate", "test", "predict"])
+def test_the_dataloaders_after_the_last_batch_counted_get_no_iterator_as_in_lightning(fn, limit):
+    # Lightning's loop ends once it has had the batches it counted (here the first loader's 4, or 2): the empty
+    # loader after them gets no iterator, whose making draws from the RNG (963 recorded on Lightning 2.6.6;
+    # Ember made it, and drew 427)
+    class Empty(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(())
+
+        def __len__(self):
+            return 0
+
+    class Steps(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            pass
+
+        test_step = predict_step = validation_step
+
+    ember.seed_everything(0)
+    trainer = quiet_trainer(**{f"limit_{'val' if fn == 'validate' else fn}_batches": limit})
+    loaders = [
+        torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(8, 1)), batch_size=2),
+        torch.utils.data.DataLoader(Empty(), batch_size=None),
+    ]
+    getattr(trainer, fn)(Steps(), loaders)
+    assert int(torch.randint(0, 1000, ())) == 963
+
+
 @pytest.mark.parametrize(("fn", "key"), [("fit", "val"), ("validate", "val"), ("test", "test"), ("predict", "predict")])
 def test_a_shuffled_evaluation_loader_gets_lightnings_warning_once(fn, key):
     from ember.utilities.warnings import PossibleUserWarning

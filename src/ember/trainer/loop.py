@@ -942,6 +942,13 @@ def _loader_batches(reader: ReadAhead | None, first: Iterator[Any], loader: Any,
     return first if dataloader_idx == 0 else iter(loader)
 
 
+def _all_fetched(dataloader_idx: int, fetched: int, max_batches: list[int | float]) -> bool:
+    """Whether the loop has had every batch it counted on before dataloader ``dataloader_idx``: Lightning's loop
+    ends there, and makes no iterator for the dataloaders left (one with no batch to give, as a shuffling loader,
+    draws from the RNG as its iterator is made)."""
+    return dataloader_idx > 0 and fetched >= sum(max_batches)
+
+
 def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict[str, Any]]:
     """The validation or test loop over every dataloader; returns one metrics dict per dataloader that gave a
     batch (and one for the first dataloader in any case)."""
@@ -989,13 +996,17 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         ran: set[int] = set()  # the dataloaders that gave a batch
         if takes_iterator:  # `validation_step(self, dataloader_iter)`: one iterator through every dataloader
             ran = _evaluate_with_iterator(trainer, run, stage, prefix, first, loaders, max_batches)
+        fetched = 0
         for dataloader_idx, loader in enumerate(loaders):
+            if not takes_iterator and _all_fetched(dataloader_idx, fetched, max_batches):
+                break
             results.dataloader_idx = dataloader_idx if len(loaders) > 1 else None
             if not takes_iterator:
                 iterator = _loader_batches(reader, first, loader, dataloader_idx)
                 batches_run, stopped = _evaluate_loader(
                     trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches, reader
                 )
+                fetched += batches_run
                 if batches_run:
                     ran.add(dataloader_idx)
             # as in Lightning, a dataloader that gave no batch has no entry in the results, except the first
@@ -1269,6 +1280,8 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
         if takes_iterator:  # `predict_step(self, dataloader_iter)`: one iterator through every dataloader
             _predict_with_iterator(trainer, run, first, loaders, max_batches, predictions)
         for dataloader_idx, loader in enumerate(loaders if not takes_iterator else ()):
+            if _all_fetched(dataloader_idx, run.eval_progress["predict"][0], max_batches):
+                break
             iterator = _loader_batches(reader, first, loader, dataloader_idx)
             if _predict_loader(trainer, run, loader, iterator, dataloader_idx, len(loaders), max_batches, predictions):
                 break  # the dataloaders after it get no batch, as in Lightning
