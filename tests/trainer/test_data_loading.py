@@ -649,6 +649,39 @@ def test_a_reloaded_stream_of_unknown_length_draws_as_in_lightning(every_n_epoch
     assert model.seen[3:] == expected
 
 
+def test_training_data_of_unknown_length_that_ends_at_its_first_batch_is_not_read_again_as_in_lightning():
+    # two streams cycled (max_size_cycle), one of them empty: the first read, as the fit sets its data up, ends the
+    # epoch's data; Lightning does not read it again in that epoch, and Ember read it once more, which drew another
+    # batch from the other stream (the RNG after the fit: 56 on Lightning 2.6.6, 33 on Ember before)
+    from ember.utilities.combined_loader import CombinedLoader
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __init__(self, n):
+            self.n = n
+
+        def __iter__(self):
+            for _ in range(self.n):
+                yield torch.randint(0, 1000, (1,)).float()
+
+    class Model(ember.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0].reshape(-1, 1)).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    ember.seed_everything(0)
+    trainer = quiet_trainer(max_epochs=2)
+    streams = [torch.utils.data.DataLoader(Stream(n), batch_size=None) for n in (2, 0)]
+    trainer.fit(Model(), CombinedLoader(streams, "max_size_cycle"))
+    assert trainer.global_step == 0
+    assert int(torch.randint(0, 1000, ())) == 56
+
+
 # recorded on Lightning 2.6.6 (`[dataloader_idx, the batch the stream drew, the step's draw]`): evaluation and
 # prediction data of unknown length are read one batch ahead, the first before the loop's start hooks and the
 # second stream's first before the step of the first stream's last batch

@@ -775,7 +775,9 @@ def read_first_batch(run: Run, iterator: Iterator[Any]) -> Iterator[Any]:
     if loader is not None:
         run.held_loader_state = loader.state_dict()
     first = next(iterator, _END)
-    return iterator if first is _END else itertools.chain((first,), iterator)
+    # data that ran out at once is done, as for Lightning, which does not read it again (an iterator of several
+    # loaders cycling the shorter ones would start them again, and draw what they draw as they start)
+    return iter(()) if first is _END else itertools.chain((first,), iterator)
 
 
 def stateful_single_loader(run: Run) -> Any:
