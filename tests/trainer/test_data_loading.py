@@ -663,21 +663,10 @@ def test_training_data_of_unknown_length_that_ends_at_its_first_batch_is_not_rea
             for _ in range(self.n):
                 yield torch.randint(0, 1000, (1,)).float()
 
-    class Model(ember.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(1, 1)
-
-        def training_step(self, batch, batch_idx):
-            return self.layer(batch[0].reshape(-1, 1)).sum()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
     ember.seed_everything(0)
     trainer = quiet_trainer(max_epochs=2)
     streams = [torch.utils.data.DataLoader(Stream(n), batch_size=None) for n in (2, 0)]
-    trainer.fit(Model(), CombinedLoader(streams, "max_size_cycle"))
+    trainer.fit(RecordingModel(), CombinedLoader(streams, "max_size_cycle"))
     assert trainer.global_step == 0
     assert int(torch.randint(0, 1000, ())) == 56
 
@@ -703,25 +692,18 @@ def test_evaluation_data_of_unknown_length_draws_as_in_lightning(fn):
             for _ in range(3):
                 yield torch.randint(0, 1000, (1,))
 
-    class Drawing(ember.LightningModule):
+    class Drawing(RecordingModel):
         def __init__(self):
             super().__init__()
-            self.layer = torch.nn.Linear(1, 1)
-            self.seen = []
-
-        def training_step(self, batch, batch_idx):
-            return self.layer(batch[0]).sum()
+            self.drawn = []
 
         def validation_step(self, batch, batch_idx, dataloader_idx=0):
-            self.seen.append([dataloader_idx, int(batch), int(torch.randint(0, 1000, ()))])
+            self.drawn.append([dataloader_idx, int(batch), int(torch.randint(0, 1000, ()))])
 
         test_step = validation_step
 
         def predict_step(self, batch, batch_idx, dataloader_idx=0):
             self.validation_step(batch, batch_idx, dataloader_idx)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
 
     ember.seed_everything(0)
     model = Drawing()
@@ -731,7 +713,7 @@ def test_evaluation_data_of_unknown_length_draws_as_in_lightning(fn):
         trainer.fit(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 1))), streams)
     else:
         getattr(trainer, fn)(model, streams)
-    assert model.seen == _READ_AHEAD_DRAWS[fn]
+    assert model.drawn == _READ_AHEAD_DRAWS[fn]
 
 
 @pytest.mark.parametrize("limit", [2, 1.0])
@@ -747,11 +729,7 @@ def test_the_dataloaders_after_the_last_batch_counted_get_no_iterator_as_in_ligh
         def __len__(self):
             return 0
 
-    class Steps(ember.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(1, 1)
-
+    class Steps(RecordingModel):
         def validation_step(self, batch, batch_idx, dataloader_idx=0):
             pass
 
