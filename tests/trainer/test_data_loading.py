@@ -649,6 +649,39 @@ def test_a_reloaded_stream_of_unknown_length_draws_as_in_lightning(every_n_epoch
     assert model.seen[3:] == expected
 
 
+@pytest.mark.parametrize("draws_its_batches", [False, True])
+def test_an_empty_dataloader_between_two_gets_its_iterator_as_in_lightning(draws_its_batches):
+    # Lightning's sequential reading makes the iterator of a dataloader with no batch when it passes it (its base
+    # seed a draw from the RNG: 866 after the test on Lightning 2.6.6, with the step given batches or drawing
+    # them from `dataloader_iter`); the step drawing its own batches skipped it on Ember (683)
+    class Sized(torch.utils.data.IterableDataset):
+        def __init__(self, n):
+            self.n = n
+
+        def __iter__(self):
+            for _ in range(self.n):
+                yield torch.randint(0, 1000, (1,)).float()
+
+        def __len__(self):
+            return self.n
+
+    class Steps(RecordingModel):
+        if draws_its_batches:
+
+            def test_step(self, dataloader_iter):
+                next(dataloader_iter)
+
+        else:
+
+            def test_step(self, batch, batch_idx, dataloader_idx=0):
+                pass
+
+    ember.seed_everything(0)
+    loaders = [torch.utils.data.DataLoader(Sized(n), batch_size=None) for n in (2, 0, 1)]
+    quiet_trainer().test(Steps(), loaders)
+    assert int(torch.randint(0, 1000, ())) == 866
+
+
 def test_training_data_of_unknown_length_that_ends_at_its_first_batch_is_not_read_again_as_in_lightning():
     # two streams cycled (max_size_cycle), one of them empty: the first read, as the fit sets its data up, ends the
     # epoch's data; Lightning does not read it again in that epoch, and Ember read it once more, which drew another

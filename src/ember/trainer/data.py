@@ -838,26 +838,22 @@ def takes_dataloader_iter(module: Any, step_name: str) -> bool:
 
 
 class ReadAhead:
-    """The batches of several dataloaders in turn, as Lightning's evaluation and prediction loops read them when
-    their number is unknown (a dataloader without a length that no limit bounds): one ahead. The first batch is
-    read as this is made (before the loop's start hooks), each next one before the step of the batch before it,
-    the next dataloader's first (its iterator made then) before the step of the last batch of the one before.
-    A dataloader is read up to its limit in ``limits``; ``done`` says whether the batch handed out last was the
-    last of all.
+    """Batches read one ahead, as Lightning's evaluation and prediction loops read them when their number is
+    unknown (a dataloader without a length that no limit bounds): the first is read as this is made (before the
+    loop's start hooks), each next one before the step of the batch before it, the next dataloader's first
+    before the step of the last batch of the one before. ``batches`` gives ``(batch, batch_idx,
+    dataloader_idx)`` of every dataloader in turn; ``done`` says whether the batch handed out last was the last.
 
     Example::
 
-        data = ReadAhead(iter(loaders[0]), loaders, [math.inf, 3])
+        data = ReadAhead(every_dataloaders_batches)
         for batch in data.batches(0):
             ...  # data.done: this batch is the last
     """
 
-    _NONE = object()
-
-    def __init__(self, first: Iterator[Any], loaders: list[Any], limits: list[int | float]) -> None:
-        self._loaders, self._limits = loaders, limits
-        self._loader_idx, self._taken, self._iterator = 0, 0, first
-        self._held: tuple[int, Any] | None = self._read()
+    def __init__(self, batches: Iterator[tuple[Any, int, int]]) -> None:
+        self._batches = batches
+        self._held = next(batches, None)
 
     @property
     def done(self) -> bool:
@@ -865,19 +861,7 @@ class ReadAhead:
 
     def batches(self, dataloader_idx: int) -> Iterator[Any]:
         """The batches of dataloader ``dataloader_idx``, each handed out once the one after it is read."""
-        while self._held is not None and self._held[0] == dataloader_idx:
-            batch = self._held[1]
-            self._held = self._read()
+        while self._held is not None and self._held[2] == dataloader_idx:
+            batch = self._held[0]
+            self._held = next(self._batches, None)
             yield batch
-
-    def _read(self) -> tuple[int, Any] | None:
-        while self._loader_idx < len(self._loaders):
-            if self._taken < self._limits[self._loader_idx]:
-                batch = next(self._iterator, self._NONE)
-                if batch is not self._NONE:
-                    self._taken += 1
-                    return self._loader_idx, batch
-            self._loader_idx, self._taken = self._loader_idx + 1, 0
-            if self._loader_idx < len(self._loaders):
-                self._iterator = iter(self._loaders[self._loader_idx])
-        return None

@@ -927,12 +927,14 @@ def run_sanity_check(trainer: Trainer, run: Run) -> None:
 
 
 def _read_ahead(
-    first: Iterator[Any], loaders: list[Any], max_batches: list[int | float], takes_iterator: bool
+    run: Run, first: Iterator[Any], loaders: list[Any], max_batches: list[int | float], takes_iterator: bool
 ) -> ReadAhead | None:
     """Evaluation or prediction batches read one ahead where Lightning's loop reads them so: their number unknown
     (a dataloader without a length that no limit bounds), the step not drawing them itself. A dataset that draws
     random numbers as it is read draws them in Lightning's order then, between the steps' own draws."""
-    return ReadAhead(first, loaders, max_batches) if math.inf in max_batches and not takes_iterator else None
+    if takes_iterator or math.inf not in max_batches:
+        return None
+    return ReadAhead(_sequential_batches(run, None, first, loaders, max_batches))
 
 
 def _loader_batches(reader: ReadAhead | None, first: Iterator[Any], loader: Any, dataloader_idx: int) -> Iterator[Any]:
@@ -975,7 +977,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         for loader in loaders:  # some shuffle validation data by the training epoch, as Lightning allows
             set_sampler_epoch(loader, run.progress.epoch)
     first = iter(loaders[0])  # before the hooks, as in Lightning: a shuffling loader draws its seed here
-    reader = _read_ahead(first, loaders, max_batches, takes_iterator)
+    reader = _read_ahead(run, first, loaders, max_batches, takes_iterator)
     outputs_per_loader: list[dict[str, Any]] = []
     run.eval_progress["val" if validating else "test"][0] = 0  # a new evaluation epoch
     run.eval_last_fetched.pop("val" if validating else "test", None)
@@ -990,7 +992,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
             results = run.results = run.metrics.live = run.val_results if validating else run.test_results
             run.metrics.epoch_start = results if previous_live is None else None
             first = iter(loaders[0])
-            reader = _read_ahead(first, loaders, max_batches, takes_iterator)
+            reader = _read_ahead(run, first, loaders, max_batches, takes_iterator)
         hooks.call_both(f"on_{prefix}_epoch_start")
         run.metrics.epoch_start = None
         ran: set[int] = set()  # the dataloaders that gave a batch
@@ -1194,13 +1196,16 @@ def _within_sanity_steps(trainer: Trainer, stage: RunningStage, counts: list[int
 
 
 def _sequential_batches(
-    run: Run, action: str, first: Iterator[Any], loaders: list[Any], max_batches: list[int | float]
+    run: Run, action: str | None, first: Iterator[Any], loaders: list[Any], max_batches: list[int | float]
 ) -> Iterator[tuple[Any, int, int]]:
-    """``(batch, batch_idx, dataloader_idx)`` of every dataloader in turn, each within its limit."""
+    """``(batch, batch_idx, dataloader_idx)`` of every dataloader in turn, each within its limit, read as Lightning's
+    sequential mode reads them: a dataloader's iterator is made once the one before it is done, that of a
+    dataloader with no batch allowed too (the base seed it draws), so one asked for no batch past the last it
+    counted makes none after it. ``action``: the profiler's name for the fetch (None: not profiled here)."""
     for dataloader_idx, loader in enumerate(loaders):
-        if max_batches[dataloader_idx] == 0:
-            continue
-        iterator = profiled_iterator(run.profiler, action, first if dataloader_idx == 0 else iter(loader))
+        iterator = first if dataloader_idx == 0 else iter(loader)
+        if action is not None:
+            iterator = profiled_iterator(run.profiler, action, iterator)
         batch_idx = 0
         while batch_idx < max_batches[dataloader_idx]:
             batch = next(iterator, _END)
@@ -1264,7 +1269,7 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
     run.predict_batch_indices = [[] for _ in loaders]
     run.eval_progress["predict"][0] = 0  # a new prediction epoch
     first = iter(loaders[0])  # before the hooks, as in Lightning
-    reader = _read_ahead(first, loaders, max_batches, takes_iterator)
+    reader = _read_ahead(run, first, loaders, max_batches, takes_iterator)
     with _eval_grad_context(trainer):  # the whole loop, its start and end hooks too, as in Lightning
         modes = _eval_mode(trainer, run, "predict")
         hooks.call_both("on_predict_start")
@@ -1274,7 +1279,7 @@ def run_predict(trainer: Trainer, run: Run) -> list[Any] | None:
             run.predictions = [[] for _ in loaders]
             run.predict_batch_indices = [[] for _ in loaders]
             first = iter(loaders[0])
-            reader = _read_ahead(first, loaders, max_batches, takes_iterator)
+            reader = _read_ahead(run, first, loaders, max_batches, takes_iterator)
         predictions = run.predictions
         hooks.call_both("on_predict_epoch_start")
         if takes_iterator:  # `predict_step(self, dataloader_iter)`: one iterator through every dataloader
