@@ -13,6 +13,25 @@ from tests.helpers.core_models import CoreModel, RecordingModel, loader, quiet_t
 import ember
 
 
+class _DrawingStream(torch.utils.data.IterableDataset):
+    """``n`` one-value batches, each drawn from the global RNG as it is read: the data's draws and the steps' show
+    when, and how often, the loops read it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self):
+        for _ in range(self.n):
+            yield torch.randint(0, 1000, (1,)).float()
+
+
+class _SizedDrawingStream(_DrawingStream):
+    """The same with a length."""
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def _no_data_model() -> CoreModel:
     model = CoreModel()
     for name in ("train", "val", "test", "predict"):
@@ -654,17 +673,6 @@ def test_an_empty_dataloader_between_two_gets_its_iterator_as_in_lightning(draws
     # Lightning's sequential reading makes the iterator of a dataloader with no batch when it passes it (its base
     # seed a draw from the RNG: 866 after the test on Lightning 2.6.6, with the step given batches or drawing
     # them from `dataloader_iter`); the step drawing its own batches skipped it on Ember (683)
-    class Sized(torch.utils.data.IterableDataset):
-        def __init__(self, n):
-            self.n = n
-
-        def __iter__(self):
-            for _ in range(self.n):
-                yield torch.randint(0, 1000, (1,)).float()
-
-        def __len__(self):
-            return self.n
-
     class Steps(RecordingModel):
         if draws_its_batches:
 
@@ -677,7 +685,7 @@ def test_an_empty_dataloader_between_two_gets_its_iterator_as_in_lightning(draws
                 pass
 
     ember.seed_everything(0)
-    loaders = [torch.utils.data.DataLoader(Sized(n), batch_size=None) for n in (2, 0, 1)]
+    loaders = [torch.utils.data.DataLoader(_SizedDrawingStream(n), batch_size=None) for n in (2, 0, 1)]
     quiet_trainer().test(Steps(), loaders)
     assert int(torch.randint(0, 1000, ())) == 866
 
@@ -688,17 +696,9 @@ def test_training_data_of_unknown_length_that_ends_at_its_first_batch_is_not_rea
     # batch from the other stream (the RNG after the fit: 56 on Lightning 2.6.6, 33 on Ember before)
     from ember.utilities.combined_loader import CombinedLoader
 
-    class Stream(torch.utils.data.IterableDataset):
-        def __init__(self, n):
-            self.n = n
-
-        def __iter__(self):
-            for _ in range(self.n):
-                yield torch.randint(0, 1000, (1,)).float()
-
     ember.seed_everything(0)
     trainer = quiet_trainer(max_epochs=2)
-    streams = [torch.utils.data.DataLoader(Stream(n), batch_size=None) for n in (2, 0)]
+    streams = [torch.utils.data.DataLoader(_DrawingStream(n), batch_size=None) for n in (2, 0)]
     trainer.fit(RecordingModel(), CombinedLoader(streams, "max_size_cycle"))
     assert trainer.global_step == 0
     assert int(torch.randint(0, 1000, ())) == 56
@@ -720,11 +720,6 @@ _READ_AHEAD_DRAWS = {
 def test_evaluation_data_of_unknown_length_draws_as_in_lightning(fn):
     # a stream that draws from the global RNG as it is read, and steps that draw too: the two interleave as in
     # Lightning only if the batches are read when Lightning reads them (Ember read each just before its step)
-    class Stream(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            for _ in range(3):
-                yield torch.randint(0, 1000, (1,))
-
     class Drawing(RecordingModel):
         def __init__(self):
             super().__init__()
@@ -741,7 +736,7 @@ def test_evaluation_data_of_unknown_length_draws_as_in_lightning(fn):
     ember.seed_everything(0)
     model = Drawing()
     trainer = quiet_trainer(max_epochs=1)
-    streams = [torch.utils.data.DataLoader(Stream(), batch_size=None) for _ in range(2)]
+    streams = [torch.utils.data.DataLoader(_DrawingStream(3), batch_size=None) for _ in range(2)]
     if fn == "fit":
         trainer.fit(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 1))), streams)
     else:
@@ -755,13 +750,6 @@ def test_the_dataloaders_after_the_last_batch_counted_get_no_iterator_as_in_ligh
     # Lightning's loop ends once it has had the batches it counted (here the first loader's 4, or 2): the empty
     # loader after them gets no iterator, whose making draws from the RNG (963 recorded on Lightning 2.6.6;
     # Ember made it, and drew 427)
-    class Empty(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            return iter(())
-
-        def __len__(self):
-            return 0
-
     class Steps(RecordingModel):
         def validation_step(self, batch, batch_idx, dataloader_idx=0):
             pass
@@ -772,7 +760,7 @@ def test_the_dataloaders_after_the_last_batch_counted_get_no_iterator_as_in_ligh
     trainer = quiet_trainer(**{f"limit_{'val' if fn == 'validate' else fn}_batches": limit})
     loaders = [
         torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(8, 1)), batch_size=2),
-        torch.utils.data.DataLoader(Empty(), batch_size=None),
+        torch.utils.data.DataLoader(_SizedDrawingStream(0), batch_size=None),
     ]
     getattr(trainer, fn)(Steps(), loaders)
     assert int(torch.randint(0, 1000, ())) == 963
