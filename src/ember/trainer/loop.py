@@ -979,7 +979,8 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     first = iter(loaders[0])  # before the hooks, as in Lightning: a shuffling loader draws its seed here
     reader = _read_ahead(run, first, loaders, max_batches, takes_iterator)
     outputs_per_loader: list[dict[str, Any]] = []
-    run.eval_progress["val" if validating else "test"][0] = 0  # a new evaluation epoch
+    counts = run.eval_progress["val" if validating else "test"]
+    counts[0] = 0  # a new evaluation epoch: the batches fetched in it
     run.eval_last_fetched.pop("val" if validating else "test", None)
     with _eval_grad_context(trainer):  # the whole loop, its start and end hooks too, as in Lightning
         modes = _eval_mode(trainer, run, prefix)
@@ -998,9 +999,8 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
         ran: set[int] = set()  # the dataloaders that gave a batch
         if takes_iterator:  # `validation_step(self, dataloader_iter)`: one iterator through every dataloader
             ran = _evaluate_with_iterator(trainer, run, stage, prefix, first, loaders, max_batches)
-        fetched = 0
         for dataloader_idx, loader in enumerate(loaders):
-            if not takes_iterator and _all_fetched(dataloader_idx, fetched, max_batches):
+            if not takes_iterator and _all_fetched(dataloader_idx, counts[0], max_batches):
                 break
             results.dataloader_idx = dataloader_idx if len(loaders) > 1 else None
             if not takes_iterator:
@@ -1008,7 +1008,6 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
                 batches_run, stopped = _evaluate_loader(
                     trainer, run, stage, prefix, iterator, dataloader_idx, len(loaders), max_batches, reader
                 )
-                fetched += batches_run
                 if batches_run:
                     ran.add(dataloader_idx)
             # as in Lightning, a dataloader that gave no batch has no entry in the results, except the first
