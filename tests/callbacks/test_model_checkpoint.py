@@ -1417,6 +1417,31 @@ def test_step_triggers_wait_for_a_validation_counted_across_epochs(tmp_path):
     assert ranked == {"2.ckpt": 0.9, "4.ckpt": 0.8, "6.ckpt": 0.7, "8.ckpt": 0.6}
 
 
+def test_an_accumulating_batch_before_the_first_step_is_no_step_trigger(tmp_path):
+    """With `accumulate_grad_batches=2` the first batch ends at global step 0, which every `every_n_train_steps`
+    divides. It is no trigger: Lightning takes it for one, finds the monitored key missing, defers that save, and
+    writes `step=6.ckpt` at the first validation's end, a step the callback was not asked to save at."""
+
+    class EpochEndKey(BoringModel):
+        def on_train_epoch_end(self):
+            self.log("train_metric", float(self.current_epoch))
+
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path,
+        monitor="train_metric",
+        mode="max",
+        every_n_train_steps=5,
+        save_top_k=-1,
+        filename="{step}",
+        save_on_train_epoch_end=False,
+    )
+    # 3 steps an epoch; validation only at epoch 1's end (step 6); the key exists from epoch 0's end (step 3)
+    options = {"limit_train_batches": 6, "limit_val_batches": 2, "check_val_every_n_epoch": 2}
+    trainer = ember.Trainer(max_epochs=2, accumulate_grad_batches=2, callbacks=[checkpoint], **options, **QUIET)
+    trainer.fit(EpochEndKey())
+    assert _names(tmp_path) == ["step=5.ckpt"]
+
+
 def test_a_filename_metric_not_logged_when_a_checkpoint_is_saved_is_named_once(tmp_path):
     # `BoringModel` logs no `val_acc`: the names hold 0 for it, as Lightning writes them, and a warning says why
     callback = ModelCheckpoint(dirpath=tmp_path, filename="{epoch}-{val_acc:.2f}", every_n_train_steps=2, save_top_k=-1)
