@@ -1330,6 +1330,19 @@ def test_manual_optimization_saves_on_a_time_trigger_too(tmp_path):
     assert _names(tmp_path) == [f"epoch=0-step={step}.ckpt" for step in (1, 2, 3, 4)]
 
 
+def test_manual_optimization_without_a_pre_step_state_names_the_time_trigger_the_callback_has(tmp_path):
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(2, 3)), batch_size=1)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, train_time_interval=timedelta(0), save_top_k=-1)
+    trainer = ember.Trainer(max_epochs=1, callbacks=[checkpoint], **QUIET)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(_ManualSteps(keep_pre_step=None), data)
+    warned = [str(w.message) for w in caught if "pre-optimization state" in str(w.message)]
+    assert len(warned) == 1
+    assert warned[0].startswith("Using ModelCheckpoint with manual optimization and train_time_interval, but no")
+    assert "every_n_train_steps" not in warned[0]  # the callback has no step trigger
+
+
 def test_the_save_steps_subclasses_override_have_lightnings_signatures():
     # libraries override and call these private steps by keyword (autogluon's AutoMMModelCheckpoint)
     expected = {

@@ -56,9 +56,10 @@ log = logging.getLogger(__name__)
 _FILENAME_GROUPS = re.compile(r"(\{.*?)[:\}]")
 
 # For a manual-optimization module that keeps no pre-step weights. The first two sentences are
-# Lightning's (tools match on them); the rest says why and gives a recipe that works for any module.
+# Lightning's (tools match on them) where the trigger is `every_n_train_steps` (Lightning's manual branch has no
+# other); the rest says why and gives a recipe that works for any module.
 _NO_PRE_STEP_STATE = (
-    "Using ModelCheckpoint with manual optimization and every_n_train_steps, but no pre-optimization state was"
+    "Using ModelCheckpoint with manual optimization and {trigger}, but no pre-optimization state was"
     " saved. The checkpoint will contain the model state AFTER optimization. This callback saves after"
     " `{module}.training_step` has returned, so the saved weights include every `optimizer.step()` it took"
     " and may not be the ones the step's logged metrics{monitor} were computed with. To save those, keep them"
@@ -327,9 +328,10 @@ class ModelCheckpoint(Checkpoint):
             if trainer.is_global_zero and "no_pre_step_state" not in self._warned:
                 self._warned.add("no_pre_step_state")
                 monitor = f" (`monitor={self.monitor!r}`)" if self.monitor else ""
-                rank_zero_warn(
-                    _NO_PRE_STEP_STATE.format(module=type(pl_module).__name__, monitor=monitor), category=UserWarning
-                )
+                # the trigger this callback has: a save from `on_train_batch_end` comes from one of the two
+                trigger = "every_n_train_steps" if self._every_n_train_steps >= 1 else "train_time_interval"
+                message = _NO_PRE_STEP_STATE.format(module=type(pl_module).__name__, monitor=monitor, trigger=trigger)
+                rank_zero_warn(message, category=UserWarning)
             yield
             return
         newest = max(saved)
