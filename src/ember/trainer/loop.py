@@ -956,6 +956,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     batch (and one for the first dataloader in any case)."""
     hooks = _hooks(run)
     validating = stage != RunningStage.TESTING
+    fn_stage = "val" if validating else "test"  # the key of this loop's counters (the sanity check's too)
     prefix = "validation" if validating else "test"
     trainer.state.stage = stage
     loaders = dataloaders.eval_dataloaders(trainer, run, stage)
@@ -965,7 +966,7 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     hook_names = (f"{prefix}_step", f"on_{prefix}_batch_start", f"on_{prefix}_batch_end")
     takes_iterator = _takes_iterator(trainer, hook_names[0])
     checked = hook_names[1:] if takes_iterator else hook_names  # a step drawing its own batches has no index
-    check_dataloader_idx(trainer.lightning_module, checked, len(loaders) > 1, "val" if validating else "test")
+    check_dataloader_idx(trainer.lightning_module, checked, len(loaders) > 1, fn_stage)
     results = run.val_results if validating else run.test_results
     results.reset()
     previous_results, run.results = run.results, results
@@ -979,9 +980,9 @@ def run_evaluation(trainer: Trainer, run: Run, stage: RunningStage) -> list[dict
     first = iter(loaders[0])  # before the hooks, as in Lightning: a shuffling loader draws its seed here
     reader = _read_ahead(run, first, loaders, max_batches, takes_iterator)
     outputs_per_loader: list[dict[str, Any]] = []
-    counts = run.eval_progress["val" if validating else "test"]
+    counts = run.eval_progress[fn_stage]
     counts[0] = 0  # a new evaluation epoch: the batches fetched in it
-    run.eval_last_fetched.pop("val" if validating else "test", None)
+    run.eval_last_fetched.pop(fn_stage, None)
     with _eval_grad_context(trainer):  # the whole loop, its start and end hooks too, as in Lightning
         modes = _eval_mode(trainer, run, prefix)
         hooks.call_both(f"on_{prefix}_start")
