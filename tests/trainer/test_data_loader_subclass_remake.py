@@ -11,6 +11,7 @@ from tests.helpers.core_models import CoreModel, dataset, quiet_trainer
 from torch.utils.data import DataLoader, SequentialSampler
 
 from ember.callbacks import BasePredictionWriter
+from ember.utilities.exceptions import MisconfigurationException
 
 
 class Tagged(DataLoader):
@@ -34,6 +35,15 @@ class Fixed(DataLoader):
 
     def __init__(self, ds, bs):
         super().__init__(ds, batch_size=bs)
+
+
+class OwnShuffle(DataLoader):
+    """Passes a `shuffle` of its own to its parent as well as its `**kwargs`: made again with `shuffle=...`,
+    its `__init__` fails with "got multiple values for keyword argument 'shuffle'"."""
+
+    def __init__(self, randomize, *args, **kwargs):
+        self.randomize = randomize
+        super().__init__(*args, shuffle=randomize, **kwargs)
 
 
 class IndicesWriter(BasePredictionWriter):
@@ -123,3 +133,39 @@ def test_the_arguments_a_subclass_passed_through_its_kwargs_are_passed_again():
     assert writer.indices == [[0, 1, 2, 3], [4, 5]]
     remade = trainer.predict_dataloaders
     assert isinstance(remade, Keywords) and remade.in_order is False
+
+
+def test_a_subclass_that_passes_an_argument_of_ours_on_twice_is_refused_before_training_with_the_fix():
+    """Lightning refuses it in these words; Ember made the copy with `DataLoader.__init__` alone and trained
+    with a loader its own `__init__` never set up (no `randomize`)."""
+    steps = []
+
+    class Overfits(CoreModel):
+        def train_dataloader(self):
+            return OwnShuffle(True, dataset(8), batch_size=2)
+
+        def training_step(self, batch, batch_idx):
+            steps.append(batch_idx)
+            return super().training_step(batch, batch_idx)
+
+    trainer = quiet_trainer(max_epochs=1, overfit_batches=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (overfitting's note that it turns the shuffling off)
+        with pytest.raises(MisconfigurationException) as caught:
+            trainer.fit(Overfits())
+    message = str(caught.value)
+    assert message.startswith(
+        "The OwnShuffle implementation has an error where more than one `__init__` argument can be passed to its"
+        " parent's `shuffle=...` `__init__` argument."
+    )
+    assert "kwargs.pop('shuffle', None)" in message
+    assert steps == []
+
+
+def test_a_subclass_that_passes_an_argument_of_ours_on_twice_still_predicts_every_sample_without_indices():
+    """In `predict` the loader is made again only to record the batch indices: it predicts as it is."""
+    trainer, indices, predictions, said = _predict_with(lambda: OwnShuffle(False, dataset(6), batch_size=4))
+    assert [len(batch) for batch in predictions] == [4, 2]
+    assert indices == [[], []]
+    assert "Couldn't infer the batch indices fetched from your dataloader: `OwnShuffle`" in said
+    assert trainer.predict_dataloaders.randomize is False

@@ -7,6 +7,7 @@ import functools
 import itertools
 import multiprocessing
 import os
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -154,7 +155,7 @@ def rebuild_dataloader(
         kwargs["persistent_workers"] = False
     cls = type(loader)
     if cls is not DataLoader:
-        rebuilt = _through_own_init(cls, loader, kwargs)
+        rebuilt = _through_own_init(cls, loader, kwargs, refuse_given_twice=required)
         if rebuilt is not None:
             return rebuilt
         if not required:
@@ -239,12 +240,16 @@ def _recorded_call(cls: type, made: Any) -> tuple[dict[str, Any], dict[str, Any]
     return named, through_kwargs, through_args
 
 
-def _through_own_init(cls: type[DataLoader], loader: DataLoader, kwargs: dict[str, Any]) -> DataLoader | None:
+def _through_own_init(
+    cls: type[DataLoader], loader: DataLoader, kwargs: dict[str, Any], refuse_given_twice: bool
+) -> DataLoader | None:
     """A DataLoader subclass made again through its own ``__init__``, so that what it sets up there (a
     ``StatefulDataLoader``'s position tracking, a subclass's own attributes) exists in the copy, as
     Lightning re-creates one: each argument is the new loader setting, else what it was made with in a
     ``*_dataloader`` hook, else the instance's attribute of that name, else its default. ``None`` when an
-    argument has none of them or the call fails.
+    argument has none of them or the call fails; with ``refuse_given_twice``, a call that fails because its
+    ``__init__`` passes a setting of ours on twice raises Lightning's ``MisconfigurationException``
+    (see :func:`_given_twice_error`).
 
     As in Lightning, a loader made in a hook gets its dataset from the arguments it was made with, whatever
     its ``__init__`` calls that parameter (``def __init__(self, ds, **kwargs)``), and the arguments its
@@ -260,7 +265,7 @@ def _through_own_init(cls: type[DataLoader], loader: DataLoader, kwargs: dict[st
     attributes.pop("batch_sampler", None)
     if "batch_sampler" not in kwargs:
         given.pop("batch_sampler", None)
-    remade = _made_again(cls, given, attributes, rest_to_kwargs=True)
+    remade = _made_again(cls, given, attributes, rest_to_kwargs=True, refuse_given_twice=refuse_given_twice)
     if remade is None:
         return None
     batch_sampler = given.get("batch_sampler")
@@ -268,11 +273,17 @@ def _through_own_init(cls: type[DataLoader], loader: DataLoader, kwargs: dict[st
     return remade if taken else None  # else its `__init__` did not pass the new sampler on (no such argument)
 
 
-def _made_again(cls: type, given: dict[str, Any], attributes: dict[str, Any], rest_to_kwargs: bool) -> Any:
+def _made_again(
+    cls: type,
+    given: dict[str, Any],
+    attributes: dict[str, Any],
+    rest_to_kwargs: bool,
+    refuse_given_twice: bool = False,
+) -> Any:
     """``cls(...)`` with each ``__init__`` argument taken from ``given``, else from ``attributes`` (the old
     instance's), else its default; ``rest_to_kwargs``: what ``given`` has beyond the named arguments goes to
     a ``**kwargs``, else every name in ``given`` must be an argument. ``None`` when one is missing or the call
-    fails."""
+    fails; with ``refuse_given_twice``, :func:`_given_twice_error` where it failed on an argument given twice."""
     import inspect
 
     try:
@@ -296,8 +307,35 @@ def _made_again(cls: type, given: dict[str, Any], attributes: dict[str, Any], re
         return None
     try:
         return cls(**call)
-    except (TypeError, ValueError):
+    except TypeError as error:
+        twice = _GIVEN_TWICE.search(str(error))
+        if refuse_given_twice and twice is not None:
+            raise _given_twice_error(cls, twice.group(1)) from error
         return None
+    except ValueError:
+        return None
+
+
+# Python's words for a call that passes one argument twice, e.g. `super().__init__(shuffle=x, **kwargs)` with
+# `shuffle` in `kwargs`: "DataLoader.__init__() got multiple values for keyword argument 'shuffle'"
+_GIVEN_TWICE = re.compile(r"__init__\(\) got multiple values for (?:keyword )?argument '(\w+)'")
+
+
+def _given_twice_error(cls: type, argument: str) -> MisconfigurationException:
+    """A loader subclass whose ``__init__`` passes its own value for ``argument`` and its ``**kwargs``
+    (which hold ours) on to its parent cannot be made again with a new sampler. The copy made without its
+    ``__init__`` would lack what that sets up, so this is refused, in Lightning's words (its first sentence
+    is the one programs match), with the fix."""
+    name = cls.__name__
+    return MisconfigurationException(
+        f"The {name} implementation has an error where more than one `__init__` argument can be passed to its"
+        f" parent's `{argument}=...` `__init__` argument. The Trainer makes the loader again with a new sampler"
+        f" (for distributed training or `overfit_batches`) and passes `{argument}` among the arguments;"
+        f" `{name}.__init__` passes its own `{argument}` to its parent as well as its `**kwargs`. Remove"
+        f" `{argument}` from `kwargs` before passing them on (`kwargs.pop({argument!r}, None)`); in distributed"
+        " training you may instead set `Trainer(use_distributed_sampler=False)` and give the loader a"
+        " `DistributedSampler` yourself."
+    )
 
 
 def check_workers(loader: Any, name: str, num_devices: int, reloads: bool) -> None:
