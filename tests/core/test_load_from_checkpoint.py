@@ -51,6 +51,19 @@ def test_round_trip_rebuilds_from_hparams_and_loads_weights(tmp_path):
     assert loaded.loaded_hooks == ["configure_model", "on_load_checkpoint:1"]
 
 
+def test_a_module_that_sets_configure_model_to_none_loads(tmp_path):
+    """`configure_model = None` (how Lightning's own tests say a hook is not there) is not overridden: loading
+    calls it only where it is, as Lightning does; Ember called it always and failed with "'NoneType' object is
+    not callable"."""
+
+    class NoConfigure(CoreModel):
+        configure_model = None
+
+    path, trained = _trained_checkpoint(tmp_path, NoConfigure())
+    loaded = NoConfigure.load_from_checkpoint(path)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in trained.state_dict().items())
+
+
 def test_kwargs_override_saved_hparams(tmp_path):
     path, _ = _trained_checkpoint(tmp_path)
     loaded = Saved.load_from_checkpoint(path, lr=0.5, tag="c")

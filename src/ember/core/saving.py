@@ -655,7 +655,10 @@ def _load_module_weights(module: Any, checkpoint: dict[str, Any], checkpoint_pat
             f" `{type(module).__name__}.strict_loading={module.strict_loading!r}`. Please set the same value for both"
             " of them."
         )
-    module.configure_model()  # a no-op unless overridden: the layers it creates must exist before loading
+    from ember.utilities.model_helpers import is_overridden
+
+    if is_overridden("configure_model", module):  # the layers it creates must exist before loading
+        module.configure_model()
     module.on_load_checkpoint(checkpoint)
     if "state_dict" not in checkpoint:
         raise KeyError(f"The checkpoint {checkpoint_path} has no 'state_dict' entry: it holds no model weights.")
