@@ -63,3 +63,86 @@ def test_the_hook_classes_are_lightnings_under_the_alias():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "pytorch_lightning.core.hooks"
+
+
+_TAKEN_AWAY = (
+    "setup",
+    "teardown",
+    "on_fit_start",
+    "on_fit_end",
+    "on_train_start",
+    "on_train_epoch_start",
+    "on_train_epoch_end",
+    "on_validation_model_eval",
+    "on_validation_model_zero_grad",
+    "on_validation_epoch_end",
+    "on_test_model_eval",
+    "on_test_start",
+    "on_predict_epoch_end",
+    "on_save_checkpoint",
+    "on_load_checkpoint",
+)
+
+
+def test_a_hook_set_to_none_is_not_called_as_in_lightning(tmp_path):
+    """A subclass takes an inherited hook away with `hook = None`: every call skips it (Lightning calls only
+    what is callable). Ember called the hooks it calls on every run (its defaults) and failed with "'NoneType'
+    object is not callable"."""
+    called = []
+
+    class Parent(BoringModel):
+        pass
+
+    for name in _TAKEN_AWAY:
+        setattr(Parent, name, lambda self, *args, _name=name, **kwargs: called.append(_name))
+
+    class Child(Parent):
+        pass
+
+    for name in _TAKEN_AWAY:
+        setattr(Child, name, None)
+
+    def trainer(**kwargs):
+        return ember.Trainer(
+            default_root_dir=tmp_path,
+            limit_train_batches=2,
+            limit_val_batches=2,
+            limit_test_batches=1,
+            limit_predict_batches=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            **kwargs,
+        )
+
+    model = Child()
+    first = trainer(max_epochs=1)
+    first.fit(model)
+    first.validate(model)
+    first.test(model)
+    first.predict(model)
+    path = tmp_path / "child.ckpt"
+    first.save_checkpoint(path)
+    resumed = trainer(max_epochs=2)
+    resumed.fit(Child(), ckpt_path=path)
+    assert resumed.current_epoch == 2
+    loaded = Child.load_from_checkpoint(path)
+    assert all(torch.equal(value, loaded.state_dict()[key]) for key, value in model.state_dict().items())
+    assert called == []
+
+
+def test_a_datamodule_hook_set_to_none_is_not_called_as_in_lightning(tmp_path):
+    from ember.demos import BoringDataModule
+
+    class NoTeardown(BoringDataModule):
+        teardown = None
+        state_dict = None
+        prepare_data = None
+
+    trainer = ember.Trainer(
+        default_root_dir=tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False
+    )
+    trainer.fit(BoringModel(), datamodule=NoTeardown())
+    assert trainer.global_step == 2
+    checkpoint = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
+    assert "NoTeardown" not in checkpoint  # no state from a datamodule whose `state_dict` is taken away

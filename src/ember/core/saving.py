@@ -659,7 +659,8 @@ def _load_module_weights(module: Any, checkpoint: dict[str, Any], checkpoint_pat
 
     if is_overridden("configure_model", module):  # the layers it creates must exist before loading
         module.configure_model()
-    module.on_load_checkpoint(checkpoint)
+    if callable(module.on_load_checkpoint):  # (`None`: taken away, as a resume skips it too)
+        module.on_load_checkpoint(checkpoint)
     if "state_dict" not in checkpoint:
         raise KeyError(f"The checkpoint {checkpoint_path} has no 'state_dict' entry: it holds no model weights.")
     state_dict = checkpoint["state_dict"]

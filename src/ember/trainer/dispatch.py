@@ -173,21 +173,29 @@ class HookDispatcher:
             _set(module, "_current_fx_name", previous)
 
     def call_module(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the module's hook ``name`` (its default if not overridden) and return its result."""
+        """Call the module's hook ``name`` (its default if not overridden) and return its result; a hook set to
+        ``None`` (``on_train_epoch_end = None``, how a subclass takes an inherited hook away) is not called and
+        gives ``None``, as in Lightning."""
         module = self.module
+        fn = getattr(module, name)
+        if not callable(fn):
+            return None
         previous = module._current_fx_name
         _set(module, "_current_fx_name", name)
         try:
             if self.profiler is not None:
                 with self.profiler.profile(self._module_action + name):
-                    return getattr(module, name)(*args, **kwargs)
-            return getattr(module, name)(*args, **kwargs)
+                    return fn(*args, **kwargs)
+            return fn(*args, **kwargs)
         finally:
             _set(module, "_current_fx_name", previous)
 
     def call_datamodule(self, datamodule: Any, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the datamodule's ``name`` (recorded as ``[LightningDataModule]<class>.<name>``) and return its result."""
+        """Call the datamodule's ``name`` (recorded as ``[LightningDataModule]<class>.<name>``) and return its result
+        (``None``, without a call, for a hook set to ``None``, as in Lightning)."""
         fn = getattr(datamodule, name)
+        if not callable(fn):
+            return None
         if self.profiler is None:
             return fn(*args, **kwargs)
         with self.profiler.profile(f"[LightningDataModule]{type(datamodule).__name__}.{name}"):
