@@ -329,6 +329,11 @@ def test_ddp_spawn_returns_weights_metrics_and_results_to_the_main_process(tmp_p
     # Lightning leaves these as they were before the call (docs/compat.md)
     assert record["logged_metrics"]["rank_synced"].item() == 0.5
     assert record["batches_counted"] == 4  # a callback's own state, from rank 0
+    # known where the data was set up; here a clear error (Lightning: a bare AssertionError; Ember said no
+    # training data was passed or defined, and asked the module's `train_dataloader` for it)
+    assert "this process set none up: the last call ran in the processes its strategy started" in str(
+        record["estimated_stepping_batches"]
+    )
     assert record["validate"][0]["rank_synced"] == 0.5 and record["validate"][0]["rank_local"] == 0.0
     # predict in forked workers returns nothing (as in Lightning); rank 0's writer saved the even samples
     assert record["predict"] is None

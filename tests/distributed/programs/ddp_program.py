@@ -257,6 +257,10 @@ def run_spawn(out: str) -> None:
         "logged_metrics": dict(t.logged_metrics),
         "batches_counted": counter.batches,
     }
+    try:  # worked out in the spawned processes, from the data they set up: this one set none up
+        record["estimated_stepping_batches"] = t.estimated_stepping_batches
+    except RuntimeError as error:
+        record["estimated_stepping_batches"] = str(error)
     # fork workers start at once (no new interpreter): the cheap way to check validate/predict here
     forked = trainer(out, strategy="ddp_fork", enable_checkpointing=False)
     record["validate"] = forked.validate(model, DataLoader(data, batch_size=4), verbose=False)
