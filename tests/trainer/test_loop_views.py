@@ -166,3 +166,45 @@ def test_the_progress_objects_print_as_lightnings_dataclasses():
     )
     trainer.fit(CoreModel(), loader(32), loader(8))
     assert printed == LIGHTNING_PROGRESS_REPRS
+
+
+@pytest.mark.parametrize(
+    ("max_epochs", "max_steps", "done"),
+    [(5, -1, False), (-1, 10, False), (0, -1, True), (-1, 0, True), (None, 0, True)],
+)
+def test_fit_loop_done_before_a_fit_says_whether_the_limits_leave_anything_to_train(max_epochs, max_steps, done):
+    # Lightning's own cases (`test_trainer_max_steps_and_epochs_fit_loop_done`)
+    assert quiet_trainer(max_epochs=max_epochs, max_steps=max_steps).fit_loop.done is done
+
+
+def test_fit_loop_done_after_a_fit_that_finished_stopped_or_failed():
+    finished = quiet_trainer(max_epochs=2)
+    finished.fit(CoreModel(), loader(n=8))
+    assert finished.fit_loop.done
+
+    class Stops(CoreModel):
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            self.trainer.should_stop = True
+
+    stopped = quiet_trainer(max_epochs=5)
+    stopped.fit(Stops(), loader(n=8))
+    assert stopped.current_epoch == 1 and stopped.fit_loop.done
+
+    class Fails(CoreModel):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 3:
+                raise ValueError("the step failed")
+            return super().training_step(batch, batch_idx)
+
+    failed = quiet_trainer(max_epochs=5)
+    with pytest.raises(ValueError, match="the step failed"):
+        failed.fit(Fails(), loader(n=8))
+    assert not failed.fit_loop.done  # (how a program tells a fit that ended early from one that completed)
+
+    # no training batches: done; training turned off (`limit_train_batches=0`) loads none, and is not, as in Lightning
+    empty = quiet_trainer(max_epochs=5)
+    empty.fit(CoreModel(), loader(n=0))
+    assert empty.fit_loop.done
+    off = quiet_trainer(max_epochs=5, limit_train_batches=0)
+    off.fit(CoreModel(), loader(n=8))
+    assert not off.fit_loop.done

@@ -198,6 +198,17 @@ def _fit_done(trainer: Trainer, run: Run) -> bool:
     return False
 
 
+def fit_done(trainer: Trainer, run: Run) -> bool:
+    """Whether ``fit`` has nothing left to train: no training batches, ``max_steps`` or ``max_epochs`` reached, or a
+    stop set that the minimum limits allow (``trainer.fit_loop.done``; the loop itself asks ``_fit_done``, which also
+    says why it stops)."""
+    return (
+        trainer.num_training_batches == 0
+        or _limits_reached(trainer, run.progress)
+        or (trainer.should_stop and _can_stop_early(trainer, run))
+    )
+
+
 def _max_steps_reached(trainer: Trainer, progress: Progress) -> bool:
     return trainer.max_steps != -1 and progress.global_step >= trainer.max_steps
 

@@ -508,6 +508,15 @@ class FitLoopView(_View):
         return _EpochProgress(self._trainer)
 
     @property
+    def done(self) -> bool:
+        """Whether ``fit`` has nothing left to train: no training batches, ``max_steps`` or ``max_epochs`` reached,
+        or a stop set that ``min_epochs``/``min_steps`` allow. Lightning's property also logs why each time it is
+        read; this one only answers."""
+        from ember.trainer.loop import fit_done
+
+        return fit_done(self._trainer, self._run)
+
+    @property
     def restarting(self) -> bool:
         """Whether training resumed from a checkpoint written inside an epoch (or by a run that ``max_steps``
         limits), until that epoch ends, as in Lightning."""
