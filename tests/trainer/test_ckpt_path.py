@@ -228,8 +228,9 @@ def test_best_without_a_best_checkpoint_says_modelcheckpoint_is_not_configured_f
     trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[checkpoint], **QUIET)
     with pytest.raises(
         ValueError,
-        match=r'`.validate\(ckpt_path="best"\)` is set but `ModelCheckpoint` is not configured to save the best',
-    ):
+        match=r'`.validate\(ckpt_path="best"\)` is set but `ModelCheckpoint` is not configured to save the best'
+        r" model. It has not saved a best checkpoint yet: run `fit` first or pass `.validate\(ckpt_path=<path>\)`.",
+    ):  # (Lightning's first sentence; the second, Ember's, says what to do: docs/compat.md)
         trainer.validate(Regressor(), _loader(), ckpt_path="best")
 
 
