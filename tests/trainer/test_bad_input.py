@@ -201,6 +201,33 @@ def test_a_loop_limit_that_is_not_an_int_fails_at_construction(name, value):
         ember.Trainer(logger=False, **{name: value})
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("enable_checkpointing", "False"), ("enable_progress_bar", "no"), ("detect_anomaly", "yes"), ("benchmark", 2)],
+)
+def test_an_on_off_argument_that_is_not_a_bool_fails_at_construction(name, value):
+    # Lightning takes a string for true (checkpoints written, a bar drawn), or fails in torch (`detect_anomaly`)
+    hint = " A string is true whatever it says" if isinstance(value, str) else ""
+    with pytest.raises(
+        ember.utilities.MisconfigurationException, match=rf"^`Trainer\({name}={value!r}\)` must be True or False.{hint}"
+    ):
+        ember.Trainer(logger=False, **{name: value})
+
+
+def test_on_off_arguments_take_bools_none_and_their_look_alikes():
+    import numpy as np
+
+    trainer = ember.Trainer(
+        logger=False,
+        enable_checkpointing=0,
+        enable_progress_bar=np.False_,
+        enable_model_summary=None,
+        inference_mode=1,
+        use_distributed_sampler=None,
+    )
+    assert trainer.checkpoint_callback is None and trainer.progress_bar_callback is None
+
+
 def test_two_data_sources_given_to_fit_are_refused_before_any_hook():
     # Lightning trains on a datamodule passed in `train_dataloaders` and drops the one passed as `datamodule=`;
     # both it and Ember refuse loaders given beside a datamodule, Lightning after its `on_exception` hooks and

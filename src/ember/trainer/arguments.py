@@ -90,6 +90,18 @@ def check_barebones(**switches: Any) -> None:
     )
 
 
+def check_switches(**switches: Any) -> None:
+    """Each on/off argument is True or False (or None, which Lightning reads as its default or as off). Anything
+    else is refused: a string is true in Python whatever it says, so ``enable_checkpointing="False"`` (a config
+    or command-line value not converted) turned checkpointing on in Lightning."""
+    for name, value in switches.items():
+        if value is None:
+            continue
+        if isinstance(value, str) or value not in (True, False):  # (0, 1 and numpy's booleans compare equal)
+            hint = " A string is true whatever it says: convert it first." if isinstance(value, str) else ""
+            raise MisconfigurationException(f"`Trainer({name}={value!r})` must be True or False.{hint}")
+
+
 def check_loop_limits(max_epochs: int | None, min_epochs: int | None, max_steps: int, min_steps: int | None) -> None:
     for name, value in (("max_epochs", max_epochs), ("min_epochs", min_epochs), ("min_steps", min_steps)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):

@@ -229,6 +229,23 @@ class Trainer:
         from ember.distributed.factory import create_hardware
         from ember.profilers import create_profiler
 
+        arguments.check_switches(
+            enable_checkpointing=enable_checkpointing,
+            enable_progress_bar=enable_progress_bar,
+            enable_model_summary=enable_model_summary,
+            benchmark=benchmark,
+            inference_mode=inference_mode,
+            use_distributed_sampler=use_distributed_sampler,
+            detect_anomaly=detect_anomaly,
+            barebones=barebones,
+            sync_batchnorm=sync_batchnorm,
+            enable_autolog_hparams=enable_autolog_hparams,
+        )
+        # (0 and numpy's False turn a default off, as in Lightning, which reads them for their truth)
+        enable_checkpointing, enable_progress_bar, enable_model_summary = (
+            None if value is None else bool(value)
+            for value in (enable_checkpointing, enable_progress_bar, enable_model_summary)
+        )
         # ---- barebones: everything that costs speed is off --------------------------------------
         if barebones:
             arguments.check_barebones(
