@@ -91,15 +91,16 @@ def check_barebones(**switches: Any) -> None:
 
 
 def check_switches(**switches: Any) -> None:
-    """Each on/off argument is True or False (or None, which Lightning reads as its default or as off). Anything
-    else is refused: a string is true in Python whatever it says, so ``enable_checkpointing="False"`` (a config
-    or command-line value not converted) turned checkpointing on in Lightning."""
+    """An on/off argument given as a string is refused: a string is true in Python whatever it says, so
+    ``enable_checkpointing="False"`` (a config or command-line value not converted) turned checkpointing on in
+    Lightning. Other values are read for their truth, as Lightning reads them (``enable_progress_bar=verbose``
+    with an int ``verbose`` is common)."""
     for name, value in switches.items():
-        if value is None:
-            continue
-        if isinstance(value, str) or value not in (True, False):  # (0, 1 and numpy's booleans compare equal)
-            hint = " A string is true whatever it says: convert it first." if isinstance(value, str) else ""
-            raise MisconfigurationException(f"`Trainer({name}={value!r})` must be True or False.{hint}")
+        if isinstance(value, str):
+            raise MisconfigurationException(
+                f"`Trainer({name}={value!r})` must be True or False: a string is true whatever it says."
+                " Convert it first."
+            )
 
 
 def check_loop_limits(max_epochs: int | None, min_epochs: int | None, max_steps: int, min_steps: int | None) -> None:

@@ -241,7 +241,7 @@ class Trainer:
             sync_batchnorm=sync_batchnorm,
             enable_autolog_hparams=enable_autolog_hparams,
         )
-        # (0 and numpy's False turn a default off, as in Lightning, which reads them for their truth)
+        # (0 and numpy's False turn a default off, 2 leaves it on: Lightning reads them for their truth)
         enable_checkpointing, enable_progress_bar, enable_model_summary = (
             None if value is None else bool(value)
             for value in (enable_checkpointing, enable_progress_bar, enable_model_summary)
