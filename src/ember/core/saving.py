@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ember.checkpoint.files import get_filesystem  # Lightning's `core.saving` offers it: libraries import it here
+from ember.core.hooks import ModelHooks, runs_other_code
 from ember.utilities.apply_func import is_dataclass_instance
 from ember.utilities.rank_zero import rank_zero_warn
 
@@ -655,9 +656,7 @@ def _load_module_weights(module: Any, checkpoint: dict[str, Any], checkpoint_pat
             f" `{type(module).__name__}.strict_loading={module.strict_loading!r}`. Please set the same value for both"
             " of them."
         )
-    from ember.utilities.model_helpers import is_overridden
-
-    if is_overridden("configure_model", module):  # the layers it creates must exist before loading
+    if runs_other_code(module, ModelHooks, "configure_model"):  # the layers it creates must exist before loading
         module.configure_model()
     if callable(module.on_load_checkpoint):  # (`None`: taken away, as a resume skips it too)
         module.on_load_checkpoint(checkpoint)
