@@ -233,7 +233,6 @@ class Trainer:
             enable_checkpointing=enable_checkpointing,
             enable_progress_bar=enable_progress_bar,
             enable_model_summary=enable_model_summary,
-            benchmark=benchmark,
             inference_mode=inference_mode,
             use_distributed_sampler=use_distributed_sampler,
             detect_anomaly=detect_anomaly,
