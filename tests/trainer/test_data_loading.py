@@ -146,6 +146,28 @@ def test_stop_iteration_from_a_step_that_takes_the_iterator_ends_the_epoch():
     assert trainer.current_epoch == 2
 
 
+def test_accumulation_closes_its_window_at_the_last_step_of_an_epoch_of_a_step_that_takes_the_iterator():
+    """One batch a step, four batches an epoch, windows of three: the optimizer steps after the third and the fourth
+    step of each epoch, as in Lightning (recorded with Lightning 2.6.6: `global_step` 4); Ember carried the last
+    window's gradients into the next epoch's first window (`global_step` 2)."""
+    stepped = []
+
+    class DrawsOne(CoreModel):
+        def training_step(self, dataloader_iter):
+            batch, batch_idx, _ = next(dataloader_iter)
+            return super().training_step(batch, batch_idx)
+
+        def on_before_optimizer_step(self, optimizer):
+            stepped.append((self.current_epoch, self.trainer.fit_loop.epoch_loop.batch_idx))
+
+    trainer = quiet_trainer(max_epochs=2, accumulate_grad_batches=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the flavour's note)
+        trainer.fit(DrawsOne(), loader(16))  # 4 batches of 4
+    assert trainer.global_step == 4
+    assert stepped == [(0, 2), (0, 3), (1, 2), (1, 3)]
+
+
 def test_a_step_that_takes_the_iterator_must_say_the_batch_size_of_what_it_logs():
     # which batch the value came from is the step's business: Lightning refuses to guess its size
     class Logs(DrawsTwo):

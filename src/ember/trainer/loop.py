@@ -373,7 +373,10 @@ def _run_iterator_steps(trainer: Trainer, run: Run, epoch: _EpochPlan, batches: 
             if epoch.batch_start is not None and epoch.batch_start(data.batch, data.batch_idx) == -1:
                 epoch.cut_short(data.batch_idx)
                 break
-            accumulating = epoch.automatic and (step_idx + 1) % epoch.accumulate != 0
+            # the window closes every `accumulate` steps of the epoch and at its last, which, as Lightning counts it
+            # here, is the step whose number reaches the loader's length (each step may draw any number of batches)
+            ready = progress.epoch_batches + 1
+            accumulating = epoch.automatic and ready % epoch.accumulate != 0 and ready != epoch.total
             outputs = epoch.train_on(data, data.batch_idx, accumulating)
             progress.epoch_batches += 1  # steps, as Lightning counts them in this flavour
             progress.total_batches += 1
