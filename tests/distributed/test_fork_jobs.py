@@ -977,9 +977,15 @@ def test_a_value_logged_for_the_step_and_the_epoch_is_synced_once_in_its_epoch_m
         assert record["both_epoch"] == pytest.approx(expected, rel=1e-6)  # not the step-synced values again
 
 
-@pytest.mark.parametrize("call", ["validate", "test"])
-def test_evaluating_on_several_processes_warns_that_the_sampler_repeats_samples(tmp_path, call):
-    getattr(fork_trainer(tmp_path), call)(EvalWarningsModel(tmp_path), loader())
+@pytest.mark.parametrize(("call", "batches"), [("validate", "batch_size"), ("test", "batch_sampler")])
+def test_evaluating_on_several_processes_warns_that_the_sampler_repeats_samples(tmp_path, call, batches):
+    data = loader()
+    if batches == "batch_sampler":  # its DistributedSampler goes into the batch sampler (no warning was given)
+        from torch.utils.data import BatchSampler, SequentialSampler
+
+        sampler = BatchSampler(SequentialSampler(data.dataset), batch_size=2, drop_last=False)
+        data = DataLoader(data.dataset, batch_sampler=sampler)
+    getattr(fork_trainer(tmp_path), call)(EvalWarningsModel(tmp_path), data)
     rank0, rank1 = (record["warnings"] for record in read_ranks(tmp_path))
     expected = f"Using `DistributedSampler` with the dataloaders. During `trainer.{call}()`, it is recommended"
     assert [m for m in rank0 if m.startswith(expected)] != []  # Lightning's warning, on rank 0 only

@@ -368,8 +368,10 @@ def _batch_limit(t: Trainer, key: str) -> int | float:
 
 def _warn_sampler_repeats_samples(loader: Any, fn: TrainerFn) -> None:
     """Lightning's warning for a ``DistributedSampler`` added to a ``validate``/``test`` loader in a
-    multi-process run: it pads the data so that every process gets as many batches."""
-    if getattr(getattr(loader, "sampler", None), "num_replicas", 1) > 1:
+    multi-process run: it pads the data so that every process gets as many batches. (A loader built with
+    ``batch_sampler=`` holds it in its batch sampler.)"""
+    samplers = (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None))
+    if any(getattr(sampler, "num_replicas", 1) > 1 for sampler in samplers):
         rank_zero_warn(
             f"Using `DistributedSampler` with the dataloaders. During `trainer.{fn.value}()`, it is"
             " recommended to use `Trainer(devices=1, num_nodes=1)` to ensure each sample/batch gets evaluated"
