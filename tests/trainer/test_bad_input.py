@@ -305,3 +305,17 @@ def test_an_empty_training_loader_warns_for_the_dataloader_then_the_combined_loa
         "Total length of `DataLoader` across ranks is zero. Please make sure this was your intention. The"
     )
     assert zero[1] == "Total length of `CombinedLoader` across ranks is zero. Please make sure this was your intention."
+
+
+def test_empty_training_loaders_in_a_combined_loader_warn_for_each_then_the_combined_loader_as_lightning():
+    # Lightning 2.6.6 warns three times here; Ember left out the combined loader's warning
+    from ember.utilities import CombinedLoader
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_trainer(max_epochs=1).fit(CoreModel(), CombinedLoader([empty_loader(), empty_loader()], "min_size"))
+    zero = [str(w.message) for w in caught if "across ranks is zero" in str(w.message)]
+    assert [message.split(" across")[0] for message in zero] == ["Total length of `DataLoader`"] * 2 + [
+        "Total length of `CombinedLoader`"
+    ]
+    assert zero[2] == "Total length of `CombinedLoader` across ranks is zero. Please make sure this was your intention."

@@ -180,7 +180,10 @@ def _count_combined(t: Trainer, combined: CombinedLoader) -> int | float:
             " leave it out."
         )
     combined.limits = limits
-    return combined._length()
+    length = combined._length()
+    if length == 0:  # after each loader's warning, Lightning's for the combined loader
+        rank_zero_warn("Total length of `CombinedLoader` across ranks is zero. Please make sure this was your intention.")
+    return length
 
 
 _SKIPPED = {
