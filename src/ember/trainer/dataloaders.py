@@ -182,7 +182,9 @@ def _count_combined(t: Trainer, combined: CombinedLoader) -> int | float:
     combined.limits = limits
     length = combined._length()
     if length == 0:  # after each loader's warning, Lightning's for the combined loader
-        rank_zero_warn("Total length of `CombinedLoader` across ranks is zero. Please make sure this was your intention.")
+        rank_zero_warn(
+            "Total length of `CombinedLoader` across ranks is zero. Please make sure this was your intention."
+        )
     return length
 
 
