@@ -228,8 +228,10 @@ class TrainingStep:
             if output is None and self.strategy.world_size > 1:
                 # the other ranks would wait in their gradient all-reduce for this one forever
                 raise RuntimeError(
-                    "Skipping the `training_step` by returning None in distributed training is not supported:"
-                    " every rank must compute a loss. Return a loss (e.g. `0 * loss`) on this rank instead."
+                    "Skipping the `training_step` by returning None in distributed training is not supported."
+                    " It is recommended that you rewrite your training logic to avoid having to skip the step in the"
+                    " first place. (Every rank must compute a loss, or the others wait for it in their gradient"
+                    " sync: return one on this rank instead, e.g. `0 * loss`.)"
                 )
             loss, extra = _split_training_output(output)
         if batch_idx % self.accumulate == 0:
