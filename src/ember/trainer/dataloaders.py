@@ -470,7 +470,8 @@ def estimated_stepping_batches(t: Trainer, run: Run) -> int | float:
     if max_epochs == -1:
         return float("inf") if t.max_steps == -1 else t.max_steps
     if run.train_dataloader is None:
-        if run.hooks is None and _trains(t):
+        trains = _trains(t)
+        if trains and run.hooks is None:
             # no call set anything up in this process, though one ran: the processes `ddp_spawn` started trained
             raise RuntimeError(
                 "`trainer.estimated_stepping_batches` is worked out from the training data that `fit` sets up, and"
@@ -478,7 +479,7 @@ def estimated_stepping_batches(t: Trainer, run: Run) -> int | float:
                 f" (`{type(t.strategy).__name__}`). Read it inside the fit, e.g. in `configure_optimizers`."
             )
         rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
-        if _trains(t):  # as Lightning's `fit_loop.setup_data`: nothing to load without a module, a step or batches
+        if trains:  # as Lightning's `fit_loop.setup_data`: nothing to load without a module, a step or batches
             setup_train_dataloader(t, run)
             if run.num_training_batches:
                 # and, as it, the first epoch's iterator (in any call: its base seed is drawn from the RNG)

@@ -184,29 +184,34 @@ def _count_the_finished_epoch(progress: Progress) -> None:
 
 
 def _fit_done(trainer: Trainer, run: Run) -> bool:
-    progress = run.progress
-    if _max_steps_reached(trainer, progress):
+    """Whether training ends here; says why, as Lightning's loop does."""
+    reason = _stop_reason(trainer, run)
+    if reason == "max_steps":
         rank_zero_info(f"`Trainer.fit` stopped: `max_steps={trainer.max_steps!r}` reached.")
-        return True
-    if _max_epochs_reached(trainer, progress):
-        _count_the_finished_epoch(progress)
+    elif reason == "max_epochs":
+        _count_the_finished_epoch(run.progress)
         rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={trainer.max_epochs!r}` reached.")
-        return True
-    if trainer.should_stop and _can_stop_early(trainer, run):
+    elif reason == "should_stop":
         rank_zero_debug("`Trainer.fit` stopped: `trainer.should_stop` was set.")
-        return True
-    return False
+    return reason is not None
 
 
 def fit_done(trainer: Trainer, run: Run) -> bool:
-    """Whether ``fit`` has nothing left to train: no training batches, ``max_steps`` or ``max_epochs`` reached, or a
-    stop set that the minimum limits allow (``trainer.fit_loop.done``; the loop itself asks ``_fit_done``, which also
-    says why it stops)."""
-    return (
-        trainer.num_training_batches == 0
-        or _limits_reached(trainer, run.progress)
-        or (trainer.should_stop and _can_stop_early(trainer, run))
-    )
+    """Whether ``fit`` has nothing left to train: no training batches, or a reason to stop (``trainer.fit_loop.done``,
+    which only answers; the loop asks ``_fit_done``)."""
+    return trainer.num_training_batches == 0 or _stop_reason(trainer, run) is not None
+
+
+def _stop_reason(trainer: Trainer, run: Run) -> str | None:
+    """``max_steps`` or ``max_epochs`` reached, or a stop set that the minimum limits allow (in that order); None."""
+    progress = run.progress
+    if _max_steps_reached(trainer, progress):
+        return "max_steps"
+    if _max_epochs_reached(trainer, progress):
+        return "max_epochs"
+    if trainer.should_stop and _can_stop_early(trainer, run):
+        return "should_stop"
+    return None
 
 
 def _max_steps_reached(trainer: Trainer, progress: Progress) -> bool:
