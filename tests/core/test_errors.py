@@ -248,7 +248,9 @@ class Returns(CoreModel):
             r"`training_step` must return a Tensor, a dict, or None .* It returned str 'loss': return the loss",
         ),
         (lambda loss, out: 3, r"It returned int 3:"),
-        (lambda loss, out: [loss], r"It returned list \[tensor"),
+        # tensors in a sequence by shape: a tensor's repr cut short says nothing
+        (lambda loss, out: [loss], r"It returned list \(tensor of shape \(\)\): return the loss"),
+        (lambda loss, out: (loss, out), r"It returned tuple \(tensor of shape \(\), tensor of shape \(4, 1\)\):"),
         (lambda loss, out: out, r"returned a tensor of shape \(4, 1\): the loss must be a scalar"),
         (lambda loss, out: {"loss": out}, r"returned a 'loss' of shape \(4, 1\): the loss must be a scalar"),
         (lambda loss, out: {"other": loss}, r"the 'loss' key needs to be present"),

@@ -296,6 +296,17 @@ def test_wrong_return_type_in_manual_optimization():
     assert "nothing needs returning; return the loss (or a dict of values)" in message
 
 
+def test_a_sequence_of_losses_returned_in_manual_optimization_is_named_by_its_tensors_shapes():
+    class ReturnsTwoLosses(TwoNets):
+        def training_step(self, batch, batch_idx):
+            super().training_step(batch, batch_idx)
+            return torch.tensor(1.0), torch.zeros(3)
+
+    with pytest.raises(MisconfigurationException) as raised:
+        _fit(ReturnsTwoLosses(), n=4)
+    assert "It returned tuple (tensor of shape (), tensor of shape (3,))." in str(raised.value)
+
+
 def test_returning_none_or_a_tensor_is_fine():
     class ReturnsNone(TwoNets):
         def training_step(self, batch, batch_idx):

@@ -414,9 +414,18 @@ def _split_training_output(output: Any) -> tuple[Tensor | None, dict[str, Any]]:
         return None, {}
     raise MisconfigurationException(
         "In automatic optimization, `training_step` must return a Tensor, a dict, or None (where the step will be"
-        f" skipped). It returned {type(output).__name__} {reprlib.repr(output)}: return the loss as a scalar Tensor,"
+        f" skipped). It returned {_shown(output)}: return the loss as a scalar Tensor,"
         " a dict with the loss under 'loss', or None to skip the batch."
     )
+
+
+def _shown(value: Any) -> str:
+    """``value`` as an error names it: its type and a short repr, with tensors by shape (a tensor's repr cut
+    short, as ``reprlib`` cuts it, reads "tensor(2.59...ossBackward0>)")."""
+    if isinstance(value, (list, tuple)) and any(isinstance(item, Tensor) for item in value):
+        items = [f"tensor of shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v).__name__ for v in value[:4]]
+        return f"{type(value).__name__} ({', '.join(items)}{', ...' if len(value) > 4 else ''})"
+    return f"{type(value).__name__} {reprlib.repr(value)}"
 
 
 def _refuse_dict_loss(loss: Any) -> NoReturn:
@@ -431,7 +440,7 @@ def _refuse_dict_loss(loss: Any) -> NoReturn:
         )
     raise TypeError(
         "In automatic optimization, the 'loss' in the dict `training_step` returns must be a Tensor."
-        f" It is {type(loss).__name__} {reprlib.repr(loss)}: return the loss as a scalar Tensor under 'loss'."
+        f" It is {_shown(loss)}: return the loss as a scalar Tensor under 'loss'."
     )
 
 
@@ -445,7 +454,7 @@ def _manual_outputs(output: Any) -> Any:
     else:
         raise MisconfigurationException(
             "In manual optimization, `training_step` must either return a Tensor or have no return."
-            f" It returned {type(output).__name__} {reprlib.repr(output)}. Your code steps the optimizers, so"
+            f" It returned {_shown(output)}. Your code steps the optimizers, so"
             " nothing needs returning; return the loss (or a dict of values) only to see it in"
             " `on_train_batch_end`'s `outputs`."
         )
