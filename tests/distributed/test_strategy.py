@@ -552,6 +552,30 @@ def test_slurm_root_node(nodes, root):
     assert SLURMEnvironment.resolve_root_node_address(nodes) == root
 
 
+def test_a_rank_above_zero_that_would_start_the_ranks_again_is_refused_in_lightnings_words(monkeypatch):
+    # an environment that says a process Ember started is not started from outside: that process would start
+    # the job's ranks again, and each of them again
+    class StartsItsOwnRanks(LightningEnvironment):
+        @property
+        def creates_processes_externally(self):
+            return False
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a))
+    trainer = make(devices=2, strategy="ddp", plugins=[StartsItsOwnRanks()])
+    with pytest.raises(RuntimeError) as raised:
+        trainer.fit(CoreModel(), loader())
+    message = str(raised.value)
+    assert message.startswith(
+        "Lightning attempted to launch new distributed processes with `local_rank > 0`. This should not happen."
+        " Possible reasons: 1) LOCAL_RANK environment variable was incorrectly modified by the user,"
+        " 2) `ClusterEnvironment.creates_processes_externally` incorrectly implemented."
+    )
+    assert "`StartsItsOwnRanks.local_rank()` is 1" in message
+    assert started == []  # before any process started
+
+
 def test_relaunching_pytest_is_refused():
     with pytest.raises(MisconfigurationException, match="pytest"):
         _script_command()

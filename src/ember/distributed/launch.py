@@ -208,6 +208,18 @@ class SubprocessLauncher:
     def _start_children(self) -> None:
         strategy = self._strategy
         env = strategy.cluster_environment
+        if env.local_rank() != 0:
+            # a process Ember started (or one its environment calls a rank > 0) would start the job's ranks
+            # again, each of which would start them again: refused before any process starts
+            raise RuntimeError(
+                "Lightning attempted to launch new distributed processes with `local_rank > 0`. This should not"
+                " happen. Possible reasons: 1) LOCAL_RANK environment variable was incorrectly modified by the"
+                " user, 2) `ClusterEnvironment.creates_processes_externally` incorrectly implemented."
+                f" (`{type(env).__name__}.local_rank()` is {env.local_rank()} while its"
+                " `creates_processes_externally` is False, so this process would start the job's other ranks"
+                " again: make `creates_processes_externally` True where the processes already exist, or unset"
+                " LOCAL_RANK.)"
+            )
         n, node_rank = strategy.num_processes, strategy.node_rank
         world_size = n * strategy.num_nodes
         os.environ["MASTER_ADDR"] = env.main_address
