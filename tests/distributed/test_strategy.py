@@ -576,6 +576,26 @@ def test_a_rank_above_zero_that_would_start_the_ranks_again_is_refused_in_lightn
     assert started == []  # before any process started
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_a_rank_and_world_size_left_in_the_environment_do_not_change_a_job_not_yet_started(monkeypatch, strategy):
+    # as in Lightning: until this process starts the job (and sets them anew), its rank and the world size are
+    # those of the Trainer's `devices` and `num_nodes`
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("NODE_RANK", "1")
+    trainer = make(devices=2, num_nodes=2, strategy=strategy)
+    assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (4, 2, 0, 1)
+    environment = trainer.strategy.cluster_environment
+    assert (environment.world_size(), environment.global_rank()) == (4, 2)
+    assert rank_zero_only.rank == 2
+    # a process started with LOCAL_RANK has the rank and world size its launcher gave it
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    trainer = make(devices=2, num_nodes=2, strategy=strategy)
+    assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (4, 3, 1, 1)
+
+
 def test_relaunching_pytest_is_refused():
     with pytest.raises(MisconfigurationException, match="pytest"):
         _script_command()

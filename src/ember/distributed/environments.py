@@ -131,11 +131,19 @@ class LightningEnvironment(ClusterEnvironment):
     def detect() -> bool:
         return True
 
+    # A process started with LOCAL_RANK (by Ember, or by hand with the torchrun variables) has the rank and
+    # world size its launcher gave it. One that has not started the job has the strategy's (the Trainer's
+    # `devices` and `num_nodes`, as in Lightning), whatever a RANK or WORLD_SIZE left in the environment says:
+    # the launch sets them anew.
     def world_size(self) -> int:
-        return int(os.environ.get("WORLD_SIZE", self._world_size))
+        if self.creates_processes_externally:
+            return int(os.environ.get("WORLD_SIZE", self._world_size))
+        return self._world_size
 
     def global_rank(self) -> int:
-        return int(os.environ.get("RANK", self._global_rank))
+        if self.creates_processes_externally:
+            return int(os.environ.get("RANK", self._global_rank))
+        return self._global_rank
 
 
 class XLAEnvironment(ClusterEnvironment):

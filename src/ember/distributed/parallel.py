@@ -166,9 +166,11 @@ class ParallelStrategy(Strategy):
     def global_rank(self) -> int:
         env = self.cluster_environment
         if isinstance(env, LightningEnvironment):
-            # set once Ember launched the job; before that, this process is local rank 0 of its node
-            return int(os.environ.get("RANK", self.node_rank * self.num_processes + self.local_rank))
+            return env.global_rank() if env.creates_processes_externally else self._rank_from_arguments()
         return env.global_rank()
+
+    def _rank_from_arguments(self) -> int:
+        return self.node_rank * self.num_processes + self.local_rank
 
     @property
     def local_rank(self) -> int:
@@ -182,7 +184,7 @@ class ParallelStrategy(Strategy):
     def world_size(self) -> int:
         env = self.cluster_environment
         if isinstance(env, LightningEnvironment):
-            return int(os.environ.get("WORLD_SIZE", self.num_nodes * self.num_processes))
+            return env.world_size() if env.creates_processes_externally else self.num_nodes * self.num_processes
         return env.world_size()
 
     @property
@@ -213,7 +215,7 @@ class ParallelStrategy(Strategy):
         do (environments that read them from their launcher ignore it), and ``rank_zero_only`` this
         process's rank. Only these strategies set it: a one-device Trainer built in a rank's process
         leaves it at the rank the process started with."""
-        self.cluster_environment.set_global_rank(self.node_rank * self.num_processes + self.local_rank)
+        self.cluster_environment.set_global_rank(self._rank_from_arguments())
         self.cluster_environment.set_world_size(self.num_nodes * self.num_processes)
         _set_rank(self.global_rank)
 
