@@ -62,6 +62,7 @@ from ember.utilities import MisconfigurationException
         ({"devices": 0}, r"`Trainer\(devices=0\)` value is not a valid input using (cpu|cuda|mps) accelerator"),
         ({"devices": "0", "accelerator": "cuda"}, r"`Trainer\(devices='0'\)` value is not a valid input using cuda"),
         ({"devices": [], "accelerator": "cpu"}, r"`Trainer\(devices=\[\]\)` value is not a valid input using cpu"),
+        ({"devices": False, "accelerator": "cpu"}, r"`Trainer\(devices=False\)` value is not a valid input using cpu"),
     ],
 )
 def test_invalid_trainer_arguments(kwargs, message):

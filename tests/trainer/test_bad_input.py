@@ -262,6 +262,24 @@ def test_cpu_devices_that_are_not_a_process_count_are_lightnings_type_error(devi
         ember.Trainer(accelerator="cpu", devices=devices, logger=False)
 
 
+@pytest.mark.parametrize("devices", ["1,a", "auto,", "[0,1]", " 1, 2", b"2"])
+def test_cpu_devices_written_as_text_that_names_no_count_are_lightnings_type_error_quoting_the_text(devices):
+    # (not the bare ValueError of `int()` on a piece of the text, nor the list it was read as)
+    with pytest.raises(TypeError) as raised:
+        ember.Trainer(accelerator="cpu", devices=devices, logger=False)
+    assert str(raised.value) == (
+        "`devices` selected with `CPUAccelerator` should be an int > 0. Pass the number of processes, e.g."
+        f" `devices=2`, instead of {devices!r}."
+    )
+
+
+def test_gpu_devices_text_that_is_no_index_list_is_the_value_error_of_int_with_the_fix(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"^invalid literal for int\(\) with base 10: 'a'. `devices='0,a'` is not a"):
+        ember.Trainer(accelerator="cuda", devices="0,a")
+
+
 def test_gpu_devices_of_the_wrong_type_are_lightnings_errors(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -76,7 +76,7 @@ def create_accelerator(accelerator: Any, devices: Any = "auto", strategy: Any = 
     """
     from ember.accelerators import Accelerator, AcceleratorRegistry, CPUAccelerator, CUDAAccelerator, MPSAccelerator
 
-    if isinstance(devices, (int, str, list)) and not isinstance(devices, bool) and devices in ([], 0, "0"):
+    if isinstance(devices, (int, str, list)) and devices in ([], 0, "0"):  # (False too: it equals 0, as in Lightning)
         name = type(accelerator).__qualname__ if isinstance(accelerator, Accelerator) else accelerator
         if isinstance(name, str) and name.lower() in ("auto", "gpu"):
             name = _available_gpu() or "cpu"  # as Lightning names it: the device type "auto" or "gpu" stands for
@@ -144,6 +144,7 @@ def _plain_list(devices: Any) -> Any:
 
 def parse_devices(devices: Any, accelerator: str) -> list[int]:
     """Device indices (for cpu: one entry per process) from the ``devices`` argument."""
+    given = devices  # as the program wrote it, for the messages
     devices = _plain_list(devices)
     if devices == "auto" or devices is None:
         count = _cuda_count() if accelerator == "cuda" else 1
@@ -160,7 +161,7 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
         # CPU "devices" are processes: Lightning accepts only their number
         raise TypeError(
             "`devices` selected with `CPUAccelerator` should be an int > 0. Pass the number of processes,"
-            f" e.g. `devices=2`, instead of {devices!r}."
+            f" e.g. `devices=2`, instead of {given!r}."
         )
     if isinstance(devices, int):
         if devices == -1:
@@ -189,16 +190,15 @@ def _devices_from_text(devices: str, accelerator: str) -> Any:
     by the CPU check, with Lightning's ``TypeError``; on a GPU with the ``ValueError`` Lightning's ``int()`` raises)."""
     if devices == "-1":
         return -1
-    if "," in devices:
-        return [int(x) for x in devices.split(",") if x.strip()]
     try:
+        if "," in devices:
+            return [int(x) for x in devices.split(",") if x.strip()]
         return int(devices)
-    except ValueError:
+    except ValueError as error:
         if accelerator == "cpu":
             return devices
         raise ValueError(
-            f"invalid literal for int() with base 10: {devices!r}. `devices={devices!r}` is not a valid value:"
-            " pass an int, a list or 'auto'."
+            f"{error}. `devices={devices!r}` is not a valid value: pass an int, a list or 'auto'."
         ) from None
 
 
