@@ -35,6 +35,9 @@ from ember.utilities import MisconfigurationException
         ({"val_check_interval": 0}, r"`val_check_interval` should be a positive int. Found 0"),
         ({"limit_test_batches": "x"}, r"`limit_test_batches='x'` must be an int \(a count of batches\) or a float"),
         ({"overfit_batches": "a"}, r"`overfit_batches='a'` must be an int"),
+        # (empty text or an empty list, though false, are no count of batches either)
+        ({"overfit_batches": ""}, r"`overfit_batches=''` must be an int"),
+        ({"overfit_batches": []}, r"`overfit_batches=\[\]` must be an int"),
         ({"profiler": 1}, r"`Trainer\(profiler=...\)` got 1 \(int\): pass one of"),
         ({"check_val_every_n_epoch": 0}, r"`check_val_every_n_epoch` should be an integer greater than 0 or None"),
         (

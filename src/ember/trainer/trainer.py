@@ -310,7 +310,10 @@ class Trainer:
         self.limit_val_batches = arguments.batch_limit(limit_val_batches, "limit_val_batches", noted_fit)
         self.limit_test_batches = arguments.batch_limit(limit_test_batches, "limit_test_batches", noted)
         self.limit_predict_batches = arguments.batch_limit(limit_predict_batches, "limit_predict_batches", noted)
-        self.overfit_batches = arguments.batch_limit(overfit_batches, "overfit_batches") if overfit_batches else 0.0
+        # (None, 0 and False: no overfitting, as Lightning takes 0 and False; any other value is checked, where
+        # text or an empty list passed through unnoticed)
+        no_overfit = overfit_batches is None or (isinstance(overfit_batches, (int, float)) and overfit_batches == 0)
+        self.overfit_batches = 0.0 if no_overfit else arguments.batch_limit(overfit_batches, "overfit_batches")
         # after the limits: Lightning notes `limit_*_batches=1.0` before `val_check_interval=1.0`
         self.val_check_interval, self._val_check_seconds = arguments.validation_interval(
             val_check_interval, check_val_every_n_epoch, noted
