@@ -105,6 +105,27 @@ def test_a_logger_argument_that_is_not_a_logger_fails_at_construction(logger):
         ember.Trainer(logger=logger)
 
 
+@pytest.mark.parametrize("callbacks", [None, 0, False, "", [], ()])
+def test_a_false_callbacks_argument_means_none_as_in_lightning(callbacks):
+    trainer = ember.Trainer(callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False, logger=False)
+    assert [type(cb).__name__ for cb in trainer.callbacks] == ["ModelSummary"]
+
+
+@pytest.mark.parametrize("callbacks", [1, "early_stopping", {"a": 1}, 2.5])
+def test_a_callbacks_argument_that_is_no_callback_nor_a_list_of_them_names_itself(callbacks):
+    # (an int was "'int' object is not iterable"; text was refused a letter at a time)
+    with pytest.raises(TypeError) as raised:
+        ember.Trainer(callbacks=callbacks)
+    assert str(raised.value).startswith(f"`Trainer(callbacks=...)` got {callbacks!r} ({type(callbacks).__name__}),")
+    assert "pass `callbacks=[ModelCheckpoint(...), EarlyStopping(...)]`" in str(raised.value)
+
+
+@pytest.mark.parametrize("plugins", ["", [], ()])
+def test_a_false_plugins_argument_means_none_as_in_lightning(plugins):
+    trainer = ember.Trainer(plugins=plugins, logger=False)
+    assert type(trainer.precision_plugin).__name__ == "Precision"
+
+
 def test_an_object_missing_logger_methods_names_them():
     class HalfALogger:
         def log_metrics(self, metrics, step=None):

@@ -343,7 +343,7 @@ def _checkpoint_io_in(plugins: Any) -> Any:
     from ember.distributed.layer_sync import LayerSync
     from ember.precision.precision import Precision
 
-    if plugins is None:
+    if not plugins:  # None, or another false value (`""`, `[]`), which Lightning checks no further either
         return None
     kinds: dict[str, list[Any]] = {"Precision": [], "CheckpointIO": [], "ClusterEnvironment": [], "LayerSync": []}
     for plugin in plugins if isinstance(plugins, (list, tuple)) else [plugins]:

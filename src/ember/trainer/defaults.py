@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ember.callbacks.callback import Callback
@@ -88,6 +88,20 @@ def default_logger(save_dir: str) -> Any:
     return CSVLogger(save_dir=save_dir)  # as Lightning: the SLURM job's version is TensorBoard's only
 
 
+def _callback_list(callbacks: Any) -> list[Any]:
+    """``Trainer(callbacks=...)`` as a new list: one callback, an iterable of them, or none."""
+    if isinstance(callbacks, Callback):
+        return [callbacks]
+    if isinstance(callbacks, Iterable) and not isinstance(callbacks, (str, bytes, Mapping)):
+        return list(callbacks)
+    if not callbacks:  # None, or a false value (`0`, `False`, `""`): none, as Lightning takes it
+        return []
+    raise TypeError(
+        f"`Trainer(callbacks=...)` got {callbacks!r} ({type(callbacks).__name__}), which is neither a `Callback`"
+        " nor a list of them: pass `callbacks=[ModelCheckpoint(...), EarlyStopping(...)]`."
+    )
+
+
 def configure_callbacks(
     callbacks: Any,
     enable_checkpointing: bool | None,
@@ -98,12 +112,7 @@ def configure_callbacks(
     """The user's callbacks plus the defaults (checkpoint, timer, progress bar, summary), in run order."""
     from ember.callbacks.checkpoint import Checkpoint
 
-    if callbacks is None:
-        cbs: list[Callback] = []
-    elif isinstance(callbacks, Callback):
-        cbs = [callbacks]
-    else:
-        cbs = list(callbacks)
+    cbs = _callback_list(callbacks)
     for cb in cbs:
         if not isinstance(cb, Callback):
             raise TypeError(
