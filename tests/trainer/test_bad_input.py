@@ -126,6 +126,12 @@ def test_a_false_plugins_argument_means_none_as_in_lightning(plugins):
     assert type(trainer.precision_plugin).__name__ == "Precision"
 
 
+@pytest.mark.parametrize("plugins", [0, False])
+def test_a_false_plugin_that_is_no_list_is_refused_as_in_lightning(plugins):
+    with pytest.raises(ember.utilities.MisconfigurationException, match=f"^Found invalid type for plugin {plugins}."):
+        ember.Trainer(plugins=plugins, logger=False)
+
+
 def test_an_object_missing_logger_methods_names_them():
     class HalfALogger:
         def log_metrics(self, metrics, step=None):

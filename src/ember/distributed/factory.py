@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -343,7 +343,7 @@ def _checkpoint_io_in(plugins: Any) -> Any:
     from ember.distributed.layer_sync import LayerSync
     from ember.precision.precision import Precision
 
-    if not plugins:  # None, or another false value (`""`, `[]`), which Lightning checks no further either
+    if plugins is None or (isinstance(plugins, Iterable) and not plugins):  # `[]`, `""`: none, as in Lightning
         return None
     kinds: dict[str, list[Any]] = {"Precision": [], "CheckpointIO": [], "ClusterEnvironment": [], "LayerSync": []}
     for plugin in plugins if isinstance(plugins, (list, tuple)) else [plugins]:
