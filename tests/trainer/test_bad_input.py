@@ -3,6 +3,7 @@ uses, and Trainer arguments that are not what they claim to be."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -364,3 +365,46 @@ def test_empty_training_loaders_in_a_combined_loader_warn_for_each_then_the_comb
         "Total length of `CombinedLoader`"
     ]
     assert zero[2] == "Total length of `CombinedLoader` across ranks is zero. Please make sure this was your intention."
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "start"),
+    [
+        ({"max_time": {"hour": 1}}, "`Trainer(max_time={'hour': 1})` is not a duration: 'hour' is an invalid keyword"),
+        ({"max_time": {"hours": "1"}}, "`Trainer(max_time={'hours': '1'})` is not a duration: unsupported type"),
+        ({"val_check_interval": {"minute": 1}}, "`Trainer(val_check_interval={'minute': 1})` is not a duration:"),
+    ],
+)
+def test_a_dict_duration_with_a_key_or_value_timedelta_refuses_names_the_argument(kwargs, start):
+    # (timedelta's own error, "'hour' is an invalid keyword argument for __new__()", named neither)
+    with pytest.raises(TypeError) as raised:
+        ember.Trainer(logger=False, **kwargs)
+    assert str(raised.value).startswith(start)
+    assert str(raised.value).endswith("takes the arguments of `datetime.timedelta`, e.g. `dict(hours=1, minutes=30)`.")
+
+
+def test_a_timer_with_a_dict_duration_timedelta_refuses_names_itself():
+    from ember.callbacks import Timer
+
+    with pytest.raises(TypeError, match=r"^`Timer\(duration=\{'hour': 1\}\)` is not a duration: 'hour'"):
+        Timer(duration={"hour": 1})
+
+
+@pytest.mark.parametrize("folder", [3, 1.5, ["logs"]])
+def test_a_default_root_dir_that_is_no_path_names_itself(folder):
+    with pytest.raises(TypeError) as raised:
+        ember.Trainer(default_root_dir=folder, logger=False)
+    assert str(raised.value) == (
+        f"`Trainer(default_root_dir=...)` got {folder!r} ({type(folder).__name__}): pass a folder path, a str or a"
+        " `pathlib.Path`, or None for the current folder."
+    )
+
+
+def test_a_default_root_dir_given_as_bytes_is_the_folder_it_names(tmp_path):
+    trainer = ember.Trainer(default_root_dir=os.fsencode(tmp_path), logger=False)
+    assert trainer.default_root_dir == str(tmp_path)
+
+
+def test_an_infinite_fast_dev_run_is_ints_overflow_error_with_the_fix():
+    with pytest.raises(OverflowError, match=r"^cannot convert float infinity to integer. fast_dev_run=inf is not a"):
+        ember.Trainer(fast_dev_run=float("inf"), logger=False)

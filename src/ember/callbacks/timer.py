@@ -25,6 +25,18 @@ _STAGES = ("train", "sanity_check", "validate", "test", "predict")
 _INTERVALS = ("step", "epoch")
 
 
+def timedelta_from_dict(value: dict, where: str) -> timedelta:
+    """A duration given as a dict of ``timedelta`` arguments; ``where`` names the argument for the error
+    (``"Trainer(max_time"``)."""
+    try:
+        return timedelta(**value)
+    except TypeError as error:  # an unknown key or a value that is no number: timedelta's type, said in full
+        raise TypeError(
+            f"`{where}={value!r})` is not a duration: {error}. A dict duration takes the arguments of"
+            " `datetime.timedelta`, e.g. `dict(hours=1, minutes=30)`."
+        ) from None
+
+
 def _parse_duration(duration: str | timedelta | dict[str, int] | None) -> float | None:
     if duration is None:
         return None
@@ -38,7 +50,7 @@ def _parse_duration(duration: str | timedelta | dict[str, int] | None) -> float 
         days, hours, minutes, seconds = (int(g) for g in match.groups())
         duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
     elif isinstance(duration, dict):
-        duration = timedelta(**duration)
+        duration = timedelta_from_dict(duration, "Timer(duration")
     if not isinstance(duration, timedelta):
         raise MisconfigurationException(
             f"`Timer(duration={duration!r})` is not supported: pass a 'DD:HH:MM:SS' string, a `datetime.timedelta`"

@@ -160,7 +160,7 @@ def fast_dev_run_batches(fast_dev_run: Any) -> int | None:
         return None
     try:
         batches = int(fast_dev_run)
-    except (TypeError, ValueError) as error:  # Lightning's type and text: it reads the value with `int()`
+    except (TypeError, ValueError, OverflowError) as error:  # Lightning's type and text: it reads it with `int()`
         raise type(error)(f"{error}. {invalid}") from None
     if batches < 0:
         raise MisconfigurationException(invalid)
@@ -262,6 +262,18 @@ def _say_all_or_one(value: int | float, name: str) -> None:
         rank_zero_info(f"`Trainer({name}=1.0)` was configured so {what}")
 
 
+def folder(value: Any, name: str) -> str | None:
+    """A folder argument (``default_root_dir``) as a string path, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"`Trainer({name}=...)` got {value!r} ({type(value).__name__}): pass a folder path, a str or a"
+            " `pathlib.Path`, or None for the current folder."
+        )
+    return os.fsdecode(value)
+
+
 def parse_time(value: Any) -> float | None:
     """Seconds for a ``"DD:HH:MM:SS"`` string, a ``timedelta`` or a dict of ``timedelta`` arguments."""
     if value is None:
@@ -269,7 +281,9 @@ def parse_time(value: Any) -> float | None:
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, dict):
-        return timedelta(**value).total_seconds()
+        from ember.callbacks.timer import timedelta_from_dict
+
+        return timedelta_from_dict(value, "Trainer(val_check_interval").total_seconds()
     if isinstance(value, str):
         parts = value.split(":")
         if len(parts) != 4:

@@ -129,11 +129,13 @@ def configure_callbacks(
 
         cbs.append(ModelCheckpoint())
     if max_time is not None:
-        from ember.callbacks.timer import Timer
+        from ember.callbacks.timer import Timer, timedelta_from_dict
 
         if any(isinstance(cb, Timer) for cb in cbs):
             rank_zero_info("Ignoring `Trainer(max_time=...)`, callbacks list already contains a Timer.")
         else:
+            if isinstance(max_time, dict):  # (an error in it names `max_time`)
+                max_time = timedelta_from_dict(max_time, "Trainer(max_time")
             cbs.append(Timer(duration=max_time, interval="step"))
     from ember.callbacks.progress_bar import ProgressBar
 

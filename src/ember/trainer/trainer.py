@@ -278,7 +278,7 @@ class Trainer:
         self.enable_autolog_hparams = enable_autolog_hparams
 
         # ---- paths, loggers, callbacks -----------------------------------------------------------
-        self._default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else None
+        self._default_root_dir = arguments.folder(default_root_dir, "default_root_dir")
         self.loggers = configure_loggers(logger, self.default_root_dir)
         self.callbacks = configure_callbacks(
             callbacks, enable_checkpointing, enable_progress_bar, enable_model_summary, max_time
