@@ -369,3 +369,36 @@ def test_a_stop_another_rank_decided_keeps_this_ranks_own_message_as_lightnings_
     # this rank's metric improved: its message is what it keeps (and what its checkpoint holds), as in Lightning
     assert callback.stopping_reason_message.startswith("Metric val_loss improved")
     assert "Another process" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"monitor": ["val_loss"]},
+            "`EarlyStopping(monitor=['val_loss'])` must be the name of a logged value, not list.",
+        ),
+        (
+            {"monitor": "val_loss", "min_delta": "0.1"},
+            "`EarlyStopping(min_delta='0.1')` must be a number: the smallest",
+        ),
+        (
+            {"monitor": "val_loss", "stopping_threshold": "0.1"},
+            "`EarlyStopping(stopping_threshold='0.1')` must be a number",
+        ),
+        (
+            {"monitor": "val_loss", "divergence_threshold": [5]},
+            "`EarlyStopping(divergence_threshold=[5])` must be a number",
+        ),
+    ],
+)
+def test_an_argument_of_a_type_that_would_fail_at_the_first_check_is_refused_where_it_is_given(kwargs, message):
+    with pytest.raises(TypeError) as raised:
+        EarlyStopping(**kwargs)
+    assert str(raised.value).startswith(message)
+
+
+def test_a_mode_that_is_no_name_gets_the_message_of_a_wrong_mode():
+    # (a list or dict was "unhashable type")
+    with pytest.raises(MisconfigurationException, match=r"^`mode` can be min, max, got \['min'\]"):
+        EarlyStopping("val_loss", mode=["min"])

@@ -1539,3 +1539,37 @@ def test_a_profiled_fit_records_the_idle_batch_end_hook_as_lightnings_does(tmp_p
     recorded = [a for a in profiler.recorded_durations if a.startswith("[Callback]ModelCheckpoint")]
     batch_end = [a for a in recorded if a.endswith(".on_train_batch_end")]
     assert len(batch_end) == 1 and len(profiler.recorded_durations[batch_end[0]]) == 4, recorded
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"monitor": ["val_loss"]},
+            "`ModelCheckpoint(monitor=['val_loss'])` must be the name of a logged value, or None, not list.",
+        ),
+        ({"monitor": 1}, "`ModelCheckpoint(monitor=1)` must be the name of a logged value, or None, not int."),
+        ({"save_top_k": None}, "`ModelCheckpoint(save_top_k=None)` must be an int: how many best checkpoints to keep"),
+        ({"save_top_k": 0.5}, "`ModelCheckpoint(save_top_k=0.5)` must be an int: how many best checkpoints to keep"),
+        ({"every_n_epochs": "2"}, "`ModelCheckpoint(every_n_epochs='2')` must be an int: the interval between saves"),
+        ({"filename": 3}, "`ModelCheckpoint(filename=3)` must be a str, e.g. '{epoch}-{val_loss:.2f}', not int."),
+        ({"dirpath": 0}, "`ModelCheckpoint(dirpath=0)` must be a folder path (a str or a `pathlib.Path`), not int."),
+        (
+            {"train_time_interval": 60},
+            "`ModelCheckpoint(train_time_interval=60)` must be a `datetime.timedelta`, not int.",
+        ),
+    ],
+)
+def test_an_argument_of_a_type_that_would_fail_in_the_loop_is_refused_where_it_is_given(kwargs, message):
+    # (Lightning takes them and fails in `fit`: "unhashable type: 'list'", a KeyError '' for a float
+    # save_top_k, "'int' object has no attribute 'total_seconds'")
+    with pytest.raises(TypeError) as raised:
+        ModelCheckpoint(**kwargs)
+    assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"every_n_epochs": 0}, {"every_n_train_steps": ""}, {"filename": ""}, {"dirpath": ""}]
+)
+def test_false_intervals_and_names_still_mean_not_set_as_in_lightning(kwargs):
+    ModelCheckpoint(**kwargs)

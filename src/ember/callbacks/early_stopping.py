@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ember.callbacks.callback import Callback, missing_before_first_step
+from ember.utilities.argument_checks import check_number, check_type
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
@@ -78,7 +79,8 @@ class EarlyStopping(Callback):
         log_rank_zero_only: bool = False,
     ) -> None:
         super().__init__()
-        if mode not in self.mode_dict:
+        _check_argument_types(monitor, min_delta, stopping_threshold, divergence_threshold)
+        if not isinstance(mode, str) or mode not in self.mode_dict:
             raise MisconfigurationException(f"`mode` can be {', '.join(self.mode_dict.keys())}, got {mode}")
         if isinstance(patience, (int, float)) and not patience >= 0:
             raise MisconfigurationException(
@@ -264,3 +266,12 @@ def _as_reason(value: Any) -> EarlyStoppingReason:
 
 
 lightning_style_annotations(EarlyStopping)  # Lightning's `typing` forms in the signature
+
+
+def _check_argument_types(monitor: Any, min_delta: Any, stopping_threshold: Any, divergence_threshold: Any) -> None:
+    """Arguments of a type that would fail later (at the first check, with Python's words), refused here."""
+    call = "EarlyStopping"
+    check_type(call, "monitor", monitor, (str, type(None)), "the name of a logged value")
+    check_number(call, "min_delta", min_delta, "a number: the smallest change that counts as an improvement")
+    check_number(call, "stopping_threshold", stopping_threshold, "a number, or None", optional=True)
+    check_number(call, "divergence_threshold", divergence_threshold, "a number, or None", optional=True)

@@ -41,6 +41,7 @@ from ember.checkpoint.files import (
     path_exists,
     sweep_stale_temporaries,
 )
+from ember.utilities.argument_checks import check_number, check_type
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
@@ -130,6 +131,9 @@ class ModelCheckpoint(Checkpoint):
         enable_version_counter: bool = True,
     ) -> None:
         super().__init__()
+        _check_argument_types(
+            monitor, save_top_k, every_n_train_steps, every_n_epochs, filename, dirpath, train_time_interval
+        )
         self.monitor = monitor
         self.verbose = verbose
         self.save_last = save_last
@@ -876,3 +880,26 @@ def _escapes_folder(filename: str) -> bool:
         return True
     normalized = os.path.normpath(name)
     return normalized == os.pardir or normalized.startswith(os.pardir + os.sep)
+
+
+def _check_argument_types(
+    monitor: Any,
+    save_top_k: Any,
+    every_n_train_steps: Any,
+    every_n_epochs: Any,
+    filename: Any,
+    dirpath: Any,
+    train_time_interval: Any,
+) -> None:
+    """Arguments of a type that would fail later, in the loop, with Python's words, refused where they are given.
+    False values of the interval and file name arguments (``0``, ``""``) mean "not set", as in Lightning."""
+    call = "ModelCheckpoint"
+    check_type(call, "monitor", monitor, (str, type(None)), "the name of a logged value, or None")
+    check_type(call, "save_top_k", save_top_k, (int,), "an int: how many best checkpoints to keep (-1: all, 0: none)")
+    for name, value in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
+        if value:
+            check_number(call, name, value, "an int: the interval between saves (0 or None: not by this trigger)")
+    if filename:
+        check_type(call, "filename", filename, (str,), "a str, e.g. '{epoch}-{val_loss:.2f}'")
+    check_type(call, "dirpath", dirpath, (str, os.PathLike, type(None)), "a folder path (a str or a `pathlib.Path`)")
+    check_type(call, "train_time_interval", train_time_interval, (timedelta, type(None)), "a `datetime.timedelta`")
