@@ -621,3 +621,17 @@ def test_a_rich_bar_that_drew_its_last_count_sends_no_more_updates(fresh_rich_co
         trainer.fit(Regressor(), train_loader())  # 4 batches: the first and the last are drawn
     counts = [call.kwargs["completed"] for call in update.call_args_list if "completed" in call.kwargs]
     assert counts == [1, 4]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"refresh_rate": None}, "`TQDMProgressBar(refresh_rate=None)` must be a number: redraw every"),
+        ({"process_position": 0.5}, "`TQDMProgressBar(process_position=0.5)` must be an int: the bar's line offset"),
+    ],
+)
+def test_a_tqdm_setting_of_the_wrong_type_is_refused_where_it_is_given(kwargs, message):
+    # (Lightning fails at the first redraw: "'>' not supported between instances of 'NoneType' and 'int'")
+    with pytest.raises(TypeError) as raised:
+        TQDMProgressBar(**kwargs)
+    assert str(raised.value).startswith(message)

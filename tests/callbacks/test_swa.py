@@ -168,3 +168,19 @@ def test_a_config_with_an_unknown_annealing_strategy_is_a_parse_error():
     with pytest.raises(jsonargparse.ArgumentError, match="annealing_strategy"):
         parser.parse_args(["--swa.swa_lrs=0.1", "--swa.annealing_strategy=cosine"])
     assert "{cos,linear}" in parser.format_help()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"swa_epoch_start": None}, "`StochasticWeightAveraging(swa_epoch_start=None)` must be an epoch"),
+        ({"swa_epoch_start": "0.8"}, "`StochasticWeightAveraging(swa_epoch_start='0.8')` must be an epoch"),
+        ({"annealing_epochs": None}, "`StochasticWeightAveraging(annealing_epochs=None)` must be an int: the epochs"),
+        ({"annealing_epochs": 2.5}, "`StochasticWeightAveraging(annealing_epochs=2.5)` must be an int: the epochs"),
+    ],
+)
+def test_a_start_or_annealing_length_of_the_wrong_type_is_refused_where_it_is_given(kwargs, message):
+    # (Lightning fails in `fit`: an AssertionError for a None start, torch's ValueError for None epochs)
+    with pytest.raises(TypeError) as raised:
+        StochasticWeightAveraging(swa_lrs=0.1, **kwargs)
+    assert str(raised.value).startswith(message)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ember.callbacks.callback import Callback
+from ember.utilities.argument_checks import check_number, check_type
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
@@ -62,6 +63,11 @@ class StochasticWeightAveraging(Callback):
         avg_fn: _AVG_FN | None = None,
         device: torch.device | str | None = torch.device("cpu"),
     ) -> None:
+        call = "StochasticWeightAveraging"
+        check_number(call, "swa_epoch_start", swa_epoch_start, "an epoch (an int >= 1) or a fraction of the epochs")
+        check_type(
+            call, "annealing_epochs", annealing_epochs, (int,), "an int: the epochs the learning rate anneals over"
+        )
         err_msg = "swa_epoch_start should be a >0 integer or a float between 0 and 1."
         if isinstance(swa_epoch_start, int) and swa_epoch_start < 1:
             raise MisconfigurationException(err_msg)

@@ -19,6 +19,7 @@ from tqdm import tqdm as _tqdm
 
 from ember.callbacks.callback import ignores_outputs
 from ember.callbacks.progress_bar import ProgressBar
+from ember.utilities.argument_checks import check_number, check_type
 from ember.utilities.rank_zero import rank_zero_debug
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -92,6 +93,8 @@ class TQDMProgressBar(ProgressBar):
 
     def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
         super().__init__()
+        check_number("TQDMProgressBar", "refresh_rate", refresh_rate, "a number: redraw every `refresh_rate` batches")
+        check_type("TQDMProgressBar", "process_position", process_position, (int,), "an int: the bar's line offset")
         self._refresh_rate = self._resolve_refresh_rate(refresh_rate)
         self._last_redraw = float("-inf")
         self._process_position = process_position
