@@ -284,6 +284,54 @@ def test_map_location_is_passed_through(tmp_path):
     assert load_checkpoint(path, map_location="cpu")["w"].device.type == "cpu"
 
 
+@pytest.mark.parametrize(
+    ("map_location", "error", "start"),
+    [
+        (5, TypeError, "`map_location=5` (int) is not a device: pass a device ('cpu', 'cuda', 'cuda:1'"),
+        ("gpu9", safe_load.MapLocationError, "`map_location='gpu9'` names no device: "),
+        ({"cpu": "gpu9"}, safe_load.MapLocationError, "`map_location={'cpu': 'gpu9'}` names no device: "),
+    ],
+)
+def test_a_map_location_that_is_no_device_is_named_not_blamed_on_the_file(tmp_path, map_location, error, start):
+    # (these were "not a readable checkpoint (truncated or corrupt)": the file is fine)
+    path = tmp_path / "m.ckpt"
+    atomic_save({"w": torch.ones(1)}, path)
+    with pytest.raises(error) as raised:
+        load_checkpoint(path, map_location=map_location)
+    assert str(raised.value).startswith(start)
+    assert not isinstance(raised.value, CheckpointLoadError)
+
+
+def test_an_error_of_a_map_location_function_is_its_own(tmp_path):
+    path = tmp_path / "m.ckpt"
+    atomic_save({"w": torch.ones(1)}, path)
+
+    def to_the_gpu(storage, location):
+        raise ValueError("no GPU here")
+
+    with pytest.raises(
+        safe_load.MapLocationError, match=r"^The `map_location` function failed on tensors saved on 'cpu': no GPU here$"
+    ):
+        load_checkpoint(path, map_location=to_the_gpu)
+    assert load_checkpoint(path, map_location=lambda storage, location: storage)["w"].tolist() == [1.0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_tensors_sent_to_a_device_this_machine_lacks_get_torchs_words_not_a_damaged_file(tmp_path):
+    path = tmp_path / "m.ckpt"
+    atomic_save({"w": torch.ones(1)}, path)
+    with pytest.raises(RuntimeError, match="Attempting to deserialize object on a CUDA device") as raised:
+        load_checkpoint(path, map_location="cuda:0")
+    assert not isinstance(raised.value, CheckpointLoadError)
+
+
+@pytest.mark.parametrize("path", [None, 5])
+def test_a_checkpoint_path_that_is_neither_a_path_nor_a_file_is_named(path):
+    # (it was "Checkpoint <file object> is not a readable checkpoint (truncated or corrupt)")
+    with pytest.raises(TypeError, match=rf"^A checkpoint is read from a path or an open binary file, not {path} "):
+        load_checkpoint(path)
+
+
 def test_load_from_open_file(tmp_path):
     path = tmp_path / "f.ckpt"
     atomic_save({"a": 1}, path)

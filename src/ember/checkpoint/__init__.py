@@ -29,11 +29,12 @@ from ember.checkpoint.files import (
     remove_checkpoint,
 )
 from ember.checkpoint.loading import load_checkpoint
-from ember.checkpoint.safe_load import CheckpointLoadError, unsafe_hparam_values
+from ember.checkpoint.safe_load import CheckpointLoadError, MapLocationError, unsafe_hparam_values
 
 __all__ = [
     "METADATA_FILENAME",
     "CheckpointLoadError",
+    "MapLocationError",
     "atomic_link",
     "atomic_save",
     "get_filesystem",

@@ -15,7 +15,7 @@ import warnings
 from typing import IO, Any
 
 from ember.checkpoint.files import PathLike, get_filesystem, is_local, local_path
-from ember.checkpoint.safe_load import default_map_location, load_file
+from ember.checkpoint.safe_load import checked_map_location, default_map_location, load_file
 
 
 def load_checkpoint(
@@ -47,7 +47,13 @@ def load_checkpoint(
         weights_only = not _torch_forces_full_load()
     if map_location is None:
         map_location = default_map_location
+    map_location = checked_map_location(map_location)
     if not isinstance(path, (str, os.PathLike)):
+        if not callable(getattr(path, "read", None)):
+            raise TypeError(
+                f"A checkpoint is read from a path or an open binary file, not {path!r} ({type(path).__name__}):"
+                " pass the file's path, e.g. 'checkpoints/last.ckpt'."
+            )
         return load_file(path, getattr(path, "name", "<file object>"), map_location, weights_only)
     name = os.fspath(path)
     if is_local(name):

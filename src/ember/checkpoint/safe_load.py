@@ -55,10 +55,65 @@ def load_file(file: IO[bytes], name: str, map_location: Any, weights_only: bool)
                 " allow just that class with `torch.serialization.add_safe_globals([...])`."
             ) from err
         raise CheckpointLoadError(_unreadable_message(name, kind)) from err
+    except MapLocationError:
+        raise
     except Exception as err:
+        if isinstance(err, RuntimeError) and _DEVICE_ERRORS.search(str(err)):
+            raise  # torch's own words on a device the file's tensors cannot go to: the file is fine
         # the unpickler can fail in many ways on bytes that are not a pickle (KeyError, IndexError,
         # AttributeError, ...): none of them says more to the user than that the file is unreadable
         raise CheckpointLoadError(_unreadable_message(name, kind)) from err
+
+
+class MapLocationError(RuntimeError):
+    """The ``map_location`` given to a checkpoint load is no device, or its function failed."""
+
+
+# torch's errors for tensors that cannot go where they were saved or where `map_location` sends them
+_DEVICE_ERRORS = re.compile(r"Attempting to deserialize object on|don't know how to restore data location")
+
+_MAP_LOCATION_FORMS = (
+    "pass a device ('cpu', 'cuda', 'cuda:1' or a `torch.device`), a dict from the devices the tensors were saved"
+    " on to devices ({'cuda:0': 'cpu'}), or a function `(storage, location) -> storage`"
+)
+
+
+def checked_map_location(map_location: Any) -> Any:
+    """``map_location`` checked before any byte is read: a device, a dict of devices or a function (whose
+    errors are reported as its own, not as a damaged file)."""
+    if isinstance(map_location, (str, torch.device)):
+        _as_device(map_location, map_location)
+    elif isinstance(map_location, dict):
+        for device in map_location.values():
+            _as_device(device, map_location)
+    elif callable(map_location):
+        if map_location is default_map_location:
+            return map_location
+        function = map_location
+
+        def reported(storage: Any, location: str) -> Any:
+            try:
+                return function(storage, location)
+            except Exception as error:
+                raise MapLocationError(
+                    f"The `map_location` function failed on tensors saved on {location!r}: {error}"
+                ) from error
+
+        return reported
+    else:
+        raise TypeError(
+            f"`map_location={map_location!r}` ({type(map_location).__name__}) is not a device: {_MAP_LOCATION_FORMS}."
+        )
+    return map_location
+
+
+def _as_device(device: Any, map_location: Any) -> None:
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise MapLocationError(
+            f"`map_location={map_location!r}` names no device: {error}. {_MAP_LOCATION_FORMS[0].upper()}{_MAP_LOCATION_FORMS[1:]}."
+        ) from None
 
 
 # torch.save's two formats: a zip archive, or (before torch 1.6) a pickled magic number first
