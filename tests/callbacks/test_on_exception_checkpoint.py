@@ -21,9 +21,10 @@ def test_ckpt_path_and_defaults(tmp_path):
     assert callback.FILE_EXTENSION == ".ckpt"
 
 
-def test_empty_filename_is_an_error(tmp_path):
+@pytest.mark.parametrize("filename", ["", None])
+def test_empty_filename_is_an_error(tmp_path, filename):
     with pytest.raises(ValueError, match="filename cannot be empty"):
-        OnExceptionCheckpoint(tmp_path, filename="")
+        OnExceptionCheckpoint(tmp_path, filename=filename)
 
 
 def test_saves_on_exception_and_overwrites(tmp_path):
@@ -115,3 +116,20 @@ def test_a_finished_fit_after_a_crash_on_the_same_trainer_removes_the_crash_file
     trainer.fit(model)  # resumes from the crash file and finishes
     assert trainer.global_step == 4
     assert not os.path.exists(callback.ckpt_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "start"),
+    [
+        ({"dirpath": None}, "`OnExceptionCheckpoint(dirpath=None)` must be a folder path (a str or a `pathlib.Path`)"),
+        (
+            {"dirpath": ".", "filename": 5},
+            "`OnExceptionCheckpoint(filename=5)` must be a file name without the `.ckpt`",
+        ),
+    ],
+)
+def test_a_folder_or_name_of_the_wrong_type_is_refused_where_it_is_given(kwargs, start):
+    # (Lightning fails when it saves: "expected str, bytes or os.PathLike object, not NoneType")
+    with pytest.raises(TypeError) as raised:
+        OnExceptionCheckpoint(**kwargs)
+    assert str(raised.value).startswith(start)

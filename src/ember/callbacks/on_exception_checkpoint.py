@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ember.callbacks.checkpoint import Checkpoint
+from ember.utilities.argument_checks import check_type
 from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
@@ -38,8 +39,12 @@ class OnExceptionCheckpoint(Checkpoint):
 
     def __init__(self, dirpath: str | Path, filename: str = "on_exception") -> None:
         super().__init__()
-        if not filename:
+        if not filename:  # (None too, as in Lightning)
             raise ValueError("The filename cannot be empty: pass a name such as `filename='on_exception'`.")
+        check_type(
+            "OnExceptionCheckpoint", "dirpath", dirpath, (str, os.PathLike), "a folder path (a str or a `pathlib.Path`)"
+        )
+        check_type("OnExceptionCheckpoint", "filename", filename, (str,), "a file name without the `.ckpt`")
         self.dirpath = dirpath
         self.filename = filename
         self._saved_this_run = False
