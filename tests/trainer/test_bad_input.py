@@ -408,3 +408,16 @@ def test_a_default_root_dir_given_as_bytes_is_the_folder_it_names(tmp_path):
 def test_an_infinite_fast_dev_run_is_ints_overflow_error_with_the_fix():
     with pytest.raises(OverflowError, match=r"^cannot convert float infinity to integer. fast_dev_run=inf is not a"):
         ember.Trainer(fast_dev_run=float("inf"), logger=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [({"train_dataloaders": 5}, "train_dataloaders"), ({"val_dataloaders": 5}, "val_dataloaders")],
+)
+def test_an_invalid_dataloader_passed_to_fit_is_named_by_the_argument_it_was_passed_as(kwargs, argument):
+    # (Lightning names `train_dataloaders` for validation data too)
+    kwargs = {"train_dataloaders": loader(), **kwargs}
+    with pytest.raises(
+        TypeError, match=rf"^An invalid dataloader was passed to `Trainer.fit\({argument}=...\)`. Found 5.$"
+    ):
+        quiet_trainer(max_epochs=1).fit(CoreModel(), **kwargs)

@@ -64,12 +64,13 @@ def limit_batches(loader: Any, limit: int | float, name: str, length: int | None
     return batches
 
 
-def check_loader(loader: Any, fn: str, returned_from: str | None, defined: bool = True) -> None:
+def check_loader(loader: Any, fn: str, returned_from: str | None, defined: bool = True, key: str = "") -> None:
     """A TypeError naming where an object that is not an iterable of batches came from.
 
     ``fn`` is the trainer function (``"fit"``, ``"validate"``...); ``returned_from`` names the hook that
     returned it (``"MyModel.train_dataloader"``), or None when it was passed to ``fn``; ``defined`` is
-    False when nothing was passed and no hook defines the data.
+    False when nothing was passed and no hook defines the data; ``key`` is the loop's kind of data
+    (``"train"``, ``"val"``...), which in ``fit`` says which argument it was.
     """
     if isinstance(loader, DataLoader):
         return  # always iterable; an iterator would start its workers
@@ -82,7 +83,8 @@ def check_loader(loader: Any, fn: str, returned_from: str | None, defined: bool 
         pass
     if returned_from is not None:
         raise TypeError(f"An invalid dataloader was returned from `{returned_from}()`. Found {loader}.")
-    prefix = "train_" if fn == "fit" else ""
+    # (in `fit`, the argument it was passed as: Lightning names `train_dataloaders` for validation data too)
+    prefix = ("val_" if key == "val" else "train_") if fn == "fit" else ""
     message = f"An invalid dataloader was passed to `Trainer.{fn}({prefix}dataloaders=...)`. Found {loader}."
     if not defined:
         name = "train_dataloader" if fn == "fit" else f"{_EVAL_KEYS[fn]}_dataloader"

@@ -90,10 +90,10 @@ def undefined(source: Any, name: str) -> None:
     check_loader(None, fn, None, defined=False)
 
 
-def _check_loaders(t: Trainer, loaders: list[Any], returned_from: str | None, defined: bool) -> None:
+def _check_loaders(t: Trainer, loaders: list[Any], returned_from: str | None, defined: bool, key: str) -> None:
     fn = t.state.fn.value if t.state.fn is not None else "fit"
     for loader in loaders:
-        check_loader(loader, fn, returned_from, defined)
+        check_loader(loader, fn, returned_from, defined, key)
 
 
 def distributed(t: Trainer) -> Any:
@@ -112,7 +112,7 @@ def setup_train_dataloader(t: Trainer, run: Run) -> Any:
     source, returned_from, defined = _source(t, run, "train", run.train_source)
     combined = source if isinstance(source, CombinedLoader) else CombinedLoader(source, "max_size_cycle")
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
-    _check_loaders(t, combined.flattened, returned_from, defined)
+    _check_loaders(t, combined.flattened, returned_from, defined, "train")
     sharded = distributed(t)
     if sharded is not None and run.sampler_seed is None:
         run.sampler_seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
@@ -301,7 +301,7 @@ def setup_eval_dataloaders(t: Trainer, run: Run, stage: RunningStage) -> list[An
         loaders, structure = [None], None
     else:
         loaders, structure = _flatten(source)
-    _check_loaders(t, loaders, returned_from, defined)
+    _check_loaders(t, loaders, returned_from, defined, key)
     seed_workers = os.environ.get("PL_SEED_WORKERS", "0") == "1"
     # in fit, `overfit_batches` also validates on the same first batches each time, as Lightning does
     overfit = "val" if t.overfit_batches and key == "val" and t.state.fn == TrainerFn.FITTING else ""
