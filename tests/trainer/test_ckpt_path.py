@@ -223,14 +223,30 @@ def test_ckpt_path_errors_name_the_fix(tmp_path):
         ember.Trainer(default_root_dir=tmp_path, max_epochs=1, **QUIET).fit(Regressor(), _loader(), ckpt_path="last")
 
 
-def test_best_without_a_best_checkpoint_says_modelcheckpoint_is_not_configured_for_it(tmp_path):
-    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="missing", save_top_k=0)
+@pytest.mark.parametrize(
+    ("save_top_k", "fit", "why"),
+    [
+        (1, False, "It has not saved a best checkpoint yet: run `fit` first"),
+        (0, False, "It keeps no best checkpoint \\(`save_top_k=0`\\): set `save_top_k` to 1 or more"),
+        (0, True, "It keeps no best checkpoint \\(`save_top_k=0`\\): set `save_top_k` to 1 or more"),
+        (
+            1,
+            True,
+            "It saved no checkpoint in the fit \\(its `every_n_\\*` settings or `monitor` decide when it saves\\)",
+        ),
+    ],
+)
+def test_best_without_a_best_checkpoint_says_modelcheckpoint_is_not_configured_for_it(tmp_path, save_top_k, fit, why):
+    # (a fit that saved nothing: `every_n_epochs` beyond its epochs)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="missing", save_top_k=save_top_k, every_n_epochs=5)
     trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[checkpoint], **QUIET)
+    if fit:
+        trainer.fit(Regressor(), _loader())
     with pytest.raises(
         ValueError,
-        match=r'`.validate\(ckpt_path="best"\)` is set but `ModelCheckpoint` is not configured to save the best'
-        r" model. It has not saved a best checkpoint yet: run `fit` first or pass `.validate\(ckpt_path=<path>\)`.",
-    ):  # (Lightning's first sentence; the second, Ember's, says what to do: docs/compat.md)
+        match=r'^`.validate\(ckpt_path="best"\)` is set but `ModelCheckpoint` is not configured to save the best'
+        rf" model. {why}, or pass `.validate\(ckpt_path=<path>\)`.$",
+    ):  # (Lightning's first sentence; the second, Ember's, says why and what to do: docs/compat.md)
         trainer.validate(Regressor(), _loader(), ckpt_path="best")
 
 

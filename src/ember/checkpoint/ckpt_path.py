@@ -108,9 +108,15 @@ def _best(t: Trainer, fn: str, implied: bool = False) -> str:
             f" path to `.{fn}(ckpt_path=...)`"
         )
     if not best:
+        if getattr(callbacks[0], "save_top_k", 1) == 0:
+            why = "It keeps no best checkpoint (`save_top_k=0`): set `save_top_k` to 1 or more"
+        elif t.global_step == 0:
+            why = "It has not saved a best checkpoint yet: run `fit` first"
+        else:  # a fit ran, and the callback's triggers saved nothing in it
+            why = "It saved no checkpoint in the fit (its `every_n_*` settings or `monitor` decide when it saves)"
         raise ValueError(
-            f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured to save the best model. It'
-            f" has not saved a best checkpoint yet: run `fit` first or pass `.{fn}(ckpt_path=<path>)`." + or_model
+            f'`.{fn}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured to save the best model.'
+            f" {why}, or pass `.{fn}(ckpt_path=<path>)`." + or_model
         )
     return best
 
