@@ -46,6 +46,10 @@ def test_get_accumulate_grad_batches():
         ({"1": 2}, MisconfigurationException, "Epoch should be an int"),
         ({1: 0}, MisconfigurationException, r"Accumulation factor should be an int greater than 0. Got \[0\]"),
         ({1: 1.5}, MisconfigurationException, "Accumulation factor should be an int"),
+        # (no dict: "'int' object is not iterable", "'str' object has no attribute 'keys'")
+        (2, TypeError, r"^`GradientAccumulationScheduler\(scheduling=2\)` must be a dict from epochs to factors"),
+        ("0:2", TypeError, r"^`GradientAccumulationScheduler\(scheduling='0:2'\)` must be a dict from epochs"),
+        ([(0, 2)], TypeError, r"^`GradientAccumulationScheduler\(scheduling=\[\(0, 2\)\]\)` must be a dict"),
     ],
 )
 def test_invalid_schedules(scheduling, error, message):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ember.callbacks.callback import Callback
+from ember.utilities.argument_checks import check_type
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.model_helpers import is_overridden
 from ember.utilities.rank_zero import rank_zero_warn
@@ -36,6 +38,13 @@ class GradientAccumulationScheduler(Callback):
         super().__init__()
         if not scheduling:
             raise TypeError("Empty dict cannot be interpreted correct")
+        check_type(
+            "GradientAccumulationScheduler",
+            "scheduling",
+            scheduling,
+            (Mapping,),
+            "a dict from epochs to factors, e.g. {0: 1, 4: 2}",
+        )
         if any(not isinstance(key, int) or key < 0 for key in scheduling):
             raise MisconfigurationException(
                 f"Epoch should be an int greater than or equal to 0. Got {list(scheduling.keys())}."
