@@ -395,8 +395,8 @@ def test_a_default_root_dir_that_is_no_path_names_itself(folder):
     with pytest.raises(TypeError) as raised:
         ember.Trainer(default_root_dir=folder, logger=False)
     assert str(raised.value) == (
-        f"`Trainer(default_root_dir=...)` got {folder!r} ({type(folder).__name__}): pass a folder path, a str or a"
-        " `pathlib.Path`, or None for the current folder."
+        f"`Trainer(default_root_dir={folder!r})` must be a folder path (a str or a `pathlib.Path`) or None,"
+        f" not {type(folder).__name__}."
     )
 
 

@@ -73,7 +73,7 @@ class MapLocationError(RuntimeError):
 _DEVICE_ERRORS = re.compile(r"Attempting to deserialize object on|don't know how to restore data location")
 
 _MAP_LOCATION_FORMS = (
-    "pass a device ('cpu', 'cuda', 'cuda:1' or a `torch.device`), a dict from the devices the tensors were saved"
+    "a device ('cpu', 'cuda', 'cuda:1' or a `torch.device`), a dict from the devices the tensors were saved"
     " on to devices ({'cuda:0': 'cpu'}), or a function `(storage, location) -> storage`"
 )
 
@@ -102,7 +102,7 @@ def checked_map_location(map_location: Any) -> Any:
         return reported
     else:
         raise TypeError(
-            f"`map_location={map_location!r}` ({type(map_location).__name__}) is not a device: {_MAP_LOCATION_FORMS}."
+            f"`map_location={map_location!r}` ({type(map_location).__name__}) is not a device: pass {_MAP_LOCATION_FORMS}."
         )
     return map_location
 
@@ -112,7 +112,7 @@ def _as_device(device: Any, map_location: Any) -> None:
         torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise MapLocationError(
-            f"`map_location={map_location!r}` names no device: {error}. {_MAP_LOCATION_FORMS[0].upper()}{_MAP_LOCATION_FORMS[1:]}."
+            f"`map_location={map_location!r}` names no device: {error}. Pass {_MAP_LOCATION_FORMS}."
         ) from None
 
 

@@ -165,8 +165,8 @@ class ParallelStrategy(Strategy):
     @property
     def global_rank(self) -> int:
         env = self.cluster_environment
-        if isinstance(env, LightningEnvironment):
-            return env.global_rank() if env.creates_processes_externally else self._rank_from_arguments()
+        if _not_launched_yet(env):  # the Trainer's numbers, whatever RANK an earlier job left, as in Lightning
+            return self._rank_from_arguments()
         return env.global_rank()
 
     def _rank_from_arguments(self) -> int:
@@ -183,8 +183,8 @@ class ParallelStrategy(Strategy):
     @property
     def world_size(self) -> int:
         env = self.cluster_environment
-        if isinstance(env, LightningEnvironment):
-            return env.world_size() if env.creates_processes_externally else self.num_nodes * self.num_processes
+        if _not_launched_yet(env):
+            return self.num_nodes * self.num_processes
         return env.world_size()
 
     @property
@@ -494,3 +494,9 @@ def _buckets(tensors: list[tuple[str, Tensor]], limit: int) -> Iterator[list[tup
         size += nbytes
     if bucket:
         yield bucket
+
+
+def _not_launched_yet(env: Any) -> bool:
+    """A process of Ember's own launching that has not started its job (no LOCAL_RANK yet): its rank and world
+    size are the Trainer's, which the launch then hands to every process."""
+    return isinstance(env, LightningEnvironment) and not env.creates_processes_externally

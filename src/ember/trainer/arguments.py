@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ember.utilities.argument_checks import check_type
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.imports import lightning_package
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -266,11 +267,7 @@ def folder(value: Any, name: str) -> str | None:
     """A folder argument (``default_root_dir``) as a string path, or None."""
     if value is None:
         return None
-    if not isinstance(value, (str, bytes, os.PathLike)):
-        raise TypeError(
-            f"`Trainer({name}=...)` got {value!r} ({type(value).__name__}): pass a folder path, a str or a"
-            " `pathlib.Path`, or None for the current folder."
-        )
+    check_type("Trainer", name, value, (str, bytes, os.PathLike), "a folder path (a str or a `pathlib.Path`) or None")
     return os.fsdecode(value)
 
 
