@@ -36,6 +36,8 @@ def load_checkpoint(
         FileNotFoundError: there is no file at ``path``.
         IsADirectoryError: ``path`` is a folder but not a sharded checkpoint (a ``ValueError`` too, as in Lightning).
         CheckpointLoadError: the file is truncated or corrupt.
+        MapLocationError: ``map_location`` names no device, or its function failed (``TypeError`` for a
+            ``map_location`` of another kind, or a ``path`` that is neither a path nor an open file).
         pickle.UnpicklingError: the file needs a class or function that safe loading refuses.
 
     Example::
