@@ -6,6 +6,8 @@ Expected sizes were observed on Lightning 2.6.6 with the same budget and data.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from tests.helpers.tuner_models import (
@@ -162,6 +164,46 @@ def test_bad_input():
     # a loader passed in keeps its batch size: Lightning runs a search that cannot change anything
     with pytest.raises(MisconfigurationException, match=r"passed directly to `.validate\(\)`"):
         Tuner(_trainer()).scale_batch_size(model, dataloaders=model.train_dataloader(), method="validate")
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "error", "says"),
+    [
+        ("mode", None, TypeError, "must be 'power' or 'binsearch', not NoneType"),
+        ("steps_per_trial", None, TypeError, "must be a whole number of at least 1: the steps each size runs"),
+        ("steps_per_trial", 0, ValueError, "must be a whole number of at least 1"),
+        ("steps_per_trial", 1e-9, ValueError, "must be a whole number of at least 1"),
+        ("steps_per_trial", float("inf"), ValueError, "must be a whole number of at least 1"),
+        ("init_val", 0.5, ValueError, "must be a whole number of at least 1: the first batch size to try"),
+        (
+            "init_val",
+            "8",
+            TypeError,
+            "must be a whole number of at least 1: the first batch size to try (None: the model's own)",
+        ),
+        ("max_trials", 2.0, TypeError, "must be an int: the most batch sizes to try, not float"),
+        ("batch_arg_name", None, TypeError, "must be the name of the attribute that holds the batch size"),
+        ("margin", "0.1", TypeError, "must be a number in [0, 1)"),
+        ("max_val", None, TypeError, "must be a number: the largest batch size to try, not NoneType"),
+    ],
+)
+def test_an_argument_of_the_wrong_kind_is_refused_by_name_before_any_trial(argument, value, error, says):
+    # each of these failed inside the search with Python's or torch's words ("unsupported operand type(s) for +",
+    # "'NoneType' object has no attribute 'lower'", the DataLoader's "batch_size should be a positive integer
+    # value"), or, for `steps_per_trial=1e-9`, with advice about `limit_val_batches`
+    model = BudgetModel()
+    with pytest.raises(error, match=re.escape(f"`Tuner.scale_batch_size({argument}={value!r})` {says}")):
+        Tuner(_trainer()).scale_batch_size(model, **{argument: value})
+    assert model.sizes == []
+    with pytest.raises(error, match=re.escape(f"`BatchSizeFinder({argument}={value!r})` {says}")):
+        BatchSizeFinder(**{argument: value})
+
+
+def test_a_whole_float_init_val_is_the_first_size_tried():
+    # as in Lightning, where `init_val=10.0` finds the same size as 10; the trials get an int
+    model = BudgetModel(budget=24, batch_size=2)
+    assert Tuner(_trainer()).scale_batch_size(model, init_val=8.0, max_trials=3) == 16
+    assert model.sizes[0] == 8 and type(model.sizes[0]) is int
 
 
 def test_fast_dev_run_skips_the_search():

@@ -5,6 +5,8 @@ Expected numbers were observed on Lightning 2.6.6 with the same model and data.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from tests.helpers.tuner_models import QUIET, ConfiguredRegression, LinearRegression, TrainConfig
@@ -196,6 +198,39 @@ def test_bad_configurations():
         Tuner(_trainer(callbacks=[LearningRateFinder()])).lr_find(LinearRegression())
     with pytest.raises(MisconfigurationException, match="`dataloaders` argument should be None"):
         Tuner(trainer).lr_find(LinearRegression(), dataloaders=[])
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "error", "says"),
+    [
+        ("mode", 1, TypeError, "must be 'exponential' or 'linear', not int"),
+        ("min_lr", None, TypeError, "must be a number: the first learning rate of the sweep, not NoneType"),
+        ("min_lr", 0, ValueError, "must be above 0 with mode='exponential'"),
+        ("max_lr", "1", TypeError, "must be a number: the last learning rate of the sweep, not str"),
+        ("max_lr", -1.0, ValueError, "must be at least 0 with mode='exponential'"),
+        ("num_training", 0, ValueError, "must be a whole number of at least 1: how many learning rates"),
+        ("num_training", float("nan"), ValueError, "must be a whole number of at least 1"),
+        ("early_stop_threshold", "4", TypeError, "must be a number: the loss ratio that ends the sweep, or None"),
+        ("attr_name", 1, TypeError, "must be the name of the attribute that holds the learning rate, not int"),
+    ],
+)
+def test_an_argument_of_the_wrong_kind_is_refused_by_name_before_the_sweep(argument, value, error, says):
+    # each of these failed inside the sweep with Python's or torch's words ("division by zero", "bad operand
+    # type for unary -", "argument alpha must not be a complex number", "cannot convert float NaN to integer")
+    model = LinearRegression()
+    before = model.lr
+    with pytest.raises(error, match=re.escape(f"`Tuner.lr_find({argument}={value!r})` {says}")):
+        Tuner(_trainer()).lr_find(model, **{argument: value})
+    assert model.lr == before
+    name = "num_training_steps" if argument == "num_training" else argument
+    with pytest.raises(error, match=re.escape(f"`LearningRateFinder({name}={value!r})` {says}")):
+        LearningRateFinder(**{name: value})
+
+
+def test_linear_mode_takes_a_sweep_from_zero_and_a_false_attr_name_means_found_by_itself():
+    model = LinearRegression()
+    finder = Tuner(_trainer()).lr_find(model, min_lr=0, max_lr=0.1, num_training=5, mode="linear", attr_name=None)
+    assert finder is not None and finder.results["lr"][0] == 0
 
 
 def test_two_optimizers_are_refused():

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ember.callbacks.callback import Callback
 from ember.distributed.processes import runs_distributed
+from ember.utilities.argument_checks import check_count, check_number, check_type
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
@@ -58,11 +59,9 @@ class BatchSizeFinder(Callback):
         margin: float = 0.05,
         max_val: int = 8192,
     ) -> None:
-        mode = mode.lower()
-        if mode not in self.SUPPORTED_MODES:
-            raise ValueError(f"`mode` should be either of {self.SUPPORTED_MODES}")
-        if not 0.0 <= margin < 1.0:
-            raise ValueError(f"`margin` should be between 0 and 1. Found margin={margin}")
+        mode, init_val = check_batch_size_arguments(
+            "BatchSizeFinder", mode, steps_per_trial, init_val, max_trials, batch_arg_name, margin, max_val
+        )
         self.optimal_batch_size: int | None = init_val
         self._mode = mode
         self._steps_per_trial = steps_per_trial
@@ -144,6 +143,40 @@ class BatchSizeFinder(Callback):
 
     def on_predict_start(self, trainer: Trainer, pl_module: Any) -> None:
         self.scale_batch_size(trainer, pl_module)
+
+
+def check_batch_size_arguments(
+    call: str,
+    mode: Any,
+    steps_per_trial: Any,
+    init_val: Any,
+    max_trials: Any,
+    batch_arg_name: Any,
+    margin: Any,
+    max_val: Any,
+) -> tuple[str, Any]:
+    """Refuse, naming the argument, what the search would fail on with Python's or torch's words (a float
+    ``init_val`` reached the `DataLoader` as "batch_size should be a positive integer value"); return ``mode``
+    in lower case and ``init_val`` as an int where it is a whole float (``10.0``), as Lightning's trials use it.
+    """
+    check_type(call, "mode", mode, (str,), "'power' or 'binsearch'")
+    mode = mode.lower()
+    if mode not in BatchSizeFinder.SUPPORTED_MODES:
+        raise ValueError(f"`mode` should be either of {BatchSizeFinder.SUPPORTED_MODES}")
+    check_count(call, "steps_per_trial", steps_per_trial, "a whole number of at least 1: the steps each size runs")
+    if init_val is not None:
+        expected = "a whole number of at least 1: the first batch size to try (None: the model's own)"
+        check_number(call, "init_val", init_val, expected)
+        if isinstance(init_val, bool) or init_val != float("inf"):  # (infinity: as large as `max_val` allows)
+            check_count(call, "init_val", init_val, expected)
+            init_val = int(init_val)
+    check_type(call, "max_trials", max_trials, (int,), "an int: the most batch sizes to try")
+    check_type(call, "batch_arg_name", batch_arg_name, (str,), "the name of the attribute that holds the batch size")
+    check_number(call, "margin", margin, "a number in [0, 1): how far below the largest size binsearch stays")
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"`margin` should be between 0 and 1. Found margin={margin}")
+    check_number(call, "max_val", max_val, "a number: the largest batch size to try")
+    return mode, init_val
 
 
 lightning_style_annotations(BatchSizeFinder)  # Lightning's `typing` forms in the signature

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ember.callbacks.callback import Callback
+from ember.utilities.argument_checks import check_count, check_number, check_type
 from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
@@ -57,9 +58,15 @@ class LearningRateFinder(Callback):
         update_attr: bool = True,
         attr_name: str = "",
     ) -> None:
-        mode = mode.lower()
-        if mode not in self.SUPPORTED_MODES:
-            raise ValueError(f"`mode` should be either of {self.SUPPORTED_MODES}")
+        mode = check_lr_find_arguments(
+            "LearningRateFinder",
+            min_lr,
+            max_lr,
+            ("num_training_steps", num_training_steps),
+            mode,
+            early_stop_threshold,
+            attr_name,
+        )
         self._min_lr = min_lr
         self._max_lr = max_lr
         self._num_training_steps = num_training_steps
@@ -96,6 +103,46 @@ class LearningRateFinder(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: Any) -> None:
         self.lr_find(trainer, pl_module)
+
+
+def check_lr_find_arguments(
+    call: str,
+    min_lr: Any,
+    max_lr: Any,
+    num_training: tuple[str, Any],
+    mode: Any,
+    early_stop_threshold: Any,
+    attr_name: Any,
+) -> str:
+    """Refuse, naming the argument, what the sweep would fail on with Python's or torch's words
+    ("division by zero", "argument alpha must not be a complex number"); return ``mode`` in lower case.
+
+    ``num_training`` is the argument's name (``num_training`` in ``Tuner.lr_find``) and its value.
+    """
+    check_type(call, "mode", mode, (str,), "'exponential' or 'linear'")
+    mode = mode.lower()
+    if mode not in LearningRateFinder.SUPPORTED_MODES:
+        raise ValueError(f"`mode` should be either of {LearningRateFinder.SUPPORTED_MODES}")
+    check_number(call, "min_lr", min_lr, "a number: the first learning rate of the sweep")
+    check_number(call, "max_lr", max_lr, "a number: the last learning rate of the sweep")
+    if mode == "exponential" and (min_lr <= 0 or max_lr < 0):
+        name, value, bound = ("min_lr", min_lr, "above 0") if min_lr <= 0 else ("max_lr", max_lr, "at least 0")
+        raise ValueError(
+            f"`{call}({name}={value!r})` must be {bound} with mode='exponential': its rates grow by a constant"
+            " factor from `min_lr` to `max_lr`. Pass positive rates (e.g. min_lr=1e-8), or mode='linear'."
+        )
+    name, value = num_training
+    check_count(call, name, value, "a whole number of at least 1: how many learning rates (steps) to try")
+    check_number(
+        call,
+        "early_stop_threshold",
+        early_stop_threshold,
+        "a number: the loss ratio that ends the sweep, or None",
+        optional=True,
+    )
+    if attr_name:  # (a false value: found by itself, `lr` or `learning_rate`, as in Lightning)
+        check_type(call, "attr_name", attr_name, (str,), "the name of the attribute that holds the learning rate")
+    return mode
 
 
 lightning_style_annotations(LearningRateFinder)  # Lightning's `typing` forms in the signature

@@ -62,9 +62,11 @@ class Tuner:
         """
         _check_tuner_configuration(train_dataloaders, val_dataloaders, dataloaders, method)
         _check_scale_batch_size_configuration(self._trainer)
-        if not 0.0 <= margin < 1.0:
-            raise ValueError(f"`margin` should be between 0 and 1. Found margin={margin}")
-        from ember.callbacks.batch_size_finder import BatchSizeFinder
+        from ember.callbacks.batch_size_finder import BatchSizeFinder, check_batch_size_arguments
+
+        check_batch_size_arguments(
+            "Tuner.scale_batch_size", mode, steps_per_trial, init_val, max_trials, batch_arg_name, margin, max_val
+        )
 
         finder = BatchSizeFinder(
             mode=mode,
@@ -106,7 +108,12 @@ class Tuner:
             raise MisconfigurationException("method='fit' is the only valid configuration to run lr finder.")
         _check_tuner_configuration(train_dataloaders, val_dataloaders, dataloaders, method)
         _check_lr_find_configuration(self._trainer)
-        from ember.callbacks.lr_finder import LearningRateFinder
+        from ember.callbacks.lr_finder import LearningRateFinder, check_lr_find_arguments
+
+        # (in the names this method takes: the callback's `num_training_steps` is `num_training` here)
+        check_lr_find_arguments(
+            "Tuner.lr_find", min_lr, max_lr, ("num_training", num_training), mode, early_stop_threshold, attr_name
+        )
 
         finder = LearningRateFinder(
             min_lr=min_lr,

@@ -7,6 +7,7 @@ refuse it where it is given, naming the argument and what it takes.
 
 from __future__ import annotations
 
+import math
 from numbers import Real
 from typing import Any
 
@@ -27,3 +28,14 @@ def check_number(call: str, name: str, value: Any, expected: str, optional: bool
     if optional and value is None:
         return
     check_type(call, name, value, (Real,), expected)
+
+
+def check_count(call: str, name: str, value: Any, expected: str, minimum: int = 1) -> None:
+    """A whole number of at least ``minimum`` (an int, or a float with nothing after the point, as ``10.0``).
+
+    A type that is no number is a ``TypeError``; a fraction, a number below ``minimum``, NaN or infinity a
+    ``ValueError``; both say ``expected``.
+    """
+    check_number(call, name, value, expected)
+    if not (math.isfinite(value) and value == int(value) and value >= minimum):
+        raise ValueError(f"`{call}({name}={value!r})` must be {expected}.")
