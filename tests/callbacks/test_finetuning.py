@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from tests.helpers.names_programs import QUIET, _loader, _module_class
@@ -76,3 +78,17 @@ def test_a_module_without_backbone_is_refused():
     trainer = pl.Trainer(**QUIET, max_epochs=1, callbacks=[BackboneFinetuning()])
     with pytest.raises((MisconfigurationException, AttributeError)):
         trainer.fit(model, _loader())
+
+
+@pytest.mark.parametrize(
+    ("epoch", "error"), [(-1, ValueError), (0.5, ValueError), (float("nan"), ValueError), ("2", TypeError)]
+)
+def test_an_unfreeze_epoch_that_is_no_epoch_is_refused_when_the_callback_is_made(epoch, error):
+    # a fraction or a negative epoch never matched, and the next epoch failed with "unsupported operand type(s)
+    # for *: 'float' and 'NoneType'"; text failed at the first epoch with "'>' not supported"
+    with pytest.raises(
+        error, match=re.escape(f"`BackboneFinetuning(unfreeze_backbone_at_epoch={epoch!r})` must be an epoch")
+    ):
+        BackboneFinetuning(unfreeze_backbone_at_epoch=epoch)
+    BackboneFinetuning(unfreeze_backbone_at_epoch=0)
+    BackboneFinetuning(unfreeze_backbone_at_epoch=3.0)

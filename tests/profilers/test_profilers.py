@@ -234,6 +234,15 @@ def test_an_empty_simple_profiler_report_is_lightnings(extended):
     assert SimpleProfiler(extended=extended).summary() == f"Profiler Report{os.linesep}{os.linesep}"
 
 
+@pytest.mark.parametrize("profiler_class", [SimpleProfiler, AdvancedProfiler, PyTorchProfiler])
+def test_a_report_file_name_that_is_no_text_is_refused_when_the_profiler_is_made(tmp_path, profiler_class):
+    # it failed when the first report was written, after the run: "sequence item 1: expected str instance"
+    with pytest.raises(TypeError, match=re.escape(f"`{profiler_class.__name__}(filename=2)` must be a file name")):
+        profiler_class(dirpath=tmp_path, filename=2)
+    # a false name writes no file, as in Lightning
+    assert profiler_class(filename="").filename == ""
+
+
 def test_simple_profiler_refuses_unbalanced_actions():
     profiler = SimpleProfiler()
     profiler.start("a")

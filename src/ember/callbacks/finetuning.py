@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
 from ember.callbacks.callback import Callback
+from ember.utilities.argument_checks import check_count
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
@@ -279,6 +280,15 @@ class BackboneFinetuning(BaseFinetuning):
         rounding: int = 12,
     ) -> None:
         super().__init__()
+        # (a fraction or a negative epoch never matched: the first epoch after it found no backbone learning
+        # rate to grow, with "unsupported operand type(s) for *: 'float' and 'NoneType'")
+        check_count(
+            "BackboneFinetuning",
+            "unfreeze_backbone_at_epoch",
+            unfreeze_backbone_at_epoch,
+            "an epoch: a whole number of at least 0",
+            minimum=0,
+        )
         self.unfreeze_backbone_at_epoch = unfreeze_backbone_at_epoch
         self.lambda_func = lambda_func
         self.backbone_initial_ratio_lr = backbone_initial_ratio_lr

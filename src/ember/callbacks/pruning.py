@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from copy import deepcopy
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -107,6 +107,12 @@ class ModelPruning(Callback):
         self._use_lottery_ticket_hypothesis = use_lottery_ticket_hypothesis
         self._resample_parameters = resample_parameters
         self._prune_on_train_epoch_end = prune_on_train_epoch_end
+        if parameter_names and (isinstance(parameter_names, str) or not isinstance(parameter_names, Iterable)):
+            # (text was read a letter at a time, "name: w isn't in ...", and a number was "not iterable")
+            raise TypeError(
+                f"`ModelPruning(parameter_names={parameter_names!r})` must be a list of parameter names, e.g."
+                f" ['weight'] or ['weight', 'bias'], not {type(parameter_names).__name__}."
+            )
         self._parameter_names = parameter_names or self.PARAMETER_NAMES
         self._global_kwargs: dict[str, Any] = {}
         self._original_layers: dict[int, _LayerRef] | None = None
@@ -142,6 +148,8 @@ class ModelPruning(Callback):
             raise MisconfigurationException(
                 "`amount` should be provided and be either an int, a float or Callable function."
             )
+        if not callable(amount):
+            _check_amount(amount)
         self.amount = amount
         if verbose not in (0, 1, 2):
             raise MisconfigurationException("`verbose` must be any of (0, 1, 2)")
@@ -359,6 +367,18 @@ class ModelPruning(Callback):
     @staticmethod
     def _is_pruning_method(method: Any) -> bool:
         return inspect.isclass(method) and issubclass(method, pytorch_prune.BasePruningMethod)
+
+
+def _check_amount(amount: int | float) -> None:
+    """A fixed ``amount`` that torch's pruning would refuse at the first pruning (a negative count, a fraction
+    above 1) or fail on with Python's words (``True``: "topk(): argument 'k' must be int, not bool"; NaN:
+    "cannot convert float NaN to integer") is refused when the callback is made, in torch's words."""
+    if isinstance(amount, bool) or not (amount >= 0 if isinstance(amount, int) else 0.0 <= amount <= 1.0):
+        raise ValueError(
+            f"`ModelPruning(amount={amount!r})`: amount should either be a float in the range [0, 1] or a"
+            " non-negative integer (the fraction or the number of parameters to prune), or a function of the"
+            " epoch that returns one."
+        )
 
 
 lightning_style_annotations(ModelPruning)  # Lightning's `typing` forms in the signature

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from ember.utilities.argument_checks import check_type
 from ember.utilities.rank_zero import log
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -51,6 +52,9 @@ class Profiler(ABC):
     _lightning_module: Any = None  # the module being profiled, set by the trainer when a run starts
 
     def __init__(self, dirpath: str | Path | None = None, filename: str | None = None) -> None:
+        if filename:  # (a false one: no file, the report is logged, as in Lightning)
+            # it failed when the first report was written, "sequence item 1: expected str instance, int found"
+            check_type(type(self).__name__, "filename", filename, (str,), "a file name for the report, or None")
         self.dirpath = dirpath
         self.filename = filename
         self._output_file: TextIO | None = None
