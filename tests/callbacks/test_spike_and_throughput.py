@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -140,7 +141,32 @@ def test_throughput_window_and_world_size_below_their_least_value_are_named():
 
     monitor = ThroughputMonitor(batch_size_fn=lambda batch: batch[0].shape[0], window_size=1)
     trainer = pl.Trainer(**{**QUIET, "logger": make_recording_logger(pl)()}, max_steps=1, callbacks=[monitor])
-    with pytest.raises(ValueError, match=r"`window_size` must be at least 2 \(rates need two updates\), got 1"):
+    with pytest.raises(
+        ValueError, match=r"`window_size` must be an int of at least 2 \(rates need two updates\), got 1"
+    ):
         trainer.fit(Regressor(), train_loader())
     with pytest.raises(ValueError, match="`world_size` must be at least 1, got 0"):
         Throughput(world_size=0)
+
+
+@pytest.mark.parametrize("window_size", [float("nan"), 10.0, "10", True])
+def test_a_throughput_window_that_is_no_int_is_named(window_size):
+    # a float failed in the window's deque with "an integer is required", text with "'<' not supported"
+    from ember.utilities.throughput import Throughput
+
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"`window_size` must be an int of at least 2 (rates need two updates), got {window_size!r}."),
+    ):
+        Throughput(window_size=window_size)
+
+
+@pytest.mark.parametrize("window", [0, 0.5, float("nan"), None, "3"])
+def test_a_spike_window_that_is_no_positive_int_gets_lightnings_message(window):
+    # Lightning's words (its `window` is torchmetrics' `Running`); Ember's own check failed on types with
+    # "'<' not supported" and let a NaN through to "zeros(): argument 'size' must be tuple of ints"
+    with pytest.raises(
+        ValueError, match=re.escape(f"Expected argument `window` to be a positive integer but got {window}")
+    ):
+        SpikeDetection(window=window)
+    assert SpikeDetection(window=True).window == 1  # (an int to Python, and to Lightning)

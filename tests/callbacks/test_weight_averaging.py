@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from tests.helpers.names_programs import QUIET, _loader, _module_class
@@ -101,3 +103,18 @@ def test_ema_should_update_schedule():
     ema = EMAWeightAveraging(update_every_n_steps=2, update_starting_at_step=4, update_starting_at_epoch=1)
     assert [s for s in range(10) if ema.should_update(step_idx=s)] == [4, 6, 8]
     assert [ema.should_update(epoch_idx=e) for e in range(3)] == [False, True, True]
+
+
+@pytest.mark.parametrize("device", [0.5, True, float("nan"), lambda: "cpu"])
+def test_a_device_that_is_no_device_is_refused_when_the_callback_is_made(device):
+    # it failed when fit set the average up, in torch's words ("tensor(): argument 'device' must be
+    # torch.device, not float"; True reached `Module.to` as a dtype)
+    with pytest.raises(TypeError, match=re.escape(f"`EMAWeightAveraging(device={device!r})` must be a device")):
+        EMAWeightAveraging(device=device)
+
+
+@pytest.mark.parametrize("device", [False, [], {}])
+def test_a_false_device_keeps_the_average_on_the_modules_device_as_in_lightning(tmp_path, device):
+    averaging = EMAWeightAveraging(device=device)
+    _fit(tmp_path, 1, averaging)
+    assert all(p.device.type == "cpu" for p in averaging._average_model.parameters())

@@ -67,10 +67,13 @@ class SpikeDetection(Callback):
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"Invalid mode. Has to be min or max, found {mode}")
-        if window < 1:
-            raise ValueError(f"`window` must be at least 1, got {window}.")
+        if not (isinstance(window, int) and window > 0):  # Lightning's check and words (torchmetrics' `Running`)
+            raise ValueError(
+                f"Expected argument `window` to be a positive integer but got {window}"
+                " (`SpikeDetection(window=...)`: how many recent losses the running mean covers)."
+            )
         self.mode = mode
-        self.window = window
+        self.window = int(window)  # (`True` is 1, as in Lightning)
         self.warmup = warmup
         self.atol = atol
         self.rtol = rtol

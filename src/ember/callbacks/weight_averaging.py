@@ -112,6 +112,15 @@ class WeightAveraging(Callback):
     """
 
     def __init__(self, device: torch.device | str | int | None = None, use_buffers: bool = True, **kwargs: Any) -> None:
+        if device is False or (not device and not isinstance(device, (int, str, torch.device))):
+            device = None  # a false value: the module's device, as in Lightning (0 is `cuda:0` here, listed)
+        if isinstance(device, bool) or not isinstance(device, (torch.device, str, int, type(None))):
+            # (it failed when fit set the average up, in torch's words: "tensor(): argument 'device' must be
+            # torch.device, not float", "nn.Module.to only accepts floating point ... dtype=torch.bool")
+            raise TypeError(
+                f"`{type(self).__name__}(device={device!r})` must be a device ('cpu', 'cuda:1', a `torch.device`"
+                f" or a CUDA index) or None: where to keep the averaged model; not {type(device).__name__}."
+            )
         self._device: torch.device | int | None = torch.device(device) if isinstance(device, str) else device
         self._use_buffers = use_buffers
         self._kwargs = kwargs

@@ -51,8 +51,11 @@ class Throughput:
     ) -> None:
         if world_size < 1:
             raise ValueError(f"`world_size` must be at least 1, got {world_size}.")
-        if window_size < 2:
-            raise ValueError(f"`window_size` must be at least 2 (rates need two updates), got {window_size}.")
+        if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 2:
+            # (text failed with "'<' not supported", a float with the window's "an integer is required")
+            raise ValueError(
+                f"`window_size` must be an int of at least 2 (rates need two updates), got {window_size!r}."
+            )
         self.available_flops = available_flops
         self.world_size = world_size
         self.separator = separator
