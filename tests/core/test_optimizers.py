@@ -666,3 +666,27 @@ def test_a_steps_graph_is_gone_when_the_next_batch_starts(reads_outputs):
 
     quiet_trainer(max_epochs=1).fit(Model(), loader(n=16, batch_size=4))
     assert alive_at_start == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("empty", [[], (), ([], [])], ids=["list", "tuple", "two_lists"])
+def test_no_optimizer_in_a_list_is_named_under_automatic_optimization(empty):
+    # it failed where the training step took the first optimizer, with "list index out of range"
+    with pytest.raises(MisconfigurationException, match=r"which holds no optimizer\. Automatic optimization steps"):
+        _fit(lambda m: empty)
+
+
+def test_manual_optimization_may_return_no_optimizer():
+    import ember as pl
+
+    class Manual(CoreModel):
+        def __init__(self):
+            super().__init__(optimizers=lambda m: [])
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            assert self.optimizers() == []
+            self.manual_backward(self.layer(batch[0]).sum())
+
+    trainer = quiet_trainer(max_steps=1, max_epochs=1, limit_train_batches=2)
+    trainer.fit(Manual(), loader(n=8))
+    assert trainer.optimizers == [] and isinstance(trainer, pl.Trainer)

@@ -86,6 +86,12 @@ def configure_optimizers(
             ' * {"optimizer": `Optimizer`, (optional) "lr_scheduler": `LRScheduler`}\n'
             f"It returned {result!r}. {_FORMATS}"
         )
+    if automatic and not optimizers:  # (it failed where the step took the first one: "list index out of range")
+        raise MisconfigurationException(
+            f"`configure_optimizers` returned {result!r}, which holds no optimizer. Automatic optimization steps"
+            " one after each `training_step`: return it (e.g. `torch.optim.Adam(self.parameters())`), or return"
+            " None to run the steps with no optimizer."
+        )
     if automatic:
         configs = [_scheduler_config(s, monitor) for s in schedulers]
     else:
