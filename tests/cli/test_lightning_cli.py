@@ -14,6 +14,7 @@ from tests.helpers.cli_models import BareRegressor, RecordingCallback, Regressio
 
 from ember.callbacks import EarlyStopping
 from ember.cli import LightningCLI, ReduceLROnPlateau, SaveConfigCallback
+from ember.utilities.exceptions import MisconfigurationException
 
 HERE = "tests.helpers.cli_models"
 
@@ -303,6 +304,23 @@ def _error(capsys, args: list[str]) -> str:
 def test_unknown_trainer_option_names_the_nearest(capsys, tmp_path):
     err = _error(capsys, ["fit", "--model", f"{HERE}.Regressor", "--trainer.max_epoch=3"])
     assert "`--trainer.max_epoch` is not an option: did you mean `--trainer.max_epochs`?" in err
+
+
+def test_an_option_given_before_the_subcommand_is_told_to_come_after_it(capsys):
+    # the nearest-name hint named the very option that was given: "did you mean `--trainer.max_epochs`?"
+    err = _error(capsys, ["--trainer.max_epochs=3", "fit", "--model", f"{HERE}.Regressor"])
+    assert (
+        "`--trainer.max_epochs` is an option of the subcommands (fit, validate, test, predict): give it after the"
+        " subcommand, e.g. `" in err
+    )
+    assert " fit --trainer.max_epochs=3`." in err
+    assert "did you mean" not in err
+
+
+def test_a_module_object_instead_of_its_class_is_named():
+    # a module is callable, and was taken for a function: "'Regressor' object has no attribute '__qualname__'"
+    with pytest.raises(MisconfigurationException, match="an instance of Regressor. Pass the class, `Regressor`"):
+        LightningCLI(Regressor(), RegressionData, args=["fit"])
 
 
 @pytest.mark.parametrize("args", [["--model.hiden", "3"], ["fit", "--model.hiden", "3"]])

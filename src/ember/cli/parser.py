@@ -127,6 +127,13 @@ class LightningArgumentParser(ArgumentParser):
 
         With ``subclass_mode`` any subclass may be chosen with ``class_path`` (``--model my.Model``).
         """
+        if isinstance(lightning_class, (Trainer, LightningModule, LightningDataModule, Callback)):
+            # (a module is callable, and was taken for a function: "'M' object has no attribute '__qualname__'")
+            kind = type(lightning_class).__name__
+            raise MisconfigurationException(
+                f"Cannot add arguments from: an instance of {kind}. Pass the class, `{kind}`, not an object made from"
+                " it: the command line makes the object from its arguments."
+            )
         if callable(lightning_class) and not isinstance(lightning_class, type):
             lightning_class = _class_from_function_once(lightning_class)
         if isinstance(lightning_class, type) and issubclass(
@@ -221,6 +228,18 @@ def _option_names(parser: ArgumentParser) -> list[str]:
     return sorted(set(names))
 
 
+def _subcommands_taking(parser: ArgumentParser, name: str) -> list[str]:
+    """The subcommands (``fit``, ``validate``, ...) whose options include ``name``, where ``parser``'s own do not."""
+    found: list[str] = []
+    for action in parser._actions:
+        if f"--{name}" in action.option_strings:
+            return []
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict):
+            found += [sub for sub, p in choices.items() if isinstance(p, ArgumentParser) and name in _option_names(p)]
+    return found
+
+
 def _nearest(name: str, candidates: list[str]) -> str | None:
     name = name.lstrip("-").split("=", 1)[0]
     candidates = [c for c in candidates if c.rpartition(".")[2] != "help"]
@@ -265,6 +284,14 @@ def _explain(parser: ArgumentParser, message: str) -> str:
     if found:
         for token in found.group(1).split():
             if token.startswith("--"):
+                option = token.split("=", 1)[0]
+                subcommands = _subcommands_taking(parser, option[2:])
+                if subcommands:  # a right option before the subcommand (`main.py --trainer.max_epochs=1 fit`)
+                    notes.append(
+                        f"`{option}` is an option of the subcommands ({', '.join(subcommands)}): give it after"
+                        f" the subcommand, e.g. `{parser.prog} {subcommands[0]} {token}`."
+                    )
+                    continue
                 nearest = _nearest(token, candidates)
                 if nearest:
                     notes.append(f"`{token.split('=', 1)[0]}` is not an option: did you mean `--{nearest}`?")
