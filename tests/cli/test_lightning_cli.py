@@ -4,6 +4,7 @@ groups, links, SaveConfigCallback, seeds, ckpt_path hyperparameters, and every k
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -315,6 +316,13 @@ def test_an_option_given_before_the_subcommand_is_told_to_come_after_it(capsys):
     )
     assert " fit --trainer.max_epochs=3`." in err
     assert "did you mean" not in err
+
+
+@pytest.mark.parametrize("args", ["fit --trainer.max_epochs=1", 5])
+def test_args_that_are_no_list_of_strings_are_named(args):
+    # text was read a letter at a time ("invalid choice: 'f'"), a number was "'int' object is not iterable"
+    with pytest.raises(TypeError, match=re.escape(f"`LightningCLI(args={args!r})` must be a list of command line")):
+        LightningCLI(Regressor, RegressionData, args=args)
 
 
 def test_a_module_object_instead_of_its_class_is_named():

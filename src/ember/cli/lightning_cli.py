@@ -26,7 +26,7 @@ import os
 import sys
 import warnings
 from argparse import Namespace
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial, update_wrapper
 from types import MethodType
 from typing import Any, Union, get_type_hints
@@ -345,6 +345,13 @@ class LightningCLI:
                 "LightningCLI's args parameter is intended to run from within Python like if it were from the command "
                 "line. To prevent mistakes it is not recommended to provide both args and command line arguments, got: "
                 f"sys.argv[1:]={sys.argv[1:]}, args={args}."
+            )
+        if isinstance(args, str) or not (args is None or isinstance(args, (dict, Namespace, Iterable))):
+            # (text was read a letter at a time, "invalid choice: 'f'"; a number was "not iterable")
+            example = f" (`args={args!r}.split()`)" if isinstance(args, str) else ""
+            raise TypeError(
+                f"`LightningCLI(args={args!r})` must be a list of command line strings{example}, a dict or a"
+                f" Namespace of the config, or None to read `sys.argv`; not {type(args).__name__}."
             )
         if isinstance(args, (dict, Namespace)):
             self.config = parser.parse_object(args)
