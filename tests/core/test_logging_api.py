@@ -702,6 +702,36 @@ def test_bad_values(value, message):
         _fit_logging(lambda m, fx, b, i: m.log("bad", value))
 
 
+@pytest.mark.parametrize(
+    ("log", "message"),
+    [
+        # each failed in Python's or torch's words: "argument of type 'int' is not iterable", "'list' object has
+        # no attribute 'items'", "only integer tensors of a single element can be converted to an index"
+        (lambda m: m.log(1, 1.0), r"^`self.log\(1, ...\)` was called, but the name must be a str, not int\.$"),
+        (lambda m: m.log_dict({1: 1.0}), r"^`self.log\(1, ...\)` was called, but the name must be a str"),
+        (lambda m: m.log_dict([1.0]), r"^`self.log_dict\(\[1.0\]\)` was called, but it takes a dict of names"),
+        (lambda m: m.log_dict(None), r"torchmetrics `MetricCollection`\), not NoneType\.$"),
+        (
+            lambda m: m.log("v", 1.0, on_epoch=True, batch_size="4"),
+            r"^`self.log\(v, ..., batch_size='4'\)` was called, but `batch_size` must be a number",
+        ),
+    ],
+)
+def test_a_name_a_dict_or_a_batch_size_of_the_wrong_type_is_named(log, message):
+    with pytest.raises(TypeError, match=message):
+        _fit_logging(lambda m, fx, b, i: log(m))
+
+
+def test_a_batch_size_that_weighs_nothing_is_not_checked_as_in_lightning():
+    # an epoch value reduced by max, and a step-only one, never read the batch size
+    def log(m, fx, b, i):
+        m.log("most", 1.0, on_epoch=True, reduce_fx="max", batch_size="4")
+        m.log("step", 2.0, on_step=True, on_epoch=False, batch_size="4")
+
+    metrics = _fit_logging(log).callback_metrics
+    assert (metrics["most_epoch"].item(), metrics["step"].item()) == (1.0, 2.0)
+
+
 def test_same_key_twice_with_different_arguments():
     def log(m, fx, b, i):
         m.log("twice", 1.0)

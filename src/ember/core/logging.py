@@ -193,6 +193,12 @@ class LoggingMixin:
             metric_attribute,
             rank_zero_only,
         )
+        if not isinstance(
+            name, str
+        ):  # (it failed on the dataloader suffix check: "argument of type 'int' is not iterable")
+            raise TypeError(
+                f"`self.log({name!r}, ...)` was called, but the name must be a str, not {type(name).__name__}."
+            )
         metric_type = _torchmetrics_metric_type()
         is_metric = metric_type is not None and isinstance(value, metric_type)
         if not is_metric:
@@ -269,6 +275,13 @@ class LoggingMixin:
             value = _logged_value(value, name, f"{fx}.{results.dataloader_idx}" if with_idx else fx, on_step)
         size = 1
         if not is_metric and on_epoch and reduce == "mean":
+            if batch_size is not None and not isinstance(batch_size, numbers.Real):
+                # (it reached the weighted mean: "only integer tensors of a single element can be converted to an
+                # index")
+                raise TypeError(
+                    f"`self.log({name}, ..., batch_size={batch_size!r})` was called, but `batch_size` must be a"
+                    " number: the weight of this value in the epoch's mean."
+                )
             size = batch_size if batch_size is not None else results.current_batch_size()
         metric.update(value, size, results.sync)
 
@@ -344,6 +357,12 @@ class LoggingMixin:
                     rank_zero_only,
                 )
             return
+        if not isinstance(dictionary, Mapping):
+            # (it failed on `.items()`: "'list' object has no attribute 'items'")
+            raise TypeError(
+                f"`self.log_dict({dictionary!r})` was called, but it takes a dict of names and values (or a"
+                f" torchmetrics `MetricCollection`), not {type(dictionary).__name__}."
+            )
         for key, value in dictionary.items():
             self.log(
                 key,
