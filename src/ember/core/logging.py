@@ -275,14 +275,7 @@ class LoggingMixin:
             value = _logged_value(value, name, f"{fx}.{results.dataloader_idx}" if with_idx else fx, on_step)
         size = 1
         if not is_metric and on_epoch and reduce == "mean":
-            if batch_size is not None and not isinstance(batch_size, numbers.Real):
-                # (it reached the weighted mean: "only integer tensors of a single element can be converted to an
-                # index")
-                raise TypeError(
-                    f"`self.log({name}, ..., batch_size={batch_size!r})` was called, but `batch_size` must be a"
-                    " number: the weight of this value in the epoch's mean."
-                )
-            size = batch_size if batch_size is not None else results.current_batch_size()
+            size = _mean_weight(name, batch_size, results)
         metric.update(value, size, results.sync)
 
     def _check_log_value(self, name: str, value: Any) -> Tensor:
@@ -380,6 +373,19 @@ class LoggingMixin:
                 None,
                 rank_zero_only,
             )
+
+
+def _mean_weight(name: str, batch_size: Any, results: Any) -> Any:
+    """The weight of a value logged under ``name`` in its epoch's mean: ``batch_size``, or the batch's size."""
+    if batch_size is None:
+        return results.current_batch_size()
+    if not isinstance(batch_size, numbers.Real):
+        # (it reached the weighted mean: "only integer tensors of a single element can be converted to an index")
+        raise TypeError(
+            f"`self.log({name}, ..., batch_size={batch_size!r})` was called, but `batch_size` must be a number:"
+            " the weight of this value in the epoch's mean."
+        )
+    return batch_size
 
 
 def _resolve_log_levels(fx: str, name: str, on_step: bool | None, on_epoch: bool | None) -> tuple[bool, bool]:
