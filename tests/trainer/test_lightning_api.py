@@ -1534,6 +1534,53 @@ def test_resuming_with_another_number_of_optimizers_than_the_checkpoint_holds_na
         quiet_trainer(max_steps=3).fit(CoreModel(), loader(), ckpt_path=tmp_path / "two.ckpt")
 
 
+def test_resuming_with_another_optimizer_type_names_the_settings_the_saved_state_lacks(tmp_path):
+    # torch loads an SGD state into Adam without a word, and the first step failed with a bare KeyError: 'betas'
+    trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path)
+    trainer.fit(CoreModel(), loader())
+    trainer.save_checkpoint(tmp_path / "sgd.ckpt")
+    adam = CoreModel(optimizers=lambda m: torch.optim.Adam(m.parameters(), lr=0.01))
+    with pytest.raises(
+        RuntimeError, match=r"optimizer state 0 does not fit this run's Adam: it lacks the settings \['betas', 'eps'\]"
+    ):
+        quiet_trainer(max_steps=3).fit(adam, loader(), ckpt_path=tmp_path / "sgd.ckpt")
+
+
+def test_resuming_with_other_parameters_names_the_group_sizes(tmp_path):
+    # torch's "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
+    trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path)
+    trainer.fit(CoreModel(), loader())
+    trainer.save_checkpoint(tmp_path / "one.ckpt")
+
+    class Wider(CoreModel):
+        strict_loading = False  # the weights load; the optimizer's state cannot
+
+        def __init__(self):
+            super().__init__()
+            self.extra = nn.Linear(2, 2)
+
+    with pytest.raises(
+        RuntimeError,
+        match=r"Optimizer 0 \(SGD\) was saved with parameter groups of \[2\] parameters; this run's has \[4\]",
+    ):
+        quiet_trainer(max_steps=3).fit(Wider(), loader(), ckpt_path=tmp_path / "one.ckpt")
+
+
+def test_a_scheduler_added_since_the_checkpoint_still_resumes(tmp_path):
+    # the scheduler's `initial_lr` is not a setting of the optimizer type: its absence from the saved state is fine
+    trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path)
+    trainer.fit(CoreModel(), loader())
+    trainer.save_checkpoint(tmp_path / "plain.ckpt")
+
+    def with_scheduler(m):
+        optimizer = torch.optim.SGD(m.parameters(), lr=0.1)
+        return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1)]
+
+    trainer = quiet_trainer(max_steps=3)
+    trainer.fit(CoreModel(optimizers=with_scheduler), loader(), ckpt_path=tmp_path / "plain.ckpt")
+    assert trainer.global_step == 3
+
+
 @pytest.mark.parametrize("takes_iterator", [False, True])
 def test_should_stop_set_when_an_epoch_starts_runs_none_of_its_batches(takes_iterator):
     from tests.helpers.core_models import CoreModel, loader

@@ -512,10 +512,57 @@ def restore_optimizers_and_schedulers(t: Trainer, checkpoint: dict[str, Any]) ->
                 f"The checkpoint holds {len(states)} optimizer states but `configure_optimizers` returned"
                 f" {len(t.optimizers)} optimizers: resume with the same optimizer setup."
             )
-        t.strategy.load_optimizer_state_dict(checkpoint)
+        # (the settings its type takes, `defaults`: not the keys a scheduler or SWA adds, `initial_lr`, `swa_lr`)
+        before = [
+            {key for group in optimizer.param_groups for key in group} & set(getattr(optimizer, "defaults", ()))
+            for optimizer in t.optimizers
+        ]
+        try:
+            t.strategy.load_optimizer_state_dict(checkpoint)
+        except (KeyError, ValueError) as error:
+            # torch's words alone name neither the optimizer nor the cause ("'betas'", "loaded state dict contains
+            # a parameter group that doesn't match the size of optimizer's group")
+            raise RuntimeError(
+                f"The checkpoint's optimizer states do not fit this run's optimizers (torch: {error!r})."
+                f"{_optimizer_mismatch(states, t.optimizers)} Resume with the model and optimizers the checkpoint was"
+                " saved with; to train new optimizers from its weights, load the weights alone"
+                " (`MyModel.load_from_checkpoint(path)`) and fit without `ckpt_path`."
+            ) from error
+        _check_settings_kept(t.optimizers, before)
     schedulers = checkpoint.get("lr_schedulers", [])
     for config, state in zip(t.lr_scheduler_configs, schedulers):
         config.scheduler.load_state_dict(state)
+
+
+def _optimizer_mismatch(states: list[Any], optimizers: list[Any]) -> str:
+    """The first saved optimizer state whose parameter groups differ in number or size from its optimizer's,
+    said in a sentence; "" when none does."""
+    for index, (state, optimizer) in enumerate(zip(states, optimizers)):
+        saved = state.get("param_groups") if isinstance(state, dict) else None
+        if not isinstance(saved, list) or not all(isinstance(group, dict) for group in saved):
+            continue
+        sizes = [len(group.get("params", ())) for group in saved]
+        now = [len(group["params"]) for group in optimizer.param_groups]
+        if sizes != now:
+            return (
+                f" Optimizer {index} ({type(optimizer).__name__}) was saved with parameter groups of {sizes}"
+                f" parameters; this run's has {now} (a model or `configure_optimizers` changed since?)."
+            )
+    return ""
+
+
+def _check_settings_kept(optimizers: list[Any], before: list[set[str]]) -> None:
+    """After loading: an optimizer whose groups lost settings they had (``betas`` for Adam) took the state of
+    another optimizer type, and would fail at its first step with torch's bare ``KeyError: 'betas'``."""
+    for index, (optimizer, keys) in enumerate(zip(optimizers, before)):
+        lost = sorted(keys - {key for group in optimizer.param_groups for key in group})
+        if lost:
+            raise RuntimeError(
+                f"The checkpoint's optimizer state {index} does not fit this run's {type(optimizer).__name__}: it"
+                f" lacks the settings {lost}, so another optimizer type saved it. Resume with the optimizers the"
+                " checkpoint was saved with; to train new optimizers from its weights, load the weights alone"
+                " (`MyModel.load_from_checkpoint(path)`) and fit without `ckpt_path`."
+            )
 
 
 def _no_optimizer_states() -> None:
