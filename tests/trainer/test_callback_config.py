@@ -1,6 +1,7 @@
 """Which callbacks a Trainer runs, and in which order."""
 
 import os
+import re
 
 import pytest
 import torch
@@ -161,6 +162,48 @@ def test_bad_callback_configurations_fail_with_the_fix(tmp_path):
         ember.Trainer(callbacks=[TQDMProgressBar()], enable_progress_bar=False)
     with pytest.raises(TypeError, match="not a `Callback`"):
         ember.Trainer(callbacks=[object()])
+
+
+class _Returns(Regressor):
+    def __init__(self, returned):
+        super().__init__()
+        self.returned = returned
+
+    def configure_callbacks(self):
+        return self.returned() if callable(self.returned) and not isinstance(self.returned, type) else self.returned
+
+
+@pytest.mark.parametrize(
+    ("returned", "says"),
+    [
+        # (Python's words before: "'int' object is not iterable", "'str' object has no attribute 'log'", "'int'
+        # object has no attribute 'log'", "'type' object is not iterable")
+        (5, "returned 5 (int), which is neither a `Callback` nor a list of them: return one, or a list,"),
+        ("early_stopping", "returned 'early_stopping' (str), which is neither a `Callback` nor a list of them"),
+        ([5], "returned a list holding 5, which is not a `Callback`"),
+        (ModelCheckpoint, "returned the class ModelCheckpoint: pass an instance, `ModelCheckpoint()`."),
+    ],
+)
+def test_configure_callbacks_returning_no_callbacks_is_named(tmp_path, returned, says):
+    trainer = _quiet(tmp_path, max_epochs=1)
+    with pytest.raises(TypeError, match=re.escape(f"`LightningModule.configure_callbacks()` {says}")):
+        trainer.fit(_Returns(returned), _loader())
+
+
+def test_the_callbacks_a_configure_callbacks_generator_yields_are_all_added(tmp_path):
+    # a generator was read twice, and its callbacks were lost without a word
+    trainer = _quiet(tmp_path, max_epochs=1)
+    trainer.fit(_Returns(lambda: (cb for cb in [EarlyStopping("train_loss")])), _loader())
+    assert [type(cb) for cb in trainer.callbacks if isinstance(cb, EarlyStopping)] == [EarlyStopping]
+
+
+def test_a_callback_class_given_to_the_trainer_is_told_to_be_an_instance():
+    with pytest.raises(
+        TypeError, match=re.escape("got the class ModelCheckpoint: pass an instance, `ModelCheckpoint()`.")
+    ):
+        ember.Trainer(callbacks=ModelCheckpoint)
+    with pytest.raises(TypeError, match=re.escape("got a list holding the class ModelCheckpoint: pass an instance")):
+        ember.Trainer(callbacks=[ModelCheckpoint])
 
 
 def test_two_stateful_callbacks_with_one_state_key_are_refused():

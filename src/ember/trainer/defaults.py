@@ -88,18 +88,36 @@ def default_logger(save_dir: str) -> Any:
     return CSVLogger(save_dir=save_dir)  # as Lightning: the SLURM job's version is TensorBoard's only
 
 
-def _callback_list(callbacks: Any) -> list[Any]:
-    """``Trainer(callbacks=...)`` as a new list: one callback, an iterable of them, or none."""
+_PASS_A_LIST = "pass `callbacks=[ModelCheckpoint(...), EarlyStopping(...)]`"
+
+
+def _callback_list(callbacks: Any, given: str = "`Trainer(callbacks=...)` got", fix: str = _PASS_A_LIST) -> list[Any]:
+    """One callback, an iterable of them, or none (a false value), as a new list of callbacks; anything else is a
+    ``TypeError`` that starts with ``given`` (who gave it) and ends with ``fix`` (how to give a list)."""
     if isinstance(callbacks, Callback):
         return [callbacks]
     if isinstance(callbacks, Iterable) and not isinstance(callbacks, (str, bytes, Mapping)):
-        return list(callbacks)
-    if not callbacks:  # None, or a false value (`0`, `False`, `""`): none, as Lightning takes it
+        listed = list(callbacks)
+    elif not callbacks:  # None, or a false value (`0`, `False`, `""`): none, as Lightning takes it
         return []
-    raise TypeError(
-        f"`Trainer(callbacks=...)` got {callbacks!r} ({type(callbacks).__name__}), which is neither a `Callback`"
-        " nor a list of them: pass `callbacks=[ModelCheckpoint(...), EarlyStopping(...)]`."
-    )
+    else:
+        if isinstance(callbacks, type) and issubclass(callbacks, Callback):
+            raise TypeError(f"{given} the class {callbacks.__name__}: pass an instance, `{callbacks.__name__}()`.")
+        raise TypeError(
+            f"{given} {callbacks!r} ({type(callbacks).__name__}), which is neither a `Callback` nor a list of them:"
+            f" {fix}."
+        )
+    for callback in listed:
+        if isinstance(callback, type) and issubclass(callback, Callback):
+            raise TypeError(
+                f"{given} a list holding the class {callback.__name__}: pass an instance, `{callback.__name__}()`."
+            )
+        if not isinstance(callback, Callback):
+            raise TypeError(
+                f"{given} a list holding {callback!r}, which is not a `Callback`: subclass `ember.callbacks.Callback`"
+                " and override the hooks you need."
+            )
+    return listed
 
 
 def configure_callbacks(
@@ -113,12 +131,6 @@ def configure_callbacks(
     from ember.callbacks.checkpoint import Checkpoint
 
     cbs = _callback_list(callbacks)
-    for cb in cbs:
-        if not isinstance(cb, Callback):
-            raise TypeError(
-                f"`Trainer(callbacks=...)` got {cb!r}, which is not a `Callback`: subclass"
-                " `ember.callbacks.Callback` and override the hooks you need."
-            )
     has_checkpoint = any(isinstance(cb, Checkpoint) for cb in cbs)
     if enable_checkpointing is False and has_checkpoint:
         raise MisconfigurationException(
@@ -248,10 +260,15 @@ def merge_model_callbacks(trainer_callbacks: list[Callback], model_callbacks: An
     memory layout where the returned type subclasses two of them (docs/compat.md); the nearest is the same in
     every run.
     """
+    # (text, a number or a class failed in Python's words: "'int' object is not iterable", "'str' object has no
+    # attribute 'log'"; a generator was read twice, and its callbacks lost)
+    model_callbacks = _callback_list(
+        model_callbacks,
+        "`LightningModule.configure_callbacks()` returned",
+        "return one, or a list, `[ModelCheckpoint(...), EarlyStopping(...)]`",
+    )
     if not model_callbacks:
         return trainer_callbacks
-    if isinstance(model_callbacks, Callback):
-        model_callbacks = [model_callbacks]
     trainer_types = {type(cb) for cb in trainer_callbacks} - {Callback}
     override = set()
     for model_type in {type(cb) for cb in model_callbacks}:
