@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from tests.helpers.core_models import CoreModel, ManualCoreModel, loader, quiet_trainer
@@ -249,6 +251,33 @@ def _fit_plain(model, n=8):
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(model, loader(n=n))
     return trainer
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "says"),
+    [
+        # each failed in Python's words: "'NoneType' object has no attribute 'param_groups'", "'float' object has
+        # no attribute 'backward'", "'int' object has no attribute 'lower'"
+        (lambda m, loss: m.toggle_optimizer(None), TypeError, "`self.toggle_optimizer(None)` takes an optimizer"),
+        (lambda m, loss: m.toggle_optimizer(0), TypeError, "one that `self.optimizers()` returns, not int."),
+        (lambda m, loss: m.clip_gradients(None, 1.0), TypeError, "`self.clip_gradients(None)` takes an optimizer"),
+        (lambda m, loss: m.manual_backward(loss.item()), TypeError, "takes the loss tensor to backpropagate from"),
+        (lambda m, loss: m.manual_backward(None), TypeError, "`self.manual_backward(None)` takes the loss tensor"),
+        (
+            lambda m, loss: (m.manual_backward(loss), m.clip_gradients(m.optimizers(), 1.0, 2)),
+            MisconfigurationException,
+            "`gradient_clip_algorithm` 2 is invalid. Allowed algorithms: ['value', 'norm'].",
+        ),
+    ],
+)
+def test_an_argument_of_the_wrong_kind_to_a_manual_optimization_call_is_named(call, error, says):
+    class Calls(ManualLinear):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            call(self, nn.functional.mse_loss(self.layer(x), y))
+
+    with pytest.raises(error, match=re.escape(says)):
+        _fit_plain(Calls())
 
 
 def test_manual_backward_in_automatic_optimization_raises():

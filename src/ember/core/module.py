@@ -304,10 +304,18 @@ class LightningModule(
             return
         self._verify_is_manual_optimization("manual_backward")
         step = self.trainer._run.step
-        if step is None:  # outside a training step (test-time adaptation, `on_train_end`): as Lightning does
-            self.trainer.strategy.backward(loss, None, *args, **kwargs)
-            return
-        step.manual_backward(loss, *args, **kwargs)
+        try:
+            if step is None:  # outside a training step (test-time adaptation, `on_train_end`): as Lightning does
+                self.trainer.strategy.backward(loss, None, *args, **kwargs)
+                return
+            step.manual_backward(loss, *args, **kwargs)
+        except AttributeError as error:  # (checked here, not before each call: the step pays nothing for it)
+            if isinstance(loss, Tensor):
+                raise
+            raise TypeError(
+                f"`self.manual_backward({loss!r})` takes the loss tensor to backpropagate from, not"
+                f" {type(loss).__name__}."
+            ) from error
 
     def _verify_is_manual_optimization(self, fn_name: str) -> None:
         """Refuse ``fn_name`` (a manual-optimization call) under automatic optimization, in Lightning's words."""
@@ -331,6 +339,7 @@ class LightningModule(
         As Lightning does: every parameter of the Trainer's optimizers is frozen, with its state kept for
         :meth:`untoggle_optimizer`, then ``optimizer``'s get theirs back.
         """
+        _check_is_optimizer("toggle_optimizer", optimizer)
         saved: dict[Tensor, bool] = {}
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
@@ -390,12 +399,14 @@ class LightningModule(
             )
             return
         trainer = self.trainer
+        _check_is_optimizer("clip_gradients", optimizer)
         _check_clipping_agrees(trainer, gradient_clip_val, gradient_clip_algorithm)
         value = trainer.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
         if gradient_clip_algorithm is None:
             algorithm = trainer.gradient_clip_algorithm or "norm"
         else:
-            algorithm = gradient_clip_algorithm.lower()  # any case, as Lightning
+            # any case, as Lightning; what is no text gets the message of an unknown algorithm, as in the Trainer
+            algorithm = str(gradient_clip_algorithm).lower()
         # checked in Lightning's order, with no value too (Lightning reads None as 0.0, which clips nothing)
         if value is not None and not isinstance(value, (int, float)):
             raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {value}.")
@@ -641,6 +652,16 @@ class LightningModule(
                     compiled, file_path, inputs=input_sample, output_format=output_format, retrace=retrace
                 )
         return compiled
+
+
+def _check_is_optimizer(method: str, optimizer: Any) -> None:
+    """``optimizer`` given to ``self.<method>`` must be an optimizer (or ``self.optimizers()``' wrapper of one): what
+    is not failed on ``param_groups`` ("'NoneType' object has no attribute 'param_groups'")."""
+    if not hasattr(optimizer, "param_groups"):
+        raise TypeError(
+            f"`self.{method}({optimizer!r})` takes an optimizer, one that `self.optimizers()` returns, not"
+            f" {type(optimizer).__name__}."
+        )
 
 
 def _check_clipping_agrees(trainer: Any, value: Any, algorithm: str | None) -> None:
