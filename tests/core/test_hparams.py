@@ -86,6 +86,12 @@ def test_ignore_a_name_or_a_list():
 
     assert Ignoring().hparams == {"a": 1, "c": 3, "ignore": "b"}
     assert Ignoring(ignore=["a", "c", "ignore"]).hparams == {"b": 2}
+    assert Ignoring(ignore=("a", "b")).hparams == {"c": 3, "ignore": ("a", "b")}
+    # (a number failed with "'int' object is not iterable")
+    with pytest.raises(
+        TypeError, match=r"^`save_hyperparameters\(ignore=5\)` takes the name of an `__init__` argument"
+    ):
+        Ignoring(ignore=5)
 
 
 def test_a_subclass_ignore_drops_what_the_base_class_saved():

@@ -9,7 +9,7 @@ import copy
 import inspect
 import types
 from argparse import Namespace
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import fields, is_dataclass
@@ -153,8 +153,13 @@ def _save_hyperparameters(
         ignore_set: set[str] = set()
     elif isinstance(ignore, str):
         ignore_set = {ignore}
-    else:
+    elif isinstance(ignore, Iterable):
         ignore_set = {name for name in ignore if isinstance(name, str)}
+    else:  # (it failed with "'int' object is not iterable")
+        raise TypeError(
+            f"`save_hyperparameters(ignore={ignore!r})` takes the name of an `__init__` argument or a list of"
+            f" them, e.g. ignore=['backbone'], not {type(ignore).__name__}."
+        )
     init_args = {k: v for k, v in init_args.items() if k not in ignore_set}
 
     if not args:
