@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -393,3 +394,11 @@ def test_the_plugin_pickles_for_spawned_processes(tmp_path):
     copy.teardown()
     async_io.teardown()
     assert torch.load(tmp_path / "b.ckpt", weights_only=True)["v"].item() == 2
+
+
+@pytest.mark.parametrize("wrapped", [5, "torch", TorchCheckpointIO])
+def test_a_wrapped_plugin_that_is_no_checkpoint_io_is_named_when_made(wrapped):
+    # it failed when the first trainer call ended: "'int' object has no attribute 'teardown'"
+    with pytest.raises(TypeError, match=re.escape(f"`AsyncCheckpointIO(checkpoint_io={wrapped!r})` takes the")):
+        AsyncCheckpointIO(checkpoint_io=wrapped)
+    assert AsyncCheckpointIO(checkpoint_io=TorchCheckpointIO()).checkpoint_io is not None

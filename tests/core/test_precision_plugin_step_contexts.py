@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -105,3 +106,23 @@ def test_a_configure_gradient_clipping_override_that_unscales_first_trains_under
 
     # the norms of the true gradients: the scale is divided out (once) before the override runs
     assert len(model.norms) == 2 and all(0 < norm < 100 for norm in model.norms)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        (
+            {"precision": [], "device": "cpu"},
+            "Passed `MixedPrecision(precision=[])`. Precision must be '16-mixed' or 'bf16-mixed'.",
+        ),
+        (
+            {"precision": "bf16-mixed", "device": None},
+            "`MixedPrecision(device=None)` takes the device type autocast runs on",
+        ),
+    ],
+)
+def test_mixed_precision_arguments_that_cannot_work_are_named_when_the_plugin_is_made(arguments, says):
+    # a list precision was "unhashable type: 'list'"; a device that is no text failed at the first step in torch's words
+    with pytest.raises((ValueError, TypeError), match=re.escape(says)):
+        MixedPrecision(**arguments)
+    assert MixedPrecision("bf16-mixed", torch.device("cpu")).device == "cpu"

@@ -4,6 +4,7 @@ that need no second process."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -1244,3 +1245,29 @@ def test_the_optimizer_steps_the_modules_parameters_when_conversions_overwrite_t
     optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
     assert optimized == {id(p) for p in model.parameters()}
     assert all(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("flag", ["find_unused_parameters", "static_graph", "gradient_as_bucket_view"])
+def test_a_ddp_flag_that_is_no_truth_value_is_named_when_the_strategy_is_made(flag):
+    # torch's DistributedDataParallel refused it at the start of fit, listing its C++ signatures
+    with pytest.raises(TypeError, match=rf"^`DDPStrategy\({flag}='yes'\)` is an option of torch's"):
+        DDPStrategy(**{flag: "yes"})
+    DDPStrategy(**{flag: 1})  # a number or None torch reads as true or false, as in Lightning
+    DDPStrategy(**{flag: None})
+
+
+@pytest.mark.parametrize("device", [None, 0.5, [0]])
+def test_a_single_device_strategy_device_that_is_no_device_is_named(device):
+    # torch's `device()` listed its signatures: "received an invalid combination of arguments"
+    with pytest.raises(
+        TypeError, match=rf"^`SingleDeviceStrategy\(device={re.escape(repr(device))}\)` takes the device"
+    ):
+        SingleDeviceStrategy(device=device)
+
+
+@pytest.mark.parametrize("requeue_signal", [0, 0.5, "USR1"])
+def test_a_requeue_signal_that_is_no_signal_is_named_when_the_environment_is_made(requeue_signal):
+    # Lightning's failed when the handler was set, in `signal`'s words ("signal number out of range")
+    with pytest.raises(ValueError, match=re.escape(f"`SLURMEnvironment(requeue_signal={requeue_signal!r})` takes")):
+        SLURMEnvironment(requeue_signal=requeue_signal)
+    assert SLURMEnvironment(requeue_signal=signal.SIGUSR2).requeue_signal == signal.SIGUSR2

@@ -131,6 +131,17 @@ class _WrappingCheckpointIO(CheckpointIO):
     def __init__(self, checkpoint_io: CheckpointIO | None = None) -> None:
         super().__init__()
         checkpoint_io = own_checkpoint_io(checkpoint_io)
+        if checkpoint_io is not None and (
+            isinstance(checkpoint_io, type) or not isinstance(checkpoint_io, CheckpointIO)
+        ):
+            # (it failed when the first call ended: "'int' object has no attribute 'teardown'")
+            made = (
+                f" a class: pass an instance, `{checkpoint_io.__name__}()`" if isinstance(checkpoint_io, type) else ""
+            )
+            raise TypeError(
+                f"`{type(self).__name__}(checkpoint_io={checkpoint_io!r})` takes the `CheckpointIO` plugin that writes"
+                f" and reads the files (None: the default, `TorchCheckpointIO`); this is{made or ' no CheckpointIO'}."
+            )
         self._checkpoint_io = checkpoint_io
         self._base_checkpoint_io_configured: bool = checkpoint_io is not None and (
             not isinstance(checkpoint_io, _WrappingCheckpointIO) or checkpoint_io._base_checkpoint_io_configured

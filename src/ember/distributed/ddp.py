@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import numbers
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -185,6 +186,14 @@ class DDPStrategy(ParallelStrategy):
             start_method=start_method,
             preemption_check_interval=preemption_check_interval,
         )
+        for flag in ("find_unused_parameters", "static_graph", "gradient_as_bucket_view", "broadcast_buffers"):
+            if flag in kwargs and not (kwargs[flag] is None or isinstance(kwargs[flag], numbers.Number)):
+                # (torch's DistributedDataParallel failed at the start of fit with a list of its C++ signatures; it
+                # reads a number or None as true or false)
+                raise TypeError(
+                    f"`{type(self).__name__}({flag}={kwargs[flag]!r})` is an option of torch's"
+                    f" `DistributedDataParallel` that takes True or False, not {type(kwargs[flag]).__name__}."
+                )
         self._ddp_kwargs = kwargs
         self._ddp_comm_state = ddp_comm_state
         self._ddp_comm_hook = ddp_comm_hook

@@ -407,6 +407,14 @@ class SLURMEnvironment(ClusterEnvironment):
         super().__init__()
         self.auto_requeue = auto_requeue
         # the signal `#SBATCH --signal=USR1@90` sends before the time limit: checkpoint, requeue, exit
+        if requeue_signal is not None and (
+            not isinstance(requeue_signal, int) or requeue_signal not in signal.valid_signals()
+        ):
+            # (text failed when the handler was set, "'str' object cannot be interpreted as an integer"; 0 there)
+            raise ValueError(
+                f"`SLURMEnvironment(requeue_signal={requeue_signal!r})` takes the signal SLURM sends before the time"
+                " limit, e.g. `signal.SIGUSR1` (`#SBATCH --signal=USR1@90`), or None for that one."
+            )
         self.requeue_signal = requeue_signal if requeue_signal is not None else getattr(signal, "SIGUSR1", None)
 
     @staticmethod

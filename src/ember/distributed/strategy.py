@@ -538,6 +538,12 @@ class SingleDeviceStrategy(Strategy):
         precision_plugin: Any = None,
     ) -> None:
         super().__init__(accelerator, checkpoint_io, precision_plugin)
+        if isinstance(device, bool) or not isinstance(device, (torch.device, str, int)):
+            # (torch's `device()` listed its signatures: "received an invalid combination of arguments")
+            raise TypeError(
+                f"`{type(self).__name__}(device={device!r})` takes the device to run on, e.g. 'cpu', 'cuda:0' or a"
+                f" `torch.device`; not {type(device).__name__}."
+            )
         self._root_device = torch.device(device)
         self._world_size = 1
 

@@ -34,7 +34,7 @@ class MixedPrecision(Precision):
     """
 
     def __init__(self, precision: str, device: str, scaler: Any = None) -> None:
-        if precision not in _AUTOCAST_DTYPES:
+        if not isinstance(precision, str) or precision not in _AUTOCAST_DTYPES:  # (a list was "unhashable")
             raise ValueError(
                 f"Passed `{type(self).__name__}(precision={precision!r})`. Precision must be '16-mixed' or"
                 " 'bf16-mixed'."
@@ -43,8 +43,15 @@ class MixedPrecision(Precision):
             raise MisconfigurationException(
                 f"`precision='bf16-mixed'` does not use a scaler, found {scaler}. Drop the scaler, or use '16-mixed'."
             )
+        if not isinstance(device, (str, torch.device)):
+            # (it failed at the first step, in torch's words: "Expected one of cpu, cuda, ... device type at start
+            # of device string: None")
+            raise TypeError(
+                f"`{type(self).__name__}(device={device!r})` takes the device type autocast runs on, 'cuda' or 'cpu',"
+                f" not {type(device).__name__}."
+            )
         self.precision = precision
-        self.device = str(device)
+        self.device = str(device) if isinstance(device, str) else device.type
         self.scaler = torch.amp.GradScaler(self.device) if scaler is None and precision == "16-mixed" else scaler
         self._autocast_dtype = _AUTOCAST_DTYPES[precision]
 
