@@ -635,3 +635,16 @@ def test_a_tqdm_setting_of_the_wrong_type_is_refused_where_it_is_given(kwargs, m
     with pytest.raises(TypeError) as raised:
         TQDMProgressBar(**kwargs)
     assert str(raised.value).startswith(message)
+
+
+def test_a_bar_subclass_may_log_from_its_batch_end():
+    # Ember's own bar's batch end is called without the dispatcher's frame (it never logs: `logs_nothing`); a
+    # subclass runs code of its own there, so it gets the full call: `self.log` inside it knows its hook
+    class LoggingBar(TQDMProgressBar):
+        def get_metrics(self, trainer, pl_module):
+            pl_module.log("seen_by_bar", float(trainer.global_step))
+            return super().get_metrics(trainer, pl_module)
+
+    trainer = _trainer(LoggingBar(refresh_rate=1), max_epochs=1)
+    trainer.fit(Regressor(), train_loader(n=8))
+    assert trainer.callback_metrics["seen_by_bar"].item() == 2.0  # the last batch end's step, 2 of 2 batches

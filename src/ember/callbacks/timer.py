@@ -11,7 +11,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from ember.callbacks.callback import Callback, ignores_outputs
+from ember.callbacks.callback import Callback, ignores_outputs, logs_nothing
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info
 from ember.utilities.signature_utils import lightning_style_annotations
@@ -155,6 +155,7 @@ class Timer(Callback):
             self._check_time_remaining(trainer)
 
     @ignores_outputs
+    @logs_nothing
     def on_train_batch_end(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
         if self._interval == "step" and self._duration is not None:
             self._check_time_remaining(trainer)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm as _tqdm
 
-from ember.callbacks.callback import ignores_outputs
+from ember.callbacks.callback import ignores_outputs, logs_nothing
 from ember.callbacks.progress_bar import ProgressBar
 from ember.utilities.argument_checks import check_number, check_type
 from ember.utilities.rank_zero import rank_zero_debug
@@ -202,6 +202,7 @@ class TQDMProgressBar(ProgressBar):
         self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
 
     @ignores_outputs
+    @logs_nothing
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:

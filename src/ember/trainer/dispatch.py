@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -115,6 +116,10 @@ class HookDispatcher:
         if not fns and module_fn is None and strategy_fn is None:
             return None
         trainer, module = self.trainer, self.module
+        if len(fns) == 1 and module_fn is None and strategy_fn is None and self._logs_nothing(name):
+            # one built-in callback's hook that never logs (the progress bar's batch end): called as it is, with
+            # no frame of ours around it, since nothing in it reads the running hook name
+            return functools.partial(fns[0], trainer, module)
 
         def call(*args: Any) -> Any:
             previous = module._current_fx_name
@@ -130,6 +135,16 @@ class HookDispatcher:
             return result
 
         return call
+
+    def _logs_nothing(self, name: str) -> bool:
+        """Whether every callback called for ``name`` is one of Ember's own, whose hook is marked with
+        :func:`~ember.callbacks.callback.logs_nothing` (and not replaced on the instance)."""
+        return self.profiler is None and all(
+            getattr(getattr(type(cb), name, None), "logs_nothing", False)
+            and type(cb).__module__.startswith("ember.")
+            and name not in getattr(cb, "__dict__", {})
+            for cb in self._callbacks_for[name]
+        )
 
     def module_caller(self, name: str, always: bool = False) -> Callable[..., Any] | None:
         """The module's hook ``name`` (its default too, with ``always``), or ``None`` when not overridden."""
