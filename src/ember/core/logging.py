@@ -193,9 +193,8 @@ class LoggingMixin:
             metric_attribute,
             rank_zero_only,
         )
-        if not isinstance(
-            name, str
-        ):  # (it failed on the dataloader suffix check: "argument of type 'int' is not iterable")
+        # (a name that is no str failed on the dataloader suffix check: "argument of type 'int' is not iterable")
+        if not isinstance(name, str):
             raise TypeError(
                 f"`self.log({name!r}, ...)` was called, but the name must be a str, not {type(name).__name__}."
             )

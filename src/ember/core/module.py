@@ -655,8 +655,8 @@ class LightningModule(
 
 
 def _check_is_optimizer(method: str, optimizer: Any) -> None:
-    """``optimizer`` given to ``self.<method>`` must be an optimizer (or ``self.optimizers()``' wrapper of one): what
-    is not failed on ``param_groups`` ("'NoneType' object has no attribute 'param_groups'")."""
+    """``optimizer`` given to ``self.<method>`` must be an optimizer (or the wrapper ``self.optimizers()`` returns):
+    anything else failed on its missing ``param_groups`` ("'NoneType' object has no attribute 'param_groups'")."""
     if not hasattr(optimizer, "param_groups"):
         raise TypeError(
             f"`self.{method}({optimizer!r})` takes an optimizer, one that `self.optimizers()` returns, not"

@@ -406,7 +406,6 @@ class SLURMEnvironment(ClusterEnvironment):
     def __init__(self, auto_requeue: bool = True, requeue_signal: int | None = None) -> None:
         super().__init__()
         self.auto_requeue = auto_requeue
-        # the signal `#SBATCH --signal=USR1@90` sends before the time limit: checkpoint, requeue, exit
         if requeue_signal is not None and (
             not isinstance(requeue_signal, int) or requeue_signal not in signal.valid_signals()
         ):
@@ -415,6 +414,7 @@ class SLURMEnvironment(ClusterEnvironment):
                 f"`SLURMEnvironment(requeue_signal={requeue_signal!r})` takes the signal SLURM sends before the time"
                 " limit, e.g. `signal.SIGUSR1` (`#SBATCH --signal=USR1@90`), or None for that one."
             )
+        # the signal `#SBATCH --signal=USR1@90` sends before the time limit: checkpoint, requeue, exit
         self.requeue_signal = requeue_signal if requeue_signal is not None else getattr(signal, "SIGUSR1", None)
 
     @staticmethod

@@ -51,7 +51,7 @@ class MixedPrecision(Precision):
                 f" not {type(device).__name__}."
             )
         self.precision = precision
-        self.device = str(device) if isinstance(device, str) else device.type
+        self.device = device if isinstance(device, str) else device.type
         self.scaler = torch.amp.GradScaler(self.device) if scaler is None and precision == "16-mixed" else scaler
         self._autocast_dtype = _AUTOCAST_DTYPES[precision]
 
