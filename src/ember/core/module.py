@@ -405,8 +405,10 @@ class LightningModule(
         if gradient_clip_algorithm is None:
             algorithm = trainer.gradient_clip_algorithm or "norm"
         else:
-            # any case, as Lightning; what is no text gets the message of an unknown algorithm, as in the Trainer
-            algorithm = str(gradient_clip_algorithm).lower()
+            # any case, as Lightning (a `GradClipAlgorithmType` is text too); what is no text gets the message of an
+            # unknown algorithm, as in the Trainer
+            text = isinstance(gradient_clip_algorithm, str)
+            algorithm = (gradient_clip_algorithm if text else str(gradient_clip_algorithm)).lower()
         # checked in Lightning's order, with no value too (Lightning reads None as 0.0, which clips nothing)
         if value is not None and not isinstance(value, (int, float)):
             raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {value}.")

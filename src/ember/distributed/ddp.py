@@ -124,6 +124,18 @@ def _with_ddps_buffer_sync(ddp: DistributedDataParallel, step: Callable[..., Any
     return output
 
 
+def _check_ddp_flags(strategy: str, options: dict[str, Any]) -> None:
+    """The true-or-false options of torch's ``DistributedDataParallel`` among ``options``: torch reads a number or
+    None as one, and failed at the start of ``fit`` on anything else, listing its C++ signatures."""
+    for flag in ("find_unused_parameters", "static_graph", "gradient_as_bucket_view", "broadcast_buffers"):
+        value = options.get(flag)
+        if not (value is None or isinstance(value, numbers.Number)):
+            raise TypeError(
+                f"`{strategy}({flag}={value!r})` is an option of torch's `DistributedDataParallel` that takes True"
+                f" or False, not {type(value).__name__}."
+            )
+
+
 class DDPStrategy(ParallelStrategy):
     """Data-parallel training: every process holds the whole model and trains on its share of the data.
 
@@ -186,14 +198,7 @@ class DDPStrategy(ParallelStrategy):
             start_method=start_method,
             preemption_check_interval=preemption_check_interval,
         )
-        for flag in ("find_unused_parameters", "static_graph", "gradient_as_bucket_view", "broadcast_buffers"):
-            if flag in kwargs and not (kwargs[flag] is None or isinstance(kwargs[flag], numbers.Number)):
-                # (torch's DistributedDataParallel failed at the start of fit with a list of its C++ signatures; it
-                # reads a number or None as true or false)
-                raise TypeError(
-                    f"`{type(self).__name__}({flag}={kwargs[flag]!r})` is an option of torch's"
-                    f" `DistributedDataParallel` that takes True or False, not {type(kwargs[flag]).__name__}."
-                )
+        _check_ddp_flags(type(self).__name__, kwargs)
         self._ddp_kwargs = kwargs
         self._ddp_comm_state = ddp_comm_state
         self._ddp_comm_hook = ddp_comm_hook
