@@ -41,6 +41,8 @@ def test_yaml_configured_fit_through_the_console_script(tmp_path):
     path.write_text(yaml.safe_dump(config))
     result = _run(["fit", "--config", str(path), "--trainer.max_epochs", "1"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    # the command passes nothing twice: LightningCLI warned that `args` and `sys.argv` were both given
+    assert "args parameter is intended to run from within Python" not in result.stderr
     run_dir = tmp_path / "lightning_logs" / "version_0"
     assert (run_dir / "checkpoints" / "epoch=0-step=4.ckpt").is_file()  # the command line beat max_epochs: 3
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -325,6 +325,15 @@ def test_args_that_are_no_list_of_strings_are_named(args):
         LightningCLI(Regressor, RegressionData, args=args)
 
 
+def test_a_class_named_without_its_module_is_told_to_give_the_import_path(capsys):
+    # jsonargparse says only "Expected a dot import path string: MyModel" (it resolves a short name only among the
+    # subclasses already imported)
+    err = _error(capsys, ["fit", "--model", "MyModel"])
+    assert (
+        "`MyModel` is a class name without its module: give its import path, e.g. `--model my_package.MyModel`" in err
+    )
+
+
 def test_a_module_object_instead_of_its_class_is_named():
     # a module is callable, and was taken for a function: "'Regressor' object has no attribute '__qualname__'"
     with pytest.raises(MisconfigurationException, match="an instance of Regressor. Pass the class, `Regressor`"):

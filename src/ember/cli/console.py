@@ -68,7 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # for `python main.py`.
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
-        LightningCLI(args=args, parser_kwargs={"prog": "ember"})
+        # (from the command line, the CLI reads `sys.argv` itself: given them as `args` too, it warns that both
+        # were given)
+        LightningCLI(args=None if argv is None else args, parser_kwargs={"prog": "ember"})
         return 0
     import difflib
 

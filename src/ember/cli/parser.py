@@ -211,6 +211,7 @@ _INIT_ARG = re.compile(
 _REQUIRED = re.compile(r"arguments are required: (.*)")
 _NO_MODULE = re.compile(r"No module named '([\w.]+)'")
 _BAD_CLASS_PATH = re.compile(r"""class_path ["']([\w.]+)["']""")
+_BARE_CLASS_NAME = re.compile(r"Expected a dot import path string: (\w+)$", re.MULTILINE)
 
 
 def _option_names(parser: ArgumentParser) -> list[str]:
@@ -277,6 +278,18 @@ def _init_arg_names(class_path: str) -> list[str]:
     return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
+def _bare_class_names(message: str) -> list[str]:
+    """A note for each class named without its module (`--model MyModel`): jsonargparse finds a short name only
+    among the subclasses already imported, and says just "Expected a dot import path string"."""
+    key = _PARSER_KEY.search(message)
+    option = f"--{key.group(1)} " if key else ""
+    return [
+        f"`{name}` is a class name without its module: give its import path, e.g. `{option}my_package.{name}`"
+        " (the `ember` command imports modules from the current folder)."
+        for name in _BARE_CLASS_NAME.findall(message)
+    ]
+
+
 def _explain(parser: ArgumentParser, message: str) -> str:
     notes: list[str] = []
     candidates = _option_names(parser)
@@ -329,6 +342,7 @@ def _explain(parser: ArgumentParser, message: str) -> str:
             f"The module '{module.group(1)}'{where} could not be imported: check the spelling, and that its package"
             " is installed or its folder is on PYTHONPATH (the `ember` command adds the current folder)."
         )
+    notes += _bare_class_names(message)
     # jsonargparse reports one error through every parser level (the subcommand's, then the root's): a note
     # is added once
     notes = [note for note in dict.fromkeys(notes) if note not in message]
