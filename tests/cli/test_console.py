@@ -83,11 +83,18 @@ def test_demo_and_plot_delegate(monkeypatch):
     import ember.plot
 
     calls = []
-    monkeypatch.setattr(ember.demos.digits, "main", lambda argv: calls.append(("demo", argv)) or {})
+    monkeypatch.setattr(ember.demos.digits, "main", lambda argv, prog: calls.append(("demo", argv, prog)) or {})
     monkeypatch.setattr(ember.plot, "main", lambda argv: calls.append(("plot", argv)) or 0)
     assert cli.main(["demo", "--epochs", "1"]) == 0
     assert cli.main(["plot", "run", "-o", "x.png"]) == 0
-    assert calls == [("demo", ["--epochs", "1"]), ("plot", ["run", "-o", "x.png"])]
+    assert calls == [("demo", ["--epochs", "1"], "ember demo"), ("plot", ["run", "-o", "x.png"])]
+
+
+def test_the_demos_errors_name_the_command_that_ran_it(capsys):
+    # they named `python -m ember.demos.digits`, which the user had not typed
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--epochs", "0"])
+    assert "ember demo: error: --epochs must be at least 1, got 0." in capsys.readouterr().err
 
 
 def test_class_paths_resolve_from_the_current_folder(tmp_path, monkeypatch):

@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "demo":
         from ember.demos.digits import main as demo_main
 
-        demo_main(rest)
+        demo_main(rest, prog="ember demo")
         return 0
     if command == "plot":
         from ember.plot import main as plot_main

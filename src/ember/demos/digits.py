@@ -152,9 +152,9 @@ def _parse_devices(value: str) -> int | str | list[int]:
         ) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m ember.demos.digits") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ember.demos.digits",
+        prog=prog,
         description="Train a small convnet on scikit-learn's 8x8 digits with Ember, test the best checkpoint and plot the run.",
     )
     parser.add_argument("--epochs", type=int, default=20, help="maximum number of epochs (default: 20)")
@@ -187,7 +187,7 @@ def _loggers(output: str) -> list[Any]:
     return loggers
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m ember.demos.digits") -> dict[str, Any]:
     """Run the demo; returns the test metrics and the paths it printed.
 
     Example::
@@ -197,9 +197,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         >>> result["test_acc"] > 0.5  # doctest: +SKIP
         True
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser(prog)  # (`prog`: how the program was started, for its usage and errors)
+    args = parser.parse_args(argv)
     if args.epochs < 1:
-        build_parser().error(f"--epochs must be at least 1, got {args.epochs}.")
+        parser.error(f"--epochs must be at least 1, got {args.epochs}.")
     from ember.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from ember.plot import plot_metrics
 
