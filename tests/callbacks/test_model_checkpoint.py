@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import warnings
 from datetime import timedelta
@@ -1566,6 +1567,25 @@ def test_an_argument_of_a_type_that_would_fail_in_the_loop_is_refused_where_it_i
     with pytest.raises(TypeError) as raised:
         ModelCheckpoint(**kwargs)
     assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize("filename", ["{", "epoch}", "{epoch}-{val_loss"])
+def test_a_file_name_with_an_unbalanced_brace_is_refused_before_training(filename):
+    # it failed at the first save, an epoch of training later: "Single '{' encountered in format string"
+    with pytest.raises(ValueError, match=re.escape(f"`ModelCheckpoint(filename={filename!r})` is not a name template")):
+        ModelCheckpoint(filename=filename)
+    ModelCheckpoint(filename="{{literal}}-{epoch}")  # doubled braces are text, as in `str.format`
+
+
+def test_a_format_a_logged_value_cannot_take_names_the_template(tmp_path):
+    # logged values are floats: `:d` failed at the save with Python's "Unknown format code 'd' for object of type
+    # 'float'" alone
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="{n:d}")
+    with pytest.raises(ValueError, match=r"template '\{n:d\}' could not be filled in .*Unknown format code 'd'.*:\.0f"):
+        checkpoint.format_checkpoint_name({"n": torch.tensor(3.0)})
+    assert ModelCheckpoint(dirpath=tmp_path, filename="{n:.0f}").format_checkpoint_name(
+        {"n": torch.tensor(3.0)}
+    ) == os.path.join(str(tmp_path), "n=3.ckpt")
 
 
 @pytest.mark.parametrize(

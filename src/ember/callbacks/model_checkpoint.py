@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import string
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -745,6 +746,7 @@ class ModelCheckpoint(Checkpoint):
     ) -> str:
         if not filename:
             filename = "{epoch}" + self.CHECKPOINT_JOIN_CHAR + "{step}"
+        template = filename
         # Longest names first, so "{epoch}" does not clobber "{epoch_test}".
         groups = sorted(_FILENAME_GROUPS.findall(filename), key=len, reverse=True)
         for group in groups:
@@ -755,7 +757,14 @@ class ModelCheckpoint(Checkpoint):
             filename = filename.replace(group, f"{{0[{name}]")
             if name not in metrics:
                 metrics[name] = torch.tensor(0)
-        filename = filename.format(metrics)
+        try:
+            filename = filename.format(metrics)
+        except (ValueError, TypeError) as error:
+            # a format the logged value cannot take (`{step:d}` on a float: "Unknown format code 'd'"), at a save
+            raise ValueError(
+                f"The checkpoint name template {template!r} could not be filled in with the logged values ({error})."
+                " Logged values are floats: use a float format, e.g. `{name:.0f}` or `{name:.4f}`."
+            ) from error
         if prefix:
             filename = self.CHECKPOINT_JOIN_CHAR.join([prefix, filename])
         return filename
@@ -901,5 +910,12 @@ def _check_argument_types(
             check_number(call, name, value, "an int: the interval between saves (0 or None: not by this trigger)")
     if filename:
         check_type(call, "filename", filename, (str,), "a str, e.g. '{epoch}-{val_loss:.2f}'")
+        try:  # (an unbalanced brace failed at the first save, after an epoch of training)
+            list(string.Formatter().parse(filename))
+        except ValueError as error:
+            raise ValueError(
+                f"`ModelCheckpoint(filename={filename!r})` is not a name template ({error}): values go in braces,"
+                " '{epoch}-{val_loss:.2f}', and a brace meant as text is written twice, '{{' or '}}'."
+            ) from None
     check_type(call, "dirpath", dirpath, (str, os.PathLike, type(None)), "a folder path (a str or a `pathlib.Path`)")
     check_type(call, "train_time_interval", train_time_interval, (timedelta, type(None)), "a `datetime.timedelta`")
