@@ -403,6 +403,16 @@ def test_hparams_file_with_an_unknown_extension(tmp_path):
         Saved.load_from_checkpoint(path, hparams_file=tmp_path / "h.json")
 
 
+@pytest.mark.parametrize(("text", "kind"), [("- 1\n- 2\n", "list"), ("5\n", "int")])
+def test_an_hparams_file_that_holds_no_mapping_says_so(tmp_path, text, kind):
+    # a list failed with "cannot convert dictionary update sequence element #0 to a sequence", a number with
+    # "'int' object is not iterable"
+    path, _ = _trained_checkpoint(tmp_path)
+    (tmp_path / "h.yaml").write_text(text)
+    with pytest.raises(ValueError, match=rf"h\.yaml holds a {kind}, not names and values: write one `name: value`"):
+        Saved.load_from_checkpoint(path, hparams_file=tmp_path / "h.yaml")
+
+
 def test_overrides_reach_init_when_hparams_are_one_dict(tmp_path):
     class FromConfig(CoreModel):
         def __init__(self, cfg, scale: int = 1):

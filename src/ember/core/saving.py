@@ -75,7 +75,14 @@ def load_hparams_from_file(path: str) -> dict[str, Any]:
         with fs.open(path, "r", newline="") as f:
             return {row["key"]: convert(row["value"]) for row in csv.DictReader(f)}
     with fs.open(path, "r") as f:
-        return yaml.safe_load(f) or {}
+        hparams = yaml.safe_load(f) or {}
+    if not isinstance(hparams, dict):  # (what `yaml.safe_load` gives for a mapping)
+        # (a list failed with "cannot convert dictionary update sequence element #0", a number "not iterable")
+        raise ValueError(
+            f"The hyperparameters file {path} holds a {type(hparams).__name__}, not names and values: write one"
+            " `name: value` per line (`lr: 0.01`), as a logger's `hparams.yaml` does."
+        )
+    return hparams
 
 
 def load_hparams_from_tags_csv(tags_csv: str | os.PathLike) -> dict[str, Any]:
