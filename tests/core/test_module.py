@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+import warnings
 
 import pytest
 import torch
@@ -401,6 +403,24 @@ def test_freeze_and_unfreeze():
 def test_freeze_and_unfreeze_return_the_module():
     model = CoreModel()
     assert model.freeze() is model and model.unfreeze() is model
+
+
+def test_to_torchscript_writes_to_fsspec_paths_and_names_a_folder_in_pythons_words(tmp_path):
+    # as Lightning, through a Python file: a `memory://` path works, and a folder is `IsADirectoryError` naming it
+    # (torch's own save said "[enforce fail at inline_container.cc:...] . open file failed with strerror: Is a
+    # directory")
+    import fsspec
+
+    model = CoreModel()
+    model.example_input_array = torch.randn(2, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the deprecation above)
+        model.to_torchscript("memory://exported/m.pt", method="trace")
+        with fsspec.open("memory://exported/m.pt", "rb") as file:
+            loaded = torch.jit.load(file)
+        assert torch.allclose(loaded(model.example_input_array), model(model.example_input_array))
+        with pytest.raises(IsADirectoryError, match=re.escape(str(tmp_path))):
+            model.to_torchscript(tmp_path, method="trace")
 
 
 def test_to_torchscript_script():

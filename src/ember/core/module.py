@@ -586,7 +586,7 @@ class LightningModule(
             LightningModule._jit_is_scripting = False
             self.train(mode)
         if file_path is not None:
-            torch.jit.save(exported, file_path)
+            _save_torchscript(exported, file_path)
         return exported
 
     def to_tensorrt(
@@ -648,12 +648,22 @@ class LightningModule(
                         "TensorRT with IR mode 'ts' only supports output format 'torchscript'."
                         f" The current output format is {output_format}."
                     )
-                torch.jit.save(compiled, file_path)
+                _save_torchscript(compiled, file_path)
             else:
                 torch_tensorrt.save(
                     compiled, file_path, inputs=input_sample, output_format=output_format, retrace=retrace
                 )
         return compiled
+
+
+def _save_torchscript(module: Any, file_path: Any) -> None:
+    """``torch.jit.save`` into a file Python opens, as Lightning writes it: any fsspec path (``s3://...``), and
+    a folder or a missing parent is Python's ``IsADirectoryError``/``FileNotFoundError`` naming the path, not
+    torch's C++ "[enforce fail at inline_container.cc] ... open file failed"."""
+    from ember.checkpoint.files import open_file
+
+    with open_file(file_path, "wb") as file:
+        torch.jit.save(module, file)
 
 
 def _check_is_optimizer(method: str, optimizer: Any) -> None:
