@@ -319,3 +319,23 @@ def test_training_step_returning_none_warns():
         trainer = quiet_trainer(max_epochs=1)
         trainer.fit(Skip(), loader(n=8))
     assert trainer.global_step == 2  # the optimizer still steps, as in Lightning
+
+
+def test_clip_gradients_beside_the_trainers_algorithm_compares_it_in_lower_case_and_names_a_non_text_one():
+    class Clipping(CoreModel):
+        def __init__(self, algorithm):
+            super().__init__()
+            self.algorithm = algorithm
+
+        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+            self.clip_gradients(optimizer, gradient_clip_algorithm=self.algorithm)
+
+    # the same algorithm in another case agrees with the Trainer's, as in Lightning
+    quiet_trainer(max_epochs=1, gradient_clip_val=0.5, gradient_clip_algorithm="value").fit(
+        Clipping("VALUE"), loader(n=4)
+    )
+    # (a number failed on `.lower()`: "'int' object has no attribute 'lower'")
+    with pytest.raises(MisconfigurationException, match=r"passed `clip_gradients\(gradient_clip_algorithm='2'\)`"):
+        quiet_trainer(max_epochs=1, gradient_clip_val=0.5, gradient_clip_algorithm="value").fit(
+            Clipping(2), loader(n=4)
+        )

@@ -400,15 +400,14 @@ class LightningModule(
             return
         trainer = self.trainer
         _check_is_optimizer("clip_gradients", optimizer)
-        _check_clipping_agrees(trainer, gradient_clip_val, gradient_clip_algorithm)
-        value = trainer.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
-        if gradient_clip_algorithm is None:
-            algorithm = trainer.gradient_clip_algorithm or "norm"
-        else:
+        given = gradient_clip_algorithm
+        if given is not None:
             # any case, as Lightning (a `GradClipAlgorithmType` is text too); what is no text gets the message of an
             # unknown algorithm, as in the Trainer
-            text = isinstance(gradient_clip_algorithm, str)
-            algorithm = (gradient_clip_algorithm if text else str(gradient_clip_algorithm)).lower()
+            given = (given if isinstance(given, str) else str(given)).lower()
+        _check_clipping_agrees(trainer, gradient_clip_val, given)
+        value = trainer.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
+        algorithm = (trainer.gradient_clip_algorithm or "norm") if given is None else given
         # checked in Lightning's order, with no value too (Lightning reads None as 0.0, which clips nothing)
         if value is not None and not isinstance(value, (int, float)):
             raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {value}.")
@@ -677,17 +676,18 @@ def _check_is_optimizer(method: str, optimizer: Any) -> None:
 
 
 def _check_clipping_agrees(trainer: Any, value: Any, algorithm: str | None) -> None:
-    """``clip_gradients`` with a value or algorithm other than the Trainer's: one of them must go (as Lightning)."""
+    """``clip_gradients`` with a value or algorithm (in lower case) other than the Trainer's: one of them must go
+    (as Lightning)."""
     if value is not None and trainer.gradient_clip_val is not None and trainer.gradient_clip_val != value:
         raise MisconfigurationException(
             f"You have set `Trainer(gradient_clip_val={trainer.gradient_clip_val!r})` and have passed"
             f" `clip_gradients(gradient_clip_val={value!r})`. Please use only one of them."
         )
     trainer_algorithm = getattr(trainer.gradient_clip_algorithm, "value", trainer.gradient_clip_algorithm)
-    if algorithm is not None and trainer_algorithm is not None and trainer_algorithm != algorithm.lower():
+    if algorithm is not None and trainer_algorithm is not None and trainer_algorithm != algorithm:
         raise MisconfigurationException(
             f"You have set `Trainer(gradient_clip_algorithm={trainer_algorithm!r})` and have passed"
-            f" `clip_gradients(gradient_clip_algorithm={algorithm.lower()!r})`. Please use only one of them."
+            f" `clip_gradients(gradient_clip_algorithm={algorithm!r})`. Please use only one of them."
         )
 
 
