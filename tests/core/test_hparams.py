@@ -89,7 +89,7 @@ def test_ignore_a_name_or_a_list():
     assert Ignoring(ignore=("a", "b")).hparams == {"c": 3, "ignore": ("a", "b")}
     # (a number failed with "'int' object is not iterable")
     with pytest.raises(
-        TypeError, match=r"^`save_hyperparameters\(ignore=5\)` takes the name of an `__init__` argument"
+        TypeError, match=r"^`save_hyperparameters\(ignore=5\)` must be the name of an `__init__` argument"
     ):
         Ignoring(ignore=5)
 

@@ -117,7 +117,7 @@ def test_a_configure_gradient_clipping_override_that_unscales_first_trains_under
         ),
         (
             {"precision": "bf16-mixed", "device": None},
-            "`MixedPrecision(device=None)` takes the device type autocast runs on",
+            "`MixedPrecision(device=None)` must be the device type autocast runs on",
         ),
     ],
 )

@@ -1250,7 +1250,9 @@ def test_the_optimizer_steps_the_modules_parameters_when_conversions_overwrite_t
 @pytest.mark.parametrize("flag", ["find_unused_parameters", "static_graph", "gradient_as_bucket_view"])
 def test_a_ddp_flag_that_is_no_truth_value_is_named_when_the_strategy_is_made(flag):
     # torch's DistributedDataParallel refused it at the start of fit, listing its C++ signatures
-    with pytest.raises(TypeError, match=rf"^`DDPStrategy\({flag}='yes'\)` is an option of torch's"):
+    with pytest.raises(
+        TypeError, match=re.escape(f"`DDPStrategy({flag}='yes')` must be True or False (an option of torch's")
+    ):
         DDPStrategy(**{flag: "yes"})
     DDPStrategy(**{flag: 1})  # a number or None torch reads as true or false, as in Lightning
     DDPStrategy(**{flag: None})
@@ -1260,9 +1262,11 @@ def test_a_ddp_flag_that_is_no_truth_value_is_named_when_the_strategy_is_made(fl
 def test_a_single_device_strategy_device_that_is_no_device_is_named(device):
     # torch's `device()` listed its signatures: "received an invalid combination of arguments"
     with pytest.raises(
-        TypeError, match=rf"^`SingleDeviceStrategy\(device={re.escape(repr(device))}\)` takes the device"
+        TypeError, match=rf"^`SingleDeviceStrategy\(device={re.escape(repr(device))}\)` must be the device to run on"
     ):
         SingleDeviceStrategy(device=device)
+    with pytest.raises(TypeError, match=r"^`SingleDeviceStrategy\(device=True\)` must be the device"):
+        SingleDeviceStrategy(device=True)  # an int to Python, never a device
 
 
 @pytest.mark.parametrize("requeue_signal", [0, 0.5, "USR1"])

@@ -20,6 +20,7 @@ from torch.nn import Module
 from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn, get_swa_avg_fn, get_swa_multi_avg_fn
 
 from ember.callbacks.callback import Callback
+from ember.utilities.argument_checks import check_type
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -114,13 +115,16 @@ class WeightAveraging(Callback):
     def __init__(self, device: torch.device | str | int | None = None, use_buffers: bool = True, **kwargs: Any) -> None:
         if device is False or (not device and not isinstance(device, (int, str, torch.device))):
             device = None  # a false value: the module's device, as in Lightning (0 is `cuda:0` here, listed)
-        if isinstance(device, bool) or not isinstance(device, (torch.device, str, int, type(None))):
-            # (it failed when fit set the average up, in torch's words: "tensor(): argument 'device' must be
-            # torch.device, not float", "nn.Module.to only accepts floating point ... dtype=torch.bool")
-            raise TypeError(
-                f"`{type(self).__name__}(device={device!r})` must be a device ('cpu', 'cuda:1', a `torch.device`"
-                f" or a CUDA index) or None: where to keep the averaged model; not {type(device).__name__}."
-            )
+        # (it failed when fit set the average up, in torch's words: "tensor(): argument 'device' must be
+        # torch.device, not float", "nn.Module.to only accepts floating point ... dtype=torch.bool")
+        check_type(
+            type(self).__name__,
+            "device",
+            device,
+            (torch.device, str, int, type(None)),
+            "a device ('cpu', 'cuda:1', a `torch.device` or a CUDA index) or None: where to keep the averaged model",
+            bool_too=False,
+        )
         self._device: torch.device | int | None = torch.device(device) if isinstance(device, str) else device
         self._use_buffers = use_buffers
         self._kwargs = kwargs

@@ -16,6 +16,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any
 
 from ember.utilities.apply_func import is_dataclass_instance
+from ember.utilities.argument_checks import check_type
 from ember.utilities.parsing import AttributeDict, collect_init_args
 from ember.utilities.rank_zero import rank_zero_warn
 
@@ -153,13 +154,10 @@ def _save_hyperparameters(
         ignore_set: set[str] = set()
     elif isinstance(ignore, str):
         ignore_set = {ignore}
-    elif isinstance(ignore, Iterable):
+    else:  # (a number failed with "'int' object is not iterable")
+        expected = "the name of an `__init__` argument or a list of them, e.g. ignore=['backbone']"
+        check_type("save_hyperparameters", "ignore", ignore, (Iterable,), expected)
         ignore_set = {name for name in ignore if isinstance(name, str)}
-    else:  # (it failed with "'int' object is not iterable")
-        raise TypeError(
-            f"`save_hyperparameters(ignore={ignore!r})` takes the name of an `__init__` argument or a list of"
-            f" them, e.g. ignore=['backbone'], not {type(ignore).__name__}."
-        )
     init_args = {k: v for k, v in init_args.items() if k not in ignore_set}
 
     if not args:

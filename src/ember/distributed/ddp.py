@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ember.distributed.parallel import ParallelStrategy, default_pg_timeout, ember_option
 from ember.distributed.strategy_names import DDP_START_METHODS
+from ember.utilities.argument_checks import check_type
 from ember.utilities.rank_zero import log, rank_zero_deprecation
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -128,12 +129,8 @@ def _check_ddp_flags(strategy: str, options: dict[str, Any]) -> None:
     """The true-or-false options of torch's ``DistributedDataParallel`` among ``options``: torch reads a number or
     None as one, and failed at the start of ``fit`` on anything else, listing its C++ signatures."""
     for flag in ("find_unused_parameters", "static_graph", "gradient_as_bucket_view", "broadcast_buffers"):
-        value = options.get(flag)
-        if not (value is None or isinstance(value, numbers.Number)):
-            raise TypeError(
-                f"`{strategy}({flag}={value!r})` is an option of torch's `DistributedDataParallel` that takes True"
-                f" or False, not {type(value).__name__}."
-            )
+        expected = "True or False (an option of torch's `DistributedDataParallel`, which reads a number or None as one)"
+        check_type(strategy, flag, options.get(flag), (numbers.Number, type(None)), expected)
 
 
 class DDPStrategy(ParallelStrategy):

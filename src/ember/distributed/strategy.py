@@ -13,6 +13,7 @@ from torch.optim import Optimizer
 from ember.checkpoint.async_io import wait_for_pending_writes
 from ember.checkpoint.io import CheckpointIO, TorchCheckpointIO, _WrappingCheckpointIO, own_checkpoint_io
 from ember.distributed.processes import runs_distributed
+from ember.utilities.argument_checks import check_type
 from ember.utilities.registry import _StrategyRegistry
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -538,12 +539,15 @@ class SingleDeviceStrategy(Strategy):
         precision_plugin: Any = None,
     ) -> None:
         super().__init__(accelerator, checkpoint_io, precision_plugin)
-        if isinstance(device, bool) or not isinstance(device, (torch.device, str, int)):
-            # (torch's `device()` listed its signatures: "received an invalid combination of arguments")
-            raise TypeError(
-                f"`{type(self).__name__}(device={device!r})` takes the device to run on, e.g. 'cpu', 'cuda:0' or a"
-                f" `torch.device`; not {type(device).__name__}."
-            )
+        # (torch's `device()` listed its signatures: "received an invalid combination of arguments")
+        check_type(
+            type(self).__name__,
+            "device",
+            device,
+            (torch.device, str, int),
+            "the device to run on, e.g. 'cpu', 'cuda:0' or a `torch.device`",
+            bool_too=False,
+        )
         self._root_device = torch.device(device)
         self._world_size = 1
 

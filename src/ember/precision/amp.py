@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ember.precision.precision import Precision, renamed_plugin
+from ember.utilities.argument_checks import check_type
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -43,13 +44,15 @@ class MixedPrecision(Precision):
             raise MisconfigurationException(
                 f"`precision='bf16-mixed'` does not use a scaler, found {scaler}. Drop the scaler, or use '16-mixed'."
             )
-        if not isinstance(device, (str, torch.device)):
-            # (it failed at the first step, in torch's words: "Expected one of cpu, cuda, ... device type at start
-            # of device string: None")
-            raise TypeError(
-                f"`{type(self).__name__}(device={device!r})` takes the device type autocast runs on, 'cuda' or 'cpu',"
-                f" not {type(device).__name__}."
-            )
+        # (it failed at the first step, in torch's words: "Expected one of cpu, cuda, ... device type at start of
+        # device string: None")
+        check_type(
+            type(self).__name__,
+            "device",
+            device,
+            (str, torch.device),
+            "the device type autocast runs on, 'cuda' or 'cpu'",
+        )
         self.precision = precision
         self.device = device if isinstance(device, str) else device.type
         self.scaler = torch.amp.GradScaler(self.device) if scaler is None and precision == "16-mixed" else scaler

@@ -12,13 +12,14 @@ from numbers import Real
 from typing import Any
 
 
-def check_type(call: str, name: str, value: Any, types: tuple[type, ...], expected: str) -> None:
+def check_type(call: str, name: str, value: Any, types: tuple[type, ...], expected: str, bool_too: bool = True) -> None:
     """Raise ``TypeError`` unless ``value`` is one of ``types`` (list ``type(None)`` to let None pass).
 
     ``call`` names the callable (``"ModelCheckpoint"``), ``expected`` says what ``name`` takes, e.g.
-    ``"an int: how many best checkpoints to keep"``.
+    ``"an int: how many best checkpoints to keep"``. With ``bool_too=False`` a bool is refused where ``types``
+    holds ``int`` (Python's bool is one; a device index, say, is not ``True``).
     """
-    if not isinstance(value, types):
+    if not isinstance(value, types) or (not bool_too and isinstance(value, bool)):
         raise TypeError(f"`{call}({name}={value!r})` must be {expected}, not {type(value).__name__}.")
 
 
