@@ -167,7 +167,7 @@ def check_batch_size_arguments(
     if init_val is not None:
         expected = "a whole number of at least 1: the first batch size to try (None: the model's own)"
         check_number(call, "init_val", init_val, expected)
-        if isinstance(init_val, bool) or init_val != float("inf"):  # (infinity: as large as `max_val` allows)
+        if init_val != float("inf"):  # (infinity: as large as `max_val` allows)
             check_count(call, "init_val", init_val, expected)
             init_val = int(init_val)
     check_type(call, "max_trials", max_trials, (int,), "an int: the most batch sizes to try")
