@@ -373,6 +373,32 @@ def test_the_top_level_packages_report_lightnings_version_and_re_export_embers_n
     assert out == "<module 'pytorch_lightning' (Ember, through ember.install_as_lightning())>"
 
 
+def test_disable_possible_user_warnings_is_an_attribute_of_the_top_level_packages_as_in_lightning():
+    # Lightning's package imports it outside its `__all__`, and libraries call it as they load
+    # (neuralforecast 1.7: `pl.disable_possible_user_warnings()`)
+    code = """
+        import warnings
+        import ember
+        ember.install_as_lightning()
+        import lightning.pytorch
+        import pytorch_lightning as pl
+        from pytorch_lightning.utilities import disable_possible_user_warnings
+        from pytorch_lightning.utilities.warnings import PossibleUserWarning
+
+        assert pl.disable_possible_user_warnings is lightning.pytorch.disable_possible_user_warnings
+        assert pl.disable_possible_user_warnings is disable_possible_user_warnings is ember.disable_possible_user_warnings
+        assert "disable_possible_user_warnings" not in pl.__all__  # as Lightning lists it
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warnings.warn("shown", PossibleUserWarning)
+            pl.disable_possible_user_warnings()
+            warnings.warn("hidden", PossibleUserWarning)
+            warnings.warn("other warnings still show", UserWarning)
+        print([str(w.message) for w in caught])
+    """
+    assert ok(python(code, without_lightning=True)).strip() == "['shown', 'other warnings still show']"
+
+
 def test_isinstance_checks_and_monkeypatching_agree_under_every_name():
     code = """
         import ember

@@ -16,7 +16,7 @@ from ember.core.datamodule import LightningDataModule
 from ember.core.module import LightningModule
 from ember.trainer.trainer import Trainer
 from ember.utilities.seed import seed_everything
-from ember.utilities.warnings import _install_lightning_format
+from ember.utilities.warnings import _install_lightning_format, disable_possible_user_warnings
 
 __all__ = [
     "Callback",
@@ -24,6 +24,7 @@ __all__ = [
     "LightningModule",
     "Trainer",
     "__version__",
+    "disable_possible_user_warnings",
     "install_as_lightning",
     "seed_everything",
 ]

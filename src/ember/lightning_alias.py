@@ -629,7 +629,7 @@ class _RootLoader(importlib.abc.Loader):
         from ember.core.module import LightningModule
         from ember.trainer.trainer import Trainer
         from ember.utilities.seed import seed_everything
-        from ember.utilities.warnings import _disable_from_environment
+        from ember.utilities.warnings import _disable_from_environment, disable_possible_user_warnings
 
         _disable_from_environment()  # `POSSIBLE_USER_WARNINGS=0`, read again when the package is reloaded
         _take_richs_random_draw()
@@ -647,6 +647,9 @@ class _RootLoader(importlib.abc.Loader):
         names = list(public)
         for name, value in public.items():
             setattr(module, name, value)
+        if module.__name__ != "lightning":
+            # imported by Lightning's package, outside its `__all__`; libraries call it at their import (neuralforecast 1.7)
+            module.disable_possible_user_warnings = disable_possible_user_warnings  # type: ignore[attr-defined]
         if module.__name__ == "lightning" and importlib.util.find_spec("lightning_fabric") is not None:
             names.append("Fabric")  # from lightning.fabric, on first use
         module.__all__ = [*names, "__version__"]  # type: ignore[attr-defined]
