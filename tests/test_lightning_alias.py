@@ -251,7 +251,7 @@ SUPPORTED = {
         "ember.utilities.model_summary.model_summary",
         ["LayerSummary", "ModelSummary", "summarize", "get_human_readable_count", "UNKNOWN_SIZE"],
     ),
-    "utilities.parsing": ("ember.utilities.parsing", ["AttributeDict"]),
+    "utilities.parsing": ("ember.utilities.parsing", ["AttributeDict", "save_hyperparameters"]),
     "utilities.migration": ("ember.utilities.migration", ["migrate_checkpoint"]),
     "utilities.upgrade_checkpoint": ("ember.utilities.upgrade_checkpoint", ["main"]),
     "utilities.consolidate_checkpoint": ("ember.utilities.consolidate_checkpoint", []),

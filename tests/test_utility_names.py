@@ -13,10 +13,11 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import ember as pl
+from ember.core.mixins import HyperparametersMixin
 from ember.core.saving import load_hparams_from_yaml, save_hparams_to_yaml
 from ember.utilities import LightningEnum, disable_possible_user_warnings, grad_norm
 from ember.utilities.data import has_len_all_ranks
-from ember.utilities.parsing import collect_init_args
+from ember.utilities.parsing import collect_init_args, save_hyperparameters
 from ember.utilities.throughput import get_available_flops
 from ember.utilities.warnings import PossibleUserWarning
 
@@ -67,6 +68,63 @@ def test_save_hyperparameters_collects_the_arguments_of_a_mixin_init():
             super().__init__(size=5)
 
     assert dict(Model().hparams) == {"size": 5, "lr": 0.1}
+
+
+def test_save_hyperparameters_as_a_function_records_what_the_method_records(tmp_path):
+    # Lightning's `utilities.parsing.save_hyperparameters(obj, ...)`, which programs call on the object itself
+    class Model(pl.demos.boring_classes.BoringModel):
+        def __init__(self, lr=0.1, hidden=3, net=None):
+            super().__init__()
+            save_hyperparameters(self, ignore="net")
+
+    model = Model(lr=0.5, net=torch.nn.Linear(1, 1))
+    assert dict(model.hparams) == {"lr": 0.5, "hidden": 3} and model._hparams_name == "kwargs"
+    assert dict(model.hparams_initial) == {"lr": 0.5, "hidden": 3}
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=1, logger=False, enable_progress_bar=False)
+    trainer.fit(model)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    assert dict(Model.load_from_checkpoint(tmp_path / "model.ckpt").hparams) == {"lr": 0.5, "hidden": 3}
+
+    class Mixin(HyperparametersMixin):  # any HyperparametersMixin, with named arguments
+        def __init__(self, q=9, r=1):
+            super().__init__()
+            save_hyperparameters(self, "q")
+
+    assert dict(Mixin(q=4).hparams) == {"q": 4}
+
+
+def test_save_hyperparameters_given_hparams_saves_for_an_init_assigned_from_outside_its_class():
+    class Data(pl.LightningDataModule):
+        def __init__(self, config=None):
+            super().__init__()
+
+    # an `__init__` patched onto the class has no `__class__` cell, so its frame is not read: what it passes is saved
+    def patched_init(self, config, workers=4):
+        super(Data, self).__init__()
+        save_hyperparameters(self, given_hparams={"config": config})
+
+    def patched_without_given(self, config, workers=4):
+        super(Data, self).__init__()
+        save_hyperparameters(self)
+
+    with mock.patch.object(Data, "__init__", patched_init):
+        data = Data({"root": "x"})
+    assert dict(data.hparams) == {"config": {"root": "x"}} and data._hparams_name == "kwargs"
+    with mock.patch.object(Data, "__init__", patched_without_given):
+        data = Data({"root": "x"})
+    assert dict(data.hparams) == {} and data._hparams_name is None  # as in Lightning
+
+
+def test_save_hyperparameters_refuses_an_object_that_holds_no_hyperparameters():
+    class Plain:
+        def __init__(self, z=1):
+            save_hyperparameters(self)
+
+    # Lightning's AttributeError (there: "'Plain' object has no attribute '_set_hparams'"), saying what is needed
+    with pytest.raises(AttributeError, match=r"'Plain' is none of them\. Derive its class from `HyperparametersMixin`"):
+        Plain()
+    with pytest.raises(AttributeError, match="There is no `frame` available while being required"):
+        save_hyperparameters(pl.LightningDataModule(), frame=5)
 
 
 def test_collect_init_args_walks_the_init_chain_innermost_first():

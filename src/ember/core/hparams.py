@@ -9,15 +9,14 @@ import copy
 import inspect
 import types
 from argparse import Namespace
-from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import fields, is_dataclass
+from dataclasses import fields
 from typing import Any
 
 from ember.utilities.apply_func import is_dataclass_instance
-from ember.utilities.argument_checks import check_type
-from ember.utilities.parsing import AttributeDict, collect_init_args
+from ember.utilities.parsing import AttributeDict, save_hyperparameters
 from ember.utilities.rank_zero import rank_zero_warn
 
 _PRIMITIVES = (bool, int, float, str)
@@ -90,7 +89,10 @@ class HyperparametersMixin:
         if frame is None and given is None:
             current = inspect.currentframe()
             frame = current.f_back if current is not None else None
-        _save_hyperparameters(self, *args, ignore=ignore, frame=frame, given=given)
+        saved_before = getattr(self, "_hparams_initial", None)
+        save_hyperparameters(self, *args, ignore=ignore, frame=frame, given_hparams=given)
+        if getattr(self, "_hparams_initial", None) is not saved_before:  # (nothing is saved from an empty config)
+            _warn_unsafe_values(self._hparams)
 
     def remove_ignored_hparams(self, ignore_list: list[str]) -> None:
         """Drop saved hyperparameters, e.g. ones a base class saved that a subclass doesn't want.
@@ -134,66 +136,6 @@ class HyperparametersMixin:
         return copy.deepcopy(self._hparams_initial)
 
 
-def _save_hyperparameters(
-    obj: HyperparametersMixin, *args: Any, ignore: Any, frame: types.FrameType | None, given: dict[str, Any] | None
-) -> None:
-    if len(args) == 1 and not args[0]:
-        # `save_hyperparameters(config)` with `config=None` (or an empty dict): nothing to save, as in Lightning
-        return
-    if given is not None:
-        init_args = given
-    elif is_dataclass(obj):
-        init_args = {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}
-    else:
-        init_args = {}
-        collected = collect_init_args(frame, [], classes=(HyperparametersMixin,)) if frame is not None else []
-        for local_args in collected:
-            # the innermost frame (the base class) comes first: the subclass's values win
-            init_args.update(local_args)
-    if ignore is None:
-        ignore_set: set[str] = set()
-    elif isinstance(ignore, str):
-        ignore_set = {ignore}
-    else:  # (a number failed with "'int' object is not iterable")
-        expected = "the name of an `__init__` argument or a list of them, e.g. ignore=['backbone']"
-        check_type("save_hyperparameters", "ignore", ignore, (Iterable,), expected)
-        ignore_set = {name for name in ignore if isinstance(name, str)}
-    init_args = {k: v for k, v in init_args.items() if k not in ignore_set}
-
-    if not args:
-        hp: Any = init_args
-        obj._hparams_name = "kwargs" if hp else None
-    else:
-        non_str = [arg for arg in args if not isinstance(arg, str)]
-        if len(non_str) == 1:
-            hp = non_str[0]
-            names = [k for k, v in init_args.items() if v is hp or _safe_eq(v, hp)]
-            obj._hparams_name = names[0] if names else None
-        else:
-            missing = [arg for arg in args if isinstance(arg, str) and arg not in init_args]
-            if missing:
-                raise KeyError(
-                    f"save_hyperparameters({', '.join(map(repr, missing))}): no such `__init__` argument."
-                    f" The arguments are: {sorted(init_args)}."
-                )
-            hp = {arg: init_args[arg] for arg in args if isinstance(arg, str)}
-            obj._hparams_name = "kwargs"
-    obj._set_hparams(hp)
-    # a subclass's `ignore` also drops what a base class's call saved before, as in Lightning
-    obj.remove_ignored_hparams(sorted(ignore_set))
-
-    import torch.nn as nn
-
-    for key, value in obj._hparams.items():
-        if isinstance(value, nn.Module):
-            rank_zero_warn(
-                f"Attribute {key!r} is an instance of `nn.Module` and is already saved during checkpointing."
-                f" It is recommended to ignore them using `self.save_hyperparameters(ignore=[{key!r}])`."
-            )
-    _warn_unsafe_values(obj._hparams)
-    obj._hparams_initial = copy.deepcopy(obj._hparams)
-
-
 def _warn_unsafe_values(hparams: Any) -> None:
     from ember.checkpoint import unsafe_hparam_values
     from ember.core.saving import hparams_to_save
@@ -205,10 +147,3 @@ def _warn_unsafe_values(hparams: Any) -> None:
             f" `weights_only=True`: {', '.join(unsafe)}. Save plain values (numbers, strings, lists, dicts) instead,"
             " ignore them with `save_hyperparameters(ignore=[...])`, or load trusted files with `weights_only=False`."
         )
-
-
-def _safe_eq(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except Exception:
-        return False

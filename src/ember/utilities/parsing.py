@@ -1,8 +1,9 @@
 """Hyperparameter containers, reading a constructor's arguments from its frame, and finding a
 hyperparameter where Lightning looks for it.
 
-``get_init_args`` and ``collect_init_args`` are what ``save_hyperparameters`` uses to find the
-arguments of ``__init__`` (and of the parents' ``__init__`` that called ``super().__init__``).
+``save_hyperparameters(obj)`` records the arguments of ``obj``'s ``__init__`` (and of the parents'
+``__init__`` that called ``super().__init__``, found by ``collect_init_args`` and ``get_init_args``) as
+its hyperparameters: what ``LightningModule.save_hyperparameters`` runs.
 ``lightning_getattr`` / ``lightning_setattr`` / ``lightning_hasattr`` look in the model, ``model.hparams``,
 the datamodule and its ``hparams`` (the tuner finds ``batch_size`` and ``lr`` this way)::
 
@@ -12,12 +13,15 @@ the datamodule and its ``hparams`` (the tuner finds ``batch_size`` and ``lr`` th
 
 from __future__ import annotations
 
+import copy
 import inspect
 import pickle
 import types
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping, Sequence
+from dataclasses import fields, is_dataclass
 from typing import Any
 
+from ember.utilities.argument_checks import check_type
 from ember.utilities.rank_zero import rank_zero_warn
 
 
@@ -140,6 +144,113 @@ def collect_init_args(
             break
         current = current.f_back
     return path_args
+
+
+def save_hyperparameters(
+    obj: Any,
+    *args: Any,
+    ignore: Sequence[str] | str | None = None,
+    frame: types.FrameType | None = None,
+    given_hparams: dict[str, Any] | None = None,
+) -> None:
+    """Record the ``__init__`` arguments of ``obj`` (a ``LightningModule``, ``LightningDataModule`` or any
+    ``HyperparametersMixin``) as its ``hparams``: what ``obj.save_hyperparameters(...)`` does.
+
+    The arguments are read from ``frame`` (by default the caller's, the running ``__init__``) and from the
+    ``__init__`` frames of the parents on its ``super().__init__()`` chain, or taken from ``given_hparams``
+    where that frame has none to read (an ``__init__`` assigned to the class from outside it). ``args``
+    and ``ignore`` select as in ``save_hyperparameters``.
+
+    Example::
+
+        def patched_init(self, config):
+            super(MyDataModule, self).__init__()
+            save_hyperparameters(self, given_hparams={"config": config})
+    """
+    if len(args) == 1 and not args[0]:
+        # `save_hyperparameters(config)` with `config=None` (or an empty dict): nothing to save, as in Lightning
+        return
+    mixin = _hyperparameters_class(obj)
+    if frame is None:
+        current = inspect.currentframe()
+        frame = current.f_back if current is not None else None
+    if not isinstance(frame, types.FrameType):
+        raise AttributeError("There is no `frame` available while being required.")
+    if given_hparams is not None:
+        init_args = dict(given_hparams)
+    elif is_dataclass(obj):
+        init_args = {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}
+    else:
+        init_args = {}
+        for local_args in collect_init_args(frame, [], classes=(mixin,)):
+            # the innermost frame (the base class) comes first: the subclass's values win
+            init_args.update(local_args)
+    ignored = _ignored_names(ignore)
+    init_args = {k: v for k, v in init_args.items() if k not in ignored}
+
+    if not args:
+        hp: Any = init_args
+        obj._hparams_name = "kwargs" if hp else None
+    else:
+        non_str = [arg for arg in args if not isinstance(arg, str)]
+        if len(non_str) == 1:
+            hp = non_str[0]
+            names = [k for k, v in init_args.items() if v is hp or _safe_eq(v, hp)]
+            obj._hparams_name = names[0] if names else None
+        else:
+            missing = [arg for arg in args if isinstance(arg, str) and arg not in init_args]
+            if missing:
+                raise KeyError(
+                    f"save_hyperparameters({', '.join(map(repr, missing))}): no such `__init__` argument."
+                    f" The arguments are: {sorted(init_args)}."
+                )
+            hp = {arg: init_args[arg] for arg in args if isinstance(arg, str)}
+            obj._hparams_name = "kwargs"
+    obj._set_hparams(hp)
+    # a subclass's `ignore` also drops what a base class's call saved before, as in Lightning
+    obj.remove_ignored_hparams(sorted(ignored))
+
+    import torch.nn as nn
+
+    for key, value in obj._hparams.items():
+        if isinstance(value, nn.Module):
+            rank_zero_warn(
+                f"Attribute {key!r} is an instance of `nn.Module` and is already saved during checkpointing."
+                f" It is recommended to ignore them using `self.save_hyperparameters(ignore=[{key!r}])`."
+            )
+    obj._hparams_initial = copy.deepcopy(obj._hparams)
+
+
+def _hyperparameters_class(obj: Any) -> type:
+    """The class that gives ``obj`` its hyperparameters (``HyperparametersMixin`` for Ember's classes): the
+    ``__init__`` frames of its instances are the ones read. An object without one is refused by name, with the
+    ``AttributeError`` Lightning fails with later (on ``_set_hparams``)."""
+    for cls in reversed(type(obj).__mro__):
+        if "_set_hparams" in vars(cls) and "remove_ignored_hparams" in vars(cls):
+            return cls
+    raise AttributeError(
+        f"`save_hyperparameters` records hyperparameters into a `LightningModule`, a `LightningDataModule` or"
+        f" another `HyperparametersMixin`; {type(obj).__name__!r} is none of them. Derive its class from"
+        " `HyperparametersMixin` (`from lightning.pytorch.core.mixins import HyperparametersMixin`)."
+    )
+
+
+def _ignored_names(ignore: Any) -> set[str]:
+    if ignore is None:
+        return set()
+    if isinstance(ignore, str):
+        return {ignore}
+    # (a number failed with "'int' object is not iterable")
+    expected = "the name of an `__init__` argument or a list of them, e.g. ignore=['backbone']"
+    check_type("save_hyperparameters", "ignore", ignore, (Iterable,), expected)
+    return {name for name in ignore if isinstance(name, str)}
+
+
+def _safe_eq(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
 
 
 def _holders(model: Any, attribute: str) -> list[Any]:
