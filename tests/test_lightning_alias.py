@@ -252,7 +252,7 @@ SUPPORTED = {
         ["LayerSummary", "ModelSummary", "summarize", "get_human_readable_count", "UNKNOWN_SIZE"],
     ),
     "utilities.parsing": ("ember.utilities.parsing", ["AttributeDict", "save_hyperparameters"]),
-    "utilities.migration": ("ember.utilities.migration", ["migrate_checkpoint"]),
+    "utilities.migration": ("ember.utilities.migration", ["migrate_checkpoint", "pl_legacy_patch"]),
     "utilities.upgrade_checkpoint": ("ember.utilities.upgrade_checkpoint", ["main"]),
     "utilities.consolidate_checkpoint": ("ember.utilities.consolidate_checkpoint", []),
     "serve": ("ember.serve", ["ServableModule", "ServableModuleValidator"]),

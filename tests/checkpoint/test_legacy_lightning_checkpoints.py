@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -162,3 +163,80 @@ def test_upgrade_checkpoints_main_logs_a_bad_path_and_exits_as_lightnings(tmp_pa
         main([str(tmp_path / "nowhere.ckpt")])
     assert exited.value.code == 1
     assert f"The path {tmp_path / 'nowhere.ckpt'} does not exist" in caplog.text
+
+
+# A checkpoint whose hyperparameters pickled names that old Lightning releases had and Lightning 2.x no longer has:
+# the `--gpus` parser of Lightning < 1.2.8's command-line arguments, and 1.x's `_FaultTolerantMode`. Written with
+# stand-in modules of those names, then read in a process where they are gone (Lightning not installed).
+_LEGACY_PICKLE_PROGRAM = """
+import enum, sys, types
+import tests.helpers.without_lightning
+import torch
+mode, folder = sys.argv[1], sys.argv[2]
+if mode == "alias":
+    import ember
+    ember.install_as_lightning()
+    import pytorch_lightning as pl
+    from pytorch_lightning.utilities.migration import pl_legacy_patch
+else:
+    import ember as pl
+    from ember.utilities.migration import pl_legacy_patch
+from ember.demos.boring_classes import BoringModel
+
+class Model(BoringModel):
+    def __init__(self, gpus_type=None, mode=None, lr=0.1):
+        super().__init__()
+        self.save_hyperparameters()
+
+def trainer(**kwargs):
+    return pl.Trainer(default_root_dir=folder, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False, limit_val_batches=0, **kwargs)
+
+template = f"{folder}/template.ckpt"
+first = trainer(max_steps=2)
+first.fit(Model())
+first.save_checkpoint(template)
+argparse_utils = types.ModuleType("pytorch_lightning.utilities.argparse_utils")
+enums = types.ModuleType("pytorch_lightning.utilities.enums")
+def _gpus_arg_default(value):
+    return value
+class _FaultTolerantMode(str, enum.Enum):
+    AUTOMATIC = "automatic"
+_gpus_arg_default.__module__ = argparse_utils.__name__
+_FaultTolerantMode.__module__ = enums.__name__
+argparse_utils._gpus_arg_default, enums._FaultTolerantMode = _gpus_arg_default, _FaultTolerantMode
+stand_ins = {module.__name__: module for module in (argparse_utils, enums)}
+if mode == "plain":  # (pickling imports a module's packages too)
+    stand_ins.update({name: types.ModuleType(name) for name in ("pytorch_lightning", "pytorch_lightning.utilities")})
+before = {name: sys.modules.get(name) for name in stand_ins}
+sys.modules.update(stand_ins)
+checkpoint = torch.load(template, weights_only=False)
+checkpoint["hyper_parameters"].update(gpus_type=_gpus_arg_default, mode=_FaultTolerantMode.AUTOMATIC)
+torch.save(checkpoint, f"{folder}/legacy.ckpt")
+for name, module in before.items():
+    sys.modules.pop(name) if module is None else sys.modules.__setitem__(name, module)
+del argparse_utils, enums, _gpus_arg_default, _FaultTolerantMode, stand_ins, checkpoint
+
+model = Model.load_from_checkpoint(f"{folder}/legacy.ckpt", weights_only=False)
+print("hparams", model.hparams.gpus_type("0,1"), model.hparams.mode.value, model.hparams.mode == "automatic")
+resumed = trainer(max_steps=4)
+resumed.fit(Model(), ckpt_path=f"{folder}/legacy.ckpt", weights_only=False)  # a trusted file
+print("resumed", resumed.global_step)
+with pl_legacy_patch():
+    loaded = torch.load(f"{folder}/legacy.ckpt", weights_only=False)
+print("patch", loaded["hyper_parameters"]["gpus_type"](3))
+# gone after the block: nothing stays registered under Lightning's names
+print("left", sorted(name for name in sys.modules if "argparse" in name and "lightning" in name),
+      hasattr(sys.modules.get("pytorch_lightning.utilities.enums"), "_FaultTolerantMode"))
+"""
+
+
+@pytest.mark.parametrize("mode", ["plain", "alias"])
+def test_a_checkpoint_that_pickled_names_lightning_has_removed_loads_fully_as_on_lightning(tmp_path, mode):
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), str(repo)]), "PYTHONWARNINGS": "ignore"}
+    env.pop("EMBER_AS_LIGHTNING", None)
+    command = [sys.executable, "-c", _LEGACY_PICKLE_PROGRAM, mode, str(tmp_path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-4:] == ["hparams 0,1 automatic True", "resumed 4", "patch 3", "left [] False"]

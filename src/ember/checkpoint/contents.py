@@ -335,10 +335,12 @@ def _store_hparams(checkpoint: dict[str, Any], hparams: Any, key: str, type_key:
 # ---------------------------------------------------------------------------------------
 def read_checkpoint(t: Trainer, path: Any, weights_only: bool | None) -> dict[str, Any]:
     """Lightning's "Restoring states" line, then the file through the strategy's CheckpointIO plugin (all ranks)."""
-    from ember.utilities.migration import migrate_loaded
+    from ember.utilities.migration import migrate_loaded, pl_legacy_patch
 
     rank_zero_info(f"Restoring states from the checkpoint path at {path}")
-    return migrate_loaded(t.strategy.load_checkpoint(path, weights_only=weights_only), path)
+    with pl_legacy_patch():
+        checkpoint = t.strategy.load_checkpoint(path, weights_only=weights_only)
+    return migrate_loaded(checkpoint, path)
 
 
 def say_restored(t: Trainer, path: Any) -> None:

@@ -463,9 +463,10 @@ def load_from_checkpoint(
     so that any hyperparameter name can be passed in ``kwargs``.
     """
     from ember.checkpoint import load_checkpoint
-    from ember.utilities.migration import migrate_loaded
+    from ember.utilities.migration import migrate_loaded, pl_legacy_patch
 
-    checkpoint = load_checkpoint(checkpoint_path, map_location=map_location, weights_only=weights_only)
+    with pl_legacy_patch():
+        checkpoint = load_checkpoint(checkpoint_path, map_location=map_location, weights_only=weights_only)
     checkpoint = migrate_loaded(checkpoint, checkpoint_path)
     if hparams_file is not None:
         # the file replaces the saved hyperparameters, as in Lightning (where it holds a value's text, the value)

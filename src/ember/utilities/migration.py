@@ -18,8 +18,13 @@ Example::
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import re
+import sys
+import threading
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +33,7 @@ from ember.utilities.imports import _version_key
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.warnings import PossibleUserWarning
 
-__all__ = ["migrate_checkpoint"]
+__all__ = ["migrate_checkpoint", "pl_legacy_patch"]
 
 _VERSION_KEY = "pytorch-lightning_version"
 _LEGACY_VERSION_KEY = "legacy_pytorch-lightning_version"
@@ -66,6 +71,98 @@ def migrate_checkpoint(
         checkpoint.setdefault(_LEGACY_VERSION_KEY, written_with)
     checkpoint[_VERSION_KEY] = LIGHTNING_VERSION
     return checkpoint, applied
+
+
+class pl_legacy_patch:
+    """For the length of a ``with`` block, the names that checkpoints of old Lightning releases pickled and that
+    Lightning has since removed, so that a full load (``weights_only=False``) of such a file finds them, as in
+    Lightning: ``pytorch_lightning.utilities.argparse_utils._gpus_arg_default`` and
+    ``pytorch_lightning.utilities.argparse._gpus_arg_default`` (releases before 1.2.8, whose hyperparameters held
+    the Trainer's command-line arguments), and ``pytorch_lightning.utilities.enums._FaultTolerantMode``
+    (before 2.0). The trainer and ``load_from_checkpoint`` read checkpoints inside it.
+
+    Under ``install_as_lightning()`` (or with Lightning's own package imported) the names are added to those
+    packages' modules, and a module they do not have is served for the block; where no package of that name
+    is installed, the block serves them all. An installed Lightning that is not imported stays so: a load
+    never imports it.
+
+    Example::
+
+        with pl_legacy_patch():
+            checkpoint = torch.load("lightning-1.2.ckpt", weights_only=False)
+    """
+
+    _lock = threading.Lock()
+
+    def __enter__(self) -> pl_legacy_patch:
+        self._lock.acquire()
+        self._added_modules: list[str] = []
+        self._added_names: list[tuple[types.ModuleType, str]] = []
+        fault_tolerant_mode = _fault_tolerant_mode()
+        for root in ("pytorch_lightning", "lightning.pytorch"):
+            if not _patchable(root):
+                continue
+            self._provide(f"{root}.utilities.argparse_utils", "_gpus_arg_default", _gpus_arg_default)
+            self._provide(f"{root}.utilities.argparse", "_gpus_arg_default", _gpus_arg_default)
+            self._provide(f"{root}.utilities.enums", "_FaultTolerantMode", fault_tolerant_mode)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            for module, name in self._added_names:
+                if hasattr(module, name):
+                    delattr(module, name)
+            for module_name in reversed(self._added_modules):
+                sys.modules.pop(module_name, None)
+        finally:
+            self._lock.release()
+
+    def _provide(self, module_name: str, name: str, value: Any) -> None:
+        module = self._module(module_name)
+        if not hasattr(module, name):
+            setattr(module, name, value)
+            self._added_names.append((module, name))
+
+    def _module(self, module_name: str) -> types.ModuleType:
+        """The module of that name: imported where there is one, else served for the block (with its packages,
+        which unpickling imports too)."""
+        module = sys.modules.get(module_name)
+        if module is not None:
+            return module
+        try:
+            return importlib.import_module(module_name)
+        except ImportError:
+            package = module_name.rpartition(".")[0]
+            if package:
+                self._module(package)
+            module = sys.modules[module_name] = types.ModuleType(module_name)
+            self._added_modules.append(module_name)
+            return module
+
+
+def _patchable(root: str) -> bool:
+    """Whether the legacy names go under ``root``: its package is imported (Ember's, under the alias, or
+    Lightning's), the alias will give it on import, or nothing of that name is installed."""
+    if root in sys.modules or os.environ.get("EMBER_AS_LIGHTNING") == "1":
+        return True
+    top = root.partition(".")[0]
+    return top not in sys.modules and importlib.util.find_spec(top) is None
+
+
+def _gpus_arg_default(value: Any) -> Any:
+    """Lightning's old parser of ``--gpus``, as the legacy patch gives it: the value as it is."""
+    return value
+
+
+def _fault_tolerant_mode() -> type:
+    from ember.utilities.enums import LightningEnum
+
+    class _FaultTolerantMode(LightningEnum):
+        DISABLED = "disabled"
+        AUTOMATIC = "automatic"
+        MANUAL = "manual"
+
+    return _FaultTolerantMode
 
 
 def migrate_loaded(checkpoint: Any, path: Any) -> Any:
