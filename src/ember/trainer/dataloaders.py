@@ -15,8 +15,6 @@ from ember.trainer.data import (
     limit_batches,
     make_first_train_iterator,
     prepare_loader,
-    rebuild_dataloader,
-    recording_loader_arguments,
     set_sampler_epoch,
     shuffles,
     warn_if_overfit_reorders,
@@ -24,6 +22,7 @@ from ember.trainer.data import (
 from ember.trainer.states import RunningStage, TrainerFn
 from ember.utilities.combined_loader import CombinedLoader, _flatten, _unflatten
 from ember.utilities.data import sized_len, warn_if_sized_iterable
+from ember.utilities.dataloader_remake import rebuild_dataloader, recording_loader_arguments
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from ember.utilities.warnings import PossibleUserWarning
