@@ -252,6 +252,7 @@ SUPPORTED = {
         ["LayerSummary", "ModelSummary", "summarize", "get_human_readable_count", "UNKNOWN_SIZE"],
     ),
     "utilities.parsing": ("ember.utilities.parsing", ["AttributeDict", "save_hyperparameters"]),
+    "utilities.data": ("ember.utilities.data", ["_update_dataloader", "extract_batch_size", "has_len_all_ranks"]),
     "utilities.migration": ("ember.utilities.migration", ["migrate_checkpoint", "pl_legacy_patch"]),
     "utilities.upgrade_checkpoint": ("ember.utilities.upgrade_checkpoint", ["main"]),
     "utilities.consolidate_checkpoint": ("ember.utilities.consolidate_checkpoint", []),

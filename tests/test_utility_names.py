@@ -16,7 +16,7 @@ import ember as pl
 from ember.core.mixins import HyperparametersMixin
 from ember.core.saving import load_hparams_from_yaml, save_hparams_to_yaml
 from ember.utilities import LightningEnum, disable_possible_user_warnings, grad_norm
-from ember.utilities.data import has_len_all_ranks
+from ember.utilities.data import _update_dataloader, has_len_all_ranks
 from ember.utilities.parsing import collect_init_args, save_hyperparameters
 from ember.utilities.throughput import get_available_flops
 from ember.utilities.warnings import PossibleUserWarning
@@ -33,6 +33,36 @@ def test_has_len_all_ranks():
     assert not has_len_all_ranks(DataLoader(Stream()), strategy)
     with pytest.warns(UserWarning, match="Total length of `DataLoader` across ranks is zero"):
         assert has_len_all_ranks(DataLoader(TensorDataset(torch.zeros(0, 1))), strategy)
+
+
+def test_update_dataloader_puts_a_sampler_into_a_copy_of_the_loader():
+    # Lightning's private `utilities.data._update_dataloader`, which programs call to give a loader a sampler
+    from torch.utils.data import BatchSampler, SequentialSampler
+    from torch.utils.data.distributed import DistributedSampler
+
+    from ember.trainer.states import RunningStage
+
+    data = TensorDataset(torch.arange(10.0))
+    sampler = DistributedSampler(data, num_replicas=2, rank=0, shuffle=False)  # samples 0, 2, 4, 6, 8
+
+    def batches(loader):
+        return [batch[0].tolist() for batch in loader]
+
+    loader = DataLoader(data, batch_size=3, shuffle=True, drop_last=True)
+    copy = _update_dataloader(loader, sampler)
+    assert copy is not loader and copy.sampler is sampler and batches(copy) == [[0.0, 2.0, 4.0]]
+    assert batches(_update_dataloader(loader, sampler, RunningStage.PREDICTING)) == [[0.0, 2.0, 4.0], [6.0, 8.0]]
+
+    class Sized(DataLoader):  # made again through its own `__init__`, keeping what it was made with
+        def __init__(self, dataset, extra=7, **kwargs):
+            self.extra = extra
+            super().__init__(dataset, **kwargs)
+
+    copy = _update_dataloader(Sized(data, extra=3, batch_size=4), sampler)
+    assert type(copy) is Sized and copy.extra == 3 and batches(copy) == [[0.0, 2.0, 4.0, 6.0], [8.0]]
+    # a loader built with a batch sampler keeps its batch size (Lightning's gives single samples)
+    by_batches = DataLoader(data, batch_sampler=BatchSampler(SequentialSampler(data), 3, drop_last=False))
+    assert batches(_update_dataloader(by_batches, sampler)) == [[0.0, 2.0, 4.0], [6.0, 8.0]]
 
 
 def test_disable_possible_user_warnings():

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from ember.utilities.apply_func import is_dataclass_instance
+from ember.utilities.dataloader_remake import rebuild_dataloader
 from ember.utilities.exceptions import MisconfigurationException
 from ember.utilities.rank_zero import WarningCache, rank_zero_warn
 
@@ -164,3 +165,17 @@ def _batch_sizes(batch: Any, sizes: list[int | None]) -> None:
         return
     for item in items:
         _batch_sizes(item, sizes)
+
+
+def _update_dataloader(dataloader: Any, sampler: Any, mode: Any = None) -> Any:
+    """``dataloader`` made again to draw from ``sampler`` (Lightning's private helper, which programs use to put
+    a sampler of their own into a loader): as the Trainer makes it for a distributed run, through the loader
+    class's own ``__init__`` where it can, a batch sampler copied to draw from ``sampler``. ``mode`` the
+    prediction stage (``RunningStage.PREDICTING``) keeps the last, smaller batch, as Lightning does there.
+
+    Example::
+
+        loader = _update_dataloader(loader, DistributedSampler(loader.dataset, shuffle=False))
+    """
+    predicting = mode is not None and str(getattr(mode, "value", mode)) == "predict"
+    return rebuild_dataloader(dataloader, sampler, drop_last=False if predicting else None)
