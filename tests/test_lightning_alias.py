@@ -96,7 +96,7 @@ SUPPORTED = {
     "core.mixins": ("ember.core.mixins", ["HyperparametersMixin"]),
     "core.mixins.hparams_mixin": ("ember.core.hparams", ["HyperparametersMixin"]),
     "core.module": ("ember.core.module", ["LightningModule"]),
-    "core.optimizer": ("ember.core.optimizer", ["LightningOptimizer"]),
+    "core.optimizer": ("ember.core.optimizer", ["LightningOptimizer", "_init_optimizers_and_lr_schedulers"]),
     "core.saving": ("ember.core.saving", ["get_filesystem", "pl_load"]),
     "loggers": (
         "ember.loggers",

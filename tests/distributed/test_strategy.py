@@ -1054,6 +1054,32 @@ def test_a_strategy_that_builds_its_own_optimizers_is_used_by_fit():
     assert not torch.equal(model.layer.weight, before)  # the strategy's optimizer trained the model
 
 
+def test_a_strategy_builds_on_the_optimizers_lightnings_private_helper_makes():
+    # strategies written for Lightning (custom DeepSpeed-like or accelerator-specific ones) call
+    # `core.optimizer._init_optimizers_and_lr_schedulers(module)` in their `setup_optimizers`, then wrap the result
+    from ember.core.optimizer import _init_optimizers_and_lr_schedulers
+
+    made = []
+
+    class Wrapping(SingleDeviceStrategy):
+        def setup_optimizers(self, trainer):
+            optimizers, configs = _init_optimizers_and_lr_schedulers(self.lightning_module)
+            made.append((list(trainer.optimizers), [(c.interval, c.frequency) for c in configs]))  # nothing set yet
+            self.optimizers, self.lr_scheduler_configs = optimizers, configs
+
+    def configure(module):
+        optimizer = torch.optim.SGD(module.parameters(), lr=1.0)
+        return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5)}
+
+    trainer = quiet_trainer(strategy=Wrapping("cpu"), max_epochs=2)
+    trainer.fit(CoreModel(optimizers=configure), loader())
+    assert made == [([], [("epoch", 1)])]  # made once, as `fit` makes them, and set by the strategy alone
+    assert [type(opt) for opt in trainer.optimizers] == [torch.optim.SGD]
+    assert trainer.optimizers[0].param_groups[0]["lr"] == 0.25  # the scheduler stepped at each epoch's end
+    with pytest.raises(RuntimeError, match="is not attached to a `Trainer`"):
+        _init_optimizers_and_lr_schedulers(CoreModel())
+
+
 def test_the_default_setup_optimizers_runs_configure_optimizers_once_per_fit():
     seen = []
 

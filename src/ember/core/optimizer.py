@@ -154,6 +154,19 @@ class LightningOptimizer:
         return (_rebuild, (self._optimizer, self._trainer), state)
 
 
+def _init_optimizers_and_lr_schedulers(model: Any) -> tuple[list[Optimizer], list[Any]]:
+    """The optimizers and scheduler configs (``LRSchedulerConfig``) of ``model``'s ``configure_optimizers``,
+    made and checked as ``fit`` makes them, through the trainer ``model`` is attached to; nothing is set on it.
+    Lightning's private helper, which strategies that build their own optimizers call in ``setup_optimizers``.
+
+    Example::
+
+        def setup_optimizers(self, trainer):
+            self.optimizers, self.lr_scheduler_configs = _init_optimizers_and_lr_schedulers(self.lightning_module)
+    """
+    return model.trainer._configured_optimizers(model)  # (`model.trainer` raises where there is none)
+
+
 def _stepping_automatically(optimizer: Optimizer, strategy: Any) -> LightningOptimizer | None:
     """The trainer's wrapper of ``optimizer`` while automatic optimization steps it through the module's
     ``optimizer_step``: it carries the step's hooks and clipping (``_closure_hook``), which a new wrapper would

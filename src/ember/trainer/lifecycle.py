@@ -538,12 +538,17 @@ def call_teardown_hooks(trainer: Trainer, run: Run, stage: TrainerFn) -> None:
 
 
 def setup_optimizers(trainer: Trainer, run: Run, model: Any) -> None:
-    """``configure_optimizers``, normalised into optimizers and scheduler configs, and checked."""
+    """``configure_optimizers``, normalised into optimizers and scheduler configs, and checked: the trainer's."""
+    trainer.optimizers, trainer._lr_scheduler_configs = configured_optimizers(run, model)
+
+
+def configured_optimizers(run: Run | None, model: Any) -> tuple[list[Any], list[Any]]:
+    """The optimizers and scheduler configs of ``model``'s ``configure_optimizers``, normalised and checked."""
     from ember.core.hooks import overrides
     from ember.core.module import LightningModule
 
     # (a strategy set up by hand outside a Trainer call, as Lightning allows, has no run's hooks: called directly)
-    hooks = run.hooks
+    hooks = run.hooks if run is not None else None
     returned = hooks.call_module("configure_optimizers") if hooks is not None else model.configure_optimizers()
     optimizers, configs, _ = configure_optimizers(returned, automatic=model.automatic_optimization)
     if model.automatic_optimization and len(optimizers) > 1:
@@ -553,8 +558,7 @@ def setup_optimizers(trainer: Trainer, run: Run, model: Any) -> None:
             " `opt1, opt2, ... = self.optimizers()`."
         )
     check_non_torch_schedulers(model, configs, overrides(model, LightningModule, "lr_scheduler_step"))
-    trainer.optimizers = optimizers
-    trainer._lr_scheduler_configs = configs
+    return optimizers, configs
 
 
 def log_hyperparams(trainer: Trainer, model: Any) -> None:

@@ -561,6 +561,11 @@ class Trainer:
     def _execute(self, model: Any, ckpt_path: Any, weights_only: bool | None, model_given: bool) -> Any:
         return lifecycle.execute(self, model, ckpt_path, weights_only, model_given)
 
+    def _configured_optimizers(self, model: Any) -> tuple[list[Any], list[Any]]:
+        """``model``'s optimizers and scheduler configs, made as ``fit`` makes them but not set on this trainer
+        (Lightning's ``core.optimizer._init_optimizers_and_lr_schedulers`` reaches them through here)."""
+        return lifecycle.configured_optimizers(self._run, model)
+
     def _run_guarded(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn`` in the processes the strategy launches, with failures handled (``lifecycle.guarded``)."""
         return lifecycle.guarded(self, fn, *args, **kwargs)
