@@ -240,3 +240,19 @@ def test_a_checkpoint_that_pickled_names_lightning_has_removed_loads_fully_as_on
     proc = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=repo)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-4:] == ["hparams 0,1 automatic True", "resumed 4", "patch 3", "left [] False"]
+
+
+def test_a_legacy_patch_that_fails_to_start_leaves_nothing_locked(monkeypatch):
+    from ember.utilities import migration
+
+    def broken() -> type:
+        raise RuntimeError("no enum today")
+
+    monkeypatch.setattr(migration, "_fault_tolerant_mode", broken)
+    with pytest.raises(RuntimeError, match="no enum today"), migration.pl_legacy_patch():
+        pass
+    monkeypatch.undo()
+    assert migration.pl_legacy_patch._lock.acquire(timeout=5)  # the next load is not locked out
+    migration.pl_legacy_patch._lock.release()
+    with migration.pl_legacy_patch():
+        pass

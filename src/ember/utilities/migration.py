@@ -98,13 +98,17 @@ class pl_legacy_patch:
         self._lock.acquire()
         self._added_modules: list[str] = []
         self._added_names: list[tuple[types.ModuleType, str]] = []
-        fault_tolerant_mode = _fault_tolerant_mode()
-        for root in ("pytorch_lightning", "lightning.pytorch"):
-            if not _patchable(root):
-                continue
-            self._provide(f"{root}.utilities.argparse_utils", "_gpus_arg_default", _gpus_arg_default)
-            self._provide(f"{root}.utilities.argparse", "_gpus_arg_default", _gpus_arg_default)
-            self._provide(f"{root}.utilities.enums", "_FaultTolerantMode", fault_tolerant_mode)
+        try:
+            fault_tolerant_mode = _fault_tolerant_mode()
+            for root in ("pytorch_lightning", "lightning.pytorch"):
+                if not _patchable(root):
+                    continue
+                self._provide(f"{root}.utilities.argparse_utils", "_gpus_arg_default", _gpus_arg_default)
+                self._provide(f"{root}.utilities.argparse", "_gpus_arg_default", _gpus_arg_default)
+                self._provide(f"{root}.utilities.enums", "_FaultTolerantMode", fault_tolerant_mode)
+        except BaseException:
+            self.__exit__()  # what was added goes, and the next load is not locked out
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -142,10 +146,14 @@ class pl_legacy_patch:
 
 def _patchable(root: str) -> bool:
     """Whether the legacy names go under ``root``: its package is imported (Ember's, under the alias, or
-    Lightning's), the alias will give it on import, or nothing of that name is installed."""
-    if root in sys.modules or os.environ.get("EMBER_AS_LIGHTNING") == "1":
+    Lightning's), the alias gives ``pytorch_lightning`` on import (Ember's own package, at no cost), or nothing
+    of that name is installed. (``lightning.pytorch`` is not imported for it: an installed ``lightning``
+    package loads all of its parts.)"""
+    if root in sys.modules:
         return True
     top = root.partition(".")[0]
+    if top == "pytorch_lightning" and os.environ.get("EMBER_AS_LIGHTNING") == "1":
+        return True
     return top not in sys.modules and importlib.util.find_spec(top) is None
 
 
