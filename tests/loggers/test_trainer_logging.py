@@ -265,6 +265,11 @@ def test_the_csv_default_warning_names_the_lightning_package_the_program_importe
 
 
 def test_default_logger_is_csv_without_tensorboard(tmp_path, monkeypatch):
+    for lightning in (
+        "pytorch_lightning",
+        "lightning.pytorch",
+    ):  # a program written for Ember, whichever test ran before
+        monkeypatch.delitem(sys.modules, lightning, raising=False)
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     monkeypatch.setenv("SLURM_JOB_ID", "4242")  # a SLURM job's id names TensorBoard's version only, as Lightning
