@@ -254,6 +254,10 @@ SUPPORTED = {
     "utilities.parsing": ("ember.utilities.parsing", ["AttributeDict", "save_hyperparameters"]),
     "utilities.data": ("ember.utilities.data", ["_update_dataloader", "extract_batch_size", "has_len_all_ranks"]),
     "utilities.migration": ("ember.utilities.migration", ["migrate_checkpoint", "pl_legacy_patch"]),
+    "utilities.migration.utils": (
+        "ember.utilities.migration.utils",
+        ["_pl_migrate_checkpoint", "migrate_checkpoint", "pl_legacy_patch"],
+    ),
     "utilities.upgrade_checkpoint": ("ember.utilities.upgrade_checkpoint", ["main"]),
     "utilities.consolidate_checkpoint": ("ember.utilities.consolidate_checkpoint", []),
     "serve": ("ember.serve", ["ServableModule", "ServableModuleValidator"]),

@@ -58,6 +58,22 @@ def test_load_from_checkpoint_upgrades_an_old_checkpoint_too():
     assert all(torch.equal(model.state_dict()[key], value) for key, value in saved.items())
 
 
+def test_lightnings_private_migration_helper_upgrades_a_loaded_checkpoint_and_gives_the_command(caplog):
+    # `utilities.migration.utils._pl_migrate_checkpoint(checkpoint, checkpoint_path)`, which programs that read
+    # checkpoints themselves call after `torch.load`, as Lightning's trainer does
+    from ember.utilities.migration.utils import _get_version, _pl_migrate_checkpoint, _should_upgrade
+
+    checkpoint = torch.load(CKPT, weights_only=True)
+    assert _get_version(checkpoint) == "1.8.6" and _should_upgrade(checkpoint, "2.0.0")
+    assert not _should_upgrade(checkpoint, "2.0.0", max_version="1.9.0")
+    with caplog.at_level(logging.INFO):
+        upgraded = _pl_migrate_checkpoint(checkpoint, checkpoint_path=CKPT)
+    assert _get_version(upgraded) == "2.6.6" and upgraded["legacy_pytorch-lightning_version"] == "1.8.6"
+    assert not _should_upgrade(upgraded, "2.0.0")
+    assert "python -m ember.utilities.upgrade_checkpoint" in caplog.text
+    assert _pl_migrate_checkpoint({"state_dict": {}}) == {"state_dict": {}}  # a hand-made dict stays as it is
+
+
 def test_migrate_checkpoint_gives_lightnings_layout():
     migrated, applied = migrate_checkpoint(torch.load(CKPT, weights_only=True))
     expected = REFERENCE["migrate_checkpoint"]
@@ -243,7 +259,7 @@ def test_a_checkpoint_that_pickled_names_lightning_has_removed_loads_fully_as_on
 
 
 def test_a_legacy_patch_that_fails_to_start_leaves_nothing_locked(monkeypatch):
-    from ember.utilities import migration
+    from ember.utilities.migration import utils as migration
 
     def broken() -> type:
         raise RuntimeError("no enum today")
