@@ -226,6 +226,15 @@ SUPPORTED = {
         "ember.distributed.samplers",
         ["DistributedSamplerWrapper", "UnrepeatedDistributedSampler", "UnrepeatedDistributedSamplerWrapper"],
     ),
+    "trainer.call": (
+        "ember.trainer.call",
+        [
+            "_call_callback_hooks",
+            "_call_lightning_datamodule_hook",
+            "_call_lightning_module_hook",
+            "_call_strategy_hook",
+        ],
+    ),
     "trainer.states": ("ember.trainer.states", ["RunningStage", "TrainerFn", "TrainerState", "TrainerStatus"]),
     "trainer.trainer": ("ember.trainer.trainer", ["Trainer"]),
     "tuner": ("ember.tuner", ["Tuner"]),

@@ -1751,3 +1751,67 @@ def test_the_batch_counters_describe_the_finished_epoch_until_the_next_one_draws
         (6, 6, 3, 3, 2, 5, True),
         (6, 6, 3, 3, 2, 5, True),
     ]
+
+
+def test_lightnings_private_hook_callers_deliver_a_hook_as_lightnings_do(tmp_path):
+    # `trainer.call._call_*_hook`, which programs and libraries use to deliver a hook themselves: each call is
+    # profiled under Lightning's action name and runs with the module's running hook name set (observed on 2.6.6)
+    from ember.callbacks import EarlyStopping
+    from ember.demos.boring_classes import BoringDataModule, BoringModel
+    from ember.profilers import SimpleProfiler
+    from ember.trainer import call
+
+    seen = []
+
+    class Listening(Callback):
+        def on_predict_epoch_end(self, trainer, pl_module):
+            seen.append(("listening", pl_module._current_fx_name))
+
+    class Stopping(EarlyStopping):
+        def on_predict_epoch_end(self, trainer, pl_module):
+            seen.append(("stopping", pl_module._current_fx_name))
+
+    class Model(BoringModel):
+        def scaled(self, x, by=1):
+            seen.append(("module", self._current_fx_name))
+            return x * by
+
+    class Data(BoringDataModule):
+        def doubled(self, x):
+            return 2 * x
+
+    class Driver(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            seen.append(("module result", call._call_lightning_module_hook(trainer, "scaled", 2, by=3)))
+            call._call_callback_hooks(trainer, "on_predict_epoch_end", monitoring_callbacks=True)
+            call._call_callback_hooks(trainer, "on_predict_epoch_end", monitoring_callbacks=False)
+            seen.append(("datamodule result", call._call_lightning_datamodule_hook(trainer, "doubled", 4)))
+            seen.append(("strategy result", call._call_strategy_hook(trainer, "reduce", torch.tensor(2.0)).item()))
+            seen.append(("after", pl_module._current_fx_name))
+
+    profiler = SimpleProfiler()
+    stopping = Stopping(monitor="train_loss", check_on_train_epoch_end=False)
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0, callbacks=[Listening(), stopping, Driver()])
+    trainer.profiler = profiler
+    trainer.fit(Model(), datamodule=Data())
+    assert seen == [
+        ("module", "scaled"),
+        ("module result", 6),
+        ("stopping", "on_predict_epoch_end"),  # the monitoring callbacks alone, then the others
+        ("listening", "on_predict_epoch_end"),
+        ("datamodule result", 8),
+        ("strategy result", 2.0),
+        ("after", "on_train_epoch_end"),  # the running hook's name is back
+    ]
+    actions = set(profiler.recorded_durations)
+    assert {"[LightningModule]Model.scaled", "[LightningDataModule]Data.doubled"} <= actions
+    assert "[Strategy]SingleDeviceStrategy.reduce" in actions
+    # a callback under its `state_key` (here its qualified name)
+    assert any(a.startswith("[Callback]") and a.endswith("<locals>.Listening.on_predict_epoch_end") for a in actions)
+    outside = ember.Trainer(logger=False)  # no module or datamodule yet: Lightning's errors
+    with pytest.raises(TypeError, match=r"^No `LightningModule` is available to call hooks on\.$"):
+        call._call_lightning_module_hook(outside, "configure_optimizers")
+    with pytest.raises(TypeError, match=r"^No `LightningDataModule` is available to call hooks on\.$"):
+        call._call_lightning_datamodule_hook(outside, "setup")
+    optimizer = call._call_lightning_module_hook(outside, "configure_optimizers", pl_module=BoringModel())
+    assert isinstance(optimizer, tuple)  # BoringModel's ([optimizer], [scheduler])
