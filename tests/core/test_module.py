@@ -441,6 +441,37 @@ def test_to_onnx_without_an_input_says_what_is_missing():
         model.to_onnx("model.onnx")
 
 
+def test_to_onnx_writes_into_an_open_file_and_takes_a_path_object(tmp_path, monkeypatch):
+    # what torch.onnx.export gets: the open file itself (Lightning documents `BytesIO`), a path object as text
+    import importlib.util
+    import io
+    import pathlib
+
+    given = []
+    monkeypatch.setattr(torch.onnx, "export", lambda module, sample, target, **kwargs: given.append(target))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == "onnx" else real_find_spec(name, *a)
+    )
+    monkeypatch.chdir(tmp_path)
+    buffer = io.BytesIO()
+    model = CoreModel()
+    model.to_onnx(buffer, torch.randn(1, 4))
+    model.to_onnx(pathlib.Path("model.onnx"), torch.randn(1, 4))
+    model.to_onnx(None, torch.randn(1, 4), dynamo=True)
+    assert given[0] is buffer and given[1:] == ["model.onnx", None]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs onnx")
+def test_to_onnx_into_an_open_file_leaves_the_working_folder_as_it_was(tmp_path, monkeypatch):
+    import io
+
+    monkeypatch.chdir(tmp_path)
+    buffer = io.BytesIO()
+    CoreModel().to_onnx(buffer, torch.randn(1, 4), dynamo=False)
+    assert buffer.getvalue() and list(tmp_path.iterdir()) == []
+
+
 def test_fabric_and_device_mesh_are_none():
     model = CoreModel()
     assert model.fabric is None and model.device_mesh is None

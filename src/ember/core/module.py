@@ -518,14 +518,17 @@ class LightningModule(
         batch = self._call_batch_hook("transfer_batch_to_device", batch, device, dataloader_idx)
         return self._call_batch_hook("on_after_batch_transfer", batch, dataloader_idx)
 
+    @torch.no_grad()
     def to_onnx(self, file_path: Any = None, input_sample: Any = None, **kwargs: Any) -> Any:
-        """Export to ONNX with ``torch.onnx.export`` (needs the ``onnx`` package).
+        """Export to ONNX with ``torch.onnx.export`` (needs the ``onnx`` package). ``file_path`` is a path, an
+        open binary file (``io.BytesIO``) that receives the model, or None (``dynamo=True``: the program only).
 
         Example::
 
             model.to_onnx("model.onnx", torch.randn(1, 64), export_params=True)
         """
         import importlib.util
+        import os
 
         if importlib.util.find_spec("onnx") is None:
             raise ModuleNotFoundError(f"`{type(self).__name__}.to_onnx()` requires `onnx` to be installed.")
@@ -539,7 +542,10 @@ class LightningModule(
         input_sample = self._apply_batch_transfer_handler(self._on_before_batch_transfer(input_sample))
         mode = self.training
         try:
-            return torch.onnx.export(self, input_sample, str(file_path) if file_path is not None else None, **kwargs)
+            # a path object as text, as Lightning passes it; an open file as it is (it was written to a file in the
+            # working folder named after the object's repr, and the buffer stayed empty)
+            target = os.fspath(file_path) if isinstance(file_path, os.PathLike) else file_path
+            return torch.onnx.export(self, input_sample, target, **kwargs)
         finally:
             self.train(mode)
 
