@@ -1815,3 +1815,17 @@ def test_lightnings_private_hook_callers_deliver_a_hook_as_lightnings_do(tmp_pat
         call._call_lightning_datamodule_hook(outside, "setup")
     optimizer = call._call_lightning_module_hook(outside, "configure_optimizers", pl_module=BoringModel())
     assert isinstance(optimizer, tuple)  # BoringModel's ([optimizer], [scheduler])
+
+
+def test_the_checkpoint_connector_names_the_next_and_the_newest_hpc_checkpoint(tmp_path):
+    # Lightning's `trainer._checkpoint_connector.hpc_save_path(folder)`, which its test pipelines (and programs that
+    # simulate a SLURM requeue) save to, and `_hpc_resume_path`, what `ckpt_path="hpc"` resumes from
+    trainer = quiet_trainer(default_root_dir=tmp_path, max_epochs=1)
+    trainer.fit(CoreModel(), loader())
+    connector = trainer._checkpoint_connector
+    assert connector._hpc_resume_path is None
+    first = connector.hpc_save_path(tmp_path)
+    assert first == str(tmp_path / "hpc_ckpt_1.ckpt")
+    trainer.save_checkpoint(first)
+    assert connector.hpc_save_path(tmp_path) == str(tmp_path / "hpc_ckpt_2.ckpt")
+    assert connector._hpc_resume_path == first

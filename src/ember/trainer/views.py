@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from ember.checkpoint import contents
+from ember.checkpoint import ckpt_path, contents
 from ember.trainer import arguments
 from ember.trainer.metrics import print_results
 from ember.trainer.states import TrainerFn
@@ -656,6 +656,16 @@ class CheckpointConnectorView(_View):
         super().__init__(trainer)
         self._ckpt_path: Any = None
         self._loaded_checkpoint: dict[str, Any] = {}
+
+    def hpc_save_path(self, folderpath: Any) -> str:
+        """Where the next SLURM requeue checkpoint goes in ``folderpath``: ``hpc_ckpt_<n+1>.ckpt`` (Lightning's names;
+        its pipelines save there to simulate a requeue)."""
+        return ckpt_path.hpc_save_path(str(folderpath))
+
+    @property
+    def _hpc_resume_path(self) -> str | None:
+        """The newest ``hpc_ckpt_<n>.ckpt`` in ``default_root_dir``, what ``ckpt_path="hpc"`` resumes from, or None."""
+        return ckpt_path.hpc_resume_path(str(self._trainer.default_root_dir))
 
     def dump_checkpoint(self, weights_only: bool | None = None) -> dict[str, Any]:
         """The checkpoint dict ``trainer.save_checkpoint`` would write, built on this rank alone."""
