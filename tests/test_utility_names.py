@@ -480,6 +480,12 @@ def test_lightnings_import_flags_say_what_is_installed():
     )
     assert imports.RequirementCache(module="json") and not imports.RequirementCache(module="no_such_module")
     assert imports.RequirementCache("torch>=2.0", "torch") and imports.package_available("json")
+    # as Lightning's: a requirement not met by an installed distribution of that name (mlflow comes as
+    # `mlflow-skinny`) is met by its module where a module is named or the requirement names no version
+    by_module = imports.RequirementCache("no-such-distribution>=1.0", "json")
+    assert by_module and str(by_module) == "Module 'json' available"
+    assert imports.RequirementCache("json") and not imports.RequirementCache("no_such_module")
+    assert not imports.RequirementCache("no-such-distribution>=1.0")  # a version asked for, no module named
     assert not imports.package_available("no_such_package.sub")
     assert imports._version_key("2.9.0.dev20250101") < imports._version_key("2.9.0")  # a nightly is older
     assert imports._Release((2, 9, 0), pre=True) < imports._Release((2, 9), pre=False)  # without `packaging`

@@ -152,16 +152,22 @@ def test_missing_comet_ml_names_the_package(monkeypatch):
         CometLogger()
 
 
-def test_lightnings_availability_flag_says_whether_comet_ml_is_installed():
-    # libraries check `loggers.comet._COMET_AVAILABLE` before making a CometLogger, as Lightning's own code does
+def test_lightnings_availability_flag_says_whether_comet_ml_is_installed(monkeypatch):
+    # libraries check `loggers.comet._COMET_AVAILABLE` before making a CometLogger, as Lightning's own code does.
+    # The flag is decided once, on first use (another test's stand-in may have been importable then): its
+    # requirement is checked afresh here, with no `comet_ml` to import
     from importlib import metadata
 
     from ember.loggers.comet import _COMET_AVAILABLE
+    from ember.utilities.imports import RequirementCache
 
+    assert (_COMET_AVAILABLE.requirement, _COMET_AVAILABLE.module) == ("comet-ml>=3.44.4", "comet_ml")
+    monkeypatch.setitem(sys.modules, "comet_ml", None)
+    fresh = RequirementCache(_COMET_AVAILABLE.requirement, module=_COMET_AVAILABLE.module)
     try:
         metadata.version("comet-ml")
     except metadata.PackageNotFoundError:
-        assert not _COMET_AVAILABLE
-        assert "comet-ml>=3.44.4" in str(_COMET_AVAILABLE)  # the message names the requirement to install
+        assert not fresh
+        assert "comet-ml>=3.44.4" in str(fresh)  # the message names the requirement to install
     else:
         pytest.skip("comet-ml is installed: the flag's false case cannot be seen here")

@@ -90,3 +90,38 @@ def test_a_subclass_overriding_sanitize_params_decides_what_the_hparams_tab_gets
     logger.log_hyperparams({"lr": 0.1, "opt": {"name": "adam"}})
     logger.finalize("success")
     assert seen == [{"lr": 0.1, "opt/name": "adam"}]
+
+
+@pytest.mark.parametrize(
+    ("module", "flag", "make"),
+    [
+        ("mlflow", "_MLFLOW_AVAILABLE", lambda path: __import__("ember").loggers.MLFlowLogger(save_dir=str(path))),
+        (
+            "wandb",
+            "_WANDB_AVAILABLE",
+            lambda path: __import__("ember").loggers.WandbLogger(save_dir=path, offline=True),
+        ),
+    ],
+)
+def test_lightnings_availability_flags_are_read_where_a_program_sets_them(tmp_path, monkeypatch, module, flag, make):
+    # `pytorch_lightning.loggers.mlflow._MLFLOW_AVAILABLE` and its kind: Lightning's tests (and the suites that copy
+    # their fixtures) set them, to True beside a stand-in module, or to False to act as if the package were missing
+    import importlib
+
+    pytest.importorskip(module)
+    home = importlib.import_module(f"ember.loggers.{module}")
+    assert bool(getattr(home, flag))  # Lightning's answer where the package is installed
+    monkeypatch.setattr(home, flag, False)
+    with pytest.raises(ModuleNotFoundError, match=module):
+        make(tmp_path)
+
+
+def test_tensorboards_availability_flag_set_false_sends_everything_through_tensorboardx(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboardX")
+    from ember.loggers import tensorboard
+
+    assert bool(tensorboard._TENSORBOARD_AVAILABLE)
+    monkeypatch.setattr(tensorboard, "_TENSORBOARD_AVAILABLE", False)
+    logger = TensorBoardLogger(tmp_path)
+    assert type(logger.experiment).__module__.startswith("tensorboardX")
+    logger.finalize("success")

@@ -25,6 +25,7 @@ from ember.loggers.utilities import (
     _to_python,
     _warn_once,
 )
+from ember.utilities.imports import RequirementCache
 from ember.utilities.rank_zero import rank_zero_only
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 LOCAL_FILE_URI_PREFIX = "file:"
 # MLflow accepts letters, digits and these characters in metric names (Lightning strips the rest)
+# Lightning's flags, decided on first use (programs' tests patch them beside a stand-in `mlflow` module)
+_MLFLOW_AVAILABLE = RequirementCache("mlflow>=1.0.0", "mlflow")
+_MLFLOW_SYNCHRONOUS_AVAILABLE = RequirementCache("mlflow>=2.8.0", "mlflow")
 _INVALID_METRIC_CHARS = re.compile(r"[^a-zA-Z0-9_/. -]+")
 
 
@@ -78,7 +82,7 @@ class MLFlowLogger(Logger):
         run_id: str | None = None,
         synchronous: bool | None = None,
     ) -> None:
-        _require("mlflow", "MLFlowLogger", "mlflow")
+        _require("mlflow", "MLFlowLogger", "mlflow", _MLFLOW_AVAILABLE)
         super().__init__()
         tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not tracking_uri:

@@ -23,6 +23,7 @@ from ember.checkpoint.files import get_filesystem, is_file, is_local, local_path
 from ember.loggers.logger import FolderLogger, rank_zero_experiment
 from ember.loggers.utilities import (
     _add_prefix,
+    _available,
     _check_writable,
     _convert_params,
     _flatten_dict,
@@ -30,6 +31,7 @@ from ember.loggers.utilities import (
     _sanitize_params,
     _save_hparams_to_yaml,
 )
+from ember.utilities.imports import RequirementCache
 from ember.utilities.rank_zero import rank_zero_only, rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -325,6 +327,7 @@ class TensorBoardLogger(FolderLogger):
         return state
 
 
+_TENSORBOARD_AVAILABLE = RequirementCache("tensorboard")  # Lightning's (Fabric's) flag, decided on first use
 _FLUSH_INTERVAL = 1.0  # seconds between flushes requested by `save()`
 # SummaryWriter options that concern only its buffering, so the scalar file can stand in for it
 _SCALAR_FILE_OPTIONS = frozenset({"max_queue", "flush_secs", "filename_suffix", "comment"})
@@ -339,7 +342,7 @@ def _make_folder(path: str) -> None:
 
 
 def _tensorboard_available() -> bool:
-    return _package_available("tensorboard")
+    return _available(_TENSORBOARD_AVAILABLE, "tensorboard")
 
 
 def _module_device(model: Module) -> Any:

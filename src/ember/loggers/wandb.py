@@ -21,8 +21,11 @@ from ember.loggers.utilities import (
     _to_python,
 )
 from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.imports import RequirementCache
 from ember.utilities.rank_zero import rank_zero_only, rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
+
+_WANDB_AVAILABLE = RequirementCache("wandb>=0.12.10")  # Lightning's flag, decided on first use
 
 
 class WandbLogger(Logger):
@@ -72,7 +75,7 @@ class WandbLogger(Logger):
         add_file_policy: Literal["mutable", "immutable"] = "mutable",
         **kwargs: Any,
     ) -> None:
-        _require("wandb", "WandbLogger", "wandb")
+        _require("wandb", "WandbLogger", "wandb", _WANDB_AVAILABLE)
         if offline and log_model:
             raise MisconfigurationException(
                 f"Providing log_model={log_model} and offline={offline} is an invalid configuration"

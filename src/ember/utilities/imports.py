@@ -117,22 +117,35 @@ class RequirementCache:
             self.specifiers = re.findall(r"(>=|<=|==|!=|>|<)\s*([^,\s]+)", found.group(2))
 
     @functools.cached_property
-    def _met(self) -> bool:
+    def _outcome(self) -> tuple[bool, str | None]:
+        """``(met, module)``: ``module`` is the one found importable where the requirement itself was not met
+        (as Lightning's: a package installed under another distribution's name, e.g. ``mlflow-skinny`` for
+        ``mlflow``, where the requirement names no version or a ``module`` is given)."""
         if self.requirement:
             version = _installed(self.package)
-            if version is None:
-                return False
-            installed = _version_key(version)
-            if not all(_COMPARE[op](installed, _version_key(wanted)) for op, wanted in self.specifiers):
-                return False
-        return self.module is None or package_available(self.module)
+            installed = _version_key(version) if version is not None else None
+            if installed is None or not all(
+                _COMPARE[op](installed, _version_key(wanted)) for op, wanted in self.specifiers
+            ):
+                if self.specifiers and self.module is None:
+                    return False, None
+                module = self.module or self.package
+                return (True, module) if package_available(module) else (False, None)
+        return self.module is None or package_available(self.module), None
+
+    @property
+    def _met(self) -> bool:
+        return self._outcome[0]
 
     def __bool__(self) -> bool:
         return self._met
 
     def __str__(self) -> str:
         what = self.requirement or f"module {self.module!r}"
-        if self._met:
+        met, found = self._outcome
+        if met and found is not None:
+            return f"Module {found!r} available"
+        if met:
             return f"Requirement {what!r} met" if self.requirement else f"Module {self.module!r} available"
         if not self.requirement:
             return f"Module not found: {self.module!r}. HINT: Try running `pip install -U {self.module}`"
