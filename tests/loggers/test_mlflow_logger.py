@@ -125,3 +125,24 @@ def test_log_model_true_uploads_at_the_end(uri, tmp_path):
     logger.finalize("success")
     assert [a.path for a in client.list_artifacts(logger.run_id)] == ["models"]
     assert [a.path for a in client.list_artifacts(logger.run_id, "models")] == ["models/last"]
+
+
+def test_the_run_context_tags_come_from_lightnings_patch_point(uri, monkeypatch):
+    # `loggers.mlflow._get_resolve_tags`, which Lightning's tests (and the suites that copy them) patch: the run is
+    # created with the tags it resolves (by default mlflow's own context tags: source, user)
+    from ember.loggers import mlflow as home
+
+    assert "mlflow.user" in home._get_resolve_tags()({"team": "a"})
+    monkeypatch.setattr(home, "_get_resolve_tags", lambda: lambda tags: {**(tags or {}), "resolved": "yes"})
+    logger = MLFlowLogger(experiment_name="exp", tracking_uri=uri, tags={"team": "a"})
+    tags = MlflowClient(uri).get_run(logger.run_id).data.tags
+    assert tags["team"] == "a" and tags["resolved"] == "yes" and "mlflow.user" not in tags
+
+
+def test_synchronous_needs_an_mlflow_that_has_it(uri, monkeypatch):
+    from ember.loggers import mlflow as home
+
+    monkeypatch.setattr(home, "_MLFLOW_SYNCHRONOUS_AVAILABLE", False)  # as an mlflow older than 2.8 says
+    with pytest.raises(ModuleNotFoundError, match=r"`synchronous` requires mlflow>=2\.8\.0"):
+        MLFlowLogger(tracking_uri=uri, synchronous=True)
+    MLFlowLogger(tracking_uri=uri)  # without it, any mlflow

@@ -34,10 +34,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 LOCAL_FILE_URI_PREFIX = "file:"
-# MLflow accepts letters, digits and these characters in metric names (Lightning strips the rest)
 # Lightning's flags, decided on first use (programs' tests patch them beside a stand-in `mlflow` module)
 _MLFLOW_AVAILABLE = RequirementCache("mlflow>=1.0.0", "mlflow")
 _MLFLOW_SYNCHRONOUS_AVAILABLE = RequirementCache("mlflow>=2.8.0", "mlflow")
+
+
+def _get_resolve_tags() -> Any:
+    """mlflow's ``resolve_tags``, which adds the run context's tags (source, user, git commit) to the run's own;
+    the tags as they are where this mlflow has none. Lightning's name: programs' tests patch it."""
+    from mlflow.tracking import context
+
+    if hasattr(context, "registry"):
+        from mlflow.tracking.context.registry import resolve_tags
+
+        return resolve_tags
+    return getattr(context, "resolve_tags", lambda tags: tags)
+
+
+# MLflow accepts letters, digits and these characters in metric names (Lightning strips the rest)
 _INVALID_METRIC_CHARS = re.compile(r"[^a-zA-Z0-9_/. -]+")
 
 
@@ -83,6 +97,10 @@ class MLFlowLogger(Logger):
         synchronous: bool | None = None,
     ) -> None:
         _require("mlflow", "MLFlowLogger", "mlflow", _MLFLOW_AVAILABLE)
+        if synchronous is not None and not _MLFLOW_SYNCHRONOUS_AVAILABLE:
+            raise ModuleNotFoundError(
+                "`synchronous` requires mlflow>=2.8.0. Install it with `pip install mlflow>=2.8.0`"
+            )
         super().__init__()
         tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not tracking_uri:
@@ -136,16 +154,16 @@ class MLFlowLogger(Logger):
                     name=self._experiment_name, artifact_location=self._artifact_location
                 )
 
-        from mlflow.tracking.context.registry import resolve_tags
-        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
-
         if self._run_name is not None:
+            from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
             self.tags = dict(self.tags or {})
             if MLFLOW_RUN_NAME in self.tags:
                 log.warning(
                     f"The tag {MLFLOW_RUN_NAME} is found in tags. The value will be overridden by {self._run_name}."
                 )
             self.tags[MLFLOW_RUN_NAME] = self._run_name
+        resolve_tags = _get_resolve_tags()
         run = self._mlflow_client.create_run(experiment_id=self._experiment_id, tags=resolve_tags(self.tags))
         self._run_id = run.info.run_id
         self._initialized = True
