@@ -90,3 +90,12 @@ def test_missing_psutil_is_named_in_lightnings_words(monkeypatch):
         "Fetching CPU device stats requires `psutil` to be installed. Requirement 'psutil' not met."
         " HINT: Try running `pip install -U 'psutil'`"
     )
+
+
+def test_lightnings_psutil_flag_set_false_acts_as_if_psutil_were_missing(monkeypatch, psutil):
+    # `callbacks.device_stats_monitor._PSUTIL_AVAILABLE`, which Lightning's tests (and suites copying them) set
+    assert bool(dsm._PSUTIL_AVAILABLE) or "psutil" not in sys.modules  # Lightning's flag, read where set
+    monkeypatch.setattr(dsm, "_PSUTIL_AVAILABLE", False)
+    trainer = pl.Trainer(**{**QUIET, "logger": RecordingLogger()}, max_epochs=1, callbacks=[DeviceStatsMonitor()])
+    with pytest.raises(ModuleNotFoundError, match="psutil` is not installed"):
+        trainer.fit(Regressor(), train_loader())

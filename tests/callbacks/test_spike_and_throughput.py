@@ -170,3 +170,12 @@ def test_a_spike_window_that_is_no_positive_int_gets_lightnings_message(window):
     ):
         SpikeDetection(window=window)
     assert SpikeDetection(window=True).window == 1  # (an int to Python, and to Lightning)
+
+
+@pytest.mark.parametrize("validates", [True, False])
+def test_throughput_keeps_a_validation_meter_only_where_fit_validates(validates):
+    # as Lightning's `setup`: fit's validation gets its own `Throughput` where the fit validates
+    monitor = ThroughputMonitor(batch_size_fn=lambda batch: batch[0].shape[0])
+    trainer = pl.Trainer(**{**QUIET, "logger": make_recording_logger(pl)()}, max_epochs=1, callbacks=[monitor])
+    trainer.fit(make_regressor(pl)(), train_loader(n=16), val_loader(n=8) if validates else None)
+    assert sorted(monitor._throughputs) == (["train", "validate"] if validates else ["train"])

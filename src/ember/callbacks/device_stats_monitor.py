@@ -7,7 +7,6 @@ trainer writes its own values; reading them waits for nothing on the device:
 
 from __future__ import annotations
 
-import importlib.util
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -15,6 +14,7 @@ import torch
 from ember.callbacks import _cadence
 from ember.callbacks.callback import Callback
 from ember.utilities.exceptions import MisconfigurationException
+from ember.utilities.imports import RequirementCache, flag_or_importable
 from ember.utilities.signature_utils import lightning_style_annotations
 
 if TYPE_CHECKING:
@@ -26,12 +26,11 @@ _CPU_PERCENT = "cpu_percent"
 _CPU_SWAP_PERCENT = "cpu_swap_percent"
 
 
-def _psutil_available() -> bool:
-    import sys
+_PSUTIL_AVAILABLE = RequirementCache("psutil")  # Lightning's flag, decided on first use
 
-    if "psutil" in sys.modules:
-        return sys.modules["psutil"] is not None
-    return importlib.util.find_spec("psutil") is not None
+
+def _psutil_available() -> bool:
+    return flag_or_importable(_PSUTIL_AVAILABLE, "psutil")
 
 
 def get_cpu_stats() -> dict[str, float]:

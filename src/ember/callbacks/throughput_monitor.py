@@ -73,13 +73,17 @@ class ThroughputMonitor(Callback):
         device = trainer.strategy.root_device
         self._cuda = device.type == "cuda"
         self.available_flops = get_available_flops(device, precision_to_dtype(str(trainer.precision)))
-        stages = (_TRAIN, _VALIDATE) if stage == "fit" else (getattr(stage, "value", stage),)
-        for name in stages:
-            self._throughputs[name] = Throughput(
-                available_flops=self.available_flops, world_size=trainer.world_size, **self.kwargs
-            )
+        # as Lightning: fit's validation has one where fit validates
+        stages = (_TRAIN, _VALIDATE) if stage == "fit" and trainer.enable_validation else (_TRAIN,)
+        for name in stages if stage == "fit" else (getattr(stage, "value", stage),):
+            self._throughputs[name] = self._new_throughput(trainer)
+
+    def _new_throughput(self, trainer: Trainer) -> Throughput:
+        return Throughput(available_flops=self.available_flops, world_size=trainer.world_size, **self.kwargs)
 
     def _start(self, trainer: Trainer, stage: str) -> None:
+        if stage not in self._throughputs:  # validation that `setup` did not foresee (its limit raised since)
+            self._throughputs[stage] = self._new_throughput(trainer)
         if trainer.state.fn == "fit" or stage not in self._samples:
             self._throughputs[stage].reset()
             self._lengths[stage] = self._samples[stage] = self._batches[stage] = 0

@@ -17,8 +17,8 @@ from torch import Tensor
 from torch.nn import Module
 
 from ember.loggers.logger import Logger, rank_zero_experiment
-from ember.loggers.utilities import _available, _convert_params
-from ember.utilities.imports import RequirementCache
+from ember.loggers.utilities import _convert_params
+from ember.utilities.imports import RequirementCache, flag_or_importable
 from ember.utilities.rank_zero import log, rank_zero_only
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -101,7 +101,7 @@ class CometLogger(Logger):
         prefix: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if not _available(_COMET_AVAILABLE, "comet_ml"):
+        if not flag_or_importable(_COMET_AVAILABLE, "comet_ml"):
             raise ModuleNotFoundError(
                 "CometLogger needs the `comet_ml` package, which is not installed."
                 " Install it with: pip install 'ember[comet]' (or pip install comet-ml)."

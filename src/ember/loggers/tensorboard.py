@@ -23,7 +23,6 @@ from ember.checkpoint.files import get_filesystem, is_file, is_local, local_path
 from ember.loggers.logger import FolderLogger, rank_zero_experiment
 from ember.loggers.utilities import (
     _add_prefix,
-    _available,
     _check_writable,
     _convert_params,
     _flatten_dict,
@@ -31,7 +30,7 @@ from ember.loggers.utilities import (
     _sanitize_params,
     _save_hparams_to_yaml,
 )
-from ember.utilities.imports import RequirementCache
+from ember.utilities.imports import RequirementCache, flag_or_importable
 from ember.utilities.rank_zero import rank_zero_only, rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -342,7 +341,7 @@ def _make_folder(path: str) -> None:
 
 
 def _tensorboard_available() -> bool:
-    return _available(_TENSORBOARD_AVAILABLE, "tensorboard")
+    return flag_or_importable(_TENSORBOARD_AVAILABLE, "tensorboard")
 
 
 def _module_device(model: Module) -> Any:

@@ -20,6 +20,7 @@ import torch
 
 from ember.checkpoint.files import is_local, local_path
 from ember.utilities.apply_func import is_dataclass_instance
+from ember.utilities.imports import flag_or_importable
 from ember.utilities.rank_zero import rank_zero_warn
 
 
@@ -37,16 +38,10 @@ def _package_available(name: str) -> bool:
         return False
 
 
-def _available(flag: Any, package: str) -> bool:
-    """Whether a logger can use ``package``: its module's Lightning-named flag (``_MLFLOW_AVAILABLE``...) where a
-    program set it to a bool (Lightning's tests set it to ``True`` beside a stand-in module, or ``False`` to act
-    as if the package were missing), else whether ``package`` imports."""
-    return flag if isinstance(flag, bool) else _package_available(package)
-
-
 def _require(package: str, owner: str, extra: str, flag: Any = None) -> None:
-    """Raise ``ModuleNotFoundError`` naming the pip extra when ``package`` is missing (see :func:`_available`)."""
-    if not _available(flag, package):
+    """Raise ``ModuleNotFoundError`` naming the pip extra when ``package`` is missing (``flag``: the logger's
+    Lightning-named availability flag, see ``flag_or_importable``)."""
+    if not flag_or_importable(flag, package):
         raise ModuleNotFoundError(
             f"{owner} needs the `{package}` package, which is not installed."
             f" Install it with: pip install 'ember[{extra}]' (or pip install {package})."

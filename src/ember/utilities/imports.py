@@ -90,6 +90,14 @@ def package_available(package_name: str) -> bool:
         return sys.modules.get(package_name) is not None
 
 
+def flag_or_importable(flag: Any, package: str) -> bool:
+    """Whether ``package`` can be used, by a Lightning-named availability flag (``_MLFLOW_AVAILABLE``,
+    ``_PSUTIL_AVAILABLE``...): the flag where a program set it to a bool (Lightning's tests set one to ``True``
+    beside a stand-in module, or ``False`` to act as if the package were missing), else whether ``package``
+    imports."""
+    return flag if isinstance(flag, bool) else package_available(package)
+
+
 class RequirementCache:
     """Whether a requirement such as ``"torchmetrics>=1.0.0"`` or ``"torch>=2.8.0,<2.9.0"`` is met by the
     installed package, and, with ``module``, whether that module can be imported; decided on first use.
