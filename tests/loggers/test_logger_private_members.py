@@ -125,3 +125,14 @@ def test_tensorboards_availability_flag_set_false_sends_everything_through_tenso
     logger = TensorBoardLogger(tmp_path)
     assert type(logger.experiment).__module__.startswith("tensorboardX")
     logger.finalize("success")
+
+
+def test_the_version_of_several_loggers_is_lightnings(tmp_path):
+    # `loggers.utilities._version`, which gives the progress bar's `v_num`: one logger's version, or the distinct
+    # versions of several, in order
+    from ember.loggers import utilities
+
+    first, second = CSVLogger(tmp_path, version=3), CSVLogger(tmp_path, name="b", version="x")
+    assert utilities._version([first]) == 3
+    assert utilities._version([first, second, CSVLogger(tmp_path, name="c", version=3)]) == "3_x"
+    assert utilities._version([first, second], separator="-") == "3-x"

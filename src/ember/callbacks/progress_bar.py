@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Union
 
 from ember.callbacks.callback import Callback
+from ember.loggers.utilities import _version
 from ember.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
@@ -172,13 +173,6 @@ class ProgressBar(Callback):
         return {**standard_metrics, **pbar_metrics}
 
 
-def _logger_version(loggers: list[Any]) -> int | str | None:
-    if len(loggers) == 1:
-        return loggers[0].version
-    # several loggers: their distinct versions joined, in order
-    return "_".join(dict.fromkeys(str(logger.version) for logger in loggers))
-
-
 def get_standard_metrics(trainer: Trainer) -> dict[str, int | str]:
     """The items every bar shows: ``v_num``, the experiment version of the trainer's logger(s).
 
@@ -186,7 +180,7 @@ def get_standard_metrics(trainer: Trainer) -> dict[str, int | str]:
     """
     items: dict[str, int | str] = {}
     if trainer.loggers:
-        version = _logger_version(trainer.loggers)
+        version = _version(trainer.loggers)
         if version not in ("", None):
             if isinstance(version, str):
                 # long version strings: keep the last four characters

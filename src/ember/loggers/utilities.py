@@ -238,6 +238,14 @@ def _scan_checkpoints(
     return [e for e in entries if e[1] not in logged_model_time or logged_model_time[e[1]] < e[0]]
 
 
+def _version(loggers: list[Any], separator: str = "_") -> int | str | None:
+    """The version of a run's loggers (the progress bar's ``v_num``): one logger's own, several loggers' distinct
+    versions joined by ``separator``, in order. Lightning's helper."""
+    if len(loggers) == 1:
+        return loggers[0].version
+    return separator.join(dict.fromkeys(str(logger.version) for logger in loggers))
+
+
 def _warn_once(cache: set[str], message: str, category: type[Warning] = UserWarning) -> None:
     if message not in cache:
         cache.add(message)
