@@ -73,16 +73,16 @@ class ThroughputMonitor(Callback):
         device = trainer.strategy.root_device
         self._cuda = device.type == "cuda"
         self.available_flops = get_available_flops(device, precision_to_dtype(str(trainer.precision)))
-        # as Lightning: fit's validation has one where fit validates
-        stages = (_TRAIN, _VALIDATE) if stage == "fit" and trainer.enable_validation else (_TRAIN,)
-        for name in stages if stage == "fit" else (getattr(stage, "value", stage),):
-            self._throughputs[name] = self._new_throughput(trainer)
+        if stage == "fit":
+            # fit's validation gets its own when it first runs: only a fit that validates has one, as in Lightning
+            self._throughputs.pop(_VALIDATE, None)
+        self._throughputs[_TRAIN if stage == "fit" else getattr(stage, "value", stage)] = self._new_throughput(trainer)
 
     def _new_throughput(self, trainer: Trainer) -> Throughput:
         return Throughput(available_flops=self.available_flops, world_size=trainer.world_size, **self.kwargs)
 
     def _start(self, trainer: Trainer, stage: str) -> None:
-        if stage not in self._throughputs:  # validation that `setup` did not foresee (its limit raised since)
+        if stage not in self._throughputs:
             self._throughputs[stage] = self._new_throughput(trainer)
         if trainer.state.fn == "fit" or stage not in self._samples:
             self._throughputs[stage].reset()

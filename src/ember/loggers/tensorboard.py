@@ -26,11 +26,10 @@ from ember.loggers.utilities import (
     _check_writable,
     _convert_params,
     _flatten_dict,
-    _package_available,
     _sanitize_params,
     _save_hparams_to_yaml,
 )
-from ember.utilities.imports import RequirementCache, flag_or_importable
+from ember.utilities.imports import RequirementCache, flag_or_importable, package_available
 from ember.utilities.rank_zero import rank_zero_only, rank_zero_warn
 from ember.utilities.signature_utils import lightning_style_annotations
 
@@ -84,7 +83,7 @@ class TensorBoardLogger(FolderLogger):
     ) -> None:
         # asked once: the scalar file is chosen at every write, and `find_spec` searches the path each time
         self._tensorboard = _tensorboard_available()
-        if not self._tensorboard and not _package_available("tensorboardX"):
+        if not self._tensorboard and not package_available("tensorboardX"):
             raise ModuleNotFoundError(
                 "TensorBoardLogger needs the `tensorboard` package (or `tensorboardX`), which is not installed."
                 " Install it with: pip install 'ember[tensorboard]' (or pip install tensorboard)."

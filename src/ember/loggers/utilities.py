@@ -5,7 +5,6 @@ Nothing here imports a heavy package at module import; the loggers call these he
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import os
@@ -27,17 +26,6 @@ from ember.utilities.rank_zero import rank_zero_warn
 # ---------------------------------------------------------------------------------------------
 # optional packages
 # ---------------------------------------------------------------------------------------------
-def _package_available(name: str) -> bool:
-    """Whether ``name`` can be imported, without importing it."""
-    if name in sys.modules:
-        # ``sys.modules[name] = None`` is how Python (and tests) mark a package as unimportable.
-        return sys.modules[name] is not None
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def _require(package: str, owner: str, extra: str, flag: Any = None) -> None:
     """Raise ``ModuleNotFoundError`` naming the pip extra when ``package`` is missing (``flag``: the logger's
     Lightning-named availability flag, see ``flag_or_importable``)."""

@@ -141,12 +141,8 @@ class RequirementCache:
                 return (True, module) if package_available(module) else (False, None)
         return self.module is None or package_available(self.module), None
 
-    @property
-    def _met(self) -> bool:
-        return self._outcome[0]
-
     def __bool__(self) -> bool:
-        return self._met
+        return self._outcome[0]
 
     def __str__(self) -> str:
         what = self.requirement or f"module {self.module!r}"
